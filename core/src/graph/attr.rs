@@ -1,0 +1,170 @@
+//! Node attributes: named, typed values that configure an op (`transpose_a`, `dtype`,
+//! `value`, `axis`, ...).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::tensor::{DType, Tensor};
+
+/// One attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A dtype.
+    DType(DType),
+    /// A list of integers (shapes use this, with -1 for an unknown dimension).
+    Ints(Vec<i64>),
+    /// A list of strings.
+    Strs(Vec<String>),
+    /// A tensor (the value of a `Const`).
+    Tensor(Tensor),
+}
+
+impl AttrValue {
+    fn kind(&self) -> &'static str {
+        match self {
+            AttrValue::Int(_) => "int",
+            AttrValue::Float(_) => "float",
+            AttrValue::Bool(_) => "bool",
+            AttrValue::Str(_) => "string",
+            AttrValue::DType(_) => "dtype",
+            AttrValue::Ints(_) => "list of ints",
+            AttrValue::Strs(_) => "list of strings",
+            AttrValue::Tensor(_) => "tensor",
+        }
+    }
+}
+
+impl fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttrValue::Int(v) => write!(f, "{v}"),
+            AttrValue::Float(v) => write!(f, "{v:?}"),
+            AttrValue::Bool(v) => write!(f, "{v}"),
+            AttrValue::Str(v) => write!(f, "{v:?}"),
+            AttrValue::DType(v) => write!(f, "{v}"),
+            AttrValue::Ints(v) => write!(f, "{v:?}"),
+            AttrValue::Strs(v) => write!(f, "{v:?}"),
+            AttrValue::Tensor(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+macro_rules! attr_from {
+    ($t:ty, $v:ident) => {
+        impl From<$t> for AttrValue {
+            fn from(v: $t) -> AttrValue {
+                AttrValue::$v(v.into())
+            }
+        }
+    };
+}
+attr_from!(i64, Int);
+attr_from!(f64, Float);
+attr_from!(bool, Bool);
+attr_from!(String, Str);
+attr_from!(&str, Str);
+attr_from!(DType, DType);
+attr_from!(Vec<i64>, Ints);
+attr_from!(Vec<String>, Strs);
+attr_from!(Tensor, Tensor);
+
+/// A missing or mistyped attribute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttrError {
+    /// The op needs an attribute that is not set.
+    #[error("missing attribute {0:?}")]
+    Missing(String),
+    /// The attribute holds another kind of value.
+    #[error("attribute {name:?} should be a {expected}, got a {got}")]
+    WrongKind {
+        /// Attribute name.
+        name: String,
+        /// Kind expected.
+        expected: &'static str,
+        /// Kind found.
+        got: &'static str,
+    },
+}
+
+/// The attributes of one node, sorted by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attrs(BTreeMap<String, AttrValue>);
+
+macro_rules! getter {
+    ($fn:ident, $t:ty, $v:ident, $kind:expr) => {
+        /// The attribute as this type, or an error naming it.
+        pub fn $fn(&self, name: &str) -> Result<$t, AttrError> {
+            match self.0.get(name) {
+                Some(AttrValue::$v(v)) => Ok(v.clone()),
+                Some(other) => Err(AttrError::WrongKind {
+                    name: name.into(),
+                    expected: $kind,
+                    got: other.kind(),
+                }),
+                None => Err(AttrError::Missing(name.into())),
+            }
+        }
+    };
+}
+
+impl Attrs {
+    /// No attributes.
+    pub fn new() -> Attrs {
+        Attrs::default()
+    }
+
+    /// Sets an attribute, replacing any earlier value.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<AttrValue>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    /// The raw value, if set.
+    pub fn get(&self, name: &str) -> Option<&AttrValue> {
+        self.0.get(name)
+    }
+
+    /// Whether the attribute is set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// All attributes, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &AttrValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    getter!(int, i64, Int, "int");
+    getter!(float, f64, Float, "float");
+    getter!(bool, bool, Bool, "bool");
+    getter!(string, String, Str, "string");
+    getter!(dtype, DType, DType, "dtype");
+    getter!(ints, Vec<i64>, Ints, "list of ints");
+    getter!(strings, Vec<String>, Strs, "list of strings");
+    getter!(tensor, Tensor, Tensor, "tensor");
+
+    /// A boolean attribute, or `default` when it is not set.
+    pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, AttrError> {
+        if self.contains(name) {
+            self.bool(name)
+        } else {
+            Ok(default)
+        }
+    }
+
+    /// An optional integer attribute.
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, AttrError> {
+        if self.contains(name) {
+            self.int(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}

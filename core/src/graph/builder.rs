@@ -1,0 +1,423 @@
+//! The shared, append-only graph and the [`Graph`] handle that builds it.
+//!
+//! A `Graph` is a handle: clones share one graph, and each handle carries its own scope
+//! (name prefix, device spec, control dependencies). Scoped handles come from
+//! [`Graph::name_scope`], [`Graph::device`], [`Graph::control_dependencies`] and their
+//! `with_*` forms. Nodes are immutable once added and the graph only grows, so a session
+//! created earlier sees nodes added later, and a plan built for some fetches stays valid.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use smallvec::SmallVec;
+
+use super::attr::{AttrValue, Attrs};
+use super::device_spec::DeviceSpec;
+use super::error::{GraphError, OpDefError};
+use super::node::{Node, NodeId, Output};
+use super::op_def::lookup_op;
+use crate::tensor::DType;
+
+#[derive(Default)]
+struct GraphInner {
+    nodes: Vec<Arc<Node>>,
+    by_name: HashMap<String, NodeId>,
+    /// Next suffix to try for each automatically named base name.
+    auto_names: HashMap<String, usize>,
+}
+
+#[derive(Default)]
+struct GraphShared {
+    inner: RwLock<GraphInner>,
+}
+
+/// What a scoped handle adds to every node it creates.
+#[derive(Clone, Default, Debug)]
+struct Scope {
+    /// `outer/inner/`, or empty.
+    name_prefix: String,
+    device: DeviceSpec,
+    control_deps: Vec<NodeId>,
+    /// The exact name for nodes made through this handle ([`Graph::with_name`]).
+    exact_name: Option<String>,
+}
+
+/// A handle to a dataflow graph with a building scope. Cheap to clone; clones share the
+/// graph.
+#[derive(Clone)]
+pub struct Graph {
+    shared: Arc<GraphShared>,
+    scope: Arc<Scope>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph::new()
+    }
+}
+
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Graph")
+            .field("nodes", &self.len())
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl Graph {
+    /// An empty graph with the root scope.
+    pub fn new() -> Graph {
+        Graph {
+            shared: Arc::default(),
+            scope: Arc::default(),
+        }
+    }
+
+    /// Whether two handles refer to the same graph.
+    pub fn same_graph(&self, other: &Graph) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.shared.inner.read().nodes.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<Arc<Node>> {
+        self.shared.inner.read().nodes.get(id.index()).cloned()
+    }
+
+    /// The node with this name.
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.shared.inner.read().by_name.get(name).copied()
+    }
+
+    /// A snapshot of every node, in creation order (which is a topological order).
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.shared.inner.read().nodes.clone()
+    }
+
+    /// The name of a node (`"#id"` if the id is not of this graph).
+    pub fn name_of(&self, id: NodeId) -> String {
+        self.node(id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("#{}", id.0))
+    }
+
+    /// The dtype of an output.
+    pub fn dtype(&self, output: Output) -> Result<DType, GraphError> {
+        let node = self.check_output(output, "dtype query")?;
+        Ok(node.output_dtypes[output.index as usize])
+    }
+
+    /// The node of `output`, checking that the output exists.
+    pub(crate) fn check_output(&self, output: Output, role: &str) -> Result<Arc<Node>, GraphError> {
+        let node = self
+            .node(output.node)
+            .ok_or_else(|| GraphError::NodeNotFound {
+                role: role.into(),
+                name: format!("#{}", output.node.0),
+            })?;
+        if output.index as usize >= node.num_outputs() {
+            return Err(GraphError::OutputOutOfRange {
+                role: role.into(),
+                node: node.name.clone(),
+                op: node.op.clone(),
+                index: output.index,
+                num_outputs: node.num_outputs(),
+            });
+        }
+        Ok(node)
+    }
+
+    fn child(&self, f: impl FnOnce(&mut Scope)) -> Graph {
+        let mut scope = (*self.scope).clone();
+        scope.exact_name = None;
+        f(&mut scope);
+        Graph {
+            shared: Arc::clone(&self.shared),
+            scope: Arc::new(scope),
+        }
+    }
+
+    /// A handle whose nodes get names under `name/`.
+    pub fn with_name_scope(&self, name: &str) -> Graph {
+        self.child(|s| {
+            s.name_prefix.push_str(name);
+            s.name_prefix.push('/');
+        })
+    }
+
+    /// Runs `f` with a handle whose nodes get names under `name/`.
+    pub fn name_scope<T>(&self, name: &str, f: impl FnOnce(&Graph) -> T) -> T {
+        f(&self.with_name_scope(name))
+    }
+
+    /// A handle whose next node is named exactly `name` (inside the name scope); a second
+    /// node made through it fails with [`GraphError::DuplicateName`].
+    pub fn with_name(&self, name: &str) -> Graph {
+        let mut scope = (*self.scope).clone();
+        scope.exact_name = Some(name.to_string());
+        Graph {
+            shared: Arc::clone(&self.shared),
+            scope: Arc::new(scope),
+        }
+    }
+
+    /// A handle whose nodes request `spec`, merged over the current device scope (fields
+    /// `spec` sets win).
+    pub fn with_device(&self, spec: &str) -> Result<Graph, GraphError> {
+        let parsed = DeviceSpec::parse(spec).map_err(|source| GraphError::BadDeviceSpec {
+            node: format!("device scope in {:?}", self.scope.name_prefix),
+            source,
+        })?;
+        Ok(self.child(|s| s.device = s.device.merged_with(&parsed)))
+    }
+
+    /// Runs `f` in a device scope; see [`Graph::with_device`].
+    pub fn device<T>(
+        &self,
+        spec: &str,
+        f: impl FnOnce(&Graph) -> Result<T, GraphError>,
+    ) -> Result<T, GraphError> {
+        f(&self.with_device(spec)?)
+    }
+
+    /// A handle whose nodes wait for `deps` (added to any dependencies of enclosing scopes).
+    pub fn with_control_dependencies<N: Into<NodeId>>(
+        &self,
+        deps: impl IntoIterator<Item = N>,
+    ) -> Graph {
+        let deps: Vec<NodeId> = deps.into_iter().map(Into::into).collect();
+        self.child(|s| {
+            for d in deps {
+                if !s.control_deps.contains(&d) {
+                    s.control_deps.push(d);
+                }
+            }
+        })
+    }
+
+    /// Runs `f` with a handle whose nodes wait for `deps`: every op created inside starts
+    /// only after every node in `deps` has finished. Nested scopes accumulate.
+    pub fn control_dependencies<N: Into<NodeId>, T>(
+        &self,
+        deps: impl IntoIterator<Item = N>,
+        f: impl FnOnce(&Graph) -> T,
+    ) -> T {
+        f(&self.with_control_dependencies(deps))
+    }
+
+    /// The device spec that nodes made through this handle request.
+    pub fn current_device(&self) -> &DeviceSpec {
+        &self.scope.device
+    }
+
+    /// Starts a node of op `op`.
+    pub fn op(&self, op: &str) -> OpBuilder<'_> {
+        OpBuilder {
+            graph: self,
+            op: op.to_string(),
+            name: None,
+            inputs: Vec::new(),
+            control_inputs: Vec::new(),
+            device: None,
+            attrs: Attrs::new(),
+        }
+    }
+
+    /// Adds a fully described node after validating it. Used by [`OpBuilder::build`] and
+    /// graph import.
+    pub(crate) fn add_node(
+        &self,
+        mut node: Node,
+        explicit_name: bool,
+    ) -> Result<NodeId, GraphError> {
+        let def = lookup_op(&node.op).ok_or_else(|| GraphError::UnknownOp {
+            node: node.name.clone(),
+            op: node.op.clone(),
+        })?;
+        if !def.arity.accepts(node.inputs.len()) {
+            return Err(GraphError::Arity {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                expected: def.arity.to_string(),
+                got: node.inputs.len(),
+            });
+        }
+        let mut inner = self.shared.inner.write();
+        let mut in_dtypes = Vec::with_capacity(node.inputs.len());
+        for (i, input) in node.inputs.iter().enumerate() {
+            let producer =
+                inner
+                    .nodes
+                    .get(input.node.index())
+                    .ok_or_else(|| GraphError::NodeNotFound {
+                        role: format!("input {i} of node {:?}", node.name),
+                        name: format!("#{}", input.node.0),
+                    })?;
+            let dtype = producer
+                .output_dtypes
+                .get(input.index as usize)
+                .ok_or_else(|| GraphError::OutputOutOfRange {
+                    role: format!("input {i} of node {:?}", node.name),
+                    node: producer.name.clone(),
+                    op: producer.op.clone(),
+                    index: input.index,
+                    num_outputs: producer.num_outputs(),
+                })?;
+            in_dtypes.push(*dtype);
+        }
+        for dep in &node.control_inputs {
+            if dep.index() >= inner.nodes.len() {
+                return Err(GraphError::NodeNotFound {
+                    role: format!("control input of node {:?}", node.name),
+                    name: format!("#{}", dep.0),
+                });
+            }
+        }
+        let out = (def.infer)(&in_dtypes, &node.attrs).map_err(|e| match e {
+            OpDefError::DType {
+                input,
+                expected,
+                got,
+            } => GraphError::DTypeMismatch {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                input,
+                expected,
+                got,
+            },
+            reason => GraphError::InvalidNode {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                reason,
+            },
+        })?;
+        node.output_dtypes = SmallVec::from_vec(out);
+        if explicit_name {
+            if inner.by_name.contains_key(&node.name) {
+                return Err(GraphError::DuplicateName(node.name));
+            }
+        } else {
+            node.name = unique_name(&mut inner, &node.name);
+        }
+        let id = NodeId(u32::try_from(inner.nodes.len()).expect("graph holds at most 2^32 nodes"));
+        inner.by_name.insert(node.name.clone(), id);
+        inner.nodes.push(Arc::new(node));
+        Ok(id)
+    }
+}
+
+fn unique_name(inner: &mut GraphInner, base: &str) -> String {
+    if !inner.by_name.contains_key(base) {
+        return base.to_string();
+    }
+    let next = inner.auto_names.entry(base.to_string()).or_insert(1);
+    loop {
+        let candidate = format!("{base}_{next}");
+        *next += 1;
+        if !inner.by_name.contains_key(&candidate) {
+            return candidate;
+        }
+    }
+}
+
+/// Builds one node: inputs, attributes, name and device, then [`OpBuilder::build`].
+#[derive(Debug)]
+#[must_use = "a node is added only by build()"]
+pub struct OpBuilder<'g> {
+    graph: &'g Graph,
+    op: String,
+    name: Option<String>,
+    inputs: Vec<Output>,
+    control_inputs: Vec<NodeId>,
+    device: Option<String>,
+    attrs: Attrs,
+}
+
+impl OpBuilder<'_> {
+    /// Appends a data input.
+    pub fn input(mut self, input: Output) -> Self {
+        self.inputs.push(input);
+        self
+    }
+
+    /// Appends several data inputs.
+    pub fn inputs(mut self, inputs: impl IntoIterator<Item = Output>) -> Self {
+        self.inputs.extend(inputs);
+        self
+    }
+
+    /// Adds a control input: this node starts only after `dep` has finished.
+    pub fn control_input(mut self, dep: impl Into<NodeId>) -> Self {
+        self.control_inputs.push(dep.into());
+        self
+    }
+
+    /// Sets an attribute.
+    pub fn attr(mut self, name: &str, value: impl Into<AttrValue>) -> Self {
+        self.attrs.set(name, value);
+        self
+    }
+
+    /// Names the node exactly `name` (inside the name scope).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Requests a device, merged over the handle's device scope.
+    pub fn device(mut self, spec: &str) -> Self {
+        self.device = Some(spec.to_string());
+        self
+    }
+
+    /// Validates and adds the node.
+    pub fn build(self) -> Result<NodeId, GraphError> {
+        let scope = &self.graph.scope;
+        let explicit = self.name.as_ref().or(scope.exact_name.as_ref());
+        let name = format!("{}{}", scope.name_prefix, explicit.unwrap_or(&self.op));
+        let device = match &self.device {
+            Some(spec) => {
+                let parsed =
+                    DeviceSpec::parse(spec).map_err(|source| GraphError::BadDeviceSpec {
+                        node: name.clone(),
+                        source,
+                    })?;
+                scope.device.merged_with(&parsed)
+            }
+            None => scope.device.clone(),
+        };
+        let mut control_inputs = scope.control_deps.clone();
+        for c in self.control_inputs {
+            if !control_inputs.contains(&c) {
+                control_inputs.push(c);
+            }
+        }
+        let node = Node {
+            name,
+            op: self.op,
+            inputs: self.inputs,
+            control_inputs,
+            device,
+            attrs: self.attrs,
+            output_dtypes: SmallVec::new(),
+        };
+        self.graph.add_node(node, explicit.is_some())
+    }
+
+    /// Validates and adds the node, returning its first output.
+    pub fn build_output(self) -> Result<Output, GraphError> {
+        self.build().map(|id| id.output(0))
+    }
+}

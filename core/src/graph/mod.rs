@@ -1,0 +1,20 @@
+//! Graphs: nodes with attributes and device specs, data and control edges, the scoped
+//! builder, op definitions and validation.
+
+mod attr;
+mod builder;
+mod device_spec;
+mod error;
+mod graph_def;
+mod node;
+mod op_def;
+mod ops;
+mod std_ops;
+
+pub use attr::{AttrError, AttrValue, Attrs};
+pub use builder::{Graph, OpBuilder};
+pub use device_spec::{DeviceName, DeviceSpec, DeviceSpecError};
+pub use error::{GraphError, OpDefError};
+pub use graph_def::{GraphDef, NodeDef};
+pub use node::{Node, NodeId, Output};
+pub use op_def::{lookup_op, register_op, registered_ops, Arity, InferFn, OpDef};

@@ -1,0 +1,99 @@
+//! Nodes and the handles that refer to them: [`NodeId`] for a node, [`Output`] for one of
+//! its outputs.
+
+use std::fmt;
+
+use smallvec::SmallVec;
+
+use super::attr::Attrs;
+use super::device_spec::DeviceSpec;
+use crate::tensor::DType;
+
+/// A node of a graph, by position. Only meaningful for the graph that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) u32);
+
+impl NodeId {
+    /// The node's position in its graph.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The node's first output (the common case for single-output ops).
+    pub fn output(self, index: u32) -> Output {
+        Output { node: self, index }
+    }
+}
+
+/// One output of a node: the tensor it produces at `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Output {
+    /// The producing node.
+    pub node: NodeId,
+    /// Which of its outputs.
+    pub index: u32,
+}
+
+impl Output {
+    /// The producing node.
+    pub fn node(self) -> NodeId {
+        self.node
+    }
+}
+
+impl From<Output> for NodeId {
+    fn from(o: Output) -> NodeId {
+        o.node
+    }
+}
+
+impl From<&Output> for NodeId {
+    fn from(o: &Output) -> NodeId {
+        o.node
+    }
+}
+
+impl From<&NodeId> for NodeId {
+    fn from(n: &NodeId) -> NodeId {
+        *n
+    }
+}
+
+/// A node as stored in a graph: immutable once added.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Unique name, scope prefixes included (`layer1/MatMul_2`).
+    pub name: String,
+    /// Op name.
+    pub op: String,
+    /// Data inputs, in order.
+    pub inputs: Vec<Output>,
+    /// Nodes that must finish before this one starts.
+    pub control_inputs: Vec<NodeId>,
+    /// The requested device (merged from the device scopes); may be partial or empty.
+    pub device: DeviceSpec,
+    /// Attributes.
+    pub attrs: Attrs,
+    /// The dtype of each output, inferred by the op definition.
+    pub output_dtypes: SmallVec<[DType; 2]>,
+}
+
+impl Node {
+    /// The number of outputs.
+    pub fn num_outputs(&self) -> usize {
+        self.output_dtypes.len()
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}(", self.name, self.op)?;
+        for (i, inp) in self.inputs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "#{}:{}", inp.node.0, inp.index)?;
+        }
+        f.write_str(")")
+    }
+}

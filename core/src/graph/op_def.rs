@@ -1,0 +1,112 @@
+//! Op definitions: an op's arity and how it infers output dtypes from input dtypes and
+//! attributes, and the process-wide registry of them.
+//!
+//! The standard op set is registered on first use; a backend or user adds its own ops
+//! with [`register_op`]. Kernels (how an op runs on a device type) are registered
+//! separately, in [`crate::registry`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
+
+use super::attr::Attrs;
+use super::error::{GraphError, OpDefError};
+use crate::tensor::DType;
+
+/// How many data inputs an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exact(usize),
+    /// This many or more.
+    AtLeast(usize),
+}
+
+impl Arity {
+    /// Whether `n` inputs fit.
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exact(k) => n == k,
+            Arity::AtLeast(k) => n >= k,
+        }
+    }
+}
+
+impl fmt::Display for Arity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arity::Exact(k) => write!(f, "{k}"),
+            Arity::AtLeast(k) => write!(f, "at least {k}"),
+        }
+    }
+}
+
+/// Infers output dtypes from input dtypes and attributes.
+pub type InferFn = dyn Fn(&[DType], &Attrs) -> Result<Vec<DType>, OpDefError> + Send + Sync;
+
+/// The definition of an op.
+#[derive(Clone)]
+pub struct OpDef {
+    /// Op name (`Add`, `MatMul`, ...).
+    pub name: String,
+    /// Data inputs it takes.
+    pub arity: Arity,
+    /// Output dtype inference.
+    pub infer: Arc<InferFn>,
+}
+
+impl OpDef {
+    /// A definition from its parts.
+    pub fn new(
+        name: impl Into<String>,
+        arity: Arity,
+        infer: impl Fn(&[DType], &Attrs) -> Result<Vec<DType>, OpDefError> + Send + Sync + 'static,
+    ) -> OpDef {
+        OpDef {
+            name: name.into(),
+            arity,
+            infer: Arc::new(infer),
+        }
+    }
+}
+
+impl fmt::Debug for OpDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpDef")
+            .field("name", &self.name)
+            .field("arity", &self.arity)
+            .finish()
+    }
+}
+
+static REGISTRY: LazyLock<RwLock<HashMap<String, Arc<OpDef>>>> = LazyLock::new(|| {
+    let mut map = HashMap::new();
+    for def in super::std_ops::standard_ops() {
+        map.insert(def.name.clone(), Arc::new(def));
+    }
+    RwLock::new(map)
+});
+
+/// Adds an op definition to the process-wide registry. Fails when the name is taken.
+pub fn register_op(def: OpDef) -> Result<(), GraphError> {
+    let mut reg = REGISTRY.write();
+    if reg.contains_key(&def.name) {
+        return Err(GraphError::OpAlreadyRegistered(def.name));
+    }
+    reg.insert(def.name.clone(), Arc::new(def));
+    Ok(())
+}
+
+/// The definition of `op`, if registered.
+pub fn lookup_op(op: &str) -> Option<Arc<OpDef>> {
+    REGISTRY.read().get(op).cloned()
+}
+
+/// The names of every registered op, sorted.
+pub fn registered_ops() -> Vec<String> {
+    let mut names: Vec<String> = REGISTRY.read().keys().cloned().collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,131 @@
+//! Definitions of the standard op set: arity and dtype inference. Kernels live in the
+//! backends.
+
+use super::attr::Attrs;
+use super::error::OpDefError;
+use super::op_def::{Arity, OpDef};
+use crate::tensor::DType;
+
+fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+    if ins[i].is_numeric() {
+        Ok(ins[i])
+    } else {
+        Err(OpDefError::DType {
+            input: i,
+            expected: "a numeric dtype".into(),
+            got: ins[i],
+        })
+    }
+}
+
+fn float(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+    if ins[i].is_float() {
+        Ok(ins[i])
+    } else {
+        Err(OpDefError::DType {
+            input: i,
+            expected: "f32 or f64".into(),
+            got: ins[i],
+        })
+    }
+}
+
+fn same_numeric(ins: &[DType], _: &Attrs) -> Result<Vec<DType>, OpDefError> {
+    let t = numeric(ins, 0)?;
+    if ins[1] != t {
+        return Err(OpDefError::DType {
+            input: 1,
+            expected: t.to_string(),
+            got: ins[1],
+        });
+    }
+    Ok(vec![t])
+}
+
+fn shape_attr(attrs: &Attrs, name: &str) -> Result<(), OpDefError> {
+    let dims = attrs.ints(name)?;
+    if let Some(d) = dims.iter().find(|d| **d < -1) {
+        return Err(OpDefError::Invalid(format!(
+            "attribute {name:?} has dimension {d}"
+        )));
+    }
+    Ok(())
+}
+
+fn unary(name: &str, check: fn(&[DType], usize) -> Result<DType, OpDefError>) -> OpDef {
+    OpDef::new(name, Arity::Exact(1), move |ins, _| {
+        Ok(vec![check(ins, 0)?])
+    })
+}
+
+fn reduction(name: &str) -> OpDef {
+    OpDef::new(name, Arity::Exact(1), |ins, attrs| {
+        attrs.opt_int("axis")?;
+        attrs.bool_or("keep_dims", false)?;
+        Ok(vec![numeric(ins, 0)?])
+    })
+}
+
+/// Every standard op definition.
+pub(crate) fn standard_ops() -> Vec<OpDef> {
+    let mut ops = vec![
+        OpDef::new("Const", Arity::Exact(0), |_, attrs| {
+            Ok(vec![attrs.tensor("value")?.dtype()])
+        }),
+        OpDef::new("Placeholder", Arity::Exact(0), |_, attrs| {
+            if attrs.contains("shape") {
+                shape_attr(attrs, "shape")?;
+            }
+            Ok(vec![attrs.dtype("dtype")?])
+        }),
+        OpDef::new("PlaceholderWithDefault", Arity::Exact(1), |ins, _| {
+            Ok(vec![ins[0]])
+        }),
+        OpDef::new("Identity", Arity::Exact(1), |ins, _| Ok(vec![ins[0]])),
+        OpDef::new("NoOp", Arity::Exact(0), |_, _| Ok(vec![])),
+        OpDef::new("MatMul", Arity::Exact(2), |ins, attrs| {
+            attrs.bool_or("transpose_a", false)?;
+            attrs.bool_or("transpose_b", false)?;
+            same_numeric(ins, attrs)
+        }),
+        reduction("Sum"),
+        reduction("Mean"),
+        OpDef::new("Reshape", Arity::Exact(1), |ins, attrs| {
+            let dims = attrs.ints("shape")?;
+            if dims.iter().filter(|d| **d == -1).count() > 1 {
+                return Err(OpDefError::Invalid("shape may hold at most one -1".into()));
+            }
+            shape_attr(attrs, "shape")?;
+            Ok(vec![ins[0]])
+        }),
+        OpDef::new("Cast", Arity::Exact(1), |_, attrs| {
+            Ok(vec![attrs.dtype("dtype")?])
+        }),
+        OpDef::new("Fill", Arity::Exact(1), |ins, attrs| {
+            shape_attr(attrs, "shape")?;
+            Ok(vec![ins[0]])
+        }),
+        OpDef::new("ZerosLike", Arity::Exact(1), |ins, _| Ok(vec![ins[0]])),
+        OpDef::new("RandomUniform", Arity::Exact(0), |_, attrs| {
+            shape_attr(attrs, "shape")?;
+            attrs.int("seed")?;
+            let dtype = attrs.dtype("dtype")?;
+            if !dtype.is_float() {
+                return Err(OpDefError::Invalid(format!(
+                    "RandomUniform makes floats, not {dtype}"
+                )));
+            }
+            Ok(vec![dtype])
+        }),
+    ];
+    for name in ["Add", "Sub", "Mul", "Div"] {
+        ops.push(OpDef::new(name, Arity::Exact(2), same_numeric));
+    }
+    for name in ["Neg", "Square", "Relu"] {
+        ops.push(unary(name, numeric));
+    }
+    for name in ["Sqrt", "Exp"] {
+        ops.push(unary(name, float));
+    }
+    ops
+}

@@ -1,0 +1,203 @@
+//! The [`Kernel`] and [`AsyncKernel`] traits: how one node computes on one device.
+//!
+//! A kernel is built once per node (and per executor plan) by a factory from the
+//! [registry](crate::registry), so it can precompute from the node's attributes. It is
+//! then called once per step, possibly from several steps at once: kernels are `Sync`
+//! and keep per-step state in their context, not in `self`.
+//!
+//! Synchronous kernels compute on the scheduler worker that calls them and must not
+//! block on I/O. Asynchronous kernels return a future at once; the scheduler polls it,
+//! and a pending future holds no worker thread — its waker puts the node back in the
+//! queue when it can make progress.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use smallvec::SmallVec;
+
+use crate::device::Device;
+use crate::graph::{Attrs, Node};
+use crate::tensor::{DType, Tensor};
+
+/// Why a kernel failed. The session adds the node, op and device.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    /// The inputs or attributes are unacceptable (incompatible shapes, bad axis, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No implementation for this op and dtype on this device.
+    #[error("{op} has no kernel for dtype {dtype} on {device_type}")]
+    Unimplemented {
+        /// Op name.
+        op: String,
+        /// The dtype asked for.
+        dtype: DType,
+        /// Device type.
+        device_type: String,
+    },
+    /// The device ran out of memory.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    /// The step was cancelled while the kernel ran.
+    #[error("cancelled")]
+    Cancelled,
+    /// The device failed.
+    #[error("device failure: {0}")]
+    Device(String),
+    /// A bug or unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::tensor::TensorError> for KernelError {
+    fn from(e: crate::tensor::TensorError) -> Self {
+        KernelError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<crate::graph::AttrError> for KernelError {
+    fn from(e: crate::graph::AttrError) -> Self {
+        KernelError::InvalidArgument(e.to_string())
+    }
+}
+
+/// The outputs of one kernel call; most ops have one.
+pub type Outputs = SmallVec<[Tensor; 1]>;
+
+/// What a synchronous kernel sees in one call: its node, its inputs, and where to put
+/// its outputs.
+pub struct KernelContext<'a> {
+    node: &'a Node,
+    inputs: SmallVec<[Tensor; 2]>,
+    outputs: Outputs,
+    step_id: u64,
+}
+
+impl fmt::Debug for KernelContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelContext")
+            .field("node", &self.node.name)
+            .field("inputs", &self.inputs.len())
+            .field("step_id", &self.step_id)
+            .finish()
+    }
+}
+
+impl<'a> KernelContext<'a> {
+    /// A context over `inputs` for `node`. The executor makes these; the testkit and a
+    /// backend's unit tests may too.
+    pub fn new(node: &'a Node, inputs: SmallVec<[Tensor; 2]>, step_id: u64) -> Self {
+        KernelContext {
+            node,
+            inputs,
+            outputs: Outputs::new(),
+            step_id,
+        }
+    }
+
+    /// The node being computed.
+    pub fn node(&self) -> &Node {
+        self.node
+    }
+
+    /// The node's attributes.
+    pub fn attrs(&self) -> &Attrs {
+        &self.node.attrs
+    }
+
+    /// The step this call belongs to.
+    pub fn step_id(&self) -> u64 {
+        self.step_id
+    }
+
+    /// The number of inputs.
+    pub fn num_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Input `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range: the executor always passes as many inputs as the op's
+    /// definition validated.
+    pub fn input(&self, i: usize) -> &Tensor {
+        &self.inputs[i]
+    }
+
+    /// Takes input `i` out of the context (leaving an empty scalar), so a kernel that holds
+    /// the only reference can reuse its buffer for an output.
+    pub fn take_input(&mut self, i: usize) -> Tensor {
+        std::mem::replace(&mut self.inputs[i], Tensor::zeros(DType::Bool, []))
+    }
+
+    /// Appends the next output.
+    pub fn push_output(&mut self, t: Tensor) {
+        self.outputs.push(t);
+    }
+
+    /// The outputs pushed so far (the executor takes them after `compute`).
+    pub fn into_outputs(self) -> Outputs {
+        self.outputs
+    }
+}
+
+/// A synchronous compute kernel.
+pub trait Kernel: Send + Sync {
+    /// Computes the node's outputs from its inputs, pushing one tensor per output.
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError>;
+}
+
+/// What an asynchronous kernel gets: owned, so its future may outlive the call.
+#[derive(Debug)]
+pub struct AsyncKernelContext {
+    /// The node being computed.
+    pub node: Arc<Node>,
+    /// Its inputs.
+    pub inputs: SmallVec<[Tensor; 2]>,
+    /// The step this call belongs to.
+    pub step_id: u64,
+}
+
+/// An asynchronous kernel (I/O, a remote read, a GPU submission).
+pub trait AsyncKernel: Send + Sync {
+    /// Starts the computation and returns at once; the future yields the outputs. The
+    /// future must not block a thread while it waits: it returns `Pending` and wakes its
+    /// waker. Dropping the future cancels the computation.
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>>;
+}
+
+/// A kernel of either kind, as built by a factory.
+pub enum BoxedKernel {
+    /// Runs on the worker that calls it.
+    Sync(Box<dyn Kernel>),
+    /// Returns a future the scheduler drives.
+    Async(Box<dyn AsyncKernel>),
+}
+
+impl fmt::Debug for BoxedKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoxedKernel::Sync(_) => f.write_str("BoxedKernel::Sync"),
+            BoxedKernel::Async(_) => f.write_str("BoxedKernel::Async"),
+        }
+    }
+}
+
+/// What a kernel factory gets to build a kernel for one node.
+#[derive(Debug)]
+pub struct KernelInit<'a> {
+    /// The node.
+    pub node: &'a Arc<Node>,
+    /// The dtypes of its inputs.
+    pub input_dtypes: &'a [DType],
+    /// The device it was placed on.
+    pub device: &'a Arc<dyn Device>,
+}
+
+/// Builds a kernel for a node; registered per (op, device type).
+pub type KernelFactory =
+    Arc<dyn Fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError> + Send + Sync>;

@@ -1,0 +1,82 @@
+//! Readable `Display` and `Debug` for tensors: numpy-like nested brackets, elided in the
+//! middle when a dimension is long.
+
+use std::fmt;
+
+use super::{Storage, Tensor};
+
+/// Elements shown at each end of a long dimension.
+const EDGE_ITEMS: usize = 3;
+/// Dimensions longer than this are elided.
+const MAX_ITEMS: usize = 2 * EDGE_ITEMS + 1;
+
+fn write_element(f: &mut fmt::Formatter<'_>, s: &Storage, i: usize) -> fmt::Result {
+    match s {
+        Storage::F32(v) => write!(f, "{:?}", v[i]),
+        Storage::F64(v) => write!(f, "{:?}", v[i]),
+        Storage::I32(v) => write!(f, "{}", v[i]),
+        Storage::I64(v) => write!(f, "{}", v[i]),
+        Storage::Bool(v) => write!(f, "{}", v[i]),
+    }
+}
+
+fn write_dim(
+    f: &mut fmt::Formatter<'_>,
+    t: &Tensor,
+    dim: usize,
+    offset: usize,
+    strides: &[usize],
+) -> fmt::Result {
+    let dims = t.dims();
+    if dim == dims.len() {
+        return write_element(f, t.storage(), offset);
+    }
+    f.write_str("[")?;
+    let n = dims[dim];
+    let elide = n > MAX_ITEMS;
+    let mut first = true;
+    for i in 0..n {
+        if elide && i == EDGE_ITEMS {
+            f.write_str(", ...")?;
+        }
+        if elide && (EDGE_ITEMS..n - EDGE_ITEMS).contains(&i) {
+            continue;
+        }
+        if !first {
+            f.write_str(", ")?;
+        }
+        first = false;
+        write_dim(f, t, dim + 1, offset + i * strides[dim], strides)?;
+    }
+    f.write_str("]")
+}
+
+impl fmt::Display for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let strides = self.shape().strides();
+        write_dim(f, self, 0, 0, &strides)
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{}{}>(", self.dtype(), self.shape())?;
+        fmt::Display::fmt(self, f)?;
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_nests_and_elides() {
+        assert_eq!(Tensor::scalar(7.0f32).to_string(), "7.0");
+        let t = Tensor::from_vec([2, 2], vec![1i32, 2, 3, 4]).unwrap();
+        assert_eq!(t.to_string(), "[[1, 2], [3, 4]]");
+        assert_eq!(format!("{t:?}"), "Tensor<i32[2, 2]>([[1, 2], [3, 4]])");
+        let long = Tensor::from((0..10).collect::<Vec<i64>>());
+        assert_eq!(long.to_string(), "[0, 1, 2, ..., 7, 8, 9]");
+    }
+}

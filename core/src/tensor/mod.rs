@@ -1,0 +1,262 @@
+//! Tensors: a dtype, a shape and an immutable, reference-counted buffer.
+//!
+//! Cloning a [`Tensor`] clones an `Arc`: handing a tensor to the next op in the same
+//! process never copies its elements. A kernel that holds the only reference may take
+//! the buffer back with [`Tensor::try_into_vec`] and reuse it for its output.
+
+mod display;
+mod dtype;
+mod shape;
+mod storage;
+
+use std::sync::Arc;
+
+pub use dtype::{DType, Element};
+pub use shape::Shape;
+pub use storage::{Storage, StorageElement};
+
+/// Errors from building or reading a tensor.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// The element count does not match the shape.
+    #[error("shape {shape} needs {expected} elements, got {got}")]
+    ElementCount {
+        /// The requested shape.
+        shape: Shape,
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements supplied.
+        got: usize,
+    },
+    /// The tensor holds another dtype than the one asked for.
+    #[error("tensor holds {actual}, not {requested}")]
+    DType {
+        /// The dtype asked for.
+        requested: DType,
+        /// The dtype the tensor holds.
+        actual: DType,
+    },
+    /// A scalar was asked of a tensor with more or fewer than one element.
+    #[error("expected a scalar (one element), got shape {0}")]
+    NotScalar(Shape),
+}
+
+/// An n-dimensional array of one [`DType`], immutable and cheap to clone.
+#[derive(Clone, PartialEq)]
+pub struct Tensor {
+    shape: Shape,
+    data: Arc<Storage>,
+}
+
+impl Tensor {
+    /// A tensor from its shape and elements; fails when the counts differ.
+    pub fn from_vec<T: StorageElement>(
+        shape: impl Into<Shape>,
+        data: Vec<T>,
+    ) -> Result<Tensor, TensorError> {
+        Tensor::from_storage(shape, T::into_storage(data))
+    }
+
+    /// A tensor from its shape and a storage; fails when the counts differ.
+    pub fn from_storage(shape: impl Into<Shape>, data: Storage) -> Result<Tensor, TensorError> {
+        let shape = shape.into();
+        let expected = shape.num_elements();
+        if data.len() != expected {
+            return Err(TensorError::ElementCount {
+                shape,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Tensor {
+            shape,
+            data: Arc::new(data),
+        })
+    }
+
+    /// A rank-1 tensor holding a copy of `data`.
+    pub fn from_slice<T: StorageElement>(data: &[T]) -> Tensor {
+        Tensor {
+            shape: Shape::new(&[data.len()]),
+            data: Arc::new(T::into_storage(data.to_vec())),
+        }
+    }
+
+    /// A scalar tensor.
+    pub fn scalar<T: StorageElement>(value: T) -> Tensor {
+        Tensor {
+            shape: Shape::scalar(),
+            data: Arc::new(T::into_storage(vec![value])),
+        }
+    }
+
+    /// A tensor of zeros (or `false`s).
+    pub fn zeros(dtype: DType, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        let n = shape.num_elements();
+        Tensor {
+            shape,
+            data: Arc::new(Storage::zeros(dtype, n)),
+        }
+    }
+
+    /// The dtype.
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The dimensions (empty for a scalar).
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+
+    /// The number of elements.
+    pub fn num_elements(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes the elements occupy.
+    pub fn size_in_bytes(&self) -> usize {
+        self.data.len() * self.dtype().size_of()
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Storage {
+        &self.data
+    }
+
+    /// Borrows the elements as `T`; fails when the dtype is not `T`'s.
+    pub fn as_slice<T: StorageElement>(&self) -> Result<&[T], TensorError> {
+        T::slice(&self.data).ok_or(TensorError::DType {
+            requested: T::DTYPE,
+            actual: self.dtype(),
+        })
+    }
+
+    /// Copies the elements out as a `Vec<T>`.
+    pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>, TensorError> {
+        self.as_slice::<T>().map(<[T]>::to_vec)
+    }
+
+    /// The single element of a scalar (or one-element) tensor.
+    pub fn scalar_value<T: StorageElement>(&self) -> Result<T, TensorError> {
+        let s = self.as_slice::<T>()?;
+        match s {
+            [v] => Ok(*v),
+            _ => Err(TensorError::NotScalar(self.shape.clone())),
+        }
+    }
+
+    /// Takes the elements back without copying when this is the only reference and the
+    /// dtype is `T`; otherwise returns the tensor unchanged.
+    pub fn try_into_vec<T: StorageElement>(self) -> Result<Vec<T>, Tensor> {
+        if T::DTYPE != self.dtype() {
+            return Err(self);
+        }
+        let shape = self.shape;
+        match Arc::try_unwrap(self.data) {
+            Ok(storage) => T::from_storage(storage).map_err(|s| Tensor {
+                shape: shape.clone(),
+                data: Arc::new(s),
+            }),
+            Err(data) => Err(Tensor { shape, data }),
+        }
+    }
+
+    /// The same elements under another shape with the same element count.
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor, TensorError> {
+        let shape = shape.into();
+        if shape.num_elements() != self.num_elements() {
+            return Err(TensorError::ElementCount {
+                expected: shape.num_elements(),
+                shape,
+                got: self.num_elements(),
+            });
+        }
+        Ok(Tensor {
+            shape,
+            data: Arc::clone(&self.data),
+        })
+    }
+
+    /// Whether two tensors share one buffer (no copy was made between them).
+    pub fn shares_buffer_with(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+}
+
+macro_rules! scalar_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Tensor {
+            fn from(v: $t) -> Tensor {
+                Tensor::scalar(v)
+            }
+        }
+        impl From<Vec<$t>> for Tensor {
+            fn from(v: Vec<$t>) -> Tensor {
+                Tensor { shape: Shape::new(&[v.len()]), data: Arc::new(<$t>::into_storage(v)) }
+            }
+        }
+        impl From<&[$t]> for Tensor {
+            fn from(v: &[$t]) -> Tensor {
+                Tensor::from_slice(v)
+            }
+        }
+        impl TryFrom<&Tensor> for $t {
+            type Error = TensorError;
+            fn try_from(t: &Tensor) -> Result<$t, TensorError> {
+                t.scalar_value::<$t>()
+            }
+        }
+        impl TryFrom<Tensor> for Vec<$t> {
+            type Error = TensorError;
+            fn try_from(t: Tensor) -> Result<Vec<$t>, TensorError> {
+                match t.try_into_vec::<$t>() {
+                    Ok(v) => Ok(v),
+                    Err(t) => t.to_vec::<$t>(),
+                }
+            }
+        }
+    )*};
+}
+scalar_from!(f32, f64, i32, i64, bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_shares_the_buffer() {
+        let t = Tensor::from_vec([2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let u = t.clone();
+        assert!(t.shares_buffer_with(&u));
+        assert_eq!(u.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn wrong_count_and_dtype_are_errors() {
+        let e = Tensor::from_vec([3], vec![1i32, 2]).unwrap_err();
+        assert_eq!(e.to_string(), "shape [3] needs 3 elements, got 2");
+        let t = Tensor::scalar(1.5f64);
+        assert_eq!(
+            t.as_slice::<f32>().unwrap_err().to_string(),
+            "tensor holds f64, not f32"
+        );
+        assert_eq!(f64::try_from(&t).unwrap(), 1.5);
+    }
+
+    #[test]
+    fn unique_tensor_gives_its_buffer_back() {
+        let t = Tensor::from(vec![1i64, 2, 3]);
+        let v = t.try_into_vec::<i64>().unwrap();
+        assert_eq!(v, vec![1, 2, 3]);
+        let t = Tensor::from(vec![1i64]);
+        let _u = t.clone();
+        assert!(t.try_into_vec::<i64>().is_err());
+    }
+}

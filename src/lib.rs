@@ -1,0 +1,2 @@
+//! Magpie facade.
+pub use magpie_core::*;
