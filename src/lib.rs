@@ -1,2 +1,53 @@
-//! Magpie facade.
-pub use magpie_core::*;
+//! # Magpie
+//!
+//! A runtime for dataflow graphs that run across devices and machines: build a graph of
+//! ops (with device, name and control-dependency scopes), then run it in a session on a
+//! work-stealing scheduler.
+//!
+//! ```
+//! use magpie::{Graph, Tensor};
+//!
+//! let g = Graph::new();
+//! let a = g.constant(1.0f32)?;
+//! let b = g.add(a, g.constant(2.0f32)?)?;
+//! let (x, y) = g.control_dependencies(&[a, b], |g| Ok::<_, magpie::GraphError>((
+//!     g.constant(3.0f32)?,
+//!     g.constant(4.0f32)?,
+//! )))?;
+//! let z = g.add(x, y)?;
+//! let session = magpie::local_session(&g)?;
+//! let out = session.run(&[], &[z], &[])?;
+//! assert_eq!(f32::try_from(&out[0])?, 7.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! This crate is the facade: it re-exports [`magpie_core`] (graphs, tensors, sessions,
+//! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]).
+
+use std::sync::Arc;
+
+pub use magpie_core::device::Device;
+pub use magpie_core::exec::chrome_trace_json;
+pub use magpie_core::graph::{DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output};
+pub use magpie_core::session::{
+    CancellationToken, NodeStats, RunMetadata, RunOptions, RunOutput, Session, SessionError,
+    SessionOptions,
+};
+pub use magpie_core::tensor::{DType, Shape, Tensor, TensorError};
+pub use magpie_core::{
+    device, exec, graph, kernel, registry, scheduler, session, tensor, transport,
+};
+pub use {magpie_core as core, magpie_cpu as cpu};
+
+/// Session options with this process's CPU device (its kernels registered) as the default
+/// device.
+pub fn local_options() -> SessionOptions {
+    magpie_cpu::register();
+    let cpu: Arc<dyn Device> = magpie_cpu::cpu_device();
+    SessionOptions::with_devices(vec![cpu])
+}
+
+/// A local session over `graph` on the CPU, with one worker per available core.
+pub fn local_session(graph: &Graph) -> Result<Session, SessionError> {
+    Session::new(graph, local_options())
+}

@@ -1,1 +1,306 @@
-//! placeholder
+//! Local sessions: run a graph on this process's devices.
+//!
+//! `Session::run(feeds, fetches, targets)` returns the fetched tensors in fetch order.
+//! The first run of a signature builds (and caches) an execution plan; later runs reuse
+//! it, also after the graph has grown. Any number of threads may call `run` on one
+//! session at once; steps are independent. A step can be cancelled with a
+//! [`CancellationToken`] and can have a timeout; a panicking kernel fails only its step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::device::Device;
+use crate::exec::plan::ExecPlan;
+use crate::exec::step::{StepBody, StepState};
+pub use crate::exec::{NodeStats, SessionError};
+use crate::graph::{Graph, NodeId, Output};
+pub use crate::scheduler::CancellationToken;
+use crate::scheduler::{RunControl, RunError, ThreadPool};
+use crate::tensor::Tensor;
+
+/// Plans kept per session before the cache is cleared.
+const MAX_CACHED_PLANS: usize = 1024;
+
+/// How a session is set up.
+#[derive(Clone, Default)]
+pub struct SessionOptions {
+    /// The devices nodes may be placed on; the first is the default device. Required.
+    pub devices: Vec<Arc<dyn Device>>,
+    /// Worker threads for a new pool (default: the machine's available parallelism).
+    pub num_workers: Option<usize>,
+    /// A pool to share with other sessions instead of creating one.
+    pub pool: Option<ThreadPool>,
+}
+
+impl fmt::Debug for SessionOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionOptions")
+            .field(
+                "devices",
+                &self
+                    .devices
+                    .iter()
+                    .map(|d| d.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("num_workers", &self.num_workers)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl SessionOptions {
+    /// Options with these devices (the first is the default) and default workers.
+    pub fn with_devices(devices: Vec<Arc<dyn Device>>) -> SessionOptions {
+        SessionOptions {
+            devices,
+            ..SessionOptions::default()
+        }
+    }
+
+    /// Sets the number of worker threads.
+    pub fn num_workers(mut self, n: usize) -> SessionOptions {
+        self.num_workers = Some(n);
+        self
+    }
+}
+
+/// Per-step options.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Fail the step with [`SessionError::DeadlineExceeded`] if it takes longer.
+    pub timeout: Option<Duration>,
+    /// Cancel the step from another thread.
+    pub cancel: Option<CancellationToken>,
+    /// Record a per-node timeline in [`RunMetadata::nodes`].
+    pub trace: bool,
+}
+
+/// What a step reports besides its tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunMetadata {
+    /// The step's id (unique per session).
+    pub step_id: u64,
+    /// Per-node records, sorted by start time; empty unless [`RunOptions::trace`] was set.
+    pub nodes: Vec<NodeStats>,
+    /// Wall time of the step, plan lookup included.
+    pub wall_time: Duration,
+}
+
+/// The result of [`Session::run_with_options`].
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// The fetched tensors, in fetch order.
+    pub tensors: Vec<Tensor>,
+    /// Step metadata.
+    pub metadata: RunMetadata,
+}
+
+type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
+
+/// A session that runs a graph on local devices.
+pub struct Session {
+    graph: Graph,
+    devices: Vec<Arc<dyn Device>>,
+    pool: ThreadPool,
+    plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
+    next_step: AtomicU64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field(
+                "devices",
+                &self
+                    .devices
+                    .iter()
+                    .map(|d| d.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("workers", &self.pool.num_workers())
+            .field("cached_plans", &self.plans.lock().len())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session over `graph` (which may keep growing) with `options`.
+    pub fn new(graph: &Graph, options: SessionOptions) -> Result<Session, SessionError> {
+        if options.devices.is_empty() {
+            return Err(SessionError::InvalidOptions(
+                "a session needs at least one device".into(),
+            ));
+        }
+        let pool = match options.pool {
+            Some(p) => p,
+            None => {
+                let n = options
+                    .num_workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                if n == 0 {
+                    return Err(SessionError::InvalidOptions(
+                        "num_workers must be at least 1".into(),
+                    ));
+                }
+                ThreadPool::new(n)?
+            }
+        };
+        Ok(Session {
+            graph: graph.clone(),
+            devices: options.devices,
+            pool,
+            plans: Mutex::new(HashMap::new()),
+            next_step: AtomicU64::new(1),
+        })
+    }
+
+    /// The graph this session runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The session's devices; the first is the default.
+    pub fn devices(&self) -> &[Arc<dyn Device>] {
+        &self.devices
+    }
+
+    /// The scheduler pool running this session's steps.
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Runs one step: feeds replace the outputs they name, every fetch is computed and
+    /// returned in order, and every target node runs.
+    pub fn run(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, SessionError> {
+        self.run_with_options(&RunOptions::default(), feeds, fetches, targets)
+            .map(|o| o.tensors)
+    }
+
+    /// [`Session::run`] with a timeout, a cancellation token or a timeline.
+    pub fn run_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<RunOutput, SessionError> {
+        let started = Instant::now();
+        let plan = self.plan(feeds, fetches, targets)?;
+        let mut feed_tensors = Vec::with_capacity(feeds.len());
+        for (k, (_, t)) in feeds.iter().enumerate() {
+            check_feed(&plan, k, t)?;
+            feed_tensors.push(t.clone());
+        }
+        let step_id = self.next_step.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(StepState::new(&plan, step_id, feed_tensors, options.trace));
+        if !plan.topology.is_empty() {
+            let control = RunControl {
+                deadline: options.timeout.map(|t| started + t),
+                cancel: options.cancel.clone(),
+            };
+            let body = StepBody {
+                plan: Arc::clone(&plan),
+                state: Arc::clone(&state),
+            };
+            self.pool
+                .execute(&plan.topology, &body, &control)
+                .map_err(|e| match e {
+                    RunError::Task { error, .. } => error,
+                    RunError::Panicked { task, message } => {
+                        let node = &plan.nodes[task as usize].node;
+                        SessionError::Panicked {
+                            node: node.name.clone(),
+                            op: node.op.clone(),
+                            device: plan.device_name(task as usize),
+                            message,
+                        }
+                    }
+                    RunError::Cancelled => SessionError::Cancelled,
+                    RunError::DeadlineExceeded => {
+                        SessionError::DeadlineExceeded(options.timeout.unwrap_or_default())
+                    }
+                    other => SessionError::Scheduler(other.to_string()),
+                })?;
+        }
+        let mut tensors = Vec::with_capacity(fetches.len());
+        for s in &plan.fetch_slots {
+            let t = state.read(*s).ok_or_else(|| {
+                SessionError::Scheduler(format!("fetch slot {s} was empty after the step"))
+            })?;
+            tensors.push(t);
+        }
+        Ok(RunOutput {
+            tensors,
+            metadata: RunMetadata {
+                step_id,
+                nodes: state.take_trace(),
+                wall_time: started.elapsed(),
+            },
+        })
+    }
+
+    fn plan(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Arc<ExecPlan>, SessionError> {
+        let key: PlanKey = (
+            feeds.iter().map(|(o, _)| *o).collect(),
+            fetches.to_vec(),
+            targets.to_vec(),
+        );
+        if let Some(p) = self.plans.lock().get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let plan = Arc::new(ExecPlan::build(
+            &self.graph,
+            &self.devices,
+            &key.0,
+            fetches,
+            targets,
+        )?);
+        let mut plans = self.plans.lock();
+        if plans.len() >= MAX_CACHED_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, Arc::clone(&plan));
+        Ok(plan)
+    }
+}
+
+fn check_feed(plan: &ExecPlan, k: usize, t: &Tensor) -> Result<(), SessionError> {
+    if t.dtype() != plan.feed_dtypes[k] {
+        return Err(SessionError::FeedDTypeMismatch {
+            output: plan.feed_names[k].clone(),
+            expected: plan.feed_dtypes[k],
+            got: t.dtype(),
+        });
+    }
+    if let Some((node, dims)) = &plan.feed_shapes[k] {
+        let fits = dims.len() == t.dims().len()
+            && dims
+                .iter()
+                .zip(t.dims())
+                .all(|(d, g)| *d < 0 || *d as usize == *g);
+        if !fits {
+            return Err(SessionError::FeedShapeMismatch {
+                node: node.clone(),
+                expected: dims.clone(),
+                got: t.shape().clone(),
+            });
+        }
+    }
+    Ok(())
+}

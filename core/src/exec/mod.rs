@@ -1,1 +1,16 @@
-//! placeholder
+//! The dataflow executor: maps a graph's nodes onto scheduler tasks.
+//!
+//! [`plan`] prunes, places and instantiates kernels once per signature of feeds, fetches
+//! and targets; [`step`] runs one step of a plan on a
+//! [`ThreadPool`](crate::scheduler::ThreadPool). The scheduler below knows nothing of
+//! tensors; this layer knows nothing of sessions or clusters.
+
+mod error;
+mod placement;
+pub(crate) mod plan;
+pub(crate) mod step;
+mod timeline;
+
+pub use error::SessionError;
+pub use step::NodeStats;
+pub use timeline::chrome_trace_json;

@@ -1,0 +1,113 @@
+//! Errors of the dataflow executor and sessions. Each names the node, op and device
+//! involved where there is one.
+
+use crate::graph::GraphError;
+use crate::kernel::KernelError;
+use crate::scheduler::SchedulerError;
+use crate::tensor::{DType, Shape};
+
+/// Why a step (or its preparation) failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The graph, a feed, a fetch or a target is invalid.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// No device of the session matches a node's device spec.
+    #[error("node {node:?} ({op}) requests device {spec}, which no device matches; devices: {}", .available.join(", "))]
+    NoMatchingDevice {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// The requested spec.
+        spec: String,
+        /// The devices the session has.
+        available: Vec<String>,
+    },
+    /// A node was placed where no kernel exists for its op.
+    #[error("node {node:?}: no kernel for op {op} on {device} (device type {device_type})")]
+    NoKernel {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// The device it was placed on.
+        device: String,
+        /// Its type.
+        device_type: String,
+    },
+    /// A kernel failed, at build time or while computing.
+    #[error("node {node:?} ({op}) on {device}: {source}")]
+    Kernel {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// Device name.
+        device: String,
+        /// The kernel's error.
+        source: KernelError,
+    },
+    /// A kernel panicked; the step failed, the session keeps serving.
+    #[error("node {node:?} ({op}) on {device} panicked: {message}")]
+    Panicked {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// Device name.
+        device: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A kernel returned outputs that do not match its node.
+    #[error("node {node:?} ({op}) on {device}: kernel returned {detail}")]
+    BadKernelOutput {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// Device name.
+        device: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A fed tensor's shape does not fit its placeholder's declared shape.
+    #[error("feed for placeholder {node:?} has shape {got}, but the placeholder is declared {expected:?}")]
+    FeedShapeMismatch {
+        /// Placeholder name.
+        node: String,
+        /// Declared dims (-1: any).
+        expected: Vec<i64>,
+        /// The fed shape.
+        got: Shape,
+    },
+    /// A fed tensor's dtype differs from the output it replaces.
+    #[error("feed for {output:?} has dtype {got}, but that output is {expected}")]
+    FeedDTypeMismatch {
+        /// `node:index`.
+        output: String,
+        /// Expected dtype.
+        expected: DType,
+        /// Fed dtype.
+        got: DType,
+    },
+    /// The step was cancelled.
+    #[error("step cancelled")]
+    Cancelled,
+    /// The step passed its deadline.
+    #[error("step exceeded its deadline of {0:?}")]
+    DeadlineExceeded(std::time::Duration),
+    /// The session was misconfigured (no devices, bad worker count).
+    #[error("invalid session options: {0}")]
+    InvalidOptions(String),
+    /// The scheduler could not run the step.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+impl From<SchedulerError> for SessionError {
+    fn from(e: SchedulerError) -> Self {
+        SessionError::Scheduler(e.to_string())
+    }
+}

@@ -1,0 +1,58 @@
+//! Placement: which of the session's devices runs each node.
+//!
+//! A node with no device spec goes to the default device (the first one the session was
+//! given). A node with a spec goes to the first device the spec matches that has a kernel
+//! for the node's op; if the spec matches devices but none has a kernel, the error names
+//! the op and the device; if it matches none, the error lists the devices that exist.
+
+use std::sync::Arc;
+
+use super::error::SessionError;
+use crate::device::Device;
+use crate::graph::Node;
+use crate::registry::has_kernel;
+
+/// Picks the device index for `node` among `devices` (non-empty).
+pub(crate) fn place(node: &Node, devices: &[Arc<dyn Device>]) -> Result<usize, SessionError> {
+    if node.device.is_empty() {
+        let default = &devices[0];
+        if !has_kernel(&node.op, default.device_type()) {
+            // An unpinned node may go anywhere: take the first device that can run it.
+            if let Some(i) = devices
+                .iter()
+                .position(|d| has_kernel(&node.op, d.device_type()))
+            {
+                return Ok(i);
+            }
+            return Err(no_kernel(node, default.as_ref()));
+        }
+        return Ok(0);
+    }
+    let mut first_match = None;
+    for (i, d) in devices.iter().enumerate() {
+        if node.device.matches(d.name()) {
+            if has_kernel(&node.op, d.device_type()) {
+                return Ok(i);
+            }
+            first_match.get_or_insert(i);
+        }
+    }
+    match first_match {
+        Some(i) => Err(no_kernel(node, devices[i].as_ref())),
+        None => Err(SessionError::NoMatchingDevice {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            spec: node.device.to_string(),
+            available: devices.iter().map(|d| d.name().to_string()).collect(),
+        }),
+    }
+}
+
+fn no_kernel(node: &Node, device: &dyn Device) -> SessionError {
+    SessionError::NoKernel {
+        node: node.name.clone(),
+        op: node.op.clone(),
+        device: device.name().to_string(),
+        device_type: device.device_type().to_string(),
+    }
+}

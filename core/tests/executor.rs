@@ -1,0 +1,511 @@
+//! Executor and session semantics, checked with test kernels on a test device so that no
+//! backend is involved: pruning, control-dependency order, feeds, async kernels,
+//! cancellation, deadlines, panics, concurrency and idle CPU.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use magpie_core::device::Device;
+use magpie_core::graph::{register_op, Arity, DeviceName, Graph, GraphError, OpDef};
+use magpie_core::kernel::{
+    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Outputs,
+};
+use magpie_core::registry::register_kernel;
+use magpie_core::session::{CancellationToken, RunOptions, Session, SessionError, SessionOptions};
+use magpie_core::tensor::{DType, Tensor};
+use smallvec::smallvec;
+
+#[derive(Debug)]
+struct TestDevice(DeviceName);
+
+impl Device for TestDevice {
+    fn name(&self) -> &DeviceName {
+        &self.0
+    }
+}
+
+/// Invocation counts per node name.
+static CALLS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+/// (step, node) -> (start, end) as recorded by the `Record` kernel itself.
+static SPANS: LazyLock<Mutex<HashMap<(u64, String), (Instant, Instant)>>> =
+    LazyLock::new(Default::default);
+
+struct FnKernel<F>(F);
+impl<F: Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync> Kernel
+    for FnKernel<F>
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        (self.0)(ctx)
+    }
+}
+
+fn sync(
+    f: impl Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync + 'static,
+) -> BoxedKernel {
+    BoxedKernel::Sync(Box::new(FnKernel(f)))
+}
+
+/// Completes after `ms` milliseconds (attribute), from a timer thread: no worker waits.
+struct SleepKernel;
+impl AsyncKernel for SleepKernel {
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
+        let ms = ctx.node.attrs.int("ms").unwrap_or(0) as u64;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = tx.send(());
+        });
+        async move {
+            rx.await.map_err(|_| KernelError::Cancelled)?;
+            Ok(smallvec![Tensor::scalar(ms as f32)])
+        }
+        .boxed()
+    }
+}
+
+fn f32_sum(ctx: &KernelContext<'_>) -> f32 {
+    (0..ctx.num_inputs())
+        .map(|i| ctx.input(i).scalar_value::<f32>().unwrap_or(0.0))
+        .sum()
+}
+
+fn setup() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let f32_out = |_: &[DType], _: &magpie_core::graph::Attrs| Ok(vec![DType::F32]);
+        for op in ["Count", "Record", "Boom"] {
+            register_op(OpDef::new(op, Arity::AtLeast(0), f32_out)).unwrap();
+        }
+        register_op(OpDef::new("Sleep", Arity::AtLeast(0), f32_out)).unwrap();
+        register_kernel("Const", "TEST", |init| {
+            let v = init.node.attrs.tensor("value")?;
+            Ok(sync(move |ctx| {
+                ctx.push_output(v.clone());
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Add", "TEST", |_| {
+            Ok(sync(|ctx| {
+                let s = f32_sum(ctx);
+                ctx.push_output(Tensor::scalar(s));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Count", "TEST", |_| {
+            Ok(sync(|ctx| {
+                *CALLS
+                    .lock()
+                    .unwrap()
+                    .entry(ctx.node().name.clone())
+                    .or_default() += 1;
+                let s = f32_sum(ctx) + 1.0;
+                ctx.push_output(Tensor::scalar(s));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Record", "TEST", |_| {
+            Ok(sync(|ctx| {
+                let start = Instant::now();
+                std::thread::sleep(Duration::from_micros(200));
+                let s = f32_sum(ctx) + 1.0;
+                ctx.push_output(Tensor::scalar(s));
+                let key = (ctx.step_id(), ctx.node().name.clone());
+                SPANS.lock().unwrap().insert(key, (start, Instant::now()));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Boom", "TEST", |_| {
+            Ok(sync(|ctx| {
+                if f32_sum(ctx) > 0.0 {
+                    panic!("boom at {}", ctx.node().name);
+                }
+                ctx.push_output(Tensor::scalar(0.0f32));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Sleep", "TEST", |_| {
+            Ok(BoxedKernel::Async(Box::new(SleepKernel)))
+        })
+        .unwrap();
+    });
+}
+
+fn session(g: &Graph, workers: usize) -> Session {
+    setup();
+    let dev: Arc<dyn Device> = Arc::new(TestDevice(DeviceName::local("TEST", 0)));
+    Session::new(
+        g,
+        SessionOptions::with_devices(vec![dev]).num_workers(workers),
+    )
+    .unwrap()
+}
+
+fn calls(name: &str) -> usize {
+    CALLS.lock().unwrap().get(name).copied().unwrap_or(0)
+}
+
+#[test]
+fn control_dependencies_order_x_and_y_after_a_and_b() {
+    setup();
+    let g = Graph::new();
+    let a = g.with_name("cd_a").op("Record").build_output().unwrap();
+    let b = g
+        .with_name("cd_b")
+        .op("Record")
+        .input(a)
+        .build_output()
+        .unwrap();
+    let (x, y) = g.control_dependencies(&[a, b], |g| {
+        (
+            g.with_name("cd_x").op("Record").build_output().unwrap(),
+            g.with_name("cd_y").op("Record").build_output().unwrap(),
+        )
+    });
+    let z = g
+        .with_name("cd_z")
+        .op("Record")
+        .input(x)
+        .input(y)
+        .build_output()
+        .unwrap();
+    for workers in [2, 4] {
+        let s = session(&g, workers);
+        for _ in 0..100 {
+            let out = s
+                .run_with_options(&RunOptions::default(), &[], &[z], &[])
+                .unwrap();
+            let step = out.metadata.step_id;
+            let spans = SPANS.lock().unwrap();
+            let span = |n: &str| spans[&(step, n.to_string())];
+            for later in ["cd_x", "cd_y"] {
+                for earlier in ["cd_a", "cd_b"] {
+                    assert!(
+                        span(later).0 >= span(earlier).1,
+                        "{later} started before {earlier} ended ({workers} workers)"
+                    );
+                }
+                assert!(span("cd_z").0 >= span(later).1);
+            }
+            assert_eq!(f32::try_from(&out.tensors[0]).unwrap(), 3.0);
+        }
+    }
+}
+
+#[test]
+fn unfetched_branches_never_run() {
+    setup();
+    let g = Graph::new();
+    let base = g.with_name("pr_base").op("Count").build_output().unwrap();
+    let used = g
+        .with_name("pr_used")
+        .op("Count")
+        .input(base)
+        .build_output()
+        .unwrap();
+    let unused = g
+        .with_name("pr_unused")
+        .op("Count")
+        .input(base)
+        .build_output()
+        .unwrap();
+    let _unused2 = g
+        .with_name("pr_unused2")
+        .op("Count")
+        .input(unused)
+        .build_output()
+        .unwrap();
+    let ctl = g.with_name("pr_ctl").op("Count").build().unwrap();
+    let with_ctl = g
+        .with_name("pr_with_ctl")
+        .op("Count")
+        .control_input(ctl)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    for _ in 0..5 {
+        s.run(&[], &[used], &[]).unwrap();
+    }
+    assert_eq!((calls("pr_base"), calls("pr_used")), (5, 5));
+    assert_eq!(
+        (calls("pr_unused"), calls("pr_unused2"), calls("pr_ctl")),
+        (0, 0, 0)
+    );
+    // A control input is needed through a fetch...
+    s.run(&[], &[with_ctl], &[]).unwrap();
+    assert_eq!(calls("pr_ctl"), 1);
+    // ...and a target runs without being fetched.
+    s.run(&[], &[], &[unused.node]).unwrap();
+    assert_eq!((calls("pr_unused"), calls("pr_unused2")), (1, 0));
+}
+
+#[test]
+fn a_feed_replaces_its_producer() {
+    setup();
+    let g = Graph::new();
+    let p = g
+        .with_name("fd_producer")
+        .op("Count")
+        .build_output()
+        .unwrap();
+    let c = g
+        .with_name("fd_consumer")
+        .op("Count")
+        .input(p)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let out = s.run(&[(p, Tensor::scalar(10.0f32))], &[c], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 11.0);
+    assert_eq!(calls("fd_producer"), 0);
+    // Fetching a fed output returns the feed.
+    let out = s.run(&[(p, Tensor::scalar(5.0f32))], &[p], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 5.0);
+    let err = s.run(&[(p, Tensor::scalar(5i32))], &[c], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "feed for \"fd_producer:0\" has dtype i32, but that output is f32"
+    );
+}
+
+#[test]
+fn the_graph_may_grow_after_the_session_was_created() {
+    setup();
+    let g = Graph::new();
+    let a = g.constant(1.0f32).unwrap();
+    let s = session(&g, 2);
+    assert_eq!(
+        f32::try_from(&s.run(&[], &[a], &[]).unwrap()[0]).unwrap(),
+        1.0
+    );
+    let b = g.add(a, g.constant(2.0f32).unwrap()).unwrap();
+    assert_eq!(
+        f32::try_from(&s.run(&[], &[b], &[]).unwrap()[0]).unwrap(),
+        3.0
+    );
+}
+
+#[test]
+fn a_panicking_kernel_fails_its_step_and_the_session_keeps_serving() {
+    setup();
+    let g = Graph::new();
+    let input = g
+        .op("Placeholder")
+        .attr("dtype", DType::F32)
+        .build_output()
+        .unwrap();
+    let boom = g
+        .with_name("boom")
+        .op("Boom")
+        .input(input)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let err = s
+        .run(&[(input, Tensor::scalar(1.0f32))], &[boom], &[])
+        .unwrap_err();
+    match &err {
+        SessionError::Panicked {
+            node, op, message, ..
+        } => {
+            assert_eq!((node.as_str(), op.as_str()), ("boom", "Boom"));
+            assert!(message.contains("boom at boom"), "{message}");
+        }
+        other => panic!("expected a panic error, got {other:?}"),
+    }
+    for _ in 0..20 {
+        let out = s
+            .run(&[(input, Tensor::scalar(0.0f32))], &[boom], &[])
+            .unwrap();
+        assert_eq!(f32::try_from(&out[0]).unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn async_kernels_complete_and_wake_the_scheduler() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 20i64).build_output().unwrap();
+    let after = g
+        .with_name("as_after")
+        .op("Count")
+        .input(slow)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let out = s.run(&[], &[after], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 21.0);
+}
+
+#[test]
+fn a_deadline_fails_the_step_without_waiting_for_the_slow_op() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
+    let s = session(&g, 2);
+    let opts = RunOptions {
+        timeout: Some(Duration::from_millis(50)),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
+    assert!(matches!(err, SessionError::DeadlineExceeded(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the step waited for the slow op"
+    );
+    assert!(err.to_string().contains("deadline"), "{err}");
+}
+
+#[test]
+fn a_step_can_be_cancelled_from_another_thread() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
+    let s = session(&g, 2);
+    let token = CancellationToken::new();
+    let t2 = token.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        t2.cancel();
+    });
+    let opts = RunOptions {
+        cancel: Some(token),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
+    canceller.join().unwrap();
+    assert_eq!(err, SessionError::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn eight_threads_times_a_thousand_runs_on_one_session() {
+    setup();
+    let g = Graph::new();
+    let x = g
+        .op("Placeholder")
+        .attr("dtype", DType::F32)
+        .build_output()
+        .unwrap();
+    let mut acc = x;
+    for _ in 0..8 {
+        let c = g.constant(1.0f32).unwrap();
+        acc = g.add(acc, c).unwrap();
+    }
+    let s = Arc::new(session(&g, 2));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    let v = (t * 1000 + i) as f32;
+                    let out = s.run(&[(x, Tensor::scalar(v))], &[acc], &[]).unwrap();
+                    assert_eq!(f32::try_from(&out[0]).unwrap(), v + 8.0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[cfg(unix)]
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_slow_async_op_leaves_the_cpu_idle() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 400i64).build_output().unwrap();
+    let s = session(&g, 2);
+    s.run(&[], &[g.constant(0.0f32).unwrap()], &[]).unwrap(); // warm up the workers
+    let before = process_cpu_time();
+    s.run(&[], &[slow], &[]).unwrap();
+    let used = process_cpu_time() - before;
+    // Other tests run in parallel threads of this process; allow for them generously,
+    // but spinning workers would burn ~800 ms here.
+    assert!(
+        used < Duration::from_millis(300),
+        "used {used:?} of CPU during a 400 ms sleep"
+    );
+}
+
+#[test]
+fn validation_errors_name_the_node() {
+    setup();
+    let g = Graph::new();
+    let err = g.with_name("bad").op("NoSuchOp").build().unwrap_err();
+    assert_eq!(err.to_string(), "node \"bad\": unknown op \"NoSuchOp\"");
+    let a = g.constant(1.0f32).unwrap();
+    let err = g
+        .with_name("two_in")
+        .op("Neg")
+        .input(a)
+        .input(a)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node \"two_in\" (Neg): expected 1 inputs, got 2"
+    );
+    let i = g.constant(1i32).unwrap();
+    let err = g.with_name("mixed").add(a, i).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node \"mixed\" (Add): dtype mismatch: input 1 has dtype i32, expected f32"
+    );
+    g.with_name("dup").constant(1.0f32).unwrap();
+    assert_eq!(
+        g.with_name("dup").constant(2.0f32).unwrap_err(),
+        GraphError::DuplicateName("dup".into())
+    );
+    let p = g.with_name("ph").placeholder(DType::F32, None).unwrap();
+    let y = g.neg(p).unwrap();
+    let s = session(&g, 1);
+    let err = s.run(&[], &[y], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "placeholder \"ph\" (f32) must be fed: the step needs it and no feed gives it a value"
+    );
+    let other = Graph::new();
+    for _ in 0..3 {
+        other.constant(0.0f32).unwrap();
+    }
+    let far = other.constant(0.0f32).unwrap();
+    let g2 = Graph::new();
+    let s2 = session(&g2, 1);
+    let err = s2.run(&[], &[far], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "fetch refers to node \"#3\", which does not exist"
+    );
+    let err = s2
+        .run(&[(far, Tensor::scalar(0.0f32))], &[], &[])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "feed refers to node \"#3\", which does not exist"
+    );
+}

@@ -1,0 +1,40 @@
+//! Command-line parsing and dispatch for the `magpie` binary.
+
+mod demo;
+mod devices;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Magpie: dataflow graphs on devices and machines, on a work-stealing scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "magpie", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the seed's control-dependency example on a local session: prints every value
+    /// (z = 7) and the order in which the ops ran.
+    Demo {
+        /// Scheduler worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Write the step's timeline as Chrome trace JSON (opens in Perfetto).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+    },
+    /// List the devices a local session would use, with their kernels.
+    Devices,
+}
+
+/// Runs the parsed command.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo { workers, trace } => demo::run(workers, trace.as_deref()),
+        Command::Devices => devices::run(),
+    }
+}
