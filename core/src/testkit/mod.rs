@@ -1,1 +1,13 @@
-//! placeholder
+//! Conformance testkit (feature `testkit`): checks that any [`Device`](crate::Device) and
+//! its kernels — ours or a user's — behave as the executor expects.
+//!
+//! - [`reference`] is a deliberately naive, sequential interpreter of the standard op set,
+//!   the oracle that results are compared with;
+//! - [`check_device`] runs the suite on one device: its name, every standard op it has a
+//!   kernel for (each dtype it accepts, odd shapes, against the oracle), clean errors on
+//!   bad input, interleaving with asynchronous kernels, and concurrent steps.
+
+mod conformance;
+pub mod reference;
+
+pub use conformance::{check_device, ConformanceError, ConformanceReport};

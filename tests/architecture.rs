@@ -1,0 +1,99 @@
+//! Architecture invariants, checked on every test run:
+//! - DESIGN.md's dependency rule: `core` depends on none of tonic, prost, vulkano or
+//!   hwlocality, and a backend or transport depends on no other backend or transport;
+//! - every Rust source file starts with a `//!` module doc.
+
+use std::path::{Path, PathBuf};
+
+const FORBIDDEN_IN_CORE: [&str; 5] = ["tonic", "prost", "vulkano", "hwlocality", "tonic-prost"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Dependency names declared in a Cargo.toml's dependency tables.
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut deps = Vec::new();
+    let mut in_deps = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line.contains("dependencies");
+            continue;
+        }
+        if in_deps {
+            if let Some((name, _)) = line.split_once('=') {
+                let name = name.trim().split('.').next().unwrap_or("").trim();
+                if !name.is_empty() && !name.starts_with('#') {
+                    deps.push(name.to_string());
+                }
+            }
+        }
+    }
+    deps
+}
+
+fn member_manifests(dir: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root().join(dir)) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("Cargo.toml"))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn core_knows_no_transport_gpu_or_topology_library() {
+    let deps = dependencies(&root().join("core/Cargo.toml"));
+    for f in FORBIDDEN_IN_CORE {
+        assert!(!deps.iter().any(|d| d == f), "core depends on {f}");
+    }
+}
+
+#[test]
+fn backends_and_transports_depend_only_on_core() {
+    let ours: Vec<PathBuf> =
+        member_manifests("backends").into_iter().chain(member_manifests("transport")).collect();
+    assert!(!ours.is_empty(), "no backend found");
+    for manifest in &ours {
+        for dep in dependencies(manifest) {
+            let is_other_member = dep.starts_with("magpie-") && dep != "magpie-core";
+            assert!(!is_other_member, "{} depends on {dep}", manifest.display());
+        }
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let p = e.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if p.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&p, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_source_file_starts_with_a_module_doc() {
+    let mut files = Vec::new();
+    for dir in ["src", "core", "backends", "examples", "benches", "tests"] {
+        let d = root().join(dir);
+        if d.exists() {
+            rust_files(&d, &mut files);
+        }
+    }
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            !text.trim_start().starts_with("//!")
+        })
+        .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a //! module doc: {missing:?}");
+}
