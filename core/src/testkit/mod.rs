@@ -1,1 +1,2 @@
-//! placeholder
+//! Conformance testkit.
+pub mod reference;
