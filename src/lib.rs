@@ -51,3 +51,8 @@ pub fn local_options() -> SessionOptions {
 pub fn local_session(graph: &Graph) -> Result<Session, SessionError> {
     Session::new(graph, local_options())
 }
+
+/// The README's example, compiled and run as a doc test so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
