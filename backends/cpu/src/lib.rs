@@ -1,1 +1,41 @@
-//! placeholder
+//! # magpie-cpu
+//!
+//! Magpie's CPU backend: the [`CpuDevice`] and a kernel for every standard op on device
+//! type `"CPU"`.
+//!
+//! Call [`register()`] once (more calls do nothing) before building kernels, then place
+//! nodes on [`cpu_device()`]. Kernels live in `kernels/`, one file per op family; the
+//! dtypes each supports and its exact semantics are documented there.
+
+mod conv;
+mod device;
+mod kernels;
+
+use std::sync::Once;
+
+pub use device::{cpu_device, CpuDevice};
+
+/// The device type the CPU kernels are registered for.
+pub const DEVICE_TYPE: &str = "CPU";
+
+/// Registers every CPU kernel with [`magpie_core::registry`]. Idempotent: only the
+/// first call in a process registers anything.
+///
+/// A kernel that something else already registered for the same op on `"CPU"` is kept,
+/// and ours is skipped with a warning, so a user may override one op.
+pub fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (op, factory) in kernels::all() {
+            if let Err(e) = magpie_core::registry::register_kernel(op, DEVICE_TYPE, factory) {
+                tracing::warn!(error = %e, "CPU kernel for {op} not registered");
+            }
+        }
+        tracing::debug!(ops = kernels::all().count(), "CPU kernels registered");
+    });
+}
+
+/// The ops this backend has kernels for, in registration order.
+pub fn supported_ops() -> impl Iterator<Item = &'static str> {
+    kernels::all().map(|(op, _)| op)
+}

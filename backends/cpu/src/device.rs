@@ -1,0 +1,63 @@
+//! The CPU device: a name and a description. Kernels run on whichever scheduler worker
+//! calls them, so the device holds no threads or queues of its own.
+
+use std::sync::Arc;
+
+use magpie_core::device::Device;
+use magpie_core::graph::DeviceName;
+
+use crate::DEVICE_TYPE;
+
+/// The host CPU as a Magpie device.
+#[derive(Debug, Clone)]
+pub struct CpuDevice {
+    name: DeviceName,
+    cores: usize,
+}
+
+impl CpuDevice {
+    /// CPU number `index` of the in-process task (`/job:localhost/replica:0/task:0/device:CPU:index`).
+    pub fn new(index: u32) -> CpuDevice {
+        CpuDevice::with_name(DeviceName::local(DEVICE_TYPE, index))
+    }
+
+    /// A CPU device under a full name, e.g. a task's CPU in a cluster.
+    ///
+    /// # Panics
+    /// If `name`'s device type is not `CPU`: the kernels are registered for that type only.
+    pub fn with_name(name: DeviceName) -> CpuDevice {
+        assert!(
+            name.device_type.eq_ignore_ascii_case(DEVICE_TYPE),
+            "a CpuDevice needs device type {DEVICE_TYPE}, got {name}"
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CpuDevice { name, cores }
+    }
+
+    /// The number of cores the process may use, as the OS reported it.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+}
+
+impl Default for CpuDevice {
+    fn default() -> Self {
+        CpuDevice::new(0)
+    }
+}
+
+impl Device for CpuDevice {
+    fn name(&self) -> &DeviceName {
+        &self.name
+    }
+
+    fn description(&self) -> String {
+        let plural = if self.cores == 1 { "" } else { "s" };
+        format!("CPU, {} core{plural}", self.cores)
+    }
+}
+
+/// `CPU:0` of the in-process task, ready to hand to a session or a kernel factory.
+pub fn cpu_device() -> Arc<dyn Device> {
+    Arc::new(CpuDevice::new(0))
+}

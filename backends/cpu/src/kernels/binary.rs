@@ -1,0 +1,238 @@
+//! Elementwise binary arithmetic with numpy broadcasting: `Add`, `Sub`, `Mul`, `Div`.
+//!
+//! Dtypes: `f32`, `f64`, `i32`, `i64`, both inputs the same. Integers wrap on overflow;
+//! integer `Div` truncates toward zero, wraps `MIN / -1`, and fails with
+//! "integer division by zero" when any divisor is 0 (checked before anything is
+//! written). Float division follows IEEE 754.
+//!
+//! Loops, fastest first: equal shapes (one zip); one side a single element; general
+//! broadcasting as rows (see `broadcast`). When an input has the output's shape and the
+//! context holds its only reference, its buffer becomes the output's.
+
+use std::marker::PhantomData;
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor};
+
+use super::broadcast::{broadcast_shape, Layout};
+use super::numeric::Arith;
+use super::support::{common_dtype, dispatch_numeric, Factory, REUSE_MIN_ELEMENTS};
+
+/// The kernels of this family.
+pub(super) const KERNELS: &[(&str, Factory)] = &[
+    ("Add", factory::<AddOp>),
+    ("Sub", factory::<SubOp>),
+    ("Mul", factory::<MulOp>),
+    ("Div", factory::<DivOp>),
+];
+
+/// One elementwise binary operation on elements of type `T`.
+trait BinaryOp<T>: 'static {
+    /// The result for one pair of elements.
+    fn apply(a: T, b: T) -> T;
+
+    /// Rejects divisors the operation cannot take; called on the whole right-hand side
+    /// before computing.
+    fn check_rhs(_rhs: &[T]) -> Result<(), KernelError> {
+        Ok(())
+    }
+}
+
+struct AddOp;
+struct SubOp;
+struct MulOp;
+struct DivOp;
+
+impl<T: Arith> BinaryOp<T> for AddOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        a.add(b)
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for SubOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        a.sub(b)
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for MulOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        a.mul(b)
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for DivOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        a.div(b)
+    }
+
+    fn check_rhs(rhs: &[T]) -> Result<(), KernelError> {
+        if T::IS_INT && rhs.contains(&T::ZERO) {
+            return Err(KernelError::InvalidArgument(
+                "integer division by zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn factory<O>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
+where
+    O: BinaryOp<f32> + BinaryOp<f64> + BinaryOp<i32> + BinaryOp<i64>,
+{
+    let dtype = common_dtype(init, 2)?;
+    dispatch_numeric!(init, dtype, T => BinaryKernel::<T, O>(PhantomData))
+}
+
+/// `O` on elements of type `T`.
+struct BinaryKernel<T, O>(PhantomData<fn() -> (T, O)>);
+
+impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let (a, b) = (ctx.input(0), ctx.input(1));
+        let (lhs, rhs) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+        let out = if a.shape() == b.shape() {
+            a.shape().clone()
+        } else {
+            broadcast_shape(a.shape(), b.shape())?
+        };
+        let n = out.num_elements();
+        if n > 0 {
+            O::check_rhs(rhs)?;
+        }
+        let data = if n >= REUSE_MIN_ELEMENTS && (a.shape() == &out || b.shape() == &out) {
+            let (a, b) = (ctx.take_input(0), ctx.take_input(1));
+            compute_owned::<T, O>(a, b, &out)?
+        } else {
+            compute_new::<T, O>(lhs, a.shape(), rhs, b.shape(), &out)
+        };
+        ctx.push_output(Tensor::from_vec(out, data)?);
+        Ok(())
+    }
+}
+
+/// The result for owned inputs, written into one of their buffers when that buffer has
+/// the output's shape and nothing else references it.
+fn compute_owned<T: Arith, O: BinaryOp<T>>(
+    a: Tensor,
+    b: Tensor,
+    out: &Shape,
+) -> Result<Vec<T>, KernelError> {
+    let a = if a.shape() == out {
+        match a.try_into_vec::<T>() {
+            Ok(mut buf) => {
+                update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply);
+                return Ok(buf);
+            }
+            Err(a) => a,
+        }
+    } else {
+        a
+    };
+    let b = if b.shape() == out {
+        match b.try_into_vec::<T>() {
+            Ok(mut buf) => {
+                let flipped = |y, x| O::apply(x, y);
+                update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped);
+                return Ok(buf);
+            }
+            Err(b) => b,
+        }
+    } else {
+        b
+    };
+    Ok(compute_new::<T, O>(
+        a.as_slice::<T>()?,
+        a.shape(),
+        b.as_slice::<T>()?,
+        b.shape(),
+        out,
+    ))
+}
+
+/// `buf[i] = f(buf[i], other broadcast to out[i])`, where `buf` has shape `out`.
+fn update_in_place<T: Arith>(
+    buf: &mut [T],
+    out: &Shape,
+    other: &[T],
+    other_shape: &Shape,
+    f: impl Fn(T, T) -> T,
+) {
+    if let [y] = *other {
+        for x in buf.iter_mut() {
+            *x = f(*x, y);
+        }
+    } else if other_shape == out {
+        for (x, &y) in buf.iter_mut().zip(other) {
+            *x = f(*x, y);
+        }
+    } else {
+        let layout = Layout::new(out, out, other_shape);
+        let n = layout.row_len();
+        let contiguous = layout.b_row_stride() == 1;
+        let mut rows = buf.chunks_exact_mut(n);
+        layout.for_each_row(|_, bo| {
+            let row = rows.next().expect("the layout has one row per chunk");
+            if contiguous {
+                for (x, &y) in row.iter_mut().zip(&other[bo..bo + n]) {
+                    *x = f(*x, y);
+                }
+            } else {
+                let y = other[bo];
+                for x in row {
+                    *x = f(*x, y);
+                }
+            }
+        });
+    }
+}
+
+/// The result in a new buffer.
+fn compute_new<T: Arith, O: BinaryOp<T>>(
+    a: &[T],
+    a_shape: &Shape,
+    b: &[T],
+    b_shape: &Shape,
+    out: &Shape,
+) -> Vec<T> {
+    if a_shape == b_shape {
+        return a.iter().zip(b).map(|(&x, &y)| O::apply(x, y)).collect();
+    }
+    if out.num_elements() == 0 {
+        return Vec::new();
+    }
+    // One element broadcast against the other input: the output holds as many elements
+    // as that input, in its order.
+    if let [x] = *a {
+        return b.iter().map(|&y| O::apply(x, y)).collect();
+    }
+    if let [y] = *b {
+        return a.iter().map(|&x| O::apply(x, y)).collect();
+    }
+    let layout = Layout::new(out, a_shape, b_shape);
+    let n = layout.row_len();
+    let mut data = Vec::with_capacity(out.num_elements());
+    match (layout.a_row_stride(), layout.b_row_stride()) {
+        (1, 1) => layout.for_each_row(|ao, bo| {
+            let rows = a[ao..ao + n].iter().zip(&b[bo..bo + n]);
+            data.extend(rows.map(|(&x, &y)| O::apply(x, y)));
+        }),
+        (0, 1) => layout.for_each_row(|ao, bo| {
+            let x = a[ao];
+            data.extend(b[bo..bo + n].iter().map(|&y| O::apply(x, y)));
+        }),
+        (1, 0) => layout.for_each_row(|ao, bo| {
+            let y = b[bo];
+            data.extend(a[ao..ao + n].iter().map(|&x| O::apply(x, y)));
+        }),
+        _ => layout.for_each_row(|ao, bo| {
+            let v = O::apply(a[ao], b[bo]);
+            data.extend(std::iter::repeat_n(v, n));
+        }),
+    }
+    data
+}

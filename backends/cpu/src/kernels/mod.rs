@@ -1,0 +1,36 @@
+//! The CPU kernels, one file per op family, and the list [`all`] that `register()` walks.
+//!
+//! Every factory checks the dtypes when the kernel is built and returns
+//! [`KernelError::Unimplemented`](magpie_core::KernelError::Unimplemented) for one it has
+//! no kernel for, so `compute` is monomorphised for one element type and never dispatches.
+//!
+//! Shared pieces: `numeric` (the element arithmetic every family uses: wrapping integers,
+//! IEEE floats), `broadcast` (numpy broadcasting as strided rows), `support` (factory and
+//! buffer-reuse helpers).
+
+mod binary;
+mod broadcast;
+mod matmul;
+mod numeric;
+mod reduce;
+mod shape_ops;
+mod source;
+mod support;
+mod unary;
+
+pub(crate) use support::Factory;
+
+/// Every (op, factory) pair this backend provides.
+pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
+    [
+        source::KERNELS,
+        binary::KERNELS,
+        unary::KERNELS,
+        matmul::KERNELS,
+        reduce::KERNELS,
+        shape_ops::KERNELS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}

@@ -1,0 +1,113 @@
+//! Reductions: `Sum` and `Mean` over one axis or all of them.
+//!
+//! Attributes: `axis` (optional int; absent means every axis, negative counts from the
+//! end) and `keep_dims` (bool, default false: the reduced axes are dropped; true: they
+//! stay with size 1). Dtypes: `f32`, `f64`, `i32`, `i64`.
+//!
+//! Each output element sums its inputs in increasing index order, in the element type
+//! (integers wrap). `Mean` is that sum divided by the count; integer means truncate, and
+//! an integer mean over zero elements fails, where a float one is NaN.
+
+use std::marker::PhantomData;
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor};
+
+use super::numeric::Arith;
+use super::support::{dispatch_numeric, input_dtype, Factory};
+use crate::conv::normalize_axis;
+
+/// The kernels of this family.
+pub(super) const KERNELS: &[(&str, Factory)] =
+    &[("Sum", factory::<false>), ("Mean", factory::<true>)];
+
+fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let axis = init.node.attrs.opt_int("axis")?;
+    let keep_dims = init.node.attrs.bool_or("keep_dims", false)?;
+    dispatch_numeric!(init, input_dtype(init, 0)?, T => ReduceKernel::<T, MEAN> {
+        axis,
+        keep_dims,
+        elem: PhantomData,
+    })
+}
+
+/// `Sum` (or `Mean` when `MEAN`) over elements of type `T`.
+struct ReduceKernel<T, const MEAN: bool> {
+    axis: Option<i64>,
+    keep_dims: bool,
+    elem: PhantomData<fn() -> T>,
+}
+
+impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let x = ctx.input(0);
+        let data = x.as_slice::<T>()?;
+        let dims = x.dims();
+        let (shape, mut out, count) = match self.axis {
+            None => {
+                let shape = if self.keep_dims {
+                    Shape::from(vec![1; dims.len()])
+                } else {
+                    Shape::scalar()
+                };
+                (shape, vec![sum(data)], data.len())
+            }
+            Some(axis) => {
+                let axis = normalize_axis(axis, dims.len())?;
+                let mut shape = dims.to_vec();
+                if self.keep_dims {
+                    shape[axis] = 1;
+                } else {
+                    shape.remove(axis);
+                }
+                let outer = dims[..axis].iter().product();
+                let inner = dims[axis + 1..].iter().product();
+                let out = sum_axis(data, outer, dims[axis], inner);
+                (Shape::from(shape), out, dims[axis])
+            }
+        };
+        if MEAN {
+            if T::IS_INT && count == 0 {
+                return Err(KernelError::InvalidArgument(format!(
+                    "Mean of an integer tensor over zero elements (shape {})",
+                    x.shape()
+                )));
+            }
+            let count = T::from_count(count);
+            for v in &mut out {
+                *v = v.div(count);
+            }
+        }
+        ctx.push_output(Tensor::from_vec(shape, out)?);
+        Ok(())
+    }
+}
+
+/// The sum of every element, in index order.
+fn sum<T: Arith>(data: &[T]) -> T {
+    data.iter().fold(T::ZERO, |acc, &v| acc.add(v))
+}
+
+/// Sums over the middle axis of `data` viewed as `[outer, len, inner]`, giving
+/// `[outer, inner]`; each output adds its inputs in increasing order along the axis.
+fn sum_axis<T: Arith>(data: &[T], outer: usize, len: usize, inner: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; outer * inner];
+    if inner == 0 {
+        return out;
+    }
+    if inner == 1 {
+        for (o, dst) in out.iter_mut().enumerate() {
+            *dst = sum(&data[o * len..(o + 1) * len]);
+        }
+        return out;
+    }
+    for (o, dst) in out.chunks_exact_mut(inner).enumerate() {
+        let block = &data[o * len * inner..(o + 1) * len * inner];
+        for row in block.chunks_exact(inner) {
+            for (d, &v) in dst.iter_mut().zip(row) {
+                *d = d.add(v);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,241 @@
+//! Shape and dtype plumbing: `Reshape`, `Cast`, `Fill`, `ZerosLike`. Every dtype,
+//! `bool` included.
+//!
+//! - `Reshape` (attribute `shape`, ints, at most one -1 which is inferred) shares the
+//!   input's buffer under the new shape; the element counts must match.
+//! - `Cast` (attribute `dtype`) converts with Rust's `as` between numeric types (floats
+//!   to integers saturate, NaN becomes 0); a number becomes `bool` as `x != 0` (so NaN is
+//!   `true`), and a `bool` becomes 0 or 1. A cast to the input's own dtype shares its
+//!   buffer.
+//! - `Fill` (attribute `shape`, ints, all known) repeats the one element of input 0.
+//! - `ZerosLike` gives zeros (or `false`s) of the input's shape and dtype.
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::tensor::{Storage, StorageElement};
+use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Shape, Tensor};
+
+use super::support::{input_dtype, sync, Factory};
+use crate::conv::known_shape;
+
+/// The kernels of this family.
+pub(super) const KERNELS: &[(&str, Factory)] = &[
+    ("Reshape", reshape_factory),
+    ("Cast", cast_factory),
+    ("Fill", fill_factory),
+    ("ZerosLike", zeros_like_factory),
+];
+
+fn reshape_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let dims = init.node.attrs.ints("shape")?;
+    if dims.iter().any(|&d| d < -1) || dims.iter().filter(|&&d| d == -1).count() > 1 {
+        return Err(KernelError::InvalidArgument(format!(
+            "Reshape shape {dims:?} may hold non-negative dimensions and at most one -1"
+        )));
+    }
+    let known = if dims.contains(&-1) {
+        None
+    } else {
+        Some(known_shape("Reshape", "shape", &dims)?)
+    };
+    sync(ReshapeKernel { dims, known })
+}
+
+struct ReshapeKernel {
+    /// The `shape` attribute as given.
+    dims: Vec<i64>,
+    /// The target shape when it has no -1.
+    known: Option<Shape>,
+}
+
+impl ReshapeKernel {
+    /// The target shape for an input of `n` elements.
+    fn target(&self, n: usize) -> Option<Shape> {
+        if let Some(s) = &self.known {
+            return (s.num_elements() == n).then(|| s.clone());
+        }
+        let known: usize = self
+            .dims
+            .iter()
+            .filter(|&&d| d != -1)
+            .map(|&d| d as usize)
+            .product();
+        if known == 0 || n % known != 0 {
+            return None;
+        }
+        let dims: Vec<usize> = self
+            .dims
+            .iter()
+            .map(|&d| if d == -1 { n / known } else { d as usize })
+            .collect();
+        Some(Shape::from(dims))
+    }
+}
+
+impl Kernel for ReshapeKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let x = ctx.input(0);
+        let shape = self.target(x.num_elements()).ok_or_else(|| {
+            KernelError::InvalidArgument(format!(
+                "cannot reshape a tensor of shape {} ({} elements) into shape {:?}",
+                x.shape(),
+                x.num_elements(),
+                self.dims
+            ))
+        })?;
+        let y = x.reshape(shape)?;
+        ctx.push_output(y);
+        Ok(())
+    }
+}
+
+/// Converts a whole tensor to another dtype.
+type CastFn = fn(&Tensor) -> Result<Tensor, KernelError>;
+
+/// One element converted with `Cast`'s semantics.
+trait Convert<U> {
+    fn convert(self) -> U;
+}
+
+macro_rules! convert_numeric {
+    ($($s:ty),*) => {$(
+        convert_numeric!(@from $s => f32, f64, i32, i64);
+        impl Convert<bool> for $s {
+            #[inline(always)]
+            fn convert(self) -> bool {
+                self != (0 as $s)
+            }
+        }
+        impl Convert<$s> for bool {
+            #[inline(always)]
+            fn convert(self) -> $s {
+                u8::from(self) as $s
+            }
+        }
+    )*};
+    (@from $s:ty => $($u:ty),*) => {$(
+        impl Convert<$u> for $s {
+            #[inline(always)]
+            #[allow(clippy::unnecessary_cast)]
+            fn convert(self) -> $u {
+                self as $u
+            }
+        }
+    )*};
+}
+convert_numeric!(f32, f64, i32, i64);
+
+impl Convert<bool> for bool {
+    fn convert(self) -> bool {
+        self
+    }
+}
+
+fn cast<S: StorageElement + Convert<U>, U: StorageElement>(
+    x: &Tensor,
+) -> Result<Tensor, KernelError> {
+    let data: Vec<U> = x.as_slice::<S>()?.iter().map(|&v| v.convert()).collect();
+    Ok(Tensor::from_vec(x.shape().clone(), data)?)
+}
+
+/// The conversion from `from` to `to`.
+fn cast_fn(from: DType, to: DType) -> CastFn {
+    macro_rules! to {
+        ($s:ty) => {
+            match to {
+                DType::F32 => cast::<$s, f32>,
+                DType::F64 => cast::<$s, f64>,
+                DType::I32 => cast::<$s, i32>,
+                DType::I64 => cast::<$s, i64>,
+                DType::Bool => cast::<$s, bool>,
+            }
+        };
+    }
+    match from {
+        DType::F32 => to!(f32),
+        DType::F64 => to!(f64),
+        DType::I32 => to!(i32),
+        DType::I64 => to!(i64),
+        DType::Bool => to!(bool),
+    }
+}
+
+fn cast_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let to = init.node.attrs.dtype("dtype")?;
+    let from = input_dtype(init, 0)?;
+    sync(CastKernel {
+        from,
+        to,
+        convert: cast_fn(from, to),
+    })
+}
+
+struct CastKernel {
+    /// The dtype the kernel was built for.
+    from: DType,
+    to: DType,
+    convert: CastFn,
+}
+
+impl Kernel for CastKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let x = ctx.input(0);
+        let y = if x.dtype() == self.to {
+            x.clone()
+        } else if x.dtype() == self.from {
+            (self.convert)(x)?
+        } else {
+            cast_fn(x.dtype(), self.to)(x)?
+        };
+        ctx.push_output(y);
+        Ok(())
+    }
+}
+
+fn fill_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let shape = known_shape("Fill", "shape", &init.node.attrs.ints("shape")?)?;
+    sync(FillKernel { shape })
+}
+
+struct FillKernel {
+    shape: Shape,
+}
+
+fn filled<T: StorageElement>(v: &[T], n: usize) -> Storage {
+    T::into_storage(vec![v[0]; n])
+}
+
+impl Kernel for FillKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let value = ctx.input(0);
+        if value.num_elements() != 1 {
+            return Err(KernelError::InvalidArgument(format!(
+                "Fill needs a one-element value, got shape {}",
+                value.shape()
+            )));
+        }
+        let n = self.shape.num_elements();
+        let storage = match value.storage() {
+            Storage::F32(v) => filled(v, n),
+            Storage::F64(v) => filled(v, n),
+            Storage::I32(v) => filled(v, n),
+            Storage::I64(v) => filled(v, n),
+            Storage::Bool(v) => filled(v, n),
+        };
+        ctx.push_output(Tensor::from_storage(self.shape.clone(), storage)?);
+        Ok(())
+    }
+}
+
+fn zeros_like_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    sync(ZerosLikeKernel)
+}
+
+struct ZerosLikeKernel;
+
+impl Kernel for ZerosLikeKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let x = ctx.input(0);
+        ctx.push_output(Tensor::zeros(x.dtype(), x.shape().clone()));
+        Ok(())
+    }
+}

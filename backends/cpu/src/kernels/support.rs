@@ -1,0 +1,115 @@
+//! Helpers shared by the kernel families: the factory type, dtype dispatch, error
+//! builders and buffer reuse.
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::tensor::StorageElement;
+use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Tensor};
+
+/// Builds a kernel for one node; what `register()` hands to the registry.
+pub(crate) type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
+
+/// Below this many elements a kernel does not try to reuse an input's buffer.
+///
+/// Taking an input out of a [`KernelContext`] costs two small allocations (the context
+/// leaves an empty tensor behind), which is as much as allocating the output of a small
+/// tensor afresh; a scalar op must stay cheap. Behaviour at the time of writing, not a
+/// guarantee: reuse is an optimisation the results never depend on.
+pub(crate) const REUSE_MIN_ELEMENTS: usize = 64;
+
+/// Boxes a synchronous kernel.
+pub(crate) fn sync(k: impl Kernel + 'static) -> Result<BoxedKernel, KernelError> {
+    Ok(BoxedKernel::Sync(Box::new(k)))
+}
+
+/// The "no kernel for this dtype" error for the node being built.
+pub(crate) fn unimplemented(init: &KernelInit<'_>, dtype: DType) -> KernelError {
+    KernelError::Unimplemented {
+        op: init.node.op.clone(),
+        dtype,
+        device_type: init.device.device_type().to_string(),
+    }
+}
+
+/// The dtype of input `i`, or an internal error when the executor passed too few.
+pub(crate) fn input_dtype(init: &KernelInit<'_>, i: usize) -> Result<DType, KernelError> {
+    init.input_dtypes.get(i).copied().ok_or_else(|| {
+        KernelError::Internal(format!(
+            "{} kernel built with {} input dtypes, needs input {i}",
+            init.node.op,
+            init.input_dtypes.len()
+        ))
+    })
+}
+
+/// The dtype every input shares (ops whose definitions require equal dtypes).
+pub(crate) fn common_dtype(init: &KernelInit<'_>, inputs: usize) -> Result<DType, KernelError> {
+    let dtype = input_dtype(init, 0)?;
+    for i in 1..inputs {
+        let other = input_dtype(init, i)?;
+        if other != dtype {
+            return Err(KernelError::InvalidArgument(format!(
+                "{} needs inputs of one dtype, got {dtype} and {other}",
+                init.node.op
+            )));
+        }
+    }
+    Ok(dtype)
+}
+
+/// Takes input `i` and its elements' buffer when it is large enough to be worth it and
+/// this context held the only reference. Otherwise the input stays put (if small) or comes
+/// back as `Err` (if taken but shared).
+pub(crate) fn take_unique<T: StorageElement>(
+    ctx: &mut KernelContext<'_>,
+    i: usize,
+) -> Option<Result<Vec<T>, Tensor>> {
+    if ctx.input(i).num_elements() < REUSE_MIN_ELEMENTS || ctx.input(i).dtype() != T::DTYPE {
+        return None;
+    }
+    Some(ctx.take_input(i).try_into_vec::<T>())
+}
+
+/// Builds the kernel `$make` with `$t` bound to the Rust type of `$dtype`, for the
+/// numeric dtypes; any other dtype is [`unimplemented`].
+macro_rules! dispatch_numeric {
+    ($init:expr, $dtype:expr, $t:ident => $make:expr) => {
+        match $dtype {
+            magpie_core::DType::F32 => {
+                type $t = f32;
+                $crate::kernels::support::sync($make)
+            }
+            magpie_core::DType::F64 => {
+                type $t = f64;
+                $crate::kernels::support::sync($make)
+            }
+            magpie_core::DType::I32 => {
+                type $t = i32;
+                $crate::kernels::support::sync($make)
+            }
+            magpie_core::DType::I64 => {
+                type $t = i64;
+                $crate::kernels::support::sync($make)
+            }
+            other => Err($crate::kernels::support::unimplemented($init, other)),
+        }
+    };
+}
+
+/// Like [`dispatch_numeric!`], for `f32` and `f64` only.
+macro_rules! dispatch_float {
+    ($init:expr, $dtype:expr, $t:ident => $make:expr) => {
+        match $dtype {
+            magpie_core::DType::F32 => {
+                type $t = f32;
+                $crate::kernels::support::sync($make)
+            }
+            magpie_core::DType::F64 => {
+                type $t = f64;
+                $crate::kernels::support::sync($make)
+            }
+            other => Err($crate::kernels::support::unimplemented($init, other)),
+        }
+    };
+}
+
+pub(crate) use {dispatch_float, dispatch_numeric};

@@ -1,0 +1,114 @@
+//! Elementwise unary math: `Neg`, `Square`, `Relu` (`f32`, `f64`, `i32`, `i64`) and
+//! `Sqrt`, `Exp` (`f32`, `f64`).
+//!
+//! `Neg` and `Square` wrap for integers. `Relu(x)` is `x` when `x > 0` and `0` otherwise,
+//! so `Relu(NaN)` and `Relu(-0.0)` are `+0.0`. `Sqrt` of a negative float is NaN.
+//!
+//! When the context holds the only reference to the input, its buffer becomes the output.
+
+use std::marker::PhantomData;
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Tensor};
+
+use super::numeric::{Arith, FloatArith};
+use super::support::{dispatch_float, dispatch_numeric, input_dtype, take_unique, Factory};
+
+/// The kernels of this family.
+pub(super) const KERNELS: &[(&str, Factory)] = &[
+    ("Neg", numeric_factory::<NegOp>),
+    ("Square", numeric_factory::<SquareOp>),
+    ("Relu", numeric_factory::<ReluOp>),
+    ("Sqrt", float_factory::<SqrtOp>),
+    ("Exp", float_factory::<ExpOp>),
+];
+
+/// One elementwise unary operation on elements of type `T`.
+trait UnaryOp<T>: 'static {
+    /// The result for one element.
+    fn apply(x: T) -> T;
+}
+
+struct NegOp;
+struct SquareOp;
+struct ReluOp;
+struct SqrtOp;
+struct ExpOp;
+
+impl<T: Arith> UnaryOp<T> for NegOp {
+    #[inline(always)]
+    fn apply(x: T) -> T {
+        x.neg()
+    }
+}
+
+impl<T: Arith> UnaryOp<T> for SquareOp {
+    #[inline(always)]
+    fn apply(x: T) -> T {
+        x.mul(x)
+    }
+}
+
+impl<T: Arith> UnaryOp<T> for ReluOp {
+    #[inline(always)]
+    fn apply(x: T) -> T {
+        if x > T::ZERO {
+            x
+        } else {
+            T::ZERO
+        }
+    }
+}
+
+impl<T: FloatArith> UnaryOp<T> for SqrtOp {
+    #[inline(always)]
+    fn apply(x: T) -> T {
+        x.sqrt()
+    }
+}
+
+impl<T: FloatArith> UnaryOp<T> for ExpOp {
+    #[inline(always)]
+    fn apply(x: T) -> T {
+        x.exp()
+    }
+}
+
+fn numeric_factory<O>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
+where
+    O: UnaryOp<f32> + UnaryOp<f64> + UnaryOp<i32> + UnaryOp<i64>,
+{
+    dispatch_numeric!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(PhantomData))
+}
+
+fn float_factory<O>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
+where
+    O: UnaryOp<f32> + UnaryOp<f64>,
+{
+    dispatch_float!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(PhantomData))
+}
+
+/// `O` on elements of type `T`.
+struct UnaryKernel<T, O>(PhantomData<fn() -> (T, O)>);
+
+impl<T: Arith, O: UnaryOp<T>> Kernel for UnaryKernel<T, O> {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let shape = ctx.input(0).shape().clone();
+        let data = match take_unique::<T>(ctx, 0) {
+            Some(Ok(mut buf)) => {
+                for x in buf.iter_mut() {
+                    *x = O::apply(*x);
+                }
+                buf
+            }
+            Some(Err(x)) => map::<T, O>(x.as_slice()?),
+            None => map::<T, O>(ctx.input(0).as_slice()?),
+        };
+        ctx.push_output(Tensor::from_vec(shape, data)?);
+        Ok(())
+    }
+}
+
+fn map<T: Arith, O: UnaryOp<T>>(x: &[T]) -> Vec<T> {
+    x.iter().map(|&v| O::apply(v)).collect()
+}
