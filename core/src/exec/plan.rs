@@ -115,7 +115,13 @@ impl ExecPlan {
             node_of(*t, "target")?;
         }
 
-        // Prune: walk back from fetches and targets; fed outputs stop the walk.
+        // Prune: walk back from fetches and targets; fed outputs stop the walk. A node
+        // whose outputs are all fed counts as done: control edges from it are satisfied.
+        let fully_fed = |id: NodeId| {
+            let n = &all[id.index()];
+            n.num_outputs() > 0
+                && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
+        };
         let mut needed = vec![false; all.len()];
         let mut stack: Vec<NodeId> = Vec::new();
         for f in fetches {
@@ -123,7 +129,7 @@ impl ExecPlan {
                 stack.push(f.node);
             }
         }
-        stack.extend_from_slice(targets);
+        stack.extend(targets.iter().copied().filter(|t| !fully_fed(*t)));
         while let Some(id) = stack.pop() {
             if std::mem::replace(&mut needed[id.index()], true) {
                 continue;
@@ -135,7 +141,7 @@ impl ExecPlan {
                 }
             }
             for c in &n.control_inputs {
-                if !needed[c.index()] {
+                if !needed[c.index()] && !fully_fed(*c) {
                     stack.push(*c);
                 }
             }
@@ -191,7 +197,9 @@ impl ExecPlan {
                 }
             }
             for c in &n.control_inputs {
-                topo.add_edge(task_of[c.index()], t as u32);
+                if needed[c.index()] {
+                    topo.add_edge(task_of[c.index()], t as u32);
+                }
             }
             let device = place(n, devices)?;
             let factory = lookup_kernel(&n.op, devices[device].device_type()).ok_or_else(|| {

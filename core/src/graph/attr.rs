@@ -30,14 +30,14 @@ pub enum AttrValue {
 impl AttrValue {
     fn kind(&self) -> &'static str {
         match self {
-            AttrValue::Int(_) => "int",
-            AttrValue::Float(_) => "float",
-            AttrValue::Bool(_) => "bool",
-            AttrValue::Str(_) => "string",
-            AttrValue::DType(_) => "dtype",
-            AttrValue::Ints(_) => "list of ints",
-            AttrValue::Strs(_) => "list of strings",
-            AttrValue::Tensor(_) => "tensor",
+            AttrValue::Int(_) => "an int",
+            AttrValue::Float(_) => "a float",
+            AttrValue::Bool(_) => "a bool",
+            AttrValue::Str(_) => "a string",
+            AttrValue::DType(_) => "a dtype",
+            AttrValue::Ints(_) => "a list of ints",
+            AttrValue::Strs(_) => "a list of strings",
+            AttrValue::Tensor(_) => "a tensor",
         }
     }
 }
@@ -83,7 +83,7 @@ pub enum AttrError {
     #[error("missing attribute {0:?}")]
     Missing(String),
     /// The attribute holds another kind of value.
-    #[error("attribute {name:?} should be a {expected}, got a {got}")]
+    #[error("attribute {name:?} should be {expected}, got {got}")]
     WrongKind {
         /// Attribute name.
         name: String,
@@ -141,14 +141,14 @@ impl Attrs {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    getter!(int, i64, Int, "int");
-    getter!(float, f64, Float, "float");
-    getter!(bool, bool, Bool, "bool");
-    getter!(string, String, Str, "string");
-    getter!(dtype, DType, DType, "dtype");
-    getter!(ints, Vec<i64>, Ints, "list of ints");
-    getter!(strings, Vec<String>, Strs, "list of strings");
-    getter!(tensor, Tensor, Tensor, "tensor");
+    getter!(int, i64, Int, "an int");
+    getter!(float, f64, Float, "a float");
+    getter!(bool, bool, Bool, "a bool");
+    getter!(string, String, Str, "a string");
+    getter!(dtype, DType, DType, "a dtype");
+    getter!(ints, Vec<i64>, Ints, "a list of ints");
+    getter!(strings, Vec<String>, Strs, "a list of strings");
+    getter!(tensor, Tensor, Tensor, "a tensor");
 
     /// A boolean attribute, or `default` when it is not set.
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, AttrError> {
