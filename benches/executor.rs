@@ -70,7 +70,9 @@ fn bench(c: &mut Criterion) {
     let s = session(&g);
     let feed = [(x, Tensor::scalar(1.0f32))];
     group.throughput(Throughput::Elements(1));
-    group.bench_function("trivial_step", |b| b.iter(|| s.run(&feed, &[y], &[]).unwrap()));
+    group.bench_function("trivial_step", |b| {
+        b.iter(|| s.run(&feed, &[y], &[]).unwrap())
+    });
     group.finish();
 }
 

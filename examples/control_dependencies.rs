@@ -18,13 +18,19 @@ fn main() -> anyhow::Result<()> {
     let g = Graph::new();
     let a = g.with_name("a").constant(1.0f32)?;
     let b = g.with_name("b").add(a, g.constant(2.0f32)?)?;
-    let (x, y) = g.control_dependencies(&[a, b], |g| {
-        Ok::<_, GraphError>((g.with_name("x").constant(3.0f32)?, g.with_name("y").constant(4.0f32)?))
+    let (x, y) = g.control_dependencies([a, b], |g| {
+        Ok::<_, GraphError>((
+            g.with_name("x").constant(3.0f32)?,
+            g.with_name("y").constant(4.0f32)?,
+        ))
     })?;
     let z = g.with_name("z").add(x, y)?;
 
     let session = magpie::local_session(&g)?;
-    let traced = RunOptions { trace: true, ..RunOptions::default() };
+    let traced = RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    };
     let out = session.run_with_options(&traced, &[], &[z], &[])?;
     let order: Vec<&str> = out.metadata.nodes.iter().map(|n| n.node.as_str()).collect();
     println!("ops run to fetch z: {}", order.join(", "));

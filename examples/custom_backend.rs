@@ -39,9 +39,12 @@ impl Device for SimDevice {
     }
 }
 
+/// The scalar function an elementwise kernel applies.
+type BinaryFn = fn(f32, f32) -> f32;
+
 /// An elementwise f32 kernel over one or two inputs, with numpy broadcasting.
 struct Elementwise {
-    f: fn(f32, f32) -> f32,
+    f: BinaryFn,
 }
 
 /// The element of `t` that output element `flat` (of shape `out`) reads under broadcasting.
@@ -63,7 +66,10 @@ fn source_index(t: &Shape, out: &Shape, mut flat: usize) -> usize {
 impl Kernel for Elementwise {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         KERNELS_RUN.fetch_add(1, Ordering::Relaxed);
-        let factor = ctx.attrs().float("factor").map(|f| Tensor::scalar(f as f32));
+        let factor = ctx
+            .attrs()
+            .float("factor")
+            .map(|f| Tensor::scalar(f as f32));
         let x = ctx.input(0);
         let y = match (ctx.num_inputs(), &factor) {
             (2, _) => ctx.input(1),
@@ -71,7 +77,11 @@ impl Kernel for Elementwise {
             _ => x,
         };
         let out = Shape::broadcast(x.shape(), y.shape()).ok_or_else(|| {
-            KernelError::InvalidArgument(format!("cannot broadcast {} with {}", x.shape(), y.shape()))
+            KernelError::InvalidArgument(format!(
+                "cannot broadcast {} with {}",
+                x.shape(),
+                y.shape()
+            ))
         })?;
         let (xs, ys) = (x.as_slice::<f32>()?, y.as_slice::<f32>()?);
         let values: Vec<f32> = (0..out.num_elements())
@@ -112,7 +122,11 @@ fn register_sim() -> anyhow::Result<()> {
     register_op(OpDef::new("Scale", Arity::Exact(1), |ins, attrs| {
         attrs.float("factor")?;
         if ins[0] != DType::F32 {
-            return Err(OpDefError::DType { input: 0, expected: "f32".into(), got: ins[0] });
+            return Err(OpDefError::DType {
+                input: 0,
+                expected: "f32".into(),
+                got: ins[0],
+            });
         }
         Ok(vec![DType::F32])
     }))?;
@@ -127,7 +141,7 @@ fn register_sim() -> anyhow::Result<()> {
         }
         Ok(BoxedKernel::Sync(Box::new(ConstKernel(value))))
     })?;
-    let ops: [(&str, fn(f32, f32) -> f32); 4] = [
+    let ops: [(&str, BinaryFn); 4] = [
         ("Add", |a, b| a + b),
         ("Mul", |a, b| a * b),
         ("Neg", |a, _| -a),
@@ -144,7 +158,9 @@ fn register_sim() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     register_sim()?;
-    let sim: Arc<dyn Device> = Arc::new(SimDevice { name: DeviceName::local("SIM", 0) });
+    let sim: Arc<dyn Device> = Arc::new(SimDevice {
+        name: DeviceName::local("SIM", 0),
+    });
     println!("device: {} ({})", sim.name(), sim.description());
 
     let g = Graph::new();
@@ -152,14 +168,24 @@ fn main() -> anyhow::Result<()> {
         let x = g.constant(vec![1.0f32, 2.0, 3.0])?;
         let two = g.constant(2.0f32)?;
         let doubled = g.mul(x, two)?;
-        let scaled = g.op("Scale").input(doubled).attr("factor", 10.0f64).build_output()?;
+        let scaled = g
+            .op("Scale")
+            .input(doubled)
+            .attr("factor", 10.0f64)
+            .build_output()?;
         g.neg(scaled)
     })?;
     let session = Session::new(&g, SessionOptions::with_devices(vec![Arc::clone(&sim)]))?;
     let out = session.run(&[], &[y], &[])?;
     println!("y = -(x * 2 * 10) = {}", out[0]);
-    anyhow::ensure!(out[0].as_slice::<f32>()? == [-20.0, -40.0, -60.0], "wrong result");
-    println!("kernels run on SIM: {}", KERNELS_RUN.load(Ordering::Relaxed));
+    anyhow::ensure!(
+        out[0].as_slice::<f32>()? == [-20.0, -40.0, -60.0],
+        "wrong result"
+    );
+    println!(
+        "kernels run on SIM: {}",
+        KERNELS_RUN.load(Ordering::Relaxed)
+    );
 
     let report = magpie_core::testkit::check_device(sim)?;
     println!(

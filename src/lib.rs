@@ -10,7 +10,7 @@
 //! let g = Graph::new();
 //! let a = g.constant(1.0f32)?;
 //! let b = g.add(a, g.constant(2.0f32)?)?;
-//! let (x, y) = g.control_dependencies(&[a, b], |g| Ok::<_, magpie::GraphError>((
+//! let (x, y) = g.control_dependencies([a, b], |g| Ok::<_, magpie::GraphError>((
 //!     g.constant(3.0f32)?,
 //!     g.constant(4.0f32)?,
 //! )))?;

@@ -35,7 +35,9 @@ fn dependencies(manifest: &Path) -> Vec<String> {
 }
 
 fn member_manifests(dir: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root().join(dir)) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
+        return Vec::new();
+    };
     entries
         .filter_map(Result::ok)
         .map(|e| e.path().join("Cargo.toml"))
@@ -53,8 +55,10 @@ fn core_knows_no_transport_gpu_or_topology_library() {
 
 #[test]
 fn backends_and_transports_depend_only_on_core() {
-    let ours: Vec<PathBuf> =
-        member_manifests("backends").into_iter().chain(member_manifests("transport")).collect();
+    let ours: Vec<PathBuf> = member_manifests("backends")
+        .into_iter()
+        .chain(member_manifests("transport"))
+        .collect();
     assert!(!ours.is_empty(), "no backend found");
     for manifest in &ours {
         for dep in dependencies(manifest) {
@@ -95,5 +99,8 @@ fn every_source_file_starts_with_a_module_doc() {
         })
         .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a //! module doc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a //! module doc: {missing:?}"
+    );
 }

@@ -27,52 +27,103 @@ fn a_cycle_is_reported_with_the_nodes_on_it() {
     let msg = err.to_string();
     assert!(msg.starts_with("cycle in graph through nodes "), "{msg}");
     for n in ["a", "b", "c"] {
-        assert!(msg.contains(&format!("{n} ->")) || msg.ends_with(n), "{msg}");
+        assert!(
+            msg.contains(&format!("{n} ->")) || msg.ends_with(n),
+            "{msg}"
+        );
     }
     // A control edge closes a cycle too.
-    let mut k = NodeDef { attrs: vec![("value".into(), AttrValue::Tensor(Tensor::scalar(1.0f32)))], ..node("k", "Const", &["^n"]) };
+    let mut k = NodeDef {
+        attrs: vec![("value".into(), AttrValue::Tensor(Tensor::scalar(1.0f32)))],
+        ..node("k", "Const", &["^n"])
+    };
     k.device = String::new();
-    let def = GraphDef { nodes: vec![k, node("n", "Identity", &["k"])] };
-    assert!(matches!(Graph::import(&def).unwrap_err(), GraphError::Cycle(_)));
+    let def = GraphDef {
+        nodes: vec![k, node("n", "Identity", &["k"])],
+    };
+    assert!(matches!(
+        Graph::import(&def).unwrap_err(),
+        GraphError::Cycle(_)
+    ));
 }
 
 #[test]
 fn import_validates_names_ops_and_inputs() {
-    let def = GraphDef { nodes: vec![node("a", "Frobnicate", &[])] };
-    assert_eq!(Graph::import(&def).unwrap_err().to_string(), "node \"a\": unknown op \"Frobnicate\"");
-    let def = GraphDef { nodes: vec![node("a", "Identity", &["nowhere:0"])] };
+    let def = GraphDef {
+        nodes: vec![node("a", "Frobnicate", &[])],
+    };
+    assert_eq!(
+        Graph::import(&def).unwrap_err().to_string(),
+        "node \"a\": unknown op \"Frobnicate\""
+    );
+    let def = GraphDef {
+        nodes: vec![node("a", "Identity", &["nowhere:0"])],
+    };
     assert_eq!(
         Graph::import(&def).unwrap_err().to_string(),
         "input 0 of node \"a\" refers to node \"nowhere\", which does not exist"
     );
-    let def = GraphDef { nodes: vec![node("a", "NoOp", &[]), node("a", "NoOp", &[])] };
-    assert_eq!(Graph::import(&def).unwrap_err(), GraphError::DuplicateName("a".into()));
-    let def = GraphDef { nodes: vec![NodeDef { device: "/job".into(), ..node("a", "NoOp", &[]) }] };
+    let def = GraphDef {
+        nodes: vec![node("a", "NoOp", &[]), node("a", "NoOp", &[])],
+    };
+    assert_eq!(
+        Graph::import(&def).unwrap_err(),
+        GraphError::DuplicateName("a".into())
+    );
+    let def = GraphDef {
+        nodes: vec![NodeDef {
+            device: "/job".into(),
+            ..node("a", "NoOp", &[])
+        }],
+    };
     let msg = Graph::import(&def).unwrap_err().to_string();
-    assert!(msg.starts_with("node \"a\": malformed device spec \"/job\""), "{msg}");
+    assert!(
+        msg.starts_with("node \"a\": malformed device spec \"/job\""),
+        "{msg}"
+    );
 }
 
 #[test]
 fn attribute_and_output_errors_name_the_node() {
     let g = Graph::new();
     let err = g.with_name("p").op("Placeholder").build().unwrap_err();
-    assert_eq!(err.to_string(), "node \"p\" (Placeholder): missing attribute \"dtype\"");
+    assert_eq!(
+        err.to_string(),
+        "node \"p\" (Placeholder): missing attribute \"dtype\""
+    );
     let x = g.constant(1.0f32).unwrap();
-    let err = g.with_name("s").op("Sum").input(x).attr("axis", true).build().unwrap_err();
-    assert_eq!(err.to_string(), "node \"s\" (Sum): attribute \"axis\" should be an int, got a bool");
-    let err = g.with_name("r").sqrt(g.constant(4i32).unwrap()).unwrap_err();
+    let err = g
+        .with_name("s")
+        .op("Sum")
+        .input(x)
+        .attr("axis", true)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node \"s\" (Sum): attribute \"axis\" should be an int, got a bool"
+    );
+    let err = g
+        .with_name("r")
+        .sqrt(g.constant(4i32).unwrap())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "node \"r\" (Sqrt): dtype mismatch: input 0 has dtype i32, expected f32 or f64"
     );
     let err = g.identity(x.node.output(3)).unwrap_err();
-    assert!(err.to_string().contains("has 1 outputs, no output 3"), "{err}");
+    assert!(
+        err.to_string().contains("has 1 outputs, no output 3"),
+        "{err}"
+    );
 }
 
 #[test]
 fn placement_and_kernel_errors_name_node_and_device() {
     let g = Graph::new();
-    let on_ps = g.device("/job:ps/task:0", |g| g.with_name("w").constant(1.0f32)).unwrap();
+    let on_ps = g
+        .device("/job:ps/task:0", |g| g.with_name("w").constant(1.0f32))
+        .unwrap();
     let s = magpie::local_session(&g).unwrap();
     let err = s.run(&[], &[on_ps], &[]).unwrap_err();
     assert_eq!(
@@ -80,22 +131,36 @@ fn placement_and_kernel_errors_name_node_and_device() {
         "node \"w\" (Const) requests device /job:ps/task:0, which no device matches; \
          devices: /job:localhost/replica:0/task:0/device:CPU:0"
     );
-    let gpu = g.device("/device:CPU:7", |g| g.with_name("c7").constant(1.0f32)).unwrap();
+    let gpu = g
+        .device("/device:CPU:7", |g| g.with_name("c7").constant(1.0f32))
+        .unwrap();
     let err = s.run(&[], &[gpu], &[]).unwrap_err();
-    assert!(err.to_string().contains("requests device /device:CPU:7"), "{err}");
+    assert!(
+        err.to_string().contains("requests device /device:CPU:7"),
+        "{err}"
+    );
 
-    let a = g.constant(Tensor::from_vec([2, 3], vec![0.0f32; 6]).unwrap()).unwrap();
-    let b = g.constant(Tensor::from_vec([4, 2], vec![0.0f32; 8]).unwrap()).unwrap();
+    let a = g
+        .constant(Tensor::from_vec([2, 3], vec![0.0f32; 6]).unwrap())
+        .unwrap();
+    let b = g
+        .constant(Tensor::from_vec([4, 2], vec![0.0f32; 8]).unwrap())
+        .unwrap();
     let m = g.with_name("mm").matmul(a, b).unwrap();
     let err = s.run(&[], &[m], &[]).unwrap_err();
     match &err {
-        SessionError::Kernel { node, op, device, .. } => {
+        SessionError::Kernel {
+            node, op, device, ..
+        } => {
             assert_eq!((node.as_str(), op.as_str()), ("mm", "MatMul"));
             assert_eq!(device, "/job:localhost/replica:0/task:0/device:CPU:0");
         }
         other => panic!("expected a kernel error, got {other:?}"),
     }
-    assert!(err.to_string().contains("[2, 3]") && err.to_string().contains("[4, 2]"), "{err}");
+    assert!(
+        err.to_string().contains("[2, 3]") && err.to_string().contains("[4, 2]"),
+        "{err}"
+    );
     // The session still works.
     let ok = g.add(a, a).unwrap();
     assert_eq!(s.run(&[], &[ok], &[]).unwrap()[0].dims(), &[2, 3]);
@@ -104,16 +169,28 @@ fn placement_and_kernel_errors_name_node_and_device() {
 #[test]
 fn feed_errors_name_the_placeholder() {
     let g = Graph::new();
-    let p = g.with_name("img").placeholder(DType::F32, Some(&[2, 2].into())).unwrap();
+    let p = g
+        .with_name("img")
+        .placeholder(DType::F32, Some(&[2, 2].into()))
+        .unwrap();
     let y = g.neg(p).unwrap();
     let s = magpie::local_session(&g).unwrap();
-    let err = s.run(&[(p, Tensor::from_vec([3], vec![0.0f32; 3]).unwrap())], &[y], &[]).unwrap_err();
+    let err = s
+        .run(
+            &[(p, Tensor::from_vec([3], vec![0.0f32; 3]).unwrap())],
+            &[y],
+            &[],
+        )
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "feed for placeholder \"img\" has shape [3], but the placeholder is declared [2, 2]"
     );
     let err = s.run(&[(p, Tensor::scalar(1i64))], &[y], &[]).unwrap_err();
-    assert_eq!(err.to_string(), "feed for \"img:0\" has dtype i64, but that output is f32");
+    assert_eq!(
+        err.to_string(),
+        "feed for \"img:0\" has dtype i64, but that output is f32"
+    );
     let t = Tensor::from_vec([2, 2], vec![1.0f32; 4]).unwrap();
     let err = s.run(&[(p, t.clone()), (p, t)], &[y], &[]).unwrap_err();
     assert_eq!(err.to_string(), "output \"img:0\" is fed twice");

@@ -14,20 +14,46 @@ const SHAPES: [&[usize]; 5] = [&[], &[3], &[1, 3], &[2, 1], &[2, 3]];
 
 #[derive(Clone, Debug)]
 enum Step {
-    Const { shape: usize, seed: i64 },
-    Unary { op: &'static str, x: usize },
-    Binary { op: &'static str, x: usize, y: usize },
-    MatMul { seed: i64 },
-    Reduce { op: &'static str, x: usize, keep_axis: Option<i64> },
-    CastRoundTrip { x: usize },
-    ZerosLike { x: usize },
-    Control { x: usize, after: usize },
+    Const {
+        shape: usize,
+        seed: i64,
+    },
+    Unary {
+        op: &'static str,
+        x: usize,
+    },
+    Binary {
+        op: &'static str,
+        x: usize,
+        y: usize,
+    },
+    MatMul {
+        seed: i64,
+    },
+    Reduce {
+        op: &'static str,
+        x: usize,
+        keep_axis: Option<i64>,
+    },
+    CastRoundTrip {
+        x: usize,
+    },
+    ZerosLike {
+        x: usize,
+    },
+    Control {
+        x: usize,
+        after: usize,
+    },
 }
 
 fn step_strategy(float: bool) -> impl Strategy<Value = Step> {
     let unary: Vec<&'static str> = vec!["Neg", "Relu", "Identity", "Square"];
-    let binary: Vec<&'static str> =
-        if float { vec!["Add", "Sub", "Mul", "Div"] } else { vec!["Add", "Sub", "Mul"] };
+    let binary: Vec<&'static str> = if float {
+        vec!["Add", "Sub", "Mul", "Div"]
+    } else {
+        vec!["Add", "Sub", "Mul"]
+    };
     prop_oneof![
         2 => (0..SHAPES.len(), -50i64..50).prop_map(|(shape, seed)| Step::Const { shape, seed }),
         3 => (proptest::sample::select(unary), any::<usize>())
@@ -62,13 +88,15 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
     let g = Graph::new();
     let ph = g.placeholder(dtype, None).unwrap();
     let fed = constant(dtype, &[2, 3], 3);
-    let mut outs: Vec<(Output, usize)> = vec![(ph, 4), (g.constant(constant(dtype, &[3], 1)).unwrap(), 1)];
+    let mut outs: Vec<(Output, usize)> =
+        vec![(ph, 4), (g.constant(constant(dtype, &[3], 1)).unwrap(), 1)];
     let pick = |outs: &Vec<(Output, usize)>, i: usize| outs[i % outs.len()];
     for s in steps {
         let made = match s {
-            Step::Const { shape, seed } => {
-                Some((g.constant(constant(dtype, SHAPES[*shape], *seed)).unwrap(), *shape))
-            }
+            Step::Const { shape, seed } => Some((
+                g.constant(constant(dtype, SHAPES[*shape], *seed)).unwrap(),
+                *shape,
+            )),
             Step::Unary { op, x } => {
                 let (x, sh) = pick(&outs, *x);
                 Some((g.op(op).input(x).build_output().unwrap(), sh))
@@ -88,13 +116,22 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
             Step::Reduce { op, x, keep_axis } => {
                 let (x, sh) = pick(&outs, *x);
                 let r = |axis, keep| {
-                    if *op == "Sum" { g.sum(x, axis, keep) } else { g.mean(x, axis, keep) }
+                    if *op == "Sum" {
+                        g.sum(x, axis, keep)
+                    } else {
+                        g.mean(x, axis, keep)
+                    }
                 };
-                let kept = keep_axis.filter(|_| SHAPES[sh].len() == 2).and_then(|axis| {
-                    let mut dims = SHAPES[sh].to_vec();
-                    dims[axis as usize] = 1;
-                    SHAPES.iter().position(|s| *s == dims.as_slice()).map(|idx| (axis, idx))
-                });
+                let kept = keep_axis
+                    .filter(|_| SHAPES[sh].len() == 2)
+                    .and_then(|axis| {
+                        let mut dims = SHAPES[sh].to_vec();
+                        dims[axis as usize] = 1;
+                        SHAPES
+                            .iter()
+                            .position(|s| *s == dims.as_slice())
+                            .map(|idx| (axis, idx))
+                    });
                 Some(match kept {
                     Some((axis, idx)) => (r(Some(axis), true).unwrap(), idx),
                     None => (r(None, false).unwrap(), 0),
@@ -102,7 +139,11 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
             }
             Step::CastRoundTrip { x } => {
                 let (x, sh) = pick(&outs, *x);
-                let other = if dtype == DType::I64 { DType::F64 } else { DType::I64 };
+                let other = if dtype == DType::I64 {
+                    DType::F64
+                } else {
+                    DType::I64
+                };
                 let y = g.cast(x, other).unwrap();
                 Some((g.cast(y, dtype).unwrap(), sh))
             }
@@ -113,7 +154,12 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
             Step::Control { x, after } => {
                 let (x, sh) = pick(&outs, *x);
                 let (after, _) = pick(&outs, *after);
-                let y = g.op("Identity").input(x).control_input(after).build_output().unwrap();
+                let y = g
+                    .op("Identity")
+                    .input(x)
+                    .control_input(after)
+                    .build_output()
+                    .unwrap();
                 Some((y, sh))
             }
         };
@@ -129,14 +175,21 @@ fn check(dtype: DType, steps: Vec<Step>, fetch_picks: Vec<usize>) -> Result<(), 
     let mut fetches: Vec<Output> = fetch_picks.iter().map(|i| outs[i % outs.len()]).collect();
     fetches.push(*outs.last().unwrap());
     let feeds = [feed];
-    let expected = evaluate(&g, &feeds, &fetches).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let (rel, abs) = if dtype == DType::F32 { (1e-3, 1e-3) } else { (1e-9, 1e-9) };
+    let expected =
+        evaluate(&g, &feeds, &fetches).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (rel, abs) = if dtype == DType::F32 {
+        (1e-3, 1e-3)
+    } else {
+        (1e-9, 1e-9)
+    };
     for workers in [1, 2, 4] {
         let mut opts = magpie::local_options();
         opts.num_workers = Some(workers);
         let s = Session::new(&g, opts).unwrap();
         for _ in 0..3 {
-            let got = s.run(&feeds, &fetches, &[]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = s
+                .run(&feeds, &fetches, &[])
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             for (i, (a, e)) in got.iter().zip(&expected).enumerate() {
                 assert_close(a, e, rel, abs).map_err(|m| {
                     TestCaseError::fail(format!("fetch {i} with {workers} workers: {m}"))

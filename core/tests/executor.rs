@@ -29,8 +29,8 @@ impl Device for TestDevice {
 /// Invocation counts per node name.
 static CALLS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
 /// (step, node) -> (start, end) as recorded by the `Record` kernel itself.
-static SPANS: LazyLock<Mutex<HashMap<(u64, String), (Instant, Instant)>>> =
-    LazyLock::new(Default::default);
+type Spans = HashMap<(u64, String), (Instant, Instant)>;
+static SPANS: LazyLock<Mutex<Spans>> = LazyLock::new(Default::default);
 
 struct FnKernel<F>(F);
 impl<F: Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync> Kernel
@@ -165,7 +165,7 @@ fn control_dependencies_order_x_and_y_after_a_and_b() {
         .input(a)
         .build_output()
         .unwrap();
-    let (x, y) = g.control_dependencies(&[a, b], |g| {
+    let (x, y) = g.control_dependencies([a, b], |g| {
         (
             g.with_name("cd_x").op("Record").build_output().unwrap(),
             g.with_name("cd_y").op("Record").build_output().unwrap(),

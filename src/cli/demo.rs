@@ -21,7 +21,7 @@ pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Resul
     let b = g
         .with_name("b")
         .add(a, g.with_name("two").constant(2.0f32)?)?;
-    let (x, y) = g.control_dependencies(&[a, b], |g| {
+    let (x, y) = g.control_dependencies([a, b], |g| {
         Ok::<_, GraphError>((
             g.with_name("x").constant(3.0f32)?,
             g.with_name("y").constant(4.0f32)?,

@@ -45,8 +45,8 @@ pub enum SessionError {
         op: String,
         /// Device name.
         device: String,
-        /// The kernel's error.
-        source: KernelError,
+        /// The kernel's error (boxed to keep `SessionError` small).
+        source: Box<KernelError>,
     },
     /// A kernel panicked; the step failed, the session keeps serving.
     #[error("node {node:?} ({op}) on {device} panicked: {message}")]
@@ -104,6 +104,16 @@ pub enum SessionError {
     /// The scheduler could not run the step.
     #[error("scheduler: {0}")]
     Scheduler(String),
+}
+
+impl SessionError {
+    /// The kernel's error, when a kernel failed.
+    pub fn kernel_error(&self) -> Option<&KernelError> {
+        match self {
+            SessionError::Kernel { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 impl From<SchedulerError> for SessionError {

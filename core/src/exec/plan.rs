@@ -219,7 +219,7 @@ impl ExecPlan {
                 node: n.name.clone(),
                 op: n.op.clone(),
                 device: devices[device].name().to_string(),
-                source,
+                source: Box::new(source),
             })?;
             nodes.push(PlanNode {
                 node: Arc::clone(n),

@@ -153,7 +153,7 @@ fn kernel_error(plan: &ExecPlan, task: usize, source: KernelError) -> SessionErr
         node: node.name.clone(),
         op: node.op.clone(),
         device: plan.device_name(task),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -28,6 +28,8 @@ pub enum RunError<E: std::fmt::Display + std::fmt::Debug> {
     Cancelled,
     #[error("deadline exceeded")]
     DeadlineExceeded,
+    #[error("invalid: {0}")]
+    Invalid(SchedulerError),
 }
 
 #[derive(Clone, Debug, Default)]
