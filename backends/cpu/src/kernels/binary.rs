@@ -95,6 +95,15 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
         let (lhs, rhs) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+        // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
+        if let ([x], [y]) = (lhs, rhs) {
+            if a.shape() == b.shape() {
+                O::check_rhs(rhs)?;
+                let out = Tensor::from_vec(a.shape().clone(), vec![O::apply(*x, *y)])?;
+                ctx.push_output(out);
+                return Ok(());
+            }
+        }
         let out = if a.shape() == b.shape() {
             a.shape().clone()
         } else {

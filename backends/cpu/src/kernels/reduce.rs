@@ -67,15 +67,21 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
             }
         };
         if MEAN {
+            let divisor = T::from_count(count);
             if T::IS_INT && count == 0 {
                 return Err(KernelError::InvalidArgument(format!(
                     "Mean of an integer tensor over zero elements (shape {})",
                     x.shape()
                 )));
             }
-            let count = T::from_count(count);
+            if T::IS_INT && usize::try_from(divisor.to_i64()) != Ok(count) {
+                return Err(KernelError::InvalidArgument(format!(
+                    "Mean over {count} elements: the count does not fit {}",
+                    T::DTYPE
+                )));
+            }
             for v in &mut out {
-                *v = v.div(count);
+                *v = v.div(divisor);
             }
         }
         ctx.push_output(Tensor::from_vec(shape, out)?);

@@ -22,7 +22,7 @@ pub(crate) fn sync(k: impl Kernel + 'static) -> Result<BoxedKernel, KernelError>
 }
 
 /// The "no kernel for this dtype" error for the node being built.
-pub(crate) fn unimplemented(init: &KernelInit<'_>, dtype: DType) -> KernelError {
+pub(crate) fn no_kernel_for(init: &KernelInit<'_>, dtype: DType) -> KernelError {
     KernelError::Unimplemented {
         op: init.node.op.clone(),
         dtype,
@@ -70,7 +70,7 @@ pub(crate) fn take_unique<T: StorageElement>(
 }
 
 /// Builds the kernel `$make` with `$t` bound to the Rust type of `$dtype`, for the
-/// numeric dtypes; any other dtype is [`unimplemented`].
+/// numeric dtypes; any other dtype is [`no_kernel_for`].
 macro_rules! dispatch_numeric {
     ($init:expr, $dtype:expr, $t:ident => $make:expr) => {
         match $dtype {
@@ -90,7 +90,7 @@ macro_rules! dispatch_numeric {
                 type $t = i64;
                 $crate::kernels::support::sync($make)
             }
-            other => Err($crate::kernels::support::unimplemented($init, other)),
+            other => Err($crate::kernels::support::no_kernel_for($init, other)),
         }
     };
 }
@@ -107,7 +107,7 @@ macro_rules! dispatch_float {
                 type $t = f64;
                 $crate::kernels::support::sync($make)
             }
-            other => Err($crate::kernels::support::unimplemented($init, other)),
+            other => Err($crate::kernels::support::no_kernel_for($init, other)),
         }
     };
 }
