@@ -125,10 +125,16 @@ impl<'a> KernelContext<'a> {
         &self.inputs[i]
     }
 
-    /// Takes input `i` out of the context (leaving an empty scalar), so a kernel that holds
+    /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
     /// the only reference can reuse its buffer for an output.
     pub fn take_input(&mut self, i: usize) -> Tensor {
-        std::mem::replace(&mut self.inputs[i], Tensor::zeros(DType::Bool, []))
+        thread_local! {
+            /// What a taken input leaves behind: one shared empty tensor per thread, so
+            /// taking costs no allocation.
+            static TAKEN: Tensor = Tensor::zeros(DType::Bool, [0]);
+        }
+        let empty = TAKEN.with(Tensor::clone);
+        std::mem::replace(&mut self.inputs[i], empty)
     }
 
     /// Appends the next output.

@@ -75,7 +75,7 @@ pub fn register_kernel(
 /// The factory for `op` on `device_type`, falling back to an [`ANY_DEVICE`] one.
 pub fn lookup_kernel(op: &str, device_type: &str) -> Option<KernelFactory> {
     let map = KERNELS.read();
-    map.get(&(op.to_string(), device_type.to_string()))
+    map.get(&(op.to_string(), device_type.to_ascii_uppercase()))
         .or_else(|| map.get(&(op.to_string(), ANY_DEVICE.to_string())))
         .cloned()
 }
@@ -90,7 +90,7 @@ pub fn kernels_for(device_type: &str) -> Vec<String> {
     let mut ops: Vec<String> = KERNELS
         .read()
         .keys()
-        .filter(|(_, t)| t == device_type)
+        .filter(|(_, t)| t.eq_ignore_ascii_case(device_type))
         .map(|(op, _)| op.clone())
         .collect();
     ops.sort();
