@@ -9,6 +9,25 @@ use std::fmt;
 
 use crate::graph::DeviceName;
 
+/// Where a device's kernels read and write tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemorySpace {
+    /// Host memory: tensors are plain [`Storage`](crate::tensor::Storage) any CPU kernel
+    /// can read.
+    Host,
+    /// The device's own memory: its kernels exchange
+    /// [`DeviceBuffer`](crate::tensor::DeviceBuffer)s, and the executor inserts the
+    /// backend's copy kernels ([`COPY_TO_HOST`], [`COPY_FROM_HOST`]) where a tensor crosses
+    /// to or from the host.
+    Device,
+}
+
+/// The op name of the kernel that copies a tensor from a device's memory to the host,
+/// registered by a backend for its device type.
+pub const COPY_TO_HOST: &str = "_CopyToHost";
+/// The op name of the kernel that copies a host tensor into a device's memory.
+pub const COPY_FROM_HOST: &str = "_CopyFromHost";
+
 /// A device that kernels run on. Implemented by backends (and by users: see
 /// `examples/custom_backend.rs`).
 pub trait Device: Send + Sync + fmt::Debug {
@@ -23,6 +42,11 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// Bytes of memory the device may hold in tensors, if limited.
     fn memory_limit(&self) -> Option<u64> {
         None
+    }
+
+    /// Where this device's kernels keep tensors (default: host memory).
+    fn memory_space(&self) -> MemorySpace {
+        MemorySpace::Host
     }
 
     /// The NUMA node the device's memory lives on, if known.

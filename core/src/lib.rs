@@ -26,7 +26,7 @@ pub mod tensor;
 pub mod testkit;
 pub mod transport;
 
-pub use device::{Device, DeviceError};
+pub use device::{Device, DeviceError, MemorySpace};
 pub use graph::{DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output};
 pub use kernel::{AsyncKernel, BoxedKernel, Kernel, KernelContext, KernelError};
 pub use tensor::{DType, Shape, Tensor, TensorError};

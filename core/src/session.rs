@@ -90,6 +90,9 @@ pub struct RunMetadata {
     pub nodes: Vec<NodeStats>,
     /// Wall time of the step, plan lookup included.
     pub wall_time: Duration,
+    /// Host/device copies the step made (tensors crossing into or out of a device's own
+    /// memory).
+    pub copies: usize,
 }
 
 /// The result of [`Session::run_with_options`].
@@ -246,6 +249,7 @@ impl Session {
                 step_id,
                 nodes: state.take_trace(),
                 wall_time: started.elapsed(),
+                copies: plan.num_copies(),
             },
         })
     }

@@ -19,8 +19,8 @@ use smallvec::SmallVec;
 
 use super::error::SessionError;
 use super::placement::place;
-use crate::device::Device;
-use crate::graph::{Graph, GraphError, Node, NodeId, Output};
+use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
+use crate::graph::{Attrs, Graph, GraphError, Node, NodeId, Output};
 use crate::kernel::{BoxedKernel, KernelInit};
 use crate::registry::lookup_kernel;
 use crate::scheduler::Topology;
@@ -41,6 +41,8 @@ pub(crate) struct PlanNode {
 pub(crate) struct ExecPlan {
     pub(crate) nodes: Vec<PlanNode>,
     pub(crate) topology: Topology,
+    /// Host/device copies the plan inserted (the last `num_copies` nodes).
+    pub(crate) num_copies: usize,
     pub(crate) devices: Vec<Arc<dyn Device>>,
     /// Number of tensor slots.
     pub(crate) num_slots: usize,
@@ -164,15 +166,29 @@ impl ExecPlan {
             }
         }
 
-        // Slots: node outputs first, then feeds.
+        // Place every task, then give every tensor a slot: node outputs first, then
+        // feeds, then the outputs of copies inserted below.
+        let placed: Vec<usize> = order
+            .iter()
+            .map(|&i| place(&all[i], devices))
+            .collect::<Result<_, _>>()?;
+        let mut slots = SlotTable::default();
         let mut first_slot: Vec<u32> = Vec::with_capacity(order.len());
-        let mut num_slots = 0usize;
-        for &i in &order {
-            first_slot.push(num_slots as u32);
-            num_slots += all[i].num_outputs();
+        for (t, &i) in order.iter().enumerate() {
+            let home = home_of(devices, placed[t]);
+            first_slot.push(slots.len());
+            for dtype in &all[i].output_dtypes {
+                slots.push(*dtype, home, Some(t as u32));
+            }
         }
-        let feed_base = num_slots;
-        num_slots += feeds.len();
+        let feed_base = slots.len() as usize;
+        for f in feeds {
+            slots.push(
+                all[f.node.index()].output_dtypes[f.index as usize],
+                None,
+                None,
+            );
+        }
         let slot_of = |o: Output| -> u32 {
             match fed.get(&o) {
                 Some(k) => (feed_base + k) as u32,
@@ -180,47 +196,39 @@ impl ExecPlan {
             }
         };
 
-        let mut slot_uses = vec![0u32; num_slots];
-        let mut topo = Topology::builder(order.len());
+        let mut copies = Copies {
+            devices,
+            nodes: Vec::new(),
+            cache: HashMap::new(),
+            base: order.len(),
+        };
+        let mut edges: Vec<(u32, u32)> = Vec::new();
         let mut nodes = Vec::with_capacity(order.len());
         for (t, &i) in order.iter().enumerate() {
             let n = &all[i];
+            let device = placed[t];
             let mut input_slots = SmallVec::new();
             let mut input_dtypes: SmallVec<[DType; 2]> = SmallVec::new();
             for inp in &n.inputs {
-                let s = slot_of(*inp);
-                slot_uses[s as usize] += 1;
+                let s = copies.route(
+                    &mut slots,
+                    &mut edges,
+                    slot_of(*inp),
+                    home_of(devices, device),
+                )?;
+                slots.uses[s as usize] += 1;
                 input_slots.push(s);
-                input_dtypes.push(all[inp.node.index()].output_dtypes[inp.index as usize]);
-                if !fed.contains_key(inp) {
-                    topo.add_edge(task_of[inp.node.index()], t as u32);
+                input_dtypes.push(slots.dtypes[s as usize]);
+                if let Some(p) = slots.producers[s as usize] {
+                    edges.push((p, t as u32));
                 }
             }
             for c in &n.control_inputs {
                 if needed[c.index()] {
-                    topo.add_edge(task_of[c.index()], t as u32);
+                    edges.push((task_of[c.index()], t as u32));
                 }
             }
-            let device = place(n, devices)?;
-            let factory = lookup_kernel(&n.op, devices[device].device_type()).ok_or_else(|| {
-                SessionError::NoKernel {
-                    node: n.name.clone(),
-                    op: n.op.clone(),
-                    device: devices[device].name().to_string(),
-                    device_type: devices[device].device_type().to_string(),
-                }
-            })?;
-            let init = KernelInit {
-                node: n,
-                input_dtypes: &input_dtypes,
-                device: &devices[device],
-            };
-            let kernel = factory(&init).map_err(|source| SessionError::Kernel {
-                node: n.name.clone(),
-                op: n.op.clone(),
-                device: devices[device].name().to_string(),
-                source: Box::new(source),
-            })?;
+            let kernel = instantiate(n, &input_dtypes, devices, device)?;
             nodes.push(PlanNode {
                 node: Arc::clone(n),
                 device,
@@ -229,10 +237,21 @@ impl ExecPlan {
                 first_output_slot: first_slot[t],
             });
         }
-        let fetch_slots: Vec<u32> = fetches.iter().map(|f| slot_of(*f)).collect();
-        for s in &fetch_slots {
-            slot_uses[*s as usize] += 1;
+        let mut fetch_slots = Vec::with_capacity(fetches.len());
+        for f in fetches {
+            let s = copies.route(&mut slots, &mut edges, slot_of(*f), None)?;
+            slots.uses[s as usize] += 1;
+            fetch_slots.push(s);
         }
+        let num_copies = copies.nodes.len();
+        nodes.extend(copies.nodes);
+        let mut topo = Topology::builder(nodes.len());
+        for (from, to) in edges {
+            topo.add_edge(from, to);
+        }
+        let topology = topo.build()?;
+        let num_slots = slots.len() as usize;
+        let slot_uses = slots.uses;
         let mut feed_dtypes = Vec::with_capacity(feeds.len());
         let mut feed_shapes = Vec::with_capacity(feeds.len());
         for f in feeds {
@@ -244,10 +263,10 @@ impl ExecPlan {
             };
             feed_shapes.push(declared);
         }
-        let topology = topo.build()?;
         Ok(ExecPlan {
             nodes,
             topology,
+            num_copies,
             devices: devices.to_vec(),
             num_slots,
             slot_uses,
@@ -259,8 +278,149 @@ impl ExecPlan {
         })
     }
 
+    /// The number of host/device copies each step makes.
+    pub(crate) fn num_copies(&self) -> usize {
+        self.num_copies
+    }
+
     /// The name of the device of plan node `t`.
     pub(crate) fn device_name(&self, t: usize) -> String {
         self.devices[self.nodes[t].device].name().to_string()
+    }
+}
+
+/// Builds the kernel of a node placed on `devices[device]`.
+fn instantiate(
+    node: &Arc<Node>,
+    input_dtypes: &[DType],
+    devices: &[Arc<dyn Device>],
+    device: usize,
+) -> Result<BoxedKernel, SessionError> {
+    let d = &devices[device];
+    let factory =
+        lookup_kernel(&node.op, d.device_type()).ok_or_else(|| SessionError::NoKernel {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            device: d.name().to_string(),
+            device_type: d.device_type().to_string(),
+        })?;
+    let init = KernelInit {
+        node,
+        input_dtypes,
+        device: d,
+    };
+    factory(&init).map_err(|source| SessionError::Kernel {
+        node: node.name.clone(),
+        op: node.op.clone(),
+        device: d.name().to_string(),
+        source: Box::new(source),
+    })
+}
+
+/// Where a device's kernels keep tensors: `None` for host memory, else the device.
+fn home_of(devices: &[Arc<dyn Device>], device: usize) -> Option<usize> {
+    (devices[device].memory_space() == MemorySpace::Device).then_some(device)
+}
+
+/// Per-slot facts while a plan is built.
+#[derive(Default)]
+struct SlotTable {
+    dtypes: Vec<DType>,
+    /// Device memory that holds the slot's tensor (`None`: host memory).
+    homes: Vec<Option<usize>>,
+    /// The task that fills the slot (`None`: a feed).
+    producers: Vec<Option<u32>>,
+    uses: Vec<u32>,
+}
+
+impl SlotTable {
+    fn len(&self) -> u32 {
+        self.dtypes.len() as u32
+    }
+
+    fn push(&mut self, dtype: DType, home: Option<usize>, producer: Option<u32>) -> u32 {
+        self.dtypes.push(dtype);
+        self.homes.push(home);
+        self.producers.push(producer);
+        self.uses.push(0);
+        self.len() - 1
+    }
+}
+
+/// The host/device copies a plan inserts, one per (tensor, destination), shared by every
+/// consumer of that tensor on that destination.
+struct Copies<'a> {
+    devices: &'a [Arc<dyn Device>],
+    nodes: Vec<PlanNode>,
+    cache: HashMap<(u32, Option<usize>), u32>,
+    /// Task id of the first copy.
+    base: usize,
+}
+
+impl Copies<'_> {
+    /// The slot that holds `slot`'s tensor in the memory `want`, inserting copies as
+    /// needed: device to host on the source device, host to device on the destination.
+    fn route(
+        &mut self,
+        slots: &mut SlotTable,
+        edges: &mut Vec<(u32, u32)>,
+        slot: u32,
+        want: Option<usize>,
+    ) -> Result<u32, SessionError> {
+        let home = slots.homes[slot as usize];
+        if home == want {
+            return Ok(slot);
+        }
+        if let Some(s) = self.cache.get(&(slot, want)) {
+            return Ok(*s);
+        }
+        let routed = match home {
+            Some(src) => {
+                let on_host = self.copy(slots, edges, slot, src, COPY_TO_HOST, None)?;
+                self.route(slots, edges, on_host, want)?
+            }
+            None => {
+                let dst = want.expect("home != want, and home is the host");
+                self.copy(slots, edges, slot, dst, COPY_FROM_HOST, Some(dst))?
+            }
+        };
+        self.cache.insert((slot, want), routed);
+        Ok(routed)
+    }
+
+    fn copy(
+        &mut self,
+        slots: &mut SlotTable,
+        edges: &mut Vec<(u32, u32)>,
+        from: u32,
+        device: usize,
+        op: &str,
+        home: Option<usize>,
+    ) -> Result<u32, SessionError> {
+        let task = (self.base + self.nodes.len()) as u32;
+        let dtype = slots.dtypes[from as usize];
+        let node = Arc::new(Node {
+            name: format!("{op}/{from}/{}", self.devices[device].name()),
+            op: op.to_string(),
+            inputs: Vec::new(),
+            control_inputs: Vec::new(),
+            device: self.devices[device].name().to_spec(),
+            attrs: Attrs::new(),
+            output_dtypes: smallvec::smallvec![dtype],
+        });
+        let kernel = instantiate(&node, &[dtype], self.devices, device)?;
+        if let Some(p) = slots.producers[from as usize] {
+            edges.push((p, task));
+        }
+        slots.uses[from as usize] += 1;
+        let out = slots.push(dtype, home, Some(task));
+        self.nodes.push(PlanNode {
+            node,
+            device,
+            kernel,
+            input_slots: smallvec::smallvec![from],
+            first_output_slot: out,
+        });
+        Ok(out)
     }
 }

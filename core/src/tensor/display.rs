@@ -17,6 +17,7 @@ fn write_element(f: &mut fmt::Formatter<'_>, s: &Storage, i: usize) -> fmt::Resu
         Storage::I32(v) => write!(f, "{}", v[i]),
         Storage::I64(v) => write!(f, "{}", v[i]),
         Storage::Bool(v) => write!(f, "{}", v[i]),
+        Storage::Device(_) => f.write_str("?"),
     }
 }
 
@@ -53,6 +54,9 @@ fn write_dim(
 
 impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Storage::Device(b) = self.storage() {
+            return write!(f, "<{} {} elements on {}>", b.dtype(), b.len(), b.device());
+        }
         let strides = self.shape().strides();
         write_dim(f, self, 0, 0, &strides)
     }

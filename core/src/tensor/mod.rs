@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use dtype::{DType, Element};
 pub use shape::Shape;
-pub use storage::{Storage, StorageElement};
+pub use storage::{DeviceBuffer, Storage, StorageElement};
 
 /// Errors from building or reading a tensor.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -36,6 +36,9 @@ pub enum TensorError {
         /// The dtype the tensor holds.
         actual: DType,
     },
+    /// The elements live in a device's memory; copy the tensor to the host first.
+    #[error("tensor is in the memory of {0}, not on the host")]
+    NotOnHost(String),
     /// A scalar was asked of a tensor with more or fewer than one element.
     #[error("expected a scalar (one element), got shape {0}")]
     NotScalar(Shape),
@@ -130,8 +133,33 @@ impl Tensor {
         &self.data
     }
 
-    /// Borrows the elements as `T`; fails when the dtype is not `T`'s.
+    /// A tensor whose elements live in a device's memory.
+    pub fn from_device_buffer(
+        shape: impl Into<Shape>,
+        buffer: Arc<dyn DeviceBuffer>,
+    ) -> Result<Tensor, TensorError> {
+        Tensor::from_storage(shape, Storage::Device(buffer))
+    }
+
+    /// The device buffer, when the elements live in a device's memory.
+    pub fn device_buffer(&self) -> Option<&Arc<dyn DeviceBuffer>> {
+        match &*self.data {
+            Storage::Device(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether the elements are in host memory (readable with [`Tensor::as_slice`]).
+    pub fn is_on_host(&self) -> bool {
+        self.device_buffer().is_none()
+    }
+
+    /// Borrows the elements as `T`; fails when the dtype is not `T`'s or the elements are
+    /// in a device's memory.
     pub fn as_slice<T: StorageElement>(&self) -> Result<&[T], TensorError> {
+        if let Some(b) = self.device_buffer() {
+            return Err(TensorError::NotOnHost(b.device().to_string()));
+        }
         T::slice(&self.data).ok_or(TensorError::DType {
             requested: T::DTYPE,
             actual: self.dtype(),

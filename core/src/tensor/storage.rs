@@ -1,10 +1,36 @@
-//! The typed, immutable buffer behind a tensor.
+//! The typed, immutable buffer behind a tensor: host elements of one dtype, or a buffer
+//! in a device's own memory.
+
+use std::fmt;
+use std::sync::Arc;
 
 use super::dtype::{DType, Element};
+use crate::graph::DeviceName;
 
-/// The elements of a tensor, one variant per dtype. Held behind an `Arc` by
-/// [`Tensor`](super::Tensor), so it is never copied when a tensor is shared.
-#[derive(Clone, Debug, PartialEq)]
+/// A buffer in a device's own memory (a GPU's device-local memory, say), owned by the
+/// backend that made it. Core moves it between the backend's kernels without looking
+/// inside; the backend's copy kernels bring it to and from the host.
+pub trait DeviceBuffer: Send + Sync + fmt::Debug {
+    /// The element type.
+    fn dtype(&self) -> DType;
+    /// The number of elements.
+    fn len(&self) -> usize;
+    /// Whether there are no elements.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The device whose memory holds it.
+    fn device(&self) -> &DeviceName;
+    /// The buffer as `Any`, for the owning backend to downcast.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The elements of a tensor, one variant per dtype, or a device buffer. Held behind an
+/// `Arc` by [`Tensor`](super::Tensor), so it is never copied when a tensor is shared.
+///
+/// Non-exhaustive: backends must handle a variant they do not know (with an error).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Storage {
     /// `f32` elements.
     F32(Vec<f32>),
@@ -16,6 +42,23 @@ pub enum Storage {
     I64(Vec<i64>),
     /// `bool` elements.
     Bool(Vec<bool>),
+    /// Elements in a device's own memory.
+    Device(Arc<dyn DeviceBuffer>),
+}
+
+impl PartialEq for Storage {
+    /// Host storages compare by value; device buffers by identity.
+    fn eq(&self, other: &Storage) -> bool {
+        match (self, other) {
+            (Storage::F32(a), Storage::F32(b)) => a == b,
+            (Storage::F64(a), Storage::F64(b)) => a == b,
+            (Storage::I32(a), Storage::I32(b)) => a == b,
+            (Storage::I64(a), Storage::I64(b)) => a == b,
+            (Storage::Bool(a), Storage::Bool(b)) => a == b,
+            (Storage::Device(a), Storage::Device(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Storage {
@@ -27,6 +70,7 @@ impl Storage {
             Storage::I32(_) => DType::I32,
             Storage::I64(_) => DType::I64,
             Storage::Bool(_) => DType::Bool,
+            Storage::Device(b) => b.dtype(),
         }
     }
 
@@ -38,6 +82,7 @@ impl Storage {
             Storage::I32(v) => v.len(),
             Storage::I64(v) => v.len(),
             Storage::Bool(v) => v.len(),
+            Storage::Device(b) => b.len(),
         }
     }
 
@@ -57,9 +102,11 @@ impl Storage {
         }
     }
 
-    /// The element at `i` converted to `f64` (`true` is 1).
+    /// The element at `i` converted to `f64` (`true` is 1); NaN for a device buffer,
+    /// whose elements are not readable from the host.
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
+            Storage::Device(_) => f64::NAN,
             Storage::F32(v) => f64::from(v[i]),
             Storage::F64(v) => v[i],
             Storage::I32(v) => f64::from(v[i]),

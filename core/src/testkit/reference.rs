@@ -166,6 +166,9 @@ fn check_feeds(
                     node.num_outputs()
                 ))
             })?;
+        if !tensor.is_on_host() {
+            return Err(invalid("the tensor is not in host memory".into()));
+        }
         if tensor.dtype() != expected {
             return Err(invalid(format!(
                 "the tensor is {}, but the output is {expected}",
@@ -782,6 +785,7 @@ fn cast(x: &Tensor, to: DType) -> Tensor {
             let v: Vec<u8> = v.iter().map(|&b| u8::from(b)).collect();
             convert!(v, 0)
         }
+        _ => unreachable!("the reference holds host tensors only: feeds are checked"),
     };
     Tensor::from_storage(x.shape().clone(), storage).expect("a cast keeps the element count")
 }
@@ -804,6 +808,7 @@ fn fill(value: &Tensor, spec: &[i64]) -> Result<Tensor, String> {
         Storage::I32(v) => Storage::I32(vec![v[0]; n]),
         Storage::I64(v) => Storage::I64(vec![v[0]; n]),
         Storage::Bool(v) => Storage::Bool(vec![v[0]; n]),
+        _ => return Err("Fill's value is not on the host".to_string()),
     };
     Tensor::from_storage(dims, storage).map_err(|e| e.to_string())
 }
@@ -845,7 +850,7 @@ pub fn assert_close(
         (Storage::I32(a), Storage::I32(b)) => first_difference(a, b, dims, |x, y| x == y, ""),
         (Storage::I64(a), Storage::I64(b)) => first_difference(a, b, dims, |x, y| x == y, ""),
         (Storage::Bool(a), Storage::Bool(b)) => first_difference(a, b, dims, |x, y| x == y, ""),
-        _ => unreachable!("the dtypes were checked equal"),
+        _ => Err("a tensor is not in host memory: copy it to the host first".to_string()),
     }
 }
 

@@ -215,6 +215,11 @@ impl Kernel for FillKernel {
             Storage::I32(v) => filled(v, n),
             Storage::I64(v) => filled(v, n),
             Storage::Bool(v) => filled(v, n),
+            _ => {
+                return Err(KernelError::InvalidArgument(
+                    "Fill's value is not in host memory".into(),
+                ))
+            }
         };
         ctx.push_output(Tensor::from_storage(self.shape.clone(), storage)?);
         Ok(())
