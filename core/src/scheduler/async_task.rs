@@ -221,7 +221,11 @@ impl<E: Send + 'static> AsyncTask<E> {
         // Going idle gives our unit to the idle task; hold a spare one so that the run
         // stays alive until we are done looking at it.
         w.reserve(run, 1);
-        match self.header.state.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::SeqCst) {
+        match self
+            .header
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+        {
             Ok(_) => {
                 if core.header.is_cancelled_seqcst() {
                     if let Some(future) = self.take_if_idle() {

@@ -28,7 +28,8 @@ pub trait DagBody: Sync {
     ///
     /// An `Err` (returned here or by the future), or a panic, fails the run: it becomes
     /// the run's error unless an earlier failure won, and no further task starts.
-    fn run(&self, task: u32, cx: &TaskContext<'_>) -> Result<TaskOutcome<Self::Error>, Self::Error>;
+    fn run(&self, task: u32, cx: &TaskContext<'_>)
+        -> Result<TaskOutcome<Self::Error>, Self::Error>;
 }
 
 /// What [`DagBody::run`] did with a task.
@@ -70,11 +71,24 @@ impl TaskContext<'_> {
 
     /// Whether the run was cancelled, failed, or passed its deadline. A long body may poll
     /// this and return early; the scheduler never interrupts a running body.
+    ///
+    /// Once this returned `true`, the run fails: a body that sees the deadline passed or
+    /// the token cancelled records that as the run's error (unless an earlier one won), so
+    /// a body that stops early never yields a successful run.
     pub fn is_cancelled(&self) -> bool {
+        if self.run.is_cancelled() {
+            return true;
+        }
         let control = self.run.control();
-        self.run.is_cancelled()
-            || control.cancel.as_ref().is_some_and(|t| t.is_cancelled())
-            || control.deadline.is_some_and(|d| Instant::now() >= d)
+        if control.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+            self.run.observe_cancelled();
+            return true;
+        }
+        if control.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.run.observe_deadline();
+            return true;
+        }
+        false
     }
 }
 
@@ -82,7 +96,7 @@ impl fmt::Debug for TaskContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskContext")
             .field("worker_index", &self.worker_index)
-            .field("cancelled", &self.is_cancelled())
+            .field("cancelled", &self.run.is_cancelled())
             .finish()
     }
 }

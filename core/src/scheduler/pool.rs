@@ -100,7 +100,9 @@ impl ThreadPoolBuilder {
         if n == 0 {
             return Err(SchedulerError::NoWorkers);
         }
-        let name = self.thread_name.unwrap_or_else(|| "magpie-worker".to_owned());
+        let name = self
+            .thread_name
+            .unwrap_or_else(|| "magpie-worker".to_owned());
         let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry::new(locals.iter().map(Worker::stealer).collect()));
         let mut inner = PoolInner {

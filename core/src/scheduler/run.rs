@@ -35,7 +35,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -50,6 +50,15 @@ use super::latch::Latch;
 use super::topology::Topology;
 use super::worker::WorkerCtx;
 
+/// `RunHeader::failure`: the run has not failed.
+const NOT_FAILED: u8 = 0;
+/// The first failure was a task's error or panic, stored in `RunCore::error`.
+const FAILED_TASK: u8 = 1;
+/// The first failure was a cancellation through the run's token.
+const FAILED_CANCELLED: u8 = 2;
+/// The first failure was the deadline.
+const FAILED_DEADLINE: u8 = 3;
+
 /// Runs task `task` of the run at the pointer, then any successor it makes ready and keeps.
 pub(crate) type RunTaskFn = unsafe fn(NonNull<RunHeader>, u32, &WorkerCtx);
 
@@ -61,6 +70,8 @@ pub(crate) struct RunHeader {
     pub(crate) run_task: RunTaskFn,
     /// Set (never cleared) once the run failed, was cancelled or passed its deadline.
     cancelled: AtomicBool,
+    /// Which failure came first: one of the `FAILED_*` constants, or `NOT_FAILED`.
+    failure: AtomicU8,
     topology: NonNull<Topology>,
     control: NonNull<RunControl>,
     /// One counter per task: predecessors that have not finished yet.
@@ -91,6 +102,7 @@ impl RunHeader {
         RunHeader {
             run_task,
             cancelled: AtomicBool::new(false),
+            failure: AtomicU8::new(NOT_FAILED),
             topology: NonNull::from(topology),
             control: NonNull::from(control),
             pending,
@@ -193,9 +205,25 @@ impl RunHeader {
         }
     }
 
-    /// Sets the cancelled flag; true for the first caller.
-    pub(crate) fn set_cancelled(&self) -> bool {
-        !self.cancelled.swap(true, Ordering::SeqCst)
+    /// Records a failure of kind `FAILED_*` unless an earlier one won, and stops the run
+    /// from starting bodies. True if this failure is the run's error.
+    fn claim_failure(&self, kind: u8) -> bool {
+        let won = self
+            .failure
+            .compare_exchange(NOT_FAILED, kind, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        self.cancelled.store(true, Ordering::SeqCst);
+        won
+    }
+
+    /// Called by a body that noticed the token was cancelled.
+    pub(crate) fn observe_cancelled(&self) {
+        self.claim_failure(FAILED_CANCELLED);
+    }
+
+    /// Called by a body that noticed the deadline passed.
+    pub(crate) fn observe_deadline(&self) {
+        self.claim_failure(FAILED_DEADLINE);
     }
 }
 
@@ -209,29 +237,26 @@ pub(crate) struct RunCore<E> {
 }
 
 impl<E: Send + 'static> RunCore<E> {
-    /// Records `error` unless an earlier failure won, then cancels the run.
+    /// Records `error` unless an earlier failure won, then cancels the run. The caller
+    /// must hold a unit of the run, or be the thread that owns it (the one in `execute`).
     pub(crate) fn fail(&self, error: RunError<E>) {
-        let rejected = {
-            let mut slot = self.error.lock();
-            if slot.is_none() {
-                *slot = Some(error);
-                None
-            } else {
-                Some(error)
-            }
+        let kind = match error {
+            RunError::Cancelled => FAILED_CANCELLED,
+            RunError::DeadlineExceeded => FAILED_DEADLINE,
+            _ => FAILED_TASK,
         };
-        drop_quietly(rejected);
-        self.cancel();
+        if self.header.claim_failure(kind) && kind == FAILED_TASK {
+            *self.error.lock() = Some(error);
+        } else {
+            drop_quietly(error);
+        }
+        self.drop_idle_futures();
     }
 
-    /// Stops the run: no body starts any more, and idle futures are dropped and their
-    /// tasks counted as finished. The caller must hold a unit of the run, or be the thread
-    /// that owns it (the one in `execute`).
-    fn cancel(&self) {
-        if !self.header.set_cancelled() {
-            return;
-        }
-        // A task that goes idle after this walk sees the flag itself (`async_task`).
+    /// Drops the futures of idle asynchronous tasks and counts those tasks as finished.
+    /// Called after the cancelled flag is set; a task that goes idle after this walk sees
+    /// the flag itself (`async_task`). Walking more than once is harmless.
+    fn drop_idle_futures(&self) {
         let dropped: Vec<_> = self
             .asyncs
             .lock()
@@ -286,9 +311,15 @@ impl<'a, B: DagBody> RunState<'a, B> {
     /// The run's result; call once the latch is done.
     pub(crate) fn into_result(self) -> Result<(), RunError<B::Error>> {
         debug_assert!(self.core.header.latch.is_done());
-        match self.core.error.into_inner() {
-            Some(error) => Err(error),
-            None => Ok(()),
+        match self.core.header.failure.load(Ordering::Acquire) {
+            NOT_FAILED => Ok(()),
+            FAILED_CANCELLED => Err(RunError::Cancelled),
+            FAILED_DEADLINE => Err(RunError::DeadlineExceeded),
+            _ => Err(self
+                .core
+                .error
+                .into_inner()
+                .expect("a task failure stores its error before the run ends")),
         }
     }
 }

@@ -71,7 +71,8 @@ impl TaskGraph {
     }
 
     fn push(&mut self, node: Node) -> TaskId {
-        let index = u32::try_from(self.nodes.len()).expect("a task graph holds at most u32::MAX tasks");
+        let index =
+            u32::try_from(self.nodes.len()).expect("a task graph holds at most u32::MAX tasks");
         self.nodes.push(node);
         self.topology = OnceLock::new();
         TaskId(index)

@@ -93,7 +93,10 @@ impl WorkerCtx {
     }
 
     /// Calls `f` with the current thread's worker context if it is a worker of `registry`.
-    pub(crate) fn with_current<R>(registry: &Arc<Registry>, f: impl FnOnce(Option<&WorkerCtx>) -> R) -> R {
+    pub(crate) fn with_current<R>(
+        registry: &Arc<Registry>,
+        f: impl FnOnce(Option<&WorkerCtx>) -> R,
+    ) -> R {
         let ptr = CURRENT.with(Cell::get);
         // SAFETY: `CURRENT` is set only by `main_loop`, to a context on that thread's
         // stack that outlives every call made from the loop; it is cleared before the
@@ -224,7 +227,11 @@ impl WorkerCtx {
         while start < end {
             if end - start > 1 && self.local.is_empty() {
                 let mid = start + (end - start) / 2;
-                self.push(Job::Roots { run, start: mid, end });
+                self.push(Job::Roots {
+                    run,
+                    start: mid,
+                    end,
+                });
                 end = mid;
             }
             // SAFETY: we hold `end - start >= 1` units of the run, so it is alive.
@@ -285,7 +292,10 @@ impl WorkerCtx {
                 if latch.is_cancel_requested() {
                     fail(false);
                     failed = true;
-                } else if deadline.is_some() && jobs % 32 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                } else if deadline.is_some()
+                    && jobs % 32 == 0
+                    && deadline.is_some_and(|d| Instant::now() >= d)
+                {
                     fail(true);
                     failed = true;
                 }
