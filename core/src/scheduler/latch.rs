@@ -29,11 +29,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::registry::Registry;
+
+/// How long [`Latch::wait`] spins before it blocks (behaviour at the time of writing: short
+/// runs then return without a futex round trip; longer runs lose this much of one core).
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 /// Completion latch plus cancellation request of one run.
 #[derive(Debug)]
@@ -104,6 +108,22 @@ impl Latch {
     /// Blocks an outside thread until the run is done, a cancellation is requested, or
     /// `deadline` passes. Returns at once if one of those already happened.
     pub(crate) fn wait(&self, deadline: Option<Instant>) {
+        // Short runs finish within microseconds; a futex sleep and wake-up costs about as
+        // much again, so spin a little first.
+        let start = Instant::now();
+        loop {
+            for _ in 0..16 {
+                if self.is_done() || self.is_cancel_requested() {
+                    return;
+                }
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            if start.elapsed() >= WAIT_SPIN {
+                break;
+            }
+        }
         let mut guard = self.mutex.lock();
         while !self.is_done() && !self.is_cancel_requested() {
             match deadline {
