@@ -1,155 +1,59 @@
-//! TEMPORARY sequential stand-in with the scheduler's API, replaced by the work-stealing
-//! scheduler from the `sched` branch.
-#![allow(missing_docs, missing_debug_implementations)]
+//! A work-stealing scheduler that runs DAGs of tasks — closures or futures — on a pool of
+//! worker threads. It knows nothing of tensors; the dataflow executor ([`crate::exec`]) maps
+//! graph nodes onto it.
+//!
+//! Entry points: build a [`Topology`] once, then [`ThreadPool::execute`] it any number of
+//! times with a [`DagBody`]; or use the Taskflow-like [`TaskGraph`] and
+//! [`ThreadPool::run`].
+//!
+//! # Guarantees
+//!
+//! - **Exactly once, in order.** A successful run runs every task exactly once, each only
+//!   after all its predecessors finished and with their writes visible.
+//! - **Scoped.** `execute` borrows the body and returns only when no worker can touch it.
+//! - **Work conservation.** No worker sleeps while a job it could take is queued.
+//! - **Idle is free.** Idle workers park; a pending future holds no thread, so a pool
+//!   whose only work is waiting uses no CPU.
+//! - **Failures are contained.** An error, a panic (caught), a cancellation or a deadline
+//!   ends the run with [`RunError`]; workers keep serving other runs.
+//! - **Independence.** Runs from many threads at once share the workers but nothing else;
+//!   a task may run a nested DAG on its own pool.
+//!
+//! # Map
+//!
+//! - [`pool`]: the handle, its builder, `execute`.
+//! - [`topology`]: the immutable DAG shape (CSR).
+//! - [`body`]: the `DagBody` contract and the task context.
+//! - [`run`]: per-run state and the per-task hot path.
+//! - [`job`]: what the deques hold, and the lifetime protocol behind their raw pointers.
+//! - [`worker`]: the worker loop, stealing, nested waits, shutdown.
+//! - [`sleep`]: the parking protocol.
+//! - [`latch`]: what `execute` blocks on.
+//! - [`async_task`]: driving futures without holding a worker.
+//! - [`cancel`]: cancellation tokens and run controls.
+//! - [`task_graph`]: the Taskflow-like API.
+//! - [`registry`], [`error`].
+//!
+//! Tuning figures ("behaviour at the time of writing") are in the module docs of
+//! [`worker`] and [`sleep`]; they are not part of the contract.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+mod async_task;
+mod body;
+mod cancel;
+mod error;
+mod job;
+mod latch;
+mod pool;
+mod registry;
+mod run;
+mod sleep;
+mod task_graph;
+mod topology;
+mod worker;
 
-use futures::future::BoxFuture;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
-    #[error("no workers")]
-    NoWorkers,
-    #[error("cycle")]
-    Cycle,
-    #[error("task out of range")]
-    TaskOutOfRange,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError<E: std::fmt::Display + std::fmt::Debug> {
-    #[error("task {task} failed: {error}")]
-    Task { task: u32, error: E },
-    #[error("task {task} panicked: {message}")]
-    Panicked { task: u32, message: String },
-    #[error("cancelled")]
-    Cancelled,
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
-    #[error("invalid: {0}")]
-    Invalid(SchedulerError),
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct CancellationToken(Arc<AtomicBool>);
-impl CancellationToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct RunControl {
-    pub deadline: Option<Instant>,
-    pub cancel: Option<CancellationToken>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Topology {
-    succ: Vec<Vec<u32>>,
-    preds: Vec<u32>,
-}
-impl Topology {
-    pub fn builder(n: usize) -> TopologyBuilder {
-        TopologyBuilder {
-            succ: vec![Vec::new(); n],
-            preds: vec![0; n],
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.succ.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.succ.is_empty()
-    }
-}
-pub struct TopologyBuilder {
-    succ: Vec<Vec<u32>>,
-    preds: Vec<u32>,
-}
-impl TopologyBuilder {
-    pub fn add_edge(&mut self, from: u32, to: u32) {
-        self.succ[from as usize].push(to);
-        self.preds[to as usize] += 1;
-    }
-    pub fn build(self) -> Result<Topology, SchedulerError> {
-        Ok(Topology {
-            succ: self.succ,
-            preds: self.preds,
-        })
-    }
-}
-
-pub enum TaskOutcome<E> {
-    Done,
-    Pending(BoxFuture<'static, Result<(), E>>),
-}
-pub struct TaskContext<'a>(std::marker::PhantomData<&'a ()>);
-impl TaskContext<'_> {
-    pub fn worker_index(&self) -> usize {
-        0
-    }
-    pub fn is_cancelled(&self) -> bool {
-        false
-    }
-}
-pub trait DagBody: Sync {
-    type Error: Send + 'static;
-    fn run(&self, task: u32, cx: &TaskContext<'_>)
-        -> Result<TaskOutcome<Self::Error>, Self::Error>;
-}
-
-#[derive(Clone, Debug)]
-pub struct ThreadPool(usize);
-impl ThreadPool {
-    pub fn new(n: usize) -> Result<ThreadPool, SchedulerError> {
-        Ok(ThreadPool(n))
-    }
-    pub fn num_workers(&self) -> usize {
-        self.0
-    }
-    pub fn execute<B: DagBody>(
-        &self,
-        topo: &Topology,
-        body: &B,
-        _control: &RunControl,
-    ) -> Result<(), RunError<B::Error>>
-    where
-        B::Error: std::fmt::Display + std::fmt::Debug,
-    {
-        let mut pending = topo.preds.clone();
-        let mut ready: Vec<u32> = (0..topo.len() as u32)
-            .filter(|t| pending[*t as usize] == 0)
-            .collect();
-        let cx = TaskContext(std::marker::PhantomData);
-        while let Some(t) = ready.pop() {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.run(t, &cx))) {
-                Err(_) => {
-                    return Err(RunError::Panicked {
-                        task: t,
-                        message: "panic".into(),
-                    })
-                }
-                Ok(Err(e)) => return Err(RunError::Task { task: t, error: e }),
-                Ok(Ok(TaskOutcome::Done)) => {}
-                Ok(Ok(TaskOutcome::Pending(f))) => futures::executor::block_on(f)
-                    .map_err(|e| RunError::Task { task: t, error: e })?,
-            }
-            for s in &topo.succ[t as usize] {
-                pending[*s as usize] -= 1;
-                if pending[*s as usize] == 0 {
-                    ready.push(*s);
-                }
-            }
-        }
-        Ok(())
-    }
-}
+pub use body::{DagBody, TaskContext, TaskOutcome};
+pub use cancel::{CancellationToken, RunControl};
+pub use error::{RunError, SchedulerError};
+pub use pool::{ThreadPool, ThreadPoolBuilder};
+pub use task_graph::{TaskGraph, TaskId};
+pub use topology::{Topology, TopologyBuilder};

@@ -1,0 +1,297 @@
+//! Asynchronous tasks: how a future returned by a body is driven without holding a worker.
+//!
+//! # Guarantees
+//!
+//! - A pending future holds no worker thread. Its waker pushes a [`Job::Poll`] to the
+//!   pool's injector and wakes a sleeper; whichever worker takes the job polls it.
+//! - A future is polled by one worker at a time, and never after it resolved or was
+//!   dropped. A wake that arrives while the future is being polled causes exactly one more
+//!   poll; wakes that arrive after the task finished are ignored.
+//! - A panic in a poll is caught and fails the run; the worker carries on.
+//! - When its run is cancelled, an idle future is dropped by the canceller and a running
+//!   or scheduled one by the worker that holds it; either way its task then counts as
+//!   finished (without releasing successors).
+//!
+//! # States
+//!
+//! | state       | meaning                                   | who moves it out           |
+//! |-------------|-------------------------------------------|----------------------------|
+//! | `IDLE`      | pending, waiting for its waker            | waker (→ `SCHEDULED`), canceller (→ `DONE`) |
+//! | `SCHEDULED` | a `Job::Poll` for it sits in a queue      | the worker taking the job (→ `RUNNING`) |
+//! | `RUNNING`   | a worker is polling it                    | that worker (→ `IDLE`, `SCHEDULED`, `DONE`) |
+//! | `NOTIFIED`  | running, and woken during the poll        | that worker (→ `SCHEDULED`) |
+//! | `DONE`      | resolved or dropped; the future is gone   | nobody                     |
+//!
+//! The future itself (an `UnsafeCell`) is touched only by whoever moved the state to
+//! `RUNNING` or from `IDLE` to `DONE`: that party owns it.
+//!
+//! # Memory ordering
+//!
+//! All transitions are `SeqCst` read-modify-writes (this is the slow path). The one race
+//! that matters is a poll returning `Pending` while the run gets cancelled: the worker
+//! moves `RUNNING → IDLE` and then loads the run's cancelled flag; the canceller sets the
+//! flag and then loads each task's state. In the total order of `SeqCst` operations one
+//! of the two sees the other, and both then race on `IDLE → DONE`, which only one wins.
+//! Because after `RUNNING → IDLE` the worker no longer holds the task's unit, it reserves
+//! an extra unit of the run first so that the run cannot end under it.
+//!
+//! # Lifetime
+//!
+//! An `AsyncTask` is reference counted (the run's list, each waker, each queued
+//! `Job::Poll`). It keeps a raw pointer to its run that it dereferences only while it holds
+//! its task's unit (states `SCHEDULED`, `RUNNING`, `NOTIFIED`, or `IDLE` claimed by the
+//! canceller, who owns the run). A waker that outlives the run finds `DONE` and does
+//! nothing; it also keeps the pool's registry alive, so it never pushes into freed memory.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use futures::task::{waker_ref, ArcWake};
+
+use super::error::RunError;
+use super::job::Job;
+use super::registry::Registry;
+use super::run::{drop_quietly, panic_message, RunCore, RunHeader};
+use super::worker::WorkerCtx;
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+type TaskFuture<E> = BoxFuture<'static, Result<(), E>>;
+
+/// The type-erased head of an [`AsyncTask`], what a [`Job::Poll`] points at.
+#[repr(C)]
+pub(crate) struct AsyncHeader {
+    state: AtomicU8,
+    task: u32,
+    /// Takes over the job's strong count and polls the task.
+    pub(crate) poll: unsafe fn(NonNull<AsyncHeader>, &WorkerCtx),
+    /// Gives back the job's strong count without polling.
+    pub(crate) release: unsafe fn(NonNull<AsyncHeader>),
+}
+
+/// One asynchronous task of a run whose body's error type is `E`.
+#[repr(C)]
+pub(crate) struct AsyncTask<E> {
+    header: AsyncHeader,
+    run: NonNull<RunCore<E>>,
+    registry: Arc<Registry>,
+    future: UnsafeCell<Option<TaskFuture<E>>>,
+}
+
+// SAFETY: the future is `Send` and is accessed by one owner at a time (see the state
+// table); the run pointer is dereferenced only while its run is alive (see "Lifetime"),
+// and the run's shared parts are `Sync`.
+unsafe impl<E: Send> Send for AsyncTask<E> {}
+// SAFETY: as above: shared access goes through the atomic state only.
+unsafe impl<E: Send> Sync for AsyncTask<E> {}
+
+impl<E> fmt::Debug for AsyncTask<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTask")
+            .field("task", &self.header.task)
+            .field("state", &self.header.state.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AsyncHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncHeader")
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts driving `future`, the outcome of task `task`, and polls it once right away.
+/// The caller's unit of `task` passes to the asynchronous task. Returns a successor made
+/// ready (and its unit) if the future resolved at once.
+pub(crate) fn spawn<E: Send + 'static>(
+    core: &RunCore<E>,
+    run: NonNull<RunHeader>,
+    task: u32,
+    future: TaskFuture<E>,
+    w: &WorkerCtx,
+) -> Option<u32> {
+    let this = Arc::new(AsyncTask {
+        header: AsyncHeader {
+            state: AtomicU8::new(RUNNING),
+            task,
+            poll: poll_job::<E>,
+            release: release_job::<E>,
+        },
+        run: NonNull::from(core),
+        registry: Arc::clone(w.registry()),
+        future: UnsafeCell::new(Some(future)),
+    });
+    core.register_async(Arc::clone(&this));
+    debug_assert_eq!(run, NonNull::from(&core.header));
+    this.poll_running(w)
+}
+
+/// # Safety
+///
+/// `header` must come from `Arc::<AsyncTask<E>>::into_raw` (same `E`), and the caller must
+/// own that strong count and the task's `SCHEDULED` state.
+unsafe fn poll_job<E: Send + 'static>(header: NonNull<AsyncHeader>, w: &WorkerCtx) {
+    // SAFETY: per the contract, this is the pointer (to the first field of a `repr(C)`
+    // struct) of a strong count we own.
+    let this = unsafe { Arc::from_raw(header.cast::<AsyncTask<E>>().as_ptr()) };
+    let previous = this.header.state.swap(RUNNING, Ordering::SeqCst);
+    debug_assert_eq!(previous, SCHEDULED);
+    if let Some(next) = this.poll_running(w) {
+        // SAFETY: we hold the unit of `next`, which keeps the run alive.
+        let header = unsafe { &this.run.as_ref().header };
+        let run = NonNull::from(header);
+        // SAFETY: `run_task` was set for this run's body type; we pass the unit of `next`.
+        unsafe { (header.run_task)(run, next, w) };
+    }
+}
+
+/// # Safety
+///
+/// As for [`poll_job`], except that the state is not touched.
+unsafe fn release_job<E>(header: NonNull<AsyncHeader>) {
+    // SAFETY: per the contract, we own this strong count.
+    drop(unsafe { Arc::from_raw(header.cast::<AsyncTask<E>>().as_ptr()) });
+}
+
+impl<E: Send + 'static> AsyncTask<E> {
+    /// Polls the future; the state must be `RUNNING` and the caller holds the task's unit.
+    fn poll_running(self: &Arc<Self>, w: &WorkerCtx) -> Option<u32> {
+        // SAFETY: we hold the task's unit, so the run is alive.
+        let core = unsafe { self.run.as_ref() };
+        let run = NonNull::from(&core.header);
+        let task = self.header.task;
+        if core.header.is_cancelled() {
+            self.finish(DONE);
+            w.add_debt(run, 1);
+            return None;
+        }
+        let waker = waker_ref(self);
+        let mut cx = Context::from_waker(&waker);
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: state `RUNNING` makes us the only one touching the future.
+            let future = unsafe { &mut *self.future.get() };
+            future
+                .as_mut()
+                .expect("a running task has a future")
+                .as_mut()
+                .poll(&mut cx)
+        }));
+        match polled {
+            Ok(Poll::Pending) => {
+                self.after_pending(core, run, w);
+                None
+            }
+            Ok(Poll::Ready(Ok(()))) => {
+                self.finish(DONE);
+                core.header.release(run, task, w)
+            }
+            Ok(Poll::Ready(Err(error))) => {
+                self.finish(DONE);
+                core.fail(RunError::Task { task, error });
+                w.add_debt(run, 1);
+                None
+            }
+            Err(payload) => {
+                self.finish(DONE);
+                core.fail(RunError::Panicked {
+                    task,
+                    message: panic_message(&*payload),
+                });
+                drop_quietly(payload);
+                w.add_debt(run, 1);
+                None
+            }
+        }
+    }
+
+    /// The poll returned `Pending`: go idle, or poll again later if woken meanwhile.
+    fn after_pending(self: &Arc<Self>, core: &RunCore<E>, run: NonNull<RunHeader>, w: &WorkerCtx) {
+        // Going idle gives our unit to the idle task; hold a spare one so that the run
+        // stays alive until we are done looking at it.
+        w.reserve(run, 1);
+        match self
+            .header
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => {
+                if core.header.is_cancelled_seqcst() {
+                    if let Some(future) = self.take_if_idle() {
+                        drop_quietly(future);
+                        w.add_debt(run, 1);
+                    }
+                }
+            }
+            Err(state) => {
+                debug_assert_eq!(state, NOTIFIED);
+                self.header.state.store(SCHEDULED, Ordering::SeqCst);
+                self.registry.inject(Self::into_job(Arc::clone(self)));
+            }
+        }
+        w.add_debt(run, 1);
+    }
+
+    /// A `Job::Poll` that owns this strong count.
+    fn into_job(this: Arc<Self>) -> Job {
+        let raw = Arc::into_raw(this).cast_mut();
+        // SAFETY: `Arc::into_raw` never returns null.
+        let task = unsafe { NonNull::new_unchecked(raw) };
+        // `header` is the first field of the `repr(C)` task, so the cast is the header.
+        Job::Poll(task.cast())
+    }
+
+    /// Moves a task we own to `state` and drops its future.
+    fn finish(&self, state: u8) {
+        // SAFETY: we own the future (state `RUNNING`).
+        let future = unsafe { (*self.future.get()).take() };
+        self.header.state.store(state, Ordering::SeqCst);
+        drop_quietly(future);
+    }
+
+    /// For the canceller: claims an idle task (`IDLE → DONE`) and returns its future to be
+    /// dropped. The caller then owns the task's unit and must give it back.
+    pub(crate) fn take_if_idle(&self) -> Option<TaskFuture<E>> {
+        self.header
+            .state
+            .compare_exchange(IDLE, DONE, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        // SAFETY: winning `IDLE → DONE` makes us the future's owner.
+        unsafe { (*self.future.get()).take() }
+    }
+}
+
+impl<E: Send + 'static> ArcWake for AsyncTask<E> {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        let state = &arc_self.header.state;
+        let mut current = state.load(Ordering::SeqCst);
+        loop {
+            let target = match current {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match state.compare_exchange(current, target, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        if current == IDLE {
+            // We moved it to `SCHEDULED`: a job must poll it.
+            arc_self
+                .registry
+                .inject(Self::into_job(Arc::clone(arc_self)));
+        }
+    }
+}

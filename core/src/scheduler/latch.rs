@@ -1,0 +1,147 @@
+//! The completion latch of one run: what the thread blocked in `execute` sleeps on.
+//!
+//! # Protocol
+//!
+//! A [`Latch`] holds two one-way flags, each only ever moving from `false` to `true`:
+//!
+//! - `done`: set exactly once, by whoever brings the run's outstanding-task counter to
+//!   zero. After it is set, nobody touches the run's state any more, so the waiter may
+//!   return and free it.
+//! - `cancel_requested`: set by [`CancellationToken::cancel`](super::CancellationToken::cancel)
+//!   (from any thread). The waiter reacts by cancelling the run; the canceller itself never
+//!   touches the run, only this latch, which is reference counted for that reason.
+//!
+//! The waiter is either an outside thread, which sleeps on the latch's condition variable,
+//! or a worker of the pool running a nested DAG, which sleeps in the pool's parking
+//! protocol ([`sleep`](super::sleep)) and is unparked by index.
+//!
+//! # Memory ordering
+//!
+//! A setter stores its flag (`Release`) and then locks the mutex before notifying; a
+//! waiting thread loads the flags (`Acquire`) while holding the mutex and only then
+//! waits, which releases the mutex atomically. So either the waiter sees the flag, or it
+//! is already waiting when the setter notifies: no lost wake-up. A worker waiter relies on
+//! its parker's sticky `notified` flag instead (see [`sleep`](super::sleep)).
+//!
+//! The `Release` store of `done` happens after the setter's `AcqRel` decrement that
+//! brought the counter to zero, which in turn acquired every earlier decrement, so the
+//! waiter that `Acquire`-loads `done` sees all effects of all task bodies of the run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::registry::Registry;
+
+/// How long [`Latch::wait`] spins before it blocks (behaviour at the time of writing: short
+/// runs then return without a futex round trip; longer runs lose this much of one core).
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
+
+/// Completion latch plus cancellation request of one run.
+#[derive(Debug)]
+pub(crate) struct Latch {
+    done: AtomicBool,
+    cancel_requested: AtomicBool,
+    mutex: Mutex<()>,
+    condvar: Condvar,
+    /// `Some((pool, index))` when the waiter is worker `index` of `pool`.
+    worker: Option<(Arc<Registry>, usize)>,
+}
+
+impl Latch {
+    /// A latch whose waiter is an outside thread.
+    pub(crate) fn for_thread() -> Latch {
+        Latch::with_waiter(None)
+    }
+
+    /// A latch whose waiter is worker `index` of `registry`.
+    pub(crate) fn for_worker(registry: Arc<Registry>, index: usize) -> Latch {
+        Latch::with_waiter(Some((registry, index)))
+    }
+
+    fn with_waiter(worker: Option<(Arc<Registry>, usize)>) -> Latch {
+        Latch {
+            done: AtomicBool::new(false),
+            cancel_requested: AtomicBool::new(false),
+            mutex: Mutex::new(()),
+            condvar: Condvar::new(),
+            worker,
+        }
+    }
+
+    /// Whether the run is over.
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether a cancellation token asked the run to stop.
+    #[inline]
+    pub(crate) fn is_cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire)
+    }
+
+    /// Marks the run as over and wakes the waiter. Called once per run.
+    pub(crate) fn set_done(&self) {
+        self.done.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Asks the waiter to cancel the run.
+    pub(crate) fn request_cancel(&self) {
+        self.cancel_requested.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        {
+            let _guard = self.mutex.lock();
+            self.condvar.notify_all();
+        }
+        if let Some((registry, index)) = &self.worker {
+            registry.sleep().unpark(*index);
+        }
+    }
+
+    /// Blocks an outside thread until the run is done, a cancellation is requested, or
+    /// `deadline` passes. Returns at once if one of those already happened.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) {
+        // Short runs finish within microseconds; a futex sleep and wake-up costs about as
+        // much again, so spin a little first.
+        let start = Instant::now();
+        loop {
+            for _ in 0..16 {
+                if self.is_done() || self.is_cancel_requested() {
+                    return;
+                }
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            if start.elapsed() >= WAIT_SPIN {
+                break;
+            }
+        }
+        let mut guard = self.mutex.lock();
+        while !self.is_done() && !self.is_cancel_requested() {
+            match deadline {
+                Some(d) => {
+                    if Instant::now() >= d || self.condvar.wait_until(&mut guard, d).timed_out() {
+                        return;
+                    }
+                }
+                None => self.condvar.wait(&mut guard),
+            }
+        }
+    }
+
+    /// Blocks until the run is done, ignoring cancellation requests and deadlines.
+    pub(crate) fn wait_done(&self) {
+        let mut guard = self.mutex.lock();
+        while !self.is_done() {
+            self.condvar.wait(&mut guard);
+        }
+    }
+}

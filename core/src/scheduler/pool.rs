@@ -1,0 +1,274 @@
+//! [`ThreadPool`]: the user-facing handle, its builder, and `execute`, which runs one DAG.
+//!
+//! # Guarantees
+//!
+//! - `execute` runs every task of the topology exactly once if it returns `Ok`, each only
+//!   after all its predecessors finished, and returns only once no worker touches the run
+//!   any more (the body is borrowed, not `'static`).
+//! - Any number of threads may call `execute`/`run` on one pool at once; runs are
+//!   independent. A task may itself call `execute` on the pool that runs it.
+//! - The thread blocked in `execute` sleeps; it is woken by completion, by
+//!   [`CancellationToken::cancel`](super::CancellationToken::cancel), or at the deadline.
+//! - Dropping the last handle shuts the workers down and joins them (protocol in
+//!   [`worker`](super::worker)).
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_deque::Worker;
+use parking_lot::Mutex;
+
+use super::body::DagBody;
+use super::cancel::RunControl;
+use super::error::{RunError, SchedulerError};
+use super::job::Job;
+use super::latch::Latch;
+use super::registry::Registry;
+use super::run::RunState;
+use super::task_graph::TaskGraph;
+use super::topology::Topology;
+use super::worker::{self, WorkerCtx};
+
+/// A pool of worker threads with per-worker deques and a global injector.
+///
+/// Cloning gives another handle to the same pool; the workers stop when the last handle
+/// is dropped.
+#[derive(Clone)]
+pub struct ThreadPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    registry: Arc<Registry>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.registry.terminate();
+        let me = thread::current().id();
+        for handle in self.threads.get_mut().drain(..) {
+            if handle.thread().id() == me {
+                continue; // dropped from a task on this very worker: it exits by itself
+            }
+            // A worker never unwinds (it aborts instead), so join cannot fail.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Configures and starts a [`ThreadPool`].
+#[derive(Debug, Default, Clone)]
+pub struct ThreadPoolBuilder {
+    num_workers: Option<usize>,
+    thread_name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl ThreadPoolBuilder {
+    /// The number of worker threads; defaults to the available parallelism.
+    pub fn num_workers(mut self, n: usize) -> Self {
+        self.num_workers = Some(n);
+        self
+    }
+
+    /// The prefix of worker thread names (`{prefix}-{index}`); defaults to `magpie-worker`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = Some(prefix.into());
+        self
+    }
+
+    /// The stack size of worker threads; defaults to the standard library's.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// [`SchedulerError::NoWorkers`] for zero workers, [`SchedulerError::Spawn`] if a
+    /// thread could not be started (the ones already started are stopped again).
+    pub fn build(self) -> Result<ThreadPool, SchedulerError> {
+        let n = match self.num_workers {
+            Some(n) => n,
+            None => thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if n == 0 {
+            return Err(SchedulerError::NoWorkers);
+        }
+        let name = self
+            .thread_name
+            .unwrap_or_else(|| "magpie-worker".to_owned());
+        let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
+        let registry = Arc::new(Registry::new(locals.iter().map(Worker::stealer).collect()));
+        let mut inner = PoolInner {
+            registry,
+            threads: Mutex::new(Vec::with_capacity(n)),
+        };
+        for (index, local) in locals.into_iter().enumerate() {
+            let mut builder = thread::Builder::new().name(format!("{name}-{index}"));
+            if let Some(size) = self.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let registry = Arc::clone(&inner.registry);
+            let handle = builder
+                .spawn(move || worker::main_loop(registry, index, local))
+                .map_err(|e| SchedulerError::Spawn(e.to_string()))?; // `inner` drops: joins
+            inner.threads.get_mut().push(handle);
+        }
+        Ok(ThreadPool {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// Aborts if dropped while unwinding: `execute` must not leave while workers may still
+/// touch the run's state on its stack.
+struct AbortIfUnwinding;
+
+impl Drop for AbortIfUnwinding {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("magpie scheduler: panic while a run was in flight; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+impl ThreadPool {
+    /// A pool of `num_workers` threads named `magpie-worker-{index}`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ThreadPoolBuilder::build`].
+    pub fn new(num_workers: usize) -> Result<ThreadPool, SchedulerError> {
+        ThreadPool::builder().num_workers(num_workers).build()
+    }
+
+    /// A builder with default settings.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::default()
+    }
+
+    /// The number of worker threads.
+    pub fn num_workers(&self) -> usize {
+        self.inner.registry.num_workers()
+    }
+
+    /// Runs one execution of a DAG: every task of `topology` runs exactly once, a task only
+    /// after all its predecessors finished. Blocks the calling thread until the run is
+    /// over; `body` is borrowed, and `execute` does not return while any worker can still
+    /// touch it or the run's state.
+    ///
+    /// Called from a worker of this pool (a task running a nested DAG), the calling worker
+    /// keeps running queued jobs — of any run — until its run is over.
+    ///
+    /// # Errors
+    ///
+    /// The first failure of the run: a task's error, a panic, cancellation through
+    /// `control.cancel`, or `control.deadline` passing. After it, no further body starts,
+    /// but bodies already running are waited for: a body that never returns cannot be
+    /// interrupted.
+    pub fn execute<B: DagBody>(
+        &self,
+        topology: &Topology,
+        body: &B,
+        control: &RunControl,
+    ) -> Result<(), RunError<B::Error>> {
+        if control.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+            return Err(RunError::Cancelled);
+        }
+        if control.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RunError::DeadlineExceeded);
+        }
+        if topology.is_empty() {
+            return Ok(());
+        }
+        let registry = &self.inner.registry;
+        WorkerCtx::with_current(registry, |worker| {
+            let latch = Arc::new(match worker {
+                Some(w) => Latch::for_worker(Arc::clone(registry), w.index()),
+                None => Latch::for_thread(),
+            });
+            let state = RunState::new(topology, body, control, Arc::clone(&latch));
+            let _registration = match &control.cancel {
+                Some(token) => match token.register(Arc::clone(&latch)) {
+                    Some(registration) => Some(registration),
+                    None => return Err(RunError::Cancelled),
+                },
+                None => None,
+            };
+            let roots = Job::Roots {
+                run: state.header_ptr(),
+                start: 0,
+                end: topology.roots().len() as u32,
+            };
+            let guard = AbortIfUnwinding;
+            match worker {
+                Some(w) => {
+                    w.push(roots);
+                    let fail = |deadline: bool| {
+                        state.fail(if deadline {
+                            RunError::DeadlineExceeded
+                        } else {
+                            RunError::Cancelled
+                        })
+                    };
+                    w.wait_nested(&latch, control.deadline, &fail);
+                }
+                None => {
+                    registry.inject(roots);
+                    latch.wait(control.deadline);
+                    if !latch.is_done() {
+                        state.fail(if latch.is_cancel_requested() {
+                            RunError::Cancelled
+                        } else {
+                            RunError::DeadlineExceeded
+                        });
+                        latch.wait_done();
+                    }
+                }
+            }
+            drop(guard);
+            state.into_result()
+        })
+    }
+
+    /// Runs a prebuilt [`TaskGraph`] once. May be called many times, from many threads at
+    /// once; the graph's topology is built once and cached.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Invalid`] if the graph has a cycle; [`RunError::Panicked`] if a task
+    /// panicked.
+    pub fn run(&self, graph: &TaskGraph) -> Result<(), RunError<std::convert::Infallible>> {
+        self.run_with(graph, &RunControl::default())
+    }
+
+    /// Like [`run`](Self::run), with a deadline and/or a cancellation token.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Self::run), plus [`RunError::Cancelled`] and
+    /// [`RunError::DeadlineExceeded`].
+    pub fn run_with(
+        &self,
+        graph: &TaskGraph,
+        control: &RunControl,
+    ) -> Result<(), RunError<std::convert::Infallible>> {
+        let topology = graph.topology().map_err(RunError::Invalid)?;
+        self.execute(topology, &graph.body(), control)
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("num_workers", &self.num_workers())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,389 @@
+//! Per-run state: pending counters, the outstanding-task counter, the first error, the
+//! cancelled flag and the completion latch; and the code that runs one task and releases
+//! its successors.
+//!
+//! # Guarantees
+//!
+//! - **Each task at most once, exactly once on success.** A task becomes ready when its
+//!   pending counter (initialised from the topology at the start of every run) is brought
+//!   to zero; exactly one predecessor observes that, so exactly one job is created for it.
+//! - **Order.** A task starts only after all its predecessors finished, and sees their
+//!   writes: each predecessor's decrement is a `Release`, the decrement (or load) that
+//!   finds the task ready is an `Acquire`.
+//! - **Completion.** `execute` returns only once the outstanding counter reached zero, so
+//!   no worker touches the run's state afterwards (the lifetime protocol is in
+//!   [`job`](super::job)).
+//! - **Failure.** After the first error, panic, cancellation or deadline, no body starts;
+//!   queued jobs of the run are drained without running, idle futures of the run are
+//!   dropped, and a future that is being polled is dropped when its poll returns. A body
+//!   that is running is waited for: a body that never returns cannot be interrupted.
+//!
+//! # The outstanding counter
+//!
+//! It counts tasks that are ready or running but not finished ("units", see
+//! [`job`](super::job)), not tasks that are left: a task that finishes and makes `k`
+//! successors ready changes it by `k - 1`. A chain therefore never touches it, and when
+//! it reaches zero nothing can become ready any more, so the run is over (in an acyclic
+//! graph, some task of an unfinished run is always ready or running). Cancelled runs reach
+//! zero without walking the rest of the graph: a job skipped after cancellation releases
+//! nothing.
+//!
+//! Workers batch their decrements ([`WorkerCtx`](super::worker) keeps a *debt* per run and
+//! flushes it when it switches runs or runs out of work) and reserve increments from that
+//! debt. The shared counter therefore is always `>=` the true count, and equal to it when
+//! no worker holds debt: it cannot reach zero early.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use super::async_task::{self, AsyncTask};
+use super::body::{DagBody, TaskContext, TaskOutcome};
+use super::cancel::RunControl;
+use super::error::RunError;
+use super::job::Job;
+use super::latch::Latch;
+use super::topology::Topology;
+use super::worker::WorkerCtx;
+
+/// `RunHeader::failure`: the run has not failed.
+const NOT_FAILED: u8 = 0;
+/// The first failure was a task's error or panic, stored in `RunCore::error`.
+const FAILED_TASK: u8 = 1;
+/// The first failure was a cancellation through the run's token.
+const FAILED_CANCELLED: u8 = 2;
+/// The first failure was the deadline.
+const FAILED_DEADLINE: u8 = 3;
+
+/// Runs task `task` of the run at the pointer, then any successor it makes ready and keeps.
+pub(crate) type RunTaskFn = unsafe fn(NonNull<RunHeader>, u32, &WorkerCtx);
+
+/// The type-erased part of a run: everything the hot path and the jobs need.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RunHeader {
+    /// Typed entry point, `run_task::<B>` of the run's body type.
+    pub(crate) run_task: RunTaskFn,
+    /// Set (never cleared) once the run failed, was cancelled or passed its deadline.
+    cancelled: AtomicBool,
+    /// Which failure came first: one of the `FAILED_*` constants, or `NOT_FAILED`.
+    failure: AtomicU8,
+    topology: NonNull<Topology>,
+    control: NonNull<RunControl>,
+    /// One counter per task: predecessors that have not finished yet.
+    pending: Box<[AtomicU32]>,
+    /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
+    outstanding: CachePadded<AtomicUsize>,
+    latch: Arc<Latch>,
+}
+
+// SAFETY: the raw pointers point at a `Topology` and a `RunControl`, both `Sync`, that
+// `execute` borrows for longer than the header lives; everything else is `Sync`.
+unsafe impl Sync for RunHeader {}
+// SAFETY: as above; the header is only ever shared, never moved between threads.
+unsafe impl Send for RunHeader {}
+
+impl RunHeader {
+    fn new(
+        run_task: RunTaskFn,
+        topology: &Topology,
+        control: &RunControl,
+        latch: Arc<Latch>,
+    ) -> RunHeader {
+        let pending = topology
+            .predecessor_counts()
+            .iter()
+            .map(|&p| AtomicU32::new(p))
+            .collect();
+        RunHeader {
+            run_task,
+            cancelled: AtomicBool::new(false),
+            failure: AtomicU8::new(NOT_FAILED),
+            topology: NonNull::from(topology),
+            control: NonNull::from(control),
+            pending,
+            outstanding: CachePadded::new(AtomicUsize::new(topology.roots().len())),
+            latch,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn topology(&self) -> &Topology {
+        // SAFETY: `execute` borrows the topology for the whole run, and the header does
+        // not outlive the run.
+        unsafe { self.topology.as_ref() }
+    }
+
+    #[inline]
+    pub(crate) fn control(&self) -> &RunControl {
+        // SAFETY: as for `topology`.
+        unsafe { self.control.as_ref() }
+    }
+
+    /// Whether the run stopped starting bodies.
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Like [`is_cancelled`](Self::is_cancelled), ordered with [`set_cancelled`](Self::set_cancelled)
+    /// in the single total order of `SeqCst` operations.
+    pub(crate) fn is_cancelled_seqcst(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Adds `n` units. Only a holder of a unit may call this.
+    #[inline]
+    pub(crate) fn add_outstanding(&self, n: usize) {
+        self.outstanding.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Gives back `n` units; the caller must not touch the run afterwards unless it still
+    /// holds another unit. Sets the latch when the count reaches zero.
+    #[inline]
+    pub(crate) fn complete(&self, n: usize) {
+        if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            // Cloning first: once the latch is set, `execute` may free `self`.
+            let latch = Arc::clone(&self.latch);
+            latch.set_done();
+        }
+    }
+
+    /// Decrements the pending counter of `task`; true when that made it ready.
+    #[inline]
+    fn make_ready(&self, task: u32) -> bool {
+        let pending = &self.pending[task as usize];
+        // When the counter reads 1, this caller is the last predecessor: the task is ready
+        // and nobody else will look at the counter again, so the decrement can be skipped.
+        pending.load(Ordering::Acquire) == 1 || pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Finishes `task`, which the caller holds a unit of: releases its successors, pushes
+    /// all newly ready ones but one to the worker's deque and returns that one, whose unit
+    /// then belongs to the caller.
+    #[inline]
+    pub(crate) fn release(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
+        let successors = self.topology().successors(task);
+        match successors.len() {
+            0 => {
+                w.add_debt(run, 1);
+                None
+            }
+            1 => {
+                let s = successors[0];
+                if self.make_ready(s) {
+                    // The finished task's unit passes to its successor.
+                    Some(s)
+                } else {
+                    w.add_debt(run, 1);
+                    None
+                }
+            }
+            n => {
+                // Reserve a unit for each job we might push before pushing any, so that a
+                // thief finishing one cannot bring the counter to zero early.
+                w.reserve(run, n - 1);
+                let mut next = None;
+                let mut released = 0;
+                for &s in successors {
+                    if self.make_ready(s) {
+                        released += 1;
+                        if let Some(prev) = next.replace(s) {
+                            w.push(Job::Task { run, task: prev });
+                        }
+                    }
+                }
+                // Reserved n - 1, used max(released - 1, 0), and our own unit passes to
+                // `next` when released > 0: give back what is left.
+                w.add_debt(run, n - released);
+                next
+            }
+        }
+    }
+
+    /// Records a failure of kind `FAILED_*` unless an earlier one won, and stops the run
+    /// from starting bodies. True if this failure is the run's error.
+    fn claim_failure(&self, kind: u8) -> bool {
+        let won = self
+            .failure
+            .compare_exchange(NOT_FAILED, kind, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        self.cancelled.store(true, Ordering::SeqCst);
+        won
+    }
+
+    /// Called by a body that noticed the token was cancelled.
+    pub(crate) fn observe_cancelled(&self) {
+        self.claim_failure(FAILED_CANCELLED);
+    }
+
+    /// Called by a body that noticed the deadline passed.
+    pub(crate) fn observe_deadline(&self) {
+        self.claim_failure(FAILED_DEADLINE);
+    }
+}
+
+/// The part of a run that depends on the error type only (asynchronous tasks point here).
+#[repr(C)]
+pub(crate) struct RunCore<E> {
+    pub(crate) header: RunHeader,
+    error: Mutex<Option<RunError<E>>>,
+    /// Asynchronous tasks of this run, so that cancellation can drop idle futures.
+    asyncs: Mutex<Vec<Arc<AsyncTask<E>>>>,
+}
+
+impl<E: Send + 'static> RunCore<E> {
+    /// Records `error` unless an earlier failure won, then cancels the run. The caller
+    /// must hold a unit of the run, or be the thread that owns it (the one in `execute`).
+    pub(crate) fn fail(&self, error: RunError<E>) {
+        let kind = match error {
+            RunError::Cancelled => FAILED_CANCELLED,
+            RunError::DeadlineExceeded => FAILED_DEADLINE,
+            _ => FAILED_TASK,
+        };
+        if self.header.claim_failure(kind) && kind == FAILED_TASK {
+            *self.error.lock() = Some(error);
+        } else {
+            drop_quietly(error);
+        }
+        self.drop_idle_futures();
+    }
+
+    /// Drops the futures of idle asynchronous tasks and counts those tasks as finished.
+    /// Called after the cancelled flag is set; a task that goes idle after this walk sees
+    /// the flag itself (`async_task`). Walking more than once is harmless.
+    fn drop_idle_futures(&self) {
+        let dropped: Vec<_> = self
+            .asyncs
+            .lock()
+            .iter()
+            .filter_map(|task| task.take_if_idle())
+            .collect();
+        let n = dropped.len();
+        drop_quietly(dropped);
+        if n > 0 {
+            self.header.complete(n);
+        }
+    }
+
+    pub(crate) fn register_async(&self, task: Arc<AsyncTask<E>>) {
+        self.asyncs.lock().push(task);
+    }
+}
+
+/// The whole state of one run of body type `B`; lives on the stack of `execute`.
+#[repr(C)]
+pub(crate) struct RunState<'a, B: DagBody> {
+    pub(crate) core: RunCore<B::Error>,
+    body: &'a B,
+}
+
+impl<'a, B: DagBody> RunState<'a, B> {
+    pub(crate) fn new(
+        topology: &Topology,
+        body: &'a B,
+        control: &RunControl,
+        latch: Arc<Latch>,
+    ) -> RunState<'a, B> {
+        RunState {
+            core: RunCore {
+                header: RunHeader::new(run_task::<B>, topology, control, latch),
+                error: Mutex::new(None),
+                asyncs: Mutex::new(Vec::new()),
+            },
+            body,
+        }
+    }
+
+    /// The pointer jobs carry.
+    pub(crate) fn header_ptr(&self) -> NonNull<RunHeader> {
+        NonNull::from(&self.core.header)
+    }
+
+    pub(crate) fn fail(&self, error: RunError<B::Error>) {
+        self.core.fail(error);
+    }
+
+    /// The run's result; call once the latch is done.
+    pub(crate) fn into_result(self) -> Result<(), RunError<B::Error>> {
+        debug_assert!(self.core.header.latch.is_done());
+        match self.core.header.failure.load(Ordering::Acquire) {
+            NOT_FAILED => Ok(()),
+            FAILED_CANCELLED => Err(RunError::Cancelled),
+            FAILED_DEADLINE => Err(RunError::DeadlineExceeded),
+            _ => Err(self
+                .core
+                .error
+                .into_inner()
+                .expect("a task failure stores its error before the run ends")),
+        }
+    }
+}
+
+/// Runs task `task`, and then, as long as each task makes a successor ready, that
+/// successor, on the calling worker.
+///
+/// # Safety
+///
+/// `run` must point at the header of a live `RunState<'_, B>` (the same `B`), and the
+/// caller must hold the unit of `task`, which this call takes over.
+pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32, w: &WorkerCtx) {
+    // SAFETY: the header is the first field of `RunCore`, itself the first field of
+    // `RunState<B>`, all `repr(C)`; the caller guarantees the state is a live
+    // `RunState<B>`, kept alive by the unit we hold for as long as we use it.
+    let state = unsafe { run.cast::<RunState<'_, B>>().as_ref() };
+    let header = &state.core.header;
+    loop {
+        if header.is_cancelled() {
+            w.add_debt(run, 1);
+            return;
+        }
+        let cx = TaskContext::new(w.index(), header);
+        let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
+        let next = match result {
+            Ok(Ok(TaskOutcome::Done)) => header.release(run, task, w),
+            Ok(Ok(TaskOutcome::Pending(future))) => {
+                async_task::spawn(&state.core, run, task, future, w)
+            }
+            Ok(Err(error)) => {
+                state.core.fail(RunError::Task { task, error });
+                w.add_debt(run, 1);
+                None
+            }
+            Err(payload) => {
+                state.core.fail(RunError::Panicked {
+                    task,
+                    message: panic_message(&*payload),
+                });
+                drop_quietly(payload);
+                w.add_debt(run, 1);
+                None
+            }
+        };
+        match next {
+            Some(n) => task = n,
+            None => return,
+        }
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any> (a panic payload that is not a string)".to_owned()
+    }
+}
+
+/// Drops `value`, swallowing a panic from its destructor so that it cannot take a worker
+/// down.
+pub(crate) fn drop_quietly<T>(value: T) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+}

@@ -1,0 +1,359 @@
+//! A worker thread: its deque, its main loop, how it finds work, and how a worker that
+//! calls `execute` (a nested DAG) waits.
+//!
+//! # Guarantees
+//!
+//! - **Work conservation.** A worker only parks after it found no job in its own deque,
+//!   the injector, or any other worker's deque, and after announcing itself as a sleeper
+//!   and looking once more (see [`sleep`](super::sleep)). So while a job is queued and a
+//!   worker is idle, that worker is awake or being woken.
+//! - **A worker never dies of a task.** Bodies and polls run under `catch_unwind`; a panic
+//!   becomes the run's error. A panic in the scheduler itself aborts the process rather
+//!   than leaving runs hanging.
+//! - **Nested runs make progress.** A worker that calls `execute` on its own pool keeps
+//!   running jobs (of any run) until its run is over, so nesting does not deadlock.
+//!
+//! # Shutdown protocol
+//!
+//! 1. The last [`ThreadPool`](super::ThreadPool) handle is dropped. No run of the pool is in
+//!    flight then: `execute` borrows a handle, so every run started through one is over.
+//!    Jobs left in queues could only belong to runs in flight, so the queues are empty.
+//! 2. The handle's `Drop` sets the registry's `terminate` flag (`SeqCst`), then wakes
+//!    every sleeper ([`Registry::terminate`](super::registry::Registry)).
+//! 3. A worker checks `terminate` whenever it finds no work: before parking and, after
+//!    announcing itself as a sleeper, in the parking re-check. The flag is stored before the
+//!    waker locks the idle list, and the sleeper announces itself under that lock before it
+//!    re-checks, so a worker either sees the flag or is on the list that gets woken.
+//! 4. A worker that sees `terminate` with no work left leaves its loop and drops its
+//!    registry reference and its deque.
+//! 5. `Drop` joins every worker thread. If the last handle is dropped *on* a worker (a
+//!    task owned it), that thread is not joined — it exits on its own right after.
+//! 6. The registry is freed with its last reference (possibly held by a waker that
+//!    outlived the pool); its `Drop` discards whatever the injector still holds.
+//!
+//! # Behaviour at the time of writing
+//!
+//! - Own deque is LIFO (depth-first, cache-warm); thieves take the oldest jobs, up to half
+//!   of a deque in one batch (`steal_batch_and_pop`), starting from a random victim.
+//! - Order of search: own deque, injector, other workers. The injector is looked at only
+//!   when the own deque is empty.
+//! - A worker that finds nothing spins [`SPIN_ROUNDS`] rounds (each a steal attempt and a
+//!   short `spin_loop` pause), then [`YIELD_ROUNDS`] rounds with `yield_now`, then parks.
+//! - A finishing task keeps one ready successor and runs it in place (no queue round
+//!   trip); the others are pushed to the own deque. A root range (`Job::Roots`) is split
+//!   in half whenever the own deque is empty, so idle workers always find half of what
+//!   remains (lazy binary splitting).
+//! - Decrements of a run's outstanding counter are batched per worker (*debt*), flushed
+//!   when the worker switches to another run's job or runs out of work.
+
+use std::cell::Cell;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_deque::{Steal, Worker};
+
+use super::job::Job;
+use super::latch::Latch;
+use super::registry::Registry;
+use super::run::RunHeader;
+
+/// Idle rounds spent spinning (a steal attempt plus a short pause) before yielding.
+pub(crate) const SPIN_ROUNDS: u32 = 64;
+/// Idle rounds spent yielding the CPU (a steal attempt plus `yield_now`) before parking.
+pub(crate) const YIELD_ROUNDS: u32 = 16;
+
+thread_local! {
+    /// The worker context of the current thread, if it is a worker.
+    static CURRENT: Cell<*const WorkerCtx> = const { Cell::new(ptr::null()) };
+}
+
+/// Everything a worker thread owns; lives on the worker's stack.
+#[derive(Debug)]
+pub(crate) struct WorkerCtx {
+    index: usize,
+    local: Worker<Job>,
+    registry: Arc<Registry>,
+    /// The run `debt` belongs to; may dangle while `debt` is zero.
+    debt_run: Cell<*const RunHeader>,
+    /// Units of `debt_run` this worker gave back locally but not yet to the shared counter.
+    debt: Cell<usize>,
+    rng: Cell<u32>,
+}
+
+impl WorkerCtx {
+    /// The index of this worker in its pool.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Calls `f` with the current thread's worker context if it is a worker of `registry`.
+    pub(crate) fn with_current<R>(
+        registry: &Arc<Registry>,
+        f: impl FnOnce(Option<&WorkerCtx>) -> R,
+    ) -> R {
+        let ptr = CURRENT.with(Cell::get);
+        // SAFETY: `CURRENT` is set only by `main_loop`, to a context on that thread's
+        // stack that outlives every call made from the loop; it is cleared before the
+        // context goes away. We only read it on the thread that set it.
+        let ctx = unsafe { ptr.as_ref() };
+        f(ctx.filter(|w| Arc::ptr_eq(&w.registry, registry)))
+    }
+
+    /// Pushes a job to the own deque; wakes a sleeper if the deque was empty.
+    #[inline]
+    pub(crate) fn push(&self, job: Job) {
+        let was_empty = self.local.is_empty();
+        self.local.push(job);
+        if was_empty {
+            self.registry.sleep().notify_one();
+        }
+    }
+
+    /// Makes `run` the run that `debt` is counted for, flushing the debt of another.
+    #[inline]
+    fn switch_run(&self, run: NonNull<RunHeader>) {
+        if !ptr::eq(self.debt_run.get(), run.as_ptr()) {
+            self.flush_debt();
+            self.debt_run.set(run.as_ptr());
+        }
+    }
+
+    /// Gives back `n` units of `run` (batched). The caller holds those units.
+    #[inline]
+    pub(crate) fn add_debt(&self, run: NonNull<RunHeader>, n: usize) {
+        self.switch_run(run);
+        self.debt.set(self.debt.get() + n);
+    }
+
+    /// Adds `n` units to `run`, cancelling them against debt first. The caller holds a unit.
+    #[inline]
+    pub(crate) fn reserve(&self, run: NonNull<RunHeader>, n: usize) {
+        self.switch_run(run);
+        let debt = self.debt.get();
+        if debt >= n {
+            self.debt.set(debt - n);
+        } else {
+            self.debt.set(0);
+            // SAFETY: the caller holds a unit of `run`, so it is alive.
+            unsafe { run.as_ref() }.add_outstanding(n - debt);
+        }
+    }
+
+    /// Gives the batched units back to the shared counter.
+    pub(crate) fn flush_debt(&self) {
+        let debt = self.debt.replace(0);
+        if debt > 0 {
+            // SAFETY: while we held debt for it, the run's counter could not reach zero,
+            // so the run is alive; `complete` may end it, after which we no longer touch
+            // it (`debt` is zero, so `debt_run` is not dereferenced again).
+            unsafe { (*self.debt_run.get()).complete(debt) };
+        }
+    }
+
+    /// Finds a job: own deque, then the injector, then other workers.
+    #[inline]
+    pub(crate) fn find_work(&self) -> Option<Job> {
+        self.local.pop().or_else(|| self.steal())
+    }
+
+    /// Looks for a job in the injector and in other workers' deques.
+    fn steal(&self) -> Option<Job> {
+        let stealers = self.registry.stealers();
+        let n = stealers.len();
+        loop {
+            let mut retry = false;
+            match self.registry.injector().steal_batch_and_pop(&self.local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            if n > 1 {
+                let start = self.next_random() as usize % n;
+                for i in 0..n {
+                    let victim = (start + i) % n;
+                    if victim == self.index {
+                        continue;
+                    }
+                    match stealers[victim].steal_batch_and_pop(&self.local) {
+                        Steal::Success(job) => return Some(job),
+                        Steal::Retry => retry = true,
+                        Steal::Empty => {}
+                    }
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    fn next_random(&self) -> u32 {
+        // xorshift32
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+
+    /// Runs one job.
+    #[inline]
+    pub(crate) fn execute(&self, job: Job) {
+        match job {
+            Job::Task { run, task } => {
+                // SAFETY: the job held the unit of `task`, which we now hold; the header's
+                // `run_task` matches the run's body type.
+                unsafe { (run.as_ref().run_task)(run, task, self) }
+            }
+            Job::Roots { run, start, end } => self.run_roots(run, start, end),
+            Job::Poll(task) => {
+                // SAFETY: the job owned a strong count and the `SCHEDULED` state, which
+                // `poll` takes over; it was set for the task's own type.
+                unsafe { (task.as_ref().poll)(task, self) }
+            }
+        }
+    }
+
+    /// Runs roots `start..end` of `run`, splitting off the upper half whenever the own
+    /// deque is empty (so that an idle worker can take it).
+    fn run_roots(&self, run: NonNull<RunHeader>, mut start: u32, mut end: u32) {
+        while start < end {
+            if end - start > 1 && self.local.is_empty() {
+                let mid = start + (end - start) / 2;
+                self.push(Job::Roots {
+                    run,
+                    start: mid,
+                    end,
+                });
+                end = mid;
+            }
+            // SAFETY: we hold `end - start >= 1` units of the run, so it is alive.
+            let header = unsafe { run.as_ref() };
+            let task = header.topology().roots()[start as usize];
+            let run_task = header.run_task;
+            start += 1;
+            // SAFETY: we pass on the unit of this root; `run_task` matches the body type.
+            unsafe { run_task(run, task, self) };
+        }
+    }
+
+    /// Looks for work for a while, then parks until woken, `stop` holds, or `deadline`.
+    /// Returns a job if one was found on the way.
+    fn idle(&self, stop: &dyn Fn() -> bool, deadline: Option<Instant>) -> Option<Job> {
+        self.flush_debt();
+        for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
+            if let Some(job) = self.steal() {
+                return Some(job);
+            }
+            if stop() {
+                return None;
+            }
+            if round < SPIN_ROUNDS {
+                for _ in 0..(4 << round.min(4)) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let registry = &self.registry;
+        let parked = registry
+            .sleep()
+            .sleep(self.index, || registry.has_work() || stop(), deadline);
+        if parked && registry.has_work() {
+            // Pass the baton: there may be more work than this worker can take.
+            registry.sleep().notify_one();
+        }
+        None
+    }
+
+    /// Runs jobs until `latch` is done, cancelling the run (`fail`) on a cancellation
+    /// request or at `deadline`. Used when `execute` is called on a worker of the pool.
+    pub(crate) fn wait_nested(
+        &self,
+        latch: &Latch,
+        deadline: Option<Instant>,
+        fail: &dyn Fn(bool),
+    ) {
+        let mut failed = false;
+        let mut jobs = 0u32;
+        loop {
+            if latch.is_done() {
+                return;
+            }
+            if !failed {
+                if latch.is_cancel_requested() {
+                    fail(false);
+                    failed = true;
+                } else if deadline.is_some()
+                    && jobs % 32 == 0
+                    && deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    fail(true);
+                    failed = true;
+                }
+            }
+            if let Some(job) = self.find_work() {
+                jobs = jobs.wrapping_add(1);
+                self.execute(job);
+                continue;
+            }
+            jobs = 0;
+            let stop = || latch.is_done() || (!failed && latch.is_cancel_requested());
+            if let Some(job) = self.idle(&stop, if failed { None } else { deadline }) {
+                self.execute(job);
+            }
+        }
+    }
+}
+
+/// Aborts the process if dropped during unwinding.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("magpie scheduler: a worker thread panicked outside a task; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// The body of worker thread `index`.
+pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job>) {
+    let guard = AbortOnUnwind;
+    let ctx = WorkerCtx {
+        index,
+        local,
+        registry,
+        debt_run: Cell::new(ptr::null()),
+        debt: Cell::new(0),
+        rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+    };
+    CURRENT.with(|c| c.set(&ctx));
+    let registry = Arc::clone(&ctx.registry);
+    let stop = || registry.is_terminating();
+    loop {
+        while let Some(job) = ctx.find_work() {
+            ctx.execute(job);
+        }
+        match ctx.idle(&stop, None) {
+            Some(job) => ctx.execute(job),
+            None => {
+                if registry.is_terminating() && !registry.has_work() {
+                    break;
+                }
+            }
+        }
+    }
+    ctx.flush_debt();
+    CURRENT.with(|c| c.set(ptr::null()));
+    drop(guard);
+}
