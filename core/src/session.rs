@@ -23,6 +23,9 @@ pub use crate::scheduler::CancellationToken;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
 use crate::tensor::Tensor;
 
+/// Step ids are unique in the process, across sessions.
+static NEXT_STEP_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Plans kept per session before the cache is cleared.
 const MAX_CACHED_PLANS: usize = 1024;
 
@@ -84,7 +87,7 @@ pub struct RunOptions {
 /// What a step reports besides its tensors.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunMetadata {
-    /// The step's id (unique per session).
+    /// The step's id (unique in the process).
     pub step_id: u64,
     /// Per-node records, sorted by start time; empty unless [`RunOptions::trace`] was set.
     pub nodes: Vec<NodeStats>,
@@ -112,7 +115,6 @@ pub struct Session {
     devices: Vec<Arc<dyn Device>>,
     pool: ThreadPool,
     plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
-    next_step: AtomicU64,
 }
 
 impl fmt::Debug for Session {
@@ -159,7 +161,6 @@ impl Session {
             devices: options.devices,
             pool,
             plans: Mutex::new(HashMap::new()),
-            next_step: AtomicU64::new(1),
         })
     }
 
@@ -205,7 +206,7 @@ impl Session {
             check_feed(&plan, k, t)?;
             feed_tensors.push(t.clone());
         }
-        let step_id = self.next_step.fetch_add(1, Ordering::Relaxed);
+        let step_id = NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(StepState::new(&plan, step_id, feed_tensors, options.trace));
         if !plan.topology.is_empty() {
             let control = RunControl {

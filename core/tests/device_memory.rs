@@ -5,8 +5,8 @@
 //! the `DeviceBuffer` trait), so the test needs no GPU.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Once};
 
 use magpie_core::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
 use magpie_core::graph::{DeviceName, Graph};
@@ -54,8 +54,18 @@ impl DeviceBuffer for FakeBuffer {
     }
 }
 
-static COPIES_IN: AtomicUsize = AtomicUsize::new(0);
-static COPIES_OUT: AtomicUsize = AtomicUsize::new(0);
+/// Copies in and out made by each step, as the copy kernels themselves count them.
+static COPIES: LazyLock<Mutex<HashMap<u64, (usize, usize)>>> = LazyLock::new(Default::default);
+
+fn count(step: u64, into_device: bool) {
+    let mut c = COPIES.lock().unwrap();
+    let e = c.entry(step).or_default();
+    if into_device {
+        e.0 += 1;
+    } else {
+        e.1 += 1;
+    }
+}
 
 struct F<K>(K);
 impl<K: Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync> Kernel for F<K> {
@@ -97,7 +107,7 @@ fn setup() {
         register_kernel(COPY_FROM_HOST, "DMEM", |_| {
             Ok(BoxedKernel::Sync(Box::new(F(
                 |ctx: &mut KernelContext<'_>| {
-                    COPIES_IN.fetch_add(1, Ordering::SeqCst);
+                    count(ctx.step_id(), true);
                     assert!(ctx.input(0).is_on_host());
                     let t = wrap(ctx.input(0).clone());
                     ctx.push_output(t);
@@ -109,7 +119,7 @@ fn setup() {
         register_kernel(COPY_TO_HOST, "DMEM", |_| {
             Ok(BoxedKernel::Sync(Box::new(F(
                 |ctx: &mut KernelContext<'_>| {
-                    COPIES_OUT.fetch_add(1, Ordering::SeqCst);
+                    count(ctx.step_id(), false);
                     let t = unwrap(ctx.input(0))?;
                     ctx.push_output(t);
                     Ok(())
@@ -166,10 +176,6 @@ fn a_chain_on_a_device_copies_in_once_and_out_once() {
         })
         .unwrap();
     let s = session(&g);
-    let (before_in, before_out) = (
-        COPIES_IN.load(Ordering::SeqCst),
-        COPIES_OUT.load(Ordering::SeqCst),
-    );
     let out = s
         .run_with_options(
             &RunOptions::default(),
@@ -181,8 +187,7 @@ fn a_chain_on_a_device_copies_in_once_and_out_once() {
     assert!(out.tensors[0].is_on_host());
     assert_eq!(f32::try_from(&out.tensors[0]).unwrap(), 3.0);
     assert_eq!(out.metadata.copies, 2);
-    assert_eq!(COPIES_IN.load(Ordering::SeqCst) - before_in, 1);
-    assert_eq!(COPIES_OUT.load(Ordering::SeqCst) - before_out, 1);
+    assert_eq!(COPIES.lock().unwrap()[&out.metadata.step_id], (1, 1));
 }
 
 #[test]
