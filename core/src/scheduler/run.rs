@@ -144,11 +144,24 @@ impl RunHeader {
 
     /// Gives back `n` units; the caller must not touch the run afterwards unless it still
     /// holds another unit. Sets the latch when the count reaches zero.
+    ///
+    /// Takes a raw pointer rather than `&self`: a reference argument would have to stay
+    /// valid until this function returns, but `execute` may free the run as soon as the
+    /// latch is set, before `set_done` returns.
+    ///
+    /// # Safety
+    ///
+    /// `this` must point at a live header, and the caller must hold `n` units of its run.
     #[inline]
-    pub(crate) fn complete(&self, n: usize) {
-        if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
-            // Cloning first: once the latch is set, `execute` may free `self`.
-            let latch = Arc::clone(&self.latch);
+    pub(crate) unsafe fn complete(this: NonNull<RunHeader>, n: usize) {
+        // SAFETY: the caller holds `n >= 1` units, so the header is alive until the
+        // decrement below gives them back.
+        let outstanding = unsafe { &this.as_ref().outstanding };
+        if outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            // SAFETY: the count is zero but the latch is not set yet, so `execute` is still
+            // waiting and the header is alive. Clone first: once the latch is set,
+            // `execute` may free the header.
+            let latch = Arc::clone(unsafe { &this.as_ref().latch });
             latch.set_done();
         }
     }
@@ -266,7 +279,9 @@ impl<E: Send + 'static> RunCore<E> {
         let n = dropped.len();
         drop_quietly(dropped);
         if n > 0 {
-            self.header.complete(n);
+            // SAFETY: we own the `n` units of the tasks we just claimed; the caller holds
+            // another unit or owns the run, so the run outlives `&self`.
+            unsafe { RunHeader::complete(NonNull::from(&self.header), n) };
         }
     }
 

@@ -150,9 +150,12 @@ impl WorkerCtx {
         let debt = self.debt.replace(0);
         if debt > 0 {
             // SAFETY: while we held debt for it, the run's counter could not reach zero,
-            // so the run is alive; `complete` may end it, after which we no longer touch
-            // it (`debt` is zero, so `debt_run` is not dereferenced again).
-            unsafe { (*self.debt_run.get()).complete(debt) };
+            // so the run is alive and we hold `debt` units; `complete` may end it, after
+            // which we no longer touch it (`debt` is zero, so `debt_run` is not
+            // dereferenced again). The pointer is non-null because `debt > 0`.
+            unsafe {
+                RunHeader::complete(NonNull::new_unchecked(self.debt_run.get().cast_mut()), debt)
+            };
         }
     }
 
