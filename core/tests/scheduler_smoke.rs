@@ -140,3 +140,49 @@ fn smoke_body_futures_resolving_immediately() {
     pool.execute(&topology, &Ready, &RunControl::default())
         .unwrap();
 }
+
+#[test]
+fn smoke_concurrent_runs_with_failures() {
+    struct MaybeFails<'a>(CheckingBody<'a>, u32);
+    impl DagBody for MaybeFails<'_> {
+        type Error = String;
+        fn run(&self, task: u32, cx: &TaskContext<'_>) -> Result<TaskOutcome<String>, String> {
+            self.0.run(task, cx)?;
+            match task % 4 {
+                _ if task == self.1 => Err("fails".to_owned()),
+                1 => Ok(TaskOutcome::Pending(async { Ok(()) }.boxed())),
+                3 => {
+                    let (tx, rx) = oneshot::channel::<()>();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(());
+                    });
+                    Ok(TaskOutcome::Pending(
+                        rx.map(|r| r.map_err(|e| e.to_string())).boxed(),
+                    ))
+                }
+                _ => Ok(TaskOutcome::Done),
+            }
+        }
+    }
+    let pool = ThreadPool::new(2).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                let mut rng = Rng::new(40 + t);
+                for round in 0..3 {
+                    let (topology, preds) = random_dag(&mut rng, 10, 0.3);
+                    let fail_at = if round == 1 { 5 } else { u32::MAX };
+                    let body = MaybeFails(CheckingBody::new(&preds), fail_at);
+                    let r = pool.execute(&topology, &body, &RunControl::default());
+                    if round == 1 {
+                        assert!(matches!(r, Err(RunError::Task { task: 5, .. })), "{r:?}");
+                    } else {
+                        r.unwrap();
+                        body.0.assert_all_once();
+                    }
+                }
+            });
+        }
+    });
+}
