@@ -17,6 +17,10 @@
 //!   queued jobs of the run are drained without running, idle futures of the run are
 //!   dropped, and a future that is being polled is dropped when its poll returns. A body
 //!   that is running is waited for: a body that never returns cannot be interrupted.
+//!   The first failure is the run's error; a body that sees
+//!   [`TaskContext::is_cancelled`](super::TaskContext::is_cancelled) return `true` because
+//!   of the token or the deadline records that failure itself, so a run in which a body
+//!   gave up early never reports success.
 //!
 //! # The outstanding counter
 //!
@@ -130,7 +134,7 @@ impl RunHeader {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Like [`is_cancelled`](Self::is_cancelled), ordered with [`set_cancelled`](Self::set_cancelled)
+    /// Like [`is_cancelled`](Self::is_cancelled), ordered with the `SeqCst` store in `claim_failure`
     /// in the single total order of `SeqCst` operations.
     pub(crate) fn is_cancelled_seqcst(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
