@@ -248,11 +248,17 @@ fn scheduling(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(topology.len() as u64));
         let n = topology.len();
-        let wanted = |who: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == who));
+        let wanted = |who: &str| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|x| x == who))
+        };
         if wanted("magpie") {
             let body = Body(work);
             group.bench_function(BenchmarkId::new("magpie", n), |b| {
-                b.iter(|| pool.execute(&topology, &body, &RunControl::default()).unwrap())
+                b.iter(|| {
+                    pool.execute(&topology, &body, &RunControl::default())
+                        .unwrap()
+                })
             });
         }
         if wanted("rayon_spawn") {

@@ -52,7 +52,7 @@ use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
 use super::topology::Topology;
-use super::worker::WorkerCtx;
+use super::worker::{WorkerCtx, INLINE_LIMIT};
 
 /// `RunHeader::failure`: the run has not failed.
 const NOT_FAILED: u8 = 0;
@@ -356,6 +356,7 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
     // `RunState<B>`, kept alive by the unit we hold for as long as we use it.
     let state = unsafe { run.cast::<RunState<'_, B>>().as_ref() };
     let header = &state.core.header;
+    let mut inlined = 0;
     loop {
         if header.is_cancelled() {
             w.add_debt(run, 1);
@@ -384,7 +385,14 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
         };
         match next {
-            Some(n) => task = n,
+            Some(n) => {
+                inlined += 1;
+                if inlined == INLINE_LIMIT {
+                    w.defer(run, n);
+                    return;
+                }
+                task = n;
+            }
             None => return,
         }
     }
