@@ -269,3 +269,24 @@ fn dropping_the_pool_joins_workers() {
         drop(clone);
     }
 }
+
+#[test]
+fn public_types_have_the_promised_bounds() {
+    fn send_sync<T: Send + Sync>() {}
+    fn clone_debug<T: Clone + std::fmt::Debug>() {}
+    fn debug_default<T: std::fmt::Debug + Default>() {}
+    send_sync::<ThreadPool>();
+    clone_debug::<ThreadPool>();
+    send_sync::<Topology>();
+    clone_debug::<Topology>();
+    send_sync::<TaskGraph>();
+    debug_default::<TaskGraph>();
+    debug_default::<magpie_core::scheduler::ThreadPoolBuilder>();
+    debug_default::<magpie_core::scheduler::CancellationToken>();
+    debug_default::<RunControl>();
+    send_sync::<magpie_core::scheduler::CancellationToken>();
+    send_sync::<RunError<String>>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<RunError<std::convert::Infallible>>();
+    error::<SchedulerError>();
+}

@@ -5,7 +5,7 @@
 //!
 //! # Lifetime protocol
 //!
-//! A run's state ([`RunHeader`](super::run::RunHeader) and its typed wrapper) lives on the
+//! A run's state (`RunHeader` and its typed wrapper) lives on the
 //! stack of the thread blocked in [`ThreadPool::execute`](super::ThreadPool::execute). Jobs
 //! point at it with raw pointers. That is sound because of one invariant:
 //!

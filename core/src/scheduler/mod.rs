@@ -19,23 +19,25 @@
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
 //!   a task may run a nested DAG on its own pool.
 //!
-//! # Map
+//! # Map (files of `core/src/scheduler/`)
 //!
-//! - [`pool`]: the handle, its builder, `execute`.
-//! - [`topology`]: the immutable DAG shape (CSR).
-//! - [`body`]: the `DagBody` contract and the task context.
-//! - [`run`]: per-run state and the per-task hot path.
-//! - [`job`]: what the deques hold, and the lifetime protocol behind their raw pointers.
-//! - [`worker`]: the worker loop, stealing, nested waits, shutdown.
-//! - [`sleep`]: the parking protocol.
-//! - [`latch`]: what `execute` blocks on.
-//! - [`async_task`]: driving futures without holding a worker.
-//! - [`cancel`]: cancellation tokens and run controls.
-//! - [`task_graph`]: the Taskflow-like API.
-//! - [`registry`], [`error`].
+//! - `pool.rs`: the handle, its builder, `execute`.
+//! - `topology.rs`: the immutable DAG shape (CSR).
+//! - `body.rs`: the `DagBody` contract and the task context.
+//! - `run.rs`: per-run state and the per-task hot path.
+//! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
+//! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
+//! - `sleep.rs`: the parking protocol (no lost wake-ups).
+//! - `latch.rs`: what `execute` blocks on.
+//! - `async_task.rs`: driving futures without holding a worker.
+//! - `cancel.rs`: cancellation tokens and run controls.
+//! - `task_graph.rs`: the Taskflow-like API.
+//! - `registry.rs`: state shared by a pool's workers; `error.rs`: the error enums.
 //!
-//! Tuning figures ("behaviour at the time of writing") are in the module docs of
-//! [`worker`] and [`sleep`]; they are not part of the contract.
+//! Each file's module doc starts with what it promises; tuning figures ("behaviour at the
+//! time of writing": spin counts, steal batch sizes, the caller's spin before sleeping) are
+//! in the docs of `worker.rs`, `sleep.rs` and `latch.rs` and are not part of the contract.
+//! Build the private docs with `cargo doc --document-private-items` to read them.
 
 mod async_task;
 mod body;

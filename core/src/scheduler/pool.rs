@@ -10,7 +10,7 @@
 //! - The thread blocked in `execute` sleeps; it is woken by completion, by
 //!   [`CancellationToken::cancel`](super::CancellationToken::cancel), or at the deadline.
 //! - Dropping the last handle shuts the workers down and joins them (protocol in
-//!   [`worker`](super::worker)).
+//!   `worker.rs`).
 
 use std::fmt;
 use std::sync::Arc;

@@ -17,6 +17,10 @@
 //!   queued jobs of the run are drained without running, idle futures of the run are
 //!   dropped, and a future that is being polled is dropped when its poll returns. A body
 //!   that is running is waited for: a body that never returns cannot be interrupted.
+//!   The first failure is the run's error; a body that sees
+//!   [`TaskContext::is_cancelled`](super::TaskContext::is_cancelled) return `true` because
+//!   of the token or the deadline records that failure itself, so a run in which a body
+//!   gave up early never reports success.
 //!
 //! # The outstanding counter
 //!
@@ -48,7 +52,7 @@ use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
 use super::topology::Topology;
-use super::worker::WorkerCtx;
+use super::worker::{WorkerCtx, INLINE_LIMIT};
 
 /// `RunHeader::failure`: the run has not failed.
 const NOT_FAILED: u8 = 0;
@@ -130,7 +134,7 @@ impl RunHeader {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Like [`is_cancelled`](Self::is_cancelled), ordered with [`set_cancelled`](Self::set_cancelled)
+    /// Like [`is_cancelled`](Self::is_cancelled), ordered with the `SeqCst` store in `claim_failure`
     /// in the single total order of `SeqCst` operations.
     pub(crate) fn is_cancelled_seqcst(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
@@ -144,11 +148,24 @@ impl RunHeader {
 
     /// Gives back `n` units; the caller must not touch the run afterwards unless it still
     /// holds another unit. Sets the latch when the count reaches zero.
+    ///
+    /// Takes a raw pointer rather than `&self`: a reference argument would have to stay
+    /// valid until this function returns, but `execute` may free the run as soon as the
+    /// latch is set, before `set_done` returns.
+    ///
+    /// # Safety
+    ///
+    /// `this` must point at a live header, and the caller must hold `n` units of its run.
     #[inline]
-    pub(crate) fn complete(&self, n: usize) {
-        if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
-            // Cloning first: once the latch is set, `execute` may free `self`.
-            let latch = Arc::clone(&self.latch);
+    pub(crate) unsafe fn complete(this: NonNull<RunHeader>, n: usize) {
+        // SAFETY: the caller holds `n >= 1` units, so the header is alive until the
+        // decrement below gives them back.
+        let outstanding = unsafe { &this.as_ref().outstanding };
+        if outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            // SAFETY: the count is zero but the latch is not set yet, so `execute` is still
+            // waiting and the header is alive. Clone first: once the latch is set,
+            // `execute` may free the header.
+            let latch = Arc::clone(unsafe { &this.as_ref().latch });
             latch.set_done();
         }
     }
@@ -266,7 +283,9 @@ impl<E: Send + 'static> RunCore<E> {
         let n = dropped.len();
         drop_quietly(dropped);
         if n > 0 {
-            self.header.complete(n);
+            // SAFETY: we own the `n` units of the tasks we just claimed; the caller holds
+            // another unit or owns the run, so the run outlives `&self`.
+            unsafe { RunHeader::complete(NonNull::from(&self.header), n) };
         }
     }
 
@@ -337,6 +356,7 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
     // `RunState<B>`, kept alive by the unit we hold for as long as we use it.
     let state = unsafe { run.cast::<RunState<'_, B>>().as_ref() };
     let header = &state.core.header;
+    let mut inlined = 0;
     loop {
         if header.is_cancelled() {
             w.add_debt(run, 1);
@@ -365,7 +385,14 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
         };
         match next {
-            Some(n) => task = n,
+            Some(n) => {
+                inlined += 1;
+                if inlined == INLINE_LIMIT {
+                    w.defer(run, n);
+                    return;
+                }
+                task = n;
+            }
             None => return,
         }
     }

@@ -35,8 +35,10 @@
 //!
 //! - Own deque is LIFO (depth-first, cache-warm); thieves take the oldest jobs, up to half
 //!   of a deque in one batch (`steal_batch_and_pop`), starting from a random victim.
-//! - Order of search: own deque, injector, other workers. The injector is looked at only
-//!   when the own deque is empty.
+//! - Order of search: own deque, injector, other workers; every [`INJECTOR_INTERVAL`]th
+//!   search starts with the injector, and a task runs at most [`INLINE_LIMIT`] successors
+//!   in place before it goes back through the search, so new runs and woken futures wait
+//!   for at most a bounded number of jobs of a busy worker.
 //! - A worker that finds nothing spins [`SPIN_ROUNDS`] rounds (each a steal attempt and a
 //!   short `spin_loop` pause), then [`YIELD_ROUNDS`] rounds with `yield_now`, then parks.
 //! - A finishing task keeps one ready successor and runs it in place (no queue round
@@ -58,6 +60,11 @@ use super::latch::Latch;
 use super::registry::Registry;
 use super::run::RunHeader;
 
+/// Every this many jobs, a worker looks at the injector before its own deque.
+pub(crate) const INJECTOR_INTERVAL: u32 = 61;
+/// A task runs at most this many ready successors in place, one after the other, before it
+/// pushes the next one to the deque (bounds how long the injector can go unchecked).
+pub(crate) const INLINE_LIMIT: u32 = 256;
 /// Idle rounds spent spinning (a steal attempt plus a short pause) before yielding.
 pub(crate) const SPIN_ROUNDS: u32 = 64;
 /// Idle rounds spent yielding the CPU (a steal attempt plus `yield_now`) before parking.
@@ -79,6 +86,8 @@ pub(crate) struct WorkerCtx {
     /// Units of `debt_run` this worker gave back locally but not yet to the shared counter.
     debt: Cell<usize>,
     rng: Cell<u32>,
+    /// Counts `find_work` calls, for the periodic injector check.
+    tick: Cell<u32>,
 }
 
 impl WorkerCtx {
@@ -150,16 +159,45 @@ impl WorkerCtx {
         let debt = self.debt.replace(0);
         if debt > 0 {
             // SAFETY: while we held debt for it, the run's counter could not reach zero,
-            // so the run is alive; `complete` may end it, after which we no longer touch
-            // it (`debt` is zero, so `debt_run` is not dereferenced again).
-            unsafe { (*self.debt_run.get()).complete(debt) };
+            // so the run is alive and we hold `debt` units; `complete` may end it, after
+            // which we no longer touch it (`debt` is zero, so `debt_run` is not
+            // dereferenced again). The pointer is non-null because `debt > 0`.
+            unsafe {
+                RunHeader::complete(NonNull::new_unchecked(self.debt_run.get().cast_mut()), debt)
+            };
         }
     }
 
-    /// Finds a job: own deque, then the injector, then other workers.
+    /// Finds a job: own deque, then the injector, then other workers; but every
+    /// [`INJECTOR_INTERVAL`]th call looks at the injector first, so that new runs and woken
+    /// futures are not starved by a worker that always has local work.
     #[inline]
     pub(crate) fn find_work(&self) -> Option<Job> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % INJECTOR_INTERVAL == 0 {
+            if let Some(job) = self.steal_injector_one() {
+                return Some(job);
+            }
+        }
         self.local.pop().or_else(|| self.steal())
+    }
+
+    #[cold]
+    fn steal_injector_one(&self) -> Option<Job> {
+        loop {
+            match self.registry.injector().steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    /// Called by a task that has run [`INLINE_LIMIT`] successors in place: pushes the next
+    /// one instead, so that the worker passes through [`find_work`](Self::find_work).
+    pub(crate) fn defer(&self, run: NonNull<RunHeader>, task: u32) {
+        self.push(Job::Task { run, task });
     }
 
     /// Looks for a job in the injector and in other workers' deques.
@@ -224,7 +262,14 @@ impl WorkerCtx {
     /// Runs roots `start..end` of `run`, splitting off the upper half whenever the own
     /// deque is empty (so that an idle worker can take it).
     fn run_roots(&self, run: NonNull<RunHeader>, mut start: u32, mut end: u32) {
+        let mut budget = INLINE_LIMIT;
         while start < end {
+            if budget == 0 {
+                // Go back through `find_work` now and then (see `INLINE_LIMIT`).
+                self.push(Job::Roots { run, start, end });
+                return;
+            }
+            budget -= 1;
             if end - start > 1 && self.local.is_empty() {
                 let mid = start + (end - start) / 2;
                 self.push(Job::Roots {
@@ -336,6 +381,7 @@ pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job
         debt_run: Cell::new(ptr::null()),
         debt: Cell::new(0),
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+        tick: Cell::new(0),
     };
     CURRENT.with(|c| c.set(&ctx));
     let registry = Arc::clone(&ctx.registry);
