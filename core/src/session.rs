@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::device::Device;
-use crate::exec::plan::ExecPlan;
+use crate::exec::plan::{ExecPlan, PlanContext};
+use crate::exec::resources::ResourcePools;
 use crate::exec::step::{StepBody, StepState};
+pub use crate::exec::DeviceMemoryStats;
 pub use crate::exec::{NodeStats, SessionError};
-use crate::graph::{Graph, NodeId, Output};
+use crate::graph::{DeviceSpec, Graph, NodeId, Output};
 pub use crate::scheduler::CancellationToken;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
 use crate::tensor::Tensor;
@@ -38,6 +40,30 @@ pub struct SessionOptions {
     pub num_workers: Option<usize>,
     /// A pool to share with other sessions instead of creating one.
     pub pool: Option<ThreadPool>,
+    /// Resource pools and their capacities (`("net", 1)`): an op that names a pool runs
+    /// only while it holds one of its slots. Host↔device copies use the implicit pool
+    /// `copy:<device name>` (capacity 1 unless declared here).
+    pub resource_pools: Vec<(String, usize)>,
+    /// Memory budgets in bytes, by device spec (`("/device:GPU:0", 1 << 30)`): every
+    /// device the spec matches gets the budget. Overrides [`Device::memory_limit`].
+    pub memory_budgets: Vec<(String, u64)>,
+    /// How steps are ordered beyond their dependencies.
+    pub policy: SchedulingPolicy,
+}
+
+/// How a session orders ready nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchedulingPolicy {
+    /// The scheduler's default: depth-first with continuation inlining.
+    #[default]
+    DepthFirst,
+    /// Depth-first, and a memory-heavy node (marked with
+    /// [`OpBuilder::memory_heavy`](crate::graph::OpBuilder::memory_heavy), or declaring at
+    /// least [`MEMORY_HEAVY_DECLARED_BYTES`](crate::exec::MEMORY_HEAVY_DECLARED_BYTES)
+    /// output bytes) starts only when its consumers' other inputs are ready, so its output
+    /// lives as briefly as possible.
+    MemoryAware,
 }
 
 impl fmt::Debug for SessionOptions {
@@ -82,6 +108,9 @@ pub struct RunOptions {
     pub cancel: Option<CancellationToken>,
     /// Record a per-node timeline in [`RunMetadata::nodes`].
     pub trace: bool,
+    /// Account live tensor bytes per device and report peaks in [`RunMetadata::memory`]
+    /// (always on when a device has a memory budget).
+    pub track_memory: bool,
 }
 
 /// What a step reports besides its tensors.
@@ -96,6 +125,8 @@ pub struct RunMetadata {
     /// Host/device copies the step made (tensors crossing into or out of a device's own
     /// memory).
     pub copies: usize,
+    /// Peak live bytes per device; empty unless memory was tracked.
+    pub memory: Vec<DeviceMemoryStats>,
 }
 
 /// The result of [`Session::run_with_options`].
@@ -113,6 +144,9 @@ type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
 pub struct Session {
     graph: Graph,
     devices: Vec<Arc<dyn Device>>,
+    pools: ResourcePools,
+    budgets: Vec<Option<u64>>,
+    policy: SchedulingPolicy,
     pool: ThreadPool,
     plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
 }
@@ -156,8 +190,13 @@ impl Session {
                 ThreadPool::new(n)?
             }
         };
+        let pools = ResourcePools::new(&options.resource_pools)?;
+        let budgets = budgets(&options.devices, &options.memory_budgets)?;
         Ok(Session {
             graph: graph.clone(),
+            pools,
+            budgets,
+            policy: options.policy,
             devices: options.devices,
             pool,
             plans: Mutex::new(HashMap::new()),
@@ -207,7 +246,13 @@ impl Session {
             feed_tensors.push(t.clone());
         }
         let step_id = NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(StepState::new(&plan, step_id, feed_tensors, options.trace));
+        let state = Arc::new(StepState::new(
+            &plan,
+            step_id,
+            feed_tensors,
+            options.trace,
+            options.track_memory,
+        ));
         if !plan.topology.is_empty() {
             let control = RunControl {
                 deadline: options.timeout.map(|t| started + t),
@@ -251,6 +296,7 @@ impl Session {
                 nodes: state.take_trace(),
                 wall_time: started.elapsed(),
                 copies: plan.num_copies(),
+                memory: state.memory_stats(&plan),
             },
         })
     }
@@ -269,13 +315,13 @@ impl Session {
         if let Some(p) = self.plans.lock().get(&key) {
             return Ok(Arc::clone(p));
         }
-        let plan = Arc::new(ExecPlan::build(
-            &self.graph,
-            &self.devices,
-            &key.0,
-            fetches,
-            targets,
-        )?);
+        let cx = PlanContext {
+            devices: &self.devices,
+            pools: &self.pools,
+            budgets: &self.budgets,
+            memory_aware: self.policy == SchedulingPolicy::MemoryAware,
+        };
+        let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &key.0, fetches, targets)?);
         let mut plans = self.plans.lock();
         if plans.len() >= MAX_CACHED_PLANS {
             plans.clear();
@@ -283,6 +329,33 @@ impl Session {
         plans.insert(key, Arc::clone(&plan));
         Ok(plan)
     }
+}
+
+/// Each device's budget: the last option whose spec matches it, else its own limit.
+fn budgets(
+    devices: &[Arc<dyn Device>],
+    options: &[(String, u64)],
+) -> Result<Vec<Option<u64>>, SessionError> {
+    let mut budgets: Vec<Option<u64>> = devices.iter().map(|d| d.memory_limit()).collect();
+    for (spec, bytes) in options {
+        let parsed = DeviceSpec::parse(spec)
+            .map_err(|e| SessionError::InvalidOptions(format!("memory budget: {e}")))?;
+        let mut matched = false;
+        for (i, d) in devices.iter().enumerate() {
+            if parsed.matches(d.name()) {
+                budgets[i] = Some(*bytes);
+                matched = true;
+            }
+        }
+        if !matched {
+            let names: Vec<String> = devices.iter().map(|d| d.name().to_string()).collect();
+            return Err(SessionError::InvalidOptions(format!(
+                "memory budget for {spec:?} matches no device; devices: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(budgets)
 }
 
 fn check_feed(plan: &ExecPlan, k: usize, t: &Tensor) -> Result<(), SessionError> {

@@ -92,6 +92,34 @@ pub enum SessionError {
         /// Fed dtype.
         got: DType,
     },
+    /// A node names a resource pool the session does not declare.
+    #[error("node {node:?} ({op}) needs resource pool {pool:?}, which the session does not declare; declared pools: {declared:?}")]
+    UnknownResourcePool {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// The pool it names.
+        pool: String,
+        /// The pools the session declares.
+        declared: Vec<String>,
+    },
+    /// A node's declared output cannot fit in its device's memory budget.
+    #[error("node {node:?} ({op}) on {device} needs {needed} bytes, but the device's memory budget is {budget} bytes with {live} bytes live and nothing left that could free memory")]
+    MemoryBudgetExceeded {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// Device name.
+        device: String,
+        /// The budget in bytes.
+        budget: u64,
+        /// The bytes the node declared.
+        needed: u64,
+        /// Bytes live on the device when it gave up.
+        live: u64,
+    },
     /// The step was cancelled.
     #[error("step cancelled")]
     Cancelled,

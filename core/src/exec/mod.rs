@@ -6,11 +6,16 @@
 //! tensors; this layer knows nothing of sessions or clusters.
 
 mod error;
+pub(crate) mod memory;
 mod placement;
 pub(crate) mod plan;
+pub(crate) mod resources;
 pub(crate) mod step;
 mod timeline;
 
 pub use error::SessionError;
+pub use memory::DeviceMemoryStats;
+pub use plan::MEMORY_HEAVY_DECLARED_BYTES;
+pub use resources::DEFAULT_COPY_POOL_CAPACITY;
 pub use step::NodeStats;
 pub use timeline::chrome_trace_json;

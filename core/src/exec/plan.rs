@@ -19,8 +19,12 @@ use smallvec::SmallVec;
 
 use super::error::SessionError;
 use super::placement::place;
+use super::resources::{copy_pool_name, PoolHandle, ResourcePools, DEFAULT_COPY_POOL_CAPACITY};
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
-use crate::graph::{Attrs, Graph, GraphError, Node, NodeId, Output};
+use crate::graph::{
+    Attrs, Graph, GraphError, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR,
+    POOLS_ATTR,
+};
 use crate::kernel::{BoxedKernel, KernelInit};
 use crate::registry::lookup_kernel;
 use crate::scheduler::Topology;
@@ -35,6 +39,27 @@ pub(crate) struct PlanNode {
     pub(crate) input_slots: SmallVec<[u32; 2]>,
     /// Slot of output 0; output `i` is at `first_output_slot + i`.
     pub(crate) first_output_slot: u32,
+    /// Resource pools it needs, sorted by pool index.
+    pub(crate) pools: SmallVec<[PoolHandle; 1]>,
+    /// Bytes it declares for its outputs, when its device has a budget.
+    pub(crate) reserve_bytes: Option<u64>,
+}
+
+impl PlanNode {
+    /// Whether the node must wait for a pool slot or memory before it runs.
+    pub(crate) fn is_gated(&self) -> bool {
+        !self.pools.is_empty() || self.reserve_bytes.is_some()
+    }
+}
+
+/// What a plan is built against: the session's devices, pools, budgets and policy.
+pub(crate) struct PlanContext<'a> {
+    pub(crate) devices: &'a [Arc<dyn Device>],
+    pub(crate) pools: &'a ResourcePools,
+    /// Memory budget of each device.
+    pub(crate) budgets: &'a [Option<u64>],
+    /// Defer memory-heavy nodes until their consumers' other inputs are ready.
+    pub(crate) memory_aware: bool,
 }
 
 /// A pruned, placed graph ready to run many times.
@@ -44,6 +69,10 @@ pub(crate) struct ExecPlan {
     /// Host/device copies the plan inserted (the last `num_copies` nodes).
     pub(crate) num_copies: usize,
     pub(crate) devices: Vec<Arc<dyn Device>>,
+    /// Memory budget of each device.
+    pub(crate) budgets: Vec<Option<u64>>,
+    /// Device whose memory a slot's tensor counts against (`None`: a feed, not counted).
+    pub(crate) slot_devices: Vec<Option<usize>>,
     /// Number of tensor slots.
     pub(crate) num_slots: usize,
     /// Uses of each slot in a step: consumer inputs, plus one per fetch of it.
@@ -78,11 +107,12 @@ impl ExecPlan {
     /// Builds the plan for one signature.
     pub(crate) fn build(
         graph: &Graph,
-        devices: &[Arc<dyn Device>],
+        cx: &PlanContext<'_>,
         feeds: &[Output],
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<ExecPlan, SessionError> {
+        let devices = cx.devices;
         let all = graph.nodes();
         let node_of = |id: NodeId, role: &str| -> Result<&Arc<Node>, GraphError> {
             all.get(id.index()).ok_or_else(|| GraphError::NodeNotFound {
@@ -198,6 +228,7 @@ impl ExecPlan {
 
         let mut copies = Copies {
             devices,
+            pools: cx.pools,
             nodes: Vec::new(),
             cache: HashMap::new(),
             base: order.len(),
@@ -229,13 +260,20 @@ impl ExecPlan {
                 }
             }
             let kernel = instantiate(n, &input_dtypes, devices, device)?;
+            let pools = node_pools(n, cx.pools)?;
+            let reserve_bytes = declared_bytes(n, cx.budgets[device], devices[device].as_ref())?;
             nodes.push(PlanNode {
                 node: Arc::clone(n),
                 device,
                 kernel,
                 input_slots,
                 first_output_slot: first_slot[t],
+                pools,
+                reserve_bytes,
             });
+        }
+        if cx.memory_aware {
+            defer_memory_heavy(&all, &order, &task_of, &needed, &fed, &mut edges);
         }
         let mut fetch_slots = Vec::with_capacity(fetches.len());
         for f in fetches {
@@ -251,6 +289,11 @@ impl ExecPlan {
         }
         let topology = topo.build()?;
         let num_slots = slots.len() as usize;
+        let slot_devices: Vec<Option<usize>> = slots
+            .producers
+            .iter()
+            .map(|p| p.map(|t| nodes[t as usize].device))
+            .collect();
         let slot_uses = slots.uses;
         let mut feed_dtypes = Vec::with_capacity(feeds.len());
         let mut feed_shapes = Vec::with_capacity(feeds.len());
@@ -268,6 +311,8 @@ impl ExecPlan {
             topology,
             num_copies,
             devices: devices.to_vec(),
+            budgets: cx.budgets.to_vec(),
+            slot_devices,
             num_slots,
             slot_uses,
             feed_slots: (0..feeds.len()).map(|k| (feed_base + k) as u32).collect(),
@@ -351,6 +396,7 @@ impl SlotTable {
 /// consumer of that tensor on that destination.
 struct Copies<'a> {
     devices: &'a [Arc<dyn Device>],
+    pools: &'a ResourcePools,
     nodes: Vec<PlanNode>,
     cache: HashMap<(u32, Option<usize>), u32>,
     /// Task id of the first copy.
@@ -414,13 +460,125 @@ impl Copies<'_> {
         }
         slots.uses[from as usize] += 1;
         let out = slots.push(dtype, home, Some(task));
+        let name = self.devices[device].name().to_string();
+        let pool = self
+            .pools
+            .get_or_create(&copy_pool_name(&name), DEFAULT_COPY_POOL_CAPACITY);
         self.nodes.push(PlanNode {
             node,
             device,
             kernel,
             input_slots: smallvec::smallvec![from],
             first_output_slot: out,
+            pools: smallvec::smallvec![pool],
+            reserve_bytes: None,
         });
         Ok(out)
+    }
+}
+
+/// The pools a node names, resolved and sorted by pool index.
+fn node_pools(
+    node: &Node,
+    pools: &ResourcePools,
+) -> Result<SmallVec<[PoolHandle; 1]>, SessionError> {
+    let Ok(names) = node.attrs.strings(POOLS_ATTR) else {
+        return Ok(SmallVec::new());
+    };
+    let mut handles: SmallVec<[PoolHandle; 1]> = SmallVec::new();
+    for name in names {
+        handles.push(pools.get(&name, &node.name, &node.op)?);
+    }
+    handles.sort_by_key(|p| p.index);
+    handles.dedup_by_key(|p| p.index);
+    Ok(handles)
+}
+
+/// The bytes a node on a budgeted device must reserve; a declaration larger than the
+/// whole budget can never run and fails the plan.
+fn declared_bytes(
+    node: &Node,
+    budget: Option<u64>,
+    device: &dyn Device,
+) -> Result<Option<u64>, SessionError> {
+    let (Some(budget), Ok(bytes)) = (budget, node.attrs.int(OUTPUT_BYTES_ATTR)) else {
+        return Ok(None);
+    };
+    let bytes = bytes.max(0) as u64;
+    if bytes > budget {
+        return Err(SessionError::MemoryBudgetExceeded {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            device: device.name().to_string(),
+            budget,
+            needed: bytes,
+            live: 0,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// Declared output bytes from which the memory-aware policy treats a node as
+/// memory-heavy even when it is not marked (behaviour at the time of writing).
+pub const MEMORY_HEAVY_DECLARED_BYTES: i64 = 16 << 20;
+
+/// The memory-aware policy as plan edges: a memory-heavy node starts only after every
+/// other producer its consumers wait for has finished, so its output is made as late as
+/// possible and lives as briefly as possible. An edge that would close a cycle (the
+/// other producer depends on the heavy node) is skipped.
+fn defer_memory_heavy(
+    all: &[Arc<Node>],
+    order: &[usize],
+    task_of: &[u32],
+    needed: &[bool],
+    fed: &HashMap<Output, usize>,
+    edges: &mut Vec<(u32, u32)>,
+) {
+    let heavy: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let a = &all[i].attrs;
+            a.bool_or(MEMORY_HEAVY_ATTR, false).unwrap_or(false)
+                || a.int(OUTPUT_BYTES_ATTR)
+                    .is_ok_and(|b| b >= MEMORY_HEAVY_DECLARED_BYTES)
+        })
+        .collect();
+    if heavy.is_empty() {
+        return;
+    }
+    // Consumers of each node, among the needed ones.
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+    for &i in order {
+        for inp in &all[i].inputs {
+            if !fed.contains_key(inp) {
+                users[inp.node.index()].push(i);
+            }
+        }
+        for c in &all[i].control_inputs {
+            if needed[c.index()] {
+                users[c.index()].push(i);
+            }
+        }
+    }
+    for h in heavy {
+        // Everything downstream of the heavy node: an edge from there would be a cycle.
+        let mut downstream = vec![false; all.len()];
+        let mut stack = vec![h];
+        while let Some(n) = stack.pop() {
+            for &u in &users[n] {
+                if !std::mem::replace(&mut downstream[u], true) {
+                    stack.push(u);
+                }
+            }
+        }
+        for &consumer in &users[h] {
+            for inp in &all[consumer].inputs {
+                let p = inp.node.index();
+                if p != h && !fed.contains_key(inp) && needed[p] && !downstream[p] {
+                    edges.push((task_of[p], task_of[h]));
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! One step of a plan: the tensor slots, the scheduler body that runs kernels, and the
-//! optional per-node timeline.
+//! One step of a plan: the tensor slots, the scheduler body that runs kernels, the
+//! optional per-node timeline and memory accounting.
 //!
 //! ## Slot protocol
 //! Each slot holds at most one tensor and a count of the uses still to come (consumer
@@ -9,16 +9,24 @@
 //! the tensor. Each use decrements the count under the slot's lock: the last use takes
 //! the tensor out (so its memory is freed as soon as possible, and a kernel holding the
 //! only reference may reuse the buffer), earlier uses clone the `Arc`.
+//!
+//! ## Gated nodes
+//! A node that needs resource-pool slots or must reserve memory under a budget runs in
+//! a future: it waits for its slots (in pool order) and its memory without holding a
+//! worker, then runs its kernel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::error::SessionError;
+use super::memory::{DeviceMemoryStats, MemoryTracker};
 use super::plan::ExecPlan;
+use super::resources::acquire;
 use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, Outputs};
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::tensor::Tensor;
@@ -34,7 +42,8 @@ pub struct NodeStats {
     pub device: String,
     /// The scheduler worker that started it.
     pub worker: usize,
-    /// When it started, from the start of the step.
+    /// When its kernel started, from the start of the step (after any wait for a pool
+    /// slot or memory).
     pub start: Duration,
     /// When it finished, from the start of the step.
     pub end: Duration,
@@ -46,16 +55,26 @@ struct Slot {
     value: Mutex<(Option<Tensor>, u32)>,
 }
 
+/// Tensors whose memory a task releases once its kernel has finished: (device, bytes).
+type Releases = SmallVec<[(usize, u64); 2]>;
+
 /// The mutable state of one step.
 pub(crate) struct StepState {
     slots: Box<[Slot]>,
     step_id: u64,
     started: Instant,
     trace: Option<Mutex<Vec<NodeStats>>>,
+    memory: Option<MemoryTracker>,
 }
 
 impl StepState {
-    pub(crate) fn new(plan: &ExecPlan, step_id: u64, feeds: Vec<Tensor>, trace: bool) -> StepState {
+    pub(crate) fn new(
+        plan: &ExecPlan,
+        step_id: u64,
+        feeds: Vec<Tensor>,
+        trace: bool,
+        track_memory: bool,
+    ) -> StepState {
         let slots: Box<[Slot]> = plan
             .slot_uses
             .iter()
@@ -66,11 +85,13 @@ impl StepState {
         for (tensor, slot) in feeds.into_iter().zip(&plan.feed_slots) {
             slots[*slot as usize].value.lock().0 = Some(tensor);
         }
+        let needs_memory = track_memory || plan.budgets.iter().any(Option::is_some);
         StepState {
             slots,
             step_id,
             started: Instant::now(),
             trace: trace.then(|| Mutex::new(Vec::with_capacity(plan.nodes.len()))),
+            memory: needs_memory.then(|| MemoryTracker::new(plan)),
         }
     }
 
@@ -85,7 +106,28 @@ impl StepState {
         }
     }
 
-    fn store(&self, plan: &ExecPlan, task: usize, outputs: Outputs) -> Result<usize, SessionError> {
+    /// [`StepState::read`] for a task input; notes the memory to release when the last
+    /// use takes the tensor.
+    fn read_input(&self, plan: &ExecPlan, slot: u32, releases: &mut Releases) -> Option<Tensor> {
+        let mut g = self.slots[slot as usize].value.lock();
+        g.1 = g.1.saturating_sub(1);
+        if g.1 > 0 {
+            return g.0.clone();
+        }
+        let t = g.0.take();
+        if let (Some(_), Some(t), Some(d)) = (&self.memory, &t, plan.slot_devices[slot as usize]) {
+            releases.push((d, t.size_in_bytes() as u64));
+        }
+        t
+    }
+
+    fn store(
+        &self,
+        plan: &ExecPlan,
+        task: usize,
+        outputs: Outputs,
+        releases: Releases,
+    ) -> Result<usize, SessionError> {
         let pn = &plan.nodes[task];
         let node = &pn.node;
         let bad = |detail: String| SessionError::BadKernelOutput {
@@ -102,6 +144,7 @@ impl StepState {
             )));
         }
         let mut bytes = 0;
+        let mut stored = 0u64;
         for (i, t) in outputs.into_iter().enumerate() {
             if t.dtype() != node.output_dtypes[i] {
                 return Err(bad(format!(
@@ -110,10 +153,24 @@ impl StepState {
                     node.output_dtypes[i]
                 )));
             }
-            bytes += t.size_in_bytes();
+            let size = t.size_in_bytes();
+            bytes += size;
             let mut g = self.slots[pn.first_output_slot as usize + i].value.lock();
             if g.1 > 0 {
                 g.0 = Some(t);
+                stored += size as u64;
+            }
+        }
+        if let Some(m) = &self.memory {
+            // A reservation becomes the actual bytes in one step, never counted twice.
+            let reserved = pn.reserve_bytes.unwrap_or(0);
+            if stored >= reserved {
+                m.add(pn.device, stored - reserved);
+            } else {
+                m.release(pn.device, reserved - stored);
+            }
+            for (d, b) in releases {
+                m.release(d, b);
             }
         }
         Ok(bytes)
@@ -145,6 +202,20 @@ impl StepState {
         v.sort_by_key(|s| (s.start, s.end));
         v
     }
+
+    /// Per-device memory peaks (empty when memory was not tracked).
+    pub(crate) fn memory_stats(&self, plan: &ExecPlan) -> Vec<DeviceMemoryStats> {
+        self.memory
+            .as_ref()
+            .map(|m| m.stats(plan))
+            .unwrap_or_default()
+    }
+
+    fn finished(&self, plan: &ExecPlan, task: u32) {
+        if let Some(m) = &self.memory {
+            m.task_finished(plan, task);
+        }
+    }
 }
 
 fn kernel_error(plan: &ExecPlan, task: usize, source: KernelError) -> SessionError {
@@ -163,23 +234,100 @@ pub(crate) struct StepBody {
     pub(crate) state: Arc<StepState>,
 }
 
-impl StepBody {
-    fn inputs(&self, task: usize) -> Result<SmallVec<[Tensor; 2]>, SessionError> {
-        let pn = &self.plan.nodes[task];
-        let mut inputs = SmallVec::with_capacity(pn.input_slots.len());
-        for s in &pn.input_slots {
-            match self.state.read(*s) {
-                Some(t) => inputs.push(t),
-                None => {
-                    return Err(kernel_error(
-                        &self.plan,
-                        task,
-                        KernelError::Internal(format!("input slot {s} was empty")),
-                    ))
-                }
+/// Gathers a task's inputs from their slots.
+fn inputs(
+    plan: &ExecPlan,
+    state: &StepState,
+    task: usize,
+    releases: &mut Releases,
+) -> Result<SmallVec<[Tensor; 2]>, SessionError> {
+    let pn = &plan.nodes[task];
+    let mut inputs = SmallVec::with_capacity(pn.input_slots.len());
+    for s in &pn.input_slots {
+        match state.read_input(plan, *s, releases) {
+            Some(t) => inputs.push(t),
+            None => {
+                return Err(kernel_error(
+                    plan,
+                    task,
+                    KernelError::Internal(format!("input slot {s} was empty")),
+                ))
             }
         }
-        Ok(inputs)
+    }
+    Ok(inputs)
+}
+
+/// Runs a synchronous kernel to completion and stores its outputs.
+fn run_sync(
+    plan: &ExecPlan,
+    state: &StepState,
+    task: usize,
+    worker: usize,
+) -> Result<(), SessionError> {
+    let pn = &plan.nodes[task];
+    let BoxedKernel::Sync(k) = &pn.kernel else {
+        unreachable!("run_sync is called for synchronous kernels only")
+    };
+    let start = Instant::now();
+    let mut releases = Releases::new();
+    let inputs = inputs(plan, state, task, &mut releases)?;
+    let mut ctx = KernelContext::new(&pn.node, inputs, state.step_id);
+    k.compute(&mut ctx)
+        .map_err(|e| kernel_error(plan, task, e))?;
+    let bytes = state.store(plan, task, ctx.into_outputs(), releases)?;
+    state.record(plan, task, worker, start, bytes);
+    state.finished(plan, task as u32);
+    Ok(())
+}
+
+/// Starts an asynchronous kernel; the future stores its outputs.
+fn run_async(
+    plan: &Arc<ExecPlan>,
+    state: &Arc<StepState>,
+    task: usize,
+    worker: usize,
+) -> Result<BoxFuture<'static, Result<(), SessionError>>, SessionError> {
+    let pn = &plan.nodes[task];
+    let BoxedKernel::Async(k) = &pn.kernel else {
+        unreachable!("run_async is called for asynchronous kernels only")
+    };
+    let start = Instant::now();
+    let mut releases = Releases::new();
+    let inputs = inputs(plan, state, task, &mut releases)?;
+    let ctx = AsyncKernelContext {
+        node: Arc::clone(&pn.node),
+        inputs,
+        step_id: state.step_id,
+    };
+    let fut = k.compute_async(ctx);
+    let (plan, state) = (Arc::clone(plan), Arc::clone(state));
+    Ok(fut
+        .map(move |res| {
+            let outputs = res.map_err(|e| kernel_error(&plan, task, e))?;
+            let bytes = state.store(&plan, task, outputs, releases)?;
+            state.record(&plan, task, worker, start, bytes);
+            state.finished(&plan, task as u32);
+            Ok(())
+        })
+        .boxed())
+}
+
+/// Waits for the node's pool slots and memory, then runs its kernel.
+async fn run_gated(
+    plan: Arc<ExecPlan>,
+    state: Arc<StepState>,
+    task: usize,
+    worker: usize,
+) -> Result<(), SessionError> {
+    let pn = &plan.nodes[task];
+    let _permits = acquire(&pn.pools).await;
+    if let (Some(bytes), Some(m)) = (pn.reserve_bytes, &state.memory) {
+        m.reserve(&plan, task as u32, pn.device, bytes).await?;
+    }
+    match &pn.kernel {
+        BoxedKernel::Sync(_) => run_sync(&plan, &state, task, worker),
+        BoxedKernel::Async(_) => run_async(&plan, &state, task, worker)?.await,
     }
 }
 
@@ -193,38 +341,29 @@ impl DagBody for StepBody {
     ) -> Result<TaskOutcome<SessionError>, SessionError> {
         let t = task as usize;
         let pn = &self.plan.nodes[t];
-        let start = Instant::now();
-        let inputs = self.inputs(t)?;
+        if let Some(m) = &self.state.memory {
+            m.task_started();
+        }
+        if pn.is_gated() {
+            let fut = run_gated(
+                Arc::clone(&self.plan),
+                Arc::clone(&self.state),
+                t,
+                cx.worker_index(),
+            );
+            return Ok(TaskOutcome::Pending(fut.boxed()));
+        }
         match &pn.kernel {
-            BoxedKernel::Sync(k) => {
-                let mut ctx = KernelContext::new(&pn.node, inputs, self.state.step_id);
-                k.compute(&mut ctx)
-                    .map_err(|e| kernel_error(&self.plan, t, e))?;
-                let bytes = self.state.store(&self.plan, t, ctx.into_outputs())?;
-                self.state
-                    .record(&self.plan, t, cx.worker_index(), start, bytes);
+            BoxedKernel::Sync(_) => {
+                run_sync(&self.plan, &self.state, t, cx.worker_index())?;
                 Ok(TaskOutcome::Done)
             }
-            BoxedKernel::Async(k) => {
-                let ctx = AsyncKernelContext {
-                    node: Arc::clone(&pn.node),
-                    inputs,
-                    step_id: self.state.step_id,
-                };
-                let fut = k.compute_async(ctx);
-                let plan = Arc::clone(&self.plan);
-                let state = Arc::clone(&self.state);
-                let worker = cx.worker_index();
-                Ok(TaskOutcome::Pending(
-                    fut.map(move |res| {
-                        let outputs = res.map_err(|e| kernel_error(&plan, t, e))?;
-                        let bytes = state.store(&plan, t, outputs)?;
-                        state.record(&plan, t, worker, start, bytes);
-                        Ok(())
-                    })
-                    .boxed(),
-                ))
-            }
+            BoxedKernel::Async(_) => Ok(TaskOutcome::Pending(run_async(
+                &self.plan,
+                &self.state,
+                t,
+                cx.worker_index(),
+            )?)),
         }
     }
 }

@@ -18,6 +18,13 @@ use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::node::{Node, NodeId, Output};
 use super::op_def::lookup_op;
+
+/// The attribute listing the resource pools a node needs (list of strings).
+pub const POOLS_ATTR: &str = "_pools";
+/// The attribute declaring the bytes of a node's outputs (int).
+pub const OUTPUT_BYTES_ATTR: &str = "_output_bytes";
+/// The attribute marking a node memory-heavy (bool).
+pub const MEMORY_HEAVY_ATTR: &str = "_memory_heavy";
 use crate::tensor::DType;
 
 #[derive(Default)]
@@ -42,6 +49,8 @@ struct Scope {
     control_deps: Vec<NodeId>,
     /// The exact name for nodes made through this handle ([`Graph::with_name`]).
     exact_name: Option<String>,
+    /// Resource pools every node made through this handle needs.
+    pools: Vec<String>,
 }
 
 /// A handle to a dataflow graph with a building scope. Cheap to clone; clones share the
@@ -217,6 +226,24 @@ impl Graph {
         f(&self.with_control_dependencies(deps))
     }
 
+    /// A handle whose nodes each need one slot of every pool in `pools` to run (I/O
+    /// throttling: a pool's capacity, set in the session options, bounds how many of its
+    /// ops run at once). Added to the pools of enclosing scopes.
+    pub fn with_resource_pools(&self, pools: &[&str]) -> Graph {
+        self.child(|s| {
+            for p in pools {
+                if !s.pools.iter().any(|q| q == p) {
+                    s.pools.push((*p).to_string());
+                }
+            }
+        })
+    }
+
+    /// Runs `f` with a handle whose nodes need `pools`; see [`Graph::with_resource_pools`].
+    pub fn resource_pools<T>(&self, pools: &[&str], f: impl FnOnce(&Graph) -> T) -> T {
+        f(&self.with_resource_pools(pools))
+    }
+
     /// The device spec that nodes made through this handle request.
     pub fn current_device(&self) -> &DeviceSpec {
         &self.scope.device
@@ -370,6 +397,31 @@ impl OpBuilder<'_> {
         self
     }
 
+    /// Requires one slot of resource pool `pool` while the node runs (see
+    /// [`Graph::with_resource_pools`]); stored in the `_pools` attribute.
+    pub fn resource_pool(mut self, pool: &str) -> Self {
+        let mut pools = self.attrs.strings(POOLS_ATTR).unwrap_or_default();
+        if !pools.iter().any(|p| p == pool) {
+            pools.push(pool.to_string());
+        }
+        self.attrs.set(POOLS_ATTR, pools);
+        self
+    }
+
+    /// Declares how many bytes the node's outputs will take, so a device memory budget can
+    /// hold the node back until they fit; stored in the `_output_bytes` attribute.
+    pub fn declare_output_bytes(mut self, bytes: u64) -> Self {
+        self.attrs.set(OUTPUT_BYTES_ATTR, bytes as i64);
+        self
+    }
+
+    /// Marks the node memory-heavy: under the memory-aware policy it starts only when its
+    /// consumers' other inputs are ready; stored in the `_memory_heavy` attribute.
+    pub fn memory_heavy(mut self) -> Self {
+        self.attrs.set(MEMORY_HEAVY_ATTR, true);
+        self
+    }
+
     /// Names the node exactly `name` (inside the name scope).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -398,6 +450,16 @@ impl OpBuilder<'_> {
             }
             None => scope.device.clone(),
         };
+        let mut attrs = self.attrs;
+        if !scope.pools.is_empty() {
+            let mut pools = attrs.strings(POOLS_ATTR).unwrap_or_default();
+            for p in &scope.pools {
+                if !pools.contains(p) {
+                    pools.push(p.clone());
+                }
+            }
+            attrs.set(POOLS_ATTR, pools);
+        }
         let mut control_inputs = scope.control_deps.clone();
         for c in self.control_inputs {
             if !control_inputs.contains(&c) {
@@ -410,7 +472,7 @@ impl OpBuilder<'_> {
             inputs: self.inputs,
             control_inputs,
             device,
-            attrs: self.attrs,
+            attrs,
             output_dtypes: SmallVec::new(),
         };
         self.graph.add_node(node, explicit.is_some())

@@ -12,7 +12,7 @@ mod ops;
 mod std_ops;
 
 pub use attr::{AttrError, AttrValue, Attrs};
-pub use builder::{Graph, OpBuilder};
+pub use builder::{Graph, OpBuilder, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR};
 pub use device_spec::{DeviceName, DeviceSpec, DeviceSpecError};
 pub use error::{GraphError, OpDefError};
 pub use graph_def::{GraphDef, NodeDef};
