@@ -81,20 +81,22 @@ impl ResourcePools {
 
     /// The pool `name`, which the session must have declared; the error names the node.
     pub(crate) fn get(&self, name: &str, node: &str, op: &str) -> Result<PoolHandle, SessionError> {
-        self.pools
-            .lock()
-            .get(name)
+        let pools = self.pools.lock();
+        if let Some(p) = pools.get(name) {
+            return Ok(p.clone());
+        }
+        let mut declared: Vec<String> = pools
+            .keys()
+            .filter(|k| !k.starts_with("copy:"))
             .cloned()
-            .ok_or_else(|| SessionError::UnknownResourcePool {
-                node: node.to_string(),
-                op: op.to_string(),
-                pool: name.to_string(),
-                declared: {
-                    let mut names: Vec<String> = self.pools.lock().keys().cloned().collect();
-                    names.sort();
-                    names
-                },
-            })
+            .collect();
+        declared.sort();
+        Err(SessionError::UnknownResourcePool {
+            node: node.to_string(),
+            op: op.to_string(),
+            pool: name.to_string(),
+            declared,
+        })
     }
 
     /// The pool `name`, created with `capacity` if the session did not declare it.
