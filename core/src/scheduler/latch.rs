@@ -11,7 +11,8 @@
 //!   (from any thread). The waiter reacts by cancelling the run; the canceller itself never
 //!   touches the run, only this latch, which is reference counted for that reason.
 //!
-//! The waiter is either an outside thread, which sleeps on the latch's condition variable,
+//! The waiter is either an outside thread, which sleeps on the latch's condition variable
+//! (after a short spin, when the pool's [`SpinPolicy`] says spinning has been paying off),
 //! or a worker of the pool running a nested DAG, which sleeps in the pool's parking
 //! protocol ([`sleep`](super::sleep)) and is unparked by index.
 //!
