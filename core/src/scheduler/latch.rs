@@ -11,7 +11,8 @@
 //!   (from any thread). The waiter reacts by cancelling the run; the canceller itself never
 //!   touches the run, only this latch, which is reference counted for that reason.
 //!
-//! The waiter is either an outside thread, which sleeps on the latch's condition variable,
+//! The waiter is either an outside thread, which sleeps on the latch's condition variable
+//! (after a short spin, when the pool's [`SpinPolicy`] says spinning has been paying off),
 //! or a worker of the pool running a nested DAG, which sleeps in the pool's parking
 //! protocol ([`sleep`](super::sleep)) and is unparked by index.
 //!
@@ -27,7 +28,7 @@
 //! brought the counter to zero, which in turn acquired every earlier decrement, so the
 //! waiter that `Acquire`-loads `done` sees all effects of all task bodies of the run.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,52 @@ use parking_lot::{Condvar, Mutex};
 
 use super::registry::Registry;
 
-/// How long [`Latch::wait`] spins before it blocks (behaviour at the time of writing: short
-/// runs then return without a futex round trip; longer runs lose this much of one core).
+/// How long [`Latch::wait`] spins before it blocks, when it spins at all (behaviour at the
+/// time of writing).
 pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
+/// Upper bound of [`SpinPolicy`]'s credit.
+const MAX_CREDIT: u32 = 8;
+/// With no credit left, one wait in this many spins anyway, to notice when runs got short.
+const RETRY_EVERY: u32 = 16;
+
+/// Decides whether outside callers of one pool spin before they block.
+///
+/// Short runs end within microseconds, and a futex sleep plus wake-up costs about as much
+/// again, so spinning briefly pays. But a spinning caller takes CPU from the workers when
+/// the machine is busy, and long runs never end within the spin. So the pool keeps a
+/// small credit: a spin that saw the run end earns one, a spin that did not costs two;
+/// callers spin while there is credit, and otherwise only every [`RETRY_EVERY`]th time.
+#[derive(Debug)]
+pub(crate) struct SpinPolicy {
+    credit: AtomicU32,
+    calls: AtomicU32,
+}
+
+impl SpinPolicy {
+    pub(crate) fn new() -> SpinPolicy {
+        SpinPolicy {
+            credit: AtomicU32::new(MAX_CREDIT / 2),
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    fn should_spin(&self) -> bool {
+        self.credit.load(Ordering::Relaxed) > 0
+            || self.calls.fetch_add(1, Ordering::Relaxed) % RETRY_EVERY == 0
+    }
+
+    fn record(&self, paid_off: bool) {
+        let _ = self
+            .credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(if paid_off {
+                    (c + 1).min(MAX_CREDIT)
+                } else {
+                    c.saturating_sub(2)
+                })
+            });
+    }
+}
 
 /// Completion latch plus cancellation request of one run.
 #[derive(Debug)]
@@ -107,21 +151,14 @@ impl Latch {
 
     /// Blocks an outside thread until the run is done, a cancellation is requested, or
     /// `deadline` passes. Returns at once if one of those already happened.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) {
-        // Short runs finish within microseconds; a futex sleep and wake-up costs about as
-        // much again, so spin a little first.
-        let start = Instant::now();
-        loop {
-            for _ in 0..16 {
-                if self.is_done() || self.is_cancel_requested() {
-                    return;
-                }
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
-            }
-            if start.elapsed() >= WAIT_SPIN {
-                break;
+    ///
+    /// Spins for up to [`WAIT_SPIN`] first when `policy` says spinning has been paying off.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, policy: &SpinPolicy) {
+        if policy.should_spin() {
+            let ended = self.spin();
+            policy.record(ended);
+            if ended {
+                return;
             }
         }
         let mut guard = self.mutex.lock();
@@ -133,6 +170,25 @@ impl Latch {
                     }
                 }
                 None => self.condvar.wait(&mut guard),
+            }
+        }
+    }
+
+    /// Spins for up to [`WAIT_SPIN`]; true if the run ended (or a cancellation was
+    /// requested) meanwhile.
+    fn spin(&self) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..16 {
+                if self.is_done() || self.is_cancel_requested() {
+                    return true;
+                }
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            if start.elapsed() >= WAIT_SPIN {
+                return false;
             }
         }
     }

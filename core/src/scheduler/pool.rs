@@ -222,7 +222,7 @@ impl ThreadPool {
                 }
                 None => {
                     registry.inject(roots);
-                    latch.wait(control.deadline);
+                    latch.wait(control.deadline, registry.spin_policy());
                     if !latch.is_done() {
                         state.fail(if latch.is_cancel_requested() {
                             RunError::Cancelled

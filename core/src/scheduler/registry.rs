@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_deque::{Injector, Steal, Stealer};
 
 use super::job::Job;
+use super::latch::SpinPolicy;
 use super::sleep::Sleep;
 
 /// Shared state of one pool.
@@ -21,6 +22,8 @@ pub(crate) struct Registry {
     stealers: Box<[Stealer<Job>]>,
     sleep: Sleep,
     terminate: AtomicBool,
+    /// Whether outside callers spin before blocking in `execute`.
+    spin_policy: SpinPolicy,
 }
 
 impl Registry {
@@ -31,6 +34,7 @@ impl Registry {
             stealers: stealers.into_boxed_slice(),
             sleep: Sleep::new(n),
             terminate: AtomicBool::new(false),
+            spin_policy: SpinPolicy::new(),
         }
     }
 
@@ -49,6 +53,10 @@ impl Registry {
 
     pub(crate) fn sleep(&self) -> &Sleep {
         &self.sleep
+    }
+
+    pub(crate) fn spin_policy(&self) -> &SpinPolicy {
+        &self.spin_policy
     }
 
     /// Pushes a job from outside the workers' deques (new run roots, woken futures) and
