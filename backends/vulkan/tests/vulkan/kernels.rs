@@ -1,12 +1,12 @@
-//! Every kernel against the CPU backend, on odd shapes (1, 7, 1023, non-square), within
+//! Every kernel against core's reference interpreter (the CPU backend's semantics), on odd shapes (1, 7, 1023, non-square), within
 //! [`RTOL`](super::common::RTOL)/[`ATOL`](super::common::ATOL).
 
-use super::common::{check_against_cpu, data, gpu};
+use super::common::{check_against_reference, data, gpu};
 
 const SIZES: [usize; 4] = [1, 7, 1023, 70_001];
 
 #[test]
-fn binary_ops_match_the_cpu_with_broadcasting() {
+fn binary_ops_match_the_reference_with_broadcasting() {
     let Some(gpu) = gpu() else { return };
     let shapes: [(&[usize], &[usize]); 8] = [
         (&[1], &[1]),
@@ -22,7 +22,7 @@ fn binary_ops_match_the_cpu_with_broadcasting() {
         for (sa, sb) in shapes {
             let a = data(sa, 1, false);
             let b = data(sb, 2, op == "Div");
-            check_against_cpu(&gpu, &format!("{op} {sa:?} {sb:?}"), &[a, b], |g, x| {
+            check_against_reference(&gpu, &format!("{op} {sa:?} {sb:?}"), &[a, b], |g, x| {
                 g.op(op).input(x[0]).input(x[1]).build_output()
             });
         }
@@ -32,18 +32,18 @@ fn binary_ops_match_the_cpu_with_broadcasting() {
 #[test]
 fn the_same_tensor_on_both_sides() {
     let Some(gpu) = gpu() else { return };
-    check_against_cpu(&gpu, "x * x", &[data(&[1023], 3, false)], |g, x| {
+    check_against_reference(&gpu, "x * x", &[data(&[1023], 3, false)], |g, x| {
         g.mul(x[0], x[0])
     });
 }
 
 #[test]
-fn unary_ops_match_the_cpu() {
+fn unary_ops_match_the_reference() {
     let Some(gpu) = gpu() else { return };
     for op in ["Neg", "Square", "Sqrt", "Exp", "Relu"] {
         for n in SIZES {
             let x = data(&[n], 4, op == "Sqrt");
-            check_against_cpu(&gpu, &format!("{op} [{n}]"), &[x], |g, x| {
+            check_against_reference(&gpu, &format!("{op} [{n}]"), &[x], |g, x| {
                 g.op(op).input(x[0]).build_output()
             });
         }
@@ -51,7 +51,7 @@ fn unary_ops_match_the_cpu() {
 }
 
 #[test]
-fn matmul_matches_the_cpu_for_every_transpose() {
+fn matmul_matches_the_reference_for_every_transpose() {
     let Some(gpu) = gpu() else { return };
     for (m, k, n) in [
         (1, 1, 1),
@@ -65,13 +65,13 @@ fn matmul_matches_the_cpu_for_every_transpose() {
             let sb = if tb { [n, k] } else { [k, n] };
             let (a, b) = (data(&sa, 5, false), data(&sb, 6, false));
             let label = format!("MatMul {sa:?} x {sb:?} ta={ta} tb={tb}");
-            check_against_cpu(&gpu, &label, &[a, b], |g, x| g.matmul_t(x[0], x[1], ta, tb));
+            check_against_reference(&gpu, &label, &[a, b], |g, x| g.matmul_t(x[0], x[1], ta, tb));
         }
     }
 }
 
 #[test]
-fn reductions_match_the_cpu() {
+fn reductions_match_the_reference() {
     let Some(gpu) = gpu() else { return };
     let shapes: [&[usize]; 5] = [&[1], &[7], &[1023], &[7, 1023], &[3, 5, 7]];
     for shape in shapes {
@@ -83,7 +83,7 @@ fn reductions_match_the_cpu() {
                 for op in ["Sum", "Mean"] {
                     let x = data(shape, 7, false);
                     let label = format!("{op} {shape:?} axis={axis:?} keep_dims={keep}");
-                    check_against_cpu(&gpu, &label, &[x], |g, x| {
+                    check_against_reference(&gpu, &label, &[x], |g, x| {
                         if op == "Sum" {
                             g.sum(x[0], axis, keep)
                         } else {
@@ -95,7 +95,7 @@ fn reductions_match_the_cpu() {
         }
     }
     // A long contiguous sum: many strides of a workgroup, then the tree.
-    check_against_cpu(
+    check_against_reference(
         &gpu,
         "Sum [300001]",
         &[data(&[300_001], 8, true)],
@@ -104,32 +104,32 @@ fn reductions_match_the_cpu() {
 }
 
 #[test]
-fn sources_and_shape_ops_match_the_cpu() {
+fn sources_and_shape_ops_match_the_reference() {
     let Some(gpu) = gpu() else { return };
     for n in SIZES {
-        check_against_cpu(
+        check_against_reference(
             &gpu,
             &format!("Fill [{n}]"),
             &[data(&[], 9, false)],
             |g, x| g.fill(&[n], x[0]),
         );
-        check_against_cpu(
+        check_against_reference(
             &gpu,
             &format!("ZerosLike [{n}]"),
             &[data(&[n], 9, false)],
             |g, x| g.op("ZerosLike").input(x[0]).build_output(),
         );
     }
-    check_against_cpu(&gpu, "Const + Identity", &[], |g, _| {
+    check_against_reference(&gpu, "Const + Identity", &[], |g, _| {
         let c = g.constant(data(&[7, 3], 10, false))?;
         let i = g.op("Identity").input(c).build_output()?;
         g.add(i, c)
     });
-    check_against_cpu(&gpu, "Reshape", &[data(&[6, 35], 11, false)], |g, x| {
+    check_against_reference(&gpu, "Reshape", &[data(&[6, 35], 11, false)], |g, x| {
         let r = g.reshape(x[0], &[5, -1])?;
         g.neg(r)
     });
-    check_against_cpu(
+    check_against_reference(
         &gpu,
         "empty tensors",
         &[data(&[0, 3], 12, false)],
