@@ -45,10 +45,10 @@ pub(crate) fn no_loader(e: &LoadingError) -> VulkanError {
 /// driver ("the requested version of Vulkan is not supported by the driver").
 pub(crate) fn no_instance(e: &Validated<VkResult>) -> VulkanError {
     match e {
-        Validated::Error(VkResult::IncompatibleDriver | VkResult::InitializationFailed) => {
+        Validated::Error(vk @ (VkResult::IncompatibleDriver | VkResult::InitializationFailed)) => {
             VulkanError::NoDriver(format!(
-                "the Vulkan loader found no driver ({e}); install a GPU driver, or \
-                 mesa-vulkan-drivers for lavapipe"
+                "the Vulkan loader found no driver ({vk}); install a GPU driver, or \
+             mesa-vulkan-drivers for lavapipe"
             ))
         }
         _ => VulkanError::NoDriver(format!("cannot create a Vulkan instance: {e}")),

@@ -7,5 +7,6 @@
 
 mod common;
 mod conformance;
+mod discovery;
 mod graphs;
 mod kernels;
