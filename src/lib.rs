@@ -22,7 +22,8 @@
 //! ```
 //!
 //! This crate is the facade: it re-exports [`magpie_core`] (graphs, tensors, sessions,
-//! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]).
+//! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]) and the
+//! Vulkan GPU backend ([`vulkan`]).
 
 use std::sync::Arc;
 
@@ -37,14 +38,25 @@ pub use magpie_core::tensor::{DType, Shape, Tensor, TensorError};
 pub use magpie_core::{
     device, exec, graph, kernel, registry, scheduler, session, tensor, transport,
 };
-pub use {magpie_core as core, magpie_cpu as cpu};
+pub use {magpie_core as core, magpie_cpu as cpu, magpie_vulkan as vulkan};
 
-/// Session options with this process's CPU device (its kernels registered) as the default
-/// device.
+/// Session options with this process's CPU device as the default device, followed by
+/// every Vulkan device [`vulkan::discover`] finds (`GPU:0`, `GPU:1`, ...; none without a
+/// Vulkan driver: see [`gpu_status`]). Kernels of both backends are registered. Nodes
+/// without a device spec stay on the CPU.
 pub fn local_options() -> SessionOptions {
     magpie_cpu::register();
-    let cpu: Arc<dyn Device> = magpie_cpu::cpu_device();
-    SessionOptions::with_devices(vec![cpu])
+    magpie_vulkan::register();
+    let mut devices: Vec<Arc<dyn Device>> = vec![magpie_cpu::cpu_device()];
+    if let Ok(gpus) = magpie_vulkan::discover() {
+        devices.extend(gpus.into_iter().map(|d| d as Arc<dyn Device>));
+    }
+    SessionOptions::with_devices(devices)
+}
+
+/// Why this process has no GPU device, or `None` when it has at least one.
+pub fn gpu_status() -> Option<String> {
+    magpie_vulkan::discover().err().map(|e| e.to_string())
 }
 
 /// A local session over `graph` on the CPU, with one worker per available core.

@@ -8,5 +8,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         let kernels = magpie::registry::kernels_for(d.device_type());
         println!("    kernels ({}): {}", kernels.len(), kernels.join(", "));
     }
+    if let Some(why) = magpie::gpu_status() {
+        println!("no GPU devices: {why}");
+    }
     Ok(())
 }

@@ -1,0 +1,62 @@
+//! [`GpuBuffer`]: a tensor's elements in a device-local Vulkan buffer.
+
+use std::any::Any;
+use std::fmt;
+
+use magpie_core::graph::DeviceName;
+use magpie_core::tensor::{DType, DeviceBuffer};
+use vulkano::buffer::Subbuffer;
+
+/// `len` f32 elements in device-local memory of one Vulkan device. Immutable once the
+/// kernel that wrote it completed; shared by every tensor that holds it (a `Reshape`
+/// or `Identity` hands the same buffer on).
+pub(crate) struct GpuBuffer {
+    /// At least one element: Vulkan has no empty buffers.
+    pub(super) buffer: Subbuffer<[f32]>,
+    len: usize,
+    device: DeviceName,
+}
+
+impl GpuBuffer {
+    pub(super) fn new(buffer: Subbuffer<[f32]>, len: usize, device: DeviceName) -> GpuBuffer {
+        GpuBuffer {
+            buffer,
+            len,
+            device,
+        }
+    }
+}
+
+impl fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuBuffer")
+            .field("len", &self.len)
+            .field("device", &self.device.to_string())
+            .finish()
+    }
+}
+
+impl DeviceBuffer for GpuBuffer {
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn device(&self) -> &DeviceName {
+        &self.device
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl GpuBuffer {
+    /// The number of f32 elements of the tensor (the buffer may hold one more).
+    pub(crate) fn len_elements(&self) -> usize {
+        self.len
+    }
+}

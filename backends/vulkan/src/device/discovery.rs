@@ -1,0 +1,163 @@
+//! Discovery: every Vulkan physical device with a compute queue becomes a Magpie device
+//! `/device:GPU:i`, real GPUs first (discrete, integrated, virtual), then CPU
+//! implementations such as Mesa's lavapipe. Runs once per process; later calls return
+//! the same devices (or the same reason why there are none).
+
+use std::sync::{Arc, OnceLock};
+
+use magpie_core::graph::DeviceName;
+use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
+use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
+use vulkano::device::physical::PhysicalDevice;
+use vulkano::device::{DeviceCreateInfo, QueueCreateInfo, QueueFlags};
+use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
+use vulkano::memory::allocator::StandardMemoryAllocator;
+use vulkano::memory::MemoryHeapFlags;
+use vulkano::VulkanLibrary;
+
+use super::completion::FenceWaiter;
+use super::pipelines::Pipelines;
+use super::{Limits, VulkanDevice};
+use crate::conv;
+use crate::error::VulkanError;
+use crate::DEVICE_TYPE;
+
+static DEVICES: OnceLock<Result<Vec<Arc<VulkanDevice>>, VulkanError>> = OnceLock::new();
+
+/// The Vulkan devices of this machine, as `GPU:0`, `GPU:1`, ... Discovers them on the
+/// first call; later calls return the same devices.
+///
+/// Fails with [`VulkanError::NoDriver`] when there is no Vulkan loader or driver, and
+/// with [`VulkanError::NoDevice`] when no device has a compute queue (or none could be
+/// initialised). A device that fails to initialise while others work is skipped with a
+/// warning in the log.
+pub fn discover() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+    DEVICES.get_or_init(find).clone()
+}
+
+/// The discovered device called `name`.
+pub(crate) fn lookup(name: &DeviceName) -> Option<Arc<VulkanDevice>> {
+    match DEVICES.get_or_init(find) {
+        Ok(devices) => devices.iter().find(|d| &d.name == name).cloned(),
+        Err(_) => None,
+    }
+}
+
+fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+    let library = VulkanLibrary::new().map_err(|e| conv::no_loader(&e))?;
+    let portability = library.supported_extensions().khr_portability_enumeration;
+    let instance = Instance::new(
+        library,
+        InstanceCreateInfo {
+            flags: if portability {
+                InstanceCreateFlags::ENUMERATE_PORTABILITY
+            } else {
+                InstanceCreateFlags::empty()
+            },
+            enabled_extensions: InstanceExtensions {
+                khr_portability_enumeration: portability,
+                ..InstanceExtensions::empty()
+            },
+            ..Default::default()
+        },
+    )
+    .map_err(|e| conv::no_instance(&e))?;
+    let mut physical: Vec<(Arc<PhysicalDevice>, u32)> = instance
+        .enumerate_physical_devices()
+        .map_err(|e| VulkanError::NoDriver(format!("cannot list Vulkan devices: {e}")))?
+        .filter_map(|p| {
+            let family = p
+                .queue_family_properties()
+                .iter()
+                .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))?;
+            Some((p, family as u32))
+        })
+        .collect();
+    if physical.is_empty() {
+        return Err(VulkanError::NoDevice(
+            "the Vulkan driver offers no device with a compute queue".into(),
+        ));
+    }
+    physical.sort_by_key(|(p, _)| conv::rank_of(p.properties().device_type));
+    let mut devices = Vec::new();
+    let mut failures = Vec::new();
+    for (physical, family) in physical {
+        let index = devices.len() as u32;
+        let label = physical.properties().device_name.clone();
+        match open(physical, family, index) {
+            Ok(d) => {
+                tracing::debug!(device = %d.name, description = %d.description, "Vulkan device");
+                devices.push(Arc::new(d));
+            }
+            Err(e) => {
+                tracing::warn!(device = %label, error = %e, "Vulkan device skipped");
+                failures.push(format!("{label}: {e}"));
+            }
+        }
+    }
+    if devices.is_empty() {
+        return Err(VulkanError::NoDevice(failures.join("; ")));
+    }
+    Ok(devices)
+}
+
+fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<VulkanDevice, String> {
+    let props = physical.properties();
+    let heap_bytes = physical
+        .memory_properties()
+        .memory_heaps
+        .iter()
+        .filter(|h| h.flags.intersects(MemoryHeapFlags::DEVICE_LOCAL))
+        .map(|h| h.size)
+        .max()
+        .unwrap_or(0);
+    let max_binding_bytes = u64::from(props.max_storage_buffer_range)
+        .min(props.max_buffer_size.unwrap_or(u64::MAX))
+        .min(props.max_memory_allocation_size.unwrap_or(u64::MAX));
+    let limits = Limits {
+        heap_bytes,
+        max_binding_bytes,
+        max_groups: props.max_compute_work_group_count,
+    };
+    let description = format!(
+        "{} ({}, Vulkan {})",
+        props.device_name,
+        conv::kind_of(props.device_type),
+        props.api_version
+    );
+    let (device, mut queues) = vulkano::device::Device::new(
+        physical,
+        DeviceCreateInfo {
+            queue_create_infos: vec![QueueCreateInfo {
+                queue_family_index: family,
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot create the device: {e}"))?;
+    let queue = queues.next().ok_or("the device returned no queue")?;
+    let pipelines = Pipelines::new(&device)?;
+    let name = DeviceName::local(DEVICE_TYPE, index);
+    let waiter = FenceWaiter::start(&format!("{index}"))
+        .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
+    Ok(VulkanDevice {
+        name,
+        description,
+        limits,
+        memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
+        command_buffers: Arc::new(StandardCommandBufferAllocator::new(
+            device.clone(),
+            Default::default(),
+        )),
+        descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
+            device.clone(),
+            Default::default(),
+        )),
+        device,
+        queue,
+        pipelines,
+        waiter,
+        submit_lock: parking_lot::Mutex::new(()),
+    })
+}

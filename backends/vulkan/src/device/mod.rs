@@ -1,0 +1,366 @@
+//! The device wrapper: [`VulkanDevice`] and everything that touches vulkano (with
+//! `conv.rs`). Kernels see a small portable surface: [`VulkanDevice::alloc`],
+//! [`VulkanDevice::submit`] with a [`Recorder`], [`VulkanDevice::upload`] and
+//! [`VulkanDevice::download`], and [`GpuBuffer`]s.
+//!
+//! - `discovery`: finding Vulkan devices (once per process) and naming them `GPU:i`;
+//! - `buffer`: [`GpuBuffer`], the [`DeviceBuffer`](magpie_core::tensor::DeviceBuffer)
+//!   of this backend;
+//! - `pipelines`: the compute pipelines built from `shaders/`;
+//! - `completion`: the fence waiter and [`Completion`] (read its protocol first).
+
+mod buffer;
+mod completion;
+mod discovery;
+mod pipelines;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use magpie_core::device::{Device, MemorySpace};
+use magpie_core::graph::DeviceName;
+use magpie_core::KernelError;
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
+use vulkano::command_buffer::{
+    AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer,
+};
+use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
+use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::device::Queue;
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::pipeline::{Pipeline, PipelineBindPoint};
+use vulkano::sync::{self, GpuFuture};
+
+pub(crate) use buffer::GpuBuffer;
+pub(crate) use completion::Completion;
+use completion::FenceWaiter;
+pub use discovery::discover;
+pub(crate) use discovery::lookup;
+pub(crate) use pipelines::{Params, Shader};
+
+/// Facts about a device that kernels check shapes against.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// Bytes of the largest device-local memory heap.
+    pub(crate) heap_bytes: u64,
+    /// The most bytes one storage-buffer binding may span.
+    pub(crate) max_binding_bytes: u64,
+    /// The most workgroups one dispatch may have, per dimension.
+    pub(crate) max_groups: [u32; 3],
+}
+
+/// One Vulkan physical device (with a compute queue) as a Magpie device of type `GPU`.
+///
+/// Made by [`discover`]; tensors placed on it live in its device-local memory, and the
+/// executor inserts copies where they cross to or from the host.
+pub struct VulkanDevice {
+    name: DeviceName,
+    description: String,
+    limits: Limits,
+    device: Arc<vulkano::device::Device>,
+    queue: Arc<Queue>,
+    memory: Arc<StandardMemoryAllocator>,
+    command_buffers: Arc<StandardCommandBufferAllocator>,
+    descriptor_sets: Arc<StandardDescriptorSetAllocator>,
+    pipelines: pipelines::Pipelines,
+    waiter: FenceWaiter,
+    /// Held while a command buffer is submitted. vulkano locks the state of every buffer
+    /// a submission uses, in hash-map order, while it submits: two concurrent submissions
+    /// sharing two buffers (a constant used by two steps, say) could each hold one lock
+    /// and wait for the other. Submitting is quick, and the queue serialises it anyway.
+    submit_lock: parking_lot::Mutex<()>,
+}
+
+impl fmt::Debug for VulkanDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VulkanDevice")
+            .field("name", &self.name.to_string())
+            .field("description", &self.description)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device for VulkanDevice {
+    fn name(&self) -> &DeviceName {
+        &self.name
+    }
+
+    fn memory_limit(&self) -> Option<u64> {
+        Some(self.limits.heap_bytes)
+    }
+
+    fn memory_space(&self) -> MemorySpace {
+        MemorySpace::Device
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+}
+
+/// Usage of every tensor buffer: read and written by shaders, copied both ways.
+fn tensor_usage() -> BufferUsage {
+    BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST
+}
+
+impl VulkanDevice {
+    /// The limits kernels check shapes against.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
+    fn check_size(&self, op: &str, len: usize) -> Result<u64, KernelError> {
+        let bytes = (len.max(1) as u64).saturating_mul(4);
+        if bytes > self.limits.heap_bytes {
+            return Err(KernelError::ResourceExhausted(format!(
+                "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
+                 {} bytes of memory of {}",
+                self.limits.heap_bytes, self.name
+            )));
+        }
+        if bytes > self.limits.max_binding_bytes {
+            return Err(KernelError::InvalidArgument(format!(
+                "{op}: an f32 tensor of {len} elements ({bytes} bytes) is larger than the \
+                 largest storage buffer {} can bind ({} bytes)",
+                self.name, self.limits.max_binding_bytes
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// A new device-local buffer of `len` f32 elements for an output of `op`.
+    pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
+        self.check_size(op, len)?;
+        let buffer = Buffer::new_slice::<f32>(
+            self.memory.clone(),
+            BufferCreateInfo {
+                usage: tensor_usage(),
+                ..Default::default()
+            },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
+                ..Default::default()
+            },
+            len.max(1) as u64,
+        )
+        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?;
+        Ok(Arc::new(GpuBuffer::new(buffer, len, self.name.clone())))
+    }
+
+    /// A host-visible staging buffer of `len` elements.
+    fn staging(&self, op: &str, len: usize, upload: bool) -> Result<Subbuffer<[f32]>, KernelError> {
+        self.check_size(op, len)?;
+        let (usage, access) = if upload {
+            (
+                BufferUsage::TRANSFER_SRC,
+                MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+            )
+        } else {
+            (
+                BufferUsage::TRANSFER_DST,
+                MemoryTypeFilter::HOST_RANDOM_ACCESS,
+            )
+        };
+        Buffer::new_slice::<f32>(
+            self.memory.clone(),
+            BufferCreateInfo {
+                usage,
+                ..Default::default()
+            },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST | access,
+                ..Default::default()
+            },
+            len.max(1) as u64,
+        )
+        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))
+    }
+
+    /// The workgroup grid for `groups` workgroups in a 1-D index space, split over x and
+    /// y when x alone cannot hold them (the shaders fold the grid back into one index).
+    pub(crate) fn grid_1d(&self, op: &str, groups: u64) -> Result<[u32; 3], KernelError> {
+        let [mx, my, _] = self.limits.max_groups;
+        if groups <= u64::from(mx) {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let gy = groups.div_ceil(u64::from(mx));
+        if gy > u64::from(my) {
+            return Err(KernelError::InvalidArgument(format!(
+                "{op}: {groups} workgroups exceed what {} can dispatch ({mx} x {my})",
+                self.name
+            )));
+        }
+        Ok([mx, gy as u32, 1])
+    }
+
+    /// Records commands with `record` and submits them; returns at once. The completion
+    /// resolves when the GPU has run them.
+    pub(crate) fn submit(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut Recorder<'_>) -> Result<(), KernelError>,
+    ) -> Result<Completion, KernelError> {
+        let err =
+            |e: &(dyn std::error::Error + 'static)| crate::conv::kernel_error(op, &self.name, e);
+        let builder = AutoCommandBufferBuilder::primary(
+            self.command_buffers.clone(),
+            self.queue.queue_family_index(),
+            CommandBufferUsage::OneTimeSubmit,
+        )
+        .map_err(|e| err(&e))?;
+        let mut recorder = Recorder {
+            device: self,
+            op,
+            builder,
+        };
+        record(&mut recorder)?;
+        let command_buffer = recorder.builder.build().map_err(|e| err(&e))?;
+        let future = {
+            let _serial = self.submit_lock.lock();
+            sync::now(self.device.clone())
+                .then_execute(self.queue.clone(), command_buffer)
+                .map_err(|e| err(&e))?
+                .then_signal_fence_and_flush()
+                .map_err(|e| err(&e))?
+        };
+        let (op, name) = (op.to_string(), self.name.clone());
+        Ok(self.waiter.watch(Box::new(move || {
+            future
+                .wait(None)
+                .map_err(|e| crate::conv::kernel_error(&op, &name, &e))
+        })))
+    }
+
+    /// Copies host elements into a new device buffer through a staging buffer.
+    pub(crate) fn upload(
+        &self,
+        op: &str,
+        data: &[f32],
+    ) -> Result<(Arc<GpuBuffer>, Completion), KernelError> {
+        let out = self.alloc(op, data.len())?;
+        if data.is_empty() {
+            return Ok((out, Completion::ready()));
+        }
+        let staging = self.staging(op, data.len(), true)?;
+        staging
+            .write()
+            .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?
+            .copy_from_slice(data);
+        let dst = out.buffer.clone();
+        let done = self.submit(op, |r| {
+            let fail = r.failer();
+            r.builder
+                .copy_buffer(CopyBufferInfo::buffers(staging, dst))
+                .map_err(|e| fail(&*e))?;
+            Ok(())
+        })?;
+        Ok((out, done))
+    }
+
+    /// Copies a device buffer to the host through a staging buffer; the future yields the
+    /// elements once the copy has run.
+    pub(crate) fn download(
+        &self,
+        op: &str,
+        src: &GpuBuffer,
+    ) -> Result<impl Future<Output = Result<Vec<f32>, KernelError>> + Send + 'static, KernelError>
+    {
+        let len = src.len_elements();
+        let staging = self.staging(op, len, false)?;
+        let done = if len == 0 {
+            Completion::ready()
+        } else {
+            let (from, to) = (src.buffer.clone(), staging.clone());
+            self.submit(op, |r| {
+                let fail = r.failer();
+                r.builder
+                    .copy_buffer(CopyBufferInfo::buffers(from, to))
+                    .map_err(|e| fail(&*e))?;
+                Ok(())
+            })?
+        };
+        let (op, name) = (op.to_string(), self.name.clone());
+        Ok(async move {
+            done.await?;
+            let guard = staging
+                .read()
+                .map_err(|e| crate::conv::kernel_error(&op, &name, &e))?;
+            Ok(guard[..len].to_vec())
+        })
+    }
+}
+
+/// Records the commands of one submission.
+pub(crate) struct Recorder<'a> {
+    device: &'a VulkanDevice,
+    op: &'a str,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+}
+
+impl fmt::Debug for Recorder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("op", &self.op)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder<'_> {
+    /// Turns a vulkano error of this recording into a kernel error.
+    fn failer<'e>(&self) -> impl Fn(&(dyn std::error::Error + 'static)) -> KernelError + 'e
+    where
+        Self: 'e,
+    {
+        let (op, name) = (self.op.to_string(), self.device.name.clone());
+        move |e| crate::conv::kernel_error(&op, &name, e)
+    }
+
+    /// Dispatches `shader` over `groups` workgroups with `buffers` bound at bindings
+    /// 0.. of set 0 and `params` as push constants.
+    pub(crate) fn dispatch(
+        &mut self,
+        shader: Shader,
+        buffers: &[&GpuBuffer],
+        params: Params,
+        groups: [u32; 3],
+    ) -> Result<(), KernelError> {
+        let fail = self.failer();
+        let pipeline = self.device.pipelines.get(shader).clone();
+        let layout = pipeline.layout().clone();
+        let set_layout = layout.set_layouts()[0].clone();
+        let writes = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| WriteDescriptorSet::buffer(i as u32, b.buffer.clone()));
+        let set = DescriptorSet::new(self.device.descriptor_sets.clone(), set_layout, writes, [])
+            .map_err(|e| fail(&e))?;
+        self.builder
+            .bind_pipeline_compute(pipeline)
+            .map_err(|e| fail(&*e))?;
+        self.builder
+            .bind_descriptor_sets(PipelineBindPoint::Compute, layout.clone(), 0, set)
+            .map_err(|e| fail(&*e))?;
+        self.builder
+            .push_constants(layout, 0, params)
+            .map_err(|e| fail(&*e))?;
+        // SAFETY: every shader bounds its accesses by the element counts in `params`,
+        // which the kernels derive from the bound buffers' lengths; the pipeline, its
+        // descriptor set and push constants are bound just above.
+        unsafe { self.builder.dispatch(groups) }.map_err(|e| fail(&*e))?;
+        Ok(())
+    }
+
+    /// Fills `dst` with the 32-bit pattern `bits` (`0` for zeros).
+    pub(crate) fn fill(&mut self, dst: &GpuBuffer, bits: u32) -> Result<(), KernelError> {
+        let fail = self.failer();
+        let words = dst.buffer.clone().reinterpret::<[u32]>();
+        self.builder
+            .fill_buffer(words, bits)
+            .map_err(|e| fail(&*e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! The compute pipelines, one per shader in `shaders/`, built once per device.
+//!
+//! Every shader takes 64 bytes of push constants (sixteen `u32`s; see each shader's
+//! header for their meaning) and binds its buffers at set 0, bindings 0.. in order.
+
+use std::sync::Arc;
+
+use vulkano::device::Device;
+use vulkano::pipeline::compute::ComputePipelineCreateInfo;
+use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
+use vulkano::pipeline::{ComputePipeline, PipelineLayout, PipelineShaderStageCreateInfo};
+use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
+
+use crate::shaders;
+
+/// A compute shader of this backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shader {
+    /// `c = a OP b`, broadcasting (`binary.comp`).
+    Binary,
+    /// `y = f(x)` (`unary.comp`).
+    Unary,
+    /// `y[i] = value[0]` (`fill.comp`).
+    Fill,
+    /// Sum or mean over one axis of an `[outer, r, inner]` view (`reduce.comp`).
+    Reduce,
+    /// Tiled matrix product with transpose flags (`matmul.comp`).
+    MatMul,
+}
+
+/// The parameters every shader reads from its push constants.
+pub(crate) type Params = [u32; 16];
+
+/// The pipelines of one device.
+pub(super) struct Pipelines {
+    binary: Arc<ComputePipeline>,
+    unary: Arc<ComputePipeline>,
+    fill: Arc<ComputePipeline>,
+    reduce: Arc<ComputePipeline>,
+    matmul: Arc<ComputePipeline>,
+}
+
+impl Pipelines {
+    pub(super) fn new(device: &Arc<Device>) -> Result<Pipelines, String> {
+        Ok(Pipelines {
+            binary: build(device, "binary", shaders::BINARY)?,
+            unary: build(device, "unary", shaders::UNARY)?,
+            fill: build(device, "fill", shaders::FILL)?,
+            reduce: build(device, "reduce", shaders::REDUCE)?,
+            matmul: build(device, "matmul", shaders::MATMUL)?,
+        })
+    }
+
+    pub(super) fn get(&self, shader: Shader) -> &Arc<ComputePipeline> {
+        match shader {
+            Shader::Binary => &self.binary,
+            Shader::Unary => &self.unary,
+            Shader::Fill => &self.fill,
+            Shader::Reduce => &self.reduce,
+            Shader::MatMul => &self.matmul,
+        }
+    }
+}
+
+fn build(device: &Arc<Device>, name: &str, words: &[u32]) -> Result<Arc<ComputePipeline>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("shader {name}: {e}");
+    // SAFETY: the words are SPIR-V that naga generated from `shaders/{name}.comp` and
+    // validated in build.rs.
+    let module = unsafe { ShaderModule::new(device.clone(), ShaderModuleCreateInfo::new(words)) }
+        .map_err(|e| err(&e))?;
+    let entry = module
+        .entry_point("main")
+        .ok_or_else(|| err(&"no entry point `main`"))?;
+    let stage = PipelineShaderStageCreateInfo::new(entry);
+    let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
+        .into_pipeline_layout_create_info(device.clone())
+        .map_err(|e| err(&e))?;
+    let layout = PipelineLayout::new(device.clone(), layout_info).map_err(|e| err(&e))?;
+    ComputePipeline::new(
+        device.clone(),
+        None,
+        ComputePipelineCreateInfo::stage_layout(stage, layout),
+    )
+    .map_err(|e| err(&e))
+}

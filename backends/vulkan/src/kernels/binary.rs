@@ -1,0 +1,171 @@
+//! Add, Sub, Mul, Div: one shader (`binary.comp`) with numpy broadcasting.
+//!
+//! The host computes the broadcast shape, drops dimensions of size 1 and merges adjacent
+//! dimensions both inputs walk alike, so the shader sees at most 4 dimensions with a
+//! stride per input (0 where it broadcasts). `[2, 3, 4] + [4]` runs as `[6, 4]`, and an
+//! input with the output's shape is read at the output's own index. Broadcasts that still
+//! need more than 4 dimensions are refused with an error naming both shapes.
+//!
+//! Division is IEEE (x / 0 is ±inf or NaN), within the GPU's division precision.
+
+use std::sync::Arc;
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, KernelError, Shape, Tensor};
+use smallvec::{smallvec, SmallVec};
+
+use super::support::{
+    boxed, count32, elementwise, f32_device, gpu, tensor, Factory, Launch, Launched,
+};
+use crate::device::{Shader, VulkanDevice};
+
+pub(crate) const KERNELS: &[(&str, Factory)] = &[
+    ("Add", factory::<0>),
+    ("Sub", factory::<1>),
+    ("Mul", factory::<2>),
+    ("Div", factory::<3>),
+];
+
+/// Dimensions the shader walks.
+const MAX_RANK: usize = 4;
+
+fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    boxed(Binary {
+        dev: f32_device(init)?,
+        op: init.node.op.clone(),
+        code: OP,
+    })
+}
+
+struct Binary {
+    dev: Arc<VulkanDevice>,
+    op: String,
+    code: u32,
+}
+
+type Dims = SmallVec<[u32; MAX_RANK]>;
+
+/// The shader's view of a broadcast: output dimensions and each input's strides.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Layout {
+    dims: Dims,
+    a: Dims,
+    b: Dims,
+}
+
+/// Row-major strides of `shape` right-aligned in rank `rank`, 0 where it broadcasts.
+fn aligned(shape: &Shape, rank: usize) -> SmallVec<[u64; 6]> {
+    let mut out = smallvec![0; rank];
+    let offset = rank - shape.rank();
+    let mut stride = 1u64;
+    for (i, &d) in shape.dims().iter().enumerate().rev() {
+        if d != 1 {
+            out[offset + i] = stride;
+        }
+        stride *= d as u64;
+    }
+    out
+}
+
+impl Layout {
+    /// The collapsed layout of `a` and `b` broadcast to `out`, or an error when it needs
+    /// more than [`MAX_RANK`] dimensions.
+    pub(crate) fn new(op: &str, out: &Shape, a: &Shape, b: &Shape) -> Result<Layout, KernelError> {
+        let rank = out.rank();
+        let (sa, sb) = (aligned(a, rank), aligned(b, rank));
+        let mut dims: SmallVec<[u64; 6]> = SmallVec::new();
+        let (mut da, mut db): (SmallVec<[u64; 6]>, SmallVec<[u64; 6]>) = Default::default();
+        for (i, &d) in out.dims().iter().enumerate() {
+            let d = d as u64;
+            if d == 1 {
+                continue;
+            }
+            if let (Some(&la), Some(&lb)) = (da.last(), db.last()) {
+                if la == sa[i] * d && lb == sb[i] * d {
+                    *dims.last_mut().expect("non-empty") *= d;
+                    *da.last_mut().expect("non-empty") = sa[i];
+                    *db.last_mut().expect("non-empty") = sb[i];
+                    continue;
+                }
+            }
+            dims.push(d);
+            da.push(sa[i]);
+            db.push(sb[i]);
+        }
+        if dims.len() > MAX_RANK {
+            return Err(KernelError::InvalidArgument(format!(
+                "{op}: broadcasting shapes {a} and {b} on the GPU needs {} dimensions after \
+                 merging; the kernel handles {MAX_RANK}",
+                dims.len()
+            )));
+        }
+        let pad = MAX_RANK - dims.len();
+        let narrow = |v: &[u64], fill: u32| -> Dims {
+            std::iter::repeat_n(fill, pad)
+                .chain(v.iter().map(|&x| x as u32))
+                .collect()
+        };
+        Ok(Layout {
+            dims: narrow(&dims, 1),
+            a: narrow(&da, 0),
+            b: narrow(&db, 0),
+        })
+    }
+}
+
+impl Launch for Binary {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let op = self.op.as_str();
+        let shape = Shape::broadcast(a.shape(), b.shape()).ok_or_else(|| {
+            KernelError::InvalidArgument(format!(
+                "{op}: shapes {} and {} cannot be broadcast together",
+                a.shape(),
+                b.shape()
+            ))
+        })?;
+        let n = shape.num_elements();
+        count32(op, n)?;
+        let layout = Layout::new(op, &shape, a.shape(), b.shape())?;
+        let flags = u32::from(a.shape() == &shape) | (u32::from(b.shape() == &shape) << 1);
+        let (ga, gb) = (gpu(op, a)?, gpu(op, b)?);
+        let out = self.dev.alloc(op, n)?;
+        let mut words: Vec<u32> = Vec::with_capacity(16);
+        words.extend_from_slice(&layout.dims);
+        words.extend_from_slice(&layout.a);
+        words.extend_from_slice(&layout.b);
+        words.extend_from_slice(&[n as u32, self.code, flags, 0]);
+        let done = elementwise(&self.dev, op, Shader::Binary, &[ga, gb, &out], &words, n)?;
+        Ok(Launched::Running(done, tensor(shape, out)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(out: &[usize], a: &[usize], b: &[usize]) -> Result<Layout, KernelError> {
+        Layout::new("Add", &Shape::new(out), &Shape::new(a), &Shape::new(b))
+    }
+
+    #[test]
+    fn broadcasts_collapse_to_few_dimensions() {
+        let l = layout(&[2, 3, 4], &[2, 3, 4], &[4]).unwrap();
+        assert_eq!(&l.dims[..], &[1, 1, 6, 4]);
+        assert_eq!(&l.a[..], &[0, 0, 4, 1]);
+        assert_eq!(&l.b[..], &[0, 0, 0, 1]);
+        let l = layout(&[3, 4], &[3, 1], &[1, 4]).unwrap();
+        assert_eq!(&l.dims[..], &[1, 1, 3, 4]);
+        assert_eq!(&l.a[..], &[0, 0, 1, 0]);
+        assert_eq!(&l.b[..], &[0, 0, 0, 1]);
+        let l = layout(&[7], &[7], &[]).unwrap();
+        assert_eq!(&l.dims[..], &[1, 1, 1, 7]);
+        assert_eq!(&l.b[..], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn too_many_alternating_dimensions_are_refused() {
+        let e = layout(&[2, 2, 2, 2, 2], &[2, 1, 2, 1, 2], &[1, 2, 1, 2, 1]).unwrap_err();
+        assert!(e.to_string().contains("[2, 1, 2, 1, 2]"), "{e}");
+    }
+}

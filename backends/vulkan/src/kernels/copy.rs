@@ -1,0 +1,58 @@
+//! The host/device copies the executor inserts (`_CopyFromHost`, `_CopyToHost`), through
+//! staging buffers. Each is a node of its own, so copies overlap with other nodes'
+//! compute.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use magpie_core::device::{COPY_FROM_HOST, COPY_TO_HOST};
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, KernelError, Tensor};
+
+use super::support::{boxed, f32_device, gpu, tensor, Factory, Launch, Launched};
+use crate::device::VulkanDevice;
+
+pub(crate) const KERNELS: &[(&str, Factory)] = &[
+    (COPY_FROM_HOST, from_host_factory),
+    (COPY_TO_HOST, to_host_factory),
+];
+
+fn from_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    boxed(FromHost {
+        dev: f32_device(init)?,
+    })
+}
+
+struct FromHost {
+    dev: Arc<VulkanDevice>,
+}
+
+impl Launch for FromHost {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
+        let x = &inputs[0];
+        let data = x.as_slice::<f32>()?;
+        let (buffer, done) = self.dev.upload(COPY_FROM_HOST, data)?;
+        Ok(Launched::Running(done, tensor(x.shape().clone(), buffer)?))
+    }
+}
+
+fn to_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    boxed(ToHost {
+        dev: f32_device(init)?,
+    })
+}
+
+struct ToHost {
+    dev: Arc<VulkanDevice>,
+}
+
+impl Launch for ToHost {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
+        let x = &inputs[0];
+        let download = self.dev.download(COPY_TO_HOST, gpu(COPY_TO_HOST, x)?)?;
+        let shape = x.shape().clone();
+        Ok(Launched::Later(
+            async move { Ok(Tensor::from_vec(shape, download.await?)?) }.boxed(),
+        ))
+    }
+}

@@ -1,0 +1,87 @@
+//! MatMul of two f32 matrices with `transpose_a`/`transpose_b`: `matmul.comp`, tiled
+//! through workgroup memory (64 x 64 output tiles, 4 x 4 outputs per invocation).
+
+use std::sync::Arc;
+
+use magpie_core::kernel::KernelInit;
+use magpie_core::{BoxedKernel, Device, KernelError, Tensor};
+
+use super::support::{boxed, count32, f32_device, gpu, params, tensor, Factory, Launch, Launched};
+use crate::device::{Completion, Shader, VulkanDevice};
+
+pub(crate) const KERNELS: &[(&str, Factory)] = &[("MatMul", factory)];
+
+/// Rows and columns of C per workgroup.
+const TILE: usize = 64;
+
+fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let attrs = &init.node.attrs;
+    boxed(MatMul {
+        transpose_a: attrs.bool_or("transpose_a", false)?,
+        transpose_b: attrs.bool_or("transpose_b", false)?,
+        dev: f32_device(init)?,
+    })
+}
+
+struct MatMul {
+    dev: Arc<VulkanDevice>,
+    transpose_a: bool,
+    transpose_b: bool,
+}
+
+impl Launch for MatMul {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let ([ar, ac], [br, bc]) = match (a.dims(), b.dims()) {
+            (&[ar, ac], &[br, bc]) => ([ar, ac], [br, bc]),
+            _ => {
+                return Err(KernelError::InvalidArgument(format!(
+                    "MatMul needs two matrices (rank 2), got shapes {} and {}",
+                    a.shape(),
+                    b.shape()
+                )))
+            }
+        };
+        let (m, k) = if self.transpose_a { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if self.transpose_b { (bc, br) } else { (br, bc) };
+        if k != k2 {
+            return Err(KernelError::InvalidArgument(format!(
+                "MatMul shapes {} and {} do not match (transpose_a={}, transpose_b={}): \
+                 {k} columns against {k2} rows",
+                a.shape(),
+                b.shape(),
+                self.transpose_a,
+                self.transpose_b
+            )));
+        }
+        let (ga, gb) = (gpu("MatMul", a)?, gpu("MatMul", b)?);
+        count32("MatMul", m.saturating_mul(n))?;
+        let out = self.dev.alloc("MatMul", m * n)?;
+        let done = if m * n == 0 {
+            Completion::ready()
+        } else if k == 0 {
+            // An empty inner dimension: the product is all zeros.
+            let o = Arc::clone(&out);
+            self.dev.submit("MatMul", move |r| r.fill(&o, 0))?
+        } else {
+            let [mx, my, _] = self.dev.limits().max_groups;
+            let groups = [m.div_ceil(TILE), n.div_ceil(TILE)];
+            if groups[1] > mx as usize || groups[0] > my as usize {
+                return Err(KernelError::InvalidArgument(format!(
+                    "MatMul f32 [{m}, {k}] x [{k}, {n}] needs {} x {} workgroups, more than {} \
+                     can dispatch ({mx} x {my})",
+                    groups[1],
+                    groups[0],
+                    self.dev.name()
+                )));
+            }
+            let flags = u32::from(self.transpose_a) | (u32::from(self.transpose_b) << 1);
+            let p = params(&[m as u32, n as u32, count32("MatMul", k)?, flags]);
+            let grid = [groups[1] as u32, groups[0] as u32, 1];
+            self.dev.submit("MatMul", |r| {
+                r.dispatch(Shader::MatMul, &[ga, gb, &out], p, grid)
+            })?
+        };
+        Ok(Launched::Running(done, tensor([m, n], out)?))
+    }
+}

@@ -1,0 +1,35 @@
+//! The GPU kernels, one file per op family, and the list [`all`] that `register()` walks.
+//!
+//! Every factory checks the dtypes when the kernel is built and declines anything but
+//! f32 with [`KernelError::Unimplemented`](magpie_core::KernelError::Unimplemented).
+//! Kernels that compute are asynchronous (`support::Launch`): they validate shapes,
+//! allocate the output, record and submit on the scheduler worker, and complete when the
+//! device's fence waiter sees the fence. Identity and Reshape only relabel a buffer and
+//! run synchronously. No file here names a vulkano type: they go through `device/`.
+
+mod binary;
+mod copy;
+mod matmul;
+mod reduce;
+mod shape_ops;
+mod source;
+mod support;
+mod unary;
+
+pub(crate) use support::Factory;
+
+/// Every (op, factory) pair this backend provides.
+pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
+    [
+        copy::KERNELS,
+        source::KERNELS,
+        binary::KERNELS,
+        unary::KERNELS,
+        matmul::KERNELS,
+        reduce::KERNELS,
+        shape_ops::KERNELS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}

@@ -1,0 +1,176 @@
+//! What every kernel shares: the factory checks (dtype f32, a known Vulkan device), the
+//! [`Launch`] trait that turns a kernel's synchronous start into an
+//! [`AsyncKernel`](magpie_core::AsyncKernel), and reading inputs as GPU buffers.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use magpie_core::kernel::{AsyncKernel, AsyncKernelContext, KernelInit, Outputs};
+use magpie_core::{BoxedKernel, DType, KernelError, Tensor};
+use smallvec::smallvec;
+
+use crate::device::{lookup, Completion, GpuBuffer, VulkanDevice};
+use crate::DEVICE_TYPE;
+
+/// A kernel factory as the registry takes it.
+pub(crate) type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
+
+/// Threads per workgroup of the 1-D shaders.
+pub(crate) const GROUP: u64 = 256;
+
+/// What starting a kernel gives back.
+pub(crate) enum Launched {
+    /// The output, valid once the completion resolves.
+    Running(Completion, Tensor),
+    /// The output, computed by a future (e.g. a download that reads a staging buffer).
+    Later(BoxFuture<'static, Result<Tensor, KernelError>>),
+}
+
+/// A GPU kernel: validates its inputs, allocates, records and submits, then returns at
+/// once. Runs on a scheduler worker and must not wait on the GPU.
+pub(crate) trait Launch: Send + Sync + 'static {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError>;
+}
+
+struct Gpu<L>(L);
+
+impl<L: Launch> AsyncKernel for Gpu<L> {
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+        match self.0.launch(&ctx.inputs) {
+            Ok(Launched::Running(done, out)) => async move {
+                done.await?;
+                Ok(smallvec![out])
+            }
+            .boxed(),
+            Ok(Launched::Later(fut)) => fut.map(|r| r.map(|t| smallvec![t])).boxed(),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+}
+
+/// Boxes a kernel for the registry.
+pub(crate) fn boxed(kernel: impl Launch) -> Result<BoxedKernel, KernelError> {
+    Ok(BoxedKernel::Async(Box::new(Gpu(kernel))))
+}
+
+/// The Vulkan device a node was placed on, checking every input dtype is f32.
+pub(crate) fn f32_device(init: &KernelInit<'_>) -> Result<Arc<VulkanDevice>, KernelError> {
+    if let Some(&dtype) = init.input_dtypes.iter().find(|d| **d != DType::F32) {
+        return Err(unimplemented(init, dtype));
+    }
+    device_of(init)
+}
+
+/// The declined-dtype error the placer and the testkit understand.
+pub(crate) fn unimplemented(init: &KernelInit<'_>, dtype: DType) -> KernelError {
+    KernelError::Unimplemented {
+        op: init.node.op.clone(),
+        dtype,
+        device_type: DEVICE_TYPE.into(),
+    }
+}
+
+/// The Vulkan device a node was placed on.
+pub(crate) fn device_of(init: &KernelInit<'_>) -> Result<Arc<VulkanDevice>, KernelError> {
+    let name = init.device.name();
+    lookup(name).ok_or_else(|| {
+        KernelError::InvalidArgument(format!(
+            "{} on {name}: not a Vulkan device that magpie_vulkan::discover() found",
+            init.node.op
+        ))
+    })
+}
+
+/// Input `t` as this backend's GPU buffer.
+pub(crate) fn gpu<'t>(op: &str, t: &'t Tensor) -> Result<&'t GpuBuffer, KernelError> {
+    t.device_buffer()
+        .and_then(|b| b.as_any().downcast_ref::<GpuBuffer>())
+        .ok_or_else(|| {
+            let place = match t.device_buffer() {
+                Some(b) => format!("in the memory of {}", b.device()),
+                None => "in host memory".to_string(),
+            };
+            KernelError::Internal(format!(
+                "{op}: expected an input in a Vulkan device's memory, got a {} tensor {place}",
+                t.dtype()
+            ))
+        })
+}
+
+/// A tensor of `shape` over `buffer`.
+pub(crate) fn tensor(
+    shape: impl Into<magpie_core::Shape>,
+    buffer: Arc<GpuBuffer>,
+) -> Result<Tensor, KernelError> {
+    Ok(Tensor::from_device_buffer(shape, buffer)?)
+}
+
+/// Push constants: `words` first, zeros after.
+pub(crate) fn params(words: &[u32]) -> [u32; 16] {
+    let mut p = [0u32; 16];
+    p[..words.len()].copy_from_slice(words);
+    p
+}
+
+/// An element count as the shaders' 32-bit index, or an error naming the op.
+pub(crate) fn count32(op: &str, n: usize) -> Result<u32, KernelError> {
+    u32::try_from(n).map_err(|_| {
+        KernelError::InvalidArgument(format!(
+            "{op}: {n} elements exceed the GPU kernels' 32-bit indexing"
+        ))
+    })
+}
+
+/// Runs a 1-D elementwise `shader` writing `n` outputs into `out`.
+pub(crate) fn elementwise(
+    dev: &VulkanDevice,
+    op: &str,
+    shader: crate::device::Shader,
+    buffers: &[&GpuBuffer],
+    words: &[u32],
+    n: usize,
+) -> Result<Completion, KernelError> {
+    if n == 0 {
+        return Ok(Completion::ready());
+    }
+    let grid = dev.grid_1d(op, (n as u64).div_ceil(GROUP))?;
+    let p = params(words);
+    dev.submit(op, |r| r.dispatch(shader, buffers, p, grid))
+}
+
+/// A shape attribute with every dimension known (no -1).
+pub(crate) fn known_shape(
+    op: &str,
+    attr: &str,
+    dims: &[i64],
+) -> Result<magpie_core::Shape, KernelError> {
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        match usize::try_from(d) {
+            Ok(d) => out.push(d),
+            Err(_) => {
+                return Err(KernelError::InvalidArgument(format!(
+                    "{op} attribute {attr:?} must have non-negative dimensions, got {dims:?}"
+                )))
+            }
+        }
+    }
+    Ok(magpie_core::Shape::from(out))
+}
+
+/// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
+pub(crate) fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelError> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(KernelError::InvalidArgument(format!(
+            "{op}: axis {axis} is out of range for a tensor of rank {rank}"
+        )))
+    }
+}

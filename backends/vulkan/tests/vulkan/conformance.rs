@@ -1,0 +1,47 @@
+//! The GPU passes core's conformance testkit: f32 results against the reference, other
+//! dtypes declined with `Unimplemented`.
+
+use super::common::gpu;
+
+#[test]
+fn the_gpu_passes_the_conformance_suite() {
+    let Some(gpu) = gpu() else { return };
+    let report = match magpie_core::testkit::check_device(gpu) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    for op in [
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Neg",
+        "Square",
+        "Sqrt",
+        "Exp",
+        "Relu",
+        "MatMul",
+        "Sum",
+        "Mean",
+        "Reshape",
+        "Fill",
+        "ZerosLike",
+        "Identity",
+        "Const",
+    ] {
+        assert!(
+            report.ops_covered.iter().any(|o| o == op),
+            "{op} not covered"
+        );
+    }
+    assert!(report.checks >= 79, "only {} checks ran", report.checks);
+    // Everything declined is a dtype other than f32.
+    for declined in &report.unsupported {
+        assert!(!declined.contains(" f32"), "GPU declined {declined}");
+    }
+    eprintln!(
+        "conformance: {} checks passed, {} declined",
+        report.checks,
+        report.unsupported.len()
+    );
+}

@@ -1,0 +1,141 @@
+//! Every kernel against core's reference interpreter (the CPU backend's semantics), on odd shapes (1, 7, 1023, non-square), within
+//! [`RTOL`](super::common::RTOL)/[`ATOL`](super::common::ATOL).
+
+use super::common::{check_against_reference, data, gpu};
+
+const SIZES: [usize; 4] = [1, 7, 1023, 70_001];
+
+#[test]
+fn binary_ops_match_the_reference_with_broadcasting() {
+    let Some(gpu) = gpu() else { return };
+    let shapes: [(&[usize], &[usize]); 8] = [
+        (&[1], &[1]),
+        (&[7], &[7]),
+        (&[1023], &[]),
+        (&[], &[1023]),
+        (&[33, 31], &[31]),
+        (&[33, 1], &[1, 31]),
+        (&[2, 3, 5, 7, 11], &[7, 1]),
+        (&[70_001], &[70_001]),
+    ];
+    for op in ["Add", "Sub", "Mul", "Div"] {
+        for (sa, sb) in shapes {
+            let a = data(sa, 1, false);
+            let b = data(sb, 2, op == "Div");
+            check_against_reference(&gpu, &format!("{op} {sa:?} {sb:?}"), &[a, b], |g, x| {
+                g.op(op).input(x[0]).input(x[1]).build_output()
+            });
+        }
+    }
+}
+
+#[test]
+fn the_same_tensor_on_both_sides() {
+    let Some(gpu) = gpu() else { return };
+    check_against_reference(&gpu, "x * x", &[data(&[1023], 3, false)], |g, x| {
+        g.mul(x[0], x[0])
+    });
+}
+
+#[test]
+fn unary_ops_match_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    for op in ["Neg", "Square", "Sqrt", "Exp", "Relu"] {
+        for n in SIZES {
+            let x = data(&[n], 4, op == "Sqrt");
+            check_against_reference(&gpu, &format!("{op} [{n}]"), &[x], |g, x| {
+                g.op(op).input(x[0]).build_output()
+            });
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_the_reference_for_every_transpose() {
+    let Some(gpu) = gpu() else { return };
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 5, 3),
+        (65, 33, 129),
+        (1, 1023, 7),
+        (130, 70, 1),
+    ] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let sa = if ta { [k, m] } else { [m, k] };
+            let sb = if tb { [n, k] } else { [k, n] };
+            let (a, b) = (data(&sa, 5, false), data(&sb, 6, false));
+            let label = format!("MatMul {sa:?} x {sb:?} ta={ta} tb={tb}");
+            check_against_reference(&gpu, &label, &[a, b], |g, x| g.matmul_t(x[0], x[1], ta, tb));
+        }
+    }
+}
+
+#[test]
+fn reductions_match_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    let shapes: [&[usize]; 5] = [&[1], &[7], &[1023], &[7, 1023], &[3, 5, 7]];
+    for shape in shapes {
+        let rank = shape.len() as i64;
+        let mut axes = vec![None];
+        axes.extend((-rank..rank).map(Some));
+        for axis in axes {
+            for keep in [false, true] {
+                for op in ["Sum", "Mean"] {
+                    let x = data(shape, 7, false);
+                    let label = format!("{op} {shape:?} axis={axis:?} keep_dims={keep}");
+                    check_against_reference(&gpu, &label, &[x], |g, x| {
+                        if op == "Sum" {
+                            g.sum(x[0], axis, keep)
+                        } else {
+                            g.mean(x[0], axis, keep)
+                        }
+                    });
+                }
+            }
+        }
+    }
+    // A long contiguous sum: many strides of a workgroup, then the tree.
+    check_against_reference(
+        &gpu,
+        "Sum [300001]",
+        &[data(&[300_001], 8, true)],
+        |g, x| g.sum(x[0], None, false),
+    );
+}
+
+#[test]
+fn sources_and_shape_ops_match_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    for n in SIZES {
+        check_against_reference(
+            &gpu,
+            &format!("Fill [{n}]"),
+            &[data(&[], 9, false)],
+            |g, x| g.fill(&[n], x[0]),
+        );
+        check_against_reference(
+            &gpu,
+            &format!("ZerosLike [{n}]"),
+            &[data(&[n], 9, false)],
+            |g, x| g.op("ZerosLike").input(x[0]).build_output(),
+        );
+    }
+    check_against_reference(&gpu, "Const + Identity", &[], |g, _| {
+        let c = g.constant(data(&[7, 3], 10, false))?;
+        let i = g.op("Identity").input(c).build_output()?;
+        g.add(i, c)
+    });
+    check_against_reference(&gpu, "Reshape", &[data(&[6, 35], 11, false)], |g, x| {
+        let r = g.reshape(x[0], &[5, -1])?;
+        g.neg(r)
+    });
+    check_against_reference(
+        &gpu,
+        "empty tensors",
+        &[data(&[0, 3], 12, false)],
+        |g, x| {
+            let y = g.exp(x[0])?;
+            g.sum(y, Some(1), false)
+        },
+    );
+}
