@@ -103,7 +103,10 @@ fn session(g: &Graph, pools: &[(&str, usize)]) -> Result<Session, SessionError> 
 
 /// Transfers in pool `net` plus independent compute ops; returns (transfer, compute)
 /// intervals of one step.
-fn run_mixed(capacity: usize) -> (Vec<(Instant, Instant)>, Vec<(Instant, Instant)>) {
+/// A recorded kernel interval.
+type Span = (Instant, Instant);
+
+fn run_mixed(capacity: usize) -> (Vec<Span>, Vec<Span>) {
     setup();
     let g = Graph::new();
     let mut outs = Vec::new();
@@ -141,7 +144,7 @@ fn run_mixed(capacity: usize) -> (Vec<(Instant, Instant)>, Vec<(Instant, Instant
     (pick("xfer"), pick("comp"))
 }
 
-fn max_overlap(intervals: &[(Instant, Instant)]) -> usize {
+fn max_overlap(intervals: &[Span]) -> usize {
     intervals
         .iter()
         .map(|(s, _)| intervals.iter().filter(|(a, b)| a <= s && s < b).count())
