@@ -11,7 +11,7 @@
 //! - [`exec`]: the dataflow executor that maps graph nodes onto scheduler tasks;
 //! - [`session`]: local sessions, `run(feeds, fetches, targets)`.
 //!
-//! With the `testkit` feature, [`testkit`] holds the conformance checks that any
+//! With the `testkit` feature, `testkit` holds the conformance checks that any
 //! `Device`/`Kernel` implementation runs to prove it behaves.
 
 pub mod device;

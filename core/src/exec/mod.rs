@@ -1,7 +1,7 @@
 //! The dataflow executor: maps a graph's nodes onto scheduler tasks.
 //!
-//! [`plan`] prunes, places and instantiates kernels once per signature of feeds, fetches
-//! and targets; [`step`] runs one step of a plan on a
+//! `plan` prunes, places and instantiates kernels once per signature of feeds, fetches
+//! and targets; `step` runs one step of a plan on a
 //! [`ThreadPool`](crate::scheduler::ThreadPool). The scheduler below knows nothing of
 //! tensors; this layer knows nothing of sessions or clusters.
 

@@ -1,7 +1,7 @@
 //! Conformance testkit (feature `testkit`): checks that any [`Device`](crate::Device) and
 //! its kernels — ours or a user's — behave as the executor expects.
 //!
-//! - [`reference`] is a deliberately naive, sequential interpreter of the standard op set,
+//! - [`reference`](mod@reference) is a deliberately naive, sequential interpreter of the standard op set,
 //!   the oracle that results are compared with;
 //! - [`check_device`] runs the suite on one device: its name, every standard op it has a
 //!   kernel for (each dtype it accepts, odd shapes, against the oracle), clean errors on
