@@ -9,7 +9,8 @@
 //! - [`scheduler`]: a work-stealing scheduler that runs DAGs of tasks (closures or
 //!   futures) and knows nothing of tensors;
 //! - [`exec`]: the dataflow executor that maps graph nodes onto scheduler tasks;
-//! - [`session`]: local sessions, `run(feeds, fetches, targets)`.
+//! - [`session`]: local sessions, `run(feeds, fetches, targets)`;
+//! - [`shape_fn`]: the shape rules of the standard ops, shared by every backend.
 //!
 //! With the `testkit` feature, `testkit` holds the conformance checks that any
 //! `Device`/`Kernel` implementation runs to prove it behaves.
@@ -21,6 +22,7 @@ pub mod kernel;
 pub mod registry;
 pub mod scheduler;
 pub mod session;
+pub mod shape_fn;
 pub mod tensor;
 #[cfg(feature = "testkit")]
 pub mod testkit;

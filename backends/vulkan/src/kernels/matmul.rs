@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use magpie_core::kernel::KernelInit;
+use magpie_core::shape_fn::matmul_dims;
 use magpie_core::{BoxedKernel, Device, KernelError, Tensor};
 
 use super::support::{boxed, count32, f32_device, gpu, params, tensor, Factory, Launch, Launched};
@@ -32,28 +33,7 @@ struct MatMul {
 impl Launch for MatMul {
     fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
         let (a, b) = (&inputs[0], &inputs[1]);
-        let ([ar, ac], [br, bc]) = match (a.dims(), b.dims()) {
-            (&[ar, ac], &[br, bc]) => ([ar, ac], [br, bc]),
-            _ => {
-                return Err(KernelError::InvalidArgument(format!(
-                    "MatMul needs two matrices (rank 2), got shapes {} and {}",
-                    a.shape(),
-                    b.shape()
-                )))
-            }
-        };
-        let (m, k) = if self.transpose_a { (ac, ar) } else { (ar, ac) };
-        let (k2, n) = if self.transpose_b { (bc, br) } else { (br, bc) };
-        if k != k2 {
-            return Err(KernelError::InvalidArgument(format!(
-                "MatMul shapes {} and {} do not match (transpose_a={}, transpose_b={}): \
-                 {k} columns against {k2} rows",
-                a.shape(),
-                b.shape(),
-                self.transpose_a,
-                self.transpose_b
-            )));
-        }
+        let (m, k, n) = matmul_dims(a.shape(), b.shape(), self.transpose_a, self.transpose_b)?;
         let (ga, gb) = (gpu("MatMul", a)?, gpu("MatMul", b)?);
         count32("MatMul", m.saturating_mul(n))?;
         let out = self.dev.alloc("MatMul", m * n)?;

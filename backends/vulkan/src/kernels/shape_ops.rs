@@ -1,7 +1,8 @@
 //! Identity and Reshape: no GPU work; the output shares the input's device buffer.
 
 use magpie_core::kernel::{Kernel, KernelContext, KernelInit};
-use magpie_core::{BoxedKernel, KernelError, Shape};
+use magpie_core::shape_fn::reshape_target;
+use magpie_core::{BoxedKernel, KernelError};
 
 use super::support::{f32_device, gpu, Factory};
 
@@ -40,45 +41,11 @@ struct Reshape {
     dims: Vec<i64>,
 }
 
-impl Reshape {
-    /// The target shape for an input of `n` elements.
-    fn target(&self, n: usize) -> Option<Shape> {
-        let known: usize = self
-            .dims
-            .iter()
-            .filter(|&&d| d != -1)
-            .map(|&d| d as usize)
-            .product();
-        let dims: Vec<usize> = if self.dims.contains(&-1) {
-            if known == 0 || n % known != 0 {
-                return None;
-            }
-            self.dims
-                .iter()
-                .map(|&d| if d == -1 { n / known } else { d as usize })
-                .collect()
-        } else {
-            if known != n {
-                return None;
-            }
-            self.dims.iter().map(|&d| d as usize).collect()
-        };
-        Some(Shape::from(dims))
-    }
-}
-
 impl Kernel for Reshape {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let x = ctx.input(0);
         gpu("Reshape", x)?;
-        let shape = self.target(x.num_elements()).ok_or_else(|| {
-            KernelError::InvalidArgument(format!(
-                "cannot reshape a tensor of shape {} ({} elements) into shape {:?}",
-                x.shape(),
-                x.num_elements(),
-                self.dims
-            ))
-        })?;
+        let shape = reshape_target(x.shape(), &self.dims)?;
         let y = x.reshape(shape)?;
         ctx.push_output(y);
         Ok(())

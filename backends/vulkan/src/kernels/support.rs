@@ -12,6 +12,7 @@ use smallvec::smallvec;
 
 use crate::device::{lookup, Completion, GpuBuffer, VulkanDevice};
 use crate::DEVICE_TYPE;
+pub(crate) use magpie_core::shape_fn::{known_shape, normalize_axis};
 
 /// A kernel factory as the registry takes it.
 pub(crate) type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
@@ -140,37 +141,4 @@ pub(crate) fn elementwise(
     let grid = dev.grid_1d(op, (n as u64).div_ceil(GROUP))?;
     let p = params(words);
     dev.submit(op, |r| r.dispatch(shader, buffers, p, grid))
-}
-
-/// A shape attribute with every dimension known (no -1).
-pub(crate) fn known_shape(
-    op: &str,
-    attr: &str,
-    dims: &[i64],
-) -> Result<magpie_core::Shape, KernelError> {
-    let mut out = Vec::with_capacity(dims.len());
-    for &d in dims {
-        match usize::try_from(d) {
-            Ok(d) => out.push(d),
-            Err(_) => {
-                return Err(KernelError::InvalidArgument(format!(
-                    "{op} attribute {attr:?} must have non-negative dimensions, got {dims:?}"
-                )))
-            }
-        }
-    }
-    Ok(magpie_core::Shape::from(out))
-}
-
-/// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
-pub(crate) fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelError> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(KernelError::InvalidArgument(format!(
-            "{op}: axis {axis} is out of range for a tensor of rank {rank}"
-        )))
-    }
 }

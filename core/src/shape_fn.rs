@@ -1,0 +1,171 @@
+//! Shape rules of the standard ops, shared by every backend so that all of them accept
+//! the same inputs and word their errors the same way. Each function returns a
+//! [`KernelError::InvalidArgument`] naming the op and the shapes involved.
+
+use crate::kernel::KernelError;
+use crate::tensor::Shape;
+
+/// A shape attribute with every dimension known (no -1).
+pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        match usize::try_from(d) {
+            Ok(d) => out.push(d),
+            Err(_) => {
+                return Err(KernelError::InvalidArgument(format!(
+                    "{op} attribute {attr:?} must have non-negative dimensions, got {dims:?}"
+                )))
+            }
+        }
+    }
+    Ok(Shape::from(out))
+}
+
+/// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
+pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelError> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(KernelError::InvalidArgument(format!(
+            "{op}: axis {axis} is out of range for a tensor of rank {rank}"
+        )))
+    }
+}
+
+/// The numpy broadcast of two shapes.
+pub fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
+    Shape::broadcast(a, b).ok_or_else(|| {
+        KernelError::InvalidArgument(format!("shapes {a} and {b} cannot be broadcast together"))
+    })
+}
+
+/// The target of a `Reshape` of a tensor of `input` shape to `spec` (one -1 inferred).
+pub fn reshape_target(input: &Shape, spec: &[i64]) -> Result<Shape, KernelError> {
+    let n = input.num_elements();
+    let fail = || {
+        KernelError::InvalidArgument(format!(
+            "cannot reshape a tensor of shape {input} ({n} elements) into shape {spec:?}"
+        ))
+    };
+    if spec.iter().any(|d| *d < -1) || spec.iter().filter(|d| **d == -1).count() > 1 {
+        return Err(fail());
+    }
+    let known: usize = spec
+        .iter()
+        .filter(|d| **d != -1)
+        .map(|d| *d as usize)
+        .product();
+    let dims: Vec<usize> = if spec.contains(&-1) {
+        if known == 0 || n % known != 0 {
+            return Err(fail());
+        }
+        spec.iter()
+            .map(|&d| if d == -1 { n / known } else { d as usize })
+            .collect()
+    } else {
+        spec.iter().map(|d| *d as usize).collect()
+    };
+    let shape = Shape::from(dims);
+    if shape.num_elements() != n {
+        return Err(fail());
+    }
+    Ok(shape)
+}
+
+/// `(m, k, n)` of `MatMul(a, b)`: after the transposes `a` is `[m, k]` and `b` is `[k, n]`.
+pub fn matmul_dims(
+    a: &Shape,
+    b: &Shape,
+    transpose_a: bool,
+    transpose_b: bool,
+) -> Result<(usize, usize, usize), KernelError> {
+    let ([ar, ac], [br, bc]) = match (a.dims(), b.dims()) {
+        (&[ar, ac], &[br, bc]) => ([ar, ac], [br, bc]),
+        _ => {
+            return Err(KernelError::InvalidArgument(format!(
+                "MatMul needs two matrices (rank 2), got shapes {a} and {b}"
+            )))
+        }
+    };
+    let (m, k) = if transpose_a { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if transpose_b { (bc, br) } else { (br, bc) };
+    if k != k2 {
+        return Err(KernelError::InvalidArgument(format!(
+            "MatMul shapes {a} and {b} do not match (transpose_a={transpose_a}, \
+             transpose_b={transpose_b}): {k} columns against {k2} rows"
+        )));
+    }
+    Ok((m, k, n))
+}
+
+/// The output shape of `Sum`/`Mean` over `axis` (all axes when `None`), and the axis as
+/// an index.
+pub fn reduced_shape(
+    op: &str,
+    input: &Shape,
+    axis: Option<i64>,
+    keep_dims: bool,
+) -> Result<(Shape, Option<usize>), KernelError> {
+    match axis {
+        None if keep_dims => Ok((Shape::from(vec![1; input.rank()]), None)),
+        None => Ok((Shape::scalar(), None)),
+        Some(a) => {
+            let axis = normalize_axis(op, a, input.rank())?;
+            let mut dims = input.dims().to_vec();
+            if keep_dims {
+                dims[axis] = 1;
+            } else {
+                dims.remove(axis);
+            }
+            Ok((Shape::from(dims), Some(axis)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_infers_one_dimension_and_names_mismatches() {
+        let s = Shape::new(&[2, 6]);
+        assert_eq!(reshape_target(&s, &[3, -1]).unwrap().dims(), &[3, 4]);
+        assert_eq!(reshape_target(&s, &[12]).unwrap().dims(), &[12]);
+        let e = reshape_target(&s, &[5, -1]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: cannot reshape a tensor of shape [2, 6] (12 elements) into shape [5, -1]"
+        );
+        assert!(reshape_target(&s, &[-1, -1]).is_err());
+        assert!(reshape_target(&Shape::new(&[0]), &[0, -1]).is_err());
+    }
+
+    #[test]
+    fn matmul_checks_rank_and_inner_dimensions() {
+        let (a, b) = (Shape::new(&[2, 3]), Shape::new(&[4, 3]));
+        assert_eq!(matmul_dims(&a, &b, false, true).unwrap(), (2, 3, 4));
+        let e = matmul_dims(&a, &b, false, false).unwrap_err().to_string();
+        assert!(e.contains("[2, 3] and [4, 3] do not match"), "{e}");
+        assert!(matmul_dims(&Shape::new(&[3]), &b, false, false).is_err());
+    }
+
+    #[test]
+    fn reductions_keep_or_drop_the_axis() {
+        let s = Shape::new(&[3, 4]);
+        assert_eq!(
+            reduced_shape("Sum", &s, Some(-1), false).unwrap().0.dims(),
+            &[3]
+        );
+        assert_eq!(
+            reduced_shape("Sum", &s, Some(0), true).unwrap().0.dims(),
+            &[1, 4]
+        );
+        assert_eq!(
+            reduced_shape("Sum", &s, None, true).unwrap().0.dims(),
+            &[1, 1]
+        );
+        assert!(reduced_shape("Mean", &s, Some(2), false).is_err());
+    }
+}
