@@ -51,6 +51,40 @@ fn parse_input(s: &str) -> InputRef<'_> {
 }
 
 impl Graph {
+    /// The graph as a [`GraphDef`]: every node in creation order, data inputs as
+    /// `"name"`/`"name:index"`, control inputs as `"^name"`, attributes sorted by name.
+    /// [`Graph::import`] of the result rebuilds an equal graph.
+    pub fn to_graph_def(&self) -> GraphDef {
+        let nodes = self.nodes();
+        let name = |id: NodeId| nodes[id.index()].name.as_str();
+        let defs = nodes
+            .iter()
+            .map(|n| {
+                let mut inputs: Vec<String> = n
+                    .inputs
+                    .iter()
+                    .map(|o| match o.index {
+                        0 => name(o.node).to_string(),
+                        i => format!("{}:{i}", name(o.node)),
+                    })
+                    .collect();
+                inputs.extend(n.control_inputs.iter().map(|c| format!("^{}", name(*c))));
+                NodeDef {
+                    name: n.name.clone(),
+                    op: n.op.clone(),
+                    inputs,
+                    device: n.device.to_string(),
+                    attrs: n
+                        .attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                }
+            })
+            .collect();
+        GraphDef { nodes: defs }
+    }
+
     /// Builds a graph from a [`GraphDef`], validating every node. Nodes may appear in any
     /// order; a cycle is reported with the names on it.
     pub fn import(def: &GraphDef) -> Result<Graph, GraphError> {

@@ -1,0 +1,15 @@
+//! Compiles `proto/magpie/v1/*.proto` with protox (pure Rust: no `protoc` needed) and
+//! generates the prost messages and tonic services.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [root.join("magpie/v1/tensor.proto")];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    Ok(())
+}
