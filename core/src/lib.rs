@@ -19,6 +19,7 @@ pub mod exec;
 pub mod graph;
 pub mod kernel;
 pub mod registry;
+pub mod resource;
 pub mod scheduler;
 pub mod session;
 pub mod tensor;
