@@ -14,7 +14,9 @@
 //! With the `testkit` feature, [`testkit`] holds the conformance checks that any
 //! `Device`/`Kernel` implementation runs to prove it behaves.
 
+pub mod cluster;
 pub mod device;
+pub mod distributed;
 pub mod exec;
 pub mod graph;
 pub mod kernel;
