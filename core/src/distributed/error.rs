@@ -29,16 +29,16 @@ pub enum WorkerError {
     BadPartition {
         /// The task.
         task: String,
-        /// Why.
-        source: GraphError,
+        /// Why (boxed to keep the error small).
+        source: Box<GraphError>,
     },
     /// The partition's local step failed (the error names node, op and device).
     #[error("task {task}: {source}")]
     Step {
         /// The task.
         task: String,
-        /// The local session's error.
-        source: SessionError,
+        /// The local session's error (boxed to keep the error small).
+        source: Box<SessionError>,
     },
     /// The step was aborted on this task.
     #[error("step {step_id} was aborted on task {task}")]
@@ -70,10 +70,11 @@ impl WorkerError {
                 TransportError::UnknownPartition { task, handle }
             }
             WorkerError::Aborted { task, step_id } => TransportError::Cancelled { task, step_id },
-            WorkerError::Step {
-                task,
-                source: SessionError::DeadlineExceeded(_),
-            } => TransportError::DeadlineExceeded { task },
+            WorkerError::Step { task, source }
+                if matches!(*source, SessionError::DeadlineExceeded(_)) =>
+            {
+                TransportError::DeadlineExceeded { task }
+            }
             other => {
                 let task = match &other {
                     WorkerError::BadPartition { task, .. }

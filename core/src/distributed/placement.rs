@@ -30,8 +30,8 @@ pub fn place_nodes(
     master: &TaskName,
 ) -> Result<Vec<Option<usize>>, MasterError> {
     let mut placed: Vec<Option<usize>> = vec![None; nodes.len()];
-    for i in 0..nodes.len() {
-        if needed[i] {
+    for (i, &need) in needed.iter().enumerate().take(nodes.len()) {
+        if need {
             place_one(graph, nodes, i, devices, master, &mut placed, 0)?;
         }
     }

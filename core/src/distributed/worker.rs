@@ -188,7 +188,7 @@ impl Worker {
         let task = self.task.to_string();
         let bad = |source| WorkerError::BadPartition {
             task: task.clone(),
-            source,
+            source: Box::new(source),
         };
         let mut def = request.graph;
         // Sends hold the `net` pool when the task declares one (receives never do: a
@@ -234,7 +234,7 @@ impl Worker {
         };
         let session = Session::new(&graph, options).map_err(|source| WorkerError::Step {
             task: task.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let handle = format!(
             "{}/partition/{}",
@@ -271,12 +271,12 @@ impl Worker {
         if request.feeds.len() != part.feeds.len() {
             return Err(WorkerError::Step {
                 task: self.task.to_string(),
-                source: SessionError::InvalidOptions(format!(
+                source: Box::new(SessionError::InvalidOptions(format!(
                     "partition {} takes {} feeds, got {}",
                     request.handle,
                     part.feeds.len(),
                     request.feeds.len()
-                )),
+                ))),
             });
         }
         let token = CancellationToken::new();
@@ -313,7 +313,7 @@ impl Worker {
             }),
             Err(source) => Err(WorkerError::Step {
                 task: self.task.to_string(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -324,7 +324,7 @@ impl Worker {
             .deliver(key, tensor)
             .map_err(|e| WorkerError::Step {
                 task: self.task.to_string(),
-                source: SessionError::Scheduler(e.to_string()),
+                source: Box::new(SessionError::Scheduler(e.to_string())),
             })
     }
 
