@@ -27,7 +27,10 @@
 
 use std::sync::Arc;
 
+pub mod cluster;
+
 pub use magpie_core::device::Device;
+pub use magpie_core::distributed::{MasterSession, ServerOptions, VariableRef};
 pub use magpie_core::exec::chrome_trace_json;
 pub use magpie_core::graph::{DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output};
 pub use magpie_core::session::{
@@ -36,9 +39,10 @@ pub use magpie_core::session::{
 };
 pub use magpie_core::tensor::{DType, Shape, Tensor, TensorError};
 pub use magpie_core::{
-    device, exec, graph, kernel, registry, scheduler, session, tensor, transport,
+    device, distributed, exec, graph, kernel, registry, resource, scheduler, session, tensor,
+    transport,
 };
-pub use {magpie_core as core, magpie_cpu as cpu, magpie_vulkan as vulkan};
+pub use {magpie_core as core, magpie_cpu as cpu, magpie_inmem as inmem, magpie_vulkan as vulkan};
 
 /// Session options with this process's CPU device as the default device, followed by
 /// every Vulkan device [`vulkan::discover`] finds (`GPU:0`, `GPU:1`, ...; none without a
@@ -46,6 +50,7 @@ pub use {magpie_core as core, magpie_cpu as cpu, magpie_vulkan as vulkan};
 /// without a device spec stay on the CPU.
 pub fn local_options() -> SessionOptions {
     magpie_cpu::register();
+    magpie_core::distributed::kernels::register_kernels();
     magpie_vulkan::register();
     let mut devices: Vec<Arc<dyn Device>> = vec![magpie_cpu::cpu_device()];
     if let Ok(gpus) = magpie_vulkan::discover() {

@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::device::Device;
 use crate::graph::{Attrs, Node};
+use crate::resource::ResourceMgr;
 use crate::tensor::{DType, Tensor};
 
 /// Why a kernel failed. The session adds the node, op and device.
@@ -72,6 +73,7 @@ pub struct KernelContext<'a> {
     inputs: SmallVec<[Tensor; 2]>,
     outputs: Outputs,
     step_id: u64,
+    resources: Option<&'a Arc<ResourceMgr>>,
 }
 
 impl fmt::Debug for KernelContext<'_> {
@@ -93,7 +95,21 @@ impl<'a> KernelContext<'a> {
             inputs,
             outputs: Outputs::new(),
             step_id,
+            resources: None,
         }
+    }
+
+    /// This context with access to the resource manager of the session (or cluster
+    /// task) running the step, where stateful kernels keep variables.
+    pub fn with_resources(mut self, resources: &'a Arc<ResourceMgr>) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The resource manager of the session (or cluster task) running the step; `None`
+    /// only for contexts made by hand without one.
+    pub fn resources(&self) -> Option<&Arc<ResourceMgr>> {
+        self.resources
     }
 
     /// The node being computed.
@@ -163,6 +179,9 @@ pub struct AsyncKernelContext {
     pub inputs: SmallVec<[Tensor; 2]>,
     /// The step this call belongs to.
     pub step_id: u64,
+    /// The resource manager of the session (or cluster task) running the step: variables,
+    /// and on a cluster task the rendezvous and transport that Send/Recv use.
+    pub resources: Option<Arc<ResourceMgr>>,
 }
 
 /// An asynchronous kernel (I/O, a remote read, a GPU submission).

@@ -15,11 +15,14 @@
 //! With the `testkit` feature, `testkit` holds the conformance checks that any
 //! `Device`/`Kernel` implementation runs to prove it behaves.
 
+pub mod cluster;
 pub mod device;
+pub mod distributed;
 pub mod exec;
 pub mod graph;
 pub mod kernel;
 pub mod registry;
+pub mod resource;
 pub mod scheduler;
 pub mod session;
 pub mod shape_fn;

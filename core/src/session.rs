@@ -21,6 +21,7 @@ use crate::exec::step::{StepBody, StepState};
 pub use crate::exec::DeviceMemoryStats;
 pub use crate::exec::{NodeStats, SessionError};
 use crate::graph::{DeviceSpec, Graph, NodeId, Output};
+use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
 use crate::tensor::Tensor;
@@ -49,6 +50,10 @@ pub struct SessionOptions {
     pub memory_budgets: Vec<(String, u64)>,
     /// How steps are ordered beyond their dependencies.
     pub policy: SchedulingPolicy,
+    /// Where stateful kernels keep their state (variables): share one manager between
+    /// sessions to share variables (a cluster task does, across all its sessions). A new,
+    /// empty manager when `None`.
+    pub resources: Option<Arc<ResourceMgr>>,
 }
 
 /// How a session orders ready nodes.
@@ -79,6 +84,7 @@ impl fmt::Debug for SessionOptions {
             )
             .field("num_workers", &self.num_workers)
             .field("pool", &self.pool)
+            .field("resources", &self.resources.is_some())
             .finish()
     }
 }
@@ -111,6 +117,9 @@ pub struct RunOptions {
     /// Account live tensor bytes per device and report peaks in [`RunMetadata::memory`]
     /// (always on when a device has a memory budget).
     pub track_memory: bool,
+    /// Run under this step id instead of a fresh one. A cluster worker passes the
+    /// master's step id, which keys the step's Send/Recv rendezvous; nobody else needs it.
+    pub step_id: Option<u64>,
 }
 
 /// What a step reports besides its tensors.
@@ -148,6 +157,7 @@ pub struct Session {
     budgets: Vec<Option<u64>>,
     policy: SchedulingPolicy,
     pool: ThreadPool,
+    resources: Arc<ResourceMgr>,
     plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
 }
 
@@ -199,6 +209,7 @@ impl Session {
             policy: options.policy,
             devices: options.devices,
             pool,
+            resources: options.resources.unwrap_or_default(),
             plans: Mutex::new(HashMap::new()),
         })
     }
@@ -211,6 +222,11 @@ impl Session {
     /// The session's devices; the first is the default.
     pub fn devices(&self) -> &[Arc<dyn Device>] {
         &self.devices
+    }
+
+    /// Where this session's stateful kernels keep their state.
+    pub fn resources(&self) -> &Arc<ResourceMgr> {
+        &self.resources
     }
 
     /// The scheduler pool running this session's steps.
@@ -245,10 +261,13 @@ impl Session {
             check_feed(&plan, k, t)?;
             feed_tensors.push(t.clone());
         }
-        let step_id = NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed);
+        let step_id = options
+            .step_id
+            .unwrap_or_else(|| NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed));
         let state = Arc::new(StepState::new(
             &plan,
             step_id,
+            Arc::clone(&self.resources),
             feed_tensors,
             options.trace,
             options.track_memory,

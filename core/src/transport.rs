@@ -1,15 +1,33 @@
 //! The [`Transport`] trait: how one task of a cluster reaches another.
 //!
-//! Declared here so that the master and worker logic in core stays independent of the
-//! wire; the in-memory and gRPC crates implement it. A transport registers graph
-//! partitions on a task, runs a step on them, moves tensors between tasks by rendezvous
-//! key, and cancels steps. Every method returns a future; none blocks a thread.
+//! Declared here so that the master and worker logic in core
+//! ([`distributed`](crate::distributed)) stays independent of the wire; the in-memory
+//! (`magpie-inmem`) and gRPC crates implement it. It is the *client* side of a task's
+//! worker service: list the task's devices, register graph partitions on it, run a step
+//! of one, push a tensor into its rendezvous, abort a step. The serving side is
+//! [`Worker`](crate::distributed::Worker), which a transport's server calls.
+//!
+//! Tensors are **pushed**: a `_Send` kernel calls [`Transport::send`] towards the task
+//! of the matching `_Recv`, which waits on its own task's rendezvous — so tensors travel
+//! worker to worker, never through the master.
+//!
+//! # Contract
+//! - Every method returns a future and blocks no thread.
+//! - Every future completes: with the answer, or with an error naming the task, within
+//!   the transport's deadline (a task that is gone fails at once or at the deadline with
+//!   [`TransportError::Unreachable`]).
+//! - [`TransportError`]s name the task involved.
+//! - An in-process transport passes tensors without copying them.
+//!
+//! The shared conformance suite is `testkit::check_transport` (feature `testkit`).
 
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::graph::GraphDef;
+use crate::graph::{DeviceName, GraphDef};
 use crate::tensor::Tensor;
 
 /// One task of a cluster: `/job:<job>/task:<index>`.
@@ -21,34 +39,110 @@ pub struct TaskName {
     pub index: u32,
 }
 
+impl TaskName {
+    /// `/job:<job>/task:<index>`.
+    pub fn new(job: &str, index: u32) -> TaskName {
+        TaskName {
+            job: job.to_string(),
+            index,
+        }
+    }
+
+    /// Whether `device` belongs to this task.
+    pub fn owns(&self, device: &DeviceName) -> bool {
+        device.job == self.job && device.task == self.index
+    }
+}
+
 impl fmt::Display for TaskName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "/job:{}/task:{}", self.job, self.index)
     }
 }
 
-/// Names one tensor crossing between partitions in one step: the step, the producing
-/// and consuming devices, and the edge.
+/// A malformed task name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed task name {0:?}: expected /job:<name>/task:<index>")]
+pub struct TaskNameError(pub String);
+
+impl FromStr for TaskName {
+    type Err = TaskNameError;
+    fn from_str(s: &str) -> Result<TaskName, TaskNameError> {
+        let spec = crate::graph::DeviceSpec::parse(s).map_err(|_| TaskNameError(s.to_string()))?;
+        match (spec.job, spec.task, spec.device_type) {
+            (Some(job), Some(index), None) => Ok(TaskName { job, index }),
+            _ => Err(TaskNameError(s.to_string())),
+        }
+    }
+}
+
+/// A device a task exposes, as the master sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Full name (`/job:ps/replica:0/task:0/device:CPU:0`).
+    pub name: DeviceName,
+    /// A one-line description.
+    pub description: String,
+}
+
+/// Names one tensor crossing between tasks in one step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RendezvousKey {
-    /// The step.
+    /// The step (the master's step id).
     pub step_id: u64,
-    /// Full name of the sending device.
-    pub src_device: String,
-    /// Full name of the receiving device.
-    pub dst_device: String,
-    /// The edge, `producer:index`.
+    /// The edge: unique in the step (`<edge id>:<producer>:<index>-><task>`).
     pub edge: String,
+}
+
+impl fmt::Display for RendezvousKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {} edge {}", self.step_id, self.edge)
+    }
 }
 
 /// A partition registered on a task, as the task's handle for it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PartitionHandle(pub String);
 
+impl fmt::Display for PartitionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A partition to register: a graph for one task, with the names the steps will feed,
+/// fetch and run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisterPartition {
+    /// The master session it belongs to (for clean-up).
+    pub session: String,
+    /// The partition; node devices are full device names of the task.
+    pub graph: GraphDef,
+    /// Outputs fed in every step (`name:index`), in the order the tensors come.
+    pub feeds: Vec<String>,
+    /// Outputs fetched (`name:index`), in the order they are returned.
+    pub fetches: Vec<String>,
+    /// Nodes run for their effects (the partition's `_Send`s among them).
+    pub targets: Vec<String>,
+}
+
+/// One step of a registered partition.
+#[derive(Clone, Debug)]
+pub struct RunPartition {
+    /// The partition.
+    pub handle: PartitionHandle,
+    /// The master's step id (keys the step's rendezvous on every task).
+    pub step_id: u64,
+    /// Tensors for the registered feeds, in order.
+    pub feeds: Vec<Tensor>,
+    /// The step fails with [`TransportError::DeadlineExceeded`] past this.
+    pub timeout: Duration,
+}
+
 /// Transport failures. Each names the task involved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransportError {
-    /// The task could not be reached (connection refused, dead peer) within the deadline.
+    /// The task could not be reached (nothing at its address, a dead peer).
     #[error("task {task} unreachable: {detail}")]
     Unreachable {
         /// The task.
@@ -56,43 +150,83 @@ pub enum TransportError {
         /// What happened.
         detail: String,
     },
-    /// The task answered with an error.
-    #[error("task {task} failed: {detail}")]
+    /// The task is stopping or stopped and refuses new work.
+    #[error("task {task} refused: {detail}")]
+    Refused {
+        /// The task.
+        task: String,
+        /// Why.
+        detail: String,
+    },
+    /// The task does not know the partition (it restarted since registration).
+    #[error("task {task} has no partition {handle}")]
+    UnknownPartition {
+        /// The task.
+        task: String,
+        /// The handle.
+        handle: String,
+    },
+    /// The task answered with an error (a kernel failed, a bad graph, ...).
+    #[error("task {task}: {detail}")]
     Remote {
         /// The task.
         task: String,
         /// Its message.
         detail: String,
     },
-    /// The step was cancelled.
-    #[error("step {0} cancelled")]
-    Cancelled(u64),
+    /// The step was cancelled on the task (aborted because another task failed).
+    #[error("step {step_id} cancelled on task {task}")]
+    Cancelled {
+        /// The task.
+        task: String,
+        /// The step.
+        step_id: u64,
+    },
     /// A deadline passed.
-    #[error("deadline exceeded waiting for task {0}")]
-    DeadlineExceeded(String),
+    #[error("deadline exceeded waiting for task {task}")]
+    DeadlineExceeded {
+        /// The task.
+        task: String,
+    },
+}
+
+impl TransportError {
+    /// The task the error names.
+    pub fn task(&self) -> &str {
+        match self {
+            TransportError::Unreachable { task, .. }
+            | TransportError::Refused { task, .. }
+            | TransportError::UnknownPartition { task, .. }
+            | TransportError::Remote { task, .. }
+            | TransportError::Cancelled { task, .. }
+            | TransportError::DeadlineExceeded { task } => task,
+        }
+    }
 }
 
 /// How a task reaches the others. Implemented by the transport crates.
 pub trait Transport: Send + Sync + fmt::Debug {
-    /// Registers a partition (a graph for one task) and returns its handle there.
+    /// The devices `task` exposes.
+    fn list_devices(
+        &self,
+        task: &TaskName,
+    ) -> BoxFuture<'static, Result<Vec<DeviceInfo>, TransportError>>;
+
+    /// Registers a partition on `task` and returns its handle there.
     fn register_partition(
         &self,
         task: &TaskName,
-        partition: GraphDef,
+        request: RegisterPartition,
     ) -> BoxFuture<'static, Result<PartitionHandle, TransportError>>;
 
-    /// Runs one step of a registered partition with its feeds, returning its fetches in
-    /// order.
+    /// Runs one step of a registered partition, returning its fetches in order.
     fn run_partition(
         &self,
         task: &TaskName,
-        partition: &PartitionHandle,
-        step_id: u64,
-        feeds: Vec<(String, Tensor)>,
-        fetches: Vec<String>,
+        request: RunPartition,
     ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>>;
 
-    /// Delivers a tensor to the task that will receive it under `key`.
+    /// Delivers a tensor into `task`'s rendezvous under `key`.
     fn send(
         &self,
         task: &TaskName,
@@ -100,13 +234,17 @@ pub trait Transport: Send + Sync + fmt::Debug {
         tensor: Tensor,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
-    /// Waits for the tensor sent under `key` to this task.
-    fn recv(&self, key: RendezvousKey) -> BoxFuture<'static, Result<Tensor, TransportError>>;
-
-    /// Cancels a step on a task; its pending receives fail.
-    fn cancel_step(
+    /// Aborts a step on `task`: its pending receives fail and its partitions stop.
+    fn abort_step(
         &self,
         task: &TaskName,
         step_id: u64,
+    ) -> BoxFuture<'static, Result<(), TransportError>>;
+
+    /// Drops every partition `session` registered on `task`.
+    fn release_session(
+        &self,
+        task: &TaskName,
+        session: &str,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 }

@@ -1,8 +1,10 @@
-//! `magpie demo`: the seed's control-dependency example on a local session.
+//! `magpie demo`: the seed's control-dependency example on a local session, then the
+//! seed's cluster examples on an in-process three-task cluster (the embedded default).
 
 use std::path::Path;
 
 use anyhow::Context;
+use magpie::cluster::{default_cluster, InProcessCluster, DEFAULT_CLUSTER_TOML};
 use magpie::{Graph, GraphError, RunOptions, Session};
 
 pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Result<()> {
@@ -79,5 +81,68 @@ pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Resul
             path.display()
         );
     }
+    cluster_demo()
+}
+
+/// The seed's cluster (ps + two workers) in this process: a graph spread over the three
+/// tasks, then the remote-session example on worker 1 as the master.
+fn cluster_demo() -> anyhow::Result<()> {
+    println!();
+    println!("in-process cluster (embedded default):");
+    for line in DEFAULT_CLUSTER_TOML.lines() {
+        println!("    {line}");
+    }
+    let cluster = InProcessCluster::start(&default_cluster())?;
+    let g = Graph::new();
+    let w = g
+        .with_device("/job:ps/task:0")?
+        .with_name("w")
+        .constant(2.0f32)?;
+    let x = g.with_device("/job:worker/task:0")?.with_name("x").mul(
+        w,
+        g.with_device("/job:worker/task:0")?
+            .with_name("five")
+            .constant(5.0f32)?,
+    )?;
+    let y = g
+        .with_device("/job:worker/task:1")?
+        .with_name("y")
+        .add(x, w)?;
+    let out = cluster.session("worker", 0, &g)?.run_with_options(
+        &RunOptions::default(),
+        &[],
+        &[y],
+        &[],
+    )?;
+    println!();
+    println!("one graph over three tasks (master /job:worker/task:0):");
+    for p in out.placement.iter() {
+        println!("  {:<5} ({:<5}) on {}", p.node, p.op, p.device);
+    }
+    println!("  y = w * 5 + w = {}", out.tensors[0]);
+
+    let g = Graph::new();
+    let a = g.with_name("a").constant(1.0f32)?;
+    let b = g
+        .with_name("b")
+        .add(a, g.with_name("two").constant(2.0f32)?)?;
+    let c = g
+        .with_name("c")
+        .mul(b, g.with_name("three").constant(3.0f32)?)?;
+    let out = cluster.session("worker", 1, &g)?.run_with_options(
+        &RunOptions::default(),
+        &[],
+        &[c],
+        &[],
+    )?;
+    println!();
+    println!("remote session on /job:worker/task:1 (unpinned ops on its default device):");
+    println!(
+        "  c ran on {}",
+        out.placement.last().map_or("?", |p| p.device.as_str())
+    );
+    println!("  c = b * 3 = {}", out.tensors[0]);
+    anyhow::ensure!(f32::try_from(&out.tensors[0])? == 9.0, "c should be 9.0");
+    cluster.stop(std::time::Duration::from_secs(5));
     Ok(())
 }

@@ -28,6 +28,7 @@ use super::memory::{DeviceMemoryStats, MemoryTracker};
 use super::plan::ExecPlan;
 use super::resources::acquire;
 use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, Outputs};
+use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::tensor::Tensor;
 
@@ -62,6 +63,7 @@ type Releases = SmallVec<[(usize, u64); 2]>;
 pub(crate) struct StepState {
     slots: Box<[Slot]>,
     step_id: u64,
+    resources: Arc<ResourceMgr>,
     started: Instant,
     trace: Option<Mutex<Vec<NodeStats>>>,
     memory: Option<MemoryTracker>,
@@ -71,6 +73,7 @@ impl StepState {
     pub(crate) fn new(
         plan: &ExecPlan,
         step_id: u64,
+        resources: Arc<ResourceMgr>,
         feeds: Vec<Tensor>,
         trace: bool,
         track_memory: bool,
@@ -89,6 +92,7 @@ impl StepState {
         StepState {
             slots,
             step_id,
+            resources,
             started: Instant::now(),
             trace: trace.then(|| Mutex::new(Vec::with_capacity(plan.nodes.len()))),
             memory: needs_memory.then(|| MemoryTracker::new(plan)),
@@ -272,7 +276,8 @@ fn run_sync(
     let start = Instant::now();
     let mut releases = Releases::new();
     let inputs = inputs(plan, state, task, &mut releases)?;
-    let mut ctx = KernelContext::new(&pn.node, inputs, state.step_id);
+    let mut ctx =
+        KernelContext::new(&pn.node, inputs, state.step_id).with_resources(&state.resources);
     k.compute(&mut ctx)
         .map_err(|e| kernel_error(plan, task, e))?;
     let bytes = state.store(plan, task, ctx.into_outputs(), releases)?;
@@ -299,6 +304,7 @@ fn run_async(
         node: Arc::clone(&pn.node),
         inputs,
         step_id: state.step_id,
+        resources: Some(Arc::clone(&state.resources)),
     };
     let fut = k.compute_async(ctx);
     let (plan, state) = (Arc::clone(plan), Arc::clone(state));

@@ -5,9 +5,13 @@
 //!   the oracle that results are compared with;
 //! - [`check_device`] runs the suite on one device: its name, every standard op it has a
 //!   kernel for (each dtype it accepts, odd shapes, against the oracle), clean errors on
-//!   bad input, interleaving with asynchronous kernels, and concurrent steps.
+//!   bad input, interleaving with asynchronous kernels, and concurrent steps;
+//! - [`check_transport`] runs the transport suite (devices, push delivery, partitions,
+//!   deadlines, unknown handles, unreachable tasks) that every transport passes.
 
 mod conformance;
 pub mod reference;
+mod transport;
 
 pub use conformance::{check_device, ConformanceError, ConformanceReport};
+pub use transport::{check_transport, TransportConformanceError};

@@ -1,0 +1,164 @@
+//! Errors of the distributed layer: [`WorkerError`] (one task's worker service) and
+//! [`MasterError`] (placing, partitioning and running a step over the cluster). Each
+//! names the task, node, spec or device involved.
+
+use crate::cluster::ClusterError;
+use crate::graph::GraphError;
+use crate::session::SessionError;
+use crate::transport::TransportError;
+
+/// Why a worker refused or failed a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker is stopping or stopped.
+    #[error("task {task} is stopping and refuses new work")]
+    Refused {
+        /// The task.
+        task: String,
+    },
+    /// No partition has this handle (never registered, released, or the task restarted).
+    #[error("task {task} has no partition {handle}")]
+    UnknownPartition {
+        /// The task.
+        task: String,
+        /// The handle.
+        handle: String,
+    },
+    /// A partition's graph failed validation.
+    #[error("task {task}: invalid partition: {source}")]
+    BadPartition {
+        /// The task.
+        task: String,
+        /// Why (boxed to keep the error small).
+        source: Box<GraphError>,
+    },
+    /// The partition's local step failed (the error names node, op and device).
+    #[error("task {task}: {source}")]
+    Step {
+        /// The task.
+        task: String,
+        /// The local session's error (boxed to keep the error small).
+        source: Box<SessionError>,
+    },
+    /// The step was aborted on this task.
+    #[error("step {step_id} was aborted on task {task}")]
+    Aborted {
+        /// The task.
+        task: String,
+        /// The step.
+        step_id: u64,
+    },
+    /// A device given to the server does not belong to its task, or options are invalid.
+    #[error("task {task}: invalid server options: {detail}")]
+    InvalidOptions {
+        /// The task.
+        task: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl WorkerError {
+    /// The error as a transport reports it to the caller.
+    pub fn into_transport(self) -> TransportError {
+        match self {
+            WorkerError::Refused { task } => TransportError::Refused {
+                task,
+                detail: "the server is stopping".into(),
+            },
+            WorkerError::UnknownPartition { task, handle } => {
+                TransportError::UnknownPartition { task, handle }
+            }
+            WorkerError::Aborted { task, step_id } => TransportError::Cancelled { task, step_id },
+            WorkerError::Step { task, source }
+                if matches!(*source, SessionError::DeadlineExceeded(_)) =>
+            {
+                TransportError::DeadlineExceeded { task }
+            }
+            other => {
+                let task = match &other {
+                    WorkerError::BadPartition { task, .. }
+                    | WorkerError::Step { task, .. }
+                    | WorkerError::InvalidOptions { task, .. } => task.clone(),
+                    _ => String::new(),
+                };
+                let detail = match &other {
+                    WorkerError::BadPartition { source, .. } => {
+                        format!("invalid partition: {source}")
+                    }
+                    WorkerError::Step { source, .. } => source.to_string(),
+                    o => o.to_string(),
+                };
+                TransportError::Remote { task, detail }
+            }
+        }
+    }
+}
+
+/// Why a master could not create a session or run a step.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MasterError {
+    /// The cluster spec or a task reference is invalid.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The graph, a feed, a fetch or a target is invalid.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// No device of any task matches a node's device spec.
+    #[error("node {node:?} ({op}) requests device {spec}, which no task's device matches; devices: {}", .available.join(", "))]
+    NoMatchingDevice {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// The requested spec.
+        spec: String,
+        /// Every device of the cluster.
+        available: Vec<String>,
+    },
+    /// The devices a node's spec matches have no kernel for its op.
+    #[error("node {node:?}: no kernel for op {op} on any device matching {spec:?} (matched: {})", .matched.join(", "))]
+    NoKernel {
+        /// Node name.
+        node: String,
+        /// Op name.
+        op: String,
+        /// The spec ("" for an unpinned node).
+        spec: String,
+        /// The devices it matched.
+        matched: Vec<String>,
+    },
+    /// A node is colocated with a node that does not exist.
+    #[error("node {node:?} is colocated with {target:?}, which is not in the graph")]
+    BadColocation {
+        /// Node name.
+        node: String,
+        /// The missing node.
+        target: String,
+    },
+    /// A feed's tensor does not fit its output.
+    #[error("feed {output}: {detail}")]
+    BadFeed {
+        /// `name:index`.
+        output: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A task failed (or could not be reached) during the step; names the task.
+    #[error("step {step_id} failed: {source}")]
+    Step {
+        /// The step.
+        step_id: u64,
+        /// The first failure (the root cause; others were aborted because of it).
+        source: TransportError,
+    },
+    /// A task could not be reached or refused while the session was set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The master is stopping.
+    #[error("master {task} is stopping and refuses new steps")]
+    Stopping {
+        /// The master's task.
+        task: String,
+    },
+}

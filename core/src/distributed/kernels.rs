@@ -1,0 +1,260 @@
+//! Kernels of the distributed ops: `_Send`/`_Recv` (asynchronous; any device type) and
+//! the variable ops (host kernels, registered for the `CPU` device type — they are
+//! device-independent, so core registers them without depending on a CPU backend).
+//!
+//! They reach their task through the step's [`ResourceMgr`]: `_Recv` waits on the
+//! task's [`Rendezvous`] service, `_Send` pushes through its [`TaskTransport`] service,
+//! and the variable ops keep [`Variable`]s there.
+
+use std::sync::{Arc, Once};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::ops::{ensure_registered, DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
+use super::rendezvous::Rendezvous;
+use crate::kernel::{
+    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, KernelInit,
+    Outputs,
+};
+use crate::registry::{register_kernel, ANY_DEVICE};
+use crate::resource::{ResourceMgr, Variable};
+use crate::tensor::{DType, Tensor};
+use crate::transport::{RendezvousKey, TaskName, Transport};
+
+/// The service `_Send` pushes tensors through: the hosting task's transport.
+#[derive(Debug)]
+pub struct TaskTransport(pub Arc<dyn Transport>);
+
+/// Registers the kernels (and op definitions) once per process. Workers call it; a
+/// local session that uses variables needs it too (the facade calls it).
+pub fn register_kernels() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        ensure_registered();
+        let _ = register_kernel(SEND_OP, ANY_DEVICE, |init: &KernelInit<'_>| {
+            let edge = init.node.attrs.string(EDGE_ATTR)?;
+            let dst = init.node.attrs.string(DST_TASK_ATTR)?;
+            let dst: TaskName = dst
+                .parse()
+                .map_err(|e| KernelError::InvalidArgument(format!("{e}")))?;
+            Ok(BoxedKernel::Async(Box::new(SendKernel { edge, dst })))
+        });
+        let _ = register_kernel(RECV_OP, ANY_DEVICE, |init: &KernelInit<'_>| {
+            Ok(BoxedKernel::Async(Box::new(RecvKernel {
+                edge: init.node.attrs.string(EDGE_ATTR)?,
+                dtype: init.node.attrs.dtype("dtype")?,
+            })))
+        });
+        for (op, kind) in [
+            ("VarHandleOp", VarOp::Declare),
+            ("ReadVariableOp", VarOp::Read),
+            ("AssignVariableOp", VarOp::Assign),
+            ("AssignAddVariableOp", VarOp::AssignAdd),
+        ] {
+            let _ = register_kernel(op, "CPU", move |init: &KernelInit<'_>| {
+                let a = &init.node.attrs;
+                let container = if a.contains("container") {
+                    a.string("container")?
+                } else {
+                    String::new()
+                };
+                Ok(BoxedKernel::Sync(Box::new(VarKernel {
+                    kind,
+                    container,
+                    name: a.string("shared_name")?,
+                    dtype: a.dtype("dtype")?,
+                })))
+            });
+        }
+    });
+}
+
+fn resources(r: Option<&Arc<ResourceMgr>>) -> Result<&Arc<ResourceMgr>, KernelError> {
+    r.ok_or_else(|| KernelError::Internal("no resource manager in this context".into()))
+}
+
+struct SendKernel {
+    edge: String,
+    dst: TaskName,
+}
+
+impl AsyncKernel for SendKernel {
+    fn compute_async(
+        &self,
+        mut ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+        let transport =
+            match resources(ctx.resources.as_ref()).map(|r| r.service::<TaskTransport>()) {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    let e = KernelError::Internal(
+                        "_Send runs only on a cluster task (no transport in this session)".into(),
+                    );
+                    return async move { Err(e) }.boxed();
+                }
+                Err(e) => return async move { Err(e) }.boxed(),
+            };
+        // A control carrier has no input: it sends an empty tensor.
+        let tensor = ctx
+            .inputs
+            .pop()
+            .unwrap_or_else(|| Tensor::zeros(DType::Bool, [0]));
+        let key = RendezvousKey {
+            step_id: ctx.step_id,
+            edge: self.edge.clone(),
+        };
+        let fut = transport.0.send(&self.dst, key, tensor);
+        async move {
+            fut.await
+                .map_err(|e| KernelError::Device(format!("send failed: {e}")))?;
+            Ok(Outputs::new())
+        }
+        .boxed()
+    }
+}
+
+struct RecvKernel {
+    edge: String,
+    dtype: DType,
+}
+
+impl AsyncKernel for RecvKernel {
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+        let rendezvous = match resources(ctx.resources.as_ref()).map(|r| r.service::<Rendezvous>())
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let e = KernelError::Internal(
+                    "_Recv runs only on a cluster task (no rendezvous in this session)".into(),
+                );
+                return async move { Err(e) }.boxed();
+            }
+            Err(e) => return async move { Err(e) }.boxed(),
+        };
+        let fut = rendezvous.recv(RendezvousKey {
+            step_id: ctx.step_id,
+            edge: self.edge.clone(),
+        });
+        let dtype = self.dtype;
+        async move {
+            let t = fut.await.map_err(recv_error)?;
+            if t.dtype() != dtype {
+                return Err(KernelError::Internal(format!(
+                    "received a {} tensor, expected {dtype}",
+                    t.dtype()
+                )));
+            }
+            Ok(smallvec::smallvec![t])
+        }
+        .boxed()
+    }
+}
+
+fn recv_error(e: super::rendezvous::RendezvousError) -> KernelError {
+    match e {
+        super::rendezvous::RendezvousError::StepEnded { .. } => {
+            KernelError::Device(format!("receive aborted: {e}"))
+        }
+        other => KernelError::Internal(other.to_string()),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum VarOp {
+    Declare,
+    Read,
+    Assign,
+    AssignAdd,
+}
+
+struct VarKernel {
+    kind: VarOp,
+    container: String,
+    name: String,
+    dtype: DType,
+}
+
+impl VarKernel {
+    fn variable(&self, r: &ResourceMgr) -> Result<Arc<Variable>, KernelError> {
+        let v = r
+            .lookup_or_create(&self.container, &self.name, || Variable::new(self.dtype))
+            .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
+        if v.dtype() != self.dtype {
+            return Err(KernelError::InvalidArgument(format!(
+                "variable {:?}/{} holds {}, the op expects {}",
+                self.container,
+                self.name,
+                v.dtype(),
+                self.dtype
+            )));
+        }
+        Ok(v)
+    }
+
+    fn uninitialised(&self) -> KernelError {
+        KernelError::InvalidArgument(format!(
+            "variable {:?}/{} is not initialised (assign it first)",
+            self.container, self.name
+        ))
+    }
+}
+
+impl Kernel for VarKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let v = self.variable(resources(ctx.resources())?)?;
+        match self.kind {
+            VarOp::Declare => {}
+            VarOp::Read => {
+                let t = v.read().ok_or_else(|| self.uninitialised())?;
+                ctx.push_output(t);
+            }
+            VarOp::Assign => {
+                let t = ctx.input(0).clone();
+                v.assign(t.clone());
+                ctx.push_output(t);
+            }
+            VarOp::AssignAdd => {
+                let delta = ctx.input(0).clone();
+                let new = v.update(|old| {
+                    let old = old.ok_or_else(|| self.uninitialised())?;
+                    add(old, &delta)
+                })?;
+                ctx.push_output(new);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Elementwise `a + b` of equal shapes (the update of `AssignAddVariableOp`).
+fn add(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
+    if a.shape() != b.shape() || a.dtype() != b.dtype() {
+        return Err(KernelError::InvalidArgument(format!(
+            "cannot add a {} {} to a {} {} variable",
+            b.dtype(),
+            b.shape(),
+            a.dtype(),
+            a.shape()
+        )));
+    }
+    fn go<T: crate::tensor::StorageElement + Copy + std::ops::Add<Output = T>>(
+        a: &Tensor,
+        b: &Tensor,
+    ) -> Result<Tensor, KernelError> {
+        let x = a.as_slice::<T>()?;
+        let y = b.as_slice::<T>()?;
+        let v: Vec<T> = x.iter().zip(y).map(|(p, q)| *p + *q).collect();
+        Ok(Tensor::from_vec(a.shape().clone(), v)?)
+    }
+    match a.dtype() {
+        DType::F32 => go::<f32>(a, b),
+        DType::F64 => go::<f64>(a, b),
+        DType::I32 => go::<i32>(a, b),
+        DType::I64 => go::<i64>(a, b),
+        DType::Bool => Err(KernelError::InvalidArgument("cannot add booleans".into())),
+    }
+}

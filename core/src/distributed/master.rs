@@ -1,0 +1,454 @@
+//! [`Master`] and [`MasterSession`]: the master service of a task — the server a
+//! client's session talks to.
+//!
+//! # A step
+//! 1. The signature (feeds, fetches, targets) selects a cached plan; the first run of a
+//!    signature prunes, places and partitions the graph ([`super::partition`]) and
+//!    registers each task's partition on that task, concurrently — once per signature
+//!    (graphs only grow and nodes never change, so the graph's version is implied).
+//! 2. The master draws a step id and runs the step on every task with a partition,
+//!    concurrently; each feed goes only to the task that consumes it; tensors between
+//!    tasks go worker to worker through `_Send`/`_Recv`.
+//! 3. On the first failure it aborts the step on the other tasks, waits for them (each
+//!    returns within the step's deadline), and reports that first failure, which names
+//!    its task. A task that restarted (its partitions are unknown) makes the master
+//!    re-register the signature and retry once.
+//! 4. Fetches return in the client's order.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use parking_lot::Mutex;
+
+use super::error::MasterError;
+use super::partition::{partition, PlacedNode};
+use crate::cluster::ClusterSpec;
+use crate::graph::{Graph, NodeId, Output};
+use crate::session::RunOptions;
+use crate::tensor::{DType, Tensor};
+use crate::transport::{
+    DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
+    TransportError,
+};
+
+/// How a master runs steps.
+#[derive(Clone, Debug)]
+pub struct MasterOptions {
+    /// Deadline of a step when the client gives none.
+    pub step_timeout: Duration,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        MasterOptions {
+            step_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The master service of one task.
+pub struct Master {
+    task: TaskName,
+    cluster: ClusterSpec,
+    transport: Arc<dyn Transport>,
+    options: MasterOptions,
+    stopping: AtomicBool,
+    next_session: AtomicU64,
+    /// High 32 bits: this master's random incarnation, so step ids of different masters
+    /// sharing a worker differ; low 32 bits: a counter.
+    next_step: AtomicU64,
+}
+
+impl fmt::Debug for Master {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Master")
+            .field("task", &self.task.to_string())
+            .finish()
+    }
+}
+
+impl Master {
+    /// The master of `task`, reaching the cluster's tasks through `transport`.
+    pub fn new(
+        task: TaskName,
+        cluster: ClusterSpec,
+        transport: Arc<dyn Transport>,
+        options: MasterOptions,
+    ) -> Master {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(task.to_string().as_bytes());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let incarnation = (h.finish() & 0x7FFF_FFFF) << 32;
+        Master {
+            task,
+            cluster,
+            transport,
+            options,
+            stopping: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+            next_step: AtomicU64::new(incarnation | 1),
+        }
+    }
+
+    /// The master's task.
+    pub fn task(&self) -> &TaskName {
+        &self.task
+    }
+
+    /// Refuses new sessions and steps from now on.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn check_serving(&self) -> Result<(), MasterError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(MasterError::Stopping {
+                task: self.task.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every device of the cluster, the master task's first. Fails naming the first
+    /// task that cannot be reached.
+    pub fn cluster_devices(&self) -> Result<Vec<DeviceInfo>, MasterError> {
+        let mut tasks = self.cluster.tasks();
+        tasks.sort_by_key(|t| *t != self.task);
+        let futs = tasks.iter().map(|t| self.transport.list_devices(t));
+        let mut devices = Vec::new();
+        for r in block_on(join_all(futs)) {
+            devices.extend(r?);
+        }
+        Ok(devices)
+    }
+
+    /// Opens a session over `graph` (which may keep growing).
+    pub fn create_session(self: &Arc<Self>, graph: &Graph) -> Result<MasterSession, MasterError> {
+        self.check_serving()?;
+        let devices = self.cluster_devices()?;
+        let handle = format!(
+            "{}/session/{}",
+            self.task,
+            self.next_session.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(MasterSession {
+            master: Arc::clone(self),
+            handle,
+            graph: graph.clone(),
+            devices,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
+
+struct TaskStep {
+    task: TaskName,
+    handle: PartitionHandle,
+    /// The client's feed index of each of the partition's feeds.
+    feeds: Vec<usize>,
+    /// The client's fetch index of each of the partition's fetches.
+    fetches: Vec<usize>,
+}
+
+struct StepPlan {
+    tasks: Vec<TaskStep>,
+    placement: Arc<Vec<PlacedNode>>,
+    feed_dtypes: Vec<DType>,
+    feed_names: Vec<String>,
+}
+
+/// What [`MasterSession::run_with_options`] returns.
+#[derive(Clone, Debug)]
+pub struct ClusterRunOutput {
+    /// The fetched tensors, in fetch order.
+    pub tensors: Vec<Tensor>,
+    /// The step's id.
+    pub step_id: u64,
+    /// Where each node of the step ran, in graph order.
+    pub placement: Arc<Vec<PlacedNode>>,
+    /// The tasks the step ran on.
+    pub tasks: Vec<TaskName>,
+}
+
+/// A session on a master: runs steps of a graph over the cluster.
+pub struct MasterSession {
+    master: Arc<Master>,
+    handle: String,
+    graph: Graph,
+    devices: Vec<DeviceInfo>,
+    plans: Mutex<HashMap<PlanKey, Arc<StepPlan>>>,
+}
+
+impl fmt::Debug for MasterSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterSession")
+            .field("handle", &self.handle)
+            .field("master", &self.master.task.to_string())
+            .field("plans", &self.plans.lock().len())
+            .finish()
+    }
+}
+
+impl MasterSession {
+    /// The session's handle (unique on its master).
+    pub fn handle(&self) -> &str {
+        &self.handle
+    }
+
+    /// The graph it runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The cluster's devices, the master's first (the first is the default device).
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    /// Runs one step: fetches come back in order.
+    pub fn run(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, MasterError> {
+        self.run_with_options(&RunOptions::default(), feeds, fetches, targets)
+            .map(|o| o.tensors)
+    }
+
+    /// [`MasterSession::run`] with a timeout (other options are not used yet).
+    pub fn run_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<ClusterRunOutput, MasterError> {
+        self.master.check_serving()?;
+        let key: PlanKey = (
+            feeds.iter().map(|(o, _)| *o).collect(),
+            fetches.to_vec(),
+            targets.to_vec(),
+        );
+        let timeout = options.timeout.unwrap_or(self.master.options.step_timeout);
+        let started = Instant::now();
+        let mut retried = false;
+        loop {
+            let plan = self.plan(&key)?;
+            for (k, (_, t)) in feeds.iter().enumerate() {
+                if t.dtype() != plan.feed_dtypes[k] {
+                    return Err(MasterError::BadFeed {
+                        output: plan.feed_names[k].clone(),
+                        detail: format!(
+                            "a {} tensor for a {} output",
+                            t.dtype(),
+                            plan.feed_dtypes[k]
+                        ),
+                    });
+                }
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            match self.run_plan(&plan, feeds, fetches.len(), left) {
+                Err(MasterError::Step {
+                    source: TransportError::UnknownPartition { .. },
+                    ..
+                }) if !retried => {
+                    // A task restarted: register the signature again, once.
+                    retried = true;
+                    self.plans.lock().remove(&key);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn plan(&self, key: &PlanKey) -> Result<Arc<StepPlan>, MasterError> {
+        if let Some(p) = self.plans.lock().get(key) {
+            return Ok(Arc::clone(p));
+        }
+        let m = &self.master;
+        let parts = partition(&self.graph, &key.0, &key.1, &key.2, &self.devices, &m.task)?;
+        let names = |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let mut regs = Vec::new();
+        let mut tasks = Vec::new();
+        for (task, p) in &parts.partitions {
+            regs.push(m.transport.register_partition(
+                task,
+                RegisterPartition {
+                    session: self.handle.clone(),
+                    graph: p.graph.clone(),
+                    feeds: names(&p.feeds),
+                    fetches: names(&p.fetches),
+                    targets: p.targets.clone(),
+                },
+            ));
+            tasks.push((
+                task.clone(),
+                p.feeds.iter().map(|(_, k)| *k).collect(),
+                p.fetches.iter().map(|(_, k)| *k).collect(),
+            ));
+        }
+        let handles = block_on(join_all(regs));
+        let mut steps = Vec::with_capacity(tasks.len());
+        for ((task, feeds, fetches), h) in tasks.into_iter().zip(handles) {
+            steps.push(TaskStep {
+                task,
+                handle: h?,
+                feeds,
+                fetches,
+            });
+        }
+        let feed_names = key
+            .0
+            .iter()
+            .map(|o| format!("{}:{}", self.graph.name_of(o.node), o.index))
+            .collect();
+        let plan = Arc::new(StepPlan {
+            tasks: steps,
+            placement: Arc::new(parts.placement),
+            feed_dtypes: parts.feed_dtypes,
+            feed_names,
+        });
+        self.plans.lock().insert(key.clone(), Arc::clone(&plan));
+        Ok(plan)
+    }
+
+    fn run_plan(
+        &self,
+        plan: &StepPlan,
+        feeds: &[(Output, Tensor)],
+        num_fetches: usize,
+        timeout: Duration,
+    ) -> Result<ClusterRunOutput, MasterError> {
+        let m = &self.master;
+        let step_id = m.next_step.fetch_add(1, Ordering::Relaxed);
+        let transport = &m.transport;
+        let mut pending: FuturesUnordered<_> = plan
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let request = RunPartition {
+                    handle: t.handle.clone(),
+                    step_id,
+                    feeds: t.feeds.iter().map(|k| feeds[*k].1.clone()).collect(),
+                    timeout,
+                };
+                transport
+                    .run_partition(&t.task, request)
+                    .map(move |r| (i, r))
+            })
+            .collect();
+        let mut results: Vec<Option<Vec<Tensor>>> = vec![None; plan.tasks.len()];
+        let mut failure: Option<TransportError> = None;
+        block_on(async {
+            while let Some((i, r)) = pending.next().await {
+                match r {
+                    Ok(ts) => results[i] = Some(ts),
+                    Err(e) => {
+                        let secondary = matches!(e, TransportError::Cancelled { .. });
+                        if failure.is_none() {
+                            // Abort the step everywhere else; each task answers promptly.
+                            let aborts = plan
+                                .tasks
+                                .iter()
+                                .enumerate()
+                                .filter(|(j, _)| *j != i)
+                                .map(|(_, t)| transport.abort_step(&t.task, step_id));
+                            let _ = join_all(aborts).await;
+                            failure = Some(e);
+                        } else if !secondary
+                            && matches!(failure, Some(TransportError::Cancelled { .. }))
+                        {
+                            failure = Some(e);
+                        }
+                    }
+                }
+            }
+        });
+        if let Some(source) = failure {
+            return Err(MasterError::Step { step_id, source });
+        }
+        let mut out: Vec<Option<Tensor>> = vec![None; num_fetches];
+        for (t, r) in plan.tasks.iter().zip(results) {
+            let tensors = r.unwrap_or_default();
+            if tensors.len() != t.fetches.len() {
+                return Err(MasterError::Step {
+                    step_id,
+                    source: TransportError::Remote {
+                        task: t.task.to_string(),
+                        detail: format!(
+                            "returned {} tensors for {} fetches",
+                            tensors.len(),
+                            t.fetches.len()
+                        ),
+                    },
+                });
+            }
+            for (k, tensor) in t.fetches.iter().zip(tensors) {
+                out[*k] = Some(tensor);
+            }
+        }
+        let tensors = out
+            .into_iter()
+            .enumerate()
+            .map(|(k, t)| {
+                t.ok_or_else(|| MasterError::Step {
+                    step_id,
+                    source: TransportError::Remote {
+                        task: m.task.to_string(),
+                        detail: format!("fetch {k} came from no task"),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClusterRunOutput {
+            tensors,
+            step_id,
+            placement: Arc::clone(&plan.placement),
+            tasks: plan.tasks.iter().map(|t| t.task.clone()).collect(),
+        })
+    }
+
+    /// Partitions registered for this session so far, per signature (for tests).
+    pub fn num_plans(&self) -> usize {
+        self.plans.lock().len()
+    }
+
+    /// Releases the session's partitions on every task it registered on.
+    pub fn close(&self) {
+        let plans = std::mem::take(&mut *self.plans.lock());
+        let mut tasks: Vec<TaskName> = plans
+            .values()
+            .flat_map(|p| p.tasks.iter().map(|t| t.task.clone()))
+            .collect();
+        tasks.sort();
+        tasks.dedup();
+        let t = &self.master.transport;
+        let _ = block_on(join_all(
+            tasks
+                .iter()
+                .map(|task| t.release_session(task, &self.handle)),
+        ));
+    }
+}
+
+impl Drop for MasterSession {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

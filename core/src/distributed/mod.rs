@@ -1,0 +1,34 @@
+//! Distributed execution, independent of any wire: the master and worker services of a
+//! cluster task, the partitioner, the Send/Recv rendezvous, and the variable ops.
+//!
+//! A client opens a [`MasterSession`] on any task's [`Master`]. The master places every
+//! node on a device of some task ([`placement`]), cuts the graph into one partition per
+//! task and replaces each edge that crosses tasks with a `_Send`/`_Recv` pair
+//! ([`partition`]), registers the partitions on the tasks' [`Worker`]s once per
+//! signature, and runs each step on all of them concurrently. A worker runs its partition
+//! with an ordinary local [`Session`](crate::session::Session) on its devices; `_Send`
+//! pushes tensors through the [`Transport`](crate::transport::Transport) into the
+//! receiving task's [`Rendezvous`], where `_Recv` (an async kernel) waits without
+//! holding a thread. [`TaskServer`] bundles a task's master and worker with the
+//! start/stop/join lifecycle; transports host it on their wire.
+//!
+//! The step protocol is in [`Master`]'s module docs, the stop protocol in
+//! [`TaskServer`]'s.
+
+mod error;
+pub mod kernels;
+mod master;
+pub mod ops;
+pub mod partition;
+pub mod placement;
+mod rendezvous;
+mod server;
+mod worker;
+
+pub use error::{MasterError, WorkerError};
+pub use master::{ClusterRunOutput, Master, MasterOptions, MasterSession};
+pub use ops::VariableRef;
+pub use partition::PlacedNode;
+pub use rendezvous::{Rendezvous, RendezvousError, ENDED_STEPS_KEPT};
+pub use server::{ServerOptions, TaskServer};
+pub use worker::{Worker, WorkerStats};

@@ -1,0 +1,352 @@
+//! Partitioning: one graph per task, with `_Send`/`_Recv` pairs on the edges that cross
+//! tasks.
+//!
+//! The master prunes the graph to what the fetches and targets need (as a local plan
+//! does: a fed output stops the walk), places it ([`super::placement`]), then builds
+//! one [`GraphDef`] per task that has work:
+//! - a node keeps its name and gets its full device name as its spec;
+//! - a data edge whose ends are on different tasks becomes `_Send` (on the producer's
+//!   task) → `_Recv` (on the consumer's), one pair per (tensor, receiving task), shared
+//!   by every consumer there; edges inside a task — across its devices too — stay, and
+//!   the worker's local plan inserts host↔device copies as usual;
+//! - a control edge across tasks becomes a *control carrier*: a `_Send` with only the
+//!   control input, which sends an empty tensor, and a `_Recv` the consumer depends on;
+//! - a feed becomes a `Placeholder` (`_magpie/feed/<k>`) on the task of the node it
+//!   replaces; the client's tensor goes to that task only;
+//! - every `_Send` is a target of its partition, so each task's local plan runs it.
+//!
+//! `_Send`/`_Recv` sit on the task's CPU device (tensors cross in host memory) when it has
+//! one, otherwise on the device of the producer (consumer).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::error::MasterError;
+use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
+use super::placement::place_nodes;
+use crate::graph::{AttrValue, Graph, GraphDef, GraphError, Node, NodeDef, NodeId, Output};
+use crate::tensor::DType;
+use crate::transport::{DeviceInfo, TaskName};
+
+/// The partition of one task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskPartition {
+    /// The graph (names as in the client's graph, plus the inserted nodes).
+    pub graph: GraphDef,
+    /// Fed outputs (`name:index`) and, for each, the index of the client's feed.
+    pub feeds: Vec<(String, usize)>,
+    /// Fetched outputs (`name:index`) and, for each, the index of the client's fetch.
+    pub fetches: Vec<(String, usize)>,
+    /// Nodes to run: the client's targets placed here, and every `_Send`.
+    pub targets: Vec<String>,
+    /// `_Send` nodes inserted (control carriers included).
+    pub sends: usize,
+    /// `_Recv` nodes inserted.
+    pub recvs: usize,
+}
+
+/// Where one node of a step runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedNode {
+    /// Node name.
+    pub node: String,
+    /// Op name.
+    pub op: String,
+    /// Full device name.
+    pub device: String,
+}
+
+/// The partitions of a step signature, by task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Partitioning {
+    /// The tasks' partitions.
+    pub partitions: BTreeMap<TaskName, TaskPartition>,
+    /// Where each needed node of the client's graph runs, in graph order.
+    pub placement: Vec<PlacedNode>,
+    /// The dtype of each feed, in the client's order.
+    pub feed_dtypes: Vec<DType>,
+}
+
+const PREFIX: &str = "_magpie";
+
+fn task_of(d: &DeviceInfo) -> TaskName {
+    TaskName {
+        job: d.name.job.clone(),
+        index: d.name.task,
+    }
+}
+
+/// Prunes, places and partitions `graph` for one signature.
+pub fn partition(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+) -> Result<Partitioning, MasterError> {
+    let all = graph.nodes();
+    let node_of = |id: NodeId, role: &str| -> Result<&Arc<Node>, GraphError> {
+        all.get(id.index()).ok_or_else(|| GraphError::NodeNotFound {
+            role: role.to_string(),
+            name: format!("#{}", id.index()),
+        })
+    };
+    let check_output = |o: Output, role: &str| -> Result<(), GraphError> {
+        let n = node_of(o.node, role)?;
+        if o.index as usize >= n.num_outputs() {
+            return Err(GraphError::OutputOutOfRange {
+                role: role.to_string(),
+                node: n.name.clone(),
+                op: n.op.clone(),
+                index: o.index,
+                num_outputs: n.num_outputs(),
+            });
+        }
+        Ok(())
+    };
+    let mut fed: HashMap<Output, usize> = HashMap::new();
+    for (k, f) in feeds.iter().enumerate() {
+        check_output(*f, "feed")?;
+        if fed.insert(*f, k).is_some() {
+            return Err(GraphError::DuplicateFeed(format!(
+                "{}:{}",
+                all[f.node.index()].name,
+                f.index
+            ))
+            .into());
+        }
+    }
+    for f in fetches {
+        check_output(*f, "fetch")?;
+    }
+    for t in targets {
+        node_of(*t, "target")?;
+    }
+
+    // Prune exactly as a local plan does.
+    let fully_fed = |id: NodeId| {
+        let n = &all[id.index()];
+        n.num_outputs() > 0 && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
+    };
+    let mut needed = vec![false; all.len()];
+    let mut stack: Vec<NodeId> = fetches
+        .iter()
+        .filter(|f| !fed.contains_key(f))
+        .map(|f| f.node)
+        .collect();
+    stack.extend(targets.iter().copied().filter(|t| !fully_fed(*t)));
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut needed[id.index()], true) {
+            continue;
+        }
+        let n = &all[id.index()];
+        if n.op == "Placeholder" {
+            return Err(GraphError::PlaceholderNotFed {
+                node: n.name.clone(),
+                dtype: n.output_dtypes[0],
+            }
+            .into());
+        }
+        for inp in &n.inputs {
+            if !fed.contains_key(inp) && !needed[inp.node.index()] {
+                stack.push(inp.node);
+            }
+        }
+        for c in &n.control_inputs {
+            if !needed[c.index()] && !fully_fed(*c) {
+                stack.push(*c);
+            }
+        }
+    }
+    // Fed producers are placed too: their feed placeholder goes to their task.
+    let mut to_place = needed.clone();
+    for f in feeds {
+        to_place[f.node.index()] = true;
+    }
+    let placed = place_nodes(graph, &all, &to_place, devices, master)?;
+    let dev = |i: usize| -> usize { placed[i].unwrap_or(0) };
+
+    let mut b = Builder {
+        devices,
+        parts: BTreeMap::new(),
+        memo: HashMap::new(),
+        next_edge: 0,
+    };
+    // Feeds become placeholders on their producer's task.
+    let mut feed_dtypes = Vec::with_capacity(feeds.len());
+    for (k, f) in feeds.iter().enumerate() {
+        let n = &all[f.node.index()];
+        let dtype = n.output_dtypes[f.index as usize];
+        feed_dtypes.push(dtype);
+        let d = dev(f.node.index());
+        let mut attrs = vec![("dtype".to_string(), AttrValue::DType(dtype))];
+        if n.op == "Placeholder" {
+            if let Ok(shape) = n.attrs.ints("shape") {
+                attrs.push(("shape".into(), AttrValue::Ints(shape)));
+            }
+        }
+        let name = format!("{PREFIX}/feed/{k}");
+        let part = b.part(d);
+        part.graph.nodes.push(NodeDef {
+            name: name.clone(),
+            op: "Placeholder".into(),
+            inputs: vec![],
+            device: devices[d].name.to_string(),
+            attrs,
+        });
+        part.feeds.push((format!("{name}:0"), k));
+    }
+    let loc = |o: Output| -> (usize, String) {
+        match fed.get(&o) {
+            Some(k) => (dev(o.node.index()), format!("{PREFIX}/feed/{k}:0")),
+            None => (
+                dev(o.node.index()),
+                format!("{}:{}", all[o.node.index()].name, o.index),
+            ),
+        }
+    };
+
+    let mut placement = Vec::new();
+    for (i, n) in all.iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
+        let d = dev(i);
+        placement.push(PlacedNode {
+            node: n.name.clone(),
+            op: n.op.clone(),
+            device: devices[d].name.to_string(),
+        });
+        let mut inputs = Vec::with_capacity(n.inputs.len() + n.control_inputs.len());
+        for inp in &n.inputs {
+            let (src, name) = loc(*inp);
+            let dtype = all[inp.node.index()].output_dtypes[inp.index as usize];
+            inputs.push(b.route(src, &name, dtype, d));
+        }
+        for c in &n.control_inputs {
+            if !needed[c.index()] {
+                continue;
+            }
+            let src = dev(c.index());
+            let cname = format!("^{}", all[c.index()].name);
+            let routed = b.route(src, &cname, DType::Bool, d);
+            inputs.push(if routed.starts_with('^') {
+                routed
+            } else {
+                format!("^{}", routed.trim_end_matches(":0"))
+            });
+        }
+        let attrs = n
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        b.part(d).graph.nodes.push(NodeDef {
+            name: n.name.clone(),
+            op: n.op.clone(),
+            inputs,
+            device: devices[d].name.to_string(),
+            attrs,
+        });
+    }
+    for (k, f) in fetches.iter().enumerate() {
+        let (src, name) = loc(*f);
+        b.part(src).fetches.push((name, k));
+    }
+    for t in targets {
+        if needed[t.index()] {
+            let name = all[t.index()].name.clone();
+            b.part(dev(t.index())).targets.push(name);
+        }
+    }
+    let partitions = b
+        .parts
+        .into_iter()
+        .map(|(task, mut p)| {
+            p.targets.dedup();
+            (task, p)
+        })
+        .collect();
+    Ok(Partitioning {
+        partitions,
+        placement,
+        feed_dtypes,
+    })
+}
+
+struct Builder<'a> {
+    devices: &'a [DeviceInfo],
+    parts: BTreeMap<TaskName, TaskPartition>,
+    /// (source name in its task — `^node` for a control edge —, receiving task) →
+    /// the `_Recv` output there.
+    memo: HashMap<(String, TaskName), String>,
+    next_edge: usize,
+}
+
+impl Builder<'_> {
+    fn part(&mut self, device: usize) -> &mut TaskPartition {
+        self.parts
+            .entry(task_of(&self.devices[device]))
+            .or_default()
+    }
+
+    /// The task's CPU device if it has one, else `fallback`.
+    fn transfer_device(&self, device: usize) -> String {
+        let task = task_of(&self.devices[device]);
+        self.devices
+            .iter()
+            .find(|d| task.owns(&d.name) && d.name.device_type == "CPU")
+            .unwrap_or(&self.devices[device])
+            .name
+            .to_string()
+    }
+
+    /// The name the consumer on `dst` uses for `name` (an output `node:i`, or `^node`)
+    /// produced on `src`, inserting a Send/Recv pair when the tasks differ.
+    fn route(&mut self, src: usize, name: &str, dtype: DType, dst: usize) -> String {
+        let (src_task, dst_task) = (task_of(&self.devices[src]), task_of(&self.devices[dst]));
+        if src_task == dst_task {
+            return name.to_string();
+        }
+        let key = (name.to_string(), dst_task.clone());
+        if let Some(r) = self.memo.get(&key) {
+            return r.clone();
+        }
+        let e = self.next_edge;
+        self.next_edge += 1;
+        let edge = format!("{e}:{name}->{dst_task}");
+        let send_name = format!("{PREFIX}/send/{e}");
+        let recv_name = format!("{PREFIX}/recv/{e}");
+        let send_device = self.transfer_device(src);
+        let recv_device = self.transfer_device(dst);
+        let send = self.part(src);
+        send.graph.nodes.push(NodeDef {
+            name: send_name.clone(),
+            op: SEND_OP.into(),
+            inputs: vec![name.to_string()],
+            device: send_device,
+            attrs: vec![
+                (EDGE_ATTR.into(), AttrValue::Str(edge.clone())),
+                (DST_TASK_ATTR.into(), AttrValue::Str(dst_task.to_string())),
+            ],
+        });
+        send.targets.push(send_name);
+        send.sends += 1;
+        let recv = self.part(dst);
+        recv.graph.nodes.push(NodeDef {
+            name: recv_name.clone(),
+            op: RECV_OP.into(),
+            inputs: vec![],
+            device: recv_device,
+            attrs: vec![
+                (EDGE_ATTR.into(), AttrValue::Str(edge)),
+                ("dtype".into(), AttrValue::DType(dtype)),
+            ],
+        });
+        recv.recvs += 1;
+        let out = format!("{recv_name}:0");
+        self.memo.insert(key, out.clone());
+        out
+    }
+}

@@ -1,0 +1,109 @@
+//! Cluster placement: which device of which task runs each node.
+//!
+//! - A node colocated with another (attribute
+//!   [`COLOCATE_ATTR`](super::ops::COLOCATE_ATTR), set by the variable helpers) goes
+//!   where that node goes.
+//! - A node without a device spec goes to the master's default device (its task's first
+//!   device) — the seed's "the master places them all on its own default device" — or,
+//!   when that device has no kernel for the op, to the master task's first device that
+//!   has one, then to any device of the cluster that has one.
+//! - A node with a spec goes to the first device the spec matches that has a kernel,
+//!   the master's own devices first (so `/device:CPU:0` means the master's CPU, as in
+//!   TensorFlow). A spec nothing matches fails naming the node and the spec.
+
+use std::sync::Arc;
+
+use super::error::MasterError;
+use super::ops::COLOCATE_ATTR;
+use crate::graph::{Graph, Node};
+use crate::registry::has_kernel;
+use crate::transport::{DeviceInfo, TaskName};
+
+/// Places every node of `needed` (indices into `nodes`) on one of `devices`, which
+/// are listed with the master task's devices first. Returns the device index per node
+/// (`None` for nodes not needed).
+pub fn place_nodes(
+    graph: &Graph,
+    nodes: &[Arc<Node>],
+    needed: &[bool],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+) -> Result<Vec<Option<usize>>, MasterError> {
+    let mut placed: Vec<Option<usize>> = vec![None; nodes.len()];
+    for (i, &need) in needed.iter().enumerate().take(nodes.len()) {
+        if need {
+            place_one(graph, nodes, i, devices, master, &mut placed, 0)?;
+        }
+    }
+    Ok(placed)
+}
+
+fn place_one(
+    graph: &Graph,
+    nodes: &[Arc<Node>],
+    i: usize,
+    devices: &[DeviceInfo],
+    master: &TaskName,
+    placed: &mut Vec<Option<usize>>,
+    depth: usize,
+) -> Result<usize, MasterError> {
+    if let Some(d) = placed[i] {
+        return Ok(d);
+    }
+    let node = &nodes[i];
+    if let Ok(target) = node.attrs.string(COLOCATE_ATTR) {
+        let t = graph
+            .node_by_name(&target)
+            .filter(|id| id.index() != i && depth < 64)
+            .ok_or_else(|| MasterError::BadColocation {
+                node: node.name.clone(),
+                target: target.clone(),
+            })?;
+        let d = place_one(graph, nodes, t.index(), devices, master, placed, depth + 1)?;
+        placed[i] = Some(d);
+        return Ok(d);
+    }
+    let kernel = |d: &DeviceInfo| has_kernel(&node.op, &d.name.device_type);
+    let d = if node.device.is_empty() {
+        let own = devices.iter().position(|d| master.owns(&d.name));
+        match own {
+            Some(first) if kernel(&devices[first]) => first,
+            _ => devices
+                .iter()
+                .position(|d| master.owns(&d.name) && kernel(d))
+                .or_else(|| devices.iter().position(kernel))
+                .ok_or_else(|| MasterError::NoKernel {
+                    node: node.name.clone(),
+                    op: node.op.clone(),
+                    spec: String::new(),
+                    matched: devices.iter().map(|d| d.name.to_string()).collect(),
+                })?,
+        }
+    } else {
+        let matched: Vec<usize> = (0..devices.len())
+            .filter(|&k| node.device.matches(&devices[k].name))
+            .collect();
+        if matched.is_empty() {
+            return Err(MasterError::NoMatchingDevice {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                spec: node.device.to_string(),
+                available: devices.iter().map(|d| d.name.to_string()).collect(),
+            });
+        }
+        *matched
+            .iter()
+            .find(|&&k| kernel(&devices[k]))
+            .ok_or_else(|| MasterError::NoKernel {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                spec: node.device.to_string(),
+                matched: matched
+                    .iter()
+                    .map(|&k| devices[k].name.to_string())
+                    .collect(),
+            })?
+    };
+    placed[i] = Some(d);
+    Ok(d)
+}

@@ -1,0 +1,385 @@
+//! [`Worker`]: the worker service of one cluster task — registers partitions, runs
+//! their steps with local sessions on the task's devices, and owns the task's
+//! rendezvous and resource manager (variables).
+//!
+//! # Lifecycle
+//! 1. While **serving**, every request is accepted; running steps are counted.
+//! 2. [`Worker::begin_stop`] makes the worker refuse new partitions and steps
+//!    ([`WorkerError::Refused`]); deliveries still land, so running steps can finish.
+//! 3. [`Worker::drain`] waits until no step runs or the deadline passes, then cancels the
+//!    steps still running (their local sessions stop promptly: the scheduler drops
+//!    pending receives) and waits for them to return.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::error::WorkerError;
+use super::kernels::{register_kernels, TaskTransport};
+use super::ops::SEND_OP;
+use super::rendezvous::Rendezvous;
+use super::server::ServerOptions;
+use crate::device::Device;
+use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
+use crate::resource::ResourceMgr;
+use crate::scheduler::{CancellationToken, ThreadPool};
+use crate::session::{RunOptions, Session, SessionError, SessionOptions};
+use crate::tensor::Tensor;
+use crate::transport::{
+    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
+    Transport,
+};
+
+struct Partition {
+    session_handle: String,
+    session: Session,
+    feeds: Vec<Output>,
+    fetches: Vec<Output>,
+    targets: Vec<NodeId>,
+}
+
+/// Counters a worker keeps (for tests and diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Partitions registered since start.
+    pub registrations: u64,
+    /// Partition steps run (successful or not).
+    pub steps: u64,
+    /// Partitions currently registered.
+    pub partitions: usize,
+}
+
+/// The worker service of one task.
+pub struct Worker {
+    task: TaskName,
+    devices: Vec<Arc<dyn Device>>,
+    pool: ThreadPool,
+    resource_pools: Vec<(String, usize)>,
+    resources: Arc<ResourceMgr>,
+    rendezvous: Arc<Rendezvous>,
+    partitions: Mutex<HashMap<String, Arc<Partition>>>,
+    next_handle: AtomicU64,
+    registrations: AtomicU64,
+    steps_run: AtomicU64,
+    stopping: AtomicBool,
+    /// Running partition steps: (run id, step id, cancellation token).
+    running: Mutex<Vec<(u64, u64, CancellationToken)>>,
+    next_run: AtomicU64,
+    idle: Condvar,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("task", &self.task.to_string())
+            .field(
+                "devices",
+                &self
+                    .devices
+                    .iter()
+                    .map(|d| d.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker for `task` over the devices `options` exposes; `_Send` kernels push
+    /// through `transport`.
+    pub fn new(
+        task: TaskName,
+        options: &ServerOptions,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Worker, WorkerError> {
+        register_kernels();
+        let invalid = |detail: String| WorkerError::InvalidOptions {
+            task: task.to_string(),
+            detail,
+        };
+        let devices = options.visible(&task).map_err(invalid)?;
+        let pool = match &options.pool {
+            Some(p) => p.clone(),
+            None => ThreadPool::new(options.num_workers.unwrap_or(2).max(1))
+                .map_err(|e| invalid(e.to_string()))?,
+        };
+        let resources = Arc::new(ResourceMgr::new());
+        let rendezvous = Arc::new(Rendezvous::new());
+        resources.set_service(Arc::clone(&rendezvous));
+        resources.set_service(Arc::new(TaskTransport(transport)));
+        Ok(Worker {
+            task,
+            devices,
+            pool,
+            resource_pools: options.resource_pools.clone(),
+            resources,
+            rendezvous,
+            partitions: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            registrations: AtomicU64::new(0),
+            steps_run: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            running: Mutex::new(Vec::new()),
+            next_run: AtomicU64::new(0),
+            idle: Condvar::new(),
+        })
+    }
+
+    /// The task.
+    pub fn task(&self) -> &TaskName {
+        &self.task
+    }
+
+    /// The devices this task exposes (the first is its default device).
+    pub fn devices(&self) -> &[Arc<dyn Device>] {
+        &self.devices
+    }
+
+    /// The devices as the master sees them.
+    pub fn device_infos(&self) -> Vec<DeviceInfo> {
+        self.devices
+            .iter()
+            .map(|d| DeviceInfo {
+                name: d.name().clone(),
+                description: d.description(),
+            })
+            .collect()
+    }
+
+    /// The task's resource manager (variables live here).
+    pub fn resources(&self) -> &Arc<ResourceMgr> {
+        &self.resources
+    }
+
+    /// The task's rendezvous.
+    pub fn rendezvous(&self) -> &Arc<Rendezvous> {
+        &self.rendezvous
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            registrations: self.registrations.load(Ordering::Relaxed),
+            steps: self.steps_run.load(Ordering::Relaxed),
+            partitions: self.partitions.lock().len(),
+        }
+    }
+
+    fn refuse_if_stopping(&self) -> Result<(), WorkerError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(WorkerError::Refused {
+                task: self.task.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Imports and prepares a partition; returns its handle.
+    pub fn register_partition(
+        &self,
+        request: RegisterPartition,
+    ) -> Result<PartitionHandle, WorkerError> {
+        self.refuse_if_stopping()?;
+        let task = self.task.to_string();
+        let bad = |source| WorkerError::BadPartition {
+            task: task.clone(),
+            source: Box::new(source),
+        };
+        let mut def = request.graph;
+        // Sends hold the `net` pool when the task declares one (receives never do: a
+        // receive holding a slot while it waits could starve the sends it waits for).
+        if self.resource_pools.iter().any(|(p, _)| p == "net") {
+            for n in def.nodes.iter_mut().filter(|n| n.op == SEND_OP) {
+                n.attrs
+                    .push((POOLS_ATTR.into(), AttrValue::Strs(vec!["net".into()])));
+            }
+        }
+        let graph = Graph::import(&def).map_err(bad)?;
+        let output = |s: &str, role: &str| -> Result<Output, WorkerError> {
+            let (name, idx) = s.rsplit_once(':').unwrap_or((s, "0"));
+            let id = graph.node_by_name(name).ok_or_else(|| {
+                bad(crate::graph::GraphError::NodeNotFound {
+                    role: role.into(),
+                    name: name.into(),
+                })
+            })?;
+            Ok(id.output(idx.parse().unwrap_or(0)))
+        };
+        let feeds = request
+            .feeds
+            .iter()
+            .map(|s| output(s, "feed"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fetches = request
+            .fetches
+            .iter()
+            .map(|s| output(s, "fetch"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let targets = request
+            .targets
+            .iter()
+            .map(|s| output(&format!("{s}:0"), "target").map(|o| o.node))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = SessionOptions {
+            devices: self.devices.clone(),
+            pool: Some(self.pool.clone()),
+            resource_pools: self.resource_pools.clone(),
+            resources: Some(Arc::clone(&self.resources)),
+            ..SessionOptions::default()
+        };
+        let session = Session::new(&graph, options).map_err(|source| WorkerError::Step {
+            task: task.clone(),
+            source: Box::new(source),
+        })?;
+        let handle = format!(
+            "{}/partition/{}",
+            self.task,
+            self.next_handle.fetch_add(1, Ordering::Relaxed)
+        );
+        self.partitions.lock().insert(
+            handle.clone(),
+            Arc::new(Partition {
+                session_handle: request.session,
+                session,
+                feeds,
+                fetches,
+                targets,
+            }),
+        );
+        self.registrations.fetch_add(1, Ordering::Relaxed);
+        Ok(PartitionHandle(handle))
+    }
+
+    /// Runs one step of a partition (blocking the calling thread until it ends, at the
+    /// latest at `request.timeout`).
+    pub fn run_partition(&self, request: RunPartition) -> Result<Vec<Tensor>, WorkerError> {
+        self.refuse_if_stopping()?;
+        let part = self
+            .partitions
+            .lock()
+            .get(&request.handle.0)
+            .cloned()
+            .ok_or_else(|| WorkerError::UnknownPartition {
+                task: self.task.to_string(),
+                handle: request.handle.0.clone(),
+            })?;
+        if request.feeds.len() != part.feeds.len() {
+            return Err(WorkerError::Step {
+                task: self.task.to_string(),
+                source: Box::new(SessionError::InvalidOptions(format!(
+                    "partition {} takes {} feeds, got {}",
+                    request.handle,
+                    part.feeds.len(),
+                    request.feeds.len()
+                ))),
+            });
+        }
+        let token = CancellationToken::new();
+        let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
+        self.running
+            .lock()
+            .push((run_id, request.step_id, token.clone()));
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
+        let feeds: Vec<(Output, Tensor)> = part.feeds.iter().copied().zip(request.feeds).collect();
+        let options = RunOptions {
+            timeout: Some(request.timeout),
+            cancel: Some(token.clone()),
+            step_id: Some(request.step_id),
+            ..RunOptions::default()
+        };
+        let result = part
+            .session
+            .run_with_options(&options, &feeds, &part.fetches, &part.targets);
+        {
+            let mut running = self.running.lock();
+            if let Some(i) = running.iter().position(|(r, _, _)| *r == run_id) {
+                running.swap_remove(i);
+            }
+            if running.is_empty() {
+                self.idle.notify_all();
+            }
+        }
+        self.rendezvous.end_step(request.step_id);
+        match result {
+            Ok(out) => Ok(out.tensors),
+            Err(SessionError::Cancelled) => Err(WorkerError::Aborted {
+                task: self.task.to_string(),
+                step_id: request.step_id,
+            }),
+            Err(source) => Err(WorkerError::Step {
+                task: self.task.to_string(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Delivers a tensor pushed by another task's `_Send`.
+    pub fn deliver(&self, key: RendezvousKey, tensor: Tensor) -> Result<(), WorkerError> {
+        self.rendezvous
+            .deliver(key, tensor)
+            .map_err(|e| WorkerError::Step {
+                task: self.task.to_string(),
+                source: Box::new(SessionError::Scheduler(e.to_string())),
+            })
+    }
+
+    /// Aborts a step: its running partitions are cancelled, its receives fail.
+    pub fn abort_step(&self, step_id: u64) {
+        for (_, s, t) in self.running.lock().iter() {
+            if *s == step_id {
+                t.cancel();
+            }
+        }
+        self.rendezvous.end_step(step_id);
+    }
+
+    /// Drops the partitions a master session registered.
+    pub fn release_session(&self, session: &str) {
+        self.partitions
+            .lock()
+            .retain(|_, p| p.session_handle != session);
+    }
+
+    /// Clears a container of the task's resource manager (its variables); returns how
+    /// many resources it held.
+    pub fn reset(&self, container: &str) -> usize {
+        self.resources.reset(container)
+    }
+
+    /// Refuses new partitions and steps from now on.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Worker::begin_stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Waits for running steps to finish until `deadline`, then cancels the rest and
+    /// waits (at most `grace` more) for them to return. Returns how many were cancelled.
+    pub fn drain(&self, deadline: Instant, grace: Duration) -> usize {
+        let mut running = self.running.lock();
+        while !running.is_empty() {
+            if self.idle.wait_until(&mut running, deadline).timed_out() {
+                break;
+            }
+        }
+        let cancelled = running.len();
+        for (_, _, t) in running.iter() {
+            t.cancel();
+        }
+        let until = Instant::now() + grace;
+        while !running.is_empty() {
+            if self.idle.wait_until(&mut running, until).timed_out() {
+                break;
+            }
+        }
+        cancelled
+    }
+}

@@ -1,0 +1,161 @@
+//! The transport conformance suite: what any [`Transport`] — in-memory, gRPC, a user's —
+//! must do for the master and workers to work over it. A transport crate's test starts a
+//! cluster of two tasks (`/job:a/task:0`, `/job:b/task:0`, each exposing a CPU-type
+//! device and hosting a [`TaskServer`]) and hands [`check_transport`] a transport that
+//! reaches them, plus the servers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::executor::block_on;
+
+use crate::distributed::TaskServer;
+use crate::graph::{AttrValue, GraphDef, NodeDef};
+use crate::tensor::{DType, Tensor};
+use crate::transport::{
+    RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport, TransportError,
+};
+
+/// A conformance check failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("transport conformance: {check}: {detail}")]
+pub struct TransportConformanceError {
+    /// The check.
+    pub check: &'static str,
+    /// What went wrong.
+    pub detail: String,
+}
+
+fn fail(check: &'static str, detail: impl std::fmt::Display) -> TransportConformanceError {
+    TransportConformanceError {
+        check,
+        detail: detail.to_string(),
+    }
+}
+
+/// Runs the suite; returns how many checks passed. `in_process` says whether tensors
+/// must arrive without a copy (an in-process transport's promise).
+pub fn check_transport(
+    transport: Arc<dyn Transport>,
+    a: &TaskServer,
+    b: &TaskServer,
+    in_process: bool,
+) -> Result<usize, TransportConformanceError> {
+    let (ta, tb) = (a.task().clone(), b.task().clone());
+    let mut passed = 0;
+
+    // 1. Devices are listed with full names of the task.
+    let devs = block_on(transport.list_devices(&ta)).map_err(|e| fail("list_devices", e))?;
+    if devs.is_empty() || !devs.iter().all(|d| ta.owns(&d.name)) {
+        return Err(fail("list_devices", format!("{devs:?} for {ta}")));
+    }
+    passed += 1;
+
+    // 2. A tensor sent to a task arrives in its rendezvous (without a copy in process).
+    let t = Tensor::from_vec([4], vec![1.0f32, 2.0, 3.0, 4.0]).map_err(|e| fail("send", e))?;
+    let key = RendezvousKey {
+        step_id: 1 << 40,
+        edge: "conformance".into(),
+    };
+    block_on(transport.send(&tb, key.clone(), t.clone())).map_err(|e| fail("send", e))?;
+    let got = block_on(b.worker().rendezvous().recv(key)).map_err(|e| fail("send", e))?;
+    if got.to_vec::<f32>().ok() != t.to_vec::<f32>().ok() {
+        return Err(fail("send", "the tensor changed on the way"));
+    }
+    if in_process && !got.shares_buffer_with(&t) {
+        return Err(fail("send", "an in-process transport copied the tensor"));
+    }
+    passed += 1;
+
+    // 3. Register and run a partition that receives from the other task.
+    let cpu = devs[0].name.to_string();
+    let recv = NodeDef {
+        name: "r".into(),
+        op: crate::distributed::ops::RECV_OP.into(),
+        inputs: vec![],
+        device: cpu,
+        attrs: vec![
+            ("edge".into(), AttrValue::Str("x".into())),
+            ("dtype".into(), AttrValue::DType(DType::F32)),
+        ],
+    };
+    let handle = block_on(transport.register_partition(
+        &ta,
+        RegisterPartition {
+            session: "conformance".into(),
+            graph: GraphDef { nodes: vec![recv] },
+            feeds: vec![],
+            fetches: vec!["r:0".into()],
+            targets: vec![],
+        },
+    ))
+    .map_err(|e| fail("register_partition", e))?;
+    passed += 1;
+    let step_id = (1 << 40) + 1;
+    block_on(transport.send(
+        &ta,
+        RendezvousKey {
+            step_id,
+            edge: "x".into(),
+        },
+        Tensor::scalar(5.0f32),
+    ))
+    .map_err(|e| fail("run_partition", e))?;
+    let out = block_on(transport.run_partition(
+        &ta,
+        RunPartition {
+            handle: handle.clone(),
+            step_id,
+            feeds: vec![],
+            timeout: Duration::from_secs(10),
+        },
+    ))
+    .map_err(|e| fail("run_partition", e))?;
+    if out.len() != 1 || out[0].scalar_value::<f32>().ok() != Some(5.0) {
+        return Err(fail("run_partition", format!("got {out:?}")));
+    }
+    passed += 1;
+
+    // 4. A receive that never gets its tensor ends at the step's deadline, naming the task.
+    let r = block_on(transport.run_partition(
+        &ta,
+        RunPartition {
+            handle: handle.clone(),
+            step_id: step_id + 1,
+            feeds: vec![],
+            timeout: Duration::from_millis(50),
+        },
+    ));
+    match r {
+        Err(e @ TransportError::DeadlineExceeded { .. }) if e.task() == ta.to_string() => {}
+        other => return Err(fail("deadline", format!("got {other:?}"))),
+    }
+    passed += 1;
+
+    // 5. An unknown handle is reported as such, naming the task.
+    block_on(transport.release_session(&ta, "conformance"))
+        .map_err(|e| fail("release_session", e))?;
+    let r = block_on(transport.run_partition(
+        &ta,
+        RunPartition {
+            handle,
+            step_id: step_id + 2,
+            feeds: vec![],
+            timeout: Duration::from_secs(1),
+        },
+    ));
+    if !matches!(&r, Err(TransportError::UnknownPartition { task, .. }) if *task == ta.to_string())
+    {
+        return Err(fail("unknown partition", format!("got {r:?}")));
+    }
+    passed += 1;
+
+    // 6. A task that is not serving fails at once, naming it.
+    let ghost = TaskName::new("nobody", 0);
+    match block_on(transport.list_devices(&ghost)) {
+        Err(e) if e.task() == ghost.to_string() => {}
+        other => return Err(fail("unreachable task", format!("got {other:?}"))),
+    }
+    passed += 1;
+    Ok(passed)
+}

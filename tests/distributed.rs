@@ -1,0 +1,364 @@
+//! The distributed runtime on in-process clusters: placement, partitioning (Send/Recv
+//! and control carriers), registration reuse, fetch order, variables, faults, and
+//! zero-copy transfers over the in-memory transport.
+
+use std::time::Duration;
+
+use magpie::cluster::{default_cluster, task_server_options, InProcessCluster};
+use magpie::distributed::partition::partition;
+use magpie::distributed::MasterError;
+use magpie::transport::{TaskName, TransportError};
+use magpie::{DType, Graph, Tensor};
+
+fn cluster() -> InProcessCluster {
+    InProcessCluster::start(&default_cluster()).expect("cluster starts")
+}
+
+fn scalar(t: &Tensor) -> f32 {
+    f32::try_from(t).unwrap()
+}
+
+#[test]
+fn remote_session_runs_unpinned_ops_on_the_masters_default_device() {
+    let c = cluster();
+    let g = Graph::new();
+    let a = g.with_name("a").constant(1.0f32).unwrap();
+    let b = g
+        .with_name("b")
+        .add(a, g.constant(2.0f32).unwrap())
+        .unwrap();
+    let cc = g
+        .with_name("c")
+        .mul(b, g.constant(3.0f32).unwrap())
+        .unwrap();
+    let s = c.session("worker", 1, &g).unwrap();
+    let out = s
+        .run_with_options(&Default::default(), &[], &[cc], &[])
+        .unwrap();
+    assert_eq!(scalar(&out.tensors[0]), 9.0);
+    assert!(out
+        .placement
+        .iter()
+        .all(|p| p.device == "/job:worker/replica:0/task:1/device:CPU:0"));
+    assert_eq!(out.tasks, vec![TaskName::new("worker", 1)]);
+}
+
+#[test]
+fn ops_spread_over_three_tasks_with_fetches_in_order() {
+    let c = cluster();
+    let g = Graph::new();
+    let w = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .with_name("w")
+        .constant(2.0f32)
+        .unwrap();
+    let x = g
+        .with_device("/job:worker/task:0")
+        .unwrap()
+        .with_name("x")
+        .mul(
+            w,
+            g.with_device("/job:worker/task:0")
+                .unwrap()
+                .constant(5.0f32)
+                .unwrap(),
+        )
+        .unwrap();
+    let y = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .with_name("y")
+        .add(x, w)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let out = s.run(&[], &[y, w, x, y], &[]).unwrap();
+    let v: Vec<f32> = out.iter().map(scalar).collect();
+    assert_eq!(v, [12.0, 2.0, 10.0, 12.0]);
+}
+
+#[test]
+fn send_recv_pairs_only_across_tasks_and_control_carriers() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w0 = g.with_device("/job:worker/task:0").unwrap();
+    let a = ps.with_name("a").constant(1.0f32).unwrap();
+    let b = ps.with_name("b").neg(a).unwrap(); // same task: no pair
+    let d = w0.with_name("d").square(b).unwrap(); // ps -> worker:0: one pair
+    let e = w0.with_name("e").add(d, b).unwrap(); // b again: the pair is shared
+    let marker = ps.with_name("marker").no_op().unwrap();
+    let f = w0
+        .with_control_dependencies([marker])
+        .with_name("f")
+        .identity(e)
+        .unwrap(); // control edge ps -> worker:0: a carrier
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let p = partition(&g, &[], &[f], &[], &devices, &TaskName::new("worker", 0)).unwrap();
+    assert_eq!(p.partitions.len(), 2);
+    let ps_part = &p.partitions[&TaskName::new("ps", 0)];
+    let w_part = &p.partitions[&TaskName::new("worker", 0)];
+    assert_eq!(
+        ps_part.sends, 2,
+        "one data pair (b) and one control carrier"
+    );
+    assert_eq!(ps_part.recvs, 0);
+    assert_eq!(w_part.recvs, 2);
+    assert_eq!(w_part.sends, 0);
+    let f_def = w_part.graph.nodes.iter().find(|n| n.name == "f").unwrap();
+    assert!(
+        f_def.inputs.iter().any(|i| i.starts_with("^_magpie/recv/")),
+        "{f_def:?}"
+    );
+    // A graph on one task needs no pair at all.
+    let local = g
+        .with_device("/job:worker/task:0")
+        .unwrap()
+        .square(d)
+        .unwrap();
+    let p1 = partition(
+        &g,
+        &[],
+        &[local],
+        &[],
+        &devices,
+        &TaskName::new("worker", 0),
+    );
+    assert!(p1.is_ok());
+    assert_eq!(scalar(&s.run(&[], &[f], &[]).unwrap()[0]), 0.0);
+}
+
+#[test]
+fn unmatched_spec_fails_naming_node_and_spec() {
+    let c = cluster();
+    let g = Graph::new();
+    let bad = g
+        .with_device("/job:worker/task:7")
+        .unwrap()
+        .with_name("lost")
+        .constant(1.0f32)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let e = s.run(&[], &[bad], &[]).unwrap_err();
+    assert!(matches!(e, MasterError::NoMatchingDevice { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("\"lost\"") && msg.contains("/job:worker/task:7"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn partitions_are_registered_once_and_reused() {
+    let c = cluster();
+    let g = Graph::new();
+    let a = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .constant(3.0f32)
+        .unwrap();
+    let b = g
+        .with_device("/job:worker/task:0")
+        .unwrap()
+        .square(a)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    for _ in 0..5 {
+        assert_eq!(scalar(&s.run(&[], &[b], &[]).unwrap()[0]), 9.0);
+    }
+    let regs = |job: &str, i: u32| {
+        c.server(job, i)
+            .unwrap()
+            .core()
+            .worker()
+            .stats()
+            .registrations
+    };
+    assert_eq!(regs("ps", 0), 1);
+    assert_eq!(regs("worker", 0), 1);
+    assert_eq!(regs("worker", 1), 0);
+    // A new signature registers again, once.
+    s.run(&[], &[a, b], &[]).unwrap();
+    s.run(&[], &[a, b], &[]).unwrap();
+    assert_eq!(regs("ps", 0), 2);
+    assert_eq!(s.num_plans(), 2);
+}
+
+#[test]
+fn variables_persist_across_steps_and_sessions_until_reset() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let v = ps.variable("counter", DType::F32).unwrap();
+    let init = v.assign(&g, g.constant(10.0f32).unwrap()).unwrap();
+    // The update's delta comes from a worker: it travels to the variable's task.
+    let one = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .constant(1.0f32)
+        .unwrap();
+    let inc = v.assign_add(&g, one).unwrap();
+    let read = v.read(&g).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    s.run(&[], &[init], &[]).unwrap();
+    s.run(&[], &[inc], &[]).unwrap();
+    s.run(&[], &[inc], &[]).unwrap();
+    assert_eq!(scalar(&s.run(&[], &[read], &[]).unwrap()[0]), 12.0);
+    // Another session, through another master, sees the same variable.
+    let s2 = c.session("worker", 1, &g).unwrap();
+    assert_eq!(scalar(&s2.run(&[], &[read], &[]).unwrap()[0]), 12.0);
+    let placed = s2
+        .run_with_options(&Default::default(), &[], &[read], &[])
+        .unwrap()
+        .placement;
+    assert!(
+        placed.iter().all(|p| p.device.starts_with("/job:ps/")),
+        "{placed:?}"
+    );
+    // Reset clears it.
+    assert_eq!(c.server("ps", 0).unwrap().core().reset(""), 1);
+    let e = s2.run(&[], &[read], &[]).unwrap_err();
+    assert!(e.to_string().contains("not initialised"), "{e}");
+    assert!(e.to_string().contains("/job:ps/task:0"), "{e}");
+}
+
+#[test]
+fn a_stopped_task_fails_the_step_naming_it_and_the_cluster_keeps_serving() {
+    let mut c = cluster();
+    let g = Graph::new();
+    let a = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .constant(2.0f32)
+        .unwrap();
+    let on_w1 = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .square(a)
+        .unwrap();
+    let on_w0 = g.with_device("/job:worker/task:0").unwrap().neg(a).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    assert_eq!(scalar(&s.run(&[], &[on_w1], &[]).unwrap()[0]), 4.0);
+    assert!(c.stop_task("worker", 1, Duration::from_secs(5)));
+    let opts = magpie::RunOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let e = s.run_with_options(&opts, &[], &[on_w1], &[]).unwrap_err();
+    match &e {
+        MasterError::Step { source, .. } => {
+            assert_eq!(source.task(), "/job:worker/task:1", "{e}");
+            assert!(matches!(source, TransportError::Unreachable { .. }), "{e}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // The rest of the cluster keeps serving.
+    assert_eq!(scalar(&s.run(&[], &[on_w0], &[]).unwrap()[0]), -2.0);
+    // Once the task is back, the same step succeeds (its partition is registered anew).
+    c.restart_task("worker", 1).unwrap();
+    assert_eq!(scalar(&s.run(&[], &[on_w1], &[]).unwrap()[0]), 4.0);
+}
+
+#[test]
+fn stop_drains_then_refuses_and_frees_the_address() {
+    let c = cluster();
+    let w1 = c.server("worker", 1).unwrap();
+    assert_eq!(w1.stop(Duration::from_secs(1)), 0);
+    w1.join();
+    assert!(c.network().lookup("127.0.0.1:2223").is_none());
+    let e = w1.session(&Graph::new()).unwrap_err();
+    assert!(matches!(e, MasterError::Stopping { .. }), "{e}");
+    // The address can be served again.
+    let again = magpie::inmem::InMemServer::start(
+        c.network(),
+        c.spec(),
+        "worker",
+        1,
+        &task_server_options(&TaskName::new("worker", 1)),
+    )
+    .unwrap();
+    assert_eq!(again.target(), "inmem://127.0.0.1:2223");
+}
+
+#[test]
+fn tensors_cross_tasks_without_copies() {
+    let c = cluster();
+    let g = Graph::new();
+    let x = g
+        .with_device("/job:worker/task:0")
+        .unwrap()
+        .placeholder(DType::F32, None)
+        .unwrap();
+    let y = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .identity(x)
+        .unwrap();
+    let z = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .identity(y)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let big = Tensor::from_vec([1 << 16], vec![1.5f32; 1 << 16]).unwrap();
+    let out = s.run(&[(x, big.clone())], &[z], &[]).unwrap();
+    assert!(out[0].shares_buffer_with(&big));
+}
+
+#[test]
+fn feeds_and_dtype_errors() {
+    let c = cluster();
+    let g = Graph::new();
+    let x = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .placeholder(DType::F32, None)
+        .unwrap();
+    let y = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .square(x)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let out = s.run(&[(x, Tensor::scalar(3.0f32))], &[y, x], &[]).unwrap();
+    assert_eq!(scalar(&out[0]), 9.0);
+    assert_eq!(scalar(&out[1]), 3.0);
+    let e = s.run(&[(x, Tensor::scalar(3i32))], &[y], &[]).unwrap_err();
+    assert!(matches!(e, MasterError::BadFeed { .. }), "{e}");
+    let e = s.run(&[], &[y], &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("Placeholder") || e.to_string().contains("fed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ps_task_exposes_only_its_visible_devices() {
+    let spec = default_cluster();
+    let c = InProcessCluster::start_with(&spec, |t| {
+        let mut o = task_server_options(t);
+        let extra = magpie::DeviceName {
+            job: t.job.clone(),
+            replica: 0,
+            task: t.index,
+            device_type: "CPU".into(),
+            device_index: 1,
+        };
+        o.devices
+            .push(std::sync::Arc::new(magpie::cpu::CpuDevice::with_name(
+                extra,
+            )));
+        if t.job == "ps" {
+            o = o.visible_devices(&["/device:CPU:0"]);
+        }
+        o
+    })
+    .unwrap();
+    let s = c.session("worker", 0, &Graph::new()).unwrap();
+    let names: Vec<String> = s.devices().iter().map(|d| d.name.to_string()).collect();
+    assert!(names.contains(&"/job:worker/replica:0/task:0/device:CPU:1".to_string()));
+    assert!(names.contains(&"/job:ps/replica:0/task:0/device:CPU:0".to_string()));
+    assert!(!names.contains(&"/job:ps/replica:0/task:0/device:CPU:1".to_string()));
+    assert_eq!(names[0], "/job:worker/replica:0/task:0/device:CPU:0");
+}
