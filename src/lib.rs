@@ -42,6 +42,7 @@ pub use magpie_core::{
     device, distributed, exec, graph, kernel, registry, resource, scheduler, session, tensor,
     transport,
 };
+pub use magpie_cpu::{CpuLayout, CpuOptions};
 pub use {magpie_core as core, magpie_cpu as cpu, magpie_inmem as inmem, magpie_vulkan as vulkan};
 
 /// Session options with this process's CPU device as the default device, followed by
@@ -53,10 +54,41 @@ pub fn local_options() -> SessionOptions {
     magpie_core::distributed::kernels::register_kernels();
     magpie_vulkan::register();
     let mut devices: Vec<Arc<dyn Device>> = vec![magpie_cpu::cpu_device()];
+    add_gpus(&mut devices);
+    SessionOptions::with_devices(devices)
+}
+
+/// Session options laid over the machine's NUMA topology: the CPU devices of `layout`
+/// (one over the machine, or one per NUMA node: `CPU:0`, `CPU:1`, …) and a worker pool
+/// pinned to PUs with NUMA steal groups, followed by the Vulkan devices. Degrades to
+/// unpinned workers (one warning) where pinning is impossible.
+///
+/// # Errors
+///
+/// Only for bad options, e.g. a NUMA node that does not exist
+/// ([`cpu::CpuSetupError`]).
+pub fn local_options_with(layout: CpuLayout) -> Result<SessionOptions, cpu::CpuSetupError> {
+    local_options_for(&CpuOptions::with_layout(layout))
+}
+
+/// [`local_options_with`] with every CPU option (nodes, workers, pinning).
+///
+/// # Errors
+///
+/// As for [`local_options_with`].
+pub fn local_options_for(options: &CpuOptions) -> Result<SessionOptions, cpu::CpuSetupError> {
+    magpie_cpu::register();
+    magpie_vulkan::register();
+    let runtime = magpie_cpu::CpuRuntime::build(options)?;
+    let mut session = runtime.session_options();
+    add_gpus(&mut session.devices);
+    Ok(session)
+}
+
+fn add_gpus(devices: &mut Vec<Arc<dyn Device>>) {
     if let Ok(gpus) = magpie_vulkan::discover() {
         devices.extend(gpus.into_iter().map(|d| d as Arc<dyn Device>));
     }
-    SessionOptions::with_devices(devices)
 }
 
 /// Why this process has no GPU device, or `None` when it has at least one.

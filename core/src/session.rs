@@ -136,6 +136,10 @@ pub struct RunMetadata {
     pub copies: usize,
     /// Peak live bytes per device; empty unless memory was tracked.
     pub memory: Vec<DeviceMemoryStats>,
+    /// Input bytes kernels read from a tensor produced on a device of another NUMA node
+    /// (as [`Device::numa_node`] reports; 0 when devices do not know their node). This
+    /// counts by placement: which worker actually ran a kernel is not considered.
+    pub remote_numa_bytes: u64,
 }
 
 /// The result of [`Session::run_with_options`].
@@ -316,6 +320,7 @@ impl Session {
                 wall_time: started.elapsed(),
                 copies: plan.num_copies(),
                 memory: state.memory_stats(&plan),
+                remote_numa_bytes: state.remote_numa_bytes(),
             },
         })
     }

@@ -27,14 +27,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
     },
-    /// List the devices a local session would use, with their kernels.
-    Devices,
+    /// Print the machine's topology (NUMA nodes, packages, cores, PUs) and the devices and
+    /// worker pinning each CPU layout would give, then the devices of a local session.
+    Devices {
+        /// Describe this hwloc synthetic topology instead of the machine, e.g.
+        /// "pack:2 numa:1 core:2 pu:1".
+        #[arg(long, value_name = "DESCRIPTION")]
+        synthetic: Option<String>,
+    },
 }
 
 /// Runs the parsed command.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { workers, trace } => demo::run(workers, trace.as_deref()),
-        Command::Devices => devices::run(),
+        Command::Devices { synthetic } => devices::run(synthetic.as_deref()),
     }
 }

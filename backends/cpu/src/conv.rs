@@ -1,8 +1,19 @@
 //! Conversions between Magpie's portable descriptions (attribute values, shapes, axes)
-//! and what the CPU kernels and `matrixmultiply` take. Nothing else in the crate reads
-//! raw attribute integers or builds `matrixmultiply` strides.
+//! and what the CPU kernels and `matrixmultiply` take, and from `hwlocality`'s objects to
+//! plain numbers. Nothing else in the crate reads raw attribute integers or builds
+//! `matrixmultiply` strides; only this file and `topology.rs` name `hwlocality` types.
 
+use hwlocality::object::attributes::ObjectAttributes;
+use hwlocality::object::TopologyObject;
 use magpie_core::{KernelError, Shape};
+
+/// The local memory of a NUMA node object, in bytes, if hwloc knows it.
+pub(crate) fn numa_local_memory(numa: &TopologyObject) -> Option<u64> {
+    match numa.attributes() {
+        Some(ObjectAttributes::NUMANode(attr)) => attr.local_memory().map(|m| m.get()),
+        _ => None,
+    }
+}
 
 /// A shape attribute with every dimension known (no -1), as a [`Shape`].
 pub(crate) fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {

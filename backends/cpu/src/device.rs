@@ -1,5 +1,6 @@
-//! The CPU device: a name and a description. Kernels run on whichever scheduler worker
-//! calls them, so the device holds no threads or queues of its own.
+//! The CPU device: a name, its core count and, with one device per NUMA node, its node.
+//! Kernels run on whichever scheduler worker calls them, so the device holds no threads
+//! or queues of its own (see `layout.rs` for how workers are pinned).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::DEVICE_TYPE;
 pub struct CpuDevice {
     name: DeviceName,
     cores: usize,
+    numa_node: Option<usize>,
 }
 
 impl CpuDevice {
@@ -31,10 +33,25 @@ impl CpuDevice {
             "a CpuDevice needs device type {DEVICE_TYPE}, got {name}"
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        CpuDevice { name, cores }
+        CpuDevice {
+            name,
+            cores,
+            numa_node: None,
+        }
     }
 
-    /// The number of cores the process may use, as the OS reported it.
+    /// CPU number `index` of the in-process task over `cores` cores of NUMA node
+    /// `numa_node` (`None`: not tied to one node).
+    pub fn on_node(index: u32, numa_node: Option<usize>, cores: usize) -> CpuDevice {
+        CpuDevice {
+            numa_node,
+            cores,
+            ..CpuDevice::new(index)
+        }
+    }
+
+    /// The number of cores of the device (the process's available parallelism unless
+    /// built by a layout).
     pub fn cores(&self) -> usize {
         self.cores
     }
@@ -51,9 +68,16 @@ impl Device for CpuDevice {
         &self.name
     }
 
+    fn numa_node(&self) -> Option<usize> {
+        self.numa_node
+    }
+
     fn description(&self) -> String {
         let plural = if self.cores == 1 { "" } else { "s" };
-        format!("CPU, {} core{plural}", self.cores)
+        match self.numa_node {
+            Some(n) => format!("CPU, {} core{plural}, NUMA node {n}", self.cores),
+            None => format!("CPU, {} core{plural}", self.cores),
+        }
     }
 }
 

@@ -6,14 +6,26 @@
 //! Call [`register()`] once (more calls do nothing) before building kernels, then place
 //! nodes on [`cpu_device()`]. Kernels live in `kernels/`, one file per op family; the
 //! dtypes each supports and its exact semantics are documented there.
+//!
+//! NUMA: [`MachineTopology`] (through hwloc, `topology.rs`) describes the machine;
+//! [`CpuRuntime`] builds one device per NUMA node or one over the machine
+//! ([`CpuLayout`]) and a scheduler pool whose workers pin themselves to PUs and steal
+//! within their node first (`layout.rs`).
 
 mod conv;
 mod device;
 mod kernels;
+mod layout;
+mod topology;
 
 use std::sync::Once;
 
 pub use device::{cpu_device, CpuDevice};
+pub use layout::{
+    current_worker_node, layout_devices, select_nodes, CpuLayout, CpuOptions, CpuRuntime,
+    CpuSetupError, PinningPlan, WorkerPin,
+};
+pub use topology::{Binder, Core, MachineTopology, NumaNode, TopologyError, TopologySource};
 
 /// The device type the CPU kernels are registered for.
 pub const DEVICE_TYPE: &str = "CPU";

@@ -15,6 +15,7 @@
 //! a future: it waits for its slots (in pool order) and its memory without holding a
 //! worker, then runs its kernel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ pub(crate) struct StepState {
     started: Instant,
     trace: Option<Mutex<Vec<NodeStats>>>,
     memory: Option<MemoryTracker>,
+    /// Input bytes kernels read from tensors produced on a device of another NUMA node.
+    remote_numa_bytes: AtomicU64,
 }
 
 impl StepState {
@@ -96,7 +99,15 @@ impl StepState {
             started: Instant::now(),
             trace: trace.then(|| Mutex::new(Vec::with_capacity(plan.nodes.len()))),
             memory: needs_memory.then(|| MemoryTracker::new(plan)),
+            remote_numa_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Input bytes kernels of this step read from a tensor produced on a device of
+    /// another NUMA node (both devices' [`Device::numa_node`](crate::device::Device)
+    /// known and different).
+    pub(crate) fn remote_numa_bytes(&self) -> u64 {
+        self.remote_numa_bytes.load(Ordering::Relaxed)
     }
 
     /// Uses the tensor in `slot` once: the last use takes it, others clone it.
@@ -249,7 +260,20 @@ fn inputs(
     let mut inputs = SmallVec::with_capacity(pn.input_slots.len());
     for s in &pn.input_slots {
         match state.read_input(plan, *s, releases) {
-            Some(t) => inputs.push(t),
+            Some(t) => {
+                // Only a cross-device input can cross NUMA nodes; both nodes must be known.
+                if let Some(producer) = plan.slot_devices[*s as usize] {
+                    if producer != pn.device {
+                        let from = plan.devices[producer].numa_node();
+                        let to = plan.devices[pn.device].numa_node();
+                        if from.is_some() && to.is_some() && from != to {
+                            let bytes = t.size_in_bytes() as u64;
+                            state.remote_numa_bytes.fetch_add(bytes, Ordering::Relaxed);
+                        }
+                    }
+                }
+                inputs.push(t)
+            }
             None => {
                 return Err(kernel_error(
                     plan,

@@ -32,6 +32,9 @@ pub enum SchedulerError {
     /// The operating system refused to start a worker thread.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(String),
+    /// The steal groups given to the pool builder do not partition its workers.
+    #[error("invalid steal groups: {0}")]
+    InvalidStealGroups(String),
 }
 
 /// Why one execution of a DAG did not complete.

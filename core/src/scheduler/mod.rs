@@ -32,6 +32,7 @@
 //! - `async_task.rs`: driving futures without holding a worker.
 //! - `cancel.rs`: cancellation tokens and run controls.
 //! - `task_graph.rs`: the Taskflow-like API.
+//! - `affinity.rs`: the worker start hook, steal groups and steal counters.
 //! - `registry.rs`: state shared by a pool's workers; `error.rs`: the error enums.
 //!
 //! Each file's module doc starts with what it promises; tuning figures ("behaviour at the
@@ -39,6 +40,7 @@
 //! in the docs of `worker.rs`, `sleep.rs` and `latch.rs` and are not part of the contract.
 //! Build the private docs with `cargo doc --document-private-items` to read them.
 
+mod affinity;
 mod async_task;
 mod body;
 mod cancel;
@@ -53,6 +55,7 @@ mod task_graph;
 mod topology;
 mod worker;
 
+pub use affinity::StealStats;
 pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, RunControl};
 pub use error::{RunError, SchedulerError};

@@ -20,6 +20,7 @@ use std::time::Instant;
 use crossbeam_deque::Worker;
 use parking_lot::Mutex;
 
+use super::affinity::{StartHook, StealOrder, StealStats};
 use super::body::DagBody;
 use super::cancel::RunControl;
 use super::error::{RunError, SchedulerError};
@@ -65,6 +66,8 @@ pub struct ThreadPoolBuilder {
     num_workers: Option<usize>,
     thread_name: Option<String>,
     stack_size: Option<usize>,
+    on_worker_start: Option<StartHook>,
+    steal_groups: Option<Vec<Vec<usize>>>,
 }
 
 impl ThreadPoolBuilder {
@@ -86,11 +89,28 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// A callback each worker thread runs, with its index, right after it starts and
+    /// before it takes a job: where a backend pins the thread to a core. A panic in it is
+    /// caught and the worker serves unpinned.
+    pub fn on_worker_start(mut self, hook: Arc<dyn Fn(usize) + Send + Sync>) -> Self {
+        self.on_worker_start = Some(StartHook(hook));
+        self
+    }
+
+    /// Groups of worker indices (e.g. one per NUMA node) that must partition
+    /// `0..num_workers`: a worker looking for work steals from its own group before it
+    /// tries the others. See [`ThreadPool::steal_stats`].
+    pub fn steal_groups(mut self, groups: Vec<Vec<usize>>) -> Self {
+        self.steal_groups = Some(groups);
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
     ///
-    /// [`SchedulerError::NoWorkers`] for zero workers, [`SchedulerError::Spawn`] if a
+    /// [`SchedulerError::NoWorkers`] for zero workers, [`SchedulerError::InvalidStealGroups`]
+    /// for groups that do not partition the workers, [`SchedulerError::Spawn`] if a
     /// thread could not be started (the ones already started are stopped again).
     pub fn build(self) -> Result<ThreadPool, SchedulerError> {
         let n = match self.num_workers {
@@ -103,8 +123,16 @@ impl ThreadPoolBuilder {
         let name = self
             .thread_name
             .unwrap_or_else(|| "magpie-worker".to_owned());
+        let steal_order = match &self.steal_groups {
+            Some(groups) => StealOrder::from_groups(n, groups)?,
+            None => StealOrder::flat(n),
+        };
         let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
-        let registry = Arc::new(Registry::new(locals.iter().map(Worker::stealer).collect()));
+        let registry = Arc::new(Registry::new(
+            locals.iter().map(Worker::stealer).collect(),
+            steal_order,
+            self.on_worker_start,
+        ));
         let mut inner = PoolInner {
             registry,
             threads: Mutex::new(Vec::with_capacity(n)),
@@ -157,6 +185,12 @@ impl ThreadPool {
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.inner.registry.num_workers()
+    }
+
+    /// Steals between workers so far, split by whether the victim was in the thief's
+    /// steal group ([`ThreadPoolBuilder::steal_groups`]).
+    pub fn steal_stats(&self) -> StealStats {
+        self.inner.registry.steal_stats()
     }
 
     /// Runs one execution of a DAG: every task of `topology` runs exactly once, a task only

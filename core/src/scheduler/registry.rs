@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_deque::{Injector, Steal, Stealer};
 
+use super::affinity::{StartHook, StealCounters, StealOrder, StealStats};
 use super::job::Job;
 use super::latch::SpinPolicy;
 use super::sleep::Sleep;
@@ -24,10 +25,19 @@ pub(crate) struct Registry {
     terminate: AtomicBool,
     /// Whether outside callers spin before blocking in `execute`.
     spin_policy: SpinPolicy,
+    /// Which victims each worker tries first (see [`affinity`](super::affinity)).
+    steal_order: StealOrder,
+    steal_counters: StealCounters,
+    /// Run by each worker thread when it starts.
+    on_start: Option<StartHook>,
 }
 
 impl Registry {
-    pub(crate) fn new(stealers: Vec<Stealer<Job>>) -> Registry {
+    pub(crate) fn new(
+        stealers: Vec<Stealer<Job>>,
+        steal_order: StealOrder,
+        on_start: Option<StartHook>,
+    ) -> Registry {
         let n = stealers.len();
         Registry {
             injector: Injector::new(),
@@ -35,7 +45,26 @@ impl Registry {
             sleep: Sleep::new(n),
             terminate: AtomicBool::new(false),
             spin_policy: SpinPolicy::new(),
+            steal_order,
+            steal_counters: StealCounters::new(n),
+            on_start,
         }
+    }
+
+    pub(crate) fn steal_order(&self) -> &StealOrder {
+        &self.steal_order
+    }
+
+    pub(crate) fn steal_counters(&self) -> &StealCounters {
+        &self.steal_counters
+    }
+
+    pub(crate) fn steal_stats(&self) -> StealStats {
+        self.steal_counters.snapshot()
+    }
+
+    pub(crate) fn on_start(&self) -> Option<&StartHook> {
+        self.on_start.as_ref()
     }
 
     /// The number of workers.

@@ -35,7 +35,8 @@
 //!
 //! - Own deque is LIFO (depth-first, cache-warm); thieves take the oldest jobs, up to half
 //!   of a deque in one batch (`steal_batch_and_pop`), starting from a random victim.
-//! - Order of search: own deque, injector, other workers; every [`INJECTOR_INTERVAL`]th
+//! - Order of search: own deque, injector, other workers (those of the own steal group
+//!   first, see [`affinity`](super::affinity)); every [`INJECTOR_INTERVAL`]th
 //!   search starts with the injector, and a task runs at most [`INLINE_LIMIT`] successors
 //!   in place before it goes back through the search, so new runs and woken futures wait
 //!   for at most a bounded number of jobs of a busy worker.
@@ -212,16 +213,23 @@ impl WorkerCtx {
                 Steal::Empty => {}
             }
             if n > 1 {
-                let start = self.next_random() as usize % n;
-                for i in 0..n {
-                    let victim = (start + i) % n;
-                    if victim == self.index {
+                // Own steal group first, then the others (see `affinity`).
+                let [near, far] = self.registry.steal_order().victims(self.index);
+                for (victims, local) in [(near, true), (far, false)] {
+                    if victims.is_empty() {
                         continue;
                     }
-                    match stealers[victim].steal_batch_and_pop(&self.local) {
-                        Steal::Success(job) => return Some(job),
-                        Steal::Retry => retry = true,
-                        Steal::Empty => {}
+                    let start = self.next_random() as usize % victims.len();
+                    for i in 0..victims.len() {
+                        let victim = victims[(start + i) % victims.len()];
+                        match stealers[victim].steal_batch_and_pop(&self.local) {
+                            Steal::Success(job) => {
+                                self.registry.steal_counters().record(self.index, local);
+                                return Some(job);
+                            }
+                            Steal::Retry => retry = true,
+                            Steal::Empty => {}
+                        }
                     }
                 }
             }
@@ -383,6 +391,9 @@ pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
         tick: Cell::new(0),
     };
+    if let Some(hook) = ctx.registry.on_start() {
+        hook.run(index);
+    }
     CURRENT.with(|c| c.set(&ctx));
     let registry = Arc::clone(&ctx.registry);
     let stop = || registry.is_terminating();
