@@ -129,6 +129,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn axes_count_from_either_end() {
+        assert_eq!(normalize_axis("Sum", 0, 3).unwrap(), 0);
+        assert_eq!(normalize_axis("Sum", -1, 3).unwrap(), 2);
+        assert_eq!(normalize_axis("Sum", -3, 3).unwrap(), 0);
+        assert!(normalize_axis("Sum", 3, 3).is_err());
+        assert!(normalize_axis("Sum", -4, 3).is_err());
+        let e = normalize_axis("Mean", 0, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: Mean: axis 0 is out of range for a tensor of rank 0"
+        );
+    }
+
+    #[test]
+    fn shapes_reject_unknown_dimensions() {
+        assert_eq!(
+            known_shape("Fill", "shape", &[2, 3]).unwrap().dims(),
+            &[2, 3]
+        );
+        let e = known_shape("Fill", "shape", &[-1, 3]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: Fill attribute \"shape\" must have non-negative dimensions, \
+             got [-1, 3]"
+        );
+    }
+
+    #[test]
     fn reshape_infers_one_dimension_and_names_mismatches() {
         let s = Shape::new(&[2, 6]);
         assert_eq!(reshape_target(&s, &[3, -1]).unwrap().dims(), &[3, 4]);

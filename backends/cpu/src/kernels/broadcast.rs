@@ -5,17 +5,11 @@
 //! Dimensions of size 1 are dropped and adjacent dimensions that both inputs walk alike
 //! are merged, so `[2, 3, 4] + [4]` runs as 6 rows of 4 and `[3, 1] + [4]` as 3 rows of 4.
 
-use magpie_core::{KernelError, Shape};
+pub(crate) use magpie_core::shape_fn::broadcast_shape;
+use magpie_core::Shape;
 use smallvec::{smallvec, SmallVec};
 
 type Dims = SmallVec<[usize; 4]>;
-
-/// The broadcast of two shapes, or an error naming both.
-pub(crate) fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
-    Shape::broadcast(a, b).ok_or_else(|| {
-        KernelError::InvalidArgument(format!("shapes {a} and {b} cannot be broadcast together"))
-    })
-}
 
 /// How two inputs map onto their broadcast output, with as few dimensions as possible.
 #[derive(Debug)]

@@ -20,6 +20,7 @@
 use std::marker::PhantomData;
 
 use magpie_core::kernel::KernelInit;
+use magpie_core::shape_fn::matmul_dims;
 use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Tensor};
 
 use super::numeric::Arith;
@@ -182,28 +183,8 @@ struct MatMulKernel<T> {
 impl<T: Gemm> Kernel for MatMulKernel<T> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
-        let ([ar, ac], [br, bc]) = match (a.dims(), b.dims()) {
-            (&[ar, ac], &[br, bc]) => ([ar, ac], [br, bc]),
-            _ => {
-                return Err(KernelError::InvalidArgument(format!(
-                    "MatMul needs two matrices (rank 2), got shapes {} and {}",
-                    a.shape(),
-                    b.shape()
-                )))
-            }
-        };
-        let (m, k) = if self.transpose_a { (ac, ar) } else { (ar, ac) };
-        let (k2, n) = if self.transpose_b { (bc, br) } else { (br, bc) };
-        if k != k2 {
-            return Err(KernelError::InvalidArgument(format!(
-                "MatMul shapes {} and {} do not match (transpose_a={}, transpose_b={}): \
-                 {k} columns against {k2} rows",
-                a.shape(),
-                b.shape(),
-                self.transpose_a,
-                self.transpose_b
-            )));
-        }
+        let (m, k, n) = matmul_dims(a.shape(), b.shape(), self.transpose_a, self.transpose_b)?;
+        let (ac, bc) = (a.dims()[1], b.dims()[1]);
         let operand = |data, cols, transposed| {
             let (rs, cs) = gemm_strides(cols, transposed);
             Operand { data, rs, cs }

@@ -53,7 +53,7 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
                 (shape, vec![sum(data)], data.len())
             }
             Some(axis) => {
-                let axis = normalize_axis(axis, dims.len())?;
+                let axis = normalize_axis(if MEAN { "Mean" } else { "Sum" }, axis, dims.len())?;
                 let mut shape = dims.to_vec();
                 if self.keep_dims {
                     shape[axis] = 1;

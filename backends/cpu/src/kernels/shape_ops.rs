@@ -11,6 +11,7 @@
 //! - `ZerosLike` gives zeros (or `false`s) of the input's shape and dtype.
 
 use magpie_core::kernel::KernelInit;
+use magpie_core::shape_fn::reshape_target;
 use magpie_core::tensor::{Storage, StorageElement};
 use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Shape, Tensor};
 
@@ -32,56 +33,18 @@ fn reshape_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
             "Reshape shape {dims:?} may hold non-negative dimensions and at most one -1"
         )));
     }
-    let known = if dims.contains(&-1) {
-        None
-    } else {
-        Some(known_shape("Reshape", "shape", &dims)?)
-    };
-    sync(ReshapeKernel { dims, known })
+    sync(ReshapeKernel { dims })
 }
 
 struct ReshapeKernel {
     /// The `shape` attribute as given.
     dims: Vec<i64>,
-    /// The target shape when it has no -1.
-    known: Option<Shape>,
-}
-
-impl ReshapeKernel {
-    /// The target shape for an input of `n` elements.
-    fn target(&self, n: usize) -> Option<Shape> {
-        if let Some(s) = &self.known {
-            return (s.num_elements() == n).then(|| s.clone());
-        }
-        let known: usize = self
-            .dims
-            .iter()
-            .filter(|&&d| d != -1)
-            .map(|&d| d as usize)
-            .product();
-        if known == 0 || n % known != 0 {
-            return None;
-        }
-        let dims: Vec<usize> = self
-            .dims
-            .iter()
-            .map(|&d| if d == -1 { n / known } else { d as usize })
-            .collect();
-        Some(Shape::from(dims))
-    }
 }
 
 impl Kernel for ReshapeKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let x = ctx.input(0);
-        let shape = self.target(x.num_elements()).ok_or_else(|| {
-            KernelError::InvalidArgument(format!(
-                "cannot reshape a tensor of shape {} ({} elements) into shape {:?}",
-                x.shape(),
-                x.num_elements(),
-                self.dims
-            ))
-        })?;
+        let shape = reshape_target(x.shape(), &self.dims)?;
         let y = x.reshape(shape)?;
         ctx.push_output(y);
         Ok(())

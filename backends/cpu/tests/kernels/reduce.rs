@@ -158,7 +158,7 @@ fn out_of_range_axes_name_axis_and_rank() {
             let node = reduce_node(op, DType::F64, Some(axis), false);
             let n = shape(dims).num_elements();
             let e = run_err(&node, vec![typed(DType::F64, dims, &vec![1; n])]);
-            assert_eq!(e, format!("invalid argument: {msg}"));
+            assert_eq!(e, format!("invalid argument: {op}: {msg}"));
         }
     }
 }
