@@ -19,12 +19,12 @@
 //! one, otherwise on the device of the producer (consumer).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use super::error::MasterError;
 use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
 use super::placement::place_nodes;
-use crate::graph::{AttrValue, Graph, GraphDef, GraphError, Node, NodeDef, NodeId, Output};
+use crate::exec::prune::{prune, Pruned};
+use crate::graph::{AttrValue, Graph, GraphDef, NodeDef, NodeId, Output};
 use crate::tensor::DType;
 use crate::transport::{DeviceInfo, TaskName};
 
@@ -86,79 +86,7 @@ pub fn partition(
     master: &TaskName,
 ) -> Result<Partitioning, MasterError> {
     let all = graph.nodes();
-    let node_of = |id: NodeId, role: &str| -> Result<&Arc<Node>, GraphError> {
-        all.get(id.index()).ok_or_else(|| GraphError::NodeNotFound {
-            role: role.to_string(),
-            name: format!("#{}", id.index()),
-        })
-    };
-    let check_output = |o: Output, role: &str| -> Result<(), GraphError> {
-        let n = node_of(o.node, role)?;
-        if o.index as usize >= n.num_outputs() {
-            return Err(GraphError::OutputOutOfRange {
-                role: role.to_string(),
-                node: n.name.clone(),
-                op: n.op.clone(),
-                index: o.index,
-                num_outputs: n.num_outputs(),
-            });
-        }
-        Ok(())
-    };
-    let mut fed: HashMap<Output, usize> = HashMap::new();
-    for (k, f) in feeds.iter().enumerate() {
-        check_output(*f, "feed")?;
-        if fed.insert(*f, k).is_some() {
-            return Err(GraphError::DuplicateFeed(format!(
-                "{}:{}",
-                all[f.node.index()].name,
-                f.index
-            ))
-            .into());
-        }
-    }
-    for f in fetches {
-        check_output(*f, "fetch")?;
-    }
-    for t in targets {
-        node_of(*t, "target")?;
-    }
-
-    // Prune exactly as a local plan does.
-    let fully_fed = |id: NodeId| {
-        let n = &all[id.index()];
-        n.num_outputs() > 0 && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
-    };
-    let mut needed = vec![false; all.len()];
-    let mut stack: Vec<NodeId> = fetches
-        .iter()
-        .filter(|f| !fed.contains_key(f))
-        .map(|f| f.node)
-        .collect();
-    stack.extend(targets.iter().copied().filter(|t| !fully_fed(*t)));
-    while let Some(id) = stack.pop() {
-        if std::mem::replace(&mut needed[id.index()], true) {
-            continue;
-        }
-        let n = &all[id.index()];
-        if n.op == "Placeholder" {
-            return Err(GraphError::PlaceholderNotFed {
-                node: n.name.clone(),
-                dtype: n.output_dtypes[0],
-            }
-            .into());
-        }
-        for inp in &n.inputs {
-            if !fed.contains_key(inp) && !needed[inp.node.index()] {
-                stack.push(inp.node);
-            }
-        }
-        for c in &n.control_inputs {
-            if !needed[c.index()] && !fully_fed(*c) {
-                stack.push(*c);
-            }
-        }
-    }
+    let Pruned { fed, needed } = prune(&all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
     let mut to_place = needed.clone();
     for f in feeds {

@@ -19,11 +19,11 @@ use smallvec::SmallVec;
 
 use super::error::SessionError;
 use super::placement::place;
+use super::prune::{prune, Pruned};
 use super::resources::{copy_pool_name, PoolHandle, ResourcePools, DEFAULT_COPY_POOL_CAPACITY};
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
 use crate::graph::{
-    Attrs, Graph, GraphError, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR,
-    POOLS_ATTR,
+    Attrs, Graph, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR,
 };
 use crate::kernel::{BoxedKernel, KernelInit};
 use crate::registry::lookup_kernel;
@@ -114,83 +114,13 @@ impl ExecPlan {
     ) -> Result<ExecPlan, SessionError> {
         let devices = cx.devices;
         let all = graph.nodes();
-        let node_of = |id: NodeId, role: &str| -> Result<&Arc<Node>, GraphError> {
-            all.get(id.index()).ok_or_else(|| GraphError::NodeNotFound {
-                role: role.to_string(),
-                name: format!("#{}", id.index()),
-            })
-        };
-        let check_output = |o: Output, role: &str| -> Result<(), GraphError> {
-            let n = node_of(o.node, role)?;
-            if o.index as usize >= n.num_outputs() {
-                return Err(GraphError::OutputOutOfRange {
-                    role: role.to_string(),
-                    node: n.name.clone(),
-                    op: n.op.clone(),
-                    index: o.index,
-                    num_outputs: n.num_outputs(),
-                });
-            }
-            Ok(())
-        };
-        let mut fed: HashMap<Output, usize> = HashMap::with_capacity(feeds.len());
-        for (i, f) in feeds.iter().enumerate() {
-            check_output(*f, "feed")?;
-            if fed.insert(*f, i).is_some() {
-                return Err(GraphError::DuplicateFeed(output_name(graph, *f)).into());
-            }
-        }
-        for f in fetches {
-            check_output(*f, "fetch")?;
-        }
-        for t in targets {
-            node_of(*t, "target")?;
-        }
-
-        // Prune: walk back from fetches and targets; fed outputs stop the walk. A node
-        // whose outputs are all fed counts as done: control edges from it are satisfied.
-        let fully_fed = |id: NodeId| {
-            let n = &all[id.index()];
-            n.num_outputs() > 0
-                && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
-        };
-        let mut needed = vec![false; all.len()];
-        let mut stack: Vec<NodeId> = Vec::new();
-        for f in fetches {
-            if !fed.contains_key(f) {
-                stack.push(f.node);
-            }
-        }
-        stack.extend(targets.iter().copied().filter(|t| !fully_fed(*t)));
-        while let Some(id) = stack.pop() {
-            if std::mem::replace(&mut needed[id.index()], true) {
-                continue;
-            }
-            let n = &all[id.index()];
-            for inp in &n.inputs {
-                if !fed.contains_key(inp) && !needed[inp.node.index()] {
-                    stack.push(inp.node);
-                }
-            }
-            for c in &n.control_inputs {
-                if !needed[c.index()] && !fully_fed(*c) {
-                    stack.push(*c);
-                }
-            }
-        }
+        let Pruned { fed, needed } = prune(&all, feeds, fetches, targets)?;
 
         // Tasks in graph order (a topological order, since inputs precede users).
         let mut task_of: Vec<u32> = vec![u32::MAX; all.len()];
         let mut order: Vec<usize> = Vec::new();
-        for (i, n) in all.iter().enumerate() {
+        for i in 0..all.len() {
             if needed[i] {
-                if n.op == "Placeholder" {
-                    return Err(GraphError::PlaceholderNotFed {
-                        node: n.name.clone(),
-                        dtype: n.output_dtypes[0],
-                    }
-                    .into());
-                }
                 task_of[i] = order.len() as u32;
                 order.push(i);
             }
