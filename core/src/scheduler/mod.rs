@@ -25,7 +25,10 @@
 //! - `topology.rs`: the immutable DAG shape (CSR).
 //! - `body.rs`: the `DagBody` contract and the task context.
 //! - `run.rs`: per-run state and the per-task hot path.
+//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path) and the
+//!   per-run ready queues of the latter two.
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
+//! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
 //! - `sleep.rs`: the parking protocol (no lost wake-ups).
 //! - `latch.rs`: what `execute` blocks on.
@@ -33,6 +36,8 @@
 //! - `cancel.rs`: cancellation tokens and run controls.
 //! - `task_graph.rs`: the Taskflow-like API.
 //! - `registry.rs`: state shared by a pool's workers; `error.rs`: the error enums.
+//! - `sync.rs`: the atomics, mutex and condition variable of the hand-written protocols,
+//!   swapped for loom's in model-checking builds; `loom_models.rs`: the models.
 //!
 //! Each file's module doc starts with what it promises; tuning figures ("behaviour at the
 //! time of writing": spin counts, steal batch sizes, the caller's spin before sleeping) are
@@ -43,12 +48,15 @@ mod async_task;
 mod body;
 mod cancel;
 mod error;
+mod helper;
 mod job;
 mod latch;
+mod policy;
 mod pool;
 mod registry;
 mod run;
 mod sleep;
+mod sync;
 mod task_graph;
 mod topology;
 mod worker;
@@ -56,6 +64,7 @@ mod worker;
 pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, RunControl};
 pub use error::{RunError, SchedulerError};
+pub use policy::Policy;
 pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use task_graph::{TaskGraph, TaskId};
 pub use topology::{Topology, TopologyBuilder};

@@ -91,6 +91,31 @@ pub(crate) struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// The context of worker `index` (or, with `index == num_workers`, of a helping
+    /// caller, see [`helper`](super::helper)) owning deque `local`.
+    pub(crate) fn new(registry: Arc<Registry>, index: usize, local: Worker<Job>) -> WorkerCtx {
+        WorkerCtx {
+            index,
+            local,
+            registry,
+            debt_run: Cell::new(ptr::null()),
+            debt: Cell::new(0),
+            rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+            tick: Cell::new(0),
+        }
+    }
+
+    /// Pops a job from the own deque only (no stealing).
+    pub(crate) fn pop_local(&self) -> Option<Job> {
+        self.local.pop()
+    }
+
+    /// Gives the own deque back; the debt must have been flushed.
+    pub(crate) fn into_local(self) -> Worker<Job> {
+        debug_assert_eq!(self.debt.get(), 0);
+        self.local
+    }
+
     /// The index of this worker in its pool.
     #[inline]
     pub(crate) fn index(&self) -> usize {
@@ -251,6 +276,7 @@ impl WorkerCtx {
                 unsafe { (run.as_ref().run_task)(run, task, self) }
             }
             Job::Roots { run, start, end } => self.run_roots(run, start, end),
+            Job::Pick { run, count } => self.run_picks(run, count),
             Job::Poll(task) => {
                 // SAFETY: the job owned a strong count and the `SCHEDULED` state, which
                 // `poll` takes over; it was set for the task's own type.
@@ -285,6 +311,36 @@ impl WorkerCtx {
             let run_task = header.run_task;
             start += 1;
             // SAFETY: we pass on the unit of this root; `run_task` matches the body type.
+            unsafe { run_task(run, task, self) };
+        }
+    }
+
+    /// Takes `count` tasks from the ready queue of `run` and runs them, splitting off half
+    /// of the count whenever the own deque is empty (as [`run_roots`](Self::run_roots)).
+    fn run_picks(&self, run: NonNull<RunHeader>, mut count: u32) {
+        let mut budget = INLINE_LIMIT;
+        while count > 0 {
+            // SAFETY: we hold `count >= 1` units of the run, so it is alive.
+            let header = unsafe { run.as_ref() };
+            if header.is_cancelled() {
+                self.add_debt(run, count as usize);
+                return;
+            }
+            if budget == 0 {
+                self.push(Job::Pick { run, count });
+                return;
+            }
+            budget -= 1;
+            if count > 1 && self.local.is_empty() {
+                let half = count / 2;
+                self.push(Job::Pick { run, count: half });
+                count -= half;
+            }
+            let task = header.queue().pop(header.topology());
+            let run_task = header.run_task;
+            count -= 1;
+            // SAFETY: we pass on one unit, now the unit of `task`, taken from the queue;
+            // `run_task` matches the body type.
             unsafe { run_task(run, task, self) };
         }
     }
@@ -374,15 +430,7 @@ impl Drop for AbortOnUnwind {
 /// The body of worker thread `index`.
 pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job>) {
     let guard = AbortOnUnwind;
-    let ctx = WorkerCtx {
-        index,
-        local,
-        registry,
-        debt_run: Cell::new(ptr::null()),
-        debt: Cell::new(0),
-        rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
-        tick: Cell::new(0),
-    };
+    let ctx = WorkerCtx::new(registry, index, local);
     CURRENT.with(|c| c.set(&ctx));
     let registry = Arc::clone(&ctx.registry);
     let stop = || registry.is_terminating();
