@@ -51,6 +51,8 @@ mod error;
 mod helper;
 mod job;
 mod latch;
+#[cfg(all(test, magpie_loom))]
+mod loom_models;
 mod policy;
 mod pool;
 mod registry;

@@ -133,10 +133,19 @@ impl RunHeader {
         unsafe { self.control.as_ref() }
     }
 
-    /// Whether the run stopped starting bodies.
+    /// Whether the run stopped starting bodies. A cancellation requested through the
+    /// run's token counts at once: whoever notices it first records it as the run's
+    /// failure, without waiting for the thread blocked in `execute` to wake up.
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        if self.cancelled.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.latch.is_cancel_requested() {
+            self.observe_cancelled();
+            return true;
+        }
+        false
     }
 
     /// Like [`is_cancelled`](Self::is_cancelled), ordered with the `SeqCst` store in `claim_failure`
@@ -166,7 +175,7 @@ impl RunHeader {
         // SAFETY: the caller holds `n >= 1` units, so the header is alive until the
         // decrement below gives them back.
         let outstanding = unsafe { &this.as_ref().outstanding };
-        if outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+        if give_back(outstanding, n) {
             // SAFETY: the count is zero but the latch is not set yet, so `execute` is still
             // waiting and the header is alive. Clone first: once the latch is set,
             // `execute` may free the header.
@@ -459,6 +468,15 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
 #[inline]
 pub(crate) fn decrement_pending(pending: &AtomicU32) -> bool {
     pending.load(Ordering::Acquire) == 1 || pending.fetch_sub(1, Ordering::AcqRel) == 1
+}
+
+/// Gives `n` units back to a run's outstanding counter; true for the one caller that
+/// brings it to zero, which then sets the run's latch. `AcqRel`: the caller that sees
+/// zero has acquired every earlier give-back, so the latch's `Release` store of `done`
+/// publishes the effects of every task of the run.
+#[inline]
+pub(crate) fn give_back(outstanding: &AtomicUsize, n: usize) -> bool {
+    outstanding.fetch_sub(n, Ordering::AcqRel) == n
 }
 
 /// The message of a caught panic.
