@@ -67,11 +67,17 @@ fn fifo_order(t: &Topology) -> Vec<u32> {
 /// Whether `order` always starts a ready task of the highest priority (ties: lowest index).
 fn check_critical_order(t: &Topology, order: &[u32]) {
     let mut pending: Vec<u32> = (0..t.len() as u32).map(|i| t.num_predecessors(i)).collect();
-    let mut ready: BinaryHeap<(u64, Reverse<u32>)> =
-        t.roots().iter().map(|&r| (t.priority(r), Reverse(r))).collect();
+    let mut ready: BinaryHeap<(u64, Reverse<u32>)> = t
+        .roots()
+        .iter()
+        .map(|&r| (t.priority(r), Reverse(r)))
+        .collect();
     for &task in order {
         let (_, Reverse(best)) = ready.pop().expect("a task started while none was ready");
-        assert_eq!(task, best, "started {task}, but {best} had the highest priority");
+        assert_eq!(
+            task, best,
+            "started {task}, but {best} had the highest priority"
+        );
         for &s in t.successors(task) {
             pending[s as usize] -= 1;
             if pending[s as usize] == 0 {
@@ -86,14 +92,21 @@ fn check_critical_order(t: &Topology, order: &[u32]) {
 fn fifo_starts_tasks_in_the_order_they_became_ready() {
     let pool = single_thread_pool();
     let (tree, _) = binary_tree(31);
-    assert_eq!(record(&pool, &tree, Policy::Fifo), (0..31).collect::<Vec<_>>());
+    assert_eq!(
+        record(&pool, &tree, Policy::Fifo),
+        (0..31).collect::<Vec<_>>()
+    );
     let (grid, _) = wavefront(6);
     assert_eq!(record(&pool, &grid, Policy::Fifo), fifo_order(&grid));
     let mut rng = Rng::new(11);
     for round in 0..300 {
         let n = 1 + rng.below(60) as usize;
         let (t, _) = random_dag(&mut rng, n, [0.0, 0.05, 0.2][round % 3]);
-        assert_eq!(record(&pool, &t, Policy::Fifo), fifo_order(&t), "round {round}");
+        assert_eq!(
+            record(&pool, &t, Policy::Fifo),
+            fifo_order(&t),
+            "round {round}"
+        );
     }
 }
 
@@ -249,7 +262,8 @@ fn task_graphs_run_under_every_policy() {
         level = next;
     }
     for (k, policy) in POLICIES.iter().enumerate() {
-        pool.run_with(&g, &RunControl::with_policy(*policy)).unwrap();
+        pool.run_with(&g, &RunControl::with_policy(*policy))
+            .unwrap();
         assert_eq!(counter.load(Ordering::SeqCst), (k + 1) * 21 * 50);
     }
 }

@@ -505,10 +505,7 @@ fn node_pools(
 /// or 1 (behaviour at the time of writing; costs only order ready nodes).
 fn cost_estimate(node: &Node) -> u64 {
     let declared = node.attrs.int(OUTPUT_BYTES_ATTR).ok().filter(|&b| b > 0);
-    let element = node
-        .output_dtypes
-        .first()
-        .map_or(1, |d| d.size_of().max(1)) as u64;
+    let element = node.output_dtypes.first().map_or(1, |d| d.size_of().max(1)) as u64;
     declared.map_or(1, |b| (b as u64 / element).max(1))
 }
 

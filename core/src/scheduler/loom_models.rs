@@ -110,7 +110,8 @@ fn exactly_one_predecessor_makes_a_task_ready_and_it_sees_both_writes() {
         let data = Arc::new([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
         let ready = Arc::new(AtomicUsize::new(0));
         let finish = |i: usize| {
-            let (pending, data, ready) = (Arc::clone(&pending), Arc::clone(&data), Arc::clone(&ready));
+            let (pending, data, ready) =
+                (Arc::clone(&pending), Arc::clone(&data), Arc::clone(&ready));
             thread::spawn(move || {
                 // SAFETY: predecessor `i` is the only writer of `data[i]`, and nobody reads
                 // it before the task becomes ready (loom checks exactly that).

@@ -11,7 +11,9 @@
 //! - **Exactly once, in order.** A successful run runs every task exactly once, each only
 //!   after all its predecessors finished and with their writes visible.
 //! - **Scoped.** `execute` borrows the body and returns only when no worker can touch it.
-//! - **Work conservation.** No worker sleeps while a job it could take is queued.
+//! - **Work conservation.** No worker sleeps while a job it could take is queued, under
+//!   every scheduling [`Policy`] (chosen per run in [`RunControl::policy`]; each policy's
+//!   own promise about order is in `policy.rs`).
 //! - **Idle is free.** Idle workers park; a pending future holds no thread, so a pool
 //!   whose only work is waiting uses no CPU.
 //! - **Failures are contained.** An error, a panic (caught), a cancellation or a deadline

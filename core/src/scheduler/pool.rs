@@ -253,7 +253,8 @@ impl ThreadPool {
                             RunError::Cancelled
                         })
                     };
-                    if let Err(roots) = helper::help(registry, roots, &latch, control.deadline, &fail)
+                    if let Err(roots) =
+                        helper::help(registry, roots, &latch, control.deadline, &fail)
                     {
                         registry.inject(roots);
                     }

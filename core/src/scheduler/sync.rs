@@ -17,7 +17,9 @@
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(magpie_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 #[cfg(not(magpie_loom))]
 pub(crate) use parking_lot::{Condvar, Mutex};
