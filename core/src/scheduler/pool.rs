@@ -246,18 +246,13 @@ impl ThreadPool {
                     w.wait_nested(&latch, control.deadline, &fail);
                 }
                 None => {
-                    let fail = |deadline: bool| {
-                        state.fail(if deadline {
-                            RunError::DeadlineExceeded
-                        } else {
-                            RunError::Cancelled
-                        })
+                    let helper = match helper::help(registry, roots) {
+                        Ok(helper) => Some(helper),
+                        Err(roots) => {
+                            registry.inject(roots);
+                            None
+                        }
                     };
-                    if let Err(roots) =
-                        helper::help(registry, roots, &latch, control.deadline, &fail)
-                    {
-                        registry.inject(roots);
-                    }
                     latch.wait(control.deadline, registry.spin_policy());
                     if !latch.is_done() {
                         state.fail(if latch.is_cancel_requested() {
@@ -266,6 +261,9 @@ impl ThreadPool {
                             RunError::DeadlineExceeded
                         });
                         latch.wait_done();
+                    }
+                    if let Some(helper) = helper {
+                        helper.finish(registry);
                     }
                 }
             }

@@ -105,11 +105,6 @@ impl WorkerCtx {
         }
     }
 
-    /// Pops a job from the own deque only (no stealing).
-    pub(crate) fn pop_local(&self) -> Option<Job> {
-        self.local.pop()
-    }
-
     /// Gives the own deque back; the debt must have been flushed.
     pub(crate) fn into_local(self) -> Worker<Job> {
         debug_assert_eq!(self.debt.get(), 0);
