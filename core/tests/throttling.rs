@@ -103,7 +103,10 @@ fn session(g: &Graph, pools: &[(&str, usize)]) -> Result<Session, SessionError> 
 
 /// Transfers in pool `net` plus independent compute ops; returns (transfer, compute)
 /// intervals of one step.
-fn run_mixed(capacity: usize) -> (Vec<(Instant, Instant)>, Vec<(Instant, Instant)>) {
+/// Start and end of each recorded op.
+type Spans = Vec<(Instant, Instant)>;
+
+fn run_mixed(capacity: usize) -> (Spans, Spans) {
     setup();
     let g = Graph::new();
     let mut outs = Vec::new();

@@ -77,7 +77,7 @@ pub enum Policy {
 /// The ready tasks of one FIFO or critical-path run.
 #[derive(Debug)]
 pub(crate) enum ReadyQueue {
-    Fifo(FifoQueue),
+    Fifo(Box<FifoQueue>),
     Critical(Mutex<CriticalQueue>),
 }
 
@@ -101,10 +101,10 @@ impl ReadyQueue {
     pub(crate) fn new(policy: Policy) -> Option<ReadyQueue> {
         match policy {
             Policy::DepthFirst => None,
-            Policy::Fifo => Some(ReadyQueue::Fifo(FifoQueue {
+            Policy::Fifo => Some(ReadyQueue::Fifo(Box::new(FifoQueue {
                 next_root: CachePadded::new(AtomicUsize::new(0)),
                 queue: Injector::new(),
-            })),
+            }))),
             Policy::CriticalPath => Some(ReadyQueue::Critical(Mutex::default())),
         }
     }
