@@ -58,19 +58,29 @@ use parking_lot::Mutex;
 use super::sync::{AtomicUsize, Ordering};
 use super::topology::Topology;
 
-/// In which order a run's ready tasks start; see the [module docs](self) for each
-/// policy's guarantee.
+/// In which order a run's ready tasks start. Under every policy, each task runs exactly
+/// once after its predecessors, and no worker sleeps while a job it could take is queued
+/// (work conservation); failures, cancellation and deadlines behave the same.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Policy {
-    /// Depth-first with continuation inlining: a finishing task runs one ready successor
-    /// in place. The fastest; the default.
+    /// Depth-first with continuation inlining (the default, and the fastest): a task that
+    /// makes successors ready is followed on the same thread by one of them, without a
+    /// queue round trip (a bounded number in a row); the others go to the thread's own
+    /// deque, newest first.
     #[default]
     DepthFirst,
-    /// Breadth-first: ready tasks are taken in the order they became ready.
+    /// Breadth-first: ready tasks are taken from one first-in, first-out queue per run in
+    /// the order they became ready — the roots first, in increasing index, then each
+    /// finishing task's newly ready successors in the order of its edges. Where one
+    /// thread runs the run, tasks start in exactly that order; with several, they are
+    /// taken in it.
     Fifo,
-    /// Critical path first: the ready task with the costliest remaining path is taken
-    /// first ([`Topology::priority`](super::Topology::priority)).
+    /// Critical path first (HEFT-like list scheduling): whenever a thread takes a task of
+    /// the run, it takes one of the highest
+    /// [`Topology::priority`](super::Topology::priority) — the costliest remaining path,
+    /// by [`TopologyBuilder::set_cost`](super::TopologyBuilder::set_cost) — among the
+    /// run's ready tasks not yet started (ties: the lowest index).
     CriticalPath,
 }
 
