@@ -3,13 +3,17 @@
 //! - `chain`: 10,000 scalar adds in a line, fed from a placeholder;
 //! - `fan`: 10,000 scalar adds fanned out from one placeholder, reduced by a binary tree
 //!   of 9,999 adds (19,999 ops);
-//! - `trivial_step`: one scalar add, the fixed cost of a step.
+//! - `trivial_step`: one scalar add, the fixed cost of a step (the calling thread runs
+//!   it: see the scheduler's `helper` module); `trivial_step_caller_waits`: the same on a
+//!   pool built with `helper_slots(0)`, where a worker must wake up for every step (the
+//!   behaviour before callers helped).
 //!
 //! Throughput is reported per op, so criterion's "elem/s" inverts to ns/op. Two
 //! workers, as in TensorFlow's figures in `../shared/bench-anchors.md` (chain ~1,200
 //! ns/op, fan ~2,780 ns/op, trivial step ~100 µs). Run: `cargo bench --bench executor`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use magpie::core::scheduler::ThreadPool;
 use magpie::{DType, Graph, Output, Session, Tensor};
 
 const N: usize = 10_000;
@@ -71,6 +75,19 @@ fn bench(c: &mut Criterion) {
     let feed = [(x, Tensor::scalar(1.0f32))];
     group.throughput(Throughput::Elements(1));
     group.bench_function("trivial_step", |b| {
+        b.iter(|| s.run(&feed, &[y], &[]).unwrap())
+    });
+    // The same on a pool whose callers never help: every step waits for a worker.
+    let mut opts = magpie::local_options();
+    opts.pool = Some(
+        ThreadPool::builder()
+            .num_workers(2)
+            .helper_slots(0)
+            .build()
+            .expect("pool"),
+    );
+    let s = Session::new(&g, opts).expect("session");
+    group.bench_function("trivial_step_caller_waits", |b| {
         b.iter(|| s.run(&feed, &[y], &[]).unwrap())
     });
     group.finish();

@@ -1,12 +1,19 @@
-//! Scheduling overhead of `magpie_core::scheduler` on Taskflow's benchmark shapes, with 2
-//! workers, against rayon and tokio baselines measured in the same process (see
-//! `/work/shared/bench-anchors.md` for the figures to beat).
+//! Scheduling overhead of `magpie_core::scheduler` on Taskflow's benchmark shapes, under
+//! every scheduling policy, against rayon and tokio baselines measured in the same process
+//! (see `/work/shared/bench-anchors.md` for the figures to beat).
 //!
-//! Each iteration is one execution of a prebuilt graph; with `Throughput::Elements(tasks)`
-//! criterion reports tasks per second, i.e. 1e9 / (ns per task).
+//! Each iteration is one execution of a prebuilt graph from the bench's main thread; with
+//! `Throughput::Elements(tasks)` criterion reports tasks per second, i.e.
+//! 1e9 / (ns per task).
 //!
 //! Shapes: linear chain, binary tree, wavefront, independent tasks (empty bodies, and a
-//! 0.7 µs body), and a seeded random level graph ("graph traversal").
+//! 0.7 µs body), and a seeded random level graph ("graph traversal", empty and 0.7 µs
+//! bodies); each at about 1k, 64k and 1M tasks.
+//!
+//! Environment: `MAGPIE_BENCH_WORKERS` (default 2) sets the worker count of every pool;
+//! `MAGPIE_BENCH_SIZES` picks sizes (`1k,64k,1m`); `MAGPIE_BENCH_ONLY` picks runners
+//! (`magpie` for every policy, `magpie_fifo`, `rayon_spawn`, `tokio_spawn`, ...).
+//! Criterion's own filter selects shapes: `cargo bench --bench scheduling -- wavefront`.
 //!
 //! Baselines:
 //! - `rayon_spawn`: a counter per task, `Scope::spawn` for every task that becomes ready;
@@ -18,8 +25,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use magpie_core::scheduler::{DagBody, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use magpie_core::scheduler::{
+    DagBody, Policy, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology,
+};
 
 const WORKERS: usize = 2;
 
@@ -216,75 +227,106 @@ fn tokio_run(rt: &tokio::runtime::Runtime, t: &Topology, work: Work) {
     });
 }
 
-fn shapes() -> Vec<(&'static str, Topology, Work)> {
+/// Which sizes to run: `MAGPIE_BENCH_SIZES`, a comma-separated subset of `1k,64k,1m`
+/// (default: all three).
+fn sizes() -> Vec<&'static str> {
+    let wanted = std::env::var("MAGPIE_BENCH_SIZES").unwrap_or_else(|_| "1k,64k,1m".into());
+    ["1k", "64k", "1m"]
+        .into_iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim().eq_ignore_ascii_case(s)))
+        .collect()
+}
+
+/// Every shape at about `size` tasks (1,024, 65,536 or 1,048,576).
+fn shapes(size: &str) -> Vec<(&'static str, Topology, Work)> {
+    let (log2, side) = match size {
+        "1k" => (10, 32),
+        "64k" => (16, 256),
+        _ => (20, 1024),
+    };
     vec![
-        ("linear_chain", linear_chain(1 << 10), Work::Empty),
-        ("linear_chain", linear_chain(1 << 16), Work::Empty),
-        ("binary_tree", binary_tree(10), Work::Empty),
-        ("binary_tree", binary_tree(16), Work::Empty),
-        ("wavefront", wavefront(32), Work::Empty),
-        ("wavefront", wavefront(256), Work::Empty),
-        ("independent_empty", independent(1 << 10), Work::Empty),
-        ("independent_empty", independent(1 << 16), Work::Empty),
-        ("independent_0.7us", independent(1 << 16), Work::Burn),
-        ("graph_traversal", graph_traversal(32), Work::Empty),
-        ("graph_traversal", graph_traversal(256), Work::Empty),
-        ("graph_traversal_0.7us", graph_traversal(256), Work::Burn),
+        ("linear_chain", linear_chain(1 << log2), Work::Empty),
+        ("binary_tree", binary_tree(log2), Work::Empty),
+        ("wavefront", wavefront(side), Work::Empty),
+        ("independent_empty", independent(1 << log2), Work::Empty),
+        ("independent_0.7us", independent(1 << log2), Work::Burn),
+        ("graph_traversal", graph_traversal(side), Work::Empty),
+        ("graph_traversal_0.7us", graph_traversal(side), Work::Burn),
     ]
 }
 
+const POLICIES: [(&str, Policy); 3] = [
+    ("magpie_depth_first", Policy::DepthFirst),
+    ("magpie_fifo", Policy::Fifo),
+    ("magpie_critical_path", Policy::CriticalPath),
+];
+
 fn scheduling(c: &mut Criterion) {
-    let pool = ThreadPool::new(WORKERS).unwrap();
+    let workers: usize = std::env::var("MAGPIE_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(WORKERS);
+    let pool = ThreadPool::new(workers).unwrap();
     let rayon_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(WORKERS)
+        .num_threads(workers)
         .build()
         .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+        .worker_threads(workers)
         .build()
         .unwrap();
     let only = std::env::var("MAGPIE_BENCH_ONLY").ok();
-    for (name, topology, work) in shapes() {
-        let mut group = c.benchmark_group(name);
-        group.throughput(Throughput::Elements(topology.len() as u64));
-        let n = topology.len();
-        let wanted = |who: &str| {
-            only.as_deref()
-                .is_none_or(|o| o.split(',').any(|x| x == who))
-        };
-        if wanted("magpie") {
-            let body = Body(work);
-            group.bench_function(BenchmarkId::new("magpie", n), |b| {
-                b.iter(|| {
-                    pool.execute(&topology, &body, &RunControl::default())
-                        .unwrap()
-                })
-            });
+    let wanted = |who: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == who))
+    };
+    for size in sizes() {
+        for (name, topology, work) in shapes(size) {
+            let mut group = c.benchmark_group(format!("{name}/w{workers}"));
+            group.throughput(Throughput::Elements(topology.len() as u64));
+            if size == "1m" {
+                // One execution takes 5-500 ms: few, equal samples.
+                group
+                    .sampling_mode(SamplingMode::Flat)
+                    .sample_size(10)
+                    .warm_up_time(Duration::from_millis(200))
+                    .measurement_time(Duration::from_secs(2));
+            }
+            let n = topology.len();
+            for (id, policy) in POLICIES {
+                if wanted(id) || wanted("magpie") {
+                    let body = Body(work);
+                    let control = RunControl::with_policy(policy);
+                    group.bench_function(BenchmarkId::new(id, n), |b| {
+                        b.iter(|| pool.execute(&topology, &body, &control).unwrap())
+                    });
+                }
+            }
+            if wanted("rayon_spawn") {
+                group.bench_function(BenchmarkId::new("rayon_spawn", n), |b| {
+                    b.iter(|| rayon_run(&rayon_pool, &topology, work, false))
+                });
+            }
+            if wanted("rayon_inline") {
+                group.bench_function(BenchmarkId::new("rayon_inline", n), |b| {
+                    b.iter(|| rayon_run(&rayon_pool, &topology, work, true))
+                });
+            }
+            if wanted("tokio_spawn") {
+                group.bench_function(BenchmarkId::new("tokio_spawn", n), |b| {
+                    b.iter(|| tokio_run(&rt, &topology, work))
+                });
+            }
+            group.finish();
         }
-        if wanted("rayon_spawn") {
-            group.bench_function(BenchmarkId::new("rayon_spawn", n), |b| {
-                b.iter(|| rayon_run(&rayon_pool, &topology, work, false))
-            });
-        }
-        if wanted("rayon_inline") {
-            group.bench_function(BenchmarkId::new("rayon_inline", n), |b| {
-                b.iter(|| rayon_run(&rayon_pool, &topology, work, true))
-            });
-        }
-        if wanted("tokio_spawn") {
-            group.bench_function(BenchmarkId::new("tokio_spawn", n), |b| {
-                b.iter(|| tokio_run(&rt, &topology, work))
-            });
-        }
-        group.finish();
     }
 }
 
 fn config() -> Criterion {
     Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(800))
 }
 
 criterion_group! {

@@ -1,11 +1,12 @@
 //! Property test: random DAGs of the standard op set, run by the work-stealing executor
-//! on the CPU backend with 1, 2 and 4 workers, give the same results as the sequential
-//! reference interpreter.
+//! on the CPU backend with 1, 2 and 4 workers and under every scheduling policy, give the
+//! same results as the sequential reference interpreter.
 //!
 //! Every tensor of a generated DAG has one dtype and a shape from a set in which any two
 //! shapes broadcast to a member of the set, so every generated binary op is valid.
 
 use magpie::core::testkit::reference::{assert_close, evaluate};
+use magpie::session::SchedulingPolicy;
 use magpie::{DType, Graph, Output, Session, Tensor};
 use proptest::prelude::*;
 
@@ -182,9 +183,17 @@ fn check(dtype: DType, steps: Vec<Step>, fetch_picks: Vec<usize>) -> Result<(), 
     } else {
         (1e-9, 1e-9)
     };
-    for workers in [1, 2, 4] {
+    let policies = [
+        SchedulingPolicy::DepthFirst,
+        SchedulingPolicy::Fifo,
+        SchedulingPolicy::CriticalPath,
+        SchedulingPolicy::MemoryAware,
+    ];
+    for (k, workers) in [1, 2, 4, 1, 2, 4, 2, 2].into_iter().enumerate() {
+        let policy = policies[k % policies.len()];
         let mut opts = magpie::local_options();
         opts.num_workers = Some(workers);
+        opts.policy = policy;
         let s = Session::new(&g, opts).unwrap();
         for _ in 0..3 {
             let got = s
@@ -192,7 +201,9 @@ fn check(dtype: DType, steps: Vec<Step>, fetch_picks: Vec<usize>) -> Result<(), 
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             for (i, (a, e)) in got.iter().zip(&expected).enumerate() {
                 assert_close(a, e, rel, abs).map_err(|m| {
-                    TestCaseError::fail(format!("fetch {i} with {workers} workers: {m}"))
+                    TestCaseError::fail(format!(
+                        "fetch {i} with {workers} workers under {policy:?}: {m}"
+                    ))
                 })?;
             }
         }

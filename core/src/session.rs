@@ -23,6 +23,7 @@ pub use crate::exec::{NodeStats, SessionError};
 use crate::graph::{DeviceSpec, Graph, NodeId, Output};
 use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
+pub use crate::scheduler::Policy;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
 use crate::tensor::Tensor;
 
@@ -56,19 +57,41 @@ pub struct SessionOptions {
     pub resources: Option<Arc<ResourceMgr>>,
 }
 
-/// How a session orders ready nodes.
+/// How a session orders ready nodes. Whatever the policy, a step computes the same
+/// results; policies differ in speed, in the order nodes start and in peak memory.
+/// Each maps onto a scheduler [`Policy`], whose docs state what it guarantees.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SchedulingPolicy {
     /// The scheduler's default: depth-first with continuation inlining.
     #[default]
     DepthFirst,
+    /// Breadth-first: ready nodes start in the order they became ready
+    /// ([`Policy::Fifo`]).
+    Fifo,
+    /// Critical path first: among ready nodes, the one with the costliest path to the end
+    /// of the step starts first ([`Policy::CriticalPath`]). A node's cost is its declared
+    /// output size in elements
+    /// ([`OpBuilder::declare_output_bytes`](crate::graph::OpBuilder::declare_output_bytes)
+    /// over the element size), or 1.
+    CriticalPath,
     /// Depth-first, and a memory-heavy node (marked with
     /// [`OpBuilder::memory_heavy`](crate::graph::OpBuilder::memory_heavy), or declaring at
     /// least [`MEMORY_HEAVY_DECLARED_BYTES`](crate::exec::MEMORY_HEAVY_DECLARED_BYTES)
     /// output bytes) starts only when its consumers' other inputs are ready, so its output
     /// lives as briefly as possible.
     MemoryAware,
+}
+
+impl SchedulingPolicy {
+    /// The scheduler policy a step of this session runs with.
+    pub fn scheduler_policy(self) -> Policy {
+        match self {
+            SchedulingPolicy::DepthFirst | SchedulingPolicy::MemoryAware => Policy::DepthFirst,
+            SchedulingPolicy::Fifo => Policy::Fifo,
+            SchedulingPolicy::CriticalPath => Policy::CriticalPath,
+        }
+    }
 }
 
 impl fmt::Debug for SessionOptions {
@@ -278,6 +301,7 @@ impl Session {
         ));
         if !plan.topology.is_empty() {
             let control = RunControl {
+                policy: self.policy.scheduler_policy(),
                 deadline: options.timeout.map(|t| started + t),
                 cancel: options.cancel.clone(),
             };
@@ -344,6 +368,7 @@ impl Session {
             pools: &self.pools,
             budgets: &self.budgets,
             memory_aware: self.policy == SchedulingPolicy::MemoryAware,
+            critical_path: self.policy == SchedulingPolicy::CriticalPath,
         };
         let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &key.0, fetches, targets)?);
         let mut plans = self.plans.lock();

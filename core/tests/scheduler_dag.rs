@@ -250,7 +250,8 @@ fn worker_indices_are_in_range() {
     let topology = Topology::builder(10_000).build().unwrap();
     pool.execute(&topology, &body, &RunControl::default())
         .unwrap();
-    assert!(body.0.load(Ordering::SeqCst) < 3);
+    // 0..3 for the workers, 3 for the calling thread, which helps with its own run.
+    assert!(body.0.load(Ordering::SeqCst) <= 3);
 }
 
 #[test]

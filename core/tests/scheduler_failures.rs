@@ -239,8 +239,9 @@ fn deadline_with_busy_bodies_stops_new_bodies() {
         matches!(result, Err(RunError::DeadlineExceeded)),
         "{result:?}"
     );
-    // At most one body per worker started.
-    assert!(body.started.load(Ordering::SeqCst) <= 2);
+    // At most one body per thread started: the two workers and the calling thread,
+    // which helps with its own run.
+    assert!(body.started.load(Ordering::SeqCst) <= 3);
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) budgets: &'a [Option<u64>],
     /// Defer memory-heavy nodes until their consumers' other inputs are ready.
     pub(crate) memory_aware: bool,
+    /// Give each task a cost estimate for the critical-path policy.
+    pub(crate) critical_path: bool,
 }
 
 /// A pruned, placed graph ready to run many times.
@@ -216,6 +218,11 @@ impl ExecPlan {
         let mut topo = Topology::builder(nodes.len());
         for (from, to) in edges {
             topo.add_edge(from, to);
+        }
+        if cx.critical_path {
+            for (t, pn) in nodes.iter().enumerate() {
+                topo.set_cost(t as u32, cost_estimate(&pn.node));
+            }
         }
         let topology = topo.build()?;
         let num_slots = slots.len() as usize;
@@ -422,6 +429,14 @@ fn node_pools(
     handles.sort_by_key(|p| p.index);
     handles.dedup_by_key(|p| p.index);
     Ok(handles)
+}
+
+/// A node's cost for the critical-path policy: its declared output size in elements,
+/// or 1 (behaviour at the time of writing; costs only order ready nodes).
+fn cost_estimate(node: &Node) -> u64 {
+    let declared = node.attrs.int(OUTPUT_BYTES_ATTR).ok().filter(|&b| b > 0);
+    let element = node.output_dtypes.first().map_or(1, |d| d.size_of().max(1)) as u64;
+    declared.map_or(1, |b| (b as u64 / element).max(1))
 }
 
 /// The bytes a node on a budgeted device must reserve; a declaration larger than the

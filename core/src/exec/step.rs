@@ -42,7 +42,8 @@ pub struct NodeStats {
     pub op: String,
     /// Full name of the device it ran on.
     pub device: String,
-    /// The scheduler worker that started it.
+    /// The scheduler worker that started it; the pool's `num_workers` for the thread that
+    /// called `Session::run`, which runs its own step's nodes while it waits.
     pub worker: usize,
     /// When its kernel started, from the start of the step (after any wait for a pool
     /// slot or memory).

@@ -47,7 +47,6 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -58,6 +57,7 @@ use super::error::RunError;
 use super::job::Job;
 use super::registry::Registry;
 use super::run::{drop_quietly, panic_message, RunCore, RunHeader};
+use super::sync::{AtomicU8, Ordering};
 use super::worker::WorkerCtx;
 
 const IDLE: u8 = 0;

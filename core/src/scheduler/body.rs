@@ -63,7 +63,9 @@ impl<'a> TaskContext<'a> {
 }
 
 impl TaskContext<'_> {
-    /// The index of the worker running this task, in `0..num_workers` of the pool.
+    /// The index of the worker running this task, in `0..num_workers` of the pool; or
+    /// `num_workers` when the task runs on a thread outside the pool that called
+    /// [`execute`](super::ThreadPool::execute) and helps run its own run while it waits.
     #[inline]
     pub fn worker_index(&self) -> usize {
         self.worker_index

@@ -24,10 +24,14 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::latch::Latch;
+use super::policy::Policy;
 
-/// Limits on one run: an optional deadline and an optional cancellation token.
+/// How one run is carried out: its scheduling policy, an optional deadline and an
+/// optional cancellation token.
 #[derive(Clone, Debug, Default)]
 pub struct RunControl {
+    /// In which order ready tasks start ([`Policy::DepthFirst`] by default).
+    pub policy: Policy,
     /// When the run should give up. A run still going at this instant is cancelled and
     /// fails with [`RunError::DeadlineExceeded`](super::RunError::DeadlineExceeded).
     pub deadline: Option<Instant>,
@@ -41,15 +45,23 @@ impl RunControl {
     pub fn with_deadline(deadline: Instant) -> RunControl {
         RunControl {
             deadline: Some(deadline),
-            cancel: None,
+            ..RunControl::default()
         }
     }
 
     /// Controls with a token and no deadline.
     pub fn with_token(token: CancellationToken) -> RunControl {
         RunControl {
-            deadline: None,
             cancel: Some(token),
+            ..RunControl::default()
+        }
+    }
+
+    /// Default controls with scheduling policy `policy`.
+    pub fn with_policy(policy: Policy) -> RunControl {
+        RunControl {
+            policy,
+            ..RunControl::default()
         }
     }
 }

@@ -15,7 +15,8 @@
 //! > only after the counter reached zero, i.e. after every owner gave its unit up.
 //!
 //! - A [`Job::Task`] owns one unit (the task), a [`Job::Roots`] owns `end - start` units
-//!   (one per root in its range), a [`Job::Poll`] owns the unit of its asynchronous task
+//!   (one per root in its range), a [`Job::Pick`] owns `count` units (one per task it will
+//!   take from its run's ready queue), a [`Job::Poll`] owns the unit of its asynchronous task
 //!   plus one strong count of that task's `Arc`.
 //! - Whoever holds a unit may dereference the run pointer; after giving the last unit it
 //!   holds away it must not touch the run again.
@@ -46,6 +47,14 @@ pub(crate) enum Job {
         start: u32,
         /// One past the last root index of the range.
         end: u32,
+    },
+    /// Take `count` tasks, one after the other, from the ready queue of the FIFO or
+    /// critical-path run at `run` ([`policy`](super::policy)); split when others are idle.
+    Pick {
+        /// The run; valid while this job exists.
+        run: NonNull<RunHeader>,
+        /// How many tasks (and units) the job stands for; at least 1.
+        count: u32,
     },
     /// Poll an asynchronous task whose waker fired. Owns one strong count of the task.
     Poll(NonNull<AsyncHeader>),

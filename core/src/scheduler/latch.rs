@@ -28,13 +28,14 @@
 //! brought the counter to zero, which in turn acquired every earlier decrement, so the
 //! waiter that `Acquire`-loads `done` sees all effects of all task bodies of the run.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::registry::Registry;
+use super::sync::{AtomicBool, Ordering};
 
 /// How long [`Latch::wait`] spins before it blocks, when it spins at all (behaviour at the
 /// time of writing).

@@ -11,7 +11,9 @@
 //! - **Exactly once, in order.** A successful run runs every task exactly once, each only
 //!   after all its predecessors finished and with their writes visible.
 //! - **Scoped.** `execute` borrows the body and returns only when no worker can touch it.
-//! - **Work conservation.** No worker sleeps while a job it could take is queued.
+//! - **Work conservation.** No worker sleeps while a job it could take is queued, under
+//!   every scheduling [`Policy`] (chosen per run in [`RunControl::policy`]; each policy's
+//!   own promise about order is in `policy.rs`).
 //! - **Idle is free.** Idle workers park; a pending future holds no thread, so a pool
 //!   whose only work is waiting uses no CPU.
 //! - **Failures are contained.** An error, a panic (caught), a cancellation or a deadline
@@ -25,7 +27,10 @@
 //! - `topology.rs`: the immutable DAG shape (CSR).
 //! - `body.rs`: the `DagBody` contract and the task context.
 //! - `run.rs`: per-run state and the per-task hot path.
+//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path) and the
+//!   per-run ready queues of the latter two.
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
+//! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
 //! - `sleep.rs`: the parking protocol (no lost wake-ups).
 //! - `latch.rs`: what `execute` blocks on.
@@ -34,6 +39,8 @@
 //! - `task_graph.rs`: the Taskflow-like API.
 //! - `affinity.rs`: the worker start hook, steal groups and steal counters.
 //! - `registry.rs`: state shared by a pool's workers; `error.rs`: the error enums.
+//! - `sync.rs`: the atomics, mutex and condition variable of the hand-written protocols,
+//!   swapped for loom's in model-checking builds; `loom_models.rs`: the models.
 //!
 //! Each file's module doc starts with what it promises; tuning figures ("behaviour at the
 //! time of writing": spin counts, steal batch sizes, the caller's spin before sleeping) are
@@ -45,12 +52,17 @@ mod async_task;
 mod body;
 mod cancel;
 mod error;
+mod helper;
 mod job;
 mod latch;
+#[cfg(all(test, magpie_loom))]
+mod loom_models;
+mod policy;
 mod pool;
 mod registry;
 mod run;
 mod sleep;
+mod sync;
 mod task_graph;
 mod topology;
 mod worker;
@@ -59,6 +71,7 @@ pub use affinity::StealStats;
 pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, RunControl};
 pub use error::{RunError, SchedulerError};
+pub use policy::Policy;
 pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use task_graph::{TaskGraph, TaskId};
 pub use topology::{Topology, TopologyBuilder};

@@ -7,7 +7,9 @@
 //!   any more (the body is borrowed, not `'static`).
 //! - Any number of threads may call `execute`/`run` on one pool at once; runs are
 //!   independent. A task may itself call `execute` on the pool that runs it.
-//! - The thread blocked in `execute` sleeps; it is woken by completion, by
+//! - A thread outside the pool that calls `execute` first runs its own run's work itself,
+//!   as long as it has some at hand ([`helper`](super::helper): a small run then never
+//!   waits for a worker to wake up); then it sleeps, and is woken by completion, by
 //!   [`CancellationToken::cancel`](super::CancellationToken::cancel), or at the deadline.
 //! - Dropping the last handle shuts the workers down and joins them (protocol in
 //!   `worker.rs`).
@@ -24,9 +26,11 @@ use super::affinity::{StartHook, StealOrder, StealStats};
 use super::body::DagBody;
 use super::cancel::RunControl;
 use super::error::{RunError, SchedulerError};
+use super::helper;
 use super::job::Job;
 use super::latch::Latch;
-use super::registry::Registry;
+use super::policy::Policy;
+use super::registry::{Registry, DEFAULT_HELPER_SLOTS};
 use super::run::RunState;
 use super::task_graph::TaskGraph;
 use super::topology::Topology;
@@ -68,6 +72,7 @@ pub struct ThreadPoolBuilder {
     stack_size: Option<usize>,
     on_worker_start: Option<StartHook>,
     steal_groups: Option<Vec<Vec<usize>>>,
+    helper_slots: Option<usize>,
 }
 
 impl ThreadPoolBuilder {
@@ -105,6 +110,14 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// How many threads outside the pool may, at once, run their own run's work while
+    /// they wait in [`ThreadPool::execute`] (see the scheduler's `helper` module); further
+    /// callers only wait. Defaults to 2. With 0, a run's tasks run on the workers only.
+    pub fn helper_slots(mut self, n: usize) -> Self {
+        self.helper_slots = Some(n);
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
@@ -132,6 +145,7 @@ impl ThreadPoolBuilder {
             locals.iter().map(Worker::stealer).collect(),
             steal_order,
             self.on_worker_start,
+            self.helper_slots.unwrap_or(DEFAULT_HELPER_SLOTS),
         ));
         let mut inner = PoolInner {
             registry,
@@ -236,10 +250,19 @@ impl ThreadPool {
                 },
                 None => None,
             };
-            let roots = Job::Roots {
-                run: state.header_ptr(),
-                start: 0,
-                end: topology.roots().len() as u32,
+            let run = state.header_ptr();
+            let num_roots = topology.roots().len() as u32;
+            let roots = match control.policy {
+                Policy::DepthFirst => Job::Roots {
+                    run,
+                    start: 0,
+                    end: num_roots,
+                },
+                // The roots sit in front of the run's ready queue (see `policy`).
+                _ => Job::Pick {
+                    run,
+                    count: num_roots,
+                },
             };
             let guard = AbortIfUnwinding;
             match worker {
@@ -255,7 +278,13 @@ impl ThreadPool {
                     w.wait_nested(&latch, control.deadline, &fail);
                 }
                 None => {
-                    registry.inject(roots);
+                    let helper = match helper::help(registry, roots) {
+                        Ok(helper) => Some(helper),
+                        Err(roots) => {
+                            registry.inject(roots);
+                            None
+                        }
+                    };
                     latch.wait(control.deadline, registry.spin_policy());
                     if !latch.is_done() {
                         state.fail(if latch.is_cancel_requested() {
@@ -264,6 +293,9 @@ impl ThreadPool {
                             RunError::DeadlineExceeded
                         });
                         latch.wait_done();
+                    }
+                    if let Some(helper) = helper {
+                        helper.finish(registry);
                     }
                 }
             }

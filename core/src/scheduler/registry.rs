@@ -1,5 +1,12 @@
 //! The state a pool's workers share: the global injector, every worker's stealer, the
-//! parking lot and the shutdown flag.
+//! parking lot, the shutdown flag, and the deques lent to helping callers.
+//!
+//! Besides one deque per worker, a pool has a few deques (by default
+//! [`DEFAULT_HELPER_SLOTS`]) for threads that call
+//! [`execute`](super::ThreadPool::execute) from outside and run their own run while they
+//! wait ([`helper`](super::helper)). Their stealers come after the workers' in
+//! `stealers()`, so workers steal from helpers like from each other, and the parking
+//! protocol's re-check (`has_work`) sees their jobs too.
 //!
 //! The registry is reference counted: each worker thread holds it, the user-facing
 //! [`ThreadPool`](super::ThreadPool) handles hold it, and so does every asynchronous task's
@@ -9,18 +16,27 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_deque::{Injector, Steal, Stealer};
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use parking_lot::Mutex;
 
 use super::affinity::{StartHook, StealCounters, StealOrder, StealStats};
 use super::job::Job;
 use super::latch::SpinPolicy;
 use super::sleep::Sleep;
 
+/// Deques a pool keeps, by default, for callers that help run their own runs (behaviour
+/// at the time of writing: more concurrent outside callers than this simply do not help).
+pub(crate) const DEFAULT_HELPER_SLOTS: usize = 2;
+
 /// Shared state of one pool.
 #[derive(Debug)]
 pub(crate) struct Registry {
     injector: Injector<Job>,
+    /// The workers' stealers, then the helper deques' stealers.
     stealers: Box<[Stealer<Job>]>,
+    num_workers: usize,
+    /// Helper deques not lent out right now (always empty when here).
+    helpers: Mutex<Vec<Worker<Job>>>,
     sleep: Sleep,
     terminate: AtomicBool,
     /// Whether outside callers spin before blocking in `execute`.
@@ -33,15 +49,25 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The registry of a pool whose workers own deques with `stealers` (tried in
+    /// `steal_order`), with `helper_slots` deques for helping callers.
     pub(crate) fn new(
         stealers: Vec<Stealer<Job>>,
         steal_order: StealOrder,
         on_start: Option<StartHook>,
+        helper_slots: usize,
     ) -> Registry {
         let n = stealers.len();
+        let helpers: Vec<Worker<Job>> = (0..helper_slots).map(|_| Worker::new_lifo()).collect();
+        let stealers: Vec<Stealer<Job>> = stealers
+            .into_iter()
+            .chain(helpers.iter().map(Worker::stealer))
+            .collect();
         Registry {
             injector: Injector::new(),
             stealers: stealers.into_boxed_slice(),
+            num_workers: n,
+            helpers: Mutex::new(helpers),
             sleep: Sleep::new(n),
             terminate: AtomicBool::new(false),
             spin_policy: SpinPolicy::new(),
@@ -69,13 +95,25 @@ impl Registry {
 
     /// The number of workers.
     pub(crate) fn num_workers(&self) -> usize {
-        self.stealers.len()
+        self.num_workers
+    }
+
+    /// Lends out an empty helper deque, if one is free.
+    pub(crate) fn claim_helper(&self) -> Option<Worker<Job>> {
+        self.helpers.lock().pop()
+    }
+
+    /// Takes back a helper deque; it must be empty.
+    pub(crate) fn return_helper(&self, deque: Worker<Job>) {
+        debug_assert!(deque.is_empty());
+        self.helpers.lock().push(deque);
     }
 
     pub(crate) fn injector(&self) -> &Injector<Job> {
         &self.injector
     }
 
+    /// Every deque's stealer: the workers' (by index), then the helpers'.
     pub(crate) fn stealers(&self) -> &[Stealer<Job>] {
         &self.stealers
     }

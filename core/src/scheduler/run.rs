@@ -39,11 +39,11 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::async_task::{self, AsyncTask};
 use super::body::{DagBody, TaskContext, TaskOutcome};
@@ -51,6 +51,8 @@ use super::cancel::RunControl;
 use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
+use super::policy::ReadyQueue;
+use super::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use super::topology::Topology;
 use super::worker::{WorkerCtx, INLINE_LIMIT};
 
@@ -82,6 +84,8 @@ pub(crate) struct RunHeader {
     pending: Box<[AtomicU32]>,
     /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
     outstanding: CachePadded<AtomicUsize>,
+    /// The ready tasks of a FIFO or critical-path run; `None` for depth-first runs.
+    queue: Option<ReadyQueue>,
     latch: Arc<Latch>,
 }
 
@@ -111,6 +115,7 @@ impl RunHeader {
             control: NonNull::from(control),
             pending,
             outstanding: CachePadded::new(AtomicUsize::new(topology.roots().len())),
+            queue: ReadyQueue::new(control.policy),
             latch,
         }
     }
@@ -128,10 +133,19 @@ impl RunHeader {
         unsafe { self.control.as_ref() }
     }
 
-    /// Whether the run stopped starting bodies.
+    /// Whether the run stopped starting bodies. A cancellation requested through the
+    /// run's token counts at once: whoever notices it first records it as the run's
+    /// failure, without waiting for the thread blocked in `execute` to wake up.
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        if self.cancelled.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.latch.is_cancel_requested() {
+            self.observe_cancelled();
+            return true;
+        }
+        false
     }
 
     /// Like [`is_cancelled`](Self::is_cancelled), ordered with the `SeqCst` store in `claim_failure`
@@ -161,7 +175,7 @@ impl RunHeader {
         // SAFETY: the caller holds `n >= 1` units, so the header is alive until the
         // decrement below gives them back.
         let outstanding = unsafe { &this.as_ref().outstanding };
-        if outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+        if give_back(outstanding, n) {
             // SAFETY: the count is zero but the latch is not set yet, so `execute` is still
             // waiting and the header is alive. Clone first: once the latch is set,
             // `execute` may free the header.
@@ -173,17 +187,29 @@ impl RunHeader {
     /// Decrements the pending counter of `task`; true when that made it ready.
     #[inline]
     fn make_ready(&self, task: u32) -> bool {
-        let pending = &self.pending[task as usize];
-        // When the counter reads 1, this caller is the last predecessor: the task is ready
-        // and nobody else will look at the counter again, so the decrement can be skipped.
-        pending.load(Ordering::Acquire) == 1 || pending.fetch_sub(1, Ordering::AcqRel) == 1
+        decrement_pending(&self.pending[task as usize])
+    }
+
+    /// The ready queue of a FIFO or critical-path run.
+    ///
+    /// # Panics
+    ///
+    /// For a depth-first run, which has none (its jobs are never picks).
+    pub(crate) fn queue(&self) -> &ReadyQueue {
+        self.queue
+            .as_ref()
+            .expect("only FIFO and critical-path runs have pick jobs")
     }
 
     /// Finishes `task`, which the caller holds a unit of: releases its successors, pushes
     /// all newly ready ones but one to the worker's deque and returns that one, whose unit
-    /// then belongs to the caller.
+    /// then belongs to the caller. A FIFO or critical-path run pushes them all to its
+    /// queue instead, and returns the queue's head ([`policy`](super::policy)).
     #[inline]
     pub(crate) fn release(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
+        if let Some(queue) = &self.queue {
+            return self.release_queued(queue, run, task, w);
+        }
         let successors = self.topology().successors(task);
         match successors.len() {
             0 => {
@@ -220,6 +246,39 @@ impl RunHeader {
                 next
             }
         }
+    }
+
+    /// [`release`](Self::release) for a run with a ready queue.
+    fn release_queued(
+        &self,
+        queue: &ReadyQueue,
+        run: NonNull<RunHeader>,
+        task: u32,
+        w: &WorkerCtx,
+    ) -> Option<u32> {
+        let topology = self.topology();
+        let ready: SmallVec<[u32; 8]> = topology
+            .successors(task)
+            .iter()
+            .copied()
+            .filter(|&s| self.make_ready(s))
+            .collect();
+        if ready.is_empty() {
+            w.add_debt(run, 1);
+            return None;
+        }
+        // Every ready task is queued before the picks that will take them exist, and our
+        // own unit passes to the task we take; reserve units for the others first.
+        let picks = ready.len() - 1;
+        let next = queue.push_and_pop(topology, &ready);
+        if picks > 0 {
+            w.reserve(run, picks);
+            w.push(Job::Pick {
+                run,
+                count: picks as u32,
+            });
+        }
+        Some(next)
     }
 
     /// Records a failure of kind `FAILED_*` unless an earlier one won, and stops the run
@@ -396,6 +455,28 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             None => return,
         }
     }
+}
+
+/// Decrements a task's pending counter (the number of its predecessors that have not
+/// finished); true for exactly one caller, the last predecessor, which makes the task
+/// ready.
+///
+/// When the counter reads 1, the caller is the last predecessor: nobody else will look at
+/// the counter again, so the decrement can be skipped. The `Acquire` load (or the
+/// `AcqRel` decrement) that finds the task ready synchronises with every other
+/// predecessor's `AcqRel` decrement, so the task sees all their writes.
+#[inline]
+pub(crate) fn decrement_pending(pending: &AtomicU32) -> bool {
+    pending.load(Ordering::Acquire) == 1 || pending.fetch_sub(1, Ordering::AcqRel) == 1
+}
+
+/// Gives `n` units back to a run's outstanding counter; true for the one caller that
+/// brings it to zero, which then sets the run's latch. `AcqRel`: the caller that sees
+/// zero has acquired every earlier give-back, so the latch's `Release` store of `done`
+/// publishes the effects of every task of the run.
+#[inline]
+pub(crate) fn give_back(outstanding: &AtomicUsize, n: usize) -> bool {
+    outstanding.fetch_sub(n, Ordering::AcqRel) == n
 }
 
 /// The message of a caught panic.

@@ -55,11 +55,11 @@
 //! busy workers small and their caches warm. Parkers are `parking_lot` mutex + condvar
 //! pairs (futexes on Linux).
 
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
+
+use super::sync::{fence, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// The parking lot of one pool.
 #[derive(Debug)]

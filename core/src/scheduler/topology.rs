@@ -7,7 +7,11 @@
 //! - it is acyclic (checked by [`TopologyBuilder::build`]);
 //! - `successors(t)` lists every edge `t -> s` once per time it was added, and
 //!   `num_predecessors(s)` counts the same edges, so duplicate edges are consistent;
-//! - `roots()` lists, in increasing order, the tasks without predecessors.
+//! - `roots()` lists, in increasing order, the tasks without predecessors;
+//! - `priority(t)` is the cost of the most expensive path from `t` to a sink, `t`'s own
+//!   cost included (costs set with [`TopologyBuilder::set_cost`], 1 by default), computed
+//!   once by `build`; the critical-path policy ([`Policy`](super::Policy)) runs ready tasks
+//!   in decreasing priority.
 //!
 //! Storage is compressed sparse rows (one offset array, one successor array) behind `Arc`s,
 //! so cloning a topology is cheap and a run reads it without indirection.
@@ -28,6 +32,10 @@ pub struct Topology {
     predecessors: Arc<[u32]>,
     /// Tasks without predecessors, in increasing order.
     roots: Arc<[u32]>,
+    /// Longest remaining path of each task, by cost, its own cost included.
+    priorities: Arc<[u64]>,
+    /// `roots`, by decreasing priority (ties: increasing index).
+    roots_by_priority: Arc<[u32]>,
 }
 
 impl Topology {
@@ -44,6 +52,7 @@ impl Topology {
         TopologyBuilder {
             num_tasks,
             edges: Vec::new(),
+            costs: Vec::new(),
         }
     }
 
@@ -89,9 +98,29 @@ impl Topology {
         self.successors.len()
     }
 
+    /// The cost of the most expensive path from `task` to a task without successors,
+    /// `task`'s own cost included (see [`TopologyBuilder::set_cost`]).
+    ///
+    /// # Panics
+    ///
+    /// If `task` is out of range.
+    pub fn priority(&self, task: u32) -> u64 {
+        self.priorities[task as usize]
+    }
+
     /// Predecessor counts of all tasks, indexed by task.
     pub(crate) fn predecessor_counts(&self) -> &[u32] {
         &self.predecessors
+    }
+
+    /// Priorities of all tasks, indexed by task.
+    pub(crate) fn priorities(&self) -> &[u64] {
+        &self.priorities
+    }
+
+    /// The roots by decreasing priority, ties by increasing index.
+    pub(crate) fn roots_by_priority(&self) -> &[u32] {
+        &self.roots_by_priority
     }
 }
 
@@ -110,6 +139,8 @@ impl fmt::Debug for Topology {
 pub struct TopologyBuilder {
     num_tasks: usize,
     edges: Vec<(u32, u32)>,
+    /// Cost of each task; empty while every cost is the default 1.
+    costs: Vec<u64>,
 }
 
 impl TopologyBuilder {
@@ -120,6 +151,25 @@ impl TopologyBuilder {
     /// cycle checks happen in [`build`](Self::build).
     pub fn add_edge(&mut self, from: u32, to: u32) {
         self.edges.push((from, to));
+    }
+
+    /// Sets the estimated cost of `task` (default 1), in any unit as long as all tasks
+    /// use the same one. Costs only order ready tasks under the critical-path policy;
+    /// they never change what runs.
+    ///
+    /// # Panics
+    ///
+    /// If `task` is out of range.
+    pub fn set_cost(&mut self, task: u32, cost: u64) {
+        let n = self.num_tasks;
+        assert!(
+            (task as usize) < n,
+            "TopologyBuilder::set_cost: task {task} is out of range: the graph has {n} tasks"
+        );
+        if self.costs.is_empty() {
+            self.costs = vec![1; n];
+        }
+        self.costs[task as usize] = cost;
     }
 
     /// The number of edges added so far.
@@ -170,31 +220,53 @@ impl TopologyBuilder {
         let roots: Vec<u32> = (0..n as u32)
             .filter(|&t| predecessors[t as usize] == 0)
             .collect();
-        check_acyclic(&offsets, &successors, &predecessors, &roots)?;
+        let order = topological_order(&offsets, &successors, &predecessors, &roots)?;
+        let priorities = longest_paths(&order, &offsets, &successors, &self.costs);
+        let mut roots_by_priority = roots.clone();
+        roots_by_priority.sort_by_key(|&r| (std::cmp::Reverse(priorities[r as usize]), r));
 
         Ok(Topology {
             offsets: offsets.into(),
             successors: successors.into(),
             predecessors: predecessors.into(),
             roots: roots.into(),
+            priorities: priorities.into(),
+            roots_by_priority: roots_by_priority.into(),
         })
     }
 }
 
-/// Kahn's algorithm; on failure, walks predecessors among the unvisited tasks to name a task
-/// that lies on a cycle.
-fn check_acyclic(
+/// `priorities[t] = cost[t] + max(priorities[s] for s in successors(t))`, walking a
+/// topological order backwards. Saturates instead of overflowing.
+fn longest_paths(order: &[u32], offsets: &[u32], successors: &[u32], costs: &[u64]) -> Vec<u64> {
+    let mut priorities = vec![0u64; order.len()];
+    for &t in order.iter().rev() {
+        let t = t as usize;
+        let below = successors[offsets[t] as usize..offsets[t + 1] as usize]
+            .iter()
+            .map(|&s| priorities[s as usize])
+            .max()
+            .unwrap_or(0);
+        let cost = costs.get(t).copied().unwrap_or(1);
+        priorities[t] = below.saturating_add(cost);
+    }
+    priorities
+}
+
+/// Kahn's algorithm: a topological order of all tasks. On failure, walks predecessors
+/// among the unvisited tasks to name a task that lies on a cycle.
+fn topological_order(
     offsets: &[u32],
     successors: &[u32],
     predecessors: &[u32],
     roots: &[u32],
-) -> Result<(), SchedulerError> {
+) -> Result<Vec<u32>, SchedulerError> {
     let n = predecessors.len();
     let mut pending = predecessors.to_vec();
     let mut stack = roots.to_vec();
-    let mut visited = 0usize;
+    let mut order = Vec::with_capacity(n);
     while let Some(t) = stack.pop() {
-        visited += 1;
+        order.push(t);
         let t = t as usize;
         for &s in &successors[offsets[t] as usize..offsets[t + 1] as usize] {
             let p = &mut pending[s as usize];
@@ -204,8 +276,8 @@ fn check_acyclic(
             }
         }
     }
-    if visited == n {
-        return Ok(());
+    if order.len() == n {
+        return Ok(order);
     }
     // Every unvisited task has an unvisited predecessor; walking backwards `n` steps from
     // any of them ends on a cycle.
@@ -279,6 +351,27 @@ mod tests {
                 num_tasks: 2
             }
         );
+    }
+
+    #[test]
+    fn priorities_are_longest_remaining_paths() {
+        // 0 -> 1 -> 3, 0 -> 2 -> 3, 4 alone; task 2 costs 10.
+        let mut b = Topology::builder(5);
+        b.add_edge(0, 1);
+        b.add_edge(0, 2);
+        b.add_edge(1, 3);
+        b.add_edge(2, 3);
+        b.set_cost(2, 10);
+        b.set_cost(4, 5);
+        let t = b.build().unwrap();
+        let p: Vec<u64> = (0..5).map(|i| t.priority(i)).collect();
+        assert_eq!(p, [12, 2, 11, 1, 5]);
+        assert_eq!(t.roots_by_priority(), &[0, 4]);
+        let mut b = Topology::builder(3);
+        b.add_edge(0, 1);
+        let t = b.build().unwrap();
+        assert_eq!(t.priorities(), &[2, 1, 1]);
+        assert_eq!(t.roots_by_priority(), &[0, 2]);
     }
 
     #[test]

@@ -92,6 +92,26 @@ pub(crate) struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// The context of worker `index` (or, with `index == num_workers`, of a helping
+    /// caller, see [`helper`](super::helper)) owning deque `local`.
+    pub(crate) fn new(registry: Arc<Registry>, index: usize, local: Worker<Job>) -> WorkerCtx {
+        WorkerCtx {
+            index,
+            local,
+            registry,
+            debt_run: Cell::new(ptr::null()),
+            debt: Cell::new(0),
+            rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+            tick: Cell::new(0),
+        }
+    }
+
+    /// Gives the own deque back; the debt must have been flushed.
+    pub(crate) fn into_local(self) -> Worker<Job> {
+        debug_assert_eq!(self.debt.get(), 0);
+        self.local
+    }
+
     /// The index of this worker in its pool.
     #[inline]
     pub(crate) fn index(&self) -> usize {
@@ -213,9 +233,19 @@ impl WorkerCtx {
                 Steal::Empty => {}
             }
             if n > 1 {
-                // Own steal group first, then the others (see `affinity`).
-                let [near, far] = self.registry.steal_order().victims(self.index);
-                for (victims, local) in [(near, true), (far, false)] {
+                // Own steal group first, then the other workers (see `affinity`), then the
+                // deques of callers helping with their runs. A helping caller (index past
+                // the workers) has no group: it tries every worker.
+                let workers = self.registry.num_workers();
+                let flat: Vec<usize>;
+                let [near, far] = if self.index < workers {
+                    self.registry.steal_order().victims(self.index)
+                } else {
+                    flat = (0..workers).collect();
+                    [&flat[..], &[][..]]
+                };
+                let helpers: Vec<usize> = (workers..n).filter(|h| *h != self.index).collect();
+                for (victims, local) in [(near, true), (far, false), (&helpers[..], true)] {
                     if victims.is_empty() {
                         continue;
                     }
@@ -224,7 +254,9 @@ impl WorkerCtx {
                         let victim = victims[(start + i) % victims.len()];
                         match stealers[victim].steal_batch_and_pop(&self.local) {
                             Steal::Success(job) => {
-                                self.registry.steal_counters().record(self.index, local);
+                                if self.index < workers {
+                                    self.registry.steal_counters().record(self.index, local);
+                                }
                                 return Some(job);
                             }
                             Steal::Retry => retry = true,
@@ -259,6 +291,7 @@ impl WorkerCtx {
                 unsafe { (run.as_ref().run_task)(run, task, self) }
             }
             Job::Roots { run, start, end } => self.run_roots(run, start, end),
+            Job::Pick { run, count } => self.run_picks(run, count),
             Job::Poll(task) => {
                 // SAFETY: the job owned a strong count and the `SCHEDULED` state, which
                 // `poll` takes over; it was set for the task's own type.
@@ -293,6 +326,36 @@ impl WorkerCtx {
             let run_task = header.run_task;
             start += 1;
             // SAFETY: we pass on the unit of this root; `run_task` matches the body type.
+            unsafe { run_task(run, task, self) };
+        }
+    }
+
+    /// Takes `count` tasks from the ready queue of `run` and runs them, splitting off half
+    /// of the count whenever the own deque is empty (as [`run_roots`](Self::run_roots)).
+    fn run_picks(&self, run: NonNull<RunHeader>, mut count: u32) {
+        let mut budget = INLINE_LIMIT;
+        while count > 0 {
+            // SAFETY: we hold `count >= 1` units of the run, so it is alive.
+            let header = unsafe { run.as_ref() };
+            if header.is_cancelled() {
+                self.add_debt(run, count as usize);
+                return;
+            }
+            if budget == 0 {
+                self.push(Job::Pick { run, count });
+                return;
+            }
+            budget -= 1;
+            if count > 1 && self.local.is_empty() {
+                let half = count / 2;
+                self.push(Job::Pick { run, count: half });
+                count -= half;
+            }
+            let task = header.queue().pop(header.topology());
+            let run_task = header.run_task;
+            count -= 1;
+            // SAFETY: we pass on one unit, now the unit of `task`, taken from the queue;
+            // `run_task` matches the body type.
             unsafe { run_task(run, task, self) };
         }
     }
@@ -382,15 +445,7 @@ impl Drop for AbortOnUnwind {
 /// The body of worker thread `index`.
 pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job>) {
     let guard = AbortOnUnwind;
-    let ctx = WorkerCtx {
-        index,
-        local,
-        registry,
-        debt_run: Cell::new(ptr::null()),
-        debt: Cell::new(0),
-        rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
-        tick: Cell::new(0),
-    };
+    let ctx = WorkerCtx::new(registry, index, local);
     if let Some(hook) = ctx.registry.on_start() {
         hook.run(index);
     }

@@ -1,0 +1,174 @@
+//! Loom models of the scheduler's hand-written protocols, run by `scripts/check` as its
+//! own step:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg magpie_loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p magpie-core --release --lib scheduler::loom_models
+//! ```
+//!
+//! Each model runs the real code (through the [`sync`](super::sync) facade) under every
+//! interleaving loom can produce, up to its preemption bound:
+//!
+//! - the parking protocol of [`sleep`](super::sleep): a job pushed while a worker goes to
+//!   sleep is never missed (a lost wake-up shows up as a deadlock, which loom reports);
+//! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
+//!   exactly one makes the task ready, and the task sees both predecessors' writes;
+//! - run completion: the outstanding counter reaches zero exactly once, and the thread
+//!   woken by the [`latch`](super::latch) sees every task's writes.
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+use super::latch::Latch;
+use super::run::{decrement_pending, give_back};
+use super::sleep::Sleep;
+use super::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+/// A queue of at most a few anonymous jobs, standing in for the deques: a job is visible
+/// once its push (a plain `Relaxed` increment, weaker than crossbeam's) is.
+struct Jobs(AtomicUsize);
+
+impl Jobs {
+    fn push(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn has_work(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+#[test]
+fn a_job_pushed_while_a_worker_goes_to_sleep_is_not_missed() {
+    loom::model(|| {
+        let sleep = Arc::new(Sleep::new(1));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let pusher = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                jobs.push();
+                sleep.notify_one();
+            })
+        };
+        // The worker: take the job, or sleep until there is one.
+        while !jobs.take() {
+            sleep.sleep(0, || jobs.has_work(), None);
+        }
+        pusher.join().unwrap();
+    });
+}
+
+#[test]
+fn two_sleepers_and_two_jobs_both_get_run() {
+    loom::model(|| {
+        let sleep = Arc::new(Sleep::new(2));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let done = Arc::new(AtomicUsize::new(0));
+        let worker = |index: usize| {
+            let (sleep, jobs, done) = (Arc::clone(&sleep), Arc::clone(&jobs), Arc::clone(&done));
+            thread::spawn(move || loop {
+                if jobs.take() {
+                    if done.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+                        sleep.wake_all(); // as at shutdown: nothing is left to do
+                        return;
+                    }
+                    continue;
+                }
+                if done.load(Ordering::SeqCst) == 2 {
+                    return;
+                }
+                sleep.sleep(
+                    index,
+                    || jobs.has_work() || done.load(Ordering::SeqCst) == 2,
+                    None,
+                );
+            })
+        };
+        let workers = [worker(0), worker(1)];
+        for _ in 0..2 {
+            jobs.push();
+            sleep.notify_one();
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[test]
+fn exactly_one_predecessor_makes_a_task_ready_and_it_sees_both_writes() {
+    loom::model(|| {
+        let pending = Arc::new(AtomicU32::new(2));
+        let data = Arc::new([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
+        let ready = Arc::new(AtomicUsize::new(0));
+        let finish = |i: usize| {
+            let (pending, data, ready) =
+                (Arc::clone(&pending), Arc::clone(&data), Arc::clone(&ready));
+            thread::spawn(move || {
+                // SAFETY: predecessor `i` is the only writer of `data[i]`, and nobody reads
+                // it before the task becomes ready (loom checks exactly that).
+                data[i].with_mut(|p| unsafe { *p = 1 + i as u32 });
+                if decrement_pending(&pending) {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                    // The task runs here: it reads what both predecessors wrote.
+                    for (k, cell) in data.iter().enumerate() {
+                        // SAFETY: both writers finished before the task became ready.
+                        let v = cell.with(|p| unsafe { *p });
+                        assert_eq!(v, 1 + k as u32);
+                    }
+                }
+            })
+        };
+        let (a, b) = (finish(0), finish(1));
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(ready.load(Ordering::Relaxed), 1);
+    });
+}
+
+#[test]
+fn the_run_completes_once_and_its_waiter_sees_every_task() {
+    loom::model(|| {
+        let outstanding = Arc::new(AtomicUsize::new(2));
+        let latch = Arc::new(Latch::for_thread());
+        let data = Arc::new([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
+        let completed = Arc::new(AtomicBool::new(false));
+        let task = |i: usize| {
+            let (outstanding, latch, data, completed) = (
+                Arc::clone(&outstanding),
+                Arc::clone(&latch),
+                Arc::clone(&data),
+                Arc::clone(&completed),
+            );
+            thread::spawn(move || {
+                // SAFETY: task `i` is the only writer of `data[i]`; the waiter reads it
+                // only after the latch (loom checks exactly that).
+                data[i].with_mut(|p| unsafe { *p = 10 + i as u32 });
+                if give_back(&outstanding, 1) {
+                    assert!(!completed.swap(true, Ordering::Relaxed), "completed twice");
+                    latch.set_done();
+                }
+            })
+        };
+        let workers = [task(0), task(1)];
+        // The caller of `execute`: waits for the latch, then frees the run's state.
+        while !latch.is_done() {
+            thread::yield_now();
+        }
+        for (k, cell) in data.iter().enumerate() {
+            // SAFETY: the latch is done, so every task finished writing.
+            assert_eq!(cell.with(|p| unsafe { *p }), 10 + k as u32);
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+    });
+}
