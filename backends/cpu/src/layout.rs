@@ -351,10 +351,13 @@ impl CpuRuntime {
                 status.all_started.notify_all();
             }
         };
+        // No helper slots: every task runs on a pinned worker of the plan, never on the
+        // (unpinned) thread that called `execute`, so first touch stays on the right node.
         let pool = ThreadPool::builder()
             .num_workers(num_workers)
             .steal_groups(plan.steal_groups())
             .on_worker_start(Arc::new(hook))
+            .helper_slots(0)
             .build()?;
         // Wait (bounded) until every worker ran its hook, so the pinning figures are final.
         let mut started = lock(&status.started);

@@ -245,7 +245,11 @@ impl WorkerCtx {
                     [&flat[..], &[][..]]
                 };
                 let helpers: Vec<usize> = (workers..n).filter(|h| *h != self.index).collect();
-                for (victims, local) in [(near, true), (far, false), (&helpers[..], true)] {
+                // `Some(local)`: the steal counts as same-group or not; helpers' deques
+                // belong to no group and are not counted.
+                for (victims, local) in
+                    [(near, Some(true)), (far, Some(false)), (&helpers[..], None)]
+                {
                     if victims.is_empty() {
                         continue;
                     }
@@ -254,7 +258,7 @@ impl WorkerCtx {
                         let victim = victims[(start + i) % victims.len()];
                         match stealers[victim].steal_batch_and_pop(&self.local) {
                             Steal::Success(job) => {
-                                if self.index < workers {
+                                if let (true, Some(local)) = (self.index < workers, local) {
                                     self.registry.steal_counters().record(self.index, local);
                                 }
                                 return Some(job);
