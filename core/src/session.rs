@@ -336,17 +336,20 @@ impl Session {
             })?;
             tensors.push(t);
         }
-        Ok(RunOutput {
-            tensors,
-            metadata: RunMetadata {
-                step_id,
-                nodes: state.take_trace(),
-                wall_time: started.elapsed(),
-                copies: plan.num_copies(),
-                memory: state.memory_stats(&plan),
-                remote_numa_bytes: state.remote_numa_bytes(),
-            },
-        })
+        let metadata = RunMetadata {
+            step_id,
+            nodes: state.take_trace(),
+            wall_time: started.elapsed(),
+            copies: plan.num_copies(),
+            memory: state.memory_stats(&plan),
+            remote_numa_bytes: state.remote_numa_bytes(),
+        };
+        // Every task has finished and the body is gone: the step's slots go back to the
+        // plan (unless a straggling reference keeps the state alive).
+        if let Ok(state) = Arc::try_unwrap(state) {
+            plan.slot_pool.give(state.into_slots());
+        }
+        Ok(RunOutput { tensors, metadata })
     }
 
     fn plan(

@@ -21,6 +21,7 @@ use super::error::SessionError;
 use super::placement::place;
 use super::prune::{prune, Pruned};
 use super::resources::{copy_pool_name, PoolHandle, ResourcePools, DEFAULT_COPY_POOL_CAPACITY};
+use super::step::SlotPool;
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
 use crate::graph::{
     Attrs, Graph, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR,
@@ -79,6 +80,8 @@ pub(crate) struct ExecPlan {
     pub(crate) num_slots: usize,
     /// Uses of each slot in a step: consumer inputs, plus one per fetch of it.
     pub(crate) slot_uses: Vec<u32>,
+    /// Slot arrays of finished steps, reused by the next ones.
+    pub(crate) slot_pool: SlotPool,
     /// Slot each feed (in the order given) fills.
     pub(crate) feed_slots: Vec<u32>,
     /// Expected dtype of each feed.
@@ -252,6 +255,7 @@ impl ExecPlan {
             slot_devices,
             num_slots,
             slot_uses,
+            slot_pool: SlotPool::default(),
             feed_slots: (0..feeds.len()).map(|k| (feed_base + k) as u32).collect(),
             feed_dtypes,
             feed_shapes,
