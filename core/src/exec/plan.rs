@@ -173,8 +173,15 @@ impl ExecPlan {
         for (t, &i) in order.iter().enumerate() {
             let n = &all[i];
             let device = placed[t];
+            // The node's own kernel first: a dtype its device cannot take is reported
+            // against this node, not against a copy inserted for one of its inputs.
+            let input_dtypes: SmallVec<[DType; 2]> = n
+                .inputs
+                .iter()
+                .map(|inp| slots.dtypes[slot_of(*inp) as usize])
+                .collect();
+            let kernel = instantiate(n, &input_dtypes, devices, device)?;
             let mut input_slots = SmallVec::new();
-            let mut input_dtypes: SmallVec<[DType; 2]> = SmallVec::new();
             for inp in &n.inputs {
                 let s = copies.route(
                     &mut slots,
@@ -184,7 +191,6 @@ impl ExecPlan {
                 )?;
                 slots.uses[s as usize] += 1;
                 input_slots.push(s);
-                input_dtypes.push(slots.dtypes[s as usize]);
                 if let Some(p) = slots.producers[s as usize] {
                     edges.push((p, t as u32));
                 }
@@ -194,7 +200,6 @@ impl ExecPlan {
                     edges.push((task_of[c.index()], t as u32));
                 }
             }
-            let kernel = instantiate(n, &input_dtypes, devices, device)?;
             let pools = node_pools(n, cx.pools)?;
             let reserve_bytes = declared_bytes(n, cx.budgets[device], devices[device].as_ref())?;
             nodes.push(PlanNode {

@@ -132,6 +132,26 @@ fn unsupported_dtypes_are_declined_by_name() {
         msg.contains("Const has no kernel for dtype i32 on GPU"),
         "{msg}"
     );
+    // A host tensor of a dtype the GPU lacks, sent to a GPU op: the error names that op,
+    // not the copy the executor would insert for it.
+    let g = Graph::new();
+    let x = g.placeholder(magpie_core::DType::I32, None).unwrap();
+    let y = g
+        .with_device("/device:GPU:0")
+        .unwrap()
+        .with_name("gpu_neg")
+        .neg(x)
+        .unwrap();
+    let s = gpu_session(&g, &gpu);
+    let e = s
+        .run(&[(x, Tensor::from(vec![1i32]))], &[y], &[])
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("node \"gpu_neg\" (Neg)"), "{msg}");
+    assert!(
+        msg.contains("Neg has no kernel for dtype i32 on GPU"),
+        "{msg}"
+    );
 }
 
 #[test]
