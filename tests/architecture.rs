@@ -85,7 +85,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_source_file_starts_with_a_module_doc() {
     let mut files = Vec::new();
-    for dir in ["src", "core", "backends", "transport", "examples", "benches", "tests"] {
+    for dir in [
+        "src",
+        "core",
+        "backends",
+        "transport",
+        "examples",
+        "benches",
+        "tests",
+    ] {
         let d = root().join(dir);
         if d.exists() {
             rust_files(&d, &mut files);

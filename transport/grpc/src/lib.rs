@@ -28,6 +28,8 @@ pub use error::{GrpcError, WireError};
 pub use options::GrpcOptions;
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
+/// The tonic version the services and clients are built with.
+pub use tonic;
 pub use transport::GrpcTransport;
 
 /// The generated messages and services of package `magpie.v1`.

@@ -327,10 +327,11 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::ExtendSessionRequest>,
     ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
         let r = request.into_inner();
-        let old = self.session(&r.session_handle)?;
+        // The graph so far; the map keeps the session alive (dropping the last reference
+        // to a session releases its partitions, which blocks: never here).
+        let mut def = self.session(&r.session_handle)?.graph().to_graph_def();
         let extra =
             graph_from_wire(&r.nodes.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
-        let mut def = old.graph().to_graph_def();
         def.nodes.extend(extra.nodes);
         let graph = import(&def)?;
         let server = Arc::clone(&self.server);
@@ -360,32 +361,33 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
         let session = self.session(&r.session_handle)?;
-        let graph = session.graph();
-        let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());
-        for f in &r.feeds {
-            let out = output(graph, &f.name, "feed")?;
-            let t = f.tensor.as_ref().ok_or_else(|| {
-                Status::invalid_argument(format!("feed {:?} has no tensor", f.name))
-            })?;
-            let t = tensor_from_wire(t)
-                .map_err(|e| Status::invalid_argument(format!("feed {:?}: {e}", f.name)))?;
-            feeds.push((out, t));
-        }
-        let fetches = r
-            .fetches
-            .iter()
-            .map(|n| output(graph, n, "fetch"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let targets = r
-            .targets
-            .iter()
-            .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = RunOptions {
-            timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
-            ..RunOptions::default()
-        };
+        // Everything that holds the session happens off the runtime (see extend_session).
         let out = blocking(move || {
+            let graph = session.graph();
+            let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());
+            for f in &r.feeds {
+                let out = output(graph, &f.name, "feed")?;
+                let t = f.tensor.as_ref().ok_or_else(|| {
+                    Status::invalid_argument(format!("feed {:?} has no tensor", f.name))
+                })?;
+                let t = tensor_from_wire(t)
+                    .map_err(|e| Status::invalid_argument(format!("feed {:?}: {e}", f.name)))?;
+                feeds.push((out, t));
+            }
+            let fetches = r
+                .fetches
+                .iter()
+                .map(|n| output(graph, n, "fetch"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let targets = r
+                .targets
+                .iter()
+                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = RunOptions {
+                timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+                ..RunOptions::default()
+            };
             session
                 .run_with_options(&options, &feeds, &fetches, &targets)
                 .map_err(|e| master_to_status(&e))

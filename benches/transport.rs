@@ -1,0 +1,2 @@
+//! Transport benches (placeholder).
+fn main() {}
