@@ -1,7 +1,7 @@
 //! Cluster placement: which device of which task runs each node.
 //!
 //! - A node colocated with another (attribute
-//!   [`COLOCATE_ATTR`](super::ops::COLOCATE_ATTR), set by the variable helpers) goes
+//!   [`COLOCATE_ATTR`], set by the variable helpers) goes
 //!   where that node goes.
 //! - A node without a device spec goes to the master's default device (its task's first
 //!   device) — the seed's "the master places them all on its own default device" — or,
