@@ -29,6 +29,9 @@ use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 
+/// HTTP/2 frame size the server accepts: streamed tensor chunks in few frames.
+const MAX_FRAME: u32 = 1 << 20;
+
 struct Running {
     shutdown: oneshot::Sender<()>,
     serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -91,8 +94,9 @@ impl GrpcServer {
             cluster.clone(),
             task.clone(),
             options,
-            transport,
+            Arc::clone(&transport) as Arc<dyn magpie_core::transport::Transport>,
         )?);
+        transport.serve_locally(&core);
 
         let listener = std::net::TcpListener::bind(&address).map_err(|e| GrpcError::Bind {
             address: address.clone(),
@@ -128,6 +132,7 @@ impl GrpcServer {
         let router = Server::builder()
             .initial_stream_window_size(Some(WINDOW))
             .initial_connection_window_size(Some(2 * WINDOW))
+            .max_frame_size(Some(MAX_FRAME))
             .http2_keepalive_interval(Some(grpc.keepalive_interval))
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
             .add_service(worker_svc)

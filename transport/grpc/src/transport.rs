@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use magpie_core::cluster::ClusterSpec;
+use magpie_core::distributed::TaskServer;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
@@ -78,6 +79,8 @@ struct Inner {
     handle: Handle,
     _owned: Option<OwnedRuntime>,
     channels: Mutex<HashMap<TaskName, Channel>>,
+    /// The task this transport's server hosts: requests to it are direct calls.
+    local: OnceLock<(TaskName, Weak<TaskServer>)>,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -122,7 +125,25 @@ impl GrpcTransport {
                 handle,
                 _owned: owned,
                 channels: Mutex::new(HashMap::new()),
+                local: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Serves requests for `server`'s own task by direct calls into it (as the in-memory
+    /// transport does) instead of a loopback round trip: a master reaching its own
+    /// worker. Set once, by the server hosting `server`.
+    pub fn serve_locally(&self, server: &Arc<TaskServer>) {
+        let _ = self
+            .inner
+            .local
+            .set((server.task().clone(), Arc::downgrade(server)));
+    }
+
+    fn local(&self, task: &TaskName) -> Option<Arc<TaskServer>> {
+        match self.inner.local.get() {
+            Some((t, s)) if t == task => s.upgrade(),
+            _ => None,
         }
     }
 
@@ -237,6 +258,12 @@ pub(crate) fn endpoint(
 /// HTTP/2 flow-control window: large, so a big tensor is not throttled by round trips.
 pub(crate) const WINDOW: u32 = 16 << 20;
 
+fn ready<T: Send + 'static>(
+    r: Result<T, TransportError>,
+) -> BoxFuture<'static, Result<T, TransportError>> {
+    futures::future::ready(r).boxed()
+}
+
 fn bad_request(task: &TaskName, detail: String) -> TransportError {
     TransportError::Remote {
         task: task.to_string(),
@@ -249,6 +276,9 @@ impl Transport for GrpcTransport {
         &self,
         task: &TaskName,
     ) -> BoxFuture<'static, Result<Vec<DeviceInfo>, TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(Ok(s.worker().device_infos()));
+        }
         let req = proto::ListDevicesRequest {
             task: task.to_string(),
         };
@@ -281,9 +311,16 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         request: RegisterPartition,
     ) -> BoxFuture<'static, Result<PartitionHandle, TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .register_partition(request)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
         let graph = match graph_to_wire(&request.graph) {
             Ok(g) => g,
-            Err(e) => return futures::future::ready(Err(bad_request(task, e.to_string()))).boxed(),
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
         };
         let req = proto::RegisterPartitionRequest {
             task: task.to_string(),
@@ -311,6 +348,24 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         request: RunPartition,
     ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> {
+        if let Some(s) = self.local(task) {
+            // The worker's local session blocks its caller: the blocking pool runs it.
+            let join = self.inner.handle.spawn_blocking(move || {
+                s.worker()
+                    .run_partition(request)
+                    .map_err(|e| e.into_transport())
+            });
+            let task = task.to_string();
+            return async move {
+                join.await.unwrap_or_else(|e| {
+                    Err(TransportError::Unreachable {
+                        task,
+                        detail: format!("the step's thread failed: {e}"),
+                    })
+                })
+            }
+            .boxed();
+        }
         let feeds = match request
             .feeds
             .iter()
@@ -318,7 +373,7 @@ impl Transport for GrpcTransport {
             .collect::<Result<Vec<_>, _>>()
         {
             Ok(f) => f,
-            Err(e) => return futures::future::ready(Err(bad_request(task, e.to_string()))).boxed(),
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
         };
         let cx = CallContext {
             handle: Some(request.handle.0.clone()),
@@ -354,9 +409,16 @@ impl Transport for GrpcTransport {
         key: RendezvousKey,
         tensor: Tensor,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .deliver(key, tensor)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
         let wire = match tensor_to_wire(&tensor) {
             Ok(w) => w,
-            Err(e) => return futures::future::ready(Err(bad_request(task, e.to_string()))).boxed(),
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
         };
         drop(tensor);
         let chunk = self.inner.options.chunk_bytes.max(1);
@@ -404,6 +466,10 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         step_id: u64,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            s.worker().abort_step(step_id);
+            return ready(Ok(()));
+        }
         let req = proto::AbortStepRequest {
             task: task.to_string(),
             step_id,
@@ -425,6 +491,10 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         session: &str,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            s.worker().release_session(session);
+            return ready(Ok(()));
+        }
         let req = proto::ReleaseSessionRequest {
             task: task.to_string(),
             session: session.to_string(),
