@@ -143,3 +143,80 @@ impl InProcessCluster {
         }
     }
 }
+
+/// Every task of a cluster, served over gRPC in this process (each on its own address).
+#[derive(Debug)]
+pub struct GrpcCluster {
+    spec: ClusterSpec,
+    servers: Vec<magpie_grpc::GrpcServer>,
+}
+
+impl GrpcCluster {
+    /// Starts every task of `spec` with [`task_server_options`].
+    pub fn start(spec: &ClusterSpec) -> Result<GrpcCluster, magpie_grpc::GrpcError> {
+        let mut servers = Vec::new();
+        for task in spec.tasks() {
+            servers.push(magpie_grpc::GrpcServer::start(
+                spec,
+                &task.job,
+                task.index,
+                &task_server_options(&task),
+            )?);
+        }
+        Ok(GrpcCluster {
+            spec: spec.clone(),
+            servers,
+        })
+    }
+
+    /// The cluster spec.
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    /// The server of `/job:<job>/task:<index>`, if it runs.
+    pub fn server(&self, job: &str, index: u32) -> Option<&magpie_grpc::GrpcServer> {
+        let task = TaskName::new(job, index);
+        self.servers.iter().find(|s| *s.task() == task)
+    }
+
+    /// The `grpc://` target of `/job:<job>/task:<index>`.
+    pub fn target(&self, job: &str, index: u32) -> Result<String, ClusterError> {
+        Ok(format!(
+            "grpc://{}",
+            self.spec.address(&TaskName::new(job, index))?
+        ))
+    }
+
+    /// Stops every task.
+    pub fn stop(self, deadline: Duration) {
+        for s in &self.servers {
+            s.stop(deadline);
+        }
+    }
+}
+
+/// A cluster spec of the seed's layout (one `ps`, two `worker` tasks) on free 127.0.0.1
+/// ports (for tests and benches: the ports are free when picked).
+pub fn loopback_cluster() -> std::io::Result<ClusterSpec> {
+    let mut ports = Vec::new();
+    // Hold all three listeners at once so the ports differ.
+    let listeners = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for l in &listeners {
+        ports.push(l.local_addr()?.port());
+    }
+    drop(listeners);
+    ClusterSpec::builder()
+        .job("ps", [format!("127.0.0.1:{}", ports[0])])
+        .job(
+            "worker",
+            [
+                format!("127.0.0.1:{}", ports[1]),
+                format!("127.0.0.1:{}", ports[2]),
+            ],
+        )
+        .build()
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}

@@ -23,7 +23,8 @@
 //!
 //! This crate is the facade: it re-exports [`magpie_core`] (graphs, tensors, sessions,
 //! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]) and the
-//! Vulkan GPU backend ([`vulkan`]).
+//! Vulkan GPU backend ([`vulkan`]), and the in-memory ([`inmem`]) and gRPC ([`grpc`])
+//! transports of the distributed runtime.
 
 use std::sync::Arc;
 
@@ -43,7 +44,10 @@ pub use magpie_core::{
     transport,
 };
 pub use magpie_cpu::{CpuLayout, CpuOptions};
-pub use {magpie_core as core, magpie_cpu as cpu, magpie_inmem as inmem, magpie_vulkan as vulkan};
+pub use {
+    magpie_core as core, magpie_cpu as cpu, magpie_grpc as grpc, magpie_inmem as inmem,
+    magpie_vulkan as vulkan,
+};
 
 /// Session options with this process's CPU device as the default device, followed by
 /// every Vulkan device [`vulkan::discover`] finds (`GPU:0`, `GPU:1`, ...; none without a

@@ -2,8 +2,10 @@
 
 mod demo;
 mod devices;
+mod server;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,22 @@ enum Command {
         #[arg(long, value_name = "DESCRIPTION")]
         synthetic: Option<String>,
     },
+    /// Serve one task of a cluster over gRPC (master and worker services) until SIGINT or
+    /// SIGTERM. Without --cluster, the cluster and task come from TF_CONFIG.
+    Server {
+        /// Cluster spec file (TOML or JSON: job name to task addresses).
+        #[arg(long, value_name = "FILE")]
+        cluster: Option<PathBuf>,
+        /// The task's job.
+        #[arg(long)]
+        job: Option<String>,
+        /// The task's index in its job.
+        #[arg(long)]
+        task: Option<u32>,
+        /// Milliseconds running steps get to finish when stopping.
+        #[arg(long, default_value_t = 2000)]
+        drain_ms: u64,
+    },
 }
 
 /// Runs the parsed command.
@@ -42,5 +60,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { workers, trace } => demo::run(workers, trace.as_deref()),
         Command::Devices { synthetic } => devices::run(synthetic.as_deref()),
+        Command::Server {
+            cluster,
+            job,
+            task,
+            drain_ms,
+        } => server::run(
+            cluster.as_deref(),
+            job.as_deref(),
+            task,
+            Duration::from_millis(drain_ms),
+        ),
     }
 }

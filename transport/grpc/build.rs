@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = [root.join("magpie/v1/tensor.proto")];
+    let files = [
+        root.join("magpie/v1/tensor.proto"),
+        root.join("magpie/v1/worker.proto"),
+        root.join("magpie/v1/master.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

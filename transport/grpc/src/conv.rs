@@ -36,7 +36,11 @@ pub fn dtype_from_wire(code: i32, what: &str) -> Result<DType, WireError> {
     }
 }
 
-fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Bytes {
+fn le_bytes<T: bytemuck::Pod, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Bytes {
+    if cfg!(target_endian = "little") {
+        // The elements' memory is already the wire's layout: one memcpy.
+        return Bytes::copy_from_slice(bytemuck::cast_slice(v));
+    }
     let mut out = Vec::with_capacity(v.len() * N);
     for x in v {
         out.extend_from_slice(&f(*x));
@@ -51,7 +55,7 @@ pub fn tensor_to_wire(t: &Tensor) -> Result<proto::TensorProto, WireError> {
         Storage::F64(v) => le_bytes(v, f64::to_le_bytes),
         Storage::I32(v) => le_bytes(v, i32::to_le_bytes),
         Storage::I64(v) => le_bytes(v, i64::to_le_bytes),
-        Storage::Bool(v) => le_bytes(v, |b| [u8::from(b)]),
+        Storage::Bool(v) => Bytes::from(v.iter().map(|b| u8::from(*b)).collect::<Vec<u8>>()),
         Storage::Device(b) => return Err(WireError::NotOnHost(b.device().to_string())),
         _ => return Err(WireError::NotOnHost("an unknown storage".into())),
     };
@@ -62,7 +66,11 @@ pub fn tensor_to_wire(t: &Tensor) -> Result<proto::TensorProto, WireError> {
     })
 }
 
-fn from_le<T, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+fn from_le<T: bytemuck::Pod, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    if cfg!(target_endian = "little") {
+        // One copy into an aligned vector (the message's buffer may be unaligned).
+        return bytemuck::pod_collect_to_vec(b);
+    }
     b.chunks_exact(N)
         .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
         .collect()

@@ -38,3 +38,53 @@ pub enum WireError {
         attr: String,
     },
 }
+
+/// Why a gRPC server could not start or a remote session failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GrpcError {
+    /// The cluster spec or the task is invalid.
+    #[error(transparent)]
+    Cluster(#[from] magpie_core::cluster::ClusterError),
+    /// The server's options are invalid.
+    #[error(transparent)]
+    Worker(#[from] magpie_core::distributed::WorkerError),
+    /// The task's address cannot be bound.
+    #[error("task {task} cannot listen on {address}: {detail}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The task.
+        task: String,
+        /// The OS's error.
+        detail: String,
+    },
+    /// An I/O failure.
+    #[error("{what}: {detail}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        detail: String,
+    },
+    /// A target is not `grpc://host:port`.
+    #[error("bad target {target:?}: {detail}")]
+    Target {
+        /// The target.
+        target: String,
+        /// Why.
+        detail: String,
+    },
+    /// A request to the master failed.
+    #[error("{target}: {code:?}: {message}")]
+    Status {
+        /// The master's target.
+        target: String,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The message (names the task, node or output involved).
+        message: String,
+    },
+    /// A tensor or graph could not be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}

@@ -1,17 +1,44 @@
 //! # magpie-grpc
 //!
-//! Magpie's gRPC transport. `proto/magpie/v1/` defines the wire messages, compiled by
-//! protox in `build.rs` (no `protoc` needed); [`conv`] converts between them and core's
-//! tensors and graph definitions, rejecting malformed input with a [`WireError`] that
-//! names what was wrong.
+//! Magpie's gRPC transport. `proto/magpie/v1/` defines the wire messages and the
+//! services (`WorkerService`, `MasterService`), compiled by protox in `build.rs` (no
+//! `protoc` needed); [`conv`] converts between them and core's tensors and graph
+//! definitions, rejecting malformed input with a [`WireError`] that names what was wrong.
+//!
+//! - [`GrpcTransport`]: core's [`Transport`](magpie_core::transport::Transport) over
+//!   long-lived HTTP/2 channels (one per task, reused across steps), `TCP_NODELAY`,
+//!   deadlines on every request, tensors streamed in chunks;
+//! - [`WorkerService`], [`MasterService`]: the tonic services over a task's
+//!   [`TaskServer`](magpie_core::distributed::TaskServer);
+//! - [`GrpcServer`]: start a task on its address, [`stop`](GrpcServer::stop) it (refuse
+//!   new steps, drain, free the port), [`join`](GrpcServer::join) it;
+//! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port`.
 
+mod client;
 pub mod conv;
 mod error;
+mod options;
+mod server;
+mod service;
+mod status;
+mod transport;
 
-pub use error::WireError;
+pub use client::{connect, connect_with, RemoteRunOutput, RemoteSession};
+pub use error::{GrpcError, WireError};
+pub use options::GrpcOptions;
+pub use server::GrpcServer;
+pub use service::{MasterService, WorkerService};
+/// The tonic version the services and clients are built with.
+pub use tonic;
+pub use transport::GrpcTransport;
 
-/// The generated messages of package `magpie.v1`.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+/// The generated messages and services of package `magpie.v1`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    missing_debug_implementations
+)]
 pub mod proto {
     tonic::include_proto!("magpie.v1");
 }

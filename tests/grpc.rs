@@ -1,0 +1,439 @@
+//! The distributed runtime over gRPC on loopback sockets: the seed's three-task cluster,
+//! remote sessions, a 64 MiB tensor between workers, stop/restart on one port, dead peers,
+//! malformed requests, and a worker in a separate process killed mid-step.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster, Spec};
+use magpie::grpc::{proto, tonic, GrpcError, GrpcOptions, GrpcServer, GrpcTransport};
+use magpie::transport::{RendezvousKey, TaskName, Transport};
+use magpie::{DType, Graph, Tensor};
+
+fn scalar(t: &Tensor) -> f32 {
+    f32::try_from(t).unwrap()
+}
+
+fn on(g: &Graph, spec: &str) -> Graph {
+    g.with_device(spec).unwrap()
+}
+
+#[test]
+fn the_seeds_cluster_runs_a_graph_spread_over_three_tasks() {
+    let spec = loopback_cluster().unwrap();
+    let c = GrpcCluster::start(&spec).unwrap();
+    let g = Graph::new();
+    let w = on(&g, "/job:ps/task:0")
+        .with_name("w")
+        .constant(2.0f32)
+        .unwrap();
+    let five = on(&g, "/job:worker/task:0").constant(5.0f32).unwrap();
+    let x = on(&g, "/job:worker/task:0")
+        .with_name("x")
+        .mul(w, five)
+        .unwrap();
+    let y = on(&g, "/job:worker/task:1")
+        .with_name("y")
+        .add(x, w)
+        .unwrap();
+    let s = magpie::grpc::connect(&c.target("worker", 0).unwrap(), &g).unwrap();
+    assert_eq!(s.devices()[0], "/job:worker/replica:0/task:0/device:CPU:0");
+    for _ in 0..3 {
+        let out = s.run(&[], &[y, w, x, y], &[]).unwrap();
+        let v: Vec<f32> = out.iter().map(scalar).collect();
+        assert_eq!(v, [12.0, 2.0, 10.0, 12.0]);
+    }
+    let out = s.run_named(&[], &["y:0"], &[], None).unwrap();
+    let placed: std::collections::HashMap<_, _> = out.placement.into_iter().collect();
+    assert_eq!(placed["w"], "/job:ps/replica:0/task:0/device:CPU:0");
+    assert_eq!(placed["x"], "/job:worker/replica:0/task:0/device:CPU:0");
+    assert_eq!(placed["y"], "/job:worker/replica:0/task:1/device:CPU:0");
+    // The graph grows: new nodes are sent before the next step.
+    let z = on(&g, "/job:ps/task:0").with_name("z").neg(y).unwrap();
+    assert_eq!(scalar(&s.run(&[], &[z], &[]).unwrap()[0]), -12.0);
+    drop(s);
+    c.stop(Duration::from_secs(2));
+}
+
+#[test]
+fn a_remote_session_runs_unpinned_ops_on_the_masters_device_with_feeds() {
+    let spec = loopback_cluster().unwrap();
+    let c = GrpcCluster::start(&spec).unwrap();
+    let g = Graph::new();
+    let a = g.with_name("a").placeholder(DType::F32, None).unwrap();
+    let b = g
+        .with_name("b")
+        .add(a, g.constant(2.0f32).unwrap())
+        .unwrap();
+    let cc = g
+        .with_name("c")
+        .mul(b, g.constant(3.0f32).unwrap())
+        .unwrap();
+    let s = magpie::grpc::connect(&c.target("worker", 1).unwrap(), &g).unwrap();
+    let out = s
+        .run_named(&[("a:0", Tensor::scalar(1.0f32))], &["c:0"], &[], None)
+        .unwrap();
+    assert_eq!(scalar(&out.tensors[0]), 9.0);
+    assert!(out
+        .placement
+        .iter()
+        .all(|(_, d)| d == "/job:worker/replica:0/task:1/device:CPU:0"));
+    assert_eq!(
+        scalar(&s.run(&[(a, Tensor::scalar(2.0f32))], &[cc], &[]).unwrap()[0]),
+        12.0
+    );
+    drop(s);
+    c.stop(Duration::from_secs(2));
+}
+
+#[test]
+fn a_64_mib_tensor_moves_from_worker_to_worker() {
+    let spec = loopback_cluster().unwrap();
+    let c = GrpcCluster::start(&spec).unwrap();
+    let n = 16 << 20; // 16 Mi f32 = 64 MiB
+                      // Through a step: made on worker 0, reduced on worker 1.
+    let g = Graph::new();
+    let one = on(&g, "/job:worker/task:0").constant(1.0f32).unwrap();
+    let big = on(&g, "/job:worker/task:0").fill(&[n], one).unwrap();
+    let m = on(&g, "/job:worker/task:1").mean(big, None, false).unwrap();
+    let s = magpie::grpc::connect(&c.target("worker", 0).unwrap(), &g).unwrap();
+    assert_eq!(scalar(&s.run(&[], &[m], &[]).unwrap()[0]), 1.0);
+    drop(s);
+    // Through the transport: arrives intact.
+    let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let t = Tensor::from_vec([n], data).unwrap();
+    let transport = GrpcTransport::new(spec.clone(), GrpcOptions::default()).unwrap();
+    let key = RendezvousKey {
+        step_id: 7 << 40,
+        edge: "big".into(),
+    };
+    let w1 = TaskName::new("worker", 1);
+    futures::executor::block_on(transport.send(&w1, key.clone(), t.clone())).unwrap();
+    let server = c.server("worker", 1).unwrap();
+    let got = futures::executor::block_on(server.core().worker().rendezvous().recv(key)).unwrap();
+    assert_eq!(got.dims(), t.dims());
+    assert!(got.to_vec::<f32>().unwrap() == t.to_vec::<f32>().unwrap());
+    c.stop(Duration::from_secs(2));
+}
+
+#[test]
+fn a_server_starts_stops_and_restarts_on_the_same_port() {
+    let spec = loopback_cluster().unwrap();
+    let single = Spec::builder()
+        .job(
+            "worker",
+            [spec.address(&TaskName::new("worker", 0)).unwrap()],
+        )
+        .build()
+        .unwrap();
+    let task = TaskName::new("worker", 0);
+    let g = Graph::new();
+    let x = g.constant(3.0f32).unwrap();
+    let y = g.neg(x).unwrap();
+    for round in 0..3 {
+        let server = GrpcServer::start(&single, "worker", 0, &task_server_options(&task))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let s = magpie::grpc::connect(&server.target(), &g).unwrap();
+        assert_eq!(scalar(&s.run(&[], &[y], &[]).unwrap()[0]), -3.0);
+        drop(s);
+        assert_eq!(server.stop(Duration::from_secs(1)), 0);
+        server.join();
+        assert!(server.join_timeout(Duration::ZERO));
+        // Stopped: nothing answers there any more.
+        assert!(magpie::grpc::connect(&server.target(), &g).is_err());
+    }
+}
+
+#[test]
+fn a_dead_peer_fails_session_creation_within_the_deadline_naming_the_task() {
+    let spec = loopback_cluster().unwrap();
+    // Only worker 0 runs: ps 0 and worker 1 have nothing listening.
+    let w0 = GrpcServer::start(
+        &spec,
+        "worker",
+        0,
+        &task_server_options(&TaskName::new("worker", 0)),
+    )
+    .unwrap();
+    let g = Graph::new();
+    g.constant(1.0f32).unwrap();
+    let started = Instant::now();
+    let e = magpie::grpc::connect(&w0.target(), &g).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("/job:ps/task:0") || text.contains("/job:worker/task:1"),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            e,
+            GrpcError::Status {
+                code: tonic::Code::Unavailable,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    w0.stop(Duration::from_secs(1));
+}
+
+fn raw_client(
+    target: &str,
+) -> (
+    tokio::runtime::Runtime,
+    proto::master_service_client::MasterServiceClient<tonic::transport::Channel>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(proto::master_service_client::MasterServiceClient::connect(
+            target.replace("grpc://", "http://"),
+        ))
+        .unwrap();
+    (rt, client)
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_the_server_keeps_serving() {
+    let spec = loopback_cluster().unwrap();
+    let c = GrpcCluster::start(&spec).unwrap();
+    let target = c.target("worker", 0).unwrap();
+    let (rt, mut client) = raw_client(&target);
+
+    // Garbage bytes on the socket.
+    let address = target.trim_start_matches("grpc://");
+    let mut sock = std::net::TcpStream::connect(address).unwrap();
+    let _ = sock.write_all(b"\x00\x01garbage that is not HTTP/2 at all\r\n\r\n");
+    drop(sock);
+
+    // An unknown session handle.
+    let e = rt
+        .block_on(client.run_step(proto::RunStepRequest {
+            session_handle: "no-such-session".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(
+        e.message().contains("unknown session handle"),
+        "{}",
+        e.message()
+    );
+
+    // A graph that fails validation (an input that does not exist).
+    let bad_graph = proto::GraphDef {
+        node: vec![proto::NodeDef {
+            name: "n".into(),
+            op: "Neg".into(),
+            input: vec!["missing".into()],
+            ..Default::default()
+        }],
+    };
+    let e = rt
+        .block_on(client.create_session(proto::CreateSessionRequest {
+            graph: Some(bad_graph),
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("invalid graph") && e.message().contains("missing"),
+        "{}",
+        e.message()
+    );
+
+    // A feed whose byte length does not match its shape.
+    let g = Graph::new();
+    let a = g.with_name("a").placeholder(DType::F32, None).unwrap();
+    g.with_name("b").neg(a).unwrap();
+    let def = magpie::grpc::conv::graph_to_wire(&g.to_graph_def()).unwrap();
+    let handle = rt
+        .block_on(client.create_session(proto::CreateSessionRequest { graph: Some(def) }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let e = rt
+        .block_on(client.run_step(proto::RunStepRequest {
+            session_handle: handle.clone(),
+            feeds: vec![proto::NamedTensor {
+                name: "a:0".into(),
+                tensor: Some(proto::TensorProto {
+                    dtype: proto::DataType::F32 as i32,
+                    dims: vec![4],
+                    content: vec![0u8; 7].into(),
+                }),
+            }],
+            fetches: vec!["b:0".into()],
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("needs 16 bytes, got 7"),
+        "{}",
+        e.message()
+    );
+
+    // An unknown fetch name.
+    let e = rt
+        .block_on(client.run_step(proto::RunStepRequest {
+            session_handle: handle.clone(),
+            fetches: vec!["nope:0".into()],
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("nope"), "{}", e.message());
+
+    // Still serving.
+    let out = rt
+        .block_on(client.run_step(proto::RunStepRequest {
+            session_handle: handle,
+            feeds: vec![proto::NamedTensor {
+                name: "a".into(),
+                tensor: Some(magpie::grpc::conv::tensor_to_wire(&Tensor::scalar(4.0f32)).unwrap()),
+            }],
+            fetches: vec!["b:0".into()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    let t = magpie::grpc::conv::tensor_from_wire(&out.tensors[0]).unwrap();
+    assert_eq!(scalar(&t), -4.0);
+    drop(client);
+    drop(rt);
+    c.stop(Duration::from_secs(2));
+}
+
+/// A `magpie server` child process, killed when dropped.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn spawn(cluster_file: &std::path::Path, job: &str, task: u32) -> ServerProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_magpie"))
+            .args(["server", "--cluster"])
+            .arg(cluster_file)
+            .args(["--job", job, "--task", &task.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        ServerProcess(child)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(address: &str, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_restart() {
+    let spec = loopback_cluster().unwrap();
+    let dir = std::env::temp_dir().join(format!("magpie-grpc-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.json");
+    std::fs::write(&file, spec.to_json()).unwrap();
+    let w1_address = spec
+        .address(&TaskName::new("worker", 1))
+        .unwrap()
+        .to_string();
+
+    let ps = GrpcServer::start(
+        &spec,
+        "ps",
+        0,
+        &task_server_options(&TaskName::new("ps", 0)),
+    )
+    .unwrap();
+    let w0 = GrpcServer::start(
+        &spec,
+        "worker",
+        0,
+        &task_server_options(&TaskName::new("worker", 0)),
+    )
+    .unwrap();
+    let mut child = ServerProcess::spawn(&file, "worker", 1);
+    wait_listening(&w1_address, Duration::from_secs(30));
+
+    // Worker 0 grinds through a chain of matmuls; worker 1 waits for the result.
+    let g = Graph::new();
+    let w0d = "/job:worker/task:0";
+    let k = on(&g, w0d).constant(0.001f32).unwrap();
+    let w = on(&g, w0d).fill(&[512, 512], k).unwrap();
+    let mut m = w;
+    for _ in 0..200 {
+        m = on(&g, w0d).matmul(m, w).unwrap();
+    }
+    on(&g, "/job:worker/task:1")
+        .with_name("slow")
+        .mean(m, None, false)
+        .unwrap();
+    let p = on(&g, "/job:ps/task:0").constant(2.0f32).unwrap();
+    let quick = on(&g, "/job:worker/task:1").neg(p).unwrap();
+    let local = on(&g, "/job:ps/task:0")
+        .with_name("local")
+        .add(p, p)
+        .unwrap();
+    let session = Arc::new(magpie::grpc::connect(&w0.target(), &g).unwrap());
+    assert_eq!(scalar(&session.run(&[], &[quick], &[]).unwrap()[0]), -2.0);
+
+    let s2 = Arc::clone(&session);
+    let step = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = s2.run_named(&[], &["slow:0"], &[], Some(Duration::from_secs(60)));
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = Instant::now();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let (r, _) = step.join().unwrap();
+    let failed_after = killed_at.elapsed();
+    let e = r.expect_err("the step must fail once worker 1 is gone");
+    assert!(
+        failed_after < Duration::from_secs(30),
+        "{e} after {failed_after:?}"
+    );
+    assert!(e.to_string().contains("/job:worker/task:1"), "{e}");
+
+    // The master keeps serving steps that do not need worker 1.
+    assert_eq!(scalar(&session.run(&[], &[local], &[]).unwrap()[0]), 4.0);
+
+    // Worker 1 comes back: steps on it succeed again.
+    child = ServerProcess::spawn(&file, "worker", 1);
+    wait_listening(&w1_address, Duration::from_secs(30));
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match session.run(&[], &[quick], &[]) {
+            Ok(v) => {
+                assert_eq!(scalar(&v[0]), -2.0);
+                break;
+            }
+            Err(e) if Instant::now() < until => {
+                eprintln!("retrying after restart: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("steps on the restarted worker keep failing: {e}"),
+        }
+    }
+    drop(child);
+    drop(session);
+    w0.stop(Duration::from_secs(2));
+    ps.stop(Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,315 @@
+//! [`connect`]: a session on the master at a `grpc://host:port` target. The master
+//! places unpinned nodes on its own default device and runs each step over the cluster;
+//! the client names feeds, fetches and targets by node name over the wire.
+
+use std::fmt;
+use std::time::Duration;
+
+use magpie_core::graph::{Graph, NodeId, Output};
+use magpie_core::tensor::Tensor;
+use parking_lot::Mutex;
+use tokio::runtime::Runtime;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::error::GrpcError;
+use crate::options::GrpcOptions;
+use crate::proto;
+use crate::proto::master_service_client::MasterServiceClient;
+use crate::transport::endpoint;
+
+/// What [`RemoteSession::run_named`] returns.
+#[derive(Clone, Debug)]
+pub struct RemoteRunOutput {
+    /// The fetched tensors, in fetch order.
+    pub tensors: Vec<Tensor>,
+    /// The master's step id.
+    pub step_id: u64,
+    /// Where each node of the step ran: `(node, device)`.
+    pub placement: Vec<(String, String)>,
+}
+
+/// A session on a remote master, over gRPC. Dropping it closes the session.
+pub struct RemoteSession {
+    target: String,
+    handle: String,
+    devices: Vec<String>,
+    graph: Graph,
+    /// Nodes of `graph` the master knows.
+    sent: Mutex<usize>,
+    client: MasterServiceClient<Channel>,
+    options: GrpcOptions,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for RemoteSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteSession")
+            .field("target", &self.target)
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+/// Opens a session over `graph` on the master at `target` (`grpc://host:port`).
+pub fn connect(target: &str, graph: &Graph) -> Result<RemoteSession, GrpcError> {
+    connect_with(target, graph, GrpcOptions::default())
+}
+
+/// [`connect`] with explicit options (deadlines, message limits).
+pub fn connect_with(
+    target: &str,
+    graph: &Graph,
+    options: GrpcOptions,
+) -> Result<RemoteSession, GrpcError> {
+    let bad = |detail: String| GrpcError::Target {
+        target: target.to_string(),
+        detail,
+    };
+    let address = target
+        .strip_prefix("grpc://")
+        .ok_or_else(|| bad("expected grpc://<host:port>".into()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| GrpcError::Io {
+            what: "starting the client's runtime".into(),
+            detail: e.to_string(),
+        })?;
+    let ep = endpoint(address, &options).map_err(|e| bad(e.to_string()))?;
+    let channel = {
+        let _guard = runtime.enter();
+        ep.connect_lazy()
+    };
+    let max = options.max_message_bytes;
+    let client = MasterServiceClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let def = graph.to_graph_def();
+    let n = def.nodes.len();
+    let req = proto::CreateSessionRequest {
+        graph: Some(graph_to_wire(&def)?),
+    };
+    let mut c = client.clone();
+    let r = block(&runtime, target, options.request_timeout, async move {
+        c.create_session(req).await
+    })?;
+    Ok(RemoteSession {
+        target: target.to_string(),
+        handle: r.session_handle,
+        devices: r.devices.into_iter().map(|d| d.name).collect(),
+        graph: graph.clone(),
+        sent: Mutex::new(n),
+        client,
+        options,
+        runtime,
+    })
+}
+
+fn block<T>(
+    runtime: &Runtime,
+    target: &str,
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, GrpcError> {
+    let status = |s: Status| GrpcError::Status {
+        target: target.to_string(),
+        code: s.code(),
+        message: s.message().to_string(),
+    };
+    runtime.block_on(async {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(r) => r.map(|r| r.into_inner()).map_err(status),
+            Err(_) => Err(status(Status::deadline_exceeded(format!(
+                "no answer within {deadline:?}"
+            )))),
+        }
+    })
+}
+
+impl RemoteSession {
+    /// The session's handle on the master.
+    pub fn handle(&self) -> &str {
+        &self.handle
+    }
+
+    /// The cluster's devices, the master's first (the default device).
+    pub fn devices(&self) -> &[String] {
+        &self.devices
+    }
+
+    /// The target it is connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Sends the nodes added to the graph since the session was created (or last
+    /// extended) to the master.
+    pub fn extend(&self) -> Result<(), GrpcError> {
+        let mut sent = self.sent.lock();
+        let def = self.graph.to_graph_def();
+        if def.nodes.len() <= *sent {
+            return Ok(());
+        }
+        let n = def.nodes.len();
+        let nodes = magpie_core::graph::GraphDef {
+            nodes: def.nodes[*sent..].to_vec(),
+        };
+        let req = proto::ExtendSessionRequest {
+            session_handle: self.handle.clone(),
+            nodes: Some(graph_to_wire(&nodes)?),
+        };
+        let mut c = self.client.clone();
+        block(
+            &self.runtime,
+            &self.target,
+            self.options.request_timeout,
+            async move { c.extend_session(req).await },
+        )?;
+        *sent = n;
+        Ok(())
+    }
+
+    fn name(&self, id: NodeId) -> Result<String, GrpcError> {
+        self.graph
+            .node(id)
+            .map(|n| n.name.clone())
+            .ok_or_else(|| GrpcError::Target {
+                target: self.target.clone(),
+                detail: format!("node {id:?} is not in the session's graph"),
+            })
+    }
+
+    fn output_name(&self, o: Output) -> Result<String, GrpcError> {
+        Ok(format!("{}:{}", self.name(o.node)?, o.index))
+    }
+
+    /// Runs one step: fetches come back in order. Nodes added to the graph since the last
+    /// step are sent to the master first.
+    pub fn run(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, GrpcError> {
+        self.extend()?;
+        let feeds = feeds
+            .iter()
+            .map(|(o, t)| Ok((self.output_name(*o)?, t.clone())))
+            .collect::<Result<Vec<_>, GrpcError>>()?;
+        let fetches = fetches
+            .iter()
+            .map(|o| self.output_name(*o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let targets = targets
+            .iter()
+            .map(|n| self.name(*n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let feeds: Vec<(&str, Tensor)> =
+            feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let fetches: Vec<&str> = fetches.iter().map(String::as_str).collect();
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        Ok(self.run_named(&feeds, &fetches, &targets, None)?.tensors)
+    }
+
+    /// Runs one step with feeds, fetches (`"node:0"`) and targets (`"node"`) by name,
+    /// under `timeout` (the master's default when `None`).
+    pub fn run_named(
+        &self,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<RemoteRunOutput, GrpcError> {
+        let feeds = feeds
+            .iter()
+            .map(|(n, t)| {
+                Ok(proto::NamedTensor {
+                    name: n.to_string(),
+                    tensor: Some(tensor_to_wire(t)?),
+                })
+            })
+            .collect::<Result<Vec<_>, GrpcError>>()?;
+        let req = proto::RunStepRequest {
+            session_handle: self.handle.clone(),
+            feeds,
+            fetches: fetches.iter().map(|s| s.to_string()).collect(),
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            timeout_ms: timeout.map_or(0, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
+        };
+        let deadline = timeout
+            .unwrap_or(self.options.request_timeout)
+            .saturating_add(self.options.step_grace);
+        let mut c = self.client.clone();
+        let r = block(&self.runtime, &self.target, deadline, async move {
+            c.run_step(req).await
+        })?;
+        Ok(RemoteRunOutput {
+            tensors: r
+                .tensors
+                .iter()
+                .map(tensor_from_wire)
+                .collect::<Result<Vec<_>, _>>()?,
+            step_id: r.step_id,
+            placement: r
+                .placement
+                .into_iter()
+                .map(|p| match p.split_once('=') {
+                    Some((n, d)) => (n.to_string(), d.to_string()),
+                    None => (p, String::new()),
+                })
+                .collect(),
+        })
+    }
+
+    /// Clears a resource container (variables) on the master's task; returns how many
+    /// resources it held.
+    pub fn reset(&self, container: &str) -> Result<u64, GrpcError> {
+        let req = proto::ResetRequest {
+            container: container.to_string(),
+        };
+        let mut c = self.client.clone();
+        let r = block(
+            &self.runtime,
+            &self.target,
+            self.options.request_timeout,
+            async move { c.reset(req).await },
+        )?;
+        Ok(r.cleared)
+    }
+
+    /// Closes the session on the master (releasing its partitions).
+    pub fn close(&self) -> Result<(), GrpcError> {
+        let req = proto::CloseSessionRequest {
+            session_handle: self.handle.clone(),
+        };
+        let mut c = self.client.clone();
+        block(
+            &self.runtime,
+            &self.target,
+            self.options.request_timeout,
+            async move { c.close_session(req).await },
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for RemoteSession {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let req = proto::CloseSessionRequest {
+                session_handle: self.handle.clone(),
+            };
+            let mut c = self.client.clone();
+            let _ = block(
+                &self.runtime,
+                &self.target,
+                Duration::from_secs(1),
+                async move { c.close_session(req).await },
+            );
+        }
+    }
+}

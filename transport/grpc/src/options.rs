@@ -1,0 +1,53 @@
+//! [`GrpcOptions`]: deadlines, message limits and chunking of the gRPC transport.
+
+use std::time::Duration;
+
+/// How the gRPC transport and server talk.
+#[derive(Clone, Debug)]
+pub struct GrpcOptions {
+    /// Deadline of establishing a connection to a task (default 3 s).
+    pub connect_timeout: Duration,
+    /// Deadline of every request but a step's (default 10 s). A peer that never answers
+    /// fails the request after this, naming the task.
+    pub request_timeout: Duration,
+    /// Added to a step's own deadline for the request that runs it (default 5 s): the
+    /// task reports the step's deadline itself; this bounds a peer that never answers.
+    pub step_grace: Duration,
+    /// HTTP/2 keepalive ping interval on idle connections (default 10 s).
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered (default 10 s).
+    pub keepalive_timeout: Duration,
+    /// Largest message encoded or decoded, in bytes (default 256 MiB): bounds feeds and
+    /// fetches of one request; tensors between workers are streamed in chunks instead.
+    pub max_message_bytes: usize,
+    /// Size of one chunk of a streamed tensor (default 1 MiB).
+    pub chunk_bytes: usize,
+    /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB).
+    pub max_tensor_bytes: u64,
+    /// Threads of the runtime a server or a standalone transport starts (default 4).
+    pub runtime_threads: usize,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        GrpcOptions {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            step_grace: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            max_message_bytes: 256 << 20,
+            chunk_bytes: 1 << 20,
+            max_tensor_bytes: 4 << 30,
+            runtime_threads: 4,
+        }
+    }
+}
+
+pub(crate) fn runtime(threads: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,220 @@
+//! [`GrpcServer`]: a cluster task served over gRPC — its [`TaskServer`]'s master and
+//! worker services on the task's address, reaching the other tasks with a
+//! [`GrpcTransport`] on the server's runtime.
+//!
+//! # Lifecycle
+//! [`GrpcServer::start`] binds the address (a port of 0 picks a free one, see
+//! [`GrpcServer::local_addr`]) and serves with `TCP_NODELAY`. [`GrpcServer::stop`]
+//! follows core's stop protocol (refuse new sessions and steps, let running steps finish
+//! within the deadline, cancel the rest), then shuts the listener and connections down
+//! and frees the port; [`GrpcServer::join`] returns once it has stopped.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::distributed::{ServerOptions, TaskServer};
+use magpie_core::transport::TaskName;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::error::GrpcError;
+use crate::options::{runtime, GrpcOptions};
+use crate::proto::master_service_server::MasterServiceServer;
+use crate::proto::worker_service_server::WorkerServiceServer;
+use crate::service::{MasterService, WorkerService};
+use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
+
+/// HTTP/2 frame size the server accepts: streamed tensor chunks in few frames.
+const MAX_FRAME: u32 = 1 << 20;
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    runtime: OwnedRuntime,
+}
+
+/// One task of a cluster, served over gRPC.
+pub struct GrpcServer {
+    core: Arc<TaskServer>,
+    local_addr: SocketAddr,
+    master: MasterService,
+    running: Mutex<Option<Running>>,
+}
+
+impl fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("task", &self.core.task().to_string())
+            .field("local_addr", &self.local_addr)
+            .field("stopped", &self.core.is_stopped())
+            .finish()
+    }
+}
+
+impl GrpcServer {
+    /// Starts `/job:<job>/task:<index>` of `cluster` on the task's address, with the
+    /// default [`GrpcOptions`].
+    pub fn start(
+        cluster: &ClusterSpec,
+        job: &str,
+        index: u32,
+        options: &ServerOptions,
+    ) -> Result<GrpcServer, GrpcError> {
+        GrpcServer::start_with(cluster, job, index, options, GrpcOptions::default())
+    }
+
+    /// [`GrpcServer::start`] with explicit gRPC options.
+    pub fn start_with(
+        cluster: &ClusterSpec,
+        job: &str,
+        index: u32,
+        options: &ServerOptions,
+        grpc: GrpcOptions,
+    ) -> Result<GrpcServer, GrpcError> {
+        let task = TaskName::new(job, index);
+        let address = cluster.address(&task)?.to_string();
+        let rt = OwnedRuntime::new(runtime(grpc.runtime_threads, "magpie-grpc-server").map_err(
+            |e| GrpcError::Io {
+                what: format!("starting the runtime of task {task}"),
+                detail: e.to_string(),
+            },
+        )?);
+        let handle = rt.handle();
+        let transport = Arc::new(GrpcTransport::with_runtime(
+            cluster.clone(),
+            grpc.clone(),
+            handle.clone(),
+        ));
+        let core = Arc::new(TaskServer::new(
+            cluster.clone(),
+            task.clone(),
+            options,
+            Arc::clone(&transport) as Arc<dyn magpie_core::transport::Transport>,
+        )?);
+        transport.serve_locally(&core);
+
+        let listener = std::net::TcpListener::bind(&address).map_err(|e| GrpcError::Bind {
+            address: address.clone(),
+            task: task.to_string(),
+            detail: e.to_string(),
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| GrpcError::Io {
+            what: format!("reading the address of task {task}"),
+            detail: e.to_string(),
+        })?;
+        listener.set_nonblocking(true).map_err(|e| GrpcError::Io {
+            what: format!("configuring the socket of task {task}"),
+            detail: e.to_string(),
+        })?;
+        let listener = {
+            let _guard = handle.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|e| GrpcError::Io {
+                what: format!("registering the socket of task {task}"),
+                detail: e.to_string(),
+            })?
+        };
+        let master = MasterService::new(Arc::clone(&core));
+        let max = grpc.max_message_bytes;
+        let worker_svc =
+            WorkerServiceServer::new(WorkerService::new(Arc::clone(&core), grpc.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+        let master_svc = MasterServiceServer::new(master.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = Server::builder()
+            .initial_stream_window_size(Some(WINDOW))
+            .initial_connection_window_size(Some(2 * WINDOW))
+            .max_frame_size(Some(MAX_FRAME))
+            .http2_keepalive_interval(Some(grpc.keepalive_interval))
+            .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
+            .add_service(worker_svc)
+            .add_service(master_svc);
+        let serve = handle.spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown_rx.await;
+        }));
+        Ok(GrpcServer {
+            core,
+            local_addr,
+            master,
+            running: Mutex::new(Some(Running {
+                shutdown,
+                serve,
+                runtime: rt,
+            })),
+        })
+    }
+
+    /// The task's services.
+    pub fn core(&self) -> &Arc<TaskServer> {
+        &self.core
+    }
+
+    /// The task.
+    pub fn task(&self) -> &TaskName {
+        self.core.task()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The target that reaches this server's master: `grpc://<address>`.
+    pub fn target(&self) -> String {
+        format!("grpc://{}", self.local_addr)
+    }
+
+    /// Sessions remote clients hold open on this master.
+    pub fn num_remote_sessions(&self) -> usize {
+        self.master.num_sessions()
+    }
+
+    /// Stops the server: refuses new sessions and steps, lets running steps finish within
+    /// `deadline` (then cancels them), closes the connections and frees the port.
+    /// Returns how many partition steps were cancelled. Idempotent.
+    pub fn stop(&self, deadline: Duration) -> usize {
+        let cancelled = self.core.stop(deadline);
+        let running = self.running.lock().take();
+        if let Some(r) = running {
+            let _ = r.shutdown.send(());
+            let handle = r.runtime.handle();
+            let serve = r.serve;
+            // Connections get a short grace to close; then the runtime goes, and with it
+            // the listener and every connection.
+            let _ = std::thread::scope(|s| {
+                s.spawn(|| {
+                    handle.block_on(async {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), serve).await;
+                    })
+                })
+                .join()
+            });
+            r.runtime.shutdown(Duration::from_secs(2));
+        }
+        cancelled
+    }
+
+    /// Blocks until the server stops.
+    pub fn join(&self) {
+        self.core.join()
+    }
+
+    /// Blocks until the server stops or `timeout` passes; returns whether it stopped.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.core.join_timeout(timeout)
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}

@@ -1,0 +1,464 @@
+//! The tonic services of a task: [`WorkerService`] (core's `Transport` operations, served
+//! by the task's [`Worker`](magpie_core::distributed::Worker)) and [`MasterService`]
+//! (remote sessions, served by the task's [`Master`](magpie_core::distributed::Master)).
+//! Plain structs over a [`TaskServer`], testable without sockets. Every request is
+//! validated: malformed ones get `INVALID_ARGUMENT` (or `NOT_FOUND` for an unknown
+//! session handle) with a message saying what was wrong, and nothing panics. Blocking
+//! calls into core run on tokio's blocking pool, never on the runtime's workers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use magpie_core::distributed::{MasterSession, TaskServer};
+use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
+use magpie_core::session::RunOptions;
+use magpie_core::tensor::Tensor;
+use magpie_core::transport::{PartitionHandle, RegisterPartition, RendezvousKey, RunPartition};
+use parking_lot::Mutex;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire};
+use crate::options::GrpcOptions;
+use crate::proto;
+use crate::status::{master_to_status, wire_to_status, worker_to_status};
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the request's thread failed: {e}")))?
+}
+
+/// The worker service of one task.
+#[derive(Debug, Clone)]
+pub struct WorkerService {
+    server: Arc<TaskServer>,
+    options: GrpcOptions,
+}
+
+impl WorkerService {
+    /// The worker service of `server`.
+    pub fn new(server: Arc<TaskServer>, options: GrpcOptions) -> WorkerService {
+        WorkerService { server, options }
+    }
+
+    fn check_task(&self, task: &str) -> Result<(), Status> {
+        let me = self.server.task().to_string();
+        if task != me {
+            return Err(Status::unavailable(format!(
+                "this server serves {me}, not {task:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl proto::worker_service_server::WorkerService for WorkerService {
+    async fn list_devices(
+        &self,
+        request: Request<proto::ListDevicesRequest>,
+    ) -> Result<Response<proto::ListDevicesResponse>, Status> {
+        self.check_task(&request.get_ref().task)?;
+        let devices = self
+            .server
+            .worker()
+            .device_infos()
+            .into_iter()
+            .map(|d| proto::DeviceAttributes {
+                name: d.name.to_string(),
+                description: d.description,
+            })
+            .collect();
+        Ok(Response::new(proto::ListDevicesResponse { devices }))
+    }
+
+    async fn register_partition(
+        &self,
+        request: Request<proto::RegisterPartitionRequest>,
+    ) -> Result<Response<proto::RegisterPartitionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_task(&r.task)?;
+        let graph = graph_from_wire(
+            r.graph
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("RegisterPartition without a graph"))?,
+        )
+        .map_err(|e| wire_to_status(&e))?;
+        let server = Arc::clone(&self.server);
+        let handle = blocking(move || {
+            server
+                .worker()
+                .register_partition(RegisterPartition {
+                    session: r.session,
+                    graph,
+                    feeds: r.feeds,
+                    fetches: r.fetches,
+                    targets: r.targets,
+                })
+                .map_err(worker_to_status)
+        })
+        .await?;
+        Ok(Response::new(proto::RegisterPartitionResponse {
+            handle: handle.0,
+        }))
+    }
+
+    async fn run_partition(
+        &self,
+        request: Request<proto::RunPartitionRequest>,
+    ) -> Result<Response<proto::RunPartitionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_task(&r.task)?;
+        let feeds = r
+            .feeds
+            .iter()
+            .map(tensor_from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| wire_to_status(&e))?;
+        let server = Arc::clone(&self.server);
+        let fetches = blocking(move || {
+            server
+                .worker()
+                .run_partition(RunPartition {
+                    handle: PartitionHandle(r.handle),
+                    step_id: r.step_id,
+                    feeds,
+                    timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                })
+                .map_err(worker_to_status)
+        })
+        .await?;
+        let fetches = fetches
+            .iter()
+            .map(tensor_to_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::RunPartitionResponse { fetches }))
+    }
+
+    async fn send_tensor(
+        &self,
+        request: Request<Streaming<proto::SendTensorChunk>>,
+    ) -> Result<Response<proto::SendTensorResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("SendTensor without a chunk"))?;
+        self.check_task(&first.task)?;
+        let total = first.total_bytes;
+        if total > self.options.max_tensor_bytes {
+            return Err(Status::invalid_argument(format!(
+                "tensor of {total} bytes exceeds this server's limit of {} bytes",
+                self.options.max_tensor_bytes
+            )));
+        }
+        let too_long = || {
+            Status::invalid_argument(format!(
+                "SendTensor: chunks exceed the announced {total} bytes"
+            ))
+        };
+        let content: Bytes = if first.content.len() as u64 == total {
+            // One chunk (or trailing empty ones): no copy.
+            let content = first.content;
+            while let Some(c) = stream.message().await? {
+                if !c.content.is_empty() {
+                    return Err(too_long());
+                }
+            }
+            content
+        } else {
+            if first.content.len() as u64 > total {
+                return Err(too_long());
+            }
+            let mut buf = BytesMut::with_capacity(total as usize);
+            buf.extend_from_slice(&first.content);
+            while let Some(c) = stream.message().await? {
+                if (buf.len() + c.content.len()) as u64 > total {
+                    return Err(too_long());
+                }
+                buf.extend_from_slice(&c.content);
+            }
+            buf.freeze()
+        };
+        let tensor = tensor_from_wire(&proto::TensorProto {
+            dtype: first.dtype,
+            dims: first.dims,
+            content,
+        })
+        .map_err(|e| wire_to_status(&e))?;
+        self.server
+            .worker()
+            .deliver(
+                RendezvousKey {
+                    step_id: first.step_id,
+                    edge: first.edge,
+                },
+                tensor,
+            )
+            .map_err(worker_to_status)?;
+        Ok(Response::new(proto::SendTensorResponse {}))
+    }
+
+    async fn abort_step(
+        &self,
+        request: Request<proto::AbortStepRequest>,
+    ) -> Result<Response<proto::AbortStepResponse>, Status> {
+        let r = request.into_inner();
+        self.check_task(&r.task)?;
+        self.server.worker().abort_step(r.step_id);
+        Ok(Response::new(proto::AbortStepResponse {}))
+    }
+
+    async fn release_session(
+        &self,
+        request: Request<proto::ReleaseSessionRequest>,
+    ) -> Result<Response<proto::ReleaseSessionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_task(&r.task)?;
+        self.server.worker().release_session(&r.session);
+        Ok(Response::new(proto::ReleaseSessionResponse {}))
+    }
+}
+
+/// The master service of one task: sessions opened by remote clients.
+#[derive(Debug, Clone)]
+pub struct MasterService {
+    server: Arc<TaskServer>,
+    sessions: Arc<Mutex<HashMap<String, Arc<MasterSession>>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl MasterService {
+    /// The master service of `server`.
+    pub fn new(server: Arc<TaskServer>) -> MasterService {
+        MasterService {
+            server,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Open sessions (for tests).
+    pub fn num_sessions(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    fn session(&self, handle: &str) -> Result<Arc<MasterSession>, Status> {
+        self.sessions.lock().get(handle).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown session handle {handle:?} on master {}",
+                self.server.task()
+            ))
+        })
+    }
+}
+
+fn import(def: &GraphDef) -> Result<Graph, Status> {
+    Graph::import(def).map_err(|e| Status::invalid_argument(format!("invalid graph: {e}")))
+}
+
+/// `"name:index"` or `"name"` as an output of `graph`.
+fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
+    let (node, index) = match name.rsplit_once(':') {
+        Some((n, i)) => match i.parse::<u32>() {
+            Ok(i) => (n, i),
+            Err(_) => (name, 0),
+        },
+        None => (name, 0),
+    };
+    let id = node_id(graph, node, role)?;
+    Ok(id.output(index))
+}
+
+fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
+    graph
+        .node_by_name(name)
+        .ok_or_else(|| Status::invalid_argument(format!("{role} {name:?}: no such node")))
+}
+
+#[tonic::async_trait]
+impl proto::master_service_server::MasterService for MasterService {
+    async fn create_session(
+        &self,
+        request: Request<proto::CreateSessionRequest>,
+    ) -> Result<Response<proto::CreateSessionResponse>, Status> {
+        let r = request.into_inner();
+        let def = graph_from_wire(&r.graph.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
+        let graph = import(&def)?;
+        let server = Arc::clone(&self.server);
+        let session = blocking(move || {
+            server
+                .master()
+                .create_session(&graph)
+                .map_err(|e| master_to_status(&e))
+        })
+        .await?;
+        let devices = session
+            .devices()
+            .iter()
+            .map(|d| proto::DeviceAttributes {
+                name: d.name.to_string(),
+                description: d.description.clone(),
+            })
+            .collect();
+        let handle = format!(
+            "{}/remote/{}",
+            self.server.task(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        self.sessions
+            .lock()
+            .insert(handle.clone(), Arc::new(session));
+        Ok(Response::new(proto::CreateSessionResponse {
+            session_handle: handle,
+            devices,
+        }))
+    }
+
+    async fn extend_session(
+        &self,
+        request: Request<proto::ExtendSessionRequest>,
+    ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
+        let r = request.into_inner();
+        // The graph so far; the map keeps the session alive (dropping the last reference
+        // to a session releases its partitions, which blocks: never here).
+        let mut def = self.session(&r.session_handle)?.graph().to_graph_def();
+        let extra =
+            graph_from_wire(&r.nodes.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
+        def.nodes.extend(extra.nodes);
+        let graph = import(&def)?;
+        let server = Arc::clone(&self.server);
+        let session = blocking(move || {
+            server
+                .master()
+                .create_session(&graph)
+                .map_err(|e| master_to_status(&e))
+        })
+        .await?;
+        let replaced = self
+            .sessions
+            .lock()
+            .insert(r.session_handle, Arc::new(session));
+        // Dropping a session releases its partitions (blocking): off the runtime.
+        blocking(move || {
+            drop(replaced);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(proto::ExtendSessionResponse {}))
+    }
+
+    async fn run_step(
+        &self,
+        request: Request<proto::RunStepRequest>,
+    ) -> Result<Response<proto::RunStepResponse>, Status> {
+        let r = request.into_inner();
+        let session = self.session(&r.session_handle)?;
+        // Everything that holds the session happens off the runtime (see extend_session).
+        let out = blocking(move || {
+            let graph = session.graph();
+            let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());
+            for f in &r.feeds {
+                let out = output(graph, &f.name, "feed")?;
+                let t = f.tensor.as_ref().ok_or_else(|| {
+                    Status::invalid_argument(format!("feed {:?} has no tensor", f.name))
+                })?;
+                let t = tensor_from_wire(t)
+                    .map_err(|e| Status::invalid_argument(format!("feed {:?}: {e}", f.name)))?;
+                feeds.push((out, t));
+            }
+            let fetches = r
+                .fetches
+                .iter()
+                .map(|n| output(graph, n, "fetch"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let targets = r
+                .targets
+                .iter()
+                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = RunOptions {
+                timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+                ..RunOptions::default()
+            };
+            session
+                .run_with_options(&options, &feeds, &fetches, &targets)
+                .map_err(|e| master_to_status(&e))
+        })
+        .await?;
+        let tensors = out
+            .tensors
+            .iter()
+            .map(tensor_to_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::RunStepResponse {
+            tensors,
+            step_id: out.step_id,
+            placement: out
+                .placement
+                .iter()
+                .map(|p| format!("{}={}", p.node, p.device))
+                .collect(),
+        }))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<proto::CloseSessionRequest>,
+    ) -> Result<Response<proto::CloseSessionResponse>, Status> {
+        let handle = request.into_inner().session_handle;
+        let session = self.sessions.lock().remove(&handle).ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown session handle {handle:?} on master {}",
+                self.server.task()
+            ))
+        })?;
+        blocking(move || {
+            session.close();
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(proto::CloseSessionResponse {}))
+    }
+
+    async fn list_devices(
+        &self,
+        _request: Request<proto::ListClusterDevicesRequest>,
+    ) -> Result<Response<proto::ListDevicesResponse>, Status> {
+        let server = Arc::clone(&self.server);
+        let devices = blocking(move || {
+            server
+                .master()
+                .cluster_devices()
+                .map_err(|e| master_to_status(&e))
+        })
+        .await?;
+        Ok(Response::new(proto::ListDevicesResponse {
+            devices: devices
+                .into_iter()
+                .map(|d| proto::DeviceAttributes {
+                    name: d.name.to_string(),
+                    description: d.description,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<proto::ResetRequest>,
+    ) -> Result<Response<proto::ResetResponse>, Status> {
+        let cleared = self.server.reset(&request.into_inner().container);
+        Ok(Response::new(proto::ResetResponse {
+            cleared: cleared as u64,
+        }))
+    }
+}

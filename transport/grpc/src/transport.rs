@@ -1,0 +1,513 @@
+//! [`GrpcTransport`]: core's `Transport` over gRPC. One long-lived HTTP/2 channel per
+//! task, connected lazily on first use and reused across steps (dropped and rebuilt
+//! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
+//! HTTP/2 keepalive; every request under a deadline. Tensors between workers are
+//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice one buffer.
+//!
+//! Requests run on a tokio runtime (the server's, or one the transport owns), so the
+//! futures it returns can be polled by any executor — the master's `block_on` included.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::distributed::TaskServer;
+use magpie_core::tensor::Tensor;
+use magpie_core::transport::{
+    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
+    Transport, TransportError,
+};
+use parking_lot::Mutex;
+use tokio::runtime::{Handle, Runtime};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::options::{runtime, GrpcOptions};
+use crate::proto;
+use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::status::{status_to_transport, CallContext};
+
+type Client = WorkerServiceClient<Channel>;
+
+/// A runtime the transport owns; shut down in the background when dropped (so dropping
+/// it from inside another runtime does not panic).
+pub(crate) struct OwnedRuntime(Option<Runtime>);
+
+impl OwnedRuntime {
+    pub(crate) fn new(rt: Runtime) -> OwnedRuntime {
+        OwnedRuntime(Some(rt))
+    }
+
+    pub(crate) fn handle(&self) -> Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the runtime is only taken in drop"),
+        }
+    }
+}
+
+impl OwnedRuntime {
+    /// Shuts the runtime down, waiting up to `timeout` for its tasks to be dropped (their
+    /// sockets closed) unless called from inside a runtime, where it cannot wait.
+    pub(crate) fn shutdown(mut self, timeout: Duration) {
+        if let Some(rt) = self.0.take() {
+            if Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(timeout);
+            }
+        }
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Inner {
+    cluster: ClusterSpec,
+    options: GrpcOptions,
+    handle: Handle,
+    _owned: Option<OwnedRuntime>,
+    channels: Mutex<HashMap<TaskName, Channel>>,
+    /// The task this transport's server hosts: requests to it are direct calls.
+    local: OnceLock<(TaskName, Weak<TaskServer>)>,
+}
+
+/// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcTransport")
+            .field("tasks", &self.inner.cluster.tasks().len())
+            .field("connected", &self.inner.channels.lock().len())
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl GrpcTransport {
+    /// A transport with its own runtime ([`GrpcOptions::runtime_threads`] threads).
+    pub fn new(cluster: ClusterSpec, options: GrpcOptions) -> std::io::Result<GrpcTransport> {
+        let rt = OwnedRuntime::new(runtime(options.runtime_threads, "magpie-grpc-client")?);
+        let handle = rt.handle();
+        Ok(GrpcTransport::build(cluster, options, handle, Some(rt)))
+    }
+
+    /// A transport whose requests run on `handle`'s runtime (a server's).
+    pub fn with_runtime(cluster: ClusterSpec, options: GrpcOptions, handle: Handle) -> Self {
+        GrpcTransport::build(cluster, options, handle, None)
+    }
+
+    fn build(
+        cluster: ClusterSpec,
+        options: GrpcOptions,
+        handle: Handle,
+        owned: Option<OwnedRuntime>,
+    ) -> GrpcTransport {
+        GrpcTransport {
+            inner: Arc::new(Inner {
+                cluster,
+                options,
+                handle,
+                _owned: owned,
+                channels: Mutex::new(HashMap::new()),
+                local: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Serves requests for `server`'s own task by direct calls into it (as the in-memory
+    /// transport does) instead of a loopback round trip: a master reaching its own
+    /// worker. Set once, by the server hosting `server`.
+    pub fn serve_locally(&self, server: &Arc<TaskServer>) {
+        let _ = self
+            .inner
+            .local
+            .set((server.task().clone(), Arc::downgrade(server)));
+    }
+
+    fn local(&self, task: &TaskName) -> Option<Arc<TaskServer>> {
+        match self.inner.local.get() {
+            Some((t, s)) if t == task => s.upgrade(),
+            _ => None,
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &GrpcOptions {
+        &self.inner.options
+    }
+
+    /// Runs `call` on the runtime under `deadline`, with a client for `task`.
+    fn call<T, F, Fut>(
+        &self,
+        task: &TaskName,
+        deadline: Duration,
+        cx: CallContext,
+        call: F,
+    ) -> BoxFuture<'static, Result<T, TransportError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let task = task.clone();
+        let task2 = task.clone();
+        let join = self.inner.handle.spawn(async move {
+            let client = inner.client(&task)?;
+            match tokio::time::timeout(deadline, call(client)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(status)) => {
+                    let e = status_to_transport(&task, &status, &cx);
+                    if matches!(e, TransportError::Unreachable { .. }) {
+                        inner.forget(&task);
+                    }
+                    Err(e)
+                }
+                Err(_) => {
+                    inner.forget(&task);
+                    Err(TransportError::DeadlineExceeded {
+                        task: task.to_string(),
+                    })
+                }
+            }
+        });
+        async move {
+            join.await.unwrap_or_else(|e| {
+                Err(TransportError::Unreachable {
+                    task: task2.to_string(),
+                    detail: format!("the request was dropped: {e}"),
+                })
+            })
+        }
+        .boxed()
+    }
+}
+
+impl Inner {
+    /// The client of `task`, on its cached channel (created lazily; must run on the
+    /// runtime).
+    fn client(&self, task: &TaskName) -> Result<Client, TransportError> {
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(task) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.connect(task)?;
+                    channels.insert(task.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        let max = self.options.max_message_bytes;
+        Ok(WorkerServiceClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max))
+    }
+
+    fn connect(&self, task: &TaskName) -> Result<Channel, TransportError> {
+        let unreachable = |detail: String| TransportError::Unreachable {
+            task: task.to_string(),
+            detail,
+        };
+        let address = self
+            .cluster
+            .address(task)
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(endpoint(address, &self.options)
+            .map_err(|e| unreachable(format!("bad address {address:?}: {e}")))?
+            .connect_lazy())
+    }
+
+    /// Drops `task`'s channel after a failure: the next request connects afresh.
+    fn forget(&self, task: &TaskName) {
+        self.channels.lock().remove(task);
+    }
+}
+
+/// The endpoint of `address` (`host:port`) with the transport's settings.
+pub(crate) fn endpoint(
+    address: &str,
+    o: &GrpcOptions,
+) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(o.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(o.keepalive_interval)
+        .keep_alive_timeout(o.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(2 * WINDOW)))
+}
+
+/// HTTP/2 flow-control window: large, so a big tensor is not throttled by round trips.
+pub(crate) const WINDOW: u32 = 16 << 20;
+
+fn ready<T: Send + 'static>(
+    r: Result<T, TransportError>,
+) -> BoxFuture<'static, Result<T, TransportError>> {
+    futures::future::ready(r).boxed()
+}
+
+fn bad_request(task: &TaskName, detail: String) -> TransportError {
+    TransportError::Remote {
+        task: task.to_string(),
+        detail,
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn list_devices(
+        &self,
+        task: &TaskName,
+    ) -> BoxFuture<'static, Result<Vec<DeviceInfo>, TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(Ok(s.worker().device_infos()));
+        }
+        let req = proto::ListDevicesRequest {
+            task: task.to_string(),
+        };
+        let t = task.clone();
+        let deadline = self.inner.options.request_timeout;
+        self.call(
+            task,
+            deadline,
+            CallContext::default(),
+            move |mut c| async move {
+                let r = c.list_devices(req).await?.into_inner();
+                r.devices
+                    .into_iter()
+                    .map(|d| {
+                        let name = magpie_core::graph::DeviceName::parse(&d.name).map_err(|e| {
+                            Status::internal(format!("task {t} listed a bad device name: {e}"))
+                        })?;
+                        Ok(DeviceInfo {
+                            name,
+                            description: d.description,
+                        })
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn register_partition(
+        &self,
+        task: &TaskName,
+        request: RegisterPartition,
+    ) -> BoxFuture<'static, Result<PartitionHandle, TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .register_partition(request)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
+        let graph = match graph_to_wire(&request.graph) {
+            Ok(g) => g,
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
+        };
+        let req = proto::RegisterPartitionRequest {
+            task: task.to_string(),
+            session: request.session,
+            graph: Some(graph),
+            feeds: request.feeds,
+            fetches: request.fetches,
+            targets: request.targets,
+        };
+        let deadline = self.inner.options.request_timeout;
+        self.call(
+            task,
+            deadline,
+            CallContext::default(),
+            move |mut c| async move {
+                Ok(PartitionHandle(
+                    c.register_partition(req).await?.into_inner().handle,
+                ))
+            },
+        )
+    }
+
+    fn run_partition(
+        &self,
+        task: &TaskName,
+        request: RunPartition,
+    ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> {
+        if let Some(s) = self.local(task) {
+            // The worker's local session blocks its caller: the blocking pool runs it.
+            let join = self.inner.handle.spawn_blocking(move || {
+                s.worker()
+                    .run_partition(request)
+                    .map_err(|e| e.into_transport())
+            });
+            let task = task.to_string();
+            return async move {
+                join.await.unwrap_or_else(|e| {
+                    Err(TransportError::Unreachable {
+                        task,
+                        detail: format!("the step's thread failed: {e}"),
+                    })
+                })
+            }
+            .boxed();
+        }
+        let feeds = match request
+            .feeds
+            .iter()
+            .map(tensor_to_wire)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(f) => f,
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
+        };
+        let cx = CallContext {
+            handle: Some(request.handle.0.clone()),
+            step_id: Some(request.step_id),
+        };
+        let req = proto::RunPartitionRequest {
+            task: task.to_string(),
+            handle: request.handle.0,
+            step_id: request.step_id,
+            feeds,
+            timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let deadline = request
+            .timeout
+            .saturating_add(self.inner.options.step_grace);
+        let t = task.clone();
+        self.call(task, deadline, cx, move |mut c| async move {
+            let r = c.run_partition(req).await?.into_inner();
+            r.fetches
+                .iter()
+                .map(|p| {
+                    tensor_from_wire(p).map_err(|e| {
+                        Status::internal(format!("task {t} returned a bad tensor: {e}"))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn send(
+        &self,
+        task: &TaskName,
+        key: RendezvousKey,
+        tensor: Tensor,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .deliver(key, tensor)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
+        let wire = match tensor_to_wire(&tensor) {
+            Ok(w) => w,
+            Err(e) => return ready(Err(bad_request(task, e.to_string()))),
+        };
+        drop(tensor);
+        let chunk = self.inner.options.chunk_bytes.max(1);
+        let total = wire.content.len();
+        let mut chunks = Vec::with_capacity(total / chunk + 1);
+        let mut at = 0;
+        loop {
+            let end = (at + chunk).min(total);
+            let content = wire.content.slice(at..end);
+            chunks.push(if at == 0 {
+                proto::SendTensorChunk {
+                    task: task.to_string(),
+                    step_id: key.step_id,
+                    edge: key.edge.clone(),
+                    dtype: wire.dtype,
+                    dims: wire.dims.clone(),
+                    total_bytes: total as u64,
+                    content,
+                }
+            } else {
+                proto::SendTensorChunk {
+                    content,
+                    ..Default::default()
+                }
+            });
+            at = end;
+            if at >= total {
+                break;
+            }
+        }
+        let deadline = self.inner.options.request_timeout;
+        self.call(
+            task,
+            deadline,
+            CallContext::default(),
+            move |mut c| async move {
+                c.send_tensor(tokio_stream::iter(chunks)).await?;
+                Ok(())
+            },
+        )
+    }
+
+    fn abort_step(
+        &self,
+        task: &TaskName,
+        step_id: u64,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            s.worker().abort_step(step_id);
+            return ready(Ok(()));
+        }
+        let req = proto::AbortStepRequest {
+            task: task.to_string(),
+            step_id,
+        };
+        let deadline = self.inner.options.request_timeout;
+        self.call(
+            task,
+            deadline,
+            CallContext::default(),
+            move |mut c| async move {
+                c.abort_step(req).await?;
+                Ok(())
+            },
+        )
+    }
+
+    fn release_session(
+        &self,
+        task: &TaskName,
+        session: &str,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            s.worker().release_session(session);
+            return ready(Ok(()));
+        }
+        let req = proto::ReleaseSessionRequest {
+            task: task.to_string(),
+            session: session.to_string(),
+        };
+        let deadline = self.inner.options.request_timeout;
+        self.call(
+            task,
+            deadline,
+            CallContext::default(),
+            move |mut c| async move {
+                c.release_session(req).await?;
+                Ok(())
+            },
+        )
+    }
+}
