@@ -47,7 +47,9 @@ pub struct SessionOptions {
     /// `copy:<device name>` (capacity 1 unless declared here).
     pub resource_pools: Vec<(String, usize)>,
     /// Memory budgets in bytes, by device spec (`("/device:GPU:0", 1 << 30)`): every
-    /// device the spec matches gets the budget. Overrides [`Device::memory_limit`].
+    /// device the spec matches gets the budget. Budgets are opt-in: a device's
+    /// [`Device::memory_limit`] says what it has, not what a step may use, and budget
+    /// enforcement costs a lock per node.
     pub memory_budgets: Vec<(String, u64)>,
     /// How steps are ordered beyond their dependencies.
     pub policy: SchedulingPolicy,
@@ -383,12 +385,12 @@ impl Session {
     }
 }
 
-/// Each device's budget: the last option whose spec matches it, else its own limit.
+/// Each device's budget: the last option whose spec matches it, else none.
 fn budgets(
     devices: &[Arc<dyn Device>],
     options: &[(String, u64)],
 ) -> Result<Vec<Option<u64>>, SessionError> {
-    let mut budgets: Vec<Option<u64>> = devices.iter().map(|d| d.memory_limit()).collect();
+    let mut budgets: Vec<Option<u64>> = vec![None; devices.len()];
     for (spec, bytes) in options {
         let parsed = DeviceSpec::parse(spec)
             .map_err(|e| SessionError::InvalidOptions(format!("memory budget: {e}")))?;
