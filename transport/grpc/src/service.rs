@@ -17,7 +17,9 @@ use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
-use magpie_core::transport::{PartitionHandle, RegisterPartition, RendezvousKey, RunPartition};
+use magpie_core::transport::{
+    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
+};
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -25,6 +27,14 @@ use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire};
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::status::{master_to_status, wire_to_status, worker_to_status};
+
+/// A device's description on the wire.
+fn device_attributes(d: DeviceInfo) -> proto::DeviceAttributes {
+    proto::DeviceAttributes {
+        name: d.name.to_string(),
+        description: d.description,
+    }
+}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
@@ -70,10 +80,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .worker()
             .device_infos()
             .into_iter()
-            .map(|d| proto::DeviceAttributes {
-                name: d.name.to_string(),
-                description: d.description,
-            })
+            .map(device_attributes)
             .collect();
         Ok(Response::new(proto::ListDevicesResponse { devices }))
     }
@@ -245,6 +252,18 @@ impl MasterService {
         }
     }
 
+    /// A master session over `graph`, created off the runtime (it contacts every task).
+    async fn open_session(&self, graph: Graph) -> Result<MasterSession, Status> {
+        let server = Arc::clone(&self.server);
+        blocking(move || {
+            server
+                .master()
+                .create_session(&graph)
+                .map_err(|e| master_to_status(&e))
+        })
+        .await
+    }
+
     /// Open sessions (for tests).
     pub fn num_sessions(&self) -> usize {
         self.sessions.lock().len()
@@ -292,21 +311,12 @@ impl proto::master_service_server::MasterService for MasterService {
         let r = request.into_inner();
         let def = graph_from_wire(&r.graph.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
         let graph = import(&def)?;
-        let server = Arc::clone(&self.server);
-        let session = blocking(move || {
-            server
-                .master()
-                .create_session(&graph)
-                .map_err(|e| master_to_status(&e))
-        })
-        .await?;
+        let session = self.open_session(graph).await?;
         let devices = session
             .devices()
             .iter()
-            .map(|d| proto::DeviceAttributes {
-                name: d.name.to_string(),
-                description: d.description.clone(),
-            })
+            .cloned()
+            .map(device_attributes)
             .collect();
         let handle = format!(
             "{}/remote/{}",
@@ -334,14 +344,7 @@ impl proto::master_service_server::MasterService for MasterService {
             graph_from_wire(&r.nodes.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
         def.nodes.extend(extra.nodes);
         let graph = import(&def)?;
-        let server = Arc::clone(&self.server);
-        let session = blocking(move || {
-            server
-                .master()
-                .create_session(&graph)
-                .map_err(|e| master_to_status(&e))
-        })
-        .await?;
+        let session = self.open_session(graph).await?;
         let replaced = self
             .sessions
             .lock()
@@ -442,13 +445,7 @@ impl proto::master_service_server::MasterService for MasterService {
         })
         .await?;
         Ok(Response::new(proto::ListDevicesResponse {
-            devices: devices
-                .into_iter()
-                .map(|d| proto::DeviceAttributes {
-                    name: d.name.to_string(),
-                    description: d.description,
-                })
-                .collect(),
+            devices: devices.into_iter().map(device_attributes).collect(),
         }))
     }
 
