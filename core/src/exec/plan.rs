@@ -76,6 +76,9 @@ pub(crate) struct ExecPlan {
     pub(crate) budgets: Vec<Option<u64>>,
     /// Device whose memory a slot's tensor counts against (`None`: a feed, not counted).
     pub(crate) slot_devices: Vec<Option<usize>>,
+    /// Whether the plan's devices sit on more than one known NUMA node, so that an input
+    /// can cross nodes (decided once here, not per input of every step).
+    pub(crate) spans_numa_nodes: bool,
     /// Number of tensor slots.
     pub(crate) num_slots: usize,
     /// Uses of each slot in a step: consumer inputs, plus one per fetch of it.
@@ -234,6 +237,11 @@ impl ExecPlan {
         }
         let topology = topo.build()?;
         let num_slots = slots.len() as usize;
+        let spans_numa_nodes = {
+            let mut nodes = devices.iter().filter_map(|d| d.numa_node());
+            let first = nodes.next();
+            nodes.any(|n| Some(n) != first)
+        };
         let slot_devices: Vec<Option<usize>> = slots
             .producers
             .iter()
@@ -258,6 +266,7 @@ impl ExecPlan {
             devices: devices.to_vec(),
             budgets: cx.budgets.to_vec(),
             slot_devices,
+            spans_numa_nodes,
             num_slots,
             slot_uses,
             slot_pool: SlotPool::default(),

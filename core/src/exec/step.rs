@@ -315,8 +315,10 @@ fn inputs(
     for s in &pn.input_slots {
         match state.read_input(plan, *s, releases) {
             Some(t) => {
-                // Only a cross-device input can cross NUMA nodes; both nodes must be known.
-                if let Some(producer) = plan.slot_devices[*s as usize] {
+                // Only a cross-device input can cross NUMA nodes; both nodes must be known,
+                // and the plan must span more than one (decided when it was built).
+                let producer = plan.slot_devices[*s as usize];
+                if let (true, Some(producer)) = (plan.spans_numa_nodes, producer) {
                     if producer != pn.device {
                         let from = plan.devices[producer].numa_node();
                         let to = plan.devices[pn.device].numa_node();
