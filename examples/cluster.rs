@@ -1,16 +1,23 @@
 //! The seed's cluster: one `ps` task and two `worker` tasks (the seed's two machines
-//! mapped to 127.0.0.1 ports), serving in this process. One graph spreads its ops over
-//! the three tasks; the master partitions it and inserts Send/Recv pairs; the example
-//! prints where each op ran.
+//! mapped to 127.0.0.1 ports), each a gRPC server in this process. A client opens a
+//! session on `/job:worker/task:0` over gRPC; one graph spreads its ops over the three
+//! tasks; the master partitions it, inserts Send/Recv pairs, and tensors travel between
+//! the tasks over gRPC. The example prints where each op ran.
 //!
 //! `cargo run --example cluster`.
 
-use magpie::cluster::{default_cluster, InProcessCluster, DEFAULT_CLUSTER_TOML};
-use magpie::{Graph, RunOptions};
+use std::time::Duration;
+
+use magpie::cluster::{loopback_cluster, GrpcCluster};
+use magpie::{ClientSession, Graph};
 
 fn main() -> anyhow::Result<()> {
-    println!("cluster spec:\n{DEFAULT_CLUSTER_TOML}");
-    let cluster = InProcessCluster::start(&default_cluster())?;
+    // The seed's layout (ps:0 and worker:0 on machine A, worker:1 on machine B) on free
+    // loopback ports, so the example runs beside anything else on the machine.
+    let spec = loopback_cluster()?;
+    println!("cluster spec:\n{}", spec.to_toml());
+    let cluster = GrpcCluster::start(&spec)?;
+
     let g = Graph::new();
     let ps = g.with_device("/job:ps/task:0")?;
     let w0 = g.with_device("/job:worker/task:0")?;
@@ -23,25 +30,36 @@ fn main() -> anyhow::Result<()> {
         .with_name("shifted")
         .add(weights, w1.with_name("ten").constant(vec![10.0f32; 3])?)?;
     let total = ps.with_name("total").add(scaled, shifted)?;
-    let sum = g.with_name("sum").sum(total, None, false)?;
+    g.with_name("sum").sum(total, None, false)?;
 
-    let session = cluster.session("worker", 0, &g)?;
-    let out = session.run_with_options(&RunOptions::default(), &[], &[total, sum], &[])?;
-    println!("where each op ran (master: /job:worker/task:0):");
-    for p in out.placement.iter() {
-        println!("  {:<8} ({:<5}) on {}", p.node, p.op, p.device);
+    let target = cluster.target("worker", 0)?;
+    let ClientSession::Grpc(session) = ClientSession::connect(&target, &g)? else {
+        anyhow::bail!("{target} should give a gRPC session");
+    };
+    let out = session.run_named(&[], &["total:0", "sum:0"], &[], None)?;
+    println!("where each op ran (master: /job:worker/task:0 at {target}):");
+    let mut tasks = Vec::new();
+    for (node, device) in &out.placement {
+        let op = g
+            .node_by_name(node)
+            .and_then(|id| g.node(id))
+            .map_or_else(String::new, |n| n.op.clone());
+        println!("  {node:<8} ({op:<5}) on {device}");
+        let task = device
+            .split("/device:")
+            .next()
+            .unwrap_or(device)
+            .to_string();
+        if !tasks.contains(&task) {
+            tasks.push(task);
+        }
     }
-    println!(
-        "tasks in the step: {}",
-        out.tasks
-            .iter()
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("tasks in the step: {}", tasks.join(", "));
     println!("total = {}", out.tensors[0]);
     let sum = f32::try_from(&out.tensors[1])?;
     println!("sum = {sum:.1}");
     anyhow::ensure!(sum == 48.0, "sum should be 48, got {sum}");
+    drop(session);
+    cluster.stop(Duration::from_secs(1));
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The seed's third example: a client opens a session on worker task 1, which acts as the
-//! master, places the unpinned ops on its own default device and computes the result.
+//! The seed's third example: a client opens a session on worker task 1 over gRPC; that
+//! task acts as the master, places the unpinned ops on its own default device and
+//! computes the result.
 //!
 //! ```text
 //! a = tf.constant(1.0)
@@ -9,34 +10,37 @@
 //!     print(c.eval())  # 9.0
 //! ```
 //!
-//! Runs on the embedded in-process cluster (`inmem://`). `cargo run --example remote_session`.
+//! The seed's cluster runs in this process as three gRPC servers on free 127.0.0.1
+//! ports. `cargo run --example remote_session`.
 
-use magpie::cluster::{default_cluster, InProcessCluster};
-use magpie::{Graph, RunOptions};
+use std::time::Duration;
+
+use magpie::cluster::{loopback_cluster, GrpcCluster};
+use magpie::{ClientSession, Graph};
 
 fn main() -> anyhow::Result<()> {
-    let cluster = InProcessCluster::start(&default_cluster())?;
+    let cluster = GrpcCluster::start(&loopback_cluster()?)?;
     let g = Graph::new();
     let a = g.with_name("a").constant(1.0f32)?;
     let b = g
         .with_name("b")
         .add(a, g.with_name("two").constant(2.0f32)?)?;
-    let c = g
-        .with_name("c")
+    g.with_name("c")
         .mul(b, g.with_name("three").constant(3.0f32)?)?;
 
-    let master = cluster.server("worker", 1).expect("worker 1 runs");
-    println!(
-        "session on {} (/job:worker/task:1, the master)",
-        master.target()
-    );
-    let session = cluster.session("worker", 1, &g)?;
-    let out = session.run_with_options(&RunOptions::default(), &[], &[c], &[])?;
-    for p in out.placement.iter() {
-        println!("  {:<6} ({:<5}) ran on {}", p.node, p.op, p.device);
+    let target = cluster.target("worker", 1)?;
+    println!("session on {target} (/job:worker/task:1, the master)");
+    let ClientSession::Grpc(session) = ClientSession::connect(&target, &g)? else {
+        anyhow::bail!("{target} should give a gRPC session");
+    };
+    let out = session.run_named(&[], &["c:0"], &[], None)?;
+    for (node, device) in &out.placement {
+        println!("  {node:<6} ran on {device}");
     }
     let value = f32::try_from(&out.tensors[0])?;
     println!("c = b * 3 = {value:.1}");
     anyhow::ensure!(value == 9.0, "c should be 9.0, got {value}");
+    drop(session);
+    cluster.stop(Duration::from_secs(1));
     Ok(())
 }

@@ -24,11 +24,15 @@
 //! This crate is the facade: it re-exports [`magpie_core`] (graphs, tensors, sessions,
 //! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]) and the
 //! Vulkan GPU backend ([`vulkan`]), and the in-memory ([`inmem`]) and gRPC ([`grpc`])
-//! transports of the distributed runtime.
+//! transports of the distributed runtime. [`ClientSession::connect`] opens a session on
+//! any target: local, `inmem://host:port` or `grpc://host:port`.
 
 use std::sync::Arc;
 
 pub mod cluster;
+mod connect;
+
+pub use connect::{ClientError, ClientSession};
 
 pub use magpie_core::device::Device;
 pub use magpie_core::distributed::{MasterSession, ServerOptions, VariableRef};

@@ -52,6 +52,16 @@ enum Command {
         /// Milliseconds running steps get to finish when stopping.
         #[arg(long, default_value_t = 2000)]
         drain_ms: u64,
+        /// Device specs of the local devices the task exposes, comma separated
+        /// (e.g. `/device:CPU:0`); default: all. The analogue of CUDA_VISIBLE_DEVICES.
+        #[arg(long, value_name = "SPECS", value_delimiter = ',')]
+        visible_devices: Option<Vec<String>>,
+        /// Scheduler worker threads of the task (default 2).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Deadline in milliseconds of a step whose client sets none.
+        #[arg(long)]
+        step_timeout_ms: Option<u64>,
     },
 }
 
@@ -65,11 +75,17 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             job,
             task,
             drain_ms,
-        } => server::run(
-            cluster.as_deref(),
-            job.as_deref(),
+            visible_devices,
+            workers,
+            step_timeout_ms,
+        } => server::run(&server::ServeArgs {
+            cluster,
+            job,
             task,
-            Duration::from_millis(drain_ms),
-        ),
+            drain: Duration::from_millis(drain_ms),
+            visible_devices,
+            workers,
+            step_timeout: step_timeout_ms.map(Duration::from_millis),
+        }),
     }
 }

@@ -2,7 +2,7 @@
 //! over gRPC (the cluster and task from `TF_CONFIG` when `--cluster` is absent) until
 //! SIGINT or SIGTERM, then stops cleanly (running steps get a short deadline).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,13 +10,21 @@ use magpie::cluster::{task_server_options, Spec, TfConfig};
 use magpie::grpc::GrpcServer;
 use magpie::transport::TaskName;
 
-pub(crate) fn run(
-    cluster: Option<&Path>,
-    job: Option<&str>,
-    task: Option<u32>,
-    drain: Duration,
-) -> anyhow::Result<()> {
-    let (spec, task) = match cluster {
+/// What `magpie server` was asked for.
+#[derive(Debug)]
+pub(crate) struct ServeArgs {
+    pub(crate) cluster: Option<PathBuf>,
+    pub(crate) job: Option<String>,
+    pub(crate) task: Option<u32>,
+    pub(crate) drain: Duration,
+    pub(crate) visible_devices: Option<Vec<String>>,
+    pub(crate) workers: Option<usize>,
+    pub(crate) step_timeout: Option<Duration>,
+}
+
+pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let (job, task, drain) = (args.job.as_deref(), args.task, args.drain);
+    let (spec, task) = match args.cluster.as_deref() {
         Some(path) => {
             let spec = Spec::from_file(path)
                 .with_context(|| format!("reading the cluster spec {}", path.display()))?;
@@ -37,7 +45,20 @@ pub(crate) fn run(
             (cfg.cluster, task)
         }
     };
-    let server = GrpcServer::start(&spec, &task.job, task.index, &task_server_options(&task))
+    let mut options = task_server_options(&task);
+    if let Some(specs) = &args.visible_devices {
+        options.visible_devices = Some(specs.clone());
+    }
+    if let Some(n) = args.workers {
+        if n == 0 {
+            bail!("--workers must be at least 1");
+        }
+        options.num_workers = Some(n);
+    }
+    if let Some(t) = args.step_timeout {
+        options.step_timeout = t;
+    }
+    let server = GrpcServer::start(&spec, &task.job, task.index, &options)
         .with_context(|| format!("starting {task}"))?;
     println!("serving {task} on {}", server.target());
     let rt = tokio::runtime::Builder::new_current_thread()

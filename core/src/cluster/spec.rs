@@ -203,6 +203,12 @@ impl ClusterSpec {
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.jobs).unwrap_or_default()
     }
+
+    /// The spec as TOML (`job = ["host:port", ...]`, one line per job), the format
+    /// [`ClusterSpec::from_toml`] reads.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.jobs).unwrap_or_default()
+    }
 }
 
 fn parse_error(format: &str, e: impl std::fmt::Display) -> ClusterError {
@@ -260,6 +266,17 @@ mod tests {
         assert_eq!(s.address(&task("worker", 1)).unwrap(), "machine-b:2222");
         assert_eq!(s.task_at("machine-a:2221"), Some(task("ps", 0)));
         assert_eq!(s.tasks().len(), 3);
+    }
+
+    #[test]
+    fn toml_and_json_round_trip() {
+        let s = ClusterSpec::builder()
+            .job("ps", ["machine-a:2221"])
+            .job("worker", ["machine-a:2222", "machine-b:2222"])
+            .build()
+            .unwrap();
+        assert_eq!(ClusterSpec::from_toml(&s.to_toml()).unwrap(), s);
+        assert_eq!(ClusterSpec::from_json(&s.to_json()).unwrap(), s);
     }
 
     #[test]

@@ -123,7 +123,20 @@ impl ServerOptions {
             .cloned()
             .collect();
         if visible.is_empty() {
-            return Err(format!("task {task} exposes no device"));
+            let names = self
+                .devices
+                .iter()
+                .map(|d| d.name().to_string())
+                .collect::<Vec<_>>();
+            return Err(match &self.visible_devices {
+                Some(v) => format!(
+                    "task {task} exposes no device: visible devices {} match none of its \
+                     devices ({})",
+                    v.join(", "),
+                    names.join(", ")
+                ),
+                None => format!("task {task} exposes no device: it has none"),
+            });
         }
         Ok(visible)
     }
