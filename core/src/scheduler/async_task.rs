@@ -14,26 +14,19 @@
 //!
 //! # States
 //!
-//! | state       | meaning                                   | who moves it out           |
-//! |-------------|-------------------------------------------|----------------------------|
-//! | `IDLE`      | pending, waiting for its waker            | waker (→ `SCHEDULED`), canceller (→ `DONE`) |
-//! | `SCHEDULED` | a `Job::Poll` for it sits in a queue      | the worker taking the job (→ `RUNNING`) |
-//! | `RUNNING`   | a worker is polling it                    | that worker (→ `IDLE`, `SCHEDULED`, `DONE`) |
-//! | `NOTIFIED`  | running, and woken during the poll        | that worker (→ `SCHEDULED`) |
-//! | `DONE`      | resolved or dropped; the future is gone   | nobody                     |
-//!
-//! The future itself (an `UnsafeCell`) is touched only by whoever moved the state to
-//! `RUNNING` or from `IDLE` to `DONE`: that party owns it.
+//! `IDLE`, `SCHEDULED`, `RUNNING`, `NOTIFIED`, `DONE`: the table and the transitions are
+//! in [`async_state`](super::async_state), which the loom models check. The future itself
+//! (an `UnsafeCell`) is touched only by whoever moved the state to `RUNNING` or from
+//! `IDLE` to `DONE`: that party owns it.
 //!
 //! # Memory ordering
 //!
-//! All transitions are `SeqCst` read-modify-writes (this is the slow path). The one race
-//! that matters is a poll returning `Pending` while the run gets cancelled: the worker
-//! moves `RUNNING → IDLE` and then loads the run's cancelled flag; the canceller sets the
-//! flag and then loads each task's state. In the total order of `SeqCst` operations one
-//! of the two sees the other, and both then race on `IDLE → DONE`, which only one wins.
-//! Because after `RUNNING → IDLE` the worker no longer holds the task's unit, it reserves
-//! an extra unit of the run first so that the run cannot end under it.
+//! All transitions are `SeqCst` (this is the slow path). The one race that matters is a
+//! poll returning `Pending` while the run gets cancelled: Dekker's pattern over the
+//! state and the run's cancelled flag, with a `SeqCst` fence on each side, described in
+//! [`async_state`](super::async_state) and checked by the loom models. Because after
+//! `RUNNING → IDLE` the worker no longer holds the task's unit, it reserves an extra unit
+//! of the run first so that the run cannot end under it.
 //!
 //! # Lifetime
 //!
@@ -53,25 +46,19 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use futures::task::{waker_ref, ArcWake};
 
+use super::async_state::{AfterPending, AsyncState};
 use super::error::RunError;
 use super::job::Job;
 use super::registry::Registry;
 use super::run::{drop_quietly, panic_message, RunCore, RunHeader};
-use super::sync::{AtomicU8, Ordering};
 use super::worker::WorkerCtx;
-
-const IDLE: u8 = 0;
-const SCHEDULED: u8 = 1;
-const RUNNING: u8 = 2;
-const NOTIFIED: u8 = 3;
-const DONE: u8 = 4;
 
 type TaskFuture<E> = BoxFuture<'static, Result<(), E>>;
 
 /// The type-erased head of an [`AsyncTask`], what a [`Job::Poll`] points at.
 #[repr(C)]
 pub(crate) struct AsyncHeader {
-    state: AtomicU8,
+    state: AsyncState,
     task: u32,
     /// Takes over the job's strong count and polls the task.
     pub(crate) poll: unsafe fn(NonNull<AsyncHeader>, &WorkerCtx),
@@ -99,7 +86,7 @@ impl<E> fmt::Debug for AsyncTask<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncTask")
             .field("task", &self.header.task)
-            .field("state", &self.header.state.load(Ordering::Relaxed))
+            .field("state", &self.header.state.raw())
             .finish_non_exhaustive()
     }
 }
@@ -124,7 +111,7 @@ pub(crate) fn spawn<E: Send + 'static>(
 ) -> Option<u32> {
     let this = Arc::new(AsyncTask {
         header: AsyncHeader {
-            state: AtomicU8::new(RUNNING),
+            state: AsyncState::running(),
             task,
             poll: poll_job::<E>,
             release: release_job::<E>,
@@ -146,8 +133,7 @@ unsafe fn poll_job<E: Send + 'static>(header: NonNull<AsyncHeader>, w: &WorkerCt
     // SAFETY: per the contract, this is the pointer (to the first field of a `repr(C)`
     // struct) of a strong count we own.
     let this = unsafe { Arc::from_raw(header.cast::<AsyncTask<E>>().as_ptr()) };
-    let previous = this.header.state.swap(RUNNING, Ordering::SeqCst);
-    debug_assert_eq!(previous, SCHEDULED);
+    this.header.state.begin_poll();
     if let Some(next) = this.poll_running(w) {
         // SAFETY: we hold the unit of `next`, which keeps the run alive.
         let header = unsafe { &this.run.as_ref().header };
@@ -173,7 +159,7 @@ impl<E: Send + 'static> AsyncTask<E> {
         let run = NonNull::from(&core.header);
         let task = self.header.task;
         if core.header.is_cancelled() {
-            self.finish(DONE);
+            self.finish();
             w.add_debt(run, 1);
             return None;
         }
@@ -194,17 +180,17 @@ impl<E: Send + 'static> AsyncTask<E> {
                 None
             }
             Ok(Poll::Ready(Ok(()))) => {
-                self.finish(DONE);
+                self.finish();
                 core.header.release(run, task, w)
             }
             Ok(Poll::Ready(Err(error))) => {
-                self.finish(DONE);
+                self.finish();
                 core.fail(RunError::Task { task, error });
                 w.add_debt(run, 1);
                 None
             }
             Err(payload) => {
-                self.finish(DONE);
+                self.finish();
                 core.fail(RunError::Panicked {
                     task,
                     message: panic_message(&*payload),
@@ -221,12 +207,8 @@ impl<E: Send + 'static> AsyncTask<E> {
         // Going idle gives our unit to the idle task; hold a spare one so that the run
         // stays alive until we are done looking at it.
         w.reserve(run, 1);
-        match self
-            .header
-            .state
-            .compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => {
+        match self.header.state.after_pending() {
+            AfterPending::Idle => {
                 if core.header.is_cancelled_seqcst() {
                     if let Some(future) = self.take_if_idle() {
                         drop_quietly(future);
@@ -234,9 +216,7 @@ impl<E: Send + 'static> AsyncTask<E> {
                     }
                 }
             }
-            Err(state) => {
-                debug_assert_eq!(state, NOTIFIED);
-                self.header.state.store(SCHEDULED, Ordering::SeqCst);
+            AfterPending::Reschedule => {
                 self.registry.inject(Self::into_job(Arc::clone(self)));
             }
         }
@@ -252,21 +232,20 @@ impl<E: Send + 'static> AsyncTask<E> {
         Job::Poll(task.cast())
     }
 
-    /// Moves a task we own to `state` and drops its future.
-    fn finish(&self, state: u8) {
+    /// Moves a task we own to `DONE` and drops its future.
+    fn finish(&self) {
         // SAFETY: we own the future (state `RUNNING`).
         let future = unsafe { (*self.future.get()).take() };
-        self.header.state.store(state, Ordering::SeqCst);
+        self.header.state.finish();
         drop_quietly(future);
     }
 
     /// For the canceller: claims an idle task (`IDLE → DONE`) and returns its future to be
     /// dropped. The caller then owns the task's unit and must give it back.
     pub(crate) fn take_if_idle(&self) -> Option<TaskFuture<E>> {
-        self.header
-            .state
-            .compare_exchange(IDLE, DONE, Ordering::SeqCst, Ordering::SeqCst)
-            .ok()?;
+        if !self.header.state.claim_idle() {
+            return None;
+        }
         // SAFETY: winning `IDLE → DONE` makes us the future's owner.
         unsafe { (*self.future.get()).take() }
     }
@@ -274,20 +253,7 @@ impl<E: Send + 'static> AsyncTask<E> {
 
 impl<E: Send + 'static> ArcWake for AsyncTask<E> {
     fn wake_by_ref(arc_self: &Arc<Self>) {
-        let state = &arc_self.header.state;
-        let mut current = state.load(Ordering::SeqCst);
-        loop {
-            let target = match current {
-                IDLE => SCHEDULED,
-                RUNNING => NOTIFIED,
-                _ => return,
-            };
-            match state.compare_exchange(current, target, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-        if current == IDLE {
+        if arc_self.header.state.wake() {
             // We moved it to `SCHEDULED`: a job must poll it.
             arc_self
                 .registry

@@ -14,12 +14,17 @@
 //! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
 //!   exactly one makes the task ready, and the task sees both predecessors' writes;
 //! - run completion: the outstanding counter reaches zero exactly once, and the thread
-//!   woken by the [`latch`](super::latch) sees every task's writes.
+//!   woken by the [`latch`](super::latch) sees every task's writes;
+//! - the asynchronous task's state machine ([`async_state`](super::async_state)): a wake
+//!   during a poll causes exactly one more poll; of two concurrent wakes exactly one
+//!   queues a poll; a poll returning `Pending` while its run is cancelled, and a wake
+//!   racing a canceller, drop the future exactly once, by its one owner.
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
+use super::async_state::{AfterPending, AsyncState};
 use super::latch::Latch;
 use super::run::{decrement_pending, give_back};
 use super::sleep::Sleep;
@@ -170,5 +175,122 @@ fn the_run_completes_once_and_its_waiter_sees_every_task() {
         for w in workers {
             w.join().unwrap();
         }
+    });
+}
+
+#[test]
+fn a_wake_during_a_poll_causes_exactly_one_more_poll() {
+    loom::model(|| {
+        let state = Arc::new(AsyncState::running());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let waker = {
+            let (state, queued) = (Arc::clone(&state), Arc::clone(&queued));
+            thread::spawn(move || {
+                if state.wake() {
+                    queued.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        // The poller: the poll returned `Pending`.
+        if state.after_pending() == AfterPending::Reschedule {
+            queued.fetch_add(1, Ordering::SeqCst);
+        }
+        waker.join().unwrap();
+        assert_eq!(queued.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn of_two_wakes_of_an_idle_task_exactly_one_queues_a_poll() {
+    loom::model(|| {
+        let state = Arc::new(AsyncState::running());
+        assert_eq!(state.after_pending(), AfterPending::Idle);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let wake = || {
+            let (state, queued) = (Arc::clone(&state), Arc::clone(&queued));
+            thread::spawn(move || {
+                if state.wake() {
+                    queued.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let (a, b) = (wake(), wake());
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(queued.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A future standing in for the task's: `Some` until its one owner drops it.
+type FutureCell = UnsafeCell<Option<u32>>;
+
+fn drop_future(future: &FutureCell, dropped: &AtomicUsize) {
+    // SAFETY: only the state's current owner calls this (loom checks exactly that).
+    let f = future.with_mut(|p| unsafe { (*p).take() });
+    assert!(f.is_some(), "the future was dropped twice");
+    dropped.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_pending_poll_racing_a_cancel_drops_the_future_exactly_once() {
+    loom::model(|| {
+        let state = Arc::new(AsyncState::running());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let future: Arc<FutureCell> = Arc::new(UnsafeCell::new(Some(7)));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let canceller = {
+            let (state, cancelled, future, dropped) = (
+                Arc::clone(&state),
+                Arc::clone(&cancelled),
+                Arc::clone(&future),
+                Arc::clone(&dropped),
+            );
+            thread::spawn(move || {
+                cancelled.store(true, Ordering::SeqCst);
+                if state.claim_idle() {
+                    drop_future(&future, &dropped);
+                }
+            })
+        };
+        // The poller owns the future while `RUNNING`: the poll touches it.
+        // SAFETY: state `RUNNING` makes the poller the future's only user.
+        assert_eq!(future.with(|p| unsafe { *p }), Some(7));
+        match state.after_pending() {
+            AfterPending::Idle => {
+                if cancelled.load(Ordering::SeqCst) && state.claim_idle() {
+                    drop_future(&future, &dropped);
+                }
+            }
+            AfterPending::Reschedule => unreachable!("nobody woke the task"),
+        }
+        canceller.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future leaked");
+    });
+}
+
+#[test]
+fn a_wake_racing_a_cancel_drops_the_future_exactly_once() {
+    loom::model(|| {
+        let state = Arc::new(AsyncState::running());
+        assert_eq!(state.after_pending(), AfterPending::Idle);
+        let future: Arc<FutureCell> = Arc::new(UnsafeCell::new(Some(7)));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let waker = {
+            let state = Arc::clone(&state);
+            thread::spawn(move || state.wake())
+        };
+        // The canceller (the run's flag is set, so a poll would finish the task).
+        if state.claim_idle() {
+            drop_future(&future, &dropped);
+        }
+        if waker.join().unwrap() {
+            // The waker won: the poll job runs, sees the run cancelled, and finishes.
+            state.begin_poll();
+            drop_future(&future, &dropped);
+            state.finish();
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        // A wake after the end does nothing.
+        assert!(!state.wake());
     });
 }

@@ -48,6 +48,7 @@
 //! Build the private docs with `cargo doc --document-private-items` to read them.
 
 mod affinity;
+mod async_state;
 mod async_task;
 mod body;
 mod cancel;

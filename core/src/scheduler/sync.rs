@@ -5,8 +5,9 @@
 //! variable. Builds with `RUSTFLAGS="--cfg magpie_loom"` swap in loom's, and the loom
 //! models in `loom_models.rs` explore every interleaving of the protocols that use them:
 //! the parking protocol ([`sleep`](super::sleep)), the per-task pending counters and the
-//! run-completion counter ([`run`](super::run)), and the completion latch's flags
-//! ([`latch`](super::latch)). (The cfg is not called plain `loom` because `RUSTFLAGS`
+//! run-completion counter ([`run`](super::run)), the completion latch's flags
+//! ([`latch`](super::latch)), and the asynchronous task's state machine
+//! ([`async_state`](super::async_state)). (The cfg is not called plain `loom` because `RUSTFLAGS`
 //! reach every dependency, and some of ours change behaviour under `cfg(loom)`.)
 //!
 //! Only the primitives those protocols depend on go through here; heuristics (the
