@@ -117,3 +117,36 @@ fn a_server_whose_visible_devices_match_nothing_fails_naming_them() {
         "{err}"
     );
 }
+
+#[test]
+fn extending_a_remote_session_needs_no_other_task() {
+    let spec = loopback_cluster().unwrap();
+    let start = |job: &str, index: u32| {
+        magpie::grpc::GrpcServer::start(
+            &spec,
+            job,
+            index,
+            &task_server_options(&TaskName::new(job, index)),
+        )
+        .unwrap()
+    };
+    let (ps, w0, w1) = (start("ps", 0), start("worker", 0), start("worker", 1));
+    let (g, c) = graph();
+    let target = format!("grpc://{}", w1.local_addr());
+    let s = magpie::grpc::connect(&target, &g).unwrap();
+    assert_eq!(value(&s.run(&[], &[c], &[]).unwrap()[0]), 9.0);
+    // The ps task goes away; nodes added to the graph reach the master all the same.
+    ps.stop(Duration::from_secs(1));
+    let d = g.with_name("d").neg(c).unwrap();
+    assert_eq!(value(&s.run(&[], &[d], &[]).unwrap()[0]), -9.0);
+    // An unknown fetch is refused, naming it; the session keeps working.
+    let e = s
+        .run_named(&[], &["nowhere:0"], &[], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere"), "{e}");
+    assert_eq!(value(&s.run(&[], &[d, c], &[]).unwrap()[1]), 9.0);
+    drop(s);
+    w0.stop(Duration::from_secs(1));
+    w1.stop(Duration::from_secs(1));
+}

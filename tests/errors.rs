@@ -198,3 +198,45 @@ fn feed_errors_name_the_placeholder() {
     let err = s.run(&[(p, t.clone()), (p, t)], &[y], &[]).unwrap_err();
     assert_eq!(err.to_string(), "output \"img:0\" is fed twice");
 }
+
+#[test]
+fn extend_adds_nodes_on_top_of_a_graph_all_or_nothing() {
+    let g = Graph::new();
+    let a = g.with_name("a").constant(2.0f32).unwrap();
+    let session = magpie::local_session(&g).unwrap();
+    let before = g.to_graph_def().nodes.len();
+
+    // A bad extension (its second node names an unknown input) adds nothing.
+    let bad = GraphDef {
+        nodes: vec![
+            node("b", "Identity", &["a"]),
+            node("c", "Identity", &["nowhere"]),
+        ],
+    };
+    let err = g.extend(&bad).unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert_eq!(g.to_graph_def().nodes.len(), before);
+    assert!(g.node_by_name("b").is_none());
+    // A name already in the graph is refused.
+    let dup = GraphDef {
+        nodes: vec![node("a", "Identity", &["a"])],
+    };
+    assert_eq!(
+        g.extend(&dup).unwrap_err(),
+        GraphError::DuplicateName("a".into())
+    );
+
+    // A good one, in any order, with inputs from the graph and from itself; a session
+    // opened before sees the new nodes.
+    let good = GraphDef {
+        nodes: vec![
+            node("d", "Add", &["b", "a:0"]),
+            node("b", "Identity", &["a"]),
+        ],
+    };
+    let ids = g.extend(&good).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(g.node_by_name("d"), Some(ids[0]));
+    let out = session.run(&[], &[ids[0].output(0), a], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 4.0);
+}

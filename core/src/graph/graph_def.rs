@@ -88,67 +88,110 @@ impl Graph {
     /// Builds a graph from a [`GraphDef`], validating every node. Nodes may appear in any
     /// order; a cycle is reported with the names on it.
     pub fn import(def: &GraphDef) -> Result<Graph, GraphError> {
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in def.nodes.iter().enumerate() {
-            if index.insert(n.name.as_str(), i).is_some() {
-                return Err(GraphError::DuplicateName(n.name.clone()));
-            }
-        }
-        // Resolve every input to a position in `def.nodes`.
-        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(def.nodes.len());
-        for n in &def.nodes {
-            let mut d = Vec::new();
-            for (i, s) in n.inputs.iter().enumerate() {
-                let name = match parse_input(s) {
-                    InputRef::Data(name, _) | InputRef::Control(name) => name,
-                };
-                let p = *index.get(name).ok_or_else(|| GraphError::NodeNotFound {
-                    role: format!("input {i} of node {:?}", n.name),
-                    name: name.to_string(),
-                })?;
-                d.push(p);
-            }
-            deps.push(d);
-        }
-        let order = topological_order(def, &deps)?;
         let graph = Graph::new();
-        let mut ids: Vec<Option<NodeId>> = vec![None; def.nodes.len()];
-        for i in order {
-            let n = &def.nodes[i];
-            let mut inputs = Vec::new();
-            let mut control_inputs = Vec::new();
-            for (s, p) in n.inputs.iter().zip(&deps[i]) {
-                let id = ids[*p].expect("topological order visits producers first");
-                match parse_input(s) {
-                    InputRef::Data(_, idx) => inputs.push(Output {
-                        node: id,
-                        index: idx,
-                    }),
-                    InputRef::Control(_) => control_inputs.push(id),
-                }
-            }
-            let device =
-                DeviceSpec::parse(&n.device).map_err(|source| GraphError::BadDeviceSpec {
-                    node: n.name.clone(),
-                    source,
-                })?;
-            let mut attrs = Attrs::new();
-            for (k, v) in &n.attrs {
-                attrs.set(k.clone(), v.clone());
-            }
-            let node = Node {
-                name: n.name.clone(),
-                op: n.op.clone(),
-                inputs,
-                control_inputs,
-                device,
-                attrs,
-                output_dtypes: Default::default(),
-            };
-            ids[i] = Some(graph.add_node(node, true)?);
-        }
+        import_into(&graph, def)?;
         Ok(graph)
     }
+
+    /// Adds the nodes of `def` to this graph (TensorFlow's `ExtendSession`): their inputs
+    /// name nodes of `def` or nodes already in the graph; names must be new. Every handle
+    /// to the graph, and every session over it, sees the new nodes. All or nothing: the
+    /// extension is validated on a copy of the graph first, so a bad one (an unknown op
+    /// or input, a duplicate name, a dtype mismatch, a cycle) adds no node. Returns the
+    /// new nodes' ids in `def`'s order.
+    pub fn extend(&self, def: &GraphDef) -> Result<Vec<NodeId>, GraphError> {
+        let scratch = Graph::import(&self.to_graph_def())?;
+        import_into(&scratch, def)?;
+        import_into(self, def)
+    }
+}
+
+/// Where an input of a node being imported comes from.
+#[derive(Clone, Copy)]
+enum Producer {
+    /// A node of the `GraphDef` (its position).
+    Def(usize),
+    /// A node already in the graph.
+    Existing(NodeId),
+}
+
+/// Adds `def`'s nodes to `graph` in a topological order; returns their ids in `def`'s
+/// order. Stops at the first invalid node (the callers that need all-or-nothing check
+/// on a copy first).
+fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in def.nodes.iter().enumerate() {
+        if index.insert(n.name.as_str(), i).is_some() || graph.node_by_name(&n.name).is_some() {
+            return Err(GraphError::DuplicateName(n.name.clone()));
+        }
+    }
+    // Resolve every input to a position in `def.nodes` or a node of the graph.
+    let mut producers: Vec<Vec<Producer>> = Vec::with_capacity(def.nodes.len());
+    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(def.nodes.len());
+    for n in &def.nodes {
+        let mut p = Vec::with_capacity(n.inputs.len());
+        let mut d = Vec::new();
+        for (i, s) in n.inputs.iter().enumerate() {
+            let name = match parse_input(s) {
+                InputRef::Data(name, _) | InputRef::Control(name) => name,
+            };
+            if let Some(&k) = index.get(name) {
+                p.push(Producer::Def(k));
+                d.push(k);
+            } else if let Some(id) = graph.node_by_name(name) {
+                p.push(Producer::Existing(id));
+            } else {
+                return Err(GraphError::NodeNotFound {
+                    role: format!("input {i} of node {:?}", n.name),
+                    name: name.to_string(),
+                });
+            }
+        }
+        producers.push(p);
+        deps.push(d);
+    }
+    let order = topological_order(def, &deps)?;
+    let mut ids: Vec<Option<NodeId>> = vec![None; def.nodes.len()];
+    for i in order {
+        let n = &def.nodes[i];
+        let mut inputs = Vec::new();
+        let mut control_inputs = Vec::new();
+        for (s, p) in n.inputs.iter().zip(&producers[i]) {
+            let id = match *p {
+                Producer::Def(k) => ids[k].expect("topological order visits producers first"),
+                Producer::Existing(id) => id,
+            };
+            match parse_input(s) {
+                InputRef::Data(_, idx) => inputs.push(Output {
+                    node: id,
+                    index: idx,
+                }),
+                InputRef::Control(_) => control_inputs.push(id),
+            }
+        }
+        let device = DeviceSpec::parse(&n.device).map_err(|source| GraphError::BadDeviceSpec {
+            node: n.name.clone(),
+            source,
+        })?;
+        let mut attrs = Attrs::new();
+        for (k, v) in &n.attrs {
+            attrs.set(k.clone(), v.clone());
+        }
+        let node = Node {
+            name: n.name.clone(),
+            op: n.op.clone(),
+            inputs,
+            control_inputs,
+            device,
+            attrs,
+            output_dtypes: Default::default(),
+        };
+        ids[i] = Some(graph.add_node(node, true)?);
+    }
+    Ok(ids
+        .into_iter()
+        .map(|id| id.expect("every node was added"))
+        .collect())
 }
 
 /// Kahn's algorithm; on a cycle, walks the remaining nodes to report one cycle by name.

@@ -337,24 +337,23 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::ExtendSessionRequest>,
     ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
         let r = request.into_inner();
-        // The graph so far; the map keeps the session alive (dropping the last reference
-        // to a session releases its partitions, which blocks: never here).
-        let mut def = self.session(&r.session_handle)?.graph().to_graph_def();
         let extra =
             graph_from_wire(&r.nodes.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
-        def.nodes.extend(extra.nodes);
-        let graph = import(&def)?;
-        let session = self.open_session(graph).await?;
-        let replaced = self
-            .sessions
-            .lock()
-            .insert(r.session_handle, Arc::new(session));
-        // Dropping a session releases its partitions (blocking): off the runtime.
+        // The new nodes join the session's graph (all or nothing): its plans and its
+        // registered partitions stay valid, and no task needs to be reached. Graph
+        // validation is CPU work only, never a wait: fine on the runtime.
+        let session = self.session(&r.session_handle)?;
+        let extended = session
+            .graph()
+            .extend(&extra)
+            .map_err(|e| Status::invalid_argument(format!("invalid graph extension: {e}")));
+        // Dropping a session can release its partitions (blocking): off the runtime.
         blocking(move || {
-            drop(replaced);
+            drop(session);
             Ok(())
         })
         .await?;
+        extended?;
         Ok(Response::new(proto::ExtendSessionResponse {}))
     }
 
