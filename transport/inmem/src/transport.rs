@@ -14,18 +14,24 @@ use magpie_core::transport::{
 };
 
 use crate::network::InMemNetwork;
+use crate::step_threads::StepThreads;
 
 /// The in-process transport of one cluster.
 #[derive(Debug, Clone)]
 pub struct InMemTransport {
     network: Arc<InMemNetwork>,
     cluster: ClusterSpec,
+    threads: StepThreads,
 }
 
 impl InMemTransport {
     /// Reaches `cluster`'s tasks in `network`.
     pub fn new(network: Arc<InMemNetwork>, cluster: ClusterSpec) -> InMemTransport {
-        InMemTransport { network, cluster }
+        InMemTransport {
+            network,
+            cluster,
+            threads: StepThreads::default(),
+        }
     }
 
     fn server(&self, task: &TaskName) -> Result<Arc<TaskServer>, TransportError> {
@@ -87,17 +93,15 @@ impl Transport for InMemTransport {
             Err(e) => return ready(Err(e)),
         };
         // The worker's local session blocks its caller until the step ends (at the
-        // latest at the request's deadline): give it its own thread.
+        // latest at the request's deadline): give it a thread of its own.
         let (tx, rx) = oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("inmem-step {task}"))
-            .spawn(move || {
-                let r = server
-                    .worker()
-                    .run_partition(request)
-                    .map_err(|e| e.into_transport());
-                let _ = tx.send(r);
-            });
+        let spawned = self.threads.spawn(format!("inmem-step {task}"), move || {
+            let r = server
+                .worker()
+                .run_partition(request)
+                .map_err(|e| e.into_transport());
+            let _ = tx.send(r);
+        });
         let task_name = task.to_string();
         if let Err(e) = spawned {
             return ready(Err(TransportError::Unreachable {
