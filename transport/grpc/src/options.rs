@@ -20,7 +20,8 @@ pub struct GrpcOptions {
     /// Largest message encoded or decoded, in bytes (default 256 MiB): bounds feeds and
     /// fetches of one request; tensors between workers are streamed in chunks instead.
     pub max_message_bytes: usize,
-    /// Size of one chunk of a streamed tensor (default 1 MiB).
+    /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
+    /// moved 64 MiB faster than 1 or 4 MiB ones).
     pub chunk_bytes: usize,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB).
     pub max_tensor_bytes: u64,
@@ -37,7 +38,7 @@ impl Default for GrpcOptions {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             max_message_bytes: 256 << 20,
-            chunk_bytes: 1 << 20,
+            chunk_bytes: 2 << 20,
             max_tensor_bytes: 4 << 30,
             runtime_threads: 4,
         }

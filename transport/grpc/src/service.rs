@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::session::RunOptions;
@@ -23,7 +21,7 @@ use magpie_core::transport::{
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire};
+use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::status::{master_to_status, wire_to_status, worker_to_status};
@@ -166,40 +164,18 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 self.options.max_tensor_bytes
             )));
         }
-        let too_long = || {
-            Status::invalid_argument(format!(
-                "SendTensor: chunks exceed the announced {total} bytes"
-            ))
-        };
-        let content: Bytes = if first.content.len() as u64 == total {
-            // One chunk (or trailing empty ones): no copy.
-            let content = first.content;
-            while let Some(c) = stream.message().await? {
-                if !c.content.is_empty() {
-                    return Err(too_long());
-                }
-            }
-            content
-        } else {
-            if first.content.len() as u64 > total {
-                return Err(too_long());
-            }
-            let mut buf = BytesMut::with_capacity(total as usize);
-            buf.extend_from_slice(&first.content);
-            while let Some(c) = stream.message().await? {
-                if (buf.len() + c.content.len()) as u64 > total {
-                    return Err(too_long());
-                }
-                buf.extend_from_slice(&c.content);
-            }
-            buf.freeze()
-        };
-        let tensor = tensor_from_wire(&proto::TensorProto {
-            dtype: first.dtype,
-            dims: first.dims,
-            content,
-        })
-        .map_err(|e| wire_to_status(&e))?;
+        // The destination is allocated once, from the announced dtype, dims and length;
+        // every chunk is copied straight into place.
+        let mut tensor = TensorAssembler::new(first.dtype, &first.dims, total)
+            .map_err(|e| wire_to_status(&e))?;
+        tensor
+            .push(&first.content)
+            .map_err(|e| wire_to_status(&e))?;
+        drop(first.content);
+        while let Some(c) = stream.message().await? {
+            tensor.push(&c.content).map_err(|e| wire_to_status(&e))?;
+        }
+        let tensor = tensor.finish().map_err(|e| wire_to_status(&e))?;
         self.server
             .worker()
             .deliver(

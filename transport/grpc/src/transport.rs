@@ -2,7 +2,10 @@
 //! task, connected lazily on first use and reused across steps (dropped and rebuilt
 //! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
 //! HTTP/2 keepalive; every request under a deadline. Tensors between workers are
-//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice one buffer.
+//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the tensor's own buffer
+//! (no copy before prost encodes each chunk); the receiving task writes each chunk
+//! straight into a destination sized from the first chunk's header
+//! ([`TensorAssembler`](crate::conv::TensorAssembler)).
 //!
 //! Requests run on a tokio runtime (the server's, or one the transport owns), so the
 //! futures it returns can be polled by any executor — the master's `block_on` included.
@@ -416,6 +419,7 @@ impl Transport for GrpcTransport {
                     .map_err(|e| e.into_transport()),
             );
         }
+        // The content shares the tensor's buffer: the chunks below are slices of it.
         let wire = match tensor_to_wire(&tensor) {
             Ok(w) => w,
             Err(e) => return ready(Err(bad_request(task, e.to_string()))),
