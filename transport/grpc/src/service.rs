@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
+use magpie_core::scheduler::CancellationToken;
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
@@ -40,6 +41,32 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("the request's thread failed: {e}")))?
+}
+
+/// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
+/// its client goes away (the stream is reset or the connection closes); the guard, held
+/// across the handler's await, then cancels the step the handler started.
+struct CancelOnDrop(Option<CancellationToken>);
+
+impl CancelOnDrop {
+    /// A guard over a fresh token; returns both.
+    fn new() -> (CancelOnDrop, CancellationToken) {
+        let token = CancellationToken::new();
+        (CancelOnDrop(Some(token.clone())), token)
+    }
+
+    /// The request completed: nothing to cancel.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
 }
 
 /// The worker service of one task.
@@ -127,18 +154,25 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| wire_to_status(&e))?;
         let server = Arc::clone(&self.server);
+        // A master that goes away mid-step (its connection closes) aborts the step here.
+        let (guard, cancel) = CancelOnDrop::new();
         let fetches = blocking(move || {
             server
                 .worker()
-                .run_partition(RunPartition {
-                    handle: PartitionHandle(r.handle),
-                    step_id: r.step_id,
-                    feeds,
-                    timeout: Duration::from_millis(r.timeout_ms.max(1)),
-                })
+                .run_partition_cancellable(
+                    RunPartition {
+                        handle: PartitionHandle(r.handle),
+                        step_id: r.step_id,
+                        feeds,
+                        timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                    },
+                    Some(&cancel),
+                )
                 .map_err(worker_to_status)
         })
-        .await?;
+        .await;
+        guard.disarm();
+        let fetches = fetches?;
         let fetches = fetches
             .iter()
             .map(tensor_to_wire)
@@ -340,6 +374,9 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
         let session = self.session(&r.session_handle)?;
+        // A client that goes away mid-step (this handler is dropped) aborts the step on
+        // every task.
+        let (guard, cancel) = CancelOnDrop::new();
         // Everything that holds the session happens off the runtime (see extend_session).
         let out = blocking(move || {
             let graph = session.graph();
@@ -365,13 +402,16 @@ impl proto::master_service_server::MasterService for MasterService {
                 .collect::<Result<Vec<_>, _>>()?;
             let options = RunOptions {
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+                cancel: Some(cancel),
                 ..RunOptions::default()
             };
             session
                 .run_with_options(&options, &feeds, &fetches, &targets)
                 .map_err(|e| master_to_status(&e))
         })
-        .await?;
+        .await;
+        guard.disarm();
+        let out = out?;
         let tensors = out
             .tensors
             .iter()

@@ -19,6 +19,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::TaskServer;
+use magpie_core::scheduler::CancellationToken;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
@@ -404,6 +405,22 @@ impl Transport for GrpcTransport {
                 })
                 .collect()
         })
+    }
+
+    fn run_partition_blocking(
+        &self,
+        task: &TaskName,
+        request: RunPartition,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Tensor>, TransportError> {
+        if let Some(s) = self.local(task) {
+            // The caller may block: the step runs right here, with no hand-off.
+            return s
+                .worker()
+                .run_partition_cancellable(request, cancel)
+                .map_err(|e| e.into_transport());
+        }
+        magpie_core::transport::run_partition_blocking(self, task, request, cancel)
     }
 
     fn send(
