@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,24 @@ pub struct Master {
     /// High 32 bits: this master's random incarnation, so step ids of different masters
     /// sharing a worker differ; low 32 bits: a counter.
     next_step: AtomicU64,
+    /// Steps running now (for tests and diagnostics).
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a step as running while it lives.
+struct RunningStep(Arc<AtomicUsize>);
+
+impl RunningStep {
+    fn new(count: &Arc<AtomicUsize>) -> RunningStep {
+        count.fetch_add(1, Ordering::Relaxed);
+        RunningStep(Arc::clone(count))
+    }
+}
+
+impl Drop for RunningStep {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Master {
@@ -100,12 +118,18 @@ impl Master {
             stopping: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             next_step: AtomicU64::new(incarnation | 1),
+            running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// The master's task.
     pub fn task(&self) -> &TaskName {
         &self.task
+    }
+
+    /// Steps of this master's sessions running now, on any task.
+    pub fn running_steps(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Refuses new sessions and steps from now on.
@@ -341,6 +365,7 @@ impl MasterSession {
     ) -> Result<ClusterRunOutput, MasterError> {
         let m = &self.master;
         let step_id = m.next_step.fetch_add(1, Ordering::Relaxed);
+        let _running = RunningStep::new(&m.running);
         if cancel.is_some_and(|c| c.is_cancelled()) {
             return Err(MasterError::Cancelled { step_id });
         }
