@@ -4,7 +4,9 @@
 //! Plain structs over a [`TaskServer`], testable without sockets. Every request is
 //! validated: malformed ones get `INVALID_ARGUMENT` (or `NOT_FOUND` for an unknown
 //! session handle) with a message saying what was wrong, and nothing panics. Blocking
-//! calls into core run on tokio's blocking pool, never on the runtime's workers.
+//! calls into core run on tokio's blocking pool, never on the runtime's workers. A step's
+//! handler (`RunStep`, `RunPartition`) holds a guard that cancels the step when tonic
+//! drops the handler because its client went away: the step is aborted on every task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
