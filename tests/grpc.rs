@@ -1,6 +1,7 @@
 //! The distributed runtime over gRPC on loopback sockets: the seed's three-task cluster,
 //! remote sessions, a 64 MiB tensor between workers, stop/restart on one port, dead peers,
-//! malformed requests, and a worker in a separate process killed mid-step.
+//! malformed requests, and a worker in a separate process killed mid-step (variables on the
+//! surviving ps keep their values).
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -342,7 +343,8 @@ fn wait_listening(address: &str, deadline: Duration) {
 }
 
 #[test]
-fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_restart() {
+fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_restart_with_ps_variables_kept(
+) {
     let spec = loopback_cluster().unwrap();
     let dir = std::env::temp_dir().join(format!("magpie-grpc-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -389,8 +391,19 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
         .with_name("local")
         .add(p, p)
         .unwrap();
+    // A variable on the ps, updated with a delta computed on worker 1.
+    let v = on(&g, "/job:ps/task:0")
+        .variable("kept", DType::F32)
+        .unwrap();
+    let init = v.assign(&g, g.constant(10.0f32).unwrap()).unwrap();
+    let one = on(&g, "/job:worker/task:1").constant(1.0f32).unwrap();
+    let inc = v.assign_add(&g, one).unwrap();
+    let read = v.read(&g).unwrap();
     let session = Arc::new(magpie::grpc::connect(&w0.target(), &g).unwrap());
     assert_eq!(scalar(&session.run(&[], &[quick], &[]).unwrap()[0]), -2.0);
+    session.run(&[], &[init], &[]).unwrap();
+    session.run(&[], &[inc], &[]).unwrap();
+    assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);
 
     let s2 = Arc::clone(&session);
     let step = std::thread::spawn(move || {
@@ -411,8 +424,9 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     );
     assert!(e.to_string().contains("/job:worker/task:1"), "{e}");
 
-    // The master keeps serving steps that do not need worker 1.
+    // The master keeps serving steps that do not need worker 1; the ps kept its variable.
     assert_eq!(scalar(&session.run(&[], &[local], &[]).unwrap()[0]), 4.0);
+    assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);
 
     // Worker 1 comes back: steps on it succeed again.
     child = ServerProcess::spawn(&file, "worker", 1);
@@ -431,6 +445,11 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
             Err(e) => panic!("steps on the restarted worker keep failing: {e}"),
         }
     }
+    // The variable survived the worker's death and restart, and the restarted worker
+    // updates it again.
+    assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);
+    session.run(&[], &[inc], &[]).unwrap();
+    assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 12.0);
     drop(child);
     drop(session);
     w0.stop(Duration::from_secs(2));

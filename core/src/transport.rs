@@ -12,7 +12,8 @@
 //! worker to worker, never through the master.
 //!
 //! # Contract
-//! - Every method returns a future and blocks no thread.
+//! - Every method returns a future and blocks no thread, but
+//!   [`Transport::run_partition_blocking`], which is meant to block.
 //! - Every future completes: with the answer, or with an error naming the task, within
 //!   the transport's deadline (a task that is gone fails at once or at the deadline with
 //!   [`TransportError::Unreachable`]).
@@ -25,9 +26,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::executor::block_on;
+use futures::future::{select, BoxFuture, Either};
 
 use crate::graph::{DeviceName, GraphDef};
+use crate::scheduler::CancellationToken;
 use crate::tensor::Tensor;
 
 /// One task of a cluster: `/job:<job>/task:<index>`.
@@ -226,6 +229,22 @@ pub trait Transport: Send + Sync + fmt::Debug {
         request: RunPartition,
     ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>>;
 
+    /// [`Transport::run_partition`] on the calling thread, which it may block until the
+    /// step ends; when `cancel` is cancelled meanwhile, the step is aborted on `task`
+    /// (and this returns once the task has answered). The master calls it for a step with
+    /// a single partition, from a thread that may block and that nothing else needs
+    /// meanwhile. A transport that reaches `task` by a direct call (a task it hosts) can
+    /// run the step right here, saving the hand-off to another thread; the default waits
+    /// on `run_partition`'s future ([`run_partition_blocking`]).
+    fn run_partition_blocking(
+        &self,
+        task: &TaskName,
+        request: RunPartition,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Tensor>, TransportError> {
+        run_partition_blocking(self, task, request, cancel)
+    }
+
     /// Delivers a tensor into `task`'s rendezvous under `key`.
     fn send(
         &self,
@@ -247,4 +266,29 @@ pub trait Transport: Send + Sync + fmt::Debug {
         task: &TaskName,
         session: &str,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
+}
+
+/// The default [`Transport::run_partition_blocking`]: blocks on
+/// [`Transport::run_partition`]'s future; on cancellation, aborts the step on `task` and
+/// waits for the run to return.
+pub fn run_partition_blocking<T: Transport + ?Sized>(
+    transport: &T,
+    task: &TaskName,
+    request: RunPartition,
+    cancel: Option<&CancellationToken>,
+) -> Result<Vec<Tensor>, TransportError> {
+    let step_id = request.step_id;
+    let run = transport.run_partition(task, request);
+    let Some(cancel) = cancel else {
+        return block_on(run);
+    };
+    block_on(async {
+        match select(run, cancel.cancelled()).await {
+            Either::Left((r, _)) => r,
+            Either::Right(((), run)) => {
+                let _ = transport.abort_step(task, step_id).await;
+                run.await
+            }
+        }
+    })
 }

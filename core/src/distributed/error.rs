@@ -152,6 +152,13 @@ pub enum MasterError {
         /// The first failure (the root cause; others were aborted because of it).
         source: TransportError,
     },
+    /// The caller cancelled the step (its `RunOptions::cancel` token — a remote client
+    /// that went away); the step was aborted on every task.
+    #[error("step {step_id} was cancelled by its caller")]
+    Cancelled {
+        /// The step.
+        step_id: u64,
+    },
     /// A task could not be reached or refused while the session was set up.
     #[error(transparent)]
     Transport(#[from] TransportError),

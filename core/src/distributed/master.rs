@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use super::error::MasterError;
 use super::partition::{partition, PlacedNode};
 use crate::cluster::ClusterSpec;
 use crate::graph::{Graph, NodeId, Output};
+use crate::scheduler::CancellationToken;
 use crate::session::RunOptions;
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
@@ -65,6 +66,24 @@ pub struct Master {
     /// High 32 bits: this master's random incarnation, so step ids of different masters
     /// sharing a worker differ; low 32 bits: a counter.
     next_step: AtomicU64,
+    /// Steps running now (for tests and diagnostics).
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a step as running while it lives.
+struct RunningStep(Arc<AtomicUsize>);
+
+impl RunningStep {
+    fn new(count: &Arc<AtomicUsize>) -> RunningStep {
+        count.fetch_add(1, Ordering::Relaxed);
+        RunningStep(Arc::clone(count))
+    }
+}
+
+impl Drop for RunningStep {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Master {
@@ -99,12 +118,18 @@ impl Master {
             stopping: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             next_step: AtomicU64::new(incarnation | 1),
+            running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// The master's task.
     pub fn task(&self) -> &TaskName {
         &self.task
+    }
+
+    /// Steps of this master's sessions running now, on any task.
+    pub fn running_steps(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Refuses new sessions and steps from now on.
@@ -230,7 +255,9 @@ impl MasterSession {
             .map(|o| o.tensors)
     }
 
-    /// [`MasterSession::run`] with a timeout (other options are not used yet).
+    /// [`MasterSession::run`] with a timeout and a cancellation token: cancelling
+    /// `options.cancel` aborts the step on every task and fails it with
+    /// [`MasterError::Cancelled`] (other options are not used yet).
     pub fn run_with_options(
         &self,
         options: &RunOptions,
@@ -262,7 +289,8 @@ impl MasterSession {
                 }
             }
             let left = timeout.saturating_sub(started.elapsed());
-            match self.run_plan(&plan, feeds, fetches.len(), left) {
+            let cancel = options.cancel.as_ref();
+            match self.run_plan(&plan, feeds, fetches.len(), left, cancel) {
                 Err(MasterError::Step {
                     source: TransportError::UnknownPartition { .. },
                     ..
@@ -333,54 +361,97 @@ impl MasterSession {
         feeds: &[(Output, Tensor)],
         num_fetches: usize,
         timeout: Duration,
+        cancel: Option<&CancellationToken>,
     ) -> Result<ClusterRunOutput, MasterError> {
         let m = &self.master;
         let step_id = m.next_step.fetch_add(1, Ordering::Relaxed);
+        let _running = RunningStep::new(&m.running);
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(MasterError::Cancelled { step_id });
+        }
         let transport = &m.transport;
-        let mut pending: FuturesUnordered<_> = plan
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let request = RunPartition {
-                    handle: t.handle.clone(),
-                    step_id,
-                    feeds: t.feeds.iter().map(|k| feeds[*k].1.clone()).collect(),
-                    timeout,
-                };
-                transport
-                    .run_partition(&t.task, request)
-                    .map(move |r| (i, r))
-            })
-            .collect();
+        let request = |t: &TaskStep| RunPartition {
+            handle: t.handle.clone(),
+            step_id,
+            feeds: t.feeds.iter().map(|k| feeds[*k].1.clone()).collect(),
+            timeout,
+        };
         let mut results: Vec<Option<Vec<Tensor>>> = vec![None; plan.tasks.len()];
         let mut failure: Option<TransportError> = None;
-        block_on(async {
-            while let Some((i, r)) = pending.next().await {
-                match r {
-                    Ok(ts) => results[i] = Some(ts),
-                    Err(e) => {
-                        let secondary = matches!(e, TransportError::Cancelled { .. });
-                        if failure.is_none() {
-                            // Abort the step everywhere else; each task answers promptly.
-                            let aborts = plan
-                                .tasks
-                                .iter()
-                                .enumerate()
-                                .filter(|(j, _)| *j != i)
-                                .map(|(_, t)| transport.abort_step(&t.task, step_id));
-                            let _ = join_all(aborts).await;
-                            failure = Some(e);
-                        } else if !secondary
-                            && matches!(failure, Some(TransportError::Cancelled { .. }))
-                        {
-                            failure = Some(e);
+        if let [t] = &plan.tasks[..] {
+            // One partition: nothing to abort elsewhere, so this thread may block on it
+            // (a transport hosting the task runs it right here, with no hand-off).
+            match transport.run_partition_blocking(&t.task, request(t), cancel) {
+                Ok(ts) => results[0] = Some(ts),
+                Err(e) => failure = Some(e),
+            }
+        } else {
+            let mut pending: FuturesUnordered<_> = plan
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    transport
+                        .run_partition(&t.task, request(t))
+                        .map(move |r| (i, r))
+                })
+                .collect();
+            let abort_others = |except: Option<usize>| {
+                let aborts = plan
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(move |(j, _)| Some(*j) != except)
+                    .map(|(_, t)| transport.abort_step(&t.task, step_id));
+                join_all(aborts)
+            };
+            let mut cancelled = match cancel {
+                Some(c) => c.cancelled().boxed(),
+                None => futures::future::pending().boxed(),
+            }
+            .fuse();
+            block_on(async {
+                loop {
+                    let (i, r) = futures::select_biased! {
+                        next = pending.next() => match next {
+                            Some(next) => next,
+                            None => break,
+                        },
+                        () = cancelled => {
+                            // The caller gave up: abort the step everywhere; each task
+                            // answers promptly, and the loop collects their answers.
+                            if failure.is_none() {
+                                let _ = abort_others(None).await;
+                                failure = Some(TransportError::Cancelled {
+                                    task: m.task.to_string(),
+                                    step_id,
+                                });
+                            }
+                            continue;
+                        }
+                    };
+                    match r {
+                        Ok(ts) => results[i] = Some(ts),
+                        Err(e) => {
+                            let secondary = matches!(e, TransportError::Cancelled { .. });
+                            if failure.is_none() {
+                                // Abort the step everywhere else; each task answers promptly.
+                                let _ = abort_others(Some(i)).await;
+                                failure = Some(e);
+                            } else if !secondary
+                                && matches!(failure, Some(TransportError::Cancelled { .. }))
+                            {
+                                failure = Some(e);
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        }
         if let Some(source) = failure {
+            if cancel.is_some_and(|c| c.is_cancelled()) {
+                return Err(MasterError::Cancelled { step_id });
+            }
             return Err(MasterError::Step { step_id, source });
         }
         let mut out: Vec<Option<Tensor>> = vec![None; num_fetches];

@@ -51,6 +51,10 @@ pub struct WorkerStats {
     pub steps: u64,
     /// Partitions currently registered.
     pub partitions: usize,
+    /// Partition steps running now.
+    pub running_steps: usize,
+    /// Rendezvous entries (tensors delivered and receivers waiting) not yet matched.
+    pub pending_rendezvous: usize,
 }
 
 /// The worker service of one task.
@@ -167,6 +171,8 @@ impl Worker {
             registrations: self.registrations.load(Ordering::Relaxed),
             steps: self.steps_run.load(Ordering::Relaxed),
             partitions: self.partitions.lock().len(),
+            running_steps: self.running.lock().len(),
+            pending_rendezvous: self.rendezvous.pending(),
         }
     }
 
@@ -258,6 +264,17 @@ impl Worker {
     /// Runs one step of a partition (blocking the calling thread until it ends, at the
     /// latest at `request.timeout`).
     pub fn run_partition(&self, request: RunPartition) -> Result<Vec<Tensor>, WorkerError> {
+        self.run_partition_cancellable(request, None)
+    }
+
+    /// [`Worker::run_partition`], also aborted (as by [`Worker::abort_step`]) when
+    /// `cancel` is cancelled: a caller that gives up on the step — a master whose client
+    /// went away — stops it.
+    pub fn run_partition_cancellable(
+        &self,
+        request: RunPartition,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Tensor>, WorkerError> {
         self.refuse_if_stopping()?;
         let part = self
             .partitions
@@ -280,6 +297,7 @@ impl Worker {
             });
         }
         let token = CancellationToken::new();
+        let _forwarding = cancel.map(|c| c.forward_to(&token));
         let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
         self.running
             .lock()

@@ -70,7 +70,7 @@ mod worker;
 
 pub use affinity::StealStats;
 pub use body::{DagBody, TaskContext, TaskOutcome};
-pub use cancel::{CancellationToken, RunControl};
+pub use cancel::{CancellationToken, Cancelled, Forwarding, RunControl};
 pub use error::{RunError, SchedulerError};
 pub use policy::Policy;
 pub use pool::{ThreadPool, ThreadPoolBuilder};

@@ -5,12 +5,13 @@
 //! reaches them, plus the servers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 
 use crate::distributed::TaskServer;
 use crate::graph::{AttrValue, GraphDef, NodeDef};
+use crate::scheduler::CancellationToken;
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport, TransportError,
@@ -132,7 +133,46 @@ pub fn check_transport(
     }
     passed += 1;
 
-    // 5. An unknown handle is reported as such, naming the task.
+    // 5. `run_partition_blocking` runs a step; cancelling its token aborts the step on
+    //    the task (a receive that would otherwise wait 30 s), naming the task, and leaves
+    //    no step running there.
+    let token = CancellationToken::new();
+    let r = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            transport.run_partition_blocking(
+                &ta,
+                RunPartition {
+                    handle: handle.clone(),
+                    step_id: step_id + 3,
+                    feeds: vec![],
+                    timeout: Duration::from_secs(30),
+                },
+                Some(&token),
+            )
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        while a.worker().stats().running_steps == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        token.cancel();
+        run.join()
+    })
+    .map_err(|_| fail("run_partition_blocking", "the run panicked"))?;
+    match r {
+        Err(TransportError::Cancelled { task, step_id: s })
+            if task == ta.to_string() && s == step_id + 3 => {}
+        other => return Err(fail("run_partition_blocking", format!("got {other:?}"))),
+    }
+    let running = a.worker().stats().running_steps;
+    if running != 0 {
+        return Err(fail(
+            "run_partition_blocking",
+            format!("{running} steps still run on {ta} after the abort"),
+        ));
+    }
+    passed += 1;
+
+    // 6. An unknown handle is reported as such, naming the task.
     block_on(transport.release_session(&ta, "conformance"))
         .map_err(|e| fail("release_session", e))?;
     let r = block_on(transport.run_partition(
@@ -150,7 +190,7 @@ pub fn check_transport(
     }
     passed += 1;
 
-    // 6. A task that is not serving fails at once, naming it.
+    // 7. A task that is not serving fails at once, naming it.
     let ghost = TaskName::new("nobody", 0);
     match block_on(transport.list_devices(&ghost)) {
         Err(e) if e.task() == ghost.to_string() => {}

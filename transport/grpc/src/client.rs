@@ -148,10 +148,11 @@ impl RemoteSession {
     /// extended) to the master.
     pub fn extend(&self) -> Result<(), GrpcError> {
         let mut sent = self.sent.lock();
-        let def = self.graph.to_graph_def();
-        if def.nodes.len() <= *sent {
+        // Graphs only grow: the common case (nothing new) costs no graph definition.
+        if self.graph.len() <= *sent {
             return Ok(());
         }
+        let def = self.graph.to_graph_def();
         let n = def.nodes.len();
         let nodes = magpie_core::graph::GraphDef {
             nodes: def.nodes[*sent..].to_vec(),

@@ -36,11 +36,24 @@ pub fn dtype_from_wire(code: i32, what: &str) -> Result<DType, WireError> {
     }
 }
 
-fn le_bytes<T: bytemuck::Pod, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Bytes {
-    if cfg!(target_endian = "little") {
-        // The elements' memory is already the wire's layout: one memcpy.
-        return Bytes::copy_from_slice(bytemuck::cast_slice(v));
+/// A host tensor's elements as little-endian bytes, kept alive by a clone of the tensor
+/// (an `Arc`): the wire content of a tensor without copying it.
+struct HostBytes(Tensor);
+
+impl AsRef<[u8]> for HostBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self.0.storage() {
+            Storage::F32(v) => bytemuck::cast_slice(v),
+            Storage::F64(v) => bytemuck::cast_slice(v),
+            Storage::I32(v) => bytemuck::cast_slice(v),
+            Storage::I64(v) => bytemuck::cast_slice(v),
+            // Only built for the storages above (see `content`).
+            _ => &[],
+        }
     }
+}
+
+fn le_bytes<T: bytemuck::Pod, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Bytes {
     let mut out = Vec::with_capacity(v.len() * N);
     for x in v {
         out.extend_from_slice(&f(*x));
@@ -48,9 +61,18 @@ fn le_bytes<T: bytemuck::Pod, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N])
     Bytes::from(out)
 }
 
-/// Encodes a host tensor (one copy of its elements, into the message's buffer).
-pub fn tensor_to_wire(t: &Tensor) -> Result<proto::TensorProto, WireError> {
-    let content = match t.storage() {
+/// The wire content of a host tensor. On a little-endian host the elements' memory is
+/// already the wire's layout: the bytes borrow the tensor's buffer (no copy; the buffer
+/// lives until the bytes are dropped). Bools are copied, one byte each.
+fn content(t: &Tensor) -> Result<Bytes, WireError> {
+    let numeric = matches!(
+        t.storage(),
+        Storage::F32(_) | Storage::F64(_) | Storage::I32(_) | Storage::I64(_)
+    );
+    if numeric && cfg!(target_endian = "little") {
+        return Ok(Bytes::from_owner(HostBytes(t.clone())));
+    }
+    Ok(match t.storage() {
         Storage::F32(v) => le_bytes(v, f32::to_le_bytes),
         Storage::F64(v) => le_bytes(v, f64::to_le_bytes),
         Storage::I32(v) => le_bytes(v, i32::to_le_bytes),
@@ -58,56 +80,186 @@ pub fn tensor_to_wire(t: &Tensor) -> Result<proto::TensorProto, WireError> {
         Storage::Bool(v) => Bytes::from(v.iter().map(|b| u8::from(*b)).collect::<Vec<u8>>()),
         Storage::Device(b) => return Err(WireError::NotOnHost(b.device().to_string())),
         _ => return Err(WireError::NotOnHost("an unknown storage".into())),
-    };
-    Ok(proto::TensorProto {
-        dtype: dtype_to_wire(t.dtype()) as i32,
-        dims: t.dims().iter().map(|d| *d as u64).collect(),
-        content,
     })
 }
 
-fn from_le<T: bytemuck::Pod, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    if cfg!(target_endian = "little") {
-        // One copy into an aligned vector (the message's buffer may be unaligned).
-        return bytemuck::pod_collect_to_vec(b);
+/// Encodes a host tensor. The content shares the tensor's buffer (no copy of its
+/// elements) on little-endian hosts, bools excepted.
+pub fn tensor_to_wire(t: &Tensor) -> Result<proto::TensorProto, WireError> {
+    Ok(proto::TensorProto {
+        dtype: dtype_to_wire(t.dtype()) as i32,
+        dims: t.dims().iter().map(|d| *d as u64).collect(),
+        content: content(t)?,
+    })
+}
+
+/// Decodes a tensor, checking that the content length matches the dtype and dims (one
+/// copy of the content, into an aligned buffer of the dtype).
+pub fn tensor_from_wire(p: &proto::TensorProto) -> Result<Tensor, WireError> {
+    let mut a = TensorAssembler::new(p.dtype, &p.dims, p.content.len() as u64)?;
+    a.push(&p.content)?;
+    a.finish()
+}
+
+/// Where a tensor's elements are written as they arrive.
+enum Elements {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    /// Bools, and every dtype on a big-endian host: converted in [`TensorAssembler::finish`].
+    Raw(Vec<u8>),
+}
+
+impl Elements {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Elements::F32(v) => bytemuck::cast_slice_mut(v),
+            Elements::F64(v) => bytemuck::cast_slice_mut(v),
+            Elements::I32(v) => bytemuck::cast_slice_mut(v),
+            Elements::I64(v) => bytemuck::cast_slice_mut(v),
+            Elements::Raw(v) => v,
+        }
     }
+}
+
+fn from_le<T: bytemuck::Pod, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
     b.chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            f(a)
+        })
         .collect()
 }
 
-/// Decodes a tensor, checking that the content length matches the dtype and dims.
-pub fn tensor_from_wire(p: &proto::TensorProto) -> Result<Tensor, WireError> {
-    let dtype = dtype_from_wire(p.dtype, "tensor")?;
-    let mut n: u64 = 1;
-    let mut dims = Vec::with_capacity(p.dims.len());
-    for d in &p.dims {
-        n = n
-            .checked_mul(*d)
-            .ok_or_else(|| WireError::TooLarge(p.dims.clone()))?;
-        dims.push(usize::try_from(*d).map_err(|_| WireError::TooLarge(p.dims.clone()))?);
+/// A tensor received in pieces (the chunks of a streamed tensor, or one message's
+/// content). The destination is allocated once, in the tensor's dtype, from the dtype,
+/// dims and total byte length announced up front, and every piece is copied straight
+/// into place: one copy of the content, no reallocation, no second buffer.
+pub struct TensorAssembler {
+    dtype: DType,
+    dims: Vec<u64>,
+    elements: Elements,
+    filled: usize,
+}
+
+impl std::fmt::Debug for TensorAssembler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorAssembler")
+            .field("dtype", &self.dtype)
+            .field("dims", &self.dims)
+            .field("filled", &self.filled)
+            .finish()
     }
-    let expected = n
-        .checked_mul(dtype.size_of() as u64)
-        .ok_or_else(|| WireError::TooLarge(p.dims.clone()))?;
-    if p.content.len() as u64 != expected {
-        return Err(WireError::ContentLength {
-            dtype: dtype.to_string(),
-            dims: p.dims.clone(),
-            expected,
-            got: p.content.len() as u64,
-        });
+}
+
+impl TensorAssembler {
+    /// A destination for a tensor of dtype code `dtype` and `dims`, announced as
+    /// `total_bytes` long; fails when the length does not match the dtype and dims.
+    pub fn new(dtype: i32, dims: &[u64], total_bytes: u64) -> Result<TensorAssembler, WireError> {
+        let dtype = dtype_from_wire(dtype, "tensor")?;
+        let too_large = || WireError::TooLarge(dims.to_vec());
+        let mut n: u64 = 1;
+        for d in dims {
+            n = n.checked_mul(*d).ok_or_else(too_large)?;
+            usize::try_from(*d).map_err(|_| too_large())?;
+        }
+        let expected = n
+            .checked_mul(dtype.size_of() as u64)
+            .ok_or_else(too_large)?;
+        if total_bytes != expected {
+            return Err(WireError::ContentLength {
+                dtype: dtype.to_string(),
+                dims: dims.to_vec(),
+                expected,
+                got: total_bytes,
+            });
+        }
+        let n = usize::try_from(n).map_err(|_| too_large())?;
+        let bytes = usize::try_from(expected).map_err(|_| too_large())?;
+        // Zeroed allocations of this size come fresh from the OS, already zero: nothing
+        // is written twice.
+        let elements = if cfg!(target_endian = "big") || dtype == DType::Bool {
+            Elements::Raw(vec![0; bytes])
+        } else {
+            match dtype {
+                DType::F32 => Elements::F32(vec![0.0; n]),
+                DType::F64 => Elements::F64(vec![0.0; n]),
+                DType::I32 => Elements::I32(vec![0; n]),
+                DType::I64 => Elements::I64(vec![0; n]),
+                DType::Bool => Elements::Raw(vec![0; bytes]),
+            }
+        };
+        let mut a = TensorAssembler {
+            dtype,
+            dims: dims.to_vec(),
+            elements,
+            filled: 0,
+        };
+        crate::hugepages::advise(a.elements.bytes_mut());
+        Ok(a)
     }
-    let b = &p.content[..];
-    let storage = match dtype {
-        DType::F32 => Storage::F32(from_le(b, f32::from_le_bytes)),
-        DType::F64 => Storage::F64(from_le(b, f64::from_le_bytes)),
-        DType::I32 => Storage::I32(from_le(b, i32::from_le_bytes)),
-        DType::I64 => Storage::I64(from_le(b, i64::from_le_bytes)),
-        DType::Bool => Storage::Bool(b.iter().map(|x| *x != 0).collect()),
-    };
-    Tensor::from_storage(Shape::from(dims), storage)
-        .map_err(|_| WireError::TooLarge(p.dims.clone()))
+
+    fn content_length(&self, got: u64) -> WireError {
+        WireError::ContentLength {
+            dtype: self.dtype.to_string(),
+            dims: self.dims.clone(),
+            expected: self.dims.iter().product::<u64>() * self.dtype.size_of() as u64,
+            got,
+        }
+    }
+
+    /// Copies the next piece of the content into place; fails when the pieces exceed the
+    /// announced length.
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), WireError> {
+        let dest = self.elements.bytes_mut();
+        let end = self.filled + piece.len();
+        if end > dest.len() {
+            return Err(self.content_length(end as u64));
+        }
+        dest[self.filled..end].copy_from_slice(piece);
+        self.filled = end;
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// The tensor; fails when fewer bytes came than announced.
+    pub fn finish(self) -> Result<Tensor, WireError> {
+        if self.filled != self.elements_len() {
+            return Err(self.content_length(self.filled as u64));
+        }
+        let dims: Vec<usize> = self.dims.iter().map(|d| *d as usize).collect();
+        let storage = match self.elements {
+            Elements::F32(v) => Storage::F32(v),
+            Elements::F64(v) => Storage::F64(v),
+            Elements::I32(v) => Storage::I32(v),
+            Elements::I64(v) => Storage::I64(v),
+            Elements::Raw(b) => match self.dtype {
+                DType::F32 => Storage::F32(from_le(&b, f32::from_le_bytes)),
+                DType::F64 => Storage::F64(from_le(&b, f64::from_le_bytes)),
+                DType::I32 => Storage::I32(from_le(&b, i32::from_le_bytes)),
+                DType::I64 => Storage::I64(from_le(&b, i64::from_le_bytes)),
+                DType::Bool => Storage::Bool(b.iter().map(|x| *x != 0).collect()),
+            },
+        };
+        Tensor::from_storage(Shape::from(dims), storage)
+            .map_err(|_| WireError::TooLarge(self.dims.clone()))
+    }
+
+    fn elements_len(&self) -> usize {
+        match &self.elements {
+            Elements::F32(v) => v.len() * 4,
+            Elements::F64(v) => v.len() * 8,
+            Elements::I32(v) => v.len() * 4,
+            Elements::I64(v) => v.len() * 8,
+            Elements::Raw(v) => v.len(),
+        }
+    }
 }
 
 fn attr_to_wire(v: &AttrValue) -> Result<proto::AttrValue, WireError> {
@@ -221,6 +373,68 @@ mod tests {
         p.dtype = proto::DataType::F32 as i32;
         p.dims = vec![u64::MAX, 4];
         assert!(matches!(tensor_from_wire(&p), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn encoding_shares_the_tensors_buffer() {
+        let t = Tensor::from(vec![1.0f32, 2.0, 3.0]);
+        let p = tensor_to_wire(&t).unwrap();
+        if cfg!(target_endian = "little") {
+            let elems: &[u8] = bytemuck::cast_slice(t.as_slice::<f32>().unwrap());
+            assert_eq!(p.content.as_ptr(), elems.as_ptr());
+        }
+        drop(t);
+        // The bytes keep the buffer alive.
+        assert_eq!(
+            tensor_from_wire(&p).unwrap(),
+            Tensor::from(vec![1.0f32, 2.0, 3.0])
+        );
+    }
+
+    #[test]
+    fn an_assembler_takes_pieces_and_checks_their_total() {
+        let t = Tensor::from_vec([2, 3], vec![1i64, -2, 3, -4, 5, i64::MIN]).unwrap();
+        let p = tensor_to_wire(&t).unwrap();
+        let mut a = TensorAssembler::new(p.dtype, &p.dims, 48).unwrap();
+        for piece in p.content.chunks(5) {
+            a.push(piece).unwrap();
+        }
+        assert_eq!(a.filled(), 48);
+        assert_eq!(a.finish().unwrap(), t);
+
+        // Too few bytes, too many, a header that does not match the shape.
+        let mut a = TensorAssembler::new(p.dtype, &p.dims, 48).unwrap();
+        a.push(&p.content[..40]).unwrap();
+        assert_eq!(
+            a.finish().unwrap_err().to_string(),
+            "tensor of dtype i64 and shape [2, 3] needs 48 bytes, got 40"
+        );
+        let mut a = TensorAssembler::new(p.dtype, &p.dims, 48).unwrap();
+        a.push(&p.content).unwrap();
+        assert_eq!(
+            a.push(&[0]).unwrap_err().to_string(),
+            "tensor of dtype i64 and shape [2, 3] needs 48 bytes, got 49"
+        );
+        assert!(matches!(
+            TensorAssembler::new(p.dtype, &p.dims, 47),
+            Err(WireError::ContentLength {
+                expected: 48,
+                got: 47,
+                ..
+            })
+        ));
+        assert!(matches!(
+            TensorAssembler::new(p.dtype, &[u64::MAX, 2], 0),
+            Err(WireError::TooLarge(_))
+        ));
+
+        // Bools travel one byte each.
+        let b = Tensor::from(vec![true, false, true]);
+        let p = tensor_to_wire(&b).unwrap();
+        let mut a = TensorAssembler::new(p.dtype, &p.dims, 3).unwrap();
+        a.push(&p.content[..1]).unwrap();
+        a.push(&p.content[1..]).unwrap();
+        assert_eq!(a.finish().unwrap(), b);
     }
 
     #[test]

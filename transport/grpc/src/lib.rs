@@ -17,6 +17,7 @@
 mod client;
 pub mod conv;
 mod error;
+mod hugepages;
 mod options;
 mod server;
 mod service;

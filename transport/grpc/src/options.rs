@@ -20,11 +20,16 @@ pub struct GrpcOptions {
     /// Largest message encoded or decoded, in bytes (default 256 MiB): bounds feeds and
     /// fetches of one request; tensors between workers are streamed in chunks instead.
     pub max_message_bytes: usize,
-    /// Size of one chunk of a streamed tensor (default 1 MiB).
+    /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
+    /// moved 64 MiB faster than 1 or 4 MiB ones).
     pub chunk_bytes: usize,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB).
     pub max_tensor_bytes: u64,
-    /// Threads of the runtime a server or a standalone transport starts (default 4).
+    /// Threads of the runtime a server or a standalone transport starts (default: half
+    /// the machine's cores, at least 1 and at most 4). The runtime only moves bytes and
+    /// hands requests to the blocking pool and the scheduler; on a machine with few cores,
+    /// more threads than that mostly wake each other (with 2 vCPUs, 1 thread instead of 4
+    /// took the trivial remote step from ~60–75 µs to ~52 µs).
     pub runtime_threads: usize,
 }
 
@@ -37,11 +42,17 @@ impl Default for GrpcOptions {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             max_message_bytes: 256 << 20,
-            chunk_bytes: 1 << 20,
+            chunk_bytes: 2 << 20,
             max_tensor_bytes: 4 << 30,
-            runtime_threads: 4,
+            runtime_threads: default_runtime_threads(),
         }
     }
+}
+
+/// Half the available cores, in `1..=4`.
+fn default_runtime_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).clamp(1, 4)
 }
 
 pub(crate) fn runtime(threads: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {

@@ -4,17 +4,18 @@
 //! Plain structs over a [`TaskServer`], testable without sockets. Every request is
 //! validated: malformed ones get `INVALID_ARGUMENT` (or `NOT_FOUND` for an unknown
 //! session handle) with a message saying what was wrong, and nothing panics. Blocking
-//! calls into core run on tokio's blocking pool, never on the runtime's workers.
+//! calls into core run on tokio's blocking pool, never on the runtime's workers. A step's
+//! handler (`RunStep`, `RunPartition`) holds a guard that cancels the step when tonic
+//! drops the handler because its client went away: the step is aborted on every task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
+use magpie_core::scheduler::CancellationToken;
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
@@ -23,7 +24,7 @@ use magpie_core::transport::{
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire};
+use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::status::{master_to_status, wire_to_status, worker_to_status};
@@ -42,6 +43,32 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("the request's thread failed: {e}")))?
+}
+
+/// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
+/// its client goes away (the stream is reset or the connection closes); the guard, held
+/// across the handler's await, then cancels the step the handler started.
+struct CancelOnDrop(Option<CancellationToken>);
+
+impl CancelOnDrop {
+    /// A guard over a fresh token; returns both.
+    fn new() -> (CancelOnDrop, CancellationToken) {
+        let token = CancellationToken::new();
+        (CancelOnDrop(Some(token.clone())), token)
+    }
+
+    /// The request completed: nothing to cancel.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
 }
 
 /// The worker service of one task.
@@ -129,18 +156,25 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| wire_to_status(&e))?;
         let server = Arc::clone(&self.server);
+        // A master that goes away mid-step (its connection closes) aborts the step here.
+        let (guard, cancel) = CancelOnDrop::new();
         let fetches = blocking(move || {
             server
                 .worker()
-                .run_partition(RunPartition {
-                    handle: PartitionHandle(r.handle),
-                    step_id: r.step_id,
-                    feeds,
-                    timeout: Duration::from_millis(r.timeout_ms.max(1)),
-                })
+                .run_partition_cancellable(
+                    RunPartition {
+                        handle: PartitionHandle(r.handle),
+                        step_id: r.step_id,
+                        feeds,
+                        timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                    },
+                    Some(&cancel),
+                )
                 .map_err(worker_to_status)
         })
-        .await?;
+        .await;
+        guard.disarm();
+        let fetches = fetches?;
         let fetches = fetches
             .iter()
             .map(tensor_to_wire)
@@ -166,40 +200,18 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 self.options.max_tensor_bytes
             )));
         }
-        let too_long = || {
-            Status::invalid_argument(format!(
-                "SendTensor: chunks exceed the announced {total} bytes"
-            ))
-        };
-        let content: Bytes = if first.content.len() as u64 == total {
-            // One chunk (or trailing empty ones): no copy.
-            let content = first.content;
-            while let Some(c) = stream.message().await? {
-                if !c.content.is_empty() {
-                    return Err(too_long());
-                }
-            }
-            content
-        } else {
-            if first.content.len() as u64 > total {
-                return Err(too_long());
-            }
-            let mut buf = BytesMut::with_capacity(total as usize);
-            buf.extend_from_slice(&first.content);
-            while let Some(c) = stream.message().await? {
-                if (buf.len() + c.content.len()) as u64 > total {
-                    return Err(too_long());
-                }
-                buf.extend_from_slice(&c.content);
-            }
-            buf.freeze()
-        };
-        let tensor = tensor_from_wire(&proto::TensorProto {
-            dtype: first.dtype,
-            dims: first.dims,
-            content,
-        })
-        .map_err(|e| wire_to_status(&e))?;
+        // The destination is allocated once, from the announced dtype, dims and length;
+        // every chunk is copied straight into place.
+        let mut tensor = TensorAssembler::new(first.dtype, &first.dims, total)
+            .map_err(|e| wire_to_status(&e))?;
+        tensor
+            .push(&first.content)
+            .map_err(|e| wire_to_status(&e))?;
+        drop(first.content);
+        while let Some(c) = stream.message().await? {
+            tensor.push(&c.content).map_err(|e| wire_to_status(&e))?;
+        }
+        let tensor = tensor.finish().map_err(|e| wire_to_status(&e))?;
         self.server
             .worker()
             .deliver(
@@ -363,6 +375,9 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
         let session = self.session(&r.session_handle)?;
+        // A client that goes away mid-step (this handler is dropped) aborts the step on
+        // every task.
+        let (guard, cancel) = CancelOnDrop::new();
         // Everything that holds the session happens off the runtime (see extend_session).
         let out = blocking(move || {
             let graph = session.graph();
@@ -388,13 +403,16 @@ impl proto::master_service_server::MasterService for MasterService {
                 .collect::<Result<Vec<_>, _>>()?;
             let options = RunOptions {
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+                cancel: Some(cancel),
                 ..RunOptions::default()
             };
             session
                 .run_with_options(&options, &feeds, &fetches, &targets)
                 .map_err(|e| master_to_status(&e))
         })
-        .await?;
+        .await;
+        guard.disarm();
+        let out = out?;
         let tensors = out
             .tensors
             .iter()

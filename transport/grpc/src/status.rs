@@ -53,6 +53,7 @@ pub(crate) fn master_to_status(e: &MasterError) -> Status {
             transport_to_status(source).code()
         }
         MasterError::Stopping { .. } => Code::Unavailable,
+        MasterError::Cancelled { .. } => Code::Cancelled,
     };
     Status::new(code, e.to_string())
 }

@@ -2,7 +2,10 @@
 //! task, connected lazily on first use and reused across steps (dropped and rebuilt
 //! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
 //! HTTP/2 keepalive; every request under a deadline. Tensors between workers are
-//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice one buffer.
+//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the tensor's own buffer
+//! (no copy before prost encodes each chunk); the receiving task writes each chunk
+//! straight into a destination sized from the first chunk's header
+//! ([`TensorAssembler`](crate::conv::TensorAssembler)).
 //!
 //! Requests run on a tokio runtime (the server's, or one the transport owns), so the
 //! futures it returns can be polled by any executor — the master's `block_on` included.
@@ -16,6 +19,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::TaskServer;
+use magpie_core::scheduler::CancellationToken;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
@@ -403,6 +407,22 @@ impl Transport for GrpcTransport {
         })
     }
 
+    fn run_partition_blocking(
+        &self,
+        task: &TaskName,
+        request: RunPartition,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Tensor>, TransportError> {
+        if let Some(s) = self.local(task) {
+            // The caller may block: the step runs right here, with no hand-off.
+            return s
+                .worker()
+                .run_partition_cancellable(request, cancel)
+                .map_err(|e| e.into_transport());
+        }
+        magpie_core::transport::run_partition_blocking(self, task, request, cancel)
+    }
+
     fn send(
         &self,
         task: &TaskName,
@@ -416,6 +436,7 @@ impl Transport for GrpcTransport {
                     .map_err(|e| e.into_transport()),
             );
         }
+        // The content shares the tensor's buffer: the chunks below are slices of it.
         let wire = match tensor_to_wire(&tensor) {
             Ok(w) => w,
             Err(e) => return ready(Err(bad_request(task, e.to_string()))),

@@ -48,7 +48,7 @@ fn grpc_transport_conforms() {
     let b = GrpcServer::start(&spec, "b", 0, &options("b")).unwrap();
     let transport = Arc::new(GrpcTransport::new(spec, GrpcOptions::default()).unwrap());
     let passed = check_transport(transport, a.core(), b.core(), false).unwrap();
-    assert_eq!(passed, 7);
+    assert_eq!(passed, 8);
     a.stop(Duration::from_secs(1));
     b.stop(Duration::from_secs(1));
 }

@@ -1,0 +1,380 @@
+//! Faults on real sockets (127.0.0.1, free ports): a client that goes away mid-step
+//! leaves no step behind on the master or the workers, and a request whose protobuf
+//! bytes are garbage gets a clear gRPC error; in both cases the server keeps serving.
+
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::device::Device;
+use magpie_core::distributed::ServerOptions;
+use magpie_core::graph::{register_op, Arity, DeviceName, Graph, OpDef, Output};
+use magpie_core::kernel::{
+    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Outputs,
+};
+use magpie_core::registry::register_kernel;
+use magpie_core::tensor::{DType, Tensor};
+use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use magpie_grpc::proto::master_service_client::MasterServiceClient;
+use magpie_grpc::{proto, GrpcServer};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::codegen::Bytes;
+use tonic::Code;
+
+#[derive(Debug)]
+struct HostDevice(DeviceName);
+
+impl Device for HostDevice {
+    fn name(&self) -> &DeviceName {
+        &self.0
+    }
+}
+
+/// `TestHang`: an output that never comes (the step waits until it is aborted or its
+/// deadline passes).
+struct Hang;
+
+impl AsyncKernel for Hang {
+    fn compute_async(
+        &self,
+        _ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+/// `TestThree`: the scalar 3.0.
+struct Three;
+
+impl Kernel for Three {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        ctx.push_output(Tensor::scalar(3.0f32));
+        Ok(())
+    }
+}
+
+/// `TestPass`: its input, unchanged.
+struct Pass;
+
+impl Kernel for Pass {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let t = ctx.take_input(0);
+        ctx.push_output(t);
+        Ok(())
+    }
+}
+
+fn register_test_ops() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        magpie_core::distributed::kernels::register_kernels();
+        register_op(OpDef::new("TestHang", Arity::Exact(0), |_, _| {
+            Ok(vec![DType::F32])
+        }))
+        .unwrap();
+        register_op(OpDef::new("TestThree", Arity::Exact(0), |_, _| {
+            Ok(vec![DType::F32])
+        }))
+        .unwrap();
+        register_kernel("TestThree", "CPU", |_| {
+            Ok(BoxedKernel::Sync(Box::new(Three)))
+        })
+        .unwrap();
+        register_op(OpDef::new("TestPass", Arity::Exact(1), |ins, _| {
+            Ok(vec![ins[0]])
+        }))
+        .unwrap();
+        register_kernel("TestHang", "CPU", |_| {
+            Ok(BoxedKernel::Async(Box::new(Hang)))
+        })
+        .unwrap();
+        register_kernel("TestPass", "CPU", |_| Ok(BoxedKernel::Sync(Box::new(Pass)))).unwrap();
+    });
+}
+
+fn options(job: &str) -> ServerOptions {
+    let name = DeviceName::parse(&format!("/job:{job}/replica:0/task:0/device:CPU:0")).unwrap();
+    ServerOptions {
+        num_workers: Some(1),
+        ..ServerOptions::with_devices(vec![Arc::new(HostDevice(name))])
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A master (`m`) and a worker (`w`), each on a free port.
+fn cluster() -> (GrpcServer, GrpcServer) {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("m", [format!("127.0.0.1:{}", free_port())])
+        .job("w", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let m = GrpcServer::start(&spec, "m", 0, &options("m")).unwrap();
+    let w = GrpcServer::start(&spec, "w", 0, &options("w")).unwrap();
+    (m, w)
+}
+
+fn on(g: &Graph, device: &str) -> Graph {
+    g.with_device(device).unwrap()
+}
+
+fn op(g: &Graph, name: &str, op: &str, inputs: &[Output]) -> Output {
+    g.with_name(name)
+        .op(op)
+        .inputs(inputs.iter().copied())
+        .build_output()
+        .unwrap()
+}
+
+/// Waits until `check` passes; panics with its last complaint after `deadline` (a
+/// liveness bound far above the expected time, not a timing measurement).
+fn eventually(deadline: Duration, check: impl Fn() -> Result<(), String>) {
+    let until = Instant::now() + deadline;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= until => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Steps, partition steps and rendezvous entries still held by the two servers.
+fn leftovers(m: &GrpcServer, w: &GrpcServer) -> (usize, usize, usize, usize) {
+    let (ms, ws) = (m.core().worker().stats(), w.core().worker().stats());
+    (
+        m.core().master().running_steps(),
+        ms.running_steps + ws.running_steps,
+        ms.pending_rendezvous + ws.pending_rendezvous,
+        w.core().master().running_steps(),
+    )
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_goes_away_mid_step_leaves_no_step_behind() {
+    let (m, w) = cluster();
+    let g = Graph::new();
+    let x = op(&on(&g, "/job:m/task:0"), "x", "TestThree", &[]);
+    let local = op(&on(&g, "/job:m/task:0"), "local", "TestPass", &[x]);
+    // One partition on the master's own task: the step runs on the master's thread.
+    op(&on(&g, "/job:m/task:0"), "hang_here", "TestHang", &[]);
+    // Two partitions: the master's task waits in a `_Recv` for the worker's output.
+    let hang_there = op(&on(&g, "/job:w/task:0"), "hang_there", "TestHang", &[]);
+    op(&on(&g, "/job:m/task:0"), "after", "TestPass", &[hang_there]);
+    let remote = op(&on(&g, "/job:w/task:0"), "remote", "TestPass", &[x]);
+    let def = graph_to_wire(&g.to_graph_def()).unwrap();
+
+    for (fetch, partitions) in [("hang_here:0", 1), ("after:0", 2)] {
+        let rt = client_runtime();
+        let handle = rt.block_on(async {
+            let mut c = MasterServiceClient::connect(format!("http://{}", m.local_addr()))
+                .await
+                .unwrap();
+            let handle = c
+                .create_session(proto::CreateSessionRequest {
+                    graph: Some(def.clone()),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .session_handle;
+            let req = proto::RunStepRequest {
+                session_handle: handle.clone(),
+                fetches: vec![fetch.into()],
+                timeout_ms: 600_000,
+                ..Default::default()
+            };
+            tokio::spawn(async move { c.run_step(req).await });
+            handle
+        });
+        eventually(Duration::from_secs(30), || {
+            let (master, parts, _, _) = leftovers(&m, &w);
+            match master == 1 && parts == partitions {
+                true => Ok(()),
+                false => Err(format!(
+                    "{fetch}: the step never started on its {partitions} task(s)"
+                )),
+            }
+        });
+        // The client goes away: its runtime, connection and pending request are dropped.
+        rt.shutdown_background();
+        eventually(Duration::from_secs(30), || match leftovers(&m, &w) {
+            (0, 0, 0, 0) => Ok(()),
+            left => Err(format!(
+                "{fetch}: steps left behind (master steps, partition steps, rendezvous \
+                 entries, steps on the worker's master): {left:?}"
+            )),
+        });
+        assert!(handle.starts_with("/job:m/task:0/"), "{handle}");
+    }
+
+    // Both servers keep serving, on one task and across both.
+    let s = magpie_grpc::connect(&format!("grpc://{}", m.local_addr()), &g).unwrap();
+    let out = s.run(&[], &[local, remote], &[]).unwrap();
+    assert_eq!(out, vec![Tensor::scalar(3.0f32), Tensor::scalar(3.0f32)]);
+    drop(s);
+    m.stop(Duration::from_secs(2));
+    w.stop(Duration::from_secs(2));
+}
+
+/// Sends and receives raw bytes: the request body is whatever the test hands it.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawEncoder;
+
+#[derive(Debug)]
+struct RawDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+#[test]
+fn a_request_with_garbage_protobuf_gets_a_clear_error_and_the_server_keeps_serving() {
+    let (m, w) = cluster();
+    let rt = client_runtime();
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", m.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    });
+    // Each body gets a valid 5-byte gRPC prefix (added by tonic) around bytes that are
+    // not the message the method takes.
+    let cases: [(&str, &[u8], &str); 4] = [
+        // Field 1 (a string) of length 5 whose bytes are not UTF-8.
+        (
+            "/magpie.v1.MasterService/RunStep",
+            &[0x0a, 0x05, 0xff, 0xfe, 0xfd, 0xfc, 0xfb],
+            "UTF-8",
+        ),
+        // A length that runs past the end of the message.
+        (
+            "/magpie.v1.MasterService/CreateSession",
+            &[0x0a, 0x7f, 0x01],
+            "buffer underflow",
+        ),
+        // Wire type 7 does not exist.
+        (
+            "/magpie.v1.WorkerService/RunPartition",
+            &[0x0f],
+            "wire type",
+        ),
+        // Bytes that are no message at all.
+        (
+            "/magpie.v1.WorkerService/ListDevices",
+            &[0xff; 16],
+            "decode",
+        ),
+    ];
+    for (path, body, detail) in cases {
+        let e = rt
+            .block_on(async {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                grpc.ready().await.unwrap();
+                grpc.unary(
+                    tonic::Request::new(Bytes::from_static(body)),
+                    PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{path}: {e:?}");
+        assert!(
+            e.message().contains("failed to decode Protobuf message")
+                && e.message().contains(detail),
+            "{path}: {}",
+            e.message()
+        );
+    }
+
+    // Still serving, on the same connection.
+    let g = Graph::new();
+    let x = op(&g, "x", "TestThree", &[]);
+    op(&g, "y", "TestPass", &[x]);
+    let out = rt.block_on(async {
+        let mut c = MasterServiceClient::new(channel.clone());
+        let handle = c
+            .create_session(proto::CreateSessionRequest {
+                graph: Some(graph_to_wire(&g.to_graph_def()).unwrap()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session_handle;
+        c.run_step(proto::RunStepRequest {
+            session_handle: handle,
+            // Fed: the feed replaces `x`.
+            feeds: vec![proto::NamedTensor {
+                name: "x:0".into(),
+                tensor: Some(tensor_to_wire(&Tensor::scalar(5.0f32)).unwrap()),
+            }],
+            fetches: vec!["y:0".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    });
+    assert_eq!(
+        tensor_from_wire(&out.tensors[0]).unwrap(),
+        Tensor::scalar(5.0f32)
+    );
+    drop(channel);
+    drop(rt);
+    m.stop(Duration::from_secs(2));
+    w.stop(Duration::from_secs(2));
+}
