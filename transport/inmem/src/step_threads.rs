@@ -168,8 +168,8 @@ mod tests {
             let mut finished: Vec<usize> = (0..4)
                 .map(|_| done_rx.recv_timeout(Duration::from_secs(10)).unwrap())
                 .collect();
-            assert_eq!(finished, [3, 2, 1, 0]);
-            finished.clear();
+            finished.sort_unstable();
+            assert_eq!(finished, [0, 1, 2, 3]);
             wait_all_idle(&threads);
         }
         // Three rounds of four concurrent jobs ran on four threads.
