@@ -21,6 +21,7 @@ mod hugepages;
 mod options;
 mod server;
 mod service;
+mod sessions;
 mod status;
 mod transport;
 

@@ -31,6 +31,10 @@ pub struct GrpcOptions {
     /// more threads than that mostly wake each other (with 2 vCPUs, 1 thread instead of 4
     /// took the trivial remote step from ~60–75 µs to ~52 µs).
     pub runtime_threads: usize,
+    /// A server closes a remote session that no request has used for this long (its
+    /// client went away without closing it), releasing its partitions on every task
+    /// (default 1 hour; `None`: never).
+    pub session_idle_timeout: Option<Duration>,
 }
 
 impl Default for GrpcOptions {
@@ -45,6 +49,7 @@ impl Default for GrpcOptions {
             chunk_bytes: 2 << 20,
             max_tensor_bytes: 4 << 30,
             runtime_threads: default_runtime_threads(),
+            session_idle_timeout: Some(Duration::from_secs(3600)),
         }
     }
 }

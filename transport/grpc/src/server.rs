@@ -127,6 +127,18 @@ impl GrpcServer {
         let master_svc = MasterServiceServer::new(master.clone())
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        if let Some(idle) = grpc.session_idle_timeout {
+            // Ends with the runtime, when the server stops.
+            let master = master.clone();
+            let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+            handle.spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                loop {
+                    ticks.tick().await;
+                    master.close_idle_sessions(idle).await;
+                }
+            });
+        }
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = Server::builder()

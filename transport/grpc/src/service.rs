@@ -8,7 +8,6 @@
 //! handler (`RunStep`, `RunPartition`) holds a guard that cancels the step when tonic
 //! drops the handler because its client went away: the step is aborted on every task.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +20,12 @@ use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
 };
-use parking_lot::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
 use crate::options::GrpcOptions;
 use crate::proto;
+use crate::sessions::SessionTable;
 use crate::status::{master_to_status, wire_to_status, worker_to_status};
 
 /// A device's description on the wire.
@@ -250,7 +249,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
 #[derive(Debug, Clone)]
 pub struct MasterService {
     server: Arc<TaskServer>,
-    sessions: Arc<Mutex<HashMap<String, Arc<MasterSession>>>>,
+    sessions: Arc<SessionTable>,
     next: Arc<AtomicU64>,
 }
 
@@ -259,7 +258,7 @@ impl MasterService {
     pub fn new(server: Arc<TaskServer>) -> MasterService {
         MasterService {
             server,
-            sessions: Arc::new(Mutex::new(HashMap::new())),
+            sessions: Arc::new(SessionTable::default()),
             next: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -278,11 +277,34 @@ impl MasterService {
 
     /// Open sessions (for tests).
     pub fn num_sessions(&self) -> usize {
-        self.sessions.lock().len()
+        self.sessions.len()
+    }
+
+    /// Closes the sessions no request has used for `idle` (their clients went away
+    /// without closing them); returns how many. [`GrpcServer`](crate::GrpcServer) calls
+    /// this periodically when [`GrpcOptions::session_idle_timeout`] is set.
+    pub async fn close_idle_sessions(&self, idle: Duration) -> usize {
+        let expired = self.sessions.take_expired(idle);
+        let n = expired.len();
+        if n > 0 {
+            let task = self.server.task().to_string();
+            let closed = blocking(move || {
+                for (handle, session) in expired {
+                    tracing::info!(%task, %handle, ?idle, "closing an idle remote session");
+                    session.close();
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = closed {
+                tracing::warn!(error = %e, "closing idle sessions failed");
+            }
+        }
+        n
     }
 
     fn session(&self, handle: &str) -> Result<Arc<MasterSession>, Status> {
-        self.sessions.lock().get(handle).cloned().ok_or_else(|| {
+        self.sessions.get(handle).ok_or_else(|| {
             Status::not_found(format!(
                 "unknown session handle {handle:?} on master {}",
                 self.server.task()
@@ -335,9 +357,7 @@ impl proto::master_service_server::MasterService for MasterService {
             self.server.task(),
             self.next.fetch_add(1, Ordering::Relaxed)
         );
-        self.sessions
-            .lock()
-            .insert(handle.clone(), Arc::new(session));
+        self.sessions.insert(handle.clone(), session);
         Ok(Response::new(proto::CreateSessionResponse {
             session_handle: handle,
             devices,
@@ -435,7 +455,7 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::CloseSessionRequest>,
     ) -> Result<Response<proto::CloseSessionResponse>, Status> {
         let handle = request.into_inner().session_handle;
-        let session = self.sessions.lock().remove(&handle).ok_or_else(|| {
+        let session = self.sessions.remove(&handle).ok_or_else(|| {
             Status::not_found(format!(
                 "unknown session handle {handle:?} on master {}",
                 self.server.task()

@@ -137,7 +137,7 @@ fn op(g: &Graph, name: &str, op: &str, inputs: &[Output]) -> Output {
 
 /// Waits until `check` passes; panics with its last complaint after `deadline` (a
 /// liveness bound far above the expected time, not a timing measurement).
-fn eventually(deadline: Duration, check: impl Fn() -> Result<(), String>) {
+fn eventually(deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
     let until = Instant::now() + deadline;
     loop {
         match check() {
@@ -377,4 +377,67 @@ fn a_request_with_garbage_protobuf_gets_a_clear_error_and_the_server_keeps_servi
     drop(rt);
     m.stop(Duration::from_secs(2));
     w.stop(Duration::from_secs(2));
+}
+
+#[test]
+fn a_session_whose_client_vanished_is_closed_once_idle_and_a_used_one_is_kept() {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("m", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let grpc = magpie_grpc::GrpcOptions {
+        session_idle_timeout: Some(Duration::from_millis(300)),
+        ..magpie_grpc::GrpcOptions::default()
+    };
+    let m = GrpcServer::start_with(&spec, "m", 0, &options("m"), grpc).unwrap();
+    let g = Graph::new();
+    op(&on(&g, "/job:m/task:0"), "x", "TestThree", &[]);
+    let def = graph_to_wire(&g.to_graph_def()).unwrap();
+    let rt = client_runtime();
+    let mut c = rt
+        .block_on(MasterServiceClient::connect(format!(
+            "http://{}",
+            m.local_addr()
+        )))
+        .unwrap();
+    let mut open = || {
+        rt.block_on(c.create_session(proto::CreateSessionRequest {
+            graph: Some(def.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle
+    };
+    // Two sessions; the client of the first never comes back (and never closes it).
+    let (_vanished, kept) = (open(), open());
+    assert_eq!(m.num_remote_sessions(), 2);
+    let mut c2 = rt
+        .block_on(MasterServiceClient::connect(format!(
+            "http://{}",
+            m.local_addr()
+        )))
+        .unwrap();
+    let mut step = |handle: &str| {
+        rt.block_on(c2.run_step(proto::RunStepRequest {
+            session_handle: handle.to_string(),
+            fetches: vec!["x:0".into()],
+            ..Default::default()
+        }))
+    };
+    // The kept session is used more often than the timeout; the other one expires.
+    eventually(Duration::from_secs(10), || {
+        step(&kept).map_err(|e| format!("the session in use was closed: {e}"))?;
+        std::thread::sleep(Duration::from_millis(50));
+        match m.num_remote_sessions() {
+            1 => Ok(()),
+            n => Err(format!("{n} sessions open, expected the idle one closed")),
+        }
+    });
+    let out = step(&kept).unwrap().into_inner();
+    assert_eq!(
+        tensor_from_wire(&out.tensors[0]).unwrap(),
+        Tensor::scalar(3.0f32)
+    );
+    m.stop(Duration::from_secs(1));
 }

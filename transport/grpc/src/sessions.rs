@@ -1,0 +1,85 @@
+//! [`SessionTable`]: the sessions remote clients opened on a master, by handle, with the
+//! time each was last used — so that sessions whose clients went away without closing
+//! them are closed after [`GrpcOptions::session_idle_timeout`](crate::GrpcOptions)
+//! (TensorFlow's master does the same with `session_gc_seconds`).
+//!
+//! A session counts as in use while a request holds it (its `Arc` is shared); its clock
+//! restarts whenever a request takes it and whenever a sweep finds it in use, so a step
+//! longer than the timeout never loses its session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magpie_core::distributed::MasterSession;
+use parking_lot::Mutex;
+
+struct Entry {
+    session: Arc<MasterSession>,
+    last_used: Instant,
+}
+
+/// Open remote sessions by handle.
+#[derive(Default)]
+pub(crate) struct SessionTable {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for SessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTable")
+            .field("sessions", &self.len())
+            .finish()
+    }
+}
+
+impl SessionTable {
+    /// Adds a session under `handle`.
+    pub(crate) fn insert(&self, handle: String, session: MasterSession) {
+        self.entries.lock().insert(
+            handle,
+            Entry {
+                session: Arc::new(session),
+                last_used: Instant::now(),
+            },
+        );
+    }
+
+    /// The session of `handle`, marking it used now.
+    pub(crate) fn get(&self, handle: &str) -> Option<Arc<MasterSession>> {
+        let mut entries = self.entries.lock();
+        let e = entries.get_mut(handle)?;
+        e.last_used = Instant::now();
+        Some(Arc::clone(&e.session))
+    }
+
+    /// Removes the session of `handle`.
+    pub(crate) fn remove(&self, handle: &str) -> Option<Arc<MasterSession>> {
+        self.entries.lock().remove(handle).map(|e| e.session)
+    }
+
+    /// Open sessions.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    /// Removes and returns the sessions unused for `idle` and held by no request (the
+    /// caller closes them, off the runtime: closing releases partitions on the workers).
+    pub(crate) fn take_expired(&self, idle: Duration) -> Vec<(String, Arc<MasterSession>)> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        let mut expired = Vec::new();
+        entries.retain(|handle, e| {
+            if Arc::strong_count(&e.session) > 1 {
+                e.last_used = now;
+                return true;
+            }
+            if now.duration_since(e.last_used) < idle {
+                return true;
+            }
+            expired.push((handle.clone(), Arc::clone(&e.session)));
+            false
+        });
+        expired
+    }
+}
