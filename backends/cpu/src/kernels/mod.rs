@@ -6,12 +6,13 @@
 //!
 //! Shared pieces: `numeric` (the element arithmetic every family uses: wrapping integers,
 //! IEEE floats), `broadcast` (numpy broadcasting as strided rows), `support` (factory and
-//! buffer-reuse helpers).
+//! buffer-reuse helpers), `parallel` (large loops split over the device's workers).
 
 mod binary;
 mod broadcast;
 mod matmul;
 mod numeric;
+mod parallel;
 mod reduce;
 mod shape_ops;
 mod source;
