@@ -10,7 +10,8 @@
 //! context holds its only reference, its buffer becomes the output's; otherwise a large
 //! output comes from the node's buffer cache (`buffers.rs`). The equal-shape and
 //! one-element loops are split into chunks over the device's workers when they are large
-//! (`parallel.rs`); each chunk is a plain zip the compiler vectorises.
+//! (`parallel.rs`); each chunk is a plain zip the compiler vectorises, written with
+//! streaming stores when the output is larger than the cache (`store.rs`).
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -21,6 +22,7 @@ use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor
 use super::broadcast::{broadcast_shape, Layout};
 use super::numeric::Arith;
 use super::parallel::{fill, for_chunks_mut};
+use super::store::{map1, map2, streams};
 use super::support::{common_dtype, dispatch_numeric, Factory, REUSE_MIN_ELEMENTS};
 use crate::buffers::{adopt, output};
 
@@ -246,12 +248,16 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
 ) -> Result<Tensor, KernelError> {
     let n = out.num_elements();
     if a_shape == b_shape {
+        let stream = streams::<T>(n);
         return fill_with(n, node, out, |start, part| {
             let len = part.len();
-            let rows = a[start..start + len].iter().zip(&b[start..start + len]);
-            for (dst, (&x, &y)) in part.iter_mut().zip(rows) {
-                dst.write(O::apply(x, y));
-            }
+            map2(
+                part,
+                &a[start..start + len],
+                &b[start..start + len],
+                stream,
+                O::apply,
+            );
         });
     }
     if n == 0 {
@@ -259,20 +265,17 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
     }
     // One element broadcast against the other input: the output holds as many elements
     // as that input, in its order.
+    let stream = streams::<T>(n);
     if let [x] = *a {
         return fill_with(n, node, out, |start, part| {
             let b = &b[start..start + part.len()];
-            for (dst, &y) in part.iter_mut().zip(b) {
-                dst.write(O::apply(x, y));
-            }
+            map1(part, b, stream, |y| O::apply(x, y));
         });
     }
     if let [y] = *b {
         return fill_with(n, node, out, |start, part| {
             let a = &a[start..start + part.len()];
-            for (dst, &x) in part.iter_mut().zip(a) {
-                dst.write(O::apply(x, y));
-            }
+            map1(part, a, stream, |x| O::apply(x, y));
         });
     }
     let layout = Layout::new(out, a_shape, b_shape);
