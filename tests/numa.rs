@@ -149,6 +149,34 @@ fn large_kernels_split_over_the_workers_match_the_naive_result() {
         assert_eq!(out[1].as_slice::<f32>().unwrap(), plus2.as_slice());
         assert_eq!(out[2].as_slice::<f32>().unwrap(), expected_mm.as_slice());
     }
+    // Wide products are split into column blocks: [64, 32] x [32, 2304], and the same
+    // with `b` given transposed ([2304, 32]).
+    let (rows, inner, cols) = (64, 32, 2304);
+    let p = g.placeholder(magpie::DType::F32, None).unwrap();
+    let q = g.placeholder(magpie::DType::F32, None).unwrap();
+    let qt = g.placeholder(magpie::DType::F32, None).unwrap();
+    let wide = g.matmul(p, q).unwrap();
+    let wide_t = g.matmul_t(p, qt, false, true).unwrap();
+    let pv = ramp(rows * inner, 0.5);
+    let qv = ramp(inner * cols, 0.25);
+    let qtv: Vec<f32> = (0..cols * inner)
+        .map(|i| qv[(i % inner) * cols + i / inner])
+        .collect();
+    let feeds = [
+        (p, Tensor::from_vec([rows, inner], pv.clone()).unwrap()),
+        (q, Tensor::from_vec([inner, cols], qv.clone()).unwrap()),
+        (qt, Tensor::from_vec([cols, inner], qtv).unwrap()),
+    ];
+    let out = s.run(&feeds, &[wide, wide_t], &[]).unwrap();
+    for t in &out {
+        let values = t.as_slice::<f32>().unwrap();
+        for i in 0..rows {
+            for j in 0..cols {
+                let e: f32 = (0..inner).map(|k| pv[i * inner + k] * qv[k * cols + j]).sum();
+                assert_eq!(values[i * cols + j], e, "entry ({i}, {j})");
+            }
+        }
+    }
     // A uniquely owned input is updated in place (its buffer becomes the output's).
     let big = Tensor::from_vec([n], ramp(n, 1.0)).unwrap();
     let out = s.run(&[(x, big)], &[scaled], &[]).unwrap();
