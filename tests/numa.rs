@@ -172,7 +172,9 @@ fn large_kernels_split_over_the_workers_match_the_naive_result() {
         let values = t.as_slice::<f32>().unwrap();
         for i in 0..rows {
             for j in 0..cols {
-                let e: f32 = (0..inner).map(|k| pv[i * inner + k] * qv[k * cols + j]).sum();
+                let e: f32 = (0..inner)
+                    .map(|k| pv[i * inner + k] * qv[k * cols + j])
+                    .sum();
                 assert_eq!(values[i * cols + j], e, "entry ({i}, {j})");
             }
         }
