@@ -1,10 +1,12 @@
 //! CPU kernel benches, through a local session (fed operands, fetched result), with the
 //! memory baseline measured in the same run.
 //!
-//! - `matmul/N`: an N x N x N f32 MatMul (`matrixmultiply`'s threaded sgemm); throughput
-//!   in FLOP (2 N³), so criterion's `Gelem/s` reads as GFLOP/s.
-//! - `add/16M`: elementwise add of two 16M-float tensors into a new one; throughput in
-//!   bytes moved (3 x 64 MiB: two reads, one write).
+//! - `matmul/N`: an N x N x N f32 MatMul (row blocks of `matrixmultiply`'s sgemm run as
+//!   scheduler tasks); throughput in FLOP (2 N³), so criterion's `Gelem/s` reads as
+//!   GFLOP/s.
+//! - `add/16M`: elementwise add of two 16M-float tensors into a new one (from the CPU
+//!   device's buffer cache from the second step on); throughput in bytes moved
+//!   (3 x 64 MiB: two reads, one write).
 //! - `copy/to_vec`, `copy/into`: a plain copy of one 16M-float buffer into a new `Vec`
 //!   (allocation and first touch included, like `add`'s output) and into a buffer written
 //!   before; bytes moved = 2 x 64 MiB.

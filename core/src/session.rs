@@ -186,6 +186,8 @@ pub struct Session {
     budgets: Vec<Option<u64>>,
     policy: SchedulingPolicy,
     pool: ThreadPool,
+    /// The steal group of each device's NUMA node in `pool`, when the pool has several.
+    device_groups: Vec<Option<u32>>,
     resources: Arc<ResourceMgr>,
     plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
 }
@@ -231,7 +233,19 @@ impl Session {
         };
         let pools = ResourcePools::new(&options.resource_pools)?;
         let budgets = budgets(&options.devices, &options.memory_budgets)?;
+        // A device on NUMA node k has its synchronous kernels bound to the workers of
+        // node k, when the pool knows which group that is (the CPU backend's runtime).
+        let device_groups = options
+            .devices
+            .iter()
+            .map(|d| {
+                let host = d.memory_space() == crate::device::MemorySpace::Host;
+                let node = d.numa_node().filter(|_| host && pool.num_groups() > 1)?;
+                pool.group_of_node(node)
+            })
+            .collect();
         Ok(Session {
+            device_groups,
             graph: graph.clone(),
             pools,
             budgets,
@@ -374,6 +388,7 @@ impl Session {
             budgets: &self.budgets,
             memory_aware: self.policy == SchedulingPolicy::MemoryAware,
             critical_path: self.policy == SchedulingPolicy::CriticalPath,
+            device_groups: &self.device_groups,
         };
         let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &key.0, fetches, targets)?);
         let mut plans = self.plans.lock();

@@ -12,12 +12,15 @@
 //! (`ThreadPool::steal_stats` counts both).
 //!
 //! Memory placement is by *first touch*: a pinned worker's kernel allocates and writes its
-//! outputs, and Linux's default policy places those pages on the worker's node. The
-//! scheduler does not route a node's kernels to that node's workers (a session runs a
-//! step on one pool and any worker may take any task), so with
-//! [`CpuLayout::PerNumaNode`] a kernel placed on `CPU:k` may run — and allocate — on a
-//! worker of another node after a steal. The step's `RunMetadata::remote_numa_bytes`
-//! counts the input bytes a kernel read from a tensor produced on a device of another node.
+//! outputs, and Linux's default policy places those pages on the worker's node. The pool
+//! names the NUMA node of each steal group (`steal_group_nodes`), so a session binds the
+//! kernels of a device on node `k` — with [`CpuLayout::PerNumaNode`], `CPU:k` — to node
+//! `k`'s workers: a steal never moves them to another node (the scheduler's `affinity`
+//! module), and their intra-op pieces (`parallel_for`) stay there too. Large outputs come
+//! from a per-node buffer cache (`buffers.rs`) that records the node in the tensor's
+//! [`BufferOrigin`](magpie_core::tensor::BufferOrigin) (`Tensor::numa_node`). The step's
+//! `RunMetadata::remote_numa_bytes` counts the input bytes a kernel read from a tensor
+//! produced on a device of another node.
 //!
 //! # Degrading
 //!
@@ -156,6 +159,17 @@ impl PinningPlan {
             }
         }
         groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// The NUMA node of each of [`steal_groups`](Self::steal_groups), in the same order.
+    pub fn group_nodes(&self) -> Vec<usize> {
+        let mut nodes: Vec<usize> = Vec::new();
+        for w in &self.workers {
+            if !nodes.contains(&w.node) {
+                nodes.push(w.node);
+            }
+        }
+        nodes
     }
 
     /// The workers planned on `node`.
@@ -356,6 +370,7 @@ impl CpuRuntime {
         let pool = ThreadPool::builder()
             .num_workers(num_workers)
             .steal_groups(plan.steal_groups())
+            .steal_group_nodes(plan.group_nodes())
             .on_worker_start(Arc::new(hook))
             .helper_slots(0)
             .build()?;

@@ -12,6 +12,7 @@
 //! ([`CpuLayout`]) and a scheduler pool whose workers pin themselves to PUs and steal
 //! within their node first (`layout.rs`).
 
+mod buffers;
 mod conv;
 mod device;
 mod kernels;

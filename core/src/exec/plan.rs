@@ -63,6 +63,9 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) memory_aware: bool,
     /// Give each task a cost estimate for the critical-path policy.
     pub(crate) critical_path: bool,
+    /// The pool's steal group each device's tasks are bound to (the group of the device's
+    /// NUMA node), by device index; `None`: any worker.
+    pub(crate) device_groups: &'a [Option<u32>],
 }
 
 /// A pruned, placed graph ready to run many times.
@@ -233,6 +236,12 @@ impl ExecPlan {
         if cx.critical_path {
             for (t, pn) in nodes.iter().enumerate() {
                 topo.set_cost(t as u32, cost_estimate(&pn.node));
+            }
+        }
+        // Kernels of a device on NUMA node k run on node k's workers only.
+        for (t, pn) in nodes.iter().enumerate() {
+            if let Some(Some(g)) = cx.device_groups.get(pn.device) {
+                topo.set_group(t as u32, *g);
             }
         }
         let topology = topo.build()?;

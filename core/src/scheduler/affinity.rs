@@ -1,12 +1,25 @@
 //! Worker affinity hooks: a callback each worker runs when it starts (where a backend pins
 //! the thread to a core), steal groups (hierarchical stealing: victims in the thief's own
-//! group first) and the steal counters that show whether stealing stayed local.
+//! group first), tasks bound to one group, and the steal counters that show whether
+//! stealing stayed local.
 //!
-//! The scheduler knows nothing of NUMA nodes or cores: a backend (the CPU backend's
-//! pinning plan) turns its topology into groups of worker indices and a start hook.
+//! The scheduler knows nothing of cores: a backend (the CPU backend's pinning plan) turns
+//! its topology into groups of worker indices, a start hook, and optionally the NUMA node
+//! of each group ([`ThreadPoolBuilder::steal_group_nodes`](super::ThreadPoolBuilder::steal_group_nodes)),
+//! which the executor uses to bind a device's kernels to the group of the device's node.
 //!
 //! # Guarantees
 //!
+//! - **A task bound to a group runs only on that group's workers**
+//!   ([`TopologyBuilder::set_group`](super::TopologyBuilder::set_group)). Whoever is about
+//!   to run a bound task (a worker of another group that stole it, took it from the global
+//!   injector or released it as a successor; a helping caller, which belongs to no group)
+//!   passes it, with its unit, to the group's own injector instead, and wakes a sleeping
+//!   member of the group. Only members take from a group's injector. Work conservation
+//!   holds per group: no member sleeps while its group's injector holds a job (a member's
+//!   parking re-check looks at it). A bound task may therefore wait while workers of
+//!   other groups idle; that is the point. Unbound tasks run anywhere, as before.
+//!   Asynchronous tasks' polls are not bound: a woken future is polled by any worker.
 //! - The start hook runs once on each worker thread, on that thread, before the worker
 //!   takes its first job. A panic in the hook is caught and reported on stderr; the worker
 //!   then serves as usual (unpinned, as far as the scheduler knows).
@@ -60,13 +73,17 @@ pub struct StealStats {
     pub remote: u64,
 }
 
-/// For each worker, the other workers it tries, near ones first.
+/// For each worker, the other workers it tries, near ones first; and the groups.
 #[derive(Debug)]
 pub(crate) struct StealOrder {
     /// `near[w]`: the other members of `w`'s group.
     near: Box<[Box<[usize]>]>,
     /// `far[w]`: every worker outside `w`'s group.
     far: Box<[Box<[usize]>]>,
+    /// `group_of[w]`: the index of `w`'s group (empty groups skipped).
+    group_of: Box<[u32]>,
+    /// `members[g]`: the workers of group `g`.
+    members: Box<[Box<[usize]>]>,
 }
 
 impl StealOrder {
@@ -83,8 +100,9 @@ impl StealOrder {
         groups: &[Vec<usize>],
     ) -> Result<StealOrder, SchedulerError> {
         let mut group_of = vec![usize::MAX; n];
+        let groups: Vec<&Vec<usize>> = groups.iter().filter(|g| !g.is_empty()).collect();
         for (g, members) in groups.iter().enumerate() {
-            for &w in members {
+            for &w in members.iter() {
                 if w >= n {
                     return Err(SchedulerError::InvalidStealGroups(format!(
                         "worker {w} is out of range: the pool has {n} workers"
@@ -111,7 +129,26 @@ impl StealOrder {
         Ok(StealOrder {
             near: (0..n).map(|w| victims(w, true)).collect(),
             far: (0..n).map(|w| victims(w, false)).collect(),
+            group_of: group_of.iter().map(|&g| g as u32).collect(),
+            members: groups.iter().map(|m| m.as_slice().into()).collect(),
         })
+    }
+
+    /// The group of worker `w`, or `u32::MAX` for a helping caller (index past the
+    /// workers), which belongs to none.
+    #[inline]
+    pub(crate) fn group_of(&self, w: usize) -> u32 {
+        self.group_of.get(w).copied().unwrap_or(u32::MAX)
+    }
+
+    /// The number of (non-empty) groups.
+    pub(crate) fn num_groups(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The workers of group `g`.
+    pub(crate) fn members(&self, g: usize) -> &[usize] {
+        &self.members[g]
     }
 
     /// Worker `w`'s victims in its own group, then those in others.
@@ -173,6 +210,8 @@ mod tests {
         assert_eq!(order.victims(3), [&[2][..], &[0, 1][..]]);
         let flat = StealOrder::flat(3);
         assert_eq!(flat.victims(1), [&[0, 2][..], &[][..]]);
+        assert_eq!((order.group_of(3), order.group_of(4)), (1, u32::MAX));
+        assert_eq!((order.num_groups(), order.members(1)), (2, &[2, 3][..]));
     }
 
     #[test]
@@ -183,5 +222,120 @@ mod tests {
         assert!(e.to_string().contains("more than one group"), "{e}");
         let e = StealOrder::from_groups(2, &[vec![0]]).unwrap_err();
         assert!(e.to_string().contains("worker 1 is in no group"), "{e}");
+    }
+
+    /// Records which worker ran each task, and the workers of `parallel_for` pieces.
+    struct Recorder {
+        ran: Vec<AtomicU64>,
+        pieces: parking_lot::Mutex<Vec<usize>>,
+        fan_out: bool,
+    }
+
+    impl crate::scheduler::DagBody for Recorder {
+        type Error = ();
+        fn run(
+            &self,
+            task: u32,
+            cx: &crate::scheduler::TaskContext<'_>,
+        ) -> Result<crate::scheduler::TaskOutcome<()>, ()> {
+            self.ran[task as usize].store(cx.worker_index() as u64, Ordering::Relaxed);
+            if self.fan_out {
+                crate::scheduler::parallel_for(16, &|_| {
+                    let w = super::super::worker::current_index();
+                    self.pieces.lock().push(w.unwrap_or(usize::MAX));
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                });
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            Ok(crate::scheduler::TaskOutcome::Done)
+        }
+    }
+
+    fn grouped_pool() -> crate::scheduler::ThreadPool {
+        crate::scheduler::ThreadPool::builder()
+            .num_workers(4)
+            .steal_groups(vec![vec![0, 1], vec![2, 3]])
+            .steal_group_nodes(vec![5, 7])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bound_tasks_run_only_on_their_groups_workers() {
+        use crate::scheduler::{RunControl, Topology};
+        let pool = grouped_pool();
+        assert_eq!(
+            (pool.group_of_node(7), pool.group_of_node(6)),
+            (Some(1), None)
+        );
+        assert_eq!(pool.num_groups(), 2);
+        // 200 independent tasks: even ones bound to group 0, odd ones to group 1, except
+        // every tenth, which runs anywhere; then all 64 of a second run bound to group 1
+        // while group 0 idles and tries to steal.
+        for (n, group) in [(200u32, None), (64, Some(1u32))] {
+            let mut b = Topology::builder(n as usize);
+            for t in 0..n {
+                match group {
+                    Some(g) => b.set_group(t, g),
+                    None if t % 10 != 0 => b.set_group(t, t % 2),
+                    None => {}
+                }
+            }
+            let topology = b.build().unwrap();
+            let body = Recorder {
+                ran: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
+                pieces: Default::default(),
+                fan_out: false,
+            };
+            for _ in 0..3 {
+                pool.execute(&topology, &body, &RunControl::default())
+                    .unwrap();
+                for t in 0..n {
+                    let w = body.ran[t as usize].load(Ordering::Relaxed) as usize;
+                    if let Some(g) = topology.group(t) {
+                        let members: &[usize] = if g == 0 { &[0, 1] } else { &[2, 3] };
+                        assert!(
+                            members.contains(&w),
+                            "task {t} of group {g} ran on worker {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_for_pieces_stay_in_the_callers_group() {
+        use crate::scheduler::{RunControl, Topology};
+        let pool = grouped_pool();
+        let mut b = Topology::builder(2);
+        b.set_group(0, 1);
+        b.set_group(1, 1);
+        let topology = b.build().unwrap();
+        let body = Recorder {
+            ran: (0..2).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            pieces: Default::default(),
+            fan_out: true,
+        };
+        pool.execute(&topology, &body, &RunControl::default())
+            .unwrap();
+        let pieces = body.pieces.lock();
+        assert_eq!(pieces.len(), 32);
+        assert!(pieces.iter().all(|w| [2, 3].contains(w)), "{pieces:?}");
+    }
+
+    #[test]
+    fn group_nodes_must_match_the_groups() {
+        let e = crate::scheduler::ThreadPool::builder()
+            .num_workers(2)
+            .steal_groups(vec![vec![0], vec![1]])
+            .steal_group_nodes(vec![3, 3])
+            .build()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("one distinct node per steal group"),
+            "{e}"
+        );
     }
 }

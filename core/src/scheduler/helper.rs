@@ -52,7 +52,9 @@ pub(crate) fn help(registry: &Arc<Registry>, first: Job) -> Result<Helper, Job> 
         return Err(first);
     };
     let ctx = WorkerCtx::new(Arc::clone(registry), registry.num_workers(), local);
+    let intra = super::parallel::enter(&ctx);
     ctx.execute(first);
+    drop(intra);
     ctx.flush_debt();
     Ok(Helper {
         local: ctx.into_local(),

@@ -37,7 +37,9 @@
 //! - `async_task.rs`: driving futures without holding a worker.
 //! - `cancel.rs`: cancellation tokens and run controls.
 //! - `task_graph.rs`: the Taskflow-like API.
-//! - `affinity.rs`: the worker start hook, steal groups and steal counters.
+//! - `affinity.rs`: the worker start hook, steal groups, tasks bound to a group, and steal
+//!   counters.
+//! - `parallel.rs`: `parallel_for`, intra-op parallelism as a nested run of the pool.
 //! - `registry.rs`: state shared by a pool's workers; `error.rs`: the error enums.
 //! - `sync.rs`: the atomics, mutex and condition variable of the hand-written protocols,
 //!   swapped for loom's in model-checking builds; `loom_models.rs`: the models.
@@ -58,6 +60,7 @@ mod job;
 mod latch;
 #[cfg(all(test, magpie_loom))]
 mod loom_models;
+mod parallel;
 mod policy;
 mod pool;
 mod registry;
@@ -72,6 +75,7 @@ pub use affinity::StealStats;
 pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, Cancelled, Forwarding, RunControl};
 pub use error::{RunError, SchedulerError};
+pub use parallel::{current_parallelism, parallel_for};
 pub use policy::Policy;
 pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use task_graph::{TaskGraph, TaskId};

@@ -72,6 +72,7 @@ pub struct ThreadPoolBuilder {
     stack_size: Option<usize>,
     on_worker_start: Option<StartHook>,
     steal_groups: Option<Vec<Vec<usize>>>,
+    steal_group_nodes: Option<Vec<usize>>,
     helper_slots: Option<usize>,
 }
 
@@ -110,6 +111,16 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// The NUMA node of each steal group given to
+    /// [`steal_groups`](Self::steal_groups), in the same order (distinct nodes). The
+    /// executor then binds the synchronous kernels of a device on node `k` to the workers
+    /// of node `k`'s group ([`ThreadPool::group_of_node`]; see the scheduler's `affinity`
+    /// module): a steal never moves them to another node's workers.
+    pub fn steal_group_nodes(mut self, nodes: Vec<usize>) -> Self {
+        self.steal_group_nodes = Some(nodes);
+        self
+    }
+
     /// How many threads outside the pool may, at once, run their own run's work while
     /// they wait in [`ThreadPool::execute`] (see the scheduler's `helper` module); further
     /// callers only wait. Defaults to 2. With 0, a run's tasks run on the workers only.
@@ -123,7 +134,8 @@ impl ThreadPoolBuilder {
     /// # Errors
     ///
     /// [`SchedulerError::NoWorkers`] for zero workers, [`SchedulerError::InvalidStealGroups`]
-    /// for groups that do not partition the workers, [`SchedulerError::Spawn`] if a
+    /// for groups that do not partition the workers or group nodes that do not match the
+    /// groups (one distinct node per group), [`SchedulerError::Spawn`] if a
     /// thread could not be started (the ones already started are stopped again).
     pub fn build(self) -> Result<ThreadPool, SchedulerError> {
         let n = match self.num_workers {
@@ -140,10 +152,40 @@ impl ThreadPoolBuilder {
             Some(groups) => StealOrder::from_groups(n, groups)?,
             None => StealOrder::flat(n),
         };
+        let group_nodes = match (&self.steal_group_nodes, &self.steal_groups) {
+            (None, _) => None,
+            (Some(nodes), groups) => {
+                let groups = groups.as_deref().unwrap_or(&[]);
+                let count = groups.iter().filter(|g| !g.is_empty()).count().max(1);
+                let mut seen = nodes.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                if nodes.len() != groups.len().max(1) || seen.len() != nodes.len() {
+                    return Err(SchedulerError::InvalidStealGroups(format!(
+                        "steal_group_nodes {nodes:?} must name one distinct node per steal group ({} groups)",
+                        groups.len().max(1)
+                    )));
+                }
+                // Drop the nodes of empty groups, as `StealOrder` drops those groups.
+                let kept: Vec<usize> = if groups.is_empty() {
+                    nodes.clone()
+                } else {
+                    nodes
+                        .iter()
+                        .zip(groups)
+                        .filter(|(_, g)| !g.is_empty())
+                        .map(|(n, _)| *n)
+                        .collect()
+                };
+                debug_assert_eq!(kept.len(), count);
+                Some(kept)
+            }
+        };
         let locals: Vec<Worker<Job>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry::new(
             locals.iter().map(Worker::stealer).collect(),
             steal_order,
+            group_nodes,
             self.on_worker_start,
             self.helper_slots.unwrap_or(DEFAULT_HELPER_SLOTS),
         ));
@@ -199,6 +241,19 @@ impl ThreadPool {
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.inner.registry.num_workers()
+    }
+
+    /// The steal group of NUMA node `node`, when the builder named the groups' nodes
+    /// ([`ThreadPoolBuilder::steal_group_nodes`]): tasks bound to it
+    /// ([`TopologyBuilder::set_group`](super::TopologyBuilder::set_group)) run only on the
+    /// workers of that node.
+    pub fn group_of_node(&self, node: usize) -> Option<u32> {
+        self.inner.registry.group_of_node(node)
+    }
+
+    /// The number of steal groups (1 when the builder gave none).
+    pub fn num_groups(&self) -> usize {
+        self.inner.registry.num_groups()
     }
 
     /// Steals between workers so far, split by whether the victim was in the thief's

@@ -32,6 +32,11 @@ pub(crate) const DEFAULT_HELPER_SLOTS: usize = 2;
 #[derive(Debug)]
 pub(crate) struct Registry {
     injector: Injector<Job>,
+    /// One injector per steal group, for tasks bound to that group (see
+    /// [`affinity`](super::affinity)); only the group's members take from it.
+    group_injectors: Box<[Injector<Job>]>,
+    /// The NUMA node of each steal group, when the pool's builder named them.
+    group_nodes: Option<Box<[usize]>>,
     /// The workers' stealers, then the helper deques' stealers.
     stealers: Box<[Stealer<Job>]>,
     num_workers: usize,
@@ -54,6 +59,7 @@ impl Registry {
     pub(crate) fn new(
         stealers: Vec<Stealer<Job>>,
         steal_order: StealOrder,
+        group_nodes: Option<Vec<usize>>,
         on_start: Option<StartHook>,
         helper_slots: usize,
     ) -> Registry {
@@ -65,6 +71,10 @@ impl Registry {
             .collect();
         Registry {
             injector: Injector::new(),
+            group_injectors: (0..steal_order.num_groups())
+                .map(|_| Injector::new())
+                .collect(),
+            group_nodes: group_nodes.map(Vec::into_boxed_slice),
             stealers: stealers.into_boxed_slice(),
             num_workers: n,
             helpers: Mutex::new(helpers),
@@ -133,10 +143,46 @@ impl Registry {
         self.sleep.notify_one();
     }
 
-    /// Whether some queue holds a job. Exact only when nobody pushes or steals at the
-    /// same time; the parking protocol makes that good enough (see [`sleep`](super::sleep)).
-    pub(crate) fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    /// Whether some queue that worker `w` may take from holds a job: the global injector,
+    /// any deque, or `w`'s group's injector. Exact only when nobody pushes or steals at
+    /// the same time; the parking protocol makes that good enough (see
+    /// [`sleep`](super::sleep)).
+    pub(crate) fn has_work_for(&self, w: usize) -> bool {
+        !self.injector.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
+            || self
+                .group_injectors
+                .get(self.steal_order.group_of(w) as usize)
+                .is_some_and(|i| !i.is_empty())
+    }
+
+    /// The injector of group `g`, if the pool has that group.
+    #[inline]
+    pub(crate) fn group_injector(&self, g: u32) -> Option<&Injector<Job>> {
+        self.group_injectors.get(g as usize)
+    }
+
+    /// Pushes a job bound to group `g` to that group's injector and wakes a sleeping
+    /// member. Gives the job back when the pool has no group `g`.
+    pub(crate) fn inject_to_group(&self, g: u32, job: Job) -> Result<(), Job> {
+        let Some(injector) = self.group_injector(g) else {
+            return Err(job);
+        };
+        injector.push(job);
+        self.sleep
+            .notify_one_of(self.steal_order.members(g as usize));
+        Ok(())
+    }
+
+    /// The steal group of NUMA node `node`, if the pool's builder named the groups' nodes.
+    pub(crate) fn group_of_node(&self, node: usize) -> Option<u32> {
+        let nodes = self.group_nodes.as_ref()?;
+        nodes.iter().position(|&n| n == node).map(|g| g as u32)
+    }
+
+    /// The number of steal groups (1 without groups).
+    pub(crate) fn num_groups(&self) -> usize {
+        self.group_injectors.len()
     }
 
     /// Asks the workers to exit once they run out of work, and wakes them.
@@ -152,11 +198,13 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        loop {
-            match self.injector.steal() {
-                Steal::Success(job) => job.discard(),
-                Steal::Retry => continue,
-                Steal::Empty => break,
+        for injector in std::iter::once(&self.injector).chain(self.group_injectors.iter()) {
+            loop {
+                match injector.steal() {
+                    Steal::Success(job) => job.discard(),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
             }
         }
     }

@@ -76,6 +76,8 @@ pub(crate) struct RunHeader {
     pub(crate) run_task: RunTaskFn,
     /// Set (never cleared) once the run failed, was cancelled or passed its deadline.
     cancelled: AtomicBool,
+    /// Whether some task of the topology is bound to a steal group (`affinity`).
+    has_groups: bool,
     /// Which failure came first: one of the `FAILED_*` constants, or `NOT_FAILED`.
     failure: AtomicU8,
     topology: NonNull<Topology>,
@@ -110,6 +112,7 @@ impl RunHeader {
         RunHeader {
             run_task,
             cancelled: AtomicBool::new(false),
+            has_groups: topology.has_groups(),
             failure: AtomicU8::new(NOT_FAILED),
             topology: NonNull::from(topology),
             control: NonNull::from(control),
@@ -421,6 +424,9 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             w.add_debt(run, 1);
             return;
         }
+        if header.has_groups && pass_to_group(header, run, task, w) {
+            return;
+        }
         let cx = TaskContext::new(w.index(), header);
         let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
         let next = match result {
@@ -454,6 +460,23 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
             None => return,
         }
+    }
+}
+
+/// Passes `task`, bound to a group `w` is not in (see `affinity`), with its unit to that
+/// group's injector; false when `w` may run it.
+#[cold]
+#[inline(never)]
+fn pass_to_group(header: &RunHeader, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> bool {
+    match header.topology().group(task) {
+        Some(g) if !w.may_run_group(g) => {
+            // `Err` is unreachable (`may_run_group` accepts groups the pool lacks); running
+            // the task here would then be the safe way out.
+            w.registry()
+                .inject_to_group(g, Job::Task { run, task })
+                .is_ok()
+        }
+        _ => false,
     }
 }
 

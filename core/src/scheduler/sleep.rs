@@ -117,6 +117,28 @@ impl Sleep {
         }
     }
 
+    /// Called after a job became visible in a queue that only `members` may take from:
+    /// wakes one of them that sleeps, if any (the same protocol as
+    /// [`notify_one`](Self::notify_one), restricted to the members; a member that
+    /// announces itself later sees the job in its re-check).
+    pub(crate) fn notify_one_of(&self, members: &[usize]) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let index = {
+            let mut idle = self.idle.lock();
+            let pos = idle.iter().rposition(|i| members.contains(i));
+            pos.map(|pos| {
+                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                idle.swap_remove(pos)
+            })
+        };
+        if let Some(index) = index {
+            self.parkers[index].unpark();
+        }
+    }
+
     #[cold]
     fn wake_one(&self) {
         let index = {

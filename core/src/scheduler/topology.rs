@@ -12,6 +12,8 @@
 //!   cost included (costs set with [`TopologyBuilder::set_cost`], 1 by default), computed
 //!   once by `build`; the critical-path policy ([`Policy`](super::Policy)) runs ready tasks
 //!   in decreasing priority.
+//! - `group(t)` is the steal group whose workers alone may run `t`, if one was set with
+//!   [`TopologyBuilder::set_group`] (see [`affinity`](super::affinity)).
 //!
 //! Storage is compressed sparse rows (one offset array, one successor array) behind `Arc`s,
 //! so cloning a topology is cheap and a run reads it without indirection.
@@ -36,7 +38,13 @@ pub struct Topology {
     priorities: Arc<[u64]>,
     /// `roots`, by decreasing priority (ties: increasing index).
     roots_by_priority: Arc<[u32]>,
+    /// The steal group each task must run in ([`NO_GROUP`]: any); `None` when no task has
+    /// one, so the hot path pays one branch.
+    groups: Option<Arc<[u32]>>,
 }
+
+/// [`Topology::group`]'s "no group" in the packed per-task array.
+const NO_GROUP: u32 = u32::MAX;
 
 impl Topology {
     /// Starts building a topology of `num_tasks` tasks (`0..num_tasks`).
@@ -53,6 +61,7 @@ impl Topology {
             num_tasks,
             edges: Vec::new(),
             costs: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -108,6 +117,26 @@ impl Topology {
         self.priorities[task as usize]
     }
 
+    /// The steal group whose workers alone may run `task`, if it has one
+    /// ([`TopologyBuilder::set_group`]).
+    ///
+    /// # Panics
+    ///
+    /// If `task` is out of range.
+    #[inline]
+    pub fn group(&self, task: u32) -> Option<u32> {
+        match &self.groups {
+            None => None,
+            Some(g) => Some(g[task as usize]).filter(|&g| g != NO_GROUP),
+        }
+    }
+
+    /// Whether some task has a steal group.
+    #[inline]
+    pub(crate) fn has_groups(&self) -> bool {
+        self.groups.is_some()
+    }
+
     /// Predecessor counts of all tasks, indexed by task.
     pub(crate) fn predecessor_counts(&self) -> &[u32] {
         &self.predecessors
@@ -141,6 +170,8 @@ pub struct TopologyBuilder {
     edges: Vec<(u32, u32)>,
     /// Cost of each task; empty while every cost is the default 1.
     costs: Vec<u64>,
+    /// Steal group of each task; empty while no task has one.
+    groups: Vec<u32>,
 }
 
 impl TopologyBuilder {
@@ -170,6 +201,30 @@ impl TopologyBuilder {
             self.costs = vec![1; n];
         }
         self.costs[task as usize] = cost;
+    }
+
+    /// Restricts `task` to the workers of steal group `group` of the pool that runs the
+    /// topology ([`ThreadPoolBuilder::steal_groups`](super::ThreadPoolBuilder::steal_groups)):
+    /// no other worker runs it, even after a steal (see the scheduler's `affinity` module). A
+    /// group the pool does not have is ignored (the task runs anywhere).
+    ///
+    /// # Panics
+    ///
+    /// If `task` is out of range, or `group` is `u32::MAX`.
+    pub fn set_group(&mut self, task: u32, group: u32) {
+        let n = self.num_tasks;
+        assert!(
+            (task as usize) < n,
+            "TopologyBuilder::set_group: task {task} is out of range: the graph has {n} tasks"
+        );
+        assert!(
+            group != NO_GROUP,
+            "TopologyBuilder::set_group: group u32::MAX is reserved"
+        );
+        if self.groups.is_empty() {
+            self.groups = vec![NO_GROUP; n];
+        }
+        self.groups[task as usize] = group;
     }
 
     /// The number of edges added so far.
@@ -232,6 +287,7 @@ impl TopologyBuilder {
             roots: roots.into(),
             priorities: priorities.into(),
             roots_by_priority: roots_by_priority.into(),
+            groups: (!self.groups.is_empty()).then(|| self.groups.into()),
         })
     }
 }
@@ -372,6 +428,19 @@ mod tests {
         let t = b.build().unwrap();
         assert_eq!(t.priorities(), &[2, 1, 1]);
         assert_eq!(t.roots_by_priority(), &[0, 2]);
+    }
+
+    #[test]
+    fn groups_are_per_task_and_optional() {
+        let mut b = Topology::builder(3);
+        b.add_edge(0, 1);
+        let t = b.clone().build().unwrap();
+        assert!(!t.has_groups());
+        assert_eq!(t.group(1), None);
+        b.set_group(1, 4);
+        let t = b.build().unwrap();
+        assert!(t.has_groups());
+        assert_eq!([t.group(0), t.group(1), t.group(2)], [None, Some(4), None]);
     }
 
     #[test]

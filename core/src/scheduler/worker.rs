@@ -35,8 +35,9 @@
 //!
 //! - Own deque is LIFO (depth-first, cache-warm); thieves take the oldest jobs, up to half
 //!   of a deque in one batch (`steal_batch_and_pop`), starting from a random victim.
-//! - Order of search: own deque, injector, other workers (those of the own steal group
-//!   first, see [`affinity`](super::affinity)); every [`INJECTOR_INTERVAL`]th
+//! - Order of search: own deque, the own group's injector (tasks bound to the group), the
+//!   global injector, other workers (those of the own steal group first, see
+//!   [`affinity`](super::affinity)); every [`INJECTOR_INTERVAL`]th
 //!   search starts with the injector, and a task runs at most [`INLINE_LIMIT`] successors
 //!   in place before it goes back through the search, so new runs and woken futures wait
 //!   for at most a bounded number of jobs of a busy worker.
@@ -89,13 +90,21 @@ pub(crate) struct WorkerCtx {
     rng: Cell<u32>,
     /// Counts `find_work` calls, for the periodic injector check.
     tick: Cell<u32>,
+    /// The steal group (`u32::MAX` for a helping caller, which has none).
+    group: u32,
 }
 
 impl WorkerCtx {
     /// The context of worker `index` (or, with `index == num_workers`, of a helping
     /// caller, see [`helper`](super::helper)) owning deque `local`.
     pub(crate) fn new(registry: Arc<Registry>, index: usize, local: Worker<Job>) -> WorkerCtx {
+        let group = if index < registry.num_workers() {
+            registry.steal_order().group_of(index)
+        } else {
+            u32::MAX
+        };
         WorkerCtx {
+            group,
             index,
             local,
             registry,
@@ -120,6 +129,25 @@ impl WorkerCtx {
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// This worker's steal group; `u32::MAX` for a helping caller.
+    #[inline]
+    pub(crate) fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// Whether this worker may run a task bound to group `g` (see
+    /// [`affinity`](super::affinity)); a group the pool does not have binds nothing.
+    #[inline]
+    pub(crate) fn may_run_group(&self, g: u32) -> bool {
+        g == self.group || g as usize >= self.registry.num_groups()
+    }
+
+    /// Whether this is one of the pool's workers (not a helping caller).
+    #[inline]
+    pub(crate) fn is_worker(&self) -> bool {
+        self.index < self.registry.num_workers()
     }
 
     /// Calls `f` with the current thread's worker context if it is a worker of `registry`.
@@ -197,11 +225,27 @@ impl WorkerCtx {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick % INJECTOR_INTERVAL == 0 {
-            if let Some(job) = self.steal_injector_one() {
+            if let Some(job) = self.steal_group_one().or_else(|| self.steal_injector_one()) {
                 return Some(job);
             }
         }
         self.local.pop().or_else(|| self.steal())
+    }
+
+    /// One job from the own group's injector (tasks bound to this group), if any.
+    #[inline]
+    fn steal_group_one(&self) -> Option<Job> {
+        let injector = self.registry.group_injector(self.group)?;
+        if injector.is_empty() {
+            return None;
+        }
+        loop {
+            match injector.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
     }
 
     #[cold]
@@ -227,6 +271,9 @@ impl WorkerCtx {
         let n = stealers.len();
         loop {
             let mut retry = false;
+            if let Some(job) = self.steal_group_one() {
+                return Some(job);
+            }
             match self.registry.injector().steal_batch_and_pop(&self.local) {
                 Steal::Success(job) => return Some(job),
                 Steal::Retry => retry = true,
@@ -384,10 +431,12 @@ impl WorkerCtx {
             }
         }
         let registry = &self.registry;
-        let parked = registry
-            .sleep()
-            .sleep(self.index, || registry.has_work() || stop(), deadline);
-        if parked && registry.has_work() {
+        let parked = registry.sleep().sleep(
+            self.index,
+            || registry.has_work_for(self.index) || stop(),
+            deadline,
+        );
+        if parked && registry.has_work_for(self.index) {
             // Pass the baton: there may be more work than this worker can take.
             registry.sleep().notify_one();
         }
@@ -434,6 +483,14 @@ impl WorkerCtx {
     }
 }
 
+/// The index of the current thread in its pool, if it is a worker (tests only).
+#[cfg(test)]
+pub(crate) fn current_index() -> Option<usize> {
+    let ptr = CURRENT.with(Cell::get);
+    // SAFETY: as in `with_current`: set by `main_loop` to a context that outlives it.
+    unsafe { ptr.as_ref() }.map(WorkerCtx::index)
+}
+
 /// Aborts the process if dropped during unwinding.
 struct AbortOnUnwind;
 
@@ -454,6 +511,7 @@ pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job
         hook.run(index);
     }
     CURRENT.with(|c| c.set(&ctx));
+    let intra = super::parallel::enter(&ctx);
     let registry = Arc::clone(&ctx.registry);
     let stop = || registry.is_terminating();
     loop {
@@ -463,13 +521,14 @@ pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job
         match ctx.idle(&stop, None) {
             Some(job) => ctx.execute(job),
             None => {
-                if registry.is_terminating() && !registry.has_work() {
+                if registry.is_terminating() && !registry.has_work_for(ctx.index) {
                     break;
                 }
             }
         }
     }
     ctx.flush_debt();
+    drop(intra);
     CURRENT.with(|c| c.set(ptr::null()));
     drop(guard);
 }

@@ -3,15 +3,23 @@
 //! Cloning a [`Tensor`] clones an `Arc`: handing a tensor to the next op in the same
 //! process never copies its elements. A kernel that holds the only reference may take
 //! the buffer back with [`Tensor::try_into_vec`] and reuse it for its output.
+//!
+//! A backend's allocator may record where a buffer came from ([`BufferOrigin`]: its NUMA
+//! node, and a [`Recycler`] that takes the elements back when the last reference drops);
+//! see [`Tensor::from_vec_in`].
 
 mod display;
 mod dtype;
+mod origin;
 mod shape;
 mod storage;
 
 use std::sync::Arc;
 
+use origin::Buffer;
+
 pub use dtype::{DType, Element};
+pub use origin::{BufferOrigin, Recycler};
 pub use shape::Shape;
 pub use storage::{DeviceBuffer, Storage, StorageElement};
 
@@ -48,7 +56,7 @@ pub enum TensorError {
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     shape: Shape,
-    data: Arc<Storage>,
+    data: Arc<Buffer>,
 }
 
 impl Tensor {
@@ -73,7 +81,35 @@ impl Tensor {
         }
         Ok(Tensor {
             shape,
-            data: Arc::new(data),
+            data: Arc::new(Buffer::plain(data)),
+        })
+    }
+
+    /// A tensor from its shape and elements made by an allocator that recorded their
+    /// `origin`: [`numa_node`](Self::numa_node) reports its node, and when the last
+    /// reference is dropped the elements go to its [`Recycler`], if it has one. Fails when
+    /// the counts differ (the elements then go back to the recycler at once).
+    pub fn from_vec_in<T: StorageElement>(
+        shape: impl Into<Shape>,
+        data: Vec<T>,
+        origin: &Arc<BufferOrigin>,
+    ) -> Result<Tensor, TensorError> {
+        let buffer = Buffer {
+            storage: T::into_storage(data),
+            origin: Some(Arc::clone(origin)),
+        };
+        let shape = shape.into();
+        let expected = shape.num_elements();
+        if buffer.storage.len() != expected {
+            return Err(TensorError::ElementCount {
+                shape,
+                expected,
+                got: buffer.storage.len(),
+            });
+        }
+        Ok(Tensor {
+            shape,
+            data: Arc::new(buffer),
         })
     }
 
@@ -81,7 +117,7 @@ impl Tensor {
     pub fn from_slice<T: StorageElement>(data: &[T]) -> Tensor {
         Tensor {
             shape: Shape::new(&[data.len()]),
-            data: Arc::new(T::into_storage(data.to_vec())),
+            data: Arc::new(Buffer::plain(T::into_storage(data.to_vec()))),
         }
     }
 
@@ -89,7 +125,7 @@ impl Tensor {
     pub fn scalar<T: StorageElement>(value: T) -> Tensor {
         Tensor {
             shape: Shape::scalar(),
-            data: Arc::new(T::into_storage(vec![value])),
+            data: Arc::new(Buffer::plain(T::into_storage(vec![value]))),
         }
     }
 
@@ -99,13 +135,13 @@ impl Tensor {
         let n = shape.num_elements();
         Tensor {
             shape,
-            data: Arc::new(Storage::zeros(dtype, n)),
+            data: Arc::new(Buffer::plain(Storage::zeros(dtype, n))),
         }
     }
 
     /// The dtype.
     pub fn dtype(&self) -> DType {
-        self.data.dtype()
+        self.data.storage.dtype()
     }
 
     /// The shape.
@@ -120,17 +156,28 @@ impl Tensor {
 
     /// The number of elements.
     pub fn num_elements(&self) -> usize {
-        self.data.len()
+        self.data.storage.len()
     }
 
     /// Bytes the elements occupy.
     pub fn size_in_bytes(&self) -> usize {
-        self.data.len() * self.dtype().size_of()
+        self.data.storage.len() * self.dtype().size_of()
     }
 
     /// The underlying storage.
     pub fn storage(&self) -> &Storage {
-        &self.data
+        &self.data.storage
+    }
+
+    /// What the allocator recorded about the buffer, if it was made with
+    /// [`from_vec_in`](Self::from_vec_in).
+    pub fn origin(&self) -> Option<&Arc<BufferOrigin>> {
+        self.data.origin.as_ref()
+    }
+
+    /// The NUMA node the elements were allocated on, when the allocator recorded it.
+    pub fn numa_node(&self) -> Option<usize> {
+        self.data.origin.as_ref().and_then(|o| o.numa_node())
     }
 
     /// A tensor whose elements live in a device's memory.
@@ -143,7 +190,7 @@ impl Tensor {
 
     /// The device buffer, when the elements live in a device's memory.
     pub fn device_buffer(&self) -> Option<&Arc<dyn DeviceBuffer>> {
-        match &*self.data {
+        match &self.data.storage {
             Storage::Device(b) => Some(b),
             _ => None,
         }
@@ -160,7 +207,7 @@ impl Tensor {
         if let Some(b) = self.device_buffer() {
             return Err(TensorError::NotOnHost(b.device().to_string()));
         }
-        T::slice(&self.data).ok_or(TensorError::DType {
+        T::slice(&self.data.storage).ok_or(TensorError::DType {
             requested: T::DTYPE,
             actual: self.dtype(),
         })
@@ -181,16 +228,18 @@ impl Tensor {
     }
 
     /// Takes the elements back without copying when this is the only reference and the
-    /// dtype is `T`; otherwise returns the tensor unchanged.
+    /// dtype is `T`; otherwise returns the tensor unchanged. The origin, if any, is
+    /// forgotten: the caller owns the elements now (read [`origin`](Self::origin) first to
+    /// keep it).
     pub fn try_into_vec<T: StorageElement>(self) -> Result<Vec<T>, Tensor> {
         if T::DTYPE != self.dtype() {
             return Err(self);
         }
         let shape = self.shape;
         match Arc::try_unwrap(self.data) {
-            Ok(storage) => T::from_storage(storage).map_err(|s| Tensor {
+            Ok(buffer) => T::from_storage(buffer.take()).map_err(|s| Tensor {
                 shape: shape.clone(),
-                data: Arc::new(s),
+                data: Arc::new(Buffer::plain(s)),
             }),
             Err(data) => Err(Tensor { shape, data }),
         }
@@ -227,7 +276,7 @@ macro_rules! scalar_from {
         }
         impl From<Vec<$t>> for Tensor {
             fn from(v: Vec<$t>) -> Tensor {
-                Tensor { shape: Shape::new(&[v.len()]), data: Arc::new(<$t>::into_storage(v)) }
+                Tensor { shape: Shape::new(&[v.len()]), data: Arc::new(Buffer::plain(<$t>::into_storage(v))) }
             }
         }
         impl From<&[$t]> for Tensor {
@@ -286,5 +335,38 @@ mod tests {
         let t = Tensor::from(vec![1i64]);
         let _u = t.clone();
         assert!(t.try_into_vec::<i64>().is_err());
+    }
+
+    #[derive(Debug, Default)]
+    struct Keep(parking_lot::Mutex<Vec<Storage>>);
+
+    impl Recycler for Keep {
+        fn recycle(&self, storage: Storage) {
+            self.0.lock().push(storage);
+        }
+    }
+
+    #[test]
+    fn the_last_reference_returns_the_buffer_to_its_recycler() {
+        let keep = Arc::new(Keep::default());
+        let origin = Arc::new(BufferOrigin::new(
+            Some(1),
+            Some(keep.clone() as Arc<dyn Recycler>),
+        ));
+        let t = Tensor::from_vec_in([3], vec![1.0f32, 2.0, 3.0], &origin).unwrap();
+        assert_eq!(t.numa_node(), Some(1));
+        let u = t.reshape([1, 3]).unwrap();
+        drop(t);
+        assert!(keep.0.lock().is_empty());
+        drop(u);
+        assert_eq!(
+            keep.0.lock().as_slice(),
+            &[Storage::F32(vec![1.0, 2.0, 3.0])]
+        );
+        // Taking the elements back forgets the origin: nothing is recycled.
+        let t = Tensor::from_vec_in([1], vec![4i32], &origin).unwrap();
+        assert_eq!(t.try_into_vec::<i32>().unwrap(), vec![4]);
+        assert_eq!(keep.0.lock().len(), 1);
+        assert_eq!(Tensor::scalar(1.0f32).numa_node(), None);
     }
 }

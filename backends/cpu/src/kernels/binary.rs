@@ -7,16 +7,24 @@
 //!
 //! Loops, fastest first: equal shapes (one zip); one side a single element; general
 //! broadcasting as rows (see `broadcast`). When an input has the output's shape and the
-//! context holds its only reference, its buffer becomes the output's.
+//! context holds its only reference, its buffer becomes the output's; otherwise a large
+//! output comes from the node's buffer cache (`buffers.rs`). The equal-shape and
+//! one-element loops are split into chunks over the device's workers when they are large
+//! (`parallel.rs`); each chunk is a plain zip the compiler vectorises, written with
+//! streaming stores when the output is larger than the cache (`store.rs`).
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor};
 
 use super::broadcast::{broadcast_shape, Layout};
 use super::numeric::Arith;
+use super::parallel::{fill, for_chunks_mut};
+use super::store::{map1, map2, streams};
 use super::support::{common_dtype, dispatch_numeric, Factory, REUSE_MIN_ELEMENTS};
+use crate::buffers::{adopt, output};
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[
@@ -85,11 +93,16 @@ where
     O: BinaryOp<f32> + BinaryOp<f64> + BinaryOp<i32> + BinaryOp<i64>,
 {
     let dtype = common_dtype(init, 2)?;
-    dispatch_numeric!(init, dtype, T => BinaryKernel::<T, O>(PhantomData))
+    let node = init.device.numa_node();
+    dispatch_numeric!(init, dtype, T => BinaryKernel::<T, O> { node, op: PhantomData })
 }
 
 /// `O` on elements of type `T`.
-struct BinaryKernel<T, O>(PhantomData<fn() -> (T, O)>);
+struct BinaryKernel<T, O> {
+    /// The device's NUMA node (where outputs go when not computed on a worker).
+    node: Option<usize>,
+    op: PhantomData<fn() -> (T, O)>,
+}
 
 impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
@@ -113,13 +126,14 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         if n > 0 {
             O::check_rhs(rhs)?;
         }
-        let data = if n >= REUSE_MIN_ELEMENTS && (a.shape() == &out || b.shape() == &out) {
+        if n >= REUSE_MIN_ELEMENTS && (a.shape() == &out || b.shape() == &out) {
             let (a, b) = (ctx.take_input(0), ctx.take_input(1));
-            compute_owned::<T, O>(a, b, &out)?
-        } else {
-            compute_new::<T, O>(lhs, a.shape(), rhs, b.shape(), &out)
-        };
-        ctx.push_output(Tensor::from_vec(out, data)?);
+            let t = compute_owned::<T, O>(a, b, &out, self.node)?;
+            ctx.push_output(t);
+            return Ok(());
+        }
+        let t = compute_new::<T, O>(lhs, a.shape(), rhs, b.shape(), &out, self.node)?;
+        ctx.push_output(t);
         Ok(())
     }
 }
@@ -130,12 +144,14 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
     a: Tensor,
     b: Tensor,
     out: &Shape,
-) -> Result<Vec<T>, KernelError> {
+    node: Option<usize>,
+) -> Result<Tensor, KernelError> {
     let a = if a.shape() == out {
+        let home = a.numa_node().or(node);
         match a.try_into_vec::<T>() {
             Ok(mut buf) => {
                 update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply);
-                return Ok(buf);
+                return adopt(out.clone(), buf, home);
             }
             Err(a) => a,
         }
@@ -143,24 +159,26 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         a
     };
     let b = if b.shape() == out {
+        let home = b.numa_node().or(node);
         match b.try_into_vec::<T>() {
             Ok(mut buf) => {
                 let flipped = |y, x| O::apply(x, y);
                 update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped);
-                return Ok(buf);
+                return adopt(out.clone(), buf, home);
             }
             Err(b) => b,
         }
     } else {
         b
     };
-    Ok(compute_new::<T, O>(
+    compute_new::<T, O>(
         a.as_slice::<T>()?,
         a.shape(),
         b.as_slice::<T>()?,
         b.shape(),
         out,
-    ))
+        node,
+    )
 }
 
 /// `buf[i] = f(buf[i], other broadcast to out[i])`, where `buf` has shape `out`.
@@ -169,16 +187,21 @@ fn update_in_place<T: Arith>(
     out: &Shape,
     other: &[T],
     other_shape: &Shape,
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync,
 ) {
     if let [y] = *other {
-        for x in buf.iter_mut() {
-            *x = f(*x, y);
-        }
+        for_chunks_mut(buf, |_, part| {
+            for x in part {
+                *x = f(*x, y);
+            }
+        });
     } else if other_shape == out {
-        for (x, &y) in buf.iter_mut().zip(other) {
-            *x = f(*x, y);
-        }
+        for_chunks_mut(buf, |start, part| {
+            let other = &other[start..start + part.len()];
+            for (x, &y) in part.iter_mut().zip(other) {
+                *x = f(*x, y);
+            }
+        });
     } else {
         let layout = Layout::new(out, out, other_shape);
         let n = layout.row_len();
@@ -200,6 +223,20 @@ fn update_in_place<T: Arith>(
     }
 }
 
+/// `out[i] = f(i)` over chunks, `f` given a chunk's start and length: the equal-shape and
+/// one-element loops.
+fn fill_with<T: Arith>(
+    n: usize,
+    node: Option<usize>,
+    shape: &Shape,
+    chunk: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Result<Tensor, KernelError> {
+    let mut out = output::<T>(n, node);
+    // SAFETY: every caller's `chunk` writes each element of the chunk it is given.
+    unsafe { fill(&mut out.buf, n, chunk) };
+    out.into_tensor(shape.clone())
+}
+
 /// The result in a new buffer.
 fn compute_new<T: Arith, O: BinaryOp<T>>(
     a: &[T],
@@ -207,41 +244,61 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
     b: &[T],
     b_shape: &Shape,
     out: &Shape,
-) -> Vec<T> {
+    node: Option<usize>,
+) -> Result<Tensor, KernelError> {
+    let n = out.num_elements();
     if a_shape == b_shape {
-        return a.iter().zip(b).map(|(&x, &y)| O::apply(x, y)).collect();
+        let stream = streams::<T>(n);
+        return fill_with(n, node, out, |start, part| {
+            let len = part.len();
+            map2(
+                part,
+                &a[start..start + len],
+                &b[start..start + len],
+                stream,
+                O::apply,
+            );
+        });
     }
-    if out.num_elements() == 0 {
-        return Vec::new();
+    if n == 0 {
+        return Ok(Tensor::from_vec(out.clone(), Vec::<T>::new())?);
     }
     // One element broadcast against the other input: the output holds as many elements
     // as that input, in its order.
+    let stream = streams::<T>(n);
     if let [x] = *a {
-        return b.iter().map(|&y| O::apply(x, y)).collect();
+        return fill_with(n, node, out, |start, part| {
+            let b = &b[start..start + part.len()];
+            map1(part, b, stream, |y| O::apply(x, y));
+        });
     }
     if let [y] = *b {
-        return a.iter().map(|&x| O::apply(x, y)).collect();
+        return fill_with(n, node, out, |start, part| {
+            let a = &a[start..start + part.len()];
+            map1(part, a, stream, |x| O::apply(x, y));
+        });
     }
     let layout = Layout::new(out, a_shape, b_shape);
-    let n = layout.row_len();
-    let mut data = Vec::with_capacity(out.num_elements());
+    let len = layout.row_len();
+    let mut output = output::<T>(n, node);
+    let data = &mut output.buf;
     match (layout.a_row_stride(), layout.b_row_stride()) {
         (1, 1) => layout.for_each_row(|ao, bo| {
-            let rows = a[ao..ao + n].iter().zip(&b[bo..bo + n]);
+            let rows = a[ao..ao + len].iter().zip(&b[bo..bo + len]);
             data.extend(rows.map(|(&x, &y)| O::apply(x, y)));
         }),
         (0, 1) => layout.for_each_row(|ao, bo| {
             let x = a[ao];
-            data.extend(b[bo..bo + n].iter().map(|&y| O::apply(x, y)));
+            data.extend(b[bo..bo + len].iter().map(|&y| O::apply(x, y)));
         }),
         (1, 0) => layout.for_each_row(|ao, bo| {
             let y = b[bo];
-            data.extend(a[ao..ao + n].iter().map(|&x| O::apply(x, y)));
+            data.extend(a[ao..ao + len].iter().map(|&x| O::apply(x, y)));
         }),
         _ => layout.for_each_row(|ao, bo| {
             let v = O::apply(a[ao], b[bo]);
-            data.extend(std::iter::repeat_n(v, n));
+            data.extend(std::iter::repeat_n(v, len));
         }),
     }
-    data
+    output.into_tensor(out.clone())
 }

@@ -8,24 +8,52 @@
 //!
 //! # Intra-op parallelism
 //!
-//! `matrixmultiply` is built with its `threading` feature: one large product is split
-//! over a small process-wide pool (`thread-tree`) of `MATMUL_NUM_THREADS` threads
-//! (default: the physical cores, at most 4), the calling scheduler worker computing one
-//! share itself. That pool is not the scheduler's: two MatMuls running at once on two
-//! workers each add one helper thread, so the machine is briefly oversubscribed, and its
-//! threads are neither pinned nor confined to a NUMA device's cores. It was measured
-//! faster on the 2-core development machine than `gemm` 0.19 (faer's) with
-//! `Parallelism::Rayon(2)` (`BENCHMARKS.md`, "Kernels").
+//! A large product is split into blocks of `c`, run as the pieces of one nested scheduler
+//! run ([`parallel_for`]): the calling worker computes a block itself and an idle worker
+//! of the same steal group (NUMA node) steals the other. Each block is one
+//! single-threaded `matrixmultiply` call (the crate is built *without* its `threading`
+//! feature, whose own thread pool would compete with the scheduler's workers for the
+//! cores and is neither pinned nor NUMA-aware).
+//!
+//! Why blocks as scheduler tasks rather than `matrixmultiply`'s threads while the
+//! scheduler is idle: the scheduler cannot know that it will stay idle — a second kernel
+//! may become ready a microsecond later — and a pool outside it breaks the per-node
+//! binding of kernels. The price is packing: `matrixmultiply`'s own threads share one
+//! packed panel of `b`, while every block packs its own. So there is one block per
+//! worker ([`PIECES_PER_WORKER`]; four per worker measured 10–20 % slower at 1024 on the
+//! 2-core machine), column blocks of whole `nc` panels when `n` allows (no extra packing:
+//! see [`blocks`]), row blocks otherwise (one extra packing of `b` per block, `O(k·n)`
+//! against `O(m·k·n)` arithmetic).
+//!
+//! `matrixmultiply` is built with its `avx512` feature: it detects AVX-512F at run time and
+//! falls back to its AVX2/FMA or SSE kernels elsewhere.
+//!
+//! The output comes from the node's buffer cache (`buffers.rs`) and is written with
+//! `beta = 0`, so `matrixmultiply` never reads it: no zeroing, and no page faults when a
+//! step runs again.
 
 use std::marker::PhantomData;
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::shape_fn::matmul_dims;
-use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Tensor};
+use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError};
+
+use magpie_core::scheduler::{current_parallelism, parallel_for};
 
 use super::numeric::Arith;
 use super::support::{common_dtype, dispatch_numeric, Factory};
+use crate::buffers::output;
 use crate::conv::gemm_strides;
+
+/// Products of fewer multiply-adds than this run on the calling worker alone (behaviour at
+/// the time of writing: ~0.1 ms of arithmetic).
+const PAR_MIN_MACS: usize = 1 << 22;
+/// Blocks per worker of the caller's group (see the module docs).
+const PIECES_PER_WORKER: usize = 1;
+/// Row blocks are a multiple of this many rows (`matrixmultiply`'s `mc` for `f32`).
+const BLOCK_ROWS: usize = 64;
+/// Column blocks are a multiple of this many columns (`matrixmultiply`'s `nc`).
+const GEMM_NC: usize = 1024;
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[("MatMul", factory)];
@@ -35,9 +63,11 @@ fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     let transpose_a = attrs.bool_or("transpose_a", false)?;
     let transpose_b = attrs.bool_or("transpose_b", false)?;
     let dtype = common_dtype(init, 2)?;
+    let node = init.device.numa_node();
     dispatch_numeric!(init, dtype, T => MatMulKernel::<T> {
         transpose_a,
         transpose_b,
+        node,
         elem: PhantomData,
     })
 }
@@ -58,26 +88,62 @@ impl<T: Copy> Operand<'_, T> {
     fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.rs.unsigned_abs() + j * self.cs.unsigned_abs()]
     }
+
+    /// The logical rows `r..` of the matrix (strides are non-negative).
+    fn rows_from(self, r: usize) -> Self {
+        Operand {
+            data: &self.data[r * self.rs.unsigned_abs()..],
+            ..self
+        }
+    }
+
+    /// The logical columns `c..` of the matrix.
+    fn cols_from(self, c: usize) -> Self {
+        Operand {
+            data: &self.data[c * self.cs.unsigned_abs()..],
+            ..self
+        }
+    }
 }
 
-/// A matrix product `c = a b` of an `[m, k]` and a `[k, n]` matrix into a new row-major
-/// `[m, n]` buffer.
+/// A matrix product `c = a b` of an `[m, k]` and a `[k, n]` matrix into the m×n matrix
+/// at `c` whose rows are `ldc` elements apart (row-major, `ldc >= n`).
 trait Gemm: Arith {
-    fn gemm(m: usize, k: usize, n: usize, a: Operand<'_, Self>, b: Operand<'_, Self>) -> Vec<Self>;
+    /// # Safety
+    ///
+    /// The m×n elements at `c + i·ldc + j` must be valid for writes (they need not be
+    /// initialised) and nothing else may read or write them during the call; `a` and `b`
+    /// must address their logical matrices within their slices (shapes checked by the
+    /// caller); `m`, `n` and `k` are all at least 1.
+    unsafe fn gemm_into(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Operand<'_, Self>,
+        b: Operand<'_, Self>,
+        c: *mut Self,
+        ldc: usize,
+    );
 }
 
 impl Gemm for f32 {
-    fn gemm(m: usize, k: usize, n: usize, a: Operand<'_, f32>, b: Operand<'_, f32>) -> Vec<f32> {
-        let mut c = vec![0.0f32; m * n];
-        if m == 0 || n == 0 || k == 0 {
-            return c;
-        }
-        let (rsc, csc) = gemm_strides(n, false);
+    unsafe fn gemm_into(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Operand<'_, f32>,
+        b: Operand<'_, f32>,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let (rsc, csc) = gemm_strides(ldc, false);
         // SAFETY: `a.data` holds the m×k logical matrix: its largest index,
-        // (m-1)·rs + (k-1)·cs, is the last element of the row-major buffer the strides were
-        // built for (checked shapes in `compute`); likewise `b` for k×n. `c` is a fresh,
-        // distinct allocation of m·n elements with strides (n, 1), so its elements do not
-        // alias each other or the inputs.
+        // (m-1)·rs + (k-1)·cs, lies within the slice (shapes checked in `compute`, rows
+        // taken with `rows_from`); likewise `b` for k×n (columns taken with
+        // `cols_from`). The caller gives `c` as m×n writable elements with strides
+        // (ldc, 1), not aliasing the inputs; with beta = 0
+        // `matrixmultiply` does not read them ("If β is zero, then C does not need to be
+        // initialized").
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -91,24 +157,26 @@ impl Gemm for f32 {
                 b.rs,
                 b.cs,
                 0.0,
-                c.as_mut_ptr(),
+                c,
                 rsc,
                 csc,
             );
         }
-        c
     }
 }
 
 impl Gemm for f64 {
-    fn gemm(m: usize, k: usize, n: usize, a: Operand<'_, f64>, b: Operand<'_, f64>) -> Vec<f64> {
-        let mut c = vec![0.0f64; m * n];
-        if m == 0 || n == 0 || k == 0 {
-            return c;
-        }
-        let (rsc, csc) = gemm_strides(n, false);
-        // SAFETY: as for `f32` above: the strides address exactly the row-major input
-        // buffers, and `c` is a fresh m·n buffer with strides (n, 1).
+    unsafe fn gemm_into(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Operand<'_, f64>,
+        b: Operand<'_, f64>,
+        c: *mut f64,
+        ldc: usize,
+    ) {
+        let (rsc, csc) = gemm_strides(ldc, false);
+        // SAFETY: as for `f32` above.
         unsafe {
             matrixmultiply::dgemm(
                 m,
@@ -122,61 +190,99 @@ impl Gemm for f64 {
                 b.rs,
                 b.cs,
                 0.0,
-                c.as_mut_ptr(),
+                c,
                 rsc,
                 csc,
             );
         }
-        c
     }
 }
 
-/// The integer product: row `i` of `c` accumulates `a[i, p] * b[p, ..]` over `p`,
-/// wrapping; the order does not change a wrapping sum.
-fn int_gemm<T: Arith>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Operand<'_, T>,
-    b: Operand<'_, T>,
-) -> Vec<T> {
-    let mut c = vec![T::ZERO; m * n];
-    if n == 0 {
-        return c;
-    }
-    for (i, row) in c.chunks_exact_mut(n).enumerate() {
-        for p in 0..k {
-            let aip = a.at(i, p);
-            if b.cs == 1 {
-                let start = p * b.rs.unsigned_abs();
-                for (cij, &bpj) in row.iter_mut().zip(&b.data[start..start + n]) {
-                    *cij = cij.add(aip.mul(bpj));
-                }
-            } else {
-                for (j, cij) in row.iter_mut().enumerate() {
-                    *cij = cij.add(aip.mul(b.at(p, j)));
-                }
+/// Row `i` of the integer product (`row` zeroed): accumulates `a[i, p] * b[p, ..]` over
+/// `p`, wrapping; the order does not change a wrapping sum.
+fn int_row<T: Arith>(i: usize, k: usize, a: Operand<'_, T>, b: Operand<'_, T>, row: &mut [T]) {
+    let n = row.len();
+    for p in 0..k {
+        let aip = a.at(i, p);
+        if b.cs == 1 {
+            let start = p * b.rs.unsigned_abs();
+            for (cij, &bpj) in row.iter_mut().zip(&b.data[start..start + n]) {
+                *cij = cij.add(aip.mul(bpj));
+            }
+        } else {
+            for (j, cij) in row.iter_mut().enumerate() {
+                *cij = cij.add(aip.mul(b.at(p, j)));
             }
         }
     }
-    c
 }
 
-impl Gemm for i32 {
-    fn gemm(m: usize, k: usize, n: usize, a: Operand<'_, i32>, b: Operand<'_, i32>) -> Vec<i32> {
-        int_gemm(m, k, n, a, b)
-    }
+macro_rules! int_gemm_impl {
+    ($t:ty) => {
+        impl Gemm for $t {
+            unsafe fn gemm_into(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: Operand<'_, $t>,
+                b: Operand<'_, $t>,
+                c: *mut $t,
+                ldc: usize,
+            ) {
+                for i in 0..m {
+                    // SAFETY: the caller gives row `i` of `c`, `n` elements at `c + i·ldc`,
+                    // as writable and untouched by anyone else; zeroing them first makes
+                    // them initialised integers.
+                    let row = unsafe {
+                        let row = c.add(i * ldc);
+                        std::ptr::write_bytes(row, 0, n);
+                        std::slice::from_raw_parts_mut(row, n)
+                    };
+                    int_row(i, k, a, b, row);
+                }
+            }
+        }
+    };
 }
+int_gemm_impl!(i32);
+int_gemm_impl!(i64);
 
-impl Gemm for i64 {
-    fn gemm(m: usize, k: usize, n: usize, a: Operand<'_, i64>, b: Operand<'_, i64>) -> Vec<i64> {
-        int_gemm(m, k, n, a, b)
+/// A pointer to the output that the blocks share; each writes its own rows and columns.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+
+// SAFETY: the blocks write disjoint ranges of one exclusively owned buffer, and `T`
+// is a plain number type (`Send`).
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as above: each piece derives a pointer to its own block only.
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+/// How an m×k×n product is split: `(row_blocks, col_blocks)`, one of them 1.
+///
+/// Every block packs its own panels of `b` and `a`. Row blocks each pack all of `b`;
+/// column blocks as wide as `matrixmultiply`'s `nc` pack disjoint parts of `b` and repack
+/// `a` no more often than one call does (it repacks `a` for every `nc` columns anyway), so
+/// they are used when `n` has at least one `nc` per block.
+fn blocks(m: usize, k: usize, n: usize) -> (usize, usize) {
+    if m.saturating_mul(k).saturating_mul(n) < PAR_MIN_MACS {
+        return (1, 1);
     }
+    let workers = current_parallelism();
+    if workers <= 1 {
+        return (1, 1);
+    }
+    let want = workers * PIECES_PER_WORKER;
+    if n / GEMM_NC >= want {
+        return (1, want);
+    }
+    (want.min(m.div_ceil(BLOCK_ROWS)).max(1), 1)
 }
 
 struct MatMulKernel<T> {
     transpose_a: bool,
     transpose_b: bool,
+    /// The device's NUMA node (where outputs go when not computed on a worker).
+    node: Option<usize>,
     elem: PhantomData<fn() -> T>,
 }
 
@@ -191,8 +297,36 @@ impl<T: Gemm> Kernel for MatMulKernel<T> {
         };
         let lhs = operand(a.as_slice::<T>()?, ac, self.transpose_a);
         let rhs = operand(b.as_slice::<T>()?, bc, self.transpose_b);
-        let c = T::gemm(m, k, n, lhs, rhs);
-        ctx.push_output(Tensor::from_vec([m, n], c)?);
+        let mut out = output::<T>(m * n, self.node);
+        if m > 0 && n > 0 {
+            if k == 0 {
+                out.buf.resize(m * n, T::ZERO);
+            } else {
+                let (row_blocks, col_blocks) = blocks(m, k, n);
+                let rows = m.div_ceil(row_blocks).next_multiple_of(BLOCK_ROWS.min(m));
+                let cols = n.div_ceil(col_blocks).next_multiple_of(GEMM_NC.min(n));
+                let c = OutPtr(out.buf.as_mut_ptr());
+                let c = &c;
+                parallel_for(row_blocks * col_blocks, &|i| {
+                    let (r0, c0) = ((i / col_blocks) * rows, (i % col_blocks) * cols);
+                    if r0 >= m || c0 >= n {
+                        return;
+                    }
+                    let (r1, c1) = ((r0 + rows).min(m), (c0 + cols).min(n));
+                    let (a, b) = (lhs.rows_from(r0), rhs.cols_from(c0));
+                    // SAFETY: `out.buf` has room for m·n elements and is not touched
+                    // elsewhere until every block returned; block `i` writes rows
+                    // `r0..r1` × columns `c0..c1` (row stride n), disjoint from every
+                    // other block's. The operands address their matrices (shapes checked
+                    // above; blocks taken within them).
+                    unsafe { T::gemm_into(r1 - r0, k, c1 - c0, a, b, c.0.add(r0 * n + c0), n) };
+                });
+                // SAFETY: the blocks cover rows `0..m` × columns `0..n`, and each wrote
+                // all of its elements (`gemm_into` with beta = 0 writes every element).
+                unsafe { out.buf.set_len(m * n) };
+            }
+        }
+        ctx.push_output(out.into_tensor([m, n])?);
         Ok(())
     }
 }

@@ -6,15 +6,18 @@
 //!
 //! Shared pieces: `numeric` (the element arithmetic every family uses: wrapping integers,
 //! IEEE floats), `broadcast` (numpy broadcasting as strided rows), `support` (factory and
-//! buffer-reuse helpers).
+//! buffer-reuse helpers), `parallel` (large loops split over the device's workers),
+//! `store` (streaming stores for outputs larger than the cache).
 
 mod binary;
 mod broadcast;
 mod matmul;
 mod numeric;
+mod parallel;
 mod reduce;
 mod shape_ops;
 mod source;
+mod store;
 mod support;
 mod unary;
 
