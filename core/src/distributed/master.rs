@@ -180,6 +180,19 @@ impl Master {
 
 type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
 
+/// How close a step failure is to its cause, lowest first: the step reports the failure
+/// closest to the cause whichever arrives first. A task the master cannot reach is the
+/// cause (other tasks then fail their sends to it); a failure a task reports comes next;
+/// deadlines and cancellations, which the first failure's abort causes elsewhere, last.
+fn cause_rank(e: &TransportError) -> u8 {
+    match e {
+        TransportError::Unreachable { .. } | TransportError::Refused { .. } => 0,
+        TransportError::UnknownPartition { .. } | TransportError::Remote { .. } => 1,
+        TransportError::DeadlineExceeded { .. } => 2,
+        TransportError::Cancelled { .. } => 3,
+    }
+}
+
 struct TaskStep {
     task: TaskName,
     handle: PartitionHandle,
@@ -433,13 +446,13 @@ impl MasterSession {
                     match r {
                         Ok(ts) => results[i] = Some(ts),
                         Err(e) => {
-                            let secondary = matches!(e, TransportError::Cancelled { .. });
                             if failure.is_none() {
                                 // Abort the step everywhere else; each task answers promptly.
                                 let _ = abort_others(Some(i)).await;
                                 failure = Some(e);
-                            } else if !secondary
-                                && matches!(failure, Some(TransportError::Cancelled { .. }))
+                            } else if failure
+                                .as_ref()
+                                .is_some_and(|f| cause_rank(&e) < cause_rank(f))
                             {
                                 failure = Some(e);
                             }
