@@ -10,7 +10,8 @@
 //! interleaving loom can produce, up to its preemption bound:
 //!
 //! - the parking protocol of [`sleep`](super::sleep): a job pushed while a worker goes to
-//!   sleep is never missed (a lost wake-up shows up as a deadlock, which loom reports);
+//!   sleep is never missed (a lost wake-up shows up as a deadlock, which loom reports),
+//!   also when the job is for one steal group's members only (`notify_one_of`);
 //! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
 //!   exactly one makes the task ready, and the task sees both predecessors' writes;
 //! - run completion: the outstanding counter reaches zero exactly once, and the thread
@@ -63,6 +64,26 @@ fn a_job_pushed_while_a_worker_goes_to_sleep_is_not_missed() {
             })
         };
         // The worker: take the job, or sleep until there is one.
+        while !jobs.take() {
+            sleep.sleep(0, || jobs.has_work(), None);
+        }
+        pusher.join().unwrap();
+    });
+}
+
+#[test]
+fn a_group_job_pushed_while_a_member_goes_to_sleep_is_not_missed() {
+    loom::model(|| {
+        // Worker 0 is the group's only member; worker 1 (never asleep here) is not one.
+        let sleep = Arc::new(Sleep::new(2));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let pusher = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                jobs.push();
+                sleep.notify_one_of(&[0]);
+            })
+        };
         while !jobs.take() {
             sleep.sleep(0, || jobs.has_work(), None);
         }
