@@ -11,6 +11,7 @@ mod placement;
 pub(crate) mod plan;
 pub(crate) mod prune;
 pub(crate) mod resources;
+pub(crate) mod slot;
 pub(crate) mod step;
 mod timeline;
 

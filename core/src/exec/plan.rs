@@ -21,7 +21,7 @@ use super::error::SessionError;
 use super::placement::place;
 use super::prune::{prune, Pruned};
 use super::resources::{copy_pool_name, PoolHandle, ResourcePools, DEFAULT_COPY_POOL_CAPACITY};
-use super::step::SlotPool;
+use super::slot::SlotPool;
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
 use crate::graph::{
     Attrs, Graph, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR,

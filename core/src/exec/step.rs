@@ -1,14 +1,10 @@
 //! One step of a plan: the tensor slots, the scheduler body that runs kernels, the
 //! optional per-node timeline and memory accounting.
 //!
-//! ## Slot protocol
-//! Each slot holds at most one tensor and a count of the uses still to come (consumer
-//! inputs plus fetches, from the plan). The producer stores the tensor before its task
-//! finishes; the scheduler releases a consumer only after that (its pending-count
-//! decrement is a release, the consumer's start an acquire), so a consumer always finds
-//! the tensor. Each use decrements the count under the slot's lock: the last use takes
-//! the tensor out (so its memory is freed as soon as possible, and a kernel holding the
-//! only reference may reuse the buffer), earlier uses clone the `Arc`.
+//! ## Slots
+//! Each output a step needs has a slot ([`slot`](super::slot)): the producer stores the
+//! tensor before its task finishes, uses clone it, the last use takes it — without a
+//! lock (the protocol is in that module).
 //!
 //! ## Gated nodes
 //! A node that needs resource-pool slots or must reserve memory under a budget runs in
@@ -28,6 +24,7 @@ use super::error::SessionError;
 use super::memory::{DeviceMemoryStats, MemoryTracker};
 use super::plan::ExecPlan;
 use super::resources::acquire;
+use super::slot::Slot;
 use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, Outputs};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
@@ -52,51 +49,6 @@ pub struct NodeStats {
     pub end: Duration,
     /// Bytes of the tensors it produced.
     pub output_bytes: usize,
-}
-
-pub(crate) struct Slot {
-    value: Mutex<(Option<Tensor>, u32)>,
-}
-
-/// Slot arrays of finished steps, kept by their plan for the next steps: a step of a
-/// 20,000-node plan then reuses warm memory instead of allocating and faulting in a
-/// fresh megabyte.
-#[derive(Default)]
-pub(crate) struct SlotPool(Mutex<Vec<Box<[Slot]>>>);
-
-/// Slot arrays a plan keeps (behaviour at the time of writing): about one per concurrent
-/// step.
-const SPARE_SLOT_ARRAYS: usize = 4;
-
-impl SlotPool {
-    /// A slot array with every slot empty and its use count from `uses`.
-    fn take(&self, uses: &[u32]) -> Box<[Slot]> {
-        match self.0.lock().pop() {
-            Some(mut slots) => {
-                for (slot, n) in slots.iter_mut().zip(uses) {
-                    *slot.value.get_mut() = (None, *n);
-                }
-                slots
-            }
-            None => uses
-                .iter()
-                .map(|n| Slot {
-                    value: Mutex::new((None, *n)),
-                })
-                .collect(),
-        }
-    }
-
-    /// Keeps a finished step's slots for reuse.
-    pub(crate) fn give(&self, mut slots: Box<[Slot]>) {
-        for slot in slots.iter_mut() {
-            slot.value.get_mut().0 = None;
-        }
-        let mut spare = self.0.lock();
-        if spare.len() < SPARE_SLOT_ARRAYS {
-            spare.push(slots);
-        }
-    }
 }
 
 /// Tensors whose memory a task releases once its kernel has finished: (device, bytes).
@@ -125,7 +77,9 @@ impl StepState {
     ) -> StepState {
         let slots = plan.slot_pool.take(&plan.slot_uses);
         for (tensor, slot) in feeds.into_iter().zip(&plan.feed_slots) {
-            slots[*slot as usize].value.lock().0 = Some(tensor);
+            // SAFETY: the step has not started: nothing else touches its slots, and a feed
+            // slot has no other producer.
+            unsafe { slots[*slot as usize].put(tensor) };
         }
         let needs_memory = track_memory || plan.budgets.iter().any(Option::is_some);
         StepState {
@@ -151,27 +105,23 @@ impl StepState {
         self.remote_numa_bytes.load(Ordering::Relaxed)
     }
 
-    /// Uses the tensor in `slot` once: the last use takes it, others clone it.
+    /// Uses the tensor in `slot` once, after the run: the last use takes it, others
+    /// clone it.
     pub(crate) fn read(&self, slot: u32) -> Option<Tensor> {
-        let mut g = self.slots[slot as usize].value.lock();
-        g.1 = g.1.saturating_sub(1);
-        if g.1 == 0 {
-            g.0.take()
-        } else {
-            g.0.clone()
-        }
+        // SAFETY: called by the thread that ran the step, after its completion latch (every
+        // producer finished), for a fetch counted among the slot's uses.
+        unsafe { self.slots[slot as usize].take_use() }.0
     }
 
-    /// [`StepState::read`] for a task input; notes the memory to release when the last
-    /// use takes the tensor.
+    /// A task's use of input `slot`; notes the memory to release when the last use takes
+    /// the tensor.
     fn read_input(&self, plan: &ExecPlan, slot: u32, releases: &mut Releases) -> Option<Tensor> {
-        let mut g = self.slots[slot as usize].value.lock();
-        g.1 = g.1.saturating_sub(1);
-        if g.1 > 0 {
-            return g.0.clone();
-        }
-        let t = g.0.take();
-        if let (Some(_), Some(t), Some(d)) = (&self.memory, &t, plan.slot_devices[slot as usize]) {
+        // SAFETY: the caller is a task the scheduler started after the slot's producer
+        // finished, and the plan counted this input among the slot's uses.
+        let (t, last) = unsafe { self.slots[slot as usize].take_use() };
+        if let (true, Some(_), Some(t), Some(d)) =
+            (last, &self.memory, &t, plan.slot_devices[slot as usize])
+        {
             releases.push((d, t.size_in_bytes() as u64));
         }
         t
@@ -211,9 +161,9 @@ impl StepState {
             }
             let size = t.size_in_bytes();
             bytes += size;
-            let mut g = self.slots[pn.first_output_slot as usize + i].value.lock();
-            if g.1 > 0 {
-                g.0 = Some(t);
+            // SAFETY: this task is the slot's producer, and its consumers start only after
+            // it finishes.
+            if unsafe { self.slots[pn.first_output_slot as usize + i].put(t) } {
                 stored += size as u64;
             }
         }

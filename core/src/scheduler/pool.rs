@@ -333,7 +333,7 @@ impl ThreadPool {
                     w.wait_nested(&latch, control.deadline, &fail);
                 }
                 None => {
-                    let helper = match helper::help(registry, roots) {
+                    let helper = match helper::help(registry, roots, control.deadline) {
                         Ok(helper) => Some(helper),
                         Err(roots) => {
                             registry.inject(roots);

@@ -261,8 +261,27 @@ impl WorkerCtx {
 
     /// Called by a task that has run [`INLINE_LIMIT`] successors in place: pushes the next
     /// one instead, so that the worker passes through [`find_work`](Self::find_work).
+    ///
+    /// The push wakes nobody when this thread will pop the job right back: a helping
+    /// caller always does (it runs its own deque until empty, see
+    /// [`helper`](super::helper)), and a worker does when the injector is empty (its
+    /// next search takes the own deque first). A sleeper woken here would only spin, or
+    /// steal the chain and take its warm cache along. Work conservation holds: the one
+    /// search of a worker that looks at the injector first finds it non-empty only if a
+    /// job was injected since, and that push woke a sleeper, who then steals the deferred
+    /// task; a helper that stops early wakes a worker for what it leaves.
     pub(crate) fn defer(&self, run: NonNull<RunHeader>, task: u32) {
-        self.push(Job::Task { run, task });
+        let job = Job::Task { run, task };
+        if !self.is_worker() || self.registry.injector().is_empty() {
+            self.local.push(job);
+        } else {
+            self.push(job);
+        }
+    }
+
+    /// Pops the newest job of the own deque.
+    pub(crate) fn pop_local(&self) -> Option<Job> {
+        self.local.pop()
     }
 
     /// Looks for a job in the injector and in other workers' deques.

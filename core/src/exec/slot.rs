@@ -1,0 +1,135 @@
+//! Tensor slots: where a step keeps each tensor between its producer and its uses, with
+//! no lock on the way.
+//!
+//! # Protocol
+//!
+//! A slot holds at most one tensor and a count of the uses still to come (consumer
+//! inputs plus fetches, from the plan).
+//!
+//! - **Write, once per step**, by the slot's only producer — the node whose output it is,
+//!   before its task finishes, or the step's set-up for a feed, before the run starts. No
+//!   use exists yet: the scheduler starts a consumer only after its producer finished
+//!   (the producer's pending-count decrement is a `Release`, the consumer's start an
+//!   `Acquire`; the loom model `exactly_one_predecessor_makes_a_task_ready_…` checks
+//!   that), so the write happens before every use. Fetches are read by the thread that
+//!   ran the step, after its completion latch (likewise ordered).
+//! - **Use**, by each consumer: every use but the last clones the tensor (an `Arc`
+//!   increment) through a shared reference, then decrements the count with `AcqRel`. The
+//!   last use takes the tensor out instead (so its memory is freed as soon as possible,
+//!   and a kernel holding the only reference may reuse the buffer). A use is the last when
+//!   an `Acquire` load finds the count at 1 — every other use then decremented, after its
+//!   clone, with `Release` — or when its own decrement brings the count to 0 (it then
+//!   drops the slot's reference after its clone). Either way the taker is ordered after
+//!   every clone, and nothing reads the slot after the take.
+//!
+//! Concurrent uses thus only share the tensor's reference count — a slot with many
+//! consumers (one tensor fanned out to thousands of ops) no longer serialises them on a
+//! lock.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::tensor::Tensor;
+
+/// One tensor of a step and its remaining uses (see the module docs).
+pub(crate) struct Slot {
+    value: UnsafeCell<Option<Tensor>>,
+    uses: AtomicU32,
+}
+
+// SAFETY: `value` is written only by the slot's one producer before any use can start,
+// then only read (cloned through `&`) by concurrent uses, and taken by the last use,
+// which is ordered after every other use; the ordering comes from the scheduler's
+// release/acquire edges and the `AcqRel` use count (module docs).
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn new(uses: u32) -> Slot {
+        Slot {
+            value: UnsafeCell::new(None),
+            uses: AtomicU32::new(uses),
+        }
+    }
+
+    /// Stores the tensor, if any use is to come (the count is not changed).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the slot's producer in this step (or the step's set-up, for a feed),
+    /// and calls this before any use of the slot can start (module docs).
+    #[inline]
+    pub(crate) unsafe fn put(&self, tensor: Tensor) -> bool {
+        if self.uses.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        // SAFETY: per the contract, nobody else touches `value` now.
+        unsafe { *self.value.get() = Some(tensor) };
+        true
+    }
+
+    /// One use: a clone of the tensor, or the tensor itself for the last use (then
+    /// `true`). `None` when the slot is empty (its producer never stored a tensor).
+    ///
+    /// # Safety
+    ///
+    /// The slot's producer has finished and its write is visible (the caller is a
+    /// consumer the scheduler started after it, or the step's thread after the run),
+    /// and the caller's uses are among the slot's counted uses.
+    #[inline(always)]
+    pub(crate) unsafe fn take_use(&self) -> (Option<Tensor>, bool) {
+        if self.uses.load(Ordering::Acquire) <= 1 {
+            // The last use: every other one has decremented after its clone.
+            self.uses.store(0, Ordering::Relaxed);
+            // SAFETY: no other use is running or will run (module docs).
+            return (unsafe { (*self.value.get()).take() }, true);
+        }
+        // SAFETY: the value is not written while uses remain (module docs).
+        let tensor = unsafe { (*self.value.get()).clone() };
+        if self.uses.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The others finished meanwhile: we are the last after all.
+            // SAFETY: as for the last use above.
+            drop(unsafe { (*self.value.get()).take() });
+            return (tensor, true);
+        }
+        (tensor, false)
+    }
+}
+
+/// Slot arrays of finished steps, kept by their plan for the next steps: a step of a
+/// 20,000-node plan then reuses warm memory instead of allocating and faulting in a
+/// fresh megabyte.
+#[derive(Default)]
+pub(crate) struct SlotPool(Mutex<Vec<Box<[Slot]>>>);
+
+/// Slot arrays a plan keeps (behaviour at the time of writing): about one per concurrent
+/// step.
+const SPARE_SLOT_ARRAYS: usize = 4;
+
+impl SlotPool {
+    /// A slot array with every slot empty and its use count from `uses`.
+    pub(crate) fn take(&self, uses: &[u32]) -> Box<[Slot]> {
+        match self.0.lock().pop() {
+            Some(mut slots) => {
+                for (slot, n) in slots.iter_mut().zip(uses) {
+                    *slot.value.get_mut() = None;
+                    *slot.uses.get_mut() = *n;
+                }
+                slots
+            }
+            None => uses.iter().map(|n| Slot::new(*n)).collect(),
+        }
+    }
+
+    /// Keeps a finished step's slots for reuse.
+    pub(crate) fn give(&self, mut slots: Box<[Slot]>) {
+        for slot in slots.iter_mut() {
+            *slot.value.get_mut() = None;
+        }
+        let mut spare = self.0.lock();
+        if spare.len() < SPARE_SLOT_ARRAYS {
+            spare.push(slots);
+        }
+    }
+}
