@@ -141,6 +141,12 @@ impl<'a> KernelContext<'a> {
         &self.inputs[i]
     }
 
+    /// Input `i`, mutably: with [`Tensor::as_mut_slice`], a kernel holding the only
+    /// reference to an input can write its result into that buffer.
+    pub fn input_mut(&mut self, i: usize) -> &mut Tensor {
+        &mut self.inputs[i]
+    }
+
     /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
     /// the only reference can reuse its buffer for an output.
     pub fn take_input(&mut self, i: usize) -> Tensor {

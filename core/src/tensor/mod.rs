@@ -213,6 +213,16 @@ impl Tensor {
         })
     }
 
+    /// Borrows the elements mutably, in place, when this is the only reference to them
+    /// and they are host elements of type `T`; `None` otherwise (nothing is copied: clone
+    /// the elements yourself to write into a shared tensor). A kernel holding an input's
+    /// only reference can write its output there, with no allocation.
+    #[inline]
+    pub fn as_mut_slice<T: StorageElement>(&mut self) -> Option<&mut [T]> {
+        let buffer = Arc::get_mut(&mut self.data)?;
+        T::slice_mut(&mut buffer.storage)
+    }
+
     /// Copies the elements out as a `Vec<T>`.
     pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>, TensorError> {
         self.as_slice::<T>().map(<[T]>::to_vec)
@@ -313,6 +323,18 @@ mod tests {
         let u = t.clone();
         assert!(t.shares_buffer_with(&u));
         assert_eq!(u.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn only_a_unique_host_tensor_of_the_right_dtype_is_writable_in_place() {
+        let mut t = Tensor::from_vec([2], vec![1.0f32, 2.0]).unwrap();
+        t.as_mut_slice::<f32>().unwrap()[1] = 5.0;
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 5.0]);
+        assert!(t.as_mut_slice::<i32>().is_none());
+        let shared = t.clone();
+        assert!(t.as_mut_slice::<f32>().is_none(), "a shared buffer is never written");
+        drop(shared);
+        assert!(t.as_mut_slice::<f32>().is_some());
     }
 
     #[test]

@@ -124,6 +124,11 @@ pub trait StorageElement: Element {
     fn slice(s: &Storage) -> Option<&[Self]>;
     /// Takes the vector back when the storage holds this type.
     fn from_storage(s: Storage) -> Result<Vec<Self>, Storage>;
+    /// Borrows the elements mutably when the storage holds this type.
+    fn slice_mut(s: &mut Storage) -> Option<&mut [Self]> {
+        let _ = s;
+        None
+    }
 }
 
 macro_rules! storage_element {
@@ -145,6 +150,13 @@ macro_rules! storage_element {
                 match s {
                     Storage::$v(v) => Ok(v),
                     other => Err(other),
+                }
+            }
+            #[inline]
+            fn slice_mut(s: &mut Storage) -> Option<&mut [Self]> {
+                match s {
+                    Storage::$v(v) => Some(v),
+                    _ => None,
                 }
             }
         }

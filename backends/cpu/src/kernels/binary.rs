@@ -112,7 +112,19 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         if let ([x], [y]) = (lhs, rhs) {
             if a.shape() == b.shape() {
                 O::check_rhs(rhs)?;
-                let out = Tensor::from_vec(a.shape().clone(), vec![O::apply(*x, *y)])?;
+                let value = O::apply(*x, *y);
+                // An input this context holds the only reference to becomes the output,
+                // written in place: no allocation (a chain of scalar ops then reuses one
+                // buffer all along).
+                for i in 0..2 {
+                    if let Some([only]) = ctx.input_mut(i).as_mut_slice::<T>() {
+                        *only = value;
+                        let out = ctx.take_input(i);
+                        ctx.push_output(out);
+                        return Ok(());
+                    }
+                }
+                let out = Tensor::from_vec(ctx.input(0).shape().clone(), vec![value])?;
                 ctx.push_output(out);
                 return Ok(());
             }
