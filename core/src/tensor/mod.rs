@@ -332,7 +332,10 @@ mod tests {
         assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 5.0]);
         assert!(t.as_mut_slice::<i32>().is_none());
         let shared = t.clone();
-        assert!(t.as_mut_slice::<f32>().is_none(), "a shared buffer is never written");
+        assert!(
+            t.as_mut_slice::<f32>().is_none(),
+            "a shared buffer is never written"
+        );
         drop(shared);
         assert!(t.as_mut_slice::<f32>().is_some());
     }
