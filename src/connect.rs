@@ -46,6 +46,12 @@ pub enum ClientError {
 }
 
 /// A session on any target: local, an in-process master, or a master over gRPC.
+///
+/// | target | session |
+/// |---|---|
+/// | `""` or `"local"` | a local [`Session`] on this process's devices ([`local_options`]) |
+/// | `"inmem://host:port"` | a session on the master of an in-process server of the global [`InMemNetwork`] |
+/// | `"grpc://host:port"` | a [`RemoteSession`] on the master of a server reached over gRPC |
 #[derive(Debug)]
 pub enum ClientSession {
     /// A session on this process's devices.
@@ -57,7 +63,7 @@ pub enum ClientSession {
 }
 
 impl ClientSession {
-    /// Opens a session over `graph` on `target` (see the [module docs](self)).
+    /// Opens a session over `graph` on `target` (see the table of [`ClientSession`]).
     ///
     /// # Errors
     ///
