@@ -8,9 +8,17 @@ use magpie::{RunOptions, Session, SessionError, Tensor};
 const N: usize = 100_000; // elements of a "large" tensor: 400 KB of f32
 const BYTES: u64 = (N * 4) as u64;
 
+/// A session whose tasks run on `workers` pool threads only: the caller of `run` does not
+/// help (`helper_slots(0)`), so with one worker the policies' orders are exact.
 fn session(g: &Graph, policy: SchedulingPolicy, workers: usize) -> Session {
     let mut opts = magpie::local_options();
-    opts.num_workers = Some(workers);
+    opts.pool = Some(
+        magpie::scheduler::ThreadPool::builder()
+            .num_workers(workers)
+            .helper_slots(0)
+            .build()
+            .unwrap(),
+    );
     opts.policy = policy;
     Session::new(g, opts).unwrap()
 }
