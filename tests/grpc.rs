@@ -372,13 +372,15 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     let mut child = ServerProcess::spawn(&file, "worker", 1);
     wait_listening(&w1_address, Duration::from_secs(30));
 
-    // Worker 0 grinds through a chain of matmuls; worker 1 waits for the result.
+    // Worker 0 grinds through a chain of matmuls (seconds of work even at ~400 GFLOP/s,
+    // so the step is still running when worker 1 dies; the abort ends it early); worker 1
+    // waits for the result.
     let g = Graph::new();
     let w0d = "/job:worker/task:0";
     let k = on(&g, w0d).constant(0.001f32).unwrap();
     let w = on(&g, w0d).fill(&[512, 512], k).unwrap();
     let mut m = w;
-    for _ in 0..200 {
+    for _ in 0..5000 {
         m = on(&g, w0d).matmul(m, w).unwrap();
     }
     on(&g, "/job:worker/task:1")
