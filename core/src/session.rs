@@ -176,7 +176,22 @@ pub struct RunOutput {
     pub metadata: RunMetadata,
 }
 
-type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
+/// What a plan is cached by: the fed outputs, the fetches and the targets, in order
+/// (the distributed master caches its step plans by the same key).
+pub(crate) type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
+
+/// The [`PlanKey`] of a step's signature.
+pub(crate) fn plan_key(
+    feeds: &[(Output, Tensor)],
+    fetches: &[Output],
+    targets: &[NodeId],
+) -> PlanKey {
+    (
+        feeds.iter().map(|(o, _)| *o).collect(),
+        fetches.to_vec(),
+        targets.to_vec(),
+    )
+}
 
 /// A session that runs a graph on local devices.
 pub struct Session {
@@ -374,11 +389,7 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Arc<ExecPlan>, SessionError> {
-        let key: PlanKey = (
-            feeds.iter().map(|(o, _)| *o).collect(),
-            fetches.to_vec(),
-            targets.to_vec(),
-        );
+        let key = plan_key(feeds, fetches, targets);
         if let Some(p) = self.plans.lock().get(&key) {
             return Ok(Arc::clone(p));
         }

@@ -33,7 +33,7 @@ use super::partition::{partition, PlacedNode};
 use crate::cluster::ClusterSpec;
 use crate::graph::{Graph, NodeId, Output};
 use crate::scheduler::CancellationToken;
-use crate::session::RunOptions;
+use crate::session::{plan_key, PlanKey, RunOptions};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
@@ -178,8 +178,6 @@ impl Master {
     }
 }
 
-type PlanKey = (Vec<Output>, Vec<Output>, Vec<NodeId>);
-
 /// How close a step failure is to its cause, lowest first: the step reports the failure
 /// closest to the cause whichever arrives first. A task the master cannot reach is the
 /// cause (other tasks then fail their sends to it); a failure a task reports comes next;
@@ -279,11 +277,7 @@ impl MasterSession {
         targets: &[NodeId],
     ) -> Result<ClusterRunOutput, MasterError> {
         self.master.check_serving()?;
-        let key: PlanKey = (
-            feeds.iter().map(|(o, _)| *o).collect(),
-            fetches.to_vec(),
-            targets.to_vec(),
-        );
+        let key = plan_key(feeds, fetches, targets);
         let timeout = options.timeout.unwrap_or(self.master.options.step_timeout);
         let started = Instant::now();
         let mut retried = false;

@@ -14,4 +14,4 @@ pub mod reference;
 mod transport;
 
 pub use conformance::{check_device, ConformanceError, ConformanceReport};
-pub use transport::{check_transport, TransportConformanceError};
+pub use transport::{check_transport, host_task_options, HostDevice, TransportConformanceError};

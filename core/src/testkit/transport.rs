@@ -9,13 +9,40 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 
-use crate::distributed::TaskServer;
-use crate::graph::{AttrValue, GraphDef, NodeDef};
+use crate::device::Device;
+use crate::distributed::{ServerOptions, TaskServer};
+use crate::graph::{AttrValue, DeviceName, GraphDef, NodeDef};
 use crate::scheduler::CancellationToken;
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport, TransportError,
 };
+
+/// A host device of type `CPU` with no kernels of its own: enough for `_Send`, `_Recv`
+/// and the other any-device kernels the suite and transport tests use.
+#[derive(Debug)]
+pub struct HostDevice(pub DeviceName);
+
+impl Device for HostDevice {
+    fn name(&self) -> &DeviceName {
+        &self.0
+    }
+}
+
+/// Server options for `/job:<job>/task:0` of a transport test: one [`HostDevice`]
+/// (`/job:<job>/replica:0/task:0/device:CPU:0`) and one scheduler worker.
+///
+/// # Panics
+///
+/// If `job` makes an invalid device name (a test's mistake).
+pub fn host_task_options(job: &str) -> ServerOptions {
+    let name = DeviceName::parse(&format!("/job:{job}/replica:0/task:0/device:CPU:0"))
+        .expect("a job name that makes a valid device name");
+    ServerOptions {
+        num_workers: Some(1),
+        ..ServerOptions::with_devices(vec![Arc::new(HostDevice(name))])
+    }
+}
 
 /// A conformance check failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

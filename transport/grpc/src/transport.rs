@@ -156,6 +156,22 @@ impl GrpcTransport {
         &self.inner.options
     }
 
+    /// [`call`](Self::call) under the request deadline of the options, with no step
+    /// context: every request but a step's.
+    fn request<T, F, Fut>(
+        &self,
+        task: &TaskName,
+        call: F,
+    ) -> BoxFuture<'static, Result<T, TransportError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let deadline = self.inner.options.request_timeout;
+        self.call(task, deadline, CallContext::default(), call)
+    }
+
     /// Runs `call` on the runtime under `deadline`, with a client for `task`.
     fn call<T, F, Fut>(
         &self,
@@ -287,27 +303,21 @@ impl Transport for GrpcTransport {
             task: task.to_string(),
         };
         let t = task.clone();
-        let deadline = self.inner.options.request_timeout;
-        self.call(
-            task,
-            deadline,
-            CallContext::default(),
-            move |mut c| async move {
-                let r = c.list_devices(req).await?.into_inner();
-                r.devices
-                    .into_iter()
-                    .map(|d| {
-                        let name = magpie_core::graph::DeviceName::parse(&d.name).map_err(|e| {
-                            Status::internal(format!("task {t} listed a bad device name: {e}"))
-                        })?;
-                        Ok(DeviceInfo {
-                            name,
-                            description: d.description,
-                        })
+        self.request(task, move |mut c| async move {
+            let r = c.list_devices(req).await?.into_inner();
+            r.devices
+                .into_iter()
+                .map(|d| {
+                    let name = magpie_core::graph::DeviceName::parse(&d.name).map_err(|e| {
+                        Status::internal(format!("task {t} listed a bad device name: {e}"))
+                    })?;
+                    Ok(DeviceInfo {
+                        name,
+                        description: d.description,
                     })
-                    .collect()
-            },
-        )
+                })
+                .collect()
+        })
     }
 
     fn register_partition(
@@ -334,17 +344,11 @@ impl Transport for GrpcTransport {
             fetches: request.fetches,
             targets: request.targets,
         };
-        let deadline = self.inner.options.request_timeout;
-        self.call(
-            task,
-            deadline,
-            CallContext::default(),
-            move |mut c| async move {
-                Ok(PartitionHandle(
-                    c.register_partition(req).await?.into_inner().handle,
-                ))
-            },
-        )
+        self.request(task, move |mut c| async move {
+            Ok(PartitionHandle(
+                c.register_partition(req).await?.into_inner().handle,
+            ))
+        })
     }
 
     fn run_partition(
@@ -470,16 +474,10 @@ impl Transport for GrpcTransport {
                 break;
             }
         }
-        let deadline = self.inner.options.request_timeout;
-        self.call(
-            task,
-            deadline,
-            CallContext::default(),
-            move |mut c| async move {
-                c.send_tensor(tokio_stream::iter(chunks)).await?;
-                Ok(())
-            },
-        )
+        self.request(task, move |mut c| async move {
+            c.send_tensor(tokio_stream::iter(chunks)).await?;
+            Ok(())
+        })
     }
 
     fn abort_step(
@@ -495,16 +493,10 @@ impl Transport for GrpcTransport {
             task: task.to_string(),
             step_id,
         };
-        let deadline = self.inner.options.request_timeout;
-        self.call(
-            task,
-            deadline,
-            CallContext::default(),
-            move |mut c| async move {
-                c.abort_step(req).await?;
-                Ok(())
-            },
-        )
+        self.request(task, move |mut c| async move {
+            c.abort_step(req).await?;
+            Ok(())
+        })
     }
 
     fn release_session(
@@ -520,15 +512,9 @@ impl Transport for GrpcTransport {
             task: task.to_string(),
             session: session.to_string(),
         };
-        let deadline = self.inner.options.request_timeout;
-        self.call(
-            task,
-            deadline,
-            CallContext::default(),
-            move |mut c| async move {
-                c.release_session(req).await?;
-                Ok(())
-            },
-        )
+        self.request(task, move |mut c| async move {
+            c.release_session(req).await?;
+            Ok(())
+        })
     }
 }

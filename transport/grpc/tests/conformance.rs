@@ -4,29 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::device::Device;
-use magpie_core::distributed::ServerOptions;
-use magpie_core::graph::DeviceName;
-use magpie_core::testkit::check_transport;
+use magpie_core::testkit::{check_transport, host_task_options};
 use magpie_grpc::{GrpcOptions, GrpcServer, GrpcTransport};
-
-/// A host device of type CPU (no kernels needed beyond `_Send`/`_Recv`).
-#[derive(Debug)]
-struct HostDevice(DeviceName);
-
-impl Device for HostDevice {
-    fn name(&self) -> &DeviceName {
-        &self.0
-    }
-}
-
-fn options(job: &str) -> ServerOptions {
-    let name = DeviceName::parse(&format!("/job:{job}/replica:0/task:0/device:CPU:0")).unwrap();
-    ServerOptions {
-        num_workers: Some(1),
-        ..ServerOptions::with_devices(vec![Arc::new(HostDevice(name))])
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -44,8 +23,8 @@ fn grpc_transport_conforms() {
         .job("b", [format!("127.0.0.1:{}", free_port())])
         .build()
         .unwrap();
-    let a = GrpcServer::start(&spec, "a", 0, &options("a")).unwrap();
-    let b = GrpcServer::start(&spec, "b", 0, &options("b")).unwrap();
+    let a = GrpcServer::start(&spec, "a", 0, &host_task_options("a")).unwrap();
+    let b = GrpcServer::start(&spec, "b", 0, &host_task_options("b")).unwrap();
     let transport = Arc::new(GrpcTransport::new(spec, GrpcOptions::default()).unwrap());
     let passed = check_transport(transport, a.core(), b.core(), false).unwrap();
     assert_eq!(passed, 8);

@@ -2,19 +2,18 @@
 //! leaves no step behind on the master or the workers, and a request whose protobuf
 //! bytes are garbage gets a clear gRPC error; in both cases the server keeps serving.
 
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::device::Device;
-use magpie_core::distributed::ServerOptions;
-use magpie_core::graph::{register_op, Arity, DeviceName, Graph, OpDef, Output};
+use magpie_core::graph::{register_op, Arity, Graph, OpDef, Output};
 use magpie_core::kernel::{
     AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Outputs,
 };
 use magpie_core::registry::register_kernel;
 use magpie_core::tensor::{DType, Tensor};
+use magpie_core::testkit::host_task_options;
 use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
 use magpie_grpc::{proto, GrpcServer};
@@ -22,15 +21,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::Bytes;
 use tonic::Code;
-
-#[derive(Debug)]
-struct HostDevice(DeviceName);
-
-impl Device for HostDevice {
-    fn name(&self) -> &DeviceName {
-        &self.0
-    }
-}
 
 /// `TestHang`: an output that never comes (the step waits until it is aborted or its
 /// deadline passes).
@@ -94,14 +84,6 @@ fn register_test_ops() {
     });
 }
 
-fn options(job: &str) -> ServerOptions {
-    let name = DeviceName::parse(&format!("/job:{job}/replica:0/task:0/device:CPU:0")).unwrap();
-    ServerOptions {
-        num_workers: Some(1),
-        ..ServerOptions::with_devices(vec![Arc::new(HostDevice(name))])
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -118,8 +100,8 @@ fn cluster() -> (GrpcServer, GrpcServer) {
         .job("w", [format!("127.0.0.1:{}", free_port())])
         .build()
         .unwrap();
-    let m = GrpcServer::start(&spec, "m", 0, &options("m")).unwrap();
-    let w = GrpcServer::start(&spec, "w", 0, &options("w")).unwrap();
+    let m = GrpcServer::start(&spec, "m", 0, &host_task_options("m")).unwrap();
+    let w = GrpcServer::start(&spec, "w", 0, &host_task_options("w")).unwrap();
     (m, w)
 }
 
@@ -390,7 +372,7 @@ fn a_session_whose_client_vanished_is_closed_once_idle_and_a_used_one_is_kept() 
         session_idle_timeout: Some(Duration::from_millis(300)),
         ..magpie_grpc::GrpcOptions::default()
     };
-    let m = GrpcServer::start_with(&spec, "m", 0, &options("m"), grpc).unwrap();
+    let m = GrpcServer::start_with(&spec, "m", 0, &host_task_options("m"), grpc).unwrap();
     let g = Graph::new();
     op(&on(&g, "/job:m/task:0"), "x", "TestThree", &[]);
     let def = graph_to_wire(&g.to_graph_def()).unwrap();

@@ -4,23 +4,13 @@
 use std::sync::Arc;
 
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::device::Device;
-use magpie_core::distributed::{ServerOptions, TaskServer};
-use magpie_core::graph::DeviceName;
+use magpie_core::distributed::TaskServer;
+use magpie_core::testkit::host_task_options;
 use magpie_core::transport::TaskName;
 use magpie_grpc::proto::master_service_server::MasterService as _;
 use magpie_grpc::proto::worker_service_server::WorkerService as _;
 use magpie_grpc::{proto, GrpcOptions, GrpcTransport, MasterService, WorkerService};
 use tonic::{Code, Request};
-
-#[derive(Debug)]
-struct HostDevice(DeviceName);
-
-impl Device for HostDevice {
-    fn name(&self) -> &DeviceName {
-        &self.0
-    }
-}
 
 fn server() -> Arc<TaskServer> {
     magpie_core::distributed::kernels::register_kernels();
@@ -28,11 +18,7 @@ fn server() -> Arc<TaskServer> {
         .job("w", ["127.0.0.1:1"])
         .build()
         .unwrap();
-    let name = DeviceName::parse("/job:w/replica:0/task:0/device:CPU:0").unwrap();
-    let options = ServerOptions {
-        num_workers: Some(1),
-        ..ServerOptions::with_devices(vec![Arc::new(HostDevice(name))])
-    };
+    let options = host_task_options("w");
     let transport = Arc::new(GrpcTransport::new(spec.clone(), GrpcOptions::default()).unwrap());
     Arc::new(TaskServer::new(spec, TaskName::new("w", 0), &options, transport).unwrap())
 }

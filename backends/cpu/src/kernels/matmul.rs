@@ -126,77 +126,51 @@ trait Gemm: Arith {
     );
 }
 
-impl Gemm for f32 {
-    unsafe fn gemm_into(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: Operand<'_, f32>,
-        b: Operand<'_, f32>,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let (rsc, csc) = gemm_strides(ldc, false);
-        // SAFETY: `a.data` holds the m×k logical matrix: its largest index,
-        // (m-1)·rs + (k-1)·cs, lies within the slice (shapes checked in `compute`, rows
-        // taken with `rows_from`); likewise `b` for k×n (columns taken with
-        // `cols_from`). The caller gives `c` as m×n writable elements with strides
-        // (ldc, 1), not aliasing the inputs; with beta = 0
-        // `matrixmultiply` does not read them ("If β is zero, then C does not need to be
-        // initialized").
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.data.as_ptr(),
-                a.rs,
-                a.cs,
-                b.data.as_ptr(),
-                b.rs,
-                b.cs,
-                0.0,
-                c,
-                rsc,
-                csc,
-            );
+/// `Gemm` for a float type through `matrixmultiply`'s routine `$gemm`.
+macro_rules! float_gemm_impl {
+    ($t:ty, $gemm:ident) => {
+        impl Gemm for $t {
+            unsafe fn gemm_into(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: Operand<'_, $t>,
+                b: Operand<'_, $t>,
+                c: *mut $t,
+                ldc: usize,
+            ) {
+                let (rsc, csc) = gemm_strides(ldc, false);
+                // SAFETY: `a.data` holds the m×k logical matrix: its largest index,
+                // (m-1)·rs + (k-1)·cs, lies within the slice (shapes checked in `compute`,
+                // rows taken with `rows_from`); likewise `b` for k×n (columns taken with
+                // `cols_from`). The caller gives `c` as m×n writable elements with strides
+                // (ldc, 1), not aliasing the inputs; with beta = 0 `matrixmultiply` does
+                // not read them ("If β is zero, then C does not need to be initialized").
+                unsafe {
+                    matrixmultiply::$gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.data.as_ptr(),
+                        a.rs,
+                        a.cs,
+                        b.data.as_ptr(),
+                        b.rs,
+                        b.cs,
+                        0.0,
+                        c,
+                        rsc,
+                        csc,
+                    );
+                }
+            }
         }
-    }
+    };
 }
 
-impl Gemm for f64 {
-    unsafe fn gemm_into(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: Operand<'_, f64>,
-        b: Operand<'_, f64>,
-        c: *mut f64,
-        ldc: usize,
-    ) {
-        let (rsc, csc) = gemm_strides(ldc, false);
-        // SAFETY: as for `f32` above.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.data.as_ptr(),
-                a.rs,
-                a.cs,
-                b.data.as_ptr(),
-                b.rs,
-                b.cs,
-                0.0,
-                c,
-                rsc,
-                csc,
-            );
-        }
-    }
-}
+float_gemm_impl!(f32, sgemm);
+float_gemm_impl!(f64, dgemm);
 
 /// Row `i` of the integer product (`row` zeroed): accumulates `a[i, p] * b[p, ..]` over
 /// `p`, wrapping; the order does not change a wrapping sum.
