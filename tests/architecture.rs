@@ -1,6 +1,8 @@
 //! Architecture invariants, checked on every test run:
 //! - DESIGN.md's dependency rule: `core` depends on none of tonic, prost, vulkano or
 //!   hwlocality, and a backend or transport depends on no other backend or transport;
+//! - `scheduler` (magpie-scheduler) depends on no other Magpie crate and none of those
+//!   libraries, so it builds and benches alone;
 //! - every Rust source file starts with a `//!` module doc.
 
 use std::path::{Path, PathBuf};
@@ -54,6 +56,19 @@ fn core_knows_no_transport_gpu_or_topology_library() {
 }
 
 #[test]
+fn scheduler_depends_on_no_magpie_crate_and_no_heavy_library() {
+    let deps = dependencies(&root().join("scheduler/Cargo.toml"));
+    assert!(!deps.is_empty(), "scheduler/Cargo.toml has no dependencies");
+    for dep in &deps {
+        assert!(!dep.starts_with("magpie"), "the scheduler depends on {dep}");
+        assert!(
+            !FORBIDDEN_IN_CORE.contains(&dep.as_str()),
+            "the scheduler depends on {dep}"
+        );
+    }
+}
+
+#[test]
 fn backends_and_transports_depend_only_on_core() {
     let ours: Vec<PathBuf> = member_manifests("backends")
         .into_iter()
@@ -62,7 +77,8 @@ fn backends_and_transports_depend_only_on_core() {
     assert!(!ours.is_empty(), "no backend found");
     for manifest in &ours {
         for dep in dependencies(manifest) {
-            let is_other_member = dep.starts_with("magpie-") && dep != "magpie-core";
+            let is_other_member =
+                dep.starts_with("magpie-") && dep != "magpie-core" && dep != "magpie-scheduler";
             assert!(!is_other_member, "{} depends on {dep}", manifest.display());
         }
     }
@@ -87,6 +103,7 @@ fn every_source_file_starts_with_a_module_doc() {
     let mut files = Vec::new();
     for dir in [
         "src",
+        "scheduler",
         "core",
         "backends",
         "transport",

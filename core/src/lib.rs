@@ -23,7 +23,7 @@ pub mod graph;
 pub mod kernel;
 pub mod registry;
 pub mod resource;
-pub mod scheduler;
+pub use magpie_scheduler as scheduler;
 pub mod session;
 pub mod shape_fn;
 pub mod tensor;

@@ -1,4 +1,4 @@
-//! Scheduling overhead of `magpie_core::scheduler` on Taskflow's benchmark shapes, under
+//! Scheduling overhead of `magpie_scheduler` on Taskflow's benchmark shapes, under
 //! every scheduling policy, against rayon and tokio baselines measured in the same process
 //! (see `/work/shared/bench-anchors.md` for the figures to beat).
 //!
@@ -13,7 +13,7 @@
 //! Environment: `MAGPIE_BENCH_WORKERS` (default 2) sets the worker count of every pool;
 //! `MAGPIE_BENCH_SIZES` picks sizes (`1k,64k,1m`); `MAGPIE_BENCH_ONLY` picks runners
 //! (`magpie` for every policy, `magpie_fifo`, `rayon_spawn`, `tokio_spawn`, ...).
-//! Criterion's own filter selects shapes: `cargo bench --bench scheduling -- wavefront`.
+//! Criterion's own filter selects shapes: `cargo bench -p magpie-scheduler --bench scheduling -- wavefront`.
 //!
 //! Baselines:
 //! - `rayon_spawn`: a counter per task, `Scope::spawn` for every task that becomes ready;
@@ -28,7 +28,7 @@ use std::time::Duration;
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use magpie_core::scheduler::{
+use magpie_scheduler::{
     DagBody, Policy, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology,
 };
 

@@ -231,16 +231,16 @@ mod tests {
         fan_out: bool,
     }
 
-    impl crate::scheduler::DagBody for Recorder {
+    impl crate::DagBody for Recorder {
         type Error = ();
         fn run(
             &self,
             task: u32,
-            cx: &crate::scheduler::TaskContext<'_>,
-        ) -> Result<crate::scheduler::TaskOutcome<()>, ()> {
+            cx: &crate::TaskContext<'_>,
+        ) -> Result<crate::TaskOutcome<()>, ()> {
             self.ran[task as usize].store(cx.worker_index() as u64, Ordering::Relaxed);
             if self.fan_out {
-                crate::scheduler::parallel_for(16, &|_| {
+                crate::parallel_for(16, &|_| {
                     let w = super::super::worker::current_index();
                     self.pieces.lock().push(w.unwrap_or(usize::MAX));
                     std::thread::sleep(std::time::Duration::from_micros(200));
@@ -248,12 +248,12 @@ mod tests {
             } else {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
-            Ok(crate::scheduler::TaskOutcome::Done)
+            Ok(crate::TaskOutcome::Done)
         }
     }
 
-    fn grouped_pool() -> crate::scheduler::ThreadPool {
-        crate::scheduler::ThreadPool::builder()
+    fn grouped_pool() -> crate::ThreadPool {
+        crate::ThreadPool::builder()
             .num_workers(4)
             .steal_groups(vec![vec![0, 1], vec![2, 3]])
             .steal_group_nodes(vec![5, 7])
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn bound_tasks_run_only_on_their_groups_workers() {
-        use crate::scheduler::{RunControl, Topology};
+        use crate::{RunControl, Topology};
         let pool = grouped_pool();
         assert_eq!(
             (pool.group_of_node(7), pool.group_of_node(6)),
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn parallel_for_pieces_stay_in_the_callers_group() {
-        use crate::scheduler::{RunControl, Topology};
+        use crate::{RunControl, Topology};
         let pool = grouped_pool();
         let mut b = Topology::builder(2);
         b.set_group(0, 1);
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn group_nodes_must_match_the_groups() {
-        let e = crate::scheduler::ThreadPool::builder()
+        let e = crate::ThreadPool::builder()
             .num_workers(2)
             .steal_groups(vec![vec![0], vec![1]])
             .steal_group_nodes(vec![3, 3])

@@ -1,18 +1,18 @@
 //! Scheduler tests: asynchronous tasks — futures completed from other threads, futures
 //! that are ready at once or wake themselves, failing futures.
 
-mod scheduler_common;
+mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{random_dag, CheckingBody, Rng};
 use futures::channel::oneshot;
 use futures::FutureExt;
-use magpie_core::scheduler::{
+use magpie_scheduler::{
     DagBody, RunControl, RunError, TaskContext, TaskGraph, TaskOutcome, ThreadPool, Topology,
 };
-use scheduler_common::{random_dag, CheckingBody, Rng};
 
 /// Every task completes through a oneshot sent from a plain thread after `delay`.
 struct RemoteCompletion {

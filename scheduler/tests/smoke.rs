@@ -1,20 +1,20 @@
 //! Small scheduler scenarios, sized to also run under Miri
-//! (`cargo +nightly miri test -p magpie-core --test scheduler_smoke`), which checks the
+//! (`cargo +nightly miri test -p magpie-scheduler --test smoke`), which checks the
 //! raw-pointer lifetime protocol of jobs, runs and asynchronous tasks.
 
-mod scheduler_common;
+mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{random_dag, wavefront, CheckingBody, Rng};
 use futures::channel::oneshot;
 use futures::FutureExt;
-use magpie_core::scheduler::{
+use magpie_scheduler::{
     CancellationToken, DagBody, RunControl, RunError, TaskContext, TaskGraph, TaskOutcome,
     ThreadPool,
 };
-use scheduler_common::{random_dag, wavefront, CheckingBody, Rng};
 
 #[test]
 fn smoke_random_dags() {

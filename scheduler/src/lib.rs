@@ -1,6 +1,9 @@
+//! # magpie-scheduler
+//!
 //! A work-stealing scheduler that runs DAGs of tasks — closures or futures — on a pool of
-//! worker threads. It knows nothing of tensors; the dataflow executor ([`crate::exec`]) maps
-//! graph nodes onto it.
+//! worker threads. It depends on no tensor or graph code (this crate is below
+//! `magpie-core` in the workspace, so the compiler checks it); magpie-core's dataflow
+//! executor maps graph nodes onto it and re-exports it as `magpie_core::scheduler`.
 //!
 //! Entry points: build a [`Topology`] once, then [`ThreadPool::execute`] it any number of
 //! times with a [`DagBody`]; or use the Taskflow-like [`TaskGraph`] and
@@ -21,7 +24,7 @@
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
 //!   a task may run a nested DAG on its own pool.
 //!
-//! # Map (files of `core/src/scheduler/`)
+//! # Map (files of `scheduler/src/`)
 //!
 //! - `pool.rs`: the handle, its builder, `execute`.
 //! - `topology.rs`: the immutable DAG shape (CSR).

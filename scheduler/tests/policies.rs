@@ -3,19 +3,19 @@
 //! tasks mixed in, each task exactly once and after its predecessors. Ordering and counts
 //! only, never time.
 
-mod scheduler_common;
+mod common;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::{binary_tree, random_dag, wavefront, CheckingBody, Rng};
 use futures::FutureExt;
-use magpie_core::scheduler::{
+use magpie_scheduler::{
     CancellationToken, DagBody, Policy, RunControl, RunError, TaskContext, TaskGraph, TaskOutcome,
     ThreadPool, Topology,
 };
-use scheduler_common::{binary_tree, random_dag, wavefront, CheckingBody, Rng};
 
 const POLICIES: [Policy; 3] = [Policy::DepthFirst, Policy::Fifo, Policy::CriticalPath];
 

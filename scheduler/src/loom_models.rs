@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg magpie_loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test -p magpie-core --release --lib scheduler::loom_models
+//!     cargo test -p magpie-scheduler --release --lib loom_models
 //! ```
 //!
 //! Each model runs the real code (through the [`sync`](super::sync) facade) under every

@@ -1,19 +1,19 @@
 //! Scheduler tests: errors, panics, cancellation and deadlines end a run with the right
 //! error, promptly, and leave the pool working.
 
-mod scheduler_common;
+mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{binary_tree, chain, CheckingBody};
 use futures::channel::oneshot;
 use futures::FutureExt;
-use magpie_core::scheduler::{
+use magpie_scheduler::{
     CancellationToken, DagBody, RunControl, RunError, TaskContext, TaskGraph, TaskOutcome,
     ThreadPool, Topology,
 };
-use scheduler_common::{binary_tree, chain, CheckingBody};
 
 /// Fails or panics at one task, counts how many bodies ran.
 struct Faulty {

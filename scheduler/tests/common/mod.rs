@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use magpie_core::scheduler::{DagBody, TaskContext, TaskOutcome, Topology};
+use magpie_scheduler::{DagBody, TaskContext, TaskOutcome, Topology};
 
 /// xorshift64*, good enough for test shapes.
 pub struct Rng(u64);

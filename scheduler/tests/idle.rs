@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use magpie_core::scheduler::{TaskGraph, ThreadPool};
+use magpie_scheduler::{TaskGraph, ThreadPool};
 
 /// CPU time of the whole process, user + system.
 fn process_cpu_time() -> Duration {

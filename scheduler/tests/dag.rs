@@ -1,16 +1,16 @@
 //! Scheduler tests: each task exactly once and in order, on random DAGs and on the
 //! benchmark shapes; concurrent and nested runs; cycles; the `TaskGraph` API.
 
-mod scheduler_common;
+mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use magpie_core::scheduler::{
+use common::{binary_tree, chain, fan, random_dag, wavefront, CheckingBody, Empty, Rng};
+use magpie_scheduler::{
     DagBody, RunControl, RunError, SchedulerError, TaskContext, TaskGraph, TaskOutcome, ThreadPool,
     Topology,
 };
-use scheduler_common::{binary_tree, chain, fan, random_dag, wavefront, CheckingBody, Empty, Rng};
 
 #[test]
 fn zero_workers_is_an_error() {
@@ -282,10 +282,10 @@ fn public_types_have_the_promised_bounds() {
     clone_debug::<Topology>();
     send_sync::<TaskGraph>();
     debug_default::<TaskGraph>();
-    debug_default::<magpie_core::scheduler::ThreadPoolBuilder>();
-    debug_default::<magpie_core::scheduler::CancellationToken>();
+    debug_default::<magpie_scheduler::ThreadPoolBuilder>();
+    debug_default::<magpie_scheduler::CancellationToken>();
     debug_default::<RunControl>();
-    send_sync::<magpie_core::scheduler::CancellationToken>();
+    send_sync::<magpie_scheduler::CancellationToken>();
     send_sync::<RunError<String>>();
     fn error<T: std::error::Error + Send + Sync + 'static>() {}
     error::<RunError<std::convert::Infallible>>();

@@ -174,7 +174,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::scheduler::{TaskGraph, ThreadPool};
+    use crate::{TaskGraph, ThreadPool};
 
     #[test]
     fn every_piece_runs_once_on_a_pool_and_in_order_elsewhere() {
