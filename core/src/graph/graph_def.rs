@@ -2,7 +2,8 @@
 //! its import with full validation: unknown ops, unknown inputs, duplicate names, arity,
 //! dtypes and cycles.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::attr::{AttrValue, Attrs};
 use super::builder::Graph;
@@ -194,7 +195,10 @@ fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError>
         .collect())
 }
 
-/// Kahn's algorithm; on a cycle, walks the remaining nodes to report one cycle by name.
+/// Kahn's algorithm, taking the ready node that comes first in `def` each time: the
+/// order is deterministic, and a `def` already in topological order (every graph's own
+/// [`Graph::to_graph_def`]) keeps its order, so an import of an export is an equal graph.
+/// On a cycle, walks the remaining nodes to report one cycle by name.
 fn topological_order(def: &GraphDef, deps: &[Vec<usize>]) -> Result<Vec<usize>, GraphError> {
     let n = def.nodes.len();
     let mut pending: Vec<usize> = deps.iter().map(Vec::len).collect();
@@ -204,14 +208,15 @@ fn topological_order(def: &GraphDef, deps: &[Vec<usize>]) -> Result<Vec<usize>, 
             users[*p].push(i);
         }
     }
-    let mut ready: Vec<usize> = (0..n).filter(|i| pending[*i] == 0).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|i| pending[*i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop() {
+    while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
         for u in &users[i] {
             pending[*u] -= 1;
             if pending[*u] == 0 {
-                ready.push(*u);
+                ready.push(Reverse(*u));
             }
         }
     }
