@@ -43,10 +43,10 @@ enum Command {
         /// Cluster spec file (TOML or JSON: job name to task addresses).
         #[arg(long, value_name = "FILE")]
         cluster: Option<PathBuf>,
-        /// The task's job.
-        #[arg(long)]
+        /// The task's job (with --task; from TF_CONFIG's task when absent).
+        #[arg(long, requires = "task")]
         job: Option<String>,
-        /// The task's index in its job.
+        /// The task's index in its job (required with --job).
         #[arg(long)]
         task: Option<u32>,
         /// Milliseconds running steps get to finish when stopping.

@@ -31,14 +31,28 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             let Some(job) = job else {
                 bail!("--job is required with --cluster");
             };
-            (spec, TaskName::new(job, task.unwrap_or(0)))
+            let Some(index) = task else {
+                bail!(
+                    "--task is required with --job (the index of the task to serve in job {job:?})"
+                );
+            };
+            (spec, TaskName::new(job, index))
         }
         None => {
             let Some(cfg) = TfConfig::from_env()? else {
                 bail!("no --cluster given and TF_CONFIG is not set");
             };
+            if job.is_none() && cfg.is_evaluator() {
+                bail!(
+                    "TF_CONFIG names an evaluator task, which is not part of the cluster: \
+                     there is no task to serve (run the evaluator as a client of the cluster)"
+                );
+            }
             let task = match (job, task, cfg.task) {
-                (Some(j), i, _) => TaskName::new(j, i.unwrap_or(0)),
+                (Some(j), Some(i), _) => TaskName::new(j, i),
+                (Some(j), None, _) => {
+                    bail!("--task is required with --job (the index of the task to serve in job {j:?})")
+                }
                 (None, _, Some(t)) => t,
                 (None, _, None) => bail!("TF_CONFIG names no task and no --job was given"),
             };

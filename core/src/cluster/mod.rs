@@ -8,9 +8,10 @@
 //! validates: no empty job, no duplicate address, every address `host:port`.
 
 mod error;
+mod job_tasks;
 mod spec;
 mod tf_config;
 
 pub use error::ClusterError;
 pub use spec::{ClusterSpec, ClusterSpecBuilder};
-pub use tf_config::{TfConfig, TF_CONFIG};
+pub use tf_config::{TfConfig, EVALUATOR, TF_CONFIG};

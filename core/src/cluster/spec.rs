@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::error::ClusterError;
+use super::job_tasks::{self, JobTasks};
 use crate::transport::TaskName;
 
 /// Jobs of ordered task addresses. Always valid: every constructor checks it.
@@ -92,18 +93,21 @@ impl ClusterSpec {
     }
 
     /// Parses JSON: `{"ps": ["host:port"], "worker": [...]}`, or the same under a
-    /// `"cluster"` key.
+    /// `"cluster"` key. A job may also be a map from task index to address
+    /// (`"worker": {"0": "h:1", "1": "h:2"}`, TensorFlow's map form) naming every task
+    /// from 0.
     pub fn from_json(text: &str) -> Result<ClusterSpec, ClusterError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| parse_error("JSON", e))?;
         let value = value.get("cluster").cloned().unwrap_or(value);
-        let jobs: BTreeMap<String, Vec<String>> =
+        let jobs: BTreeMap<String, JobTasks> =
             serde_json::from_value(value).map_err(|e| parse_error("JSON", e))?;
-        ClusterSpec::from_jobs(jobs)
+        ClusterSpec::from_jobs(job_tasks::resolve(jobs).map_err(|e| parse_error("JSON", e))?)
     }
 
     /// Parses TOML: `ps = ["host:port"]` and `worker = [...]` at the top level, or in a
-    /// `[cluster]` table.
+    /// `[cluster]` table; a job may also be a table from task index to address
+    /// (`[worker]` with `0 = "h:1"`).
     pub fn from_toml(text: &str) -> Result<ClusterSpec, ClusterError> {
         let mut table: toml::Table = text.parse().map_err(|e| parse_error("TOML", e))?;
         let table = match table.remove("cluster") {
@@ -113,10 +117,10 @@ impl ClusterSpec {
             }
             None => table,
         };
-        let jobs: BTreeMap<String, Vec<String>> = table
+        let jobs: BTreeMap<String, JobTasks> = table
             .try_into()
             .map_err(|e: toml::de::Error| parse_error("TOML", e))?;
-        ClusterSpec::from_jobs(jobs)
+        ClusterSpec::from_jobs(job_tasks::resolve(jobs).map_err(|e| parse_error("TOML", e))?)
     }
 
     /// Reads a `.json` or `.toml` file (by extension; otherwise JSON is tried first).
@@ -277,6 +281,16 @@ mod tests {
             .unwrap();
         assert_eq!(ClusterSpec::from_toml(&s.to_toml()).unwrap(), s);
         assert_eq!(ClusterSpec::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn toml_map_form_is_read_in_index_order() {
+        let s =
+            ClusterSpec::from_toml("ps = [\"a:1\"]\n[worker]\n1 = \"b:2\"\n0 = \"b:1\"\n").unwrap();
+        assert_eq!(s.address(&task("worker", 0)).unwrap(), "b:1");
+        assert_eq!(s.address(&task("worker", 1)).unwrap(), "b:2");
+        let e = ClusterSpec::from_toml("[worker]\n0 = \"b:1\"\n2 = \"b:3\"\n").unwrap_err();
+        assert!(e.to_string().contains("task 1 has no address"), "{e}");
     }
 
     #[test]
