@@ -60,6 +60,8 @@ type TaskFuture<E> = BoxFuture<'static, Result<(), E>>;
 pub(crate) struct AsyncHeader {
     state: AsyncState,
     task: u32,
+    /// The task's run. Only compared ([`Job::run`]), never dereferenced through here.
+    pub(crate) run: NonNull<RunHeader>,
     /// Takes over the job's strong count and polls the task.
     pub(crate) poll: unsafe fn(NonNull<AsyncHeader>, &WorkerCtx),
     /// Gives back the job's strong count without polling.
@@ -113,6 +115,7 @@ pub(crate) fn spawn<E: Send + 'static>(
         header: AsyncHeader {
             state: AsyncState::running(),
             task,
+            run,
             poll: poll_job::<E>,
             release: release_job::<E>,
         },

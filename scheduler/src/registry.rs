@@ -81,7 +81,7 @@ impl Registry {
             sleep: Sleep::new(n),
             terminate: AtomicBool::new(false),
             spin_policy: SpinPolicy::new(),
-            steal_order,
+            steal_order: steal_order.with_helpers(helper_slots),
             steal_counters: StealCounters::new(n),
             on_start,
         }

@@ -33,8 +33,8 @@
 //! nothing.
 //!
 //! Workers batch their decrements ([`WorkerCtx`](super::worker) keeps a *debt* per run and
-//! flushes it when it switches runs or runs out of work) and reserve increments from that
-//! debt. The shared counter therefore is always `>=` the true count, and equal to it when
+//! flushes it before it runs another run's job or runs out of work) and reserve increments
+//! from that debt. The shared counter therefore is always `>=` the true count, and equal to it when
 //! no worker holds debt: it cannot reach zero early.
 
 use std::panic::{self, AssertUnwindSafe};
@@ -424,8 +424,15 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             w.add_debt(run, 1);
             return;
         }
-        if header.has_groups && pass_to_group(header, run, task, w) {
-            return;
+        if header.has_groups {
+            if let Some(g) = header.topology().group(task) {
+                // `pass_to_group` gives our unit away, after which the run may end and its
+                // state be freed: it takes no reference into the run, and `state` and
+                // `header` are not used again when it returns true.
+                if !w.may_run_group(g) && pass_to_group(g, run, task, w) {
+                    return;
+                }
+            }
         }
         let cx = TaskContext::new(w.index(), header);
         let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
@@ -463,21 +470,22 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
     }
 }
 
-/// Passes `task`, bound to a group `w` is not in (see `affinity`), with its unit to that
-/// group's injector; false when `w` may run it.
+/// Passes `task`, bound to group `g` that `w` is not in (see `affinity`), with its unit to
+/// that group's injector; false (the unit stays with the caller) if the pool has no such
+/// group.
+///
+/// Takes the run as a raw pointer only, not `&RunHeader`: once the job is in the injector
+/// another worker may finish the run and `execute` free its state, while a reference
+/// argument would have to stay valid until this function returns (the rule of
+/// [`RunHeader::complete`]). The caller must not touch the run after `true`.
 #[cold]
 #[inline(never)]
-fn pass_to_group(header: &RunHeader, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> bool {
-    match header.topology().group(task) {
-        Some(g) if !w.may_run_group(g) => {
-            // `Err` is unreachable (`may_run_group` accepts groups the pool lacks); running
-            // the task here would then be the safe way out.
-            w.registry()
-                .inject_to_group(g, Job::Task { run, task })
-                .is_ok()
-        }
-        _ => false,
-    }
+fn pass_to_group(g: u32, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> bool {
+    // `Err` is unreachable (`may_run_group` accepts groups the pool lacks); running the
+    // task here would then be the safe way out.
+    w.registry()
+        .inject_to_group(g, Job::Task { run, task })
+        .is_ok()
 }
 
 /// Decrements a task's pending counter (the number of its predecessors that have not
