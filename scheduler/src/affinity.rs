@@ -265,7 +265,7 @@ mod tests {
     /// Records which worker ran each task, and the workers of `parallel_for` pieces.
     struct Recorder {
         ran: Vec<AtomicU64>,
-        pieces: parking_lot::Mutex<Vec<usize>>,
+        pieces: crate::sync::plain::Mutex<Vec<usize>>,
         fan_out: bool,
     }
 

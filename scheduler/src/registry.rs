@@ -16,8 +16,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::sync::plain::Mutex;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use parking_lot::Mutex;
 
 use super::affinity::{StartHook, StealCounters, StealOrder, StealStats};
 use super::job::Job;
