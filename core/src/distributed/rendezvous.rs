@@ -532,4 +532,82 @@ mod tests {
         r.deliver(key(3, "x"), Tensor::scalar(1i32)).unwrap();
         assert!(r.deliver(key(3, "x"), Tensor::scalar(1i32)).is_err());
     }
+
+    #[test]
+    fn the_step_guard_ends_the_step_on_every_way_out() {
+        let r = Rendezvous::new();
+        r.deliver(key(4, "early"), Tensor::scalar(1.0f32)).unwrap();
+        assert_eq!(r.unclaimed_bytes(), r.pending_bytes());
+        {
+            let _step = r.begin_step(4).unwrap();
+            assert_eq!((r.pending(), r.unclaimed_bytes()), (1, 0), "claimed");
+            r.deliver(key(4, "unused"), Tensor::scalar(2.0f32)).unwrap();
+            let _waiting = r.recv(key(4, "never"));
+        } // dropped as on an early return or unwinding
+        assert_eq!((r.pending(), r.pending_bytes()), (0, 0));
+        // Later deliveries are dropped, and the step cannot start again.
+        r.deliver(key(4, "late"), Tensor::scalar(1.0f32)).unwrap();
+        assert_eq!(r.pending(), 0);
+        assert!(matches!(
+            r.begin_step(4),
+            Err(RendezvousError::AlreadyEnded { step_id: 4 })
+        ));
+        // An abort (`end_step`) before the step starts refuses it as well.
+        r.end_step(5);
+        assert!(r.begin_step(5).is_err());
+    }
+
+    #[test]
+    fn unclaimed_tensors_are_bounded_in_bytes_oldest_step_first() {
+        let limits = RendezvousLimits {
+            unclaimed_ttl: Duration::from_secs(3600),
+            unclaimed_bytes: 4096,
+        };
+        let r = Rendezvous::with_limits(limits);
+        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
+        for step in 10..20 {
+            r.deliver(key(step, "e"), t()).unwrap();
+            assert!(r.unclaimed_bytes() <= limits.unclaimed_bytes);
+        }
+        // Three fit with their overhead; the oldest steps were dropped and expired.
+        assert_eq!(r.pending(), 3);
+        assert!(matches!(
+            r.begin_step(10),
+            Err(RendezvousError::Expired { step_id: 10, .. })
+        ));
+        assert!(matches!(
+            block_on(r.recv(key(11, "e"))),
+            Err(RendezvousError::Expired { step_id: 11, .. })
+        ));
+        // The newest are kept and claimed by their step.
+        let _step = r.begin_step(19).unwrap();
+        assert!(block_on(r.recv(key(19, "e"))).is_ok());
+        // A single tensor over the limit is refused.
+        let big = Tensor::from_vec([2048], vec![0.0f32; 2048]).unwrap();
+        assert!(matches!(
+            r.deliver(key(30, "e"), big),
+            Err(RendezvousError::Expired { step_id: 30, .. })
+        ));
+        // A running step's tensors are not limited.
+        let _running = r.begin_step(31).unwrap();
+        for e in 0..8 {
+            r.deliver(key(31, &e.to_string()), t()).unwrap();
+        }
+        assert!(r.pending_bytes() > limits.unclaimed_bytes);
+    }
+
+    #[test]
+    fn unclaimed_tensors_expire_after_the_time_limit() {
+        let r = Rendezvous::with_limits(RendezvousLimits {
+            unclaimed_ttl: Duration::ZERO,
+            unclaimed_bytes: 1 << 20,
+        });
+        r.deliver(key(7, "e"), Tensor::scalar(1.0f32)).unwrap();
+        // Any later call sees it past a zero time limit.
+        assert_eq!((r.pending(), r.unclaimed_bytes()), (0, 0));
+        assert!(matches!(
+            r.begin_step(7),
+            Err(RendezvousError::Expired { .. })
+        ));
+    }
 }
