@@ -362,3 +362,45 @@ fn ps_task_exposes_only_its_visible_devices() {
     assert!(!names.contains(&"/job:ps/replica:0/task:0/device:CPU:1".to_string()));
     assert_eq!(names[0], "/job:worker/replica:0/task:0/device:CPU:0");
 }
+
+#[test]
+fn failed_steps_leave_no_rendezvous_entries_on_any_task() {
+    // worker:0 doubles a fed tensor and sends it to worker:1, which reshapes it to five
+    // elements (failing for any other size), and to ps:0, which adds to it. Feeding four
+    // elements fails the step on worker:1 while the other tasks' parts run or ran.
+    let c = cluster();
+    let g = Graph::new();
+    let w0 = g.with_device("/job:worker/task:0").unwrap();
+    let p = w0.with_name("p").placeholder(DType::F32, None).unwrap();
+    let q = w0.mul(p, w0.constant(2.0f32).unwrap()).unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let bad = w1.with_name("five").reshape(q, &[5]).unwrap();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let sum = ps.add(q, ps.constant(1.0f32).unwrap()).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let mut failed = 0;
+    for i in 0..300 {
+        let n = if i % 3 == 0 { 5 } else { 4 };
+        let fed = Tensor::from_vec([n], vec![1.0f32; n]).unwrap();
+        match s.run(&[(p, fed)], &[bad, sum], &[]) {
+            Ok(out) => assert_eq!((n, out[0].dims()), (5, &[5][..])),
+            Err(e) => {
+                assert_eq!(n, 4, "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 200);
+    for (job, index) in [("ps", 0), ("worker", 0), ("worker", 1)] {
+        let stats = c.server(job, index).unwrap().core().worker().stats();
+        assert_eq!(
+            (
+                stats.pending_rendezvous,
+                stats.pending_rendezvous_bytes,
+                stats.running_steps
+            ),
+            (0, 0, 0),
+            "/job:{job}/task:{index}"
+        );
+    }
+}

@@ -73,13 +73,21 @@ pub struct StealStats {
     pub remote: u64,
 }
 
-/// For each worker, the other workers it tries, near ones first; and the groups.
+/// For each deque of a pool (the workers', then the helping callers'), the other deques
+/// its owner tries when it steals, near ones first; and the groups.
+///
+/// The lists are built once, when the pool starts, so that a steal — also in the idle
+/// spin — allocates nothing.
 #[derive(Debug)]
 pub(crate) struct StealOrder {
-    /// `near[w]`: the other members of `w`'s group.
+    /// `near[w]`: the other members of `w`'s group; for a helping caller (no group), every
+    /// worker.
     near: Box<[Box<[usize]>]>,
-    /// `far[w]`: every worker outside `w`'s group.
+    /// `far[w]`: every worker outside `w`'s group; empty for a helping caller.
     far: Box<[Box<[usize]>]>,
+    /// `helpers[w]`: the helping callers' deques other than `w`'s own (see
+    /// [`with_helpers`](Self::with_helpers)).
+    helpers: Box<[Box<[usize]>]>,
     /// `group_of[w]`: the index of `w`'s group (empty groups skipped).
     group_of: Box<[u32]>,
     /// `members[g]`: the workers of group `g`.
@@ -129,9 +137,32 @@ impl StealOrder {
         Ok(StealOrder {
             near: (0..n).map(|w| victims(w, true)).collect(),
             far: (0..n).map(|w| victims(w, false)).collect(),
+            helpers: (0..n).map(|_| Box::default()).collect(),
             group_of: group_of.iter().map(|&g| g as u32).collect(),
             members: groups.iter().map(|m| m.as_slice().into()).collect(),
         })
+    }
+
+    /// The same order for a pool that also lends `slots` deques to helping callers: they
+    /// get the indices after the workers' (as in
+    /// [`Registry::stealers`](super::registry::Registry::stealers)); every worker tries
+    /// them after the other workers, and a helping caller tries every worker, then the
+    /// other helpers.
+    pub(crate) fn with_helpers(self, slots: usize) -> StealOrder {
+        let n = self.group_of.len();
+        let helper_victims =
+            |me: usize| -> Box<[usize]> { (n..n + slots).filter(|&h| h != me).collect() };
+        let all_workers: Box<[usize]> = (0..n).collect();
+        let mut near = self.near.into_vec();
+        let mut far = self.far.into_vec();
+        near.extend((0..slots).map(|_| all_workers.clone()));
+        far.extend((0..slots).map(|_| Box::default()));
+        StealOrder {
+            near: near.into_boxed_slice(),
+            far: far.into_boxed_slice(),
+            helpers: (0..n + slots).map(helper_victims).collect(),
+            ..self
+        }
     }
 
     /// The group of worker `w`, or `u32::MAX` for a helping caller (index past the
@@ -151,10 +182,12 @@ impl StealOrder {
         &self.members[g]
     }
 
-    /// Worker `w`'s victims in its own group, then those in others.
+    /// The victims of deque `w` (a worker's or a helping caller's), in the order it tries
+    /// them: its own group, the other workers, the helping callers. Precomputed: no
+    /// allocation.
     #[inline]
-    pub(crate) fn victims(&self, w: usize) -> [&[usize]; 2] {
-        [&self.near[w], &self.far[w]]
+    pub(crate) fn victims(&self, w: usize) -> [&[usize]; 3] {
+        [&self.near[w], &self.far[w], &self.helpers[w]]
     }
 }
 
@@ -206,10 +239,15 @@ mod tests {
     #[test]
     fn groups_order_victims_near_first() {
         let order = StealOrder::from_groups(4, &[vec![0, 1], vec![2, 3]]).unwrap();
-        assert_eq!(order.victims(0), [&[1][..], &[2, 3][..]]);
-        assert_eq!(order.victims(3), [&[2][..], &[0, 1][..]]);
+        assert_eq!(order.victims(0), [&[1][..], &[2, 3][..], &[][..]]);
+        assert_eq!(order.victims(3), [&[2][..], &[0, 1][..], &[][..]]);
         let flat = StealOrder::flat(3);
-        assert_eq!(flat.victims(1), [&[0, 2][..], &[][..]]);
+        assert_eq!(flat.victims(1), [&[0, 2][..], &[][..], &[][..]]);
+        // Two helper deques after the four workers: workers try them last; a helper tries
+        // every worker, then the other helper.
+        let order = order.with_helpers(2);
+        assert_eq!(order.victims(1), [&[0][..], &[2, 3][..], &[4, 5][..]]);
+        assert_eq!(order.victims(5), [&[0, 1, 2, 3][..], &[][..], &[4][..]]);
         assert_eq!((order.group_of(3), order.group_of(4)), (1, u32::MAX));
         assert_eq!((order.num_groups(), order.members(1)), (2, &[2, 3][..]));
     }
@@ -227,7 +265,7 @@ mod tests {
     /// Records which worker ran each task, and the workers of `parallel_for` pieces.
     struct Recorder {
         ran: Vec<AtomicU64>,
-        pieces: parking_lot::Mutex<Vec<usize>>,
+        pieces: crate::sync::plain::Mutex<Vec<usize>>,
         fan_out: bool,
     }
 

@@ -60,6 +60,8 @@ type TaskFuture<E> = BoxFuture<'static, Result<(), E>>;
 pub(crate) struct AsyncHeader {
     state: AsyncState,
     task: u32,
+    /// The task's run. Only compared ([`Job::run`]), never dereferenced through here.
+    pub(crate) run: NonNull<RunHeader>,
     /// Takes over the job's strong count and polls the task.
     pub(crate) poll: unsafe fn(NonNull<AsyncHeader>, &WorkerCtx),
     /// Gives back the job's strong count without polling.
@@ -113,6 +115,7 @@ pub(crate) fn spawn<E: Send + 'static>(
         header: AsyncHeader {
             state: AsyncState::running(),
             task,
+            run,
             poll: poll_job::<E>,
             release: release_job::<E>,
         },
@@ -259,5 +262,178 @@ impl<E: Send + 'static> ArcWake for AsyncTask<E> {
                 .registry
                 .inject(Self::into_job(Arc::clone(arc_self)));
         }
+    }
+}
+
+/// Runs with futures — completed from other threads, ready at once, waking themselves,
+/// failing, and dropped idle by a cancellation — sized to run under Miri, which checks
+/// the task's `UnsafeCell`, the `Arc` counts behind `Job::Poll` and the run pointer.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::task::Poll;
+
+    use futures::channel::oneshot;
+    use futures::FutureExt;
+
+    use crate::{
+        CancellationToken, DagBody, RunControl, RunError, TaskContext, TaskOutcome, ThreadPool,
+        Topology,
+    };
+
+    /// What task `t`'s future does: `t % 4` = 0: completed by a oneshot sent from another
+    /// thread; 1: ready at once; 2: wakes itself once, then completes; 3: as 0, but fails
+    /// when `fail` is set.
+    struct Futures {
+        finished: Arc<[AtomicU32]>,
+        fail: bool,
+    }
+
+    impl DagBody for Futures {
+        type Error = String;
+        fn run(&self, task: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<String>, String> {
+            let finished = Arc::clone(&self.finished);
+            let done = move || {
+                finished[task as usize].fetch_add(1, Ordering::SeqCst);
+            };
+            let future = match task % 4 {
+                0 | 3 => {
+                    let (tx, rx) = oneshot::channel::<bool>();
+                    let fail = self.fail && task % 4 == 3;
+                    std::thread::spawn(move || {
+                        let _ = tx.send(fail);
+                    });
+                    async move {
+                        if rx.await.map_err(|e| e.to_string())? {
+                            return Err(format!("task {task} failed"));
+                        }
+                        done();
+                        Ok(())
+                    }
+                    .boxed()
+                }
+                1 => async move {
+                    done();
+                    Ok(())
+                }
+                .boxed(),
+                _ => {
+                    let mut yielded = false;
+                    futures::future::poll_fn(move |cx| {
+                        if !yielded {
+                            yielded = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(())
+                    })
+                    .map(move |()| {
+                        done();
+                        Ok(())
+                    })
+                    .boxed()
+                }
+            };
+            Ok(TaskOutcome::Pending(future))
+        }
+    }
+
+    /// A chain 0 -> 1 -> .. -> 7 plus a fan-out of 0 to 8..12.
+    fn shape() -> Topology {
+        let mut b = Topology::builder(12);
+        for t in 0..7 {
+            b.add_edge(t, t + 1);
+        }
+        for t in 8..12 {
+            b.add_edge(0, t);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn futures_complete_from_anywhere_and_release_their_successors() {
+        let pool = ThreadPool::new(2).unwrap();
+        let topology = shape();
+        for _ in 0..2 {
+            let body = Futures {
+                finished: (0..12).map(|_| AtomicU32::new(0)).collect(),
+                fail: false,
+            };
+            pool.execute(&topology, &body, &RunControl::default())
+                .unwrap();
+            assert!(body.finished.iter().all(|f| f.load(Ordering::SeqCst) == 1));
+        }
+        let body = Futures {
+            finished: (0..12).map(|_| AtomicU32::new(0)).collect(),
+            fail: true,
+        };
+        let err = pool
+            .execute(&topology, &body, &RunControl::default())
+            .unwrap_err();
+        // Tasks 3, 7 and 11 fail; whichever failed first, no successor of a failed task
+        // finished (3 and 7 are in the chain).
+        let RunError::Task { task, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(task % 4, 3, "{task}");
+        assert_eq!(body.finished[4].load(Ordering::SeqCst), 0);
+    }
+
+    /// Futures that never complete on their own: a cancellation drops them, each once.
+    struct Forever {
+        started: AtomicU32,
+        dropped: Arc<AtomicU32>,
+        token: CancellationToken,
+    }
+
+    struct CountDrop(Arc<AtomicU32>);
+
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl DagBody for Forever {
+        type Error = String;
+        fn run(&self, task: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<String>, String> {
+            let guard = CountDrop(Arc::clone(&self.dropped));
+            self.started.fetch_add(1, Ordering::SeqCst);
+            if task == 3 {
+                // The last of the four roots to go pending cancels from another thread.
+                let token = self.token.clone();
+                std::thread::spawn(move || token.cancel());
+            }
+            Ok(TaskOutcome::Pending(
+                async move {
+                    let _guard = guard;
+                    futures::future::pending::<()>().await;
+                    Ok(())
+                }
+                .boxed(),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_cancellation_drops_idle_futures_exactly_once() {
+        let pool = ThreadPool::new(2).unwrap();
+        let token = CancellationToken::new();
+        let body = Forever {
+            started: AtomicU32::new(0),
+            dropped: Arc::new(AtomicU32::new(0)),
+            token: token.clone(),
+        };
+        let topology = Topology::builder(4).build().unwrap();
+        let err = pool
+            .execute(&topology, &body, &RunControl::with_token(token))
+            .unwrap_err();
+        assert!(matches!(err, RunError::Cancelled), "{err:?}");
+        // `execute` returned, so every task's unit is back: each future that a body made
+        // (those that ran before the cancel; task 3's at least) was dropped, exactly once.
+        let started = body.started.load(Ordering::SeqCst);
+        assert!(started >= 1);
+        assert_eq!(body.dropped.load(Ordering::SeqCst), started);
     }
 }

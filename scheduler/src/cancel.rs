@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use super::sync::plain::Mutex;
 
 use super::latch::Latch;
 use super::policy::Policy;

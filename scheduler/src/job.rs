@@ -66,6 +66,18 @@ pub(crate) enum Job {
 unsafe impl Send for Job {}
 
 impl Job {
+    /// The run this job belongs to, for comparison only (the pointer may dangle for a
+    /// poll whose task already finished).
+    #[inline]
+    pub(crate) fn run(&self) -> *const RunHeader {
+        match self {
+            Job::Task { run, .. } | Job::Roots { run, .. } | Job::Pick { run, .. } => run.as_ptr(),
+            // SAFETY: the job owns a strong count of the task, so its header is alive;
+            // only the header's own field is read, not the run it points at.
+            Job::Poll(task) => unsafe { task.as_ref() }.run.as_ptr(),
+        }
+    }
+
     /// Gives up a job without running it. Only called when a pool's injector is dropped;
     /// by then no run is in flight, so the only jobs that can be left are polls whose task
     /// already finished.

@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use super::sync::plain::{Condvar, Mutex};
 
 use super::registry::Registry;
 use super::sync::{AtomicBool, Ordering};
@@ -200,5 +200,47 @@ impl Latch {
         while !self.is_done() {
             self.condvar.wait(&mut guard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{Latch, SpinPolicy};
+
+    #[test]
+    fn a_waiter_wakes_on_done_on_cancel_and_at_its_deadline() {
+        let policy = SpinPolicy::new();
+        for cancel in [false, true] {
+            let latch = Arc::new(Latch::for_thread());
+            let setter = Arc::clone(&latch);
+            let thread = std::thread::spawn(move || {
+                if cancel {
+                    setter.request_cancel();
+                } else {
+                    setter.set_done();
+                }
+            });
+            latch.wait(None, &policy);
+            assert_eq!(
+                (latch.is_done(), latch.is_cancel_requested()),
+                (!cancel, cancel)
+            );
+            thread.join().unwrap();
+        }
+        // Nobody sets it: the deadline ends the wait, with neither flag set.
+        let latch = Latch::for_thread();
+        latch.wait(Some(Instant::now() + Duration::from_millis(5)), &policy);
+        assert!(!latch.is_done() && !latch.is_cancel_requested());
+        // `wait_done` ignores a cancellation request and returns once done.
+        let latch = Arc::new(Latch::for_thread());
+        latch.request_cancel();
+        let setter = Arc::clone(&latch);
+        let thread = std::thread::spawn(move || setter.set_done());
+        latch.wait_done();
+        assert!(latch.is_done());
+        thread.join().unwrap();
     }
 }

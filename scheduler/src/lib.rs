@@ -71,6 +71,8 @@ mod run;
 mod sleep;
 mod sync;
 mod task_graph;
+#[cfg(test)]
+mod test_alloc;
 mod topology;
 mod worker;
 

@@ -202,7 +202,7 @@ mod tests {
         assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         // Outside a pool: in order, on this thread.
         assert_eq!(current_parallelism(), 1);
-        let order = parking_lot::Mutex::new(Vec::new());
+        let order = crate::sync::plain::Mutex::new(Vec::new());
         parallel_for(5, &|i| order.lock().push(i));
         assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
     }

@@ -51,9 +51,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use super::sync::plain::Mutex;
 use crossbeam_deque::{Injector, Steal};
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 
 use super::sync::{AtomicUsize, Ordering};
 use super::topology::Topology;

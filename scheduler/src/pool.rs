@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use super::sync::plain::Mutex;
 use crossbeam_deque::Worker;
-use parking_lot::Mutex;
 
 use super::affinity::{StartHook, StealOrder, StealStats};
 use super::body::DagBody;

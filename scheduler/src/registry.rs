@@ -16,8 +16,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::sync::plain::Mutex;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use parking_lot::Mutex;
 
 use super::affinity::{StartHook, StealCounters, StealOrder, StealStats};
 use super::job::Job;
@@ -81,7 +81,7 @@ impl Registry {
             sleep: Sleep::new(n),
             terminate: AtomicBool::new(false),
             spin_policy: SpinPolicy::new(),
-            steal_order,
+            steal_order: steal_order.with_helpers(helper_slots),
             steal_counters: StealCounters::new(n),
             on_start,
         }

@@ -33,16 +33,16 @@
 //! nothing.
 //!
 //! Workers batch their decrements ([`WorkerCtx`](super::worker) keeps a *debt* per run and
-//! flushes it when it switches runs or runs out of work) and reserve increments from that
-//! debt. The shared counter therefore is always `>=` the true count, and equal to it when
+//! flushes it before it runs another run's job or runs out of work) and reserve increments
+//! from that debt. The shared counter therefore is always `>=` the true count, and equal to it when
 //! no worker holds debt: it cannot reach zero early.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use super::sync::plain::Mutex;
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::async_task::{self, AsyncTask};
@@ -424,8 +424,15 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             w.add_debt(run, 1);
             return;
         }
-        if header.has_groups && pass_to_group(header, run, task, w) {
-            return;
+        if header.has_groups {
+            if let Some(g) = header.topology().group(task) {
+                // `pass_to_group` gives our unit away, after which the run may end and its
+                // state be freed: it takes no reference into the run, and `state` and
+                // `header` are not used again when it returns true.
+                if !w.may_run_group(g) && pass_to_group(g, run, task, w) {
+                    return;
+                }
+            }
         }
         let cx = TaskContext::new(w.index(), header);
         let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
@@ -463,21 +470,22 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
     }
 }
 
-/// Passes `task`, bound to a group `w` is not in (see `affinity`), with its unit to that
-/// group's injector; false when `w` may run it.
+/// Passes `task`, bound to group `g` that `w` is not in (see `affinity`), with its unit to
+/// that group's injector; false (the unit stays with the caller) if the pool has no such
+/// group.
+///
+/// Takes the run as a raw pointer only, not `&RunHeader`: once the job is in the injector
+/// another worker may finish the run and `execute` free its state, while a reference
+/// argument would have to stay valid until this function returns (the rule of
+/// [`RunHeader::complete`]). The caller must not touch the run after `true`.
 #[cold]
 #[inline(never)]
-fn pass_to_group(header: &RunHeader, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> bool {
-    match header.topology().group(task) {
-        Some(g) if !w.may_run_group(g) => {
-            // `Err` is unreachable (`may_run_group` accepts groups the pool lacks); running
-            // the task here would then be the safe way out.
-            w.registry()
-                .inject_to_group(g, Job::Task { run, task })
-                .is_ok()
-        }
-        _ => false,
-    }
+fn pass_to_group(g: u32, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> bool {
+    // `Err` is unreachable (`may_run_group` accepts groups the pool lacks); running the
+    // task here would then be the safe way out.
+    w.registry()
+        .inject_to_group(g, Job::Task { run, task })
+        .is_ok()
 }
 
 /// Decrements a task's pending counter (the number of its predecessors that have not
@@ -517,4 +525,210 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// down.
 pub(crate) fn drop_quietly<T>(value: T) {
     let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
+/// Small runs that walk every path of the run lifecycle — roots, fan-out and fan-in,
+/// chains passing units, picks of the queued policies, tasks passed to their steal group,
+/// failures, panics and cancellation — sized to run under Miri, which checks the raw
+/// pointers of the lifetime protocol ([`job`](super::job)) on every run.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use crate::{
+        CancellationToken, DagBody, Policy, RunControl, RunError, TaskContext, TaskOutcome,
+        ThreadPool, Topology,
+    };
+
+    /// Counts runs per task and checks that every predecessor ran first; fails task
+    /// `fail` with an error, panics in task `panic`, cancels `cancel` in task `cancel_at`.
+    struct Checked {
+        ran: Vec<AtomicU32>,
+        preds: Vec<Vec<u32>>,
+        fail: Option<u32>,
+        panic: Option<u32>,
+        cancel: Option<(u32, CancellationToken)>,
+    }
+
+    impl Checked {
+        fn new(topology: &Topology) -> Checked {
+            let n = topology.len() as u32;
+            let mut preds = vec![Vec::new(); n as usize];
+            for t in 0..n {
+                for &s in topology.successors(t) {
+                    preds[s as usize].push(t);
+                }
+            }
+            Checked {
+                ran: (0..n).map(|_| AtomicU32::new(0)).collect(),
+                preds,
+                fail: None,
+                panic: None,
+                cancel: None,
+            }
+        }
+
+        fn runs(&self) -> Vec<u32> {
+            self.ran.iter().map(|r| r.load(Ordering::Relaxed)).collect()
+        }
+    }
+
+    impl DagBody for Checked {
+        type Error = String;
+        fn run(&self, task: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<String>, String> {
+            for &p in &self.preds[task as usize] {
+                assert_eq!(
+                    self.ran[p as usize].load(Ordering::Relaxed),
+                    1,
+                    "{p} before {task}"
+                );
+            }
+            self.ran[task as usize].fetch_add(1, Ordering::Relaxed);
+            if self.panic == Some(task) {
+                panic!("task {task} panics");
+            }
+            if let Some((at, token)) = &self.cancel {
+                if *at == task {
+                    token.cancel();
+                }
+            }
+            if self.fail == Some(task) {
+                return Err(format!("task {task} failed"));
+            }
+            Ok(TaskOutcome::Done)
+        }
+    }
+
+    /// Two roots, a fan-out of 6 from root 0, a fan-in into task 8, a chain 8 -> 9 -> 10.
+    fn diamond(groups: bool) -> Topology {
+        let mut b = Topology::builder(11);
+        for s in 2..8 {
+            b.add_edge(0, s);
+            b.add_edge(s, 8);
+        }
+        b.add_edge(1, 8);
+        b.add_edge(8, 9);
+        b.add_edge(9, 10);
+        if groups {
+            for t in 0..11 {
+                b.set_group(t, t % 2);
+            }
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn every_task_runs_once_in_order_under_every_policy() {
+        let pool = ThreadPool::new(2).unwrap();
+        let topology = diamond(false);
+        for policy in [Policy::DepthFirst, Policy::Fifo, Policy::CriticalPath] {
+            let body = Checked::new(&topology);
+            pool.execute(&topology, &body, &RunControl::with_policy(policy))
+                .unwrap();
+            assert_eq!(body.runs(), vec![1; 11], "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn tasks_bound_to_groups_are_passed_with_their_units() {
+        // Every other task is bound to the other worker's group, so most releases pass a
+        // task to a group injector (`pass_to_group`); the caller helps and has no group.
+        let pool = ThreadPool::builder()
+            .num_workers(2)
+            .steal_groups(vec![vec![0], vec![1]])
+            .build()
+            .unwrap();
+        let topology = diamond(true);
+        for _ in 0..4 {
+            let body = Checked::new(&topology);
+            pool.execute(&topology, &body, &RunControl::default())
+                .unwrap();
+            assert_eq!(body.runs(), vec![1; 11]);
+        }
+    }
+
+    #[test]
+    fn an_error_or_a_panic_ends_the_run_and_the_pool_keeps_serving() {
+        let pool = ThreadPool::new(2).unwrap();
+        let topology = diamond(false);
+        let mut body = Checked::new(&topology);
+        body.fail = Some(8);
+        let err = pool
+            .execute(&topology, &body, &RunControl::default())
+            .unwrap_err();
+        assert!(matches!(&err, RunError::Task { task: 8, error } if error == "task 8 failed"));
+        assert_eq!(
+            &body.runs()[9..],
+            [0, 0],
+            "no successor of a failed task runs"
+        );
+
+        let mut body = Checked::new(&topology);
+        body.panic = Some(0);
+        let err = pool
+            .execute(&topology, &body, &RunControl::default())
+            .unwrap_err();
+        assert!(
+            matches!(&err, RunError::Panicked { task: 0, message } if message.contains("panics")),
+            "{err:?}"
+        );
+        assert_eq!(body.runs()[2..], [0; 9]);
+
+        let body = Checked::new(&topology);
+        pool.execute(&topology, &body, &RunControl::default())
+            .unwrap();
+        assert_eq!(body.runs(), vec![1; 11]);
+    }
+
+    #[test]
+    fn a_cancelled_run_starts_no_further_body() {
+        let pool = ThreadPool::new(2).unwrap();
+        let topology = diamond(false);
+        let token = CancellationToken::new();
+        let mut body = Checked::new(&topology);
+        body.cancel = Some((8, token.clone()));
+        let err = pool
+            .execute(&topology, &body, &RunControl::with_token(token.clone()))
+            .unwrap_err();
+        assert!(matches!(err, RunError::Cancelled), "{err:?}");
+        assert_eq!(body.runs()[9..], [0, 0]);
+        // An already-cancelled token fails the run before it starts.
+        let body = Checked::new(&topology);
+        let err = pool
+            .execute(&topology, &body, &RunControl::with_token(token))
+            .unwrap_err();
+        assert!(matches!(err, RunError::Cancelled));
+        assert_eq!(body.runs(), vec![0; 11]);
+    }
+
+    #[test]
+    fn a_nested_run_on_a_worker_completes() {
+        struct Outer<'a>(&'a ThreadPool, AtomicU32);
+        impl DagBody for Outer<'_> {
+            type Error = String;
+            fn run(&self, _: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<String>, String> {
+                let topology = diamond(false);
+                let inner = Checked::new(&topology);
+                self.0
+                    .execute(&topology, &inner, &RunControl::default())
+                    .map_err(|e| e.to_string())?;
+                self.1
+                    .fetch_add(inner.runs().iter().sum(), Ordering::Relaxed);
+                Ok(TaskOutcome::Done)
+            }
+        }
+        let pool = ThreadPool::builder()
+            .num_workers(2)
+            .helper_slots(0)
+            .build()
+            .unwrap();
+        let outer = Outer(&pool, AtomicU32::new(0));
+        pool.execute(
+            &Topology::builder(3).build().unwrap(),
+            &outer,
+            &RunControl::default(),
+        )
+        .unwrap();
+        assert_eq!(outer.1.load(Ordering::Relaxed), 33);
+    }
 }

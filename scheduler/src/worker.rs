@@ -11,7 +11,9 @@
 //!   becomes the run's error. A panic in the scheduler itself aborts the process rather
 //!   than leaving runs hanging.
 //! - **Nested runs make progress.** A worker that calls `execute` on its own pool keeps
-//!   running jobs (of any run) until its run is over, so nesting does not deadlock.
+//!   running jobs (of any run) until its run is over, so nesting does not deadlock; and
+//!   it gives back what it owes its run before it runs another run's job, so it never
+//!   runs unrelated work after its run's last task finished (`wait_nested`).
 //!
 //! # Shutdown protocol
 //!
@@ -48,7 +50,7 @@
 //!   in half whenever the own deque is empty, so idle workers always find half of what
 //!   remains (lazy binary splitting).
 //! - Decrements of a run's outstanding counter are batched per worker (*debt*), flushed
-//!   when the worker switches to another run's job or runs out of work.
+//!   before the worker runs another run's job and when it runs out of work.
 
 use std::cell::Cell;
 use std::ptr::{self, NonNull};
@@ -301,21 +303,13 @@ impl WorkerCtx {
             if n > 1 {
                 // Own steal group first, then the other workers (see `affinity`), then the
                 // deques of callers helping with their runs. A helping caller (index past
-                // the workers) has no group: it tries every worker.
-                let workers = self.registry.num_workers();
-                let flat: Vec<usize>;
-                let [near, far] = if self.index < workers {
-                    self.registry.steal_order().victims(self.index)
-                } else {
-                    flat = (0..workers).collect();
-                    [&flat[..], &[][..]]
-                };
-                let helpers: Vec<usize> = (workers..n).filter(|h| *h != self.index).collect();
+                // the workers) has no group: it tries every worker. The lists are
+                // precomputed per deque, so this allocates nothing.
+                let is_worker = self.index < self.registry.num_workers();
+                let [near, far, helpers] = self.registry.steal_order().victims(self.index);
                 // `Some(local)`: the steal counts as same-group or not; helpers' deques
                 // belong to no group and are not counted.
-                for (victims, local) in
-                    [(near, Some(true)), (far, Some(false)), (&helpers[..], None)]
-                {
+                for (victims, local) in [(near, Some(true)), (far, Some(false)), (helpers, None)] {
                     if victims.is_empty() {
                         continue;
                     }
@@ -324,7 +318,7 @@ impl WorkerCtx {
                         let victim = victims[(start + i) % victims.len()];
                         match stealers[victim].steal_batch_and_pop(&self.local) {
                             Steal::Success(job) => {
-                                if let (true, Some(local)) = (self.index < workers, local) {
+                                if let (true, Some(local)) = (is_worker, local) {
                                     self.registry.steal_counters().record(self.index, local);
                                 }
                                 return Some(job);
@@ -351,9 +345,26 @@ impl WorkerCtx {
         x
     }
 
+    /// Flushes the debt if it belongs to another run than `job`'s; true if it did.
+    ///
+    /// Called before a job runs, so that units this worker already gave back locally never
+    /// wait behind another run's task: the run they belong to (perhaps one whose caller is
+    /// blocked on its latch, perhaps the very run a nested wait is waiting for) ends as soon
+    /// as its last unit is given back, not one task later.
+    #[inline]
+    fn flush_debt_before(&self, job: &Job) -> bool {
+        if self.debt.get() > 0 && !ptr::eq(job.run(), self.debt_run.get()) {
+            self.flush_debt();
+            true
+        } else {
+            false
+        }
+    }
+
     /// Runs one job.
     #[inline]
     pub(crate) fn execute(&self, job: Job) {
+        self.flush_debt_before(&job);
         match job {
             Job::Task { run, task } => {
                 // SAFETY: the job held the unit of `task`, which we now hold; the header's
@@ -464,6 +475,14 @@ impl WorkerCtx {
 
     /// Runs jobs until `latch` is done, cancelling the run (`fail`) on a cancellation
     /// request or at `deadline`. Used when `execute` is called on a worker of the pool.
+    ///
+    /// While it waits, the worker runs jobs of any run (so nesting cannot deadlock), but
+    /// never one of another run while it still owes the awaited run units: before such a
+    /// job it flushes its debt — which may bring the awaited run to zero and set the
+    /// latch — and checks the latch again. If the latch is done then, the job goes back to
+    /// the own deque (for whoever runs next here, or a thief) and the wait returns at
+    /// once. So the awaited run is never kept waiting by an unrelated job that this worker
+    /// took after the run's last task had finished here.
     pub(crate) fn wait_nested(
         &self,
         latch: &Latch,
@@ -488,14 +507,25 @@ impl WorkerCtx {
                     failed = true;
                 }
             }
-            if let Some(job) = self.find_work() {
-                jobs = jobs.wrapping_add(1);
-                self.execute(job);
-                continue;
-            }
-            jobs = 0;
-            let stop = || latch.is_done() || (!failed && latch.is_cancel_requested());
-            if let Some(job) = self.idle(&stop, if failed { None } else { deadline }) {
+            let found = match self.find_work() {
+                Some(job) => {
+                    jobs = jobs.wrapping_add(1);
+                    Some(job)
+                }
+                None => {
+                    jobs = 0;
+                    let stop = || latch.is_done() || (!failed && latch.is_cancel_requested());
+                    self.idle(&stop, if failed { None } else { deadline })
+                }
+            };
+            if let Some(job) = found {
+                // `idle` flushed already; `find_work` may have found another run's job
+                // while we owe the awaited run units.
+                self.flush_debt_before(&job);
+                if latch.is_done() {
+                    self.push(job);
+                    return;
+                }
                 self.execute(job);
             }
         }
@@ -550,4 +580,121 @@ pub(crate) fn main_loop(registry: Arc<Registry>, index: usize, local: Worker<Job
     drop(intra);
     CURRENT.with(|c| c.set(ptr::null()));
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use crossbeam_deque::Worker;
+
+    use super::WorkerCtx;
+    use crate::affinity::StealOrder;
+    use crate::job::Job;
+    use crate::registry::Registry;
+    use crate::{DagBody, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology};
+
+    /// Task 0 runs a one-task nested run on the same worker; task 1 is unrelated work of
+    /// the outer run that sits in that worker's deque meanwhile. The nested wait must
+    /// return before it runs task 1: task 1 sees that task 0's `execute` had returned.
+    struct NestedThenUnrelated {
+        pool: ThreadPool,
+        nested_returned: AtomicBool,
+        unrelated_saw_return: AtomicBool,
+        nested_ran: AtomicU32,
+    }
+
+    struct One<'a>(&'a AtomicU32);
+
+    impl DagBody for One<'_> {
+        type Error = ();
+        fn run(&self, _: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<()>, ()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(TaskOutcome::Done)
+        }
+    }
+
+    impl DagBody for NestedThenUnrelated {
+        type Error = ();
+        fn run(&self, task: u32, _: &TaskContext<'_>) -> Result<TaskOutcome<()>, ()> {
+            if task == 0 {
+                let topology = Topology::builder(1).build().unwrap();
+                let nested = One(&self.nested_ran);
+                self.pool
+                    .execute(&topology, &nested, &RunControl::default())
+                    .unwrap();
+                self.nested_returned.store(true, Ordering::Relaxed);
+            } else {
+                let seen = self.nested_returned.load(Ordering::Relaxed);
+                self.unrelated_saw_return.store(seen, Ordering::Relaxed);
+            }
+            Ok(TaskOutcome::Done)
+        }
+    }
+
+    #[test]
+    fn a_nested_wait_returns_before_it_runs_unrelated_work() {
+        // One worker and no helping callers, so both roots run on the worker: it splits
+        // the root range (task 1 goes to its deque) and runs task 0, whose nested run's
+        // only task finishes on the same worker and leaves its unit as debt.
+        let pool = ThreadPool::builder()
+            .num_workers(1)
+            .helper_slots(0)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            let body = NestedThenUnrelated {
+                pool: pool.clone(),
+                nested_returned: AtomicBool::new(false),
+                unrelated_saw_return: AtomicBool::new(false),
+                nested_ran: AtomicU32::new(0),
+            };
+            let topology = Topology::builder(2).build().unwrap();
+            pool.execute(&topology, &body, &RunControl::default())
+                .unwrap();
+            assert_eq!(body.nested_ran.load(Ordering::Relaxed), 1);
+            assert!(
+                body.unrelated_saw_return.load(Ordering::Relaxed),
+                "the nested wait ran the outer run's other task before returning"
+            );
+        }
+    }
+
+    #[test]
+    fn stealing_allocates_nothing() {
+        // Four workers in two groups and two helper deques: every list of victims is
+        // non-empty for someone. Jobs only move between deques here, never run, so a
+        // dangling run pointer is fine.
+        let locals: Vec<Worker<Job>> = (0..4).map(|_| Worker::new_lifo()).collect();
+        let order = StealOrder::from_groups(4, &[vec![0, 1], vec![2, 3]]).unwrap();
+        let registry = Arc::new(Registry::new(
+            locals.iter().map(Worker::stealer).collect(),
+            order,
+            None,
+            None,
+            2,
+        ));
+        let mut locals = locals.into_iter();
+        let thief = WorkerCtx::new(Arc::clone(&registry), 0, locals.next().unwrap());
+        let victim = locals.nth(2).unwrap(); // worker 3, in the other group
+        let job = || Job::Task {
+            run: std::ptr::NonNull::dangling(),
+            task: 7,
+        };
+        // Warm up whatever crossbeam allocates once (its buffers grow on first use).
+        victim.push(job());
+        assert!(thief.steal().is_some());
+        let before = crate::test_alloc::allocations();
+        for round in 0..100 {
+            // Empty: the path of the idle spin.
+            assert!(thief.steal().is_none());
+            if round % 10 == 0 {
+                victim.push(job());
+                assert!(matches!(thief.steal(), Some(Job::Task { task: 7, .. })));
+            }
+        }
+        assert_eq!(crate::test_alloc::allocations() - before, 0);
+        assert_eq!(registry.steal_stats().remote, 11);
+    }
 }

@@ -156,7 +156,9 @@ impl AsyncKernel for RecvKernel {
 
 fn recv_error(e: super::rendezvous::RendezvousError) -> KernelError {
     match e {
-        super::rendezvous::RendezvousError::StepEnded { .. } => {
+        super::rendezvous::RendezvousError::StepEnded { .. }
+        | super::rendezvous::RendezvousError::AlreadyEnded { .. }
+        | super::rendezvous::RendezvousError::Expired { .. } => {
             KernelError::Device(format!("receive aborted: {e}"))
         }
         other => KernelError::Internal(other.to_string()),

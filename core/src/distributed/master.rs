@@ -9,9 +9,9 @@
 //! 2. The master draws a step id and runs the step on every task with a partition,
 //!    concurrently; each feed goes only to the task that consumes it; tensors between
 //!    tasks go worker to worker through `_Send`/`_Recv`.
-//! 3. On the first failure it aborts the step on the other tasks, waits for them (each
-//!    returns within the step's deadline), and reports that first failure, which names
-//!    its task. A task that restarted (its partitions are unknown) makes the master
+//! 3. On the first failure it aborts the step on every task (the failed one too), waits
+//!    for them (each returns within the step's deadline), and reports that first failure,
+//!    which names its task. A task that restarted (its partitions are unknown) makes the master
 //!    re-register the signature and retry once.
 //! 4. Fetches return in the client's order.
 
@@ -403,14 +403,12 @@ impl MasterSession {
                         .map(move |r| (i, r))
                 })
                 .collect();
-            let abort_others = |except: Option<usize>| {
-                let aborts = plan
-                    .tasks
-                    .iter()
-                    .enumerate()
-                    .filter(move |(j, _)| Some(*j) != except)
-                    .map(|(_, t)| transport.abort_step(&t.task, step_id));
-                join_all(aborts)
+            let abort_all = || {
+                join_all(
+                    plan.tasks
+                        .iter()
+                        .map(|t| transport.abort_step(&t.task, step_id)),
+                )
             };
             let mut cancelled = match cancel {
                 Some(c) => c.cancelled().boxed(),
@@ -428,7 +426,7 @@ impl MasterSession {
                             // The caller gave up: abort the step everywhere; each task
                             // answers promptly, and the loop collects their answers.
                             if failure.is_none() {
-                                let _ = abort_others(None).await;
+                                let _ = abort_all().await;
                                 failure = Some(TransportError::Cancelled {
                                     task: m.task.to_string(),
                                     step_id,
@@ -441,8 +439,12 @@ impl MasterSession {
                         Ok(ts) => results[i] = Some(ts),
                         Err(e) => {
                             if failure.is_none() {
-                                // Abort the step everywhere else; each task answers promptly.
-                                let _ = abort_others(Some(i)).await;
+                                // Abort the step on every task, the failed one too: its
+                                // error may have come from the wire while the step still
+                                // runs there, and an abort also drops whatever the step's
+                                // tensors left in that task's rendezvous. Each task answers
+                                // promptly.
+                                let _ = abort_all().await;
                                 failure = Some(e);
                             } else if failure
                                 .as_ref()

@@ -29,6 +29,9 @@ pub use error::{MasterError, WorkerError};
 pub use master::{ClusterRunOutput, Master, MasterOptions, MasterSession};
 pub use ops::VariableRef;
 pub use partition::PlacedNode;
-pub use rendezvous::{Rendezvous, RendezvousError, ENDED_STEPS_KEPT};
+pub use rendezvous::{
+    ActiveStep, Rendezvous, RendezvousError, RendezvousLimits, ENDED_STEPS_KEPT,
+    ENTRY_OVERHEAD_BYTES,
+};
 pub use server::{ServerOptions, TaskServer};
 pub use worker::{Worker, WorkerStats};

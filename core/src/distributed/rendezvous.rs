@@ -12,12 +12,30 @@
 //! A pending `recv` holds no thread. It ends with the tensor, or with an error when the
 //! step ends or is aborted ([`Rendezvous::end_step`] drops the channel's sender). Dropping
 //! the future (the scheduler does at the step's deadline or cancellation) abandons the
-//! wait; `end_step` removes what is left. Steps that ended are remembered (the last
-//! [`ENDED_STEPS_KEPT`]) so that a late delivery for one is dropped, not kept forever.
+//! wait; `end_step` removes what is left.
+//!
+//! # A step's life on one task
+//! 1. **Unclaimed.** Tensors may arrive before the step starts here (a sender's partition
+//!    can run ahead of this task's): they are kept, but only under the bounds of
+//!    [`RendezvousLimits`] — at most `unclaimed_ttl` after the step's first tensor came,
+//!    and at most `unclaimed_bytes` over all such steps together. A step past either bound
+//!    is dropped, oldest first, with a logged warning, and remembered as *expired*: its
+//!    later tensors are dropped and a partition that starts it fails at once
+//!    ([`RendezvousError::Expired`]). A peer that sends tensors for steps that never run
+//!    therefore makes the task hold at most `unclaimed_bytes` (plus one tensor in flight).
+//!    The age bound is checked on every call into the rendezvous (no timer thread).
+//! 2. **Active.** [`Rendezvous::begin_step`] (the worker calls it first thing when it runs
+//!    a partition) claims the step's tensors; its guard ([`ActiveStep`]) ends the step when
+//!    dropped — on success, error, abort, early return or unwinding alike.
+//! 3. **Ended** (by the guard or by [`Rendezvous::end_step`], which an abort calls):
+//!    every entry of the step is removed, waiting receivers fail, and later deliveries for
+//!    it are dropped. Ended steps are remembered (the last [`ENDED_STEPS_KEPT`]); one
+//!    forgotten since counts as unknown again, under the bounds of step 1.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use parking_lot::Mutex;
@@ -27,6 +45,30 @@ use crate::transport::RendezvousKey;
 
 /// Ended steps remembered to drop late deliveries (behaviour at the time of writing).
 pub const ENDED_STEPS_KEPT: usize = 4096;
+
+/// Bytes an entry is counted for beyond its tensor's data and its edge name: the map
+/// slot, the key and the tensor's header (an estimate, so that empty tensors count too).
+pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// Bounds on the tensors a task keeps for steps it has not started (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RendezvousLimits {
+    /// How long tensors of a step that has not started on this task are kept after the
+    /// step's first one arrived (default 60 s).
+    pub unclaimed_ttl: Duration,
+    /// How many bytes of such tensors the task keeps, over all such steps (default
+    /// 256 MiB). A single tensor larger than this for such a step is refused.
+    pub unclaimed_bytes: usize,
+}
+
+impl Default for RendezvousLimits {
+    fn default() -> Self {
+        RendezvousLimits {
+            unclaimed_ttl: Duration::from_secs(60),
+            unclaimed_bytes: 256 << 20,
+        }
+    }
+}
 
 /// Why a rendezvous operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,65 +89,312 @@ pub enum RendezvousError {
         /// The edge.
         edge: String,
     },
+    /// The step already ended or was aborted on this task, so it cannot start here.
+    #[error("step {step_id} already ended or was aborted on this task")]
+    AlreadyEnded {
+        /// The step.
+        step_id: u64,
+    },
+    /// Tensors delivered for the step before it started on this task were dropped under
+    /// the task's [`RendezvousLimits`].
+    #[error("tensors for step {step_id} came before the step started on this task and were dropped: {detail}")]
+    Expired {
+        /// The step.
+        step_id: u64,
+        /// Which bound was passed.
+        detail: String,
+    },
 }
 
 enum Entry {
-    Ready(Tensor),
+    /// A delivered tensor and the bytes it is counted for.
+    Ready(Tensor, usize),
     Waiting(oneshot::Sender<Tensor>),
+}
+
+/// An unclaimed step's bookkeeping.
+struct Unclaimed {
+    /// When its first tensor came.
+    since: Instant,
+    /// Bytes of its ready entries.
+    bytes: usize,
+}
+
+/// How a remembered step ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Normally, by failure or by abort.
+    Ended,
+    /// Its unclaimed tensors passed a bound.
+    Expired,
 }
 
 #[derive(Default)]
 struct Inner {
     entries: HashMap<(u64, String), Entry>,
-    ended: HashSet<u64>,
+    /// Bytes of all ready entries.
+    bytes: usize,
+    /// Started, not ended steps: how many partitions of each run here now.
+    active: HashMap<u64, u32>,
+    /// Steps with tensors but not started here, and their total bytes.
+    unclaimed: HashMap<u64, Unclaimed>,
+    unclaimed_bytes: usize,
+    /// Unclaimed steps, oldest first (entries of steps claimed or ended since are stale
+    /// and skipped).
+    unclaimed_order: VecDeque<(u64, Instant)>,
+    ended: HashMap<u64, Ended>,
     ended_order: VecDeque<u64>,
+}
+
+impl Inner {
+    /// Removes every entry of `step`; waiting receivers fail (their senders drop).
+    fn remove_entries(&mut self, step: u64) {
+        let mut freed = 0;
+        self.entries.retain(|(s, _), e| {
+            if *s != step {
+                return true;
+            }
+            if let Entry::Ready(_, b) = e {
+                freed += *b;
+            }
+            false
+        });
+        self.bytes -= freed;
+        if let Some(u) = self.unclaimed.remove(&step) {
+            self.unclaimed_bytes -= u.bytes;
+        }
+    }
+
+    fn mark_ended(&mut self, step: u64, how: Ended) {
+        if self.ended.insert(step, how).is_none() {
+            self.ended_order.push_back(step);
+            if self.ended_order.len() > ENDED_STEPS_KEPT {
+                if let Some(old) = self.ended_order.pop_front() {
+                    self.ended.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Drops an unclaimed step's tensors and remembers it as expired.
+    fn expire(&mut self, step: u64, why: &str) {
+        let bytes = self.unclaimed.get(&step).map_or(0, |u| u.bytes);
+        self.remove_entries(step);
+        self.mark_ended(step, Ended::Expired);
+        tracing::warn!(
+            step_id = step,
+            bytes,
+            "dropped tensors delivered for a step that has not started on this task: {why}"
+        );
+    }
+
+    /// Expires unclaimed steps older than `ttl`.
+    fn expire_old(&mut self, now: Instant, ttl: Duration) {
+        while let Some(&(step, since)) = self.unclaimed_order.front() {
+            let current = self.unclaimed.get(&step).is_some_and(|u| u.since == since);
+            if current && now.saturating_duration_since(since) < ttl {
+                break;
+            }
+            self.unclaimed_order.pop_front();
+            if current {
+                self.expire(step, "kept longer than the unclaimed-tensor time limit");
+            }
+        }
+    }
+
+    /// Makes room for `bytes` more unclaimed bytes, expiring the oldest unclaimed steps
+    /// other than `keep`; false if `bytes` alone exceeds `limit`.
+    fn make_room(&mut self, bytes: usize, limit: usize, keep: u64) -> bool {
+        if bytes > limit {
+            return false;
+        }
+        let mut skipped = VecDeque::new();
+        while self.unclaimed_bytes + bytes > limit {
+            let Some((step, since)) = self.unclaimed_order.pop_front() else {
+                break;
+            };
+            let current = self.unclaimed.get(&step).is_some_and(|u| u.since == since);
+            if !current {
+                continue;
+            }
+            if step == keep {
+                skipped.push_back((step, since));
+                continue;
+            }
+            self.expire(step, "over the unclaimed-tensor byte limit");
+        }
+        while let Some(k) = skipped.pop_back() {
+            self.unclaimed_order.push_front(k);
+        }
+        self.unclaimed_bytes + bytes <= limit
+    }
 }
 
 /// One task's rendezvous.
 #[derive(Default)]
 pub struct Rendezvous {
     inner: Mutex<Inner>,
+    limits: RendezvousLimits,
 }
 
 impl fmt::Debug for Rendezvous {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.inner.lock();
         f.debug_struct("Rendezvous")
-            .field("entries", &self.inner.lock().entries.len())
+            .field("entries", &g.entries.len())
+            .field("bytes", &g.bytes)
+            .field("unclaimed_bytes", &g.unclaimed_bytes)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
+/// A step running on this task ([`Rendezvous::begin_step`]); dropping it ends the step
+/// unless another partition of it still runs here.
+#[must_use = "dropping the guard ends the step"]
+pub struct ActiveStep<'a> {
+    rendezvous: &'a Rendezvous,
+    step_id: u64,
+}
+
+impl fmt::Debug for ActiveStep<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActiveStep")
+            .field("step_id", &self.step_id)
+            .finish()
+    }
+}
+
+impl Drop for ActiveStep<'_> {
+    fn drop(&mut self) {
+        let mut g = self.rendezvous.inner.lock();
+        let last = match g.active.get_mut(&self.step_id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            g.active.remove(&self.step_id);
+            drop(g);
+            self.rendezvous.end_step(self.step_id);
+        }
+    }
+}
+
 impl Rendezvous {
-    /// An empty rendezvous.
+    /// An empty rendezvous with the default [`RendezvousLimits`].
     pub fn new() -> Rendezvous {
         Rendezvous::default()
     }
 
-    /// Hands `tensor` to the receiver of `key` (now or when it comes). The tensor is
-    /// moved, never copied.
-    pub fn deliver(&self, key: RendezvousKey, tensor: Tensor) -> Result<(), RendezvousError> {
-        let mut g = self.inner.lock();
-        if g.ended.contains(&key.step_id) {
-            return Ok(()); // a late delivery for a finished step: dropped
+    /// An empty rendezvous with these limits.
+    pub fn with_limits(limits: RendezvousLimits) -> Rendezvous {
+        Rendezvous {
+            inner: Mutex::default(),
+            limits,
         }
-        let k = (key.step_id, key.edge);
-        match g.entries.remove(&k) {
-            None => {
-                g.entries.insert(k, Entry::Ready(tensor));
-                Ok(())
-            }
-            Some(Entry::Waiting(tx)) => {
-                let _ = tx.send(tensor); // a receiver that gave up drops it
-                Ok(())
-            }
-            Some(ready @ Entry::Ready(_)) => {
-                g.entries.insert(k.clone(), ready);
-                Err(RendezvousError::Duplicate {
-                    what: "send",
-                    key: format!("step {} edge {}", k.0, k.1),
+    }
+
+    /// The limits on tensors for steps that have not started here.
+    pub fn limits(&self) -> RendezvousLimits {
+        self.limits
+    }
+
+    /// Starts `step_id` on this task: its tensors delivered so far are claimed (no longer
+    /// subject to [`RendezvousLimits`]), and the returned guard ends the step when dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`RendezvousError::AlreadyEnded`] if the step ended or was aborted here already,
+    /// [`RendezvousError::Expired`] if its early tensors were dropped under the limits.
+    pub fn begin_step(&self, step_id: u64) -> Result<ActiveStep<'_>, RendezvousError> {
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        match g.ended.get(&step_id) {
+            Some(Ended::Ended) => return Err(RendezvousError::AlreadyEnded { step_id }),
+            Some(Ended::Expired) => {
+                return Err(RendezvousError::Expired {
+                    step_id,
+                    detail: format!(
+                    "tensors for a step not started are kept at most {:?} and {} bytes in total",
+                    self.limits.unclaimed_ttl, self.limits.unclaimed_bytes
+                ),
                 })
             }
+            None => {}
         }
+        if let Some(u) = g.unclaimed.remove(&step_id) {
+            g.unclaimed_bytes -= u.bytes;
+        }
+        *g.active.entry(step_id).or_insert(0) += 1;
+        Ok(ActiveStep {
+            rendezvous: self,
+            step_id,
+        })
+    }
+
+    /// Hands `tensor` to the receiver of `key` (now or when it comes). The tensor is
+    /// moved, never copied. Dropped (with `Ok`) for a step that ended here.
+    ///
+    /// # Errors
+    ///
+    /// [`RendezvousError::Duplicate`] for a second tensor of one key;
+    /// [`RendezvousError::Expired`] for a tensor of a step that has not started here that
+    /// alone exceeds [`RendezvousLimits::unclaimed_bytes`].
+    pub fn deliver(&self, key: RendezvousKey, tensor: Tensor) -> Result<(), RendezvousError> {
+        let mut g = self.inner.lock();
+        let now = Instant::now();
+        g.expire_old(now, self.limits.unclaimed_ttl);
+        if g.ended.contains_key(&key.step_id) {
+            return Ok(()); // a late delivery for a finished step: dropped
+        }
+        let step = key.step_id;
+        let k = (key.step_id, key.edge);
+        match g.entries.remove(&k) {
+            Some(Entry::Waiting(tx)) => {
+                let _ = tx.send(tensor); // a receiver that gave up drops it
+                return Ok(());
+            }
+            Some(ready @ Entry::Ready(..)) => {
+                g.entries.insert(k.clone(), ready);
+                return Err(RendezvousError::Duplicate {
+                    what: "send",
+                    key: format!("step {} edge {}", k.0, k.1),
+                });
+            }
+            None => {}
+        }
+        let bytes = tensor
+            .size_in_bytes()
+            .saturating_add(k.1.len())
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        if !g.active.contains_key(&step) {
+            if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
+                g.expire(step, "a tensor larger than the unclaimed-tensor byte limit");
+                return Err(RendezvousError::Expired {
+                    step_id: step,
+                    detail: format!(
+                        "a tensor of {bytes} bytes exceeds the limit of {} bytes for steps not started",
+                        self.limits.unclaimed_bytes
+                    ),
+                });
+            }
+            let unclaimed = g.unclaimed.entry(step).or_insert(Unclaimed {
+                since: now,
+                bytes: 0,
+            });
+            let first = unclaimed.bytes == 0 && unclaimed.since == now;
+            unclaimed.bytes += bytes;
+            g.unclaimed_bytes += bytes;
+            if first {
+                g.unclaimed_order.push_back((step, now));
+            }
+        }
+        g.bytes += bytes;
+        g.entries.insert(k, Entry::Ready(tensor, bytes));
+        Ok(())
     }
 
     /// Waits for the tensor of `key`. The future holds no thread while it waits.
@@ -116,16 +405,30 @@ impl Rendezvous {
         let step_id = key.step_id;
         let edge = key.edge.clone();
         let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
         let k = (key.step_id, key.edge);
         let state: Result<Result<Tensor, oneshot::Receiver<Tensor>>, RendezvousError> =
-            if g.ended.contains(&step_id) {
-                Err(RendezvousError::StepEnded {
+            match g.ended.get(&step_id) {
+                Some(Ended::Ended) => Err(RendezvousError::StepEnded {
                     step_id,
                     edge: edge.clone(),
-                })
-            } else {
-                match g.entries.remove(&k) {
-                    Some(Entry::Ready(t)) => Ok(Ok(t)),
+                }),
+                Some(Ended::Expired) => Err(RendezvousError::Expired {
+                    step_id,
+                    detail: format!(
+                        "kept at most {:?} and {} bytes in total",
+                        self.limits.unclaimed_ttl, self.limits.unclaimed_bytes
+                    ),
+                }),
+                None => match g.entries.remove(&k) {
+                    Some(Entry::Ready(t, bytes)) => {
+                        g.bytes -= bytes;
+                        if let Some(u) = g.unclaimed.get_mut(&step_id) {
+                            u.bytes -= bytes;
+                            g.unclaimed_bytes -= bytes;
+                        }
+                        Ok(Ok(t))
+                    }
                     Some(waiting @ Entry::Waiting(_)) => {
                         g.entries.insert(k, waiting);
                         Err(RendezvousError::Duplicate {
@@ -138,7 +441,7 @@ impl Rendezvous {
                         g.entries.insert(k, Entry::Waiting(tx));
                         Ok(Err(rx))
                     }
-                }
+                },
             };
         drop(g);
         async move {
@@ -152,23 +455,36 @@ impl Rendezvous {
     }
 
     /// Ends a step: pending receivers fail, undelivered tensors are dropped, and later
-    /// deliveries for the step are ignored.
+    /// deliveries for the step are ignored. Idempotent.
     pub fn end_step(&self, step_id: u64) {
         let mut g = self.inner.lock();
-        g.entries.retain(|(s, _), _| *s != step_id);
-        if g.ended.insert(step_id) {
-            g.ended_order.push_back(step_id);
-            if g.ended_order.len() > ENDED_STEPS_KEPT {
-                if let Some(old) = g.ended_order.pop_front() {
-                    g.ended.remove(&old);
-                }
-            }
-        }
+        g.remove_entries(step_id);
+        g.mark_ended(step_id, Ended::Ended);
     }
 
-    /// Entries (ready tensors and waiting receivers) not yet matched.
+    /// Entries (ready tensors and waiting receivers) not yet matched. Unclaimed steps past
+    /// their age limit are dropped first.
     pub fn pending(&self) -> usize {
-        self.inner.lock().entries.len()
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        g.entries.len()
+    }
+
+    /// Bytes of the ready entries (tensors delivered, not yet received), as counted
+    /// against the limits (data, edge name and [`ENTRY_OVERHEAD_BYTES`] per entry).
+    /// Unclaimed steps past their age limit are dropped first.
+    pub fn pending_bytes(&self) -> usize {
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        g.bytes
+    }
+
+    /// The part of [`pending_bytes`](Self::pending_bytes) that belongs to steps not
+    /// started on this task (bounded by [`RendezvousLimits::unclaimed_bytes`]).
+    pub fn unclaimed_bytes(&self) -> usize {
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        g.unclaimed_bytes
     }
 }
 
@@ -215,5 +531,83 @@ mod tests {
         let r = Rendezvous::new();
         r.deliver(key(3, "x"), Tensor::scalar(1i32)).unwrap();
         assert!(r.deliver(key(3, "x"), Tensor::scalar(1i32)).is_err());
+    }
+
+    #[test]
+    fn the_step_guard_ends_the_step_on_every_way_out() {
+        let r = Rendezvous::new();
+        r.deliver(key(4, "early"), Tensor::scalar(1.0f32)).unwrap();
+        assert_eq!(r.unclaimed_bytes(), r.pending_bytes());
+        {
+            let _step = r.begin_step(4).unwrap();
+            assert_eq!((r.pending(), r.unclaimed_bytes()), (1, 0), "claimed");
+            r.deliver(key(4, "unused"), Tensor::scalar(2.0f32)).unwrap();
+            let _waiting = r.recv(key(4, "never"));
+        } // dropped as on an early return or unwinding
+        assert_eq!((r.pending(), r.pending_bytes()), (0, 0));
+        // Later deliveries are dropped, and the step cannot start again.
+        r.deliver(key(4, "late"), Tensor::scalar(1.0f32)).unwrap();
+        assert_eq!(r.pending(), 0);
+        assert!(matches!(
+            r.begin_step(4),
+            Err(RendezvousError::AlreadyEnded { step_id: 4 })
+        ));
+        // An abort (`end_step`) before the step starts refuses it as well.
+        r.end_step(5);
+        assert!(r.begin_step(5).is_err());
+    }
+
+    #[test]
+    fn unclaimed_tensors_are_bounded_in_bytes_oldest_step_first() {
+        let limits = RendezvousLimits {
+            unclaimed_ttl: Duration::from_secs(3600),
+            unclaimed_bytes: 4096,
+        };
+        let r = Rendezvous::with_limits(limits);
+        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
+        for step in 10..20 {
+            r.deliver(key(step, "e"), t()).unwrap();
+            assert!(r.unclaimed_bytes() <= limits.unclaimed_bytes);
+        }
+        // Three fit with their overhead; the oldest steps were dropped and expired.
+        assert_eq!(r.pending(), 3);
+        assert!(matches!(
+            r.begin_step(10),
+            Err(RendezvousError::Expired { step_id: 10, .. })
+        ));
+        assert!(matches!(
+            block_on(r.recv(key(11, "e"))),
+            Err(RendezvousError::Expired { step_id: 11, .. })
+        ));
+        // The newest are kept and claimed by their step.
+        let _step = r.begin_step(19).unwrap();
+        assert!(block_on(r.recv(key(19, "e"))).is_ok());
+        // A single tensor over the limit is refused.
+        let big = Tensor::from_vec([2048], vec![0.0f32; 2048]).unwrap();
+        assert!(matches!(
+            r.deliver(key(30, "e"), big),
+            Err(RendezvousError::Expired { step_id: 30, .. })
+        ));
+        // A running step's tensors are not limited.
+        let _running = r.begin_step(31).unwrap();
+        for e in 0..8 {
+            r.deliver(key(31, &e.to_string()), t()).unwrap();
+        }
+        assert!(r.pending_bytes() > limits.unclaimed_bytes);
+    }
+
+    #[test]
+    fn unclaimed_tensors_expire_after_the_time_limit() {
+        let r = Rendezvous::with_limits(RendezvousLimits {
+            unclaimed_ttl: Duration::ZERO,
+            unclaimed_bytes: 1 << 20,
+        });
+        r.deliver(key(7, "e"), Tensor::scalar(1.0f32)).unwrap();
+        // Any later call sees it past a zero time limit.
+        assert_eq!((r.pending(), r.unclaimed_bytes()), (0, 0));
+        assert!(matches!(
+            r.begin_step(7),
+            Err(RendezvousError::Expired { .. })
+        ));
     }
 }

@@ -19,6 +19,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::WorkerError;
 use super::master::{Master, MasterOptions};
+use super::rendezvous::RendezvousLimits;
 use super::worker::Worker;
 use crate::cluster::ClusterSpec;
 use crate::device::Device;
@@ -45,6 +46,10 @@ pub struct ServerOptions {
     /// Deadline of a step when the client sets none (default 10 s): a step waiting on a
     /// task that never answers fails after this, naming the task.
     pub step_timeout: Duration,
+    /// Bounds on tensors other tasks deliver for steps this task has not started (yet):
+    /// kept at most this long and this many bytes in total, then dropped with a warning
+    /// (see [`Rendezvous`](super::Rendezvous)).
+    pub rendezvous_limits: RendezvousLimits,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +61,7 @@ impl Default for ServerOptions {
             pool: None,
             resource_pools: Vec::new(),
             step_timeout: Duration::from_secs(10),
+            rendezvous_limits: RendezvousLimits::default(),
         }
     }
 }
@@ -75,6 +81,7 @@ impl fmt::Debug for ServerOptions {
             .field("num_workers", &self.num_workers)
             .field("resource_pools", &self.resource_pools)
             .field("step_timeout", &self.step_timeout)
+            .field("rendezvous_limits", &self.rendezvous_limits)
             .finish()
     }
 }

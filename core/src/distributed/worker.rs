@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 use super::error::WorkerError;
 use super::kernels::{register_kernels, TaskTransport};
 use super::ops::SEND_OP;
-use super::rendezvous::Rendezvous;
+use super::rendezvous::{Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
@@ -55,6 +55,11 @@ pub struct WorkerStats {
     pub running_steps: usize,
     /// Rendezvous entries (tensors delivered and receivers waiting) not yet matched.
     pub pending_rendezvous: usize,
+    /// Bytes of the tensors delivered to the rendezvous and not yet received.
+    pub pending_rendezvous_bytes: usize,
+    /// The part of `pending_rendezvous_bytes` delivered for steps that have not started
+    /// on this task (bounded by [`ServerOptions::rendezvous_limits`]).
+    pub unclaimed_rendezvous_bytes: usize,
 }
 
 /// The worker service of one task.
@@ -113,7 +118,7 @@ impl Worker {
                 .map_err(|e| invalid(e.to_string()))?,
         };
         let resources = Arc::new(ResourceMgr::new());
-        let rendezvous = Arc::new(Rendezvous::new());
+        let rendezvous = Arc::new(Rendezvous::with_limits(options.rendezvous_limits));
         resources.set_service(Arc::clone(&rendezvous));
         resources.set_service(Arc::new(TaskTransport(transport)));
         Ok(Worker {
@@ -173,6 +178,8 @@ impl Worker {
             partitions: self.partitions.lock().len(),
             running_steps: self.running.lock().len(),
             pending_rendezvous: self.rendezvous.pending(),
+            pending_rendezvous_bytes: self.rendezvous.pending_bytes(),
+            unclaimed_rendezvous_bytes: self.rendezvous.unclaimed_bytes(),
         }
     }
 
@@ -270,11 +277,28 @@ impl Worker {
     /// [`Worker::run_partition`], also aborted (as by [`Worker::abort_step`]) when
     /// `cancel` is cancelled: a caller that gives up on the step — a master whose client
     /// went away — stops it.
+    ///
+    /// The step ends in this task's rendezvous however this returns — success, error, a
+    /// refusal before the step started, or unwinding — because a guard taken first thing
+    /// ends it when dropped: no tensor delivered for the step stays behind.
     pub fn run_partition_cancellable(
         &self,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
     ) -> Result<Vec<Tensor>, WorkerError> {
+        let _step = self
+            .rendezvous
+            .begin_step(request.step_id)
+            .map_err(|e| match e {
+                RendezvousError::AlreadyEnded { step_id } => WorkerError::Aborted {
+                    task: self.task.to_string(),
+                    step_id,
+                },
+                other => WorkerError::Step {
+                    task: self.task.to_string(),
+                    source: Box::new(SessionError::Scheduler(other.to_string())),
+                },
+            })?;
         self.refuse_if_stopping()?;
         let part = self
             .partitions
@@ -298,10 +322,7 @@ impl Worker {
         }
         let token = CancellationToken::new();
         let _forwarding = cancel.map(|c| c.forward_to(&token));
-        let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
-        self.running
-            .lock()
-            .push((run_id, request.step_id, token.clone()));
+        let _running = RunningGuard::new(self, request.step_id, token.clone());
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let feeds: Vec<(Output, Tensor)> = part.feeds.iter().copied().zip(request.feeds).collect();
         let options = RunOptions {
@@ -313,16 +334,6 @@ impl Worker {
         let result = part
             .session
             .run_with_options(&options, &feeds, &part.fetches, &part.targets);
-        {
-            let mut running = self.running.lock();
-            if let Some(i) = running.iter().position(|(r, _, _)| *r == run_id) {
-                running.swap_remove(i);
-            }
-            if running.is_empty() {
-                self.idle.notify_all();
-            }
-        }
-        self.rendezvous.end_step(request.step_id);
         match result {
             Ok(out) => Ok(out.tensors),
             Err(SessionError::Cancelled) => Err(WorkerError::Aborted {
@@ -346,7 +357,8 @@ impl Worker {
             })
     }
 
-    /// Aborts a step: its running partitions are cancelled, its receives fail.
+    /// Aborts a step: its running partitions are cancelled, its receives fail, its
+    /// delivered tensors are dropped, and a partition of it that starts later is refused.
     pub fn abort_step(&self, step_id: u64) {
         for (_, s, t) in self.running.lock().iter() {
             if *s == step_id {
@@ -399,5 +411,32 @@ impl Worker {
             }
         }
         cancelled
+    }
+}
+
+/// A partition step in [`Worker`]'s running list, removed (and `drain` woken when it was
+/// the last) when dropped — also when the step unwinds.
+struct RunningGuard<'a> {
+    worker: &'a Worker,
+    run_id: u64,
+}
+
+impl<'a> RunningGuard<'a> {
+    fn new(worker: &'a Worker, step_id: u64, token: CancellationToken) -> RunningGuard<'a> {
+        let run_id = worker.next_run.fetch_add(1, Ordering::Relaxed);
+        worker.running.lock().push((run_id, step_id, token));
+        RunningGuard { worker, run_id }
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut running = self.worker.running.lock();
+        if let Some(i) = running.iter().position(|(r, _, _)| *r == self.run_id) {
+            running.swap_remove(i);
+        }
+        if running.is_empty() {
+            self.worker.idle.notify_all();
+        }
     }
 }

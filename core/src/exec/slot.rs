@@ -133,3 +133,85 @@ impl SlotPool {
         }
     }
 }
+
+/// The slot protocol's uses, sequential and concurrent, sized for Miri (which checks the
+/// `UnsafeCell` accesses for data races and the taken tensor for use after free).
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Barrier;
+
+    use super::{Slot, SlotPool};
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn every_use_but_the_last_clones_and_the_last_takes() {
+        let slot = Slot::new(3);
+        let t = Tensor::from_vec([2], vec![1.0f32, 2.0]).unwrap();
+        // SAFETY: this thread is the producer and no use has started.
+        assert!(unsafe { slot.put(t.clone()) });
+        for last in [false, false, true] {
+            // SAFETY: the write above happened before, on this thread; three uses counted.
+            let (got, was_last) = unsafe { slot.take_use() };
+            assert!(got.unwrap().shares_buffer_with(&t));
+            assert_eq!(was_last, last);
+        }
+        // The slot gave its reference away: `t` is the only one left.
+        let mut t = t;
+        assert!(t.as_mut_slice::<f32>().is_some());
+    }
+
+    #[test]
+    fn a_slot_without_uses_keeps_nothing_and_an_empty_slot_gives_none() {
+        let slot = Slot::new(0);
+        // SAFETY: as above.
+        assert!(!unsafe { slot.put(Tensor::scalar(1i32)) });
+        let slot = Slot::new(1);
+        // SAFETY: no producer wrote (it produced nothing); one use counted.
+        let (got, last) = unsafe { slot.take_use() };
+        assert!(got.is_none() && last);
+    }
+
+    #[test]
+    fn concurrent_uses_share_the_tensor_and_exactly_one_takes_it() {
+        const USES: u32 = 4;
+        let slot = Slot::new(USES);
+        let t = Tensor::from_vec([3], vec![1i32, 2, 3]).unwrap();
+        // SAFETY: written before the threads that use it are spawned.
+        assert!(unsafe { slot.put(t.clone()) });
+        let lasts = AtomicU32::new(0);
+        let start = Barrier::new(USES as usize);
+        std::thread::scope(|scope| {
+            for _ in 0..USES {
+                scope.spawn(|| {
+                    start.wait();
+                    // SAFETY: the spawn orders the write before this use; `USES` counted.
+                    let (got, last) = unsafe { slot.take_use() };
+                    assert_eq!(got.unwrap().to_vec::<i32>().unwrap(), [1, 2, 3]);
+                    if last {
+                        lasts.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(lasts.load(Ordering::Relaxed), 1);
+        let mut t = t;
+        assert!(
+            t.as_mut_slice::<i32>().is_some(),
+            "the slot still holds a reference"
+        );
+    }
+
+    #[test]
+    fn a_pooled_slot_array_comes_back_empty_with_fresh_counts() {
+        let pool = SlotPool::default();
+        let slots = pool.take(&[1, 2]);
+        // SAFETY: the only producer, before any use.
+        assert!(unsafe { slots[0].put(Tensor::scalar(1.0f32)) });
+        pool.give(slots);
+        let slots = pool.take(&[0, 5]);
+        assert_eq!(slots[1].uses.load(Ordering::Relaxed), 5);
+        // SAFETY: nothing was written this step; one of its counted uses.
+        assert!(unsafe { slots[0].take_use() }.0.is_none());
+    }
+}

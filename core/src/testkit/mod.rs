@@ -14,4 +14,7 @@ pub mod reference;
 mod transport;
 
 pub use conformance::{check_device, ConformanceError, ConformanceReport};
-pub use transport::{check_transport, host_task_options, HostDevice, TransportConformanceError};
+pub use transport::{
+    check_rendezvous_hygiene, check_transport, check_unclaimed_bound, host_task_options,
+    HostDevice, TransportConformanceError,
+};

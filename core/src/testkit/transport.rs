@@ -226,3 +226,211 @@ pub fn check_transport(
     passed += 1;
     Ok(passed)
 }
+
+/// The receiving task's partitions for [`check_rendezvous_hygiene`]: a receive of `x`
+/// alone, and receives of `x` and of `never`, which nobody sends.
+fn hygiene_partitions(
+    transport: &dyn Transport,
+    ta: &TaskName,
+    cpu: &str,
+) -> Result<[crate::transport::PartitionHandle; 2], TransportConformanceError> {
+    let fail = |e: TransportError| TransportConformanceError {
+        check: "rendezvous hygiene",
+        detail: format!("register_partition: {e}"),
+    };
+    let recv = |name: &str, edge: &str| NodeDef {
+        name: name.into(),
+        op: crate::distributed::ops::RECV_OP.into(),
+        inputs: vec![],
+        device: cpu.into(),
+        attrs: vec![
+            ("edge".into(), AttrValue::Str(edge.into())),
+            ("dtype".into(), AttrValue::DType(DType::F32)),
+        ],
+    };
+    let register = |nodes: Vec<NodeDef>, fetches: Vec<String>| {
+        block_on(transport.register_partition(
+            ta,
+            RegisterPartition {
+                session: "hygiene".into(),
+                graph: GraphDef { nodes },
+                feeds: vec![],
+                fetches,
+                targets: vec![],
+            },
+        ))
+        .map_err(fail)
+    };
+    Ok([
+        register(vec![recv("r", "x")], vec!["r:0".into()])?,
+        register(
+            vec![recv("r", "x"), recv("w", "never")],
+            vec!["r:0".into(), "w:0".into()],
+        )?,
+    ])
+}
+
+/// Runs `steps` failing and aborted partition steps on `a` (the task `ta`) through
+/// `transport`, each after tensors for it were sent to `a` — some of which the step
+/// never receives — and checks that afterwards no rendezvous entry or byte is left on
+/// `a` or `b`. The kinds, in turn: a kernel that fails (a tensor of the wrong dtype);
+/// a run refused before it starts (a wrong number of feeds; an unknown partition); an
+/// abort while the step waits for a tensor nobody sends; an abort before the step
+/// starts (which the task then refuses). Returns how many steps ran.
+///
+/// # Errors
+///
+/// Names the step and what was wrong: a step that succeeded, or entries left behind.
+pub fn check_rendezvous_hygiene(
+    transport: Arc<dyn Transport>,
+    a: &TaskServer,
+    b: &TaskServer,
+    steps: u64,
+) -> Result<u64, TransportConformanceError> {
+    let fail = |detail: String| TransportConformanceError {
+        check: "rendezvous hygiene",
+        detail,
+    };
+    let ta = a.worker().task().clone();
+    let devs = block_on(transport.list_devices(&ta)).map_err(|e| fail(e.to_string()))?;
+    let cpu = devs
+        .first()
+        .ok_or_else(|| fail(format!("{ta} has no device")))?
+        .name
+        .to_string();
+    let [one, two] = hygiene_partitions(transport.as_ref(), &ta, &cpu)?;
+    let send = |step_id: u64, edge: &str, t: Tensor| {
+        let key = RendezvousKey {
+            step_id,
+            edge: edge.into(),
+        };
+        block_on(transport.send(&ta, key, t)).map_err(|e| fail(format!("send: {e}")))
+    };
+    let run = |handle: &crate::transport::PartitionHandle,
+               step_id: u64,
+               feeds: Vec<Tensor>,
+               timeout: Duration| {
+        block_on(transport.run_partition(
+            &ta,
+            RunPartition {
+                handle: handle.clone(),
+                step_id,
+                feeds,
+                timeout,
+            },
+        ))
+    };
+    let base = (1u64 << 41) + (u64::from(std::process::id()) << 20);
+    for i in 0..steps {
+        let step_id = base + i;
+        let data = || Tensor::from_vec([64], vec![1.0f32; 64]).expect("64 elements");
+        let result = match i % 5 {
+            0 => {
+                send(step_id, "x", Tensor::scalar(1i32))?;
+                send(step_id, "extra", data())?;
+                run(&one, step_id, vec![], Duration::from_secs(10))
+            }
+            1 => {
+                send(step_id, "x", data())?;
+                send(step_id, "extra", data())?;
+                run(&one, step_id, vec![data()], Duration::from_secs(10))
+            }
+            2 => {
+                send(step_id, "x", data())?;
+                let unknown = crate::transport::PartitionHandle(format!("{ta}/partition/none"));
+                run(&unknown, step_id, vec![], Duration::from_secs(10))
+            }
+            3 => {
+                send(step_id, "x", data())?;
+                send(step_id, "extra", data())?;
+                std::thread::scope(|scope| {
+                    let running =
+                        scope.spawn(|| run(&two, step_id, vec![], Duration::from_secs(30)));
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while a.worker().stats().running_steps == 0 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    let _ = block_on(transport.abort_step(&ta, step_id));
+                    running.join().unwrap_or_else(|_| {
+                        Err(TransportError::Remote {
+                            task: ta.to_string(),
+                            detail: "the run panicked".into(),
+                        })
+                    })
+                })
+            }
+            _ => {
+                block_on(transport.abort_step(&ta, step_id))
+                    .map_err(|e| fail(format!("abort_step: {e}")))?;
+                send(step_id, "x", data())?;
+                run(&one, step_id, vec![], Duration::from_secs(10))
+            }
+        };
+        if let Ok(out) = result {
+            return Err(fail(format!(
+                "step {step_id} (kind {}) succeeded with {out:?}",
+                i % 5
+            )));
+        }
+    }
+    let _ = block_on(transport.release_session(&ta, "hygiene"));
+    for server in [a, b] {
+        let stats = server.worker().stats();
+        if stats.pending_rendezvous != 0 || stats.pending_rendezvous_bytes != 0 {
+            return Err(fail(format!(
+                "{} keeps {} rendezvous entries ({} bytes) after {steps} failed and aborted steps",
+                server.worker().task(),
+                stats.pending_rendezvous,
+                stats.pending_rendezvous_bytes
+            )));
+        }
+    }
+    Ok(steps)
+}
+
+/// Sends `count` tensors of a third of `a`'s
+/// [`RendezvousLimits::unclaimed_bytes`](crate::distributed::RendezvousLimits) each to
+/// `a`, every one for a step id that never runs, and checks that `a` never holds more
+/// than that limit for them. The limit must be at most 16 MiB (a test's server options
+/// set it). Returns the most bytes `a` held for such steps at once.
+///
+/// # Errors
+///
+/// When the bytes held pass the limit, or a send fails.
+pub fn check_unclaimed_bound(
+    transport: Arc<dyn Transport>,
+    a: &TaskServer,
+    count: u64,
+) -> Result<usize, TransportConformanceError> {
+    let fail = |detail: String| TransportConformanceError {
+        check: "unclaimed tensors are bounded",
+        detail,
+    };
+    let ta = a.worker().task().clone();
+    let limit = a.worker().rendezvous().limits().unclaimed_bytes;
+    if limit > 16 << 20 {
+        return Err(fail(format!(
+            "the limit of {limit} bytes is too large for a test"
+        )));
+    }
+    let elements = limit / 3 / 4;
+    let base = (1u64 << 42) + (u64::from(std::process::id()) << 20);
+    let mut most = 0;
+    for i in 0..count {
+        let t = Tensor::from_vec([elements], vec![0.5f32; elements])
+            .map_err(|e| fail(e.to_string()))?;
+        let key = RendezvousKey {
+            step_id: base + i,
+            edge: "unclaimed".into(),
+        };
+        block_on(transport.send(&ta, key, t)).map_err(|e| fail(format!("send: {e}")))?;
+        let held = a.worker().stats().unclaimed_rendezvous_bytes;
+        if held > limit {
+            return Err(fail(format!(
+                "{ta} holds {held} bytes for steps that never ran, over its limit of {limit}"
+            )));
+        }
+        most = most.max(held);
+    }
+    Ok(most)
+}
