@@ -31,9 +31,10 @@ use parking_lot::Mutex;
 use super::error::MasterError;
 use super::partition::{partition, PlacedNode};
 use crate::cluster::ClusterSpec;
+use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
 use crate::scheduler::CancellationToken;
-use crate::session::{plan_key, PlanKey, RunOptions};
+use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
@@ -174,6 +175,7 @@ impl Master {
             graph: graph.clone(),
             devices,
             plans: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         })
     }
 }
@@ -204,6 +206,8 @@ struct StepPlan {
     tasks: Vec<TaskStep>,
     placement: Arc<Vec<PlacedNode>>,
     feed_dtypes: Vec<DType>,
+    /// The declared shape of each fed placeholder, if any.
+    feed_shapes: Vec<Option<(String, Vec<i64>)>>,
     feed_names: Vec<String>,
 }
 
@@ -220,13 +224,16 @@ pub struct ClusterRunOutput {
     pub tasks: Vec<TaskName>,
 }
 
-/// A session on a master: runs steps of a graph over the cluster.
+/// A session on a master: runs steps of a graph over the cluster. Dropping it closes it
+/// ([`MasterSession::close`]).
 pub struct MasterSession {
     master: Arc<Master>,
     handle: String,
     graph: Graph,
     devices: Vec<DeviceInfo>,
     plans: Mutex<HashMap<PlanKey, Arc<StepPlan>>>,
+    /// Set by `close`: no step runs and no partition is registered from then on.
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for MasterSession {
@@ -276,6 +283,9 @@ impl MasterSession {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<ClusterRunOutput, MasterError> {
+        if self.is_closed() {
+            return Err(MasterError::Closed);
+        }
         self.master.check_serving()?;
         let key = plan_key(feeds, fetches, targets);
         let timeout = options.timeout.unwrap_or(self.master.options.step_timeout);
@@ -283,17 +293,16 @@ impl MasterSession {
         let mut retried = false;
         loop {
             let plan = self.plan(&key)?;
+            // Feeds are checked here, as a local session checks them, so that a mistake
+            // names the client's node (not the partition's feed placeholder).
             for (k, (_, t)) in feeds.iter().enumerate() {
-                if t.dtype() != plan.feed_dtypes[k] {
-                    return Err(MasterError::BadFeed {
-                        output: plan.feed_names[k].clone(),
-                        detail: format!(
-                            "a {} tensor for a {} output",
-                            t.dtype(),
-                            plan.feed_dtypes[k]
-                        ),
-                    });
-                }
+                check_feed(
+                    &plan.feed_names[k],
+                    plan.feed_dtypes[k],
+                    plan.feed_shapes[k].as_ref(),
+                    t,
+                )
+                .map_err(|e| MasterError::BadFeed(Box::new(e)))?;
             }
             let left = timeout.saturating_sub(started.elapsed());
             let cancel = options.cancel.as_ref();
@@ -352,13 +361,30 @@ impl MasterSession {
             .iter()
             .map(|o| format!("{}:{}", self.graph.name_of(o.node), o.index))
             .collect();
+        let feed_shapes = key
+            .0
+            .iter()
+            .map(|o| {
+                self.graph
+                    .node(o.node)
+                    .and_then(|n| declared_feed_shape(&n))
+            })
+            .collect();
         let plan = Arc::new(StepPlan {
             tasks: steps,
             placement: Arc::new(parts.placement),
             feed_dtypes: parts.feed_dtypes,
+            feed_shapes,
             feed_names,
         });
-        self.plans.lock().insert(key.clone(), Arc::clone(&plan));
+        let mut plans = self.plans.lock();
+        if self.is_closed() {
+            // Closed while the partitions were registered: `close` did not see them.
+            drop(plans);
+            self.release(plan.tasks.iter().map(|t| t.task.clone()).collect());
+            return Err(MasterError::Closed);
+        }
+        plans.insert(key.clone(), Arc::clone(&plan));
         Ok(plan)
     }
 
@@ -474,6 +500,7 @@ impl MasterSession {
                             tensors.len(),
                             t.fetches.len()
                         ),
+                        code: Code::Internal,
                     },
                 });
             }
@@ -490,6 +517,7 @@ impl MasterSession {
                     source: TransportError::Remote {
                         task: m.task.to_string(),
                         detail: format!("fetch {k} came from no task"),
+                        code: Code::Internal,
                     },
                 })
             })
@@ -507,13 +535,30 @@ impl MasterSession {
         self.plans.lock().len()
     }
 
-    /// Releases the session's partitions on every task it registered on.
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the session: releases its partitions on every task it registered on, and
+    /// every later [`run`](MasterSession::run) fails with [`MasterError::Closed`]
+    /// (`FailedPrecondition`, as on every session kind). Steps running now finish.
+    /// Closing twice is harmless; dropping the session closes it.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let plans = std::mem::take(&mut *self.plans.lock());
-        let mut tasks: Vec<TaskName> = plans
+        let tasks: Vec<TaskName> = plans
             .values()
             .flat_map(|p| p.tasks.iter().map(|t| t.task.clone()))
             .collect();
+        self.release(tasks);
+    }
+
+    /// Releases the session's partitions on `tasks`.
+    fn release(&self, mut tasks: Vec<TaskName>) {
+        if tasks.is_empty() {
+            return;
+        }
         tasks.sort();
         tasks.dedup();
         let t = &self.master.transport;

@@ -86,7 +86,7 @@ pub fn partition(
     master: &TaskName,
 ) -> Result<Partitioning, MasterError> {
     let all = graph.nodes();
-    let Pruned { fed, needed } = prune(&all, feeds, fetches, targets)?;
+    let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
     let mut to_place = needed.clone();
     for f in feeds {

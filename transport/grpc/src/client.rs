@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use magpie_core::graph::{Graph, NodeId, Output};
+use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::tensor::Tensor;
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
@@ -34,6 +34,8 @@ pub struct RemoteRunOutput {
 pub struct RemoteSession {
     target: String,
     handle: String,
+    /// Set by `close`: no request is sent from then on.
+    closed: std::sync::atomic::AtomicBool,
     devices: Vec<String>,
     graph: Graph,
     /// Nodes of `graph` the master knows.
@@ -98,6 +100,7 @@ pub fn connect_with(
     Ok(RemoteSession {
         target: target.to_string(),
         handle: r.session_handle,
+        closed: std::sync::atomic::AtomicBool::new(false),
         devices: r.devices.into_iter().map(|d| d.name).collect(),
         graph: graph.clone(),
         sent: Mutex::new(n),
@@ -147,6 +150,7 @@ impl RemoteSession {
     /// Sends the nodes added to the graph since the session was created (or last
     /// extended) to the master.
     pub fn extend(&self) -> Result<(), GrpcError> {
+        self.check_open()?;
         let mut sent = self.sent.lock();
         // Graphs only grow: the common case (nothing new) costs no graph definition.
         if self.graph.len() <= *sent {
@@ -172,18 +176,32 @@ impl RemoteSession {
         Ok(())
     }
 
-    fn name(&self, id: NodeId) -> Result<String, GrpcError> {
-        self.graph
-            .node(id)
-            .map(|n| n.name.clone())
-            .ok_or_else(|| GrpcError::Target {
-                target: self.target.clone(),
-                detail: format!("node {id:?} is not in the session's graph"),
+    /// The name of a node of the session's graph; a handle of another graph fails as a
+    /// local session fails (`role`: `feed`, `fetch`, `target`).
+    fn name(&self, id: NodeId, role: &str) -> Result<String, GrpcError> {
+        self.graph.check_owned(id, role)?;
+        self.graph.node(id).map(|n| n.name.clone()).ok_or_else(|| {
+            GrpcError::Graph(GraphError::NodeNotFound {
+                role: role.to_string(),
+                name: format!("#{}", id.index()),
             })
+        })
     }
 
-    fn output_name(&self, o: Output) -> Result<String, GrpcError> {
-        Ok(format!("{}:{}", self.name(o.node)?, o.index))
+    fn output_name(&self, o: Output, role: &str) -> Result<String, GrpcError> {
+        Ok(format!("{}:{}", self.name(o.node, role)?, o.index))
+    }
+
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<(), GrpcError> {
+        if self.is_closed() {
+            return Err(GrpcError::Closed);
+        }
+        Ok(())
     }
 
     /// Runs one step: fetches come back in order. Nodes added to the graph since the last
@@ -194,18 +212,19 @@ impl RemoteSession {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Vec<Tensor>, GrpcError> {
+        self.check_open()?;
         self.extend()?;
         let feeds = feeds
             .iter()
-            .map(|(o, t)| Ok((self.output_name(*o)?, t.clone())))
+            .map(|(o, t)| Ok((self.output_name(*o, "feed")?, t.clone())))
             .collect::<Result<Vec<_>, GrpcError>>()?;
         let fetches = fetches
             .iter()
-            .map(|o| self.output_name(*o))
+            .map(|o| self.output_name(*o, "fetch"))
             .collect::<Result<Vec<_>, _>>()?;
         let targets = targets
             .iter()
-            .map(|n| self.name(*n))
+            .map(|n| self.name(*n, "target"))
             .collect::<Result<Vec<_>, _>>()?;
         let feeds: Vec<(&str, Tensor)> =
             feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -223,6 +242,7 @@ impl RemoteSession {
         targets: &[&str],
         timeout: Option<Duration>,
     ) -> Result<RemoteRunOutput, GrpcError> {
+        self.check_open()?;
         let feeds = feeds
             .iter()
             .map(|(n, t)| {
@@ -282,8 +302,19 @@ impl RemoteSession {
         Ok(r.cleared)
     }
 
-    /// Closes the session on the master (releasing its partitions).
+    /// Closes the session on the master (releasing its partitions on every task); every
+    /// later [`run`](RemoteSession::run) fails with [`GrpcError::Closed`]
+    /// (`FailedPrecondition`, as on every session kind). Closing twice is harmless;
+    /// dropping the session closes it.
+    ///
+    /// # Errors
+    ///
+    /// The master's error when it cannot be reached (the session is closed on this side
+    /// all the same, and the master closes it once it has been idle long enough).
     pub fn close(&self) -> Result<(), GrpcError> {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
         let req = proto::CloseSessionRequest {
             session_handle: self.handle.clone(),
         };
@@ -300,7 +331,7 @@ impl RemoteSession {
 
 impl Drop for RemoteSession {
     fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if !self.is_closed() && tokio::runtime::Handle::try_current().is_err() {
             let req = proto::CloseSessionRequest {
                 session_handle: self.handle.clone(),
             };
