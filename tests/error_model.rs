@@ -1,0 +1,611 @@
+//! One error model on every door: a table of mistakes, each made on a local session, on
+//! an in-process master (`inmem://`) and on a master over gRPC (`grpc://`), gives the same
+//! [`Code`] on all three and a message naming the same nodes of the client's graph (never
+//! the partitions' internal `_magpie/...` names); every session keeps serving after each
+//! mistake. Also: closing and dropping sessions, unknown session handles, kernel errors
+//! crossing tasks, and handles of another graph.
+
+use std::sync::{LazyLock, Once};
+
+use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
+use magpie::core::error::SESSION_CLOSED;
+use magpie::core::Code;
+use magpie::graph::{register_op, Arity, OpDef};
+use magpie::inmem::{InMemNetwork, InMemServer};
+use magpie::kernel::{BoxedKernel, Kernel, KernelContext, KernelError};
+use magpie::registry::register_kernel;
+use magpie::transport::TaskName;
+use magpie::{ClientError, ClientSession, DType, Graph, NodeId, Output, Tensor};
+
+/// The servers every test reaches: an in-process cluster on the global network and a
+/// gRPC cluster on loopback ports, each with a `ps` task and two `worker` tasks.
+struct Clusters {
+    inmem: Vec<InMemServer>,
+    grpc: GrpcCluster,
+}
+
+static CLUSTERS: LazyLock<Clusters> = LazyLock::new(|| {
+    let spec = magpie::cluster::Spec::builder()
+        .job("ps", ["error-model.invalid:1"])
+        .job("worker", ["error-model.invalid:2", "error-model.invalid:3"])
+        .build()
+        .unwrap();
+    let inmem = spec
+        .tasks()
+        .into_iter()
+        .map(|t| {
+            InMemServer::start(
+                &InMemNetwork::global(),
+                &spec,
+                &t.job,
+                t.index,
+                &task_server_options(&t),
+            )
+            .unwrap()
+        })
+        .collect();
+    let grpc = GrpcCluster::start(&loopback_cluster().unwrap()).unwrap();
+    Clusters { inmem, grpc }
+});
+
+/// The three targets: local, in-process, gRPC (each master is `/job:ps/task:0`).
+fn targets() -> [(&'static str, String); 3] {
+    let c = &*CLUSTERS;
+    let ps = TaskName::new("ps", 0);
+    let inmem = c
+        .inmem
+        .iter()
+        .find(|s| *s.core().task() == ps)
+        .unwrap()
+        .target();
+    [
+        ("local", String::new()),
+        ("inmem", inmem),
+        ("grpc", c.grpc.target("ps", 0).unwrap()),
+    ]
+}
+
+/// A kernel from a closure.
+struct FnKernel<F>(F);
+
+impl<F> Kernel for FnKernel<F>
+where
+    F: Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        (self.0)(ctx)
+    }
+}
+
+fn sync(
+    f: impl Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync + 'static,
+) -> BoxedKernel {
+    BoxedKernel::Sync(Box::new(FnKernel(f)))
+}
+
+/// Custom ops whose CPU kernels fail in each way a kernel can.
+fn register_failing_ops() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let f32_out = |_: &[DType], _: &magpie::graph::Attrs| Ok(vec![DType::F32]);
+        for op in [
+            "ErrorModelNoKernel",
+            "ErrorModelUnimplemented",
+            "ErrorModelOom",
+            "ErrorModelPanic",
+            "ErrorModelBadArg",
+        ] {
+            register_op(OpDef::new(op, Arity::Exact(0), f32_out)).unwrap();
+        }
+        register_kernel("ErrorModelUnimplemented", "CPU", |init| {
+            Err(KernelError::Unimplemented {
+                op: init.node.op.clone(),
+                dtype: DType::Bool,
+                device_type: "CPU".into(),
+            })
+        })
+        .unwrap();
+        register_kernel("ErrorModelOom", "CPU", |_| {
+            Ok(sync(|_| {
+                Err(KernelError::ResourceExhausted(
+                    "cannot allocate 1099511627776 bytes".into(),
+                ))
+            }))
+        })
+        .unwrap();
+        register_kernel("ErrorModelPanic", "CPU", |_| {
+            Ok(sync(|ctx| panic!("kernel of {} gave up", ctx.node().name)))
+        })
+        .unwrap();
+        register_kernel("ErrorModelBadArg", "CPU", |_| {
+            Ok(sync(|_| {
+                Err(KernelError::InvalidArgument(
+                    "the input is not acceptable".into(),
+                ))
+            }))
+        })
+        .unwrap();
+    });
+}
+
+fn f32s(dims: &[usize]) -> Tensor {
+    let n = dims.iter().product();
+    Tensor::from_vec(dims, vec![1.0f32; n]).unwrap()
+}
+
+/// A step's feeds, fetches and targets.
+type Step = (Vec<(Output, Tensor)>, Vec<Output>, Vec<NodeId>);
+
+/// One mistake: what it is, the code every kind must give, the client's nodes the message
+/// must name, and the step that makes it.
+struct Mistake {
+    what: &'static str,
+    code: Code,
+    names: &'static [&'static str],
+    step: Step,
+}
+
+fn mistake(what: &'static str, code: Code, names: &'static [&'static str], step: Step) -> Mistake {
+    Mistake {
+        what,
+        code,
+        names,
+        step,
+    }
+}
+
+/// The graph every kind runs, with the nodes the mistakes need, and the mistakes.
+fn graph_and_mistakes(other: &Graph) -> (Graph, Output, Vec<Mistake>) {
+    register_failing_ops();
+    let g = Graph::new();
+    let x = g.with_name("x_f32").placeholder(DType::F32, None).unwrap();
+    let x_neg = g.with_name("x_neg").neg(x).unwrap();
+    let v = g
+        .with_name("x_vec2")
+        .placeholder(DType::F32, Some(&[2].into()))
+        .unwrap();
+    let v_neg = g.with_name("v_neg").neg(v).unwrap();
+    let c = g.with_name("c_const").constant(2.0f32).unwrap();
+    let c_neg = g.with_name("c_neg").neg(c).unwrap();
+    let noop = g.with_name("n_noop").no_op().unwrap();
+    let gpu = g
+        .device("/device:GPU:7", |g| g.with_name("on_gpu7").constant(1.0f32))
+        .unwrap();
+    let job = g
+        .device("/job:nowhere", |g| {
+            g.with_name("on_nowhere").constant(1.0f32)
+        })
+        .unwrap();
+    // Placeholders of unknown shape: shape mistakes surface when the step runs.
+    let a = g.with_name("a_any").placeholder(DType::F32, None).unwrap();
+    let b = g.with_name("b_any").placeholder(DType::F32, None).unwrap();
+    let mm = g.with_name("mm").matmul(a, b).unwrap();
+    let sum = g.with_name("bad_add").add(a, b).unwrap();
+    let reshape = g.with_name("bad_reshape").reshape(a, &[5]).unwrap();
+    let reduce = g.with_name("bad_sum").sum(a, Some(5), false).unwrap();
+    let custom = |op: &str, name: &str| g.op(op).name(name).build_output().unwrap();
+    let no_kernel = custom("ErrorModelNoKernel", "no_kernel");
+    let unimpl = custom("ErrorModelUnimplemented", "unimpl");
+    let oom = custom("ErrorModelOom", "oom");
+    let panicky = custom("ErrorModelPanic", "panicky");
+    let bad_arg = custom("ErrorModelBadArg", "bad_arg");
+    // A node of another graph at the position of a node of this one.
+    while other.len() < c.node.index() {
+        other.no_op().unwrap();
+    }
+    let theirs = other.with_name("theirs").constant(1.0f32).unwrap();
+    assert_eq!(theirs.node.index(), c.node.index());
+
+    let ia = Code::InvalidArgument;
+    let m = vec![
+        mistake(
+            "feed of the wrong dtype",
+            ia,
+            &["x_f32"],
+            (vec![(x, Tensor::scalar(1.0f64))], vec![x_neg], vec![]),
+        ),
+        mistake(
+            "feed of the wrong shape",
+            ia,
+            &["x_vec2"],
+            (vec![(v, f32s(&[3]))], vec![v_neg], vec![]),
+        ),
+        mistake(
+            "feed of the wrong rank",
+            ia,
+            &["x_vec2"],
+            (vec![(v, f32s(&[2, 1]))], vec![v_neg], vec![]),
+        ),
+        mistake(
+            "missing feed of a fetch",
+            ia,
+            &["x_f32"],
+            (vec![], vec![x_neg], vec![]),
+        ),
+        mistake(
+            "missing feed of a target",
+            ia,
+            &["x_f32"],
+            (vec![], vec![], vec![x_neg.node]),
+        ),
+        mistake(
+            "fetch of an output the node lacks",
+            ia,
+            &["c_const"],
+            (vec![], vec![c.node.output(3)], vec![]),
+        ),
+        mistake(
+            "fetch of a node with no outputs",
+            ia,
+            &["n_noop"],
+            (vec![], vec![noop.output(0)], vec![]),
+        ),
+        mistake(
+            "feed of an output the node lacks",
+            ia,
+            &["x_f32"],
+            (vec![(x.node.output(1), f32s(&[1]))], vec![x_neg], vec![]),
+        ),
+        mistake(
+            "the same output fed twice",
+            ia,
+            &["x_f32"],
+            (vec![(x, f32s(&[1])), (x, f32s(&[1]))], vec![x_neg], vec![]),
+        ),
+        mistake(
+            "feed of the wrong dtype to a constant",
+            ia,
+            &["c_const"],
+            (vec![(c, Tensor::scalar(1i32))], vec![c_neg], vec![]),
+        ),
+        mistake(
+            "fetch of another graph's node",
+            ia,
+            &["theirs"],
+            (vec![], vec![theirs], vec![]),
+        ),
+        mistake(
+            "feed of another graph's node",
+            ia,
+            &["theirs"],
+            (vec![(theirs, Tensor::scalar(1.0f32))], vec![c_neg], vec![]),
+        ),
+        mistake(
+            "target of another graph's node",
+            ia,
+            &["theirs"],
+            (vec![], vec![], vec![theirs.node]),
+        ),
+        mistake(
+            "another graph's node among good fetches",
+            ia,
+            &["theirs"],
+            (vec![], vec![c, theirs], vec![]),
+        ),
+        mistake(
+            "a device no task has",
+            ia,
+            &["on_gpu7"],
+            (vec![], vec![gpu], vec![]),
+        ),
+        mistake(
+            "a job the cluster lacks",
+            ia,
+            &["on_nowhere"],
+            (vec![], vec![job], vec![]),
+        ),
+        mistake(
+            "matmul of shapes that do not match",
+            ia,
+            &["mm"],
+            (
+                vec![(a, f32s(&[1, 2])), (b, f32s(&[3, 1]))],
+                vec![mm],
+                vec![],
+            ),
+        ),
+        mistake(
+            "add of shapes that do not broadcast",
+            ia,
+            &["bad_add"],
+            (vec![(a, f32s(&[2])), (b, f32s(&[3]))], vec![sum], vec![]),
+        ),
+        mistake(
+            "reshape to another element count",
+            ia,
+            &["bad_reshape"],
+            (vec![(a, f32s(&[2, 2]))], vec![reshape], vec![]),
+        ),
+        mistake(
+            "sum over an axis the input lacks",
+            ia,
+            &["bad_sum"],
+            (vec![(a, f32s(&[2]))], vec![reduce], vec![]),
+        ),
+        mistake(
+            "a kernel's invalid argument",
+            ia,
+            &["bad_arg"],
+            (vec![], vec![bad_arg], vec![]),
+        ),
+        mistake(
+            "an op with no kernel",
+            ia,
+            &["no_kernel"],
+            (vec![], vec![no_kernel], vec![]),
+        ),
+        mistake(
+            "a kernel without the dtype",
+            Code::Unimplemented,
+            &["unimpl"],
+            (vec![], vec![unimpl], vec![]),
+        ),
+        mistake(
+            "a kernel out of memory",
+            Code::ResourceExhausted,
+            &["oom"],
+            (vec![], vec![oom], vec![]),
+        ),
+        mistake(
+            "a panicking kernel",
+            Code::Internal,
+            &["panicky"],
+            (vec![], vec![panicky], vec![]),
+        ),
+    ];
+    (g, c_neg, m)
+}
+
+#[test]
+fn every_mistake_gives_the_same_code_and_names_the_same_nodes_on_every_session_kind() {
+    let other = Graph::new();
+    let (g, good, mistakes) = graph_and_mistakes(&other);
+    assert!(mistakes.len() >= 20);
+    let sessions: Vec<(&str, ClientSession)> = targets()
+        .into_iter()
+        .map(|(kind, target)| (kind, ClientSession::connect(&target, &g).unwrap()))
+        .collect();
+    let mut failures = Vec::new();
+    for m in &mistakes {
+        let (feeds, fetches, targets) = &m.step;
+        let mut messages = Vec::new();
+        for (kind, s) in &sessions {
+            let e = match s.run(feeds, fetches, targets) {
+                Ok(_) => {
+                    failures.push(format!("{}: {kind} ran the step", m.what));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let msg = e.message();
+            if e.code() != m.code {
+                failures.push(format!(
+                    "{}: {kind} gave {} instead of {}: {msg}",
+                    m.what,
+                    e.code(),
+                    m.code
+                ));
+            }
+            for name in m.names {
+                if !msg.contains(&format!("\"{name}")) {
+                    failures.push(format!("{}: {kind} does not name {name:?}: {msg}", m.what));
+                }
+            }
+            if msg.contains("_magpie") {
+                failures.push(format!("{}: {kind} names an internal node: {msg}", m.what));
+            }
+            messages.push(format!("  {kind}: {msg}"));
+            // The session keeps serving.
+            let out = s.run(&[], &[good], &[]).unwrap();
+            assert_eq!(
+                f32::try_from(&out[0]).unwrap(),
+                -2.0,
+                "{kind} after {}",
+                m.what
+            );
+        }
+        println!("{} ({}):\n{}", m.what, m.code, messages.join("\n"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_run_on_a_closed_session_fails_the_same_way_on_every_kind() {
+    let g = Graph::new();
+    let x = g.with_name("x").constant(3.0f32).unwrap();
+    for (kind, target) in targets() {
+        let s = ClientSession::connect(&target, &g).unwrap();
+        assert_eq!(
+            f32::try_from(&s.run(&[], &[x], &[]).unwrap()[0]).unwrap(),
+            3.0
+        );
+        s.close().unwrap();
+        for _ in 0..2 {
+            let e = s.run(&[], &[x], &[]).unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{kind}: {e:?}");
+            assert_eq!(e.message(), SESSION_CLOSED, "{kind}: {e:?}");
+            assert_eq!(e.to_string(), SESSION_CLOSED, "{kind}: {e:?}");
+        }
+        // Closing twice is harmless; other sessions over the graph still run.
+        s.close().unwrap();
+        let again = ClientSession::connect(&target, &g).unwrap();
+        assert_eq!(
+            f32::try_from(&again.run(&[], &[x], &[]).unwrap()[0]).unwrap(),
+            3.0
+        );
+    }
+}
+
+/// Partitions registered on every task of the in-process cluster.
+fn inmem_partitions() -> usize {
+    CLUSTERS
+        .inmem
+        .iter()
+        .map(|s| s.core().worker().stats().partitions)
+        .sum()
+}
+
+/// A graph with a step over every task of a cluster (`/job:ps`, `/job:worker`).
+fn spread_graph() -> (Graph, Output) {
+    let g = Graph::new();
+    let w = g
+        .device("/job:worker/task:1", |g| g.with_name("w").constant(2.0f32))
+        .unwrap();
+    let p = g
+        .device("/job:ps/task:0", |g| g.with_name("p").neg(w))
+        .unwrap();
+    (g, p)
+}
+
+#[test]
+fn closing_or_dropping_an_inmem_session_releases_its_partitions_on_every_task() {
+    let (g, p) = spread_graph();
+    let target = targets()[1].1.clone();
+    // Other tests' sessions come and go: count this session's own partitions.
+    let s = ClientSession::connect(&target, &g).unwrap();
+    let before = inmem_partitions();
+    s.run(&[], &[p], &[]).unwrap();
+    let registered = inmem_partitions();
+    assert!(registered >= before + 2, "{before} -> {registered}");
+    s.close().unwrap();
+    assert!(inmem_partitions() <= registered - 2);
+
+    let s = ClientSession::connect(&target, &g).unwrap();
+    s.run(&[], &[p], &[]).unwrap();
+    let registered = inmem_partitions();
+    drop(s);
+    assert!(inmem_partitions() <= registered - 2);
+}
+
+#[test]
+fn closing_or_dropping_a_grpc_session_closes_it_on_the_master() {
+    let (g, p) = spread_graph();
+    let server = CLUSTERS.grpc.server("ps", 0).unwrap();
+    let target = targets()[2].1.clone();
+    let s = ClientSession::connect(&target, &g).unwrap();
+    s.run(&[], &[p], &[]).unwrap();
+    let ClientSession::Grpc(remote) = &s else {
+        panic!("not a gRPC session: {s:?}")
+    };
+    let handle = remote.handle().to_string();
+    let open = server.num_remote_sessions();
+    assert!(open >= 1);
+    s.close().unwrap();
+    assert!(server.num_remote_sessions() < open);
+
+    // A client naming the closed session's handle: NOT_FOUND, naming the handle.
+    let e = raw_run_step(&target, &handle);
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&handle), "{e:?}");
+
+    let s = ClientSession::connect(&target, &g).unwrap();
+    s.run(&[], &[p], &[]).unwrap();
+    let open = server.num_remote_sessions();
+    drop(s);
+    assert!(server.num_remote_sessions() < open);
+}
+
+/// A RunStep for `handle` from a raw client: the error the master answers with.
+fn raw_run_step(target: &str, handle: &str) -> magpie::grpc::GrpcError {
+    use magpie::grpc::proto::master_service_client::MasterServiceClient;
+    use magpie::grpc::proto::RunStepRequest;
+    let address = target.strip_prefix("grpc://").unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async move {
+        let mut c = MasterServiceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        c.run_step(RunStepRequest {
+            session_handle: handle.to_string(),
+            ..RunStepRequest::default()
+        })
+        .await
+        .unwrap_err()
+    });
+    magpie::grpc::GrpcError::Status {
+        target: target.to_string(),
+        code: status.code(),
+        message: status.message().to_string(),
+    }
+}
+
+#[test]
+fn a_kernel_error_on_another_task_keeps_its_code_across_tasks() {
+    register_failing_ops();
+    let g = Graph::new();
+    let bad = g
+        .device("/job:worker/task:1", |g| {
+            g.op("ErrorModelBadArg").name("far_bad").build_output()
+        })
+        .unwrap();
+    let oom = g
+        .device("/job:worker/task:0", |g| {
+            g.op("ErrorModelOom").name("far_oom").build_output()
+        })
+        .unwrap();
+    let p = g
+        .device("/job:ps/task:0", |g| g.with_name("near").neg(bad))
+        .unwrap();
+    let q = g
+        .device("/job:ps/task:0", |g| g.with_name("near_oom").neg(oom))
+        .unwrap();
+    for (kind, target) in &targets()[1..] {
+        let s = ClientSession::connect(target, &g).unwrap();
+        let e = s.run(&[], &[p], &[]).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{kind}: {e:?}");
+        assert!(e.message().contains("\"far_bad\""), "{kind}: {e:?}");
+        assert!(e.message().contains("/job:worker"), "{kind}: {e:?}");
+        let e = s.run(&[], &[q], &[]).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{kind}: {e:?}");
+        assert!(e.message().contains("\"far_oom\""), "{kind}: {e:?}");
+    }
+}
+
+#[test]
+fn building_with_another_graphs_node_fails_before_any_session_sees_it() {
+    let g = Graph::new();
+    let other = Graph::new();
+    let theirs = other.with_name("theirs").constant(1.0f32).unwrap();
+    let err = g.with_name("y").neg(theirs).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.to_string()
+            .starts_with("input 0 of node \"y\" refers to node \"theirs\" of another graph"),
+        "{err}"
+    );
+    assert!(g.is_empty());
+    let err = ClientError::from(magpie::SessionError::from(err));
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[test]
+fn error_messages_over_grpc_are_capped() {
+    // A node name of 1 MiB, echoed by the error of a mistake: the status still fits in
+    // HTTP/2's headers, and the client gets the error, its code and the start of the name.
+    let g = Graph::new();
+    let name = "n".repeat(1 << 20);
+    let x = g.with_name(&name).placeholder(DType::F32, None).unwrap();
+    let y = g.with_name("y").neg(x).unwrap();
+    let target = &targets()[2].1;
+    let s = ClientSession::connect(target, &g).unwrap();
+    let e = s.run(&[], &[y], &[]).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message().len());
+    let msg = e.message();
+    assert!(
+        msg.len() <= magpie::core::error::MAX_MESSAGE_BYTES + 64,
+        "{}",
+        msg.len()
+    );
+    assert!(
+        msg.contains("nnnn") && msg.ends_with("bytes elided)"),
+        "{}",
+        &msg[..200]
+    );
+    assert_eq!(
+        f32::try_from(&s.run(&[(x, Tensor::scalar(1.0f32))], &[y], &[]).unwrap()[0]).unwrap(),
+        -1.0
+    );
+}
