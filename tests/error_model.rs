@@ -608,4 +608,11 @@ fn error_messages_over_grpc_are_capped() {
         f32::try_from(&s.run(&[(x, Tensor::scalar(1.0f32))], &[y], &[]).unwrap()[0]).unwrap(),
         -1.0
     );
+    // A fetch by a name of 1 MiB that names no node: the master's own error echoes it.
+    let remote = magpie::grpc::connect(target, &g).unwrap();
+    let fetch = format!("{}:0", "q".repeat(1 << 20));
+    let e = remote.run_named(&[], &[&fetch], &[], None).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message().len());
+    assert!(e.message().len() <= magpie::core::error::MAX_MESSAGE_BYTES + 64);
+    assert!(e.message().starts_with("fetch \"qqqq"), "{}", &e.message()[..100]);
 }

@@ -289,6 +289,7 @@ impl RemoteSession {
     /// Clears a resource container (variables) on the master's task; returns how many
     /// resources it held.
     pub fn reset(&self, container: &str) -> Result<u64, GrpcError> {
+        self.check_open()?;
         let req = proto::ResetRequest {
             container: container.to_string(),
         };
