@@ -436,15 +436,6 @@ fn a_run_on_a_closed_session_fails_the_same_way_on_every_kind() {
     }
 }
 
-/// Partitions registered on every task of the in-process cluster.
-fn inmem_partitions() -> usize {
-    CLUSTERS
-        .inmem
-        .iter()
-        .map(|s| s.core().worker().stats().partitions)
-        .sum()
-}
-
 /// A graph with a step over every task of a cluster (`/job:ps`, `/job:worker`).
 fn spread_graph() -> (Graph, Output) {
     let g = Graph::new();
@@ -459,54 +450,128 @@ fn spread_graph() -> (Graph, Output) {
 
 #[test]
 fn closing_or_dropping_an_inmem_session_releases_its_partitions_on_every_task() {
+    // A cluster of its own, so no other test's sessions change the counts.
+    let spec = magpie::cluster::Spec::builder()
+        .job("ps", ["error-model-close.invalid:1"])
+        .job(
+            "worker",
+            ["error-model-close.invalid:2", "error-model-close.invalid:3"],
+        )
+        .build()
+        .unwrap();
+    let servers: Vec<InMemServer> = spec
+        .tasks()
+        .into_iter()
+        .map(|t| {
+            InMemServer::start(
+                &InMemNetwork::global(),
+                &spec,
+                &t.job,
+                t.index,
+                &task_server_options(&t),
+            )
+            .unwrap()
+        })
+        .collect();
+    let partitions = || -> Vec<usize> {
+        servers
+            .iter()
+            .map(|s| s.core().worker().stats().partitions)
+            .collect()
+    };
     let (g, p) = spread_graph();
-    let target = targets()[1].1.clone();
-    // Other tests' sessions come and go: count this session's own partitions.
+    let target = servers[0].target();
+    assert_eq!(*servers[0].core().task(), TaskName::new("ps", 0));
     let s = ClientSession::connect(&target, &g).unwrap();
-    let before = inmem_partitions();
     s.run(&[], &[p], &[]).unwrap();
-    let registered = inmem_partitions();
-    assert!(registered >= before + 2, "{before} -> {registered}");
+    // The step ran on ps:0 and worker:1.
+    assert_eq!(partitions(), [1, 0, 1]);
     s.close().unwrap();
-    assert!(inmem_partitions() <= registered - 2);
+    assert_eq!(partitions(), [0, 0, 0]);
+    assert_eq!(
+        s.run(&[], &[p], &[]).unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(partitions(), [0, 0, 0]);
 
     let s = ClientSession::connect(&target, &g).unwrap();
     s.run(&[], &[p], &[]).unwrap();
-    let registered = inmem_partitions();
+    assert_eq!(partitions(), [1, 0, 1]);
     drop(s);
-    assert!(inmem_partitions() <= registered - 2);
+    assert_eq!(partitions(), [0, 0, 0]);
+    for server in &servers {
+        server.stop(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The handle of a gRPC session.
+fn handle_of(s: &ClientSession) -> String {
+    match s {
+        ClientSession::Grpc(remote) => remote.handle().to_string(),
+        other => panic!("not a gRPC session: {other:?}"),
+    }
+}
+
+/// Whether the gRPC master at `target` still knows the session `handle`.
+fn master_knows(target: &str, handle: &str) -> bool {
+    match raw_run_step(target, handle) {
+        Some(e) if e.code() == Code::NotFound => {
+            assert!(e.message().contains(handle), "{e:?}");
+            false
+        }
+        Some(e) => panic!("an empty step on {handle} failed: {e:?}"),
+        None => true,
+    }
 }
 
 #[test]
 fn closing_or_dropping_a_grpc_session_closes_it_on_the_master() {
     let (g, p) = spread_graph();
-    let server = CLUSTERS.grpc.server("ps", 0).unwrap();
     let target = targets()[2].1.clone();
     let s = ClientSession::connect(&target, &g).unwrap();
     s.run(&[], &[p], &[]).unwrap();
-    let ClientSession::Grpc(remote) = &s else {
-        panic!("not a gRPC session: {s:?}")
-    };
-    let handle = remote.handle().to_string();
-    let open = server.num_remote_sessions();
-    assert!(open >= 1);
+    let handle = handle_of(&s);
+    assert!(master_knows(&target, &handle));
     s.close().unwrap();
-    assert!(server.num_remote_sessions() < open);
-
-    // A client naming the closed session's handle: NOT_FOUND, naming the handle.
-    let e = raw_run_step(&target, &handle);
-    assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    assert!(e.message().contains(&handle), "{e:?}");
+    // A client naming the closed session's handle gets NOT_FOUND, naming the handle.
+    assert!(!master_knows(&target, &handle));
 
     let s = ClientSession::connect(&target, &g).unwrap();
     s.run(&[], &[p], &[]).unwrap();
-    let open = server.num_remote_sessions();
+    let handle = handle_of(&s);
+    assert!(master_knows(&target, &handle));
     drop(s);
-    assert!(server.num_remote_sessions() < open);
+    assert!(!master_knows(&target, &handle));
 }
 
-/// A RunStep for `handle` from a raw client: the error the master answers with.
-fn raw_run_step(target: &str, handle: &str) -> magpie::grpc::GrpcError {
+#[test]
+fn dropping_a_grpc_session_inside_an_async_context_closes_it() {
+    let (g, p) = spread_graph();
+    let target = targets()[2].1.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = ClientSession::connect(&target, &g).unwrap();
+    s.run(&[], &[p], &[]).unwrap();
+    let handle = handle_of(&s);
+    // Dropped on a runtime worker, where nothing may block: no panic, and the session
+    // is closed (from a thread of its own, so within a moment).
+    rt.block_on(async move { drop(s) });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while master_knows(&target, &handle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{handle} is still open"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// An empty RunStep for `handle` from a raw client: the error the master answers with,
+/// if any.
+fn raw_run_step(target: &str, handle: &str) -> Option<magpie::grpc::GrpcError> {
     use magpie::grpc::proto::master_service_client::MasterServiceClient;
     use magpie::grpc::proto::RunStepRequest;
     let address = target.strip_prefix("grpc://").unwrap().to_string();
@@ -523,13 +588,13 @@ fn raw_run_step(target: &str, handle: &str) -> magpie::grpc::GrpcError {
             ..RunStepRequest::default()
         })
         .await
-        .unwrap_err()
-    });
-    magpie::grpc::GrpcError::Status {
+        .err()
+    })?;
+    Some(magpie::grpc::GrpcError::Status {
         target: target.to_string(),
         code: status.code(),
         message: status.message().to_string(),
-    }
+    })
 }
 
 #[test]
@@ -614,5 +679,9 @@ fn error_messages_over_grpc_are_capped() {
     let e = remote.run_named(&[], &[&fetch], &[], None).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message().len());
     assert!(e.message().len() <= magpie::core::error::MAX_MESSAGE_BYTES + 64);
-    assert!(e.message().starts_with("fetch \"qqqq"), "{}", &e.message()[..100]);
+    assert!(
+        e.message().starts_with("fetch \"qqqq"),
+        "{}",
+        &e.message()[..100]
+    );
 }

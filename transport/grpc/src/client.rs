@@ -42,7 +42,8 @@ pub struct RemoteSession {
     sent: Mutex<usize>,
     client: MasterServiceClient<Channel>,
     options: GrpcOptions,
-    runtime: Runtime,
+    /// The client's own runtime; taken only by `drop`.
+    runtime: Option<Runtime>,
 }
 
 impl fmt::Debug for RemoteSession {
@@ -106,7 +107,7 @@ pub fn connect_with(
         sent: Mutex::new(n),
         client,
         options,
-        runtime,
+        runtime: Some(runtime),
     })
 }
 
@@ -167,7 +168,7 @@ impl RemoteSession {
         };
         let mut c = self.client.clone();
         block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.extend_session(req).await },
@@ -190,6 +191,13 @@ impl RemoteSession {
 
     fn output_name(&self, o: Output, role: &str) -> Result<String, GrpcError> {
         Ok(format!("{}:{}", self.name(o.node, role)?, o.index))
+    }
+
+    fn rt(&self) -> &Runtime {
+        // Only `drop` takes the runtime.
+        self.runtime
+            .as_ref()
+            .expect("a remote session's runtime lives until the session is dropped")
     }
 
     /// Whether the session was closed.
@@ -265,7 +273,7 @@ impl RemoteSession {
             .unwrap_or(self.options.request_timeout)
             .saturating_add(self.options.step_grace);
         let mut c = self.client.clone();
-        let r = block(&self.runtime, &self.target, deadline, async move {
+        let r = block(self.rt(), &self.target, deadline, async move {
             c.run_step(req).await
         })?;
         Ok(RemoteRunOutput {
@@ -295,7 +303,7 @@ impl RemoteSession {
         };
         let mut c = self.client.clone();
         let r = block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.reset(req).await },
@@ -321,7 +329,7 @@ impl RemoteSession {
         };
         let mut c = self.client.clone();
         block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.close_session(req).await },
@@ -331,18 +339,57 @@ impl RemoteSession {
 }
 
 impl Drop for RemoteSession {
+    /// Closes the session on the master (within a second), unless it was closed. Inside
+    /// an async context, where nothing may block (nor drop a runtime), the close and the
+    /// client's runtime go to a thread of their own.
     fn drop(&mut self) {
-        if !self.is_closed() && tokio::runtime::Handle::try_current().is_err() {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let close = (!self.is_closed()).then(|| {
             let req = proto::CloseSessionRequest {
                 session_handle: self.handle.clone(),
             };
             let mut c = self.client.clone();
-            let _ = block(
-                &self.runtime,
-                &self.target,
-                Duration::from_secs(1),
-                async move { c.close_session(req).await },
-            );
+            let target = self.target.clone();
+            move |runtime: &Runtime| {
+                let _ = block(runtime, &target, Duration::from_secs(1), async move {
+                    c.close_session(req).await
+                });
+            }
+        });
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(close) = close {
+                close(&runtime);
+            }
+            return;
+        }
+        let runtime = RuntimeOffAsync(Some(runtime));
+        let spawned = std::thread::Builder::new()
+            .name("magpie-grpc-close".into())
+            .spawn(move || {
+                if let (Some(close), Some(rt)) = (close, &runtime.0) {
+                    close(rt);
+                }
+            });
+        if let Err(e) = spawned {
+            // The runtime was shut down in the background here; the session is left to
+            // the master's idle timeout.
+            tracing::warn!(error = %e, "could not close a remote session on drop");
+        }
+    }
+}
+
+/// A runtime that, dropped inside an async context (where a runtime may not be dropped
+/// normally: that blocks), shuts down in the background instead.
+struct RuntimeOffAsync(Option<Runtime>);
+
+impl Drop for RuntimeOffAsync {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            }
         }
     }
 }
