@@ -685,3 +685,41 @@ fn error_messages_over_grpc_are_capped() {
         &e.message()[..100]
     );
 }
+
+#[test]
+fn a_graph_with_an_unknown_op_is_refused_alike_by_an_import_and_by_a_remote_master() {
+    use magpie::graph::{GraphDef, NodeDef};
+    use magpie::grpc::proto::master_service_client::MasterServiceClient;
+    use magpie::grpc::proto::CreateSessionRequest;
+    let def = GraphDef {
+        nodes: vec![NodeDef {
+            name: "frob".into(),
+            op: "Frobnicate".into(),
+            ..NodeDef::default()
+        }],
+    };
+    let local = Graph::import(&def).unwrap_err();
+    assert_eq!(local.code(), Code::InvalidArgument);
+    assert_eq!(
+        local.to_string(),
+        "node \"frob\": unknown op \"Frobnicate\""
+    );
+
+    let target = targets()[2].1.clone();
+    let address = target.strip_prefix("grpc://").unwrap().to_string();
+    let wire = magpie::grpc::conv::graph_to_wire(&def).unwrap();
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut c = MasterServiceClient::connect(format!("http://{address}"))
+                .await
+                .unwrap();
+            c.create_session(CreateSessionRequest { graph: Some(wire) })
+                .await
+                .unwrap_err()
+        });
+    assert_eq!(status.code(), magpie::grpc::tonic::Code::InvalidArgument);
+    assert!(status.message().contains(&local.to_string()), "{status:?}");
+}

@@ -139,8 +139,13 @@ impl Graph {
         id.graph == self.shared.id
     }
 
-    /// Fails with [`GraphError::ForeignNode`] if `id` was made by another graph; `role`
-    /// says what used it (`fetch`, `input 0 of node "y"`).
+    /// Checks that `id` is a handle of this graph; `role` says what used it (`fetch`,
+    /// `input 0 of node "y"`).
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::ForeignNode`], naming the node in its own graph, if `id` was made by
+    /// another graph.
     pub fn check_owned(&self, id: NodeId, role: &str) -> Result<(), GraphError> {
         if self.owns(id) {
             return Ok(());
@@ -357,10 +362,14 @@ impl Graph {
         // Handles of another graph are refused before this graph's lock is taken (naming
         // a foreign node reads its graph).
         for (i, input) in node.inputs.iter().enumerate() {
-            self.check_owned(input.node, &format!("input {i} of node {:?}", node.name))?;
+            if !self.owns(input.node) {
+                self.check_owned(input.node, &format!("input {i} of node {:?}", node.name))?;
+            }
         }
         for dep in &node.control_inputs {
-            self.check_owned(*dep, &format!("control input of node {:?}", node.name))?;
+            if !self.owns(*dep) {
+                self.check_owned(*dep, &format!("control input of node {:?}", node.name))?;
+            }
         }
         let mut inner = self.shared.inner.write();
         let mut in_dtypes = Vec::with_capacity(node.inputs.len());
