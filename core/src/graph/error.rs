@@ -10,6 +10,7 @@ use crate::error::Code;
 
 /// Why an op definition rejected a node's inputs or attributes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpDefError {
     /// An input has a dtype the op does not accept.
     #[error("input {input} has dtype {got}, expected {expected}")]
