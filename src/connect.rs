@@ -126,7 +126,10 @@ impl ClientSession {
     ///
     /// # Errors
     ///
-    /// The step's error, typed by the session kind.
+    /// The step's error, typed by the session kind; [`ClientError::code`] and
+    /// [`ClientError::message`] are the same on every kind for the same mistake (a bad
+    /// feed, fetch or target — a handle of another graph included —, a kernel's failure,
+    /// a closed session).
     pub fn run(
         &self,
         feeds: &[(Output, Tensor)],

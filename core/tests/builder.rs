@@ -174,3 +174,13 @@ fn a_handle_of_a_dropped_graph_is_named_by_position() {
     assert!(matches!(err, GraphError::ForeignNode { .. }), "{err:?}");
     assert!(err.to_string().contains("node \"#0\""), "{err}");
 }
+
+#[test]
+fn handles_stay_copy_and_small() {
+    use magpie_core::graph::{NodeId, Output};
+    fn copy<T: Copy>() {}
+    copy::<NodeId>();
+    copy::<Output>();
+    assert_eq!(std::mem::size_of::<NodeId>(), 8);
+    assert_eq!(std::mem::size_of::<Output>(), 12);
+}
