@@ -723,3 +723,22 @@ fn a_graph_with_an_unknown_op_is_refused_alike_by_an_import_and_by_a_remote_mast
     assert_eq!(status.code(), magpie::grpc::tonic::Code::InvalidArgument);
     assert!(status.message().contains(&local.to_string()), "{status:?}");
 }
+
+#[test]
+fn a_target_nobody_serves_is_unavailable_on_every_remote_kind() {
+    let g = Graph::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for target in [
+        "inmem://nobody.invalid:1".to_string(),
+        format!("grpc://127.0.0.1:{port}"),
+    ] {
+        let e = ClientSession::connect(&target, &g).unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{target}: {e:?}");
+    }
+    let e = ClientSession::connect("http://127.0.0.1:1", &g).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}
