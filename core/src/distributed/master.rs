@@ -29,7 +29,7 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::MasterError;
-use super::partition::{partition, PlacedNode};
+use super::partition::{partition, PlacedNode, FEED_PREFIX};
 use crate::cluster::ClusterSpec;
 use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
@@ -211,6 +211,36 @@ struct StepPlan {
     feed_names: Vec<String>,
 }
 
+/// `e` with the partitions' feed placeholders (`_magpie/feed/<k>`) in a task's message
+/// named as the client knows them (`x:0`, `x`): an error names the user's nodes only.
+fn with_user_feed_names(e: MasterError, plan: &StepPlan) -> MasterError {
+    match e {
+        MasterError::Step {
+            step_id,
+            source:
+                TransportError::Remote {
+                    task,
+                    mut detail,
+                    code,
+                },
+        } if detail.contains(FEED_PREFIX) => {
+            // Highest first, so `_magpie/feed/1` never rewrites part of `_magpie/feed/12`.
+            for (k, output) in plan.feed_names.iter().enumerate().rev() {
+                let placeholder = format!("{FEED_PREFIX}{k}");
+                let node = output.rsplit_once(':').map_or(output.as_str(), |(n, _)| n);
+                detail = detail
+                    .replace(&format!("{placeholder}:0"), output)
+                    .replace(&placeholder, node);
+            }
+            MasterError::Step {
+                step_id,
+                source: TransportError::Remote { task, detail, code },
+            }
+        }
+        other => other,
+    }
+}
+
 /// What [`MasterSession::run_with_options`] returns.
 #[derive(Clone, Debug)]
 pub struct ClusterRunOutput {
@@ -306,7 +336,10 @@ impl MasterSession {
             }
             let left = timeout.saturating_sub(started.elapsed());
             let cancel = options.cancel.as_ref();
-            match self.run_plan(&plan, feeds, fetches.len(), left, cancel) {
+            match self
+                .run_plan(&plan, feeds, fetches.len(), left, cancel)
+                .map_err(|e| with_user_feed_names(e, &plan))
+            {
                 Err(MasterError::Step {
                     source: TransportError::UnknownPartition { .. },
                     ..
@@ -573,5 +606,35 @@ impl MasterSession {
 impl Drop for MasterSession {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tasks_message_names_feeds_as_the_client_does() {
+        let plan = StepPlan {
+            tasks: Vec::new(),
+            placement: Arc::new(Vec::new()),
+            feed_dtypes: vec![DType::F32; 13],
+            feed_shapes: vec![None; 13],
+            feed_names: (0..13).map(|k| format!("in{k}:0")).collect(),
+        };
+        let e = MasterError::Step {
+            step_id: 7,
+            source: TransportError::Remote {
+                task: "/job:w/task:0".into(),
+                detail: "node \"_magpie/feed/12\" and \"_magpie/feed/1:0\" disagree".into(),
+                code: Code::InvalidArgument,
+            },
+        };
+        let e = with_user_feed_names(e, &plan);
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(
+            e.to_string(),
+            "step 7 failed: task /job:w/task:0: node \"in12\" and \"in1:0\" disagree"
+        );
     }
 }
