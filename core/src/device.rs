@@ -62,6 +62,7 @@ pub trait Device: Send + Sync + fmt::Debug {
 
 /// Errors a device reports about itself (not about one kernel).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeviceError {
     /// The device ran out of memory.
     #[error("device {device}: out of memory ({detail})")]

@@ -23,6 +23,7 @@ use crate::tensor::{DType, Tensor};
 
 /// Why a kernel failed. The session adds the node, op and device.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KernelError {
     /// The inputs or attributes are unacceptable (incompatible shapes, bad axis, ...).
     #[error("invalid argument: {0}")]
@@ -49,6 +50,21 @@ pub enum KernelError {
     /// A bug or unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl KernelError {
+    /// The error's kind: `InvalidArgument`, `Unimplemented`, `ResourceExhausted`,
+    /// `Cancelled` as named; a device failure or a bug is `Internal`.
+    pub fn code(&self) -> crate::error::Code {
+        use crate::error::Code;
+        match self {
+            KernelError::InvalidArgument(_) => Code::InvalidArgument,
+            KernelError::Unimplemented { .. } => Code::Unimplemented,
+            KernelError::ResourceExhausted(_) => Code::ResourceExhausted,
+            KernelError::Cancelled => Code::Cancelled,
+            KernelError::Device(_) | KernelError::Internal(_) => Code::Internal,
+        }
+    }
 }
 
 impl From<crate::tensor::TensorError> for KernelError {

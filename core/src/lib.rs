@@ -10,7 +10,9 @@
 //!   futures) and knows nothing of tensors;
 //! - [`exec`]: the dataflow executor that maps graph nodes onto scheduler tasks;
 //! - [`session`]: local sessions, `run(feeds, fetches, targets)`;
-//! - [`shape_fn`]: the shape rules of the standard ops, shared by every backend.
+//! - [`shape_fn`]: the shape rules of the standard ops, shared by every backend;
+//! - [`error`]: [`Code`], the error kinds every session-level error maps onto, the same
+//!   on local, in-process and remote sessions.
 //!
 //! With the `testkit` feature, `testkit` holds the conformance checks that any
 //! `Device`/`Kernel` implementation runs to prove it behaves.
@@ -18,6 +20,7 @@
 pub mod cluster;
 pub mod device;
 pub mod distributed;
+pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod kernel;
@@ -32,6 +35,7 @@ pub mod testkit;
 pub mod transport;
 
 pub use device::{Device, DeviceError, MemorySpace};
+pub use error::Code;
 pub use graph::{DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output};
 pub use kernel::{AsyncKernel, BoxedKernel, Kernel, KernelContext, KernelError};
 pub use tensor::{DType, Shape, Tensor, TensorError};

@@ -16,6 +16,7 @@ pub const ANY_DEVICE: &str = "*";
 
 /// Registration errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// A kernel for this (op, device type) is already registered.
     #[error("a kernel for op {op:?} on device type {device_type:?} is already registered")]

@@ -5,10 +5,12 @@
 //! it, also after the graph has grown. Any number of threads may call `run` on one
 //! session at once; steps are independent. A step can be cancelled with a
 //! [`CancellationToken`] and can have a timeout; a panicking kernel fails only its step.
+//! [`Session::close`] (or dropping the session) ends it: later runs fail with
+//! [`SessionError::Closed`].
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use crate::exec::resources::ResourcePools;
 use crate::exec::step::{StepBody, StepState};
 pub use crate::exec::DeviceMemoryStats;
 pub use crate::exec::{NodeStats, SessionError};
-use crate::graph::{DeviceSpec, Graph, NodeId, Output};
+use crate::graph::{DeviceSpec, Graph, Node, NodeId, Output};
 use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
 pub use crate::scheduler::Policy;
@@ -205,6 +207,8 @@ pub struct Session {
     device_groups: Vec<Option<u32>>,
     resources: Arc<ResourceMgr>,
     plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
+    /// Set by `close`: no step starts from then on.
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for Session {
@@ -269,6 +273,7 @@ impl Session {
             pool,
             resources: options.resources.unwrap_or_default(),
             plans: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -292,8 +297,28 @@ impl Session {
         &self.pool
     }
 
+    /// Closes the session: its cached plans (and their kernels) are released, and every
+    /// later [`run`](Session::run) fails with [`SessionError::Closed`]
+    /// (`FailedPrecondition`, as on every session kind). Steps running now finish.
+    /// Closing twice is harmless; dropping the session releases everything too.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.plans.lock().clear();
+    }
+
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Runs one step: feeds replace the outputs they name, every fetch is computed and
     /// returned in order, and every target node runs.
+    ///
+    /// # Errors
+    ///
+    /// A [`SessionError`] naming the node involved: an invalid feed, fetch or target
+    /// (a handle of another graph included), a kernel's failure, a deadline, a closed
+    /// session. [`SessionError::code`] gives its kind.
     pub fn run(
         &self,
         feeds: &[(Output, Tensor)],
@@ -313,10 +338,18 @@ impl Session {
         targets: &[NodeId],
     ) -> Result<RunOutput, SessionError> {
         let started = Instant::now();
+        if self.is_closed() {
+            return Err(SessionError::Closed);
+        }
         let plan = self.plan(feeds, fetches, targets)?;
         let mut feed_tensors = Vec::with_capacity(feeds.len());
         for (k, (_, t)) in feeds.iter().enumerate() {
-            check_feed(&plan, k, t)?;
+            check_feed(
+                &plan.feed_names[k],
+                plan.feed_dtypes[k],
+                plan.feed_shapes[k].as_ref(),
+                t,
+            )?;
             feed_tensors.push(t.clone());
         }
         let step_id = options
@@ -438,15 +471,32 @@ fn budgets(
     Ok(budgets)
 }
 
-fn check_feed(plan: &ExecPlan, k: usize, t: &Tensor) -> Result<(), SessionError> {
-    if t.dtype() != plan.feed_dtypes[k] {
+/// The declared shape of a fed node, checked against every feed of it: a placeholder's
+/// `shape` attribute (`-1` for any size), with its name.
+pub(crate) fn declared_feed_shape(n: &Node) -> Option<(String, Vec<i64>)> {
+    match (n.op.as_str(), n.attrs.ints("shape")) {
+        ("Placeholder", Ok(dims)) => Some((n.name.clone(), dims)),
+        _ => None,
+    }
+}
+
+/// Checks a fed tensor against the output it replaces (`output`, `node:index`): its
+/// dtype, and its shape against the placeholder's declared one. Local sessions and the
+/// master run the same check, so a mistake gives the same error on both.
+pub(crate) fn check_feed(
+    output: &str,
+    dtype: crate::tensor::DType,
+    declared: Option<&(String, Vec<i64>)>,
+    t: &Tensor,
+) -> Result<(), SessionError> {
+    if t.dtype() != dtype {
         return Err(SessionError::FeedDTypeMismatch {
-            output: plan.feed_names[k].clone(),
-            expected: plan.feed_dtypes[k],
+            output: output.to_string(),
+            expected: dtype,
             got: t.dtype(),
         });
     }
-    if let Some((node, dims)) = &plan.feed_shapes[k] {
+    if let Some((node, dims)) = declared {
         let fits = dims.len() == t.dims().len()
             && dims
                 .iter()

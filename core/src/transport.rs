@@ -29,6 +29,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use futures::future::{select, BoxFuture, Either};
 
+use crate::error::Code;
 use crate::graph::{DeviceName, GraphDef};
 use crate::scheduler::CancellationToken;
 use crate::tensor::Tensor;
@@ -144,6 +145,7 @@ pub struct RunPartition {
 
 /// Transport failures. Each names the task involved.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The task could not be reached (nothing at its address, a dead peer).
     #[error("task {task} unreachable: {detail}")]
@@ -176,6 +178,9 @@ pub enum TransportError {
         task: String,
         /// Its message.
         detail: String,
+        /// The kind of the task's error (a kernel's invalid argument stays
+        /// [`Code::InvalidArgument`] across the wire).
+        code: Code,
     },
     /// The step was cancelled on the task (aborted because another task failed).
     #[error("step {step_id} cancelled on task {task}")]
@@ -203,6 +208,21 @@ impl TransportError {
             | TransportError::Remote { task, .. }
             | TransportError::Cancelled { task, .. }
             | TransportError::DeadlineExceeded { task } => task,
+        }
+    }
+
+    /// The error's kind: `Unavailable` for a task that cannot be reached or refuses work,
+    /// `NotFound` for an unknown partition, the task's own code for `Remote`, `Aborted`
+    /// for a step aborted on the task, `DeadlineExceeded` for a deadline.
+    pub fn code(&self) -> Code {
+        match self {
+            TransportError::Unreachable { .. } | TransportError::Refused { .. } => {
+                Code::Unavailable
+            }
+            TransportError::UnknownPartition { .. } => Code::NotFound,
+            TransportError::Remote { code, .. } => *code,
+            TransportError::Cancelled { .. } => Code::Aborted,
+            TransportError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         }
     }
 }

@@ -105,3 +105,82 @@ fn dtypes_are_inferred() {
         "{err}"
     );
 }
+
+#[test]
+fn a_node_of_another_graph_is_refused_as_input_or_control_input() {
+    let g = Graph::new();
+    let other = Graph::new();
+    let mine = g.constant(1.0f32).unwrap();
+    // Same position in both graphs: only the graph identity tells them apart.
+    let theirs = other.with_name("theirs").constant(2.0f32).unwrap();
+    assert_eq!(mine.node.index(), theirs.node.index());
+    assert_ne!(mine.node.graph(), theirs.node.graph());
+    assert_eq!(theirs.node.graph(), other.id());
+    let before = g.len();
+
+    let err = g.with_name("sum").add(mine, theirs).unwrap_err();
+    assert!(matches!(err, GraphError::ForeignNode { .. }), "{err:?}");
+    assert_eq!(err.code(), magpie_core::Code::InvalidArgument);
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("input 1 of node \"sum\" refers to node \"theirs\" of another graph"),
+        "{msg}"
+    );
+
+    let err = g
+        .with_control_dependencies([theirs])
+        .with_name("after")
+        .constant(3.0f32)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("control input of node \"after\" refers to node \"theirs\""),
+        "{err}"
+    );
+    let err = g
+        .op("NoOp")
+        .name("noop")
+        .control_input(theirs)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, GraphError::ForeignNode { .. }), "{err:?}");
+    // Nothing was added, and the foreign handle finds nothing here.
+    assert_eq!(g.len(), before);
+    assert!(g.node(theirs.node).is_none());
+    assert!(g.dtype(theirs).is_err());
+    assert_eq!(g.name_of(theirs.node), "theirs");
+    // Clones and scoped handles share the graph's identity.
+    assert_eq!(g.with_name_scope("s").id(), g.id());
+    assert!(g.clone().owns(mine.node));
+}
+
+#[test]
+fn graph_ids_are_unique_among_live_graphs() {
+    let graphs: Vec<Graph> = (0..100).map(|_| Graph::new()).collect();
+    let mut ids: Vec<_> = graphs.iter().map(Graph::id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), graphs.len());
+}
+
+#[test]
+fn a_handle_of_a_dropped_graph_is_named_by_position() {
+    let g = Graph::new();
+    let gone = {
+        let other = Graph::new();
+        other.constant(1.0f32).unwrap()
+    };
+    let err = g.identity(gone).unwrap_err();
+    assert!(matches!(err, GraphError::ForeignNode { .. }), "{err:?}");
+    assert!(err.to_string().contains("node \"#0\""), "{err}");
+}
+
+#[test]
+fn handles_stay_copy_and_small() {
+    use magpie_core::graph::{NodeId, Output};
+    fn copy<T: Copy>() {}
+    copy::<NodeId>();
+    copy::<Output>();
+    assert_eq!(std::mem::size_of::<NodeId>(), 8);
+    assert_eq!(std::mem::size_of::<Output>(), 12);
+}

@@ -496,16 +496,75 @@ fn validation_errors_name_the_node() {
     let far = other.constant(0.0f32).unwrap();
     let g2 = Graph::new();
     let s2 = session(&g2, 1);
+    // A handle of another graph is refused, naming its node, whatever the position.
+    let foreign = |role: &str| {
+        format!(
+            "{role} refers to node \"Const_3\" of another graph ({}), not of the graph it is \
+             used with ({})",
+            other.id(),
+            g2.id()
+        )
+    };
     let err = s2.run(&[], &[far], &[]).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "fetch refers to node \"#3\", which does not exist"
+    assert!(
+        matches!(&err, SessionError::Graph(GraphError::ForeignNode { .. })),
+        "{err:?}"
     );
+    assert_eq!(err.code(), magpie_core::Code::InvalidArgument);
+    assert_eq!(err.to_string(), foreign("fetch"));
     let err = s2
         .run(&[(far, Tensor::scalar(0.0f32))], &[], &[])
         .unwrap_err();
+    assert_eq!(err.to_string(), foreign("feed"));
+    let err = s2.run(&[], &[], &[far.node]).unwrap_err();
+    assert_eq!(err.to_string(), foreign("target"));
+}
+
+#[test]
+fn a_foreign_handle_never_hits_a_cached_plan() {
+    let g = Graph::new();
+    let mine = g.constant(1.0f32).unwrap();
+    let other = Graph::new();
+    let theirs = other.with_name("theirs").constant(2.0f32).unwrap();
+    assert_eq!(mine.node.index(), theirs.node.index());
+    let s = session(&g, 1);
+    // The plan for fetching position 0 is cached by now...
+    for _ in 0..2 {
+        assert_eq!(
+            f32::try_from(&s.run(&[], &[mine], &[]).unwrap()[0]).unwrap(),
+            1.0
+        );
+    }
+    // ...and a handle at the same position of another graph is still refused.
+    for _ in 0..2 {
+        let err = s.run(&[], &[theirs], &[]).unwrap_err();
+        assert!(
+            matches!(&err, SessionError::Graph(GraphError::ForeignNode { node, .. }) if node == "theirs"),
+            "{err:?}"
+        );
+    }
     assert_eq!(
-        err.to_string(),
-        "feed refers to node \"#3\", which does not exist"
+        f32::try_from(&s.run(&[], &[mine], &[]).unwrap()[0]).unwrap(),
+        1.0
     );
+}
+
+#[test]
+fn a_closed_session_refuses_steps_with_failed_precondition() {
+    let g = Graph::new();
+    let x = g.constant(1.0f32).unwrap();
+    let s = session(&g, 1);
+    assert!(!s.is_closed());
+    s.run(&[], &[x], &[]).unwrap();
+    s.close();
+    assert!(s.is_closed());
+    for _ in 0..2 {
+        let err = s.run(&[], &[x], &[]).unwrap_err();
+        assert_eq!(err, SessionError::Closed);
+        assert_eq!(err.code(), magpie_core::Code::FailedPrecondition);
+        assert_eq!(err.to_string(), magpie_core::error::SESSION_CLOSED);
+    }
+    // Closing again is harmless.
+    s.close();
+    assert!(format!("{s:?}").contains("cached_plans: 0"), "{s:?}");
 }

@@ -1,5 +1,5 @@
 //! Compiles `proto/magpie/v1/*.proto` with protox (pure Rust: no `protoc` needed) and
-//! generates the prost messages and tonic services.
+//! generates the prost messages and tonic services (with `codec::WireCodec`).
 
 use std::path::PathBuf;
 
@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    // Undecodable messages are INVALID_ARGUMENT, not tonic-prost's INTERNAL (src/codec.rs).
+    tonic_prost_build::configure()
+        .bytes(".")
+        .codec_path("crate::codec::WireCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

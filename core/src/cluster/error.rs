@@ -3,6 +3,7 @@
 /// A cluster specification (or a reference to one of its tasks) is invalid. Each variant
 /// names the job, task or address involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     /// The spec has no job at all.
     #[error("cluster spec has no jobs")]

@@ -3,12 +3,14 @@
 //! names the task, node, spec or device involved.
 
 use crate::cluster::ClusterError;
+use crate::error::Code;
 use crate::graph::GraphError;
 use crate::session::SessionError;
 use crate::transport::TransportError;
 
 /// Why a worker refused or failed a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// The worker is stopping or stopped.
     #[error("task {task} is stopping and refuses new work")]
@@ -59,6 +61,20 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
+    /// The error's kind: a stopping task is `Unavailable`, an unknown partition
+    /// `NotFound`, a bad partition or options `InvalidArgument`, an aborted step
+    /// `Aborted`; a failed step has its local session's code.
+    pub fn code(&self) -> Code {
+        match self {
+            WorkerError::Refused { .. } => Code::Unavailable,
+            WorkerError::UnknownPartition { .. } => Code::NotFound,
+            WorkerError::BadPartition { source, .. } => source.code(),
+            WorkerError::Step { source, .. } => source.code(),
+            WorkerError::Aborted { .. } => Code::Aborted,
+            WorkerError::InvalidOptions { .. } => Code::InvalidArgument,
+        }
+    }
+
     /// The error as a transport reports it to the caller.
     pub fn into_transport(self) -> TransportError {
         match self {
@@ -76,6 +92,7 @@ impl WorkerError {
                 TransportError::DeadlineExceeded { task }
             }
             other => {
+                let code = other.code();
                 let task = match &other {
                     WorkerError::BadPartition { task, .. }
                     | WorkerError::Step { task, .. }
@@ -89,14 +106,16 @@ impl WorkerError {
                     WorkerError::Step { source, .. } => source.to_string(),
                     o => o.to_string(),
                 };
-                TransportError::Remote { task, detail }
+                TransportError::Remote { task, detail, code }
             }
         }
     }
 }
 
-/// Why a master could not create a session or run a step.
+/// Why a master could not create a session or run a step. [`MasterError::code`] gives
+/// its kind, the same as a local session's for the same mistake.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MasterError {
     /// The cluster spec or a task reference is invalid.
     #[error(transparent)]
@@ -136,14 +155,11 @@ pub enum MasterError {
         /// The missing node.
         target: String,
     },
-    /// A feed's tensor does not fit its output.
-    #[error("feed {output}: {detail}")]
-    BadFeed {
-        /// `name:index`.
-        output: String,
-        /// What is wrong.
-        detail: String,
-    },
+    /// A feed's tensor does not fit its output: the same error (and message) a local
+    /// session gives ([`SessionError::FeedDTypeMismatch`],
+    /// [`SessionError::FeedShapeMismatch`]), naming the client's node.
+    #[error(transparent)]
+    BadFeed(Box<SessionError>),
     /// A task failed (or could not be reached) during the step; names the task.
     #[error("step {step_id} failed: {source}")]
     Step {
@@ -162,10 +178,33 @@ pub enum MasterError {
     /// A task could not be reached or refused while the session was set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The session was closed ([`MasterSession::close`](super::MasterSession::close)):
+    /// it runs no more steps.
+    #[error("{}", crate::error::SESSION_CLOSED)]
+    Closed,
     /// The master is stopping.
     #[error("master {task} is stopping and refuses new steps")]
     Stopping {
         /// The master's task.
         task: String,
     },
+}
+
+impl MasterError {
+    /// The error's kind (see [`Code`]): the same as a local session's for the same
+    /// mistake; a failed step has the code of its root cause on the task that failed.
+    pub fn code(&self) -> Code {
+        match self {
+            MasterError::Cluster(_)
+            | MasterError::NoMatchingDevice { .. }
+            | MasterError::NoKernel { .. }
+            | MasterError::BadColocation { .. } => Code::InvalidArgument,
+            MasterError::Graph(e) => e.code(),
+            MasterError::BadFeed(e) => e.code(),
+            MasterError::Step { source, .. } | MasterError::Transport(source) => source.code(),
+            MasterError::Cancelled { .. } => Code::Cancelled,
+            MasterError::Closed => Code::FailedPrecondition,
+            MasterError::Stopping { .. } => Code::Unavailable,
+        }
+    }
 }

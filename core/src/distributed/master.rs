@@ -29,11 +29,12 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::MasterError;
-use super::partition::{partition, PlacedNode};
+use super::partition::{partition, PlacedNode, FEED_PREFIX};
 use crate::cluster::ClusterSpec;
+use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
 use crate::scheduler::CancellationToken;
-use crate::session::{plan_key, PlanKey, RunOptions};
+use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
@@ -174,6 +175,7 @@ impl Master {
             graph: graph.clone(),
             devices,
             plans: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         })
     }
 }
@@ -204,7 +206,39 @@ struct StepPlan {
     tasks: Vec<TaskStep>,
     placement: Arc<Vec<PlacedNode>>,
     feed_dtypes: Vec<DType>,
+    /// The declared shape of each fed placeholder, if any.
+    feed_shapes: Vec<Option<(String, Vec<i64>)>>,
     feed_names: Vec<String>,
+}
+
+/// `e` with the partitions' feed placeholders (`_magpie/feed/<k>`) in a task's message
+/// named as the client knows them (`x:0`, `x`): an error names the user's nodes only.
+fn with_user_feed_names(e: MasterError, plan: &StepPlan) -> MasterError {
+    match e {
+        MasterError::Step {
+            step_id,
+            source:
+                TransportError::Remote {
+                    task,
+                    mut detail,
+                    code,
+                },
+        } if detail.contains(FEED_PREFIX) => {
+            // Highest first, so `_magpie/feed/1` never rewrites part of `_magpie/feed/12`.
+            for (k, output) in plan.feed_names.iter().enumerate().rev() {
+                let placeholder = format!("{FEED_PREFIX}{k}");
+                let node = output.rsplit_once(':').map_or(output.as_str(), |(n, _)| n);
+                detail = detail
+                    .replace(&format!("{placeholder}:0"), output)
+                    .replace(&placeholder, node);
+            }
+            MasterError::Step {
+                step_id,
+                source: TransportError::Remote { task, detail, code },
+            }
+        }
+        other => other,
+    }
 }
 
 /// What [`MasterSession::run_with_options`] returns.
@@ -220,13 +254,16 @@ pub struct ClusterRunOutput {
     pub tasks: Vec<TaskName>,
 }
 
-/// A session on a master: runs steps of a graph over the cluster.
+/// A session on a master: runs steps of a graph over the cluster. Dropping it closes it
+/// ([`MasterSession::close`]).
 pub struct MasterSession {
     master: Arc<Master>,
     handle: String,
     graph: Graph,
     devices: Vec<DeviceInfo>,
     plans: Mutex<HashMap<PlanKey, Arc<StepPlan>>>,
+    /// Set by `close`: no step runs and no partition is registered from then on.
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for MasterSession {
@@ -276,6 +313,9 @@ impl MasterSession {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<ClusterRunOutput, MasterError> {
+        if self.is_closed() {
+            return Err(MasterError::Closed);
+        }
         self.master.check_serving()?;
         let key = plan_key(feeds, fetches, targets);
         let timeout = options.timeout.unwrap_or(self.master.options.step_timeout);
@@ -283,21 +323,23 @@ impl MasterSession {
         let mut retried = false;
         loop {
             let plan = self.plan(&key)?;
+            // Feeds are checked here, as a local session checks them, so that a mistake
+            // names the client's node (not the partition's feed placeholder).
             for (k, (_, t)) in feeds.iter().enumerate() {
-                if t.dtype() != plan.feed_dtypes[k] {
-                    return Err(MasterError::BadFeed {
-                        output: plan.feed_names[k].clone(),
-                        detail: format!(
-                            "a {} tensor for a {} output",
-                            t.dtype(),
-                            plan.feed_dtypes[k]
-                        ),
-                    });
-                }
+                check_feed(
+                    &plan.feed_names[k],
+                    plan.feed_dtypes[k],
+                    plan.feed_shapes[k].as_ref(),
+                    t,
+                )
+                .map_err(|e| MasterError::BadFeed(Box::new(e)))?;
             }
             let left = timeout.saturating_sub(started.elapsed());
             let cancel = options.cancel.as_ref();
-            match self.run_plan(&plan, feeds, fetches.len(), left, cancel) {
+            match self
+                .run_plan(&plan, feeds, fetches.len(), left, cancel)
+                .map_err(|e| with_user_feed_names(e, &plan))
+            {
                 Err(MasterError::Step {
                     source: TransportError::UnknownPartition { .. },
                     ..
@@ -352,13 +394,30 @@ impl MasterSession {
             .iter()
             .map(|o| format!("{}:{}", self.graph.name_of(o.node), o.index))
             .collect();
+        let feed_shapes = key
+            .0
+            .iter()
+            .map(|o| {
+                self.graph
+                    .node(o.node)
+                    .and_then(|n| declared_feed_shape(&n))
+            })
+            .collect();
         let plan = Arc::new(StepPlan {
             tasks: steps,
             placement: Arc::new(parts.placement),
             feed_dtypes: parts.feed_dtypes,
+            feed_shapes,
             feed_names,
         });
-        self.plans.lock().insert(key.clone(), Arc::clone(&plan));
+        let mut plans = self.plans.lock();
+        if self.is_closed() {
+            // Closed while the partitions were registered: `close` did not see them.
+            drop(plans);
+            self.release(plan.tasks.iter().map(|t| t.task.clone()).collect());
+            return Err(MasterError::Closed);
+        }
+        plans.insert(key.clone(), Arc::clone(&plan));
         Ok(plan)
     }
 
@@ -476,6 +535,7 @@ impl MasterSession {
                             tensors.len(),
                             t.fetches.len()
                         ),
+                        code: Code::Internal,
                     },
                 });
             }
@@ -492,6 +552,7 @@ impl MasterSession {
                     source: TransportError::Remote {
                         task: m.task.to_string(),
                         detail: format!("fetch {k} came from no task"),
+                        code: Code::Internal,
                     },
                 })
             })
@@ -509,13 +570,30 @@ impl MasterSession {
         self.plans.lock().len()
     }
 
-    /// Releases the session's partitions on every task it registered on.
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the session: releases its partitions on every task it registered on, and
+    /// every later [`run`](MasterSession::run) fails with [`MasterError::Closed`]
+    /// (`FailedPrecondition`, as on every session kind). Steps running now finish.
+    /// Closing twice is harmless; dropping the session closes it.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let plans = std::mem::take(&mut *self.plans.lock());
-        let mut tasks: Vec<TaskName> = plans
+        let tasks: Vec<TaskName> = plans
             .values()
             .flat_map(|p| p.tasks.iter().map(|t| t.task.clone()))
             .collect();
+        self.release(tasks);
+    }
+
+    /// Releases the session's partitions on `tasks`.
+    fn release(&self, mut tasks: Vec<TaskName>) {
+        if tasks.is_empty() {
+            return;
+        }
         tasks.sort();
         tasks.dedup();
         let t = &self.master.transport;
@@ -530,5 +608,35 @@ impl MasterSession {
 impl Drop for MasterSession {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tasks_message_names_feeds_as_the_client_does() {
+        let plan = StepPlan {
+            tasks: Vec::new(),
+            placement: Arc::new(Vec::new()),
+            feed_dtypes: vec![DType::F32; 13],
+            feed_shapes: vec![None; 13],
+            feed_names: (0..13).map(|k| format!("in{k}:0")).collect(),
+        };
+        let e = MasterError::Step {
+            step_id: 7,
+            source: TransportError::Remote {
+                task: "/job:w/task:0".into(),
+                detail: "node \"_magpie/feed/12\" and \"_magpie/feed/1:0\" disagree".into(),
+                code: Code::InvalidArgument,
+            },
+        };
+        let e = with_user_feed_names(e, &plan);
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(
+            e.to_string(),
+            "step 7 failed: task /job:w/task:0: node \"in12\" and \"in1:0\" disagree"
+        );
     }
 }

@@ -68,6 +68,8 @@ pub struct Partitioning {
 }
 
 const PREFIX: &str = "_magpie";
+/// The name of feed `k`'s placeholder in a partition is this prefix and `k`.
+pub(crate) const FEED_PREFIX: &str = "_magpie/feed/";
 
 fn task_of(d: &DeviceInfo) -> TaskName {
     TaskName {
@@ -86,7 +88,7 @@ pub fn partition(
     master: &TaskName,
 ) -> Result<Partitioning, MasterError> {
     let all = graph.nodes();
-    let Pruned { fed, needed } = prune(&all, feeds, fetches, targets)?;
+    let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
     let mut to_place = needed.clone();
     for f in feeds {
@@ -114,7 +116,7 @@ pub fn partition(
                 attrs.push(("shape".into(), AttrValue::Ints(shape)));
             }
         }
-        let name = format!("{PREFIX}/feed/{k}");
+        let name = format!("{FEED_PREFIX}{k}");
         let part = b.part(d);
         part.graph.nodes.push(NodeDef {
             name: name.clone(),
@@ -127,7 +129,7 @@ pub fn partition(
     }
     let loc = |o: Output| -> (usize, String) {
         match fed.get(&o) {
-            Some(k) => (dev(o.node.index()), format!("{PREFIX}/feed/{k}:0")),
+            Some(k) => (dev(o.node.index()), format!("{FEED_PREFIX}{k}:0")),
             None => (
                 dev(o.node.index()),
                 format!("{}:{}", all[o.node.index()].name, o.index),

@@ -1,13 +1,15 @@
 //! Errors of the dataflow executor and sessions. Each names the node, op and device
 //! involved where there is one.
 
+use crate::error::Code;
 use crate::graph::GraphError;
 use crate::kernel::KernelError;
 use crate::scheduler::SchedulerError;
 use crate::tensor::{DType, Shape};
 
-/// Why a step (or its preparation) failed.
+/// Why a step (or its preparation) failed. [`SessionError::code`] gives its kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The graph, a feed, a fetch or a target is invalid.
     #[error(transparent)]
@@ -126,6 +128,11 @@ pub enum SessionError {
     /// The step passed its deadline.
     #[error("step exceeded its deadline of {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// The session was closed ([`Session::close`](crate::session::Session::close), or
+    /// dropped by its owner): it runs no more steps. [`Code::FailedPrecondition`] on every
+    /// session kind.
+    #[error("{}", crate::error::SESSION_CLOSED)]
+    Closed,
     /// The session was misconfigured (no devices, bad worker count).
     #[error("invalid session options: {0}")]
     InvalidOptions(String),
@@ -135,6 +142,29 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// The error's kind (see [`Code`]): a bad graph, feed, device or kernel argument is
+    /// `InvalidArgument`; a closed session `FailedPrecondition`; a memory budget
+    /// `ResourceExhausted`; a panic or a broken kernel `Internal`.
+    pub fn code(&self) -> Code {
+        match self {
+            SessionError::Graph(e) => e.code(),
+            SessionError::Kernel { source, .. } => source.code(),
+            SessionError::NoMatchingDevice { .. }
+            | SessionError::NoKernel { .. }
+            | SessionError::FeedShapeMismatch { .. }
+            | SessionError::FeedDTypeMismatch { .. }
+            | SessionError::UnknownResourcePool { .. }
+            | SessionError::InvalidOptions(_) => Code::InvalidArgument,
+            SessionError::MemoryBudgetExceeded { .. } => Code::ResourceExhausted,
+            SessionError::Closed => Code::FailedPrecondition,
+            SessionError::Cancelled => Code::Cancelled,
+            SessionError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            SessionError::Panicked { .. }
+            | SessionError::BadKernelOutput { .. }
+            | SessionError::Scheduler(_) => Code::Internal,
+        }
+    }
+
     /// The kernel's error, when a kernel failed.
     pub fn kernel_error(&self) -> Option<&KernelError> {
         match self {

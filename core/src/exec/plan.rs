@@ -125,7 +125,7 @@ impl ExecPlan {
     ) -> Result<ExecPlan, SessionError> {
         let devices = cx.devices;
         let all = graph.nodes();
-        let Pruned { fed, needed } = prune(&all, feeds, fetches, targets)?;
+        let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
 
         // Tasks in graph order (a topological order, since inputs precede users).
         let mut task_of: Vec<u32> = vec![u32::MAX; all.len()];

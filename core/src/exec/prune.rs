@@ -5,12 +5,13 @@
 //! The walk goes back from every fetch and target through data and control edges. A fed
 //! output stops it (the feed replaces its producer), and a node whose outputs are all fed
 //! counts as done, so control edges from it are satisfied. A placeholder the walk reaches
-//! was not fed: that is an error naming it.
+//! was not fed: that is an error naming it. A feed, fetch or target that is a handle of
+//! another graph is refused here, when a signature is first planned (never per step).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::graph::{GraphError, Node, NodeId, Output};
+use crate::graph::{Graph, GraphError, Node, NodeId, Output};
 
 /// The result of pruning.
 pub(crate) struct Pruned {
@@ -20,15 +21,21 @@ pub(crate) struct Pruned {
     pub(crate) needed: Vec<bool>,
 }
 
-fn node_of<'a>(all: &'a [Arc<Node>], id: NodeId, role: &str) -> Result<&'a Arc<Node>, GraphError> {
+fn node_of<'a>(
+    graph: &Graph,
+    all: &'a [Arc<Node>],
+    id: NodeId,
+    role: &str,
+) -> Result<&'a Arc<Node>, GraphError> {
+    graph.check_owned(id, role)?;
     all.get(id.index()).ok_or_else(|| GraphError::NodeNotFound {
         role: role.to_string(),
         name: format!("#{}", id.index()),
     })
 }
 
-fn check_output(all: &[Arc<Node>], o: Output, role: &str) -> Result<(), GraphError> {
-    let n = node_of(all, o.node, role)?;
+fn check_output(graph: &Graph, all: &[Arc<Node>], o: Output, role: &str) -> Result<(), GraphError> {
+    let n = node_of(graph, all, o.node, role)?;
     if o.index as usize >= n.num_outputs() {
         return Err(GraphError::OutputOutOfRange {
             role: role.to_string(),
@@ -41,9 +48,10 @@ fn check_output(all: &[Arc<Node>], o: Output, role: &str) -> Result<(), GraphErr
     Ok(())
 }
 
-/// Validates the feeds, fetches and targets against `all` (a graph's nodes) and finds the
-/// nodes a step must run.
+/// Validates the feeds, fetches and targets against `all` (a snapshot of `graph`'s nodes)
+/// and finds the nodes a step must run.
 pub(crate) fn prune(
+    graph: &Graph,
     all: &[Arc<Node>],
     feeds: &[Output],
     fetches: &[Output],
@@ -51,17 +59,17 @@ pub(crate) fn prune(
 ) -> Result<Pruned, GraphError> {
     let mut fed: HashMap<Output, usize> = HashMap::with_capacity(feeds.len());
     for (i, f) in feeds.iter().enumerate() {
-        check_output(all, *f, "feed")?;
+        check_output(graph, all, *f, "feed")?;
         if fed.insert(*f, i).is_some() {
             let name = format!("{}:{}", all[f.node.index()].name, f.index);
             return Err(GraphError::DuplicateFeed(name));
         }
     }
     for f in fetches {
-        check_output(all, *f, "fetch")?;
+        check_output(graph, all, *f, "fetch")?;
     }
     for t in targets {
-        node_of(all, *t, "target")?;
+        node_of(graph, all, *t, "target")?;
     }
     let fully_fed = |id: NodeId| {
         let n = &all[id.index()];

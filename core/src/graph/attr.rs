@@ -78,6 +78,7 @@ attr_from!(Tensor, Tensor);
 
 /// A missing or mistyped attribute.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttrError {
     /// The op needs an attribute that is not set.
     #[error("missing attribute {0:?}")]

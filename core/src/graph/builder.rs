@@ -8,15 +8,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::attr::{AttrValue, Attrs};
 use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
-use super::node::{Node, NodeId, Output};
+use super::node::{GraphId, Node, NodeId, Output};
 use super::op_def::lookup_op;
 
 /// The attribute listing the resource pools a node needs (list of strings).
@@ -35,9 +35,52 @@ struct GraphInner {
     auto_names: HashMap<String, usize>,
 }
 
-#[derive(Default)]
 struct GraphShared {
+    /// Unique among the graphs alive in this process; carried by every handle.
+    id: GraphId,
     inner: RwLock<GraphInner>,
+}
+
+/// The graphs alive in this process, by id: ids are drawn so that no two live graphs
+/// share one, and an error about a foreign handle can name its node.
+static GRAPHS: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct Registry {
+    next: u32,
+    live: HashMap<u32, Weak<GraphShared>>,
+}
+
+impl GraphShared {
+    fn new() -> Arc<GraphShared> {
+        let mut reg = GRAPHS.lock();
+        let mut id = reg.next;
+        while reg.live.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        reg.next = id.wrapping_add(1);
+        Arc::new_cyclic(|weak| {
+            reg.live.insert(id, weak.clone());
+            GraphShared {
+                id: GraphId(id),
+                inner: RwLock::default(),
+            }
+        })
+    }
+}
+
+impl Drop for GraphShared {
+    fn drop(&mut self) {
+        GRAPHS.lock().live.remove(&self.id.0);
+    }
+}
+
+/// The name of a node of any live graph, for messages: `"#index"` when its graph is gone.
+fn describe(id: NodeId) -> String {
+    let graph = GRAPHS.lock().live.get(&id.graph.0).and_then(Weak::upgrade);
+    graph
+        .and_then(|g| g.inner.read().nodes.get(id.index()).map(|n| n.name.clone()))
+        .unwrap_or_else(|| format!("#{}", id.index))
 }
 
 /// What a scoped handle adds to every node it creates.
@@ -80,9 +123,39 @@ impl Graph {
     /// An empty graph with the root scope.
     pub fn new() -> Graph {
         Graph {
-            shared: Arc::default(),
+            shared: GraphShared::new(),
             scope: Arc::default(),
         }
+    }
+
+    /// The graph's identity, carried by every [`NodeId`] and [`Output`] it makes.
+    pub fn id(&self) -> GraphId {
+        self.shared.id
+    }
+
+    /// Whether `id` is a node handle of this graph (any position: this does not say the
+    /// node exists).
+    pub fn owns(&self, id: NodeId) -> bool {
+        id.graph == self.shared.id
+    }
+
+    /// Checks that `id` is a handle of this graph; `role` says what used it (`fetch`,
+    /// `input 0 of node "y"`).
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::ForeignNode`], naming the node in its own graph, if `id` was made by
+    /// another graph.
+    pub fn check_owned(&self, id: NodeId, role: &str) -> Result<(), GraphError> {
+        if self.owns(id) {
+            return Ok(());
+        }
+        Err(GraphError::ForeignNode {
+            role: role.to_string(),
+            node: describe(id),
+            graph: id.graph,
+            expected: self.shared.id,
+        })
     }
 
     /// Whether two handles refer to the same graph.
@@ -100,8 +173,11 @@ impl Graph {
         self.len() == 0
     }
 
-    /// The node with this id.
+    /// The node with this id (`None` for an id of another graph).
     pub fn node(&self, id: NodeId) -> Option<Arc<Node>> {
+        if !self.owns(id) {
+            return None;
+        }
         self.shared.inner.read().nodes.get(id.index()).cloned()
     }
 
@@ -115,11 +191,12 @@ impl Graph {
         self.shared.inner.read().nodes.clone()
     }
 
-    /// The name of a node (`"#id"` if the id is not of this graph).
+    /// The name of a node (its name in its own graph if the id is of another graph, or
+    /// `"#id"` if that graph is gone or has no such node).
     pub fn name_of(&self, id: NodeId) -> String {
         self.node(id)
             .map(|n| n.name.clone())
-            .unwrap_or_else(|| format!("#{}", id.0))
+            .unwrap_or_else(|| describe(id))
     }
 
     /// The dtype of an output.
@@ -130,11 +207,12 @@ impl Graph {
 
     /// The node of `output`, checking that the output exists.
     pub(crate) fn check_output(&self, output: Output, role: &str) -> Result<Arc<Node>, GraphError> {
+        self.check_owned(output.node, role)?;
         let node = self
             .node(output.node)
             .ok_or_else(|| GraphError::NodeNotFound {
                 role: role.into(),
-                name: format!("#{}", output.node.0),
+                name: format!("#{}", output.node.index),
             })?;
         if output.index as usize >= node.num_outputs() {
             return Err(GraphError::OutputOutOfRange {
@@ -281,6 +359,18 @@ impl Graph {
                 got: node.inputs.len(),
             });
         }
+        // Handles of another graph are refused before this graph's lock is taken (naming
+        // a foreign node reads its graph).
+        for (i, input) in node.inputs.iter().enumerate() {
+            if !self.owns(input.node) {
+                self.check_owned(input.node, &format!("input {i} of node {:?}", node.name))?;
+            }
+        }
+        for dep in &node.control_inputs {
+            if !self.owns(*dep) {
+                self.check_owned(*dep, &format!("control input of node {:?}", node.name))?;
+            }
+        }
         let mut inner = self.shared.inner.write();
         let mut in_dtypes = Vec::with_capacity(node.inputs.len());
         for (i, input) in node.inputs.iter().enumerate() {
@@ -290,7 +380,7 @@ impl Graph {
                     .get(input.node.index())
                     .ok_or_else(|| GraphError::NodeNotFound {
                         role: format!("input {i} of node {:?}", node.name),
-                        name: format!("#{}", input.node.0),
+                        name: format!("#{}", input.node.index),
                     })?;
             let dtype = producer
                 .output_dtypes
@@ -308,7 +398,7 @@ impl Graph {
             if dep.index() >= inner.nodes.len() {
                 return Err(GraphError::NodeNotFound {
                     role: format!("control input of node {:?}", node.name),
-                    name: format!("#{}", dep.0),
+                    name: format!("#{}", dep.index),
                 });
             }
         }
@@ -338,7 +428,15 @@ impl Graph {
         } else {
             node.name = unique_name(&mut inner, &node.name);
         }
-        let id = NodeId(u32::try_from(inner.nodes.len()).expect("graph holds at most 2^32 nodes"));
+        let index = u32::try_from(inner.nodes.len()).map_err(|_| GraphError::InvalidNode {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            reason: OpDefError::Invalid("a graph holds at most 2^32 nodes".into()),
+        })?;
+        let id = NodeId {
+            graph: self.shared.id,
+            index,
+        };
         inner.by_name.insert(node.name.clone(), id);
         inner.nodes.push(Arc::new(node));
         Ok(id)

@@ -5,9 +5,12 @@ use crate::tensor::DType;
 
 use super::attr::AttrError;
 use super::device_spec::DeviceSpecError;
+use super::node::GraphId;
+use crate::error::Code;
 
 /// Why an op definition rejected a node's inputs or attributes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpDefError {
     /// An input has a dtype the op does not accept.
     #[error("input {input} has dtype {got}, expected {expected}")]
@@ -27,8 +30,9 @@ pub enum OpDefError {
     Invalid(String),
 }
 
-/// Errors of the graph layer.
+/// Errors of the graph layer. All are [`Code::InvalidArgument`](crate::error::Code).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GraphError {
     /// No op definition has this name.
     #[error("node {node:?}: unknown op {op:?}")]
@@ -90,6 +94,19 @@ pub enum GraphError {
         /// The missing name (or `#id` for an id).
         name: String,
     },
+    /// A node handle of another graph was used with this one (as an input, a control
+    /// input, a feed, a fetch or a target).
+    #[error("{role} refers to node {node:?} of another graph ({graph}), not of the graph it is used with ({expected})")]
+    ForeignNode {
+        /// What used it (`fetch`, `input 0 of node "y"`).
+        role: String,
+        /// The node's name in its own graph (`#index` if that graph is gone).
+        node: String,
+        /// The graph the handle belongs to.
+        graph: GraphId,
+        /// The graph it was used with.
+        expected: GraphId,
+    },
     /// An output index past the node's outputs.
     #[error("{role}: node {node:?} ({op}) has {num_outputs} outputs, no output {index}")]
     OutputOutOfRange {
@@ -136,4 +153,12 @@ pub enum GraphError {
     /// An op definition with this name is already registered.
     #[error("op {0:?} is already registered")]
     OpAlreadyRegistered(String),
+}
+
+impl GraphError {
+    /// The error's kind: always [`Code::InvalidArgument`] (the graph, or a handle used
+    /// with it, is wrong whatever the system's state).
+    pub fn code(&self) -> Code {
+        Code::InvalidArgument
+    }
 }

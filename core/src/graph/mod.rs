@@ -16,5 +16,5 @@ pub use builder::{Graph, OpBuilder, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_
 pub use device_spec::{DeviceName, DeviceSpec, DeviceSpecError};
 pub use error::{GraphError, OpDefError};
 pub use graph_def::{GraphDef, NodeDef};
-pub use node::{Node, NodeId, Output};
+pub use node::{GraphId, Node, NodeId, Output};
 pub use op_def::{lookup_op, register_op, registered_ops, Arity, InferFn, OpDef};

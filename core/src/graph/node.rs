@@ -1,5 +1,8 @@
 //! Nodes and the handles that refer to them: [`NodeId`] for a node, [`Output`] for one of
-//! its outputs.
+//! its outputs. Every handle carries the [`GraphId`] of the graph that made it, so a
+//! handle used with another graph is an error
+//! ([`GraphError::ForeignNode`](super::GraphError::ForeignNode)), never a silent
+//! reference to whichever node has the same position there.
 
 use std::fmt;
 
@@ -9,14 +12,33 @@ use super::attr::Attrs;
 use super::device_spec::DeviceSpec;
 use crate::tensor::DType;
 
-/// A node of a graph, by position. Only meaningful for the graph that made it.
+/// Which graph a handle belongs to: unique among the graphs alive in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub(crate) u32);
+pub struct GraphId(pub(crate) u32);
+
+impl fmt::Display for GraphId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "graph {}", self.0)
+    }
+}
+
+/// A node of a graph: the graph's id and the node's position in it. Only meaningful for
+/// the graph that made it; graphs and sessions refuse a handle of another graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    pub(crate) graph: GraphId,
+    pub(crate) index: u32,
+}
 
 impl NodeId {
     /// The node's position in its graph.
     pub fn index(self) -> usize {
-        self.0 as usize
+        self.index as usize
+    }
+
+    /// The graph the node belongs to.
+    pub fn graph(self) -> GraphId {
+        self.graph
     }
 
     /// The node's first output (the common case for single-output ops).
@@ -92,7 +114,7 @@ impl fmt::Display for Node {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "#{}:{}", inp.node.0, inp.index)?;
+            write!(f, "#{}:{}", inp.node.index, inp.index)?;
         }
         f.write_str(")")
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use magpie_core::graph::{Graph, NodeId, Output};
+use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::tensor::Tensor;
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
@@ -34,13 +34,16 @@ pub struct RemoteRunOutput {
 pub struct RemoteSession {
     target: String,
     handle: String,
+    /// Set by `close`: no request is sent from then on.
+    closed: std::sync::atomic::AtomicBool,
     devices: Vec<String>,
     graph: Graph,
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
     client: MasterServiceClient<Channel>,
     options: GrpcOptions,
-    runtime: Runtime,
+    /// The client's own runtime; taken only by `drop`.
+    runtime: Option<Runtime>,
 }
 
 impl fmt::Debug for RemoteSession {
@@ -98,12 +101,13 @@ pub fn connect_with(
     Ok(RemoteSession {
         target: target.to_string(),
         handle: r.session_handle,
+        closed: std::sync::atomic::AtomicBool::new(false),
         devices: r.devices.into_iter().map(|d| d.name).collect(),
         graph: graph.clone(),
         sent: Mutex::new(n),
         client,
         options,
-        runtime,
+        runtime: Some(runtime),
     })
 }
 
@@ -147,6 +151,7 @@ impl RemoteSession {
     /// Sends the nodes added to the graph since the session was created (or last
     /// extended) to the master.
     pub fn extend(&self) -> Result<(), GrpcError> {
+        self.check_open()?;
         let mut sent = self.sent.lock();
         // Graphs only grow: the common case (nothing new) costs no graph definition.
         if self.graph.len() <= *sent {
@@ -163,7 +168,7 @@ impl RemoteSession {
         };
         let mut c = self.client.clone();
         block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.extend_session(req).await },
@@ -172,18 +177,39 @@ impl RemoteSession {
         Ok(())
     }
 
-    fn name(&self, id: NodeId) -> Result<String, GrpcError> {
-        self.graph
-            .node(id)
-            .map(|n| n.name.clone())
-            .ok_or_else(|| GrpcError::Target {
-                target: self.target.clone(),
-                detail: format!("node {id:?} is not in the session's graph"),
+    /// The name of a node of the session's graph; a handle of another graph fails as a
+    /// local session fails (`role`: `feed`, `fetch`, `target`).
+    fn name(&self, id: NodeId, role: &str) -> Result<String, GrpcError> {
+        self.graph.check_owned(id, role)?;
+        self.graph.node(id).map(|n| n.name.clone()).ok_or_else(|| {
+            GrpcError::Graph(GraphError::NodeNotFound {
+                role: role.to_string(),
+                name: format!("#{}", id.index()),
             })
+        })
     }
 
-    fn output_name(&self, o: Output) -> Result<String, GrpcError> {
-        Ok(format!("{}:{}", self.name(o.node)?, o.index))
+    fn output_name(&self, o: Output, role: &str) -> Result<String, GrpcError> {
+        Ok(format!("{}:{}", self.name(o.node, role)?, o.index))
+    }
+
+    fn rt(&self) -> &Runtime {
+        // Only `drop` takes the runtime.
+        self.runtime
+            .as_ref()
+            .expect("a remote session's runtime lives until the session is dropped")
+    }
+
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<(), GrpcError> {
+        if self.is_closed() {
+            return Err(GrpcError::Closed);
+        }
+        Ok(())
     }
 
     /// Runs one step: fetches come back in order. Nodes added to the graph since the last
@@ -194,18 +220,19 @@ impl RemoteSession {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Vec<Tensor>, GrpcError> {
+        self.check_open()?;
         self.extend()?;
         let feeds = feeds
             .iter()
-            .map(|(o, t)| Ok((self.output_name(*o)?, t.clone())))
+            .map(|(o, t)| Ok((self.output_name(*o, "feed")?, t.clone())))
             .collect::<Result<Vec<_>, GrpcError>>()?;
         let fetches = fetches
             .iter()
-            .map(|o| self.output_name(*o))
+            .map(|o| self.output_name(*o, "fetch"))
             .collect::<Result<Vec<_>, _>>()?;
         let targets = targets
             .iter()
-            .map(|n| self.name(*n))
+            .map(|n| self.name(*n, "target"))
             .collect::<Result<Vec<_>, _>>()?;
         let feeds: Vec<(&str, Tensor)> =
             feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -223,6 +250,7 @@ impl RemoteSession {
         targets: &[&str],
         timeout: Option<Duration>,
     ) -> Result<RemoteRunOutput, GrpcError> {
+        self.check_open()?;
         let feeds = feeds
             .iter()
             .map(|(n, t)| {
@@ -245,7 +273,7 @@ impl RemoteSession {
             .unwrap_or(self.options.request_timeout)
             .saturating_add(self.options.step_grace);
         let mut c = self.client.clone();
-        let r = block(&self.runtime, &self.target, deadline, async move {
+        let r = block(self.rt(), &self.target, deadline, async move {
             c.run_step(req).await
         })?;
         Ok(RemoteRunOutput {
@@ -269,12 +297,13 @@ impl RemoteSession {
     /// Clears a resource container (variables) on the master's task; returns how many
     /// resources it held.
     pub fn reset(&self, container: &str) -> Result<u64, GrpcError> {
+        self.check_open()?;
         let req = proto::ResetRequest {
             container: container.to_string(),
         };
         let mut c = self.client.clone();
         let r = block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.reset(req).await },
@@ -282,14 +311,25 @@ impl RemoteSession {
         Ok(r.cleared)
     }
 
-    /// Closes the session on the master (releasing its partitions).
+    /// Closes the session on the master (releasing its partitions on every task); every
+    /// later [`run`](RemoteSession::run) fails with [`GrpcError::Closed`]
+    /// (`FailedPrecondition`, as on every session kind). Closing twice is harmless;
+    /// dropping the session closes it.
+    ///
+    /// # Errors
+    ///
+    /// The master's error when it cannot be reached (the session is closed on this side
+    /// all the same, and the master closes it once it has been idle long enough).
     pub fn close(&self) -> Result<(), GrpcError> {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
         let req = proto::CloseSessionRequest {
             session_handle: self.handle.clone(),
         };
         let mut c = self.client.clone();
         block(
-            &self.runtime,
+            self.rt(),
             &self.target,
             self.options.request_timeout,
             async move { c.close_session(req).await },
@@ -299,18 +339,57 @@ impl RemoteSession {
 }
 
 impl Drop for RemoteSession {
+    /// Closes the session on the master (within a second), unless it was closed. Inside
+    /// an async context, where nothing may block (nor drop a runtime), the close and the
+    /// client's runtime go to a thread of their own.
     fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let close = (!self.is_closed()).then(|| {
             let req = proto::CloseSessionRequest {
                 session_handle: self.handle.clone(),
             };
             let mut c = self.client.clone();
-            let _ = block(
-                &self.runtime,
-                &self.target,
-                Duration::from_secs(1),
-                async move { c.close_session(req).await },
-            );
+            let target = self.target.clone();
+            move |runtime: &Runtime| {
+                let _ = block(runtime, &target, Duration::from_secs(1), async move {
+                    c.close_session(req).await
+                });
+            }
+        });
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(close) = close {
+                close(&runtime);
+            }
+            return;
+        }
+        let runtime = RuntimeOffAsync(Some(runtime));
+        let spawned = std::thread::Builder::new()
+            .name("magpie-grpc-close".into())
+            .spawn(move || {
+                if let (Some(close), Some(rt)) = (close, &runtime.0) {
+                    close(rt);
+                }
+            });
+        if let Err(e) = spawned {
+            // The runtime was shut down in the background here; the session is left to
+            // the master's idle timeout.
+            tracing::warn!(error = %e, "could not close a remote session on drop");
+        }
+    }
+}
+
+/// A runtime that, dropped inside an async context (where a runtime may not be dropped
+/// normally: that blocks), shuts down in the background instead.
+struct RuntimeOffAsync(Option<Runtime>);
+
+impl Drop for RuntimeOffAsync {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Errors decoding wire messages.
 
-/// A wire message that does not describe a valid tensor or graph.
+/// A wire message that does not describe a valid tensor or graph
+/// ([`Code::InvalidArgument`](magpie_core::Code)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The dtype field is missing or unknown.
     #[error("{what}: unknown or missing dtype {code}")]
@@ -39,8 +41,11 @@ pub enum WireError {
     },
 }
 
-/// Why a gRPC server could not start or a remote session failed.
+/// Why a gRPC server could not start or a remote session failed. [`GrpcError::code`]
+/// gives its kind: for a failed request, the code of the master's status, which is the
+/// code an in-process session gives for the same mistake.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GrpcError {
     /// The cluster spec or the task is invalid.
     #[error(transparent)]
@@ -87,4 +92,39 @@ pub enum GrpcError {
     /// A tensor or graph could not be encoded or decoded.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// A feed, fetch or target is not a node of the session's graph (a handle of another
+    /// graph): refused before anything is sent.
+    #[error(transparent)]
+    Graph(#[from] magpie_core::graph::GraphError),
+    /// The session was closed ([`RemoteSession::close`](crate::RemoteSession::close)).
+    #[error("{}", magpie_core::error::SESSION_CLOSED)]
+    Closed,
+}
+
+impl GrpcError {
+    /// The error's kind (see [`Code`](magpie_core::Code)).
+    pub fn code(&self) -> magpie_core::Code {
+        use magpie_core::Code;
+        match self {
+            GrpcError::Cluster(_) | GrpcError::Target { .. } | GrpcError::Wire(_) => {
+                Code::InvalidArgument
+            }
+            GrpcError::Worker(e) => e.code(),
+            GrpcError::Bind { .. } => Code::Unavailable,
+            GrpcError::Io { .. } => Code::Internal,
+            GrpcError::Status { code, .. } => crate::status::code_from_grpc(*code),
+            GrpcError::Graph(e) => e.code(),
+            GrpcError::Closed => Code::FailedPrecondition,
+        }
+    }
+
+    /// The error's text without the target and code a failed request's
+    /// [`Display`](std::fmt::Display) adds: for [`GrpcError::Status`], the master's own
+    /// message, which is the text an in-process session gives for the same mistake.
+    pub fn message(&self) -> String {
+        match self {
+            GrpcError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port`.
 
 mod client;
+mod codec;
 pub mod conv;
 mod error;
 mod hugepages;

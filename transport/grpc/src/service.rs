@@ -20,13 +20,13 @@ use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
 };
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::sessions::SessionTable;
-use crate::status::{master_to_status, wire_to_status, worker_to_status};
+use crate::status::{master_to_status, status, wire_to_status, worker_to_status};
 
 /// A device's description on the wire.
 fn device_attributes(d: DeviceInfo) -> proto::DeviceAttributes {
@@ -41,7 +41,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(format!("the request's thread failed: {e}")))?
+        .map_err(|e| status(Code::Internal, format!("the request's thread failed: {e}")))?
 }
 
 /// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
@@ -86,9 +86,10 @@ impl WorkerService {
     fn check_task(&self, task: &str) -> Result<(), Status> {
         let me = self.server.task().to_string();
         if task != me {
-            return Err(Status::unavailable(format!(
-                "this server serves {me}, not {task:?}"
-            )));
+            return Err(status(
+                Code::Unavailable,
+                format!("this server serves {me}, not {task:?}"),
+            ));
         }
         Ok(())
     }
@@ -117,12 +118,11 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::RegisterPartitionResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
-        let graph = graph_from_wire(
-            r.graph
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("RegisterPartition without a graph"))?,
-        )
-        .map_err(|e| wire_to_status(&e))?;
+        let graph =
+            graph_from_wire(r.graph.as_ref().ok_or_else(|| {
+                status(Code::InvalidArgument, "RegisterPartition without a graph")
+            })?)
+            .map_err(|e| wire_to_status(&e))?;
         let server = Arc::clone(&self.server);
         let handle = blocking(move || {
             server
@@ -178,7 +178,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .iter()
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| status(Code::Internal, e.to_string()))?;
         Ok(Response::new(proto::RunPartitionResponse { fetches }))
     }
 
@@ -190,14 +190,17 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         let first = stream
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("SendTensor without a chunk"))?;
+            .ok_or_else(|| status(Code::InvalidArgument, "SendTensor without a chunk"))?;
         self.check_task(&first.task)?;
         let total = first.total_bytes;
         if total > self.options.max_tensor_bytes {
-            return Err(Status::invalid_argument(format!(
-                "tensor of {total} bytes exceeds this server's limit of {} bytes",
-                self.options.max_tensor_bytes
-            )));
+            return Err(status(
+                Code::InvalidArgument,
+                format!(
+                    "tensor of {total} bytes exceeds this server's limit of {} bytes",
+                    self.options.max_tensor_bytes
+                ),
+            ));
         }
         // The destination is allocated once, from the announced dtype, dims and length;
         // every chunk is copied straight into place.
@@ -305,16 +308,19 @@ impl MasterService {
 
     fn session(&self, handle: &str) -> Result<Arc<MasterSession>, Status> {
         self.sessions.get(handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "unknown session handle {handle:?} on master {}",
-                self.server.task()
-            ))
+            status(
+                Code::NotFound,
+                format!(
+                    "unknown session handle {handle:?} on master {}",
+                    self.server.task()
+                ),
+            )
         })
     }
 }
 
 fn import(def: &GraphDef) -> Result<Graph, Status> {
-    Graph::import(def).map_err(|e| Status::invalid_argument(format!("invalid graph: {e}")))
+    Graph::import(def).map_err(|e| status(Code::InvalidArgument, format!("invalid graph: {e}")))
 }
 
 /// `"name:index"` or `"name"` as an output of `graph`.
@@ -331,9 +337,12 @@ fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
 }
 
 fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
-    graph
-        .node_by_name(name)
-        .ok_or_else(|| Status::invalid_argument(format!("{role} {name:?}: no such node")))
+    graph.node_by_name(name).ok_or_else(|| {
+        status(
+            Code::InvalidArgument,
+            format!("{role} {name:?}: no such node"),
+        )
+    })
 }
 
 #[tonic::async_trait]
@@ -375,10 +384,12 @@ impl proto::master_service_server::MasterService for MasterService {
         // registered partitions stay valid, and no task needs to be reached. Graph
         // validation is CPU work only, never a wait: fine on the runtime.
         let session = self.session(&r.session_handle)?;
-        let extended = session
-            .graph()
-            .extend(&extra)
-            .map_err(|e| Status::invalid_argument(format!("invalid graph extension: {e}")));
+        let extended = session.graph().extend(&extra).map_err(|e| {
+            status(
+                Code::InvalidArgument,
+                format!("invalid graph extension: {e}"),
+            )
+        });
         // Dropping a session can release its partitions (blocking): off the runtime.
         blocking(move || {
             drop(session);
@@ -405,10 +416,14 @@ impl proto::master_service_server::MasterService for MasterService {
             for f in &r.feeds {
                 let out = output(graph, &f.name, "feed")?;
                 let t = f.tensor.as_ref().ok_or_else(|| {
-                    Status::invalid_argument(format!("feed {:?} has no tensor", f.name))
+                    status(
+                        Code::InvalidArgument,
+                        format!("feed {:?} has no tensor", f.name),
+                    )
                 })?;
-                let t = tensor_from_wire(t)
-                    .map_err(|e| Status::invalid_argument(format!("feed {:?}: {e}", f.name)))?;
+                let t = tensor_from_wire(t).map_err(|e| {
+                    status(Code::InvalidArgument, format!("feed {:?}: {e}", f.name))
+                })?;
                 feeds.push((out, t));
             }
             let fetches = r
@@ -438,7 +453,7 @@ impl proto::master_service_server::MasterService for MasterService {
             .iter()
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| status(Code::Internal, e.to_string()))?;
         Ok(Response::new(proto::RunStepResponse {
             tensors,
             step_id: out.step_id,
@@ -456,10 +471,13 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::CloseSessionResponse>, Status> {
         let handle = request.into_inner().session_handle;
         let session = self.sessions.remove(&handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "unknown session handle {handle:?} on master {}",
-                self.server.task()
-            ))
+            status(
+                Code::NotFound,
+                format!(
+                    "unknown session handle {handle:?} on master {}",
+                    self.server.task()
+                ),
+            )
         })?;
         blocking(move || {
             session.close();

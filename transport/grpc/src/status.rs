@@ -1,37 +1,85 @@
 //! Errors across the wire: core's [`TransportError`] and [`MasterError`] as gRPC
 //! statuses on the serving side, and statuses back into [`TransportError`]s (naming the
-//! task the request was for) on the calling side.
+//! task the request was for) on the calling side. Every status carries the code of the
+//! error's [`magpie_core::Code`] (a kernel's invalid argument stays `INVALID_ARGUMENT`),
+//! and its message is capped at [`MAX_MESSAGE_BYTES`](magpie_core::error::MAX_MESSAGE_BYTES)
+//! (the rest elided), so an error echoing a huge name still fits in HTTP/2's headers.
+//!
+//! Between tasks (the worker service), transport errors keep their variant:
 //!
 //! | TransportError      | gRPC code            |
 //! |---------------------|----------------------|
 //! | `Unreachable`       | `UNAVAILABLE`        |
 //! | `Refused`           | `FAILED_PRECONDITION`|
 //! | `UnknownPartition`  | `NOT_FOUND`          |
-//! | `Remote`            | `INTERNAL`           |
+//! | `Remote`            | the task's own code  |
 //! | `Cancelled`         | `ABORTED`            |
 //! | `DeadlineExceeded`  | `DEADLINE_EXCEEDED`  |
 
 use magpie_core::distributed::{MasterError, WorkerError};
+use magpie_core::error::cap_message;
 use magpie_core::transport::{TaskName, TransportError};
 use tonic::{Code, Status};
 
 use crate::error::WireError;
 
+/// A magpie error kind as a gRPC code.
+pub(crate) fn code_to_grpc(code: magpie_core::Code) -> Code {
+    use magpie_core::Code as C;
+    match code {
+        C::InvalidArgument => Code::InvalidArgument,
+        C::NotFound => Code::NotFound,
+        C::FailedPrecondition => Code::FailedPrecondition,
+        C::ResourceExhausted => Code::ResourceExhausted,
+        C::Unavailable => Code::Unavailable,
+        C::DeadlineExceeded => Code::DeadlineExceeded,
+        C::Aborted => Code::Aborted,
+        C::Cancelled => Code::Cancelled,
+        C::Unimplemented => Code::Unimplemented,
+        _ => Code::Internal,
+    }
+}
+
+/// A gRPC code as a magpie error kind. Codes magpie does not use map onto the nearest:
+/// `UNKNOWN` (how tonic reports a broken connection) is `Unavailable`; `ALREADY_EXISTS`
+/// and `OUT_OF_RANGE` are `InvalidArgument`; `PERMISSION_DENIED` and `UNAUTHENTICATED`
+/// are `FailedPrecondition`; `DATA_LOSS` (and `OK`, which no error has) is `Internal`.
+pub(crate) fn code_from_grpc(code: Code) -> magpie_core::Code {
+    use magpie_core::Code as C;
+    match code {
+        Code::InvalidArgument | Code::AlreadyExists | Code::OutOfRange => C::InvalidArgument,
+        Code::NotFound => C::NotFound,
+        Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
+            C::FailedPrecondition
+        }
+        Code::ResourceExhausted => C::ResourceExhausted,
+        Code::Unavailable | Code::Unknown => C::Unavailable,
+        Code::DeadlineExceeded => C::DeadlineExceeded,
+        Code::Aborted => C::Aborted,
+        Code::Cancelled => C::Cancelled,
+        Code::Unimplemented => C::Unimplemented,
+        Code::Ok | Code::Internal | Code::DataLoss => C::Internal,
+    }
+}
+
+/// A status whose message is capped (see the module docs).
+pub(crate) fn status(code: Code, message: impl AsRef<str>) -> Status {
+    Status::new(code, cap_message(message.as_ref()))
+}
+
 /// A transport error as a status (the message is the error's text, naming the task).
 pub(crate) fn transport_to_status(e: &TransportError) -> Status {
     let code = match e {
-        TransportError::Unreachable { .. } => Code::Unavailable,
         TransportError::Refused { .. } => Code::FailedPrecondition,
-        TransportError::UnknownPartition { .. } => Code::NotFound,
-        TransportError::Remote { .. } => Code::Internal,
-        TransportError::Cancelled { .. } => Code::Aborted,
-        TransportError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        TransportError::Remote { code, .. } => code_to_grpc(*code),
+        // Unreachable: UNAVAILABLE; UnknownPartition: NOT_FOUND; Cancelled: ABORTED;
+        // DeadlineExceeded: DEADLINE_EXCEEDED.
+        other => code_to_grpc(other.code()),
     };
-    let detail = match e {
-        TransportError::Remote { detail, .. } => detail.clone(),
-        other => other.to_string(),
-    };
-    Status::new(code, detail)
+    match e {
+        TransportError::Remote { detail, .. } => status(code, detail),
+        other => status(code, other.to_string()),
+    }
 }
 
 /// A worker's error as a status.
@@ -39,28 +87,15 @@ pub(crate) fn worker_to_status(e: WorkerError) -> Status {
     transport_to_status(&e.into_transport())
 }
 
-/// A master's error as a status: bad requests are `INVALID_ARGUMENT`, failed steps keep
-/// the code of the task's failure.
+/// A master's error as a status: the code of [`MasterError::code`], the error's text as
+/// its message (the same text an in-process session gives).
 pub(crate) fn master_to_status(e: &MasterError) -> Status {
-    let code = match e {
-        MasterError::Cluster(_)
-        | MasterError::Graph(_)
-        | MasterError::NoMatchingDevice { .. }
-        | MasterError::NoKernel { .. }
-        | MasterError::BadColocation { .. }
-        | MasterError::BadFeed { .. } => Code::InvalidArgument,
-        MasterError::Step { source, .. } | MasterError::Transport(source) => {
-            transport_to_status(source).code()
-        }
-        MasterError::Stopping { .. } => Code::Unavailable,
-        MasterError::Cancelled { .. } => Code::Cancelled,
-    };
-    Status::new(code, e.to_string())
+    status(code_to_grpc(e.code()), e.to_string())
 }
 
 /// A malformed message as a status.
 pub(crate) fn wire_to_status(e: &WireError) -> Status {
-    Status::invalid_argument(e.to_string())
+    status(Code::InvalidArgument, e.to_string())
 }
 
 /// What the calling side knows of a request, to rebuild a precise error.
@@ -92,9 +127,10 @@ pub(crate) fn status_to_transport(task: &TaskName, s: &Status, cx: &CallContext)
             task: task_s,
             detail: status_text(s),
         },
-        _ => TransportError::Remote {
+        code => TransportError::Remote {
             task: task_s,
             detail: s.message().to_string(),
+            code: code_from_grpc(code),
         },
     }
 }
@@ -107,4 +143,50 @@ fn status_text(s: &Status) -> String {
         src = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernels_invalid_argument_crosses_the_wire_as_invalid_argument() {
+        let task = TaskName::new("w", 0);
+        let e = TransportError::Remote {
+            task: task.to_string(),
+            detail: "node \"m\" (MatMul): invalid argument: shapes".into(),
+            code: magpie_core::Code::InvalidArgument,
+        };
+        let s = transport_to_status(&e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let back = status_to_transport(&task, &s, &CallContext::default());
+        assert_eq!(back.code(), magpie_core::Code::InvalidArgument);
+        assert!(back.to_string().contains("node \"m\""), "{back}");
+    }
+
+    #[test]
+    fn every_code_round_trips_through_grpc() {
+        use magpie_core::Code as C;
+        for c in [
+            C::InvalidArgument,
+            C::NotFound,
+            C::FailedPrecondition,
+            C::ResourceExhausted,
+            C::Unavailable,
+            C::DeadlineExceeded,
+            C::Aborted,
+            C::Cancelled,
+            C::Unimplemented,
+            C::Internal,
+        ] {
+            assert_eq!(code_from_grpc(code_to_grpc(c)), c);
+        }
+    }
+
+    #[test]
+    fn huge_messages_are_capped() {
+        let s = status(Code::InvalidArgument, "n".repeat(100 << 20));
+        assert!(s.message().len() < 8 << 10, "{}", s.message().len());
+        assert!(s.message().ends_with("bytes elided)"));
+    }
 }

@@ -288,6 +288,7 @@ fn bad_request(task: &TaskName, detail: String) -> TransportError {
     TransportError::Remote {
         task: task.to_string(),
         detail,
+        code: magpie_core::Code::InvalidArgument,
     }
 }
 

@@ -15,7 +15,9 @@ use crate::network::InMemNetwork;
 use crate::transport::InMemTransport;
 
 /// Why a server could not start or a target could not be reached.
+/// [`InMemError::code`] gives its kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InMemError {
     /// The cluster spec or the task is invalid.
     #[error(transparent)]
@@ -42,6 +44,21 @@ pub enum InMemError {
     /// The master refused the session.
     #[error(transparent)]
     Master(#[from] MasterError),
+}
+
+impl InMemError {
+    /// The error's kind (see [`Code`](magpie_core::Code)): a target nothing serves is
+    /// `Unavailable`, as over gRPC.
+    pub fn code(&self) -> magpie_core::Code {
+        use magpie_core::Code;
+        match self {
+            InMemError::Cluster(_) => Code::InvalidArgument,
+            InMemError::Worker(e) => e.code(),
+            InMemError::AddressInUse { .. } => Code::Unavailable,
+            InMemError::Connect { .. } => Code::Unavailable,
+            InMemError::Master(e) => e.code(),
+        }
+    }
 }
 
 /// One task of a cluster, served in this process.
