@@ -355,6 +355,7 @@ pub fn check_rendezvous_hygiene(
                         Err(TransportError::Remote {
                             task: ta.to_string(),
                             detail: "the run panicked".into(),
+                            code: crate::error::Code::Internal,
                         })
                     })
                 })
