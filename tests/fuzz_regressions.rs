@@ -30,7 +30,11 @@ fn import_of_an_export_is_an_equal_graph() {
     let g = Graph::import(&def).unwrap();
     let exported = g.to_graph_def();
     let names: Vec<&str> = exported.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["n0", "n1", "n2", "n3"], "a topological def keeps its order");
+    assert_eq!(
+        names,
+        ["n0", "n1", "n2", "n3"],
+        "a topological def keeps its order"
+    );
     let again = Graph::import(&exported).unwrap();
     assert_eq!(again.to_graph_def(), exported);
 }

@@ -87,4 +87,20 @@ pub enum GrpcError {
     /// A tensor or graph could not be encoded or decoded.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// A TLS certificate, key or CA is unusable (the file or setting is named).
+    #[error("{what}: {detail}")]
+    Tls {
+        /// The file or setting.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// The cluster token is unusable (the file is named; the token never is).
+    #[error("{what}: {detail}")]
+    Auth {
+        /// The file or setting.
+        what: String,
+        /// Why.
+        detail: String,
+    },
 }
