@@ -175,7 +175,12 @@ fn block<T>(
 /// plaintext/TLS mismatch explains.
 fn explain(target: &str, s: &Status) -> String {
     let mut message = s.message().to_string();
-    if s.code() != tonic::Code::Unavailable {
+    // tonic reports a connection that failed at the HTTP/2 level (a TLS server answering
+    // a plaintext preface) as INTERNAL or UNKNOWN with these messages.
+    let connection_failed = s.code() == tonic::Code::Unavailable
+        || (matches!(s.code(), tonic::Code::Internal | tonic::Code::Unknown)
+            && (message.starts_with("h2 protocol error") || message == "transport error"));
+    if !connection_failed {
         return message;
     }
     if let Some(source) = std::error::Error::source(s) {
