@@ -26,12 +26,15 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::error::GrpcError;
 
+/// A certificate chain and its private key, PEM.
+type PemIdentity = (Arc<[u8]>, Arc<[u8]>);
+
 /// TLS settings of a task or a client: the CA that verifies servers, this side's
 /// certificate and key, and the CA that verifies clients (mutual TLS).
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     ca: Option<Arc<[u8]>>,
-    identity: Option<(Arc<[u8]>, Arc<[u8]>)>,
+    identity: Option<PemIdentity>,
     client_ca: Option<Arc<[u8]>>,
     domain: Option<String>,
 }
