@@ -3,7 +3,8 @@
 //! client with the CA and the token runs a step over both tasks, a client without the
 //! token is `UNAUTHENTICATED`, a plaintext client is told to use `grpcs://`, a worker
 //! call without a certificate the cluster CA signed is refused; and bad security flags
-//! fail naming the flag and the file, never printing the token.
+//! fail naming the flag and the file, never printing the token. In process, the seed's
+//! three-task cluster runs a step over mutual TLS with a token (`GrpcCluster::start_with`).
 
 #[path = "../transport/grpc/tests/pki/mod.rs"]
 mod pki;
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use magpie::cluster::Spec;
+use magpie::cluster::{loopback_cluster, GrpcCluster, Spec};
 use magpie::grpc::proto::worker_service_client::WorkerServiceClient;
 use magpie::grpc::tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use magpie::grpc::tonic::Code;
@@ -216,6 +217,53 @@ fn a_tls_cluster_of_server_processes_with_a_token_serves_only_clients_with_the_t
     for p in servers {
         p.stop();
     }
+}
+
+#[test]
+fn the_seeds_cluster_in_process_runs_over_mutual_tls_with_a_token() {
+    let ca = Ca::new("magpie test cluster CA");
+    let leaf = ca.leaf("every task");
+    let grpc = GrpcOptions {
+        tls: Some(
+            TlsOptions::new()
+                .with_ca_pem(ca.pem())
+                .unwrap()
+                .with_identity_pem(leaf.cert, leaf.key)
+                .unwrap()
+                .with_client_ca_pem(ca.pem())
+                .unwrap(),
+        ),
+        auth_token: Some(AuthToken::new(TOKEN).unwrap()),
+        ..GrpcOptions::default()
+    };
+    let c = GrpcCluster::start_with(&loopback_cluster().unwrap(), grpc).unwrap();
+    let target = c.target("worker", 0).unwrap();
+    assert!(target.starts_with("grpcs://"), "{target}");
+    let g = Graph::new();
+    let w = g
+        .with_device("/job:ps/task:0")
+        .unwrap()
+        .constant(2.0f32)
+        .unwrap();
+    let on0 = g.with_device("/job:worker/task:0").unwrap();
+    let x = on0.mul(w, on0.constant(5.0f32).unwrap()).unwrap();
+    let y = g
+        .with_device("/job:worker/task:1")
+        .unwrap()
+        .add(x, w)
+        .unwrap();
+    let client = GrpcOptions {
+        tls: Some(TlsOptions::new().with_ca_pem(ca.pem()).unwrap()),
+        auth_token: Some(AuthToken::new(TOKEN).unwrap()),
+        ..GrpcOptions::default()
+    };
+    let s = ClientSession::connect_with(&target, &g, client).unwrap();
+    assert_eq!(
+        f32::try_from(&s.run(&[], &[y], &[]).unwrap()[0]).unwrap(),
+        12.0
+    );
+    drop(s);
+    c.stop(Duration::from_secs(1));
 }
 
 /// Runs `magpie server` with `flags` on a two-task cluster; it must fail. Its stderr.
