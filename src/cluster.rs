@@ -154,13 +154,28 @@ pub struct GrpcCluster {
 impl GrpcCluster {
     /// Starts every task of `spec` with [`task_server_options`].
     pub fn start(spec: &ClusterSpec) -> Result<GrpcCluster, magpie_grpc::GrpcError> {
+        GrpcCluster::start_with(spec, magpie_grpc::GrpcOptions::default())
+    }
+
+    /// [`GrpcCluster::start`] with explicit gRPC options for every task (TLS, the
+    /// cluster token, deadlines).
+    ///
+    /// # Errors
+    ///
+    /// The first task's [`GrpcServer::start_with`](magpie_grpc::GrpcServer::start_with)
+    /// error (the tasks started before it are stopped).
+    pub fn start_with(
+        spec: &ClusterSpec,
+        grpc: magpie_grpc::GrpcOptions,
+    ) -> Result<GrpcCluster, magpie_grpc::GrpcError> {
         let mut servers = Vec::new();
         for task in spec.tasks() {
-            servers.push(magpie_grpc::GrpcServer::start(
+            servers.push(magpie_grpc::GrpcServer::start_with(
                 spec,
                 &task.job,
                 task.index,
                 &task_server_options(&task),
+                grpc.clone(),
             )?);
         }
         Ok(GrpcCluster {
@@ -180,10 +195,15 @@ impl GrpcCluster {
         self.servers.iter().find(|s| *s.task() == task)
     }
 
-    /// The `grpc://` target of `/job:<job>/task:<index>`.
+    /// The `grpc://` target of `/job:<job>/task:<index>` (`grpcs://` when the cluster
+    /// serves TLS).
     pub fn target(&self, job: &str, index: u32) -> Result<String, ClusterError> {
+        let scheme = match self.servers.iter().any(|s| s.serves_tls()) {
+            true => "grpcs",
+            false => "grpc",
+        };
         Ok(format!(
-            "grpc://{}",
+            "{scheme}://{}",
             self.spec.address(&TaskName::new(job, index))?
         ))
     }

@@ -7,6 +7,7 @@
 //! | `""` or `"local"` | a local [`Session`] on this process's devices ([`local_options`]) |
 //! | `"inmem://host:port"` | a session on the master of an in-process server of the global [`InMemNetwork`] |
 //! | `"grpc://host:port"` | a [`RemoteSession`] on the master of a server reached over gRPC |
+//! | `"grpcs://host:port"` | the same over TLS, the server verified against a CA |
 //!
 //! A target with any other scheme fails with [`ClientError::Target`] naming it.
 //!
@@ -18,16 +19,30 @@
 //! by dropping it, which also releases what it holds on the master and workers) fails
 //! every later run with `FailedPrecondition` and the message
 //! [`SESSION_CLOSED`](magpie_core::error::SESSION_CLOSED).
+//!
+//! For gRPC targets, settings the [`GrpcOptions`] leave unset come from the environment:
+//! the cluster token from the file named by [`AUTH_TOKEN_FILE_ENV`]
+//! (`MAGPIE_AUTH_TOKEN_FILE`), and for `grpcs://` the CA from the file named by
+//! [`TLS_CA_ENV`] (`MAGPIE_TLS_CA`).
 
 use magpie_core::distributed::{MasterError, MasterSession};
 use magpie_core::error::Code;
 use magpie_core::graph::{Graph, NodeId, Output};
 use magpie_core::session::{Session, SessionError};
 use magpie_core::tensor::Tensor;
-use magpie_grpc::{GrpcError, RemoteSession};
+use magpie_grpc::{AuthToken, GrpcError, GrpcOptions, RemoteSession, TlsOptions};
 use magpie_inmem::{InMemError, InMemNetwork};
 
 use crate::local_options;
+
+/// The environment variable naming the cluster token's file, read by
+/// [`ClientSession::connect`] for gRPC targets when no token is given.
+pub const AUTH_TOKEN_FILE_ENV: &str = "MAGPIE_AUTH_TOKEN_FILE";
+
+/// The environment variable naming the CA certificate (PEM) that verifies `grpcs://`
+/// servers, read by [`ClientSession::connect`] when no TLS options are given (and by
+/// `magpie server` to verify the other tasks when no `--tls-ca` is given).
+pub const TLS_CA_ENV: &str = "MAGPIE_TLS_CA";
 
 /// Why a [`ClientSession`] could not be opened or could not run a step. Whatever the
 /// session kind, [`ClientError::code`] says what kind of error it is and
@@ -38,7 +53,7 @@ pub enum ClientError {
     /// The target names no scheme Magpie knows.
     #[error(
         "bad session target {target:?}: expected \"\" (local), \"local\", \
-         \"inmem://host:port\" or \"grpc://host:port\""
+         \"inmem://host:port\", \"grpc://host:port\" or \"grpcs://host:port\""
     )]
     Target {
         /// The target given.
@@ -56,6 +71,15 @@ pub enum ClientError {
     /// The gRPC master failed or could not be reached.
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    /// A file named by an environment variable is unusable.
+    #[error("{var}: {source}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What was wrong with the file it names (the file is named, a token never is).
+        #[source]
+        source: GrpcError,
+    },
 }
 
 impl ClientError {
@@ -67,6 +91,7 @@ impl ClientError {
             ClientError::Master(e) => e.code(),
             ClientError::InMem(e) => e.code(),
             ClientError::Grpc(e) => e.code(),
+            ClientError::Env { .. } => Code::InvalidArgument,
         }
     }
 
@@ -87,6 +112,7 @@ impl ClientError {
 /// | `""` or `"local"` | a local [`Session`] on this process's devices ([`local_options`]) |
 /// | `"inmem://host:port"` | a session on the master of an in-process server of the global [`InMemNetwork`] |
 /// | `"grpc://host:port"` | a [`RemoteSession`] on the master of a server reached over gRPC |
+/// | `"grpcs://host:port"` | the same over TLS |
 #[derive(Debug)]
 pub enum ClientSession {
     /// A session on this process's devices.
@@ -105,6 +131,23 @@ impl ClientSession {
     /// [`ClientError::Target`] for an unknown scheme; otherwise the error of the session
     /// kind the target names (no server at the address, a graph the master rejects, …).
     pub fn connect(target: &str, graph: &Graph) -> Result<ClientSession, ClientError> {
+        ClientSession::connect_with(target, graph, GrpcOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with explicit gRPC options (deadlines, TLS, the cluster
+    /// token) for `grpc://` and `grpcs://` targets; other targets ignore them. A token or
+    /// (for `grpcs://`) TLS options left unset come from [`AUTH_TOKEN_FILE_ENV`] and
+    /// [`TLS_CA_ENV`].
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); [`ClientError::Env`] when a file an environment
+    /// variable names is unreadable or invalid.
+    pub fn connect_with(
+        target: &str,
+        graph: &Graph,
+        options: GrpcOptions,
+    ) -> Result<ClientSession, ClientError> {
         match target {
             "" | "local" => Ok(ClientSession::Local(Session::new(graph, local_options())?)),
             t if t.starts_with("inmem://") => Ok(ClientSession::InMem(magpie_inmem::connect(
@@ -112,9 +155,12 @@ impl ClientSession {
                 t,
                 graph,
             )?)),
-            t if t.starts_with("grpc://") => Ok(ClientSession::Grpc(Box::new(
-                magpie_grpc::connect(t, graph)?,
-            ))),
+            t if t.starts_with("grpc://") || t.starts_with("grpcs://") => {
+                let options = options_from_env(t, options, |v| std::env::var_os(v))?;
+                Ok(ClientSession::Grpc(Box::new(magpie_grpc::connect_with(
+                    t, graph, options,
+                )?)))
+            }
             _ => Err(ClientError::Target {
                 target: target.to_string(),
             }),
@@ -169,5 +215,86 @@ impl ClientSession {
             ClientSession::InMem(s) => s.devices().iter().map(|d| d.name.to_string()).collect(),
             ClientSession::Grpc(s) => s.devices().to_vec(),
         }
+    }
+}
+
+/// `options` with what they leave unset taken from the environment (`lookup`): the token
+/// from [`AUTH_TOKEN_FILE_ENV`]'s file; for `grpcs://`, the CA from [`TLS_CA_ENV`]'s.
+fn options_from_env(
+    target: &str,
+    mut options: GrpcOptions,
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<GrpcOptions, ClientError> {
+    let set = |var: &str| lookup(var).filter(|v| !v.is_empty());
+    if options.auth_token.is_none() {
+        if let Some(file) = set(AUTH_TOKEN_FILE_ENV) {
+            let token = AuthToken::from_file(&file).map_err(|source| ClientError::Env {
+                var: AUTH_TOKEN_FILE_ENV,
+                source,
+            })?;
+            options.auth_token = Some(token);
+        }
+    }
+    if target.starts_with("grpcs://") && options.tls.is_none() {
+        if let Some(file) = set(TLS_CA_ENV) {
+            let tls = TlsOptions::new()
+                .with_ca_file(&file)
+                .map_err(|source| ClientError::Env {
+                    var: TLS_CA_ENV,
+                    source,
+                })?;
+            options.tls = Some(tls);
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_fills_in_what_the_options_leave_unset() {
+        let dir = std::env::temp_dir().join(format!("magpie-connect-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "env-token-0123456789abcdef\n").unwrap();
+        let env = |var: &str| match var {
+            AUTH_TOKEN_FILE_ENV => Some(token.clone().into_os_string()),
+            TLS_CA_ENV => Some(dir.join("no-such-ca.pem").into_os_string()),
+            _ => None,
+        };
+        // grpc://: the token comes from the file; the CA is not looked at.
+        let o = options_from_env("grpc://h:1", GrpcOptions::default(), env).unwrap();
+        assert!(o.auth_token.is_some() && o.tls.is_none());
+        // An explicit token wins over the environment.
+        let explicit = GrpcOptions {
+            auth_token: Some(AuthToken::new("explicit-token-0123456789").unwrap()),
+            ..GrpcOptions::default()
+        };
+        assert!(options_from_env("grpc://h:1", explicit, |_| None)
+            .unwrap()
+            .auth_token
+            .is_some());
+        // grpcs://: a CA file that is not there is named, with the variable.
+        let e = options_from_env("grpcs://h:1", GrpcOptions::default(), env).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(TLS_CA_ENV) && msg.contains("no-such-ca.pem"),
+            "{msg}"
+        );
+        // A token file that is too short is named; its content is not.
+        std::fs::write(&token, "tiny").unwrap();
+        let msg = options_from_env("grpc://h:1", GrpcOptions::default(), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(AUTH_TOKEN_FILE_ENV) && !msg.contains("tiny"),
+            "{msg}"
+        );
+        // Unset or empty variables change nothing.
+        let o = options_from_env("grpcs://h:1", GrpcOptions::default(), |_| Some("".into()));
+        assert!(o.unwrap().auth_token.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

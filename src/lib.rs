@@ -25,14 +25,16 @@
 //! the scheduler and the backend traits) and wires in the CPU backend ([`cpu`]) and the
 //! Vulkan GPU backend ([`vulkan`]), and the in-memory ([`inmem`]) and gRPC ([`grpc`])
 //! transports of the distributed runtime. [`ClientSession::connect`] opens a session on
-//! any target: local, `inmem://host:port` or `grpc://host:port`.
+//! any target: local, `inmem://host:port`, `grpc://host:port` or `grpcs://host:port`
+//! (TLS; the cluster token and CA come from options or `MAGPIE_AUTH_TOKEN_FILE` and
+//! `MAGPIE_TLS_CA`, see `SECURITY.md`).
 
 use std::sync::Arc;
 
 pub mod cluster;
 mod connect;
 
-pub use connect::{ClientError, ClientSession};
+pub use connect::{ClientError, ClientSession, AUTH_TOKEN_FILE_ENV, TLS_CA_ENV};
 
 pub use magpie_core::device::Device;
 pub use magpie_core::distributed::{MasterSession, ServerOptions, VariableRef};

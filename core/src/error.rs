@@ -50,6 +50,11 @@ pub enum Code {
     Unimplemented,
     /// A bug: a panicking kernel, a broken invariant, a malformed answer.
     Internal,
+    /// The caller did not prove who it is: a missing or wrong cluster token.
+    Unauthenticated,
+    /// The caller is known but may not do this (a worker-service call from a peer whose
+    /// certificate the cluster CA did not sign).
+    PermissionDenied,
 }
 
 impl Code {
@@ -66,6 +71,8 @@ impl Code {
             Code::Cancelled => "CANCELLED",
             Code::Unimplemented => "UNIMPLEMENTED",
             Code::Internal => "INTERNAL",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }

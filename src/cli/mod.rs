@@ -38,7 +38,9 @@ enum Command {
         synthetic: Option<String>,
     },
     /// Serve one task of a cluster over gRPC (master and worker services) until SIGINT or
-    /// SIGTERM. Without --cluster, the cluster and task come from TF_CONFIG.
+    /// SIGTERM. Without --cluster, the cluster and task come from TF_CONFIG. Plaintext and
+    /// open to anyone who reaches the port unless --tls-cert/--tls-key and
+    /// --auth-token-file are given (see SECURITY.md).
     Server {
         /// Cluster spec file (TOML or JSON: job name to task addresses).
         #[arg(long, value_name = "FILE")]
@@ -62,6 +64,27 @@ enum Command {
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
+        /// Serve TLS with this certificate chain (PEM, the task's certificate first); the
+        /// task then reaches the other tasks over TLS too. Needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: peers may present a certificate only if this CA (PEM) signed it,
+        /// and worker-service calls need one; the task presents --tls-cert to the others.
+        /// Also verifies the other tasks when --tls-ca is not given.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// The CA (PEM) that verifies the other tasks' certificates (default:
+        /// --tls-client-ca, then the file named by MAGPIE_TLS_CA).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
+        /// Every call of both services must carry the cluster token in this file
+        /// (printable ASCII, at least 16 characters; keep it mode 600); the task presents
+        /// it to the others. Missing or wrong: UNAUTHENTICATED.
+        #[arg(long, value_name = "FILE")]
+        auth_token_file: Option<PathBuf>,
     },
 }
 
@@ -78,6 +101,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             step_timeout_ms,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_ca,
+            auth_token_file,
         } => server::run(&server::ServeArgs {
             cluster,
             job,
@@ -86,6 +114,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
+            security: server::SecurityArgs {
+                tls_cert,
+                tls_key,
+                tls_client_ca,
+                tls_ca,
+                auth_token_file,
+            },
         }),
     }
 }

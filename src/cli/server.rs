@@ -1,13 +1,15 @@
 //! `magpie server --cluster FILE --job worker --task 0`: serves one task of a cluster
 //! over gRPC (the cluster and task from `TF_CONFIG` when `--cluster` is absent) until
-//! SIGINT or SIGTERM, then stops cleanly (running steps get a short deadline).
+//! SIGINT or SIGTERM, then stops cleanly (running steps get a short deadline). With
+//! `--tls-cert`/`--tls-key` it serves TLS (mutual with `--tls-client-ca`) and reaches
+//! the other tasks over TLS; with `--auth-token-file` every call needs the cluster token.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use magpie::cluster::{task_server_options, Spec, TfConfig};
-use magpie::grpc::GrpcServer;
+use magpie::grpc::{AuthToken, GrpcOptions, GrpcServer, TlsOptions};
 use magpie::transport::TaskName;
 
 /// What `magpie server` was asked for.
@@ -20,6 +22,77 @@ pub(crate) struct ServeArgs {
     pub(crate) visible_devices: Option<Vec<String>>,
     pub(crate) workers: Option<usize>,
     pub(crate) step_timeout: Option<Duration>,
+    pub(crate) security: SecurityArgs,
+}
+
+/// `magpie server`'s TLS and token flags.
+#[derive(Debug, Default)]
+pub(crate) struct SecurityArgs {
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
+    pub(crate) auth_token_file: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// The gRPC options the flags ask for; `peers` is how many other tasks the cluster
+    /// has (a TLS task needs a CA to verify them).
+    fn grpc_options(&self, task: &TaskName, peers: usize) -> anyhow::Result<GrpcOptions> {
+        let mut grpc = GrpcOptions::default();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let mut tls = TlsOptions::new()
+                    .with_identity_files(cert, key)
+                    .context("--tls-cert/--tls-key")?;
+                let env_ca = std::env::var_os(magpie::TLS_CA_ENV).filter(|v| !v.is_empty());
+                let ca = match (&self.tls_ca, &self.tls_client_ca, env_ca) {
+                    (Some(f), _, _) => Some((f.clone(), "--tls-ca")),
+                    (None, Some(f), _) => Some((f.clone(), "--tls-client-ca")),
+                    (None, None, Some(f)) => Some((PathBuf::from(f), magpie::TLS_CA_ENV)),
+                    (None, None, None) => None,
+                };
+                match ca {
+                    Some((file, from)) => {
+                        tls = tls.with_ca_file(&file).context(from)?;
+                    }
+                    None if peers > 0 => bail!(
+                        "{task} serves TLS and reaches the {peers} other task(s) of its \
+                         cluster over TLS: name the CA that signed their certificates with \
+                         --tls-ca FILE (or --tls-client-ca FILE, or {})",
+                        magpie::TLS_CA_ENV
+                    ),
+                    None => {}
+                }
+                if let Some(f) = &self.tls_client_ca {
+                    tls = tls.with_client_ca_file(f).context("--tls-client-ca")?;
+                }
+                grpc.tls = Some(tls);
+            }
+            (None, None) => {}
+            // clap's `requires` rules these out; kept as errors, never a panic.
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        }
+        if let Some(f) = &self.auth_token_file {
+            grpc.auth_token = Some(AuthToken::from_file(f).context("--auth-token-file")?);
+        }
+        Ok(grpc)
+    }
+
+    /// What the server protects, in words (never the token).
+    fn describe(grpc: &GrpcOptions) -> String {
+        let tls = match &grpc.tls {
+            Some(t) if t.is_mutual() => "mutual TLS",
+            Some(_) => "TLS",
+            None => "plaintext",
+        };
+        let token = match grpc.auth_token {
+            Some(_) => "cluster token required",
+            None => "no token",
+        };
+        format!("{tls}, {token}")
+    }
 }
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -72,9 +145,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.step_timeout {
         options.step_timeout = t;
     }
-    let server = GrpcServer::start(&spec, &task.job, task.index, &options)
+    let peers = spec.tasks().len().saturating_sub(1);
+    let grpc = args.security.grpc_options(&task, peers)?;
+    let security = SecurityArgs::describe(&grpc);
+    let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
-    println!("serving {task} on {}", server.target());
+    println!("serving {task} on {} ({security})", server.target());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,8 @@
-//! [`connect`]: a session on the master at a `grpc://host:port` target. The master
-//! places unpinned nodes on its own default device and runs each step over the cluster;
-//! the client names feeds, fetches and targets by node name over the wire.
+//! [`connect`]: a session on the master at a `grpc://host:port` (plaintext) or
+//! `grpcs://host:port` (TLS, the server verified against [`GrpcOptions::tls`]'s CA)
+//! target. The master places unpinned nodes on its own default device and runs each step
+//! over the cluster; the client names feeds, fetches and targets by node name over the
+//! wire, and presents [`GrpcOptions::auth_token`] with every request when set.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,8 +11,11 @@ use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::tensor::Tensor;
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Status;
+
+use crate::auth::Credentials;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use crate::error::GrpcError;
@@ -18,6 +23,8 @@ use crate::options::GrpcOptions;
 use crate::proto;
 use crate::proto::master_service_client::MasterServiceClient;
 use crate::transport::endpoint;
+
+type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// What [`RemoteSession::run_named`] returns.
 #[derive(Clone, Debug)]
@@ -40,7 +47,7 @@ pub struct RemoteSession {
     graph: Graph,
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
-    client: MasterServiceClient<Channel>,
+    client: Client,
     options: GrpcOptions,
     /// The client's own runtime; taken only by `drop`.
     runtime: Option<Runtime>,
@@ -55,12 +62,26 @@ impl fmt::Debug for RemoteSession {
     }
 }
 
-/// Opens a session over `graph` on the master at `target` (`grpc://host:port`).
+/// Opens a session over `graph` on the master at `target` (`grpc://host:port`), with
+/// the default options (plaintext, no token).
+///
+/// # Errors
+///
+/// See [`connect_with`].
 pub fn connect(target: &str, graph: &Graph) -> Result<RemoteSession, GrpcError> {
     connect_with(target, graph, GrpcOptions::default())
 }
 
-/// [`connect`] with explicit options (deadlines, message limits).
+/// [`connect`] with explicit options (deadlines, message limits, TLS, the cluster token).
+/// `grpcs://host:port` needs [`GrpcOptions::tls`] with a CA; `grpc://host:port` is
+/// plaintext and refuses TLS options (so a typo never sends the token in the clear).
+///
+/// # Errors
+///
+/// [`GrpcError::Target`] for a target of another scheme or a scheme that does not match
+/// the TLS options; [`GrpcError::Status`] when the master refuses or cannot be reached
+/// (`UNAUTHENTICATED` without the right token; a hint when the server seems to speak TLS
+/// and the client does not, or the reverse).
 pub fn connect_with(
     target: &str,
     graph: &Graph,
@@ -70,9 +91,30 @@ pub fn connect_with(
         target: target.to_string(),
         detail,
     };
-    let address = target
-        .strip_prefix("grpc://")
-        .ok_or_else(|| bad("expected grpc://<host:port>".into()))?;
+    let (address, tls) = if let Some(a) = target.strip_prefix("grpc://") {
+        if options.tls.is_some() {
+            return Err(bad(
+                "grpc:// is plaintext but TLS options were given: use grpcs://<host:port>".into(),
+            ));
+        }
+        (a, None)
+    } else if let Some(a) = target.strip_prefix("grpcs://") {
+        match &options.tls {
+            Some(t) if t.has_ca() => (a, Some(t)),
+            _ => {
+                return Err(bad(
+                    "grpcs:// needs a CA certificate to verify the server: \
+                     GrpcOptions::tls with TlsOptions::with_ca_file (ClientSession::connect \
+                     reads MAGPIE_TLS_CA)"
+                        .into(),
+                ))
+            }
+        }
+    } else {
+        return Err(bad(
+            "expected grpc://<host:port> or grpcs://<host:port>".into()
+        ));
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,13 +122,14 @@ pub fn connect_with(
             what: "starting the client's runtime".into(),
             detail: e.to_string(),
         })?;
-    let ep = endpoint(address, &options).map_err(|e| bad(e.to_string()))?;
+    let ep = endpoint(address, &options, tls).map_err(bad)?;
     let channel = {
         let _guard = runtime.enter();
         ep.connect_lazy()
     };
     let max = options.max_message_bytes;
-    let client = MasterServiceClient::new(channel)
+    let credentials = Credentials::new(options.auth_token.clone());
+    let client = MasterServiceClient::with_interceptor(channel, credentials)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let def = graph.to_graph_def();
@@ -120,7 +163,7 @@ fn block<T>(
     let status = |s: Status| GrpcError::Status {
         target: target.to_string(),
         code: s.code(),
-        message: s.message().to_string(),
+        message: explain(target, &s),
     };
     runtime.block_on(async {
         match tokio::time::timeout(deadline, call).await {
@@ -130,6 +173,36 @@ fn block<T>(
             )))),
         }
     })
+}
+
+/// The status's message, with a hint when a connection failed in a way that a
+/// plaintext/TLS mismatch explains.
+fn explain(target: &str, s: &Status) -> String {
+    let mut message = s.message().to_string();
+    // tonic reports a connection that failed at the HTTP/2 level (a TLS server answering
+    // a plaintext preface) as INTERNAL or UNKNOWN with these messages.
+    let connection_failed = s.code() == tonic::Code::Unavailable
+        || (matches!(s.code(), tonic::Code::Internal | tonic::Code::Unknown)
+            && (message.starts_with("h2 protocol error") || message == "transport error"));
+    if !connection_failed {
+        return message;
+    }
+    if let Some(source) = std::error::Error::source(s) {
+        let chain = crate::tls::error_chain(source);
+        if !message.contains(&chain) {
+            message = format!("{message}: {chain}");
+        }
+    }
+    if target.starts_with("grpc://") {
+        message
+            .push_str(" (if the server serves TLS, connect with grpcs://<host:port> and its CA)");
+    } else if target.starts_with("grpcs://") {
+        message.push_str(
+            " (the TLS connection failed: check that the server serves TLS, that the CA \
+             signed its certificate and that the certificate names the host dialled)",
+        );
+    }
+    message
 }
 
 impl RemoteSession {

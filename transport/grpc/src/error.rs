@@ -99,6 +99,22 @@ pub enum GrpcError {
     /// The session was closed ([`RemoteSession::close`](crate::RemoteSession::close)).
     #[error("{}", magpie_core::error::SESSION_CLOSED)]
     Closed,
+    /// A TLS certificate, key or CA is unusable (the file or setting is named).
+    #[error("{what}: {detail}")]
+    Tls {
+        /// The file or setting.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// The cluster token is unusable (the file is named; the token never is).
+    #[error("{what}: {detail}")]
+    Auth {
+        /// The file or setting.
+        what: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl GrpcError {
@@ -115,6 +131,7 @@ impl GrpcError {
             GrpcError::Status { code, .. } => crate::status::code_from_grpc(*code),
             GrpcError::Graph(e) => e.code(),
             GrpcError::Closed => Code::FailedPrecondition,
+            GrpcError::Tls { .. } | GrpcError::Auth { .. } => Code::InvalidArgument,
         }
     }
 

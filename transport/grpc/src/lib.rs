@@ -12,25 +12,34 @@
 //!   [`TaskServer`](magpie_core::distributed::TaskServer);
 //! - [`GrpcServer`]: start a task on its address, [`stop`](GrpcServer::stop) it (refuse
 //!   new steps, drain, free the port), [`join`](GrpcServer::join) it;
-//! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port`.
+//! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port` (plaintext) or
+//!   `grpcs://host:port` (TLS);
+//! - security, off unless asked for: TLS on every channel, mutual optional
+//!   ([`TlsOptions`]), a cluster token every call must carry ([`AuthToken`]), and session
+//!   handles of 128 random bits (`SECURITY.md` at the repository root).
 
+mod auth;
 mod client;
 mod codec;
 pub mod conv;
 mod error;
+mod handle;
 mod hugepages;
 mod options;
 mod server;
 mod service;
 mod sessions;
 mod status;
+mod tls;
 mod transport;
 
+pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 pub use client::{connect, connect_with, RemoteRunOutput, RemoteSession};
 pub use error::{GrpcError, WireError};
 pub use options::GrpcOptions;
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
+pub use tls::TlsOptions;
 /// The tonic version the services and clients are built with.
 pub use tonic;
 pub use transport::GrpcTransport;

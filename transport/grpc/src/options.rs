@@ -1,6 +1,10 @@
-//! [`GrpcOptions`]: deadlines, message limits and chunking of the gRPC transport.
+//! [`GrpcOptions`]: deadlines, message limits, chunking and security (TLS, the cluster
+//! token) of the gRPC transport.
 
 use std::time::Duration;
+
+use crate::auth::AuthToken;
+use crate::tls::TlsOptions;
 
 /// How the gRPC transport and server talk.
 #[derive(Clone, Debug)]
@@ -35,6 +39,14 @@ pub struct GrpcOptions {
     /// client went away without closing it), releasing its partitions on every task
     /// (default 1 hour; `None`: never).
     pub session_idle_timeout: Option<Duration>,
+    /// TLS (default `None`: plaintext). A server with an identity serves TLS (mutual with
+    /// a client CA); a transport or client with TLS options verifies the servers it
+    /// reaches against their CA. See [`TlsOptions`] and `SECURITY.md`.
+    pub tls: Option<TlsOptions>,
+    /// The cluster token (default `None`: no authentication). A server requires it of
+    /// every call of both services (`UNAUTHENTICATED` otherwise); transports and clients
+    /// present it. Its `Debug` prints no byte of it.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for GrpcOptions {
@@ -50,6 +62,8 @@ impl Default for GrpcOptions {
             max_tensor_bytes: 4 << 30,
             runtime_threads: default_runtime_threads(),
             session_idle_timeout: Some(Duration::from_secs(3600)),
+            tls: None,
+            auth_token: None,
         }
     }
 }

@@ -8,6 +8,12 @@
 //! follows core's stop protocol (refuse new sessions and steps, let running steps finish
 //! within the deadline, cancel the rest), then shuts the listener and connections down
 //! and frees the port; [`GrpcServer::join`] returns once it has stopped.
+//!
+//! # Security
+//! With an identity in [`GrpcOptions::tls`] the server serves TLS only (mutual with a
+//! client CA: worker-service calls then need a certificate the CA signed); with
+//! [`GrpcOptions::auth_token`] every call of both services needs the cluster token
+//! (`auth::Guard`). The task's own transport to its peers uses the same options.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,14 +25,17 @@ use magpie_core::distributed::{ServerOptions, TaskServer};
 use magpie_core::transport::TaskName;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::auth::Guard;
 use crate::error::GrpcError;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
+use crate::tls::error_chain;
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 
 /// HTTP/2 frame size the server accepts: streamed tensor chunks in few frames.
@@ -42,6 +51,7 @@ struct Running {
 pub struct GrpcServer {
     core: Arc<TaskServer>,
     local_addr: SocketAddr,
+    tls: bool,
     master: MasterService,
     running: Mutex<Option<Running>>,
 }
@@ -51,6 +61,7 @@ impl fmt::Debug for GrpcServer {
         f.debug_struct("GrpcServer")
             .field("task", &self.core.task().to_string())
             .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
             .field("stopped", &self.core.is_stopped())
             .finish()
     }
@@ -68,7 +79,14 @@ impl GrpcServer {
         GrpcServer::start_with(cluster, job, index, options, GrpcOptions::default())
     }
 
-    /// [`GrpcServer::start`] with explicit gRPC options.
+    /// [`GrpcServer::start`] with explicit gRPC options (among them TLS and the cluster
+    /// token).
+    ///
+    /// # Errors
+    ///
+    /// [`GrpcError::Cluster`] for a task the cluster lacks, [`GrpcError::Tls`] when the
+    /// TLS certificate and key do not go together, [`GrpcError::Bind`] when the address
+    /// cannot be bound, [`GrpcError::Worker`] for unusable server options.
     pub fn start_with(
         cluster: &ClusterSpec,
         job: &str,
@@ -78,6 +96,29 @@ impl GrpcServer {
     ) -> Result<GrpcServer, GrpcError> {
         let task = TaskName::new(job, index);
         let address = cluster.address(&task)?.to_string();
+        // TLS first: a certificate that does not go with its key fails before anything
+        // starts.
+        let mut builder = Server::builder();
+        let tls = grpc
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_config(grpc.request_timeout));
+        let serves_tls = tls.is_some();
+        if let Some(config) = tls {
+            builder = builder.tls_config(config).map_err(|e| GrpcError::Tls {
+                what: format!("the TLS certificate and key of task {task}"),
+                detail: error_chain(&e),
+            })?;
+        }
+        let mutual = serves_tls && grpc.tls.as_ref().is_some_and(|t| t.is_mutual());
+        if !serves_tls && grpc.auth_token.is_none() && !is_loopback(&address) {
+            tracing::warn!(
+                %task,
+                %address,
+                "serving plaintext without a cluster token: anyone who reaches this address \
+                 can run graphs here (see SECURITY.md)"
+            );
+        }
         let rt = OwnedRuntime::new(runtime(grpc.runtime_threads, "magpie-grpc-server").map_err(
             |e| GrpcError::Io {
                 what: format!("starting the runtime of task {task}"),
@@ -120,13 +161,18 @@ impl GrpcServer {
         };
         let master = MasterService::new(Arc::clone(&core));
         let max = grpc.max_message_bytes;
-        let worker_svc =
+        let worker_svc = InterceptedService::new(
             WorkerServiceServer::new(WorkerService::new(Arc::clone(&core), grpc.clone()))
                 .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-        let master_svc = MasterServiceServer::new(master.clone())
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+                .max_encoding_message_size(max),
+            Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
+        );
+        let master_svc = InterceptedService::new(
+            MasterServiceServer::new(master.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            Guard::new("MasterService", grpc.auth_token.clone(), false),
+        );
         if let Some(idle) = grpc.session_idle_timeout {
             // Ends with the runtime, when the server stops.
             let master = master.clone();
@@ -141,7 +187,7 @@ impl GrpcServer {
         }
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = Server::builder()
+        let router = builder
             .initial_stream_window_size(Some(WINDOW))
             .initial_connection_window_size(Some(2 * WINDOW))
             .max_frame_size(Some(MAX_FRAME))
@@ -155,6 +201,7 @@ impl GrpcServer {
         Ok(GrpcServer {
             core,
             local_addr,
+            tls: serves_tls,
             master,
             running: Mutex::new(Some(Running {
                 shutdown,
@@ -179,9 +226,16 @@ impl GrpcServer {
         self.local_addr
     }
 
-    /// The target that reaches this server's master: `grpc://<address>`.
+    /// The target that reaches this server's master: `grpc://<address>`, or
+    /// `grpcs://<address>` when it serves TLS.
     pub fn target(&self) -> String {
-        format!("grpc://{}", self.local_addr)
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Whether the server serves TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.tls
     }
 
     /// Sessions remote clients hold open on this master.
@@ -229,4 +283,14 @@ impl Drop for GrpcServer {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }
+}
+
+/// Whether `address` (`host:port`) is on the loopback interface.
+fn is_loopback(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

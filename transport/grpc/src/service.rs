@@ -8,7 +8,6 @@
 //! handler (`RunStep`, `RunPartition`) holds a guard that cancels the step when tonic
 //! drops the handler because its client went away: the step is aborted on every task.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use magpie_core::transport::{
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
+use crate::handle::session_handle;
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::sessions::SessionTable;
@@ -253,7 +253,6 @@ impl proto::worker_service_server::WorkerService for WorkerService {
 pub struct MasterService {
     server: Arc<TaskServer>,
     sessions: Arc<SessionTable>,
-    next: Arc<AtomicU64>,
 }
 
 impl MasterService {
@@ -262,7 +261,6 @@ impl MasterService {
         MasterService {
             server,
             sessions: Arc::new(SessionTable::default()),
-            next: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -354,6 +352,9 @@ impl proto::master_service_server::MasterService for MasterService {
         let r = request.into_inner();
         let def = graph_from_wire(&r.graph.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
         let graph = import(&def)?;
+        // 128 random bits: a capability no other client can guess (`handle.rs`). Made
+        // first: a session is never dropped on the runtime.
+        let handle = session_handle(self.server.task())?;
         let session = self.open_session(graph).await?;
         let devices = session
             .devices()
@@ -361,11 +362,6 @@ impl proto::master_service_server::MasterService for MasterService {
             .cloned()
             .map(device_attributes)
             .collect();
-        let handle = format!(
-            "{}/remote/{}",
-            self.server.task(),
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
         self.sessions.insert(handle.clone(), session);
         Ok(Response::new(proto::CreateSessionResponse {
             session_handle: handle,

@@ -36,22 +36,23 @@ pub(crate) fn code_to_grpc(code: magpie_core::Code) -> Code {
         C::Aborted => Code::Aborted,
         C::Cancelled => Code::Cancelled,
         C::Unimplemented => Code::Unimplemented,
+        C::Unauthenticated => Code::Unauthenticated,
+        C::PermissionDenied => Code::PermissionDenied,
         _ => Code::Internal,
     }
 }
 
 /// A gRPC code as a magpie error kind. Codes magpie does not use map onto the nearest:
 /// `UNKNOWN` (how tonic reports a broken connection) is `Unavailable`; `ALREADY_EXISTS`
-/// and `OUT_OF_RANGE` are `InvalidArgument`; `PERMISSION_DENIED` and `UNAUTHENTICATED`
-/// are `FailedPrecondition`; `DATA_LOSS` (and `OK`, which no error has) is `Internal`.
+/// and `OUT_OF_RANGE` are `InvalidArgument`; `DATA_LOSS` (and `OK`, which no error has) is `Internal`.
 pub(crate) fn code_from_grpc(code: Code) -> magpie_core::Code {
     use magpie_core::Code as C;
     match code {
         Code::InvalidArgument | Code::AlreadyExists | Code::OutOfRange => C::InvalidArgument,
         Code::NotFound => C::NotFound,
-        Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
-            C::FailedPrecondition
-        }
+        Code::FailedPrecondition => C::FailedPrecondition,
+        Code::PermissionDenied => C::PermissionDenied,
+        Code::Unauthenticated => C::Unauthenticated,
         Code::ResourceExhausted => C::ResourceExhausted,
         Code::Unavailable | Code::Unknown => C::Unavailable,
         Code::DeadlineExceeded => C::DeadlineExceeded,

@@ -7,6 +7,10 @@
 //! straight into a destination sized from the first chunk's header
 //! ([`TensorAssembler`](crate::conv::TensorAssembler)).
 //!
+//! With [`GrpcOptions::tls`] set, every channel is TLS (the server verified against the
+//! cluster CA, this task's certificate presented for mutual TLS); with
+//! [`GrpcOptions::auth_token`] set, every request carries the cluster token.
+//!
 //! Requests run on a tokio runtime (the server's, or one the transport owns), so the
 //! futures it returns can be polled by any executor — the master's `block_on` included.
 
@@ -27,16 +31,20 @@ use magpie_core::transport::{
 };
 use parking_lot::Mutex;
 use tokio::runtime::{Handle, Runtime};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
+
+use crate::auth::Credentials;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use crate::options::{runtime, GrpcOptions};
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
 use crate::status::{status_to_transport, CallContext};
+use crate::tls::{error_chain, TlsOptions};
 
-type Client = WorkerServiceClient<Channel>;
+type Client = WorkerServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// A runtime the transport owns; shut down in the background when dropped (so dropping
 /// it from inside another runtime does not panic).
@@ -235,7 +243,8 @@ impl Inner {
             }
         };
         let max = self.options.max_message_bytes;
-        Ok(WorkerServiceClient::new(channel)
+        let credentials = Credentials::new(self.options.auth_token.clone());
+        Ok(WorkerServiceClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max))
     }
@@ -249,7 +258,7 @@ impl Inner {
             .cluster
             .address(task)
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(endpoint(address, &self.options)
+        Ok(endpoint(address, &self.options, self.options.tls.as_ref())
             .map_err(|e| unreachable(format!("bad address {address:?}: {e}")))?
             .connect_lazy())
     }
@@ -260,12 +269,22 @@ impl Inner {
     }
 }
 
-/// The endpoint of `address` (`host:port`) with the transport's settings.
+/// The endpoint of `address` (`host:port`) with the transport's settings: TLS with
+/// `tls`'s client side when given, plaintext otherwise.
 pub(crate) fn endpoint(
     address: &str,
     o: &GrpcOptions,
-) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
+    tls: Option<&TlsOptions>,
+) -> Result<Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut ep =
+        Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| error_chain(&e))?;
+    if let Some(tls) = tls {
+        ep = ep
+            .tls_config(tls.client_config(o.connect_timeout))
+            .map_err(|e| format!("TLS settings: {}", error_chain(&e)))?;
+    }
+    Ok(ep
         .connect_timeout(o.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(o.keepalive_interval)

@@ -1,0 +1,44 @@
+//! Session handles as capabilities: a remote session's handle is the only thing a
+//! client needs to run steps in it, extend it or close it, so it carries 128 bits from
+//! the operating system's random number generator. No handle can be guessed from
+//! another, and a handle from an earlier server process (or another server) is unknown
+//! here: `NOT_FOUND`.
+
+use magpie_core::transport::TaskName;
+use tonic::Status;
+
+/// Random bits in a handle.
+pub(crate) const HANDLE_BITS: usize = 128;
+
+/// A fresh handle of a remote session on `task`'s master:
+/// `<task>/remote/<32 lowercase hex digits>`. The task prefix only helps people reading
+/// logs; the random part alone identifies the session.
+pub(crate) fn session_handle(task: &TaskName) -> Result<String, Status> {
+    let mut bits = [0u8; HANDLE_BITS / 8];
+    getrandom::fill(&mut bits).map_err(|e| {
+        Status::internal(format!(
+            "master {task}: the operating system's random number generator failed: {e}"
+        ))
+    })?;
+    let mut handle = format!("{task}/remote/");
+    for b in bits {
+        handle.push_str(&format!("{b:02x}"));
+    }
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_distinct_and_carry_128_random_bits() {
+        let task = TaskName::new("worker", 0);
+        let a = session_handle(&task).unwrap();
+        let b = session_handle(&task).unwrap();
+        assert_ne!(a, b);
+        let random = a.strip_prefix("/job:worker/task:0/remote/").unwrap();
+        assert_eq!(random.len(), HANDLE_BITS / 4);
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}
