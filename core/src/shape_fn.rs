@@ -18,9 +18,8 @@ pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelEr
             }
         }
     }
-    out.into_shape().map_err(|e| {
-        KernelError::InvalidArgument(format!("{op} attribute {attr:?}: {e}"))
-    })
+    out.into_shape()
+        .map_err(|e| KernelError::InvalidArgument(format!("{op} attribute {attr:?}: {e}")))
 }
 
 /// `axis` (negative counts from the end) as an index into a shape of rank `rank`.

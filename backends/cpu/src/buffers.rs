@@ -37,7 +37,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use magpie_core::kernel::KernelInit;
-use magpie_core::tensor::{BufferOrigin, IntoShape, MemoryLimit, Recycler, Storage, StorageElement};
+use magpie_core::tensor::{
+    BufferOrigin, IntoShape, MemoryLimit, Recycler, Storage, StorageElement,
+};
 use magpie_core::{KernelError, Tensor};
 
 /// Buffers smaller than this are plain `Vec`s, neither cached nor tagged.

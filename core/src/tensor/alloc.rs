@@ -49,9 +49,7 @@ impl fmt::Display for AllocFailure {
 
 /// A tensor buffer that could not be allocated: what, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}"
-)]
+#[error("cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}")]
 pub struct AllocError {
     /// The device (or `"the host"`) whose memory was asked for.
     pub device: String,

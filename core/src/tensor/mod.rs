@@ -23,9 +23,9 @@ use std::sync::Arc;
 
 use origin::Buffer;
 
+pub use alloc::{AllocError, AllocFailure, MemoryLimit};
 pub use dtype::{DType, Element};
 pub use origin::{BufferOrigin, Recycler};
-pub use alloc::{AllocError, AllocFailure, MemoryLimit};
 pub use shape::{byte_size, IntoShape, Shape, ShapeError};
 pub use storage::{DeviceBuffer, Storage, StorageElement};
 

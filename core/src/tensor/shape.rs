@@ -325,9 +325,14 @@ mod tests {
         assert_eq!(b.dims(), &[3, 4]);
         assert_eq!(b.num_elements(), 12);
         let e = Shape::broadcast(&s(&[3]), &s(&[4])).unwrap_err();
-        assert_eq!(e.to_string(), "shapes [3] and [4] cannot be broadcast together");
         assert_eq!(
-            Shape::broadcast(&Shape::scalar(), &s(&[2, 2])).unwrap().dims(),
+            e.to_string(),
+            "shapes [3] and [4] cannot be broadcast together"
+        );
+        assert_eq!(
+            Shape::broadcast(&Shape::scalar(), &s(&[2, 2]))
+                .unwrap()
+                .dims(),
             &[2, 2]
         );
     }
@@ -386,7 +391,10 @@ mod tests {
             "shape [4611686018427387904] of f32 needs 18446744073709551616 bytes, more than \
              any allocation can hold"
         );
-        assert_eq!(byte_size(DType::Bool, isize::MAX as usize), Some(isize::MAX as usize));
+        assert_eq!(
+            byte_size(DType::Bool, isize::MAX as usize),
+            Some(isize::MAX as usize)
+        );
         assert_eq!(byte_size(DType::I32, 1 << 62), None);
     }
 

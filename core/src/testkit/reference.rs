@@ -402,7 +402,9 @@ fn run_node(node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ReferenceErr
             let shape = node.attrs.ints("shape").map_err(attr_error)?;
             fill(inputs[0], &shape)
         }
-        "ZerosLike" => Tensor::zeros(inputs[0].dtype(), inputs[0].shape()).map_err(|e| e.to_string()),
+        "ZerosLike" => {
+            Tensor::zeros(inputs[0].dtype(), inputs[0].shape()).map_err(|e| e.to_string())
+        }
         "RandomUniform" => {
             return Err(unsupported(
                 "the CPU backend's ChaCha random stream is not replicated",

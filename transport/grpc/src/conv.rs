@@ -259,8 +259,7 @@ impl TensorAssembler {
                 DType::Bool => Storage::Bool(b.iter().map(|x| *x != 0).collect()),
             },
         };
-        Tensor::from_storage(dims, storage)
-            .map_err(|_| WireError::TooLarge(self.dims.clone()))
+        Tensor::from_storage(dims, storage).map_err(|_| WireError::TooLarge(self.dims.clone()))
     }
 
     fn elements_len(&self) -> usize {

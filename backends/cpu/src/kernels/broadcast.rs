@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn incompatible_shapes_are_named() {
-        let e = broadcast_shape(&Shape::new(&[3]).unwrap(), &Shape::new(&[4]).unwrap()).unwrap_err();
+        let e =
+            broadcast_shape(&Shape::new(&[3]).unwrap(), &Shape::new(&[4]).unwrap()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid argument: shapes [3] and [4] cannot be broadcast together"

@@ -289,7 +289,10 @@ impl VulkanDevice {
             let guard = staging
                 .read()
                 .map_err(|e| crate::conv::kernel_error(&op, &name, &e))?;
-            Ok(guard[..len].to_vec())
+            // The host copy is allocated fallibly: a failure is an error, not an abort.
+            let mut host = magpie_core::tensor::MemoryLimit::host().with_capacity(len)?;
+            host.extend_from_slice(&guard[..len]);
+            Ok(host)
         })
     }
 }
