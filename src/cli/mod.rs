@@ -62,6 +62,11 @@ enum Command {
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
+        /// The most bytes one tensor may take on the task's CPU (default: the machine's
+        /// memory, or its NUMA node's); a larger allocation fails the step at once with a
+        /// resource-exhausted error.
+        #[arg(long, value_name = "BYTES")]
+        cpu_memory_limit: Option<u64>,
     },
 }
 
@@ -78,6 +83,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             step_timeout_ms,
+            cpu_memory_limit,
         } => server::run(&server::ServeArgs {
             cluster,
             job,
@@ -86,6 +92,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
+            cpu_memory_limit,
         }),
     }
 }

@@ -3,10 +3,12 @@
 //! SIGINT or SIGTERM, then stops cleanly (running steps get a short deadline).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use magpie::cluster::{task_server_options, Spec, TfConfig};
+use magpie::cpu::CpuDevice;
 use magpie::grpc::GrpcServer;
 use magpie::transport::TaskName;
 
@@ -20,6 +22,7 @@ pub(crate) struct ServeArgs {
     pub(crate) visible_devices: Option<Vec<String>>,
     pub(crate) workers: Option<usize>,
     pub(crate) step_timeout: Option<Duration>,
+    pub(crate) cpu_memory_limit: Option<u64>,
 }
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -57,6 +60,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = args.step_timeout {
         options.step_timeout = t;
+    }
+    if let Some(bytes) = args.cpu_memory_limit {
+        for device in &mut options.devices {
+            if device.device_type() == magpie::cpu::DEVICE_TYPE {
+                let cpu = CpuDevice::with_name(device.name().clone());
+                *device = Arc::new(cpu.with_memory_limit(Some(bytes)));
+            }
+        }
     }
     let server = GrpcServer::start(&spec, &task.job, task.index, &options)
         .with_context(|| format!("starting {task}"))?;
