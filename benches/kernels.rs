@@ -32,7 +32,7 @@ fn matmul(c: &mut Criterion) {
     group.sample_size(10);
     for n in sizes {
         let g = Graph::new();
-        let shape = Shape::from(vec![n, n]);
+        let shape = Shape::new(&[n, n]).unwrap();
         let a = g.placeholder(DType::F32, Some(&shape)).unwrap();
         let b = g.placeholder(DType::F32, Some(&shape)).unwrap();
         let m = g.matmul(a, b).unwrap();
@@ -57,7 +57,7 @@ fn add_vs_copy(c: &mut Criterion) {
     let bytes = (ADD_LEN * 4) as u64;
 
     let g = Graph::new();
-    let shape = Shape::from(vec![ADD_LEN]);
+    let shape = Shape::new(&[ADD_LEN]).unwrap();
     let a = g.placeholder(DType::F32, Some(&shape)).unwrap();
     let b = g.placeholder(DType::F32, Some(&shape)).unwrap();
     let sum = g.add(a, b).unwrap();

@@ -76,13 +76,9 @@ impl Kernel for Elementwise {
             (_, Ok(f)) => f,
             _ => x,
         };
-        let out = Shape::broadcast(x.shape(), y.shape()).ok_or_else(|| {
-            KernelError::InvalidArgument(format!(
-                "cannot broadcast {} with {}",
-                x.shape(),
-                y.shape()
-            ))
-        })?;
+        // A `ShapeError` (shapes that do not broadcast, or too large) becomes an invalid
+        // argument the session reports with this node's name.
+        let out = Shape::broadcast(x.shape(), y.shape())?;
         let (xs, ys) = (x.as_slice::<f32>()?, y.as_slice::<f32>()?);
         let values: Vec<f32> = (0..out.num_elements())
             .map(|i| {

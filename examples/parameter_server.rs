@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let w = ps.variable("weights", DType::F32)?;
     let init = w.assign(
         &ps,
-        ps.constant(Tensor::zeros(DType::F32, [FEATURES + 1, 1]))?,
+        ps.constant(Tensor::zeros(DType::F32, [FEATURES + 1, 1])?)?,
     )?;
 
     let mut grads = Vec::new();

@@ -162,7 +162,7 @@ fn graph_and_mistakes(other: &Graph) -> (Graph, Output, Vec<Mistake>) {
     let x_neg = g.with_name("x_neg").neg(x).unwrap();
     let v = g
         .with_name("x_vec2")
-        .placeholder(DType::F32, Some(&[2].into()))
+        .placeholder(DType::F32, Some(&magpie::Shape::new(&[2]).unwrap()))
         .unwrap();
     let v_neg = g.with_name("v_neg").neg(v).unwrap();
     let c = g.with_name("c_const").constant(2.0f32).unwrap();

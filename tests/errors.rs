@@ -174,7 +174,7 @@ fn feed_errors_name_the_placeholder() {
     let g = Graph::new();
     let p = g
         .with_name("img")
-        .placeholder(DType::F32, Some(&[2, 2].into()))
+        .placeholder(DType::F32, Some(&magpie::Shape::new(&[2, 2]).unwrap()))
         .unwrap();
     let y = g.neg(p).unwrap();
     let s = magpie::local_session(&g).unwrap();

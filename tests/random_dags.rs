@@ -71,6 +71,11 @@ fn step_strategy(float: bool) -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A shape from the fixed table (all small).
+fn shape(dims: &[usize]) -> magpie::Shape {
+    magpie::Shape::new(dims).expect("a table shape fits")
+}
+
 fn constant(dtype: DType, shape: &[usize], seed: i64) -> Tensor {
     let n: usize = shape.iter().product();
     let v = |i: usize| ((seed + i as i64 * 7) % 13) - 6;
@@ -105,7 +110,7 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
             Step::Binary { op, x, y } => {
                 let ((x, sx), (y, sy)) = (pick(&outs, *x), pick(&outs, *y));
                 let out_shape =
-                    magpie::Shape::broadcast(&SHAPES[sx].into(), &SHAPES[sy].into()).unwrap();
+                    magpie::Shape::broadcast(&shape(SHAPES[sx]), &shape(SHAPES[sy])).unwrap();
                 let idx = SHAPES.iter().position(|s| *s == out_shape.dims()).unwrap();
                 Some((g.op(op).input(x).input(y).build_output().unwrap(), idx))
             }

@@ -69,7 +69,31 @@ impl KernelError {
 
 impl From<crate::tensor::TensorError> for KernelError {
     fn from(e: crate::tensor::TensorError) -> Self {
-        KernelError::InvalidArgument(e.to_string())
+        match e {
+            crate::tensor::TensorError::Alloc(e) => e.into(),
+            crate::tensor::TensorError::Shape(e) => e.into(),
+            e => KernelError::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::tensor::AllocError> for KernelError {
+    /// Resource exhausted, naming the device and the bytes (the session adds the node).
+    fn from(e: crate::tensor::AllocError) -> Self {
+        KernelError::ResourceExhausted(e.to_string())
+    }
+}
+
+impl From<crate::tensor::ShapeError> for KernelError {
+    /// Resource exhausted for elements that no memory could hold; invalid argument for
+    /// shapes whose element count overflows or that do not broadcast.
+    fn from(e: crate::tensor::ShapeError) -> Self {
+        match e {
+            crate::tensor::ShapeError::TooManyBytes { .. } => {
+                KernelError::ResourceExhausted(e.to_string())
+            }
+            e => KernelError::InvalidArgument(e.to_string()),
+        }
     }
 }
 
@@ -169,7 +193,7 @@ impl<'a> KernelContext<'a> {
         thread_local! {
             /// What a taken input leaves behind: one shared empty tensor per thread, so
             /// taking costs no allocation.
-            static TAKEN: Tensor = Tensor::zeros(DType::Bool, [0]);
+            static TAKEN: Tensor = Tensor::empty(DType::Bool);
         }
         let empty = TAKEN.with(Tensor::clone);
         std::mem::replace(&mut self.inputs[i], empty)

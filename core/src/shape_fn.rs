@@ -3,9 +3,9 @@
 //! [`KernelError::InvalidArgument`] naming the op and the shapes involved.
 
 use crate::kernel::KernelError;
-use crate::tensor::Shape;
+use crate::tensor::{IntoShape, Shape};
 
-/// A shape attribute with every dimension known (no -1).
+/// A shape attribute with every dimension known (no -1) and an element count that fits.
 pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {
     let mut out = Vec::with_capacity(dims.len());
     for &d in dims {
@@ -18,7 +18,8 @@ pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelEr
             }
         }
     }
-    Ok(Shape::from(out))
+    out.into_shape()
+        .map_err(|e| KernelError::InvalidArgument(format!("{op} attribute {attr:?}: {e}")))
 }
 
 /// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
@@ -36,12 +37,12 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelE
 
 /// The numpy broadcast of two shapes.
 pub fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
-    Shape::broadcast(a, b).ok_or_else(|| {
-        KernelError::InvalidArgument(format!("shapes {a} and {b} cannot be broadcast together"))
-    })
+    Ok(Shape::broadcast(a, b)?)
 }
 
 /// The target of a `Reshape` of a tensor of `input` shape to `spec` (one -1 inferred).
+/// Every product is checked: a target whose element count overflows is an error, never
+/// a shape that wraps around to the input's count.
 pub fn reshape_target(input: &Shape, spec: &[i64]) -> Result<Shape, KernelError> {
     let n = input.num_elements();
     let fail = || {
@@ -52,22 +53,23 @@ pub fn reshape_target(input: &Shape, spec: &[i64]) -> Result<Shape, KernelError>
     if spec.iter().any(|d| *d < -1) || spec.iter().filter(|d| **d == -1).count() > 1 {
         return Err(fail());
     }
-    let known: usize = spec
-        .iter()
-        .filter(|d| **d != -1)
-        .map(|d| *d as usize)
-        .product();
+    let dim = |d: i64| usize::try_from(d).map_err(|_| fail());
     let dims: Vec<usize> = if spec.contains(&-1) {
+        let known = spec
+            .iter()
+            .filter(|d| **d != -1)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(dim(d).ok()?))
+            .ok_or_else(fail)?;
         if known == 0 || n % known != 0 {
             return Err(fail());
         }
         spec.iter()
-            .map(|&d| if d == -1 { n / known } else { d as usize })
-            .collect()
+            .map(|&d| if d == -1 { Ok(n / known) } else { dim(d) })
+            .collect::<Result<_, _>>()?
     } else {
-        spec.iter().map(|d| *d as usize).collect()
+        spec.iter().map(|&d| dim(d)).collect::<Result<_, _>>()?
     };
-    let shape = Shape::from(dims);
+    let shape = dims.into_shape().map_err(|_| fail())?;
     if shape.num_elements() != n {
         return Err(fail());
     }
@@ -109,7 +111,7 @@ pub fn reduced_shape(
     keep_dims: bool,
 ) -> Result<(Shape, Option<usize>), KernelError> {
     match axis {
-        None if keep_dims => Ok((Shape::from(vec![1; input.rank()]), None)),
+        None if keep_dims => Ok((vec![1; input.rank()].into_shape()?, None)),
         None => Ok((Shape::scalar(), None)),
         Some(a) => {
             let axis = normalize_axis(op, a, input.rank())?;
@@ -119,7 +121,7 @@ pub fn reduced_shape(
             } else {
                 dims.remove(axis);
             }
-            Ok((Shape::from(dims), Some(axis)))
+            Ok((dims.into_shape()?, Some(axis)))
         }
     }
 }
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn reshape_infers_one_dimension_and_names_mismatches() {
-        let s = Shape::new(&[2, 6]);
+        let s = Shape::new(&[2, 6]).unwrap();
         assert_eq!(reshape_target(&s, &[3, -1]).unwrap().dims(), &[3, 4]);
         assert_eq!(reshape_target(&s, &[12]).unwrap().dims(), &[12]);
         let e = reshape_target(&s, &[5, -1]).unwrap_err();
@@ -167,21 +169,42 @@ mod tests {
             "invalid argument: cannot reshape a tensor of shape [2, 6] (12 elements) into shape [5, -1]"
         );
         assert!(reshape_target(&s, &[-1, -1]).is_err());
-        assert!(reshape_target(&Shape::new(&[0]), &[0, -1]).is_err());
+        assert!(reshape_target(&Shape::new(&[0]).unwrap(), &[0, -1]).is_err());
+    }
+
+    #[test]
+    fn reshape_targets_that_overflow_are_errors() {
+        let four = Shape::new(&[4]).unwrap();
+        // 4 * (2^62 + 1) wraps to 4 in 64 bits: it must not pass for a 4-element shape.
+        let e = reshape_target(&four, &[4, (1 << 62) + 1]).unwrap_err();
+        assert!(e.to_string().contains("cannot reshape"), "{e}");
+        assert!(reshape_target(&four, &[1 << 32, 1 << 32, -1]).is_err());
+        assert!(reshape_target(&four, &[i64::MAX, i64::MAX]).is_err());
+        assert!(reshape_target(&Shape::new(&[0]).unwrap(), &[0, 1 << 62, 1 << 62]).is_err());
+    }
+
+    #[test]
+    fn shape_attributes_that_overflow_are_errors() {
+        let e = known_shape("Fill", "shape", &[1 << 32, 1 << 32]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid argument: Fill attribute \"shape\": shape [4294967296, 4294967296] is too large"),
+            "{e}"
+        );
     }
 
     #[test]
     fn matmul_checks_rank_and_inner_dimensions() {
-        let (a, b) = (Shape::new(&[2, 3]), Shape::new(&[4, 3]));
+        let (a, b) = (Shape::new(&[2, 3]).unwrap(), Shape::new(&[4, 3]).unwrap());
         assert_eq!(matmul_dims(&a, &b, false, true).unwrap(), (2, 3, 4));
         let e = matmul_dims(&a, &b, false, false).unwrap_err().to_string();
         assert!(e.contains("[2, 3] and [4, 3] do not match"), "{e}");
-        assert!(matmul_dims(&Shape::new(&[3]), &b, false, false).is_err());
+        assert!(matmul_dims(&Shape::new(&[3]).unwrap(), &b, false, false).is_err());
     }
 
     #[test]
     fn reductions_keep_or_drop_the_axis() {
-        let s = Shape::new(&[3, 4]);
+        let s = Shape::new(&[3, 4]).unwrap();
         assert_eq!(
             reduced_shape("Sum", &s, Some(-1), false).unwrap().0.dims(),
             &[3]

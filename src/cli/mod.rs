@@ -85,6 +85,11 @@ enum Command {
         /// it to the others. Missing or wrong: UNAUTHENTICATED.
         #[arg(long, value_name = "FILE")]
         auth_token_file: Option<PathBuf>,
+        /// The most bytes one tensor may take on the task's CPU (default: the machine's
+        /// memory, or its NUMA node's); a larger allocation fails the step at once with a
+        /// resource-exhausted error.
+        #[arg(long, value_name = "BYTES")]
+        cpu_memory_limit: Option<u64>,
     },
 }
 
@@ -106,6 +111,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             tls_client_ca,
             tls_ca,
             auth_token_file,
+            cpu_memory_limit,
         } => server::run(&server::ServeArgs {
             cluster,
             job,
@@ -121,6 +127,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_ca,
                 auth_token_file,
             },
+            cpu_memory_limit,
         }),
     }
 }

@@ -5,10 +5,12 @@
 //! the other tasks over TLS; with `--auth-token-file` every call needs the cluster token.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use magpie::cluster::{task_server_options, Spec, TfConfig};
+use magpie::cpu::CpuDevice;
 use magpie::grpc::{AuthToken, GrpcOptions, GrpcServer, TlsOptions};
 use magpie::transport::TaskName;
 
@@ -23,6 +25,7 @@ pub(crate) struct ServeArgs {
     pub(crate) workers: Option<usize>,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
+    pub(crate) cpu_memory_limit: Option<u64>,
 }
 
 /// `magpie server`'s TLS and token flags.
@@ -144,6 +147,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = args.step_timeout {
         options.step_timeout = t;
+    }
+    if let Some(bytes) = args.cpu_memory_limit {
+        for device in &mut options.devices {
+            if device.device_type() == magpie::cpu::DEVICE_TYPE {
+                let cpu = CpuDevice::with_name(device.name().clone());
+                *device = Arc::new(cpu.with_memory_limit(Some(bytes)));
+            }
+        }
     }
     let peers = spec.tasks().len().saturating_sub(1);
     let grpc = args.security.grpc_options(&task, peers)?;

@@ -18,6 +18,13 @@
 //! carries that cache's [`BufferOrigin`]: the node (`Tensor::numa_node`) and a recycler
 //! that takes the elements back when the last reference to the tensor drops.
 //!
+//! # Allocation
+//!
+//! Every output is allocated fallibly under its device's memory limit ([`Place`], made
+//! from the device when the kernel is built): a request beyond the limit, or one the
+//! allocator refuses, is a resource-exhausted error naming the device and the bytes; the
+//! process never aborts.
+//!
 //! # Guarantees
 //!
 //! - A cached buffer is reused only for the same dtype and a capacity in
@@ -29,8 +36,11 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use magpie_core::tensor::{BufferOrigin, Recycler, Storage, StorageElement};
-use magpie_core::{KernelError, Shape, Tensor};
+use magpie_core::kernel::KernelInit;
+use magpie_core::tensor::{
+    BufferOrigin, IntoShape, MemoryLimit, Recycler, Storage, StorageElement,
+};
+use magpie_core::{KernelError, Tensor};
 
 /// Buffers smaller than this are plain `Vec`s, neither cached nor tagged.
 pub(crate) const RECYCLE_MIN_BYTES: usize = 1 << 20;
@@ -162,31 +172,70 @@ pub(crate) struct Output<T> {
     origin: Option<&'static Arc<BufferOrigin>>,
 }
 
-/// An empty buffer with room for `n` elements of `T`, from the cache of the current
-/// worker's node (or `device_node` outside a worker) when it is large (see the module
-/// docs).
-pub(crate) fn output<T: StorageElement>(n: usize, device_node: Option<usize>) -> Output<T> {
-    if n.saturating_mul(std::mem::size_of::<T>()) < RECYCLE_MIN_BYTES {
-        return Output {
-            buf: Vec::with_capacity(n),
-            origin: None,
-        };
+/// Where a kernel's outputs go: its device's NUMA node and memory limit. Made once, when
+/// the kernel is built.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Place {
+    /// The device's NUMA node (where outputs go when not computed on a worker).
+    pub(crate) node: Option<usize>,
+    /// The device's name and memory limit, for every allocation.
+    pub(crate) memory: MemoryLimit,
+}
+
+impl Place {
+    /// The place of the device `init` builds a kernel for.
+    pub(crate) fn of(init: &KernelInit<'_>) -> Place {
+        Place {
+            node: init.device.numa_node(),
+            memory: MemoryLimit::of(init.device.as_ref()),
+        }
     }
-    let node = crate::layout::current_worker_node().or(device_node);
+}
+
+/// An empty buffer with room for `n` elements of `T`, from the cache of the current
+/// worker's node (or the place's node outside a worker) when it is large (see the module
+/// docs).
+///
+/// # Errors
+/// Resource exhausted when `n` elements exceed the device's memory limit or the allocator
+/// refuses them.
+pub(crate) fn output<T: StorageElement>(n: usize, place: &Place) -> Result<Output<T>, KernelError> {
+    let bytes = place.memory.check(T::DTYPE, n)?;
+    if bytes < RECYCLE_MIN_BYTES {
+        return Ok(Output {
+            buf: place.memory.with_capacity(n)?,
+            origin: None,
+        });
+    }
+    let node = crate::layout::current_worker_node().or(place.node);
     let nc = cache_of(node);
-    let buf = nc
-        .cache
-        .take::<T>(n)
-        .unwrap_or_else(|| Vec::with_capacity(n));
-    Output {
+    let buf = match nc.cache.take::<T>(n) {
+        Some(buf) => buf,
+        None => place.memory.with_capacity(n)?,
+    };
+    Ok(Output {
         buf,
         origin: Some(&nc.origin),
-    }
+    })
+}
+
+/// `n` copies of `value` in an output buffer (see [`output`]).
+///
+/// # Errors
+/// As [`output`].
+pub(crate) fn filled<T: StorageElement>(
+    n: usize,
+    value: T,
+    place: &Place,
+) -> Result<Output<T>, KernelError> {
+    let mut out = output::<T>(n, place)?;
+    out.buf.resize(n, value);
+    Ok(out)
 }
 
 impl<T: StorageElement> Output<T> {
     /// The tensor of shape `shape` over the filled buffer.
-    pub(crate) fn into_tensor(self, shape: impl Into<Shape>) -> Result<Tensor, KernelError> {
+    pub(crate) fn into_tensor(self, shape: impl IntoShape) -> Result<Tensor, KernelError> {
         Ok(match self.origin {
             Some(origin) => Tensor::from_vec_in(shape, self.buf, origin)?,
             None => Tensor::from_vec(shape, self.buf)?,
@@ -197,7 +246,7 @@ impl<T: StorageElement> Output<T> {
 /// Wraps a finished buffer of `n` elements (e.g. an input's, reused in place) as a tensor
 /// that returns to the cache of `node` when it is large.
 pub(crate) fn adopt<T: StorageElement>(
-    shape: impl Into<Shape>,
+    shape: impl IntoShape,
     buf: Vec<T>,
     node: Option<usize>,
 ) -> Result<Tensor, KernelError> {
@@ -213,29 +262,53 @@ pub(crate) fn adopt<T: StorageElement>(
 mod tests {
     use super::*;
 
+    fn on(node: usize) -> Place {
+        Place {
+            node: Some(node),
+            memory: MemoryLimit::host(),
+        }
+    }
+
     #[test]
     fn large_outputs_come_back_to_their_nodes_cache() {
         let n = RECYCLE_MIN_BYTES; // 4 MiB of f32
-        let mut out = output::<f32>(n, Some(40));
+        let mut out = output::<f32>(n, &on(40)).unwrap();
         out.buf.resize(n, 1.0);
         let ptr = out.buf.as_ptr();
         let t = out.into_tensor([n]).unwrap();
         assert_eq!(t.numa_node(), Some(40));
         drop(t);
         // Same node, same dtype, same size: the same memory.
-        let again = output::<f32>(n, Some(40));
+        let again = output::<f32>(n, &on(40)).unwrap();
         assert_eq!(again.buf.as_ptr(), ptr);
         assert!(again.buf.is_empty());
         // Another dtype or node never gets it.
         let mut out = again;
         out.buf.resize(n, 0.0);
         drop(out.into_tensor([n]).unwrap());
-        assert_ne!(output::<i32>(n, Some(40)).buf.as_ptr(), ptr.cast());
-        assert_ne!(output::<f32>(n, Some(41)).buf.as_ptr(), ptr);
+        assert_ne!(output::<i32>(n, &on(40)).unwrap().buf.as_ptr(), ptr.cast());
+        assert_ne!(output::<f32>(n, &on(41)).unwrap().buf.as_ptr(), ptr);
         // Small outputs are plain.
-        let mut small = output::<f32>(4, Some(40));
+        let mut small = output::<f32>(4, &on(40)).unwrap();
         small.buf.resize(4, 0.0);
         assert_eq!(small.into_tensor([4]).unwrap().numa_node(), None);
+    }
+
+    #[test]
+    fn outputs_beyond_the_limit_are_errors_naming_device_and_bytes() {
+        let place = Place {
+            node: None,
+            memory: MemoryLimit::new("/device:CPU:0", Some(1 << 20)),
+        };
+        assert!(output::<f32>(1 << 18, &place).is_ok());
+        let e = output::<f32>((1 << 18) + 1, &place).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "resource exhausted: cannot allocate 1048580 bytes (262145 elements of f32) on \
+             /device:CPU:0: more than the device's memory limit of 1048576 bytes"
+        );
+        let e = filled(1 << 62, 1.0f32, &Place::default()).unwrap_err();
+        assert!(matches!(e, KernelError::ResourceExhausted(_)), "{e}");
     }
 
     #[test]

@@ -1,6 +1,12 @@
-//! The CPU device: a name, its core count and, with one device per NUMA node, its node.
-//! Kernels run on whichever scheduler worker calls them, so the device holds no threads
-//! or queues of its own (see `layout.rs` for how workers are pinned).
+//! The CPU device: a name, its core count, its memory limit and, with one device per NUMA
+//! node, its node. Kernels run on whichever scheduler worker calls them, so the device
+//! holds no threads or queues of its own (see `layout.rs` for how workers are pinned).
+//!
+//! The memory limit bounds one tensor buffer (kernels allocate through
+//! [`MemoryLimit::of`](magpie_core::tensor::MemoryLimit::of)): by default the memory of the
+//! device's NUMA node, or of the whole machine for a device not tied to one node, as hwloc
+//! reports it. A request beyond it fails at once with a resource-exhausted error instead
+//! of reaching the allocator.
 
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ pub struct CpuDevice {
     name: DeviceName,
     cores: usize,
     numa_node: Option<usize>,
+    memory_limit: Option<u64>,
 }
 
 impl CpuDevice {
@@ -37,17 +44,32 @@ impl CpuDevice {
             name,
             cores,
             numa_node: None,
+            memory_limit: crate::topology::machine_memory(),
         }
     }
 
     /// CPU number `index` of the in-process task over `cores` cores of NUMA node
-    /// `numa_node` (`None`: not tied to one node).
+    /// `numa_node` (`None`: not tied to one node). Its memory limit is the machine's; a
+    /// layout sets the node's with [`with_memory_limit`](Self::with_memory_limit).
     pub fn on_node(index: u32, numa_node: Option<usize>, cores: usize) -> CpuDevice {
         CpuDevice {
             numa_node,
             cores,
             ..CpuDevice::new(index)
         }
+    }
+
+    /// This device with at most `bytes` per tensor buffer (`None`: no limit but the
+    /// allocator's).
+    ///
+    /// ```
+    /// use magpie_core::Device;
+    /// let cpu = magpie_cpu::CpuDevice::new(0).with_memory_limit(Some(1 << 30));
+    /// assert_eq!(cpu.memory_limit(), Some(1 << 30));
+    /// ```
+    pub fn with_memory_limit(mut self, bytes: Option<u64>) -> CpuDevice {
+        self.memory_limit = bytes;
+        self
     }
 
     /// The number of cores of the device (the process's available parallelism unless
@@ -70,6 +92,10 @@ impl Device for CpuDevice {
 
     fn numa_node(&self) -> Option<usize> {
         self.numa_node
+    }
+
+    fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
     }
 
     fn description(&self) -> String {

@@ -194,17 +194,18 @@ pub fn layout_devices(
                 [only] => Some(only.os_index),
                 _ => None,
             };
-            vec![Arc::new(CpuDevice::on_node(0, node, cores))]
+            let memory: Option<u64> = selected.iter().map(|n| n.memory_bytes).sum();
+            let device = CpuDevice::on_node(0, node, cores);
+            let limit = memory.or(device.memory_limit());
+            vec![Arc::new(device.with_memory_limit(limit))]
         }
         CpuLayout::PerNumaNode => selected
             .iter()
             .enumerate()
             .map(|(k, n)| {
-                Arc::new(CpuDevice::on_node(
-                    k as u32,
-                    Some(n.os_index),
-                    n.cores.len(),
-                ))
+                let device = CpuDevice::on_node(k as u32, Some(n.os_index), n.cores.len());
+                let limit = n.memory_bytes.or(device.memory_limit());
+                Arc::new(device.with_memory_limit(limit))
             })
             .collect(),
     }

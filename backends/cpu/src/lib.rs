@@ -26,7 +26,9 @@ pub use layout::{
     current_worker_node, layout_devices, select_nodes, CpuLayout, CpuOptions, CpuRuntime,
     CpuSetupError, PinningPlan, WorkerPin,
 };
-pub use topology::{Binder, Core, MachineTopology, NumaNode, TopologyError, TopologySource};
+pub use topology::{
+    machine_memory, Binder, Core, MachineTopology, NumaNode, TopologyError, TopologySource,
+};
 
 /// The device type the CPU kernels are registered for.
 pub const DEVICE_TYPE: &str = "CPU";

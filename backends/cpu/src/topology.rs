@@ -227,6 +227,16 @@ impl fmt::Display for MachineTopology {
     }
 }
 
+/// Bytes of memory of this machine as hwloc reports them (all NUMA nodes together), read
+/// once per process; `None` when hwloc cannot load or reports none.
+pub fn machine_memory() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        let topology = Topology::new().ok()?;
+        Some(topology.root_object().total_memory()).filter(|&b| b > 0)
+    })
+}
+
 /// Reads nodes, cores and PUs out of an hwloc topology.
 fn from_hwloc(
     topology: &Topology,

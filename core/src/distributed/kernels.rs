@@ -99,7 +99,7 @@ impl AsyncKernel for SendKernel {
         let tensor = ctx
             .inputs
             .pop()
-            .unwrap_or_else(|| Tensor::zeros(DType::Bool, [0]));
+            .unwrap_or_else(|| Tensor::empty(DType::Bool));
         let key = RendezvousKey {
             step_id: ctx.step_id,
             edge: self.edge.clone(),

@@ -6,7 +6,12 @@ use super::node::{NodeId, Output};
 use crate::tensor::{DType, Shape, Tensor};
 
 fn dims_attr(shape: &[usize]) -> Vec<i64> {
-    shape.iter().map(|d| *d as i64).collect()
+    // Saturating: a dimension beyond `i64::MAX` stays absurdly large (and fails the shape
+    // checks) instead of wrapping to a negative or "unknown" (-1) dimension.
+    shape
+        .iter()
+        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+        .collect()
 }
 
 impl Graph {

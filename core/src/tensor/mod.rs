@@ -7,7 +7,12 @@
 //! A backend's allocator may record where a buffer came from ([`BufferOrigin`]: its NUMA
 //! node, and a [`Recycler`] that takes the elements back when the last reference drops);
 //! see [`Tensor::from_vec_in`].
+//!
+//! Shapes are checked when made ([`Shape`], [`IntoShape`]): every constructor here fails
+//! with [`TensorError::Shape`] rather than overflow, and a tensor's element count always
+//! equals its storage's length. Buffers are allocated fallibly ([`MemoryLimit`]).
 
+mod alloc;
 mod display;
 mod dtype;
 mod origin;
@@ -18,9 +23,10 @@ use std::sync::Arc;
 
 use origin::Buffer;
 
+pub use alloc::{AllocError, AllocFailure, MemoryLimit};
 pub use dtype::{DType, Element};
 pub use origin::{BufferOrigin, Recycler};
-pub use shape::Shape;
+pub use shape::{byte_size, IntoShape, Shape, ShapeError};
 pub use storage::{DeviceBuffer, Storage, StorageElement};
 
 /// Errors from building or reading a tensor.
@@ -50,6 +56,12 @@ pub enum TensorError {
     /// A scalar was asked of a tensor with more or fewer than one element.
     #[error("expected a scalar (one element), got shape {0}")]
     NotScalar(Shape),
+    /// The shape is too large (its element count or byte size overflows).
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The elements could not be allocated.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 /// An n-dimensional array of one [`DType`], immutable and cheap to clone.
@@ -61,16 +73,25 @@ pub struct Tensor {
 
 impl Tensor {
     /// A tensor from its shape and elements; fails when the counts differ.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for a shape too large; [`TensorError::ElementCount`] when
+    /// `data` does not hold exactly its elements.
     pub fn from_vec<T: StorageElement>(
-        shape: impl Into<Shape>,
+        shape: impl IntoShape,
         data: Vec<T>,
     ) -> Result<Tensor, TensorError> {
         Tensor::from_storage(shape, T::into_storage(data))
     }
 
     /// A tensor from its shape and a storage; fails when the counts differ.
-    pub fn from_storage(shape: impl Into<Shape>, data: Storage) -> Result<Tensor, TensorError> {
-        let shape = shape.into();
+    ///
+    /// # Errors
+    /// As [`from_vec`](Self::from_vec); also [`TensorError::Shape`] when a device buffer's
+    /// elements would take more bytes than any allocation holds.
+    pub fn from_storage(shape: impl IntoShape, data: Storage) -> Result<Tensor, TensorError> {
+        let shape = shape.into_shape()?;
+        shape.num_bytes(data.dtype())?;
         let expected = shape.num_elements();
         if data.len() != expected {
             return Err(TensorError::ElementCount {
@@ -89,8 +110,11 @@ impl Tensor {
     /// `origin`: [`numa_node`](Self::numa_node) reports its node, and when the last
     /// reference is dropped the elements go to its [`Recycler`], if it has one. Fails when
     /// the counts differ (the elements then go back to the recycler at once).
+    ///
+    /// # Errors
+    /// As [`from_vec`](Self::from_vec).
     pub fn from_vec_in<T: StorageElement>(
-        shape: impl Into<Shape>,
+        shape: impl IntoShape,
         data: Vec<T>,
         origin: &Arc<BufferOrigin>,
     ) -> Result<Tensor, TensorError> {
@@ -98,7 +122,7 @@ impl Tensor {
             storage: T::into_storage(data),
             origin: Some(Arc::clone(origin)),
         };
-        let shape = shape.into();
+        let shape = shape.into_shape()?;
         let expected = shape.num_elements();
         if buffer.storage.len() != expected {
             return Err(TensorError::ElementCount {
@@ -116,7 +140,7 @@ impl Tensor {
     /// A rank-1 tensor holding a copy of `data`.
     pub fn from_slice<T: StorageElement>(data: &[T]) -> Tensor {
         Tensor {
-            shape: Shape::new(&[data.len()]),
+            shape: Shape::vector(data.len()),
             data: Arc::new(Buffer::plain(T::into_storage(data.to_vec()))),
         }
     }
@@ -129,14 +153,45 @@ impl Tensor {
         }
     }
 
-    /// A tensor of zeros (or `false`s).
-    pub fn zeros(dtype: DType, shape: impl Into<Shape>) -> Tensor {
-        let shape = shape.into();
-        let n = shape.num_elements();
+    /// An empty rank-1 tensor (shape `[0]`) of `dtype`; allocates nothing.
+    pub fn empty(dtype: DType) -> Tensor {
+        let storage = match dtype {
+            DType::F32 => Storage::F32(Vec::new()),
+            DType::F64 => Storage::F64(Vec::new()),
+            DType::I32 => Storage::I32(Vec::new()),
+            DType::I64 => Storage::I64(Vec::new()),
+            DType::Bool => Storage::Bool(Vec::new()),
+        };
         Tensor {
-            shape,
-            data: Arc::new(Buffer::plain(Storage::zeros(dtype, n))),
+            shape: Shape::vector(0),
+            data: Arc::new(Buffer::plain(storage)),
         }
+    }
+
+    /// A tensor of zeros (or `false`s) in host memory.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for a shape too large; [`TensorError::Alloc`] when the
+    /// memory cannot be had (never an abort).
+    pub fn zeros(dtype: DType, shape: impl IntoShape) -> Result<Tensor, TensorError> {
+        Tensor::zeros_in(dtype, shape, &MemoryLimit::host())
+    }
+
+    /// A tensor of zeros allocated under `memory`'s limit (a kernel passes its device's).
+    ///
+    /// # Errors
+    /// As [`zeros`](Self::zeros); the error names `memory`'s device.
+    pub fn zeros_in(
+        dtype: DType,
+        shape: impl IntoShape,
+        memory: &MemoryLimit,
+    ) -> Result<Tensor, TensorError> {
+        let shape = shape.into_shape()?;
+        let storage = memory.zeros_storage(dtype, shape.num_elements())?;
+        Ok(Tensor {
+            shape,
+            data: Arc::new(Buffer::plain(storage)),
+        })
     }
 
     /// The dtype.
@@ -159,7 +214,7 @@ impl Tensor {
         self.data.storage.len()
     }
 
-    /// Bytes the elements occupy.
+    /// Bytes the elements occupy (never overflows: checked when the tensor was made).
     pub fn size_in_bytes(&self) -> usize {
         self.data.storage.len() * self.dtype().size_of()
     }
@@ -181,8 +236,12 @@ impl Tensor {
     }
 
     /// A tensor whose elements live in a device's memory.
+    ///
+    /// # Errors
+    /// As [`from_storage`](Self::from_storage): the buffer's length must be the shape's
+    /// element count.
     pub fn from_device_buffer(
-        shape: impl Into<Shape>,
+        shape: impl IntoShape,
         buffer: Arc<dyn DeviceBuffer>,
     ) -> Result<Tensor, TensorError> {
         Tensor::from_storage(shape, Storage::Device(buffer))
@@ -256,8 +315,12 @@ impl Tensor {
     }
 
     /// The same elements under another shape with the same element count.
-    pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor, TensorError> {
-        let shape = shape.into();
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for a shape too large; [`TensorError::ElementCount`] when
+    /// the counts differ.
+    pub fn reshape(&self, shape: impl IntoShape) -> Result<Tensor, TensorError> {
+        let shape = shape.into_shape()?;
         if shape.num_elements() != self.num_elements() {
             return Err(TensorError::ElementCount {
                 expected: shape.num_elements(),
@@ -286,7 +349,7 @@ macro_rules! scalar_from {
         }
         impl From<Vec<$t>> for Tensor {
             fn from(v: Vec<$t>) -> Tensor {
-                Tensor { shape: Shape::new(&[v.len()]), data: Arc::new(Buffer::plain(<$t>::into_storage(v))) }
+                Tensor { shape: Shape::vector(v.len()), data: Arc::new(Buffer::plain(<$t>::into_storage(v))) }
             }
         }
         impl From<&[$t]> for Tensor {

@@ -91,15 +91,13 @@ impl Storage {
         self.len() == 0
     }
 
-    /// `n` zeros (or `false`s) of `dtype`.
-    pub fn zeros(dtype: DType, n: usize) -> Storage {
-        match dtype {
-            DType::F32 => Storage::F32(vec![0.0; n]),
-            DType::F64 => Storage::F64(vec![0.0; n]),
-            DType::I32 => Storage::I32(vec![0; n]),
-            DType::I64 => Storage::I64(vec![0; n]),
-            DType::Bool => Storage::Bool(vec![false; n]),
-        }
+    /// `n` zeros (or `false`s) of `dtype` in host memory.
+    ///
+    /// # Errors
+    /// When the memory cannot be had (never an abort); see
+    /// [`MemoryLimit`](super::MemoryLimit) to allocate under a device's limit.
+    pub fn zeros(dtype: DType, n: usize) -> Result<Storage, super::AllocError> {
+        super::MemoryLimit::host().zeros_storage(dtype, n)
     }
 
     /// The element at `i` converted to `f64` (`true` is 1); NaN for a device buffer,

@@ -12,7 +12,7 @@ use crate::graph::{register_op, Arity, DeviceName, Graph, GraphError, OpDef, Out
 use crate::kernel::{AsyncKernel, AsyncKernelContext, BoxedKernel, KernelError, Outputs};
 use crate::registry::{kernels_for, register_kernel, ANY_DEVICE};
 use crate::session::{Session, SessionOptions};
-use crate::tensor::{DType, Shape, Storage, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 /// What a passing suite covered.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -87,7 +87,7 @@ fn values(dtype: DType, shape: &[usize], seed: usize, positive: bool) -> Tensor 
         DType::I64 => Storage::I64((0..n).map(|i| v(i) as i64).collect()),
         DType::Bool => Storage::Bool((0..n).map(|i| v(i) > 0.0).collect()),
     };
-    Tensor::from_storage(Shape::new(shape), storage).expect("count matches shape")
+    Tensor::from_storage(shape, storage).expect("count matches shape")
 }
 
 type Case = (String, Graph, Vec<Output>);

@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::graph::{Graph, Node, NodeId, Output};
-use crate::tensor::{DType, Element, Shape, Storage, StorageElement, Tensor};
+use crate::tensor::{DType, Element, MemoryLimit, Shape, Storage, StorageElement, Tensor};
 
 /// Why [`evaluate`] could not produce the fetches.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -402,7 +402,9 @@ fn run_node(node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ReferenceErr
             let shape = node.attrs.ints("shape").map_err(attr_error)?;
             fill(inputs[0], &shape)
         }
-        "ZerosLike" => Ok(Tensor::zeros(inputs[0].dtype(), inputs[0].shape().clone())),
+        "ZerosLike" => {
+            Tensor::zeros(inputs[0].dtype(), inputs[0].shape()).map_err(|e| e.to_string())
+        }
         "RandomUniform" => {
             return Err(unsupported(
                 "the CPU backend's ChaCha random stream is not replicated",
@@ -581,13 +583,7 @@ fn binary(op: Binary, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
             y.dtype()
         ));
     }
-    let out = Shape::broadcast(x.shape(), y.shape()).ok_or_else(|| {
-        format!(
-            "incompatible shapes {} and {}: they do not broadcast",
-            x.shape(),
-            y.shape()
-        )
-    })?;
+    let out = Shape::broadcast(x.shape(), y.shape()).map_err(|e| e.to_string())?;
     numeric!(x.dtype(), T => binary_typed::<T>(op, x, y, out.dims()))
 }
 
@@ -647,9 +643,12 @@ fn matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Resul
     // Position of A[i, p] in `a`'s elements and of B[p, j] in `b`'s.
     let at = |i: usize, p: usize| if transpose_a { p * a1 + i } else { i * a1 + p };
     let bt = |p: usize, j: usize| if transpose_b { j * b1 + p } else { p * b1 + j };
+    let out_shape = Shape::new(&[m, n]).map_err(|e| e.to_string())?;
     numeric!(a.dtype(), T => {
         let (av, bv) = (elements::<T>(a)?, elements::<T>(b)?);
-        let mut out = Vec::with_capacity(m * n);
+        let mut out = MemoryLimit::host()
+            .with_capacity(out_shape.num_elements())
+            .map_err(|e| e.to_string())?;
         for i in 0..m {
             for j in 0..n {
                 let mut acc = T::ZERO;
@@ -801,15 +800,18 @@ fn fill(value: &Tensor, spec: &[i64]) -> Result<Tensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("Fill shape {spec:?} has dimension {d}")))
         .collect::<Result<Vec<usize>, String>>()?;
-    let n: usize = dims.iter().product();
+    let shape = Shape::new(&dims).map_err(|e| e.to_string())?;
+    let n = shape.num_elements();
+    let host = MemoryLimit::host();
     let storage = match value.storage() {
-        Storage::F32(v) => Storage::F32(vec![v[0]; n]),
-        Storage::F64(v) => Storage::F64(vec![v[0]; n]),
-        Storage::I32(v) => Storage::I32(vec![v[0]; n]),
-        Storage::I64(v) => Storage::I64(vec![v[0]; n]),
-        Storage::Bool(v) => Storage::Bool(vec![v[0]; n]),
+        Storage::F32(v) => host.filled(n, v[0]).map(Storage::F32),
+        Storage::F64(v) => host.filled(n, v[0]).map(Storage::F64),
+        Storage::I32(v) => host.filled(n, v[0]).map(Storage::I32),
+        Storage::I64(v) => host.filled(n, v[0]).map(Storage::I64),
+        Storage::Bool(v) => host.filled(n, v[0]).map(Storage::Bool),
         _ => return Err("Fill's value is not on the host".to_string()),
-    };
+    }
+    .map_err(|e| e.to_string())?;
     Tensor::from_storage(dims, storage).map_err(|e| e.to_string())
 }
 
@@ -1307,7 +1309,7 @@ mod tests {
     #[test]
     fn bad_feeds_and_fetches_are_errors() -> Result<(), GraphError> {
         let g = Graph::new();
-        let p = g.placeholder(DType::F32, Some(&Shape::new(&[2])))?;
+        let p = g.placeholder(DType::F32, Some(&Shape::new(&[2]).unwrap()))?;
         let x = g.constant(1.0f32)?;
         let e = evaluate(&g, &[(p, Tensor::scalar(1i32))], &[p]).unwrap_err();
         assert!(matches!(e, ReferenceError::InvalidFeed { .. }), "{e}");

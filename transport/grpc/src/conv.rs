@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
-use magpie_core::tensor::{DType, Shape, Storage, Tensor};
+use magpie_core::tensor::{DType, MemoryLimit, Shape, Storage, Tensor};
 
 use crate::error::WireError;
 use crate::proto;
@@ -178,17 +178,29 @@ impl TensorAssembler {
         }
         let n = usize::try_from(n).map_err(|_| too_large())?;
         let bytes = usize::try_from(expected).map_err(|_| too_large())?;
+        // The shape is checked (element count, strides) before anything is allocated, and
+        // the allocation is fallible: a hostile header is an error, never an abort.
+        let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        Shape::new(&shape).map_err(|_| too_large())?;
+        let host = MemoryLimit::host();
         // Zeroed allocations of this size come fresh from the OS, already zero: nothing
         // is written twice.
+        let raw = || {
+            let mut v = Vec::new();
+            v.try_reserve_exact(bytes).map_err(|_| too_large())?;
+            v.resize(bytes, 0u8);
+            Ok::<_, WireError>(Elements::Raw(v))
+        };
         let elements = if cfg!(target_endian = "big") || dtype == DType::Bool {
-            Elements::Raw(vec![0; bytes])
+            raw()?
         } else {
+            let zeros_error = |_| too_large();
             match dtype {
-                DType::F32 => Elements::F32(vec![0.0; n]),
-                DType::F64 => Elements::F64(vec![0.0; n]),
-                DType::I32 => Elements::I32(vec![0; n]),
-                DType::I64 => Elements::I64(vec![0; n]),
-                DType::Bool => Elements::Raw(vec![0; bytes]),
+                DType::F32 => Elements::F32(host.zeros(n).map_err(zeros_error)?),
+                DType::F64 => Elements::F64(host.zeros(n).map_err(zeros_error)?),
+                DType::I32 => Elements::I32(host.zeros(n).map_err(zeros_error)?),
+                DType::I64 => Elements::I64(host.zeros(n).map_err(zeros_error)?),
+                DType::Bool => raw()?,
             }
         };
         let mut a = TensorAssembler {
@@ -247,8 +259,7 @@ impl TensorAssembler {
                 DType::Bool => Storage::Bool(b.iter().map(|x| *x != 0).collect()),
             },
         };
-        Tensor::from_storage(Shape::from(dims), storage)
-            .map_err(|_| WireError::TooLarge(self.dims.clone()))
+        Tensor::from_storage(dims, storage).map_err(|_| WireError::TooLarge(self.dims.clone()))
     }
 
     fn elements_len(&self) -> usize {

@@ -23,8 +23,8 @@ use super::broadcast::{broadcast_shape, Layout};
 use super::numeric::Arith;
 use super::parallel::{fill, for_chunks_mut};
 use super::store::{map1, map2, streams};
-use super::support::{common_dtype, dispatch_numeric, Factory, REUSE_MIN_ELEMENTS};
-use crate::buffers::{adopt, output};
+use super::support::{common_dtype, dispatch_numeric, operand, Factory, REUSE_MIN_ELEMENTS};
+use crate::buffers::{adopt, output, Place};
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[
@@ -93,21 +93,22 @@ where
     O: BinaryOp<f32> + BinaryOp<f64> + BinaryOp<i32> + BinaryOp<i64>,
 {
     let dtype = common_dtype(init, 2)?;
-    let node = init.device.numa_node();
-    dispatch_numeric!(init, dtype, T => BinaryKernel::<T, O> { node, op: PhantomData })
+    let place = Place::of(init);
+    dispatch_numeric!(init, dtype, T => BinaryKernel::<T, O> { place: place.clone(), op: PhantomData })
 }
 
 /// `O` on elements of type `T`.
 struct BinaryKernel<T, O> {
-    /// The device's NUMA node (where outputs go when not computed on a worker).
-    node: Option<usize>,
+    /// The device's node and memory limit.
+    place: Place,
     op: PhantomData<fn() -> (T, O)>,
 }
 
 impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
-        let (lhs, rhs) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+        let op = &ctx.node().op;
+        let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
         // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
         if let ([x], [y]) = (lhs, rhs) {
             if a.shape() == b.shape() {
@@ -140,11 +141,11 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         }
         if n >= REUSE_MIN_ELEMENTS && (a.shape() == &out || b.shape() == &out) {
             let (a, b) = (ctx.take_input(0), ctx.take_input(1));
-            let t = compute_owned::<T, O>(a, b, &out, self.node)?;
+            let t = compute_owned::<T, O>(a, b, &out, &self.place)?;
             ctx.push_output(t);
             return Ok(());
         }
-        let t = compute_new::<T, O>(lhs, a.shape(), rhs, b.shape(), &out, self.node)?;
+        let t = compute_new::<T, O>(lhs, a.shape(), rhs, b.shape(), &out, &self.place)?;
         ctx.push_output(t);
         Ok(())
     }
@@ -156,10 +157,10 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
     a: Tensor,
     b: Tensor,
     out: &Shape,
-    node: Option<usize>,
+    place: &Place,
 ) -> Result<Tensor, KernelError> {
     let a = if a.shape() == out {
-        let home = a.numa_node().or(node);
+        let home = a.numa_node().or(place.node);
         match a.try_into_vec::<T>() {
             Ok(mut buf) => {
                 update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply);
@@ -171,7 +172,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         a
     };
     let b = if b.shape() == out {
-        let home = b.numa_node().or(node);
+        let home = b.numa_node().or(place.node);
         match b.try_into_vec::<T>() {
             Ok(mut buf) => {
                 let flipped = |y, x| O::apply(x, y);
@@ -189,7 +190,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         b.as_slice::<T>()?,
         b.shape(),
         out,
-        node,
+        place,
     )
 }
 
@@ -239,11 +240,11 @@ fn update_in_place<T: Arith>(
 /// one-element loops.
 fn fill_with<T: Arith>(
     n: usize,
-    node: Option<usize>,
+    place: &Place,
     shape: &Shape,
     chunk: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Result<Tensor, KernelError> {
-    let mut out = output::<T>(n, node);
+    let mut out = output::<T>(n, place)?;
     // SAFETY: every caller's `chunk` writes each element of the chunk it is given.
     unsafe { fill(&mut out.buf, n, chunk) };
     out.into_tensor(shape.clone())
@@ -256,12 +257,12 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
     b: &[T],
     b_shape: &Shape,
     out: &Shape,
-    node: Option<usize>,
+    place: &Place,
 ) -> Result<Tensor, KernelError> {
     let n = out.num_elements();
     if a_shape == b_shape {
         let stream = streams::<T>(n);
-        return fill_with(n, node, out, |start, part| {
+        return fill_with(n, place, out, |start, part| {
             let len = part.len();
             map2(
                 part,
@@ -279,20 +280,20 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
     // as that input, in its order.
     let stream = streams::<T>(n);
     if let [x] = *a {
-        return fill_with(n, node, out, |start, part| {
+        return fill_with(n, place, out, |start, part| {
             let b = &b[start..start + part.len()];
             map1(part, b, stream, |y| O::apply(x, y));
         });
     }
     if let [y] = *b {
-        return fill_with(n, node, out, |start, part| {
+        return fill_with(n, place, out, |start, part| {
             let a = &a[start..start + part.len()];
             map1(part, a, stream, |x| O::apply(x, y));
         });
     }
     let layout = Layout::new(out, a_shape, b_shape);
     let len = layout.row_len();
-    let mut output = output::<T>(n, node);
+    let mut output = output::<T>(n, place)?;
     let data = &mut output.buf;
     match (layout.a_row_stride(), layout.b_row_stride()) {
         (1, 1) => layout.for_each_row(|ao, bo| {

@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn layout(a: &[usize], b: &[usize]) -> Layout {
-        let (a, b) = (Shape::new(a), Shape::new(b));
+        let (a, b) = (Shape::new(a).unwrap(), Shape::new(b).unwrap());
         Layout::new(&broadcast_shape(&a, &b).unwrap(), &a, &b)
     }
 
@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn incompatible_shapes_are_named() {
-        let e = broadcast_shape(&Shape::new(&[3]), &Shape::new(&[4])).unwrap_err();
+        let e =
+            broadcast_shape(&Shape::new(&[3]).unwrap(), &Shape::new(&[4]).unwrap()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid argument: shapes [3] and [4] cannot be broadcast together"

@@ -36,13 +36,13 @@ use std::marker::PhantomData;
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::shape_fn::matmul_dims;
-use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError};
+use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape};
 
 use magpie_core::scheduler::{current_parallelism, parallel_for};
 
 use super::numeric::Arith;
-use super::support::{common_dtype, dispatch_numeric, Factory};
-use crate::buffers::output;
+use super::support::{common_dtype, dispatch_numeric, operand, Factory};
+use crate::buffers::{output, Place};
 use crate::conv::gemm_strides;
 
 /// Products of fewer multiply-adds than this run on the calling worker alone (behaviour at
@@ -63,11 +63,11 @@ fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     let transpose_a = attrs.bool_or("transpose_a", false)?;
     let transpose_b = attrs.bool_or("transpose_b", false)?;
     let dtype = common_dtype(init, 2)?;
-    let node = init.device.numa_node();
+    let place = Place::of(init);
     dispatch_numeric!(init, dtype, T => MatMulKernel::<T> {
         transpose_a,
         transpose_b,
-        node,
+        place: place.clone(),
         elem: PhantomData,
     })
 }
@@ -141,9 +141,10 @@ macro_rules! float_gemm_impl {
             ) {
                 let (rsc, csc) = gemm_strides(ldc, false);
                 // SAFETY: `a.data` holds the m×k logical matrix: its largest index,
-                // (m-1)·rs + (k-1)·cs, lies within the slice (shapes checked in `compute`,
-                // rows taken with `rows_from`); likewise `b` for k×n (columns taken with
-                // `cols_from`). The caller gives `c` as m×n writable elements with strides
+                // (m-1)·rs + (k-1)·cs, lies within the slice (`compute` checks that each
+                // operand holds exactly its shape's elements and that the shapes give m, k
+                // and n; rows taken with `rows_from`); likewise `b` for k×n (columns taken
+                // with `cols_from`). The caller gives `c` as m×n writable elements with strides
                 // (ldc, 1), not aliasing the inputs; with beta = 0 `matrixmultiply` does
                 // not read them ("If β is zero, then C does not need to be initialized").
                 unsafe {
@@ -255,8 +256,8 @@ fn blocks(m: usize, k: usize, n: usize) -> (usize, usize) {
 struct MatMulKernel<T> {
     transpose_a: bool,
     transpose_b: bool,
-    /// The device's NUMA node (where outputs go when not computed on a worker).
-    node: Option<usize>,
+    /// The device's node and memory limit.
+    place: Place,
     elem: PhantomData<fn() -> T>,
 }
 
@@ -264,17 +265,23 @@ impl<T: Gemm> Kernel for MatMulKernel<T> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
         let (m, k, n) = matmul_dims(a.shape(), b.shape(), self.transpose_a, self.transpose_b)?;
+        // The output's element count is checked before anything is allocated or written:
+        // `[2^32, 0] x [0, 2^32]` has valid operands but no representable product.
+        let shape = Shape::new(&[m, n])?;
+        let mn = shape.num_elements();
         let (ac, bc) = (a.dims()[1], b.dims()[1]);
-        let operand = |data, cols, transposed| {
+        let logical = |data, cols, transposed| {
             let (rs, cs) = gemm_strides(cols, transposed);
             Operand { data, rs, cs }
         };
-        let lhs = operand(a.as_slice::<T>()?, ac, self.transpose_a);
-        let rhs = operand(b.as_slice::<T>()?, bc, self.transpose_b);
-        let mut out = output::<T>(m * n, self.node);
+        // Each operand holds exactly the elements of its shape (checked by `operand`), so
+        // its logical matrix's largest index, (rows-1)·rs + (cols-1)·cs, lies within it.
+        let lhs = logical(operand::<T>("MatMul", 0, a)?, ac, self.transpose_a);
+        let rhs = logical(operand::<T>("MatMul", 1, b)?, bc, self.transpose_b);
+        let mut out = output::<T>(mn, &self.place)?;
         if m > 0 && n > 0 {
             if k == 0 {
-                out.buf.resize(m * n, T::ZERO);
+                out.buf.resize(mn, T::ZERO);
             } else {
                 let (row_blocks, col_blocks) = blocks(m, k, n);
                 let rows = m.div_ceil(row_blocks).next_multiple_of(BLOCK_ROWS.min(m));
@@ -288,19 +295,21 @@ impl<T: Gemm> Kernel for MatMulKernel<T> {
                     }
                     let (r1, c1) = ((r0 + rows).min(m), (c0 + cols).min(n));
                     let (a, b) = (lhs.rows_from(r0), rhs.cols_from(c0));
-                    // SAFETY: `out.buf` has room for m·n elements and is not touched
-                    // elsewhere until every block returned; block `i` writes rows
-                    // `r0..r1` × columns `c0..c1` (row stride n), disjoint from every
-                    // other block's. The operands address their matrices (shapes checked
-                    // above; blocks taken within them).
+                    // SAFETY: `out.buf` has room for m·n elements (`output(mn)`, with
+                    // m·n checked not to overflow) and is not touched elsewhere until
+                    // every block returned; block `i` writes rows `r0..r1` × columns
+                    // `c0..c1` (row stride n), disjoint from every other block's. The
+                    // operands hold exactly their shapes' elements (`operand`) and
+                    // `matmul_dims` checked those shapes against m, k and n, so they
+                    // address their matrices; blocks are taken within them.
                     unsafe { T::gemm_into(r1 - r0, k, c1 - c0, a, b, c.0.add(r0 * n + c0), n) };
                 });
                 // SAFETY: the blocks cover rows `0..m` × columns `0..n`, and each wrote
                 // all of its elements (`gemm_into` with beta = 0 writes every element).
-                unsafe { out.buf.set_len(m * n) };
+                unsafe { out.buf.set_len(mn) };
             }
         }
-        ctx.push_output(out.into_tensor([m, n])?);
+        ctx.push_output(out.into_tensor(shape)?);
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor};
 
 use super::numeric::Arith;
-use super::support::{dispatch_numeric, input_dtype, Factory};
+use super::support::{dispatch_numeric, input_dtype, operand, Factory};
+use crate::buffers::Place;
 use crate::conv::normalize_axis;
 
 /// The kernels of this family.
@@ -24,9 +25,11 @@ pub(super) const KERNELS: &[(&str, Factory)] =
 fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     let axis = init.node.attrs.opt_int("axis")?;
     let keep_dims = init.node.attrs.bool_or("keep_dims", false)?;
+    let place = Place::of(init);
     dispatch_numeric!(init, input_dtype(init, 0)?, T => ReduceKernel::<T, MEAN> {
         axis,
         keep_dims,
+        place: place.clone(),
         elem: PhantomData,
     })
 }
@@ -35,35 +38,41 @@ fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, Kerne
 struct ReduceKernel<T, const MEAN: bool> {
     axis: Option<i64>,
     keep_dims: bool,
+    /// The device's memory limit (for the output).
+    place: Place,
     elem: PhantomData<fn() -> T>,
 }
 
 impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let x = ctx.input(0);
-        let data = x.as_slice::<T>()?;
+        let op = if MEAN { "Mean" } else { "Sum" };
+        // Exactly the shape's elements: the offsets below are computed from the dims.
+        let data = operand::<T>(op, 0, x)?;
         let dims = x.dims();
         let (shape, mut out, count) = match self.axis {
             None => {
                 let shape = if self.keep_dims {
-                    Shape::from(vec![1; dims.len()])
+                    Shape::new(&vec![1; dims.len()])?
                 } else {
                     Shape::scalar()
                 };
                 (shape, vec![sum(data)], data.len())
             }
             Some(axis) => {
-                let axis = normalize_axis(if MEAN { "Mean" } else { "Sum" }, axis, dims.len())?;
+                let axis = normalize_axis(op, axis, dims.len())?;
                 let mut shape = dims.to_vec();
                 if self.keep_dims {
                     shape[axis] = 1;
                 } else {
                     shape.remove(axis);
                 }
-                let outer = dims[..axis].iter().product();
-                let inner = dims[axis + 1..].iter().product();
-                let out = sum_axis(data, outer, dims[axis], inner);
-                (Shape::from(shape), out, dims[axis])
+                let outer: usize = dims[..axis].iter().product();
+                let inner: usize = dims[axis + 1..].iter().product();
+                // A product of the input's dimensions, which its shape checked fits.
+                let mut out = self.place.memory.zeros::<T>(outer * inner)?;
+                sum_axis(data, dims[axis], inner, &mut out);
+                (Shape::new(&shape)?, out, dims[axis])
             }
         };
         if MEAN {
@@ -95,17 +104,16 @@ fn sum<T: Arith>(data: &[T]) -> T {
 }
 
 /// Sums over the middle axis of `data` viewed as `[outer, len, inner]`, giving
-/// `[outer, inner]`; each output adds its inputs in increasing order along the axis.
-fn sum_axis<T: Arith>(data: &[T], outer: usize, len: usize, inner: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; outer * inner];
+/// `[outer, inner]` in `out` (zeroed, `outer · inner` long); each output adds its inputs in increasing order along the axis.
+fn sum_axis<T: Arith>(data: &[T], len: usize, inner: usize, out: &mut [T]) {
     if inner == 0 {
-        return out;
+        return;
     }
     if inner == 1 {
         for (o, dst) in out.iter_mut().enumerate() {
             *dst = sum(&data[o * len..(o + 1) * len]);
         }
-        return out;
+        return;
     }
     for (o, dst) in out.chunks_exact_mut(inner).enumerate() {
         let block = &data[o * len * inner..(o + 1) * len * inner];
@@ -115,5 +123,4 @@ fn sum_axis<T: Arith>(data: &[T], outer: usize, len: usize, inner: usize) -> Vec
             }
         }
     }
-    out
 }

@@ -16,6 +16,7 @@ use magpie_core::tensor::{Storage, StorageElement};
 use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Shape, Tensor};
 
 use super::support::{input_dtype, sync, Factory};
+use crate::buffers::{filled, output, Place};
 use crate::conv::known_shape;
 
 /// The kernels of this family.
@@ -52,7 +53,7 @@ impl Kernel for ReshapeKernel {
 }
 
 /// Converts a whole tensor to another dtype.
-type CastFn = fn(&Tensor) -> Result<Tensor, KernelError>;
+type CastFn = fn(&Tensor, &Place) -> Result<Tensor, KernelError>;
 
 /// One element converted with `Cast`'s semantics.
 trait Convert<U> {
@@ -94,9 +95,12 @@ impl Convert<bool> for bool {
 
 fn cast<S: StorageElement + Convert<U>, U: StorageElement>(
     x: &Tensor,
+    place: &Place,
 ) -> Result<Tensor, KernelError> {
-    let data: Vec<U> = x.as_slice::<S>()?.iter().map(|&v| v.convert()).collect();
-    Ok(Tensor::from_vec(x.shape().clone(), data)?)
+    let src = x.as_slice::<S>()?;
+    let mut out = output::<U>(src.len(), place)?;
+    out.buf.extend(src.iter().map(|&v| v.convert()));
+    out.into_tensor(x.shape())
 }
 
 /// The conversion from `from` to `to`.
@@ -127,6 +131,7 @@ fn cast_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     sync(CastKernel {
         to,
         convert: cast_fn(from, to),
+        place: Place::of(init),
     })
 }
 
@@ -134,6 +139,8 @@ struct CastKernel {
     to: DType,
     /// The conversion from the input dtype the kernel was built for.
     convert: CastFn,
+    /// The device's node and memory limit.
+    place: Place,
 }
 
 impl Kernel for CastKernel {
@@ -142,7 +149,7 @@ impl Kernel for CastKernel {
         let y = if x.dtype() == self.to {
             x.clone()
         } else {
-            (self.convert)(x)?
+            (self.convert)(x, &self.place)?
         };
         ctx.push_output(y);
         Ok(())
@@ -151,15 +158,23 @@ impl Kernel for CastKernel {
 
 fn fill_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     let shape = known_shape("Fill", "shape", &init.node.attrs.ints("shape")?)?;
-    sync(FillKernel { shape })
+    sync(FillKernel {
+        shape,
+        place: Place::of(init),
+    })
 }
 
 struct FillKernel {
     shape: Shape,
+    /// The device's node and memory limit.
+    place: Place,
 }
 
-fn filled<T: StorageElement>(v: &[T], n: usize) -> Storage {
-    T::into_storage(vec![v[0]; n])
+fn fill<T: StorageElement>(v: &[T], shape: &Shape, place: &Place) -> Result<Tensor, KernelError> {
+    let first = *v.first().ok_or_else(|| {
+        KernelError::InvalidArgument("Fill needs a one-element value, got none".into())
+    })?;
+    filled(shape.num_elements(), first, place)?.into_tensor(shape)
 }
 
 impl Kernel for FillKernel {
@@ -171,34 +186,35 @@ impl Kernel for FillKernel {
                 value.shape()
             )));
         }
-        let n = self.shape.num_elements();
-        let storage = match value.storage() {
-            Storage::F32(v) => filled(v, n),
-            Storage::F64(v) => filled(v, n),
-            Storage::I32(v) => filled(v, n),
-            Storage::I64(v) => filled(v, n),
-            Storage::Bool(v) => filled(v, n),
+        let (shape, place) = (&self.shape, &self.place);
+        let out = match value.storage() {
+            Storage::F32(v) => fill(v, shape, place)?,
+            Storage::F64(v) => fill(v, shape, place)?,
+            Storage::I32(v) => fill(v, shape, place)?,
+            Storage::I64(v) => fill(v, shape, place)?,
+            Storage::Bool(v) => fill(v, shape, place)?,
             _ => {
                 return Err(KernelError::InvalidArgument(
                     "Fill's value is not in host memory".into(),
                 ))
             }
         };
-        ctx.push_output(Tensor::from_storage(self.shape.clone(), storage)?);
+        ctx.push_output(out);
         Ok(())
     }
 }
 
-fn zeros_like_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
-    sync(ZerosLikeKernel)
+fn zeros_like_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    sync(ZerosLikeKernel(Place::of(init)))
 }
 
-struct ZerosLikeKernel;
+struct ZerosLikeKernel(Place);
 
 impl Kernel for ZerosLikeKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let x = ctx.input(0);
-        ctx.push_output(Tensor::zeros(x.dtype(), x.shape().clone()));
+        let zeros = Tensor::zeros_in(x.dtype(), x.shape(), &self.0.memory)?;
+        ctx.push_output(zeros);
         Ok(())
     }
 }

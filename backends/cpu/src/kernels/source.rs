@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::numeric::FloatArith;
 use super::support::{dispatch_float, sync, Factory};
+use crate::buffers::{output, Place};
 use crate::conv::known_shape;
 
 /// The kernels of this family.
@@ -81,6 +82,7 @@ fn random_uniform_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelEr
     dispatch_float!(init, attrs.dtype("dtype")?, T => RandomUniformKernel::<T> {
         shape,
         seed,
+        place: Place::of(init),
         elem: PhantomData,
     })
 }
@@ -88,16 +90,18 @@ fn random_uniform_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelEr
 struct RandomUniformKernel<T> {
     shape: Shape,
     seed: u64,
+    /// The device's node and memory limit.
+    place: Place,
     elem: PhantomData<fn() -> T>,
 }
 
 impl<T: FloatArith> Kernel for RandomUniformKernel<T> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let data: Vec<T> = (0..self.shape.num_elements())
-            .map(|_| T::sample(&mut rng))
-            .collect();
-        ctx.push_output(Tensor::from_vec(self.shape.clone(), data)?);
+        let n = self.shape.num_elements();
+        let mut out = output::<T>(n, &self.place)?;
+        out.buf.extend((0..n).map(|_| T::sample(&mut rng)));
+        ctx.push_output(out.into_tensor(&self.shape)?);
         Ok(())
     }
 }

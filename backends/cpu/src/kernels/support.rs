@@ -56,6 +56,29 @@ pub(crate) fn common_dtype(init: &KernelInit<'_>, inputs: usize) -> Result<DType
     Ok(dtype)
 }
 
+/// Input `i`'s elements as `T`, checked to hold exactly as many elements as its shape
+/// says: the bound every offset a kernel computes from the shape relies on.
+///
+/// # Errors
+/// Invalid argument naming the op and input when the dtype is not `T`, the elements are
+/// not in host memory, or the count differs.
+pub(crate) fn operand<'t, T: StorageElement>(
+    op: &str,
+    i: usize,
+    t: &'t Tensor,
+) -> Result<&'t [T], KernelError> {
+    let data = t.as_slice::<T>()?;
+    if data.len() != t.shape().num_elements() {
+        return Err(KernelError::InvalidArgument(format!(
+            "{op}: input {i} holds {} elements, but its shape {} has {}",
+            data.len(),
+            t.shape(),
+            t.shape().num_elements()
+        )));
+    }
+    Ok(data)
+}
+
 /// Takes input `i` and its elements' buffer when it is large enough to be worth it and
 /// this context held the only reference. Otherwise the input stays put (if small) or comes
 /// back as `Err` (if taken but shared).

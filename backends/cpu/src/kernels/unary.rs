@@ -12,7 +12,10 @@ use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Tensor};
 
 use super::numeric::{Arith, FloatArith};
-use super::support::{dispatch_float, dispatch_numeric, input_dtype, take_unique, Factory};
+use super::support::{
+    dispatch_float, dispatch_numeric, input_dtype, operand, take_unique, Factory,
+};
+use crate::buffers::{output, Place};
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[
@@ -78,18 +81,20 @@ fn numeric_factory<O>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
 where
     O: UnaryOp<f32> + UnaryOp<f64> + UnaryOp<i32> + UnaryOp<i64>,
 {
-    dispatch_numeric!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(PhantomData))
+    let place = Place::of(init);
+    dispatch_numeric!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(place.clone(), PhantomData))
 }
 
 fn float_factory<O>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
 where
     O: UnaryOp<f32> + UnaryOp<f64>,
 {
-    dispatch_float!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(PhantomData))
+    let place = Place::of(init);
+    dispatch_float!(init, input_dtype(init, 0)?, T => UnaryKernel::<T, O>(place.clone(), PhantomData))
 }
 
 /// `O` on elements of type `T`.
-struct UnaryKernel<T, O>(PhantomData<fn() -> (T, O)>);
+struct UnaryKernel<T, O>(Place, PhantomData<fn() -> (T, O)>);
 
 impl<T: Arith, O: UnaryOp<T>> Kernel for UnaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
@@ -101,14 +106,26 @@ impl<T: Arith, O: UnaryOp<T>> Kernel for UnaryKernel<T, O> {
                 }
                 buf
             }
-            Some(Err(x)) => map::<T, O>(x.as_slice()?),
-            None => map::<T, O>(ctx.input(0).as_slice()?),
+            Some(Err(x)) => return push_mapped::<T, O>(ctx, &x, &self.0),
+            None => {
+                let x = ctx.input(0).clone();
+                return push_mapped::<T, O>(ctx, &x, &self.0);
+            }
         };
         ctx.push_output(Tensor::from_vec(shape, data)?);
         Ok(())
     }
 }
 
-fn map<T: Arith, O: UnaryOp<T>>(x: &[T]) -> Vec<T> {
-    x.iter().map(|&v| O::apply(v)).collect()
+/// Pushes `O` of every element of `x`, in a new buffer allocated under `place`'s limit.
+fn push_mapped<T: Arith, O: UnaryOp<T>>(
+    ctx: &mut KernelContext<'_>,
+    x: &Tensor,
+    place: &Place,
+) -> Result<(), KernelError> {
+    let data = operand::<T>(&ctx.node().op, 0, x)?;
+    let mut out = output::<T>(data.len(), place)?;
+    out.buf.extend(data.iter().map(|&v| O::apply(v)));
+    ctx.push_output(out.into_tensor(x.shape())?);
+    Ok(())
 }

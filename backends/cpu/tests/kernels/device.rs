@@ -30,7 +30,23 @@ fn the_default_device_is_local_cpu_zero() {
     let cores = std::thread::available_parallelism().unwrap().get();
     let unit = if cores == 1 { "core" } else { "cores" };
     assert_eq!(d.description(), format!("CPU, {cores} {unit}"));
-    assert_eq!(d.memory_limit(), None);
+    // The memory limit defaults to the machine's memory, as hwloc reports it.
+    let machine = magpie_cpu::machine_memory();
+    assert_eq!(d.memory_limit(), machine);
+    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("MemTotal in /proc/meminfo");
+        let bytes = machine.expect("hwloc reports this machine's memory");
+        assert!(
+            bytes / 2 <= kib * 1024 && kib * 1024 <= bytes.saturating_mul(2),
+            "hwloc says {bytes} bytes, /proc/meminfo {kib} KiB"
+        );
+    }
+    let small = CpuDevice::new(1).with_memory_limit(Some(1 << 20));
+    assert_eq!(small.memory_limit(), Some(1 << 20));
     assert_eq!(CpuDevice::new(3).name(), &DeviceName::local("CPU", 3));
 }
 

@@ -59,4 +59,10 @@ impl GpuBuffer {
     pub(crate) fn len_elements(&self) -> usize {
         self.len
     }
+
+    /// The number of f32 elements the Vulkan buffer holds (at least
+    /// [`len_elements`](Self::len_elements), and at least one).
+    pub(crate) fn capacity_elements(&self) -> u64 {
+        self.buffer.len()
+    }
 }

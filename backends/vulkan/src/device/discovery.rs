@@ -144,6 +144,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
     Ok(VulkanDevice {
         name,
         description,
+        memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
         limits,
         memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
         command_buffers: Arc::new(StandardCommandBufferAllocator::new(

@@ -59,6 +59,9 @@ pub struct VulkanDevice {
     name: DeviceName,
     description: String,
     limits: Limits,
+    /// The most bytes one tensor buffer may take: the heap's size unless lowered with
+    /// [`VulkanDevice::set_memory_limit`].
+    memory_limit: std::sync::atomic::AtomicU64,
     device: Arc<vulkano::device::Device>,
     queue: Arc<Queue>,
     memory: Arc<StandardMemoryAllocator>,
@@ -89,7 +92,7 @@ impl Device for VulkanDevice {
     }
 
     fn memory_limit(&self) -> Option<u64> {
-        Some(self.limits.heap_bytes)
+        Some(self.memory_limit.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn memory_space(&self) -> MemorySpace {
@@ -112,14 +115,24 @@ impl VulkanDevice {
         &self.limits
     }
 
+    /// Lowers (or raises, up to the heap's size) the most bytes one tensor buffer may take
+    /// on this device; a larger allocation then fails at once with a resource-exhausted
+    /// error. The device is shared by every session of the process.
+    pub fn set_memory_limit(&self, bytes: u64) {
+        let bytes = bytes.min(self.limits.heap_bytes);
+        self.memory_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
     fn check_size(&self, op: &str, len: usize) -> Result<u64, KernelError> {
         let bytes = (len.max(1) as u64).saturating_mul(4);
-        if bytes > self.limits.heap_bytes {
+        let limit = self.memory_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if bytes > limit {
             return Err(KernelError::ResourceExhausted(format!(
                 "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
-                 {} bytes of memory of {}",
-                self.limits.heap_bytes, self.name
+                 memory limit of {} ({limit} bytes)",
+                self.name
             )));
         }
         if bytes > self.limits.max_binding_bytes {
@@ -289,7 +302,10 @@ impl VulkanDevice {
             let guard = staging
                 .read()
                 .map_err(|e| crate::conv::kernel_error(&op, &name, &e))?;
-            Ok(guard[..len].to_vec())
+            // The host copy is allocated fallibly: a failure is an error, not an abort.
+            let mut host = magpie_core::tensor::MemoryLimit::host().with_capacity(len)?;
+            host.extend_from_slice(&guard[..len]);
+            Ok(host)
         })
     }
 }

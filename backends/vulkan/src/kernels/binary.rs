@@ -117,13 +117,8 @@ impl Launch for Binary {
     fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
         let (a, b) = (&inputs[0], &inputs[1]);
         let op = self.op.as_str();
-        let shape = Shape::broadcast(a.shape(), b.shape()).ok_or_else(|| {
-            KernelError::InvalidArgument(format!(
-                "{op}: shapes {} and {} cannot be broadcast together",
-                a.shape(),
-                b.shape()
-            ))
-        })?;
+        let shape = Shape::broadcast(a.shape(), b.shape())
+            .map_err(|e| KernelError::InvalidArgument(format!("{op}: {e}")))?;
         let n = shape.num_elements();
         count32(op, n)?;
         let layout = Layout::new(op, &shape, a.shape(), b.shape())?;
@@ -145,7 +140,8 @@ mod tests {
     use super::*;
 
     fn layout(out: &[usize], a: &[usize], b: &[usize]) -> Result<Layout, KernelError> {
-        Layout::new("Add", &Shape::new(out), &Shape::new(a), &Shape::new(b))
+        let s = |d: &[usize]| Shape::new(d).unwrap();
+        Layout::new("Add", &s(out), &s(a), &s(b))
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::shape_fn::matmul_dims;
-use magpie_core::{BoxedKernel, Device, KernelError, Tensor};
+use magpie_core::{BoxedKernel, Device, KernelError, Shape, Tensor};
 
 use super::support::{boxed, count32, f32_device, gpu, params, tensor, Factory, Launch, Launched};
 use crate::device::{Completion, Shader, VulkanDevice};
@@ -35,9 +35,12 @@ impl Launch for MatMul {
         let (a, b) = (&inputs[0], &inputs[1]);
         let (m, k, n) = matmul_dims(a.shape(), b.shape(), self.transpose_a, self.transpose_b)?;
         let (ga, gb) = (gpu("MatMul", a)?, gpu("MatMul", b)?);
-        count32("MatMul", m.saturating_mul(n))?;
-        let out = self.dev.alloc("MatMul", m * n)?;
-        let done = if m * n == 0 {
+        // The output's count is checked before anything is allocated or dispatched.
+        let shape = Shape::new(&[m, n])?;
+        let mn = shape.num_elements();
+        count32("MatMul", mn)?;
+        let out = self.dev.alloc("MatMul", mn)?;
+        let done = if mn == 0 {
             Completion::ready()
         } else if k == 0 {
             // An empty inner dimension: the product is all zeros.
@@ -62,6 +65,6 @@ impl Launch for MatMul {
                 r.dispatch(Shader::MatMul, &[ga, gb, &out], p, grid)
             })?
         };
-        Ok(Launched::Running(done, tensor([m, n], out)?))
+        Ok(Launched::Running(done, tensor(shape, out)?))
     }
 }

@@ -42,7 +42,7 @@ impl<const MEAN: bool> Launch for Reduce<MEAN> {
         let (shape, outer, r, inner) = match self.axis {
             None => {
                 let shape = if self.keep_dims {
-                    Shape::from(vec![1; dims.len()])
+                    Shape::new(&vec![1; dims.len()])?
                 } else {
                     Shape::scalar()
                 };
@@ -58,7 +58,7 @@ impl<const MEAN: bool> Launch for Reduce<MEAN> {
                 }
                 let outer: usize = dims[..axis].iter().product();
                 let inner: usize = dims[axis + 1..].iter().product();
-                (Shape::from(shape), outer, dims[axis], inner)
+                (Shape::new(&shape)?, outer, dims[axis], inner)
             }
         };
         let gx = gpu(op, x)?;

@@ -86,8 +86,25 @@ pub(crate) fn device_of(init: &KernelInit<'_>) -> Result<Arc<VulkanDevice>, Kern
     })
 }
 
-/// Input `t` as this backend's GPU buffer.
+/// Input `t` as this backend's GPU buffer, checked to hold exactly the elements of its
+/// shape (and a Vulkan buffer that large): the bound every index the shaders compute from
+/// the shape relies on.
 pub(crate) fn gpu<'t>(op: &str, t: &'t Tensor) -> Result<&'t GpuBuffer, KernelError> {
+    let buffer = gpu_buffer(op, t)?;
+    let want = t.shape().num_elements();
+    if buffer.len_elements() != want || buffer.capacity_elements() < want.max(1) as u64 {
+        return Err(KernelError::InvalidArgument(format!(
+            "{op}: an input of shape {} ({want} elements) holds {} elements in a buffer of {}",
+            t.shape(),
+            buffer.len_elements(),
+            buffer.capacity_elements()
+        )));
+    }
+    Ok(buffer)
+}
+
+/// Input `t` as this backend's GPU buffer.
+fn gpu_buffer<'t>(op: &str, t: &'t Tensor) -> Result<&'t GpuBuffer, KernelError> {
     t.device_buffer()
         .and_then(|b| b.as_any().downcast_ref::<GpuBuffer>())
         .ok_or_else(|| {
@@ -104,7 +121,7 @@ pub(crate) fn gpu<'t>(op: &str, t: &'t Tensor) -> Result<&'t GpuBuffer, KernelEr
 
 /// A tensor of `shape` over `buffer`.
 pub(crate) fn tensor(
-    shape: impl Into<magpie_core::Shape>,
+    shape: impl magpie_core::tensor::IntoShape,
     buffer: Arc<GpuBuffer>,
 ) -> Result<Tensor, KernelError> {
     Ok(Tensor::from_device_buffer(shape, buffer)?)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use magpie_core::graph::{Graph, GraphError, Output};
 use magpie_core::session::{Session, SessionOptions};
 use magpie_core::testkit::reference::{assert_close, evaluate};
-use magpie_core::{Device, Shape, Tensor};
+use magpie_core::{Device, Tensor};
 
 /// Relative and absolute tolerance of f32 GPU results against the reference (which
 /// computes like the CPU backend): summation order and the GPU's exp/sqrt/division
@@ -57,7 +57,7 @@ pub(crate) fn data(shape: &[usize], seed: u64, positive: bool) -> Tensor {
             }
         })
         .collect();
-    Tensor::from_vec(Shape::new(shape), v).expect("count matches")
+    Tensor::from_vec(shape, v).expect("count matches")
 }
 
 /// Builds `f` over placeholders fed with `inputs`, runs it on the GPU, and checks the

@@ -1,0 +1,136 @@
+//! The hostile graphs of issue 10 against a real `magpie server` process on a free
+//! 127.0.0.1 port: a fill of `[2^32, 2^32]` then a MatMul, a Reshape of 4 elements to
+//! `[4, 2^62 + 1]` then a Sum and a MatMul, a Fill of 2^33 f32 and a RandomUniform of 2^33
+//! f32. Each gets a clear error back over gRPC (naming the node and what was wrong), the
+//! server process stays up, and a normal step on the same server then succeeds.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use magpie::cluster::Spec;
+use magpie::{DType, Graph, Tensor};
+
+/// One tensor may take at most this much on the server's CPU (`--cpu-memory-limit`), so
+/// the test means the same on a machine of any size.
+const LIMIT: u64 = 1 << 30;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `magpie server` child process, stopped when dropped.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(address: &str, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let spec = Spec::builder()
+        .job("solo", [address.clone()])
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("magpie-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.json");
+    std::fs::write(&file, spec.to_json()).unwrap();
+    let mut server = ServerProcess(
+        Command::new(env!("CARGO_BIN_EXE_magpie"))
+            .args(["server", "--cluster"])
+            .arg(&file)
+            .args(["--job", "solo", "--task", "0"])
+            .args(["--cpu-memory-limit", &LIMIT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&address, Duration::from_secs(30));
+
+    let g = Graph::new();
+    let one = g.constant(1.0f32).unwrap();
+    let big = g.with_name("big").fill(&[1 << 32, 1 << 32], one).unwrap();
+    let big_product = g.matmul(big, big).unwrap();
+    let four = g.constant(vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let wrapped = g
+        .with_name("wrapped")
+        .reshape(four, &[4, (1 << 62) + 1])
+        .unwrap();
+    let wrapped_sum = g.sum(wrapped, None, false).unwrap();
+    let wrapped_product = g.matmul(wrapped, wrapped).unwrap();
+    let huge = g.with_name("huge").fill(&[1 << 33], one).unwrap();
+    let random = g
+        .with_name("random")
+        .random_uniform(&[1 << 33], DType::F32, 1)
+        .unwrap();
+    let m = g
+        .constant(Tensor::from_vec([2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap())
+        .unwrap();
+    let normal = g.matmul(m, m).unwrap();
+
+    let session = magpie::grpc::connect(&format!("grpc://{address}"), &g).unwrap();
+    let bytes_of_2_33_f32 = (4u64 << 33).to_string();
+    for (fetch, node, details) in [
+        (
+            big_product,
+            "big",
+            vec!["[4294967296, 4294967296]", "too large"],
+        ),
+        (
+            wrapped_sum,
+            "wrapped",
+            vec!["cannot reshape", "4611686018427387905"],
+        ),
+        (wrapped_product, "wrapped", vec!["cannot reshape"]),
+        (
+            huge,
+            "huge",
+            vec!["resource exhausted", &bytes_of_2_33_f32, "memory limit"],
+        ),
+        (
+            random,
+            "random",
+            vec!["resource exhausted", &bytes_of_2_33_f32, "memory limit"],
+        ),
+    ] {
+        let e = session.run(&[], &[fetch], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{node:?}")),
+            "the error names {node}: {e}"
+        );
+        assert!(
+            e.contains("/device:CPU:0"),
+            "the error names the device: {e}"
+        );
+        for detail in details {
+            assert!(e.contains(detail), "the error says {detail:?}: {e}");
+        }
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the server died on {node}: {e}"
+        );
+    }
+    let got = session.run(&[], &[normal], &[]).unwrap();
+    assert_eq!(got[0].to_vec::<f32>().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+    assert!(server.0.try_wait().unwrap().is_none());
+    drop(session);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
