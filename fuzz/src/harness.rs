@@ -23,6 +23,9 @@ use crate::graph_gen::{FuzzGraph, FuzzTensor};
 /// Bytes a fuzzed step may hold on its device.
 pub const STEP_BUDGET_BYTES: u64 = 64 << 20;
 
+/// The fuzzed devices' memory limit: one allocation beyond it fails at once.
+pub const DEVICE_LIMIT_BYTES: u64 = 256 << 20;
+
 /// A fuzzed step's deadline.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -41,7 +44,7 @@ fn local() -> &'static Local {
         ops.sort();
         Local {
             ops,
-            cpu: magpie_cpu::cpu_device(),
+            cpu: Arc::new(magpie_cpu::CpuDevice::new(0).with_memory_limit(Some(DEVICE_LIMIT_BYTES))),
             pool: ThreadPool::builder()
                 .num_workers(2)
                 .build()
@@ -147,10 +150,13 @@ pub fn master() -> &'static Master {
         ));
         let options = ServerOptions {
             num_workers: Some(2),
-            ..ServerOptions::with_devices(vec![Arc::new(magpie_cpu::CpuDevice::with_name(
-                DeviceName::parse("/job:worker/replica:0/task:0/device:CPU:0")
-                    .expect("a valid device name"),
-            )) as Arc<dyn Device>])
+            ..ServerOptions::with_devices(vec![Arc::new(
+                magpie_cpu::CpuDevice::with_name(
+                    DeviceName::parse("/job:worker/replica:0/task:0/device:CPU:0")
+                        .expect("a valid device name"),
+                )
+                .with_memory_limit(Some(DEVICE_LIMIT_BYTES)),
+            ) as Arc<dyn Device>])
         };
         let server = Arc::new(
             TaskServer::new(
