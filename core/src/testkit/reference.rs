@@ -1171,7 +1171,9 @@ mod tests {
         let e = shape_error(g.reshape(x, &[-1, 4]));
         assert!(e.contains("cannot reshape"), "{e}");
         let (p, feed) = unshaped(&g, Tensor::from((0..6).collect::<Vec<i32>>()))?;
-        let e = op_reason(eval_fed(&g, g.reshape(p, &[4, 2])?, &[feed.clone()]).unwrap_err());
+        let e = op_reason(
+            eval_fed(&g, g.reshape(p, &[4, 2])?, std::slice::from_ref(&feed)).unwrap_err(),
+        );
         assert!(e.contains("cannot reshape 6 elements"), "{e}");
         let e = op_reason(eval_fed(&g, g.reshape(p, &[-1, 4])?, &[feed]).unwrap_err());
         assert!(e.contains("cannot reshape"), "{e}");
