@@ -2,10 +2,10 @@
 //! products, reshapes, reductions, axes and shape attributes.
 //!
 //! These are the one source of truth for the rules: graph construction applies them to
-//! what it knows ([`super::standard`]), and the kernels apply them to actual shapes
-//! through [`crate::shape_fn`], which wraps them. On fully known shapes a rule gives a
-//! fully known result, and the same words in its error. Every count is computed without
-//! overflow.
+//! what it knows (the standard ops' shape functions), and the kernels apply them to
+//! actual shapes through [`crate::shape_fn`], which wraps them. On fully known shapes a
+//! rule gives a fully known result, and the same words in its error. Every count is
+//! computed without overflow.
 
 use smallvec::SmallVec;
 
