@@ -341,8 +341,16 @@ fn graph_def_import_runs_the_same_inference() -> TestResult {
         ],
     };
     let e = Graph::import(&def).unwrap_err();
+    let named = |e: &GraphError, want: &str| matches!(e, GraphError::InvalidNode { node, .. } if node == want);
+    assert!(named(&e, "prod"), "{e:?}");
     assert!(
-        matches!(&e, GraphError::InvalidNode { node, reason: OpDefError::Shape(_), .. } if node == "prod"),
+        matches!(
+            &e,
+            GraphError::InvalidNode {
+                reason: OpDefError::Shape(_),
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("[1, 2] and [3, 1]"), "{e}");
@@ -441,7 +449,8 @@ fn custom_ops_bring_their_own_shape_function() -> TestResult {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&e, GraphError::InvalidNode { node, reason: OpDefError::Invalid(_), .. } if node == "miscount"),
+        matches!(&e, GraphError::InvalidNode { node, reason: OpDefError::Invalid(_), .. }
+            if node == "miscount"),
         "{e:?}"
     );
     assert!(e.to_string().contains("gave 0 shapes for 1 outputs"), "{e}");

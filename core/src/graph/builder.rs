@@ -140,7 +140,11 @@ impl Graph {
     /// use magpie_core::tensor::DType;
     ///
     /// let g = Graph::new();
-    /// let x = g.op("Placeholder").attr("dtype", DType::F32).attr("shape", vec![-1, 3]).build_output()?;
+    /// let x = g
+    ///     .op("Placeholder")
+    ///     .attr("dtype", DType::F32)
+    ///     .attr("shape", vec![-1, 3])
+    ///     .build_output()?;
     /// let w = g.constant(magpie_core::Tensor::from_vec([3, 2], vec![0f32; 6])?)?;
     /// let y = g.matmul(x, w)?;
     /// assert_eq!(g.shape_of(y)?, PartialShape::new(&[None, Some(2)]));
