@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use magpie_core::device::Device;
-use magpie_core::graph::{register_op, Arity, DeviceName, Graph, OpDef, OpDefError};
+use magpie_core::graph::{
+    register_op, unchanged_shape, Arity, DeviceName, Graph, OpDef, OpDefError,
+};
 use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
 use magpie_core::registry::register_kernel;
 use magpie_core::session::{Session, SessionOptions};
@@ -115,17 +117,21 @@ fn f32_only(init: &KernelInit<'_>) -> Result<(), KernelError> {
 }
 
 fn register_sim() -> anyhow::Result<()> {
-    register_op(OpDef::new("Scale", Arity::Exact(1), |ins, attrs| {
-        attrs.float("factor")?;
-        if ins[0] != DType::F32 {
-            return Err(OpDefError::DType {
-                input: 0,
-                expected: "f32".into(),
-                got: ins[0],
-            });
-        }
-        Ok(vec![DType::F32])
-    }))?;
+    register_op(
+        OpDef::new("Scale", Arity::Exact(1), |ins, attrs| {
+            attrs.float("factor")?;
+            if ins[0] != DType::F32 {
+                return Err(OpDefError::DType {
+                    input: 0,
+                    expected: "f32".into(),
+                    got: ins[0],
+                });
+            }
+            Ok(vec![DType::F32])
+        })
+        // Elementwise: the output has the input's shape, which the graph then knows.
+        .with_shape_fn(unchanged_shape),
+    )?;
     register_kernel("Const", "SIM", |init| {
         let value = init.node.attrs.tensor("value")?;
         if value.dtype() != DType::F32 {
@@ -171,6 +177,11 @@ fn main() -> anyhow::Result<()> {
             .build_output()?;
         g.neg(scaled)
     })?;
+    // Its shape is known before anything runs, through Scale's shape function.
+    anyhow::ensure!(
+        g.shape_of(y)?.to_shape() == Shape::new(&[3]).ok(),
+        "shape not inferred"
+    );
     let session = Session::new(&g, SessionOptions::with_devices(vec![Arc::clone(&sim)]))?;
     let out = session.run(&[], &[y], &[])?;
     println!("y = -(x * 2 * 10) = {}", out[0]);

@@ -39,7 +39,9 @@ pub use connect::{ClientError, ClientSession, AUTH_TOKEN_FILE_ENV, TLS_CA_ENV};
 pub use magpie_core::device::Device;
 pub use magpie_core::distributed::{MasterSession, ServerOptions, VariableRef};
 pub use magpie_core::exec::chrome_trace_json;
-pub use magpie_core::graph::{DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output};
+pub use magpie_core::graph::{
+    DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output, PartialShape,
+};
 pub use magpie_core::session::{
     CancellationToken, NodeStats, RunMetadata, RunOptions, RunOutput, Session, SessionError,
     SessionOptions,

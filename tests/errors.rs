@@ -149,8 +149,18 @@ fn placement_and_kernel_errors_name_node_and_device() {
     let b = g
         .constant(Tensor::from_vec([4, 2], vec![0.0f32; 8]).unwrap())
         .unwrap();
-    let m = g.with_name("mm").matmul(a, b).unwrap();
-    let err = s.run(&[], &[m], &[]).unwrap_err();
+    // Known shapes that cannot work fail at build, naming the node and both shapes ...
+    let err = g.with_name("mm").matmul(a, b).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("node \"mm\" (MatMul): MatMul shapes [2, 3] and [4, 2] do not match"),
+        "{err}"
+    );
+    // ... and shapes known only when fed fail in the kernel, naming node and device.
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let m = g.with_name("mm").matmul(x, b).unwrap();
+    let fed = Tensor::from_vec([2, 3], vec![0.0f32; 6]).unwrap();
+    let err = s.run(&[(x, fed)], &[m], &[]).unwrap_err();
     match &err {
         SessionError::Kernel {
             node, op, device, ..

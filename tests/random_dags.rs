@@ -3,11 +3,14 @@
 //! same results as the sequential reference interpreter.
 //!
 //! Every tensor of a generated DAG has one dtype and a shape from a set in which any two
-//! shapes broadcast to a member of the set, so every generated binary op is valid.
+//! shapes broadcast to a member of the set, so every generated binary op is valid. The
+//! fed placeholder's shape is declared unknown, partly known or known; the shape inferred
+//! for every fetch at construction fits the shape it has when run (and is that shape when
+//! the placeholder's is known).
 
 use magpie::core::testkit::reference::{assert_close, evaluate};
 use magpie::session::SchedulingPolicy;
-use magpie::{DType, Graph, Output, Session, Tensor};
+use magpie::{DType, Graph, Output, PartialShape, Session, Tensor};
 use proptest::prelude::*;
 
 /// Shapes that broadcast among themselves into the set: [], [3], [1,3], [2,1], [2,3].
@@ -88,11 +91,18 @@ fn constant(dtype: DType, shape: &[usize], seed: i64) -> Tensor {
     .unwrap()
 }
 
+/// The fed placeholder's declared shape: unknown, `[?, 3]` or `[2, 3]`.
+const DECLARED: [Option<&[i64]>; 3] = [None, Some(&[-1, 3]), Some(&[2, 3])];
+
 /// Builds the DAG; returns the graph, its outputs with their shapes, and a feedable
-/// placeholder (with its value).
-fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor)) {
+/// placeholder (with its value) whose shape is declared as `DECLARED[declared]`.
+fn build(dtype: DType, steps: &[Step], declared: usize) -> (Graph, Vec<Output>, (Output, Tensor)) {
     let g = Graph::new();
-    let ph = g.placeholder(dtype, None).unwrap();
+    let mut ph = g.op("Placeholder").attr("dtype", dtype);
+    if let Some(dims) = DECLARED[declared] {
+        ph = ph.attr("shape", dims.to_vec());
+    }
+    let ph = ph.build_output().unwrap();
     let fed = constant(dtype, &[2, 3], 3);
     let mut outs: Vec<(Output, usize)> =
         vec![(ph, 4), (g.constant(constant(dtype, &[3], 1)).unwrap(), 1)];
@@ -176,13 +186,32 @@ fn build(dtype: DType, steps: &[Step]) -> (Graph, Vec<Output>, (Output, Tensor))
     (g, outs.into_iter().map(|(o, _)| o).collect(), (ph, fed))
 }
 
-fn check(dtype: DType, steps: Vec<Step>, fetch_picks: Vec<usize>) -> Result<(), TestCaseError> {
-    let (g, outs, feed) = build(dtype, &steps);
+fn check(
+    dtype: DType,
+    steps: Vec<Step>,
+    fetch_picks: Vec<usize>,
+    declared: usize,
+) -> Result<(), TestCaseError> {
+    let (g, outs, feed) = build(dtype, &steps, declared);
     let mut fetches: Vec<Output> = fetch_picks.iter().map(|i| outs[i % outs.len()]).collect();
     fetches.push(*outs.last().unwrap());
     let feeds = [feed];
     let expected =
         evaluate(&g, &feeds, &fetches).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (f, e) in fetches.iter().zip(&expected) {
+        let inferred = g.shape_of(*f).unwrap();
+        let fits = if DECLARED[declared] == Some(&[2, 3]) {
+            inferred == PartialShape::from(e.shape())
+        } else {
+            inferred.is_compatible_with_shape(e.shape())
+        };
+        prop_assert!(
+            fits,
+            "{} inferred as {inferred}, but is {}",
+            g.name_of(f.node),
+            e.shape()
+        );
+    }
     let (rel, abs) = if dtype == DType::F32 {
         (1e-3, 1e-3)
     } else {
@@ -224,8 +253,9 @@ proptest! {
         wide in any::<bool>(),
         steps in proptest::collection::vec(step_strategy(false), 1..40),
         fetches in proptest::collection::vec(any::<usize>(), 0..4),
+        declared in 0..DECLARED.len(),
     ) {
-        check(if wide { DType::I64 } else { DType::I32 }, steps, fetches)?;
+        check(if wide { DType::I64 } else { DType::I32 }, steps, fetches, declared)?;
     }
 
     #[test]
@@ -233,7 +263,8 @@ proptest! {
         wide in any::<bool>(),
         steps in proptest::collection::vec(step_strategy(true), 1..40),
         fetches in proptest::collection::vec(any::<usize>(), 0..4),
+        declared in 0..DECLARED.len(),
     ) {
-        check(if wide { DType::F64 } else { DType::F32 }, steps, fetches)?;
+        check(if wide { DType::F64 } else { DType::F32 }, steps, fetches, declared)?;
     }
 }

@@ -1,79 +1,53 @@
 //! Shape rules of the standard ops, shared by every backend so that all of them accept
 //! the same inputs and word their errors the same way. Each function returns a
 //! [`KernelError::InvalidArgument`] naming the op and the shapes involved.
+//!
+//! They apply the rules of graph construction's shape inference
+//! ([`crate::graph::shape_inference::rules`]) to actual shapes, so a graph that builds
+//! fails at run time only where its shapes were not known when it was built.
 
+use crate::graph::shape_inference::{rules, PartialShape, ShapeError};
 use crate::kernel::KernelError;
-use crate::tensor::{IntoShape, Shape};
+use crate::tensor::Shape;
 
-/// A shape attribute with every dimension known (no -1) and an element count that fits.
-pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {
-    let mut out = Vec::with_capacity(dims.len());
-    for &d in dims {
-        match usize::try_from(d) {
-            Ok(d) => out.push(d),
-            Err(_) => {
-                return Err(KernelError::InvalidArgument(format!(
-                    "{op} attribute {attr:?} must have non-negative dimensions, got {dims:?}"
-                )))
-            }
-        }
+fn invalid(e: ShapeError) -> KernelError {
+    KernelError::InvalidArgument(e.to_string())
+}
+
+/// A rule's result on fully known inputs, which is fully known.
+fn known(op: &str, shape: PartialShape) -> Result<Shape, KernelError> {
+    if let Some(s) = shape.to_shape() {
+        return Ok(s);
     }
-    out.into_shape()
-        .map_err(|e| KernelError::InvalidArgument(format!("{op} attribute {attr:?}: {e}")))
+    Err(if shape.is_fully_known() {
+        KernelError::InvalidArgument(format!("{op}: shape {shape} is too large"))
+    } else {
+        KernelError::Internal(format!("{op}: shape {shape} inferred from known shapes"))
+    })
+}
+
+/// A shape attribute with every dimension known (no -1).
+pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {
+    rules::known_dims(op, attr, dims).map_err(invalid)
 }
 
 /// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
 pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelError> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(KernelError::InvalidArgument(format!(
-            "{op}: axis {axis} is out of range for a tensor of rank {rank}"
-        )))
-    }
+    rules::normalize_axis(op, axis, rank).map_err(invalid)
 }
 
 /// The numpy broadcast of two shapes.
 pub fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
-    Ok(Shape::broadcast(a, b)?)
+    let shape = rules::broadcast(&a.into(), &b.into()).map_err(invalid)?;
+    known("broadcast", shape)
 }
 
 /// The target of a `Reshape` of a tensor of `input` shape to `spec` (one -1 inferred).
 /// Every product is checked: a target whose element count overflows is an error, never
 /// a shape that wraps around to the input's count.
 pub fn reshape_target(input: &Shape, spec: &[i64]) -> Result<Shape, KernelError> {
-    let n = input.num_elements();
-    let fail = || {
-        KernelError::InvalidArgument(format!(
-            "cannot reshape a tensor of shape {input} ({n} elements) into shape {spec:?}"
-        ))
-    };
-    if spec.iter().any(|d| *d < -1) || spec.iter().filter(|d| **d == -1).count() > 1 {
-        return Err(fail());
-    }
-    let dim = |d: i64| usize::try_from(d).map_err(|_| fail());
-    let dims: Vec<usize> = if spec.contains(&-1) {
-        let known = spec
-            .iter()
-            .filter(|d| **d != -1)
-            .try_fold(1usize, |acc, &d| acc.checked_mul(dim(d).ok()?))
-            .ok_or_else(fail)?;
-        if known == 0 || n % known != 0 {
-            return Err(fail());
-        }
-        spec.iter()
-            .map(|&d| if d == -1 { Ok(n / known) } else { dim(d) })
-            .collect::<Result<_, _>>()?
-    } else {
-        spec.iter().map(|&d| dim(d)).collect::<Result<_, _>>()?
-    };
-    let shape = dims.into_shape().map_err(|_| fail())?;
-    if shape.num_elements() != n {
-        return Err(fail());
-    }
-    Ok(shape)
+    let shape = rules::reshape(&input.into(), spec).map_err(invalid)?;
+    known("Reshape", shape)
 }
 
 /// `(m, k, n)` of `MatMul(a, b)`: after the transposes `a` is `[m, k]` and `b` is `[k, n]`.
@@ -83,23 +57,13 @@ pub fn matmul_dims(
     transpose_a: bool,
     transpose_b: bool,
 ) -> Result<(usize, usize, usize), KernelError> {
-    let ([ar, ac], [br, bc]) = match (a.dims(), b.dims()) {
-        (&[ar, ac], &[br, bc]) => ([ar, ac], [br, bc]),
-        _ => {
-            return Err(KernelError::InvalidArgument(format!(
-                "MatMul needs two matrices (rank 2), got shapes {a} and {b}"
-            )))
-        }
-    };
-    let (m, k) = if transpose_a { (ac, ar) } else { (ar, ac) };
-    let (k2, n) = if transpose_b { (bc, br) } else { (br, bc) };
-    if k != k2 {
-        return Err(KernelError::InvalidArgument(format!(
-            "MatMul shapes {a} and {b} do not match (transpose_a={transpose_a}, \
-             transpose_b={transpose_b}): {k} columns against {k2} rows"
-        )));
+    let dims = rules::matmul(&a.into(), &b.into(), transpose_a, transpose_b).map_err(invalid)?;
+    match (dims.m, dims.k, dims.n) {
+        (Some(m), Some(k), Some(n)) => Ok((m, k, n)),
+        _ => Err(KernelError::Internal(format!(
+            "MatMul: dimensions of {a} and {b} inferred from known shapes"
+        ))),
     }
-    Ok((m, k, n))
 }
 
 /// The output shape of `Sum`/`Mean` over `axis` (all axes when `None`), and the axis as
@@ -110,20 +74,8 @@ pub fn reduced_shape(
     axis: Option<i64>,
     keep_dims: bool,
 ) -> Result<(Shape, Option<usize>), KernelError> {
-    match axis {
-        None if keep_dims => Ok((vec![1; input.rank()].into_shape()?, None)),
-        None => Ok((Shape::scalar(), None)),
-        Some(a) => {
-            let axis = normalize_axis(op, a, input.rank())?;
-            let mut dims = input.dims().to_vec();
-            if keep_dims {
-                dims[axis] = 1;
-            } else {
-                dims.remove(axis);
-            }
-            Ok((dims.into_shape()?, Some(axis)))
-        }
-    }
+    let (shape, axis) = rules::reduce(op, &input.into(), axis, keep_dims).map_err(invalid)?;
+    Ok((known(op, shape)?, axis))
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 
 use std::sync::Once;
 
-use crate::graph::{register_op, Arity, Graph, GraphError, NodeId, OpDef, OpDefError, Output};
+use crate::graph::{
+    register_op, unchanged_shape, Arity, Graph, GraphError, NodeId, OpDef, OpDefError, Output,
+};
 use crate::resource::DEFAULT_CONTAINER;
 use crate::tensor::DType;
 
@@ -64,7 +66,8 @@ pub fn ensure_registered() {
                 let t = var_dtype(attrs)?;
                 check_input(ins, t)?;
                 Ok(vec![t])
-            }),
+            })
+            .with_shape_fn(unchanged_shape),
             OpDef::new("AssignAddVariableOp", Arity::Exact(1), move |ins, attrs| {
                 let t = var_dtype(attrs)?;
                 if !t.is_numeric() {
@@ -72,7 +75,8 @@ pub fn ensure_registered() {
                 }
                 check_input(ins, t)?;
                 Ok(vec![t])
-            }),
+            })
+            .with_shape_fn(unchanged_shape),
         ];
         for def in defs {
             // Already registered (by an earlier copy of this crate's state): keep it.

@@ -18,6 +18,7 @@ use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::node::{GraphId, Node, NodeId, Output};
 use super::op_def::lookup_op;
+use super::shape_inference::{output_shapes, PartialShape};
 
 /// The attribute listing the resource pools a node needs (list of strings).
 pub const POOLS_ATTR: &str = "_pools";
@@ -30,6 +31,8 @@ use crate::tensor::DType;
 #[derive(Default)]
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
+    /// The inferred shapes of each node's outputs, by node position.
+    shapes: Vec<Vec<PartialShape>>,
     by_name: HashMap<String, NodeId>,
     /// Next suffix to try for each automatically named base name.
     auto_names: HashMap<String, usize>,
@@ -205,6 +208,40 @@ impl Graph {
         Ok(node.output_dtypes[output.index as usize])
     }
 
+    /// What is known of an output's shape, inferred when its node was added (TensorFlow's
+    /// static shape): unknown dimensions, or an unknown rank, where the inputs or
+    /// attributes do not tell.
+    ///
+    /// ```
+    /// use magpie_core::graph::{Graph, PartialShape};
+    /// use magpie_core::tensor::DType;
+    ///
+    /// let g = Graph::new();
+    /// let x = g
+    ///     .op("Placeholder")
+    ///     .attr("dtype", DType::F32)
+    ///     .attr("shape", vec![-1, 3])
+    ///     .build_output()?;
+    /// let w = g.constant(magpie_core::Tensor::from_vec([3, 2], vec![0f32; 6])?)?;
+    /// let y = g.matmul(x, w)?;
+    /// assert_eq!(g.shape_of(y)?, PartialShape::new(&[None, Some(2)]));
+    /// assert_eq!(g.shape_of(y)?.to_string(), "[?, 2]");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An output that is not in this graph.
+    pub fn shape_of(&self, output: Output) -> Result<PartialShape, GraphError> {
+        self.check_output(output, "shape query")?;
+        let inner = self.shared.inner.read();
+        Ok(inner
+            .shapes
+            .get(output.node.index())
+            .and_then(|s| s.get(output.index as usize))
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The node of `output`, checking that the output exists.
     pub(crate) fn check_output(&self, output: Output, role: &str) -> Result<Arc<Node>, GraphError> {
         self.check_owned(output.node, role)?;
@@ -373,6 +410,7 @@ impl Graph {
         }
         let mut inner = self.shared.inner.write();
         let mut in_dtypes = Vec::with_capacity(node.inputs.len());
+        let mut in_shapes = Vec::with_capacity(node.inputs.len());
         for (i, input) in node.inputs.iter().enumerate() {
             let producer =
                 inner
@@ -393,6 +431,11 @@ impl Graph {
                     num_outputs: producer.num_outputs(),
                 })?;
             in_dtypes.push(*dtype);
+            let shape = inner
+                .shapes
+                .get(input.node.index())
+                .and_then(|s| s.get(input.index as usize));
+            in_shapes.push(shape.cloned().unwrap_or_default());
         }
         for dep in &node.control_inputs {
             if dep.index() >= inner.nodes.len() {
@@ -402,25 +445,7 @@ impl Graph {
                 });
             }
         }
-        let out = (def.infer)(&in_dtypes, &node.attrs).map_err(|e| match e {
-            OpDefError::DType {
-                input,
-                expected,
-                got,
-            } => GraphError::DTypeMismatch {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                input,
-                expected,
-                got,
-            },
-            reason => GraphError::InvalidNode {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                reason,
-            },
-        })?;
-        node.output_dtypes = SmallVec::from_vec(out);
+        // Named first, so that errors name the node as it would have been added.
         if explicit_name {
             if inner.by_name.contains_key(&node.name) {
                 return Err(GraphError::DuplicateName(node.name));
@@ -428,6 +453,10 @@ impl Graph {
         } else {
             node.name = unique_name(&mut inner, &node.name);
         }
+        let out = (def.infer)(&in_dtypes, &node.attrs).map_err(|e| node_error(&node, e))?;
+        let shapes = output_shapes(&def, &in_shapes, &in_dtypes, &out, &node.attrs)
+            .map_err(|e| node_error(&node, e))?;
+        node.output_dtypes = SmallVec::from_vec(out);
         let index = u32::try_from(inner.nodes.len()).map_err(|_| GraphError::InvalidNode {
             node: node.name.clone(),
             op: node.op.clone(),
@@ -439,7 +468,30 @@ impl Graph {
         };
         inner.by_name.insert(node.name.clone(), id);
         inner.nodes.push(Arc::new(node));
+        inner.shapes.push(shapes);
         Ok(id)
+    }
+}
+
+/// An op definition's rejection of `node`, naming the node.
+fn node_error(node: &Node, e: OpDefError) -> GraphError {
+    match e {
+        OpDefError::DType {
+            input,
+            expected,
+            got,
+        } => GraphError::DTypeMismatch {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            input,
+            expected,
+            got,
+        },
+        reason => GraphError::InvalidNode {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            reason,
+        },
     }
 }
 

@@ -6,6 +6,7 @@ use crate::tensor::DType;
 use super::attr::AttrError;
 use super::device_spec::DeviceSpecError;
 use super::node::GraphId;
+use super::shape_inference::ShapeError;
 use crate::error::Code;
 
 /// Why an op definition rejected a node's inputs or attributes.
@@ -25,6 +26,10 @@ pub enum OpDefError {
     /// An attribute is missing or mistyped.
     #[error(transparent)]
     Attr(#[from] AttrError),
+    /// The inputs' known shapes (or the shape attributes) cannot work for the op; the
+    /// message names the shapes.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
     /// Any other reason.
     #[error("{0}")]
     Invalid(String),
@@ -70,7 +75,8 @@ pub enum GraphError {
         /// The dtype found.
         got: DType,
     },
-    /// The op definition rejected the node for another reason (an attribute, most often).
+    /// The op definition rejected the node for another reason: an attribute, or shapes
+    /// known at construction that cannot work ([`OpDefError::Shape`]).
     #[error("node {node:?} ({op}): {reason}")]
     InvalidNode {
         /// Node name.

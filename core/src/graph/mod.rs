@@ -1,5 +1,5 @@
 //! Graphs: nodes with attributes and device specs, data and control edges, the scoped
-//! builder, op definitions and validation.
+//! builder, op definitions, shape inference and validation.
 
 mod attr;
 mod builder;
@@ -9,6 +9,7 @@ mod graph_def;
 mod node;
 mod op_def;
 mod ops;
+pub mod shape_inference;
 mod std_ops;
 
 pub use attr::{AttrError, AttrValue, Attrs};
@@ -18,3 +19,4 @@ pub use error::{GraphError, OpDefError};
 pub use graph_def::{GraphDef, NodeDef};
 pub use node::{GraphId, Node, NodeId, Output};
 pub use op_def::{lookup_op, register_op, registered_ops, Arity, InferFn, OpDef};
+pub use shape_inference::{unchanged_shape, InferenceContext, PartialShape, ShapeError, ShapeFn};

@@ -1,5 +1,6 @@
-//! Op definitions: an op's arity and how it infers output dtypes from input dtypes and
-//! attributes, and the process-wide registry of them.
+//! Op definitions: an op's arity, how it infers output dtypes from input dtypes and
+//! attributes and, optionally, output shapes from input shapes (see
+//! [`shape_inference`](super::shape_inference)), and the process-wide registry of them.
 //!
 //! The standard op set is registered on first use; a backend or user adds its own ops
 //! with [`register_op`]. Kernels (how an op runs on a device type) are registered
@@ -13,6 +14,7 @@ use parking_lot::RwLock;
 
 use super::attr::Attrs;
 use super::error::{GraphError, OpDefError};
+use super::shape_inference::{InferenceContext, PartialShape, ShapeFn};
 use crate::tensor::DType;
 
 /// How many data inputs an op takes.
@@ -55,6 +57,8 @@ pub struct OpDef {
     pub arity: Arity,
     /// Output dtype inference.
     pub infer: Arc<InferFn>,
+    /// Output shape inference; without one, every output's shape is unknown.
+    pub shape_fn: Option<Arc<ShapeFn>>,
 }
 
 impl OpDef {
@@ -68,7 +72,38 @@ impl OpDef {
             name: name.into(),
             arity,
             infer: Arc::new(infer),
+            shape_fn: None,
         }
+    }
+
+    /// This definition with a shape function, which the builder runs on every node of
+    /// the op to infer its output shapes (one per output) and to reject shapes that
+    /// cannot work.
+    ///
+    /// ```
+    /// use magpie_core::graph::{
+    ///     register_op, unchanged_shape, Arity, Graph, OpDef, PartialShape,
+    /// };
+    /// use magpie_core::tensor::{DType, Shape};
+    ///
+    /// let def = OpDef::new("DocScale", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+    ///     .with_shape_fn(unchanged_shape);
+    /// register_op(def)?;
+    /// let g = Graph::new();
+    /// let x = g.placeholder(DType::F32, Some(&Shape::new(&[2, 3])?))?;
+    /// let y = g.op("DocScale").input(x).build_output()?;
+    /// assert_eq!(g.shape_of(y)?, PartialShape::from(Shape::new(&[2, 3])?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_shape_fn(
+        mut self,
+        shape_fn: impl Fn(&InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> OpDef {
+        self.shape_fn = Some(Arc::new(shape_fn));
+        self
     }
 }
 
@@ -77,6 +112,7 @@ impl fmt::Debug for OpDef {
         f.debug_struct("OpDef")
             .field("name", &self.name)
             .field("arity", &self.arity)
+            .field("has_shape_fn", &self.shape_fn.is_some())
             .finish()
     }
 }

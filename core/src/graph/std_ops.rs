@@ -1,9 +1,10 @@
-//! Definitions of the standard op set: arity and dtype inference. Kernels live in the
-//! backends.
+//! Definitions of the standard op set: arity, dtype inference and shape functions
+//! (`shape_inference/standard.rs`). Kernels live in the backends.
 
 use super::attr::Attrs;
 use super::error::OpDefError;
 use super::op_def::{Arity, OpDef};
+use super::shape_inference::{standard as shapes, unchanged_shape};
 use crate::tensor::DType;
 
 fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
@@ -56,6 +57,7 @@ fn unary(name: &str, check: fn(&[DType], usize) -> Result<DType, OpDefError>) ->
     OpDef::new(name, Arity::Exact(1), move |ins, _| {
         Ok(vec![check(ins, 0)?])
     })
+    .with_shape_fn(unchanged_shape)
 }
 
 fn reduction(name: &str) -> OpDef {
@@ -64,6 +66,7 @@ fn reduction(name: &str) -> OpDef {
         attrs.bool_or("keep_dims", false)?;
         Ok(vec![numeric(ins, 0)?])
     })
+    .with_shape_fn(shapes::reduction)
 }
 
 /// Every standard op definition.
@@ -71,23 +74,28 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
     let mut ops = vec![
         OpDef::new("Const", Arity::Exact(0), |_, attrs| {
             Ok(vec![attrs.tensor("value")?.dtype()])
-        }),
+        })
+        .with_shape_fn(shapes::constant),
         OpDef::new("Placeholder", Arity::Exact(0), |_, attrs| {
             if attrs.contains("shape") {
                 shape_attr(attrs, "shape")?;
             }
             Ok(vec![attrs.dtype("dtype")?])
-        }),
+        })
+        .with_shape_fn(shapes::placeholder),
         OpDef::new("PlaceholderWithDefault", Arity::Exact(1), |ins, _| {
             Ok(vec![ins[0]])
-        }),
-        OpDef::new("Identity", Arity::Exact(1), |ins, _| Ok(vec![ins[0]])),
-        OpDef::new("NoOp", Arity::Exact(0), |_, _| Ok(vec![])),
+        })
+        .with_shape_fn(shapes::placeholder_with_default),
+        OpDef::new("Identity", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+            .with_shape_fn(unchanged_shape),
+        OpDef::new("NoOp", Arity::Exact(0), |_, _| Ok(vec![])).with_shape_fn(shapes::no_outputs),
         OpDef::new("MatMul", Arity::Exact(2), |ins, attrs| {
             attrs.bool_or("transpose_a", false)?;
             attrs.bool_or("transpose_b", false)?;
             same_numeric(ins, attrs)
-        }),
+        })
+        .with_shape_fn(shapes::matmul),
         reduction("Sum"),
         reduction("Mean"),
         OpDef::new("Reshape", Arity::Exact(1), |ins, attrs| {
@@ -97,15 +105,19 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
             }
             shape_attr(attrs, "shape")?;
             Ok(vec![ins[0]])
-        }),
+        })
+        .with_shape_fn(shapes::reshape),
         OpDef::new("Cast", Arity::Exact(1), |_, attrs| {
             Ok(vec![attrs.dtype("dtype")?])
-        }),
+        })
+        .with_shape_fn(unchanged_shape),
         OpDef::new("Fill", Arity::Exact(1), |ins, attrs| {
             shape_attr(attrs, "shape")?;
             Ok(vec![ins[0]])
-        }),
-        OpDef::new("ZerosLike", Arity::Exact(1), |ins, _| Ok(vec![ins[0]])),
+        })
+        .with_shape_fn(shapes::fill),
+        OpDef::new("ZerosLike", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+            .with_shape_fn(unchanged_shape),
         OpDef::new("RandomUniform", Arity::Exact(0), |_, attrs| {
             shape_attr(attrs, "shape")?;
             attrs.int("seed")?;
@@ -116,10 +128,11 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
                 )));
             }
             Ok(vec![dtype])
-        }),
+        })
+        .with_shape_fn(shapes::random),
     ];
     for name in ["Add", "Sub", "Mul", "Div"] {
-        ops.push(OpDef::new(name, Arity::Exact(2), same_numeric));
+        ops.push(OpDef::new(name, Arity::Exact(2), same_numeric).with_shape_fn(shapes::broadcast));
     }
     for name in ["Neg", "Square", "Relu"] {
         ops.push(unary(name, numeric));

@@ -889,6 +889,29 @@ mod tests {
         Ok(evaluate(g, &[], &[fetch])?.remove(0))
     }
 
+    /// A placeholder of unknown shape and the feed that gives it `value`: shapes the
+    /// builder cannot check, so the interpreter's own checks run.
+    fn unshaped(g: &Graph, value: Tensor) -> Result<(Output, (Output, Tensor)), GraphError> {
+        let p = g.placeholder(value.dtype(), None)?;
+        Ok((p, (p, value)))
+    }
+
+    fn eval_fed(
+        g: &Graph,
+        fetch: Output,
+        feeds: &[(Output, Tensor)],
+    ) -> Result<Tensor, ReferenceError> {
+        Ok(evaluate(g, feeds, &[fetch])?.remove(0))
+    }
+
+    /// The message of a build-time shape error.
+    fn shape_error(r: Result<Output, GraphError>) -> String {
+        match r {
+            Err(e @ GraphError::InvalidNode { .. }) => e.to_string(),
+            other => panic!("expected a shape error at build, got {other:?}"),
+        }
+    }
+
     fn op_reason(e: ReferenceError) -> String {
         match e {
             ReferenceError::Op { reason, .. } => reason,
@@ -926,8 +949,14 @@ mod tests {
         let g = Graph::new();
         let a = g.constant(vec![1.0f32, 2.0, 3.0])?;
         let b = g.constant(vec![1.0f32, 2.0])?;
-        let c = g.with_name("bad_add").add(a, b)?;
-        let e = eval1(&g, c).unwrap_err();
+        // Known shapes fail at build, naming the node and both shapes ...
+        let msg = shape_error(g.with_name("bad_add").add(a, b));
+        assert!(msg.contains("\"bad_add\""), "{msg}");
+        assert!(msg.contains("[3]") && msg.contains("[2]"), "{msg}");
+        // ... and shapes known only when fed fail when run, the same way.
+        let (p, feed) = unshaped(&g, Tensor::from(vec![1.0f32, 2.0]))?;
+        let c = g.with_name("bad_add").add(a, p)?;
+        let e = eval_fed(&g, c, &[feed]).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("\"bad_add\""), "{msg}");
         assert!(msg.contains("[3]") && msg.contains("[2]"), "{msg}");
@@ -1048,13 +1077,19 @@ mod tests {
         let a = g.constant(t(&[1, 2], vec![i32::MAX, 1]))?;
         let b = g.constant(t(&[2, 1], vec![2i32, 3]))?;
         assert_eq!(eval1(&g, g.matmul(a, b)?)?, t(&[1, 1], vec![1i32]));
-        let e = op_reason(eval1(&g, g.matmul(a, a)?).unwrap_err());
+        let e = shape_error(g.matmul(a, a));
+        assert!(e.contains("[1, 2] and [1, 2] do not match"), "{e}");
+        let (pa, feed) = unshaped(&g, t(&[1, 2], vec![i32::MAX, 1]))?;
+        let e = op_reason(eval_fed(&g, g.matmul(pa, pa)?, &[feed]).unwrap_err());
         assert!(
             e.contains("[1, 2]") && e.contains("inner dimensions 2 and 1"),
             "{e}"
         );
         let v = g.constant(vec![1i32, 2])?;
-        let e = op_reason(eval1(&g, g.matmul(v, b)?).unwrap_err());
+        let e = shape_error(g.matmul(v, b));
+        assert!(e.contains("rank 2"), "{e}");
+        let (pv, feed) = unshaped(&g, Tensor::from(vec![1i32, 2]))?;
+        let e = op_reason(eval_fed(&g, g.matmul(pv, b)?, &[feed]).unwrap_err());
         assert!(e.contains("rank-2"), "{e}");
         Ok(())
     }
@@ -1085,7 +1120,10 @@ mod tests {
             eval1(&g, g.sum(x, Some(1), true)?)?,
             t(&[2, 1], vec![6.0f64, 15.0])
         );
-        let e = op_reason(eval1(&g, g.sum(x, Some(2), false)?).unwrap_err());
+        let e = shape_error(g.sum(x, Some(2), false));
+        assert!(e.contains("axis 2 is out of range"), "{e}");
+        let (p, feed) = unshaped(&g, t(&[2, 3], vec![1.0f64; 6]))?;
+        let e = op_reason(eval_fed(&g, g.sum(p, Some(2), false)?, &[feed]).unwrap_err());
         assert!(e.contains("axis 2 is out of range"), "{e}");
         let ints = g.constant(vec![i32::MAX, 1, 1])?;
         assert_eq!(
@@ -1130,9 +1168,16 @@ mod tests {
         assert_eq!(eval1(&g, g.reshape(x, &[2, 3])?)?, expected);
         assert_eq!(eval1(&g, g.reshape(x, &[-1, 3])?)?, expected);
         assert_eq!(eval1(&g, g.reshape(x, &[2, -1])?)?.dims(), &[2, 3]);
-        let e = op_reason(eval1(&g, g.reshape(x, &[4, 2])?).unwrap_err());
+        let e = shape_error(g.reshape(x, &[4, 2]));
+        assert!(e.contains("(6 elements) into shape [4, 2]"), "{e}");
+        let e = shape_error(g.reshape(x, &[-1, 4]));
+        assert!(e.contains("cannot reshape"), "{e}");
+        let (p, feed) = unshaped(&g, Tensor::from((0..6).collect::<Vec<i32>>()))?;
+        let e = op_reason(
+            eval_fed(&g, g.reshape(p, &[4, 2])?, std::slice::from_ref(&feed)).unwrap_err(),
+        );
         assert!(e.contains("cannot reshape 6 elements"), "{e}");
-        let e = op_reason(eval1(&g, g.reshape(x, &[-1, 4])?).unwrap_err());
+        let e = op_reason(eval_fed(&g, g.reshape(p, &[-1, 4])?, &[feed]).unwrap_err());
         assert!(e.contains("cannot reshape"), "{e}");
         let s = g.constant(5i32)?;
         assert_eq!(eval1(&g, g.reshape(s, &[1, 1])?)?, t(&[1, 1], vec![5i32]));
@@ -1183,7 +1228,10 @@ mod tests {
         let one = g.constant(vec![7i64])?;
         assert_eq!(eval1(&g, g.fill(&[3], one)?)?, Tensor::from(vec![7i64; 3]));
         let two = g.constant(vec![1i64, 2])?;
-        let e = op_reason(eval1(&g, g.fill(&[3], two)?).unwrap_err());
+        let e = shape_error(g.fill(&[3], two));
+        assert!(e.contains("one-element value, got shape [2]"), "{e}");
+        let (p, feed) = unshaped(&g, Tensor::from(vec![1i64, 2]))?;
+        let e = op_reason(eval_fed(&g, g.fill(&[3], p)?, &[feed]).unwrap_err());
         assert!(e.contains("one-element"), "{e}");
         let x = g.constant(t(&[2, 1], vec![3i32, 4]))?;
         assert_eq!(eval1(&g, g.zeros_like(x)?)?, t(&[2, 1], vec![0i32, 0]));

@@ -451,7 +451,8 @@ mod tests {
     #[test]
     fn graphs_round_trip() {
         let g = magpie_core::Graph::new();
-        let a = g.with_name("a").constant(1.0f32).unwrap();
+        let one = Tensor::from_vec([1, 1], vec![1.0f32]).unwrap();
+        let a = g.with_name("a").constant(one).unwrap();
         let b = g
             .with_device("/job:ps/task:0")
             .unwrap()

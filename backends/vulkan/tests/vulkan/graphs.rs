@@ -160,15 +160,22 @@ fn bad_shapes_are_invalid_arguments() {
     let g = Graph::new();
     let a = g.constant(data(&[2, 3], 1, false)).unwrap();
     let b = g.constant(data(&[4, 2], 1, false)).unwrap();
+    // Known shapes fail at build; shapes known only when fed fail in the GPU kernels.
+    let gpu_g = g.with_device("/device:GPU:0").unwrap();
+    assert!(gpu_g.matmul(a, b).is_err());
+    assert!(gpu_g.add(a, b).is_err());
+    let x = g.placeholder(DType::F32, None).unwrap();
     let (m, add) = g
-        .device("/device:GPU:0", |g| Ok((g.matmul(a, b)?, g.add(a, b)?)))
+        .device("/device:GPU:0", |g| Ok((g.matmul(x, b)?, g.add(x, b)?)))
         .unwrap();
     let s = gpu_session(&g, &gpu);
     for (y, needle) in [
         (m, "MatMul shapes [2, 3] and [4, 2]"),
         (add, "[2, 3] and [4, 2]"),
     ] {
-        let e = s.run(&[], &[y], &[]).unwrap_err();
+        let e = s
+            .run(&[(x, data(&[2, 3], 1, false))], &[y], &[])
+            .unwrap_err();
         assert!(
             matches!(e.kernel_error(), Some(KernelError::InvalidArgument(_))),
             "{e}"
