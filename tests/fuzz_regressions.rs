@@ -3,7 +3,7 @@
 //! finding stays fixed without a nightly toolchain.
 
 use magpie::graph::{GraphDef, NodeDef};
-use magpie::Graph;
+use magpie::{Graph, Tensor};
 
 fn node(name: &str, op: &str, inputs: &[&str], device: &str) -> NodeDef {
     NodeDef {
@@ -52,4 +52,45 @@ fn import_orders_producers_first_and_ties_by_position() {
     let g = Graph::import(&def).unwrap();
     let names: Vec<String> = g.to_graph_def().nodes.into_iter().map(|n| n.name).collect();
     assert_eq!(names, ["b", "a", "user"]);
+}
+
+/// `wire_decode` found that a bool tensor's byte 0xff (or any non-zero byte) decoded as
+/// `true` and re-encoded as 1: corrupt data was accepted silently. Bytes other than 0 and
+/// 1 are refused, naming the element.
+#[test]
+fn a_bool_byte_other_than_0_or_1_is_refused() {
+    use magpie::grpc::conv::tensor_from_wire;
+    use magpie::grpc::proto::{DataType, TensorProto};
+    let proto = |content: &[u8]| TensorProto {
+        dtype: DataType::Bool as i32,
+        dims: vec![content.len() as u64],
+        content: content.to_vec().into(),
+    };
+    let t = tensor_from_wire(&proto(&[0, 1, 1])).unwrap();
+    assert_eq!(t.to_vec::<bool>().unwrap(), [false, true, true]);
+    for bad in [[0u8, 0xff, 1], [0, 0x23, 0]] {
+        let e = tensor_from_wire(&proto(&bad)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("bool tensor: byte 1 is {}, not 0 or 1", bad[1])
+        );
+    }
+}
+
+/// `graph_run` found that printing a tensor (as an error or a `Debug` of a graph does)
+/// walked every index of a long dimension: a constant of shape `[2^40, 0]` hung the
+/// printer. Only the shown indices are visited now; and no shape has more than
+/// `Shape::MAX_RANK` dimensions, so printing recurses at most that deep.
+#[test]
+fn printing_a_long_empty_tensor_is_immediate_and_ranks_are_bounded() {
+    use magpie::Shape;
+    let t = Tensor::from_vec([1usize << 40, 3, 0], Vec::<f32>::new()).unwrap();
+    assert_eq!(
+        t.to_string().matches("[]").count(),
+        6 * 3,
+        "three rows at each end"
+    );
+    let e = Shape::new(&vec![1; Shape::MAX_RANK + 1]).unwrap_err();
+    assert!(e.to_string().contains("too many dimensions"), "{e}");
+    assert!(Shape::new(&vec![1; Shape::MAX_RANK]).is_ok());
 }

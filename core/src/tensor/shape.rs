@@ -32,6 +32,15 @@ pub enum ShapeError {
         /// The dimensions asked for.
         dims: Vec<usize>,
     },
+    /// More dimensions than [`Shape::MAX_RANK`].
+    #[error(
+        "shape of rank {rank} has too many dimensions (at most {})",
+        Shape::MAX_RANK
+    )]
+    TooManyDims {
+        /// The rank asked for.
+        rank: usize,
+    },
     /// The elements of a dtype would take more bytes than any allocation can hold.
     #[error("shape {shape} of {dtype} needs {bytes} bytes, more than any allocation can hold")]
     TooManyBytes {
@@ -75,6 +84,9 @@ pub struct Shape {
 /// The product of `dims`, or an error when the product of the non-zero ones exceeds
 /// [`Shape::MAX_ELEMENTS`].
 fn checked_elements(dims: &[usize]) -> Result<usize, ShapeError> {
+    if dims.len() > Shape::MAX_RANK {
+        return Err(ShapeError::TooManyDims { rank: dims.len() });
+    }
     let mut nonzero: usize = 1;
     let mut empty = false;
     for &d in dims {
@@ -105,6 +117,10 @@ impl Shape {
     /// `isize::MAX`, which is TensorFlow's `int64` limit on 64-bit targets.
     pub const MAX_ELEMENTS: usize = isize::MAX as usize;
 
+    /// The most dimensions a shape may have: TensorFlow's limit (254). Code that walks a
+    /// shape's dimensions recursively (printing, broadcasting) may rely on it.
+    pub const MAX_RANK: usize = 254;
+
     /// The shape of a scalar.
     pub fn scalar() -> Shape {
         Shape {
@@ -123,7 +139,8 @@ impl Shape {
     ///
     /// # Errors
     /// [`ShapeError::TooManyElements`] when the product of the non-zero dimensions exceeds
-    /// [`Shape::MAX_ELEMENTS`].
+    /// [`Shape::MAX_ELEMENTS`]; [`ShapeError::TooManyDims`] beyond [`Shape::MAX_RANK`]
+    /// dimensions.
     pub fn new(dims: &[usize]) -> Result<Shape, ShapeError> {
         let elements = checked_elements(dims)?;
         Ok(Shape {

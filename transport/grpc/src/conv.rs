@@ -256,7 +256,15 @@ impl TensorAssembler {
                 DType::F64 => Storage::F64(from_le(&b, f64::from_le_bytes)),
                 DType::I32 => Storage::I32(from_le(&b, i32::from_le_bytes)),
                 DType::I64 => Storage::I64(from_le(&b, i64::from_le_bytes)),
-                DType::Bool => Storage::Bool(b.iter().map(|x| *x != 0).collect()),
+                DType::Bool => {
+                    if let Some(index) = b.iter().position(|x| *x > 1) {
+                        return Err(WireError::BadBool {
+                            index,
+                            byte: b[index],
+                        });
+                    }
+                    Storage::Bool(b.iter().map(|x| *x == 1).collect())
+                }
             },
         };
         Tensor::from_storage(dims, storage).map_err(|_| WireError::TooLarge(self.dims.clone()))

@@ -31,6 +31,15 @@ pub enum WireError {
     /// A tensor in a device's memory cannot be sent as is.
     #[error("tensor is not in host memory: {0}")]
     NotOnHost(String),
+    /// A bool tensor holds a byte other than 0 or 1 (a bool is one byte, 0 or 1, as in
+    /// TensorFlow; reading any other value as `true` would accept corrupt data silently).
+    #[error("bool tensor: byte {index} is {byte}, not 0 or 1")]
+    BadBool {
+        /// The element's index.
+        index: usize,
+        /// The byte received.
+        byte: u8,
+    },
     /// An attribute with no value set.
     #[error("node {node:?}: attribute {attr:?} has no value")]
     EmptyAttr {
