@@ -79,17 +79,17 @@ fn a_bool_byte_other_than_0_or_1_is_refused() {
 
 /// `graph_run` found that printing a tensor (as an error or a `Debug` of a graph does)
 /// walked every index of a long dimension: a constant of shape `[2^40, 0]` hung the
-/// printer. Only the shown indices are visited now; and no shape has more than
-/// `Shape::MAX_RANK` dimensions, so printing recurses at most that deep.
+/// printer, and one of shape `[3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 8, 8, 0]` took 24 s
+/// printing tens of millions of `[]`. A tensor without elements now prints as `[]`, only
+/// shown indices are visited, printing stops after 1,000 elements, and no shape has more
+/// than `Shape::MAX_RANK` dimensions, so printing recurses at most that deep.
 #[test]
 fn printing_a_long_empty_tensor_is_immediate_and_ranks_are_bounded() {
     use magpie::Shape;
     let t = Tensor::from_vec([1usize << 40, 3, 0], Vec::<f32>::new()).unwrap();
-    assert_eq!(
-        t.to_string().matches("[]").count(),
-        6 * 3,
-        "three rows at each end"
-    );
+    assert_eq!(t.to_string(), "[]");
+    let t = Tensor::from_vec([6usize; 7], vec![1i32; 6usize.pow(7)]).unwrap();
+    assert!(t.to_string().len() < 10_000, "printing is bounded");
     let e = Shape::new(&vec![1; Shape::MAX_RANK + 1]).unwrap_err();
     assert!(e.to_string().contains("too many dimensions"), "{e}");
     assert!(Shape::new(&vec![1; Shape::MAX_RANK]).is_ok());
