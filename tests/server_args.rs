@@ -1,6 +1,6 @@
 //! `magpie server`'s arguments: what it refuses before starting, and why, from a real
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
-//! to serve).
+//! to serve); and its logs (`--log-format json`, `MAGPIE_LOG`).
 
 use std::process::Command;
 
@@ -37,4 +37,59 @@ fn tf_config_evaluator_has_no_task_to_serve() {
         err.contains("evaluator") && err.contains("not part of the cluster"),
         "{err}"
     );
+}
+
+/// `--log-format json` with `MAGPIE_LOG=magpie=info`: the server's start and stop are
+/// logged as one JSON object per line on stderr, without colour codes.
+#[test]
+fn json_logs_are_one_object_per_line_without_colour() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = magpie()
+        .args(["--log-format", "json", "server"])
+        .env("MAGPIE_LOG", "magpie=info")
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"solo": ["127.0.0.1:{port}"]}}, "task": {{"type": "solo", "index": 0}}}}"#
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("serving /job:solo/task:0"), "{first}");
+    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains('\x1b'), "no colour codes: {err}");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["fields"]["message"].as_str())
+        .collect();
+    for m in ["server started", "server stopping", "server stopped"] {
+        assert!(messages.contains(&m), "{m:?} in {messages:?}");
+    }
 }

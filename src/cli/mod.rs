@@ -2,6 +2,7 @@
 
 mod demo;
 mod devices;
+mod logging;
 mod server;
 
 use std::path::PathBuf;
@@ -13,8 +14,19 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "magpie", version, about, long_about = None)]
 pub(crate) struct Cli {
+    /// Log lines as human-readable text or as one JSON object per line. Which events
+    /// are logged: the MAGPIE_LOG filter (e.g. `magpie=debug`; default `warn`).
+    #[arg(long, value_enum, default_value_t = logging::LogFormat::Text, global = true)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Installs the log subscriber the flags ask for.
+    pub(crate) fn init_logging(&self) {
+        logging::init(self.log_format);
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -162,6 +162,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
     println!("serving {task} on {} ({security})", server.target());
+    tracing::info!(%task, target = %server.target(), %security, "server started");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -175,7 +176,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     });
     let signal = signal.context("waiting for SIGINT/SIGTERM")?;
     println!("{signal}: stopping {task}");
+    tracing::info!(%task, %signal, drain_ms = drain.as_millis() as u64, "server stopping");
     let cancelled = server.stop(drain);
     println!("stopped {task} ({cancelled} step(s) cancelled)");
+    tracing::info!(%task, cancelled, "server stopped");
     Ok(())
 }
