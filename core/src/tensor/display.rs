@@ -15,7 +15,7 @@ const EDGE_ITEMS: usize = 3;
 /// Dimensions longer than this are elided.
 const MAX_ITEMS: usize = 2 * EDGE_ITEMS + 1;
 /// Elements printed at most; the rest is `...`.
-pub const MAX_PRINTED: usize = 1000;
+pub(crate) const MAX_PRINTED: usize = 1000;
 
 fn write_element(f: &mut fmt::Formatter<'_>, s: &Storage, i: usize) -> fmt::Result {
     match s {
