@@ -29,6 +29,8 @@ impl Cli {
     }
 }
 
+// One value per process, parsed once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the seed's control-dependency example on a local session: prints every value
