@@ -14,9 +14,17 @@ pub struct GrpcOptions {
     /// Deadline of every request but a step's (default 10 s). A peer that never answers
     /// fails the request after this, naming the task.
     pub request_timeout: Duration,
-    /// Added to a step's own deadline for the request that runs it (default 5 s): the
-    /// task reports the step's deadline itself; this bounds a peer that never answers.
+    /// Added to a step's own deadline for the request that runs it on a task (default
+    /// 500 ms): the task reports the step's deadline itself; past this the caller stops
+    /// waiting and reports the task as not answering (a frozen or hung peer), so a master
+    /// names the task that did not answer within its step deadline plus this.
     pub step_grace: Duration,
+    /// Added to a step's deadline (plus `step_grace`) for a client's own deadline on
+    /// `RunStep` (default 5 s): only a backstop for a master that never answers, since the
+    /// master reports the step's deadline itself. With no deadline of its own, a client
+    /// uses the master's default step deadline, which the master tells it when the
+    /// session opens.
+    pub client_backstop: Duration,
     /// HTTP/2 keepalive ping interval on idle connections (default 10 s).
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered (default 10 s).
@@ -54,7 +62,8 @@ impl Default for GrpcOptions {
         GrpcOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
-            step_grace: Duration::from_secs(5),
+            step_grace: Duration::from_millis(500),
+            client_backstop: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             max_message_bytes: 256 << 20,

@@ -19,6 +19,7 @@ use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
 };
+use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
@@ -42,6 +43,16 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| status(Code::Internal, format!("the request's thread failed: {e}")))?
+}
+
+/// A step id from the wire: 16 bytes, or `INVALID_ARGUMENT` naming the request.
+fn step_id_from_wire(bytes: &[u8], request: &str) -> Result<StepId, Status> {
+    StepId::from_bytes(bytes).map_err(|e| {
+        status(
+            Code::InvalidArgument,
+            format!("{request}: bad step_id: {e}"),
+        )
+    })
 }
 
 /// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
@@ -148,6 +159,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::RunPartitionResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
+        let step_id = step_id_from_wire(&r.step_id, "RunPartition")?;
         let feeds = r
             .feeds
             .iter()
@@ -163,7 +175,8 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 .run_partition_cancellable(
                     RunPartition {
                         handle: PartitionHandle(r.handle),
-                        step_id: r.step_id,
+                        session: r.session,
+                        step_id,
                         feeds,
                         timeout: Duration::from_millis(r.timeout_ms.max(1)),
                     },
@@ -192,6 +205,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .await?
             .ok_or_else(|| status(Code::InvalidArgument, "SendTensor without a chunk"))?;
         self.check_task(&first.task)?;
+        let step_id = step_id_from_wire(&first.step_id, "SendTensor")?;
         let total = first.total_bytes;
         if total > self.options.max_tensor_bytes {
             return Err(status(
@@ -217,8 +231,9 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         self.server
             .worker()
             .deliver(
+                &first.session,
                 RendezvousKey {
-                    step_id: first.step_id,
+                    step_id,
                     edge: first.edge,
                 },
                 tensor,
@@ -233,7 +248,11 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::AbortStepResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
-        self.server.worker().abort_step(r.step_id);
+        let step_id = step_id_from_wire(&r.step_id, "AbortStep")?;
+        self.server
+            .worker()
+            .abort_step(&r.session, step_id)
+            .map_err(worker_to_status)?;
         Ok(Response::new(proto::AbortStepResponse {}))
     }
 
@@ -363,9 +382,11 @@ impl proto::master_service_server::MasterService for MasterService {
             .map(device_attributes)
             .collect();
         self.sessions.insert(handle.clone(), session);
+        let step_timeout = self.server.master().options().step_timeout;
         Ok(Response::new(proto::CreateSessionResponse {
             session_handle: handle,
             devices,
+            step_timeout_ms: u64::try_from(step_timeout.as_millis()).unwrap_or(u64::MAX),
         }))
     }
 
@@ -452,7 +473,7 @@ impl proto::master_service_server::MasterService for MasterService {
             .map_err(|e| status(Code::Internal, e.to_string()))?;
         Ok(Response::new(proto::RunStepResponse {
             tensors,
-            step_id: out.step_id,
+            step_id: crate::transport::step_id_to_wire(out.step_id),
             placement: out
                 .placement
                 .iter()
