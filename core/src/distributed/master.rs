@@ -189,19 +189,20 @@ impl Master {
 ///
 /// A task that did not answer at all ([`TransportError::NoAnswer`]: frozen, hung) is a
 /// cause like an unreachable one: the deadlines the other tasks report meanwhile come
-/// from waiting for it.
+/// from waiting for it. So is a task that lost its partitions (it restarted): the other
+/// tasks' sends to it fail because it no longer knows the session, and the master
+/// registers the signature again only when it sees the cause.
 fn cause_rank(e: &TransportError) -> u8 {
     match e {
         TransportError::Unreachable { .. }
         | TransportError::Refused { .. }
-        | TransportError::NoAnswer { .. } => 0,
+        | TransportError::NoAnswer { .. }
+        | TransportError::UnknownPartition { .. } => 0,
         TransportError::Remote {
             code: Code::DeadlineExceeded,
             ..
         } => 2,
-        TransportError::UnknownPartition { .. }
-        | TransportError::Remote { .. }
-        | TransportError::LimitExceeded { .. } => 1,
+        TransportError::Remote { .. } | TransportError::LimitExceeded { .. } => 1,
         TransportError::DeadlineExceeded { .. } => 2,
         TransportError::Cancelled { .. } => 3,
     }

@@ -29,14 +29,33 @@ pub struct GrpcOptions {
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered (default 10 s).
     pub keepalive_timeout: Duration,
-    /// Largest message encoded or decoded, in bytes (default 256 MiB): bounds feeds and
-    /// fetches of one request; tensors between workers are streamed in chunks instead.
+    /// Largest message encoded or decoded, in bytes (default 256 MiB; flag
+    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request; tensors
+    /// between workers are streamed in chunks instead.
     pub max_message_bytes: usize,
     /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
     /// moved 64 MiB faster than 1 or 4 MiB ones).
     pub chunk_bytes: usize,
-    /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB).
+    /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
+    /// `--max-tensor-bytes`).
     pub max_tensor_bytes: u64,
+    /// How long a worker waits for the next chunk of a streamed tensor before it drops
+    /// the stream with `RESOURCE_EXHAUSTED` (default 30 s; flag
+    /// `--tensor-stream-idle-timeout-ms`).
+    pub tensor_stream_idle_timeout: Duration,
+    /// Remote sessions a master keeps open at once; `CreateSession` beyond it is
+    /// `RESOURCE_EXHAUSTED` (default 256; flag `--max-sessions`).
+    pub max_sessions: usize,
+    /// Nodes in one session's graph, after every extension, and in one partition a worker
+    /// registers (default 1,000,000; flag `--max-graph-nodes`).
+    pub max_graph_nodes: usize,
+    /// Nodes one `ExtendSession` may add (default 1,000,000; flag
+    /// `--max-extension-nodes`).
+    pub max_extension_nodes: usize,
+    /// HTTP/2 streams (concurrent requests) a server accepts on one connection; a client
+    /// past it waits for a stream to end (default 256; flag
+    /// `--max-streams-per-connection`).
+    pub max_concurrent_streams: u32,
     /// Threads of the runtime a server or a standalone transport starts (default: half
     /// the machine's cores, at least 1 and at most 4). The runtime only moves bytes and
     /// hands requests to the blocking pool and the scheduler; on a machine with few cores,
@@ -45,7 +64,7 @@ pub struct GrpcOptions {
     pub runtime_threads: usize,
     /// A server closes a remote session that no request has used for this long (its
     /// client went away without closing it), releasing its partitions on every task
-    /// (default 1 hour; `None`: never).
+    /// (default 1 hour; `None`: never; flag `--session-idle-timeout`, in seconds).
     pub session_idle_timeout: Option<Duration>,
     /// TLS (default `None`: plaintext). A server with an identity serves TLS (mutual with
     /// a client CA); a transport or client with TLS options verifies the servers it
@@ -69,6 +88,11 @@ impl Default for GrpcOptions {
             max_message_bytes: 256 << 20,
             chunk_bytes: 2 << 20,
             max_tensor_bytes: 4 << 30,
+            tensor_stream_idle_timeout: Duration::from_secs(30),
+            max_sessions: 256,
+            max_graph_nodes: 1_000_000,
+            max_extension_nodes: 1_000_000,
+            max_concurrent_streams: 256,
             runtime_threads: default_runtime_threads(),
             session_idle_timeout: Some(Duration::from_secs(3600)),
             tls: None,
