@@ -10,8 +10,11 @@
 use std::fmt;
 
 /// The id of one step: 128 bits. Shown as 32 lowercase hex digits.
+///
+/// Kept as big-endian bytes (ordered as the number), not a `u128`, so that errors
+/// carrying one stay 8-byte aligned and small.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct StepId(u128);
+pub struct StepId([u8; 16]);
 
 /// The operating system's random number generator failed (practically never).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,12 +32,12 @@ impl StepId {
 
     /// The id with this value.
     pub const fn from_u128(value: u128) -> StepId {
-        StepId(value)
+        StepId(value.to_be_bytes())
     }
 
     /// The id's value.
     pub const fn as_u128(self) -> u128 {
-        self.0
+        u128::from_be_bytes(self.0)
     }
 
     /// A fresh id of 128 bits from the operating system's random number generator.
@@ -53,12 +56,12 @@ impl StepId {
     pub fn random() -> Result<StepId, RandomError> {
         let mut bits = [0u8; 16];
         getrandom::fill(&mut bits).map_err(|e| RandomError(e.to_string()))?;
-        Ok(StepId(u128::from_be_bytes(bits)))
+        Ok(StepId(bits))
     }
 
     /// The id as 16 big-endian bytes (its form on a wire).
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+        self.0
     }
 
     /// The id from its 16 big-endian bytes.
@@ -70,7 +73,7 @@ impl StepId {
         let b: [u8; 16] = bytes
             .try_into()
             .map_err(|_| StepIdLengthError(bytes.len()))?;
-        Ok(StepId(u128::from_be_bytes(b)))
+        Ok(StepId(b))
     }
 }
 
@@ -83,13 +86,13 @@ pub(crate) fn random_hex() -> Result<String, RandomError> {
 
 impl From<u64> for StepId {
     fn from(value: u64) -> StepId {
-        StepId(u128::from(value))
+        StepId::from_u128(u128::from(value))
     }
 }
 
 impl fmt::Display for StepId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.as_u128())
     }
 }
 

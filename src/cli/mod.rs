@@ -17,6 +17,8 @@ pub(crate) struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the server's variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the seed's control-dependency example on a local session: prints every value
