@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures::executor::block_on;
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
 use magpie::core::distributed::TaskServer;
+use magpie::core::testkit::register_receiver;
 use magpie::grpc::{GrpcOptions, GrpcServer, GrpcTransport};
 use magpie::inmem::{InMemNetwork, InMemServer, InMemTransport};
 use magpie::transport::{RendezvousKey, TaskName, Transport};
@@ -81,10 +82,10 @@ fn move_tensor(
     step: &AtomicU64,
 ) {
     let key = RendezvousKey {
-        step_id: step.fetch_add(1, Ordering::Relaxed),
+        step_id: step.fetch_add(1, Ordering::Relaxed).into(),
         edge: "bench".into(),
     };
-    block_on(transport.send(to, key.clone(), t.clone())).unwrap();
+    block_on(transport.send(to, "bench", key.clone(), t.clone())).unwrap();
     block_on(server.worker().rendezvous().recv(key)).unwrap();
 }
 
@@ -116,6 +117,9 @@ fn tensors(c: &mut Criterion) {
             .core(),
     );
 
+    // A task takes tensors only for a session with a partition there.
+    register_receiver(&grpc, &to, "bench").unwrap();
+    register_receiver(&inmem, &to, "bench").unwrap();
     for bytes in SIZES {
         let t = Tensor::from_vec([bytes / 4], vec![1.5f32; bytes / 4]).unwrap();
         group.throughput(Throughput::Bytes(bytes as u64));

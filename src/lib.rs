@@ -48,8 +48,8 @@ pub use magpie_core::session::{
 };
 pub use magpie_core::tensor::{DType, Shape, Tensor, TensorError};
 pub use magpie_core::{
-    device, distributed, exec, graph, kernel, registry, resource, scheduler, session, tensor,
-    transport,
+    device, distributed, exec, graph, kernel, limits, registry, resource, scheduler, session,
+    tensor, transport, StepId,
 };
 pub use magpie_cpu::{CpuLayout, CpuOptions};
 pub use {

@@ -107,11 +107,13 @@ fn a_64_mib_tensor_moves_from_worker_to_worker() {
     let t = Tensor::from_vec([n], data).unwrap();
     let transport = GrpcTransport::new(spec.clone(), GrpcOptions::default()).unwrap();
     let key = RendezvousKey {
-        step_id: 7 << 40,
+        step_id: magpie::StepId::from(7u64 << 40),
         edge: "big".into(),
     };
     let w1 = TaskName::new("worker", 1);
-    futures::executor::block_on(transport.send(&w1, key.clone(), t.clone())).unwrap();
+    // Tensors are accepted only for a session with a partition on the task.
+    magpie::core::testkit::register_receiver(&transport, &w1, "big").unwrap();
+    futures::executor::block_on(transport.send(&w1, "big", key.clone(), t.clone())).unwrap();
     let server = c.server("worker", 1).unwrap();
     let got = futures::executor::block_on(server.core().worker().rendezvous().recv(key)).unwrap();
     assert_eq!(got.dims(), t.dims());

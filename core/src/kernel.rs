@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 use crate::device::Device;
 use crate::graph::{Attrs, Node};
 use crate::resource::ResourceMgr;
+use crate::step_id::StepId;
 use crate::tensor::{DType, Tensor};
 
 /// Why a kernel failed. The session adds the node, op and device.
@@ -112,7 +113,7 @@ pub struct KernelContext<'a> {
     node: &'a Node,
     inputs: SmallVec<[Tensor; 2]>,
     outputs: Outputs,
-    step_id: u64,
+    step_id: StepId,
     resources: Option<&'a Arc<ResourceMgr>>,
 }
 
@@ -129,12 +130,12 @@ impl fmt::Debug for KernelContext<'_> {
 impl<'a> KernelContext<'a> {
     /// A context over `inputs` for `node`. The executor makes these; the testkit and a
     /// backend's unit tests may too.
-    pub fn new(node: &'a Node, inputs: SmallVec<[Tensor; 2]>, step_id: u64) -> Self {
+    pub fn new(node: &'a Node, inputs: SmallVec<[Tensor; 2]>, step_id: impl Into<StepId>) -> Self {
         KernelContext {
             node,
             inputs,
             outputs: Outputs::new(),
-            step_id,
+            step_id: step_id.into(),
             resources: None,
         }
     }
@@ -163,7 +164,7 @@ impl<'a> KernelContext<'a> {
     }
 
     /// The step this call belongs to.
-    pub fn step_id(&self) -> u64 {
+    pub fn step_id(&self) -> StepId {
         self.step_id
     }
 
@@ -224,7 +225,7 @@ pub struct AsyncKernelContext {
     /// Its inputs.
     pub inputs: SmallVec<[Tensor; 2]>,
     /// The step this call belongs to.
-    pub step_id: u64,
+    pub step_id: StepId,
     /// The resource manager of the session (or cluster task) running the step: variables,
     /// and on a cluster task the rendezvous and transport that Send/Recv use.
     pub resources: Option<Arc<ResourceMgr>>,

@@ -27,6 +27,7 @@ use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
 pub use crate::scheduler::Policy;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
+use crate::step_id::StepId;
 use crate::tensor::Tensor;
 
 /// Step ids are unique in the process, across sessions.
@@ -146,14 +147,14 @@ pub struct RunOptions {
     pub track_memory: bool,
     /// Run under this step id instead of a fresh one. A cluster worker passes the
     /// master's step id, which keys the step's Send/Recv rendezvous; nobody else needs it.
-    pub step_id: Option<u64>,
+    pub step_id: Option<StepId>,
 }
 
 /// What a step reports besides its tensors.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunMetadata {
     /// The step's id (unique in the process).
-    pub step_id: u64,
+    pub step_id: StepId,
     /// Per-node records, sorted by start time; empty unless [`RunOptions::trace`] was set.
     pub nodes: Vec<NodeStats>,
     /// Wall time of the step, plan lookup included.
@@ -354,7 +355,7 @@ impl Session {
         }
         let step_id = options
             .step_id
-            .unwrap_or_else(|| NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed));
+            .unwrap_or_else(|| StepId::from(NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed)));
         let state = Arc::new(StepState::new(
             &plan,
             step_id,

@@ -32,6 +32,7 @@ use futures::future::{select, BoxFuture, Either};
 use crate::error::Code;
 use crate::graph::{DeviceName, GraphDef};
 use crate::scheduler::CancellationToken;
+use crate::step_id::StepId;
 use crate::tensor::Tensor;
 
 /// One task of a cluster: `/job:<job>/task:<index>`.
@@ -92,8 +93,8 @@ pub struct DeviceInfo {
 /// Names one tensor crossing between tasks in one step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RendezvousKey {
-    /// The step (the master's step id).
-    pub step_id: u64,
+    /// The step (the master's step id: 128 random bits).
+    pub step_id: StepId,
     /// The edge: unique in the step (`<edge id>:<producer>:<index>-><task>`).
     pub edge: String,
 }
@@ -135,8 +136,10 @@ pub struct RegisterPartition {
 pub struct RunPartition {
     /// The partition.
     pub handle: PartitionHandle,
+    /// The master session it was registered for (aborts of the step name it).
+    pub session: String,
     /// The master's step id (keys the step's rendezvous on every task).
-    pub step_id: u64,
+    pub step_id: StepId,
     /// Tensors for the registered feeds, in order.
     pub feeds: Vec<Tensor>,
     /// The step fails with [`TransportError::DeadlineExceeded`] past this.
@@ -188,13 +191,32 @@ pub enum TransportError {
         /// The task.
         task: String,
         /// The step.
-        step_id: u64,
+        step_id: StepId,
     },
-    /// A deadline passed.
-    #[error("deadline exceeded waiting for task {task}")]
+    /// The task reported a deadline passed (a step's own deadline on the task).
+    #[error("deadline exceeded on task {task}")]
     DeadlineExceeded {
         /// The task.
         task: String,
+    },
+    /// The task did not answer at all within the request's deadline (a frozen or hung
+    /// peer): the transport gave up waiting. `DeadlineExceeded`, like a task's own
+    /// deadline, but the task named is the one that did not answer.
+    #[error("task {task} did not answer within {waited:?}")]
+    NoAnswer {
+        /// The task.
+        task: String,
+        /// How long the transport waited.
+        waited: Duration,
+    },
+    /// The task refused the request because it would pass one of the task's limits
+    /// (`ResourceExhausted`); the message names the limit and the flag that raises it.
+    #[error("task {task}: {detail}")]
+    LimitExceeded {
+        /// The task.
+        task: String,
+        /// Which limit, and how to raise it.
+        detail: String,
     },
 }
 
@@ -207,13 +229,16 @@ impl TransportError {
             | TransportError::UnknownPartition { task, .. }
             | TransportError::Remote { task, .. }
             | TransportError::Cancelled { task, .. }
-            | TransportError::DeadlineExceeded { task } => task,
+            | TransportError::DeadlineExceeded { task }
+            | TransportError::NoAnswer { task, .. }
+            | TransportError::LimitExceeded { task, .. } => task,
         }
     }
 
     /// The error's kind: `Unavailable` for a task that cannot be reached or refuses work,
     /// `NotFound` for an unknown partition, the task's own code for `Remote`, `Aborted`
-    /// for a step aborted on the task, `DeadlineExceeded` for a deadline.
+    /// for a step aborted on the task, `DeadlineExceeded` for a deadline or a task that
+    /// did not answer, `ResourceExhausted` for a limit.
     pub fn code(&self) -> Code {
         match self {
             TransportError::Unreachable { .. } | TransportError::Refused { .. } => {
@@ -222,7 +247,10 @@ impl TransportError {
             TransportError::UnknownPartition { .. } => Code::NotFound,
             TransportError::Remote { code, .. } => *code,
             TransportError::Cancelled { .. } => Code::Aborted,
-            TransportError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            TransportError::DeadlineExceeded { .. } | TransportError::NoAnswer { .. } => {
+                Code::DeadlineExceeded
+            }
+            TransportError::LimitExceeded { .. } => Code::ResourceExhausted,
         }
     }
 }
@@ -265,19 +293,26 @@ pub trait Transport: Send + Sync + fmt::Debug {
         run_partition_blocking(self, task, request, cancel)
     }
 
-    /// Delivers a tensor into `task`'s rendezvous under `key`.
+    /// Delivers a tensor into `task`'s rendezvous under `key`, for a step of the master
+    /// session `session` (the name its partitions were registered under): the task
+    /// accepts it only if that session has a partition there and the step, if it runs
+    /// there, belongs to that session.
     fn send(
         &self,
         task: &TaskName,
+        session: &str,
         key: RendezvousKey,
         tensor: Tensor,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
-    /// Aborts a step on `task`: its pending receives fail and its partitions stop.
+    /// Aborts a step of the master session `session` on `task`: its pending receives
+    /// fail and its partitions stop. The task ignores an abort through another session
+    /// than the one that runs the step.
     fn abort_step(
         &self,
         task: &TaskName,
-        step_id: u64,
+        session: &str,
+        step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
     /// Drops every partition `session` registered on `task`.
@@ -298,6 +333,7 @@ pub fn run_partition_blocking<T: Transport + ?Sized>(
     cancel: Option<&CancellationToken>,
 ) -> Result<Vec<Tensor>, TransportError> {
     let step_id = request.step_id;
+    let session = request.session.clone();
     let run = transport.run_partition(task, request);
     let Some(cancel) = cancel else {
         return block_on(run);
@@ -306,7 +342,7 @@ pub fn run_partition_blocking<T: Transport + ?Sized>(
         match select(run, cancel.cancelled()).await {
             Either::Left((r, _)) => r,
             Either::Right(((), run)) => {
-                let _ = transport.abort_step(task, step_id).await;
+                let _ = transport.abort_step(task, &session, step_id).await;
                 run.await
             }
         }

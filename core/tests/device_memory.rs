@@ -55,9 +55,10 @@ impl DeviceBuffer for FakeBuffer {
 }
 
 /// Copies in and out made by each step, as the copy kernels themselves count them.
-static COPIES: LazyLock<Mutex<HashMap<u64, (usize, usize)>>> = LazyLock::new(Default::default);
+static COPIES: LazyLock<Mutex<HashMap<magpie_core::StepId, (usize, usize)>>> =
+    LazyLock::new(Default::default);
 
-fn count(step: u64, into_device: bool) {
+fn count(step: magpie_core::StepId, into_device: bool) {
     let mut c = COPIES.lock().unwrap();
     let e = c.entry(step).or_default();
     if into_device {

@@ -29,7 +29,7 @@ impl Device for TestDevice {
 /// Invocation counts per node name.
 static CALLS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
 /// (step, node) -> (start, end) as recorded by the `Record` kernel itself.
-type Spans = HashMap<(u64, String), (Instant, Instant)>;
+type Spans = HashMap<(magpie_core::StepId, String), (Instant, Instant)>;
 static SPANS: LazyLock<Mutex<Spans>> = LazyLock::new(Default::default);
 
 struct FnKernel<F>(F);

@@ -25,11 +25,11 @@ impl Device for Dev {
     }
 }
 
-type Intervals = HashMap<u64, Vec<(String, Instant, Instant)>>;
+type Intervals = HashMap<magpie_core::StepId, Vec<(String, Instant, Instant)>>;
 /// Per step: (node, start, end) as the kernels saw them.
 static INTERVALS: LazyLock<Mutex<Intervals>> = LazyLock::new(Default::default);
 
-fn record(step: u64, node: &str, start: Instant) {
+fn record(step: magpie_core::StepId, node: &str, start: Instant) {
     INTERVALS.lock().unwrap().entry(step).or_default().push((
         node.to_string(),
         start,

@@ -8,7 +8,7 @@ mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Magpie: dataflow graphs on devices and machines, on a work-stealing scheduler.
 #[derive(Debug, Parser)]
@@ -104,7 +104,59 @@ enum Command {
         /// resource-exhausted error.
         #[arg(long, value_name = "BYTES")]
         cpu_memory_limit: Option<u64>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
+}
+
+/// `magpie server`'s limits: what one caller can make the task hold. Each has a safe
+/// default; passing one is RESOURCE_EXHAUSTED naming the limit and its flag.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Remote sessions open at once on this task's master.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub(crate) max_sessions: usize,
+    /// Nodes in one session's graph (after every extension) and in one partition.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) max_graph_nodes: usize,
+    /// Nodes one graph extension may add.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) max_extension_nodes: usize,
+    /// Largest gRPC message, in bytes (graphs, feeds, fetches; tensors between tasks are
+    /// streamed in chunks).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub(crate) max_message_bytes: usize,
+    /// Largest tensor another task may stream to this one, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    pub(crate) max_tensor_bytes: u64,
+    /// Milliseconds a streamed tensor may wait for its next chunk.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub(crate) tensor_stream_idle_timeout_ms: u64,
+    /// Concurrent requests (HTTP/2 streams) on one connection.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub(crate) max_streams_per_connection: u32,
+    /// Seconds after which a remote session no request used is closed (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub(crate) session_idle_timeout: u64,
+    /// Bytes of tensors delivered and not yet received that one step may hold here.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    pub(crate) rendezvous_step_bytes: usize,
+    /// Bytes of tensors delivered and not yet received that this task holds in all.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 30)]
+    pub(crate) rendezvous_task_bytes: usize,
+    /// Bytes of tensors kept for steps that have not started here (oldest dropped first).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub(crate) rendezvous_unclaimed_bytes: usize,
+    /// Milliseconds tensors are kept for a step that has not started here.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub(crate) rendezvous_unclaimed_ttl_ms: u64,
+    /// Milliseconds between HTTP/2 keep-alive pings on every connection (finds frozen
+    /// peers).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub(crate) keepalive_interval_ms: u64,
+    /// Milliseconds a keep-alive ping may go unanswered before the connection is closed.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub(crate) keepalive_timeout_ms: u64,
 }
 
 /// Runs the parsed command.
@@ -126,6 +178,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             tls_ca,
             auth_token_file,
             cpu_memory_limit,
+            limits,
         } => server::run(&server::ServeArgs {
             cluster,
             job,
@@ -142,6 +195,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 auth_token_file,
             },
             cpu_memory_limit,
+            limits,
         }),
     }
 }

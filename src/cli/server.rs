@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use magpie::cluster::{task_server_options, Spec, TfConfig};
 use magpie::cpu::CpuDevice;
+use magpie::distributed::RendezvousLimits;
 use magpie::grpc::{AuthToken, GrpcOptions, GrpcServer, TlsOptions};
 use magpie::transport::TaskName;
 
@@ -26,6 +27,7 @@ pub(crate) struct ServeArgs {
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
     pub(crate) cpu_memory_limit: Option<u64>,
+    pub(crate) limits: super::LimitArgs,
 }
 
 /// `magpie server`'s TLS and token flags.
@@ -156,8 +158,19 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let l = &args.limits;
+    if args.step_timeout.is_some_and(|t| t.is_zero()) {
+        bail!("--step-timeout-ms must be at least 1");
+    }
+    options.rendezvous_limits = RendezvousLimits {
+        unclaimed_ttl: Duration::from_millis(l.rendezvous_unclaimed_ttl_ms),
+        unclaimed_bytes: l.rendezvous_unclaimed_bytes,
+        step_bytes: l.rendezvous_step_bytes,
+        task_bytes: l.rendezvous_task_bytes,
+    };
     let peers = spec.tasks().len().saturating_sub(1);
-    let grpc = args.security.grpc_options(&task, peers)?;
+    let mut grpc = args.security.grpc_options(&task, peers)?;
+    l.apply(&mut grpc)?;
     let security = SecurityArgs::describe(&grpc);
     let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
@@ -181,4 +194,43 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     println!("stopped {task} ({cancelled} step(s) cancelled)");
     tracing::info!(%task, cancelled, "server stopped");
     Ok(())
+}
+
+impl super::LimitArgs {
+    /// Sets `grpc`'s limits from the flags; a limit of 0 that would refuse everything is
+    /// an error naming its flag.
+    fn apply(&self, grpc: &mut GrpcOptions) -> anyhow::Result<()> {
+        for (value, flag) in [
+            (self.max_sessions as u64, "--max-sessions"),
+            (self.max_graph_nodes as u64, "--max-graph-nodes"),
+            (self.max_extension_nodes as u64, "--max-extension-nodes"),
+            (self.max_message_bytes as u64, "--max-message-bytes"),
+            (
+                self.tensor_stream_idle_timeout_ms,
+                "--tensor-stream-idle-timeout-ms",
+            ),
+            (
+                u64::from(self.max_streams_per_connection),
+                "--max-streams-per-connection",
+            ),
+            (self.keepalive_interval_ms, "--keepalive-interval-ms"),
+            (self.keepalive_timeout_ms, "--keepalive-timeout-ms"),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        grpc.max_sessions = self.max_sessions;
+        grpc.max_graph_nodes = self.max_graph_nodes;
+        grpc.max_extension_nodes = self.max_extension_nodes;
+        grpc.max_message_bytes = self.max_message_bytes;
+        grpc.max_tensor_bytes = self.max_tensor_bytes;
+        grpc.tensor_stream_idle_timeout = Duration::from_millis(self.tensor_stream_idle_timeout_ms);
+        grpc.max_concurrent_streams = self.max_streams_per_connection;
+        grpc.session_idle_timeout =
+            (self.session_idle_timeout > 0).then(|| Duration::from_secs(self.session_idle_timeout));
+        grpc.keepalive_interval = Duration::from_millis(self.keepalive_interval_ms);
+        grpc.keepalive_timeout = Duration::from_millis(self.keepalive_timeout_ms);
+        Ok(())
+    }
 }

@@ -6,7 +6,10 @@ use crate::cluster::ClusterError;
 use crate::error::Code;
 use crate::graph::GraphError;
 use crate::session::SessionError;
+use crate::step_id::StepId;
 use crate::transport::TransportError;
+
+use super::rendezvous::RendezvousError;
 
 /// Why a worker refused or failed a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,7 +51,44 @@ pub enum WorkerError {
         /// The task.
         task: String,
         /// The step.
-        step_id: u64,
+        step_id: StepId,
+    },
+    /// No partition of this master session is registered on the task (never, released,
+    /// or the task restarted): tensors and aborts for it are refused.
+    #[error("task {task} has no partition of session {session:?}")]
+    UnknownSession {
+        /// The task.
+        task: String,
+        /// The session named.
+        session: String,
+    },
+    /// A partition was asked to run for another session than the one it was registered
+    /// for.
+    #[error("task {task}: partition {handle} does not belong to session {session:?}")]
+    WrongSession {
+        /// The task.
+        task: String,
+        /// The partition.
+        handle: String,
+        /// The session named.
+        session: String,
+    },
+    /// The task's rendezvous refused a tensor or a step (another session's step, a
+    /// limit, a step that ended).
+    #[error("task {task}: {source}")]
+    Rendezvous {
+        /// The task.
+        task: String,
+        /// Why.
+        source: RendezvousError,
+    },
+    /// The task could not draw random bits for a handle.
+    #[error("task {task}: {detail}")]
+    Internal {
+        /// The task.
+        task: String,
+        /// What failed.
+        detail: String,
     },
     /// A device given to the server does not belong to its task, or options are invalid.
     #[error("task {task}: invalid server options: {detail}")]
@@ -72,6 +112,10 @@ impl WorkerError {
             WorkerError::Step { source, .. } => source.code(),
             WorkerError::Aborted { .. } => Code::Aborted,
             WorkerError::InvalidOptions { .. } => Code::InvalidArgument,
+            WorkerError::UnknownSession { .. } => Code::NotFound,
+            WorkerError::WrongSession { .. } => Code::PermissionDenied,
+            WorkerError::Rendezvous { source, .. } => source.code(),
+            WorkerError::Internal { .. } => Code::Internal,
         }
     }
 
@@ -86,6 +130,13 @@ impl WorkerError {
                 TransportError::UnknownPartition { task, handle }
             }
             WorkerError::Aborted { task, step_id } => TransportError::Cancelled { task, step_id },
+            WorkerError::Rendezvous {
+                task,
+                source: RendezvousError::Limit(limit),
+            } => TransportError::LimitExceeded {
+                task,
+                detail: limit.to_string(),
+            },
             WorkerError::Step { task, source }
                 if matches!(*source, SessionError::DeadlineExceeded(_)) =>
             {
@@ -96,7 +147,11 @@ impl WorkerError {
                 let task = match &other {
                     WorkerError::BadPartition { task, .. }
                     | WorkerError::Step { task, .. }
-                    | WorkerError::InvalidOptions { task, .. } => task.clone(),
+                    | WorkerError::InvalidOptions { task, .. }
+                    | WorkerError::UnknownSession { task, .. }
+                    | WorkerError::WrongSession { task, .. }
+                    | WorkerError::Rendezvous { task, .. }
+                    | WorkerError::Internal { task, .. } => task.clone(),
                     _ => String::new(),
                 };
                 let detail = match &other {
@@ -104,6 +159,8 @@ impl WorkerError {
                         format!("invalid partition: {source}")
                     }
                     WorkerError::Step { source, .. } => source.to_string(),
+                    WorkerError::Rendezvous { source, .. } => source.to_string(),
+                    WorkerError::Internal { detail, .. } => detail.clone(),
                     o => o.to_string(),
                 };
                 TransportError::Remote { task, detail, code }
@@ -164,7 +221,7 @@ pub enum MasterError {
     #[error("step {step_id} failed: {source}")]
     Step {
         /// The step.
-        step_id: u64,
+        step_id: StepId,
         /// The first failure (the root cause; others were aborted because of it).
         source: TransportError,
     },
@@ -173,7 +230,15 @@ pub enum MasterError {
     #[error("step {step_id} was cancelled by its caller")]
     Cancelled {
         /// The step.
-        step_id: u64,
+        step_id: StepId,
+    },
+    /// The master could not draw random bits for a session name or a step id.
+    #[error("master {task}: {detail}")]
+    Internal {
+        /// The master's task.
+        task: String,
+        /// What failed.
+        detail: String,
     },
     /// A task could not be reached or refused while the session was set up.
     #[error(transparent)]
@@ -205,6 +270,7 @@ impl MasterError {
             MasterError::Cancelled { .. } => Code::Cancelled,
             MasterError::Closed => Code::FailedPrecondition,
             MasterError::Stopping { .. } => Code::Unavailable,
+            MasterError::Internal { .. } => Code::Internal,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Once};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::ops::{ensure_registered, DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
+use super::ops::{ensure_registered, DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP, SESSION_ATTR};
 use super::rendezvous::Rendezvous;
 use crate::kernel::{
     AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, KernelInit,
@@ -38,7 +38,18 @@ pub fn register_kernels() {
             let dst: TaskName = dst
                 .parse()
                 .map_err(|e| KernelError::InvalidArgument(format!("{e}")))?;
-            Ok(BoxedKernel::Async(Box::new(SendKernel { edge, dst })))
+            // Set by the worker at registration; a partition without it is refused by
+            // the receiving task.
+            let session = if init.node.attrs.contains(SESSION_ATTR) {
+                init.node.attrs.string(SESSION_ATTR)?
+            } else {
+                String::new()
+            };
+            Ok(BoxedKernel::Async(Box::new(SendKernel {
+                edge,
+                dst,
+                session,
+            })))
         });
         let _ = register_kernel(RECV_OP, ANY_DEVICE, |init: &KernelInit<'_>| {
             Ok(BoxedKernel::Async(Box::new(RecvKernel {
@@ -77,6 +88,7 @@ fn resources(r: Option<&Arc<ResourceMgr>>) -> Result<&Arc<ResourceMgr>, KernelEr
 struct SendKernel {
     edge: String,
     dst: TaskName,
+    session: String,
 }
 
 impl AsyncKernel for SendKernel {
@@ -104,10 +116,14 @@ impl AsyncKernel for SendKernel {
             step_id: ctx.step_id,
             edge: self.edge.clone(),
         };
-        let fut = transport.0.send(&self.dst, key, tensor);
+        let fut = transport.0.send(&self.dst, &self.session, key, tensor);
         async move {
-            fut.await
-                .map_err(|e| KernelError::Device(format!("send failed: {e}")))?;
+            fut.await.map_err(|e| match e.code() {
+                crate::error::Code::ResourceExhausted => {
+                    KernelError::ResourceExhausted(format!("send failed: {e}"))
+                }
+                _ => KernelError::Device(format!("send failed: {e}")),
+            })?;
             Ok(Outputs::new())
         }
         .boxed()

@@ -6,19 +6,23 @@
 //!    signature prunes, places and partitions the graph ([`super::partition`]) and
 //!    registers each task's partition on that task, concurrently — once per signature
 //!    (graphs only grow and nodes never change, so the graph's version is implied).
-//! 2. The master draws a step id and runs the step on every task with a partition,
+//! 2. The master draws a step id (128 random bits: [`StepId::random`]) and runs the step
+//!    on every task with a partition,
 //!    concurrently; each feed goes only to the task that consumes it; tensors between
 //!    tasks go worker to worker through `_Send`/`_Recv`.
 //! 3. On the first failure it aborts the step on every task (the failed one too), waits
-//!    for them (each returns within the step's deadline), and reports that first failure,
-//!    which names its task. A task that restarted (its partitions are unknown) makes the master
-//!    re-register the signature and retry once.
+//!    for them (each returns within the step's deadline, or the transport gives up on it
+//!    shortly after: [`TransportError::NoAnswer`]), and reports the failure closest to the
+//!    cause, which names its task: a task that did not answer at all comes before the
+//!    deadlines that other tasks, waiting for its tensors, report themselves. The aborts
+//!    are sent without waiting for their answers, so a frozen task delays nothing. A task
+//!    that restarted (its partitions are unknown) makes the master re-register the
+//!    signature and retry once.
 //! 4. Fetches return in the client's order.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,7 @@ use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
 use crate::scheduler::CancellationToken;
 use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
+use crate::step_id::{random_hex, StepId};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
@@ -63,10 +68,6 @@ pub struct Master {
     transport: Arc<dyn Transport>,
     options: MasterOptions,
     stopping: AtomicBool,
-    next_session: AtomicU64,
-    /// High 32 bits: this master's random incarnation, so step ids of different masters
-    /// sharing a worker differ; low 32 bits: a counter.
-    next_step: AtomicU64,
     /// Steps running now (for tests and diagnostics).
     running: Arc<AtomicUsize>,
 }
@@ -103,22 +104,12 @@ impl Master {
         transport: Arc<dyn Transport>,
         options: MasterOptions,
     ) -> Master {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write(task.to_string().as_bytes());
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        let incarnation = (h.finish() & 0x7FFF_FFFF) << 32;
         Master {
             task,
             cluster,
             transport,
             options,
             stopping: AtomicBool::new(false),
-            next_session: AtomicU64::new(1),
-            next_step: AtomicU64::new(incarnation | 1),
             running: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -126,6 +117,11 @@ impl Master {
     /// The master's task.
     pub fn task(&self) -> &TaskName {
         &self.task
+    }
+
+    /// How it runs steps (among them the default step deadline).
+    pub fn options(&self) -> &MasterOptions {
+        &self.options
     }
 
     /// Steps of this master's sessions running now, on any task.
@@ -160,15 +156,21 @@ impl Master {
         Ok(devices)
     }
 
-    /// Opens a session over `graph` (which may keep growing).
+    fn internal(&self, e: impl fmt::Display) -> MasterError {
+        MasterError::Internal {
+            task: self.task.to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Opens a session over `graph` (which may keep growing). Its name on the workers
+    /// (`<task>/session/<32 hex digits>`) carries 128 random bits: aborts and tensors
+    /// for its steps must name it.
     pub fn create_session(self: &Arc<Self>, graph: &Graph) -> Result<MasterSession, MasterError> {
         self.check_serving()?;
         let devices = self.cluster_devices()?;
-        let handle = format!(
-            "{}/session/{}",
-            self.task,
-            self.next_session.fetch_add(1, Ordering::Relaxed)
-        );
+        let random = random_hex().map_err(|e| self.internal(e))?;
+        let handle = format!("{}/session/{random}", self.task);
         Ok(MasterSession {
             master: Arc::clone(self),
             handle,
@@ -184,10 +186,23 @@ impl Master {
 /// closest to the cause whichever arrives first. A task the master cannot reach is the
 /// cause (other tasks then fail their sends to it); a failure a task reports comes next;
 /// deadlines and cancellations, which the first failure's abort causes elsewhere, last.
+///
+/// A task that did not answer at all ([`TransportError::NoAnswer`]: frozen, hung) is a
+/// cause like an unreachable one: the deadlines the other tasks report meanwhile come
+/// from waiting for it. So is a task that lost its partitions (it restarted): the other
+/// tasks' sends to it fail because it no longer knows the session, and the master
+/// registers the signature again only when it sees the cause.
 fn cause_rank(e: &TransportError) -> u8 {
     match e {
-        TransportError::Unreachable { .. } | TransportError::Refused { .. } => 0,
-        TransportError::UnknownPartition { .. } | TransportError::Remote { .. } => 1,
+        TransportError::Unreachable { .. }
+        | TransportError::Refused { .. }
+        | TransportError::NoAnswer { .. }
+        | TransportError::UnknownPartition { .. } => 0,
+        TransportError::Remote {
+            code: Code::DeadlineExceeded,
+            ..
+        } => 2,
+        TransportError::Remote { .. } | TransportError::LimitExceeded { .. } => 1,
         TransportError::DeadlineExceeded { .. } => 2,
         TransportError::Cancelled { .. } => 3,
     }
@@ -247,7 +262,7 @@ pub struct ClusterRunOutput {
     /// The fetched tensors, in fetch order.
     pub tensors: Vec<Tensor>,
     /// The step's id.
-    pub step_id: u64,
+    pub step_id: StepId,
     /// Where each node of the step ran, in graph order.
     pub placement: Arc<Vec<PlacedNode>>,
     /// The tasks the step ran on.
@@ -430,7 +445,7 @@ impl MasterSession {
         cancel: Option<&CancellationToken>,
     ) -> Result<ClusterRunOutput, MasterError> {
         let m = &self.master;
-        let step_id = m.next_step.fetch_add(1, Ordering::Relaxed);
+        let step_id = StepId::random().map_err(|e| m.internal(e))?;
         let _running = RunningStep::new(&m.running);
         if cancel.is_some_and(|c| c.is_cancelled()) {
             return Err(MasterError::Cancelled { step_id });
@@ -438,6 +453,7 @@ impl MasterSession {
         let transport = &m.transport;
         let request = |t: &TaskStep| RunPartition {
             handle: t.handle.clone(),
+            session: self.handle.clone(),
             step_id,
             feeds: t.feeds.iter().map(|k| feeds[*k].1.clone()).collect(),
             timeout,
@@ -462,12 +478,16 @@ impl MasterSession {
                         .map(move |r| (i, r))
                 })
                 .collect();
+            // Aborts run beside the collection of the answers, never awaited before it: a
+            // frozen task answers an abort no sooner than its step.
+            let mut aborting = FuturesUnordered::new();
             let abort_all = || {
                 join_all(
                     plan.tasks
                         .iter()
-                        .map(|t| transport.abort_step(&t.task, step_id)),
+                        .map(|t| transport.abort_step(&t.task, &self.handle, step_id)),
                 )
+                .map(drop)
             };
             let mut cancelled = match cancel {
                 Some(c) => c.cancelled().boxed(),
@@ -481,11 +501,12 @@ impl MasterSession {
                             Some(next) => next,
                             None => break,
                         },
+                        () = aborting.select_next_some() => continue,
                         () = cancelled => {
                             // The caller gave up: abort the step everywhere; each task
                             // answers promptly, and the loop collects their answers.
                             if failure.is_none() {
-                                let _ = abort_all().await;
+                                aborting.push(abort_all());
                                 failure = Some(TransportError::Cancelled {
                                     task: m.task.to_string(),
                                     step_id,
@@ -503,7 +524,7 @@ impl MasterSession {
                                 // runs there, and an abort also drops whatever the step's
                                 // tensors left in that task's rendezvous. Each task answers
                                 // promptly.
-                                let _ = abort_all().await;
+                                aborting.push(abort_all());
                                 failure = Some(e);
                             } else if failure
                                 .as_ref()
@@ -597,6 +618,7 @@ impl MasterSession {
         tasks.sort();
         tasks.dedup();
         let t = &self.master.transport;
+        // Each release answers within the transport's request deadline.
         let _ = block_on(join_all(
             tasks
                 .iter()
@@ -625,7 +647,7 @@ mod tests {
             feed_names: (0..13).map(|k| format!("in{k}:0")).collect(),
         };
         let e = MasterError::Step {
-            step_id: 7,
+            step_id: StepId::from(7u64),
             source: TransportError::Remote {
                 task: "/job:w/task:0".into(),
                 detail: "node \"_magpie/feed/12\" and \"_magpie/feed/1:0\" disagree".into(),
@@ -636,7 +658,8 @@ mod tests {
         assert_eq!(e.code(), Code::InvalidArgument);
         assert_eq!(
             e.to_string(),
-            "step 7 failed: task /job:w/task:0: node \"in12\" and \"in1:0\" disagree"
+            "step 00000000000000000000000000000007 failed: task /job:w/task:0: node \"in12\" \
+             and \"in1:0\" disagree"
         );
     }
 }

@@ -30,6 +30,9 @@ pub const RECV_OP: &str = "_Recv";
 pub const EDGE_ATTR: &str = "edge";
 /// Attribute of `_Send`: the receiving task, `/job:j/task:i`.
 pub const DST_TASK_ATTR: &str = "dst_task";
+/// Attribute of `_Send` that the worker sets when it registers a partition: the master
+/// session the partition belongs to (the receiving task checks it).
+pub const SESSION_ATTR: &str = "_magpie_session";
 /// Attribute naming the node whose device a node must share (set by the variable
 /// helpers; honoured by the master's placement).
 pub const COLOCATE_ATTR: &str = "_colocate_with";

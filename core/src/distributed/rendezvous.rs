@@ -31,6 +31,23 @@
 //!    every entry of the step is removed, waiting receivers fail, and later deliveries for
 //!    it are dropped. Ended steps are remembered (the last [`ENDED_STEPS_KEPT`]); one
 //!    forgotten since counts as unknown again, under the bounds of step 1.
+//!
+//! # Whose step it is
+//! Every delivery names the master session it is for (`_Send` carries the name its
+//! partition was registered under), and so does [`Rendezvous::begin_step`]. The first of
+//! them binds the step to that session on this task: tensors for the step from another
+//! session are refused ([`RendezvousError::WrongSession`]), a partition of another session
+//! cannot start it (the tensors an impostor left for a step not started yet are dropped
+//! when its own session starts it), and [`Rendezvous::abort`] through another session has
+//! no effect. Together with 128-bit random step ids this means a caller can touch only
+//! the steps of sessions it holds. (The worker also checks that the session has a
+//! partition on this task before it delivers.)
+//!
+//! # Limits
+//! Besides the bounds on unclaimed steps, every delivery is refused with
+//! [`RendezvousError::Limit`] (`ResourceExhausted`) if it would make one step hold more
+//! than [`RendezvousLimits::step_bytes`] or the task more than
+//! [`RendezvousLimits::task_bytes`] of tensors not yet received.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -38,8 +55,13 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
+use crate::error::Code;
+use crate::limits::{Limit, LimitExceeded};
+use crate::step_id::StepId;
 use crate::tensor::Tensor;
 use crate::transport::RendezvousKey;
 
@@ -59,6 +81,12 @@ pub struct RendezvousLimits {
     /// How many bytes of such tensors the task keeps, over all such steps (default
     /// 256 MiB). A single tensor larger than this for such a step is refused.
     pub unclaimed_bytes: usize,
+    /// How many bytes of tensors delivered and not yet received one step may hold on
+    /// this task, started or not (default 4 GiB).
+    pub step_bytes: usize,
+    /// How many bytes of tensors delivered and not yet received the task holds, over
+    /// all steps (default 8 GiB).
+    pub task_bytes: usize,
 }
 
 impl Default for RendezvousLimits {
@@ -66,6 +94,8 @@ impl Default for RendezvousLimits {
         RendezvousLimits {
             unclaimed_ttl: Duration::from_secs(60),
             unclaimed_bytes: 256 << 20,
+            step_bytes: 4 << 30,
+            task_bytes: 8 << 30,
         }
     }
 }
@@ -85,7 +115,7 @@ pub enum RendezvousError {
     #[error("step {step_id} ended before {edge} arrived")]
     StepEnded {
         /// The step.
-        step_id: u64,
+        step_id: StepId,
         /// The edge.
         edge: String,
     },
@@ -93,17 +123,43 @@ pub enum RendezvousError {
     #[error("step {step_id} already ended or was aborted on this task")]
     AlreadyEnded {
         /// The step.
-        step_id: u64,
+        step_id: StepId,
     },
     /// Tensors delivered for the step before it started on this task were dropped under
     /// the task's [`RendezvousLimits`].
     #[error("tensors for step {step_id} came before the step started on this task and were dropped: {detail}")]
     Expired {
         /// The step.
-        step_id: u64,
+        step_id: StepId,
         /// Which bound was passed.
         detail: String,
     },
+    /// The step belongs to another session on this task.
+    #[error("step {step_id} does not belong to session {session:?} on this task")]
+    WrongSession {
+        /// The step.
+        step_id: StepId,
+        /// The session named.
+        session: String,
+    },
+    /// A delivery would pass a limit of [`RendezvousLimits`].
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+}
+
+impl RendezvousError {
+    /// `ResourceExhausted` for a limit or an expired step, `PermissionDenied` for another
+    /// session's step, `Aborted` for a step that ended, `Internal` for a duplicate.
+    pub fn code(&self) -> Code {
+        match self {
+            RendezvousError::Limit(_) | RendezvousError::Expired { .. } => Code::ResourceExhausted,
+            RendezvousError::WrongSession { .. } => Code::PermissionDenied,
+            RendezvousError::StepEnded { .. } | RendezvousError::AlreadyEnded { .. } => {
+                Code::Aborted
+            }
+            RendezvousError::Duplicate { .. } => Code::Internal,
+        }
+    }
 }
 
 enum Entry {
@@ -118,6 +174,16 @@ struct Unclaimed {
     since: Instant,
     /// Bytes of its ready entries.
     bytes: usize,
+    /// The session its tensors were delivered for.
+    session: Arc<str>,
+}
+
+/// A started step's bookkeeping.
+struct Active {
+    /// How many partitions of it run here now.
+    partitions: u32,
+    /// The session that runs it.
+    session: Arc<str>,
 }
 
 /// How a remembered step ended.
@@ -131,24 +197,45 @@ enum Ended {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<(u64, String), Entry>,
+    entries: HashMap<(StepId, String), Entry>,
     /// Bytes of all ready entries.
     bytes: usize,
-    /// Started, not ended steps: how many partitions of each run here now.
-    active: HashMap<u64, u32>,
+    /// Bytes of ready entries per step (steps with none are absent).
+    step_bytes: HashMap<StepId, usize>,
+    /// Started, not ended steps.
+    active: HashMap<StepId, Active>,
     /// Steps with tensors but not started here, and their total bytes.
-    unclaimed: HashMap<u64, Unclaimed>,
+    unclaimed: HashMap<StepId, Unclaimed>,
     unclaimed_bytes: usize,
     /// Unclaimed steps, oldest first (entries of steps claimed or ended since are stale
     /// and skipped).
-    unclaimed_order: VecDeque<(u64, Instant)>,
-    ended: HashMap<u64, Ended>,
-    ended_order: VecDeque<u64>,
+    unclaimed_order: VecDeque<(StepId, Instant)>,
+    ended: HashMap<StepId, Ended>,
+    ended_order: VecDeque<StepId>,
 }
 
 impl Inner {
+    /// The session `step` is bound to here, if any.
+    fn owner(&self, step: StepId) -> Option<&Arc<str>> {
+        match self.active.get(&step) {
+            Some(a) => Some(&a.session),
+            None => self.unclaimed.get(&step).map(|u| &u.session),
+        }
+    }
+
+    /// Accounts `bytes` fewer ready bytes of `step`.
+    fn release_bytes(&mut self, step: StepId, bytes: usize) {
+        self.bytes -= bytes;
+        if let Some(b) = self.step_bytes.get_mut(&step) {
+            *b -= bytes;
+            if *b == 0 {
+                self.step_bytes.remove(&step);
+            }
+        }
+    }
+
     /// Removes every entry of `step`; waiting receivers fail (their senders drop).
-    fn remove_entries(&mut self, step: u64) {
+    fn remove_entries(&mut self, step: StepId) {
         let mut freed = 0;
         self.entries.retain(|(s, _), e| {
             if *s != step {
@@ -160,12 +247,13 @@ impl Inner {
             false
         });
         self.bytes -= freed;
+        self.step_bytes.remove(&step);
         if let Some(u) = self.unclaimed.remove(&step) {
             self.unclaimed_bytes -= u.bytes;
         }
     }
 
-    fn mark_ended(&mut self, step: u64, how: Ended) {
+    fn mark_ended(&mut self, step: StepId, how: Ended) {
         if self.ended.insert(step, how).is_none() {
             self.ended_order.push_back(step);
             if self.ended_order.len() > ENDED_STEPS_KEPT {
@@ -177,12 +265,12 @@ impl Inner {
     }
 
     /// Drops an unclaimed step's tensors and remembers it as expired.
-    fn expire(&mut self, step: u64, why: &str) {
+    fn expire(&mut self, step: StepId, why: &str) {
         let bytes = self.unclaimed.get(&step).map_or(0, |u| u.bytes);
         self.remove_entries(step);
         self.mark_ended(step, Ended::Expired);
         tracing::warn!(
-            step_id = step,
+            step_id = %step,
             bytes,
             "dropped tensors delivered for a step that has not started on this task: {why}"
         );
@@ -204,7 +292,7 @@ impl Inner {
 
     /// Makes room for `bytes` more unclaimed bytes, expiring the oldest unclaimed steps
     /// other than `keep`; false if `bytes` alone exceeds `limit`.
-    fn make_room(&mut self, bytes: usize, limit: usize, keep: u64) -> bool {
+    fn make_room(&mut self, bytes: usize, limit: usize, keep: StepId) -> bool {
         if bytes > limit {
             return false;
         }
@@ -254,7 +342,7 @@ impl fmt::Debug for Rendezvous {
 #[must_use = "dropping the guard ends the step"]
 pub struct ActiveStep<'a> {
     rendezvous: &'a Rendezvous,
-    step_id: u64,
+    step_id: StepId,
 }
 
 impl fmt::Debug for ActiveStep<'_> {
@@ -269,8 +357,8 @@ impl Drop for ActiveStep<'_> {
     fn drop(&mut self) {
         let mut g = self.rendezvous.inner.lock();
         let last = match g.active.get_mut(&self.step_id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(a) if a.partitions > 1 => {
+                a.partitions -= 1;
                 false
             }
             _ => true,
@@ -302,14 +390,21 @@ impl Rendezvous {
         self.limits
     }
 
-    /// Starts `step_id` on this task: its tensors delivered so far are claimed (no longer
-    /// subject to [`RendezvousLimits`]), and the returned guard ends the step when dropped.
+    /// Starts `step_id` on this task for a partition of `session`: its tensors delivered
+    /// so far are claimed (no longer subject to the bounds on unclaimed steps), and the
+    /// returned guard ends the step when dropped. Tensors another session delivered for
+    /// the step before it started are dropped.
     ///
     /// # Errors
     ///
     /// [`RendezvousError::AlreadyEnded`] if the step ended or was aborted here already,
-    /// [`RendezvousError::Expired`] if its early tensors were dropped under the limits.
-    pub fn begin_step(&self, step_id: u64) -> Result<ActiveStep<'_>, RendezvousError> {
+    /// [`RendezvousError::Expired`] if its early tensors were dropped under the limits,
+    /// [`RendezvousError::WrongSession`] if a partition of another session runs it.
+    pub fn begin_step(
+        &self,
+        step_id: StepId,
+        session: &str,
+    ) -> Result<ActiveStep<'_>, RendezvousError> {
         let mut g = self.inner.lock();
         g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
         match g.ended.get(&step_id) {
@@ -325,25 +420,64 @@ impl Rendezvous {
             }
             None => {}
         }
+        if let Some(a) = g.active.get_mut(&step_id) {
+            if &*a.session != session {
+                return Err(RendezvousError::WrongSession {
+                    step_id,
+                    session: session.to_string(),
+                });
+            }
+            a.partitions += 1;
+            return Ok(ActiveStep {
+                rendezvous: self,
+                step_id,
+            });
+        }
+        let impostor = g
+            .unclaimed
+            .get(&step_id)
+            .is_some_and(|u| &*u.session != session);
+        if impostor {
+            tracing::warn!(
+                step_id = %step_id,
+                "dropped tensors another session delivered for a step before it started"
+            );
+            g.remove_entries(step_id);
+        }
         if let Some(u) = g.unclaimed.remove(&step_id) {
             g.unclaimed_bytes -= u.bytes;
         }
-        *g.active.entry(step_id).or_insert(0) += 1;
+        g.active.insert(
+            step_id,
+            Active {
+                partitions: 1,
+                session: Arc::from(session),
+            },
+        );
         Ok(ActiveStep {
             rendezvous: self,
             step_id,
         })
     }
 
-    /// Hands `tensor` to the receiver of `key` (now or when it comes). The tensor is
-    /// moved, never copied. Dropped (with `Ok`) for a step that ended here.
+    /// Hands `tensor`, delivered for a step of `session`, to the receiver of `key` (now
+    /// or when it comes). The tensor is moved, never copied. Dropped (with `Ok`) for a
+    /// step that ended here.
     ///
     /// # Errors
     ///
     /// [`RendezvousError::Duplicate`] for a second tensor of one key;
+    /// [`RendezvousError::WrongSession`] for a step bound to another session here;
     /// [`RendezvousError::Expired`] for a tensor of a step that has not started here that
-    /// alone exceeds [`RendezvousLimits::unclaimed_bytes`].
-    pub fn deliver(&self, key: RendezvousKey, tensor: Tensor) -> Result<(), RendezvousError> {
+    /// alone exceeds [`RendezvousLimits::unclaimed_bytes`]; [`RendezvousError::Limit`] for
+    /// a tensor that would pass [`RendezvousLimits::step_bytes`] or
+    /// [`RendezvousLimits::task_bytes`].
+    pub fn deliver(
+        &self,
+        session: &str,
+        key: RendezvousKey,
+        tensor: Tensor,
+    ) -> Result<(), RendezvousError> {
         let mut g = self.inner.lock();
         let now = Instant::now();
         g.expire_old(now, self.limits.unclaimed_ttl);
@@ -351,6 +485,12 @@ impl Rendezvous {
             return Ok(()); // a late delivery for a finished step: dropped
         }
         let step = key.step_id;
+        if g.owner(step).is_some_and(|o| &**o != session) {
+            return Err(RendezvousError::WrongSession {
+                step_id: step,
+                session: session.to_string(),
+            });
+        }
         let k = (key.step_id, key.edge);
         match g.entries.remove(&k) {
             Some(Entry::Waiting(tx)) => {
@@ -370,6 +510,31 @@ impl Rendezvous {
             .size_in_bytes()
             .saturating_add(k.1.len())
             .saturating_add(ENTRY_OVERHEAD_BYTES);
+        let held = g.step_bytes.get(&step).copied().unwrap_or(0);
+        if held.saturating_add(bytes) > self.limits.step_bytes {
+            return Err(LimitExceeded::new(
+                Limit::RendezvousStepBytes,
+                self.limits.step_bytes,
+                format!(
+                    "step {step} already holds {held} bytes on this task and a tensor of \
+                     {bytes} bytes came for edge {:?}",
+                    k.1
+                ),
+            )
+            .into());
+        }
+        if g.bytes.saturating_add(bytes) > self.limits.task_bytes {
+            return Err(LimitExceeded::new(
+                Limit::RendezvousTaskBytes,
+                self.limits.task_bytes,
+                format!(
+                    "the task already holds {} bytes of tensors not yet received and a \
+                     tensor of {bytes} bytes came for step {step}",
+                    g.bytes
+                ),
+            )
+            .into());
+        }
         if !g.active.contains_key(&step) {
             if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
                 g.expire(step, "a tensor larger than the unclaimed-tensor byte limit");
@@ -381,9 +546,10 @@ impl Rendezvous {
                     ),
                 });
             }
-            let unclaimed = g.unclaimed.entry(step).or_insert(Unclaimed {
+            let unclaimed = g.unclaimed.entry(step).or_insert_with(|| Unclaimed {
                 since: now,
                 bytes: 0,
+                session: Arc::from(session),
             });
             let first = unclaimed.bytes == 0 && unclaimed.since == now;
             unclaimed.bytes += bytes;
@@ -393,6 +559,7 @@ impl Rendezvous {
             }
         }
         g.bytes += bytes;
+        *g.step_bytes.entry(step).or_insert(0) += bytes;
         g.entries.insert(k, Entry::Ready(tensor, bytes));
         Ok(())
     }
@@ -422,7 +589,7 @@ impl Rendezvous {
                 }),
                 None => match g.entries.remove(&k) {
                     Some(Entry::Ready(t, bytes)) => {
-                        g.bytes -= bytes;
+                        g.release_bytes(step_id, bytes);
                         if let Some(u) = g.unclaimed.get_mut(&step_id) {
                             u.bytes -= bytes;
                             g.unclaimed_bytes -= bytes;
@@ -454,9 +621,29 @@ impl Rendezvous {
         }
     }
 
+    /// Aborts a step of `session` ([`Rendezvous::end_step`]), unless it is bound to
+    /// another session here.
+    ///
+    /// # Errors
+    ///
+    /// [`RendezvousError::WrongSession`] (and nothing changes) if the step runs, or has
+    /// tensors waiting, for another session.
+    pub fn abort(&self, session: &str, step_id: StepId) -> Result<(), RendezvousError> {
+        let mut g = self.inner.lock();
+        if g.owner(step_id).is_some_and(|o| &**o != session) {
+            return Err(RendezvousError::WrongSession {
+                step_id,
+                session: session.to_string(),
+            });
+        }
+        g.remove_entries(step_id);
+        g.mark_ended(step_id, Ended::Ended);
+        Ok(())
+    }
+
     /// Ends a step: pending receivers fail, undelivered tensors are dropped, and later
     /// deliveries for the step are ignored. Idempotent.
-    pub fn end_step(&self, step_id: u64) {
+    pub fn end_step(&self, step_id: StepId) {
         let mut g = self.inner.lock();
         g.remove_entries(step_id);
         g.mark_ended(step_id, Ended::Ended);
@@ -495,7 +682,7 @@ mod tests {
 
     fn key(step: u64, edge: &str) -> RendezvousKey {
         RendezvousKey {
-            step_id: step,
+            step_id: StepId::from(step),
             edge: edge.into(),
         }
     }
@@ -504,11 +691,11 @@ mod tests {
     fn send_first_or_recv_first() {
         let r = Rendezvous::new();
         let t = Tensor::scalar(1.0f32);
-        r.deliver(key(1, "a"), t.clone()).unwrap();
+        r.deliver("s", key(1, "a"), t.clone()).unwrap();
         let got = block_on(r.recv(key(1, "a"))).unwrap();
         assert!(got.shares_buffer_with(&t));
         let fut = r.recv(key(1, "b"));
-        r.deliver(key(1, "b"), t.clone()).unwrap();
+        r.deliver("s", key(1, "b"), t.clone()).unwrap();
         assert!(block_on(fut).unwrap().shares_buffer_with(&t));
         assert_eq!(r.pending(), 0);
     }
@@ -517,44 +704,47 @@ mod tests {
     fn end_step_fails_waiters_and_drops_late_sends() {
         let r = Rendezvous::new();
         let fut = r.recv(key(2, "x"));
-        r.end_step(2);
+        r.end_step(StepId::from(2));
         assert!(matches!(
             block_on(fut),
-            Err(RendezvousError::StepEnded { step_id: 2, .. })
+            Err(RendezvousError::StepEnded { step_id, .. }) if step_id == StepId::from(2u64)
         ));
-        r.deliver(key(2, "x"), Tensor::scalar(1i32)).unwrap();
+        r.deliver("s", key(2, "x"), Tensor::scalar(1i32)).unwrap();
         assert_eq!(r.pending(), 0);
     }
 
     #[test]
     fn duplicates_are_errors() {
         let r = Rendezvous::new();
-        r.deliver(key(3, "x"), Tensor::scalar(1i32)).unwrap();
-        assert!(r.deliver(key(3, "x"), Tensor::scalar(1i32)).is_err());
+        r.deliver("s", key(3, "x"), Tensor::scalar(1i32)).unwrap();
+        assert!(r.deliver("s", key(3, "x"), Tensor::scalar(1i32)).is_err());
     }
 
     #[test]
     fn the_step_guard_ends_the_step_on_every_way_out() {
         let r = Rendezvous::new();
-        r.deliver(key(4, "early"), Tensor::scalar(1.0f32)).unwrap();
+        r.deliver("s", key(4, "early"), Tensor::scalar(1.0f32))
+            .unwrap();
         assert_eq!(r.unclaimed_bytes(), r.pending_bytes());
         {
-            let _step = r.begin_step(4).unwrap();
+            let _step = r.begin_step(StepId::from(4), "s").unwrap();
             assert_eq!((r.pending(), r.unclaimed_bytes()), (1, 0), "claimed");
-            r.deliver(key(4, "unused"), Tensor::scalar(2.0f32)).unwrap();
+            r.deliver("s", key(4, "unused"), Tensor::scalar(2.0f32))
+                .unwrap();
             let _waiting = r.recv(key(4, "never"));
         } // dropped as on an early return or unwinding
         assert_eq!((r.pending(), r.pending_bytes()), (0, 0));
         // Later deliveries are dropped, and the step cannot start again.
-        r.deliver(key(4, "late"), Tensor::scalar(1.0f32)).unwrap();
+        r.deliver("s", key(4, "late"), Tensor::scalar(1.0f32))
+            .unwrap();
         assert_eq!(r.pending(), 0);
         assert!(matches!(
-            r.begin_step(4),
-            Err(RendezvousError::AlreadyEnded { step_id: 4 })
+            r.begin_step(StepId::from(4), "s"),
+            Err(RendezvousError::AlreadyEnded { step_id }) if step_id == StepId::from(4u64)
         ));
         // An abort (`end_step`) before the step starts refuses it as well.
-        r.end_step(5);
-        assert!(r.begin_step(5).is_err());
+        r.end_step(StepId::from(5));
+        assert!(r.begin_step(StepId::from(5), "s").is_err());
     }
 
     #[test]
@@ -562,36 +752,37 @@ mod tests {
         let limits = RendezvousLimits {
             unclaimed_ttl: Duration::from_secs(3600),
             unclaimed_bytes: 4096,
+            ..RendezvousLimits::default()
         };
         let r = Rendezvous::with_limits(limits);
         let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
         for step in 10..20 {
-            r.deliver(key(step, "e"), t()).unwrap();
+            r.deliver("s", key(step, "e"), t()).unwrap();
             assert!(r.unclaimed_bytes() <= limits.unclaimed_bytes);
         }
         // Three fit with their overhead; the oldest steps were dropped and expired.
         assert_eq!(r.pending(), 3);
         assert!(matches!(
-            r.begin_step(10),
-            Err(RendezvousError::Expired { step_id: 10, .. })
+            r.begin_step(StepId::from(10), "s"),
+            Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(10u64)
         ));
         assert!(matches!(
             block_on(r.recv(key(11, "e"))),
-            Err(RendezvousError::Expired { step_id: 11, .. })
+            Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(11u64)
         ));
         // The newest are kept and claimed by their step.
-        let _step = r.begin_step(19).unwrap();
+        let _step = r.begin_step(StepId::from(19), "s").unwrap();
         assert!(block_on(r.recv(key(19, "e"))).is_ok());
         // A single tensor over the limit is refused.
         let big = Tensor::from_vec([2048], vec![0.0f32; 2048]).unwrap();
         assert!(matches!(
-            r.deliver(key(30, "e"), big),
-            Err(RendezvousError::Expired { step_id: 30, .. })
+            r.deliver("s", key(30, "e"), big),
+            Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(30u64)
         ));
         // A running step's tensors are not limited.
-        let _running = r.begin_step(31).unwrap();
+        let _running = r.begin_step(StepId::from(31), "s").unwrap();
         for e in 0..8 {
-            r.deliver(key(31, &e.to_string()), t()).unwrap();
+            r.deliver("s", key(31, &e.to_string()), t()).unwrap();
         }
         assert!(r.pending_bytes() > limits.unclaimed_bytes);
     }
@@ -601,13 +792,62 @@ mod tests {
         let r = Rendezvous::with_limits(RendezvousLimits {
             unclaimed_ttl: Duration::ZERO,
             unclaimed_bytes: 1 << 20,
+            ..RendezvousLimits::default()
         });
-        r.deliver(key(7, "e"), Tensor::scalar(1.0f32)).unwrap();
+        r.deliver("s", key(7, "e"), Tensor::scalar(1.0f32)).unwrap();
         // Any later call sees it past a zero time limit.
         assert_eq!((r.pending(), r.unclaimed_bytes()), (0, 0));
         assert!(matches!(
-            r.begin_step(7),
+            r.begin_step(StepId::from(7), "s"),
             Err(RendezvousError::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn a_step_is_bound_to_one_session() {
+        let r = Rendezvous::new();
+        // Tensors for a step not started bind it to their session.
+        r.deliver("victim", key(40, "a"), Tensor::scalar(1.0f32))
+            .unwrap();
+        assert!(matches!(
+            r.deliver("intruder", key(40, "b"), Tensor::scalar(1.0f32)),
+            Err(RendezvousError::WrongSession { .. })
+        ));
+        assert!(r.abort("intruder", StepId::from(40u64)).is_err());
+        let _step = r.begin_step(StepId::from(40u64), "victim").unwrap();
+        assert!(matches!(
+            r.begin_step(StepId::from(40u64), "intruder"),
+            Err(RendezvousError::WrongSession { .. })
+        ));
+        assert!(block_on(r.recv(key(40, "a"))).is_ok());
+        // An intruder's early tensors are dropped when the rightful session starts.
+        r.deliver("intruder", key(41, "a"), Tensor::scalar(9.0f32))
+            .unwrap();
+        let _step = r.begin_step(StepId::from(41u64), "victim").unwrap();
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn pending_bytes_are_bounded_per_step_and_per_task() {
+        let limits = RendezvousLimits {
+            step_bytes: 3000,
+            task_bytes: 4000,
+            ..RendezvousLimits::default()
+        };
+        let r = Rendezvous::with_limits(limits);
+        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
+        let _a = r.begin_step(StepId::from(50u64), "s").unwrap();
+        let _b = r.begin_step(StepId::from(51u64), "s").unwrap();
+        r.deliver("s", key(50, "0"), t()).unwrap();
+        r.deliver("s", key(50, "1"), t()).unwrap();
+        let e = r.deliver("s", key(50, "2"), t()).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.to_string().contains("--rendezvous-step-bytes"), "{e}");
+        r.deliver("s", key(51, "0"), t()).unwrap();
+        let e = r.deliver("s", key(51, "1"), t()).unwrap_err();
+        assert!(e.to_string().contains("--rendezvous-task-bytes"), "{e}");
+        // Receiving frees the step's share.
+        assert!(block_on(r.recv(key(50, "0"))).is_ok());
+        r.deliver("s", key(50, "2"), t()).unwrap();
     }
 }

@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::WorkerError;
 use super::kernels::{register_kernels, TaskTransport};
-use super::ops::SEND_OP;
+use super::ops::{SEND_OP, SESSION_ATTR};
 use super::rendezvous::{Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
@@ -28,6 +28,7 @@ use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{CancellationToken, ThreadPool};
 use crate::session::{RunOptions, Session, SessionError, SessionOptions};
+use crate::step_id::{random_hex, StepId};
 use crate::tensor::Tensor;
 use crate::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
@@ -35,11 +36,26 @@ use crate::transport::{
 };
 
 struct Partition {
-    session_handle: String,
+    session_handle: Arc<str>,
     session: Session,
     feeds: Vec<Output>,
     fetches: Vec<Output>,
     targets: Vec<NodeId>,
+}
+
+/// The registered partitions, by handle, and how many each master session has.
+#[derive(Default)]
+struct Partitions {
+    by_handle: HashMap<String, Arc<Partition>>,
+    sessions: HashMap<Arc<str>, usize>,
+}
+
+/// A running partition step.
+struct Running {
+    run_id: u64,
+    step_id: StepId,
+    session: Arc<str>,
+    token: CancellationToken,
 }
 
 /// Counters a worker keeps (for tests and diagnostics).
@@ -70,13 +86,12 @@ pub struct Worker {
     resource_pools: Vec<(String, usize)>,
     resources: Arc<ResourceMgr>,
     rendezvous: Arc<Rendezvous>,
-    partitions: Mutex<HashMap<String, Arc<Partition>>>,
-    next_handle: AtomicU64,
+    partitions: Mutex<Partitions>,
     registrations: AtomicU64,
     steps_run: AtomicU64,
     stopping: AtomicBool,
-    /// Running partition steps: (run id, step id, cancellation token).
-    running: Mutex<Vec<(u64, u64, CancellationToken)>>,
+    /// Running partition steps.
+    running: Mutex<Vec<Running>>,
     next_run: AtomicU64,
     idle: Condvar,
 }
@@ -128,8 +143,7 @@ impl Worker {
             resource_pools: options.resource_pools.clone(),
             resources,
             rendezvous,
-            partitions: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            partitions: Mutex::new(Partitions::default()),
             registrations: AtomicU64::new(0),
             steps_run: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -175,7 +189,7 @@ impl Worker {
         WorkerStats {
             registrations: self.registrations.load(Ordering::Relaxed),
             steps: self.steps_run.load(Ordering::Relaxed),
-            partitions: self.partitions.lock().len(),
+            partitions: self.partitions.lock().by_handle.len(),
             running_steps: self.running.lock().len(),
             pending_rendezvous: self.rendezvous.pending(),
             pending_rendezvous_bytes: self.rendezvous.pending_bytes(),
@@ -192,7 +206,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Imports and prepares a partition; returns its handle.
+    /// Imports and prepares a partition; returns its handle: the task's name and 128
+    /// random bits, so that only the master that registered it (and whoever it tells)
+    /// can run it.
     pub fn register_partition(
         &self,
         request: RegisterPartition,
@@ -206,11 +222,17 @@ impl Worker {
         let mut def = request.graph;
         // Sends hold the `net` pool when the task declares one (receives never do: a
         // receive holding a slot while it waits could starve the sends it waits for).
-        if self.resource_pools.iter().any(|(p, _)| p == "net") {
-            for n in def.nodes.iter_mut().filter(|n| n.op == SEND_OP) {
+        let net = self.resource_pools.iter().any(|(p, _)| p == "net");
+        for n in def.nodes.iter_mut().filter(|n| n.op == SEND_OP) {
+            if net {
                 n.attrs
                     .push((POOLS_ATTR.into(), AttrValue::Strs(vec!["net".into()])));
             }
+            // Sends name their session: the receiving task accepts tensors only for
+            // steps of a session registered there (see the rendezvous).
+            n.attrs.retain(|(k, _)| k != SESSION_ATTR);
+            n.attrs
+                .push((SESSION_ATTR.into(), AttrValue::Str(request.session.clone())));
         }
         let graph = Graph::import(&def).map_err(bad)?;
         let output = |s: &str, role: &str| -> Result<Output, WorkerError> {
@@ -249,21 +271,28 @@ impl Worker {
             task: task.clone(),
             source: Box::new(source),
         })?;
-        let handle = format!(
-            "{}/partition/{}",
-            self.task,
-            self.next_handle.fetch_add(1, Ordering::Relaxed)
-        );
-        self.partitions.lock().insert(
+        let random = random_hex().map_err(|e| WorkerError::Internal {
+            task: task.clone(),
+            detail: e.to_string(),
+        })?;
+        let handle = format!("{}/partition/{random}", self.task);
+        let session_handle: Arc<str> = Arc::from(request.session);
+        let mut partitions = self.partitions.lock();
+        *partitions
+            .sessions
+            .entry(Arc::clone(&session_handle))
+            .or_insert(0) += 1;
+        partitions.by_handle.insert(
             handle.clone(),
             Arc::new(Partition {
-                session_handle: request.session,
+                session_handle,
                 session,
                 feeds,
                 fetches,
                 targets,
             }),
         );
+        drop(partitions);
         self.registrations.fetch_add(1, Ordering::Relaxed);
         Ok(PartitionHandle(handle))
     }
@@ -279,36 +308,51 @@ impl Worker {
     /// went away — stops it.
     ///
     /// The step ends in this task's rendezvous however this returns — success, error, a
-    /// refusal before the step started, or unwinding — because a guard taken first thing
-    /// ends it when dropped: no tensor delivered for the step stays behind.
+    /// refusal before the step started, or unwinding — because a guard taken as soon as
+    /// the partition is found ends it when dropped: no tensor delivered for the step
+    /// stays behind. (A step of an unknown partition is aborted for `request.session`.)
+    ///
+    /// The step is bound to the partition's session here: a partition of another session
+    /// cannot run it, nor claim its tensors.
     pub fn run_partition_cancellable(
         &self,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
     ) -> Result<Vec<Tensor>, WorkerError> {
+        let part = self
+            .partitions
+            .lock()
+            .by_handle
+            .get(&request.handle.0)
+            .cloned();
+        let Some(part) = part else {
+            let _ = self.rendezvous.abort(&request.session, request.step_id);
+            return Err(WorkerError::UnknownPartition {
+                task: self.task.to_string(),
+                handle: request.handle.0.clone(),
+            });
+        };
+        if *part.session_handle != *request.session {
+            return Err(WorkerError::WrongSession {
+                task: self.task.to_string(),
+                handle: request.handle.0.clone(),
+                session: request.session.clone(),
+            });
+        }
         let _step = self
             .rendezvous
-            .begin_step(request.step_id)
+            .begin_step(request.step_id, &part.session_handle)
             .map_err(|e| match e {
                 RendezvousError::AlreadyEnded { step_id } => WorkerError::Aborted {
                     task: self.task.to_string(),
                     step_id,
                 },
-                other => WorkerError::Step {
+                source => WorkerError::Rendezvous {
                     task: self.task.to_string(),
-                    source: Box::new(SessionError::Scheduler(other.to_string())),
+                    source,
                 },
             })?;
         self.refuse_if_stopping()?;
-        let part = self
-            .partitions
-            .lock()
-            .get(&request.handle.0)
-            .cloned()
-            .ok_or_else(|| WorkerError::UnknownPartition {
-                task: self.task.to_string(),
-                handle: request.handle.0.clone(),
-            })?;
         if request.feeds.len() != part.feeds.len() {
             return Err(WorkerError::Step {
                 task: self.task.to_string(),
@@ -322,7 +366,12 @@ impl Worker {
         }
         let token = CancellationToken::new();
         let _forwarding = cancel.map(|c| c.forward_to(&token));
-        let _running = RunningGuard::new(self, request.step_id, token.clone());
+        let _running = RunningGuard::new(
+            self,
+            request.step_id,
+            Arc::clone(&part.session_handle),
+            token.clone(),
+        );
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let feeds: Vec<(Output, Tensor)> = part.feeds.iter().copied().zip(request.feeds).collect();
         let options = RunOptions {
@@ -347,32 +396,72 @@ impl Worker {
         }
     }
 
-    /// Delivers a tensor pushed by another task's `_Send`.
-    pub fn deliver(&self, key: RendezvousKey, tensor: Tensor) -> Result<(), WorkerError> {
-        self.rendezvous
-            .deliver(key, tensor)
-            .map_err(|e| WorkerError::Step {
+    fn check_session(&self, session: &str) -> Result<(), WorkerError> {
+        if !self.partitions.lock().sessions.contains_key(session) {
+            return Err(WorkerError::UnknownSession {
                 task: self.task.to_string(),
-                source: Box::new(SessionError::Scheduler(e.to_string())),
+                session: session.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Delivers a tensor pushed by another task's `_Send` for a step of `session`.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::UnknownSession`] unless `session` has a partition on this task;
+    /// [`WorkerError::Rendezvous`] when the rendezvous refuses it (the step belongs to
+    /// another session, or a limit would be passed: `ResourceExhausted`).
+    pub fn deliver(
+        &self,
+        session: &str,
+        key: RendezvousKey,
+        tensor: Tensor,
+    ) -> Result<(), WorkerError> {
+        self.check_session(session)?;
+        self.rendezvous
+            .deliver(session, key, tensor)
+            .map_err(|source| WorkerError::Rendezvous {
+                task: self.task.to_string(),
+                source,
             })
     }
 
-    /// Aborts a step: its running partitions are cancelled, its receives fail, its
-    /// delivered tensors are dropped, and a partition of it that starts later is refused.
-    pub fn abort_step(&self, step_id: u64) {
-        for (_, s, t) in self.running.lock().iter() {
-            if *s == step_id {
-                t.cancel();
+    /// Aborts a step of `session`: its running partitions are cancelled, its receives
+    /// fail, its delivered tensors are dropped, and a partition of it that starts later is
+    /// refused. Steps of other sessions are never touched.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::UnknownSession`] unless `session` has a partition on this task;
+    /// [`WorkerError::Rendezvous`] (and nothing happens) when the step belongs to another
+    /// session here.
+    pub fn abort_step(&self, session: &str, step_id: StepId) -> Result<(), WorkerError> {
+        self.check_session(session)?;
+        // The partitions first, so that they end as aborted (not as failed receives).
+        // A partition of the session running the step binds it to the session here, so
+        // the rendezvous below refuses nothing these partitions run.
+        for r in self.running.lock().iter() {
+            if r.step_id == step_id && *r.session == *session {
+                r.token.cancel();
             }
         }
-        self.rendezvous.end_step(step_id);
+        self.rendezvous
+            .abort(session, step_id)
+            .map_err(|source| WorkerError::Rendezvous {
+                task: self.task.to_string(),
+                source,
+            })
     }
 
     /// Drops the partitions a master session registered.
     pub fn release_session(&self, session: &str) {
-        self.partitions
-            .lock()
-            .retain(|_, p| p.session_handle != session);
+        let mut partitions = self.partitions.lock();
+        partitions
+            .by_handle
+            .retain(|_, p| &*p.session_handle != session);
+        partitions.sessions.remove(session);
     }
 
     /// Clears a container of the task's resource manager (its variables); returns how
@@ -401,8 +490,8 @@ impl Worker {
             }
         }
         let cancelled = running.len();
-        for (_, _, t) in running.iter() {
-            t.cancel();
+        for r in running.iter() {
+            r.token.cancel();
         }
         let until = Instant::now() + grace;
         while !running.is_empty() {
@@ -422,9 +511,19 @@ struct RunningGuard<'a> {
 }
 
 impl<'a> RunningGuard<'a> {
-    fn new(worker: &'a Worker, step_id: u64, token: CancellationToken) -> RunningGuard<'a> {
+    fn new(
+        worker: &'a Worker,
+        step_id: StepId,
+        session: Arc<str>,
+        token: CancellationToken,
+    ) -> RunningGuard<'a> {
         let run_id = worker.next_run.fetch_add(1, Ordering::Relaxed);
-        worker.running.lock().push((run_id, step_id, token));
+        worker.running.lock().push(Running {
+            run_id,
+            step_id,
+            session,
+            token,
+        });
         RunningGuard { worker, run_id }
     }
 }
@@ -432,7 +531,7 @@ impl<'a> RunningGuard<'a> {
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         let mut running = self.worker.running.lock();
-        if let Some(i) = running.iter().position(|(r, _, _)| *r == self.run_id) {
+        if let Some(i) = running.iter().position(|r| r.run_id == self.run_id) {
             running.swap_remove(i);
         }
         if running.is_empty() {

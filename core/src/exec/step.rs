@@ -28,6 +28,7 @@ use super::slot::Slot;
 use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, Outputs};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
+use crate::step_id::StepId;
 use crate::tensor::Tensor;
 
 /// What one node did in a traced step.
@@ -57,7 +58,7 @@ type Releases = SmallVec<[(usize, u64); 2]>;
 /// The mutable state of one step.
 pub(crate) struct StepState {
     slots: Box<[Slot]>,
-    step_id: u64,
+    step_id: StepId,
     resources: Arc<ResourceMgr>,
     started: Instant,
     trace: Option<Mutex<Vec<NodeStats>>>,
@@ -69,7 +70,7 @@ pub(crate) struct StepState {
 impl StepState {
     pub(crate) fn new(
         plan: &ExecPlan,
-        step_id: u64,
+        step_id: StepId,
         resources: Arc<ResourceMgr>,
         feeds: Vec<Tensor>,
         trace: bool,

@@ -16,5 +16,5 @@ mod transport;
 pub use conformance::{check_device, ConformanceError, ConformanceReport};
 pub use transport::{
     check_rendezvous_hygiene, check_transport, check_unclaimed_bound, host_task_options,
-    HostDevice, TransportConformanceError,
+    register_receiver, HostDevice, TransportConformanceError,
 };

@@ -11,8 +11,10 @@ use futures::executor::block_on;
 
 use crate::device::Device;
 use crate::distributed::{ServerOptions, TaskServer};
+use crate::error::Code;
 use crate::graph::{AttrValue, DeviceName, GraphDef, NodeDef};
 use crate::scheduler::CancellationToken;
+use crate::step_id::StepId;
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport, TransportError,
@@ -79,13 +81,16 @@ pub fn check_transport(
     }
     passed += 1;
 
-    // 2. A tensor sent to a task arrives in its rendezvous (without a copy in process).
+    // 2. A tensor sent to a task for a session registered there arrives in its
+    //    rendezvous (without a copy in process).
+    register_receiver(transport.as_ref(), &tb, "conformance").map_err(|e| fail("send", e))?;
     let t = Tensor::from_vec([4], vec![1.0f32, 2.0, 3.0, 4.0]).map_err(|e| fail("send", e))?;
     let key = RendezvousKey {
-        step_id: 1 << 40,
+        step_id: StepId::from(1u64 << 40),
         edge: "conformance".into(),
     };
-    block_on(transport.send(&tb, key.clone(), t.clone())).map_err(|e| fail("send", e))?;
+    block_on(transport.send(&tb, "conformance", key.clone(), t.clone()))
+        .map_err(|e| fail("send", e))?;
     let got = block_on(b.worker().rendezvous().recv(key)).map_err(|e| fail("send", e))?;
     if got.to_vec::<f32>().ok() != t.to_vec::<f32>().ok() {
         return Err(fail("send", "the tensor changed on the way"));
@@ -119,11 +124,12 @@ pub fn check_transport(
     ))
     .map_err(|e| fail("register_partition", e))?;
     passed += 1;
-    let step_id = (1 << 40) + 1;
+    let step_id: u64 = (1 << 40) + 1;
     block_on(transport.send(
         &ta,
+        "conformance",
         RendezvousKey {
-            step_id,
+            step_id: step_id.into(),
             edge: "x".into(),
         },
         Tensor::scalar(5.0f32),
@@ -133,7 +139,8 @@ pub fn check_transport(
         &ta,
         RunPartition {
             handle: handle.clone(),
-            step_id,
+            session: "conformance".into(),
+            step_id: step_id.into(),
             feeds: vec![],
             timeout: Duration::from_secs(10),
         },
@@ -149,7 +156,8 @@ pub fn check_transport(
         &ta,
         RunPartition {
             handle: handle.clone(),
-            step_id: step_id + 1,
+            session: "conformance".into(),
+            step_id: (step_id + 1).into(),
             feeds: vec![],
             timeout: Duration::from_millis(50),
         },
@@ -170,7 +178,8 @@ pub fn check_transport(
                 &ta,
                 RunPartition {
                     handle: handle.clone(),
-                    step_id: step_id + 3,
+                    session: "conformance".into(),
+                    step_id: (step_id + 3).into(),
                     feeds: vec![],
                     timeout: Duration::from_secs(30),
                 },
@@ -181,13 +190,25 @@ pub fn check_transport(
         while a.worker().stats().running_steps == 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // An abort through a session that has no partition there is refused and stops
+        // nothing.
+        let intruder = block_on(transport.abort_step(&ta, "intruder", (step_id + 3).into()));
+        let still_running = a.worker().stats().running_steps;
         token.cancel();
-        run.join()
+        run.join().map(|r| (r, intruder, still_running))
     })
     .map_err(|_| fail("run_partition_blocking", "the run panicked"))?;
+    let (r, intruder, still_running) = r;
+    if intruder.as_ref().map_err(TransportError::code) != Err(Code::NotFound) || still_running != 1
+    {
+        return Err(fail(
+            "abort through another session",
+            format!("got {intruder:?} with {still_running} steps running after it"),
+        ));
+    }
     match r {
         Err(TransportError::Cancelled { task, step_id: s })
-            if task == ta.to_string() && s == step_id + 3 => {}
+            if task == ta.to_string() && s == StepId::from(step_id + 3) => {}
         other => return Err(fail("run_partition_blocking", format!("got {other:?}"))),
     }
     let running = a.worker().stats().running_steps;
@@ -206,7 +227,8 @@ pub fn check_transport(
         &ta,
         RunPartition {
             handle,
-            step_id: step_id + 2,
+            session: "conformance".into(),
+            step_id: (step_id + 2).into(),
             feeds: vec![],
             timeout: Duration::from_secs(1),
         },
@@ -217,6 +239,18 @@ pub fn check_transport(
     }
     passed += 1;
 
+    // 6b. Tensors for a session with no partition on the task are refused (NOT_FOUND).
+    let key = RendezvousKey {
+        step_id: StepId::from(step_id + 4),
+        edge: "x".into(),
+    };
+    let r = block_on(transport.send(&ta, "conformance", key, Tensor::scalar(1.0f32)));
+    if r.as_ref().map_err(TransportError::code) != Err(Code::NotFound) {
+        return Err(fail("send for an unknown session", format!("got {r:?}")));
+    }
+    let _ = block_on(transport.release_session(&tb, "conformance"));
+    passed += 1;
+
     // 7. A task that is not serving fails at once, naming it.
     let ghost = TaskName::new("nobody", 0);
     match block_on(transport.list_devices(&ghost)) {
@@ -225,6 +259,42 @@ pub fn check_transport(
     }
     passed += 1;
     Ok(passed)
+}
+
+/// Registers a partition of one `_Recv` (edge `unused`) on `task` for `session`, so that
+/// the task accepts tensors for that session's steps (a task takes tensors only for
+/// sessions with a partition there).
+///
+/// # Errors
+///
+/// The transport's, naming the task.
+pub fn register_receiver(
+    transport: &dyn Transport,
+    task: &TaskName,
+    session: &str,
+) -> Result<crate::transport::PartitionHandle, TransportError> {
+    let devs = block_on(transport.list_devices(task))?;
+    let device = devs.first().map(|d| d.name.to_string()).unwrap_or_default();
+    let recv = NodeDef {
+        name: "unused".into(),
+        op: crate::distributed::ops::RECV_OP.into(),
+        inputs: vec![],
+        device,
+        attrs: vec![
+            ("edge".into(), AttrValue::Str("unused".into())),
+            ("dtype".into(), AttrValue::DType(DType::F32)),
+        ],
+    };
+    block_on(transport.register_partition(
+        task,
+        RegisterPartition {
+            session: session.into(),
+            graph: GraphDef { nodes: vec![recv] },
+            feeds: vec![],
+            fetches: vec![],
+            targets: vec!["unused".into()],
+        },
+    ))
 }
 
 /// The receiving task's partitions for [`check_rendezvous_hygiene`]: a receive of `x`
@@ -301,10 +371,10 @@ pub fn check_rendezvous_hygiene(
     let [one, two] = hygiene_partitions(transport.as_ref(), &ta, &cpu)?;
     let send = |step_id: u64, edge: &str, t: Tensor| {
         let key = RendezvousKey {
-            step_id,
+            step_id: step_id.into(),
             edge: edge.into(),
         };
-        block_on(transport.send(&ta, key, t)).map_err(|e| fail(format!("send: {e}")))
+        block_on(transport.send(&ta, "hygiene", key, t)).map_err(|e| fail(format!("send: {e}")))
     };
     let run = |handle: &crate::transport::PartitionHandle,
                step_id: u64,
@@ -314,7 +384,8 @@ pub fn check_rendezvous_hygiene(
             &ta,
             RunPartition {
                 handle: handle.clone(),
-                step_id,
+                session: "hygiene".into(),
+                step_id: step_id.into(),
                 feeds,
                 timeout,
             },
@@ -350,7 +421,7 @@ pub fn check_rendezvous_hygiene(
                     while a.worker().stats().running_steps == 0 && Instant::now() < until {
                         std::thread::sleep(Duration::from_micros(200));
                     }
-                    let _ = block_on(transport.abort_step(&ta, step_id));
+                    let _ = block_on(transport.abort_step(&ta, "hygiene", step_id.into()));
                     running.join().unwrap_or_else(|_| {
                         Err(TransportError::Remote {
                             task: ta.to_string(),
@@ -361,7 +432,7 @@ pub fn check_rendezvous_hygiene(
                 })
             }
             _ => {
-                block_on(transport.abort_step(&ta, step_id))
+                block_on(transport.abort_step(&ta, "hygiene", step_id.into()))
                     .map_err(|e| fail(format!("abort_step: {e}")))?;
                 send(step_id, "x", data())?;
                 run(&one, step_id, vec![], Duration::from_secs(10))
@@ -415,16 +486,19 @@ pub fn check_unclaimed_bound(
         )));
     }
     let elements = limit / 3 / 4;
+    register_receiver(transport.as_ref(), &ta, "unclaimed")
+        .map_err(|e| fail(format!("register_partition: {e}")))?;
     let base = (1u64 << 42) + (u64::from(std::process::id()) << 20);
     let mut most = 0;
     for i in 0..count {
         let t = Tensor::from_vec([elements], vec![0.5f32; elements])
             .map_err(|e| fail(e.to_string()))?;
         let key = RendezvousKey {
-            step_id: base + i,
+            step_id: (base + i).into(),
             edge: "unclaimed".into(),
         };
-        block_on(transport.send(&ta, key, t)).map_err(|e| fail(format!("send: {e}")))?;
+        block_on(transport.send(&ta, "unclaimed", key, t))
+            .map_err(|e| fail(format!("send: {e}")))?;
         let held = a.worker().stats().unclaimed_rendezvous_bytes;
         if held > limit {
             return Err(fail(format!(
@@ -433,5 +507,6 @@ pub fn check_unclaimed_bound(
         }
         most = most.max(held);
     }
+    let _ = block_on(transport.release_session(&ta, "unclaimed"));
     Ok(most)
 }

@@ -31,8 +31,8 @@ type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 pub struct RemoteRunOutput {
     /// The fetched tensors, in fetch order.
     pub tensors: Vec<Tensor>,
-    /// The master's step id.
-    pub step_id: u64,
+    /// The master's step id (128 random bits).
+    pub step_id: magpie_core::StepId,
     /// Where each node of the step ran: `(node, device)`.
     pub placement: Vec<(String, String)>,
 }
@@ -44,6 +44,8 @@ pub struct RemoteSession {
     /// Set by `close`: no request is sent from then on.
     closed: std::sync::atomic::AtomicBool,
     devices: Vec<String>,
+    /// The master's default step deadline (`None` from a master that does not say).
+    step_timeout: Option<Duration>,
     graph: Graph,
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
@@ -146,6 +148,7 @@ pub fn connect_with(
         handle: r.session_handle,
         closed: std::sync::atomic::AtomicBool::new(false),
         devices: r.devices.into_iter().map(|d| d.name).collect(),
+        step_timeout: (r.step_timeout_ms > 0).then(|| Duration::from_millis(r.step_timeout_ms)),
         graph: graph.clone(),
         sent: Mutex::new(n),
         client,
@@ -342,9 +345,13 @@ impl RemoteSession {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
         };
+        // Only a backstop: the master reports the step's deadline itself (naming the task
+        // that did not answer) by the deadline plus its grace.
         let deadline = timeout
+            .or(self.step_timeout)
             .unwrap_or(self.options.request_timeout)
-            .saturating_add(self.options.step_grace);
+            .saturating_add(self.options.step_grace)
+            .saturating_add(self.options.client_backstop);
         let mut c = self.client.clone();
         let r = block(self.rt(), &self.target, deadline, async move {
             c.run_step(req).await
@@ -355,7 +362,13 @@ impl RemoteSession {
                 .iter()
                 .map(tensor_from_wire)
                 .collect::<Result<Vec<_>, _>>()?,
-            step_id: r.step_id,
+            step_id: magpie_core::StepId::from_bytes(&r.step_id).map_err(|e| {
+                GrpcError::Status {
+                    target: self.target.clone(),
+                    code: tonic::Code::Internal,
+                    message: format!("the master returned a bad step id: {e}"),
+                }
+            })?,
             placement: r
                 .placement
                 .into_iter()

@@ -14,21 +14,48 @@ pub struct GrpcOptions {
     /// Deadline of every request but a step's (default 10 s). A peer that never answers
     /// fails the request after this, naming the task.
     pub request_timeout: Duration,
-    /// Added to a step's own deadline for the request that runs it (default 5 s): the
-    /// task reports the step's deadline itself; this bounds a peer that never answers.
+    /// Added to a step's own deadline for the request that runs it on a task (default
+    /// 500 ms): the task reports the step's deadline itself; past this the caller stops
+    /// waiting and reports the task as not answering (a frozen or hung peer), so a master
+    /// names the task that did not answer within its step deadline plus this.
     pub step_grace: Duration,
+    /// Added to a step's deadline (plus `step_grace`) for a client's own deadline on
+    /// `RunStep` (default 5 s): only a backstop for a master that never answers, since the
+    /// master reports the step's deadline itself. With no deadline of its own, a client
+    /// uses the master's default step deadline, which the master tells it when the
+    /// session opens.
+    pub client_backstop: Duration,
     /// HTTP/2 keepalive ping interval on idle connections (default 10 s).
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered (default 10 s).
     pub keepalive_timeout: Duration,
-    /// Largest message encoded or decoded, in bytes (default 256 MiB): bounds feeds and
-    /// fetches of one request; tensors between workers are streamed in chunks instead.
+    /// Largest message encoded or decoded, in bytes (default 256 MiB; flag
+    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request; tensors
+    /// between workers are streamed in chunks instead.
     pub max_message_bytes: usize,
     /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
     /// moved 64 MiB faster than 1 or 4 MiB ones).
     pub chunk_bytes: usize,
-    /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB).
+    /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
+    /// `--max-tensor-bytes`).
     pub max_tensor_bytes: u64,
+    /// How long a worker waits for the next chunk of a streamed tensor before it drops
+    /// the stream with `RESOURCE_EXHAUSTED` (default 30 s; flag
+    /// `--tensor-stream-idle-timeout-ms`).
+    pub tensor_stream_idle_timeout: Duration,
+    /// Remote sessions a master keeps open at once; `CreateSession` beyond it is
+    /// `RESOURCE_EXHAUSTED` (default 256; flag `--max-sessions`).
+    pub max_sessions: usize,
+    /// Nodes in one session's graph, after every extension, and in one partition a worker
+    /// registers (default 1,000,000; flag `--max-graph-nodes`).
+    pub max_graph_nodes: usize,
+    /// Nodes one `ExtendSession` may add (default 1,000,000; flag
+    /// `--max-extension-nodes`).
+    pub max_extension_nodes: usize,
+    /// HTTP/2 streams (concurrent requests) a server accepts on one connection; a client
+    /// past it waits for a stream to end (default 256; flag
+    /// `--max-streams-per-connection`).
+    pub max_concurrent_streams: u32,
     /// Threads of the runtime a server or a standalone transport starts (default: half
     /// the machine's cores, at least 1 and at most 4). The runtime only moves bytes and
     /// hands requests to the blocking pool and the scheduler; on a machine with few cores,
@@ -37,7 +64,7 @@ pub struct GrpcOptions {
     pub runtime_threads: usize,
     /// A server closes a remote session that no request has used for this long (its
     /// client went away without closing it), releasing its partitions on every task
-    /// (default 1 hour; `None`: never).
+    /// (default 1 hour; `None`: never; flag `--session-idle-timeout`, in seconds).
     pub session_idle_timeout: Option<Duration>,
     /// TLS (default `None`: plaintext). A server with an identity serves TLS (mutual with
     /// a client CA); a transport or client with TLS options verifies the servers it
@@ -54,12 +81,18 @@ impl Default for GrpcOptions {
         GrpcOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
-            step_grace: Duration::from_secs(5),
+            step_grace: Duration::from_millis(500),
+            client_backstop: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             max_message_bytes: 256 << 20,
             chunk_bytes: 2 << 20,
             max_tensor_bytes: 4 << 30,
+            tensor_stream_idle_timeout: Duration::from_secs(30),
+            max_sessions: 256,
+            max_graph_nodes: 1_000_000,
+            max_extension_nodes: 1_000_000,
+            max_concurrent_streams: 256,
             runtime_threads: default_runtime_threads(),
             session_idle_timeout: Some(Duration::from_secs(3600)),
             tls: None,

@@ -159,7 +159,7 @@ impl GrpcServer {
                 detail: e.to_string(),
             })?
         };
-        let master = MasterService::new(Arc::clone(&core));
+        let master = MasterService::with_options(Arc::clone(&core), grpc.clone());
         let max = grpc.max_message_bytes;
         let worker_svc = InterceptedService::new(
             WorkerServiceServer::new(WorkerService::new(Arc::clone(&core), grpc.clone()))
@@ -191,6 +191,7 @@ impl GrpcServer {
             .initial_stream_window_size(Some(WINDOW))
             .initial_connection_window_size(Some(2 * WINDOW))
             .max_frame_size(Some(MAX_FRAME))
+            .max_concurrent_streams(Some(grpc.max_concurrent_streams))
             .http2_keepalive_interval(Some(grpc.keepalive_interval))
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
             .add_service(worker_svc)

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
+use magpie_core::limits::{Limit, LimitExceeded};
 use magpie_core::scheduler::CancellationToken;
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
 };
+use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
@@ -42,6 +44,36 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| status(Code::Internal, format!("the request's thread failed: {e}")))?
+}
+
+/// A limit passed, as `RESOURCE_EXHAUSTED` naming the limit and its flag.
+fn limit_status(limit: Limit, max: impl TryInto<u64>, detail: impl Into<String>) -> Status {
+    status(
+        Code::ResourceExhausted,
+        LimitExceeded::new(limit, max, detail).to_string(),
+    )
+}
+
+/// `RESOURCE_EXHAUSTED` unless `nodes` fit under `max` nodes of `limit`.
+fn check_nodes(limit: Limit, max: usize, nodes: usize, what: &str) -> Result<(), Status> {
+    if nodes > max {
+        return Err(limit_status(
+            limit,
+            max,
+            format!("{what} has {nodes} nodes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A step id from the wire: 16 bytes, or `INVALID_ARGUMENT` naming the request.
+fn step_id_from_wire(bytes: &[u8], request: &str) -> Result<StepId, Status> {
+    StepId::from_bytes(bytes).map_err(|e| {
+        status(
+            Code::InvalidArgument,
+            format!("{request}: bad step_id: {e}"),
+        )
+    })
 }
 
 /// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
@@ -118,11 +150,17 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::RegisterPartitionResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
-        let graph =
-            graph_from_wire(r.graph.as_ref().ok_or_else(|| {
-                status(Code::InvalidArgument, "RegisterPartition without a graph")
-            })?)
-            .map_err(|e| wire_to_status(&e))?;
+        let wire = r
+            .graph
+            .as_ref()
+            .ok_or_else(|| status(Code::InvalidArgument, "RegisterPartition without a graph"))?;
+        check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            wire.node.len(),
+            "the partition",
+        )?;
+        let graph = graph_from_wire(wire).map_err(|e| wire_to_status(&e))?;
         let server = Arc::clone(&self.server);
         let handle = blocking(move || {
             server
@@ -148,6 +186,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::RunPartitionResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
+        let step_id = step_id_from_wire(&r.step_id, "RunPartition")?;
         let feeds = r
             .feeds
             .iter()
@@ -163,7 +202,8 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 .run_partition_cancellable(
                     RunPartition {
                         handle: PartitionHandle(r.handle),
-                        step_id: r.step_id,
+                        session: r.session,
+                        step_id,
                         feeds,
                         timeout: Duration::from_millis(r.timeout_ms.max(1)),
                     },
@@ -192,16 +232,16 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .await?
             .ok_or_else(|| status(Code::InvalidArgument, "SendTensor without a chunk"))?;
         self.check_task(&first.task)?;
+        let step_id = step_id_from_wire(&first.step_id, "SendTensor")?;
         let total = first.total_bytes;
         if total > self.options.max_tensor_bytes {
-            return Err(status(
-                Code::InvalidArgument,
-                format!(
-                    "tensor of {total} bytes exceeds this server's limit of {} bytes",
-                    self.options.max_tensor_bytes
-                ),
+            return Err(limit_status(
+                Limit::TensorBytes,
+                self.options.max_tensor_bytes,
+                format!("a tensor of {total} bytes for edge {:?}", first.edge),
             ));
         }
+        let idle = self.options.tensor_stream_idle_timeout;
         // The destination is allocated once, from the announced dtype, dims and length;
         // every chunk is copied straight into place.
         let mut tensor = TensorAssembler::new(first.dtype, &first.dims, total)
@@ -210,15 +250,31 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .push(&first.content)
             .map_err(|e| wire_to_status(&e))?;
         drop(first.content);
-        while let Some(c) = stream.message().await? {
+        // Every wait for a chunk has a deadline: a sender that stalls mid-tensor frees
+        // the destination instead of holding it.
+        loop {
+            let next = tokio::time::timeout(idle, stream.message())
+                .await
+                .map_err(|_| {
+                    limit_status(
+                        Limit::TensorStreamIdle,
+                        u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                        format!(
+                            "no chunk of the tensor for edge {:?} came for {idle:?} (limit in ms)",
+                            first.edge
+                        ),
+                    )
+                })??;
+            let Some(c) = next else { break };
             tensor.push(&c.content).map_err(|e| wire_to_status(&e))?;
         }
         let tensor = tensor.finish().map_err(|e| wire_to_status(&e))?;
         self.server
             .worker()
             .deliver(
+                &first.session,
                 RendezvousKey {
-                    step_id: first.step_id,
+                    step_id,
                     edge: first.edge,
                 },
                 tensor,
@@ -233,7 +289,11 @@ impl proto::worker_service_server::WorkerService for WorkerService {
     ) -> Result<Response<proto::AbortStepResponse>, Status> {
         let r = request.into_inner();
         self.check_task(&r.task)?;
-        self.server.worker().abort_step(r.step_id);
+        let step_id = step_id_from_wire(&r.step_id, "AbortStep")?;
+        self.server
+            .worker()
+            .abort_step(&r.session, step_id)
+            .map_err(worker_to_status)?;
         Ok(Response::new(proto::AbortStepResponse {}))
     }
 
@@ -253,14 +313,23 @@ impl proto::worker_service_server::WorkerService for WorkerService {
 pub struct MasterService {
     server: Arc<TaskServer>,
     sessions: Arc<SessionTable>,
+    options: Arc<GrpcOptions>,
 }
 
 impl MasterService {
-    /// The master service of `server`.
+    /// The master service of `server`, with the default [`GrpcOptions`]' limits.
     pub fn new(server: Arc<TaskServer>) -> MasterService {
+        MasterService::with_options(server, GrpcOptions::default())
+    }
+
+    /// The master service of `server` under `options`' limits
+    /// ([`GrpcOptions::max_sessions`], [`GrpcOptions::max_graph_nodes`],
+    /// [`GrpcOptions::max_extension_nodes`]).
+    pub fn with_options(server: Arc<TaskServer>, options: GrpcOptions) -> MasterService {
         MasterService {
             server,
             sessions: Arc::new(SessionTable::default()),
+            options: Arc::new(options),
         }
     }
 
@@ -350,7 +419,26 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::CreateSessionRequest>,
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
         let r = request.into_inner();
-        let def = graph_from_wire(&r.graph.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
+        let wire = r.graph.unwrap_or_default();
+        check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            wire.node.len(),
+            "the session's graph",
+        )?;
+        let max = self.options.max_sessions;
+        let reservation = self.sessions.reserve(max).map_err(|open| {
+            limit_status(
+                Limit::Sessions,
+                max,
+                format!(
+                    "master {} has {open} sessions open (close sessions, or let idle ones \
+                     time out)",
+                    self.server.task()
+                ),
+            )
+        })?;
+        let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
         let graph = import(&def)?;
         // 128 random bits: a capability no other client can guess (`handle.rs`). Made
         // first: a session is never dropped on the runtime.
@@ -362,10 +450,12 @@ impl proto::master_service_server::MasterService for MasterService {
             .cloned()
             .map(device_attributes)
             .collect();
-        self.sessions.insert(handle.clone(), session);
+        self.sessions.insert(handle.clone(), session, reservation);
+        let step_timeout = self.server.master().options().step_timeout;
         Ok(Response::new(proto::CreateSessionResponse {
             session_handle: handle,
             devices,
+            step_timeout_ms: u64::try_from(step_timeout.as_millis()).unwrap_or(u64::MAX),
         }))
     }
 
@@ -374,17 +464,33 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::ExtendSessionRequest>,
     ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
         let r = request.into_inner();
-        let extra =
-            graph_from_wire(&r.nodes.unwrap_or_default()).map_err(|e| wire_to_status(&e))?;
+        let wire = r.nodes.unwrap_or_default();
+        let added = wire.node.len();
+        check_nodes(
+            Limit::ExtensionNodes,
+            self.options.max_extension_nodes,
+            added,
+            "the extension",
+        )?;
         // The new nodes join the session's graph (all or nothing): its plans and its
         // registered partitions stay valid, and no task needs to be reached. Graph
         // validation is CPU work only, never a wait: fine on the runtime.
         let session = self.session(&r.session_handle)?;
-        let extended = session.graph().extend(&extra).map_err(|e| {
-            status(
-                Code::InvalidArgument,
-                format!("invalid graph extension: {e}"),
-            )
+        let has = session.graph().len();
+        let extended = check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            has.saturating_add(added),
+            &format!("the session's graph of {has} nodes extended by {added}"),
+        )
+        .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
+        .and_then(|extra| {
+            session.graph().extend(&extra).map_err(|e| {
+                status(
+                    Code::InvalidArgument,
+                    format!("invalid graph extension: {e}"),
+                )
+            })
         });
         // Dropping a session can release its partitions (blocking): off the runtime.
         blocking(move || {
@@ -452,7 +558,7 @@ impl proto::master_service_server::MasterService for MasterService {
             .map_err(|e| status(Code::Internal, e.to_string()))?;
         Ok(Response::new(proto::RunStepResponse {
             tensors,
-            step_id: out.step_id,
+            step_id: crate::transport::step_id_to_wire(out.step_id),
             placement: out
                 .placement
                 .iter()

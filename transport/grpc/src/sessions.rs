@@ -8,6 +8,7 @@
 //! longer than the timeout never loses its session.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,18 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct SessionTable {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Sessions being opened ([`SessionTable::reserve`]), counted against the limit.
+    reserved: Arc<AtomicUsize>,
+}
+
+/// A place for one session being opened; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation(Arc<AtomicUsize>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -34,15 +47,30 @@ impl std::fmt::Debug for SessionTable {
 }
 
 impl SessionTable {
-    /// Adds a session under `handle`.
-    pub(crate) fn insert(&self, handle: String, session: MasterSession) {
-        self.entries.lock().insert(
+    /// Reserves a place for a session being opened, unless `max` sessions are open or
+    /// being opened; the error is how many.
+    pub(crate) fn reserve(&self, max: usize) -> Result<Reservation, usize> {
+        let entries = self.entries.lock();
+        let n = entries.len() + self.reserved.load(Ordering::Acquire);
+        if n >= max {
+            return Err(n);
+        }
+        self.reserved.fetch_add(1, Ordering::AcqRel);
+        Ok(Reservation(Arc::clone(&self.reserved)))
+    }
+
+    /// Adds a session under `handle`, in the place `_reservation` held.
+    pub(crate) fn insert(&self, handle: String, session: MasterSession, reservation: Reservation) {
+        let mut entries = self.entries.lock();
+        entries.insert(
             handle,
             Entry {
                 session: Arc::new(session),
                 last_used: Instant::now(),
             },
         );
+        // Under the lock: the session never counts twice.
+        drop(reservation);
     }
 
     /// The session of `handle`, marking it used now.

@@ -15,6 +15,11 @@
 //! | `Remote`            | the task's own code  |
 //! | `Cancelled`         | `ABORTED`            |
 //! | `DeadlineExceeded`  | `DEADLINE_EXCEEDED`  |
+//! | `NoAnswer`          | `DEADLINE_EXCEEDED`  |
+//! | `LimitExceeded`     | `RESOURCE_EXHAUSTED` |
+//!
+//! On the calling side, `DEADLINE_EXCEEDED` from a task is that task's own deadline
+//! (`DeadlineExceeded`); `NoAnswer` is made by the caller, when the task did not answer.
 
 use magpie_core::distributed::{MasterError, WorkerError};
 use magpie_core::error::cap_message;
@@ -103,7 +108,7 @@ pub(crate) fn wire_to_status(e: &WireError) -> Status {
 #[derive(Debug, Default)]
 pub(crate) struct CallContext {
     pub(crate) handle: Option<String>,
-    pub(crate) step_id: Option<u64>,
+    pub(crate) step_id: Option<magpie_core::StepId>,
 }
 
 /// A status back into a transport error naming `task`.

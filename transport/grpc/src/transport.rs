@@ -29,6 +29,7 @@ use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
     Transport, TransportError,
 };
+use magpie_core::StepId;
 use parking_lot::Mutex;
 use tokio::runtime::{Handle, Runtime};
 use tonic::service::interceptor::InterceptedService;
@@ -209,8 +210,9 @@ impl GrpcTransport {
                 }
                 Err(_) => {
                     inner.forget(&task);
-                    Err(TransportError::DeadlineExceeded {
+                    Err(TransportError::NoAnswer {
                         task: task.to_string(),
+                        waited: deadline,
                     })
                 }
             }
@@ -296,6 +298,11 @@ pub(crate) fn endpoint(
 
 /// HTTP/2 flow-control window: large, so a big tensor is not throttled by round trips.
 pub(crate) const WINDOW: u32 = 16 << 20;
+
+/// A step id on the wire: its 16 bytes.
+pub(crate) fn step_id_to_wire(id: StepId) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&id.to_bytes())
+}
 
 fn ready<T: Send + 'static>(
     r: Result<T, TransportError>,
@@ -410,7 +417,8 @@ impl Transport for GrpcTransport {
         let req = proto::RunPartitionRequest {
             task: task.to_string(),
             handle: request.handle.0,
-            step_id: request.step_id,
+            session: request.session,
+            step_id: step_id_to_wire(request.step_id),
             feeds,
             timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
         };
@@ -450,13 +458,14 @@ impl Transport for GrpcTransport {
     fn send(
         &self,
         task: &TaskName,
+        session: &str,
         key: RendezvousKey,
         tensor: Tensor,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         if let Some(s) = self.local(task) {
             return ready(
                 s.worker()
-                    .deliver(key, tensor)
+                    .deliver(session, key, tensor)
                     .map_err(|e| e.into_transport()),
             );
         }
@@ -476,7 +485,8 @@ impl Transport for GrpcTransport {
             chunks.push(if at == 0 {
                 proto::SendTensorChunk {
                     task: task.to_string(),
-                    step_id: key.step_id,
+                    step_id: step_id_to_wire(key.step_id),
+                    session: session.to_string(),
                     edge: key.edge.clone(),
                     dtype: wire.dtype,
                     dims: wire.dims.clone(),
@@ -503,15 +513,20 @@ impl Transport for GrpcTransport {
     fn abort_step(
         &self,
         task: &TaskName,
-        step_id: u64,
+        session: &str,
+        step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         if let Some(s) = self.local(task) {
-            s.worker().abort_step(step_id);
-            return ready(Ok(()));
+            return ready(
+                s.worker()
+                    .abort_step(session, step_id)
+                    .map_err(|e| e.into_transport()),
+            );
         }
         let req = proto::AbortStepRequest {
             task: task.to_string(),
-            step_id,
+            step_id: step_id_to_wire(step_id),
+            session: session.to_string(),
         };
         self.request(task, move |mut c| async move {
             c.abort_step(req).await?;

@@ -30,7 +30,7 @@ fn grpc_transport_conforms() {
     let b = GrpcServer::start(&spec, "b", 0, &host_task_options("b")).unwrap();
     let transport = Arc::new(GrpcTransport::new(spec, GrpcOptions::default()).unwrap());
     let passed = check_transport(transport, a.core(), b.core(), false).unwrap();
-    assert_eq!(passed, 8);
+    assert_eq!(passed, 9);
     a.stop(Duration::from_secs(1));
     b.stop(Duration::from_secs(1));
 }
@@ -46,6 +46,7 @@ fn grpc_failing_and_aborted_steps_leave_no_rendezvous_entries_and_unknown_steps_
     let limits = RendezvousLimits {
         unclaimed_ttl: Duration::from_secs(3600),
         unclaimed_bytes: 1 << 20,
+        ..RendezvousLimits::default()
     };
     let options = |job| {
         let mut o = host_task_options(job);

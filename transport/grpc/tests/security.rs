@@ -216,7 +216,8 @@ async fn worker_calls(
         c.abort_step(with_token(
             proto::AbortStepRequest {
                 task: t.clone(),
-                step_id: 5,
+                step_id: vec![5u8; 16].into(),
+                session: "anyone".into(),
             },
             token,
         ))
@@ -236,7 +237,8 @@ async fn worker_calls(
     );
     let chunk = proto::SendTensorChunk {
         task: t.clone(),
-        step_id: 77,
+        step_id: vec![77u8; 16].into(),
+        session: "anyone".into(),
         edge: "stuffed".into(),
         dtype: proto::DataType::F32 as i32,
         dims: vec![],

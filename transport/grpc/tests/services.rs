@@ -86,7 +86,7 @@ fn the_worker_service_validates_requests() {
         .block_on(svc.run_partition(Request::new(proto::RunPartitionRequest {
             task: "/job:w/task:0".into(),
             handle: "nope".into(),
-            step_id: 1,
+            step_id: vec![1u8; 16].into(),
             timeout_ms: 100,
             ..Default::default()
         })))
@@ -101,11 +101,22 @@ fn the_worker_service_validates_requests() {
                 dims: vec![2],
                 content: vec![0u8; 3].into(),
             }],
+            step_id: vec![2u8; 16].into(),
             ..Default::default()
         })))
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("got 3"), "{}", e.message());
+    // A step id is 16 bytes.
+    let e = rt
+        .block_on(svc.abort_step(Request::new(proto::AbortStepRequest {
+            task: "/job:w/task:0".into(),
+            step_id: vec![1u8; 8].into(),
+            session: "any".into(),
+        })))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("step_id"), "{}", e.message());
     core.stop(std::time::Duration::ZERO);
 }
 

@@ -12,6 +12,7 @@ use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
     Transport, TransportError,
 };
+use magpie_core::StepId;
 
 use crate::network::InMemNetwork;
 use crate::step_threads::StepThreads;
@@ -123,12 +124,13 @@ impl Transport for InMemTransport {
     fn send(
         &self,
         task: &TaskName,
+        session: &str,
         key: RendezvousKey,
         tensor: Tensor,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         ready(self.server(task).and_then(|s| {
             s.worker()
-                .deliver(key, tensor)
+                .deliver(session, key, tensor)
                 .map_err(|e| e.into_transport())
         }))
     }
@@ -136,9 +138,14 @@ impl Transport for InMemTransport {
     fn abort_step(
         &self,
         task: &TaskName,
-        step_id: u64,
+        session: &str,
+        step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        ready(self.server(task).map(|s| s.worker().abort_step(step_id)))
+        ready(self.server(task).and_then(|s| {
+            s.worker()
+                .abort_step(session, step_id)
+                .map_err(|e| e.into_transport())
+        }))
     }
 
     fn release_session(

@@ -18,5 +18,5 @@ fn inmem_transport_conforms() {
     let b = InMemServer::start(&net, &spec, "b", 0, &host_task_options("b")).unwrap();
     let transport = Arc::new(InMemTransport::new(Arc::clone(&net), spec));
     let passed = check_transport(transport, a.core(), b.core(), true).unwrap();
-    assert_eq!(passed, 8);
+    assert_eq!(passed, 9);
 }

@@ -41,6 +41,7 @@ fn tensors_for_steps_that_never_run_stay_under_the_byte_limit() {
     let limits = RendezvousLimits {
         unclaimed_ttl: Duration::from_secs(3600),
         unclaimed_bytes: 1 << 20,
+        ..RendezvousLimits::default()
     };
     let (a, _b, transport) = two_tasks(limits);
     let most = check_unclaimed_bound(transport, a.core(), 30).unwrap();
@@ -55,6 +56,7 @@ fn tensors_for_steps_that_never_run_expire_after_the_time_limit() {
     let limits = RendezvousLimits {
         unclaimed_ttl: Duration::ZERO,
         unclaimed_bytes: 1 << 20,
+        ..RendezvousLimits::default()
     };
     let (a, _b, transport) = two_tasks(limits);
     check_unclaimed_bound(transport, a.core(), 5).unwrap();

@@ -1,0 +1,101 @@
+//! [`Limit`] and [`LimitExceeded`]: the bounds a server puts on what one caller can make
+//! it hold, each with the `magpie server` flag that sets it, so that hitting one is a
+//! `ResourceExhausted` error that says which limit and how to raise it.
+//!
+//! The values live with what they bound ([`RendezvousLimits`](crate::distributed::RendezvousLimits),
+//! the gRPC crate's options); this module only names them, in one table.
+
+use crate::error::Code;
+
+/// A limit a server enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Remote sessions open at once on one master.
+    Sessions,
+    /// Nodes in one session's graph (or one partition).
+    GraphNodes,
+    /// Nodes added by one graph extension.
+    ExtensionNodes,
+    /// Bytes of one gRPC message.
+    MessageBytes,
+    /// Bytes of one tensor streamed between tasks.
+    TensorBytes,
+    /// Bytes of tensors delivered and not yet received, for one step on one task.
+    RendezvousStepBytes,
+    /// Bytes of tensors delivered and not yet received on one task, all steps together.
+    RendezvousTaskBytes,
+    /// Bytes of tensors kept for steps that have not started on one task.
+    RendezvousUnclaimedBytes,
+    /// How long a tensor stream may wait for its next chunk.
+    TensorStreamIdle,
+}
+
+impl Limit {
+    /// What the limit bounds, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Limit::Sessions => "concurrent sessions",
+            Limit::GraphNodes => "nodes per graph",
+            Limit::ExtensionNodes => "nodes per graph extension",
+            Limit::MessageBytes => "message size",
+            Limit::TensorBytes => "streamed tensor size",
+            Limit::RendezvousStepBytes => "pending rendezvous bytes per step",
+            Limit::RendezvousTaskBytes => "pending rendezvous bytes per task",
+            Limit::RendezvousUnclaimedBytes => "rendezvous bytes for steps not started",
+            Limit::TensorStreamIdle => "tensor stream idle time",
+        }
+    }
+
+    /// The `magpie server` flag that sets it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Limit::Sessions => "--max-sessions",
+            Limit::GraphNodes => "--max-graph-nodes",
+            Limit::ExtensionNodes => "--max-extension-nodes",
+            Limit::MessageBytes => "--max-message-bytes",
+            Limit::TensorBytes => "--max-tensor-bytes",
+            Limit::RendezvousStepBytes => "--rendezvous-step-bytes",
+            Limit::RendezvousTaskBytes => "--rendezvous-task-bytes",
+            Limit::RendezvousUnclaimedBytes => "--rendezvous-unclaimed-bytes",
+            Limit::TensorStreamIdle => "--tensor-stream-idle-timeout-ms",
+        }
+    }
+}
+
+/// A request would pass one of the server's limits. Its message names the limit, the
+/// value asked for and the flag that raises it.
+///
+/// # Examples
+/// ```
+/// use magpie_core::limits::{Limit, LimitExceeded};
+/// let e = LimitExceeded::new(Limit::Sessions, 256, "257 sessions");
+/// assert_eq!(e.code(), magpie_core::Code::ResourceExhausted);
+/// assert!(e.to_string().contains("--max-sessions"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} limit of {max} exceeded: {detail} (raise it with `magpie server {}`)", .limit.describe(), .limit.flag())]
+pub struct LimitExceeded {
+    /// Which limit.
+    pub limit: Limit,
+    /// Its value.
+    pub max: u64,
+    /// What was asked for.
+    pub detail: String,
+}
+
+impl LimitExceeded {
+    /// `limit` (of value `max`) exceeded by what `detail` says.
+    pub fn new(limit: Limit, max: impl TryInto<u64>, detail: impl Into<String>) -> Self {
+        LimitExceeded {
+            limit,
+            max: max.try_into().unwrap_or(u64::MAX),
+            detail: detail.into(),
+        }
+    }
+
+    /// Always [`Code::ResourceExhausted`].
+    pub fn code(&self) -> Code {
+        Code::ResourceExhausted
+    }
+}
