@@ -93,3 +93,51 @@ fn json_logs_are_one_object_per_line_without_colour() {
         assert!(messages.contains(&m), "{m:?} in {messages:?}");
     }
 }
+
+/// `--bind` apart from the advertised address: the cluster names the task by a DNS name
+/// that does not resolve (as a Kubernetes service name may not, yet), the server listens
+/// on 127.0.0.1, and a client reaching that address runs a step.
+#[test]
+fn bind_listens_apart_from_an_unresolvable_advertised_name() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = magpie()
+        .args(["server", "--bind", &format!("127.0.0.1:{port}")])
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["magpie-test-not-yet-resolvable.invalid:{port}"]}},
+                    "task": {{"type": "worker", "index": 0}}}}"#
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "serving /job:worker/task:0 on grpc://127.0.0.1:{port}"
+        )),
+        "{first}"
+    );
+    let g = magpie::Graph::new();
+    let a = g.constant(2.0f32).unwrap();
+    let b = g.add(a, a).unwrap();
+    let session = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{port}"), &g);
+    let got = session.and_then(|s| s.run(&[], &[b], &[]));
+    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let got = got.unwrap();
+    assert_eq!(got[0].scalar_value::<f32>().unwrap(), 4.0);
+}

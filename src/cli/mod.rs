@@ -104,6 +104,10 @@ enum Command {
         /// resource-exhausted error.
         #[arg(long, value_name = "BYTES")]
         cpu_memory_limit: Option<u64>,
+        /// Listen on this address (e.g. 0.0.0.0:2222) instead of the one the cluster file
+        /// advertises for the task, which may then be a DNS name the server never resolves.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -178,6 +182,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             tls_ca,
             auth_token_file,
             cpu_memory_limit,
+            bind,
             limits,
         } => server::run(&server::ServeArgs {
             cluster,
@@ -195,6 +200,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 auth_token_file,
             },
             cpu_memory_limit,
+            bind,
             limits,
         }),
     }

@@ -27,6 +27,7 @@ pub(crate) struct ServeArgs {
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
     pub(crate) cpu_memory_limit: Option<u64>,
+    pub(crate) bind: Option<String>,
     pub(crate) limits: super::LimitArgs,
 }
 
@@ -171,19 +172,29 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let peers = spec.tasks().len().saturating_sub(1);
     let mut grpc = args.security.grpc_options(&task, peers)?;
     l.apply(&mut grpc)?;
+    grpc.bind.clone_from(&args.bind);
     let security = SecurityArgs::describe(&grpc);
-    let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
-        .with_context(|| format!("starting {task}"))?;
-    println!("serving {task} on {} ({security})", server.target());
-    tracing::info!(%task, target = %server.target(), %security, "server started");
+    // The signal handlers are installed before the server starts and says so: a SIGTERM
+    // sent as soon as "serving" is printed stops it cleanly rather than killing it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the signal handler")?;
-    let signal = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        )
+    };
+    let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
+        .with_context(|| format!("starting {task}"))?;
+    println!("serving {task} on {} ({security})", server.target());
+    tracing::info!(%task, target = %server.target(), %security, "server started");
+    let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            _ = int.recv() => Ok("SIGINT"),
             _ = term.recv() => Ok("SIGTERM"),
         }
     });

@@ -74,6 +74,12 @@ pub struct GrpcOptions {
     /// every call of both services (`UNAUTHENTICATED` otherwise); transports and clients
     /// present it. Its `Debug` prints no byte of it.
     pub auth_token: Option<AuthToken>,
+    /// Where a server listens, when not on the address the cluster spec advertises for
+    /// its task (default `None`: that address). E.g. `0.0.0.0:2222` behind a cluster file
+    /// that names the task by a DNS name (Kubernetes services, load balancers), which the
+    /// server then never resolves itself; its peers resolve it when they first connect.
+    /// Flag `--bind`.
+    pub bind: Option<String>,
 }
 
 impl Default for GrpcOptions {
@@ -97,6 +103,7 @@ impl Default for GrpcOptions {
             session_idle_timeout: Some(Duration::from_secs(3600)),
             tls: None,
             auth_token: None,
+            bind: None,
         }
     }
 }

@@ -86,7 +86,8 @@ impl GrpcServer {
     ///
     /// [`GrpcError::Cluster`] for a task the cluster lacks, [`GrpcError::Tls`] when the
     /// TLS certificate and key do not go together, [`GrpcError::Bind`] when the address
-    /// cannot be bound, [`GrpcError::Worker`] for unusable server options.
+    /// (the task's in the cluster spec, or [`GrpcOptions::bind`]) cannot be bound,
+    /// [`GrpcError::Worker`] for unusable server options.
     pub fn start_with(
         cluster: &ClusterSpec,
         job: &str,
@@ -95,7 +96,8 @@ impl GrpcServer {
         grpc: GrpcOptions,
     ) -> Result<GrpcServer, GrpcError> {
         let task = TaskName::new(job, index);
-        let address = cluster.address(&task)?.to_string();
+        let advertised = cluster.address(&task)?.to_string();
+        let address = grpc.bind.clone().unwrap_or_else(|| advertised.clone());
         // TLS first: a certificate that does not go with its key fails before anything
         // starts.
         let mut builder = Server::builder();
