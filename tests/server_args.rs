@@ -141,3 +141,87 @@ fn bind_listens_apart_from_an_unresolvable_advertised_name() {
     let got = got.unwrap();
     assert_eq!(got[0].scalar_value::<f32>().unwrap(), 4.0);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `/job:worker/task:{index}` of a two-task cluster with extra flags; returns the
+/// process once it says it serves.
+fn start_worker(ports: [u16; 2], index: u32, extra: &[&str]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = magpie()
+        .arg("server")
+        .args(extra)
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{}", "127.0.0.1:{}"]}},
+                    "task": {{"type": "worker", "index": {index}}}}}"#,
+                ports[0], ports[1]
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("serving"), "{first}");
+    child
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Opening a session waits for a task that starts later (servers start in any order).
+#[test]
+fn opening_a_session_waits_for_a_task_that_starts_later() {
+    let ports = [free_port(), free_port()];
+    let first = start_worker(ports, 0, &[]);
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        start_worker(ports, 1, &[])
+    });
+    let g = magpie::Graph::new();
+    let a = g
+        .device("/job:worker/task:1", |g| g.constant(3.0f32))
+        .unwrap();
+    let b = g.add(a, a).unwrap();
+    let got = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g)
+        .and_then(|s| s.run(&[], &[b], &[]));
+    let second = late.join().unwrap();
+    stop(first);
+    stop(second);
+    assert_eq!(got.unwrap()[0].scalar_value::<f32>().unwrap(), 6.0);
+}
+
+/// A task that never comes fails the session after --peer-wait-ms, naming it.
+#[test]
+fn a_task_that_never_starts_is_named_after_the_peer_wait() {
+    let ports = [free_port(), free_port()];
+    let first = start_worker(ports, 0, &["--peer-wait-ms", "400"]);
+    let g = magpie::Graph::new();
+    let a = g.constant(3.0f32).unwrap();
+    let e = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g)
+        .err()
+        .expect("the session cannot open");
+    stop(first);
+    let _ = a;
+    assert_eq!(e.code(), magpie::core::Code::Unavailable, "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("/job:worker/task:1") && message.contains("--peer-wait-ms"),
+        "{message}"
+    );
+}

@@ -108,6 +108,11 @@ enum Command {
         /// advertises for the task, which may then be a DNS name the server never resolves.
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
+        /// Milliseconds opening a session waits for tasks that cannot be reached yet
+        /// (servers may start in any order), logging which it awaits, before failing
+        /// naming them.
+        #[arg(long, value_name = "MS", default_value_t = 60_000)]
+        peer_wait_ms: u64,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -183,6 +188,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             auth_token_file,
             cpu_memory_limit,
             bind,
+            peer_wait_ms,
             limits,
         } => server::run(&server::ServeArgs {
             cluster,
@@ -201,6 +207,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             },
             cpu_memory_limit,
             bind,
+            peer_wait_ms,
             limits,
         }),
     }

@@ -28,6 +28,7 @@ pub(crate) struct ServeArgs {
     pub(crate) security: SecurityArgs,
     pub(crate) cpu_memory_limit: Option<u64>,
     pub(crate) bind: Option<String>,
+    pub(crate) peer_wait_ms: u64,
     pub(crate) limits: super::LimitArgs,
 }
 
@@ -151,6 +152,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.step_timeout {
         options.step_timeout = t;
     }
+    options.peer_wait = Duration::from_millis(args.peer_wait_ms);
     if let Some(bytes) = args.cpu_memory_limit {
         for device in &mut options.devices {
             if device.device_type() == magpie::cpu::DEVICE_TYPE {

@@ -243,6 +243,22 @@ pub enum MasterError {
     /// A task could not be reached or refused while the session was set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// Tasks of the cluster could not be reached within the start-up wait
+    /// ([`MasterOptions::peer_wait`](super::MasterOptions::peer_wait)) while a session
+    /// was opened.
+    #[error(
+        "tasks not reachable after waiting {waited_ms} ms for them (raise it with \
+         --peer-wait-ms): {}; last error: {last}",
+        .tasks.join(", ")
+    )]
+    PeersMissing {
+        /// The tasks that never answered.
+        tasks: Vec<String>,
+        /// How long the master waited.
+        waited_ms: u64,
+        /// The last error one of them gave.
+        last: TransportError,
+    },
     /// The session was closed ([`MasterSession::close`](super::MasterSession::close)):
     /// it runs no more steps.
     #[error("{}", crate::error::SESSION_CLOSED)]
@@ -269,7 +285,7 @@ impl MasterError {
             MasterError::Step { source, .. } | MasterError::Transport(source) => source.code(),
             MasterError::Cancelled { .. } => Code::Cancelled,
             MasterError::Closed => Code::FailedPrecondition,
-            MasterError::Stopping { .. } => Code::Unavailable,
+            MasterError::Stopping { .. } | MasterError::PeersMissing { .. } => Code::Unavailable,
             MasterError::Internal { .. } => Code::Internal,
         }
     }

@@ -51,15 +51,28 @@ use crate::transport::{
 pub struct MasterOptions {
     /// Deadline of a step when the client gives none.
     pub step_timeout: Duration,
+    /// How long opening a session waits for tasks that cannot be reached yet (a cluster
+    /// whose servers start in any order), retrying with backoff and logging which tasks
+    /// it awaits, before it fails naming them (default 60 s; zero: fail at once).
+    pub peer_wait: Duration,
 }
 
 impl Default for MasterOptions {
     fn default() -> Self {
         MasterOptions {
             step_timeout: Duration::from_secs(10),
+            peer_wait: DEFAULT_PEER_WAIT,
         }
     }
 }
+
+/// The default of [`MasterOptions::peer_wait`].
+pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(60);
+
+/// The first pause between attempts to reach missing tasks; it doubles up to
+/// [`PEER_RETRY_MAX`].
+const PEER_RETRY_FIRST: Duration = Duration::from_millis(50);
+const PEER_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The master service of one task.
 pub struct Master {
@@ -148,12 +161,51 @@ impl Master {
     pub fn cluster_devices(&self) -> Result<Vec<DeviceInfo>, MasterError> {
         let mut tasks = self.cluster.tasks();
         tasks.sort_by_key(|t| *t != self.task);
-        let futs = tasks.iter().map(|t| self.transport.list_devices(t));
-        let mut devices = Vec::new();
-        for r in block_on(join_all(futs)) {
-            devices.extend(r?);
+        let mut found: Vec<Option<Vec<DeviceInfo>>> = vec![None; tasks.len()];
+        let start = Instant::now();
+        let mut pause = PEER_RETRY_FIRST;
+        loop {
+            self.check_serving()?;
+            let missing: Vec<usize> = (0..tasks.len()).filter(|i| found[*i].is_none()).collect();
+            let futs = missing
+                .iter()
+                .map(|&i| self.transport.list_devices(&tasks[i]));
+            let mut last = None;
+            let mut still: Vec<String> = Vec::new();
+            for (&i, r) in missing.iter().zip(block_on(join_all(futs))) {
+                match r {
+                    Ok(devices) => found[i] = Some(devices),
+                    // Not up yet (or not any more): worth waiting for.
+                    Err(e @ TransportError::Unreachable { .. }) => {
+                        still.push(tasks[i].to_string());
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let Some(last) = last else {
+                return Ok(found.into_iter().flatten().flatten().collect());
+            };
+            let waited = start.elapsed();
+            if waited >= self.options.peer_wait {
+                if self.options.peer_wait.is_zero() {
+                    return Err(last.into());
+                }
+                return Err(MasterError::PeersMissing {
+                    tasks: still,
+                    waited_ms: waited.as_millis() as u64,
+                    last,
+                });
+            }
+            tracing::info!(
+                master = %self.task,
+                awaiting = %still.join(", "),
+                waited_ms = waited.as_millis() as u64,
+                "opening a session: waiting for tasks that cannot be reached yet"
+            );
+            std::thread::sleep(pause.min(self.options.peer_wait - waited));
+            pause = (pause * 2).min(PEER_RETRY_MAX);
         }
-        Ok(devices)
     }
 
     fn internal(&self, e: impl fmt::Display) -> MasterError {

@@ -26,7 +26,7 @@ mod server;
 mod worker;
 
 pub use error::{MasterError, WorkerError};
-pub use master::{ClusterRunOutput, Master, MasterOptions, MasterSession};
+pub use master::{ClusterRunOutput, Master, MasterOptions, MasterSession, DEFAULT_PEER_WAIT};
 pub use ops::VariableRef;
 pub use partition::PlacedNode;
 pub use rendezvous::{

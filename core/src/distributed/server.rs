@@ -46,6 +46,9 @@ pub struct ServerOptions {
     /// Deadline of a step when the client sets none (default 10 s): a step waiting on a
     /// task that never answers fails after this, naming the task.
     pub step_timeout: Duration,
+    /// How long opening a session waits for tasks not reachable yet before failing
+    /// naming them (default 60 s, [`MasterOptions::peer_wait`]).
+    pub peer_wait: Duration,
     /// Bounds on tensors other tasks deliver for steps this task has not started (yet):
     /// kept at most this long and this many bytes in total, then dropped with a warning
     /// (see [`Rendezvous`](super::Rendezvous)).
@@ -61,6 +64,7 @@ impl Default for ServerOptions {
             pool: None,
             resource_pools: Vec::new(),
             step_timeout: Duration::from_secs(10),
+            peer_wait: super::DEFAULT_PEER_WAIT,
             rendezvous_limits: RendezvousLimits::default(),
         }
     }
@@ -81,6 +85,7 @@ impl fmt::Debug for ServerOptions {
             .field("num_workers", &self.num_workers)
             .field("resource_pools", &self.resource_pools)
             .field("step_timeout", &self.step_timeout)
+            .field("peer_wait", &self.peer_wait)
             .field("rendezvous_limits", &self.rendezvous_limits)
             .finish()
     }
@@ -190,6 +195,7 @@ impl TaskServer {
             transport,
             MasterOptions {
                 step_timeout: options.step_timeout,
+                peer_wait: options.peer_wait,
             },
         ));
         Ok(TaskServer {
