@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster, Spec};
+use magpie::distributed::ServerOptions;
 use magpie::grpc::{proto, tonic, GrpcError, GrpcOptions, GrpcServer, GrpcTransport};
 use magpie::transport::{RendezvousKey, TaskName, Transport};
 use magpie::{DType, Graph, Tensor};
@@ -152,12 +153,16 @@ fn a_server_starts_stops_and_restarts_on_the_same_port() {
 #[test]
 fn a_dead_peer_fails_session_creation_within_the_deadline_naming_the_task() {
     let spec = loopback_cluster().unwrap();
-    // Only worker 0 runs: ps 0 and worker 1 have nothing listening.
+    // Only worker 0 runs: ps 0 and worker 1 have nothing listening. The master waits
+    // for them half a second (servers may start in any order), then names them.
     let w0 = GrpcServer::start(
         &spec,
         "worker",
         0,
-        &task_server_options(&TaskName::new("worker", 0)),
+        &ServerOptions {
+            peer_wait: Duration::from_millis(500),
+            ..task_server_options(&TaskName::new("worker", 0))
+        },
     )
     .unwrap();
     let g = Graph::new();

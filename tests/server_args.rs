@@ -214,8 +214,7 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
     let g = magpie::Graph::new();
     let a = g.constant(3.0f32).unwrap();
     let e = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g)
-        .err()
-        .expect("the session cannot open");
+        .expect_err("the session cannot open");
     stop(first);
     let _ = a;
     assert_eq!(e.code(), magpie::core::Code::Unavailable, "{e}");

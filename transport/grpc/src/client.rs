@@ -140,9 +140,12 @@ pub fn connect_with(
         graph: Some(graph_to_wire(&def)?),
     };
     let mut c = client.clone();
-    let r = block(&runtime, target, options.request_timeout, async move {
-        c.create_session(req).await
-    })?;
+    let r = block(
+        &runtime,
+        target,
+        options.create_session_timeout,
+        async move { c.create_session(req).await },
+    )?;
     Ok(RemoteSession {
         target: target.to_string(),
         handle: r.session_handle,

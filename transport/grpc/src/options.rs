@@ -14,6 +14,10 @@ pub struct GrpcOptions {
     /// Deadline of every request but a step's (default 10 s). A peer that never answers
     /// fails the request after this, naming the task.
     pub request_timeout: Duration,
+    /// Deadline of opening a session (default 75 s): longer than a master's default wait
+    /// for tasks not up yet (60 s, `MasterOptions::peer_wait`), so the master's error,
+    /// which names the missing tasks, reaches the client first.
+    pub create_session_timeout: Duration,
     /// Added to a step's own deadline for the request that runs it on a task (default
     /// 500 ms): the task reports the step's deadline itself; past this the caller stops
     /// waiting and reports the task as not answering (a frozen or hung peer), so a master
@@ -87,6 +91,7 @@ impl Default for GrpcOptions {
         GrpcOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
+            create_session_timeout: Duration::from_secs(75),
             step_grace: Duration::from_millis(500),
             client_backstop: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
