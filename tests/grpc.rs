@@ -4,10 +4,12 @@
 //! surviving ps keep their values).
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::ServerProcess;
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster, Spec};
 use magpie::distributed::ServerOptions;
 use magpie::grpc::{proto, tonic, GrpcError, GrpcOptions, GrpcServer, GrpcTransport};
@@ -317,38 +319,6 @@ fn malformed_requests_get_clear_errors_and_the_server_keeps_serving() {
     c.stop(Duration::from_secs(2));
 }
 
-/// A `magpie server` child process, killed when dropped.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    fn spawn(cluster_file: &std::path::Path, job: &str, task: u32) -> ServerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_magpie"))
-            .args(["server", "--cluster"])
-            .arg(cluster_file)
-            .args(["--job", job, "--task", &task.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        ServerProcess(child)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(address: &str, deadline: Duration) {
-    let until = Instant::now() + deadline;
-    while std::net::TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {address}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_restart_with_ps_variables_kept(
 ) {
@@ -357,10 +327,6 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.json");
     std::fs::write(&file, spec.to_json()).unwrap();
-    let w1_address = spec
-        .address(&TaskName::new("worker", 1))
-        .unwrap()
-        .to_string();
 
     let ps = GrpcServer::start(
         &spec,
@@ -376,8 +342,17 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
         &task_server_options(&TaskName::new("worker", 0)),
     )
     .unwrap();
-    let mut child = ServerProcess::spawn(&file, "worker", 1);
-    wait_listening(&w1_address, Duration::from_secs(30));
+    let worker_1 = || {
+        ServerProcess::server([
+            "--cluster",
+            file.to_str().unwrap(),
+            "--job",
+            "worker",
+            "--task",
+            "1",
+        ])
+    };
+    let child = worker_1();
 
     // Worker 0 grinds through a chain of matmuls (seconds of work even at ~400 GFLOP/s,
     // so the step is still running when worker 1 dies; the abort ends it early); worker 1
@@ -422,8 +397,7 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     });
     std::thread::sleep(Duration::from_millis(300));
     let killed_at = Instant::now();
-    let _ = child.0.kill();
-    let _ = child.0.wait();
+    child.kill();
     let (r, _) = step.join().unwrap();
     let failed_after = killed_at.elapsed();
     let e = r.expect_err("the step must fail once worker 1 is gone");
@@ -438,8 +412,7 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);
 
     // Worker 1 comes back: steps on it succeed again.
-    child = ServerProcess::spawn(&file, "worker", 1);
-    wait_listening(&w1_address, Duration::from_secs(30));
+    let child = worker_1();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         match session.run(&[], &[quick], &[]) {
@@ -459,8 +432,8 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
     assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);
     session.run(&[], &[inc], &[]).unwrap();
     assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 12.0);
-    drop(child);
     drop(session);
+    child.stop();
     w0.stop(Duration::from_secs(2));
     ps.stop(Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,9 +6,9 @@
 //! error back over gRPC (naming the node and what was wrong), the
 //! server process stays up, and a normal step on the same server then succeeds.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{free_address, ServerProcess};
 use magpie::cluster::Spec;
 use magpie::graph::{AttrValue, GraphDef, NodeDef};
 use magpie::grpc::proto::master_service_client::MasterServiceClient;
@@ -43,35 +43,9 @@ async fn create_session(address: &str, def: &GraphDef) -> tonic::Status {
 /// the test means the same on a machine of any size.
 const LIMIT: u64 = 1 << 30;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `magpie server` child process, stopped when dropped.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(address: &str, deadline: Duration) {
-    let until = Instant::now() + deadline;
-    while std::net::TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {address}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
-    let address = format!("127.0.0.1:{}", free_port());
+    let address = free_address();
     let spec = Spec::builder()
         .job("solo", [address.clone()])
         .build()
@@ -80,18 +54,17 @@ fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.json");
     std::fs::write(&file, spec.to_json()).unwrap();
-    let mut server = ServerProcess(
-        Command::new(env!("CARGO_BIN_EXE_magpie"))
-            .args(["server", "--cluster"])
-            .arg(&file)
-            .args(["--job", "solo", "--task", "0"])
-            .args(["--cpu-memory-limit", &LIMIT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&address, Duration::from_secs(30));
+    let limit = LIMIT.to_string();
+    let mut server = ServerProcess::server([
+        "--cluster",
+        file.to_str().unwrap(),
+        "--job",
+        "solo",
+        "--task",
+        "0",
+        "--cpu-memory-limit",
+        &limit,
+    ]);
 
     // A hostile client skips the builder's checks and sends GraphDefs straight to
     // CreateSession: shapes whose element count does not fit, a Reshape that cannot hold
@@ -154,7 +127,7 @@ fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
         for detail in details {
             assert!(message.contains(detail), "says {detail:?}: {message}");
         }
-        assert!(server.0.try_wait().unwrap().is_none(), "the server died");
+        assert!(server.is_running(), "the server died");
     }
 
     // Shapes that are valid but too large for the device fail at run time, naming the
@@ -197,15 +170,12 @@ fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
         for detail in details {
             assert!(e.contains(detail), "the error says {detail:?}: {e}");
         }
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "the server died on {node}: {e}"
-        );
+        assert!(server.is_running(), "the server died on {node}: {e}");
     }
     let got = session.run(&[], &[normal], &[]).unwrap();
     assert_eq!(got[0].to_vec::<f32>().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
-    assert!(server.0.try_wait().unwrap().is_none());
+    assert!(server.is_running());
     drop(session);
-    drop(server);
+    server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

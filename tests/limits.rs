@@ -4,66 +4,38 @@
 //! set by flags are `RESOURCE_EXHAUSTED` naming the flag. Servers bind free 127.0.0.1
 //! ports and are stopped (and continued) at the end.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{free_address, ServerProcess};
 use magpie::cluster::{task_server_options, Spec};
 use magpie::grpc::{tonic, GrpcError, GrpcServer};
 use magpie::transport::TaskName;
 use magpie::{Graph, Tensor};
 
-fn free_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn scalar(t: &Tensor) -> f32 {
     f32::try_from(t).unwrap()
 }
 
-/// A `magpie server` child process; continued (if stopped) and killed when dropped.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    fn spawn(spec: &Spec, name: &str, job: &str, task: u32, extra: &[&str]) -> ServerProcess {
-        let dir = std::env::temp_dir().join(format!("magpie-limits-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, spec.to_json()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_magpie"))
-            .args(["server", "--cluster"])
-            .arg(&file)
-            .args(["--job", job, "--task", &task.to_string()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address = spec.address(&TaskName::new(job, task)).unwrap().to_string();
-        let until = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < until, "nothing listens on {address}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ServerProcess(child)
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} failed");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `magpie server` for `/job:<job>/task:<task>` of `spec` (written to `<name>.json` in a
+/// temporary folder) with `extra` flags.
+fn spawn(spec: &Spec, name: &str, job: &str, task: u32, extra: &[&str]) -> ServerProcess {
+    let dir = std::env::temp_dir().join(format!("magpie-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, spec.to_json()).unwrap();
+    let task = task.to_string();
+    let mut args = vec![
+        "--cluster",
+        file.to_str().unwrap(),
+        "--job",
+        job,
+        "--task",
+        &task,
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::server(args)
 }
 
 #[test]
@@ -79,7 +51,7 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
         &task_server_options(&TaskName::new("worker", 0)),
     )
     .unwrap();
-    let w1 = ServerProcess::spawn(&spec, "frozen", "worker", 1, &[]);
+    let w1 = spawn(&spec, "frozen", "worker", 1, &[]);
     let g = Graph::new();
     let on = |task: &str| g.with_device(task).unwrap();
     let x = on("/job:worker/task:0").constant(2.0f32).unwrap();
@@ -88,7 +60,7 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
     let session = magpie::grpc::connect(&w0.target(), &g).unwrap();
     assert_eq!(scalar(&session.run(&[], &[z], &[]).unwrap()[0]), -4.0);
 
-    w1.signal("-STOP");
+    w1.signal(libc::SIGSTOP);
     let deadline = Duration::from_secs(2);
     let started = Instant::now();
     let e = session
@@ -109,7 +81,7 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
     assert!(took < Duration::from_secs(10), "{e} after {took:?}");
 
     // Thawed, the worker serves again.
-    w1.signal("-CONT");
+    w1.signal(libc::SIGCONT);
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         match session.run(&[], &[z], &[]) {
@@ -125,7 +97,7 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
         }
     }
     drop(session);
-    drop(w1);
+    w1.stop();
     w0.stop(Duration::from_secs(2));
 }
 
@@ -145,7 +117,7 @@ fn session_graph_and_extension_limits_are_resource_exhausted_naming_their_flags(
         .job("worker", [free_address()])
         .build()
         .unwrap();
-    let server = ServerProcess::spawn(
+    let server = spawn(
         &spec,
         "limits",
         "worker",
@@ -185,5 +157,5 @@ fn session_graph_and_extension_limits_are_resource_exhausted_naming_their_flags(
     drop(c);
     resource_exhausted(magpie::grpc::connect(&target, &big), "--max-graph-nodes");
     drop(b);
-    drop(server);
+    server.stop();
 }

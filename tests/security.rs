@@ -6,14 +6,15 @@
 //! fail naming the flag and the file, never printing the token. In process, the seed's
 //! three-task cluster runs a step over mutual TLS with a token (`GrpcCluster::start_with`).
 
+mod common;
 #[path = "../transport/grpc/tests/pki/mod.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::{free_port, ServerProcess};
 use magpie::cluster::{loopback_cluster, GrpcCluster, Spec};
 use magpie::grpc::proto::worker_service_client::WorkerServiceClient;
 use magpie::grpc::tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -24,64 +25,17 @@ use pki::{Ca, TempDir};
 
 const TOKEN: &str = "process-cluster-token-0123456789abcdef";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `magpie server` child process: stopped with SIGTERM by [`ServerProcess::stop`],
-/// killed if still running when dropped.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    /// Starts `/job:worker/task:<task>` with `extra` flags and waits for its "serving"
-    /// line; returns it with that line.
-    fn start(cluster: &Path, task: u32, extra: &[&std::ffi::OsStr]) -> (ServerProcess, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_magpie"))
-            .args(["server", "--workers", "1", "--cluster"])
-            .arg(cluster)
-            .args(["--job", "worker", "--task", &task.to_string()])
-            .args(extra)
-            .env_remove(magpie::TLS_CA_ENV)
-            .env_remove(magpie::AUTH_TOKEN_FILE_ENV)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let p = ServerProcess(child);
-        assert!(line.starts_with("serving"), "task {task} said {line:?}");
-        (p, line)
-    }
-
-    /// SIGTERM, then waits (up to 30 s) for a clean exit.
-    fn stop(mut self) {
-        let pid = libc::pid_t::try_from(self.0.id()).unwrap();
-        // SAFETY: `pid` is our own child, not yet reaped (it is waited for below).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                assert!(status.success(), "magpie server exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < until, "magpie server ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `/job:worker/task:<task>` of the cluster in `cluster` with `extra` flags and
+/// waits for its "serving" line.
+fn start(cluster: &Path, task: u32, extra: &[&std::ffi::OsStr]) -> ServerProcess {
+    let mut command = common::magpie();
+    command
+        .args(["server", "--workers", "1", "--cluster"])
+        .arg(cluster)
+        .args(["--job", "worker", "--task", &task.to_string()])
+        .args(extra)
+        .stderr(Stdio::inherit());
+    ServerProcess::start(command)
 }
 
 /// Two worker tasks on free ports, written to `cluster.json` in `dir`.
@@ -135,7 +89,8 @@ fn a_tls_cluster_of_server_processes_with_a_token_serves_only_clients_with_the_t
             "--auth-token-file".as_ref(),
             token_file.as_os_str(),
         ];
-        let (p, line) = ServerProcess::start(&cluster, task, &flags);
+        let p = start(&cluster, task, &flags);
+        let line = p.line.clone();
         assert!(line.contains("grpcs://"), "{line}");
         assert!(
             line.contains("mutual TLS, cluster token required"),
@@ -269,12 +224,11 @@ fn the_seeds_cluster_in_process_runs_over_mutual_tls_with_a_token() {
 
 /// Runs `magpie server` with `flags` on a two-task cluster; it must fail. Its stderr.
 fn fails(cluster: &Path, flags: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_magpie"))
+    let out = common::magpie()
         .args(["server", "--cluster"])
         .arg(cluster)
         .args(["--job", "worker", "--task", "0"])
         .args(flags)
-        .env_remove(magpie::TLS_CA_ENV)
         .output()
         .unwrap();
     assert!(!out.status.success(), "{flags:?} started a server");

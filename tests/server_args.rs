@@ -2,11 +2,9 @@
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
 //! to serve); and its logs (`--log-format json`, `MAGPIE_LOG`).
 
-use std::process::Command;
+mod common;
 
-fn magpie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_magpie"))
-}
+use common::{free_port, magpie, ServerProcess};
 
 #[test]
 fn job_without_task_is_refused_naming_the_flag() {
@@ -46,11 +44,7 @@ fn json_logs_are_one_object_per_line_without_colour() {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = magpie()
         .args(["--log-format", "json", "server"])
         .env("MAGPIE_LOG", "magpie=info")
@@ -99,15 +93,9 @@ fn json_logs_are_one_object_per_line_without_colour() {
 /// on 127.0.0.1, and a client reaching that address runs a step.
 #[test]
 fn bind_listens_apart_from_an_unresolvable_advertised_name() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = magpie()
+    let port = free_port();
+    let mut command = magpie();
+    command
         .args(["server", "--bind", &format!("127.0.0.1:{port}")])
         .env(
             "TF_CONFIG",
@@ -116,46 +104,28 @@ fn bind_listens_apart_from_an_unresolvable_advertised_name() {
                     "task": {{"type": "worker", "index": 0}}}}"#
             ),
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+        .stderr(std::process::Stdio::null());
+    let server = ServerProcess::start(command);
     assert!(
-        first.starts_with(&format!(
+        server.line.starts_with(&format!(
             "serving /job:worker/task:0 on grpc://127.0.0.1:{port}"
         )),
-        "{first}"
+        "{}",
+        server.line
     );
     let g = magpie::Graph::new();
     let a = g.constant(2.0f32).unwrap();
     let b = g.add(a, a).unwrap();
     let session = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{port}"), &g);
     let got = session.and_then(|s| s.run(&[], &[b], &[]));
-    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let got = got.unwrap();
-    assert_eq!(got[0].scalar_value::<f32>().unwrap(), 4.0);
+    server.stop();
+    assert_eq!(got.unwrap()[0].scalar_value::<f32>().unwrap(), 4.0);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `/job:worker/task:{index}` of a two-task cluster with extra flags; returns the
-/// process once it says it serves.
-fn start_worker(ports: [u16; 2], index: u32, extra: &[&str]) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let mut child = magpie()
+/// Starts `/job:worker/task:{index}` of a two-task cluster with extra flags.
+fn start_worker(ports: [u16; 2], index: u32, extra: &[&str]) -> ServerProcess {
+    let mut command = magpie();
+    command
         .arg("server")
         .args(extra)
         .env(
@@ -166,22 +136,8 @@ fn start_worker(ports: [u16; 2], index: u32, extra: &[&str]) -> std::process::Ch
                 ports[0], ports[1]
             ),
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("serving"), "{first}");
-    child
-}
-
-fn stop(mut child: std::process::Child) {
-    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+        .stderr(std::process::Stdio::null());
+    ServerProcess::start(command)
 }
 
 /// Opening a session waits for a task that starts later (servers start in any order).
@@ -201,8 +157,8 @@ fn opening_a_session_waits_for_a_task_that_starts_later() {
     let got = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g)
         .and_then(|s| s.run(&[], &[b], &[]));
     let second = late.join().unwrap();
-    stop(first);
-    stop(second);
+    first.stop();
+    second.stop();
     assert_eq!(got.unwrap()[0].scalar_value::<f32>().unwrap(), 6.0);
 }
 
@@ -215,7 +171,7 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
     let a = g.constant(3.0f32).unwrap();
     let e = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g)
         .expect_err("the session cannot open");
-    stop(first);
+    first.stop();
     let _ = a;
     assert_eq!(e.code(), magpie::core::Code::Unavailable, "{e}");
     let message = e.to_string();
