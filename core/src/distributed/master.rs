@@ -29,10 +29,11 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::MasterError;
-use super::partition::{partition, PlacedNode, FEED_PREFIX};
+use super::partition::{partition_with, PlacedNode, FEED_PREFIX};
 use crate::cluster::ClusterSpec;
 use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
+use crate::registry::KernelRegistry;
 use crate::scheduler::CancellationToken;
 use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
 use crate::tensor::{DType, Tensor};
@@ -46,12 +47,15 @@ use crate::transport::{
 pub struct MasterOptions {
     /// Deadline of a step when the client gives none.
     pub step_timeout: Duration,
+    /// The kernels placement consults (which device types can run an op).
+    pub kernels: KernelRegistry,
 }
 
 impl Default for MasterOptions {
     fn default() -> Self {
         MasterOptions {
             step_timeout: Duration::from_secs(10),
+            kernels: KernelRegistry::global(),
         }
     }
 }
@@ -358,7 +362,15 @@ impl MasterSession {
             return Ok(Arc::clone(p));
         }
         let m = &self.master;
-        let parts = partition(&self.graph, &key.0, &key.1, &key.2, &self.devices, &m.task)?;
+        let parts = partition_with(
+            &self.graph,
+            &key.0,
+            &key.1,
+            &key.2,
+            &self.devices,
+            &m.task,
+            &m.options.kernels,
+        )?;
         let names = |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         let mut regs = Vec::new();
         let mut tasks = Vec::new();
