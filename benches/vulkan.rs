@@ -29,8 +29,8 @@ fn sizes(var: &str, default: &str) -> Vec<usize> {
 }
 
 fn gpu() -> Option<Arc<dyn Device>> {
-    magpie::vulkan::register();
-    magpie::cpu::register();
+    magpie::vulkan::register().expect("the Vulkan kernels register");
+    magpie::cpu::register().expect("the CPU kernels register");
     match magpie::vulkan::discover() {
         Ok(d) => {
             eprintln!("vulkan bench on {}: {}", d[0].name(), d[0].description());

@@ -1,35 +1,50 @@
 //! A backend defined outside Magpie's crates: a device and its kernels, registered from
 //! here, running a graph — proof that a backend author needs only `magpie-core`.
 //!
-//! The device is a "SIM" accelerator that counts the kernels it ran. It implements
-//! `Const`, `Add`, `Mul` and `Neg` for `f32` only, and one op of its own, `Scale`, that the example also defines. The
-//! core conformance testkit then checks the device.
+//! The device is a "SIM" accelerator that counts the kernels it ran: its kernels reach
+//! their device as a `SimDevice` through `KernelInit::device` (no global table). It
+//! implements `Const`, `Add`, `Mul` and `Neg` for `f32` only (broadcasting with core's
+//! `BroadcastLayout`), and one op of its own, `Scale`, that the example also defines. The
+//! kernels go into a registry of the example's own (registered twice: the second time
+//! changes nothing), which the session is built with; `testkit::run_kernel` runs one
+//! kernel in a line, and core's conformance testkit then checks the device.
 //!
 //! Run with `cargo run --example custom_backend`.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use magpie_core::device::Device;
 use magpie_core::graph::{
-    register_op, unchanged_shape, Arity, DeviceName, Graph, OpDef, OpDefError,
+    register_op, unchanged_shape, Arity, Attrs, DeviceName, Graph, OpDef, OpDefError,
 };
 use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
-use magpie_core::registry::register_kernel;
+use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 use magpie_core::session::{Session, SessionOptions};
-use magpie_core::tensor::{DType, Shape, Tensor};
+use magpie_core::tensor::{BroadcastLayout, DType, Shape, Tensor};
 
-/// Kernels the simulator has run.
-static KERNELS_RUN: AtomicUsize = AtomicUsize::new(0);
+/// The backend id the SIM kernels are registered under.
+const BACKEND: &str = "sim-example";
 
 #[derive(Debug)]
 struct SimDevice {
     name: DeviceName,
+    /// Kernels this device has run (shared with the kernels built for it).
+    kernels_run: Arc<AtomicUsize>,
 }
 
 impl Device for SimDevice {
     fn name(&self) -> &DeviceName {
         &self.name
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn backend(&self) -> &str {
+        BACKEND
     }
 
     fn memory_limit(&self) -> Option<u64> {
@@ -47,27 +62,13 @@ type BinaryFn = fn(f32, f32) -> f32;
 /// An elementwise f32 kernel over one or two inputs, with numpy broadcasting.
 struct Elementwise {
     f: BinaryFn,
-}
-
-/// The element of `t` that output element `flat` (of shape `out`) reads under broadcasting.
-fn source_index(t: &Shape, out: &Shape, mut flat: usize) -> usize {
-    let (mut index, mut stride) = (0, 1);
-    let offset = out.rank() - t.rank();
-    for d in (0..out.rank()).rev() {
-        let coord = flat % out.dims()[d];
-        flat /= out.dims()[d];
-        if d >= offset {
-            let size = t.dims()[d - offset];
-            index += if size == 1 { 0 } else { coord * stride };
-            stride *= size;
-        }
-    }
-    index
+    /// The device's counter.
+    kernels_run: Arc<AtomicUsize>,
 }
 
 impl Kernel for Elementwise {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        KERNELS_RUN.fetch_add(1, Ordering::Relaxed);
+        self.kernels_run.fetch_add(1, Ordering::Relaxed);
         let factor = ctx
             .attrs()
             .float("factor")
@@ -80,26 +81,30 @@ impl Kernel for Elementwise {
         };
         // A `ShapeError` (shapes that do not broadcast, or too large) becomes an invalid
         // argument the session reports with this node's name.
-        let out = Shape::broadcast(x.shape(), y.shape())?;
+        let layout = BroadcastLayout::new(x.shape(), y.shape())?;
         let (xs, ys) = (x.as_slice::<f32>()?, y.as_slice::<f32>()?);
-        let values: Vec<f32> = (0..out.num_elements())
-            .map(|i| {
-                let a = xs[source_index(x.shape(), &out, i)];
-                let b = ys[source_index(y.shape(), &out, i)];
-                (self.f)(a, b)
+        // Offsets stay below each input's element count; `get` keeps a tensor whose
+        // buffer is shorter than its shape an error instead of a panic.
+        let values: Vec<f32> = layout
+            .iter()
+            .map(|(i, j)| match (xs.get(i), ys.get(j)) {
+                (Some(&a), Some(&b)) => Ok((self.f)(a, b)),
+                _ => Err(KernelError::InvalidArgument(
+                    "input shorter than its shape".into(),
+                )),
             })
-            .collect();
-        let result = Tensor::from_vec(out, values)?;
+            .collect::<Result<_, _>>()?;
+        let result = Tensor::from_vec(layout.output().clone(), values)?;
         ctx.push_output(result);
         Ok(())
     }
 }
 
-struct ConstKernel(Tensor);
+struct ConstKernel(Tensor, Arc<AtomicUsize>);
 
 impl Kernel for ConstKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        KERNELS_RUN.fetch_add(1, Ordering::Relaxed);
+        self.1.fetch_add(1, Ordering::Relaxed);
         ctx.push_output(self.0.clone());
         Ok(())
     }
@@ -116,7 +121,11 @@ fn f32_only(init: &KernelInit<'_>) -> Result<(), KernelError> {
     }
 }
 
-fn register_sim() -> anyhow::Result<()> {
+/// Defines `Scale` (process-wide, like every op definition).
+fn define_scale() -> anyhow::Result<()> {
+    if magpie_core::graph::lookup_op("Scale").is_some() {
+        return Ok(());
+    }
     register_op(
         OpDef::new("Scale", Arity::Exact(1), |ins, attrs| {
             attrs.float("factor")?;
@@ -132,38 +141,69 @@ fn register_sim() -> anyhow::Result<()> {
         // Elementwise: the output has the input's shape, which the graph then knows.
         .with_shape_fn(unchanged_shape),
     )?;
-    register_kernel("Const", "SIM", |init| {
-        let value = init.node.attrs.tensor("value")?;
-        if value.dtype() != DType::F32 {
-            return Err(KernelError::Unimplemented {
-                op: "Const".into(),
-                dtype: value.dtype(),
-                device_type: "SIM".into(),
-            });
-        }
-        Ok(BoxedKernel::Sync(Box::new(ConstKernel(value))))
-    })?;
-    let ops: [(&str, BinaryFn); 4] = [
-        ("Add", |a, b| a + b),
-        ("Mul", |a, b| a * b),
-        ("Neg", |a, _| -a),
-        ("Scale", |a, f| a * f),
+    Ok(())
+}
+
+fn const_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let device = init.device::<SimDevice>()?;
+    let value = init.node.attrs.tensor("value")?;
+    if value.dtype() != DType::F32 {
+        return Err(KernelError::Unimplemented {
+            op: "Const".into(),
+            dtype: value.dtype(),
+            device_type: "SIM".into(),
+        });
+    }
+    let counter = Arc::clone(&device.kernels_run);
+    Ok(BoxedKernel::Sync(Box::new(ConstKernel(value, counter))))
+}
+
+/// The factory of an elementwise op applying `f`.
+fn elementwise(init: &KernelInit<'_>, f: BinaryFn) -> Result<BoxedKernel, KernelError> {
+    // The device as its own type: a clear error if these kernels were ever registered
+    // for another device.
+    let device = init.device::<SimDevice>()?;
+    f32_only(init)?;
+    let kernels_run = Arc::clone(&device.kernels_run);
+    Ok(BoxedKernel::Sync(Box::new(Elementwise { f, kernels_run })))
+}
+
+/// Registers the SIM kernels in `registry` under the backend id [`BACKEND`]. Registering
+/// them again is harmless: every factory is a plain function, the same each time.
+fn register_sim(registry: &KernelRegistry) -> Result<(), RegistryError> {
+    type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
+    let kernels: [(&str, Factory); 5] = [
+        ("Const", const_factory),
+        ("Add", |init| elementwise(init, |a, b| a + b)),
+        ("Mul", |init| elementwise(init, |a, b| a * b)),
+        ("Neg", |init| elementwise(init, |a, _| -a)),
+        ("Scale", |init| elementwise(init, |a, f| a * f)),
     ];
-    for (op, f) in ops {
-        register_kernel(op, "SIM", move |init| {
-            f32_only(init)?;
-            Ok(BoxedKernel::Sync(Box::new(Elementwise { f })))
-        })?;
+    for (op, factory) in kernels {
+        registry.register(KernelKey::new(op, "SIM").backend(BACKEND), factory)?;
     }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    register_sim()?;
-    let sim: Arc<dyn Device> = Arc::new(SimDevice {
+    define_scale()?;
+    let registry = KernelRegistry::new();
+    register_sim(&registry)?;
+    register_sim(&registry)?; // the same backend twice: nothing changes
+    let device = SimDevice {
         name: DeviceName::local("SIM", 0),
-    });
+        kernels_run: Arc::default(),
+    };
+    let counter = Arc::clone(&device.kernels_run);
+    let sim: Arc<dyn Device> = Arc::new(device);
     println!("device: {} ({})", sim.name(), sim.description());
+
+    // One kernel on given tensors, in a line: how a backend unit-tests a kernel.
+    let a = Tensor::from_vec(&[2usize, 2][..], vec![1.0f32, 2.0, 3.0, 4.0])?;
+    let b = Tensor::from_vec(&[2usize][..], vec![10.0f32, 20.0])?;
+    let sum =
+        magpie_core::testkit::run_kernel_with(&registry, &sim, "Add", &Attrs::new(), &[a, b])?;
+    println!("run_kernel: [[1, 2], [3, 4]] + [10, 20] = {}", sum[0]);
 
     let g = Graph::new();
     let y = g.device("/device:SIM:0", |g| {
@@ -182,19 +222,17 @@ fn main() -> anyhow::Result<()> {
         g.shape_of(y)?.to_shape() == Shape::new(&[3]).ok(),
         "shape not inferred"
     );
-    let session = Session::new(&g, SessionOptions::with_devices(vec![Arc::clone(&sim)]))?;
+    let options = SessionOptions::with_devices(vec![Arc::clone(&sim)]).kernels(registry.clone());
+    let session = Session::new(&g, options)?;
     let out = session.run(&[], &[y], &[])?;
     println!("y = -(x * 2 * 10) = {}", out[0]);
     anyhow::ensure!(
         out[0].as_slice::<f32>()? == [-20.0, -40.0, -60.0],
         "wrong result"
     );
-    println!(
-        "kernels run on SIM: {}",
-        KERNELS_RUN.load(Ordering::Relaxed)
-    );
+    println!("kernels run on SIM: {}", counter.load(Ordering::Relaxed));
 
-    let report = magpie_core::testkit::check_device(sim)?;
+    let report = magpie_core::testkit::check_device_with(&registry, sim)?;
     println!(
         "conformance: {} checks passed on {} (ops: {}; declined: {} dtype cases)",
         report.checks,

@@ -87,7 +87,7 @@ impl AsyncKernel for Receive {
         ctx: AsyncKernelContext,
     ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
         let arrived = Link::global().transfer(SIDE * SIDE * 4);
-        let seed = ctx.node.attrs.int("seed").unwrap_or(0) as f32;
+        let seed = ctx.attrs().int("seed").unwrap_or(0) as f32;
         async move {
             arrived.await.map_err(|_| KernelError::Cancelled)?;
             ARRIVALS

@@ -30,8 +30,7 @@ pub fn default_cluster() -> ClusterSpec {
 /// Server options for `task`: one CPU device named for the task, the CPU and
 /// distributed kernels registered.
 pub fn task_server_options(task: &TaskName) -> ServerOptions {
-    magpie_cpu::register();
-    magpie_core::distributed::kernels::register_kernels();
+    crate::register_backends();
     let name = DeviceName {
         job: task.job.clone(),
         replica: 0,

@@ -62,9 +62,7 @@ pub use {
 /// Vulkan driver: see [`gpu_status`]). Kernels of both backends are registered. Nodes
 /// without a device spec stay on the CPU.
 pub fn local_options() -> SessionOptions {
-    magpie_cpu::register();
-    magpie_core::distributed::kernels::register_kernels();
-    magpie_vulkan::register();
+    register_backends();
     let mut devices: Vec<Arc<dyn Device>> = vec![magpie_cpu::cpu_device()];
     add_gpus(&mut devices);
     SessionOptions::with_devices(devices)
@@ -89,12 +87,23 @@ pub fn local_options_with(layout: CpuLayout) -> Result<SessionOptions, cpu::CpuS
 ///
 /// As for [`local_options_with`].
 pub fn local_options_for(options: &CpuOptions) -> Result<SessionOptions, cpu::CpuSetupError> {
-    magpie_cpu::register();
-    magpie_vulkan::register();
+    register_backends();
     let runtime = magpie_cpu::CpuRuntime::build(options)?;
     let mut session = runtime.session_options();
     add_gpus(&mut session.devices);
     Ok(session)
+}
+
+/// Registers the CPU, distributed and Vulkan kernels in the process-wide registry. A
+/// kernel the user registered first under the same key is kept, with a warning naming it.
+pub(crate) fn register_backends() {
+    if let Err(e) = magpie_cpu::register() {
+        tracing::warn!(error = %e, "a CPU kernel was not registered");
+    }
+    magpie_core::distributed::kernels::register_kernels();
+    if let Err(e) = magpie_vulkan::register() {
+        tracing::warn!(error = %e, "a Vulkan kernel was not registered");
+    }
 }
 
 fn add_gpus(devices: &mut Vec<Arc<dyn Device>>) {

@@ -210,7 +210,7 @@ fn pool() -> ThreadPool {
 
 /// The CPU under [`LIMIT`].
 fn cpu() -> Arc<dyn Device> {
-    magpie::cpu::register();
+    magpie::cpu::register().expect("the CPU kernels register");
     Arc::new(CpuDevice::new(0).with_memory_limit(Some(LIMIT)))
 }
 
@@ -218,7 +218,7 @@ fn cpu() -> Arc<dyn Device> {
 fn gpu() -> Option<Arc<dyn Device>> {
     static GPU: OnceLock<Option<Arc<dyn Device>>> = OnceLock::new();
     GPU.get_or_init(|| {
-        magpie::vulkan::register();
+        magpie::vulkan::register().expect("the Vulkan kernels register");
         let gpu = magpie::vulkan::discover().ok()?.into_iter().next()?;
         gpu.set_memory_limit(LIMIT);
         Some(gpu as Arc<dyn Device>)

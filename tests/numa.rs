@@ -8,7 +8,7 @@ use magpie::cpu::{CpuRuntime, MachineTopology};
 use magpie::{CpuLayout, CpuOptions, Graph, RunOptions, Session, Tensor};
 
 fn two_node_runtime() -> CpuRuntime {
-    magpie::cpu::register();
+    magpie::cpu::register().expect("the CPU kernels register");
     let topology = MachineTopology::synthetic("pack:2 numa:1 core:2 pu:1").unwrap();
     CpuRuntime::build_on(
         topology,

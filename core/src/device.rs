@@ -5,6 +5,7 @@
 //! kernels run on scheduler workers; a GPU kernel submits to its queue and completes
 //! asynchronously through an [`AsyncKernel`](crate::kernel::AsyncKernel).
 
+use std::any::Any;
 use std::fmt;
 
 use crate::graph::DeviceName;
@@ -28,8 +29,43 @@ pub const COPY_TO_HOST: &str = "_CopyToHost";
 /// The op name of the kernel that copies a host tensor into a device's memory.
 pub const COPY_FROM_HOST: &str = "_CopyFromHost";
 
+/// The backend id of a device that names none: it gets the kernels registered for its
+/// device type in general (see [`Device::backend`]).
+pub const GENERIC_BACKEND: &str = "";
+
 /// A device that kernels run on. Implemented by backends (and by users: see
 /// `examples/custom_backend.rs`).
+///
+/// A kernel factory gets the device a node was placed on as `&Arc<dyn Device>`; it reaches
+/// the concrete type through [`KernelInit::device`](crate::kernel::KernelInit::device),
+/// which uses [`Device::as_any`].
+///
+/// ```
+/// use std::any::Any;
+/// use magpie_core::device::Device;
+/// use magpie_core::graph::DeviceName;
+///
+/// #[derive(Debug)]
+/// struct Sim {
+///     name: DeviceName,
+/// }
+///
+/// impl Device for Sim {
+///     fn name(&self) -> &DeviceName {
+///         &self.name
+///     }
+///     fn as_any(&self) -> &dyn Any {
+///         self
+///     }
+///     fn backend(&self) -> &str {
+///         "sim"
+///     }
+/// }
+///
+/// let sim = Sim { name: DeviceName::local("SIM", 0) };
+/// assert_eq!(sim.device_type(), "SIM");
+/// assert!(sim.as_any().downcast_ref::<Sim>().is_some());
+/// ```
 pub trait Device: Send + Sync + fmt::Debug {
     /// The full name, e.g. `/job:localhost/replica:0/task:0/device:CPU:0`.
     fn name(&self) -> &DeviceName;
@@ -57,6 +93,39 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// A one-line human description (`"CPU, 2 cores"`, `"llvmpipe (CPU-emulated GPU)"`).
     fn description(&self) -> String {
         self.device_type().to_string()
+    }
+
+    /// The device as [`Any`], so a kernel can reach its concrete type (implement it as
+    /// `self`). The default returns a value of a private type, so downcasting a device that
+    /// does not implement this fails with an error naming the device.
+    fn as_any(&self) -> &dyn Any {
+        &NotDowncastable
+    }
+
+    /// The backend that made this device (`"magpie-cpu"`, `"magpie-vulkan"`, a crate's
+    /// name), which picks its kernels: the registry looks for a kernel of (op, device type,
+    /// this backend) first, then one registered for the device type in general
+    /// ([`GENERIC_BACKEND`]). Two backends of one device type (two `GPU` backends, say)
+    /// thus register their kernels without colliding.
+    fn backend(&self) -> &str {
+        GENERIC_BACKEND
+    }
+
+    /// The Rust type implementing this device, for error messages (a typed-device
+    /// mismatch names it). Not meant to be overridden.
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// What [`Device::as_any`] returns by default: no device type downcasts to it.
+#[derive(Debug)]
+struct NotDowncastable;
+
+impl dyn Device {
+    /// This device as a `T`, if it is one (needs [`Device::as_any`] implemented).
+    pub fn downcast_ref<T: Device + 'static>(&self) -> Option<&T> {
+        self.as_any().downcast_ref::<T>()
     }
 }
 

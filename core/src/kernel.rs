@@ -8,7 +8,10 @@
 //! Synchronous kernels compute on the scheduler worker that calls them and must not
 //! block on I/O. Asynchronous kernels return a future at once; the scheduler polls it,
 //! and a pending future holds no worker thread — its waker puts the node back in the
-//! queue when it can make progress.
+//! queue when it can make progress. [`async_support`] has what such a kernel needs
+//! (futures, a one-shot channel, a runtime-free timer).
+
+pub mod async_support;
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,6 +51,22 @@ pub enum KernelError {
     /// The device failed.
     #[error("device failure: {0}")]
     Device(String),
+    /// A kernel was built for a device of another type than it works with (see
+    /// [`KernelInit::device`]): a kernel registered for the wrong device type or backend.
+    #[error(
+        "{op} on {device}: the kernel needs a device of type {expected}, but the device is \
+         a {actual}"
+    )]
+    WrongDevice {
+        /// Op name.
+        op: String,
+        /// The device's name.
+        device: String,
+        /// The Rust type the kernel asked for.
+        expected: &'static str,
+        /// The Rust type of the device it was given.
+        actual: &'static str,
+    },
     /// A bug or unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,7 +74,8 @@ pub enum KernelError {
 
 impl KernelError {
     /// The error's kind: `InvalidArgument`, `Unimplemented`, `ResourceExhausted`,
-    /// `Cancelled` as named; a device failure or a bug is `Internal`.
+    /// `Cancelled` as named; a kernel on the wrong device is `FailedPrecondition`; a device
+    /// failure or a bug is `Internal`.
     pub fn code(&self) -> crate::error::Code {
         use crate::error::Code;
         match self {
@@ -63,6 +83,7 @@ impl KernelError {
             KernelError::Unimplemented { .. } => Code::Unimplemented,
             KernelError::ResourceExhausted(_) => Code::ResourceExhausted,
             KernelError::Cancelled => Code::Cancelled,
+            KernelError::WrongDevice { .. } => Code::FailedPrecondition,
             KernelError::Device(_) | KernelError::Internal(_) => Code::Internal,
         }
     }
@@ -218,17 +239,95 @@ pub trait Kernel: Send + Sync {
 }
 
 /// What an asynchronous kernel gets: owned, so its future may outlive the call.
+///
+/// The same accessors as [`KernelContext`] (`node`, `attrs`, `step_id`, `input`,
+/// `num_inputs`, `take_input`, `resources`), plus [`inputs`](Self::inputs) and
+/// [`into_inputs`](Self::into_inputs) to move the inputs into the future.
 #[derive(Debug)]
 pub struct AsyncKernelContext {
+    node: Arc<Node>,
+    inputs: SmallVec<[Tensor; 2]>,
+    step_id: StepId,
+    resources: Option<Arc<ResourceMgr>>,
+}
+
+impl AsyncKernelContext {
+    /// A context over `inputs` for `node`. The executor makes these; the testkit and a
+    /// backend's unit tests may too.
+    pub fn new(node: Arc<Node>, inputs: SmallVec<[Tensor; 2]>, step_id: impl Into<StepId>) -> Self {
+        AsyncKernelContext {
+            node,
+            inputs,
+            step_id: step_id.into(),
+            resources: None,
+        }
+    }
+
+    /// This context with access to the resource manager of the session (or cluster task)
+    /// running the step: variables, and on a cluster task the rendezvous and transport
+    /// that Send/Recv use.
+    pub fn with_resources(mut self, resources: Arc<ResourceMgr>) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The resource manager of the session (or cluster task) running the step; `None`
+    /// only for contexts made by hand without one.
+    pub fn resources(&self) -> Option<&Arc<ResourceMgr>> {
+        self.resources.as_ref()
+    }
+
     /// The node being computed.
-    pub node: Arc<Node>,
-    /// Its inputs.
-    pub inputs: SmallVec<[Tensor; 2]>,
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The node, shared (to keep in the kernel's future).
+    pub fn node_arc(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The node's attributes.
+    pub fn attrs(&self) -> &Attrs {
+        &self.node.attrs
+    }
+
     /// The step this call belongs to.
-    pub step_id: StepId,
-    /// The resource manager of the session (or cluster task) running the step: variables,
-    /// and on a cluster task the rendezvous and transport that Send/Recv use.
-    pub resources: Option<Arc<ResourceMgr>>,
+    pub fn step_id(&self) -> StepId {
+        self.step_id
+    }
+
+    /// The number of inputs.
+    pub fn num_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Input `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range: the executor always passes as many inputs as the op's
+    /// definition validated.
+    pub fn input(&self, i: usize) -> &Tensor {
+        &self.inputs[i]
+    }
+
+    /// Every input, in order.
+    pub fn inputs(&self) -> &[Tensor] {
+        &self.inputs
+    }
+
+    /// Takes input `i` out of the context (leaving an empty tensor).
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub fn take_input(&mut self, i: usize) -> Tensor {
+        std::mem::replace(&mut self.inputs[i], Tensor::empty(DType::Bool))
+    }
+
+    /// The inputs, moved out (for a future that owns them).
+    pub fn into_inputs(self) -> SmallVec<[Tensor; 2]> {
+        self.inputs
+    }
 }
 
 /// An asynchronous kernel (I/O, a remote read, a GPU submission).
@@ -266,8 +365,53 @@ pub struct KernelInit<'a> {
     pub node: &'a Arc<Node>,
     /// The dtypes of its inputs.
     pub input_dtypes: &'a [DType],
-    /// The device it was placed on.
+    /// The device it was placed on. [`device`](Self::device) gives it as its concrete
+    /// type.
     pub device: &'a Arc<dyn Device>,
+}
+
+impl<'a> KernelInit<'a> {
+    /// The device the node was placed on, as its concrete type `D`: how a backend's
+    /// kernels reach their device's state (queues, allocators, counters) without a global
+    /// table. `D` must implement [`Device::as_any`].
+    ///
+    /// ```
+    /// # use std::any::Any;
+    /// # use std::sync::Arc;
+    /// # use magpie_core::device::Device;
+    /// # use magpie_core::graph::{Attrs, DeviceName, Node};
+    /// # use magpie_core::kernel::{KernelError, KernelInit};
+    /// #[derive(Debug)]
+    /// struct Sim { name: DeviceName }
+    /// impl Device for Sim {
+    ///     fn name(&self) -> &DeviceName { &self.name }
+    ///     fn as_any(&self) -> &dyn Any { self }
+    /// }
+    /// #[derive(Debug)]
+    /// struct Other;
+    ///
+    /// # let node = Arc::new(Node::new("n", "NoOp"));
+    /// let device: Arc<dyn Device> = Arc::new(Sim { name: DeviceName::local("SIM", 0) });
+    /// let init = KernelInit { node: &node, input_dtypes: &[], device: &device };
+    /// assert_eq!(init.device::<Sim>()?.name().device_type, "SIM");
+    /// # Ok::<(), KernelError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`KernelError::WrongDevice`], naming the op, the device, the type asked for and the
+    /// device's type, when the device is not a `D` (a kernel registered for the wrong
+    /// device type or backend).
+    pub fn device<D: Device + 'static>(&self) -> Result<&'a D, KernelError> {
+        let device: &'a (dyn Device + 'static) = &**self.device;
+        device
+            .downcast_ref::<D>()
+            .ok_or_else(|| KernelError::WrongDevice {
+                op: self.node.op.clone(),
+                device: device.name().to_string(),
+                expected: std::any::type_name::<D>(),
+                actual: device.type_name(),
+            })
+    }
 }
 
 /// Builds a kernel for a node; registered per (op, device type).

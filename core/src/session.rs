@@ -23,6 +23,7 @@ use crate::exec::step::{StepBody, StepState};
 pub use crate::exec::DeviceMemoryStats;
 pub use crate::exec::{NodeStats, SessionError};
 use crate::graph::{DeviceSpec, Graph, Node, NodeId, Output};
+use crate::registry::KernelRegistry;
 use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
 pub use crate::scheduler::Policy;
@@ -60,6 +61,10 @@ pub struct SessionOptions {
     /// sessions to share variables (a cluster task does, across all its sessions). A new,
     /// empty manager when `None`.
     pub resources: Option<Arc<ResourceMgr>>,
+    /// The kernels this session builds its nodes' kernels from; the process-wide
+    /// [`KernelRegistry::global`] when `None`. Placement, too, asks this registry which
+    /// devices can run an op.
+    pub kernels: Option<KernelRegistry>,
 }
 
 /// How a session orders ready nodes. Whatever the policy, a step computes the same
@@ -113,6 +118,7 @@ impl fmt::Debug for SessionOptions {
             .field("num_workers", &self.num_workers)
             .field("pool", &self.pool)
             .field("resources", &self.resources.is_some())
+            .field("kernels", &self.kernels)
             .finish()
     }
 }
@@ -129,6 +135,12 @@ impl SessionOptions {
     /// Sets the number of worker threads.
     pub fn num_workers(mut self, n: usize) -> SessionOptions {
         self.num_workers = Some(n);
+        self
+    }
+
+    /// Builds kernels from `kernels` instead of the process-wide registry.
+    pub fn kernels(mut self, kernels: KernelRegistry) -> SessionOptions {
+        self.kernels = Some(kernels);
         self
     }
 }
@@ -200,6 +212,7 @@ pub(crate) fn plan_key(
 pub struct Session {
     graph: Graph,
     devices: Vec<Arc<dyn Device>>,
+    kernels: KernelRegistry,
     pools: ResourcePools,
     budgets: Vec<Option<u64>>,
     policy: SchedulingPolicy,
@@ -271,6 +284,7 @@ impl Session {
             budgets,
             policy: options.policy,
             devices: options.devices,
+            kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
             pool,
             resources: options.resources.unwrap_or_default(),
             plans: Mutex::new(HashMap::new()),
@@ -286,6 +300,11 @@ impl Session {
     /// The session's devices; the first is the default.
     pub fn devices(&self) -> &[Arc<dyn Device>] {
         &self.devices
+    }
+
+    /// The registry this session builds kernels from.
+    pub fn kernels(&self) -> &KernelRegistry {
+        &self.kernels
     }
 
     /// Where this session's stateful kernels keep their state.
@@ -429,6 +448,7 @@ impl Session {
         }
         let cx = PlanContext {
             devices: &self.devices,
+            kernels: &self.kernels,
             pools: &self.pools,
             budgets: &self.budgets,
             memory_aware: self.policy == SchedulingPolicy::MemoryAware,

@@ -54,7 +54,7 @@ impl AsyncKernel for SleepKernel {
         &self,
         ctx: AsyncKernelContext,
     ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
-        let ms = ctx.node.attrs.int("ms").unwrap_or(0) as u64;
+        let ms = ctx.attrs().int("ms").unwrap_or(0) as u64;
         let (tx, rx) = futures::channel::oneshot::channel();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(ms));

@@ -45,7 +45,7 @@ impl AsyncKernel for Transfer {
         ctx: AsyncKernelContext,
     ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
         let start = Instant::now();
-        let ms = ctx.node.attrs.int("ms").unwrap_or(10) as u64;
+        let ms = ctx.attrs().int("ms").unwrap_or(10) as u64;
         let (tx, rx) = futures::channel::oneshot::channel();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(ms));
@@ -53,7 +53,7 @@ impl AsyncKernel for Transfer {
         });
         async move {
             rx.await.map_err(|_| KernelError::Cancelled)?;
-            record(ctx.step_id, &ctx.node.name, start);
+            record(ctx.step_id(), &ctx.node().name, start);
             Ok(smallvec![Tensor::scalar(1.0f32)])
         }
         .boxed()

@@ -38,7 +38,7 @@ struct Local {
 fn local() -> &'static Local {
     static LOCAL: OnceLock<Local> = OnceLock::new();
     LOCAL.get_or_init(|| {
-        magpie_cpu::register();
+        magpie_cpu::register().expect("the CPU kernels register");
         magpie_core::distributed::kernels::register_kernels();
         let mut ops = registered_ops();
         ops.sort();

@@ -98,6 +98,14 @@ impl Device for CpuDevice {
         self.memory_limit
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn backend(&self) -> &str {
+        crate::BACKEND
+    }
+
     fn description(&self) -> String {
         let plural = if self.cores == 1 { "" } else { "s" };
         match self.numa_node {

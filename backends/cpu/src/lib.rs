@@ -3,8 +3,8 @@
 //! Magpie's CPU backend: the [`CpuDevice`] and a kernel for every standard op on device
 //! type `"CPU"`.
 //!
-//! Call [`register()`] once (more calls do nothing) before building kernels, then place
-//! nodes on [`cpu_device()`]. Kernels live in `kernels/`, one file per op family; the
+//! Call [`register()`] (more calls do nothing; [`register_into`] fills a registry of
+//! your own) before building kernels, then place nodes on [`cpu_device()`]. Kernels live in `kernels/`, one file per op family; the
 //! dtypes each supports and its exact semantics are documented there.
 //!
 //! NUMA: [`MachineTopology`] (through hwloc, `topology.rs`) describes the machine;
@@ -19,7 +19,7 @@ mod kernels;
 mod layout;
 mod topology;
 
-use std::sync::Once;
+use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 
 pub use device::{cpu_device, CpuDevice};
 pub use layout::{
@@ -33,21 +33,36 @@ pub use topology::{
 /// The device type the CPU kernels are registered for.
 pub const DEVICE_TYPE: &str = "CPU";
 
-/// Registers every CPU kernel with [`magpie_core::registry`]. Idempotent: only the
-/// first call in a process registers anything.
+/// The backend id of [`CpuDevice`]s ([`Device::backend`](magpie_core::Device::backend)).
+/// The CPU kernels are host kernels that need only what the `Device` trait says (NUMA
+/// node, memory limit), so they are registered for every `CPU`-type device, not for this
+/// id alone: a CPU-type device of another backend gets them for the ops its backend
+/// lacks.
+pub const BACKEND: &str = "magpie-cpu";
+
+/// Registers every CPU kernel in the process-wide registry for device type `"CPU"`.
+/// Idempotent: later calls change nothing.
 ///
-/// A kernel that something else already registered for the same op on `"CPU"` is kept,
-/// and ours is skipped with a warning, so a user may override one op.
-pub fn register() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        for (op, factory) in kernels::all() {
-            if let Err(e) = magpie_core::registry::register_kernel(op, DEVICE_TYPE, factory) {
-                tracing::warn!(error = %e, "CPU kernel for {op} not registered");
-            }
+/// # Errors
+/// [`RegistryError::AlreadyRegistered`] naming the first op for which something else
+/// registered another `CPU` kernel (ours is skipped there, the others are registered; to
+/// override one CPU kernel, use [`KernelRegistry::replace`] after this).
+pub fn register() -> Result<(), RegistryError> {
+    register_into(&KernelRegistry::global())
+}
+
+/// Registers every CPU kernel in `registry` (see [`register`]).
+///
+/// # Errors
+/// As [`register`].
+pub fn register_into(registry: &KernelRegistry) -> Result<(), RegistryError> {
+    let mut first_error = None;
+    for (op, factory) in kernels::all() {
+        if let Err(e) = registry.register(KernelKey::new(op, DEVICE_TYPE), factory) {
+            first_error.get_or_insert(e);
         }
-        tracing::debug!(ops = kernels::all().count(), "CPU kernels registered");
-    });
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The ops this backend has kernels for, in registration order.

@@ -2,7 +2,7 @@
 
 #[test]
 fn cpu_device_passes_the_conformance_suite() {
-    magpie_cpu::register();
+    magpie_cpu::register().expect("the CPU kernels register");
     let report = match magpie_core::testkit::check_device(magpie_cpu::cpu_device()) {
         Ok(r) => r,
         Err(e) => panic!("{e}"),

@@ -3,6 +3,7 @@
 
 /// Why no Vulkan device could be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VulkanError {
     /// The Vulkan loader is missing, or it found no driver (ICD) at all.
     #[error("no Vulkan driver: {0}")]
@@ -11,4 +12,7 @@ pub enum VulkanError {
     /// device failed to initialise (the reasons are listed).
     #[error("no usable Vulkan device: {0}")]
     NoDevice(String),
+    /// A name that a Vulkan device cannot take (not of type `GPU`).
+    #[error("bad Vulkan device name: {0}")]
+    BadName(String),
 }

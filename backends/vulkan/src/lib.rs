@@ -4,8 +4,12 @@
 //! queue (GPUs of any vendor, MoltenVK, Mesa's lavapipe on a CPU) becomes a device of
 //! type `"GPU"` whose tensors live in device-local memory.
 //!
-//! Call [`register()`] once (more calls do nothing), then add the devices from
-//! [`discover()`] to a session's device list. Kernels (f32 only; other dtypes are
+//! Call [`register()`] (more calls do nothing), then add the devices from [`discover()`]
+//! (or, on a cluster task, [`discover_for_task()`]) to a session's device list. Kernels
+//! are registered for device type `"GPU"` and backend [`BACKEND`], so another GPU backend
+//! in the same process keeps its own kernels; they reach their device as a
+//! [`VulkanDevice`] through
+//! [`KernelInit::device`](magpie_core::kernel::KernelInit::device), whatever its name. Kernels (f32 only; other dtypes are
 //! declined with [`KernelError::Unimplemented`](magpie_core::KernelError)) are compute
 //! shaders compiled to SPIR-V at build time (`shaders/`, `build.rs`), submitted
 //! asynchronously: the scheduler's workers never wait on the GPU.
@@ -23,29 +27,42 @@ mod shaders {
     include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 }
 
-use std::sync::Once;
+use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 
-pub use device::{discover, VulkanDevice};
+pub use device::{discover, discover_for_task, VulkanDevice};
 pub use error::VulkanError;
 
 /// The device type the Vulkan kernels are registered for.
 pub const DEVICE_TYPE: &str = "GPU";
 
-/// Registers every Vulkan kernel with [`magpie_core::registry`] for device type `"GPU"`.
-/// Idempotent: only the first call in a process registers anything. Needs no driver:
-/// without devices, no node can be placed on a GPU anyway.
+/// The backend id of [`VulkanDevice`]s: their kernels are registered under it
+/// ([`Device::backend`](magpie_core::Device::backend)).
+pub const BACKEND: &str = "magpie-vulkan";
+
+/// Registers every Vulkan kernel in the process-wide registry for device type `"GPU"`,
+/// backend [`BACKEND`]. Idempotent: later calls change nothing. Needs no driver: without
+/// devices, no node can be placed on a GPU anyway.
 ///
-/// A kernel that something else already registered for the same op on `"GPU"` is kept,
-/// and ours is skipped with a warning.
-pub fn register() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        for (op, factory) in kernels::all() {
-            if let Err(e) = magpie_core::registry::register_kernel(op, DEVICE_TYPE, factory) {
-                tracing::warn!(error = %e, "GPU kernel for {op} not registered");
-            }
+/// # Errors
+/// [`RegistryError::AlreadyRegistered`] naming the first op for which another kernel
+/// is registered under the same key (the others are registered still).
+pub fn register() -> Result<(), RegistryError> {
+    register_into(&KernelRegistry::global())
+}
+
+/// Registers every Vulkan kernel in `registry` (see [`register`]).
+///
+/// # Errors
+/// As [`register`].
+pub fn register_into(registry: &KernelRegistry) -> Result<(), RegistryError> {
+    let mut first_error = None;
+    for (op, factory) in kernels::all() {
+        let key = KernelKey::new(op, DEVICE_TYPE).backend(BACKEND);
+        if let Err(e) = registry.register(key, factory) {
+            first_error.get_or_insert(e);
         }
-    });
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The ops this backend has kernels for, in registration order.

@@ -17,7 +17,7 @@ use crate::kernel::{
     AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, KernelInit,
     Outputs,
 };
-use crate::registry::{register_kernel, ANY_DEVICE};
+use crate::registry::{KernelKey, KernelRegistry, RegistryError, ANY_DEVICE};
 use crate::resource::{ResourceMgr, Variable};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{RendezvousKey, TaskName, Transport};
@@ -26,59 +26,87 @@ use crate::transport::{RendezvousKey, TaskName, Transport};
 #[derive(Debug)]
 pub struct TaskTransport(pub Arc<dyn Transport>);
 
-/// Registers the kernels (and op definitions) once per process. Workers call it; a
-/// local session that uses variables needs it too (the facade calls it).
+/// Registers the kernels (and op definitions) in the process-wide registry, once per
+/// process. Workers call it; a local session that uses variables needs it too (the
+/// facade calls it).
 pub fn register_kernels() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        ensure_registered();
-        let _ = register_kernel(SEND_OP, ANY_DEVICE, |init: &KernelInit<'_>| {
-            let edge = init.node.attrs.string(EDGE_ATTR)?;
-            let dst = init.node.attrs.string(DST_TASK_ATTR)?;
-            let dst: TaskName = dst
-                .parse()
-                .map_err(|e| KernelError::InvalidArgument(format!("{e}")))?;
-            // Set by the worker at registration; a partition without it is refused by
-            // the receiving task.
-            let session = if init.node.attrs.contains(SESSION_ATTR) {
-                init.node.attrs.string(SESSION_ATTR)?
-            } else {
-                String::new()
-            };
-            Ok(BoxedKernel::Async(Box::new(SendKernel {
-                edge,
-                dst,
-                session,
-            })))
-        });
-        let _ = register_kernel(RECV_OP, ANY_DEVICE, |init: &KernelInit<'_>| {
-            Ok(BoxedKernel::Async(Box::new(RecvKernel {
-                edge: init.node.attrs.string(EDGE_ATTR)?,
-                dtype: init.node.attrs.dtype("dtype")?,
-            })))
-        });
-        for (op, kind) in [
-            ("VarHandleOp", VarOp::Declare),
-            ("ReadVariableOp", VarOp::Read),
-            ("AssignVariableOp", VarOp::Assign),
-            ("AssignAddVariableOp", VarOp::AssignAdd),
-        ] {
-            let _ = register_kernel(op, "CPU", move |init: &KernelInit<'_>| {
-                let a = &init.node.attrs;
-                let container = if a.contains("container") {
-                    a.string("container")?
-                } else {
-                    String::new()
-                };
-                Ok(BoxedKernel::Sync(Box::new(VarKernel {
-                    kind,
-                    container,
-                    name: a.string("shared_name")?,
-                    dtype: a.dtype("dtype")?,
-                })))
-            });
+        if let Err(e) = register_kernels_into(&KernelRegistry::global()) {
+            tracing::warn!(error = %e, "distributed kernels not all registered");
         }
     });
+}
+
+/// Registers `_Send`, `_Recv` (every device) and the variable ops (`CPU`) in `registry`,
+/// and their op definitions (process-wide). Idempotent.
+///
+/// # Errors
+/// [`RegistryError::AlreadyRegistered`] when `registry` has other kernels for these ops;
+/// the others are registered still.
+pub fn register_kernels_into(registry: &KernelRegistry) -> Result<(), RegistryError> {
+    ensure_registered();
+    let factories: [(&str, &str, Factory); 6] = [
+        (SEND_OP, ANY_DEVICE, send_factory),
+        (RECV_OP, ANY_DEVICE, recv_factory),
+        ("VarHandleOp", "CPU", |i| var_factory(i, VarOp::Declare)),
+        ("ReadVariableOp", "CPU", |i| var_factory(i, VarOp::Read)),
+        ("AssignVariableOp", "CPU", |i| var_factory(i, VarOp::Assign)),
+        ("AssignAddVariableOp", "CPU", |i| {
+            var_factory(i, VarOp::AssignAdd)
+        }),
+    ];
+    let mut first_error = None;
+    for (op, device_type, factory) in factories {
+        if let Err(e) = registry.register(KernelKey::new(op, device_type), factory) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
+
+fn send_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let edge = init.node.attrs.string(EDGE_ATTR)?;
+    let dst = init.node.attrs.string(DST_TASK_ATTR)?;
+    let dst: TaskName = dst
+        .parse()
+        .map_err(|e| KernelError::InvalidArgument(format!("{e}")))?;
+    // Set by the worker at registration; a partition without it is refused by the
+    // receiving task.
+    let session = if init.node.attrs.contains(SESSION_ATTR) {
+        init.node.attrs.string(SESSION_ATTR)?
+    } else {
+        String::new()
+    };
+    Ok(BoxedKernel::Async(Box::new(SendKernel {
+        edge,
+        dst,
+        session,
+    })))
+}
+
+fn recv_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    Ok(BoxedKernel::Async(Box::new(RecvKernel {
+        edge: init.node.attrs.string(EDGE_ATTR)?,
+        dtype: init.node.attrs.dtype("dtype")?,
+    })))
+}
+
+fn var_factory(init: &KernelInit<'_>, kind: VarOp) -> Result<BoxedKernel, KernelError> {
+    let a = &init.node.attrs;
+    let container = if a.contains("container") {
+        a.string("container")?
+    } else {
+        String::new()
+    };
+    Ok(BoxedKernel::Sync(Box::new(VarKernel {
+        kind,
+        container,
+        name: a.string("shared_name")?,
+        dtype: a.dtype("dtype")?,
+    })))
 }
 
 fn resources(r: Option<&Arc<ResourceMgr>>) -> Result<&Arc<ResourceMgr>, KernelError> {
@@ -94,26 +122,26 @@ struct SendKernel {
 impl AsyncKernel for SendKernel {
     fn compute_async(
         &self,
-        mut ctx: AsyncKernelContext,
+        ctx: AsyncKernelContext,
     ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
-        let transport =
-            match resources(ctx.resources.as_ref()).map(|r| r.service::<TaskTransport>()) {
-                Ok(Some(t)) => t,
-                Ok(None) => {
-                    let e = KernelError::Internal(
-                        "_Send runs only on a cluster task (no transport in this session)".into(),
-                    );
-                    return async move { Err(e) }.boxed();
-                }
-                Err(e) => return async move { Err(e) }.boxed(),
-            };
+        let transport = match resources(ctx.resources()).map(|r| r.service::<TaskTransport>()) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                let e = KernelError::Internal(
+                    "_Send runs only on a cluster task (no transport in this session)".into(),
+                );
+                return async move { Err(e) }.boxed();
+            }
+            Err(e) => return async move { Err(e) }.boxed(),
+        };
         // A control carrier has no input: it sends an empty tensor.
+        let step_id = ctx.step_id();
         let tensor = ctx
-            .inputs
+            .into_inputs()
             .pop()
             .unwrap_or_else(|| Tensor::empty(DType::Bool));
         let key = RendezvousKey {
-            step_id: ctx.step_id,
+            step_id,
             edge: self.edge.clone(),
         };
         let fut = transport.0.send(&self.dst, &self.session, key, tensor);
@@ -140,8 +168,7 @@ impl AsyncKernel for RecvKernel {
         &self,
         ctx: AsyncKernelContext,
     ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
-        let rendezvous = match resources(ctx.resources.as_ref()).map(|r| r.service::<Rendezvous>())
-        {
+        let rendezvous = match resources(ctx.resources()).map(|r| r.service::<Rendezvous>()) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 let e = KernelError::Internal(
@@ -152,7 +179,7 @@ impl AsyncKernel for RecvKernel {
             Err(e) => return async move { Err(e) }.boxed(),
         };
         let fut = rendezvous.recv(RendezvousKey {
-            step_id: ctx.step_id,
+            step_id: ctx.step_id(),
             edge: self.edge.clone(),
         });
         let dtype = self.dtype;

@@ -33,10 +33,11 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::MasterError;
-use super::partition::{partition, PlacedNode, FEED_PREFIX};
+use super::partition::{partition_with, PlacedNode, FEED_PREFIX};
 use crate::cluster::ClusterSpec;
 use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
+use crate::registry::KernelRegistry;
 use crate::scheduler::CancellationToken;
 use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
 use crate::step_id::{random_hex, StepId};
@@ -55,6 +56,8 @@ pub struct MasterOptions {
     /// whose servers start in any order), retrying with backoff and logging which tasks
     /// it awaits, before it fails naming them (default 60 s; zero: fail at once).
     pub peer_wait: Duration,
+    /// The kernels placement consults (which device types can run an op).
+    pub kernels: KernelRegistry,
 }
 
 impl Default for MasterOptions {
@@ -62,6 +65,7 @@ impl Default for MasterOptions {
         MasterOptions {
             step_timeout: Duration::from_secs(10),
             peer_wait: DEFAULT_PEER_WAIT,
+            kernels: KernelRegistry::global(),
         }
     }
 }
@@ -425,7 +429,15 @@ impl MasterSession {
             return Ok(Arc::clone(p));
         }
         let m = &self.master;
-        let parts = partition(&self.graph, &key.0, &key.1, &key.2, &self.devices, &m.task)?;
+        let parts = partition_with(
+            &self.graph,
+            &key.0,
+            &key.1,
+            &key.2,
+            &self.devices,
+            &m.task,
+            &m.options.kernels,
+        )?;
         let names = |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         let mut regs = Vec::new();
         let mut tasks = Vec::new();

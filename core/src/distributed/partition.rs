@@ -25,6 +25,7 @@ use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
 use super::placement::place_nodes;
 use crate::exec::prune::{prune, Pruned};
 use crate::graph::{AttrValue, Graph, GraphDef, NodeDef, NodeId, Output};
+use crate::registry::KernelRegistry;
 use crate::tensor::DType;
 use crate::transport::{DeviceInfo, TaskName};
 
@@ -78,7 +79,11 @@ fn task_of(d: &DeviceInfo) -> TaskName {
     }
 }
 
-/// Prunes, places and partitions `graph` for one signature.
+/// Prunes, places and partitions `graph` for one signature, placing by the kernels of the
+/// process-wide registry ([`partition_with`] takes another).
+///
+/// # Errors
+/// [`MasterError`] naming the node that cannot be pruned, placed or partitioned.
 pub fn partition(
     graph: &Graph,
     feeds: &[Output],
@@ -87,6 +92,23 @@ pub fn partition(
     devices: &[DeviceInfo],
     master: &TaskName,
 ) -> Result<Partitioning, MasterError> {
+    let kernels = KernelRegistry::global();
+    partition_with(graph, feeds, fetches, targets, devices, master, &kernels)
+}
+
+/// [`partition`], placing by the kernels of `kernels`.
+///
+/// # Errors
+/// As [`partition`].
+pub fn partition_with(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+    kernels: &KernelRegistry,
+) -> Result<Partitioning, MasterError> {
     let all = graph.nodes();
     let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
@@ -94,7 +116,7 @@ pub fn partition(
     for f in feeds {
         to_place[f.node.index()] = true;
     }
-    let placed = place_nodes(graph, &all, &to_place, devices, master)?;
+    let placed = place_nodes(graph, &all, &to_place, devices, master, kernels)?;
     let dev = |i: usize| -> usize { placed[i].unwrap_or(0) };
 
     let mut b = Builder {

@@ -16,37 +16,64 @@ use std::sync::Arc;
 use super::error::MasterError;
 use super::ops::COLOCATE_ATTR;
 use crate::graph::{Graph, Node};
-use crate::registry::has_kernel;
+use crate::registry::KernelRegistry;
 use crate::transport::{DeviceInfo, TaskName};
 
 /// Places every node of `needed` (indices into `nodes`) on one of `devices`, which
 /// are listed with the master task's devices first. Returns the device index per node
-/// (`None` for nodes not needed).
+/// (`None` for nodes not needed). A device can run a node when some backend in `kernels`
+/// has a kernel for its op on the device's type (the task that hosts the device builds
+/// the kernel from its own registry).
+///
+/// # Errors
+/// [`MasterError`] naming the node when no device can run it, its spec matches none, or
+/// its colocation target does not exist.
 pub fn place_nodes(
     graph: &Graph,
     nodes: &[Arc<Node>],
     needed: &[bool],
     devices: &[DeviceInfo],
     master: &TaskName,
+    kernels: &KernelRegistry,
 ) -> Result<Vec<Option<usize>>, MasterError> {
     let mut placed: Vec<Option<usize>> = vec![None; nodes.len()];
+    let cx = Cx {
+        graph,
+        nodes,
+        devices,
+        master,
+        kernels,
+    };
     for (i, &need) in needed.iter().enumerate().take(nodes.len()) {
         if need {
-            place_one(graph, nodes, i, devices, master, &mut placed, 0)?;
+            place_one(&cx, i, &mut placed, 0)?;
         }
     }
     Ok(placed)
 }
 
+/// What every placement decision reads.
+struct Cx<'a> {
+    graph: &'a Graph,
+    nodes: &'a [Arc<Node>],
+    devices: &'a [DeviceInfo],
+    master: &'a TaskName,
+    kernels: &'a KernelRegistry,
+}
+
 fn place_one(
-    graph: &Graph,
-    nodes: &[Arc<Node>],
+    cx: &Cx<'_>,
     i: usize,
-    devices: &[DeviceInfo],
-    master: &TaskName,
     placed: &mut Vec<Option<usize>>,
     depth: usize,
 ) -> Result<usize, MasterError> {
+    let Cx {
+        graph,
+        nodes,
+        devices,
+        master,
+        kernels,
+    } = *cx;
     if let Some(d) = placed[i] {
         return Ok(d);
     }
@@ -59,11 +86,11 @@ fn place_one(
                 node: node.name.clone(),
                 target: target.clone(),
             })?;
-        let d = place_one(graph, nodes, t.index(), devices, master, placed, depth + 1)?;
+        let d = place_one(cx, t.index(), placed, depth + 1)?;
         placed[i] = Some(d);
         return Ok(d);
     }
-    let kernel = |d: &DeviceInfo| has_kernel(&node.op, &d.name.device_type);
+    let kernel = |d: &DeviceInfo| kernels.has_kernel_for_type(&node.op, &d.name.device_type);
     let d = if node.device.is_empty() {
         let own = devices.iter().position(|d| master.owns(&d.name));
         match own {

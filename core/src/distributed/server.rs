@@ -24,6 +24,7 @@ use super::worker::Worker;
 use crate::cluster::ClusterSpec;
 use crate::device::Device;
 use crate::graph::DeviceSpec;
+use crate::registry::KernelRegistry;
 use crate::scheduler::ThreadPool;
 use crate::transport::{TaskName, Transport};
 
@@ -53,6 +54,10 @@ pub struct ServerOptions {
     /// kept at most this long and this many bytes in total, then dropped with a warning
     /// (see [`Rendezvous`](super::Rendezvous)).
     pub rendezvous_limits: RendezvousLimits,
+    /// The kernels of the task's sessions and of its master's placement; the
+    /// process-wide [`KernelRegistry::global`] when `None`. The task adds the distributed
+    /// kernels (`_Send`, `_Recv`, variables) to it.
+    pub kernels: Option<KernelRegistry>,
 }
 
 impl Default for ServerOptions {
@@ -66,6 +71,7 @@ impl Default for ServerOptions {
             step_timeout: Duration::from_secs(10),
             peer_wait: super::DEFAULT_PEER_WAIT,
             rendezvous_limits: RendezvousLimits::default(),
+            kernels: None,
         }
     }
 }
@@ -87,6 +93,7 @@ impl fmt::Debug for ServerOptions {
             .field("step_timeout", &self.step_timeout)
             .field("peer_wait", &self.peer_wait)
             .field("rendezvous_limits", &self.rendezvous_limits)
+            .field("kernels", &self.kernels)
             .finish()
     }
 }
@@ -98,6 +105,17 @@ impl ServerOptions {
             devices,
             ..ServerOptions::default()
         }
+    }
+
+    /// Builds the task's kernels from `kernels` instead of the process-wide registry.
+    pub fn kernels(mut self, kernels: KernelRegistry) -> ServerOptions {
+        self.kernels = Some(kernels);
+        self
+    }
+
+    /// The registry the task builds kernels from.
+    pub(crate) fn kernel_registry(&self) -> KernelRegistry {
+        self.kernels.clone().unwrap_or_else(KernelRegistry::global)
     }
 
     /// Exposes only the devices one of `specs` matches (`"/device:CPU:*"`).
@@ -196,6 +214,7 @@ impl TaskServer {
             MasterOptions {
                 step_timeout: options.step_timeout,
                 peer_wait: options.peer_wait,
+                kernels: options.kernel_registry(),
             },
         ));
         Ok(TaskServer {

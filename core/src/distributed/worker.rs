@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::error::WorkerError;
-use super::kernels::{register_kernels, TaskTransport};
+use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
 use super::ops::{SEND_OP, SESSION_ATTR};
 use super::rendezvous::{Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
+use crate::registry::KernelRegistry;
 use crate::resource::ResourceMgr;
 use crate::scheduler::{CancellationToken, ThreadPool};
 use crate::session::{RunOptions, Session, SessionError, SessionOptions};
@@ -82,6 +83,8 @@ pub struct WorkerStats {
 pub struct Worker {
     task: TaskName,
     devices: Vec<Arc<dyn Device>>,
+    /// Where the task's sessions build kernels.
+    kernels: KernelRegistry,
     pool: ThreadPool,
     resource_pools: Vec<(String, usize)>,
     resources: Arc<ResourceMgr>,
@@ -121,11 +124,16 @@ impl Worker {
         options: &ServerOptions,
         transport: Arc<dyn Transport>,
     ) -> Result<Worker, WorkerError> {
-        register_kernels();
         let invalid = |detail: String| WorkerError::InvalidOptions {
             task: task.to_string(),
             detail,
         };
+        let kernels = options.kernel_registry();
+        if kernels.same_as(&KernelRegistry::global()) {
+            register_kernels();
+        } else {
+            register_kernels_into(&kernels).map_err(|e| invalid(e.to_string()))?;
+        }
         let devices = options.visible(&task).map_err(invalid)?;
         let pool = match &options.pool {
             Some(p) => p.clone(),
@@ -139,6 +147,7 @@ impl Worker {
         Ok(Worker {
             task,
             devices,
+            kernels,
             pool,
             resource_pools: options.resource_pools.clone(),
             resources,
@@ -265,6 +274,7 @@ impl Worker {
             pool: Some(self.pool.clone()),
             resource_pools: self.resource_pools.clone(),
             resources: Some(Arc::clone(&self.resources)),
+            kernels: Some(self.kernels.clone()),
             ..SessionOptions::default()
         };
         let session = Session::new(&graph, options).map_err(|source| WorkerError::Step {

@@ -10,18 +10,20 @@ use std::sync::Arc;
 use super::error::SessionError;
 use crate::device::Device;
 use crate::graph::Node;
-use crate::registry::has_kernel;
+use crate::registry::KernelRegistry;
 
 /// Picks the device index for `node` among `devices` (non-empty).
-pub(crate) fn place(node: &Node, devices: &[Arc<dyn Device>]) -> Result<usize, SessionError> {
+pub(crate) fn place(
+    node: &Node,
+    devices: &[Arc<dyn Device>],
+    kernels: &KernelRegistry,
+) -> Result<usize, SessionError> {
+    let has_kernel = |d: &Arc<dyn Device>| kernels.has_kernel(&node.op, d.as_ref());
     if node.device.is_empty() {
         let default = &devices[0];
-        if !has_kernel(&node.op, default.device_type()) {
+        if !has_kernel(default) {
             // An unpinned node may go anywhere: take the first device that can run it.
-            if let Some(i) = devices
-                .iter()
-                .position(|d| has_kernel(&node.op, d.device_type()))
-            {
+            if let Some(i) = devices.iter().position(has_kernel) {
                 return Ok(i);
             }
             return Err(no_kernel(node, default.as_ref()));
@@ -31,7 +33,7 @@ pub(crate) fn place(node: &Node, devices: &[Arc<dyn Device>]) -> Result<usize, S
     let mut first_match = None;
     for (i, d) in devices.iter().enumerate() {
         if node.device.matches(d.name()) {
-            if has_kernel(&node.op, d.device_type()) {
+            if has_kernel(d) {
                 return Ok(i);
             }
             first_match.get_or_insert(i);

@@ -27,7 +27,7 @@ use crate::graph::{
     Attrs, Graph, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR,
 };
 use crate::kernel::{BoxedKernel, KernelInit};
-use crate::registry::lookup_kernel;
+use crate::registry::KernelRegistry;
 use crate::scheduler::Topology;
 use crate::tensor::DType;
 
@@ -56,6 +56,8 @@ impl PlanNode {
 /// What a plan is built against: the session's devices, pools, budgets and policy.
 pub(crate) struct PlanContext<'a> {
     pub(crate) devices: &'a [Arc<dyn Device>],
+    /// Where kernels come from.
+    pub(crate) kernels: &'a KernelRegistry,
     pub(crate) pools: &'a ResourcePools,
     /// Memory budget of each device.
     pub(crate) budgets: &'a [Option<u64>],
@@ -141,7 +143,7 @@ impl ExecPlan {
         // feeds, then the outputs of copies inserted below.
         let placed: Vec<usize> = order
             .iter()
-            .map(|&i| place(&all[i], devices))
+            .map(|&i| place(&all[i], devices, cx.kernels))
             .collect::<Result<_, _>>()?;
         let mut slots = SlotTable::default();
         let mut first_slot: Vec<u32> = Vec::with_capacity(order.len());
@@ -169,6 +171,7 @@ impl ExecPlan {
 
         let mut copies = Copies {
             devices,
+            kernels: cx.kernels,
             pools: cx.pools,
             nodes: Vec::new(),
             cache: HashMap::new(),
@@ -186,7 +189,7 @@ impl ExecPlan {
                 .iter()
                 .map(|inp| slots.dtypes[slot_of(*inp) as usize])
                 .collect();
-            let kernel = instantiate(n, &input_dtypes, devices, device)?;
+            let kernel = instantiate(cx.kernels, n, &input_dtypes, devices, device)?;
             let mut input_slots = SmallVec::new();
             for inp in &n.inputs {
                 let s = copies.route(
@@ -300,14 +303,16 @@ impl ExecPlan {
 
 /// Builds the kernel of a node placed on `devices[device]`.
 fn instantiate(
+    kernels: &KernelRegistry,
     node: &Arc<Node>,
     input_dtypes: &[DType],
     devices: &[Arc<dyn Device>],
     device: usize,
 ) -> Result<BoxedKernel, SessionError> {
     let d = &devices[device];
-    let factory =
-        lookup_kernel(&node.op, d.device_type()).ok_or_else(|| SessionError::NoKernel {
+    let factory = kernels
+        .lookup(&node.op, d.as_ref())
+        .ok_or_else(|| SessionError::NoKernel {
             node: node.name.clone(),
             op: node.op.clone(),
             device: d.name().to_string(),
@@ -360,6 +365,7 @@ impl SlotTable {
 /// consumer of that tensor on that destination.
 struct Copies<'a> {
     devices: &'a [Arc<dyn Device>],
+    kernels: &'a KernelRegistry,
     pools: &'a ResourcePools,
     nodes: Vec<PlanNode>,
     cache: HashMap<(u32, Option<usize>), u32>,
@@ -418,7 +424,7 @@ impl Copies<'_> {
             attrs: Attrs::new(),
             output_dtypes: smallvec::smallvec![dtype],
         });
-        let kernel = instantiate(&node, &[dtype], self.devices, device)?;
+        let kernel = instantiate(self.kernels, &node, &[dtype], self.devices, device)?;
         if let Some(p) = slots.producers[from as usize] {
             edges.push((p, task));
         }

@@ -331,12 +331,8 @@ fn run_async(
     let start = state.clock();
     let mut releases = Releases::new();
     let inputs = inputs(plan, state, task, &mut releases)?;
-    let ctx = AsyncKernelContext {
-        node: Arc::clone(&pn.node),
-        inputs,
-        step_id: state.step_id,
-        resources: Some(Arc::clone(&state.resources)),
-    };
+    let ctx = AsyncKernelContext::new(Arc::clone(&pn.node), inputs, state.step_id)
+        .with_resources(Arc::clone(&state.resources));
     let fut = k.compute_async(ctx);
     let (plan, state) = (Arc::clone(plan), Arc::clone(state));
     Ok(fut

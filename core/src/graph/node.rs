@@ -101,6 +101,20 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node named `name` running `op`, with no inputs, attributes, device or outputs:
+    /// for a kernel's unit tests (set the public fields for more).
+    pub fn new(name: impl Into<String>, op: impl Into<String>) -> Node {
+        Node {
+            name: name.into(),
+            op: op.into(),
+            inputs: Vec::new(),
+            control_inputs: Vec::new(),
+            device: DeviceSpec::default(),
+            attrs: Attrs::new(),
+            output_dtypes: SmallVec::new(),
+        }
+    }
+
     /// The number of outputs.
     pub fn num_outputs(&self) -> usize {
         self.output_dtypes.len()

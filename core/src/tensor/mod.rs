@@ -11,8 +11,12 @@
 //! Shapes are checked when made ([`Shape`], [`IntoShape`]): every constructor here fails
 //! with [`TensorError::Shape`] rather than overflow, and a tensor's element count always
 //! equals its storage's length. Buffers are allocated fallibly ([`MemoryLimit`]).
+//!
+//! Kernels of binary ops walk their inputs under numpy broadcasting with
+//! [`BroadcastLayout`] ([`broadcast`]).
 
 mod alloc;
+pub mod broadcast;
 mod display;
 mod dtype;
 mod origin;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use origin::Buffer;
 
 pub use alloc::{AllocError, AllocFailure, MemoryLimit};
+pub use broadcast::{BroadcastIter, BroadcastLayout};
 pub use dtype::{DType, Element};
 pub use origin::{BufferOrigin, Recycler};
 pub use shape::{byte_size, IntoShape, Shape, ShapeError};

@@ -9,8 +9,10 @@ use smallvec::smallvec;
 use super::reference::{assert_close, evaluate};
 use crate::device::Device;
 use crate::graph::{register_op, Arity, DeviceName, Graph, GraphError, OpDef, Output};
-use crate::kernel::{AsyncKernel, AsyncKernelContext, BoxedKernel, KernelError, Outputs};
-use crate::registry::{kernels_for, register_kernel, ANY_DEVICE};
+use crate::kernel::{
+    AsyncKernel, AsyncKernelContext, BoxedKernel, KernelError, KernelInit, Outputs,
+};
+use crate::registry::{register_kernel, KernelKey, KernelRegistry, ANY_DEVICE};
 use crate::session::{Session, SessionOptions};
 use crate::tensor::{DType, Storage, Tensor};
 
@@ -48,7 +50,7 @@ impl AsyncKernel for DelayKernel {
         ctx: AsyncKernelContext,
     ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
         let (tx, rx) = futures::channel::oneshot::channel();
-        let input = ctx.inputs[0].clone();
+        let input = ctx.input(0).clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1));
             let _ = tx.send(input);
@@ -63,10 +65,12 @@ fn register_delay() {
         let def = OpDef::new(DELAY_OP, Arity::Exact(1), |ins, _| Ok(vec![ins[0]]));
         // Both registrations can only fail if a user took the name; then theirs is used.
         let _ = register_op(def);
-        let _ = register_kernel(DELAY_OP, ANY_DEVICE, |_| {
-            Ok(BoxedKernel::Async(Box::new(DelayKernel)))
-        });
+        let _ = register_kernel(DELAY_OP, ANY_DEVICE, delay_factory);
     });
+}
+
+fn delay_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    Ok(BoxedKernel::Async(Box::new(DelayKernel)))
 }
 
 /// Deterministic test values: small, nonzero, positive when `positive`.
@@ -94,6 +98,7 @@ type Case = (String, Graph, Vec<Output>);
 
 struct Suite {
     device: Arc<dyn Device>,
+    kernels: KernelRegistry,
     pinned: String,
     ops: Vec<String>,
     report: ConformanceReport,
@@ -112,7 +117,9 @@ impl Suite {
     }
 
     fn session(&mut self, g: &Graph) -> Option<Session> {
-        let opts = SessionOptions::with_devices(vec![Arc::clone(&self.device)]).num_workers(2);
+        let opts = SessionOptions::with_devices(vec![Arc::clone(&self.device)])
+            .num_workers(2)
+            .kernels(self.kernels.clone());
         match Session::new(g, opts) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -207,15 +214,32 @@ fn name_check(device: &dyn Device, failures: &mut Vec<String>) {
     }
 }
 
-/// Runs the conformance suite on `device`, whose kernels must already be registered.
-/// Returns what was covered, or every failure.
+/// Runs the conformance suite on `device`, whose kernels must already be registered in
+/// the process-wide registry. Returns what was covered, or every failure.
+///
+/// # Errors
+/// [`ConformanceError`] listing every check that failed.
 pub fn check_device(device: Arc<dyn Device>) -> Result<ConformanceReport, ConformanceError> {
+    check_device_with(&KernelRegistry::global(), device)
+}
+
+/// [`check_device`] with the kernels of `kernels` (the suite adds its own test op to it).
+///
+/// # Errors
+/// [`ConformanceError`] listing every check that failed.
+pub fn check_device_with(
+    kernels: &KernelRegistry,
+    device: Arc<dyn Device>,
+) -> Result<ConformanceReport, ConformanceError> {
     register_delay();
+    // The same capture-less factory as the global registry's: idempotent.
+    let _ = kernels.register(KernelKey::new(DELAY_OP, ANY_DEVICE), delay_factory);
     let mut failures = Vec::new();
     name_check(device.as_ref(), &mut failures);
     let mut suite = Suite {
+        kernels: kernels.clone(),
         pinned: device.name().to_string(),
-        ops: kernels_for(device.device_type()),
+        ops: kernels.kernels_for_device(device.as_ref()),
         report: ConformanceReport {
             device: device.name().to_string(),
             ..Default::default()

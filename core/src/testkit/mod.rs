@@ -6,14 +6,17 @@
 //! - [`check_device`] runs the suite on one device: its name, every standard op it has a
 //!   kernel for (each dtype it accepts, odd shapes, against the oracle), clean errors on
 //!   bad input, interleaving with asynchronous kernels, and concurrent steps;
+//! - [`run_kernel`] runs one kernel on given tensors in one line (a backend's unit tests);
 //! - [`check_transport`] runs the transport suite (devices, push delivery, partitions,
 //!   deadlines, unknown handles, unreachable tasks) that every transport passes.
 
 mod conformance;
+mod harness;
 pub mod reference;
 mod transport;
 
-pub use conformance::{check_device, ConformanceError, ConformanceReport};
+pub use conformance::{check_device, check_device_with, ConformanceError, ConformanceReport};
+pub use harness::{run_kernel, run_kernel_with};
 pub use transport::{
     check_rendezvous_hygiene, check_transport, check_unclaimed_bound, host_task_options,
     register_receiver, HostDevice, TransportConformanceError,

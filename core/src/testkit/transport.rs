@@ -29,6 +29,10 @@ impl Device for HostDevice {
     fn name(&self) -> &DeviceName {
         &self.0
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Server options for `/job:<job>/task:0` of a transport test: one [`HostDevice`]

@@ -6,7 +6,7 @@
 //! written). Float division follows IEEE 754.
 //!
 //! Loops, fastest first: equal shapes (one zip); one side a single element; general
-//! broadcasting as rows (see `broadcast`). When an input has the output's shape and the
+//! broadcasting as rows (core's [`BroadcastLayout`]). When an input has the output's shape and the
 //! context holds its only reference, its buffer becomes the output's; otherwise a large
 //! output comes from the node's buffer cache (`buffers.rs`). The equal-shape and
 //! one-element loops are split into chunks over the device's workers when they are large
@@ -17,9 +17,10 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 use magpie_core::kernel::KernelInit;
+use magpie_core::shape_fn::broadcast_shape;
+use magpie_core::tensor::BroadcastLayout;
 use magpie_core::{BoxedKernel, Kernel, KernelContext, KernelError, Shape, Tensor};
 
-use super::broadcast::{broadcast_shape, Layout};
 use super::numeric::Arith;
 use super::parallel::{fill, for_chunks_mut};
 use super::store::{map1, map2, streams};
@@ -163,7 +164,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         let home = a.numa_node().or(place.node);
         match a.try_into_vec::<T>() {
             Ok(mut buf) => {
-                update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply);
+                update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply)?;
                 return adopt(out.clone(), buf, home);
             }
             Err(a) => a,
@@ -176,7 +177,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         match b.try_into_vec::<T>() {
             Ok(mut buf) => {
                 let flipped = |y, x| O::apply(x, y);
-                update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped);
+                update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped)?;
                 return adopt(out.clone(), buf, home);
             }
             Err(b) => b,
@@ -201,7 +202,7 @@ fn update_in_place<T: Arith>(
     other: &[T],
     other_shape: &Shape,
     f: impl Fn(T, T) -> T + Sync,
-) {
+) -> Result<(), KernelError> {
     if let [y] = *other {
         for_chunks_mut(buf, |_, part| {
             for x in part {
@@ -216,7 +217,7 @@ fn update_in_place<T: Arith>(
             }
         });
     } else {
-        let layout = Layout::new(out, out, other_shape);
+        let layout = BroadcastLayout::with_output(out, out, other_shape)?;
         let n = layout.row_len();
         let contiguous = layout.b_row_stride() == 1;
         let mut rows = buf.chunks_exact_mut(n);
@@ -234,6 +235,7 @@ fn update_in_place<T: Arith>(
             }
         });
     }
+    Ok(())
 }
 
 /// `out[i] = f(i)` over chunks, `f` given a chunk's start and length: the equal-shape and
@@ -291,7 +293,7 @@ fn compute_new<T: Arith, O: BinaryOp<T>>(
             map1(part, a, stream, |x| O::apply(x, y));
         });
     }
-    let layout = Layout::new(out, a_shape, b_shape);
+    let layout = BroadcastLayout::with_output(out, a_shape, b_shape)?;
     let len = layout.row_len();
     let mut output = output::<T>(n, place)?;
     let data = &mut output.buf;

@@ -5,12 +5,12 @@
 //! no kernel for, so `compute` is monomorphised for one element type and never dispatches.
 //!
 //! Shared pieces: `numeric` (the element arithmetic every family uses: wrapping integers,
-//! IEEE floats), `broadcast` (numpy broadcasting as strided rows), `support` (factory and
+//! IEEE floats), `support` (factory and
 //! buffer-reuse helpers), `parallel` (large loops split over the device's workers),
-//! `store` (streaming stores for outputs larger than the cache).
+//! `store` (streaming stores for outputs larger than the cache). Numpy broadcasting as
+//! strided rows is core's [`BroadcastLayout`](magpie_core::tensor::BroadcastLayout).
 
 mod binary;
-mod broadcast;
 mod matmul;
 mod numeric;
 mod parallel;

@@ -7,8 +7,8 @@ use magpie_cpu::CpuDevice;
 
 #[test]
 fn register_is_idempotent_and_covers_every_standard_op() {
-    magpie_cpu::register();
-    magpie_cpu::register();
+    magpie_cpu::register().expect("the CPU kernels register");
+    magpie_cpu::register().expect("the CPU kernels register");
     let registered = kernels_for("CPU");
     for op in magpie_cpu::supported_ops() {
         assert!(registered.iter().any(|r| r == op), "{op} registered");

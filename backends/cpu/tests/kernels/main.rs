@@ -23,7 +23,7 @@ const NUMERIC: [DType; 4] = [DType::F32, DType::F64, DType::I32, DType::I64];
 
 /// Builds the CPU kernel for `node` as if its inputs had `dtypes`.
 fn build(node: &Arc<Node>, dtypes: &[DType]) -> Result<BoxedKernel, KernelError> {
-    magpie_cpu::register();
+    magpie_cpu::register().expect("the CPU kernels register");
     let factory = lookup_kernel(&node.op, "CPU").expect("every standard op has a CPU kernel");
     let device = magpie_cpu::cpu_device();
     factory(&KernelInit {

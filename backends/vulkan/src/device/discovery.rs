@@ -17,7 +17,7 @@ use vulkano::VulkanLibrary;
 
 use super::completion::FenceWaiter;
 use super::pipelines::Pipelines;
-use super::{Limits, VulkanDevice};
+use super::{Limits, Shared, VulkanDevice};
 use crate::conv;
 use crate::error::VulkanError;
 use crate::DEVICE_TYPE;
@@ -35,12 +35,25 @@ pub fn discover() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
     DEVICES.get_or_init(find).clone()
 }
 
-/// The discovered device called `name`.
-pub(crate) fn lookup(name: &DeviceName) -> Option<Arc<VulkanDevice>> {
-    match DEVICES.get_or_init(find) {
-        Ok(devices) => devices.iter().find(|d| &d.name == name).cloned(),
-        Err(_) => None,
-    }
+/// The Vulkan devices of this machine named for a cluster task:
+/// `/job:{job}/replica:0/task:{task}/device:GPU:i`, the same GPUs as [`discover`] gives
+/// (see [`VulkanDevice::renamed`]).
+///
+/// # Errors
+/// As [`discover`]; [`VulkanError::BadName`] when `job` makes no valid device name.
+pub fn discover_for_task(job: &str, task: u32) -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+    discover()?
+        .iter()
+        .map(|d| {
+            let mut name = d.name.clone();
+            name.job = job.to_string();
+            name.replica = 0;
+            name.task = task;
+            DeviceName::parse(&name.to_string())
+                .map_err(|e| VulkanError::BadName(format!("job {job:?}: {e}")))?;
+            d.renamed(name).map(Arc::new)
+        })
+        .collect()
 }
 
 fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
@@ -86,7 +99,7 @@ fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
         let label = physical.properties().device_name.clone();
         match open(physical, family, index) {
             Ok(d) => {
-                tracing::debug!(device = %d.name, description = %d.description, "Vulkan device");
+                tracing::debug!(device = %d.name, description = %d.shared.description, "Vulkan device");
                 devices.push(Arc::new(d));
             }
             Err(e) => {
@@ -143,22 +156,24 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
     Ok(VulkanDevice {
         name,
-        description,
-        memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
-        limits,
-        memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
-        command_buffers: Arc::new(StandardCommandBufferAllocator::new(
-            device.clone(),
-            Default::default(),
-        )),
-        descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
-            device.clone(),
-            Default::default(),
-        )),
-        device,
-        queue,
-        pipelines,
-        waiter,
-        submit_lock: parking_lot::Mutex::new(()),
+        shared: Arc::new(Shared {
+            description,
+            memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
+            limits,
+            memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
+            command_buffers: Arc::new(StandardCommandBufferAllocator::new(
+                device.clone(),
+                Default::default(),
+            )),
+            descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
+                device.clone(),
+                Default::default(),
+            )),
+            device,
+            queue,
+            pipelines,
+            waiter,
+            submit_lock: parking_lot::Mutex::new(()),
+        }),
     })
 }

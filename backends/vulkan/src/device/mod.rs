@@ -36,8 +36,7 @@ use vulkano::sync::{self, GpuFuture};
 pub(crate) use buffer::GpuBuffer;
 pub(crate) use completion::Completion;
 use completion::FenceWaiter;
-pub use discovery::discover;
-pub(crate) use discovery::lookup;
+pub use discovery::{discover, discover_for_task};
 pub(crate) use pipelines::{Params, Shader};
 
 /// Facts about a device that kernels check shapes against.
@@ -54,9 +53,19 @@ pub(crate) struct Limits {
 /// One Vulkan physical device (with a compute queue) as a Magpie device of type `GPU`.
 ///
 /// Made by [`discover`]; tensors placed on it live in its device-local memory, and the
-/// executor inserts copies where they cross to or from the host.
+/// executor inserts copies where they cross to or from the host. A cheap handle: clones
+/// (and [`renamed`](Self::renamed) copies, which a cluster task uses to name its GPUs
+/// `/job:J/replica:0/task:T/device:GPU:k`) share the Vulkan device, its queue and its
+/// memory limit. Kernels reach it through
+/// [`KernelInit::device`](magpie_core::kernel::KernelInit::device), never by name.
+#[derive(Clone)]
 pub struct VulkanDevice {
     name: DeviceName,
+    shared: Arc<Shared>,
+}
+
+/// What every handle of one Vulkan device shares.
+struct Shared {
     description: String,
     limits: Limits,
     /// The most bytes one tensor buffer may take: the heap's size unless lowered with
@@ -80,8 +89,8 @@ impl fmt::Debug for VulkanDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VulkanDevice")
             .field("name", &self.name.to_string())
-            .field("description", &self.description)
-            .field("limits", &self.limits)
+            .field("description", &self.shared.description)
+            .field("limits", &self.shared.limits)
             .finish_non_exhaustive()
     }
 }
@@ -92,7 +101,11 @@ impl Device for VulkanDevice {
     }
 
     fn memory_limit(&self) -> Option<u64> {
-        Some(self.memory_limit.load(std::sync::atomic::Ordering::Relaxed))
+        Some(
+            self.shared
+                .memory_limit
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn memory_space(&self) -> MemorySpace {
@@ -100,7 +113,15 @@ impl Device for VulkanDevice {
     }
 
     fn description(&self) -> String {
-        self.description.clone()
+        self.shared.description.clone()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn backend(&self) -> &str {
+        crate::BACKEND
     }
 }
 
@@ -110,24 +131,48 @@ fn tensor_usage() -> BufferUsage {
 }
 
 impl VulkanDevice {
+    /// This device under another name — the same GPU, queue and memory limit — e.g. a
+    /// cluster task's `/job:worker/replica:0/task:1/device:GPU:0`. Buffers its kernels
+    /// make carry the new name.
+    ///
+    /// # Errors
+    /// [`VulkanError::BadName`](crate::VulkanError::BadName) when `name`'s device type is
+    /// not `GPU` (the type this backend's kernels are registered for).
+    pub fn renamed(&self, name: DeviceName) -> Result<VulkanDevice, crate::VulkanError> {
+        if !name.device_type.eq_ignore_ascii_case(crate::DEVICE_TYPE) {
+            return Err(crate::VulkanError::BadName(format!(
+                "a Vulkan device needs device type {}, got {name}",
+                crate::DEVICE_TYPE
+            )));
+        }
+        Ok(VulkanDevice {
+            name,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
     /// The limits kernels check shapes against.
     pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+        &self.shared.limits
     }
 
     /// Lowers (or raises, up to the heap's size) the most bytes one tensor buffer may take
     /// on this device; a larger allocation then fails at once with a resource-exhausted
     /// error. The device is shared by every session of the process.
     pub fn set_memory_limit(&self, bytes: u64) {
-        let bytes = bytes.min(self.limits.heap_bytes);
-        self.memory_limit
+        let bytes = bytes.min(self.shared.limits.heap_bytes);
+        self.shared
+            .memory_limit
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
     fn check_size(&self, op: &str, len: usize) -> Result<u64, KernelError> {
         let bytes = (len.max(1) as u64).saturating_mul(4);
-        let limit = self.memory_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = self
+            .shared
+            .memory_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
         if bytes > limit {
             return Err(KernelError::ResourceExhausted(format!(
                 "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
@@ -135,11 +180,11 @@ impl VulkanDevice {
                 self.name
             )));
         }
-        if bytes > self.limits.max_binding_bytes {
+        if bytes > self.shared.limits.max_binding_bytes {
             return Err(KernelError::InvalidArgument(format!(
                 "{op}: an f32 tensor of {len} elements ({bytes} bytes) is larger than the \
                  largest storage buffer {} can bind ({} bytes)",
-                self.name, self.limits.max_binding_bytes
+                self.name, self.shared.limits.max_binding_bytes
             )));
         }
         Ok(bytes)
@@ -149,7 +194,7 @@ impl VulkanDevice {
     pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
         self.check_size(op, len)?;
         let buffer = Buffer::new_slice::<f32>(
-            self.memory.clone(),
+            self.shared.memory.clone(),
             BufferCreateInfo {
                 usage: tensor_usage(),
                 ..Default::default()
@@ -179,7 +224,7 @@ impl VulkanDevice {
             )
         };
         Buffer::new_slice::<f32>(
-            self.memory.clone(),
+            self.shared.memory.clone(),
             BufferCreateInfo {
                 usage,
                 ..Default::default()
@@ -196,7 +241,7 @@ impl VulkanDevice {
     /// The workgroup grid for `groups` workgroups in a 1-D index space, split over x and
     /// y when x alone cannot hold them (the shaders fold the grid back into one index).
     pub(crate) fn grid_1d(&self, op: &str, groups: u64) -> Result<[u32; 3], KernelError> {
-        let [mx, my, _] = self.limits.max_groups;
+        let [mx, my, _] = self.shared.limits.max_groups;
         if groups <= u64::from(mx) {
             return Ok([groups as u32, 1, 1]);
         }
@@ -220,8 +265,8 @@ impl VulkanDevice {
         let err =
             |e: &(dyn std::error::Error + 'static)| crate::conv::kernel_error(op, &self.name, e);
         let builder = AutoCommandBufferBuilder::primary(
-            self.command_buffers.clone(),
-            self.queue.queue_family_index(),
+            self.shared.command_buffers.clone(),
+            self.shared.queue.queue_family_index(),
             CommandBufferUsage::OneTimeSubmit,
         )
         .map_err(|e| err(&e))?;
@@ -233,15 +278,15 @@ impl VulkanDevice {
         record(&mut recorder)?;
         let command_buffer = recorder.builder.build().map_err(|e| err(&e))?;
         let future = {
-            let _serial = self.submit_lock.lock();
-            sync::now(self.device.clone())
-                .then_execute(self.queue.clone(), command_buffer)
+            let _serial = self.shared.submit_lock.lock();
+            sync::now(self.shared.device.clone())
+                .then_execute(self.shared.queue.clone(), command_buffer)
                 .map_err(|e| err(&e))?
                 .then_signal_fence_and_flush()
                 .map_err(|e| err(&e))?
         };
         let (op, name) = (op.to_string(), self.name.clone());
-        Ok(self.waiter.watch(Box::new(move || {
+        Ok(self.shared.waiter.watch(Box::new(move || {
             future
                 .wait(None)
                 .map_err(|e| crate::conv::kernel_error(&op, &name, &e))
@@ -345,15 +390,20 @@ impl Recorder<'_> {
         groups: [u32; 3],
     ) -> Result<(), KernelError> {
         let fail = self.failer();
-        let pipeline = self.device.pipelines.get(shader).clone();
+        let pipeline = self.device.shared.pipelines.get(shader).clone();
         let layout = pipeline.layout().clone();
         let set_layout = layout.set_layouts()[0].clone();
         let writes = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| WriteDescriptorSet::buffer(i as u32, b.buffer.clone()));
-        let set = DescriptorSet::new(self.device.descriptor_sets.clone(), set_layout, writes, [])
-            .map_err(|e| fail(&e))?;
+        let set = DescriptorSet::new(
+            self.device.shared.descriptor_sets.clone(),
+            set_layout,
+            writes,
+            [],
+        )
+        .map_err(|e| fail(&e))?;
         self.builder
             .bind_pipeline_compute(pipeline)
             .map_err(|e| fail(&*e))?;

@@ -8,8 +8,6 @@
 //!
 //! Division is IEEE (x / 0 is ±inf or NaN), within the GPU's division precision.
 
-use std::sync::Arc;
-
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Shape, Tensor};
 use smallvec::{smallvec, SmallVec};
@@ -38,7 +36,7 @@ fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelEr
 }
 
 struct Binary {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     op: String,
     code: u32,
 }

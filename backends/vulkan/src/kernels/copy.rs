@@ -2,8 +2,6 @@
 //! staging buffers. Each is a node of its own, so copies overlap with other nodes'
 //! compute.
 
-use std::sync::Arc;
-
 use futures::FutureExt;
 use magpie_core::device::{COPY_FROM_HOST, COPY_TO_HOST};
 use magpie_core::kernel::KernelInit;
@@ -24,7 +22,7 @@ fn from_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> 
 }
 
 struct FromHost {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
 }
 
 impl Launch for FromHost {
@@ -43,7 +41,7 @@ fn to_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
 }
 
 struct ToHost {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
 }
 
 impl Launch for ToHost {

@@ -25,7 +25,7 @@ fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
 }
 
 struct MatMul {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     transpose_a: bool,
     transpose_b: bool,
 }

@@ -6,8 +6,6 @@
 //! differs from the CPU's, so results agree to float rounding (relative 1e-5 or so for
 //! well-conditioned data), not bit for bit.
 
-use std::sync::Arc;
-
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Shape, Tensor};
 
@@ -29,7 +27,7 @@ fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, Kerne
 }
 
 struct Reduce<const MEAN: bool> {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     axis: Option<i64>,
     keep_dims: bool,
 }

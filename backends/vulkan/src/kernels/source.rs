@@ -40,7 +40,7 @@ fn const_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
 /// ones) then shares that one immutable device buffer. A failed upload is retried by the
 /// next step.
 struct Const {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     value: Tensor,
     upload: Mutex<Option<Upload>>,
 }
@@ -83,7 +83,7 @@ fn fill_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
 }
 
 struct Fill {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     shape: Shape,
 }
 
@@ -112,7 +112,7 @@ fn zeros_like_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError>
 }
 
 struct ZerosLike {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
 }
 
 impl Launch for ZerosLike {

@@ -1,4 +1,5 @@
-//! What every kernel shares: the factory checks (dtype f32, a known Vulkan device), the
+//! What every kernel shares: the factory checks (dtype f32, a Vulkan device — reached
+//! through [`KernelInit::device`], never by name), the
 //! [`Launch`] trait that turns a kernel's synchronous start into an
 //! [`AsyncKernel`](magpie_core::AsyncKernel), and reading inputs as GPU buffers.
 
@@ -10,7 +11,7 @@ use magpie_core::kernel::{AsyncKernel, AsyncKernelContext, KernelInit, Outputs};
 use magpie_core::{BoxedKernel, DType, KernelError, Tensor};
 use smallvec::smallvec;
 
-use crate::device::{lookup, Completion, GpuBuffer, VulkanDevice};
+use crate::device::{Completion, GpuBuffer, VulkanDevice};
 use crate::DEVICE_TYPE;
 pub(crate) use magpie_core::shape_fn::{known_shape, normalize_axis};
 
@@ -41,7 +42,7 @@ impl<L: Launch> AsyncKernel for Gpu<L> {
         &self,
         ctx: AsyncKernelContext,
     ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
-        match self.0.launch(&ctx.inputs) {
+        match self.0.launch(ctx.inputs()) {
             Ok(Launched::Running(done, out)) => async move {
                 done.await?;
                 Ok(smallvec![out])
@@ -59,7 +60,7 @@ pub(crate) fn boxed(kernel: impl Launch) -> Result<BoxedKernel, KernelError> {
 }
 
 /// The Vulkan device a node was placed on, checking every input dtype is f32.
-pub(crate) fn f32_device(init: &KernelInit<'_>) -> Result<Arc<VulkanDevice>, KernelError> {
+pub(crate) fn f32_device(init: &KernelInit<'_>) -> Result<VulkanDevice, KernelError> {
     if let Some(&dtype) = init.input_dtypes.iter().find(|d| **d != DType::F32) {
         return Err(unimplemented(init, dtype));
     }
@@ -75,15 +76,9 @@ pub(crate) fn unimplemented(init: &KernelInit<'_>, dtype: DType) -> KernelError 
     }
 }
 
-/// The Vulkan device a node was placed on.
-pub(crate) fn device_of(init: &KernelInit<'_>) -> Result<Arc<VulkanDevice>, KernelError> {
-    let name = init.device.name();
-    lookup(name).ok_or_else(|| {
-        KernelError::InvalidArgument(format!(
-            "{} on {name}: not a Vulkan device that magpie_vulkan::discover() found",
-            init.node.op
-        ))
-    })
+/// The Vulkan device a node was placed on (a handle sharing the GPU), whatever its name.
+pub(crate) fn device_of(init: &KernelInit<'_>) -> Result<VulkanDevice, KernelError> {
+    init.device::<VulkanDevice>().cloned()
 }
 
 /// Input `t` as this backend's GPU buffer, checked to hold exactly the elements of its

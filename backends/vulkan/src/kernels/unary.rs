@@ -1,8 +1,6 @@
 //! Neg, Square, Sqrt, Exp, Relu: one shader (`unary.comp`), one invocation per element.
 //! Sqrt and Exp have the GPU's precision (a few ulp), not the CPU's.
 
-use std::sync::Arc;
-
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Tensor};
 
@@ -28,7 +26,7 @@ fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelEr
 }
 
 struct Unary {
-    dev: Arc<VulkanDevice>,
+    dev: VulkanDevice,
     op: String,
     code: u32,
 }

@@ -19,7 +19,7 @@ pub(crate) const ATOL: f64 = 1e-4;
 /// The first GPU (its kernels registered), or `None` after printing why the test is
 /// skipped.
 pub(crate) fn gpu() -> Option<Arc<dyn Device>> {
-    magpie_vulkan::register();
+    magpie_vulkan::register().expect("the Vulkan kernels register");
     match magpie_vulkan::discover() {
         Ok(devices) => Some(devices[0].clone()),
         Err(e) => {

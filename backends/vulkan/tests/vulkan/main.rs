@@ -10,3 +10,4 @@ mod conformance;
 mod discovery;
 mod graphs;
 mod kernels;
+mod naming;

@@ -1,0 +1,235 @@
+//! A toolbox for asynchronous kernels, so a backend needs no dependency of its own for
+//! them: [`futures`] itself, a one-shot channel ([`oneshot`]) to complete a kernel's future
+//! from a callback or another thread, and a runtime-free timer ([`sleep`], [`timeout`]).
+//!
+//! An [`AsyncKernel`](super::AsyncKernel)'s future is polled by Magpie's scheduler, not by
+//! tokio or async-std: it must not need a runtime's reactor. Everything here works on any
+//! executor. The timer is one lazily started thread per process (`magpie-timer`) that
+//! wakes sleeping futures at their deadlines; a pending sleep holds no worker thread.
+//!
+//! ```
+//! use std::time::Duration;
+//! use magpie_core::kernel::async_support::{oneshot, sleep, timeout, FutureExt};
+//!
+//! let (tx, rx) = oneshot::channel::<u32>();
+//! std::thread::spawn(move || {
+//!     let _ = tx.send(7);
+//! });
+//! let got = futures::executor::block_on(async {
+//!     sleep(Duration::from_millis(1)).await;
+//!     timeout(Duration::from_secs(5), rx).await
+//! });
+//! assert_eq!(got, Ok(Ok(7)));
+//! let never = futures::future::pending::<()>();
+//! let late = futures::executor::block_on(timeout(Duration::from_millis(1), never).boxed());
+//! assert!(late.is_err());
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+pub use futures;
+pub use futures::channel::oneshot;
+pub use futures::future::{BoxFuture, FutureExt};
+use parking_lot::{Condvar, Mutex};
+
+/// What a sleeping future and the timer thread share.
+#[derive(Debug)]
+struct Entry {
+    deadline: Instant,
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A heap item: the entry, ordered by deadline (then by arrival).
+#[derive(Debug)]
+struct Due(Instant, u64, Arc<Entry>);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Timer {
+    heap: Mutex<(BinaryHeap<Reverse<Due>>, u64)>,
+    changed: Condvar,
+}
+
+impl Timer {
+    /// The process's timer, its thread started on first use; `None` when the thread could
+    /// not be started.
+    fn get() -> Option<&'static Timer> {
+        static TIMER: OnceLock<Option<&'static Timer>> = OnceLock::new();
+        *TIMER.get_or_init(|| {
+            let timer: &'static Timer = Box::leak(Box::default());
+            match std::thread::Builder::new()
+                .name("magpie-timer".into())
+                .spawn(move || timer.run())
+            {
+                Ok(_) => Some(timer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the kernel timer thread");
+                    None
+                }
+            }
+        })
+    }
+
+    fn add(&self, entry: Arc<Entry>) {
+        let mut heap = self.heap.lock();
+        heap.1 += 1;
+        let seq = heap.1;
+        heap.0.push(Reverse(Due(entry.deadline, seq, entry)));
+        self.changed.notify_one();
+    }
+
+    fn run(&self) {
+        let mut heap = self.heap.lock();
+        loop {
+            let now = Instant::now();
+            while heap.0.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+                if let Some(Reverse(Due(_, _, entry))) = heap.0.pop() {
+                    entry.fired.store(true, Ordering::Release);
+                    if let Some(w) = entry.waker.lock().take() {
+                        w.wake();
+                    }
+                }
+            }
+            match heap.0.peek() {
+                Some(Reverse(next)) => {
+                    let deadline = next.0;
+                    self.changed.wait_until(&mut heap, deadline);
+                }
+                None => self.changed.wait(&mut heap),
+            }
+        }
+    }
+}
+
+/// A future that completes once its deadline has passed: see [`sleep`].
+#[derive(Debug)]
+#[must_use = "a sleep does nothing unless awaited"]
+pub struct Sleep {
+    /// `None`: a deadline beyond what `Instant` can represent (never completes).
+    deadline: Option<Instant>,
+    entry: Option<Arc<Entry>>,
+}
+
+/// A future that completes after `duration`, on any executor (no runtime needed). A
+/// duration too large to represent never completes. If the process cannot start the timer
+/// thread, the sleep ends at once (with a warning in the log).
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        deadline: Instant::now().checked_add(duration),
+        entry: None,
+    }
+}
+
+/// A future that completes at `deadline`: see [`sleep`].
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline: Some(deadline),
+        entry: None,
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        match &self.entry {
+            Some(entry) => {
+                *entry.waker.lock() = Some(cx.waker().clone());
+                // The timer may have fired between the check above and storing the waker.
+                if entry.fired.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+            }
+            None => {
+                let Some(timer) = Timer::get() else {
+                    return Poll::Ready(());
+                };
+                let entry = Arc::new(Entry {
+                    deadline,
+                    fired: AtomicBool::new(false),
+                    waker: Mutex::new(Some(cx.waker().clone())),
+                });
+                timer.add(Arc::clone(&entry));
+                self.entry = Some(entry);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// The deadline of a [`timeout`] passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timed out after {0:?}")]
+pub struct Elapsed(pub Duration);
+
+/// `future`'s output, or [`Elapsed`] if `duration` passes first (the future is then
+/// dropped, which cancels it).
+///
+/// # Errors
+/// [`Elapsed`] when the deadline passes before `future` completes.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    let future = std::pin::pin!(future);
+    let timer = sleep(duration);
+    match futures::future::select(future, timer).await {
+        futures::future::Either::Left((out, _)) => Ok(out),
+        futures::future::Either::Right(((), _)) => Err(Elapsed(duration)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleeps_end_in_deadline_order() {
+        let start = Instant::now();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let futs = [30u64, 10, 20].map(|ms| {
+            let order = Arc::clone(&order);
+            async move {
+                sleep(Duration::from_millis(ms)).await;
+                order.lock().push(ms);
+            }
+        });
+        futures::executor::block_on(futures::future::join_all(futs));
+        assert_eq!(*order.lock(), [10, 20, 30]);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn an_unrepresentable_deadline_never_fires() {
+        let r =
+            futures::executor::block_on(timeout(Duration::from_millis(5), sleep(Duration::MAX)));
+        assert_eq!(r, Err(Elapsed(Duration::from_millis(5))));
+    }
+}
