@@ -118,7 +118,7 @@ impl KernelKey {
     }
 
     /// This key for the devices of backend `backend` only (see
-    /// [`Device::backend`](crate::device::Device::backend)).
+    /// [`Device::backend`]).
     pub fn backend(mut self, backend: impl Into<String>) -> KernelKey {
         self.backend = backend.into();
         self

@@ -64,7 +64,7 @@ pub fn run_kernel_with(
                 device,
                 COPY_FROM_HOST,
                 &Attrs::new(),
-                &[t.clone()],
+                std::slice::from_ref(t),
                 &resources,
             )?;
             args.push(single(COPY_FROM_HOST, copy)?);

@@ -66,7 +66,14 @@ fn registering_twice_and_scoped_registries() {
     magpie_vulkan::register_into(&scoped).expect("a registry of its own");
     magpie_vulkan::register_into(&scoped).expect("twice");
     let x = Tensor::from_vec(&[3usize][..], vec![1.0f32, -2.0, 3.0]).unwrap();
-    let out = run_kernel_with(&scoped, &dev, "Neg", &Attrs::new(), &[x.clone()]).unwrap();
+    let out = run_kernel_with(
+        &scoped,
+        &dev,
+        "Neg",
+        &Attrs::new(),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
     assert_eq!(out[0].as_slice::<f32>().unwrap(), [-1.0, 2.0, -3.0]);
     // An empty registry has no GPU kernels (not even the copy that brings the input in):
     // a clear error.
