@@ -40,6 +40,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -51,7 +52,8 @@ use super::cancel::RunControl;
 use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
-use super::policy::ReadyQueue;
+use super::observer::{Observer, TaskEvent};
+use super::ready_queue::{pop_blocking, QueueContext, ReadyQueue};
 use super::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use super::topology::Topology;
 use super::worker::{WorkerCtx, INLINE_LIMIT};
@@ -86,13 +88,17 @@ pub(crate) struct RunHeader {
     pending: Box<[AtomicU32]>,
     /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
     outstanding: CachePadded<AtomicUsize>,
-    /// The ready tasks of a FIFO or critical-path run; `None` for depth-first runs.
-    queue: Option<ReadyQueue>,
+    /// The ready tasks of a run under a queued policy; `None` for depth-first runs.
+    queue: Option<Box<dyn ReadyQueue>>,
+    /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
+    /// the hot path to one branch.
+    observer: Option<NonNull<dyn Observer>>,
     latch: Arc<Latch>,
 }
 
-// SAFETY: the raw pointers point at a `Topology` and a `RunControl`, both `Sync`, that
-// `execute` borrows for longer than the header lives; everything else is `Sync`.
+// SAFETY: the raw pointers point at a `Topology`, a `RunControl` and the observer it holds,
+// all `Sync`, that `execute` borrows for longer than the header lives; everything else is
+// `Sync`.
 unsafe impl Sync for RunHeader {}
 // SAFETY: as above; the header is only ever shared, never moved between threads.
 unsafe impl Send for RunHeader {}
@@ -102,6 +108,7 @@ impl RunHeader {
         run_task: RunTaskFn,
         topology: &Topology,
         control: &RunControl,
+        num_workers: usize,
         latch: Arc<Latch>,
     ) -> RunHeader {
         let pending = topology
@@ -118,7 +125,8 @@ impl RunHeader {
             control: NonNull::from(control),
             pending,
             outstanding: CachePadded::new(AtomicUsize::new(topology.roots().len())),
-            queue: ReadyQueue::new(control.policy),
+            queue: control.policy.new_queue(topology, num_workers),
+            observer: control.observer.as_deref().map(NonNull::from),
             latch,
         }
     }
@@ -193,15 +201,51 @@ impl RunHeader {
         decrement_pending(&self.pending[task as usize])
     }
 
-    /// The ready queue of a FIFO or critical-path run.
+    /// The ready queue of a run under a queued policy.
     ///
     /// # Panics
     ///
     /// For a depth-first run, which has none (its jobs are never picks).
-    pub(crate) fn queue(&self) -> &ReadyQueue {
+    pub(crate) fn queue(&self) -> &dyn ReadyQueue {
         self.queue
-            .as_ref()
-            .expect("only FIFO and critical-path runs have pick jobs")
+            .as_deref()
+            .expect("only runs under a queued policy have pick jobs")
+    }
+
+    /// Takes a task from the run's ready queue for a pick that `w` holds, and checks it
+    /// names a task of the topology (a user's queue is not trusted with that).
+    #[inline]
+    pub(crate) fn pop_queue(&self, w: &WorkerCtx) -> u32 {
+        let topology = self.topology();
+        let task = pop_blocking(self.queue(), &QueueContext::new(w.index(), topology));
+        check_popped(task, topology);
+        task
+    }
+
+    /// Gives the run's roots to its ready queue, if it has one; called once by the
+    /// thread in `execute`, before any job of the run exists. `worker` is that thread's
+    /// index (`num_workers` for an outside caller).
+    pub(crate) fn push_roots(&self, worker: usize) {
+        if let Some(queue) = &self.queue {
+            let topology = self.topology();
+            queue.push_roots(&QueueContext::new(worker, topology), topology.roots());
+        }
+    }
+
+    /// The run's observer, if it has one.
+    #[inline]
+    fn observer(&self) -> Option<&dyn Observer> {
+        // SAFETY: as for `topology`: the observer is owned by the borrowed `RunControl`.
+        self.observer.map(|o| unsafe { o.as_ref() })
+    }
+
+    /// Tells the observer, if any, that `task` finished on `worker` (an asynchronous task
+    /// whose future resolved or was dropped while being polled).
+    #[inline]
+    pub(crate) fn observe_finished(&self, task: u32, worker: usize) {
+        if let Some(o) = self.observer() {
+            o.task_finished(&TaskEvent::new(task, worker, Instant::now()));
+        }
     }
 
     /// Finishes `task`, which the caller holds a unit of: releases its successors, pushes
@@ -211,7 +255,7 @@ impl RunHeader {
     #[inline]
     pub(crate) fn release(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
         if let Some(queue) = &self.queue {
-            return self.release_queued(queue, run, task, w);
+            return self.release_queued(&**queue, run, task, w);
         }
         let successors = self.topology().successors(task);
         match successors.len() {
@@ -254,7 +298,7 @@ impl RunHeader {
     /// [`release`](Self::release) for a run with a ready queue.
     fn release_queued(
         &self,
-        queue: &ReadyQueue,
+        queue: &dyn ReadyQueue,
         run: NonNull<RunHeader>,
         task: u32,
         w: &WorkerCtx,
@@ -273,7 +317,8 @@ impl RunHeader {
         // Every ready task is queued before the picks that will take them exist, and our
         // own unit passes to the task we take; reserve units for the others first.
         let picks = ready.len() - 1;
-        let next = queue.push_and_pop(topology, &ready);
+        let next = queue.push_and_pop(&QueueContext::new(w.index(), topology), &ready);
+        check_popped(next, topology);
         if picks > 0 {
             w.reserve(run, picks);
             w.push(Job::Pick {
@@ -368,11 +413,12 @@ impl<'a, B: DagBody> RunState<'a, B> {
         topology: &Topology,
         body: &'a B,
         control: &RunControl,
+        num_workers: usize,
         latch: Arc<Latch>,
     ) -> RunState<'a, B> {
         RunState {
             core: RunCore {
-                header: RunHeader::new(run_task::<B>, topology, control, latch),
+                header: RunHeader::new(run_task::<B>, topology, control, num_workers, latch),
                 error: Mutex::new(None),
                 asyncs: Mutex::new(Vec::new()),
             },
@@ -435,7 +481,10 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
         }
         let cx = TaskContext::new(w.index(), header);
-        let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
+        let result = match header.observer() {
+            None => panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx))),
+            Some(observer) => run_observed(observer, state.body, task, &cx),
+        };
         let next = match result {
             Ok(Ok(TaskOutcome::Done)) => header.release(run, task, w),
             Ok(Ok(TaskOutcome::Pending(future))) => {
@@ -468,6 +517,36 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             None => return,
         }
     }
+}
+
+/// Runs the body of `task` between the observer's `task_started` and, unless it became an
+/// asynchronous task (whose end `async_task` reports), `task_finished`.
+#[cold]
+#[inline(never)]
+fn run_observed<B: DagBody>(
+    observer: &dyn Observer,
+    body: &B,
+    task: u32,
+    cx: &TaskContext<'_>,
+) -> std::thread::Result<Result<TaskOutcome<B::Error>, B::Error>> {
+    let worker = cx.worker_index();
+    observer.task_started(&TaskEvent::new(task, worker, Instant::now()));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| body.run(task, cx)));
+    if !matches!(result, Ok(Ok(TaskOutcome::Pending(_)))) {
+        observer.task_finished(&TaskEvent::new(task, worker, Instant::now()));
+    }
+    result
+}
+
+/// Panics (which aborts: this runs in the scheduler, outside any body) if a ready queue
+/// returned a task that is not in the topology.
+#[inline]
+fn check_popped(task: u32, topology: &Topology) {
+    assert!(
+        (task as usize) < topology.len(),
+        "a ready queue returned task {task}, but the run has {} tasks",
+        topology.len()
+    );
 }
 
 /// Passes `task`, bound to group `g` that `w` is not in (see `affinity`), with its unit to
