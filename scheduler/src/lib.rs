@@ -7,7 +7,8 @@
 //!
 //! Entry points: build a [`Topology`] once, then [`ThreadPool::execute`] it any number of
 //! times with a [`DagBody`]; or use the Taskflow-like [`TaskGraph`] and
-//! [`ThreadPool::run`].
+//! [`ThreadPool::run`]. A scheduling policy of one's own is a [`QueuePolicy`], run with
+//! [`Policy::custom`] (the crate's README has an example, compiled as a doc test).
 //!
 //! # Guarantees
 //!
@@ -23,6 +24,8 @@
 //!   ends the run with [`RunError`]; workers keep serving other runs.
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
 //!   a task may run a nested DAG on its own pool.
+//! - **Observable at no cost.** A run may carry an [`Observer`] told when each task starts
+//!   and finishes; a run without one pays a single predictable branch per task.
 //!
 //! # Map (files of `scheduler/src/`)
 //!
@@ -30,8 +33,13 @@
 //! - `topology.rs`: the immutable DAG shape (CSR).
 //! - `body.rs`: the `DagBody` contract and the task context.
 //! - `run.rs`: per-run state and the per-task hot path.
-//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path) and the
-//!   per-run ready queues of the latter two.
+//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path, custom) and
+//!   what each promises about order.
+//! - `ready_queue.rs`: the policy contract users implement — a [`QueuePolicy`] makes one
+//!   [`ReadyQueue`] per run — and its concurrency contract; `fifo.rs` and
+//!   `critical_path.rs`: the built-in queues, implemented through it.
+//! - `observer.rs`: the per-run [`Observer`] (task start/end, thread, time);
+//!   `chrome_trace.rs`: [`ChromeTraceObserver`], Chrome trace JSON from it.
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
 //! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
@@ -51,6 +59,11 @@
 //! time of writing": spin counts, steal batch sizes, the caller's spin before sleeping) are
 //! in the docs of `worker.rs`, `sleep.rs` and `latch.rs` and are not part of the contract.
 //! Build the private docs with `cargo doc --document-private-items` to read them.
+
+// The README's example is compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod affinity;
 mod async_state;
