@@ -5,7 +5,7 @@
 //! # Protocol
 //!
 //! The roots are never copied: they sit in front of the queue, in
-//! [`Topology::roots`], behind an atomic cursor. Every other task goes through a
+//! [`Topology::roots`](super::Topology::roots), behind an atomic cursor. Every other task goes through a
 //! `crossbeam_deque::Injector` (lock-free, linearizable; its push releases and its steal
 //! acquires the slot, which is the ordering the [`ReadyQueue`] contract asks for). A pop
 //! first claims a root with `fetch_add` on the cursor (`Relaxed`: the roots are immutable

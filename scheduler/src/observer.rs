@@ -2,29 +2,7 @@
 //! thread, at what time — enough to draw a timeline ([`ChromeTraceObserver`] writes one
 //! that Perfetto and `chrome://tracing` open) or to study a policy's decisions.
 //!
-//! # Guarantees
-//!
-//! - **Zero cost when unset.** A run without an observer
-//!   ([`RunControl::observer`](super::RunControl::observer) is `None`) pays one predictable
-//!   branch per task and reads no clock.
-//! - **Once each.** Every task whose body is called gets exactly one
-//!   [`task_started`](Observer::task_started), just before the call, and one
-//!   [`task_finished`](Observer::task_finished) once it is over: when the body returns
-//!   (`Done`, an error or a panic), or, for an asynchronous task, when its future resolves
-//!   or is dropped by the worker polling it. A task skipped because its run had already
-//!   failed gets neither; a pending future that a cancellation drops while idle gets no
-//!   `task_finished`.
-//! - **Order.** `task_started` of a task happens before its `task_finished`, and both
-//!   before the `task_started` of any successor (so `start <= end`, and a successor never
-//!   starts before its predecessor's end is reported). Both calls of a synchronous task
-//!   are made on the thread that runs it.
-//! - **Which thread.** [`TaskEvent::worker`] is the worker index in `0..num_workers`, or
-//!   the pool's `num_workers` for the outside thread that called `execute` and helps run
-//!   its own run (as [`TaskContext::worker_index`](super::TaskContext::worker_index)).
-//!
-//! Observer calls are made from many threads at once, outside the body's `catch_unwind`:
-//! an observer must be `Sync`, should be quick, and must not panic (a panic there aborts
-//! the process, like one in the scheduler).
+//! What an observer is promised is on [`Observer`], where users of the crate read it.
 //!
 //! [`ChromeTraceObserver`]: super::ChromeTraceObserver
 
@@ -52,8 +30,32 @@ impl TaskEvent {
 }
 
 /// Told when tasks of a run start and finish; set per run in
-/// [`RunControl::observer`](super::RunControl::observer). See the [module docs](self) for
-/// what is promised about the calls.
+/// [`RunControl::observer`](super::RunControl::observer).
+///
+/// # Guarantees
+///
+/// - **Zero cost when unset.** A run without an observer
+///   ([`RunControl::observer`](super::RunControl::observer) is `None`) pays one predictable
+///   branch per task and reads no clock.
+/// - **Once each.** Every task whose body is called gets exactly one
+///   [`task_started`](Observer::task_started), just before the call, and one
+///   [`task_finished`](Observer::task_finished) once it is over: when the body returns
+///   (`Done`, an error or a panic), or, for an asynchronous task, when its future resolves
+///   or is dropped by the worker polling it. A task skipped because its run had already
+///   failed gets neither; a pending future that a cancellation drops while idle gets no
+///   `task_finished`.
+/// - **Order.** `task_started` of a task happens before its `task_finished`, and both
+///   before the `task_started` of any successor (so `start <= end`, and a successor never
+///   starts before its predecessor's end is reported). Both calls of a synchronous task
+///   are made on the thread that runs it.
+/// - **Which thread.** [`TaskEvent::worker`] is the worker index in `0..num_workers`, or
+///   the pool's `num_workers` for the outside thread that called `execute` and helps run
+///   its own run (as [`TaskContext::worker_index`](super::TaskContext::worker_index)).
+///
+/// Observer calls are made from many threads at once, outside the body's `catch_unwind`:
+/// an observer must be `Sync`, should be quick, and must not panic (a panic there aborts
+/// the process, like one in the scheduler).
+///
 ///
 /// # Example
 ///

@@ -129,11 +129,9 @@ impl Policy {
             Policy::DepthFirst => None,
             Policy::Fifo => Some(Box::new(FifoQueue::new())),
             Policy::CriticalPath => Some(critical_path::new_queue(topology)),
-            Policy::Custom(custom) => Some(
-                custom
-                    .0
-                    .new_queue(&QueueSetup::new(topology, num_workers)),
-            ),
+            Policy::Custom(custom) => {
+                Some(custom.0.new_queue(&QueueSetup::new(topology, num_workers)))
+            }
         }
     }
 }
@@ -169,4 +167,3 @@ impl Hash for CustomPolicy {
         Arc::as_ptr(&self.0).cast::<()>().hash(state);
     }
 }
-

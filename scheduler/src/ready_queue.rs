@@ -4,55 +4,8 @@
 //! ([`Policy::custom`](super::Policy::custom); `examples/custom_policy.rs` is a
 //! shortest-job-first queue). Depth-first, the default, uses no queue.
 //!
-//! # How the scheduler uses a ready queue
-//!
-//! 1. [`ThreadPool::execute`](super::ThreadPool::execute) calls
-//!    [`QueuePolicy::new_queue`] once per run (one allocation per run, none per task),
-//!    then [`ReadyQueue::push_roots`] with the run's roots, before any other call.
-//! 2. Whenever tasks become ready (a finishing task brought their last pending counter to
-//!    zero), the thread that finished it calls [`ReadyQueue::push_and_pop`] with them, in
-//!    the order of its edges; it runs the task that call returns.
-//! 3. For every task pushed beyond the one it took, that thread queues an anonymous *pick*
-//!    job in its deque; whichever thread runs (or steals) a pick calls
-//!    [`ReadyQueue::pop`] and runs the task it returns. So every `pop` stands for a task
-//!    that was pushed before the pick existed, and the queue never holds fewer tasks than
-//!    there are picks of its run. Picks are stolen and split like any job, which keeps
-//!    every policy work-conserving: no worker sleeps while a task of the queue waits.
-//! 4. The queue is dropped when `execute` returns, on the thread that called it.
-//!
-//! # Concurrency contract
-//!
-//! - **Shared by every thread of the run.** `push_roots`, `push`, `pop` and
-//!   `push_and_pop` take `&self` and are called concurrently from any of the run's threads,
-//!   so a queue is `Sync` (and `Send`): a mutex around a sequential structure is correct,
-//!   a lock-free structure is faster. Calls naming the same
-//!   [`worker`](QueueContext::worker) never overlap (one thread per index per run), so a
-//!   per-worker part may be touched without contention — but it still needs a `Sync`
-//!   cell, since other workers may read it.
-//! - **Memory ordering.** A `pop` that returns a task must *happen after* the `push` that
-//!   gave it (a release on push, an acquire on pop — what a mutex or a crossbeam queue
-//!   provides). The scheduler relies on it: the finishing predecessor's writes reach the
-//!   task's body through the queue.
-//! - **Exactly once.** Each pushed task is returned by exactly one `pop` (or
-//!   `push_and_pop`), and no task that was not pushed is ever returned.
-//! - **`pop` may fail only transiently.** When `pop` is called the queue holds a task for
-//!   the caller (point 3 above), but a lock-free queue may momentarily not see a push that
-//!   is being published: it returns `None` and the scheduler calls it again, spinning. A
-//!   queue that keeps returning `None` hangs the run.
-//! - **No panics.** Queue calls run outside the `catch_unwind` that guards task bodies; a
-//!   panic there aborts the process, like a panic in the scheduler itself.
-//!
-//! A queue that breaks this contract cannot make the scheduler unsound — the scheduler
-//! counts units, not tasks, and checks task indices — but bodies lose their guarantees
-//! (each task exactly once, after its predecessors): a body whose own safety rests on
-//! them (magpie-core's executor does) must only run under policies it trusts.
-//!
-//! # Cost
-//!
-//! Every task of a queued run costs one virtual `push`/`pop` pair (usually fused in
-//! `push_and_pop`); the per-task facts a policy may want — cost, priority, steal group —
-//! are read from the topology on demand through [`QueueContext`], so a policy that ignores
-//! them pays nothing for them.
+//! The contract — when each method is called, by which threads, with what memory ordering —
+//! is on [`ReadyQueue`], where users of the crate read it.
 
 use std::fmt;
 
@@ -106,9 +59,58 @@ pub trait QueuePolicy: Send + Sync + fmt::Debug {
     fn new_queue(&self, setup: &QueueSetup<'_>) -> Box<dyn ReadyQueue>;
 }
 
-/// The ready tasks of one run under a [`QueuePolicy`]; see the [module docs](self) for
-/// when each method is called and the concurrency contract (shared by all the run's
-/// threads; a `pop` happens after the `push` of the task it returns).
+/// The ready tasks of one run under a [`QueuePolicy`]: shared by all the run's threads, a
+/// `pop` happens after the `push` of the task it returns.
+///
+/// # How the scheduler uses a ready queue
+///
+/// 1. [`ThreadPool::execute`](super::ThreadPool::execute) calls
+///    [`QueuePolicy::new_queue`] once per run (one allocation per run, none per task),
+///    then [`ReadyQueue::push_roots`] with the run's roots, before any other call.
+/// 2. Whenever tasks become ready (a finishing task brought their last pending counter to
+///    zero), the thread that finished it calls [`ReadyQueue::push_and_pop`] with them, in
+///    the order of its edges; it runs the task that call returns.
+/// 3. For every task pushed beyond the one it took, that thread queues an anonymous *pick*
+///    job in its deque; whichever thread runs (or steals) a pick calls
+///    [`ReadyQueue::pop`] and runs the task it returns. So every `pop` stands for a task
+///    that was pushed before the pick existed, and the queue never holds fewer tasks than
+///    there are picks of its run. Picks are stolen and split like any job, which keeps
+///    every policy work-conserving: no worker sleeps while a task of the queue waits.
+/// 4. The queue is dropped when `execute` returns, on the thread that called it.
+///
+/// # Concurrency contract
+///
+/// - **Shared by every thread of the run.** `push_roots`, `push`, `pop` and
+///   `push_and_pop` take `&self` and are called concurrently from any of the run's threads,
+///   so a queue is `Sync` (and `Send`): a mutex around a sequential structure is correct,
+///   a lock-free structure is faster. Calls naming the same
+///   [`worker`](QueueContext::worker) never overlap (one thread per index per run), so a
+///   per-worker part may be touched without contention — but it still needs a `Sync`
+///   cell, since other workers may read it.
+/// - **Memory ordering.** A `pop` that returns a task must *happen after* the `push` that
+///   gave it (a release on push, an acquire on pop — what a mutex or a crossbeam queue
+///   provides). The scheduler relies on it: the finishing predecessor's writes reach the
+///   task's body through the queue.
+/// - **Exactly once.** Each pushed task is returned by exactly one `pop` (or
+///   `push_and_pop`), and no task that was not pushed is ever returned.
+/// - **`pop` may fail only transiently.** When `pop` is called the queue holds a task for
+///   the caller (point 3 above), but a lock-free queue may momentarily not see a push that
+///   is being published: it returns `None` and the scheduler calls it again, spinning. A
+///   queue that keeps returning `None` hangs the run.
+/// - **No panics.** Queue calls run outside the `catch_unwind` that guards task bodies; a
+///   panic there aborts the process, like a panic in the scheduler itself.
+///
+/// A queue that breaks this contract cannot make the scheduler unsound — the scheduler
+/// counts units, not tasks, and checks task indices — but bodies lose their guarantees
+/// (each task exactly once, after its predecessors): a body whose own safety rests on
+/// them (magpie-core's executor does) must only run under policies it trusts.
+///
+/// # Cost
+///
+/// Every task of a queued run costs one virtual `push`/`pop` pair (usually fused in
+/// `push_and_pop`); the per-task facts a policy may want — cost, priority, steal group —
+/// are read from the topology on demand through [`QueueContext`], so a policy that ignores
+/// them pays nothing for them.
 pub trait ReadyQueue: Send + Sync {
     /// Adds the ready task `task`.
     fn push(&self, cx: &QueueContext<'_>, task: u32);

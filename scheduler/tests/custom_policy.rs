@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{random_dag, Rng};
 use magpie_scheduler::{
-    DagBody, Policy, QueueContext, QueuePolicy, QueueSetup, ReadyQueue, RunControl,
-    TaskContext, TaskGraph, TaskOutcome, ThreadPool, Topology,
+    DagBody, Policy, QueueContext, QueuePolicy, QueueSetup, ReadyQueue, RunControl, TaskContext,
+    TaskGraph, TaskOutcome, ThreadPool, Topology,
 };
 
 /// One worker, no helping caller: exactly one thread runs every task.
@@ -55,7 +55,10 @@ impl QueuePolicy for Sjf {
 impl ReadyQueue for SjfQueue {
     fn push(&self, cx: &QueueContext<'_>, task: u32) {
         self.check_worker(cx);
-        self.heap.lock().unwrap().push(Reverse((cx.cost(task), task)));
+        self.heap
+            .lock()
+            .unwrap()
+            .push(Reverse((cx.cost(task), task)));
     }
 
     fn pop(&self, cx: &QueueContext<'_>) -> Option<u32> {
@@ -82,7 +85,10 @@ fn check_sjf_order(t: &Topology, order: &[u32]) {
         t.roots().iter().map(|&r| Reverse((t.cost(r), r))).collect();
     for &task in order {
         let Reverse((_, best)) = ready.pop().expect("a task started while none was ready");
-        assert_eq!(task, best, "started {task}, but {best} was the cheapest ready");
+        assert_eq!(
+            task, best,
+            "started {task}, but {best} was the cheapest ready"
+        );
         for &s in t.successors(task) {
             pending[s as usize] -= 1;
             if pending[s as usize] == 0 {
@@ -117,7 +123,11 @@ fn a_custom_queue_decides_the_order_on_one_thread() {
         pool.execute(&t, &body, &control).unwrap();
         check_sjf_order(&t, &body.0.into_inner().unwrap());
     }
-    assert_eq!(policy.queues.load(Ordering::Relaxed), 300, "one queue per run");
+    assert_eq!(
+        policy.queues.load(Ordering::Relaxed),
+        300,
+        "one queue per run"
+    );
 }
 
 #[test]
@@ -131,8 +141,11 @@ fn a_custom_queue_sees_task_graph_costs() {
         let id = graph.add(move || order.lock().unwrap().push(i));
         graph.task(id).cost(cost);
     }
-    pool.run_with(&graph, &RunControl::with_policy(Policy::custom(Sjf::default())))
-        .unwrap();
+    pool.run_with(
+        &graph,
+        &RunControl::with_policy(Policy::custom(Sjf::default())),
+    )
+    .unwrap();
     assert_eq!(*order.lock().unwrap(), [3, 4, 1, 2, 0]);
 }
 
@@ -179,7 +192,10 @@ fn names_costs_and_groups_round_trip() {
     let b = graph.add(|| {});
     let c = graph.add(|| {});
     graph.precede(a, b);
-    assert_eq!((graph.name(a), graph.cost(a), graph.group(a)), (None, 1, None));
+    assert_eq!(
+        (graph.name(a), graph.cost(a), graph.group(a)),
+        (None, 1, None)
+    );
     let builder = graph.task(a).name("load").cost(7).group(2);
     assert_eq!(builder.id(), a);
     graph.task(b).name(String::from("sum")).cost(0);

@@ -86,9 +86,7 @@ impl DagBody for Mixed<'_> {
             });
             Ok(TaskOutcome::Pending(rx.map(|_| Ok(())).boxed()))
         } else {
-            Ok(TaskOutcome::Pending(
-                futures::future::ready(Ok(())).boxed(),
-            ))
+            Ok(TaskOutcome::Pending(futures::future::ready(Ok(())).boxed()))
         }
     }
 }
@@ -192,7 +190,11 @@ fn chrome_traces_have_a_named_span_per_task() {
         assert_eq!(tasks, [0, 1, 2], "a chain's spans, by start");
         assert!(spans.iter().all(|s| s.start <= s.end && s.worker <= 2));
         let json = trace.to_json();
-        for name in [r#""name": "load""#, r#""name": "task 1""#, r#""name": "say \"hi\"""#] {
+        for name in [
+            r#""name": "load""#,
+            r#""name": "task 1""#,
+            r#""name": "say \"hi\"""#,
+        ] {
             assert!(json.contains(name), "{name} missing from {json}");
         }
         assert_eq!(trace.take_spans().len(), 3);

@@ -263,8 +263,7 @@ fn task_graphs_run_under_every_policy() {
         level = next;
     }
     for (k, policy) in all_policies().into_iter().enumerate() {
-        pool.run_with(&g, &RunControl::with_policy(policy))
-            .unwrap();
+        pool.run_with(&g, &RunControl::with_policy(policy)).unwrap();
         assert_eq!(counter.load(Ordering::SeqCst), (k + 1) * 21 * 50);
     }
 }
