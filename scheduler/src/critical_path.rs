@@ -13,6 +13,15 @@
 //! and keeps the best of them without touching the heap when none queued is better (a
 //! chain never pushes).
 //!
+//! `queued` mirrors, outside the mutex, how many tasks the queue holds (roots left plus
+//! the heap's length); it is stored at the end of every critical section. A finishing
+//! task with a single ready successor that reads it as zero takes that successor without
+//! the lock: nothing was queued at that instant, so the successor is the best ready task
+//! (the read is the linearization point of its push and pop). A task pushed concurrently
+//! by another thread was not yet queued at that instant — as with the lock, ready tasks
+//! count once they are queued. The successor's data does not go through the queue, so the
+//! load needs no ordering (`Relaxed`).
+//!
 //! # Keys
 //!
 //! A key orders by priority, then by lower index. When every priority fits in 32 bits (any
@@ -26,6 +35,7 @@ use std::collections::BinaryHeap;
 use parking_lot::Mutex;
 
 use super::ready_queue::{QueueContext, ReadyQueue};
+use super::sync::{AtomicUsize, Ordering};
 use super::topology::Topology;
 
 /// A heap key: the maximum is the task to run first.
@@ -64,6 +74,8 @@ impl Key for (u64, Reverse<u32>) {
 #[derive(Debug)]
 pub(crate) struct CriticalPathQueue<K: Ord> {
     inner: Mutex<Inner<K>>,
+    /// Roots left plus the heap's length, stored at the end of each critical section.
+    queued: AtomicUsize,
 }
 
 /// Roots by priority (behind a cursor), and a heap of the other ready tasks.
@@ -80,21 +92,31 @@ pub(crate) fn new_queue(topology: &Topology) -> Box<dyn ReadyQueue> {
         .roots_by_priority()
         .first()
         .map_or(0, |&r| topology.priority(r));
+    let roots = topology.roots().len();
     if max <= u64::from(u32::MAX) {
-        Box::new(CriticalPathQueue::<u64>::new())
+        Box::new(CriticalPathQueue::<u64>::new(roots))
     } else {
-        Box::new(CriticalPathQueue::<(u64, Reverse<u32>)>::new())
+        Box::new(CriticalPathQueue::<(u64, Reverse<u32>)>::new(roots))
     }
 }
 
 impl<K: Key> CriticalPathQueue<K> {
-    fn new() -> CriticalPathQueue<K> {
+    fn new(roots: usize) -> CriticalPathQueue<K> {
         CriticalPathQueue {
             inner: Mutex::new(Inner {
                 next_root: 0,
                 heap: BinaryHeap::new(),
             }),
+            queued: AtomicUsize::new(roots),
         }
+    }
+
+    /// Publishes how many tasks `q` holds; called at the end of each critical section.
+    #[inline]
+    fn publish(&self, q: &Inner<K>, topology: &Topology) {
+        let roots_left = topology.roots().len() - q.next_root;
+        self.queued
+            .store(roots_left + q.heap.len(), Ordering::Relaxed);
     }
 }
 
@@ -125,11 +147,16 @@ impl<K: Key> Inner<K> {
 impl<K: Key> ReadyQueue for CriticalPathQueue<K> {
     fn push(&self, cx: &QueueContext<'_>, task: u32) {
         let key = K::new(cx.priority(task), task);
-        self.inner.lock().heap.push(key);
+        let mut q = self.inner.lock();
+        q.heap.push(key);
+        self.publish(&q, cx.topology());
     }
 
     fn pop(&self, cx: &QueueContext<'_>) -> Option<u32> {
-        self.inner.lock().pop(cx.topology())
+        let mut q = self.inner.lock();
+        let task = q.pop(cx.topology());
+        self.publish(&q, cx.topology());
+        task
     }
 
     /// The roots stay in the topology, behind the cursor.
@@ -137,6 +164,11 @@ impl<K: Key> ReadyQueue for CriticalPathQueue<K> {
 
     #[inline]
     fn push_and_pop(&self, cx: &QueueContext<'_>, ready: &[u32]) -> u32 {
+        if let [only] = ready {
+            if self.queued.load(Ordering::Relaxed) == 0 {
+                return *only;
+            }
+        }
         let topology = cx.topology();
         let key = |t: u32| K::new(topology.priority(t), t);
         let mut q = self.inner.lock();
@@ -158,14 +190,16 @@ impl<K: Key> ReadyQueue for CriticalPathQueue<K> {
             (Some(root), Some(&top)) => Some(root.max(top)),
             (root, top) => root.or(top.copied()),
         };
-        match queued {
+        let task = match queued {
             Some(head) if head > best => {
                 q.heap.push(best);
                 q.pop(topology)
                     .expect("the queue's head was just seen under the lock")
             }
             _ => best.task(),
-        }
+        };
+        self.publish(&q, topology);
+        task
     }
 }
 

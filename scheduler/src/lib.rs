@@ -47,7 +47,7 @@
 //! - `latch.rs`: what `execute` blocks on.
 //! - `async_task.rs`: driving futures without holding a worker.
 //! - `cancel.rs`: cancellation tokens and run controls.
-//! - `task_graph.rs`: the Taskflow-like API.
+//! - `task_graph.rs`: the Taskflow-like API (tasks with names, costs and steal groups).
 //! - `affinity.rs`: the worker start hook, steal groups, tasks bound to a group, and steal
 //!   counters.
 //! - `parallel.rs`: `parallel_for`, intra-op parallelism as a nested run of the pool.

@@ -295,7 +295,9 @@ impl RunHeader {
         }
     }
 
-    /// [`release`](Self::release) for a run with a ready queue.
+    /// [`release`](Self::release) for a run with a ready queue. Never inlined, so that the
+    /// depth-first path of `release` stays small.
+    #[inline(never)]
     fn release_queued(
         &self,
         queue: &dyn ReadyQueue,

@@ -8,10 +8,10 @@
 //! - `successors(t)` lists every edge `t -> s` once per time it was added, and
 //!   `num_predecessors(s)` counts the same edges, so duplicate edges are consistent;
 //! - `roots()` lists, in increasing order, the tasks without predecessors;
-//! - `priority(t)` is the cost of the most expensive path from `t` to a sink, `t`'s own
-//!   cost included (costs set with [`TopologyBuilder::set_cost`], 1 by default), computed
-//!   once by `build`; the critical-path policy ([`Policy`](super::Policy)) runs ready tasks
-//!   in decreasing priority.
+//! - `cost(t)` is the cost set with [`TopologyBuilder::set_cost`] (1 by default), and
+//!   `priority(t)` the cost of the most expensive path from `t` to a sink, `t`'s own
+//!   cost included, computed once by `build`; the critical-path policy
+//!   ([`Policy`](super::Policy)) runs ready tasks in decreasing priority.
 //! - `group(t)` is the steal group whose workers alone may run `t`, if one was set with
 //!   [`TopologyBuilder::set_group`] (see [`affinity`](super::affinity)).
 //!
