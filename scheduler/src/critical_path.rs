@@ -34,6 +34,7 @@ use std::collections::BinaryHeap;
 
 use parking_lot::Mutex;
 
+use super::policy::RunQueue;
 use super::ready_queue::{QueueContext, ReadyQueue};
 use super::sync::{AtomicUsize, Ordering};
 use super::topology::Topology;
@@ -86,7 +87,7 @@ struct Inner<K: Ord> {
 }
 
 /// The queue for a run of `topology`, with the narrowest key its priorities fit.
-pub(crate) fn new_queue(topology: &Topology) -> Box<dyn ReadyQueue> {
+pub(crate) fn new_queue(topology: &Topology) -> RunQueue {
     // The costliest path starts at a root.
     let max = topology
         .roots_by_priority()
@@ -94,9 +95,11 @@ pub(crate) fn new_queue(topology: &Topology) -> Box<dyn ReadyQueue> {
         .map_or(0, |&r| topology.priority(r));
     let roots = topology.roots().len();
     if max <= u64::from(u32::MAX) {
-        Box::new(CriticalPathQueue::<u64>::new(roots))
+        RunQueue::Critical(Box::new(CriticalPathQueue::<u64>::new(roots)))
     } else {
-        Box::new(CriticalPathQueue::<(u64, Reverse<u32>)>::new(roots))
+        RunQueue::Dyn(Box::new(CriticalPathQueue::<(u64, Reverse<u32>)>::new(
+            roots,
+        )))
     }
 }
 

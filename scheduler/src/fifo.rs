@@ -11,10 +11,12 @@
 //! first claims a root with `fetch_add` on the cursor (`Relaxed`: the roots are immutable
 //! and the claim only needs to be unique), then steals from the injector.
 //!
-//! A finishing task that finds no root left and the injector empty keeps its first ready
-//! successor instead of pushing and popping it, and queues only the others: pushed, the
-//! first would have been the queue's head, so the order is the same (the empty check is
-//! the linearization point of that push and pop). This keeps chains off the injector.
+//! A finishing task with a single ready successor that finds no root left and the injector
+//! empty keeps that successor instead of pushing and popping it: pushed, it would have been
+//! the queue's head, so the order is the same (the empty check is the linearization point
+//! of that push and pop). This keeps chains off the injector; with several ready
+//! successors the check is skipped (it would read the injector's contended head and tail
+//! for nothing most of the time).
 
 use crossbeam_deque::{Injector, Steal};
 use crossbeam_utils::CachePadded;
@@ -75,15 +77,11 @@ impl ReadyQueue for FifoQueue {
 
     #[inline]
     fn push_and_pop(&self, cx: &QueueContext<'_>, ready: &[u32]) -> u32 {
-        let (&first, rest) = ready
-            .split_first()
-            .expect("push_and_pop is given at least one task");
-        if self.queue.is_empty() && self.roots_taken(cx) {
-            // `first` would be the head: keep it, queue the others behind it.
-            for &task in rest {
-                self.queue.push(task);
+        if let [only] = ready {
+            if self.roots_taken(cx) && self.queue.is_empty() {
+                // It would be the head: keep it.
+                return *only;
             }
-            return first;
         }
         for &task in ready {
             self.queue.push(task);

@@ -36,7 +36,8 @@
 //!
 //! # How the queued policies use the pool
 //!
-//! FIFO, critical path and custom policies go through the same [`ReadyQueue`] trait: a run
+//! FIFO, critical path and custom policies go through the same [`ReadyQueue`] trait (the
+//! built-in queues are called directly, a user's through the trait object): a run
 //! keeps its ready tasks in its own queue, and the workers' deques hold anonymous *pick*
 //! jobs ([`Job::Pick`](super::job::Job)), each owning some units of the run (see
 //! [`job`](super::job)); running a pick pops the queue. Every task is pushed to the queue
@@ -57,9 +58,9 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::critical_path;
+use super::critical_path::{self, CriticalPathQueue};
 use super::fifo::FifoQueue;
-use super::ready_queue::{QueuePolicy, QueueSetup, ReadyQueue};
+use super::ready_queue::{pop_blocking, QueueContext, QueuePolicy, QueueSetup, ReadyQueue};
 use super::topology::Topology;
 
 /// In which order a run's ready tasks start. Under every policy, each task runs exactly
@@ -120,17 +121,14 @@ impl Policy {
 
     /// The ready queue of a run of `topology` under this policy on a pool of
     /// `num_workers` workers; `None` for depth-first, which uses none.
-    pub(crate) fn new_queue(
-        &self,
-        topology: &Topology,
-        num_workers: usize,
-    ) -> Option<Box<dyn ReadyQueue>> {
+    pub(crate) fn new_queue(&self, topology: &Topology, num_workers: usize) -> Option<RunQueue> {
         match self {
             Policy::DepthFirst => None,
-            Policy::Fifo => Some(Box::new(FifoQueue::new())),
+            Policy::Fifo => Some(RunQueue::Fifo(Box::new(FifoQueue::new()))),
             Policy::CriticalPath => Some(critical_path::new_queue(topology)),
             Policy::Custom(custom) => {
-                Some(custom.0.new_queue(&QueueSetup::new(topology, num_workers)))
+                let setup = QueueSetup::new(topology, num_workers);
+                Some(RunQueue::Dyn(custom.0.new_queue(&setup)))
             }
         }
     }
@@ -166,4 +164,60 @@ impl Hash for CustomPolicy {
     fn hash<H: Hasher>(&self, state: &mut H) {
         Arc::as_ptr(&self.0).cast::<()>().hash(state);
     }
+}
+
+/// The ready queue of one run: a built-in queue called directly (through its
+/// [`ReadyQueue`] implementation, without a virtual call), or a user's behind the trait
+/// object. Boxed, so that a run's header stays small.
+#[derive(Debug)]
+pub(crate) enum RunQueue {
+    /// [`Policy::Fifo`].
+    Fifo(Box<FifoQueue>),
+    /// [`Policy::CriticalPath`] with priorities that fit 32 bits.
+    Critical(Box<CriticalPathQueue<u64>>),
+    /// A user's queue, or critical path with wide keys.
+    Dyn(Box<dyn ReadyQueue>),
+}
+
+impl RunQueue {
+    /// [`ReadyQueue::push_roots`].
+    pub(crate) fn push_roots(&self, cx: &QueueContext<'_>, roots: &[u32]) {
+        match self {
+            RunQueue::Fifo(q) => q.push_roots(cx, roots),
+            RunQueue::Critical(q) => q.push_roots(cx, roots),
+            RunQueue::Dyn(q) => q.push_roots(cx, roots),
+        }
+    }
+
+    /// [`ReadyQueue::pop`] until it returns a task, for a pick the caller holds.
+    #[inline]
+    pub(crate) fn pop(&self, cx: &QueueContext<'_>) -> u32 {
+        match self {
+            RunQueue::Fifo(q) => pop_blocking(&**q, cx),
+            RunQueue::Critical(q) => pop_blocking(&**q, cx),
+            RunQueue::Dyn(q) => checked(pop_blocking(&**q, cx), cx),
+        }
+    }
+
+    /// [`ReadyQueue::push_and_pop`].
+    #[inline]
+    pub(crate) fn push_and_pop(&self, cx: &QueueContext<'_>, ready: &[u32]) -> u32 {
+        match self {
+            RunQueue::Fifo(q) => q.push_and_pop(cx, ready),
+            RunQueue::Critical(q) => q.push_and_pop(cx, ready),
+            RunQueue::Dyn(q) => checked(q.push_and_pop(cx, ready), cx),
+        }
+    }
+}
+
+/// Returns `task` after checking that a user's queue gave a task of the topology; panics
+/// otherwise (which aborts: this runs in the scheduler, outside any body).
+#[inline]
+fn checked(task: u32, cx: &QueueContext<'_>) -> u32 {
+    let n = cx.topology().len();
+    assert!(
+        (task as usize) < n,
+        "a ready queue returned task {task}, but the run has {n} tasks"
+    );
+    task
 }

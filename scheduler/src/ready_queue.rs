@@ -107,8 +107,9 @@ pub trait QueuePolicy: Send + Sync + fmt::Debug {
 ///
 /// # Cost
 ///
-/// Every task of a queued run costs one virtual `push`/`pop` pair (usually fused in
-/// `push_and_pop`); the per-task facts a policy may want — cost, priority, steal group —
+/// Every task of a run under a user's queue costs one virtual call (`push_and_pop` by the
+/// finishing thread, or `pop` by a pick; the built-in queues implement this trait too but
+/// are called without one); the per-task facts a policy may want — cost, priority, steal group —
 /// are read from the topology on demand through [`QueueContext`], so a policy that ignores
 /// them pays nothing for them.
 pub trait ReadyQueue: Send + Sync {

@@ -53,7 +53,8 @@ use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
 use super::observer::{Observer, TaskEvent};
-use super::ready_queue::{pop_blocking, QueueContext, ReadyQueue};
+use super::policy::RunQueue;
+use super::ready_queue::QueueContext;
 use super::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use super::topology::Topology;
 use super::worker::{WorkerCtx, INLINE_LIMIT};
@@ -89,7 +90,7 @@ pub(crate) struct RunHeader {
     /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
     outstanding: CachePadded<AtomicUsize>,
     /// The ready tasks of a run under a queued policy; `None` for depth-first runs.
-    queue: Option<Box<dyn ReadyQueue>>,
+    queue: Option<RunQueue>,
     /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
     /// the hot path to one branch.
     observer: Option<NonNull<dyn Observer>>,
@@ -206,20 +207,18 @@ impl RunHeader {
     /// # Panics
     ///
     /// For a depth-first run, which has none (its jobs are never picks).
-    pub(crate) fn queue(&self) -> &dyn ReadyQueue {
+    pub(crate) fn queue(&self) -> &RunQueue {
         self.queue
-            .as_deref()
+            .as_ref()
             .expect("only runs under a queued policy have pick jobs")
     }
 
-    /// Takes a task from the run's ready queue for a pick that `w` holds, and checks it
-    /// names a task of the topology (a user's queue is not trusted with that).
+    /// Takes a task from the run's ready queue for a pick that `w` holds (a user's queue
+    /// is checked to return a task of the topology).
     #[inline]
     pub(crate) fn pop_queue(&self, w: &WorkerCtx) -> u32 {
-        let topology = self.topology();
-        let task = pop_blocking(self.queue(), &QueueContext::new(w.index(), topology));
-        check_popped(task, topology);
-        task
+        self.queue()
+            .pop(&QueueContext::new(w.index(), self.topology()))
     }
 
     /// Gives the run's roots to its ready queue, if it has one; called once by the
@@ -255,7 +254,7 @@ impl RunHeader {
     #[inline]
     pub(crate) fn release(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
         if let Some(queue) = &self.queue {
-            return self.release_queued(&**queue, run, task, w);
+            return self.release_queued(queue, run, task, w);
         }
         let successors = self.topology().successors(task);
         match successors.len() {
@@ -300,7 +299,7 @@ impl RunHeader {
     #[inline(never)]
     fn release_queued(
         &self,
-        queue: &dyn ReadyQueue,
+        queue: &RunQueue,
         run: NonNull<RunHeader>,
         task: u32,
         w: &WorkerCtx,
@@ -320,7 +319,6 @@ impl RunHeader {
         // own unit passes to the task we take; reserve units for the others first.
         let picks = ready.len() - 1;
         let next = queue.push_and_pop(&QueueContext::new(w.index(), topology), &ready);
-        check_popped(next, topology);
         if picks > 0 {
             w.reserve(run, picks);
             w.push(Job::Pick {
@@ -538,17 +536,6 @@ fn run_observed<B: DagBody>(
         observer.task_finished(&TaskEvent::new(task, worker, Instant::now()));
     }
     result
-}
-
-/// Panics (which aborts: this runs in the scheduler, outside any body) if a ready queue
-/// returned a task that is not in the topology.
-#[inline]
-fn check_popped(task: u32, topology: &Topology) {
-    assert!(
-        (task as usize) < topology.len(),
-        "a ready queue returned task {task}, but the run has {} tasks",
-        topology.len()
-    );
 }
 
 /// Passes `task`, bound to group `g` that `w` is not in (see `affinity`), with its unit to
