@@ -13,15 +13,15 @@
 //! and keeps the best of them without touching the heap when none queued is better (a
 //! chain never pushes).
 //!
-//! `queued` mirrors, outside the mutex, how many tasks the queue holds (roots left plus
-//! the heap's length); it is stored at the end of every critical section. A finishing
-//! task with a single ready successor that reads it as zero takes that successor without
-//! the lock: nothing was queued at that instant, so the successor is the best ready task
-//! (the read is the linearization point of its push and pop). A task pushed concurrently
-//! by another thread was not yet queued at that instant — as with the lock, ready tasks
-//! count once they are queued. The successor's data does not go through the queue, so the
-//! load needs no ordering (`Relaxed`).
-//!
+//! `empty` mirrors, outside the mutex, whether the queue holds no task (no root left and an
+//! empty heap); it is updated at the end of a critical section that changes it, so it is
+//! written only on transitions. A finishing task with a single ready successor that reads
+//! it as `true` takes that successor without the lock: nothing was queued at that instant,
+//! so the successor is the best ready task (the read is the linearization point of its
+//! push and pop). A task pushed concurrently by another thread was not yet queued at that
+//! instant — as with the lock, ready tasks count once they are queued. The successor's
+//! data does not go through the queue, so the flag needs no ordering (`Relaxed`).
+
 //! # Keys
 //!
 //! A key orders by priority, then by lower index. When every priority fits in 32 bits (any
@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 
 use super::policy::RunQueue;
 use super::ready_queue::{QueueContext, ReadyQueue};
-use super::sync::{AtomicUsize, Ordering};
+use super::sync::{AtomicBool, Ordering};
 use super::topology::Topology;
 
 /// A heap key: the maximum is the task to run first.
@@ -72,11 +72,13 @@ impl Key for (u64, Reverse<u32>) {
 }
 
 /// The critical-path queue of one run, with keys of type `K`.
+/// One cache line for the mutex and the flag: every thread of the run writes the former.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct CriticalPathQueue<K: Ord> {
     inner: Mutex<Inner<K>>,
-    /// Roots left plus the heap's length, stored at the end of each critical section.
-    queued: AtomicUsize,
+    /// Whether no task is queued; updated under the mutex, on transitions only.
+    empty: AtomicBool,
 }
 
 /// Roots by priority (behind a cursor), and a heap of the other ready tasks.
@@ -110,16 +112,18 @@ impl<K: Key> CriticalPathQueue<K> {
                 next_root: 0,
                 heap: BinaryHeap::new(),
             }),
-            queued: AtomicUsize::new(roots),
+            empty: AtomicBool::new(roots == 0),
         }
     }
 
-    /// Publishes how many tasks `q` holds; called at the end of each critical section.
+    /// Publishes whether `q` is empty if that changed; called at the end of each critical
+    /// section (under the mutex, so the updates are ordered).
     #[inline]
     fn publish(&self, q: &Inner<K>, topology: &Topology) {
-        let roots_left = topology.roots().len() - q.next_root;
-        self.queued
-            .store(roots_left + q.heap.len(), Ordering::Relaxed);
+        let empty = q.heap.is_empty() && q.next_root >= topology.roots().len();
+        if self.empty.load(Ordering::Relaxed) != empty {
+            self.empty.store(empty, Ordering::Relaxed);
+        }
     }
 }
 
@@ -168,7 +172,7 @@ impl<K: Key> ReadyQueue for CriticalPathQueue<K> {
     #[inline]
     fn push_and_pop(&self, cx: &QueueContext<'_>, ready: &[u32]) -> u32 {
         if let [only] = ready {
-            if self.queued.load(Ordering::Relaxed) == 0 {
+            if self.empty.load(Ordering::Relaxed) {
                 return *only;
             }
         }
