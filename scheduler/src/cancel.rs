@@ -48,7 +48,7 @@ pub struct RunControl {
     /// [`RunError::Cancelled`](super::RunError::Cancelled).
     pub cancel: Option<CancellationToken>,
     /// Told when each task starts and finishes ([`Observer`]); `None` (the default) costs
-    /// one predictable branch per task.
+    /// one predictable branch per job (a task and the successors it runs in place).
     pub observer: Option<Arc<dyn Observer>>,
 }
 

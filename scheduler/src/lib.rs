@@ -25,7 +25,8 @@
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
 //!   a task may run a nested DAG on its own pool.
 //! - **Observable at no cost.** A run may carry an [`Observer`] told when each task starts
-//!   and finishes; a run without one pays a single predictable branch per task.
+//!   and finishes; a run without one pays a single predictable branch per job, none per
+//!   task.
 //!
 //! # Map (files of `scheduler/src/`)
 //!

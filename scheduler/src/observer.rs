@@ -36,7 +36,8 @@ impl TaskEvent {
 ///
 /// - **Zero cost when unset.** A run without an observer
 ///   ([`RunControl::observer`](super::RunControl::observer) is `None`) pays one predictable
-///   branch per task and reads no clock.
+///   branch per job — not per task: the loop that runs a task and the successors it runs
+///   in place is compiled apart for observed runs — and reads no clock.
 /// - **Once each.** Every task whose body is called gets exactly one
 ///   [`task_started`](Observer::task_started), just before the call, and one
 ///   [`task_finished`](Observer::task_finished) once it is over: when the body returns

@@ -92,7 +92,7 @@ pub(crate) struct RunHeader {
     /// The ready tasks of a run under a queued policy; `None` for depth-first runs.
     queue: Option<RunQueue>,
     /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
-    /// the hot path to one branch.
+    /// the hot path to one branch per job (`run_task`).
     observer: Option<NonNull<dyn Observer>>,
     latch: Arc<Latch>,
 }
@@ -458,7 +458,31 @@ impl<'a, B: DagBody> RunState<'a, B> {
 ///
 /// `run` must point at the header of a live `RunState<'_, B>` (the same `B`), and the
 /// caller must hold the unit of `task`, which this call takes over.
-pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32, w: &WorkerCtx) {
+pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) {
+    // SAFETY: the caller holds the unit of `task`, so the run is alive.
+    let observed = unsafe { run.as_ref() }.observer.is_some();
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        if observed {
+            run_tasks::<B, true>(run, task, w)
+        } else {
+            run_tasks::<B, false>(run, task, w)
+        }
+    }
+}
+
+/// The loop of [`run_task`], compiled once with the observer calls (`OBSERVED`) and once
+/// without them, so that a run without an observer runs a loop with no trace of it.
+///
+/// # Safety
+///
+/// As for [`run_task`].
+#[inline(always)]
+unsafe fn run_tasks<B: DagBody, const OBSERVED: bool>(
+    run: NonNull<RunHeader>,
+    mut task: u32,
+    w: &WorkerCtx,
+) {
     // SAFETY: the header is the first field of `RunCore`, itself the first field of
     // `RunState<B>`, all `repr(C)`; the caller guarantees the state is a live
     // `RunState<B>`, kept alive by the unit we hold for as long as we use it.
@@ -481,7 +505,8 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
         }
         let cx = TaskContext::new(w.index(), header);
-        let result = match header.observer() {
+        let observer = if OBSERVED { header.observer() } else { None };
+        let result = match observer {
             None => panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx))),
             Some(observer) => run_observed(observer, state.body, task, &cx),
         };
