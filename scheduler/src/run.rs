@@ -87,13 +87,14 @@ pub(crate) struct RunHeader {
     control: NonNull<RunControl>,
     /// One counter per task: predecessors that have not finished yet.
     pending: Box<[AtomicU32]>,
+    /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
+    /// the hot path to one branch per job (`run_task`). In the header's first cache line,
+    /// with the other fields every job reads.
+    observer: Option<NonNull<dyn Observer>>,
     /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
     outstanding: CachePadded<AtomicUsize>,
     /// The ready tasks of a run under a queued policy; `None` for depth-first runs.
     queue: Option<RunQueue>,
-    /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
-    /// the hot path to one branch per job (`run_task`).
-    observer: Option<NonNull<dyn Observer>>,
     latch: Arc<Latch>,
 }
 
