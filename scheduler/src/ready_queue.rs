@@ -167,7 +167,9 @@ pub struct QueueSetup<'a> {
 }
 
 impl<'a> QueueSetup<'a> {
-    pub(crate) fn new(topology: &'a Topology, num_workers: usize) -> QueueSetup<'a> {
+    /// The setup of a run of `topology` on a pool of `num_workers` workers (the scheduler
+    /// makes these; public so that a queue can be tested outside a run).
+    pub fn new(topology: &'a Topology, num_workers: usize) -> QueueSetup<'a> {
         QueueSetup {
             topology,
             num_workers,
@@ -195,8 +197,10 @@ pub struct QueueContext<'a> {
 }
 
 impl<'a> QueueContext<'a> {
+    /// A call from thread `worker` of a run of `topology` (the scheduler makes these;
+    /// public so that a queue can be tested outside a run).
     #[inline]
-    pub(crate) fn new(worker: usize, topology: &'a Topology) -> QueueContext<'a> {
+    pub fn new(worker: usize, topology: &'a Topology) -> QueueContext<'a> {
         QueueContext { worker, topology }
     }
 
