@@ -388,6 +388,7 @@ impl Session {
                 policy: self.policy.scheduler_policy(),
                 deadline: options.timeout.map(|t| started + t),
                 cancel: options.cancel.clone(),
+                ..RunControl::default()
             };
             let body = StepBody {
                 plan: Arc::clone(&plan),

@@ -3,17 +3,29 @@
 //! (see `/work/shared/bench-anchors.md` for the figures to beat).
 //!
 //! Each iteration is one execution of a prebuilt graph from the bench's main thread; with
-//! `Throughput::Elements(tasks)` criterion reports tasks per second, i.e.
-//! 1e9 / (ns per task).
+//! `Throughput::Elements(tasks)` criterion reports tasks per second: ns per task is
+//! 1e9 / (tasks per second), i.e. 1,000 / (Melem/s). `scripts/bench-ns-per-task` prints
+//! every result of the last run as ns per task from criterion's JSON output.
+//!
+//! Output: criterion writes its JSON and HTML reports (`report/index.html`) under
+//! `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else the workspace's target
+//! directory (`target/criterion` at the workspace root) — not the current folder.
 //!
 //! Shapes: linear chain, binary tree, wavefront, independent tasks (empty bodies, and a
 //! 0.7 µs body), and a seeded random level graph ("graph traversal", empty and 0.7 µs
 //! bodies); each at about 1k, 64k and 1M tasks.
 //!
-//! Environment: `MAGPIE_BENCH_WORKERS` (default 2) sets the worker count of every pool;
+//! Environment: `MAGPIE_BENCH_WORKERS` (default 2) sets the worker count of every pool
+//! (Magpie's runs also use the calling thread: 2 workers are 3 threads that run tasks;
+//! rayon's `scope` and tokio's `block_on` likewise involve the caller);
 //! `MAGPIE_BENCH_SIZES` picks sizes (`1k,64k,1m`); `MAGPIE_BENCH_ONLY` picks runners
 //! (`magpie` for every policy, `magpie_fifo`, `rayon_spawn`, `tokio_spawn`, ...).
 //! Criterion's own filter selects shapes: `cargo bench -p magpie-scheduler --bench scheduling -- wavefront`.
+//!
+//! Policies: `magpie_depth_first`, `magpie_fifo`, `magpie_critical_path`, and
+//! `magpie_sjf_example`, the shortest-job-first queue of `examples/custom_policy.rs`
+//! (a user's policy through `Policy::custom`; every task costs 1 here, so it is a
+//! lowest-index-first queue under one mutex).
 //!
 //! Baselines:
 //! - `rayon_spawn`: a counter per task, `Scope::spawn` for every task that becomes ready;
@@ -31,6 +43,11 @@ use criterion::{
 use magpie_scheduler::{
     DagBody, Policy, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology,
 };
+
+/// The example's shortest-job-first policy, benched as a user's policy.
+#[allow(dead_code)]
+#[path = "../examples/custom_policy.rs"]
+mod custom_policy;
 
 const WORKERS: usize = 2;
 
@@ -255,11 +272,18 @@ fn shapes(size: &str) -> Vec<(&'static str, Topology, Work)> {
     ]
 }
 
-const POLICIES: [(&str, Policy); 3] = [
-    ("magpie_depth_first", Policy::DepthFirst),
-    ("magpie_fifo", Policy::Fifo),
-    ("magpie_critical_path", Policy::CriticalPath),
-];
+/// Every policy the bench runs, by runner name.
+fn policies() -> [(&'static str, Policy); 4] {
+    [
+        ("magpie_depth_first", Policy::DepthFirst),
+        ("magpie_fifo", Policy::Fifo),
+        ("magpie_critical_path", Policy::CriticalPath),
+        (
+            "magpie_sjf_example",
+            Policy::custom(custom_policy::ShortestJobFirst),
+        ),
+    ]
+}
 
 fn scheduling(c: &mut Criterion) {
     let workers: usize = std::env::var("MAGPIE_BENCH_WORKERS")
@@ -293,7 +317,7 @@ fn scheduling(c: &mut Criterion) {
                     .measurement_time(Duration::from_secs(2));
             }
             let n = topology.len();
-            for (id, policy) in POLICIES {
+            for (id, policy) in policies() {
                 if wanted(id) || wanted("magpie") {
                     let body = Body(work);
                     let control = RunControl::with_policy(policy);

@@ -163,6 +163,7 @@ impl<E: Send + 'static> AsyncTask<E> {
         let task = self.header.task;
         if core.header.is_cancelled() {
             self.finish();
+            core.header.observe_finished(task, w.index());
             w.add_debt(run, 1);
             return None;
         }
@@ -184,16 +185,19 @@ impl<E: Send + 'static> AsyncTask<E> {
             }
             Ok(Poll::Ready(Ok(()))) => {
                 self.finish();
+                core.header.observe_finished(task, w.index());
                 core.header.release(run, task, w)
             }
             Ok(Poll::Ready(Err(error))) => {
                 self.finish();
+                core.header.observe_finished(task, w.index());
                 core.fail(RunError::Task { task, error });
                 w.add_debt(run, 1);
                 None
             }
             Err(payload) => {
                 self.finish();
+                core.header.observe_finished(task, w.index());
                 core.fail(RunError::Panicked {
                     task,
                     message: panic_message(&*payload),
@@ -215,6 +219,7 @@ impl<E: Send + 'static> AsyncTask<E> {
                 if core.header.is_cancelled_seqcst() {
                     if let Some(future) = self.take_if_idle() {
                         drop_quietly(future);
+                        core.header.observe_finished(self.header.task, w.index());
                         w.add_debt(run, 1);
                     }
                 }

@@ -32,10 +32,11 @@ use std::time::Instant;
 use super::sync::plain::Mutex;
 
 use super::latch::Latch;
+use super::observer::Observer;
 use super::policy::Policy;
 
-/// How one run is carried out: its scheduling policy, an optional deadline and an
-/// optional cancellation token.
+/// How one run is carried out: its scheduling policy, an optional deadline, an optional
+/// cancellation token and an optional observer.
 #[derive(Clone, Debug, Default)]
 pub struct RunControl {
     /// In which order ready tasks start ([`Policy::DepthFirst`] by default).
@@ -46,6 +47,9 @@ pub struct RunControl {
     /// A token whose cancellation stops the run with
     /// [`RunError::Cancelled`](super::RunError::Cancelled).
     pub cancel: Option<CancellationToken>,
+    /// Told when each task starts and finishes ([`Observer`]); `None` (the default) costs
+    /// one predictable branch per job (a task and the successors it runs in place).
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl RunControl {

@@ -7,7 +7,8 @@
 //!
 //! Entry points: build a [`Topology`] once, then [`ThreadPool::execute`] it any number of
 //! times with a [`DagBody`]; or use the Taskflow-like [`TaskGraph`] and
-//! [`ThreadPool::run`].
+//! [`ThreadPool::run`]. A scheduling policy of one's own is a [`QueuePolicy`], run with
+//! [`Policy::custom`] (the crate's README has an example, compiled as a doc test).
 //!
 //! # Guarantees
 //!
@@ -23,6 +24,9 @@
 //!   ends the run with [`RunError`]; workers keep serving other runs.
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
 //!   a task may run a nested DAG on its own pool.
+//! - **Observable at no cost.** A run may carry an [`Observer`] told when each task starts
+//!   and finishes; a run without one pays a single predictable branch per job, none per
+//!   task.
 //!
 //! # Map (files of `scheduler/src/`)
 //!
@@ -30,8 +34,13 @@
 //! - `topology.rs`: the immutable DAG shape (CSR).
 //! - `body.rs`: the `DagBody` contract and the task context.
 //! - `run.rs`: per-run state and the per-task hot path.
-//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path) and the
-//!   per-run ready queues of the latter two.
+//! - `policy.rs`: the scheduling policies (depth-first, FIFO, critical path, custom) and
+//!   what each promises about order.
+//! - `ready_queue.rs`: the policy contract users implement — a [`QueuePolicy`] makes one
+//!   [`ReadyQueue`] per run — and its concurrency contract; `fifo.rs` and
+//!   `critical_path.rs`: the built-in queues, implemented through it.
+//! - `observer.rs`: the per-run [`Observer`] (task start/end, thread, time);
+//!   `chrome_trace.rs`: [`ChromeTraceObserver`], Chrome trace JSON from it.
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
 //! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
@@ -39,7 +48,7 @@
 //! - `latch.rs`: what `execute` blocks on.
 //! - `async_task.rs`: driving futures without holding a worker.
 //! - `cancel.rs`: cancellation tokens and run controls.
-//! - `task_graph.rs`: the Taskflow-like API.
+//! - `task_graph.rs`: the Taskflow-like API (tasks with names, costs and steal groups).
 //! - `affinity.rs`: the worker start hook, steal groups, tasks bound to a group, and steal
 //!   counters.
 //! - `parallel.rs`: `parallel_for`, intra-op parallelism as a nested run of the pool.
@@ -52,20 +61,30 @@
 //! in the docs of `worker.rs`, `sleep.rs` and `latch.rs` and are not part of the contract.
 //! Build the private docs with `cargo doc --document-private-items` to read them.
 
+// The README's example is compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod affinity;
 mod async_state;
 mod async_task;
 mod body;
 mod cancel;
+mod chrome_trace;
+mod critical_path;
 mod error;
+mod fifo;
 mod helper;
 mod job;
 mod latch;
 #[cfg(all(test, magpie_loom))]
 mod loom_models;
+mod observer;
 mod parallel;
 mod policy;
 mod pool;
+mod ready_queue;
 mod registry;
 mod run;
 mod sleep;
@@ -79,9 +98,12 @@ mod worker;
 pub use affinity::StealStats;
 pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, Cancelled, Forwarding, RunControl};
+pub use chrome_trace::{ChromeTraceObserver, Span};
 pub use error::{RunError, SchedulerError};
+pub use observer::{Observer, TaskEvent};
 pub use parallel::{current_parallelism, parallel_for};
-pub use policy::Policy;
+pub use policy::{CustomPolicy, Policy};
 pub use pool::{ThreadPool, ThreadPoolBuilder};
-pub use task_graph::{TaskGraph, TaskId};
+pub use ready_queue::{QueueContext, QueuePolicy, QueueSetup, ReadyQueue};
+pub use task_graph::{TaskBuilder, TaskGraph, TaskId};
 pub use topology::{Topology, TopologyBuilder};

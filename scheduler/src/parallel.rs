@@ -131,7 +131,8 @@ fn nested(w: &WorkerCtx, pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     } else {
         Latch::for_thread()
     });
-    let state = RunState::new(&topology, &body, &control, Arc::clone(&latch));
+    let workers = registry.num_workers();
+    let state = RunState::new(&topology, &body, &control, workers, Arc::clone(&latch));
     let guard = AbortIfUnwinding;
     w.push(Job::Roots {
         run: state.header_ptr(),

@@ -26,42 +26,47 @@
 //!   worker takes a task of the run, it takes one of the highest priority among the
 //!   run's ready, not yet started tasks (ties: the lowest index). With one worker, every
 //!   task that starts has the highest priority of all ready tasks.
+//! - [`Policy::Custom`]: a policy the user writes, as a [`QueuePolicy`] that makes one
+//!   [`ReadyQueue`] per run ([`Policy::custom`]). Promise: the order its queue pops,
+//!   exactly — the scheduler adds none of its own (see [`ready_queue`](super::ready_queue)
+//!   for the contract a queue keeps).
 //!
 //! The memory-aware policy of sessions is depth-first here; the executor adds plan edges
 //! that hold memory-heavy nodes back (`exec::plan`).
 //!
 //! # How the queued policies use the pool
 //!
-//! A FIFO or critical-path run keeps its ready tasks in its own [`ReadyQueue`]; the
-//! workers' deques hold anonymous *pick* jobs ([`Job::Pick`](super::job::Job)), each
-//! owning some units of the run (see [`job`](super::job)). Running a pick takes the task
-//! at the head of the run's queue. Every task is pushed to the queue before the unit that
-//! will take it exists, so a pick always finds a task: the queue never holds fewer tasks
-//! than there are picks of its run. Picks are stolen and split like root ranges, which is
-//! what keeps these policies work-conserving. The roots are never copied into the queue:
-//! they sit in front of it (in `Topology::roots` or `roots_by_priority`) behind a cursor.
+//! FIFO, critical path and custom policies go through the same [`ReadyQueue`] trait (the
+//! built-in queues are called directly, a user's through the trait object): a run
+//! keeps its ready tasks in its own queue, and the workers' deques hold anonymous *pick*
+//! jobs ([`Job::Pick`](super::job::Job)), each owning some units of the run (see
+//! [`job`](super::job)); running a pick pops the queue. Every task is pushed to the queue
+//! before the unit that will take it exists, so a pick always finds a task. Picks are
+//! stolen and split like root ranges, which is what keeps these policies work-conserving.
+//! Depth-first uses no queue: its inline fast path never leaves the finishing worker.
 //!
 //! # Behaviour at the time of writing
 //!
-//! The FIFO queue is a `crossbeam_deque::Injector` (lock-free); the priority queue is a
-//! binary heap under a mutex, shared by all workers of the run — simple and exact, but a
-//! point of contention when thousands of tiny tasks are ready at once. A finishing task
-//! still takes the next task from the queue itself instead of going through its deque.
+//! The FIFO queue is a `crossbeam_deque::Injector` (lock-free, `fifo.rs`); the priority
+//! queue is a binary heap under a mutex shared by all workers of the run
+//! (`critical_path.rs`) — simple and exact, but a point of contention when thousands of
+//! tiny tasks are ready at once. Both keep the roots in the topology behind a cursor
+//! instead of copying them, and let a finishing task keep a ready successor without a
+//! queue round trip when nothing queued comes before it.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-use super::sync::plain::Mutex;
-use crossbeam_deque::{Injector, Steal};
-use crossbeam_utils::CachePadded;
-
-use super::sync::{AtomicUsize, Ordering};
+use super::critical_path::{self, CriticalPathQueue};
+use super::fifo::FifoQueue;
+use super::ready_queue::{pop_blocking, QueueContext, QueuePolicy, QueueSetup, ReadyQueue};
 use super::topology::Topology;
 
 /// In which order a run's ready tasks start. Under every policy, each task runs exactly
 /// once after its predecessors, and no worker sleeps while a job it could take is queued
 /// (work conservation); failures, cancellation and deadlines behave the same.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Policy {
     /// Depth-first with continuation inlining (the default, and the fastest): a task that
@@ -82,114 +87,137 @@ pub enum Policy {
     /// by [`TopologyBuilder::set_cost`](super::TopologyBuilder::set_cost) — among the
     /// run's ready tasks not yet started (ties: the lowest index).
     CriticalPath,
+    /// A policy written by the user: ready tasks start in the order its per-run
+    /// [`ReadyQueue`] pops them ([`Policy::custom`]).
+    Custom(CustomPolicy),
 }
 
-/// The ready tasks of one FIFO or critical-path run.
-#[derive(Debug)]
-pub(crate) enum ReadyQueue {
-    Fifo(Box<FifoQueue>),
-    Critical(Mutex<CriticalQueue>),
-}
+impl Policy {
+    /// [`Policy::DepthFirst`], the default.
+    pub fn depth_first() -> Policy {
+        Policy::DepthFirst
+    }
 
-/// Roots (behind a cursor), then everything else in order of readiness.
-#[derive(Debug)]
-pub(crate) struct FifoQueue {
-    next_root: CachePadded<AtomicUsize>,
-    queue: Injector<u32>,
-}
+    /// [`Policy::Fifo`].
+    pub fn fifo() -> Policy {
+        Policy::Fifo
+    }
 
-/// Roots by priority (behind a cursor), and a heap of the other ready tasks.
-#[derive(Debug, Default)]
-pub(crate) struct CriticalQueue {
-    next_root: usize,
-    /// `(priority, Reverse(task))`: the maximum is the highest priority, lowest index.
-    heap: BinaryHeap<(u64, Reverse<u32>)>,
-}
+    /// [`Policy::CriticalPath`].
+    pub fn critical_path() -> Policy {
+        Policy::CriticalPath
+    }
 
-impl ReadyQueue {
-    /// The queue for a run of `policy`; `None` for depth-first runs, which use no queue.
-    pub(crate) fn new(policy: Policy) -> Option<ReadyQueue> {
-        match policy {
+    /// A policy of the user's: `policy` makes the ready queue of each run it is used for.
+    /// See [`QueuePolicy`] for an example.
+    pub fn custom(policy: impl QueuePolicy + 'static) -> Policy {
+        Policy::Custom(CustomPolicy(Arc::new(policy)))
+    }
+
+    /// Like [`custom`](Self::custom), for a policy that is already shared.
+    pub fn custom_arc(policy: Arc<dyn QueuePolicy>) -> Policy {
+        Policy::Custom(CustomPolicy(policy))
+    }
+
+    /// The ready queue of a run of `topology` under this policy on a pool of
+    /// `num_workers` workers; `None` for depth-first, which uses none.
+    pub(crate) fn new_queue(&self, topology: &Topology, num_workers: usize) -> Option<RunQueue> {
+        match self {
             Policy::DepthFirst => None,
-            Policy::Fifo => Some(ReadyQueue::Fifo(Box::new(FifoQueue {
-                next_root: CachePadded::new(AtomicUsize::new(0)),
-                queue: Injector::new(),
-            }))),
-            Policy::CriticalPath => Some(ReadyQueue::Critical(Mutex::default())),
-        }
-    }
-
-    /// Pushes the tasks of `ready` (in order) and takes the head of the queue, which the
-    /// caller holds a unit for.
-    #[inline]
-    pub(crate) fn push_and_pop(&self, topology: &Topology, ready: &[u32]) -> u32 {
-        match self {
-            ReadyQueue::Fifo(q) => {
-                for &t in ready {
-                    q.queue.push(t);
-                }
-                q.pop(topology)
-            }
-            ReadyQueue::Critical(q) => {
-                let priorities = topology.priorities();
-                let mut q = q.lock();
-                for &t in ready {
-                    q.heap.push((priorities[t as usize], Reverse(t)));
-                }
-                q.pop(topology)
-            }
-        }
-    }
-
-    /// Takes the head of the queue. The caller holds a unit (a pick) of the run, so the
-    /// queue holds a task for it (see the module docs).
-    #[inline]
-    pub(crate) fn pop(&self, topology: &Topology) -> u32 {
-        match self {
-            ReadyQueue::Fifo(q) => q.pop(topology),
-            ReadyQueue::Critical(q) => q.lock().pop(topology),
-        }
-    }
-}
-
-impl FifoQueue {
-    fn pop(&self, topology: &Topology) -> u32 {
-        let roots = topology.roots();
-        if self.next_root.load(Ordering::Relaxed) < roots.len() {
-            let i = self.next_root.fetch_add(1, Ordering::Relaxed);
-            if let Some(&root) = roots.get(i) {
-                return root;
-            }
-        }
-        loop {
-            match self.queue.steal() {
-                Steal::Success(task) => return task,
-                // `Empty` only while the push of the task that our unit counts is still
-                // being published: it is pushed before the unit exists, so wait.
-                Steal::Retry | Steal::Empty => std::hint::spin_loop(),
+            Policy::Fifo => Some(RunQueue::Fifo(Box::new(FifoQueue::new()))),
+            Policy::CriticalPath => Some(critical_path::new_queue(topology)),
+            Policy::Custom(custom) => {
+                let setup = QueueSetup::new(topology, num_workers);
+                Some(RunQueue::Dyn(custom.0.new_queue(&setup)))
             }
         }
     }
 }
 
-impl CriticalQueue {
-    fn pop(&mut self, topology: &Topology) -> u32 {
-        let roots = topology.roots_by_priority();
-        let root = roots.get(self.next_root).map(|&r| {
-            let r_key = (topology.priorities()[r as usize], Reverse(r));
-            (r, r_key)
-        });
-        match (root, self.heap.peek()) {
-            (Some((r, key)), Some(top)) if key >= *top => {
-                self.next_root += 1;
-                r
-            }
-            (Some((r, _)), None) => {
-                self.next_root += 1;
-                r
-            }
-            (_, Some(_)) => self.heap.pop().map(|(_, Reverse(t))| t).unwrap_or_default(),
-            (None, None) => unreachable!("a pick of a critical-path run found no ready task"),
+/// A user's [`QueuePolicy`], shared; made by [`Policy::custom`]. Two are equal when they
+/// are the same shared policy object.
+#[derive(Clone)]
+pub struct CustomPolicy(Arc<dyn QueuePolicy>);
+
+impl CustomPolicy {
+    /// The policy.
+    pub fn get(&self) -> &Arc<dyn QueuePolicy> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CustomPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for CustomPolicy {
+    fn eq(&self, other: &CustomPolicy) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CustomPolicy {}
+
+impl Hash for CustomPolicy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).cast::<()>().hash(state);
+    }
+}
+
+/// The ready queue of one run: a built-in queue called directly (through its
+/// [`ReadyQueue`] implementation, without a virtual call), or a user's behind the trait
+/// object. Boxed, so that a run's header stays small.
+#[derive(Debug)]
+pub(crate) enum RunQueue {
+    /// [`Policy::Fifo`].
+    Fifo(Box<FifoQueue>),
+    /// [`Policy::CriticalPath`] with priorities that fit 32 bits.
+    Critical(Box<CriticalPathQueue<u64>>),
+    /// A user's queue, or critical path with wide keys.
+    Dyn(Box<dyn ReadyQueue>),
+}
+
+impl RunQueue {
+    /// [`ReadyQueue::push_roots`].
+    pub(crate) fn push_roots(&self, cx: &QueueContext<'_>, roots: &[u32]) {
+        match self {
+            RunQueue::Fifo(q) => q.push_roots(cx, roots),
+            RunQueue::Critical(q) => q.push_roots(cx, roots),
+            RunQueue::Dyn(q) => q.push_roots(cx, roots),
         }
     }
+
+    /// [`ReadyQueue::pop`] until it returns a task, for a pick the caller holds.
+    #[inline]
+    pub(crate) fn pop(&self, cx: &QueueContext<'_>) -> u32 {
+        match self {
+            RunQueue::Fifo(q) => pop_blocking(&**q, cx),
+            RunQueue::Critical(q) => pop_blocking(&**q, cx),
+            RunQueue::Dyn(q) => checked(pop_blocking(&**q, cx), cx),
+        }
+    }
+
+    /// [`ReadyQueue::push_and_pop`].
+    #[inline]
+    pub(crate) fn push_and_pop(&self, cx: &QueueContext<'_>, ready: &[u32]) -> u32 {
+        match self {
+            RunQueue::Fifo(q) => q.push_and_pop(cx, ready),
+            RunQueue::Critical(q) => q.push_and_pop(cx, ready),
+            RunQueue::Dyn(q) => checked(q.push_and_pop(cx, ready), cx),
+        }
+    }
+}
+
+/// Returns `task` after checking that a user's queue gave a task of the topology; panics
+/// otherwise (which aborts: this runs in the scheduler, outside any body).
+#[inline]
+fn checked(task: u32, cx: &QueueContext<'_>) -> u32 {
+    let n = cx.topology().len();
+    assert!(
+        (task as usize) < n,
+        "a ready queue returned task {task}, but the run has {n} tasks"
+    );
+    task
 }

@@ -297,7 +297,13 @@ impl ThreadPool {
                 Some(w) => Latch::for_worker(Arc::clone(registry), w.index()),
                 None => Latch::for_thread(),
             });
-            let state = RunState::new(topology, body, control, Arc::clone(&latch));
+            let state = RunState::new(
+                topology,
+                body,
+                control,
+                registry.num_workers(),
+                Arc::clone(&latch),
+            );
             let _registration = match &control.cancel {
                 Some(token) => match token.register(Arc::clone(&latch)) {
                     Some(registration) => Some(registration),
@@ -313,11 +319,15 @@ impl ThreadPool {
                     start: 0,
                     end: num_roots,
                 },
-                // The roots sit in front of the run's ready queue (see `policy`).
-                _ => Job::Pick {
-                    run,
-                    count: num_roots,
-                },
+                // The roots go to the run's ready queue first (see `policy`).
+                _ => {
+                    let me = worker.map_or(registry.num_workers(), WorkerCtx::index);
+                    state.core.header.push_roots(me);
+                    Job::Pick {
+                        run,
+                        count: num_roots,
+                    }
+                }
             };
             let guard = AbortIfUnwinding;
             match worker {

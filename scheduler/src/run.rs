@@ -40,6 +40,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::sync::plain::Mutex;
 use crossbeam_utils::CachePadded;
@@ -51,7 +52,9 @@ use super::cancel::RunControl;
 use super::error::RunError;
 use super::job::Job;
 use super::latch::Latch;
-use super::policy::ReadyQueue;
+use super::observer::{Observer, TaskEvent};
+use super::policy::RunQueue;
+use super::ready_queue::QueueContext;
 use super::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use super::topology::Topology;
 use super::worker::{WorkerCtx, INLINE_LIMIT};
@@ -84,15 +87,20 @@ pub(crate) struct RunHeader {
     control: NonNull<RunControl>,
     /// One counter per task: predecessors that have not finished yet.
     pending: Box<[AtomicU32]>,
+    /// The run's observer (`RunControl::observer`), borrowed like `control`; `None` keeps
+    /// the hot path to one branch per job (`run_task`). In the header's first cache line,
+    /// with the other fields every job reads.
+    observer: Option<NonNull<dyn Observer>>,
     /// Ready-or-running tasks, plus workers' unflushed debt (see the module docs).
     outstanding: CachePadded<AtomicUsize>,
-    /// The ready tasks of a FIFO or critical-path run; `None` for depth-first runs.
-    queue: Option<ReadyQueue>,
+    /// The ready tasks of a run under a queued policy; `None` for depth-first runs.
+    queue: Option<RunQueue>,
     latch: Arc<Latch>,
 }
 
-// SAFETY: the raw pointers point at a `Topology` and a `RunControl`, both `Sync`, that
-// `execute` borrows for longer than the header lives; everything else is `Sync`.
+// SAFETY: the raw pointers point at a `Topology`, a `RunControl` and the observer it holds,
+// all `Sync`, that `execute` borrows for longer than the header lives; everything else is
+// `Sync`.
 unsafe impl Sync for RunHeader {}
 // SAFETY: as above; the header is only ever shared, never moved between threads.
 unsafe impl Send for RunHeader {}
@@ -102,6 +110,7 @@ impl RunHeader {
         run_task: RunTaskFn,
         topology: &Topology,
         control: &RunControl,
+        num_workers: usize,
         latch: Arc<Latch>,
     ) -> RunHeader {
         let pending = topology
@@ -118,7 +127,8 @@ impl RunHeader {
             control: NonNull::from(control),
             pending,
             outstanding: CachePadded::new(AtomicUsize::new(topology.roots().len())),
-            queue: ReadyQueue::new(control.policy),
+            queue: control.policy.new_queue(topology, num_workers),
+            observer: control.observer.as_deref().map(NonNull::from),
             latch,
         }
     }
@@ -193,15 +203,49 @@ impl RunHeader {
         decrement_pending(&self.pending[task as usize])
     }
 
-    /// The ready queue of a FIFO or critical-path run.
+    /// The ready queue of a run under a queued policy.
     ///
     /// # Panics
     ///
     /// For a depth-first run, which has none (its jobs are never picks).
-    pub(crate) fn queue(&self) -> &ReadyQueue {
+    pub(crate) fn queue(&self) -> &RunQueue {
         self.queue
             .as_ref()
-            .expect("only FIFO and critical-path runs have pick jobs")
+            .expect("only runs under a queued policy have pick jobs")
+    }
+
+    /// Takes a task from the run's ready queue for a pick that `w` holds (a user's queue
+    /// is checked to return a task of the topology).
+    #[inline]
+    pub(crate) fn pop_queue(&self, w: &WorkerCtx) -> u32 {
+        self.queue()
+            .pop(&QueueContext::new(w.index(), self.topology()))
+    }
+
+    /// Gives the run's roots to its ready queue, if it has one; called once by the
+    /// thread in `execute`, before any job of the run exists. `worker` is that thread's
+    /// index (`num_workers` for an outside caller).
+    pub(crate) fn push_roots(&self, worker: usize) {
+        if let Some(queue) = &self.queue {
+            let topology = self.topology();
+            queue.push_roots(&QueueContext::new(worker, topology), topology.roots());
+        }
+    }
+
+    /// The run's observer, if it has one.
+    #[inline]
+    fn observer(&self) -> Option<&dyn Observer> {
+        // SAFETY: as for `topology`: the observer is owned by the borrowed `RunControl`.
+        self.observer.map(|o| unsafe { o.as_ref() })
+    }
+
+    /// Tells the observer, if any, that `task` finished on `worker` (an asynchronous task
+    /// whose future resolved or was dropped while being polled).
+    #[inline]
+    pub(crate) fn observe_finished(&self, task: u32, worker: usize) {
+        if let Some(o) = self.observer() {
+            o.task_finished(&TaskEvent::new(task, worker, Instant::now()));
+        }
     }
 
     /// Finishes `task`, which the caller holds a unit of: releases its successors, pushes
@@ -251,10 +295,12 @@ impl RunHeader {
         }
     }
 
-    /// [`release`](Self::release) for a run with a ready queue.
+    /// [`release`](Self::release) for a run with a ready queue. Never inlined, so that the
+    /// depth-first path of `release` stays small.
+    #[inline(never)]
     fn release_queued(
         &self,
-        queue: &ReadyQueue,
+        queue: &RunQueue,
         run: NonNull<RunHeader>,
         task: u32,
         w: &WorkerCtx,
@@ -273,7 +319,7 @@ impl RunHeader {
         // Every ready task is queued before the picks that will take them exist, and our
         // own unit passes to the task we take; reserve units for the others first.
         let picks = ready.len() - 1;
-        let next = queue.push_and_pop(topology, &ready);
+        let next = queue.push_and_pop(&QueueContext::new(w.index(), topology), &ready);
         if picks > 0 {
             w.reserve(run, picks);
             w.push(Job::Pick {
@@ -368,11 +414,12 @@ impl<'a, B: DagBody> RunState<'a, B> {
         topology: &Topology,
         body: &'a B,
         control: &RunControl,
+        num_workers: usize,
         latch: Arc<Latch>,
     ) -> RunState<'a, B> {
         RunState {
             core: RunCore {
-                header: RunHeader::new(run_task::<B>, topology, control, latch),
+                header: RunHeader::new(run_task::<B>, topology, control, num_workers, latch),
                 error: Mutex::new(None),
                 asyncs: Mutex::new(Vec::new()),
             },
@@ -412,7 +459,31 @@ impl<'a, B: DagBody> RunState<'a, B> {
 ///
 /// `run` must point at the header of a live `RunState<'_, B>` (the same `B`), and the
 /// caller must hold the unit of `task`, which this call takes over.
-pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32, w: &WorkerCtx) {
+pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) {
+    // SAFETY: the caller holds the unit of `task`, so the run is alive.
+    let observed = unsafe { run.as_ref() }.observer.is_some();
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        if observed {
+            run_tasks::<B, true>(run, task, w)
+        } else {
+            run_tasks::<B, false>(run, task, w)
+        }
+    }
+}
+
+/// The loop of [`run_task`], compiled once with the observer calls (`OBSERVED`) and once
+/// without them, so that a run without an observer runs a loop with no trace of it.
+///
+/// # Safety
+///
+/// As for [`run_task`].
+#[inline(always)]
+unsafe fn run_tasks<B: DagBody, const OBSERVED: bool>(
+    run: NonNull<RunHeader>,
+    mut task: u32,
+    w: &WorkerCtx,
+) {
     // SAFETY: the header is the first field of `RunCore`, itself the first field of
     // `RunState<B>`, all `repr(C)`; the caller guarantees the state is a live
     // `RunState<B>`, kept alive by the unit we hold for as long as we use it.
@@ -435,7 +506,11 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             }
         }
         let cx = TaskContext::new(w.index(), header);
-        let result = panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx)));
+        let observer = if OBSERVED { header.observer() } else { None };
+        let result = match observer {
+            None => panic::catch_unwind(AssertUnwindSafe(|| state.body.run(task, &cx))),
+            Some(observer) => run_observed(observer, state.body, task, &cx),
+        };
         let next = match result {
             Ok(Ok(TaskOutcome::Done)) => header.release(run, task, w),
             Ok(Ok(TaskOutcome::Pending(future))) => {
@@ -468,6 +543,25 @@ pub(crate) unsafe fn run_task<B: DagBody>(run: NonNull<RunHeader>, mut task: u32
             None => return,
         }
     }
+}
+
+/// Runs the body of `task` between the observer's `task_started` and, unless it became an
+/// asynchronous task (whose end `async_task` reports), `task_finished`.
+#[cold]
+#[inline(never)]
+fn run_observed<B: DagBody>(
+    observer: &dyn Observer,
+    body: &B,
+    task: u32,
+    cx: &TaskContext<'_>,
+) -> std::thread::Result<Result<TaskOutcome<B::Error>, B::Error>> {
+    let worker = cx.worker_index();
+    observer.task_started(&TaskEvent::new(task, worker, Instant::now()));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| body.run(task, cx)));
+    if !matches!(result, Ok(Ok(TaskOutcome::Pending(_)))) {
+        observer.task_finished(&TaskEvent::new(task, worker, Instant::now()));
+    }
+    result
 }
 
 /// Passes `task`, bound to group `g` that `w` is not in (see `affinity`), with its unit to
@@ -623,7 +717,7 @@ mod tests {
         let topology = diamond(false);
         for policy in [Policy::DepthFirst, Policy::Fifo, Policy::CriticalPath] {
             let body = Checked::new(&topology);
-            pool.execute(&topology, &body, &RunControl::with_policy(policy))
+            pool.execute(&topology, &body, &RunControl::with_policy(policy.clone()))
                 .unwrap();
             assert_eq!(body.runs(), vec![1; 11], "{policy:?}");
         }

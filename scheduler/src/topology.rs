@@ -8,10 +8,10 @@
 //! - `successors(t)` lists every edge `t -> s` once per time it was added, and
 //!   `num_predecessors(s)` counts the same edges, so duplicate edges are consistent;
 //! - `roots()` lists, in increasing order, the tasks without predecessors;
-//! - `priority(t)` is the cost of the most expensive path from `t` to a sink, `t`'s own
-//!   cost included (costs set with [`TopologyBuilder::set_cost`], 1 by default), computed
-//!   once by `build`; the critical-path policy ([`Policy`](super::Policy)) runs ready tasks
-//!   in decreasing priority.
+//! - `cost(t)` is the cost set with [`TopologyBuilder::set_cost`] (1 by default), and
+//!   `priority(t)` the cost of the most expensive path from `t` to a sink, `t`'s own
+//!   cost included, computed once by `build`; the critical-path policy
+//!   ([`Policy`](super::Policy)) runs ready tasks in decreasing priority.
 //! - `group(t)` is the steal group whose workers alone may run `t`, if one was set with
 //!   [`TopologyBuilder::set_group`] (see [`affinity`](super::affinity)).
 //!
@@ -34,6 +34,8 @@ pub struct Topology {
     predecessors: Arc<[u32]>,
     /// Tasks without predecessors, in increasing order.
     roots: Arc<[u32]>,
+    /// The cost of each task; `None` while every cost is the default 1.
+    costs: Option<Arc<[u64]>>,
     /// Longest remaining path of each task, by cost, its own cost included.
     priorities: Arc<[u64]>,
     /// `roots`, by decreasing priority (ties: increasing index).
@@ -107,6 +109,22 @@ impl Topology {
         self.successors.len()
     }
 
+    /// The cost of `task` given to [`TopologyBuilder::set_cost`] (1 by default).
+    ///
+    /// # Panics
+    ///
+    /// If `task` is out of range.
+    #[inline]
+    pub fn cost(&self, task: u32) -> u64 {
+        match &self.costs {
+            None => {
+                assert!((task as usize) < self.len(), "task {task} is out of range");
+                1
+            }
+            Some(c) => c[task as usize],
+        }
+    }
+
     /// The cost of the most expensive path from `task` to a task without successors,
     /// `task`'s own cost included (see [`TopologyBuilder::set_cost`]).
     ///
@@ -143,6 +161,7 @@ impl Topology {
     }
 
     /// Priorities of all tasks, indexed by task.
+    #[cfg(test)]
     pub(crate) fn priorities(&self) -> &[u64] {
         &self.priorities
     }
@@ -285,6 +304,7 @@ impl TopologyBuilder {
             successors: successors.into(),
             predecessors: predecessors.into(),
             roots: roots.into(),
+            costs: (!self.costs.is_empty()).then(|| self.costs.into()),
             priorities: priorities.into(),
             roots_by_priority: roots_by_priority.into(),
             groups: (!self.groups.is_empty()).then(|| self.groups.into()),
@@ -422,11 +442,14 @@ mod tests {
         let t = b.build().unwrap();
         let p: Vec<u64> = (0..5).map(|i| t.priority(i)).collect();
         assert_eq!(p, [12, 2, 11, 1, 5]);
+        let c: Vec<u64> = (0..5).map(|i| t.cost(i)).collect();
+        assert_eq!(c, [1, 1, 10, 1, 5]);
         assert_eq!(t.roots_by_priority(), &[0, 4]);
         let mut b = Topology::builder(3);
         b.add_edge(0, 1);
         let t = b.build().unwrap();
         assert_eq!(t.priorities(), &[2, 1, 1]);
+        assert_eq!(t.cost(2), 1);
         assert_eq!(t.roots_by_priority(), &[0, 2]);
     }
 

@@ -432,7 +432,7 @@ impl WorkerCtx {
                 self.push(Job::Pick { run, count: half });
                 count -= half;
             }
-            let task = header.queue().pop(header.topology());
+            let task = header.pop_queue(self);
             let run_task = header.run_task;
             count -= 1;
             // SAFETY: we pass on one unit, now the unit of `task`, taken from the queue;

@@ -10,14 +10,12 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{binary_tree, random_dag, wavefront, CheckingBody, Rng};
+use common::{all_policies, binary_tree, random_dag, wavefront, CheckingBody, Rng};
 use futures::FutureExt;
 use magpie_scheduler::{
     CancellationToken, DagBody, Policy, RunControl, RunError, TaskContext, TaskGraph, TaskOutcome,
     ThreadPool, Topology,
 };
-
-const POLICIES: [Policy; 3] = [Policy::DepthFirst, Policy::Fifo, Policy::CriticalPath];
 
 /// One worker, no helping caller: exactly one thread runs every task.
 fn single_thread_pool() -> ThreadPool {
@@ -195,10 +193,11 @@ fn every_policy_runs_thousands_of_random_dags_each_task_once_in_order() {
     for workers in [1, 2, 3] {
         let pool = ThreadPool::new(workers).unwrap();
         let mut rng = Rng::new(100 + workers as u64);
+        let policies = all_policies();
         for round in 0..1200 {
             let n = 1 + rng.below(if round % 10 == 0 { 400 } else { 50 }) as usize;
             let (topology, preds) = random_dag(&mut rng, n, [0.0, 0.03, 0.15, 0.5][round % 4]);
-            let policy = POLICIES[round % 3];
+            let policy = policies[round % policies.len()].clone();
             let body = MixedBody {
                 check: CheckingBody::new(&preds),
                 asyncs: if round % 5 == 0 { 7 } else { u32::MAX },
@@ -217,13 +216,15 @@ fn runs_of_different_policies_share_a_pool() {
     let dags: Vec<_> = (0..6)
         .map(|i| random_dag(&mut rng, 300 + 100 * i, 0.02))
         .collect();
+    let policies = all_policies();
+    let policies = &policies;
     std::thread::scope(|s| {
         for (i, (topology, preds)) in dags.iter().enumerate() {
             let pool = pool.clone();
             s.spawn(move || {
                 for round in 0..30 {
                     let body = CheckingBody::new(preds);
-                    let policy = POLICIES[(i + round) % 3];
+                    let policy = policies[(i + round) % policies.len()].clone();
                     pool.execute(topology, &body, &RunControl::with_policy(policy))
                         .unwrap();
                     body.assert_all_once();
@@ -261,9 +262,8 @@ fn task_graphs_run_under_every_policy() {
         }
         level = next;
     }
-    for (k, policy) in POLICIES.iter().enumerate() {
-        pool.run_with(&g, &RunControl::with_policy(*policy))
-            .unwrap();
+    for (k, policy) in all_policies().into_iter().enumerate() {
+        pool.run_with(&g, &RunControl::with_policy(policy)).unwrap();
         assert_eq!(counter.load(Ordering::SeqCst), (k + 1) * 21 * 50);
     }
 }
@@ -293,7 +293,7 @@ impl DagBody for FailAt {
 fn failures_and_cancellation_end_queued_policies_cleanly() {
     let pool = ThreadPool::new(2).unwrap();
     let (t, _) = wavefront(40);
-    for policy in POLICIES {
+    for policy in all_policies() {
         for panic in [false, true] {
             let body = FailAt {
                 at: 300,
@@ -301,7 +301,7 @@ fn failures_and_cancellation_end_queued_policies_cleanly() {
                 ran: AtomicU32::new(0),
             };
             let err = pool
-                .execute(&t, &body, &RunControl::with_policy(policy))
+                .execute(&t, &body, &RunControl::with_policy(policy.clone()))
                 .unwrap_err();
             match (panic, err) {
                 (false, RunError::Task { task: 300, error }) => assert_eq!(error, "task 300 fails"),
@@ -313,7 +313,7 @@ fn failures_and_cancellation_end_queued_policies_cleanly() {
         let token = CancellationToken::new();
         token.cancel();
         let control = RunControl {
-            policy,
+            policy: policy.clone(),
             cancel: Some(token),
             ..RunControl::default()
         };

@@ -172,3 +172,38 @@ pub fn fan(n: usize) -> (Topology, Vec<Vec<u32>>) {
     }
     (b.build().unwrap(), preds)
 }
+
+/// A custom policy for tests: last in, first out, under a mutex.
+#[derive(Debug)]
+pub struct TestLifo;
+
+struct LifoQueue(std::sync::Mutex<Vec<u32>>);
+
+impl magpie_scheduler::QueuePolicy for TestLifo {
+    fn new_queue(
+        &self,
+        _: &magpie_scheduler::QueueSetup<'_>,
+    ) -> Box<dyn magpie_scheduler::ReadyQueue> {
+        Box::new(LifoQueue(std::sync::Mutex::new(Vec::new())))
+    }
+}
+
+impl magpie_scheduler::ReadyQueue for LifoQueue {
+    fn push(&self, _: &magpie_scheduler::QueueContext<'_>, task: u32) {
+        self.0.lock().unwrap().push(task);
+    }
+    fn pop(&self, _: &magpie_scheduler::QueueContext<'_>) -> Option<u32> {
+        self.0.lock().unwrap().pop()
+    }
+}
+
+/// Every built-in policy, and a custom one ([`TestLifo`]).
+pub fn all_policies() -> Vec<magpie_scheduler::Policy> {
+    use magpie_scheduler::Policy;
+    vec![
+        Policy::DepthFirst,
+        Policy::Fifo,
+        Policy::CriticalPath,
+        Policy::custom(TestLifo),
+    ]
+}
