@@ -1,8 +1,8 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 responder on the server's runtime,
 //! serving what [`Metrics::encode`](crate::metrics::Metrics::encode) renders.
 //!
-//! It answers `GET /metrics` (a query string is ignored) with `200` and the Prometheus
-//! text format, anything else with `404` (`400` for what is not an HTTP request, `431`
+//! It answers `GET /metrics` (a query string is ignored) with `200` and the OpenMetrics
+//! text format (which Prometheus scrapes), anything else with `404` (`400` for what is not an HTTP request, `431`
 //! for a head over [`MAX_HEAD`]); one request per connection (`Connection: close`).
 //! Every connection has a deadline ([`CONNECTION_DEADLINE`]) and at most
 //! [`MAX_CONNECTIONS`] are served at once: a client that stalls or floods holds neither
@@ -71,7 +71,7 @@ async fn answer(mut stream: TcpStream, render: &Render) {
         ("431 Request Header Fields Too Large", String::new())
     };
     let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
         "text/plain; charset=utf-8"
     };
