@@ -53,7 +53,8 @@ fn stop(mut child: Child) {
 fn scrape(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -96,16 +97,36 @@ fn a_server_process_serves_metrics_that_count_its_steps() {
     stop(first);
     let (ok, bad, text) = outcome.unwrap();
     assert!(ok && bad, "{text}");
-    assert_eq!(sample(&text, "magpie_steps_total", &["outcome=\"ok\""]), Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, "magpie_steps_total", &["outcome=\"invalid_argument\""]),
+        sample(&text, "magpie_steps_total", &["outcome=\"ok\""]),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "magpie_step_duration_seconds_count", &[]), Some(2.0), "{text}");
-    assert_eq!(sample(&text, "magpie_sessions_open", &[]), Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, "magpie_peer_received_bytes_total", &["peer=\"/job:worker/task:1\""]),
+        sample(
+            &text,
+            "magpie_steps_total",
+            &["outcome=\"invalid_argument\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "magpie_step_duration_seconds_count", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "magpie_sessions_open", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "magpie_peer_received_bytes_total",
+            &["peer=\"/job:worker/task:1\""]
+        ),
         Some(4.0),
         "{text}"
     );

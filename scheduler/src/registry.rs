@@ -104,7 +104,11 @@ impl Registry {
     /// at once; for metrics.
     pub(crate) fn queued_jobs(&self) -> usize {
         self.injector.len()
-            + self.group_injectors.iter().map(Injector::len).sum::<usize>()
+            + self
+                .group_injectors
+                .iter()
+                .map(Injector::len)
+                .sum::<usize>()
             + self.stealers.iter().map(Stealer::len).sum::<usize>()
     }
 

@@ -131,7 +131,9 @@ impl Metrics {
 
     /// Counts a step of the master service that ended with `code` after `took`.
     pub(crate) fn step(&self, code: Code, took: Duration) {
-        let i = usize::try_from(code as i32).unwrap_or(2).min(CODE_NAMES.len() - 1);
+        let i = usize::try_from(code as i32)
+            .unwrap_or(2)
+            .min(CODE_NAMES.len() - 1);
         self.steps[i].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS
@@ -228,7 +230,9 @@ impl Metrics {
                 sent.get_or_create(&[("peer", p.name.clone())]).inc_by(s);
             }
             if p.name != "unknown" || r > 0 {
-                received.get_or_create(&[("peer", p.name.clone())]).inc_by(r);
+                received
+                    .get_or_create(&[("peer", p.name.clone())])
+                    .inc_by(r);
             }
         }
         registry.register(
@@ -255,8 +259,12 @@ impl Metrics {
         );
         let steals = pool.steal_stats();
         let stolen = Family::<[(&'static str, &'static str); 1], Counter>::default();
-        stolen.get_or_create(&[("group", "local")]).inc_by(steals.local);
-        stolen.get_or_create(&[("group", "remote")]).inc_by(steals.remote);
+        stolen
+            .get_or_create(&[("group", "local")])
+            .inc_by(steals.local);
+        stolen
+            .get_or_create(&[("group", "remote")])
+            .inc_by(steals.remote);
         registry.register(
             "magpie_scheduler_steals",
             "Jobs scheduler workers stole from each other, by whether the victim was in \
@@ -269,7 +277,9 @@ impl Metrics {
         for d in worker.devices() {
             let name = d.name().to_string();
             if let Some(l) = d.memory_limit() {
-                limit.get_or_create(&[("device", name.clone())]).set(clamp(l));
+                limit
+                    .get_or_create(&[("device", name.clone())])
+                    .set(clamp(l));
             }
             if let Some(u) = d.memory_in_use() {
                 in_use.get_or_create(&[("device", name)]).set(clamp(u));

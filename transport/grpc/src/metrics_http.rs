@@ -105,7 +105,10 @@ fn route(head: &[u8], render: &Render) -> (&'static str, String) {
     if method == "GET" && path == "/metrics" {
         ("200 OK", render())
     } else {
-        ("404 Not Found", "only GET /metrics is served here\n".to_string())
+        (
+            "404 Not Found",
+            "only GET /metrics is served here\n".to_string(),
+        )
     }
 }
 
@@ -122,10 +125,16 @@ mod tests {
         let r = render();
         assert_eq!(route(b"GET /metrics HTTP/1.1\r\n\r\n", &r).0, "200 OK");
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", &r).0, "200 OK");
-        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n", &r).0, "404 Not Found");
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n", &r).0,
+            "404 Not Found"
+        );
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n", &r).0, "404 Not Found");
         assert_eq!(route(b"GET /metrics\r\n\r\n", &r).0, "400 Bad Request");
-        assert_eq!(route(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n", &r).0, "400 Bad Request");
+        assert_eq!(
+            route(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n", &r).0,
+            "400 Bad Request"
+        );
         assert_eq!(route(b"", &r).0, "400 Bad Request");
     }
 }

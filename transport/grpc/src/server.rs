@@ -33,11 +33,11 @@ use magpie_core::distributed::{ServerOptions, TaskServer};
 use magpie_core::transport::TaskName;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
-use tonic_health::server::HealthReporter;
-use tonic_health::ServingStatus;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
 use crate::error::GrpcError;
@@ -189,8 +189,8 @@ impl GrpcServer {
                 grpc.clone(),
                 metrics,
             ))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
             Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
         );
         let master_svc = InterceptedService::new(
@@ -213,8 +213,12 @@ impl GrpcServer {
         }
         let (health, health_svc) = tonic_health::server::health_reporter();
         futures::executor::block_on(async {
-            health.set_serving::<WorkerServiceServer<WorkerService>>().await;
-            health.set_serving::<MasterServiceServer<MasterService>>().await;
+            health
+                .set_serving::<WorkerServiceServer<WorkerService>>()
+                .await;
+            health
+                .set_serving::<MasterServiceServer<MasterService>>()
+                .await;
         });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -39,8 +39,8 @@ use tonic::Status;
 use crate::auth::Credentials;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
-use crate::options::{runtime, GrpcOptions};
 use crate::metrics::Metrics;
+use crate::options::{runtime, GrpcOptions};
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
 use crate::status::{status_to_transport, CallContext};

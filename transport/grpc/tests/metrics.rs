@@ -71,14 +71,18 @@ fn register_test_ops() {
             Ok(vec![DType::F32])
         }))
         .unwrap();
-        register_kernel("MetricsFour", "CPU", |_| Ok(BoxedKernel::Sync(Box::new(Four))))
-            .unwrap();
+        register_kernel("MetricsFour", "CPU", |_| {
+            Ok(BoxedKernel::Sync(Box::new(Four)))
+        })
+        .unwrap();
         register_op(OpDef::new("MetricsPass", Arity::Exact(1), |ins, _| {
             Ok(vec![ins[0]])
         }))
         .unwrap();
-        register_kernel("MetricsPass", "CPU", |_| Ok(BoxedKernel::Sync(Box::new(Pass))))
-            .unwrap();
+        register_kernel("MetricsPass", "CPU", |_| {
+            Ok(BoxedKernel::Sync(Box::new(Pass)))
+        })
+        .unwrap();
     });
 }
 
@@ -176,7 +180,10 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
     assert!(w.metrics_addr().is_none());
 
     let text = scrape(addr);
-    assert_eq!(sample(&text, "magpie_steps_total", &["outcome=\"ok\""]), Some(0.0));
+    assert_eq!(
+        sample(&text, "magpie_steps_total", &["outcome=\"ok\""]),
+        Some(0.0)
+    );
     assert_eq!(sample(&text, "magpie_sessions_open", &[]), Some(0.0));
     assert!(text.contains("task=\"/job:m/task:0\""), "{text}");
 
@@ -192,19 +199,39 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
     assert!(s.run_named(&[], &["no_such_node:0"], &[], None).is_err());
 
     let text = scrape(addr);
-    assert_eq!(sample(&text, "magpie_steps_total", &["outcome=\"ok\""]), Some(2.0), "{text}");
     assert_eq!(
-        sample(&text, "magpie_steps_total", &["outcome=\"invalid_argument\""]),
+        sample(&text, "magpie_steps_total", &["outcome=\"ok\""]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "magpie_steps_total",
+            &["outcome=\"invalid_argument\""]
+        ),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "magpie_step_duration_seconds_count", &[]), Some(3.0), "{text}");
     assert_eq!(
-        sample(&text, "magpie_step_duration_seconds_bucket", &["le=\"+Inf\""]),
+        sample(&text, "magpie_step_duration_seconds_count", &[]),
         Some(3.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "magpie_sessions_open", &[]), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "magpie_step_duration_seconds_bucket",
+            &["le=\"+Inf\""]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "magpie_sessions_open", &[]),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         sample(
             &text,
@@ -220,13 +247,20 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
         "magpie_scheduler_queued_jobs",
         "magpie_scheduler_workers",
     ] {
-        assert!(sample(&text, gauge, &[]).is_some(), "{gauge} missing: {text}");
+        assert!(
+            sample(&text, gauge, &[]).is_some(),
+            "{gauge} missing: {text}"
+        );
     }
     assert!(sample(&text, "magpie_scheduler_steals_total", &["group=\"local\""]).is_some());
     // The worker counts what it sent (its exposition without an HTTP endpoint).
     let sent = w.metrics_text();
     assert_eq!(
-        sample(&sent, "magpie_peer_sent_bytes_total", &["peer=\"/job:m/task:0\""]),
+        sample(
+            &sent,
+            "magpie_peer_sent_bytes_total",
+            &["peer=\"/job:m/task:0\""]
+        ),
         Some(32.0),
         "{sent}"
     );
@@ -244,7 +278,11 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
 
     s.close().unwrap();
     let text = scrape(addr);
-    assert_eq!(sample(&text, "magpie_sessions_open", &[]), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "magpie_sessions_open", &[]),
+        Some(0.0),
+        "{text}"
+    );
     m.stop(Duration::from_secs(2));
     w.stop(Duration::from_secs(2));
     // The endpoint went with the server.
@@ -258,15 +296,16 @@ fn health_says_serving_then_not_serving_while_a_stop_drains() {
         .job("m", [format!("127.0.0.1:{}", free_port())])
         .build()
         .unwrap();
-    let m = std::sync::Arc::new(
-        GrpcServer::start(&spec, "m", 0, &host_task_options("m")).unwrap(),
-    );
+    let m = std::sync::Arc::new(GrpcServer::start(&spec, "m", 0, &host_task_options("m")).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    assert_eq!(health(&rt, m.local_addr()), Ok(ServingStatus::Serving as i32));
+    assert_eq!(
+        health(&rt, m.local_addr()),
+        Ok(ServingStatus::Serving as i32)
+    );
 
     // A step that never finishes by itself keeps the stop draining until its deadline.
     let g = Graph::new();
