@@ -80,6 +80,12 @@ pub trait Device: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Bytes of memory the device's tensors hold now, if the device keeps count (default:
+    /// `None`). Read by metrics exporters; must be cheap (an atomic load).
+    fn memory_in_use(&self) -> Option<u64> {
+        None
+    }
+
     /// Where this device's kernels keep tensors (default: host memory).
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Host

@@ -262,6 +262,12 @@ impl ThreadPool {
         self.inner.registry.steal_stats()
     }
 
+    /// Jobs queued now and not yet taken by a worker (the injectors and every deque): a
+    /// snapshot, stale as soon as it is read, for metrics and diagnostics.
+    pub fn queued_jobs(&self) -> usize {
+        self.inner.registry.queued_jobs()
+    }
+
     /// Runs one execution of a DAG: every task of `topology` runs exactly once, a task only
     /// after all its predecessors finished. Blocks the calling thread until the run is
     /// over; `body` is borrowed, and `execute` does not return while any worker can still

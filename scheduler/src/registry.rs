@@ -99,6 +99,19 @@ impl Registry {
         self.steal_counters.snapshot()
     }
 
+    /// Jobs queued now: in the global injector, the groups' injectors and every deque
+    /// (workers' and helpers'). A snapshot that concurrent pushes and steals make stale
+    /// at once; for metrics.
+    pub(crate) fn queued_jobs(&self) -> usize {
+        self.injector.len()
+            + self
+                .group_injectors
+                .iter()
+                .map(Injector::len)
+                .sum::<usize>()
+            + self.stealers.iter().map(Stealer::len).sum::<usize>()
+    }
+
     pub(crate) fn on_start(&self) -> Option<&StartHook> {
         self.on_start.as_ref()
     }

@@ -113,6 +113,10 @@ enum Command {
         /// naming them.
         #[arg(long, value_name = "MS", default_value_t = 60_000)]
         peer_wait_ms: u64,
+        /// Serve Prometheus metrics at GET /metrics on this address (plain HTTP, e.g.
+        /// 127.0.0.1:9090; port 0 picks a free one and prints it).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -189,6 +193,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             cpu_memory_limit,
             bind,
             peer_wait_ms,
+            metrics_addr,
             limits,
         } => server::run(&server::ServeArgs {
             cluster,
@@ -208,6 +213,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             cpu_memory_limit,
             bind,
             peer_wait_ms,
+            metrics_addr,
             limits,
         }),
     }

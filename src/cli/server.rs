@@ -29,6 +29,7 @@ pub(crate) struct ServeArgs {
     pub(crate) cpu_memory_limit: Option<u64>,
     pub(crate) bind: Option<String>,
     pub(crate) peer_wait_ms: u64,
+    pub(crate) metrics_addr: Option<String>,
     pub(crate) limits: super::LimitArgs,
 }
 
@@ -175,6 +176,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let mut grpc = args.security.grpc_options(&task, peers)?;
     l.apply(&mut grpc)?;
     grpc.bind.clone_from(&args.bind);
+    grpc.metrics_addr.clone_from(&args.metrics_addr);
     let security = SecurityArgs::describe(&grpc);
     // The signal handlers are installed before the server starts and says so: a SIGTERM
     // sent as soon as "serving" is printed stops it cleanly rather than killing it.
@@ -193,6 +195,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
     println!("serving {task} on {} ({security})", server.target());
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics of {task} at http://{addr}/metrics");
+    }
     tracing::info!(%task, target = %server.target(), %security, "server started");
     let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {

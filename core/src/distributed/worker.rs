@@ -183,6 +183,12 @@ impl Worker {
             .collect()
     }
 
+    /// The scheduler pool the task's partition steps run on (its queue depth and steals
+    /// feed the server's metrics).
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
     /// The task's resource manager (variables live here).
     pub fn resources(&self) -> &Arc<ResourceMgr> {
         &self.resources

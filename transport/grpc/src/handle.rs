@@ -27,9 +27,27 @@ pub(crate) fn session_handle(task: &TaskName) -> Result<String, Status> {
     Ok(handle)
 }
 
+/// What logs show of `handle`: its first 8 random hex digits (32 of the 128 bits), never
+/// the whole capability. Works on any string a client sends.
+pub(crate) fn handle_prefix(handle: &str) -> String {
+    let random = handle.rsplit_once("/remote/").map_or(handle, |(_, r)| r);
+    let short: String = random.chars().take(8).collect();
+    format!("{short}…")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_prefixes_hide_most_of_the_handle() {
+        let task = TaskName::new("worker", 0);
+        let h = session_handle(&task).unwrap();
+        let p = handle_prefix(&h);
+        assert_eq!(p.chars().count(), 9);
+        assert!(h.contains(p.trim_end_matches('…')));
+        assert_eq!(handle_prefix("é"), "é…");
+    }
 
     #[test]
     fn handles_are_distinct_and_carry_128_random_bits() {

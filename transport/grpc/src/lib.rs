@@ -11,7 +11,10 @@
 //! - [`WorkerService`], [`MasterService`]: the tonic services over a task's
 //!   [`TaskServer`](magpie_core::distributed::TaskServer);
 //! - [`GrpcServer`]: start a task on its address, [`stop`](GrpcServer::stop) it (refuse
-//!   new steps, drain, free the port), [`join`](GrpcServer::join) it;
+//!   new steps, drain, free the port), [`join`](GrpcServer::join) it; it serves the
+//!   standard gRPC health service (`grpc.health.v1`) and, with
+//!   [`GrpcOptions::metrics_addr`], Prometheus metrics at `/metrics` (`metrics.rs` lists
+//!   them);
 //! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port` (plaintext) or
 //!   `grpcs://host:port` (TLS);
 //! - security, off unless asked for: TLS on every channel, mutual optional
@@ -25,6 +28,8 @@ pub mod conv;
 mod error;
 mod handle;
 mod hugepages;
+mod metrics;
+mod metrics_http;
 mod options;
 mod server;
 mod service;

@@ -84,6 +84,11 @@ pub struct GrpcOptions {
     /// server then never resolves itself; its peers resolve it when they first connect.
     /// Flag `--bind`.
     pub bind: Option<String>,
+    /// Where a server serves its metrics as Prometheus text at `GET /metrics` over
+    /// plain HTTP (default `None`: not served), e.g. `127.0.0.1:9090`; port 0 picks a
+    /// free one ([`GrpcServer::metrics_addr`](crate::GrpcServer::metrics_addr)). The
+    /// metrics name tasks and devices, no session or tensor. Flag `--metrics-addr`.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for GrpcOptions {
@@ -109,6 +114,7 @@ impl Default for GrpcOptions {
             tls: None,
             auth_token: None,
             bind: None,
+            metrics_addr: None,
         }
     }
 }

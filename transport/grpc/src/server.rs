@@ -9,6 +9,14 @@
 //! within the deadline, cancel the rest), then shuts the listener and connections down
 //! and frees the port; [`GrpcServer::join`] returns once it has stopped.
 //!
+//! # Health and metrics
+//! The standard gRPC health service (`grpc.health.v1.Health`, `tonic-health`) shares the
+//! port and needs no token: the overall status (service `""`) and both named services
+//! report `SERVING` from the start, and `NOT_SERVING` as soon as [`GrpcServer::stop`]
+//! begins (while running steps drain). With [`GrpcOptions::metrics_addr`] the server
+//! also serves Prometheus text at `GET /metrics` on that address (`metrics.rs` lists the
+//! metrics, `metrics_http.rs` the endpoint's limits).
+//!
 //! # Security
 //! With an identity in [`GrpcOptions::tls`] the server serves TLS only (mutual with a
 //! client CA: worker-service calls then need a certificate the CA signed); with
@@ -28,6 +36,8 @@ use tokio::sync::oneshot;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
 use crate::error::GrpcError;
@@ -44,6 +54,7 @@ const MAX_FRAME: u32 = 1 << 20;
 struct Running {
     shutdown: oneshot::Sender<()>,
     serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
     runtime: OwnedRuntime,
 }
 
@@ -53,6 +64,8 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     tls: bool,
     master: MasterService,
+    health: HealthReporter,
+    metrics_addr: Option<SocketAddr>,
     running: Mutex<Option<Running>>,
 }
 
@@ -162,11 +175,22 @@ impl GrpcServer {
             })?
         };
         let master = MasterService::with_options(Arc::clone(&core), grpc.clone());
+        let metrics = Arc::clone(master.metrics());
+        transport.set_metrics(Arc::clone(&metrics));
+        let metrics_listener = match &grpc.metrics_addr {
+            Some(a) => Some(bind_metrics(a, &task, &handle)?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let max = grpc.max_message_bytes;
         let worker_svc = InterceptedService::new(
-            WorkerServiceServer::new(WorkerService::new(Arc::clone(&core), grpc.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+            WorkerServiceServer::new(WorkerService::with_metrics(
+                Arc::clone(&core),
+                grpc.clone(),
+                metrics,
+            ))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
             Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
         );
         let master_svc = InterceptedService::new(
@@ -187,6 +211,15 @@ impl GrpcServer {
                 }
             });
         }
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        futures::executor::block_on(async {
+            health
+                .set_serving::<WorkerServiceServer<WorkerService>>()
+                .await;
+            health
+                .set_serving::<MasterServiceServer<MasterService>>()
+                .await;
+        });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = builder
@@ -196,19 +229,31 @@ impl GrpcServer {
             .max_concurrent_streams(Some(grpc.max_concurrent_streams))
             .http2_keepalive_interval(Some(grpc.keepalive_interval))
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
+            .add_service(health_svc)
             .add_service(worker_svc)
             .add_service(master_svc);
         let serve = handle.spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown_rx.await;
         }));
+        let metrics_task = metrics_listener.map(|(listener, addr)| {
+            tracing::info!(%task, %addr, "serving metrics at /metrics");
+            let master = master.clone();
+            handle.spawn(crate::metrics_http::serve(
+                listener,
+                Arc::new(move || master.render_metrics()),
+            ))
+        });
         Ok(GrpcServer {
             core,
             local_addr,
             tls: serves_tls,
             master,
+            health,
+            metrics_addr,
             running: Mutex::new(Some(Running {
                 shutdown,
                 serve,
+                metrics: metrics_task,
                 runtime: rt,
             })),
         })
@@ -241,6 +286,17 @@ impl GrpcServer {
         self.tls
     }
 
+    /// The address `/metrics` is served on, with [`GrpcOptions::metrics_addr`].
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The task's metrics in the Prometheus text format: what `GET /metrics` returns
+    /// (also without [`GrpcOptions::metrics_addr`]).
+    pub fn metrics_text(&self) -> String {
+        self.master.render_metrics()
+    }
+
     /// Sessions remote clients hold open on this master.
     pub fn num_remote_sessions(&self) -> usize {
         self.master.num_sessions()
@@ -250,9 +306,24 @@ impl GrpcServer {
     /// `deadline` (then cancels them), closes the connections and frees the port.
     /// Returns how many partition steps were cancelled. Idempotent.
     pub fn stop(&self, deadline: Duration) -> usize {
+        // Health checks see the drain: load balancers stop sending new work.
+        futures::executor::block_on(async {
+            self.health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            self.health
+                .set_not_serving::<WorkerServiceServer<WorkerService>>()
+                .await;
+            self.health
+                .set_not_serving::<MasterServiceServer<MasterService>>()
+                .await;
+        });
         let cancelled = self.core.stop(deadline);
         let running = self.running.lock().take();
         if let Some(r) = running {
+            if let Some(m) = r.metrics {
+                m.abort();
+            }
             let _ = r.shutdown.send(());
             let handle = r.runtime.handle();
             let serve = r.serve;
@@ -286,6 +357,28 @@ impl Drop for GrpcServer {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }
+}
+
+/// Binds the metrics endpoint's listener on `address`, registered with `handle`'s
+/// runtime.
+fn bind_metrics(
+    address: &str,
+    task: &TaskName,
+    handle: &tokio::runtime::Handle,
+) -> Result<(tokio::net::TcpListener, SocketAddr), GrpcError> {
+    let bind = |detail: String| GrpcError::Bind {
+        address: address.to_string(),
+        task: format!("{task} (metrics)"),
+        detail,
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(|e| bind(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| bind(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| bind(e.to_string()))?;
+    let _guard = handle.enter();
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| bind(e.to_string()))?;
+    Ok((listener, addr))
 }
 
 /// Whether `address` (`host:port`) is on the loopback interface.

@@ -9,7 +9,7 @@
 //! drops the handler because its client went away: the step is aborted on every task.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
@@ -24,7 +24,8 @@ use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
-use crate::handle::session_handle;
+use crate::handle::{handle_prefix, session_handle};
+use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
 use crate::proto;
 use crate::sessions::SessionTable;
@@ -107,12 +108,27 @@ impl Drop for CancelOnDrop {
 pub struct WorkerService {
     server: Arc<TaskServer>,
     options: GrpcOptions,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerService {
     /// The worker service of `server`.
     pub fn new(server: Arc<TaskServer>, options: GrpcOptions) -> WorkerService {
-        WorkerService { server, options }
+        let metrics = Arc::new(Metrics::new(&server));
+        WorkerService::with_metrics(server, options, metrics)
+    }
+
+    /// The worker service of `server`, counting into `metrics` (the server's).
+    pub(crate) fn with_metrics(
+        server: Arc<TaskServer>,
+        options: GrpcOptions,
+        metrics: Arc<Metrics>,
+    ) -> WorkerService {
+        WorkerService {
+            server,
+            options,
+            metrics,
+        }
     }
 
     fn check_task(&self, task: &str) -> Result<(), Status> {
@@ -213,7 +229,15 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         })
         .await;
         guard.disarm();
-        let fetches = fetches?;
+        let fetches = fetches.inspect_err(|e| {
+            tracing::warn!(
+                task = %self.server.task(),
+                %step_id,
+                code = ?e.code(),
+                error = e.message(),
+                "partition step failed"
+            );
+        })?;
         let fetches = fetches
             .iter()
             .map(tensor_to_wire)
@@ -269,6 +293,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             tensor.push(&c.content).map_err(|e| wire_to_status(&e))?;
         }
         let tensor = tensor.finish().map_err(|e| wire_to_status(&e))?;
+        self.metrics.received(&first.source, total);
         self.server
             .worker()
             .deliver(
@@ -314,6 +339,7 @@ pub struct MasterService {
     server: Arc<TaskServer>,
     sessions: Arc<SessionTable>,
     options: Arc<GrpcOptions>,
+    metrics: Arc<Metrics>,
 }
 
 impl MasterService {
@@ -327,10 +353,22 @@ impl MasterService {
     /// [`GrpcOptions::max_extension_nodes`]).
     pub fn with_options(server: Arc<TaskServer>, options: GrpcOptions) -> MasterService {
         MasterService {
+            metrics: Arc::new(Metrics::new(&server)),
             server,
             sessions: Arc::new(SessionTable::default()),
             options: Arc::new(options),
         }
+    }
+
+    /// The counters this service keeps (steps by outcome, their latency), which the
+    /// hosting server shares with its worker service and transport.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus text exposition of this task's metrics (see `metrics.rs`).
+    pub(crate) fn render_metrics(&self) -> String {
+        self.metrics.encode(&self.server, self.num_sessions())
     }
 
     /// A master session over `graph`, created off the runtime (it contacts every task).
@@ -360,7 +398,8 @@ impl MasterService {
             let task = self.server.task().to_string();
             let closed = blocking(move || {
                 for (handle, session) in expired {
-                    tracing::info!(%task, %handle, ?idle, "closing an idle remote session");
+                    let session_handle = handle_prefix(&handle);
+                    tracing::info!(%task, %session_handle, ?idle, "closing an idle remote session");
                     session.close();
                 }
                 Ok(())
@@ -386,123 +425,9 @@ impl MasterService {
     }
 }
 
-fn import(def: &GraphDef) -> Result<Graph, Status> {
-    Graph::import(def).map_err(|e| status(Code::InvalidArgument, format!("invalid graph: {e}")))
-}
-
-/// `"name:index"` or `"name"` as an output of `graph`.
-fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
-    let (node, index) = match name.rsplit_once(':') {
-        Some((n, i)) => match i.parse::<u32>() {
-            Ok(i) => (n, i),
-            Err(_) => (name, 0),
-        },
-        None => (name, 0),
-    };
-    let id = node_id(graph, node, role)?;
-    Ok(id.output(index))
-}
-
-fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
-    graph.node_by_name(name).ok_or_else(|| {
-        status(
-            Code::InvalidArgument,
-            format!("{role} {name:?}: no such node"),
-        )
-    })
-}
-
-#[tonic::async_trait]
-impl proto::master_service_server::MasterService for MasterService {
-    async fn create_session(
-        &self,
-        request: Request<proto::CreateSessionRequest>,
-    ) -> Result<Response<proto::CreateSessionResponse>, Status> {
-        let r = request.into_inner();
-        let wire = r.graph.unwrap_or_default();
-        check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
-            wire.node.len(),
-            "the session's graph",
-        )?;
-        let max = self.options.max_sessions;
-        let reservation = self.sessions.reserve(max).map_err(|open| {
-            limit_status(
-                Limit::Sessions,
-                max,
-                format!(
-                    "master {} has {open} sessions open (close sessions, or let idle ones \
-                     time out)",
-                    self.server.task()
-                ),
-            )
-        })?;
-        let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
-        let graph = import(&def)?;
-        // 128 random bits: a capability no other client can guess (`handle.rs`). Made
-        // first: a session is never dropped on the runtime.
-        let handle = session_handle(self.server.task())?;
-        let session = self.open_session(graph).await?;
-        let devices = session
-            .devices()
-            .iter()
-            .cloned()
-            .map(device_attributes)
-            .collect();
-        self.sessions.insert(handle.clone(), session, reservation);
-        let step_timeout = self.server.master().options().step_timeout;
-        Ok(Response::new(proto::CreateSessionResponse {
-            session_handle: handle,
-            devices,
-            step_timeout_ms: u64::try_from(step_timeout.as_millis()).unwrap_or(u64::MAX),
-        }))
-    }
-
-    async fn extend_session(
-        &self,
-        request: Request<proto::ExtendSessionRequest>,
-    ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
-        let r = request.into_inner();
-        let wire = r.nodes.unwrap_or_default();
-        let added = wire.node.len();
-        check_nodes(
-            Limit::ExtensionNodes,
-            self.options.max_extension_nodes,
-            added,
-            "the extension",
-        )?;
-        // The new nodes join the session's graph (all or nothing): its plans and its
-        // registered partitions stay valid, and no task needs to be reached. Graph
-        // validation is CPU work only, never a wait: fine on the runtime.
-        let session = self.session(&r.session_handle)?;
-        let has = session.graph().len();
-        let extended = check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
-            has.saturating_add(added),
-            &format!("the session's graph of {has} nodes extended by {added}"),
-        )
-        .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
-        .and_then(|extra| {
-            session.graph().extend(&extra).map_err(|e| {
-                status(
-                    Code::InvalidArgument,
-                    format!("invalid graph extension: {e}"),
-                )
-            })
-        });
-        // Dropping a session can release its partitions (blocking): off the runtime.
-        blocking(move || {
-            drop(session);
-            Ok(())
-        })
-        .await?;
-        extended?;
-        Ok(Response::new(proto::ExtendSessionResponse {}))
-    }
-
-    async fn run_step(
+impl MasterService {
+    /// `RunStep` without its accounting (see the trait method).
+    async fn run_step_inner(
         &self,
         request: Request<proto::RunStepRequest>,
     ) -> Result<Response<proto::RunStepResponse>, Status> {
@@ -566,6 +491,184 @@ impl proto::master_service_server::MasterService for MasterService {
                 .collect(),
         }))
     }
+}
+
+fn import(def: &GraphDef) -> Result<Graph, Status> {
+    Graph::import(def).map_err(|e| status(Code::InvalidArgument, format!("invalid graph: {e}")))
+}
+
+/// `"name:index"` or `"name"` as an output of `graph`.
+fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
+    let (node, index) = match name.rsplit_once(':') {
+        Some((n, i)) => match i.parse::<u32>() {
+            Ok(i) => (n, i),
+            Err(_) => (name, 0),
+        },
+        None => (name, 0),
+    };
+    let id = node_id(graph, node, role)?;
+    Ok(id.output(index))
+}
+
+fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
+    graph.node_by_name(name).ok_or_else(|| {
+        status(
+            Code::InvalidArgument,
+            format!("{role} {name:?}: no such node"),
+        )
+    })
+}
+
+#[tonic::async_trait]
+impl proto::master_service_server::MasterService for MasterService {
+    async fn create_session(
+        &self,
+        request: Request<proto::CreateSessionRequest>,
+    ) -> Result<Response<proto::CreateSessionResponse>, Status> {
+        let r = request.into_inner();
+        let wire = r.graph.unwrap_or_default();
+        check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            wire.node.len(),
+            "the session's graph",
+        )?;
+        let max = self.options.max_sessions;
+        let reservation = self.sessions.reserve(max).map_err(|open| {
+            limit_status(
+                Limit::Sessions,
+                max,
+                format!(
+                    "master {} has {open} sessions open (close sessions, or let idle ones \
+                     time out)",
+                    self.server.task()
+                ),
+            )
+        })?;
+        let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
+        let graph = import(&def)?;
+        // 128 random bits: a capability no other client can guess (`handle.rs`). Made
+        // first: a session is never dropped on the runtime.
+        let handle = session_handle(self.server.task())?;
+        let session = self.open_session(graph).await.inspect_err(|e| {
+            tracing::warn!(
+                task = %self.server.task(),
+                code = ?e.code(),
+                error = e.message(),
+                "creating a session failed"
+            );
+        })?;
+        let devices = session
+            .devices()
+            .iter()
+            .cloned()
+            .map(device_attributes)
+            .collect();
+        let nodes = session.graph().len();
+        self.sessions.insert(handle.clone(), session, reservation);
+        tracing::info!(
+            task = %self.server.task(),
+            session_handle = %handle_prefix(&handle),
+            nodes,
+            "session created"
+        );
+        let step_timeout = self.server.master().options().step_timeout;
+        Ok(Response::new(proto::CreateSessionResponse {
+            session_handle: handle,
+            devices,
+            step_timeout_ms: u64::try_from(step_timeout.as_millis()).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn extend_session(
+        &self,
+        request: Request<proto::ExtendSessionRequest>,
+    ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
+        let r = request.into_inner();
+        let wire = r.nodes.unwrap_or_default();
+        let added = wire.node.len();
+        check_nodes(
+            Limit::ExtensionNodes,
+            self.options.max_extension_nodes,
+            added,
+            "the extension",
+        )?;
+        // The new nodes join the session's graph (all or nothing): its plans and its
+        // registered partitions stay valid, and no task needs to be reached. Graph
+        // validation is CPU work only, never a wait: fine on the runtime.
+        let session = self.session(&r.session_handle)?;
+        let has = session.graph().len();
+        let extended = check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            has.saturating_add(added),
+            &format!("the session's graph of {has} nodes extended by {added}"),
+        )
+        .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
+        .and_then(|extra| {
+            session.graph().extend(&extra).map_err(|e| {
+                status(
+                    Code::InvalidArgument,
+                    format!("invalid graph extension: {e}"),
+                )
+            })
+        });
+        // Dropping a session can release its partitions (blocking): off the runtime.
+        blocking(move || {
+            drop(session);
+            Ok(())
+        })
+        .await?;
+        let session_handle = handle_prefix(&r.session_handle);
+        match &extended {
+            Ok(_) => tracing::info!(
+                task = %self.server.task(),
+                %session_handle,
+                added,
+                "session extended"
+            ),
+            Err(e) => tracing::warn!(
+                task = %self.server.task(),
+                %session_handle,
+                added,
+                error = e.message(),
+                "extending a session failed"
+            ),
+        }
+        extended?;
+        Ok(Response::new(proto::ExtendSessionResponse {}))
+    }
+
+    async fn run_step(
+        &self,
+        request: Request<proto::RunStepRequest>,
+    ) -> Result<Response<proto::RunStepResponse>, Status> {
+        let started = Instant::now();
+        let task = self.server.task();
+        let session_handle = handle_prefix(&request.get_ref().session_handle);
+        tracing::debug!(%task, %session_handle, "step starting");
+        let result = self.run_step_inner(request).await;
+        let took = started.elapsed();
+        match &result {
+            Ok(r) => {
+                let step_id = StepId::from_bytes(&r.get_ref().step_id).ok();
+                tracing::debug!(%task, %session_handle, ?step_id, ?took, "step done");
+                self.metrics.step(Code::Ok, took);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    %task,
+                    %session_handle,
+                    code = ?e.code(),
+                    error = e.message(),
+                    ?took,
+                    "step failed"
+                );
+                self.metrics.step(e.code(), took);
+            }
+        }
+        result
+    }
 
     async fn close_session(
         &self,
@@ -586,6 +689,11 @@ impl proto::master_service_server::MasterService for MasterService {
             Ok(())
         })
         .await?;
+        tracing::info!(
+            task = %self.server.task(),
+            session_handle = %handle_prefix(&handle),
+            "session closed"
+        );
         Ok(Response::new(proto::CloseSessionResponse {}))
     }
 

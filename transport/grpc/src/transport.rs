@@ -39,6 +39,7 @@ use tonic::Status;
 use crate::auth::Credentials;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::metrics::Metrics;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
@@ -94,6 +95,8 @@ struct Inner {
     channels: Mutex<HashMap<TaskName, Channel>>,
     /// The task this transport's server hosts: requests to it are direct calls.
     local: OnceLock<(TaskName, Weak<TaskServer>)>,
+    /// The hosting server's counters (bytes sent per peer), when it keeps them.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -139,6 +142,7 @@ impl GrpcTransport {
                 _owned: owned,
                 channels: Mutex::new(HashMap::new()),
                 local: OnceLock::new(),
+                metrics: OnceLock::new(),
             }),
         }
     }
@@ -151,6 +155,11 @@ impl GrpcTransport {
             .inner
             .local
             .set((server.task().clone(), Arc::downgrade(server)));
+    }
+
+    /// Counts the bytes this transport sends into `metrics` (the hosting server's).
+    pub(crate) fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     fn local(&self, task: &TaskName) -> Option<Arc<TaskServer>> {
@@ -477,6 +486,12 @@ impl Transport for GrpcTransport {
         drop(tensor);
         let chunk = self.inner.options.chunk_bytes.max(1);
         let total = wire.content.len();
+        let source = self
+            .inner
+            .local
+            .get()
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default();
         let mut chunks = Vec::with_capacity(total / chunk + 1);
         let mut at = 0;
         loop {
@@ -492,6 +507,7 @@ impl Transport for GrpcTransport {
                     dims: wire.dims.clone(),
                     total_bytes: total as u64,
                     content,
+                    source: source.clone(),
                 }
             } else {
                 proto::SendTensorChunk {
@@ -504,8 +520,13 @@ impl Transport for GrpcTransport {
                 break;
             }
         }
+        let metrics = self.inner.metrics.get().cloned();
+        let peer = task.to_string();
         self.request(task, move |mut c| async move {
             c.send_tensor(tokio_stream::iter(chunks)).await?;
+            if let Some(m) = metrics {
+                m.sent(&peer, total as u64);
+            }
             Ok(())
         })
     }

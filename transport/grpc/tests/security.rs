@@ -244,6 +244,7 @@ async fn worker_calls(
         dims: vec![],
         total_bytes: 4,
         content: vec![0u8; 4].into(),
+        source: String::new(),
     };
     out.push(
         c.send_tensor(with_token(tokio_stream::iter(vec![chunk]), token))
