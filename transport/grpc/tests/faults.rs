@@ -2,17 +2,14 @@
 //! leaves no step behind on the master or the workers, and a request whose protobuf
 //! bytes are garbage gets a clear gRPC error; in both cases the server keeps serving.
 
-use std::sync::Once;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{register_op, Arity, Graph, OpDef, Output};
-use magpie_core::kernel::{
-    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Outputs,
-};
-use magpie_core::registry::register_kernel;
-use magpie_core::tensor::{DType, Tensor};
+use magpie_core::graph::{Graph, Output};
+use magpie_core::tensor::Tensor;
 use magpie_core::testkit::host_task_options;
 use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
@@ -21,76 +18,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::Bytes;
 use tonic::Code;
-
-/// `TestHang`: an output that never comes (the step waits until it is aborted or its
-/// deadline passes).
-struct Hang;
-
-impl AsyncKernel for Hang {
-    fn compute_async(
-        &self,
-        _ctx: AsyncKernelContext,
-    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
-        Box::pin(futures::future::pending())
-    }
-}
-
-/// `TestThree`: the scalar 3.0.
-struct Three;
-
-impl Kernel for Three {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        ctx.push_output(Tensor::scalar(3.0f32));
-        Ok(())
-    }
-}
-
-/// `TestPass`: its input, unchanged.
-struct Pass;
-
-impl Kernel for Pass {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        let t = ctx.take_input(0);
-        ctx.push_output(t);
-        Ok(())
-    }
-}
-
-fn register_test_ops() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        magpie_core::distributed::kernels::register_kernels();
-        register_op(OpDef::new("TestHang", Arity::Exact(0), |_, _| {
-            Ok(vec![DType::F32])
-        }))
-        .unwrap();
-        register_op(OpDef::new("TestThree", Arity::Exact(0), |_, _| {
-            Ok(vec![DType::F32])
-        }))
-        .unwrap();
-        register_kernel("TestThree", "CPU", |_| {
-            Ok(BoxedKernel::Sync(Box::new(Three)))
-        })
-        .unwrap();
-        register_op(OpDef::new("TestPass", Arity::Exact(1), |ins, _| {
-            Ok(vec![ins[0]])
-        }))
-        .unwrap();
-        register_kernel("TestHang", "CPU", |_| {
-            Ok(BoxedKernel::Async(Box::new(Hang)))
-        })
-        .unwrap();
-        register_kernel("TestPass", "CPU", |_| Ok(BoxedKernel::Sync(Box::new(Pass)))).unwrap();
-    });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A master (`m`) and a worker (`w`), each on a free port.
 fn cluster() -> (GrpcServer, GrpcServer) {

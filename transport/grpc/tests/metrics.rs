@@ -3,96 +3,20 @@
 //! `GET /metrics` is a 404; the gRPC health service says `SERVING`, then `NOT_SERVING`
 //! once a stop begins (while a step drains). Counts and codes only, no timings.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{register_op, Arity, Graph, OpDef, Output};
-use magpie_core::kernel::{
-    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Outputs,
-};
-use magpie_core::registry::register_kernel;
-use magpie_core::tensor::{DType, Tensor};
+use magpie_core::graph::{Graph, Output};
 use magpie_core::testkit::host_task_options;
 use magpie_grpc::{GrpcOptions, GrpcServer};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-/// `MetricsHang`: an output that never comes (the step waits until it is cancelled).
-struct Hang;
-
-impl AsyncKernel for Hang {
-    fn compute_async(
-        &self,
-        _ctx: AsyncKernelContext,
-    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
-        Box::pin(futures::future::pending())
-    }
-}
-
-/// `MetricsFour`: a 4-element f32 vector (16 bytes).
-struct Four;
-
-impl Kernel for Four {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        ctx.push_output(Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]));
-        Ok(())
-    }
-}
-
-/// `MetricsPass`: its input, unchanged.
-struct Pass;
-
-impl Kernel for Pass {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        let t = ctx.take_input(0);
-        ctx.push_output(t);
-        Ok(())
-    }
-}
-
-fn register_test_ops() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        magpie_core::distributed::kernels::register_kernels();
-        register_op(OpDef::new("MetricsHang", Arity::Exact(0), |_, _| {
-            Ok(vec![DType::F32])
-        }))
-        .unwrap();
-        register_kernel("MetricsHang", "CPU", |_| {
-            Ok(BoxedKernel::Async(Box::new(Hang)))
-        })
-        .unwrap();
-        register_op(OpDef::new("MetricsFour", Arity::Exact(0), |_, _| {
-            Ok(vec![DType::F32])
-        }))
-        .unwrap();
-        register_kernel("MetricsFour", "CPU", |_| {
-            Ok(BoxedKernel::Sync(Box::new(Four)))
-        })
-        .unwrap();
-        register_op(OpDef::new("MetricsPass", Arity::Exact(1), |ins, _| {
-            Ok(vec![ins[0]])
-        }))
-        .unwrap();
-        register_kernel("MetricsPass", "CPU", |_| {
-            Ok(BoxedKernel::Sync(Box::new(Pass)))
-        })
-        .unwrap();
-    });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn op(g: &Graph, device: &str, name: &str, op: &str, inputs: &[Output]) -> Output {
     g.with_device(device)
@@ -189,8 +113,8 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
 
     // A tensor of 16 bytes crosses from w to m in each of two steps; a third step fails.
     let g = Graph::new();
-    let x = op(&g, "/job:w/task:0", "x", "MetricsFour", &[]);
-    op(&g, "/job:m/task:0", "y", "MetricsPass", &[x]);
+    let x = op(&g, "/job:w/task:0", "x", "TestFour", &[]);
+    op(&g, "/job:m/task:0", "y", "TestPass", &[x]);
     let s = magpie_grpc::connect(&format!("grpc://{}", m.local_addr()), &g).unwrap();
     for _ in 0..2 {
         let out = s.run_named(&[], &["y:0"], &[], None).unwrap();
@@ -309,7 +233,7 @@ fn health_says_serving_then_not_serving_while_a_stop_drains() {
 
     // A step that never finishes by itself keeps the stop draining until its deadline.
     let g = Graph::new();
-    op(&g, "/job:m/task:0", "hang", "MetricsHang", &[]);
+    op(&g, "/job:m/task:0", "hang", "TestHang", &[]);
     let s = magpie_grpc::connect(&m.target(), &g).unwrap();
     let step = std::thread::spawn(move || {
         let _ = s.run_named(&[], &["hang:0"], &[], Some(Duration::from_secs(120)));

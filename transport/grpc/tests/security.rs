@@ -5,16 +5,14 @@
 //! handles guessed from the old sequential pattern or kept from a previous server
 //! process. Each attack gets its status code; the server keeps serving.
 
+mod common;
 mod pki;
 
-use std::sync::Once;
 use std::time::Duration;
 
+use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{register_op, Arity, Graph, OpDef, Output};
-use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError};
-use magpie_core::registry::register_kernel;
-use magpie_core::tensor::{DType, Tensor};
+use magpie_core::graph::{Graph, Output};
 use magpie_core::testkit::host_task_options;
 use magpie_grpc::conv::graph_to_wire;
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
@@ -25,55 +23,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 const TOKEN: &str = "s3cr3t-cluster-token-0123456789";
-
-/// `TestThree`: the scalar 3.0.
-struct Three;
-
-impl Kernel for Three {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        ctx.push_output(Tensor::scalar(3.0f32));
-        Ok(())
-    }
-}
-
-/// `TestPass`: its input, unchanged.
-struct Pass;
-
-impl Kernel for Pass {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        let t = ctx.take_input(0);
-        ctx.push_output(t);
-        Ok(())
-    }
-}
-
-fn register_test_ops() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        magpie_core::distributed::kernels::register_kernels();
-        register_op(OpDef::new("TestThree", Arity::Exact(0), |_, _| {
-            Ok(vec![DType::F32])
-        }))
-        .unwrap();
-        register_kernel("TestThree", "CPU", |_| {
-            Ok(BoxedKernel::Sync(Box::new(Three)))
-        })
-        .unwrap();
-        register_op(OpDef::new("TestPass", Arity::Exact(1), |ins, _| {
-            Ok(vec![ins[0]])
-        }))
-        .unwrap();
-        register_kernel("TestPass", "CPU", |_| Ok(BoxedKernel::Sync(Box::new(Pass)))).unwrap();
-    });
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A master task `m` and a worker task `w` on free ports, both with `options`.
 fn cluster(options: &GrpcOptions) -> (ClusterSpec, GrpcServer, GrpcServer) {
