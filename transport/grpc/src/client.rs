@@ -57,9 +57,10 @@ pub struct RemoteSession {
 
 impl fmt::Debug for RemoteSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The handle is a capability: `Debug` (and so logs and panics) shows a prefix only.
         f.debug_struct("RemoteSession")
             .field("target", &self.target)
-            .field("handle", &self.handle)
+            .field("handle", &crate::handle::handle_prefix(&self.handle))
             .finish()
     }
 }
