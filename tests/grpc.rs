@@ -413,20 +413,10 @@ fn a_worker_process_killed_mid_step_fails_the_step_naming_it_and_recovers_after_
 
     // Worker 1 comes back: steps on it succeed again.
     let child = worker_1();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match session.run(&[], &[quick], &[]) {
-            Ok(v) => {
-                assert_eq!(scalar(&v[0]), -2.0);
-                break;
-            }
-            Err(e) if Instant::now() < until => {
-                eprintln!("retrying after restart: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("steps on the restarted worker keep failing: {e}"),
-        }
-    }
+    let v = common::retry_until_ok("steps on the restarted worker", || {
+        session.run(&[], &[quick], &[])
+    });
+    assert_eq!(scalar(&v[0]), -2.0);
     // The variable survived the worker's death and restart, and the restarted worker
     // updates it again.
     assert_eq!(scalar(&session.run(&[], &[read], &[]).unwrap()[0]), 11.0);

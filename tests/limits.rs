@@ -82,20 +82,8 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
 
     // Thawed, the worker serves again.
     w1.signal(libc::SIGCONT);
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match session.run(&[], &[z], &[]) {
-            Ok(v) => {
-                assert_eq!(scalar(&v[0]), -4.0);
-                break;
-            }
-            Err(e) if Instant::now() < until => {
-                eprintln!("retrying after SIGCONT: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("steps on the thawed worker keep failing: {e}"),
-        }
-    }
+    let v = common::retry_until_ok("steps on the thawed worker", || session.run(&[], &[z], &[]));
+    assert_eq!(scalar(&v[0]), -4.0);
     drop(session);
     w1.stop();
     w0.stop(Duration::from_secs(2));

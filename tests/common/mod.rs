@@ -42,6 +42,25 @@ pub fn wait_listening(address: &str, deadline: Duration) {
     }
 }
 
+/// Calls `step` until it succeeds (for up to 30 s, every 100 ms), then returns its value;
+/// panics with `what` and the last error if it never does. For a peer coming back.
+pub fn retry_until_ok<T, E: std::fmt::Display>(
+    what: &str,
+    mut step: impl FnMut() -> Result<T, E>,
+) -> T {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match step() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < until => {
+                eprintln!("retrying ({what}): {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what}: still failing after 30 s: {e}"),
+        }
+    }
+}
+
 /// A `magpie server` child process.
 pub struct ServerProcess {
     child: Child,
