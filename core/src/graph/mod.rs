@@ -11,6 +11,7 @@ mod op_def;
 mod ops;
 pub mod shape_inference;
 mod std_ops;
+pub mod tf_import;
 
 pub use attr::{AttrError, AttrValue, Attrs};
 pub use builder::{Graph, OpBuilder, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR};

@@ -1,0 +1,123 @@
+//! TensorFlow `GraphDef` import: a graph written by TensorFlow (its op names, attributes
+//! and signatures, `name:k` outputs, `^name` control inputs, device strings, `_class`
+//! colocation) becomes a Magpie graph that computes what TensorFlow would.
+//!
+//! Import is a translation followed by Magpie's own validated import
+//! ([`Graph::import`]/[`Graph::extend`]): [`translate`] rewrites TensorFlow's variables
+//! (`variables.rs`) and ops (`ops.rs`) into Magpie's, keeping every TensorFlow node's
+//! name so that fetches such as `"loss:0"` and targets such as `"train"` resolve
+//! unchanged. Nodes the translation adds are named under the node they serve, with a
+//! `/_magpie_` infix, and never clash with a TensorFlow name.
+//!
+//! An op with no translation and no Magpie definition is an error naming op and node
+//! (`GraphError::UnknownOp`), never a crash.
+
+mod ops;
+mod variables;
+
+use super::builder::Graph;
+use super::error::GraphError;
+use super::graph_def::GraphDef;
+use super::node::NodeId;
+
+/// Rewrites a TensorFlow `GraphDef` into a Magpie [`GraphDef`]. `existing` is the graph
+/// the result will extend (empty for a new graph): the translation of a node may need to
+/// know the nodes an earlier `ExtendSession` added (a variable's handle, say).
+///
+/// # Errors
+/// [`GraphError`] naming the node whose op or attributes cannot be translated.
+pub fn translate(def: &GraphDef, existing: &Graph) -> Result<GraphDef, GraphError> {
+    let mut out = def.clone();
+    variables::rewrite(&mut out, existing)?;
+    ops::rewrite(&mut out, existing)?;
+    Ok(out)
+}
+
+impl Graph {
+    /// Builds a graph from a TensorFlow `GraphDef` (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// As [`translate`] and [`Graph::import`].
+    pub fn import_tensorflow(def: &GraphDef) -> Result<Graph, GraphError> {
+        let graph = Graph::new();
+        graph.extend_tensorflow(def)?;
+        Ok(graph)
+    }
+
+    /// Adds the nodes of a TensorFlow `GraphDef` to this graph (TensorFlow's
+    /// `ExtendSession`), all or nothing, as [`Graph::extend`] does for Magpie's own.
+    /// Returns the ids of the nodes added, translation's helpers included.
+    ///
+    /// # Errors
+    /// As [`translate`] and [`Graph::extend`].
+    pub fn extend_tensorflow(&self, def: &GraphDef) -> Result<Vec<NodeId>, GraphError> {
+        let translated = translate(def, self)?;
+        self.extend(&translated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::graph_def::NodeDef;
+    use crate::graph::AttrValue;
+    use crate::tensor::{DType, Tensor};
+
+    fn node(name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            device: String::new(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    #[test]
+    fn renamed_ops_and_private_attrs_translate_and_names_survive() {
+        let c = Tensor::from_vec([1usize], vec![2.0f32]).unwrap();
+        let def = GraphDef {
+            nodes: vec![
+                node(
+                    "a",
+                    "Const",
+                    &[],
+                    vec![("value", c.clone().into()), ("dtype", DType::F32.into())],
+                ),
+                node(
+                    "b",
+                    "AddV2",
+                    &["a", "a"],
+                    vec![
+                        ("T", DType::F32.into()),
+                        ("_has_manual_control_dependencies", true.into()),
+                    ],
+                ),
+                node(
+                    "c",
+                    "RealDiv",
+                    &["b:0", "a", "^b"],
+                    vec![("T", DType::F32.into())],
+                ),
+            ],
+        };
+        let g = Graph::import_tensorflow(&def).unwrap();
+        let b = g.node_by_name("b").unwrap();
+        assert_eq!(g.nodes()[b.index()].op, "Add");
+        assert!(g.nodes()[b.index()]
+            .attrs
+            .get("_has_manual_control_dependencies")
+            .is_none());
+        let c = g.node_by_name("c").unwrap();
+        assert_eq!(g.nodes()[c.index()].op, "Div");
+    }
+
+    #[test]
+    fn unknown_op_names_op_and_node() {
+        let def = GraphDef {
+            nodes: vec![node("x", "NoSuchTfOp", &[], vec![])],
+        };
+        let err = Graph::import_tensorflow(&def).unwrap_err().to_string();
+        assert!(err.contains("NoSuchTfOp") && err.contains('x'), "{err}");
+    }
+}
