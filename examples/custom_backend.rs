@@ -4,10 +4,12 @@
 //! The device is a "SIM" accelerator that counts the kernels it ran: its kernels reach
 //! their device as a `SimDevice` through `KernelInit::device` (no global table). It
 //! implements `Const`, `Add`, `Mul` and `Neg` for `f32` only (broadcasting with core's
-//! `BroadcastLayout`), and one op of its own, `Scale`, that the example also defines. The
-//! kernels go into a registry of the example's own (registered twice: the second time
-//! changes nothing), which the session is built with; `testkit::run_kernel` runs one
-//! kernel in a line, and core's conformance testkit then checks the device.
+//! `BroadcastLayout`), and one op of its own, `Scale`, that the example also defines (with
+//! a typed attribute and a shape function). The kernels go into a registry of the
+//! example's own (registered twice: the second time changes nothing), which the session
+//! is built with; `testkit::run_kernel` runs one
+//! kernel in a line, `testkit::OpCheck` checks `Scale` against a reference closure over
+//! random inputs, and core's conformance testkit then checks the device.
 //!
 //! Run with `cargo run --example custom_backend`.
 
@@ -17,12 +19,13 @@ use std::sync::Arc;
 
 use magpie_core::device::Device;
 use magpie_core::graph::{
-    register_op, unchanged_shape, Arity, Attrs, DeviceName, Graph, OpDef, OpDefError,
+    register_op, unchanged_shape, Arity, AttrType, Attrs, DeviceName, Graph, OpDef, OpDefError,
 };
 use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 use magpie_core::session::{Session, SessionOptions};
 use magpie_core::tensor::{BroadcastLayout, DType, Shape, Tensor};
+use magpie_core::testkit::OpCheck;
 
 /// The backend id the SIM kernels are registered under.
 const BACKEND: &str = "sim-example";
@@ -127,8 +130,7 @@ fn define_scale() -> anyhow::Result<()> {
         return Ok(());
     }
     register_op(
-        OpDef::new("Scale", Arity::Exact(1), |ins, attrs| {
-            attrs.float("factor")?;
+        OpDef::new("Scale", Arity::Exact(1), |ins, _| {
             if ins[0] != DType::F32 {
                 return Err(OpDefError::DType {
                     input: 0,
@@ -138,6 +140,8 @@ fn define_scale() -> anyhow::Result<()> {
             }
             Ok(vec![DType::F32])
         })
+        // A typed attribute: a node without `factor`, or with an int, fails at build.
+        .attr("factor", AttrType::Float)
         // Elementwise: the output has the input's shape, which the graph then knows.
         .with_shape_fn(unchanged_shape),
     )?;
@@ -231,6 +235,17 @@ fn main() -> anyhow::Result<()> {
         "wrong result"
     );
     println!("kernels run on SIM: {}", counter.load(Ordering::Relaxed));
+
+    // The custom op against a reference closure, over random inputs (scalars, empty
+    // tensors, shapes up to rank 3), and its shape function against the kernel's output.
+    let scale = OpCheck::elementwise("Scale", 1, |v| v[0] * 2.5)
+        .attr("factor", 2.5f64)
+        .seed(1)
+        .run_with(&registry, &sim)?;
+    println!(
+        "op check: Scale matches its reference in {} random cases ({} elements)",
+        scale.cases, scale.elements
+    );
 
     let report = magpie_core::testkit::check_device_with(&registry, sim)?;
     println!(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::attr_def::AttrType;
 use crate::tensor::{DType, Tensor};
 
 /// One attribute value.
@@ -29,16 +30,7 @@ pub enum AttrValue {
 
 impl AttrValue {
     fn kind(&self) -> &'static str {
-        match self {
-            AttrValue::Int(_) => "an int",
-            AttrValue::Float(_) => "a float",
-            AttrValue::Bool(_) => "a bool",
-            AttrValue::Str(_) => "a string",
-            AttrValue::DType(_) => "a dtype",
-            AttrValue::Ints(_) => "a list of ints",
-            AttrValue::Strs(_) => "a list of strings",
-            AttrValue::Tensor(_) => "a tensor",
-        }
+        AttrType::of(self).describe()
     }
 }
 
@@ -93,6 +85,20 @@ pub enum AttrError {
         /// Kind found.
         got: &'static str,
     },
+    /// The op declares its attributes (see [`AttrDef`](super::AttrDef)) and this is not
+    /// one of them.
+    #[error("unknown attribute {name:?} (the op takes {})", list_names(.declared))]
+    Unknown {
+        /// Attribute name.
+        name: String,
+        /// The attributes the op declares.
+        declared: Vec<String>,
+    },
+}
+
+fn list_names(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    quoted.join(", ")
 }
 
 /// The attributes of one node, sorted by name.

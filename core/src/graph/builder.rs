@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::attr::{AttrValue, Attrs};
+use super::attr_def::check_attrs;
 use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::node::{GraphId, Node, NodeId, Output};
@@ -101,6 +102,36 @@ struct Scope {
 
 /// A handle to a dataflow graph with a building scope. Cheap to clone; clones share the
 /// graph.
+///
+/// Each builder call ([`Graph::op`] or a typed helper such as [`Graph::add`]) adds one
+/// node after checking it — the op exists, the inputs belong to this graph and have
+/// dtypes the op accepts, its attributes fit the op's declarations, and shapes known so
+/// far can work — and returns an [`Output`] (or a [`NodeId`]) that later nodes use.
+/// Scopes ([`name_scope`](Graph::name_scope), [`device`](Graph::device),
+/// [`control_dependencies`](Graph::control_dependencies)) are handles too: what a scoped
+/// handle adds goes into the same graph. A graph is run by a
+/// [`Session`](crate::session::Session); `magpie-core` itself has kernels for no
+/// arithmetic op, so running `Add` needs a backend (`magpie-cpu`, or the `magpie` crate,
+/// which registers it).
+///
+/// ```
+/// use magpie_core::graph::{Graph, GraphError};
+/// use magpie_core::tensor::{DType, Shape};
+///
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, Some(&Shape::new(&[2, 3])?))?;
+/// let y = g.name_scope("layer", |g| {
+///     let w = g.constant(vec![1.0f32, 2.0, 3.0])?;
+///     g.mul(x, w) // broadcasts [2, 3] by [3]
+/// })?;
+/// assert_eq!(g.name_of(y.node), "layer/Mul");
+/// assert_eq!(g.shape_of(y)?.to_string(), "[2, 3]");
+///
+/// // A mistake fails when the node is added, naming it.
+/// let err = g.matmul(x, x).unwrap_err();
+/// assert!(matches!(err, GraphError::InvalidNode { .. }), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Graph {
     shared: Arc<GraphShared>,
@@ -453,6 +484,9 @@ impl Graph {
         } else {
             node.name = unique_name(&mut inner, &node.name);
         }
+        // Declared attributes: checked, defaults filled in, before anything reads them.
+        check_attrs(&def.attrs, &mut node.attrs)
+            .map_err(|e| node_error(&node, OpDefError::Attr(e)))?;
         let out = (def.infer)(&in_dtypes, &node.attrs).map_err(|e| node_error(&node, e))?;
         let shapes = output_shapes(&def, &in_shapes, &in_dtypes, &out, &node.attrs)
             .map_err(|e| node_error(&node, e))?;

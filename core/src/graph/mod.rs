@@ -2,6 +2,7 @@
 //! builder, op definitions, shape inference and validation.
 
 mod attr;
+mod attr_def;
 mod builder;
 mod device_spec;
 mod error;
@@ -14,6 +15,8 @@ mod std_ops;
 pub mod tf_import;
 
 pub use attr::{AttrError, AttrValue, Attrs};
+pub(crate) use attr_def::check_attrs;
+pub use attr_def::{AttrDef, AttrType};
 pub use builder::{Graph, OpBuilder, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR};
 pub use device_spec::{DeviceName, DeviceSpec, DeviceSpecError};
 pub use error::{GraphError, OpDefError};

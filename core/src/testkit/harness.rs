@@ -6,14 +6,15 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
-use crate::graph::{lookup_op, Attrs, DeviceSpec, Node};
+use crate::graph::{check_attrs, lookup_op, Attrs, DeviceSpec, Node};
 use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, KernelInit};
 use crate::registry::KernelRegistry;
 use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
 
 /// Runs the kernel of `op` (with `attrs`) for `device` from the process-wide registry on
-/// `inputs`, and returns its outputs. Asynchronous kernels are driven to completion on
+/// `inputs`, and returns its outputs. Attributes the op declares with defaults are filled
+/// in, as in a graph. Asynchronous kernels are driven to completion on
 /// the calling thread. On a device with its own memory
 /// ([`MemorySpace::Device`]), host inputs are copied in and the outputs back with the
 /// device's copy kernels, so tests compare host tensors.
@@ -32,7 +33,8 @@ use crate::tensor::Tensor;
 /// ```
 ///
 /// # Errors
-/// [`KernelError::InvalidArgument`] when no kernel is registered for `op` on the device;
+/// [`KernelError::InvalidArgument`] when no kernel is registered for `op` on the device or
+/// `attrs` do not fit the attributes the op declares (missing, mistyped or unknown);
 /// otherwise whatever the kernel's factory or computation returns.
 pub fn run_kernel(
     device: &Arc<dyn Device>,
@@ -118,10 +120,16 @@ fn run_one(
     let input_dtypes: Vec<_> = inputs.iter().map(Tensor::dtype).collect();
     let mut node = Node::new(op, op);
     node.attrs = attrs.clone();
+    let def = lookup_op(op);
+    if let Some(def) = &def {
+        // As the graph builder does: declared attributes checked, defaults filled in.
+        check_attrs(&def.attrs, &mut node.attrs)
+            .map_err(|e| KernelError::InvalidArgument(format!("{op}: {e}")))?;
+    }
     node.device = DeviceSpec::parse(&device.name().to_string()).unwrap_or_default();
     node.inputs = Vec::new();
-    if let Some(def) = lookup_op(op) {
-        if let Ok(dtypes) = (def.infer)(&input_dtypes, attrs) {
+    if let Some(def) = def {
+        if let Ok(dtypes) = (def.infer)(&input_dtypes, &node.attrs) {
             node.output_dtypes = dtypes.into_iter().collect();
         }
     }

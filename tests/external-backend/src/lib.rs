@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use magpie_core::device::Device;
-use magpie_core::graph::{lookup_op, register_op, unchanged_shape, Arity, DeviceName, OpDef};
+use magpie_core::graph::{
+    lookup_op, register_op, unchanged_shape, Arity, AttrType, DeviceName, OpDef,
+};
 use magpie_core::graph::{GraphError, OpDefError};
 use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
@@ -161,8 +163,8 @@ fn clamp_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     elementwise(init, Arc::new(move |a, _| a.clamp(lo, hi)))
 }
 
-/// Defines `Clamp` (one f32 input; float attributes `lo` and `hi`; the output has the
-/// input's shape). Op definitions are process-wide: a second call finds it defined and
+/// Defines `Clamp` (one f32 input; float attributes `lo` and `hi`, both required and
+/// checked when a node is built; the output has the input's shape). Op definitions are process-wide: a second call finds it defined and
 /// does nothing.
 ///
 /// # Errors
@@ -172,18 +174,16 @@ pub fn define_clamp() -> Result<(), GraphError> {
     if lookup_op("Clamp").is_some() {
         return Ok(());
     }
-    let def = OpDef::new("Clamp", Arity::Exact(1), |ins, attrs| {
-        attrs.float("lo")?;
-        attrs.float("hi")?;
-        match ins[0] {
-            DType::F32 => Ok(vec![DType::F32]),
-            got => Err(OpDefError::DType {
-                input: 0,
-                expected: "f32".into(),
-                got,
-            }),
-        }
+    let def = OpDef::new("Clamp", Arity::Exact(1), |ins, _| match ins[0] {
+        DType::F32 => Ok(vec![DType::F32]),
+        got => Err(OpDefError::DType {
+            input: 0,
+            expected: "f32".into(),
+            got,
+        }),
     })
+    .attr("lo", AttrType::Float)
+    .attr("hi", AttrType::Float)
     .with_shape_fn(unchanged_shape);
     match register_op(def) {
         Err(GraphError::OpAlreadyRegistered(_)) => Ok(()),

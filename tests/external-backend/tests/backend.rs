@@ -10,7 +10,7 @@ use magpie_core::kernel::KernelError;
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 use magpie_core::session::{Session, SessionOptions};
 use magpie_core::tensor::{Shape, Tensor};
-use magpie_core::testkit::{check_device_with, run_kernel_with, HostDevice};
+use magpie_core::testkit::{check_device_with, run_kernel_with, HostDevice, OpCheck};
 use magpie_external_backend::{define_clamp, register, ToyDevice, BACKEND};
 
 fn toy() -> (Arc<ToyDevice>, KernelRegistry) {
@@ -110,6 +110,41 @@ fn a_toy_kernel_on_another_device_type_is_a_clear_error() {
         }
         other => panic!("expected WrongDevice, got {other:?}"),
     }
+}
+
+#[test]
+fn clamp_matches_its_reference_over_random_inputs() -> Result<(), Box<dyn std::error::Error>> {
+    let (device, registry) = toy();
+    let device: Arc<dyn Device> = device;
+    let report = OpCheck::elementwise("Clamp", 1, |v| v[0].clamp(-1.0, 2.0))
+        .attr("lo", -1.0f64)
+        .attr("hi", 2.0f64)
+        .values(-5.0, 5.0)
+        .seed(9)
+        .cases(40)
+        .run_with(&registry, &device)?;
+    assert_eq!(report.cases, 40);
+    assert!(report.shapes_checked);
+    Ok(())
+}
+
+#[test]
+fn a_clamp_without_its_attributes_fails_at_build() {
+    define_clamp().expect("Clamp defined");
+    let g = Graph::new();
+    let x = g.constant(1.0f32).expect("a constant");
+    let err = g
+        .op("Clamp")
+        .name("clamp")
+        .input(x)
+        .attr("lo", 0.0f64)
+        .build()
+        .expect_err("hi is missing");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"clamp\"") && message.contains("missing attribute \"hi\""),
+        "{message}"
+    );
 }
 
 #[test]
