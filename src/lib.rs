@@ -28,11 +28,15 @@
 //! any target: local, `inmem://host:port`, `grpc://host:port` or `grpcs://host:port`
 //! (TLS; the cluster token and CA come from options or `MAGPIE_AUTH_TOKEN_FILE` and
 //! `MAGPIE_TLS_CA`, see `SECURITY.md`).
+//!
+//! [`guide`] walks through building and running a graph, writing a backend, and
+//! benchmarking a scheduling policy.
 
 use std::sync::Arc;
 
 pub mod cluster;
 mod connect;
+pub mod guide;
 
 pub use connect::{ClientError, ClientSession, AUTH_TOKEN_FILE_ENV, TLS_CA_ENV};
 

@@ -232,7 +232,39 @@ impl<'a> KernelContext<'a> {
     }
 }
 
-/// A synchronous compute kernel.
+/// A synchronous compute kernel: computes one node from its inputs on the scheduler's
+/// thread that calls it. A factory (registered in a
+/// [`KernelRegistry`](crate::registry::KernelRegistry)) builds one per node of a plan, so
+/// a kernel may keep what it computed from the node's attributes; it must be `Sync`
+/// because concurrent steps share it. A kernel that waits (a device queue, the network)
+/// implements [`AsyncKernel`] instead.
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::graph::Node;
+/// use magpie_core::kernel::{Kernel, KernelContext, KernelError};
+/// use magpie_core::Tensor;
+///
+/// /// `y = x * factor`, the factor read from the node's attribute when the kernel is made.
+/// struct Scale(f32);
+/// impl Kernel for Scale {
+///     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+///         let x = ctx.input(0);
+///         let y: Vec<f32> = x.as_slice::<f32>()?.iter().map(|v| v * self.0).collect();
+///         let y = Tensor::from_vec(x.shape().clone(), y)?;
+///         ctx.push_output(y);
+///         Ok(())
+///     }
+/// }
+///
+/// // Driving it by hand; `testkit::run_kernel` does this in a line.
+/// let node = Node::new("scale", "Scale");
+/// let x = Tensor::from_slice(&[1.0f32, 2.0]);
+/// let mut ctx = KernelContext::new(&node, vec![x].into(), 0u64);
+/// Scale(3.0).compute(&mut ctx)?;
+/// assert_eq!(ctx.into_outputs()[0].as_slice::<f32>()?, [3.0, 6.0]);
+/// # Ok::<(), KernelError>(())
+/// ```
 pub trait Kernel: Send + Sync {
     /// Computes the node's outputs from its inputs, pushing one tensor per output.
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError>;

@@ -14,8 +14,33 @@
 //! - [`error`]: [`Code`], the error kinds every session-level error maps onto, the same
 //!   on local, in-process and remote sessions.
 //!
-//! With the `testkit` feature, `testkit` holds the conformance checks that any
-//! `Device`/`Kernel` implementation runs to prove it behaves.
+//! With the `testkit` feature (on in the published docs), `testkit` holds the checks any
+//! [`Device`]/[`Kernel`] implementation runs to prove it behaves: the conformance suite,
+//! one kernel in a line, and a custom op's kernel against a reference closure.
+//!
+//! # What this crate runs by itself
+//!
+//! Graphs, sessions, the scheduler and the distributed runtime are all here, but kernels
+//! for the standard ops (`Add`, `MatMul`, ...) are not: they come from a backend —
+//! `magpie-cpu`, `magpie-vulkan`, or one you write against this crate alone. The `magpie`
+//! crate bundles core with the CPU and Vulkan backends. A graph of ops no registered
+//! kernel implements fails when a session plans it, naming the node and device.
+//!
+//! ```
+//! use magpie_core::graph::Graph;
+//! use magpie_core::tensor::{DType, Shape};
+//!
+//! // Building and checking a graph needs no backend.
+//! let g = Graph::new();
+//! let x = g.placeholder(DType::F32, Some(&Shape::new(&[4, 3])?))?;
+//! let w = g.placeholder(DType::F32, Some(&Shape::new(&[3, 2])?))?;
+//! let y = g.matmul(x, w)?;
+//! assert_eq!(g.shape_of(y)?.to_string(), "[4, 2]");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`session::Session`] docs run a graph with a kernel defined on the spot; the
+//! `magpie` crate's guide (`docs/` in the repository) walks through writing a backend.
 
 pub mod cluster;
 pub mod device;

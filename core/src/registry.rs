@@ -185,7 +185,35 @@ struct Entry {
 /// Kernel factories by [`KernelKey`]: a cheap handle (clones share the table).
 ///
 /// A new registry knows only `NoOp` (for every device); [`KernelRegistry::global`] is
-/// the process-wide default that sessions use unless given another.
+/// the process-wide default that sessions use unless given another. The
+/// [module docs](self) say how a device's kernel is chosen and show registering twice.
+///
+/// ```
+/// use magpie_core::device::Device;
+/// use magpie_core::graph::DeviceName;
+/// use magpie_core::kernel::{BoxedKernel, KernelError, KernelInit};
+/// use magpie_core::registry::{KernelKey, KernelRegistry};
+///
+/// #[derive(Debug)]
+/// struct Gpu(DeviceName, &'static str);
+/// impl Device for Gpu {
+///     fn name(&self) -> &DeviceName { &self.0 }
+///     fn backend(&self) -> &str { self.1 }
+/// }
+/// fn a(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> { Err(KernelError::Cancelled) }
+/// fn b(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> { Err(KernelError::Cancelled) }
+///
+/// // Two backends of device type GPU, each with its own `MatMul`: no collision.
+/// let registry = KernelRegistry::new();
+/// registry.register(KernelKey::new("MatMul", "GPU").backend("vendor-a"), a)?;
+/// registry.register(KernelKey::new("MatMul", "GPU").backend("vendor-b"), b)?;
+/// let gpu_a = Gpu(DeviceName::local("GPU", 0), "vendor-a");
+/// let gpu_c = Gpu(DeviceName::local("GPU", 1), "vendor-c");
+/// assert!(registry.has_kernel("MatMul", &gpu_a));
+/// assert!(!registry.has_kernel("MatMul", &gpu_c)); // its backend registered none
+/// assert!(registry.has_kernel("NoOp", &gpu_c)); // every registry runs NoOp anywhere
+/// # Ok::<(), magpie_core::registry::RegistryError>(())
+/// ```
 #[derive(Clone)]
 pub struct KernelRegistry {
     table: Arc<RwLock<HashMap<KernelKey, Entry>>>,

@@ -209,6 +209,55 @@ pub(crate) fn plan_key(
 }
 
 /// A session that runs a graph on local devices.
+///
+/// [`Session::run`] takes feeds, fetches and targets; the first step of each such
+/// signature builds a plan (pruned to what it needs, placed on devices, one kernel per
+/// node, from the session's [`KernelRegistry`]) that later steps reuse. Steps may run
+/// from many threads at once. `magpie-core` has no kernels for arithmetic: a backend
+/// registers them (`magpie-cpu`; the `magpie` crate's `local_session` does it for you).
+/// Here a device and a `Neg` kernel of the example's own stand in for one.
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::graph::{DeviceName, Graph};
+/// use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// use magpie_core::registry::{KernelKey, KernelRegistry};
+/// use magpie_core::session::{Session, SessionOptions};
+/// use magpie_core::{DType, Device, Tensor};
+///
+/// #[derive(Debug)]
+/// struct Host(DeviceName);
+/// impl Device for Host {
+///     fn name(&self) -> &DeviceName { &self.0 }
+/// }
+/// struct NegF32;
+/// impl Kernel for NegF32 {
+///     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+///         let x = ctx.input(0);
+///         let y: Vec<f32> = x.as_slice::<f32>()?.iter().map(|v| -v).collect();
+///         let y = Tensor::from_vec(x.shape().clone(), y)?;
+///         ctx.push_output(y);
+///         Ok(())
+///     }
+/// }
+/// let kernels = KernelRegistry::new();
+/// kernels.register(KernelKey::new("Neg", "CPU"), |_: &KernelInit<'_>| {
+///     Ok(BoxedKernel::Sync(Box::new(NegF32)))
+/// })?;
+///
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, None)?;
+/// let y = g.neg(x)?;
+/// let devices: Vec<Arc<dyn Device>> = vec![Arc::new(Host(DeviceName::local("CPU", 0)))];
+/// let session = Session::new(&g, SessionOptions::with_devices(devices).kernels(kernels))?;
+/// let out = session.run(&[(x, Tensor::from_slice(&[1.0f32, -2.0]))], &[y], &[])?;
+/// assert_eq!(out[0].as_slice::<f32>()?, [-1.0, 2.0]);
+///
+/// // Without a feed for `x`, the step fails and names the placeholder.
+/// let err = session.run(&[], &[y], &[]).unwrap_err();
+/// assert!(err.to_string().contains("must be fed"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Session {
     graph: Graph,
     devices: Vec<Arc<dyn Device>>,
@@ -244,6 +293,12 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// A session over `graph` (which may keep growing) with `options`.
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidOptions`] for options that cannot work (no device, no
+    /// worker, a memory budget or resource pool that makes no sense); an error starting
+    /// the worker threads. Nothing about the graph is checked here: that happens when a
+    /// step first runs a signature.
     pub fn new(graph: &Graph, options: SessionOptions) -> Result<Session, SessionError> {
         if options.devices.is_empty() {
             return Err(SessionError::InvalidOptions(

@@ -12,6 +12,27 @@ use serde::{Deserialize, Serialize};
 
 /// A device specification with every field optional. `Default` is the empty spec, which
 /// matches every device.
+///
+/// The syntax is TensorFlow's: `/job:worker/replica:0/task:1/device:GPU:0`, any part
+/// left out (`/device:GPU:0`, `/job:ps`, `/gpu:0`). Nested device scopes merge, the inner
+/// spec's fields winning.
+///
+/// ```
+/// use magpie_core::graph::{DeviceName, DeviceSpec};
+///
+/// let outer = DeviceSpec::parse("/job:worker/task:1")?;
+/// let inner = DeviceSpec::parse("/device:GPU:0")?;
+/// let spec = outer.merged_with(&inner);
+/// assert_eq!(spec.to_string(), "/job:worker/task:1/device:GPU:0");
+/// assert!(spec.matches(&DeviceName::parse("/job:worker/replica:0/task:1/device:GPU:0")?));
+/// assert!(!spec.matches(&DeviceName::local("GPU", 0))); // job "localhost", task 0
+/// assert!(DeviceSpec::parse("/device:GPU:zero").is_err());
+/// # Ok::<(), magpie_core::graph::DeviceSpecError>(())
+/// ```
+///
+/// # Errors
+/// [`DeviceSpec::parse`] fails with a [`DeviceSpecError`] naming the spec and what is
+/// wrong with it (an unknown field, a number that is not one, a field given twice).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeviceSpec {
     /// Job name (`ps`, `worker`, `localhost`).
@@ -154,7 +175,18 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// The full name of one device: every field set.
+/// The full name of one device: every field set. Displayed (and parsed) as
+/// `/job:<job>/replica:<r>/task:<t>/device:<TYPE>:<index>`.
+///
+/// ```
+/// use magpie_core::graph::DeviceName;
+///
+/// let cpu = DeviceName::local("cpu", 0);
+/// assert_eq!(cpu.to_string(), "/job:localhost/replica:0/task:0/device:CPU:0");
+/// assert_eq!(DeviceName::parse(&cpu.to_string())?, cpu);
+/// assert!(DeviceName::parse("/device:CPU:0").is_err()); // no job or task
+/// # Ok::<(), magpie_core::graph::DeviceSpecError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DeviceName {
     /// Job name.

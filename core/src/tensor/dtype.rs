@@ -6,6 +6,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The element type of a tensor.
+///
+/// ```
+/// use magpie_core::tensor::{DType, Tensor};
+///
+/// assert_eq!(Tensor::scalar(1.5f64).dtype(), DType::F64);
+/// assert_eq!(DType::I32.size_of(), 4);
+/// assert_eq!(DType::parse("float32"), Some(DType::F32));
+/// assert_eq!(DType::Bool.to_string(), "bool");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DType {
     /// 32-bit IEEE float.

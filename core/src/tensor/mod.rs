@@ -70,6 +70,28 @@ pub enum TensorError {
 }
 
 /// An n-dimensional array of one [`DType`], immutable and cheap to clone.
+///
+/// Elements are stored row-major, on the host ([`Storage`]) or in a device's memory
+/// ([`DeviceBuffer`]). Clones share the buffer; a kernel holding the only reference may
+/// take it back ([`Tensor::try_into_vec`], [`Tensor::as_mut_slice`]) and reuse it.
+///
+/// ```
+/// use magpie_core::tensor::{DType, Tensor};
+///
+/// let t = Tensor::from_vec(&[2usize, 3][..], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// assert_eq!((t.dtype(), t.dims()), (DType::F32, &[2usize, 3][..]));
+/// assert_eq!(t.as_slice::<f32>()?[4], 5.0);
+/// assert_eq!(t.to_string(), "[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]");
+///
+/// // Cloning shares the buffer; reshaping keeps the elements.
+/// let flat = t.reshape(&[6usize][..])?;
+/// assert!(flat.shares_buffer_with(&t));
+/// // The wrong element type, or a count that does not fit the shape, is an error.
+/// assert!(t.as_slice::<i32>().is_err());
+/// assert!(Tensor::from_vec(&[4usize][..], vec![1.0f32]).is_err());
+/// assert_eq!(f32::try_from(&Tensor::scalar(2.5f32))?, 2.5);
+/// # Ok::<(), magpie_core::tensor::TensorError>(())
+/// ```
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     shape: Shape,
