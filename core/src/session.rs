@@ -405,6 +405,11 @@ impl Session {
     }
 
     /// [`Session::run`] with a timeout, a cancellation token or a timeline.
+    ///
+    /// # Errors
+    /// As [`Session::run`]; besides, [`SessionError::DeadlineExceeded`] when the step
+    /// outlives [`RunOptions::timeout`] and [`SessionError::Cancelled`] when
+    /// [`RunOptions::cancel`] is cancelled.
     pub fn run_with_options(
         &self,
         options: &RunOptions,

@@ -45,6 +45,9 @@ impl ClusterSpecBuilder {
     }
 
     /// Validates and returns the spec.
+    ///
+    /// # Errors
+    /// As [`ClusterSpec::from_jobs`].
     pub fn build(self) -> Result<ClusterSpec, ClusterError> {
         ClusterSpec::from_jobs(self.jobs)
     }
@@ -57,6 +60,11 @@ impl ClusterSpec {
     }
 
     /// A spec from job → addresses, validated.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoJobs`], [`ClusterError::BadJobName`] (a name other than letters,
+    /// digits, `_` and `-`), [`ClusterError::EmptyJob`], [`ClusterError::MalformedAddress`]
+    /// (naming the task) and [`ClusterError::DuplicateAddress`] (naming both tasks).
     pub fn from_jobs(jobs: BTreeMap<String, Vec<String>>) -> Result<ClusterSpec, ClusterError> {
         if jobs.is_empty() {
             return Err(ClusterError::NoJobs);
@@ -96,6 +104,10 @@ impl ClusterSpec {
     /// `"cluster"` key. A job may also be a map from task index to address
     /// (`"worker": {"0": "h:1", "1": "h:2"}`, TensorFlow's map form) naming every task
     /// from 0.
+    ///
+    /// # Errors
+    /// [`ClusterError::Parse`] for text that is not such JSON; otherwise as
+    /// [`ClusterSpec::from_jobs`].
     pub fn from_json(text: &str) -> Result<ClusterSpec, ClusterError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| parse_error("JSON", e))?;
@@ -108,6 +120,10 @@ impl ClusterSpec {
     /// Parses TOML: `ps = ["host:port"]` and `worker = [...]` at the top level, or in a
     /// `[cluster]` table; a job may also be a table from task index to address
     /// (`[worker]` with `0 = "h:1"`).
+    ///
+    /// # Errors
+    /// [`ClusterError::Parse`] for text that is not such TOML; otherwise as
+    /// [`ClusterSpec::from_jobs`].
     pub fn from_toml(text: &str) -> Result<ClusterSpec, ClusterError> {
         let mut table: toml::Table = text.parse().map_err(|e| parse_error("TOML", e))?;
         let table = match table.remove("cluster") {
@@ -124,6 +140,10 @@ impl ClusterSpec {
     }
 
     /// Reads a `.json` or `.toml` file (by extension; otherwise JSON is tried first).
+    ///
+    /// # Errors
+    /// [`ClusterError::Parse`] naming the file when it cannot be read or parsed; otherwise
+    /// as [`ClusterSpec::from_jobs`].
     pub fn from_file(path: &Path) -> Result<ClusterSpec, ClusterError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ClusterError::Parse {
@@ -170,11 +190,17 @@ impl ClusterSpec {
     }
 
     /// Checks that `task` exists.
+    ///
+    /// # Errors
+    /// As [`address`](Self::address).
     pub fn check_task(&self, task: &TaskName) -> Result<(), ClusterError> {
         self.address(task).map(|_| ())
     }
 
     /// The address of `task`.
+    ///
+    /// # Errors
+    /// [`ClusterError::UnknownJob`] or [`ClusterError::TaskOutOfRange`].
     pub fn address(&self, task: &TaskName) -> Result<&str, ClusterError> {
         let addresses = self
             .jobs

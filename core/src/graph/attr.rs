@@ -107,7 +107,11 @@ pub struct Attrs(BTreeMap<String, AttrValue>);
 
 macro_rules! getter {
     ($fn:ident, $t:ty, $v:ident, $kind:expr) => {
-        /// The attribute as this type, or an error naming it.
+        /// The attribute as this type.
+        ///
+        /// # Errors
+        /// [`AttrError::Missing`] when it is not set; [`AttrError::WrongKind`] when it
+        /// holds another kind of value. Both name the attribute.
         pub fn $fn(&self, name: &str) -> Result<$t, AttrError> {
             match self.0.get(name) {
                 Some(AttrValue::$v(v)) => Ok(v.clone()),
@@ -158,6 +162,9 @@ impl Attrs {
     getter!(tensor, Tensor, Tensor, "a tensor");
 
     /// A boolean attribute, or `default` when it is not set.
+    ///
+    /// # Errors
+    /// [`AttrError::WrongKind`] when it holds another kind of value.
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, AttrError> {
         if self.contains(name) {
             self.bool(name)
@@ -167,6 +174,9 @@ impl Attrs {
     }
 
     /// An optional integer attribute.
+    ///
+    /// # Errors
+    /// [`AttrError::WrongKind`] when it holds another kind of value.
     pub fn opt_int(&self, name: &str) -> Result<Option<i64>, AttrError> {
         if self.contains(name) {
             self.int(name).map(Some)

@@ -234,6 +234,10 @@ impl Graph {
     }
 
     /// The dtype of an output.
+    ///
+    /// # Errors
+    /// [`GraphError::ForeignNode`] for an output of another graph;
+    /// [`GraphError::OutputOutOfRange`] for an index past the node's outputs.
     pub fn dtype(&self, output: Output) -> Result<DType, GraphError> {
         let node = self.check_output(output, "dtype query")?;
         Ok(node.output_dtypes[output.index as usize])
@@ -330,6 +334,9 @@ impl Graph {
 
     /// A handle whose nodes request `spec`, merged over the current device scope (fields
     /// `spec` sets win).
+    ///
+    /// # Errors
+    /// [`GraphError::BadDeviceSpec`] for a malformed spec.
     pub fn with_device(&self, spec: &str) -> Result<Graph, GraphError> {
         let parsed = DeviceSpec::parse(spec).map_err(|source| GraphError::BadDeviceSpec {
             node: format!("device scope in {:?}", self.scope.name_prefix),
@@ -339,6 +346,9 @@ impl Graph {
     }
 
     /// Runs `f` in a device scope; see [`Graph::with_device`].
+    ///
+    /// # Errors
+    /// [`GraphError::BadDeviceSpec`] for a malformed spec; otherwise whatever `f` returns.
     pub fn device<T>(
         &self,
         spec: &str,
@@ -619,6 +629,18 @@ impl OpBuilder<'_> {
     }
 
     /// Validates and adds the node.
+    ///
+    /// # Errors
+    /// Every error names the node (as it would have been added) and its op:
+    /// [`GraphError::UnknownOp`] for an op no definition has;
+    /// [`GraphError::Arity`] for the wrong number of inputs;
+    /// [`GraphError::ForeignNode`], [`GraphError::NodeNotFound`] or
+    /// [`GraphError::OutputOutOfRange`] for an input or control input that is not an
+    /// output of this graph; [`GraphError::DTypeMismatch`] for an input dtype the op
+    /// refuses; [`GraphError::InvalidNode`] for an attribute that is missing, mistyped or
+    /// not declared by the op ([`OpDefError::Attr`]) or known shapes that cannot work
+    /// ([`OpDefError::Shape`]); [`GraphError::DuplicateName`] for an exact name already
+    /// taken; [`GraphError::BadDeviceSpec`] for a malformed device spec.
     pub fn build(self) -> Result<NodeId, GraphError> {
         let scope = &self.graph.scope;
         let explicit = self.name.as_ref().or(scope.exact_name.as_ref());
@@ -663,6 +685,9 @@ impl OpBuilder<'_> {
     }
 
     /// Validates and adds the node, returning its first output.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
     pub fn build_output(self) -> Result<Output, GraphError> {
         self.build().map(|id| id.output(0))
     }

@@ -59,6 +59,9 @@ pub struct DeviceSpecError {
 
 impl DeviceSpec {
     /// Parses a spec. The empty string is the empty spec.
+    ///
+    /// # Errors
+    /// [`DeviceSpecError`], naming the spec and the part that is wrong.
     pub fn parse(s: &str) -> Result<DeviceSpec, DeviceSpecError> {
         let err = |reason: String| DeviceSpecError {
             spec: s.to_string(),
@@ -213,7 +216,11 @@ impl DeviceName {
         }
     }
 
-    /// Parses a full name; every field must be present.
+    /// Parses a full name; every field must be present (the replica defaults to 0).
+    ///
+    /// # Errors
+    /// [`DeviceSpecError`] for a malformed name or one without its job, task, device type
+    /// or device index.
     pub fn parse(s: &str) -> Result<DeviceName, DeviceSpecError> {
         let spec = DeviceSpec::parse(s)?;
         let missing = |f: &str| DeviceSpecError {

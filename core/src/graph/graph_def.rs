@@ -88,6 +88,11 @@ impl Graph {
 
     /// Builds a graph from a [`GraphDef`], validating every node. Nodes may appear in any
     /// order; a cycle is reported with the names on it.
+    ///
+    /// # Errors
+    /// A [`GraphError`] naming the node: an unknown op, an input naming no node
+    /// ([`GraphError::NodeNotFound`]), a duplicate name, a cycle ([`GraphError::Cycle`]),
+    /// or anything [`OpBuilder::build`](super::OpBuilder::build) refuses.
     pub fn import(def: &GraphDef) -> Result<Graph, GraphError> {
         let graph = Graph::new();
         import_into(&graph, def)?;
@@ -100,6 +105,9 @@ impl Graph {
     /// extension is validated on a copy of the graph first, so a bad one (an unknown op
     /// or input, a duplicate name, a dtype mismatch, a cycle) adds no node. Returns the
     /// new nodes' ids in `def`'s order.
+    ///
+    /// # Errors
+    /// As [`Graph::import`]; on any error the graph is unchanged.
     pub fn extend(&self, def: &GraphDef) -> Result<Vec<NodeId>, GraphError> {
         let scratch = Graph::import(&self.to_graph_def())?;
         import_into(&scratch, def)?;

@@ -287,8 +287,11 @@ impl Tensor {
         self.device_buffer().is_none()
     }
 
-    /// Borrows the elements as `T`; fails when the dtype is not `T`'s or the elements are
-    /// in a device's memory.
+    /// Borrows the elements as `T`.
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] when the tensor holds another dtype than `T`'s;
+    /// [`TensorError::NotOnHost`] when its elements are in a device's memory.
     pub fn as_slice<T: StorageElement>(&self) -> Result<&[T], TensorError> {
         if let Some(b) = self.device_buffer() {
             return Err(TensorError::NotOnHost(b.device().to_string()));
@@ -310,11 +313,18 @@ impl Tensor {
     }
 
     /// Copies the elements out as a `Vec<T>`.
+    ///
+    /// # Errors
+    /// As [`as_slice`](Self::as_slice).
     pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>, TensorError> {
         self.as_slice::<T>().map(<[T]>::to_vec)
     }
 
     /// The single element of a scalar (or one-element) tensor.
+    ///
+    /// # Errors
+    /// As [`as_slice`](Self::as_slice); [`TensorError::NotScalar`] when the tensor does not
+    /// hold exactly one element.
     pub fn scalar_value<T: StorageElement>(&self) -> Result<T, TensorError> {
         let s = self.as_slice::<T>()?;
         match s {
@@ -327,6 +337,10 @@ impl Tensor {
     /// dtype is `T`; otherwise returns the tensor unchanged. The origin, if any, is
     /// forgotten: the caller owns the elements now (read [`origin`](Self::origin) first to
     /// keep it).
+    ///
+    /// # Errors
+    /// The tensor itself, unchanged, when its dtype is not `T`'s, another reference to
+    /// its elements exists, or they are in a device's memory.
     pub fn try_into_vec<T: StorageElement>(self) -> Result<Vec<T>, Tensor> {
         if T::DTYPE != self.dtype() {
             return Err(self);
