@@ -362,7 +362,47 @@ impl AsyncKernelContext {
     }
 }
 
-/// An asynchronous kernel (I/O, a remote read, a GPU submission).
+/// An asynchronous kernel (I/O, a remote read, a GPU submission): it returns a future
+/// that the scheduler polls, so a kernel that waits holds no thread. The future must not
+/// need a runtime's reactor (tokio's timers or sockets): [`async_support`] has a one-shot
+/// channel and timers that work under Magpie's scheduler.
+///
+/// ```
+/// use magpie_core::graph::Node;
+/// use magpie_core::kernel::async_support::{oneshot, BoxFuture, FutureExt};
+/// use magpie_core::kernel::{AsyncKernel, AsyncKernelContext, KernelError, Outputs};
+/// use magpie_core::Tensor;
+///
+/// /// Doubles its input on another thread, as a device completing work would.
+/// struct DoubleElsewhere;
+/// impl AsyncKernel for DoubleElsewhere {
+///     fn compute_async(
+///         &self,
+///         ctx: AsyncKernelContext,
+///     ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+///         let (tx, rx) = oneshot::channel();
+///         let x = ctx.input(0).clone();
+///         std::thread::spawn(move || {
+///             let doubled: Result<Vec<f32>, _> =
+///                 x.as_slice::<f32>().map(|v| v.iter().map(|a| a * 2.0).collect());
+///             let _ = tx.send(doubled.map(|v| Tensor::from_slice(&v)));
+///         });
+///         async move {
+///             // A dropped sender (the thread died) ends the step instead of hanging it.
+///             let out = rx.await.map_err(|_| KernelError::Cancelled)??;
+///             Ok(Outputs::from_vec(vec![out]))
+///         }
+///         .boxed()
+///     }
+/// }
+///
+/// let node = std::sync::Arc::new(Node::new("double", "Double"));
+/// let x = Tensor::from_slice(&[1.0f32, 2.0]);
+/// let ctx = AsyncKernelContext::new(node, vec![x].into(), 0u64);
+/// let out = futures::executor::block_on(DoubleElsewhere.compute_async(ctx))?;
+/// assert_eq!(out[0].as_slice::<f32>()?, [2.0, 4.0]);
+/// # Ok::<(), KernelError>(())
+/// ```
 pub trait AsyncKernel: Send + Sync {
     /// Starts the computation and returns at once; the future yields the outputs. The
     /// future must not block a thread while it waits: it returns `Pending` and wakes its

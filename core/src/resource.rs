@@ -28,6 +28,26 @@ pub const DEFAULT_CONTAINER: &str = "";
 type Entry = Arc<dyn Any + Send + Sync>;
 
 /// Resources by (container, name), and services by type. Cheap to share (`Arc`).
+///
+/// Kernels of stateful ops (variables, queues, readers) keep their state here, reached
+/// through [`KernelContext::resources`](crate::kernel::KernelContext::resources); it
+/// outlives steps, and a session or task owns one.
+///
+/// ```
+/// use magpie_core::resource::{ResourceMgr, Variable};
+/// use magpie_core::tensor::{DType, Tensor};
+///
+/// let resources = ResourceMgr::new();
+/// let v = resources.lookup_or_create("", "weights", || Variable::new(DType::F32))?;
+/// v.assign(Tensor::scalar(1.5f32));
+/// // The same resource by name, from anywhere holding the manager.
+/// let again = resources.lookup::<Variable>("", "weights")?.expect("created above");
+/// assert_eq!(again.read(), Some(Tensor::scalar(1.5f32)));
+/// // Asking for it as another type is an error naming it.
+/// assert!(resources.lookup::<String>("", "weights").is_err());
+/// assert_eq!(resources.reset(""), 1);
+/// # Ok::<(), magpie_core::resource::ResourceTypeError>(())
+/// ```
 #[derive(Default)]
 pub struct ResourceMgr {
     containers: RwLock<HashMap<String, HashMap<String, Entry>>>,

@@ -66,6 +66,25 @@ use super::topology::Topology;
 /// In which order a run's ready tasks start. Under every policy, each task runs exactly
 /// once after its predecessors, and no worker sleeps while a job it could take is queued
 /// (work conservation); failures, cancellation and deadlines behave the same.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use magpie_scheduler::{Policy, RunControl, TaskGraph, ThreadPool};
+///
+/// // Three independent tasks; critical path first starts the costliest.
+/// let started = Arc::new(Mutex::new(Vec::new()));
+/// let mut graph = TaskGraph::new();
+/// for (name, cost) in [("light", 1), ("heavy", 50), ("medium", 10)] {
+///     let started = Arc::clone(&started);
+///     let task = graph.add(move || started.lock().unwrap().push(name));
+///     graph.task(task).cost(cost);
+/// }
+/// // One worker, no helping caller: the start order is the policy's order.
+/// let pool = ThreadPool::builder().num_workers(1).helper_slots(0).build()?;
+/// pool.run_with(&graph, &RunControl::with_policy(Policy::CriticalPath))?;
+/// assert_eq!(*started.lock().unwrap(), ["heavy", "medium", "light"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Policy {

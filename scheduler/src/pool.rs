@@ -40,6 +40,29 @@ use super::worker::{self, WorkerCtx};
 ///
 /// Cloning gives another handle to the same pool; the workers stop when the last handle
 /// is dropped.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use magpie_scheduler::{TaskGraph, ThreadPool};
+///
+/// let pool = ThreadPool::builder().num_workers(2).build()?;
+/// let sum = Arc::new(AtomicUsize::new(0));
+/// let mut graph = TaskGraph::new();
+/// let add = |n: usize| {
+///     let sum = Arc::clone(&sum);
+///     move || {
+///         sum.fetch_add(n, Ordering::Relaxed);
+///     }
+/// };
+/// let (a, b, c) = (graph.add(add(1)), graph.add(add(2)), graph.add(add(4)));
+/// graph.precede(a, c); // c runs after a and b
+/// graph.precede(b, c);
+/// pool.run(&graph)?;
+/// pool.run(&graph)?; // a graph runs any number of times
+/// assert_eq!(sum.load(Ordering::Relaxed), 14);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ThreadPool {
     inner: Arc<PoolInner>,

@@ -102,6 +102,20 @@ fn list_names(names: &[String]) -> String {
 }
 
 /// The attributes of one node, sorted by name.
+///
+/// ```
+/// use magpie_core::graph::{AttrError, Attrs};
+/// use magpie_core::tensor::DType;
+///
+/// let mut attrs = Attrs::new();
+/// attrs.set("transpose_a", true);
+/// attrs.set("dtype", DType::F32);
+/// attrs.set("axis", 1i64);
+/// assert_eq!(attrs.bool("transpose_a"), Ok(true));
+/// assert_eq!(attrs.bool_or("transpose_b", false), Ok(false));
+/// assert_eq!(attrs.int("missing"), Err(AttrError::Missing("missing".into())));
+/// assert!(matches!(attrs.float("axis"), Err(AttrError::WrongKind { .. })));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Attrs(BTreeMap<String, AttrValue>);
 
