@@ -2,7 +2,7 @@
 //!
 //! - `remote_step/grpc_trivial`: a client's step on a remote master, one op on the
 //!   master's device (TensorFlow 2.21: ~900 µs; target ≤ 100 µs);
-//! - `remote_step/grpc_three_tasks`: a step spanning the seed's three tasks (ps, two
+//! - `remote_step/grpc_three_tasks`: a step spanning three tasks (ps, two
 //!   workers), two tensors crossing tasks;
 //! - `tensor/{grpc,inmem}/<size>`: one tensor moved into another task's rendezvous and
 //!   received there, 1 KiB to 64 MiB (target for 64 MiB over gRPC: ≥ 1 GB/s).
@@ -47,7 +47,7 @@ fn remote_steps(c: &mut Criterion) {
     drop(s);
     server.stop(Duration::from_secs(1));
 
-    // The seed's three tasks.
+    // Three tasks: one ps, two workers.
     let spec = loopback_cluster().expect("ports");
     let cluster = GrpcCluster::start(&spec).unwrap();
     let g = Graph::new();

@@ -1,5 +1,5 @@
-//! The seed's cluster: one `ps` task and two `worker` tasks (the seed's two machines
-//! mapped to 127.0.0.1 ports), each a gRPC server in this process. A client opens a
+//! A cluster of one `ps` task and two `worker` tasks (two machines mapped to 127.0.0.1
+//! ports), each a gRPC server in this process. A client opens a
 //! session on `/job:worker/task:0` over gRPC; one graph spreads its ops over the three
 //! tasks; the master partitions it, inserts Send/Recv pairs, and tensors travel between
 //! the tasks over gRPC. The example prints where each op ran.
@@ -12,7 +12,7 @@ use magpie::cluster::{loopback_cluster, GrpcCluster};
 use magpie::{ClientSession, Graph};
 
 fn main() -> anyhow::Result<()> {
-    // The seed's layout (ps:0 and worker:0 on machine A, worker:1 on machine B) on free
+    // The default layout (ps:0 and worker:0 on machine A, worker:1 on machine B) on free
     // loopback ports, so the example runs beside anything else on the machine.
     let spec = loopback_cluster()?;
     println!("cluster spec:\n{}", spec.to_toml());

@@ -1,4 +1,4 @@
-//! The seed's first example: control dependencies.
+//! Control dependencies: nodes that run after others without reading their outputs.
 //!
 //! ```text
 //! a = tf.constant(1.0)

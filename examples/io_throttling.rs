@@ -1,4 +1,4 @@
-//! The seed's argument for throttling communication: "if [communication-heavy ops] all
+//! The case for throttling communication: "if [communication-heavy ops] all
 //! run at the same time, they may saturate the device's communication bandwidth, and they
 //! will end up all waiting on I/O ... It would be preferable to execute these
 //! communication-heavy operations sequentially, allowing the device to perform other

@@ -1,16 +1,16 @@
-//! The seed's third example: a client opens a session on worker task 1 over gRPC; that
+//! A remote session: a client opens a session on worker task 1 over gRPC; that
 //! task acts as the master, places the unpinned ops on its own default device and
 //! computes the result.
 //!
 //! ```text
 //! a = tf.constant(1.0)
 //! b = a + 2
-//! c = b * 3          # the seed writes a * 3 and prints 9.0; b * 3 is what gives 9.0
+//! c = b * 3
 //! with tf.Session("grpc://machine-b.example.com:2222") as sess:
 //!     print(c.eval())  # 9.0
 //! ```
 //!
-//! The seed's cluster runs in this process as three gRPC servers on free 127.0.0.1
+//! The default cluster (one `ps`, two `worker` tasks) runs in this process as three gRPC servers on free 127.0.0.1
 //! ports. `cargo run --example remote_session`.
 
 use std::time::Duration;

@@ -15,9 +15,9 @@ pub use magpie_core::cluster::{ClusterError, ClusterSpec as Spec, TfConfig};
 
 use crate::Device;
 
-/// The embedded default cluster of `magpie demo` and the examples: the seed's layout —
-/// one `ps` task and two `worker` tasks — on 127.0.0.1 ports.
-pub const DEFAULT_CLUSTER_TOML: &str = r#"# The seed's cluster: machine A runs ps:0 and worker:0, machine B worker:1.
+/// The embedded default cluster of `magpie demo` and the examples — one `ps` task and
+/// two `worker` tasks — on 127.0.0.1 ports.
+pub const DEFAULT_CLUSTER_TOML: &str = r#"# Two machines: machine A runs ps:0 and worker:0, machine B worker:1.
 ps = ["127.0.0.1:2221"]
 worker = ["127.0.0.1:2222", "127.0.0.1:2223"]
 "#;
@@ -215,7 +215,7 @@ impl GrpcCluster {
     }
 }
 
-/// A cluster spec of the seed's layout (one `ps`, two `worker` tasks) on free 127.0.0.1
+/// A cluster spec of the default layout (one `ps`, two `worker` tasks) on free 127.0.0.1
 /// ports (for tests and benches: the ports are free when picked).
 pub fn loopback_cluster() -> std::io::Result<ClusterSpec> {
     let mut ports = Vec::new();

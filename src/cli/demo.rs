@@ -1,5 +1,5 @@
-//! `magpie demo`: the seed's control-dependency example on a local session, then the
-//! seed's cluster examples on an in-process three-task cluster (the embedded default).
+//! `magpie demo`: a control-dependency example on a local session, then the cluster
+//! examples on an in-process three-task cluster (the embedded default).
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use magpie::cluster::{default_cluster, InProcessCluster, DEFAULT_CLUSTER_TOML};
 use magpie::{Graph, GraphError, RunOptions, Session};
 
 pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Result<()> {
-    println!("magpie demo: the seed's control-dependency example on a local session");
+    println!("magpie demo: control dependencies on a local session");
     println!();
     println!("    a = 1.0");
     println!("    b = a + 2.0");
@@ -84,7 +84,7 @@ pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Resul
     cluster_demo()
 }
 
-/// The seed's cluster (ps + two workers) in this process: a graph spread over the three
+/// The default cluster (ps + two workers) in this process: a graph spread over the three
 /// tasks, then the remote-session example on worker 1 as the master.
 fn cluster_demo() -> anyhow::Result<()> {
     println!();

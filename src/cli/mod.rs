@@ -33,7 +33,7 @@ impl Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the seed's control-dependency example on a local session: prints every value
+    /// Run a control-dependency example on a local session: prints every value
     /// (z = 7) and the order in which the ops ran.
     Demo {
         /// Scheduler worker threads (default: one per core).
