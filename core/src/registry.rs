@@ -422,7 +422,30 @@ fn check_key(key: &KernelKey) -> Result<(), RegistryError> {
 }
 
 /// Registers `factory` for `op` on every device of `device_type` in the
-/// [global](KernelRegistry::global) registry ([`ANY_DEVICE`]: every device).
+/// [global](KernelRegistry::global) registry ([`ANY_DEVICE`]: every device). Sessions
+/// built without a registry of their own use these kernels; a library that may share a
+/// process with others prefers a [`KernelRegistry`] of its own.
+///
+/// ```
+/// use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// use magpie_core::registry::{has_kernel, register_kernel};
+///
+/// struct Echo;
+/// impl Kernel for Echo {
+///     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+///         let x = ctx.take_input(0);
+///         ctx.push_output(x);
+///         Ok(())
+///     }
+/// }
+/// fn echo(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+///     Ok(BoxedKernel::Sync(Box::new(Echo)))
+/// }
+/// register_kernel("Identity", "DOC_DEVICE", echo)?;
+/// register_kernel("Identity", "DOC_DEVICE", echo)?; // the same factory: no change
+/// assert!(has_kernel("Identity", "DOC_DEVICE"));
+/// # Ok::<(), magpie_core::registry::RegistryError>(())
+/// ```
 ///
 /// # Errors
 /// [`RegistryError::AlreadyRegistered`] when another factory is registered for the pair

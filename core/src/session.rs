@@ -37,7 +37,28 @@ static NEXT_STEP_ID: AtomicU64 = AtomicU64::new(1);
 /// Plans kept per session before the cache is cleared.
 const MAX_CACHED_PLANS: usize = 1024;
 
-/// How a session is set up.
+/// How a session is set up: its devices (the first is the default for nodes that request
+/// none), its kernel registry, worker threads, scheduling policy, resource pools and
+/// memory budgets.
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::graph::DeviceName;
+/// use magpie_core::registry::KernelRegistry;
+/// use magpie_core::session::SessionOptions;
+/// use magpie_core::Device;
+///
+/// #[derive(Debug)]
+/// struct Host(DeviceName);
+/// impl Device for Host {
+///     fn name(&self) -> &DeviceName { &self.0 }
+/// }
+/// let device: Arc<dyn Device> = Arc::new(Host(DeviceName::local("CPU", 0)));
+/// let options = SessionOptions::with_devices(vec![device])
+///     .num_workers(2)
+///     .kernels(KernelRegistry::new()); // this registry, not the process-wide one
+/// # let _ = options;
+/// ```
 #[derive(Clone, Default)]
 pub struct SessionOptions {
     /// The devices nodes may be placed on; the first is the default device. Required.

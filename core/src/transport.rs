@@ -255,7 +255,51 @@ impl TransportError {
     }
 }
 
-/// How a task reaches the others. Implemented by the transport crates.
+/// How a task reaches the others. Implemented by the transport crates (`magpie-inmem`,
+/// `magpie-grpc`); a transport of one's own passes `testkit::check_transport`.
+///
+/// The shape of an implementation: each method reaches `task` and answers with a future
+/// that always completes. This one reaches no task — every call fails, naming the task,
+/// as a transport does for a task that is gone; a real one forwards each call to the
+/// task's [`Worker`](crate::distributed::Worker) over its wire.
+///
+/// ```
+/// use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
+/// use magpie_core::transport::{
+///     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
+///     Transport, TransportError,
+/// };
+/// use magpie_core::{StepId, Tensor};
+///
+/// #[derive(Debug)]
+/// struct Nowhere;
+///
+/// fn gone<T: Send + 'static>(task: &TaskName) -> BoxFuture<'static, Result<T, TransportError>> {
+///     let task = task.to_string();
+///     async move { Err(TransportError::Unreachable { task, detail: "no network".into() }) }
+///         .boxed()
+/// }
+///
+/// impl Transport for Nowhere {
+///     fn list_devices(&self, task: &TaskName)
+///         -> BoxFuture<'static, Result<Vec<DeviceInfo>, TransportError>> { gone(task) }
+///     fn register_partition(&self, task: &TaskName, _: RegisterPartition)
+///         -> BoxFuture<'static, Result<PartitionHandle, TransportError>> { gone(task) }
+///     fn run_partition(&self, task: &TaskName, _: RunPartition)
+///         -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> { gone(task) }
+///     fn send(&self, task: &TaskName, _: &str, _: RendezvousKey, _: Tensor)
+///         -> BoxFuture<'static, Result<(), TransportError>> { gone(task) }
+///     fn abort_step(&self, task: &TaskName, _: &str, _: StepId)
+///         -> BoxFuture<'static, Result<(), TransportError>> { gone(task) }
+///     fn release_session(&self, task: &TaskName, _: &str)
+///         -> BoxFuture<'static, Result<(), TransportError>> { gone(task) }
+/// }
+///
+/// let worker1 = TaskName::new("worker", 1);
+/// let err = futures::executor::block_on(Nowhere.list_devices(&worker1)).unwrap_err();
+/// assert_eq!(err.task(), "/job:worker/task:1");
+/// assert_eq!(err.code(), magpie_core::Code::Unavailable);
+/// ```
 pub trait Transport: Send + Sync + fmt::Debug {
     /// The devices `task` exposes.
     fn list_devices(
