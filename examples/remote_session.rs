@@ -10,8 +10,8 @@
 //!     print(c.eval())  # 9.0
 //! ```
 //!
-//! The default cluster (one `ps`, two `worker` tasks) runs in this process as three gRPC servers on free 127.0.0.1
-//! ports. `cargo run --example remote_session`.
+//! The default cluster (one `ps`, two `worker` tasks) runs in this process as three gRPC
+//! servers on free 127.0.0.1 ports. `cargo run --example remote_session`.
 
 use std::time::Duration;
 

@@ -33,8 +33,9 @@ pub const COPY_FROM_HOST: &str = "_CopyFromHost";
 /// device type in general (see [`Device::backend`]).
 pub const GENERIC_BACKEND: &str = "";
 
-/// A device that kernels run on. Implemented by backends (and by users: see
-/// `examples/custom_backend.rs`).
+/// A device that kernels run on. Implemented by backends, and by users: the `magpie`
+/// crate's guide walks through writing one (*Write a backend*), and
+/// `examples/custom_backend.rs` in the repository is a complete one.
 ///
 /// A kernel factory gets the device a node was placed on as `&Arc<dyn Device>`; it reaches
 /// the concrete type through [`KernelInit::device`](crate::kernel::KernelInit::device),

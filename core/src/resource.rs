@@ -88,6 +88,9 @@ impl ResourceMgr {
     }
 
     /// The resource `container`/`name`, created by `make` when absent.
+    ///
+    /// # Errors
+    /// [`ResourceTypeError`] when a resource of another type exists under that name.
     pub fn lookup_or_create<T: Any + Send + Sync>(
         &self,
         container: &str,
@@ -112,6 +115,9 @@ impl ResourceMgr {
     }
 
     /// The resource `container`/`name`, if it exists.
+    ///
+    /// # Errors
+    /// [`ResourceTypeError`] when it exists with another type than `T`.
     pub fn lookup<T: Any + Send + Sync>(
         &self,
         container: &str,
@@ -201,6 +207,9 @@ impl Variable {
 
     /// Applies `f` to the value under the variable's lock (read-modify-write is atomic
     /// with respect to other updates), storing and returning what it gives.
+    ///
+    /// # Errors
+    /// Whatever `f` returns; the value is then unchanged.
     pub fn update<E>(
         &self,
         f: impl FnOnce(Option<&Tensor>) -> Result<Tensor, E>,

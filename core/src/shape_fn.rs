@@ -27,16 +27,28 @@ fn known(op: &str, shape: PartialShape) -> Result<Shape, KernelError> {
 }
 
 /// A shape attribute with every dimension known (no -1).
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the attribute, when a dimension
+/// is unknown (-1), negative or too large.
 pub fn known_shape(op: &str, attr: &str, dims: &[i64]) -> Result<Shape, KernelError> {
     rules::known_dims(op, attr, dims).map_err(invalid)
 }
 
 /// `axis` (negative counts from the end) as an index into a shape of rank `rank`.
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the shapes, when `axis` is outside
+/// `-rank..rank`.
 pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, KernelError> {
     rules::normalize_axis(op, axis, rank).map_err(invalid)
 }
 
 /// The numpy broadcast of two shapes.
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the shapes, when the shapes do not
+/// broadcast, or the result is too large.
 pub fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
     let shape = rules::broadcast(&a.into(), &b.into()).map_err(invalid)?;
     known("broadcast", shape)
@@ -45,12 +57,20 @@ pub fn broadcast_shape(a: &Shape, b: &Shape) -> Result<Shape, KernelError> {
 /// The target of a `Reshape` of a tensor of `input` shape to `spec` (one -1 inferred).
 /// Every product is checked: a target whose element count overflows is an error, never
 /// a shape that wraps around to the input's count.
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the shapes, when `spec` is malformed
+/// (two -1s, a negative dimension) or does not hold the input's element count.
 pub fn reshape_target(input: &Shape, spec: &[i64]) -> Result<Shape, KernelError> {
     let shape = rules::reshape(&input.into(), spec).map_err(invalid)?;
     known("Reshape", shape)
 }
 
 /// `(m, k, n)` of `MatMul(a, b)`: after the transposes `a` is `[m, k]` and `b` is `[k, n]`.
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the shapes, when an operand is not a
+/// matrix or the inner dimensions differ.
 pub fn matmul_dims(
     a: &Shape,
     b: &Shape,
@@ -68,6 +88,10 @@ pub fn matmul_dims(
 
 /// The output shape of `Sum`/`Mean` over `axis` (all axes when `None`), and the axis as
 /// an index.
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`], naming the op and the shapes, when `axis` is out of
+/// range for the input's rank.
 pub fn reduced_shape(
     op: &str,
     input: &Shape,

@@ -164,8 +164,8 @@ fn clamp_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
 }
 
 /// Defines `Clamp` (one f32 input; float attributes `lo` and `hi`, both required and
-/// checked when a node is built; the output has the input's shape). Op definitions are process-wide: a second call finds it defined and
-/// does nothing.
+/// checked when a node is built; the output has the input's shape). Op definitions are
+/// process-wide: a second call finds it defined and does nothing.
 ///
 /// # Errors
 /// [`GraphError::OpAlreadyRegistered`] only if another definition took the name between

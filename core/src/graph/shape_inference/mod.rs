@@ -9,7 +9,7 @@
 //!   [`OpDef::with_shape_fn`].
 //! - [`Graph::shape_of`] reports what is known of an output's shape.
 //!
-//! `rules.rs` holds the standard rules (broadcasting, matrix products, reshapes,
+//! [`rules`] holds the standard rules (broadcasting, matrix products, reshapes,
 //! reductions); the kernels' run-time checks in [`crate::shape_fn`] are those same rules
 //! applied to fully known shapes.
 //!
