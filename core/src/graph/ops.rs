@@ -158,6 +158,9 @@ impl Graph {
     }
 
     /// Matrix product with either operand transposed first.
+    ///
+    /// # Errors
+    /// As [`OpBuilder::build`](super::OpBuilder::build): the node is checked when added.
     pub fn matmul_t(
         &self,
         a: Output,

@@ -101,6 +101,10 @@ pub enum ReferenceError {
 ///
 /// Returns one tensor per fetch, in order, except that a fetch of a node without outputs
 /// (`no_op.output(0)`) runs that node as a target and adds nothing to the results.
+///
+/// # Errors
+/// A [`ReferenceError`] naming the node: a feed or fetch that does not fit the graph, an
+/// op the interpreter does not know, or inputs the op rejects.
 pub fn evaluate(
     graph: &Graph,
     feeds: &[(Output, Tensor)],
@@ -817,8 +821,11 @@ fn fill(value: &Tensor, spec: &[i64]) -> Result<Tensor, String> {
 
 /// Compares two tensors: same dtype and shape; floats within `rel_tol`/`abs_tol`
 /// (`|a - b| <= abs_tol + rel_tol * |b|`, with `b` the expected value; NaN equals NaN and equal
-/// infinities are equal), other dtypes exactly. The error names the first differing index and
-/// both values.
+/// infinities are equal), other dtypes exactly.
+///
+/// # Errors
+/// A message naming the first differing index and both values, or the dtypes or shapes
+/// that differ.
 pub fn assert_close(
     actual: &Tensor,
     expected: &Tensor,

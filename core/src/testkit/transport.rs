@@ -69,6 +69,10 @@ fn fail(check: &'static str, detail: impl std::fmt::Display) -> TransportConform
 
 /// Runs the suite; returns how many checks passed. `in_process` says whether tensors
 /// must arrive without a copy (an in-process transport's promise).
+///
+/// # Errors
+/// [`TransportConformanceError`] naming the first check that failed and what the
+/// transport did instead.
 pub fn check_transport(
     transport: Arc<dyn Transport>,
     a: &TaskServer,
