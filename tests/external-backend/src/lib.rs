@@ -3,18 +3,25 @@
 //! [`ToyDevice`] is a "TOY" device that counts the kernels it ran. Its kernels (f32 only)
 //! are `Const`, `Add` and `Mul` (with numpy broadcasting, through core's
 //! `BroadcastLayout`) and `Clamp`, an op this crate defines itself with typed attributes
-//! and a shape function. [`register`] puts them into a kernel registry of the caller's.
+//! and a shape function, and `Delay`, an asynchronous identity that completes on core's
+//! timer (no runtime of its own). [`register`] puts them into a kernel registry of the
+//! caller's.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use magpie_core::device::Device;
 use magpie_core::graph::{
     lookup_op, register_op, unchanged_shape, Arity, AttrType, DeviceName, OpDef,
 };
 use magpie_core::graph::{GraphError, OpDefError};
-use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+use magpie_core::kernel::async_support::{sleep, BoxFuture, FutureExt};
+use magpie_core::kernel::{
+    AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, KernelInit,
+    Outputs,
+};
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 use magpie_core::tensor::{BroadcastLayout, DType, Tensor};
 
@@ -163,6 +170,59 @@ fn clamp_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     elementwise(init, Arc::new(move |a, _| a.clamp(lo, hi)))
 }
 
+/// `Delay(x; millis)`: `x`, after `millis` milliseconds, without holding a thread.
+struct Delay {
+    kernels_run: Arc<AtomicUsize>,
+    wait: Duration,
+}
+
+impl AsyncKernel for Delay {
+    fn compute_async(
+        &self,
+        mut ctx: AsyncKernelContext,
+    ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
+        self.kernels_run.fetch_add(1, Ordering::Relaxed);
+        let x = ctx.take_input(0);
+        let wait = self.wait;
+        async move {
+            sleep(wait).await;
+            Ok(Outputs::from_vec(vec![x]))
+        }
+        .boxed()
+    }
+}
+
+fn delay_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let device = init.device::<ToyDevice>()?;
+    let millis = init.node.attrs.int("millis")?;
+    let millis = u64::try_from(millis).map_err(|_| {
+        KernelError::InvalidArgument(format!("Delay needs millis >= 0, got {millis}"))
+    })?;
+    Ok(BoxedKernel::Async(Box::new(Delay {
+        kernels_run: Arc::clone(&device.kernels_run),
+        wait: Duration::from_millis(millis),
+    })))
+}
+
+/// Defines `Delay` (one input of any dtype, passed through; an int attribute `millis`,
+/// 1 by default). A second call finds it defined and does nothing.
+///
+/// # Errors
+/// [`GraphError::OpAlreadyRegistered`] only if another definition took the name between
+/// the check and the registration.
+pub fn define_delay() -> Result<(), GraphError> {
+    if lookup_op("Delay").is_some() {
+        return Ok(());
+    }
+    let def = OpDef::new("Delay", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+        .attr_default("millis", 1i64)
+        .with_shape_fn(unchanged_shape);
+    match register_op(def) {
+        Err(GraphError::OpAlreadyRegistered(_)) => Ok(()),
+        other => other,
+    }
+}
+
 /// Defines `Clamp` (one f32 input; float attributes `lo` and `hi`, both required and
 /// checked when a node is built; the output has the input's shape). Op definitions are
 /// process-wide: a second call finds it defined and does nothing.
@@ -198,11 +258,12 @@ pub fn define_clamp() -> Result<(), GraphError> {
 /// [`RegistryError::AlreadyRegistered`] if another factory holds one of the keys.
 pub fn register(registry: &KernelRegistry) -> Result<(), RegistryError> {
     type Factory = fn(&KernelInit<'_>) -> Result<BoxedKernel, KernelError>;
-    let kernels: [(&str, Factory); 4] = [
+    let kernels: [(&str, Factory); 5] = [
         ("Const", const_factory),
         ("Add", add_factory),
         ("Mul", mul_factory),
         ("Clamp", clamp_factory),
+        ("Delay", delay_factory),
     ];
     for (op, factory) in kernels {
         registry.register(KernelKey::new(op, DEVICE_TYPE).backend(BACKEND), factory)?;

@@ -11,10 +11,11 @@ use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 use magpie_core::session::{Session, SessionOptions};
 use magpie_core::tensor::{Shape, Tensor};
 use magpie_core::testkit::{check_device_with, run_kernel_with, HostDevice, OpCheck};
-use magpie_external_backend::{define_clamp, register, ToyDevice, BACKEND};
+use magpie_external_backend::{define_clamp, define_delay, register, ToyDevice, BACKEND};
 
 fn toy() -> (Arc<ToyDevice>, KernelRegistry) {
     define_clamp().expect("Clamp defined");
+    define_delay().expect("Delay defined");
     let registry = KernelRegistry::new();
     register(&registry).expect("toy kernels registered");
     (Arc::new(ToyDevice::new(0)), registry)
@@ -51,12 +52,42 @@ fn a_graph_runs_on_the_toy_device() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[test]
+fn an_asynchronous_kernel_runs_on_cores_timer() -> Result<(), Box<dyn std::error::Error>> {
+    let (device, registry) = toy();
+    let g = Graph::new();
+    let (slow, sum) = g.device("/device:TOY:0", |g| {
+        let x = g.constant(vec![1.0f32, 2.0])?;
+        // Two delays in parallel and one after: async kernels interleave with sync ones.
+        let a = g.op("Delay").input(x).attr("millis", 5i64).build_output()?;
+        let b = g.op("Delay").input(x).build_output()?; // millis = 1, the default
+        let slow = g.op("Delay").input(a).attr("millis", 2i64).build_output()?;
+        Ok::<_, magpie_core::graph::GraphError>((slow, g.add(a, b)?))
+    })?;
+    let devices: Vec<Arc<dyn Device>> = vec![device.clone()];
+    let session = Session::new(&g, SessionOptions::with_devices(devices).kernels(registry))?;
+    let out = session.run(&[], &[slow, sum], &[])?;
+    assert_eq!(out[0].as_slice::<f32>()?, [1.0, 2.0]);
+    assert_eq!(out[1].as_slice::<f32>()?, [2.0, 4.0]);
+    // Const, three Delays, Add.
+    assert_eq!(device.kernels_run(), 5);
+
+    let negative = g
+        .op("Delay")
+        .input(slow)
+        .attr("millis", -1i64)
+        .build_output()?;
+    let err = session.run(&[], &[negative], &[]).unwrap_err();
+    assert!(err.to_string().contains("millis >= 0"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn registering_twice_changes_nothing_and_another_factory_is_refused() {
     let (_, registry) = toy();
     register(&registry).expect("the same kernels again");
     let mut ops = registry.kernels_for("TOY");
     ops.sort();
-    assert_eq!(ops, ["Add", "Clamp", "Const", "Mul"]);
+    assert_eq!(ops, ["Add", "Clamp", "Const", "Delay", "Mul"]);
     let other = registry.register(KernelKey::new("Add", "TOY").backend(BACKEND), |_| {
         Err(KernelError::Cancelled)
     });
