@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::attr::{AttrValue, Attrs};
-use super::attr_def::check_attrs;
+use super::check_attrs;
 use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::node::{GraphId, Node, NodeId, Output};
