@@ -3,7 +3,9 @@
 //!   hwlocality, and a backend or transport depends on no other backend or transport;
 //! - `scheduler` (magpie-scheduler) depends on no other Magpie crate and none of those
 //!   libraries, so it builds and benches alone;
-//! - every Rust source file starts with a `//!` module doc.
+//! - every Rust source file starts with a `//!` module doc;
+//! - every walkthrough in `docs/` is included by `src/guide.rs`, so its code is tested;
+//! - `tests/external-backend` is a workspace of its own that depends on magpie-core alone.
 
 use std::path::{Path, PathBuf};
 
@@ -127,5 +129,48 @@ fn every_source_file_starts_with_a_module_doc() {
     assert!(
         missing.is_empty(),
         "files without a //! module doc: {missing:?}"
+    );
+}
+
+#[test]
+fn every_walkthrough_in_docs_is_a_doc_test_of_the_guide() {
+    let guide = std::fs::read_to_string(root().join("src/guide.rs")).unwrap();
+    let mut pages: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md") && name != "README.md")
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "docs/ holds no walkthrough");
+    let missing: Vec<&String> = pages
+        .iter()
+        .filter(|page| !guide.contains(&format!("include_str!(\"../docs/{page}\")")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "walkthroughs not included in src/guide.rs (so their code is not tested): {missing:?}"
+    );
+}
+
+#[test]
+fn the_external_backend_depends_on_core_alone_outside_the_workspace() {
+    let manifest = root().join("tests/external-backend/Cargo.toml");
+    let mut deps = dependencies(&manifest);
+    deps.dedup();
+    assert_eq!(
+        deps,
+        ["magpie-core"],
+        "tests/external-backend may use magpie-core only"
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        text.lines().any(|l| l.trim() == "[workspace]"),
+        "tests/external-backend must be a workspace of its own"
+    );
+    let workspace = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(
+        !workspace.contains("\"tests/external-backend\""),
+        "the main workspace must not build tests/external-backend"
     );
 }
