@@ -180,3 +180,63 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
         "{message}"
     );
 }
+
+/// `magpie server` serves its machine: it prints its devices, the default first — the
+/// first GPU where the machine has a Vulkan device (lavapipe here), else `CPU:0` — each
+/// named for the task; `--no-gpus` and `--visible-devices /device:CPU:*` leave the GPUs
+/// out.
+#[test]
+fn a_server_prints_its_devices_named_for_its_task_default_first() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let devices_line = |extra: &[&str]| {
+        let port = free_port();
+        let mut child = magpie()
+            .arg("server")
+            .args(["--workers", "2"])
+            .args(extra)
+            .env(
+                "TF_CONFIG",
+                format!(
+                    r#"{{"cluster": {{"ps": ["127.0.0.1:{port}"]}}, "task": {{"type": "ps", "index": 0}}}}"#
+                ),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut serving, mut devices) = (String::new(), String::new());
+        out.read_line(&mut serving).unwrap();
+        out.read_line(&mut devices).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(serving.starts_with("serving /job:ps/task:0"), "{serving}");
+        devices
+            .trim()
+            .strip_prefix("devices of /job:ps/task:0 (the first is the default): ")
+            .unwrap_or_else(|| panic!("{devices}"))
+            .split(", ")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let cpu0 = "/job:ps/replica:0/task:0/device:CPU:0".to_string();
+    let all = devices_line(&[]);
+    assert!(all.contains(&cpu0), "{all:?}");
+    match magpie::gpu_status() {
+        None => assert_eq!(all[0], "/job:ps/replica:0/task:0/device:GPU:0", "{all:?}"),
+        Some(why) => {
+            eprintln!("no GPU here ({why}): CPU:0 is the default");
+            assert_eq!(all[0], cpu0);
+        }
+    }
+    for flags in [&["--no-gpus"][..], &["--visible-devices", "/device:CPU:*"]] {
+        let cpus = devices_line(flags);
+        assert_eq!(cpus[0], cpu0, "{flags:?}: {cpus:?}");
+        assert!(
+            cpus.iter().all(|d| d.contains("/device:CPU:")),
+            "{flags:?}: {cpus:?}"
+        );
+    }
+}
