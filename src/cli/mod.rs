@@ -39,7 +39,9 @@ enum Command {
         /// Scheduler worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Write the step's timeline as Chrome trace JSON (opens in Perfetto).
+        /// Write the cluster step's timeline, merged over its three tasks, as Chrome trace
+        /// JSON (opens in Perfetto); the local step's goes beside it (`-local` added to
+        /// the file's stem).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
     },

@@ -2,9 +2,13 @@
 //! everything it reads: a message that does not describe a valid tensor or graph gives a
 //! [`WireError`], never a panic.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
+use magpie_core::session::NodeStats;
 use magpie_core::tensor::{DType, MemoryLimit, Shape, Storage, Tensor};
+use magpie_core::transport::TaskTimeline;
 
 use crate::error::WireError;
 use crate::proto;
@@ -354,6 +358,59 @@ pub fn graph_from_wire(g: &proto::GraphDef) -> Result<GraphDef, WireError> {
         });
     }
     Ok(GraphDef { nodes })
+}
+
+/// A task's step timeline as its wire message.
+pub fn timeline_to_wire(t: &TaskTimeline) -> proto::StepTimeline {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    proto::StepTimeline {
+        start_unix_micros: t.start_unix_micros,
+        nodes: t
+            .nodes
+            .iter()
+            .map(|n| proto::NodeRecord {
+                node: n.node.clone(),
+                op: n.op.clone(),
+                device: n.device.clone(),
+                worker: u32::try_from(n.worker).unwrap_or(u32::MAX),
+                start_ns: ns(n.start),
+                end_ns: ns(n.end),
+                output_bytes: n.output_bytes as u64,
+            })
+            .collect(),
+    }
+}
+
+/// A task's step timeline from its wire message; a record that ends before it starts is
+/// refused.
+///
+/// # Errors
+/// [`WireError::BadTimeline`] naming the record's node.
+pub fn timeline_from_wire(t: &proto::StepTimeline) -> Result<TaskTimeline, WireError> {
+    let nodes = t
+        .nodes
+        .iter()
+        .map(|n| {
+            if n.end_ns < n.start_ns {
+                return Err(WireError::BadTimeline {
+                    node: n.node.clone(),
+                });
+            }
+            Ok(NodeStats {
+                node: n.node.clone(),
+                op: n.op.clone(),
+                device: n.device.clone(),
+                worker: n.worker as usize,
+                start: Duration::from_nanos(n.start_ns),
+                end: Duration::from_nanos(n.end_ns),
+                output_bytes: usize::try_from(n.output_bytes).unwrap_or(usize::MAX),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TaskTimeline {
+        start_unix_micros: t.start_unix_micros,
+        nodes,
+    })
 }
 
 #[cfg(test)]

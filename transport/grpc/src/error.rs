@@ -40,6 +40,12 @@ pub enum WireError {
         /// The byte received.
         byte: u8,
     },
+    /// A step timeline whose record makes no sense (it ends before it starts).
+    #[error("timeline: node {node:?} ends before it starts")]
+    BadTimeline {
+        /// The node of the record.
+        node: String,
+    },
     /// An attribute with no value set.
     #[error("node {node:?}: attribute {attr:?} has no value")]
     EmptyAttr {

@@ -23,7 +23,9 @@ use magpie_core::transport::{
 use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
+use crate::conv::{
+    graph_from_wire, tensor_from_wire, tensor_to_wire, timeline_to_wire, TensorAssembler,
+};
 use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
@@ -222,6 +224,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                         step_id,
                         feeds,
                         timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                        trace: r.trace,
                     },
                     Some(&cancel),
                 )
@@ -238,12 +241,17 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 "partition step failed"
             );
         })?;
+        let timeline = fetches.timeline.as_ref().map(timeline_to_wire);
         let fetches = fetches
+            .tensors
             .iter()
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(Code::Internal, e.to_string()))?;
-        Ok(Response::new(proto::RunPartitionResponse { fetches }))
+        Ok(Response::new(proto::RunPartitionResponse {
+            fetches,
+            timeline,
+        }))
     }
 
     async fn send_tensor(

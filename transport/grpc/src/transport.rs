@@ -26,8 +26,8 @@ use magpie_core::distributed::TaskServer;
 use magpie_core::scheduler::CancellationToken;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
-    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
-    Transport, TransportError,
+    DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey, RunPartition,
+    TaskName, Transport, TransportError,
 };
 use magpie_core::StepId;
 use parking_lot::Mutex;
@@ -38,7 +38,7 @@ use tonic::Status;
 
 use crate::auth::Credentials;
 
-use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
 use crate::metrics::Metrics;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto;
@@ -391,7 +391,7 @@ impl Transport for GrpcTransport {
         &self,
         task: &TaskName,
         request: RunPartition,
-    ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> {
+    ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>> {
         if let Some(s) = self.local(task) {
             // The worker's local session blocks its caller: the blocking pool runs it.
             let join = self.inner.handle.spawn_blocking(move || {
@@ -430,6 +430,7 @@ impl Transport for GrpcTransport {
             step_id: step_id_to_wire(request.step_id),
             feeds,
             timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+            trace: request.trace,
         };
         let deadline = request
             .timeout
@@ -437,14 +438,21 @@ impl Transport for GrpcTransport {
         let t = task.clone();
         self.call(task, deadline, cx, move |mut c| async move {
             let r = c.run_partition(req).await?.into_inner();
-            r.fetches
+            let tensors = r
+                .fetches
                 .iter()
                 .map(|p| {
                     tensor_from_wire(p).map_err(|e| {
                         Status::internal(format!("task {t} returned a bad tensor: {e}"))
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            let timeline = r
+                .timeline
+                .map(|tl| timeline_from_wire(&tl))
+                .transpose()
+                .map_err(|e| Status::internal(format!("task {t} returned a bad timeline: {e}")))?;
+            Ok(PartitionOutput { tensors, timeline })
         })
     }
 
@@ -453,7 +461,7 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Vec<Tensor>, TransportError> {
+    ) -> Result<PartitionOutput, TransportError> {
         if let Some(s) = self.local(task) {
             // The caller may block: the step runs right here, with no hand-off.
             return s
