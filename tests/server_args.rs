@@ -209,7 +209,13 @@ fn a_server_prints_its_devices_named_for_its_task_default_first() {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut serving, mut devices) = (String::new(), String::new());
         out.read_line(&mut serving).unwrap();
-        out.read_line(&mut devices).unwrap();
+        // After "serving" (and the metrics address, when served).
+        while !devices.starts_with("devices of") {
+            devices.clear();
+            if out.read_line(&mut devices).unwrap() == 0 {
+                break;
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(serving.starts_with("serving /job:ps/task:0"), "{serving}");

@@ -197,13 +197,13 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let names: Vec<String> = (server.core().worker().devices().iter())
         .map(|d| d.name().to_string())
         .collect();
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics of {task} at http://{addr}/metrics");
+    }
     println!(
         "devices of {task} (the first is the default): {}",
         names.join(", ")
     );
-    if let Some(addr) = server.metrics_addr() {
-        println!("metrics of {task} at http://{addr}/metrics");
-    }
     tracing::info!(%task, target = %server.target(), %security, devices = %names.join(", "), "server started");
     let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {
