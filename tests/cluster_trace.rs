@@ -1,5 +1,6 @@
 //! Cluster timelines: a traced step over three tasks returns every task's node records
-//! (over the in-memory transport and over gRPC), merged into one Chrome trace with a
+//! (over the in-memory transport, between gRPC tasks, and to a client's remote session),
+//! merged into one Chrome trace with a
 //! process per task and device, named worker threads, and a flow per Send/Recv pair;
 //! `magpie demo --trace FILE` writes one.
 
@@ -8,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use magpie::cluster::{default_cluster, loopback_cluster, GrpcCluster, InProcessCluster};
-use magpie::distributed::{ClusterRunOutput, MasterSession};
+use magpie::distributed::{ClusterRunOutput, ClusterTimeline, MasterSession};
 use magpie::{Graph, Output, RunOptions};
 use serde_json::Value;
 
@@ -53,20 +54,31 @@ const TASKS: [&str; 3] = [
 
 /// Checks the merged trace of a traced run of [`three_task_graph`].
 fn check_trace(out: &ClusterRunOutput) {
-    let timeline = out.timeline.as_ref().expect("a traced step has a timeline");
+    let placement: Vec<(String, String)> = out
+        .placement
+        .iter()
+        .map(|p| (p.node.clone(), p.device.clone()))
+        .collect();
+    check_timeline(out.timeline.as_ref(), &placement);
+}
+
+/// Checks `timeline` against the step's placement, `(node, device)` pairs.
+fn check_timeline(timeline: Option<&ClusterTimeline>, placement: &[(String, String)]) {
+    let timeline = timeline.expect("a traced step has a timeline");
     let tasks: BTreeSet<String> = timeline.tasks.iter().map(|t| t.task.to_string()).collect();
     assert_eq!(tasks.len(), 3, "{tasks:?}");
     for t in &timeline.tasks {
         assert!(!t.nodes.is_empty(), "{} recorded nothing", t.task);
     }
     // Every node of the client's graph ran once, on the device the master placed it.
-    for p in out.placement.iter() {
+    assert!(!placement.is_empty());
+    for (node, device) in placement {
         let ran: Vec<_> = timeline
             .events()
-            .filter(|(_, n, _, _)| n.node == p.node)
+            .filter(|(_, n, _, _)| n.node == *node)
             .collect();
-        assert_eq!(ran.len(), 1, "{}: {ran:?}", p.node);
-        assert_eq!(ran[0].1.device, p.device);
+        assert_eq!(ran.len(), 1, "{node}: {ran:?}");
+        assert_eq!(ran[0].1.device, *device);
     }
 
     let v: Value = serde_json::from_str(&timeline.chrome_trace_json()).unwrap();
@@ -131,6 +143,28 @@ fn a_traced_step_over_grpc_returns_every_tasks_timeline() {
     let master = c.server("worker", 0).unwrap().core().master();
     let s = master.create_session(&g).unwrap();
     check_trace(&traced_run(&s, y));
+    drop(s);
+    c.stop(std::time::Duration::from_secs(5));
+}
+
+/// A client's remote session over gRPC asks for the trace with its step (`RunStep`'s
+/// `trace`) and gets every task's timeline back from the master.
+#[test]
+fn a_remote_sessions_traced_step_returns_every_tasks_timeline() {
+    let c = GrpcCluster::start(&loopback_cluster().unwrap()).unwrap();
+    let (g, _) = three_task_graph();
+    let s = magpie::grpc::connect(&c.target("worker", 0).unwrap(), &g).unwrap();
+    let options = RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    };
+    let out = s
+        .run_named_with_options(&options, &[], &["y:0"], &[])
+        .unwrap();
+    assert_eq!(f32::try_from(&out.tensors[0]).unwrap(), 12.0);
+    check_timeline(out.timeline.as_ref(), &out.placement);
+    let plain = s.run_named(&[], &["y:0"], &[], None).unwrap();
+    assert!(plain.timeline.is_none());
     drop(s);
     c.stop(std::time::Duration::from_secs(5));
 }

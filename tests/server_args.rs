@@ -1,6 +1,7 @@
 //! `magpie server`'s arguments: what it refuses before starting, and why, from a real
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
-//! to serve); and its logs (`--log-format json`, `MAGPIE_LOG`).
+//! to serve); its logs (`--log-format json`, `MAGPIE_LOG`, peers connecting and lost);
+//! and the devices it serves.
 
 mod common;
 
@@ -245,4 +246,65 @@ fn a_server_prints_its_devices_named_for_its_task_default_first() {
             "{flags:?}: {cpus:?}"
         );
     }
+}
+
+/// A task logs its peers: "peer connected" on the first answer from another task, "peer
+/// lost" when a request to it fails for want of a connection (here: it was stopped).
+#[test]
+fn a_task_logs_peers_connecting_and_lost() {
+    let ports = [free_port(), free_port()];
+    let dir = std::env::temp_dir().join(format!("magpie-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("worker0.json");
+    let mut command = magpie();
+    command
+        .args([
+            "--log-format",
+            "json",
+            "server",
+            "--no-gpus",
+            "--workers",
+            "2",
+        ])
+        .env("MAGPIE_LOG", "magpie=info")
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{}", "127.0.0.1:{}"]}},
+                    "task": {{"type": "worker", "index": 0}}}}"#,
+                ports[0], ports[1]
+            ),
+        )
+        .stderr(std::fs::File::create(&log).unwrap());
+    let first = ServerProcess::start(command);
+    let second = start_worker(ports, 1, &["--no-gpus", "--workers", "2"]);
+
+    let g = magpie::Graph::new();
+    let a = g
+        .device("/job:worker/task:1", |g| g.constant(3.0f32))
+        .unwrap();
+    let b = g.add(a, a).unwrap();
+    let session =
+        magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g).unwrap();
+    let before = session
+        .run(&[], &[b], &[])
+        .map(|t| t[0].scalar_value::<f32>().unwrap());
+    second.stop();
+    let after = session.run(&[], &[b], &[]);
+    drop(session);
+    first.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(before.unwrap(), 6.0);
+    assert!(after.is_err(), "a step on a stopped task fails");
+    let event = |message: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == message)
+            .filter(|v| v["fields"]["peer"] == "/job:worker/task:1")
+            .filter(|v| v["fields"]["task"] == "/job:worker/task:0")
+            .count()
+    };
+    assert_eq!(event("peer connected"), 1, "{text}");
+    assert_eq!(event("peer lost"), 1, "{text}");
 }

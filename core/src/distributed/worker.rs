@@ -405,7 +405,7 @@ impl Worker {
         match result {
             Ok(out) => Ok(PartitionOutput {
                 tensors: out.tensors,
-                timeline: request.trace.then(|| TaskTimeline {
+                timeline: request.trace.then_some(TaskTimeline {
                     start_unix_micros,
                     nodes: out.metadata.nodes,
                 }),

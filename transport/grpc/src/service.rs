@@ -24,7 +24,8 @@ use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{
-    graph_from_wire, tensor_from_wire, tensor_to_wire, timeline_to_wire, TensorAssembler,
+    cluster_timeline_to_wire, graph_from_wire, tensor_from_wire, tensor_to_wire, timeline_to_wire,
+    TensorAssembler,
 };
 use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
@@ -474,6 +475,7 @@ impl MasterService {
             let options = RunOptions {
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
                 cancel: Some(cancel),
+                trace: r.trace,
                 ..RunOptions::default()
             };
             session
@@ -497,6 +499,11 @@ impl MasterService {
                 .iter()
                 .map(|p| format!("{}={}", p.node, p.device))
                 .collect(),
+            timelines: out
+                .timeline
+                .as_ref()
+                .map(cluster_timeline_to_wire)
+                .unwrap_or_default(),
         }))
     }
 }
