@@ -308,3 +308,43 @@ fn a_task_logs_peers_connecting_and_lost() {
     assert_eq!(event("peer connected"), 1, "{text}");
     assert_eq!(event("peer lost"), 1, "{text}");
 }
+
+/// Over gRPC, a client of a `magpie server` sees the task's devices as the master lists
+/// them (ListDevices), the default first, and an unpinned op runs on that default device
+/// (the task's first GPU where the machine has one).
+#[test]
+fn a_servers_clients_see_its_devices_and_unpinned_ops_run_on_the_default() {
+    let port = free_port();
+    let mut command = magpie();
+    command
+        .args(["server", "--workers", "2"])
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{port}"]}}, "task": {{"type": "worker", "index": 0}}}}"#
+            ),
+        )
+        .stderr(std::process::Stdio::null());
+    let server = ServerProcess::start(command);
+    let g = magpie::Graph::new();
+    let a = g
+        .constant(magpie::Tensor::from_vec([2], vec![1.5f32, -2.0]).unwrap())
+        .unwrap();
+    g.with_name("sq").square(a).unwrap();
+    let got = magpie::grpc::connect(&format!("grpc://127.0.0.1:{port}"), &g).and_then(|s| {
+        let devices = s.devices().to_vec();
+        s.run_named(&[], &["sq:0"], &[], None)
+            .map(|out| (devices, out))
+    });
+    server.stop();
+    let (devices, out) = got.unwrap();
+    let default = match magpie::gpu_status() {
+        None => "/job:worker/replica:0/task:0/device:GPU:0",
+        Some(_) => "/job:worker/replica:0/task:0/device:CPU:0",
+    };
+    assert_eq!(devices[0], default, "{devices:?}");
+    assert!(devices.contains(&"/job:worker/replica:0/task:0/device:CPU:0".to_string()));
+    assert_eq!(out.tensors[0].as_slice::<f32>().unwrap(), &[2.25, 4.0]);
+    let sq = out.placement.iter().find(|(n, _)| n == "sq").unwrap();
+    assert_eq!(sq.1, default);
+}
