@@ -149,3 +149,39 @@ pub fn machine_server_options(
         ..ServerOptions::with_devices(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wants(gpus: bool, visible: Option<&[&str]>) -> bool {
+        TaskDevices {
+            gpus,
+            visible_devices: visible.map(|v| v.iter().map(|s| s.to_string()).collect()),
+            ..TaskDevices::default()
+        }
+        .wants_gpus()
+    }
+
+    #[test]
+    fn gpus_are_opened_only_when_some_visible_spec_could_match_one() {
+        assert!(wants(true, None));
+        assert!(!wants(false, None));
+        assert!(!wants(true, Some(&["/device:CPU:*"])));
+        assert!(!wants(true, Some(&["/device:CPU:0", "/device:TPU:0"])));
+        assert!(wants(true, Some(&["/device:CPU:0", "/device:GPU:1"])));
+        assert!(
+            wants(true, Some(&["/device:gpu:0"])),
+            "device types ignore case"
+        );
+        assert!(
+            wants(true, Some(&["/job:ps/task:0"])),
+            "no type: any device"
+        );
+        assert!(
+            wants(true, Some(&["not a spec"])),
+            "reported when the server starts"
+        );
+        assert!(!wants(false, Some(&["/device:GPU:0"])));
+    }
+}
