@@ -1,6 +1,7 @@
 //! In-process clusters on the in-memory transport: each task a server with a CPU device
 //! named for it (`/job:ps/replica:0/task:0/device:CPU:0`), the CPU and variable kernels
-//! registered.
+//! registered; or, with [`machine_server_options`], every device of the machine (what
+//! `magpie server` serves).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use magpie_core::transport::TaskName;
 use magpie_inmem::{InMemError, InMemNetwork, InMemServer};
 
 pub use magpie_core::cluster::{ClusterError, ClusterSpec as Spec, TfConfig};
+
+pub use crate::task_devices::{machine_server_options, TaskDevices, TaskDevicesError};
 
 use crate::Device;
 

@@ -37,6 +37,7 @@ use std::sync::Arc;
 pub mod cluster;
 mod connect;
 pub mod guide;
+mod task_devices;
 
 pub use connect::{ClientError, ClientSession, AUTH_TOKEN_FILE_ENV, TLS_CA_ENV};
 

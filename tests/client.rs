@@ -105,13 +105,14 @@ fn a_server_whose_visible_devices_match_nothing_fails_naming_them() {
         .args(["server", "--cluster"])
         .arg(&file)
         .args(["--job", "ps", "--task", "0"])
-        .args(["--visible-devices", "/device:GPU:0,/device:GPU:1"])
+        // A device type no machine has: nothing matches, GPUs or not.
+        .args(["--visible-devices", "/device:TPU:0,/device:TPU:1"])
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/device:GPU:0, /device:GPU:1"), "{err}");
+    assert!(err.contains("/device:TPU:0, /device:TPU:1"), "{err}");
     assert!(
         err.contains("/job:ps/replica:0/task:0/device:CPU:0"),
         "{err}"

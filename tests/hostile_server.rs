@@ -64,6 +64,8 @@ fn hostile_graphs_get_clear_errors_and_the_server_keeps_serving() {
         "0",
         "--cpu-memory-limit",
         &limit,
+        // The CPU's limit is what is tested: unpinned ops must not go to a GPU.
+        "--no-gpus",
     ]);
 
     // A hostile client skips the builder's checks and sends GraphDefs straight to

@@ -1,6 +1,7 @@
 //! `magpie server`'s arguments: what it refuses before starting, and why, from a real
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
-//! to serve); and its logs (`--log-format json`, `MAGPIE_LOG`).
+//! to serve); its logs (`--log-format json`, `MAGPIE_LOG`, peers connecting and lost);
+//! and the devices it serves.
 
 mod common;
 
@@ -179,4 +180,171 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
         message.contains("/job:worker/task:1") && message.contains("--peer-wait-ms"),
         "{message}"
     );
+}
+
+/// `magpie server` serves its machine: it prints its devices, the default first — the
+/// first GPU where the machine has a Vulkan device (lavapipe here), else `CPU:0` — each
+/// named for the task; `--no-gpus` and `--visible-devices /device:CPU:*` leave the GPUs
+/// out.
+#[test]
+fn a_server_prints_its_devices_named_for_its_task_default_first() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let devices_line = |extra: &[&str]| {
+        let port = free_port();
+        let mut child = magpie()
+            .arg("server")
+            .args(["--workers", "2"])
+            .args(extra)
+            .env(
+                "TF_CONFIG",
+                format!(
+                    r#"{{"cluster": {{"ps": ["127.0.0.1:{port}"]}}, "task": {{"type": "ps", "index": 0}}}}"#
+                ),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut serving, mut devices) = (String::new(), String::new());
+        out.read_line(&mut serving).unwrap();
+        // After "serving" (and the metrics address, when served).
+        while !devices.starts_with("devices of") {
+            devices.clear();
+            if out.read_line(&mut devices).unwrap() == 0 {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(serving.starts_with("serving /job:ps/task:0"), "{serving}");
+        devices
+            .trim()
+            .strip_prefix("devices of /job:ps/task:0 (the first is the default): ")
+            .unwrap_or_else(|| panic!("{devices}"))
+            .split(", ")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let cpu0 = "/job:ps/replica:0/task:0/device:CPU:0".to_string();
+    let all = devices_line(&[]);
+    assert!(all.contains(&cpu0), "{all:?}");
+    match magpie::gpu_status() {
+        None => assert_eq!(all[0], "/job:ps/replica:0/task:0/device:GPU:0", "{all:?}"),
+        Some(why) => {
+            eprintln!("no GPU here ({why}): CPU:0 is the default");
+            assert_eq!(all[0], cpu0);
+        }
+    }
+    for flags in [&["--no-gpus"][..], &["--visible-devices", "/device:CPU:*"]] {
+        let cpus = devices_line(flags);
+        assert_eq!(cpus[0], cpu0, "{flags:?}: {cpus:?}");
+        assert!(
+            cpus.iter().all(|d| d.contains("/device:CPU:")),
+            "{flags:?}: {cpus:?}"
+        );
+    }
+}
+
+/// A task logs its peers: "peer connected" on the first answer from another task, "peer
+/// lost" when a request to it fails for want of a connection (here: it was stopped).
+#[test]
+fn a_task_logs_peers_connecting_and_lost() {
+    let ports = [free_port(), free_port()];
+    let dir = std::env::temp_dir().join(format!("magpie-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("worker0.json");
+    let mut command = magpie();
+    command
+        .args([
+            "--log-format",
+            "json",
+            "server",
+            "--no-gpus",
+            "--workers",
+            "2",
+        ])
+        .env("MAGPIE_LOG", "magpie=info")
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{}", "127.0.0.1:{}"]}},
+                    "task": {{"type": "worker", "index": 0}}}}"#,
+                ports[0], ports[1]
+            ),
+        )
+        .stderr(std::fs::File::create(&log).unwrap());
+    let first = ServerProcess::start(command);
+    let second = start_worker(ports, 1, &["--no-gpus", "--workers", "2"]);
+
+    let g = magpie::Graph::new();
+    let a = g
+        .device("/job:worker/task:1", |g| g.constant(3.0f32))
+        .unwrap();
+    let b = g.add(a, a).unwrap();
+    let session =
+        magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{}", ports[0]), &g).unwrap();
+    let before = session
+        .run(&[], &[b], &[])
+        .map(|t| t[0].scalar_value::<f32>().unwrap());
+    second.stop();
+    let after = session.run(&[], &[b], &[]);
+    drop(session);
+    first.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(before.unwrap(), 6.0);
+    assert!(after.is_err(), "a step on a stopped task fails");
+    let event = |message: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == message)
+            .filter(|v| v["fields"]["peer"] == "/job:worker/task:1")
+            .filter(|v| v["fields"]["task"] == "/job:worker/task:0")
+            .count()
+    };
+    assert_eq!(event("peer connected"), 1, "{text}");
+    assert_eq!(event("peer lost"), 1, "{text}");
+}
+
+/// Over gRPC, a client of a `magpie server` sees the task's devices as the master lists
+/// them (ListDevices), the default first, and an unpinned op runs on that default device
+/// (the task's first GPU where the machine has one).
+#[test]
+fn a_servers_clients_see_its_devices_and_unpinned_ops_run_on_the_default() {
+    let port = free_port();
+    let mut command = magpie();
+    command
+        .args(["server", "--workers", "2"])
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{port}"]}}, "task": {{"type": "worker", "index": 0}}}}"#
+            ),
+        )
+        .stderr(std::process::Stdio::null());
+    let server = ServerProcess::start(command);
+    let g = magpie::Graph::new();
+    let a = g
+        .constant(magpie::Tensor::from_vec([2], vec![1.5f32, -2.0]).unwrap())
+        .unwrap();
+    g.with_name("sq").square(a).unwrap();
+    let got = magpie::grpc::connect(&format!("grpc://127.0.0.1:{port}"), &g).and_then(|s| {
+        let devices = s.devices().to_vec();
+        s.run_named(&[], &["sq:0"], &[], None)
+            .map(|out| (devices, out))
+    });
+    server.stop();
+    let (devices, out) = got.unwrap();
+    let default = match magpie::gpu_status() {
+        None => "/job:worker/replica:0/task:0/device:GPU:0",
+        Some(_) => "/job:worker/replica:0/task:0/device:CPU:0",
+    };
+    assert_eq!(devices[0], default, "{devices:?}");
+    assert!(devices.contains(&"/job:worker/replica:0/task:0/device:CPU:0".to_string()));
+    assert_eq!(out.tensors[0].as_slice::<f32>().unwrap(), &[2.25, 4.0]);
+    let sq = out.placement.iter().find(|(n, _)| n == "sq").unwrap();
+    assert_eq!(sq.1, default);
 }

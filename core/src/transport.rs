@@ -30,6 +30,7 @@ use futures::executor::block_on;
 use futures::future::{select, BoxFuture, Either};
 
 use crate::error::Code;
+use crate::exec::NodeStats;
 use crate::graph::{DeviceName, GraphDef};
 use crate::scheduler::CancellationToken;
 use crate::step_id::StepId;
@@ -144,6 +145,43 @@ pub struct RunPartition {
     pub feeds: Vec<Tensor>,
     /// The step fails with [`TransportError::DeadlineExceeded`] past this.
     pub timeout: Duration,
+    /// Record the step's node timeline on the task and return it
+    /// ([`PartitionOutput::timeline`]).
+    pub trace: bool,
+}
+
+/// What one step of a partition returns.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionOutput {
+    /// The partition's fetches, in order.
+    pub tensors: Vec<Tensor>,
+    /// The step's node records on the task, when [`RunPartition::trace`] asked for them.
+    pub timeline: Option<TaskTimeline>,
+}
+
+/// One task's part of a step's timeline, on the task's own clock.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskTimeline {
+    /// When the partition's step started on the task: microseconds since the Unix epoch,
+    /// by the task's clock (the master aligns it with its own, see
+    /// [`ClusterTimeline`](crate::distributed::ClusterTimeline)).
+    pub start_unix_micros: u64,
+    /// The task's node records, times from `start_unix_micros`.
+    pub nodes: Vec<NodeStats>,
+}
+
+impl TaskTimeline {
+    /// When the last node ended, from the step's start (zero for an empty timeline).
+    pub fn span(&self) -> Duration {
+        self.nodes.iter().map(|n| n.end).max().unwrap_or_default()
+    }
+}
+
+/// Microseconds since the Unix epoch now, by this machine's clock (0 before 1970).
+pub fn unix_micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Transport failures. Each names the task involved.
@@ -314,12 +352,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
         request: RegisterPartition,
     ) -> BoxFuture<'static, Result<PartitionHandle, TransportError>>;
 
-    /// Runs one step of a registered partition, returning its fetches in order.
+    /// Runs one step of a registered partition, returning its fetches in order (and its
+    /// timeline, when the request asks for one).
     fn run_partition(
         &self,
         task: &TaskName,
         request: RunPartition,
-    ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>>;
+    ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>>;
 
     /// [`Transport::run_partition`] on the calling thread, which it may block until the
     /// step ends; when `cancel` is cancelled meanwhile, the step is aborted on `task`
@@ -333,7 +372,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
         task: &TaskName,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Vec<Tensor>, TransportError> {
+    ) -> Result<PartitionOutput, TransportError> {
         run_partition_blocking(self, task, request, cancel)
     }
 
@@ -375,7 +414,7 @@ pub fn run_partition_blocking<T: Transport + ?Sized>(
     task: &TaskName,
     request: RunPartition,
     cancel: Option<&CancellationToken>,
-) -> Result<Vec<Tensor>, TransportError> {
+) -> Result<PartitionOutput, TransportError> {
     let step_id = request.step_id;
     let session = request.session.clone();
     let run = transport.run_partition(task, request);

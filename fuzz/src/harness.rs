@@ -287,6 +287,8 @@ pub fn run_calls(calls: &[Call]) {
                             fetches: fetches.iter().map(|(n, o)| name(*n, *o)).collect(),
                             targets: targets.iter().map(|n| name(*n, 0)).collect(),
                             timeout_ms: u64::from(*timeout_ms % 2000).max(1),
+                            // The top bit asks for the step's timelines too.
+                            trace: *timeout_ms & 0x8000 != 0,
                         }))
                         .await;
                 }

@@ -1,7 +1,7 @@
 //! `magpie demo`: a control-dependency example on a local session, then the cluster
 //! examples on an in-process three-task cluster (the embedded default).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use magpie::cluster::{default_cluster, InProcessCluster, DEFAULT_CLUSTER_TOML};
@@ -73,20 +73,35 @@ pub(crate) fn run(workers: Option<usize>, trace: Option<&Path>) -> anyhow::Resul
     anyhow::ensure!(z_value == 7.0, "z should be 7, got {z_value}");
 
     if let Some(path) = trace {
-        std::fs::write(path, magpie::chrome_trace_json(&out.metadata.nodes))
-            .with_context(|| format!("writing trace to {}", path.display()))?;
+        let local = local_trace_path(path);
+        std::fs::write(&local, magpie::chrome_trace_json(&out.metadata.nodes))
+            .with_context(|| format!("writing trace to {}", local.display()))?;
         println!();
         println!(
-            "timeline written to {} (open it in https://ui.perfetto.dev)",
-            path.display()
+            "local timeline written to {} (open it in https://ui.perfetto.dev)",
+            local.display()
         );
     }
-    cluster_demo()
+    cluster_demo(trace)
+}
+
+/// Where `--trace FILE` puts the local step's timeline: beside FILE, `-local` added to
+/// its stem (FILE itself gets the cluster step's merged timeline).
+fn local_trace_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "trace".to_string(), |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-local.{}", ext.to_string_lossy()),
+        None => format!("{stem}-local"),
+    };
+    path.with_file_name(name)
 }
 
 /// The default cluster (ps + two workers) in this process: a graph spread over the three
-/// tasks, then the remote-session example on worker 1 as the master.
-fn cluster_demo() -> anyhow::Result<()> {
+/// tasks (traced: its merged timeline goes to `trace`, when given), then the
+/// remote-session example on worker 1 as the master.
+fn cluster_demo(trace: Option<&Path>) -> anyhow::Result<()> {
     println!();
     println!("in-process cluster (embedded default):");
     for line in DEFAULT_CLUSTER_TOML.lines() {
@@ -108,18 +123,30 @@ fn cluster_demo() -> anyhow::Result<()> {
         .with_device("/job:worker/task:1")?
         .with_name("y")
         .add(x, w)?;
-    let out = cluster.session("worker", 0, &g)?.run_with_options(
-        &RunOptions::default(),
-        &[],
-        &[y],
-        &[],
-    )?;
+    let traced = RunOptions {
+        trace: trace.is_some(),
+        ..RunOptions::default()
+    };
+    let out = cluster
+        .session("worker", 0, &g)?
+        .run_with_options(&traced, &[], &[y], &[])?;
     println!();
     println!("one graph over three tasks (master /job:worker/task:0):");
     for p in out.placement.iter() {
         println!("  {:<5} ({:<5}) on {}", p.node, p.op, p.device);
     }
     println!("  y = w * 5 + w = {}", out.tensors[0]);
+    if let (Some(path), Some(timeline)) = (trace, &out.timeline) {
+        std::fs::write(path, timeline.chrome_trace_json())
+            .with_context(|| format!("writing trace to {}", path.display()))?;
+        let events = timeline.events().count();
+        println!(
+            "  its timeline ({events} ops on {} tasks, one row per task and device) written \
+             to {}",
+            timeline.tasks.len(),
+            path.display()
+        );
+    }
 
     let g = Graph::new();
     let a = g.with_name("a").constant(1.0f32)?;

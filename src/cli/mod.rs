@@ -39,7 +39,9 @@ enum Command {
         /// Scheduler worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Write the step's timeline as Chrome trace JSON (opens in Perfetto).
+        /// Write the cluster step's timeline, merged over its three tasks, as Chrome trace
+        /// JSON (opens in Perfetto); the local step's goes beside it (`-local` added to
+        /// the file's stem).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
     },
@@ -69,12 +71,17 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         drain_ms: u64,
         /// Device specs of the local devices the task exposes, comma separated
-        /// (e.g. `/device:CPU:0`); default: all. The analogue of CUDA_VISIBLE_DEVICES.
+        /// (e.g. `/device:CPU:*`); default: all, its GPUs and a CPU per NUMA node. The
+        /// analogue of CUDA_VISIBLE_DEVICES.
         #[arg(long, value_name = "SPECS", value_delimiter = ',')]
         visible_devices: Option<Vec<String>>,
-        /// Scheduler worker threads of the task (default 2).
+        /// Scheduler worker threads of the task (default: one per PU of the machine).
         #[arg(long)]
         workers: Option<usize>,
+        /// Serve no GPU, only the CPU devices (by default the task serves every Vulkan
+        /// GPU, and the first is its default device).
+        #[arg(long)]
+        no_gpus: bool,
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
@@ -184,6 +191,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             drain_ms,
             visible_devices,
             workers,
+            no_gpus,
             step_timeout_ms,
             tls_cert,
             tls_key,
@@ -202,6 +210,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             drain: Duration::from_millis(drain_ms),
             visible_devices,
             workers,
+            no_gpus,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
             security: server::SecurityArgs {
                 tls_cert,

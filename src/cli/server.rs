@@ -3,17 +3,19 @@
 //! SIGINT or SIGTERM, then stops cleanly (running steps get a short deadline). With
 //! `--tls-cert`/`--tls-key` it serves TLS (mutual with `--tls-client-ca`) and reaches
 //! the other tasks over TLS; with `--auth-token-file` every call needs the cluster token.
+//! The task serves its machine's devices (`machine_server_options`): the GPUs, the first
+//! the default device, unless `--no-gpus`, then a CPU device per NUMA node with a worker
+//! per PU (`--workers` sets the count); `--visible-devices` filters both kinds.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use magpie::cluster::{task_server_options, Spec, TfConfig};
-use magpie::cpu::CpuDevice;
+use magpie::cluster::{machine_server_options, Spec, TaskDevices, TfConfig};
 use magpie::distributed::RendezvousLimits;
 use magpie::grpc::{AuthToken, GrpcOptions, GrpcServer, TlsOptions};
 use magpie::transport::TaskName;
+use magpie::CpuOptions;
 
 /// What `magpie server` was asked for.
 #[derive(Debug)]
@@ -24,6 +26,7 @@ pub(crate) struct ServeArgs {
     pub(crate) drain: Duration,
     pub(crate) visible_devices: Option<Vec<String>>,
     pub(crate) workers: Option<usize>,
+    pub(crate) no_gpus: bool,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
     pub(crate) cpu_memory_limit: Option<u64>,
@@ -140,28 +143,24 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             (cfg.cluster, task)
         }
     };
-    let mut options = task_server_options(&task);
-    if let Some(specs) = &args.visible_devices {
-        options.visible_devices = Some(specs.clone());
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
     }
-    if let Some(n) = args.workers {
-        if n == 0 {
-            bail!("--workers must be at least 1");
-        }
-        options.num_workers = Some(n);
-    }
+    let devices = TaskDevices {
+        cpu: CpuOptions {
+            num_workers: args.workers,
+            ..TaskDevices::default().cpu
+        },
+        gpus: !args.no_gpus,
+        cpu_memory_limit: args.cpu_memory_limit,
+        visible_devices: args.visible_devices.clone(),
+    };
+    let mut options = machine_server_options(&task, &devices)
+        .with_context(|| format!("setting up the devices of {task}"))?;
     if let Some(t) = args.step_timeout {
         options.step_timeout = t;
     }
     options.peer_wait = Duration::from_millis(args.peer_wait_ms);
-    if let Some(bytes) = args.cpu_memory_limit {
-        for device in &mut options.devices {
-            if device.device_type() == magpie::cpu::DEVICE_TYPE {
-                let cpu = CpuDevice::with_name(device.name().clone());
-                *device = Arc::new(cpu.with_memory_limit(Some(bytes)));
-            }
-        }
-    }
     let l = &args.limits;
     if args.step_timeout.is_some_and(|t| t.is_zero()) {
         bail!("--step-timeout-ms must be at least 1");
@@ -195,10 +194,17 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
     println!("serving {task} on {} ({security})", server.target());
+    let names: Vec<String> = (server.core().worker().devices().iter())
+        .map(|d| d.name().to_string())
+        .collect();
     if let Some(addr) = server.metrics_addr() {
         println!("metrics of {task} at http://{addr}/metrics");
     }
-    tracing::info!(%task, target = %server.target(), %security, "server started");
+    println!(
+        "devices of {task} (the first is the default): {}",
+        names.join(", ")
+    );
+    tracing::info!(%task, target = %server.target(), %security, devices = %names.join(", "), "server started");
     let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {
             _ = int.recv() => Ok("SIGINT"),

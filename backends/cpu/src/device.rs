@@ -72,6 +72,30 @@ impl CpuDevice {
         self
     }
 
+    /// This device under another name — the same cores, NUMA node and memory limit — e.g.
+    /// a cluster task's `/job:worker/replica:0/task:1/device:CPU:0`.
+    ///
+    /// ```
+    /// use magpie_core::{graph::DeviceName, Device};
+    /// let cpu = magpie_cpu::CpuDevice::on_node(1, Some(1), 4);
+    /// let name = DeviceName::parse("/job:worker/replica:0/task:1/device:CPU:1").unwrap();
+    /// let task_cpu = cpu.renamed(name.clone());
+    /// assert_eq!((task_cpu.name(), task_cpu.numa_node()), (&name, Some(1)));
+    /// ```
+    ///
+    /// # Panics
+    /// If `name`'s device type is not `CPU`, as [`with_name`](Self::with_name).
+    pub fn renamed(&self, name: DeviceName) -> CpuDevice {
+        assert!(
+            name.device_type.eq_ignore_ascii_case(DEVICE_TYPE),
+            "a CpuDevice needs device type {DEVICE_TYPE}, got {name}"
+        );
+        CpuDevice {
+            name,
+            ..self.clone()
+        }
+    }
+
     /// The number of cores of the device (the process's available parallelism unless
     /// built by a layout).
     pub fn cores(&self) -> usize {

@@ -26,7 +26,8 @@
 //!
 //! On a machine with one NUMA node, where hwloc cannot load, with a synthetic topology, or
 //! where the OS refuses a binding (a container's CPU set), workers run unpinned and one
-//! `tracing` warning per process says why; nothing fails.
+//! `tracing` warning per process says why — only an info line on a one-node machine,
+//! where pinning would gain nothing; nothing fails.
 
 use std::cell::Cell;
 use std::fmt;
@@ -331,12 +332,19 @@ impl CpuRuntime {
         } else {
             None
         };
+        // With hwloc working on a one-node machine there is nothing to gain from pinning:
+        // worth a note, not a warning.
+        let one_node = binder.is_some() && topology.nodes.len() == 1;
         let binder = match (&unpinned_reason, options.unpinned) {
             (None, false) => binder.map(Arc::new),
             _ => None,
         };
-        if let Some(why) = &unpinned_reason {
-            warn_once(why);
+        match &unpinned_reason {
+            Some(why) if one_node => {
+                tracing::info!("magpie CPU workers run unpinned: {why}");
+            }
+            Some(why) => warn_once(why),
+            None => {}
         }
         let status = Arc::new(PinStatus::default());
         let hook = {

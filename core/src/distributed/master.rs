@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 
 use super::error::MasterError;
 use super::partition::{partition_with, PlacedNode, FEED_PREFIX};
+use super::timeline::{AlignedTimeline, ClusterTimeline};
 use crate::cluster::ClusterSpec;
 use crate::error::Code;
 use crate::graph::{Graph, NodeId, Output};
@@ -43,8 +44,8 @@ use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOpti
 use crate::step_id::{random_hex, StepId};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
-    DeviceInfo, PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
-    TransportError,
+    unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RunPartition,
+    TaskName, Transport, TransportError,
 };
 
 /// How a master runs steps.
@@ -323,6 +324,10 @@ pub struct ClusterRunOutput {
     pub placement: Arc<Vec<PlacedNode>>,
     /// The tasks the step ran on.
     pub tasks: Vec<TaskName>,
+    /// Every task's node records of the step on the master's clock, when
+    /// [`RunOptions::trace`] asked for them
+    /// ([`ClusterTimeline::chrome_trace_json`] renders one merged trace).
+    pub timeline: Option<ClusterTimeline>,
 }
 
 /// A session on a master: runs steps of a graph over the cluster. Dropping it closes it
@@ -376,7 +381,9 @@ impl MasterSession {
 
     /// [`MasterSession::run`] with a timeout and a cancellation token: cancelling
     /// `options.cancel` aborts the step on every task and fails it with
-    /// [`MasterError::Cancelled`] (other options are not used yet).
+    /// [`MasterError::Cancelled`]. With `options.trace`, every task records its
+    /// partition's timeline and the output carries them all
+    /// ([`ClusterRunOutput::timeline`]); other options are not used yet.
     pub fn run_with_options(
         &self,
         options: &RunOptions,
@@ -408,7 +415,7 @@ impl MasterSession {
             let left = timeout.saturating_sub(started.elapsed());
             let cancel = options.cancel.as_ref();
             match self
-                .run_plan(&plan, feeds, fetches.len(), left, cancel)
+                .run_plan(&plan, feeds, fetches.len(), left, cancel, options.trace)
                 .map_err(|e| with_user_feed_names(e, &plan))
             {
                 Err(MasterError::Step {
@@ -507,6 +514,7 @@ impl MasterSession {
         num_fetches: usize,
         timeout: Duration,
         cancel: Option<&CancellationToken>,
+        trace: bool,
     ) -> Result<ClusterRunOutput, MasterError> {
         let m = &self.master;
         let step_id = StepId::random().map_err(|e| m.internal(e))?;
@@ -521,14 +529,21 @@ impl MasterSession {
             step_id,
             feeds: t.feeds.iter().map(|k| feeds[*k].1.clone()).collect(),
             timeout,
+            trace,
         };
-        let mut results: Vec<Option<Vec<Tensor>>> = vec![None; plan.tasks.len()];
+        let mut results: Vec<Option<PartitionOutput>> = vec![None; plan.tasks.len()];
+        // When each answer came, by this task's clock (Unix µs), for timeline alignment.
+        let mut answered: Vec<u64> = vec![0; plan.tasks.len()];
+        let sent = unix_micros_now();
         let mut failure: Option<TransportError> = None;
         if let [t] = &plan.tasks[..] {
             // One partition: nothing to abort elsewhere, so this thread may block on it
             // (a transport hosting the task runs it right here, with no hand-off).
             match transport.run_partition_blocking(&t.task, request(t), cancel) {
-                Ok(ts) => results[0] = Some(ts),
+                Ok(ts) => {
+                    answered[0] = unix_micros_now();
+                    results[0] = Some(ts);
+                }
                 Err(e) => failure = Some(e),
             }
         } else {
@@ -580,7 +595,10 @@ impl MasterSession {
                         }
                     };
                     match r {
-                        Ok(ts) => results[i] = Some(ts),
+                        Ok(ts) => {
+                            answered[i] = unix_micros_now();
+                            results[i] = Some(ts);
+                        }
                         Err(e) => {
                             if failure.is_none() {
                                 // Abort the step on every task, the failed one too: its
@@ -608,8 +626,16 @@ impl MasterSession {
             return Err(MasterError::Step { step_id, source });
         }
         let mut out: Vec<Option<Tensor>> = vec![None; num_fetches];
-        for (t, r) in plan.tasks.iter().zip(results) {
-            let tensors = r.unwrap_or_default();
+        let mut timeline = trace.then(ClusterTimeline::default);
+        for ((t, r), answered) in plan.tasks.iter().zip(results).zip(answered) {
+            let PartitionOutput {
+                tensors,
+                timeline: task_timeline,
+            } = r.unwrap_or_default();
+            if let (Some(all), Some(tl)) = (&mut timeline, task_timeline) {
+                all.tasks
+                    .push(AlignedTimeline::align(t.task.clone(), tl, sent, answered));
+            }
             if tensors.len() != t.fetches.len() {
                 return Err(MasterError::Step {
                     step_id,
@@ -647,6 +673,7 @@ impl MasterSession {
             step_id,
             placement: Arc::clone(&plan.placement),
             tasks: plan.tasks.iter().map(|t| t.task.clone()).collect(),
+            timeline,
         })
     }
 

@@ -23,6 +23,7 @@ pub mod partition;
 pub mod placement;
 mod rendezvous;
 mod server;
+mod timeline;
 mod worker;
 
 pub use error::{MasterError, WorkerError};
@@ -34,4 +35,5 @@ pub use rendezvous::{
     ENTRY_OVERHEAD_BYTES,
 };
 pub use server::{ServerOptions, TaskServer};
+pub use timeline::{AlignedTimeline, ClusterTimeline};
 pub use worker::{Worker, WorkerStats};

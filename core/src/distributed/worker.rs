@@ -32,8 +32,8 @@ use crate::session::{RunOptions, Session, SessionError, SessionOptions};
 use crate::step_id::{random_hex, StepId};
 use crate::tensor::Tensor;
 use crate::transport::{
-    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
-    Transport,
+    unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition,
+    RendezvousKey, RunPartition, TaskName, TaskTimeline, Transport,
 };
 
 struct Partition {
@@ -315,7 +315,7 @@ impl Worker {
 
     /// Runs one step of a partition (blocking the calling thread until it ends, at the
     /// latest at `request.timeout`).
-    pub fn run_partition(&self, request: RunPartition) -> Result<Vec<Tensor>, WorkerError> {
+    pub fn run_partition(&self, request: RunPartition) -> Result<PartitionOutput, WorkerError> {
         self.run_partition_cancellable(request, None)
     }
 
@@ -334,7 +334,7 @@ impl Worker {
         &self,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Vec<Tensor>, WorkerError> {
+    ) -> Result<PartitionOutput, WorkerError> {
         let part = self
             .partitions
             .lock()
@@ -394,13 +394,22 @@ impl Worker {
             timeout: Some(request.timeout),
             cancel: Some(token.clone()),
             step_id: Some(request.step_id),
+            trace: request.trace,
             ..RunOptions::default()
         };
+        // The step's start on this task's clock: node times are relative to it.
+        let start_unix_micros = unix_micros_now();
         let result = part
             .session
             .run_with_options(&options, &feeds, &part.fetches, &part.targets);
         match result {
-            Ok(out) => Ok(out.tensors),
+            Ok(out) => Ok(PartitionOutput {
+                tensors: out.tensors,
+                timeline: request.trace.then_some(TaskTimeline {
+                    start_unix_micros,
+                    nodes: out.metadata.nodes,
+                }),
+            }),
             Err(SessionError::Cancelled) => Err(WorkerError::Aborted {
                 task: self.task.to_string(),
                 step_id: request.step_id,

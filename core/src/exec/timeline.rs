@@ -1,6 +1,7 @@
 //! Step timelines as Chrome trace JSON, which Perfetto (ui.perfetto.dev) and
 //! `chrome://tracing` open: one complete event (`"ph": "X"`) per node, on a track per
-//! scheduler worker, with the device and output bytes as arguments.
+//! scheduler worker (named `worker k`), with the device and output bytes as arguments.
+//! A cluster step's timelines merge in `distributed::ClusterTimeline`.
 
 use serde_json::{json, Value};
 
@@ -13,6 +14,15 @@ pub fn chrome_trace_json(nodes: &[NodeStats]) -> String {
         "name": "process_name", "ph": "M", "pid": 1,
         "args": { "name": "magpie step" }
     }));
+    let mut workers: Vec<usize> = nodes.iter().map(|n| n.worker).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    for w in workers {
+        events.push(json!({
+            "name": "thread_name", "ph": "M", "pid": 1, "tid": w,
+            "args": { "name": format!("worker {w}") }
+        }));
+    }
     for n in nodes {
         let ts = n.start.as_secs_f64() * 1e6;
         let dur = (n.end.saturating_sub(n.start)).as_secs_f64() * 1e6;
@@ -49,7 +59,10 @@ mod tests {
             output_bytes: 4,
         };
         let v: Value = serde_json::from_str(&chrome_trace_json(&[n])).unwrap();
-        let ev = &v["traceEvents"][1];
+        let thread = &v["traceEvents"][1];
+        assert_eq!(thread["name"], "thread_name");
+        assert_eq!(thread["args"]["name"], "worker 1");
+        let ev = &v["traceEvents"][2];
         assert_eq!(ev["name"], "z");
         assert_eq!(ev["ph"], "X");
         assert_eq!(ev["tid"], 1);

@@ -151,11 +151,25 @@ pub fn check_transport(
             step_id: step_id.into(),
             feeds: vec![],
             timeout: Duration::from_secs(10),
+            trace: true,
         },
     ))
     .map_err(|e| fail("run_partition", e))?;
-    if out.len() != 1 || out[0].scalar_value::<f32>().ok() != Some(5.0) {
+    if out.tensors.len() != 1 || out.tensors[0].scalar_value::<f32>().ok() != Some(5.0) {
         return Err(fail("run_partition", format!("got {out:?}")));
+    }
+    // A traced step returns the task's timeline: a record of the partition's receive.
+    let traced = out.timeline.as_ref().is_some_and(|t| {
+        t.start_unix_micros > 0
+            && t.nodes
+                .iter()
+                .any(|n| n.op == crate::distributed::ops::RECV_OP)
+    });
+    if !traced {
+        return Err(fail(
+            "run_partition (trace)",
+            format!("got {:?}", out.timeline),
+        ));
     }
     passed += 1;
 
@@ -168,6 +182,7 @@ pub fn check_transport(
             step_id: (step_id + 1).into(),
             feeds: vec![],
             timeout: Duration::from_millis(50),
+            trace: false,
         },
     ));
     match r {
@@ -190,6 +205,7 @@ pub fn check_transport(
                     step_id: (step_id + 3).into(),
                     feeds: vec![],
                     timeout: Duration::from_secs(30),
+                    trace: false,
                 },
                 Some(&token),
             )
@@ -239,6 +255,7 @@ pub fn check_transport(
             step_id: (step_id + 2).into(),
             feeds: vec![],
             timeout: Duration::from_secs(1),
+            trace: false,
         },
     ));
     if !matches!(&r, Err(TransportError::UnknownPartition { task, .. }) if *task == ta.to_string())
@@ -396,6 +413,7 @@ pub fn check_rendezvous_hygiene(
                 step_id: step_id.into(),
                 feeds,
                 timeout,
+                trace: false,
             },
         ))
     };

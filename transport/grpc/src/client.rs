@@ -7,7 +7,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use magpie_core::distributed::ClusterTimeline;
 use magpie_core::graph::{Graph, GraphError, NodeId, Output};
+use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
@@ -17,7 +19,7 @@ use tonic::Status;
 
 use crate::auth::Credentials;
 
-use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::conv::{cluster_timeline_from_wire, graph_to_wire, tensor_from_wire, tensor_to_wire};
 use crate::error::GrpcError;
 use crate::options::GrpcOptions;
 use crate::proto;
@@ -35,6 +37,9 @@ pub struct RemoteRunOutput {
     pub step_id: magpie_core::StepId,
     /// Where each node of the step ran: `(node, device)`.
     pub placement: Vec<(String, String)>,
+    /// Every task's node records on the master's clock, when the step was traced
+    /// ([`RemoteSession::run_named_with_options`] with `trace`).
+    pub timeline: Option<ClusterTimeline>,
 }
 
 /// A session on a remote master, over gRPC. Dropping it closes the session.
@@ -330,6 +335,25 @@ impl RemoteSession {
         targets: &[&str],
         timeout: Option<Duration>,
     ) -> Result<RemoteRunOutput, GrpcError> {
+        let options = RunOptions {
+            timeout,
+            ..RunOptions::default()
+        };
+        self.run_named_with_options(&options, feeds, fetches, targets)
+    }
+
+    /// [`run_named`](Self::run_named) with run options: `timeout` (the master's default
+    /// when `None`) and `trace`, which returns every task's timeline of the step
+    /// ([`RemoteRunOutput::timeline`]). The other options do not cross the wire (drop
+    /// the session's request to cancel: the master then aborts the step).
+    pub fn run_named_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+    ) -> Result<RemoteRunOutput, GrpcError> {
+        let timeout = options.timeout;
         self.check_open()?;
         let feeds = feeds
             .iter()
@@ -348,6 +372,7 @@ impl RemoteSession {
             timeout_ms: timeout.map_or(0, |t| {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
+            trace: options.trace,
         };
         // Only a backstop: the master reports the step's deadline itself (naming the task
         // that did not answer) by the deadline plus its grace.
@@ -381,6 +406,10 @@ impl RemoteSession {
                     None => (p, String::new()),
                 })
                 .collect(),
+            timeline: match options.trace {
+                true => Some(cluster_timeline_from_wire(&r.timelines)?),
+                false => None,
+            },
         })
     }
 

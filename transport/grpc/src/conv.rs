@@ -2,9 +2,14 @@
 //! everything it reads: a message that does not describe a valid tensor or graph gives a
 //! [`WireError`], never a panic.
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use magpie_core::distributed::{AlignedTimeline, ClusterTimeline};
 use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
+use magpie_core::session::NodeStats;
 use magpie_core::tensor::{DType, MemoryLimit, Shape, Storage, Tensor};
+use magpie_core::transport::TaskTimeline;
 
 use crate::error::WireError;
 use crate::proto;
@@ -354,6 +359,105 @@ pub fn graph_from_wire(g: &proto::GraphDef) -> Result<GraphDef, WireError> {
         });
     }
     Ok(GraphDef { nodes })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn nodes_to_wire(nodes: &[NodeStats]) -> Vec<proto::NodeRecord> {
+    nodes
+        .iter()
+        .map(|n| proto::NodeRecord {
+            node: n.node.clone(),
+            op: n.op.clone(),
+            device: n.device.clone(),
+            worker: u32::try_from(n.worker).unwrap_or(u32::MAX),
+            start_ns: nanos(n.start),
+            end_ns: nanos(n.end),
+            output_bytes: n.output_bytes as u64,
+        })
+        .collect()
+}
+
+fn nodes_from_wire(nodes: &[proto::NodeRecord]) -> Result<Vec<NodeStats>, WireError> {
+    nodes
+        .iter()
+        .map(|n| {
+            if n.end_ns < n.start_ns {
+                return Err(WireError::BadTimeline {
+                    node: n.node.clone(),
+                    reason: "it ends before it starts".into(),
+                });
+            }
+            Ok(NodeStats {
+                node: n.node.clone(),
+                op: n.op.clone(),
+                device: n.device.clone(),
+                worker: n.worker as usize,
+                start: Duration::from_nanos(n.start_ns),
+                end: Duration::from_nanos(n.end_ns),
+                output_bytes: usize::try_from(n.output_bytes).unwrap_or(usize::MAX),
+            })
+        })
+        .collect()
+}
+
+/// A task's step timeline as its wire message.
+pub fn timeline_to_wire(t: &TaskTimeline) -> proto::StepTimeline {
+    proto::StepTimeline {
+        start_unix_micros: t.start_unix_micros,
+        nodes: nodes_to_wire(&t.nodes),
+    }
+}
+
+/// A task's step timeline from its wire message; a record that ends before it starts is
+/// refused.
+///
+/// # Errors
+/// [`WireError::BadTimeline`] naming the record's node.
+pub fn timeline_from_wire(t: &proto::StepTimeline) -> Result<TaskTimeline, WireError> {
+    Ok(TaskTimeline {
+        start_unix_micros: t.start_unix_micros,
+        nodes: nodes_from_wire(&t.nodes)?,
+    })
+}
+
+/// A traced step's timelines, as the master returns them to a client.
+pub fn cluster_timeline_to_wire(t: &ClusterTimeline) -> Vec<proto::AlignedTimeline> {
+    t.tasks
+        .iter()
+        .map(|a| proto::AlignedTimeline {
+            task: a.task.to_string(),
+            offset_ns: nanos(a.offset),
+            nodes: nodes_to_wire(&a.nodes),
+        })
+        .collect()
+}
+
+/// A traced step's timelines from the master's answer.
+///
+/// # Errors
+/// [`WireError::BadTimeline`] for a task name that does not parse or a record that ends
+/// before it starts.
+pub fn cluster_timeline_from_wire(
+    tasks: &[proto::AlignedTimeline],
+) -> Result<ClusterTimeline, WireError> {
+    let tasks = tasks
+        .iter()
+        .map(|a| {
+            let task = a.task.parse().map_err(|_| WireError::BadTimeline {
+                node: String::new(),
+                reason: format!("task {:?} is not /job:J/task:T", a.task),
+            })?;
+            Ok(AlignedTimeline {
+                task,
+                offset: Duration::from_nanos(a.offset_ns),
+                nodes: nodes_from_wire(&a.nodes)?,
+            })
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
+    Ok(ClusterTimeline { tasks })
 }
 
 #[cfg(test)]

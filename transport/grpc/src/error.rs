@@ -40,6 +40,15 @@ pub enum WireError {
         /// The byte received.
         byte: u8,
     },
+    /// A step timeline that makes no sense (a record that ends before it starts, a task
+    /// name that does not parse).
+    #[error("timeline: node {node:?}: {reason}")]
+    BadTimeline {
+        /// The node of the record (empty when the fault is the task's).
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An attribute with no value set.
     #[error("node {node:?}: attribute {attr:?} has no value")]
     EmptyAttr {

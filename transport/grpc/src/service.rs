@@ -23,7 +23,10 @@ use magpie_core::transport::{
 use magpie_core::StepId;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::conv::{graph_from_wire, tensor_from_wire, tensor_to_wire, TensorAssembler};
+use crate::conv::{
+    cluster_timeline_to_wire, graph_from_wire, tensor_from_wire, tensor_to_wire, timeline_to_wire,
+    TensorAssembler,
+};
 use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
@@ -222,6 +225,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                         step_id,
                         feeds,
                         timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                        trace: r.trace,
                     },
                     Some(&cancel),
                 )
@@ -238,12 +242,17 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 "partition step failed"
             );
         })?;
+        let timeline = fetches.timeline.as_ref().map(timeline_to_wire);
         let fetches = fetches
+            .tensors
             .iter()
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(Code::Internal, e.to_string()))?;
-        Ok(Response::new(proto::RunPartitionResponse { fetches }))
+        Ok(Response::new(proto::RunPartitionResponse {
+            fetches,
+            timeline,
+        }))
     }
 
     async fn send_tensor(
@@ -466,6 +475,7 @@ impl MasterService {
             let options = RunOptions {
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
                 cancel: Some(cancel),
+                trace: r.trace,
                 ..RunOptions::default()
             };
             session
@@ -489,6 +499,11 @@ impl MasterService {
                 .iter()
                 .map(|p| format!("{}={}", p.node, p.device))
                 .collect(),
+            timelines: out
+                .timeline
+                .as_ref()
+                .map(cluster_timeline_to_wire)
+                .unwrap_or_default(),
         }))
     }
 }

@@ -14,7 +14,7 @@
 //! Requests run on a tokio runtime (the server's, or one the transport owns), so the
 //! futures it returns can be polled by any executor — the master's `block_on` included.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock, Weak};
@@ -26,8 +26,8 @@ use magpie_core::distributed::TaskServer;
 use magpie_core::scheduler::CancellationToken;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
-    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
-    Transport, TransportError,
+    DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey, RunPartition,
+    TaskName, Transport, TransportError,
 };
 use magpie_core::StepId;
 use parking_lot::Mutex;
@@ -38,7 +38,7 @@ use tonic::Status;
 
 use crate::auth::Credentials;
 
-use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
+use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
 use crate::metrics::Metrics;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto;
@@ -93,6 +93,9 @@ struct Inner {
     handle: Handle,
     _owned: Option<OwnedRuntime>,
     channels: Mutex<HashMap<TaskName, Channel>>,
+    /// Tasks that answered since their channel was made: the first answer logs "peer
+    /// connected", a failure that drops the channel of one of them logs "peer lost".
+    reached: Mutex<HashSet<TaskName>>,
     /// The task this transport's server hosts: requests to it are direct calls.
     local: OnceLock<(TaskName, Weak<TaskServer>)>,
     /// The hosting server's counters (bytes sent per peer), when it keeps them.
@@ -141,6 +144,7 @@ impl GrpcTransport {
                 handle,
                 _owned: owned,
                 channels: Mutex::new(HashMap::new()),
+                reached: Mutex::new(HashSet::new()),
                 local: OnceLock::new(),
                 metrics: OnceLock::new(),
             }),
@@ -209,20 +213,26 @@ impl GrpcTransport {
         let join = self.inner.handle.spawn(async move {
             let client = inner.client(&task)?;
             match tokio::time::timeout(deadline, call(client)).await {
-                Ok(Ok(v)) => Ok(v),
+                Ok(Ok(v)) => {
+                    inner.answered(&task);
+                    Ok(v)
+                }
                 Ok(Err(status)) => {
                     let e = status_to_transport(&task, &status, &cx);
                     if matches!(e, TransportError::Unreachable { .. }) {
-                        inner.forget(&task);
+                        inner.forget(&task, &e);
+                    } else {
+                        inner.answered(&task);
                     }
                     Err(e)
                 }
                 Err(_) => {
-                    inner.forget(&task);
-                    Err(TransportError::NoAnswer {
+                    let e = TransportError::NoAnswer {
                         task: task.to_string(),
                         waited: deadline,
-                    })
+                    };
+                    inner.forget(&task, &e);
+                    Err(e)
                 }
             }
         });
@@ -274,9 +284,31 @@ impl Inner {
             .connect_lazy())
     }
 
-    /// Drops `task`'s channel after a failure: the next request connects afresh.
-    fn forget(&self, task: &TaskName) {
+    /// Drops `task`'s channel after a failure: the next request connects afresh. Logs
+    /// "peer lost" when `task` had answered on it.
+    fn forget(&self, task: &TaskName, why: &TransportError) {
         self.channels.lock().remove(task);
+        if self.reached.lock().remove(task) {
+            tracing::warn!(task = %self.me(), peer = %task, error = %why, "peer lost");
+        }
+    }
+
+    /// Notes that `task` answered; its first answer since its channel was made logs
+    /// "peer connected".
+    fn answered(&self, task: &TaskName) {
+        let mut reached = self.reached.lock();
+        if !reached.contains(task) {
+            reached.insert(task.clone());
+            drop(reached);
+            tracing::info!(task = %self.me(), peer = %task, "peer connected");
+        }
+    }
+
+    /// The task this transport serves, for logs ("client" for a client's transport).
+    fn me(&self) -> String {
+        self.local
+            .get()
+            .map_or_else(|| "client".to_string(), |(t, _)| t.to_string())
     }
 }
 
@@ -391,7 +423,7 @@ impl Transport for GrpcTransport {
         &self,
         task: &TaskName,
         request: RunPartition,
-    ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> {
+    ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>> {
         if let Some(s) = self.local(task) {
             // The worker's local session blocks its caller: the blocking pool runs it.
             let join = self.inner.handle.spawn_blocking(move || {
@@ -430,6 +462,7 @@ impl Transport for GrpcTransport {
             step_id: step_id_to_wire(request.step_id),
             feeds,
             timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+            trace: request.trace,
         };
         let deadline = request
             .timeout
@@ -437,14 +470,21 @@ impl Transport for GrpcTransport {
         let t = task.clone();
         self.call(task, deadline, cx, move |mut c| async move {
             let r = c.run_partition(req).await?.into_inner();
-            r.fetches
+            let tensors = r
+                .fetches
                 .iter()
                 .map(|p| {
                     tensor_from_wire(p).map_err(|e| {
                         Status::internal(format!("task {t} returned a bad tensor: {e}"))
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            let timeline = r
+                .timeline
+                .map(|tl| timeline_from_wire(&tl))
+                .transpose()
+                .map_err(|e| Status::internal(format!("task {t} returned a bad timeline: {e}")))?;
+            Ok(PartitionOutput { tensors, timeline })
         })
     }
 
@@ -453,7 +493,7 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         request: RunPartition,
         cancel: Option<&CancellationToken>,
-    ) -> Result<Vec<Tensor>, TransportError> {
+    ) -> Result<PartitionOutput, TransportError> {
         if let Some(s) = self.local(task) {
             // The caller may block: the step runs right here, with no hand-off.
             return s

@@ -9,8 +9,8 @@ use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::TaskServer;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
-    DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
-    Transport, TransportError,
+    DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey, RunPartition,
+    TaskName, Transport, TransportError,
 };
 use magpie_core::StepId;
 
@@ -88,7 +88,7 @@ impl Transport for InMemTransport {
         &self,
         task: &TaskName,
         request: RunPartition,
-    ) -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> {
+    ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>> {
         let server = match self.server(task) {
             Ok(s) => s,
             Err(e) => return ready(Err(e)),
