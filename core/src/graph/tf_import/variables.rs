@@ -1,15 +1,447 @@
 //! TensorFlow's variables onto Magpie's named variables: ref variables (`VariableV2`,
 //! `Assign`, `Apply*`) and resource variables (`VarHandleOp` with a handle output,
 //! `ReadVariableOp(handle)`, `AssignVariableOp(handle, value)`, `ResourceApply*`).
+//!
+//! Magpie's variable ops name their variable by attributes (`container`, `shared_name`,
+//! `dtype`; see [`crate::distributed::ops`] and [`crate::distributed::training`]) and
+//! take no handle, so every handle or ref input is resolved here, statically, to the
+//! node that declares the variable: a `VarHandleOp` or `VariableV2` of this `GraphDef`
+//! or of the graph it extends, directly or through `Identity` (of a handle) or
+//! `RefIdentity` (of a ref). An empty `shared_name` means the node's name, as in
+//! TensorFlow. The translation:
+//!
+//! - `VarHandleOp` stays (it declares the variable; it has no output in Magpie); an
+//!   `Identity` of a handle becomes a `VarHandleOp` of the same variable;
+//! - `VariableV2` becomes Magpie's `VariableV2`, the read of the variable (so fetching
+//!   `"v:0"` gives its value, or fails on an uninitialised variable as TensorFlow's
+//!   does); a `RefIdentity` of it becomes one too;
+//! - the ops that take a handle or a ref (`ReadVariableOp`, `Assign*`,
+//!   `VarIsInitializedOp`/`IsVariableInitialized`, `ResourceApply*`/`Apply*`) become the
+//!   Magpie op of the same meaning with the variable (and the optimizer's slots) in
+//!   attributes and the other inputs unchanged;
+//! - any other op that reads a ref variable as a value gets the value at the time it
+//!   runs, as TensorFlow's dereference does: an `Identity` (`"v/read"`) becomes a
+//!   `ReadVariableOp`, and another op gets a `ReadVariableOp` of its own, named
+//!   `<node>/_magpie_read_<input>`, that waits for the node's control inputs.
+//!
+//! Every op that touches a variable is colocated with the node that declares it
+//! ([`COLOCATE_ATTR`]): TensorFlow colocates the consumers of a handle or a ref with the
+//! variable, and the variable's value lives in the resource manager of the task that
+//! runs its ops. Every node keeps its name, so fetches such as `"v/read:0"` and targets
+//! such as `"train"` resolve unchanged.
+//!
+//! Not translated: a handle consumed by any other op (`ResourceGather`, a function
+//! call, ...) is an error naming the node; control inputs on a `VariableV2` (which would
+//! read it) are dropped, since TensorFlow's variable node does nothing a step waits for.
 
+use std::collections::HashMap;
+
+use crate::distributed::ops::COLOCATE_ATTR;
+use crate::distributed::training::{
+    self, APPLY_ADAM, APPLY_GRADIENT_DESCENT, APPLY_MOMENTUM, ASSIGN_SUB, IS_INITIALIZED,
+    SLOT_CONTAINERS_ATTR, SLOT_NAMES_ATTR, VARIABLE_V2,
+};
+use crate::graph::attr::{AttrError, AttrValue};
 use crate::graph::builder::Graph;
-use crate::graph::error::GraphError;
-use crate::graph::graph_def::GraphDef;
+use crate::graph::error::{GraphError, OpDefError};
+use crate::graph::graph_def::{GraphDef, NodeDef};
+use crate::tensor::DType;
 
-/// Rewrites the variable ops of `def` into Magpie's variable ops.
+/// How TensorFlow refers to a variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A `resource` handle (`VarHandleOp`).
+    Resource,
+    /// A reference (`VariableV2`).
+    Ref,
+}
+
+/// A variable as its consumers need it.
+#[derive(Clone, Debug, PartialEq)]
+struct Var {
+    kind: Kind,
+    container: String,
+    shared_name: String,
+    dtype: DType,
+    /// The node that declares it: every op of the variable is colocated with it.
+    anchor: String,
+}
+
+/// A TensorFlow op that takes variables, and the Magpie op it becomes.
+struct Consumer {
+    tf: &'static str,
+    magpie: &'static str,
+    /// How many leading data inputs are variables (the variable, then its slots).
+    vars: usize,
+    kind: Kind,
+    /// The attribute holding the variable's dtype, if the op has one.
+    dtype_attr: Option<&'static str>,
+}
+
+const fn c(
+    tf: &'static str,
+    magpie: &'static str,
+    vars: usize,
+    kind: Kind,
+    dtype_attr: Option<&'static str>,
+) -> Consumer {
+    Consumer {
+        tf,
+        magpie,
+        vars,
+        kind,
+        dtype_attr,
+    }
+}
+
+const CONSUMERS: &[Consumer] = &[
+    c("ReadVariableOp", "ReadVariableOp", 1, Kind::Resource, Some("dtype")),
+    c("AssignVariableOp", "AssignVariableOp", 1, Kind::Resource, Some("dtype")),
+    c("AssignAddVariableOp", "AssignAddVariableOp", 1, Kind::Resource, Some("dtype")),
+    c("AssignSubVariableOp", ASSIGN_SUB, 1, Kind::Resource, Some("dtype")),
+    c("VarIsInitializedOp", IS_INITIALIZED, 1, Kind::Resource, None),
+    c("ResourceApplyGradientDescent", APPLY_GRADIENT_DESCENT, 1, Kind::Resource, Some("T")),
+    c("ResourceApplyMomentum", APPLY_MOMENTUM, 2, Kind::Resource, Some("T")),
+    c("ResourceApplyAdam", APPLY_ADAM, 3, Kind::Resource, Some("T")),
+    c("Assign", "AssignVariableOp", 1, Kind::Ref, Some("T")),
+    c("AssignAdd", "AssignAddVariableOp", 1, Kind::Ref, Some("T")),
+    c("AssignSub", ASSIGN_SUB, 1, Kind::Ref, Some("T")),
+    c("IsVariableInitialized", IS_INITIALIZED, 1, Kind::Ref, Some("dtype")),
+    c("ApplyGradientDescent", APPLY_GRADIENT_DESCENT, 1, Kind::Ref, Some("T")),
+    c("ApplyMomentum", APPLY_MOMENTUM, 2, Kind::Ref, Some("T")),
+    c("ApplyAdam", APPLY_ADAM, 3, Kind::Ref, Some("T")),
+];
+
+/// Rewrites the variable ops of `def` into Magpie's variable ops (see the module docs).
 ///
-/// Not yet written: a graph with TensorFlow variable ops reaches Magpie's import
-/// unchanged, which rejects them with an error naming the node.
-pub(super) fn rewrite(_def: &mut GraphDef, _existing: &Graph) -> Result<(), GraphError> {
+/// # Errors
+/// [`GraphError::InvalidNode`] naming the node when a variable declaration lacks its
+/// dtype, or a handle or ref input cannot be resolved to a variable.
+pub(super) fn rewrite(def: &mut GraphDef, existing: &Graph) -> Result<(), GraphError> {
+    training::ensure_registered();
+    let vars = declared(def)?;
+    let names: HashMap<&str, usize> = def
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let resolver = Resolver {
+        vars: &vars,
+        names: &names,
+        existing,
+    };
+    let mut added = Vec::new();
+    let mut out = Vec::with_capacity(def.nodes.len());
+    for node in &def.nodes {
+        out.push(rewrite_node(node, &resolver, &mut added)?);
+    }
+    out.extend(added);
+    def.nodes = out;
     Ok(())
+}
+
+/// The variables declared in `def`: its `VarHandleOp`/`VariableV2` nodes and the
+/// `Identity`/`RefIdentity` chains over them, by node name.
+fn declared(def: &GraphDef) -> Result<HashMap<String, Var>, GraphError> {
+    let mut vars = HashMap::new();
+    for n in &def.nodes {
+        let kind = match n.op.as_str() {
+            "VarHandleOp" => Kind::Resource,
+            "VariableV2" | "Variable" => Kind::Ref,
+            _ => continue,
+        };
+        let container = str_attr(n, "container").unwrap_or_default();
+        let shared_name = match str_attr(n, "shared_name") {
+            Some(s) if !s.is_empty() => s,
+            _ => n.name.clone(),
+        };
+        let dtype = match attr(n, "dtype") {
+            Some(AttrValue::DType(t)) => *t,
+            _ => {
+                return Err(invalid(
+                    n,
+                    OpDefError::Attr(AttrError::Missing("dtype".into())),
+                ))
+            }
+        };
+        vars.insert(
+            n.name.clone(),
+            Var {
+                kind,
+                container,
+                shared_name,
+                dtype,
+                anchor: n.name.clone(),
+            },
+        );
+    }
+    // Aliases, to a fixed point (chains in any node order); each round adds at least one.
+    loop {
+        let mut grew = false;
+        for n in &def.nodes {
+            if vars.contains_key(&n.name) {
+                continue;
+            }
+            let wants = match n.op.as_str() {
+                "Identity" => Kind::Resource,
+                "RefIdentity" => Kind::Ref,
+                _ => continue,
+            };
+            let Some(first) = data_inputs(n).next() else {
+                continue;
+            };
+            let (src, index) = parse_input(first);
+            if index != 0 {
+                continue;
+            }
+            if let Some(v) = vars.get(src).filter(|v| v.kind == wants).cloned() {
+                vars.insert(n.name.clone(), v);
+                grew = true;
+            }
+        }
+        if !grew {
+            return Ok(vars);
+        }
+    }
+}
+
+/// Finds the variable behind an input, in the `GraphDef` or in the graph it extends.
+struct Resolver<'a> {
+    vars: &'a HashMap<String, Var>,
+    names: &'a HashMap<&'a str, usize>,
+    existing: &'a Graph,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, input: &str) -> Option<Var> {
+        let (name, index) = parse_input(input);
+        if index != 0 {
+            return None;
+        }
+        if let Some(v) = self.vars.get(name) {
+            return Some(v.clone());
+        }
+        if self.names.contains_key(name) {
+            return None;
+        }
+        // A node of an earlier extension, already translated.
+        let id = self.existing.node_by_name(name)?;
+        let node = self.existing.node(id)?;
+        let kind = match node.op.as_str() {
+            "VarHandleOp" => Kind::Resource,
+            VARIABLE_V2 => Kind::Ref,
+            _ => return None,
+        };
+        let a = &node.attrs;
+        Some(Var {
+            kind,
+            container: a.string("container").unwrap_or_default(),
+            shared_name: a.string("shared_name").ok()?,
+            dtype: a.dtype("dtype").ok()?,
+            anchor: a
+                .string(COLOCATE_ATTR)
+                .unwrap_or_else(|_| node.name.clone()),
+        })
+    }
+}
+
+fn rewrite_node(
+    n: &NodeDef,
+    r: &Resolver<'_>,
+    added: &mut Vec<NodeDef>,
+) -> Result<NodeDef, GraphError> {
+    let mut out = n.clone();
+    let control: Vec<String> = control_inputs(n)
+        .filter(|s| {
+            // A control input on a ref variable's node would read it: dropped.
+            r.resolve(&s[1..]).is_none_or(|v| v.kind == Kind::Resource)
+        })
+        .map(str::to_string)
+        .collect();
+    // A declaration or an alias of one.
+    if let Some(v) = r.vars.get(&n.name) {
+        out.op = match v.kind {
+            Kind::Resource => "VarHandleOp".into(),
+            Kind::Ref => VARIABLE_V2.into(),
+        };
+        set_var_attrs(&mut out, v, v.dtype);
+        if v.anchor == n.name {
+            remove_attr(&mut out, COLOCATE_ATTR);
+        }
+        out.inputs = control;
+        return Ok(out);
+    }
+    let data: Vec<&str> = data_inputs(n).collect();
+    let (_vars, rest): (Vec<Var>, &[&str]) =
+        if let Some(cons) = CONSUMERS.iter().find(|c| c.tf == n.op) {
+            if data.len() < cons.vars {
+                return Err(invalid(
+                    n,
+                    OpDefError::Invalid(format!(
+                        "expected {} variable inputs, got {} inputs",
+                        cons.vars,
+                        data.len()
+                    )),
+                ));
+            }
+            let mut vars = Vec::with_capacity(cons.vars);
+            for (k, input) in data[..cons.vars].iter().enumerate() {
+                match r.resolve(input) {
+                    Some(v) if v.kind == cons.kind => vars.push(v),
+                    _ => {
+                        return Err(invalid(
+                            n,
+                            OpDefError::Invalid(format!(
+                                "input {k} ({input:?}) must be {}; Magpie resolves variables \
+                                 statically, from the declaring node directly or through {}",
+                                match cons.kind {
+                                    Kind::Resource => "a resource variable's handle (VarHandleOp)",
+                                    Kind::Ref => "a ref variable (VariableV2)",
+                                },
+                                match cons.kind {
+                                    Kind::Resource => "Identity",
+                                    Kind::Ref => "RefIdentity",
+                                },
+                            )),
+                        ))
+                    }
+                }
+            }
+            let dtype = match cons.dtype_attr.and_then(|a| attr(n, a)) {
+                Some(AttrValue::DType(t)) => *t,
+                _ => vars[0].dtype,
+            };
+            out.op = cons.magpie.into();
+            set_var_attrs(&mut out, &vars[0], dtype);
+            if vars.len() > 1 {
+                let slots = &vars[1..];
+                set_attr(
+                    &mut out,
+                    SLOT_CONTAINERS_ATTR,
+                    slots.iter().map(|v| v.container.clone()).collect::<Vec<_>>(),
+                );
+                set_attr(
+                    &mut out,
+                    SLOT_NAMES_ATTR,
+                    slots.iter().map(|v| v.shared_name.clone()).collect::<Vec<_>>(),
+                );
+            }
+            (vars, &data[cons.vars..])
+        } else if n.op == "Identity" && data.len() == 1 {
+            // `v/read`: the read of a ref variable keeps its name.
+            match r.resolve(data[0]) {
+                Some(v) if v.kind == Kind::Ref => {
+                    let dtype = match attr(n, "T") {
+                        Some(AttrValue::DType(t)) => *t,
+                        _ => v.dtype,
+                    };
+                    out.op = "ReadVariableOp".into();
+                    set_var_attrs(&mut out, &v, dtype);
+                    (vec![v], &[])
+                }
+                _ => (Vec::new(), &data[..]),
+            }
+        } else {
+            (Vec::new(), &data[..])
+        };
+    // The remaining data inputs: a ref variable read as a value gets a read of its own.
+    let mut inputs = Vec::with_capacity(n.inputs.len());
+    let first_input = data.len() - rest.len();
+    for (k, input) in rest.iter().enumerate() {
+        match r.resolve(input) {
+            None => inputs.push((*input).to_string()),
+            Some(v) if v.kind == Kind::Ref => {
+                let name = format!("{}/_magpie_read_{}", n.name, first_input + k);
+                let mut read = NodeDef {
+                    name: name.clone(),
+                    op: "ReadVariableOp".into(),
+                    inputs: control.clone(),
+                    device: String::new(),
+                    attrs: Vec::new(),
+                };
+                set_var_attrs(&mut read, &v, v.dtype);
+                added.push(read);
+                inputs.push(name);
+            }
+            Some(_) => {
+                return Err(invalid(
+                    n,
+                    OpDefError::Invalid(format!(
+                        "input {} ({input:?}) is a resource variable's handle, which Magpie \
+                         translates only for the variable ops (ReadVariableOp, \
+                         AssignVariableOp, ResourceApply*, ...)",
+                        first_input + k
+                    )),
+                ))
+            }
+        }
+    }
+    inputs.extend(control);
+    out.inputs = inputs;
+    Ok(out)
+}
+
+/// Sets the attributes naming `v` (read or written as `dtype`) and the colocation.
+fn set_var_attrs(n: &mut NodeDef, v: &Var, dtype: DType) {
+    set_attr(n, "container", v.container.as_str());
+    set_attr(n, "shared_name", v.shared_name.as_str());
+    set_attr(n, "dtype", dtype);
+    set_attr(n, COLOCATE_ATTR, v.anchor.as_str());
+}
+
+fn attr<'a>(n: &'a NodeDef, name: &str) -> Option<&'a AttrValue> {
+    n.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn str_attr(n: &NodeDef, name: &str) -> Option<String> {
+    match attr(n, name) {
+        Some(AttrValue::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn set_attr(n: &mut NodeDef, name: &str, value: impl Into<AttrValue>) {
+    let value = value.into();
+    match n.attrs.iter_mut().find(|(k, _)| k == name) {
+        Some((_, v)) => *v = value,
+        None => n.attrs.push((name.to_string(), value)),
+    }
+}
+
+fn remove_attr(n: &mut NodeDef, name: &str) {
+    n.attrs.retain(|(k, _)| k != name);
+}
+
+fn data_inputs(n: &NodeDef) -> impl Iterator<Item = &str> {
+    n.inputs
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.starts_with('^'))
+}
+
+fn control_inputs(n: &NodeDef) -> impl Iterator<Item = &str> {
+    n.inputs
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.starts_with('^'))
+}
+
+/// `"name:k"` as (name, k); `"name"` is output 0.
+fn parse_input(s: &str) -> (&str, u32) {
+    match s.rsplit_once(':') {
+        Some((name, k)) => match k.parse() {
+            Ok(k) => (name, k),
+            Err(_) => (s, 0),
+        },
+        None => (s, 0),
+    }
+}
+
+fn invalid(n: &NodeDef, reason: OpDefError) -> GraphError {
+    GraphError::InvalidNode {
+        node: n.name.clone(),
+        op: n.op.clone(),
+        reason,
+    }
 }
