@@ -114,6 +114,9 @@ fn check_inputs(ins: &[DType], t: DType) -> Result<(), OpDefError> {
 }
 
 fn slot_names(attrs: &Attrs, want: usize) -> Result<(Vec<String>, Vec<String>), OpDefError> {
+    if want == 0 && !attrs.contains(SLOT_NAMES_ATTR) {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let names = attrs.strings(SLOT_NAMES_ATTR)?;
     let containers = if attrs.contains(SLOT_CONTAINERS_ATTR) {
         attrs.strings(SLOT_CONTAINERS_ATTR)?

@@ -1,0 +1,269 @@
+//! TensorFlow's variables and optimizers through `Graph::import_tensorflow`: the graphs
+//! TensorFlow 2.21 builds for `apply_gradients` of GradientDescent, Momentum (plain and
+//! Nesterov) and Adam, over resource and ref variables, run for three steps in a local
+//! session, in a local session whose graph arrives in two `ExtendSession`-like parts, and
+//! on an in-process cluster with a variable on `/job:ps/task:0`. Every variable, slot
+//! and beta power must equal TensorFlow's value after every step.
+//!
+//! The graphs and numbers come from TensorFlow itself: `tests/fixtures/tf_variables.json`,
+//! written by `$(scripts/tf-venv) scripts/tf_variables_fixture.py`.
+
+use magpie::cluster::{default_cluster, InProcessCluster};
+use magpie::core::error::Code;
+use magpie::graph::{AttrValue, GraphDef, NodeDef};
+use magpie::{DType, Graph, NodeId, Output, Tensor};
+use serde_json::Value;
+
+fn fixture() -> Value {
+    let text = include_str!("fixtures/tf_variables.json");
+    serde_json::from_str(text).expect("the fixture is JSON")
+}
+
+fn dtype(s: &str) -> DType {
+    match s {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        "i32" => DType::I32,
+        "i64" => DType::I64,
+        "bool" => DType::Bool,
+        other => panic!("dtype {other} in the fixture"),
+    }
+}
+
+fn tensor(j: &Value) -> Tensor {
+    let shape: Vec<usize> = j["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let values = j["values"].as_array().unwrap();
+    match dtype(j["dtype"].as_str().unwrap()) {
+        DType::F32 => Tensor::from_vec(
+            shape,
+            values.iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+        ),
+        DType::I32 => Tensor::from_vec(
+            shape,
+            values.iter().map(|v| v.as_i64().unwrap() as i32).collect(),
+        ),
+        other => panic!("tensor of {other} in the fixture"),
+    }
+    .unwrap()
+}
+
+fn attr(j: &Value) -> AttrValue {
+    let (kind, v) = j.as_object().unwrap().iter().next().unwrap();
+    match kind.as_str() {
+        "dtype" => AttrValue::DType(dtype(v.as_str().unwrap())),
+        "bool" => AttrValue::Bool(v.as_bool().unwrap()),
+        "int" => AttrValue::Int(v.as_i64().unwrap()),
+        "float" => AttrValue::Float(v.as_f64().unwrap()),
+        "str" => AttrValue::Str(v.as_str().unwrap().into()),
+        "ints" => AttrValue::Ints(v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()),
+        "strs" => AttrValue::Strs(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect(),
+        ),
+        "tensor" => AttrValue::Tensor(tensor(v)),
+        other => panic!("attribute kind {other} in the fixture"),
+    }
+}
+
+/// The case's GraphDef; `keep` picks the nodes, `devices` keeps their device strings.
+fn graph_def(case: &Value, devices: bool, keep: impl Fn(&str) -> bool) -> GraphDef {
+    let nodes = case["graph"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| keep(n["name"].as_str().unwrap()))
+        .map(|n| NodeDef {
+            name: n["name"].as_str().unwrap().into(),
+            op: n["op"].as_str().unwrap().into(),
+            inputs: n["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().into())
+                .collect(),
+            device: if devices {
+                n["device"].as_str().unwrap().into()
+            } else {
+                String::new()
+            },
+            attrs: n["attrs"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), attr(v)))
+                .collect(),
+        })
+        .collect();
+    GraphDef { nodes }
+}
+
+fn output(g: &Graph, name: &str) -> Output {
+    let (node, index) = name.rsplit_once(':').unwrap();
+    g.node_by_name(node)
+        .unwrap_or_else(|| panic!("no node {node}"))
+        .output(index.parse().unwrap())
+}
+
+fn node(g: &Graph, name: &str) -> NodeId {
+    g.node_by_name(name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+type Run<'a> =
+    dyn Fn(&[(Output, Tensor)], &[Output], &[NodeId]) -> Result<Vec<Tensor>, Code> + 'a;
+
+fn case_name(case: &Value) -> String {
+    format!("{} {}", case["form"], case["optimizer"])
+}
+
+/// Checks that reading before `init` fails as in TensorFlow, then runs `init` and three
+/// training steps, comparing every variable with TensorFlow's values.
+fn check_case(case: &Value, g: &Graph, run: &Run<'_>) {
+    let name = case_name(case);
+    let fetches: Vec<String> = case["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().into())
+        .collect();
+    let outs: Vec<Output> = fetches.iter().map(|f| output(g, f)).collect();
+    assert_eq!(case["uninitialised_error"], "FailedPreconditionError");
+    assert_eq!(
+        run(&[], &outs[..1], &[]).unwrap_err(),
+        Code::FailedPrecondition,
+        "{name}: an uninitialised read"
+    );
+    run(&[], &[], &[node(g, "init")]).unwrap();
+    for (k, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+        let feeds: Vec<(Output, Tensor)> = step["feeds"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(f, v)| {
+                let values: Vec<f32> = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
+                let shape = if f.starts_with("grad_v") {
+                    vec![3]
+                } else {
+                    vec![2, 2]
+                };
+                (output(g, f), Tensor::from_vec(shape, values).unwrap())
+            })
+            .collect();
+        run(&feeds, &[], &[node(g, "train")]).unwrap();
+        let got = run(&[], &outs, &[]).unwrap();
+        for (f, t) in fetches.iter().zip(&got) {
+            let want: Vec<f64> = step["values"][f]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let got = t.to_vec::<f32>().unwrap();
+            assert_eq!(got.len(), want.len(), "{name}: {f}");
+            for (a, b) in got.iter().zip(&want) {
+                let (a, b) = (f64::from(*a), *b);
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                    "{name}: {f} after step {}: magpie {got:?}, tensorflow {want:?}",
+                    k + 1
+                );
+            }
+        }
+    }
+}
+
+fn cases() -> Vec<Value> {
+    let f = fixture();
+    assert_eq!(f["tensorflow"], "2.21.0");
+    let cases = f["cases"].as_array().unwrap().clone();
+    assert_eq!(cases.len(), 8);
+    cases
+}
+
+#[test]
+fn optimizers_over_resource_and_ref_variables_match_tensorflow_in_a_local_session() {
+    for case in cases() {
+        let g = Graph::import_tensorflow(&graph_def(&case, false, |_| true))
+            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&case)));
+        let s = magpie::local_session(&g).unwrap();
+        check_case(&case, &g, &|f, o, t| s.run(f, o, t).map_err(|e| e.code()));
+    }
+}
+
+#[test]
+fn training_ops_added_by_a_later_extension_find_their_variables() {
+    for case in cases() {
+        // The variables first, as a first run would send them; the optimizer's nodes in a
+        // second GraphDef, as ExtendSession does.
+        let g = Graph::import_tensorflow(&graph_def(&case, false, |n| !n.starts_with("train")))
+            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&case)));
+        let s = magpie::local_session(&g).unwrap();
+        g.extend_tensorflow(&graph_def(&case, false, |n| n.starts_with("train")))
+            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&case)));
+        check_case(&case, &g, &|f, o, t| s.run(f, o, t).map_err(|e| e.code()));
+    }
+}
+
+#[test]
+fn optimizers_match_tensorflow_on_a_cluster_with_a_variable_on_the_ps_task() {
+    let c = InProcessCluster::start(&default_cluster()).unwrap();
+    for (i, case) in cases().into_iter().enumerate() {
+        let g = Graph::import_tensorflow(&graph_def(&case, true, |_| true))
+            .unwrap_or_else(|e| panic!("{}: {e}", case_name(&case)));
+        let s = c.session("worker", (i % 2) as u32, &g).unwrap();
+        check_case(&case, &g, &|f, o, t| s.run(f, o, t).map_err(|e| e.code()));
+        // Every op of `v` ran where `v` lives; `w`, unpinned, on the master's task.
+        let zeros = [
+            (output(&g, "grad_v:0"), Tensor::zeros(DType::F32, [3usize]).unwrap()),
+            (output(&g, "grad_w:0"), Tensor::zeros(DType::F32, [2usize, 2]).unwrap()),
+        ];
+        let placed = s
+            .run_with_options(&Default::default(), &zeros, &[], &[node(&g, "train")])
+            .unwrap()
+            .placement;
+        let on = |name: &str| {
+            placed
+                .iter()
+                .find(|p| p.node == name)
+                .map(|p| p.device.clone())
+                .unwrap_or_default()
+        };
+        let update_v = if case["form"] == "resource" {
+            format!("train/update_v/ResourceApply{}", opt_op(&case))
+        } else {
+            format!("train/update_v/Apply{}", opt_op(&case))
+        };
+        assert!(on(&update_v).starts_with("/job:ps/replica:0/task:0/"), "{placed:?}");
+        let update_w = update_v.replace("update_v", "update_w");
+        assert!(
+            on(&update_w).starts_with(&format!("/job:worker/replica:0/task:{}/", i % 2)),
+            "{placed:?}"
+        );
+        // The variables live in the tasks' resource managers until reset.
+        for (job, task) in [("ps", 0), ("worker", 0), ("worker", 1)] {
+            c.server(job, task).unwrap().core().reset("");
+        }
+    }
+}
+
+fn opt_op(case: &Value) -> &'static str {
+    match case["optimizer"].as_str().unwrap() {
+        "gd" => "GradientDescent",
+        "momentum" | "nesterov" => "Momentum",
+        "adam" => "Adam",
+        other => panic!("optimizer {other}"),
+    }
+}
