@@ -60,7 +60,13 @@ fn attr(j: &Value) -> AttrValue {
         "int" => AttrValue::Int(v.as_i64().unwrap()),
         "float" => AttrValue::Float(v.as_f64().unwrap()),
         "str" => AttrValue::Str(v.as_str().unwrap().into()),
-        "ints" => AttrValue::Ints(v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()),
+        "ints" => AttrValue::Ints(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect(),
+        ),
         "strs" => AttrValue::Strs(
             v.as_array()
                 .unwrap()
@@ -117,8 +123,7 @@ fn node(g: &Graph, name: &str) -> NodeId {
         .unwrap_or_else(|| panic!("no node {name}"))
 }
 
-type Run<'a> =
-    dyn Fn(&[(Output, Tensor)], &[Output], &[NodeId]) -> Result<Vec<Tensor>, Code> + 'a;
+type Run<'a> = dyn Fn(&[(Output, Tensor)], &[Output], &[NodeId]) -> Result<Vec<Tensor>, Code> + 'a;
 
 fn case_name(case: &Value) -> String {
     format!("{} {}", case["form"], case["optimizer"])
@@ -227,8 +232,14 @@ fn optimizers_match_tensorflow_on_a_cluster_with_a_variable_on_the_ps_task() {
         check_case(&case, &g, &|f, o, t| s.run(f, o, t).map_err(|e| e.code()));
         // Every op of `v` ran where `v` lives; `w`, unpinned, on the master's task.
         let zeros = [
-            (output(&g, "grad_v:0"), Tensor::zeros(DType::F32, [3usize]).unwrap()),
-            (output(&g, "grad_w:0"), Tensor::zeros(DType::F32, [2usize, 2]).unwrap()),
+            (
+                output(&g, "grad_v:0"),
+                Tensor::zeros(DType::F32, [3usize]).unwrap(),
+            ),
+            (
+                output(&g, "grad_w:0"),
+                Tensor::zeros(DType::F32, [2usize, 2]).unwrap(),
+            ),
         ];
         let placed = s
             .run_with_options(&Default::default(), &zeros, &[], &[node(&g, "train")])
@@ -246,7 +257,10 @@ fn optimizers_match_tensorflow_on_a_cluster_with_a_variable_on_the_ps_task() {
         } else {
             format!("train/update_v/Apply{}", opt_op(&case))
         };
-        assert!(on(&update_v).starts_with("/job:ps/replica:0/task:0/"), "{placed:?}");
+        assert!(
+            on(&update_v).starts_with("/job:ps/replica:0/task:0/"),
+            "{placed:?}"
+        );
         let update_w = update_v.replace("update_v", "update_w");
         assert!(
             on(&update_w).starts_with(&format!("/job:worker/replica:0/task:{}/", i % 2)),
@@ -266,4 +280,116 @@ fn opt_op(case: &Value) -> &'static str {
         "adam" => "Adam",
         other => panic!("optimizer {other}"),
     }
+}
+
+fn tf_node(name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+    NodeDef {
+        name: name.into(),
+        op: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        device: String::new(),
+        attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+fn tf_const(name: &str, t: Tensor) -> NodeDef {
+    let dt = t.dtype();
+    tf_node(
+        name,
+        "Const",
+        &[],
+        vec![("value", t.into()), ("dtype", dt.into())],
+    )
+}
+
+#[test]
+fn initialisation_checks_assign_sub_and_errors_name_the_variable() {
+    let f32a = |k: &'static str| (k, AttrValue::DType(DType::F32));
+    let def = GraphDef {
+        nodes: vec![
+            tf_node(
+                "r",
+                "VarHandleOp",
+                &[],
+                vec![f32a("dtype"), ("shared_name", "".into())],
+            ),
+            tf_node(
+                "q",
+                "VariableV2",
+                &[],
+                vec![f32a("dtype"), ("shared_name", "".into())],
+            ),
+            tf_node("r_ok", "VarIsInitializedOp", &["r"], vec![]),
+            tf_node("q_ok", "IsVariableInitialized", &["q"], vec![f32a("dtype")]),
+            tf_const(
+                "ten",
+                Tensor::from_vec([2usize], vec![10.0f32, 20.0]).unwrap(),
+            ),
+            tf_const(
+                "one",
+                Tensor::from_vec([2usize], vec![1.0f32, 2.0]).unwrap(),
+            ),
+            tf_const(
+                "bad",
+                Tensor::from_vec([3usize], vec![1.0f32, 2.0, 3.0]).unwrap(),
+            ),
+            tf_const("lr", Tensor::scalar(0.5f32)),
+            tf_node(
+                "r_init",
+                "AssignVariableOp",
+                &["r", "ten"],
+                vec![f32a("dtype")],
+            ),
+            tf_node("q_init", "Assign", &["q", "ten"], vec![f32a("T")]),
+            tf_node(
+                "r_sub",
+                "AssignSubVariableOp",
+                &["r", "one"],
+                vec![f32a("dtype")],
+            ),
+            tf_node("q_sub", "AssignSub", &["q", "one"], vec![f32a("T")]),
+            tf_node(
+                "r_read",
+                "ReadVariableOp",
+                &["r", "^r_sub"],
+                vec![f32a("dtype")],
+            ),
+            tf_node("q_read", "Identity", &["q_sub"], vec![f32a("T")]),
+            tf_node(
+                "r_gd_bad",
+                "ResourceApplyGradientDescent",
+                &["r", "lr", "bad"],
+                vec![f32a("T")],
+            ),
+        ],
+    };
+    let g = Graph::import_tensorflow(&def).unwrap();
+    let s = magpie::local_session(&g).unwrap();
+    let out = |n: &str| output(&g, &format!("{n}:0"));
+    let flags = |s: &magpie::Session| -> Vec<bool> {
+        s.run(&[], &[out("r_ok"), out("q_ok")], &[])
+            .unwrap()
+            .iter()
+            .map(|t| t.scalar_value::<bool>().unwrap())
+            .collect()
+    };
+    assert_eq!(flags(&s), [false, false]);
+    for (read, name) in [("r_read", "\"r\""), ("q_read", "\"q\"")] {
+        let e = s.run(&[], &[out(read)], &[]).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(
+            e.to_string().contains(name) && e.to_string().contains("not initialised"),
+            "{e}"
+        );
+    }
+    s.run(&[], &[], &[node(&g, "r_init"), node(&g, "q_init")])
+        .unwrap();
+    assert_eq!(flags(&s), [true, true]);
+    let got = s.run(&[], &[out("r_read"), out("q_read")], &[]).unwrap();
+    for t in got {
+        assert_eq!(t.to_vec::<f32>().unwrap(), [9.0, 18.0]);
+    }
+    let e = s.run(&[], &[out("r_gd_bad")], &[]).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("shape"), "{e}");
 }

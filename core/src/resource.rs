@@ -270,7 +270,10 @@ mod tests {
         assert_eq!(a.read().unwrap().scalar_value::<f32>().unwrap(), 3.0);
         assert_eq!(b.read().unwrap().scalar_value::<f32>().unwrap(), 10.0);
         // An error stores nothing.
-        assert_eq!(update_variables(&[&a, &b], |_| Err::<Vec<Tensor>, _>(7)), Err(7));
+        assert_eq!(
+            update_variables(&[&a, &b], |_| Err::<Vec<Tensor>, _>(7)),
+            Err(7)
+        );
         assert_eq!(a.read().unwrap().scalar_value::<f32>().unwrap(), 3.0);
     }
 

@@ -349,11 +349,19 @@ fn subtract(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
         // Wrapping, as TensorFlow's integer arithmetic.
         DType::I32 => Ok(Tensor::from_vec(
             a.shape().clone(),
-            zip_map(a.as_slice::<i32>()?, b.as_slice::<i32>()?, i32::wrapping_sub),
+            zip_map(
+                a.as_slice::<i32>()?,
+                b.as_slice::<i32>()?,
+                i32::wrapping_sub,
+            ),
         )?),
         DType::I64 => Ok(Tensor::from_vec(
             a.shape().clone(),
-            zip_map(a.as_slice::<i64>()?, b.as_slice::<i64>()?, i64::wrapping_sub),
+            zip_map(
+                a.as_slice::<i64>()?,
+                b.as_slice::<i64>()?,
+                i64::wrapping_sub,
+            ),
         )?),
         DType::Bool => Err(KernelError::InvalidArgument(
             "cannot subtract booleans".into(),

@@ -95,8 +95,11 @@ pub(super) fn adam<T: Real>(
     let one = T::ONE;
     let alpha = s.lr * (one - s.beta2_power).sqrt() / (one - s.beta1_power);
     let n = var.len();
-    let (mut new_var, mut new_m, mut new_v) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut new_var, mut new_m, mut new_v) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for (((&w, &m), &v), &g) in var.iter().zip(m).zip(v).zip(grad) {
         let m = m + (g - m) * (one - s.beta1);
         let v = v + (g * g - v) * (one - s.beta2);

@@ -95,19 +95,79 @@ const fn c(
 }
 
 const CONSUMERS: &[Consumer] = &[
-    c("ReadVariableOp", "ReadVariableOp", 1, Kind::Resource, Some("dtype")),
-    c("AssignVariableOp", "AssignVariableOp", 1, Kind::Resource, Some("dtype")),
-    c("AssignAddVariableOp", "AssignAddVariableOp", 1, Kind::Resource, Some("dtype")),
-    c("AssignSubVariableOp", ASSIGN_SUB, 1, Kind::Resource, Some("dtype")),
-    c("VarIsInitializedOp", IS_INITIALIZED, 1, Kind::Resource, None),
-    c("ResourceApplyGradientDescent", APPLY_GRADIENT_DESCENT, 1, Kind::Resource, Some("T")),
-    c("ResourceApplyMomentum", APPLY_MOMENTUM, 2, Kind::Resource, Some("T")),
-    c("ResourceApplyAdam", APPLY_ADAM, 3, Kind::Resource, Some("T")),
+    c(
+        "ReadVariableOp",
+        "ReadVariableOp",
+        1,
+        Kind::Resource,
+        Some("dtype"),
+    ),
+    c(
+        "AssignVariableOp",
+        "AssignVariableOp",
+        1,
+        Kind::Resource,
+        Some("dtype"),
+    ),
+    c(
+        "AssignAddVariableOp",
+        "AssignAddVariableOp",
+        1,
+        Kind::Resource,
+        Some("dtype"),
+    ),
+    c(
+        "AssignSubVariableOp",
+        ASSIGN_SUB,
+        1,
+        Kind::Resource,
+        Some("dtype"),
+    ),
+    c(
+        "VarIsInitializedOp",
+        IS_INITIALIZED,
+        1,
+        Kind::Resource,
+        None,
+    ),
+    c(
+        "ResourceApplyGradientDescent",
+        APPLY_GRADIENT_DESCENT,
+        1,
+        Kind::Resource,
+        Some("T"),
+    ),
+    c(
+        "ResourceApplyMomentum",
+        APPLY_MOMENTUM,
+        2,
+        Kind::Resource,
+        Some("T"),
+    ),
+    c(
+        "ResourceApplyAdam",
+        APPLY_ADAM,
+        3,
+        Kind::Resource,
+        Some("T"),
+    ),
     c("Assign", "AssignVariableOp", 1, Kind::Ref, Some("T")),
     c("AssignAdd", "AssignAddVariableOp", 1, Kind::Ref, Some("T")),
     c("AssignSub", ASSIGN_SUB, 1, Kind::Ref, Some("T")),
-    c("IsVariableInitialized", IS_INITIALIZED, 1, Kind::Ref, Some("dtype")),
-    c("ApplyGradientDescent", APPLY_GRADIENT_DESCENT, 1, Kind::Ref, Some("T")),
+    c(
+        "IsVariableInitialized",
+        IS_INITIALIZED,
+        1,
+        Kind::Ref,
+        Some("dtype"),
+    ),
+    c(
+        "ApplyGradientDescent",
+        APPLY_GRADIENT_DESCENT,
+        1,
+        Kind::Ref,
+        Some("T"),
+    ),
     c("ApplyMomentum", APPLY_MOMENTUM, 2, Kind::Ref, Some("T")),
     c("ApplyAdam", APPLY_ADAM, 3, Kind::Ref, Some("T")),
 ];
@@ -319,12 +379,18 @@ fn rewrite_node(
                 set_attr(
                     &mut out,
                     SLOT_CONTAINERS_ATTR,
-                    slots.iter().map(|v| v.container.clone()).collect::<Vec<_>>(),
+                    slots
+                        .iter()
+                        .map(|v| v.container.clone())
+                        .collect::<Vec<_>>(),
                 );
                 set_attr(
                     &mut out,
                     SLOT_NAMES_ATTR,
-                    slots.iter().map(|v| v.shared_name.clone()).collect::<Vec<_>>(),
+                    slots
+                        .iter()
+                        .map(|v| v.shared_name.clone())
+                        .collect::<Vec<_>>(),
                 );
             }
             (vars, &data[cons.vars..])
@@ -443,5 +509,223 @@ fn invalid(n: &NodeDef, reason: OpDefError) -> GraphError {
         node: n.name.clone(),
         op: n.op.clone(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    fn node(name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            device: String::new(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    fn f32_attr(k: &str) -> (&str, AttrValue) {
+        (k, DType::F32.into())
+    }
+
+    fn konst(name: &str) -> NodeDef {
+        node(
+            name,
+            "Const",
+            &[],
+            vec![("value", Tensor::scalar(1.0f32).into()), f32_attr("dtype")],
+        )
+    }
+
+    fn translated(def: GraphDef, existing: &Graph) -> Result<GraphDef, GraphError> {
+        let mut def = def;
+        rewrite(&mut def, existing)?;
+        Ok(def)
+    }
+
+    fn find<'a>(def: &'a GraphDef, name: &str) -> &'a NodeDef {
+        def.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    fn s(n: &NodeDef, k: &str) -> String {
+        str_attr(n, k).unwrap_or_else(|| panic!("{} has no {k}", n.name))
+    }
+
+    #[test]
+    fn ref_variables_become_named_reads_and_updates() {
+        let def = GraphDef {
+            nodes: vec![
+                node(
+                    "v",
+                    "VariableV2",
+                    &[],
+                    vec![f32_attr("dtype"), ("shared_name", "".into())],
+                ),
+                konst("one"),
+                node("v/Assign", "Assign", &["v", "one"], vec![f32_attr("T")]),
+                node("v/read", "Identity", &["v"], vec![f32_attr("T")]),
+                node(
+                    "twice",
+                    "Mul",
+                    &["one", "v", "^v/Assign", "^v"],
+                    vec![f32_attr("T")],
+                ),
+            ],
+        };
+        let out = translated(def, &Graph::new()).unwrap();
+        let v = find(&out, "v");
+        assert_eq!(
+            (v.op.as_str(), s(v, "shared_name")),
+            (VARIABLE_V2, "v".into())
+        );
+        let assign = find(&out, "v/Assign");
+        assert_eq!(assign.op, "AssignVariableOp");
+        assert_eq!(assign.inputs, vec!["one".to_string()]);
+        assert_eq!(s(assign, COLOCATE_ATTR), "v");
+        let read = find(&out, "v/read");
+        assert_eq!(read.op, "ReadVariableOp");
+        assert!(read.inputs.is_empty());
+        // A dereference elsewhere gets its own read, after the node's control inputs; the
+        // control input on the variable (a read) is gone.
+        let twice = find(&out, "twice");
+        assert_eq!(
+            twice.inputs,
+            vec!["one", "twice/_magpie_read_1", "^v/Assign"]
+        );
+        let own = find(&out, "twice/_magpie_read_1");
+        assert_eq!(own.op, "ReadVariableOp");
+        assert_eq!(own.inputs, vec!["^v/Assign"]);
+        assert_eq!(s(own, "shared_name"), "v");
+        // And Magpie's import accepts the result.
+        Graph::import(&out).unwrap();
+    }
+
+    #[test]
+    fn resource_handles_resolve_directly_through_identity_and_across_extensions() {
+        let def = GraphDef {
+            nodes: vec![
+                node(
+                    "h",
+                    "VarHandleOp",
+                    &[],
+                    vec![
+                        f32_attr("dtype"),
+                        ("shared_name", "weights".into()),
+                        ("container", "c".into()),
+                    ],
+                ),
+                node(
+                    "h2",
+                    "Identity",
+                    &["h"],
+                    vec![("T", AttrValue::Str("resource".into()))],
+                ),
+                konst("one"),
+                node(
+                    "init",
+                    "AssignVariableOp",
+                    &["h2", "one"],
+                    vec![f32_attr("dtype")],
+                ),
+            ],
+        };
+        let g = Graph::new();
+        let out = translated(def, &g).unwrap();
+        let alias = find(&out, "h2");
+        assert_eq!(alias.op, "VarHandleOp");
+        assert_eq!(s(alias, COLOCATE_ATTR), "h");
+        let init = find(&out, "init");
+        assert_eq!(
+            (s(init, "container"), s(init, "shared_name")),
+            ("c".into(), "weights".into())
+        );
+        assert_eq!(s(init, COLOCATE_ATTR), "h");
+        g.extend(&out).unwrap();
+        // A later GraphDef reads through the alias the graph already holds.
+        let later = GraphDef {
+            nodes: vec![node(
+                "r",
+                "ReadVariableOp",
+                &["h2"],
+                vec![f32_attr("dtype")],
+            )],
+        };
+        let out = translated(later, &g).unwrap();
+        let r = find(&out, "r");
+        assert!(r.inputs.is_empty());
+        assert_eq!(
+            (s(r, "shared_name"), s(r, COLOCATE_ATTR)),
+            ("weights".into(), "h".into())
+        );
+    }
+
+    #[test]
+    fn optimizer_slots_are_named_in_attributes() {
+        let var = |n: &str| node(n, "VarHandleOp", &[], vec![f32_attr("dtype")]);
+        let def = GraphDef {
+            nodes: vec![
+                var("w"),
+                var("w/Momentum"),
+                konst("lr"),
+                konst("g"),
+                node(
+                    "up",
+                    "ResourceApplyMomentum",
+                    &["w", "w/Momentum", "lr", "g", "lr"],
+                    vec![f32_attr("T"), ("use_nesterov", true.into())],
+                ),
+            ],
+        };
+        let out = translated(def, &Graph::new()).unwrap();
+        let up = find(&out, "up");
+        assert_eq!(up.op, APPLY_MOMENTUM);
+        assert_eq!(up.inputs, vec!["lr", "g", "lr"]);
+        assert_eq!(
+            attr(up, SLOT_NAMES_ATTR),
+            Some(&AttrValue::Strs(vec!["w/Momentum".into()]))
+        );
+        Graph::import(&out).unwrap();
+    }
+
+    #[test]
+    fn unresolvable_handles_are_errors_naming_the_node() {
+        let h = node("h", "VarHandleOp", &[], vec![f32_attr("dtype")]);
+        // A handle that is not a variable's.
+        let def = GraphDef {
+            nodes: vec![
+                konst("one"),
+                node("r", "ReadVariableOp", &["one"], vec![f32_attr("dtype")]),
+            ],
+        };
+        let e = translated(def, &Graph::new()).unwrap_err().to_string();
+        assert!(e.contains("\"r\"") && e.contains("ReadVariableOp"), "{e}");
+        // A handle consumed by an op Magpie does not translate.
+        let def = GraphDef {
+            nodes: vec![
+                h.clone(),
+                node("gather", "ResourceGather", &["h", "h"], vec![]),
+            ],
+        };
+        let e = translated(def, &Graph::new()).unwrap_err().to_string();
+        assert!(e.contains("gather") && e.contains("handle"), "{e}");
+        // A ref op over a resource variable.
+        let def = GraphDef {
+            nodes: vec![
+                h,
+                konst("one"),
+                node("a", "Assign", &["h", "one"], vec![f32_attr("T")]),
+            ],
+        };
+        let e = translated(def, &Graph::new()).unwrap_err().to_string();
+        assert!(e.contains("VariableV2") && e.contains("\"a\""), "{e}");
+        // A declaration without its dtype.
+        let def = GraphDef {
+            nodes: vec![node("v", "VariableV2", &[], vec![])],
+        };
+        let e = translated(def, &Graph::new()).unwrap_err().to_string();
+        assert!(e.contains("dtype") && e.contains("\"v\""), "{e}");
     }
 }
