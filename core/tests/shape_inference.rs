@@ -114,7 +114,7 @@ fn fill_and_random_uniform_check_their_attributes_and_value() -> TestResult {
     assert_eq!(g.shape_of(g.fill(&[3], ph(&g, &[-1, 1]))?)?, k(&[3]));
     let two = g.constant(vec![1.0f32, 2.0])?;
     let msg = shape_error(g.with_name("f").fill(&[3], two), "f");
-    assert!(msg.contains("one-element value, got shape [2]"), "{msg}");
+    assert!(msg.contains("scalar value, got shape [2]"), "{msg}");
     let msg = shape_error(g.with_name("f").fill(&[3], ph(&g, &[-1, 2])), "f");
     assert!(msg.contains("[?, 2]"), "{msg}");
     let bad = g
