@@ -393,3 +393,55 @@ fn initialisation_checks_assign_sub_and_errors_name_the_variable() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("shape"), "{e}");
 }
+
+/// TensorFlow 2.21's pruning with feeds (measured with `tf.compat.v1` on ref variables):
+/// feeding `inc:0` (an `AssignAdd`) replaces its tensor for data edges, but `inc` still
+/// runs when a control edge or a target reaches it; a fed `Placeholder` never runs.
+#[test]
+fn fed_nodes_run_or_not_by_tensorflows_pruning_rules() {
+    let f32a = |k: &'static str| (k, AttrValue::DType(DType::F32));
+    let def = GraphDef {
+        nodes: vec![
+            tf_node("v", "VariableV2", &[], vec![f32a("dtype"), ("shared_name", "".into())]),
+            tf_const("zero", Tensor::scalar(0.0f32)),
+            tf_const("one", Tensor::scalar(1.0f32)),
+            tf_const("five", Tensor::scalar(5.0f32)),
+            tf_node("init", "Assign", &["v", "zero"], vec![f32a("T")]),
+            tf_node("inc", "AssignAdd", &["v", "one"], vec![f32a("T")]),
+            tf_node("y", "Identity", &["inc"], vec![f32a("T")]),
+            tf_node("z", "Identity", &["five", "^inc"], vec![f32a("T")]),
+            tf_node("x", "Placeholder", &[], vec![f32a("dtype")]),
+            tf_node("after_x", "Identity", &["five", "^x"], vec![f32a("T")]),
+            tf_node("v/read", "Identity", &["v"], vec![f32a("T")]),
+        ],
+    };
+    let g = Graph::import_tensorflow(&def).unwrap();
+    let s = magpie::local_session(&g).unwrap();
+    let out = |n: &str| output(&g, &format!("{n}:0"));
+    let v = |s: &magpie::Session| {
+        s.run(&[], &[out("v/read")], &[]).unwrap()[0]
+            .scalar_value::<f32>()
+            .unwrap()
+    };
+    let ten = || vec![(out("inc"), Tensor::scalar(10.0f32))];
+    let value = |t: &[Tensor]| t[0].scalar_value::<f32>().unwrap();
+    s.run(&[], &[], &[node(&g, "init")]).unwrap();
+    // 1. A data consumer of the fed tensor: `inc` does not run.
+    assert_eq!(value(&s.run(&ten(), &[out("y")], &[]).unwrap()), 10.0);
+    assert_eq!(v(&s), 0.0);
+    // 2. The fed tensor itself: the feed comes back, `inc` does not run.
+    assert_eq!(value(&s.run(&ten(), &[out("inc")], &[]).unwrap()), 10.0);
+    assert_eq!(v(&s), 0.0);
+    // 3. A control consumer of the fed node: `inc` runs.
+    assert_eq!(value(&s.run(&ten(), &[out("z")], &[]).unwrap()), 5.0);
+    assert_eq!(v(&s), 1.0);
+    // 4. The fed node as a target: it runs, and its data consumers still see the feed.
+    assert_eq!(
+        value(&s.run(&ten(), &[out("y")], &[node(&g, "inc")]).unwrap()),
+        10.0
+    );
+    assert_eq!(v(&s), 2.0);
+    // A fed placeholder never runs, so its control consumer just waits for the feed.
+    let fed_x = [(out("x"), Tensor::scalar(1.0f32))];
+    assert_eq!(value(&s.run(&fed_x, &[out("after_x")], &[]).unwrap()), 5.0);
+}

@@ -9,7 +9,8 @@
 //!
 //! A node runs when a fetch needs one of its outputs that no feed gives, when it is an input of
 //! a node that runs (through an output that is not fed), or when it is a control input of a node
-//! that runs (unless every one of its outputs is fed). Control inputs never change a value, but
+//! that runs (unless it is a fed `Placeholder`: as in TensorFlow, feeding replaces a node's
+//! tensors, not its run). Control inputs never change a value, but
 //! a control input that fails (an unfed placeholder, an integer division by zero) fails the
 //! evaluation, as it fails a real step. Nothing else runs: an unfetched branch may hold an unfed
 //! placeholder. Graphs only grow and a node's inputs are always older than the node, so the
@@ -233,9 +234,12 @@ fn nodes_to_run(
     fed: &HashMap<Output, Tensor>,
     fetches: &[Output],
 ) -> Vec<bool> {
-    let fully_fed = |id: NodeId| {
+    // TensorFlow's rule: only a fed placeholder is never run.
+    let fed_placeholder = |id: NodeId| {
         let n = nodes[id.index()].num_outputs();
-        n > 0 && (0..n).all(|i| fed.contains_key(&id.output(i as u32)))
+        nodes[id.index()].op == "Placeholder"
+            && n > 0
+            && (0..n).all(|i| fed.contains_key(&id.output(i as u32)))
     };
     let mut runs = vec![false; nodes.len()];
     let mut stack: Vec<NodeId> = fetches
@@ -254,7 +258,7 @@ fn nodes_to_run(
             }
         }
         for &dep in &node.control_inputs {
-            if !fully_fed(dep) {
+            if !fed_placeholder(dep) {
                 stack.push(dep);
             }
         }
