@@ -402,7 +402,12 @@ fn fed_nodes_run_or_not_by_tensorflows_pruning_rules() {
     let f32a = |k: &'static str| (k, AttrValue::DType(DType::F32));
     let def = GraphDef {
         nodes: vec![
-            tf_node("v", "VariableV2", &[], vec![f32a("dtype"), ("shared_name", "".into())]),
+            tf_node(
+                "v",
+                "VariableV2",
+                &[],
+                vec![f32a("dtype"), ("shared_name", "".into())],
+            ),
             tf_const("zero", Tensor::scalar(0.0f32)),
             tf_const("one", Tensor::scalar(1.0f32)),
             tf_const("five", Tensor::scalar(5.0f32)),
