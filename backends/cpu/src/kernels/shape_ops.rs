@@ -139,8 +139,8 @@ macro_rules! int_min_cast {
             let mut out = output::<$i>(src.len(), place)?;
             out.buf.extend(src.iter().map(|&v| {
                 let t = v.trunc();
-                // NaN fails both comparisons.
-                if t >= -LIMIT && t < LIMIT {
+                // NaN is in no range.
+                if (-LIMIT..LIMIT).contains(&t) {
                     t as $i
                 } else {
                     <$i>::MIN
