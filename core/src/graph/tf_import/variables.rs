@@ -179,7 +179,7 @@ const CONSUMERS: &[Consumer] = &[
 /// dtype, or a handle or ref input cannot be resolved to a variable.
 pub(super) fn rewrite(def: &mut GraphDef, existing: &Graph) -> Result<(), GraphError> {
     training::ensure_registered();
-    let vars = declared(def)?;
+    let vars = declared(def, existing)?;
     let names: HashMap<&str, usize> = def
         .nodes
         .iter()
@@ -202,8 +202,9 @@ pub(super) fn rewrite(def: &mut GraphDef, existing: &Graph) -> Result<(), GraphE
 }
 
 /// The variables declared in `def`: its `VarHandleOp`/`VariableV2` nodes and the
-/// `Identity`/`RefIdentity` chains over them, by node name.
-fn declared(def: &GraphDef) -> Result<HashMap<String, Var>, GraphError> {
+/// `Identity`/`RefIdentity` chains over them (or over a declaration in `existing`), by
+/// node name.
+fn declared(def: &GraphDef, existing: &Graph) -> Result<HashMap<String, Var>, GraphError> {
     let mut vars = HashMap::new();
     for n in &def.nodes {
         let kind = match n.op.as_str() {
@@ -236,34 +237,83 @@ fn declared(def: &GraphDef) -> Result<HashMap<String, Var>, GraphError> {
             },
         );
     }
-    // Aliases, to a fixed point (chains in any node order); each round adds at least one.
-    loop {
-        let mut grew = false;
-        for n in &def.nodes {
-            if vars.contains_key(&n.name) {
-                continue;
+    // Aliases: follow each `Identity`/`RefIdentity` chain to its end once, remembering
+    // the answer for every node on it (linear in the nodes, whatever their order; a
+    // cycle resolves to nothing and Magpie's import reports it).
+    let index: HashMap<&str, usize> = def
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut done: Vec<Option<Option<Var>>> = def
+        .nodes
+        .iter()
+        .map(|n| vars.get(&n.name).map(|v| Some(v.clone())))
+        .collect();
+    for start in 0..def.nodes.len() {
+        let mut path: Vec<(usize, Kind)> = Vec::new();
+        let mut on_path = std::collections::HashSet::new();
+        let mut cur = start;
+        let found = loop {
+            if let Some(known) = &done[cur] {
+                break known.clone();
             }
+            let n = &def.nodes[cur];
             let wants = match n.op.as_str() {
                 "Identity" => Kind::Resource,
                 "RefIdentity" => Kind::Ref,
-                _ => continue,
+                _ => break None,
             };
-            let Some(first) = data_inputs(n).next() else {
-                continue;
+            if !on_path.insert(cur) {
+                break None;
+            }
+            path.push((cur, wants));
+            let Some((src, 0)) = data_inputs(n).next().map(parse_input) else {
+                break None;
             };
-            let (src, index) = parse_input(first);
-            if index != 0 {
-                continue;
+            match index.get(src) {
+                Some(&next) => cur = next,
+                None => break existing_var(existing, src),
             }
-            if let Some(v) = vars.get(src).filter(|v| v.kind == wants).cloned() {
-                vars.insert(n.name.clone(), v);
-                grew = true;
-            }
+        };
+        if path.is_empty() {
+            done[start].get_or_insert(found);
+            continue;
         }
-        if !grew {
-            return Ok(vars);
+        let mut result = found;
+        for (node, wants) in path.into_iter().rev() {
+            result = result.filter(|v| v.kind == wants);
+            done[node] = Some(result.clone());
         }
     }
+    for (n, v) in def.nodes.iter().zip(done) {
+        if let Some(Some(v)) = v {
+            vars.entry(n.name.clone()).or_insert(v);
+        }
+    }
+    Ok(vars)
+}
+
+/// The variable a node of an earlier extension declares (already translated: a Magpie
+/// `VarHandleOp` or `VariableV2`), if it is one.
+fn existing_var(existing: &Graph, name: &str) -> Option<Var> {
+    let node = existing.node(existing.node_by_name(name)?)?;
+    let kind = match node.op.as_str() {
+        "VarHandleOp" => Kind::Resource,
+        VARIABLE_V2 => Kind::Ref,
+        _ => return None,
+    };
+    let a = &node.attrs;
+    Some(Var {
+        kind,
+        container: a.string("container").unwrap_or_default(),
+        shared_name: a.string("shared_name").ok()?,
+        dtype: a.dtype("dtype").ok()?,
+        anchor: a
+            .string(COLOCATE_ATTR)
+            .unwrap_or_else(|_| node.name.clone()),
+    })
 }
 
 /// Finds the variable behind an input, in the `GraphDef` or in the graph it extends.
@@ -286,23 +336,7 @@ impl Resolver<'_> {
             return None;
         }
         // A node of an earlier extension, already translated.
-        let id = self.existing.node_by_name(name)?;
-        let node = self.existing.node(id)?;
-        let kind = match node.op.as_str() {
-            "VarHandleOp" => Kind::Resource,
-            VARIABLE_V2 => Kind::Ref,
-            _ => return None,
-        };
-        let a = &node.attrs;
-        Some(Var {
-            kind,
-            container: a.string("container").unwrap_or_default(),
-            shared_name: a.string("shared_name").ok()?,
-            dtype: a.dtype("dtype").ok()?,
-            anchor: a
-                .string(COLOCATE_ATTR)
-                .unwrap_or_else(|_| node.name.clone()),
-        })
+        existing_var(self.existing, name)
     }
 }
 
@@ -660,6 +694,49 @@ mod tests {
             (s(r, "shared_name"), s(r, COLOCATE_ATTR)),
             ("weights".into(), "h".into())
         );
+    }
+
+    #[test]
+    fn long_identity_chains_in_any_order_resolve_to_their_variable() {
+        // The chain's nodes listed last to first; then one more alias over a handle the
+        // graph already holds.
+        let n = 5000;
+        let mut nodes: Vec<NodeDef> = (1..=n)
+            .rev()
+            .map(|i| {
+                let input = if i == 1 {
+                    "h".to_string()
+                } else {
+                    format!("id{}", i - 1)
+                };
+                node(&format!("id{i}"), "Identity", &[&input], vec![])
+            })
+            .collect();
+        nodes.push(node("h", "VarHandleOp", &[], vec![f32_attr("dtype")]));
+        nodes.push(node(
+            "r",
+            "ReadVariableOp",
+            &[&format!("id{n}")],
+            vec![f32_attr("dtype")],
+        ));
+        let g = Graph::new();
+        let out = translated(GraphDef { nodes }, &g).unwrap();
+        let r = find(&out, "r");
+        assert_eq!(
+            (s(r, "shared_name"), s(r, COLOCATE_ATTR)),
+            ("h".into(), "h".into())
+        );
+        assert_eq!(find(&out, &format!("id{n}")).op, "VarHandleOp");
+        g.extend(&out).unwrap();
+        let later = GraphDef {
+            nodes: vec![
+                node("again", "Identity", &["h"], vec![]),
+                node("r2", "ReadVariableOp", &["again"], vec![f32_attr("dtype")]),
+            ],
+        };
+        let out = translated(later, &g).unwrap();
+        assert_eq!(find(&out, "again").op, "VarHandleOp");
+        assert_eq!(s(find(&out, "r2"), COLOCATE_ATTR), "h");
     }
 
     #[test]
