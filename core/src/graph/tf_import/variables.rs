@@ -25,7 +25,8 @@
 //!   `<node>/_magpie_read_<input>`, that waits for the node's control inputs.
 //!
 //! Every op that touches a variable is colocated with the node that declares it
-//! ([`COLOCATE_ATTR`]): TensorFlow colocates the consumers of a handle or a ref with the
+//! ([`COLOCATE_ATTR`]), and a declaration with the node its `_class: loc:@name` names (an
+//! optimizer's slots with their variable): TensorFlow colocates the consumers of a handle or a ref with the
 //! variable, and the variable's value lives in the resource manager of the task that
 //! runs its ops. Every node keeps its name, so fetches such as `"v/read:0"` and targets
 //! such as `"train"` resolve unchanged.
@@ -361,7 +362,13 @@ fn rewrite_node(
         };
         set_var_attrs(&mut out, v, v.dtype);
         if v.anchor == n.name {
-            remove_attr(&mut out, COLOCATE_ATTR);
+            // A declaration goes where its `_class: loc:@other` says (an optimizer's slot
+            // beside its variable, which the update reads from the same task), else where
+            // its device says.
+            match colocation_class(n) {
+                Some(other) => set_attr(&mut out, COLOCATE_ATTR, other),
+                None => remove_attr(&mut out, COLOCATE_ATTR),
+            }
         }
         out.inputs = control;
         return Ok(out);
@@ -488,6 +495,18 @@ fn set_var_attrs(n: &mut NodeDef, v: &Var, dtype: DType) {
     set_attr(n, "shared_name", v.shared_name.as_str());
     set_attr(n, "dtype", dtype);
     set_attr(n, COLOCATE_ATTR, v.anchor.as_str());
+}
+
+/// The node that TensorFlow's `_class: ["loc:@name"]` colocates `n` with, if another.
+fn colocation_class(n: &NodeDef) -> Option<String> {
+    let Some(AttrValue::Strs(classes)) = attr(n, "_class") else {
+        return None;
+    };
+    classes
+        .iter()
+        .filter_map(|c| c.strip_prefix("loc:@"))
+        .find(|other| *other != n.name)
+        .map(str::to_string)
 }
 
 fn attr<'a>(n: &'a NodeDef, name: &str) -> Option<&'a AttrValue> {
@@ -742,10 +761,16 @@ mod tests {
     #[test]
     fn optimizer_slots_are_named_in_attributes() {
         let var = |n: &str| node(n, "VarHandleOp", &[], vec![f32_attr("dtype")]);
+        let mut slot = var("w/Momentum");
+        slot.attrs
+            .push(("_class".into(), AttrValue::Strs(vec!["loc:@w".into()])));
+        let mut w = var("w");
+        w.attrs
+            .push(("_class".into(), AttrValue::Strs(vec!["loc:@w".into()])));
         let def = GraphDef {
             nodes: vec![
-                var("w"),
-                var("w/Momentum"),
+                w,
+                slot,
                 konst("lr"),
                 konst("g"),
                 node(
@@ -757,6 +782,9 @@ mod tests {
             ],
         };
         let out = translated(def, &Graph::new()).unwrap();
+        // The slot follows its `_class` to the variable's task.
+        assert_eq!(s(find(&out, "w/Momentum"), COLOCATE_ATTR), "w");
+        assert!(attr(find(&out, "w"), COLOCATE_ATTR).is_none());
         let up = find(&out, "up");
         assert_eq!(up.op, APPLY_MOMENTUM);
         assert_eq!(up.inputs, vec!["lr", "g", "lr"]);
