@@ -99,7 +99,7 @@ impl Graph {
         self.op("Exp").input(x).build_output()
     }
 
-    /// `max(x, 0)`.
+    /// `max(x, 0)`, as TensorFlow computes it: `0` where `x < 0`, else `x` (NaN stays NaN).
     pub fn relu(&self, x: Output) -> Result<Output, GraphError> {
         self.op("Relu").input(x).build_output()
     }
@@ -144,7 +144,7 @@ impl Graph {
         self.reduction("Sum", x, axis, keep_dims)
     }
 
-    /// Mean over all axes or one axis.
+    /// Mean over all axes or one axis (an integer mean over no elements is 0).
     pub fn mean(
         &self,
         x: Output,
@@ -162,7 +162,7 @@ impl Graph {
             .build_output()
     }
 
-    /// Converts elements to `dtype`.
+    /// Converts elements to `dtype` (floats to integers saturate; NaN becomes 0).
     pub fn cast(&self, x: Output, dtype: DType) -> Result<Output, GraphError> {
         self.op("Cast").input(x).attr("dtype", dtype).build_output()
     }
