@@ -144,7 +144,7 @@ fn sources_and_shape_ops_match_the_reference() {
 fn relu_passes_nan_and_negative_zero_through_as_tensorflow_does() {
     let Some(gpu) = gpu() else { return };
     let x = magpie_core::Tensor::from(vec![f32::NAN, -0.0, -1.5, 2.5, f32::NEG_INFINITY]);
-    check_against_reference(&gpu, "Relu of NaN", &[x.clone()], |g, x| {
+    check_against_reference(&gpu, "Relu of NaN", std::slice::from_ref(&x), |g, x| {
         g.op("Relu").input(x[0]).build_output()
     });
     let g = magpie_core::Graph::new();
