@@ -70,11 +70,16 @@ pub enum KernelError {
     /// A bug or unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The system is not in the state the op needs (a variable read before its first
+    /// assignment, say); the message names what is missing.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
 }
 
 impl KernelError {
     /// The error's kind: `InvalidArgument`, `Unimplemented`, `ResourceExhausted`,
-    /// `Cancelled` as named; a kernel on the wrong device is `FailedPrecondition`; a device
+    /// `Cancelled`, `FailedPrecondition` as named; a kernel on the wrong device is
+    /// `FailedPrecondition`; a device
     /// failure or a bug is `Internal`.
     pub fn code(&self) -> crate::error::Code {
         use crate::error::Code;
@@ -83,7 +88,9 @@ impl KernelError {
             KernelError::Unimplemented { .. } => Code::Unimplemented,
             KernelError::ResourceExhausted(_) => Code::ResourceExhausted,
             KernelError::Cancelled => Code::Cancelled,
-            KernelError::WrongDevice { .. } => Code::FailedPrecondition,
+            KernelError::WrongDevice { .. } | KernelError::FailedPrecondition(_) => {
+                Code::FailedPrecondition
+            }
             KernelError::Device(_) | KernelError::Internal(_) => Code::Internal,
         }
     }

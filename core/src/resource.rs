@@ -221,6 +221,43 @@ impl Variable {
     }
 }
 
+/// Applies `f` to the values of several variables under all their locks at once, storing
+/// what it returns (one tensor per variable, in `vars`' order): a read-modify-write of a
+/// variable and its optimizer slots that no other update interleaves with.
+///
+/// Locks are taken in address order, so two calls over overlapping sets cannot deadlock;
+/// a variable listed twice is locked once (it sees one value, and the last of its results
+/// is stored). `f` returning fewer tensors than `vars` stores only those.
+///
+/// # Errors
+/// What `f` returns; then nothing is stored.
+pub fn update_variables<E>(
+    vars: &[&Variable],
+    f: impl FnOnce(&[Option<Tensor>]) -> Result<Vec<Tensor>, E>,
+) -> Result<Vec<Tensor>, E> {
+    let addr = |v: &Variable| v as *const Variable as usize;
+    let mut order: Vec<&Variable> = vars.to_vec();
+    order.sort_by_key(|v| addr(v));
+    order.dedup_by_key(|v| addr(v));
+    // Lock protocol: every caller locks in ascending address order, holding each lock
+    // until all are taken; no lock is taken twice.
+    let mut guards: Vec<(usize, parking_lot::MutexGuard<'_, Option<Tensor>>)> =
+        order.iter().map(|v| (addr(v), v.value.lock())).collect();
+    let slot = |v: &Variable, guards: &[(usize, _)]| {
+        guards.partition_point(|(a, _): &(usize, _)| *a < addr(v))
+    };
+    let current: Vec<Option<Tensor>> = vars
+        .iter()
+        .map(|v| guards[slot(v, &guards)].1.clone())
+        .collect();
+    let new = f(&current)?;
+    for (v, t) in vars.iter().zip(&new) {
+        let k = slot(v, &guards);
+        *guards[k].1 = Some(t.clone());
+    }
+    Ok(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +277,33 @@ mod tests {
         assert_eq!(m.len("c"), 1);
         assert_eq!(m.reset("c"), 1);
         assert!(m.lookup::<Variable>("c", "w").unwrap().is_none());
+    }
+
+    #[test]
+    fn update_variables_is_one_read_modify_write_over_all() {
+        let a = Variable::new(DType::F32);
+        let b = Variable::new(DType::F32);
+        a.assign(Tensor::scalar(1.0f32));
+        // `a` twice: locked once, no deadlock; `b` uninitialised is seen as None.
+        let out = update_variables(&[&a, &b, &a], |cur| {
+            assert!(cur[1].is_none());
+            let x = cur[0].as_ref().unwrap().scalar_value::<f32>().unwrap();
+            Ok::<_, ()>(vec![
+                Tensor::scalar(x + 1.0),
+                Tensor::scalar(x * 10.0),
+                Tensor::scalar(x + 2.0),
+            ])
+        })
+        .unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(a.read().unwrap().scalar_value::<f32>().unwrap(), 3.0);
+        assert_eq!(b.read().unwrap().scalar_value::<f32>().unwrap(), 10.0);
+        // An error stores nothing.
+        assert_eq!(
+            update_variables(&[&a, &b], |_| Err::<Vec<Tensor>, _>(7)),
+            Err(7)
+        );
+        assert_eq!(a.read().unwrap().scalar_value::<f32>().unwrap(), 3.0);
     }
 
     #[test]

@@ -145,7 +145,10 @@ mod tests {
             "invalid argument: cannot reshape a tensor of shape [2, 6] (12 elements) into shape [5, -1]"
         );
         assert!(reshape_target(&s, &[-1, -1]).is_err());
-        assert!(reshape_target(&Shape::new(&[0]).unwrap(), &[0, -1]).is_err());
+        // TensorFlow's inference for an empty tensor into a shape with a zero.
+        let empty = Shape::new(&[0]).unwrap();
+        assert_eq!(reshape_target(&empty, &[0, -1]).unwrap().dims(), &[0, 1]);
+        assert!(reshape_target(&Shape::new(&[3]).unwrap(), &[0, -1]).is_err());
     }
 
     #[test]

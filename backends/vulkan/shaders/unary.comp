@@ -33,7 +33,8 @@ void main() {
     } else if (op == 3u) {
         r = exp(v);
     } else {
-        r = v > 0.0 ? v : 0.0;
+        // TensorFlow's Relu: NaN (which compares false) and -0.0 pass through.
+        r = v < 0.0 ? 0.0 : v;
     }
     y.data[i] = r;
 }

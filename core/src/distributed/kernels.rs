@@ -38,8 +38,9 @@ pub fn register_kernels() {
     });
 }
 
-/// Registers `_Send`, `_Recv` (every device) and the variable ops (`CPU`) in `registry`,
-/// and their op definitions (process-wide). Idempotent.
+/// Registers `_Send`, `_Recv` (every device) and the variable ops (`CPU`; those of
+/// [`training`](super::training) too) in `registry`, and their op definitions
+/// (process-wide). Idempotent.
 ///
 /// # Errors
 /// [`RegistryError::AlreadyRegistered`] when `registry` has other kernels for these ops;
@@ -56,7 +57,7 @@ pub fn register_kernels_into(registry: &KernelRegistry) -> Result<(), RegistryEr
             var_factory(i, VarOp::AssignAdd)
         }),
     ];
-    let mut first_error = None;
+    let mut first_error = super::training::register_kernels_into(registry).err();
     for (op, device_type, factory) in factories {
         if let Err(e) = registry.register(KernelKey::new(op, device_type), factory) {
             first_error.get_or_insert(e);
@@ -241,7 +242,7 @@ impl VarKernel {
     }
 
     fn uninitialised(&self) -> KernelError {
-        KernelError::InvalidArgument(format!(
+        KernelError::FailedPrecondition(format!(
             "variable {:?}/{} is not initialised (assign it first)",
             self.container, self.name
         ))

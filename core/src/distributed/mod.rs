@@ -9,7 +9,9 @@
 //! with an ordinary local [`Session`](crate::session::Session) on its devices; `_Send`
 //! pushes tensors through the [`Transport`](crate::transport::Transport) into the
 //! receiving task's [`Rendezvous`], where `_Recv` (an async kernel) waits without
-//! holding a thread. [`TaskServer`] bundles a task's master and worker with the
+//! holding a thread. Variables live in the task's resource manager; [`ops`] and
+//! [`training`] define the ops that read and update them (the optimizers' updates by
+//! TensorFlow's formulas, `update_rules.rs`). [`TaskServer`] bundles a task's master and worker with the
 //! start/stop/join lifecycle; transports host it on their wire.
 //!
 //! The step protocol is in [`Master`]'s module docs, the stop protocol in
@@ -24,6 +26,8 @@ pub mod placement;
 mod rendezvous;
 mod server;
 mod timeline;
+pub mod training;
+mod update_rules;
 mod worker;
 
 pub use error::{MasterError, WorkerError};

@@ -2,7 +2,7 @@
 //! tasks.
 //!
 //! The master prunes the graph to what the fetches and targets need (as a local plan
-//! does: a fed output stops the walk), places it ([`super::placement`]), then builds
+//! does, with `exec/prune.rs`'s rules for feeds), places it ([`super::placement`]), then builds
 //! one [`GraphDef`] per task that has work:
 //! - a node keeps its name and gets its full device name as its spec;
 //! - a data edge whose ends are on different tasks becomes `_Send` (on the producer's

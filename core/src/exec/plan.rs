@@ -2,8 +2,9 @@
 //! signature of feeds, fetches and targets.
 //!
 //! Building a plan walks back from the fetches and targets through data and control edges;
-//! a fed output stops the walk (the feed replaces its producer), so only what the step
-//! needs runs. Each needed node becomes one scheduler task; its data and control inputs
+//! a fed output stops a data edge (the feed replaces the tensor; `prune.rs` has the rules
+//! for fed nodes that a control edge or a target reaches), so only what the step needs
+//! runs. Each needed node becomes one scheduler task; its data and control inputs
 //! become the task's predecessors. Every tensor the step handles (a node output or a
 //! feed) gets a slot, and each slot knows how many consumers it has, so the last consumer
 //! can take the tensor (freeing it early, or reusing its buffer in place).

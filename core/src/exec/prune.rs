@@ -2,10 +2,12 @@
 //! Shared by local plans and the distributed master's partitioning, so both run exactly
 //! the same nodes.
 //!
-//! The walk goes back from every fetch and target through data and control edges. A fed
-//! output stops it (the feed replaces its producer), and a node whose outputs are all fed
-//! counts as done, so control edges from it are satisfied. A placeholder the walk reaches
-//! was not fed: that is an error naming it. A feed, fetch or target that is a handle of
+//! The walk goes back from every fetch and target through data and control edges, by
+//! TensorFlow's rules: a fed output stops a data edge (the feed replaces the tensor), but
+//! a node reached through a control edge or named as a target still runs, fed or not —
+//! feeding replaces tensors, not side effects. The one exception is a fed `Placeholder`:
+//! it never runs, and control edges from it are satisfied by the feed. A placeholder the
+//! walk reaches was not fed: that is an error naming it. A feed, fetch or target that is a handle of
 //! another graph is refused here, when a signature is first planned (never per step).
 
 use std::collections::HashMap;
@@ -71,9 +73,12 @@ pub(crate) fn prune(
     for t in targets {
         node_of(graph, all, *t, "target")?;
     }
-    let fully_fed = |id: NodeId| {
+    // A fed placeholder: the only node a feed stands in for entirely.
+    let fed_placeholder = |id: NodeId| {
         let n = &all[id.index()];
-        n.num_outputs() > 0 && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
+        n.op == "Placeholder"
+            && n.num_outputs() > 0
+            && (0..n.num_outputs() as u32).all(|i| fed.contains_key(&id.output(i)))
     };
     let mut needed = vec![false; all.len()];
     let mut stack: Vec<NodeId> = fetches
@@ -81,7 +86,7 @@ pub(crate) fn prune(
         .filter(|f| !fed.contains_key(f))
         .map(|f| f.node)
         .collect();
-    stack.extend(targets.iter().copied().filter(|t| !fully_fed(*t)));
+    stack.extend(targets.iter().copied().filter(|t| !fed_placeholder(*t)));
     while let Some(id) = stack.pop() {
         if std::mem::replace(&mut needed[id.index()], true) {
             continue;
@@ -99,7 +104,7 @@ pub(crate) fn prune(
             }
         }
         for c in &n.control_inputs {
-            if !needed[c.index()] && !fully_fed(*c) {
+            if !needed[c.index()] && !fed_placeholder(*c) {
                 stack.push(*c);
             }
         }

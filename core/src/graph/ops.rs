@@ -141,7 +141,7 @@ impl Graph {
         self.op("Exp").input(x).build_output()
     }
 
-    /// `max(x, 0)`.
+    /// `max(x, 0)`, as TensorFlow computes it: `0` where `x < 0`, else `x` (NaN stays NaN).
     ///
     /// # Errors
     /// As [`OpBuilder::build`](super::OpBuilder::build): the node is checked when added.
@@ -198,7 +198,7 @@ impl Graph {
         self.reduction("Sum", x, axis, keep_dims)
     }
 
-    /// Mean over all axes or one axis.
+    /// Mean over all axes or one axis (an integer mean over no elements is 0).
     ///
     /// # Errors
     /// As [`OpBuilder::build`](super::OpBuilder::build): the node is checked when added.
@@ -222,7 +222,7 @@ impl Graph {
             .build_output()
     }
 
-    /// Converts elements to `dtype`.
+    /// Converts elements to `dtype` (floats to integers saturate; NaN becomes 0).
     ///
     /// # Errors
     /// As [`OpBuilder::build`](super::OpBuilder::build): the node is checked when added.

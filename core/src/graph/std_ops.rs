@@ -1,11 +1,25 @@
 //! Definitions of the standard op set: arity, dtype inference and shape functions
 //! (`shape_inference/standard.rs`). Kernels live in the backends.
+//!
+//! `Cast` converts floats to integers by [`CAST_OUT_OF_RANGE_ATTR`]: Magpie's own rule,
+//! [`CAST_SATURATE`] (the default: Rust's `as`, NaN to 0, out-of-range values to the
+//! nearest bound), or [`CAST_INT_MIN`], TensorFlow's result on x86 (NaN, infinities and
+//! out-of-range values become the integer type's minimum), which TensorFlow import sets.
 
 use super::attr::Attrs;
 use super::error::OpDefError;
 use super::op_def::{Arity, OpDef};
 use super::shape_inference::{standard as shapes, unchanged_shape};
 use crate::tensor::DType;
+
+/// Attribute of `Cast`: how a float that no integer of the target type holds (NaN, an
+/// infinity, a value out of range) converts; [`CAST_SATURATE`] when absent.
+pub const CAST_OUT_OF_RANGE_ATTR: &str = "out_of_range";
+/// [`CAST_OUT_OF_RANGE_ATTR`]: NaN becomes 0, other values the nearest bound (Magpie's).
+pub const CAST_SATURATE: &str = "saturate";
+/// [`CAST_OUT_OF_RANGE_ATTR`]: every such value becomes the integer type's minimum
+/// (TensorFlow's on x86, measured with TensorFlow 2.21).
+pub const CAST_INT_MIN: &str = "int_min";
 
 fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
     if ins[i].is_numeric() {
@@ -108,6 +122,15 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
         })
         .with_shape_fn(shapes::reshape),
         OpDef::new("Cast", Arity::Exact(1), |_, attrs| {
+            if attrs.contains(CAST_OUT_OF_RANGE_ATTR) {
+                let mode = attrs.string(CAST_OUT_OF_RANGE_ATTR)?;
+                if mode != CAST_SATURATE && mode != CAST_INT_MIN {
+                    return Err(OpDefError::Invalid(format!(
+                        "attribute {CAST_OUT_OF_RANGE_ATTR:?} is {mode:?}; expected \
+                         {CAST_SATURATE:?} or {CAST_INT_MIN:?}"
+                    )));
+                }
+            }
             Ok(vec![attrs.dtype("dtype")?])
         })
         .with_shape_fn(unchanged_shape),

@@ -9,7 +9,8 @@
 //!
 //! A node runs when a fetch needs one of its outputs that no feed gives, when it is an input of
 //! a node that runs (through an output that is not fed), or when it is a control input of a node
-//! that runs (unless every one of its outputs is fed). Control inputs never change a value, but
+//! that runs (unless it is a fed `Placeholder`: as in TensorFlow, feeding replaces a node's
+//! tensors, not its run). Control inputs never change a value, but
 //! a control input that fails (an unfed placeholder, an integer division by zero) fails the
 //! evaluation, as it fails a real step. Nothing else runs: an unfetched branch may hold an unfed
 //! placeholder. Graphs only grow and a node's inputs are always older than the node, so the
@@ -23,7 +24,8 @@
 //! - `Add`, `Sub`, `Mul`, `Div` broadcast like numpy. Integer `Add`, `Sub`, `Mul`, `Neg` and
 //!   `Square` wrap; integer `Div` truncates toward zero, wraps for `MIN / -1` and fails on a zero
 //!   divisor ("integer division by zero"). Float division by zero gives an infinity or NaN.
-//! - `Relu` is `max(x, 0)` (Rust's `max`, so a float NaN gives 0). `Sqrt` and `Exp` take floats.
+//! - `Relu(x)` is `0` when `x < 0` and `x` otherwise (TensorFlow's: NaN stays NaN, -0.0 stays
+//!   -0.0). `Sqrt` and `Exp` take floats.
 //! - `MatMul` takes rank-2 operands, `a [m, k] × b [k, n]` after the transposes; each output
 //!   element starts at zero and accumulates `a[i, p] * b[p, j]` in the element type in `p` order
 //!   (integers wrapping).
@@ -31,9 +33,11 @@
 //!   no `axis`, every axis; `keep_dims` keeps reduced axes as size 1. Sums start at zero and add
 //!   in the element type in row-major order (integers wrapping). `Mean` divides the sum by the
 //!   number of reduced elements (integers truncating); with no elements, a float mean is NaN and
-//!   an integer mean fails.
-//! - `Reshape` infers at most one -1; `Cast` is Rust's `as` between numeric types (saturating,
-//!   NaN to 0), `x != 0` to `bool` and 0/1 from `bool`.
+//!   an integer mean is 0 (TensorFlow's).
+//! - `Reshape` infers at most one -1 (for an empty tensor into a shape with a zero, as
+//!   TensorFlow does: the product of the input's non-zero dimensions over the shape's); `Cast` is Rust's `as` between numeric types (saturating,
+//!   NaN to 0; with `out_of_range = "int_min"`, TensorFlow's rule: a float no integer of the
+//!   type holds becomes its minimum), `x != 0` to `bool` and 0/1 from `bool`.
 //! - `RandomUniform` is [`ReferenceError::Unsupported`]: the CPU backend's ChaCha stream is not
 //!   replicated here. So is any op outside the standard set.
 
@@ -234,9 +238,12 @@ fn nodes_to_run(
     fed: &HashMap<Output, Tensor>,
     fetches: &[Output],
 ) -> Vec<bool> {
-    let fully_fed = |id: NodeId| {
+    // TensorFlow's rule: only a fed placeholder is never run.
+    let fed_placeholder = |id: NodeId| {
         let n = nodes[id.index()].num_outputs();
-        n > 0 && (0..n).all(|i| fed.contains_key(&id.output(i as u32)))
+        nodes[id.index()].op == "Placeholder"
+            && n > 0
+            && (0..n).all(|i| fed.contains_key(&id.output(i as u32)))
     };
     let mut runs = vec![false; nodes.len()];
     let mut stack: Vec<NodeId> = fetches
@@ -255,7 +262,7 @@ fn nodes_to_run(
             }
         }
         for &dep in &node.control_inputs {
-            if !fully_fed(dep) {
+            if !fed_placeholder(dep) {
                 stack.push(dep);
             }
         }
@@ -400,7 +407,15 @@ fn run_node(node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ReferenceErr
         }
         "Cast" => {
             let dtype = node.attrs.dtype("dtype").map_err(attr_error)?;
-            Ok(cast(inputs[0], dtype))
+            let mode = node.attrs.get(crate::graph::CAST_OUT_OF_RANGE_ATTR);
+            let int_min = mode
+                == Some(&crate::graph::AttrValue::Str(
+                    crate::graph::CAST_INT_MIN.into(),
+                ));
+            Ok(int_min
+                .then(|| cast_int_min(inputs[0], dtype))
+                .flatten()
+                .unwrap_or_else(|| cast(inputs[0], dtype)))
         }
         "Fill" => {
             let shape = node.attrs.ints("shape").map_err(attr_error)?;
@@ -459,7 +474,12 @@ macro_rules! float_arith {
                 -self
             }
             fn relu(self) -> Self {
-                self.max(0.0)
+                // TensorFlow's: NaN and -0.0 pass through.
+                if self < 0.0 {
+                    0.0
+                } else {
+                    self
+                }
             }
             fn from_count(n: usize) -> Self {
                 n as $t
@@ -717,11 +737,9 @@ fn reduce(x: &Tensor, axis: Option<i64>, keep_dims: bool, mean: bool) -> Result<
             acc[o] = acc[o].plus(e);
         }
         if mean {
+            // An integer mean over no elements is its sum, 0, as in TensorFlow.
             if count == 0 && !T::DTYPE.is_float() {
-                return Err(format!(
-                    "integer Mean over zero elements (shape {}, axis {axis:?})",
-                    x.shape()
-                ));
+                return tensor(out_dims, acc);
             }
             let c = T::from_count(count);
             for a in &mut acc {
@@ -757,14 +775,66 @@ fn reshape(x: &Tensor, spec: &[i64]) -> Result<Tensor, String> {
         .map(|&d| usize::try_from(d).unwrap_or(0))
         .collect();
     if let Some(i) = inferred {
-        if known == 0 || total % known != 0 {
-            return Err(mismatch());
+        if known == 0 {
+            // TensorFlow's rule for an empty tensor into a shape with a zero: the
+            // product of the input's non-zero dimensions over the shape's.
+            if total != 0 {
+                return Err(mismatch());
+            }
+            let nonzero = |it: &mut dyn Iterator<Item = usize>| -> Option<usize> {
+                it.filter(|&d| d != 0)
+                    .try_fold(1usize, |a, d| a.checked_mul(d))
+            };
+            let have = nonzero(&mut x.dims().iter().copied()).ok_or_else(mismatch)?;
+            let per = nonzero(&mut dims.iter().copied()).ok_or_else(mismatch)?;
+            dims[i] = have / per;
+        } else {
+            if total % known != 0 {
+                return Err(mismatch());
+            }
+            dims[i] = total / known;
         }
-        dims[i] = total / known;
     } else if known != total {
         return Err(mismatch());
     }
     x.reshape(dims).map_err(|e| e.to_string())
+}
+
+/// A float-to-integer `Cast` by TensorFlow's rule (`out_of_range = "int_min"`): the value
+/// truncated when some integer of the type holds it, else the type's minimum. `None` for
+/// other dtype pairs (the plain rule applies).
+fn cast_int_min(x: &Tensor, to: DType) -> Option<Tensor> {
+    let values: Vec<f64> = match x.storage() {
+        Storage::F32(v) => v.iter().map(|&e| f64::from(e)).collect(),
+        Storage::F64(v) => v.clone(),
+        _ => return None,
+    };
+    let bits = match to {
+        DType::I32 => 31,
+        DType::I64 => 63,
+        _ => return None,
+    };
+    let limit = 2f64.powi(bits);
+    let held = |e: f64| {
+        let t = e.trunc();
+        (t >= -limit && t < limit).then_some(t)
+    };
+    let storage = if to == DType::I32 {
+        Storage::I32(
+            values
+                .iter()
+                .map(|&e| held(e).map_or(i32::MIN, |t| t as i32))
+                .collect(),
+        )
+    } else {
+        Storage::I64(
+            values
+                .iter()
+                .map(|&e| held(e).map_or(i64::MIN, |t| t as i64))
+                .collect(),
+        )
+    };
+    Tensor::from_storage(x.shape().clone(), storage).ok()
 }
 
 fn cast(x: &Tensor, to: DType) -> Tensor {
@@ -794,9 +864,9 @@ fn cast(x: &Tensor, to: DType) -> Tensor {
 }
 
 fn fill(value: &Tensor, spec: &[i64]) -> Result<Tensor, String> {
-    if value.num_elements() != 1 {
+    if value.num_elements() != 1 || value.shape().rank() > 1 {
         return Err(format!(
-            "Fill needs a one-element value, got shape {}",
+            "Fill needs a scalar value, got shape {}",
             value.shape()
         ));
     }
@@ -1005,8 +1075,11 @@ mod tests {
         assert_eq!(eval1(&g, g.sqrt(x)?)?, Tensor::from(vec![0.0f32, 1.0, 2.0]));
         let e = eval1(&g, g.exp(x)?)?.to_vec::<f32>()?;
         assert_eq!(e, vec![1.0f32, 1.0f32.exp(), 4.0f32.exp()]);
-        let y = g.constant(vec![-1.5f32, f32::NAN, 2.5])?;
-        assert_eq!(eval1(&g, g.relu(y)?)?, Tensor::from(vec![0.0f32, 0.0, 2.5]));
+        // TensorFlow 2.21's Relu: NaN stays NaN, -0.0 stays -0.0.
+        let y = g.constant(vec![-1.5f32, f32::NAN, 2.5, -0.0])?;
+        let r = eval1(&g, g.relu(y)?)?.to_vec::<f32>()?;
+        assert!(r[1].is_nan() && r[3].is_sign_negative(), "{r:?}");
+        assert_eq!([r[0], r[2], r[3]], [0.0, 2.5, 0.0]);
         let z = g.constant(vec![-3i64, 0, 7])?;
         assert_eq!(eval1(&g, g.relu(z)?)?, Tensor::from(vec![0i64, 0, 7]));
         Ok(())
@@ -1162,8 +1235,10 @@ mod tests {
             Tensor::scalar(0.0f64)
         );
         let empty_i = g.constant(t(&[0], Vec::<i64>::new()))?;
-        let e = op_reason(eval1(&g, g.mean(empty_i, None, false)?).unwrap_err());
-        assert!(e.contains("zero elements"), "{e}");
+        assert_eq!(
+            eval1(&g, g.mean(empty_i, None, false)?)?,
+            Tensor::scalar(0i64)
+        );
         Ok(())
     }
 
@@ -1188,6 +1263,53 @@ mod tests {
         assert!(e.contains("cannot reshape"), "{e}");
         let s = g.constant(5i32)?;
         assert_eq!(eval1(&g, g.reshape(s, &[1, 1])?)?, t(&[1, 1], vec![5i32]));
+        Ok(())
+    }
+
+    #[test]
+    fn cast_int_min_is_tensorflows_rule() -> TestResult {
+        // TensorFlow 2.21 on x86: [nan, inf, -inf, 1e20, -1e20, 3e9, -3e9, 300, -1.5, 2.7,
+        // -0.0] to int32 and int64.
+        let g = Graph::new();
+        let v = vec![
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e20,
+            -1e20,
+            3e9,
+            -3e9,
+            300.0,
+            -1.5,
+            2.7,
+            -0.0,
+        ];
+        let x = g.constant(v.clone())?;
+        let x32 = g.constant(v.iter().map(|&e| e as f32).collect::<Vec<_>>())?;
+        let cast = |x, to| {
+            g.op("Cast")
+                .input(x)
+                .attr("dtype", to)
+                .attr(
+                    crate::graph::CAST_OUT_OF_RANGE_ATTR,
+                    crate::graph::CAST_INT_MIN,
+                )
+                .build_output()
+        };
+        let m = i32::MIN;
+        let want32 = vec![m, m, m, m, m, m, m, 300, -1, 2, 0];
+        assert_eq!(
+            eval1(&g, cast(x, DType::I32)?)?,
+            Tensor::from(want32.clone())
+        );
+        assert_eq!(eval1(&g, cast(x32, DType::I32)?)?, Tensor::from(want32));
+        let m = i64::MIN;
+        let want64 = vec![m, m, m, m, m, 3_000_000_000, -3_000_000_000, 300, -1, 2, 0];
+        assert_eq!(
+            eval1(&g, cast(x, DType::I64)?)?,
+            Tensor::from(want64.clone())
+        );
+        assert_eq!(eval1(&g, cast(x32, DType::I64)?)?, Tensor::from(want64));
         Ok(())
     }
 
@@ -1236,10 +1358,10 @@ mod tests {
         assert_eq!(eval1(&g, g.fill(&[3], one)?)?, Tensor::from(vec![7i64; 3]));
         let two = g.constant(vec![1i64, 2])?;
         let e = shape_error(g.fill(&[3], two));
-        assert!(e.contains("one-element value, got shape [2]"), "{e}");
+        assert!(e.contains("scalar value, got shape [2]"), "{e}");
         let (p, feed) = unshaped(&g, Tensor::from(vec![1i64, 2]))?;
         let e = op_reason(eval_fed(&g, g.fill(&[3], p)?, &[feed]).unwrap_err());
-        assert!(e.contains("one-element"), "{e}");
+        assert!(e.contains("scalar value"), "{e}");
         let x = g.constant(t(&[2, 1], vec![3i32, 4]))?;
         assert_eq!(eval1(&g, g.zeros_like(x)?)?, t(&[2, 1], vec![0i32, 0]));
         Ok(())

@@ -6,7 +6,7 @@
 //!
 //! Each output element sums its inputs in increasing index order, in the element type
 //! (integers wrap). `Mean` is that sum divided by the count; integer means truncate, and
-//! an integer mean over zero elements fails, where a float one is NaN.
+//! an integer mean over zero elements is 0 (TensorFlow's), where a float one is NaN.
 
 use std::marker::PhantomData;
 
@@ -77,11 +77,10 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
         };
         if MEAN {
             let divisor = T::from_count(count);
+            // An integer mean over no elements is its sum, 0, as in TensorFlow.
             if T::IS_INT && count == 0 {
-                return Err(KernelError::InvalidArgument(format!(
-                    "Mean of an integer tensor over zero elements (shape {})",
-                    x.shape()
-                )));
+                ctx.push_output(Tensor::from_vec(shape, out)?);
+                return Ok(());
             }
             if T::IS_INT && usize::try_from(divisor.to_i64()) != Ok(count) {
                 return Err(KernelError::InvalidArgument(format!(

@@ -4,12 +4,15 @@
 //! - `Reshape` (attribute `shape`, ints, at most one -1 which is inferred) shares the
 //!   input's buffer under the new shape; the element counts must match.
 //! - `Cast` (attribute `dtype`) converts with Rust's `as` between numeric types (floats
-//!   to integers saturate, NaN becomes 0); a number becomes `bool` as `x != 0` (so NaN is
+//!   to integers saturate, NaN becomes 0; with `out_of_range = "int_min"`, TensorFlow's
+//!   rule: NaN, infinities and out-of-range values become the integer minimum); a number becomes `bool` as `x != 0` (so NaN is
 //!   `true`), and a `bool` becomes 0 or 1. A cast to the input's own dtype shares its
 //!   buffer.
-//! - `Fill` (attribute `shape`, ints, all known) repeats the one element of input 0.
+//! - `Fill` (attribute `shape`, ints, all known) repeats input 0, a scalar or (as
+//!   TensorFlow accepts) a vector of one element.
 //! - `ZerosLike` gives zeros (or `false`s) of the input's shape and dtype.
 
+use magpie_core::graph::{CAST_INT_MIN, CAST_OUT_OF_RANGE_ATTR};
 use magpie_core::kernel::KernelInit;
 use magpie_core::shape_fn::reshape_target;
 use magpie_core::tensor::{Storage, StorageElement};
@@ -125,12 +128,49 @@ fn cast_fn(from: DType, to: DType) -> CastFn {
     }
 }
 
+/// TensorFlow's float-to-integer conversion on x86: truncation toward zero, and the
+/// integer type's minimum for NaN, the infinities and values out of range.
+macro_rules! int_min_cast {
+    ($name:ident, $f:ty => $i:ty) => {
+        fn $name(x: &Tensor, place: &Place) -> Result<Tensor, KernelError> {
+            // 2^(bits - 1), exact in every float type.
+            const LIMIT: $f = -(<$i>::MIN as $f);
+            let src = x.as_slice::<$f>()?;
+            let mut out = output::<$i>(src.len(), place)?;
+            out.buf.extend(src.iter().map(|&v| {
+                let t = v.trunc();
+                // NaN is in no range.
+                if (-LIMIT..LIMIT).contains(&t) {
+                    t as $i
+                } else {
+                    <$i>::MIN
+                }
+            }));
+            out.into_tensor(x.shape())
+        }
+    };
+}
+int_min_cast!(f32_to_i32, f32 => i32);
+int_min_cast!(f32_to_i64, f32 => i64);
+int_min_cast!(f64_to_i32, f64 => i32);
+int_min_cast!(f64_to_i64, f64 => i64);
+
 fn cast_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
-    let to = init.node.attrs.dtype("dtype")?;
+    let a = &init.node.attrs;
+    let to = a.dtype("dtype")?;
     let from = input_dtype(init, 0)?;
+    let int_min =
+        a.contains(CAST_OUT_OF_RANGE_ATTR) && a.string(CAST_OUT_OF_RANGE_ATTR)? == CAST_INT_MIN;
+    let convert: CastFn = match (int_min, from, to) {
+        (true, DType::F32, DType::I32) => f32_to_i32,
+        (true, DType::F32, DType::I64) => f32_to_i64,
+        (true, DType::F64, DType::I32) => f64_to_i32,
+        (true, DType::F64, DType::I64) => f64_to_i64,
+        _ => cast_fn(from, to),
+    };
     sync(CastKernel {
         to,
-        convert: cast_fn(from, to),
+        convert,
         place: Place::of(init),
     })
 }
@@ -172,7 +212,7 @@ struct FillKernel {
 
 fn fill<T: StorageElement>(v: &[T], shape: &Shape, place: &Place) -> Result<Tensor, KernelError> {
     let first = *v.first().ok_or_else(|| {
-        KernelError::InvalidArgument("Fill needs a one-element value, got none".into())
+        KernelError::InvalidArgument("Fill needs a scalar value, got none".into())
     })?;
     filled(shape.num_elements(), first, place)?.into_tensor(shape)
 }
@@ -180,9 +220,9 @@ fn fill<T: StorageElement>(v: &[T], shape: &Shape, place: &Place) -> Result<Tens
 impl Kernel for FillKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let value = ctx.input(0);
-        if value.num_elements() != 1 {
+        if value.num_elements() != 1 || value.shape().rank() > 1 {
             return Err(KernelError::InvalidArgument(format!(
-                "Fill needs a one-element value, got shape {}",
+                "Fill needs a scalar value, got shape {}",
                 value.shape()
             )));
         }

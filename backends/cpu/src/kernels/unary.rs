@@ -1,8 +1,8 @@
 //! Elementwise unary math: `Neg`, `Square`, `Relu` (`f32`, `f64`, `i32`, `i64`) and
 //! `Sqrt`, `Exp` (`f32`, `f64`).
 //!
-//! `Neg` and `Square` wrap for integers. `Relu(x)` is `x` when `x > 0` and `0` otherwise,
-//! so `Relu(NaN)` and `Relu(-0.0)` are `+0.0`. `Sqrt` of a negative float is NaN.
+//! `Neg` and `Square` wrap for integers. `Relu(x)` is `0` when `x < 0` and `x` otherwise,
+//! as in TensorFlow: `Relu(NaN)` is NaN and `Relu(-0.0)` is `-0.0`. `Sqrt` of a negative float is NaN.
 //!
 //! When the context holds the only reference to the input, its buffer becomes the output.
 
@@ -55,10 +55,12 @@ impl<T: Arith> UnaryOp<T> for SquareOp {
 impl<T: Arith> UnaryOp<T> for ReluOp {
     #[inline(always)]
     fn apply(x: T) -> T {
-        if x > T::ZERO {
-            x
-        } else {
+        // TensorFlow's `max(x, 0)`: only what compares below zero becomes zero, so NaN
+        // and -0.0 pass through.
+        if x < T::ZERO {
             T::ZERO
+        } else {
+            x
         }
     }
 }

@@ -56,15 +56,32 @@ fn reshape_element_mismatch_names_both_shapes() {
         e,
         "invalid argument: cannot reshape a tensor of shape [2, 3] (6 elements) into shape [4, -1]"
     );
-    // A graph rejects this shape at build; the kernel rejects it too.
+    // A non-empty tensor cannot go into a shape with a zero.
     let e = run_err(
         &raw_node("Reshape", &[("shape", AttrValue::Ints(vec![0, -1]))]),
-        vec![typed(DType::F32, &[0], &[])],
+        vec![typed(DType::F32, &[3], &[1, 2, 3])],
     );
     assert_eq!(
         e,
-        "invalid argument: cannot reshape a tensor of shape [0] (0 elements) into shape [0, -1]"
+        "invalid argument: cannot reshape a tensor of shape [3] (3 elements) into shape [0, -1]"
     );
+}
+
+#[test]
+fn reshape_of_empty_tensors_infers_as_tensorflow_does() {
+    // TensorFlow 2.21: the inferred dimension of an empty tensor reshaped into a shape with
+    // a zero is the product of the input's non-zero dimensions over the shape's.
+    for (input, spec, want) in [
+        (&[0][..], &[0, -1][..], &[0, 1][..]),
+        (&[0, 3], &[-1, 0], &[3, 0]),
+        (&[0, 3], &[3, -1], &[3, 0]),
+        (&[0, 6], &[0, -1, 2], &[0, 3, 2]),
+        (&[2, 0], &[-1, 0, 5], &[0, 0, 5]),
+    ] {
+        let node = raw_node("Reshape", &[("shape", AttrValue::Ints(spec.to_vec()))]);
+        let out = run1(&node, vec![typed(DType::F32, input, &[])]);
+        assert_eq!(out.dims(), want, "{input:?} into {spec:?}");
+    }
 }
 
 fn cast_node(from: DType, to: DType) -> Arc<Node> {
@@ -89,6 +106,63 @@ fn cast_between_every_pair_of_dtypes() {
             assert_eq!(out.shares_buffer_with(&x), from == to, "{from} -> {to}");
         }
     }
+}
+
+#[test]
+fn cast_int_min_gives_tensorflows_values() {
+    // TensorFlow 2.21 on x86, float32 and float64 sources alike.
+    let v = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e20,
+        -1e20,
+        3e9,
+        -3e9,
+        300.0,
+        -1.5,
+        2.7,
+        255.9,
+        -0.0,
+    ];
+    let (m32, m64) = (i32::MIN, i64::MIN);
+    let want32 = [m32, m32, m32, m32, m32, m32, m32, 300, -1, 2, 255, 0];
+    let want64 = [
+        m64,
+        m64,
+        m64,
+        m64,
+        m64,
+        3_000_000_000,
+        -3_000_000_000,
+        300,
+        -1,
+        2,
+        255,
+        0,
+    ];
+    let node = |from, to| {
+        op_node(
+            "Cast",
+            from,
+            1,
+            &[
+                ("dtype", AttrValue::DType(to)),
+                ("out_of_range", AttrValue::Str("int_min".into())),
+            ],
+        )
+    };
+    let x64 = Tensor::from(v.to_vec());
+    let x32 = Tensor::from(v.iter().map(|&e| e as f32).collect::<Vec<_>>());
+    for (from, x) in [(DType::F64, &x64), (DType::F32, &x32)] {
+        let out = run1(&node(from, DType::I32), vec![x.clone()]);
+        assert_eq!(out.as_slice::<i32>().unwrap(), &want32, "{from}");
+        let out = run1(&node(from, DType::I64), vec![x.clone()]);
+        assert_eq!(out.as_slice::<i64>().unwrap(), &want64, "{from}");
+    }
+    // Other pairs keep the plain rule.
+    let out = run1(&node(DType::F32, DType::Bool), vec![x32]);
+    assert!(out.as_slice::<bool>().unwrap()[0]);
 }
 
 #[test]
@@ -135,7 +209,7 @@ fn fill_repeats_the_value_on_every_dtype() {
     for dtype in ALL {
         for (dims, n) in [(&[2, 3][..], 6), (&[], 1), (&[0, 4], 0), (&[1023], 1023)] {
             let node = fill_node(dtype, dims);
-            for value in [typed(dtype, &[], &[1]), typed(dtype, &[1, 1], &[1])] {
+            for value in [typed(dtype, &[], &[1]), typed(dtype, &[1], &[1])] {
                 let out = run1(&node, vec![value]);
                 assert_eq!(out.dtype(), dtype);
                 assert_eq!(
@@ -153,11 +227,16 @@ fn fill_errors() {
     let node = fill_node(DType::I32, &[2]);
     assert_eq!(
         run_err(&node, vec![typed(DType::I32, &[2], &[1, 2])]),
-        "invalid argument: Fill needs a one-element value, got shape [2]"
+        "invalid argument: Fill needs a scalar value, got shape [2]"
     );
     assert_eq!(
         run_err(&node, vec![typed(DType::I32, &[0], &[])]),
-        "invalid argument: Fill needs a one-element value, got shape [0]"
+        "invalid argument: Fill needs a scalar value, got shape [0]"
+    );
+    // TensorFlow 2.21 takes a scalar or a one-element vector, not a [1, 1] value.
+    assert_eq!(
+        run_err(&node, vec![typed(DType::I32, &[1, 1], &[7])]),
+        "invalid argument: Fill needs a scalar value, got shape [1, 1]"
     );
     // A graph rejects this shape at build; the kernel rejects it too.
     let node = raw_node("Fill", &[("shape", AttrValue::Ints(vec![-1, 2]))]);

@@ -78,15 +78,30 @@ fn integer_neg_and_square_wrap() {
 }
 
 #[test]
-fn relu_of_nan_and_negative_zero_is_zero() {
+fn relu_passes_nan_and_negative_zero_through_as_tensorflow_does() {
+    // TensorFlow 2.21: relu([nan, -nan, -0.0, -1.5, 2.5, -inf, inf]) is
+    // [nan, nan, -0.0, 0.0, 2.5, 0.0, inf].
     let relu = op_node("Relu", DType::F32, 1, &[]);
     let out = run1(
         &relu,
-        vec![Tensor::from(vec![f32::NAN, -0.0, -1.5, 2.5, f32::INFINITY])],
+        vec![Tensor::from(vec![
+            f32::NAN,
+            -f32::NAN,
+            -0.0,
+            -1.5,
+            2.5,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        ])],
     );
     let v = out.as_slice::<f32>().unwrap();
-    assert_eq!(v, &[0.0, 0.0, 0.0, 2.5, f32::INFINITY]);
-    assert!(v[..2].iter().all(|x| x.is_sign_positive()));
+    assert!(v[0].is_nan() && v[1].is_nan(), "{v:?}");
+    assert_eq!(&v[2..], &[0.0, 0.0, 2.5, 0.0, f32::INFINITY]);
+    assert!(v[2].is_sign_negative() && v[3].is_sign_positive());
+    let relu = op_node("Relu", DType::F64, 1, &[]);
+    let out = run1(&relu, vec![Tensor::from(vec![f64::NAN, -1.0, 2.0])]);
+    let v = out.as_slice::<f64>().unwrap();
+    assert!(v[0].is_nan() && v[1..] == [0.0, 2.0], "{v:?}");
 }
 
 #[test]

@@ -90,9 +90,9 @@ struct Fill {
 impl Launch for Fill {
     fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
         let value = &inputs[0];
-        if value.num_elements() != 1 {
+        if value.num_elements() != 1 || value.shape().rank() > 1 {
             return Err(KernelError::InvalidArgument(format!(
-                "Fill needs a one-element value, got shape {}",
+                "Fill needs a scalar value, got shape {}",
                 value.shape()
             )));
         }

@@ -139,3 +139,25 @@ fn sources_and_shape_ops_match_the_reference() {
         },
     );
 }
+
+#[test]
+fn relu_passes_nan_and_negative_zero_through_as_tensorflow_does() {
+    let Some(gpu) = gpu() else { return };
+    let x = magpie_core::Tensor::from(vec![f32::NAN, -0.0, -1.5, 2.5, f32::NEG_INFINITY]);
+    check_against_reference(&gpu, "Relu of NaN", std::slice::from_ref(&x), |g, x| {
+        g.op("Relu").input(x[0]).build_output()
+    });
+    let g = magpie_core::Graph::new();
+    let p = g.placeholder(magpie_core::DType::F32, None).unwrap();
+    let y = g.device(&gpu.name().to_string(), |g| g.relu(p)).unwrap();
+    let got = super::common::gpu_session(&g, &gpu)
+        .run(&[(p, x)], &[y], &[])
+        .unwrap()
+        .remove(0)
+        .to_vec::<f32>()
+        .unwrap();
+    // TensorFlow 2.21: [nan, -0.0, 0.0, 2.5, 0.0].
+    assert!(got[0].is_nan(), "{got:?}");
+    assert_eq!(&got[1..], &[0.0, 0.0, 2.5, 0.0]);
+    assert!(got[1].is_sign_negative(), "{got:?}");
+}

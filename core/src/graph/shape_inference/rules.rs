@@ -168,8 +168,26 @@ pub fn reshape(input: &PartialShape, spec: &[i64]) -> Result<PartialShape, Shape
         .fold(Count::ONE, Count::times);
     let mut dims: SmallVec<[Option<usize>; 4]> = spec.iter().map(|d| dim(*d)).collect();
     if let Some(slot) = spec.iter().position(|d| *d == -1) {
-        // The inferred dimension is total / wanted, which must divide evenly.
+        // The inferred dimension is total / wanted, which must divide evenly. An empty
+        // input into a spec with a zero is TensorFlow's case: the inferred dimension is
+        // the product of the input's non-zero dimensions over the spec's, rounded down
+        // (`[0, 3]` into `[-1, 0]` is `[3, 0]`).
         let inferred = match (total, wanted) {
+            (Some(Count::Exact(0)), Count::Exact(0)) => {
+                let nonzero = |dims: &mut dyn Iterator<Item = usize>| {
+                    dims.filter(|d| *d != 0).fold(Count::ONE, Count::times)
+                };
+                let have = nonzero(&mut input.dims().unwrap_or_default().iter().flatten().copied());
+                let per = nonzero(&mut spec.iter().filter_map(|d| dim(*d)));
+                match (have, per) {
+                    (Count::Exact(h), Count::Exact(p)) if p > 0 => {
+                        Some(usize::try_from(h / p).map_err(|_| fail())?)
+                    }
+                    _ => None,
+                }
+            }
+            // An input of unknown size may turn out empty.
+            (None, Count::Exact(0)) => None,
             (_, Count::Exact(0)) => return Err(fail()),
             (Some(Count::Exact(0)), _) => Some(0),
             (Some(Count::Exact(n)), Count::Exact(w)) if n % w == 0 => {
@@ -233,15 +251,16 @@ pub fn reduce(
     }
 }
 
-/// Checks the value of a `Fill`: it must hold exactly one element.
+/// Checks the value of a `Fill`: a scalar, or (as TensorFlow accepts) a vector of one
+/// element.
 ///
 /// # Errors
-/// A known dimension other than 1.
+/// A known rank above 1, or a known dimension other than 1.
 pub fn fill_value(value: &PartialShape) -> Result<(), ShapeError> {
     let dims = value.dims().unwrap_or_default();
-    if dims.iter().flatten().any(|d| *d != 1) {
+    if dims.len() > 1 || dims.iter().flatten().any(|d| *d != 1) {
         return Err(ShapeError::new(format!(
-            "Fill needs a one-element value, got shape {value}"
+            "Fill needs a scalar value, got shape {value}"
         )));
     }
     Ok(())
@@ -336,8 +355,33 @@ mod tests {
         assert!(reshape(&s, &[5, 2]).is_err());
         assert!(reshape(&s, &[-1, -1]).is_err());
         assert!(reshape(&s, &[-2, 6]).is_err());
-        assert!(reshape(&k(&[0]), &[0, -1]).is_err());
+        assert!(reshape(&k(&[3]), &[0, -1]).is_err());
         assert_eq!(reshape(&k(&[0, 4]), &[2, -1]).unwrap(), k(&[2, 0]));
+        // An empty tensor into a shape with a zero, as TensorFlow 2.21 infers it.
+        for (input, spec, want) in [
+            (&[0][..], &[-1][..], &[0][..]),
+            (&[0, 3], &[-1, 3], &[0, 3]),
+            (&[0, 3], &[0, -1], &[0, 3]),
+            (&[0, 3], &[3, -1], &[3, 0]),
+            (&[0, 3], &[-1, 0], &[3, 0]),
+            (&[0], &[2, -1], &[2, 0]),
+            (&[0, 6], &[0, -1, 2], &[0, 3, 2]),
+            (&[0, 3], &[0, -1, 2], &[0, 1, 2]),
+            (&[0, 4, 0], &[0, -1], &[0, 4]),
+            (&[0, 4, 0], &[-1, 2, 0], &[2, 2, 0]),
+            (&[2, 0], &[-1, 0, 5], &[0, 0, 5]),
+            (&[0], &[-1, 0], &[1, 0]),
+            (&[0, 3], &[2, -1, 0], &[2, 1, 0]),
+            (&[0, 3], &[0, 0, -1], &[0, 0, 3]),
+            (&[0], &[0, -1], &[0, 1]),
+            (&[0, 3], &[4, -1], &[4, 0]),
+        ] {
+            assert_eq!(
+                reshape(&k(input), spec).unwrap(),
+                k(want),
+                "{input:?} {spec:?}"
+            );
+        }
         // Counts beyond usize never wrap into a match.
         let huge = (1i64 << 62) + 1;
         assert!(reshape(&k(&[4]), &[4, huge]).is_err());
@@ -364,7 +408,11 @@ mod tests {
             p(&[U, Some(2)])
         );
         assert_eq!(reshape(&PartialShape::unknown(), &[7]).unwrap(), k(&[7]));
-        assert!(reshape(&PartialShape::unknown(), &[0, -1]).is_err());
+        // The input may turn out empty: TensorFlow's rule then decides at run time.
+        assert_eq!(
+            reshape(&PartialShape::unknown(), &[0, -1]).unwrap(),
+            p(&[Some(0), U])
+        );
     }
 
     #[test]
@@ -395,14 +443,13 @@ mod tests {
     #[test]
     fn fill_values_hold_one_element() {
         assert!(fill_value(&k(&[])).is_ok());
-        assert!(fill_value(&k(&[1, 1])).is_ok());
+        assert!(fill_value(&k(&[1])).is_ok());
         assert!(fill_value(&p(&[U])).is_ok());
+        // TensorFlow takes a scalar or a one-element vector, nothing of higher rank.
+        assert!(fill_value(&k(&[1, 1])).is_err());
         assert!(fill_value(&PartialShape::unknown()).is_ok());
         let e = fill_value(&p(&[U, Some(2)])).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Fill needs a one-element value, got shape [?, 2]"
-        );
+        assert_eq!(e.to_string(), "Fill needs a scalar value, got shape [?, 2]");
     }
 
     #[test]

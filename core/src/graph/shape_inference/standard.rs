@@ -71,7 +71,7 @@ pub(crate) fn reshape(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, O
     )?])
 }
 
-/// `Fill`: the `shape` attribute; the value must hold one element.
+/// `Fill`: the `shape` attribute; the value must be a scalar or a one-element vector.
 pub(crate) fn fill(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
     rules::fill_value(&ctx.input(0))?;
     let shape = rules::known_dims(ctx.op(), "shape", &ctx.attrs().ints("shape")?)?;

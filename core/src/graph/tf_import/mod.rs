@@ -7,12 +7,15 @@
 //! (`variables.rs`) and ops (`ops.rs`) into Magpie's, keeping every TensorFlow node's
 //! name so that fetches such as `"loss:0"` and targets such as `"train"` resolve
 //! unchanged. Nodes the translation adds are named under the node they serve, with a
-//! `/_magpie_` infix, and never clash with a TensorFlow name.
+//! `/_magpie_` infix, and never clash with a TensorFlow name. Last, where Magpie's own
+//! numerics keep a rule of their own, the nodes get TensorFlow's (`semantics.rs`; the
+//! cases and decisions are in `docs/tensorflow-semantics.md`).
 //!
 //! An op with no translation and no Magpie definition is an error naming op and node
 //! (`GraphError::UnknownOp`), never a crash.
 
 mod ops;
+mod semantics;
 mod variables;
 
 use super::builder::Graph;
@@ -30,6 +33,7 @@ pub fn translate(def: &GraphDef, existing: &Graph) -> Result<GraphDef, GraphErro
     let mut out = def.clone();
     variables::rewrite(&mut out, existing)?;
     ops::rewrite(&mut out, existing)?;
+    semantics::rewrite(&mut out);
     Ok(out)
 }
 
