@@ -11,6 +11,7 @@ mod op_def;
 mod ops;
 pub mod shape_inference;
 mod std_ops;
+mod tf_ops;
 pub mod tf_import;
 
 pub use attr::{AttrError, AttrValue, Attrs};

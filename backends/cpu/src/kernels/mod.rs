@@ -10,13 +10,20 @@
 //! `store` (streaming stores for outputs larger than the cache). Numpy broadcasting as
 //! strided rows is core's [`BroadcastLayout`](magpie_core::tensor::BroadcastLayout).
 
+mod add_n;
 mod binary;
+mod dims;
+mod gather;
+mod grad_args;
 mod matmul;
+mod nn;
 mod numeric;
 mod parallel;
 mod reduce;
+mod reduce_axes;
 mod shape_ops;
 mod source;
+mod stack;
 mod store;
 mod support;
 mod unary;
@@ -32,6 +39,13 @@ pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
         matmul::KERNELS,
         reduce::KERNELS,
         shape_ops::KERNELS,
+        reduce_axes::KERNELS,
+        dims::KERNELS,
+        stack::KERNELS,
+        gather::KERNELS,
+        nn::KERNELS,
+        add_n::KERNELS,
+        grad_args::KERNELS,
     ]
     .into_iter()
     .flatten()

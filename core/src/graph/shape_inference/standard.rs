@@ -55,8 +55,16 @@ pub(crate) fn matmul(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, Op
     Ok(vec![dims.shape()])
 }
 
-/// `Sum`, `Mean`: the input without (or with a 1 at) the reduced axis.
+/// `Sum`, `Mean`, `Prod`: the input without (or with a 1 at) the reduced axis. With the
+/// axes as input 1 (TensorFlow's form) only the rank is known, and only with `keep_dims`.
 pub(crate) fn reduction(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        let keep_dims = ctx.attrs().bool_or("keep_dims", false)?;
+        return Ok(vec![match ctx.input(0).rank() {
+            Some(rank) if keep_dims => PartialShape::unknown_dims(rank),
+            _ => PartialShape::unknown(),
+        }]);
+    }
     let axis = ctx.attrs().opt_int("axis")?;
     let keep_dims = ctx.attrs().bool_or("keep_dims", false)?;
     let (shape, _) = rules::reduce(ctx.op(), &ctx.input(0), axis, keep_dims)?;
@@ -64,15 +72,30 @@ pub(crate) fn reduction(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>,
 }
 
 /// `Reshape`: the `shape` attribute, its -1 inferred when the element count is known.
+/// With the shape as input 1 (TensorFlow's form), the rank when that input's length is
+/// known.
 pub(crate) fn reshape(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        return Ok(vec![rank_from_length(&ctx.input(1))]);
+    }
     Ok(vec![rules::reshape(
         &ctx.input(0),
         &ctx.attrs().ints("shape")?,
     )?])
 }
 
-/// `Fill`: the `shape` attribute; the value must hold one element.
+/// `Fill`: the `shape` attribute; the value must hold one element. TensorFlow's form,
+/// `Fill(dims, value)`: the value must be a scalar, and the rank is the length of `dims`.
 pub(crate) fn fill(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        let value = ctx.input(1);
+        if value.rank().is_some_and(|r| r != 0) {
+            return Err(OpDefError::Shape(super::ShapeError::new(format!(
+                "Fill needs a scalar value, got shape {value}"
+            ))));
+        }
+        return Ok(vec![rank_from_length(&ctx.input(0))]);
+    }
     rules::fill_value(&ctx.input(0))?;
     let shape = rules::known_dims(ctx.op(), "shape", &ctx.attrs().ints("shape")?)?;
     Ok(vec![PartialShape::from(shape)])
@@ -82,4 +105,13 @@ pub(crate) fn fill(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDe
 pub(crate) fn random(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
     let shape = rules::known_dims(ctx.op(), "shape", &ctx.attrs().ints("shape")?)?;
     Ok(vec![PartialShape::from(shape)])
+}
+
+/// A shape of unknown dimensions whose rank is the length of `vector` (a shape tensor),
+/// when that length is known; unknown otherwise.
+pub(crate) fn rank_from_length(vector: &PartialShape) -> PartialShape {
+    match vector.dims() {
+        Some([Some(n)]) => PartialShape::unknown_dims(*n),
+        _ => PartialShape::unknown(),
+    }
 }
