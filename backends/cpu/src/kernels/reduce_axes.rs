@@ -1,6 +1,6 @@
 //! Reductions over a set of axes given as a tensor, TensorFlow's form: `Sum`, `Mean` and
 //! `Prod` with input 1 the axes (a scalar or a vector of `i32`/`i64`; negative counts
-//! from the end; repeats allowed; empty: nothing reduced). `Prod` also takes Magpie's
+//! from the end; each dimension at most once; empty: nothing reduced). `Prod` also takes Magpie's
 //! one-input form (attribute `axis`, absent for every axis). `keep_dims` keeps reduced
 //! axes with size 1. Dtypes: `f32`, `f64`, `i32`, `i64`.
 //!
@@ -87,7 +87,13 @@ impl<T: Arith> Kernel for AxesKernel<T> {
         }
         let mut reduced = vec![false; dims.len()];
         for &a in &axes {
-            reduced[normalize_axis(&op, a, dims.len())?] = true;
+            let at = normalize_axis(&op, a, dims.len())?;
+            if reduced[at] {
+                return Err(KernelError::InvalidArgument(format!(
+                    "{op}: the axes {axes:?} name dimension {at} twice"
+                )));
+            }
+            reduced[at] = true;
         }
         let data = operand::<T>(&op, 0, x)?;
         let out_dims: Vec<usize> = dims

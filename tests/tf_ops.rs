@@ -1,0 +1,271 @@
+//! TensorFlow's ops on Magpie against TensorFlow's own values.
+//!
+//! `tests/fixtures/tf_ops.json` (written by `scripts/tf_op_fixtures.py` with TensorFlow
+//! 2.21) holds, per case, the inputs, the op's NodeDef as TensorFlow wrote it and
+//! TensorFlow's outputs or refusal. Each case becomes a TensorFlow-style GraphDef (a
+//! `Const` per input, then the node), imported with `Graph::import_tensorflow` and run in
+//! a local session on the CPU: every output must match in dtype, shape and values (within
+//! 1e-6 relative), and a case TensorFlow refuses must fail on Magpie too (at import or at
+//! run), never panic.
+//!
+//! `tests/fixtures/tf_mlp.json` is the whole forward and backward GraphDef of a 2-layer
+//! MLP (dense, relu, softmax cross-entropy, mean loss) with TensorFlow's loss and
+//! gradients for fixed weights and inputs.
+
+use magpie::{DType, Graph, Output, Tensor};
+use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
+use serde_json::Value;
+
+/// The largest difference allowed between Magpie's and TensorFlow's values, relative to
+/// TensorFlow's (with a floor for values near zero, which accumulated rounding reaches).
+const RELATIVE: f64 = 1e-6;
+const ABSOLUTE_NEAR_ZERO: f64 = 1e-7;
+
+fn dtype(s: &str) -> DType {
+    match s {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        "i32" => DType::I32,
+        "i64" => DType::I64,
+        "bool" => DType::Bool,
+        other => panic!("fixture dtype {other}"),
+    }
+}
+
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::String(s) if s == "nan" => f64::NAN,
+        Value::String(s) if s == "inf" => f64::INFINITY,
+        Value::String(s) if s == "-inf" => f64::NEG_INFINITY,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        v => v.as_f64().expect("a number"),
+    }
+}
+
+fn dims(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .expect("a shape")
+        .iter()
+        .map(|d| d.as_u64().expect("a dimension") as usize)
+        .collect()
+}
+
+/// A fixture tensor `{dtype, shape, values}` as a Magpie tensor.
+fn tensor(v: &Value) -> Tensor {
+    let shape = dims(&v["shape"]);
+    let values = v["values"].as_array().expect("values");
+    let t = match dtype(v["dtype"].as_str().expect("dtype")) {
+        DType::F32 => Tensor::from_vec(shape, values.iter().map(|x| number(x) as f32).collect()),
+        DType::F64 => Tensor::from_vec(shape, values.iter().map(number).collect()),
+        DType::I32 => Tensor::from_vec(shape, values.iter().map(|x| number(x) as i32).collect()),
+        DType::I64 => Tensor::from_vec(
+            shape,
+            values.iter().map(|x| x.as_i64().expect("an i64")).collect(),
+        ),
+        DType::Bool => Tensor::from_vec(
+            shape,
+            values.iter().map(|x| x.as_bool().expect("a bool")).collect(),
+        ),
+    };
+    t.expect("a fixture tensor fits its shape")
+}
+
+/// A fixture attribute (`{"type": "f32"}`, `{"b": true}`, `{"ints": [..]}`, ...).
+fn attr(v: &Value) -> AttrValue {
+    let (kind, x) = v.as_object().expect("an attr").iter().next().expect("a kind");
+    match kind.as_str() {
+        "type" => AttrValue::DType(dtype(x.as_str().expect("a dtype"))),
+        "b" => AttrValue::Bool(x.as_bool().expect("a bool")),
+        "i" => AttrValue::Int(x.as_i64().expect("an int")),
+        "f" => AttrValue::Float(x.as_f64().expect("a float")),
+        "s" => AttrValue::Str(x.as_str().expect("a string").into()),
+        "ints" => AttrValue::Ints(
+            x.as_array()
+                .expect("ints")
+                .iter()
+                .map(|i| i.as_i64().expect("an int"))
+                .collect(),
+        ),
+        "strs" => AttrValue::Strs(
+            x.as_array()
+                .expect("strs")
+                .iter()
+                .map(|s| s.as_str().expect("a string").into())
+                .collect(),
+        ),
+        other => panic!("fixture attr kind {other}"),
+    }
+}
+
+/// A NodeDef from the fixture's `{name, op, inputs, attrs}`.
+fn node_def(v: &Value) -> NodeDef {
+    NodeDef {
+        name: v["name"].as_str().expect("name").into(),
+        op: v["op"].as_str().expect("op").into(),
+        inputs: v["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .map(|i| i.as_str().expect("an input").into())
+            .collect(),
+        device: String::new(),
+        attrs: v["attrs"]
+            .as_object()
+            .expect("attrs")
+            .iter()
+            .map(|(k, a)| (k.clone(), attr(a)))
+            .collect(),
+    }
+}
+
+fn const_node(name: &str, value: Tensor) -> NodeDef {
+    NodeDef {
+        name: name.into(),
+        op: "Const".into(),
+        inputs: vec![],
+        device: String::new(),
+        attrs: vec![
+            ("dtype".into(), AttrValue::DType(value.dtype())),
+            ("value".into(), AttrValue::Tensor(value)),
+        ],
+    }
+}
+
+/// Why `got` differs from TensorFlow's `want`, if it does.
+fn mismatch(got: &Tensor, want: &Value) -> Option<String> {
+    let want_dtype = dtype(want["dtype"].as_str().expect("dtype"));
+    let want_dims = dims(&want["shape"]);
+    if got.dtype() != want_dtype || got.dims() != want_dims.as_slice() {
+        return Some(format!(
+            "got {} {:?}, TensorFlow {want_dtype} {want_dims:?}",
+            got.dtype(),
+            got.dims()
+        ));
+    }
+    let values = want["values"].as_array().expect("values");
+    if values.len() != got.num_elements() {
+        return Some(format!(
+            "got {} elements, TensorFlow {}",
+            got.num_elements(),
+            values.len()
+        ));
+    }
+    for (i, w) in values.iter().enumerate() {
+        let (g, w) = (got.storage().get_f64(i), number(w));
+        let same = (g.is_nan() && w.is_nan())
+            || g == w
+            || (g - w).abs() <= RELATIVE * w.abs()
+            || (g - w).abs() <= ABSOLUTE_NEAR_ZERO;
+        if !same {
+            return Some(format!("element {i}: got {g}, TensorFlow {w}"));
+        }
+    }
+    None
+}
+
+/// Runs one fixture case; `Err` says how Magpie differs from TensorFlow.
+fn check_case(case: &Value) -> Result<(), String> {
+    let mut def = GraphDef::default();
+    for (i, input) in case["inputs"].as_array().expect("inputs").iter().enumerate() {
+        def.nodes.push(const_node(&format!("in{i}"), tensor(input)));
+    }
+    let node = node_def(&case["node"]);
+    let name = node.name.clone();
+    def.nodes.push(node);
+    let refused = case.get("error").is_some();
+    let graph = match Graph::import_tensorflow(&def) {
+        Ok(g) => g,
+        Err(e) if refused => {
+            assert!(!e.to_string().is_empty());
+            return Ok(());
+        }
+        Err(e) => return Err(format!("import failed: {e}")),
+    };
+    let id = graph.node_by_name(&name).expect("the node was imported");
+    let wants = case["outputs"].as_array().cloned().unwrap_or_default();
+    let fetches: Vec<Output> = (0..wants.len().max(1) as u32).map(|k| id.output(k)).collect();
+    let session = magpie::local_session(&graph).map_err(|e| format!("session: {e}"))?;
+    match (session.run(&[], &fetches, &[]), refused) {
+        (Err(_), true) => Ok(()),
+        (Ok(out), true) => Err(format!(
+            "TensorFlow refused it ({}), Magpie gave {out:?}",
+            case["error"]
+        )),
+        (Err(e), false) => Err(format!("run failed: {e}")),
+        (Ok(out), false) => {
+            for (k, (got, want)) in out.iter().zip(&wants).enumerate() {
+                if let Some(why) = mismatch(got, want) {
+                    return Err(format!("output {k}: {why}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn every_op_matches_tensorflow_on_its_fixture_cases() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/tf_ops.json")).expect("the fixture parses");
+    let cases = fixture["cases"].as_array().expect("cases");
+    assert!(cases.len() > 100, "the fixture holds {} cases", cases.len());
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            check_case(c)
+                .err()
+                .map(|e| format!("{}: {e}", c["name"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from TensorFlow:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_mlp_forward_and_backward_graph_gives_tensorflows_loss_and_gradients() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/tf_mlp.json")).expect("the fixture parses");
+    let mut def = GraphDef::default();
+    for n in fixture["nodes"].as_array().expect("nodes") {
+        let mut node = node_def(n);
+        if node.op == "Const" {
+            node.attrs.retain(|(k, _)| k != "value");
+            node.attrs
+                .push(("value".into(), AttrValue::Tensor(tensor(&n["value"]))));
+        }
+        def.nodes.push(node);
+    }
+    let graph = Graph::import_tensorflow(&def).expect("TensorFlow's MLP GraphDef imports");
+    let output = |name: &str| -> Output {
+        let (node, k) = name.rsplit_once(':').expect("a tensor name");
+        graph
+            .node_by_name(node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .output(k.parse().expect("an output index"))
+    };
+    let feeds: Vec<(Output, Tensor)> = fixture["feeds"]
+        .as_object()
+        .expect("feeds")
+        .iter()
+        .map(|(k, v)| (output(k), tensor(v)))
+        .collect();
+    let names: Vec<&str> = fixture["fetches"]
+        .as_array()
+        .expect("fetches")
+        .iter()
+        .map(|f| f.as_str().expect("a fetch"))
+        .collect();
+    let fetches: Vec<Output> = names.iter().map(|n| output(n)).collect();
+    let session = magpie::local_session(&graph).expect("a local session");
+    let out = session.run(&feeds, &fetches, &[]).expect("the step runs");
+    let wants = fixture["values"].as_array().expect("values");
+    assert_eq!(out.len(), 5, "the loss and four gradients");
+    for ((got, want), name) in out.iter().zip(wants).zip(&names) {
+        assert_eq!(mismatch(got, want), None, "{name}");
+    }
+}
