@@ -269,3 +269,61 @@ fn the_mlp_forward_and_backward_graph_gives_tensorflows_loss_and_gradients() {
         assert_eq!(mismatch(got, want), None, "{name}");
     }
 }
+
+fn node(name: &str, op: &str, inputs: &[&str], device: &str, attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+    NodeDef {
+        name: name.into(),
+        op: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        device: device.into(),
+        attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+#[test]
+fn tensorflow_colocation_places_a_node_with_its_class_target() {
+    use magpie::cluster::{default_cluster, InProcessCluster};
+    let w = Tensor::from_vec([2usize], vec![1.0f32, 2.0]).unwrap();
+    let class = |t: &str| ("_class", AttrValue::Strs(vec![format!("loc:@{t}")]));
+    let def = GraphDef {
+        nodes: vec![
+            node(
+                "w",
+                "Const",
+                &[],
+                "/job:ps/task:0",
+                vec![("dtype", DType::F32.into()), ("value", w.into())],
+            ),
+            // No device of its own: TensorFlow's `_class` puts it with `w`, on ps.
+            node("w/read", "Identity", &["w"], "", vec![class("w")]),
+            // Its own name in `_class` and an unknown node constrain nothing.
+            node(
+                "y",
+                "Mul",
+                &["w/read", "w/read"],
+                "/job:worker/task:1",
+                vec![(
+                    "_class",
+                    AttrValue::Strs(vec!["loc:@y".into(), "loc:@nowhere".into()]),
+                )],
+            ),
+        ],
+    };
+    let graph = Graph::import_tensorflow(&def).expect("imports");
+    let cluster = InProcessCluster::start(&default_cluster()).expect("a cluster");
+    let session = cluster.session("worker", 0, &graph).expect("a session");
+    let y = graph.node_by_name("y").unwrap().output(0);
+    let out = session
+        .run_with_options(&magpie::RunOptions::default(), &[], &[y], &[])
+        .expect("the step runs");
+    assert_eq!(out.tensors[0].to_vec::<f32>().unwrap(), vec![1.0, 4.0]);
+    let device_of = |n: &str| {
+        out.placement
+            .iter()
+            .find(|p| p.node == n)
+            .map(|p| p.device.clone())
+            .unwrap_or_else(|| panic!("{n} was placed"))
+    };
+    assert!(device_of("w/read").starts_with("/job:ps/replica:0/task:0/"), "{}", device_of("w/read"));
+    assert!(device_of("y").starts_with("/job:worker/replica:0/task:1/"), "{}", device_of("y"));
+}
