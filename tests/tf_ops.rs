@@ -64,7 +64,10 @@ fn tensor(v: &Value) -> Tensor {
         ),
         DType::Bool => Tensor::from_vec(
             shape,
-            values.iter().map(|x| x.as_bool().expect("a bool")).collect(),
+            values
+                .iter()
+                .map(|x| x.as_bool().expect("a bool"))
+                .collect(),
         ),
     };
     t.expect("a fixture tensor fits its shape")
@@ -72,7 +75,12 @@ fn tensor(v: &Value) -> Tensor {
 
 /// A fixture attribute (`{"type": "f32"}`, `{"b": true}`, `{"ints": [..]}`, ...).
 fn attr(v: &Value) -> AttrValue {
-    let (kind, x) = v.as_object().expect("an attr").iter().next().expect("a kind");
+    let (kind, x) = v
+        .as_object()
+        .expect("an attr")
+        .iter()
+        .next()
+        .expect("a kind");
     match kind.as_str() {
         "type" => AttrValue::DType(dtype(x.as_str().expect("a dtype"))),
         "b" => AttrValue::Bool(x.as_bool().expect("a bool")),
@@ -166,7 +174,12 @@ fn mismatch(got: &Tensor, want: &Value) -> Option<String> {
 /// Runs one fixture case; `Err` says how Magpie differs from TensorFlow.
 fn check_case(case: &Value) -> Result<(), String> {
     let mut def = GraphDef::default();
-    for (i, input) in case["inputs"].as_array().expect("inputs").iter().enumerate() {
+    for (i, input) in case["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .enumerate()
+    {
         def.nodes.push(const_node(&format!("in{i}"), tensor(input)));
     }
     let node = node_def(&case["node"]);
@@ -183,7 +196,9 @@ fn check_case(case: &Value) -> Result<(), String> {
     };
     let id = graph.node_by_name(&name).expect("the node was imported");
     let wants = case["outputs"].as_array().cloned().unwrap_or_default();
-    let fetches: Vec<Output> = (0..wants.len().max(1) as u32).map(|k| id.output(k)).collect();
+    let fetches: Vec<Output> = (0..wants.len().max(1) as u32)
+        .map(|k| id.output(k))
+        .collect();
     let session = magpie::local_session(&graph).map_err(|e| format!("session: {e}"))?;
     match (session.run(&[], &fetches, &[]), refused) {
         (Err(_), true) => Ok(()),
@@ -270,7 +285,13 @@ fn the_mlp_forward_and_backward_graph_gives_tensorflows_loss_and_gradients() {
     }
 }
 
-fn node(name: &str, op: &str, inputs: &[&str], device: &str, attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    device: &str,
+    attrs: Vec<(&str, AttrValue)>,
+) -> NodeDef {
     NodeDef {
         name: name.into(),
         op: op.into(),
@@ -324,6 +345,14 @@ fn tensorflow_colocation_places_a_node_with_its_class_target() {
             .map(|p| p.device.clone())
             .unwrap_or_else(|| panic!("{n} was placed"))
     };
-    assert!(device_of("w/read").starts_with("/job:ps/replica:0/task:0/"), "{}", device_of("w/read"));
-    assert!(device_of("y").starts_with("/job:worker/replica:0/task:1/"), "{}", device_of("y"));
+    assert!(
+        device_of("w/read").starts_with("/job:ps/replica:0/task:0/"),
+        "{}",
+        device_of("w/read")
+    );
+    assert!(
+        device_of("y").starts_with("/job:worker/replica:0/task:1/"),
+        "{}",
+        device_of("y")
+    );
 }

@@ -11,8 +11,8 @@ mod op_def;
 mod ops;
 pub mod shape_inference;
 mod std_ops;
-mod tf_ops;
 pub mod tf_import;
+mod tf_ops;
 
 pub use attr::{AttrError, AttrValue, Attrs};
 pub use builder::{Graph, OpBuilder, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR};

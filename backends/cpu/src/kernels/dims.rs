@@ -41,9 +41,7 @@ impl Kernel for ShapeKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let dims = ctx.input(0).dims();
         let out = match self.0 {
-            DType::I64 => Tensor::from_slice(
-                &dims.iter().map(|&d| d as i64).collect::<Vec<_>>(),
-            ),
+            DType::I64 => Tensor::from_slice(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>()),
             DType::I32 => {
                 let v: Result<Vec<i32>, _> = dims.iter().map(|&d| i32::try_from(d)).collect();
                 Tensor::from_slice(&v.map_err(|_| {

@@ -114,15 +114,21 @@ impl<T: Arith> Kernel for BiasAddKernel<T> {
                 value.shape()
             )));
         }
-        let (v, b) = (operand::<T>("BiasAdd", 0, value)?, operand::<T>("BiasAdd", 1, bias)?);
+        let (v, b) = (
+            operand::<T>("BiasAdd", 0, value)?,
+            operand::<T>("BiasAdd", 1, bias)?,
+        );
         let mut out = output::<T>(v.len(), &self.0.place)?;
         if inner == 1 {
             for row in v.chunks_exact(channels.max(1)) {
                 out.buf.extend(row.iter().zip(b).map(|(&x, &y)| x.add(y)));
             }
         } else {
-            out.buf
-                .extend(v.iter().enumerate().map(|(i, &x)| x.add(b[(i / inner) % channels])));
+            out.buf.extend(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &x)| x.add(b[(i / inner) % channels])),
+            );
         }
         ctx.push_output(out.into_tensor(value.shape())?);
         Ok(())
@@ -156,7 +162,10 @@ impl<T: Arith> Kernel for ReluGradKernel<T> {
                 f.shape()
             )));
         }
-        let (gs, fs) = (operand::<T>("ReluGrad", 0, g)?, operand::<T>("ReluGrad", 1, f)?);
+        let (gs, fs) = (
+            operand::<T>("ReluGrad", 0, g)?,
+            operand::<T>("ReluGrad", 1, f)?,
+        );
         let mut out = output::<T>(gs.len(), &self.0.place)?;
         out.buf.extend(
             gs.iter()

@@ -104,7 +104,11 @@ impl<T: Arith> Kernel for AxesKernel<T> {
             .collect();
         let out_shape = Shape::new(&out_dims)?;
         let n_out = out_shape.num_elements();
-        let init = if self.kind == Kind::Prod { T::ONE } else { T::ZERO };
+        let init = if self.kind == Kind::Prod {
+            T::ONE
+        } else {
+            T::ZERO
+        };
         let mut out = filled(n_out, init, &self.place)?;
         // Output strides per input axis (0 along reduced axes): each input element's
         // output position, walked in input order with an odometer.
@@ -120,7 +124,11 @@ impl<T: Arith> Kernel for AxesKernel<T> {
         let mut pos = 0usize;
         for &v in data {
             let acc = &mut out.buf[pos];
-            *acc = if self.kind == Kind::Prod { acc.mul(v) } else { acc.add(v) };
+            *acc = if self.kind == Kind::Prod {
+                acc.mul(v)
+            } else {
+                acc.add(v)
+            };
             for i in (0..dims.len()).rev() {
                 index[i] += 1;
                 pos += strides[i];

@@ -145,7 +145,10 @@ impl<T: StorageElement> Kernel for ConcatKernel<T> {
         for i in 0..n {
             let d = ctx.input(i).dims();
             let fits = d.len() == first.len()
-                && d.iter().zip(&first).enumerate().all(|(j, (a, b))| j == at || a == b);
+                && d.iter()
+                    .zip(&first)
+                    .enumerate()
+                    .all(|(j, (a, b))| j == at || a == b);
             if !fits {
                 return Err(KernelError::InvalidArgument(format!(
                     "ConcatV2 along axis {axis}: input 0 has shape {}, input {i} {}",

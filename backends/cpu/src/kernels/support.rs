@@ -158,7 +158,10 @@ pub(crate) use {dispatch_any, dispatch_float, dispatch_numeric};
 /// memory.
 pub(crate) fn index_values(op: &str, i: usize, t: &Tensor) -> Result<Vec<i64>, KernelError> {
     match t.dtype() {
-        DType::I32 => Ok(operand::<i32>(op, i, t)?.iter().map(|&v| i64::from(v)).collect()),
+        DType::I32 => Ok(operand::<i32>(op, i, t)?
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect()),
         DType::I64 => Ok(operand::<i64>(op, i, t)?.to_vec()),
         other => Err(KernelError::InvalidArgument(format!(
             "{op}: input {i} must be i32 or i64, got {other}"

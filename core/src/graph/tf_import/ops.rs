@@ -55,9 +55,7 @@ fn cast_attrs(node: &mut NodeDef) -> Result<(), GraphError> {
         .ok_or_else(|| GraphError::InvalidNode {
             node: node.name.clone(),
             op: node.op.clone(),
-            reason: crate::graph::OpDefError::Attr(crate::graph::AttrError::Missing(
-                "DstT".into(),
-            )),
+            reason: crate::graph::OpDefError::Attr(crate::graph::AttrError::Missing("DstT".into())),
         })?;
     node.attrs.push(("dtype".to_string(), dst));
     Ok(())

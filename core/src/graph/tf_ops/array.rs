@@ -39,7 +39,9 @@ pub(super) fn ops() -> Vec<OpDef> {
             Ok(vec![ctx
                 .input(0)
                 .rank()
-                .map_or_else(PartialShape::unknown, |r| PartialShape::unknown_dims(r + 1))])
+                .map_or_else(PartialShape::unknown, |r| {
+                    PartialShape::unknown_dims(r + 1)
+                })])
         }),
         OpDef::new("Squeeze", Arity::Exact(1), |ins, attrs| {
             if attrs.contains("squeeze_dims") {
@@ -63,7 +65,9 @@ pub(super) fn ops() -> Vec<OpDef> {
             let mut item = PartialShape::unknown();
             for s in ctx.inputs() {
                 item = item.merge(s).ok_or_else(|| {
-                    ShapeError::new(format!("Pack needs inputs of one shape, got {item} and {s}"))
+                    ShapeError::new(format!(
+                        "Pack needs inputs of one shape, got {item} and {s}"
+                    ))
                 })?;
             }
             let Some(dims) = item.dims() else {
@@ -78,9 +82,8 @@ pub(super) fn ops() -> Vec<OpDef> {
         OpDef::new("Unpack", Arity::Exact(1), |ins, attrs| {
             let num = attrs.int("num")?;
             attrs.opt_int("axis")?;
-            let num = usize::try_from(num).map_err(|_| {
-                OpDefError::Invalid(format!("Unpack needs num >= 0, got {num}"))
-            })?;
+            let num = usize::try_from(num)
+                .map_err(|_| OpDefError::Invalid(format!("Unpack needs num >= 0, got {num}")))?;
             Ok(vec![ins[0]; num])
         })
         .with_shape_fn(|ctx| {
@@ -119,7 +122,10 @@ pub(super) fn ops() -> Vec<OpDef> {
                     _ => {}
                 }
             }
-            Ok(vec![rank.map_or_else(PartialShape::unknown, PartialShape::unknown_dims)])
+            Ok(vec![rank.map_or_else(
+                PartialShape::unknown,
+                PartialShape::unknown_dims,
+            )])
         }),
         OpDef::new("Slice", Arity::Exact(3), |ins, _| {
             index(ins, 1)?;

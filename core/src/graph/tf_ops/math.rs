@@ -20,9 +20,7 @@ pub(super) fn ops() -> Vec<OpDef> {
             let mut out = PartialShape::unknown();
             for s in ctx.inputs() {
                 out = out.merge(s).ok_or_else(|| {
-                    ShapeError::new(format!(
-                        "AddN needs inputs of one shape, got {out} and {s}"
-                    ))
+                    ShapeError::new(format!("AddN needs inputs of one shape, got {out} and {s}"))
                 })?;
             }
             Ok(vec![out])

@@ -58,40 +58,55 @@ pub(super) fn ops() -> Vec<OpDef> {
                     "BiasAddGrad needs a gradient of rank 2 or more, got {g}"
                 ))));
             }
-            let c = if channels_first(ctx.attrs())? { 1 } else { dims.len() - 1 };
+            let c = if channels_first(ctx.attrs())? {
+                1
+            } else {
+                dims.len() - 1
+            };
             Ok(vec![PartialShape::new(&[dims[c]])])
         }),
         OpDef::new("ReluGrad", Arity::Exact(2), same_numeric).with_shape_fn(|ctx| {
             let (g, f) = (ctx.input(0), ctx.input(1));
             let out = g.merge(&f).ok_or_else(|| {
-                ShapeError::new(format!("ReluGrad needs inputs of one shape, got {g} and {f}"))
+                ShapeError::new(format!(
+                    "ReluGrad needs inputs of one shape, got {g} and {f}"
+                ))
             })?;
             Ok(vec![out])
         }),
-        OpDef::new("LogSoftmax", Arity::Exact(1), |ins, _| Ok(vec![float(ins, 0)?]))
-            .with_shape_fn(|ctx| {
-                if ctx.input(0).rank() == Some(0) {
-                    return Err(OpDefError::Shape(ShapeError::new(
-                        "LogSoftmax needs logits of rank 1 or more, got a scalar",
-                    )));
-                }
-                unchanged_shape(ctx)
-            }),
-        OpDef::new("SoftmaxCrossEntropyWithLogits", Arity::Exact(2), |ins, _| {
-            let t = float(ins, 0)?;
-            if ins[1] != t {
-                return Err(OpDefError::DType {
-                    input: 1,
-                    expected: t.to_string(),
-                    got: ins[1],
-                });
-            }
-            Ok(vec![t, t])
+        OpDef::new("LogSoftmax", Arity::Exact(1), |ins, _| {
+            Ok(vec![float(ins, 0)?])
         })
+        .with_shape_fn(|ctx| {
+            if ctx.input(0).rank() == Some(0) {
+                return Err(OpDefError::Shape(ShapeError::new(
+                    "LogSoftmax needs logits of rank 1 or more, got a scalar",
+                )));
+            }
+            unchanged_shape(ctx)
+        }),
+        OpDef::new(
+            "SoftmaxCrossEntropyWithLogits",
+            Arity::Exact(2),
+            |ins, _| {
+                let t = float(ins, 0)?;
+                if ins[1] != t {
+                    return Err(OpDefError::DType {
+                        input: 1,
+                        expected: t.to_string(),
+                        got: ins[1],
+                    });
+                }
+                Ok(vec![t, t])
+            },
+        )
         .with_shape_fn(|ctx| {
             let both = rules::broadcast(&ctx.input(0), &ctx.input(1))?;
             match both.dims() {
-                None => Ok(vec![PartialShape::unknown_dims(1), PartialShape::unknown_dims(2)]),
+                None => Ok(vec![
+                    PartialShape::unknown_dims(1),
+                    PartialShape::unknown_dims(2),
+                ]),
                 Some(&[batch, _]) => Ok(vec![PartialShape::new(&[batch]), both]),
                 Some(_) => Err(OpDefError::Shape(ShapeError::new(format!(
                     "SoftmaxCrossEntropyWithLogits needs matrices, got {} and {}",
