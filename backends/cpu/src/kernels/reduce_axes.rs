@@ -140,7 +140,7 @@ impl<T: Arith> Kernel for AxesKernel<T> {
             }
         }
         if self.kind == Kind::Mean {
-            let count = if n_out == 0 { 0 } else { data.len() / n_out };
+            let count = data.len().checked_div(n_out).unwrap_or(0);
             if count == 0 && T::IS_INT {
                 out.buf.iter_mut().for_each(|v| *v = T::ZERO);
             } else {
