@@ -77,6 +77,8 @@ def seed_ps_variables():
     with tf.device(WORKERS[0]):
         x = tf.constant([[1.0, 1.0, 1.0]], name="x")
         tf.add(tf.linalg.matvec(x, w), b, name="y")
+    with tf.device(WORKERS[1]):
+        b.assign_add(1.0, name="step")
     tf1.global_variables_initializer()
 
 

@@ -356,3 +356,51 @@ fn tensorflow_colocation_places_a_node_with_its_class_target() {
         device_of("y")
     );
 }
+
+/// TensorFlow's op names that import renames (`tf_import/ops.rs`).
+fn magpie_name(tf: &str) -> &str {
+    match tf {
+        "AddV2" => "Add",
+        "RealDiv" => "Div",
+        other => other,
+    }
+}
+
+#[test]
+fn every_listed_op_has_a_definition_a_cpu_kernel_and_fixture_cases() {
+    magpie_cpu::register().expect("the CPU kernels register");
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/tf_ops.json")).expect("the fixture parses");
+    let tested: std::collections::HashSet<&str> = fixture["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| c["node"]["op"].as_str().expect("an op"))
+        .collect();
+    let list = include_str!("../docs/tensorflow-ops.txt");
+    let ops: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+            [op, "op", _] => Some(op),
+            [_, "variable", _] => None,
+            _ => panic!("malformed line {l:?}"),
+        })
+        .collect();
+    assert!(ops.len() > 30, "{} ordinary ops listed", ops.len());
+    for op in ops {
+        let name = magpie_name(op);
+        assert!(
+            magpie_core::graph::lookup_op(name).is_some(),
+            "{op}: no op definition"
+        );
+        assert!(
+            magpie_core::registry::has_kernel(name, "CPU"),
+            "{op}: no CPU kernel"
+        );
+        // Const and Placeholder feed every case; NoOp has nothing to compare.
+        if !matches!(op, "Const" | "Placeholder" | "NoOp") {
+            assert!(tested.contains(op), "{op}: no case against TensorFlow");
+        }
+    }
+}
