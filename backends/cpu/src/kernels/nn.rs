@@ -243,8 +243,9 @@ impl<T: FloatArith> Kernel for XentKernel<T> {
             let c = if dims[1] == 1 { 0 } else { c };
             data[r * dims[1] + c]
         };
+        let backprop_shape = Shape::new(&[batch, classes])?;
         let mut loss = output::<T>(batch, &self.0.place)?;
-        let mut backprop = output::<T>(batch * classes, &self.0.place)?;
+        let mut backprop = output::<T>(backprop_shape.num_elements(), &self.0.place)?;
         let mut shifted = Vec::with_capacity(classes);
         for r in 0..batch {
             shifted.clear();
@@ -272,7 +273,7 @@ impl<T: FloatArith> Kernel for XentKernel<T> {
             );
         }
         ctx.push_output(loss.into_tensor(Shape::new(&[batch])?)?);
-        ctx.push_output(backprop.into_tensor(Shape::new(&[batch, classes])?)?);
+        ctx.push_output(backprop.into_tensor(backprop_shape)?);
         Ok(())
     }
 }

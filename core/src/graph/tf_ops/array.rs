@@ -6,7 +6,7 @@
 //! - `Squeeze(x)`: the dimensions listed in `squeeze_dims` removed (each must be 1), or
 //!   every dimension of size 1 when the list is empty;
 //! - `Pack(v_0, ..., v_{N-1})`: the inputs (one shape) stacked along a new `axis`;
-//!   `Unpack(x)`: the inverse, `num` outputs;
+//!   `Unpack(x)`: the inverse, `num` outputs (at most 65536);
 //! - `ConcatV2(v_0, ..., v_{N-1}, axis)`: the inputs joined along `axis`;
 //! - `Slice(x, begin, size)`: the block at `begin` of `size` (-1: to the end);
 //! - `Tile(x, multiples)`: `x` repeated `multiples[i]` times along dimension `i`;
@@ -18,6 +18,10 @@ use super::super::shape_inference::{rules, PartialShape, ShapeError};
 use super::super::std_ops::index;
 use super::{all_same, index_attr};
 use crate::graph::error::OpDefError;
+
+/// The most outputs an `Unpack` may have: its `num` comes from the graph, and a node's
+/// outputs are allocated when it is built, so a hostile graph must not name billions.
+pub(crate) const MAX_UNPACK_OUTPUTS: usize = 1 << 16;
 
 /// A shape of unknown dimensions with the rank of `s`, or unknown.
 fn same_rank(s: &PartialShape) -> PartialShape {
@@ -83,7 +87,13 @@ pub(super) fn ops() -> Vec<OpDef> {
             let num = attrs.int("num")?;
             attrs.opt_int("axis")?;
             let num = usize::try_from(num)
-                .map_err(|_| OpDefError::Invalid(format!("Unpack needs num >= 0, got {num}")))?;
+                .ok()
+                .filter(|n| *n <= MAX_UNPACK_OUTPUTS)
+                .ok_or_else(|| {
+                    OpDefError::Invalid(format!(
+                        "Unpack needs 0 <= num <= {MAX_UNPACK_OUTPUTS}, got {num}"
+                    ))
+                })?;
             Ok(vec![ins[0]; num])
         })
         .with_shape_fn(|ctx| {

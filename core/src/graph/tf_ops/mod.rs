@@ -116,6 +116,15 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, GraphError::InvalidNode { .. }), "{err}");
+        // A hostile `num` is refused before any output is allocated.
+        let u = placeholder(&g, &[-1]);
+        let err = g
+            .op("Unpack")
+            .input(u)
+            .attr("num", 1i64 << 40)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("num"), "{err}");
         let s = placeholder(&g, &[1, -1, 1]);
         let squeezed = g.op("Squeeze").input(s).attr("squeeze_dims", vec![0i64]);
         assert_eq!(
