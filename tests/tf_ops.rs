@@ -404,3 +404,112 @@ fn every_listed_op_has_a_definition_a_cpu_kernel_and_fixture_cases() {
         }
     }
 }
+
+/// Inputs a hostile or careless client may send: odd ranks, empty tensors, negative and
+/// extreme values, every dtype.
+fn hostile_inputs() -> Vec<Tensor> {
+    vec![
+        Tensor::scalar(3.5f32),
+        Tensor::scalar(-1i32),
+        Tensor::scalar(i64::MAX),
+        Tensor::scalar(i32::MIN),
+        Tensor::scalar(true),
+        Tensor::from_vec([0usize], Vec::<f32>::new()).unwrap(),
+        Tensor::from_vec([0usize], Vec::<i32>::new()).unwrap(),
+        Tensor::from_vec([2usize, 0], Vec::<f32>::new()).unwrap(),
+        Tensor::from_vec([3usize], vec![-5i32, 0, 7]).unwrap(),
+        Tensor::from_vec([2usize], vec![i64::MAX, 2]).unwrap(),
+        Tensor::from_vec([2usize], vec![1i64 << 40, 1 << 40]).unwrap(),
+        Tensor::from_vec([4usize], vec![2i32, 1, -1, 0]).unwrap(),
+        Tensor::from_vec([2usize, 3], vec![1.0f32, f32::NAN, -2.0, 0.0, 5.0, -0.5]).unwrap(),
+        Tensor::from_vec([1usize, 3, 1], vec![1.0f64, 2.0, 3.0]).unwrap(),
+        Tensor::from_vec([2usize, 2], vec![true, false, true, true]).unwrap(),
+    ]
+}
+
+#[test]
+fn hostile_inputs_to_tensorflows_ops_are_errors_never_panics() {
+    // (op, inputs, attributes) for every op of the TensorFlow families.
+    let attrs_of = |op: &str| -> Vec<Vec<(&'static str, AttrValue)>> {
+        match op {
+            "Unpack" => vec![
+                vec![("num", AttrValue::Int(2))],
+                vec![("num", AttrValue::Int(3)), ("axis", AttrValue::Int(-9))],
+            ],
+            "Pack" => vec![vec![], vec![("axis", AttrValue::Int(7))]],
+            "Squeeze" => vec![vec![], vec![("squeeze_dims", AttrValue::Ints(vec![-1, 5]))]],
+            "Shape" => vec![vec![("out_type", AttrValue::DType(DType::I64))], vec![]],
+            "BiasAdd" | "BiasAddGrad" => vec![
+                vec![],
+                vec![("data_format", AttrValue::Str("NCHW".into()))],
+            ],
+            "Sum" | "Mean" | "Prod" => vec![vec![("keep_dims", AttrValue::Bool(true))], vec![]],
+            _ => vec![vec![]],
+        }
+    };
+    let ops: &[(&str, usize)] = &[
+        ("Shape", 1),
+        ("ExpandDims", 2),
+        ("Squeeze", 1),
+        ("Pack", 2),
+        ("Unpack", 1),
+        ("ConcatV2", 3),
+        ("Slice", 3),
+        ("Tile", 2),
+        ("GatherV2", 3),
+        ("AddN", 2),
+        ("FloorMod", 2),
+        ("BroadcastGradientArgs", 2),
+        ("BiasAdd", 2),
+        ("BiasAddGrad", 1),
+        ("ReluGrad", 2),
+        ("LogSoftmax", 1),
+        ("SoftmaxCrossEntropyWithLogits", 2),
+        ("Reshape", 2),
+        ("Fill", 2),
+        ("Sum", 2),
+        ("Mean", 2),
+        ("Prod", 2),
+        ("Prod", 1),
+    ];
+    let inputs = hostile_inputs();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut pick = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % inputs.len() as u64) as usize
+    };
+    let mut ran = 0;
+    for &(op, arity) in ops {
+        for attrs in attrs_of(op) {
+            for _ in 0..60 {
+                let chosen: Vec<usize> = (0..arity).map(|_| pick()).collect();
+                let mut def = GraphDef::default();
+                let mut names = Vec::new();
+                for (k, &i) in chosen.iter().enumerate() {
+                    names.push(format!("in{k}"));
+                    def.nodes.push(const_node(&names[k], inputs[i].clone()));
+                }
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                def.nodes.push(node("y", op, &refs, "", attrs.clone()));
+                // Refused at import (dtypes, known shapes) is fine; so is an error at run.
+                let Ok(graph) = Graph::import_tensorflow(&def) else {
+                    continue;
+                };
+                let y = graph.node_by_name("y").unwrap().output(0);
+                let session = magpie::local_session(&graph).unwrap();
+                if let Err(e) = session.run(&[], &[y], &[]) {
+                    let text = e.to_string();
+                    assert!(
+                        !matches!(e, magpie::SessionError::Panicked { .. }),
+                        "{op} on {:?} panicked: {text}",
+                        chosen.iter().map(|&i| &inputs[i]).collect::<Vec<_>>()
+                    );
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 300, "only {ran} graphs got past import");
+}
