@@ -225,6 +225,8 @@ def cases():
              np.zeros((0,), np.int32), f32(1.0)))
     add(case("fill_empty_i64", lambda d, v: raw.Fill(dims=d, value=v, name="y"), i64([0, 4]), i32(7)))
     add(case("fill_bool", lambda d, v: raw.Fill(dims=d, value=v, name="y"), i32([2]), np.array(True)))
+    add(case("fill_vector_value", lambda d, v: raw.Fill(dims=d, value=v, name="y"), i32([2]), f32([1.0])))
+    add(case("fill_matrix_value", lambda d, v: raw.Fill(dims=d, value=v, name="y"), i32([2]), f32([[1.0]])))
     add(case("fill_negative", lambda d, v: raw.Fill(dims=d, value=v, name="y"), i32([-1]), f32(1.0)))
     # GatherV2
     add(case("gather_shape_entry", lambda p, i, a: raw.GatherV2(params=p, indices=i, axis=a, name="y"),

@@ -7,7 +7,8 @@
 //!   with none listed, every dimension of size 1;
 //! - `Reshape(x, shape)`: the shape as a vector input (at most one -1, inferred), by the
 //!   same rule as Magpie's one-input form (`shape_ops.rs` sends its two-input nodes here);
-//! - `Fill(dims, value)`: `value`, a scalar, repeated over the shape `dims`.
+//! - `Fill(dims, value)`: `value`, a scalar (or, at run time, a vector of one element, as
+//!   TensorFlow's kernel takes), repeated over the shape `dims`.
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::shape_fn::reshape_target;
@@ -160,7 +161,9 @@ impl Kernel for FillDimsKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let shape = dims_shape("Fill", &index_vector("Fill", 0, ctx.input(0))?)?;
         let value = ctx.input(1);
-        if !value.shape().is_scalar() {
+        // TensorFlow's kernel also takes a vector of one element (its shape inference
+        // refuses one whose rank is known).
+        if !(value.shape().is_scalar() || value.dims() == [1]) {
             return Err(KernelError::InvalidArgument(format!(
                 "Fill needs a scalar value, got shape {}",
                 value.shape()
