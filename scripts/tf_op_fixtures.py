@@ -130,8 +130,8 @@ def run_case(out, build, inputs, placeholders):
                   for i, x in enumerate(inputs)]
         else:
             ts = [tf.constant(x, name=f"in{i}") for i, x in enumerate(inputs)]
-        y = build(*ts)
-        op = y[0].op if isinstance(y, (list, tuple)) else (y.op if hasattr(y, "op") else y)
+        build(*ts)
+        op = g.get_operation_by_name("y")
         out["node"] = node_json(next(n for n in g.as_graph_def().node if n.name == op.name))
         feeds = dict(zip(ts, inputs)) if placeholders else {}
         with tf1.Session(graph=g) as sess:
@@ -330,6 +330,43 @@ def cases():
     add(case("tile_zero", lambda a, m: raw.Tile(input=a, multiples=m, name="y"), x23, i32([0, 2])))
     add(case("tile_bool", lambda a, m: raw.Tile(input=a, multiples=m, name="y"), np.array([True, False]), i32([2])))
     add(case("tile_negative", lambda a, m: raw.Tile(input=a, multiples=m, name="y"), x23, i32([-1, 2])))
+    # Awkward shapes across the families
+    add(case("biasadd_nchw_rank2", lambda a, b: raw.BiasAdd(value=a, bias=b, data_format="NCHW", name="y"),
+             x23, f32([1, 2, 3])))
+    add(case("biasaddgrad_nchw_rank2", lambda a: raw.BiasAddGrad(out_backprop=a, data_format="NCHW", name="y"),
+             x23))
+    add(case("squeeze_to_scalar", lambda a: raw.Squeeze(input=a, name="y"), f32([[7.0]])))
+    add(case("squeeze_keeps_zero", lambda a: raw.Squeeze(input=a, name="y"), np.zeros((1, 0, 1), np.float32)))
+    add(case("concat_scalars", lambda a, b, ax: raw.ConcatV2(values=[a, b], axis=ax, name="y"),
+             f32(1.0), f32(2.0), i32(0)))
+    add(case("unpack_none", lambda a: raw.Unpack(value=a, num=0, name="y"), e03))
+    add(case("gather_empty_params", lambda p, i, a: raw.GatherV2(params=p, indices=i, axis=a, name="y"),
+             np.zeros((2, 0), np.float32), i32([1, 0, 1]), i32(0)))
+    add(case("tile_scalar", lambda a, m: raw.Tile(input=a, multiples=m, name="y"),
+             f32(2.5), np.zeros((0,), np.int32)))
+    add(case("slice_scalar", lambda a, b, s: raw.Slice(input=a, begin=b, size=s, name="y"),
+             f32(2.5), np.zeros((0,), np.int32), np.zeros((0,), np.int32)))
+    add(case("sum_scalar_no_axes", lambda a, ax: raw.Sum(input=a, axis=ax, name="y"),
+             f32(2.5), np.zeros((0,), np.int32)))
+    add(case("mean_keep_empty", lambda a, ax: raw.Mean(input=a, axis=ax, keep_dims=True, name="y"),
+             e03, i32([0, 1])))
+    add(case("prod_empty_i64", lambda a, ax: raw.Prod(input=a, axis=ax, name="y"),
+             np.zeros((0, 2), np.int64), i32([0])))
+    add(case("logsoftmax_empty_vector", lambda a: raw.LogSoftmax(logits=a, name="y"), np.zeros((0,), np.float32)))
+    add(case("logsoftmax_no_classes", lambda a: raw.LogSoftmax(logits=a, name="y"), np.zeros((2, 0), np.float32)))
+    add(case("xent_no_classes", lambda f, l: raw.SoftmaxCrossEntropyWithLogits(features=f, labels=l, name="y"),
+             np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32)))
+    add(case("xent_vectors", lambda f, l: raw.SoftmaxCrossEntropyWithLogits(features=f, labels=l, name="y"),
+             f32([1.0, 2.0]), f32([0.0, 1.0])))
+    add(case("shape_bool", lambda a: raw.Shape(input=a, name="y"), np.array([[True], [False]])))
+    add(case("expanddims_empty", lambda a, d: raw.ExpandDims(input=a, axis=d, name="y"), e03, i32(1)))
+    add(case("reshape_scalar_shape", lambda a, s: raw.Reshape(tensor=a, shape=s, name="y"), x23, i32(6)))
+    add(case("floormod_min_by_minus_one", lambda a, b: raw.FloorMod(x=a, y=b, name="y"),
+             i32([-2147483648, 5]), i32([-1, -1])))
+    add(case("pack_mismatch", lambda a, b: raw.Pack(values=[a, b], name="y"), x23, f32([1, 2, 3])))
+    add(case("relugrad_mismatch", lambda g, f: raw.ReluGrad(gradients=g, features=f, name="y"), x23, f32([1, 2, 3])))
+    add(case("bga_rank2_shape", lambda s0, s1: raw.BroadcastGradientArgs(s0=s0, s1=s1, name="y"),
+             i32([[2, 3]]), i32([3])))
     return c
 
 

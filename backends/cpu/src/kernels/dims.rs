@@ -5,7 +5,8 @@
 //! - `ExpandDims(x, axis)`: `x` with a 1 inserted at `axis` (in `-rank-1..=rank`);
 //! - `Squeeze` (attribute `squeeze_dims`): the listed dimensions removed, each must be 1;
 //!   with none listed, every dimension of size 1;
-//! - `Reshape(x, shape)`: the shape as a vector input (at most one -1, inferred), by the
+//! - `Reshape(x, shape)`: the shape as a vector input (or a scalar, one dimension, as
+//!   TensorFlow's kernel takes; at most one -1, inferred), by the
 //!   same rule as Magpie's one-input form (`shape_ops.rs` sends its two-input nodes here);
 //! - `Fill(dims, value)`: `value`, a scalar (or, at run time, a vector of one element, as
 //!   TensorFlow's kernel takes), repeated over the shape `dims`.
@@ -15,7 +16,7 @@ use magpie_core::shape_fn::reshape_target;
 use magpie_core::tensor::{Storage, StorageElement};
 use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Shape, Tensor};
 
-use super::support::{dims_shape, index_scalar, index_vector, sync, Factory};
+use super::support::{dims_shape, index_scalar, index_values, index_vector, sync, Factory};
 use crate::buffers::{filled, Place};
 use crate::conv::normalize_axis;
 
@@ -134,7 +135,11 @@ struct ReshapeToKernel;
 
 impl Kernel for ReshapeToKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        let spec = index_vector("Reshape", 1, ctx.input(1))?;
+        // TensorFlow's kernel also takes a scalar for a shape of one dimension.
+        let spec = match ctx.input(1).shape().rank() {
+            0 => index_values("Reshape", 1, ctx.input(1))?,
+            _ => index_vector("Reshape", 1, ctx.input(1))?,
+        };
         let x = ctx.input(0);
         let shape = reshape_target(x.shape(), &spec)?;
         let y = x.reshape(shape)?;

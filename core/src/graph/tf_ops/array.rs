@@ -7,7 +7,7 @@
 //!   every dimension of size 1 when the list is empty;
 //! - `Pack(v_0, ..., v_{N-1})`: the inputs (one shape) stacked along a new `axis`;
 //!   `Unpack(x)`: the inverse, `num` outputs (at most 65536);
-//! - `ConcatV2(v_0, ..., v_{N-1}, axis)`: the inputs joined along `axis`;
+//! - `ConcatV2(v_0, ..., v_{N-1}, axis)`: the inputs (two or more) joined along `axis`;
 //! - `Slice(x, begin, size)`: the block at `begin` of `size` (-1: to the end);
 //! - `Tile(x, multiples)`: `x` repeated `multiples[i]` times along dimension `i`;
 //! - `GatherV2(params, indices, axis)`: the slices of `params` along `axis` at `indices`
@@ -113,7 +113,7 @@ pub(super) fn ops() -> Vec<OpDef> {
             out.remove(at);
             Ok(vec![PartialShape::new(&out); num])
         }),
-        OpDef::new("ConcatV2", Arity::AtLeast(2), |ins, _| {
+        OpDef::new("ConcatV2", Arity::AtLeast(3), |ins, _| {
             let n = ins.len() - 1;
             index(ins, n)?;
             Ok(vec![all_same(ins, 0, n)?])
