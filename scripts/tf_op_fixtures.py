@@ -367,6 +367,36 @@ def cases():
     add(case("relugrad_mismatch", lambda g, f: raw.ReluGrad(gradients=g, features=f, name="y"), x23, f32([1, 2, 3])))
     add(case("bga_rank2_shape", lambda s0, s1: raw.BroadcastGradientArgs(s0=s0, s1=s1, name="y"),
              i32([[2, 3]]), i32([3])))
+    # Beyond the acceptance list: common ops of TensorFlow programs
+    nan = float("nan")
+    for op, fn in [("maximum", raw.Maximum), ("minimum", raw.Minimum)]:
+        add(case(f"{op}_f32", lambda a, b, fn=fn: fn(x=a, y=b, name="y"),
+                 f32([1.0, -2.0, nan, 3.0, 0.0]), f32([0.5, -1.0, 1.0, nan, -0.0])))
+        add(case(f"{op}_i64_bcast", lambda a, b, fn=fn: fn(x=a, y=b, name="y"),
+                 i64([[1, 5], [-3, 2]]), i64([2, 0])))
+    add(case("log", lambda a: raw.Log(x=a, name="y"), f32([1.0, 2.718281828, 0.0, -1.0, 1e-30])))
+    add(case("tanh", lambda a: raw.Tanh(x=a, name="y"), f32([0.0, 0.5, -2.0, 20.0, -20.0])))
+    add(case("tanh_f64", lambda a: raw.Tanh(x=a, name="y"), f64([0.1, -0.7])))
+    add(case("sigmoid", lambda a: raw.Sigmoid(x=a, name="y"), f32([0.0, 0.5, -2.0, 20.0, -20.0, 90.0, -90.0])))
+    add(case("tanhgrad", lambda y, d: raw.TanhGrad(y=y, dy=d, name="y"), f32([0.0, 0.5, -0.9]), f32([1.0, 2.0, -3.0])))
+    add(case("sigmoidgrad", lambda y, d: raw.SigmoidGrad(y=y, dy=d, name="y"), f32([0.5, 0.25, 0.99]), f32([1.0, 2.0, -3.0])))
+    add(case("softmax", lambda a: raw.Softmax(logits=a, name="y"), x23))
+    add(case("softmax_large", lambda a: raw.Softmax(logits=a, name="y"), f32([[1000.0, 0.0, -1000.0]])))
+    add(case("softmax_empty", lambda a: raw.Softmax(logits=a, name="y"), e03))
+    add(case("size_i32", lambda a: raw.Size(input=a, name="y"), x234))
+    add(case("size_i64_empty", lambda a: raw.Size(input=a, out_type=tf.int64, name="y"), e03))
+    add(case("rank", lambda a: raw.Rank(input=a, name="y"), x234))
+    add(case("rank_scalar", lambda a: raw.Rank(input=a, name="y"), i32(3)))
+    add(case("transpose_2d", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), x23, i32([1, 0])))
+    add(case("transpose_3d", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), x234, i64([2, 0, 1])))
+    add(case("transpose_identity", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), x234, i32([0, 1, 2])))
+    add(case("transpose_empty", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), e03, i32([1, 0])))
+    add(case("transpose_scalar", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), f32(2.0), np.zeros((0,), np.int32)))
+    add(case("transpose_bad_perm", lambda a, p: raw.Transpose(x=a, perm=p, name="y"), x23, i32([0, 0])))
+    add(case("stopgradient", lambda a: raw.StopGradient(input=a, name="y"), x23))
+    add(case("oneslike_f32", lambda a: raw.OnesLike(x=a, name="y"), x23))
+    add(case("oneslike_bool", lambda a: raw.OnesLike(x=a, name="y"), np.array([True, False])))
+    add(case("oneslike_empty_i64", lambda a: raw.OnesLike(x=a, name="y"), np.zeros((0, 2), np.int64)))
     return c
 
 

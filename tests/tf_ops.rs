@@ -487,6 +487,19 @@ fn hostile_inputs_to_tensorflows_ops_are_errors_never_panics() {
         ("Mean", 2),
         ("Prod", 2),
         ("Prod", 1),
+        ("Maximum", 2),
+        ("Minimum", 2),
+        ("Log", 1),
+        ("Tanh", 1),
+        ("Sigmoid", 1),
+        ("TanhGrad", 2),
+        ("SigmoidGrad", 2),
+        ("Softmax", 1),
+        ("Size", 1),
+        ("Rank", 1),
+        ("Transpose", 2),
+        ("StopGradient", 1),
+        ("OnesLike", 1),
     ];
     let inputs = hostile_inputs();
     let mut state = 0x2545_f491_4f6c_dd1du64;

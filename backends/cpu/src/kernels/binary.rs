@@ -1,6 +1,7 @@
 //! Elementwise binary arithmetic with numpy broadcasting: `Add`, `Sub`, `Mul`, `Div`,
 //! `FloorMod` (TensorFlow's: the remainder of floor division, with the divisor's sign;
-//! float remainders from `%`, which is C's `fmod`).
+//! float remainders from `%`, which is C's `fmod`), `Maximum` and `Minimum` (a NaN on
+//! either side gives NaN).
 //!
 //! Dtypes: `f32`, `f64`, `i32`, `i64`, both inputs the same. Integers wrap on overflow;
 //! integer `Div` truncates toward zero, wraps `MIN / -1`, and (with `FloorMod`) fails with
@@ -36,6 +37,8 @@ pub(super) const KERNELS: &[(&str, Factory)] = &[
     ("Mul", factory::<MulOp>),
     ("Div", factory::<DivOp>),
     ("FloorMod", factory::<FloorModOp>),
+    ("Maximum", factory::<MaximumOp>),
+    ("Minimum", factory::<MinimumOp>),
 ];
 
 /// One elementwise binary operation on elements of type `T`.
@@ -55,6 +58,8 @@ struct SubOp;
 struct MulOp;
 struct DivOp;
 struct FloorModOp;
+struct MaximumOp;
+struct MinimumOp;
 
 impl<T: Arith> BinaryOp<T> for AddOp {
     #[inline(always)]
@@ -101,6 +106,28 @@ impl<T: Arith> BinaryOp<T> for FloorModOp {
 
     fn check_rhs(rhs: &[T]) -> Result<(), KernelError> {
         <DivOp as BinaryOp<T>>::check_rhs(rhs)
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for MaximumOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        if a.is_nan() || a > b {
+            a
+        } else {
+            b
+        }
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for MinimumOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        if a.is_nan() || a < b {
+            a
+        } else {
+            b
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - `Shape` (attribute `out_type`, `i32` by default): the input's dimensions as a vector;
 //!   a dimension beyond `i32` is an error for an `i32` output;
+//! - `Size` (`out_type`, `i32` by default): the element count; `Rank`: the rank (`i32`);
 //! - `ExpandDims(x, axis)`: `x` with a 1 inserted at `axis` (in `-rank-1..=rank`);
 //! - `Squeeze` (attribute `squeeze_dims`): the listed dimensions removed, each must be 1;
 //!   with none listed, every dimension of size 1;
@@ -25,6 +26,8 @@ pub(super) const KERNELS: &[(&str, Factory)] = &[
     ("Shape", shape_factory),
     ("ExpandDims", expand_dims_factory),
     ("Squeeze", squeeze_factory),
+    ("Size", size_factory),
+    ("Rank", rank_factory),
 ];
 
 fn shape_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
@@ -59,6 +62,52 @@ impl Kernel for ShapeKernel {
             }
         };
         ctx.push_output(out);
+        Ok(())
+    }
+}
+
+fn size_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    let out = if init.node.attrs.contains("out_type") {
+        init.node.attrs.dtype("out_type")?
+    } else {
+        DType::I32
+    };
+    sync(SizeKernel(out))
+}
+
+/// Outputs the input's element count, a scalar of this dtype (`i32` or `i64`).
+struct SizeKernel(DType);
+
+impl Kernel for SizeKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let n = ctx.input(0).num_elements();
+        let out = match self.0 {
+            DType::I64 => Tensor::scalar(n as i64),
+            DType::I32 => Tensor::scalar(i32::try_from(n).map_err(|_| {
+                KernelError::InvalidArgument(format!("Size: {n} elements do not fit out_type i32"))
+            })?),
+            other => {
+                return Err(KernelError::InvalidArgument(format!(
+                    "Size: out_type must be i32 or i64, got {other}"
+                )))
+            }
+        };
+        ctx.push_output(out);
+        Ok(())
+    }
+}
+
+fn rank_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    sync(RankKernel)
+}
+
+/// Outputs the input's rank as an `i32` scalar.
+struct RankKernel;
+
+impl Kernel for RankKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let rank = ctx.input(0).shape().rank() as i32;
+        ctx.push_output(Tensor::scalar(rank));
         Ok(())
     }
 }

@@ -10,11 +10,13 @@
 //! `store` (streaming stores for outputs larger than the cache). Numpy broadcasting as
 //! strided rows is core's [`BroadcastLayout`](magpie_core::tensor::BroadcastLayout).
 
+mod activations;
 mod add_n;
 mod binary;
 mod dims;
 mod gather;
 mod grad_args;
+mod like;
 mod matmul;
 mod nn;
 mod numeric;
@@ -26,6 +28,7 @@ mod source;
 mod stack;
 mod store;
 mod support;
+mod transpose;
 mod unary;
 
 pub(crate) use support::Factory;
@@ -46,6 +49,9 @@ pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
         nn::KERNELS,
         add_n::KERNELS,
         grad_args::KERNELS,
+        activations::KERNELS,
+        like::KERNELS,
+        transpose::KERNELS,
     ]
     .into_iter()
     .flatten()

@@ -27,6 +27,8 @@ pub(crate) trait Arith: StorageElement + PartialOrd {
     fn floor_mod(self, rhs: Self) -> Self;
     /// An element count as this type (`as` semantics).
     fn from_count(n: usize) -> Self;
+    /// Whether this is a float NaN (never for integers).
+    fn is_nan(self) -> bool;
 }
 
 /// A floating-point element type: `f32` or `f64`.
@@ -37,6 +39,8 @@ pub(crate) trait FloatArith: Arith {
     fn exp(self) -> Self;
     /// The natural logarithm.
     fn ln(self) -> Self;
+    /// The hyperbolic tangent.
+    fn tanh(self) -> Self;
     /// A uniform sample in `[0, 1)`.
     fn sample(rng: &mut impl Rng) -> Self;
 }
@@ -77,6 +81,10 @@ macro_rules! int_arith {
             #[inline(always)]
             fn from_count(n: usize) -> Self {
                 n as $t
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                false
             }
         }
     )*};
@@ -120,6 +128,10 @@ macro_rules! float_arith {
             fn from_count(n: usize) -> Self {
                 n as $t
             }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
         }
 
         impl FloatArith for $t {
@@ -134,6 +146,10 @@ macro_rules! float_arith {
             #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
             }
             #[inline(always)]
             fn sample(rng: &mut impl Rng) -> Self {

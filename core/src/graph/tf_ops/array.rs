@@ -11,10 +11,13 @@
 //! - `Slice(x, begin, size)`: the block at `begin` of `size` (-1: to the end);
 //! - `Tile(x, multiples)`: `x` repeated `multiples[i]` times along dimension `i`;
 //! - `GatherV2(params, indices, axis)`: the slices of `params` along `axis` at `indices`
-//!   (`batch_dims` 0 only).
+//!   (`batch_dims` 0 only);
+//! - beyond the acceptance list: `Size(x)` (the element count, `out_type`), `Rank(x)`
+//!   (`i32`), `Transpose(x, perm)`, `StopGradient(x)` (`x`: gradients are built by the
+//!   client) and `OnesLike(x)`.
 
 use super::super::op_def::{Arity, OpDef};
-use super::super::shape_inference::{rules, PartialShape, ShapeError};
+use super::super::shape_inference::{rules, unchanged_shape, PartialShape, ShapeError};
 use super::super::std_ops::index;
 use super::{all_same, index_attr};
 use crate::graph::error::OpDefError;
@@ -148,6 +151,23 @@ pub(super) fn ops() -> Vec<OpDef> {
             Ok(vec![ins[0]])
         })
         .with_shape_fn(|ctx| Ok(vec![same_rank(&ctx.input(0))])),
+        OpDef::new("Size", Arity::Exact(1), |_, attrs| {
+            Ok(vec![index_attr(attrs, "out_type")?])
+        })
+        .with_shape_fn(|_| Ok(vec![PartialShape::scalar()])),
+        OpDef::new("Rank", Arity::Exact(1), |_, _| {
+            Ok(vec![crate::tensor::DType::I32])
+        })
+        .with_shape_fn(|_| Ok(vec![PartialShape::scalar()])),
+        OpDef::new("Transpose", Arity::Exact(2), |ins, _| {
+            index(ins, 1)?;
+            Ok(vec![ins[0]])
+        })
+        .with_shape_fn(|ctx| Ok(vec![same_rank(&ctx.input(0))])),
+        OpDef::new("StopGradient", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+            .with_shape_fn(unchanged_shape),
+        OpDef::new("OnesLike", Arity::Exact(1), |ins, _| Ok(vec![ins[0]]))
+            .with_shape_fn(unchanged_shape),
         OpDef::new("GatherV2", Arity::Exact(3), |ins, attrs| {
             index(ins, 1)?;
             index(ins, 2)?;

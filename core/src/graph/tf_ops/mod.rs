@@ -5,15 +5,19 @@
 //! backends.
 //!
 //! - `array.rs`: shapes and data movement (`Shape`, `ExpandDims`, `Squeeze`, `Pack`,
-//!   `Unpack`, `ConcatV2`, `Slice`, `Tile`, `GatherV2`);
+//!   `Unpack`, `ConcatV2`, `Slice`, `Tile`, `GatherV2`; and `Size`, `Rank`, `Transpose`,
+//!   `StopGradient`, `OnesLike`);
 //! - `math.rs`: arithmetic (`AddN`, `FloorMod`, `BroadcastGradientArgs`);
+//! - `elementwise.rs`: `Maximum`, `Minimum`, `Log`, `Tanh`, `Sigmoid` and the
+//!   activations' gradients (beyond the acceptance list, common in TensorFlow programs);
 //! - `nn.rs`: neural-network layers and their gradients (`BiasAdd`, `BiasAddGrad`,
-//!   `ReluGrad`, `LogSoftmax`, `SoftmaxCrossEntropyWithLogits`).
+//!   `ReluGrad`, `LogSoftmax`, `SoftmaxCrossEntropyWithLogits`; and `Softmax`).
 //!
 //! Shape functions say what they can and leave the rest unknown: most of these ops take
 //! shapes as tensors whose values graph construction does not see.
 
 mod array;
+mod elementwise;
 mod math;
 mod nn;
 
@@ -25,6 +29,7 @@ use crate::tensor::DType;
 pub(super) fn ops() -> Vec<OpDef> {
     let mut ops = array::ops();
     ops.extend(math::ops());
+    ops.extend(elementwise::ops());
     ops.extend(nn::ops());
     ops
 }

@@ -5,6 +5,7 @@
 //!   `BiasAddGrad(g)`: `g` summed over every other dimension;
 //! - `ReluGrad(gradients, features)`: `gradients` where `features > 0`, else 0;
 //! - `LogSoftmax(logits)`: `logits - log(sum(exp(logits)))` along the last dimension;
+//!   `Softmax(logits)`: `exp(logits) / sum(exp(logits))` along it;
 //! - `SoftmaxCrossEntropyWithLogits(features, labels)`: for `[batch, classes]` matrices
 //!   (broadcast together), the loss per row, `-sum(labels * log_softmax(features))`, and
 //!   its gradient with respect to `features`, `softmax(features) - labels`.
@@ -27,6 +28,18 @@ pub(crate) fn channels_first(attrs: &Attrs) -> Result<bool, OpDefError> {
             "data_format must be \"NHWC\" or \"NCHW\", got {other:?}"
         ))),
     }
+}
+
+/// `LogSoftmax` or `Softmax`: floats of rank 1 or more, the output of the input's shape.
+fn softmax_like(name: &'static str) -> OpDef {
+    OpDef::new(name, Arity::Exact(1), |ins, _| Ok(vec![float(ins, 0)?])).with_shape_fn(move |ctx| {
+        if ctx.input(0).rank() == Some(0) {
+            return Err(OpDefError::Shape(ShapeError::new(format!(
+                "{name} needs logits of rank 1 or more, got a scalar"
+            ))));
+        }
+        unchanged_shape(ctx)
+    })
 }
 
 pub(super) fn ops() -> Vec<OpDef> {
@@ -74,17 +87,8 @@ pub(super) fn ops() -> Vec<OpDef> {
             })?;
             Ok(vec![out])
         }),
-        OpDef::new("LogSoftmax", Arity::Exact(1), |ins, _| {
-            Ok(vec![float(ins, 0)?])
-        })
-        .with_shape_fn(|ctx| {
-            if ctx.input(0).rank() == Some(0) {
-                return Err(OpDefError::Shape(ShapeError::new(
-                    "LogSoftmax needs logits of rank 1 or more, got a scalar",
-                )));
-            }
-            unchanged_shape(ctx)
-        }),
+        softmax_like("LogSoftmax"),
+        softmax_like("Softmax"),
         OpDef::new(
             "SoftmaxCrossEntropyWithLogits",
             Arity::Exact(2),
