@@ -1,5 +1,8 @@
 //! Definitions of the standard op set: arity, dtype inference and shape functions
-//! (`shape_inference/standard.rs`). Kernels live in the backends.
+//! (`shape_inference/standard.rs`). Kernels live in the backends. `Reshape`, `Fill`,
+//! `Sum`, `Mean` and `Prod` also take TensorFlow's two-input forms (the shape, dims or
+//! axes as a tensor; `Fill(dims, value)`), and the ops of TensorFlow's graphs beyond these
+//! are defined in `tf_ops/`.
 
 use super::attr::Attrs;
 use super::error::OpDefError;

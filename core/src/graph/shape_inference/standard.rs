@@ -56,12 +56,17 @@ pub(crate) fn matmul(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, Op
 }
 
 /// `Sum`, `Mean`, `Prod`: the input without (or with a 1 at) the reduced axis. With the
-/// axes as input 1 (TensorFlow's form) only the rank is known, and only with `keep_dims`.
+/// axes as input 1 (TensorFlow's form), whose values are not known here: the input's
+/// shape for no axes (an empty vector), else the rank when `keep_dims` is set or the
+/// axes are one scalar.
 pub(crate) fn reduction(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
     if ctx.num_inputs() == 2 {
         let keep_dims = ctx.attrs().bool_or("keep_dims", false)?;
-        return Ok(vec![match ctx.input(0).rank() {
-            Some(rank) if keep_dims => PartialShape::unknown_dims(rank),
+        let (input, axes) = (ctx.input(0), ctx.input(1));
+        return Ok(vec![match (input.rank(), axes.dims()) {
+            (_, Some([Some(0)])) => input,
+            (Some(rank), _) if keep_dims => PartialShape::unknown_dims(rank),
+            (Some(rank), Some([])) if rank > 0 => PartialShape::unknown_dims(rank - 1),
             _ => PartialShape::unknown(),
         }]);
     }

@@ -192,6 +192,28 @@ mod tests {
             .build_output()
             .unwrap();
         assert_eq!(g.shape_of(m).unwrap(), PartialShape::unknown_dims(2));
+        let none = g
+            .op("Const")
+            .attr(
+                "value",
+                crate::tensor::Tensor::from_vec([0usize], Vec::<i32>::new()).unwrap(),
+            )
+            .build_output()
+            .unwrap();
+        let s = g.op("Sum").input(x).input(none).build_output().unwrap();
+        assert_eq!(g.shape_of(s).unwrap(), g.shape_of(x).unwrap());
+        let one = g
+            .op("Const")
+            .attr("value", crate::tensor::Tensor::scalar(1i32));
+        let s = g
+            .op("Sum")
+            .input(x)
+            .input(one.build_output().unwrap())
+            .build_output();
+        assert_eq!(
+            g.shape_of(s.unwrap()).unwrap(),
+            PartialShape::unknown_dims(1)
+        );
         let err = g
             .op("Sum")
             .input(x)
