@@ -1,8 +1,5 @@
 //! Definitions of the standard op set: arity, dtype inference and shape functions
-//! (`shape_inference/standard.rs`). Kernels live in the backends. `Reshape`, `Fill`,
-//! `Sum`, `Mean` and `Prod` also take TensorFlow's two-input forms (the shape, dims or
-//! axes as a tensor; `Fill(dims, value)`), and the ops of TensorFlow's graphs beyond these
-//! are defined in `tf_ops/`.
+//! (`shape_inference/standard.rs`). Kernels live in the backends.
 
 use super::attr::Attrs;
 use super::error::OpDefError;
@@ -10,7 +7,7 @@ use super::op_def::{Arity, OpDef};
 use super::shape_inference::{standard as shapes, unchanged_shape};
 use crate::tensor::DType;
 
-pub(super) fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
     if ins[i].is_numeric() {
         Ok(ins[i])
     } else {
@@ -95,7 +92,9 @@ fn reduction(name: &str) -> OpDef {
     .with_shape_fn(shapes::reduction)
 }
 
-/// Every standard op definition.
+/// Every standard op definition. `Reshape`, `Fill`, `Sum`, `Mean` and `Prod` also take
+/// TensorFlow's two-input forms (the shape, dims or axes as a tensor; `Fill(dims,
+/// value)`); the other ops of TensorFlow's graphs are defined in `tf_ops/`.
 pub(crate) fn standard_ops() -> Vec<OpDef> {
     let mut ops = vec![
         OpDef::new("Const", Arity::Exact(0), |_, attrs| {

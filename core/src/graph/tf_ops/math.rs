@@ -5,8 +5,8 @@
 
 use super::super::op_def::{Arity, OpDef};
 use super::super::shape_inference::{standard as shapes, PartialShape};
-use super::super::std_ops::{index, numeric, same_numeric};
-use super::all_same;
+use super::super::std_ops::{index, same_numeric};
+use super::{all_same, numeric};
 use crate::graph::error::OpDefError;
 use crate::graph::shape_inference::ShapeError;
 

@@ -34,6 +34,18 @@ pub(super) fn ops() -> Vec<OpDef> {
     ops
 }
 
+/// Input `i`'s dtype when it is numeric (`f32`, `f64`, `i32`, `i64`).
+fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+    if ins[i].is_numeric() {
+        return Ok(ins[i]);
+    }
+    Err(OpDefError::DType {
+        input: i,
+        expected: "a numeric dtype".into(),
+        got: ins[i],
+    })
+}
+
 /// Fails unless every dtype in `ins[from..to]` equals `ins[from]`; returns it.
 fn all_same(ins: &[DType], from: usize, to: usize) -> Result<DType, OpDefError> {
     let t = ins[from];

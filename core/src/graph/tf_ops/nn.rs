@@ -12,7 +12,8 @@
 
 use super::super::op_def::{Arity, OpDef};
 use super::super::shape_inference::{rules, unchanged_shape, PartialShape, ShapeError};
-use super::super::std_ops::{float, numeric, same_numeric};
+use super::super::std_ops::{float, same_numeric};
+use super::numeric;
 use crate::graph::attr::Attrs;
 use crate::graph::error::OpDefError;
 
