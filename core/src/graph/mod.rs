@@ -13,6 +13,7 @@ mod ops;
 pub mod shape_inference;
 mod std_ops;
 pub mod tf_import;
+mod tf_ops;
 
 pub use attr::{AttrError, AttrValue, Attrs};
 pub(crate) use attr_def::check_attrs;

@@ -25,6 +25,9 @@ pub enum Arity {
     Exact(usize),
     /// This many or more.
     AtLeast(usize),
+    /// From the first to the second, both included (an op with optional trailing
+    /// inputs, such as `Reshape` with its shape as an attribute or as input 1).
+    Between(usize, usize),
 }
 
 impl Arity {
@@ -33,6 +36,7 @@ impl Arity {
         match self {
             Arity::Exact(k) => n == k,
             Arity::AtLeast(k) => n >= k,
+            Arity::Between(lo, hi) => (lo..=hi).contains(&n),
         }
     }
 }
@@ -42,6 +46,7 @@ impl fmt::Display for Arity {
         match self {
             Arity::Exact(k) => write!(f, "{k}"),
             Arity::AtLeast(k) => write!(f, "at least {k}"),
+            Arity::Between(lo, hi) => write!(f, "{lo} to {hi}"),
         }
     }
 }

@@ -33,7 +33,7 @@ fn numeric(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
     }
 }
 
-fn float(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+pub(super) fn float(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
     if ins[i].is_float() {
         Ok(ins[i])
     } else {
@@ -45,7 +45,7 @@ fn float(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
     }
 }
 
-fn same_numeric(ins: &[DType], _: &Attrs) -> Result<Vec<DType>, OpDefError> {
+pub(super) fn same_numeric(ins: &[DType], _: &Attrs) -> Result<Vec<DType>, OpDefError> {
     let t = numeric(ins, 0)?;
     if ins[1] != t {
         return Err(OpDefError::DType {
@@ -74,16 +74,41 @@ fn unary(name: &str, check: fn(&[DType], usize) -> Result<DType, OpDefError>) ->
     .with_shape_fn(unchanged_shape)
 }
 
+/// A dtype that holds indices, dimensions or axes (`i32` or `i64`), at input `i`.
+pub(super) fn index(ins: &[DType], i: usize) -> Result<DType, OpDefError> {
+    match ins[i] {
+        DType::I32 | DType::I64 => Ok(ins[i]),
+        got => Err(OpDefError::DType {
+            input: i,
+            expected: "i32 or i64".into(),
+            got,
+        }),
+    }
+}
+
+/// `Sum`, `Mean`, `Prod`: one input and an optional `axis` attribute (Magpie's form), or
+/// TensorFlow's two inputs, the second the axes to reduce (a scalar or a vector).
 fn reduction(name: &str) -> OpDef {
-    OpDef::new(name, Arity::Exact(1), |ins, attrs| {
-        attrs.opt_int("axis")?;
+    OpDef::new(name, Arity::Between(1, 2), |ins, attrs| {
         attrs.bool_or("keep_dims", false)?;
+        if ins.len() == 2 {
+            index(ins, 1)?;
+            if attrs.contains("axis") {
+                return Err(OpDefError::Invalid(
+                    "the axes come from attribute \"axis\" or from input 1, not both".into(),
+                ));
+            }
+        } else {
+            attrs.opt_int("axis")?;
+        }
         Ok(vec![numeric(ins, 0)?])
     })
     .with_shape_fn(shapes::reduction)
 }
 
-/// Every standard op definition.
+/// Every standard op definition. `Reshape`, `Fill`, `Sum`, `Mean` and `Prod` also take
+/// TensorFlow's two-input forms (the shape, dims or axes as a tensor; `Fill(dims,
+/// value)`); the other ops of TensorFlow's graphs are defined in `tf_ops/`.
 pub(crate) fn standard_ops() -> Vec<OpDef> {
     let mut ops = vec![
         OpDef::new("Const", Arity::Exact(0), |_, attrs| {
@@ -112,7 +137,13 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
         .with_shape_fn(shapes::matmul),
         reduction("Sum"),
         reduction("Mean"),
-        OpDef::new("Reshape", Arity::Exact(1), |ins, attrs| {
+        reduction("Prod"),
+        OpDef::new("Reshape", Arity::Between(1, 2), |ins, attrs| {
+            if ins.len() == 2 {
+                // TensorFlow's form: the target shape is input 1.
+                index(ins, 1)?;
+                return Ok(vec![ins[0]]);
+            }
             let dims = attrs.ints("shape")?;
             if dims.iter().filter(|d| **d == -1).count() > 1 {
                 return Err(OpDefError::Invalid("shape may hold at most one -1".into()));
@@ -134,7 +165,12 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
             Ok(vec![attrs.dtype("dtype")?])
         })
         .with_shape_fn(unchanged_shape),
-        OpDef::new("Fill", Arity::Exact(1), |ins, attrs| {
+        OpDef::new("Fill", Arity::Between(1, 2), |ins, attrs| {
+            if ins.len() == 2 {
+                // TensorFlow's form: `Fill(dims, value)`.
+                index(ins, 0)?;
+                return Ok(vec![ins[1]]);
+            }
             shape_attr(attrs, "shape")?;
             Ok(vec![ins[0]])
         })
@@ -163,5 +199,6 @@ pub(crate) fn standard_ops() -> Vec<OpDef> {
     for name in ["Sqrt", "Exp"] {
         ops.push(unary(name, float));
     }
+    ops.extend(super::tf_ops::ops());
     ops
 }

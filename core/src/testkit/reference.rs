@@ -339,6 +339,9 @@ fn run_node(node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ReferenceErr
         reason: reason.into(),
     };
     let attr_error = |e: crate::graph::AttrError| op_error(e.to_string());
+    if inputs.len() == 2 && matches!(node.op.as_str(), "Sum" | "Mean" | "Reshape" | "Fill") {
+        return Err(unsupported("TensorFlow's two-input form"));
+    }
     let arity = match node.op.as_str() {
         "Const" | "Placeholder" | "NoOp" | "RandomUniform" => 0,
         "Add" | "Sub" | "Mul" | "Div" | "MatMul" => 2,

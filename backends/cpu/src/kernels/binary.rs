@@ -1,7 +1,10 @@
-//! Elementwise binary arithmetic with numpy broadcasting: `Add`, `Sub`, `Mul`, `Div`.
+//! Elementwise binary arithmetic with numpy broadcasting: `Add`, `Sub`, `Mul`, `Div`,
+//! `FloorMod` (TensorFlow's: the remainder of floor division, with the divisor's sign;
+//! float remainders from `%`, which is C's `fmod`), `Maximum` and `Minimum` (a NaN on
+//! either side gives NaN).
 //!
 //! Dtypes: `f32`, `f64`, `i32`, `i64`, both inputs the same. Integers wrap on overflow;
-//! integer `Div` truncates toward zero, wraps `MIN / -1`, and fails with
+//! integer `Div` truncates toward zero, wraps `MIN / -1`, and (with `FloorMod`) fails with
 //! "integer division by zero" when any divisor is 0 (checked before anything is
 //! written). Float division follows IEEE 754.
 //!
@@ -33,6 +36,9 @@ pub(super) const KERNELS: &[(&str, Factory)] = &[
     ("Sub", factory::<SubOp>),
     ("Mul", factory::<MulOp>),
     ("Div", factory::<DivOp>),
+    ("FloorMod", factory::<FloorModOp>),
+    ("Maximum", factory::<MaximumOp>),
+    ("Minimum", factory::<MinimumOp>),
 ];
 
 /// One elementwise binary operation on elements of type `T`.
@@ -51,6 +57,9 @@ struct AddOp;
 struct SubOp;
 struct MulOp;
 struct DivOp;
+struct FloorModOp;
+struct MaximumOp;
+struct MinimumOp;
 
 impl<T: Arith> BinaryOp<T> for AddOp {
     #[inline(always)]
@@ -86,6 +95,39 @@ impl<T: Arith> BinaryOp<T> for DivOp {
             ));
         }
         Ok(())
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for FloorModOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        a.floor_mod(b)
+    }
+
+    fn check_rhs(rhs: &[T]) -> Result<(), KernelError> {
+        <DivOp as BinaryOp<T>>::check_rhs(rhs)
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for MaximumOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        if a.is_nan() || a > b {
+            a
+        } else {
+            b
+        }
+    }
+}
+
+impl<T: Arith> BinaryOp<T> for MinimumOp {
+    #[inline(always)]
+    fn apply(a: T, b: T) -> T {
+        if a.is_nan() || a < b {
+            a
+        } else {
+            b
+        }
     }
 }
 

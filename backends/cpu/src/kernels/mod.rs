@@ -10,15 +10,25 @@
 //! `store` (streaming stores for outputs larger than the cache). Numpy broadcasting as
 //! strided rows is core's [`BroadcastLayout`](magpie_core::tensor::BroadcastLayout).
 
+mod activations;
+mod add_n;
 mod binary;
+mod dims;
+mod gather;
+mod grad_args;
+mod like;
 mod matmul;
+mod nn;
 mod numeric;
 mod parallel;
 mod reduce;
+mod reduce_axes;
 mod shape_ops;
 mod source;
+mod stack;
 mod store;
 mod support;
+mod transpose;
 mod unary;
 
 pub(crate) use support::Factory;
@@ -32,6 +42,16 @@ pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
         matmul::KERNELS,
         reduce::KERNELS,
         shape_ops::KERNELS,
+        reduce_axes::KERNELS,
+        dims::KERNELS,
+        stack::KERNELS,
+        gather::KERNELS,
+        nn::KERNELS,
+        add_n::KERNELS,
+        grad_args::KERNELS,
+        activations::KERNELS,
+        like::KERNELS,
+        transpose::KERNELS,
     ]
     .into_iter()
     .flatten()

@@ -21,8 +21,14 @@ pub(crate) trait Arith: StorageElement + PartialOrd {
     fn div(self, rhs: Self) -> Self;
     /// `-self`, wrapping for integers.
     fn neg(self) -> Self;
+    /// The remainder of floor division, with the sign of `rhs` (TensorFlow's `FloorMod`):
+    /// the truncated remainder plus `rhs` when it is non-zero and their signs differ.
+    /// Integers panic on a zero `rhs`; `MIN mod -1` is 0.
+    fn floor_mod(self, rhs: Self) -> Self;
     /// An element count as this type (`as` semantics).
     fn from_count(n: usize) -> Self;
+    /// Whether this is a float NaN (never for integers).
+    fn is_nan(self) -> bool;
 }
 
 /// A floating-point element type: `f32` or `f64`.
@@ -31,6 +37,10 @@ pub(crate) trait FloatArith: Arith {
     fn sqrt(self) -> Self;
     /// `e^self`.
     fn exp(self) -> Self;
+    /// The natural logarithm.
+    fn ln(self) -> Self;
+    /// The hyperbolic tangent.
+    fn tanh(self) -> Self;
     /// A uniform sample in `[0, 1)`.
     fn sample(rng: &mut impl Rng) -> Self;
 }
@@ -60,8 +70,21 @@ macro_rules! int_arith {
                 self.wrapping_neg()
             }
             #[inline(always)]
+            fn floor_mod(self, rhs: Self) -> Self {
+                let r = self.wrapping_rem(rhs);
+                if r != 0 && ((r < 0) != (rhs < 0)) {
+                    r.wrapping_add(rhs)
+                } else {
+                    r
+                }
+            }
+            #[inline(always)]
             fn from_count(n: usize) -> Self {
                 n as $t
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                false
             }
         }
     )*};
@@ -93,8 +116,21 @@ macro_rules! float_arith {
                 -self
             }
             #[inline(always)]
+            fn floor_mod(self, rhs: Self) -> Self {
+                let r = self % rhs;
+                if r != 0.0 && ((r < 0.0) != (rhs < 0.0)) {
+                    r + rhs
+                } else {
+                    r
+                }
+            }
+            #[inline(always)]
             fn from_count(n: usize) -> Self {
                 n as $t
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
         }
 
@@ -106,6 +142,14 @@ macro_rules! float_arith {
             #[inline(always)]
             fn exp(self) -> Self {
                 <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
             }
             #[inline(always)]
             fn sample(rng: &mut impl Rng) -> Self {

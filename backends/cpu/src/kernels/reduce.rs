@@ -1,4 +1,5 @@
-//! Reductions: `Sum` and `Mean` over one axis or all of them.
+//! Reductions: `Sum` and `Mean` over one axis or all of them. (With the axes as input 1,
+//! TensorFlow's form, they are `reduce_axes.rs`'s.)
 //!
 //! Attributes: `axis` (optional int; absent means every axis, negative counts from the
 //! end) and `keep_dims` (bool, default false: the reduced axes are dropped; true: they
@@ -23,6 +24,10 @@ pub(super) const KERNELS: &[(&str, Factory)] =
     &[("Sum", factory::<false>), ("Mean", factory::<true>)];
 
 fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if init.input_dtypes.len() == 2 {
+        // TensorFlow's form, the axes as input 1.
+        return super::reduce_axes::factory(init);
+    }
     let axis = init.node.attrs.opt_int("axis")?;
     let keep_dims = init.node.attrs.bool_or("keep_dims", false)?;
     let place = Place::of(init);

@@ -1,5 +1,6 @@
 //! Shape and dtype plumbing: `Reshape`, `Cast`, `Fill`, `ZerosLike`. Every dtype,
-//! `bool` included.
+//! `bool` included. (TensorFlow's two-input `Reshape(x, shape)` and `Fill(dims, value)`
+//! are `dims.rs`'s.)
 //!
 //! - `Reshape` (attribute `shape`, ints, at most one -1 which is inferred) shares the
 //!   input's buffer under the new shape; the element counts must match.
@@ -31,6 +32,9 @@ pub(super) const KERNELS: &[(&str, Factory)] = &[
 ];
 
 fn reshape_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if init.input_dtypes.len() == 2 {
+        return super::dims::reshape_factory(init);
+    }
     let dims = init.node.attrs.ints("shape")?;
     if dims.iter().any(|&d| d < -1) || dims.iter().filter(|&&d| d == -1).count() > 1 {
         return Err(KernelError::InvalidArgument(format!(
@@ -197,6 +201,9 @@ impl Kernel for CastKernel {
 }
 
 fn fill_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if init.input_dtypes.len() == 2 {
+        return super::dims::fill_factory(init);
+    }
     let shape = known_shape("Fill", "shape", &init.node.attrs.ints("shape")?)?;
     sync(FillKernel {
         shape,

@@ -135,4 +135,80 @@ macro_rules! dispatch_float {
     };
 }
 
-pub(crate) use {dispatch_float, dispatch_numeric};
+/// Like [`dispatch_numeric!`], for every dtype, `bool` included (data movement).
+macro_rules! dispatch_any {
+    ($init:expr, $dtype:expr, $t:ident => $make:expr) => {
+        match $dtype {
+            magpie_core::DType::Bool => {
+                type $t = bool;
+                $crate::kernels::support::sync($make)
+            }
+            other => $crate::kernels::support::dispatch_numeric!($init, other, $t => $make),
+        }
+    };
+}
+
+pub(crate) use {dispatch_any, dispatch_float, dispatch_numeric};
+
+/// The elements of an index-valued input (shapes, axes, offsets, multiples: TensorFlow
+/// types them `i32` or `i64`) as `i64`s.
+///
+/// # Errors
+/// Invalid argument naming the op and input for another dtype, or elements not in host
+/// memory.
+pub(crate) fn index_values(op: &str, i: usize, t: &Tensor) -> Result<Vec<i64>, KernelError> {
+    match t.dtype() {
+        DType::I32 => Ok(operand::<i32>(op, i, t)?
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect()),
+        DType::I64 => Ok(operand::<i64>(op, i, t)?.to_vec()),
+        other => Err(KernelError::InvalidArgument(format!(
+            "{op}: input {i} must be i32 or i64, got {other}"
+        ))),
+    }
+}
+
+/// An index-valued input that must be a vector (rank 1), as `i64`s.
+///
+/// # Errors
+/// As [`index_values`]; also another rank.
+pub(crate) fn index_vector(op: &str, i: usize, t: &Tensor) -> Result<Vec<i64>, KernelError> {
+    if t.shape().rank() != 1 {
+        return Err(KernelError::InvalidArgument(format!(
+            "{op}: input {i} must be a vector, got shape {}",
+            t.shape()
+        )));
+    }
+    index_values(op, i, t)
+}
+
+/// An index-valued input that must hold one element (a scalar or a 1-vector), as `i64`.
+///
+/// # Errors
+/// As [`index_values`]; also another element count.
+pub(crate) fn index_scalar(op: &str, i: usize, t: &Tensor) -> Result<i64, KernelError> {
+    match index_values(op, i, t)?[..] {
+        [v] => Ok(v),
+        _ => Err(KernelError::InvalidArgument(format!(
+            "{op}: input {i} must hold one element, got shape {}",
+            t.shape()
+        ))),
+    }
+}
+
+/// Dimensions given as a vector of non-negative integers (a shape tensor), as a shape.
+///
+/// # Errors
+/// Invalid argument for a negative dimension; an element count too large is an error too.
+pub(crate) fn dims_shape(op: &str, dims: &[i64]) -> Result<magpie_core::Shape, KernelError> {
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        out.push(usize::try_from(d).map_err(|_| {
+            KernelError::InvalidArgument(format!(
+                "{op}: dimensions must be non-negative, got {dims:?}"
+            ))
+        })?);
+    }
+    Ok(magpie_core::Shape::new(&out)?)
+}

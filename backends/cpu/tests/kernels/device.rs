@@ -16,7 +16,7 @@ fn register_is_idempotent_and_covers_every_standard_op() {
     for op in registered_ops() {
         assert!(has_kernel(&op, "CPU"), "standard op {op} has a CPU kernel");
     }
-    assert_eq!(magpie_cpu::supported_ops().count(), 21);
+    assert_eq!(magpie_cpu::supported_ops().count(), 52);
 }
 
 #[test]

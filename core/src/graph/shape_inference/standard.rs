@@ -55,8 +55,21 @@ pub(crate) fn matmul(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, Op
     Ok(vec![dims.shape()])
 }
 
-/// `Sum`, `Mean`: the input without (or with a 1 at) the reduced axis.
+/// `Sum`, `Mean`, `Prod`: the input without (or with a 1 at) the reduced axis. With the
+/// axes as input 1 (TensorFlow's form), whose values are not known here: the input's
+/// shape for no axes (an empty vector), else the rank when `keep_dims` is set or the
+/// axes are one scalar.
 pub(crate) fn reduction(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        let keep_dims = ctx.attrs().bool_or("keep_dims", false)?;
+        let (input, axes) = (ctx.input(0), ctx.input(1));
+        return Ok(vec![match (input.rank(), axes.dims()) {
+            (_, Some([Some(0)])) => input,
+            (Some(rank), _) if keep_dims => PartialShape::unknown_dims(rank),
+            (Some(rank), Some([])) if rank > 0 => PartialShape::unknown_dims(rank - 1),
+            _ => PartialShape::unknown(),
+        }]);
+    }
     let axis = ctx.attrs().opt_int("axis")?;
     let keep_dims = ctx.attrs().bool_or("keep_dims", false)?;
     let (shape, _) = rules::reduce(ctx.op(), &ctx.input(0), axis, keep_dims)?;
@@ -64,7 +77,12 @@ pub(crate) fn reduction(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>,
 }
 
 /// `Reshape`: the `shape` attribute, its -1 inferred when the element count is known.
+/// With the shape as input 1 (TensorFlow's form), the rank when that input's length is
+/// known.
 pub(crate) fn reshape(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        return Ok(vec![rank_from_length(&ctx.input(1))]);
+    }
     Ok(vec![rules::reshape(
         &ctx.input(0),
         &ctx.attrs().ints("shape")?,
@@ -72,7 +90,19 @@ pub(crate) fn reshape(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, O
 }
 
 /// `Fill`: the `shape` attribute; the value must be a scalar or a one-element vector.
+/// TensorFlow's form, `Fill(dims, value)`: a value of known shape must be a scalar (the
+/// kernel also takes a one-element vector at run time, as TensorFlow's does), and the
+/// rank is the length of `dims`.
 pub(crate) fn fill(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
+    if ctx.num_inputs() == 2 {
+        let value = ctx.input(1);
+        if value.rank().is_some_and(|r| r != 0) {
+            return Err(OpDefError::Shape(super::ShapeError::new(format!(
+                "Fill needs a scalar value, got shape {value}"
+            ))));
+        }
+        return Ok(vec![rank_from_length(&ctx.input(0))]);
+    }
     rules::fill_value(&ctx.input(0))?;
     let shape = rules::known_dims(ctx.op(), "shape", &ctx.attrs().ints("shape")?)?;
     Ok(vec![PartialShape::from(shape)])
@@ -82,4 +112,13 @@ pub(crate) fn fill(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDe
 pub(crate) fn random(ctx: &InferenceContext<'_>) -> Result<Vec<PartialShape>, OpDefError> {
     let shape = rules::known_dims(ctx.op(), "shape", &ctx.attrs().ints("shape")?)?;
     Ok(vec![PartialShape::from(shape)])
+}
+
+/// A shape of unknown dimensions whose rank is the length of `vector` (a shape tensor),
+/// when that length is known; unknown otherwise.
+pub(crate) fn rank_from_length(vector: &PartialShape) -> PartialShape {
+    match vector.dims() {
+        Some([Some(n)]) => PartialShape::unknown_dims(*n),
+        _ => PartialShape::unknown(),
+    }
 }

@@ -117,6 +117,85 @@ mod tests {
     }
 
     #[test]
+    fn cast_takes_dst_t_and_class_becomes_colocation() {
+        let c = Tensor::from_vec([2usize], vec![1i32, 2]).unwrap();
+        let def = GraphDef {
+            nodes: vec![
+                node(
+                    "w",
+                    "Const",
+                    &[],
+                    vec![("value", c.into()), ("dtype", DType::I32.into())],
+                ),
+                node(
+                    "f",
+                    "Cast",
+                    &["w"],
+                    vec![
+                        ("SrcT", DType::I32.into()),
+                        ("DstT", DType::F32.into()),
+                        ("Truncate", false.into()),
+                        (
+                            "_class",
+                            AttrValue::Strs(vec!["loc:@f".into(), "loc:@w".into()]),
+                        ),
+                    ],
+                ),
+                node(
+                    "g",
+                    "Identity",
+                    &["f"],
+                    vec![("_class", AttrValue::Strs(vec!["loc:@missing".into()]))],
+                ),
+            ],
+        };
+        let g = Graph::import_tensorflow(&def).unwrap();
+        let f = &g.nodes()[g.node_by_name("f").unwrap().index()];
+        assert_eq!(f.output_dtypes.to_vec(), vec![DType::F32]);
+        let colocate = crate::distributed::ops::COLOCATE_ATTR;
+        assert_eq!(f.attrs.string(colocate).unwrap(), "w");
+        assert!(f.attrs.get("_class").is_none());
+        let gn = &g.nodes()[g.node_by_name("g").unwrap().index()];
+        assert!(gn.attrs.get(colocate).is_none());
+        // A Cast without its target is an error naming the node.
+        let bad = GraphDef {
+            nodes: vec![node("x", "Cast", &["w"], vec![])],
+        };
+        let err = Graph::import_tensorflow(&bad).unwrap_err().to_string();
+        assert!(err.contains("DstT") && err.contains('x'), "{err}");
+    }
+
+    #[test]
+    fn a_colocation_target_may_come_from_an_earlier_extension() {
+        let c = Tensor::from_vec([1usize], vec![1.0f32]).unwrap();
+        let g = Graph::import_tensorflow(&GraphDef {
+            nodes: vec![node(
+                "w",
+                "Const",
+                &[],
+                vec![("value", c.into()), ("dtype", DType::F32.into())],
+            )],
+        })
+        .unwrap();
+        g.extend_tensorflow(&GraphDef {
+            nodes: vec![node(
+                "r",
+                "Identity",
+                &["w"],
+                vec![("_class", AttrValue::Strs(vec!["loc:@w".into()]))],
+            )],
+        })
+        .unwrap();
+        let r = &g.nodes()[g.node_by_name("r").unwrap().index()];
+        assert_eq!(
+            r.attrs
+                .string(crate::distributed::ops::COLOCATE_ATTR)
+                .unwrap(),
+            "w"
+        );
+    }
+
+    #[test]
     fn unknown_op_names_op_and_node() {
         let def = GraphDef {
             nodes: vec![node("x", "NoSuchTfOp", &[], vec![])],
