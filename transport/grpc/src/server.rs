@@ -16,11 +16,12 @@
 //!
 //! # Health and metrics
 //! The standard gRPC health service (`grpc.health.v1.Health`, `tonic-health`) shares the
-//! port and needs no token: the overall status (service `""`) and both named services
-//! report `SERVING` from the start, and `NOT_SERVING` as soon as [`GrpcServer::stop`]
-//! begins (while running steps drain). With [`GrpcOptions::metrics_addr`] the server
-//! also serves Prometheus text at `GET /metrics` on that address (`metrics.rs` lists the
-//! metrics, `metrics_http.rs` the endpoint's limits).
+//! port and needs no token: the overall status (service `""`) and the named services
+//! (Magpie's two and `tensorflow.MasterService`) report `SERVING` from the start, and
+//! `NOT_SERVING` as soon as [`GrpcServer::stop`] begins (while running steps drain). With
+//! [`GrpcOptions::metrics_addr`] the server also serves Prometheus text at `GET /metrics`
+//! on that address (`metrics.rs` lists the metrics, `metrics_http.rs` the endpoint's
+//! limits).
 //!
 //! # Security
 //! With an identity in [`GrpcOptions::tls`] the server serves TLS only (mutual with a
@@ -51,6 +52,7 @@ use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
 use crate::tf::proto::master_service_server::MasterServiceServer as TfMasterServiceServer;
+use crate::tf::TfMasterService;
 use crate::tls::error_chain;
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 
@@ -231,6 +233,9 @@ impl GrpcServer {
             health
                 .set_serving::<MasterServiceServer<MasterService>>()
                 .await;
+            health
+                .set_serving::<TfMasterServiceServer<TfMasterService>>()
+                .await;
         });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -329,6 +334,9 @@ impl GrpcServer {
                 .await;
             self.health
                 .set_not_serving::<MasterServiceServer<MasterService>>()
+                .await;
+            self.health
+                .set_not_serving::<TfMasterServiceServer<TfMasterService>>()
                 .await;
         });
         let cancelled = self.core.stop(deadline);

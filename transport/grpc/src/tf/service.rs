@@ -392,7 +392,14 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 Ok(Response::new(resp))
             }
             Err((code, message)) => {
-                tracing::warn!(%task, %session_handle, ?code, error = message, ?took, "TensorFlow step failed");
+                tracing::warn!(
+                    %task,
+                    %session_handle,
+                    ?code,
+                    error = message,
+                    ?took,
+                    "TensorFlow step failed"
+                );
                 self.metrics.step(code, took);
                 let message = magpie_core::error::cap_message(&message);
                 if in_body {
