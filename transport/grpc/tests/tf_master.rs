@@ -403,3 +403,25 @@ fn tensorflow_sessions_count_against_the_masters_session_limit() {
     c.rt.block_on(c.client.create_session(create)).unwrap();
     c.stop();
 }
+
+#[test]
+fn the_cluster_token_guards_tensorflows_service_too() {
+    let token = magpie_grpc::AuthToken::new("a-cluster-token-of-some-length").unwrap();
+    let mut c = cluster(GrpcOptions {
+        auth_token: Some(token),
+        ..GrpcOptions::default()
+    });
+    let e =
+        c.rt.block_on(
+            c.client
+                .create_session(proto::CreateSessionRequest::default()),
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e =
+        c.rt.block_on(c.client.list_devices(proto::ListDevicesRequest::default()))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(c.a.num_remote_sessions(), 0);
+    c.stop();
+}
