@@ -425,3 +425,38 @@ fn the_cluster_token_guards_tensorflows_service_too() {
     assert_eq!(c.a.num_remote_sessions(), 0);
     c.stop();
 }
+
+#[test]
+fn idle_tensorflow_sessions_are_closed_like_magpies_own() {
+    let mut c = cluster(GrpcOptions {
+        session_idle_timeout: Some(Duration::from_millis(50)),
+        ..GrpcOptions::default()
+    });
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while c.a.num_remote_sessions() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the idle session was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        r.status_code,
+        Code::NotFound as i32,
+        "{}",
+        r.status_error_message
+    );
+    c.stop();
+}
