@@ -460,3 +460,45 @@ fn idle_tensorflow_sessions_are_closed_like_magpies_own() {
     );
     c.stop();
 }
+
+#[test]
+fn soft_placement_relaxes_pins_the_cluster_cannot_satisfy() {
+    let mut c = cluster(GrpcOptions::default());
+    let mut open = |soft: bool| {
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node(
+                "three",
+                "TestThree",
+                &[],
+                "/job:b/task:0/device:GPU:0",
+            )]),
+            config: Some(proto::ConfigProto {
+                allow_soft_placement: soft,
+                operation_timeout_in_ms: 0,
+            }),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle
+    };
+    let soft = open(true);
+    let strict = open(false);
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&soft, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(f32s(r.tensor[0].tensor.as_ref().unwrap()), [3.0]);
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&strict, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_ne!(r.status_code, 0);
+    assert!(
+        r.status_error_message.contains("three"),
+        "{}",
+        r.status_error_message
+    );
+    c.stop();
+}
