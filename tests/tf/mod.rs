@@ -196,7 +196,22 @@ pub fn sides<'a>(
 pub fn assert_same(results: &serde_json::Map<String, Value>, programs: &[&str], rel: f64) {
     let mut failures = Vec::new();
     for p in programs {
-        let (m, t) = sides(results, p);
+        let r = &results[*p];
+        let (m, t) = (&r["magpie"], &r["tensorflow"]);
+        // Every program's outcome in one report: a crash by its traceback's last line.
+        let crash = |side: &Value| {
+            side.get("crash")
+                .and_then(Value::as_str)
+                .map(|c| c.trim().lines().last().unwrap_or_default().to_string())
+        };
+        if let Some(c) = crash(m) {
+            failures.push(format!("{p}: crashed on Magpie: {c}"));
+            continue;
+        }
+        if let Some(c) = crash(t) {
+            failures.push(format!("{p}: crashed on TensorFlow: {c}"));
+            continue;
+        }
         if let Err(e) = close(m, t, rel, p) {
             failures.push(format!("{e}\n  magpie: {m}\n  tensorflow: {t}"));
         }
