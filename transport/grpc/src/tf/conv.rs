@@ -644,4 +644,54 @@ mod tests {
             magpie_core::Code::Unimplemented
         );
     }
+
+    /// Arbitrary bytes, decoded as TensorFlow's messages and converted: errors, never a
+    /// panic or an allocation beyond the limit.
+    #[test]
+    fn hostile_bytes_never_panic() {
+        use prost::Message;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Valid messages with their bytes flipped, and random bytes.
+        let mut seed_graph = proto::GraphDef::default();
+        let mut n = proto::NodeDef {
+            name: "c".into(),
+            op: "Const".into(),
+            ..Default::default()
+        };
+        n.attr.insert(
+            "value".into(),
+            attr(proto::attr_value::Value::Tensor(proto::TensorProto {
+                dtype: proto::DataType::DtFloat as i32,
+                tensor_shape: shape(&[3, 2]),
+                float_val: vec![1.0, 2.0],
+                ..Default::default()
+            })),
+        );
+        seed_graph.node.push(n);
+        let seed = seed_graph.encode_to_vec();
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let mut b = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                b
+            } else {
+                (0..next() % 64).map(|_| next() as u8).collect()
+            };
+            if let Ok(g) = proto::GraphDef::decode(bytes.as_slice()) {
+                let _ = graph_from_tf(&g, 1 << 20);
+            }
+            if let Ok(t) = proto::TensorProto::decode(bytes.as_slice()) {
+                let _ = tensor_from_tf(&t, "fuzz", 1 << 20);
+            }
+        }
+    }
 }
