@@ -502,3 +502,39 @@ fn soft_placement_relaxes_pins_the_cluster_cannot_satisfy() {
     );
     c.stop();
 }
+
+#[test]
+fn a_retried_request_is_refused_not_run_twice() {
+    let mut c = cluster(GrpcOptions::default());
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let mut req = run_request(&h, &["three:0"], true);
+    req.request_id = 42;
+    let first =
+        c.rt.block_on(c.client.run_step(req.clone()))
+            .unwrap()
+            .into_inner();
+    assert_eq!(first.status_code, 0, "{}", first.status_error_message);
+    let again = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(again.status_code, Code::Aborted as i32);
+    assert!(
+        again.status_error_message.contains("42"),
+        "{}",
+        again.status_error_message
+    );
+    // Id 0 is not tracked.
+    for _ in 0..2 {
+        let r =
+            c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
+                .unwrap()
+                .into_inner();
+        assert_eq!(r.status_code, 0);
+    }
+    c.stop();
+}

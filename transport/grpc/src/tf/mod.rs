@@ -10,6 +10,7 @@
 //!   [`MasterSession`](magpie_core::distributed::MasterSession) (graph version,
 //!   callables, soft placement);
 //! - `service.rs`: [`TfMasterService`], the handlers;
+//! - `recent.rs`: the request ids seen lately, so a retried request is not run twice;
 //! - `cluster.rs`: what a handler asks of the whole cluster (its devices as TensorFlow
 //!   describes them, `Reset` on every task).
 //!
@@ -23,6 +24,7 @@
 
 mod cluster;
 pub mod conv;
+mod recent;
 mod service;
 mod session;
 

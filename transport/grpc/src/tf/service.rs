@@ -11,6 +11,9 @@
 //! | `MakeCallable`, `RunCallable`, `ReleaseCallable` | a signature kept by the session, run with positional feeds |
 //! | `PartialRunSetup` | `UNIMPLEMENTED`: Magpie has no partial runs |
 //!
+//! A `request_id` seen lately (`RunStep`, `MakeCallable`, `RunCallable`: the client
+//! retried a request whose answer it lost) is `ABORTED`, never run twice (`recent.rs`).
+//!
 //! TensorFlow's error codes are gRPC's: a step's error has the code of its
 //! [`magpie_core::Code`], and an op Magpie lacks is `UNIMPLEMENTED` naming op and node.
 //! Requests that hold a session do their work on tokio's blocking pool, as in Magpie's
@@ -35,6 +38,7 @@ use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
 use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, TfWireError};
 use crate::tf::proto;
+use crate::tf::recent::{RecentRequestIds, DEFAULT_CAPACITY};
 use crate::tf::session::{Callable, TfSession};
 
 /// TensorFlow's master service of one task. It shares the sessions table (limit, idle
@@ -48,6 +52,8 @@ pub struct TfMasterService {
     metrics: Arc<Metrics>,
     /// The master's incarnation number (devices' `incarnation`).
     seed: u64,
+    /// Request ids seen lately: a retried request is refused, not run twice.
+    recent: Arc<RecentRequestIds>,
 }
 
 /// An error as a step reports it: TensorFlow's code (gRPC's) and a message.
@@ -97,7 +103,24 @@ impl TfMasterService {
             options,
             metrics,
             seed: u64::from_le_bytes(seed),
+            recent: Arc::new(RecentRequestIds::new(DEFAULT_CAPACITY)),
         }
+    }
+
+    /// `ABORTED` when `id` was seen lately (TensorFlow's client retried a request whose
+    /// answer it lost: running it again could apply a step twice).
+    fn track(&self, id: i64, method: &str) -> Result<(), Status> {
+        if self.recent.track_unique(id) {
+            return Ok(());
+        }
+        Err(status(
+            Code::Aborted,
+            format!(
+                "{method}: request {id} was already seen by master {} (a retried request is \
+                 not run twice)",
+                self.server.task()
+            ),
+        ))
     }
 
     fn unknown(&self, handle: &str) -> Status {
@@ -200,6 +223,7 @@ impl TfMasterService {
                 "partial runs are not supported by Magpie's TensorFlow master".into(),
             ));
         }
+        self.track(r.request_id, "RunStep").map_err(step_error)?;
         let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
         let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
         let feeds = r
@@ -483,6 +507,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
         request: Request<proto::MakeCallableRequest>,
     ) -> Result<Response<proto::MakeCallableResponse>, Status> {
         let r = request.into_inner();
+        self.track(r.request_id, "MakeCallable")?;
         let (session, tf) = self.session(&r.session_handle)?;
         let o = r.options.unwrap_or_default();
         let timeout =
@@ -527,6 +552,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
     ) -> Result<Response<proto::RunCallableResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
+        self.track(r.request_id, "RunCallable")?;
         let (session, tf) = self.session(&r.session_handle)?;
         let checked = tf
             .callable(r.handle)
