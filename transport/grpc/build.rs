@@ -1,5 +1,6 @@
-//! Compiles `proto/magpie/v1/*.proto` with protox (pure Rust: no `protoc` needed) and
-//! generates the prost messages and tonic services (with `codec::WireCodec`).
+//! Compiles `proto/magpie/v1/*.proto` and `proto/tensorflow/*.proto` (the subset of
+//! TensorFlow's master service Magpie serves) with protox (pure Rust: no `protoc`
+//! needed) and generates the prost messages and tonic services (with `codec::WireCodec`).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("magpie/v1/tensor.proto"),
         root.join("magpie/v1/worker.proto"),
         root.join("magpie/v1/master.proto"),
+        root.join("tensorflow/framework.proto"),
+        root.join("tensorflow/master.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

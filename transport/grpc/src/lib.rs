@@ -17,6 +17,9 @@
 //!   them);
 //! - [`connect`]: a [`RemoteSession`] on the master at `grpc://host:port` (plaintext) or
 //!   `grpcs://host:port` (TLS);
+//! - [`tf`]: TensorFlow's master service (`/tensorflow.MasterService/*`) on the same
+//!   port, so that a stock `tf.compat.v1.Session("grpc://host:port")` client runs its
+//!   graphs here ([`TfMasterService`]);
 //! - security, off unless asked for: TLS on every channel, mutual optional
 //!   ([`TlsOptions`]), a cluster token every call must carry ([`AuthToken`]), and session
 //!   handles of 128 random bits (`SECURITY.md` at the repository root).
@@ -35,6 +38,7 @@ mod server;
 mod service;
 mod sessions;
 mod status;
+pub mod tf;
 mod tls;
 mod transport;
 
@@ -44,6 +48,7 @@ pub use error::{GrpcError, WireError};
 pub use options::GrpcOptions;
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
+pub use tf::TfMasterService;
 pub use tls::TlsOptions;
 /// The tonic version the services and clients are built with.
 pub use tonic;

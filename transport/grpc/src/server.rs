@@ -9,13 +9,19 @@
 //! within the deadline, cancel the rest), then shuts the listener and connections down
 //! and frees the port; [`GrpcServer::join`] returns once it has stopped.
 //!
+//! # TensorFlow's clients
+//! TensorFlow's master service ([`TfMasterService`](crate::TfMasterService)) shares the
+//! port, the sessions table (limit, idle timeout), the message limits and the token
+//! check with Magpie's own master service.
+//!
 //! # Health and metrics
 //! The standard gRPC health service (`grpc.health.v1.Health`, `tonic-health`) shares the
-//! port and needs no token: the overall status (service `""`) and both named services
-//! report `SERVING` from the start, and `NOT_SERVING` as soon as [`GrpcServer::stop`]
-//! begins (while running steps drain). With [`GrpcOptions::metrics_addr`] the server
-//! also serves Prometheus text at `GET /metrics` on that address (`metrics.rs` lists the
-//! metrics, `metrics_http.rs` the endpoint's limits).
+//! port and needs no token: the overall status (service `""`) and the named services
+//! (Magpie's two and `tensorflow.MasterService`) report `SERVING` from the start, and
+//! `NOT_SERVING` as soon as [`GrpcServer::stop`] begins (while running steps drain). With
+//! [`GrpcOptions::metrics_addr`] the server also serves Prometheus text at `GET /metrics`
+//! on that address (`metrics.rs` lists the metrics, `metrics_http.rs` the endpoint's
+//! limits).
 //!
 //! # Security
 //! With an identity in [`GrpcOptions::tls`] the server serves TLS only (mutual with a
@@ -45,6 +51,8 @@ use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
+use crate::tf::proto::master_service_server::MasterServiceServer as TfMasterServiceServer;
+use crate::tf::TfMasterService;
 use crate::tls::error_chain;
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 
@@ -199,6 +207,12 @@ impl GrpcServer {
                 .max_encoding_message_size(max),
             Guard::new("MasterService", grpc.auth_token.clone(), false),
         );
+        let tf_svc = InterceptedService::new(
+            TfMasterServiceServer::new(master.tensorflow())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            Guard::new("tensorflow.MasterService", grpc.auth_token.clone(), false),
+        );
         if let Some(idle) = grpc.session_idle_timeout {
             // Ends with the runtime, when the server stops.
             let master = master.clone();
@@ -219,6 +233,9 @@ impl GrpcServer {
             health
                 .set_serving::<MasterServiceServer<MasterService>>()
                 .await;
+            health
+                .set_serving::<TfMasterServiceServer<TfMasterService>>()
+                .await;
         });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -231,7 +248,8 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
             .add_service(health_svc)
             .add_service(worker_svc)
-            .add_service(master_svc);
+            .add_service(master_svc)
+            .add_service(tf_svc);
         let serve = handle.spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown_rx.await;
         }));
@@ -316,6 +334,9 @@ impl GrpcServer {
                 .await;
             self.health
                 .set_not_serving::<MasterServiceServer<MasterService>>()
+                .await;
+            self.health
+                .set_not_serving::<TfMasterServiceServer<TfMasterService>>()
                 .await;
         });
         let cancelled = self.core.stop(deadline);

@@ -42,7 +42,7 @@ fn device_attributes(d: DeviceInfo) -> proto::DeviceAttributes {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
@@ -51,7 +51,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A limit passed, as `RESOURCE_EXHAUSTED` naming the limit and its flag.
-fn limit_status(limit: Limit, max: impl TryInto<u64>, detail: impl Into<String>) -> Status {
+pub(crate) fn limit_status(
+    limit: Limit,
+    max: impl TryInto<u64>,
+    detail: impl Into<String>,
+) -> Status {
     status(
         Code::ResourceExhausted,
         LimitExceeded::new(limit, max, detail).to_string(),
@@ -59,7 +63,12 @@ fn limit_status(limit: Limit, max: impl TryInto<u64>, detail: impl Into<String>)
 }
 
 /// `RESOURCE_EXHAUSTED` unless `nodes` fit under `max` nodes of `limit`.
-fn check_nodes(limit: Limit, max: usize, nodes: usize, what: &str) -> Result<(), Status> {
+pub(crate) fn check_nodes(
+    limit: Limit,
+    max: usize,
+    nodes: usize,
+    what: &str,
+) -> Result<(), Status> {
     if nodes > max {
         return Err(limit_status(
             limit,
@@ -83,17 +92,17 @@ fn step_id_from_wire(bytes: &[u8], request: &str) -> Result<StepId, Status> {
 /// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
 /// its client goes away (the stream is reset or the connection closes); the guard, held
 /// across the handler's await, then cancels the step the handler started.
-struct CancelOnDrop(Option<CancellationToken>);
+pub(crate) struct CancelOnDrop(Option<CancellationToken>);
 
 impl CancelOnDrop {
     /// A guard over a fresh token; returns both.
-    fn new() -> (CancelOnDrop, CancellationToken) {
+    pub(crate) fn new() -> (CancelOnDrop, CancellationToken) {
         let token = CancellationToken::new();
         (CancelOnDrop(Some(token.clone())), token)
     }
 
     /// The request completed: nothing to cancel.
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.0 = None;
     }
 }
@@ -392,6 +401,17 @@ impl MasterService {
         .await
     }
 
+    /// TensorFlow's master service over the same task, sharing this service's sessions
+    /// (their limit and idle timeout), options and metrics.
+    pub fn tensorflow(&self) -> crate::tf::TfMasterService {
+        crate::tf::TfMasterService::new(
+            Arc::clone(&self.server),
+            Arc::clone(&self.sessions),
+            Arc::clone(&self.options),
+            Arc::clone(&self.metrics),
+        )
+    }
+
     /// Open sessions (for tests).
     pub fn num_sessions(&self) -> usize {
         self.sessions.len()
@@ -513,7 +533,7 @@ fn import(def: &GraphDef) -> Result<Graph, Status> {
 }
 
 /// `"name:index"` or `"name"` as an output of `graph`.
-fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
+pub(crate) fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
     let (node, index) = match name.rsplit_once(':') {
         Some((n, i)) => match i.parse::<u32>() {
             Ok(i) => (n, i),
@@ -525,7 +545,7 @@ fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, Status> {
     Ok(id.output(index))
 }
 
-fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
+pub(crate) fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
     graph.node_by_name(name).ok_or_else(|| {
         status(
             Code::InvalidArgument,

@@ -3,6 +3,10 @@
 //! them are closed after [`GrpcOptions::session_idle_timeout`](crate::GrpcOptions)
 //! (TensorFlow's master does the same with `session_gc_seconds`).
 //!
+//! Sessions opened through TensorFlow's master service (`tf/`) live in the same table,
+//! under the same limit and idle timeout, with their TensorFlow state beside them
+//! ([`TfSession`]: graph version, callables).
+//!
 //! A session counts as in use while a request holds it (its `Arc` is shared); its clock
 //! restarts whenever a request takes it and whenever a sweep finds it in use, so a step
 //! longer than the timeout never loses its session.
@@ -15,8 +19,12 @@ use std::time::{Duration, Instant};
 use magpie_core::distributed::MasterSession;
 use parking_lot::Mutex;
 
+use crate::tf::TfSession;
+
 struct Entry {
     session: Arc<MasterSession>,
+    /// Set for a session opened through TensorFlow's master service.
+    tf: Option<Arc<TfSession>>,
     last_used: Instant,
 }
 
@@ -61,11 +69,24 @@ impl SessionTable {
 
     /// Adds a session under `handle`, in the place `_reservation` held.
     pub(crate) fn insert(&self, handle: String, session: MasterSession, reservation: Reservation) {
+        self.insert_with(handle, session, None, reservation);
+    }
+
+    /// Adds a session under `handle` with its TensorFlow state (`tf`, for a session of
+    /// TensorFlow's master service), in the place `reservation` held.
+    pub(crate) fn insert_with(
+        &self,
+        handle: String,
+        session: MasterSession,
+        tf: Option<Arc<TfSession>>,
+        reservation: Reservation,
+    ) {
         let mut entries = self.entries.lock();
         entries.insert(
             handle,
             Entry {
                 session: Arc::new(session),
+                tf,
                 last_used: Instant::now(),
             },
         );
@@ -79,6 +100,23 @@ impl SessionTable {
         let e = entries.get_mut(handle)?;
         e.last_used = Instant::now();
         Some(Arc::clone(&e.session))
+    }
+
+    /// The session of `handle` with its TensorFlow state, marking it used now; `None`
+    /// for an unknown handle and for a session not opened through TensorFlow's service.
+    pub(crate) fn get_tf(&self, handle: &str) -> Option<(Arc<MasterSession>, Arc<TfSession>)> {
+        let mut entries = self.entries.lock();
+        let e = entries.get_mut(handle)?;
+        let tf = Arc::clone(e.tf.as_ref()?);
+        e.last_used = Instant::now();
+        Some((Arc::clone(&e.session), tf))
+    }
+
+    /// Removes the session of `handle` if it was opened through TensorFlow's service.
+    pub(crate) fn remove_tf(&self, handle: &str) -> Option<Arc<MasterSession>> {
+        let mut entries = self.entries.lock();
+        entries.get(handle)?.tf.as_ref()?;
+        entries.remove(handle).map(|e| e.session)
     }
 
     /// Removes the session of `handle`.

@@ -1,0 +1,630 @@
+//! [`TfMasterService`]: TensorFlow's master service over a task's master.
+//!
+//! | method | what Magpie does |
+//! |---|---|
+//! | `CreateSession` | opens a master session (as Magpie's own `CreateSession`) over the translated graph, which may be empty; reads `allow_soft_placement` and `operation_timeout_in_ms` from the `ConfigProto` |
+//! | `ExtendSession` | checks the graph version (`FAILED_PRECONDITION` when stale), adds the translated nodes (all or nothing), returns the next version |
+//! | `RunStep` | feeds by name, fetches echoed exactly and in the request's order, targets; `options.timeout_in_ms` as the step's deadline; with `store_errors_in_response_body`, a failed step is an OK answer carrying TensorFlow's code and the message |
+//! | `CloseSession` | closes the session |
+//! | `ListDevices` | every device of the cluster, this task's as `local_device` |
+//! | `Reset` | clears the containers on every task of the cluster |
+//! | `MakeCallable`, `RunCallable`, `ReleaseCallable` | a signature kept by the session, run with positional feeds |
+//! | `PartialRunSetup` | `UNIMPLEMENTED`: Magpie has no partial runs |
+//!
+//! A `request_id` seen lately (`RunStep`, `MakeCallable`, `RunCallable`: the client
+//! retried a request whose answer it lost) is `ABORTED`, never run twice (`recent.rs`).
+//!
+//! TensorFlow's error codes are gRPC's: a step's error has the code of its
+//! [`magpie_core::Code`], and an op Magpie lacks is `UNIMPLEMENTED` naming op and node.
+//! Requests that hold a session do their work on tokio's blocking pool, as in Magpie's
+//! own master service; a step is cancelled on every task when its client goes away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magpie_core::distributed::{MasterSession, TaskServer};
+use magpie_core::graph::{Graph, GraphError, Output};
+use magpie_core::limits::Limit;
+use magpie_core::session::RunOptions;
+use magpie_core::tensor::Tensor;
+use tonic::{Code, Request, Response, Status};
+
+use crate::handle::{handle_prefix, session_handle};
+use crate::metrics::Metrics;
+use crate::options::GrpcOptions;
+use crate::service::{blocking, check_nodes, limit_status, node_id, output, CancelOnDrop};
+use crate::sessions::SessionTable;
+use crate::status::{code_to_grpc, status};
+use crate::tf::cluster::{device_attributes, reset_cluster};
+use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, TfWireError};
+use crate::tf::proto;
+use crate::tf::recent::{RecentRequestIds, DEFAULT_CAPACITY};
+use crate::tf::session::{Callable, TfSession};
+
+/// TensorFlow's master service of one task. It shares the sessions table (limit, idle
+/// timeout), options and metrics of the task's [`MasterService`](crate::MasterService):
+/// make it with [`MasterService::tensorflow`](crate::MasterService::tensorflow).
+#[derive(Debug, Clone)]
+pub struct TfMasterService {
+    server: Arc<TaskServer>,
+    sessions: Arc<SessionTable>,
+    options: Arc<GrpcOptions>,
+    metrics: Arc<Metrics>,
+    /// The master's incarnation number (devices' `incarnation`).
+    seed: u64,
+    /// Request ids seen lately: a retried request is refused, not run twice.
+    recent: Arc<RecentRequestIds>,
+}
+
+/// An error as a step reports it: TensorFlow's code (gRPC's) and a message.
+type StepError = (Code, String);
+
+fn step_error(s: Status) -> StepError {
+    (s.code(), s.message().to_string())
+}
+
+fn wire_status(e: &TfWireError) -> Status {
+    status(code_to_grpc(e.code()), e.to_string())
+}
+
+/// Drops a request's reference to a session off the runtime: it may be the last one
+/// (the session was closed meanwhile), and dropping a session releases its partitions.
+async fn release(session: Arc<MasterSession>) {
+    let _ = blocking(move || {
+        drop(session);
+        Ok(())
+    })
+    .await;
+}
+
+/// A graph that does not import: an op Magpie lacks is `UNIMPLEMENTED`, any other
+/// mistake has its own code (`INVALID_ARGUMENT`).
+fn graph_status(e: &GraphError) -> Status {
+    let code = match e {
+        GraphError::UnknownOp { .. } => Code::Unimplemented,
+        other => code_to_grpc(other.code()),
+    };
+    status(code, e.to_string())
+}
+
+impl TfMasterService {
+    pub(crate) fn new(
+        server: Arc<TaskServer>,
+        sessions: Arc<SessionTable>,
+        options: Arc<GrpcOptions>,
+        metrics: Arc<Metrics>,
+    ) -> TfMasterService {
+        let mut seed = [0u8; 8];
+        // Without the OS's RNG the incarnations are still distinct per device.
+        let _ = getrandom::fill(&mut seed);
+        TfMasterService {
+            server,
+            sessions,
+            options,
+            metrics,
+            seed: u64::from_le_bytes(seed),
+            recent: Arc::new(RecentRequestIds::new(DEFAULT_CAPACITY)),
+        }
+    }
+
+    /// `ABORTED` when `id` was seen lately (TensorFlow's client retried a request whose
+    /// answer it lost: running it again could apply a step twice).
+    fn track(&self, id: i64, method: &str) -> Result<(), Status> {
+        if self.recent.track_unique(id) {
+            return Ok(());
+        }
+        Err(status(
+            Code::Aborted,
+            format!(
+                "{method}: request {id} was already seen by master {} (a retried request is \
+                 not run twice)",
+                self.server.task()
+            ),
+        ))
+    }
+
+    fn unknown(&self, handle: &str) -> Status {
+        status(
+            Code::NotFound,
+            format!(
+                "unknown TensorFlow session handle {:?} on master {} (closed, timed out \
+                 idle, or never opened here)",
+                handle_prefix(handle),
+                self.server.task()
+            ),
+        )
+    }
+
+    fn session(&self, handle: &str) -> Result<(Arc<MasterSession>, Arc<TfSession>), Status> {
+        self.sessions
+            .get_tf(handle)
+            .ok_or_else(|| self.unknown(handle))
+    }
+
+    /// Translates `wire` (nodes to add) and adds it to `session`'s graph, all or
+    /// nothing.
+    fn extend_graph(
+        &self,
+        session: &MasterSession,
+        tf: &TfSession,
+        wire: &proto::GraphDef,
+    ) -> Result<(), Status> {
+        let mut def =
+            graph_from_tf(wire, self.options.max_tensor_bytes).map_err(|e| wire_status(&e))?;
+        tf.place_softly(&mut def, session.devices());
+        session
+            .graph()
+            .extend_tensorflow(&def)
+            .map_err(|e| graph_status(&e))?;
+        Ok(())
+    }
+
+    /// The deadline of a step: the request's, else the session's, else the master's.
+    fn step_timeout(tf: &TfSession, requested_ms: i64) -> Option<Duration> {
+        u64::try_from(requested_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .or(tf.step_timeout)
+    }
+
+    /// Runs one step of `session` (on a blocking thread): feeds by name, fetches and
+    /// targets by name; fetches come back in order.
+    async fn run(
+        &self,
+        session: Arc<MasterSession>,
+        feeds: Vec<(String, proto::TensorProto)>,
+        fetches: Vec<String>,
+        targets: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Tensor>, StepError> {
+        let max_bytes = self.options.max_tensor_bytes;
+        let (guard, cancel) = CancelOnDrop::new();
+        let out = blocking(move || {
+            let graph: &Graph = session.graph();
+            let mut fed: Vec<(Output, Tensor)> = Vec::with_capacity(feeds.len());
+            for (name, t) in &feeds {
+                let out = output(graph, name, "feed")?;
+                let t = tensor_from_tf(t, &format!("feed {name:?}"), max_bytes)
+                    .map_err(|e| wire_status(&e))?;
+                fed.push((out, t));
+            }
+            let fetches = fetches
+                .iter()
+                .map(|n| output(graph, n, "fetch"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let targets = targets
+                .iter()
+                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = RunOptions {
+                timeout,
+                cancel: Some(cancel),
+                ..RunOptions::default()
+            };
+            session
+                .run_with_options(&options, &fed, &fetches, &targets)
+                .map(|o| o.tensors)
+                .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))
+        })
+        .await;
+        guard.disarm();
+        out.map_err(step_error)
+    }
+
+    /// `RunStep` without its accounting.
+    async fn run_step_inner(
+        &self,
+        r: proto::RunStepRequest,
+    ) -> Result<proto::RunStepResponse, StepError> {
+        if !r.partial_run_handle.is_empty() {
+            return Err((
+                Code::Unimplemented,
+                "partial runs are not supported by Magpie's TensorFlow master".into(),
+            ));
+        }
+        self.track(r.request_id, "RunStep").map_err(step_error)?;
+        let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
+        let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
+        let feeds = r
+            .feed
+            .into_iter()
+            .map(|f| (f.name, f.tensor.unwrap_or_default()))
+            .collect();
+        let names = r.fetch;
+        let tensors = self
+            .run(session, feeds, names.clone(), r.target, timeout)
+            .await?;
+        let tensor = names
+            .into_iter()
+            .zip(&tensors)
+            .map(|(name, t)| {
+                Ok(proto::NamedTensorProto {
+                    tensor: Some(tensor_to_tf(t).map_err(|e| (Code::Internal, e.to_string()))?),
+                    name,
+                })
+            })
+            .collect::<Result<_, StepError>>()?;
+        Ok(proto::RunStepResponse {
+            tensor,
+            ..Default::default()
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl proto::master_service_server::MasterService for TfMasterService {
+    async fn create_session(
+        &self,
+        request: Request<proto::CreateSessionRequest>,
+    ) -> Result<Response<proto::CreateSessionResponse>, Status> {
+        let r = request.into_inner();
+        let wire = r.graph_def.unwrap_or_default();
+        check_nodes(
+            Limit::GraphNodes,
+            self.options.max_graph_nodes,
+            wire.node.len(),
+            "the session's graph",
+        )?;
+        let max = self.options.max_sessions;
+        let reservation = self.sessions.reserve(max).map_err(|open| {
+            limit_status(
+                Limit::Sessions,
+                max,
+                format!(
+                    "master {} has {open} sessions open (close sessions, or let idle ones \
+                     time out)",
+                    self.server.task()
+                ),
+            )
+        })?;
+        let config = r.config.unwrap_or_default();
+        let tf = Arc::new(TfSession::new(
+            config.allow_soft_placement,
+            config.operation_timeout_in_ms,
+        ));
+        // 128 random bits, as Magpie's own handles: made first, so that a session is
+        // never dropped on the runtime.
+        let handle = session_handle(self.server.task())?;
+        let server = Arc::clone(&self.server);
+        let this = self.clone();
+        let tf2 = Arc::clone(&tf);
+        // Opening contacts every task; the graph joins the session once its devices are
+        // known (soft placement needs them). Both off the runtime: a session that fails
+        // to take its graph is dropped there.
+        let session = blocking(move || {
+            let session = server
+                .master()
+                .create_session(&Graph::new())
+                .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
+            this.extend_graph(&session, &tf2, &wire)?;
+            Ok(session)
+        })
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(
+                task = %self.server.task(),
+                code = ?e.code(),
+                error = e.message(),
+                "creating a TensorFlow session failed"
+            );
+        })?;
+        let nodes = session.graph().len();
+        self.sessions
+            .insert_with(handle.clone(), session, Some(tf), reservation);
+        tracing::info!(
+            task = %self.server.task(),
+            session_handle = %handle_prefix(&handle),
+            nodes,
+            "TensorFlow session created"
+        );
+        Ok(Response::new(proto::CreateSessionResponse {
+            session_handle: handle,
+            graph_version: 0,
+        }))
+    }
+
+    async fn extend_session(
+        &self,
+        request: Request<proto::ExtendSessionRequest>,
+    ) -> Result<Response<proto::ExtendSessionResponse>, Status> {
+        let r = request.into_inner();
+        let wire = r.graph_def.unwrap_or_default();
+        let added = wire.node.len();
+        check_nodes(
+            Limit::ExtensionNodes,
+            self.options.max_extension_nodes,
+            added,
+            "the extension",
+        )?;
+        let (session, tf) = self.session(&r.session_handle)?;
+        let this = self.clone();
+        let max_nodes = self.options.max_graph_nodes;
+        let current = r.current_graph_version;
+        // Translation and validation are CPU work; dropping the session may release its
+        // partitions (blocking): all of it off the runtime.
+        let extended = blocking(move || {
+            let mut version = tf.version.lock();
+            if *version != current {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "ExtendSession: the session's graph is at version {}, the request \
+                         extends version {current}",
+                        *version
+                    ),
+                ));
+            }
+            let has = session.graph().len();
+            check_nodes(
+                Limit::GraphNodes,
+                max_nodes,
+                has.saturating_add(added),
+                &format!("the session's graph of {has} nodes extended by {added}"),
+            )?;
+            this.extend_graph(&session, &tf, &wire)?;
+            *version += 1;
+            Ok(*version)
+        })
+        .await;
+        let session_handle = handle_prefix(&r.session_handle);
+        match &extended {
+            Ok(v) => tracing::info!(
+                task = %self.server.task(),
+                %session_handle,
+                added,
+                version = v,
+                "TensorFlow session extended"
+            ),
+            Err(e) => tracing::warn!(
+                task = %self.server.task(),
+                %session_handle,
+                added,
+                error = e.message(),
+                "extending a TensorFlow session failed"
+            ),
+        }
+        Ok(Response::new(proto::ExtendSessionResponse {
+            new_graph_version: extended?,
+        }))
+    }
+
+    async fn partial_run_setup(
+        &self,
+        _request: Request<proto::PartialRunSetupRequest>,
+    ) -> Result<Response<proto::PartialRunSetupResponse>, Status> {
+        Err(status(
+            Code::Unimplemented,
+            "partial runs are not supported by Magpie's TensorFlow master",
+        ))
+    }
+
+    async fn run_step(
+        &self,
+        request: Request<proto::RunStepRequest>,
+    ) -> Result<Response<proto::RunStepResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let in_body = r.store_errors_in_response_body;
+        let session_handle = handle_prefix(&r.session_handle);
+        let result = self.run_step_inner(r).await;
+        let took = started.elapsed();
+        let task = self.server.task();
+        match result {
+            Ok(resp) => {
+                self.metrics.step(Code::Ok, took);
+                Ok(Response::new(resp))
+            }
+            Err((code, message)) => {
+                tracing::warn!(
+                    %task,
+                    %session_handle,
+                    ?code,
+                    error = message,
+                    ?took,
+                    "TensorFlow step failed"
+                );
+                self.metrics.step(code, took);
+                let message = magpie_core::error::cap_message(&message);
+                if in_body {
+                    Ok(Response::new(proto::RunStepResponse {
+                        status_code: code as i32,
+                        status_error_message: message.into_owned(),
+                        ..Default::default()
+                    }))
+                } else {
+                    Err(status(code, message))
+                }
+            }
+        }
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<proto::CloseSessionRequest>,
+    ) -> Result<Response<proto::CloseSessionResponse>, Status> {
+        let handle = request.into_inner().session_handle;
+        let session = self
+            .sessions
+            .remove_tf(&handle)
+            .ok_or_else(|| self.unknown(&handle))?;
+        blocking(move || {
+            session.close();
+            Ok(())
+        })
+        .await?;
+        tracing::info!(
+            task = %self.server.task(),
+            session_handle = %handle_prefix(&handle),
+            "TensorFlow session closed"
+        );
+        Ok(Response::new(proto::CloseSessionResponse {}))
+    }
+
+    async fn list_devices(
+        &self,
+        _request: Request<proto::ListDevicesRequest>,
+    ) -> Result<Response<proto::ListDevicesResponse>, Status> {
+        let server = Arc::clone(&self.server);
+        let seed = self.seed;
+        let resp = blocking(move || {
+            let devices = server
+                .master()
+                .cluster_devices()
+                .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
+            let mut resp = proto::ListDevicesResponse::default();
+            for d in &devices {
+                let attrs = device_attributes(&server, d, seed);
+                if server.task().owns(&d.name) {
+                    resp.local_device.push(attrs);
+                } else {
+                    resp.remote_device.push(attrs);
+                }
+            }
+            Ok(resp)
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<proto::ResetRequest>,
+    ) -> Result<Response<proto::ResetResponse>, Status> {
+        let r = request.into_inner();
+        let cleared = reset_cluster(&self.server, &self.options, &r.container).await?;
+        tracing::info!(
+            task = %self.server.task(),
+            containers = ?r.container,
+            cleared,
+            "TensorFlow Reset"
+        );
+        Ok(Response::new(proto::ResetResponse {}))
+    }
+
+    async fn make_callable(
+        &self,
+        request: Request<proto::MakeCallableRequest>,
+    ) -> Result<Response<proto::MakeCallableResponse>, Status> {
+        let r = request.into_inner();
+        self.track(r.request_id, "MakeCallable")?;
+        let (session, tf) = self.session(&r.session_handle)?;
+        let o = r.options.unwrap_or_default();
+        let timeout =
+            Self::step_timeout(&tf, o.run_options.as_ref().map_or(0, |o| o.timeout_in_ms));
+        // Names are checked now, as TensorFlow does: a callable that cannot run is never
+        // made.
+        let made = (|| {
+            let graph = session.graph();
+            for f in &o.feed {
+                output(graph, f, "feed")?;
+            }
+            for f in &o.fetch {
+                output(graph, f, "fetch")?;
+            }
+            for t in &o.target {
+                node_id(graph, t, "target")?;
+            }
+            tf.add_callable(Callable {
+                feeds: o.feed,
+                fetches: o.fetch,
+                targets: o.target,
+                timeout,
+            })
+            .ok_or_else(|| {
+                status(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the session holds {} callables (release some)",
+                        crate::tf::session::MAX_CALLABLES
+                    ),
+                )
+            })
+        })();
+        release(session).await;
+        let handle = made?;
+        Ok(Response::new(proto::MakeCallableResponse { handle }))
+    }
+
+    async fn run_callable(
+        &self,
+        request: Request<proto::RunCallableRequest>,
+    ) -> Result<Response<proto::RunCallableResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        self.track(r.request_id, "RunCallable")?;
+        let (session, tf) = self.session(&r.session_handle)?;
+        let checked = tf
+            .callable(r.handle)
+            .ok_or_else(|| {
+                status(
+                    Code::InvalidArgument,
+                    format!("RunCallable: no callable with handle {}", r.handle),
+                )
+            })
+            .and_then(|c| {
+                if r.feed.len() == c.feeds.len() {
+                    Ok(c)
+                } else {
+                    Err(status(
+                        Code::InvalidArgument,
+                        format!(
+                            "RunCallable: {} feeds for a callable of {}",
+                            r.feed.len(),
+                            c.feeds.len()
+                        ),
+                    ))
+                }
+            });
+        let callable = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                release(session).await;
+                return Err(e);
+            }
+        };
+        let feeds = callable.feeds.iter().cloned().zip(r.feed).collect();
+        let result = self
+            .run(
+                session,
+                feeds,
+                callable.fetches.clone(),
+                callable.targets.clone(),
+                callable.timeout,
+            )
+            .await;
+        let took = started.elapsed();
+        match result {
+            Ok(tensors) => {
+                self.metrics.step(Code::Ok, took);
+                let fetch = tensors
+                    .iter()
+                    .map(tensor_to_tf)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| status(Code::Internal, e.to_string()))?;
+                Ok(Response::new(proto::RunCallableResponse { fetch }))
+            }
+            Err((code, message)) => {
+                self.metrics.step(code, took);
+                Err(status(code, message))
+            }
+        }
+    }
+
+    async fn release_callable(
+        &self,
+        request: Request<proto::ReleaseCallableRequest>,
+    ) -> Result<Response<proto::ReleaseCallableResponse>, Status> {
+        let r = request.into_inner();
+        let (session, tf) = self.session(&r.session_handle)?;
+        let released = tf.release_callable(r.handle);
+        release(session).await;
+        if !released {
+            return Err(status(
+                Code::InvalidArgument,
+                format!("ReleaseCallable: no callable with handle {}", r.handle),
+            ));
+        }
+        Ok(Response::new(proto::ReleaseCallableResponse {}))
+    }
+}

@@ -1,0 +1,540 @@
+//! TensorFlow's master service (`/tensorflow.MasterService/*`) on a cluster of two
+//! in-process gRPC servers, called with the generated client: the protocol details the
+//! Python client relies on (fetch names echoed in order, graph versions, errors in the
+//! response body with TensorFlow's codes, `Reset` on every task), the callables it does
+//! not use, and the limits shared with Magpie's own master service.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{free_port, register_test_ops};
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::testkit::host_task_options;
+use magpie_grpc::tf::proto::{self, master_service_client::MasterServiceClient};
+use magpie_grpc::{GrpcOptions, GrpcServer};
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Cluster {
+    a: GrpcServer,
+    b: GrpcServer,
+    rt: tokio::runtime::Runtime,
+    client: MasterServiceClient<Channel>,
+}
+
+/// Tasks `/job:a/task:0` (the master) and `/job:b/task:0`.
+fn cluster(options: GrpcOptions) -> Cluster {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("a", [format!("127.0.0.1:{}", free_port())])
+        .job("b", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let a =
+        GrpcServer::start_with(&spec, "a", 0, &host_task_options("a"), options.clone()).unwrap();
+    let b = GrpcServer::start_with(&spec, "b", 0, &host_task_options("b"), options).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(MasterServiceClient::connect(format!(
+            "http://{}",
+            a.local_addr()
+        )))
+        .unwrap();
+    Cluster { a, b, rt, client }
+}
+
+impl Cluster {
+    fn stop(self) {
+        self.a.stop(Duration::from_secs(1));
+        self.b.stop(Duration::from_secs(1));
+    }
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], device: &str) -> proto::NodeDef {
+    proto::NodeDef {
+        name: name.into(),
+        op: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        device: device.into(),
+        attr: Default::default(),
+    }
+}
+
+fn graph(nodes: Vec<proto::NodeDef>) -> Option<proto::GraphDef> {
+    Some(proto::GraphDef {
+        node: nodes,
+        ..Default::default()
+    })
+}
+
+fn f32s(t: &proto::TensorProto) -> Vec<f32> {
+    assert_eq!(t.dtype, proto::DataType::DtFloat as i32);
+    t.tensor_content
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn scalar(v: f32) -> proto::TensorProto {
+    proto::TensorProto {
+        dtype: proto::DataType::DtFloat as i32,
+        tensor_shape: Some(proto::TensorShapeProto::default()),
+        tensor_content: Bytes::copy_from_slice(&v.to_le_bytes()),
+        ..Default::default()
+    }
+}
+
+fn run_request(handle: &str, fetch: &[&str], in_body: bool) -> proto::RunStepRequest {
+    proto::RunStepRequest {
+        session_handle: handle.into(),
+        fetch: fetch.iter().map(|s| s.to_string()).collect(),
+        store_errors_in_response_body: in_body,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sessions_grow_by_version_and_steps_echo_fetches_in_order() {
+    let mut c = cluster(GrpcOptions::default());
+    let created =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                node("four", "TestFour", &[], "/job:b/task:0"),
+                node("p", "TestPass", &["four", "^four"], ""),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.graph_version, 0);
+    let h = created.session_handle;
+
+    let r =
+        c.rt.block_on(
+            c.client
+                .run_step(run_request(&h, &["p:0", "four:0", "p"], true)),
+        )
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    let names: Vec<&str> = r.tensor.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["p:0", "four:0", "p"]);
+    for t in &r.tensor {
+        assert_eq!(f32s(t.tensor.as_ref().unwrap()), [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    // A stale version is refused; the current one grows the graph.
+    let extend = |version| proto::ExtendSessionRequest {
+        session_handle: h.clone(),
+        graph_def: graph(vec![node("three", "TestThree", &[], "/job:a/task:0")]),
+        current_graph_version: version,
+    };
+    let e =
+        c.rt.block_on(c.client.extend_session(extend(5)))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let v =
+        c.rt.block_on(c.client.extend_session(extend(0)))
+            .unwrap()
+            .into_inner()
+            .new_graph_version;
+    assert_eq!(v, 1);
+    // The same nodes again: the graph refuses duplicate names, the version stays.
+    let e =
+        c.rt.block_on(c.client.extend_session(extend(1)))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("three"), "{}", e.message());
+
+    // A feed replaces its node's output.
+    let mut req = run_request(&h, &["three:0"], true);
+    req.feed.push(proto::NamedTensorProto {
+        name: "three:0".into(),
+        tensor: Some(scalar(-1.5)),
+    });
+    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(f32s(r.tensor[0].tensor.as_ref().unwrap()), [-1.5]);
+    c.stop();
+}
+
+#[test]
+fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
+    let mut c = cluster(GrpcOptions::default());
+    // An op Magpie lacks: UNIMPLEMENTED naming op and node.
+    let e =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("det", "MatrixDeterminant", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(
+        e.message().contains("MatrixDeterminant") && e.message().contains("det"),
+        "{}",
+        e.message()
+    );
+
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    // In the body: OK, TensorFlow's code (INVALID_ARGUMENT = 3), the message naming it.
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&h, &["nosuch:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(r.status_code, Code::InvalidArgument as i32);
+    assert!(
+        r.status_error_message.contains("nosuch"),
+        "{}",
+        r.status_error_message
+    );
+    assert!(r.tensor.is_empty());
+    // Not asked: a gRPC status.
+    let e =
+        c.rt.block_on(c.client.run_step(run_request(&h, &["nosuch:0"], false)))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // A feed of a dtype Magpie lacks names the feed.
+    let mut req = run_request(&h, &["three:0"], true);
+    req.feed.push(proto::NamedTensorProto {
+        name: "three:0".into(),
+        tensor: Some(proto::TensorProto {
+            dtype: proto::DataType::DtString as i32,
+            string_val: vec![Bytes::from_static(b"x")],
+            ..Default::default()
+        }),
+    });
+    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(r.status_code, Code::Unimplemented as i32);
+    assert!(
+        r.status_error_message.contains("three:0") && r.status_error_message.contains("DT_STRING"),
+        "{}",
+        r.status_error_message
+    );
+
+    // Partial runs are not supported.
+    let e =
+        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
+            session_handle: h.clone(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+
+    // Closed: the handle is unknown from then on (NOT_FOUND = 5 in the body).
+    c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
+        session_handle: h.clone(),
+    }))
+    .unwrap();
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        r.status_code,
+        Code::NotFound as i32,
+        "{}",
+        r.status_error_message
+    );
+    let e =
+        c.rt.block_on(
+            c.client
+                .close_session(proto::CloseSessionRequest { session_handle: h }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    c.stop();
+}
+
+#[test]
+fn callables_run_with_positional_feeds_until_released() {
+    let mut c = cluster(GrpcOptions::default());
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                node("three", "TestThree", &[], "/job:b/task:0"),
+                node("p", "TestPass", &["three"], "/job:a/task:0"),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let make = |fetch: &str| proto::MakeCallableRequest {
+        session_handle: h.clone(),
+        options: Some(proto::CallableOptions {
+            feed: vec!["three:0".into()],
+            fetch: vec![fetch.into()],
+            ..Default::default()
+        }),
+        request_id: 0,
+    };
+    let e =
+        c.rt.block_on(c.client.make_callable(make("nosuch:0")))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let callable =
+        c.rt.block_on(c.client.make_callable(make("p:0")))
+            .unwrap()
+            .into_inner()
+            .handle;
+    let run = |feeds: Vec<proto::TensorProto>| proto::RunCallableRequest {
+        session_handle: h.clone(),
+        handle: callable,
+        feed: feeds,
+        request_id: 0,
+    };
+    for v in [7.0, -2.5] {
+        let r =
+            c.rt.block_on(c.client.run_callable(run(vec![scalar(v)])))
+                .unwrap();
+        assert_eq!(f32s(&r.into_inner().fetch[0]), [v]);
+    }
+    let e =
+        c.rt.block_on(c.client.run_callable(run(vec![])))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("0 feeds"), "{}", e.message());
+    let release = proto::ReleaseCallableRequest {
+        session_handle: h.clone(),
+        handle: callable,
+    };
+    c.rt.block_on(c.client.release_callable(release.clone()))
+        .unwrap();
+    let e =
+        c.rt.block_on(c.client.run_callable(run(vec![scalar(1.0)])))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e =
+        c.rt.block_on(c.client.release_callable(release))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    c.stop();
+}
+
+#[test]
+fn devices_are_listed_and_reset_clears_every_task() {
+    let mut c = cluster(GrpcOptions::default());
+    let d =
+        c.rt.block_on(c.client.list_devices(proto::ListDevicesRequest::default()))
+            .unwrap()
+            .into_inner();
+    let names =
+        |v: &[proto::DeviceAttributes]| v.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&d.local_device),
+        ["/job:a/replica:0/task:0/device:CPU:0"]
+    );
+    assert_eq!(
+        names(&d.remote_device),
+        ["/job:b/replica:0/task:0/device:CPU:0"]
+    );
+    for dev in d.local_device.iter().chain(&d.remote_device) {
+        assert_eq!(dev.device_type, "CPU");
+        assert_ne!(dev.incarnation, 0);
+    }
+
+    // A resource in the default container on each task, and one in another container.
+    let put = |s: &GrpcServer, container: &str| {
+        s.core()
+            .worker()
+            .resources()
+            .lookup_or_create(container, "r", || 1u32)
+            .unwrap();
+    };
+    let has = |s: &GrpcServer, container: &str| {
+        s.core()
+            .worker()
+            .resources()
+            .lookup::<u32>(container, "r")
+            .unwrap()
+            .is_some()
+    };
+    put(&c.a, "");
+    put(&c.b, "");
+    put(&c.b, "kept");
+    c.rt.block_on(c.client.reset(proto::ResetRequest::default()))
+        .unwrap();
+    assert!(!has(&c.a, "") && !has(&c.b, ""));
+    assert!(has(&c.b, "kept"));
+    c.rt.block_on(c.client.reset(proto::ResetRequest {
+        container: vec!["kept".into()],
+        ..Default::default()
+    }))
+    .unwrap();
+    assert!(!has(&c.b, "kept"));
+    c.stop();
+}
+
+#[test]
+fn tensorflow_sessions_count_against_the_masters_session_limit() {
+    let mut c = cluster(GrpcOptions {
+        max_sessions: 1,
+        ..GrpcOptions::default()
+    });
+    let create = proto::CreateSessionRequest::default();
+    let h =
+        c.rt.block_on(c.client.create_session(create.clone()))
+            .unwrap()
+            .into_inner()
+            .session_handle;
+    let e =
+        c.rt.block_on(c.client.create_session(create.clone()))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("--max-sessions"), "{}", e.message());
+    assert_eq!(c.a.num_remote_sessions(), 1);
+    c.rt.block_on(
+        c.client
+            .close_session(proto::CloseSessionRequest { session_handle: h }),
+    )
+    .unwrap();
+    c.rt.block_on(c.client.create_session(create)).unwrap();
+    c.stop();
+}
+
+#[test]
+fn the_cluster_token_guards_tensorflows_service_too() {
+    let token = magpie_grpc::AuthToken::new("a-cluster-token-of-some-length").unwrap();
+    let mut c = cluster(GrpcOptions {
+        auth_token: Some(token),
+        ..GrpcOptions::default()
+    });
+    let e =
+        c.rt.block_on(
+            c.client
+                .create_session(proto::CreateSessionRequest::default()),
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e =
+        c.rt.block_on(c.client.list_devices(proto::ListDevicesRequest::default()))
+            .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(c.a.num_remote_sessions(), 0);
+    c.stop();
+}
+
+#[test]
+fn idle_tensorflow_sessions_are_closed_like_magpies_own() {
+    let mut c = cluster(GrpcOptions {
+        session_idle_timeout: Some(Duration::from_millis(50)),
+        ..GrpcOptions::default()
+    });
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while c.a.num_remote_sessions() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the idle session was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        r.status_code,
+        Code::NotFound as i32,
+        "{}",
+        r.status_error_message
+    );
+    c.stop();
+}
+
+#[test]
+fn soft_placement_relaxes_pins_the_cluster_cannot_satisfy() {
+    let mut c = cluster(GrpcOptions::default());
+    let mut open = |soft: bool| {
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node(
+                "three",
+                "TestThree",
+                &[],
+                "/job:b/task:0/device:GPU:0",
+            )]),
+            config: Some(proto::ConfigProto {
+                allow_soft_placement: soft,
+                operation_timeout_in_ms: 0,
+            }),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle
+    };
+    let soft = open(true);
+    let strict = open(false);
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&soft, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(f32s(r.tensor[0].tensor.as_ref().unwrap()), [3.0]);
+    let r =
+        c.rt.block_on(c.client.run_step(run_request(&strict, &["three:0"], true)))
+            .unwrap()
+            .into_inner();
+    assert_ne!(r.status_code, 0);
+    assert!(
+        r.status_error_message.contains("three"),
+        "{}",
+        r.status_error_message
+    );
+    c.stop();
+}
+
+#[test]
+fn a_retried_request_is_refused_not_run_twice() {
+    let mut c = cluster(GrpcOptions::default());
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let mut req = run_request(&h, &["three:0"], true);
+    req.request_id = 42;
+    let first =
+        c.rt.block_on(c.client.run_step(req.clone()))
+            .unwrap()
+            .into_inner();
+    assert_eq!(first.status_code, 0, "{}", first.status_error_message);
+    let again = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(again.status_code, Code::Aborted as i32);
+    assert!(
+        again.status_error_message.contains("42"),
+        "{}",
+        again.status_error_message
+    );
+    // Id 0 is not tracked.
+    for _ in 0..2 {
+        let r =
+            c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
+                .unwrap()
+                .into_inner();
+        assert_eq!(r.status_code, 0);
+    }
+    c.stop();
+}
