@@ -76,7 +76,10 @@ pub(crate) fn status(code: Code, message: impl AsRef<str>) -> Status {
 /// A transport error as a status (the message is the error's text, naming the task).
 pub(crate) fn transport_to_status(e: &TransportError) -> Status {
     let code = match e {
-        TransportError::Refused { .. } => Code::FailedPrecondition,
+        // A stopping task: UNAVAILABLE (try again elsewhere or later), so that
+        // FAILED_PRECONDITION keeps its one meaning on the wire, a kernel's or a session's
+        // (an uninitialised variable, a closed session).
+        TransportError::Refused { .. } => Code::Unavailable,
         TransportError::Remote { code, .. } => code_to_grpc(*code),
         // Unreachable: UNAVAILABLE; UnknownPartition: NOT_FOUND; Cancelled: ABORTED;
         // DeadlineExceeded: DEADLINE_EXCEEDED.
@@ -124,10 +127,6 @@ pub(crate) fn status_to_transport(task: &TaskName, s: &Status, cx: &CallContext)
             step_id: cx.step_id.unwrap_or_default(),
         },
         Code::DeadlineExceeded => TransportError::DeadlineExceeded { task: task_s },
-        Code::FailedPrecondition => TransportError::Refused {
-            task: task_s,
-            detail: s.message().to_string(),
-        },
         // Connection failures surface as UNAVAILABLE, UNKNOWN or CANCELLED from tonic.
         Code::Unavailable | Code::Unknown | Code::Cancelled => TransportError::Unreachable {
             task: task_s,
@@ -168,6 +167,32 @@ mod tests {
         let back = status_to_transport(&task, &s, &CallContext::default());
         assert_eq!(back.code(), magpie_core::Code::InvalidArgument);
         assert!(back.to_string().contains("node \"m\""), "{back}");
+    }
+
+    #[test]
+    fn a_kernels_failed_precondition_is_not_taken_for_a_stopping_task() {
+        let task = TaskName::new("ps", 0);
+        let kernel = TransportError::Remote {
+            task: task.to_string(),
+            detail: "node \"v/read\": variable \"v\" is not initialized".into(),
+            code: magpie_core::Code::FailedPrecondition,
+        };
+        let back = status_to_transport(
+            &task,
+            &transport_to_status(&kernel),
+            &CallContext::default(),
+        );
+        assert_eq!(back.code(), magpie_core::Code::FailedPrecondition, "{back}");
+        assert!(back.to_string().contains("not initialized"), "{back}");
+
+        let stopping = TransportError::Refused {
+            task: task.to_string(),
+            detail: "stopping".into(),
+        };
+        let s = transport_to_status(&stopping);
+        assert_eq!(s.code(), Code::Unavailable);
+        let back = status_to_transport(&task, &s, &CallContext::default());
+        assert_eq!(back.code(), magpie_core::Code::Unavailable, "{back}");
     }
 
     #[test]
