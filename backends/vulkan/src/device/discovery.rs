@@ -9,13 +9,14 @@ use magpie_core::graph::DeviceName;
 use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::device::physical::PhysicalDevice;
-use vulkano::device::{DeviceCreateInfo, QueueCreateInfo, QueueFlags};
+use vulkano::device::{DeviceCreateInfo, DeviceFeatures, QueueCreateInfo, QueueFlags};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 use vulkano::memory::MemoryHeapFlags;
-use vulkano::VulkanLibrary;
+use vulkano::{Version, VulkanLibrary};
 
 use super::completion::FenceWaiter;
+use super::health::Health;
 use super::pipelines::Pipelines;
 use super::{Limits, Shared, VulkanDevice};
 use crate::conv;
@@ -56,7 +57,9 @@ pub fn discover_for_task(job: &str, task: u32) -> Result<Vec<Arc<VulkanDevice>>,
         .collect()
 }
 
-fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+/// Discovers the devices anew, apart from those [`discover`] shares (tests that break a
+/// device use their own).
+pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
     let library = VulkanLibrary::new().map_err(|e| conv::no_loader(&e))?;
     let portability = library.supported_extensions().khr_portability_enumeration;
     let instance = Instance::new(
@@ -138,6 +141,9 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         conv::kind_of(props.device_type),
         props.api_version
     );
+    // Timeline semaphores (core in Vulkan 1.2) where the device has them.
+    let timeline_semaphore =
+        physical.api_version() >= Version::V1_2 && physical.supported_features().timeline_semaphore;
     let (device, mut queues) = vulkano::device::Device::new(
         physical,
         DeviceCreateInfo {
@@ -145,6 +151,10 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
                 queue_family_index: family,
                 ..Default::default()
             }],
+            enabled_features: DeviceFeatures {
+                timeline_semaphore,
+                ..DeviceFeatures::empty()
+            },
             ..Default::default()
         },
     )
@@ -152,7 +162,8 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
     let queue = queues.next().ok_or("the device returned no queue")?;
     let pipelines = Pipelines::new(&device)?;
     let name = DeviceName::local(DEVICE_TYPE, index);
-    let waiter = FenceWaiter::start(&format!("{index}"))
+    let health = Arc::new(Health::new());
+    let waiter = FenceWaiter::start(&format!("{index}"), Arc::clone(&health))
         .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
     Ok(VulkanDevice {
         name,
@@ -173,6 +184,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
             queue,
             pipelines,
             waiter,
+            health,
             submit_lock: parking_lot::Mutex::new(()),
         }),
     })

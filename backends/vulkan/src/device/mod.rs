@@ -7,16 +7,21 @@
 //! - `buffer`: [`GpuBuffer`], the [`DeviceBuffer`](magpie_core::tensor::DeviceBuffer)
 //!   of this backend;
 //! - `pipelines`: the compute pipelines built from `shaders/`;
-//! - `completion`: the fence waiter and [`Completion`] (read its protocol first).
+//! - `completion`: the fence waiter and [`Completion`] (read its protocol first);
+//! - `health`: every wait's deadline and the failed state of a hung or lost device.
 
 mod buffer;
 mod completion;
 mod discovery;
+mod health;
 mod pipelines;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
@@ -78,6 +83,8 @@ struct Shared {
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: pipelines::Pipelines,
     waiter: FenceWaiter,
+    /// Whether the device still works, and the deadline of every wait on it.
+    health: Arc<health::Health>,
     /// Held while a command buffer is submitted. vulkano locks the state of every buffer
     /// a submission uses, in hash-map order, while it submits: two concurrent submissions
     /// sharing two buffers (a constant used by two steps, say) could each hold one lock
@@ -164,6 +171,20 @@ impl VulkanDevice {
         self.shared
             .memory_limit
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the deadline of every wait on this device's GPU work (60 s by default). A
+    /// submission that has not finished by then fails its step with an error naming the
+    /// device, and marks the device failed: every later step that uses it fails at once
+    /// with that error. Shared by every handle of the device.
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        self.shared.health.set_wait_timeout(timeout);
+    }
+
+    /// Why this device was marked failed (a wait ran past its deadline, or the driver
+    /// reported the device lost), or `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.health.failure().map(str::to_string)
     }
 
     /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
@@ -262,6 +283,7 @@ impl VulkanDevice {
         op: &str,
         record: impl FnOnce(&mut Recorder<'_>) -> Result<(), KernelError>,
     ) -> Result<Completion, KernelError> {
+        self.shared.health.check(op)?;
         let err =
             |e: &(dyn std::error::Error + 'static)| crate::conv::kernel_error(op, &self.name, e);
         let builder = AutoCommandBufferBuilder::primary(
@@ -285,12 +307,7 @@ impl VulkanDevice {
                 .then_signal_fence_and_flush()
                 .map_err(|e| err(&e))?
         };
-        let (op, name) = (op.to_string(), self.name.clone());
-        Ok(self.shared.waiter.watch(Box::new(move || {
-            future
-                .wait(None)
-                .map_err(|e| crate::conv::kernel_error(&op, &name, &e))
-        })))
+        Ok(self.shared.waiter.watch(Box::new(future), op, &self.name))
     }
 
     /// Copies host elements into a new device buffer through a staging buffer.
