@@ -29,7 +29,7 @@ mod shaders {
 
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 
-pub use device::{discover, discover_for_task, VulkanDevice};
+pub use device::{discover, discover_for_task, MemoryStats, PoolStats, VulkanDevice};
 pub use error::VulkanError;
 
 /// The device type the Vulkan kernels are registered for.

@@ -18,6 +18,7 @@ use vulkano::{Version, VulkanLibrary};
 use super::completion::FenceWaiter;
 use super::health::Health;
 use super::pipelines::Pipelines;
+use super::pool::{Kind, Pool};
 use super::{Limits, Shared, VulkanDevice};
 use crate::conv;
 use crate::error::VulkanError;
@@ -162,6 +163,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
     let queue = queues.next().ok_or("the device returned no queue")?;
     let pipelines = Pipelines::new(&device)?;
     let name = DeviceName::local(DEVICE_TYPE, index);
+    let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
     let health = Arc::new(Health::new());
     let waiter = FenceWaiter::start(&format!("{index}"), Arc::clone(&health))
         .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
@@ -171,7 +173,9 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
             description,
             memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
             limits,
-            memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
+            tensors: Pool::new(Kind::Device, memory.clone()),
+            uploads: Pool::new(Kind::Upload, memory.clone()),
+            downloads: Pool::new(Kind::Download, memory.clone()),
             command_buffers: Arc::new(StandardCommandBufferAllocator::new(
                 device.clone(),
                 Default::default(),

@@ -8,6 +8,7 @@
 //!   of this backend;
 //! - `pipelines`: the compute pipelines built from `shaders/`;
 //! - `completion`: the fence waiter and [`Completion`] (read its protocol first);
+//! - `pool`: tensor and staging buffers in size classes, reused across steps;
 //! - `health`: every wait's deadline and the failed state of a hung or lost device.
 
 mod buffer;
@@ -15,6 +16,7 @@ mod completion;
 mod discovery;
 mod health;
 mod pipelines;
+mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +28,7 @@ use std::time::Duration;
 use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
 use magpie_core::KernelError;
-use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::buffer::Subbuffer;
 use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{
     AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer,
@@ -34,7 +36,6 @@ use vulkano::command_buffer::{
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
 use vulkano::device::Queue;
-use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::{Pipeline, PipelineBindPoint};
 use vulkano::sync::{self, GpuFuture};
 
@@ -42,6 +43,19 @@ pub(crate) use buffer::GpuBuffer;
 pub(crate) use completion::Completion;
 use completion::FenceWaiter;
 pub use discovery::{discover, discover_for_task};
+pub use pool::PoolStats;
+
+/// Counters of a device's buffer pools ([`VulkanDevice::memory_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Device-local tensor buffers.
+    pub tensors: PoolStats,
+    /// Host-visible staging buffers of uploads (`_CopyFromHost`, constants).
+    pub uploads: PoolStats,
+    /// Host-visible staging buffers of downloads (`_CopyToHost`).
+    pub downloads: PoolStats,
+}
 pub(crate) use pipelines::{Params, Shader};
 
 /// Facts about a device that kernels check shapes against.
@@ -73,12 +87,17 @@ pub struct VulkanDevice {
 struct Shared {
     description: String,
     limits: Limits,
-    /// The most bytes one tensor buffer may take: the heap's size unless lowered with
-    /// [`VulkanDevice::set_memory_limit`].
+    /// The most bytes the device's tensors may hold at once: the heap's size unless
+    /// lowered with [`VulkanDevice::set_memory_limit`].
     memory_limit: std::sync::atomic::AtomicU64,
+    /// Device-local tensor buffers.
+    tensors: Arc<pool::Pool>,
+    /// Staging buffers for uploads.
+    uploads: Arc<pool::Pool>,
+    /// Staging buffers for downloads.
+    downloads: Arc<pool::Pool>,
     device: Arc<vulkano::device::Device>,
     queue: Arc<Queue>,
-    memory: Arc<StandardMemoryAllocator>,
     command_buffers: Arc<StandardCommandBufferAllocator>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: pipelines::Pipelines,
@@ -115,6 +134,10 @@ impl Device for VulkanDevice {
         )
     }
 
+    fn memory_in_use(&self) -> Option<u64> {
+        Some(self.shared.tensors.in_use_bytes())
+    }
+
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Device
     }
@@ -130,11 +153,6 @@ impl Device for VulkanDevice {
     fn backend(&self) -> &str {
         crate::BACKEND
     }
-}
-
-/// Usage of every tensor buffer: read and written by shaders, copied both ways.
-fn tensor_usage() -> BufferUsage {
-    BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST
 }
 
 impl VulkanDevice {
@@ -163,9 +181,10 @@ impl VulkanDevice {
         &self.shared.limits
     }
 
-    /// Lowers (or raises, up to the heap's size) the most bytes one tensor buffer may take
-    /// on this device; a larger allocation then fails at once with a resource-exhausted
-    /// error. The device is shared by every session of the process.
+    /// Lowers (or raises, up to the heap's size) the most bytes this device's tensors may
+    /// hold at once; an allocation that would pass it fails at once with a
+    /// resource-exhausted error naming the device and the bytes (free pooled buffers are
+    /// released first to make room). The device is shared by every session of the process.
     pub fn set_memory_limit(&self, bytes: u64) {
         let bytes = bytes.min(self.shared.limits.heap_bytes);
         self.shared
@@ -187,20 +206,10 @@ impl VulkanDevice {
         self.shared.health.failure().map(str::to_string)
     }
 
-    /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
+    /// Bytes of `len` f32 elements, or an error when one buffer cannot hold them on this
+    /// device (the memory limit is checked by the pool, against the bytes in use).
     fn check_size(&self, op: &str, len: usize) -> Result<u64, KernelError> {
         let bytes = (len.max(1) as u64).saturating_mul(4);
-        let limit = self
-            .shared
-            .memory_limit
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if bytes > limit {
-            return Err(KernelError::ResourceExhausted(format!(
-                "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
-                 memory limit of {} ({limit} bytes)",
-                self.name
-            )));
-        }
         if bytes > self.shared.limits.max_binding_bytes {
             return Err(KernelError::InvalidArgument(format!(
                 "{op}: an f32 tensor of {len} elements ({bytes} bytes) is larger than the \
@@ -211,52 +220,80 @@ impl VulkanDevice {
         Ok(bytes)
     }
 
-    /// A new device-local buffer of `len` f32 elements for an output of `op`.
-    pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
-        self.check_size(op, len)?;
-        let buffer = Buffer::new_slice::<f32>(
-            self.shared.memory.clone(),
-            BufferCreateInfo {
-                usage: tensor_usage(),
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
-                ..Default::default()
-            },
-            len.max(1) as u64,
-        )
-        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?;
-        Ok(Arc::new(GpuBuffer::new(buffer, len, self.name.clone())))
+    /// The most elements one pooled block may have (the largest bindable buffer).
+    fn max_block_elements(&self) -> u64 {
+        self.shared.limits.max_binding_bytes / 4
     }
 
-    /// A host-visible staging buffer of `len` elements.
-    fn staging(&self, op: &str, len: usize, upload: bool) -> Result<Subbuffer<[f32]>, KernelError> {
+    /// Leases a block of at least `len` elements from `pool`, under the memory limit when
+    /// `limited`.
+    fn lease(
+        &self,
+        op: &str,
+        pool: &Arc<pool::Pool>,
+        len: usize,
+        limited: bool,
+    ) -> Result<pool::Lease, KernelError> {
+        let limit = limited.then(|| {
+            self.shared
+                .memory_limit
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let bytes = (len.max(1) as u64).saturating_mul(4);
+        if let Some(limit) = limit.filter(|&l| bytes > l) {
+            return Err(KernelError::ResourceExhausted(format!(
+                "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
+                 memory limit of {} ({limit} bytes)",
+                self.name
+            )));
+        }
         self.check_size(op, len)?;
-        let (usage, access) = if upload {
-            (
-                BufferUsage::TRANSFER_SRC,
-                MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
-            )
+        pool.lease(len as u64, self.max_block_elements(), limit)
+            .map_err(|e| match e {
+                pool::PoolError::OverLimit { bytes, held, limit } => {
+                    KernelError::ResourceExhausted(format!(
+                        "{op}: cannot allocate {bytes} bytes (an f32 tensor of {len} elements) \
+                         on {}: {held} bytes are held of its memory limit of {limit} bytes",
+                        self.name
+                    ))
+                }
+                pool::PoolError::Vulkan(e) => crate::conv::kernel_error(op, &self.name, &*e),
+            })
+    }
+
+    /// A device-local buffer of `len` f32 elements for an output of `op`, from the
+    /// device's pool (counted against its memory limit while the tensor lives).
+    pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
+        let lease = self.lease(op, &self.shared.tensors, len, true)?;
+        Ok(Arc::new(GpuBuffer::new(lease, len, self.name.clone())))
+    }
+
+    /// A pooled host-visible staging buffer for `len` elements, and its first `len`
+    /// elements.
+    fn staging(
+        &self,
+        op: &str,
+        len: usize,
+        upload: bool,
+    ) -> Result<(pool::Lease, Subbuffer<[f32]>), KernelError> {
+        let pool = if upload {
+            &self.shared.uploads
         } else {
-            (
-                BufferUsage::TRANSFER_DST,
-                MemoryTypeFilter::HOST_RANDOM_ACCESS,
-            )
+            &self.shared.downloads
         };
-        Buffer::new_slice::<f32>(
-            self.shared.memory.clone(),
-            BufferCreateInfo {
-                usage,
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST | access,
-                ..Default::default()
-            },
-            len.max(1) as u64,
-        )
-        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))
+        let lease = self.lease(op, pool, len, false)?;
+        let view = lease.view(len as u64);
+        Ok((lease, view))
+    }
+
+    /// Counters of this device's buffer pools: device-local tensor buffers, then upload
+    /// and download staging buffers. Shared by every handle of the device.
+    pub fn memory_stats(&self) -> MemoryStats {
+        MemoryStats {
+            tensors: self.shared.tensors.stats(),
+            uploads: self.shared.uploads.stats(),
+            downloads: self.shared.downloads.stats(),
+        }
     }
 
     /// The workgroup grid for `groups` workgroups in a 1-D index space, split over x and
@@ -320,7 +357,7 @@ impl VulkanDevice {
         if data.is_empty() {
             return Ok((out, Completion::ready()));
         }
-        let staging = self.staging(op, data.len(), true)?;
+        let (_lease, staging) = self.staging(op, data.len(), true)?;
         staging
             .write()
             .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?
@@ -345,7 +382,7 @@ impl VulkanDevice {
     ) -> Result<impl Future<Output = Result<Vec<f32>, KernelError>> + Send + 'static, KernelError>
     {
         let len = src.len_elements();
-        let staging = self.staging(op, len, false)?;
+        let (lease, staging) = self.staging(op, len, false)?;
         let done = if len == 0 {
             Completion::ready()
         } else {
@@ -364,6 +401,7 @@ impl VulkanDevice {
             let guard = staging
                 .read()
                 .map_err(|e| crate::conv::kernel_error(&op, &name, &e))?;
+            let _hold = &lease;
             // The host copy is allocated fallibly: a failure is an error, not an abort.
             let mut host = magpie_core::tensor::MemoryLimit::host().with_capacity(len)?;
             host.extend_from_slice(&guard[..len]);

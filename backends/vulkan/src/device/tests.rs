@@ -1,12 +1,15 @@
-//! Tests of the device wrapper that need a device of their own: a hung GPU, injected as a
+//! Tests of the device wrapper that need a device of their own (tests run in parallel,
+//! and counters or a failed state must not be shared): a hung GPU, injected as a
 //! submission that waits on a timeline semaphore nobody signals (until the test lets it
-//! go), fails its wait at the deadline and marks the device failed.
+//! go), fails its wait at the deadline and marks the device failed; pooled buffers are
+//! reused across steps; the memory limit counts the bytes in use.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use magpie_core::graph::Graph;
-use magpie_core::session::{Session, SessionOptions};
+use magpie_core::graph::Output;
+use magpie_core::session::{RunOptions, Session, SessionOptions};
 use magpie_core::{DType, Device, KernelError, Tensor};
 use vulkano::command_buffer::{SemaphoreSubmitInfo, SubmitInfo};
 use vulkano::sync::fence::{Fence, FenceCreateInfo};
@@ -25,6 +28,131 @@ impl Pending for RawFence {
     fn wait(&self, timeout: Duration) -> Result<(), Validated<VkResult>> {
         self.0.wait(Some(timeout)).map_err(Validated::Error)
     }
+}
+
+/// A device of this test's own, or `None` (after saying why) when the machine has no
+/// Vulkan device.
+fn fresh_device() -> Option<VulkanDevice> {
+    crate::register().unwrap();
+    match super::discovery::find() {
+        Ok(d) => Some((*d[0]).clone()),
+        Err(e) => {
+            eprintln!("SKIPPED: no Vulkan device: {e}");
+            None
+        }
+    }
+}
+
+/// A graph `y = -(square(-x))` on the GPU and a session over `dev`.
+fn chain_session(dev: &VulkanDevice) -> (Session, Output, Output) {
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let y = g
+        .device("/device:GPU:0", |g| {
+            let a = g.neg(x)?;
+            let b = g.square(a)?;
+            g.neg(b)
+        })
+        .unwrap();
+    let gpu: Arc<dyn Device> = Arc::new(dev.clone());
+    let s = Session::new(&g, SessionOptions::with_devices(vec![gpu]).num_workers(2)).unwrap();
+    (s, x, y)
+}
+
+#[test]
+fn steps_reuse_pooled_buffers() {
+    let Some(dev) = fresh_device() else { return };
+    let (s, x, y) = chain_session(&dev);
+    let input: Vec<f32> = (0..1000).map(|i| i as f32 / 100.0).collect();
+    let feed = Tensor::from_vec([1000], input.clone()).unwrap();
+    let run = || {
+        let out = s.run(&[(x, feed.clone())], &[y], &[]).unwrap();
+        let got = out[0].as_slice::<f32>().unwrap().to_vec();
+        let want: Vec<f32> = input.iter().map(|v| -(v * v)).collect();
+        assert_eq!(got, want);
+    };
+    run();
+    let first = dev.memory_stats();
+    assert!(first.tensors.allocations >= 1, "{first:?}");
+    assert!(first.uploads.allocations >= 1 && first.downloads.allocations >= 1);
+    for _ in 0..4 {
+        run();
+    }
+    let later = dev.memory_stats();
+    // Four more steps of the same shapes allocate nothing new: every buffer (tensors and
+    // staging) comes from the pools.
+    assert_eq!(
+        later.tensors.allocations, first.tensors.allocations,
+        "{later:?}"
+    );
+    assert_eq!(
+        later.uploads.allocations, first.uploads.allocations,
+        "{later:?}"
+    );
+    assert_eq!(
+        later.downloads.allocations, first.downloads.allocations,
+        "{later:?}"
+    );
+    // Each step leases four tensor buffers (the input and three outputs), one upload and
+    // one download staging buffer.
+    assert!(
+        later.tensors.reuses >= first.tensors.reuses + 4 * 4,
+        "{later:?}"
+    );
+    assert!(
+        later.uploads.reuses >= first.uploads.reuses + 4,
+        "{later:?}"
+    );
+    assert!(
+        later.downloads.reuses >= first.downloads.reuses + 4,
+        "{later:?}"
+    );
+    // Between steps no tensor lives on the device; the blocks wait in the pool.
+    assert_eq!(later.tensors.in_use_bytes, 0, "{later:?}");
+    assert_eq!(dev.memory_in_use(), Some(0));
+    assert!(later.tensors.cached_bytes >= 4 * 1024, "{later:?}");
+}
+
+#[test]
+fn the_memory_limit_counts_live_tensors() {
+    let Some(dev) = fresh_device() else { return };
+    // 1000 f32s take a 4096-byte block; the chain keeps at most two alive at once
+    // (an op's input and its output), so 8 KiB is enough and 6 KiB is not.
+    dev.set_memory_limit(8192);
+    let (s, x, y) = chain_session(&dev);
+    let feed = Tensor::from_vec([1000], vec![1.0f32; 1000]).unwrap();
+    let options = RunOptions {
+        track_memory: true,
+        ..Default::default()
+    };
+    let out = s
+        .run_with_options(&options, &[(x, feed.clone())], &[y], &[])
+        .unwrap();
+    // The executor's accounting counts the GPU's tensors too.
+    let gpu_peak = out
+        .metadata
+        .memory
+        .iter()
+        .find(|m| m.device.contains("GPU:0"))
+        .map(|m| m.peak_bytes);
+    assert!(
+        gpu_peak.is_some_and(|p| p >= 4000),
+        "{:?}",
+        out.metadata.memory
+    );
+
+    dev.set_memory_limit(6144);
+    let e = s.run(&[(x, feed)], &[y], &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cannot allocate 4096 bytes") && msg.contains("GPU:0"),
+        "{msg}"
+    );
+    assert!(msg.contains("memory limit of 6144 bytes"), "{msg}");
+    assert!(
+        matches!(e.code(), magpie_core::Code::ResourceExhausted),
+        "{e:?}"
+    );
 }
 
 /// A device of this test's own (breaking it leaves other tests' devices alone), or
