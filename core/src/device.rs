@@ -86,6 +86,16 @@ pub trait Device: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The device's event counters, each monotonic since the device was made (default:
+    /// none). A Vulkan device counts its queue `submissions`, say. A session reads them
+    /// before and after each step and reports how much each rose in
+    /// [`RunMetadata::device_counters`](crate::session::RunMetadata::device_counters);
+    /// a device shared by concurrent steps counts their events together. Read twice per
+    /// step: must be cheap.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Where this device's kernels keep tensors (default: host memory).
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Host

@@ -1,12 +1,12 @@
 //! Asynchronous completion: how a submitted command buffer wakes the scheduler.
 //!
 //! ## Protocol
-//! 1. A kernel records its commands and submits them with a fence
-//!    ([`VulkanDevice::submit`](super::VulkanDevice::submit)); the submitting scheduler
-//!    worker returns at once with a [`Completion`], a future over a oneshot channel.
-//! 2. The submission, boxed as a [`Pending`], goes to this device's *fence waiter*: one
-//!    thread per device, outside the scheduler's pool, that waits on each fence in turn
-//!    (FIFO, the order of submission) and sends the outcome down the job's channel.
+//! 1. The device's stream (`stream.rs`) submits a batch of commands; a host that needs
+//!    its results (a download) holds a [`Completion`], a future over a oneshot channel.
+//! 2. The submission, boxed as a [`Pending`] (a wait for the batch's timeline value),
+//!    goes to this device's *fence waiter*: one thread per device, outside the
+//!    scheduler's pool, that waits on each submission in turn (FIFO, the order of
+//!    submission), drops it, and sends the outcome down the job's channels.
 //! 3. Sending wakes the `Completion`'s waker; the scheduler polls the node's future
 //!    again on some worker, which finds the result ready. No worker ever blocks on the GPU.
 //!
@@ -14,11 +14,11 @@
 //! fails its job with an error naming the device and the op, and marks the device
 //! failed; the waiter then polls the remaining fences once each instead of waiting.
 //!
-//! The job owns the fence future, which owns the command buffer, which keeps every
+//! The job owns the submission, which owns the command buffer, which keeps every
 //! buffer it touches alive until the GPU is done with it — even if the step was
 //! cancelled and dropped its `Completion` (the send then finds no receiver; harmless).
 //! A submission whose wait failed is *leaked*, never dropped: the GPU may still be
-//! using its buffers, and dropping a vulkano fence future waits without a deadline.
+//! using its buffers.
 //!
 //! The waiter exits when its device is dropped (the job channel closes).
 
@@ -31,8 +31,6 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use magpie_core::graph::DeviceName;
 use magpie_core::KernelError;
-use vulkano::sync::future::FenceSignalFuture;
-use vulkano::sync::GpuFuture;
 use vulkano::{Validated, VulkanError as VkResult};
 
 use super::health::Health;
@@ -44,15 +42,6 @@ pub(super) trait Pending: Send {
     fn wait(&self, timeout: Duration) -> Result<(), Validated<VkResult>>;
 }
 
-impl<F> Pending for FenceSignalFuture<F>
-where
-    F: GpuFuture + Send,
-{
-    fn wait(&self, timeout: Duration) -> Result<(), Validated<VkResult>> {
-        FenceSignalFuture::wait(self, Some(timeout))
-    }
-}
-
 /// A submission and where to report its outcome.
 pub(super) struct Job {
     /// The submitted work.
@@ -62,7 +51,7 @@ pub(super) struct Job {
     /// The device (under the name the kernel used), for errors.
     pub(super) device: DeviceName,
     /// Where the outcome goes.
-    pub(super) done: oneshot::Sender<Result<(), KernelError>>,
+    pub(super) done: Vec<oneshot::Sender<Result<(), KernelError>>>,
 }
 
 /// The sending end of a device's fence waiter.
@@ -88,6 +77,7 @@ impl FenceWaiter {
 
     /// Hands a submission to the thread; the returned future completes when it has run
     /// (or its wait failed).
+    #[cfg(test)]
     pub(super) fn watch(
         &self,
         pending: Box<dyn Pending>,
@@ -95,6 +85,18 @@ impl FenceWaiter {
         device: &DeviceName,
     ) -> Completion {
         let (done, rx) = oneshot::channel();
+        self.watch_all(pending, op, device, vec![done]);
+        Completion(Some(rx))
+    }
+
+    /// Hands a submission to the thread, which reports its outcome to every `done`.
+    pub(super) fn watch_all(
+        &self,
+        pending: Box<dyn Pending>,
+        op: &str,
+        device: &DeviceName,
+        done: Vec<oneshot::Sender<Result<(), KernelError>>>,
+    ) {
         let job = Job {
             pending,
             op: op.to_string(),
@@ -106,7 +108,6 @@ impl FenceWaiter {
             // the same deadline, rather than lose the submission.
             finish(job, &self.health);
         }
-        Completion(Some(rx))
     }
 }
 
@@ -152,7 +153,9 @@ fn finish(job: Job, health: &Health) {
             Err(error)
         }
     };
-    let _ = done.send(outcome);
+    for d in done {
+        let _ = d.send(outcome.clone());
+    }
 }
 
 /// A submission's completion: resolves once its fence has signalled.
@@ -165,6 +168,11 @@ impl Completion {
     pub(crate) fn ready() -> Completion {
         Completion(None)
     }
+
+    /// A completion reported down `rx`.
+    pub(super) fn from_receiver(rx: oneshot::Receiver<Result<(), KernelError>>) -> Completion {
+        Completion(Some(rx))
+    }
 }
 
 impl Future for Completion {
@@ -176,7 +184,7 @@ impl Future for Completion {
             Some(rx) => Pin::new(rx).poll(cx).map(|r| {
                 r.unwrap_or_else(|_| {
                     Err(KernelError::Device(
-                        "the fence waiter stopped before the GPU finished".into(),
+                        "the device's waiter stopped before the GPU finished".into(),
                     ))
                 })
             }),

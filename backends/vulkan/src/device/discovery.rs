@@ -6,19 +6,19 @@
 use std::sync::{Arc, OnceLock};
 
 use magpie_core::graph::DeviceName;
-use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::device::physical::PhysicalDevice;
 use vulkano::device::{DeviceCreateInfo, DeviceFeatures, QueueCreateInfo, QueueFlags};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 use vulkano::memory::MemoryHeapFlags;
+use vulkano::sync::semaphore::{Semaphore, SemaphoreCreateInfo, SemaphoreType};
 use vulkano::{Version, VulkanLibrary};
 
-use super::completion::FenceWaiter;
 use super::health::Health;
 use super::pipelines::Pipelines;
 use super::pool::{Kind, Pool};
+use super::stream::Stream;
 use super::{Limits, Shared, VulkanDevice};
 use crate::conv;
 use crate::error::VulkanError;
@@ -142,9 +142,14 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         conv::kind_of(props.device_type),
         props.api_version
     );
-    // Timeline semaphores (core in Vulkan 1.2) where the device has them.
-    let timeline_semaphore =
-        physical.api_version() >= Version::V1_2 && physical.supported_features().timeline_semaphore;
+    // Timeline semaphores (core in Vulkan 1.2) order and complete the command stream.
+    if physical.api_version() < Version::V1_2 || !physical.supported_features().timeline_semaphore {
+        return Err(format!(
+            "needs timeline semaphores (Vulkan 1.2); the device offers Vulkan {}",
+            physical.api_version()
+        ));
+    }
+    let timeline_semaphore = true;
     let (device, mut queues) = vulkano::device::Device::new(
         physical,
         DeviceCreateInfo {
@@ -165,8 +170,23 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
     let name = DeviceName::local(DEVICE_TYPE, index);
     let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
     let health = Arc::new(Health::new());
-    let waiter = FenceWaiter::start(&format!("{index}"), Arc::clone(&health))
-        .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
+    let timeline = Semaphore::new(
+        device.clone(),
+        SemaphoreCreateInfo {
+            semaphore_type: SemaphoreType::Timeline,
+            initial_value: 0,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot create the timeline semaphore: {e}"))?;
+    let stream = Stream::start(
+        name.clone(),
+        device.clone(),
+        queue.clone(),
+        Arc::new(timeline),
+        Arc::clone(&health),
+    )
+    .map_err(|e| format!("cannot start the device's threads: {e}"))?;
     Ok(VulkanDevice {
         name,
         shared: Arc::new(Shared {
@@ -176,20 +196,13 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
             tensors: Pool::new(Kind::Device, memory.clone()),
             uploads: Pool::new(Kind::Upload, memory.clone()),
             downloads: Pool::new(Kind::Download, memory.clone()),
-            command_buffers: Arc::new(StandardCommandBufferAllocator::new(
-                device.clone(),
-                Default::default(),
-            )),
             descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
                 device.clone(),
                 Default::default(),
             )),
-            device,
-            queue,
             pipelines,
-            waiter,
+            stream,
             health,
-            submit_lock: parking_lot::Mutex::new(()),
         }),
     })
 }

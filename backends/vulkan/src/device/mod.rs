@@ -1,12 +1,14 @@
 //! The device wrapper: [`VulkanDevice`] and everything that touches vulkano (with
 //! `conv.rs`). Kernels see a small portable surface: [`VulkanDevice::alloc`],
-//! [`VulkanDevice::submit`] with a [`Recorder`], [`VulkanDevice::upload`] and
+//! [`VulkanDevice::enqueue`] with a [`Recorder`], [`VulkanDevice::upload`] and
 //! [`VulkanDevice::download`], and [`GpuBuffer`]s.
 //!
 //! - `discovery`: finding Vulkan devices (once per process) and naming them `GPU:i`;
 //! - `buffer`: [`GpuBuffer`], the [`DeviceBuffer`](magpie_core::tensor::DeviceBuffer)
 //!   of this backend;
 //! - `pipelines`: the compute pipelines built from `shaders/`;
+//! - `stream`: the command stream: batches, barriers, timeline semaphore (read its
+//!   protocol first);
 //! - `completion`: the fence waiter and [`Completion`] (read its protocol first);
 //! - `pool`: tensor and staging buffers in size classes, reused across steps;
 //! - `health`: every wait's deadline and the failed state of a hung or lost device.
@@ -17,6 +19,7 @@ mod discovery;
 mod health;
 mod pipelines;
 mod pool;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -29,21 +32,15 @@ use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
 use magpie_core::KernelError;
 use vulkano::buffer::Subbuffer;
-use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
-use vulkano::command_buffer::{
-    AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer,
-};
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
-use vulkano::device::Queue;
-use vulkano::pipeline::{Pipeline, PipelineBindPoint};
-use vulkano::sync::{self, GpuFuture};
+use vulkano::pipeline::Pipeline;
 
 pub(crate) use buffer::GpuBuffer;
 pub(crate) use completion::Completion;
-use completion::FenceWaiter;
 pub use discovery::{discover, discover_for_task};
 pub use pool::PoolStats;
+use stream::Command;
 
 /// Counters of a device's buffer pools ([`VulkanDevice::memory_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,19 +93,18 @@ struct Shared {
     uploads: Arc<pool::Pool>,
     /// Staging buffers for downloads.
     downloads: Arc<pool::Pool>,
-    device: Arc<vulkano::device::Device>,
-    queue: Arc<Queue>,
-    command_buffers: Arc<StandardCommandBufferAllocator>,
+    /// The command stream every kernel enqueues on.
+    stream: Arc<stream::Stream>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: pipelines::Pipelines,
-    waiter: FenceWaiter,
     /// Whether the device still works, and the deadline of every wait on it.
     health: Arc<health::Health>,
-    /// Held while a command buffer is submitted. vulkano locks the state of every buffer
-    /// a submission uses, in hash-map order, while it submits: two concurrent submissions
-    /// sharing two buffers (a constant used by two steps, say) could each hold one lock
-    /// and wait for the other. Submitting is quick, and the queue serialises it anyway.
-    submit_lock: parking_lot::Mutex<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stream.stop();
+    }
 }
 
 impl fmt::Debug for VulkanDevice {
@@ -136,6 +132,10 @@ impl Device for VulkanDevice {
 
     fn memory_in_use(&self) -> Option<u64> {
         Some(self.shared.tensors.in_use_bytes())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("submissions", self.shared.stream.submissions())]
     }
 
     fn memory_space(&self) -> MemorySpace {
@@ -250,13 +250,15 @@ impl VulkanDevice {
         self.check_size(op, len)?;
         pool.lease(len as u64, self.max_block_elements(), limit)
             .map_err(|e| match e {
-                pool::PoolError::OverLimit { bytes, held, limit } => {
-                    KernelError::ResourceExhausted(format!(
-                        "{op}: cannot allocate {bytes} bytes (an f32 tensor of {len} elements) \
-                         on {}: {held} bytes are held of its memory limit of {limit} bytes",
-                        self.name
-                    ))
-                }
+                pool::PoolError::OverLimit {
+                    bytes,
+                    in_use,
+                    limit,
+                } => KernelError::ResourceExhausted(format!(
+                    "{op}: cannot allocate {bytes} bytes (an f32 tensor of {len} elements) \
+                         on {}: {in_use} bytes are in use of its memory limit of {limit} bytes",
+                    self.name
+                )),
                 pool::PoolError::Vulkan(e) => crate::conv::kernel_error(op, &self.name, &*e),
             })
     }
@@ -313,49 +315,35 @@ impl VulkanDevice {
         Ok([mx, gy as u32, 1])
     }
 
-    /// Records commands with `record` and submits them; returns at once. The completion
-    /// resolves when the GPU has run them.
-    pub(crate) fn submit(
+    /// Records commands with `record` and enqueues them on the device's stream; returns
+    /// at once. They run after every command enqueued before them on this device, so
+    /// their outputs are ready for every command enqueued after (see `stream.rs`).
+    ///
+    /// # Errors
+    /// A failed recording; the device's failure, once it failed.
+    pub(crate) fn enqueue(
         &self,
         op: &str,
         record: impl FnOnce(&mut Recorder<'_>) -> Result<(), KernelError>,
-    ) -> Result<Completion, KernelError> {
+    ) -> Result<(), KernelError> {
         self.shared.health.check(op)?;
-        let err =
-            |e: &(dyn std::error::Error + 'static)| crate::conv::kernel_error(op, &self.name, e);
-        let builder = AutoCommandBufferBuilder::primary(
-            self.shared.command_buffers.clone(),
-            self.shared.queue.queue_family_index(),
-            CommandBufferUsage::OneTimeSubmit,
-        )
-        .map_err(|e| err(&e))?;
         let mut recorder = Recorder {
             device: self,
             op,
-            builder,
+            commands: Vec::new(),
         };
         record(&mut recorder)?;
-        let command_buffer = recorder.builder.build().map_err(|e| err(&e))?;
-        let future = {
-            let _serial = self.shared.submit_lock.lock();
-            sync::now(self.shared.device.clone())
-                .then_execute(self.shared.queue.clone(), command_buffer)
-                .map_err(|e| err(&e))?
-                .then_signal_fence_and_flush()
-                .map_err(|e| err(&e))?
-        };
-        Ok(self.shared.waiter.watch(Box::new(future), op, &self.name))
+        self.shared
+            .stream
+            .enqueue(op, &self.name, recorder.commands)
     }
 
-    /// Copies host elements into a new device buffer through a staging buffer.
-    pub(crate) fn upload(
-        &self,
-        op: &str,
-        data: &[f32],
-    ) -> Result<(Arc<GpuBuffer>, Completion), KernelError> {
+    /// Copies host elements into a new device buffer through a pooled staging buffer. The
+    /// copy is stream-ordered: the buffer is ready for every later command.
+    pub(crate) fn upload(&self, op: &str, data: &[f32]) -> Result<Arc<GpuBuffer>, KernelError> {
         let out = self.alloc(op, data.len())?;
         if data.is_empty() {
-            return Ok((out, Completion::ready()));
+            return Ok(out);
         }
         let (_lease, staging) = self.staging(op, data.len(), true)?;
         staging
@@ -363,18 +351,14 @@ impl VulkanDevice {
             .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?
             .copy_from_slice(data);
         let dst = out.buffer.clone();
-        let done = self.submit(op, |r| {
-            let fail = r.failer();
-            r.builder
-                .copy_buffer(CopyBufferInfo::buffers(staging, dst))
-                .map_err(|e| fail(&*e))?;
-            Ok(())
-        })?;
-        Ok((out, done))
+        self.shared
+            .stream
+            .enqueue(op, &self.name, vec![Command::Copy { src: staging, dst }])?;
+        Ok(out)
     }
 
-    /// Copies a device buffer to the host through a staging buffer; the future yields the
-    /// elements once the copy has run.
+    /// Copies a device buffer to the host through a pooled staging buffer: submits the
+    /// device's open batch, and the future yields the elements once the GPU has run it.
     pub(crate) fn download(
         &self,
         op: &str,
@@ -386,14 +370,13 @@ impl VulkanDevice {
         let done = if len == 0 {
             Completion::ready()
         } else {
-            let (from, to) = (src.buffer.clone(), staging.clone());
-            self.submit(op, |r| {
-                let fail = r.failer();
-                r.builder
-                    .copy_buffer(CopyBufferInfo::buffers(from, to))
-                    .map_err(|e| fail(&*e))?;
-                Ok(())
-            })?
+            let copy = Command::Copy {
+                src: src.buffer.clone(),
+                dst: staging.clone(),
+            };
+            self.shared
+                .stream
+                .enqueue_and_wait(op, &self.name, vec![copy])?
         };
         let (op, name) = (op.to_string(), self.name.clone());
         Ok(async move {
@@ -401,20 +384,37 @@ impl VulkanDevice {
             let guard = staging
                 .read()
                 .map_err(|e| crate::conv::kernel_error(&op, &name, &e))?;
-            let _hold = &lease;
             // The host copy is allocated fallibly: a failure is an error, not an abort.
             let mut host = magpie_core::tensor::MemoryLimit::host().with_capacity(len)?;
             host.extend_from_slice(&guard[..len]);
+            // The staging block goes back to the pool only once read.
+            drop(guard);
+            drop(lease);
             Ok(host)
         })
     }
+
+    /// Sets how long the device's open batch of commands waits for more before it is
+    /// submitted when nobody waits for it (500 µs by default; a download submits at
+    /// once). Longer batches mean fewer submissions; shorter, that work whose results
+    /// stay on the GPU starts sooner. Shared by every handle of the device.
+    pub fn set_batch_linger(&self, linger: Duration) {
+        self.shared.stream.set_linger(linger);
+    }
+
+    /// Command batches this device has submitted to its queue since it was opened (shared
+    /// by every handle of the device; also reported as the `submissions` counter of
+    /// [`Device::counters`]).
+    pub fn submissions(&self) -> u64 {
+        self.shared.stream.submissions()
+    }
 }
 
-/// Records the commands of one submission.
+/// Collects the commands of one kernel for the device's stream.
 pub(crate) struct Recorder<'a> {
     device: &'a VulkanDevice,
     op: &'a str,
-    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    commands: Vec<Command>,
 }
 
 impl fmt::Debug for Recorder<'_> {
@@ -446,8 +446,7 @@ impl Recorder<'_> {
     ) -> Result<(), KernelError> {
         let fail = self.failer();
         let pipeline = self.device.shared.pipelines.get(shader).clone();
-        let layout = pipeline.layout().clone();
-        let set_layout = layout.set_layouts()[0].clone();
+        let set_layout = pipeline.layout().set_layouts()[0].clone();
         let writes = buffers
             .iter()
             .enumerate()
@@ -459,29 +458,19 @@ impl Recorder<'_> {
             [],
         )
         .map_err(|e| fail(&e))?;
-        self.builder
-            .bind_pipeline_compute(pipeline)
-            .map_err(|e| fail(&*e))?;
-        self.builder
-            .bind_descriptor_sets(PipelineBindPoint::Compute, layout.clone(), 0, set)
-            .map_err(|e| fail(&*e))?;
-        self.builder
-            .push_constants(layout, 0, params)
-            .map_err(|e| fail(&*e))?;
-        // SAFETY: every shader bounds its accesses by the element counts in `params`,
-        // which the kernels derive from the bound buffers' lengths; the pipeline, its
-        // descriptor set and push constants are bound just above.
-        unsafe { self.builder.dispatch(groups) }.map_err(|e| fail(&*e))?;
+        self.commands.push(Command::Dispatch {
+            pipeline,
+            set,
+            params,
+            groups,
+        });
         Ok(())
     }
 
     /// Fills `dst` with the 32-bit pattern `bits` (`0` for zeros).
     pub(crate) fn fill(&mut self, dst: &GpuBuffer, bits: u32) -> Result<(), KernelError> {
-        let fail = self.failer();
         let words = dst.buffer.clone().reinterpret::<[u32]>();
-        self.builder
-            .fill_buffer(words, bits)
-            .map_err(|e| fail(&*e))?;
+        self.commands.push(Command::Fill { dst: words, bits });
         Ok(())
     }
 }

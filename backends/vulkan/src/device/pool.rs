@@ -8,26 +8,33 @@
 //! that runs again finds the blocks its previous run gave back.
 //!
 //! ## Protocol (when a block may be reused)
-//! - A [`Lease`] hands a block out; dropping it puts the block on its class's free list.
-//!   The tensor that held the lease may be gone while the GPU still runs work on the
-//!   block (a cancelled step, say): the command buffer of that work holds its own
-//!   reference to the block's `Buffer` until the work has finished and the fence waiter
-//!   has dropped it.
-//! - So a free block is handed out again only when the free list holds the *only*
-//!   reference to its `Buffer` (`Arc::strong_count == 1`, read under the pool's lock).
+//! A [`Lease`] hands a block out; dropping it puts the block on its class's free list.
+//! The tensor that held the lease may be gone while commands that use the block are
+//! still queued or running: they hold their own reference to the block's `Buffer` until
+//! the GPU has run them and the fence waiter has dropped their command buffer.
+//! - *Device-local blocks are reused in stream order*, at once: only the GPU touches
+//!   them, and only through the device's one command stream (`stream.rs`), so every
+//!   command of the new user runs after every command of the old one, with a barrier
+//!   between them (vulkano's builder sees both uses of the range within a batch; the
+//!   timeline semaphore orders batches). This is what lets a step reuse the buffers of
+//!   its own finished nodes while its batch is still being recorded.
+//! - *Staging blocks* are written and read by the host, outside the stream, so one is
+//!   handed out again only when the free list holds the *only* reference to its `Buffer`
+//!   (`Arc::strong_count == 1`, read under the pool's lock): no queued command uses it.
 //!   Nothing can clone a reference out of the free list but the pool itself, under that
 //!   lock, so the count cannot rise between the check and the reuse; it can only fall.
 //!   Blocks still in use by the GPU stay on the list and are skipped.
 //! - Eviction (to make room under the memory limit, or to keep the cache under
-//!   [`CACHE_LIMIT_BYTES`]) drops only such unreferenced blocks, largest first.
+//!   [`CACHE_LIMIT_BYTES`]) drops free blocks largest first; their memory returns to the
+//!   driver when the last command using them is done.
 //!
 //! ## Accounting
 //! `in_use` counts the bytes of blocks leased out (the tensors' memory); `cached` the
-//! bytes of blocks on free lists. A device pool makes room under the device's memory
-//! limit by evicting free blocks the GPU no longer uses, and refuses a lease when the
-//! bytes still held (leased, or free but still read by the GPU) and the request would
-//! pass the limit: the limit bounds the memory the pool really holds. Counters are atomics read with `Relaxed`: they are reports,
-//! and order nothing (the free lists themselves are under the mutex).
+//! bytes of blocks on free lists. A device pool refuses a lease when the bytes leased
+//! and the request would pass the device's memory limit, and makes room for it by
+//! evicting free blocks until leased and cached bytes fit the limit. Counters are
+//! atomics read with `Relaxed`: they are reports, and order nothing (the free lists
+//! themselves are under the mutex).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,9 +104,8 @@ pub struct PoolStats {
 /// Why a pool could not lease a block.
 #[derive(Debug)]
 pub(super) enum PoolError {
-    /// The lease would pass the memory limit: bytes asked for, bytes held (leased, or
-    /// free but still used by the GPU), the limit.
-    OverLimit { bytes: u64, held: u64, limit: u64 },
+    /// The lease would pass the memory limit: bytes asked for, bytes leased, the limit.
+    OverLimit { bytes: u64, in_use: u64, limit: u64 },
     /// The driver refused the allocation.
     Vulkan(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
@@ -197,13 +203,17 @@ impl Pool {
             if in_use.saturating_add(bytes) > limit {
                 return Err(PoolError::OverLimit {
                     bytes,
-                    held: in_use,
+                    in_use,
                     limit,
                 });
             }
         }
         if let Some(list) = free.by_class.get_mut(&class) {
-            if let Some(i) = list.iter().position(|b| Arc::strong_count(b.buffer()) == 1) {
+            let stream_ordered = self.kind == Kind::Device;
+            if let Some(i) = list
+                .iter()
+                .position(|b| stream_ordered || Arc::strong_count(b.buffer()) == 1)
+            {
                 let block = list.swap_remove(i);
                 self.cached.fetch_sub(bytes, Ordering::Relaxed);
                 self.reuses.fetch_add(1, Ordering::Relaxed);
@@ -211,18 +221,13 @@ impl Pool {
             }
         }
         if let Some(limit) = limit {
-            // Free blocks hold real memory too: evict what the GPU no longer uses, then
-            // count what stays (blocks the GPU still reads) as held.
+            // Free blocks hold memory too: make room for the new one.
             let in_use = self.in_use.load(Ordering::Relaxed);
             let cached = self.cached.load(Ordering::Relaxed);
             let excess = (in_use + cached)
                 .saturating_add(bytes)
                 .saturating_sub(limit);
             self.evict(&mut free, excess);
-            let held = in_use + self.cached.load(Ordering::Relaxed);
-            if held.saturating_add(bytes) > limit {
-                return Err(PoolError::OverLimit { bytes, held, limit });
-            }
         }
         let cached = self.cached.load(Ordering::Relaxed);
         let excess = (cached + bytes).saturating_sub(CACHE_LIMIT_BYTES);
@@ -253,8 +258,7 @@ impl Pool {
             .push(block);
     }
 
-    /// Drops unreferenced free blocks, largest first, until `bytes` are freed or none is
-    /// left.
+    /// Drops free blocks, largest first, until `bytes` are freed or none is left.
     fn evict(&self, free: &mut Free, mut bytes: u64) {
         if bytes == 0 {
             return;
@@ -263,16 +267,10 @@ impl Pool {
         classes.sort_unstable_by(|a, b| b.cmp(a));
         for class in classes {
             let list = free.by_class.get_mut(&class).expect("listed above");
-            let mut i = 0;
-            while i < list.len() && bytes > 0 {
-                if Arc::strong_count(list[i].buffer()) == 1 {
-                    list.swap_remove(i);
-                    let b = bytes_of(class);
-                    self.cached.fetch_sub(b, Ordering::Relaxed);
-                    bytes = bytes.saturating_sub(b);
-                } else {
-                    i += 1;
-                }
+            while bytes > 0 && list.pop().is_some() {
+                let b = bytes_of(class);
+                self.cached.fetch_sub(b, Ordering::Relaxed);
+                bytes = bytes.saturating_sub(b);
             }
             if bytes == 0 {
                 break;

@@ -8,7 +8,7 @@ use magpie_core::shape_fn::matmul_dims;
 use magpie_core::{BoxedKernel, Device, KernelError, Shape, Tensor};
 
 use super::support::{boxed, count32, f32_device, gpu, params, tensor, Factory, Launch, Launched};
-use crate::device::{Completion, Shader, VulkanDevice};
+use crate::device::{Shader, VulkanDevice};
 
 pub(crate) const KERNELS: &[(&str, Factory)] = &[("MatMul", factory)];
 
@@ -40,12 +40,12 @@ impl Launch for MatMul {
         let mn = shape.num_elements();
         count32("MatMul", mn)?;
         let out = self.dev.alloc("MatMul", mn)?;
-        let done = if mn == 0 {
-            Completion::ready()
+        if mn == 0 {
+            // Nothing to compute.
         } else if k == 0 {
             // An empty inner dimension: the product is all zeros.
             let o = Arc::clone(&out);
-            self.dev.submit("MatMul", move |r| r.fill(&o, 0))?
+            self.dev.enqueue("MatMul", move |r| r.fill(&o, 0))?;
         } else {
             let [mx, my, _] = self.dev.limits().max_groups;
             let groups = [m.div_ceil(TILE), n.div_ceil(TILE)];
@@ -61,10 +61,10 @@ impl Launch for MatMul {
             let flags = u32::from(self.transpose_a) | (u32::from(self.transpose_b) << 1);
             let p = params(&[m as u32, n as u32, count32("MatMul", k)?, flags]);
             let grid = [groups[1] as u32, groups[0] as u32, 1];
-            self.dev.submit("MatMul", |r| {
+            self.dev.enqueue("MatMul", |r| {
                 r.dispatch(Shader::MatMul, &[ga, gb, &out], p, grid)
-            })?
-        };
-        Ok(Launched::Running(done, tensor(shape, out)?))
+            })?;
+        }
+        Ok(Launched::Ready(tensor(shape, out)?))
     }
 }

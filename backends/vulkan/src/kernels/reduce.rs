@@ -13,7 +13,7 @@ use super::support::{
     boxed, count32, f32_device, gpu, normalize_axis, params, tensor, Factory, Launch, Launched,
     GROUP,
 };
-use crate::device::{Completion, Shader, VulkanDevice};
+use crate::device::{Shader, VulkanDevice};
 
 pub(crate) const KERNELS: &[(&str, Factory)] =
     &[("Sum", factory::<false>), ("Mean", factory::<true>)];
@@ -62,9 +62,7 @@ impl<const MEAN: bool> Launch for Reduce<MEAN> {
         let gx = gpu(op, x)?;
         let n_out = outer * inner;
         let out = self.dev.alloc(op, n_out)?;
-        let done = if n_out == 0 {
-            Completion::ready()
-        } else {
+        if n_out > 0 {
             let groups = if inner == 1 {
                 n_out as u64
             } else {
@@ -78,8 +76,8 @@ impl<const MEAN: bool> Launch for Reduce<MEAN> {
                 u32::from(MEAN),
             ]);
             self.dev
-                .submit(op, |rec| rec.dispatch(Shader::Reduce, &[gx, &out], p, grid))?
-        };
-        Ok(Launched::Running(done, tensor(shape, out)?))
+                .enqueue(op, |rec| rec.dispatch(Shader::Reduce, &[gx, &out], p, grid))?;
+        }
+        Ok(Launched::Ready(tensor(shape, out)?))
     }
 }
