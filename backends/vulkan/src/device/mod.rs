@@ -284,7 +284,8 @@ impl VulkanDevice {
             &self.shared.downloads
         };
         let lease = self.lease(op, pool, len, false)?;
-        let view = lease.view(len as u64);
+        // Exactly `len` elements: the host copies to or from the whole view.
+        let view = lease.view(len as u64).slice(0..len.max(1) as u64);
         Ok((lease, view))
     }
 

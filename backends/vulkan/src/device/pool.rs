@@ -134,13 +134,18 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    /// The first `n` elements of the block (at least one).
+    /// The first `n` elements of the block (at least one), rounded up to a whole number
+    /// of vec4s where the block has room (it has, unless its class was capped at the
+    /// largest bindable buffer): the vec4 kernels need whole vec4s.
     pub(super) fn view(&self, n: u64) -> Subbuffer<[f32]> {
-        self.block
+        let block = self
+            .block
             .as_ref()
-            .expect("a lease holds its block until dropped")
-            .clone()
-            .slice(0..n.max(1))
+            .expect("a lease holds its block until dropped");
+        let n = n.max(1);
+        let rounded = n.next_multiple_of(4);
+        let len = if rounded <= block.len() { rounded } else { n };
+        block.clone().slice(0..len)
     }
 }
 

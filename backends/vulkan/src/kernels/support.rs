@@ -151,3 +151,13 @@ pub(crate) fn elementwise(
     let p = params(words);
     dev.enqueue(op, |r| r.dispatch(shader, buffers, p, grid))
 }
+
+/// Whether every buffer holds a whole number of vec4s covering `n` elements, so a vec4
+/// kernel may run over `n.div_ceil(4)` vec4s (a scalar input is read at element 0).
+pub(crate) fn vec4_ready(n: usize, buffers: &[&GpuBuffer]) -> bool {
+    let need = n.next_multiple_of(4) as u64;
+    buffers.iter().all(|b| {
+        let cap = b.capacity_elements();
+        cap % 4 == 0 && (cap >= need || b.len_elements() == 1)
+    })
+}
