@@ -62,6 +62,10 @@ fn matmul_matches_the_reference_for_every_transpose() {
         (130, 70, 1),
         (129, 1000, 7),
         (7, 129, 1000),
+        // Every dimension a multiple of 4 (vec4 loads and stores), several tiles of 128
+        // with ragged edges, and whole tiles.
+        (132, 36, 260),
+        (256, 16, 128),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta { [k, m] } else { [m, k] };
