@@ -96,6 +96,19 @@ pub trait Device: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// Waits until every kernel launched on this device so far has finished its work
+    /// (default: at once — a device whose kernels finish when they complete). The session
+    /// calls it on its devices at the end of every successful step, so that when a step
+    /// returns its work is done and its errors are known, whatever stays on the device: a
+    /// GPU whose kernels complete as soon as their commands are queued waits for its
+    /// queue here. Called on the thread that runs the step, never on a scheduler worker.
+    ///
+    /// # Errors
+    /// The device's failure (a hung or lost GPU), as a kernel error naming the device.
+    fn sync(&self) -> Result<(), crate::kernel::KernelError> {
+        Ok(())
+    }
+
     /// Where this device's kernels keep tensors (default: host memory).
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Host

@@ -460,6 +460,16 @@ impl Session {
                     other => SessionError::Scheduler(other.to_string()),
                 })?;
         }
+        // Work that completes asynchronously on a device (a GPU's queue) is finished
+        // before the step returns: its results are final and its errors are the step's.
+        for d in &plan.devices {
+            d.sync().map_err(|e| SessionError::Kernel {
+                node: "(end of step)".into(),
+                op: "_SyncDevice".into(),
+                device: d.name().to_string(),
+                source: Box::new(e),
+            })?;
+        }
         let mut tensors = Vec::with_capacity(fetches.len());
         for s in &plan.fetch_slots {
             let t = state.read(*s).ok_or_else(|| {

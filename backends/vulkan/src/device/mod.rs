@@ -134,6 +134,12 @@ impl Device for VulkanDevice {
         Some(self.shared.tensors.in_use_bytes())
     }
 
+    fn sync(&self) -> Result<(), KernelError> {
+        let done = self.shared.stream.sync("_SyncDevice", &self.name)?;
+        // The waiter thread bounds this wait by the device's deadline.
+        futures::executor::block_on(done)
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![("submissions", self.shared.stream.submissions())]
     }

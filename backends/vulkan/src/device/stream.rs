@@ -114,7 +114,8 @@ pub(super) struct Stream {
     submissions: AtomicU64,
 }
 
-/// A submitted batch, waited on through its timeline value; owns its command buffer.
+/// A submitted batch, waited on through its timeline value; owns its command buffer (a
+/// wait for an earlier batch's value owns none).
 struct Batch {
     timeline: Arc<Semaphore>,
     value: u64,
@@ -179,6 +180,12 @@ impl Stream {
         self.submissions.load(Ordering::Relaxed)
     }
 
+    /// The timeline value the GPU has reached: every batch up to it has run.
+    #[cfg(test)]
+    pub(super) fn completed_value(&self) -> u64 {
+        self.timeline.counter_value().unwrap_or(0)
+    }
+
     /// Sets how long an open batch waits for more commands before the flusher submits it.
     pub(super) fn set_linger(&self, linger: Duration) {
         let ns = u64::try_from(linger.as_nanos()).unwrap_or(u64::MAX);
@@ -233,6 +240,37 @@ impl Stream {
         self.append(&mut st, op, commands);
         st.hosts.push(done);
         self.flush_locked(&mut st, device)?;
+        Ok(Completion::from_receiver(rx))
+    }
+
+    /// A completion that resolves once every command enqueued so far has run: submits
+    /// the open batch if it holds any, else waits for the last submitted batch (without
+    /// a new submission), else is ready at once.
+    ///
+    /// # Errors
+    /// The device's failure; a failed flush.
+    pub(super) fn sync(&self, op: &str, device: &DeviceName) -> Result<Completion, KernelError> {
+        self.health.check(op)?;
+        let mut st = self.state.lock();
+        if !st.commands.is_empty() || !st.hosts.is_empty() {
+            let (done, rx) = oneshot::channel();
+            st.hosts.push(done);
+            self.flush_locked(&mut st, device)?;
+            return Ok(Completion::from_receiver(rx));
+        }
+        let target = st.submitted;
+        drop(st);
+        if target == 0 || self.timeline.counter_value().is_ok_and(|v| v >= target) {
+            return Ok(Completion::ready());
+        }
+        let (done, rx) = oneshot::channel();
+        let batch = Batch {
+            timeline: Arc::clone(&self.timeline),
+            value: target,
+            _commands: None,
+        };
+        self.waiter
+            .watch_all(Box::new(batch), op, device, vec![done]);
         Ok(Completion::from_receiver(rx))
     }
 

@@ -339,3 +339,28 @@ fn work_nobody_waits_for_is_submitted_after_the_linger() {
     }
     assert_eq!(dev.submissions(), 1);
 }
+
+#[test]
+fn a_step_with_only_gpu_targets_finishes_its_work_before_returning() {
+    let Some(dev) = fresh_device() else { return };
+    // Nothing lingers into a later submission: only the step's end submits.
+    dev.set_batch_linger(Duration::from_secs(3600));
+    let g = Graph::new();
+    let y = g
+        .device("/device:GPU:0", |g| {
+            let c = g.constant(Tensor::from_vec([4], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap())?;
+            g.square(c)
+        })
+        .unwrap();
+    let gpu: Arc<dyn Device> = Arc::new(dev.clone());
+    let s = Session::new(&g, SessionOptions::with_devices(vec![gpu]).num_workers(2)).unwrap();
+    let out = s
+        .run_with_options(&RunOptions::default(), &[], &[], &[y.node])
+        .unwrap();
+    // The step's end submitted the batch (upload and square) and waited for it.
+    assert_eq!(dev.submissions(), 1);
+    assert_eq!(out.metadata.device_counters.len(), 1);
+    assert_eq!(out.metadata.device_counters[0].delta, 1);
+    let timeline = dev.shared.stream.completed_value();
+    assert_eq!(timeline, 1, "the GPU has run the step's batch");
+}
