@@ -32,6 +32,13 @@
 //! happen under it, so timeline values are submitted in increasing order. Nothing else is
 //! locked while it is held except the queue (inside vulkano) and the waiter's channel.
 //! The GPU's execution is never waited for under it.
+//!
+//! ## Memory ordering
+//! The submission counter and the linger time are atomics read and written `Relaxed`:
+//! the counter is a report (read after the step that caused the submissions, which
+//! synchronised with their flush through the step's own completion), and the linger is a
+//! setting that orders nothing. Everything the GPU writes is made visible to the host by
+//! the timeline wait that precedes every host read (`completion.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
