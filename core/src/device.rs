@@ -98,7 +98,8 @@ pub trait Device: Send + Sync + fmt::Debug {
 
     /// Waits until every kernel launched on this device so far has finished its work
     /// (default: at once — a device whose kernels finish when they complete). The session
-    /// calls it on its devices at the end of every successful step, so that when a step
+    /// calls it on the devices a step's nodes ran on at the end of every successful step
+    /// (`Session::run`), so that when a step
     /// returns its work is done and its errors are known, whatever stays on the device: a
     /// GPU whose kernels complete as soon as their commands are queued waits for its
     /// queue here. Called on the thread that runs the step, never on a scheduler worker.

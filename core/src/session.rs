@@ -462,7 +462,7 @@ impl Session {
         }
         // Work that completes asynchronously on a device (a GPU's queue) is finished
         // before the step returns: its results are final and its errors are the step's.
-        for d in &plan.devices {
+        for d in plan.used_devices.iter().map(|&i| &plan.devices[i]) {
             d.sync().map_err(|e| SessionError::Kernel {
                 node: "(end of step)".into(),
                 op: "_SyncDevice".into(),

@@ -252,14 +252,15 @@ impl Stream {
 
     /// A completion that resolves once every command enqueued so far has run: submits
     /// the open batch if it holds any, else waits for the last submitted batch (without
-    /// a new submission), else is ready at once.
+    /// a new submission), else is ready at once (also on a failed device: with nothing
+    /// pending there is nothing to fail).
     ///
     /// # Errors
-    /// The device's failure; a failed flush.
+    /// The device's failure while work is pending; a failed flush.
     pub(super) fn sync(&self, op: &str, device: &DeviceName) -> Result<Completion, KernelError> {
-        self.health.check(op)?;
         let mut st = self.state.lock();
         if !st.commands.is_empty() || !st.hosts.is_empty() {
+            self.health.check(op)?;
             let (done, rx) = oneshot::channel();
             st.hosts.push(done);
             self.flush_locked(&mut st, device)?;

@@ -263,6 +263,13 @@ fn a_hung_gpu_fails_the_wait_at_its_deadline_and_later_steps_fast() {
         "{step}"
     );
 
+    // A step that gives the failed device no GPU work is not failed by it.
+    let g = Graph::new();
+    let nothing = g.device("/device:GPU:0", |g| g.no_op()).unwrap();
+    let gpu: Arc<dyn Device> = Arc::new(dev.clone());
+    let s = Session::new(&g, SessionOptions::with_devices(vec![gpu]).num_workers(2)).unwrap();
+    s.run(&[], &[], &[nothing]).unwrap();
+
     // Let the injected work go, so the queue drains before the process exits.
     // SAFETY: a host signal of a timeline semaphore to a value above its current one.
     unsafe {
