@@ -3,12 +3,17 @@
 //!
 //! - `matmul/N`: an N x N x N f32 MatMul, operands already on the GPU (constants,
 //!   uploaded by the warm-up step), the product left there (a target, not a fetch): the
-//!   step is submit → fence plus the executor's fixed cost. Throughput in "elements" is
+//!   step is enqueue → submit at the step's end → wait for the queue, plus the
+//!   executor's fixed cost. Throughput in "elements" is
 //!   FLOP (2 N³): criterion's `Gelem/s` reads as GFLOP/s.
 //! - `add/N`: elementwise add of two resident N-float tensors; throughput in bytes moved
 //!   (3 x 4 N: two reads, one write), so criterion's `GiB/s` is device bandwidth.
 //! - `copy_in/N`, `copy_out/N`: the host → device and device → host copies alone, in
 //!   bytes per second (staging buffers included).
+//! - `chain/100`: a step of 100 dependent elementwise ops (Neg, Add(y, y)) on a
+//!   resident 1024-float constant, result left on the GPU: throughput in "elements" is
+//!   ops, so criterion's time per element is the time per op. Before measuring, the
+//!   bench prints the queue submissions one such step made (`RunMetadata::device_counters`).
 //!
 //! Sizes: `MAGPIE_VK_BENCH_SIZES` (matmul, comma-separated, default `1024`; `4096` takes
 //! minutes per sample on lavapipe) and `MAGPIE_VK_BENCH_ADD` (default 16777216).
@@ -18,7 +23,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use magpie::{DType, Device, Graph, Session, SessionOptions, Tensor};
+use magpie::{DType, Device, Graph, RunOptions, Session, SessionOptions, Tensor};
 
 fn sizes(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)
@@ -74,6 +79,37 @@ fn benches(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
         group.bench_function(format!("matmul/{n}"), |b| {
             b.iter(|| s.run(&[], &[], &[product.node]).unwrap())
+        });
+    }
+
+    {
+        let g = Graph::new();
+        let y = g
+            .device(&spec, |g| {
+                let mut y = g.constant(filled(1024, 1.0))?;
+                for i in 0..100 {
+                    y = if i % 2 == 0 { g.neg(y)? } else { g.add(y, y)? };
+                }
+                Ok(y)
+            })
+            .unwrap();
+        let s = session(&g, &gpu);
+        s.run(&[], &[], &[y.node])
+            .expect("warm-up uploads the constant");
+        let out = s
+            .run_with_options(&RunOptions::default(), &[], &[], &[y.node])
+            .expect("a measured step");
+        let submissions: u64 = out
+            .metadata
+            .device_counters
+            .iter()
+            .filter(|c| c.name == "submissions")
+            .map(|c| c.delta)
+            .sum();
+        eprintln!("chain/100: {submissions} queue submission(s) per step");
+        group.throughput(Throughput::Elements(100));
+        group.bench_function("chain/100", |b| {
+            b.iter(|| s.run(&[], &[], &[y.node]).unwrap())
         });
     }
 

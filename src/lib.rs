@@ -48,8 +48,8 @@ pub use magpie_core::graph::{
     DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output, PartialShape,
 };
 pub use magpie_core::session::{
-    CancellationToken, NodeStats, RunMetadata, RunOptions, RunOutput, Session, SessionError,
-    SessionOptions,
+    CancellationToken, DeviceCounter, NodeStats, RunMetadata, RunOptions, RunOutput, Session,
+    SessionError, SessionOptions,
 };
 pub use magpie_core::tensor::{DType, Shape, Tensor, TensorError};
 pub use magpie_core::{

@@ -9,7 +9,9 @@ use naga::back::spv;
 use naga::front::glsl;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-const SHADERS: [&str; 5] = ["binary", "unary", "fill", "reduce", "matmul"];
+const SHADERS: [&str; 7] = [
+    "binary", "binary4", "unary", "unary4", "fill", "reduce", "matmul",
+];
 
 fn compile(name: &str, source: &str) -> Result<Vec<u32>, String> {
     let mut frontend = glsl::Frontend::default();

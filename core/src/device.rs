@@ -87,6 +87,30 @@ pub trait Device: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The device's event counters, each monotonic since the device was made (default:
+    /// none). A Vulkan device counts its queue `submissions`, say. A session reads them
+    /// before and after each step and reports how much each rose in
+    /// [`RunMetadata::device_counters`](crate::session::RunMetadata::device_counters);
+    /// a device shared by concurrent steps counts their events together. Read twice per
+    /// step: must be cheap.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Waits until every kernel launched on this device so far has finished its work
+    /// (default: at once — a device whose kernels finish when they complete). The session
+    /// calls it on the devices a step's nodes ran on at the end of every successful step
+    /// (`Session::run`), so that when a step
+    /// returns its work is done and its errors are known, whatever stays on the device: a
+    /// GPU whose kernels complete as soon as their commands are queued waits for its
+    /// queue here. Called on the thread that runs the step, never on a scheduler worker.
+    ///
+    /// # Errors
+    /// The device's failure (a hung or lost GPU), as a kernel error naming the device.
+    fn sync(&self) -> Result<(), crate::kernel::KernelError> {
+        Ok(())
+    }
+
     /// Where this device's kernels keep tensors (default: host memory).
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Host

@@ -201,6 +201,51 @@ pub struct RunMetadata {
     /// (as [`Device::numa_node`] reports; 0 when devices do not know their node). This
     /// counts by placement: which worker actually ran a kernel is not considered.
     pub remote_numa_bytes: u64,
+    /// How much each device counter ([`Device::counters`]) rose while the step ran, for
+    /// every counter of the session's devices that rose (a Vulkan device's
+    /// `submissions`, say). Counters are per device, not per step: events of steps that
+    /// ran at the same time on the same device are counted too.
+    pub device_counters: Vec<DeviceCounter>,
+}
+
+/// How much one device counter rose during a step (see [`RunMetadata::device_counters`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCounter {
+    /// The device's full name.
+    pub device: String,
+    /// The counter, as the device names it.
+    pub name: &'static str,
+    /// How much it rose.
+    pub delta: u64,
+}
+
+/// Every counter of `devices`, in order.
+fn read_counters(devices: &[Arc<dyn Device>]) -> Vec<Vec<(&'static str, u64)>> {
+    devices.iter().map(|d| d.counters()).collect()
+}
+
+/// The counters of `devices` that rose since `before`.
+fn counter_deltas(
+    devices: &[Arc<dyn Device>],
+    before: &[Vec<(&'static str, u64)>],
+) -> Vec<DeviceCounter> {
+    let mut out = Vec::new();
+    for (d, old) in devices.iter().zip(before) {
+        if old.is_empty() {
+            continue;
+        }
+        for (name, now) in d.counters() {
+            let was = old.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            if now > was {
+                out.push(DeviceCounter {
+                    device: d.name().to_string(),
+                    name,
+                    delta: now - was,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The result of [`Session::run_with_options`].
@@ -456,6 +501,7 @@ impl Session {
         let step_id = options
             .step_id
             .unwrap_or_else(|| StepId::from(NEXT_STEP_ID.fetch_add(1, Ordering::Relaxed)));
+        let counters_before = read_counters(&plan.devices);
         let state = Arc::new(StepState::new(
             &plan,
             step_id,
@@ -495,6 +541,16 @@ impl Session {
                     other => SessionError::Scheduler(other.to_string()),
                 })?;
         }
+        // Work that completes asynchronously on a device (a GPU's queue) is finished
+        // before the step returns: its results are final and its errors are the step's.
+        for d in plan.used_devices.iter().map(|&i| &plan.devices[i]) {
+            d.sync().map_err(|e| SessionError::Kernel {
+                node: "(end of step)".into(),
+                op: "_SyncDevice".into(),
+                device: d.name().to_string(),
+                source: Box::new(e),
+            })?;
+        }
         let mut tensors = Vec::with_capacity(fetches.len());
         for s in &plan.fetch_slots {
             let t = state.read(*s).ok_or_else(|| {
@@ -509,6 +565,7 @@ impl Session {
             copies: plan.num_copies(),
             memory: state.memory_stats(&plan),
             remote_numa_bytes: state.remote_numa_bytes(),
+            device_counters: counter_deltas(&plan.devices, &counters_before),
         };
         // Every task has finished and the body is gone: the step's slots go back to the
         // plan (unless a straggling reference keeps the state alive).

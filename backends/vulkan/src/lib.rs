@@ -11,8 +11,10 @@
 //! [`VulkanDevice`] through
 //! [`KernelInit::device`](magpie_core::kernel::KernelInit::device), whatever its name. Kernels (f32 only; other dtypes are
 //! declined with [`KernelError::Unimplemented`](magpie_core::KernelError)) are compute
-//! shaders compiled to SPIR-V at build time (`shaders/`, `build.rs`), submitted
-//! asynchronously: the scheduler's workers never wait on the GPU.
+//! shaders compiled to SPIR-V at build time (`shaders/`, `build.rs`), enqueued on the
+//! device's command stream: consecutive GPU nodes share one command buffer and one
+//! queue submission, and the scheduler's workers never wait on the GPU (only a copy to
+//! the host waits, off the workers).
 //!
 //! Layout (as in every backend): `device/` wraps vulkano, `conv.rs` converts its types,
 //! `kernels/` holds one file per op family and names no vulkano type.
@@ -29,7 +31,7 @@ mod shaders {
 
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 
-pub use device::{discover, discover_for_task, VulkanDevice};
+pub use device::{discover, discover_for_task, MemoryStats, PoolStats, VulkanDevice};
 pub use error::VulkanError;
 
 /// The device type the Vulkan kernels are registered for.

@@ -78,6 +78,9 @@ pub(crate) struct ExecPlan {
     /// Host/device copies the plan inserted (the last `num_copies` nodes).
     pub(crate) num_copies: usize,
     pub(crate) devices: Vec<Arc<dyn Device>>,
+    /// The devices (indices into `devices`) at least one node of the plan runs on: the
+    /// ones a step waits for at its end (`Device::sync`).
+    pub(crate) used_devices: Vec<usize>,
     /// Memory budget of each device.
     pub(crate) budgets: Vec<Option<u64>>,
     /// Device whose memory a slot's tensor counts against (`None`: a feed, not counted).
@@ -272,7 +275,11 @@ impl ExecPlan {
             };
             feed_shapes.push(declared);
         }
+        let mut used_devices: Vec<usize> = nodes.iter().map(|n| n.device).collect();
+        used_devices.sort_unstable();
+        used_devices.dedup();
         Ok(ExecPlan {
+            used_devices,
             nodes,
             topology,
             num_copies,

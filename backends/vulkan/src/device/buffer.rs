@@ -1,4 +1,5 @@
-//! [`GpuBuffer`]: a tensor's elements in a device-local Vulkan buffer.
+//! [`GpuBuffer`]: a tensor's elements in a device-local Vulkan buffer, leased from the
+//! device's pool (`pool.rs`) and given back when the last tensor holding it drops.
 
 use std::any::Any;
 use std::fmt;
@@ -7,22 +8,28 @@ use magpie_core::graph::DeviceName;
 use magpie_core::tensor::{DType, DeviceBuffer};
 use vulkano::buffer::Subbuffer;
 
+use super::pool::Lease;
+
 /// `len` f32 elements in device-local memory of one Vulkan device. Immutable once the
 /// kernel that wrote it completed; shared by every tensor that holds it (a `Reshape`
 /// or `Identity` hands the same buffer on).
 pub(crate) struct GpuBuffer {
-    /// At least one element: Vulkan has no empty buffers.
+    /// The tensor's elements, at least one: Vulkan has no empty buffers. A view of the
+    /// leased block's first elements.
     pub(super) buffer: Subbuffer<[f32]>,
     len: usize,
     device: DeviceName,
+    /// The pooled block under `buffer`, given back on drop.
+    _lease: Lease,
 }
 
 impl GpuBuffer {
-    pub(super) fn new(buffer: Subbuffer<[f32]>, len: usize, device: DeviceName) -> GpuBuffer {
+    pub(super) fn new(lease: Lease, len: usize, device: DeviceName) -> GpuBuffer {
         GpuBuffer {
-            buffer,
+            buffer: lease.view(len as u64),
             len,
             device,
+            _lease: lease,
         }
     }
 }

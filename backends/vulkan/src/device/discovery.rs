@@ -6,17 +6,19 @@
 use std::sync::{Arc, OnceLock};
 
 use magpie_core::graph::DeviceName;
-use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::device::physical::PhysicalDevice;
-use vulkano::device::{DeviceCreateInfo, QueueCreateInfo, QueueFlags};
+use vulkano::device::{DeviceCreateInfo, DeviceFeatures, QueueCreateInfo, QueueFlags};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 use vulkano::memory::MemoryHeapFlags;
-use vulkano::VulkanLibrary;
+use vulkano::sync::semaphore::{Semaphore, SemaphoreCreateInfo, SemaphoreType};
+use vulkano::{Version, VulkanLibrary};
 
-use super::completion::FenceWaiter;
+use super::health::Health;
 use super::pipelines::Pipelines;
+use super::pool::{Kind, Pool};
+use super::stream::Stream;
 use super::{Limits, Shared, VulkanDevice};
 use crate::conv;
 use crate::error::VulkanError;
@@ -56,7 +58,9 @@ pub fn discover_for_task(job: &str, task: u32) -> Result<Vec<Arc<VulkanDevice>>,
         .collect()
 }
 
-fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+/// Discovers the devices anew, apart from those [`discover`] shares (tests that break a
+/// device use their own).
+pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
     let library = VulkanLibrary::new().map_err(|e| conv::no_loader(&e))?;
     let portability = library.supported_extensions().khr_portability_enumeration;
     let instance = Instance::new(
@@ -138,6 +142,14 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         conv::kind_of(props.device_type),
         props.api_version
     );
+    // Timeline semaphores (core in Vulkan 1.2) order and complete the command stream.
+    if physical.api_version() < Version::V1_2 || !physical.supported_features().timeline_semaphore {
+        return Err(format!(
+            "needs timeline semaphores (Vulkan 1.2); the device offers Vulkan {}",
+            physical.api_version()
+        ));
+    }
+    let timeline_semaphore = true;
     let (device, mut queues) = vulkano::device::Device::new(
         physical,
         DeviceCreateInfo {
@@ -145,6 +157,10 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
                 queue_family_index: family,
                 ..Default::default()
             }],
+            enabled_features: DeviceFeatures {
+                timeline_semaphore,
+                ..DeviceFeatures::empty()
+            },
             ..Default::default()
         },
     )
@@ -152,28 +168,41 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
     let queue = queues.next().ok_or("the device returned no queue")?;
     let pipelines = Pipelines::new(&device)?;
     let name = DeviceName::local(DEVICE_TYPE, index);
-    let waiter = FenceWaiter::start(&format!("{index}"))
-        .map_err(|e| format!("cannot start the fence-waiter thread: {e}"))?;
+    let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
+    let health = Arc::new(Health::new());
+    let timeline = Semaphore::new(
+        device.clone(),
+        SemaphoreCreateInfo {
+            semaphore_type: SemaphoreType::Timeline,
+            initial_value: 0,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot create the timeline semaphore: {e}"))?;
+    let stream = Stream::start(
+        name.clone(),
+        device.clone(),
+        queue.clone(),
+        Arc::new(timeline),
+        Arc::clone(&health),
+    )
+    .map_err(|e| format!("cannot start the device's threads: {e}"))?;
     Ok(VulkanDevice {
         name,
         shared: Arc::new(Shared {
             description,
             memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
             limits,
-            memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
-            command_buffers: Arc::new(StandardCommandBufferAllocator::new(
-                device.clone(),
-                Default::default(),
-            )),
+            tensors: Pool::new(Kind::Device, memory.clone()),
+            uploads: Pool::new(Kind::Upload, memory.clone()),
+            downloads: Pool::new(Kind::Download, memory.clone()),
             descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
                 device.clone(),
                 Default::default(),
             )),
-            device,
-            queue,
             pipelines,
-            waiter,
-            submit_lock: parking_lot::Mutex::new(()),
+            stream,
+            health,
         }),
     })
 }

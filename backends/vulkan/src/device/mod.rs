@@ -1,42 +1,58 @@
 //! The device wrapper: [`VulkanDevice`] and everything that touches vulkano (with
 //! `conv.rs`). Kernels see a small portable surface: [`VulkanDevice::alloc`],
-//! [`VulkanDevice::submit`] with a [`Recorder`], [`VulkanDevice::upload`] and
+//! [`VulkanDevice::enqueue`] with a [`Recorder`], [`VulkanDevice::upload`] and
 //! [`VulkanDevice::download`], and [`GpuBuffer`]s.
 //!
 //! - `discovery`: finding Vulkan devices (once per process) and naming them `GPU:i`;
 //! - `buffer`: [`GpuBuffer`], the [`DeviceBuffer`](magpie_core::tensor::DeviceBuffer)
 //!   of this backend;
 //! - `pipelines`: the compute pipelines built from `shaders/`;
-//! - `completion`: the fence waiter and [`Completion`] (read its protocol first).
+//! - `stream`: the command stream: batches, barriers, timeline semaphore (read its
+//!   protocol first);
+//! - `completion`: the fence waiter and [`Completion`] (read its protocol first);
+//! - `pool`: tensor and staging buffers in size classes, reused across steps;
+//! - `health`: every wait's deadline and the failed state of a hung or lost device.
 
 mod buffer;
 mod completion;
 mod discovery;
+mod health;
 mod pipelines;
+mod pool;
+mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
 use magpie_core::KernelError;
-use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
-use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
-use vulkano::command_buffer::{
-    AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer,
-};
+use vulkano::buffer::Subbuffer;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
-use vulkano::device::Queue;
-use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
-use vulkano::pipeline::{Pipeline, PipelineBindPoint};
-use vulkano::sync::{self, GpuFuture};
+use vulkano::pipeline::Pipeline;
 
 pub(crate) use buffer::GpuBuffer;
 pub(crate) use completion::Completion;
-use completion::FenceWaiter;
 pub use discovery::{discover, discover_for_task};
+pub use pool::PoolStats;
+use stream::Command;
+
+/// Counters of a device's buffer pools ([`VulkanDevice::memory_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Device-local tensor buffers.
+    pub tensors: PoolStats,
+    /// Host-visible staging buffers of uploads (`_CopyFromHost`, constants).
+    pub uploads: PoolStats,
+    /// Host-visible staging buffers of downloads (`_CopyToHost`).
+    pub downloads: PoolStats,
+}
 pub(crate) use pipelines::{Params, Shader};
 
 /// Facts about a device that kernels check shapes against.
@@ -68,21 +84,27 @@ pub struct VulkanDevice {
 struct Shared {
     description: String,
     limits: Limits,
-    /// The most bytes one tensor buffer may take: the heap's size unless lowered with
-    /// [`VulkanDevice::set_memory_limit`].
+    /// The most bytes the device's tensors may hold at once: the heap's size unless
+    /// lowered with [`VulkanDevice::set_memory_limit`].
     memory_limit: std::sync::atomic::AtomicU64,
-    device: Arc<vulkano::device::Device>,
-    queue: Arc<Queue>,
-    memory: Arc<StandardMemoryAllocator>,
-    command_buffers: Arc<StandardCommandBufferAllocator>,
+    /// Device-local tensor buffers.
+    tensors: Arc<pool::Pool>,
+    /// Staging buffers for uploads.
+    uploads: Arc<pool::Pool>,
+    /// Staging buffers for downloads.
+    downloads: Arc<pool::Pool>,
+    /// The command stream every kernel enqueues on.
+    stream: Arc<stream::Stream>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: pipelines::Pipelines,
-    waiter: FenceWaiter,
-    /// Held while a command buffer is submitted. vulkano locks the state of every buffer
-    /// a submission uses, in hash-map order, while it submits: two concurrent submissions
-    /// sharing two buffers (a constant used by two steps, say) could each hold one lock
-    /// and wait for the other. Submitting is quick, and the queue serialises it anyway.
-    submit_lock: parking_lot::Mutex<()>,
+    /// Whether the device still works, and the deadline of every wait on it.
+    health: Arc<health::Health>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stream.stop();
+    }
 }
 
 impl fmt::Debug for VulkanDevice {
@@ -108,6 +130,20 @@ impl Device for VulkanDevice {
         )
     }
 
+    fn memory_in_use(&self) -> Option<u64> {
+        Some(self.shared.tensors.in_use_bytes())
+    }
+
+    fn sync(&self) -> Result<(), KernelError> {
+        let done = self.shared.stream.sync("_SyncDevice", &self.name)?;
+        // The waiter thread bounds this wait by the device's deadline.
+        futures::executor::block_on(done)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("submissions", self.shared.stream.submissions())]
+    }
+
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Device
     }
@@ -123,11 +159,6 @@ impl Device for VulkanDevice {
     fn backend(&self) -> &str {
         crate::BACKEND
     }
-}
-
-/// Usage of every tensor buffer: read and written by shaders, copied both ways.
-fn tensor_usage() -> BufferUsage {
-    BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST
 }
 
 impl VulkanDevice {
@@ -156,9 +187,10 @@ impl VulkanDevice {
         &self.shared.limits
     }
 
-    /// Lowers (or raises, up to the heap's size) the most bytes one tensor buffer may take
-    /// on this device; a larger allocation then fails at once with a resource-exhausted
-    /// error. The device is shared by every session of the process.
+    /// Lowers (or raises, up to the heap's size) the most bytes this device's tensors may
+    /// hold at once; an allocation that would pass it fails at once with a
+    /// resource-exhausted error naming the device and the bytes (free pooled buffers are
+    /// released first to make room). The device is shared by every session of the process.
     pub fn set_memory_limit(&self, bytes: u64) {
         let bytes = bytes.min(self.shared.limits.heap_bytes);
         self.shared
@@ -166,20 +198,24 @@ impl VulkanDevice {
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Bytes of `len` f32 elements, or an error when they cannot fit this device.
+    /// Sets the deadline of every wait on this device's GPU work (60 s by default). A
+    /// submission that has not finished by then fails its step with an error naming the
+    /// device, and marks the device failed: every later step that uses it fails at once
+    /// with that error. Shared by every handle of the device.
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        self.shared.health.set_wait_timeout(timeout);
+    }
+
+    /// Why this device was marked failed (a wait ran past its deadline, or the driver
+    /// reported the device lost), or `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.health.failure().map(str::to_string)
+    }
+
+    /// Bytes of `len` f32 elements, or an error when one buffer cannot hold them on this
+    /// device (the memory limit is checked by the pool, against the bytes in use).
     fn check_size(&self, op: &str, len: usize) -> Result<u64, KernelError> {
         let bytes = (len.max(1) as u64).saturating_mul(4);
-        let limit = self
-            .shared
-            .memory_limit
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if bytes > limit {
-            return Err(KernelError::ResourceExhausted(format!(
-                "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
-                 memory limit of {} ({limit} bytes)",
-                self.name
-            )));
-        }
         if bytes > self.shared.limits.max_binding_bytes {
             return Err(KernelError::InvalidArgument(format!(
                 "{op}: an f32 tensor of {len} elements ({bytes} bytes) is larger than the \
@@ -190,52 +226,83 @@ impl VulkanDevice {
         Ok(bytes)
     }
 
-    /// A new device-local buffer of `len` f32 elements for an output of `op`.
-    pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
-        self.check_size(op, len)?;
-        let buffer = Buffer::new_slice::<f32>(
-            self.shared.memory.clone(),
-            BufferCreateInfo {
-                usage: tensor_usage(),
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
-                ..Default::default()
-            },
-            len.max(1) as u64,
-        )
-        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?;
-        Ok(Arc::new(GpuBuffer::new(buffer, len, self.name.clone())))
+    /// The most elements one pooled block may have (the largest bindable buffer).
+    fn max_block_elements(&self) -> u64 {
+        self.shared.limits.max_binding_bytes / 4
     }
 
-    /// A host-visible staging buffer of `len` elements.
-    fn staging(&self, op: &str, len: usize, upload: bool) -> Result<Subbuffer<[f32]>, KernelError> {
+    /// Leases a block of at least `len` elements from `pool`, under the memory limit when
+    /// `limited`.
+    fn lease(
+        &self,
+        op: &str,
+        pool: &Arc<pool::Pool>,
+        len: usize,
+        limited: bool,
+    ) -> Result<pool::Lease, KernelError> {
+        let limit = limited.then(|| {
+            self.shared
+                .memory_limit
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let bytes = (len.max(1) as u64).saturating_mul(4);
+        if let Some(limit) = limit.filter(|&l| bytes > l) {
+            return Err(KernelError::ResourceExhausted(format!(
+                "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
+                 memory limit of {} ({limit} bytes)",
+                self.name
+            )));
+        }
         self.check_size(op, len)?;
-        let (usage, access) = if upload {
-            (
-                BufferUsage::TRANSFER_SRC,
-                MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
-            )
+        pool.lease(len as u64, self.max_block_elements(), limit)
+            .map_err(|e| match e {
+                pool::PoolError::OverLimit {
+                    bytes,
+                    in_use,
+                    limit,
+                } => KernelError::ResourceExhausted(format!(
+                    "{op}: cannot allocate {bytes} bytes (an f32 tensor of {len} elements) \
+                         on {}: {in_use} bytes are in use of its memory limit of {limit} bytes",
+                    self.name
+                )),
+                pool::PoolError::Vulkan(e) => crate::conv::kernel_error(op, &self.name, &*e),
+            })
+    }
+
+    /// A device-local buffer of `len` f32 elements for an output of `op`, from the
+    /// device's pool (counted against its memory limit while the tensor lives).
+    pub(crate) fn alloc(&self, op: &str, len: usize) -> Result<Arc<GpuBuffer>, KernelError> {
+        let lease = self.lease(op, &self.shared.tensors, len, true)?;
+        Ok(Arc::new(GpuBuffer::new(lease, len, self.name.clone())))
+    }
+
+    /// A pooled host-visible staging buffer for `len` elements, and its first `len`
+    /// elements.
+    fn staging(
+        &self,
+        op: &str,
+        len: usize,
+        upload: bool,
+    ) -> Result<(pool::Lease, Subbuffer<[f32]>), KernelError> {
+        let pool = if upload {
+            &self.shared.uploads
         } else {
-            (
-                BufferUsage::TRANSFER_DST,
-                MemoryTypeFilter::HOST_RANDOM_ACCESS,
-            )
+            &self.shared.downloads
         };
-        Buffer::new_slice::<f32>(
-            self.shared.memory.clone(),
-            BufferCreateInfo {
-                usage,
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST | access,
-                ..Default::default()
-            },
-            len.max(1) as u64,
-        )
-        .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))
+        let lease = self.lease(op, pool, len, false)?;
+        // Exactly `len` elements: the host copies to or from the whole view.
+        let view = lease.view(len as u64).slice(0..len.max(1) as u64);
+        Ok((lease, view))
+    }
+
+    /// Counters of this device's buffer pools: device-local tensor buffers, then upload
+    /// and download staging buffers. Shared by every handle of the device.
+    pub fn memory_stats(&self) -> MemoryStats {
+        MemoryStats {
+            tensors: self.shared.tensors.stats(),
+            uploads: self.shared.uploads.stats(),
+            downloads: self.shared.downloads.stats(),
+        }
     }
 
     /// The workgroup grid for `groups` workgroups in a 1-D index space, split over x and
@@ -255,72 +322,50 @@ impl VulkanDevice {
         Ok([mx, gy as u32, 1])
     }
 
-    /// Records commands with `record` and submits them; returns at once. The completion
-    /// resolves when the GPU has run them.
-    pub(crate) fn submit(
+    /// Records commands with `record` and enqueues them on the device's stream; returns
+    /// at once. They run after every command enqueued before them on this device, so
+    /// their outputs are ready for every command enqueued after (see `stream.rs`).
+    ///
+    /// # Errors
+    /// A failed recording; the device's failure, once it failed.
+    pub(crate) fn enqueue(
         &self,
         op: &str,
         record: impl FnOnce(&mut Recorder<'_>) -> Result<(), KernelError>,
-    ) -> Result<Completion, KernelError> {
-        let err =
-            |e: &(dyn std::error::Error + 'static)| crate::conv::kernel_error(op, &self.name, e);
-        let builder = AutoCommandBufferBuilder::primary(
-            self.shared.command_buffers.clone(),
-            self.shared.queue.queue_family_index(),
-            CommandBufferUsage::OneTimeSubmit,
-        )
-        .map_err(|e| err(&e))?;
+    ) -> Result<(), KernelError> {
+        self.shared.health.check(op)?;
         let mut recorder = Recorder {
             device: self,
             op,
-            builder,
+            commands: Vec::new(),
         };
         record(&mut recorder)?;
-        let command_buffer = recorder.builder.build().map_err(|e| err(&e))?;
-        let future = {
-            let _serial = self.shared.submit_lock.lock();
-            sync::now(self.shared.device.clone())
-                .then_execute(self.shared.queue.clone(), command_buffer)
-                .map_err(|e| err(&e))?
-                .then_signal_fence_and_flush()
-                .map_err(|e| err(&e))?
-        };
-        let (op, name) = (op.to_string(), self.name.clone());
-        Ok(self.shared.waiter.watch(Box::new(move || {
-            future
-                .wait(None)
-                .map_err(|e| crate::conv::kernel_error(&op, &name, &e))
-        })))
+        self.shared
+            .stream
+            .enqueue(op, &self.name, recorder.commands)
     }
 
-    /// Copies host elements into a new device buffer through a staging buffer.
-    pub(crate) fn upload(
-        &self,
-        op: &str,
-        data: &[f32],
-    ) -> Result<(Arc<GpuBuffer>, Completion), KernelError> {
+    /// Copies host elements into a new device buffer through a pooled staging buffer. The
+    /// copy is stream-ordered: the buffer is ready for every later command.
+    pub(crate) fn upload(&self, op: &str, data: &[f32]) -> Result<Arc<GpuBuffer>, KernelError> {
         let out = self.alloc(op, data.len())?;
         if data.is_empty() {
-            return Ok((out, Completion::ready()));
+            return Ok(out);
         }
-        let staging = self.staging(op, data.len(), true)?;
+        let (_lease, staging) = self.staging(op, data.len(), true)?;
         staging
             .write()
             .map_err(|e| crate::conv::kernel_error(op, &self.name, &e))?
             .copy_from_slice(data);
         let dst = out.buffer.clone();
-        let done = self.submit(op, |r| {
-            let fail = r.failer();
-            r.builder
-                .copy_buffer(CopyBufferInfo::buffers(staging, dst))
-                .map_err(|e| fail(&*e))?;
-            Ok(())
-        })?;
-        Ok((out, done))
+        self.shared
+            .stream
+            .enqueue(op, &self.name, vec![Command::Copy { src: staging, dst }])?;
+        Ok(out)
     }
 
-    /// Copies a device buffer to the host through a staging buffer; the future yields the
-    /// elements once the copy has run.
+    /// Copies a device buffer to the host through a pooled staging buffer: submits the
+    /// device's open batch, and the future yields the elements once the GPU has run it.
     pub(crate) fn download(
         &self,
         op: &str,
@@ -328,18 +373,17 @@ impl VulkanDevice {
     ) -> Result<impl Future<Output = Result<Vec<f32>, KernelError>> + Send + 'static, KernelError>
     {
         let len = src.len_elements();
-        let staging = self.staging(op, len, false)?;
+        let (lease, staging) = self.staging(op, len, false)?;
         let done = if len == 0 {
             Completion::ready()
         } else {
-            let (from, to) = (src.buffer.clone(), staging.clone());
-            self.submit(op, |r| {
-                let fail = r.failer();
-                r.builder
-                    .copy_buffer(CopyBufferInfo::buffers(from, to))
-                    .map_err(|e| fail(&*e))?;
-                Ok(())
-            })?
+            let copy = Command::Copy {
+                src: src.buffer.clone(),
+                dst: staging.clone(),
+            };
+            self.shared
+                .stream
+                .enqueue_and_wait(op, &self.name, vec![copy])?
         };
         let (op, name) = (op.to_string(), self.name.clone());
         Ok(async move {
@@ -350,16 +394,34 @@ impl VulkanDevice {
             // The host copy is allocated fallibly: a failure is an error, not an abort.
             let mut host = magpie_core::tensor::MemoryLimit::host().with_capacity(len)?;
             host.extend_from_slice(&guard[..len]);
+            // The staging block goes back to the pool only once read.
+            drop(guard);
+            drop(lease);
             Ok(host)
         })
     }
+
+    /// Sets how long the device's open batch of commands waits for more before it is
+    /// submitted when nobody waits for it (500 µs by default; a download submits at
+    /// once). Longer batches mean fewer submissions; shorter, that work whose results
+    /// stay on the GPU starts sooner. Shared by every handle of the device.
+    pub fn set_batch_linger(&self, linger: Duration) {
+        self.shared.stream.set_linger(linger);
+    }
+
+    /// Command batches this device has submitted to its queue since it was opened (shared
+    /// by every handle of the device; also reported as the `submissions` counter of
+    /// [`Device::counters`]).
+    pub fn submissions(&self) -> u64 {
+        self.shared.stream.submissions()
+    }
 }
 
-/// Records the commands of one submission.
+/// Collects the commands of one kernel for the device's stream.
 pub(crate) struct Recorder<'a> {
     device: &'a VulkanDevice,
     op: &'a str,
-    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    commands: Vec<Command>,
 }
 
 impl fmt::Debug for Recorder<'_> {
@@ -391,8 +453,7 @@ impl Recorder<'_> {
     ) -> Result<(), KernelError> {
         let fail = self.failer();
         let pipeline = self.device.shared.pipelines.get(shader).clone();
-        let layout = pipeline.layout().clone();
-        let set_layout = layout.set_layouts()[0].clone();
+        let set_layout = pipeline.layout().set_layouts()[0].clone();
         let writes = buffers
             .iter()
             .enumerate()
@@ -404,29 +465,19 @@ impl Recorder<'_> {
             [],
         )
         .map_err(|e| fail(&e))?;
-        self.builder
-            .bind_pipeline_compute(pipeline)
-            .map_err(|e| fail(&*e))?;
-        self.builder
-            .bind_descriptor_sets(PipelineBindPoint::Compute, layout.clone(), 0, set)
-            .map_err(|e| fail(&*e))?;
-        self.builder
-            .push_constants(layout, 0, params)
-            .map_err(|e| fail(&*e))?;
-        // SAFETY: every shader bounds its accesses by the element counts in `params`,
-        // which the kernels derive from the bound buffers' lengths; the pipeline, its
-        // descriptor set and push constants are bound just above.
-        unsafe { self.builder.dispatch(groups) }.map_err(|e| fail(&*e))?;
+        self.commands.push(Command::Dispatch {
+            pipeline,
+            set,
+            params,
+            groups,
+        });
         Ok(())
     }
 
     /// Fills `dst` with the 32-bit pattern `bits` (`0` for zeros).
     pub(crate) fn fill(&mut self, dst: &GpuBuffer, bits: u32) -> Result<(), KernelError> {
-        let fail = self.failer();
         let words = dst.buffer.clone().reinterpret::<[u32]>();
-        self.builder
-            .fill_buffer(words, bits)
-            .map_err(|e| fail(&*e))?;
+        self.commands.push(Command::Fill { dst: words, bits });
         Ok(())
     }
 }

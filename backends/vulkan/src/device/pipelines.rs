@@ -18,8 +18,12 @@ use crate::shaders;
 pub(crate) enum Shader {
     /// `c = a OP b`, broadcasting (`binary.comp`).
     Binary,
+    /// `c = a OP b` over vec4s, same shapes or scalars (`binary4.comp`).
+    Binary4,
     /// `y = f(x)` (`unary.comp`).
     Unary,
+    /// `y = f(x)` over vec4s (`unary4.comp`).
+    Unary4,
     /// `y[i] = value[0]` (`fill.comp`).
     Fill,
     /// Sum or mean over one axis of an `[outer, r, inner]` view (`reduce.comp`).
@@ -34,7 +38,9 @@ pub(crate) type Params = [u32; 16];
 /// The pipelines of one device.
 pub(super) struct Pipelines {
     binary: Arc<ComputePipeline>,
+    binary4: Arc<ComputePipeline>,
     unary: Arc<ComputePipeline>,
+    unary4: Arc<ComputePipeline>,
     fill: Arc<ComputePipeline>,
     reduce: Arc<ComputePipeline>,
     matmul: Arc<ComputePipeline>,
@@ -44,7 +50,9 @@ impl Pipelines {
     pub(super) fn new(device: &Arc<Device>) -> Result<Pipelines, String> {
         Ok(Pipelines {
             binary: build(device, "binary", shaders::BINARY)?,
+            binary4: build(device, "binary4", shaders::BINARY4)?,
             unary: build(device, "unary", shaders::UNARY)?,
+            unary4: build(device, "unary4", shaders::UNARY4)?,
             fill: build(device, "fill", shaders::FILL)?,
             reduce: build(device, "reduce", shaders::REDUCE)?,
             matmul: build(device, "matmul", shaders::MATMUL)?,
@@ -54,7 +62,9 @@ impl Pipelines {
     pub(super) fn get(&self, shader: Shader) -> &Arc<ComputePipeline> {
         match shader {
             Shader::Binary => &self.binary,
+            Shader::Binary4 => &self.binary4,
             Shader::Unary => &self.unary,
+            Shader::Unary4 => &self.unary4,
             Shader::Fill => &self.fill,
             Shader::Reduce => &self.reduce,
             Shader::MatMul => &self.matmul,

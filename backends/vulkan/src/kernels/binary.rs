@@ -1,4 +1,5 @@
-//! Add, Sub, Mul, Div: one shader (`binary.comp`) with numpy broadcasting.
+//! Add, Sub, Mul, Div: `binary4.comp` (four elements per invocation) when each input has
+//! the output's shape or is a scalar, else `binary.comp` with numpy broadcasting.
 //!
 //! The host computes the broadcast shape, drops dimensions of size 1 and merges adjacent
 //! dimensions both inputs walk alike, so the shader sees at most 4 dimensions with a
@@ -13,7 +14,7 @@ use magpie_core::{BoxedKernel, KernelError, Shape, Tensor};
 use smallvec::{smallvec, SmallVec};
 
 use super::support::{
-    boxed, count32, elementwise, f32_device, gpu, tensor, Factory, Launch, Launched,
+    boxed, count32, elementwise, f32_device, gpu, tensor, vec4_ready, Factory, Launch, Launched,
 };
 use crate::device::{Shader, VulkanDevice};
 
@@ -123,13 +124,30 @@ impl Launch for Binary {
         let flags = u32::from(a.shape() == &shape) | (u32::from(b.shape() == &shape) << 1);
         let (ga, gb) = (gpu(op, a)?, gpu(op, b)?);
         let out = self.dev.alloc(op, n)?;
+        let scalar = |t: &Tensor| t.shape() != &shape && t.num_elements() == 1;
+        let (whole_a, whole_b) = (a.shape() == &shape, b.shape() == &shape);
+        if (whole_a || scalar(a)) && (whole_b || scalar(b)) && vec4_ready(n, &[ga, gb, &out]) {
+            // Same shapes or scalars: four elements per invocation.
+            let quads = n.div_ceil(4);
+            let flags = u32::from(!whole_a) | (u32::from(!whole_b) << 1);
+            let words = [quads as u32, self.code, flags];
+            elementwise(
+                &self.dev,
+                op,
+                Shader::Binary4,
+                &[ga, gb, &out],
+                &words,
+                quads,
+            )?;
+            return Ok(Launched::Ready(tensor(shape, out)?));
+        }
         let mut words: Vec<u32> = Vec::with_capacity(16);
         words.extend_from_slice(&layout.dims);
         words.extend_from_slice(&layout.a);
         words.extend_from_slice(&layout.b);
         words.extend_from_slice(&[n as u32, self.code, flags, 0]);
-        let done = elementwise(&self.dev, op, Shader::Binary, &[ga, gb, &out], &words, n)?;
-        Ok(Launched::Running(done, tensor(shape, out)?))
+        elementwise(&self.dev, op, Shader::Binary, &[ga, gb, &out], &words, n)?;
+        Ok(Launched::Ready(tensor(shape, out)?))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The host/device copies the executor inserts (`_CopyFromHost`, `_CopyToHost`), through
-//! staging buffers. Each is a node of its own, so copies overlap with other nodes'
-//! compute.
+//! pooled staging buffers. An upload is stream-ordered (its output is ready for every
+//! later command at once); a download is where the host waits: it submits the device's
+//! open batch and completes when the GPU has run it.
 
 use futures::FutureExt;
 use magpie_core::device::{COPY_FROM_HOST, COPY_TO_HOST};
@@ -29,8 +30,8 @@ impl Launch for FromHost {
     fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
         let x = &inputs[0];
         let data = x.as_slice::<f32>()?;
-        let (buffer, done) = self.dev.upload(COPY_FROM_HOST, data)?;
-        Ok(Launched::Running(done, tensor(x.shape().clone(), buffer)?))
+        let buffer = self.dev.upload(COPY_FROM_HOST, data)?;
+        Ok(Launched::Ready(tensor(x.shape().clone(), buffer)?))
     }
 }
 

@@ -1,5 +1,12 @@
 //! MatMul of two f32 matrices with `transpose_a`/`transpose_b`: `matmul.comp`, tiled
-//! through workgroup memory (64 x 64 output tiles, 4 x 4 outputs per invocation).
+//! through double-buffered, padded workgroup memory (128 x 128 output tiles, 8 x 8
+//! outputs per invocation, vec4 loads and stores where the contiguous dimension is a
+//! multiple of 4).
+//!
+//! No f16/bf16 path: the kernels are f32 only. A cooperative-matrix
+//! (`VK_KHR_cooperative_matrix`) f16 kernel would need the extension, which Mesa's
+//! lavapipe (the only Vulkan device these kernels have run on) does not offer, so it
+//! could not have been tested; f16 tensors are declined with `Unimplemented`.
 
 use std::sync::Arc;
 
@@ -8,12 +15,12 @@ use magpie_core::shape_fn::matmul_dims;
 use magpie_core::{BoxedKernel, Device, KernelError, Shape, Tensor};
 
 use super::support::{boxed, count32, f32_device, gpu, params, tensor, Factory, Launch, Launched};
-use crate::device::{Completion, Shader, VulkanDevice};
+use crate::device::{Shader, VulkanDevice};
 
 pub(crate) const KERNELS: &[(&str, Factory)] = &[("MatMul", factory)];
 
 /// Rows and columns of C per workgroup.
-const TILE: usize = 64;
+const TILE: usize = 128;
 
 fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     let attrs = &init.node.attrs;
@@ -40,12 +47,12 @@ impl Launch for MatMul {
         let mn = shape.num_elements();
         count32("MatMul", mn)?;
         let out = self.dev.alloc("MatMul", mn)?;
-        let done = if mn == 0 {
-            Completion::ready()
+        if mn == 0 {
+            // Nothing to compute.
         } else if k == 0 {
             // An empty inner dimension: the product is all zeros.
             let o = Arc::clone(&out);
-            self.dev.submit("MatMul", move |r| r.fill(&o, 0))?
+            self.dev.enqueue("MatMul", move |r| r.fill(&o, 0))?;
         } else {
             let [mx, my, _] = self.dev.limits().max_groups;
             let groups = [m.div_ceil(TILE), n.div_ceil(TILE)];
@@ -58,13 +65,25 @@ impl Launch for MatMul {
                     self.dev.name()
                 )));
             }
-            let flags = u32::from(self.transpose_a) | (u32::from(self.transpose_b) << 1);
+            let (ta, tb) = (self.transpose_a, self.transpose_b);
+            // vec4 global access needs the contiguous dimension to be a multiple of 4
+            // (so every row starts on a vec4) and buffers of whole vec4s.
+            let whole = |g: &crate::device::GpuBuffer| g.capacity_elements() % 4 == 0;
+            let a_vec = (if ta { m } else { k }) % 4 == 0 && whole(ga);
+            let b_vec = (if tb { k } else { n }) % 4 == 0 && whole(gb);
+            let c_vec = n % 4 == 0 && whole(&out);
+            let flags = u32::from(ta)
+                | (u32::from(tb) << 1)
+                | (u32::from(a_vec) << 2)
+                | (u32::from(b_vec) << 3)
+                | (u32::from(c_vec) << 4);
             let p = params(&[m as u32, n as u32, count32("MatMul", k)?, flags]);
             let grid = [groups[1] as u32, groups[0] as u32, 1];
-            self.dev.submit("MatMul", |r| {
-                r.dispatch(Shader::MatMul, &[ga, gb, &out], p, grid)
-            })?
-        };
-        Ok(Launched::Running(done, tensor(shape, out)?))
+            self.dev.enqueue("MatMul", |r| {
+                // Bindings 3-5 alias A, B and C as vec4 arrays.
+                r.dispatch(Shader::MatMul, &[ga, gb, &out, ga, gb, &out], p, grid)
+            })?;
+        }
+        Ok(Launched::Ready(tensor(shape, out)?))
     }
 }

@@ -3,8 +3,9 @@
 //! Every factory checks the dtypes when the kernel is built and declines anything but
 //! f32 with [`KernelError::Unimplemented`](magpie_core::KernelError::Unimplemented).
 //! Kernels that compute are asynchronous (`support::Launch`): they validate shapes,
-//! allocate the output, record and submit on the scheduler worker, and complete when the
-//! device's fence waiter sees the fence. Identity and Reshape only relabel a buffer and
+//! allocate the output and enqueue their commands on the device's stream from the
+//! scheduler worker, then complete at once — the output is stream-ordered, valid for
+//! every later command on the device. The host waits only in `_CopyToHost`. Identity and Reshape only relabel a buffer and
 //! run synchronously. No file here names a vulkano type: they go through `device/`.
 
 mod binary;

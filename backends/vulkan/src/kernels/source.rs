@@ -1,6 +1,6 @@
 //! Ops that start data on the GPU: Const (uploaded on first use, then shared by every
-//! step), Fill (a scalar already on the device, `fill.comp`) and ZerosLike (a buffer
-//! fill, no shader).
+//! step; the upload is stream-ordered, so the first step does not wait for it), Fill (a
+//! scalar already on the device, `fill.comp`) and ZerosLike (a buffer fill, no shader).
 
 use std::sync::Arc;
 
@@ -53,13 +53,7 @@ impl Const {
             .map_err(KernelError::from)
             .and_then(|data| self.dev.upload("Const", data));
         let shape = self.value.shape().clone();
-        async move {
-            let (buffer, done) = started?;
-            done.await?;
-            tensor(shape, buffer)
-        }
-        .boxed()
-        .shared()
+        async move { tensor(shape, started?) }.boxed().shared()
     }
 }
 
@@ -100,8 +94,8 @@ impl Launch for Fill {
         let gv = gpu("Fill", value)?;
         let out = self.dev.alloc("Fill", n)?;
         let words = [super::support::count32("Fill", n)?];
-        let done = elementwise(&self.dev, "Fill", Shader::Fill, &[gv, &out], &words, n)?;
-        Ok(Launched::Running(done, tensor(self.shape.clone(), out)?))
+        elementwise(&self.dev, "Fill", Shader::Fill, &[gv, &out], &words, n)?;
+        Ok(Launched::Ready(tensor(self.shape.clone(), out)?))
     }
 }
 
@@ -120,7 +114,9 @@ impl Launch for ZerosLike {
         let x = &inputs[0];
         let out = self.dev.alloc("ZerosLike", x.num_elements())?;
         let o = Arc::clone(&out);
-        let done = self.dev.submit("ZerosLike", move |r| r.fill(&o, 0))?;
-        Ok(Launched::Running(done, tensor(x.shape().clone(), out)?))
+        if x.num_elements() > 0 {
+            self.dev.enqueue("ZerosLike", move |r| r.fill(&o, 0))?;
+        }
+        Ok(Launched::Ready(tensor(x.shape().clone(), out)?))
     }
 }

@@ -11,7 +11,7 @@ use magpie_core::kernel::{AsyncKernel, AsyncKernelContext, KernelInit, Outputs};
 use magpie_core::{BoxedKernel, DType, KernelError, Tensor};
 use smallvec::smallvec;
 
-use crate::device::{Completion, GpuBuffer, VulkanDevice};
+use crate::device::{GpuBuffer, VulkanDevice};
 use crate::DEVICE_TYPE;
 pub(crate) use magpie_core::shape_fn::{known_shape, normalize_axis};
 
@@ -23,8 +23,9 @@ pub(crate) const GROUP: u64 = 256;
 
 /// What starting a kernel gives back.
 pub(crate) enum Launched {
-    /// The output, valid once the completion resolves.
-    Running(Completion, Tensor),
+    /// The output, valid for every later command on the device's stream (the commands
+    /// that compute it are enqueued before any that read it).
+    Ready(Tensor),
     /// The output, computed by a future (e.g. a download that reads a staging buffer).
     Later(BoxFuture<'static, Result<Tensor, KernelError>>),
 }
@@ -43,11 +44,7 @@ impl<L: Launch> AsyncKernel for Gpu<L> {
         ctx: AsyncKernelContext,
     ) -> BoxFuture<'static, Result<Outputs, KernelError>> {
         match self.0.launch(ctx.inputs()) {
-            Ok(Launched::Running(done, out)) => async move {
-                done.await?;
-                Ok(smallvec![out])
-            }
-            .boxed(),
+            Ok(Launched::Ready(out)) => futures::future::ready(Ok(smallvec![out])).boxed(),
             Ok(Launched::Later(fut)) => fut.map(|r| r.map(|t| smallvec![t])).boxed(),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }
@@ -146,11 +143,21 @@ pub(crate) fn elementwise(
     buffers: &[&GpuBuffer],
     words: &[u32],
     n: usize,
-) -> Result<Completion, KernelError> {
+) -> Result<(), KernelError> {
     if n == 0 {
-        return Ok(Completion::ready());
+        return Ok(());
     }
     let grid = dev.grid_1d(op, (n as u64).div_ceil(GROUP))?;
     let p = params(words);
-    dev.submit(op, |r| r.dispatch(shader, buffers, p, grid))
+    dev.enqueue(op, |r| r.dispatch(shader, buffers, p, grid))
+}
+
+/// Whether every buffer holds a whole number of vec4s covering `n` elements, so a vec4
+/// kernel may run over `n.div_ceil(4)` vec4s (a scalar input is read at element 0).
+pub(crate) fn vec4_ready(n: usize, buffers: &[&GpuBuffer]) -> bool {
+    let need = n.next_multiple_of(4) as u64;
+    buffers.iter().all(|b| {
+        let cap = b.capacity_elements();
+        cap % 4 == 0 && (cap >= need || b.len_elements() == 1)
+    })
 }

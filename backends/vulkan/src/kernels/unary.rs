@@ -1,11 +1,12 @@
-//! Neg, Square, Sqrt, Exp, Relu: one shader (`unary.comp`), one invocation per element.
+//! Neg, Square, Sqrt, Exp, Relu: `unary4.comp`, four elements (a vec4) per invocation,
+//! or `unary.comp`, one per element, where a buffer does not hold whole vec4s.
 //! Sqrt and Exp have the GPU's precision (a few ulp), not the CPU's.
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Tensor};
 
 use super::support::{
-    boxed, count32, elementwise, f32_device, gpu, tensor, Factory, Launch, Launched,
+    boxed, count32, elementwise, f32_device, gpu, tensor, vec4_ready, Factory, Launch, Launched,
 };
 use crate::device::{Shader, VulkanDevice};
 
@@ -36,10 +37,17 @@ impl Launch for Unary {
         let op = self.op.as_str();
         let x = &inputs[0];
         let n = x.num_elements();
-        let words = [count32(op, n)?, self.code];
+        count32(op, n)?;
         let gx = gpu(op, x)?;
         let out = self.dev.alloc(op, n)?;
-        let done = elementwise(&self.dev, op, Shader::Unary, &[gx, &out], &words, n)?;
-        Ok(Launched::Running(done, tensor(x.shape().clone(), out)?))
+        if vec4_ready(n, &[gx, &out]) {
+            let quads = n.div_ceil(4);
+            let words = [quads as u32, self.code];
+            elementwise(&self.dev, op, Shader::Unary4, &[gx, &out], &words, quads)?;
+        } else {
+            let words = [n as u32, self.code];
+            elementwise(&self.dev, op, Shader::Unary, &[gx, &out], &words, n)?;
+        }
+        Ok(Launched::Ready(tensor(x.shape().clone(), out)?))
     }
 }

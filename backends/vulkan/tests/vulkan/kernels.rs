@@ -1,9 +1,10 @@
-//! Every kernel against core's reference interpreter (the CPU backend's semantics), on odd shapes (1, 7, 1023, non-square), within
-//! [`RTOL`](super::common::RTOL)/[`ATOL`](super::common::ATOL).
+//! Every kernel against core's reference interpreter (the CPU backend's semantics), on
+//! awkward shapes (1, 7, 129, 1000, 1023, non-square, rows long enough for the two-pass
+//! reduction), within [`RTOL`](super::common::RTOL)/[`ATOL`](super::common::ATOL).
 
 use super::common::{check_against_reference, data, gpu};
 
-const SIZES: [usize; 4] = [1, 7, 1023, 70_001];
+const SIZES: [usize; 6] = [1, 7, 129, 1000, 1023, 70_001];
 
 #[test]
 fn binary_ops_match_the_reference_with_broadcasting() {
@@ -59,6 +60,12 @@ fn matmul_matches_the_reference_for_every_transpose() {
         (65, 33, 129),
         (1, 1023, 7),
         (130, 70, 1),
+        (129, 1000, 7),
+        (7, 129, 1000),
+        // Every dimension a multiple of 4 (vec4 loads and stores), several tiles of 128
+        // with ragged edges, and whole tiles.
+        (132, 36, 260),
+        (256, 16, 128),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta { [k, m] } else { [m, k] };
@@ -73,7 +80,15 @@ fn matmul_matches_the_reference_for_every_transpose() {
 #[test]
 fn reductions_match_the_reference() {
     let Some(gpu) = gpu() else { return };
-    let shapes: [&[usize]; 5] = [&[1], &[7], &[1023], &[7, 1023], &[3, 5, 7]];
+    let shapes: [&[usize]; 7] = [
+        &[1],
+        &[7],
+        &[129],
+        &[1000],
+        &[7, 1023],
+        &[3, 5, 7],
+        &[3, 10_007],
+    ];
     for shape in shapes {
         let rank = shape.len() as i64;
         let mut axes = vec![None];
@@ -94,12 +109,19 @@ fn reductions_match_the_reference() {
             }
         }
     }
-    // A long contiguous sum: many strides of a workgroup, then the tree.
+    // Long contiguous sums and means: two passes (many workgroups per row write partial
+    // sums, then a workgroup per row reduces them), with a ragged last chunk.
     check_against_reference(
         &gpu,
         "Sum [300001]",
         &[data(&[300_001], 8, true)],
         |g, x| g.sum(x[0], None, false),
+    );
+    check_against_reference(
+        &gpu,
+        "Mean [100003]",
+        &[data(&[100_003], 8, false)],
+        |g, x| g.mean(x[0], None, true),
     );
 }
 
