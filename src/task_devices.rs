@@ -3,7 +3,10 @@
 //! where the OS allows) and every Vulkan GPU, each named for the task
 //! (`/job:worker/replica:0/task:1/device:GPU:0`). The first GPU is the task's default
 //! device when it has one, else `CPU:0` — TensorFlow's choice; `gpus: false` or
-//! visible-device specs that name no GPU leave the GPUs out (the seed's ps task).
+//! visible-device specs that name no GPU leave the GPUs out (the ps task of the default
+//! cluster). A GPU emulated on the CPU (Mesa's lavapipe) is served only when asked for
+//! (`emulated_gpus`): it would otherwise become the default device of every task on a
+//! machine without a GPU, and run every unpinned op slower than the CPU.
 //!
 //! [`task_server_options`](crate::cluster::task_server_options) stays the light choice
 //! for in-process clusters: one CPU device and two workers per task.
@@ -25,6 +28,11 @@ pub struct TaskDevices {
     pub cpu: CpuOptions,
     /// Serve the machine's Vulkan GPUs (default `true`); none without a Vulkan driver.
     pub gpus: bool,
+    /// Serve GPUs that a Vulkan driver emulates on the CPU, such as Mesa's lavapipe
+    /// (default `false`: they compute no faster than the CPU devices, and the first GPU
+    /// would become the default device). For tests of the GPU paths on a machine
+    /// without a GPU.
+    pub emulated_gpus: bool,
     /// The most bytes one tensor may take on each CPU device (default: the memory of its
     /// NUMA node, or of the machine).
     pub cpu_memory_limit: Option<u64>,
@@ -38,6 +46,7 @@ impl Default for TaskDevices {
         TaskDevices {
             cpu: CpuOptions::with_layout(CpuLayout::PerNumaNode),
             gpus: true,
+            emulated_gpus: false,
             cpu_memory_limit: None,
             visible_devices: None,
         }
@@ -116,7 +125,12 @@ pub fn machine_server_options(
     let mut out: Vec<Arc<dyn Device>> = Vec::new();
     if devices.wants_gpus() {
         match magpie_vulkan::discover_for_task(&task.job, task.index) {
-            Ok(gpus) => out.extend(gpus.into_iter().map(|d| d as Arc<dyn Device>)),
+            // Discovery orders emulated devices last, so the real GPUs keep GPU:0.. .
+            Ok(gpus) => out.extend(
+                gpus.into_iter()
+                    .filter(|d| devices.emulated_gpus || !d.is_emulated())
+                    .map(|d| d as Arc<dyn Device>),
+            ),
             Err(e @ VulkanError::BadName(_)) => {
                 return Err(TaskDevicesError::Gpu {
                     task: task.to_string(),

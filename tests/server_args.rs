@@ -183,9 +183,9 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
 }
 
 /// `magpie server` serves its machine: it prints its devices, the default first — the
-/// first GPU where the machine has a Vulkan device (lavapipe here), else `CPU:0` — each
-/// named for the task; `--no-gpus` and `--visible-devices /device:CPU:*` leave the GPUs
-/// out.
+/// first GPU where the machine has one, else `CPU:0` — each named for the task; a GPU
+/// emulated on the CPU (lavapipe here) only with `--emulated-gpus`; `--no-gpus` and
+/// `--visible-devices /device:CPU:*` leave the GPUs out.
 #[test]
 fn a_server_prints_its_devices_named_for_its_task_default_first() {
     use std::io::{BufRead, BufReader};
@@ -229,13 +229,24 @@ fn a_server_prints_its_devices_named_for_its_task_default_first() {
             .collect::<Vec<_>>()
     };
     let cpu0 = "/job:ps/replica:0/task:0/device:CPU:0".to_string();
+    let gpu0 = "/job:ps/replica:0/task:0/device:GPU:0";
     let all = devices_line(&[]);
     assert!(all.contains(&cpu0), "{all:?}");
+    if real_gpus() > 0 {
+        assert_eq!(all[0], gpu0, "{all:?}");
+    } else {
+        assert_eq!(
+            all[0], cpu0,
+            "an emulated GPU is not served by default: {all:?}"
+        );
+        assert!(all.iter().all(|d| d.contains("/device:CPU:")), "{all:?}");
+    }
+    let with_emulated = devices_line(&["--emulated-gpus"]);
     match magpie::gpu_status() {
-        None => assert_eq!(all[0], "/job:ps/replica:0/task:0/device:GPU:0", "{all:?}"),
+        None => assert_eq!(with_emulated[0], gpu0, "{with_emulated:?}"),
         Some(why) => {
-            eprintln!("no GPU here ({why}): CPU:0 is the default");
-            assert_eq!(all[0], cpu0);
+            eprintln!("no Vulkan device here ({why}): CPU:0 is the default");
+            assert_eq!(with_emulated[0], cpu0);
         }
     }
     for flags in [&["--no-gpus"][..], &["--visible-devices", "/device:CPU:*"]] {
@@ -317,7 +328,7 @@ fn a_servers_clients_see_its_devices_and_unpinned_ops_run_on_the_default() {
     let port = free_port();
     let mut command = magpie();
     command
-        .args(["server", "--workers", "2"])
+        .args(["server", "--workers", "2", "--emulated-gpus"])
         .env(
             "TF_CONFIG",
             format!(
@@ -347,4 +358,9 @@ fn a_servers_clients_see_its_devices_and_unpinned_ops_run_on_the_default() {
     assert_eq!(out.tensors[0].as_slice::<f32>().unwrap(), &[2.25, 4.0]);
     let sq = out.placement.iter().find(|(n, _)| n == "sq").unwrap();
     assert_eq!(sq.1, default);
+}
+
+/// The GPUs of this machine that are not emulated on its CPU.
+fn real_gpus() -> usize {
+    magpie::vulkan::discover().map_or(0, |gpus| gpus.iter().filter(|d| !d.is_emulated()).count())
 }

@@ -16,7 +16,9 @@ fn devices_for(task: &TaskName) -> TaskDevices {
             num_workers: Some(2),
             ..base.cpu
         },
-        // The seed's ps "does not see the GPU devices".
+        // Lavapipe stands in for a GPU here.
+        emulated_gpus: true,
+        // The ps task "does not see the GPU devices".
         visible_devices: (task.job == "ps").then(|| vec!["/device:CPU:*".to_string()]),
         ..base
     }

@@ -82,6 +82,10 @@ enum Command {
         /// GPU, and the first is its default device).
         #[arg(long)]
         no_gpus: bool,
+        /// Also serve GPUs that a Vulkan driver emulates on the CPU (Mesa's lavapipe),
+        /// which are left out by default: for trying the GPU paths without a GPU.
+        #[arg(long, conflicts_with = "no_gpus")]
+        emulated_gpus: bool,
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
@@ -192,6 +196,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             no_gpus,
+            emulated_gpus,
             step_timeout_ms,
             tls_cert,
             tls_key,
@@ -211,6 +216,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             visible_devices,
             workers,
             no_gpus,
+            emulated_gpus,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
             security: server::SecurityArgs {
                 tls_cert,

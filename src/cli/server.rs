@@ -4,7 +4,8 @@
 //! `--tls-cert`/`--tls-key` it serves TLS (mutual with `--tls-client-ca`) and reaches
 //! the other tasks over TLS; with `--auth-token-file` every call needs the cluster token.
 //! The task serves its machine's devices (`machine_server_options`): the GPUs, the first
-//! the default device, unless `--no-gpus`, then a CPU device per NUMA node with a worker
+//! the default device, unless `--no-gpus` (GPUs emulated on the CPU, such as lavapipe,
+//! only with `--emulated-gpus`), then a CPU device per NUMA node with a worker
 //! per PU (`--workers` sets the count); `--visible-devices` filters both kinds.
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub(crate) struct ServeArgs {
     pub(crate) visible_devices: Option<Vec<String>>,
     pub(crate) workers: Option<usize>,
     pub(crate) no_gpus: bool,
+    pub(crate) emulated_gpus: bool,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
     pub(crate) cpu_memory_limit: Option<u64>,
@@ -152,6 +154,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             ..TaskDevices::default().cpu
         },
         gpus: !args.no_gpus,
+        emulated_gpus: args.emulated_gpus,
         cpu_memory_limit: args.cpu_memory_limit,
         visible_devices: args.visible_devices.clone(),
     };

@@ -136,6 +136,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         max_binding_bytes,
         max_groups: props.max_compute_work_group_count,
     };
+    let emulated = props.device_type == vulkano::device::physical::PhysicalDeviceType::Cpu;
     let description = format!(
         "{} ({}, Vulkan {})",
         props.device_name,
@@ -191,6 +192,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         name,
         shared: Arc::new(Shared {
             description,
+            emulated,
             memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
             limits,
             tensors: Pool::new(Kind::Device, memory.clone()),

@@ -83,6 +83,8 @@ pub struct VulkanDevice {
 /// What every handle of one Vulkan device shares.
 struct Shared {
     description: String,
+    /// A Vulkan driver that runs on the CPU (Mesa's lavapipe, SwiftShader).
+    emulated: bool,
     limits: Limits,
     /// The most bytes the device's tensors may hold at once: the heap's size unless
     /// lowered with [`VulkanDevice::set_memory_limit`].
@@ -180,6 +182,13 @@ impl VulkanDevice {
             name,
             shared: Arc::clone(&self.shared),
         })
+    }
+
+    /// Whether the device is a GPU emulated on the host's CPU (Vulkan's
+    /// `PHYSICAL_DEVICE_TYPE_CPU`, e.g. Mesa's lavapipe): it computes correctly but no
+    /// faster than the CPU backend, so `magpie server` leaves it out unless asked for it.
+    pub fn is_emulated(&self) -> bool {
+        self.shared.emulated
     }
 
     /// The limits kernels check shapes against.
