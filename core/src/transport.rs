@@ -304,8 +304,8 @@ impl TransportError {
 /// ```
 /// use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
 /// use magpie_core::transport::{
-///     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName,
-///     Transport, TransportError,
+///     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+///     RunPartition, TaskName, Transport, TransportError,
 /// };
 /// use magpie_core::{StepId, Tensor};
 ///
@@ -324,7 +324,7 @@ impl TransportError {
 ///     fn register_partition(&self, task: &TaskName, _: RegisterPartition)
 ///         -> BoxFuture<'static, Result<PartitionHandle, TransportError>> { gone(task) }
 ///     fn run_partition(&self, task: &TaskName, _: RunPartition)
-///         -> BoxFuture<'static, Result<Vec<Tensor>, TransportError>> { gone(task) }
+///         -> BoxFuture<'static, Result<PartitionOutput, TransportError>> { gone(task) }
 ///     fn send(&self, task: &TaskName, _: &str, _: RendezvousKey, _: Tensor)
 ///         -> BoxFuture<'static, Result<(), TransportError>> { gone(task) }
 ///     fn abort_step(&self, task: &TaskName, _: &str, _: StepId)

@@ -36,7 +36,9 @@ void main() {
     } else if (op == 3u) {
         r = exp(v);
     } else {
-        r = max(v, vec4(0.0));
+        // TensorFlow's Relu: NaN (which compares false) and -0.0 pass through.
+        r = vec4(v.x < 0.0 ? 0.0 : v.x, v.y < 0.0 ? 0.0 : v.y,
+                 v.z < 0.0 ? 0.0 : v.z, v.w < 0.0 ? 0.0 : v.w);
     }
     y.data[i] = r;
 }
