@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use super::attr::{AttrValue, Attrs};
 use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
+use super::name_index::NameIndex;
 use super::node::{GraphId, Node, NodeId, Output};
 use super::op_def::lookup_op;
 use super::shape_inference::{output_shapes, PartialShape};
@@ -31,11 +32,22 @@ use crate::tensor::DType;
 #[derive(Default)]
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
-    /// The inferred shapes of each node's outputs, by node position.
-    shapes: Vec<Vec<PartialShape>>,
-    by_name: HashMap<String, NodeId>,
+    /// The inferred shapes of each node's outputs, by node position; `None` when no
+    /// output's shape is known at all (most nodes of a large imported graph), so that such
+    /// a node costs 8 bytes here.
+    shapes: Vec<Option<Box<[PartialShape]>>>,
+    /// Node positions by name (the names themselves are the nodes').
+    by_name: NameIndex,
     /// Next suffix to try for each automatically named base name.
     auto_names: HashMap<String, usize>,
+}
+
+impl GraphInner {
+    /// The position of the node named `name`.
+    fn position(&self, name: &str) -> Option<u32> {
+        self.by_name
+            .get(name, |i| self.nodes[i as usize].name.as_str())
+    }
 }
 
 struct GraphShared {
@@ -186,7 +198,11 @@ impl Graph {
 
     /// The node with this name.
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.shared.inner.read().by_name.get(name).copied()
+        let inner = self.shared.inner.read();
+        inner.position(name).map(|index| NodeId {
+            graph: self.shared.id,
+            index,
+        })
     }
 
     /// A snapshot of every node, in creation order (which is a topological order).
@@ -237,7 +253,7 @@ impl Graph {
         Ok(inner
             .shapes
             .get(output.node.index())
-            .and_then(|s| s.get(output.index as usize))
+            .and_then(|s| s.as_deref()?.get(output.index as usize))
             .cloned()
             .unwrap_or_default())
     }
@@ -434,7 +450,7 @@ impl Graph {
             let shape = inner
                 .shapes
                 .get(input.node.index())
-                .and_then(|s| s.get(input.index as usize));
+                .and_then(|s| s.as_deref()?.get(input.index as usize));
             in_shapes.push(shape.cloned().unwrap_or_default());
         }
         for dep in &node.control_inputs {
@@ -447,7 +463,7 @@ impl Graph {
         }
         // Named first, so that errors name the node as it would have been added.
         if explicit_name {
-            if inner.by_name.contains_key(&node.name) {
+            if inner.position(&node.name).is_some() {
                 return Err(GraphError::DuplicateName(node.name));
             }
         } else {
@@ -466,9 +482,11 @@ impl Graph {
             graph: self.shared.id,
             index,
         };
-        inner.by_name.insert(node.name.clone(), id);
-        inner.nodes.push(Arc::new(node));
-        inner.shapes.push(shapes);
+        let GraphInner { nodes, by_name, .. } = &mut *inner;
+        by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
+        nodes.push(Arc::new(node));
+        let known = shapes.iter().any(|s| *s != PartialShape::unknown());
+        inner.shapes.push(known.then(|| shapes.into_boxed_slice()));
         Ok(id)
     }
 }
@@ -496,14 +514,15 @@ fn node_error(node: &Node, e: OpDefError) -> GraphError {
 }
 
 fn unique_name(inner: &mut GraphInner, base: &str) -> String {
-    if !inner.by_name.contains_key(base) {
+    if inner.position(base).is_none() {
         return base.to_string();
     }
-    let next = inner.auto_names.entry(base.to_string()).or_insert(1);
+    let mut next = inner.auto_names.get(base).copied().unwrap_or(1);
     loop {
         let candidate = format!("{base}_{next}");
-        *next += 1;
-        if !inner.by_name.contains_key(&candidate) {
+        next += 1;
+        if inner.position(&candidate).is_none() {
+            inner.auto_names.insert(base.to_string(), next);
             return candidate;
         }
     }

@@ -144,6 +144,7 @@ pub fn connect_with(
     let r = block(
         &runtime,
         target,
+        options.max_message_bytes,
         options.create_session_timeout,
         async move { c.create_session(req).await },
     )?;
@@ -161,16 +162,23 @@ pub fn connect_with(
     })
 }
 
+/// Runs `call` on `runtime` within `deadline`; a failure becomes [`GrpcError::Status`]
+/// (tonic's refusal of a message past `max_message` bytes as `RESOURCE_EXHAUSTED` naming
+/// the limit).
 fn block<T>(
     runtime: &Runtime,
     target: &str,
+    max_message: usize,
     deadline: Duration,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, GrpcError> {
-    let status = |s: Status| GrpcError::Status {
-        target: target.to_string(),
-        code: s.code(),
-        message: explain(target, &s),
+    let status = |s: Status| {
+        let s = crate::message_limit::map_message_limit(s, max_message);
+        GrpcError::Status {
+            target: target.to_string(),
+            code: s.code(),
+            message: explain(target, &s),
+        }
     };
     runtime.block_on(async {
         match tokio::time::timeout(deadline, call).await {
@@ -250,6 +258,7 @@ impl RemoteSession {
         block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.extend_session(req).await },
         )?;
@@ -357,7 +366,8 @@ impl RemoteSession {
             .saturating_add(self.options.step_grace)
             .saturating_add(self.options.client_backstop);
         let mut c = self.client.clone();
-        let r = block(self.rt(), &self.target, deadline, async move {
+        let max = self.options.max_message_bytes;
+        let r = block(self.rt(), &self.target, max, deadline, async move {
             c.run_step(req).await
         })?;
         Ok(RemoteRunOutput {
@@ -395,6 +405,7 @@ impl RemoteSession {
         let r = block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.reset(req).await },
         )?;
@@ -421,6 +432,7 @@ impl RemoteSession {
         block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.close_session(req).await },
         )?;
@@ -443,9 +455,13 @@ impl Drop for RemoteSession {
             let mut c = self.client.clone();
             let target = self.target.clone();
             move |runtime: &Runtime| {
-                let _ = block(runtime, &target, Duration::from_secs(1), async move {
-                    c.close_session(req).await
-                });
+                let _ = block(
+                    runtime,
+                    &target,
+                    usize::MAX,
+                    Duration::from_secs(1),
+                    async move { c.close_session(req).await },
+                );
             }
         });
         if tokio::runtime::Handle::try_current().is_err() {

@@ -28,6 +28,7 @@ pub mod conv;
 mod error;
 mod handle;
 mod hugepages;
+mod message_limit;
 mod metrics;
 mod metrics_http;
 mod options;
@@ -37,6 +38,7 @@ mod sessions;
 mod status;
 mod tls;
 mod transport;
+mod trim;
 
 pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 pub use client::{connect, connect_with, RemoteRunOutput, RemoteSession};

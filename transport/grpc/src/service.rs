@@ -397,10 +397,15 @@ impl MasterService {
         if n > 0 {
             let task = self.server.task().to_string();
             let closed = blocking(move || {
+                let mut nodes = 0;
                 for (handle, session) in expired {
                     let session_handle = handle_prefix(&handle);
                     tracing::info!(%task, %session_handle, ?idle, "closing an idle remote session");
+                    nodes += session.graph().len();
                     session.close();
+                }
+                if nodes >= crate::trim::TRIM_NODES {
+                    crate::trim::release_free_memory();
                 }
                 Ok(())
             })
@@ -684,14 +689,20 @@ impl proto::master_service_server::MasterService for MasterService {
                 ),
             )
         })?;
+        let nodes = session.graph().len();
         blocking(move || {
             session.close();
+            drop(session);
+            if nodes >= crate::trim::TRIM_NODES {
+                crate::trim::release_free_memory();
+            }
             Ok(())
         })
         .await?;
         tracing::info!(
             task = %self.server.task(),
             session_handle = %handle_prefix(&handle),
+            nodes,
             "session closed"
         );
         Ok(Response::new(proto::CloseSessionResponse {}))

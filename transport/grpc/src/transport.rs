@@ -211,6 +211,8 @@ impl GrpcTransport {
             match tokio::time::timeout(deadline, call(client)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(status)) => {
+                    let max = inner.options.max_message_bytes;
+                    let status = crate::message_limit::map_message_limit(status, max);
                     let e = status_to_transport(&task, &status, &cx);
                     if matches!(e, TransportError::Unreachable { .. }) {
                         inner.forget(&task);
