@@ -147,3 +147,133 @@ fn session_graph_and_extension_limits_are_resource_exhausted_naming_their_flags(
     drop(b);
     server.stop();
 }
+
+/// A vector of `n` f32s.
+fn floats(n: usize) -> Tensor {
+    Tensor::from_vec([n], vec![0.5f32; n]).unwrap()
+}
+
+#[test]
+fn a_message_past_max_message_bytes_is_resource_exhausted_naming_the_flag() {
+    let spec = Spec::builder()
+        .job("worker", [free_address()])
+        .build()
+        .unwrap();
+    // 64 KiB: a 16,384-float tensor (64 KiB of data) does not fit with its framing.
+    let server = spawn(
+        &spec,
+        "message",
+        "worker",
+        0,
+        &["--max-message-bytes", "65536"],
+    );
+    let target = format!(
+        "grpc://{}",
+        spec.address(&TaskName::new("worker", 0)).unwrap()
+    );
+
+    // A graph whose constant alone passes the limit: CreateSession is refused by tonic's
+    // decoder, reported as the limit.
+    let big = Graph::new();
+    big.constant(floats(20_000)).unwrap();
+    resource_exhausted(magpie::grpc::connect(&target, &big), "--max-message-bytes");
+
+    // A feed past it.
+    let g = Graph::new();
+    let x = g.placeholder(magpie::DType::F32, None).unwrap();
+    let y = g.neg(x).unwrap();
+    let session = magpie::grpc::connect(&target, &g).unwrap();
+    resource_exhausted(
+        session.run(&[(x, floats(20_000))], &[y], &[]),
+        "--max-message-bytes",
+    );
+
+    // A feed within it whose fetches are past it: the response is refused by the server,
+    // naming the limit (and the session still works).
+    resource_exhausted(
+        session.run(&[(x, floats(10_000))], &[y, y], &[]),
+        "--max-message-bytes",
+    );
+    let v = session.run(&[(x, floats(4))], &[y], &[]).unwrap();
+    assert_eq!(v[0].as_slice::<f32>().unwrap(), &[-0.5f32; 4]);
+    drop(session);
+    server.stop();
+}
+
+#[test]
+fn a_tensor_past_max_tensor_bytes_is_resource_exhausted_naming_the_flag() {
+    let spec = Spec::builder()
+        .job("worker", [free_address(), free_address()])
+        .build()
+        .unwrap();
+    let w0 = spawn(&spec, "tensor0", "worker", 0, &[]);
+    let w1 = spawn(
+        &spec,
+        "tensor1",
+        "worker",
+        1,
+        &["--max-tensor-bytes", "1024"],
+    );
+    let target = format!(
+        "grpc://{}",
+        spec.address(&TaskName::new("worker", 0)).unwrap()
+    );
+    let g = Graph::new();
+    let on = |task: &str| g.with_device(task).unwrap();
+    let x = on("/job:worker/task:0")
+        .placeholder(magpie::DType::F32, None)
+        .unwrap();
+    let y = on("/job:worker/task:1").neg(x).unwrap();
+    let session = magpie::grpc::connect(&target, &g).unwrap();
+    // 256 floats (1 KiB) cross to task 1; 1,024 floats do not.
+    let v = session.run(&[(x, floats(256))], &[y], &[]).unwrap();
+    assert_eq!(v[0].as_slice::<f32>().unwrap().len(), 256);
+    resource_exhausted(
+        session.run(&[(x, floats(1024))], &[y], &[]),
+        "--max-tensor-bytes",
+    );
+    drop(session);
+    w1.stop();
+    w0.stop();
+}
+
+#[test]
+fn a_session_idle_past_session_idle_timeout_is_closed() {
+    let spec = Spec::builder()
+        .job("worker", [free_address()])
+        .build()
+        .unwrap();
+    let server = spawn(&spec, "idle", "worker", 0, &["--session-idle-timeout", "1"]);
+    let target = format!(
+        "grpc://{}",
+        spec.address(&TaskName::new("worker", 0)).unwrap()
+    );
+    let g = Graph::new();
+    let x = g.constant(2.0f32).unwrap();
+    let y = g.neg(x).unwrap();
+    let session = magpie::grpc::connect(&target, &g).unwrap();
+    assert_eq!(scalar(&session.run(&[], &[y], &[]).unwrap()[0]), -2.0);
+    // Left alone for the timeout, the session is closed by the server: its handle is then
+    // unknown. Each probe that finds it open uses it again, so each waits a whole timeout
+    // (three, for a slow machine).
+    let mut probes = 0;
+    let e = loop {
+        std::thread::sleep(Duration::from_secs(3));
+        match session.run(&[], &[y], &[]) {
+            Err(e) => break e,
+            Ok(_) => {
+                probes += 1;
+                assert!(probes < 10, "the idle session was never closed");
+            }
+        }
+    };
+    match e {
+        GrpcError::Status { code, message, .. } => {
+            assert_eq!(code, tonic::Code::NotFound, "{message}");
+            assert!(message.contains("unknown session handle"), "{message}");
+        }
+        other => panic!("an idle session: {other:?}"),
+    }
+    drop(session);
+    server.stop();
+}

@@ -486,7 +486,7 @@ impl MasterService {
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(Code::Internal, e.to_string()))?;
-        Ok(Response::new(proto::RunStepResponse {
+        let response = proto::RunStepResponse {
             tensors,
             step_id: crate::transport::step_id_to_wire(out.step_id),
             placement: out
@@ -494,7 +494,22 @@ impl MasterService {
                 .iter()
                 .map(|p| format!("{}={}", p.node, p.device))
                 .collect(),
-        }))
+        };
+        // tonic would refuse to encode it with a bare OUT_OF_RANGE in the trailers; the
+        // client is told which limit its fetches passed instead.
+        let len = prost::Message::encoded_len(&response);
+        let max = self.options.max_message_bytes;
+        if len > max {
+            return Err(limit_status(
+                Limit::MessageBytes,
+                max,
+                format!(
+                    "the step's response (its fetches) is {len} bytes (step {})",
+                    out.step_id
+                ),
+            ));
+        }
+        Ok(Response::new(response))
     }
 }
 
