@@ -287,6 +287,7 @@ pub fn run_calls(calls: &[Call]) {
                             fetches: fetches.iter().map(|(n, o)| name(*n, *o)).collect(),
                             targets: targets.iter().map(|n| name(*n, 0)).collect(),
                             timeout_ms: u64::from(*timeout_ms % 2000).max(1),
+                            omit_placement: *timeout_ms % 2 == 0,
                         }))
                         .await;
                 }

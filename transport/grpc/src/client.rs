@@ -4,7 +4,9 @@
 //! over the cluster; the client names feeds, fetches and targets by node name over the
 //! wire, and presents [`GrpcOptions::auth_token`] with every request when set.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use magpie_core::graph::{Graph, GraphError, NodeId, Output};
@@ -26,6 +28,9 @@ use crate::transport::endpoint;
 
 type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 
+/// A step's signature by name: feeds, fetches, targets.
+type Signature = (Vec<String>, Vec<String>, Vec<String>);
+
 /// What [`RemoteSession::run_named`] returns.
 #[derive(Clone, Debug)]
 pub struct RemoteRunOutput {
@@ -33,8 +38,10 @@ pub struct RemoteRunOutput {
     pub tensors: Vec<Tensor>,
     /// The master's step id (128 random bits).
     pub step_id: magpie_core::StepId,
-    /// Where each node of the step ran: `(node, device)`.
-    pub placement: Vec<(String, String)>,
+    /// Where each node of the step ran: `(node, device)`. The same for every step of a
+    /// signature (feeds, fetches, targets): the master sends it once per signature and
+    /// the session shares it between that signature's steps.
+    pub placement: Arc<Vec<(String, String)>>,
 }
 
 /// A session on a remote master, over gRPC. Dropping it closes the session.
@@ -49,6 +56,8 @@ pub struct RemoteSession {
     graph: Graph,
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
+    /// The placement of each signature run so far (feeds, fetches, targets by name).
+    placements: Mutex<HashMap<Signature, Arc<Vec<(String, String)>>>>,
     client: Client,
     options: GrpcOptions,
     /// The client's own runtime; taken only by `drop`.
@@ -156,6 +165,7 @@ pub fn connect_with(
         step_timeout: (r.step_timeout_ms > 0).then(|| Duration::from_millis(r.step_timeout_ms)),
         graph: graph.clone(),
         sent: Mutex::new(n),
+        placements: Mutex::new(HashMap::new()),
         client,
         options,
         runtime: Some(runtime),
@@ -349,14 +359,21 @@ impl RemoteSession {
                 })
             })
             .collect::<Result<Vec<_>, GrpcError>>()?;
+        let signature: Signature = (
+            feeds.iter().map(|f| f.name.clone()).collect(),
+            fetches.iter().map(|s| s.to_string()).collect(),
+            targets.iter().map(|s| s.to_string()).collect(),
+        );
+        let known = self.placements.lock().get(&signature).cloned();
         let req = proto::RunStepRequest {
             session_handle: self.handle.clone(),
             feeds,
-            fetches: fetches.iter().map(|s| s.to_string()).collect(),
-            targets: targets.iter().map(|s| s.to_string()).collect(),
+            fetches: signature.1.clone(),
+            targets: signature.2.clone(),
             timeout_ms: timeout.map_or(0, |t| {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
+            omit_placement: known.is_some(),
         };
         // Only a backstop: the master reports the step's deadline itself (naming the task
         // that did not answer) by the deadline plus its grace.
@@ -383,14 +400,22 @@ impl RemoteSession {
                     message: format!("the master returned a bad step id: {e}"),
                 }
             })?,
-            placement: r
-                .placement
-                .into_iter()
-                .map(|p| match p.split_once('=') {
-                    Some((n, d)) => (n.to_string(), d.to_string()),
-                    None => (p, String::new()),
-                })
-                .collect(),
+            placement: match known {
+                Some(p) => p,
+                None => {
+                    let p: Arc<Vec<(String, String)>> = Arc::new(
+                        r.placement
+                            .into_iter()
+                            .map(|p| match p.split_once('=') {
+                                Some((n, d)) => (n.to_string(), d.to_string()),
+                                None => (p, String::new()),
+                            })
+                            .collect(),
+                    );
+                    self.placements.lock().insert(signature, Arc::clone(&p));
+                    p
+                }
+            },
         })
     }
 

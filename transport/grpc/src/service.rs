@@ -437,6 +437,7 @@ impl MasterService {
         request: Request<proto::RunStepRequest>,
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
+        let omit_placement = r.omit_placement;
         let session = self.session(&r.session_handle)?;
         // A client that goes away mid-step (this handler is dropped) aborts the step on
         // every task.
@@ -489,11 +490,14 @@ impl MasterService {
         let response = proto::RunStepResponse {
             tensors,
             step_id: crate::transport::step_id_to_wire(out.step_id),
-            placement: out
-                .placement
-                .iter()
-                .map(|p| format!("{}={}", p.node, p.device))
-                .collect(),
+            placement: if omit_placement {
+                Vec::new()
+            } else {
+                out.placement
+                    .iter()
+                    .map(|p| format!("{}={}", p.node, p.device))
+                    .collect()
+            },
         };
         // tonic would refuse to encode it with a bare OUT_OF_RANGE in the trailers; the
         // client is told which limit its fetches passed instead.
