@@ -31,6 +31,9 @@ type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 /// A step's signature by name: feeds, fetches, targets.
 type Signature = (Vec<String>, Vec<String>, Vec<String>);
 
+/// Where each node of a step ran: `(node, device)`.
+pub type Placement = Arc<Vec<(String, String)>>;
+
 /// What [`RemoteSession::run_named`] returns.
 #[derive(Clone, Debug)]
 pub struct RemoteRunOutput {
@@ -41,7 +44,7 @@ pub struct RemoteRunOutput {
     /// Where each node of the step ran: `(node, device)`. The same for every step of a
     /// signature (feeds, fetches, targets): the master sends it once per signature and
     /// the session shares it between that signature's steps.
-    pub placement: Arc<Vec<(String, String)>>,
+    pub placement: Placement,
 }
 
 /// A session on a remote master, over gRPC. Dropping it closes the session.
@@ -57,7 +60,7 @@ pub struct RemoteSession {
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
     /// The placement of each signature run so far (feeds, fetches, targets by name).
-    placements: Mutex<HashMap<Signature, Arc<Vec<(String, String)>>>>,
+    placements: Mutex<HashMap<Signature, Placement>>,
     client: Client,
     options: GrpcOptions,
     /// The client's own runtime; taken only by `drop`.
@@ -403,7 +406,7 @@ impl RemoteSession {
             placement: match known {
                 Some(p) => p,
                 None => {
-                    let p: Arc<Vec<(String, String)>> = Arc::new(
+                    let p: Placement = Arc::new(
                         r.placement
                             .into_iter()
                             .map(|p| match p.split_once('=') {
