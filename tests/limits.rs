@@ -1,8 +1,9 @@
 //! Limits and hung peers against real `magpie server` processes: a worker frozen with
 //! SIGSTOP fails the step with `DEADLINE_EXCEEDED` naming it, reported by the master's
-//! step deadline (not the client's backstop); the session, graph and extension limits
-//! set by flags are `RESOURCE_EXHAUSTED` naming the flag. Servers bind free 127.0.0.1
-//! ports and are stopped (and continued) at the end.
+//! step deadline (not the client's backstop); the session, graph, extension, message,
+//! streamed-tensor and tensor-stream idle limits set by flags are `RESOURCE_EXHAUSTED`
+//! naming the flag; `--session-idle-timeout` closes an idle session. Servers bind free
+//! 127.0.0.1 ports and are stopped (and continued) at the end.
 
 mod common;
 
@@ -275,5 +276,61 @@ fn a_session_idle_past_session_idle_timeout_is_closed() {
         other => panic!("an idle session: {other:?}"),
     }
     drop(session);
+    server.stop();
+}
+
+#[test]
+fn a_tensor_stream_idle_past_its_timeout_is_resource_exhausted_naming_the_flag() {
+    use futures::StreamExt;
+    use magpie::grpc::proto;
+    use magpie::grpc::proto::worker_service_client::WorkerServiceClient;
+
+    let spec = Spec::builder()
+        .job("worker", [free_address()])
+        .build()
+        .unwrap();
+    let server = spawn(
+        &spec,
+        "stream",
+        "worker",
+        0,
+        &["--tensor-stream-idle-timeout-ms", "200"],
+    );
+    let address = spec.address(&TaskName::new("worker", 0)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(async {
+        let mut client = WorkerServiceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        // The first of two chunks of an 8-byte tensor, then nothing: the stream stays
+        // open and stalls.
+        let first = proto::SendTensorChunk {
+            task: "/job:worker/task:0".into(),
+            step_id: vec![7u8; 16].into(),
+            session: "stalling".into(),
+            edge: "stalled".into(),
+            dtype: proto::DataType::F32 as i32,
+            dims: vec![2],
+            total_bytes: 8,
+            content: vec![0u8; 4].into(),
+            source: String::new(),
+        };
+        let stalled = futures::stream::iter([first]).chain(futures::stream::pending());
+        // A generous backstop of our own, so that a server that never answers fails the
+        // test instead of hanging it.
+        tokio::time::timeout(Duration::from_secs(60), client.send_tensor(stalled))
+            .await
+            .expect("the server answers a stalled stream")
+            .unwrap_err()
+    });
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("--tensor-stream-idle-timeout-ms"),
+        "{}",
+        e.message()
+    );
     server.stop();
 }
