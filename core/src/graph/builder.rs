@@ -6,7 +6,7 @@
 //! `with_*` forms. Nodes are immutable once added and the graph only grows, so a session
 //! created earlier sees nodes added later, and a plan built for some fetches stays valid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Weak};
 
@@ -33,9 +33,11 @@ use crate::tensor::DType;
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
     /// The inferred shapes of each node's outputs, by node position; `None` when no
-    /// output's shape is known at all (most nodes of a large imported graph), so that such
-    /// a node costs 8 bytes here.
-    shapes: Vec<Option<Box<[PartialShape]>>>,
+    /// output's shape is known at all. Known ones are shared through `distinct_shapes`:
+    /// a large graph has few distinct output shapes, so a node costs 16 bytes here.
+    shapes: Vec<Option<Arc<[PartialShape]>>>,
+    /// Every distinct list of known output shapes in `shapes`, once.
+    distinct_shapes: HashSet<Arc<[PartialShape]>>,
     /// Node positions by name (the names themselves are the nodes').
     by_name: NameIndex,
     /// Next suffix to try for each automatically named base name.
@@ -486,7 +488,15 @@ impl Graph {
         by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
         nodes.push(Arc::new(node));
         let known = shapes.iter().any(|s| *s != PartialShape::unknown());
-        inner.shapes.push(known.then(|| shapes.into_boxed_slice()));
+        let shared = known.then(|| match inner.distinct_shapes.get(&shapes[..]) {
+            Some(same) => Arc::clone(same),
+            None => {
+                let new: Arc<[PartialShape]> = shapes.into();
+                inner.distinct_shapes.insert(Arc::clone(&new));
+                new
+            }
+        });
+        inner.shapes.push(shared);
         Ok(id)
     }
 }

@@ -569,8 +569,25 @@ impl proto::master_service_server::MasterService for MasterService {
                 ),
             )
         })?;
-        let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
-        let graph = import(&def)?;
+        // Converting and validating a graph of a million nodes takes seconds: off the
+        // runtime, so other requests and HTTP/2 keep-alive pings are answered meanwhile.
+        // The message is freed before the graph is built (a lower peak).
+        let graph = blocking(move || {
+            let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
+            drop(wire);
+            let graph = import(&def);
+            drop(def);
+            // The message and its conversion were freed: give their pages back, or the
+            // process keeps the peak resident (`trim.rs`).
+            if graph
+                .as_ref()
+                .is_ok_and(|g| g.len() >= crate::trim::TRIM_NODES)
+            {
+                crate::trim::release_free_memory();
+            }
+            graph
+        })
+        .await?;
         // 128 random bits: a capability no other client can guess (`handle.rs`). Made
         // first: a session is never dropped on the runtime.
         let handle = session_handle(self.server.task())?;
@@ -618,29 +635,31 @@ impl proto::master_service_server::MasterService for MasterService {
             "the extension",
         )?;
         // The new nodes join the session's graph (all or nothing): its plans and its
-        // registered partitions stay valid, and no task needs to be reached. Graph
-        // validation is CPU work only, never a wait: fine on the runtime.
+        // registered partitions stay valid, and no task needs to be reached. Validating
+        // a large extension takes seconds of CPU: off the runtime, like dropping the
+        // session (which can release its partitions, blocking).
         let session = self.session(&r.session_handle)?;
-        let has = session.graph().len();
-        let extended = check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
-            has.saturating_add(added),
-            &format!("the session's graph of {has} nodes extended by {added}"),
-        )
-        .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
-        .and_then(|extra| {
-            session.graph().extend(&extra).map_err(|e| {
-                status(
-                    Code::InvalidArgument,
-                    format!("invalid graph extension: {e}"),
-                )
-            })
-        });
-        // Dropping a session can release its partitions (blocking): off the runtime.
-        blocking(move || {
+        let max_graph_nodes = self.options.max_graph_nodes;
+        let extended = blocking(move || {
+            let has = session.graph().len();
+            let extended = check_nodes(
+                Limit::GraphNodes,
+                max_graph_nodes,
+                has.saturating_add(added),
+                &format!("the session's graph of {has} nodes extended by {added}"),
+            )
+            .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
+            .and_then(|extra| {
+                drop(wire);
+                session.graph().extend(&extra).map_err(|e| {
+                    status(
+                        Code::InvalidArgument,
+                        format!("invalid graph extension: {e}"),
+                    )
+                })
+            });
             drop(session);
-            Ok(())
+            Ok(extended)
         })
         .await?;
         let session_handle = handle_prefix(&r.session_handle);
