@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let out = session.run_named(&[], &["total:0", "sum:0"], &[], None)?;
     println!("where each op ran (master: /job:worker/task:0 at {target}):");
     let mut tasks = Vec::new();
-    for (node, device) in &out.placement {
+    for (node, device) in out.placement.iter() {
         let op = g
             .node_by_name(node)
             .and_then(|id| g.node(id))

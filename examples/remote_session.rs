@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("{target} should give a gRPC session");
     };
     let out = session.run_named(&[], &["c:0"], &[], None)?;
-    for (node, device) in &out.placement {
+    for (node, device) in out.placement.iter() {
         println!("  {node:<6} ran on {device}");
     }
     let value = f32::try_from(&out.tensors[0])?;

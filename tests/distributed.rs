@@ -39,7 +39,7 @@ fn remote_session_runs_unpinned_ops_on_the_masters_default_device() {
     assert!(out
         .placement
         .iter()
-        .all(|p| p.device == "/job:worker/replica:0/task:1/device:CPU:0"));
+        .all(|p| &*p.device == "/job:worker/replica:0/task:1/device:CPU:0"));
     assert_eq!(out.tasks, vec![TaskName::new("worker", 1)]);
 }
 

@@ -50,7 +50,11 @@ fn the_seeds_cluster_runs_a_graph_spread_over_three_tasks() {
         assert_eq!(v, [12.0, 2.0, 10.0, 12.0]);
     }
     let out = s.run_named(&[], &["y:0"], &[], None).unwrap();
-    let placed: std::collections::HashMap<_, _> = out.placement.into_iter().collect();
+    let placed: std::collections::HashMap<_, _> = out.placement.iter().cloned().collect();
+    // The master sends a signature's placement once; later steps share the first's.
+    let again = s.run_named(&[], &["y:0"], &[], None).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&again.placement, &out.placement));
+    assert_eq!(scalar(&again.tensors[0]), 12.0);
     assert_eq!(placed["w"], "/job:ps/replica:0/task:0/device:CPU:0");
     assert_eq!(placed["x"], "/job:worker/replica:0/task:0/device:CPU:0");
     assert_eq!(placed["y"], "/job:worker/replica:0/task:1/device:CPU:0");

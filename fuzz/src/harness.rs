@@ -289,6 +289,7 @@ pub fn run_calls(calls: &[Call]) {
                             timeout_ms: u64::from(*timeout_ms % 2000).max(1),
                             // The top bit asks for the step's timelines too.
                             trace: *timeout_ms & 0x8000 != 0,
+                            omit_placement: *timeout_ms % 2 == 0,
                         }))
                         .await;
                 }

@@ -19,6 +19,7 @@
 //! one, otherwise on the device of the producer (consumer).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::error::MasterError;
 use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
@@ -46,15 +47,16 @@ pub struct TaskPartition {
     pub recvs: usize,
 }
 
-/// Where one node of a step runs.
+/// Where one node of a step runs. The op and device names are shared between the nodes
+/// that have them (a plan holds one of these per node: a million for a graph that size).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacedNode {
     /// Node name.
     pub node: String,
     /// Op name.
-    pub op: String,
+    pub op: Arc<str>,
     /// Full device name.
-    pub device: String,
+    pub device: Arc<str>,
 }
 
 /// The partitions of a step signature, by task.
@@ -160,15 +162,20 @@ pub fn partition_with(
     };
 
     let mut placement = Vec::new();
+    let device_names: Vec<Arc<str>> = devices.iter().map(|d| d.name.to_string().into()).collect();
+    let mut op_names: HashMap<&str, Arc<str>> = HashMap::new();
     for (i, n) in all.iter().enumerate() {
         if !needed[i] {
             continue;
         }
         let d = dev(i);
+        let op = op_names
+            .entry(n.op.as_str())
+            .or_insert_with(|| n.op.as_str().into());
         placement.push(PlacedNode {
             node: n.name.clone(),
-            op: n.op.clone(),
-            device: devices[d].name.to_string(),
+            op: Arc::clone(op),
+            device: Arc::clone(&device_names[d]),
         });
         let mut inputs = Vec::with_capacity(n.inputs.len() + n.control_inputs.len());
         for inp in &n.inputs {

@@ -6,7 +6,7 @@
 //! `with_*` forms. Nodes are immutable once added and the graph only grows, so a session
 //! created earlier sees nodes added later, and a plan built for some fetches stays valid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Weak};
 
@@ -17,6 +17,7 @@ use super::attr::{AttrValue, Attrs};
 use super::check_attrs;
 use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
+use super::name_index::NameIndex;
 use super::node::{GraphId, Node, NodeId, Output};
 use super::op_def::lookup_op;
 use super::shape_inference::{output_shapes, PartialShape};
@@ -32,11 +33,24 @@ use crate::tensor::DType;
 #[derive(Default)]
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
-    /// The inferred shapes of each node's outputs, by node position.
-    shapes: Vec<Vec<PartialShape>>,
-    by_name: HashMap<String, NodeId>,
+    /// The inferred shapes of each node's outputs, by node position; `None` when no
+    /// output's shape is known at all. Known ones are shared through `distinct_shapes`:
+    /// a large graph has few distinct output shapes, so a node costs 16 bytes here.
+    shapes: Vec<Option<Arc<[PartialShape]>>>,
+    /// Every distinct list of known output shapes in `shapes`, once.
+    distinct_shapes: HashSet<Arc<[PartialShape]>>,
+    /// Node positions by name (the names themselves are the nodes').
+    by_name: NameIndex,
     /// Next suffix to try for each automatically named base name.
     auto_names: HashMap<String, usize>,
+}
+
+impl GraphInner {
+    /// The position of the node named `name`.
+    fn position(&self, name: &str) -> Option<u32> {
+        self.by_name
+            .get(name, |i| self.nodes[i as usize].name.as_str())
+    }
 }
 
 struct GraphShared {
@@ -217,7 +231,11 @@ impl Graph {
 
     /// The node with this name.
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.shared.inner.read().by_name.get(name).copied()
+        let inner = self.shared.inner.read();
+        inner.position(name).map(|index| NodeId {
+            graph: self.shared.id,
+            index,
+        })
     }
 
     /// A snapshot of every node, in creation order (which is a topological order).
@@ -272,7 +290,7 @@ impl Graph {
         Ok(inner
             .shapes
             .get(output.node.index())
-            .and_then(|s| s.get(output.index as usize))
+            .and_then(|s| s.as_deref()?.get(output.index as usize))
             .cloned()
             .unwrap_or_default())
     }
@@ -475,7 +493,7 @@ impl Graph {
             let shape = inner
                 .shapes
                 .get(input.node.index())
-                .and_then(|s| s.get(input.index as usize));
+                .and_then(|s| s.as_deref()?.get(input.index as usize));
             in_shapes.push(shape.cloned().unwrap_or_default());
         }
         for dep in &node.control_inputs {
@@ -488,7 +506,7 @@ impl Graph {
         }
         // Named first, so that errors name the node as it would have been added.
         if explicit_name {
-            if inner.by_name.contains_key(&node.name) {
+            if inner.position(&node.name).is_some() {
                 return Err(GraphError::DuplicateName(node.name));
             }
         } else {
@@ -510,9 +528,19 @@ impl Graph {
             graph: self.shared.id,
             index,
         };
-        inner.by_name.insert(node.name.clone(), id);
-        inner.nodes.push(Arc::new(node));
-        inner.shapes.push(shapes);
+        let GraphInner { nodes, by_name, .. } = &mut *inner;
+        by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
+        nodes.push(Arc::new(node));
+        let known = shapes.iter().any(|s| *s != PartialShape::unknown());
+        let shared = known.then(|| match inner.distinct_shapes.get(&shapes[..]) {
+            Some(same) => Arc::clone(same),
+            None => {
+                let new: Arc<[PartialShape]> = shapes.into();
+                inner.distinct_shapes.insert(Arc::clone(&new));
+                new
+            }
+        });
+        inner.shapes.push(shared);
         Ok(id)
     }
 }
@@ -540,14 +568,15 @@ fn node_error(node: &Node, e: OpDefError) -> GraphError {
 }
 
 fn unique_name(inner: &mut GraphInner, base: &str) -> String {
-    if !inner.by_name.contains_key(base) {
+    if inner.position(base).is_none() {
         return base.to_string();
     }
-    let next = inner.auto_names.entry(base.to_string()).or_insert(1);
+    let mut next = inner.auto_names.get(base).copied().unwrap_or(1);
     loop {
         let candidate = format!("{base}_{next}");
-        *next += 1;
-        if !inner.by_name.contains_key(&candidate) {
+        next += 1;
+        if inner.position(&candidate).is_none() {
+            inner.auto_names.insert(base.to_string(), next);
             return candidate;
         }
     }

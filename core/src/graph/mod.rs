@@ -7,6 +7,7 @@ mod builder;
 mod device_spec;
 mod error;
 mod graph_def;
+mod name_index;
 mod node;
 mod op_def;
 mod ops;

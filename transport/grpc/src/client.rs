@@ -4,7 +4,9 @@
 //! over the cluster; the client names feeds, fetches and targets by node name over the
 //! wire, and presents [`GrpcOptions::auth_token`] with every request when set.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use magpie_core::distributed::ClusterTimeline;
@@ -28,6 +30,12 @@ use crate::transport::endpoint;
 
 type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 
+/// A step's signature by name: feeds, fetches, targets.
+type Signature = (Vec<String>, Vec<String>, Vec<String>);
+
+/// Where each node of a step ran: `(node, device)`.
+pub type Placement = Arc<Vec<(String, String)>>;
+
 /// What [`RemoteSession::run_named`] returns.
 #[derive(Clone, Debug)]
 pub struct RemoteRunOutput {
@@ -35,8 +43,10 @@ pub struct RemoteRunOutput {
     pub tensors: Vec<Tensor>,
     /// The master's step id (128 random bits).
     pub step_id: magpie_core::StepId,
-    /// Where each node of the step ran: `(node, device)`.
-    pub placement: Vec<(String, String)>,
+    /// Where each node of the step ran: `(node, device)`. The same for every step of a
+    /// signature (feeds, fetches, targets): the master sends it once per signature and
+    /// the session shares it between that signature's steps.
+    pub placement: Placement,
     /// Every task's node records on the master's clock, when the step was traced
     /// ([`RemoteSession::run_named_with_options`] with `trace`).
     pub timeline: Option<ClusterTimeline>,
@@ -54,6 +64,8 @@ pub struct RemoteSession {
     graph: Graph,
     /// Nodes of `graph` the master knows.
     sent: Mutex<usize>,
+    /// The placement of each signature run so far (feeds, fetches, targets by name).
+    placements: Mutex<HashMap<Signature, Placement>>,
     client: Client,
     options: GrpcOptions,
     /// The client's own runtime; taken only by `drop`.
@@ -149,6 +161,7 @@ pub fn connect_with(
     let r = block(
         &runtime,
         target,
+        options.max_message_bytes,
         options.create_session_timeout,
         async move { c.create_session(req).await },
     )?;
@@ -160,22 +173,30 @@ pub fn connect_with(
         step_timeout: (r.step_timeout_ms > 0).then(|| Duration::from_millis(r.step_timeout_ms)),
         graph: graph.clone(),
         sent: Mutex::new(n),
+        placements: Mutex::new(HashMap::new()),
         client,
         options,
         runtime: Some(runtime),
     })
 }
 
+/// Runs `call` on `runtime` within `deadline`; a failure becomes [`GrpcError::Status`]
+/// (tonic's refusal of a message past `max_message` bytes as `RESOURCE_EXHAUSTED` naming
+/// the limit).
 fn block<T>(
     runtime: &Runtime,
     target: &str,
+    max_message: usize,
     deadline: Duration,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, GrpcError> {
-    let status = |s: Status| GrpcError::Status {
-        target: target.to_string(),
-        code: s.code(),
-        message: explain(target, &s),
+    let status = |s: Status| {
+        let s = crate::message_limit::map_message_limit(s, max_message);
+        GrpcError::Status {
+            target: target.to_string(),
+            code: s.code(),
+            message: explain(target, &s),
+        }
     };
     runtime.block_on(async {
         match tokio::time::timeout(deadline, call).await {
@@ -255,6 +276,7 @@ impl RemoteSession {
         block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.extend_session(req).await },
         )?;
@@ -364,15 +386,22 @@ impl RemoteSession {
                 })
             })
             .collect::<Result<Vec<_>, GrpcError>>()?;
+        let signature: Signature = (
+            feeds.iter().map(|f| f.name.clone()).collect(),
+            fetches.iter().map(|s| s.to_string()).collect(),
+            targets.iter().map(|s| s.to_string()).collect(),
+        );
+        let known = self.placements.lock().get(&signature).cloned();
         let req = proto::RunStepRequest {
             session_handle: self.handle.clone(),
             feeds,
-            fetches: fetches.iter().map(|s| s.to_string()).collect(),
-            targets: targets.iter().map(|s| s.to_string()).collect(),
+            fetches: signature.1.clone(),
+            targets: signature.2.clone(),
             timeout_ms: timeout.map_or(0, |t| {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
             trace: options.trace,
+            omit_placement: known.is_some(),
         };
         // Only a backstop: the master reports the step's deadline itself (naming the task
         // that did not answer) by the deadline plus its grace.
@@ -382,7 +411,8 @@ impl RemoteSession {
             .saturating_add(self.options.step_grace)
             .saturating_add(self.options.client_backstop);
         let mut c = self.client.clone();
-        let r = block(self.rt(), &self.target, deadline, async move {
+        let max = self.options.max_message_bytes;
+        let r = block(self.rt(), &self.target, max, deadline, async move {
             c.run_step(req).await
         })?;
         Ok(RemoteRunOutput {
@@ -398,14 +428,22 @@ impl RemoteSession {
                     message: format!("the master returned a bad step id: {e}"),
                 }
             })?,
-            placement: r
-                .placement
-                .into_iter()
-                .map(|p| match p.split_once('=') {
-                    Some((n, d)) => (n.to_string(), d.to_string()),
-                    None => (p, String::new()),
-                })
-                .collect(),
+            placement: match known {
+                Some(p) => p,
+                None => {
+                    let p: Placement = Arc::new(
+                        r.placement
+                            .into_iter()
+                            .map(|p| match p.split_once('=') {
+                                Some((n, d)) => (n.to_string(), d.to_string()),
+                                None => (p, String::new()),
+                            })
+                            .collect(),
+                    );
+                    self.placements.lock().insert(signature, Arc::clone(&p));
+                    p
+                }
+            },
             timeline: match options.trace {
                 true => Some(cluster_timeline_from_wire(&r.timelines)?),
                 false => None,
@@ -424,6 +462,7 @@ impl RemoteSession {
         let r = block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.reset(req).await },
         )?;
@@ -450,6 +489,7 @@ impl RemoteSession {
         block(
             self.rt(),
             &self.target,
+            self.options.max_message_bytes,
             self.options.request_timeout,
             async move { c.close_session(req).await },
         )?;
@@ -472,9 +512,13 @@ impl Drop for RemoteSession {
             let mut c = self.client.clone();
             let target = self.target.clone();
             move |runtime: &Runtime| {
-                let _ = block(runtime, &target, Duration::from_secs(1), async move {
-                    c.close_session(req).await
-                });
+                let _ = block(
+                    runtime,
+                    &target,
+                    usize::MAX,
+                    Duration::from_secs(1),
+                    async move { c.close_session(req).await },
+                );
             }
         });
         if tokio::runtime::Handle::try_current().is_err() {

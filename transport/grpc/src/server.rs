@@ -47,6 +47,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
 use crate::error::GrpcError;
+use crate::message_limit::MessageLimit;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
@@ -191,21 +192,28 @@ impl GrpcServer {
         };
         let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let max = grpc.max_message_bytes;
-        let worker_svc = InterceptedService::new(
-            WorkerServiceServer::new(WorkerService::with_metrics(
-                Arc::clone(&core),
-                grpc.clone(),
-                metrics,
-            ))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-            Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
-        );
-        let master_svc = InterceptedService::new(
-            MasterServiceServer::new(master.clone())
+        // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
+        let worker_svc = MessageLimit::new(
+            InterceptedService::new(
+                WorkerServiceServer::new(WorkerService::with_metrics(
+                    Arc::clone(&core),
+                    grpc.clone(),
+                    metrics,
+                ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            Guard::new("MasterService", grpc.auth_token.clone(), false),
+                Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
+            ),
+            max,
+        );
+        let master_svc = MessageLimit::new(
+            InterceptedService::new(
+                MasterServiceServer::new(master.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                Guard::new("MasterService", grpc.auth_token.clone(), false),
+            ),
+            max,
         );
         let tf_svc = InterceptedService::new(
             TfMasterServiceServer::new(master.tensorflow())

@@ -426,10 +426,15 @@ impl MasterService {
         if n > 0 {
             let task = self.server.task().to_string();
             let closed = blocking(move || {
+                let mut nodes = 0;
                 for (handle, session) in expired {
                     let session_handle = handle_prefix(&handle);
                     tracing::info!(%task, %session_handle, ?idle, "closing an idle remote session");
+                    nodes += session.graph().len();
                     session.close();
+                }
+                if nodes >= crate::trim::TRIM_NODES {
+                    crate::trim::release_free_memory();
                 }
                 Ok(())
             })
@@ -461,6 +466,7 @@ impl MasterService {
         request: Request<proto::RunStepRequest>,
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
+        let omit_placement = r.omit_placement;
         let session = self.session(&r.session_handle)?;
         // A client that goes away mid-step (this handler is dropped) aborts the step on
         // every task.
@@ -511,20 +517,38 @@ impl MasterService {
             .map(tensor_to_wire)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status(Code::Internal, e.to_string()))?;
-        Ok(Response::new(proto::RunStepResponse {
+        let response = proto::RunStepResponse {
             tensors,
             step_id: crate::transport::step_id_to_wire(out.step_id),
-            placement: out
-                .placement
-                .iter()
-                .map(|p| format!("{}={}", p.node, p.device))
-                .collect(),
+            placement: if omit_placement {
+                Vec::new()
+            } else {
+                out.placement
+                    .iter()
+                    .map(|p| format!("{}={}", p.node, p.device))
+                    .collect()
+            },
             timelines: out
                 .timeline
                 .as_ref()
                 .map(cluster_timeline_to_wire)
                 .unwrap_or_default(),
-        }))
+        };
+        // tonic would refuse to encode it with a bare OUT_OF_RANGE in the trailers; the
+        // client is told which limit its fetches passed instead.
+        let len = prost::Message::encoded_len(&response);
+        let max = self.options.max_message_bytes;
+        if len > max {
+            return Err(limit_status(
+                Limit::MessageBytes,
+                max,
+                format!(
+                    "the step's response (its fetches) is {len} bytes (step {})",
+                    out.step_id
+                ),
+            ));
+        }
+        Ok(Response::new(response))
     }
 }
 
@@ -580,8 +604,25 @@ impl proto::master_service_server::MasterService for MasterService {
                 ),
             )
         })?;
-        let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
-        let graph = import(&def)?;
+        // Converting and validating a graph of a million nodes takes seconds: off the
+        // runtime, so other requests and HTTP/2 keep-alive pings are answered meanwhile.
+        // The message is freed before the graph is built (a lower peak).
+        let graph = blocking(move || {
+            let def = graph_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
+            drop(wire);
+            let graph = import(&def);
+            drop(def);
+            // The message and its conversion were freed: give their pages back, or the
+            // process keeps the peak resident (`trim.rs`).
+            if graph
+                .as_ref()
+                .is_ok_and(|g| g.len() >= crate::trim::TRIM_NODES)
+            {
+                crate::trim::release_free_memory();
+            }
+            graph
+        })
+        .await?;
         // 128 random bits: a capability no other client can guess (`handle.rs`). Made
         // first: a session is never dropped on the runtime.
         let handle = session_handle(self.server.task())?;
@@ -629,29 +670,31 @@ impl proto::master_service_server::MasterService for MasterService {
             "the extension",
         )?;
         // The new nodes join the session's graph (all or nothing): its plans and its
-        // registered partitions stay valid, and no task needs to be reached. Graph
-        // validation is CPU work only, never a wait: fine on the runtime.
+        // registered partitions stay valid, and no task needs to be reached. Validating
+        // a large extension takes seconds of CPU: off the runtime, like dropping the
+        // session (which can release its partitions, blocking).
         let session = self.session(&r.session_handle)?;
-        let has = session.graph().len();
-        let extended = check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
-            has.saturating_add(added),
-            &format!("the session's graph of {has} nodes extended by {added}"),
-        )
-        .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
-        .and_then(|extra| {
-            session.graph().extend(&extra).map_err(|e| {
-                status(
-                    Code::InvalidArgument,
-                    format!("invalid graph extension: {e}"),
-                )
-            })
-        });
-        // Dropping a session can release its partitions (blocking): off the runtime.
-        blocking(move || {
+        let max_graph_nodes = self.options.max_graph_nodes;
+        let extended = blocking(move || {
+            let has = session.graph().len();
+            let extended = check_nodes(
+                Limit::GraphNodes,
+                max_graph_nodes,
+                has.saturating_add(added),
+                &format!("the session's graph of {has} nodes extended by {added}"),
+            )
+            .and_then(|()| graph_from_wire(&wire).map_err(|e| wire_to_status(&e)))
+            .and_then(|extra| {
+                drop(wire);
+                session.graph().extend(&extra).map_err(|e| {
+                    status(
+                        Code::InvalidArgument,
+                        format!("invalid graph extension: {e}"),
+                    )
+                })
+            });
             drop(session);
-            Ok(())
+            Ok(extended)
         })
         .await?;
         let session_handle = handle_prefix(&r.session_handle);
@@ -719,14 +762,20 @@ impl proto::master_service_server::MasterService for MasterService {
                 ),
             )
         })?;
+        let nodes = session.graph().len();
         blocking(move || {
             session.close();
+            drop(session);
+            if nodes >= crate::trim::TRIM_NODES {
+                crate::trim::release_free_memory();
+            }
             Ok(())
         })
         .await?;
         tracing::info!(
             task = %self.server.task(),
             session_handle = %handle_prefix(&handle),
+            nodes,
             "session closed"
         );
         Ok(Response::new(proto::CloseSessionResponse {}))

@@ -218,6 +218,8 @@ impl GrpcTransport {
                     Ok(v)
                 }
                 Ok(Err(status)) => {
+                    let max = inner.options.max_message_bytes;
+                    let status = crate::message_limit::map_message_limit(status, max);
                     let e = status_to_transport(&task, &status, &cx);
                     if matches!(e, TransportError::Unreachable { .. }) {
                         inner.forget(&task, &e);
