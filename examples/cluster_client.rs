@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     let out = session.run_named_with_options(&options, &[], &["y:0"], &[])?;
-    for (node, device) in &out.placement {
+    for (node, device) in out.placement.iter() {
         println!("  {node:<5} ran on {device}");
     }
     let y = f32::try_from(&out.tensors[0])?;

@@ -77,7 +77,7 @@ fn device_of(placement: &[magpie::distributed::partition::PlacedNode], node: &st
         .find(|p| p.node == node)
         .unwrap_or_else(|| panic!("{node} was not placed: {placement:?}"))
         .device
-        .clone()
+        .to_string()
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn ops_pinned_to_a_workers_gpu_run_there_and_unpinned_ops_on_the_masters_gpu() {
     assert!(run2
         .placement
         .iter()
-        .all(|p| p.device == "/job:ps/replica:0/task:0/device:CPU:0"));
+        .all(|p| &*p.device == "/job:ps/replica:0/task:0/device:CPU:0"));
     c.stop(std::time::Duration::from_secs(5));
 }
 
