@@ -364,3 +364,42 @@ fn a_servers_clients_see_its_devices_and_unpinned_ops_run_on_the_default() {
 fn real_gpus() -> usize {
     magpie::vulkan::discover().map_or(0, |gpus| gpus.iter().filter(|d| !d.is_emulated()).count())
 }
+
+/// A supervisor that reads the lines it wants and closes the server's stdout does not
+/// stop or crash the task: later lines (its devices, "stopping") go nowhere, the task
+/// keeps serving, and a SIGTERM still stops it cleanly (exit status 0).
+#[test]
+fn a_closed_stdout_neither_stops_nor_crashes_a_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let port = free_port();
+    let mut child = magpie()
+        .args(["server", "--no-gpus", "--workers", "2"])
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"worker": ["127.0.0.1:{port}"]}}, "task": {{"type": "worker", "index": 0}}}}"#
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut serving = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut serving)
+        .unwrap(); // the reader, and with it the pipe, is dropped here
+    assert!(serving.starts_with("serving"), "{serving}");
+
+    let g = magpie::Graph::new();
+    let a = g.constant(2.0f32).unwrap();
+    let b = g.add(a, a).unwrap();
+    let value = magpie::ClientSession::connect(&format!("grpc://127.0.0.1:{port}"), &g)
+        .and_then(|s| Ok(s.run(&[], &[b], &[])?[0].scalar_value::<f32>().unwrap()));
+    // SAFETY: `kill` on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(value.unwrap(), 4.0);
+    assert!(status.success(), "the server exited with {status}");
+}

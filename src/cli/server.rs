@@ -196,17 +196,20 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let server = GrpcServer::start_with(&spec, &task.job, task.index, &options, grpc)
         .with_context(|| format!("starting {task}"))?;
-    println!("serving {task} on {} ({security})", server.target());
+    say(format_args!(
+        "serving {task} on {} ({security})",
+        server.target()
+    ));
     let names: Vec<String> = (server.core().worker().devices().iter())
         .map(|d| d.name().to_string())
         .collect();
     if let Some(addr) = server.metrics_addr() {
-        println!("metrics of {task} at http://{addr}/metrics");
+        say(format_args!("metrics of {task} at http://{addr}/metrics"));
     }
-    println!(
+    say(format_args!(
         "devices of {task} (the first is the default): {}",
         names.join(", ")
-    );
+    ));
     tracing::info!(%task, target = %server.target(), %security, devices = %names.join(", "), "server started");
     let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {
@@ -215,10 +218,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
     });
     let signal = signal.context("waiting for SIGINT/SIGTERM")?;
-    println!("{signal}: stopping {task}");
+    say(format_args!("{signal}: stopping {task}"));
     tracing::info!(%task, %signal, drain_ms = drain.as_millis() as u64, "server stopping");
     let cancelled = server.stop(drain);
-    println!("stopped {task} ({cancelled} step(s) cancelled)");
+    say(format_args!(
+        "stopped {task} ({cancelled} step(s) cancelled)"
+    ));
     tracing::info!(%task, cancelled, "server stopped");
     Ok(())
 }
@@ -260,4 +265,13 @@ impl super::LimitArgs {
         grpc.keepalive_timeout = Duration::from_millis(self.keepalive_timeout_ms);
         Ok(())
     }
+}
+
+/// Prints one line of the server's report on stdout. A stdout nobody reads any more (a
+/// closed pipe: the supervisor read the lines it wanted) must not stop a serving task,
+/// so write errors are ignored where `println!` would panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
