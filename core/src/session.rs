@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,6 +351,10 @@ impl Session {
     }
 
     /// [`Session::run`] with a timeout, a cancellation token or a timeline.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::run`].
     pub fn run_with_options(
         &self,
         options: &RunOptions,
@@ -357,6 +362,85 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<RunOutput, SessionError> {
+        let step = self.prepare(options, feeds, fetches, targets)?;
+        let result = if step.plan.topology.is_empty() {
+            Ok(())
+        } else {
+            let body = StepBody {
+                plan: Arc::clone(&step.plan),
+                state: Arc::clone(&step.state),
+            };
+            self.pool.execute(&step.plan.topology, &body, &step.control)
+        };
+        step.finish(result)
+    }
+
+    /// Runs one step without blocking: [`Session::run`] as a future, for async callers
+    /// (servers, clients on an executor). The step's nodes run on the session's pool;
+    /// the future holds no thread while it waits and may be polled by any executor.
+    ///
+    /// Looking up the plan — and building it, the first time a signature runs — and
+    /// checking the feeds happen in this call, before the future is returned.
+    ///
+    /// **Dropping the future cancels the step** (as [`RunOptions::cancel`] would): no
+    /// further node starts, and the step's state is freed once the nodes running at that
+    /// moment return; the drop itself does not wait for them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::run`]; the future resolves to the error.
+    ///
+    pub fn run_async(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> impl Future<Output = Result<Vec<Tensor>, SessionError>> + Send + 'static {
+        let run = self.run_async_with_options(&RunOptions::default(), feeds, fetches, targets);
+        async move { run.await.map(|o| o.tensors) }
+    }
+
+    /// [`Session::run_async`] with a timeout, a cancellation token or a timeline. The
+    /// timeout holds whether or not the future is polled meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::run`]; the future resolves to the error.
+    pub fn run_async_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> impl Future<Output = Result<RunOutput, SessionError>> + Send + 'static {
+        let prepared = self.prepare(options, feeds, fetches, targets);
+        let run = prepared.as_ref().ok().map(|step| {
+            let body = StepBody {
+                plan: Arc::clone(&step.plan),
+                state: Arc::clone(&step.state),
+            };
+            self.pool
+                .spawn_run(Arc::clone(&step.plan), body, step.control.clone())
+        });
+        async move {
+            let step = prepared?;
+            let result = match run {
+                Some(run) => run.await,
+                None => Ok(()),
+            };
+            step.finish(result)
+        }
+    }
+
+    /// Everything before a step runs: the closed check, the plan, the feeds' checks, the
+    /// step's state and its run control.
+    fn prepare(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<PreparedStep, SessionError> {
         let started = Instant::now();
         if self.is_closed() {
             return Err(SessionError::Closed);
@@ -383,60 +467,21 @@ impl Session {
             options.trace,
             options.track_memory,
         ));
-        if !plan.topology.is_empty() {
-            let control = RunControl {
-                policy: self.policy.scheduler_policy(),
-                deadline: options.timeout.map(|t| started + t),
-                cancel: options.cancel.clone(),
-                ..RunControl::default()
-            };
-            let body = StepBody {
-                plan: Arc::clone(&plan),
-                state: Arc::clone(&state),
-            };
-            self.pool
-                .execute(&plan.topology, &body, &control)
-                .map_err(|e| match e {
-                    RunError::Task { error, .. } => error,
-                    RunError::Panicked { task, message } => {
-                        let node = &plan.nodes[task as usize].node;
-                        SessionError::Panicked {
-                            node: node.name.clone(),
-                            op: node.op.clone(),
-                            device: plan.device_name(task as usize),
-                            message,
-                        }
-                    }
-                    RunError::Cancelled => SessionError::Cancelled,
-                    RunError::DeadlineExceeded => {
-                        SessionError::DeadlineExceeded(options.timeout.unwrap_or_default())
-                    }
-                    other => SessionError::Scheduler(other.to_string()),
-                })?;
-        }
-        let mut tensors = Vec::with_capacity(fetches.len());
-        for s in &plan.fetch_slots {
-            let t = state.read(*s).ok_or_else(|| {
-                SessionError::Scheduler(format!("fetch slot {s} was empty after the step"))
-            })?;
-            tensors.push(t);
-        }
-        let metadata = RunMetadata {
-            step_id,
-            nodes: state.take_trace(),
-            wall_time: started.elapsed(),
-            copies: plan.num_copies(),
-            memory: state.memory_stats(&plan),
-            remote_numa_bytes: state.remote_numa_bytes(),
+        let control = RunControl {
+            policy: self.policy.scheduler_policy(),
+            deadline: options.timeout.map(|t| started + t),
+            cancel: options.cancel.clone(),
+            ..RunControl::default()
         };
-        // Every task has finished and the body is gone: the step's slots go back to the
-        // plan (unless a straggling reference keeps the state alive).
-        if let Ok(state) = Arc::try_unwrap(state) {
-            plan.slot_pool.give(state.into_slots());
-        }
-        Ok(RunOutput { tensors, metadata })
+        Ok(PreparedStep {
+            plan,
+            state,
+            control,
+            started,
+            step_id,
+            timeout: options.timeout,
+        })
     }
-
     fn plan(
         &self,
         feeds: &[(Output, Tensor)],
@@ -463,6 +508,70 @@ impl Session {
         }
         plans.insert(key, Arc::clone(&plan));
         Ok(plan)
+    }
+}
+
+/// A step ready to run: what [`Session::prepare`] made and [`PreparedStep::finish`]
+/// turns into the step's output.
+struct PreparedStep {
+    plan: Arc<ExecPlan>,
+    state: Arc<StepState>,
+    control: RunControl,
+    started: Instant,
+    step_id: StepId,
+    timeout: Option<Duration>,
+}
+
+impl PreparedStep {
+    /// The step's output once its run ended with `result`: the fetches, or the run's
+    /// error named after the node involved.
+    fn finish(self, result: Result<(), RunError<SessionError>>) -> Result<RunOutput, SessionError> {
+        let PreparedStep {
+            plan,
+            state,
+            started,
+            step_id,
+            timeout,
+            ..
+        } = self;
+        result.map_err(|e| match e {
+            RunError::Task { error, .. } => error,
+            RunError::Panicked { task, message } => {
+                let node = &plan.nodes[task as usize].node;
+                SessionError::Panicked {
+                    node: node.name.clone(),
+                    op: node.op.clone(),
+                    device: plan.device_name(task as usize),
+                    message,
+                }
+            }
+            RunError::Cancelled => SessionError::Cancelled,
+            RunError::DeadlineExceeded => {
+                SessionError::DeadlineExceeded(timeout.unwrap_or_default())
+            }
+            other => SessionError::Scheduler(other.to_string()),
+        })?;
+        let mut tensors = Vec::with_capacity(plan.fetch_slots.len());
+        for s in &plan.fetch_slots {
+            let t = state.read(*s).ok_or_else(|| {
+                SessionError::Scheduler(format!("fetch slot {s} was empty after the step"))
+            })?;
+            tensors.push(t);
+        }
+        let metadata = RunMetadata {
+            step_id,
+            nodes: state.take_trace(),
+            wall_time: started.elapsed(),
+            copies: plan.num_copies(),
+            memory: state.memory_stats(&plan),
+            remote_numa_bytes: state.remote_numa_bytes(),
+        };
+        // Every task has finished and the body is gone: the step's slots go back to the
+        // plan (unless a straggling reference keeps the state alive).
+        if let Ok(state) = Arc::try_unwrap(state) {
+            plan.slot_pool.give(state.into_slots());
+        }
+        Ok(RunOutput { tensors, metadata })
     }
 }
 
