@@ -305,3 +305,81 @@ impl ThreadPool {
         }
     }
 }
+
+#[cfg(all(test, not(magpie_loom)))]
+mod tests {
+    //! Small enough for Miri, which checks the raw pointers of `OwnedRun` and the
+    //! keep-alive hand-off (`scripts/miri`).
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    use super::*;
+    use crate::body::{TaskContext, TaskOutcome};
+
+    /// Counts tasks; task 0 first waits for a message when `gate` is set.
+    struct Body {
+        ran: Arc<AtomicU32>,
+        gate: Option<Mutex<mpsc::Receiver<()>>>,
+        started: Option<mpsc::SyncSender<()>>,
+    }
+
+    impl DagBody for Body {
+        type Error = ();
+
+        fn run(&self, task: u32, _cx: &TaskContext<'_>) -> Result<TaskOutcome<()>, ()> {
+            if task == 0 {
+                if let Some(s) = &self.started {
+                    let _ = s.send(());
+                }
+                if let Some(g) = &self.gate {
+                    let _ = g.lock().unwrap().recv();
+                }
+            }
+            self.ran.fetch_add(1, Ordering::SeqCst);
+            Ok(TaskOutcome::Done)
+        }
+    }
+
+    fn topology() -> Arc<Topology> {
+        let mut b = Topology::builder(3);
+        b.add_edge(0, 1);
+        b.add_edge(0, 2);
+        Arc::new(b.build().unwrap())
+    }
+
+    #[test]
+    fn a_spawned_run_completes() {
+        let pool = ThreadPool::new(1).unwrap();
+        let ran = Arc::new(AtomicU32::new(0));
+        let body = Body {
+            ran: Arc::clone(&ran),
+            gate: None,
+            started: None,
+        };
+        futures::executor::block_on(pool.spawn_run(topology(), body, RunControl::default()))
+            .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_future_dropped_mid_run_leaves_the_state_to_the_last_worker() {
+        let pool = ThreadPool::new(1).unwrap();
+        let ran = Arc::new(AtomicU32::new(0));
+        let (release, gate) = mpsc::channel();
+        let (started_tx, started) = mpsc::sync_channel(1);
+        let body = Body {
+            ran: Arc::clone(&ran),
+            gate: Some(Mutex::new(gate)),
+            started: Some(started_tx),
+        };
+        let run = pool.spawn_run(topology(), body, RunControl::default());
+        started.recv().unwrap();
+        drop(run);
+        release.send(()).unwrap();
+        // Dropping the pool joins its worker, which finished (and freed) the run first.
+        drop(pool);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the cancelled run started nothing more");
+        assert_eq!(Arc::strong_count(&ran), 1, "the run's body was freed");
+    }
+}
