@@ -8,7 +8,6 @@
 //! [`Session::close`] (or dropping the session) ends it: later runs fail with
 //! [`SessionError::Closed`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::exec::plan::{ExecPlan, PlanContext};
+use crate::exec::plan_cache::PlanCache;
 use crate::exec::resources::ResourcePools;
 use crate::exec::step::{StepBody, StepState};
 pub use crate::exec::DeviceMemoryStats;
@@ -221,7 +221,7 @@ pub struct Session {
     /// The steal group of each device's NUMA node in `pool`, when the pool has several.
     device_groups: Vec<Option<u32>>,
     resources: Arc<ResourceMgr>,
-    plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
+    plans: Mutex<PlanCache<ExecPlan>>,
     /// Set by `close`: no step starts from then on.
     closed: AtomicBool,
 }
@@ -288,7 +288,7 @@ impl Session {
             kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
             pool,
             resources: options.resources.unwrap_or_default(),
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(PlanCache::new(MAX_CACHED_PLANS)),
             closed: AtomicBool::new(false),
         })
     }
@@ -488,10 +488,11 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Arc<ExecPlan>, SessionError> {
-        let key = plan_key(feeds, fetches, targets);
-        if let Some(p) = self.plans.lock().get(&key) {
-            return Ok(Arc::clone(p));
+        let cached = self.plans.lock().get(feeds, fetches, targets);
+        if let Some(p) = cached {
+            return Ok(p);
         }
+        let fed: Vec<Output> = feeds.iter().map(|(o, _)| *o).collect();
         let cx = PlanContext {
             devices: &self.devices,
             kernels: &self.kernels,
@@ -501,12 +502,10 @@ impl Session {
             critical_path: self.policy == SchedulingPolicy::CriticalPath,
             device_groups: &self.device_groups,
         };
-        let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &key.0, fetches, targets)?);
-        let mut plans = self.plans.lock();
-        if plans.len() >= MAX_CACHED_PLANS {
-            plans.clear();
-        }
-        plans.insert(key, Arc::clone(&plan));
+        let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &fed, fetches, targets)?);
+        self.plans
+            .lock()
+            .insert(feeds, fetches, targets, Arc::clone(&plan));
         Ok(plan)
     }
 }

@@ -379,7 +379,11 @@ mod tests {
         release.send(()).unwrap();
         // Dropping the pool joins its worker, which finished (and freed) the run first.
         drop(pool);
-        assert_eq!(ran.load(Ordering::SeqCst), 1, "the cancelled run started nothing more");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "the cancelled run started nothing more"
+        );
         assert_eq!(Arc::strong_count(&ran), 1, "the run's body was freed");
     }
 }
