@@ -18,11 +18,14 @@ use crate::tensor::Tensor;
 /// The signature a plan was built for.
 type Key = (Box<[Output]>, Box<[Output]>, Box<[NodeId]>);
 
+/// The plans whose signatures share a hash (rarely more than one).
+type Bucket<P> = SmallVec<[(Key, Arc<P>); 1]>;
+
 /// Plans of type `P` by signature.
 #[derive(Debug)]
 pub(crate) struct PlanCache<P> {
     /// Plans by the hash of their signature; a bucket rarely holds more than one.
-    buckets: HashMap<u64, SmallVec<[(Key, Arc<P>); 1]>>,
+    buckets: HashMap<u64, Bucket<P>>,
     hasher: RandomState,
     len: usize,
     capacity: usize,
