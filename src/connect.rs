@@ -189,6 +189,43 @@ impl ClientSession {
         })
     }
 
+    /// [`ClientSession::run`] without blocking: a future any executor may poll, holding
+    /// no thread while the step runs (on the local pool, on the cluster's tasks, or behind
+    /// a gRPC request). **Dropping the future cancels the step**: a local step stops
+    /// starting nodes, a master aborts the step on every task, a gRPC request is reset
+    /// (and its master aborts the step).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ClientSession::run`]: the same mistake gives the same error on both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use magpie::graph::Graph;
+    /// use magpie::tensor::Tensor;
+    /// use magpie::ClientSession;
+    ///
+    /// let g = Graph::new();
+    /// let a = g.constant(Tensor::scalar(1.5f32)).unwrap();
+    /// let b = g.add(a, a).unwrap();
+    /// let session = ClientSession::connect("local", &g).unwrap();
+    /// let out = futures::executor::block_on(session.run_async(&[], &[b], &[])).unwrap();
+    /// assert_eq!(out[0].scalar_value::<f32>().unwrap(), 3.0);
+    /// ```
+    pub async fn run_async(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, ClientError> {
+        Ok(match self {
+            ClientSession::Local(s) => s.run_async(feeds, fetches, targets).await?,
+            ClientSession::InMem(s) => s.run_async(feeds, fetches, targets).await?,
+            ClientSession::Grpc(s) => s.run_async(feeds, fetches, targets).await?,
+        })
+    }
+
     /// Closes the session: it releases what it holds (its plans; on a master, its
     /// partitions on every task), and every later [`run`](ClientSession::run) fails with
     /// [`Code::FailedPrecondition`] ("session closed"). Closing twice is harmless;

@@ -2,7 +2,7 @@
 //! an in-process master (`inmem://`) and on a master over gRPC (`grpc://`), gives the same
 //! [`Code`] on all three and a message naming the same nodes of the client's graph (never
 //! the partitions' internal `_magpie/...` names); every session keeps serving after each
-//! mistake. Also: closing and dropping sessions, unknown session handles, kernel errors
+//! mistake, and `run_async` gives the same code naming the same nodes. Also: closing and dropping sessions, unknown session handles, kernel errors
 //! crossing tasks, and handles of another graph.
 
 use std::sync::{LazyLock, Once};
@@ -395,6 +395,24 @@ fn every_mistake_gives_the_same_code_and_names_the_same_nodes_on_every_session_k
                 failures.push(format!("{}: {kind} names an internal node: {msg}", m.what));
             }
             messages.push(format!("  {kind}: {msg}"));
+            // The async path gives the same kind of error, naming the same nodes.
+            match futures::executor::block_on(s.run_async(feeds, fetches, targets)) {
+                Ok(_) => failures.push(format!("{}: {kind} ran the step async", m.what)),
+                Err(ea) => {
+                    let async_msg = ea.message();
+                    if ea.code() != m.code
+                        || m.names
+                            .iter()
+                            .any(|name| !async_msg.contains(&format!("\"{name}")))
+                    {
+                        failures.push(format!(
+                            "{}: {kind} async gave {}: {async_msg}",
+                            m.what,
+                            ea.code()
+                        ));
+                    }
+                }
+            }
             // The session keeps serving.
             let out = s.run(&[], &[good], &[]).unwrap();
             assert_eq!(

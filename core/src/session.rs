@@ -8,8 +8,8 @@
 //! [`Session::close`] (or dropping the session) ends it: later runs fail with
 //! [`SessionError::Closed`].
 
-use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::exec::plan::{ExecPlan, PlanContext};
+use crate::exec::plan_cache::PlanCache;
 use crate::exec::resources::ResourcePools;
 use crate::exec::step::{StepBody, StepState};
 pub use crate::exec::DeviceMemoryStats;
@@ -335,7 +336,7 @@ pub struct Session {
     /// The steal group of each device's NUMA node in `pool`, when the pool has several.
     device_groups: Vec<Option<u32>>,
     resources: Arc<ResourceMgr>,
-    plans: Mutex<HashMap<PlanKey, Arc<ExecPlan>>>,
+    plans: Mutex<PlanCache<ExecPlan>>,
     /// Set by `close`: no step starts from then on.
     closed: AtomicBool,
 }
@@ -408,7 +409,7 @@ impl Session {
             kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
             pool,
             resources: options.resources.unwrap_or_default(),
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(PlanCache::new(MAX_CACHED_PLANS)),
             closed: AtomicBool::new(false),
         })
     }
@@ -483,6 +484,85 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<RunOutput, SessionError> {
+        let step = self.prepare(options, feeds, fetches, targets)?;
+        let result = if step.plan.topology.is_empty() {
+            Ok(())
+        } else {
+            let body = StepBody {
+                plan: Arc::clone(&step.plan),
+                state: Arc::clone(&step.state),
+            };
+            self.pool.execute(&step.plan.topology, &body, &step.control)
+        };
+        step.finish(result)
+    }
+
+    /// Runs one step without blocking: [`Session::run`] as a future, for async callers
+    /// (servers, clients on an executor). The step's nodes run on the session's pool;
+    /// the future holds no thread while it waits and may be polled by any executor.
+    ///
+    /// Looking up the plan — and building it, the first time a signature runs — and
+    /// checking the feeds happen in this call, before the future is returned.
+    ///
+    /// **Dropping the future cancels the step** (as [`RunOptions::cancel`] would): no
+    /// further node starts, and the step's state is freed once the nodes running at that
+    /// moment return; the drop itself does not wait for them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::run`]; the future resolves to the error.
+    ///
+    pub fn run_async(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> impl Future<Output = Result<Vec<Tensor>, SessionError>> + Send + 'static {
+        let run = self.run_async_with_options(&RunOptions::default(), feeds, fetches, targets);
+        async move { run.await.map(|o| o.tensors) }
+    }
+
+    /// [`Session::run_async`] with a timeout, a cancellation token or a timeline. The
+    /// timeout holds whether or not the future is polled meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::run`]; the future resolves to the error.
+    pub fn run_async_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> impl Future<Output = Result<RunOutput, SessionError>> + Send + 'static {
+        let prepared = self.prepare(options, feeds, fetches, targets);
+        let run = prepared.as_ref().ok().map(|step| {
+            let body = StepBody {
+                plan: Arc::clone(&step.plan),
+                state: Arc::clone(&step.state),
+            };
+            self.pool
+                .spawn_run(Arc::clone(&step.plan), body, step.control.clone())
+        });
+        async move {
+            let step = prepared?;
+            let result = match run {
+                Some(run) => run.await,
+                None => Ok(()),
+            };
+            step.finish(result)
+        }
+    }
+
+    /// Everything before a step runs: the closed check, the plan, the feeds' checks, the
+    /// step's state and its run control.
+    fn prepare(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<PreparedStep, SessionError> {
         let started = Instant::now();
         if self.is_closed() {
             return Err(SessionError::Closed);
@@ -510,37 +590,93 @@ impl Session {
             options.trace,
             options.track_memory,
         ));
-        if !plan.topology.is_empty() {
-            let control = RunControl {
-                policy: self.policy.scheduler_policy(),
-                deadline: options.timeout.map(|t| started + t),
-                cancel: options.cancel.clone(),
-                ..RunControl::default()
-            };
-            let body = StepBody {
-                plan: Arc::clone(&plan),
-                state: Arc::clone(&state),
-            };
-            self.pool
-                .execute(&plan.topology, &body, &control)
-                .map_err(|e| match e {
-                    RunError::Task { error, .. } => error,
-                    RunError::Panicked { task, message } => {
-                        let node = &plan.nodes[task as usize].node;
-                        SessionError::Panicked {
-                            node: node.name.clone(),
-                            op: node.op.clone(),
-                            device: plan.device_name(task as usize),
-                            message,
-                        }
-                    }
-                    RunError::Cancelled => SessionError::Cancelled,
-                    RunError::DeadlineExceeded => {
-                        SessionError::DeadlineExceeded(options.timeout.unwrap_or_default())
-                    }
-                    other => SessionError::Scheduler(other.to_string()),
-                })?;
+        let control = RunControl {
+            policy: self.policy.scheduler_policy(),
+            deadline: options.timeout.map(|t| started + t),
+            cancel: options.cancel.clone(),
+            ..RunControl::default()
+        };
+        Ok(PreparedStep {
+            plan,
+            state,
+            control,
+            started,
+            step_id,
+            timeout: options.timeout,
+            counters_before,
+        })
+    }
+    fn plan(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Arc<ExecPlan>, SessionError> {
+        let cached = self.plans.lock().get(feeds, fetches, targets);
+        if let Some(p) = cached {
+            return Ok(p);
         }
+        let fed: Vec<Output> = feeds.iter().map(|(o, _)| *o).collect();
+        let cx = PlanContext {
+            devices: &self.devices,
+            kernels: &self.kernels,
+            pools: &self.pools,
+            budgets: &self.budgets,
+            memory_aware: self.policy == SchedulingPolicy::MemoryAware,
+            critical_path: self.policy == SchedulingPolicy::CriticalPath,
+            device_groups: &self.device_groups,
+        };
+        let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &fed, fetches, targets)?);
+        self.plans
+            .lock()
+            .insert(feeds, fetches, targets, Arc::clone(&plan));
+        Ok(plan)
+    }
+}
+
+/// A step ready to run: what [`Session::prepare`] made and [`PreparedStep::finish`]
+/// turns into the step's output.
+struct PreparedStep {
+    plan: Arc<ExecPlan>,
+    state: Arc<StepState>,
+    control: RunControl,
+    started: Instant,
+    step_id: StepId,
+    timeout: Option<Duration>,
+    /// The devices' counters before the step (for [`RunMetadata::device_counters`]).
+    counters_before: Vec<Vec<(&'static str, u64)>>,
+}
+
+impl PreparedStep {
+    /// The step's output once its run ended with `result`: the fetches, or the run's
+    /// error named after the node involved.
+    fn finish(self, result: Result<(), RunError<SessionError>>) -> Result<RunOutput, SessionError> {
+        let PreparedStep {
+            plan,
+            state,
+            started,
+            step_id,
+            timeout,
+            counters_before,
+            ..
+        } = self;
+        result.map_err(|e| match e {
+            RunError::Task { error, .. } => error,
+            RunError::Panicked { task, message } => {
+                let node = &plan.nodes[task as usize].node;
+                SessionError::Panicked {
+                    node: node.name.clone(),
+                    op: node.op.clone(),
+                    device: plan.device_name(task as usize),
+                    message,
+                }
+            }
+            RunError::Cancelled => SessionError::Cancelled,
+            RunError::DeadlineExceeded => {
+                SessionError::DeadlineExceeded(timeout.unwrap_or_default())
+            }
+            other => SessionError::Scheduler(other.to_string()),
+        })?;
         // Work that completes asynchronously on a device (a GPU's queue) is finished
         // before the step returns: its results are final and its errors are the step's.
         for d in plan.used_devices.iter().map(|&i| &plan.devices[i]) {
@@ -551,7 +687,7 @@ impl Session {
                 source: Box::new(e),
             })?;
         }
-        let mut tensors = Vec::with_capacity(fetches.len());
+        let mut tensors = Vec::with_capacity(plan.fetch_slots.len());
         for s in &plan.fetch_slots {
             let t = state.read(*s).ok_or_else(|| {
                 SessionError::Scheduler(format!("fetch slot {s} was empty after the step"))
@@ -573,34 +709,6 @@ impl Session {
             plan.slot_pool.give(state.into_slots());
         }
         Ok(RunOutput { tensors, metadata })
-    }
-
-    fn plan(
-        &self,
-        feeds: &[(Output, Tensor)],
-        fetches: &[Output],
-        targets: &[NodeId],
-    ) -> Result<Arc<ExecPlan>, SessionError> {
-        let key = plan_key(feeds, fetches, targets);
-        if let Some(p) = self.plans.lock().get(&key) {
-            return Ok(Arc::clone(p));
-        }
-        let cx = PlanContext {
-            devices: &self.devices,
-            kernels: &self.kernels,
-            pools: &self.pools,
-            budgets: &self.budgets,
-            memory_aware: self.policy == SchedulingPolicy::MemoryAware,
-            critical_path: self.policy == SchedulingPolicy::CriticalPath,
-            device_groups: &self.device_groups,
-        };
-        let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &key.0, fetches, targets)?);
-        let mut plans = self.plans.lock();
-        if plans.len() >= MAX_CACHED_PLANS {
-            plans.clear();
-        }
-        plans.insert(key, Arc::clone(&plan));
-        Ok(plan)
     }
 }
 

@@ -12,8 +12,10 @@
 //! worker to worker, never through the master.
 //!
 //! # Contract
-//! - Every method returns a future and blocks no thread, but
-//!   [`Transport::run_partition_blocking`], which is meant to block.
+//! - Every method returns a future and blocks no thread.
+//! - A request is under way once its method returns: dropping the future gives up on the
+//!   answer, not on the request. (A master whose step future is dropped sends
+//!   [`Transport::abort_step`] to every task and drops those futures unpolled.)
 //! - Every future completes: with the answer, or with an error naming the task, within
 //!   the transport's deadline (a task that is gone fails at once or at the deadline with
 //!   [`TransportError::Unreachable`]).
@@ -26,7 +28,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::executor::block_on;
 use futures::future::{select, BoxFuture, Either};
 
 use crate::error::Code;
@@ -360,22 +361,6 @@ pub trait Transport: Send + Sync + fmt::Debug {
         request: RunPartition,
     ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>>;
 
-    /// [`Transport::run_partition`] on the calling thread, which it may block until the
-    /// step ends; when `cancel` is cancelled meanwhile, the step is aborted on `task`
-    /// (and this returns once the task has answered). The master calls it for a step with
-    /// a single partition, from a thread that may block and that nothing else needs
-    /// meanwhile. A transport that reaches `task` by a direct call (a task it hosts) can
-    /// run the step right here, saving the hand-off to another thread; the default waits
-    /// on `run_partition`'s future ([`run_partition_blocking`]).
-    fn run_partition_blocking(
-        &self,
-        task: &TaskName,
-        request: RunPartition,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<PartitionOutput, TransportError> {
-        run_partition_blocking(self, task, request, cancel)
-    }
-
     /// Delivers a tensor into `task`'s rendezvous under `key`, for a step of the master
     /// session `session` (the name its partitions were registered under): the task
     /// accepts it only if that session has a partition there and the step, if it runs
@@ -406,10 +391,11 @@ pub trait Transport: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 }
 
-/// The default [`Transport::run_partition_blocking`]: blocks on
-/// [`Transport::run_partition`]'s future; on cancellation, aborts the step on `task` and
-/// waits for the run to return.
-pub fn run_partition_blocking<T: Transport + ?Sized>(
+/// [`Transport::run_partition`], aborting the step on `task` when `cancel` is cancelled
+/// meanwhile (the future then resolves once the task has answered the run, with the
+/// error the aborted step reports). The master runs a step with a single partition
+/// through this.
+pub async fn run_partition_cancellable<T: Transport + ?Sized>(
     transport: &T,
     task: &TaskName,
     request: RunPartition,
@@ -419,15 +405,13 @@ pub fn run_partition_blocking<T: Transport + ?Sized>(
     let session = request.session.clone();
     let run = transport.run_partition(task, request);
     let Some(cancel) = cancel else {
-        return block_on(run);
+        return run.await;
     };
-    block_on(async {
-        match select(run, cancel.cancelled()).await {
-            Either::Left((r, _)) => r,
-            Either::Right(((), run)) => {
-                let _ = transport.abort_step(task, &session, step_id).await;
-                run.await
-            }
+    match select(run, cancel.cancelled()).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), run)) => {
+            let _ = transport.abort_step(task, &session, step_id).await;
+            run.await
         }
-    })
+    }
 }

@@ -568,3 +568,127 @@ fn a_closed_session_refuses_steps_with_failed_precondition() {
     s.close();
     assert!(format!("{s:?}").contains("cached_plans: 0"), "{s:?}");
 }
+
+// Async steps (`Session::run_async`): the same results, errors, deadlines and
+// cancellation as blocking ones, plus cancellation by dropping the future.
+
+#[test]
+fn an_async_step_computes_what_a_blocking_one_does() {
+    setup();
+    let g = Graph::new();
+    let a = g
+        .op("Const")
+        .attr("value", Tensor::scalar(2.0f32))
+        .build_output()
+        .unwrap();
+    let x = g
+        .op("Placeholder")
+        .attr("dtype", DType::F32)
+        .build_output()
+        .unwrap();
+    let sum = g.op("Add").input(a).input(x).build_output().unwrap();
+    let s = session(&g, 2);
+    for k in 0..50 {
+        let feeds = [(x, Tensor::scalar(k as f32))];
+        let got = futures::executor::block_on(s.run_async(&feeds, &[sum], &[])).unwrap();
+        let want = s.run(&feeds, &[sum], &[]).unwrap();
+        assert_eq!(f32::try_from(&got[0]).unwrap(), 2.0 + k as f32);
+        assert_eq!(f32::try_from(&want[0]).unwrap(), 2.0 + k as f32);
+    }
+    // Many steps in flight at once on one session.
+    let steps: Vec<_> = (0..32)
+        .map(|k| s.run_async(&[(x, Tensor::scalar(k as f32))], &[sum], &[]))
+        .collect();
+    let outs = futures::executor::block_on(futures::future::join_all(steps));
+    for (k, out) in outs.into_iter().enumerate() {
+        assert_eq!(f32::try_from(&out.unwrap()[0]).unwrap(), 2.0 + k as f32);
+    }
+}
+
+#[test]
+fn an_async_steps_errors_are_those_of_a_blocking_step() {
+    setup();
+    let g = Graph::new();
+    let x = g
+        .op("Placeholder")
+        .attr("dtype", DType::F32)
+        .build_output()
+        .unwrap();
+    let boom = g
+        .with_name("async_boom")
+        .op("Boom")
+        .input(x)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let block_on = futures::executor::block_on;
+    // A missing feed fails in `run_async` itself, a panicking kernel in the run.
+    let missing = block_on(s.run_async(&[], &[boom], &[])).unwrap_err();
+    assert_eq!(missing, s.run(&[], &[boom], &[]).unwrap_err());
+    let feeds = [(x, Tensor::scalar(1.0f32))];
+    match block_on(s.run_async(&feeds, &[boom], &[])).unwrap_err() {
+        SessionError::Panicked { node, .. } => assert_eq!(node, "async_boom"),
+        other => panic!("expected a panic naming the node, got {other:?}"),
+    }
+    s.close();
+    let closed = block_on(s.run_async(&feeds, &[boom], &[])).unwrap_err();
+    assert_eq!(closed, SessionError::Closed);
+}
+
+#[test]
+fn an_async_step_fails_at_its_deadline_and_when_cancelled() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
+    let s = session(&g, 2);
+    // Nothing polls the future between its first poll and the deadline but the timer.
+    let opts = RunOptions {
+        timeout: Some(Duration::from_millis(50)),
+        ..RunOptions::default()
+    };
+    let err = futures::executor::block_on(s.run_async_with_options(&opts, &[], &[slow], &[]))
+        .unwrap_err();
+    assert!(matches!(err, SessionError::DeadlineExceeded(_)), "{err:?}");
+    let token = CancellationToken::new();
+    let opts = RunOptions {
+        cancel: Some(token.clone()),
+        ..RunOptions::default()
+    };
+    let step = s.run_async_with_options(&opts, &[], &[slow], &[]);
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        token.cancel();
+    });
+    assert_eq!(
+        futures::executor::block_on(step).unwrap_err(),
+        SessionError::Cancelled
+    );
+    canceller.join().unwrap();
+}
+
+#[test]
+fn dropping_an_async_step_cancels_it() {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 200i64).build_output().unwrap();
+    let after = g
+        .with_name("dropped_after")
+        .op("Count")
+        .input(slow)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let mut step = Box::pin(s.run_async(&[], &[after], &[]));
+    // Poll once: the step runs and its slow op is pending.
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(std::future::Future::poll(step.as_mut(), &mut cx).is_pending());
+    drop(step);
+    // Long after the slow op would have finished, its successor still never ran.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(calls("dropped_after"), 0, "a dropped step kept running");
+    // The session keeps serving.
+    let out = s.run(&[], &[after], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 201.0);
+    assert_eq!(calls("dropped_after"), 1);
+}

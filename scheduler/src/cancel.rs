@@ -165,6 +165,17 @@ impl CancellationToken {
         Some(Registration { token: self, key })
     }
 
+    /// [`register`](Self::register) for a registration that owns a handle to the token
+    /// (a [`RunFuture`](super::RunFuture) keeps it).
+    pub(crate) fn register_owned(&self, latch: Arc<Latch>) -> Option<OwnedRegistration> {
+        let key = self.register(latch)?;
+        let key = std::mem::ManuallyDrop::new(key).key;
+        Some(OwnedRegistration {
+            token: self.clone(),
+            key,
+        })
+    }
+
     /// Cancels `other` when this token is cancelled (at once if it already is), for as
     /// long as the returned guard lives. `other`'s own cancellation does not reach this
     /// token.
@@ -261,6 +272,19 @@ pub(crate) struct Registration<'a> {
 }
 
 impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.token.inner.listeners.lock().remove(self.key);
+    }
+}
+
+/// [`Registration`] holding its own handle to the token.
+#[derive(Debug)]
+pub(crate) struct OwnedRegistration {
+    token: CancellationToken,
+    key: u64,
+}
+
+impl Drop for OwnedRegistration {
     fn drop(&mut self) {
         self.token.inner.listeners.lock().remove(self.key);
     }

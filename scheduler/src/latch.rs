@@ -13,8 +13,21 @@
 //!
 //! The waiter is either an outside thread, which sleeps on the latch's condition variable
 //! (after a short spin, when the pool's [`SpinPolicy`] says spinning has been paying off),
-//! or a worker of the pool running a nested DAG, which sleeps in the pool's parking
-//! protocol ([`sleep`](super::sleep)) and is unparked by index.
+//! a worker of the pool running a nested DAG, which sleeps in the pool's parking
+//! protocol ([`sleep`](super::sleep)) and is unparked by index, or a
+//! [`RunFuture`](super::RunFuture) (a run started with
+//! [`ThreadPool::spawn_run`](super::ThreadPool::spawn_run)), whose task is woken through
+//! an [`AtomicWaker`].
+//!
+//! # Keeping a spawned run alive
+//!
+//! A spawned run's state is owned by its future. A future dropped before the run is done
+//! cannot free the state (workers still use it) and must not block, so it *parks* its
+//! reference in the latch ([`Latch::park_until_done`]): under the latch's `keepalive`
+//! mutex it either sees `done` already set, and drops the reference itself, or stores it;
+//! [`Latch::set_done`] stores `done` first and then takes whatever is stored, under the
+//! same mutex, and drops it. So exactly one of them drops the reference, and only once the
+//! run is done (`loom_models::a_parked_run_is_dropped_once_after_it_is_done`).
 //!
 //! # Memory ordering
 //!
@@ -28,9 +41,13 @@
 //! brought the counter to zero, which in turn acquired every earlier decrement, so the
 //! waiter that `Acquire`-loads `done` sees all effects of all task bodies of the run.
 
+use std::any::Any;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
 
 use super::sync::plain::{Condvar, Mutex};
 
@@ -91,28 +108,51 @@ pub(crate) struct Latch {
     cancel_requested: AtomicBool,
     mutex: Mutex<()>,
     condvar: Condvar,
-    /// `Some((pool, index))` when the waiter is worker `index` of `pool`.
-    worker: Option<(Arc<Registry>, usize)>,
+    /// Who waits.
+    waiter: Waiter,
+}
+
+/// Who waits on a [`Latch`].
+#[derive(Debug)]
+enum Waiter {
+    /// An outside thread, on the condition variable.
+    Thread,
+    /// Worker `index` of the pool, in its parking protocol.
+    Worker(Arc<Registry>, usize),
+    /// A [`RunFuture`](super::RunFuture): woken through its waker; the run's state is
+    /// parked in `keepalive` when the future is dropped before the run is done.
+    Future {
+        waker: AtomicWaker,
+        keepalive: super::sync::Mutex<Option<Box<dyn Any + Send>>>,
+    },
 }
 
 impl Latch {
     /// A latch whose waiter is an outside thread.
     pub(crate) fn for_thread() -> Latch {
-        Latch::with_waiter(None)
+        Latch::with_waiter(Waiter::Thread)
     }
 
     /// A latch whose waiter is worker `index` of `registry`.
     pub(crate) fn for_worker(registry: Arc<Registry>, index: usize) -> Latch {
-        Latch::with_waiter(Some((registry, index)))
+        Latch::with_waiter(Waiter::Worker(registry, index))
     }
 
-    fn with_waiter(worker: Option<(Arc<Registry>, usize)>) -> Latch {
+    /// A latch whose waiter is a future.
+    pub(crate) fn for_future() -> Latch {
+        Latch::with_waiter(Waiter::Future {
+            waker: AtomicWaker::new(),
+            keepalive: super::sync::Mutex::new(None),
+        })
+    }
+
+    fn with_waiter(waiter: Waiter) -> Latch {
         Latch {
             done: AtomicBool::new(false),
             cancel_requested: AtomicBool::new(false),
             mutex: Mutex::new(()),
             condvar: Condvar::new(),
-            worker,
+            waiter,
         }
     }
 
@@ -132,6 +172,36 @@ impl Latch {
     pub(crate) fn set_done(&self) {
         self.done.store(true, Ordering::Release);
         self.wake();
+        if let Waiter::Future { keepalive, .. } = &self.waiter {
+            // After the `done` store: see "Keeping a spawned run alive".
+            let parked = keepalive.lock().take();
+            drop(parked);
+        }
+    }
+
+    /// Registers the task of a future waiting on this latch, to be woken by
+    /// [`set_done`](Self::set_done), a cancellation request or [`wake`](Self::wake).
+    /// Check the flags after registering: a wake-up before it is not remembered.
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        if let Waiter::Future { waker: w, .. } = &self.waiter {
+            w.register(waker);
+        }
+    }
+
+    /// Keeps `run` alive until the run is done, without waiting: drops it now when the run
+    /// is already done, else hands it to [`set_done`](Self::set_done). For a latch made by
+    /// [`for_future`](Self::for_future); any other drops `run` at once.
+    pub(crate) fn park_until_done(&self, run: Box<dyn Any + Send>) {
+        let Waiter::Future { keepalive, .. } = &self.waiter else {
+            return;
+        };
+        let mut slot = keepalive.lock();
+        if self.is_done() {
+            drop(slot);
+            drop(run);
+        } else {
+            *slot = Some(run);
+        }
     }
 
     /// Asks the waiter to cancel the run.
@@ -140,13 +210,22 @@ impl Latch {
         self.wake();
     }
 
-    fn wake(&self) {
-        {
-            let _guard = self.mutex.lock();
-            self.condvar.notify_all();
-        }
-        if let Some((registry, index)) = &self.worker {
-            registry.sleep().unpark(*index);
+    /// Wakes the waiter, whichever kind it is (it then checks the flags, and a future its
+    /// deadline).
+    pub(crate) fn wake(&self) {
+        match &self.waiter {
+            Waiter::Thread => {
+                let _guard = self.mutex.lock();
+                self.condvar.notify_all();
+            }
+            Waiter::Worker(registry, index) => {
+                {
+                    let _guard = self.mutex.lock();
+                    self.condvar.notify_all();
+                }
+                registry.sleep().unpark(*index);
+            }
+            Waiter::Future { waker, .. } => waker.wake(),
         }
     }
 

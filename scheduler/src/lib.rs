@@ -88,10 +88,12 @@ mod ready_queue;
 mod registry;
 mod run;
 mod sleep;
+mod spawn;
 mod sync;
 mod task_graph;
 #[cfg(test)]
 mod test_alloc;
+mod timer;
 mod topology;
 mod worker;
 
@@ -105,5 +107,6 @@ pub use parallel::{current_parallelism, parallel_for};
 pub use policy::{CustomPolicy, Policy};
 pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use ready_queue::{QueueContext, QueuePolicy, QueueSetup, ReadyQueue};
+pub use spawn::RunFuture;
 pub use task_graph::{TaskBuilder, TaskGraph, TaskId};
 pub use topology::{Topology, TopologyBuilder};

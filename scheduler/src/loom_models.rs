@@ -19,7 +19,10 @@
 //! - the asynchronous task's state machine ([`async_state`](super::async_state)): a wake
 //!   during a poll causes exactly one more poll; of two concurrent wakes exactly one
 //!   queues a poll; a poll returning `Pending` while its run is cancelled, and a wake
-//!   racing a canceller, drop the future exactly once, by its one owner.
+//!   racing a canceller, drop the future exactly once, by its one owner;
+//! - the keep-alive hand-off of a spawned run whose future was dropped
+//!   ([`latch`](super::latch)): the run's state is dropped exactly once, and never before
+//!   the run is done.
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -313,5 +316,40 @@ fn a_wake_racing_a_cancel_drops_the_future_exactly_once() {
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
         // A wake after the end does nothing.
         assert!(!state.wake());
+    });
+}
+
+/// Stands in for a spawned run's state: counts its drops and checks the run was done.
+struct Parked {
+    latch: Arc<Latch>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        assert!(
+            self.latch.is_done(),
+            "a parked run was dropped before it was done"
+        );
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_parked_run_is_dropped_once_after_it_is_done() {
+    loom::model(|| {
+        let latch = Arc::new(Latch::for_future());
+        let drops = Arc::new(AtomicUsize::new(0));
+        let finisher = {
+            let latch = Arc::clone(&latch);
+            thread::spawn(move || latch.set_done())
+        };
+        // The dropped future parks the state in the latch, racing the last worker.
+        latch.park_until_done(Box::new(Parked {
+            latch: Arc::clone(&latch),
+            drops: Arc::clone(&drops),
+        }));
+        finisher.join().unwrap();
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
     });
 }

@@ -261,6 +261,11 @@ impl ThreadPool {
         ThreadPoolBuilder::default()
     }
 
+    /// The pool's shared state.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.inner.registry.num_workers()

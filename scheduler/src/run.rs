@@ -436,6 +436,23 @@ impl<'a, B: DagBody> RunState<'a, B> {
         self.core.fail(error);
     }
 
+    /// The run's result, for a shared state ([`spawn`](super::spawn)); call once, after
+    /// the latch is done.
+    pub(crate) fn take_result(&self) -> Result<(), RunError<B::Error>> {
+        debug_assert!(self.core.header.latch.is_done());
+        match self.core.header.failure.load(Ordering::Acquire) {
+            NOT_FAILED => Ok(()),
+            FAILED_CANCELLED => Err(RunError::Cancelled),
+            FAILED_DEADLINE => Err(RunError::DeadlineExceeded),
+            _ => Err(self
+                .core
+                .error
+                .lock()
+                .take()
+                .expect("a task failure stores its error before the run ends, taken once")),
+        }
+    }
+
     /// The run's result; call once the latch is done.
     pub(crate) fn into_result(self) -> Result<(), RunError<B::Error>> {
         debug_assert!(self.core.header.latch.is_done());

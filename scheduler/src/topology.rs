@@ -172,6 +172,12 @@ impl Topology {
     }
 }
 
+impl AsRef<Topology> for Topology {
+    fn as_ref(&self) -> &Topology {
+        self
+    }
+}
+
 impl fmt::Debug for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Topology")

@@ -44,8 +44,8 @@ use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOpti
 use crate::step_id::{random_hex, StepId};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
-    unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RunPartition,
-    TaskName, Transport, TransportError,
+    run_partition_cancellable, unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput,
+    RegisterPartition, RunPartition, TaskName, Transport, TransportError,
 };
 
 /// How a master runs steps.
@@ -384,7 +384,48 @@ impl MasterSession {
     /// [`MasterError::Cancelled`]. With `options.trace`, every task records its
     /// partition's timeline and the output carries them all
     /// ([`ClusterRunOutput::timeline`]); other options are not used yet.
+    ///
+    /// Blocks the calling thread until the step ends (it waits on
+    /// [`run_async_with_options`](Self::run_async_with_options)); async callers — a
+    /// server's handlers — use that instead.
     pub fn run_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<ClusterRunOutput, MasterError> {
+        block_on(self.run_async_with_options(options, feeds, fetches, targets))
+    }
+
+    /// [`MasterSession::run`] without blocking: registers the signature's partitions
+    /// the first time, then runs the step on every task concurrently; the future holds
+    /// no thread while it waits and may be polled by any executor.
+    ///
+    /// **Dropping the future aborts the step** on every task it runs on (the aborts are
+    /// sent as the future drops; nobody waits for their answers).
+    ///
+    /// # Errors
+    ///
+    /// As for [`MasterSession::run`]; the future resolves to the error.
+    pub async fn run_async(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, MasterError> {
+        self.run_async_with_options(&RunOptions::default(), feeds, fetches, targets)
+            .await
+            .map(|o| o.tensors)
+    }
+
+    /// [`MasterSession::run_with_options`] without blocking (see
+    /// [`run_async`](Self::run_async)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`MasterSession::run`]; the future resolves to the error.
+    pub async fn run_async_with_options(
         &self,
         options: &RunOptions,
         feeds: &[(Output, Tensor)],
@@ -400,7 +441,7 @@ impl MasterSession {
         let started = Instant::now();
         let mut retried = false;
         loop {
-            let plan = self.plan(&key)?;
+            let plan = self.plan(&key).await?;
             // Feeds are checked here, as a local session checks them, so that a mistake
             // names the client's node (not the partition's feed placeholder).
             for (k, (_, t)) in feeds.iter().enumerate() {
@@ -416,6 +457,7 @@ impl MasterSession {
             let cancel = options.cancel.as_ref();
             match self
                 .run_plan(&plan, feeds, fetches.len(), left, cancel, options.trace)
+                .await
                 .map_err(|e| with_user_feed_names(e, &plan))
             {
                 Err(MasterError::Step {
@@ -431,9 +473,10 @@ impl MasterSession {
         }
     }
 
-    fn plan(&self, key: &PlanKey) -> Result<Arc<StepPlan>, MasterError> {
-        if let Some(p) = self.plans.lock().get(key) {
-            return Ok(Arc::clone(p));
+    async fn plan(&self, key: &PlanKey) -> Result<Arc<StepPlan>, MasterError> {
+        let cached = self.plans.lock().get(key).cloned();
+        if let Some(p) = cached {
+            return Ok(p);
         }
         let m = &self.master;
         let parts = partition_with(
@@ -465,7 +508,7 @@ impl MasterSession {
                 p.fetches.iter().map(|(_, k)| *k).collect(),
             ));
         }
-        let handles = block_on(join_all(regs));
+        let handles = join_all(regs).await;
         let mut steps = Vec::with_capacity(tasks.len());
         for ((task, feeds, fetches), h) in tasks.into_iter().zip(handles) {
             steps.push(TaskStep {
@@ -507,7 +550,7 @@ impl MasterSession {
         Ok(plan)
     }
 
-    fn run_plan(
+    async fn run_plan(
         &self,
         plan: &StepPlan,
         feeds: &[(Output, Tensor)],
@@ -522,6 +565,12 @@ impl MasterSession {
         if cancel.is_some_and(|c| c.is_cancelled()) {
             return Err(MasterError::Cancelled { step_id });
         }
+        let mut abort_on_drop = AbortOnDrop {
+            session: self,
+            plan,
+            step_id,
+            armed: true,
+        };
         let transport = &m.transport;
         let request = |t: &TaskStep| RunPartition {
             handle: t.handle.clone(),
@@ -537,9 +586,8 @@ impl MasterSession {
         let sent = unix_micros_now();
         let mut failure: Option<TransportError> = None;
         if let [t] = &plan.tasks[..] {
-            // One partition: nothing to abort elsewhere, so this thread may block on it
-            // (a transport hosting the task runs it right here, with no hand-off).
-            match transport.run_partition_blocking(&t.task, request(t), cancel) {
+            // One partition: nothing to abort elsewhere.
+            match run_partition_cancellable(&**transport, &t.task, request(t), cancel).await {
                 Ok(ts) => {
                     answered[0] = unix_micros_now();
                     results[0] = Some(ts);
@@ -573,7 +621,7 @@ impl MasterSession {
                 None => futures::future::pending().boxed(),
             }
             .fuse();
-            block_on(async {
+            {
                 loop {
                     let (i, r) = futures::select_biased! {
                         next = pending.next() => match next {
@@ -617,8 +665,10 @@ impl MasterSession {
                         }
                     }
                 }
-            });
+            }
         }
+        // Every task answered: nothing is left to abort should this future be dropped now.
+        abort_on_drop.armed = false;
         if let Some(source) = failure {
             if cancel.is_some_and(|c| c.is_cancelled()) {
                 return Err(MasterError::Cancelled { step_id });
@@ -715,6 +765,29 @@ impl MasterSession {
                 .iter()
                 .map(|task| t.release_session(task, &self.handle)),
         ));
+    }
+}
+
+/// Aborts a step on every task of its plan when dropped while armed: the step's future
+/// was dropped before every task answered. The aborts are under way once
+/// [`Transport::abort_step`] returns (both transports send eagerly); their futures are
+/// dropped unanswered, so a frozen task delays nothing.
+struct AbortOnDrop<'a> {
+    session: &'a MasterSession,
+    plan: &'a StepPlan,
+    step_id: StepId,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let transport = &self.session.master.transport;
+        for t in &self.plan.tasks {
+            drop(transport.abort_step(&t.task, &self.session.handle, self.step_id));
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 use super::error::WorkerError;
 use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
 use super::ops::{SEND_OP, SESSION_ATTR};
-use super::rendezvous::{Rendezvous, RendezvousError};
+use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
@@ -335,6 +335,55 @@ impl Worker {
         request: RunPartition,
         cancel: Option<&CancellationToken>,
     ) -> Result<PartitionOutput, WorkerError> {
+        let step_id = request.step_id;
+        let admitted = self.admit(request)?;
+        let _forwarding = cancel.map(|c| c.forward_to(&admitted.token));
+        // The step's start on this task's clock: node times are relative to it.
+        let start_unix_micros = unix_micros_now();
+        let result = admitted.part.session.run_with_options(
+            &admitted.options,
+            &admitted.feeds,
+            &admitted.part.fetches,
+            &admitted.part.targets,
+        );
+        self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
+    }
+
+    /// [`Worker::run_partition_cancellable`] without blocking: the partition's step runs
+    /// on the task's pool ([`Session::run_async`](crate::session::Session::run_async)) and
+    /// the future holds no thread while it waits. Dropping the future aborts the step
+    /// here (as cancelling `cancel` does); the step ends in this task's rendezvous either
+    /// way.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Worker::run_partition`]; the future resolves to the error.
+    pub async fn run_partition_async(
+        &self,
+        request: RunPartition,
+        cancel: Option<CancellationToken>,
+    ) -> Result<PartitionOutput, WorkerError> {
+        let step_id = request.step_id;
+        let admitted = self.admit(request)?;
+        let _forwarding = cancel.as_ref().map(|c| c.forward_to(&admitted.token));
+        let start_unix_micros = unix_micros_now();
+        let result = admitted
+            .part
+            .session
+            .run_async_with_options(
+                &admitted.options,
+                &admitted.feeds,
+                &admitted.part.fetches,
+                &admitted.part.targets,
+            )
+            .await;
+        self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
+    }
+
+    /// Everything before a partition step runs: finds the partition, checks its session,
+    /// begins the step in the rendezvous, refuses when stopping, checks the feeds' count
+    /// and enters the step in the running list. The returned guards end all of that.
+    fn admit(&self, request: RunPartition) -> Result<Admitted<'_>, WorkerError> {
         let part = self
             .partitions
             .lock()
@@ -355,7 +404,7 @@ impl Worker {
                 session: request.session.clone(),
             });
         }
-        let _step = self
+        let step = self
             .rendezvous
             .begin_step(request.step_id, &part.session_handle)
             .map_err(|e| match e {
@@ -381,8 +430,7 @@ impl Worker {
             });
         }
         let token = CancellationToken::new();
-        let _forwarding = cancel.map(|c| c.forward_to(&token));
-        let _running = RunningGuard::new(
+        let running = RunningGuard::new(
             self,
             request.step_id,
             Arc::clone(&part.session_handle),
@@ -397,22 +445,37 @@ impl Worker {
             trace: request.trace,
             ..RunOptions::default()
         };
-        // The step's start on this task's clock: node times are relative to it.
-        let start_unix_micros = unix_micros_now();
-        let result = part
-            .session
-            .run_with_options(&options, &feeds, &part.fetches, &part.targets);
+        Ok(Admitted {
+            part,
+            feeds,
+            options,
+            token,
+            _running: running,
+            _step: step,
+        })
+    }
+
+    /// A partition step's result as the worker reports it. With `trace`, the output
+    /// carries the partition's timeline, its node times relative to `start_unix_micros`
+    /// (the step's start on this task's clock).
+    fn step_result(
+        &self,
+        step_id: StepId,
+        result: Result<crate::session::RunOutput, SessionError>,
+        trace: bool,
+        start_unix_micros: u64,
+    ) -> Result<PartitionOutput, WorkerError> {
         match result {
             Ok(out) => Ok(PartitionOutput {
                 tensors: out.tensors,
-                timeline: request.trace.then_some(TaskTimeline {
+                timeline: trace.then_some(TaskTimeline {
                     start_unix_micros,
                     nodes: out.metadata.nodes,
                 }),
             }),
             Err(SessionError::Cancelled) => Err(WorkerError::Aborted {
                 task: self.task.to_string(),
-                step_id: request.step_id,
+                step_id,
             }),
             Err(source) => Err(WorkerError::Step {
                 task: self.task.to_string(),
@@ -526,6 +589,18 @@ impl Worker {
         }
         cancelled
     }
+}
+
+/// A partition step admitted to run ([`Worker::admit`]). Fields drop in order: the step
+/// leaves the running list, then ends in the rendezvous.
+struct Admitted<'a> {
+    part: Arc<Partition>,
+    feeds: Vec<(Output, Tensor)>,
+    options: RunOptions,
+    /// Cancelled by [`Worker::abort_step`] and `drain`; the step's run watches it.
+    token: CancellationToken,
+    _running: RunningGuard<'a>,
+    _step: ActiveStep<'a>,
 }
 
 /// A partition step in [`Worker`]'s running list, removed (and `drain` woken when it was

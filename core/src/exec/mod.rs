@@ -9,6 +9,7 @@ mod error;
 pub(crate) mod memory;
 mod placement;
 pub(crate) mod plan;
+pub(crate) mod plan_cache;
 pub(crate) mod prune;
 pub(crate) mod resources;
 pub(crate) mod slot;

@@ -106,6 +106,14 @@ pub(crate) struct ExecPlan {
     pub(crate) fetch_slots: Vec<u32>,
 }
 
+/// A spawned step's run ([`ThreadPool::spawn_run`](crate::scheduler::ThreadPool::spawn_run))
+/// keeps its plan alive, and with it the plan's topology.
+impl AsRef<Topology> for ExecPlan {
+    fn as_ref(&self) -> &Topology {
+        &self.topology
+    }
+}
+
 impl fmt::Debug for ExecPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExecPlan")

@@ -191,13 +191,14 @@ pub fn check_transport(
     }
     passed += 1;
 
-    // 5. `run_partition_blocking` runs a step; cancelling its token aborts the step on
+    // 5. `run_partition_cancellable` runs a step; cancelling its token aborts the step on
     //    the task (a receive that would otherwise wait 30 s), naming the task, and leaves
     //    no step running there.
     let token = CancellationToken::new();
     let r = std::thread::scope(|scope| {
         let run = scope.spawn(|| {
-            transport.run_partition_blocking(
+            block_on(crate::transport::run_partition_cancellable(
+                &*transport,
                 &ta,
                 RunPartition {
                     handle: handle.clone(),
@@ -208,7 +209,7 @@ pub fn check_transport(
                     trace: false,
                 },
                 Some(&token),
-            )
+            ))
         });
         let until = Instant::now() + Duration::from_secs(10);
         while a.worker().stats().running_steps == 0 && Instant::now() < until {
@@ -221,7 +222,7 @@ pub fn check_transport(
         token.cancel();
         run.join().map(|r| (r, intruder, still_running))
     })
-    .map_err(|_| fail("run_partition_blocking", "the run panicked"))?;
+    .map_err(|_| fail("run_partition_cancellable", "the run panicked"))?;
     let (r, intruder, still_running) = r;
     if intruder.as_ref().map_err(TransportError::code) != Err(Code::NotFound) || still_running != 1
     {
@@ -233,12 +234,12 @@ pub fn check_transport(
     match r {
         Err(TransportError::Cancelled { task, step_id: s })
             if task == ta.to_string() && s == StepId::from(step_id + 3) => {}
-        other => return Err(fail("run_partition_blocking", format!("got {other:?}"))),
+        other => return Err(fail("run_partition_cancellable", format!("got {other:?}"))),
     }
     let running = a.worker().stats().running_steps;
     if running != 0 {
         return Err(fail(
-            "run_partition_blocking",
+            "run_partition_cancellable",
             format!("{running} steps still run on {ta} after the abort"),
         ));
     }

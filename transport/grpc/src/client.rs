@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use magpie_core::distributed::ClusterTimeline;
@@ -16,7 +17,7 @@ use magpie_core::tensor::Tensor;
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::auth::Credentials;
@@ -32,6 +33,16 @@ type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// A step's signature by name: feeds, fetches, targets.
 type Signature = (Vec<String>, Vec<String>, Vec<String>);
+
+/// A step's request as [`RemoteSession`] sends it, with what the answer needs.
+struct StepRequest {
+    request: proto::RunStepRequest,
+    /// The client's backstop deadline for the answer.
+    deadline: Duration,
+    /// The placement of the signature, when an earlier step brought it.
+    known: Option<Placement>,
+    signature: Signature,
+}
 
 /// Where each node of a step ran: `(node, device)`.
 pub type Placement = Arc<Vec<(String, String)>>;
@@ -63,12 +74,17 @@ pub struct RemoteSession {
     step_timeout: Option<Duration>,
     graph: Graph,
     /// Nodes of `graph` the master knows.
-    sent: Mutex<usize>,
+    sent: tokio::sync::Mutex<usize>,
     /// The placement of each signature run so far (feeds, fetches, targets by name).
     placements: Mutex<HashMap<Signature, Placement>>,
     client: Client,
+    /// Where `async_client` connects.
+    endpoint: Endpoint,
+    /// The client of the async calls, on the shared [`async_runtime`]; made on first use.
+    async_client: OnceLock<Client>,
     options: GrpcOptions,
-    /// The client's own runtime; taken only by `drop`.
+    /// The client's own runtime, driven by the thread of each blocking call; taken only
+    /// by `drop`.
     runtime: Option<Runtime>,
 }
 
@@ -143,15 +159,7 @@ pub fn connect_with(
             detail: e.to_string(),
         })?;
     let ep = endpoint(address, &options, tls).map_err(bad)?;
-    let channel = {
-        let _guard = runtime.enter();
-        ep.connect_lazy()
-    };
-    let max = options.max_message_bytes;
-    let credentials = Credentials::new(options.auth_token.clone());
-    let client = MasterServiceClient::with_interceptor(channel, credentials)
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let client = master_client(&runtime, &ep, &options);
     let def = graph.to_graph_def();
     let n = def.nodes.len();
     let req = proto::CreateSessionRequest {
@@ -172,12 +180,46 @@ pub fn connect_with(
         devices: r.devices.into_iter().map(|d| d.name).collect(),
         step_timeout: (r.step_timeout_ms > 0).then(|| Duration::from_millis(r.step_timeout_ms)),
         graph: graph.clone(),
-        sent: Mutex::new(n),
+        sent: tokio::sync::Mutex::new(n),
         placements: Mutex::new(HashMap::new()),
         client,
+        endpoint: ep,
+        async_client: OnceLock::new(),
         options,
         runtime: Some(runtime),
     })
+}
+
+/// A master client over a lazily connected channel on `runtime`.
+fn master_client(runtime: &Runtime, ep: &Endpoint, options: &GrpcOptions) -> Client {
+    let channel = {
+        let _guard = runtime.enter();
+        ep.connect_lazy()
+    };
+    let max = options.max_message_bytes;
+    let credentials = Credentials::new(options.auth_token.clone());
+    MasterServiceClient::with_interceptor(channel, credentials)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max)
+}
+
+/// The runtime of every remote session's async calls: one worker thread, started by the
+/// first async call of the process. A session's own runtime runs only while a blocking
+/// call drives it, so the futures of `run_async` (which any executor may poll) need one
+/// that runs by itself.
+fn async_runtime() -> Result<&'static Runtime, String> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("magpie-grpc-client")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Runs `call` on `runtime` within `deadline`; a failure becomes [`GrpcError::Status`]
@@ -255,22 +297,13 @@ impl RemoteSession {
     }
 
     /// Sends the nodes added to the graph since the session was created (or last
-    /// extended) to the master.
+    /// extended) to the master. Blocks the calling thread (which must not be in an async
+    /// context); async callers use [`extend_async`](Self::extend_async).
     pub fn extend(&self) -> Result<(), GrpcError> {
         self.check_open()?;
-        let mut sent = self.sent.lock();
-        // Graphs only grow: the common case (nothing new) costs no graph definition.
-        if self.graph.len() <= *sent {
+        let mut sent = self.sent.blocking_lock();
+        let Some((req, n)) = self.extension(*sent)? else {
             return Ok(());
-        }
-        let def = self.graph.to_graph_def();
-        let n = def.nodes.len();
-        let nodes = magpie_core::graph::GraphDef {
-            nodes: def.nodes[*sent..].to_vec(),
-        };
-        let req = proto::ExtendSessionRequest {
-            session_handle: self.handle.clone(),
-            nodes: Some(graph_to_wire(&nodes)?),
         };
         let mut c = self.client.clone();
         block(
@@ -282,6 +315,98 @@ impl RemoteSession {
         )?;
         *sent = n;
         Ok(())
+    }
+
+    /// [`RemoteSession::extend`] without blocking (any executor may poll it).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RemoteSession::extend`]; the future resolves to the error.
+    pub async fn extend_async(&self) -> Result<(), GrpcError> {
+        self.check_open()?;
+        // Held across the request: extensions reach the master one at a time, in order.
+        let mut sent = self.sent.lock().await;
+        let Some((req, n)) = self.extension(*sent)? else {
+            return Ok(());
+        };
+        self.call_async(self.options.request_timeout, move |mut c| async move {
+            c.extend_session(req).await
+        })
+        .await?;
+        *sent = n;
+        Ok(())
+    }
+
+    /// The request that sends the nodes after the first `sent`, and the graph's length
+    /// then; `None` when the master has them all.
+    fn extension(
+        &self,
+        sent: usize,
+    ) -> Result<Option<(proto::ExtendSessionRequest, usize)>, GrpcError> {
+        // Graphs only grow: the common case (nothing new) costs no graph definition.
+        if self.graph.len() <= sent {
+            return Ok(None);
+        }
+        let def = self.graph.to_graph_def();
+        let n = def.nodes.len();
+        let nodes = magpie_core::graph::GraphDef {
+            nodes: def.nodes[sent..].to_vec(),
+        };
+        let req = proto::ExtendSessionRequest {
+            session_handle: self.handle.clone(),
+            nodes: Some(graph_to_wire(&nodes)?),
+        };
+        Ok(Some((req, n)))
+    }
+
+    /// Runs `call` with the async client on the shared [`async_runtime`] under
+    /// `deadline`, as a future any executor may poll; dropping the future drops the
+    /// request (tonic resets its stream, and the master aborts a step it started for it).
+    fn call_async<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        call: F,
+    ) -> impl std::future::Future<Output = Result<T, GrpcError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>> + Send + 'static,
+    {
+        let target = self.target.clone();
+        let max_message = self.options.max_message_bytes;
+        let status = move |s: Status| {
+            let s = crate::message_limit::map_message_limit(s, max_message);
+            GrpcError::Status {
+                target: target.clone(),
+                code: s.code(),
+                message: explain(&target, &s),
+            }
+        };
+        let started = async_runtime()
+            .map_err(|e| GrpcError::Io {
+                what: "starting the runtime of async calls".into(),
+                detail: e,
+            })
+            .map(|rt| {
+                let client = self
+                    .async_client
+                    .get_or_init(|| master_client(rt, &self.endpoint, &self.options))
+                    .clone();
+                AbortOnDrop(
+                    rt.spawn(async move { tokio::time::timeout(deadline, call(client)).await }),
+                )
+            });
+        async move {
+            match started?.await {
+                Ok(Ok(r)) => r.map(|r| r.into_inner()).map_err(&status),
+                Ok(Err(_)) => Err(status(Status::deadline_exceeded(format!(
+                    "no answer within {deadline:?}"
+                )))),
+                Err(e) => Err(status(Status::cancelled(format!(
+                    "the request's task ended: {e}"
+                )))),
+            }
+        }
     }
 
     /// The name of a node of the session's graph; a handle of another graph fails as a
@@ -320,7 +445,8 @@ impl RemoteSession {
     }
 
     /// Runs one step: fetches come back in order. Nodes added to the graph since the last
-    /// step are sent to the master first.
+    /// step are sent to the master first. Blocks the calling thread (which must not be in
+    /// an async context); async callers use [`run_async`](Self::run_async).
     pub fn run(
         &self,
         feeds: &[(Output, Tensor)],
@@ -329,6 +455,43 @@ impl RemoteSession {
     ) -> Result<Vec<Tensor>, GrpcError> {
         self.check_open()?;
         self.extend()?;
+        let (feeds, fetches, targets) = self.names(feeds, fetches, targets)?;
+        let (feeds, fetches, targets) = (named(&feeds), strs(&fetches), strs(&targets));
+        Ok(self.run_named(&feeds, &fetches, &targets, None)?.tensors)
+    }
+
+    /// [`RemoteSession::run`] without blocking: any executor may poll the future, which
+    /// holds no thread while it waits (the request runs on a runtime shared by every
+    /// session's async calls). **Dropping it cancels the step**: the request is reset,
+    /// and the master aborts the step on every task.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RemoteSession::run`]; the future resolves to the error.
+    pub async fn run_async(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>, GrpcError> {
+        self.check_open()?;
+        self.extend_async().await?;
+        let (feeds, fetches, targets) = self.names(feeds, fetches, targets)?;
+        let (feeds, fetches, targets) = (named(&feeds), strs(&fetches), strs(&targets));
+        Ok(self
+            .run_named_async(&feeds, &fetches, &targets, None)
+            .await?
+            .tensors)
+    }
+
+    /// The names of a step's feeds, fetches and targets.
+    #[allow(clippy::type_complexity)]
+    fn names(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<(Vec<(String, Tensor)>, Vec<String>, Vec<String>), GrpcError> {
         let feeds = feeds
             .iter()
             .map(|(o, t)| Ok((self.output_name(*o, "feed")?, t.clone())))
@@ -341,15 +504,12 @@ impl RemoteSession {
             .iter()
             .map(|n| self.name(*n, "target"))
             .collect::<Result<Vec<_>, _>>()?;
-        let feeds: Vec<(&str, Tensor)> =
-            feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-        let fetches: Vec<&str> = fetches.iter().map(String::as_str).collect();
-        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-        Ok(self.run_named(&feeds, &fetches, &targets, None)?.tensors)
+        Ok((feeds, fetches, targets))
     }
 
     /// Runs one step with feeds, fetches (`"node:0"`) and targets (`"node"`) by name,
-    /// under `timeout` (the master's default when `None`).
+    /// under `timeout` (the master's default when `None`). Blocks like
+    /// [`run`](Self::run).
     pub fn run_named(
         &self,
         feeds: &[(&str, Tensor)],
@@ -375,8 +535,56 @@ impl RemoteSession {
         fetches: &[&str],
         targets: &[&str],
     ) -> Result<RemoteRunOutput, GrpcError> {
-        let timeout = options.timeout;
         self.check_open()?;
+        let step = self.step_request(options, feeds, fetches, targets)?;
+        let mut c = self.client.clone();
+        let max = self.options.max_message_bytes;
+        let req = step.request;
+        let r = block(self.rt(), &self.target, max, step.deadline, async move {
+            c.run_step(req).await
+        })?;
+        self.step_output(r, step.known, step.signature, options.trace)
+    }
+
+    /// [`RemoteSession::run_named`] without blocking; dropping the future cancels the
+    /// step as for [`run_async`](Self::run_async).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RemoteSession::run`]; the future resolves to the error.
+    pub async fn run_named_async(
+        &self,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<RemoteRunOutput, GrpcError> {
+        self.check_open()?;
+        let options = RunOptions {
+            timeout,
+            ..RunOptions::default()
+        };
+        let step = self.step_request(&options, feeds, fetches, targets)?;
+        let req = step.request;
+        let r = self
+            .call_async(
+                step.deadline,
+                move |mut c| async move { c.run_step(req).await },
+            )
+            .await?;
+        self.step_output(r, step.known, step.signature, false)
+    }
+
+    /// A step's request, the client's backstop deadline for its answer, and what the
+    /// client knows of the step's signature.
+    fn step_request(
+        &self,
+        options: &RunOptions,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+    ) -> Result<StepRequest, GrpcError> {
+        let timeout = options.timeout;
         let feeds = feeds
             .iter()
             .map(|(n, t)| {
@@ -410,11 +618,24 @@ impl RemoteSession {
             .unwrap_or(self.options.request_timeout)
             .saturating_add(self.options.step_grace)
             .saturating_add(self.options.client_backstop);
-        let mut c = self.client.clone();
-        let max = self.options.max_message_bytes;
-        let r = block(self.rt(), &self.target, max, deadline, async move {
-            c.run_step(req).await
-        })?;
+        Ok(StepRequest {
+            request: req,
+            deadline,
+            known,
+            signature,
+        })
+    }
+
+    /// A step's answer as the client reports it: the placement is `known` from an
+    /// earlier step of `signature`, or read (and kept) from this answer; with `trace`,
+    /// the answer's timelines.
+    fn step_output(
+        &self,
+        r: proto::RunStepResponse,
+        known: Option<Placement>,
+        signature: Signature,
+        trace: bool,
+    ) -> Result<RemoteRunOutput, GrpcError> {
         Ok(RemoteRunOutput {
             tensors: r
                 .tensors
@@ -444,7 +665,7 @@ impl RemoteSession {
                     p
                 }
             },
-            timeline: match options.trace {
+            timeline: match trace {
                 true => Some(cluster_timeline_from_wire(&r.timelines)?),
                 false => None,
             },
@@ -540,6 +761,36 @@ impl Drop for RemoteSession {
             // the master's idle timeout.
             tracing::warn!(error = %e, "could not close a remote session on drop");
         }
+    }
+}
+
+/// Borrows each name as a `&str`.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Borrows each feed's name as a `&str`.
+fn named(v: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
+    v.iter().map(|(n, t)| (n.as_str(), t.clone())).collect()
+}
+
+/// A task on a runtime, aborted when its handle is dropped before it ended.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

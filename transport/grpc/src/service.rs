@@ -3,10 +3,14 @@
 //! (remote sessions, served by the task's [`Master`](magpie_core::distributed::Master)).
 //! Plain structs over a [`TaskServer`], testable without sockets. Every request is
 //! validated: malformed ones get `INVALID_ARGUMENT` (or `NOT_FOUND` for an unknown
-//! session handle) with a message saying what was wrong, and nothing panics. Blocking
-//! calls into core run on tokio's blocking pool, never on the runtime's workers. A step's
-//! handler (`RunStep`, `RunPartition`) holds a guard that cancels the step when tonic
-//! drops the handler because its client went away: the step is aborted on every task.
+//! session handle) with a message saying what was wrong, and nothing panics. Steps
+//! (`RunStep`, `RunPartition`) await core's async paths
+//! ([`MasterSession::run_async_with_options`],
+//! [`Worker::run_partition_async`](magpie_core::distributed::Worker::run_partition_async))
+//! on the runtime, with no thread of their own; when tonic drops a step's handler because
+//! its client went away, the step's future is dropped, which aborts the step on every
+//! task. The other calls into core that block (opening, extending and closing sessions,
+//! registering partitions) run on tokio's blocking pool, never on the runtime's workers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,6 +115,26 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
             t.cancel();
+        }
+    }
+}
+
+/// Holds a master session in an async handler. Dropping a session's last reference
+/// closes it, which waits for its tasks to release its partitions: when this holds the
+/// last one, the drop happens on tokio's blocking pool, never on a runtime worker.
+struct OffRuntime(Option<Arc<MasterSession>>);
+
+impl OffRuntime {
+    fn get(&self) -> &MasterSession {
+        self.0.as_ref().expect("set until dropped")
+    }
+}
+
+impl Drop for OffRuntime {
+    fn drop(&mut self) {
+        let last = self.0.take().and_then(Arc::into_inner);
+        if let Some(session) = last {
+            drop(tokio::task::spawn_blocking(move || drop(session)));
         }
     }
 }
@@ -221,27 +245,24 @@ impl proto::worker_service_server::WorkerService for WorkerService {
             .map(tensor_from_wire)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| wire_to_status(&e))?;
-        let server = Arc::clone(&self.server);
-        // A master that goes away mid-step (its connection closes) aborts the step here.
-        let (guard, cancel) = CancelOnDrop::new();
-        let fetches = blocking(move || {
-            server
-                .worker()
-                .run_partition_cancellable(
-                    RunPartition {
-                        handle: PartitionHandle(r.handle),
-                        session: r.session,
-                        step_id,
-                        feeds,
-                        timeout: Duration::from_millis(r.timeout_ms.max(1)),
-                        trace: r.trace,
-                    },
-                    Some(&cancel),
-                )
-                .map_err(worker_to_status)
-        })
-        .await;
-        guard.disarm();
+        // A master that goes away mid-step (its connection closes) makes tonic drop this
+        // handler, and with it the step's future, which aborts the step here.
+        let fetches = self
+            .server
+            .worker()
+            .run_partition_async(
+                RunPartition {
+                    handle: PartitionHandle(r.handle),
+                    session: r.session,
+                    step_id,
+                    feeds,
+                    timeout: Duration::from_millis(r.timeout_ms.max(1)),
+                    trace: r.trace,
+                },
+                None,
+            )
+            .await
+            .map_err(worker_to_status);
         let fetches = fetches.inspect_err(|e| {
             tracing::warn!(
                 task = %self.server.task(),
@@ -467,50 +488,43 @@ impl MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
         let omit_placement = r.omit_placement;
-        let session = self.session(&r.session_handle)?;
-        // A client that goes away mid-step (this handler is dropped) aborts the step on
-        // every task.
-        let (guard, cancel) = CancelOnDrop::new();
-        // Everything that holds the session happens off the runtime (see extend_session).
-        let out = blocking(move || {
-            let graph = session.graph();
-            let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());
-            for f in &r.feeds {
-                let out = output(graph, &f.name, "feed")?;
-                let t = f.tensor.as_ref().ok_or_else(|| {
-                    status(
-                        Code::InvalidArgument,
-                        format!("feed {:?} has no tensor", f.name),
-                    )
-                })?;
-                let t = tensor_from_wire(t).map_err(|e| {
-                    status(Code::InvalidArgument, format!("feed {:?}: {e}", f.name))
-                })?;
-                feeds.push((out, t));
-            }
-            let fetches = r
-                .fetches
-                .iter()
-                .map(|n| output(graph, n, "fetch"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let targets = r
-                .targets
-                .iter()
-                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let options = RunOptions {
-                timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
-                cancel: Some(cancel),
-                trace: r.trace,
-                ..RunOptions::default()
-            };
-            session
-                .run_with_options(&options, &feeds, &fetches, &targets)
-                .map_err(|e| master_to_status(&e))
-        })
-        .await;
-        guard.disarm();
-        let out = out?;
+        let held = OffRuntime(Some(self.session(&r.session_handle)?));
+        let session = held.get();
+        let graph = session.graph();
+        let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());
+        for f in &r.feeds {
+            let out = output(graph, &f.name, "feed")?;
+            let t = f.tensor.as_ref().ok_or_else(|| {
+                status(
+                    Code::InvalidArgument,
+                    format!("feed {:?} has no tensor", f.name),
+                )
+            })?;
+            let t = tensor_from_wire(t)
+                .map_err(|e| status(Code::InvalidArgument, format!("feed {:?}: {e}", f.name)))?;
+            feeds.push((out, t));
+        }
+        let fetches = r
+            .fetches
+            .iter()
+            .map(|n| output(graph, n, "fetch"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let targets = r
+            .targets
+            .iter()
+            .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RunOptions {
+            timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+            trace: r.trace,
+            ..RunOptions::default()
+        };
+        // A client that goes away mid-step makes tonic drop this handler, and with it the
+        // step's future, which aborts the step on every task.
+        let out = session
+            .run_async_with_options(&options, &feeds, &fetches, &targets)
+            .await
+            .map_err(|e| master_to_status(&e))?;
         let tensors = out
             .tensors
             .iter()

@@ -12,7 +12,7 @@
 //! [`GrpcOptions::auth_token`] set, every request carries the cluster token.
 //!
 //! Requests run on a tokio runtime (the server's, or one the transport owns), so the
-//! futures it returns can be polled by any executor — the master's `block_on` included.
+//! futures it returns can be polled by any executor.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -23,7 +23,6 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::TaskServer;
-use magpie_core::scheduler::CancellationToken;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey, RunPartition,
@@ -427,20 +426,13 @@ impl Transport for GrpcTransport {
         request: RunPartition,
     ) -> BoxFuture<'static, Result<PartitionOutput, TransportError>> {
         if let Some(s) = self.local(task) {
-            // The worker's local session blocks its caller: the blocking pool runs it.
-            let join = self.inner.handle.spawn_blocking(move || {
-                s.worker()
-                    .run_partition(request)
-                    .map_err(|e| e.into_transport())
-            });
-            let task = task.to_string();
+            // A direct call: the step runs on the task's pool, no thread waits for it, and
+            // dropping the future aborts it.
             return async move {
-                join.await.unwrap_or_else(|e| {
-                    Err(TransportError::Unreachable {
-                        task,
-                        detail: format!("the step's thread failed: {e}"),
-                    })
-                })
+                s.worker()
+                    .run_partition_async(request, None)
+                    .await
+                    .map_err(|e| e.into_transport())
             }
             .boxed();
         }
@@ -488,22 +480,6 @@ impl Transport for GrpcTransport {
                 .map_err(|e| Status::internal(format!("task {t} returned a bad timeline: {e}")))?;
             Ok(PartitionOutput { tensors, timeline })
         })
-    }
-
-    fn run_partition_blocking(
-        &self,
-        task: &TaskName,
-        request: RunPartition,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<PartitionOutput, TransportError> {
-        if let Some(s) = self.local(task) {
-            // The caller may block: the step runs right here, with no hand-off.
-            return s
-                .worker()
-                .run_partition_cancellable(request, cancel)
-                .map_err(|e| e.into_transport());
-        }
-        magpie_core::transport::run_partition_blocking(self, task, request, cancel)
     }
 
     fn send(

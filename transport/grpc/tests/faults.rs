@@ -352,3 +352,54 @@ fn a_session_whose_client_vanished_is_closed_once_idle_and_a_used_one_is_kept() 
     );
     m.stop(Duration::from_secs(1));
 }
+
+#[test]
+fn an_async_step_runs_and_dropping_it_leaves_no_step_behind() {
+    let (m, w) = cluster();
+    let g = Graph::new();
+    let x = op(&on(&g, "/job:m/task:0"), "x", "TestThree", &[]);
+    let remote = op(&on(&g, "/job:w/task:0"), "remote", "TestPass", &[x]);
+    let hang_here = op(&on(&g, "/job:m/task:0"), "hang_here", "TestHang", &[]);
+    let hang_there = op(&on(&g, "/job:w/task:0"), "hang_there", "TestHang", &[]);
+    let after = op(&on(&g, "/job:m/task:0"), "after", "TestPass", &[hang_there]);
+    let s = magpie_grpc::connect(&format!("grpc://{}", m.local_addr()), &g).unwrap();
+    // Polled by a plain executor, with no tokio runtime around.
+    let out = futures::executor::block_on(s.run_async(&[], &[x, remote], &[])).unwrap();
+    assert_eq!(out, vec![Tensor::scalar(3.0f32), Tensor::scalar(3.0f32)]);
+
+    for (fetch, partitions) in [(hang_here, 1), (after, 2)] {
+        let fetches = [fetch];
+        let mut step = Box::pin(s.run_async(&[], &fetches, &[]));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        eventually(Duration::from_secs(30), || {
+            assert!(
+                std::future::Future::poll(step.as_mut(), &mut cx).is_pending(),
+                "a hanging step ended"
+            );
+            match leftovers(&m, &w) {
+                (1, p, _, _) if p == partitions => Ok(()),
+                left => Err(format!(
+                    "the step never started on {partitions} task(s): {left:?}"
+                )),
+            }
+        });
+        // The client drops the step: its request is reset, and the master aborts the
+        // step on every task.
+        drop(step);
+        eventually(Duration::from_secs(30), || match leftovers(&m, &w) {
+            (0, 0, 0, 0) => Ok(()),
+            left => Err(format!("steps left behind after the drop: {left:?}")),
+        });
+    }
+    // The session and both servers keep serving, async and blocking.
+    let out = futures::executor::block_on(s.run_async(&[], &[remote], &[])).unwrap();
+    assert_eq!(out, vec![Tensor::scalar(3.0f32)]);
+    assert_eq!(
+        s.run(&[], &[remote], &[]).unwrap(),
+        vec![Tensor::scalar(3.0f32)]
+    );
+    drop(s);
+    m.stop(Duration::from_secs(2));
+    w.stop(Duration::from_secs(2));
+}

@@ -3,9 +3,9 @@
 //! The in-process transport: every task of a cluster runs in this process, registered
 //! under its address in an [`InMemNetwork`]. Requests are direct calls into the task's
 //! [`Worker`](magpie_core::distributed::Worker); tensors move as `Arc`s, never copied.
-//! A step runs each partition on a thread of its own (the worker's local session blocks
-//! its caller), taken from a set of reusable step threads, so the master's futures never
-//! block a thread and no step starts a thread once the set has grown.
+//! A partition step runs on the task's scheduler pool through the worker's async path
+//! ([`Worker::run_partition_async`](magpie_core::distributed::Worker::run_partition_async)):
+//! the transport starts no thread, and the master's futures hold none while they wait.
 //!
 //! - [`InMemServer`]: start a task, [`stop`](InMemServer::stop) it (refuse new steps,
 //!   drain, free the address), [`join`](InMemServer::join) it;
@@ -15,7 +15,6 @@
 
 mod network;
 mod server;
-mod step_threads;
 mod transport;
 
 pub use network::InMemNetwork;

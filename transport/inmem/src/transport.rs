@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use futures::channel::oneshot;
 use futures::future::{BoxFuture, FutureExt};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::TaskServer;
@@ -15,24 +14,18 @@ use magpie_core::transport::{
 use magpie_core::StepId;
 
 use crate::network::InMemNetwork;
-use crate::step_threads::StepThreads;
 
 /// The in-process transport of one cluster.
 #[derive(Debug, Clone)]
 pub struct InMemTransport {
     network: Arc<InMemNetwork>,
     cluster: ClusterSpec,
-    threads: StepThreads,
 }
 
 impl InMemTransport {
     /// Reaches `cluster`'s tasks in `network`.
     pub fn new(network: Arc<InMemNetwork>, cluster: ClusterSpec) -> InMemTransport {
-        InMemTransport {
-            network,
-            cluster,
-            threads: StepThreads::default(),
-        }
+        InMemTransport { network, cluster }
     }
 
     fn server(&self, task: &TaskName) -> Result<Arc<TaskServer>, TransportError> {
@@ -93,30 +86,14 @@ impl Transport for InMemTransport {
             Ok(s) => s,
             Err(e) => return ready(Err(e)),
         };
-        // The worker's local session blocks its caller until the step ends (at the
-        // latest at the request's deadline): give it a thread of its own.
-        let (tx, rx) = oneshot::channel();
-        let spawned = self.threads.spawn(format!("inmem-step {task}"), move || {
-            let r = server
-                .worker()
-                .run_partition(request)
-                .map_err(|e| e.into_transport());
-            let _ = tx.send(r);
-        });
-        let task_name = task.to_string();
-        if let Err(e) = spawned {
-            return ready(Err(TransportError::Unreachable {
-                task: task_name,
-                detail: format!("cannot start a step thread: {e}"),
-            }));
-        }
+        // The step runs on the task's pool; the future waits for it without a thread,
+        // and dropping it aborts the step there.
         async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(TransportError::Unreachable {
-                    task: task_name,
-                    detail: "the step's thread ended without an answer".into(),
-                })
-            })
+            server
+                .worker()
+                .run_partition_async(request, None)
+                .await
+                .map_err(|e| e.into_transport())
         }
         .boxed()
     }

@@ -1,0 +1,163 @@
+//! The Magpie side of `scripts/bench-vs-tensorflow`: the same graphs as
+//! `scripts/bench_vs_tensorflow.py` builds in TensorFlow, run through a local session,
+//! one JSON line per workload on stdout (median, min and max of `--reps` timed steps
+//! after `--warmup` untimed ones). Not a criterion bench: the script alternates this
+//! program and TensorFlow's in rounds and divides the medians of the same round.
+//!
+//! - `chain`: a placeholder then 10,000 scalar adds of a constant, in a line;
+//! - `fan_tree`: 10,000 scalar adds fanned out from one placeholder, reduced by a binary
+//!   tree of 9,999 adds;
+//! - `mlp`: one step of a small MLP: `relu(x[64,256] · w1[256,256] + b1) · w2[256,10] + b2`.
+//!
+//! Threads: `--workers N` scheduler workers (the calling thread also runs tasks of its
+//! own step, so up to N + 1 threads run tasks). Run:
+//! `cargo bench --bench vs_tensorflow -- --workers 2 --reps 50`.
+
+use std::time::Instant;
+
+use magpie::{DType, Graph, Output, Session, Tensor};
+
+const N: usize = 10_000;
+
+struct Workload {
+    name: &'static str,
+    graph: Graph,
+    feed: Output,
+    value: Tensor,
+    fetch: Output,
+    ops: usize,
+}
+
+fn chain() -> Workload {
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let one = g.constant(1.0f32).unwrap();
+    let mut acc = x;
+    for _ in 0..N {
+        acc = g.add(acc, one).unwrap();
+    }
+    Workload {
+        name: "chain",
+        graph: g,
+        feed: x,
+        value: Tensor::scalar(0.0f32),
+        fetch: acc,
+        ops: N,
+    }
+}
+
+fn fan_tree() -> Workload {
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let one = g.constant(1.0f32).unwrap();
+    let mut level: Vec<Output> = (0..N).map(|_| g.add(x, one).unwrap()).collect();
+    let mut ops = N;
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        for pair in level.chunks(2) {
+            match pair {
+                [a, b] => {
+                    next.push(g.add(*a, *b).unwrap());
+                    ops += 1;
+                }
+                [a] => next.push(*a),
+                _ => unreachable!(),
+            }
+        }
+        level = next;
+    }
+    Workload {
+        name: "fan_tree",
+        graph: g,
+        feed: x,
+        value: Tensor::scalar(0.0f32),
+        fetch: level[0],
+        ops,
+    }
+}
+
+/// Deterministic values in [-0.5, 0.5), the same formula as the Python side.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32) / 1000.0 - 0.5)
+        .collect()
+}
+
+fn mlp() -> Workload {
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let c = |dims: &[usize], seed| {
+        let n = dims.iter().product();
+        g.constant(Tensor::from_vec(dims, values(n, seed)).unwrap())
+            .unwrap()
+    };
+    let (w1, b1, w2, b2) = (
+        c(&[256, 256], 1),
+        c(&[256], 2),
+        c(&[256, 10], 3),
+        c(&[10], 4),
+    );
+    let h = g
+        .relu(g.add(g.matmul(x, w1).unwrap(), b1).unwrap())
+        .unwrap();
+    let y = g.add(g.matmul(h, w2).unwrap(), b2).unwrap();
+    Workload {
+        name: "mlp",
+        graph: g,
+        feed: x,
+        value: Tensor::from_vec([64, 256], values(64 * 256, 0)).unwrap(),
+        fetch: y,
+        ops: 6,
+    }
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let workers = arg(&args, "--workers", 2);
+    let reps = arg(&args, "--reps", 30).max(1);
+    let warmup = arg(&args, "--warmup", 5);
+    for w in [chain(), fan_tree(), mlp()] {
+        let mut opts = magpie::local_options();
+        opts.num_workers = Some(workers);
+        let s = Session::new(&w.graph, opts).expect("session");
+        let feeds = [(w.feed, w.value.clone())];
+        let mut check = 0.0f64;
+        for _ in 0..warmup {
+            s.run(&feeds, &[w.fetch], &[]).expect("step");
+        }
+        let mut times: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let out = s.run(&feeds, &[w.fetch], &[]).expect("step");
+                let secs = t.elapsed().as_secs_f64();
+                check = out[0]
+                    .to_vec::<f32>()
+                    .expect("f32")
+                    .iter()
+                    .map(|v| *v as f64)
+                    .sum();
+                secs
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"side\":\"magpie\",\"workload\":\"{}\",\"ops\":{},\"threads\":{},\
+             \"median_s\":{:e},\"min_s\":{:e},\"max_s\":{:e},\"check\":{}}}",
+            w.name,
+            w.ops,
+            workers + 1,
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1],
+            check
+        );
+    }
+}
