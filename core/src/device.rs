@@ -111,6 +111,21 @@ pub trait Device: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// [`Device::sync`] as a future, for steps run without blocking
+    /// (`Session::run_async`, and so every cluster step): it resolves once every kernel
+    /// launched on this device so far has finished, and must not block the thread that
+    /// polls it (default: [`Device::sync`] at once, for devices whose `sync` never
+    /// waits). A device whose `sync` waits overrides this.
+    ///
+    /// # Errors
+    /// As [`Device::sync`]; the future resolves to the error.
+    fn sync_async(
+        &self,
+    ) -> crate::kernel::async_support::BoxFuture<'static, Result<(), crate::kernel::KernelError>>
+    {
+        Box::pin(std::future::ready(self.sync()))
+    }
+
     /// Where this device's kernels keep tensors (default: host memory).
     fn memory_space(&self) -> MemorySpace {
         MemorySpace::Host

@@ -550,7 +550,7 @@ impl Session {
                 Some(run) => run.await,
                 None => Ok(()),
             };
-            step.finish(result)
+            step.finish_async(result).await
         }
     }
 
@@ -648,18 +648,34 @@ struct PreparedStep {
 }
 
 impl PreparedStep {
-    /// The step's output once its run ended with `result`: the fetches, or the run's
-    /// error named after the node involved.
+    /// The step's output once its run ended with `result`, on a thread that may block:
+    /// the fetches, or the run's error named after the node involved.
     fn finish(self, result: Result<(), RunError<SessionError>>) -> Result<RunOutput, SessionError> {
-        let PreparedStep {
-            plan,
-            state,
-            started,
-            step_id,
-            timeout,
-            counters_before,
-            ..
-        } = self;
+        self.check(result)?;
+        // Work that completes asynchronously on a device (a GPU's queue) is finished
+        // before the step returns: its results are final and its errors are the step's.
+        for d in self.used_devices() {
+            d.sync().map_err(|e| sync_error(&d, e))?;
+        }
+        self.outputs()
+    }
+
+    /// [`PreparedStep::finish`] for a step run without blocking: the devices' work is
+    /// awaited ([`Device::sync_async`]), never waited for on the polling thread.
+    async fn finish_async(
+        self,
+        result: Result<(), RunError<SessionError>>,
+    ) -> Result<RunOutput, SessionError> {
+        self.check(result)?;
+        for d in self.used_devices() {
+            d.sync_async().await.map_err(|e| sync_error(&d, e))?;
+        }
+        self.outputs()
+    }
+
+    /// The run's error, named after the node involved.
+    fn check(&self, result: Result<(), RunError<SessionError>>) -> Result<(), SessionError> {
+        let plan = &self.plan;
         result.map_err(|e| match e {
             RunError::Task { error, .. } => error,
             RunError::Panicked { task, message } => {
@@ -673,20 +689,30 @@ impl PreparedStep {
             }
             RunError::Cancelled => SessionError::Cancelled,
             RunError::DeadlineExceeded => {
-                SessionError::DeadlineExceeded(timeout.unwrap_or_default())
+                SessionError::DeadlineExceeded(self.timeout.unwrap_or_default())
             }
             other => SessionError::Scheduler(other.to_string()),
-        })?;
-        // Work that completes asynchronously on a device (a GPU's queue) is finished
-        // before the step returns: its results are final and its errors are the step's.
-        for d in plan.used_devices.iter().map(|&i| &plan.devices[i]) {
-            d.sync().map_err(|e| SessionError::Kernel {
-                node: "(end of step)".into(),
-                op: "_SyncDevice".into(),
-                device: d.name().to_string(),
-                source: Box::new(e),
-            })?;
-        }
+        })
+    }
+
+    /// The devices the step's nodes ran on.
+    fn used_devices(&self) -> Vec<Arc<dyn Device>> {
+        (self.plan.used_devices.iter())
+            .map(|&i| Arc::clone(&self.plan.devices[i]))
+            .collect()
+    }
+
+    /// The fetches and metadata of a step that succeeded; the step's slots go back to
+    /// the plan.
+    fn outputs(self) -> Result<RunOutput, SessionError> {
+        let PreparedStep {
+            plan,
+            state,
+            started,
+            step_id,
+            counters_before,
+            ..
+        } = self;
         let mut tensors = Vec::with_capacity(plan.fetch_slots.len());
         for s in &plan.fetch_slots {
             let t = state.read(*s).ok_or_else(|| {
@@ -709,6 +735,16 @@ impl PreparedStep {
             plan.slot_pool.give(state.into_slots());
         }
         Ok(RunOutput { tensors, metadata })
+    }
+}
+
+/// A device's failure to finish a step's work, as the step's error.
+fn sync_error(device: &Arc<dyn Device>, e: crate::kernel::KernelError) -> SessionError {
+    SessionError::Kernel {
+        node: "(end of step)".into(),
+        op: "_SyncDevice".into(),
+        device: device.name().to_string(),
+        source: Box::new(e),
     }
 }
 

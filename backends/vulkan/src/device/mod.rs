@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
+use magpie_core::kernel::async_support::BoxFuture;
 use magpie_core::KernelError;
 use vulkano::buffer::Subbuffer;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
@@ -140,6 +141,15 @@ impl Device for VulkanDevice {
         let done = self.shared.stream.sync("_SyncDevice", &self.name)?;
         // The waiter thread bounds this wait by the device's deadline.
         futures::executor::block_on(done)
+    }
+
+    fn sync_async(&self) -> BoxFuture<'static, Result<(), KernelError>> {
+        // The same completion, awaited: the waiter thread resolves it (by the device's
+        // deadline at the latest), so the polling thread never blocks.
+        match self.shared.stream.sync("_SyncDevice", &self.name) {
+            Ok(done) => Box::pin(done),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
