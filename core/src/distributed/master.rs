@@ -161,8 +161,18 @@ impl Master {
         Ok(())
     }
 
-    /// Every device of the cluster, the master task's first. Fails naming the first
-    /// task that cannot be reached.
+    /// Every device of the cluster, the master task's first. Tasks that cannot be reached
+    /// yet are asked again, with backoff, for up to [`MasterOptions::peer_wait`] (the
+    /// calling thread blocks meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Stopping`] once [`Master::begin_stop`] was called.
+    /// - [`MasterError::PeersMissing`], naming every task still unreachable, when
+    ///   [`MasterOptions::peer_wait`] passes; with a zero `peer_wait`, the first
+    ///   [`TransportError::Unreachable`] as [`MasterError::Transport`] at once.
+    /// - [`MasterError::Transport`] when a task answers with another error (it refuses
+    ///   work, it failed): such a task is not waited for.
     pub fn cluster_devices(&self) -> Result<Vec<DeviceInfo>, MasterError> {
         let mut tasks = self.cluster.tasks();
         tasks.sort_by_key(|t| *t != self.task);
@@ -222,7 +232,15 @@ impl Master {
 
     /// Opens a session over `graph` (which may keep growing). Its name on the workers
     /// (`<task>/session/<32 hex digits>`) carries 128 random bits: aborts and tensors
-    /// for its steps must name it.
+    /// for its steps must name it. Lists the cluster's devices first
+    /// ([`Master::cluster_devices`]), so it may wait for tasks that are not up yet.
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Stopping`] once [`Master::begin_stop`] was called.
+    /// - [`MasterError::PeersMissing`] or [`MasterError::Transport`] when the cluster's
+    ///   tasks cannot be listed (see [`Master::cluster_devices`]).
+    /// - [`MasterError::Internal`] when no random bits can be drawn for the session name.
     pub fn create_session(self: &Arc<Self>, graph: &Graph) -> Result<MasterSession, MasterError> {
         self.check_serving()?;
         let devices = self.cluster_devices()?;
@@ -368,7 +386,25 @@ impl MasterSession {
         &self.devices
     }
 
-    /// Runs one step: fetches come back in order.
+    /// Runs one step: fetches come back in order. The calling thread blocks until the
+    /// step ends, at the latest at the master's [`MasterOptions::step_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Closed`] after [`MasterSession::close`];
+    ///   [`MasterError::Stopping`] once the master stops.
+    /// - The first run of a signature prunes, places and registers it:
+    ///   [`MasterError::Graph`] for a feed, fetch or target that is not an output of the
+    ///   graph; [`MasterError::NoMatchingDevice`], [`MasterError::NoKernel`] or
+    ///   [`MasterError::BadColocation`] for a node that cannot be placed;
+    ///   [`MasterError::Transport`] when a task refuses or fails the registration.
+    /// - [`MasterError::BadFeed`] for a fed tensor whose dtype or shape does not fit its
+    ///   output, naming the client's node.
+    /// - [`MasterError::Step`] when a task fails the step or cannot be reached during it:
+    ///   the root cause, naming its task (a kernel's error, a
+    ///   [`TransportError::DeadlineExceeded`] past the step's deadline, ...). A task that
+    ///   restarted is registered again and the step retried once before this is reported.
+    /// - [`MasterError::Internal`] when no random bits can be drawn for the step id.
     pub fn run(
         &self,
         feeds: &[(Output, Tensor)],
@@ -388,6 +424,12 @@ impl MasterSession {
     /// Blocks the calling thread until the step ends (it waits on
     /// [`run_async_with_options`](Self::run_async_with_options)); async callers — a
     /// server's handlers — use that instead.
+    ///
+    /// # Errors
+    ///
+    /// As for [`MasterSession::run`] (`options.timeout` replaces the master's default
+    /// deadline), and [`MasterError::Cancelled`] when `options.cancel` is cancelled
+    /// before the step ends.
     pub fn run_with_options(
         &self,
         options: &RunOptions,
