@@ -80,6 +80,129 @@ const PEER_RETRY_FIRST: Duration = Duration::from_millis(50);
 const PEER_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The master service of one task.
+///
+/// A master and a worker assembled by hand over one task (a
+/// [`TaskServer`](super::TaskServer) does this, with the server lifecycle). The hidden
+/// lines define a `CPU`-type device, `Placeholder`'s kernel and a transport that hands
+/// each request to the worker, as in the [`TaskServer`](super::TaskServer) example.
+///
+/// ```
+/// # use std::sync::{Arc, OnceLock};
+/// # use std::time::Duration;
+/// #
+/// # use magpie_core::cluster::ClusterSpec;
+/// # use magpie_core::device::Device;
+/// # use magpie_core::distributed::{ServerOptions, Worker, WorkerError};
+/// # use magpie_core::graph::{DeviceName, Graph};
+/// # use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
+/// # use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// # use magpie_core::registry::{KernelKey, KernelRegistry};
+/// # use magpie_core::tensor::{DType, Tensor};
+/// # use magpie_core::transport::{
+/// #     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+/// #     RunPartition, TaskName, Transport, TransportError,
+/// # };
+/// # use magpie_core::StepId;
+/// #
+/// # #[derive(Debug)]
+/// # struct Host(DeviceName);
+/// # impl Device for Host {
+/// #     fn name(&self) -> &DeviceName { &self.0 }
+/// #     fn as_any(&self) -> &dyn std::any::Any { self }
+/// # }
+/// #
+/// # /// A placeholder's kernel runs only when a step forgets to feed it.
+/// # struct Unfed;
+/// # impl Kernel for Unfed {
+/// #     fn compute(&self, _: &mut KernelContext<'_>) -> Result<(), KernelError> {
+/// #         Err(KernelError::InvalidArgument("a placeholder must be fed".into()))
+/// #     }
+/// # }
+/// #
+/// # /// Reaches the one worker of this process.
+/// # #[derive(Debug, Default)]
+/// # struct Loopback(OnceLock<Arc<Worker>>);
+/// #
+/// # impl Loopback {
+/// #     fn worker(&self) -> Arc<Worker> {
+/// #         Arc::clone(self.0.get().expect("the worker is set before any request"))
+/// #     }
+/// # }
+/// #
+/// # type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
+/// #
+/// # impl Transport for Loopback {
+/// #     fn list_devices(&self, _: &TaskName) -> Answer<Vec<DeviceInfo>> {
+/// #         let devices = self.worker().device_infos();
+/// #         async move { Ok(devices) }.boxed()
+/// #     }
+/// #     fn register_partition(&self, _: &TaskName, r: RegisterPartition) -> Answer<PartitionHandle> {
+/// #         let answer = self.worker().register_partition(r).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn run_partition(&self, _: &TaskName, r: RunPartition) -> Answer<PartitionOutput> {
+/// #         let worker = self.worker();
+/// #         async move { worker.run_partition_async(r, None).await.map_err(WorkerError::into_transport) }
+/// #             .boxed()
+/// #     }
+/// #     fn send(&self, _: &TaskName, session: &str, key: RendezvousKey, t: Tensor) -> Answer<()> {
+/// #         let answer = self.worker().deliver(session, key, t).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn abort_step(&self, _: &TaskName, session: &str, step: StepId) -> Answer<()> {
+/// #         let answer = self.worker().abort_step(session, step).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn release_session(&self, _: &TaskName, session: &str) -> Answer<()> {
+/// #         self.worker().release_session(session);
+/// #         async { Ok(()) }.boxed()
+/// #     }
+/// # }
+/// #
+/// use magpie_core::distributed::{Master, MasterError, MasterOptions};
+/// # let cpu = DeviceName::parse("/job:local/replica:0/task:0/device:CPU:0")?;
+/// # let kernels = KernelRegistry::new();
+/// # kernels.register(KernelKey::new("Placeholder", "CPU"), |_: &KernelInit<'_>| {
+/// #     Ok(BoxedKernel::Sync(Box::new(Unfed)))
+/// # })?;
+/// # let options = ServerOptions::with_devices(vec![Arc::new(Host(cpu))]).kernels(kernels.clone());
+/// # let transport = Arc::new(Loopback::default());
+///
+/// let task = TaskName::new("local", 0);
+/// let cluster = ClusterSpec::builder().job("local", ["localhost:2222"]).build()?;
+/// let worker = Worker::new(task.clone(), &options, transport.clone())?;
+/// transport.0.set(Arc::new(worker)).expect("set once");
+/// let master = Arc::new(Master::new(
+///     task,
+///     cluster,
+///     transport,
+///     MasterOptions { kernels, ..MasterOptions::default() },
+/// ));
+///
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, None)?;
+/// let total = g.variable("total", DType::F32)?;
+/// let set = total.assign(&g, x)?;
+/// let add = total.assign_add(&g, x)?;
+///
+/// let session = master.create_session(&g)?;
+/// assert_eq!(session.devices().len(), 1); // the cluster's one device
+/// session.run(&[(x, Tensor::scalar(0.5f32))], &[set], &[])?;
+/// for _ in 0..3 {
+///     session.run(&[(x, Tensor::scalar(0.5f32))], &[add], &[])?;
+/// }
+/// let out = session.run(&[(x, Tensor::scalar(0.0f32))], &[add], &[])?;
+/// assert_eq!(out[0].scalar_value::<f32>()?, 2.0);
+///
+/// // A fed tensor of the wrong dtype fails before any task runs, naming the node.
+/// let err = session.run(&[(x, Tensor::scalar(1i32))], &[add], &[]).unwrap_err();
+/// assert!(matches!(err, MasterError::BadFeed(_)), "{err}");
+///
+/// session.close();
+/// let closed = session.run(&[(x, Tensor::scalar(1.0f32))], &[add], &[]).unwrap_err();
+/// assert!(matches!(closed, MasterError::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Master {
     task: TaskName,
     cluster: ClusterSpec,

@@ -304,7 +304,14 @@ impl fmt::Debug for TaskServer {
 
 impl TaskServer {
     /// The services of `task` of `cluster`, reaching the other tasks through
-    /// `transport`.
+    /// `transport`. Nothing listens yet: the transport that hosts the server routes
+    /// requests for `task` to [`TaskServer::worker`] and [`TaskServer::master`].
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::InvalidOptions`], naming the task, when `task` is not a task of
+    /// `cluster`, or for any reason [`Worker::new`] gives (devices of another task, no
+    /// visible device, a registry with conflicting kernels, threads that cannot start).
     pub fn new(
         cluster: ClusterSpec,
         task: TaskName,
