@@ -35,8 +35,8 @@ pub struct ServerOptions {
     /// (`/job:ps/replica:0/task:0/device:CPU:0`). The first visible one is the default.
     pub devices: Vec<Arc<dyn Device>>,
     /// Which of `devices` the task exposes, as device specs (`/device:CPU:*`); `None`
-    /// exposes all — the analogue of `CUDA_VISIBLE_DEVICES` (the seed's ps task sees
-    /// only its CPU).
+    /// exposes all — the analogue of `CUDA_VISIBLE_DEVICES` (a parameter-server task,
+    /// for one, may expose only its CPU).
     pub visible_devices: Option<Vec<String>>,
     /// Scheduler threads of a new pool (default 2), unless `pool` is given.
     pub num_workers: Option<usize>,
