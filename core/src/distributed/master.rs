@@ -292,8 +292,8 @@ impl Master {
     ///
     /// - [`MasterError::Stopping`] once [`Master::begin_stop`] was called.
     /// - [`MasterError::PeersMissing`], naming every task still unreachable, when
-    ///   [`MasterOptions::peer_wait`] passes; with a zero `peer_wait`, the first
-    ///   [`TransportError::Unreachable`] as [`MasterError::Transport`] at once.
+    ///   [`MasterOptions::peer_wait`] passes; with a zero `peer_wait`, an unreachable
+    ///   task's [`TransportError::Unreachable`] as [`MasterError::Transport`] at once.
     /// - [`MasterError::Transport`] when a task answers with another error (it refuses
     ///   work, it failed): such a task is not waited for.
     pub fn cluster_devices(&self) -> Result<Vec<DeviceInfo>, MasterError> {
@@ -510,7 +510,7 @@ impl MasterSession {
     }
 
     /// Runs one step: fetches come back in order. The calling thread blocks until the
-    /// step ends, at the latest at the master's [`MasterOptions::step_timeout`].
+    /// step ends; its deadline is the master's [`MasterOptions::step_timeout`].
     ///
     /// # Errors
     ///

@@ -246,8 +246,9 @@ impl Worker {
     ///
     /// [`WorkerError::InvalidOptions`], naming the task, when a device's name does not
     /// carry the task's job and index, a visible-device spec is malformed or matches no
-    /// device (or there is no device at all), the options' registry already holds other
-    /// kernels for core's distributed ops, or the scheduler's threads cannot start.
+    /// device (or there is no device at all), a registry given in the options already
+    /// holds other kernels for core's distributed ops, or the scheduler's threads cannot
+    /// start.
     pub fn new(
         task: TaskName,
         options: &ServerOptions,
