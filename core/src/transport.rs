@@ -341,12 +341,26 @@ impl TransportError {
 /// ```
 pub trait Transport: Send + Sync + fmt::Debug {
     /// The devices `task` exposes.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time.
     fn list_devices(
         &self,
         task: &TaskName,
     ) -> BoxFuture<'static, Result<Vec<DeviceInfo>, TransportError>>;
 
     /// Registers a partition on `task` and returns its handle there.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time;
+    /// [`TransportError::Remote`] with the task's code when it rejects the partition (an
+    /// invalid graph: `InvalidArgument`).
     fn register_partition(
         &self,
         task: &TaskName,
@@ -355,6 +369,18 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Runs one step of a registered partition, returning its fetches in order (and its
     /// timeline, when the request asks for one).
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time;
+    /// [`TransportError::UnknownPartition`] when the task does not hold the handle (it
+    /// restarted); [`TransportError::Cancelled`] when the step was aborted there;
+    /// [`TransportError::DeadlineExceeded`] past [`RunPartition::timeout`];
+    /// [`TransportError::LimitExceeded`] for a task limit;
+    /// [`TransportError::Remote`] when the step fails there (a kernel's error, with its
+    /// code).
     fn run_partition(
         &self,
         task: &TaskName,
@@ -365,6 +391,16 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// session `session` (the name its partitions were registered under): the task
     /// accepts it only if that session has a partition there and the step, if it runs
     /// there, belongs to that session.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time;
+    /// [`TransportError::LimitExceeded`] when the tensor would pass a limit of the
+    /// task's rendezvous; [`TransportError::Remote`] when the task refuses it (no
+    /// partition of `session` there: `NotFound`; the step runs for another session:
+    /// `PermissionDenied`).
     fn send(
         &self,
         task: &TaskName,
@@ -376,6 +412,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Aborts a step of the master session `session` on `task`: its pending receives
     /// fail and its partitions stop. The task ignores an abort through another session
     /// than the one that runs the step.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time;
+    /// [`TransportError::Remote`] when the task refuses the abort (no partition of
+    /// `session` there, or the step runs for another session).
     fn abort_step(
         &self,
         task: &TaskName,
@@ -384,6 +428,12 @@ pub trait Transport: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
     /// Drops every partition `session` registered on `task`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unreachable`], [`TransportError::Refused`] or
+    /// [`TransportError::NoAnswer`] when `task` cannot be reached, is stopping, or does
+    /// not answer in time.
     fn release_session(
         &self,
         task: &TaskName,
@@ -395,6 +445,11 @@ pub trait Transport: Send + Sync + fmt::Debug {
 /// meanwhile (the future then resolves once the task has answered the run, with the
 /// error the aborted step reports). The master runs a step with a single partition
 /// through this.
+///
+/// # Errors
+///
+/// As [`Transport::run_partition`]; a step aborted through `cancel` typically ends with
+/// [`TransportError::Cancelled`].
 pub async fn run_partition_cancellable<T: Transport + ?Sized>(
     transport: &T,
     task: &TaskName,

@@ -1,4 +1,5 @@
-//! Cluster specifications: jobs of ordered task addresses (the seed's `ClusterSpec`).
+//! Cluster specifications: jobs of ordered task addresses (TensorFlow's
+//! `tf.train.ClusterSpec`).
 //!
 //! A cluster is a set of named jobs (`ps`, `worker`), each an ordered list of task
 //! addresses (`host:port`); task `i` of job `j` is `/job:j/task:i`. Several tasks may share

@@ -48,6 +48,12 @@ struct RawTask {
 
 impl TfConfig {
     /// Parses a `TF_CONFIG` value.
+    ///
+    /// # Errors
+    /// [`ClusterError::Parse`] for text that is not `TF_CONFIG` JSON; otherwise as
+    /// [`ClusterSpec::from_jobs`] for its cluster, and [`ClusterError::UnknownJob`] or
+    /// [`ClusterError::TaskOutOfRange`] for a task (other than the evaluator) that is not
+    /// in the cluster.
     pub fn parse(text: &str) -> Result<TfConfig, ClusterError> {
         let parse = |detail: String| ClusterError::Parse {
             source_name: TF_CONFIG.into(),
@@ -84,6 +90,10 @@ impl TfConfig {
     }
 
     /// Reads and parses `TF_CONFIG`; `Ok(None)` when it is unset.
+    ///
+    /// # Errors
+    /// [`ClusterError::Parse`] when the variable is not valid Unicode; otherwise as
+    /// [`TfConfig::parse`].
     pub fn from_env() -> Result<Option<TfConfig>, ClusterError> {
         match std::env::var(TF_CONFIG) {
             Ok(text) => TfConfig::parse(&text).map(Some),

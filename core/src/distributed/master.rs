@@ -80,6 +80,129 @@ const PEER_RETRY_FIRST: Duration = Duration::from_millis(50);
 const PEER_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The master service of one task.
+///
+/// A master and a worker assembled by hand over one task (a
+/// [`TaskServer`](super::TaskServer) does this, with the server lifecycle). The hidden
+/// lines define a `CPU`-type device, `Placeholder`'s kernel and a transport that hands
+/// each request to the worker, as in the [`TaskServer`](super::TaskServer) example.
+///
+/// ```
+/// # use std::sync::{Arc, OnceLock};
+/// # use std::time::Duration;
+/// #
+/// # use magpie_core::cluster::ClusterSpec;
+/// # use magpie_core::device::Device;
+/// # use magpie_core::distributed::{ServerOptions, Worker, WorkerError};
+/// # use magpie_core::graph::{DeviceName, Graph};
+/// # use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
+/// # use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// # use magpie_core::registry::{KernelKey, KernelRegistry};
+/// # use magpie_core::tensor::{DType, Tensor};
+/// # use magpie_core::transport::{
+/// #     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+/// #     RunPartition, TaskName, Transport, TransportError,
+/// # };
+/// # use magpie_core::StepId;
+/// #
+/// # #[derive(Debug)]
+/// # struct Host(DeviceName);
+/// # impl Device for Host {
+/// #     fn name(&self) -> &DeviceName { &self.0 }
+/// #     fn as_any(&self) -> &dyn std::any::Any { self }
+/// # }
+/// #
+/// # /// A placeholder's kernel runs only when a step forgets to feed it.
+/// # struct Unfed;
+/// # impl Kernel for Unfed {
+/// #     fn compute(&self, _: &mut KernelContext<'_>) -> Result<(), KernelError> {
+/// #         Err(KernelError::InvalidArgument("a placeholder must be fed".into()))
+/// #     }
+/// # }
+/// #
+/// # /// Reaches the one worker of this process.
+/// # #[derive(Debug, Default)]
+/// # struct Loopback(OnceLock<Arc<Worker>>);
+/// #
+/// # impl Loopback {
+/// #     fn worker(&self) -> Arc<Worker> {
+/// #         Arc::clone(self.0.get().expect("the worker is set before any request"))
+/// #     }
+/// # }
+/// #
+/// # type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
+/// #
+/// # impl Transport for Loopback {
+/// #     fn list_devices(&self, _: &TaskName) -> Answer<Vec<DeviceInfo>> {
+/// #         let devices = self.worker().device_infos();
+/// #         async move { Ok(devices) }.boxed()
+/// #     }
+/// #     fn register_partition(&self, _: &TaskName, r: RegisterPartition) -> Answer<PartitionHandle> {
+/// #         let answer = self.worker().register_partition(r).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn run_partition(&self, _: &TaskName, r: RunPartition) -> Answer<PartitionOutput> {
+/// #         let worker = self.worker();
+/// #         async move { worker.run_partition_async(r, None).await.map_err(WorkerError::into_transport) }
+/// #             .boxed()
+/// #     }
+/// #     fn send(&self, _: &TaskName, session: &str, key: RendezvousKey, t: Tensor) -> Answer<()> {
+/// #         let answer = self.worker().deliver(session, key, t).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn abort_step(&self, _: &TaskName, session: &str, step: StepId) -> Answer<()> {
+/// #         let answer = self.worker().abort_step(session, step).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn release_session(&self, _: &TaskName, session: &str) -> Answer<()> {
+/// #         self.worker().release_session(session);
+/// #         async { Ok(()) }.boxed()
+/// #     }
+/// # }
+/// #
+/// use magpie_core::distributed::{Master, MasterError, MasterOptions};
+/// # let cpu = DeviceName::parse("/job:local/replica:0/task:0/device:CPU:0")?;
+/// # let kernels = KernelRegistry::new();
+/// # kernels.register(KernelKey::new("Placeholder", "CPU"), |_: &KernelInit<'_>| {
+/// #     Ok(BoxedKernel::Sync(Box::new(Unfed)))
+/// # })?;
+/// # let options = ServerOptions::with_devices(vec![Arc::new(Host(cpu))]).kernels(kernels.clone());
+/// # let transport = Arc::new(Loopback::default());
+///
+/// let task = TaskName::new("local", 0);
+/// let cluster = ClusterSpec::builder().job("local", ["localhost:2222"]).build()?;
+/// let worker = Worker::new(task.clone(), &options, transport.clone())?;
+/// transport.0.set(Arc::new(worker)).expect("set once");
+/// let master = Arc::new(Master::new(
+///     task,
+///     cluster,
+///     transport,
+///     MasterOptions { kernels, ..MasterOptions::default() },
+/// ));
+///
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, None)?;
+/// let total = g.variable("total", DType::F32)?;
+/// let set = total.assign(&g, x)?;
+/// let add = total.assign_add(&g, x)?;
+///
+/// let session = master.create_session(&g)?;
+/// assert_eq!(session.devices().len(), 1); // the cluster's one device
+/// session.run(&[(x, Tensor::scalar(0.5f32))], &[set], &[])?;
+/// for _ in 0..3 {
+///     session.run(&[(x, Tensor::scalar(0.5f32))], &[add], &[])?;
+/// }
+/// let out = session.run(&[(x, Tensor::scalar(0.0f32))], &[add], &[])?;
+/// assert_eq!(out[0].scalar_value::<f32>()?, 2.0);
+///
+/// // A fed tensor of the wrong dtype fails before any task runs, naming the node.
+/// let err = session.run(&[(x, Tensor::scalar(1i32))], &[add], &[]).unwrap_err();
+/// assert!(matches!(err, MasterError::BadFeed(_)), "{err}");
+///
+/// session.close();
+/// let closed = session.run(&[(x, Tensor::scalar(1.0f32))], &[add], &[]).unwrap_err();
+/// assert!(matches!(closed, MasterError::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Master {
     task: TaskName,
     cluster: ClusterSpec,
@@ -161,8 +284,18 @@ impl Master {
         Ok(())
     }
 
-    /// Every device of the cluster, the master task's first. Fails naming the first
-    /// task that cannot be reached.
+    /// Every device of the cluster, the master task's first. Tasks that cannot be reached
+    /// yet are asked again, with backoff, for up to [`MasterOptions::peer_wait`] (the
+    /// calling thread blocks meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Stopping`] once [`Master::begin_stop`] was called.
+    /// - [`MasterError::PeersMissing`], naming every task still unreachable, when
+    ///   [`MasterOptions::peer_wait`] passes; with a zero `peer_wait`, an unreachable
+    ///   task's [`TransportError::Unreachable`] as [`MasterError::Transport`] at once.
+    /// - [`MasterError::Transport`] when a task answers with another error (it refuses
+    ///   work, it failed): such a task is not waited for.
     pub fn cluster_devices(&self) -> Result<Vec<DeviceInfo>, MasterError> {
         let mut tasks = self.cluster.tasks();
         tasks.sort_by_key(|t| *t != self.task);
@@ -222,7 +355,15 @@ impl Master {
 
     /// Opens a session over `graph` (which may keep growing). Its name on the workers
     /// (`<task>/session/<32 hex digits>`) carries 128 random bits: aborts and tensors
-    /// for its steps must name it.
+    /// for its steps must name it. Lists the cluster's devices first
+    /// ([`Master::cluster_devices`]), so it may wait for tasks that are not up yet.
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Stopping`] once [`Master::begin_stop`] was called.
+    /// - [`MasterError::PeersMissing`] or [`MasterError::Transport`] when the cluster's
+    ///   tasks cannot be listed (see [`Master::cluster_devices`]).
+    /// - [`MasterError::Internal`] when no random bits can be drawn for the session name.
     pub fn create_session(self: &Arc<Self>, graph: &Graph) -> Result<MasterSession, MasterError> {
         self.check_serving()?;
         let devices = self.cluster_devices()?;
@@ -368,7 +509,25 @@ impl MasterSession {
         &self.devices
     }
 
-    /// Runs one step: fetches come back in order.
+    /// Runs one step: fetches come back in order. The calling thread blocks until the
+    /// step ends; its deadline is the master's [`MasterOptions::step_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// - [`MasterError::Closed`] after [`MasterSession::close`];
+    ///   [`MasterError::Stopping`] once the master stops.
+    /// - The first run of a signature prunes, places and registers it:
+    ///   [`MasterError::Graph`] for a feed, fetch or target that is not an output of the
+    ///   graph; [`MasterError::NoMatchingDevice`], [`MasterError::NoKernel`] or
+    ///   [`MasterError::BadColocation`] for a node that cannot be placed;
+    ///   [`MasterError::Transport`] when a task refuses or fails the registration.
+    /// - [`MasterError::BadFeed`] for a fed tensor whose dtype or shape does not fit its
+    ///   output, naming the client's node.
+    /// - [`MasterError::Step`] when a task fails the step or cannot be reached during it:
+    ///   the root cause, naming its task (a kernel's error, a
+    ///   [`TransportError::DeadlineExceeded`] past the step's deadline, ...). A task that
+    ///   restarted is registered again and the step retried once before this is reported.
+    /// - [`MasterError::Internal`] when no random bits can be drawn for the step id.
     pub fn run(
         &self,
         feeds: &[(Output, Tensor)],
@@ -388,6 +547,12 @@ impl MasterSession {
     /// Blocks the calling thread until the step ends (it waits on
     /// [`run_async_with_options`](Self::run_async_with_options)); async callers — a
     /// server's handlers — use that instead.
+    ///
+    /// # Errors
+    ///
+    /// As for [`MasterSession::run`] (`options.timeout` replaces the master's default
+    /// deadline), and [`MasterError::Cancelled`] when `options.cancel` is cancelled
+    /// before the step ends.
     pub fn run_with_options(
         &self,
         options: &RunOptions,

@@ -138,16 +138,31 @@ impl VariableRef {
     }
 
     /// Reads the value.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::NodeNotFound`] if the variable's handle is not a node of `g`;
+    /// otherwise as [`OpBuilder::build`](crate::graph::OpBuilder::build).
     pub fn read(&self, g: &Graph) -> Result<Output, GraphError> {
         self.build(g, "ReadVariableOp", None)
     }
 
     /// Assigns `value`; outputs the new value.
+    ///
+    /// # Errors
+    ///
+    /// As [`VariableRef::read`]; [`GraphError::DTypeMismatch`] when `value` is not of the
+    /// variable's dtype.
     pub fn assign(&self, g: &Graph, value: Output) -> Result<Output, GraphError> {
         self.build(g, "AssignVariableOp", Some(value))
     }
 
     /// Adds `delta`; outputs the new value.
+    ///
+    /// # Errors
+    ///
+    /// As [`VariableRef::assign`]; [`GraphError::InvalidNode`] for a variable whose
+    /// dtype is not numeric.
     pub fn assign_add(&self, g: &Graph, delta: Output) -> Result<Output, GraphError> {
         self.build(g, "AssignAddVariableOp", Some(delta))
     }
@@ -157,11 +172,20 @@ impl Graph {
     /// Declares the variable `name` (in the default container) of `dtype`, placed by the
     /// handle's device scope. Its value lives in the resource manager of the task (or
     /// local session) that runs it, across steps and sessions, until reset.
+    ///
+    /// # Errors
+    ///
+    /// As [`OpBuilder::build`](crate::graph::OpBuilder::build): for one,
+    /// [`GraphError::DuplicateName`] when the graph already has a node named `name`.
     pub fn variable(&self, name: &str, dtype: DType) -> Result<VariableRef, GraphError> {
         self.variable_in(DEFAULT_CONTAINER, name, dtype)
     }
 
     /// [`Graph::variable`] in a named container (reset on its own).
+    ///
+    /// # Errors
+    ///
+    /// As [`Graph::variable`].
     pub fn variable_in(
         &self,
         container: &str,

@@ -4,8 +4,8 @@
 //!   [`COLOCATE_ATTR`], set by the variable helpers) goes
 //!   where that node goes.
 //! - A node without a device spec goes to the master's default device (its task's first
-//!   device) — the seed's "the master places them all on its own default device" — or,
-//!   when that device has no kernel for the op, to the master task's first device that
+//!   device), as TensorFlow's master places unpinned nodes on its own default device —
+//!   or, when that device has no kernel for the op, to the master task's first device that
 //!   has one, then to any device of the cluster that has one.
 //! - A node with a spec goes to the first device the spec matches that has a kernel,
 //!   the master's own devices first (so `/device:CPU:0` means the master's CPU, as in

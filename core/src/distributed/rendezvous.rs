@@ -565,6 +565,14 @@ impl Rendezvous {
     }
 
     /// Waits for the tensor of `key`. The future holds no thread while it waits.
+    ///
+    /// # Errors
+    ///
+    /// The future resolves to [`RendezvousError::StepEnded`] when the step ended or was
+    /// aborted before the tensor came (or, at once, had already ended);
+    /// [`RendezvousError::Expired`] when the step's early tensors were dropped under the
+    /// [`RendezvousLimits`]; [`RendezvousError::Duplicate`] when another receiver
+    /// already waits on `key`.
     pub fn recv(
         &self,
         key: RendezvousKey,

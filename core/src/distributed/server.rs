@@ -35,8 +35,8 @@ pub struct ServerOptions {
     /// (`/job:ps/replica:0/task:0/device:CPU:0`). The first visible one is the default.
     pub devices: Vec<Arc<dyn Device>>,
     /// Which of `devices` the task exposes, as device specs (`/device:CPU:*`); `None`
-    /// exposes all — the analogue of `CUDA_VISIBLE_DEVICES` (the seed's ps task sees
-    /// only its CPU).
+    /// exposes all — the analogue of `CUDA_VISIBLE_DEVICES` (a parameter-server task,
+    /// for one, may expose only its CPU).
     pub visible_devices: Option<Vec<String>>,
     /// Scheduler threads of a new pool (default 2), unless `pool` is given.
     pub num_workers: Option<usize>,
@@ -173,6 +173,117 @@ impl ServerOptions {
 }
 
 /// One task's master and worker services, with the server lifecycle.
+///
+/// A one-task cluster in this process, with core alone: a device of type `CPU` (core's
+/// variable kernels run on any such device; `Add` and the other standard ops need a
+/// backend such as `magpie-cpu`) and a transport that hands each request straight to the
+/// task's [`Worker`] — the in-memory crate, `magpie-inmem`, does the same for any
+/// number of tasks. Its kernels come from a registry of its own, given the one kernel
+/// the example needs besides core's: `Placeholder`'s (fed tensors bypass it).
+///
+/// ```
+/// use std::sync::{Arc, OnceLock};
+/// use std::time::Duration;
+///
+/// use magpie_core::cluster::ClusterSpec;
+/// use magpie_core::device::Device;
+/// use magpie_core::distributed::{ServerOptions, TaskServer, Worker, WorkerError};
+/// use magpie_core::graph::{DeviceName, Graph};
+/// use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
+/// use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// use magpie_core::registry::{KernelKey, KernelRegistry};
+/// use magpie_core::tensor::{DType, Tensor};
+/// use magpie_core::transport::{
+///     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+///     RunPartition, TaskName, Transport, TransportError,
+/// };
+/// use magpie_core::StepId;
+///
+/// #[derive(Debug)]
+/// struct Host(DeviceName);
+/// impl Device for Host {
+///     fn name(&self) -> &DeviceName { &self.0 }
+///     fn as_any(&self) -> &dyn std::any::Any { self }
+/// }
+///
+/// /// A placeholder's kernel runs only when a step forgets to feed it.
+/// struct Unfed;
+/// impl Kernel for Unfed {
+///     fn compute(&self, _: &mut KernelContext<'_>) -> Result<(), KernelError> {
+///         Err(KernelError::InvalidArgument("a placeholder must be fed".into()))
+///     }
+/// }
+///
+/// /// Reaches the one worker of this process.
+/// #[derive(Debug, Default)]
+/// struct Loopback(OnceLock<Arc<Worker>>);
+///
+/// impl Loopback {
+///     fn worker(&self) -> Arc<Worker> {
+///         Arc::clone(self.0.get().expect("the worker is set before any request"))
+///     }
+/// }
+///
+/// type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
+///
+/// impl Transport for Loopback {
+///     fn list_devices(&self, _: &TaskName) -> Answer<Vec<DeviceInfo>> {
+///         let devices = self.worker().device_infos();
+///         async move { Ok(devices) }.boxed()
+///     }
+///     fn register_partition(&self, _: &TaskName, r: RegisterPartition) -> Answer<PartitionHandle> {
+///         let answer = self.worker().register_partition(r).map_err(WorkerError::into_transport);
+///         async move { answer }.boxed()
+///     }
+///     fn run_partition(&self, _: &TaskName, r: RunPartition) -> Answer<PartitionOutput> {
+///         let worker = self.worker();
+///         async move { worker.run_partition_async(r, None).await.map_err(WorkerError::into_transport) }
+///             .boxed()
+///     }
+///     fn send(&self, _: &TaskName, session: &str, key: RendezvousKey, t: Tensor) -> Answer<()> {
+///         let answer = self.worker().deliver(session, key, t).map_err(WorkerError::into_transport);
+///         async move { answer }.boxed()
+///     }
+///     fn abort_step(&self, _: &TaskName, session: &str, step: StepId) -> Answer<()> {
+///         let answer = self.worker().abort_step(session, step).map_err(WorkerError::into_transport);
+///         async move { answer }.boxed()
+///     }
+///     fn release_session(&self, _: &TaskName, session: &str) -> Answer<()> {
+///         self.worker().release_session(session);
+///         async { Ok(()) }.boxed()
+///     }
+/// }
+///
+/// // The address is never dialled: the transport reaches the worker in process.
+/// let cluster = ClusterSpec::builder().job("local", ["localhost:2222"]).build()?;
+/// let task = TaskName::new("local", 0);
+/// let cpu = DeviceName::parse("/job:local/replica:0/task:0/device:CPU:0")?;
+/// let kernels = KernelRegistry::new();
+/// kernels.register(KernelKey::new("Placeholder", "CPU"), |_: &KernelInit<'_>| {
+///     Ok(BoxedKernel::Sync(Box::new(Unfed)))
+/// })?;
+/// let options = ServerOptions::with_devices(vec![Arc::new(Host(cpu))]).kernels(kernels);
+/// let transport = Arc::new(Loopback::default());
+/// let server = TaskServer::new(cluster, task, &options, transport.clone())?;
+/// transport.0.set(Arc::clone(server.worker())).expect("set once");
+///
+/// // A variable that lives on the task across steps.
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, None)?;
+/// let counter = g.variable("counter", DType::F32)?;
+/// let set = counter.assign(&g, x)?;
+/// let add = counter.assign_add(&g, x)?;
+///
+/// let session = server.master().create_session(&g)?;
+/// session.run(&[(x, Tensor::scalar(1.0f32))], &[set], &[])?;
+/// let out = session.run(&[(x, Tensor::scalar(2.0f32))], &[add], &[])?;
+/// assert_eq!(out[0].scalar_value::<f32>()?, 3.0);
+///
+/// assert_eq!(server.stop(Duration::from_secs(1)), 0); // no step was still running
+/// let refused = server.master().create_session(&g).unwrap_err();
+/// assert_eq!(refused.code(), magpie_core::Code::Unavailable);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct TaskServer {
     task: TaskName,
     cluster: ClusterSpec,
@@ -193,7 +304,14 @@ impl fmt::Debug for TaskServer {
 
 impl TaskServer {
     /// The services of `task` of `cluster`, reaching the other tasks through
-    /// `transport`.
+    /// `transport`. Nothing listens yet: the transport that hosts the server routes
+    /// requests for `task` to [`TaskServer::worker`] and [`TaskServer::master`].
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::InvalidOptions`], naming the task, when `task` is not a task of
+    /// `cluster`, or for any reason [`Worker::new`] gives (devices of another task, no
+    /// visible device, a registry with conflicting kernels, threads that cannot start).
     pub fn new(
         cluster: ClusterSpec,
         task: TaskName,

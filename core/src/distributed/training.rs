@@ -1,8 +1,8 @@
 //! TensorFlow's variable ops beyond read and assign, as Magpie ops on named variables:
 //! the reads of ref variables, `AssignSubVariableOp`, `VarIsInitializedOp` and the
-//! optimizers' updates. Like the other variable ops (`ops.rs`) they name their variable
-//! by attributes (`container`, `shared_name`, `dtype`) instead of taking a handle, and
-//! run where the variable lives (host kernels registered for `CPU`).
+//! optimizers' updates. Like the other variable ops ([`ops`](super::ops)) they name their
+//! variable by attributes (`container`, `shared_name`, `dtype`) instead of taking a
+//! handle, and run where the variable lives (host kernels registered for `CPU`).
 //!
 //! - `VariableV2` (no inputs) outputs the variable's value: TensorFlow's ref variable
 //!   read as a value (its `v:0` fetched, or `v/read`);

@@ -80,6 +80,126 @@ pub struct WorkerStats {
 }
 
 /// The worker service of one task.
+///
+/// A worker serves what masters ask of its task; here one is driven by hand, as a
+/// transport's server does for requests from the wire: register a partition (a graph for
+/// this task, with the names its steps feed and fetch), then run steps of it. The hidden
+/// lines define a `CPU`-type device, `Placeholder`'s kernel and a transport, as in the
+/// [`TaskServer`](super::TaskServer) example.
+///
+/// ```
+/// # use std::sync::{Arc, OnceLock};
+/// # use std::time::Duration;
+/// #
+/// # use magpie_core::cluster::ClusterSpec;
+/// # use magpie_core::device::Device;
+/// # use magpie_core::distributed::{ServerOptions, Worker, WorkerError};
+/// # use magpie_core::graph::{DeviceName, Graph};
+/// # use magpie_core::kernel::async_support::{BoxFuture, FutureExt};
+/// # use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+/// # use magpie_core::registry::{KernelKey, KernelRegistry};
+/// # use magpie_core::tensor::{DType, Tensor};
+/// # use magpie_core::transport::{
+/// #     DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+/// #     RunPartition, TaskName, Transport, TransportError,
+/// # };
+/// # use magpie_core::StepId;
+/// #
+/// # #[derive(Debug)]
+/// # struct Host(DeviceName);
+/// # impl Device for Host {
+/// #     fn name(&self) -> &DeviceName { &self.0 }
+/// #     fn as_any(&self) -> &dyn std::any::Any { self }
+/// # }
+/// #
+/// # /// A placeholder's kernel runs only when a step forgets to feed it.
+/// # struct Unfed;
+/// # impl Kernel for Unfed {
+/// #     fn compute(&self, _: &mut KernelContext<'_>) -> Result<(), KernelError> {
+/// #         Err(KernelError::InvalidArgument("a placeholder must be fed".into()))
+/// #     }
+/// # }
+/// #
+/// # /// Reaches the one worker of this process.
+/// # #[derive(Debug, Default)]
+/// # struct Loopback(OnceLock<Arc<Worker>>);
+/// #
+/// # impl Loopback {
+/// #     fn worker(&self) -> Arc<Worker> {
+/// #         Arc::clone(self.0.get().expect("the worker is set before any request"))
+/// #     }
+/// # }
+/// #
+/// # type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
+/// #
+/// # impl Transport for Loopback {
+/// #     fn list_devices(&self, _: &TaskName) -> Answer<Vec<DeviceInfo>> {
+/// #         let devices = self.worker().device_infos();
+/// #         async move { Ok(devices) }.boxed()
+/// #     }
+/// #     fn register_partition(&self, _: &TaskName, r: RegisterPartition) -> Answer<PartitionHandle> {
+/// #         let answer = self.worker().register_partition(r).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn run_partition(&self, _: &TaskName, r: RunPartition) -> Answer<PartitionOutput> {
+/// #         let worker = self.worker();
+/// #         async move { worker.run_partition_async(r, None).await.map_err(WorkerError::into_transport) }
+/// #             .boxed()
+/// #     }
+/// #     fn send(&self, _: &TaskName, session: &str, key: RendezvousKey, t: Tensor) -> Answer<()> {
+/// #         let answer = self.worker().deliver(session, key, t).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn abort_step(&self, _: &TaskName, session: &str, step: StepId) -> Answer<()> {
+/// #         let answer = self.worker().abort_step(session, step).map_err(WorkerError::into_transport);
+/// #         async move { answer }.boxed()
+/// #     }
+/// #     fn release_session(&self, _: &TaskName, session: &str) -> Answer<()> {
+/// #         self.worker().release_session(session);
+/// #         async { Ok(()) }.boxed()
+/// #     }
+/// # }
+/// #
+/// # let cpu = DeviceName::parse("/job:local/replica:0/task:0/device:CPU:0")?;
+/// # let kernels = KernelRegistry::new();
+/// # kernels.register(KernelKey::new("Placeholder", "CPU"), |_: &KernelInit<'_>| {
+/// #     Ok(BoxedKernel::Sync(Box::new(Unfed)))
+/// # })?;
+/// # let options = ServerOptions::with_devices(vec![Arc::new(Host(cpu))]).kernels(kernels);
+/// # let transport = Arc::new(Loopback::default());
+///
+/// let worker = Arc::new(Worker::new(TaskName::new("local", 0), &options, transport.clone())?);
+/// # transport.0.set(Arc::clone(&worker)).expect("set once");
+/// let g = Graph::new();
+/// let x = g.placeholder(DType::F32, None)?;
+/// let v = g.variable("v", DType::F32)?;
+/// let set = v.assign(&g, x)?;
+/// let handle = worker.register_partition(RegisterPartition {
+///     session: "my-session".into(),
+///     graph: g.to_graph_def(),
+///     feeds: vec![format!("{}:0", g.name_of(x.node))],
+///     fetches: vec![format!("{}:0", g.name_of(set.node))],
+///     targets: vec![],
+/// })?;
+///
+/// let step = |step_id: u64, value: f32, handle: &PartitionHandle| RunPartition {
+///     handle: handle.clone(),
+///     session: "my-session".into(),
+///     step_id: StepId::from(step_id),
+///     feeds: vec![Tensor::scalar(value)],
+///     timeout: Duration::from_secs(5),
+///     trace: false,
+/// };
+/// let out = worker.run_partition(step(1, 4.0, &handle))?;
+/// assert_eq!(out.tensors[0].scalar_value::<f32>()?, 4.0);
+/// assert_eq!(worker.stats().steps, 1);
+///
+/// // Released partitions are gone: a step of one fails, naming the handle.
+/// worker.release_session("my-session");
+/// let err = worker.run_partition(step(2, 1.0, &handle)).unwrap_err();
+/// assert!(matches!(err, WorkerError::UnknownPartition { .. }), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Worker {
     task: TaskName,
     devices: Vec<Arc<dyn Device>>,
@@ -118,7 +238,17 @@ impl fmt::Debug for Worker {
 
 impl Worker {
     /// A worker for `task` over the devices `options` exposes; `_Send` kernels push
-    /// through `transport`.
+    /// through `transport`. Registers core's distributed kernels (`_Send`, `_Recv`, the
+    /// variable ops) in the options' registry
+    /// ([`register_kernels_into`](super::kernels::register_kernels_into)).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::InvalidOptions`], naming the task, when a device's name does not
+    /// carry the task's job and index, a visible-device spec is malformed or matches no
+    /// device (or there is no device at all), a registry given in the options already
+    /// holds other kernels for core's distributed ops, or the scheduler's threads cannot
+    /// start.
     pub fn new(
         task: TaskName,
         options: &ServerOptions,
@@ -224,6 +354,15 @@ impl Worker {
     /// Imports and prepares a partition; returns its handle: the task's name and 128
     /// random bits, so that only the master that registered it (and whoever it tells)
     /// can run it.
+    ///
+    /// # Errors
+    ///
+    /// - [`WorkerError::Refused`] once the worker stops ([`Worker::begin_stop`]).
+    /// - [`WorkerError::BadPartition`] when the partition's graph does not import (an
+    ///   unknown op, a bad input, ...) or a feed, fetch or target names a node it lacks.
+    /// - [`WorkerError::Step`] when the partition's local session cannot be made over
+    ///   the task's devices.
+    /// - [`WorkerError::Internal`] when no random bits can be drawn for the handle.
     pub fn register_partition(
         &self,
         request: RegisterPartition,
@@ -315,6 +454,21 @@ impl Worker {
 
     /// Runs one step of a partition (blocking the calling thread until it ends, at the
     /// latest at `request.timeout`).
+    ///
+    /// # Errors
+    ///
+    /// - [`WorkerError::UnknownPartition`] for a handle this task does not hold (never
+    ///   registered, released, or the task restarted);
+    ///   [`WorkerError::WrongSession`] for a partition of another session than
+    ///   `request.session`.
+    /// - [`WorkerError::Aborted`] when the step was aborted here, before it started or
+    ///   while it ran ([`Worker::abort_step`]).
+    /// - [`WorkerError::Rendezvous`] when the task's rendezvous refuses the step (it runs
+    ///   for another session here, or its early tensors were dropped under the limits).
+    /// - [`WorkerError::Refused`] once the worker stops.
+    /// - [`WorkerError::Step`] for the wrong number of feeds, or when the local step
+    ///   fails: a kernel's error naming node, op and device, a receive that never came,
+    ///   or `request.timeout` passing ([`SessionError::DeadlineExceeded`]).
     pub fn run_partition(&self, request: RunPartition) -> Result<PartitionOutput, WorkerError> {
         self.run_partition_cancellable(request, None)
     }
@@ -330,6 +484,11 @@ impl Worker {
     ///
     /// The step is bound to the partition's session here: a partition of another session
     /// cannot run it, nor claim its tensors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Worker::run_partition`]; cancelling `cancel` makes the step fail with
+    /// [`WorkerError::Aborted`].
     pub fn run_partition_cancellable(
         &self,
         request: RunPartition,

@@ -1,5 +1,5 @@
-//! Resource pools: named capacities that throttle the ops that declare them — the seed's
-//! "run communication-heavy ops one at a time so the device can do other work".
+//! Resource pools: named capacities that throttle the ops that declare them, so that
+//! communication-heavy ops run one at a time and the device can do other work meanwhile.
 //!
 //! A pool has a capacity (`net` = 1, `disk` = 2); an op needs one slot of every pool it
 //! names (attribute `_pools`, or [`Graph::with_resource_pools`](crate::graph::Graph)).

@@ -1,7 +1,8 @@
 //! Step timelines as Chrome trace JSON, which Perfetto (ui.perfetto.dev) and
 //! `chrome://tracing` open: one complete event (`"ph": "X"`) per node, on a track per
 //! scheduler worker (named `worker k`), with the device and output bytes as arguments.
-//! A cluster step's timelines merge in `distributed::ClusterTimeline`.
+//! A cluster step's timelines merge in
+//! [`ClusterTimeline`](crate::distributed::ClusterTimeline).
 
 use serde_json::{json, Value};
 

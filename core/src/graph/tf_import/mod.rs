@@ -12,7 +12,7 @@
 //! cases and decisions are in `docs/tensorflow-semantics.md`).
 //!
 //! An op with no translation and no Magpie definition is an error naming op and node
-//! (`GraphError::UnknownOp`), never a crash.
+//! ([`GraphError::UnknownOp`]), never a crash.
 
 mod ops;
 mod semantics;
