@@ -181,9 +181,9 @@ impl ThreadPool {
     /// topology, or the topology itself); `body` is moved into the run and dropped when
     /// the run is over.
     ///
-    /// Dropping the future cancels the run without waiting for it (see the
-    /// [module docs](self)). Polling it never runs a task: all work runs on the pool's
-    /// workers.
+    /// Dropping the future cancels the run without waiting for it: the run's state stays
+    /// alive until the run is done and is then freed by the worker that finishes it.
+    /// Polling it never runs a task: all work runs on the pool's workers.
     ///
     /// # Errors
     ///
