@@ -35,7 +35,7 @@ use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
 use crate::proto;
-use crate::sessions::SessionTable;
+use crate::sessions::{Reservation, SessionTable};
 use crate::status::{master_to_status, status, wire_to_status, worker_to_status};
 
 /// A device's description on the wire.
@@ -583,6 +583,34 @@ pub(crate) fn output(graph: &Graph, name: &str, role: &str) -> Result<Output, St
     Ok(id.output(index))
 }
 
+/// Admits a new session of either master service (Magpie's or TensorFlow's): its graph of
+/// `nodes` nodes within `--max-graph-nodes`, and a place reserved among at most
+/// `--max-sessions` open ones.
+pub(crate) fn admit_session(
+    sessions: &SessionTable,
+    options: &GrpcOptions,
+    task: impl std::fmt::Display,
+    nodes: usize,
+) -> Result<Reservation, Status> {
+    check_nodes(
+        Limit::GraphNodes,
+        options.max_graph_nodes,
+        nodes,
+        "the session's graph",
+    )?;
+    let max = options.max_sessions;
+    sessions.reserve(max).map_err(|open| {
+        limit_status(
+            Limit::Sessions,
+            max,
+            format!(
+                "master {task} has {open} sessions open (close sessions, or let idle ones \
+                 time out)"
+            ),
+        )
+    })
+}
+
 pub(crate) fn node_id(graph: &Graph, name: &str, role: &str) -> Result<NodeId, Status> {
     graph.node_by_name(name).ok_or_else(|| {
         status(
@@ -600,24 +628,12 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
         let r = request.into_inner();
         let wire = r.graph.unwrap_or_default();
-        check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
+        let reservation = admit_session(
+            &self.sessions,
+            &self.options,
+            self.server.task(),
             wire.node.len(),
-            "the session's graph",
         )?;
-        let max = self.options.max_sessions;
-        let reservation = self.sessions.reserve(max).map_err(|open| {
-            limit_status(
-                Limit::Sessions,
-                max,
-                format!(
-                    "master {} has {open} sessions open (close sessions, or let idle ones \
-                     time out)",
-                    self.server.task()
-                ),
-            )
-        })?;
         // Converting and validating a graph of a million nodes takes seconds: off the
         // runtime, so other requests and HTTP/2 keep-alive pings are answered meanwhile.
         // The message is freed before the graph is built (a lower peak).

@@ -32,7 +32,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
-use crate::service::{blocking, check_nodes, limit_status, node_id, output, CancelOnDrop};
+use crate::service::{admit_session, blocking, check_nodes, node_id, output, CancelOnDrop};
 use crate::sessions::SessionTable;
 use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
@@ -260,24 +260,12 @@ impl proto::master_service_server::MasterService for TfMasterService {
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
         let r = request.into_inner();
         let wire = r.graph_def.unwrap_or_default();
-        check_nodes(
-            Limit::GraphNodes,
-            self.options.max_graph_nodes,
+        let reservation = admit_session(
+            &self.sessions,
+            &self.options,
+            self.server.task(),
             wire.node.len(),
-            "the session's graph",
         )?;
-        let max = self.options.max_sessions;
-        let reservation = self.sessions.reserve(max).map_err(|open| {
-            limit_status(
-                Limit::Sessions,
-                max,
-                format!(
-                    "master {} has {open} sessions open (close sessions, or let idle ones \
-                     time out)",
-                    self.server.task()
-                ),
-            )
-        })?;
         let config = r.config.unwrap_or_default();
         let tf = Arc::new(TfSession::new(
             config.allow_soft_placement,
