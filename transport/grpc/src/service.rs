@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use magpie_core::distributed::{MasterSession, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::limits::{Limit, LimitExceeded};
-use magpie_core::scheduler::CancellationToken;
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
 use magpie_core::transport::{
@@ -93,39 +92,19 @@ fn step_id_from_wire(bytes: &[u8], request: &str) -> Result<StepId, Status> {
     })
 }
 
-/// Cancels its token when dropped, unless disarmed. tonic drops a request's handler when
-/// its client goes away (the stream is reset or the connection closes); the guard, held
-/// across the handler's await, then cancels the step the handler started.
-pub(crate) struct CancelOnDrop(Option<CancellationToken>);
-
-impl CancelOnDrop {
-    /// A guard over a fresh token; returns both.
-    pub(crate) fn new() -> (CancelOnDrop, CancellationToken) {
-        let token = CancellationToken::new();
-        (CancelOnDrop(Some(token.clone())), token)
-    }
-
-    /// The request completed: nothing to cancel.
-    pub(crate) fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            t.cancel();
-        }
-    }
-}
-
 /// Holds a master session in an async handler. Dropping a session's last reference
 /// closes it, which waits for its tasks to release its partitions: when this holds the
 /// last one, the drop happens on tokio's blocking pool, never on a runtime worker.
-struct OffRuntime(Option<Arc<MasterSession>>);
+pub(crate) struct OffRuntime(Option<Arc<MasterSession>>);
 
 impl OffRuntime {
-    fn get(&self) -> &MasterSession {
+    /// Holds `session` until dropped.
+    pub(crate) fn new(session: Arc<MasterSession>) -> OffRuntime {
+        OffRuntime(Some(session))
+    }
+
+    /// The session held.
+    pub(crate) fn get(&self) -> &MasterSession {
         self.0.as_ref().expect("set until dropped")
     }
 }
@@ -488,7 +467,7 @@ impl MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let r = request.into_inner();
         let omit_placement = r.omit_placement;
-        let held = OffRuntime(Some(self.session(&r.session_handle)?));
+        let held = OffRuntime::new(self.session(&r.session_handle)?);
         let session = held.get();
         let graph = session.graph();
         let mut feeds: Vec<(Output, Tensor)> = Vec::with_capacity(r.feeds.len());

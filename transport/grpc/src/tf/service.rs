@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use magpie_core::distributed::{MasterSession, TaskServer};
-use magpie_core::graph::{Graph, GraphError, Output};
+use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::limits::Limit;
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
@@ -32,7 +32,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::handle::{handle_prefix, session_handle};
 use crate::metrics::Metrics;
 use crate::options::GrpcOptions;
-use crate::service::{admit_session, blocking, check_nodes, node_id, output, CancelOnDrop};
+use crate::service::{admit_session, blocking, check_nodes, node_id, output, OffRuntime};
 use crate::sessions::SessionTable;
 use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
@@ -168,8 +168,10 @@ impl TfMasterService {
             .or(tf.step_timeout)
     }
 
-    /// Runs one step of `session` (on a blocking thread): feeds by name, fetches and
-    /// targets by name; fetches come back in order.
+    /// Runs one step of `session`: feeds by name, fetches and targets by name; fetches
+    /// come back in order. The step is core's async step, awaited on the runtime (no
+    /// thread per step): a client that goes away mid-step makes tonic drop this handler,
+    /// and with it the step's future, which aborts the step on every task.
     async fn run(
         &self,
         session: Arc<MasterSession>,
@@ -178,38 +180,26 @@ impl TfMasterService {
         targets: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<Vec<Tensor>, StepError> {
-        let max_bytes = self.options.max_tensor_bytes;
-        let (guard, cancel) = CancelOnDrop::new();
-        let out = blocking(move || {
-            let graph: &Graph = session.graph();
-            let mut fed: Vec<(Output, Tensor)> = Vec::with_capacity(feeds.len());
-            for (name, t) in &feeds {
-                let out = output(graph, name, "feed")?;
-                let t = tensor_from_tf(t, &format!("feed {name:?}"), max_bytes)
-                    .map_err(|e| wire_status(&e))?;
-                fed.push((out, t));
-            }
-            let fetches = fetches
-                .iter()
-                .map(|n| output(graph, n, "fetch"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let targets = targets
-                .iter()
-                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let options = RunOptions {
-                timeout,
-                cancel: Some(cancel),
-                ..RunOptions::default()
-            };
-            session
-                .run_with_options(&options, &fed, &fetches, &targets)
-                .map(|o| o.tensors)
-                .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))
-        })
-        .await;
-        guard.disarm();
-        out.map_err(step_error)
+        let held = OffRuntime::new(session);
+        let session = held.get();
+        let (fed, fetches, targets) = step_io(
+            session.graph(),
+            &feeds,
+            &fetches,
+            &targets,
+            self.options.max_tensor_bytes,
+        )
+        .map_err(step_error)?;
+        drop(feeds);
+        let options = RunOptions {
+            timeout,
+            ..RunOptions::default()
+        };
+        session
+            .run_async_with_options(&options, &fed, &fetches, &targets)
+            .await
+            .map(|o| o.tensors)
+            .map_err(|e| step_error(status(code_to_grpc(e.code()), e.to_string())))
     }
 
     /// `RunStep` without its accounting.
@@ -615,4 +605,32 @@ impl proto::master_service_server::MasterService for TfMasterService {
         }
         Ok(Response::new(proto::ReleaseCallableResponse {}))
     }
+}
+
+/// A TensorFlow step's feeds (converted, at most `max_tensor_bytes` each), fetches and
+/// targets, resolved in `graph`.
+#[allow(clippy::type_complexity)]
+fn step_io(
+    graph: &Graph,
+    feeds: &[(String, proto::TensorProto)],
+    fetches: &[String],
+    targets: &[String],
+    max_tensor_bytes: u64,
+) -> Result<(Vec<(Output, Tensor)>, Vec<Output>, Vec<NodeId>), Status> {
+    let mut fed: Vec<(Output, Tensor)> = Vec::with_capacity(feeds.len());
+    for (name, t) in feeds {
+        let out = output(graph, name, "feed")?;
+        let t = tensor_from_tf(t, &format!("feed {name:?}"), max_tensor_bytes)
+            .map_err(|e| wire_status(&e))?;
+        fed.push((out, t));
+    }
+    let fetches = fetches
+        .iter()
+        .map(|n| output(graph, n, "fetch"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let targets = targets
+        .iter()
+        .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((fed, fetches, targets))
 }
