@@ -1,6 +1,9 @@
 //! Compiles the GLSL compute shaders in `shaders/` to SPIR-V with naga (pure Rust, no
 //! shaderc), and writes `shaders.rs` into `OUT_DIR`: one `&[u32]` constant of SPIR-V
 //! words per shader, named after its file in upper case (`matmul.comp` → `MATMUL`).
+//! A line `#include "file.glsl"` in a shader is replaced by that file of `shaders/` (naga's
+//! GLSL front end has no preprocessor includes): the elementwise shaders share their ops
+//! this way.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,9 +12,32 @@ use naga::back::spv;
 use naga::front::glsl;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-const SHADERS: [&str; 7] = [
-    "binary", "binary4", "unary", "unary4", "fill", "reduce", "matmul",
+const SHADERS: [&str; 9] = [
+    "binary", "binary4", "unary", "unary4", "fill", "reduce", "matmul", "softmax", "strided",
 ];
+
+/// `source` with every `#include "name"` line replaced by `shaders/name` (one level).
+fn expand_includes(dir: &Path, source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines() {
+        let included = line
+            .trim()
+            .strip_prefix("#include \"")
+            .and_then(|rest| rest.strip_suffix('"'));
+        match included {
+            Some(name) => {
+                let path = dir.join(name);
+                println!("cargo:rerun-if-changed={}", path.display());
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                out.push_str(&text);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 fn compile(name: &str, source: &str) -> Result<Vec<u32>, String> {
     let mut frontend = glsl::Frontend::default();
@@ -83,6 +109,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         let source = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let source = expand_includes(dir, &source);
         let words = compile(name, &source).unwrap_or_else(|e| panic!("{e}"));
         let _ = writeln!(
             out,

@@ -7,7 +7,7 @@
 //   dims      output dimensions, outermost first, padded with 1s in front
 //   a_strides element strides of `a` per output dimension (0 where `a` broadcasts)
 //   b_strides the same for `b`
-//   misc      x: element count, y: op (0 add, 1 sub, 2 mul, 3 div),
+//   misc      x: element count, y: op (`binary_op`'s codes, elementwise.glsl),
 //             z: flags (bit 0: `a` has the output's shape, bit 1: `b` does)
 layout(local_size_x = 256) in;
 
@@ -21,6 +21,8 @@ layout(push_constant) uniform Params {
     uvec4 b_strides;
     uvec4 misc;
 } p;
+
+#include "elementwise.glsl"
 
 void main() {
     uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * 256u
@@ -48,18 +50,5 @@ void main() {
                 + c3 * p.b_strides.w;
         }
     }
-    float x = a.data[ia];
-    float y = b.data[ib];
-    float r = 0.0;
-    uint op = p.misc.y;
-    if (op == 0u) {
-        r = x + y;
-    } else if (op == 1u) {
-        r = x - y;
-    } else if (op == 2u) {
-        r = x * y;
-    } else {
-        r = x / y;
-    }
-    c.data[i] = r;
+    c.data[i] = binary_op(p.misc.y, a.data[ia], b.data[ib]);
 }

@@ -3,8 +3,9 @@
 // inputs that have the output's shape or are scalars (broadcast from element 0). The
 // host uses it when every buffer holds a whole number of vec4s (see unary4.comp).
 //
-// Push constants (64 bytes): misc.x: vec4 count, misc.y: op (0 add, 1 sub, 2 mul,
-// 3 div), misc.z: flags (bit 0: `a` is a scalar, bit 1: `b` is); the rest is padding.
+// Push constants (64 bytes): misc.x: vec4 count, misc.y: op (`binary_op`'s codes,
+// elementwise.glsl), misc.z: flags (bit 0: `a` is a scalar, bit 1: `b` is); the rest
+// is padding.
 layout(local_size_x = 256) in;
 
 layout(set = 0, binding = 0) readonly buffer A { vec4 data[]; } a;
@@ -18,6 +19,8 @@ layout(push_constant) uniform Params {
     uvec4 pad2;
 } p;
 
+#include "elementwise.glsl"
+
 void main() {
     uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * 256u
         + gl_LocalInvocationID.x;
@@ -28,15 +31,6 @@ void main() {
     vec4 x = (flags & 1u) != 0u ? vec4(a.data[0].x) : a.data[i];
     vec4 y = (flags & 2u) != 0u ? vec4(b.data[0].x) : b.data[i];
     uint op = p.misc.y;
-    vec4 r;
-    if (op == 0u) {
-        r = x + y;
-    } else if (op == 1u) {
-        r = x - y;
-    } else if (op == 2u) {
-        r = x * y;
-    } else {
-        r = x / y;
-    }
-    c.data[i] = r;
+    c.data[i] = vec4(binary_op(op, x.x, y.x), binary_op(op, x.y, y.y),
+                     binary_op(op, x.z, y.z), binary_op(op, x.w, y.w));
 }

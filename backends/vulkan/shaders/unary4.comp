@@ -4,8 +4,8 @@
 // views are rounded up to 4 elements); elements past the tensor's end are padding of
 // the same blocks, computed and never read.
 //
-// Push constants (64 bytes): misc.x: vec4 count, misc.y: op (0 Neg, 1 Square, 2 Sqrt,
-// 3 Exp, 4 Relu); the rest is padding.
+// Push constants (64 bytes): misc.x: vec4 count, misc.y: op (`unary_op`'s codes,
+// elementwise.glsl); the rest is padding.
 layout(local_size_x = 256) in;
 
 layout(set = 0, binding = 0) readonly buffer X { vec4 data[]; } x;
@@ -18,6 +18,8 @@ layout(push_constant) uniform Params {
     uvec4 pad2;
 } p;
 
+#include "elementwise.glsl"
+
 void main() {
     uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * 256u
         + gl_LocalInvocationID.x;
@@ -25,20 +27,7 @@ void main() {
         return;
     }
     vec4 v = x.data[i];
-    vec4 r;
     uint op = p.misc.y;
-    if (op == 0u) {
-        r = -v;
-    } else if (op == 1u) {
-        r = v * v;
-    } else if (op == 2u) {
-        r = sqrt(v);
-    } else if (op == 3u) {
-        r = exp(v);
-    } else {
-        // TensorFlow's Relu: NaN (which compares false) and -0.0 pass through.
-        r = vec4(v.x < 0.0 ? 0.0 : v.x, v.y < 0.0 ? 0.0 : v.y,
-                 v.z < 0.0 ? 0.0 : v.z, v.w < 0.0 ? 0.0 : v.w);
-    }
-    y.data[i] = r;
+    y.data[i] = vec4(unary_op(op, v.x), unary_op(op, v.y), unary_op(op, v.z),
+                     unary_op(op, v.w));
 }

@@ -30,6 +30,10 @@ pub(crate) enum Shader {
     Reduce,
     /// Tiled matrix product with transpose flags (`matmul.comp`).
     MatMul,
+    /// Softmax, LogSoftmax or softmax cross-entropy along rows (`softmax.comp`).
+    Softmax,
+    /// `y[i] = x[sum (c_d mod m_d) s_d]`: Tile and Transpose (`strided.comp`).
+    Strided,
 }
 
 /// The parameters every shader reads from its push constants.
@@ -44,6 +48,8 @@ pub(super) struct Pipelines {
     fill: Arc<ComputePipeline>,
     reduce: Arc<ComputePipeline>,
     matmul: Arc<ComputePipeline>,
+    softmax: Arc<ComputePipeline>,
+    strided: Arc<ComputePipeline>,
 }
 
 impl Pipelines {
@@ -56,6 +62,8 @@ impl Pipelines {
             fill: build(device, "fill", shaders::FILL)?,
             reduce: build(device, "reduce", shaders::REDUCE)?,
             matmul: build(device, "matmul", shaders::MATMUL)?,
+            softmax: build(device, "softmax", shaders::SOFTMAX)?,
+            strided: build(device, "strided", shaders::STRIDED)?,
         })
     }
 
@@ -68,6 +76,8 @@ impl Pipelines {
             Shader::Fill => &self.fill,
             Shader::Reduce => &self.reduce,
             Shader::MatMul => &self.matmul,
+            Shader::Softmax => &self.softmax,
+            Shader::Strided => &self.strided,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Add, Sub, Mul, Div: `binary4.comp` (four elements per invocation) when each input has
-//! the output's shape or is a scalar, else `binary.comp` with numpy broadcasting.
+//! Add, Sub, Mul, Div, Maximum, Minimum, FloorMod: `binary4.comp` (four elements per
+//! invocation) when each input has the output's shape or is a scalar, else `binary.comp`
+//! with numpy broadcasting (integer operands: host-memory kernels, `host.rs`). Both compute through `elementwise.glsl`'s `binary_op`, which
+//! other families (`nn.rs`) reuse through [`binary`] with their own op codes.
 //!
 //! The host computes the broadcast shape, drops dimensions of size 1 and merges adjacent
 //! dimensions both inputs walk alike, so the shader sees at most 4 dimensions with a
@@ -8,6 +10,10 @@
 //! need more than 4 dimensions are refused with an error naming both shapes.
 //!
 //! Division is IEEE (x / 0 is ±inf or NaN), within the GPU's division precision.
+//! Maximum and Minimum give NaN when either side is NaN; FloorMod is TensorFlow's (the
+//! remainder with the divisor's sign, from C's `fmod`; `x mod 0` is NaN), as on the CPU.
+
+use std::sync::Arc;
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Shape, Tensor};
@@ -16,19 +22,37 @@ use smallvec::{smallvec, SmallVec};
 use super::support::{
     boxed, count32, elementwise, f32_device, gpu, tensor, vec4_ready, Factory, Launch, Launched,
 };
-use crate::device::{Shader, VulkanDevice};
+use crate::device::{GpuBuffer, Shader, VulkanDevice};
 
 pub(crate) const KERNELS: &[(&str, Factory)] = &[
     ("Add", factory::<0>),
     ("Sub", factory::<1>),
     ("Mul", factory::<2>),
     ("Div", factory::<3>),
+    ("Maximum", factory::<4>),
+    ("Minimum", factory::<5>),
+    ("FloorMod", factory::<6>),
 ];
+
+/// `binary_op` codes of `elementwise.glsl` that other families use.
+pub(crate) mod code {
+    /// `a + b`.
+    pub(crate) const ADD: u32 = 0;
+    /// `features > 0 ? gradients : 0`.
+    pub(crate) const RELU_GRAD: u32 = 7;
+    /// `dy * (1 - y²)`.
+    pub(crate) const TANH_GRAD: u32 = 8;
+    /// `dy * y * (1 - y)`.
+    pub(crate) const SIGMOID_GRAD: u32 = 9;
+}
 
 /// Dimensions the shader walks.
 const MAX_RANK: usize = 4;
 
 fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = super::host::for_host_dtypes(init)? {
+        return Ok(k);
+    }
     boxed(Binary {
         dev: f32_device(init)?,
         op: init.node.op.clone(),
@@ -118,37 +142,52 @@ impl Launch for Binary {
         let op = self.op.as_str();
         let shape = Shape::broadcast(a.shape(), b.shape())
             .map_err(|e| KernelError::InvalidArgument(format!("{op}: {e}")))?;
-        let n = shape.num_elements();
-        count32(op, n)?;
-        let layout = Layout::new(op, &shape, a.shape(), b.shape())?;
-        let flags = u32::from(a.shape() == &shape) | (u32::from(b.shape() == &shape) << 1);
-        let (ga, gb) = (gpu(op, a)?, gpu(op, b)?);
-        let out = self.dev.alloc(op, n)?;
-        let scalar = |t: &Tensor| t.shape() != &shape && t.num_elements() == 1;
-        let (whole_a, whole_b) = (a.shape() == &shape, b.shape() == &shape);
-        if (whole_a || scalar(a)) && (whole_b || scalar(b)) && vec4_ready(n, &[ga, gb, &out]) {
-            // Same shapes or scalars: four elements per invocation.
-            let quads = n.div_ceil(4);
-            let flags = u32::from(!whole_a) | (u32::from(!whole_b) << 1);
-            let words = [quads as u32, self.code, flags];
-            elementwise(
-                &self.dev,
-                op,
-                Shader::Binary4,
-                &[ga, gb, &out],
-                &words,
-                quads,
-            )?;
-            return Ok(Launched::Ready(tensor(shape, out)?));
-        }
-        let mut words: Vec<u32> = Vec::with_capacity(16);
-        words.extend_from_slice(&layout.dims);
-        words.extend_from_slice(&layout.a);
-        words.extend_from_slice(&layout.b);
-        words.extend_from_slice(&[n as u32, self.code, flags, 0]);
-        elementwise(&self.dev, op, Shader::Binary, &[ga, gb, &out], &words, n)?;
+        let out = binary(
+            &self.dev,
+            op,
+            self.code,
+            (gpu(op, a)?, a.shape()),
+            (gpu(op, b)?, b.shape()),
+            &shape,
+        )?;
         Ok(Launched::Ready(tensor(shape, out)?))
     }
+}
+
+/// Enqueues `c = a OP b` (`OP` one of `binary_op`'s codes) for inputs that broadcast to
+/// `shape` (each input given as its buffer and the shape to read it as, which may
+/// relabel its elements: `BiasAdd` reads an `NCHW` bias as `[C, 1, 1]`), and returns the
+/// output buffer.
+pub(crate) fn binary(
+    dev: &VulkanDevice,
+    op: &str,
+    code: u32,
+    (ga, sa): (&GpuBuffer, &Shape),
+    (gb, sb): (&GpuBuffer, &Shape),
+    shape: &Shape,
+) -> Result<Arc<GpuBuffer>, KernelError> {
+    let n = shape.num_elements();
+    count32(op, n)?;
+    let layout = Layout::new(op, shape, sa, sb)?;
+    let out = dev.alloc(op, n)?;
+    let (whole_a, whole_b) = (sa == shape, sb == shape);
+    let scalar = |s: &Shape| !(s == shape) && s.num_elements() == 1;
+    if (whole_a || scalar(sa)) && (whole_b || scalar(sb)) && vec4_ready(n, &[ga, gb, &out]) {
+        // Same shapes or scalars: four elements per invocation.
+        let quads = n.div_ceil(4);
+        let flags = u32::from(!whole_a) | (u32::from(!whole_b) << 1);
+        let words = [quads as u32, code, flags];
+        elementwise(dev, op, Shader::Binary4, &[ga, gb, &out], &words, quads)?;
+        return Ok(out);
+    }
+    let flags = u32::from(whole_a) | (u32::from(whole_b) << 1);
+    let mut words: Vec<u32> = Vec::with_capacity(16);
+    words.extend_from_slice(&layout.dims);
+    words.extend_from_slice(&layout.a);
+    words.extend_from_slice(&layout.b);
+    words.extend_from_slice(&[n as u32, code, flags, 0]);
+    elementwise(dev, op, Shader::Binary, &[ga, gb, &out], &words, n)?;
+    Ok(out)
 }
 
 #[cfg(test)]

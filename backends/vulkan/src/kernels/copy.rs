@@ -1,13 +1,15 @@
 //! The host/device copies the executor inserts (`_CopyFromHost`, `_CopyToHost`), through
 //! pooled staging buffers. An upload is stream-ordered (its output is ready for every
 //! later command at once); a download is where the host waits: it submits the device's
-//! open batch and completes when the GPU has run it.
+//! open batch and completes when the GPU has run it. Tensors of dtypes the device keeps
+//! in host memory (every dtype but f32: `host.rs`) pass through both unchanged.
 
 use futures::FutureExt;
 use magpie_core::device::{COPY_FROM_HOST, COPY_TO_HOST};
-use magpie_core::kernel::KernelInit;
+use magpie_core::kernel::{Kernel, KernelContext, KernelInit};
 use magpie_core::{BoxedKernel, KernelError, Tensor};
 
+use super::host;
 use super::support::{boxed, f32_device, gpu, tensor, Factory, Launch, Launched};
 use crate::device::VulkanDevice;
 
@@ -16,7 +18,34 @@ pub(crate) const KERNELS: &[(&str, Factory)] = &[
     (COPY_TO_HOST, to_host_factory),
 ];
 
+/// The copy kernel of a tensor that stays in host memory.
+struct PassThrough;
+
+impl Kernel for PassThrough {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let x = ctx.take_input(0);
+        if !x.is_on_host() {
+            return Err(KernelError::Internal(format!(
+                "{}: a {} tensor in device memory, where host memory was expected",
+                ctx.node().op,
+                x.dtype()
+            )));
+        }
+        ctx.push_output(x);
+        Ok(())
+    }
+}
+
+/// The pass-through kernel when the copied dtype lives in host memory on this device.
+fn pass_through(init: &KernelInit<'_>) -> Option<BoxedKernel> {
+    let dtype = init.input_dtypes.first()?;
+    host::in_host_memory(*dtype).then(|| BoxedKernel::Sync(Box::new(PassThrough)))
+}
+
 fn from_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = pass_through(init) {
+        return Ok(k);
+    }
     boxed(FromHost {
         dev: f32_device(init)?,
     })
@@ -36,6 +65,9 @@ impl Launch for FromHost {
 }
 
 fn to_host_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = pass_through(init) {
+        return Ok(k);
+    }
     boxed(ToHost {
         dev: f32_device(init)?,
     })

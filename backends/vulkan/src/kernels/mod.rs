@@ -10,10 +10,13 @@
 
 mod binary;
 mod copy;
+mod host;
 mod matmul;
+mod nn;
 mod reduce;
 mod shape_ops;
 mod source;
+mod strided;
 mod support;
 mod unary;
 
@@ -27,8 +30,11 @@ pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
         binary::KERNELS,
         unary::KERNELS,
         matmul::KERNELS,
+        nn::KERNELS,
         reduce::KERNELS,
         shape_ops::KERNELS,
+        strided::KERNELS,
+        host::KERNELS,
     ]
     .into_iter()
     .flatten()

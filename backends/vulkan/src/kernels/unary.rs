@@ -1,6 +1,8 @@
-//! Neg, Square, Sqrt, Exp, Relu: `unary4.comp`, four elements (a vec4) per invocation,
-//! or `unary.comp`, one per element, where a buffer does not hold whole vec4s.
-//! Sqrt and Exp have the GPU's precision (a few ulp), not the CPU's.
+//! Neg, Square, Sqrt, Exp, Relu, Log, Tanh, Sigmoid: `unary4.comp`, four elements (a
+//! vec4) per invocation, or `unary.comp`, one per element, where a buffer does not hold
+//! whole vec4s; both compute through `elementwise.glsl`'s `unary_op`. Sqrt, Exp, Log,
+//! Tanh and Sigmoid have the GPU's precision (a few ulp), not the CPU's; Log of 0 is
+//! -inf and of a negative NaN, as on the CPU.
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::{BoxedKernel, KernelError, Tensor};
@@ -16,9 +18,15 @@ pub(crate) const KERNELS: &[(&str, Factory)] = &[
     ("Sqrt", factory::<2>),
     ("Exp", factory::<3>),
     ("Relu", factory::<4>),
+    ("Log", factory::<5>),
+    ("Tanh", factory::<6>),
+    ("Sigmoid", factory::<7>),
 ];
 
 fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = super::host::for_host_dtypes(init)? {
+        return Ok(k);
+    }
     boxed(Unary {
         dev: f32_device(init)?,
         op: init.node.op.clone(),
