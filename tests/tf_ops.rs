@@ -542,3 +542,106 @@ fn hostile_inputs_to_tensorflows_ops_are_errors_never_panics() {
     }
     assert!(ran > 300, "only {ran} graphs got past import");
 }
+
+/// The MLP fixture's GraphDef with every node pinned to `device`, its feeds and fetches.
+fn mlp_on(device: &str) -> (Graph, Vec<(Output, Tensor)>, Vec<Output>) {
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/tf_mlp.json")).expect("the fixture parses");
+    let mut def = GraphDef::default();
+    for n in fixture["nodes"].as_array().expect("nodes") {
+        let mut node = node_def(n);
+        node.device = device.to_string();
+        if node.op == "Const" {
+            node.attrs.retain(|(k, _)| k != "value");
+            node.attrs
+                .push(("value".into(), AttrValue::Tensor(tensor(&n["value"]))));
+        }
+        def.nodes.push(node);
+    }
+    let graph = Graph::import_tensorflow(&def).expect("TensorFlow's MLP GraphDef imports");
+    let output = |name: &str| -> Output {
+        let (node, k) = name.rsplit_once(':').expect("a tensor name");
+        graph
+            .node_by_name(node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .output(k.parse().expect("an output index"))
+    };
+    let feeds = fixture["feeds"]
+        .as_object()
+        .expect("feeds")
+        .iter()
+        .map(|(k, v)| (output(k), tensor(v)))
+        .collect();
+    let fetches = fixture["fetches"]
+        .as_array()
+        .expect("fetches")
+        .iter()
+        .map(|f| output(f.as_str().expect("a fetch")))
+        .collect();
+    (graph, feeds, fetches)
+}
+
+/// The MLP's forward and backward step with every node on the Vulkan GPU (lavapipe in
+/// CI): f32 math in shaders, the i32 shape arithmetic as the GPU device's host-memory
+/// kernels (as TensorFlow's GPU device runs it). No node falls back to the CPU: the
+/// trace names the GPU for every node, the nodes that ran are those a CPU run runs, and
+/// the only copies are the two feeds in and the five fetches out. The loss and gradients match the CPU's run within float rounding.
+#[test]
+fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
+    use magpie::{RunOptions, Session};
+    if let Some(why) = magpie::gpu_status() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let options = magpie::local_options();
+    let gpu = options
+        .devices
+        .iter()
+        .find(|d| d.device_type() == "GPU")
+        .expect("a GPU")
+        .clone();
+    let (graph, feeds, fetches) = mlp_on("/device:GPU:0");
+    let session = Session::new(&graph, options).expect("a session");
+    let run = RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    };
+    let out = session
+        .run_with_options(&run, &feeds, &fetches, &[])
+        .expect("the step runs on the GPU");
+    let gpu_name = gpu.name().to_string();
+    assert!(!out.metadata.nodes.is_empty());
+    for n in &out.metadata.nodes {
+        assert_eq!(n.device, gpu_name, "{} ({}) ran off the GPU", n.node, n.op);
+    }
+    assert_eq!(out.metadata.copies, 2 + 5, "feeds in, fetches out, nothing else");
+
+    let (cpu_graph, cpu_feeds, cpu_fetches) = mlp_on("/device:CPU:0");
+    let cpu_out = magpie::local_session(&cpu_graph)
+        .expect("a CPU session")
+        .run_with_options(&run, &cpu_feeds, &cpu_fetches, &[])
+        .expect("the step runs on the CPU");
+    // The same nodes ran (the copies aside), each on the GPU.
+    let ran = |nodes: &[magpie::exec::NodeStats]| {
+        let mut names: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.op.starts_with("_Copy"))
+            .map(|n| n.node.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(ran(&out.metadata.nodes), ran(&cpu_out.metadata.nodes));
+    assert!(ran(&out.metadata.nodes).len() > 60);
+    let want = cpu_out.tensors;
+    for (k, (got, want)) in out.tensors.iter().zip(&want).enumerate() {
+        assert_eq!(got.dims(), want.dims(), "fetch {k}");
+        let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        for (i, (g, w)) in g.iter().zip(&w).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "fetch {k} element {i}: GPU {g}, CPU {w}"
+            );
+        }
+    }
+}
