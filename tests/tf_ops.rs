@@ -644,4 +644,44 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
             );
         }
     }
+
+    // The whole forward and backward pass with the loss and gradients as targets (as a
+    // training step runs them, feeding optimizers) is one queue submission, at the
+    // step's end: the host-memory kernels between the shaders add none (the batch may
+    // linger as long as it likes). Every fetch is a download, which submits, so the
+    // step above made at most one per fetch.
+    let submissions = |m: &magpie::RunMetadata| -> u64 {
+        m.device_counters
+            .iter()
+            .filter(|c| c.name == "submissions")
+            .map(|c| c.delta)
+            .sum()
+    };
+    assert!(submissions(&out.metadata) <= 5 + 4, "{:?}", out.metadata.device_counters);
+    let vulkan = gpu
+        .as_any()
+        .downcast_ref::<magpie::vulkan::VulkanDevice>()
+        .expect("a Vulkan device");
+    vulkan.set_batch_linger(std::time::Duration::from_secs(3600));
+    let targets: Vec<_> = fetches.iter().map(|f| f.node).collect();
+    for _ in 0..3 {
+        let o = session
+            .run_with_options(&RunOptions::default(), &feeds, &[], &targets)
+            .expect("the training step runs");
+        assert_eq!(submissions(&o.metadata), 1, "{:?}", o.metadata.device_counters);
+        assert_eq!(o.metadata.copies, 2, "the feeds in, nothing out");
+    }
+    let loss = session
+        .run_with_options(&RunOptions::default(), &feeds, &fetches[..1], &[])
+        .expect("the loss step runs");
+    assert_close(&loss.tensors[0], &want[0]);
+    vulkan.set_batch_linger(std::time::Duration::from_micros(500));
+}
+
+fn assert_close(got: &Tensor, want: &Tensor) {
+    let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    assert_eq!(g.len(), w.len());
+    for (g, w) in g.iter().zip(&w) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "GPU {g}, CPU {w}");
+    }
 }
