@@ -614,7 +614,11 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
     for n in &out.metadata.nodes {
         assert_eq!(n.device, gpu_name, "{} ({}) ran off the GPU", n.node, n.op);
     }
-    assert_eq!(out.metadata.copies, 2 + 5, "feeds in, fetches out, nothing else");
+    assert_eq!(
+        out.metadata.copies,
+        2 + 5,
+        "feeds in, fetches out, nothing else"
+    );
 
     let (cpu_graph, cpu_feeds, cpu_fetches) = mlp_on("/device:CPU:0");
     let cpu_out = magpie::local_session(&cpu_graph)
@@ -657,7 +661,11 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
             .map(|c| c.delta)
             .sum()
     };
-    assert!(submissions(&out.metadata) <= 5 + 4, "{:?}", out.metadata.device_counters);
+    assert!(
+        submissions(&out.metadata) <= 5 + 4,
+        "{:?}",
+        out.metadata.device_counters
+    );
     let vulkan = gpu
         .as_any()
         .downcast_ref::<magpie::vulkan::VulkanDevice>()
@@ -668,7 +676,12 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
         let o = session
             .run_with_options(&RunOptions::default(), &feeds, &[], &targets)
             .expect("the training step runs");
-        assert_eq!(submissions(&o.metadata), 1, "{:?}", o.metadata.device_counters);
+        assert_eq!(
+            submissions(&o.metadata),
+            1,
+            "{:?}",
+            o.metadata.device_counters
+        );
         assert_eq!(o.metadata.copies, 2, "the feeds in, nothing out");
     }
     let loss = session

@@ -58,17 +58,23 @@ fn cpu_reference(cpu: &Arc<dyn Device>, op: &'static str, inputs: usize) -> OpCh
 fn elementwise_ops_match_the_cpu_over_random_and_broadcast_shapes() {
     let Some((cpu, gpu)) = devices() else { return };
     for op in [
-        "Neg", "Square", "Sqrt", "Exp", "Relu", "Log", "Tanh", "Sigmoid", "OnesLike",
-        "ZerosLike", "StopGradient", "Identity",
+        "Neg",
+        "Square",
+        "Sqrt",
+        "Exp",
+        "Relu",
+        "Log",
+        "Tanh",
+        "Sigmoid",
+        "OnesLike",
+        "ZerosLike",
+        "StopGradient",
+        "Identity",
     ] {
         against_cpu(&gpu, || cpu_reference(&cpu, op, 1));
     }
-    for op in [
-        "Add", "Sub", "Mul", "Div", "Maximum", "Minimum", "FloorMod",
-    ] {
-        against_cpu(&gpu, || {
-            cpu_reference(&cpu, op, 2).broadcasting(true)
-        });
+    for op in ["Add", "Sub", "Mul", "Div", "Maximum", "Minimum", "FloorMod"] {
+        against_cpu(&gpu, || cpu_reference(&cpu, op, 2).broadcasting(true));
     }
     // Gradients take inputs of one shape; shapes that differ are refused by both.
     for op in ["ReluGrad", "TanhGrad", "SigmoidGrad", "AddN"] {
@@ -153,6 +159,23 @@ impl Draw {
         (self.next() % n) as usize
     }
 
+    fn dims(&mut self, max_rank: u64) -> Vec<usize> {
+        let rank = self.below(max_rank + 1);
+        (0..rank)
+            .map(|_| {
+                if self.below(8) == 0 {
+                    0
+                } else {
+                    1 + self.below(4)
+                }
+            })
+            .collect()
+    }
+
+    fn ints(&mut self, v: &[i64]) -> Tensor {
+        Tensor::from_vec([v.len()], v.iter().map(|&x| x as i32).collect()).unwrap()
+    }
+
     fn tensor(&mut self, dims: &[usize]) -> Tensor {
         let n: usize = dims.iter().product();
         let v: Vec<f32> = (0..n)
@@ -162,27 +185,36 @@ impl Draw {
     }
 }
 
-/// Runs `op` on both devices and compares every output.
+/// Runs `op` on both devices and compares every output; `false` when both refused the
+/// inputs.
 fn same_outputs(
     cpu: &Arc<dyn Device>,
     gpu: &Arc<dyn Device>,
     op: &str,
     attrs: &Attrs,
     inputs: &[Tensor],
-) {
-    let want = run_kernel(cpu, op, attrs, inputs).unwrap();
-    let got = run_kernel(gpu, op, attrs, inputs)
-        .unwrap_or_else(|e| panic!("{op} on the GPU with {inputs:?}: {e}"));
+) -> bool {
+    let want = run_kernel(cpu, op, attrs, inputs);
+    let got = run_kernel(gpu, op, attrs, inputs);
+    let (want, got) = match (want, got) {
+        (Ok(w), Ok(g)) => (w, g),
+        // Refused on both: the GPU's refusal is a value, as the CPU's.
+        (Err(_), Err(_)) => return false,
+        (Ok(_), Err(e)) => panic!("{op} on the GPU with {inputs:?}: {e}"),
+        (Err(e), Ok(_)) => panic!("{op}: the CPU refuses {inputs:?} ({e}), the GPU did not"),
+    };
     assert_eq!(want.len(), got.len(), "{op}: output count");
     for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w.dtype(), g.dtype(), "{op} {inputs:?}");
         assert_eq!(w.dims(), g.dims(), "{op} {inputs:?}");
-        let (w, g) = (w.to_vec::<f32>().unwrap(), g.to_vec::<f32>().unwrap());
-        for (i, (w, g)) in w.iter().zip(&g).enumerate() {
-            let ok = (w.is_nan() && g.is_nan())
-                || f64::from((w - g).abs()) <= TOLERANCE * f64::from(w.abs()).max(1.0);
-            assert!(ok, "{op} element {i}: GPU {g}, CPU {w}");
+        assert!(g.is_on_host(), "{op}: the harness fetched a device tensor");
+        for i in 0..w.num_elements() {
+            let (w, g) = (w.storage().get_f64(i), g.storage().get_f64(i));
+            let ok = (w.is_nan() && g.is_nan()) || (w - g).abs() <= TOLERANCE * w.abs().max(1.0);
+            assert!(ok, "{op} element {i}: GPU {g}, CPU {w} (inputs {inputs:?})");
         }
     }
+    true
 }
 
 #[test]
@@ -202,26 +234,214 @@ fn bias_and_softmax_ops_match_the_cpu_on_fitting_random_shapes() {
             };
             let value = d.tensor(&dims);
             let bias = d.tensor(&[dims[c]]);
-            same_outputs(&cpu, &gpu, "BiasAdd", &attrs, &[value.clone(), bias]);
-            same_outputs(&cpu, &gpu, "BiasAddGrad", &attrs, &[value]);
+            assert!(same_outputs(
+                &cpu,
+                &gpu,
+                "BiasAdd",
+                &attrs,
+                &[value.clone(), bias]
+            ));
+            assert!(same_outputs(&cpu, &gpu, "BiasAddGrad", &attrs, &[value]));
         }
         let (b, k) = (d.below(6), 1 + d.below(300));
         let (b, k) = if case == 0 { (3, 0) } else { (b, k) };
         let logits = d.tensor(&[b, k]);
         let labels = d.tensor(&[b, k]);
-        same_outputs(&cpu, &gpu, "Softmax", &Attrs::new(), std::slice::from_ref(&logits));
-        same_outputs(&cpu, &gpu, "LogSoftmax", &Attrs::new(), std::slice::from_ref(&logits));
-        same_outputs(
+        let one = std::slice::from_ref(&logits);
+        assert!(same_outputs(&cpu, &gpu, "Softmax", &Attrs::new(), one));
+        assert!(same_outputs(&cpu, &gpu, "LogSoftmax", &Attrs::new(), one));
+        assert!(same_outputs(
             &cpu,
             &gpu,
             "SoftmaxCrossEntropyWithLogits",
             &Attrs::new(),
-            &[logits, labels],
-        );
+            &[logits.clone(), labels],
+        ));
     }
     // A bias of the wrong length is refused on the GPU as on the CPU.
     let value = d.tensor(&[2, 3]);
     let bias = d.tensor(&[2]);
     let e = run_kernel(&gpu, "BiasAdd", &Attrs::new(), &[value, bias]).unwrap_err();
     assert!(e.to_string().contains("bias of shape [2]"), "{e}");
+}
+
+fn attrs(pairs: &[(&str, magpie::graph::AttrValue)]) -> Attrs {
+    let mut a = Attrs::new();
+    for (k, v) in pairs {
+        a.set(*k, v.clone());
+    }
+    a
+}
+
+#[test]
+fn shape_taking_ops_match_the_cpu_with_host_memory_shapes_and_axes() {
+    use magpie::graph::AttrValue;
+    let Some((cpu, gpu)) = devices() else { return };
+    let mut d = Draw(29);
+    let none = Attrs::new();
+    let (mut compared, mut calls) = (0, 0);
+    let mut tally = |ran: bool| {
+        calls += 1;
+        compared += usize::from(ran);
+    };
+    for _ in 0..60 {
+        let dims = d.dims(4);
+        let rank = dims.len();
+        let x = d.tensor(&dims);
+        // Tile and Transpose.
+        let multiples: Vec<i64> = (0..rank).map(|_| d.below(4) as i64).collect();
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Tile",
+            &none,
+            &[x.clone(), d.ints(&multiples)],
+        ));
+        let mut perm: Vec<i64> = (0..rank as i64).collect();
+        for i in (1..rank).rev() {
+            perm.swap(i, d.below(i as u64 + 1));
+        }
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Transpose",
+            &none,
+            &[x.clone(), d.ints(&perm)],
+        ));
+        // Sum and Mean over a random set of axes (negative ones too), both keep_dims.
+        let mut axes: Vec<i64> = Vec::new();
+        for a in 0..rank as i64 {
+            match d.below(4) {
+                0 => axes.push(a),
+                1 => axes.push(a - rank as i64),
+                _ => {}
+            }
+        }
+        for keep in [false, true] {
+            let a = attrs(&[("keep_dims", AttrValue::Bool(keep))]);
+            for op in ["Sum", "Mean"] {
+                tally(same_outputs(
+                    &cpu,
+                    &gpu,
+                    op,
+                    &a,
+                    &[x.clone(), d.ints(&axes)],
+                ));
+            }
+        }
+        // Reshape to the reversed dimensions with one -1, ExpandDims, Squeeze.
+        let mut spec: Vec<i64> = dims.iter().rev().map(|&v| v as i64).collect();
+        if let Some(first) = spec.first_mut() {
+            if dims.iter().all(|&v| v > 0) {
+                *first = -1;
+            }
+        }
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Reshape",
+            &none,
+            &[x.clone(), d.ints(&spec)],
+        ));
+        let at = d.below(rank as u64 + 2) as i64 - (rank as i64 + 1);
+        let dim = Tensor::from(at as i32);
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "ExpandDims",
+            &none,
+            &[x.clone(), dim],
+        ));
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Squeeze",
+            &none,
+            std::slice::from_ref(&x),
+        ));
+        // Fill(dims, value) and Cast of host-memory integers into f32 on the GPU.
+        let fill_dims: Vec<i64> = dims.iter().map(|&v| v as i64).collect();
+        let value = d.tensor(&[]);
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Fill",
+            &none,
+            &[d.ints(&fill_dims), value],
+        ));
+        let n: usize = dims.iter().product();
+        let ints = Tensor::from_vec(
+            dims.clone(),
+            (0..n)
+                .map(|_| d.below(2001) as i32 - 1000)
+                .collect::<Vec<i32>>(),
+        )
+        .unwrap();
+        for to in [magpie::DType::F32, magpie::DType::I64, magpie::DType::I32] {
+            let a = attrs(&[("dtype", AttrValue::DType(to))]);
+            tally(same_outputs(
+                &cpu,
+                &gpu,
+                "Cast",
+                &a,
+                std::slice::from_ref(&ints),
+            ));
+        }
+        let a = attrs(&[("dtype", AttrValue::DType(magpie::DType::F32))]);
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Cast",
+            &a,
+            std::slice::from_ref(&x),
+        ));
+        // Integer tensors stay in host memory on the GPU device, with the CPU's kernels.
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Tile",
+            &none,
+            &[ints.clone(), d.ints(&multiples)],
+        ));
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Shape",
+            &none,
+            std::slice::from_ref(&x),
+        ));
+        tally(same_outputs(
+            &cpu,
+            &gpu,
+            "Pack",
+            &attrs(&[("N", AttrValue::Int(2))]),
+            &[ints.clone(), ints],
+        ));
+    }
+}
+
+#[test]
+fn integer_ops_on_the_gpu_device_are_the_cpus_in_host_memory() {
+    let Some((cpu, gpu)) = devices() else { return };
+    for op in ["Add", "Sub", "Mul", "Maximum", "Minimum"] {
+        against_cpu(&gpu, || {
+            cpu_reference(&cpu, op, 2)
+                .broadcasting(true)
+                .dtype(magpie::DType::I32)
+        });
+    }
+    // FloorMod of integers: TensorFlow's signs, and a zero divisor is an error on both.
+    against_cpu(&gpu, || {
+        cpu_reference(&cpu, "FloorMod", 2)
+            .broadcasting(true)
+            .dtype(magpie::DType::I32)
+            .values(-6.0, 6.0)
+    });
+    let x = Tensor::from(vec![7i32, -7, 7, -7]);
+    let y = Tensor::from(vec![3i32, 3, -3, -3]);
+    let got = run_kernel(&gpu, "FloorMod", &Attrs::new(), &[x.clone(), y]).unwrap();
+    assert_eq!(got[0].to_vec::<i32>().unwrap(), [1, 2, -2, -1]);
+    let zero = Tensor::from(vec![3i32, 0, 1, 1]);
+    let e = run_kernel(&gpu, "FloorMod", &Attrs::new(), &[x, zero]).unwrap_err();
+    assert!(e.to_string().contains("division by zero"), "{e}");
 }

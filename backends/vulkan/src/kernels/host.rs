@@ -114,6 +114,10 @@ pub(crate) fn host_ints(op: &str, what: &str, t: &Tensor) -> Result<Vec<i64>, Ke
     Err(KernelError::InvalidArgument(format!(
         "{op}: {what} must be an i32 or i64 tensor in host memory, got a {} tensor{}",
         t.dtype(),
-        if t.is_on_host() { "" } else { " in device memory" }
+        if t.is_on_host() {
+            ""
+        } else {
+            " in device memory"
+        }
     )))
 }

@@ -261,7 +261,14 @@ impl Launch for Softmax {
         if n > 0 {
             let rows = n / classes;
             let strides = [classes as u32, 1, classes as u32, 1];
-            rows_dispatch(&self.dev, op, self.mode, [rows, classes], strides, [gx, gx, &out, &out])?;
+            rows_dispatch(
+                &self.dev,
+                op,
+                self.mode,
+                [rows, classes],
+                strides,
+                [gx, gx, &out, &out],
+            )?;
         }
         Ok(Launched::Ready(tensor(x.shape().clone(), out)?))
     }

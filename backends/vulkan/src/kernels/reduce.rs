@@ -20,8 +20,8 @@ use magpie_core::{BoxedKernel, DType, KernelError, Shape, Tensor};
 
 use super::host::{self, host_ints};
 use super::support::{
-    boxed, count32, device_of, gpu, normalize_axis, params, tensor, unimplemented, Factory,
-    Launch, Launched, GROUP,
+    boxed, count32, device_of, gpu, normalize_axis, params, tensor, unimplemented, Factory, Launch,
+    Launched, GROUP,
 };
 use crate::device::{GpuBuffer, Shader, VulkanDevice};
 
@@ -76,7 +76,12 @@ struct Reduce<const MEAN: bool> {
 
 impl<const MEAN: bool> Reduce<MEAN> {
     /// Which dimensions of `dims` are reduced, with the CPU kernels' errors.
-    fn reduced(&self, op: &str, dims: &[usize], inputs: &[Tensor]) -> Result<Vec<bool>, KernelError> {
+    fn reduced(
+        &self,
+        op: &str,
+        dims: &[usize],
+        inputs: &[Tensor],
+    ) -> Result<Vec<bool>, KernelError> {
         let axes: Vec<i64> = match self.axis {
             Axes::Attr(Some(a)) => vec![a],
             Axes::Attr(None) => (0..dims.len() as i64).collect(),

@@ -14,8 +14,8 @@ use magpie_core::{BoxedKernel, DType, KernelError, Shape, Tensor};
 use parking_lot::Mutex;
 
 use super::support::{
-    boxed, device_of, elementwise, f32_device, gpu, known_shape, tensor, unimplemented,
-    Factory, Launch, Launched,
+    boxed, device_of, elementwise, f32_device, gpu, known_shape, tensor, unimplemented, Factory,
+    Launch, Launched,
 };
 use crate::device::{Shader, VulkanDevice};
 
@@ -94,7 +94,11 @@ fn fill_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
         });
     }
     boxed(Fill {
-        shape: Some(known_shape("Fill", "shape", &init.node.attrs.ints("shape")?)?),
+        shape: Some(known_shape(
+            "Fill",
+            "shape",
+            &init.node.attrs.ints("shape")?,
+        )?),
         dev: f32_device(init)?,
     })
 }

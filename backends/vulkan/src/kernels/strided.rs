@@ -10,15 +10,12 @@ use magpie_core::{BoxedKernel, DType, KernelError, Shape, Tensor};
 
 use super::host::{self, host_ints};
 use super::support::{
-    boxed, count32, device_of, elementwise, gpu, tensor, unimplemented, Factory, Launch,
-    Launched,
+    boxed, count32, device_of, elementwise, gpu, tensor, unimplemented, Factory, Launch, Launched,
 };
 use crate::device::{Shader, VulkanDevice};
 
-pub(crate) const KERNELS: &[(&str, Factory)] = &[
-    ("Tile", factory::<false>),
-    ("Transpose", factory::<true>),
-];
+pub(crate) const KERNELS: &[(&str, Factory)] =
+    &[("Tile", factory::<false>), ("Transpose", factory::<true>)];
 
 /// Dimensions the shader walks.
 const MAX_RANK: usize = 4;
@@ -70,9 +67,7 @@ fn tile_plan(x: &Shape, multiples: &[i64]) -> Result<(Vec<usize>, Plan), KernelE
             ))
         })?;
         out_dims.push(d.checked_mul(m).ok_or_else(|| {
-            KernelError::InvalidArgument(format!(
-                "Tile of shape {x} by {multiples:?} is too large"
-            ))
+            KernelError::InvalidArgument(format!("Tile of shape {x} by {multiples:?} is too large"))
         })?);
     }
     let strides = x.strides();

@@ -42,7 +42,10 @@ fn the_gpu_passes_the_conformance_suite() {
     // backend's (not registered in this crate's tests).
     for declined in &report.unsupported {
         let cast = declined.starts_with("Cast ") && declined != "Cast f32 -> f32";
-        assert!(!declined.contains(" f32") || cast, "GPU declined {declined}");
+        assert!(
+            !declined.contains(" f32") || cast,
+            "GPU declined {declined}"
+        );
     }
     eprintln!(
         "conformance: {} checks passed, {} declined",
