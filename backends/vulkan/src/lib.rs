@@ -9,8 +9,12 @@
 //! are registered for device type `"GPU"` and backend [`BACKEND`], so another GPU backend
 //! in the same process keeps its own kernels; they reach their device as a
 //! [`VulkanDevice`] through
-//! [`KernelInit::device`](magpie_core::kernel::KernelInit::device), whatever its name. Kernels (f32 only; other dtypes are
-//! declined with [`KernelError::Unimplemented`](magpie_core::KernelError)) are compute
+//! [`KernelInit::device`](magpie_core::kernel::KernelInit::device), whatever its name.
+//! f32 tensors live in device memory; every other dtype in host memory, computed by
+//! host-memory kernels (the CPU backend's kernels of those ops, from the process-wide
+//! registry, as TensorFlow's GPU device runs its int32 shape arithmetic on the host); what
+//! neither covers is declined with
+//! [`KernelError::Unimplemented`](magpie_core::KernelError). f32 kernels are compute
 //! shaders compiled to SPIR-V at build time (`shaders/`, `build.rs`), enqueued on the
 //! device's command stream: consecutive GPU nodes share one command buffer and one
 //! queue submission, and the scheduler's workers never wait on the GPU (only a copy to

@@ -1,12 +1,14 @@
 //! The GPU kernels, one file per op family, and the list [`all`] that `register()` walks.
 //!
-//! Every factory checks the dtypes when the kernel is built and declines anything but
-//! f32 with [`KernelError::Unimplemented`](magpie_core::KernelError::Unimplemented).
+//! Every factory checks the dtypes when the kernel is built: f32 data gets a shader
+//! kernel, a node with no f32 input or output a host-memory kernel (`host.rs`), and
+//! anything else is declined with
+//! [`KernelError::Unimplemented`](magpie_core::KernelError::Unimplemented).
 //! Kernels that compute are asynchronous (`support::Launch`): they validate shapes,
 //! allocate the output and enqueue their commands on the device's stream from the
 //! scheduler worker, then complete at once — the output is stream-ordered, valid for
-//! every later command on the device. The host waits only in `_CopyToHost`. Identity and Reshape only relabel a buffer and
-//! run synchronously. No file here names a vulkano type: they go through `device/`.
+//! every later command on the device. The host waits only in `_CopyToHost`. Identity, Reshape, ExpandDims and Squeeze only
+//! relabel a buffer and run synchronously. No file here names a vulkano type: they go through `device/`.
 
 mod binary;
 mod copy;
