@@ -12,8 +12,9 @@ use naga::back::spv;
 use naga::front::glsl;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-const SHADERS: [&str; 9] = [
+const SHADERS: [&str; 10] = [
     "binary", "binary4", "unary", "unary4", "fill", "reduce", "matmul", "softmax", "strided",
+    "rows",
 ];
 
 /// `source` with every `#include "name"` line replaced by `shaders/name` (one level).

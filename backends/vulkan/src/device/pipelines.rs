@@ -34,6 +34,8 @@ pub(crate) enum Shader {
     Softmax,
     /// `y[i] = x[sum (c_d mod m_d) s_d]`: Tile and Transpose (`strided.comp`).
     Strided,
+    /// Row copies between `[outer, len, inner]` views: GatherV2, ConcatV2 (`rows.comp`).
+    Rows,
 }
 
 /// The parameters every shader reads from its push constants.
@@ -50,6 +52,7 @@ pub(super) struct Pipelines {
     matmul: Arc<ComputePipeline>,
     softmax: Arc<ComputePipeline>,
     strided: Arc<ComputePipeline>,
+    rows: Arc<ComputePipeline>,
 }
 
 impl Pipelines {
@@ -64,6 +67,7 @@ impl Pipelines {
             matmul: build(device, "matmul", shaders::MATMUL)?,
             softmax: build(device, "softmax", shaders::SOFTMAX)?,
             strided: build(device, "strided", shaders::STRIDED)?,
+            rows: build(device, "rows", shaders::ROWS)?,
         })
     }
 
@@ -78,6 +82,7 @@ impl Pipelines {
             Shader::MatMul => &self.matmul,
             Shader::Softmax => &self.softmax,
             Shader::Strided => &self.strided,
+            Shader::Rows => &self.rows,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod binary;
 mod copy;
+mod gather;
 mod host;
 mod matmul;
 mod nn;
@@ -36,6 +37,7 @@ pub(crate) fn all() -> impl Iterator<Item = (&'static str, Factory)> {
         reduce::KERNELS,
         shape_ops::KERNELS,
         strided::KERNELS,
+        gather::KERNELS,
         host::KERNELS,
     ]
     .into_iter()
