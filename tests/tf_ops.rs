@@ -652,8 +652,9 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
     // The whole forward and backward pass with the loss and gradients as targets (as a
     // training step runs them, feeding optimizers) is one queue submission, at the
     // step's end: the host-memory kernels between the shaders add none (the batch may
-    // linger as long as it likes). Every fetch is a download, which submits, so the
-    // step above made at most one per fetch.
+    // linger as long as it likes). (Every fetch is a download, which submits; and with
+    // the default linger of 500 µs a slow step also submits what lingered, so the first
+    // step's count depends on the machine's load and is not checked.)
     let submissions = |m: &magpie::RunMetadata| -> u64 {
         m.device_counters
             .iter()
@@ -661,11 +662,6 @@ fn the_mlp_forward_and_backward_graph_runs_wholly_on_the_gpu() {
             .map(|c| c.delta)
             .sum()
     };
-    assert!(
-        submissions(&out.metadata) <= 5 + 4,
-        "{:?}",
-        out.metadata.device_counters
-    );
     let vulkan = gpu
         .as_any()
         .downcast_ref::<magpie::vulkan::VulkanDevice>()
