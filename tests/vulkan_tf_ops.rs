@@ -445,3 +445,77 @@ fn integer_ops_on_the_gpu_device_are_the_cpus_in_host_memory() {
     let e = run_kernel(&gpu, "FloorMod", &Attrs::new(), &[x, zero]).unwrap_err();
     assert!(e.to_string().contains("division by zero"), "{e}");
 }
+
+#[test]
+fn hostile_inputs_to_the_gpu_kernels_are_errors_never_panics() {
+    use magpie::graph::AttrValue;
+    use magpie::kernel::KernelError;
+    let Some((_, gpu)) = devices() else { return };
+    let inputs = vec![
+        Tensor::scalar(3.5f32),
+        Tensor::scalar(-1i32),
+        Tensor::scalar(i64::MAX),
+        Tensor::scalar(true),
+        Tensor::from_vec([0usize], Vec::<f32>::new()).unwrap(),
+        Tensor::from_vec([0usize], Vec::<i32>::new()).unwrap(),
+        Tensor::from_vec([2usize, 0], Vec::<f32>::new()).unwrap(),
+        Tensor::from_vec([3usize], vec![-5i32, 0, 7]).unwrap(),
+        Tensor::from_vec([2usize], vec![i64::MAX, 2]).unwrap(),
+        Tensor::from_vec([2usize], vec![1i64 << 40, 1 << 40]).unwrap(),
+        Tensor::from_vec([4usize], vec![2i32, 1, -1, 0]).unwrap(),
+        Tensor::from_vec([2usize, 3], vec![1.0f32, f32::NAN, -2.0, 0.0, 5.0, -0.5]).unwrap(),
+        Tensor::from_vec([1usize, 3, 1], vec![1.0f32, 2.0, 3.0]).unwrap(),
+        Tensor::from_vec([2usize, 2], vec![true, false, true, true]).unwrap(),
+    ];
+    let ops: &[(&str, usize, Vec<(&str, AttrValue)>)] = &[
+        ("Tile", 2, vec![]),
+        ("Transpose", 2, vec![]),
+        ("GatherV2", 3, vec![("batch_dims", AttrValue::Int(0))]),
+        ("ConcatV2", 3, vec![("N", AttrValue::Int(2))]),
+        ("ExpandDims", 2, vec![]),
+        ("Reshape", 2, vec![]),
+        ("Fill", 2, vec![]),
+        ("Sum", 2, vec![("keep_dims", AttrValue::Bool(true))]),
+        ("Mean", 2, vec![]),
+        ("BiasAdd", 2, vec![]),
+        (
+            "BiasAdd",
+            2,
+            vec![("data_format", AttrValue::Str("NCHW".into()))],
+        ),
+        ("BiasAddGrad", 1, vec![]),
+        ("ReluGrad", 2, vec![]),
+        ("TanhGrad", 2, vec![]),
+        ("SigmoidGrad", 2, vec![]),
+        ("AddN", 2, vec![("N", AttrValue::Int(2))]),
+        ("Maximum", 2, vec![]),
+        ("FloorMod", 2, vec![]),
+        ("Softmax", 1, vec![]),
+        ("LogSoftmax", 1, vec![]),
+        ("SoftmaxCrossEntropyWithLogits", 2, vec![]),
+        (
+            "Cast",
+            1,
+            vec![("dtype", AttrValue::DType(magpie::DType::F32))],
+        ),
+        ("Shape", 1, vec![]),
+        ("Log", 1, vec![]),
+        ("OnesLike", 1, vec![]),
+    ];
+    let mut d = Draw(41);
+    for (op, arity, pairs) in ops {
+        let a = attrs(pairs);
+        for _ in 0..40 {
+            let chosen: Vec<Tensor> = (0..*arity)
+                .map(|_| inputs[d.below(inputs.len() as u64)].clone())
+                .collect();
+            // A panic fails the test; an error must name what was wrong, not be internal.
+            if let Err(e) = run_kernel(&gpu, op, &a, &chosen) {
+                assert!(
+                    !matches!(e, KernelError::Internal(_)),
+                    "{op} on {chosen:?}: {e}"
+                );
+            }
+        }
+    }
+}
