@@ -11,7 +11,9 @@
 //!
 //! Division is IEEE (x / 0 is ±inf or NaN), within the GPU's division precision.
 //! Maximum and Minimum give NaN when either side is NaN; FloorMod is TensorFlow's (the
-//! remainder with the divisor's sign, from C's `fmod`; `x mod 0` is NaN), as on the CPU.
+//! remainder with the divisor's sign, from C's `fmod`; `x mod 0` is NaN), as on the CPU,
+//! computed as `x - trunc(x / y) * y`: `fmod` exactly only while the quotient is well
+//! below 2^24 and not within rounding of an integer.
 
 use std::sync::Arc;
 
