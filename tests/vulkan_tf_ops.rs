@@ -470,6 +470,13 @@ fn hostile_inputs_to_the_gpu_kernels_are_errors_never_panics() {
     let ops: &[(&str, usize, Vec<(&str, AttrValue)>)] = &[
         ("Tile", 2, vec![]),
         ("Transpose", 2, vec![]),
+        ("Slice", 3, vec![]),
+        (
+            "Pack",
+            2,
+            vec![("N", AttrValue::Int(2)), ("axis", AttrValue::Int(1))],
+        ),
+        ("Unpack", 1, vec![("num", AttrValue::Int(2))]),
         ("GatherV2", 3, vec![("batch_dims", AttrValue::Int(0))]),
         ("ConcatV2", 3, vec![("N", AttrValue::Int(2))]),
         ("ExpandDims", 2, vec![]),

@@ -1,15 +1,16 @@
 #version 450
 // Copies rows of `inner` elements between [outer, src_len, inner] and
 // [outer, dst_len, inner] views: GatherV2 (row j of each outer block from source row
-// rows[j]) and ConcatV2 (one dispatch per input, its rows written at an offset of the
-// output's joined dimension). One invocation per copied element, over
-// [outer, nrows, inner]:
-//   y[(o * dst_len + dst_off + j) * inner + r] = x[(o * src_len + map(j)) * inner + r]
+// rows[j]), ConcatV2 and Pack (one dispatch per input, its rows written at an offset of
+// the output's joined dimension) and Unpack (one dispatch per output, read from an
+// offset). One invocation per copied element, over [outer, nrows, inner]:
+//   y[(o * dst_len + dst_off + j) * inner + r]
+//       = x[(o * src_len + src_off + map(j)) * inner + r]
 // where map(j) is rows[j] (flags bit 0) or j.
 //
 // Push constants (64 bytes): misc.x: element count (outer * nrows * inner), misc.y:
 // inner, misc.z: nrows, misc.w: flags; pad0.x: src_len, pad0.y: dst_len, pad0.z:
-// dst_off; the rest is padding. Bindings: 0 x, 1 rows (x again when unused), 2 y.
+// dst_off, pad0.w: src_off; the rest is padding. Bindings: 0 x, 1 rows (x again when unused), 2 y.
 layout(local_size_x = 256) in;
 
 layout(set = 0, binding = 0) readonly buffer X { float data[]; } x;
@@ -35,6 +36,6 @@ void main() {
     uint row = i / inner;
     uint j = row % nrows;
     uint o = row / nrows;
-    uint src = (p.misc.w & 1u) != 0u ? rows.data[j] : j;
+    uint src = p.pad0.w + ((p.misc.w & 1u) != 0u ? rows.data[j] : j);
     y.data[(o * p.pad0.y + p.pad0.z + j) * inner + r] = x.data[(o * p.pad0.x + src) * inner + r];
 }

@@ -1,11 +1,12 @@
-//! GatherV2 and ConcatV2 of f32 tensors: `rows.comp`, which copies rows of the elements
+//! GatherV2, ConcatV2, Pack and Unpack of f32 tensors: `rows.comp`, which copies rows of the elements
 //! after the axis between `[outer, len, inner]` views. The indices and the axis are
 //! host-memory integers (`host.rs`), checked as the CPU kernels check them before
 //! anything is enqueued (an index outside the axis is an error, as on TensorFlow's CPU);
-//! GatherV2 uploads its row numbers (stream-ordered), ConcatV2 makes one dispatch per
-//! non-empty input. Integer tensors are gathered and joined by host-memory kernels.
+//! GatherV2 uploads its row numbers (stream-ordered), ConcatV2 and Pack make one dispatch
+//! per non-empty input, Unpack one per output. Integer tensors are gathered and joined by host-memory kernels.
 
-use magpie_core::kernel::KernelInit;
+use futures::FutureExt;
+use magpie_core::kernel::{AsyncKernel, AsyncKernelContext, KernelInit, Outputs};
 use magpie_core::{BoxedKernel, DType, KernelError, Shape, Tensor};
 
 use super::host::{self, host_ints};
@@ -15,8 +16,12 @@ use super::support::{
 };
 use crate::device::{GpuBuffer, Shader, VulkanDevice};
 
-pub(crate) const KERNELS: &[(&str, Factory)] =
-    &[("GatherV2", gather_factory), ("ConcatV2", concat_factory)];
+pub(crate) const KERNELS: &[(&str, Factory)] = &[
+    ("GatherV2", gather_factory),
+    ("ConcatV2", concat_factory),
+    ("Pack", pack_factory),
+    ("Unpack", unpack_factory),
+];
 
 /// Checks that the node's data inputs (all but the last `host_inputs`) are f32 and the
 /// rest live in host memory; the host-memory kernel when nothing is f32.
@@ -60,6 +65,7 @@ struct RowCopy<'a> {
     /// [outer, nrows, inner].
     view: [usize; 3],
     src_len: usize,
+    src_off: usize,
     dst_len: usize,
     dst_off: usize,
 }
@@ -79,6 +85,7 @@ impl RowCopy<'_> {
             count32(op, self.src_len)?,
             count32(op, self.dst_len)?,
             count32(op, self.dst_off)?,
+            count32(op, self.src_off)?,
         ];
         let rows = self.rows.unwrap_or(self.x);
         elementwise(dev, op, Shader::Rows, &[self.x, rows, self.out], &words, n)
@@ -144,6 +151,7 @@ impl Launch for Gather {
                 out: &out,
                 view: [outer, rows.len(), inner],
                 src_len: len,
+                src_off: 0,
                 dst_len: rows.len(),
                 dst_off: 0,
             }
@@ -225,6 +233,7 @@ impl Launch for Concat {
                 out: &out,
                 view: [outer, len, inner],
                 src_len: len,
+                src_off: 0,
                 dst_len: total,
                 dst_off: offset,
             }
@@ -232,5 +241,135 @@ impl Launch for Concat {
             offset += len;
         }
         Ok(Launched::Ready(tensor(shape, out)?))
+    }
+}
+
+/// Pack's and Unpack's `axis` attribute (0 when absent), as the CPU reads it.
+fn axis_attr(init: &KernelInit<'_>) -> Result<i64, KernelError> {
+    Ok(init.node.attrs.opt_int("axis")?.unwrap_or(0))
+}
+
+fn pack_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = mixed(init, 0)? {
+        return Ok(k);
+    }
+    boxed(Pack {
+        dev: device_of(init)?,
+        axis: axis_attr(init)?,
+    })
+}
+
+struct Pack {
+    dev: VulkanDevice,
+    axis: i64,
+}
+
+impl Launch for Pack {
+    fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
+        const OP: &str = "Pack";
+        let Some(first) = inputs.first() else {
+            return Err(KernelError::InvalidArgument("Pack needs inputs".into()));
+        };
+        let item = first.shape();
+        if let Some((i, t)) = inputs.iter().enumerate().find(|(_, t)| t.shape() != item) {
+            return Err(KernelError::InvalidArgument(format!(
+                "Pack needs inputs of one shape: input 0 has shape {item}, input {i} {}",
+                t.shape()
+            )));
+        }
+        let at = normalize_axis(OP, self.axis, item.rank() + 1)?;
+        let mut dims = item.dims().to_vec();
+        dims.insert(at, inputs.len());
+        let shape = Shape::new(&dims)?;
+        let n = shape.num_elements();
+        count32(OP, n)?;
+        let outer: usize = item.dims()[..at].iter().product();
+        let block: usize = item.dims()[at..].iter().product();
+        let buffers = inputs
+            .iter()
+            .map(|t| gpu(OP, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self.dev.alloc(OP, n)?;
+        for (k, g) in buffers.into_iter().enumerate() {
+            RowCopy {
+                x: g,
+                rows: None,
+                out: &out,
+                view: [outer, 1, block],
+                src_len: 1,
+                src_off: 0,
+                dst_len: inputs.len(),
+                dst_off: k,
+            }
+            .enqueue(&self.dev, OP)?;
+        }
+        Ok(Launched::Ready(tensor(shape, out)?))
+    }
+}
+
+fn unpack_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    if let Some(k) = mixed(init, 0)? {
+        return Ok(k);
+    }
+    Ok(BoxedKernel::Async(Box::new(Unpack {
+        dev: device_of(init)?,
+        axis: axis_attr(init)?,
+        num: init.node.attrs.int("num")?,
+    })))
+}
+
+/// Unpack: `num` outputs, so an [`AsyncKernel`] of its own rather than a [`Launch`].
+struct Unpack {
+    dev: VulkanDevice,
+    axis: i64,
+    num: i64,
+}
+
+impl Unpack {
+    fn launch(&self, x: &Tensor) -> Result<Outputs, KernelError> {
+        const OP: &str = "Unpack";
+        let dims = x.dims();
+        let at = normalize_axis(OP, self.axis, dims.len())?;
+        if i64::try_from(dims[at]) != Ok(self.num) {
+            return Err(KernelError::InvalidArgument(format!(
+                "Unpack of num={} along axis {} of shape {}",
+                self.num,
+                self.axis,
+                x.shape()
+            )));
+        }
+        let gx = gpu(OP, x)?;
+        count32(OP, x.num_elements())?;
+        let outer: usize = dims[..at].iter().product();
+        let block: usize = dims[at + 1..].iter().product();
+        let mut item = dims.to_vec();
+        item.remove(at);
+        let shape = Shape::new(&item)?;
+        let mut outs = Outputs::new();
+        for k in 0..dims[at] {
+            let out = self.dev.alloc(OP, outer * block)?;
+            RowCopy {
+                x: gx,
+                rows: None,
+                out: &out,
+                view: [outer, 1, block],
+                src_len: dims[at],
+                src_off: k,
+                dst_len: 1,
+                dst_off: 0,
+            }
+            .enqueue(&self.dev, OP)?;
+            outs.push(tensor(shape.clone(), out)?);
+        }
+        Ok(outs)
+    }
+}
+
+impl AsyncKernel for Unpack {
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
+        futures::future::ready(self.launch(&ctx.inputs()[0])).boxed()
     }
 }

@@ -1,6 +1,6 @@
 //! Host-memory kernels: a Vulkan device keeps f32 tensors in its own memory and every
-//! other dtype (the i32/i64 shape arithmetic of TensorFlow's graphs: `Shape`, `Pack`,
-//! `Slice`, `Prod`, integer `ConcatV2`/`GatherV2`, `FloorMod` of indices, ...) in host memory,
+//! other dtype (the i32/i64 shape arithmetic of TensorFlow's graphs: `Shape`, `Prod`,
+//! integer `Pack`/`Slice`/`ConcatV2`/`GatherV2`, `FloorMod` of indices, ...) in host memory,
 //! as TensorFlow's GPU device does with its `HostMemory` int32 kernels. Such a node is
 //! placed on the GPU device, needs no copy to or from it, and is computed on the host by
 //! the same code the CPU device runs: the CPU kernel of its op from the process-wide
@@ -25,9 +25,6 @@ pub(crate) const KERNELS: &[(&str, Factory)] = &[
     ("Shape", metadata_factory),
     ("Size", metadata_factory),
     ("Rank", metadata_factory),
-    ("Pack", host_factory),
-    ("Unpack", host_factory),
-    ("Slice", host_factory),
     ("Prod", host_factory),
     ("BroadcastGradientArgs", host_factory),
 ];

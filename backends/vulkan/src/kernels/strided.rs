@@ -1,6 +1,7 @@
-//! Tile and Transpose of f32 tensors: `strided.comp`, which reads each output element
-//! from `x[sum (c_d mod m_d) * s_d]`. `multiples` and `perm` are host-memory integer
-//! vectors (`host.rs`), checked as the CPU kernels check them. The host drops dimensions
+//! Tile, Transpose and Slice of f32 tensors: `strided.comp`, which reads each output
+//! element from `x[base + sum (c_d mod m_d) * s_d]`. `multiples`, `perm`, `begin` and
+//! `size` are host-memory integer vectors (`host.rs`), checked as the CPU kernels check
+//! them. The host drops dimensions
 //! of size 1 and, for Tile, merges a dimension into the one before it when it is not
 //! repeated; what still needs more than 4 dimensions is refused naming the shapes.
 //! Integer tensors are tiled and transposed by host-memory kernels.
@@ -14,28 +15,39 @@ use super::support::{
 };
 use crate::device::{Shader, VulkanDevice};
 
-pub(crate) const KERNELS: &[(&str, Factory)] =
-    &[("Tile", factory::<false>), ("Transpose", factory::<true>)];
+pub(crate) const KERNELS: &[(&str, Factory)] = &[
+    ("Tile", factory::<TILE>),
+    ("Transpose", factory::<TRANSPOSE>),
+    ("Slice", factory::<SLICE>),
+];
+
+/// Which op a [`Strided`] kernel computes.
+const TILE: u8 = 0;
+const TRANSPOSE: u8 = 1;
+const SLICE: u8 = 2;
 
 /// Dimensions the shader walks.
 const MAX_RANK: usize = 4;
 
-fn factory<const TRANSPOSE: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+fn factory<const OP: u8>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     if let Some(k) = host::for_host_dtypes(init)? {
         return Ok(k);
     }
     if init.input_dtypes[0] != DType::F32 {
         return Err(unimplemented(init, init.input_dtypes[0]));
     }
-    if !host::in_host_memory(init.input_dtypes[1]) {
-        return Err(unimplemented(init, init.input_dtypes[1]));
+    if let Some(&d) = init.input_dtypes[1..]
+        .iter()
+        .find(|&&d| !host::in_host_memory(d))
+    {
+        return Err(unimplemented(init, d));
     }
-    boxed(Strided::<TRANSPOSE> {
+    boxed(Strided::<OP> {
         dev: device_of(init)?,
     })
 }
 
-struct Strided<const TRANSPOSE: bool> {
+struct Strided<const OP: u8> {
     dev: VulkanDevice,
 }
 
@@ -133,6 +145,61 @@ fn transpose_plan(x: &Shape, perm: &[i64]) -> Result<(Vec<usize>, Plan), KernelE
     Ok((out_dims, plan))
 }
 
+/// Slice's output dimensions, the offset of its first element and the shader's plan.
+fn slice_plan(
+    x: &Shape,
+    begin: &[i64],
+    size: &[i64],
+) -> Result<(Vec<usize>, usize, Plan), KernelError> {
+    let dims = x.dims();
+    if begin.len() != dims.len() || size.len() != dims.len() {
+        return Err(KernelError::InvalidArgument(format!(
+            "Slice of shape {x} needs begin and size of length {}, got {begin:?} and {size:?}",
+            dims.len()
+        )));
+    }
+    let strides = x.strides();
+    let (mut out_dims, mut base) = (Vec::with_capacity(dims.len()), 0usize);
+    let mut plan = Plan::default();
+    for i in 0..dims.len() {
+        let d = dims[i] as i64;
+        let b = begin[i];
+        let s = if size[i] == -1 {
+            d.saturating_sub(b)
+        } else {
+            size[i]
+        };
+        if b < 0 || s < 0 || b > d || s > d - b {
+            return Err(KernelError::InvalidArgument(format!(
+                "Slice of shape {x} at begin {begin:?} with size {size:?} leaves the tensor \
+                 in dimension {i}"
+            )));
+        }
+        let (b, s) = (b as usize, s as usize);
+        base += b * strides[i];
+        out_dims.push(s);
+        if s == 1 {
+            continue;
+        }
+        // A whole dimension continues the previous one when that one's stride is its
+        // size times its own.
+        if s == dims[i] {
+            if let Some(last) = plan.dims.len().checked_sub(1) {
+                if plan.strides[last] == strides[i] * dims[i] {
+                    plan.dims[last] *= s;
+                    plan.mods[last] *= s;
+                    plan.strides[last] = strides[i];
+                    continue;
+                }
+            }
+        }
+        plan.dims.push(s);
+        plan.mods.push(s);
+        plan.strides.push(strides[i]);
+    }
+    Ok((out_dims, base, plan))
+}
+
 /// The shader's view: per output dimension (outermost first) its size, the modulus of
 /// its index and the input stride.
 #[derive(Debug, Default, PartialEq)]
@@ -144,7 +211,7 @@ struct Plan {
 
 impl Plan {
     /// The push-constant words, or an error when more than [`MAX_RANK`] dimensions remain.
-    fn words(&self, op: &str, x: &Shape, n: usize) -> Result<Vec<u32>, KernelError> {
+    fn words(&self, op: &str, x: &Shape, n: usize, base: usize) -> Result<Vec<u32>, KernelError> {
         if self.dims.len() > MAX_RANK {
             return Err(KernelError::InvalidArgument(format!(
                 "{op} of shape {x} needs {} dimensions on the GPU; the kernel handles {MAX_RANK}",
@@ -160,23 +227,36 @@ impl Plan {
             }
         }
         words.push(count32(op, n)?);
+        words.push(count32(op, base)?);
         Ok(words)
     }
 }
 
-impl<const TRANSPOSE: bool> Launch for Strided<TRANSPOSE> {
+impl<const OP: u8> Launch for Strided<OP> {
     fn launch(&self, inputs: &[Tensor]) -> Result<Launched, KernelError> {
-        let op = if TRANSPOSE { "Transpose" } else { "Tile" };
         let x = &inputs[0];
-        let (out_dims, plan) = if TRANSPOSE {
-            transpose_plan(x.shape(), &vector(op, "perm", &inputs[1])?)?
-        } else {
-            tile_plan(x.shape(), &vector(op, "multiples", &inputs[1])?)?
+        let (op, (out_dims, base, plan)) = match OP {
+            TRANSPOSE => {
+                let perm = vector("Transpose", "perm", &inputs[1])?;
+                let (dims, plan) = transpose_plan(x.shape(), &perm)?;
+                ("Transpose", (dims, 0, plan))
+            }
+            SLICE => {
+                let begin = vector("Slice", "begin", &inputs[1])?;
+                let size = vector("Slice", "size", &inputs[2])?;
+                ("Slice", slice_plan(x.shape(), &begin, &size)?)
+            }
+            _ => {
+                let multiples = vector("Tile", "multiples", &inputs[1])?;
+                let (dims, plan) = tile_plan(x.shape(), &multiples)?;
+                ("Tile", (dims, 0, plan))
+            }
         };
         let shape = Shape::new(&out_dims)?;
         let n = shape.num_elements();
         let gx = gpu(op, x)?;
-        let words = plan.words(op, x.shape(), n)?;
+        count32(op, x.num_elements())?;
+        let words = plan.words(op, x.shape(), n, base)?;
         let out = self.dev.alloc(op, n)?;
         elementwise(&self.dev, op, Shader::Strided, &[gx, &out], &words, n)?;
         Ok(Launched::Ready(tensor(shape, out)?))
@@ -215,5 +295,16 @@ mod tests {
         assert_eq!(plan.dims, [3, 2]);
         assert_eq!(plan.strides, [1, 3]);
         assert!(transpose_plan(&shape(&[2, 3]), &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn slice_merges_whole_inner_dimensions_and_offsets_the_start() {
+        let (out, base, plan) = slice_plan(&shape(&[4, 3, 5]), &[1, 0, 0], &[2, -1, -1]).unwrap();
+        assert_eq!(out, [2, 3, 5]);
+        assert_eq!(base, 15);
+        assert_eq!(plan.dims, [30]);
+        assert_eq!(plan.strides, [1]);
+        let e = slice_plan(&shape(&[4]), &[3], &[2]).unwrap_err();
+        assert!(e.to_string().contains("leaves the tensor"), "{e}");
     }
 }
