@@ -446,6 +446,13 @@ fn integer_ops_on_the_gpu_device_are_the_cpus_in_host_memory() {
     assert!(e.to_string().contains("division by zero"), "{e}");
 }
 
+/// An op, its arity and attributes.
+type OpCase = (
+    &'static str,
+    usize,
+    Vec<(&'static str, magpie::graph::AttrValue)>,
+);
+
 #[test]
 fn hostile_inputs_to_the_gpu_kernels_are_errors_never_panics() {
     use magpie::graph::AttrValue;
@@ -467,7 +474,7 @@ fn hostile_inputs_to_the_gpu_kernels_are_errors_never_panics() {
         Tensor::from_vec([1usize, 3, 1], vec![1.0f32, 2.0, 3.0]).unwrap(),
         Tensor::from_vec([2usize, 2], vec![true, false, true, true]).unwrap(),
     ];
-    let ops: &[(&str, usize, Vec<(&str, AttrValue)>)] = &[
+    let ops: &[OpCase] = &[
         ("Tile", 2, vec![]),
         ("Transpose", 2, vec![]),
         ("Slice", 3, vec![]),
