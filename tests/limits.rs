@@ -8,7 +8,8 @@
 //!   rendezvous and CPU memory limits set by flags are `RESOURCE_EXHAUSTED` naming the
 //!   flag; tensors for a session with no partition on the task, or for another session's
 //!   step, are refused; `--session-idle-timeout` closes an idle session;
-//!   `--max-streams-per-connection` makes calls past it on one connection wait.
+//!   `--max-streams-per-connection` is the HTTP/2 setting the server advertises, and
+//!   calls past it on one connection wait, then run.
 //!
 //! Servers bind free 127.0.0.1 ports and are stopped at the end; a frozen one is continued
 //! and killed when its `ServerProcess` drops, even when a test fails.
@@ -590,6 +591,19 @@ fn calls_past_max_streams_per_connection_wait_for_a_stream_and_then_run() {
     let (spec, server) = one_server("streams", &["--max-streams-per-connection", "2"]);
     let rt = runtime();
     rt.block_on(async {
+        // The server advertises the limit in its HTTP/2 settings (read before it answers
+        // a ping, as frames are handled in order).
+        let tcp = tokio::net::TcpStream::connect(address(&spec, 0))
+            .await
+            .unwrap();
+        let (_requests, mut h2) = h2::client::handshake(tcp).await.unwrap();
+        let mut pings = h2.ping_pong().unwrap();
+        tokio::select! {
+            pong = pings.ping(h2::Ping::opaque()) => drop(pong.unwrap()),
+            end = &mut h2 => panic!("the connection ended before a pong: {end:?}"),
+        }
+        assert_eq!(h2.max_concurrent_send_streams(), 2);
+
         let mut other = raw_client(&spec, 0).await;
         let handle = register_receiver(&mut other, "mine").await;
         register_receiver(&mut other, "other").await;
