@@ -151,7 +151,11 @@ pub fn machine_server_options(
             task: task.index,
             ..cpu.name().clone()
         };
-        let mut cpu = cpu.renamed(name);
+        // The task's CPU limit is the operator's (`--cpu-memory-limit`, by default the
+        // memory of the device's NUMA node or machine): its errors name that flag.
+        let mut cpu = cpu
+            .renamed(name)
+            .with_memory_limit_setting(magpie_core::limits::Limit::CpuMemory);
         if let Some(bytes) = devices.cpu_memory_limit {
             cpu = cpu.with_memory_limit(Some(bytes));
         }

@@ -81,6 +81,14 @@ pub trait Device: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The server limit that sets [`memory_limit`](Self::memory_limit), when an operator
+    /// sets it through one (default `None`): an allocation refused under the limit then
+    /// names the limit and the `magpie server` flag that raises it
+    /// ([`MemoryLimit::of`](crate::tensor::MemoryLimit::of)).
+    fn memory_limit_setting(&self) -> Option<crate::limits::Limit> {
+        None
+    }
+
     /// Bytes of memory the device's tensors hold now, if the device keeps count (default:
     /// `None`). Read by metrics exporters; must be cheap (an atomic load).
     fn memory_in_use(&self) -> Option<u64> {

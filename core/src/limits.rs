@@ -27,6 +27,12 @@ pub enum Limit {
     RendezvousTaskBytes,
     /// Bytes of tensors kept for steps that have not started on one task.
     RendezvousUnclaimedBytes,
+    /// How long (in milliseconds) tensors for a step that has not started on one task are
+    /// kept.
+    RendezvousUnclaimedTtl,
+    /// Bytes of one tensor on one of the task's CPU devices (a device's memory limit, as
+    /// `magpie server` sets it: see [`Device::memory_limit_setting`](crate::Device::memory_limit_setting)).
+    CpuMemory,
     /// How long a tensor stream may wait for its next chunk.
     TensorStreamIdle,
 }
@@ -43,6 +49,8 @@ impl Limit {
             Limit::RendezvousStepBytes => "pending rendezvous bytes per step",
             Limit::RendezvousTaskBytes => "pending rendezvous bytes per task",
             Limit::RendezvousUnclaimedBytes => "rendezvous bytes for steps not started",
+            Limit::RendezvousUnclaimedTtl => "rendezvous keep time (ms) for steps not started",
+            Limit::CpuMemory => "bytes per tensor on the task's CPU",
             Limit::TensorStreamIdle => "tensor stream idle time",
         }
     }
@@ -58,6 +66,8 @@ impl Limit {
             Limit::RendezvousStepBytes => "--rendezvous-step-bytes",
             Limit::RendezvousTaskBytes => "--rendezvous-task-bytes",
             Limit::RendezvousUnclaimedBytes => "--rendezvous-unclaimed-bytes",
+            Limit::RendezvousUnclaimedTtl => "--rendezvous-unclaimed-ttl-ms",
+            Limit::CpuMemory => "--cpu-memory-limit",
             Limit::TensorStreamIdle => "--tensor-stream-idle-timeout-ms",
         }
     }

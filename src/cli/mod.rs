@@ -112,7 +112,7 @@ enum Command {
         auth_token_file: Option<PathBuf>,
         /// The most bytes one tensor may take on the task's CPU (default: the machine's
         /// memory, or its NUMA node's); a larger allocation fails the step at once with a
-        /// resource-exhausted error.
+        /// resource-exhausted error naming this flag.
         #[arg(long, value_name = "BYTES")]
         cpu_memory_limit: Option<u64>,
         /// Listen on this address (e.g. 0.0.0.0:2222) instead of the one the cluster file
@@ -134,7 +134,8 @@ enum Command {
 }
 
 /// `magpie server`'s limits: what one caller can make the task hold. Each has a safe
-/// default; passing one is RESOURCE_EXHAUSTED naming the limit and its flag.
+/// default; passing one is RESOURCE_EXHAUSTED naming the limit and its flag, except the
+/// streams per connection, past which calls wait.
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
     /// Remote sessions open at once on this task's master.
@@ -156,7 +157,8 @@ pub(crate) struct LimitArgs {
     /// Milliseconds a streamed tensor may wait for its next chunk.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub(crate) tensor_stream_idle_timeout_ms: u64,
-    /// Concurrent requests (HTTP/2 streams) on one connection.
+    /// Concurrent requests (HTTP/2 streams) on one connection; a client's calls past it
+    /// wait for one to end (none fails).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub(crate) max_streams_per_connection: u32,
     /// Seconds after which a remote session no request used is closed (0: never).

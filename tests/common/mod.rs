@@ -96,6 +96,18 @@ impl ServerProcess {
         ServerProcess::start(c)
     }
 
+    /// `magpie server` with these arguments, its stderr (logs) written to `log`.
+    pub fn server_logged<I, S>(args: I, log: &std::path::Path) -> ServerProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = magpie();
+        let file = std::fs::File::create(log).unwrap();
+        c.arg("server").args(args).stderr(file);
+        ServerProcess::start(c)
+    }
+
     /// The process id.
     pub fn id(&self) -> u32 {
         self.child.id()

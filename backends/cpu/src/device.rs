@@ -6,12 +6,14 @@
 //! [`MemoryLimit::of`](magpie_core::tensor::MemoryLimit::of)): by default the memory of the
 //! device's NUMA node, or of the whole machine for a device not tied to one node, as hwloc
 //! reports it. A request beyond it fails at once with a resource-exhausted error instead
-//! of reaching the allocator.
+//! of reaching the allocator. A server that sets the limit from a flag says so
+//! ([`CpuDevice::with_memory_limit_setting`]), and the error then names that flag.
 
 use std::sync::Arc;
 
 use magpie_core::device::Device;
 use magpie_core::graph::DeviceName;
+use magpie_core::limits::Limit;
 
 use crate::DEVICE_TYPE;
 
@@ -22,6 +24,7 @@ pub struct CpuDevice {
     cores: usize,
     numa_node: Option<usize>,
     memory_limit: Option<u64>,
+    memory_limit_setting: Option<Limit>,
 }
 
 impl CpuDevice {
@@ -45,6 +48,7 @@ impl CpuDevice {
             cores,
             numa_node: None,
             memory_limit: crate::topology::machine_memory(),
+            memory_limit_setting: None,
         }
     }
 
@@ -69,6 +73,22 @@ impl CpuDevice {
     /// ```
     pub fn with_memory_limit(mut self, bytes: Option<u64>) -> CpuDevice {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// This device with its memory limit set by the server limit `setting` (`magpie
+    /// server` says [`Limit::CpuMemory`]): an allocation refused over the limit names it
+    /// and the flag that raises it.
+    ///
+    /// ```
+    /// use magpie_core::{limits::Limit, Device};
+    /// let cpu = magpie_cpu::CpuDevice::new(0)
+    ///     .with_memory_limit(Some(1024))
+    ///     .with_memory_limit_setting(Limit::CpuMemory);
+    /// assert_eq!(cpu.memory_limit_setting(), Some(Limit::CpuMemory));
+    /// ```
+    pub fn with_memory_limit_setting(mut self, setting: Limit) -> CpuDevice {
+        self.memory_limit_setting = Some(setting);
         self
     }
 
@@ -120,6 +140,10 @@ impl Device for CpuDevice {
 
     fn memory_limit(&self) -> Option<u64> {
         self.memory_limit
+    }
+
+    fn memory_limit_setting(&self) -> Option<Limit> {
+        self.memory_limit_setting
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

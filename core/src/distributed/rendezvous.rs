@@ -191,8 +191,9 @@ struct Active {
 enum Ended {
     /// Normally, by failure or by abort.
     Ended,
-    /// Its unclaimed tensors passed a bound.
-    Expired,
+    /// Its unclaimed tensors passed this bound ([`Limit::RendezvousUnclaimedBytes`] or
+    /// [`Limit::RendezvousUnclaimedTtl`]).
+    Expired(Limit),
 }
 
 #[derive(Default)]
@@ -264,15 +265,17 @@ impl Inner {
         }
     }
 
-    /// Drops an unclaimed step's tensors and remembers it as expired.
-    fn expire(&mut self, step: StepId, why: &str) {
+    /// Drops an unclaimed step's tensors and remembers it as expired under `bound`.
+    fn expire(&mut self, step: StepId, bound: Limit) {
         let bytes = self.unclaimed.get(&step).map_or(0, |u| u.bytes);
         self.remove_entries(step);
-        self.mark_ended(step, Ended::Expired);
+        self.mark_ended(step, Ended::Expired(bound));
         tracing::warn!(
             step_id = %step,
             bytes,
-            "dropped tensors delivered for a step that has not started on this task: {why}"
+            limit = bound.flag(),
+            "dropped tensors delivered for a step that has not started on this task: {}",
+            bound.describe()
         );
     }
 
@@ -285,7 +288,7 @@ impl Inner {
             }
             self.unclaimed_order.pop_front();
             if current {
-                self.expire(step, "kept longer than the unclaimed-tensor time limit");
+                self.expire(step, Limit::RendezvousUnclaimedTtl);
             }
         }
     }
@@ -309,7 +312,7 @@ impl Inner {
                 skipped.push_back((step, since));
                 continue;
             }
-            self.expire(step, "over the unclaimed-tensor byte limit");
+            self.expire(step, Limit::RendezvousUnclaimedBytes);
         }
         while let Some(k) = skipped.pop_back() {
             self.unclaimed_order.push_front(k);
@@ -390,6 +393,22 @@ impl Rendezvous {
         self.limits
     }
 
+    /// Why an expired step's tensors were dropped: the bound it passed, its value and
+    /// the flag that raises it.
+    fn expired_detail(&self, bound: Limit) -> String {
+        let (max, what) = match bound {
+            Limit::RendezvousUnclaimedTtl => (
+                u64::try_from(self.limits.unclaimed_ttl.as_millis()).unwrap_or(u64::MAX),
+                "its first tensor came longer ago than that",
+            ),
+            _ => (
+                u64::try_from(self.limits.unclaimed_bytes).unwrap_or(u64::MAX),
+                "its tensors made room for newer steps', or one alone was larger",
+            ),
+        };
+        LimitExceeded::new(bound, max, what).to_string()
+    }
+
     /// Starts `step_id` on this task for a partition of `session`: its tensors delivered
     /// so far are claimed (no longer subject to the bounds on unclaimed steps), and the
     /// returned guard ends the step when dropped. Tensors another session delivered for
@@ -409,13 +428,10 @@ impl Rendezvous {
         g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
         match g.ended.get(&step_id) {
             Some(Ended::Ended) => return Err(RendezvousError::AlreadyEnded { step_id }),
-            Some(Ended::Expired) => {
+            Some(&Ended::Expired(bound)) => {
                 return Err(RendezvousError::Expired {
                     step_id,
-                    detail: format!(
-                    "tensors for a step not started are kept at most {:?} and {} bytes in total",
-                    self.limits.unclaimed_ttl, self.limits.unclaimed_bytes
-                ),
+                    detail: self.expired_detail(bound),
                 })
             }
             None => {}
@@ -537,13 +553,15 @@ impl Rendezvous {
         }
         if !g.active.contains_key(&step) {
             if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
-                g.expire(step, "a tensor larger than the unclaimed-tensor byte limit");
+                g.expire(step, Limit::RendezvousUnclaimedBytes);
                 return Err(RendezvousError::Expired {
                     step_id: step,
-                    detail: format!(
-                        "a tensor of {bytes} bytes exceeds the limit of {} bytes for steps not started",
-                        self.limits.unclaimed_bytes
-                    ),
+                    detail: LimitExceeded::new(
+                        Limit::RendezvousUnclaimedBytes,
+                        self.limits.unclaimed_bytes,
+                        format!("a tensor of {bytes} bytes came for edge {:?}", k.1),
+                    )
+                    .to_string(),
                 });
             }
             let unclaimed = g.unclaimed.entry(step).or_insert_with(|| Unclaimed {
@@ -588,12 +606,9 @@ impl Rendezvous {
                     step_id,
                     edge: edge.clone(),
                 }),
-                Some(Ended::Expired) => Err(RendezvousError::Expired {
+                Some(&Ended::Expired(bound)) => Err(RendezvousError::Expired {
                     step_id,
-                    detail: format!(
-                        "kept at most {:?} and {} bytes in total",
-                        self.limits.unclaimed_ttl, self.limits.unclaimed_bytes
-                    ),
+                    detail: self.expired_detail(bound),
                 }),
                 None => match g.entries.remove(&k) {
                     Some(Entry::Ready(t, bytes)) => {
@@ -770,10 +785,16 @@ mod tests {
         }
         // Three fit with their overhead; the oldest steps were dropped and expired.
         assert_eq!(r.pending(), 3);
-        assert!(matches!(
-            r.begin_step(StepId::from(10), "s"),
-            Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(10u64)
-        ));
+        let e = r.begin_step(StepId::from(10), "s").unwrap_err();
+        assert!(
+            matches!(e, RendezvousError::Expired { step_id, .. } if step_id == StepId::from(10u64)),
+            "{e}"
+        );
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(
+            e.to_string().contains("--rendezvous-unclaimed-bytes"),
+            "{e}"
+        );
         assert!(matches!(
             block_on(r.recv(key(11, "e"))),
             Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(11u64)
@@ -783,10 +804,15 @@ mod tests {
         assert!(block_on(r.recv(key(19, "e"))).is_ok());
         // A single tensor over the limit is refused.
         let big = Tensor::from_vec([2048], vec![0.0f32; 2048]).unwrap();
-        assert!(matches!(
-            r.deliver("s", key(30, "e"), big),
-            Err(RendezvousError::Expired { step_id, .. }) if step_id == StepId::from(30u64)
-        ));
+        let e = r.deliver("s", key(30, "e"), big).unwrap_err();
+        assert!(
+            matches!(e, RendezvousError::Expired { step_id, .. } if step_id == StepId::from(30u64)),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("--rendezvous-unclaimed-bytes"),
+            "{e}"
+        );
         // A running step's tensors are not limited.
         let _running = r.begin_step(StepId::from(31), "s").unwrap();
         for e in 0..8 {
@@ -805,10 +831,12 @@ mod tests {
         r.deliver("s", key(7, "e"), Tensor::scalar(1.0f32)).unwrap();
         // Any later call sees it past a zero time limit.
         assert_eq!((r.pending(), r.unclaimed_bytes()), (0, 0));
-        assert!(matches!(
-            r.begin_step(StepId::from(7), "s"),
-            Err(RendezvousError::Expired { .. })
-        ));
+        let e = r.begin_step(StepId::from(7), "s").unwrap_err();
+        assert!(matches!(e, RendezvousError::Expired { .. }), "{e}");
+        assert!(
+            e.to_string().contains("--rendezvous-unclaimed-ttl-ms"),
+            "{e}"
+        );
     }
 
     #[test]

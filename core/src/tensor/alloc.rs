@@ -10,7 +10,9 @@
 //! which the session adds the node.
 //!
 //! The limit bounds one allocation, not the sum of a device's live tensors (that is the
-//! executor's memory budget, `SessionOptions::memory_budgets`).
+//! executor's memory budget, `SessionOptions::memory_budgets`). When a server limit sets
+//! it ([`Device::memory_limit_setting`]), a refusal over it names that limit and the
+//! `magpie server` flag that raises it, as every other limit's error does.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use super::dtype::DType;
 use super::shape::byte_size;
 use super::storage::{Storage, StorageElement};
 use crate::device::Device;
+use crate::limits::Limit;
 
 /// Why an allocation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +50,10 @@ impl fmt::Display for AllocFailure {
     }
 }
 
-/// A tensor buffer that could not be allocated: what, where, and why.
+/// A tensor buffer that could not be allocated: what, where, and why (and, for a limit a
+/// server sets, the flag that raises it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}")]
+#[error("cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}{}", raise_with(*.failure, *.setting))]
 pub struct AllocError {
     /// The device (or `"the host"`) whose memory was asked for.
     pub device: String,
@@ -61,6 +65,20 @@ pub struct AllocError {
     pub bytes: u128,
     /// Why it was refused.
     pub failure: AllocFailure,
+    /// The server limit that set the device's memory limit, if one did.
+    pub setting: Option<Limit>,
+}
+
+/// How to raise the limit a refusal passed, when a server limit set it.
+fn raise_with(failure: AllocFailure, setting: Option<Limit>) -> String {
+    match (failure, setting) {
+        (AllocFailure::OverLimit { .. }, Some(limit)) => format!(
+            " ({}; raise it with `magpie server {}`)",
+            limit.describe(),
+            limit.flag()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Host allocation for one device: its name (for errors) and the most bytes one buffer may
@@ -80,6 +98,7 @@ pub struct AllocError {
 pub struct MemoryLimit {
     device: Arc<str>,
     limit: Option<u64>,
+    setting: Option<Limit>,
 }
 
 impl Default for MemoryLimit {
@@ -101,12 +120,32 @@ impl MemoryLimit {
         MemoryLimit {
             device: device.into(),
             limit,
+            setting: None,
         }
     }
 
-    /// Allocation for `device` under its [`Device::memory_limit`].
+    /// Allocation for `device` under its [`Device::memory_limit`]; a refusal over it names
+    /// the device's [`Device::memory_limit_setting`], if any.
     pub fn of(device: &dyn Device) -> MemoryLimit {
-        MemoryLimit::new(device.name().to_string(), device.memory_limit())
+        MemoryLimit {
+            setting: device.memory_limit_setting(),
+            ..MemoryLimit::new(device.name().to_string(), device.memory_limit())
+        }
+    }
+
+    /// This allocation with its limit set by the server limit `setting`: a refusal over it
+    /// names that limit and its flag.
+    ///
+    /// ```
+    /// use magpie_core::limits::Limit;
+    /// use magpie_core::tensor::MemoryLimit;
+    /// let cpu = MemoryLimit::new("/device:CPU:0", Some(1024)).with_setting(Limit::CpuMemory);
+    /// let e = cpu.zeros::<f32>(1024).unwrap_err();
+    /// assert!(e.to_string().contains("--cpu-memory-limit"), "{e}");
+    /// ```
+    pub fn with_setting(mut self, setting: Limit) -> MemoryLimit {
+        self.setting = Some(setting);
+        self
     }
 
     /// The device name errors give.
@@ -126,6 +165,7 @@ impl MemoryLimit {
             elements,
             bytes: elements as u128 * dtype.size_of() as u128,
             failure,
+            setting: self.setting,
         }
     }
 

@@ -250,10 +250,15 @@ fn block<T>(
     })
 }
 
-/// The status's message, with a hint when a connection failed in a way that a
+/// The status's message, with a hint when this client's connection failed in a way that a
 /// plaintext/TLS mismatch explains.
 fn explain(target: &str, s: &Status) -> String {
     let mut message = s.message().to_string();
+    // Only a status tonic made here from a connection error has a source; one the server
+    // sent (e.g. `UNAVAILABLE` for a task the master lost) is about another connection.
+    let Some(source) = std::error::Error::source(s) else {
+        return message;
+    };
     // tonic reports a connection that failed at the HTTP/2 level (a TLS server answering
     // a plaintext preface) as INTERNAL or UNKNOWN with these messages.
     let connection_failed = s.code() == tonic::Code::Unavailable
@@ -262,11 +267,9 @@ fn explain(target: &str, s: &Status) -> String {
     if !connection_failed {
         return message;
     }
-    if let Some(source) = std::error::Error::source(s) {
-        let chain = crate::tls::error_chain(source);
-        if !message.contains(&chain) {
-            message = format!("{message}: {chain}");
-        }
+    let chain = crate::tls::error_chain(source);
+    if !message.contains(&chain) {
+        message = format!("{message}: {chain}");
     }
     if target.starts_with("grpc://") {
         message
