@@ -202,6 +202,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                     feeds: r.feeds,
                     fetches: r.fetches,
                     targets: r.targets,
+                    shared: None,
                 })
                 .map_err(worker_to_status)
         })
