@@ -51,16 +51,27 @@ pub struct TaskPartition {
     pub recvs: usize,
 }
 
-/// Where one node of a step runs. The op and device names are shared between the nodes
-/// that have them (a plan holds one of these per node: a million for a graph that size).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where one node of a step runs. A plan holds one of these per node (a million for a
+/// graph that size), so each shares its node with the session's graph and its device name
+/// with the other nodes there: no names are copied.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PlacedNode {
-    /// Node name.
-    pub node: String,
-    /// Op name.
-    pub op: Arc<str>,
+    /// The node, as the session's graph holds it.
+    pub node: Arc<Node>,
     /// Full device name.
     pub device: Arc<str>,
+}
+
+impl PlacedNode {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.node.name
+    }
+
+    /// The node's op.
+    pub fn op(&self) -> &str {
+        &self.node.op
+    }
 }
 
 /// The partitions of a step signature, by task.
@@ -222,23 +233,17 @@ fn whole_on_one_device(p: &Placed, devices: &[DeviceInfo]) -> Option<TaskName> {
     fits.then_some(task)
 }
 
-/// Where each needed node runs, in graph order; op and device names shared.
+/// Where each needed node runs, in graph order; device names shared.
 fn placement_of(p: &Placed, devices: &[DeviceInfo]) -> Vec<PlacedNode> {
     let device_names: Vec<Arc<str>> = devices.iter().map(|d| d.name.to_string().into()).collect();
-    let mut op_names: HashMap<&str, Arc<str>> = HashMap::new();
-    let mut placement = Vec::new();
+    let mut placement = Vec::with_capacity(p.needed.iter().filter(|n| **n).count());
     for (i, n) in p.all.iter().enumerate() {
-        if !p.needed[i] {
-            continue;
+        if p.needed[i] {
+            placement.push(PlacedNode {
+                node: Arc::clone(n),
+                device: Arc::clone(&device_names[p.placed[i].unwrap_or(0)]),
+            });
         }
-        let op = op_names
-            .entry(n.op.as_str())
-            .or_insert_with(|| n.op.as_str().into());
-        placement.push(PlacedNode {
-            node: n.name.clone(),
-            op: Arc::clone(op),
-            device: Arc::clone(&device_names[p.placed[i].unwrap_or(0)]),
-        });
     }
     placement
 }

@@ -519,7 +519,7 @@ impl MasterService {
             } else {
                 out.placement
                     .iter()
-                    .map(|p| format!("{}={}", p.node, p.device))
+                    .map(|p| format!("{}={}", p.name(), p.device))
                     .collect()
             },
             timelines: out

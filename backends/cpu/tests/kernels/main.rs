@@ -91,7 +91,7 @@ fn raw_node(op: &str, attrs: &[(&str, AttrValue)]) -> Arc<Node> {
         op: op.into(),
         inputs: Vec::new(),
         control_inputs: Vec::new(),
-        device: DeviceSpec::default(),
+        device: Default::default(),
         attrs: a,
         output_dtypes: SmallVec::new(),
     })
