@@ -8,12 +8,14 @@
 //! reports it. A request beyond it fails at once with a resource-exhausted error instead
 //! of reaching the allocator.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use magpie_core::device::Device;
 use magpie_core::graph::DeviceName;
 
+use crate::buffers::Place;
 use crate::DEVICE_TYPE;
+use magpie_core::tensor::MemoryLimit;
 
 /// The host CPU as a Magpie device.
 #[derive(Debug, Clone)]
@@ -22,6 +24,9 @@ pub struct CpuDevice {
     cores: usize,
     numa_node: Option<usize>,
     memory_limit: Option<u64>,
+    /// Where its kernels' outputs go, made at the first kernel and shared by all of them;
+    /// reset whenever the name, node or limit changes.
+    place: OnceLock<Place>,
 }
 
 impl CpuDevice {
@@ -45,6 +50,7 @@ impl CpuDevice {
             cores,
             numa_node: None,
             memory_limit: crate::topology::machine_memory(),
+            place: OnceLock::new(),
         }
     }
 
@@ -69,6 +75,7 @@ impl CpuDevice {
     /// ```
     pub fn with_memory_limit(mut self, bytes: Option<u64>) -> CpuDevice {
         self.memory_limit = bytes;
+        self.place = OnceLock::new();
         self
     }
 
@@ -92,6 +99,7 @@ impl CpuDevice {
         );
         CpuDevice {
             name,
+            place: OnceLock::new(),
             ..self.clone()
         }
     }
@@ -100,6 +108,14 @@ impl CpuDevice {
     /// built by a layout).
     pub fn cores(&self) -> usize {
         self.cores
+    }
+
+    /// Where its kernels' outputs go (its NUMA node, name and memory limit), shared by
+    /// every kernel built for it.
+    pub(crate) fn place(&self) -> Place {
+        self.place
+            .get_or_init(|| Place::new(self.numa_node, MemoryLimit::of(self)))
+            .clone()
     }
 }
 

@@ -501,10 +501,20 @@ impl MasterService {
         };
         // A client that goes away mid-step makes tonic drop this handler, and with it the
         // step's future, which aborts the step on every task.
+        let plans = session.num_plans();
         let out = session
             .run_async_with_options(&options, &feeds, &fetches, &targets)
             .await
             .map_err(|e| master_to_status(&e))?;
+        if session.num_plans() > plans && graph.len() >= crate::trim::TRIM_NODES {
+            // The first step of a signature over a large graph built its plans and freed
+            // what building them took: give those pages back (`trim.rs`).
+            blocking(|| {
+                crate::trim::release_free_memory();
+                Ok(())
+            })
+            .await?;
+        }
         let tensors = out
             .tensors
             .iter()

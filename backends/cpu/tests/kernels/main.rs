@@ -11,7 +11,7 @@ mod unary;
 
 use std::sync::Arc;
 
-use magpie_core::graph::{AttrValue, Attrs, DeviceSpec, Graph, Node, Output};
+use magpie_core::graph::{AttrValue, Attrs, Graph, Node, Output};
 use magpie_core::kernel::KernelInit;
 use magpie_core::registry::lookup_kernel;
 use magpie_core::tensor::StorageElement;
