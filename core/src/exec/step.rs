@@ -120,8 +120,7 @@ impl StepState {
         // SAFETY: the caller is a task the scheduler started after the slot's producer
         // finished, and the plan counted this input among the slot's uses.
         let (t, last) = unsafe { self.slots[slot as usize].take_use() };
-        if let (true, Some(_), Some(t), Some(d)) =
-            (last, &self.memory, &t, plan.slot_device(slot))
+        if let (true, Some(_), Some(t), Some(d)) = (last, &self.memory, &t, plan.slot_device(slot))
         {
             releases.push((d, t.size_in_bytes() as u64));
         }
