@@ -20,7 +20,8 @@
 //!
 //! A step that runs wholly on the one device of a task in the master's own process is not
 //! partitioned at all: that task's worker runs the session's graph itself, shared, so a
-//! large graph is held once per process ([`StepPartitions::Shared`]).
+//! large graph is held once per process (see
+//! [`RegisterPartition::shared`](crate::transport::RegisterPartition::shared)).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
