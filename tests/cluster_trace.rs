@@ -57,7 +57,7 @@ fn check_trace(out: &ClusterRunOutput) {
     let placement: Vec<(String, String)> = out
         .placement
         .iter()
-        .map(|p| (p.node.clone(), p.device.to_string()))
+        .map(|p| (p.name().to_string(), p.device.to_string()))
         .collect();
     check_timeline(out.timeline.as_ref(), &placement);
 }

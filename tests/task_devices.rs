@@ -74,7 +74,7 @@ fn cpu_answer() -> Vec<f32> {
 fn device_of(placement: &[magpie::distributed::partition::PlacedNode], node: &str) -> String {
     placement
         .iter()
-        .find(|p| p.node == node)
+        .find(|p| p.name() == node)
         .unwrap_or_else(|| panic!("{node} was not placed: {placement:?}"))
         .device
         .to_string()

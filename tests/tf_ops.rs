@@ -358,7 +358,7 @@ fn tensorflow_colocation_places_a_node_with_its_class_target() {
     let device_of = |n: &str| {
         out.placement
             .iter()
-            .find(|p| p.node == n)
+            .find(|p| p.name() == n)
             .map(|p| p.device.clone())
             .unwrap_or_else(|| panic!("{n} was placed"))
     };

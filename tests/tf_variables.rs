@@ -248,7 +248,7 @@ fn optimizers_match_tensorflow_on_a_cluster_with_a_variable_on_the_ps_task() {
         let on = |name: &str| {
             placed
                 .iter()
-                .find(|p| p.node == name)
+                .find(|p| p.name() == name)
                 .map(|p| p.device.clone())
                 .unwrap_or_default()
         };

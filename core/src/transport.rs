@@ -32,7 +32,7 @@ use futures::future::{select, BoxFuture, Either};
 
 use crate::error::Code;
 use crate::exec::NodeStats;
-use crate::graph::{DeviceName, GraphDef};
+use crate::graph::{DeviceName, Graph, GraphDef, NodeId, Output};
 use crate::scheduler::CancellationToken;
 use crate::step_id::StepId;
 use crate::tensor::Tensor;
@@ -118,12 +118,14 @@ impl fmt::Display for PartitionHandle {
 }
 
 /// A partition to register: a graph for one task, with the names the steps will feed,
-/// fetch and run.
+/// fetch and run — or, between a master and a task in one process, the session's graph
+/// itself ([`RegisterPartition::shared`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegisterPartition {
     /// The master session it belongs to (for clean-up).
     pub session: String,
-    /// The partition; node devices are full device names of the task.
+    /// The partition; node devices are full device names of the task. Empty when
+    /// `shared` is set.
     pub graph: GraphDef,
     /// Outputs fed in every step (`name:index`), in the order the tensors come.
     pub feeds: Vec<String>,
@@ -131,6 +133,37 @@ pub struct RegisterPartition {
     pub fetches: Vec<String>,
     /// Nodes run for their effects (the partition's `_Send`s among them).
     pub targets: Vec<String>,
+    /// The whole step as the master session's own graph, shared rather than copied: set
+    /// only for a task the transport reaches in process
+    /// ([`Transport::is_in_process`]) when the step runs entirely on that task's one
+    /// device. The task then runs the graph as it is (no import: a graph of a million
+    /// nodes is held once in the process, not twice), and `graph`, `feeds`, `fetches`
+    /// and `targets` are empty.
+    pub shared: Option<SharedPartition>,
+}
+
+/// A partition that is the master session's graph itself
+/// ([`RegisterPartition::shared`]): the step's feeds, fetches and targets as handles of
+/// that graph.
+#[derive(Clone, Debug)]
+pub struct SharedPartition {
+    /// The session's graph (a handle: cloning shares it).
+    pub graph: Graph,
+    /// Outputs fed in every step, in the order the tensors come.
+    pub feeds: Vec<Output>,
+    /// Outputs fetched, in the order they are returned.
+    pub fetches: Vec<Output>,
+    /// Nodes run for their effects.
+    pub targets: Vec<NodeId>,
+}
+
+impl PartialEq for SharedPartition {
+    fn eq(&self, other: &SharedPartition) -> bool {
+        self.graph.same_graph(&other.graph)
+            && self.feeds == other.feeds
+            && self.fetches == other.fetches
+            && self.targets == other.targets
+    }
 }
 
 /// One step of a registered partition.
@@ -366,6 +399,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
         task: &TaskName,
         request: RegisterPartition,
     ) -> BoxFuture<'static, Result<PartitionHandle, TransportError>>;
+
+    /// Whether requests for `task` are direct calls into a worker of this process, which
+    /// takes a [`RegisterPartition::shared`] graph as it is (default: no; a transport
+    /// that answers yes must hand such a registration to the worker unchanged).
+    fn is_in_process(&self, task: &TaskName) -> bool {
+        let _ = task;
+        false
+    }
 
     /// Runs one step of a registered partition, returning its fetches in order (and its
     /// timeline, when the request asks for one).

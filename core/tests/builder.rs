@@ -57,7 +57,7 @@ fn nested_device_scopes_merge_like_tensorflow() {
         .build()
         .unwrap();
     assert_eq!(
-        g.node(z).unwrap().device,
+        *g.node(z).unwrap().device,
         DeviceSpec::parse("/job:ps/device:CPU:0").unwrap()
     );
     let err = g.with_device("task:1").unwrap_err();

@@ -133,7 +133,7 @@ fn cluster_demo(trace: Option<&Path>) -> anyhow::Result<()> {
     println!();
     println!("one graph over three tasks (master /job:worker/task:0):");
     for p in out.placement.iter() {
-        println!("  {:<5} ({:<5}) on {}", p.node, p.op, p.device);
+        println!("  {:<5} ({:<5}) on {}", p.name(), p.op(), p.device);
     }
     println!("  y = w * 5 + w = {}", out.tensors[0]);
     if let (Some(path), Some(timeline)) = (trace, &out.timeline) {

@@ -172,23 +172,46 @@ pub(crate) struct Output<T> {
     origin: Option<&'static Arc<BufferOrigin>>,
 }
 
-/// Where a kernel's outputs go: its device's NUMA node and memory limit. Made once, when
-/// the kernel is built.
+/// Where a kernel's outputs go: its device's NUMA node and memory limit. Made once per
+/// `CpuDevice` and shared by every kernel built for it (a plan of a
+/// million nodes holds a million kernels, each one pointer here); its fields are read
+/// through `Deref`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Place {
+pub(crate) struct Place(Arc<PlaceOf>);
+
+/// What a [`Place`] shares.
+#[derive(Debug, Default)]
+pub(crate) struct PlaceOf {
     /// The device's NUMA node (where outputs go when not computed on a worker).
     pub(crate) node: Option<usize>,
     /// The device's name and memory limit, for every allocation.
     pub(crate) memory: MemoryLimit,
 }
 
+impl std::ops::Deref for Place {
+    type Target = PlaceOf;
+
+    fn deref(&self) -> &PlaceOf {
+        &self.0
+    }
+}
+
 impl Place {
-    /// The place of the device `init` builds a kernel for.
+    /// Outputs on NUMA node `node` under `memory`.
+    pub(crate) fn new(node: Option<usize>, memory: MemoryLimit) -> Place {
+        Place(Arc::new(PlaceOf { node, memory }))
+    }
+
+    /// The place of the device `init` builds a kernel for: a `CpuDevice`'s own, shared
+    /// by all its kernels; any other device's made anew.
     pub(crate) fn of(init: &KernelInit<'_>) -> Place {
-        Place {
-            node: init.device.numa_node(),
-            memory: MemoryLimit::of(init.device.as_ref()),
+        if let Some(cpu) = init.device.as_any().downcast_ref::<crate::CpuDevice>() {
+            return cpu.place();
         }
+        Place::new(
+            init.device.numa_node(),
+            MemoryLimit::of(init.device.as_ref()),
+        )
     }
 }
 
@@ -263,10 +286,7 @@ mod tests {
     use super::*;
 
     fn on(node: usize) -> Place {
-        Place {
-            node: Some(node),
-            memory: MemoryLimit::host(),
-        }
+        Place::new(Some(node), MemoryLimit::host())
     }
 
     #[test]
@@ -296,10 +316,7 @@ mod tests {
 
     #[test]
     fn outputs_beyond_the_limit_are_errors_naming_device_and_bytes() {
-        let place = Place {
-            node: None,
-            memory: MemoryLimit::new("/device:CPU:0", Some(1 << 20)),
-        };
+        let place = Place::new(None, MemoryLimit::new("/device:CPU:0", Some(1 << 20)));
         assert!(output::<f32>(1 << 18, &place).is_ok());
         let e = output::<f32>((1 << 18) + 1, &place).unwrap_err();
         assert_eq!(

@@ -9,13 +9,15 @@
 //! of reaching the allocator. A server that sets the limit from a flag says so
 //! ([`CpuDevice::with_memory_limit_setting`]), and the error then names that flag.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use magpie_core::device::Device;
 use magpie_core::graph::DeviceName;
 use magpie_core::limits::Limit;
 
+use crate::buffers::Place;
 use crate::DEVICE_TYPE;
+use magpie_core::tensor::MemoryLimit;
 
 /// The host CPU as a Magpie device.
 #[derive(Debug, Clone)]
@@ -25,6 +27,9 @@ pub struct CpuDevice {
     numa_node: Option<usize>,
     memory_limit: Option<u64>,
     memory_limit_setting: Option<Limit>,
+    /// Where its kernels' outputs go, made at the first kernel and shared by all of them;
+    /// reset whenever the name, node or limit changes.
+    place: OnceLock<Place>,
 }
 
 impl CpuDevice {
@@ -49,6 +54,7 @@ impl CpuDevice {
             numa_node: None,
             memory_limit: crate::topology::machine_memory(),
             memory_limit_setting: None,
+            place: OnceLock::new(),
         }
     }
 
@@ -73,6 +79,7 @@ impl CpuDevice {
     /// ```
     pub fn with_memory_limit(mut self, bytes: Option<u64>) -> CpuDevice {
         self.memory_limit = bytes;
+        self.place = OnceLock::new();
         self
     }
 
@@ -89,6 +96,7 @@ impl CpuDevice {
     /// ```
     pub fn with_memory_limit_setting(mut self, setting: Limit) -> CpuDevice {
         self.memory_limit_setting = Some(setting);
+        self.place = OnceLock::new();
         self
     }
 
@@ -112,6 +120,7 @@ impl CpuDevice {
         );
         CpuDevice {
             name,
+            place: OnceLock::new(),
             ..self.clone()
         }
     }
@@ -120,6 +129,14 @@ impl CpuDevice {
     /// built by a layout).
     pub fn cores(&self) -> usize {
         self.cores
+    }
+
+    /// Where its kernels' outputs go (its NUMA node, name and memory limit), shared by
+    /// every kernel built for it.
+    pub(crate) fn place(&self) -> Place {
+        self.place
+            .get_or_init(|| Place::new(self.numa_node, MemoryLimit::of(self)))
+            .clone()
     }
 }
 

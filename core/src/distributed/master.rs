@@ -5,7 +5,10 @@
 //! 1. The signature (feeds, fetches, targets) selects a cached plan; the first run of a
 //!    signature prunes, places and partitions the graph ([`super::partition`]) and
 //!    registers each task's partition on that task, concurrently — once per signature
-//!    (graphs only grow and nodes never change, so the graph's version is implied).
+//!    (graphs only grow and nodes never change, so the graph's version is implied). A
+//!    step that runs wholly on the one device of a task in this process registers the
+//!    session's graph itself there, shared, instead of a copy
+//!    ([`RegisterPartition::shared`]).
 //! 2. The master draws a step id (128 random bits: [`StepId::random`]) and runs the step
 //!    on every task with a partition,
 //!    concurrently; each feed goes only to the task that consumes it; tensors between
@@ -33,11 +36,11 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::MasterError;
-use super::partition::{partition_with, PlacedNode, FEED_PREFIX};
+use super::partition::{partition_or_share, PlacedNode, StepPartitions, FEED_PREFIX};
 use super::timeline::{AlignedTimeline, ClusterTimeline};
 use crate::cluster::ClusterSpec;
 use crate::error::Code;
-use crate::graph::{Graph, NodeId, Output};
+use crate::graph::{Graph, GraphDef, NodeId, Output};
 use crate::registry::KernelRegistry;
 use crate::scheduler::CancellationToken;
 use crate::session::{check_feed, declared_feed_shape, plan_key, PlanKey, RunOptions};
@@ -45,7 +48,7 @@ use crate::step_id::{random_hex, StepId};
 use crate::tensor::{DType, Tensor};
 use crate::transport::{
     run_partition_cancellable, unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput,
-    RegisterPartition, RunPartition, TaskName, Transport, TransportError,
+    RegisterPartition, RunPartition, SharedPartition, TaskName, Transport, TransportError,
 };
 
 /// How a master runs steps.
@@ -644,7 +647,7 @@ impl MasterSession {
             return Ok(p);
         }
         let m = &self.master;
-        let parts = partition_with(
+        let parts = partition_or_share(
             &self.graph,
             &key.0,
             &key.1,
@@ -652,27 +655,61 @@ impl MasterSession {
             &self.devices,
             &m.task,
             &m.options.kernels,
+            |task| m.transport.is_in_process(task),
         )?;
-        let names = |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         let mut regs = Vec::new();
-        let mut tasks = Vec::new();
-        for (task, p) in &parts.partitions {
-            regs.push(m.transport.register_partition(
+        let mut tasks: Vec<(TaskName, Vec<usize>, Vec<usize>)> = Vec::new();
+        let (placement, feed_dtypes) = match parts {
+            StepPartitions::Shared {
                 task,
-                RegisterPartition {
-                    session: self.handle.clone(),
-                    graph: p.graph.clone(),
-                    feeds: names(&p.feeds),
-                    fetches: names(&p.fetches),
-                    targets: p.targets.clone(),
-                },
-            ));
-            tasks.push((
-                task.clone(),
-                p.feeds.iter().map(|(_, k)| *k).collect(),
-                p.fetches.iter().map(|(_, k)| *k).collect(),
-            ));
-        }
+                placement,
+                feed_dtypes,
+            } => {
+                // The task's worker runs the session's graph itself: nothing is copied.
+                regs.push(m.transport.register_partition(
+                    &task,
+                    RegisterPartition {
+                        session: self.handle.clone(),
+                        graph: GraphDef::default(),
+                        feeds: Vec::new(),
+                        fetches: Vec::new(),
+                        targets: Vec::new(),
+                        shared: Some(SharedPartition {
+                            graph: self.graph.clone(),
+                            feeds: key.0.clone(),
+                            fetches: key.1.clone(),
+                            targets: key.2.clone(),
+                        }),
+                    },
+                ));
+                tasks.push((task, (0..key.0.len()).collect(), (0..key.1.len()).collect()));
+                (placement, feed_dtypes)
+            }
+            StepPartitions::Split(parts) => {
+                let names =
+                    |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+                // Each partition's graph moves into its request: registering copies none.
+                for (task, p) in parts.partitions {
+                    tasks.push((
+                        task.clone(),
+                        p.feeds.iter().map(|(_, k)| *k).collect(),
+                        p.fetches.iter().map(|(_, k)| *k).collect(),
+                    ));
+                    regs.push(m.transport.register_partition(
+                        &task,
+                        RegisterPartition {
+                            session: self.handle.clone(),
+                            feeds: names(&p.feeds),
+                            fetches: names(&p.fetches),
+                            graph: p.graph,
+                            targets: p.targets,
+                            shared: None,
+                        },
+                    ));
+                }
+                (parts.placement, parts.feed_dtypes)
+            }
+        };
         let handles = join_all(regs).await;
         let mut steps = Vec::with_capacity(tasks.len());
         for ((task, feeds, fetches), h) in tasks.into_iter().zip(handles) {
@@ -699,8 +736,8 @@ impl MasterSession {
             .collect();
         let plan = Arc::new(StepPlan {
             tasks: steps,
-            placement: Arc::new(parts.placement),
-            feed_dtypes: parts.feed_dtypes,
+            placement: Arc::new(placement),
+            feed_dtypes,
             feed_shapes,
             feed_names,
         });

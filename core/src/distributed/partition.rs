@@ -17,6 +17,11 @@
 //!
 //! `_Send`/`_Recv` sit on the task's CPU device (tensors cross in host memory) when it has
 //! one, otherwise on the device of the producer (consumer).
+//!
+//! A step that runs wholly on the one device of a task in the master's own process is not
+//! partitioned at all: that task's worker runs the session's graph itself, shared, so a
+//! large graph is held once per process (see
+//! [`RegisterPartition::shared`](crate::transport::RegisterPartition::shared)).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use super::error::MasterError;
 use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
 use super::placement::place_nodes;
 use crate::exec::prune::{prune, Pruned};
-use crate::graph::{AttrValue, Graph, GraphDef, NodeDef, NodeId, Output};
+use crate::graph::{AttrValue, Graph, GraphDef, Node, NodeDef, NodeId, Output};
 use crate::registry::KernelRegistry;
 use crate::tensor::DType;
 use crate::transport::{DeviceInfo, TaskName};
@@ -47,16 +52,27 @@ pub struct TaskPartition {
     pub recvs: usize,
 }
 
-/// Where one node of a step runs. The op and device names are shared between the nodes
-/// that have them (a plan holds one of these per node: a million for a graph that size).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where one node of a step runs. A plan holds one of these per node (a million for a
+/// graph that size), so each shares its node with the session's graph and its device name
+/// with the other nodes there: no names are copied.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PlacedNode {
-    /// Node name.
-    pub node: String,
-    /// Op name.
-    pub op: Arc<str>,
+    /// The node, as the session's graph holds it.
+    pub node: Arc<Node>,
     /// Full device name.
     pub device: Arc<str>,
+}
+
+impl PlacedNode {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.node.name
+    }
+
+    /// The node's op.
+    pub fn op(&self) -> &str {
+        &self.node.op
+    }
 }
 
 /// The partitions of a step signature, by task.
@@ -111,6 +127,80 @@ pub fn partition_with(
     master: &TaskName,
     kernels: &KernelRegistry,
 ) -> Result<Partitioning, MasterError> {
+    let placed = prune_and_place(graph, feeds, fetches, targets, devices, master, kernels)?;
+    Ok(split(&placed, feeds, fetches, targets, devices))
+}
+
+/// What the master registers for one signature: the session's graph itself on the one
+/// task that runs the whole step, or a graph per task.
+#[derive(Debug)]
+pub(crate) enum StepPartitions {
+    /// Every node of the step (fed producers too) runs on `task`'s only device, whose
+    /// requested device each node either leaves empty or matches, and `task` is reached
+    /// in process: its worker runs the session's graph as it is
+    /// ([`RegisterPartition::shared`](crate::transport::RegisterPartition::shared)).
+    Shared {
+        /// The task.
+        task: TaskName,
+        /// Where each needed node runs, in graph order.
+        placement: Vec<PlacedNode>,
+        /// The dtype of each feed, in the client's order.
+        feed_dtypes: Vec<DType>,
+    },
+    /// A graph per task, with `_Send`/`_Recv` pairs between them.
+    Split(Partitioning),
+}
+
+/// Prunes and places `graph` for one signature as [`partition_with`] does, and shares
+/// the graph when the step runs wholly on the one device of a task for which
+/// `in_process` holds ([`StepPartitions::Shared`]); otherwise partitions it.
+///
+/// # Errors
+/// As [`partition`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn partition_or_share(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+    kernels: &KernelRegistry,
+    in_process: impl Fn(&TaskName) -> bool,
+) -> Result<StepPartitions, MasterError> {
+    let placed = prune_and_place(graph, feeds, fetches, targets, devices, master, kernels)?;
+    if let Some(task) = whole_on_one_device(&placed, devices).filter(|t| in_process(t)) {
+        return Ok(StepPartitions::Shared {
+            task,
+            placement: placement_of(&placed, devices),
+            feed_dtypes: feed_dtypes(&placed.all, feeds),
+        });
+    }
+    Ok(StepPartitions::Split(split(
+        &placed, feeds, fetches, targets, devices,
+    )))
+}
+
+/// A signature pruned and placed.
+struct Placed {
+    all: Vec<Arc<Node>>,
+    /// Fed outputs, with the index of their feed.
+    fed: HashMap<Output, usize>,
+    /// The nodes the step runs.
+    needed: Vec<bool>,
+    /// The device of each node placed: the needed ones and the fed producers.
+    placed: Vec<Option<usize>>,
+}
+
+fn prune_and_place(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+    kernels: &KernelRegistry,
+) -> Result<Placed, MasterError> {
     let all = graph.nodes();
     let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
@@ -119,6 +209,67 @@ pub fn partition_with(
         to_place[f.node.index()] = true;
     }
     let placed = place_nodes(graph, &all, &to_place, devices, master, kernels)?;
+    Ok(Placed {
+        all,
+        fed,
+        needed,
+        placed,
+    })
+}
+
+/// The task whose only device runs every placed node, when there is one and every such
+/// node's requested device is empty or matches it (so that the task's own placement puts
+/// each node there too).
+fn whole_on_one_device(p: &Placed, devices: &[DeviceInfo]) -> Option<TaskName> {
+    let first = p.placed.iter().find_map(|d| *d)?;
+    let name = &devices[first].name;
+    let task = task_of(&devices[first]);
+    if devices.iter().filter(|d| task.owns(&d.name)).count() != 1 {
+        return None;
+    }
+    let fits = p.placed.iter().zip(&p.all).all(|(d, n)| match d {
+        None => true,
+        Some(d) => *d == first && (n.device.is_empty() || n.device.matches(name)),
+    });
+    fits.then_some(task)
+}
+
+/// Where each needed node runs, in graph order; device names shared.
+fn placement_of(p: &Placed, devices: &[DeviceInfo]) -> Vec<PlacedNode> {
+    let device_names: Vec<Arc<str>> = devices.iter().map(|d| d.name.to_string().into()).collect();
+    let mut placement = Vec::with_capacity(p.needed.iter().filter(|n| **n).count());
+    for (i, n) in p.all.iter().enumerate() {
+        if p.needed[i] {
+            placement.push(PlacedNode {
+                node: Arc::clone(n),
+                device: Arc::clone(&device_names[p.placed[i].unwrap_or(0)]),
+            });
+        }
+    }
+    placement
+}
+
+fn feed_dtypes(all: &[Arc<Node>], feeds: &[Output]) -> Vec<DType> {
+    feeds
+        .iter()
+        .map(|f| all[f.node.index()].output_dtypes[f.index as usize])
+        .collect()
+}
+
+/// One graph per task with work, `_Send`/`_Recv` pairs on the edges between tasks.
+fn split(
+    p: &Placed,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+) -> Partitioning {
+    let Placed {
+        all,
+        fed,
+        needed,
+        placed,
+    } = p;
     let dev = |i: usize| -> usize { placed[i].unwrap_or(0) };
 
     let mut b = Builder {
@@ -128,11 +279,9 @@ pub fn partition_with(
         next_edge: 0,
     };
     // Feeds become placeholders on their producer's task.
-    let mut feed_dtypes = Vec::with_capacity(feeds.len());
     for (k, f) in feeds.iter().enumerate() {
         let n = &all[f.node.index()];
         let dtype = n.output_dtypes[f.index as usize];
-        feed_dtypes.push(dtype);
         let d = dev(f.node.index());
         let mut attrs = vec![("dtype".to_string(), AttrValue::DType(dtype))];
         if n.op == "Placeholder" {
@@ -161,22 +310,11 @@ pub fn partition_with(
         }
     };
 
-    let mut placement = Vec::new();
-    let device_names: Vec<Arc<str>> = devices.iter().map(|d| d.name.to_string().into()).collect();
-    let mut op_names: HashMap<&str, Arc<str>> = HashMap::new();
     for (i, n) in all.iter().enumerate() {
         if !needed[i] {
             continue;
         }
         let d = dev(i);
-        let op = op_names
-            .entry(n.op.as_str())
-            .or_insert_with(|| n.op.as_str().into());
-        placement.push(PlacedNode {
-            node: n.name.clone(),
-            op: Arc::clone(op),
-            device: Arc::clone(&device_names[d]),
-        });
         let mut inputs = Vec::with_capacity(n.inputs.len() + n.control_inputs.len());
         for inp in &n.inputs {
             let (src, name) = loc(*inp);
@@ -227,11 +365,11 @@ pub fn partition_with(
             (task, p)
         })
         .collect();
-    Ok(Partitioning {
+    Partitioning {
         partitions,
-        placement,
-        feed_dtypes,
-    })
+        placement: placement_of(p, devices),
+        feed_dtypes: feed_dtypes(all, feeds),
+    }
 }
 
 struct Builder<'a> {

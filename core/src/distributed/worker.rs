@@ -180,6 +180,7 @@ pub struct WorkerStats {
 ///     feeds: vec![format!("{}:0", g.name_of(x.node))],
 ///     fetches: vec![format!("{}:0", g.name_of(set.node))],
 ///     targets: vec![],
+///     shared: None,
 /// })?;
 ///
 /// let step = |step_id: u64, value: f32, handle: &PartitionHandle| RunPartition {
@@ -359,7 +360,8 @@ impl Worker {
     ///
     /// - [`WorkerError::Refused`] once the worker stops ([`Worker::begin_stop`]).
     /// - [`WorkerError::BadPartition`] when the partition's graph does not import (an
-    ///   unknown op, a bad input, ...) or a feed, fetch or target names a node it lacks.
+    ///   unknown op, a bad input, ...) or a feed, fetch or target names a node it lacks
+    ///   (of a [`shared`](RegisterPartition::shared) graph: is not one of its outputs).
     /// - [`WorkerError::Step`] when the partition's local session cannot be made over
     ///   the task's devices.
     /// - [`WorkerError::Internal`] when no random bits can be drawn for the handle.
@@ -373,6 +375,33 @@ impl Worker {
             task: task.clone(),
             source: Box::new(source),
         };
+        if let Some(shared) = request.shared {
+            // The master's own graph, in this process: run as it is, nothing imported.
+            let g = &shared.graph;
+            for o in &shared.feeds {
+                g.check_output(*o, "feed").map_err(bad)?;
+            }
+            for o in &shared.fetches {
+                g.check_output(*o, "fetch").map_err(bad)?;
+            }
+            for t in &shared.targets {
+                g.check_output(t.output(0), "target")
+                    .map(drop)
+                    .or_else(|e| match e {
+                        // A target may have no outputs.
+                        crate::graph::GraphError::OutputOutOfRange { .. } => Ok(()),
+                        e => Err(e),
+                    })
+                    .map_err(bad)?;
+            }
+            return self.add_partition(
+                &shared.graph,
+                request.session,
+                shared.feeds,
+                shared.fetches,
+                shared.targets,
+            );
+        }
         let mut def = request.graph;
         // Sends hold the `net` pool when the task declares one (receives never do: a
         // receive holding a slot while it waits could starve the sends it waits for).
@@ -414,6 +443,20 @@ impl Worker {
             .iter()
             .map(|s| output(&format!("{s}:0"), "target").map(|o| o.node))
             .collect::<Result<Vec<_>, _>>()?;
+        self.add_partition(&graph, request.session, feeds, fetches, targets)
+    }
+
+    /// Makes the local session of a partition over `graph` and registers it for
+    /// `session`; returns its handle.
+    fn add_partition(
+        &self,
+        graph: &Graph,
+        session: String,
+        feeds: Vec<Output>,
+        fetches: Vec<Output>,
+        targets: Vec<NodeId>,
+    ) -> Result<PartitionHandle, WorkerError> {
+        let task = self.task.to_string();
         let options = SessionOptions {
             devices: self.devices.clone(),
             pool: Some(self.pool.clone()),
@@ -422,7 +465,7 @@ impl Worker {
             kernels: Some(self.kernels.clone()),
             ..SessionOptions::default()
         };
-        let session = Session::new(&graph, options).map_err(|source| WorkerError::Step {
+        let local = Session::new(graph, options).map_err(|source| WorkerError::Step {
             task: task.clone(),
             source: Box::new(source),
         })?;
@@ -431,7 +474,7 @@ impl Worker {
             detail: e.to_string(),
         })?;
         let handle = format!("{}/partition/{random}", self.task);
-        let session_handle: Arc<str> = Arc::from(request.session);
+        let session_handle: Arc<str> = Arc::from(session);
         let mut partitions = self.partitions.lock();
         *partitions
             .sessions
@@ -441,7 +484,7 @@ impl Worker {
             handle.clone(),
             Arc::new(Partition {
                 session_handle,
-                session,
+                session: local,
                 feeds,
                 fetches,
                 targets,

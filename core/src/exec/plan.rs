@@ -32,27 +32,79 @@ use crate::registry::KernelRegistry;
 use crate::scheduler::Topology;
 use crate::tensor::DType;
 
-/// One node of a plan.
+/// One node of a plan: a plan holds one per node it runs (a million for a graph that
+/// size), so what most nodes lack is boxed out of the record.
 pub(crate) struct PlanNode {
     pub(crate) node: Arc<Node>,
-    pub(crate) device: usize,
     pub(crate) kernel: BoxedKernel,
     /// Slot of each data input, in order.
     pub(crate) input_slots: SmallVec<[u32; 2]>,
     /// Slot of output 0; output `i` is at `first_output_slot + i`.
     pub(crate) first_output_slot: u32,
+    /// Index of its device among the plan's.
+    device: u32,
+    /// What it waits for before it runs; `None` for an ungated node.
+    gate: Option<Box<Gate>>,
+}
+
+/// What a gated node waits for: pool slots, memory under its device's budget.
+struct Gate {
     /// Resource pools it needs, sorted by pool index.
-    pub(crate) pools: SmallVec<[PoolHandle; 1]>,
+    pools: SmallVec<[PoolHandle; 1]>,
     /// Bytes it declares for its outputs, when its device has a budget.
-    pub(crate) reserve_bytes: Option<u64>,
+    reserve_bytes: Option<u64>,
 }
 
 impl PlanNode {
+    fn new(
+        node: Arc<Node>,
+        device: usize,
+        kernel: BoxedKernel,
+        input_slots: SmallVec<[u32; 2]>,
+        first_output_slot: u32,
+        pools: SmallVec<[PoolHandle; 1]>,
+        reserve_bytes: Option<u64>,
+    ) -> PlanNode {
+        let gate = (!pools.is_empty() || reserve_bytes.is_some()).then(|| {
+            Box::new(Gate {
+                pools,
+                reserve_bytes,
+            })
+        });
+        PlanNode {
+            node,
+            kernel,
+            input_slots,
+            first_output_slot,
+            // A session's devices are a handful: their indices fit.
+            device: device as u32,
+            gate,
+        }
+    }
+
+    /// Index of its device among the plan's devices.
+    pub(crate) fn device(&self) -> usize {
+        self.device as usize
+    }
+
+    /// Resource pools it needs, sorted by pool index.
+    pub(crate) fn pools(&self) -> &[PoolHandle] {
+        self.gate.as_ref().map_or(&[], |g| &g.pools)
+    }
+
+    /// Bytes it declares for its outputs, when its device has a budget.
+    pub(crate) fn reserve_bytes(&self) -> Option<u64> {
+        self.gate.as_ref().and_then(|g| g.reserve_bytes)
+    }
+
     /// Whether the node must wait for a pool slot or memory before it runs.
     pub(crate) fn is_gated(&self) -> bool {
-        !self.pools.is_empty() || self.reserve_bytes.is_some()
+        self.gate.is_some()
     }
 }
+
+/// [`ExecPlan::slot_device`]'s "no device" in the packed per-slot array.
+const NO_DEVICE: u32 = u32::MAX;
 
 /// What a plan is built against: the session's devices, pools, budgets and policy.
 pub(crate) struct PlanContext<'a> {
@@ -83,8 +135,9 @@ pub(crate) struct ExecPlan {
     pub(crate) used_devices: Vec<usize>,
     /// Memory budget of each device.
     pub(crate) budgets: Vec<Option<u64>>,
-    /// Device whose memory a slot's tensor counts against (`None`: a feed, not counted).
-    pub(crate) slot_devices: Vec<Option<usize>>,
+    /// Device whose memory each slot's tensor counts against ([`NO_DEVICE`]: a feed, not
+    /// counted); read through [`ExecPlan::slot_device`].
+    slot_devices: Vec<u32>,
     /// Whether the plan's devices sit on more than one known NUMA node, so that an input
     /// can cross nodes (decided once here, not per input of every step).
     pub(crate) spans_numa_nodes: bool,
@@ -223,15 +276,15 @@ impl ExecPlan {
             }
             let pools = node_pools(n, cx.pools)?;
             let reserve_bytes = declared_bytes(n, cx.budgets[device], devices[device].as_ref())?;
-            nodes.push(PlanNode {
-                node: Arc::clone(n),
+            nodes.push(PlanNode::new(
+                Arc::clone(n),
                 device,
                 kernel,
                 input_slots,
-                first_output_slot: first_slot[t],
+                first_slot[t],
                 pools,
                 reserve_bytes,
-            });
+            ));
         }
         if cx.memory_aware {
             defer_memory_heavy(&all, &order, &task_of, &needed, &fed, &mut edges);
@@ -255,7 +308,7 @@ impl ExecPlan {
         }
         // Kernels of a device on NUMA node k run on node k's workers only.
         for (t, pn) in nodes.iter().enumerate() {
-            if let Some(Some(g)) = cx.device_groups.get(pn.device) {
+            if let Some(Some(g)) = cx.device_groups.get(pn.device()) {
                 topo.set_group(t as u32, *g);
             }
         }
@@ -266,10 +319,10 @@ impl ExecPlan {
             let first = nodes.next();
             nodes.any(|n| Some(n) != first)
         };
-        let slot_devices: Vec<Option<usize>> = slots
+        let slot_devices: Vec<u32> = slots
             .producers
             .iter()
-            .map(|p| p.map(|t| nodes[t as usize].device))
+            .map(|p| p.map_or(NO_DEVICE, |t| nodes[t as usize].device))
             .collect();
         let slot_uses = slots.uses;
         let mut feed_dtypes = Vec::with_capacity(feeds.len());
@@ -283,7 +336,7 @@ impl ExecPlan {
             };
             feed_shapes.push(declared);
         }
-        let mut used_devices: Vec<usize> = nodes.iter().map(|n| n.device).collect();
+        let mut used_devices: Vec<usize> = nodes.iter().map(PlanNode::device).collect();
         used_devices.sort_unstable();
         used_devices.dedup();
         Ok(ExecPlan {
@@ -313,7 +366,13 @@ impl ExecPlan {
 
     /// The name of the device of plan node `t`.
     pub(crate) fn device_name(&self, t: usize) -> String {
-        self.devices[self.nodes[t].device].name().to_string()
+        self.devices[self.nodes[t].device()].name().to_string()
+    }
+
+    /// The device whose memory `slot`'s tensor counts against (`None`: a feed's).
+    pub(crate) fn slot_device(&self, slot: u32) -> Option<usize> {
+        let d = self.slot_devices[slot as usize];
+        (d != NO_DEVICE).then_some(d as usize)
     }
 }
 
@@ -436,7 +495,7 @@ impl Copies<'_> {
             op: op.to_string(),
             inputs: Vec::new(),
             control_inputs: Vec::new(),
-            device: self.devices[device].name().to_spec(),
+            device: self.devices[device].name().to_spec().into(),
             attrs: Attrs::new(),
             output_dtypes: smallvec::smallvec![dtype],
         });
@@ -450,15 +509,15 @@ impl Copies<'_> {
         let pool = self
             .pools
             .get_or_create(&copy_pool_name(&name), DEFAULT_COPY_POOL_CAPACITY);
-        self.nodes.push(PlanNode {
+        self.nodes.push(PlanNode::new(
             node,
             device,
             kernel,
-            input_slots: smallvec::smallvec![from],
-            first_output_slot: out,
-            pools: smallvec::smallvec![pool],
-            reserve_bytes: None,
-        });
+            smallvec::smallvec![from],
+            out,
+            smallvec::smallvec![pool],
+            None,
+        ));
         Ok(out)
     }
 }

@@ -99,13 +99,18 @@ impl Slot {
 
 /// Slot arrays of finished steps, kept by their plan for the next steps: a step of a
 /// 20,000-node plan then reuses warm memory instead of allocating and faulting in a
-/// fresh megabyte.
+/// fresh megabyte. A plan keeps at most [`SPARE_SLOT_BYTES`] of them, so an idle plan of
+/// a million nodes holds none (its steps allocate theirs, a small cost beside running a
+/// million kernels).
 #[derive(Default)]
 pub(crate) struct SlotPool(Mutex<Vec<Box<[Slot]>>>);
 
 /// Slot arrays a plan keeps (behaviour at the time of writing): about one per concurrent
 /// step.
 const SPARE_SLOT_ARRAYS: usize = 4;
+
+/// The most bytes of spare slot arrays a plan keeps (behaviour at the time of writing).
+const SPARE_SLOT_BYTES: usize = 16 << 20;
 
 impl SlotPool {
     /// A slot array with every slot empty and its use count from `uses`.
@@ -128,7 +133,8 @@ impl SlotPool {
             *slot.value.get_mut() = None;
         }
         let mut spare = self.0.lock();
-        if spare.len() < SPARE_SLOT_ARRAYS {
+        let bytes = (spare.len() + 1) * std::mem::size_of_val(&*slots);
+        if spare.len() < SPARE_SLOT_ARRAYS && bytes <= SPARE_SLOT_BYTES {
             spare.push(slots);
         }
     }

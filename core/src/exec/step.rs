@@ -120,8 +120,7 @@ impl StepState {
         // SAFETY: the caller is a task the scheduler started after the slot's producer
         // finished, and the plan counted this input among the slot's uses.
         let (t, last) = unsafe { self.slots[slot as usize].take_use() };
-        if let (true, Some(_), Some(t), Some(d)) =
-            (last, &self.memory, &t, plan.slot_devices[slot as usize])
+        if let (true, Some(_), Some(t), Some(d)) = (last, &self.memory, &t, plan.slot_device(slot))
         {
             releases.push((d, t.size_in_bytes() as u64));
         }
@@ -170,11 +169,11 @@ impl StepState {
         }
         if let Some(m) = &self.memory {
             // A reservation becomes the actual bytes in one step, never counted twice.
-            let reserved = pn.reserve_bytes.unwrap_or(0);
+            let reserved = pn.reserve_bytes().unwrap_or(0);
             if stored >= reserved {
-                m.add(pn.device, stored - reserved);
+                m.add(pn.device(), stored - reserved);
             } else {
-                m.release(pn.device, reserved - stored);
+                m.release(pn.device(), reserved - stored);
             }
             for (d, b) in releases {
                 m.release(d, b);
@@ -268,11 +267,11 @@ fn inputs(
             Some(t) => {
                 // Only a cross-device input can cross NUMA nodes; both nodes must be known,
                 // and the plan must span more than one (decided when it was built).
-                let producer = plan.slot_devices[*s as usize];
+                let producer = plan.slot_device(*s);
                 if let (true, Some(producer)) = (plan.spans_numa_nodes, producer) {
-                    if producer != pn.device {
+                    if producer != pn.device() {
                         let from = plan.devices[producer].numa_node();
-                        let to = plan.devices[pn.device].numa_node();
+                        let to = plan.devices[pn.device()].numa_node();
                         if from.is_some() && to.is_some() && from != to {
                             let bytes = t.size_in_bytes() as u64;
                             state.remote_numa_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -354,9 +353,9 @@ async fn run_gated(
     worker: usize,
 ) -> Result<(), SessionError> {
     let pn = &plan.nodes[task];
-    let _permits = acquire(&pn.pools).await;
-    if let (Some(bytes), Some(m)) = (pn.reserve_bytes, &state.memory) {
-        m.reserve(&plan, task as u32, pn.device, bytes).await?;
+    let _permits = acquire(pn.pools()).await;
+    if let (Some(bytes), Some(m)) = (pn.reserve_bytes(), &state.memory) {
+        m.reserve(&plan, task as u32, pn.device(), bytes).await?;
     }
     match &pn.kernel {
         BoxedKernel::Sync(_) => run_sync(&plan, &state, task, worker),

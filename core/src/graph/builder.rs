@@ -39,6 +39,9 @@ struct GraphInner {
     shapes: Vec<Option<Arc<[PartialShape]>>>,
     /// Every distinct list of known output shapes in `shapes`, once.
     distinct_shapes: HashSet<Arc<[PartialShape]>>,
+    /// Every distinct device spec the nodes request, once: nodes share them (most
+    /// graphs request a handful of devices over many nodes).
+    distinct_devices: HashSet<Arc<DeviceSpec>>,
     /// Node positions by name (the names themselves are the nodes').
     by_name: NameIndex,
     /// Next suffix to try for each automatically named base name.
@@ -528,7 +531,18 @@ impl Graph {
             graph: self.shared.id,
             index,
         };
-        let GraphInner { nodes, by_name, .. } = &mut *inner;
+        let GraphInner {
+            nodes,
+            by_name,
+            distinct_devices,
+            ..
+        } = &mut *inner;
+        match distinct_devices.get(&node.device) {
+            Some(same) => node.device = Arc::clone(same),
+            None => {
+                distinct_devices.insert(Arc::clone(&node.device));
+            }
+        }
         by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
         nodes.push(Arc::new(node));
         let known = shapes.iter().any(|s| *s != PartialShape::unknown());
@@ -706,7 +720,7 @@ impl OpBuilder<'_> {
             op: self.op,
             inputs: self.inputs,
             control_inputs,
-            device,
+            device: device.into(),
             attrs,
             output_dtypes: SmallVec::new(),
         };

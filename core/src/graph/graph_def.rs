@@ -191,7 +191,7 @@ fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError>
             op: n.op.clone(),
             inputs,
             control_inputs,
-            device,
+            device: device.into(),
             attrs,
             output_dtypes: Default::default(),
         };

@@ -5,6 +5,7 @@
 //! reference to whichever node has the same position there.
 
 use std::fmt;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -93,7 +94,8 @@ pub struct Node {
     /// Nodes that must finish before this one starts.
     pub control_inputs: Vec<NodeId>,
     /// The requested device (merged from the device scopes); may be partial or empty.
-    pub device: DeviceSpec,
+    /// Shared: a graph holds each distinct spec once, however many nodes request it.
+    pub device: Arc<DeviceSpec>,
     /// Attributes.
     pub attrs: Attrs,
     /// The dtype of each output, inferred by the op definition.
@@ -109,7 +111,7 @@ impl Node {
             op: op.into(),
             inputs: Vec::new(),
             control_inputs: Vec::new(),
-            device: DeviceSpec::default(),
+            device: Arc::default(),
             attrs: Attrs::new(),
             output_dtypes: SmallVec::new(),
         }

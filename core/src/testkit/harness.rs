@@ -126,7 +126,9 @@ fn run_one(
         check_attrs(&def.attrs, &mut node.attrs)
             .map_err(|e| KernelError::InvalidArgument(format!("{op}: {e}")))?;
     }
-    node.device = DeviceSpec::parse(&device.name().to_string()).unwrap_or_default();
+    node.device = DeviceSpec::parse(&device.name().to_string())
+        .unwrap_or_default()
+        .into();
     node.inputs = Vec::new();
     if let Some(def) = def {
         if let Ok(dtypes) = (def.infer)(&input_dtypes, &node.attrs) {

@@ -128,6 +128,7 @@ pub fn check_transport(
             feeds: vec![],
             fetches: vec!["r:0".into()],
             targets: vec![],
+            shared: None,
         },
     ))
     .map_err(|e| fail("register_partition", e))?;
@@ -319,6 +320,7 @@ pub fn register_receiver(
             feeds: vec![],
             fetches: vec![],
             targets: vec!["unused".into()],
+            shared: None,
         },
     ))
 }
@@ -353,6 +355,7 @@ fn hygiene_partitions(
                 feeds: vec![],
                 fetches,
                 targets: vec![],
+                shared: None,
             },
         ))
         .map_err(fail)

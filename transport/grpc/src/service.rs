@@ -202,6 +202,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                     feeds: r.feeds,
                     fetches: r.fetches,
                     targets: r.targets,
+                    shared: None,
                 })
                 .map_err(worker_to_status)
         })
@@ -500,10 +501,20 @@ impl MasterService {
         };
         // A client that goes away mid-step makes tonic drop this handler, and with it the
         // step's future, which aborts the step on every task.
+        let plans = session.num_plans();
         let out = session
             .run_async_with_options(&options, &feeds, &fetches, &targets)
             .await
             .map_err(|e| master_to_status(&e))?;
+        if session.num_plans() > plans && graph.len() >= crate::trim::TRIM_NODES {
+            // The first step of a signature over a large graph built its plans and freed
+            // what building them took: give those pages back (`trim.rs`).
+            blocking(|| {
+                crate::trim::release_free_memory();
+                Ok(())
+            })
+            .await?;
+        }
         let tensors = out
             .tensors
             .iter()
@@ -518,7 +529,7 @@ impl MasterService {
             } else {
                 out.placement
                     .iter()
-                    .map(|p| format!("{}={}", p.node, p.device))
+                    .map(|p| format!("{}={}", p.name(), p.device))
                     .collect()
             },
             timelines: out

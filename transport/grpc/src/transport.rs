@@ -401,6 +401,12 @@ impl Transport for GrpcTransport {
                     .map_err(|e| e.into_transport()),
             );
         }
+        if request.shared.is_some() {
+            return ready(Err(bad_request(
+                task,
+                "a shared partition is registered only on a task of this process".into(),
+            )));
+        }
         let graph = match graph_to_wire(&request.graph) {
             Ok(g) => g,
             Err(e) => return ready(Err(bad_request(task, e.to_string()))),
@@ -418,6 +424,11 @@ impl Transport for GrpcTransport {
                 c.register_partition(req).await?.into_inner().handle,
             ))
         })
+    }
+
+    /// The server's own task, served by direct calls ([`GrpcTransport::serve_locally`]).
+    fn is_in_process(&self, task: &TaskName) -> bool {
+        self.local(task).is_some()
     }
 
     fn run_partition(

@@ -3,13 +3,15 @@
 //! A session over a large graph frees hundreds of MB of small allocations when it closes;
 //! glibc's allocator keeps such memory in its arenas, so the process's resident size would
 //! stay at its peak although nothing holds it. After creating a session of at least
-//! [`TRIM_NODES`] nodes (whose request message and its conversion were freed) and after
-//! closing one, the server asks the allocator to return free pages (`malloc_trim`).
+//! [`TRIM_NODES`] nodes (whose request message and its conversion were freed), after the
+//! first step of a signature over one (whose plans were built: placement, pruning and
+//! slot tables freed) and after closing one, the server asks the allocator to return free
+//! pages (`malloc_trim`).
 //! Elsewhere (another libc, another OS) this does nothing.
 
-/// Sessions of at least this many nodes trim the heap when they are created and closed
-/// (behaviour at the time of writing: below it the memory is small and the trim's heap
-/// walk not worth it).
+/// Sessions of at least this many nodes trim the heap when they are created, planned and
+/// closed (behaviour at the time of writing: below it the memory is small and the trim's
+/// heap walk not worth it).
 pub(crate) const TRIM_NODES: usize = 100_000;
 
 /// Returns the allocator's free memory to the operating system, where the allocator can.

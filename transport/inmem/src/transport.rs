@@ -77,6 +77,11 @@ impl Transport for InMemTransport {
         }))
     }
 
+    /// Every task of an in-memory network is in this process.
+    fn is_in_process(&self, _task: &TaskName) -> bool {
+        true
+    }
+
     fn run_partition(
         &self,
         task: &TaskName,

@@ -11,7 +11,7 @@ mod unary;
 
 use std::sync::Arc;
 
-use magpie_core::graph::{AttrValue, Attrs, DeviceSpec, Graph, Node, Output};
+use magpie_core::graph::{AttrValue, Attrs, Graph, Node, Output};
 use magpie_core::kernel::KernelInit;
 use magpie_core::registry::lookup_kernel;
 use magpie_core::tensor::StorageElement;
@@ -91,7 +91,7 @@ fn raw_node(op: &str, attrs: &[(&str, AttrValue)]) -> Arc<Node> {
         op: op.into(),
         inputs: Vec::new(),
         control_inputs: Vec::new(),
-        device: DeviceSpec::default(),
+        device: Default::default(),
         attrs: a,
         output_dtypes: SmallVec::new(),
     })
