@@ -13,9 +13,13 @@
 //! fifth of the run) to the end.
 //!
 //! `MAGPIE_LOAD_PLAINTEXT=1` runs the same without TLS or token, for the cost of security.
+//! `MAGPIE_LOAD_MASTER_WRAPPER` is a command (split at whitespace) that task 0's server
+//! runs under, e.g. `heaptrack -o /tmp/master` for a heap profile of the master: the bench
+//! then samples and stops the `magpie` process below the wrapper, and stops it with
+//! SIGKILL so that a profile's "leaked" bytes are those the server held at the end.
 //!
 //! Run: `cargo bench --bench load` (env: `MAGPIE_LOAD_SECS`, `MAGPIE_LOAD_CLIENTS`,
-//! `MAGPIE_LOAD_PLAINTEXT`). Linux only (it reads `/proc`).
+//! `MAGPIE_LOAD_PLAINTEXT`, `MAGPIE_LOAD_MASTER_WRAPPER`). Linux only (it reads `/proc`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,14 +85,53 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     path
 }
 
-/// A `magpie server` child, killed when dropped.
-struct Server(Child);
+/// A `magpie server` child (or the wrapper it runs under) and the server's own process
+/// id; the server is killed when dropped, and the child waited for.
+struct Server {
+    child: Child,
+    pid: u32,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // SAFETY: `kill` has no memory-safety preconditions; `pid` is a process this bench
+        // started (directly or under its wrapper) and has not yet waited for.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// The process below `root` (itself included) whose executable is `exe`: the server a
+/// wrapper started. Searches `/proc` for descendants; `root` when none is found.
+fn server_pid(root: u32, exe: &Path) -> u32 {
+    let is_server = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    };
+    let mut below = vec![root];
+    let mut i = 0;
+    while i < below.len() {
+        if is_server(below[i]) {
+            return below[i];
+        }
+        let p = below[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                if let Some(c) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                    if parent(c) == Some(p) && !below.contains(&c) {
+                        below.push(c);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    root
 }
 
 /// `VmRSS` of process `pid`, in KiB.
@@ -127,9 +170,22 @@ fn main() {
     let key_file = write(&dir, "task.key", &key);
     let token_file = write(&dir, "token", TOKEN);
 
+    let wrapper: Vec<String> = std::env::var("MAGPIE_LOAD_MASTER_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let exe = Path::new(env!("CARGO_BIN_EXE_magpie"));
     let mut servers = Vec::new();
     for task in 0..TASKS {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_magpie"));
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) if task == 0 => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            _ => Command::new(exe),
+        };
         c.arg("server").arg("--cluster").arg(&cluster_file).args([
             "--job",
             "worker",
@@ -151,15 +207,24 @@ fn main() {
             .stderr(Stdio::null())
             .spawn()
             .expect("magpie server starts");
+        // A wrapper may print lines of its own first.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("serving"), "magpie said {line:?}");
+        while !line.starts_with("serving") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "task {task} ended before serving"
+            );
+        }
         eprint!("{line}");
-        servers.push(Server(child));
+        // Keep reading (and dropping) what the server or its wrapper says, so that
+        // neither ever blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let pid = server_pid(child.id(), exe);
+        servers.push(Server { child, pid });
     }
-    let pids: Vec<u32> = servers.iter().map(|s| s.0.id()).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
 
     let options = if plaintext {
         GrpcOptions::default()
