@@ -105,13 +105,16 @@ impl Drop for Server {
 /// The process below `root` (itself included) whose executable is `exe`: the server a
 /// wrapper started. Searches `/proc` for descendants; `root` when none is found.
 fn server_pid(root: u32, exe: &Path) -> u32 {
-    let is_server = |pid: u32| {
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
-    };
+    let is_server =
+        |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
     let parent = |pid: u32| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     let mut below = vec![root];
     let mut i = 0;
@@ -134,14 +137,19 @@ fn server_pid(root: u32, exe: &Path) -> u32 {
     root
 }
 
-/// `VmRSS` of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+/// `field` (`VmRSS`, `RssAnon`) of process `pid`'s `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -287,7 +295,7 @@ fn main() {
     }
 
     let started = Instant::now();
-    let mut samples: Vec<(u64, u64, Vec<u64>)> = Vec::new();
+    let mut samples: Vec<(u64, u64, Vec<u64>, Vec<u64>)> = Vec::new();
     println!(
         "{clients} clients, {TASKS} tasks, {} for {secs} s",
         if plaintext {
@@ -310,7 +318,8 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
-        samples.push((t, n, rss));
+        let anon: Vec<u64> = pids.iter().map(|&p| status_kib(p, "RssAnon")).collect();
+        samples.push((t, n, rss, anon));
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -329,7 +338,7 @@ fn main() {
         lat.last().copied().unwrap_or(0)
     );
     let warm = samples.get(samples.len() / 5).or(samples.first());
-    if let (Some((t0, n0, rss0)), Some((t1, n1, rss1))) = (warm, samples.last()) {
+    if let (Some((t0, n0, rss0, anon0)), Some((t1, n1, rss1, anon1))) = (warm, samples.last()) {
         for task in 0..TASKS as usize {
             let growth = (rss1[task] as f64 - rss0[task] as f64) / rss0[task].max(1) as f64;
             println!(
@@ -338,6 +347,14 @@ fn main() {
                 rss1[task] as f64 / 1024.0,
                 growth * 100.0,
                 n1 - n0
+            );
+            // Anonymous pages only: the heap and stacks, without the mapped libraries
+            // (a task that probes for GPUs maps the Vulkan loader and drivers).
+            println!(
+                "task {task}: RssAnon {:.1} MiB -> {:.1} MiB ({:+.2} %)",
+                anon0[task] as f64 / 1024.0,
+                anon1[task] as f64 / 1024.0,
+                (anon1[task] as f64 - anon0[task] as f64) / anon0[task].max(1) as f64 * 100.0
             );
         }
     }

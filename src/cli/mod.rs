@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch for the `magpie` binary.
 
+mod arenas;
 mod demo;
 mod devices;
 mod logging;

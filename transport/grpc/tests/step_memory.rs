@@ -53,7 +53,10 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -104,7 +107,10 @@ impl Client {
                 .session
                 .run(&[(self.x, self.feed.clone())], &[self.z], &[])
                 .unwrap();
-            assert_eq!(out[0].as_slice::<f32>().unwrap(), self.feed.as_slice::<f32>().unwrap());
+            assert_eq!(
+                out[0].as_slice::<f32>().unwrap(),
+                self.feed.as_slice::<f32>().unwrap()
+            );
         }
     }
 }
@@ -150,8 +156,14 @@ fn a_cluster_holds_no_more_bytes_after_more_steps() {
     let servers: Vec<GrpcServer> = jobs
         .iter()
         .map(|job| {
-            GrpcServer::start_with(&spec, job, 0, &host_task_options(job), server_options.clone())
-                .unwrap()
+            GrpcServer::start_with(
+                &spec,
+                job,
+                0,
+                &host_task_options(job),
+                server_options.clone(),
+            )
+            .unwrap()
         })
         .collect();
     let target = servers[0].target();
@@ -160,7 +172,12 @@ fn a_cluster_holds_no_more_bytes_after_more_steps() {
             let (g, x, z) = graph();
             let session = magpie_grpc::connect_with(&target, &g, client_options.clone()).unwrap();
             let feed = Tensor::from_vec([4], vec![i as f32; 4]).unwrap();
-            Client { session, x, z, feed }
+            Client {
+                session,
+                x,
+                z,
+                feed,
+            }
         })
         .collect();
 
