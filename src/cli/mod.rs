@@ -1,6 +1,5 @@
 //! Command-line parsing and dispatch for the `magpie` binary.
 
-mod arenas;
 mod demo;
 mod devices;
 mod logging;

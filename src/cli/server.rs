@@ -109,8 +109,6 @@ impl SecurityArgs {
 }
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    // Before any thread starts: a server's resident size stays flat over many steps.
-    super::arenas::bound_for_server();
     let (job, task, drain) = (args.job.as_deref(), args.task, args.drain);
     let (spec, task) = match args.cluster.as_deref() {
         Some(path) => {
