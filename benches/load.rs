@@ -9,9 +9,8 @@
 //! cross tasks per step) for `MAGPIE_LOAD_SECS` seconds (default 30). Every second it
 //! samples each server's resident size (`VmRSS` of `/proc/<pid>/status`) and prints it
 //! with the steps so far; at the end, steps/s, p50/p99/max step latency, the errors (any
-//! error fails the run) and each server's RSS growth (`VmRSS`, and `RssAnon`: without mapped files) from the end
-//! of warm-up (the first
-//! fifth of the run) to the end.
+//! error fails the run) and each server's RSS growth (`VmRSS`, and `RssAnon`: without
+//! mapped files) from the end of warm-up (the first fifth of the run) to the end.
 //!
 //! `MAGPIE_LOAD_PLAINTEXT=1` runs the same without TLS or token, for the cost of security.
 //! `MAGPIE_LOAD_MASTER_WRAPPER` is a command (split at whitespace) that task 0's server
