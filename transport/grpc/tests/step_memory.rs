@@ -200,7 +200,7 @@ fn a_cluster_holds_no_more_bytes_after_more_steps() {
         s.stop(Duration::from_secs(1));
     }
     // Between batches the live bytes differ by what happens to be in flight or cached
-    // (measured: within ±500 bytes); a structure that kept even 3 bytes per step would
+    // (measured: within 1.5 KB); a structure that kept even 3 bytes per step would
     // grow past this bound over the 1,500 steps measured.
     let growth = live[MEASURED - 1] - live[0];
     assert!(
