@@ -9,13 +9,17 @@
 //! cross tasks per step) for `MAGPIE_LOAD_SECS` seconds (default 30). Every second it
 //! samples each server's resident size (`VmRSS` of `/proc/<pid>/status`) and prints it
 //! with the steps so far; at the end, steps/s, p50/p99/max step latency, the errors (any
-//! error fails the run) and each server's RSS growth from the end of warm-up (the first
-//! fifth of the run) to the end.
+//! error fails the run) and each server's RSS growth (`VmRSS`, and `RssAnon`: without
+//! mapped files) from the end of warm-up (the first fifth of the run) to the end.
 //!
 //! `MAGPIE_LOAD_PLAINTEXT=1` runs the same without TLS or token, for the cost of security.
+//! `MAGPIE_LOAD_MASTER_WRAPPER` is a command (split at whitespace) that task 0's server
+//! runs under, e.g. `heaptrack -o /tmp/master` for a heap profile of the master: the bench
+//! then samples and stops the `magpie` process below the wrapper, and stops it with
+//! SIGKILL so that a profile's "leaked" bytes are those the server held at the end.
 //!
 //! Run: `cargo bench --bench load` (env: `MAGPIE_LOAD_SECS`, `MAGPIE_LOAD_CLIENTS`,
-//! `MAGPIE_LOAD_PLAINTEXT`). Linux only (it reads `/proc`).
+//! `MAGPIE_LOAD_PLAINTEXT`, `MAGPIE_LOAD_MASTER_WRAPPER`). Linux only (it reads `/proc`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,24 +85,71 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     path
 }
 
-/// A `magpie server` child, killed when dropped.
-struct Server(Child);
+/// A `magpie server` child (or the wrapper it runs under) and the server's own process
+/// id; the server is killed when dropped, and the child waited for.
+struct Server {
+    child: Child,
+    pid: u32,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // SAFETY: `kill` has no memory-safety preconditions; `pid` is a process this bench
+        // started (directly or under its wrapper) and has not yet waited for.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// The process below `root` (itself included) whose executable is `exe`: the server a
+/// wrapper started. Searches `/proc` for descendants; `root` when none is found.
+fn server_pid(root: u32, exe: &Path) -> u32 {
+    let is_server =
+        |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut below = vec![root];
+    let mut i = 0;
+    while i < below.len() {
+        if is_server(below[i]) {
+            return below[i];
+        }
+        let p = below[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                if let Some(c) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                    if parent(c) == Some(p) && !below.contains(&c) {
+                        below.push(c);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    root
+}
+
+/// `field` (`VmRSS`, `RssAnon`) of process `pid`'s `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `VmRSS` of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    status_kib(pid, "VmRSS")
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -127,9 +178,22 @@ fn main() {
     let key_file = write(&dir, "task.key", &key);
     let token_file = write(&dir, "token", TOKEN);
 
+    let wrapper: Vec<String> = std::env::var("MAGPIE_LOAD_MASTER_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let exe = Path::new(env!("CARGO_BIN_EXE_magpie"));
     let mut servers = Vec::new();
     for task in 0..TASKS {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_magpie"));
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) if task == 0 => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            _ => Command::new(exe),
+        };
         c.arg("server").arg("--cluster").arg(&cluster_file).args([
             "--job",
             "worker",
@@ -151,15 +215,24 @@ fn main() {
             .stderr(Stdio::null())
             .spawn()
             .expect("magpie server starts");
+        // A wrapper may print lines of its own first.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("serving"), "magpie said {line:?}");
+        while !line.starts_with("serving") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "task {task} ended before serving"
+            );
+        }
         eprint!("{line}");
-        servers.push(Server(child));
+        // Keep reading (and dropping) what the server or its wrapper says, so that
+        // neither ever blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let pid = server_pid(child.id(), exe);
+        servers.push(Server { child, pid });
     }
-    let pids: Vec<u32> = servers.iter().map(|s| s.0.id()).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
 
     let options = if plaintext {
         GrpcOptions::default()
@@ -222,7 +295,7 @@ fn main() {
     }
 
     let started = Instant::now();
-    let mut samples: Vec<(u64, u64, Vec<u64>)> = Vec::new();
+    let mut samples: Vec<(u64, u64, Vec<u64>, Vec<u64>)> = Vec::new();
     println!(
         "{clients} clients, {TASKS} tasks, {} for {secs} s",
         if plaintext {
@@ -245,7 +318,8 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
-        samples.push((t, n, rss));
+        let anon: Vec<u64> = pids.iter().map(|&p| status_kib(p, "RssAnon")).collect();
+        samples.push((t, n, rss, anon));
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -264,7 +338,7 @@ fn main() {
         lat.last().copied().unwrap_or(0)
     );
     let warm = samples.get(samples.len() / 5).or(samples.first());
-    if let (Some((t0, n0, rss0)), Some((t1, n1, rss1))) = (warm, samples.last()) {
+    if let (Some((t0, n0, rss0, anon0)), Some((t1, n1, rss1, anon1))) = (warm, samples.last()) {
         for task in 0..TASKS as usize {
             let growth = (rss1[task] as f64 - rss0[task] as f64) / rss0[task].max(1) as f64;
             println!(
@@ -273,6 +347,14 @@ fn main() {
                 rss1[task] as f64 / 1024.0,
                 growth * 100.0,
                 n1 - n0
+            );
+            // Anonymous pages only: the heap and stacks, without the mapped libraries
+            // (a task that probes for GPUs maps the Vulkan loader and drivers).
+            println!(
+                "task {task}: RssAnon {:.1} MiB -> {:.1} MiB ({:+.2} %)",
+                anon0[task] as f64 / 1024.0,
+                anon1[task] as f64 / 1024.0,
+                (anon1[task] as f64 - anon0[task] as f64) / anon0[task].max(1) as f64 * 100.0
             );
         }
     }
