@@ -111,6 +111,24 @@ pub fn partition_with(
     master: &TaskName,
     kernels: &KernelRegistry,
 ) -> Result<Partitioning, MasterError> {
+    partition_placing(
+        graph, feeds, fetches, targets, devices, master, kernels, false,
+    )
+}
+
+/// [`partition_with`], with soft placement when `allow_soft_placement`
+/// ([`place_nodes`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn partition_placing(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+    devices: &[DeviceInfo],
+    master: &TaskName,
+    kernels: &KernelRegistry,
+    allow_soft_placement: bool,
+) -> Result<Partitioning, MasterError> {
     let all = graph.nodes();
     let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
     // Fed producers are placed too: their feed placeholder goes to their task.
@@ -118,7 +136,15 @@ pub fn partition_with(
     for f in feeds {
         to_place[f.node.index()] = true;
     }
-    let placed = place_nodes(graph, &all, &to_place, devices, master, kernels)?;
+    let placed = place_nodes(
+        graph,
+        &all,
+        &to_place,
+        devices,
+        master,
+        kernels,
+        allow_soft_placement,
+    )?;
     let dev = |i: usize| -> usize { placed[i].unwrap_or(0) };
 
     let mut b = Builder {

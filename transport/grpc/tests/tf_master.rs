@@ -538,3 +538,71 @@ fn a_retried_request_is_refused_not_run_twice() {
     }
     c.stop();
 }
+
+/// A host device that reports how much memory it has.
+#[derive(Debug)]
+struct SizedDevice(magpie_core::graph::DeviceName, u64);
+
+impl magpie_core::Device for SizedDevice {
+    fn name(&self) -> &magpie_core::graph::DeviceName {
+        &self.0
+    }
+    fn memory_limit(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+#[test]
+fn list_devices_reports_every_tasks_own_memory_limit() {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("a", [format!("127.0.0.1:{}", free_port())])
+        .job("b", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let sized = |job: &str, bytes: u64| {
+        let name = magpie_core::graph::DeviceName::parse(&format!(
+            "/job:{job}/replica:0/task:0/device:CPU:0"
+        ))
+        .unwrap();
+        magpie_core::distributed::ServerOptions {
+            num_workers: Some(1),
+            ..magpie_core::distributed::ServerOptions::with_devices(vec![std::sync::Arc::new(
+                SizedDevice(name, bytes),
+            )])
+        }
+    };
+    let o = GrpcOptions::default();
+    let a = GrpcServer::start_with(&spec, "a", 0, &sized("a", 1 << 30), o.clone()).unwrap();
+    let b = GrpcServer::start_with(&spec, "b", 0, &sized("b", 3 << 20), o).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt
+        .block_on(MasterServiceClient::connect(format!(
+            "http://{}",
+            a.local_addr()
+        )))
+        .unwrap();
+    let d = rt
+        .block_on(client.list_devices(proto::ListDevicesRequest::default()))
+        .unwrap()
+        .into_inner();
+    let limits = |v: &[proto::DeviceAttributes]| {
+        v.iter()
+            .map(|d| (d.name.clone(), d.memory_limit))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        limits(&d.local_device),
+        [("/job:a/replica:0/task:0/device:CPU:0".to_string(), 1 << 30)]
+    );
+    // The other task's device carries what that task reports, not 0.
+    assert_eq!(
+        limits(&d.remote_device),
+        [("/job:b/replica:0/task:0/device:CPU:0".to_string(), 3 << 20)]
+    );
+    a.stop(Duration::from_secs(1));
+    b.stop(Duration::from_secs(1));
+}

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magpie_core::distributed::{MasterSession, TaskServer};
+use magpie_core::distributed::{MasterSession, MasterSessionOptions, TaskServer};
 use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::limits::Limit;
 use magpie_core::session::RunOptions;
@@ -143,15 +143,9 @@ impl TfMasterService {
 
     /// Translates `wire` (nodes to add) and adds it to `session`'s graph, all or
     /// nothing.
-    fn extend_graph(
-        &self,
-        session: &MasterSession,
-        tf: &TfSession,
-        wire: &proto::GraphDef,
-    ) -> Result<(), Status> {
-        let mut def =
+    fn extend_graph(&self, session: &MasterSession, wire: &proto::GraphDef) -> Result<(), Status> {
+        let def =
             graph_from_tf(wire, self.options.max_tensor_bytes).map_err(|e| wire_status(&e))?;
-        tf.place_softly(&mut def, session.devices());
         session
             .graph()
             .extend_tensorflow(&def)
@@ -257,25 +251,22 @@ impl proto::master_service_server::MasterService for TfMasterService {
             wire.node.len(),
         )?;
         let config = r.config.unwrap_or_default();
-        let tf = Arc::new(TfSession::new(
-            config.allow_soft_placement,
-            config.operation_timeout_in_ms,
-        ));
+        let tf = Arc::new(TfSession::new(config.operation_timeout_in_ms));
+        let session_options =
+            MasterSessionOptions::default().allow_soft_placement(config.allow_soft_placement);
         // 128 random bits, as Magpie's own handles: made first, so that a session is
         // never dropped on the runtime.
         let handle = session_handle(self.server.task())?;
         let server = Arc::clone(&self.server);
         let this = self.clone();
-        let tf2 = Arc::clone(&tf);
-        // Opening contacts every task; the graph joins the session once its devices are
-        // known (soft placement needs them). Both off the runtime: a session that fails
-        // to take its graph is dropped there.
+        // Opening contacts every task; both it and the graph's import run off the
+        // runtime: a session that fails to take its graph is dropped there.
         let session = blocking(move || {
             let session = server
                 .master()
-                .create_session(&Graph::new())
+                .create_session_with(&Graph::new(), session_options)
                 .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
-            this.extend_graph(&session, &tf2, &wire)?;
+            this.extend_graph(&session, &wire)?;
             Ok(session)
         })
         .await
@@ -340,7 +331,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 has.saturating_add(added),
                 &format!("the session's graph of {has} nodes extended by {added}"),
             )?;
-            this.extend_graph(&session, &tf, &wire)?;
+            this.extend_graph(&session, &wire)?;
             *version += 1;
             Ok(*version)
         })
@@ -452,7 +443,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
             let mut resp = proto::ListDevicesResponse::default();
             for d in &devices {
-                let attrs = device_attributes(&server, d, seed);
+                let attrs = device_attributes(d, seed);
                 if server.task().owns(&d.name) {
                     resp.local_device.push(attrs);
                 } else {
