@@ -1,7 +1,7 @@
 //! [`TfSession`]: what a session opened through TensorFlow's master service keeps beside
 //! its [`MasterSession`](magpie_core::distributed::MasterSession): the graph version
-//! `ExtendSession` checks, the session's options from its `ConfigProto`, and its
-//! callables (`MakeCallable`).
+//! `ExtendSession` checks, the session's options from its `ConfigProto`, its callables
+//! (`MakeCallable`) and its partial runs (`PartialRunSetup`, `partial.rs`).
 //!
 //! Soft placement (`allow_soft_placement`) is not kept here: it is the master session's
 //! own option ([`MasterSessionOptions`](magpie_core::distributed::MasterSessionOptions)),
@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use crate::tf::partial::PartialRuns;
 
 /// Callables one session may hold at once.
 pub(crate) const MAX_CALLABLES: usize = 4096;
@@ -41,6 +43,8 @@ pub(crate) struct TfSession {
     /// The step deadline from `ConfigProto.operation_timeout_in_ms`, if set.
     pub(crate) step_timeout: Option<Duration>,
     callables: Mutex<Callables>,
+    /// Partial runs in progress (`PartialRunSetup`), released with the session.
+    pub(crate) partial_runs: PartialRuns,
 }
 
 impl TfSession {
@@ -53,6 +57,7 @@ impl TfSession {
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
             callables: Mutex::new(Callables::default()),
+            partial_runs: PartialRuns::default(),
         }
     }
 
