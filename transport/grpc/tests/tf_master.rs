@@ -606,3 +606,69 @@ fn list_devices_reports_every_tasks_own_memory_limit() {
     a.stop(Duration::from_secs(1));
     b.stop(Duration::from_secs(1));
 }
+
+#[test]
+fn partial_runs_span_tasks_and_go_with_their_session() {
+    let mut c = cluster(GrpcOptions::default());
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                node("four", "TestFour", &[], "/job:b/task:0"),
+                node("p", "TestPass", &["four"], ""),
+                node("q", "TestPass", &["p"], "/job:b/task:0"),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let setup = |c: &mut Cluster| {
+        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
+            session_handle: h.clone(),
+            fetch: vec!["p:0".into(), "q:0".into()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .partial_run_handle
+    };
+    let call = |c: &mut Cluster, prun: &str, fetch: &str| {
+        let mut r = run_request(&h, &[fetch], true);
+        r.partial_run_handle = prun.into();
+        c.rt.block_on(c.client.run_step(r)).unwrap().into_inner()
+    };
+    let prun = setup(&mut c);
+    assert_eq!(prun.len(), setup(&mut c).len(), "handles of one shape");
+    assert_ne!(prun, setup(&mut c), "every setup makes a new handle");
+    let r = call(&mut c, &prun, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    let r = call(&mut c, &prun, "q:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    // Finished: the handle is gone, as in TensorFlow.
+    let r = call(&mut c, &prun, "q:0");
+    assert_eq!(r.status_code, Code::InvalidArgument as i32);
+    assert!(r.status_error_message.contains("Must run PartialRunSetup"));
+
+    // A partial run goes with its session.
+    let open = setup(&mut c);
+    c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
+        session_handle: h.clone(),
+    }))
+    .unwrap();
+    let r = call(&mut c, &open, "p:0");
+    assert_eq!(
+        r.status_code,
+        Code::NotFound as i32,
+        "{}",
+        r.status_error_message
+    );
+    c.stop();
+}

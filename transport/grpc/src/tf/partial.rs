@@ -355,19 +355,36 @@ fn cannot_compute(feed: &str) -> Status {
 }
 
 /// The partial runs of one session, by handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PartialRuns {
     runs: Mutex<HashMap<String, PartialRun>>,
+    /// How long a run may stay unused ([`PARTIAL_RUN_IDLE`]).
+    idle: Duration,
+}
+
+impl Default for PartialRuns {
+    fn default() -> PartialRuns {
+        PartialRuns::with_idle(PARTIAL_RUN_IDLE)
+    }
 }
 
 impl PartialRuns {
+    /// A table whose runs expire after `idle` unused.
+    pub(crate) fn with_idle(idle: Duration) -> PartialRuns {
+        PartialRuns {
+            runs: Mutex::new(HashMap::new()),
+            idle,
+        }
+    }
+
     /// Adds `run` under `handle`, dropping expired runs first.
     ///
     /// # Errors
     /// `RESOURCE_EXHAUSTED` when the session holds [`MAX_PARTIAL_RUNS`] live ones.
     pub(crate) fn insert(&self, handle: String, run: PartialRun) -> Result<(), Status> {
         let mut runs = self.runs.lock();
-        runs.retain(|_, r| r.last_used.elapsed() < PARTIAL_RUN_IDLE);
+        let idle = self.idle;
+        runs.retain(|_, r| r.last_used.elapsed() < idle);
         if runs.len() >= MAX_PARTIAL_RUNS {
             return Err(status(
                 Code::ResourceExhausted,
@@ -386,7 +403,7 @@ impl PartialRuns {
     pub(crate) fn take(&self, handle: &str) -> Option<PartialRun> {
         let mut runs = self.runs.lock();
         let run = runs.remove(handle)?;
-        (run.last_used.elapsed() < PARTIAL_RUN_IDLE).then_some(run)
+        (run.last_used.elapsed() < self.idle).then_some(run)
     }
 
     /// Puts a run back after a call that did not end it.
@@ -399,5 +416,146 @@ impl PartialRuns {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.runs.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use magpie_core::tensor::DType;
+
+    fn code_and_message(e: Status) -> (Code, String) {
+        (e.code(), e.message().to_string())
+    }
+
+    /// `r1 = a + b` (a data edge), `after` with a control edge on `r1`'s node, `r2 =
+    /// after * c`.
+    fn graph() -> (Graph, [Output; 6]) {
+        let g = Graph::new();
+        let a = g.placeholder(DType::F32, None).unwrap();
+        let b = g.placeholder(DType::F32, None).unwrap();
+        let c = g.placeholder(DType::F32, None).unwrap();
+        let r1 = g.add(a, b).unwrap();
+        let after = g
+            .op("Identity")
+            .input(c)
+            .control_input(r1.node)
+            .build_output()
+            .unwrap();
+        let r2 = g.mul(after, r1).unwrap();
+        (g, [a, b, c, r1, after, r2])
+    }
+
+    fn run(outs: &[Output; 6]) -> PartialRun {
+        let [a, b, c, r1, _, r2] = *outs;
+        PartialRun::new(
+            vec![("a:0".into(), a), ("b:0".into(), b), ("c:0".into(), c)],
+            vec![("r1:0".into(), r1), ("r2:0".into(), r2)],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn calls_keep_what_later_calls_need_and_cut_satisfied_control_edges() {
+        let (g, outs) = graph();
+        let [a, b, _, r1, _, r2] = outs;
+        let mut pr = run(&outs);
+        let one = Tensor::scalar(1.0f32);
+        let first = pr
+            .plan(
+                &g,
+                vec![("a:0".into(), one.clone()), ("b:0".into(), one.clone())],
+                &["r1:0".to_string()],
+            )
+            .unwrap();
+        assert!(!first.last);
+        // r1 is fetched, and kept: r2 needs it later (its node also gates `after`).
+        assert_eq!(first.fetches, vec![r1, r1]);
+        assert_eq!(first.client_fetches, 1);
+        assert_eq!(first.feeds.len(), 2);
+        assert!(first.cut_controls.is_empty());
+        let two = Tensor::scalar(2.0f32);
+        let got = pr.finish(first, vec![two.clone(), two]);
+        assert_eq!(got.len(), 1);
+
+        // The second call: r1's node ran, so `after`'s control edge on it is cut, and
+        // r1 is fed from what was kept.
+        let second = pr
+            .plan(&g, vec![("c:0".into(), one)], &["r2:0".to_string()])
+            .unwrap();
+        assert!(second.last);
+        assert_eq!(second.fetches, vec![r2]);
+        let fed: Vec<Output> = second.feeds.iter().map(|(o, _)| *o).collect();
+        assert!(
+            fed.contains(&a) && fed.contains(&b) && fed.contains(&r1),
+            "{fed:?}"
+        );
+        assert_eq!(second.cut_controls.len(), 1);
+        assert_eq!(second.cut_controls[0].1, g.name_of(r1.node));
+    }
+
+    #[test]
+    fn mistakes_are_tensorflows_and_leave_the_run_as_it_was() {
+        let (g, outs) = graph();
+        let mut pr = run(&outs);
+        let one = || Tensor::scalar(1.0f32);
+        let e = pr
+            .plan(&g, vec![("a:0".into(), one())], &["r2:0".to_string()])
+            .unwrap_err();
+        assert_eq!(
+            code_and_message(e),
+            (
+                Code::InvalidArgument,
+                "Fetch b:0 can't be computed from the feeds that have been fed so far.".into()
+            )
+        );
+        let e = pr.plan(&g, vec![("z:0".into(), one())], &[]).unwrap_err();
+        assert_eq!(
+            code_and_message(e).1,
+            "The feed z:0 was not specified in partial_run_setup."
+        );
+        let e = pr.plan(&g, vec![], &["z:0".to_string()]).unwrap_err();
+        assert_eq!(
+            code_and_message(e).1,
+            "The fetch z:0 was not specified in partial_run_setup."
+        );
+        let call = pr
+            .plan(
+                &g,
+                vec![("a:0".into(), one()), ("b:0".into(), one())],
+                &["r1:0".to_string()],
+            )
+            .unwrap();
+        pr.finish(call, vec![one(), one()]);
+        let e = pr.plan(&g, vec![("a:0".into(), one())], &[]).unwrap_err();
+        assert_eq!(code_and_message(e).1, "The feed a:0 has already been fed.");
+        let e = pr.plan(&g, vec![], &["r1:0".to_string()]).unwrap_err();
+        assert_eq!(
+            code_and_message(e).1,
+            "The fetch r1:0 has already been fetched."
+        );
+    }
+
+    #[test]
+    fn runs_are_bounded_and_expire() {
+        let (_, outs) = graph();
+        let runs = PartialRuns::default();
+        for k in 0..MAX_PARTIAL_RUNS {
+            runs.insert(format!("h{k}"), run(&outs)).unwrap();
+        }
+        let e = runs.insert("one more".into(), run(&outs)).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        // A call takes the run out; a concurrent call finds nothing.
+        let r = runs.take("h0").unwrap();
+        assert!(runs.take("h0").is_none());
+        runs.put_back("h0".into(), r);
+        assert_eq!(runs.len(), MAX_PARTIAL_RUNS);
+
+        let expiring = PartialRuns::with_idle(Duration::ZERO);
+        expiring.insert("h".into(), run(&outs)).unwrap();
+        assert!(expiring.take("h").is_none(), "expired");
+        expiring.insert("h2".into(), run(&outs)).unwrap();
+        expiring.insert("h3".into(), run(&outs)).unwrap();
+        assert_eq!(expiring.len(), 1, "expired runs are dropped on insert");
     }
 }
