@@ -30,11 +30,12 @@ use crate::transport::{DeviceInfo, TaskName};
 /// are listed with the master task's devices first. Returns the device index per node
 /// (`None` for nodes not needed). A device can run a node when some backend in `kernels`
 /// has a kernel for its op on the device's type (the task that hosts the device builds
-/// the kernel from its own registry).
+/// the kernel from its own registry). With `allow_soft_placement`, a pin no device
+/// satisfies is relaxed as the module docs say instead of failing.
 ///
 /// # Errors
-/// [`MasterError`] naming the node when no device can run it, its spec matches none, or
-/// its colocation target does not exist.
+/// [`MasterError`] naming the node when no device can run it, its spec matches none
+/// (without soft placement), or its colocation target does not exist.
 pub fn place_nodes(
     graph: &Graph,
     nodes: &[Arc<Node>],

@@ -223,14 +223,15 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
         r.status_error_message
     );
 
-    // Partial runs are not supported.
-    let e =
-        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
-            session_handle: h.clone(),
-            ..Default::default()
-        }))
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    // A partial run handle the session does not hold: TensorFlow's INVALID_ARGUMENT.
+    let mut req = run_request(&h, &["three:0"], true);
+    req.partial_run_handle = "never made".into();
+    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(r.status_code, Code::InvalidArgument as i32);
+    assert_eq!(
+        r.status_error_message,
+        "Must run PartialRunSetup before performing partial runs"
+    );
 
     // Closed: the handle is unknown from then on (NOT_FOUND = 5 in the body).
     c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
