@@ -325,6 +325,27 @@ def mlp_adam_ref(cluster):
     return _train(cluster, _mlp, _optimizer("adam", 0.05), resource=False)
 
 
+def soft_placement(cluster):
+    """ConfigProto(allow_soft_placement=True): nodes pinned to a GPU the cluster lacks
+    run on a device that can run them; without it, the step is InvalidArgumentError."""
+    g = tf.Graph()
+    with g.as_default():
+        with tf.device("/job:worker/task:1/device:GPU:0"):
+            a = tf.constant(2.0, name="on_a_missing_gpu")
+            b = tf.multiply(a, 3.0, name="b")
+        out = {}
+        config = v1.ConfigProto(allow_soft_placement=True)
+        with v1.Session(target(cluster), graph=g, config=config) as sess:
+            out["soft"] = value(sess.run(b))
+        with v1.Session(target(cluster), graph=g) as sess:
+            try:
+                out["strict"] = value(sess.run(b))
+            except tf.errors.OpError as e:
+                # The class only: TensorFlow's message names the colocation group.
+                out["strict"] = {"error": type(e).__name__}
+    return out
+
+
 def partial_run(cluster):
     """sess.partial_run_setup / sess.partial_run: one step fed and fetched over several
     calls; a stateful op (assign_add) runs once whichever call needs it first; and the
@@ -399,8 +420,8 @@ TRAINING = [
     "mlp_adam_ref",
 ]
 
-#: What tests/tf_partial_run.rs runs.
-PARTIAL = ["partial_run"]
+#: What tests/tf_session_options.rs runs (partial runs, soft placement).
+PARTIAL = ["partial_run", "soft_placement"]
 
 PROGRAMS = {name: globals()[name] for name in CLIENT + TRAINING + PARTIAL}
 

@@ -1,5 +1,8 @@
-//! TensorFlow's partial runs (`sess.partial_run_setup`, `sess.partial_run`) from its own
-//! Python client against a cluster of `magpie server` processes, compared with
+//! TensorFlow's session options beyond a plain `run`, from its own Python client: partial
+//! runs and soft placement.
+//!
+//! Partial runs (`sess.partial_run_setup`, `sess.partial_run`) against a cluster of
+//! `magpie server` processes, compared with
 //! TensorFlow's servers in the same run (`examples/tensorflow_client/programs.py`,
 //! program `partial_run`): the values of each call, a stateful op (`assign_add`) run once
 //! although two calls need it, and every mistake TensorFlow's master refuses with the
@@ -37,5 +40,18 @@ fn partial_runs_give_tensorflows_values_and_errors() {
             .contains("Must run PartialRunSetup"),
         "{m}"
     );
+    cluster.stop();
+}
+
+/// `ConfigProto(allow_soft_placement=True)` runs what is pinned to a GPU the cluster
+/// lacks; without it, TensorFlow's error class.
+#[test]
+fn soft_placement_from_tensorflows_config_proto() {
+    let cluster = tf::MagpieCluster::start("tf-soft-placement");
+    let results = tf::compare(&cluster, &["soft_placement"]);
+    tf::assert_same(&results, &["soft_placement"], 0.0);
+    let (m, _) = tf::sides(&results, "soft_placement");
+    assert_eq!(m["soft"], 6.0, "{m}");
+    assert_eq!(m["strict"]["error"], "InvalidArgumentError", "{m}");
     cluster.stop();
 }
