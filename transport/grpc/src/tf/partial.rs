@@ -12,7 +12,9 @@
 //!   far." These checks leave the partial run as it was.
 //! - A call that fails while it runs ends the partial run (its handle is gone), as does
 //!   the call after which every feed was fed and every fetch fetched (that call also runs
-//!   the setup's targets).
+//!   the setup's targets). A call whose client goes away mid-step ends it too.
+//! - Calls on one handle run one at a time: a call made while another is running on the
+//!   same handle finds no such handle (TensorFlow would run the two concurrently).
 //!
 //! # How Magpie runs it
 //! Each call runs one ordinary step of the master session over the nodes that call
@@ -31,7 +33,9 @@
 //! A session holds at most [`MAX_PARTIAL_RUNS`] partial runs; one idle for
 //! [`PARTIAL_RUN_IDLE`] expires (its handle is gone), and all go with the session
 //! (`CloseSession`, idle timeout). Fed tensors are within the master's
-//! `max_tensor_bytes` each.
+//! `max_tensor_bytes` each; the kept outputs are not bounded beyond what the graph
+//! produces. The master session a call with cut control edges opens is its own, outside
+//! `--max-sessions`, and is released when the call ends.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
