@@ -25,7 +25,7 @@
 //! (`MAGPIE_AUTH_TOKEN_FILE`), and for `grpcs://` the CA from the file named by
 //! [`TLS_CA_ENV`] (`MAGPIE_TLS_CA`).
 
-use magpie_core::distributed::{MasterError, MasterSession};
+use magpie_core::distributed::{MasterError, MasterSession, MasterSessionOptions};
 use magpie_core::error::Code;
 use magpie_core::graph::{Graph, NodeId, Output};
 use magpie_core::session::{Session, SessionError};
@@ -148,17 +148,58 @@ impl ClientSession {
         graph: &Graph,
         options: GrpcOptions,
     ) -> Result<ClientSession, ClientError> {
+        ClientSession::connect_session(target, graph, options, MasterSessionOptions::default())
+    }
+
+    /// [`connect_with`](Self::connect_with), opening the session with `session`'s
+    /// options on every kind of target: with
+    /// [`allow_soft_placement`](MasterSessionOptions::allow_soft_placement), a node pinned
+    /// to a device the session lacks (or whose devices have no kernel for its op) runs
+    /// where it can instead of failing the step — a local session sets
+    /// [`SessionOptions::allow_soft_placement`](magpie_core::session::SessionOptions),
+    /// a master session (in-process or over gRPC) gets the option when it is opened.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_with`](Self::connect_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use magpie::graph::Graph;
+    /// use magpie::grpc::GrpcOptions;
+    /// use magpie::tensor::Tensor;
+    /// use magpie::{ClientSession, MasterSessionOptions};
+    ///
+    /// // Pinned to a device this process does not have.
+    /// let g = Graph::new();
+    /// let a = g.device("/device:GPU:7", |g| g.constant(Tensor::scalar(2.0f32))).unwrap();
+    /// let soft = MasterSessionOptions::default().allow_soft_placement(true);
+    /// let session = ClientSession::connect_session("local", &g, GrpcOptions::default(), soft)
+    ///     .unwrap();
+    /// assert_eq!(session.run(&[], &[a], &[]).unwrap()[0].scalar_value::<f32>().unwrap(), 2.0);
+    /// ```
+    pub fn connect_session(
+        target: &str,
+        graph: &Graph,
+        options: GrpcOptions,
+        session: MasterSessionOptions,
+    ) -> Result<ClientSession, ClientError> {
         match target {
-            "" | "local" => Ok(ClientSession::Local(Session::new(graph, local_options())?)),
-            t if t.starts_with("inmem://") => Ok(ClientSession::InMem(magpie_inmem::connect(
+            "" | "local" => {
+                let local = local_options().allow_soft_placement(session.allow_soft_placement);
+                Ok(ClientSession::Local(Session::new(graph, local)?))
+            }
+            t if t.starts_with("inmem://") => Ok(ClientSession::InMem(magpie_inmem::connect_with(
                 &InMemNetwork::global(),
                 t,
                 graph,
+                session,
             )?)),
             t if t.starts_with("grpc://") || t.starts_with("grpcs://") => {
                 let options = options_from_env(t, options, |v| std::env::var_os(v))?;
-                Ok(ClientSession::Grpc(Box::new(magpie_grpc::connect_with(
-                    t, graph, options,
+                Ok(ClientSession::Grpc(Box::new(magpie_grpc::connect_session(
+                    t, graph, options, session,
                 )?)))
             }
             _ => Err(ClientError::Target {

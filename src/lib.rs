@@ -42,7 +42,9 @@ mod task_devices;
 pub use connect::{ClientError, ClientSession, AUTH_TOKEN_FILE_ENV, TLS_CA_ENV};
 
 pub use magpie_core::device::Device;
-pub use magpie_core::distributed::{MasterSession, ServerOptions, VariableRef};
+pub use magpie_core::distributed::{
+    MasterSession, MasterSessionOptions, ServerOptions, VariableRef,
+};
 pub use magpie_core::exec::chrome_trace_json;
 pub use magpie_core::graph::{
     DeviceName, DeviceSpec, Graph, GraphError, NodeId, Output, PartialShape,

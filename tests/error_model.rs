@@ -734,9 +734,12 @@ fn a_graph_with_an_unknown_op_is_refused_alike_by_an_import_and_by_a_remote_mast
             let mut c = MasterServiceClient::connect(format!("http://{address}"))
                 .await
                 .unwrap();
-            c.create_session(CreateSessionRequest { graph: Some(wire) })
-                .await
-                .unwrap_err()
+            c.create_session(CreateSessionRequest {
+                graph: Some(wire),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
         });
     assert_eq!(status.code(), magpie::grpc::tonic::Code::InvalidArgument);
     assert!(status.message().contains(&local.to_string()), "{status:?}");

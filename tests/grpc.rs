@@ -251,6 +251,7 @@ fn malformed_requests_get_clear_errors_and_the_server_keeps_serving() {
     let e = rt
         .block_on(client.create_session(proto::CreateSessionRequest {
             graph: Some(bad_graph),
+            ..Default::default()
         }))
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
@@ -266,7 +267,10 @@ fn malformed_requests_get_clear_errors_and_the_server_keeps_serving() {
     g.with_name("b").neg(a).unwrap();
     let def = magpie::grpc::conv::graph_to_wire(&g.to_graph_def()).unwrap();
     let handle = rt
-        .block_on(client.create_session(proto::CreateSessionRequest { graph: Some(def) }))
+        .block_on(client.create_session(proto::CreateSessionRequest {
+            graph: Some(def),
+            ..Default::default()
+        }))
         .unwrap()
         .into_inner()
         .session_handle;

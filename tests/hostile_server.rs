@@ -34,7 +34,10 @@ async fn create_session(address: &str, def: &GraphDef) -> tonic::Status {
         .unwrap();
     let graph = magpie::grpc::conv::graph_to_wire(def).unwrap();
     client
-        .create_session(CreateSessionRequest { graph: Some(graph) })
+        .create_session(CreateSessionRequest {
+            graph: Some(graph),
+            ..Default::default()
+        })
         .await
         .expect_err("a hostile graph is refused")
 }

@@ -87,6 +87,11 @@ pub struct SessionOptions {
     /// [`KernelRegistry::global`] when `None`. Placement, too, asks this registry which
     /// devices can run an op.
     pub kernels: Option<KernelRegistry>,
+    /// Soft placement (TensorFlow's `allow_soft_placement`): a node pinned to a device
+    /// the session lacks, or to devices with no kernel for its op, runs where an unpinned
+    /// node would instead of failing the step with
+    /// [`SessionError::NoMatchingDevice`] or [`SessionError::NoKernel`].
+    pub allow_soft_placement: bool,
 }
 
 /// How a session orders ready nodes. Whatever the policy, a step computes the same
@@ -141,6 +146,7 @@ impl fmt::Debug for SessionOptions {
             .field("pool", &self.pool)
             .field("resources", &self.resources.is_some())
             .field("kernels", &self.kernels)
+            .field("allow_soft_placement", &self.allow_soft_placement)
             .finish()
     }
 }
@@ -163,6 +169,12 @@ impl SessionOptions {
     /// Builds kernels from `kernels` instead of the process-wide registry.
     pub fn kernels(mut self, kernels: KernelRegistry) -> SessionOptions {
         self.kernels = Some(kernels);
+        self
+    }
+
+    /// Sets [`allow_soft_placement`](Self::allow_soft_placement).
+    pub fn allow_soft_placement(mut self, allow: bool) -> SessionOptions {
+        self.allow_soft_placement = allow;
         self
     }
 }
@@ -329,6 +341,8 @@ pub struct Session {
     graph: Graph,
     devices: Vec<Arc<dyn Device>>,
     kernels: KernelRegistry,
+    /// [`SessionOptions::allow_soft_placement`].
+    soft_placement: bool,
     pools: ResourcePools,
     budgets: Vec<Option<u64>>,
     policy: SchedulingPolicy,
@@ -407,6 +421,7 @@ impl Session {
             policy: options.policy,
             devices: options.devices,
             kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
+            soft_placement: options.allow_soft_placement,
             pool,
             resources: options.resources.unwrap_or_default(),
             plans: Mutex::new(PlanCache::new(MAX_CACHED_PLANS)),
@@ -620,6 +635,7 @@ impl Session {
         let cx = PlanContext {
             devices: &self.devices,
             kernels: &self.kernels,
+            soft_placement: self.soft_placement,
             pools: &self.pools,
             budgets: &self.budgets,
             memory_aware: self.policy == SchedulingPolicy::MemoryAware,

@@ -90,6 +90,9 @@ pub struct DeviceInfo {
     pub name: DeviceName,
     /// A one-line description.
     pub description: String,
+    /// Bytes of memory the device has ([`Device::memory_limit`](crate::Device::memory_limit)),
+    /// as its task reports it; `None` when unknown.
+    pub memory_limit: Option<u64>,
 }
 
 /// Names one tensor crossing between tasks in one step.

@@ -325,6 +325,76 @@ def mlp_adam_ref(cluster):
     return _train(cluster, _mlp, _optimizer("adam", 0.05), resource=False)
 
 
+def soft_placement(cluster):
+    """ConfigProto(allow_soft_placement=True): nodes pinned to a GPU the cluster lacks
+    run on a device that can run them; without it, the step is InvalidArgumentError."""
+    g = tf.Graph()
+    with g.as_default():
+        with tf.device("/job:worker/task:1/device:GPU:0"):
+            a = tf.constant(2.0, name="on_a_missing_gpu")
+            b = tf.multiply(a, 3.0, name="b")
+        out = {}
+        config = v1.ConfigProto(allow_soft_placement=True)
+        with v1.Session(target(cluster), graph=g, config=config) as sess:
+            out["soft"] = value(sess.run(b))
+        with v1.Session(target(cluster), graph=g) as sess:
+            try:
+                out["strict"] = value(sess.run(b))
+            except tf.errors.OpError as e:
+                # The class only: TensorFlow's message names the colocation group.
+                out["strict"] = {"error": type(e).__name__}
+    return out
+
+
+def partial_run(cluster):
+    """sess.partial_run_setup / sess.partial_run: one step fed and fetched over several
+    calls; a stateful op (assign_add) runs once whichever call needs it first; and the
+    mistakes TensorFlow's master refuses (a feed fed twice, a fetch fetched twice, a feed
+    or fetch not named at setup, a fetch that needs a feed not fed yet, a finished
+    handle)."""
+    g = tf.Graph()
+    with g.as_default():
+        a = v1.placeholder(tf.float32, [], name="a")
+        b = v1.placeholder(tf.float32, [], name="b")
+        c = v1.placeholder(tf.float32, [], name="c")
+        d = v1.placeholder(tf.float32, [], name="d")
+        v = v1.Variable(10.0, name="v")
+        r1 = tf.add(a, b, name="r1")
+        inc = v.assign_add(r1)
+        r2 = tf.multiply(inc, c, name="r2")
+        r3 = tf.multiply(d, 2.0, name="r3")
+        out = {}
+
+        def attempt(key, f):
+            try:
+                out[key] = value(f())
+            except tf.errors.OpError as e:
+                out[key] = error(e)
+
+        with v1.Session(target(cluster), graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            h = sess.partial_run_setup([r1, inc, r2], [a, b, c])
+            out["r1"] = value(sess.partial_run(h, r1, feed_dict={a: 1.0, b: 2.0}))
+            attempt("fed_twice", lambda: sess.partial_run(h, inc, feed_dict={a: 5.0}))
+            attempt("fetched_twice", lambda: sess.partial_run(h, r1))
+            attempt("fetch_not_in_setup", lambda: sess.partial_run(h, r3, feed_dict={d: 1.0}))
+            out["inc"] = value(sess.partial_run(h, inc))
+            out["r2"] = value(sess.partial_run(h, r2, feed_dict={c: 4.0}))
+            attempt("finished", lambda: sess.partial_run(h, r2, feed_dict={c: 4.0}))
+            # assign_add ran once, although two calls needed its value.
+            out["v"] = value(sess.run(v))
+
+            h2 = sess.partial_run_setup([r1, r2], [a, b, c])
+            attempt("needs_unfed", lambda: sess.partial_run(h2, r2, feed_dict={a: 1.0, b: 1.0}))
+            # A refused call leaves the partial run as it was.
+            out["after_refusal"] = value(sess.partial_run(h2, [r1, r2], feed_dict={a: 1.0, b: 1.0, c: 2.0}))
+            out["v_after"] = value(sess.run(v))
+            h3 = sess.partial_run_setup([r1], [a, b])
+            attempt("feed_not_in_setup", lambda: sess.partial_run(h3, r1, feed_dict={a: 1.0, b: 1.0, c: 1.0}))
+            out["r1_again"] = value(sess.partial_run(h3, r1, feed_dict={a: 2.0, b: 2.0}))
+    return out
+
+
 #: What tests/tf_client.rs runs (the client-facing protocol, no variables).
 CLIENT = [
     "control_dependencies",
@@ -350,7 +420,10 @@ TRAINING = [
     "mlp_adam_ref",
 ]
 
-PROGRAMS = {name: globals()[name] for name in CLIENT + TRAINING}
+#: What tests/tf_session_options.rs runs (partial runs, soft placement).
+PARTIAL = ["partial_run", "soft_placement"]
+
+PROGRAMS = {name: globals()[name] for name in CLIENT + TRAINING + PARTIAL}
 
 
 def main(argv):

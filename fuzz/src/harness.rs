@@ -236,6 +236,7 @@ pub fn run_calls(calls: &[Call]) {
                     let r = svc
                         .create_session(Request::new(proto::CreateSessionRequest {
                             graph: Some(graph),
+                            ..Default::default()
                         }))
                         .await;
                     if let Ok(r) = r {

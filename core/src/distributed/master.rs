@@ -368,6 +368,19 @@ impl Master {
     ///   tasks cannot be listed (see [`Master::cluster_devices`]).
     /// - [`MasterError::Internal`] when no random bits can be drawn for the session name.
     pub fn create_session(self: &Arc<Self>, graph: &Graph) -> Result<MasterSession, MasterError> {
+        self.create_session_with(graph, MasterSessionOptions::default())
+    }
+
+    /// [`create_session`](Self::create_session) with `options` (soft placement).
+    ///
+    /// # Errors
+    ///
+    /// As [`create_session`](Self::create_session).
+    pub fn create_session_with(
+        self: &Arc<Self>,
+        graph: &Graph,
+        options: MasterSessionOptions,
+    ) -> Result<MasterSession, MasterError> {
         self.check_serving()?;
         let devices = self.cluster_devices()?;
         let random = random_hex().map_err(|e| self.internal(e))?;
@@ -377,9 +390,29 @@ impl Master {
             handle,
             graph: graph.clone(),
             devices,
+            options,
             plans: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         })
+    }
+}
+
+/// How a [`MasterSession`] treats its graph, chosen when it is opened
+/// ([`Master::create_session_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MasterSessionOptions {
+    /// Soft placement (TensorFlow's `allow_soft_placement`): a node pinned to a device
+    /// the cluster lacks, or to devices with no kernel for its op, runs on a device that
+    /// can run it instead of failing (see [`placement`](super::placement)).
+    pub allow_soft_placement: bool,
+}
+
+impl MasterSessionOptions {
+    /// Sets [`allow_soft_placement`](Self::allow_soft_placement).
+    pub fn allow_soft_placement(mut self, allow: bool) -> MasterSessionOptions {
+        self.allow_soft_placement = allow;
+        self
     }
 }
 
@@ -481,6 +514,7 @@ pub struct MasterSession {
     handle: String,
     graph: Graph,
     devices: Vec<DeviceInfo>,
+    options: MasterSessionOptions,
     plans: Mutex<HashMap<PlanKey, Arc<StepPlan>>>,
     /// Set by `close`: no step runs and no partition is registered from then on.
     closed: AtomicBool,
@@ -500,6 +534,11 @@ impl MasterSession {
     /// The session's handle (unique on its master).
     pub fn handle(&self) -> &str {
         &self.handle
+    }
+
+    /// The options the session was opened with.
+    pub fn options(&self) -> MasterSessionOptions {
+        self.options
     }
 
     /// The graph it runs.
@@ -655,6 +694,7 @@ impl MasterSession {
             &self.devices,
             &m.task,
             &m.options.kernels,
+            self.options.allow_soft_placement,
             |task| m.transport.is_in_process(task),
         )?;
         let mut regs = Vec::new();

@@ -31,7 +31,9 @@ mod update_rules;
 mod worker;
 
 pub use error::{MasterError, WorkerError};
-pub use master::{ClusterRunOutput, Master, MasterOptions, MasterSession, DEFAULT_PEER_WAIT};
+pub use master::{
+    ClusterRunOutput, Master, MasterOptions, MasterSession, MasterSessionOptions, DEFAULT_PEER_WAIT,
+};
 pub use ops::VariableRef;
 pub use partition::PlacedNode;
 pub use rendezvous::{

@@ -127,7 +127,9 @@ pub fn partition_with(
     master: &TaskName,
     kernels: &KernelRegistry,
 ) -> Result<Partitioning, MasterError> {
-    let placed = prune_and_place(graph, feeds, fetches, targets, devices, master, kernels)?;
+    let placed = prune_and_place(
+        graph, feeds, fetches, targets, devices, master, kernels, false,
+    )?;
     Ok(split(&placed, feeds, fetches, targets, devices))
 }
 
@@ -153,7 +155,9 @@ pub(crate) enum StepPartitions {
 
 /// Prunes and places `graph` for one signature as [`partition_with`] does, and shares
 /// the graph when the step runs wholly on the one device of a task for which
-/// `in_process` holds ([`StepPartitions::Shared`]); otherwise partitions it.
+/// `in_process` holds ([`StepPartitions::Shared`]); otherwise partitions it. With
+/// `allow_soft_placement`, a pin no device can satisfy falls back as
+/// [`place_nodes`] says.
 ///
 /// # Errors
 /// As [`partition`].
@@ -166,9 +170,19 @@ pub(crate) fn partition_or_share(
     devices: &[DeviceInfo],
     master: &TaskName,
     kernels: &KernelRegistry,
+    allow_soft_placement: bool,
     in_process: impl Fn(&TaskName) -> bool,
 ) -> Result<StepPartitions, MasterError> {
-    let placed = prune_and_place(graph, feeds, fetches, targets, devices, master, kernels)?;
+    let placed = prune_and_place(
+        graph,
+        feeds,
+        fetches,
+        targets,
+        devices,
+        master,
+        kernels,
+        allow_soft_placement,
+    )?;
     if let Some(task) = whole_on_one_device(&placed, devices).filter(|t| in_process(t)) {
         return Ok(StepPartitions::Shared {
             task,
@@ -192,6 +206,7 @@ struct Placed {
     placed: Vec<Option<usize>>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn prune_and_place(
     graph: &Graph,
     feeds: &[Output],
@@ -200,6 +215,7 @@ fn prune_and_place(
     devices: &[DeviceInfo],
     master: &TaskName,
     kernels: &KernelRegistry,
+    allow_soft_placement: bool,
 ) -> Result<Placed, MasterError> {
     let all = graph.nodes();
     let Pruned { fed, needed } = prune(graph, &all, feeds, fetches, targets)?;
@@ -208,7 +224,15 @@ fn prune_and_place(
     for f in feeds {
         to_place[f.node.index()] = true;
     }
-    let placed = place_nodes(graph, &all, &to_place, devices, master, kernels)?;
+    let placed = place_nodes(
+        graph,
+        &all,
+        &to_place,
+        devices,
+        master,
+        kernels,
+        allow_soft_placement,
+    )?;
     Ok(Placed {
         all,
         fed,

@@ -10,6 +10,13 @@
 //! - A node with a spec goes to the first device the spec matches that has a kernel,
 //!   the master's own devices first (so `/device:CPU:0` means the master's CPU, as in
 //!   TensorFlow). A spec nothing matches fails naming the node and the spec.
+//! - With soft placement (`allow_soft_placement`, TensorFlow's `ConfigProto` option and
+//!   [`MasterSessionOptions::allow_soft_placement`](super::MasterSessionOptions)), a
+//!   pinned node whose spec matches no device, or only devices without a kernel for its
+//!   op, is placed as TensorFlow places it: on the first device of the spec's job,
+//!   replica and task (its device type and index dropped) that has a kernel, and when
+//!   there is none, as if it were unpinned. Without soft placement such a pin is an
+//!   error naming the node and the spec.
 
 use std::sync::Arc;
 
@@ -23,11 +30,12 @@ use crate::transport::{DeviceInfo, TaskName};
 /// are listed with the master task's devices first. Returns the device index per node
 /// (`None` for nodes not needed). A device can run a node when some backend in `kernels`
 /// has a kernel for its op on the device's type (the task that hosts the device builds
-/// the kernel from its own registry).
+/// the kernel from its own registry). With `allow_soft_placement`, a pin no device
+/// satisfies is relaxed as the module docs say instead of failing.
 ///
 /// # Errors
-/// [`MasterError`] naming the node when no device can run it, its spec matches none, or
-/// its colocation target does not exist.
+/// [`MasterError`] naming the node when no device can run it, its spec matches none
+/// (without soft placement), or its colocation target does not exist.
 pub fn place_nodes(
     graph: &Graph,
     nodes: &[Arc<Node>],
@@ -35,6 +43,7 @@ pub fn place_nodes(
     devices: &[DeviceInfo],
     master: &TaskName,
     kernels: &KernelRegistry,
+    allow_soft_placement: bool,
 ) -> Result<Vec<Option<usize>>, MasterError> {
     let mut placed: Vec<Option<usize>> = vec![None; nodes.len()];
     let cx = Cx {
@@ -43,6 +52,7 @@ pub fn place_nodes(
         devices,
         master,
         kernels,
+        soft: allow_soft_placement,
     };
     for (i, &need) in needed.iter().enumerate().take(nodes.len()) {
         if need {
@@ -59,6 +69,8 @@ struct Cx<'a> {
     devices: &'a [DeviceInfo],
     master: &'a TaskName,
     kernels: &'a KernelRegistry,
+    /// Soft placement: a pin no device can satisfy is relaxed instead of failing.
+    soft: bool,
 }
 
 fn place_one(
@@ -67,17 +79,11 @@ fn place_one(
     placed: &mut Vec<Option<usize>>,
     depth: usize,
 ) -> Result<usize, MasterError> {
-    let Cx {
-        graph,
-        nodes,
-        devices,
-        master,
-        kernels,
-    } = *cx;
+    let graph = cx.graph;
     if let Some(d) = placed[i] {
         return Ok(d);
     }
-    let node = &nodes[i];
+    let node = &cx.nodes[i];
     if let Ok(target) = node.attrs.string(COLOCATE_ATTR) {
         let t = graph
             .node_by_name(&target)
@@ -90,47 +96,79 @@ fn place_one(
         placed[i] = Some(d);
         return Ok(d);
     }
-    let kernel = |d: &DeviceInfo| kernels.has_kernel_for_type(&node.op, &d.name.device_type);
     let d = if node.device.is_empty() {
-        let own = devices.iter().position(|d| master.owns(&d.name));
-        match own {
-            Some(first) if kernel(&devices[first]) => first,
-            _ => devices
-                .iter()
-                .position(|d| master.owns(&d.name) && kernel(d))
-                .or_else(|| devices.iter().position(kernel))
-                .ok_or_else(|| MasterError::NoKernel {
-                    node: node.name.clone(),
-                    op: node.op.clone(),
-                    spec: String::new(),
-                    matched: devices.iter().map(|d| d.name.to_string()).collect(),
-                })?,
-        }
+        unpinned(cx, node)?
     } else {
-        let matched: Vec<usize> = (0..devices.len())
-            .filter(|&k| node.device.matches(&devices[k].name))
-            .collect();
-        if matched.is_empty() {
-            return Err(MasterError::NoMatchingDevice {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                spec: node.device.to_string(),
-                available: devices.iter().map(|d| d.name.to_string()).collect(),
-            });
-        }
-        *matched
-            .iter()
-            .find(|&&k| kernel(&devices[k]))
-            .ok_or_else(|| MasterError::NoKernel {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                spec: node.device.to_string(),
-                matched: matched
-                    .iter()
-                    .map(|&k| devices[k].name.to_string())
-                    .collect(),
-            })?
+        pinned(cx, node)?
     };
     placed[i] = Some(d);
     Ok(d)
+}
+
+/// Whether some backend has a kernel for `node`'s op on `d`'s device type.
+fn can_run(cx: &Cx<'_>, node: &Node, d: &DeviceInfo) -> bool {
+    cx.kernels
+        .has_kernel_for_type(&node.op, &d.name.device_type)
+}
+
+/// An unpinned node: the master's default device, else the master's first device that
+/// can run it, else any device of the cluster that can.
+fn unpinned(cx: &Cx<'_>, node: &Node) -> Result<usize, MasterError> {
+    let Cx {
+        devices, master, ..
+    } = *cx;
+    match devices.iter().position(|d| master.owns(&d.name)) {
+        Some(first) if can_run(cx, node, &devices[first]) => Ok(first),
+        _ => devices
+            .iter()
+            .position(|d| master.owns(&d.name) && can_run(cx, node, d))
+            .or_else(|| devices.iter().position(|d| can_run(cx, node, d)))
+            .ok_or_else(|| MasterError::NoKernel {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                spec: String::new(),
+                matched: devices.iter().map(|d| d.name.to_string()).collect(),
+            }),
+    }
+}
+
+/// A pinned node: the first device its spec matches that can run it; with soft
+/// placement, a pin nothing satisfies is relaxed (module docs).
+fn pinned(cx: &Cx<'_>, node: &Node) -> Result<usize, MasterError> {
+    let devices = cx.devices;
+    let matched: Vec<usize> = (0..devices.len())
+        .filter(|&k| node.device.matches(&devices[k].name))
+        .collect();
+    if let Some(&k) = matched.iter().find(|&&k| can_run(cx, node, &devices[k])) {
+        return Ok(k);
+    }
+    if cx.soft {
+        let mut task_only = (*node.device).clone();
+        task_only.device_type = None;
+        task_only.device_index = None;
+        let same_task = devices
+            .iter()
+            .position(|d| task_only.matches(&d.name) && can_run(cx, node, d));
+        return match same_task {
+            Some(k) => Ok(k),
+            None => unpinned(cx, node),
+        };
+    }
+    if matched.is_empty() {
+        return Err(MasterError::NoMatchingDevice {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            spec: node.device.to_string(),
+            available: devices.iter().map(|d| d.name.to_string()).collect(),
+        });
+    }
+    Err(MasterError::NoKernel {
+        node: node.name.clone(),
+        op: node.op.clone(),
+        spec: node.device.to_string(),
+        matched: matched
+            .iter()
+            .map(|&k| devices[k].name.to_string())
+            .collect(),
+    })
 }

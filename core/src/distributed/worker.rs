@@ -310,6 +310,7 @@ impl Worker {
             .map(|d| DeviceInfo {
                 name: d.name().clone(),
                 description: d.description(),
+                memory_limit: d.memory_limit(),
             })
             .collect()
     }

@@ -4,6 +4,11 @@
 //! given). A node with a spec goes to the first device the spec matches that has a kernel
 //! for the node's op; if the spec matches devices but none has a kernel, the error names
 //! the op and the device; if it matches none, the error lists the devices that exist.
+//!
+//! With soft placement ([`SessionOptions::allow_soft_placement`](crate::session::SessionOptions),
+//! TensorFlow's `allow_soft_placement`), a pinned node that no device can satisfy — its
+//! spec matches none, or only devices without a kernel for its op — is placed as an
+//! unpinned node instead of failing.
 
 use std::sync::Arc;
 
@@ -13,13 +18,19 @@ use crate::graph::Node;
 use crate::registry::KernelRegistry;
 
 /// Picks the device index for `node` among `devices` (non-empty).
+/// With `soft`, a pin no device satisfies falls back to the unpinned rule.
 pub(crate) fn place(
     node: &Node,
     devices: &[Arc<dyn Device>],
     kernels: &KernelRegistry,
+    soft: bool,
 ) -> Result<usize, SessionError> {
     let has_kernel = |d: &Arc<dyn Device>| kernels.has_kernel(&node.op, d.as_ref());
-    if node.device.is_empty() {
+    let pinned_ok = node.device.is_empty()
+        || devices
+            .iter()
+            .any(|d| node.device.matches(d.name()) && has_kernel(d));
+    if node.device.is_empty() || (soft && !pinned_ok) {
         let default = &devices[0];
         if !has_kernel(default) {
             // An unpinned node may go anywhere: take the first device that can run it.

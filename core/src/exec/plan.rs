@@ -111,6 +111,8 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) devices: &'a [Arc<dyn Device>],
     /// Where kernels come from.
     pub(crate) kernels: &'a KernelRegistry,
+    /// Soft placement: a pin no device satisfies falls back to the unpinned rule.
+    pub(crate) soft_placement: bool,
     pub(crate) pools: &'a ResourcePools,
     /// Memory budget of each device.
     pub(crate) budgets: &'a [Option<u64>],
@@ -208,7 +210,7 @@ impl ExecPlan {
         // feeds, then the outputs of copies inserted below.
         let placed: Vec<usize> = order
             .iter()
-            .map(|&i| place(&all[i], devices, cx.kernels))
+            .map(|&i| place(&all[i], devices, cx.kernels, cx.soft_placement))
             .collect::<Result<_, _>>()?;
         let mut slots = SlotTable::default();
         let mut first_slot: Vec<u32> = Vec::with_capacity(order.len());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use magpie_core::distributed::ClusterTimeline;
+use magpie_core::distributed::{ClusterTimeline, MasterSessionOptions};
 use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::session::RunOptions;
 use magpie_core::tensor::Tensor;
@@ -123,6 +123,21 @@ pub fn connect_with(
     graph: &Graph,
     options: GrpcOptions,
 ) -> Result<RemoteSession, GrpcError> {
+    connect_session(target, graph, options, MasterSessionOptions::default())
+}
+
+/// [`connect_with`], opening the session with `session`'s options (soft placement),
+/// which the master applies to every step of the session.
+///
+/// # Errors
+///
+/// As [`connect_with`].
+pub fn connect_session(
+    target: &str,
+    graph: &Graph,
+    options: GrpcOptions,
+    session: MasterSessionOptions,
+) -> Result<RemoteSession, GrpcError> {
     let bad = |detail: String| GrpcError::Target {
         target: target.to_string(),
         detail,
@@ -164,6 +179,7 @@ pub fn connect_with(
     let n = def.nodes.len();
     let req = proto::CreateSessionRequest {
         graph: Some(graph_to_wire(&def)?),
+        allow_soft_placement: session.allow_soft_placement,
     };
     let mut c = client.clone();
     let r = block(

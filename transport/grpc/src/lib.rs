@@ -45,7 +45,9 @@ mod transport;
 mod trim;
 
 pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
-pub use client::{connect, connect_with, Placement, RemoteRunOutput, RemoteSession};
+pub use client::{
+    connect, connect_session, connect_with, Placement, RemoteRunOutput, RemoteSession,
+};
 pub use error::{GrpcError, WireError};
 pub use options::GrpcOptions;
 pub use server::GrpcServer;

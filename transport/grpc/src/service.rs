@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magpie_core::distributed::{MasterSession, TaskServer};
+use magpie_core::distributed::{MasterSession, MasterSessionOptions, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::limits::{Limit, LimitExceeded};
 use magpie_core::session::RunOptions;
@@ -42,6 +42,7 @@ fn device_attributes(d: DeviceInfo) -> proto::DeviceAttributes {
     proto::DeviceAttributes {
         name: d.name.to_string(),
         description: d.description,
+        memory_limit: d.memory_limit.unwrap_or(0),
     }
 }
 
@@ -391,12 +392,16 @@ impl MasterService {
     }
 
     /// A master session over `graph`, created off the runtime (it contacts every task).
-    async fn open_session(&self, graph: Graph) -> Result<MasterSession, Status> {
+    async fn open_session(
+        &self,
+        graph: Graph,
+        options: MasterSessionOptions,
+    ) -> Result<MasterSession, Status> {
         let server = Arc::clone(&self.server);
         blocking(move || {
             server
                 .master()
-                .create_session(&graph)
+                .create_session_with(&graph, options)
                 .map_err(|e| master_to_status(&e))
         })
         .await
@@ -617,6 +622,8 @@ impl proto::master_service_server::MasterService for MasterService {
         request: Request<proto::CreateSessionRequest>,
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
         let r = request.into_inner();
+        let session_options =
+            MasterSessionOptions::default().allow_soft_placement(r.allow_soft_placement);
         let wire = r.graph.unwrap_or_default();
         let reservation = admit_session(
             &self.sessions,
@@ -646,14 +653,17 @@ impl proto::master_service_server::MasterService for MasterService {
         // 128 random bits: a capability no other client can guess (`handle.rs`). Made
         // first: a session is never dropped on the runtime.
         let handle = session_handle(self.server.task())?;
-        let session = self.open_session(graph).await.inspect_err(|e| {
-            tracing::warn!(
-                task = %self.server.task(),
-                code = ?e.code(),
-                error = e.message(),
-                "creating a session failed"
-            );
-        })?;
+        let session = self
+            .open_session(graph, session_options)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(
+                    task = %self.server.task(),
+                    code = ?e.code(),
+                    error = e.message(),
+                    "creating a session failed"
+                );
+            })?;
         let devices = session
             .devices()
             .iter()

@@ -383,6 +383,7 @@ impl Transport for GrpcTransport {
                     Ok(DeviceInfo {
                         name,
                         description: d.description,
+                        memory_limit: Some(d.memory_limit).filter(|m| *m > 0),
                     })
                 })
                 .collect()

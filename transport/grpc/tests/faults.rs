@@ -99,6 +99,7 @@ fn a_client_that_goes_away_mid_step_leaves_no_step_behind() {
             let handle = c
                 .create_session(proto::CreateSessionRequest {
                     graph: Some(def.clone()),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -261,6 +262,7 @@ fn a_request_with_garbage_protobuf_gets_a_clear_error_and_the_server_keeps_servi
         let handle = c
             .create_session(proto::CreateSessionRequest {
                 graph: Some(graph_to_wire(&g.to_graph_def()).unwrap()),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -315,6 +317,7 @@ fn a_session_whose_client_vanished_is_closed_once_idle_and_a_used_one_is_kept() 
     let mut open = || {
         rt.block_on(c.create_session(proto::CreateSessionRequest {
             graph: Some(def.clone()),
+            ..Default::default()
         }))
         .unwrap()
         .into_inner()

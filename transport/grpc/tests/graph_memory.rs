@@ -128,6 +128,7 @@ fn a_million_node_graph_holds_at_most_500_mb_and_returns_it_on_close() {
         .block_on(
             svc.create_session(Request::new(proto::CreateSessionRequest {
                 graph: Some(request),
+                ..Default::default()
             })),
         )
         .unwrap()

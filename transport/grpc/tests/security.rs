@@ -212,6 +212,7 @@ async fn master_calls(channel: Channel, token: Option<&str>) -> Vec<Result<(), S
         c.create_session(with_token(
             proto::CreateSessionRequest {
                 graph: Some(graph_to_wire(&g.to_graph_def()).unwrap()),
+                ..Default::default()
             },
             token,
         ))

@@ -151,6 +151,7 @@ fn the_master_service_rejects_unknown_sessions_and_invalid_graphs() {
                         },
                     ],
                 }),
+                ..Default::default()
             })),
         )
         .unwrap_err();

@@ -223,14 +223,15 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
         r.status_error_message
     );
 
-    // Partial runs are not supported.
-    let e =
-        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
-            session_handle: h.clone(),
-            ..Default::default()
-        }))
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    // A partial run handle the session does not hold: TensorFlow's INVALID_ARGUMENT.
+    let mut req = run_request(&h, &["three:0"], true);
+    req.partial_run_handle = "never made".into();
+    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    assert_eq!(r.status_code, Code::InvalidArgument as i32);
+    assert_eq!(
+        r.status_error_message,
+        "Must run PartialRunSetup before performing partial runs"
+    );
 
     // Closed: the handle is unknown from then on (NOT_FOUND = 5 in the body).
     c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
@@ -536,5 +537,139 @@ fn a_retried_request_is_refused_not_run_twice() {
                 .into_inner();
         assert_eq!(r.status_code, 0);
     }
+    c.stop();
+}
+
+/// A host device that reports how much memory it has.
+#[derive(Debug)]
+struct SizedDevice(magpie_core::graph::DeviceName, u64);
+
+impl magpie_core::Device for SizedDevice {
+    fn name(&self) -> &magpie_core::graph::DeviceName {
+        &self.0
+    }
+    fn memory_limit(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+#[test]
+fn list_devices_reports_every_tasks_own_memory_limit() {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("a", [format!("127.0.0.1:{}", free_port())])
+        .job("b", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let sized = |job: &str, bytes: u64| {
+        let name = magpie_core::graph::DeviceName::parse(&format!(
+            "/job:{job}/replica:0/task:0/device:CPU:0"
+        ))
+        .unwrap();
+        magpie_core::distributed::ServerOptions {
+            num_workers: Some(1),
+            ..magpie_core::distributed::ServerOptions::with_devices(vec![std::sync::Arc::new(
+                SizedDevice(name, bytes),
+            )])
+        }
+    };
+    let o = GrpcOptions::default();
+    let a = GrpcServer::start_with(&spec, "a", 0, &sized("a", 1 << 30), o.clone()).unwrap();
+    let b = GrpcServer::start_with(&spec, "b", 0, &sized("b", 3 << 20), o).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt
+        .block_on(MasterServiceClient::connect(format!(
+            "http://{}",
+            a.local_addr()
+        )))
+        .unwrap();
+    let d = rt
+        .block_on(client.list_devices(proto::ListDevicesRequest::default()))
+        .unwrap()
+        .into_inner();
+    let limits = |v: &[proto::DeviceAttributes]| {
+        v.iter()
+            .map(|d| (d.name.clone(), d.memory_limit))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        limits(&d.local_device),
+        [("/job:a/replica:0/task:0/device:CPU:0".to_string(), 1 << 30)]
+    );
+    // The other task's device carries what that task reports, not 0.
+    assert_eq!(
+        limits(&d.remote_device),
+        [("/job:b/replica:0/task:0/device:CPU:0".to_string(), 3 << 20)]
+    );
+    a.stop(Duration::from_secs(1));
+    b.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn partial_runs_span_tasks_and_go_with_their_session() {
+    let mut c = cluster(GrpcOptions::default());
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                node("four", "TestFour", &[], "/job:b/task:0"),
+                node("p", "TestPass", &["four"], ""),
+                node("q", "TestPass", &["p"], "/job:b/task:0"),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let setup = |c: &mut Cluster| {
+        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
+            session_handle: h.clone(),
+            fetch: vec!["p:0".into(), "q:0".into()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .partial_run_handle
+    };
+    let call = |c: &mut Cluster, prun: &str, fetch: &str| {
+        let mut r = run_request(&h, &[fetch], true);
+        r.partial_run_handle = prun.into();
+        c.rt.block_on(c.client.run_step(r)).unwrap().into_inner()
+    };
+    let prun = setup(&mut c);
+    assert_eq!(prun.len(), setup(&mut c).len(), "handles of one shape");
+    assert_ne!(prun, setup(&mut c), "every setup makes a new handle");
+    let r = call(&mut c, &prun, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    let r = call(&mut c, &prun, "q:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    // Finished: the handle is gone, as in TensorFlow.
+    let r = call(&mut c, &prun, "q:0");
+    assert_eq!(r.status_code, Code::InvalidArgument as i32);
+    assert!(r.status_error_message.contains("Must run PartialRunSetup"));
+
+    // A partial run goes with its session.
+    let open = setup(&mut c);
+    c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
+        session_handle: h.clone(),
+    }))
+    .unwrap();
+    let r = call(&mut c, &open, "p:0");
+    assert_eq!(
+        r.status_code,
+        Code::NotFound as i32,
+        "{}",
+        r.status_error_message
+    );
     c.stop();
 }

@@ -18,5 +18,5 @@ mod server;
 mod transport;
 
 pub use network::InMemNetwork;
-pub use server::{connect, InMemError, InMemServer};
+pub use server::{connect, connect_with, InMemError, InMemServer};
 pub use transport::InMemTransport;

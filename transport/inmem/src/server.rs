@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use magpie_core::cluster::{ClusterError, ClusterSpec};
 use magpie_core::distributed::{
-    MasterError, MasterSession, ServerOptions, TaskServer, WorkerError,
+    MasterError, MasterSession, MasterSessionOptions, ServerOptions, TaskServer, WorkerError,
 };
 use magpie_core::graph::Graph;
 use magpie_core::transport::TaskName;
@@ -145,6 +145,21 @@ pub fn connect(
     target: &str,
     graph: &Graph,
 ) -> Result<MasterSession, InMemError> {
+    connect_with(network, target, graph, MasterSessionOptions::default())
+}
+
+/// [`connect`], opening the session with `options` (soft placement).
+///
+/// # Errors
+///
+/// As [`connect`]: [`InMemError::Connect`] for a bad target or no server there, the
+/// master's error otherwise.
+pub fn connect_with(
+    network: &Arc<InMemNetwork>,
+    target: &str,
+    graph: &Graph,
+    options: MasterSessionOptions,
+) -> Result<MasterSession, InMemError> {
     let address = target
         .strip_prefix("inmem://")
         .ok_or_else(|| InMemError::Connect {
@@ -155,5 +170,5 @@ pub fn connect(
         target: target.to_string(),
         detail: "no server is serving there".into(),
     })?;
-    Ok(server.master().create_session(graph)?)
+    Ok(server.master().create_session_with(graph, options)?)
 }

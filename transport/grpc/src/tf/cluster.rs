@@ -2,8 +2,8 @@
 //! TensorFlow describes them (`ListDevices`), and clearing resource containers on every
 //! task (`Reset`: TensorFlow's master clears them on all its workers).
 //!
-//! A task's own devices are described in full; for the other tasks' devices Magpie's
-//! worker protocol gives their names only, so their `memory_limit` is 0 (unknown). A
+//! Every device's `memory_limit` is what its own task reports (Magpie's worker
+//! `ListDevices` carries it; 0 when the device does not know its memory). A
 //! device's `incarnation` is a hash of its name and a number the master draws when it
 //! starts: stable while the master runs, different after it restarts.
 
@@ -25,17 +25,9 @@ use crate::transport::endpoint;
 
 /// A device as TensorFlow's `DeviceAttributes`; `seed` is the master's incarnation
 /// number.
-pub(crate) fn device_attributes(
-    server: &TaskServer,
-    d: &DeviceInfo,
-    seed: u64,
-) -> proto::DeviceAttributes {
-    let memory_limit = server
-        .worker()
-        .devices()
-        .iter()
-        .find(|own| *own.name() == d.name)
-        .and_then(|own| own.memory_limit())
+pub(crate) fn device_attributes(d: &DeviceInfo, seed: u64) -> proto::DeviceAttributes {
+    let memory_limit = d
+        .memory_limit
         .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX));
     let mut h = DefaultHasher::new();
     seed.hash(&mut h);

@@ -9,6 +9,8 @@
 //! - `session.rs`: a TensorFlow session's state beside its
 //!   [`MasterSession`](magpie_core::distributed::MasterSession) (graph version,
 //!   callables, soft placement);
+//! - `partial.rs`: partial runs (`PartialRunSetup`, `RunStep` with a handle): TensorFlow's
+//!   checks, and the tensors kept between calls so that no node runs twice;
 //! - `service.rs`: [`TfMasterService`], the handlers;
 //! - `recent.rs`: the request ids seen lately, so a retried request is not run twice;
 //! - `cluster.rs`: what a handler asks of the whole cluster (its devices as TensorFlow
@@ -24,6 +26,7 @@
 
 mod cluster;
 pub mod conv;
+mod partial;
 mod recent;
 mod service;
 mod session;

@@ -9,7 +9,7 @@
 //! | `ListDevices` | every device of the cluster, this task's as `local_device` |
 //! | `Reset` | clears the containers on every task of the cluster |
 //! | `MakeCallable`, `RunCallable`, `ReleaseCallable` | a signature kept by the session, run with positional feeds |
-//! | `PartialRunSetup` | `UNIMPLEMENTED`: Magpie has no partial runs |
+//! | `PartialRunSetup`, `RunStep` with `partial_run_handle` | a partial run (`partial.rs`): names checked at setup, each call feeds and fetches some of them with TensorFlow's checks and errors; no node runs twice |
 //!
 //! A `request_id` seen lately (`RunStep`, `MakeCallable`, `RunCallable`: the client
 //! retried a request whose answer it lost) is `ABORTED`, never run twice (`recent.rs`).
@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magpie_core::distributed::{MasterSession, TaskServer};
+use magpie_core::distributed::{MasterSession, MasterSessionOptions, TaskServer};
 use magpie_core::graph::{Graph, GraphError, NodeId, Output};
 use magpie_core::limits::Limit;
 use magpie_core::session::RunOptions;
@@ -37,6 +37,7 @@ use crate::sessions::SessionTable;
 use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
 use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, TfWireError};
+use crate::tf::partial::{no_such_run, Call, PartialRun};
 use crate::tf::proto;
 use crate::tf::recent::{RecentRequestIds, DEFAULT_CAPACITY};
 use crate::tf::session::{Callable, TfSession};
@@ -143,15 +144,9 @@ impl TfMasterService {
 
     /// Translates `wire` (nodes to add) and adds it to `session`'s graph, all or
     /// nothing.
-    fn extend_graph(
-        &self,
-        session: &MasterSession,
-        tf: &TfSession,
-        wire: &proto::GraphDef,
-    ) -> Result<(), Status> {
-        let mut def =
+    fn extend_graph(&self, session: &MasterSession, wire: &proto::GraphDef) -> Result<(), Status> {
+        let def =
             graph_from_tf(wire, self.options.max_tensor_bytes).map_err(|e| wire_status(&e))?;
-        tf.place_softly(&mut def, session.devices());
         session
             .graph()
             .extend_tensorflow(&def)
@@ -202,18 +197,162 @@ impl TfMasterService {
             .map_err(|e| step_error(status(code_to_grpc(e.code()), e.to_string())))
     }
 
+    /// One call of a partial run (`partial.rs`): the run is taken out of its session for
+    /// the call, put back unless the call failed or completed it.
+    async fn partial_run(
+        &self,
+        r: proto::RunStepRequest,
+    ) -> Result<proto::RunStepResponse, StepError> {
+        let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
+        let handle = r.partial_run_handle;
+        let Some(mut run) = tf.partial_runs.take(&handle) else {
+            release(session).await;
+            return Err(step_error(no_such_run()));
+        };
+        let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
+        let max_bytes = self.options.max_tensor_bytes;
+        let planned = r
+            .feed
+            .into_iter()
+            .map(|f| {
+                let t = tensor_from_tf(
+                    &f.tensor.unwrap_or_default(),
+                    &format!("feed {:?}", f.name),
+                    max_bytes,
+                )
+                .map_err(|e| wire_status(&e))?;
+                Ok((f.name, t))
+            })
+            .collect::<Result<Vec<_>, Status>>()
+            .and_then(|feeds| run.plan(session.graph(), feeds, &r.fetch));
+        let call = match planned {
+            Ok(c) => c,
+            Err(e) => {
+                // A refused call leaves the partial run as it was (as TensorFlow's).
+                tf.partial_runs.put_back(handle, run);
+                release(session).await;
+                return Err(step_error(e));
+            }
+        };
+        let options = RunOptions {
+            timeout,
+            ..RunOptions::default()
+        };
+        let stepped = if call.cut_controls.is_empty() {
+            let held = OffRuntime::new(session);
+            held.get()
+                .run_async_with_options(&options, &call.feeds, &call.fetches, &call.targets)
+                .await
+                .map(|o| o.tensors)
+                .map_err(|e| step_error(status(code_to_grpc(e.code()), e.to_string())))
+        } else {
+            self.run_without_cut_controls(session, &call, options).await
+        };
+        // A failed call ends the partial run, as in TensorFlow.
+        let tensors = stepped?;
+        let last = call.last;
+        let tensors = run.finish(call, tensors);
+        if !last {
+            tf.partial_runs.put_back(handle, run);
+        }
+        let tensor = r
+            .fetch
+            .into_iter()
+            .zip(&tensors)
+            .map(|(name, t)| {
+                Ok(proto::NamedTensorProto {
+                    tensor: Some(tensor_to_tf(t).map_err(|e| (Code::Internal, e.to_string()))?),
+                    name,
+                })
+            })
+            .collect::<Result<_, StepError>>()?;
+        Ok(proto::RunStepResponse {
+            tensor,
+            ..Default::default()
+        })
+    }
+
+    /// Runs `call`'s step on a copy of `session`'s graph without the control edges the
+    /// call cuts (their sources ran in an earlier call of the partial run), through a
+    /// master session of its own, opened for this step and released after it.
+    async fn run_without_cut_controls(
+        &self,
+        session: Arc<MasterSession>,
+        call: &Call,
+        options: RunOptions,
+    ) -> Result<Vec<Tensor>, StepError> {
+        let server = Arc::clone(&self.server);
+        let cut = call.cut_controls.clone();
+        let name = |o: &Output| (session.graph().name_of(o.node), o.index);
+        let feeds: Vec<((String, u32), Tensor)> = call
+            .feeds
+            .iter()
+            .map(|(o, t)| (name(o), t.clone()))
+            .collect();
+        let fetches: Vec<(String, u32)> = call.fetches.iter().map(name).collect();
+        let targets: Vec<String> = call
+            .targets
+            .iter()
+            .map(|t| session.graph().name_of(*t))
+            .collect();
+        let mut def = session.graph().to_graph_def();
+        let session_options = session.options();
+        release(session).await;
+        let opened = blocking(move || {
+            for node in &mut def.nodes {
+                node.inputs.retain(|input| {
+                    let Some(control) = input.strip_prefix('^') else {
+                        return true;
+                    };
+                    !cut.iter().any(|(n, c)| *n == node.name && c == control)
+                });
+            }
+            let graph = Graph::import(&def)
+                .map_err(|e| status(Code::Internal, format!("partial run: {e}")))?;
+            let at = |(n, i): &(String, u32)| {
+                graph
+                    .node_by_name(n)
+                    .map(|id| id.output(*i))
+                    .ok_or_else(|| {
+                        status(Code::Internal, format!("partial run: node {n:?} is gone"))
+                    })
+            };
+            let feeds = feeds
+                .into_iter()
+                .map(|(o, t)| Ok((at(&o)?, t)))
+                .collect::<Result<Vec<_>, Status>>()?;
+            let fetches = fetches.iter().map(at).collect::<Result<Vec<_>, _>>()?;
+            let targets = targets
+                .iter()
+                .map(|n| node_id(&graph, n, "target"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let step_session = server
+                .master()
+                .create_session_with(&graph, session_options)
+                .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
+            Ok((Arc::new(step_session), feeds, fetches, targets))
+        })
+        .await;
+        let (step_session, feeds, fetches, targets) = opened.map_err(step_error)?;
+        let held = OffRuntime::new(step_session);
+        let stepped = held
+            .get()
+            .run_async_with_options(&options, &feeds, &fetches, &targets)
+            .await
+            .map(|o| o.tensors)
+            .map_err(|e| step_error(status(code_to_grpc(e.code()), e.to_string())));
+        stepped
+    }
+
     /// `RunStep` without its accounting.
     async fn run_step_inner(
         &self,
         r: proto::RunStepRequest,
     ) -> Result<proto::RunStepResponse, StepError> {
-        if !r.partial_run_handle.is_empty() {
-            return Err((
-                Code::Unimplemented,
-                "partial runs are not supported by Magpie's TensorFlow master".into(),
-            ));
-        }
         self.track(r.request_id, "RunStep").map_err(step_error)?;
+        if !r.partial_run_handle.is_empty() {
+            return self.partial_run(r).await;
+        }
         let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
         let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
         let feeds = r
@@ -257,25 +396,22 @@ impl proto::master_service_server::MasterService for TfMasterService {
             wire.node.len(),
         )?;
         let config = r.config.unwrap_or_default();
-        let tf = Arc::new(TfSession::new(
-            config.allow_soft_placement,
-            config.operation_timeout_in_ms,
-        ));
+        let tf = Arc::new(TfSession::new(config.operation_timeout_in_ms));
+        let session_options =
+            MasterSessionOptions::default().allow_soft_placement(config.allow_soft_placement);
         // 128 random bits, as Magpie's own handles: made first, so that a session is
         // never dropped on the runtime.
         let handle = session_handle(self.server.task())?;
         let server = Arc::clone(&self.server);
         let this = self.clone();
-        let tf2 = Arc::clone(&tf);
-        // Opening contacts every task; the graph joins the session once its devices are
-        // known (soft placement needs them). Both off the runtime: a session that fails
-        // to take its graph is dropped there.
+        // Opening contacts every task; both it and the graph's import run off the
+        // runtime: a session that fails to take its graph is dropped there.
         let session = blocking(move || {
             let session = server
                 .master()
-                .create_session(&Graph::new())
+                .create_session_with(&Graph::new(), session_options)
                 .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
-            this.extend_graph(&session, &tf2, &wire)?;
+            this.extend_graph(&session, &wire)?;
             Ok(session)
         })
         .await
@@ -340,7 +476,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 has.saturating_add(added),
                 &format!("the session's graph of {has} nodes extended by {added}"),
             )?;
-            this.extend_graph(&session, &tf, &wire)?;
+            this.extend_graph(&session, &wire)?;
             *version += 1;
             Ok(*version)
         })
@@ -369,12 +505,36 @@ impl proto::master_service_server::MasterService for TfMasterService {
 
     async fn partial_run_setup(
         &self,
-        _request: Request<proto::PartialRunSetupRequest>,
+        request: Request<proto::PartialRunSetupRequest>,
     ) -> Result<Response<proto::PartialRunSetupResponse>, Status> {
-        Err(status(
-            Code::Unimplemented,
-            "partial runs are not supported by Magpie's TensorFlow master",
-        ))
+        let r = request.into_inner();
+        self.track(r.request_id, "PartialRunSetup")?;
+        let (session, tf) = self.session(&r.session_handle)?;
+        // Names are resolved now, as TensorFlow builds the step's graph at setup.
+        let made: Result<String, Status> = (|| {
+            let graph = session.graph();
+            let resolve = |names: &[String], role: &str| {
+                names
+                    .iter()
+                    .map(|n| Ok((n.clone(), output(graph, n, role)?)))
+                    .collect::<Result<Vec<_>, Status>>()
+            };
+            let feeds = resolve(&r.feed, "feed")?;
+            let fetches = resolve(&r.fetch, "fetch")?;
+            let targets = r
+                .target
+                .iter()
+                .map(|n| node_id(graph, n.strip_prefix('^').unwrap_or(n), "target"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let handle = session_handle(self.server.task())?;
+            tf.partial_runs
+                .insert(handle.clone(), PartialRun::new(feeds, fetches, targets))?;
+            Ok(handle)
+        })();
+        release(session).await;
+        Ok(Response::new(proto::PartialRunSetupResponse {
+            partial_run_handle: made?,
+        }))
     }
 
     async fn run_step(
@@ -452,7 +612,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
             let mut resp = proto::ListDevicesResponse::default();
             for d in &devices {
-                let attrs = device_attributes(&server, d, seed);
+                let attrs = device_attributes(d, seed);
                 if server.task().owns(&d.name) {
                     resp.local_device.push(attrs);
                 } else {
