@@ -29,6 +29,8 @@ pub enum Limit {
     RendezvousUnclaimedBytes,
     /// How long a tensor stream may wait for its next chunk.
     TensorStreamIdle,
+    /// Bytes the tensors of one of the task's CPU devices hold at once.
+    CpuMemory,
 }
 
 impl Limit {
@@ -44,6 +46,7 @@ impl Limit {
             Limit::RendezvousTaskBytes => "pending rendezvous bytes per task",
             Limit::RendezvousUnclaimedBytes => "rendezvous bytes for steps not started",
             Limit::TensorStreamIdle => "tensor stream idle time",
+            Limit::CpuMemory => "CPU device memory",
         }
     }
 
@@ -59,6 +62,7 @@ impl Limit {
             Limit::RendezvousTaskBytes => "--rendezvous-task-bytes",
             Limit::RendezvousUnclaimedBytes => "--rendezvous-unclaimed-bytes",
             Limit::TensorStreamIdle => "--tensor-stream-idle-timeout-ms",
+            Limit::CpuMemory => "--cpu-memory-limit",
         }
     }
 }

@@ -2,26 +2,50 @@
 //! node, its node. Kernels run on whichever scheduler worker calls them, so the device
 //! holds no threads or queues of its own (see `layout.rs` for how workers are pinned).
 //!
-//! The memory limit bounds one tensor buffer (kernels allocate through
-//! [`MemoryLimit::of`](magpie_core::tensor::MemoryLimit::of)): by default the memory of the
-//! device's NUMA node, or of the whole machine for a device not tied to one node, as hwloc
-//! reports it. A request beyond it fails at once with a resource-exhausted error instead
-//! of reaching the allocator.
+//! The device counts the bytes its live tensors hold: every buffer its kernels allocate
+//! (through [`MemoryLimit::of`], which asks [`Device::host_memory`]) is charged to the
+//! device's [`MemoryAccount`] until the last reference to the tensor drops — after the
+//! step for a fetched output or a variable's value (the protocol and its memory ordering:
+//! [`magpie_core::tensor::account`]). [`Device::memory_in_use`] reads it, and with it the
+//! `magpie_device_memory_in_use_bytes` gauge of `magpie server`'s metrics.
+//!
+//! The memory limit bounds those bytes: by default the memory of the device's NUMA node,
+//! or of the whole machine for a device not tied to one node, as hwloc reports it
+//! (`magpie server --cpu-memory-limit` sets it). A request that would pass it fails at once
+//! with a resource-exhausted error naming the device, the bytes asked for, the bytes in
+//! use, the limit and the flag, instead of reaching the allocator.
 
 use std::sync::Arc;
 
 use magpie_core::device::Device;
 use magpie_core::graph::DeviceName;
+use magpie_core::limits::Limit;
+use magpie_core::tensor::{MemoryAccount, MemoryLimit};
 
 use crate::DEVICE_TYPE;
 
-/// The host CPU as a Magpie device.
+/// The host CPU as a Magpie device. Clones (and [`renamed`](Self::renamed) copies) share
+/// its memory account: they are one device's memory under several handles.
+///
+/// ```
+/// use magpie_core::{Device, Tensor};
+/// use magpie_core::tensor::{DType, MemoryLimit};
+/// let cpu = magpie_cpu::CpuDevice::new(0);
+/// let memory = MemoryLimit::of(&cpu); // what its kernels allocate through
+/// let t = Tensor::zeros_in(DType::F32, [256], &memory)?;
+/// assert_eq!(cpu.memory_in_use(), Some(1024));
+/// drop(t);
+/// assert_eq!(cpu.memory_in_use(), Some(0));
+/// # Ok::<(), magpie_core::tensor::TensorError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct CpuDevice {
     name: DeviceName,
     cores: usize,
     numa_node: Option<usize>,
     memory_limit: Option<u64>,
+    /// The bytes its live tensors hold; shared by clones.
+    account: Arc<MemoryAccount>,
 }
 
 impl CpuDevice {
@@ -45,6 +69,7 @@ impl CpuDevice {
             cores,
             numa_node: None,
             memory_limit: crate::topology::machine_memory(),
+            account: Arc::new(MemoryAccount::new()),
         }
     }
 
@@ -59,8 +84,8 @@ impl CpuDevice {
         }
     }
 
-    /// This device with at most `bytes` per tensor buffer (`None`: no limit but the
-    /// allocator's).
+    /// This device with at most `bytes` held by its live tensors at once (`None`: no limit
+    /// but the allocator's).
     ///
     /// ```
     /// use magpie_core::Device;
@@ -120,6 +145,16 @@ impl Device for CpuDevice {
 
     fn memory_limit(&self) -> Option<u64> {
         self.memory_limit
+    }
+
+    fn memory_in_use(&self) -> Option<u64> {
+        Some(self.account.in_use())
+    }
+
+    fn host_memory(&self) -> MemoryLimit {
+        MemoryLimit::new(self.name.to_string(), self.memory_limit)
+            .with_account(Arc::clone(&self.account))
+            .raised_by(Limit::CpuMemory)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

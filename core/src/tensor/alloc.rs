@@ -9,16 +9,22 @@
 //! [`KernelError::ResourceExhausted`](crate::kernel::KernelError::ResourceExhausted), to
 //! which the session adds the node.
 //!
-//! The limit bounds one allocation, not the sum of a device's live tensors (that is the
-//! executor's memory budget, `SessionOptions::memory_budgets`).
+//! A device that counts its memory gives its [`MemoryAccount`]
+//! ([`Device::host_memory`]): a buffer reserved through [`MemoryLimit::reserve`] is then
+//! charged to it until the tensor made of it is dropped, and the limit bounds the bytes
+//! the account's tensors hold at once ([`AllocFailure::InUse`]). Without an account the
+//! limit bounds one allocation, not the sum of a device's live tensors (for a step, that
+//! is the executor's memory budget, `SessionOptions::memory_budgets`).
 
 use std::fmt;
 use std::sync::Arc;
 
+use super::account::{Charge, MemoryAccount};
 use super::dtype::DType;
 use super::shape::byte_size;
 use super::storage::{Storage, StorageElement};
 use crate::device::Device;
+use crate::limits::Limit;
 
 /// Why an allocation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +32,14 @@ use crate::device::Device;
 pub enum AllocFailure {
     /// More bytes than the device's memory limit.
     OverLimit {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// More bytes than the device's memory limit leaves, given the bytes its live
+    /// tensors hold (a device that counts them: [`MemoryLimit::with_account`]).
+    InUse {
+        /// Bytes the device's tensors held when the request came.
+        in_use: u64,
         /// The limit in bytes.
         limit: u64,
     },
@@ -41,15 +55,23 @@ impl fmt::Display for AllocFailure {
             AllocFailure::OverLimit { limit } => {
                 write!(f, "more than the device's memory limit of {limit} bytes")
             }
+            AllocFailure::InUse { in_use, limit } => write!(
+                f,
+                "{in_use} bytes are in use of the device's memory limit of {limit} bytes"
+            ),
             AllocFailure::TooLarge => f.write_str("more than any allocation can hold"),
             AllocFailure::OutOfMemory => f.write_str("the allocator is out of memory"),
         }
     }
 }
 
-/// A tensor buffer that could not be allocated: what, where, and why.
+/// A tensor buffer that could not be allocated: what, where, why and, for a refusal by
+/// the device's limit, the flag that raises it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}")]
+#[error(
+    "cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}{}",
+    raise_hint(*.raise_with, *.failure)
+)]
 pub struct AllocError {
     /// The device (or `"the host"`) whose memory was asked for.
     pub device: String,
@@ -61,11 +83,28 @@ pub struct AllocError {
     pub bytes: u128,
     /// Why it was refused.
     pub failure: AllocFailure,
+    /// The limit whose flag raises the device's memory limit, when it has one
+    /// ([`MemoryLimit::raised_by`]).
+    pub raise_with: Option<Limit>,
 }
 
-/// Host allocation for one device: its name (for errors) and the most bytes one buffer may
-/// take. Cheap to clone; a kernel factory makes one from its device
-/// ([`MemoryLimit::of`]) and allocates every output through it.
+/// " (raise it with `magpie server FLAG`)" for a refusal by a limit that has a flag.
+fn raise_hint(limit: Option<Limit>, failure: AllocFailure) -> String {
+    match (limit, failure) {
+        (Some(l), AllocFailure::OverLimit { .. } | AllocFailure::InUse { .. }) => {
+            format!(" (raise it with `magpie server {}`)", l.flag())
+        }
+        _ => String::new(),
+    }
+}
+
+/// Host allocation for one device: its name (for errors), its memory limit and, when the
+/// device counts its memory, its [`MemoryAccount`]. Cheap to clone; a kernel factory makes
+/// one from its device ([`MemoryLimit::of`]) and allocates every output through it:
+/// [`reserve`](Self::reserve) checks the limit and charges the account, then
+/// [`with_capacity`](Self::with_capacity) and friends allocate (uncounted on their own),
+/// and [`Tensor::from_vec_charged`](super::Tensor::from_vec_charged) makes the tensor that
+/// carries the charge.
 ///
 /// ```
 /// use magpie_core::tensor::{AllocFailure, MemoryLimit};
@@ -76,10 +115,33 @@ pub struct AllocError {
 /// assert_eq!(e.bytes, 4 << 20);
 /// # Ok::<(), magpie_core::tensor::AllocError>(())
 /// ```
+///
+/// With an account, the limit bounds the bytes the account's tensors hold at once:
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::limits::Limit;
+/// use magpie_core::tensor::{AllocFailure, DType, MemoryAccount, MemoryLimit, Tensor};
+/// let account = Arc::new(MemoryAccount::new());
+/// let cpu = MemoryLimit::new("/device:CPU:0", Some(4096))
+///     .with_account(Arc::clone(&account))
+///     .raised_by(Limit::CpuMemory);
+/// let charge = cpu.reserve(DType::F32, 768)?;
+/// let t = Tensor::from_vec_charged([768], cpu.zeros::<f32>(768)?, None, charge).unwrap();
+/// assert_eq!(account.in_use(), 3072);
+/// let e = cpu.reserve(DType::F32, 512).unwrap_err();
+/// assert_eq!(e.failure, AllocFailure::InUse { in_use: 3072, limit: 4096 });
+/// assert!(e.to_string().contains("--cpu-memory-limit"), "{e}");
+/// drop(t);
+/// assert_eq!(account.in_use(), 0);
+/// # Ok::<(), magpie_core::tensor::AllocError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemoryLimit {
     device: Arc<str>,
     limit: Option<u64>,
+    account: Option<Arc<MemoryAccount>>,
+    raise_with: Option<Limit>,
 }
 
 impl Default for MemoryLimit {
@@ -101,12 +163,33 @@ impl MemoryLimit {
         MemoryLimit {
             device: device.into(),
             limit,
+            account: None,
+            raise_with: None,
         }
     }
 
-    /// Allocation for `device` under its [`Device::memory_limit`].
+    /// Allocation for `device`, as it says ([`Device::host_memory`]: by default under its
+    /// [`Device::memory_limit`], uncounted).
     pub fn of(device: &dyn Device) -> MemoryLimit {
-        MemoryLimit::new(device.name().to_string(), device.memory_limit())
+        device.host_memory()
+    }
+
+    /// This allocation charging what [`reserve`](Self::reserve) grants to `account`; the
+    /// limit then bounds the bytes the account holds at once.
+    pub fn with_account(mut self, account: Arc<MemoryAccount>) -> MemoryLimit {
+        self.account = Some(account);
+        self
+    }
+
+    /// This allocation naming `limit`'s flag in its refusals by the limit.
+    pub fn raised_by(mut self, limit: Limit) -> MemoryLimit {
+        self.raise_with = Some(limit);
+        self
+    }
+
+    /// The account buffers are charged to, if the device counts its memory.
+    pub fn account(&self) -> Option<&Arc<MemoryAccount>> {
+        self.account.as_ref()
     }
 
     /// The device name errors give.
@@ -126,7 +209,45 @@ impl MemoryLimit {
             elements,
             bytes: elements as u128 * dtype.size_of() as u128,
             failure,
+            raise_with: self.raise_with,
         }
+    }
+
+    /// Checks a buffer of `elements` elements of `dtype` (as [`check`](Self::check)) and,
+    /// when the device counts its memory, charges its bytes to the account: the charge
+    /// goes into the tensor made of the buffer
+    /// ([`Tensor::from_vec_charged`](super::Tensor::from_vec_charged)), and dropping it
+    /// (the tensor's last reference, or an error before the tensor is made) gives the
+    /// bytes back. `None` when the device keeps no account or the buffer has no bytes.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), and [`AllocFailure::InUse`] when the bytes the account
+    /// holds and these would pass the limit.
+    #[inline]
+    pub fn reserve(&self, dtype: DType, elements: usize) -> Result<Option<Charge>, AllocError> {
+        let bytes = self.check(dtype, elements)?;
+        let Some(account) = self.account.as_ref().filter(|_| bytes > 0) else {
+            return Ok(None);
+        };
+        match self.limit {
+            Some(limit) => MemoryAccount::try_charge(account, bytes as u64, limit)
+                .map(Some)
+                .map_err(|in_use| {
+                    self.error(dtype, elements, AllocFailure::InUse { in_use, limit })
+                }),
+            None => Ok(Some(MemoryAccount::charge(account, bytes as u64))),
+        }
+    }
+
+    /// Charges `bytes` to the account (if any) whatever the limit: for a buffer that is
+    /// already allocated, e.g. an input's elements taken back and reused in place for an
+    /// output (taking them released their old charge, see
+    /// [`Tensor::try_into_vec`](super::Tensor::try_into_vec)). `None` when the device keeps
+    /// no account or `bytes` is 0.
+    #[inline]
+    pub fn charge(&self, bytes: usize) -> Option<Charge> {
+        let account = self.account.as_ref().filter(|_| bytes > 0)?;
+        Some(MemoryAccount::charge(account, bytes as u64))
     }
 
     /// The bytes of `elements` elements of `dtype`, when one buffer of them is allowed.

@@ -168,8 +168,9 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                         return Ok(());
                     }
                 }
-                let out = Tensor::from_vec(ctx.input(0).shape().clone(), vec![value])?;
-                ctx.push_output(out);
+                let mut out = output::<T>(1, &self.place)?;
+                out.buf.push(value);
+                ctx.push_output(out.into_tensor(ctx.input(0).shape().clone())?);
                 return Ok(());
             }
         }
@@ -207,7 +208,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         match a.try_into_vec::<T>() {
             Ok(mut buf) => {
                 update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply)?;
-                return adopt(out.clone(), buf, home);
+                return adopt(out.clone(), buf, home, place);
             }
             Err(a) => a,
         }
@@ -220,7 +221,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
             Ok(mut buf) => {
                 let flipped = |y, x| O::apply(x, y);
                 update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped)?;
-                return adopt(out.clone(), buf, home);
+                return adopt(out.clone(), buf, home, place);
             }
             Err(b) => b,
         }
