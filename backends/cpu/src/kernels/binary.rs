@@ -168,9 +168,10 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                         return Ok(());
                     }
                 }
-                let mut out = output::<T>(1, &self.place)?;
-                out.buf.push(value);
-                ctx.push_output(out.into_tensor(ctx.input(0).shape().clone())?);
+                // One element: no cache to consult, counted on the device.
+                let charge = self.place.memory.reserve(T::DTYPE, 1)?;
+                let shape = ctx.input(0).shape().clone();
+                ctx.push_output(Tensor::from_vec_charged(shape, vec![value], None, charge)?);
                 return Ok(());
             }
         }
