@@ -202,7 +202,8 @@ fn variables_and_their_updates_are_counted_while_they_live() {
     let init = g.constant(Tensor::from_vec([256], vec![1.0f32; 256]).unwrap());
     let assign = v.assign(&g, init.unwrap()).unwrap();
     let delta = g.constant(Tensor::from_vec([256], vec![0.5f32; 256]).unwrap());
-    let bump = v.assign_add(&g, delta.unwrap()).unwrap();
+    let delta = delta.unwrap();
+    let bump = v.assign_add(&g, delta).unwrap();
     let s = session(&g, &dev);
     s.run(&[], &[], &[assign.node()]).unwrap();
     // `AssignAddVariableOp` allocates the new value through the device: the variable
@@ -214,7 +215,20 @@ fn variables_and_their_updates_are_counted_while_they_live() {
     assert_eq!(in_use(&dev), 1024, "the variable's value outlives the step");
     s.run(&[], &[], &[bump.node()]).unwrap();
     assert_eq!(in_use(&dev), 1024, "an update replaces the value");
-    drop(s);
+    // So do the optimizers' updates: a value they allocated replaces the counted one.
+    let alpha = g.constant(0.5f32).unwrap();
+    let apply = g
+        .op("ResourceApplyGradientDescent")
+        .attr("shared_name", "counted")
+        .attr("dtype", DType::F32)
+        .input(alpha)
+        .input(delta)
+        .build_output()
+        .unwrap();
+    let out = s.run(&[], &[apply], &[]).unwrap();
+    assert_eq!(out[0].as_slice::<f32>().unwrap()[0], 2.0 - 0.5 * 0.5);
+    assert_eq!((out[0].charged_bytes(), in_use(&dev)), (Some(1024), 1024));
+    drop((out, s));
     assert_eq!(in_use(&dev), 0);
 }
 
