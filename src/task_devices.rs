@@ -33,8 +33,8 @@ pub struct TaskDevices {
     /// would become the default device). For tests of the GPU paths on a machine
     /// without a GPU.
     pub emulated_gpus: bool,
-    /// The most bytes one tensor may take on each CPU device (default: the memory of its
-    /// NUMA node, or of the machine).
+    /// The most bytes the live tensors of each CPU device may hold at once (default: the
+    /// memory of its NUMA node, or of the machine).
     pub cpu_memory_limit: Option<u64>,
     /// Device specs of the devices the task exposes (`/device:CPU:*`); `None`: all. When
     /// no spec can match a GPU, the GPUs are not even opened.

@@ -1,6 +1,7 @@
 //! `magpie server --metrics-addr` from a real process: it prints where it serves
 //! `/metrics`, and a scrape counts the steps run through it by outcome, their latency
-//! histogram, its open sessions and the bytes a peer task sent it. Counts only.
+//! histogram, its open sessions, the bytes a peer task sent it and the bytes its CPU
+//! device's live tensors hold. Counts only.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -87,16 +88,50 @@ fn a_server_process_serves_metrics_that_count_its_steps() {
         .device("/job:worker/task:1", |g| g.constant(3.0f32))
         .unwrap();
     let b = g.add(a, a).unwrap();
+    // A variable on the master's CPU: its updated value (256 f32, allocated by the
+    // device) outlives the step, so the device's gauge holds its 1024 bytes.
+    let cpu = "/job:worker/task:0/device:CPU:0";
+    let v = g
+        .device(cpu, |g| g.variable("v", magpie::DType::F32))
+        .unwrap();
+    let ones = magpie::Tensor::from_vec([256], vec![1.0f32; 256]).unwrap();
+    let init = g.device(cpu, |g| g.constant(ones.clone())).unwrap();
+    let assign = v.assign(&g, init).unwrap();
+    let delta = g.device(cpu, |g| g.constant(ones)).unwrap();
+    let bump = v.assign_add(&g, delta).unwrap();
     let target = format!("grpc://127.0.0.1:{}", ports[0]);
     let outcome = magpie_grpc::connect(&target, &g).map(|s| {
         let ok = s.run(&[], &[b], &[]);
         let bad = s.run_named(&[], &["no_such_node:0"], &[], None);
-        (ok.is_ok(), bad.is_err(), scrape(addr))
+        let before = scrape(addr);
+        let updated = s
+            .run(&[], &[], &[assign.node()])
+            .and_then(|_| s.run(&[], &[bump], &[]));
+        let value = updated.map(|t| t[0].as_slice::<f32>().unwrap()[0]);
+        (ok.is_ok(), bad.is_err(), before, value, scrape(addr))
     });
     stop(second);
     stop(first);
-    let (ok, bad, text) = outcome.unwrap();
+    let (ok, bad, text, value, after) = outcome.unwrap();
     assert!(ok && bad, "{text}");
+    assert_eq!(value.unwrap(), 2.0);
+    // The CPU device counts its tensors: nothing once the first steps' outputs are gone,
+    // the variable's value after the update.
+    let device = "device=\"/job:worker/replica:0/task:0/device:CPU:0\"";
+    assert_eq!(
+        sample(&text, "magpie_device_memory_in_use_bytes", &[device]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&after, "magpie_device_memory_in_use_bytes", &[device]),
+        Some(1024.0),
+        "{after}"
+    );
+    assert!(
+        sample(&after, "magpie_device_memory_limit_bytes", &[device]).is_some_and(|l| l > 0.0),
+        "{after}"
+    );
     assert_eq!(
         sample(&text, "magpie_steps_total", &["outcome=\"ok\""]),
         Some(1.0),

@@ -90,9 +90,27 @@ pub trait Device: Send + Sync + fmt::Debug {
     }
 
     /// Bytes of memory the device's tensors hold now, if the device keeps count (default:
-    /// `None`). Read by metrics exporters; must be cheap (an atomic load).
+    /// `None`). Read by metrics exporters; must be cheap (an atomic load). A host device
+    /// that counts through a [`MemoryAccount`](crate::tensor::MemoryAccount) returns its
+    /// [`in_use`](crate::tensor::MemoryAccount::in_use).
     fn memory_in_use(&self) -> Option<u64> {
         None
+    }
+
+    /// How kernels allocate host tensors for this device
+    /// ([`MemoryLimit::of`](crate::tensor::MemoryLimit::of) asks it): its name for errors,
+    /// its limit and, for a device that counts its memory, the account every buffer is
+    /// charged to ([`MemoryLimit::with_account`](crate::tensor::MemoryLimit::with_account);
+    /// the limit then bounds the bytes its tensors hold at once). Default: uncounted, each
+    /// buffer at most [`memory_limit`](Self::memory_limit), a refusal naming
+    /// [`memory_limit_setting`](Self::memory_limit_setting)'s flag. Called when kernels are built,
+    /// not per step.
+    fn host_memory(&self) -> crate::tensor::MemoryLimit {
+        let memory = crate::tensor::MemoryLimit::new(self.name().to_string(), self.memory_limit());
+        match self.memory_limit_setting() {
+            Some(limit) => memory.raised_by(limit),
+            None => memory,
+        }
     }
 
     /// The device's event counters, each monotonic since the device was made (default:

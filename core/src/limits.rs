@@ -30,11 +30,12 @@ pub enum Limit {
     /// How long (in milliseconds) tensors for a step that has not started on one task are
     /// kept.
     RendezvousUnclaimedTtl,
-    /// Bytes of one tensor on one of the task's CPU devices (a device's memory limit, as
-    /// `magpie server` sets it: see [`Device::memory_limit_setting`](crate::Device::memory_limit_setting)).
-    CpuMemory,
     /// How long a tensor stream may wait for its next chunk.
     TensorStreamIdle,
+    /// Bytes the live tensors of one of the task's CPU devices hold at once (its memory
+    /// limit, as `magpie server` sets it: see
+    /// [`Device::memory_limit_setting`](crate::Device::memory_limit_setting)).
+    CpuMemory,
 }
 
 impl Limit {
@@ -50,8 +51,8 @@ impl Limit {
             Limit::RendezvousTaskBytes => "pending rendezvous bytes per task",
             Limit::RendezvousUnclaimedBytes => "rendezvous bytes for steps not started",
             Limit::RendezvousUnclaimedTtl => "rendezvous keep time (ms) for steps not started",
-            Limit::CpuMemory => "bytes per tensor on the task's CPU",
             Limit::TensorStreamIdle => "tensor stream idle time",
+            Limit::CpuMemory => "bytes the live tensors of a CPU device hold",
         }
     }
 
@@ -67,8 +68,8 @@ impl Limit {
             Limit::RendezvousTaskBytes => "--rendezvous-task-bytes",
             Limit::RendezvousUnclaimedBytes => "--rendezvous-unclaimed-bytes",
             Limit::RendezvousUnclaimedTtl => "--rendezvous-unclaimed-ttl-ms",
-            Limit::CpuMemory => "--cpu-memory-limit",
             Limit::TensorStreamIdle => "--tensor-stream-idle-timeout-ms",
+            Limit::CpuMemory => "--cpu-memory-limit",
         }
     }
 }

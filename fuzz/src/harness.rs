@@ -23,7 +23,8 @@ use crate::graph_gen::{FuzzGraph, FuzzTensor};
 /// Bytes a fuzzed step may hold on its device.
 pub const STEP_BUDGET_BYTES: u64 = 64 << 20;
 
-/// The fuzzed devices' memory limit: one allocation beyond it fails at once.
+/// The fuzzed CPU device's memory limit: an allocation that would take its live tensors
+/// beyond it fails at once.
 pub const DEVICE_LIMIT_BYTES: u64 = 256 << 20;
 
 /// A fuzzed step's deadline.

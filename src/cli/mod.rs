@@ -110,9 +110,9 @@ enum Command {
         /// it to the others. Missing or wrong: UNAUTHENTICATED.
         #[arg(long, value_name = "FILE")]
         auth_token_file: Option<PathBuf>,
-        /// The most bytes one tensor may take on the task's CPU (default: the machine's
-        /// memory, or its NUMA node's); a larger allocation fails the step at once with a
-        /// resource-exhausted error naming this flag.
+        /// The most bytes the live tensors of each of the task's CPU devices may hold at
+        /// once (default: the machine's memory, or its NUMA node's); an allocation past it
+        /// fails the step at once with a resource-exhausted error naming this flag.
         #[arg(long, value_name = "BYTES")]
         cpu_memory_limit: Option<u64>,
         /// Listen on this address (e.g. 0.0.0.0:2222) instead of the one the cluster file

@@ -21,9 +21,13 @@
 //! # Allocation
 //!
 //! Every output is allocated fallibly under its device's memory limit ([`Place`], made
-//! from the device when the kernel is built): a request beyond the limit, or one the
-//! allocator refuses, is a resource-exhausted error naming the device and the bytes; the
-//! process never aborts.
+//! from the device when the kernel is built): a request that would take the device's live
+//! tensors beyond the limit, or one the allocator refuses, is a resource-exhausted error
+//! naming the device and the bytes; the process never aborts. Every output is charged to
+//! the device's memory account until its tensor's last reference drops (see
+//! `device.rs`): [`output`] reserves the bytes before allocating, and [`adopt`], which
+//! wraps an input's elements reused in place (whose old charge went with the input),
+//! charges them again. Cached buffers belong to no tensor and are not charged.
 //!
 //! # Guarantees
 //!
@@ -38,7 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use magpie_core::kernel::KernelInit;
 use magpie_core::tensor::{
-    BufferOrigin, IntoShape, MemoryLimit, Recycler, Storage, StorageElement,
+    BufferOrigin, Charge, IntoShape, MemoryLimit, Recycler, Storage, StorageElement,
 };
 use magpie_core::{KernelError, Tensor};
 
@@ -164,18 +168,21 @@ fn cache_of(node: Option<usize>) -> &'static NodeCache {
 }
 
 /// An output buffer being filled: `buf` has room for the requested elements (its length
-/// starts at 0), `origin` is what the finished tensor will carry.
+/// starts at 0), `origin` and `charge` are what the finished tensor will carry.
 #[derive(Debug)]
 pub(crate) struct Output<T> {
     /// The elements; capacity at least the requested count.
     pub(crate) buf: Vec<T>,
     origin: Option<&'static Arc<BufferOrigin>>,
+    /// The requested elements' bytes on the device's account (given back if the output
+    /// is dropped unfinished).
+    charge: Option<Charge>,
 }
 
-/// Where a kernel's outputs go: its device's NUMA node and memory limit. Made once per
-/// `CpuDevice` and shared by every kernel built for it (a plan of a
-/// million nodes holds a million kernels, each one pointer here); its fields are read
-/// through `Deref`.
+/// Where a kernel's outputs go: its device's NUMA node, memory limit and account. Made
+/// once per `CpuDevice` and shared by every kernel built for it (a plan of a million
+/// nodes holds a million kernels, each one pointer here); its fields are read through
+/// `Deref`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Place(Arc<PlaceOf>);
 
@@ -184,7 +191,7 @@ pub(crate) struct Place(Arc<PlaceOf>);
 pub(crate) struct PlaceOf {
     /// The device's NUMA node (where outputs go when not computed on a worker).
     pub(crate) node: Option<usize>,
-    /// The device's name and memory limit, for every allocation.
+    /// The device's name, memory limit and account, for every allocation.
     pub(crate) memory: MemoryLimit,
 }
 
@@ -220,14 +227,17 @@ impl Place {
 /// docs).
 ///
 /// # Errors
-/// Resource exhausted when `n` elements exceed the device's memory limit or the allocator
-/// refuses them.
+/// Resource exhausted when `n` elements would take the device past its memory limit or
+/// the allocator refuses them.
 pub(crate) fn output<T: StorageElement>(n: usize, place: &Place) -> Result<Output<T>, KernelError> {
-    let bytes = place.memory.check(T::DTYPE, n)?;
+    let charge = place.memory.reserve(T::DTYPE, n)?;
+    // Cannot overflow: `reserve` checked the bytes.
+    let bytes = n * std::mem::size_of::<T>();
     if bytes < RECYCLE_MIN_BYTES {
         return Ok(Output {
             buf: place.memory.with_capacity(n)?,
             origin: None,
+            charge,
         });
     }
     let node = crate::layout::current_worker_node().or(place.node);
@@ -239,6 +249,7 @@ pub(crate) fn output<T: StorageElement>(n: usize, place: &Place) -> Result<Outpu
     Ok(Output {
         buf,
         origin: Some(&nc.origin),
+        charge,
     })
 }
 
@@ -258,24 +269,32 @@ pub(crate) fn filled<T: StorageElement>(
 
 impl<T: StorageElement> Output<T> {
     /// The tensor of shape `shape` over the filled buffer.
+    #[inline]
     pub(crate) fn into_tensor(self, shape: impl IntoShape) -> Result<Tensor, KernelError> {
-        Ok(match self.origin {
-            Some(origin) => Tensor::from_vec_in(shape, self.buf, origin)?,
-            None => Tensor::from_vec(shape, self.buf)?,
-        })
+        Ok(Tensor::from_vec_charged(
+            shape,
+            self.buf,
+            self.origin,
+            self.charge,
+        )?)
     }
 }
 
-/// Wraps a finished buffer of `n` elements (e.g. an input's, reused in place) as a tensor
-/// that returns to the cache of `node` when it is large.
+/// Wraps a finished buffer (e.g. an input's elements, reused in place) as a tensor of
+/// `place`'s device: charged to its account whatever its limit (the memory is already
+/// held; taking it from the input gave its old charge back), and returning to the cache
+/// of `node` when it is large.
 pub(crate) fn adopt<T: StorageElement>(
     shape: impl IntoShape,
     buf: Vec<T>,
     node: Option<usize>,
+    place: &Place,
 ) -> Result<Tensor, KernelError> {
     let out = Output {
         origin: (buf.capacity().saturating_mul(std::mem::size_of::<T>()) >= RECYCLE_MIN_BYTES)
             .then(|| &cache_of(node).origin),
+        // A vector's elements never take more than `isize::MAX` bytes.
+        charge: place.memory.charge(buf.len() * std::mem::size_of::<T>()),
         buf,
     };
     out.into_tensor(shape)

@@ -2,24 +2,45 @@
 //! node, its node. Kernels run on whichever scheduler worker calls them, so the device
 //! holds no threads or queues of its own (see `layout.rs` for how workers are pinned).
 //!
-//! The memory limit bounds one tensor buffer (kernels allocate through
-//! [`MemoryLimit::of`](magpie_core::tensor::MemoryLimit::of)): by default the memory of the
-//! device's NUMA node, or of the whole machine for a device not tied to one node, as hwloc
-//! reports it. A request beyond it fails at once with a resource-exhausted error instead
-//! of reaching the allocator. A server that sets the limit from a flag says so
-//! ([`CpuDevice::with_memory_limit_setting`]), and the error then names that flag.
+//! The device counts the bytes its live tensors hold: every buffer its kernels allocate
+//! (through [`MemoryLimit::of`], which asks [`Device::host_memory`]) is charged to the
+//! device's [`MemoryAccount`] until the last reference to the tensor drops — after the
+//! step for a fetched output or a variable's value (the protocol and its memory ordering:
+//! [`magpie_core::tensor::account`]). [`Device::memory_in_use`] reads it, and with it the
+//! `magpie_device_memory_in_use_bytes` gauge of `magpie server`'s metrics.
+//!
+//! The memory limit bounds those bytes: by default the memory of the device's NUMA node,
+//! or of the whole machine for a device not tied to one node, as hwloc reports it
+//! (`magpie server --cpu-memory-limit` sets it, and marks the device with
+//! [`CpuDevice::with_memory_limit_setting`]). A request that would pass it fails at once
+//! with a resource-exhausted error naming the device, the bytes asked for, the bytes in
+//! use, the limit and, when a server set it, the flag, instead of reaching the allocator.
 
 use std::sync::{Arc, OnceLock};
 
 use magpie_core::device::Device;
 use magpie_core::graph::DeviceName;
 use magpie_core::limits::Limit;
+use magpie_core::tensor::MemoryAccount;
 
 use crate::buffers::Place;
 use crate::DEVICE_TYPE;
 use magpie_core::tensor::MemoryLimit;
 
-/// The host CPU as a Magpie device.
+/// The host CPU as a Magpie device. Clones (and [`renamed`](Self::renamed) copies) share
+/// its memory account: they are one device's memory under several handles.
+///
+/// ```
+/// use magpie_core::{Device, Tensor};
+/// use magpie_core::tensor::{DType, MemoryLimit};
+/// let cpu = magpie_cpu::CpuDevice::new(0);
+/// let memory = MemoryLimit::of(&cpu); // what its kernels allocate through
+/// let t = Tensor::zeros_in(DType::F32, [256], &memory)?;
+/// assert_eq!(cpu.memory_in_use(), Some(1024));
+/// drop(t);
+/// assert_eq!(cpu.memory_in_use(), Some(0));
+/// # Ok::<(), magpie_core::tensor::TensorError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct CpuDevice {
     name: DeviceName,
@@ -30,6 +51,8 @@ pub struct CpuDevice {
     /// Where its kernels' outputs go, made at the first kernel and shared by all of them;
     /// reset whenever the name, node or limit changes.
     place: OnceLock<Place>,
+    /// The bytes its live tensors hold; shared by clones.
+    account: Arc<MemoryAccount>,
 }
 
 impl CpuDevice {
@@ -55,6 +78,7 @@ impl CpuDevice {
             memory_limit: crate::topology::machine_memory(),
             memory_limit_setting: None,
             place: OnceLock::new(),
+            account: Arc::new(MemoryAccount::new()),
         }
     }
 
@@ -69,8 +93,8 @@ impl CpuDevice {
         }
     }
 
-    /// This device with at most `bytes` per tensor buffer (`None`: no limit but the
-    /// allocator's).
+    /// This device with at most `bytes` held by its live tensors at once (`None`: no limit
+    /// but the allocator's).
     ///
     /// ```
     /// use magpie_core::Device;
@@ -161,6 +185,19 @@ impl Device for CpuDevice {
 
     fn memory_limit_setting(&self) -> Option<Limit> {
         self.memory_limit_setting
+    }
+
+    fn memory_in_use(&self) -> Option<u64> {
+        Some(self.account.in_use())
+    }
+
+    fn host_memory(&self) -> MemoryLimit {
+        let memory = MemoryLimit::new(self.name.to_string(), self.memory_limit)
+            .with_account(Arc::clone(&self.account));
+        match self.memory_limit_setting {
+            Some(limit) => memory.raised_by(limit),
+            None => memory,
+        }
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -19,7 +19,7 @@ use crate::kernel::{
 };
 use crate::registry::{KernelKey, KernelRegistry, RegistryError, ANY_DEVICE};
 use crate::resource::{ResourceMgr, Variable};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, MemoryLimit, Tensor};
 use crate::transport::{RendezvousKey, TaskName, Transport};
 
 /// The service `_Send` pushes tensors through: the hosting task's transport.
@@ -107,6 +107,7 @@ fn var_factory(init: &KernelInit<'_>, kind: VarOp) -> Result<BoxedKernel, Kernel
         container,
         name: a.string("shared_name")?,
         dtype: a.dtype("dtype")?,
+        memory: MemoryLimit::of(init.device.as_ref()),
     })))
 }
 
@@ -222,6 +223,9 @@ struct VarKernel {
     container: String,
     name: String,
     dtype: DType,
+    /// The device's allocation: an update's new value is counted there and bounded by
+    /// its limit.
+    memory: MemoryLimit,
 }
 
 impl VarKernel {
@@ -267,7 +271,7 @@ impl Kernel for VarKernel {
                 let delta = ctx.input(0).clone();
                 let new = v.update(|old| {
                     let old = old.ok_or_else(|| self.uninitialised())?;
-                    add(old, &delta)
+                    add(old, &delta, &self.memory)
                 })?;
                 ctx.push_output(new);
             }
@@ -276,8 +280,9 @@ impl Kernel for VarKernel {
     }
 }
 
-/// Elementwise `a + b` of equal shapes (the update of `AssignAddVariableOp`).
-fn add(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
+/// Elementwise `a + b` of equal shapes (the update of `AssignAddVariableOp`), allocated
+/// through `memory`.
+fn add(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelError> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
         return Err(KernelError::InvalidArgument(format!(
             "cannot add a {} {} to a {} {} variable",
@@ -290,17 +295,17 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
     fn go<T: crate::tensor::StorageElement + Copy + std::ops::Add<Output = T>>(
         a: &Tensor,
         b: &Tensor,
+        memory: &MemoryLimit,
     ) -> Result<Tensor, KernelError> {
         let x = a.as_slice::<T>()?;
         let y = b.as_slice::<T>()?;
-        let v: Vec<T> = x.iter().zip(y).map(|(p, q)| *p + *q).collect();
-        Ok(Tensor::from_vec(a.shape().clone(), v)?)
+        Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(p, q)| *p + *q))?)
     }
     match a.dtype() {
-        DType::F32 => go::<f32>(a, b),
-        DType::F64 => go::<f64>(a, b),
-        DType::I32 => go::<i32>(a, b),
-        DType::I64 => go::<i64>(a, b),
+        DType::F32 => go::<f32>(a, b, memory),
+        DType::F64 => go::<f64>(a, b, memory),
+        DType::I32 => go::<i32>(a, b, memory),
+        DType::I64 => go::<i64>(a, b, memory),
         DType::Bool => Err(KernelError::InvalidArgument("cannot add booleans".into())),
     }
 }

@@ -27,7 +27,7 @@ use crate::graph::{register_op, Arity, Attrs, OpDef, OpDefError};
 use crate::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
 use crate::registry::{KernelKey, KernelRegistry, RegistryError};
 use crate::resource::{update_variables, ResourceMgr, Variable};
-use crate::tensor::{DType, StorageElement, Tensor};
+use crate::tensor::{DType, MemoryLimit, StorageElement, Tensor};
 
 /// The read of a ref variable (TensorFlow's `VariableV2` used as a value).
 pub const VARIABLE_V2: &str = "VariableV2";
@@ -284,12 +284,15 @@ enum Simple {
 struct SimpleKernel {
     kind: Simple,
     var: VarSpec,
+    /// The device's allocation: a new value is counted there, under its limit.
+    memory: MemoryLimit,
 }
 
 fn simple(init: &KernelInit<'_>, kind: Simple) -> Result<BoxedKernel, KernelError> {
     Ok(BoxedKernel::Sync(Box::new(SimpleKernel {
         kind,
         var: VarSpec::from_attrs(&init.node.attrs)?,
+        memory: MemoryLimit::of(init.device.as_ref()),
     })))
 }
 
@@ -314,7 +317,7 @@ impl Kernel for SimpleKernel {
                 let delta = ctx.input(0).clone();
                 self.var.variable(r)?.update(|old| {
                     let old = old.ok_or_else(|| self.var.uninitialised())?;
-                    subtract(old, &delta)
+                    subtract(old, &delta, &self.memory)
                 })?
             }
         };
@@ -323,8 +326,8 @@ impl Kernel for SimpleKernel {
     }
 }
 
-/// Elementwise `a - b` of equal shapes and dtypes.
-fn subtract(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
+/// Elementwise `a - b` of equal shapes and dtypes, allocated through `memory`.
+fn subtract(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelError> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
         return Err(KernelError::InvalidArgument(format!(
             "cannot subtract a {} {} from a {} {} variable",
@@ -334,43 +337,26 @@ fn subtract(a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
             a.shape()
         )));
     }
-    fn go<T: StorageElement + Copy + std::ops::Sub<Output = T>>(
+    fn go<T: StorageElement + Copy>(
         a: &Tensor,
         b: &Tensor,
+        memory: &MemoryLimit,
+        f: impl Fn(T, T) -> T,
     ) -> Result<Tensor, KernelError> {
         let x = a.as_slice::<T>()?;
         let y = b.as_slice::<T>()?;
-        let v: Vec<T> = x.iter().zip(y).map(|(p, q)| *p - *q).collect();
-        Ok(Tensor::from_vec(a.shape().clone(), v)?)
+        Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(&p, &q)| f(p, q)))?)
     }
     match a.dtype() {
-        DType::F32 => go::<f32>(a, b),
-        DType::F64 => go::<f64>(a, b),
+        DType::F32 => go::<f32>(a, b, memory, |p, q| p - q),
+        DType::F64 => go::<f64>(a, b, memory, |p, q| p - q),
         // Wrapping, as TensorFlow's integer arithmetic.
-        DType::I32 => Ok(Tensor::from_vec(
-            a.shape().clone(),
-            zip_map(
-                a.as_slice::<i32>()?,
-                b.as_slice::<i32>()?,
-                i32::wrapping_sub,
-            ),
-        )?),
-        DType::I64 => Ok(Tensor::from_vec(
-            a.shape().clone(),
-            zip_map(
-                a.as_slice::<i64>()?,
-                b.as_slice::<i64>()?,
-                i64::wrapping_sub,
-            ),
-        )?),
+        DType::I32 => go::<i32>(a, b, memory, i32::wrapping_sub),
+        DType::I64 => go::<i64>(a, b, memory, i64::wrapping_sub),
         DType::Bool => Err(KernelError::InvalidArgument(
             "cannot subtract booleans".into(),
         )),
     }
-}
-
-fn zip_map<T: Copy>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> Vec<T> {
-    a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
 }
 
 struct ApplyKernel {
@@ -378,6 +364,8 @@ struct ApplyKernel {
     var: VarSpec,
     slots: Vec<VarSpec>,
     use_nesterov: bool,
+    /// The device's allocation: the new values are counted there, under its limit.
+    memory: MemoryLimit,
 }
 
 fn apply(init: &KernelInit<'_>, rule: Rule) -> Result<BoxedKernel, KernelError> {
@@ -399,6 +387,7 @@ fn apply(init: &KernelInit<'_>, rule: Rule) -> Result<BoxedKernel, KernelError> 
         var,
         slots,
         use_nesterov: a.bool_or("use_nesterov", false)?,
+        memory: MemoryLimit::of(init.device.as_ref()),
     })))
 }
 
@@ -469,24 +458,30 @@ impl ApplyKernel {
         fn slice<T: StorageElement>(t: &Tensor) -> Result<&[T], crate::tensor::TensorError> {
             t.as_slice::<T>()
         }
-        let out: Vec<Vec<T>> = match self.rule {
-            Rule::GradientDescent => vec![update_rules::gradient_descent(
+        // The new values of the variable and its slots, allocated (and charged) through
+        // the device before any is computed.
+        let n = shape.num_elements();
+        let k = 1 + self.rule.slots();
+        let mut charges = Vec::with_capacity(k);
+        let mut out = Vec::with_capacity(k);
+        for _ in 0..k {
+            charges.push(self.memory.reserve(T::DTYPE, n)?);
+            out.push(self.memory.with_capacity::<T>(n)?);
+        }
+        match (self.rule, &mut out[..]) {
+            (Rule::GradientDescent, [w]) => {
+                update_rules::gradient_descent(slice(values[0])?, s(0)?, slice(&inputs[1])?, w)
+            }
+            (Rule::Momentum, [w, a]) => update_rules::momentum(
                 slice(values[0])?,
+                slice(values[1])?,
                 s(0)?,
                 slice(&inputs[1])?,
-            )],
-            Rule::Momentum => {
-                let (w, a) = update_rules::momentum(
-                    slice(values[0])?,
-                    slice(values[1])?,
-                    s(0)?,
-                    slice(&inputs[1])?,
-                    s(2)?,
-                    self.use_nesterov,
-                );
-                vec![w, a]
-            }
-            Rule::Adam => {
+                s(2)?,
+                self.use_nesterov,
+                [w, a],
+            ),
+            (Rule::Adam, [w, m, v]) => {
                 let scalars = AdamScalars {
                     beta1_power: s(0)?,
                     beta2_power: s(1)?,
@@ -495,19 +490,29 @@ impl ApplyKernel {
                     beta2: s(4)?,
                     epsilon: s(5)?,
                 };
-                let (w, m, v) = update_rules::adam(
+                update_rules::adam(
                     slice(values[0])?,
                     slice(values[1])?,
                     slice(values[2])?,
                     scalars,
                     slice(&inputs[6])?,
                     self.use_nesterov,
+                    [w, m, v],
                 );
-                vec![w, m, v]
             }
-        };
+            _ => {
+                return Err(KernelError::Internal(format!(
+                    "{}: {k} outputs for {} slots",
+                    self.rule.op(),
+                    self.rule.slots()
+                )))
+            }
+        }
         out.into_iter()
-            .map(|v| Tensor::from_vec(shape.clone(), v).map_err(KernelError::from))
+            .zip(charges)
+            .map(|(v, charge)| {
+                Tensor::from_vec_charged(shape.clone(), v, None, charge).map_err(KernelError::from)
+            })
             .collect()
     }
 }

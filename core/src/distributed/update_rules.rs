@@ -3,8 +3,9 @@
 //! `core/kernels/training_ops.cc`), term for term and in the variable's own precision,
 //! so a step gives TensorFlow's numbers.
 //!
-//! Every function takes the current values and returns the new ones; the callers
-//! (`training.rs`) have checked that every slice has the variable's length.
+//! Every function takes the current values and pushes the new ones onto output vectors
+//! the caller allocated (through the device: `training.rs`), which has checked that every
+//! slice has the variable's length.
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -32,13 +33,13 @@ impl Real for f64 {
     }
 }
 
-/// `var -= grad * lr`.
-pub(super) fn gradient_descent<T: Real>(var: &[T], lr: T, grad: &[T]) -> Vec<T> {
-    var.iter().zip(grad).map(|(&w, &g)| w - g * lr).collect()
+/// `var -= grad * lr`, onto `new_var`.
+pub(super) fn gradient_descent<T: Real>(var: &[T], lr: T, grad: &[T], new_var: &mut Vec<T>) {
+    new_var.extend(var.iter().zip(grad).map(|(&w, &g)| w - g * lr));
 }
 
 /// `accum = accum * momentum + grad`, then `var -= accum * lr`, or with Nesterov
-/// `var -= grad * lr + accum * momentum * lr`. Returns (var, accum).
+/// `var -= grad * lr + accum * momentum * lr`; onto `[new_var, new_accum]`.
 pub(super) fn momentum<T: Real>(
     var: &[T],
     accum: &[T],
@@ -46,9 +47,8 @@ pub(super) fn momentum<T: Real>(
     grad: &[T],
     momentum: T,
     use_nesterov: bool,
-) -> (Vec<T>, Vec<T>) {
-    let mut new_var = Vec::with_capacity(var.len());
-    let mut new_accum = Vec::with_capacity(var.len());
+    [new_var, new_accum]: [&mut Vec<T>; 2],
+) {
     for ((&w, &a), &g) in var.iter().zip(accum).zip(grad) {
         let a = a * momentum + g;
         let w = if use_nesterov {
@@ -59,7 +59,6 @@ pub(super) fn momentum<T: Real>(
         new_accum.push(a);
         new_var.push(w);
     }
-    (new_var, new_accum)
 }
 
 /// The scalar inputs of an Adam step.
@@ -83,7 +82,7 @@ pub(super) struct AdamScalars<T> {
 /// `m += (grad - m) * (1 - beta1)`, `v += (grad^2 - v) * (1 - beta2)`, then
 /// `var -= m * alpha / (sqrt(v) + epsilon)`, or with Nesterov
 /// `var -= (grad * (1 - beta1) + beta1 * m) * alpha / (sqrt(v) + epsilon)`.
-/// Returns (var, m, v).
+/// Onto `[new_var, new_m, new_v]`.
 pub(super) fn adam<T: Real>(
     var: &[T],
     m: &[T],
@@ -91,15 +90,10 @@ pub(super) fn adam<T: Real>(
     s: AdamScalars<T>,
     grad: &[T],
     use_nesterov: bool,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+    [new_var, new_m, new_v]: [&mut Vec<T>; 3],
+) {
     let one = T::ONE;
     let alpha = s.lr * (one - s.beta2_power).sqrt() / (one - s.beta1_power);
-    let n = var.len();
-    let (mut new_var, mut new_m, mut new_v) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
     for (((&w, &m), &v), &g) in var.iter().zip(m).zip(v).zip(grad) {
         let m = m + (g - m) * (one - s.beta1);
         let v = v + (g * g - v) * (one - s.beta2);
@@ -112,7 +106,6 @@ pub(super) fn adam<T: Real>(
         new_m.push(m);
         new_v.push(v);
     }
-    (new_var, new_m, new_v)
 }
 
 #[cfg(test)]
@@ -121,18 +114,19 @@ mod tests {
 
     #[test]
     fn gradient_descent_subtracts_the_scaled_gradient() {
-        assert_eq!(
-            gradient_descent(&[1.0f32, 2.0], 0.5, &[2.0, -4.0]),
-            vec![0.0, 4.0]
-        );
+        let mut w = Vec::new();
+        gradient_descent(&[1.0f32, 2.0], 0.5, &[2.0, -4.0], &mut w);
+        assert_eq!(w, vec![0.0, 4.0]);
     }
 
     #[test]
     fn momentum_accumulates_and_nesterov_looks_ahead() {
-        let (w, a) = momentum(&[1.0f64], &[2.0], 0.1, &[1.0], 0.9, false);
+        let (mut w, mut a) = (Vec::new(), Vec::new());
+        momentum(&[1.0f64], &[2.0], 0.1, &[1.0], 0.9, false, [&mut w, &mut a]);
         assert_eq!(a, vec![2.0 * 0.9 + 1.0]);
         assert!((w[0] - (1.0 - 2.8 * 0.1)).abs() < 1e-15);
-        let (w, _) = momentum(&[1.0f64], &[2.0], 0.1, &[1.0], 0.9, true);
+        let (mut w, mut a) = (Vec::new(), Vec::new());
+        momentum(&[1.0f64], &[2.0], 0.1, &[1.0], 0.9, true, [&mut w, &mut a]);
         assert!((w[0] - (1.0 - (0.1 + 2.8 * 0.9 * 0.1))).abs() < 1e-15);
     }
 
@@ -146,7 +140,16 @@ mod tests {
             beta2: 0.999,
             epsilon: 1e-8,
         };
-        let (w, m, v) = adam(&[1.0], &[0.0], &[0.0], s, &[3.0], false);
+        let (mut w, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        adam(
+            &[1.0],
+            &[0.0],
+            &[0.0],
+            s,
+            &[3.0],
+            false,
+            [&mut w, &mut m, &mut v],
+        );
         assert!((m[0] - 0.3).abs() < 1e-12 && (v[0] - 0.009).abs() < 1e-12);
         // Bias-corrected: the first step is lr * sign(grad), up to epsilon.
         assert!((w[0] - (1.0 - 0.01)).abs() < 1e-8, "{w:?}");

@@ -9,14 +9,17 @@
 //! [`KernelError::ResourceExhausted`](crate::kernel::KernelError::ResourceExhausted), to
 //! which the session adds the node.
 //!
-//! The limit bounds one allocation, not the sum of a device's live tensors (that is the
-//! executor's memory budget, `SessionOptions::memory_budgets`). When a server limit sets
-//! it ([`Device::memory_limit_setting`]), a refusal over it names that limit and the
-//! `magpie server` flag that raises it, as every other limit's error does.
+//! A device that counts its memory gives its [`MemoryAccount`]
+//! ([`Device::host_memory`]): a buffer reserved through [`MemoryLimit::reserve`] is then
+//! charged to it until the tensor made of it is dropped, and the limit bounds the bytes
+//! the account's tensors hold at once ([`AllocFailure::InUse`]). Without an account the
+//! limit bounds one allocation, not the sum of a device's live tensors (for a step, that
+//! is the executor's memory budget, `SessionOptions::memory_budgets`).
 
 use std::fmt;
 use std::sync::Arc;
 
+use super::account::{Charge, MemoryAccount};
 use super::dtype::DType;
 use super::shape::byte_size;
 use super::storage::{Storage, StorageElement};
@@ -32,6 +35,14 @@ pub enum AllocFailure {
         /// The limit in bytes.
         limit: u64,
     },
+    /// More bytes than the device's memory limit leaves, given the bytes its live
+    /// tensors hold (a device that counts them: [`MemoryLimit::with_account`]).
+    InUse {
+        /// Bytes the device's tensors held when the request came.
+        in_use: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// More bytes than any allocation may have (`isize::MAX`).
     TooLarge,
     /// The allocator could not provide the memory.
@@ -44,16 +55,23 @@ impl fmt::Display for AllocFailure {
             AllocFailure::OverLimit { limit } => {
                 write!(f, "more than the device's memory limit of {limit} bytes")
             }
+            AllocFailure::InUse { in_use, limit } => write!(
+                f,
+                "{in_use} bytes are in use of the device's memory limit of {limit} bytes"
+            ),
             AllocFailure::TooLarge => f.write_str("more than any allocation can hold"),
             AllocFailure::OutOfMemory => f.write_str("the allocator is out of memory"),
         }
     }
 }
 
-/// A tensor buffer that could not be allocated: what, where, and why (and, for a limit a
-/// server sets, the flag that raises it).
+/// A tensor buffer that could not be allocated: what, where, why and, for a refusal by
+/// the device's limit, the flag that raises it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}{}", raise_with(*.failure, *.setting))]
+#[error(
+    "cannot allocate {bytes} bytes ({elements} elements of {dtype}) on {device}: {failure}{}",
+    raise_hint(*.raise_with, *.failure)
+)]
 pub struct AllocError {
     /// The device (or `"the host"`) whose memory was asked for.
     pub device: String,
@@ -65,25 +83,28 @@ pub struct AllocError {
     pub bytes: u128,
     /// Why it was refused.
     pub failure: AllocFailure,
-    /// The server limit that set the device's memory limit, if one did.
-    pub setting: Option<Limit>,
+    /// The limit whose flag raises the device's memory limit, when it has one
+    /// ([`MemoryLimit::raised_by`]).
+    pub raise_with: Option<Limit>,
 }
 
-/// How to raise the limit a refusal passed, when a server limit set it.
-fn raise_with(failure: AllocFailure, setting: Option<Limit>) -> String {
-    match (failure, setting) {
-        (AllocFailure::OverLimit { .. }, Some(limit)) => format!(
-            " ({}; raise it with `magpie server {}`)",
-            limit.describe(),
-            limit.flag()
-        ),
+/// " (raise it with `magpie server FLAG`)" for a refusal by a limit that has a flag.
+fn raise_hint(limit: Option<Limit>, failure: AllocFailure) -> String {
+    match (limit, failure) {
+        (Some(l), AllocFailure::OverLimit { .. } | AllocFailure::InUse { .. }) => {
+            format!(" (raise it with `magpie server {}`)", l.flag())
+        }
         _ => String::new(),
     }
 }
 
-/// Host allocation for one device: its name (for errors) and the most bytes one buffer may
-/// take. Cheap to clone; a kernel factory makes one from its device
-/// ([`MemoryLimit::of`]) and allocates every output through it.
+/// Host allocation for one device: its name (for errors), its memory limit and, when the
+/// device counts its memory, its [`MemoryAccount`]. Cheap to clone; a kernel factory makes
+/// one from its device ([`MemoryLimit::of`]) and allocates every output through it:
+/// [`reserve`](Self::reserve) checks the limit and charges the account, then
+/// [`with_capacity`](Self::with_capacity) and friends allocate (uncounted on their own),
+/// and [`Tensor::from_vec_charged`](super::Tensor::from_vec_charged) makes the tensor that
+/// carries the charge.
 ///
 /// ```
 /// use magpie_core::tensor::{AllocFailure, MemoryLimit};
@@ -94,11 +115,33 @@ fn raise_with(failure: AllocFailure, setting: Option<Limit>) -> String {
 /// assert_eq!(e.bytes, 4 << 20);
 /// # Ok::<(), magpie_core::tensor::AllocError>(())
 /// ```
+///
+/// With an account, the limit bounds the bytes the account's tensors hold at once:
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::limits::Limit;
+/// use magpie_core::tensor::{AllocFailure, DType, MemoryAccount, MemoryLimit, Tensor};
+/// let account = Arc::new(MemoryAccount::new());
+/// let cpu = MemoryLimit::new("/device:CPU:0", Some(4096))
+///     .with_account(Arc::clone(&account))
+///     .raised_by(Limit::CpuMemory);
+/// let charge = cpu.reserve(DType::F32, 768)?;
+/// let t = Tensor::from_vec_charged([768], cpu.zeros::<f32>(768)?, None, charge).unwrap();
+/// assert_eq!(account.in_use(), 3072);
+/// let e = cpu.reserve(DType::F32, 512).unwrap_err();
+/// assert_eq!(e.failure, AllocFailure::InUse { in_use: 3072, limit: 4096 });
+/// assert!(e.to_string().contains("--cpu-memory-limit"), "{e}");
+/// drop(t);
+/// assert_eq!(account.in_use(), 0);
+/// # Ok::<(), magpie_core::tensor::AllocError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemoryLimit {
     device: Arc<str>,
     limit: Option<u64>,
-    setting: Option<Limit>,
+    account: Option<Arc<MemoryAccount>>,
+    raise_with: Option<Limit>,
 }
 
 impl Default for MemoryLimit {
@@ -120,32 +163,33 @@ impl MemoryLimit {
         MemoryLimit {
             device: device.into(),
             limit,
-            setting: None,
+            account: None,
+            raise_with: None,
         }
     }
 
-    /// Allocation for `device` under its [`Device::memory_limit`]; a refusal over it names
-    /// the device's [`Device::memory_limit_setting`], if any.
+    /// Allocation for `device`, as it says ([`Device::host_memory`]: by default under its
+    /// [`Device::memory_limit`], uncounted).
     pub fn of(device: &dyn Device) -> MemoryLimit {
-        MemoryLimit {
-            setting: device.memory_limit_setting(),
-            ..MemoryLimit::new(device.name().to_string(), device.memory_limit())
-        }
+        device.host_memory()
     }
 
-    /// This allocation with its limit set by the server limit `setting`: a refusal over it
-    /// names that limit and its flag.
-    ///
-    /// ```
-    /// use magpie_core::limits::Limit;
-    /// use magpie_core::tensor::MemoryLimit;
-    /// let cpu = MemoryLimit::new("/device:CPU:0", Some(1024)).with_setting(Limit::CpuMemory);
-    /// let e = cpu.zeros::<f32>(1024).unwrap_err();
-    /// assert!(e.to_string().contains("--cpu-memory-limit"), "{e}");
-    /// ```
-    pub fn with_setting(mut self, setting: Limit) -> MemoryLimit {
-        self.setting = Some(setting);
+    /// This allocation charging what [`reserve`](Self::reserve) grants to `account`; the
+    /// limit then bounds the bytes the account holds at once.
+    pub fn with_account(mut self, account: Arc<MemoryAccount>) -> MemoryLimit {
+        self.account = Some(account);
         self
+    }
+
+    /// This allocation naming `limit`'s flag in its refusals by the limit.
+    pub fn raised_by(mut self, limit: Limit) -> MemoryLimit {
+        self.raise_with = Some(limit);
+        self
+    }
+
+    /// The account buffers are charged to, if the device counts its memory.
+    pub fn account(&self) -> Option<&Arc<MemoryAccount>> {
+        self.account.as_ref()
     }
 
     /// The device name errors give.
@@ -165,8 +209,45 @@ impl MemoryLimit {
             elements,
             bytes: elements as u128 * dtype.size_of() as u128,
             failure,
-            setting: self.setting,
+            raise_with: self.raise_with,
         }
+    }
+
+    /// Checks a buffer of `elements` elements of `dtype` (as [`check`](Self::check)) and,
+    /// when the device counts its memory, charges its bytes to the account: the charge
+    /// goes into the tensor made of the buffer
+    /// ([`Tensor::from_vec_charged`](super::Tensor::from_vec_charged)), and dropping it
+    /// (the tensor's last reference, or an error before the tensor is made) gives the
+    /// bytes back. `None` when the device keeps no account or the buffer has no bytes.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), and [`AllocFailure::InUse`] when the bytes the account
+    /// holds and these would pass the limit.
+    #[inline]
+    pub fn reserve(&self, dtype: DType, elements: usize) -> Result<Option<Charge>, AllocError> {
+        let bytes = self.check(dtype, elements)?;
+        let Some(account) = self.account.as_ref().filter(|_| bytes > 0) else {
+            return Ok(None);
+        };
+        match self.limit {
+            Some(limit) => MemoryAccount::try_charge(account, bytes as u64, limit)
+                .map(Some)
+                .map_err(|in_use| {
+                    self.error(dtype, elements, AllocFailure::InUse { in_use, limit })
+                }),
+            None => Ok(Some(MemoryAccount::charge(account, bytes as u64))),
+        }
+    }
+
+    /// Charges `bytes` to the account (if any) whatever the limit: for a buffer that is
+    /// already allocated, e.g. an input's elements taken back and reused in place for an
+    /// output (taking them released their old charge, see
+    /// [`Tensor::try_into_vec`](super::Tensor::try_into_vec)). `None` when the device keeps
+    /// no account or `bytes` is 0.
+    #[inline]
+    pub fn charge(&self, bytes: usize) -> Option<Charge> {
+        let account = self.account.as_ref().filter(|_| bytes > 0)?;
+        Some(MemoryAccount::charge(account, bytes as u64))
     }
 
     /// The bytes of `elements` elements of `dtype`, when one buffer of them is allowed.

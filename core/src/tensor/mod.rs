@@ -6,7 +6,9 @@
 //!
 //! A backend's allocator may record where a buffer came from ([`BufferOrigin`]: its NUMA
 //! node, and a [`Recycler`] that takes the elements back when the last reference drops);
-//! see [`Tensor::from_vec_in`].
+//! see [`Tensor::from_vec_in`]. A device that counts its memory charges each buffer to
+//! its [`MemoryAccount`] until the last reference drops ([`Tensor::from_vec_charged`],
+//! [`account`]'s protocol).
 //!
 //! Shapes are checked when made ([`Shape`], [`IntoShape`]): every constructor here fails
 //! with [`TensorError::Shape`] rather than overflow, and a tensor's element count always
@@ -15,6 +17,7 @@
 //! Kernels of binary ops walk their inputs under numpy broadcasting with
 //! [`BroadcastLayout`] ([`broadcast`]).
 
+pub mod account;
 mod alloc;
 pub mod broadcast;
 mod display;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 
 use origin::Buffer;
 
+pub use account::{Charge, MemoryAccount};
 pub use alloc::{AllocError, AllocFailure, MemoryLimit};
 pub use broadcast::{BroadcastIter, BroadcastLayout};
 pub use dtype::{DType, Element};
@@ -145,9 +149,41 @@ impl Tensor {
         data: Vec<T>,
         origin: &Arc<BufferOrigin>,
     ) -> Result<Tensor, TensorError> {
+        Tensor::from_vec_charged(shape, data, Some(origin), None)
+    }
+
+    /// A tensor from its shape and elements made by an allocator: `origin` as in
+    /// [`from_vec_in`](Self::from_vec_in), and `charge` the bytes the elements are counted
+    /// for on their device's [`MemoryAccount`] (from
+    /// [`MemoryLimit::reserve`](MemoryLimit::reserve) or
+    /// [`MemoryLimit::charge`](MemoryLimit::charge)), given back when the last reference
+    /// drops — or at once, with the elements, when the counts differ.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use magpie_core::tensor::{MemoryAccount, MemoryLimit, Tensor};
+    /// let account = Arc::new(MemoryAccount::new());
+    /// let cpu = MemoryLimit::new("/device:CPU:0", None).with_account(Arc::clone(&account));
+    /// let t = Tensor::from_vec_charged([2], vec![1.0f64, 2.0], None, cpu.charge(16)).unwrap();
+    /// let u = t.reshape([2, 1]).unwrap(); // one buffer, one charge
+    /// drop(t);
+    /// assert_eq!(account.in_use(), 16);
+    /// drop(u);
+    /// assert_eq!(account.in_use(), 0);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`from_vec`](Self::from_vec).
+    pub fn from_vec_charged<T: StorageElement>(
+        shape: impl IntoShape,
+        data: Vec<T>,
+        origin: Option<&Arc<BufferOrigin>>,
+        charge: Option<Charge>,
+    ) -> Result<Tensor, TensorError> {
         let buffer = Buffer {
             storage: T::into_storage(data),
-            origin: Some(Arc::clone(origin)),
+            origin: origin.cloned(),
+            charge,
         };
         let shape = shape.into_shape()?;
         let expected = shape.num_elements();
@@ -204,7 +240,8 @@ impl Tensor {
         Tensor::zeros_in(dtype, shape, &MemoryLimit::host())
     }
 
-    /// A tensor of zeros allocated under `memory`'s limit (a kernel passes its device's).
+    /// A tensor of zeros allocated under `memory`'s limit (a kernel passes its device's),
+    /// and charged to its account if it has one.
     ///
     /// # Errors
     /// As [`zeros`](Self::zeros); the error names `memory`'s device.
@@ -214,10 +251,15 @@ impl Tensor {
         memory: &MemoryLimit,
     ) -> Result<Tensor, TensorError> {
         let shape = shape.into_shape()?;
+        let charge = memory.reserve(dtype, shape.num_elements())?;
         let storage = memory.zeros_storage(dtype, shape.num_elements())?;
         Ok(Tensor {
             shape,
-            data: Arc::new(Buffer::plain(storage)),
+            data: Arc::new(Buffer {
+                storage,
+                origin: None,
+                charge,
+            }),
         })
     }
 
@@ -249,6 +291,12 @@ impl Tensor {
     /// The underlying storage.
     pub fn storage(&self) -> &Storage {
         &self.data.storage
+    }
+
+    /// The bytes the buffer is counted for on its device's [`MemoryAccount`], if a device
+    /// that counts its memory made it.
+    pub fn charged_bytes(&self) -> Option<u64> {
+        self.data.charge.as_ref().map(Charge::bytes)
     }
 
     /// What the allocator recorded about the buffer, if it was made with
@@ -336,7 +384,8 @@ impl Tensor {
     /// Takes the elements back without copying when this is the only reference and the
     /// dtype is `T`; otherwise returns the tensor unchanged. The origin, if any, is
     /// forgotten: the caller owns the elements now (read [`origin`](Self::origin) first to
-    /// keep it).
+    /// keep it); and the charge, if any, is given back to its device's account (a kernel
+    /// that makes its output of them charges them again: [`MemoryLimit::charge`]).
     ///
     /// # Errors
     /// The tensor itself, unchanged, when its dtype is not `T`'s, another reference to
@@ -378,6 +427,41 @@ impl Tensor {
     /// Whether two tensors share one buffer (no copy was made between them).
     pub fn shares_buffer_with(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.data, &other.data)
+    }
+}
+
+impl MemoryLimit {
+    /// A tensor of shape `shape` holding the first elements of `values` (exactly as many
+    /// as the shape has), allocated under this limit and charged to the account, if any,
+    /// before any element is computed: how a kernel that computes its output element by
+    /// element allocates it through its device.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use magpie_core::tensor::{MemoryAccount, MemoryLimit};
+    /// let account = Arc::new(MemoryAccount::new());
+    /// let cpu = MemoryLimit::new("/device:CPU:0", Some(64)).with_account(Arc::clone(&account));
+    /// let t = cpu.collect([2, 2], (1..).map(|i| i as f32))?;
+    /// assert_eq!((t.as_slice::<f32>()?, account.in_use()), (&[1.0, 2.0, 3.0, 4.0][..], 16));
+    /// assert!(cpu.collect([4, 4], std::iter::repeat(0.0f64)).is_err()); // 128 bytes
+    /// # Ok::<(), magpie_core::tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for a shape too large, [`TensorError::Alloc`] as
+    /// [`reserve`](Self::reserve) and [`with_capacity`](Self::with_capacity), and
+    /// [`TensorError::ElementCount`] when `values` runs out first.
+    pub fn collect<T: StorageElement>(
+        &self,
+        shape: impl IntoShape,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<Tensor, TensorError> {
+        let shape = shape.into_shape()?;
+        let n = shape.num_elements();
+        let charge = self.reserve(T::DTYPE, n)?;
+        let mut data = self.with_capacity::<T>(n)?;
+        data.extend(values.into_iter().take(n));
+        Tensor::from_vec_charged(shape, data, None, charge)
     }
 }
 

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::account::Charge;
 use super::storage::Storage;
 
 /// Takes back the elements of a tensor whose last reference was dropped.
@@ -54,28 +55,33 @@ impl BufferOrigin {
     }
 }
 
-/// The shared part of a tensor: its storage and, when an allocator tagged it, its origin.
-/// Dropping the last reference hands the storage to the origin's recycler.
+/// The shared part of a tensor: its storage, when an allocator tagged it its origin, and
+/// when a device counts its memory the charge of its bytes. Dropping the last reference
+/// hands the storage to the origin's recycler and gives the charge back (the drop guard
+/// of [`account`](super::account)'s protocol).
 #[derive(Debug)]
 pub(crate) struct Buffer {
     pub(crate) storage: Storage,
     pub(crate) origin: Option<Arc<BufferOrigin>>,
+    pub(crate) charge: Option<Charge>,
 }
 
 impl Buffer {
-    /// A buffer without an origin.
+    /// A buffer without an origin or a charge.
     #[inline]
     pub(crate) fn plain(storage: Storage) -> Buffer {
         Buffer {
             storage,
             origin: None,
+            charge: None,
         }
     }
 
-    /// Takes the storage out, leaving an empty one, and forgets the origin (so that drop
-    /// recycles nothing).
+    /// Takes the storage out, leaving an empty one; forgets the origin (so that drop
+    /// recycles nothing) and gives the charge back (the storage is no tensor's now).
     pub(crate) fn take(mut self) -> Storage {
         self.origin = None;
+        self.charge = None;
         std::mem::replace(&mut self.storage, Storage::Bool(Vec::new()))
     }
 }

@@ -23,7 +23,7 @@
 //! | `magpie_scheduler_queued_jobs` | gauge | — |
 //! | `magpie_scheduler_steals_total` | counter | `group`: `local` or `remote` |
 //! | `magpie_device_memory_limit_bytes` | gauge | `device` |
-//! | `magpie_device_memory_in_use_bytes` | gauge | `device` (devices that count it) |
+//! | `magpie_device_memory_in_use_bytes` | gauge | `device` (devices that count it: CPU and Vulkan GPU devices, through `Device::memory_in_use`) |
 //!
 //! Every metric also carries the label `task`.
 

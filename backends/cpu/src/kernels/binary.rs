@@ -168,8 +168,10 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                         return Ok(());
                     }
                 }
-                let out = Tensor::from_vec(ctx.input(0).shape().clone(), vec![value])?;
-                ctx.push_output(out);
+                // One element: no cache to consult, counted on the device.
+                let charge = self.place.memory.reserve(T::DTYPE, 1)?;
+                let shape = ctx.input(0).shape().clone();
+                ctx.push_output(Tensor::from_vec_charged(shape, vec![value], None, charge)?);
                 return Ok(());
             }
         }
@@ -207,7 +209,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
         match a.try_into_vec::<T>() {
             Ok(mut buf) => {
                 update_in_place(&mut buf, out, b.as_slice::<T>()?, b.shape(), O::apply)?;
-                return adopt(out.clone(), buf, home);
+                return adopt(out.clone(), buf, home, place);
             }
             Err(a) => a,
         }
@@ -220,7 +222,7 @@ fn compute_owned<T: Arith, O: BinaryOp<T>>(
             Ok(mut buf) => {
                 let flipped = |y, x| O::apply(x, y);
                 update_in_place(&mut buf, out, a.as_slice::<T>()?, a.shape(), flipped)?;
-                return adopt(out.clone(), buf, home);
+                return adopt(out.clone(), buf, home, place);
             }
             Err(b) => b,
         }

@@ -18,7 +18,7 @@ use magpie_core::tensor::{Storage, StorageElement};
 use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Shape, Tensor};
 
 use super::support::{dims_shape, index_scalar, index_values, index_vector, sync, Factory};
-use crate::buffers::{filled, Place};
+use crate::buffers::{filled, output, Place};
 use crate::conv::normalize_axis;
 
 /// The kernels of this family (`Reshape` and `Fill` come through `shape_ops.rs`).
@@ -36,24 +36,25 @@ fn shape_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     } else {
         DType::I32
     };
-    sync(ShapeKernel(out))
+    sync(ShapeKernel(out, Place::of(init)))
 }
 
-/// Outputs the input's dimensions in this dtype (`i32` or `i64`).
-struct ShapeKernel(DType);
+/// Outputs the input's dimensions in this dtype (`i32` or `i64`), on this place.
+struct ShapeKernel(DType, Place);
 
 impl Kernel for ShapeKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let dims = ctx.input(0).dims();
         let out = match self.0 {
-            DType::I64 => Tensor::from_slice(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+            DType::I64 => values(dims.iter().map(|&d| d as i64), dims.len(), &self.1)?,
             DType::I32 => {
                 let v: Result<Vec<i32>, _> = dims.iter().map(|&d| i32::try_from(d)).collect();
-                Tensor::from_slice(&v.map_err(|_| {
+                let v = v.map_err(|_| {
                     KernelError::InvalidArgument(format!(
                         "Shape: dimensions {dims:?} do not fit out_type i32"
                     ))
-                })?)
+                })?;
+                values(v, dims.len(), &self.1)?
             }
             other => {
                 return Err(KernelError::InvalidArgument(format!(
@@ -72,20 +73,26 @@ fn size_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     } else {
         DType::I32
     };
-    sync(SizeKernel(out))
+    sync(SizeKernel(out, Place::of(init)))
 }
 
-/// Outputs the input's element count, a scalar of this dtype (`i32` or `i64`).
-struct SizeKernel(DType);
+/// Outputs the input's element count, a scalar of this dtype (`i32` or `i64`), on this
+/// place.
+struct SizeKernel(DType, Place);
 
 impl Kernel for SizeKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let n = ctx.input(0).num_elements();
         let out = match self.0 {
-            DType::I64 => Tensor::scalar(n as i64),
-            DType::I32 => Tensor::scalar(i32::try_from(n).map_err(|_| {
-                KernelError::InvalidArgument(format!("Size: {n} elements do not fit out_type i32"))
-            })?),
+            DType::I64 => scalar(n as i64, &self.1)?,
+            DType::I32 => scalar(
+                i32::try_from(n).map_err(|_| {
+                    KernelError::InvalidArgument(format!(
+                        "Size: {n} elements do not fit out_type i32"
+                    ))
+                })?,
+                &self.1,
+            )?,
             other => {
                 return Err(KernelError::InvalidArgument(format!(
                     "Size: out_type must be i32 or i64, got {other}"
@@ -97,19 +104,43 @@ impl Kernel for SizeKernel {
     }
 }
 
-fn rank_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
-    sync(RankKernel)
+fn rank_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
+    sync(RankKernel(Place::of(init)))
 }
 
-/// Outputs the input's rank as an `i32` scalar.
-struct RankKernel;
+/// Outputs the input's rank as an `i32` scalar, on this place.
+struct RankKernel(Place);
 
 impl Kernel for RankKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let rank = ctx.input(0).shape().rank() as i32;
-        ctx.push_output(Tensor::scalar(rank));
+        ctx.push_output(scalar(rank, &self.0)?);
         Ok(())
     }
+}
+
+/// A rank-1 tensor of the `n` `values`, allocated (and counted) on `place`.
+pub(super) fn values<T: StorageElement>(
+    values: impl IntoIterator<Item = T>,
+    n: usize,
+    place: &Place,
+) -> Result<Tensor, KernelError> {
+    let mut out = output::<T>(n, place)?;
+    out.buf.extend(values.into_iter().take(n));
+    if out.buf.len() != n {
+        return Err(KernelError::Internal(format!(
+            "expected {n} values, got {}",
+            out.buf.len()
+        )));
+    }
+    out.into_tensor([n])
+}
+
+/// A scalar tensor of `value`, allocated (and counted) on `place`.
+fn scalar<T: StorageElement>(value: T, place: &Place) -> Result<Tensor, KernelError> {
+    let mut out = output::<T>(1, place)?;
+    out.buf.push(value);
+    out.into_tensor(Shape::scalar())
 }
 
 fn expand_dims_factory(_: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {

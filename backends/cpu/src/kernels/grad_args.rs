@@ -7,19 +7,20 @@
 //! are an error.
 
 use magpie_core::kernel::KernelInit;
-use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError, Tensor};
+use magpie_core::{BoxedKernel, DType, Kernel, KernelContext, KernelError};
 
 use super::support::{index_vector, input_dtype, sync, Factory};
+use crate::buffers::Place;
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[("BroadcastGradientArgs", factory)];
 
 fn factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
-    sync(GradArgsKernel(input_dtype(init, 0)?))
+    sync(GradArgsKernel(input_dtype(init, 0)?, Place::of(init)))
 }
 
-/// Outputs its two index vectors in this dtype.
-struct GradArgsKernel(DType);
+/// Outputs its two index vectors in this dtype, on this place.
+struct GradArgsKernel(DType, Place);
 
 /// The reduction axes of each of two shapes (see the module docs).
 pub(crate) fn reduction_axes(s0: &[i64], s1: &[i64]) -> Result<(Vec<i64>, Vec<i64>), String> {
@@ -59,9 +60,10 @@ impl Kernel for GradArgsKernel {
         let (r0, r1) = reduction_axes(&s0, &s1)
             .map_err(|e| KernelError::InvalidArgument(format!("BroadcastGradientArgs: {e}")))?;
         for r in [r0, r1] {
+            let n = r.len();
             let t = match self.0 {
-                DType::I64 => Tensor::from_slice(&r),
-                _ => Tensor::from_slice(&r.iter().map(|&v| v as i32).collect::<Vec<_>>()),
+                DType::I64 => super::dims::values(r, n, &self.1)?,
+                _ => super::dims::values(r.iter().map(|&v| v as i32), n, &self.1)?,
             };
             ctx.push_output(t);
         }

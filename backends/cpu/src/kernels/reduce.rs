@@ -43,7 +43,7 @@ fn factory<const MEAN: bool>(init: &KernelInit<'_>) -> Result<BoxedKernel, Kerne
 struct ReduceKernel<T, const MEAN: bool> {
     axis: Option<i64>,
     keep_dims: bool,
-    /// The device's memory limit (for the output).
+    /// The device's memory limit and account (for the output).
     place: Place,
     elem: PhantomData<fn() -> T>,
 }
@@ -55,14 +55,15 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
         // Exactly the shape's elements: the offsets below are computed from the dims.
         let data = operand::<T>(op, 0, x)?;
         let dims = x.dims();
-        let (shape, mut out, count) = match self.axis {
+        let (shape, mut out, count, charge) = match self.axis {
             None => {
+                let charge = self.place.memory.reserve(T::DTYPE, 1)?;
                 let shape = if self.keep_dims {
                     Shape::new(&vec![1; dims.len()])?
                 } else {
                     Shape::scalar()
                 };
-                (shape, vec![sum(data)], data.len())
+                (shape, vec![sum(data)], data.len(), charge)
             }
             Some(axis) => {
                 let axis = normalize_axis(op, axis, dims.len())?;
@@ -75,16 +76,17 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
                 let outer: usize = dims[..axis].iter().product();
                 let inner: usize = dims[axis + 1..].iter().product();
                 // A product of the input's dimensions, which its shape checked fits.
+                let charge = self.place.memory.reserve(T::DTYPE, outer * inner)?;
                 let mut out = self.place.memory.zeros::<T>(outer * inner)?;
                 sum_axis(data, dims[axis], inner, &mut out);
-                (Shape::new(&shape)?, out, dims[axis])
+                (Shape::new(&shape)?, out, dims[axis], charge)
             }
         };
         if MEAN {
             let divisor = T::from_count(count);
             // An integer mean over no elements is its sum, 0, as in TensorFlow.
             if T::IS_INT && count == 0 {
-                ctx.push_output(Tensor::from_vec(shape, out)?);
+                ctx.push_output(Tensor::from_vec_charged(shape, out, None, charge)?);
                 return Ok(());
             }
             if T::IS_INT && usize::try_from(divisor.to_i64()) != Ok(count) {
@@ -97,7 +99,7 @@ impl<T: Arith, const MEAN: bool> Kernel for ReduceKernel<T, MEAN> {
                 *v = v.div(divisor);
             }
         }
-        ctx.push_output(Tensor::from_vec(shape, out)?);
+        ctx.push_output(Tensor::from_vec_charged(shape, out, None, charge)?);
         Ok(())
     }
 }

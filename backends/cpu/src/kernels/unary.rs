@@ -15,7 +15,7 @@ use super::numeric::{Arith, FloatArith};
 use super::support::{
     dispatch_float, dispatch_numeric, input_dtype, operand, take_unique, Factory,
 };
-use crate::buffers::{output, Place};
+use crate::buffers::{adopt, output, Place};
 
 /// The kernels of this family.
 pub(super) const KERNELS: &[(&str, Factory)] = &[
@@ -101,6 +101,7 @@ struct UnaryKernel<T, O>(Place, PhantomData<fn() -> (T, O)>);
 impl<T: Arith, O: UnaryOp<T>> Kernel for UnaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let shape = ctx.input(0).shape().clone();
+        let home = ctx.input(0).numa_node().or(self.0.node);
         let data = match take_unique::<T>(ctx, 0) {
             Some(Ok(mut buf)) => {
                 for x in buf.iter_mut() {
@@ -114,7 +115,9 @@ impl<T: Arith, O: UnaryOp<T>> Kernel for UnaryKernel<T, O> {
                 return push_mapped::<T, O>(ctx, &x, &self.0);
             }
         };
-        ctx.push_output(Tensor::from_vec(shape, data)?);
+        // The input's elements, written in place, become the output (charged to this
+        // device, and back to their node's cache when large).
+        ctx.push_output(adopt(shape, data, home, &self.0)?);
         Ok(())
     }
 }

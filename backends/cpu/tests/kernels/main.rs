@@ -4,6 +4,7 @@
 mod binary;
 mod device;
 mod matmul;
+mod memory;
 mod reduce;
 mod shape_ops;
 mod source;

@@ -1,0 +1,202 @@
+//! Counting the bytes a device's live host tensors hold: [`MemoryAccount`] and the
+//! [`Charge`] each counted buffer carries.
+//!
+//! # Protocol
+//!
+//! A device that counts its memory owns one [`MemoryAccount`] (shared by its handles).
+//! Every buffer its kernels allocate is *charged* to it: the allocation adds the buffer's
+//! bytes to the account and yields a [`Charge`], which moves into the tensor's shared
+//! buffer (beside its storage) and subtracts exactly those bytes when it drops — when the
+//! last [`Tensor`](super::Tensor) referring to the buffer goes, whichever thread drops it
+//! and however long the tensor outlived its step (a fetched output, a variable's value).
+//! So:
+//!
+//! - clones, reshapes and forwarded inputs (`Identity`, `Reshape`, an in-place kernel
+//!   writing through [`Tensor::as_mut_slice`](super::Tensor::as_mut_slice)) share one
+//!   buffer, hence one charge: counted once;
+//! - a kernel that takes an input's elements back
+//!   ([`Tensor::try_into_vec`](super::Tensor::try_into_vec)) releases that buffer's charge
+//!   with it, and charges the output it builds from them again
+//!   ([`MemoryLimit::charge`](super::MemoryLimit::charge)): counted once, to the device
+//!   that made the output;
+//! - a buffer of zero bytes is never charged.
+//!
+//! The account therefore always equals the sum of the charges alive: when every tensor a
+//! step made is gone, it is back where it started.
+//!
+//! # Memory ordering
+//!
+//! Every update is one `Relaxed` read-modify-write of one `AtomicU64`. The counter guards
+//! no other memory — nothing is published through it — so it needs no ordering with other
+//! locations; all that exactness needs is that every update lands, which a
+//! read-modify-write guarantees whatever the ordering (one location's modifications are
+//! totally ordered). A charge's subtraction happens after its addition (the same thread,
+//! or a later one that received the tensor through the executor's synchronised slots), and
+//! coherence keeps that order in the counter's modification order, so the counter never
+//! goes below the bytes of the charges alive. A reader ([`MemoryAccount::in_use`], a
+//! metrics scrape) sees some value of that order: current, but not ordered with what other
+//! threads are doing.
+//!
+//! Under a limit ([`MemoryAccount::try_charge`]) the bytes are added first and taken back
+//! when the sum passes the limit, so a request that is refused raises the counter
+//! briefly: a concurrent request near the limit may be refused because of it, and a scrape
+//! may see it. Requests beyond the limit on their own are refused before they reach the
+//! account ([`MemoryLimit`](super::MemoryLimit)), so the transient excess is at most the
+//! limit per concurrent request and the counter cannot wrap.
+//!
+//! # Cost
+//!
+//! A charge is one relaxed add on the counter, plus one on the account's reference count
+//! (the charge holds the account, so a buffer may outlive its device); its release is the
+//! two matching subtractions. No lock.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The bytes a device's live host tensors hold. Made by a device that counts them, read
+/// through [`Device::memory_in_use`](crate::device::Device::memory_in_use); see the
+/// [module docs](self) for the protocol.
+///
+/// ```
+/// use std::sync::Arc;
+/// use magpie_core::tensor::MemoryAccount;
+/// let account = Arc::new(MemoryAccount::new());
+/// let charge = MemoryAccount::charge(&account, 4096);
+/// assert_eq!(account.in_use(), 4096);
+/// assert_eq!(MemoryAccount::try_charge(&account, 8192, 10_000).unwrap_err(), 4096);
+/// drop(charge);
+/// assert_eq!(account.in_use(), 0);
+/// ```
+#[derive(Default)]
+pub struct MemoryAccount {
+    in_use: AtomicU64,
+}
+
+impl fmt::Debug for MemoryAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryAccount")
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+impl MemoryAccount {
+    /// An account holding nothing.
+    pub fn new() -> MemoryAccount {
+        MemoryAccount::default()
+    }
+
+    /// The bytes charged now (a relaxed load: cheap enough for every scrape).
+    pub fn in_use(&self) -> u64 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` unconditionally: the bytes count until the charge drops.
+    pub fn charge(account: &Arc<MemoryAccount>, bytes: u64) -> Charge {
+        account.in_use.fetch_add(bytes, Ordering::Relaxed);
+        Charge {
+            account: Arc::clone(account),
+            bytes,
+        }
+    }
+
+    /// Charges `bytes` when the account then holds at most `limit`.
+    ///
+    /// # Errors
+    /// The bytes in use before this request (the request is not charged) when they and
+    /// `bytes` would pass `limit`.
+    pub fn try_charge(account: &Arc<MemoryAccount>, bytes: u64, limit: u64) -> Result<Charge, u64> {
+        let before = account.in_use.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > limit {
+            account.in_use.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(before);
+        }
+        Ok(Charge {
+            account: Arc::clone(account),
+            bytes,
+        })
+    }
+}
+
+/// Bytes charged to a [`MemoryAccount`], given back when this drops. A counted tensor's
+/// buffer holds one ([`Tensor::from_vec_charged`](super::Tensor::from_vec_charged)).
+pub struct Charge {
+    account: Arc<MemoryAccount>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// The bytes charged.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether this charge is to `account`.
+    pub fn is_to(&self, account: &Arc<MemoryAccount>) -> bool {
+        Arc::ptr_eq(&self.account, account)
+    }
+}
+
+impl fmt::Debug for Charge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Charge")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.account.in_use.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_count_until_dropped_and_refusals_leave_nothing() {
+        let account = Arc::new(MemoryAccount::new());
+        let a = MemoryAccount::charge(&account, 100);
+        let b = MemoryAccount::try_charge(&account, 50, 150).unwrap();
+        assert_eq!((account.in_use(), a.bytes(), b.bytes()), (150, 100, 50));
+        assert!(a.is_to(&account));
+        assert_eq!(
+            MemoryAccount::try_charge(&account, 1, 150).unwrap_err(),
+            150
+        );
+        assert_eq!(account.in_use(), 150);
+        drop(a);
+        assert_eq!(account.in_use(), 50);
+        // The charge keeps the account alive after its owner lets go.
+        let weak = Arc::downgrade(&account);
+        drop(account);
+        assert_eq!(weak.upgrade().map(|a| a.in_use()), Some(50));
+        drop(b);
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn concurrent_charges_return_to_zero() {
+        let account = Arc::new(MemoryAccount::new());
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let account = &account;
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..200u64 {
+                        if let Ok(c) = MemoryAccount::try_charge(account, t + i % 7 + 1, 1 << 20) {
+                            held.push(c);
+                        }
+                        if i % 3 == 0 {
+                            held.pop();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(account.in_use(), 0);
+    }
+}
