@@ -515,6 +515,10 @@ impl Session {
     /// Runs one step without blocking: [`Session::run`] as a future, for async callers
     /// (servers, clients on an executor). The step's nodes run on the session's pool;
     /// the future holds no thread while it waits and may be polled by any executor.
+    /// The exception is a short step of synchronous kernels on host devices (its
+    /// signature's latest step took at most 50 µs, or it is the first): the thread that
+    /// polls the future runs it at once, as [`Session::run`]'s caller does, since handing
+    /// it to a worker and back would cost more than the step.
     ///
     /// Looking up the plan — and building it, the first time a signature runs — and
     /// checking the feeds happen in this call, before the future is returned.
@@ -551,19 +555,48 @@ impl Session {
         targets: &[NodeId],
     ) -> impl Future<Output = Result<RunOutput, SessionError>> + Send + 'static {
         let prepared = self.prepare(options, feeds, fetches, targets);
-        let run = prepared.as_ref().ok().map(|step| {
-            let body = StepBody {
-                plan: Arc::clone(&step.plan),
-                state: Arc::clone(&step.state),
-            };
-            self.pool
-                .spawn_run(Arc::clone(&step.plan), body, step.control.clone())
-        });
+        let mut inline = None;
+        let mut run = None;
+        if let Ok(step) = &prepared {
+            if step.plan.runs_inline() {
+                inline = Some(self.pool.clone());
+            } else {
+                let body = StepBody {
+                    plan: Arc::clone(&step.plan),
+                    state: Arc::clone(&step.state),
+                };
+                let began = Instant::now();
+                run = Some((
+                    self.pool
+                        .spawn_run(Arc::clone(&step.plan), body, step.control.clone()),
+                    began,
+                ));
+            }
+        }
         async move {
             let step = prepared?;
-            let result = match run {
-                Some(run) => run.await,
-                None => Ok(()),
+            let result = if let Some(pool) = inline {
+                // A short step of synchronous kernels (see `ExecPlan::runs_inline`): the
+                // polling thread runs it as a blocking step's caller does, with no
+                // hand-off to a worker and back.
+                let body = StepBody {
+                    plan: Arc::clone(&step.plan),
+                    state: Arc::clone(&step.state),
+                };
+                let began = Instant::now();
+                let result = pool.execute(&step.plan.topology, &body, &step.control);
+                drop(body);
+                step.plan.note_step_time(began.elapsed());
+                result
+            } else {
+                match run {
+                    Some((run, began)) => {
+                        let result = run.await;
+                        step.plan.note_step_time(began.elapsed());
+                        result
+                    }
+                    None => Ok(()),
+                }
             };
             step.finish_async(result).await
         }

@@ -31,6 +31,9 @@ static CALLS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::d
 /// (step, node) -> (start, end) as recorded by the `Record` kernel itself.
 type Spans = HashMap<(magpie_core::StepId, String), (Instant, Instant)>;
 static SPANS: LazyLock<Mutex<Spans>> = LazyLock::new(Default::default);
+/// The thread the `Where` kernel last ran on, by node name.
+static THREADS: LazyLock<Mutex<HashMap<String, std::thread::ThreadId>>> =
+    LazyLock::new(Default::default);
 
 struct FnKernel<F>(F);
 impl<F: Fn(&mut KernelContext<'_>) -> Result<(), KernelError> + Send + Sync> Kernel
@@ -78,7 +81,7 @@ fn setup() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let f32_out = |_: &[DType], _: &magpie_core::graph::Attrs| Ok(vec![DType::F32]);
-        for op in ["Count", "Record", "Boom"] {
+        for op in ["Count", "Record", "Boom", "Where"] {
             register_op(OpDef::new(op, Arity::AtLeast(0), f32_out)).unwrap();
         }
         register_op(OpDef::new("Sleep", Arity::AtLeast(0), f32_out)).unwrap();
@@ -119,6 +122,17 @@ fn setup() {
                 ctx.push_output(Tensor::scalar(s));
                 let key = (ctx.step_id(), ctx.node().name.clone());
                 SPANS.lock().unwrap().insert(key, (start, Instant::now()));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Where", "TEST", |_| {
+            Ok(sync(|ctx| {
+                THREADS
+                    .lock()
+                    .unwrap()
+                    .insert(ctx.node().name.clone(), std::thread::current().id());
+                ctx.push_output(Tensor::scalar(f32_sum(ctx)));
                 Ok(())
             }))
         })
@@ -603,6 +617,50 @@ fn an_async_step_computes_what_a_blocking_one_does() {
     for (k, out) in outs.into_iter().enumerate() {
         assert_eq!(f32::try_from(&out.unwrap()[0]).unwrap(), 2.0 + k as f32);
     }
+}
+
+#[test]
+fn a_short_synchronous_async_step_runs_on_the_polling_thread() {
+    setup();
+    let g = Graph::new();
+    let here = g
+        .with_name("where_short")
+        .op("Where")
+        .build_output()
+        .unwrap();
+    let slow = g.op("Sleep").attr("ms", 1i64).build_output().unwrap();
+    let after_async = g
+        .with_name("where_after_async")
+        .op("Where")
+        .input(slow)
+        .build_output()
+        .unwrap();
+    let long = g.op("Record").build_output().unwrap();
+    let after_long = g
+        .with_name("where_after_long")
+        .op("Where")
+        .input(long)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    let me = std::thread::current().id();
+    let ran_on = |name: &str| THREADS.lock().unwrap()[name];
+    let block_on = futures::executor::block_on;
+    // Synchronous: a plan's first step runs on the thread that polls it (later ones too
+    // while they stay short, which a loaded test machine cannot promise).
+    block_on(s.run_async(&[], &[here], &[])).unwrap();
+    assert_eq!(ran_on("where_short"), me);
+    // An asynchronous kernel in the plan: the pool runs the step.
+    block_on(s.run_async(&[], &[after_async], &[])).unwrap();
+    assert_ne!(ran_on("where_after_async"), me);
+    // Synchronous but long (`Record` sleeps 200 µs): the first step runs inline, and
+    // having taken longer than the bound, the next one goes to the pool.
+    let got = block_on(s.run_async(&[], &[after_long], &[])).unwrap();
+    assert_eq!(f32::try_from(&got[0]).unwrap(), 1.0);
+    assert_eq!(ran_on("where_after_long"), me);
+    let got = block_on(s.run_async(&[], &[after_long], &[])).unwrap();
+    assert_eq!(f32::try_from(&got[0]).unwrap(), 1.0);
+    assert_ne!(ran_on("where_after_long"), me);
 }
 
 #[test]

@@ -9,9 +9,12 @@ the two for several rounds:
 
 Prints a Markdown table of median microseconds per step (per round: the mean over
 `--steps` steps after a warm-up). A workload that fails on one side is reported as such.
-`scripts/bench-tf-client` starts the Magpie cluster and runs this.
+With `--metrics URL` (the Prometheus endpoint of the Magpie task the client talks to),
+it also prints the time per step Magpie's master spent inside its RunStep handler
+(`magpie_step_duration_seconds`), so the client's and the wire's share of a step is the
+difference. `scripts/bench-tf-client` starts the Magpie cluster and runs this.
 
-    python bench.py --cluster magpie-cluster.json [--rounds 3] [--steps 300]
+    python bench.py --cluster magpie-cluster.json [--rounds 3] [--steps 300] [--metrics URL]
 """
 
 import argparse
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 
@@ -74,6 +78,18 @@ def time_steps(cluster, workload, warmup, steps):
         return "%s: %s" % (type(e).__name__, e.message.strip().splitlines()[-1][:120])
 
 
+def handler_time(url):
+    """(seconds, steps) that the Magpie master's RunStep handler has spent so far."""
+    total = count = 0.0
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("magpie_step_duration_seconds_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("magpie_step_duration_seconds_count"):
+                count = float(line.split()[-1])
+    return total, count
+
+
 def tensorflow_servers(shape):
     """TensorFlow's servers, one process per task (as Magpie's are)."""
     cluster = {job: [compare.free_address() for _ in range(n)] for job, n in shape.items()}
@@ -104,18 +120,26 @@ def main(argv):
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--workloads", default="trivial,mlp_step")
+    p.add_argument("--metrics", help="Prometheus URL of the Magpie task the client calls")
     args = p.parse_args(argv)
     with open(args.cluster) as f:
         magpie = json.load(f)
     reference, procs = tensorflow_servers({job: len(a) for job, a in magpie.items()})
     try:
         results = {}
+        inside = {}
         for w in args.workloads.split(","):
             for _ in range(args.rounds):
                 for side, cluster in (("magpie", magpie), ("tensorflow", reference)):
                     steps = args.steps if w == "trivial" else max(args.steps // 5, 10)
+                    before = handler_time(args.metrics) if args.metrics and side == "magpie" else None
                     r = time_steps(cluster, w, args.warmup, steps)
                     results.setdefault((w, side), []).append(r)
+                    if before is not None:
+                        after = handler_time(args.metrics)
+                        n = after[1] - before[1]
+                        if n > 0:
+                            inside.setdefault(w, []).append((after[0] - before[0]) / n * 1e6)
         print("| workload | Magpie, µs/step | TensorFlow 2.21, µs/step | Magpie / TensorFlow |")
         print("|---|---|---|---|")
         for w in args.workloads.split(","):
@@ -133,6 +157,9 @@ def main(argv):
                 cells.append("%.0f (rounds: %s)" % (medians[-1], ", ".join("%.0f" % u for u in us)))
             ratio = "%.2f" % (medians[0] / medians[1]) if None not in medians else "–"
             print("| %s | %s | %s | %s |" % (w, cells[0], cells[1], ratio))
+        for w, us in inside.items():
+            # Warm-up and `init` steps are in these means too (same handler, same step).
+            print("%s: Magpie's RunStep handler, µs/step per round: %s" % (w, ", ".join("%.0f" % u for u in us)))
     finally:
         for p in procs:
             p.kill()

@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use smallvec::SmallVec;
 
@@ -159,7 +161,21 @@ pub(crate) struct ExecPlan {
     pub(crate) feed_names: Vec<String>,
     /// Slot of each fetch, in order.
     pub(crate) fetch_slots: Vec<u32>,
+    /// Whether a step of this plan may run on the thread that awaits it: every kernel
+    /// is synchronous and ungated (nothing it waits for needs another thread) and every
+    /// device keeps tensors in host memory (nothing to wait for at the step's end).
+    inline_eligible: bool,
+    /// How long the latest async step of this plan ran, in µs from its start on the
+    /// polling thread or its hand-off to the pool until its run ended (plan lookup
+    /// excluded), saturated (0 before the first): read with [`ExecPlan::runs_inline`]. Relaxed: a hint, any
+    /// recent value will do.
+    recent_micros: AtomicU32,
 }
+
+/// The longest step, in µs, that runs on the awaiting thread: below this a hand-off to a
+/// pool worker and back (two thread wake-ups, 5–20 µs each on a small machine) costs as
+/// much as the step itself, while holding an executor thread this long is harmless.
+pub(crate) const INLINE_MAX_MICROS: u32 = 50;
 
 /// A spawned step's run ([`ThreadPool::spawn_run`](crate::scheduler::ThreadPool::spawn_run))
 /// keeps its plan alive, and with it the plan's topology.
@@ -341,7 +357,15 @@ impl ExecPlan {
         let mut used_devices: Vec<usize> = nodes.iter().map(PlanNode::device).collect();
         used_devices.sort_unstable();
         used_devices.dedup();
+        let inline_eligible = nodes
+            .iter()
+            .all(|n| matches!(n.kernel, BoxedKernel::Sync(_)) && !n.is_gated())
+            && used_devices
+                .iter()
+                .all(|&d| matches!(devices[d].memory_space(), MemorySpace::Host));
         Ok(ExecPlan {
+            inline_eligible,
+            recent_micros: AtomicU32::new(0),
             used_devices,
             nodes,
             topology,
@@ -359,6 +383,25 @@ impl ExecPlan {
             feed_names: feeds.iter().map(|f| output_name(graph, *f)).collect(),
             fetch_slots,
         })
+    }
+
+    /// Whether the next step of this plan should run on the thread that awaits it (an
+    /// async step, [`Session::run_async`](crate::session::Session::run_async)) instead
+    /// of being handed to the pool: the plan is eligible and its latest step took at
+    /// most [`INLINE_MAX_MICROS`]. An eligible plan's first step runs inline; the step
+    /// after one that took longer goes to the pool, and so do the following ones until
+    /// a step is short again (a pool step's time includes its hand-offs, so a plan
+    /// returns to inline only when its steps are clearly short). The measure follows
+    /// the data: a step whose inputs grew may hold the awaiting thread once, for the
+    /// length of that one step.
+    pub(crate) fn runs_inline(&self) -> bool {
+        self.inline_eligible && self.recent_micros.load(Ordering::Relaxed) <= INLINE_MAX_MICROS
+    }
+
+    /// Records how long an async step of this plan ran (failed ones too).
+    pub(crate) fn note_step_time(&self, took: Duration) {
+        let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.recent_micros.store(micros, Ordering::Relaxed);
     }
 
     /// The number of host/device copies each step makes.
