@@ -14,7 +14,9 @@ use magpie_inmem::{InMemError, InMemNetwork, InMemServer};
 
 pub use magpie_core::cluster::{ClusterError, ClusterSpec as Spec, TfConfig};
 
-pub use crate::task_devices::{machine_server_options, TaskDevices, TaskDevicesError};
+pub use crate::task_devices::{
+    machine_server_options, served_devices, TaskDevices, TaskDevicesError,
+};
 
 use crate::Device;
 

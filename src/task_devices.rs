@@ -92,6 +92,35 @@ pub enum TaskDevicesError {
         #[source]
         source: VulkanError,
     },
+    /// The task would expose no device, or its visible-device specs are wrong.
+    #[error("the visible devices of {task}: {reason}")]
+    Visible {
+        /// The task.
+        task: String,
+        /// Why (the server's own words).
+        reason: String,
+    },
+}
+
+/// The devices a task over its machine serves, as `devices` asks, the default device
+/// first: [`machine_server_options`]'s devices filtered by its visible-device specs,
+/// exactly as the task's worker filters them (`magpie devices` lists these, `magpie
+/// server` serves them).
+///
+/// # Errors
+/// As [`machine_server_options`]; besides, [`TaskDevicesError::Visible`] when the specs
+/// do not parse or match no device.
+pub fn served_devices(
+    task: &TaskName,
+    devices: &TaskDevices,
+) -> Result<Vec<Arc<dyn Device>>, TaskDevicesError> {
+    let options = machine_server_options(task, devices)?;
+    options
+        .visible(task)
+        .map_err(|reason| TaskDevicesError::Visible {
+            task: task.to_string(),
+            reason,
+        })
 }
 
 /// Server options for `task` over its machine, as `devices` asks: the GPUs first (the

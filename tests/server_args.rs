@@ -1,7 +1,7 @@
 //! `magpie server`'s arguments: what it refuses before starting, and why, from a real
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
 //! to serve); its logs (`--log-format json`, `MAGPIE_LOG`, peers connecting and lost);
-//! and the devices it serves.
+//! and the devices it serves, which `magpie devices` with the same flags lists.
 
 mod common;
 
@@ -182,55 +182,127 @@ fn a_task_that_never_starts_is_named_after_the_peer_wait() {
     );
 }
 
+/// The devices a `magpie server` serving task `/job:ps/task:0` with two workers and the
+/// `extra` flags prints when it starts (its "devices of" line), the default first; the
+/// server is stopped.
+fn server_devices(extra: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let port = free_port();
+    let mut child = magpie()
+        .arg("server")
+        .args(["--workers", "2"])
+        .args(extra)
+        .env(
+            "TF_CONFIG",
+            format!(
+                r#"{{"cluster": {{"ps": ["127.0.0.1:{port}"]}}, "task": {{"type": "ps", "index": 0}}}}"#
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut serving, mut devices) = (String::new(), String::new());
+    out.read_line(&mut serving).unwrap();
+    // After "serving" (and the metrics address, when served).
+    while !devices.starts_with("devices of") {
+        devices.clear();
+        if out.read_line(&mut devices).unwrap() == 0 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(serving.starts_with("serving /job:ps/task:0"), "{serving}");
+    split_devices_line(&devices)
+}
+
+/// The device names of a "devices of /job:ps/task:0 (the first is the default): ..." line.
+fn split_devices_line(line: &str) -> Vec<String> {
+    line.trim()
+        .strip_prefix("devices of /job:ps/task:0 (the first is the default): ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .split(", ")
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `magpie devices --job ps --task 0 --workers 2` with the `extra` flags prints.
+fn listed(extra: &[&str]) -> std::process::Output {
+    magpie()
+        .args(["devices", "--job", "ps", "--task", "0", "--workers", "2"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `magpie devices` lists exactly the devices `magpie server` with the same device flags
+/// serves, in the same order, and marks the first as the default.
+#[test]
+fn magpie_devices_lists_what_a_server_with_the_same_flags_serves() {
+    let flag_sets: [&[&str]; 4] = [
+        &[],
+        &["--emulated-gpus"],
+        &["--no-gpus"],
+        &["--visible-devices", "/device:CPU:*"],
+    ];
+    for flags in flag_sets {
+        let out = listed(flags);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = (stdout.lines())
+            .find(|l| l.starts_with("devices of"))
+            .unwrap_or_else(|| panic!("{flags:?}: no devices line in {stdout}"));
+        let names = split_devices_line(line);
+        assert_eq!(names, server_devices(flags), "{flags:?}");
+        let defaults: Vec<&str> = (stdout.lines())
+            .filter(|l| l.contains("(default)"))
+            .collect();
+        assert_eq!(defaults.len(), 1, "{flags:?}: {stdout}");
+        assert!(
+            defaults[0]
+                .trim_start()
+                .starts_with(&format!("{} (default)", names[0])),
+            "{flags:?}: {stdout}"
+        );
+    }
+}
+
+/// `magpie devices` refuses what the server would refuse, naming why.
+#[test]
+fn magpie_devices_refuses_flags_the_server_refuses() {
+    let out = listed(&["--visible-devices", "/device:TPU:*"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/job:ps/task:0") && err.contains("exposes no device"),
+        "{err}"
+    );
+    let out = magpie()
+        .args(["devices", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers"), "{err}");
+}
+
 /// `magpie server` serves its machine: it prints its devices, the default first — the
 /// first GPU where the machine has one, else `CPU:0` — each named for the task; a GPU
 /// emulated on the CPU (lavapipe here) only with `--emulated-gpus`; `--no-gpus` and
 /// `--visible-devices /device:CPU:*` leave the GPUs out.
 #[test]
 fn a_server_prints_its_devices_named_for_its_task_default_first() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let devices_line = |extra: &[&str]| {
-        let port = free_port();
-        let mut child = magpie()
-            .arg("server")
-            .args(["--workers", "2"])
-            .args(extra)
-            .env(
-                "TF_CONFIG",
-                format!(
-                    r#"{{"cluster": {{"ps": ["127.0.0.1:{port}"]}}, "task": {{"type": "ps", "index": 0}}}}"#
-                ),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut serving, mut devices) = (String::new(), String::new());
-        out.read_line(&mut serving).unwrap();
-        // After "serving" (and the metrics address, when served).
-        while !devices.starts_with("devices of") {
-            devices.clear();
-            if out.read_line(&mut devices).unwrap() == 0 {
-                break;
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(serving.starts_with("serving /job:ps/task:0"), "{serving}");
-        devices
-            .trim()
-            .strip_prefix("devices of /job:ps/task:0 (the first is the default): ")
-            .unwrap_or_else(|| panic!("{devices}"))
-            .split(", ")
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     let cpu0 = "/job:ps/replica:0/task:0/device:CPU:0".to_string();
     let gpu0 = "/job:ps/replica:0/task:0/device:GPU:0";
-    let all = devices_line(&[]);
+    let all = server_devices(&[]);
     assert!(all.contains(&cpu0), "{all:?}");
     if real_gpus() > 0 {
         assert_eq!(all[0], gpu0, "{all:?}");
@@ -241,7 +313,7 @@ fn a_server_prints_its_devices_named_for_its_task_default_first() {
         );
         assert!(all.iter().all(|d| d.contains("/device:CPU:")), "{all:?}");
     }
-    let with_emulated = devices_line(&["--emulated-gpus"]);
+    let with_emulated = server_devices(&["--emulated-gpus"]);
     match magpie::gpu_status() {
         None => assert_eq!(with_emulated[0], gpu0, "{with_emulated:?}"),
         Some(why) => {
@@ -250,7 +322,7 @@ fn a_server_prints_its_devices_named_for_its_task_default_first() {
         }
     }
     for flags in [&["--no-gpus"][..], &["--visible-devices", "/device:CPU:*"]] {
-        let cpus = devices_line(flags);
+        let cpus = server_devices(flags);
         assert_eq!(cpus[0], cpu0, "{flags:?}: {cpus:?}");
         assert!(
             cpus.iter().all(|d| d.contains("/device:CPU:")),

@@ -130,6 +130,10 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// returns its work is done and its errors are known, whatever stays on the device: a
     /// GPU whose kernels complete as soon as their commands are queued waits for its
     /// queue here. Called on the thread that runs the step, never on a scheduler worker.
+    /// A step with a deadline ([`RunOptions::timeout`](crate::session::RunOptions::timeout))
+    /// awaits [`Device::sync_async`] instead and gives up at its deadline, whatever the
+    /// device's own deadline, failing with
+    /// [`SessionError::DeviceSyncDeadlineExceeded`](crate::exec::SessionError::DeviceSyncDeadlineExceeded).
     ///
     /// # Errors
     /// The device's failure (a hung or lost GPU), as a kernel error naming the device.
@@ -141,7 +145,9 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// (`Session::run_async`, and so every cluster step): it resolves once every kernel
     /// launched on this device so far has finished, and must not block the thread that
     /// polls it (default: [`Device::sync`] at once, for devices whose `sync` never
-    /// waits). A device whose `sync` waits overrides this.
+    /// waits). A device whose `sync` waits overrides this. The session drops the future
+    /// unresolved when the step's deadline passes first, so dropping it must be safe
+    /// (it abandons the wait, not the device's work).
     ///
     /// # Errors
     /// As [`Device::sync`]; the future resolves to the error.

@@ -703,8 +703,13 @@ impl PreparedStep {
         self.check(result)?;
         // Work that completes asynchronously on a device (a GPU's queue) is finished
         // before the step returns: its results are final and its errors are the step's.
+        // A step with a deadline waits for it no longer than that: the device's future
+        // is raced against the deadline on this (blocking) thread.
         for d in self.used_devices() {
-            d.sync().map_err(|e| sync_error(&d, e))?;
+            match self.control.deadline {
+                None => d.sync().map_err(|e| sync_error(&d, e))?,
+                Some(_) => futures::executor::block_on(self.sync_device(&d))?,
+            }
         }
         self.outputs()
     }
@@ -717,9 +722,36 @@ impl PreparedStep {
     ) -> Result<RunOutput, SessionError> {
         self.check(result)?;
         for d in self.used_devices() {
-            d.sync_async().await.map_err(|e| sync_error(&d, e))?;
+            self.sync_device(&d).await?;
         }
         self.outputs()
+    }
+
+    /// Waits for `device` to finish the work the step's kernels queued
+    /// ([`Device::sync_async`]), until the step's deadline at the latest: past it, the
+    /// device's future is dropped and the step fails with
+    /// [`SessionError::DeviceSyncDeadlineExceeded`] naming the device. Without a deadline
+    /// the wait is bounded by the device alone (its own deadline for a hung GPU). A device
+    /// already done when the deadline has passed still succeeds: the future is polled
+    /// before the deadline is checked.
+    async fn sync_device(&self, device: &Arc<dyn Device>) -> Result<(), SessionError> {
+        let done = device.sync_async();
+        let result = match self.control.deadline {
+            None => done.await,
+            Some(deadline) => {
+                let late = crate::kernel::async_support::sleep_until(deadline);
+                match futures::future::select(done, late).await {
+                    futures::future::Either::Left((result, _)) => result,
+                    futures::future::Either::Right(_) => {
+                        return Err(SessionError::DeviceSyncDeadlineExceeded {
+                            device: device.name().to_string(),
+                            timeout: self.timeout.unwrap_or_default(),
+                        })
+                    }
+                }
+            }
+        };
+        result.map_err(|e| sync_error(device, e))
     }
 
     /// The run's error, named after the node involved.

@@ -168,6 +168,68 @@ fn calls(name: &str) -> usize {
     CALLS.lock().unwrap().get(name).copied().unwrap_or(0)
 }
 
+/// A fed `f32` input of `g`.
+fn placeholder(g: &Graph) -> magpie_core::graph::Output {
+    g.op("Placeholder")
+        .attr("dtype", DType::F32)
+        .build_output()
+        .unwrap()
+}
+
+/// A session over `Placeholder -> Boom` (the `Boom` node named `name`, panicking when fed
+/// a positive value): the session, the placeholder and the `Boom` output.
+fn boom_session(
+    name: &str,
+) -> (
+    Session,
+    magpie_core::graph::Output,
+    magpie_core::graph::Output,
+) {
+    setup();
+    let g = Graph::new();
+    let input = placeholder(&g);
+    let boom = g
+        .with_name(name)
+        .op("Boom")
+        .input(input)
+        .build_output()
+        .unwrap();
+    (session(&g, 2), input, boom)
+}
+
+/// A session over one `Sleep` of five seconds, and its output: a step that outlives any
+/// short deadline.
+fn slow_session() -> (Session, magpie_core::graph::Output) {
+    setup();
+    let g = Graph::new();
+    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
+    (session(&g, 2), slow)
+}
+
+/// Options with a timeout of `ms` milliseconds.
+fn timeout_ms(ms: u64) -> RunOptions {
+    RunOptions {
+        timeout: Some(Duration::from_millis(ms)),
+        ..RunOptions::default()
+    }
+}
+
+/// Options with a cancellation token, and the thread that cancels it after `ms`
+/// milliseconds (join it).
+fn cancelled_after_ms(ms: u64) -> (RunOptions, std::thread::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let t2 = token.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        t2.cancel();
+    });
+    let opts = RunOptions {
+        cancel: Some(token),
+        ..RunOptions::default()
+    };
+    (opts, canceller)
+}
+
 #[test]
 fn control_dependencies_order_x_and_y_after_a_and_b() {
     setup();
@@ -310,20 +372,7 @@ fn the_graph_may_grow_after_the_session_was_created() {
 
 #[test]
 fn a_panicking_kernel_fails_its_step_and_the_session_keeps_serving() {
-    setup();
-    let g = Graph::new();
-    let input = g
-        .op("Placeholder")
-        .attr("dtype", DType::F32)
-        .build_output()
-        .unwrap();
-    let boom = g
-        .with_name("boom")
-        .op("Boom")
-        .input(input)
-        .build_output()
-        .unwrap();
-    let s = session(&g, 2);
+    let (s, input, boom) = boom_session("boom");
     let err = s
         .run(&[(input, Tensor::scalar(1.0f32))], &[boom], &[])
         .unwrap_err();
@@ -362,14 +411,8 @@ fn async_kernels_complete_and_wake_the_scheduler() {
 
 #[test]
 fn a_deadline_fails_the_step_without_waiting_for_the_slow_op() {
-    setup();
-    let g = Graph::new();
-    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
-    let s = session(&g, 2);
-    let opts = RunOptions {
-        timeout: Some(Duration::from_millis(50)),
-        ..RunOptions::default()
-    };
+    let (s, slow) = slow_session();
+    let opts = timeout_ms(50);
     let started = Instant::now();
     let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
     assert!(matches!(err, SessionError::DeadlineExceeded(_)), "{err:?}");
@@ -382,20 +425,8 @@ fn a_deadline_fails_the_step_without_waiting_for_the_slow_op() {
 
 #[test]
 fn a_step_can_be_cancelled_from_another_thread() {
-    setup();
-    let g = Graph::new();
-    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
-    let s = session(&g, 2);
-    let token = CancellationToken::new();
-    let t2 = token.clone();
-    let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        t2.cancel();
-    });
-    let opts = RunOptions {
-        cancel: Some(token),
-        ..RunOptions::default()
-    };
+    let (s, slow) = slow_session();
+    let (opts, canceller) = cancelled_after_ms(50);
     let started = Instant::now();
     let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
     canceller.join().unwrap();
@@ -407,11 +438,7 @@ fn a_step_can_be_cancelled_from_another_thread() {
 fn eight_threads_times_a_thousand_runs_on_one_session() {
     setup();
     let g = Graph::new();
-    let x = g
-        .op("Placeholder")
-        .attr("dtype", DType::F32)
-        .build_output()
-        .unwrap();
+    let x = placeholder(&g);
     let mut acc = x;
     for _ in 0..8 {
         let c = g.constant(1.0f32).unwrap();
@@ -595,11 +622,7 @@ fn an_async_step_computes_what_a_blocking_one_does() {
         .attr("value", Tensor::scalar(2.0f32))
         .build_output()
         .unwrap();
-    let x = g
-        .op("Placeholder")
-        .attr("dtype", DType::F32)
-        .build_output()
-        .unwrap();
+    let x = placeholder(&g);
     let sum = g.op("Add").input(a).input(x).build_output().unwrap();
     let s = session(&g, 2);
     for k in 0..50 {
@@ -665,20 +688,7 @@ fn a_short_synchronous_async_step_runs_on_the_polling_thread() {
 
 #[test]
 fn an_async_steps_errors_are_those_of_a_blocking_step() {
-    setup();
-    let g = Graph::new();
-    let x = g
-        .op("Placeholder")
-        .attr("dtype", DType::F32)
-        .build_output()
-        .unwrap();
-    let boom = g
-        .with_name("async_boom")
-        .op("Boom")
-        .input(x)
-        .build_output()
-        .unwrap();
-    let s = session(&g, 2);
+    let (s, x, boom) = boom_session("async_boom");
     let block_on = futures::executor::block_on;
     // A missing feed fails in `run_async` itself, a panicking kernel in the run.
     let missing = block_on(s.run_async(&[], &[boom], &[])).unwrap_err();
@@ -695,28 +705,14 @@ fn an_async_steps_errors_are_those_of_a_blocking_step() {
 
 #[test]
 fn an_async_step_fails_at_its_deadline_and_when_cancelled() {
-    setup();
-    let g = Graph::new();
-    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
-    let s = session(&g, 2);
+    let (s, slow) = slow_session();
     // Nothing polls the future between its first poll and the deadline but the timer.
-    let opts = RunOptions {
-        timeout: Some(Duration::from_millis(50)),
-        ..RunOptions::default()
-    };
+    let opts = timeout_ms(50);
     let err = futures::executor::block_on(s.run_async_with_options(&opts, &[], &[slow], &[]))
         .unwrap_err();
     assert!(matches!(err, SessionError::DeadlineExceeded(_)), "{err:?}");
-    let token = CancellationToken::new();
-    let opts = RunOptions {
-        cancel: Some(token.clone()),
-        ..RunOptions::default()
-    };
+    let (opts, canceller) = cancelled_after_ms(20);
     let step = s.run_async_with_options(&opts, &[], &[slow], &[]);
-    let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
-        token.cancel();
-    });
     assert_eq!(
         futures::executor::block_on(step).unwrap_err(),
         SessionError::Cancelled

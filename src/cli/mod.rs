@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch for the `magpie` binary.
 
 mod demo;
+mod device_args;
 mod devices;
 mod logging;
 mod server;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use device_args::DeviceArgs;
 
 /// Magpie: dataflow graphs on devices and machines, on a work-stealing scheduler.
 #[derive(Debug, Parser)]
@@ -46,12 +48,21 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// Print the machine's topology (NUMA nodes, packages, cores, PUs) and the devices and
-    /// worker pinning each CPU layout would give, then the devices of a local session.
+    /// worker pinning each CPU layout would give, then exactly the devices `magpie server`
+    /// with the same device flags would serve here, the default first.
     Devices {
         /// Describe this hwloc synthetic topology instead of the machine, e.g.
-        /// "pack:2 numa:1 core:2 pu:1".
+        /// "pack:2 numa:1 core:2 pu:1" (the served devices are still the machine's).
         #[arg(long, value_name = "DESCRIPTION")]
         synthetic: Option<String>,
+        /// Name the devices for this job, as `magpie server --job` would.
+        #[arg(long, default_value = "localhost")]
+        job: String,
+        /// Name the devices for this task index of the job.
+        #[arg(long, default_value_t = 0)]
+        task: u32,
+        #[command(flatten)]
+        devices: DeviceArgs,
     },
     /// Serve one task of a cluster over gRPC (master and worker services) until SIGINT or
     /// SIGTERM. Without --cluster, the cluster and task come from TF_CONFIG. Plaintext and
@@ -70,22 +81,8 @@ enum Command {
         /// Milliseconds running steps get to finish when stopping.
         #[arg(long, default_value_t = 2000)]
         drain_ms: u64,
-        /// Device specs of the local devices the task exposes, comma separated
-        /// (e.g. `/device:CPU:*`); default: all, its GPUs and a CPU per NUMA node. The
-        /// analogue of CUDA_VISIBLE_DEVICES.
-        #[arg(long, value_name = "SPECS", value_delimiter = ',')]
-        visible_devices: Option<Vec<String>>,
-        /// Scheduler worker threads of the task (default: one per PU of the machine).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Serve no GPU, only the CPU devices (by default the task serves every Vulkan
-        /// GPU, and the first is its default device).
-        #[arg(long)]
-        no_gpus: bool,
-        /// Also serve GPUs that a Vulkan driver emulates on the CPU (Mesa's lavapipe),
-        /// which are left out by default: for trying the GPU paths without a GPU.
-        #[arg(long, conflicts_with = "no_gpus")]
-        emulated_gpus: bool,
+        #[command(flatten)]
+        devices: DeviceArgs,
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
@@ -110,11 +107,6 @@ enum Command {
         /// it to the others. Missing or wrong: UNAUTHENTICATED.
         #[arg(long, value_name = "FILE")]
         auth_token_file: Option<PathBuf>,
-        /// The most bytes the live tensors of each of the task's CPU devices may hold at
-        /// once (default: the machine's memory, or its NUMA node's); an allocation past it
-        /// fails the step at once with a resource-exhausted error naming this flag.
-        #[arg(long, value_name = "BYTES")]
-        cpu_memory_limit: Option<u64>,
         /// Listen on this address (e.g. 0.0.0.0:2222) instead of the one the cluster file
         /// advertises for the task, which may then be a DNS name the server never resolves.
         #[arg(long, value_name = "ADDR")]
@@ -189,23 +181,28 @@ pub(crate) struct LimitArgs {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { workers, trace } => demo::run(workers, trace.as_deref()),
-        Command::Devices { synthetic } => devices::run(synthetic.as_deref()),
+        Command::Devices {
+            synthetic,
+            job,
+            task,
+            devices,
+        } => devices::run(
+            synthetic.as_deref(),
+            &magpie::transport::TaskName::new(&job, task),
+            &devices,
+        ),
         Command::Server {
             cluster,
             job,
             task,
             drain_ms,
-            visible_devices,
-            workers,
-            no_gpus,
-            emulated_gpus,
+            devices,
             step_timeout_ms,
             tls_cert,
             tls_key,
             tls_client_ca,
             tls_ca,
             auth_token_file,
-            cpu_memory_limit,
             bind,
             peer_wait_ms,
             metrics_addr,
@@ -215,10 +212,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             job,
             task,
             drain: Duration::from_millis(drain_ms),
-            visible_devices,
-            workers,
-            no_gpus,
-            emulated_gpus,
+            devices,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
             security: server::SecurityArgs {
                 tls_cert,
@@ -227,7 +221,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_ca,
                 auth_token_file,
             },
-            cpu_memory_limit,
             bind,
             peer_wait_ms,
             metrics_addr,

@@ -12,11 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use magpie::cluster::{machine_server_options, Spec, TaskDevices, TfConfig};
+use magpie::cluster::{machine_server_options, Spec, TfConfig};
 use magpie::distributed::RendezvousLimits;
 use magpie::grpc::{AuthToken, GrpcOptions, GrpcServer, TlsOptions};
 use magpie::transport::TaskName;
-use magpie::CpuOptions;
 
 /// What `magpie server` was asked for.
 #[derive(Debug)]
@@ -25,13 +24,9 @@ pub(crate) struct ServeArgs {
     pub(crate) job: Option<String>,
     pub(crate) task: Option<u32>,
     pub(crate) drain: Duration,
-    pub(crate) visible_devices: Option<Vec<String>>,
-    pub(crate) workers: Option<usize>,
-    pub(crate) no_gpus: bool,
-    pub(crate) emulated_gpus: bool,
+    pub(crate) devices: super::DeviceArgs,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
-    pub(crate) cpu_memory_limit: Option<u64>,
     pub(crate) bind: Option<String>,
     pub(crate) peer_wait_ms: u64,
     pub(crate) metrics_addr: Option<String>,
@@ -145,19 +140,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             (cfg.cluster, task)
         }
     };
-    if args.workers == Some(0) {
-        bail!("--workers must be at least 1");
-    }
-    let devices = TaskDevices {
-        cpu: CpuOptions {
-            num_workers: args.workers,
-            ..TaskDevices::default().cpu
-        },
-        gpus: !args.no_gpus,
-        emulated_gpus: args.emulated_gpus,
-        cpu_memory_limit: args.cpu_memory_limit,
-        visible_devices: args.visible_devices.clone(),
-    };
+    let devices = args.devices.task_devices()?;
     let mut options = machine_server_options(&task, &devices)
         .with_context(|| format!("setting up the devices of {task}"))?;
     if let Some(t) = args.step_timeout {

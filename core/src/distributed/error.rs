@@ -138,7 +138,11 @@ impl WorkerError {
                 detail: limit.to_string(),
             },
             WorkerError::Step { task, source }
-                if matches!(*source, SessionError::DeadlineExceeded(_)) =>
+                if matches!(
+                    *source,
+                    SessionError::DeadlineExceeded(_)
+                        | SessionError::DeviceSyncDeadlineExceeded { .. }
+                ) =>
             {
                 TransportError::DeadlineExceeded { task }
             }

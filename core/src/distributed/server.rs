@@ -124,8 +124,14 @@ impl ServerOptions {
         self
     }
 
-    /// The devices `task` exposes, checked.
-    pub(crate) fn visible(&self, task: &TaskName) -> Result<Vec<Arc<dyn Device>>, String> {
+    /// The devices `task` exposes, checked: those of [`ServerOptions::devices`] that a
+    /// [`ServerOptions::visible_devices`] spec matches (all without specs), in order, the
+    /// first being the task's default device. The task's worker serves exactly these.
+    ///
+    /// # Errors
+    /// Why the task would not start, in words: a device not named for `task`, a spec
+    /// that does not parse, or no device left.
+    pub fn visible(&self, task: &TaskName) -> Result<Vec<Arc<dyn Device>>, String> {
         for d in &self.devices {
             if !task.owns(d.name()) {
                 return Err(format!(

@@ -128,6 +128,18 @@ pub enum SessionError {
     /// The step passed its deadline.
     #[error("step exceeded its deadline of {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// The step passed its deadline while waiting, at its end, for a device to finish the
+    /// work its kernels queued ([`Device::sync`](crate::device::Device::sync)). The wait
+    /// ends at the step's deadline, not at the device's own.
+    #[error(
+        "step exceeded its deadline of {timeout:?} waiting for device {device} to finish its work"
+    )]
+    DeviceSyncDeadlineExceeded {
+        /// The device waited on.
+        device: String,
+        /// The step's timeout.
+        timeout: std::time::Duration,
+    },
     /// The session was closed ([`Session::close`](crate::session::Session::close), or
     /// dropped by its owner): it runs no more steps. [`Code::FailedPrecondition`] on every
     /// session kind.
@@ -158,7 +170,9 @@ impl SessionError {
             SessionError::MemoryBudgetExceeded { .. } => Code::ResourceExhausted,
             SessionError::Closed => Code::FailedPrecondition,
             SessionError::Cancelled => Code::Cancelled,
-            SessionError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            SessionError::DeadlineExceeded(_) | SessionError::DeviceSyncDeadlineExceeded { .. } => {
+                Code::DeadlineExceeded
+            }
             SessionError::Panicked { .. }
             | SessionError::BadKernelOutput { .. }
             | SessionError::Scheduler(_) => Code::Internal,

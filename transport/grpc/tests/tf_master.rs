@@ -49,6 +49,36 @@ fn cluster(options: GrpcOptions) -> Cluster {
 }
 
 impl Cluster {
+    /// Creates a session over `nodes` (no config); panics on a gRPC error.
+    fn create(&mut self, nodes: Vec<proto::NodeDef>) -> proto::CreateSessionResponse {
+        let req = proto::CreateSessionRequest {
+            graph_def: graph(nodes),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.client.create_session(req))
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The handle of a new session over `nodes`.
+    fn open(&mut self, nodes: Vec<proto::NodeDef>) -> String {
+        self.create(nodes).session_handle
+    }
+
+    /// Runs `req`; panics on a gRPC error (errors asked for in the body come back there).
+    fn step(&mut self, req: proto::RunStepRequest) -> proto::RunStepResponse {
+        self.rt
+            .block_on(self.client.run_step(req))
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Runs a step of session `handle` fetching `fetch`, errors in the body.
+    fn fetch(&mut self, handle: &str, fetch: &[&str]) -> proto::RunStepResponse {
+        self.step(run_request(handle, fetch, true))
+    }
+
     fn stop(self) {
         self.a.stop(Duration::from_secs(1));
         self.b.stop(Duration::from_secs(1));
@@ -89,6 +119,22 @@ fn scalar(v: f32) -> proto::TensorProto {
     }
 }
 
+/// A step of session `handle` fetching `fetch`, feeding `name` with `tensor`, errors in
+/// the body.
+fn fed_request(
+    handle: &str,
+    fetch: &[&str],
+    name: &str,
+    tensor: proto::TensorProto,
+) -> proto::RunStepRequest {
+    let mut req = run_request(handle, fetch, true);
+    req.feed.push(proto::NamedTensorProto {
+        name: name.into(),
+        tensor: Some(tensor),
+    });
+    req
+}
+
 fn run_request(handle: &str, fetch: &[&str], in_body: bool) -> proto::RunStepRequest {
     proto::RunStepRequest {
         session_handle: handle.into(),
@@ -101,26 +147,14 @@ fn run_request(handle: &str, fetch: &[&str], in_body: bool) -> proto::RunStepReq
 #[test]
 fn sessions_grow_by_version_and_steps_echo_fetches_in_order() {
     let mut c = cluster(GrpcOptions::default());
-    let created =
-        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
-            graph_def: graph(vec![
-                node("four", "TestFour", &[], "/job:b/task:0"),
-                node("p", "TestPass", &["four", "^four"], ""),
-            ]),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner();
+    let created = c.create(vec![
+        node("four", "TestFour", &[], "/job:b/task:0"),
+        node("p", "TestPass", &["four", "^four"], ""),
+    ]);
     assert_eq!(created.graph_version, 0);
     let h = created.session_handle;
 
-    let r =
-        c.rt.block_on(
-            c.client
-                .run_step(run_request(&h, &["p:0", "four:0", "p"], true)),
-        )
-        .unwrap()
-        .into_inner();
+    let r = c.fetch(&h, &["p:0", "four:0", "p"]);
     assert_eq!(r.status_code, 0, "{}", r.status_error_message);
     let names: Vec<&str> = r.tensor.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["p:0", "four:0", "p"]);
@@ -152,12 +186,7 @@ fn sessions_grow_by_version_and_steps_echo_fetches_in_order() {
     assert!(e.message().contains("three"), "{}", e.message());
 
     // A feed replaces its node's output.
-    let mut req = run_request(&h, &["three:0"], true);
-    req.feed.push(proto::NamedTensorProto {
-        name: "three:0".into(),
-        tensor: Some(scalar(-1.5)),
-    });
-    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    let r = c.step(fed_request(&h, &["three:0"], "three:0", scalar(-1.5)));
     assert_eq!(f32s(r.tensor[0].tensor.as_ref().unwrap()), [-1.5]);
     c.stop();
 }
@@ -179,19 +208,9 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
         e.message()
     );
 
-    let h =
-        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
-            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner()
-        .session_handle;
+    let h = c.open(vec![node("three", "TestThree", &[], "")]);
     // In the body: OK, TensorFlow's code (INVALID_ARGUMENT = 3), the message naming it.
-    let r =
-        c.rt.block_on(c.client.run_step(run_request(&h, &["nosuch:0"], true)))
-            .unwrap()
-            .into_inner();
+    let r = c.fetch(&h, &["nosuch:0"]);
     assert_eq!(r.status_code, Code::InvalidArgument as i32);
     assert!(
         r.status_error_message.contains("nosuch"),
@@ -206,16 +225,16 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // A feed of a dtype Magpie lacks names the feed.
-    let mut req = run_request(&h, &["three:0"], true);
-    req.feed.push(proto::NamedTensorProto {
-        name: "three:0".into(),
-        tensor: Some(proto::TensorProto {
+    let r = c.step(fed_request(
+        &h,
+        &["three:0"],
+        "three:0",
+        proto::TensorProto {
             dtype: proto::DataType::DtString as i32,
             string_val: vec![Bytes::from_static(b"x")],
             ..Default::default()
-        }),
-    });
-    let r = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+        },
+    ));
     assert_eq!(r.status_code, Code::Unimplemented as i32);
     assert!(
         r.status_error_message.contains("three:0") && r.status_error_message.contains("DT_STRING"),
@@ -238,10 +257,7 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
         session_handle: h.clone(),
     }))
     .unwrap();
-    let r =
-        c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
-            .unwrap()
-            .into_inner();
+    let r = c.fetch(&h, &["three:0"]);
     assert_eq!(
         r.status_code,
         Code::NotFound as i32,
@@ -261,17 +277,10 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
 #[test]
 fn callables_run_with_positional_feeds_until_released() {
     let mut c = cluster(GrpcOptions::default());
-    let h =
-        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
-            graph_def: graph(vec![
-                node("three", "TestThree", &[], "/job:b/task:0"),
-                node("p", "TestPass", &["three"], "/job:a/task:0"),
-            ]),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner()
-        .session_handle;
+    let h = c.open(vec![
+        node("three", "TestThree", &[], "/job:b/task:0"),
+        node("p", "TestPass", &["three"], "/job:a/task:0"),
+    ]);
     let make = |fetch: &str| proto::MakeCallableRequest {
         session_handle: h.clone(),
         options: Some(proto::CallableOptions {
@@ -433,14 +442,7 @@ fn idle_tensorflow_sessions_are_closed_like_magpies_own() {
         session_idle_timeout: Some(Duration::from_millis(50)),
         ..GrpcOptions::default()
     });
-    let h =
-        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
-            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner()
-        .session_handle;
+    let h = c.open(vec![node("three", "TestThree", &[], "")]);
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while c.a.num_remote_sessions() > 0 {
         assert!(
@@ -449,10 +451,7 @@ fn idle_tensorflow_sessions_are_closed_like_magpies_own() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r =
-        c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
-            .unwrap()
-            .into_inner();
+    let r = c.fetch(&h, &["three:0"]);
     assert_eq!(
         r.status_code,
         Code::NotFound as i32,
@@ -485,16 +484,10 @@ fn soft_placement_relaxes_pins_the_cluster_cannot_satisfy() {
     };
     let soft = open(true);
     let strict = open(false);
-    let r =
-        c.rt.block_on(c.client.run_step(run_request(&soft, &["three:0"], true)))
-            .unwrap()
-            .into_inner();
+    let r = c.fetch(&soft, &["three:0"]);
     assert_eq!(r.status_code, 0, "{}", r.status_error_message);
     assert_eq!(f32s(r.tensor[0].tensor.as_ref().unwrap()), [3.0]);
-    let r =
-        c.rt.block_on(c.client.run_step(run_request(&strict, &["three:0"], true)))
-            .unwrap()
-            .into_inner();
+    let r = c.fetch(&strict, &["three:0"]);
     assert_ne!(r.status_code, 0);
     assert!(
         r.status_error_message.contains("three"),
@@ -507,22 +500,12 @@ fn soft_placement_relaxes_pins_the_cluster_cannot_satisfy() {
 #[test]
 fn a_retried_request_is_refused_not_run_twice() {
     let mut c = cluster(GrpcOptions::default());
-    let h =
-        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
-            graph_def: graph(vec![node("three", "TestThree", &[], "")]),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner()
-        .session_handle;
+    let h = c.open(vec![node("three", "TestThree", &[], "")]);
     let mut req = run_request(&h, &["three:0"], true);
     req.request_id = 42;
-    let first =
-        c.rt.block_on(c.client.run_step(req.clone()))
-            .unwrap()
-            .into_inner();
+    let first = c.step(req.clone());
     assert_eq!(first.status_code, 0, "{}", first.status_error_message);
-    let again = c.rt.block_on(c.client.run_step(req)).unwrap().into_inner();
+    let again = c.step(req);
     assert_eq!(again.status_code, Code::Aborted as i32);
     assert!(
         again.status_error_message.contains("42"),
@@ -531,10 +514,7 @@ fn a_retried_request_is_refused_not_run_twice() {
     );
     // Id 0 is not tracked.
     for _ in 0..2 {
-        let r =
-            c.rt.block_on(c.client.run_step(run_request(&h, &["three:0"], true)))
-                .unwrap()
-                .into_inner();
+        let r = c.fetch(&h, &["three:0"]);
         assert_eq!(r.status_code, 0);
     }
     c.stop();
