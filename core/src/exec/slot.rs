@@ -333,11 +333,10 @@ mod tests {
             assert!(got.unwrap().shares_buffer_with(&t) && !last);
         }
         assert_eq!(slot.uses.load(Ordering::Relaxed), PINNED);
+        let empty = Slot::new(PINNED);
         // SAFETY: a pinned slot its producer left empty: no loan to end.
-        assert!(matches!(
-            unsafe { Slot::new(PINNED).lend() },
-            Loan::Taken(None)
-        ));
+        let loan = unsafe { empty.lend() };
+        assert!(matches!(loan, Loan::Taken(None)));
     }
 
     #[test]
