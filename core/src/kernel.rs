@@ -139,7 +139,7 @@ pub type Outputs = SmallVec<[Tensor; 1]>;
 /// its outputs.
 pub struct KernelContext<'a> {
     node: &'a Node,
-    inputs: SmallVec<[Tensor; 2]>,
+    inputs: SmallVec<[Input<'a>; 2]>,
     outputs: Outputs,
     step_id: StepId,
     resources: Option<&'a Arc<ResourceMgr>>,
@@ -159,6 +159,21 @@ impl<'a> KernelContext<'a> {
     /// A context over `inputs` for `node`. The executor makes these; the testkit and a
     /// backend's unit tests may too.
     pub fn new(node: &'a Node, inputs: SmallVec<[Tensor; 2]>, step_id: impl Into<StepId>) -> Self {
+        KernelContext::with_inputs(
+            node,
+            inputs.into_iter().map(Input::Owned).collect(),
+            step_id,
+        )
+    }
+
+    /// A context over inputs of which some are borrowed: the executor lends a kernel the
+    /// tensor that other nodes of the step still use, rather than a clone (which would
+    /// cost two atomic reference-count updates per input and call).
+    pub(crate) fn with_inputs(
+        node: &'a Node,
+        inputs: SmallVec<[Input<'a>; 2]>,
+        step_id: impl Into<StepId>,
+    ) -> Self {
         KernelContext {
             node,
             inputs,
@@ -207,25 +222,50 @@ impl<'a> KernelContext<'a> {
     /// If `i` is out of range: the executor always passes as many inputs as the op's
     /// definition validated.
     pub fn input(&self, i: usize) -> &Tensor {
-        &self.inputs[i]
+        match &self.inputs[i] {
+            Input::Owned(t) => t,
+            Input::Borrowed(t) => t,
+            Input::Taken => taken(),
+        }
     }
 
     /// Input `i`, mutably: with [`Tensor::as_mut_slice`], a kernel holding the only
-    /// reference to an input can write its result into that buffer.
+    /// reference to an input can write its result into that buffer. An input the
+    /// executor lent (other nodes still use the tensor) is cloned into the context first;
+    /// [`input_mut_if_owned`](Self::input_mut_if_owned) does not clone.
     pub fn input_mut(&mut self, i: usize) -> &mut Tensor {
-        &mut self.inputs[i]
+        let input = &mut self.inputs[i];
+        match input {
+            Input::Owned(_) => {}
+            Input::Borrowed(t) => *input = Input::Owned(Tensor::clone(t)),
+            Input::Taken => *input = Input::Owned(taken().clone()),
+        }
+        match input {
+            Input::Owned(t) => t,
+            _ => unreachable!("made owned above"),
+        }
+    }
+
+    /// Input `i`, mutably, when the context holds the tensor itself (its buffer may
+    /// still be shared: see [`Tensor::as_mut_slice`]); `None` when the executor lent it
+    /// because other nodes of the step still use it, or it was taken. A kernel that
+    /// writes its output into an input it holds the only reference to asks this first:
+    /// a lent input is never the only reference.
+    pub fn input_mut_if_owned(&mut self, i: usize) -> Option<&mut Tensor> {
+        match &mut self.inputs[i] {
+            Input::Owned(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
-    /// the only reference can reuse its buffer for an output.
+    /// the only reference can reuse its buffer for an output. A lent input is cloned.
     pub fn take_input(&mut self, i: usize) -> Tensor {
-        thread_local! {
-            /// What a taken input leaves behind: one shared empty tensor per thread, so
-            /// taking costs no allocation.
-            static TAKEN: Tensor = Tensor::empty(DType::Bool);
+        match std::mem::replace(&mut self.inputs[i], Input::Taken) {
+            Input::Owned(t) => t,
+            Input::Borrowed(t) => t.clone(),
+            Input::Taken => taken().clone(),
         }
-        let empty = TAKEN.with(Tensor::clone);
-        std::mem::replace(&mut self.inputs[i], empty)
     }
 
     /// Appends the next output.
@@ -237,6 +277,24 @@ impl<'a> KernelContext<'a> {
     pub fn into_outputs(self) -> Outputs {
         self.outputs
     }
+}
+
+/// An input of a [`KernelContext`]: the tensor itself, a tensor lent by the executor (a
+/// step's slot that other nodes still read), or nothing once a kernel took it.
+#[derive(Debug)]
+pub(crate) enum Input<'a> {
+    /// The context holds this reference to the tensor.
+    Owned(Tensor),
+    /// The executor lends the tensor for the call.
+    Borrowed(&'a Tensor),
+    /// Taken by [`KernelContext::take_input`].
+    Taken,
+}
+
+/// What a taken input reads as: one empty tensor for the process, made once.
+fn taken() -> &'static Tensor {
+    static TAKEN: std::sync::OnceLock<Tensor> = std::sync::OnceLock::new();
+    TAKEN.get_or_init(|| Tensor::empty(DType::Bool))
 }
 
 /// A synchronous compute kernel: computes one node from its inputs on the scheduler's

@@ -81,7 +81,7 @@ fn setup() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let f32_out = |_: &[DType], _: &magpie_core::graph::Attrs| Ok(vec![DType::F32]);
-        for op in ["Count", "Record", "Boom", "Where"] {
+        for op in ["Count", "Record", "Boom", "Where", "Owns"] {
             register_op(OpDef::new(op, Arity::AtLeast(0), f32_out)).unwrap();
         }
         register_op(OpDef::new("Sleep", Arity::AtLeast(0), f32_out)).unwrap();
@@ -143,6 +143,15 @@ fn setup() {
                     panic!("boom at {}", ctx.node().name);
                 }
                 ctx.push_output(Tensor::scalar(0.0f32));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Owns", "TEST", |_| {
+            Ok(sync(|ctx| {
+                // 1 when the context holds input 0 itself, 0 when the executor lent it.
+                let owned = ctx.input_mut_if_owned(0).is_some();
+                ctx.push_output(Tensor::scalar(if owned { 1.0f32 } else { 0.0 }));
                 Ok(())
             }))
         })
@@ -351,6 +360,56 @@ fn a_feed_replaces_its_producer() {
         err.to_string(),
         "feed for \"fd_producer:0\" has dtype i32, but that output is f32"
     );
+}
+
+#[test]
+fn kernels_borrow_shared_inputs_and_only_the_last_use_owns_a_tensor() {
+    setup();
+    let g = Graph::new();
+    let owns = |name: String, x| g.with_name(&name).op("Owns").input(x).build_output();
+    // A constant and a feed, each read by 50 nodes: pinned, so every use is lent.
+    let c = g.constant(2.0f32).unwrap();
+    let fed = g.with_name("own_fed").op("Count").build_output().unwrap();
+    let mut fan = Vec::new();
+    for i in 0..50 {
+        fan.push(owns(format!("own_c{i}"), c).unwrap());
+        fan.push(owns(format!("own_f{i}"), fed).unwrap());
+    }
+    // A computed tensor read by two nodes, one after the other: the first borrows it,
+    // the second (its last use) owns it.
+    let p = g.with_name("own_p").op("Count").build_output().unwrap();
+    let first = owns("own_first".into(), p).unwrap();
+    let second = g.control_dependencies([first], |g| {
+        g.with_name("own_second")
+            .op("Owns")
+            .input(p)
+            .build_output()
+            .unwrap()
+    });
+    let s = session(&g, 2);
+    let mut fetches = fan.clone();
+    fetches.extend([first, second]);
+    for _ in 0..3 {
+        let out = s
+            .run(&[(fed, Tensor::scalar(1.0f32))], &fetches, &[])
+            .unwrap();
+        let got: Vec<f32> = out.iter().map(|t| f32::try_from(t).unwrap()).collect();
+        assert_eq!(got[..100], [0.0; 100], "a shared input was handed over");
+        assert_eq!(got[100..], [0.0, 1.0]);
+    }
+    // A step that tracks memory counts every use: at most one use of the constant (its
+    // last, unless the last two overlap and the later loan drops it) owns it.
+    let opts = RunOptions {
+        track_memory: true,
+        ..RunOptions::default()
+    };
+    let out = s
+        .run_with_options(&opts, &[(fed, Tensor::scalar(1.0f32))], &fetches, &[])
+        .unwrap();
+    let owned: f32 = (out.tensors.iter().step_by(2).take(50))
+        .map(|t| f32::try_from(t).unwrap())
+        .sum();
+    assert!(owned <= 1.0, "{owned} uses owned one tensor");
 }
 
 #[test]

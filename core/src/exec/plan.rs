@@ -24,7 +24,7 @@ use super::error::SessionError;
 use super::placement::place;
 use super::prune::{prune, Pruned};
 use super::resources::{copy_pool_name, PoolHandle, ResourcePools, DEFAULT_COPY_POOL_CAPACITY};
-use super::slot::SlotPool;
+use super::slot::{SlotPool, PINNED};
 use crate::device::{Device, MemorySpace, COPY_FROM_HOST, COPY_TO_HOST};
 use crate::graph::{
     Attrs, Graph, Node, NodeId, Output, MEMORY_HEAVY_ATTR, OUTPUT_BYTES_ATTR, POOLS_ATTR,
@@ -149,6 +149,9 @@ pub(crate) struct ExecPlan {
     pub(crate) num_slots: usize,
     /// Uses of each slot in a step: consumer inputs, plus one per fetch of it.
     pub(crate) slot_uses: Vec<u32>,
+    /// `slot_uses` with the slots of feeds and constants used more than once pinned
+    /// (`slot::PINNED`: uses not counted), for steps that do not track memory.
+    pub(crate) slot_uses_pinned: Vec<u32>,
     /// Slot arrays of finished steps, reused by the next ones.
     pub(crate) slot_pool: SlotPool,
     /// Slot each feed (in the order given) fills.
@@ -342,6 +345,21 @@ impl ExecPlan {
             .iter()
             .map(|p| p.map_or(NO_DEVICE, |t| nodes[t as usize].device))
             .collect();
+        // Feeds (the caller holds the tensor) and constants (their kernel does) are pinned:
+        // freeing them at their last use would free nothing ([`slot`](super::slot)).
+        let slot_uses_pinned = (slots.uses.iter().zip(&slots.producers))
+            .map(|(&uses, producer)| {
+                let pinned = match producer {
+                    None => true,
+                    Some(t) => nodes[*t as usize].node.op == "Const",
+                };
+                if pinned && uses > 1 {
+                    PINNED
+                } else {
+                    uses
+                }
+            })
+            .collect();
         let slot_uses = slots.uses;
         let mut feed_dtypes = Vec::with_capacity(feeds.len());
         let mut feed_shapes = Vec::with_capacity(feeds.len());
@@ -376,6 +394,7 @@ impl ExecPlan {
             spans_numa_nodes,
             num_slots,
             slot_uses,
+            slot_uses_pinned,
             slot_pool: SlotPool::default(),
             feed_slots: (0..feeds.len()).map(|k| (feed_base + k) as u32).collect(),
             feed_dtypes,

@@ -22,6 +22,18 @@
 //!   drops the slot's reference after its clone). Either way the taker is ordered after
 //!   every clone, and nothing reads the slot after the take.
 //!
+//! - **Lend**, by a synchronous kernel's use ([`Slot::lend`]): instead of cloning, a use
+//!   that is not the last borrows the tensor for the kernel's call and decrements the
+//!   count only after the call ([`Slot::end_loan`]); the decrement that brings the count
+//!   to 0 drops the slot's reference. The argument above holds with "after its clone"
+//!   read as "after its call": the taker is ordered after every loan ended.
+//! - **Pinned slots** ([`PINNED`] as the count: a feed, whose caller holds the tensor
+//!   anyway, or a constant, whose kernel does) are never counted: every use borrows (or,
+//!   for an asynchronous kernel or a fetch, clones), nobody takes, and the step's end
+//!   clears the slot. A tensor fanned out from a feed or a constant to thousands of ops
+//!   then costs no atomic operation per use, rather than two contended reference-count
+//!   updates and a contended use-count decrement.
+//!
 //! Concurrent uses thus only share the tensor's reference count — a slot with many
 //! consumers (one tensor fanned out to thousands of ops) no longer serialises them on a
 //! lock.
@@ -32,6 +44,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use parking_lot::Mutex;
 
 use crate::tensor::Tensor;
+
+/// The use count of a pinned slot (module docs): uses are not counted.
+pub(crate) const PINNED: u32 = u32::MAX;
+
+/// A use of a slot by a synchronous kernel ([`Slot::lend`]).
+pub(crate) enum Loan<'a> {
+    /// The last use: the tensor, taken out of the slot (`None` if it was empty).
+    Taken(Option<Tensor>),
+    /// A counted use that is not the last: end it with [`Slot::end_loan`] after the call.
+    Counted(&'a Tensor),
+    /// A use of a pinned slot: nothing to end.
+    Pinned(&'a Tensor),
+    /// A counted use that is not the last, of a slot its producer left empty; end it
+    /// like `Counted`.
+    Empty,
+}
 
 /// One tensor of a step and its remaining uses (see the module docs).
 pub(crate) struct Slot {
@@ -79,7 +107,12 @@ impl Slot {
     /// and the caller's uses are among the slot's counted uses.
     #[inline(always)]
     pub(crate) unsafe fn take_use(&self) -> (Option<Tensor>, bool) {
-        if self.uses.load(Ordering::Acquire) <= 1 {
+        let uses = self.uses.load(Ordering::Acquire);
+        if uses == PINNED {
+            // SAFETY: a pinned slot is not written or taken while the step runs.
+            return (unsafe { (*self.value.get()).clone() }, false);
+        }
+        if uses <= 1 {
             // The last use: every other one has decremented after its clone.
             self.uses.store(0, Ordering::Relaxed);
             // SAFETY: no other use is running or will run (module docs).
@@ -94,6 +127,50 @@ impl Slot {
             return (tensor, true);
         }
         (tensor, false)
+    }
+
+    /// One use by a synchronous kernel: the tensor itself for the last use, a loan for
+    /// the others (module docs).
+    ///
+    /// # Safety
+    ///
+    /// As for [`take_use`](Self::take_use); besides, the caller ends a `Counted` or
+    /// `Empty` loan with [`end_loan`](Self::end_loan) once it no longer uses the borrow,
+    /// and does not use the borrow afterwards.
+    #[inline(always)]
+    pub(crate) unsafe fn lend(&self) -> Loan<'_> {
+        let uses = self.uses.load(Ordering::Acquire);
+        if uses <= 1 {
+            // The last use: every other one has ended.
+            self.uses.store(0, Ordering::Relaxed);
+            // SAFETY: no other use is running or will run (module docs).
+            return Loan::Taken(unsafe { (*self.value.get()).take() });
+        }
+        // SAFETY: while uses remain (or the slot is pinned), nobody writes or takes the
+        // value (module docs); a loan keeps its use counted until `end_loan`.
+        let value = unsafe { &*self.value.get() };
+        match (value, uses == PINNED) {
+            (Some(t), true) => Loan::Pinned(t),
+            (None, true) => Loan::Taken(None),
+            (Some(t), false) => Loan::Counted(t),
+            (None, false) => Loan::Empty,
+        }
+    }
+
+    /// Ends a `Counted` or `Empty` loan; returns the tensor when this was the last use
+    /// after all (every other use ended meanwhile), for the caller to release.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a `Counted` or `Empty` loan of this slot and no longer uses it.
+    #[inline]
+    pub(crate) unsafe fn end_loan(&self) -> Option<Tensor> {
+        if self.uses.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: every other use ended before our decrement (`AcqRel`), and none
+            // will start: we are the last.
+            return unsafe { (*self.value.get()).take() };
+        }
+        None
     }
 }
 
@@ -147,7 +224,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Barrier;
 
-    use super::{Slot, SlotPool};
+    use super::{Loan, Slot, SlotPool, PINNED};
     use crate::tensor::Tensor;
 
     #[test]
@@ -206,6 +283,102 @@ mod tests {
             t.as_mut_slice::<i32>().is_some(),
             "the slot still holds a reference"
         );
+    }
+
+    #[test]
+    fn loans_borrow_until_the_last_use_which_takes_or_the_last_loan_which_drops() {
+        let t = Tensor::from_vec([2], vec![1.0f32, 2.0]).unwrap();
+        // Two loans, then the last use takes: nothing is cloned on the way.
+        let slot = Slot::new(3);
+        // SAFETY: this thread is the producer and no use has started.
+        assert!(unsafe { slot.put(t.clone()) });
+        for _ in 0..2 {
+            // SAFETY: the write happened before, on this thread; three uses counted, and
+            // each loan is ended below before the next use.
+            match unsafe { slot.lend() } {
+                Loan::Counted(b) => assert!(b.shares_buffer_with(&t)),
+                _ => panic!("a use that is not the last borrows"),
+            }
+            // SAFETY: the loan above is no longer used.
+            assert!(unsafe { slot.end_loan() }.is_none());
+        }
+        // SAFETY: the last counted use.
+        match unsafe { slot.lend() } {
+            Loan::Taken(Some(got)) => assert!(got.shares_buffer_with(&t)),
+            _ => panic!("the last use takes"),
+        }
+        // Two loans taken at once: the one ended last drops the slot's reference.
+        let slot = Slot::new(2);
+        // SAFETY: as above.
+        assert!(unsafe { slot.put(t.clone()) });
+        // SAFETY: two uses counted; both loans end below.
+        let (a, b) = unsafe { (slot.lend(), slot.lend()) };
+        assert!(matches!((a, b), (Loan::Counted(_), Loan::Counted(_))));
+        // SAFETY: neither loan is used any more.
+        assert!(unsafe { slot.end_loan() }.is_none());
+        // SAFETY: as above.
+        assert!(unsafe { slot.end_loan() }.is_some_and(|x| x.shares_buffer_with(&t)));
+        let mut t = t;
+        assert!(
+            t.as_mut_slice::<f32>().is_some(),
+            "the slot still holds a reference"
+        );
+    }
+
+    #[test]
+    fn a_pinned_slot_lends_and_clones_and_is_never_taken() {
+        let t = Tensor::scalar(3i32);
+        let slot = Slot::new(PINNED);
+        // SAFETY: the only producer, before any use.
+        assert!(unsafe { slot.put(t.clone()) });
+        for _ in 0..3 {
+            // SAFETY: the write happened before; a pinned loan needs no end.
+            assert!(matches!(unsafe { slot.lend() }, Loan::Pinned(b) if b.shares_buffer_with(&t)));
+            // SAFETY: as above.
+            let (got, last) = unsafe { slot.take_use() };
+            assert!(got.unwrap().shares_buffer_with(&t) && !last);
+        }
+        assert_eq!(slot.uses.load(Ordering::Relaxed), PINNED);
+        let empty = Slot::new(PINNED);
+        // SAFETY: a pinned slot its producer left empty: no loan to end.
+        let loan = unsafe { empty.lend() };
+        assert!(matches!(loan, Loan::Taken(None)));
+    }
+
+    #[test]
+    fn concurrent_loans_end_with_exactly_one_owner_of_the_tensor() {
+        const USES: u32 = 4;
+        let slot = Slot::new(USES);
+        let t = Tensor::from_vec([3], vec![1i32, 2, 3]).unwrap();
+        // SAFETY: written before the threads that use it are spawned.
+        assert!(unsafe { slot.put(t.clone()) });
+        let owners = AtomicU32::new(0);
+        let start = Barrier::new(USES as usize);
+        std::thread::scope(|scope| {
+            for _ in 0..USES {
+                scope.spawn(|| {
+                    start.wait();
+                    // SAFETY: the spawn orders the write before this use; `USES` counted;
+                    // a counted loan is ended once its borrow is read.
+                    let owned = match unsafe { slot.lend() } {
+                        Loan::Taken(got) => got,
+                        Loan::Counted(b) => {
+                            assert_eq!(b.to_vec::<i32>().unwrap(), [1, 2, 3]);
+                            // SAFETY: the borrow is not used after this.
+                            unsafe { slot.end_loan() }
+                        }
+                        _ => panic!("the slot was written and is counted"),
+                    };
+                    if let Some(owned) = owned {
+                        assert_eq!(owned.to_vec::<i32>().unwrap(), [1, 2, 3]);
+                        owners.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(owners.load(Ordering::Relaxed), 1);
+        let mut t = t;
+        assert!(t.as_mut_slice::<i32>().is_some());
     }
 
     #[test]

@@ -24,8 +24,8 @@ use super::error::SessionError;
 use super::memory::{DeviceMemoryStats, MemoryTracker};
 use super::plan::ExecPlan;
 use super::resources::acquire;
-use super::slot::Slot;
-use crate::kernel::{AsyncKernelContext, BoxedKernel, KernelContext, KernelError, Outputs};
+use super::slot::{Loan, Slot};
+use crate::kernel::{AsyncKernelContext, BoxedKernel, Input, KernelContext, KernelError, Outputs};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::step_id::StepId;
@@ -76,13 +76,20 @@ impl StepState {
         trace: bool,
         track_memory: bool,
     ) -> StepState {
-        let slots = plan.slot_pool.take(&plan.slot_uses);
+        let needs_memory = track_memory || plan.budgets.iter().any(Option::is_some);
+        // Pinned slots are not counted, so their bytes would never be released: a step
+        // that tracks memory counts every slot.
+        let uses = if needs_memory {
+            &plan.slot_uses
+        } else {
+            &plan.slot_uses_pinned
+        };
+        let slots = plan.slot_pool.take(uses);
         for (tensor, slot) in feeds.into_iter().zip(&plan.feed_slots) {
             // SAFETY: the step has not started: nothing else touches its slots, and a feed
             // slot has no other producer.
             unsafe { slots[*slot as usize].put(tensor) };
         }
-        let needs_memory = track_memory || plan.budgets.iter().any(Option::is_some);
         StepState {
             slots,
             step_id,
@@ -265,19 +272,7 @@ fn inputs(
     for s in &pn.input_slots {
         match state.read_input(plan, *s, releases) {
             Some(t) => {
-                // Only a cross-device input can cross NUMA nodes; both nodes must be known,
-                // and the plan must span more than one (decided when it was built).
-                let producer = plan.slot_device(*s);
-                if let (true, Some(producer)) = (plan.spans_numa_nodes, producer) {
-                    if producer != pn.device() {
-                        let from = plan.devices[producer].numa_node();
-                        let to = plan.devices[pn.device()].numa_node();
-                        if from.is_some() && to.is_some() && from != to {
-                            let bytes = t.size_in_bytes() as u64;
-                            state.remote_numa_bytes.fetch_add(bytes, Ordering::Relaxed);
-                        }
-                    }
-                }
+                note_numa(plan, state, task, *s, &t);
                 inputs.push(t)
             }
             None => {
@@ -288,6 +283,81 @@ fn inputs(
                 ))
             }
         }
+    }
+    Ok(inputs)
+}
+
+/// Counts the bytes of input `t` (from `slot`) of plan node `task` when the slot's
+/// producer ran on a device of another NUMA node: only a cross-device input can cross
+/// nodes; both nodes must be known, and the plan must span more than one (decided when
+/// it was built).
+#[inline]
+fn note_numa(plan: &ExecPlan, state: &StepState, task: usize, slot: u32, t: &Tensor) {
+    // Only a cross-device input can cross NUMA nodes; both nodes must be known, and the
+    // plan must span more than one (decided when it was built).
+    let producer = plan.slot_device(slot);
+    if let (true, Some(producer)) = (plan.spans_numa_nodes, producer) {
+        let device = plan.nodes[task].device();
+        if producer != device {
+            let from = plan.devices[producer].numa_node();
+            let to = plan.devices[device].numa_node();
+            if from.is_some() && to.is_some() && from != to {
+                let bytes = t.size_in_bytes() as u64;
+                state.remote_numa_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Slots whose loans a synchronous kernel's call holds (see [`Slot::lend`]).
+type Loans = SmallVec<[u32; 2]>;
+
+/// A synchronous task's inputs: the last use of a slot takes its tensor, the others
+/// borrow it for the call (ended by [`end_loans`]), so that a tensor read by many nodes
+/// is not cloned — and its reference count not touched — once per use.
+fn lend_inputs<'s>(
+    plan: &ExecPlan,
+    state: &'s StepState,
+    task: usize,
+    releases: &mut Releases,
+    loans: &mut Loans,
+) -> Result<SmallVec<[Input<'s>; 2]>, SessionError> {
+    let pn = &plan.nodes[task];
+    let mut inputs = SmallVec::with_capacity(pn.input_slots.len());
+    for &s in &pn.input_slots {
+        // SAFETY: the caller is a task the scheduler started after the slot's producer
+        // finished, the plan counted this input among the slot's uses, and `run_sync`
+        // ends every counted loan after the kernel's call, when the context that holds
+        // the borrows is gone.
+        let input = match unsafe { state.slots[s as usize].lend() } {
+            Loan::Taken(Some(t)) => {
+                if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
+                    releases.push((d, t.size_in_bytes() as u64));
+                }
+                Input::Owned(t)
+            }
+            Loan::Counted(t) => {
+                loans.push(s);
+                Input::Borrowed(t)
+            }
+            Loan::Pinned(t) => Input::Borrowed(t),
+            empty @ (Loan::Taken(None) | Loan::Empty) => {
+                if matches!(empty, Loan::Empty) {
+                    loans.push(s);
+                }
+                return Err(kernel_error(
+                    plan,
+                    task,
+                    KernelError::Internal(format!("input slot {s} was empty")),
+                ));
+            }
+        };
+        match &input {
+            Input::Owned(t) => note_numa(plan, state, task, s, t),
+            Input::Borrowed(t) => note_numa(plan, state, task, s, t),
+            Input::Taken => {}
+        }
+        inputs.push(input);
     }
     Ok(inputs)
 }
@@ -305,12 +375,24 @@ fn run_sync(
     };
     let start = state.clock();
     let mut releases = Releases::new();
-    let inputs = inputs(plan, state, task, &mut releases)?;
-    let mut ctx =
-        KernelContext::new(&pn.node, inputs, state.step_id).with_resources(&state.resources);
-    k.compute(&mut ctx)
-        .map_err(|e| kernel_error(plan, task, e))?;
-    let bytes = state.store(plan, task, ctx.into_outputs(), releases)?;
+    let mut loans = Loans::new();
+    let result = lend_inputs(plan, state, task, &mut releases, &mut loans).and_then(|inputs| {
+        let mut ctx = KernelContext::with_inputs(&pn.node, inputs, state.step_id)
+            .with_resources(&state.resources);
+        k.compute(&mut ctx)
+            .map_err(|e| kernel_error(plan, task, e))?;
+        Ok(ctx.into_outputs())
+    });
+    // The context, and with it every borrow of a slot, is gone: end the loans.
+    for s in loans {
+        // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
+        if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
+            if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
+                releases.push((d, t.size_in_bytes() as u64));
+            }
+        }
+    }
+    let bytes = state.store(plan, task, result?, releases)?;
     state.record(plan, task, worker, start, bytes);
     state.finished(plan, task as u32);
     Ok(())

@@ -161,7 +161,8 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                 // written in place: no allocation (a chain of scalar ops then reuses one
                 // buffer all along).
                 for i in 0..2 {
-                    if let Some([only]) = ctx.input_mut(i).as_mut_slice::<T>() {
+                    let owned = ctx.input_mut_if_owned(i);
+                    if let Some([only]) = owned.and_then(|t| t.as_mut_slice::<T>()) {
                         *only = value;
                         let out = ctx.take_input(i);
                         ctx.push_output(out);
