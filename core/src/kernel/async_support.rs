@@ -226,9 +226,15 @@ mod tests {
         futures::executor::block_on(futures::future::join_all(futs));
         let mut ended = ended.lock().clone();
         ended.sort();
-        assert_eq!(ended.iter().map(|(ms, _)| *ms).collect::<Vec<_>>(), [10, 20, 30]);
+        assert_eq!(
+            ended.iter().map(|(ms, _)| *ms).collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
         for (ms, at) in ended {
-            assert!(at >= Duration::from_millis(ms), "a {ms} ms sleep ended after {at:?}");
+            assert!(
+                at >= Duration::from_millis(ms),
+                "a {ms} ms sleep ended after {at:?}"
+            );
         }
     }
 
