@@ -60,6 +60,27 @@ pub struct TfMasterService {
 /// An error as a step reports it: TensorFlow's code (gRPC's) and a message.
 type StepError = (Code, String);
 
+/// A `RunStep` reply: each fetched name with its tensor in TensorFlow's form.
+fn step_response(
+    names: Vec<String>,
+    tensors: &[Tensor],
+) -> Result<proto::RunStepResponse, StepError> {
+    let tensor = names
+        .into_iter()
+        .zip(tensors)
+        .map(|(name, t)| {
+            Ok(proto::NamedTensorProto {
+                tensor: Some(tensor_to_tf(t).map_err(|e| (Code::Internal, e.to_string()))?),
+                name,
+            })
+        })
+        .collect::<Result<_, StepError>>()?;
+    Ok(proto::RunStepResponse {
+        tensor,
+        ..Default::default()
+    })
+}
+
 fn step_error(s: Status) -> StepError {
     (s.code(), s.message().to_string())
 }
@@ -255,21 +276,7 @@ impl TfMasterService {
         if !last {
             tf.partial_runs.put_back(handle, run);
         }
-        let tensor = r
-            .fetch
-            .into_iter()
-            .zip(&tensors)
-            .map(|(name, t)| {
-                Ok(proto::NamedTensorProto {
-                    tensor: Some(tensor_to_tf(t).map_err(|e| (Code::Internal, e.to_string()))?),
-                    name,
-                })
-            })
-            .collect::<Result<_, StepError>>()?;
-        Ok(proto::RunStepResponse {
-            tensor,
-            ..Default::default()
-        })
+        step_response(r.fetch, &tensors)
     }
 
     /// Runs `call`'s step on a copy of `session`'s graph without the control edges the
@@ -364,20 +371,7 @@ impl TfMasterService {
         let tensors = self
             .run(session, feeds, names.clone(), r.target, timeout)
             .await?;
-        let tensor = names
-            .into_iter()
-            .zip(&tensors)
-            .map(|(name, t)| {
-                Ok(proto::NamedTensorProto {
-                    tensor: Some(tensor_to_tf(t).map_err(|e| (Code::Internal, e.to_string()))?),
-                    name,
-                })
-            })
-            .collect::<Result<_, StepError>>()?;
-        Ok(proto::RunStepResponse {
-            tensor,
-            ..Default::default()
-        })
+        step_response(names, &tensors)
     }
 }
 
