@@ -292,20 +292,41 @@ fn add(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelErr
             a.shape()
         )));
     }
-    fn go<T: crate::tensor::StorageElement + Copy + std::ops::Add<Output = T>>(
+    fn go<T: crate::tensor::StorageElement + Copy>(
         a: &Tensor,
         b: &Tensor,
         memory: &MemoryLimit,
+        f: impl Fn(T, T) -> T,
     ) -> Result<Tensor, KernelError> {
         let x = a.as_slice::<T>()?;
         let y = b.as_slice::<T>()?;
-        Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(p, q)| *p + *q))?)
+        Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(&p, &q)| f(p, q)))?)
     }
     match a.dtype() {
-        DType::F32 => go::<f32>(a, b, memory),
-        DType::F64 => go::<f64>(a, b, memory),
-        DType::I32 => go::<i32>(a, b, memory),
-        DType::I64 => go::<i64>(a, b, memory),
+        DType::F32 => go::<f32>(a, b, memory, |p, q| p + q),
+        DType::F64 => go::<f64>(a, b, memory, |p, q| p + q),
+        // Wrapping, as TensorFlow's integer arithmetic (and never an overflow panic in a
+        // debug build of a server).
+        DType::I32 => go::<i32>(a, b, memory, i32::wrapping_add),
+        DType::I64 => go::<i64>(a, b, memory, i64::wrapping_add),
         DType::Bool => Err(KernelError::InvalidArgument("cannot add booleans".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_variable_adds_wrap_as_tensorflows_do() {
+        let memory = MemoryLimit::new("/device:CPU:0", None);
+        let a = Tensor::from_vec([2], vec![i32::MAX, 1]).unwrap();
+        let b = Tensor::from_vec([2], vec![1i32, 2]).unwrap();
+        let sum = add(&a, &b, &memory).unwrap();
+        assert_eq!(sum.as_slice::<i32>().unwrap(), &[i32::MIN, 3]);
+        let a = Tensor::from_vec([1], vec![i64::MIN]).unwrap();
+        let b = Tensor::from_vec([1], vec![-1i64]).unwrap();
+        let sum = add(&a, &b, &memory).unwrap();
+        assert_eq!(sum.as_slice::<i64>().unwrap(), &[i64::MAX]);
     }
 }
