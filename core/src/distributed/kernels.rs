@@ -280,12 +280,37 @@ impl Kernel for VarKernel {
     }
 }
 
+/// An update a variable kernel applies elementwise: its new value is `old ∘ delta`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Update {
+    /// `old + delta` (`AssignAdd*`).
+    Add,
+    /// `old - delta` (`AssignSub*`).
+    Sub,
+}
+
 /// Elementwise `a + b` of equal shapes (the update of `AssignAddVariableOp`), allocated
 /// through `memory`.
 fn add(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelError> {
+    apply_update(Update::Add, a, b, memory)
+}
+
+/// Elementwise `a ∘ b` of equal shapes and dtypes, allocated through `memory`; integers
+/// wrap, as TensorFlow's integer arithmetic (never an overflow panic in a debug build of
+/// a server).
+pub(super) fn apply_update(
+    op: Update,
+    a: &Tensor,
+    b: &Tensor,
+    memory: &MemoryLimit,
+) -> Result<Tensor, KernelError> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() {
+        let (verb, prep) = match op {
+            Update::Add => ("add", "to"),
+            Update::Sub => ("subtract", "from"),
+        };
         return Err(KernelError::InvalidArgument(format!(
-            "cannot add a {} {} to a {} {} variable",
+            "cannot {verb} a {} {} {prep} a {} {} variable",
             b.dtype(),
             b.shape(),
             a.dtype(),
@@ -302,14 +327,21 @@ fn add(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelErr
         let y = b.as_slice::<T>()?;
         Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(&p, &q)| f(p, q)))?)
     }
-    match a.dtype() {
-        DType::F32 => go::<f32>(a, b, memory, |p, q| p + q),
-        DType::F64 => go::<f64>(a, b, memory, |p, q| p + q),
-        // Wrapping, as TensorFlow's integer arithmetic (and never an overflow panic in a
-        // debug build of a server).
-        DType::I32 => go::<i32>(a, b, memory, i32::wrapping_add),
-        DType::I64 => go::<i64>(a, b, memory, i64::wrapping_add),
-        DType::Bool => Err(KernelError::InvalidArgument("cannot add booleans".into())),
+    match (a.dtype(), op) {
+        (DType::F32, Update::Add) => go::<f32>(a, b, memory, |p, q| p + q),
+        (DType::F32, Update::Sub) => go::<f32>(a, b, memory, |p, q| p - q),
+        (DType::F64, Update::Add) => go::<f64>(a, b, memory, |p, q| p + q),
+        (DType::F64, Update::Sub) => go::<f64>(a, b, memory, |p, q| p - q),
+        (DType::I32, Update::Add) => go::<i32>(a, b, memory, i32::wrapping_add),
+        (DType::I32, Update::Sub) => go::<i32>(a, b, memory, i32::wrapping_sub),
+        (DType::I64, Update::Add) => go::<i64>(a, b, memory, i64::wrapping_add),
+        (DType::I64, Update::Sub) => go::<i64>(a, b, memory, i64::wrapping_sub),
+        (DType::Bool, Update::Add) => {
+            Err(KernelError::InvalidArgument("cannot add booleans".into()))
+        }
+        (DType::Bool, Update::Sub) => Err(KernelError::InvalidArgument(
+            "cannot subtract booleans".into(),
+        )),
     }
 }
 

@@ -22,6 +22,7 @@
 
 use std::sync::{Arc, Once};
 
+use super::kernels::{apply_update, Update};
 use super::update_rules::{self, AdamScalars, Real};
 use crate::graph::{register_op, Arity, Attrs, OpDef, OpDefError};
 use crate::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
@@ -317,45 +318,12 @@ impl Kernel for SimpleKernel {
                 let delta = ctx.input(0).clone();
                 self.var.variable(r)?.update(|old| {
                     let old = old.ok_or_else(|| self.var.uninitialised())?;
-                    subtract(old, &delta, &self.memory)
+                    apply_update(Update::Sub, old, &delta, &self.memory)
                 })?
             }
         };
         ctx.push_output(out);
         Ok(())
-    }
-}
-
-/// Elementwise `a - b` of equal shapes and dtypes, allocated through `memory`.
-fn subtract(a: &Tensor, b: &Tensor, memory: &MemoryLimit) -> Result<Tensor, KernelError> {
-    if a.shape() != b.shape() || a.dtype() != b.dtype() {
-        return Err(KernelError::InvalidArgument(format!(
-            "cannot subtract a {} {} from a {} {} variable",
-            b.dtype(),
-            b.shape(),
-            a.dtype(),
-            a.shape()
-        )));
-    }
-    fn go<T: StorageElement + Copy>(
-        a: &Tensor,
-        b: &Tensor,
-        memory: &MemoryLimit,
-        f: impl Fn(T, T) -> T,
-    ) -> Result<Tensor, KernelError> {
-        let x = a.as_slice::<T>()?;
-        let y = b.as_slice::<T>()?;
-        Ok(memory.collect(a.shape().clone(), x.iter().zip(y).map(|(&p, &q)| f(p, q)))?)
-    }
-    match a.dtype() {
-        DType::F32 => go::<f32>(a, b, memory, |p, q| p - q),
-        DType::F64 => go::<f64>(a, b, memory, |p, q| p - q),
-        // Wrapping, as TensorFlow's integer arithmetic.
-        DType::I32 => go::<i32>(a, b, memory, i32::wrapping_sub),
-        DType::I64 => go::<i64>(a, b, memory, i64::wrapping_sub),
-        DType::Bool => Err(KernelError::InvalidArgument(
-            "cannot subtract booleans".into(),
-        )),
     }
 }
 
