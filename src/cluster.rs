@@ -15,7 +15,8 @@ use magpie_inmem::{InMemError, InMemNetwork, InMemServer};
 pub use magpie_core::cluster::{ClusterError, ClusterSpec as Spec, TfConfig};
 
 pub use crate::task_devices::{
-    machine_server_options, served_devices, TaskDevices, TaskDevicesError,
+    default_step_memory_limit, machine_server_options, served_devices, TaskDevices,
+    TaskDevicesError,
 };
 
 use crate::Device;

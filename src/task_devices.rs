@@ -16,6 +16,7 @@ use std::sync::Arc;
 use magpie_core::device::Device;
 use magpie_core::distributed::ServerOptions;
 use magpie_core::graph::{DeviceName, DeviceSpec};
+use magpie_core::limits::Limit;
 use magpie_core::transport::TaskName;
 use magpie_cpu::{CpuLayout, CpuOptions, CpuRuntime, CpuSetupError};
 use magpie_vulkan::VulkanError;
@@ -36,6 +37,10 @@ pub struct TaskDevices {
     /// The most bytes the live tensors of each CPU device may hold at once (default: the
     /// memory of its NUMA node, or of the machine).
     pub cpu_memory_limit: Option<u64>,
+    /// The most bytes the live tensors of each GPU may hold at once (default: its largest
+    /// device-local heap). A server's GPUs name `--gpu-memory-limit` when they refuse an
+    /// allocation either way.
+    pub gpu_memory_limit: Option<u64>,
     /// Device specs of the devices the task exposes (`/device:CPU:*`); `None`: all. When
     /// no spec can match a GPU, the GPUs are not even opened.
     pub visible_devices: Option<Vec<String>>,
@@ -48,6 +53,7 @@ impl Default for TaskDevices {
             gpus: true,
             emulated_gpus: false,
             cpu_memory_limit: None,
+            gpu_memory_limit: None,
             visible_devices: None,
         }
     }
@@ -158,7 +164,15 @@ pub fn machine_server_options(
             Ok(gpus) => out.extend(
                 gpus.into_iter()
                     .filter(|d| devices.emulated_gpus || !d.is_emulated())
-                    .map(|d| d as Arc<dyn Device>),
+                    .map(|d| {
+                        // The task's GPU limit is the operator's (`--gpu-memory-limit`, by
+                        // default the device's heap): its errors name that flag.
+                        d.set_memory_limit_setting(Limit::GpuMemory);
+                        if let Some(bytes) = devices.gpu_memory_limit {
+                            d.set_memory_limit(bytes);
+                        }
+                        d as Arc<dyn Device>
+                    }),
             ),
             Err(e @ VulkanError::BadName(_)) => {
                 return Err(TaskDevicesError::Gpu {
@@ -184,7 +198,7 @@ pub fn machine_server_options(
         // memory of the device's NUMA node or machine): its errors name that flag.
         let mut cpu = cpu
             .renamed(name)
-            .with_memory_limit_setting(magpie_core::limits::Limit::CpuMemory);
+            .with_memory_limit_setting(Limit::CpuMemory);
         if let Some(bytes) = devices.cpu_memory_limit {
             cpu = cpu.with_memory_limit(Some(bytes));
         }
@@ -193,8 +207,16 @@ pub fn machine_server_options(
     Ok(ServerOptions {
         pool: Some(runtime.pool().clone()),
         visible_devices: devices.visible_devices.clone(),
+        step_memory_limit: default_step_memory_limit(),
         ..ServerOptions::with_devices(out)
     })
+}
+
+/// The default bound on the bytes one step's tensors hold on a task (`magpie server
+/// --step-memory-limit`): half the machine's memory, so that no one step (no one
+/// client) can take all of it; `None` when the machine does not say how much it has.
+pub fn default_step_memory_limit() -> Option<u64> {
+    magpie_cpu::machine_memory().map(|bytes| bytes / 2)
 }
 
 #[cfg(test)]

@@ -5,14 +5,15 @@
 //!   keep-alive settings the master finds the frozen peer itself, long before the step's
 //!   deadline, and fails the step naming it.
 //! - The session, graph, extension, message, streamed-tensor, tensor-stream idle,
-//!   rendezvous and CPU memory limits set by flags are `RESOURCE_EXHAUSTED` naming the
-//!   flag; tensors for a session with no partition on the task, or for another session's
+//!   rendezvous, CPU and GPU memory and step memory limits set by flags are
+//!   `RESOURCE_EXHAUSTED` naming the flag; tensors for a session with no partition on the task, or for another session's
 //!   step, are refused; `--session-idle-timeout` closes an idle session;
 //!   `--max-streams-per-connection` is the HTTP/2 setting the server advertises, and
 //!   calls past it on one connection wait, then run.
 //!
 //! Servers bind free 127.0.0.1 ports and are stopped at the end; a frozen one is continued
-//! and killed when its `ServerProcess` drops, even when a test fails.
+//! and killed when its `ServerProcess` drops, even when a test fails. Cluster files and
+//! logs live in scratch folders removed when their test ends.
 
 mod common;
 
@@ -52,17 +53,35 @@ fn target(spec: &Spec, task: u32) -> String {
     format!("grpc://{}", address(spec, task))
 }
 
-/// This test process's folder for cluster files and logs.
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("magpie-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A folder of this test process's own for cluster files and logs, removed with
+/// everything in it when dropped (even when a test fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `<tmp>/magpie-limits-<pid>-<name>`, made empty.
+    fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("magpie-limits-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The `magpie server` arguments for `/job:worker/task:<task>` of `spec` (written to
-/// `<name>.json`), then `extra`.
-fn server_args(spec: &Spec, name: &str, task: u32, extra: &[&str]) -> Vec<String> {
-    let file = scratch().join(format!("{name}.json"));
+/// `<name>.json` in `dir`), then `extra`.
+fn server_args(dir: &Scratch, spec: &Spec, name: &str, task: u32, extra: &[&str]) -> Vec<String> {
+    let file = dir.path().join(format!("{name}.json"));
     std::fs::write(&file, spec.to_json()).unwrap();
     let mut args = vec![
         "--cluster".to_string(),
@@ -76,9 +95,11 @@ fn server_args(spec: &Spec, name: &str, task: u32, extra: &[&str]) -> Vec<String
     args
 }
 
-/// `magpie server` for `/job:worker/task:<task>` of `spec` with `extra` flags.
+/// `magpie server` for `/job:worker/task:<task>` of `spec` with `extra` flags. The server
+/// has read its cluster file once it says it serves: the file goes at once.
 fn spawn(spec: &Spec, name: &str, task: u32, extra: &[&str]) -> ServerProcess {
-    ServerProcess::server(server_args(spec, name, task, extra))
+    let dir = Scratch::new(name);
+    ServerProcess::server(server_args(&dir, spec, name, task, extra))
 }
 
 /// One `magpie server` process serving a one-task cluster with `extra` flags, and its spec.
@@ -663,7 +684,8 @@ fn calls_past_max_streams_per_connection_wait_for_a_stream_and_then_run() {
 #[test]
 fn with_short_keep_alives_a_frozen_worker_is_found_before_the_step_deadline() {
     let spec = workers(2);
-    let log = scratch().join("keepalive-master.log");
+    let dir = Scratch::new("keepalive");
+    let log = dir.path().join("keepalive-master.log");
     let keepalive = [
         "--keepalive-interval-ms",
         "500",
@@ -674,7 +696,7 @@ fn with_short_keep_alives_a_frozen_worker_is_found_before_the_step_deadline() {
         "--log-format",
         "json",
     ];
-    let w0 = ServerProcess::server_logged(server_args(&spec, "ka0", 0, &keepalive), &log);
+    let w0 = ServerProcess::server_logged(server_args(&dir, &spec, "ka0", 0, &keepalive), &log);
     let w1 = spawn(&spec, "ka1", 1, &keepalive);
     let g = Graph::new();
     let on = |task: &str| g.with_device(task).unwrap();
@@ -746,6 +768,77 @@ fn a_tensor_past_cpu_memory_limit_is_resource_exhausted_naming_the_flag() {
         session.run(&[], &[small], &[]).unwrap()[0].num_elements(),
         1024
     );
+    drop(session);
+    server.stop();
+}
+
+#[test]
+fn a_step_past_step_memory_limit_is_resource_exhausted_naming_the_flag() {
+    // Room for two 4 KiB tensors of one step, not three; the CPU's own limit is far away.
+    let (spec, server) = one_server("step-memory", &["--step-memory-limit", "10000"]);
+    let g = Graph::new();
+    let one = g.constant(1.0f32).unwrap();
+    let a = g.fill(&[1024], one).unwrap();
+    let b = g.fill(&[1024], one).unwrap();
+    let c = g.with_name("c").add(a, b).unwrap();
+    let session = magpie::grpc::connect(&target(&spec, 0), &g).unwrap();
+    let v = session.run(&[], &[a, b], &[]).unwrap();
+    assert_eq!(v[1].as_slice::<f32>().unwrap(), &[1.0f32; 1024]);
+    // Fetched, `a` and `b` stay alive while `c` asks for 4 KiB more.
+    match session.run(&[], &[a, b, c], &[]) {
+        Err(GrpcError::Status { code, message, .. }) => {
+            assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+            for w in [
+                "\"c\"",
+                "cannot allocate 4096 bytes",
+                "8192 bytes are in use of the step's memory limit of 10000 bytes",
+                "--step-memory-limit",
+            ] {
+                assert!(message.contains(w), "{w:?} not in {message}");
+            }
+        }
+        other => panic!("a step past --step-memory-limit: {other:?}"),
+    }
+    // The limit is per step: the next step starts from nothing.
+    let v = session.run(&[], &[c], &[]).unwrap();
+    assert_eq!(v[0].as_slice::<f32>().unwrap(), &[2.0f32; 1024]);
+    drop(session);
+    server.stop();
+}
+
+#[test]
+fn a_tensor_past_gpu_memory_limit_is_resource_exhausted_naming_the_flag() {
+    // Lavapipe (a Vulkan driver on the CPU) stands in for a GPU.
+    let (spec, server) = one_server(
+        "gpu-memory",
+        &["--emulated-gpus", "--gpu-memory-limit", "8192"],
+    );
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let gpu = g.with_device("/job:worker/task:0/device:GPU:0").unwrap();
+    let y = gpu.with_name("y").neg(x).unwrap();
+    let session = magpie::grpc::connect(&target(&spec, 0), &g).unwrap();
+    // Two 4 KiB blocks at once: the input's copy on the GPU and the output.
+    let fits = Tensor::from_vec([1000], vec![1.0f32; 1000]).unwrap();
+    match session.run(&[(x, fits)], &[y], &[]) {
+        Ok(v) => assert_eq!(v[0].as_slice::<f32>().unwrap(), &[-1.0f32; 1000]),
+        Err(e) if e.to_string().contains("GPU") && !e.to_string().contains("memory") => {
+            eprintln!("SKIPPED: the server has no GPU (no Vulkan driver): {e}");
+            server.stop();
+            return;
+        }
+        Err(e) => panic!("a tensor under --gpu-memory-limit: {e}"),
+    }
+    let past = Tensor::from_vec([3000], vec![1.0f32; 3000]).unwrap();
+    match session.run(&[(x, past)], &[y], &[]) {
+        Err(GrpcError::Status { code, message, .. }) => {
+            assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+            for w in ["12000 bytes", "8192", "--gpu-memory-limit", "device:GPU:0"] {
+                assert!(message.contains(w), "{w:?} not in {message}");
+            }
+        }
+        other => panic!("a tensor past --gpu-memory-limit: {other:?}"),
+    }
     drop(session);
     server.stop();
 }

@@ -36,6 +36,15 @@ pub enum Limit {
     /// limit, as `magpie server` sets it: see
     /// [`Device::memory_limit_setting`](crate::Device::memory_limit_setting)).
     CpuMemory,
+    /// Bytes the live tensors of one of the task's GPU devices hold at once (its memory
+    /// limit, as `magpie server` sets it).
+    GpuMemory,
+    /// Bytes the buffers one step's kernels allocate hold at once on one task, all its
+    /// devices together (see [`StepMemory`](crate::tensor::StepMemory)).
+    StepMemory,
+    /// Bytes of tensors the partial runs of one master keep between their calls, all
+    /// sessions together.
+    PartialRunBytes,
 }
 
 impl Limit {
@@ -53,6 +62,9 @@ impl Limit {
             Limit::RendezvousUnclaimedTtl => "rendezvous keep time (ms) for steps not started",
             Limit::TensorStreamIdle => "tensor stream idle time",
             Limit::CpuMemory => "bytes the live tensors of a CPU device hold",
+            Limit::GpuMemory => "bytes the live tensors of a GPU device hold",
+            Limit::StepMemory => "bytes one step's tensors hold on a task",
+            Limit::PartialRunBytes => "bytes partial runs keep between calls",
         }
     }
 
@@ -70,6 +82,9 @@ impl Limit {
             Limit::RendezvousUnclaimedTtl => "--rendezvous-unclaimed-ttl-ms",
             Limit::TensorStreamIdle => "--tensor-stream-idle-timeout-ms",
             Limit::CpuMemory => "--cpu-memory-limit",
+            Limit::GpuMemory => "--gpu-memory-limit",
+            Limit::StepMemory => "--step-memory-limit",
+            Limit::PartialRunBytes => "--partial-run-bytes",
         }
     }
 }

@@ -30,7 +30,7 @@ pub use crate::scheduler::CancellationToken;
 pub use crate::scheduler::Policy;
 use crate::scheduler::{RunControl, RunError, ThreadPool};
 use crate::step_id::StepId;
-use crate::tensor::Tensor;
+use crate::tensor::{StepMemoryLimit, Tensor};
 
 /// Step ids are unique in the process, across sessions.
 static NEXT_STEP_ID: AtomicU64 = AtomicU64::new(1);
@@ -92,6 +92,26 @@ pub struct SessionOptions {
     /// node would instead of failing the step with
     /// [`SessionError::NoMatchingDevice`] or [`SessionError::NoKernel`].
     pub allow_soft_placement: bool,
+    /// The most bytes the buffers one step's kernels allocate may hold at once, on all the
+    /// session's devices together (default `None`: no limit but the devices'). An
+    /// allocation past it fails the step with a resource-exhausted
+    /// [`SessionError::Kernel`] naming the node, the bytes asked for and in use, and the
+    /// limit (with its flag, for a server's). What counts: see
+    /// [`StepMemory`](crate::tensor::StepMemory).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use magpie_core::device::Device;
+    /// use magpie_core::session::SessionOptions;
+    /// use magpie_core::tensor::StepMemoryLimit;
+    /// # let devices: Vec<Arc<dyn Device>> = Vec::new();
+    /// let options = SessionOptions {
+    ///     step_memory_limit: Some(StepMemoryLimit::new(1 << 30)),
+    ///     ..SessionOptions::with_devices(devices)
+    /// };
+    /// # assert!(options.step_memory_limit.is_some());
+    /// ```
+    pub step_memory_limit: Option<StepMemoryLimit>,
 }
 
 /// How a session orders ready nodes. Whatever the policy, a step computes the same
@@ -147,6 +167,7 @@ impl fmt::Debug for SessionOptions {
             .field("resources", &self.resources.is_some())
             .field("kernels", &self.kernels)
             .field("allow_soft_placement", &self.allow_soft_placement)
+            .field("step_memory_limit", &self.step_memory_limit)
             .finish()
     }
 }
@@ -345,6 +366,8 @@ pub struct Session {
     soft_placement: bool,
     pools: ResourcePools,
     budgets: Vec<Option<u64>>,
+    /// [`SessionOptions::step_memory_limit`].
+    step_memory_limit: Option<StepMemoryLimit>,
     policy: SchedulingPolicy,
     pool: ThreadPool,
     /// The steal group of each device's NUMA node in `pool`, when the pool has several.
@@ -418,6 +441,7 @@ impl Session {
             graph: graph.clone(),
             pools,
             budgets,
+            step_memory_limit: options.step_memory_limit,
             policy: options.policy,
             devices: options.devices,
             kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
@@ -637,6 +661,7 @@ impl Session {
             feed_tensors,
             options.trace,
             options.track_memory,
+            self.step_memory_limit,
         ));
         let control = RunControl {
             policy: self.policy.scheduler_policy(),

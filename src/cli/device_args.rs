@@ -31,6 +31,11 @@ pub(crate) struct DeviceArgs {
     /// fails the step at once with a resource-exhausted error naming this flag.
     #[arg(long, value_name = "BYTES")]
     pub(crate) cpu_memory_limit: Option<u64>,
+    /// The most bytes the live tensors of each of the task's GPUs may hold at once
+    /// (default: the GPU's largest device-local heap); an allocation past it fails the
+    /// step at once with a resource-exhausted error naming this flag.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) gpu_memory_limit: Option<u64>,
 }
 
 impl DeviceArgs {
@@ -50,6 +55,7 @@ impl DeviceArgs {
             gpus: !self.no_gpus,
             emulated_gpus: self.emulated_gpus,
             cpu_memory_limit: self.cpu_memory_limit,
+            gpu_memory_limit: self.gpu_memory_limit,
             visible_devices: self.visible_devices.clone(),
         })
     }

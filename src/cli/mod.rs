@@ -168,6 +168,16 @@ pub(crate) struct LimitArgs {
     /// Milliseconds tensors are kept for a step that has not started here.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     pub(crate) rendezvous_unclaimed_ttl_ms: u64,
+    /// The most bytes one step's tensors may hold at once on this task, all its devices
+    /// together (default: half the machine's memory); an allocation past it fails the
+    /// step with a resource-exhausted error naming this flag.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) step_memory_limit: Option<u64>,
+    /// Bytes of tensors the partial runs of this task's master keep between their calls,
+    /// all sessions together (fed tensors and outputs later calls need); a call past it
+    /// fails and ends its partial run.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub(crate) partial_run_bytes: u64,
     /// Milliseconds between HTTP/2 keep-alive pings on every connection (finds frozen
     /// peers).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]

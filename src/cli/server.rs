@@ -148,6 +148,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     options.peer_wait = Duration::from_millis(args.peer_wait_ms);
     let l = &args.limits;
+    if let Some(bytes) = l.step_memory_limit {
+        options.step_memory_limit = Some(bytes);
+    }
     if args.step_timeout.is_some_and(|t| t.is_zero()) {
         bail!("--step-timeout-ms must be at least 1");
     }
@@ -230,6 +233,8 @@ impl super::LimitArgs {
             ),
             (self.keepalive_interval_ms, "--keepalive-interval-ms"),
             (self.keepalive_timeout_ms, "--keepalive-timeout-ms"),
+            (self.step_memory_limit.unwrap_or(1), "--step-memory-limit"),
+            (self.partial_run_bytes, "--partial-run-bytes"),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
@@ -246,6 +251,7 @@ impl super::LimitArgs {
             (self.session_idle_timeout > 0).then(|| Duration::from_secs(self.session_idle_timeout));
         grpc.keepalive_interval = Duration::from_millis(self.keepalive_interval_ms);
         grpc.keepalive_timeout = Duration::from_millis(self.keepalive_timeout_ms);
+        grpc.max_partial_run_bytes = self.partial_run_bytes;
         Ok(())
     }
 }

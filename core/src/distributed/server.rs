@@ -58,6 +58,12 @@ pub struct ServerOptions {
     /// process-wide [`KernelRegistry::global`] when `None`. The task adds the distributed
     /// kernels (`_Send`, `_Recv`, variables) to it.
     pub kernels: Option<KernelRegistry>,
+    /// The most bytes one step's kernels may hold at once on this task, all its devices
+    /// together ([`SessionOptions::step_memory_limit`](crate::session::SessionOptions::step_memory_limit)
+    /// of every partition's session, naming [`Limit::StepMemory`](crate::limits::Limit::StepMemory)'s
+    /// flag when refused). Default `None`: no limit but the devices'; `magpie server`
+    /// sets half the machine's memory unless `--step-memory-limit` says otherwise.
+    pub step_memory_limit: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -72,6 +78,7 @@ impl Default for ServerOptions {
             peer_wait: super::DEFAULT_PEER_WAIT,
             rendezvous_limits: RendezvousLimits::default(),
             kernels: None,
+            step_memory_limit: None,
         }
     }
 }
@@ -94,6 +101,7 @@ impl fmt::Debug for ServerOptions {
             .field("peer_wait", &self.peer_wait)
             .field("rendezvous_limits", &self.rendezvous_limits)
             .field("kernels", &self.kernels)
+            .field("step_memory_limit", &self.step_memory_limit)
             .finish()
     }
 }

@@ -30,7 +30,8 @@ use crate::resource::ResourceMgr;
 use crate::scheduler::{CancellationToken, ThreadPool};
 use crate::session::{RunOptions, Session, SessionError, SessionOptions};
 use crate::step_id::{random_hex, StepId};
-use crate::tensor::Tensor;
+use crate::limits::Limit;
+use crate::tensor::{StepMemoryLimit, Tensor};
 use crate::transport::{
     unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition,
     RendezvousKey, RunPartition, TaskName, TaskTimeline, Transport,
@@ -208,6 +209,8 @@ pub struct Worker {
     kernels: KernelRegistry,
     pool: ThreadPool,
     resource_pools: Vec<(String, usize)>,
+    /// [`ServerOptions::step_memory_limit`], for every partition's session.
+    step_memory_limit: Option<StepMemoryLimit>,
     resources: Arc<ResourceMgr>,
     rendezvous: Arc<Rendezvous>,
     partitions: Mutex<Partitions>,
@@ -281,6 +284,9 @@ impl Worker {
             kernels,
             pool,
             resource_pools: options.resource_pools.clone(),
+            step_memory_limit: options
+                .step_memory_limit
+                .map(|bytes| StepMemoryLimit::new(bytes).raised_by(Limit::StepMemory)),
             resources,
             rendezvous,
             partitions: Mutex::new(Partitions::default()),
@@ -464,6 +470,7 @@ impl Worker {
             resource_pools: self.resource_pools.clone(),
             resources: Some(Arc::clone(&self.resources)),
             kernels: Some(self.kernels.clone()),
+            step_memory_limit: self.step_memory_limit,
             ..SessionOptions::default()
         };
         let local = Session::new(graph, options).map_err(|source| WorkerError::Step {

@@ -29,7 +29,7 @@ use crate::kernel::{AsyncKernelContext, BoxedKernel, Input, KernelContext, Kerne
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::step_id::StepId;
-use crate::tensor::Tensor;
+use crate::tensor::{StepMemory, StepMemoryLimit, Tensor};
 
 /// What one node did in a traced step.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +63,9 @@ pub(crate) struct StepState {
     started: Instant,
     trace: Option<Mutex<Vec<NodeStats>>>,
     memory: Option<MemoryTracker>,
+    /// The step's memory limit and account, when it has one: its kernels' calls run in
+    /// its scope (`tensor::StepMemory`'s protocol).
+    step_memory: Option<Arc<StepMemory>>,
     /// Input bytes kernels read from tensors produced on a device of another NUMA node.
     remote_numa_bytes: AtomicU64,
 }
@@ -75,6 +78,7 @@ impl StepState {
         feeds: Vec<Tensor>,
         trace: bool,
         track_memory: bool,
+        step_memory: Option<StepMemoryLimit>,
     ) -> StepState {
         let needs_memory = track_memory || plan.budgets.iter().any(Option::is_some);
         // Pinned slots are not counted, so their bytes would never be released: a step
@@ -97,6 +101,7 @@ impl StepState {
             started: Instant::now(),
             trace: trace.then(|| Mutex::new(Vec::with_capacity(plan.nodes.len()))),
             memory: needs_memory.then(|| MemoryTracker::new(plan)),
+            step_memory: step_memory.map(|limit| Arc::new(StepMemory::new(limit))),
             remote_numa_bytes: AtomicU64::new(0),
         }
     }
@@ -379,8 +384,11 @@ fn run_sync(
     let result = lend_inputs(plan, state, task, &mut releases, &mut loans).and_then(|inputs| {
         let mut ctx = KernelContext::with_inputs(&pn.node, inputs, state.step_id)
             .with_resources(&state.resources);
-        k.compute(&mut ctx)
-            .map_err(|e| kernel_error(plan, task, e))?;
+        match &state.step_memory {
+            None => k.compute(&mut ctx),
+            Some(m) => m.scope(|| k.compute(&mut ctx)),
+        }
+        .map_err(|e| kernel_error(plan, task, e))?;
         Ok(ctx.into_outputs())
     });
     // The context, and with it every borrow of a slot, is gone: end the loans.
@@ -414,7 +422,10 @@ fn run_async(
     let inputs = inputs(plan, state, task, &mut releases)?;
     let ctx = AsyncKernelContext::new(Arc::clone(&pn.node), inputs, state.step_id)
         .with_resources(Arc::clone(&state.resources));
-    let fut = k.compute_async(ctx);
+    let fut = match &state.step_memory {
+        None => k.compute_async(ctx),
+        Some(m) => in_step_scope(Arc::clone(m), m.scope(|| k.compute_async(ctx))),
+    };
     let (plan, state) = (Arc::clone(plan), Arc::clone(state));
     Ok(fut
         .map(move |res| {
@@ -425,6 +436,14 @@ fn run_async(
             Ok(())
         })
         .boxed())
+}
+
+/// `fut` polled in `step`'s scope: what it allocates is charged to the step.
+fn in_step_scope<T: Send + 'static>(
+    step: Arc<StepMemory>,
+    mut fut: BoxFuture<'static, T>,
+) -> BoxFuture<'static, T> {
+    std::future::poll_fn(move |cx| step.scope(|| fut.poll_unpin(cx))).boxed()
 }
 
 /// Waits for the node's pool slots and memory, then runs its kernel.

@@ -26,6 +26,10 @@
 //!
 //! # Memory ordering
 //!
+//! A buffer allocated while a step with a memory limit runs is charged to that step's
+//! account as well ([`StepMemory`](super::StepMemory)): its one [`Charge`] then gives its
+//! bytes back to both accounts when it drops.
+//!
 //! Every update is one `Relaxed` read-modify-write of one `AtomicU64`. The counter guards
 //! no other memory — nothing is published through it — so it needs no ordering with other
 //! locations; all that exactness needs is that every update lands, which a
@@ -48,7 +52,8 @@
 //!
 //! A charge is one relaxed add on the counter, plus one on the account's reference count
 //! (the charge holds the account, so a buffer may outlive its device); its release is the
-//! two matching subtractions. No lock.
+//! two matching subtractions. No lock. A step's account doubles that for the buffers
+//! charged to it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,10 +99,11 @@ impl MemoryAccount {
 
     /// Charges `bytes` unconditionally: the bytes count until the charge drops.
     pub fn charge(account: &Arc<MemoryAccount>, bytes: u64) -> Charge {
-        account.in_use.fetch_add(bytes, Ordering::Relaxed);
+        account.add(bytes);
         Charge {
             account: Arc::clone(account),
             bytes,
+            step: None,
         }
     }
 
@@ -107,34 +113,68 @@ impl MemoryAccount {
     /// The bytes in use before this request (the request is not charged) when they and
     /// `bytes` would pass `limit`.
     pub fn try_charge(account: &Arc<MemoryAccount>, bytes: u64, limit: u64) -> Result<Charge, u64> {
-        let before = account.in_use.fetch_add(bytes, Ordering::Relaxed);
-        if before.saturating_add(bytes) > limit {
-            account.in_use.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(before);
-        }
+        account.try_add(bytes, limit)?;
         Ok(Charge {
             account: Arc::clone(account),
             bytes,
+            step: None,
         })
+    }
+
+    /// Adds `bytes` when the account then holds at most `limit`; else the bytes in use
+    /// before (nothing added). The caller gives them back (a [`Charge`] does).
+    pub(crate) fn try_add(&self, bytes: u64, limit: u64) -> Result<(), u64> {
+        let before = self.in_use.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > limit {
+            self.in_use.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(before);
+        }
+        Ok(())
+    }
+
+    /// Adds `bytes` unconditionally. The caller gives them back (a [`Charge`] does).
+    pub(crate) fn add(&self, bytes: u64) {
+        self.in_use.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
-/// Bytes charged to a [`MemoryAccount`], given back when this drops. A counted tensor's
+/// Bytes charged to a [`MemoryAccount`] (and, for a buffer a step with a memory limit
+/// allocated, to the step's account too), given back when this drops. A counted tensor's
 /// buffer holds one ([`Tensor::from_vec_charged`](super::Tensor::from_vec_charged)).
 pub struct Charge {
     account: Arc<MemoryAccount>,
     bytes: u64,
+    /// The account of the step that allocated the buffer, when it is not `account`.
+    step: Option<Arc<MemoryAccount>>,
 }
 
 impl Charge {
+    /// This charge, its bytes (already added there) also counted by the step account
+    /// `step` until it drops.
+    pub(crate) fn with_step(mut self, step: Arc<MemoryAccount>) -> Charge {
+        self.step = Some(step);
+        self
+    }
+
+    /// A charge of `bytes` already added to `account` (a step's, for a buffer of a device
+    /// that keeps no account).
+    pub(crate) fn added(account: Arc<MemoryAccount>, bytes: u64) -> Charge {
+        Charge {
+            account,
+            bytes,
+            step: None,
+        }
+    }
+
     /// The bytes charged.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Whether this charge is to `account`.
+    /// Whether this charge is to `account` (the device's, or the step's).
     pub fn is_to(&self, account: &Arc<MemoryAccount>) -> bool {
         Arc::ptr_eq(&self.account, account)
+            || self.step.as_ref().is_some_and(|s| Arc::ptr_eq(s, account))
     }
 }
 
@@ -149,6 +189,9 @@ impl fmt::Debug for Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.account.in_use.fetch_sub(self.bytes, Ordering::Relaxed);
+        if let Some(step) = &self.step {
+            step.in_use.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
     }
 }
 

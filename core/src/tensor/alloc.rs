@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::account::{Charge, MemoryAccount};
+use super::step_memory::StepMemory;
 use super::dtype::DType;
 use super::shape::byte_size;
 use super::storage::{Storage, StorageElement};
@@ -43,6 +44,14 @@ pub enum AllocFailure {
         /// The limit in bytes.
         limit: u64,
     },
+    /// More bytes than the memory limit of the step that asked leaves, given the bytes
+    /// its buffers hold ([`StepMemory`](super::StepMemory)).
+    StepInUse {
+        /// Bytes the step's buffers held when the request came.
+        in_use: u64,
+        /// The step's limit in bytes.
+        limit: u64,
+    },
     /// More bytes than any allocation may have (`isize::MAX`).
     TooLarge,
     /// The allocator could not provide the memory.
@@ -58,6 +67,10 @@ impl fmt::Display for AllocFailure {
             AllocFailure::InUse { in_use, limit } => write!(
                 f,
                 "{in_use} bytes are in use of the device's memory limit of {limit} bytes"
+            ),
+            AllocFailure::StepInUse { in_use, limit } => write!(
+                f,
+                "{in_use} bytes are in use of the step's memory limit of {limit} bytes"
             ),
             AllocFailure::TooLarge => f.write_str("more than any allocation can hold"),
             AllocFailure::OutOfMemory => f.write_str("the allocator is out of memory"),
@@ -83,15 +96,20 @@ pub struct AllocError {
     pub bytes: u128,
     /// Why it was refused.
     pub failure: AllocFailure,
-    /// The limit whose flag raises the device's memory limit, when it has one
-    /// ([`MemoryLimit::raised_by`]).
+    /// The limit whose flag raises the limit that refused: the device's
+    /// ([`MemoryLimit::raised_by`]) or, for [`AllocFailure::StepInUse`], the step's.
     pub raise_with: Option<Limit>,
 }
 
 /// " (raise it with `magpie server FLAG`)" for a refusal by a limit that has a flag.
 fn raise_hint(limit: Option<Limit>, failure: AllocFailure) -> String {
     match (limit, failure) {
-        (Some(l), AllocFailure::OverLimit { .. } | AllocFailure::InUse { .. }) => {
+        (
+            Some(l),
+            AllocFailure::OverLimit { .. }
+            | AllocFailure::InUse { .. }
+            | AllocFailure::StepInUse { .. },
+        ) => {
             format!(" (raise it with `magpie server {}`)", l.flag())
         }
         _ => String::new(),
@@ -218,36 +236,61 @@ impl MemoryLimit {
     /// goes into the tensor made of the buffer
     /// ([`Tensor::from_vec_charged`](super::Tensor::from_vec_charged)), and dropping it
     /// (the tensor's last reference, or an error before the tensor is made) gives the
-    /// bytes back. `None` when the device keeps no account or the buffer has no bytes.
+    /// bytes back. `None` when neither the device keeps an account nor a step with a
+    /// memory limit is current, or the buffer has no bytes.
+    ///
+    /// While a step with a memory limit runs the calling kernel
+    /// ([`StepMemory::scope`](super::StepMemory::scope)), the bytes are charged to the step
+    /// as well, under its limit, and the charge gives them back to both.
     ///
     /// # Errors
-    /// As [`check`](Self::check), and [`AllocFailure::InUse`] when the bytes the account
-    /// holds and these would pass the limit.
+    /// As [`check`](Self::check); [`AllocFailure::InUse`] when the bytes the account
+    /// holds and these would pass the limit; [`AllocFailure::StepInUse`] when the bytes the
+    /// current step's buffers hold and these would pass the step's limit.
     #[inline]
     pub fn reserve(&self, dtype: DType, elements: usize) -> Result<Option<Charge>, AllocError> {
         let bytes = self.check(dtype, elements)?;
-        let Some(account) = self.account.as_ref().filter(|_| bytes > 0) else {
+        if bytes == 0 {
             return Ok(None);
-        };
-        match self.limit {
-            Some(limit) => MemoryAccount::try_charge(account, bytes as u64, limit)
-                .map(Some)
-                .map_err(|in_use| {
-                    self.error(dtype, elements, AllocFailure::InUse { in_use, limit })
-                }),
-            None => Ok(Some(MemoryAccount::charge(account, bytes as u64))),
         }
+        let device = match (self.account.as_ref(), self.limit) {
+            (None, _) => None,
+            (Some(account), Some(limit)) => Some(
+                MemoryAccount::try_charge(account, bytes as u64, limit).map_err(|in_use| {
+                    self.error(dtype, elements, AllocFailure::InUse { in_use, limit })
+                })?,
+            ),
+            (Some(account), None) => Some(MemoryAccount::charge(account, bytes as u64)),
+        };
+        StepMemory::charge_current(device, bytes as u64).map_err(|refusal| AllocError {
+            raise_with: refusal.limit.raised_by,
+            ..self.error(
+                dtype,
+                elements,
+                AllocFailure::StepInUse {
+                    in_use: refusal.in_use,
+                    limit: refusal.limit.bytes,
+                },
+            )
+        })
     }
 
     /// Charges `bytes` to the account (if any) whatever the limit: for a buffer that is
     /// already allocated, e.g. an input's elements taken back and reused in place for an
     /// output (taking them released their old charge, see
     /// [`Tensor::try_into_vec`](super::Tensor::try_into_vec)). `None` when the device keeps
-    /// no account or `bytes` is 0.
+    /// no account and no step with a memory limit is current, or `bytes` is 0. The current
+    /// step (as for [`reserve`](Self::reserve)) is charged too, whatever its limit.
     #[inline]
     pub fn charge(&self, bytes: usize) -> Option<Charge> {
-        let account = self.account.as_ref().filter(|_| bytes > 0)?;
-        Some(MemoryAccount::charge(account, bytes as u64))
+        if bytes == 0 {
+            return None;
+        }
+        let device = self
+            .account
+            .as_ref()
+            .map(|account| MemoryAccount::charge(account, bytes as u64));
+        StepMemory::charge_current_unchecked(device, bytes as u64)
     }
 
     /// The bytes of `elements` elements of `dtype`, when one buffer of them is allowed.

@@ -24,6 +24,7 @@ mod display;
 mod dtype;
 mod origin;
 mod shape;
+mod step_memory;
 mod storage;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use broadcast::{BroadcastIter, BroadcastLayout};
 pub use dtype::{DType, Element};
 pub use origin::{BufferOrigin, Recycler};
 pub use shape::{byte_size, IntoShape, Shape, ShapeError};
+pub use step_memory::{StepMemory, StepMemoryLimit};
 pub use storage::{DeviceBuffer, Storage, StorageElement};
 
 /// Errors from building or reading a tensor.

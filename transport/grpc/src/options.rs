@@ -56,6 +56,11 @@ pub struct GrpcOptions {
     /// Nodes one `ExtendSession` may add (default 1,000,000; flag
     /// `--max-extension-nodes`).
     pub max_extension_nodes: usize,
+    /// Bytes of tensors the partial runs of one master keep between their calls, all its
+    /// sessions together: the tensors fed so far and the outputs later calls need (default
+    /// 1 GiB; flag `--partial-run-bytes`). A call that would pass it fails with
+    /// `RESOURCE_EXHAUSTED` naming the flag, and ends its partial run.
+    pub max_partial_run_bytes: u64,
     /// HTTP/2 streams (concurrent requests) a server accepts on one connection; a client
     /// past it waits for a stream to end (default 256; flag
     /// `--max-streams-per-connection`).
@@ -108,6 +113,7 @@ impl Default for GrpcOptions {
             max_sessions: 256,
             max_graph_nodes: 1_000_000,
             max_extension_nodes: 1_000_000,
+            max_partial_run_bytes: 1 << 30,
             max_concurrent_streams: 256,
             runtime_threads: default_runtime_threads(),
             session_idle_timeout: Some(Duration::from_secs(3600)),

@@ -360,6 +360,8 @@ pub struct MasterService {
     sessions: Arc<SessionTable>,
     options: Arc<GrpcOptions>,
     metrics: Arc<Metrics>,
+    /// What the partial runs of TensorFlow's master service keep between calls.
+    partial_run_bytes: Arc<crate::tf::KeptBytes>,
 }
 
 impl MasterService {
@@ -376,6 +378,7 @@ impl MasterService {
             metrics: Arc::new(Metrics::new(&server)),
             server,
             sessions: Arc::new(SessionTable::default()),
+            partial_run_bytes: Arc::new(crate::tf::KeptBytes::new(options.max_partial_run_bytes)),
             options: Arc::new(options),
         }
     }
@@ -415,6 +418,7 @@ impl MasterService {
             Arc::clone(&self.sessions),
             Arc::clone(&self.options),
             Arc::clone(&self.metrics),
+            Arc::clone(&self.partial_run_bytes),
         )
     }
 

@@ -653,3 +653,140 @@ fn partial_runs_span_tasks_and_go_with_their_session() {
     );
     c.stop();
 }
+
+/// A TensorFlow session over `four -> p`, `four -> q` (with `^p` on q when `control`) and
+/// a partial run of it fetching `p:0`, then `q:0`: the first call keeps `four:0` (16
+/// bytes) for the second.
+fn four_pq(c: &mut Cluster, control: bool) -> (String, impl Fn(&mut Cluster) -> String) {
+    let q_inputs: &[&str] = if control { &["four", "^p"] } else { &["four"] };
+    let h =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                node("four", "TestFour", &[], ""),
+                node("p", "TestPass", &["four"], ""),
+                node("q", "TestPass", q_inputs, ""),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .session_handle;
+    let session = h.clone();
+    let setup = move |c: &mut Cluster| {
+        c.rt.block_on(c.client.partial_run_setup(proto::PartialRunSetupRequest {
+            session_handle: session.clone(),
+            fetch: vec!["p:0".into(), "q:0".into()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner()
+        .partial_run_handle
+    };
+    (h, setup)
+}
+
+/// One call of partial run `prun` of session `h` fetching `fetch`, errors in the body.
+fn partial_call(c: &mut Cluster, h: &str, prun: &str, fetch: &str) -> proto::RunStepResponse {
+    let mut r = run_request(h, &[fetch], true);
+    r.partial_run_handle = prun.into();
+    c.rt.block_on(c.client.run_step(r)).unwrap().into_inner()
+}
+
+#[test]
+fn what_partial_runs_keep_is_bounded_by_partial_run_bytes_and_given_back() {
+    // Room for one partial run's 16 kept bytes, not two.
+    let mut c = cluster(GrpcOptions {
+        max_partial_run_bytes: 16,
+        ..GrpcOptions::default()
+    });
+    let (h, setup) = four_pq(&mut c, false);
+    let first = setup(&mut c);
+    let r = partial_call(&mut c, &h, &first, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    // A second partial run would keep 16 bytes more: refused, naming the flag, and ended.
+    let second = setup(&mut c);
+    let r = partial_call(&mut c, &h, &second, "p:0");
+    assert_eq!(
+        r.status_code,
+        Code::ResourceExhausted as i32,
+        "{}",
+        r.status_error_message
+    );
+    for w in ["--partial-run-bytes", "16 bytes kept", "16 bytes of outputs"] {
+        assert!(
+            r.status_error_message.contains(w),
+            "{w:?} not in {}",
+            r.status_error_message
+        );
+    }
+    let r = partial_call(&mut c, &h, &second, "q:0");
+    assert!(r.status_error_message.contains("Must run PartialRunSetup"));
+    // The first finishes and gives its bytes back: a new partial run fits again.
+    let r = partial_call(&mut c, &h, &first, "q:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    let third = setup(&mut c);
+    let r = partial_call(&mut c, &h, &third, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    // Closing the session ends the open partial run and gives its bytes back too.
+    c.rt.block_on(c.client.close_session(proto::CloseSessionRequest {
+        session_handle: h.clone(),
+    }))
+    .unwrap();
+    let (h, setup) = four_pq(&mut c, false);
+    let fourth = setup(&mut c);
+    let r = partial_call(&mut c, &h, &fourth, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    c.stop();
+}
+
+#[test]
+fn the_session_a_partial_run_opens_for_cut_control_edges_counts_against_max_sessions() {
+    // The TensorFlow session takes the only place: the second call, whose step cuts `q`'s
+    // control edge on `p` (which ran in the first call), needs a session of its own.
+    let mut c = cluster(GrpcOptions {
+        max_sessions: 1,
+        ..GrpcOptions::default()
+    });
+    let (h, setup) = four_pq(&mut c, true);
+    let prun = setup(&mut c);
+    let r = partial_call(&mut c, &h, &prun, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    let r = partial_call(&mut c, &h, &prun, "q:0");
+    assert_eq!(
+        r.status_code,
+        Code::ResourceExhausted as i32,
+        "{}",
+        r.status_error_message
+    );
+    assert!(
+        r.status_error_message.contains("--max-sessions"),
+        "{}",
+        r.status_error_message
+    );
+    assert_eq!(c.a.num_remote_sessions(), 1);
+    c.stop();
+
+    // With room for it, the call runs, and its session is gone once the call ends.
+    let mut c = cluster(GrpcOptions {
+        max_sessions: 2,
+        ..GrpcOptions::default()
+    });
+    let (h, setup) = four_pq(&mut c, true);
+    let prun = setup(&mut c);
+    let r = partial_call(&mut c, &h, &prun, "p:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    let r = partial_call(&mut c, &h, &prun, "q:0");
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    assert_eq!(
+        f32s(r.tensor[0].tensor.as_ref().unwrap()),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    // Its place is free again: a second session opens.
+    let (_h2, _) = four_pq(&mut c, true);
+    assert_eq!(c.a.num_remote_sessions(), 2);
+    c.stop();
+}

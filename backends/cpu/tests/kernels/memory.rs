@@ -268,3 +268,51 @@ fn the_limit_bounds_the_bytes_live_tensors_hold() {
     drop(out);
     assert_eq!(in_use(&dev), 0);
 }
+
+#[test]
+fn a_step_memory_limit_bounds_one_steps_tensors_on_all_devices_together() {
+    use magpie_core::tensor::StepMemoryLimit;
+    // Two CPU devices, each under no limit of its own: the step's limit (48 KiB) bounds
+    // the bytes one step's tensors hold on both together.
+    let (d0, d1) = (device(None), device(None));
+    let d1 = Arc::new(d1.renamed(magpie_core::graph::DeviceName::local("CPU", 1)));
+    let g = Graph::new();
+    let x = g.placeholder(DType::F32, None).unwrap();
+    let two = g.constant(2.0f32).unwrap();
+    let a = g.with_device("/device:CPU:0").unwrap().mul(x, two).unwrap();
+    let b = g.with_device("/device:CPU:1").unwrap().mul(x, two).unwrap();
+    let sum = g
+        .with_device("/device:CPU:0")
+        .unwrap()
+        .with_name("sum")
+        .add(a, b)
+        .unwrap();
+    let devices: Vec<Arc<dyn Device>> = vec![d0.clone(), d1.clone()];
+    let options = SessionOptions {
+        step_memory_limit: Some(StepMemoryLimit::new(48 << 10)),
+        ..SessionOptions::with_devices(devices).num_workers(2)
+    };
+    let s = Session::new(&g, options).unwrap();
+    let feed = Tensor::from_vec([5120], vec![1.0f32; 5120]).unwrap(); // 20 KiB
+    // `a` and `b` (20 KiB each, one per device) fit; fetched, they stay alive, so `sum`
+    // needs 20 KiB more: past the step's limit, though each device holds only 20 KiB.
+    let out = s.run(&[(x, feed.clone())], &[a, b], &[]).unwrap();
+    assert_eq!((in_use(&d0), in_use(&d1)), (20480, 20480));
+    drop(out);
+    let e = s.run(&[(x, feed.clone())], &[a, b, sum], &[]).unwrap_err();
+    assert_eq!(e.code(), magpie_core::Code::ResourceExhausted, "{e}");
+    let text = e.to_string();
+    for want in [
+        "sum",
+        "cannot allocate 20480 bytes",
+        "40960 bytes are in use of the step's memory limit of 49152 bytes",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    // A session's own limit names no server flag.
+    assert!(!text.contains("magpie server"), "{text}");
+    // Nothing stays counted, and the next step starts from nothing.
+    assert_eq!((in_use(&d0), in_use(&d1)), (0, 0));
+    let out = s.run(&[(x, feed)], &[a, b], &[]).unwrap();
+    assert_eq!(out[1].as_slice::<f32>().unwrap()[0], 2.0);
+}

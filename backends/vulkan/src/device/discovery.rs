@@ -194,6 +194,7 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
             description,
             emulated,
             memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
+            memory_limit_setting: parking_lot::Mutex::new(None),
             limits,
             tensors: Pool::new(Kind::Device, memory.clone()),
             uploads: Pool::new(Kind::Upload, memory.clone()),

@@ -31,6 +31,7 @@ use std::time::Duration;
 use magpie_core::device::{Device, MemorySpace};
 use magpie_core::graph::DeviceName;
 use magpie_core::kernel::async_support::BoxFuture;
+use magpie_core::limits::Limit;
 use magpie_core::KernelError;
 use vulkano::buffer::Subbuffer;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
@@ -90,6 +91,9 @@ struct Shared {
     /// The most bytes the device's tensors may hold at once: the heap's size unless
     /// lowered with [`VulkanDevice::set_memory_limit`].
     memory_limit: std::sync::atomic::AtomicU64,
+    /// The server limit that set `memory_limit`, named with its flag by a refusal
+    /// ([`VulkanDevice::set_memory_limit_setting`]); read only when one is refused.
+    memory_limit_setting: parking_lot::Mutex<Option<Limit>>,
     /// Device-local tensor buffers.
     tensors: Arc<pool::Pool>,
     /// Staging buffers for uploads.
@@ -135,6 +139,10 @@ impl Device for VulkanDevice {
 
     fn memory_in_use(&self) -> Option<u64> {
         Some(self.shared.tensors.in_use_bytes())
+    }
+
+    fn memory_limit_setting(&self) -> Option<Limit> {
+        *self.shared.memory_limit_setting.lock()
     }
 
     fn sync(&self) -> Result<(), KernelError> {
@@ -217,6 +225,21 @@ impl VulkanDevice {
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Marks this device's memory limit as set by the server limit `setting` (`magpie
+    /// server` says [`Limit::GpuMemory`]): an allocation refused by the limit then names it
+    /// and the flag that raises it. Shared by every handle of the device.
+    pub fn set_memory_limit_setting(&self, setting: Limit) {
+        *self.shared.memory_limit_setting.lock() = Some(setting);
+    }
+
+    /// " (raise it with `magpie server FLAG`)" when a server limit set the memory limit.
+    fn raise_hint(&self) -> String {
+        match self.memory_limit_setting() {
+            Some(l) => format!(" (raise it with `magpie server {}`)", l.flag()),
+            None => String::new(),
+        }
+    }
+
     /// Sets the deadline of every wait on this device's GPU work (60 s by default). A
     /// submission that has not finished by then fails its step with an error naming the
     /// device, and marks the device failed: every later step that uses it fails at once
@@ -268,8 +291,9 @@ impl VulkanDevice {
         if let Some(limit) = limit.filter(|&l| bytes > l) {
             return Err(KernelError::ResourceExhausted(format!(
                 "{op}: an f32 tensor of {len} elements needs {bytes} bytes, more than the \
-                 memory limit of {} ({limit} bytes)",
-                self.name
+                 memory limit of {} ({limit} bytes){}",
+                self.name,
+                self.raise_hint()
             )));
         }
         self.check_size(op, len)?;
@@ -281,8 +305,10 @@ impl VulkanDevice {
                     limit,
                 } => KernelError::ResourceExhausted(format!(
                     "{op}: cannot allocate {bytes} bytes (an f32 tensor of {len} elements) \
-                         on {}: {in_use} bytes are in use of its memory limit of {limit} bytes",
-                    self.name
+                         on {}: {in_use} bytes are in use of its memory limit of {limit} \
+                         bytes{}",
+                    self.name,
+                    self.raise_hint()
                 )),
                 pool::PoolError::Vulkan(e) => crate::conv::kernel_error(op, &self.name, &*e),
             })

@@ -149,6 +149,22 @@ fn the_memory_limit_counts_live_tensors() {
         "{msg}"
     );
     assert!(msg.contains("memory limit of 6144 bytes"), "{msg}");
+    assert!(!msg.contains("magpie server"), "no server set the limit: {msg}");
+    assert!(
+        matches!(e.code(), magpie_core::Code::ResourceExhausted),
+        "{e:?}"
+    );
+
+    // Set by a server's flag, the limit's refusals name the flag.
+    dev.set_memory_limit_setting(magpie_core::limits::Limit::GpuMemory);
+    assert_eq!(
+        dev.memory_limit_setting(),
+        Some(magpie_core::limits::Limit::GpuMemory)
+    );
+    let feed = Tensor::from_vec([1000], vec![1.0f32; 1000]).unwrap();
+    let e = s.run(&[(x, feed)], &[y], &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("--gpu-memory-limit"), "{msg}");
     assert!(
         matches!(e.code(), magpie_core::Code::ResourceExhausted),
         "{e:?}"

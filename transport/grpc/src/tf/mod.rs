@@ -33,6 +33,7 @@ mod session;
 
 pub use conv::TfWireError;
 pub use service::TfMasterService;
+pub(crate) use partial::KeptBytes;
 pub(crate) use session::TfSession;
 
 /// The generated messages and service of package `tensorflow` (`proto/tensorflow/`).

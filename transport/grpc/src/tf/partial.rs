@@ -33,18 +33,27 @@
 //! A session holds at most [`MAX_PARTIAL_RUNS`] partial runs; one idle for
 //! [`PARTIAL_RUN_IDLE`] expires (its handle is gone), and all go with the session
 //! (`CloseSession`, idle timeout). Fed tensors are within the master's
-//! `max_tensor_bytes` each; the kept outputs are not bounded beyond what the graph
-//! produces. The master session a call with cut control edges opens is its own, outside
-//! `--max-sessions`, and is released when the call ends.
+//! `max_tensor_bytes` each. What partial runs keep between calls — the tensors fed so far
+//! and the outputs later calls need — is charged to one account per master
+//! ([`KeptBytes`]) under `--partial-run-bytes`, all sessions together, and given back when
+//! the partial run ends (finished, failed, expired, or closed with its session): a call
+//! whose new feeds would pass it is refused before it runs, leaving the run as it was; a
+//! call whose outputs to keep would pass it fails and ends the run. The master session a
+//! call with cut control edges opens for its one step takes a place among
+//! `--max-sessions` for as long as it lives, and is released when the call ends.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use magpie_core::graph::{Graph, NodeId, Output};
-use magpie_core::tensor::Tensor;
+use magpie_core::limits::Limit;
+use magpie_core::tensor::{Charge, MemoryAccount, Tensor};
 use parking_lot::Mutex;
 use tonic::{Code, Status};
 
+use crate::service::limit_status;
 use crate::status::status;
 
 /// Partial runs one session may hold at once.
@@ -75,6 +84,63 @@ pub(crate) struct PartialRun {
     /// Node indices earlier calls ran.
     ran: HashSet<usize>,
     last_used: Instant,
+    /// The bytes of `fed` and `kept`, charged to the master's [`KeptBytes`] until the run
+    /// ends.
+    charges: Vec<Charge>,
+}
+
+/// The bytes a master's partial runs keep between their calls, under
+/// `--partial-run-bytes` (module docs).
+#[derive(Debug)]
+pub(crate) struct KeptBytes {
+    account: Arc<MemoryAccount>,
+    limit: u64,
+}
+
+impl KeptBytes {
+    /// Nothing kept yet, at most `limit` bytes.
+    pub(crate) fn new(limit: u64) -> KeptBytes {
+        KeptBytes {
+            account: Arc::new(MemoryAccount::new()),
+            limit,
+        }
+    }
+
+    /// Bytes kept now (for tests).
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> u64 {
+        self.account.in_use()
+    }
+
+    /// Charges `bytes` of `what` (`None` for none).
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` naming `--partial-run-bytes` when they would pass the limit.
+    pub(crate) fn charge(&self, bytes: u64, what: &str) -> Result<Option<Charge>, Status> {
+        if bytes == 0 {
+            return Ok(None);
+        }
+        MemoryAccount::try_charge(&self.account, bytes, self.limit)
+            .map(Some)
+            .map_err(|in_use| {
+                limit_status(
+                    Limit::PartialRunBytes,
+                    self.limit,
+                    format!(
+                        "{bytes} bytes of {what} asked for, {in_use} bytes kept by this \
+                         master's partial runs"
+                    ),
+                )
+            })
+    }
+}
+
+/// Bytes of `tensors` together.
+fn bytes_of<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> u64 {
+    tensors
+        .into_iter()
+        .map(|t| t.size_in_bytes() as u64)
+        .fold(0, u64::saturating_add)
 }
 
 /// What one call runs: the step's feeds, fetches (the client's first, then those to keep)
@@ -97,6 +163,24 @@ pub(crate) struct Call {
     new_feeds: Vec<usize>,
     new_fetches: Vec<usize>,
     ran: Vec<usize>,
+    /// The charge of the tensors this call feeds first, kept once it succeeds
+    /// ([`Call::charge_feeds`]).
+    charges: Vec<Charge>,
+}
+
+impl Call {
+    /// Charges the tensors this call feeds for the first time, which the partial run keeps
+    /// for its later calls, to `kept`.
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` naming `--partial-run-bytes` (the call must not run).
+    pub(crate) fn charge_feeds(&mut self, kept: &KeptBytes, base: usize) -> Result<(), Status> {
+        let new = self.feeds.iter().skip(base).take(self.new_feeds.len());
+        let bytes = bytes_of(new.map(|(_, t)| t));
+        self.charges
+            .extend(kept.charge(bytes, "tensors fed to a partial run")?);
+        Ok(())
+    }
 }
 
 fn invalid(message: String) -> Status {
@@ -132,7 +216,14 @@ impl PartialRun {
             kept: Vec::new(),
             ran: HashSet::new(),
             last_used: Instant::now(),
+            charges: Vec::new(),
         }
+    }
+
+    /// How many tensors earlier calls fed (a call's feeds start with them, then its new
+    /// ones: [`Call::charge_feeds`]).
+    pub(crate) fn fed_before(&self) -> usize {
+        self.fed.len()
     }
 
     /// Checks one call (TensorFlow's checks, module docs) and plans its step over
@@ -325,13 +416,29 @@ impl PartialRun {
             new_feeds,
             new_fetches,
             ran: run.into_iter().collect(),
+            charges: Vec::new(),
         })
     }
 
-    /// Applies `call`, whose step succeeded with `tensors` (one per `call.fetches`).
-    /// Returns the client's fetches.
-    pub(crate) fn finish(&mut self, call: Call, mut tensors: Vec<Tensor>) -> Vec<Tensor> {
+    /// Applies `call`, whose step succeeded with `tensors` (one per `call.fetches`): the
+    /// outputs to keep are charged to `kept` beside the call's new feeds. Returns the
+    /// client's fetches.
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` naming `--partial-run-bytes` when the outputs to keep would
+    /// pass it (the caller ends the partial run).
+    pub(crate) fn finish(
+        &mut self,
+        mut call: Call,
+        mut tensors: Vec<Tensor>,
+        kept_bytes: &KeptBytes,
+    ) -> Result<Vec<Tensor>, Status> {
         let kept = tensors.split_off(call.client_fetches.min(tensors.len()));
+        self.charges.extend(kept_bytes.charge(
+            bytes_of(&kept),
+            "outputs a partial run keeps for its later calls",
+        )?);
+        self.charges.append(&mut call.charges);
         for (o, t) in call.fetches[call.client_fetches..].iter().zip(kept) {
             self.kept.push((*o, t));
         }
@@ -347,7 +454,7 @@ impl PartialRun {
         }
         self.ran.extend(call.ran);
         self.last_used = Instant::now();
-        tensors
+        Ok(tensors)
     }
 }
 
@@ -479,8 +586,11 @@ mod tests {
         assert_eq!(first.feeds.len(), 2);
         assert!(first.cut_controls.is_empty());
         let two = Tensor::scalar(2.0f32);
-        let got = pr.finish(first, vec![two.clone(), two]);
+        let kept = KeptBytes::new(1 << 20);
+        let got = pr.finish(first, vec![two.clone(), two], &kept).unwrap();
         assert_eq!(got.len(), 1);
+        // r1 (4 bytes) is kept; the feeds were not charged (no `charge_feeds`).
+        assert_eq!(kept.in_use(), 4);
 
         // The second call: r1's node ran, so `after`'s control edge on it is cut, and
         // r1 is fed from what was kept.
@@ -530,7 +640,8 @@ mod tests {
                 &["r1:0".to_string()],
             )
             .unwrap();
-        pr.finish(call, vec![one(), one()]);
+        pr.finish(call, vec![one(), one()], &KeptBytes::new(1 << 20))
+            .unwrap();
         let e = pr.plan(&g, vec![("a:0".into(), one())], &[]).unwrap_err();
         assert_eq!(code_and_message(e).1, "The feed a:0 has already been fed.");
         let e = pr.plan(&g, vec![], &["r1:0".to_string()]).unwrap_err();
@@ -538,6 +649,57 @@ mod tests {
             code_and_message(e).1,
             "The fetch r1:0 has already been fetched."
         );
+    }
+
+    #[test]
+    fn what_partial_runs_keep_is_bounded_and_given_back_when_they_end() {
+        let (g, outs) = graph();
+        let kept = KeptBytes::new(10);
+        let one = || Tensor::scalar(1.0f32);
+        let mut pr = run(&outs);
+        let mut call = pr
+            .plan(
+                &g,
+                vec![("a:0".into(), one()), ("b:0".into(), one())],
+                &["r1:0".to_string()],
+            )
+            .unwrap();
+        // Two new feeds of 4 bytes: 8 of 10.
+        call.charge_feeds(&kept, pr.fed_before()).unwrap();
+        assert_eq!(kept.in_use(), 8);
+        // Keeping r1 (4 more bytes) passes the limit: the call fails naming the flag.
+        let e = pr.finish(call, vec![one(), one()], &kept).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        for w in ["--partial-run-bytes", "4 bytes", "8 bytes kept", "10"] {
+            assert!(e.message().contains(w), "{w:?} not in {}", e.message());
+        }
+        // The failed call's charges went with it; ending the run gives back the rest.
+        drop(pr);
+        assert_eq!(kept.in_use(), 0);
+
+        // Under a roomier limit the run keeps 12 bytes until it is dropped.
+        let kept = KeptBytes::new(12);
+        let mut pr = run(&outs);
+        let mut call = pr
+            .plan(
+                &g,
+                vec![("a:0".into(), one()), ("b:0".into(), one())],
+                &["r1:0".to_string()],
+            )
+            .unwrap();
+        call.charge_feeds(&kept, pr.fed_before()).unwrap();
+        pr.finish(call, vec![one(), one()], &kept).unwrap();
+        assert_eq!(kept.in_use(), 12);
+        // A new feed past the limit is refused before the call runs.
+        let mut call = pr
+            .plan(&g, vec![("c:0".into(), one())], &["r2:0".to_string()])
+            .unwrap();
+        let e = call.charge_feeds(&kept, pr.fed_before()).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        drop(call);
+        assert_eq!(kept.in_use(), 12);
+        drop(pr);
+        assert_eq!(kept.in_use(), 0);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::sessions::SessionTable;
 use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
 use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, TfWireError};
-use crate::tf::partial::{no_such_run, Call, PartialRun};
+use crate::tf::partial::{no_such_run, Call, KeptBytes, PartialRun};
 use crate::tf::proto;
 use crate::tf::recent::{RecentRequestIds, DEFAULT_CAPACITY};
 use crate::tf::session::{Callable, TfSession};
@@ -55,6 +55,8 @@ pub struct TfMasterService {
     seed: u64,
     /// Request ids seen lately: a retried request is refused, not run twice.
     recent: Arc<RecentRequestIds>,
+    /// What the partial runs of this master keep between calls (`--partial-run-bytes`).
+    kept_bytes: Arc<KeptBytes>,
 }
 
 /// An error as a step reports it: TensorFlow's code (gRPC's) and a message.
@@ -115,6 +117,7 @@ impl TfMasterService {
         sessions: Arc<SessionTable>,
         options: Arc<GrpcOptions>,
         metrics: Arc<Metrics>,
+        kept_bytes: Arc<KeptBytes>,
     ) -> TfMasterService {
         let mut seed = [0u8; 8];
         // Without the OS's RNG the incarnations are still distinct per device.
@@ -126,6 +129,7 @@ impl TfMasterService {
             metrics,
             seed: u64::from_le_bytes(seed),
             recent: Arc::new(RecentRequestIds::new(DEFAULT_CAPACITY)),
+            kept_bytes,
         }
     }
 
@@ -246,7 +250,11 @@ impl TfMasterService {
             })
             .collect::<Result<Vec<_>, Status>>()
             .and_then(|feeds| run.plan(session.graph(), feeds, &r.fetch));
-        let call = match planned {
+        let base = run.fed_before();
+        let call = match planned.and_then(|mut c| {
+            c.charge_feeds(&self.kept_bytes, base)?;
+            Ok(c)
+        }) {
             Ok(c) => c,
             Err(e) => {
                 // A refused call leaves the partial run as it was (as TensorFlow's).
@@ -272,7 +280,10 @@ impl TfMasterService {
         // A failed call ends the partial run, as in TensorFlow.
         let tensors = stepped?;
         let last = call.last;
-        let tensors = run.finish(call, tensors);
+        // Outputs to keep past `--partial-run-bytes` end the partial run too.
+        let tensors = run
+            .finish(call, tensors, &self.kept_bytes)
+            .map_err(step_error)?;
         if !last {
             tf.partial_runs.put_back(handle, run);
         }
@@ -289,6 +300,7 @@ impl TfMasterService {
         options: RunOptions,
     ) -> Result<Vec<Tensor>, StepError> {
         let server = Arc::clone(&self.server);
+        let (sessions, grpc) = (Arc::clone(&self.sessions), Arc::clone(&self.options));
         let cut = call.cut_controls.clone();
         let name = |o: &Output| (session.graph().name_of(o.node), o.index);
         let feeds: Vec<((String, u32), Tensor)> = call
@@ -333,14 +345,16 @@ impl TfMasterService {
                 .iter()
                 .map(|n| node_id(&graph, n, "target"))
                 .collect::<Result<Vec<_>, _>>()?;
+            // The step's own session takes a place among `--max-sessions` while it lives.
+            let place = admit_session(&sessions, &grpc, server.task(), graph.len())?;
             let step_session = server
                 .master()
                 .create_session_with(&graph, session_options)
                 .map_err(|e| status(code_to_grpc(e.code()), e.to_string()))?;
-            Ok((Arc::new(step_session), feeds, fetches, targets))
+            Ok((Arc::new(step_session), feeds, fetches, targets, place))
         })
         .await;
-        let (step_session, feeds, fetches, targets) = opened.map_err(step_error)?;
+        let (step_session, feeds, fetches, targets, _place) = opened.map_err(step_error)?;
         let held = OffRuntime::new(step_session);
         let stepped = held
             .get()
