@@ -133,7 +133,9 @@ pub fn served_devices(
 /// first is the default device), then the CPU devices, every one named for the task, and
 /// the CPU backend's pool (pinned workers, NUMA steal groups). The CPU, distributed and
 /// Vulkan kernels are registered. A machine without a Vulkan driver serves its CPUs
-/// alone (logged at info level).
+/// alone (logged at info level). One step may hold at most
+/// [`default_step_memory_limit`] bytes of tensors on the task
+/// ([`ServerOptions::step_memory_limit`]).
 ///
 /// ```
 /// use magpie::cluster::{machine_server_options, TaskDevices};

@@ -60,8 +60,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     /// `<tmp>/magpie-limits-<pid>-<name>`, made empty.
     fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("magpie-limits-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("magpie-limits-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)

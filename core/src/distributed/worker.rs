@@ -25,12 +25,12 @@ use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
+use crate::limits::Limit;
 use crate::registry::KernelRegistry;
 use crate::resource::ResourceMgr;
 use crate::scheduler::{CancellationToken, ThreadPool};
 use crate::session::{RunOptions, Session, SessionError, SessionOptions};
 use crate::step_id::{random_hex, StepId};
-use crate::limits::Limit;
 use crate::tensor::{StepMemoryLimit, Tensor};
 use crate::transport::{
     unix_micros_now, DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition,

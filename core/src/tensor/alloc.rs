@@ -20,9 +20,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::account::{Charge, MemoryAccount};
-use super::step_memory::StepMemory;
 use super::dtype::DType;
 use super::shape::byte_size;
+use super::step_memory::StepMemory;
 use super::storage::{Storage, StorageElement};
 use crate::device::Device;
 use crate::limits::Limit;

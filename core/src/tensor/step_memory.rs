@@ -21,9 +21,8 @@
 //! the step's own thread of the moment. A kernel that allocates on other threads (pieces
 //! of a `parallel_for`) is counted by its device alone; a backend allocates its outputs
 //! before it splits the work, which the CPU backend does. Feeds (which arrive allocated)
-//! are not counted, and neither are tensors that outlive the step's kernels' buffers'
-//! owners in other ways: a variable's value stays charged to the step that assigned it,
-//! whose account nobody reads once the step ends.
+//! are not counted. A tensor that outlives its step (a fetched output, a variable's
+//! value) stays charged to the step's account, which nobody reads once the step ends.
 //!
 //! # Cost
 //!
@@ -193,7 +192,8 @@ impl StepMemory {
         // call returns or unwinds, on this same thread (the cell is thread-local). So
         // while a pointer is current, the closure that borrowed it is running on this
         // thread, and the `StepMemory` is alive and only shared (its fields are read and
-        // its atomic counter updated).
+        // its atomic counter updated). The reference lives only for `f`'s call: `f` takes
+        // it for any lifetime, so `R` cannot hold it.
         f(unsafe { current.as_ref() })
     }
 }
@@ -206,7 +206,8 @@ mod tests {
     #[test]
     fn a_step_counts_buffers_beside_their_device_and_gives_them_back() {
         let device = Arc::new(MemoryAccount::new());
-        let cpu = MemoryLimit::new("/device:CPU:0", Some(1 << 20)).with_account(Arc::clone(&device));
+        let cpu =
+            MemoryLimit::new("/device:CPU:0", Some(1 << 20)).with_account(Arc::clone(&device));
         let step = StepMemory::new(StepMemoryLimit::new(1000).raised_by(Limit::StepMemory));
         let (a, b) = step.scope(|| {
             let a = cpu.reserve(DType::F32, 100).unwrap().unwrap();

@@ -712,7 +712,11 @@ fn what_partial_runs_keep_is_bounded_by_partial_run_bytes_and_given_back() {
         "{}",
         r.status_error_message
     );
-    for w in ["--partial-run-bytes", "16 bytes kept", "16 bytes of outputs"] {
+    for w in [
+        "--partial-run-bytes",
+        "16 bytes kept",
+        "16 bytes of outputs",
+    ] {
         assert!(
             r.status_error_message.contains(w),
             "{w:?} not in {}",

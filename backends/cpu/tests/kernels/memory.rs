@@ -294,8 +294,8 @@ fn a_step_memory_limit_bounds_one_steps_tensors_on_all_devices_together() {
     };
     let s = Session::new(&g, options).unwrap();
     let feed = Tensor::from_vec([5120], vec![1.0f32; 5120]).unwrap(); // 20 KiB
-    // `a` and `b` (20 KiB each, one per device) fit; fetched, they stay alive, so `sum`
-    // needs 20 KiB more: past the step's limit, though each device holds only 20 KiB.
+                                                                      // `a` and `b` (20 KiB each, one per device) fit; fetched, they stay alive, so `sum`
+                                                                      // needs 20 KiB more: past the step's limit, though each device holds only 20 KiB.
     let out = s.run(&[(x, feed.clone())], &[a, b], &[]).unwrap();
     assert_eq!((in_use(&d0), in_use(&d1)), (20480, 20480));
     drop(out);

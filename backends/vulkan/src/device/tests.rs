@@ -149,7 +149,10 @@ fn the_memory_limit_counts_live_tensors() {
         "{msg}"
     );
     assert!(msg.contains("memory limit of 6144 bytes"), "{msg}");
-    assert!(!msg.contains("magpie server"), "no server set the limit: {msg}");
+    assert!(
+        !msg.contains("magpie server"),
+        "no server set the limit: {msg}"
+    );
     assert!(
         matches!(e.code(), magpie_core::Code::ResourceExhausted),
         "{e:?}"

@@ -32,8 +32,8 @@ mod service;
 mod session;
 
 pub use conv::TfWireError;
-pub use service::TfMasterService;
 pub(crate) use partial::KeptBytes;
+pub use service::TfMasterService;
 pub(crate) use session::TfSession;
 
 /// The generated messages and service of package `tensorflow` (`proto/tensorflow/`).
