@@ -107,12 +107,6 @@ impl Drop for Restore {
     }
 }
 
-/// Why a step refused a reservation: the bytes its buffers held, and its limit.
-pub(crate) struct StepRefusal {
-    pub(crate) in_use: u64,
-    pub(crate) limit: StepMemoryLimit,
-}
-
 impl StepMemory {
     /// A step's account holding nothing, under `limit`.
     pub fn new(limit: StepMemoryLimit) -> StepMemory {
@@ -134,38 +128,35 @@ impl StepMemory {
 
     /// Runs `f` with this step current on this thread: the buffers `f` reserves are
     /// charged to the step.
+    #[inline]
     pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let previous = CURRENT.with(|c| c.replace(self));
         let _restore = Restore(previous);
         f()
     }
 
+    /// Whether a step with a limit is current on this thread (one thread-local read: the
+    /// allocation path's only cost when none is).
+    #[inline]
+    pub(crate) fn is_current() -> bool {
+        CURRENT.with(|c| !c.get().is_null())
+    }
+
     /// Charges `bytes` (a buffer `device` charged already, if the device keeps an account)
-    /// to the thread's current step, if any, under its limit.
+    /// to this step under its limit.
     ///
     /// # Errors
-    /// The step's bytes in use and its limit when `bytes` would pass it; `device`'s
-    /// charge is then given back.
-    pub(crate) fn charge_current(
-        device: Option<Charge>,
-        bytes: u64,
-    ) -> Result<Option<Charge>, StepRefusal> {
-        Self::with_current(|step| {
-            let Some(step) = step else {
-                return Ok(device);
-            };
-            if let Err(in_use) = step.account.try_add(bytes, step.limit.bytes) {
-                return Err(StepRefusal {
-                    in_use,
-                    limit: step.limit,
-                });
-            }
-            Ok(Some(step.attach(device, bytes)))
-        })
+    /// The step's bytes in use before the request when `bytes` would pass the limit
+    /// (`device`'s charge is then given back).
+    #[inline]
+    pub(crate) fn try_charge(&self, device: Option<Charge>, bytes: u64) -> Result<Charge, u64> {
+        self.account.try_add(bytes, self.limit.bytes)?;
+        Ok(self.attach(device, bytes))
     }
 
     /// Charges `bytes` to the thread's current step, if any, whatever its limit (a buffer
     /// already held, reused for an output).
+    #[inline(never)]
     pub(crate) fn charge_current_unchecked(device: Option<Charge>, bytes: u64) -> Option<Charge> {
         Self::with_current(|step| match step {
             Some(step) => {
@@ -185,7 +176,9 @@ impl StepMemory {
         }
     }
 
-    fn with_current<R>(f: impl FnOnce(Option<&StepMemory>) -> R) -> R {
+    /// Calls `f` with the thread's current step, if any.
+    #[inline]
+    pub(crate) fn with_current<R>(f: impl FnOnce(Option<&StepMemory>) -> R) -> R {
         let current = CURRENT.with(Cell::get);
         // SAFETY: a non-null pointer was set by `scope` from a `&StepMemory` that outlives
         // the call to its closure, and `scope` puts the previous pointer back when that
