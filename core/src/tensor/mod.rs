@@ -24,7 +24,7 @@ mod display;
 mod dtype;
 mod origin;
 mod shape;
-mod step_memory;
+pub mod step_memory;
 mod storage;
 
 use std::sync::Arc;

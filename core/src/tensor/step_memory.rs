@@ -10,7 +10,7 @@
 //! unwinds). [`MemoryLimit::reserve`](super::MemoryLimit::reserve) charges a buffer to the
 //! current step as well as to its device's account: the bytes go onto the step's
 //! [`MemoryAccount`] under the step's limit, and the buffer's one
-//! [`Charge`](super::Charge) gives them back to both accounts when the last tensor
+//! [`Charge`] gives them back to both accounts when the last tensor
 //! sharing the buffer drops ([`account`](super::account)'s protocol, unchanged). A request
 //! that would take the step past its limit is refused before anything is allocated
 //! ([`AllocFailure::StepInUse`](super::AllocFailure::StepInUse)), which fails the step with
