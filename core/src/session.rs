@@ -215,6 +215,9 @@ pub struct RunOptions {
     /// Run under this step id instead of a fresh one. A cluster worker passes the
     /// master's step id, which keys the step's Send/Recv rendezvous; nobody else needs it.
     pub step_id: Option<StepId>,
+    /// This step's memory limit, in place of the session's
+    /// ([`SessionOptions::step_memory_limit`]) when set.
+    pub step_memory_limit: Option<StepMemoryLimit>,
 }
 
 /// What a step reports besides its tensors.
@@ -661,7 +664,7 @@ impl Session {
             feed_tensors,
             options.trace,
             options.track_memory,
-            self.step_memory_limit,
+            options.step_memory_limit.or(self.step_memory_limit),
         ));
         let control = RunControl {
             policy: self.policy.scheduler_policy(),

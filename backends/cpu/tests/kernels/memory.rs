@@ -313,6 +313,16 @@ fn a_step_memory_limit_bounds_one_steps_tensors_on_all_devices_together() {
     assert!(!text.contains("magpie server"), "{text}");
     // Nothing stays counted, and the next step starts from nothing.
     assert_eq!((in_use(&d0), in_use(&d1)), (0, 0));
-    let out = s.run(&[(x, feed)], &[a, b], &[]).unwrap();
+    let out = s.run(&[(x, feed.clone())], &[a, b], &[]).unwrap();
     assert_eq!(out[1].as_slice::<f32>().unwrap()[0], 2.0);
+    drop(out);
+    // A step's own limit replaces the session's: 64 KiB hold all three.
+    let roomier = magpie_core::session::RunOptions {
+        step_memory_limit: Some(StepMemoryLimit::new(64 << 10)),
+        ..Default::default()
+    };
+    let out = s
+        .run_with_options(&roomier, &[(x, feed)], &[a, b, sum], &[])
+        .unwrap();
+    assert_eq!(out.tensors[2].as_slice::<f32>().unwrap()[0], 4.0);
 }
