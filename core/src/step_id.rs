@@ -163,7 +163,11 @@ mod tests {
 
     #[test]
     fn random_ids_are_distinct_within_and_across_threads_and_every_bit_varies() {
-        let draw = || (0..4096).map(|_| StepId::random().unwrap()).collect::<Vec<_>>();
+        let draw = || {
+            (0..4096)
+                .map(|_| StepId::random().unwrap())
+                .collect::<Vec<_>>()
+        };
         let mut ids = draw();
         // Another thread keys its own generator: its ids are not this thread's again.
         ids.extend(std::thread::spawn(draw).join().unwrap());

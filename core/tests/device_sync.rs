@@ -14,9 +14,7 @@ use magpie_core::graph::{DeviceName, Graph};
 use magpie_core::kernel::async_support::{sleep, BoxFuture};
 use magpie_core::kernel::{BoxedKernel, Kernel, KernelContext, KernelError};
 use magpie_core::registry::register_kernel;
-use magpie_core::session::{
-    CancellationToken, RunOptions, Session, SessionError, SessionOptions,
-};
+use magpie_core::session::{CancellationToken, RunOptions, Session, SessionError, SessionOptions};
 use magpie_core::tensor::Tensor;
 
 /// A device whose queue never drains: its sync ends only at its own deadline, an hour
@@ -181,8 +179,8 @@ fn a_blocking_step_cancelled_while_waiting_for_a_hung_device_ends_as_cancelled()
 #[test]
 fn an_async_step_cancelled_while_waiting_for_a_hung_device_ends_as_cancelled() {
     let (s, c, opts, canceller) = cancelled_during_sync();
-    let err = futures::executor::block_on(s.run_async_with_options(&opts, &[], &[c], &[]))
-        .unwrap_err();
+    let err =
+        futures::executor::block_on(s.run_async_with_options(&opts, &[], &[c], &[])).unwrap_err();
     canceller.join().unwrap();
     assert_cancelled_naming_the_device(&err);
 }

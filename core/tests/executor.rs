@@ -96,8 +96,7 @@ struct GateState {
 impl Gate {
     /// The gate of node `name`, made on first use.
     fn of(name: &str) -> Arc<Gate> {
-        static GATES: LazyLock<Mutex<HashMap<String, Arc<Gate>>>> =
-            LazyLock::new(Default::default);
+        static GATES: LazyLock<Mutex<HashMap<String, Arc<Gate>>>> = LazyLock::new(Default::default);
         Arc::clone(GATES.lock().unwrap().entry(name.to_string()).or_default())
     }
 
@@ -571,7 +570,10 @@ fn a_step_can_be_cancelled_from_another_thread() {
     let canceller = {
         let (token, gate) = (token.clone(), Arc::clone(&gate));
         std::thread::spawn(move || {
-            assert!(gate.wait(|s| s.started), "hang guard: the slow op never started");
+            assert!(
+                gate.wait(|s| s.started),
+                "hang guard: the slow op never started"
+            );
             token.cancel();
         })
     };

@@ -679,7 +679,7 @@ impl Worker {
             // Aborted while running or while waiting for its devices: the same abort.
             Err(SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. }) => {
                 Err(WorkerError::Aborted {
-                task: self.task.to_string(),
+                    task: self.task.to_string(),
                     step_id,
                 })
             }

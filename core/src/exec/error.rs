@@ -178,9 +178,7 @@ impl SessionError {
             | SessionError::InvalidOptions(_) => Code::InvalidArgument,
             SessionError::MemoryBudgetExceeded { .. } => Code::ResourceExhausted,
             SessionError::Closed => Code::FailedPrecondition,
-            SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. } => {
-                Code::Cancelled
-            }
+            SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. } => Code::Cancelled,
             SessionError::DeadlineExceeded(_) | SessionError::DeviceSyncDeadlineExceeded { .. } => {
                 Code::DeadlineExceeded
             }

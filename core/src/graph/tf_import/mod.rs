@@ -108,7 +108,9 @@ mod tests {
         let g = Graph::import_tensorflow(&def).unwrap();
         let b = g.node_by_name("b").unwrap();
         assert_eq!(g.node(b).unwrap().op, "Add");
-        assert!(g.node(b).unwrap()
+        assert!(g
+            .node(b)
+            .unwrap()
             .attrs
             .get("_has_manual_control_dependencies")
             .is_none());
