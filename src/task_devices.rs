@@ -63,7 +63,7 @@ impl TaskDevices {
     /// Whether the GPUs are wanted: asked for, and some visible spec (if any is given)
     /// could match a device of type `GPU`. A spec that does not parse counts as one that
     /// could (the server reports it when it starts).
-    fn wants_gpus(&self) -> bool {
+    pub fn wants_gpus(&self) -> bool {
         self.gpus
             && self.visible_devices.as_ref().is_none_or(|specs| {
                 specs.iter().any(|s| {

@@ -1,7 +1,8 @@
 //! `magpie server`'s arguments: what it refuses before starting, and why, from a real
 //! process (`--task` is required with `--job`; an evaluator in `TF_CONFIG` has no task
 //! to serve); its logs (`--log-format json`, `MAGPIE_LOG`, peers connecting and lost);
-//! and the devices it serves, which `magpie devices` with the same flags lists.
+//! and the devices it serves, which `magpie devices` with the same flags lists; without
+//! a real GPU to serve it does not load Vulkan (its GPU probe runs in a child process).
 
 mod common;
 
@@ -474,4 +475,75 @@ fn a_closed_stdout_neither_stops_nor_crashes_a_server() {
     let status = child.wait().unwrap();
     assert_eq!(value.unwrap(), 4.0);
     assert!(status.success(), "the server exited with {status}");
+}
+
+/// `magpie probe-gpus` (hidden; what `magpie server` asks in a child process before it
+/// loads Vulkan) counts the real GPUs that discovery in this process finds.
+#[test]
+fn the_gpu_probe_counts_the_real_gpus_discovery_finds() {
+    let out = magpie().arg("probe-gpus").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let count: usize = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{printed:?}: {e}"));
+    assert_eq!(count, real_gpus());
+}
+
+/// The Vulkan driver libraries `pid` has mapped (Mesa's, the loader's).
+#[cfg(target_os = "linux")]
+fn vulkan_libraries_mapped(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut libs: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|path| path.contains("libvulkan"))
+        .map(str::to_string)
+        .collect();
+    libs.dedup();
+    libs
+}
+
+/// Loading Vulkan's drivers maps tens of MiB for good: a server with no real GPU to serve
+/// (the emulated ones left out, as by default) never loads them, and one asked to serve
+/// emulated GPUs does (where the machine has one, the check that the first is not
+/// vacuous).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_server_without_a_real_gpu_does_not_load_vulkan() {
+    if real_gpus() > 0 {
+        eprintln!("skipped: this machine has a real GPU, which the server loads Vulkan for");
+        return;
+    }
+    let start = |extra: &[&str]| {
+        let port = free_port();
+        let mut command = magpie();
+        command
+            .args(["server", "--workers", "2"])
+            .args(extra)
+            .env(
+                "TF_CONFIG",
+                format!(
+                    r#"{{"cluster": {{"worker": ["127.0.0.1:{port}"]}}, "task": {{"type": "worker", "index": 0}}}}"#
+                ),
+            )
+            .stderr(std::process::Stdio::null());
+        ServerProcess::start(command)
+    };
+    let server = start(&[]);
+    let mapped = vulkan_libraries_mapped(server.id());
+    server.stop();
+    assert_eq!(
+        mapped,
+        Vec::<String>::new(),
+        "Vulkan loaded without a real GPU"
+    );
+
+    if magpie::vulkan::discover().is_ok_and(|gpus| !gpus.is_empty()) {
+        let server = start(&["--emulated-gpus"]);
+        let mapped = vulkan_libraries_mapped(server.id());
+        server.stop();
+        assert!(!mapped.is_empty(), "an emulated GPU served without Vulkan?");
+    }
 }

@@ -133,7 +133,11 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// A step with a deadline ([`RunOptions::timeout`](crate::session::RunOptions::timeout))
     /// awaits [`Device::sync_async`] instead and gives up at its deadline, whatever the
     /// device's own deadline, failing with
-    /// [`SessionError::DeviceSyncDeadlineExceeded`](crate::exec::SessionError::DeviceSyncDeadlineExceeded).
+    /// [`SessionError::DeviceSyncDeadlineExceeded`](crate::exec::SessionError::DeviceSyncDeadlineExceeded);
+    /// so does a step with a cancellation token
+    /// ([`RunOptions::cancel`](crate::session::RunOptions::cancel)), which gives up once
+    /// the token is cancelled, failing with
+    /// [`SessionError::DeviceSyncCancelled`](crate::exec::SessionError::DeviceSyncCancelled).
     ///
     /// # Errors
     /// The device's failure (a hung or lost GPU), as a kernel error naming the device.
@@ -146,7 +150,8 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// launched on this device so far has finished, and must not block the thread that
     /// polls it (default: [`Device::sync`] at once, for devices whose `sync` never
     /// waits). A device whose `sync` waits overrides this. The session drops the future
-    /// unresolved when the step's deadline passes first, so dropping it must be safe
+    /// unresolved when the step's deadline passes or the step is cancelled first, so
+    /// dropping it must be safe
     /// (it abandons the wait, not the device's work).
     ///
     /// # Errors

@@ -205,7 +205,9 @@ impl SessionOptions {
 pub struct RunOptions {
     /// Fail the step with [`SessionError::DeadlineExceeded`] if it takes longer.
     pub timeout: Option<Duration>,
-    /// Cancel the step from another thread.
+    /// Cancel the step from another thread. It also ends the step's wait, at its end, for
+    /// its devices' queued work ([`Device::sync`]):
+    /// [`SessionError::DeviceSyncCancelled`] names the device.
     pub cancel: Option<CancellationToken>,
     /// Record a per-node timeline in [`RunMetadata::nodes`].
     pub trace: bool,
@@ -731,12 +733,14 @@ impl PreparedStep {
         self.check(result)?;
         // Work that completes asynchronously on a device (a GPU's queue) is finished
         // before the step returns: its results are final and its errors are the step's.
-        // A step with a deadline waits for it no longer than that: the device's future
-        // is raced against the deadline on this (blocking) thread.
+        // A step with a deadline or a cancellation token waits for it no longer than
+        // either allows: the device's future is raced against them on this (blocking)
+        // thread.
         for d in self.used_devices() {
-            match self.control.deadline {
-                None => d.sync().map_err(|e| sync_error(&d, e))?,
-                Some(_) => futures::executor::block_on(self.sync_device(&d))?,
+            if self.control.deadline.is_none() && self.control.cancel.is_none() {
+                d.sync().map_err(|e| sync_error(&d, e))?;
+            } else {
+                futures::executor::block_on(self.sync_device(&d))?;
             }
         }
         self.outputs()
@@ -756,27 +760,52 @@ impl PreparedStep {
     }
 
     /// Waits for `device` to finish the work the step's kernels queued
-    /// ([`Device::sync_async`]), until the step's deadline at the latest: past it, the
-    /// device's future is dropped and the step fails with
-    /// [`SessionError::DeviceSyncDeadlineExceeded`] naming the device. Without a deadline
-    /// the wait is bounded by the device alone (its own deadline for a hung GPU). A device
-    /// already done when the deadline has passed still succeeds: the future is polled
-    /// before the deadline is checked.
+    /// ([`Device::sync_async`]), until the step's deadline or its cancellation at the
+    /// latest: past the deadline, the device's future is dropped and the step fails with
+    /// [`SessionError::DeviceSyncDeadlineExceeded`], and once [`RunOptions::cancel`] is
+    /// cancelled with [`SessionError::DeviceSyncCancelled`], each naming the device.
+    /// Without either the wait is bounded by the device alone (its own deadline for a
+    /// hung GPU). A device already done when the deadline has passed or the token was
+    /// cancelled still succeeds: its future is polled before the others.
     async fn sync_device(&self, device: &Arc<dyn Device>) -> Result<(), SessionError> {
-        let done = device.sync_async();
-        let result = match self.control.deadline {
-            None => done.await,
-            Some(deadline) => {
-                let late = crate::kernel::async_support::sleep_until(deadline);
-                match futures::future::select(done, late).await {
-                    futures::future::Either::Left((result, _)) => result,
-                    futures::future::Either::Right(_) => {
-                        return Err(SessionError::DeviceSyncDeadlineExceeded {
-                            device: device.name().to_string(),
-                            timeout: self.timeout.unwrap_or_default(),
-                        })
-                    }
-                }
+        use futures::future::{select, Either};
+        /// Why the wait ended before the device's work did.
+        enum GaveUp {
+            Deadline,
+            Cancelled,
+        }
+        let late = async {
+            match self.control.deadline {
+                Some(deadline) => crate::kernel::async_support::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            match &self.control.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        // The cancellation first: a token cancelled before a deadline that has also
+        // passed by the time both are polled reports what the caller did.
+        let gave_up = async {
+            match select(std::pin::pin!(cancelled), std::pin::pin!(late)).await {
+                Either::Left(_) => GaveUp::Cancelled,
+                Either::Right(_) => GaveUp::Deadline,
+            }
+        };
+        let result = match select(device.sync_async(), std::pin::pin!(gave_up)).await {
+            Either::Left((result, _)) => result,
+            Either::Right((GaveUp::Deadline, _)) => {
+                return Err(SessionError::DeviceSyncDeadlineExceeded {
+                    device: device.name().to_string(),
+                    timeout: self.timeout.unwrap_or_default(),
+                })
+            }
+            Either::Right((GaveUp::Cancelled, _)) => {
+                return Err(SessionError::DeviceSyncCancelled {
+                    device: device.name().to_string(),
+                })
             }
         };
         result.map_err(|e| sync_error(device, e))

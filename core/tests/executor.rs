@@ -3,7 +3,7 @@
 //! cancellation, deadlines, panics, concurrency and idle CPU.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Once};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -71,6 +71,83 @@ impl AsyncKernel for SleepKernel {
     }
 }
 
+/// How long a [`GateKernel`]'s thread waits for its gate at most: a hang guard only, so
+/// that no test leaves a thread behind for good. No test waits for it to pass.
+const GATE_HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// The gate of one `Gate` node (by node name): the node's async op completes only once
+/// the test opens it, so a step that ends while it is shut provably did not wait for it.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The kernel was called.
+    started: bool,
+    /// The test opened the gate.
+    open: bool,
+    /// The op completed (its gate opened, or the hang guard passed).
+    finished: bool,
+}
+
+impl Gate {
+    /// The gate of node `name`, made on first use.
+    fn of(name: &str) -> Arc<Gate> {
+        static GATES: LazyLock<Mutex<HashMap<String, Arc<Gate>>>> = LazyLock::new(Default::default);
+        Arc::clone(GATES.lock().unwrap().entry(name.to_string()).or_default())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    /// Waits until `until` holds of the state, for at most [`GATE_HANG_GUARD`]; whether
+    /// it holds.
+    fn wait(&self, until: impl Fn(&GateState) -> bool) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, GATE_HANG_GUARD, |s| !until(s))
+            .unwrap();
+        until(&state)
+    }
+
+    fn open(&self) {
+        self.update(|s| s.open = true);
+    }
+
+    fn finished(&self) -> bool {
+        self.state.lock().unwrap().finished
+    }
+}
+
+/// Completes once its node's [`Gate`] opens, from a thread of its own: no worker waits.
+struct GateKernel;
+impl AsyncKernel for GateKernel {
+    fn compute_async(
+        &self,
+        ctx: AsyncKernelContext,
+    ) -> futures::future::BoxFuture<'static, Result<Outputs, KernelError>> {
+        let gate = Gate::of(&ctx.node().name);
+        gate.update(|s| s.started = true);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            gate.wait(|s| s.open);
+            gate.update(|s| s.finished = true);
+            let _ = tx.send(());
+        });
+        async move {
+            rx.await.map_err(|_| KernelError::Cancelled)?;
+            Ok(smallvec![Tensor::scalar(1.0f32)])
+        }
+        .boxed()
+    }
+}
+
 fn f32_sum(ctx: &KernelContext<'_>) -> f32 {
     (0..ctx.num_inputs())
         .map(|i| ctx.input(i).scalar_value::<f32>().unwrap_or(0.0))
@@ -85,6 +162,7 @@ fn setup() {
             register_op(OpDef::new(op, Arity::AtLeast(0), f32_out)).unwrap();
         }
         register_op(OpDef::new("Sleep", Arity::AtLeast(0), f32_out)).unwrap();
+        register_op(OpDef::new("Gate", Arity::AtLeast(0), f32_out)).unwrap();
         register_kernel("Const", "TEST", |init| {
             let v = init.node.attrs.tensor("value")?;
             Ok(sync(move |ctx| {
@@ -160,6 +238,10 @@ fn setup() {
             Ok(BoxedKernel::Async(Box::new(SleepKernel)))
         })
         .unwrap();
+        register_kernel("Gate", "TEST", |_| {
+            Ok(BoxedKernel::Async(Box::new(GateKernel)))
+        })
+        .unwrap();
     });
 }
 
@@ -206,13 +288,13 @@ fn boom_session(
     (session(&g, 2), input, boom)
 }
 
-/// A session over one `Sleep` of five seconds, and its output: a step that outlives any
-/// short deadline.
-fn slow_session() -> (Session, magpie_core::graph::Output) {
+/// A session over one `Gate` node named `name`, its output and its gate: a step that
+/// cannot finish before the test opens the gate (open it when done).
+fn slow_session(name: &str) -> (Session, magpie_core::graph::Output, Arc<Gate>) {
     setup();
     let g = Graph::new();
-    let slow = g.op("Sleep").attr("ms", 5_000i64).build_output().unwrap();
-    (session(&g, 2), slow)
+    let slow = g.with_name(name).op("Gate").build_output().unwrap();
+    (session(&g, 2), slow, Gate::of(name))
 }
 
 /// Options with a timeout of `ms` milliseconds.
@@ -470,27 +552,40 @@ fn async_kernels_complete_and_wake_the_scheduler() {
 
 #[test]
 fn a_deadline_fails_the_step_without_waiting_for_the_slow_op() {
-    let (s, slow) = slow_session();
+    let (s, slow, gate) = slow_session("deadline_gate");
     let opts = timeout_ms(50);
-    let started = Instant::now();
     let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
     assert!(matches!(err, SessionError::DeadlineExceeded(_)), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "the step waited for the slow op"
-    );
     assert!(err.to_string().contains("deadline"), "{err}");
+    // The gate is still shut: the slow op has not finished, so the step did not wait.
+    assert!(!gate.finished(), "the step waited for the slow op");
+    gate.open();
 }
 
 #[test]
 fn a_step_can_be_cancelled_from_another_thread() {
-    let (s, slow) = slow_session();
-    let (opts, canceller) = cancelled_after_ms(50);
-    let started = Instant::now();
+    let (s, slow, gate) = slow_session("cancel_gate");
+    let token = CancellationToken::new();
+    // Cancels once the slow op has started, so the cancellation meets a running step.
+    let canceller = {
+        let (token, gate) = (token.clone(), Arc::clone(&gate));
+        std::thread::spawn(move || {
+            assert!(
+                gate.wait(|s| s.started),
+                "hang guard: the slow op never started"
+            );
+            token.cancel();
+        })
+    };
+    let opts = RunOptions {
+        cancel: Some(token),
+        ..RunOptions::default()
+    };
     let err = s.run_with_options(&opts, &[], &[slow], &[]).unwrap_err();
     canceller.join().unwrap();
     assert_eq!(err, SessionError::Cancelled);
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!gate.finished(), "the step waited for the slow op");
+    gate.open();
 }
 
 #[test]
@@ -764,7 +859,7 @@ fn an_async_steps_errors_are_those_of_a_blocking_step() {
 
 #[test]
 fn an_async_step_fails_at_its_deadline_and_when_cancelled() {
-    let (s, slow) = slow_session();
+    let (s, slow, gate) = slow_session("async_gate");
     // Nothing polls the future between its first poll and the deadline but the timer.
     let opts = timeout_ms(50);
     let err = futures::executor::block_on(s.run_async_with_options(&opts, &[], &[slow], &[]))
@@ -777,6 +872,8 @@ fn an_async_step_fails_at_its_deadline_and_when_cancelled() {
         SessionError::Cancelled
     );
     canceller.join().unwrap();
+    assert!(!gate.finished(), "the step waited for the slow op");
+    gate.open();
 }
 
 #[test]

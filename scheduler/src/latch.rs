@@ -88,16 +88,34 @@ impl SpinPolicy {
             || self.calls.fetch_add(1, Ordering::Relaxed) % RETRY_EVERY == 0
     }
 
+    /// Earns one credit for a spin that `paid_off`, or costs two for one that did not,
+    /// within `0..=MAX_CREDIT`.
+    ///
+    /// A compare-exchange loop, so that concurrent records are never lost (`fetch_update`
+    /// does the same, but is deprecated on nightly in favour of `try_update`, which our
+    /// stable toolchain lacks). `Relaxed` throughout: the credit is a heuristic that
+    /// publishes no other memory, and only its own modification order matters.
     fn record(&self, paid_off: bool) {
-        let _ = self
-            .credit
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(if paid_off {
-                    (c + 1).min(MAX_CREDIT)
-                } else {
-                    c.saturating_sub(2)
-                })
-            });
+        let mut credit = self.credit.load(Ordering::Relaxed);
+        loop {
+            let next = if paid_off {
+                (credit + 1).min(MAX_CREDIT)
+            } else {
+                credit.saturating_sub(2)
+            };
+            if next == credit {
+                return;
+            }
+            match self.credit.compare_exchange_weak(
+                credit,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => credit = actual,
+            }
+        }
     }
 }
 
@@ -287,7 +305,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{Latch, SpinPolicy};
+    use super::{Latch, Ordering, SpinPolicy};
 
     #[test]
     fn a_waiter_wakes_on_done_on_cancel_and_at_its_deadline() {
@@ -321,5 +339,31 @@ mod tests {
         latch.wait_done();
         assert!(latch.is_done());
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn spin_credit_stays_in_bounds_and_loses_no_concurrent_record() {
+        let policy = SpinPolicy::new();
+        for _ in 0..3 {
+            policy.record(false);
+        }
+        assert_eq!(policy.credit.load(Ordering::Relaxed), 0, "saturates at 0");
+        // Four threads earn two credits each, racing: all eight count.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    policy.record(true);
+                    policy.record(true);
+                });
+            }
+        });
+        assert_eq!(policy.credit.load(Ordering::Relaxed), super::MAX_CREDIT);
+        policy.record(true);
+        assert_eq!(
+            policy.credit.load(Ordering::Relaxed),
+            super::MAX_CREDIT,
+            "capped at MAX_CREDIT"
+        );
+        assert!(policy.should_spin());
     }
 }

@@ -3,6 +3,7 @@
 mod demo;
 mod device_args;
 mod devices;
+mod gpu_probe;
 mod logging;
 mod server;
 
@@ -64,6 +65,10 @@ enum Command {
         #[command(flatten)]
         devices: DeviceArgs,
     },
+    /// Print how many real (not emulated) GPUs this machine has: what `magpie server`
+    /// asks in a child process before it loads Vulkan itself.
+    #[command(name = gpu_probe::SUBCOMMAND, hide = true)]
+    ProbeGpus,
     /// Serve one task of a cluster over gRPC (master and worker services) until SIGINT or
     /// SIGTERM. Without --cluster, the cluster and task come from TF_CONFIG. Plaintext and
     /// open to anyone who reaches the port unless --tls-cert/--tls-key and
@@ -191,6 +196,7 @@ pub(crate) struct LimitArgs {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { workers, trace } => demo::run(workers, trace.as_deref()),
+        Command::ProbeGpus => gpu_probe::run(),
         Command::Devices {
             synthetic,
             job,

@@ -140,7 +140,13 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
             (cfg.cluster, task)
         }
     };
-    let devices = args.devices.task_devices()?;
+    let mut devices = args.devices.task_devices()?;
+    // Vulkan's drivers cost tens of MiB once loaded: without a real GPU to serve, the
+    // server does not load them (see `gpu_probe`).
+    if devices.wants_gpus() && !devices.emulated_gpus && super::gpu_probe::real_gpus() == Some(0) {
+        tracing::info!(%task, "no real GPU: Vulkan not loaded");
+        devices.gpus = false;
+    }
     let mut options = machine_server_options(&task, &devices)
         .with_context(|| format!("setting up the devices of {task}"))?;
     if let Some(t) = args.step_timeout {

@@ -35,7 +35,9 @@ mod shaders {
 
 use magpie_core::registry::{KernelKey, KernelRegistry, RegistryError};
 
-pub use device::{discover, discover_for_task, MemoryStats, PoolStats, VulkanDevice};
+pub use device::{
+    count_real_gpus, discover, discover_for_task, MemoryStats, PoolStats, VulkanDevice,
+};
 pub use error::VulkanError;
 
 /// The device type the Vulkan kernels are registered for.

@@ -683,10 +683,13 @@ impl Worker {
                     nodes: out.metadata.nodes,
                 }),
             }),
-            Err(SessionError::Cancelled) => Err(WorkerError::Aborted {
-                task: self.task.to_string(),
-                step_id,
-            }),
+            // Aborted while running or while waiting for its devices: the same abort.
+            Err(SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. }) => {
+                Err(WorkerError::Aborted {
+                    task: self.task.to_string(),
+                    step_id,
+                })
+            }
             Err(source) => Err(WorkerError::Step {
                 task: self.task.to_string(),
                 source: Box::new(source),

@@ -140,6 +140,15 @@ pub enum SessionError {
         /// The step's timeout.
         timeout: std::time::Duration,
     },
+    /// The step was cancelled ([`RunOptions::cancel`](crate::session::RunOptions::cancel))
+    /// while waiting, at its end, for a device to finish the work its kernels queued
+    /// ([`Device::sync`](crate::device::Device::sync)). [`Code::Cancelled`], as
+    /// [`SessionError::Cancelled`].
+    #[error("step cancelled while waiting for device {device} to finish its work")]
+    DeviceSyncCancelled {
+        /// The device waited on.
+        device: String,
+    },
     /// The session was closed ([`Session::close`](crate::session::Session::close), or
     /// dropped by its owner): it runs no more steps. [`Code::FailedPrecondition`] on every
     /// session kind.
@@ -169,7 +178,7 @@ impl SessionError {
             | SessionError::InvalidOptions(_) => Code::InvalidArgument,
             SessionError::MemoryBudgetExceeded { .. } => Code::ResourceExhausted,
             SessionError::Closed => Code::FailedPrecondition,
-            SessionError::Cancelled => Code::Cancelled,
+            SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. } => Code::Cancelled,
             SessionError::DeadlineExceeded(_) | SessionError::DeviceSyncDeadlineExceeded { .. } => {
                 Code::DeadlineExceeded
             }

@@ -242,6 +242,12 @@ impl Graph {
     }
 
     /// A snapshot of every node, in creation order (which is a topological order).
+    ///
+    /// A copy of the node list (one reference count per node; the nodes themselves are
+    /// shared), taken under the graph's lock so that nodes added meanwhile are not seen:
+    /// for whole-graph walks (plans, partitions, exports). For one node, use
+    /// [`Graph::node`] or [`Graph::node_by_name`], which copy nothing but that node's
+    /// reference.
     pub fn nodes(&self) -> Vec<Arc<Node>> {
         self.shared.inner.read().nodes.clone()
     }

@@ -58,12 +58,36 @@ pub fn discover_for_task(job: &str, task: u32) -> Result<Vec<Arc<VulkanDevice>>,
         .collect()
 }
 
-/// Discovers the devices anew, apart from those [`discover`] shares (tests that break a
-/// device use their own).
-pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+/// How many of this machine's Vulkan devices with a compute queue are real GPUs (not
+/// emulated on the CPU, such as Mesa's lavapipe) that offer the timeline semaphores
+/// Magpie needs, without opening any device: what [`discover`] would find, less the
+/// emulated ones and those that fail to open.
+///
+/// Meant for a short-lived process: loading the Vulkan drivers (Mesa's link LLVM) maps
+/// tens of MiB that stay mapped for the rest of the process, even once the instance is
+/// gone, so a long-lived process that would serve no emulated GPU asks a child process
+/// this first (`magpie server` does) and loads Vulkan itself only if the answer is not 0.
+///
+/// # Errors
+/// As [`discover`]: [`VulkanError::NoDriver`] without a Vulkan loader or driver.
+pub fn count_real_gpus() -> Result<usize, VulkanError> {
+    let instance = new_instance()?;
+    let real = compute_devices(&instance)?
+        .into_iter()
+        .filter(|(p, _)| {
+            p.properties().device_type != vulkano::device::physical::PhysicalDeviceType::Cpu
+                && p.api_version() >= Version::V1_2
+                && p.supported_features().timeline_semaphore
+        })
+        .count();
+    Ok(real)
+}
+
+/// A Vulkan instance that also lists portability (non-conformant) implementations.
+fn new_instance() -> Result<Arc<Instance>, VulkanError> {
     let library = VulkanLibrary::new().map_err(|e| conv::no_loader(&e))?;
     let portability = library.supported_extensions().khr_portability_enumeration;
-    let instance = Instance::new(
+    Instance::new(
         library,
         InstanceCreateInfo {
             flags: if portability {
@@ -78,8 +102,14 @@ pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
             ..Default::default()
         },
     )
-    .map_err(|e| conv::no_instance(&e))?;
-    let mut physical: Vec<(Arc<PhysicalDevice>, u32)> = instance
+    .map_err(|e| conv::no_instance(&e))
+}
+
+/// The physical devices of `instance` with a compute queue, each with that queue's family.
+fn compute_devices(
+    instance: &Arc<Instance>,
+) -> Result<Vec<(Arc<PhysicalDevice>, u32)>, VulkanError> {
+    Ok(instance
         .enumerate_physical_devices()
         .map_err(|e| VulkanError::NoDriver(format!("cannot list Vulkan devices: {e}")))?
         .filter_map(|p| {
@@ -89,7 +119,14 @@ pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
                 .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))?;
             Some((p, family as u32))
         })
-        .collect();
+        .collect())
+}
+
+/// Discovers the devices anew, apart from those [`discover`] shares (tests that break a
+/// device use their own).
+pub(super) fn find() -> Result<Vec<Arc<VulkanDevice>>, VulkanError> {
+    let instance = new_instance()?;
+    let mut physical = compute_devices(&instance)?;
     if physical.is_empty() {
         return Err(VulkanError::NoDevice(
             "the Vulkan driver offers no device with a compute queue".into(),

@@ -40,7 +40,7 @@ use vulkano::pipeline::Pipeline;
 
 pub(crate) use buffer::GpuBuffer;
 pub(crate) use completion::Completion;
-pub use discovery::{discover, discover_for_task};
+pub use discovery::{count_real_gpus, discover, discover_for_task};
 pub use pool::PoolStats;
 use stream::Command;
 

@@ -107,13 +107,15 @@ mod tests {
         };
         let g = Graph::import_tensorflow(&def).unwrap();
         let b = g.node_by_name("b").unwrap();
-        assert_eq!(g.nodes()[b.index()].op, "Add");
-        assert!(g.nodes()[b.index()]
+        assert_eq!(g.node(b).unwrap().op, "Add");
+        assert!(g
+            .node(b)
+            .unwrap()
             .attrs
             .get("_has_manual_control_dependencies")
             .is_none());
         let c = g.node_by_name("c").unwrap();
-        assert_eq!(g.nodes()[c.index()].op, "Div");
+        assert_eq!(g.node(c).unwrap().op, "Div");
     }
 
     #[test]
@@ -150,12 +152,12 @@ mod tests {
             ],
         };
         let g = Graph::import_tensorflow(&def).unwrap();
-        let f = &g.nodes()[g.node_by_name("f").unwrap().index()];
+        let f = g.node(g.node_by_name("f").unwrap()).unwrap();
         assert_eq!(f.output_dtypes.to_vec(), vec![DType::F32]);
         let colocate = crate::distributed::ops::COLOCATE_ATTR;
         assert_eq!(f.attrs.string(colocate).unwrap(), "w");
         assert!(f.attrs.get("_class").is_none());
-        let gn = &g.nodes()[g.node_by_name("g").unwrap().index()];
+        let gn = g.node(g.node_by_name("g").unwrap()).unwrap();
         assert!(gn.attrs.get(colocate).is_none());
         // A Cast without its target is an error naming the node.
         let bad = GraphDef {
@@ -186,7 +188,7 @@ mod tests {
             )],
         })
         .unwrap();
-        let r = &g.nodes()[g.node_by_name("r").unwrap().index()];
+        let r = g.node(g.node_by_name("r").unwrap()).unwrap();
         assert_eq!(
             r.attrs
                 .string(crate::distributed::ops::COLOCATE_ATTR)

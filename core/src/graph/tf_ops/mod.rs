@@ -293,7 +293,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            g.nodes()[args.index()].output_dtypes.to_vec(),
+            g.node(args).unwrap().output_dtypes.to_vec(),
             vec![DType::I32; 2]
         );
     }
