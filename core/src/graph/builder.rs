@@ -33,12 +33,14 @@ use crate::tensor::DType;
 #[derive(Default)]
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
-    /// The inferred shapes of each node's outputs, by node position; `None` when no
-    /// output's shape is known at all. Known ones are shared through `distinct_shapes`:
-    /// a large graph has few distinct output shapes, so a node costs 16 bytes here.
-    shapes: Vec<Option<Arc<[PartialShape]>>>,
-    /// Every distinct list of known output shapes in `shapes`, once.
-    distinct_shapes: HashSet<Arc<[PartialShape]>>,
+    /// The inferred shapes of each node's outputs, by node position: an index into
+    /// `shape_lists`, or [`NO_SHAPES`] when no output's shape is known at all. A large
+    /// graph has few distinct output shapes, so a node costs 4 bytes here.
+    shapes: Vec<u32>,
+    /// Every distinct list of output shapes with at least one known, once.
+    shape_lists: Vec<Arc<[PartialShape]>>,
+    /// The position of each list in `shape_lists`.
+    distinct_shapes: HashMap<Arc<[PartialShape]>, u32>,
     /// Every distinct device spec the nodes request, once: nodes share them (most
     /// graphs request a handful of devices over many nodes).
     distinct_devices: HashSet<Arc<DeviceSpec>>,
@@ -48,7 +50,20 @@ struct GraphInner {
     auto_names: HashMap<String, usize>,
 }
 
+/// [`GraphInner::shapes`]' "no output's shape is known".
+const NO_SHAPES: u32 = u32::MAX;
+
 impl GraphInner {
+    /// The inferred shape of output `output` of the node at `index`, when anything of it
+    /// is known.
+    fn shape(&self, index: usize, output: u32) -> Option<&PartialShape> {
+        let list = *self.shapes.get(index)?;
+        if list == NO_SHAPES {
+            return None;
+        }
+        self.shape_lists[list as usize].get(output as usize)
+    }
+
     /// The position of the node named `name`.
     fn position(&self, name: &str) -> Option<u32> {
         self.by_name
@@ -291,9 +306,7 @@ impl Graph {
         self.check_output(output, "shape query")?;
         let inner = self.shared.inner.read();
         Ok(inner
-            .shapes
-            .get(output.node.index())
-            .and_then(|s| s.as_deref()?.get(output.index as usize))
+            .shape(output.node.index(), output.index)
             .cloned()
             .unwrap_or_default())
     }
@@ -493,10 +506,7 @@ impl Graph {
                     num_outputs: producer.num_outputs(),
                 })?;
             in_dtypes.push(*dtype);
-            let shape = inner
-                .shapes
-                .get(input.node.index())
-                .and_then(|s| s.as_deref()?.get(input.index as usize));
+            let shape = inner.shape(input.node.index(), input.index);
             in_shapes.push(shape.cloned().unwrap_or_default());
         }
         for dep in &node.control_inputs {
@@ -544,17 +554,28 @@ impl Graph {
             }
         }
         by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
+        // A graph keeps every node's lists for its lifetime: no spare capacity.
+        node.inputs.shrink_to_fit();
+        node.control_inputs.shrink_to_fit();
         nodes.push(Arc::new(node));
         let known = shapes.iter().any(|s| *s != PartialShape::unknown());
-        let shared = known.then(|| match inner.distinct_shapes.get(&shapes[..]) {
-            Some(same) => Arc::clone(same),
-            None => {
-                let new: Arc<[PartialShape]> = shapes.into();
-                inner.distinct_shapes.insert(Arc::clone(&new));
-                new
+        let list = if known {
+            match inner.distinct_shapes.get(&shapes[..]) {
+                Some(&same) => same,
+                None => {
+                    // At most one list per node, and a node's index fits a u32 (below
+                    // `NO_SHAPES`, as `index` was checked to).
+                    let list = inner.shape_lists.len() as u32;
+                    let new: Arc<[PartialShape]> = shapes.into();
+                    inner.shape_lists.push(Arc::clone(&new));
+                    inner.distinct_shapes.insert(new, list);
+                    list
+                }
             }
-        });
-        inner.shapes.push(shared);
+        } else {
+            NO_SHAPES
+        };
+        inner.shapes.push(list);
         Ok(id)
     }
 }
