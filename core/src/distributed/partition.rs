@@ -365,7 +365,7 @@ fn split(
             .collect();
         b.part(d).graph.nodes.push(NodeDef {
             name: n.name.clone(),
-            op: n.op.clone(),
+            op: n.op.to_string(),
             inputs,
             device: devices[d].name.to_string(),
             attrs,

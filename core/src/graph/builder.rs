@@ -19,7 +19,7 @@ use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::name_index::NameIndex;
 use super::node::{GraphId, Node, NodeId, Output};
-use super::op_def::lookup_op;
+use super::op_def::lookup_op_named;
 use super::shape_inference::{output_shapes, PartialShape};
 
 /// The attribute listing the resource pools a node needs (list of strings).
@@ -324,7 +324,7 @@ impl Graph {
             return Err(GraphError::OutputOutOfRange {
                 role: role.into(),
                 node: node.name.clone(),
-                op: node.op.clone(),
+                op: node.op.to_string(),
                 index: output.index,
                 num_outputs: node.num_outputs(),
             });
@@ -459,14 +459,16 @@ impl Graph {
         mut node: Node,
         explicit_name: bool,
     ) -> Result<NodeId, GraphError> {
-        let def = lookup_op(&node.op).ok_or_else(|| GraphError::UnknownOp {
+        let (def, op) = lookup_op_named(&node.op).ok_or_else(|| GraphError::UnknownOp {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
         })?;
+        // Every node of the op shares its name.
+        node.op = op;
         if !def.arity.accepts(node.inputs.len()) {
             return Err(GraphError::Arity {
                 node: node.name.clone(),
-                op: node.op.clone(),
+                op: node.op.to_string(),
                 expected: def.arity.to_string(),
                 got: node.inputs.len(),
             });
@@ -501,7 +503,7 @@ impl Graph {
                 .ok_or_else(|| GraphError::OutputOutOfRange {
                     role: format!("input {i} of node {:?}", node.name),
                     node: producer.name.clone(),
-                    op: producer.op.clone(),
+                    op: producer.op.to_string(),
                     index: input.index,
                     num_outputs: producer.num_outputs(),
                 })?;
@@ -534,7 +536,7 @@ impl Graph {
         node.output_dtypes = SmallVec::from_vec(out);
         let index = u32::try_from(inner.nodes.len()).map_err(|_| GraphError::InvalidNode {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             reason: OpDefError::Invalid("a graph holds at most 2^32 nodes".into()),
         })?;
         let id = NodeId {
@@ -589,14 +591,14 @@ fn node_error(node: &Node, e: OpDefError) -> GraphError {
             got,
         } => GraphError::DTypeMismatch {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             input,
             expected,
             got,
         },
         reason => GraphError::InvalidNode {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             reason,
         },
     }
@@ -738,7 +740,7 @@ impl OpBuilder<'_> {
         }
         let node = Node {
             name,
-            op: self.op,
+            op: self.op.into(),
             inputs: self.inputs,
             control_inputs,
             device: device.into(),

@@ -72,7 +72,7 @@ impl Graph {
                 inputs.extend(n.control_inputs.iter().map(|c| format!("^{}", name(*c))));
                 NodeDef {
                     name: n.name.clone(),
-                    op: n.op.clone(),
+                    op: n.op.to_string(),
                     inputs,
                     device: n.device.to_string(),
                     attrs: n
@@ -190,7 +190,7 @@ fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError>
         }
         let node = Node {
             name: n.name.clone(),
-            op: n.op.clone(),
+            op: n.op.clone().into(),
             inputs,
             control_inputs,
             device: device.into(),
