@@ -25,7 +25,7 @@ pub use device_spec::{DeviceName, DeviceSpec, DeviceSpecError};
 pub use error::{GraphError, OpDefError};
 pub use graph_def::{GraphDef, NodeDef};
 pub use node::{GraphId, Node, NodeId, Output};
-pub use op_name::OpName;
 pub use op_def::{lookup_op, register_op, registered_ops, Arity, InferFn, OpDef};
+pub use op_name::OpName;
 pub use shape_inference::{unchanged_shape, InferenceContext, PartialShape, ShapeError, ShapeFn};
 pub use std_ops::{CAST_INT_MIN, CAST_OUT_OF_RANGE_ATTR, CAST_SATURATE};

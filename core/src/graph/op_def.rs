@@ -215,15 +215,14 @@ impl fmt::Debug for OpDef {
 }
 
 /// Every registered op: its definition, and its name as the nodes of that op share it.
-static REGISTRY: LazyLock<RwLock<HashMap<String, (Arc<OpDef>, OpName)>>> =
-    LazyLock::new(|| {
-        let mut map = HashMap::new();
-        for def in super::std_ops::standard_ops() {
-            let name = OpName::from(&def.name);
-            map.insert(def.name.clone(), (Arc::new(def), name));
-        }
-        RwLock::new(map)
-    });
+static REGISTRY: LazyLock<RwLock<HashMap<String, (Arc<OpDef>, OpName)>>> = LazyLock::new(|| {
+    let mut map = HashMap::new();
+    for def in super::std_ops::standard_ops() {
+        let name = OpName::from(&def.name);
+        map.insert(def.name.clone(), (Arc::new(def), name));
+    }
+    RwLock::new(map)
+});
 
 /// Adds an op definition to the process-wide registry (see [`OpDef`] for an example).
 ///
