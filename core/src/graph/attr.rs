@@ -120,8 +120,13 @@ pub struct Attrs(
     /// Sorted by name, each name once; `None` rather than an empty list. A graph holds one
     /// per node (a million for a graph that size), and most nodes of Magpie's own graphs
     /// have none: empty, this is one word and allocates nothing.
-    Option<Box<Vec<(String, AttrValue)>>>,
+    Option<Box<AttrList>>,
 );
+
+/// The attributes of a node that has any, sorted by name: boxed in [`Attrs`], so that a
+/// node without attributes holds one word.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct AttrList(Vec<(String, AttrValue)>);
 
 macro_rules! getter {
     ($fn:ident, $t:ty, $v:ident, $kind:expr) => {
@@ -153,7 +158,7 @@ impl Attrs {
     /// Sets an attribute, replacing any earlier value.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<AttrValue>) {
         let (name, value) = (name.into(), value.into());
-        let list = self.0.get_or_insert_with(Box::default);
+        let list = &mut self.0.get_or_insert_with(Box::default).0;
         match list.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
             Ok(i) => list[i].1 = value,
             Err(i) => list.insert(i, (name, value)),
@@ -162,7 +167,7 @@ impl Attrs {
 
     /// The raw value, if set.
     pub fn get(&self, name: &str) -> Option<&AttrValue> {
-        let list = self.0.as_deref()?;
+        let list = &self.0.as_deref()?.0;
         let i = list.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok()?;
         Some(&list[i].1)
     }
@@ -177,7 +182,7 @@ impl Attrs {
         self.0
             .as_deref()
             .into_iter()
-            .flatten()
+            .flat_map(|list| &list.0)
             .map(|(k, v)| (k.as_str(), v))
     }
 

@@ -214,8 +214,12 @@ impl fmt::Debug for OpDef {
     }
 }
 
-/// Every registered op: its definition, and its name as the nodes of that op share it.
-static REGISTRY: LazyLock<RwLock<HashMap<String, (Arc<OpDef>, OpName)>>> = LazyLock::new(|| {
+/// Registered ops by name: each one's definition, and its name as the nodes of that op
+/// share it.
+type Registry = HashMap<String, (Arc<OpDef>, OpName)>;
+
+/// Every registered op.
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| {
     let mut map = HashMap::new();
     for def in super::std_ops::standard_ops() {
         let name = OpName::from(&def.name);
