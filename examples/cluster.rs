@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         let op = g
             .node_by_name(node)
             .and_then(|id| g.node(id))
-            .map_or_else(String::new, |n| n.op.clone());
+            .map_or_else(String::new, |n| n.op.to_string());
         println!("  {node:<8} ({op:<5}) on {device}");
         let task = device
             .split("/device:")

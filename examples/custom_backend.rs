@@ -116,7 +116,7 @@ impl Kernel for ConstKernel {
 fn f32_only(init: &KernelInit<'_>) -> Result<(), KernelError> {
     match init.input_dtypes.iter().find(|d| **d != DType::F32) {
         Some(d) => Err(KernelError::Unimplemented {
-            op: init.node.op.clone(),
+            op: init.node.op.to_string(),
             dtype: *d,
             device_type: "SIM".into(),
         }),

@@ -99,7 +99,7 @@ fn register_failing_ops() {
         }
         register_kernel("ErrorModelUnimplemented", "CPU", |init| {
             Err(KernelError::Unimplemented {
-                op: init.node.op.clone(),
+                op: init.node.op.to_string(),
                 dtype: DType::Bool,
                 device_type: "CPU".into(),
             })

@@ -543,7 +543,7 @@ impl<'a> KernelInit<'a> {
         device
             .downcast_ref::<D>()
             .ok_or_else(|| KernelError::WrongDevice {
-                op: self.node.op.clone(),
+                op: self.node.op.to_string(),
                 device: device.name().to_string(),
                 expected: std::any::type_name::<D>(),
                 actual: device.type_name(),

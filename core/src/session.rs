@@ -820,7 +820,7 @@ impl PreparedStep {
                 let node = &plan.nodes[task as usize].node;
                 SessionError::Panicked {
                     node: node.name.clone(),
-                    op: node.op.clone(),
+                    op: node.op.to_string(),
                     device: plan.device_name(task as usize),
                     message,
                 }

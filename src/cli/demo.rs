@@ -166,7 +166,7 @@ fn cluster_demo(trace: Option<&Path>) -> anyhow::Result<()> {
     println!("remote session on /job:worker/task:1 (unpinned ops on its default device):");
     println!(
         "  c ran on {}",
-        out.placement.last().map_or("?", |p| &*p.device)
+        out.placement.last().map_or("?", |p| p.device.as_str())
     );
     println!("  c = b * 3 = {}", out.tensors[0]);
     anyhow::ensure!(f32::try_from(&out.tensors[0])? == 9.0, "c should be 9.0");

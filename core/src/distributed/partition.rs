@@ -54,13 +54,13 @@ pub struct TaskPartition {
 
 /// Where one node of a step runs. A plan holds one of these per node (a million for a
 /// graph that size), so each shares its node with the session's graph and its device name
-/// with the other nodes there: no names are copied.
+/// with the other nodes there: no names are copied, and a placed node is two words.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlacedNode {
     /// The node, as the session's graph holds it.
     pub node: Arc<Node>,
-    /// Full device name.
-    pub device: Arc<str>,
+    /// Full device name (a thin pointer: one word).
+    pub device: Arc<String>,
 }
 
 impl PlacedNode {
@@ -260,7 +260,10 @@ fn whole_on_one_device(p: &Placed, devices: &[DeviceInfo]) -> Option<TaskName> {
 
 /// Where each needed node runs, in graph order; device names shared.
 fn placement_of(p: &Placed, devices: &[DeviceInfo]) -> Vec<PlacedNode> {
-    let device_names: Vec<Arc<str>> = devices.iter().map(|d| d.name.to_string().into()).collect();
+    let device_names: Vec<Arc<String>> = devices
+        .iter()
+        .map(|d| Arc::new(d.name.to_string()))
+        .collect();
     let mut placement = Vec::with_capacity(p.needed.iter().filter(|n| **n).count());
     for (i, n) in p.all.iter().enumerate() {
         if p.needed[i] {
@@ -365,7 +368,7 @@ fn split(
             .collect();
         b.part(d).graph.nodes.push(NodeDef {
             name: n.name.clone(),
-            op: n.op.clone(),
+            op: n.op.to_string(),
             inputs,
             device: devices[d].name.to_string(),
             attrs,

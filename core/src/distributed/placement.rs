@@ -125,7 +125,7 @@ fn unpinned(cx: &Cx<'_>, node: &Node) -> Result<usize, MasterError> {
             .or_else(|| devices.iter().position(|d| can_run(cx, node, d)))
             .ok_or_else(|| MasterError::NoKernel {
                 node: node.name.clone(),
-                op: node.op.clone(),
+                op: node.op.to_string(),
                 spec: String::new(),
                 matched: devices.iter().map(|d| d.name.to_string()).collect(),
             }),
@@ -157,14 +157,14 @@ fn pinned(cx: &Cx<'_>, node: &Node) -> Result<usize, MasterError> {
     if matched.is_empty() {
         return Err(MasterError::NoMatchingDevice {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             spec: node.device.to_string(),
             available: devices.iter().map(|d| d.name.to_string()).collect(),
         });
     }
     Err(MasterError::NoKernel {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         spec: node.device.to_string(),
         matched: matched
             .iter()

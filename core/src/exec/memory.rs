@@ -183,7 +183,7 @@ impl MemoryTracker {
                 let node = &plan.nodes[task as usize].node;
                 return Poll::Ready(Err(SessionError::MemoryBudgetExceeded {
                     node: node.name.clone(),
-                    op: node.op.clone(),
+                    op: node.op.to_string(),
                     device: plan.device_name(task as usize),
                     budget,
                     needed: bytes,

@@ -54,7 +54,7 @@ pub(crate) fn place(
         Some(i) => Err(no_kernel(node, devices[i].as_ref())),
         None => Err(SessionError::NoMatchingDevice {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             spec: node.device.to_string(),
             available: devices.iter().map(|d| d.name().to_string()).collect(),
         }),
@@ -64,7 +64,7 @@ pub(crate) fn place(
 fn no_kernel(node: &Node, device: &dyn Device) -> SessionError {
     SessionError::NoKernel {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         device: device.name().to_string(),
         device_type: device.device_type().to_string(),
     }

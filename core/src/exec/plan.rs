@@ -453,7 +453,7 @@ fn instantiate(
         .lookup(&node.op, d.as_ref())
         .ok_or_else(|| SessionError::NoKernel {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             device: d.name().to_string(),
             device_type: d.device_type().to_string(),
         })?;
@@ -464,7 +464,7 @@ fn instantiate(
     };
     factory(&init).map_err(|source| SessionError::Kernel {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         device: d.name().to_string(),
         source: Box::new(source),
     })
@@ -556,7 +556,7 @@ impl Copies<'_> {
         let dtype = slots.dtypes[from as usize];
         let node = Arc::new(Node {
             name: format!("{op}/{from}/{}", self.devices[device].name()),
-            op: op.to_string(),
+            op: op.to_string().into(),
             inputs: Vec::new(),
             control_inputs: Vec::new(),
             device: self.devices[device].name().to_spec().into(),
@@ -625,7 +625,7 @@ fn declared_bytes(
     if bytes > budget {
         return Err(SessionError::MemoryBudgetExceeded {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             device: device.name().to_string(),
             budget,
             needed: bytes,

@@ -42,7 +42,7 @@ fn check_output(graph: &Graph, all: &[Arc<Node>], o: Output, role: &str) -> Resu
         return Err(GraphError::OutputOutOfRange {
             role: role.to_string(),
             node: n.name.clone(),
-            op: n.op.clone(),
+            op: n.op.to_string(),
             index: o.index,
             num_outputs: n.num_outputs(),
         });

@@ -150,7 +150,7 @@ impl StepState {
         let node = &pn.node;
         let bad = |detail: String| SessionError::BadKernelOutput {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             device: plan.device_name(task),
             detail,
         };
@@ -212,7 +212,7 @@ impl StepState {
             let pn = &plan.nodes[task];
             let stats = NodeStats {
                 node: pn.node.name.clone(),
-                op: pn.node.op.clone(),
+                op: pn.node.op.to_string(),
                 device: plan.device_name(task),
                 worker,
                 start: start.duration_since(self.started),
@@ -253,7 +253,7 @@ fn kernel_error(plan: &ExecPlan, task: usize, source: KernelError) -> SessionErr
     let node = &plan.nodes[task].node;
     SessionError::Kernel {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         device: plan.device_name(task),
         source: Box::new(source),
     }

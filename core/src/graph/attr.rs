@@ -1,7 +1,6 @@
 //! Node attributes: named, typed values that configure an op (`transpose_a`, `dtype`,
 //! `value`, `axis`, ...).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use super::attr_def::AttrType;
@@ -117,7 +116,17 @@ fn list_names(names: &[String]) -> String {
 /// assert!(matches!(attrs.float("axis"), Err(AttrError::WrongKind { .. })));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attrs(BTreeMap<String, AttrValue>);
+pub struct Attrs(
+    /// Sorted by name, each name once; `None` rather than an empty list. A graph holds one
+    /// per node (a million for a graph that size), and most nodes of Magpie's own graphs
+    /// have none: empty, this is one word and allocates nothing.
+    Option<Box<AttrList>>,
+);
+
+/// The attributes of a node that has any, sorted by name: boxed in [`Attrs`], so that a
+/// node without attributes holds one word.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct AttrList(Vec<(String, AttrValue)>);
 
 macro_rules! getter {
     ($fn:ident, $t:ty, $v:ident, $kind:expr) => {
@@ -127,7 +136,7 @@ macro_rules! getter {
         /// [`AttrError::Missing`] when it is not set; [`AttrError::WrongKind`] when it
         /// holds another kind of value. Both name the attribute.
         pub fn $fn(&self, name: &str) -> Result<$t, AttrError> {
-            match self.0.get(name) {
+            match self.get(name) {
                 Some(AttrValue::$v(v)) => Ok(v.clone()),
                 Some(other) => Err(AttrError::WrongKind {
                     name: name.into(),
@@ -148,22 +157,33 @@ impl Attrs {
 
     /// Sets an attribute, replacing any earlier value.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<AttrValue>) {
-        self.0.insert(name.into(), value.into());
+        let (name, value) = (name.into(), value.into());
+        let list = &mut self.0.get_or_insert_with(Box::default).0;
+        match list.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(i) => list[i].1 = value,
+            Err(i) => list.insert(i, (name, value)),
+        }
     }
 
     /// The raw value, if set.
     pub fn get(&self, name: &str) -> Option<&AttrValue> {
-        self.0.get(name)
+        let list = &self.0.as_deref()?.0;
+        let i = list.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok()?;
+        Some(&list[i].1)
     }
 
     /// Whether the attribute is set.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.get(name).is_some()
     }
 
     /// All attributes, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &AttrValue)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.0
+            .as_deref()
+            .into_iter()
+            .flat_map(|list| &list.0)
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     getter!(int, i64, Int, "an int");

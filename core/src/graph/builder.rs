@@ -19,7 +19,7 @@ use super::device_spec::DeviceSpec;
 use super::error::{GraphError, OpDefError};
 use super::name_index::NameIndex;
 use super::node::{GraphId, Node, NodeId, Output};
-use super::op_def::lookup_op;
+use super::op_def::lookup_op_named;
 use super::shape_inference::{output_shapes, PartialShape};
 
 /// The attribute listing the resource pools a node needs (list of strings).
@@ -33,12 +33,14 @@ use crate::tensor::DType;
 #[derive(Default)]
 struct GraphInner {
     nodes: Vec<Arc<Node>>,
-    /// The inferred shapes of each node's outputs, by node position; `None` when no
-    /// output's shape is known at all. Known ones are shared through `distinct_shapes`:
-    /// a large graph has few distinct output shapes, so a node costs 16 bytes here.
-    shapes: Vec<Option<Arc<[PartialShape]>>>,
-    /// Every distinct list of known output shapes in `shapes`, once.
-    distinct_shapes: HashSet<Arc<[PartialShape]>>,
+    /// The inferred shapes of each node's outputs, by node position: an index into
+    /// `shape_lists`, or [`NO_SHAPES`] when no output's shape is known at all. A large
+    /// graph has few distinct output shapes, so a node costs 4 bytes here.
+    shapes: Vec<u32>,
+    /// Every distinct list of output shapes with at least one known, once.
+    shape_lists: Vec<Arc<[PartialShape]>>,
+    /// The position of each list in `shape_lists`.
+    distinct_shapes: HashMap<Arc<[PartialShape]>, u32>,
     /// Every distinct device spec the nodes request, once: nodes share them (most
     /// graphs request a handful of devices over many nodes).
     distinct_devices: HashSet<Arc<DeviceSpec>>,
@@ -48,7 +50,20 @@ struct GraphInner {
     auto_names: HashMap<String, usize>,
 }
 
+/// [`GraphInner::shapes`]' "no output's shape is known".
+const NO_SHAPES: u32 = u32::MAX;
+
 impl GraphInner {
+    /// The inferred shape of output `output` of the node at `index`, when anything of it
+    /// is known.
+    fn shape(&self, index: usize, output: u32) -> Option<&PartialShape> {
+        let list = *self.shapes.get(index)?;
+        if list == NO_SHAPES {
+            return None;
+        }
+        self.shape_lists[list as usize].get(output as usize)
+    }
+
     /// The position of the node named `name`.
     fn position(&self, name: &str) -> Option<u32> {
         self.by_name
@@ -297,9 +312,7 @@ impl Graph {
         self.check_output(output, "shape query")?;
         let inner = self.shared.inner.read();
         Ok(inner
-            .shapes
-            .get(output.node.index())
-            .and_then(|s| s.as_deref()?.get(output.index as usize))
+            .shape(output.node.index(), output.index)
             .cloned()
             .unwrap_or_default())
     }
@@ -317,7 +330,7 @@ impl Graph {
             return Err(GraphError::OutputOutOfRange {
                 role: role.into(),
                 node: node.name.clone(),
-                op: node.op.clone(),
+                op: node.op.to_string(),
                 index: output.index,
                 num_outputs: node.num_outputs(),
             });
@@ -452,14 +465,16 @@ impl Graph {
         mut node: Node,
         explicit_name: bool,
     ) -> Result<NodeId, GraphError> {
-        let def = lookup_op(&node.op).ok_or_else(|| GraphError::UnknownOp {
+        let (def, op) = lookup_op_named(&node.op).ok_or_else(|| GraphError::UnknownOp {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
         })?;
+        // Every node of the op shares its name.
+        node.op = op;
         if !def.arity.accepts(node.inputs.len()) {
             return Err(GraphError::Arity {
                 node: node.name.clone(),
-                op: node.op.clone(),
+                op: node.op.to_string(),
                 expected: def.arity.to_string(),
                 got: node.inputs.len(),
             });
@@ -494,15 +509,12 @@ impl Graph {
                 .ok_or_else(|| GraphError::OutputOutOfRange {
                     role: format!("input {i} of node {:?}", node.name),
                     node: producer.name.clone(),
-                    op: producer.op.clone(),
+                    op: producer.op.to_string(),
                     index: input.index,
                     num_outputs: producer.num_outputs(),
                 })?;
             in_dtypes.push(*dtype);
-            let shape = inner
-                .shapes
-                .get(input.node.index())
-                .and_then(|s| s.as_deref()?.get(input.index as usize));
+            let shape = inner.shape(input.node.index(), input.index);
             in_shapes.push(shape.cloned().unwrap_or_default());
         }
         for dep in &node.control_inputs {
@@ -530,7 +542,7 @@ impl Graph {
         node.output_dtypes = SmallVec::from_vec(out);
         let index = u32::try_from(inner.nodes.len()).map_err(|_| GraphError::InvalidNode {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             reason: OpDefError::Invalid("a graph holds at most 2^32 nodes".into()),
         })?;
         let id = NodeId {
@@ -550,17 +562,28 @@ impl Graph {
             }
         }
         by_name.insert(&node.name, index, |i| nodes[i as usize].name.as_str());
+        // A graph keeps every node's lists for its lifetime: no spare capacity.
+        node.inputs.shrink_to_fit();
+        node.control_inputs.shrink_to_fit();
         nodes.push(Arc::new(node));
         let known = shapes.iter().any(|s| *s != PartialShape::unknown());
-        let shared = known.then(|| match inner.distinct_shapes.get(&shapes[..]) {
-            Some(same) => Arc::clone(same),
-            None => {
-                let new: Arc<[PartialShape]> = shapes.into();
-                inner.distinct_shapes.insert(Arc::clone(&new));
-                new
+        let list = if known {
+            match inner.distinct_shapes.get(&shapes[..]) {
+                Some(&same) => same,
+                None => {
+                    // At most one list per node, and a node's index fits a u32 (below
+                    // `NO_SHAPES`, as `index` was checked to).
+                    let list = inner.shape_lists.len() as u32;
+                    let new: Arc<[PartialShape]> = shapes.into();
+                    inner.shape_lists.push(Arc::clone(&new));
+                    inner.distinct_shapes.insert(new, list);
+                    list
+                }
             }
-        });
-        inner.shapes.push(shared);
+        } else {
+            NO_SHAPES
+        };
+        inner.shapes.push(list);
         Ok(id)
     }
 }
@@ -574,14 +597,14 @@ fn node_error(node: &Node, e: OpDefError) -> GraphError {
             got,
         } => GraphError::DTypeMismatch {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             input,
             expected,
             got,
         },
         reason => GraphError::InvalidNode {
             node: node.name.clone(),
-            op: node.op.clone(),
+            op: node.op.to_string(),
             reason,
         },
     }
@@ -723,7 +746,7 @@ impl OpBuilder<'_> {
         }
         let node = Node {
             name,
-            op: self.op,
+            op: self.op.into(),
             inputs: self.inputs,
             control_inputs,
             device: device.into(),

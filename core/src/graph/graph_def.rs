@@ -72,7 +72,7 @@ impl Graph {
                 inputs.extend(n.control_inputs.iter().map(|c| format!("^{}", name(*c))));
                 NodeDef {
                     name: n.name.clone(),
-                    op: n.op.clone(),
+                    op: n.op.to_string(),
                     inputs,
                     device: n.device.to_string(),
                     attrs: n
@@ -163,8 +163,10 @@ fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError>
     let mut ids: Vec<Option<NodeId>> = vec![None; def.nodes.len()];
     for i in order {
         let n = &def.nodes[i];
-        let mut inputs = Vec::new();
-        let mut control_inputs = Vec::new();
+        // Sized exactly: a graph keeps these for every node.
+        let controls = n.inputs.iter().filter(|s| s.starts_with('^')).count();
+        let mut inputs = Vec::with_capacity(n.inputs.len() - controls);
+        let mut control_inputs = Vec::with_capacity(controls);
         for (s, p) in n.inputs.iter().zip(&producers[i]) {
             let id = match *p {
                 Producer::Def(k) => ids[k].expect("topological order visits producers first"),
@@ -188,7 +190,7 @@ fn import_into(graph: &Graph, def: &GraphDef) -> Result<Vec<NodeId>, GraphError>
         }
         let node = Node {
             name: n.name.clone(),
-            op: n.op.clone(),
+            op: n.op.clone().into(),
             inputs,
             control_inputs,
             device: device.into(),

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::attr::Attrs;
 use super::device_spec::DeviceSpec;
+use super::op_name::OpName;
 use crate::tensor::DType;
 
 /// Which graph a handle belongs to: unique among the graphs alive in this process.
@@ -87,8 +88,8 @@ impl From<&NodeId> for NodeId {
 pub struct Node {
     /// Unique name, scope prefixes included (`layer1/MatMul_2`).
     pub name: String,
-    /// Op name.
-    pub op: String,
+    /// Op name: a node in a graph shares its op's registered name.
+    pub op: OpName,
     /// Data inputs, in order.
     pub inputs: Vec<Output>,
     /// Nodes that must finish before this one starts.
@@ -105,7 +106,7 @@ pub struct Node {
 impl Node {
     /// A node named `name` running `op`, with no inputs, attributes, device or outputs:
     /// for a kernel's unit tests (set the public fields for more).
-    pub fn new(name: impl Into<String>, op: impl Into<String>) -> Node {
+    pub fn new(name: impl Into<String>, op: impl Into<OpName>) -> Node {
         Node {
             name: name.into(),
             op: op.into(),

@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use super::attr::{AttrValue, Attrs};
 use super::attr_def::{AttrDef, AttrType};
 use super::error::{GraphError, OpDefError};
+use super::op_name::OpName;
 use super::shape_inference::{InferenceContext, PartialShape, ShapeFn};
 use crate::tensor::DType;
 
@@ -213,10 +214,16 @@ impl fmt::Debug for OpDef {
     }
 }
 
-static REGISTRY: LazyLock<RwLock<HashMap<String, Arc<OpDef>>>> = LazyLock::new(|| {
+/// Registered ops by name: each one's definition, and its name as the nodes of that op
+/// share it.
+type Registry = HashMap<String, (Arc<OpDef>, OpName)>;
+
+/// Every registered op.
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| {
     let mut map = HashMap::new();
     for def in super::std_ops::standard_ops() {
-        map.insert(def.name.clone(), Arc::new(def));
+        let name = OpName::from(&def.name);
+        map.insert(def.name.clone(), (Arc::new(def), name));
     }
     RwLock::new(map)
 });
@@ -232,12 +239,18 @@ pub fn register_op(def: OpDef) -> Result<(), GraphError> {
     if reg.contains_key(&def.name) {
         return Err(GraphError::OpAlreadyRegistered(def.name));
     }
-    reg.insert(def.name.clone(), Arc::new(def));
+    let name = OpName::from(&def.name);
+    reg.insert(def.name.clone(), (Arc::new(def), name));
     Ok(())
 }
 
 /// The definition of `op`, if registered.
 pub fn lookup_op(op: &str) -> Option<Arc<OpDef>> {
+    REGISTRY.read().get(op).map(|(def, _)| Arc::clone(def))
+}
+
+/// The definition of `op` and its shared name, if registered.
+pub(crate) fn lookup_op_named(op: &str) -> Option<(Arc<OpDef>, OpName)> {
     REGISTRY.read().get(op).cloned()
 }
 

@@ -330,12 +330,12 @@ impl Unary {
 fn run_node(node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ReferenceError> {
     let op_error = |reason: String| ReferenceError::Op {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         reason,
     };
     let unsupported = |reason: &str| ReferenceError::Unsupported {
         node: node.name.clone(),
-        op: node.op.clone(),
+        op: node.op.to_string(),
         reason: reason.into(),
     };
     let attr_error = |e: crate::graph::AttrError| op_error(e.to_string());

@@ -2,9 +2,15 @@
 //! that does not decode is `INVALID_ARGUMENT` (the peer sent malformed bytes), not
 //! `INTERNAL` as tonic-prost reports it. The generated services and clients use it
 //! (`build.rs` sets it as their codec); on the calling side it means an undecodable
-//! answer is reported as `INVALID_ARGUMENT` too.
+//! answer is reported as `INVALID_ARGUMENT` too. A `RunStep` answer that lists the
+//! placement of at least [`TRIM_NODES`](crate::trim::TRIM_NODES) nodes (the first step of
+//! a signature over a large graph: a string per node) trims the heap once it is encoded
+//! and freed (`trim.rs`); nothing else would give those pages back before the session
+//! closes.
 
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use std::any::Any;
+
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
@@ -25,15 +31,40 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = WireEncoder<T>;
     type Decoder = WireDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        WireEncoder(self.0.encoder())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         WireDecoder(self.0.decoder())
+    }
+}
+
+/// prost's encoder, trimming the heap after a large message (see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct WireEncoder<T>(ProstEncoder<T>);
+
+impl<T: prost::Message + 'static> Encoder for WireEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        let large = (&item as &dyn Any)
+            .downcast_ref::<crate::proto::RunStepResponse>()
+            .is_some_and(|r| r.placement.len() >= crate::trim::TRIM_NODES);
+        // Consumes `item`: its strings and lists are freed by the time this returns.
+        let encoded = self.0.encode(item, buf);
+        if large {
+            crate::trim::release_free_memory();
+        }
+        encoded
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
     }
 }
 

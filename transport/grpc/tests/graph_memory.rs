@@ -1,5 +1,6 @@
 //! A graph's memory on a master: a 10^6-node graph sent to `CreateSession` holds at most
-//! 500 MB there (issue 11's bound), still after a step of it has run (the session's
+//! 500 MB there (issue 11's bound; this test holds it to the lower figures measured), still
+//! after a step of it has run (the session's
 //! graph, the master's placement and the task's execution plan together), and closing
 //! the session returns every byte. Bytes are counted
 //! by a global allocator, never timed.
@@ -167,10 +168,12 @@ fn a_million_node_graph_holds_at_most_500_mb_and_returns_it_on_close() {
     eprintln!("after close {} MB ({} bytes)", closed / MB, closed);
 
     server.stop(std::time::Duration::from_secs(5));
-    assert!(created <= 500 * MB, "{created} bytes held after create");
+    // Issue 11 bounds both at 500 MB; the bounds here are the figures measured at the time
+    // of writing (169 and 291 MB) with a margin, so growth is noticed.
+    assert!(created <= 192 * MB, "{created} bytes held after create");
     // A run adds the step's plans: the master's placement, and the task's execution plan
     // over the session's own graph (one task with one device, in this process: the graph
     // is shared with the task, not copied into a partition).
-    assert!(ran <= 500 * MB, "{ran} bytes held after a run");
+    assert!(ran <= 320 * MB, "{ran} bytes held after a run");
     assert!(closed <= MB, "{closed} bytes kept after close");
 }

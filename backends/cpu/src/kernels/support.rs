@@ -24,7 +24,7 @@ pub(crate) fn sync(k: impl Kernel + 'static) -> Result<BoxedKernel, KernelError>
 /// The "no kernel for this dtype" error for the node being built.
 pub(crate) fn no_kernel_for(init: &KernelInit<'_>, dtype: DType) -> KernelError {
     KernelError::Unimplemented {
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         dtype,
         device_type: init.device.device_type().to_string(),
     }

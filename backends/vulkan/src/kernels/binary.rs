@@ -57,7 +57,7 @@ fn factory<const OP: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelEr
     }
     boxed(Binary {
         dev: f32_device(init)?,
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         code: OP,
     })
 }

@@ -151,7 +151,7 @@ struct Grad {
 fn grad_factory<const CODE: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     boxed(Grad {
         dev: f32_device(init)?,
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         code: CODE,
     })
 }
@@ -234,7 +234,7 @@ impl Launch for AddN {
 fn softmax_factory<const MODE: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     boxed(Softmax {
         dev: f32_device(init)?,
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         mode: MODE,
     })
 }

@@ -146,7 +146,7 @@ fn like_factory<const BITS: u32>(init: &KernelInit<'_>) -> Result<BoxedKernel, K
     }
     boxed(Like {
         dev: f32_device(init)?,
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         bits: BITS,
     })
 }

@@ -67,7 +67,7 @@ pub(crate) fn f32_device(init: &KernelInit<'_>) -> Result<VulkanDevice, KernelEr
 /// The declined-dtype error the placer and the testkit understand.
 pub(crate) fn unimplemented(init: &KernelInit<'_>, dtype: DType) -> KernelError {
     KernelError::Unimplemented {
-        op: init.node.op.clone(),
+        op: init.node.op.to_string(),
         dtype,
         device_type: DEVICE_TYPE.into(),
     }
