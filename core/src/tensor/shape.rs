@@ -150,17 +150,20 @@ impl Shape {
     }
 
     /// The dimensions.
+    #[inline]
     pub fn dims(&self) -> &[usize] {
         &self.dims
     }
 
     /// The number of dimensions.
+    #[inline]
     pub fn rank(&self) -> usize {
         self.dims.len()
     }
 
     /// The number of elements (1 for a scalar). Never overflows: checked when the shape
     /// was made.
+    #[inline]
     pub fn num_elements(&self) -> usize {
         self.elements
     }

@@ -154,7 +154,8 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
         // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
         if let ([x], [y]) = (lhs, rhs) {
-            if a.shape() == b.shape() {
+            // Two scalars (rank 0) match without comparing shapes.
+            if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
                 O::check_rhs(rhs)?;
                 let value = O::apply(*x, *y);
                 // An input this context holds the only reference to becomes the output,
