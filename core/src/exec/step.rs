@@ -146,12 +146,12 @@ impl StepState {
         releases: &mut Releases,
     ) -> Result<usize, SessionError> {
         let pn = &plan.nodes[task];
-        let expected = &pn.output_dtypes;
+        let expected = pn.output_dtypes.as_slice();
         if outputs.len() != expected.len() {
             let detail = format!("{} outputs, expected {}", outputs.len(), expected.len());
             return Err(bad_output(plan, task, detail));
         }
-        for (i, (t, want)) in outputs.iter().zip(expected).enumerate() {
+        for (i, (t, want)) in outputs.as_slice().iter().zip(expected).enumerate() {
             if t.dtype() != *want {
                 let detail = format!("output {i} of dtype {}, expected {want}", t.dtype());
                 return Err(bad_output(plan, task, detail));
@@ -353,22 +353,37 @@ fn lend_inputs<'s>(
 ) -> Result<(), SessionError> {
     let pn = &plan.nodes[task];
     for &s in &pn.input_slots {
+        // Each arm hands its input to the context at once: a tensor moves out of its slot
+        // and into the context, and nowhere in between.
         // SAFETY: the caller is a task the scheduler started after the slot's producer
         // finished, the plan counted this input among the slot's uses, and `run_sync`
         // ends every counted loan after the kernel's call, once the context has dropped
         // its inputs and with them the borrows.
-        let input = match unsafe { state.slots[s as usize].lend() } {
+        match unsafe { state.slots[s as usize].lend() } {
             Loan::Taken(Some(t)) => {
-                if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
-                    releases.push((d, t.size_in_bytes() as u64));
+                if state.memory.is_some() {
+                    if let Some(d) = plan.slot_device(s) {
+                        releases.push((d, t.size_in_bytes() as u64));
+                    }
                 }
-                Input::Owned(t)
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, &t);
+                }
+                ctx.push_input(Input::Owned(t));
             }
             Loan::Counted(t) => {
                 loans.push(s);
-                Input::Borrowed(t)
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, t);
+                }
+                ctx.push_input(Input::Borrowed(t));
             }
-            Loan::Pinned(t) => Input::Borrowed(t),
+            Loan::Pinned(t) => {
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, t);
+                }
+                ctx.push_input(Input::Borrowed(t));
+            }
             empty @ (Loan::Taken(None) | Loan::Empty) => {
                 if matches!(empty, Loan::Empty) {
                     loans.push(s);
@@ -379,15 +394,7 @@ fn lend_inputs<'s>(
                     KernelError::Internal(format!("input slot {s} was empty")),
                 ));
             }
-        };
-        if plan.spans_numa_nodes {
-            match &input {
-                Input::Owned(t) => note_numa(plan, state, task, s, t),
-                Input::Borrowed(t) => note_numa(plan, state, task, s, t),
-                Input::Taken => {}
-            }
         }
-        ctx.push_input(input);
     }
     Ok(())
 }
@@ -418,8 +425,10 @@ fn run_sync(
     for s in loans {
         // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
         if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
-            if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
-                releases.push((d, t.size_in_bytes() as u64));
+            if state.memory.is_some() {
+                if let Some(d) = plan.slot_device(s) {
+                    releases.push((d, t.size_in_bytes() as u64));
+                }
             }
         }
     }

@@ -122,6 +122,7 @@ impl Shape {
     pub const MAX_RANK: usize = 254;
 
     /// The shape of a scalar.
+    #[inline]
     pub fn scalar() -> Shape {
         Shape {
             dims: SmallVec::new(),
@@ -246,6 +247,7 @@ pub trait IntoShape {
 }
 
 impl IntoShape for Shape {
+    #[inline]
     fn into_shape(self) -> Result<Shape, ShapeError> {
         Ok(self)
     }

@@ -172,7 +172,10 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                 }
                 // One element: no cache to consult, counted on the device.
                 let charge = self.place.memory.reserve(T::DTYPE, 1)?;
-                let shape = ctx.input(0).shape().clone();
+                let shape = match ctx.input(0).shape() {
+                    s if s.rank() == 0 => Shape::scalar(),
+                    s => s.clone(),
+                };
                 ctx.push_output(Tensor::from_vec_charged(shape, vec![value], None, charge)?);
                 return Ok(());
             }
