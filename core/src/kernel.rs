@@ -183,6 +183,37 @@ impl<'a> KernelContext<'a> {
         }
     }
 
+    /// The executor's context for one call: no inputs yet (it lends them in place with
+    /// [`push_input`](Self::push_input), so the context is built once and never moved).
+    #[inline]
+    pub(crate) fn for_step(
+        node: &'a Node,
+        step_id: StepId,
+        resources: &'a Arc<ResourceMgr>,
+    ) -> Self {
+        KernelContext {
+            node,
+            inputs: SmallVec::new(),
+            outputs: Outputs::new(),
+            step_id,
+            resources: Some(resources),
+        }
+    }
+
+    /// Appends the next input (the executor's, see [`for_step`](Self::for_step)).
+    #[inline]
+    pub(crate) fn push_input(&mut self, input: Input<'a>) {
+        self.inputs.push(input);
+    }
+
+    /// Drops the inputs, ending every borrow of a lent one, and gives the outputs pushed
+    /// so far: what the executor does after the kernel's call, before it ends the loans.
+    #[inline]
+    pub(crate) fn finish(&mut self) -> &mut Outputs {
+        self.inputs.clear();
+        &mut self.outputs
+    }
+
     /// This context with access to the resource manager of the session (or cluster
     /// task) running the step, where stateful kernels keep variables.
     pub fn with_resources(mut self, resources: &'a Arc<ResourceMgr>) -> Self {
@@ -197,6 +228,7 @@ impl<'a> KernelContext<'a> {
     }
 
     /// The node being computed.
+    #[inline]
     pub fn node(&self) -> &Node {
         self.node
     }
@@ -212,6 +244,7 @@ impl<'a> KernelContext<'a> {
     }
 
     /// The number of inputs.
+    #[inline]
     pub fn num_inputs(&self) -> usize {
         self.inputs.len()
     }
@@ -221,6 +254,7 @@ impl<'a> KernelContext<'a> {
     /// # Panics
     /// If `i` is out of range: the executor always passes as many inputs as the op's
     /// definition validated.
+    #[inline]
     pub fn input(&self, i: usize) -> &Tensor {
         match &self.inputs[i] {
             Input::Owned(t) => t,
@@ -251,6 +285,7 @@ impl<'a> KernelContext<'a> {
     /// because other nodes of the step still use it, or it was taken. A kernel that
     /// writes its output into an input it holds the only reference to asks this first:
     /// a lent input is never the only reference.
+    #[inline]
     pub fn input_mut_if_owned(&mut self, i: usize) -> Option<&mut Tensor> {
         match &mut self.inputs[i] {
             Input::Owned(t) => Some(t),
@@ -260,6 +295,7 @@ impl<'a> KernelContext<'a> {
 
     /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
     /// the only reference can reuse its buffer for an output. A lent input is cloned.
+    #[inline]
     pub fn take_input(&mut self, i: usize) -> Tensor {
         match std::mem::replace(&mut self.inputs[i], Input::Taken) {
             Input::Owned(t) => t,
@@ -269,6 +305,7 @@ impl<'a> KernelContext<'a> {
     }
 
     /// Appends the next output.
+    #[inline]
     pub fn push_output(&mut self, t: Tensor) {
         self.outputs.push(t);
     }

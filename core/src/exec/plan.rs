@@ -35,12 +35,17 @@ use crate::scheduler::Topology;
 use crate::tensor::DType;
 
 /// One node of a plan: a plan holds one per node it runs (a million for a graph that
-/// size), so what most nodes lack is boxed out of the record.
+/// size), so what most nodes lack is boxed out of the record. What a step reads for every
+/// node (kernel, slots, output dtypes) is here, in the plan's one contiguous array: the
+/// [`Node`] itself (a separate allocation per node) is read only for errors and traces.
 pub(crate) struct PlanNode {
     pub(crate) node: Arc<Node>,
     pub(crate) kernel: BoxedKernel,
     /// Slot of each data input, in order.
     pub(crate) input_slots: SmallVec<[u32; 2]>,
+    /// The dtype of each output, in order (the node's, copied here): what the step checks
+    /// the kernel's outputs against.
+    pub(crate) output_dtypes: SmallVec<[DType; 16]>,
     /// Slot of output 0; output `i` is at `first_output_slot + i`.
     pub(crate) first_output_slot: u32,
     /// Index of its device among the plan's.
@@ -74,6 +79,7 @@ impl PlanNode {
             })
         });
         PlanNode {
+            output_dtypes: node.output_dtypes.iter().copied().collect(),
             node,
             kernel,
             input_slots,

@@ -139,39 +139,36 @@ impl StepState {
         t
     }
 
+    /// Stores a task's outputs in their slots (draining `outputs`), checked against the
+    /// plan's count and dtypes, and settles its memory: returns the bytes stored when the
+    /// step is traced or tracks memory (0 otherwise: nobody reads them).
+    #[inline]
     fn store(
         &self,
         plan: &ExecPlan,
         task: usize,
-        outputs: Outputs,
-        releases: Releases,
+        outputs: &mut Outputs,
+        releases: &mut Releases,
     ) -> Result<usize, SessionError> {
         let pn = &plan.nodes[task];
-        let node = &pn.node;
-        let bad = |detail: String| SessionError::BadKernelOutput {
-            node: node.name.clone(),
-            op: node.op.to_string(),
-            device: plan.device_name(task),
-            detail,
-        };
-        if outputs.len() != node.num_outputs() {
-            return Err(bad(format!(
-                "{} outputs, expected {}",
-                outputs.len(),
-                node.num_outputs()
-            )));
+        let expected = pn.output_dtypes.as_slice();
+        if outputs.len() != expected.len() {
+            let detail = format!("{} outputs, expected {}", outputs.len(), expected.len());
+            return Err(bad_output(plan, task, detail));
         }
+        for (i, (t, want)) in outputs.as_slice().iter().zip(expected).enumerate() {
+            if t.dtype() != *want {
+                let detail = format!("output {i} of dtype {}, expected {want}", t.dtype());
+                return Err(bad_output(plan, task, detail));
+            }
+        }
+        let measure = self.trace.is_some() || self.memory.is_some();
         let mut bytes = 0;
         let mut stored = 0u64;
-        for (i, t) in outputs.into_iter().enumerate() {
-            if t.dtype() != node.output_dtypes[i] {
-                return Err(bad(format!(
-                    "output {i} of dtype {}, expected {}",
-                    t.dtype(),
-                    node.output_dtypes[i]
-                )));
-            }
-            let size = t.size_in_bytes();
+        // Popped from the last: each pop moves one tensor out, nothing else.
+        while let Some(t) = outputs.pop() {
+            let i = outputs.len();
+            let size = if measure { t.size_in_bytes() } else { 0 };
             bytes += size;
             // SAFETY: this task is the slot's producer, and its consumers start only after
             // it finishes.
@@ -187,7 +184,7 @@ impl StepState {
             } else {
                 m.release(pn.device(), reserved - stored);
             }
-            for (d, b) in releases {
+            for (d, b) in releases.drain(..) {
                 m.release(d, b);
             }
         }
@@ -196,11 +193,28 @@ impl StepState {
 
     /// The time a node starts, when the step is traced (reading the clock costs ~20 ns
     /// per node, so untraced steps skip it).
+    #[inline]
     fn clock(&self) -> Option<Instant> {
         self.trace.as_ref().map(|_| Instant::now())
     }
 
+    #[inline]
     fn record(
+        &self,
+        plan: &ExecPlan,
+        task: usize,
+        worker: usize,
+        start: Option<Instant>,
+        bytes: usize,
+    ) {
+        if self.trace.is_some() {
+            self.record_traced(plan, task, worker, start, bytes);
+        }
+    }
+
+    /// [`record`](Self::record) for a traced step.
+    #[inline(never)]
+    fn record_traced(
         &self,
         plan: &ExecPlan,
         task: usize,
@@ -242,6 +256,7 @@ impl StepState {
             .unwrap_or_default()
     }
 
+    #[inline]
     fn finished(&self, plan: &ExecPlan, task: u32) {
         if let Some(m) = &self.memory {
             m.task_finished(plan, task);
@@ -249,6 +264,19 @@ impl StepState {
     }
 }
 
+/// A kernel's outputs that do not match its node's (count or dtypes).
+#[cold]
+fn bad_output(plan: &ExecPlan, task: usize, detail: String) -> SessionError {
+    let node = &plan.nodes[task].node;
+    SessionError::BadKernelOutput {
+        node: node.name.clone(),
+        op: node.op.to_string(),
+        device: plan.device_name(task),
+        detail,
+    }
+}
+
+#[cold]
 fn kernel_error(plan: &ExecPlan, task: usize, source: KernelError) -> SessionError {
     let node = &plan.nodes[task].node;
     SessionError::Kernel {
@@ -277,7 +305,9 @@ fn inputs(
     for s in &pn.input_slots {
         match state.read_input(plan, *s, releases) {
             Some(t) => {
-                note_numa(plan, state, task, *s, &t);
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, *s, &t);
+                }
                 inputs.push(t)
             }
             None => {
@@ -295,13 +325,9 @@ fn inputs(
 /// Counts the bytes of input `t` (from `slot`) of plan node `task` when the slot's
 /// producer ran on a device of another NUMA node: only a cross-device input can cross
 /// nodes; both nodes must be known, and the plan must span more than one (decided when
-/// it was built).
-#[inline]
+/// it was built: callers skip the call for a plan that does not).
 fn note_numa(plan: &ExecPlan, state: &StepState, task: usize, slot: u32, t: &Tensor) {
-    // Only a cross-device input can cross NUMA nodes; both nodes must be known, and the
-    // plan must span more than one (decided when it was built).
-    let producer = plan.slot_device(slot);
-    if let (true, Some(producer)) = (plan.spans_numa_nodes, producer) {
+    if let (true, Some(producer)) = (plan.spans_numa_nodes, plan.slot_device(slot)) {
         let device = plan.nodes[task].device();
         if producer != device {
             let from = plan.devices[producer].numa_node();
@@ -317,35 +343,52 @@ fn note_numa(plan: &ExecPlan, state: &StepState, task: usize, slot: u32, t: &Ten
 /// Slots whose loans a synchronous kernel's call holds (see [`Slot::lend`]).
 type Loans = SmallVec<[u32; 2]>;
 
-/// A synchronous task's inputs: the last use of a slot takes its tensor, the others
-/// borrow it for the call (ended by [`end_loans`]), so that a tensor read by many nodes
-/// is not cloned — and its reference count not touched — once per use.
+/// Lends a synchronous task's inputs to its context: the last use of a slot takes its
+/// tensor, the others borrow it for the call (ended by `run_sync` after the call), so
+/// that a tensor read by many nodes is not cloned — and its reference count not touched —
+/// once per use.
+#[inline(always)]
 fn lend_inputs<'s>(
     plan: &ExecPlan,
     state: &'s StepState,
     task: usize,
+    ctx: &mut KernelContext<'s>,
     releases: &mut Releases,
     loans: &mut Loans,
-) -> Result<SmallVec<[Input<'s>; 2]>, SessionError> {
+) -> Result<(), SessionError> {
     let pn = &plan.nodes[task];
-    let mut inputs = SmallVec::with_capacity(pn.input_slots.len());
     for &s in &pn.input_slots {
+        // Each arm hands its input to the context at once: a tensor moves out of its slot
+        // and into the context, and nowhere in between.
         // SAFETY: the caller is a task the scheduler started after the slot's producer
         // finished, the plan counted this input among the slot's uses, and `run_sync`
-        // ends every counted loan after the kernel's call, when the context that holds
-        // the borrows is gone.
-        let input = match unsafe { state.slots[s as usize].lend() } {
+        // ends every counted loan after the kernel's call, once the context has dropped
+        // its inputs and with them the borrows.
+        match unsafe { state.slots[s as usize].lend() } {
             Loan::Taken(Some(t)) => {
-                if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
-                    releases.push((d, t.size_in_bytes() as u64));
+                if state.memory.is_some() {
+                    if let Some(d) = plan.slot_device(s) {
+                        releases.push((d, t.size_in_bytes() as u64));
+                    }
                 }
-                Input::Owned(t)
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, &t);
+                }
+                ctx.push_input(Input::Owned(t));
             }
             Loan::Counted(t) => {
                 loans.push(s);
-                Input::Borrowed(t)
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, t);
+                }
+                ctx.push_input(Input::Borrowed(t));
             }
-            Loan::Pinned(t) => Input::Borrowed(t),
+            Loan::Pinned(t) => {
+                if plan.spans_numa_nodes {
+                    note_numa(plan, state, task, s, t);
+                }
+                ctx.push_input(Input::Borrowed(t));
+            }
             empty @ (Loan::Taken(None) | Loan::Empty) => {
                 if matches!(empty, Loan::Empty) {
                     loans.push(s);
@@ -356,18 +399,14 @@ fn lend_inputs<'s>(
                     KernelError::Internal(format!("input slot {s} was empty")),
                 ));
             }
-        };
-        match &input {
-            Input::Owned(t) => note_numa(plan, state, task, s, t),
-            Input::Borrowed(t) => note_numa(plan, state, task, s, t),
-            Input::Taken => {}
         }
-        inputs.push(input);
     }
-    Ok(inputs)
+    Ok(())
 }
 
-/// Runs a synchronous kernel to completion and stores its outputs.
+/// Runs a synchronous kernel to completion and stores its outputs. The context is built
+/// once, in place, and the outputs are stored from it by reference: nothing the size of
+/// a context moves on this path, which runs once per node of every step.
 fn run_sync(
     plan: &ExecPlan,
     state: &StepState,
@@ -381,26 +420,29 @@ fn run_sync(
     let start = state.clock();
     let mut releases = Releases::new();
     let mut loans = Loans::new();
-    let result = lend_inputs(plan, state, task, &mut releases, &mut loans).and_then(|inputs| {
-        let mut ctx = KernelContext::with_inputs(&pn.node, inputs, state.step_id)
-            .with_resources(&state.resources);
-        match &state.step_memory {
+    let mut ctx = KernelContext::for_step(&pn.node, state.step_id, &state.resources);
+    let computed = match lend_inputs(plan, state, task, &mut ctx, &mut releases, &mut loans) {
+        Ok(()) => match &state.step_memory {
             None => k.compute(&mut ctx),
             Some(m) => m.scope(|| k.compute(&mut ctx)),
         }
-        .map_err(|e| kernel_error(plan, task, e))?;
-        Ok(ctx.into_outputs())
-    });
-    // The context, and with it every borrow of a slot, is gone: end the loans.
+        .map_err(|e| kernel_error(plan, task, e)),
+        Err(e) => Err(e),
+    };
+    // The context drops its inputs, and with them every borrow of a slot: end the loans.
+    let outputs = ctx.finish();
     for s in loans {
         // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
         if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
-            if let (Some(_), Some(d)) = (&state.memory, plan.slot_device(s)) {
-                releases.push((d, t.size_in_bytes() as u64));
+            if state.memory.is_some() {
+                if let Some(d) = plan.slot_device(s) {
+                    releases.push((d, t.size_in_bytes() as u64));
+                }
             }
         }
     }
-    let bytes = state.store(plan, task, result?, releases)?;
+    computed?;
+    let bytes = state.store(plan, task, outputs, &mut releases)?;
     state.record(plan, task, worker, start, bytes);
     state.finished(plan, task as u32);
     Ok(())
@@ -429,8 +471,9 @@ fn run_async(
     let (plan, state) = (Arc::clone(plan), Arc::clone(state));
     Ok(fut
         .map(move |res| {
-            let outputs = res.map_err(|e| kernel_error(&plan, task, e))?;
-            let bytes = state.store(&plan, task, outputs, releases)?;
+            let mut outputs = res.map_err(|e| kernel_error(&plan, task, e))?;
+            let mut releases = releases;
+            let bytes = state.store(&plan, task, &mut outputs, &mut releases)?;
             state.record(&plan, task, worker, start, bytes);
             state.finished(&plan, task as u32);
             Ok(())

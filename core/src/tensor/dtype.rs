@@ -34,6 +34,7 @@ impl DType {
     pub const ALL: [DType; 5] = [DType::F32, DType::F64, DType::I32, DType::I64, DType::Bool];
 
     /// Size of one element in bytes.
+    #[inline]
     pub const fn size_of(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,

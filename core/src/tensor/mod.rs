@@ -266,37 +266,44 @@ impl Tensor {
     }
 
     /// The dtype.
+    #[inline]
     pub fn dtype(&self) -> DType {
         self.data.storage.dtype()
     }
 
     /// The shape.
+    #[inline]
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
 
     /// The dimensions (empty for a scalar).
+    #[inline]
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
 
     /// The number of elements.
+    #[inline]
     pub fn num_elements(&self) -> usize {
         self.data.storage.len()
     }
 
     /// Bytes the elements occupy (never overflows: checked when the tensor was made).
+    #[inline]
     pub fn size_in_bytes(&self) -> usize {
         self.data.storage.len() * self.dtype().size_of()
     }
 
     /// The underlying storage.
+    #[inline]
     pub fn storage(&self) -> &Storage {
         &self.data.storage
     }
 
     /// The bytes the buffer is counted for on its device's [`MemoryAccount`], if a device
     /// that counts its memory made it.
+    #[inline]
     pub fn charged_bytes(&self) -> Option<u64> {
         self.data.charge.as_ref().map(Charge::bytes)
     }
@@ -308,6 +315,7 @@ impl Tensor {
     }
 
     /// The NUMA node the elements were allocated on, when the allocator recorded it.
+    #[inline]
     pub fn numa_node(&self) -> Option<usize> {
         self.data.origin.as_ref().and_then(|o| o.numa_node())
     }
@@ -325,6 +333,7 @@ impl Tensor {
     }
 
     /// The device buffer, when the elements live in a device's memory.
+    #[inline]
     pub fn device_buffer(&self) -> Option<&Arc<dyn DeviceBuffer>> {
         match &self.data.storage {
             Storage::Device(b) => Some(b),
@@ -333,6 +342,7 @@ impl Tensor {
     }
 
     /// Whether the elements are in host memory (readable with [`Tensor::as_slice`]).
+    #[inline]
     pub fn is_on_host(&self) -> bool {
         self.device_buffer().is_none()
     }
@@ -342,11 +352,14 @@ impl Tensor {
     /// # Errors
     /// [`TensorError::DType`] when the tensor holds another dtype than `T`'s;
     /// [`TensorError::NotOnHost`] when its elements are in a device's memory.
+    #[inline]
     pub fn as_slice<T: StorageElement>(&self) -> Result<&[T], TensorError> {
         if let Some(b) = self.device_buffer() {
             return Err(TensorError::NotOnHost(b.device().to_string()));
         }
-        T::slice(&self.data.storage).ok_or(TensorError::DType {
+        // `ok_or_else`: the error is built only on failure (this runs twice per kernel
+        // call on the executor's hot path).
+        T::slice(&self.data.storage).ok_or_else(|| TensorError::DType {
             requested: T::DTYPE,
             actual: self.dtype(),
         })
@@ -358,8 +371,30 @@ impl Tensor {
     /// only reference can write its output there, with no allocation.
     #[inline]
     pub fn as_mut_slice<T: StorageElement>(&mut self) -> Option<&mut [T]> {
-        let buffer = Arc::get_mut(&mut self.data)?;
-        T::slice_mut(&mut buffer.storage)
+        T::slice_mut(&mut self.unique_buffer()?.storage)
+    }
+
+    /// The buffer, mutably, when this handle is its only reference.
+    ///
+    /// `Arc::get_mut` would do, but it locks the weak count with a compare-and-swap to
+    /// rule out a concurrent `Arc::downgrade`; a tensor's buffer never has a weak
+    /// reference (`data` is private to this module, which never downgrades it), so two
+    /// loads of the strong count's and weak count's and an acquire fence suffice: the
+    /// strong count cannot rise while we hold `&mut self` and are its only holder.
+    #[inline]
+    fn unique_buffer(&mut self) -> Option<&mut Buffer> {
+        if Arc::strong_count(&self.data) != 1 || Arc::weak_count(&self.data) != 0 {
+            return None;
+        }
+        // Pairs with the `Release` decrement of every other handle's drop: their reads
+        // of the buffer happen before our writes.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: this handle is the only strong reference and no weak one exists (see
+        // above), so no other reference to the buffer exists or can be made while
+        // `&mut self` is borrowed (a clone would need `&self`). The pointer comes from
+        // `Arc::as_ptr`, which is derived from the allocation without a shared reference,
+        // so writing through it is allowed (as `Arc::get_mut_unchecked` does).
+        Some(unsafe { &mut *Arc::as_ptr(&self.data).cast_mut() })
     }
 
     /// Copies the elements out as a `Vec<T>`.

@@ -122,6 +122,7 @@ impl Shape {
     pub const MAX_RANK: usize = 254;
 
     /// The shape of a scalar.
+    #[inline]
     pub fn scalar() -> Shape {
         Shape {
             dims: SmallVec::new(),
@@ -150,17 +151,20 @@ impl Shape {
     }
 
     /// The dimensions.
+    #[inline]
     pub fn dims(&self) -> &[usize] {
         &self.dims
     }
 
     /// The number of dimensions.
+    #[inline]
     pub fn rank(&self) -> usize {
         self.dims.len()
     }
 
     /// The number of elements (1 for a scalar). Never overflows: checked when the shape
     /// was made.
+    #[inline]
     pub fn num_elements(&self) -> usize {
         self.elements
     }
@@ -243,6 +247,7 @@ pub trait IntoShape {
 }
 
 impl IntoShape for Shape {
+    #[inline]
     fn into_shape(self) -> Result<Shape, ShapeError> {
         Ok(self)
     }

@@ -63,6 +63,7 @@ impl PartialEq for Storage {
 
 impl Storage {
     /// The dtype of the elements.
+    #[inline]
     pub fn dtype(&self) -> DType {
         match self {
             Storage::F32(_) => DType::F32,
@@ -75,6 +76,7 @@ impl Storage {
     }
 
     /// The number of elements.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             Storage::F32(v) => v.len(),

@@ -154,7 +154,8 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
         // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
         if let ([x], [y]) = (lhs, rhs) {
-            if a.shape() == b.shape() {
+            // Two scalars (rank 0) match without comparing shapes.
+            if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
                 O::check_rhs(rhs)?;
                 let value = O::apply(*x, *y);
                 // An input this context holds the only reference to becomes the output,
@@ -171,7 +172,10 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                 }
                 // One element: no cache to consult, counted on the device.
                 let charge = self.place.memory.reserve(T::DTYPE, 1)?;
-                let shape = ctx.input(0).shape().clone();
+                let shape = match ctx.input(0).shape() {
+                    s if s.rank() == 0 => Shape::scalar(),
+                    s => s.clone(),
+                };
                 ctx.push_output(Tensor::from_vec_charged(shape, vec![value], None, charge)?);
                 return Ok(());
             }

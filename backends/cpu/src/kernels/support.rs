@@ -62,6 +62,7 @@ pub(crate) fn common_dtype(init: &KernelInit<'_>, inputs: usize) -> Result<DType
 /// # Errors
 /// Invalid argument naming the op and input when the dtype is not `T`, the elements are
 /// not in host memory, or the count differs.
+#[inline]
 pub(crate) fn operand<'t, T: StorageElement>(
     op: &str,
     i: usize,
