@@ -29,7 +29,15 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 }
 
 /// Times `reps` steps fetching `y` on `target` and prints the workload's line.
-fn time_steps(name: &str, tasks: usize, target: &str, g: &Graph, y: Output, reps: usize, warmup: usize) {
+fn time_steps(
+    name: &str,
+    tasks: usize,
+    target: &str,
+    g: &Graph,
+    y: Output,
+    reps: usize,
+    warmup: usize,
+) {
     let s = magpie::grpc::connect(target, g).expect("connect");
     for _ in 0..warmup {
         s.run(&[], &[y], &[]).expect("step");

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use magpie::cluster::{default_cluster, task_server_options, InProcessCluster};
-use magpie::distributed::partition::partition;
 use magpie::distributed::ops::{RECV_BEFORE_STEP_ATTR, RECV_OP};
+use magpie::distributed::partition::partition;
 use magpie::distributed::MasterError;
 use magpie::graph::AttrValue;
 use magpie::transport::{TaskName, TransportError};
@@ -135,7 +135,12 @@ fn send_recv_pairs_only_across_tasks_and_control_carriers() {
 fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: &str) -> bool {
     let (job, index) = task.split_once(':').unwrap();
     let part = &p.partitions[&TaskName::new(job, index.parse().unwrap())];
-    let recvs: Vec<_> = part.graph.nodes.iter().filter(|n| n.op == RECV_OP).collect();
+    let recvs: Vec<_> = part
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op == RECV_OP)
+        .collect();
     assert!(!recvs.is_empty(), "{task} receives nothing");
     let marked = |n: &&magpie::graph::NodeDef| {
         n.attrs
@@ -143,7 +148,10 @@ fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: 
             .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
     };
     let all = recvs.iter().all(marked);
-    assert!(all || !recvs.iter().any(marked), "all receives or none: {recvs:?}");
+    assert!(
+        all || !recvs.iter().any(marked),
+        "all receives or none: {recvs:?}"
+    );
     all
 }
 
@@ -173,10 +181,7 @@ fn receives_are_awaited_before_the_step_unless_a_path_returns_to_their_task() {
     let a = ps.constant(1.0f32).unwrap();
     let b = w0.neg(a).unwrap();
     let marker = w0.no_op().unwrap();
-    let back = ps
-        .with_control_dependencies([marker])
-        .add(b, a)
-        .unwrap();
+    let back = ps.with_control_dependencies([marker]).add(b, a).unwrap();
     let p = partition(&g, &[], &[back], &[], &devices, &master).unwrap();
     assert!(!receives_before_step(&p, "ps:0"));
     assert!(receives_before_step(&p, "worker:0"));
@@ -192,7 +197,9 @@ fn receives_are_awaited_before_the_step_unless_a_path_returns_to_their_task() {
     let p = partition(&g, &[fed], &[sum], &[], &devices, &master).unwrap();
     assert!(!receives_before_step(&p, "ps:0"));
     assert!(receives_before_step(&p, "worker:1"));
-    let out = s.run(&[(fed, Tensor::scalar(1.5f32))], &[sum], &[]).unwrap();
+    let out = s
+        .run(&[(fed, Tensor::scalar(1.5f32))], &[sum], &[])
+        .unwrap();
     assert_eq!(scalar(&out[0]), 4.5);
 }
 

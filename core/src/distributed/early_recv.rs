@@ -46,7 +46,11 @@ pub(crate) fn early_recv_tasks(
         let Some(here) = task[i].as_ref().filter(|_| needed[i]) else {
             continue;
         };
-        let sources = n.inputs.iter().map(|o| o.node).chain(n.control_inputs.iter().copied());
+        let sources = n
+            .inputs
+            .iter()
+            .map(|o| o.node)
+            .chain(n.control_inputs.iter().copied());
         for j in sources.map(|id| id.index()) {
             if j >= i {
                 // Not in topological order: no claim can be made.

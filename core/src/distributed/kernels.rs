@@ -84,11 +84,7 @@ fn send_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     } else {
         String::new()
     };
-    let send = SendKernel {
-        edge,
-        dst,
-        session,
-    };
+    let send = SendKernel { edge, dst, session };
     // Set by the worker when its transport sends eagerly (see `outbox.rs`).
     if init.node.attrs.bool_or(EAGER_SEND_ATTR, false)? {
         return Ok(BoxedKernel::Sync(Box::new(EagerSendKernel {
@@ -208,8 +204,7 @@ struct EagerSendKernel {
 impl Kernel for EagerSendKernel {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let r = resources(ctx.resources())?;
-        let (Some(transport), Some(outbox)) =
-            (r.service::<TaskTransport>(), r.service::<Outbox>())
+        let (Some(transport), Some(outbox)) = (r.service::<TaskTransport>(), r.service::<Outbox>())
         else {
             return Err(KernelError::Internal(
                 "_Send runs only on a cluster task (no transport in this session)".into(),
@@ -222,10 +217,12 @@ impl Kernel for EagerSendKernel {
             Tensor::empty(DType::Bool)
         };
         let step_id = ctx.step_id();
-        let mut answer =
-            transport
-                .0
-                .send(&self.send.dst, &self.send.session, self.send.key(step_id), tensor);
+        let mut answer = transport.0.send(
+            &self.send.dst,
+            &self.send.session,
+            self.send.key(step_id),
+            tensor,
+        );
         // A send within this process has answered already: no need to file it.
         let mut poll = std::task::Context::from_waker(futures::task::noop_waker_ref());
         match answer.poll_unpin(&mut poll) {

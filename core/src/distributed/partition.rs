@@ -26,8 +26,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::error::MasterError;
 use super::early_recv::early_recv_tasks;
+use super::error::MasterError;
 use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP};
 use super::placement::place_nodes;
 use crate::exec::prune::{prune, Pruned};

@@ -20,8 +20,8 @@ use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::WorkerError;
-use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
 use super::kernels::late_send_error;
+use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
 use super::ops::{
     EAGER_SEND_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP, SESSION_ATTR,
 };
@@ -450,7 +450,8 @@ impl Worker {
             n.attrs
                 .push((SESSION_ATTR.into(), AttrValue::Str(request.session.clone())));
             if self.eager_sends {
-                n.attrs.push((EAGER_SEND_ATTR.into(), AttrValue::Bool(true)));
+                n.attrs
+                    .push((EAGER_SEND_ATTR.into(), AttrValue::Bool(true)));
             }
         }
         // Receives the master marked safe to await before the step starts (all of them,
@@ -520,7 +521,14 @@ impl Worker {
                 })
             })
             .collect::<Result<Vec<_>, WorkerError>>()?;
-        self.add_partition(&graph, request.session, feeds, fetches, targets, early_recvs)
+        self.add_partition(
+            &graph,
+            request.session,
+            feeds,
+            fetches,
+            targets,
+            early_recvs,
+        )
     }
 
     /// Makes the local session of a partition over `graph` and registers it for
