@@ -58,12 +58,6 @@ impl Outbox {
     pub(crate) fn take(&self, step: StepId) -> Vec<PendingSend> {
         self.steps.lock().remove(&step).unwrap_or_default()
     }
-
-    /// Steps with answers filed (for tests).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.steps.lock().len()
-    }
 }
 
 /// Removes a step's filed answers when dropped, however the step ended.
