@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use magpie::cluster::{default_cluster, task_server_options, InProcessCluster};
+use magpie::distributed::ops::{RECV_BEFORE_STEP_ATTR, RECV_OP};
 use magpie::distributed::partition::partition;
 use magpie::distributed::MasterError;
+use magpie::graph::AttrValue;
 use magpie::transport::{TaskName, TransportError};
 use magpie::{DType, Graph, Tensor};
 
@@ -127,6 +129,78 @@ fn send_recv_pairs_only_across_tasks_and_control_carriers() {
     );
     assert!(p1.is_ok());
     assert_eq!(scalar(&s.run(&[], &[f], &[]).unwrap()[0]), 0.0);
+}
+
+/// Whether every `_Recv` of `task`'s partition is marked to be awaited before its step.
+fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: &str) -> bool {
+    let (job, index) = task.split_once(':').unwrap();
+    let part = &p.partitions[&TaskName::new(job, index.parse().unwrap())];
+    let recvs: Vec<_> = part
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op == RECV_OP)
+        .collect();
+    assert!(!recvs.is_empty(), "{task} receives nothing");
+    let marked = |n: &&magpie::graph::NodeDef| {
+        n.attrs
+            .iter()
+            .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
+    };
+    let all = recvs.iter().all(marked);
+    assert!(
+        all || !recvs.iter().any(marked),
+        "all receives or none: {recvs:?}"
+    );
+    all
+}
+
+#[test]
+fn receives_are_awaited_before_the_step_unless_a_path_returns_to_their_task() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w0 = g.with_device("/job:worker/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    // ps -> worker 0 -> worker 1, and ps -> worker 1: no path comes back.
+    let w = ps.constant(2.0f32).unwrap();
+    let x = w0.mul(w, w0.constant(5.0f32).unwrap()).unwrap();
+    let y = w1.add(x, w).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[], &[y], &[], &devices, &master).unwrap();
+    assert!(receives_before_step(&p, "worker:0"));
+    assert!(receives_before_step(&p, "worker:1"));
+    for _ in 0..3 {
+        assert_eq!(scalar(&s.run(&[], &[y], &[]).unwrap()[0]), 12.0);
+    }
+
+    // ps -> worker 0 -> ps: what ps receives depends on what it sends, so ps receives
+    // during its step; worker 0 still receives first. A control edge back to ps too.
+    let a = ps.constant(1.0f32).unwrap();
+    let b = w0.neg(a).unwrap();
+    let marker = w0.no_op().unwrap();
+    let back = ps.with_control_dependencies([marker]).add(b, a).unwrap();
+    let p = partition(&g, &[], &[back], &[], &devices, &master).unwrap();
+    assert!(!receives_before_step(&p, "ps:0"));
+    assert!(receives_before_step(&p, "worker:0"));
+    for _ in 0..3 {
+        assert_eq!(scalar(&s.run(&[], &[back], &[]).unwrap()[0]), 0.0);
+    }
+
+    // A feed on ps that worker 1 consumes and returns to ps: a cycle through the feed's
+    // placeholder, so ps receives during its step.
+    let fed = ps.placeholder(DType::F32, None).unwrap();
+    let twice = w1.add(fed, fed).unwrap();
+    let sum = ps.add(twice, fed).unwrap();
+    let p = partition(&g, &[fed], &[sum], &[], &devices, &master).unwrap();
+    assert!(!receives_before_step(&p, "ps:0"));
+    assert!(receives_before_step(&p, "worker:1"));
+    let out = s
+        .run(&[(fed, Tensor::scalar(1.5f32))], &[sum], &[])
+        .unwrap();
+    assert_eq!(scalar(&out[0]), 4.5);
 }
 
 #[test]

@@ -411,6 +411,16 @@ pub trait Transport: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether [`send`](Self::send) starts its transfer when called — the tensor goes on
+    /// its way whether or not the returned future is ever polled, and the future only
+    /// yields the answer (default: no). A worker over such a transport runs `_Send` as a
+    /// synchronous kernel that completes at once and awaits the answers at the end of the
+    /// step, before it reports the step done (a failed send still fails the step, naming
+    /// its node); no thread is woken for an answer while the step runs.
+    fn sends_eagerly(&self) -> bool {
+        false
+    }
+
     /// Runs one step of a registered partition, returning its fetches in order (and its
     /// timeline, when the request asks for one).
     ///

@@ -11,7 +11,10 @@ use std::sync::{Arc, Once};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::ops::{ensure_registered, DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP, SESSION_ATTR};
+use super::ops::{
+    ensure_registered, DST_TASK_ATTR, EAGER_SEND_ATTR, EDGE_ATTR, RECV_OP, SEND_OP, SESSION_ATTR,
+};
+use super::outbox::{Outbox, PendingSend};
 use super::rendezvous::Rendezvous;
 use crate::kernel::{
     AsyncKernel, AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, KernelInit,
@@ -81,11 +84,15 @@ fn send_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
     } else {
         String::new()
     };
-    Ok(BoxedKernel::Async(Box::new(SendKernel {
-        edge,
-        dst,
-        session,
-    })))
+    let send = SendKernel { edge, dst, session };
+    // Set by the worker when its transport sends eagerly (see `outbox.rs`).
+    if init.node.attrs.bool_or(EAGER_SEND_ATTR, false)? {
+        return Ok(BoxedKernel::Sync(Box::new(EagerSendKernel {
+            send,
+            device: init.device.name().to_string(),
+        })));
+    }
+    Ok(BoxedKernel::Async(Box::new(send)))
 }
 
 fn recv_factory(init: &KernelInit<'_>) -> Result<BoxedKernel, KernelError> {
@@ -142,21 +149,96 @@ impl AsyncKernel for SendKernel {
             .into_inputs()
             .pop()
             .unwrap_or_else(|| Tensor::empty(DType::Bool));
-        let key = RendezvousKey {
-            step_id,
-            edge: self.edge.clone(),
-        };
-        let fut = transport.0.send(&self.dst, &self.session, key, tensor);
+        let fut = transport
+            .0
+            .send(&self.dst, &self.session, self.key(step_id), tensor);
         async move {
-            fut.await.map_err(|e| match e.code() {
-                crate::error::Code::ResourceExhausted => {
-                    KernelError::ResourceExhausted(format!("send failed: {e}"))
-                }
-                _ => KernelError::Device(format!("send failed: {e}")),
-            })?;
+            fut.await.map_err(send_error)?;
             Ok(Outputs::new())
         }
         .boxed()
+    }
+}
+
+impl SendKernel {
+    fn key(&self, step_id: crate::step_id::StepId) -> RendezvousKey {
+        RendezvousKey {
+            step_id,
+            edge: self.edge.clone(),
+        }
+    }
+}
+
+fn send_error(e: crate::transport::TransportError) -> KernelError {
+    match e.code() {
+        crate::error::Code::ResourceExhausted => {
+            KernelError::ResourceExhausted(format!("send failed: {e}"))
+        }
+        _ => KernelError::Device(format!("send failed: {e}")),
+    }
+}
+
+/// The error of a `_Send` node whose answer came after its kernel completed (the
+/// worker reports it as the step's, as the executor would have).
+pub(crate) fn late_send_error(
+    node: String,
+    device: String,
+    e: crate::transport::TransportError,
+) -> crate::session::SessionError {
+    crate::session::SessionError::Kernel {
+        node,
+        op: SEND_OP.into(),
+        device,
+        source: Box::new(send_error(e)),
+    }
+}
+
+/// `_Send` over a transport that sends eagerly: starts the transfer and completes at
+/// once; an answer not there yet goes to the task's [`Outbox`], which the worker awaits
+/// at the end of the step.
+struct EagerSendKernel {
+    send: SendKernel,
+    device: String,
+}
+
+impl Kernel for EagerSendKernel {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
+        let r = resources(ctx.resources())?;
+        let (Some(transport), Some(outbox)) = (r.service::<TaskTransport>(), r.service::<Outbox>())
+        else {
+            return Err(KernelError::Internal(
+                "_Send runs only on a cluster task (no transport in this session)".into(),
+            ));
+        };
+        let tensor = if ctx.num_inputs() > 0 {
+            ctx.take_input(0)
+        } else {
+            // A control carrier has no input: it sends an empty tensor.
+            Tensor::empty(DType::Bool)
+        };
+        let step_id = ctx.step_id();
+        let mut answer = transport.0.send(
+            &self.send.dst,
+            &self.send.session,
+            self.send.key(step_id),
+            tensor,
+        );
+        // A send within this process has answered already: no need to file it.
+        let mut poll = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        match answer.poll_unpin(&mut poll) {
+            std::task::Poll::Ready(r) => r.map_err(send_error),
+            std::task::Poll::Pending => {
+                outbox.file(
+                    step_id,
+                    PendingSend {
+                        node: ctx.node().name.clone(),
+                        device: self.device.clone(),
+                        answer,
+                    },
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -196,6 +278,21 @@ impl AsyncKernel for RecvKernel {
             Ok(smallvec::smallvec![t])
         }
         .boxed()
+    }
+}
+
+/// A receive awaited before its step started (see the worker's early receives) that
+/// failed, as the step would report it from `_Recv`'s kernel.
+pub(crate) fn recv_session_error(
+    node: &str,
+    device: &str,
+    e: super::rendezvous::RendezvousError,
+) -> crate::session::SessionError {
+    crate::session::SessionError::Kernel {
+        node: node.to_string(),
+        op: RECV_OP.into(),
+        device: device.to_string(),
+        source: Box::new(recv_error(e)),
     }
 }
 

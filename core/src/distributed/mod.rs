@@ -9,7 +9,10 @@
 //! with an ordinary local [`Session`](crate::session::Session) on its devices; `_Send`
 //! pushes tensors through the [`Transport`](crate::transport::Transport) into the
 //! receiving task's [`Rendezvous`], where `_Recv` (an async kernel) waits without
-//! holding a thread. Variables live in the task's resource manager; [`ops`] and
+//! holding a thread — or, where the master found that no received tensor depends on the
+//! partition's own work (`early_recv.rs`), the worker awaits them all before the step
+//! and feeds them; over a transport that sends eagerly, `_Send` completes at once and the
+//! worker awaits the answers at the end of the step (`outbox.rs`). Variables live in the task's resource manager; [`ops`] and
 //! [`training`] define the ops that read and update them (the optimizers' updates by
 //! TensorFlow's formulas, `update_rules.rs`). [`TaskServer`] bundles a task's master and worker with the
 //! start/stop/join lifecycle; transports host it on their wire.
@@ -17,10 +20,12 @@
 //! The step protocol is in [`Master`]'s module docs, the stop protocol in
 //! [`TaskServer`]'s.
 
+mod early_recv;
 mod error;
 pub mod kernels;
 mod master;
 pub mod ops;
+mod outbox;
 pub mod partition;
 pub mod placement;
 mod rendezvous;

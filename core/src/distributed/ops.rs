@@ -33,6 +33,15 @@ pub const DST_TASK_ATTR: &str = "dst_task";
 /// Attribute of `_Send` that the worker sets when it registers a partition: the master
 /// session the partition belongs to (the receiving task checks it).
 pub const SESSION_ATTR: &str = "_magpie_session";
+/// Attribute of `_Send` that the worker sets when it registers a partition and its
+/// transport sends eagerly: the kernel completes once the transfer started, and the
+/// worker awaits the answer at the end of the step (see `outbox.rs`).
+pub const EAGER_SEND_ATTR: &str = "_magpie_eager_send";
+/// Attribute of `_Recv` that the master sets on every receive of a partition when no
+/// receive there depends, through other tasks, on anything the partition computes: the
+/// worker may then await all of them before the step starts and run the step with their
+/// tensors as feeds (on the polling thread when it is short).
+pub const RECV_BEFORE_STEP_ATTR: &str = "_magpie_recv_before_step";
 /// Attribute naming the node whose device a node must share (set by the variable
 /// helpers; honoured by the master's placement).
 pub const COLOCATE_ATTR: &str = "_colocate_with";

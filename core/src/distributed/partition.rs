@@ -26,8 +26,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::early_recv::early_recv_tasks;
 use super::error::MasterError;
-use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_OP, SEND_OP};
+use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP};
 use super::placement::place_nodes;
 use crate::exec::prune::{prune, Pruned};
 use crate::graph::{AttrValue, Graph, GraphDef, Node, NodeDef, NodeId, Output};
@@ -384,11 +385,22 @@ fn split(
             b.part(dev(t.index())).targets.push(name);
         }
     }
+    let tasks: Vec<Option<TaskName>> = placed
+        .iter()
+        .map(|d| d.map(|d| task_of(&devices[d])))
+        .collect();
+    let early = early_recv_tasks(all, needed, &tasks);
     let partitions = b
         .parts
         .into_iter()
         .map(|(task, mut p)| {
             p.targets.dedup();
+            if p.recvs > 0 && early.contains(&task) {
+                for n in p.graph.nodes.iter_mut().filter(|n| n.op == RECV_OP) {
+                    n.attrs
+                        .push((RECV_BEFORE_STEP_ATTR.into(), AttrValue::Bool(true)));
+                }
+            }
             (task, p)
         })
         .collect();

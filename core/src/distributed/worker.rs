@@ -16,11 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::WorkerError;
+use super::kernels::late_send_error;
 use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
-use super::ops::{SEND_OP, SESSION_ATTR};
+use super::ops::{
+    EAGER_SEND_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP, SESSION_ATTR,
+};
+use super::outbox::{Outbox, OutboxGuard};
 use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
@@ -43,6 +48,21 @@ struct Partition {
     feeds: Vec<Output>,
     fetches: Vec<Output>,
     targets: Vec<NodeId>,
+    /// The partition's receives when the master marked them all safe to await before
+    /// the step starts ([`RECV_BEFORE_STEP_ATTR`]): each became a placeholder that the
+    /// worker feeds with the received tensor.
+    early_recvs: Vec<EarlyRecv>,
+}
+
+/// A `_Recv` of a partition awaited before its step starts.
+struct EarlyRecv {
+    /// The rendezvous edge.
+    edge: String,
+    /// The placeholder that stands in for it.
+    output: Output,
+    /// The `_Recv` node's name and device, for errors.
+    node: String,
+    device: String,
 }
 
 /// The registered partitions, by handle, and how many each master session has.
@@ -213,6 +233,11 @@ pub struct Worker {
     step_memory_limit: Option<StepMemoryLimit>,
     resources: Arc<ResourceMgr>,
     rendezvous: Arc<Rendezvous>,
+    /// Answers to the sends of running steps (`outbox.rs`), when `_Send` runs eagerly.
+    outbox: Arc<Outbox>,
+    /// Whether the transport sends eagerly: `_Send` then completes at once and the step
+    /// awaits its answer at the end ([`Transport::sends_eagerly`]).
+    eager_sends: bool,
     partitions: Mutex<Partitions>,
     registrations: AtomicU64,
     steps_run: AtomicU64,
@@ -277,7 +302,10 @@ impl Worker {
         let resources = Arc::new(ResourceMgr::new());
         let rendezvous = Arc::new(Rendezvous::with_limits(options.rendezvous_limits));
         resources.set_service(Arc::clone(&rendezvous));
+        let eager_sends = transport.sends_eagerly();
         resources.set_service(Arc::new(TaskTransport(transport)));
+        let outbox = Arc::new(Outbox::default());
+        resources.set_service(Arc::clone(&outbox));
         Ok(Worker {
             task,
             devices,
@@ -289,6 +317,8 @@ impl Worker {
                 .map(|bytes| StepMemoryLimit::new(bytes).raised_by(Limit::StepMemory)),
             resources,
             rendezvous,
+            outbox,
+            eager_sends,
             partitions: Mutex::new(Partitions::default()),
             registrations: AtomicU64::new(0),
             steps_run: AtomicU64::new(0),
@@ -407,6 +437,7 @@ impl Worker {
                 shared.feeds,
                 shared.fetches,
                 shared.targets,
+                Vec::new(),
             );
         }
         let mut def = request.graph;
@@ -420,9 +451,44 @@ impl Worker {
             }
             // Sends name their session: the receiving task accepts tensors only for
             // steps of a session registered there (see the rendezvous).
-            n.attrs.retain(|(k, _)| k != SESSION_ATTR);
+            n.attrs
+                .retain(|(k, _)| k != SESSION_ATTR && k != EAGER_SEND_ATTR);
             n.attrs
                 .push((SESSION_ATTR.into(), AttrValue::Str(request.session.clone())));
+            if self.eager_sends {
+                n.attrs
+                    .push((EAGER_SEND_ATTR.into(), AttrValue::Bool(true)));
+            }
+        }
+        // Receives the master marked safe to await before the step starts (all of them,
+        // or none is) become placeholders the worker feeds (see `receive_early`).
+        let recvs = def.nodes.iter().filter(|n| n.op == RECV_OP).count();
+        let early = recvs > 0
+            && def.nodes.iter().filter(|n| n.op == RECV_OP).all(|n| {
+                n.attrs
+                    .iter()
+                    .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
+            });
+        let mut early_recvs = Vec::new();
+        if early {
+            for n in def.nodes.iter_mut().filter(|n| n.op == RECV_OP) {
+                let attr = |name: &str| n.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                let (Some(AttrValue::Str(edge)), Some(dtype @ AttrValue::DType(_))) =
+                    (attr(EDGE_ATTR), attr("dtype"))
+                else {
+                    return Err(bad(crate::graph::GraphError::InvalidNode {
+                        node: n.name.clone(),
+                        op: RECV_OP.into(),
+                        reason: crate::graph::OpDefError::Invalid(format!(
+                            "needs the attributes {EDGE_ATTR:?} and \"dtype\""
+                        )),
+                    }));
+                };
+                let (edge, dtype) = (edge.clone(), dtype.clone());
+                early_recvs.push((edge, n.name.clone(), n.device.clone()));
+                n.op = "Placeholder".into();
+                n.attrs = vec![("dtype".into(), dtype)];
+            }
         }
         let graph = Graph::import(&def).map_err(bad)?;
         let output = |s: &str, role: &str| -> Result<Output, WorkerError> {
@@ -450,7 +516,25 @@ impl Worker {
             .iter()
             .map(|s| output(&format!("{s}:0"), "target").map(|o| o.node))
             .collect::<Result<Vec<_>, _>>()?;
-        self.add_partition(&graph, request.session, feeds, fetches, targets)
+        let early_recvs = early_recvs
+            .into_iter()
+            .map(|(edge, node, device)| {
+                Ok(EarlyRecv {
+                    edge,
+                    output: output(&format!("{node}:0"), "feed")?,
+                    node,
+                    device,
+                })
+            })
+            .collect::<Result<Vec<_>, WorkerError>>()?;
+        self.add_partition(
+            &graph,
+            request.session,
+            feeds,
+            fetches,
+            targets,
+            early_recvs,
+        )
     }
 
     /// Makes the local session of a partition over `graph` and registers it for
@@ -462,6 +546,7 @@ impl Worker {
         feeds: Vec<Output>,
         fetches: Vec<Output>,
         targets: Vec<NodeId>,
+        early_recvs: Vec<EarlyRecv>,
     ) -> Result<PartitionHandle, WorkerError> {
         let task = self.task.to_string();
         let options = SessionOptions {
@@ -496,6 +581,7 @@ impl Worker {
                 feeds,
                 fetches,
                 targets,
+                early_recvs,
             }),
         );
         drop(partitions);
@@ -546,16 +632,20 @@ impl Worker {
         cancel: Option<&CancellationToken>,
     ) -> Result<PartitionOutput, WorkerError> {
         let step_id = request.step_id;
-        let admitted = self.admit(request)?;
+        let mut admitted = self.admit(request)?;
         let _forwarding = cancel.map(|c| c.forward_to(&admitted.token));
         // The step's start on this task's clock: node times are relative to it.
         let start_unix_micros = unix_micros_now();
+        if let Err(e) = futures::executor::block_on(self.receive_early(step_id, &mut admitted)) {
+            return self.step_result(step_id, Err(e), false, start_unix_micros);
+        }
         let result = admitted.part.session.run_with_options(
             &admitted.options,
             &admitted.feeds,
             &admitted.part.fetches,
             &admitted.part.targets,
         );
+        let result = futures::executor::block_on(self.await_sends(step_id, result, &admitted));
         self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
     }
 
@@ -574,9 +664,12 @@ impl Worker {
         cancel: Option<CancellationToken>,
     ) -> Result<PartitionOutput, WorkerError> {
         let step_id = request.step_id;
-        let admitted = self.admit(request)?;
+        let mut admitted = self.admit(request)?;
         let _forwarding = cancel.as_ref().map(|c| c.forward_to(&admitted.token));
         let start_unix_micros = unix_micros_now();
+        if let Err(e) = self.receive_early(step_id, &mut admitted).await {
+            return self.step_result(step_id, Err(e), false, start_unix_micros);
+        }
         let result = admitted
             .part
             .session
@@ -587,7 +680,77 @@ impl Worker {
                 &admitted.part.targets,
             )
             .await;
+        let result = self.await_sends(step_id, result, &admitted).await;
         self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
+    }
+
+    /// Awaits the tensors of the partition's early receives (see [`Partition`]) and adds
+    /// them to the step's feeds; the step's deadline shrinks by the time this took. The
+    /// wait holds no thread and ends with every tensor, at the step's deadline
+    /// ([`SessionError::DeadlineExceeded`]), when the step is aborted
+    /// ([`SessionError::Cancelled`]), or when a receive fails (as `_Recv`'s kernel would:
+    /// an error naming the `_Recv` node).
+    async fn receive_early(
+        &self,
+        step_id: StepId,
+        admitted: &mut Admitted<'_>,
+    ) -> Result<(), SessionError> {
+        let part = Arc::clone(&admitted.part);
+        if part.early_recvs.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let timeout = admitted.options.timeout.unwrap_or(Duration::MAX);
+        let recvs = futures::future::try_join_all(part.early_recvs.iter().map(|r| {
+            let wait = self.rendezvous.recv(RendezvousKey {
+                step_id,
+                edge: r.edge.clone(),
+            });
+            async move {
+                wait.await
+                    .map(|t| (r.output, t))
+                    .map_err(|e| super::kernels::recv_session_error(&r.node, &r.device, e))
+            }
+        }));
+        let got = futures::select_biased! {
+            () = admitted.token.cancelled().boxed().fuse() => Err(SessionError::Cancelled),
+            r = recvs.boxed().fuse() => r,
+            () = crate::kernel::async_support::sleep(timeout).boxed().fuse() => {
+                Err(SessionError::DeadlineExceeded(timeout))
+            }
+        }?;
+        admitted.feeds.extend(got);
+        admitted.options.timeout = Some(timeout.saturating_sub(started.elapsed()));
+        Ok(())
+    }
+
+    /// `result`, once the answers to the sends the step's `_Send` kernels started
+    /// (`outbox.rs`) came: the first failed send fails the step, naming its node. A step
+    /// that failed already, or is aborted meanwhile, does not wait for them. Each answer
+    /// comes within the transport's request deadline.
+    async fn await_sends(
+        &self,
+        step_id: StepId,
+        result: Result<crate::session::RunOutput, SessionError>,
+        admitted: &Admitted<'_>,
+    ) -> Result<crate::session::RunOutput, SessionError> {
+        let sends = self.outbox.take(step_id);
+        let out = result?;
+        if sends.is_empty() {
+            return Ok(out);
+        }
+        let answers = futures::future::join_all(sends.into_iter().map(|s| async move {
+            s.answer
+                .await
+                .map_err(|e| late_send_error(s.node, s.device, e))
+        }));
+        futures::select_biased! {
+            () = admitted.token.cancelled().boxed().fuse() => Err(SessionError::Cancelled),
+            answers = answers.boxed().fuse() => {
+                answers.into_iter().collect::<Result<Vec<()>, _>>()?;
+                Ok(out)
+            }
+        }
     }
 
     /// Everything before a partition step runs: finds the partition, checks its session,
@@ -656,6 +819,10 @@ impl Worker {
             ..RunOptions::default()
         };
         Ok(Admitted {
+            _sends: OutboxGuard {
+                outbox: &self.outbox,
+                step: request.step_id,
+            },
             part,
             feeds,
             options,
@@ -814,6 +981,8 @@ struct Admitted<'a> {
     token: CancellationToken,
     _running: RunningGuard<'a>,
     _step: ActiveStep<'a>,
+    /// Drops whatever answers of the step's sends were not awaited.
+    _sends: OutboxGuard<'a>,
 }
 
 /// A partition step in [`Worker`]'s running list, removed (and `drain` woken when it was

@@ -99,7 +99,17 @@ impl Timer {
         heap.1 += 1;
         let seq = heap.1;
         heap.0.push(Reverse(Due(entry.deadline, seq, entry)));
-        self.changed.notify_one();
+        // The thread sleeps until the earliest deadline: only a new earliest wakes it.
+        if heap.0.peek().is_some_and(|Reverse(d)| d.1 == seq) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Forgets `entry` (a sleep dropped before its deadline), so that the heap holds only
+    /// the sleeps still awaited. Linear in the number of pending sleeps.
+    fn remove(&self, entry: &Arc<Entry>) {
+        let mut heap = self.heap.lock();
+        heap.0.retain(|Reverse(d)| !Arc::ptr_eq(&d.2, entry));
     }
 
     fn run(&self) {
@@ -187,6 +197,20 @@ impl Future for Sleep {
     }
 }
 
+impl Drop for Sleep {
+    /// A sleep dropped before its deadline leaves the timer: a deadline that guarded a
+    /// wait which ended first holds no memory until it would have passed.
+    fn drop(&mut self) {
+        if let Some(entry) = &self.entry {
+            if !entry.fired.load(Ordering::Acquire) {
+                if let Some(timer) = Timer::get() {
+                    timer.remove(entry);
+                }
+            }
+        }
+    }
+}
+
 /// The deadline of a [`timeout`] passed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("timed out after {0:?}")]
@@ -209,6 +233,22 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sleep_dropped_before_its_deadline_leaves_the_timer() {
+        let mut sleep = Box::pin(sleep(Duration::from_secs(3600)));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        let entry = Arc::clone(sleep.entry.as_ref().expect("registered when first polled"));
+        let timer = Timer::get().expect("the timer thread runs");
+        let held = || {
+            let heap = timer.heap.lock();
+            heap.0.iter().any(|Reverse(d)| Arc::ptr_eq(&d.2, &entry))
+        };
+        assert!(held());
+        drop(sleep);
+        assert!(!held(), "a dropped sleep's entry stays in the timer's heap");
+    }
 
     #[test]
     fn every_sleep_ends_at_or_after_its_own_deadline() {

@@ -432,6 +432,12 @@ impl Transport for GrpcTransport {
         self.local(task).is_some()
     }
 
+    /// Yes: a send to this process's task is delivered in the call, and one to another
+    /// task is spawned on the runtime at once (see `call`).
+    fn sends_eagerly(&self) -> bool {
+        true
+    }
+
     fn run_partition(
         &self,
         task: &TaskName,

@@ -82,6 +82,11 @@ impl Transport for InMemTransport {
         true
     }
 
+    /// Yes: every send is delivered in the call.
+    fn sends_eagerly(&self) -> bool {
+        true
+    }
+
     fn run_partition(
         &self,
         task: &TaskName,

@@ -1,0 +1,113 @@
+//! The Magpie side of `scripts/bench-remote-vs-tensorflow`: the remote steps of
+//! `scripts/bench_remote_tensorflow.py` on Magpie's gRPC servers (started in this process,
+//! each task a `GrpcServer` on 127.0.0.1 with its own runtime and pool, as
+//! `benches/transport.rs` does) driven by Magpie's Rust client (`magpie::grpc::connect`
+//! to worker 0, a real gRPC hop), one JSON line per workload on stdout (median, min and
+//! max of `--reps` timed steps after `--warmup` untimed ones). Not a criterion bench: the
+//! script alternates this program and TensorFlow's in rounds and divides the medians of
+//! the same round.
+//!
+//! - `remote_trivial`: one task; `y = -c` with `c = 1.0` on its device, y fetched;
+//! - `three_tasks`: ps + 2 workers; `w = 2.0` on ps, `x = w * 5.0` on worker 0,
+//!   `y = x + w` on worker 1, y (12.0) fetched: three tensors cross tasks.
+//!
+//! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
+
+use std::time::{Duration, Instant};
+
+use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
+use magpie::grpc::GrpcServer;
+use magpie::transport::TaskName;
+use magpie::{Graph, Output};
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Times `reps` steps fetching `y` on `target` and prints the workload's line.
+fn time_steps(
+    name: &str,
+    tasks: usize,
+    target: &str,
+    g: &Graph,
+    y: Output,
+    reps: usize,
+    warmup: usize,
+) {
+    let s = magpie::grpc::connect(target, g).expect("connect");
+    for _ in 0..warmup {
+        s.run(&[], &[y], &[]).expect("step");
+    }
+    let mut check = 0.0f64;
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let out = s.run(&[], &[y], &[]).expect("step");
+            let secs = t.elapsed().as_secs_f64();
+            check = f64::from(out[0].scalar_value::<f32>().expect("f32 scalar"));
+            secs
+        })
+        .collect();
+    drop(s);
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"side\":\"magpie\",\"workload\":\"{name}\",\"tasks\":{tasks},\"client\":\"rust\",\
+         \"median_s\":{:e},\"min_s\":{:e},\"max_s\":{:e},\"check\":{check}}}",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+    );
+}
+
+fn remote_trivial(reps: usize, warmup: usize) {
+    let spec = loopback_cluster().expect("ports");
+    let task = TaskName::new("worker", 0);
+    let single = magpie::cluster::Spec::builder()
+        .job("worker", [spec.address(&task).expect("address")])
+        .build()
+        .expect("spec");
+    let server =
+        GrpcServer::start(&single, "worker", 0, &task_server_options(&task)).expect("server");
+    let g = Graph::new();
+    let y = g.neg(g.constant(1.0f32).expect("const")).expect("neg");
+    time_steps("remote_trivial", 1, &server.target(), &g, y, reps, warmup);
+    server.stop(Duration::from_secs(1));
+}
+
+fn three_tasks(reps: usize, warmup: usize) {
+    let spec = loopback_cluster().expect("ports");
+    let cluster = GrpcCluster::start(&spec).expect("cluster");
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").expect("scope");
+    let w = ps.constant(2.0f32).expect("const");
+    let w0 = g.with_device("/job:worker/task:0").expect("scope");
+    let x = w0.mul(w, w0.constant(5.0f32).expect("const")).expect("mul");
+    let w1 = g.with_device("/job:worker/task:1").expect("scope");
+    let y = w1.add(x, w).expect("add");
+    let target = cluster.target("worker", 0).expect("target");
+    time_steps("three_tasks", 3, &target, &g, y, reps, warmup);
+    cluster.stop(Duration::from_secs(1));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps = arg(&args, "--reps", 300).max(1);
+    let warmup = arg(&args, "--warmup", 30);
+    let only = args
+        .iter()
+        .position(|a| a == "--workloads")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "remote_trivial,three_tasks".into());
+    for w in only.split(',') {
+        match w {
+            "remote_trivial" => remote_trivial(reps, warmup),
+            "three_tasks" => three_tasks(reps, warmup),
+            other => panic!("unknown workload {other:?}"),
+        }
+    }
+}
