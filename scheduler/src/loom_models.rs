@@ -11,7 +11,10 @@
 //!
 //! - the parking protocol of [`sleep`](super::sleep): a job pushed while a worker goes to
 //!   sleep is never missed (a lost wake-up shows up as a deadlock, which loom reports),
-//!   also when the job is for one steal group's members only (`notify_one_of`);
+//!   also when the job is for one steal group's members only (`notify_one_of`), and with
+//!   searching workers: a push that wakes nobody because a worker searches is not missed
+//!   when that searcher gives up and parks, and a searcher that takes one job wakes a
+//!   sleeper for the next (with a cap of one searcher, the other worker only sleeps);
 //! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
 //!   exactly one makes the task ready, and the task sees both predecessors' writes;
 //! - run completion: the outstanding counter reaches zero exactly once, and the thread
@@ -129,6 +132,71 @@ fn two_sleepers_and_two_jobs_both_get_run() {
             w.join().unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// One idle step of worker `index`, as `worker::idle` takes it: search (one steal
+/// attempt here) if fewer than `cap` workers search, else — or when the search found
+/// nothing — sleep. True if it took a job.
+fn idle_step(sleep: &Sleep, jobs: &Jobs, index: usize, cap: usize) -> bool {
+    if sleep.start_search(cap) {
+        if jobs.take() {
+            sleep.end_search(|| jobs.has_work());
+            return true;
+        }
+        sleep.end_search_to_sleep();
+    }
+    sleep.sleep(index, || jobs.has_work(), None);
+    false
+}
+
+#[test]
+fn a_job_pushed_while_the_only_searcher_gives_up_is_not_missed() {
+    loom::model(|| {
+        let sleep = Arc::new(Sleep::new(1));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let pusher = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                jobs.push();
+                // Skips the wake-up if it sees the worker searching.
+                sleep.notify_one();
+            })
+        };
+        while !idle_step(&sleep, &jobs, 0, 1) {}
+        pusher.join().unwrap();
+    });
+}
+
+#[test]
+fn a_searcher_that_takes_a_job_wakes_a_sleeper_for_the_next() {
+    loom::model(|| {
+        // Two workers, at most one searching; each takes one job and then holds on to it
+        // until both jobs were taken (a long task). If the second job waited for a worker
+        // that nobody woke, the model deadlocks, which loom reports.
+        let sleep = Arc::new(Sleep::new(2));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let worker = |index: usize| {
+            let (sleep, jobs, taken) =
+                (Arc::clone(&sleep), Arc::clone(&jobs), Arc::clone(&taken));
+            thread::spawn(move || {
+                while !idle_step(&sleep, &jobs, index, 1) {}
+                taken.fetch_add(1, Ordering::SeqCst);
+                while taken.load(Ordering::SeqCst) < 2 {
+                    thread::yield_now();
+                }
+            })
+        };
+        let workers = [worker(0), worker(1)];
+        for _ in 0..2 {
+            jobs.push();
+            sleep.notify_one();
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(!jobs.has_work());
     });
 }
 
