@@ -15,9 +15,9 @@
 //!
 //! Besides the length of the spin, [`IdleSpin::max_searching`] caps how many idle workers
 //! spin at once, as tokio caps its searching workers: the others park right after one
-//! search that found nothing. While a worker searches, a push wakes no sleeper (the
-//! searcher will find the job, see [`sleep`](super::sleep)), so a pool with a searcher
-//! pays no futex wake per new job.
+//! search that found nothing (and a push wakes them as it wakes any sleeper, see
+//! [`sleep`](super::sleep)). So an idle pool of many workers keeps at most the cap of them
+//! spinning.
 
 use std::fmt;
 use std::str::FromStr;

@@ -3,30 +3,23 @@
 //! # Guarantees
 //!
 //! - **No lost wake-ups.** A worker does not stay asleep while a job it could run sits in
-//!   a queue: whenever a queue goes from empty to non-empty, at least one worker that
-//!   could take it is searching or is woken, and a worker re-checks every queue after
-//!   announcing that it is going to sleep.
+//!   a queue: whenever a queue goes from empty to non-empty, at least one sleeping worker
+//!   (if any) is woken, and a worker re-checks every queue after announcing that it is
+//!   going to sleep.
 //! - **Idle means asleep.** A worker without work searches only briefly (see
 //!   [`worker`](super::worker) and [`IdleSpin`](super::IdleSpin)), then blocks on its own
 //!   condition variable; a pool whose only activity is a pending future uses no CPU.
 //!
 //! # Protocol
 //!
-//! State: `searching` (how many idle workers are looking for work before they park),
-//! `sleepers` (a counter) and `idle` (the list of indices of announced sleepers, under a
-//! mutex; `sleepers == idle.len()` whenever the mutex is free), plus one [`Parker`] per
-//! worker: a mutex-protected, *sticky* `notified` flag and a condition variable.
-//!
-//! Searching (worker `i`, idle, before it parks; optional, see
-//! [`IdleSpin`](super::IdleSpin)):
-//! 1. increment `searching` unless it already is at the pool's cap (`Relaxed`: a pusher
-//!    that misses the increment only wakes a sleeper it need not have woken);
-//! 2. try to steal, some rounds;
-//! 3. leave: decrement `searching` (`SeqCst`). If the search found nothing, go to sleep
-//!    (below: its re-check comes after a `SeqCst` fence). If it found a job or was told to
-//!    stop, and this was the last searcher: `fence(SeqCst)`, and if any queue holds a job,
-//!    wake a sleeper (push step 3) — tokio's "the searcher that finds work wakes the
-//!    next".
+//! State: `sleepers` (a counter) and `idle` (the list of indices of announced sleepers,
+//! under a mutex; `sleepers == idle.len()` whenever the mutex is free), plus one
+//! [`Parker`] per worker: a mutex-protected, *sticky* `notified` flag and a condition
+//! variable. Beside them, `searching` counts the idle workers that look for work before
+//! they park, so that at most the pool's cap of them spin at once
+//! ([`start_search`](Sleep::start_search)); it is a heuristic, not part of the wake-up
+//! protocol below (a worker that may not search goes to sleep at once, through the same
+//! protocol).
 //!
 //! Going to sleep (worker `i`):
 //! 1. lock `idle`, push `i`, increment `sleepers` (`SeqCst`), unlock;
@@ -39,43 +32,32 @@
 //! Pushing a job (to the injector always, to a worker's deque when it was empty):
 //! 1. push the job;
 //! 2. `fence(SeqCst)`;
-//! 3. if `searching == 0` and `sleepers > 0`: lock `idle`, pop one index, decrement
-//!    `sleepers`, unlock, and unpark that worker (set its `notified`, signal its
-//!    condition variable).
-//!
-//! A job bound to one steal group ([`notify_one_of`](Sleep::notify_one_of)) ignores
-//! `searching` (the searchers may not be members) and wakes a sleeping member.
+//! 3. if `sleepers > 0`: lock `idle`, pop one index, decrement `sleepers`, unlock, and
+//!    unpark that worker (set its `notified`, signal its condition variable).
 //!
 //! # Memory ordering
 //!
-//! This is Dekker's pattern, twice. The pusher stores the job, runs a `SeqCst` fence and
-//! loads `searching` and `sleepers`; a sleeper increments `sleepers`, runs a `SeqCst` fence
-//! and loads the queue indices; the last searcher decrements `searching`, runs a `SeqCst`
-//! fence (its own, or its sleep's) and loads the queue indices. All fences are ordered in
-//! the single total order of `SeqCst` operations:
-//!
-//! - If the pusher sees `searching > 0`, some search was under way whose decrement is not
-//!   visible to the pusher, so every fence that follows that decrement comes after the
-//!   pusher's fence, and a look at the queues after it sees the job. That searcher either
-//!   goes to sleep (its re-check sees the job: it does not park), or ends as the last
-//!   searcher (its look sees the job: it wakes a sleeper), or ends while another search
-//!   is under way — and the same holds for that one. So while the job is queued, some
-//!   worker that can take it searches or is woken.
-//! - If the pusher sees `searching == 0` and the sleeper's fence comes first, the pusher
-//!   sees `sleepers > 0` and wakes someone; if the pusher's fence comes first, the
-//!   sleeper's re-check sees the job.
-//!
-//! Because `notified` is sticky, an unpark that lands between a re-check and the wait is
-//! not lost.
+//! This is Dekker's pattern. The pusher stores the job then runs a `SeqCst` fence and loads
+//! `sleepers`; the sleeper increments `sleepers` then runs a `SeqCst` fence and loads the
+//! queue indices. The two fences are ordered in the single total order of `SeqCst`
+//! operations: if the pusher's fence comes first, the sleeper's re-check sees the job; if
+//! the sleeper's comes first, the pusher sees `sleepers > 0` and wakes someone. Because
+//! `notified` is sticky, an unpark that lands between a re-check and the wait is not lost.
 //!
 //! Pushes onto a non-empty deque skip steps 2–3: a sleeper that re-checked after that deque
 //! became non-empty saw it non-empty and did not sleep, and one that re-checked before was
-//! woken by the push that made it non-empty (or a searcher saw the deque non-empty).
+//! woken by the push that made it non-empty.
 //!
 //! A worker woken this way may find that somebody else took the job; it then goes back
 //! to sleep. A worker woken for another reason (an unpark by index from a nested run's
 //! latch, a deadline) withdraws itself in step 5, so `sleepers` never counts an awake
 //! worker for long.
+//!
+//! tokio goes further: while a worker searches, a push wakes nobody, and the last searcher
+//! to find work wakes the next. A version of that here failed a loom model (a searcher
+//! took one job, the second job's sleeper stayed asleep:
+//! `loom_models::two_workers_capped_to_one_searcher_take_both_jobs` with the skip in
+//! place), so pushes still wake a sleeper whenever there is one.
 //!
 //! # Behaviour at the time of writing
 //!
@@ -92,7 +74,7 @@ use super::sync::{fence, AtomicUsize, Condvar, Mutex, Ordering};
 /// The parking lot of one pool.
 #[derive(Debug)]
 pub(crate) struct Sleep {
-    /// Idle workers looking for work before they park.
+    /// Idle workers looking for work before they park (bounds the spinning only).
     searching: CachePadded<AtomicUsize>,
     sleepers: CachePadded<AtomicUsize>,
     idle: Mutex<Vec<usize>>,
@@ -139,20 +121,19 @@ impl Sleep {
         }
     }
 
-    /// Called after a job became visible in a queue: wakes one sleeper, if any and if no
-    /// worker is searching (a searcher finds the job, or wakes a sleeper for it).
+    /// Called after a job became visible in a queue: wakes one sleeper, if any.
     #[inline]
     pub(crate) fn notify_one(&self) {
         fence(Ordering::SeqCst);
-        if self.searching.load(Ordering::Relaxed) == 0 && self.sleepers.load(Ordering::Relaxed) != 0
-        {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_one();
         }
     }
 
     /// Makes the caller a searcher unless `cap` workers already search; true if it is one
-    /// now (it must then call [`end_search`](Self::end_search) or
-    /// [`end_search_to_sleep`](Self::end_search_to_sleep)).
+    /// now (it must then call [`end_search`](Self::end_search)). `Relaxed`: the count only
+    /// bounds how many workers spin, and a worker that loses a race for the last place
+    /// sleeps through the protocol like any other.
     #[inline]
     pub(crate) fn start_search(&self, cap: usize) -> bool {
         self.searching
@@ -162,24 +143,10 @@ impl Sleep {
             .is_ok()
     }
 
-    /// Ends a search that found a job or was told to stop: if the caller was the last
-    /// searcher and `has_work` — evaluated after a `SeqCst` fence — finds a job queued,
-    /// wakes a sleeper for it (a push during the search woke nobody).
+    /// Ends a search started by [`start_search`](Self::start_search).
     #[inline]
-    pub(crate) fn end_search(&self, has_work: impl FnOnce() -> bool) {
-        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 {
-            fence(Ordering::SeqCst);
-            if has_work() {
-                self.notify_one();
-            }
-        }
-    }
-
-    /// Ends a search that found nothing; the caller goes to [`sleep`](Self::sleep) next,
-    /// whose re-check sees a job pushed during the search.
-    #[inline]
-    pub(crate) fn end_search_to_sleep(&self) {
-        self.searching.fetch_sub(1, Ordering::SeqCst);
+    pub(crate) fn end_search(&self) {
+        self.searching.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Called after a job became visible in a queue that only `members` may take from:

@@ -441,24 +441,20 @@ impl WorkerCtx {
 
     /// Looks for work for a while (if the pool's [`IdleSpin`](super::IdleSpin) lets it
     /// search now), then parks until woken, `stop` holds, or `deadline`. Returns a job if
-    /// one was found on the way. The searching state is the one of
-    /// [`sleep`](super::sleep)'s protocol.
+    /// one was found on the way. A worker that may not search (the cap is reached) goes
+    /// to sleep at once.
     fn idle(&self, stop: &dyn Fn() -> bool, deadline: Option<Instant>) -> Option<Job> {
         self.flush_debt();
         let registry = &self.registry;
         let sleep = registry.sleep();
         let spin = registry.idle_spin();
         if spin.searches() && sleep.start_search(registry.searching_cap()) {
-            match self.search(spin.spin_rounds(), spin.yield_rounds(), stop) {
-                Search::Found(job) => {
-                    sleep.end_search(|| registry.has_work_for(self.index));
-                    return Some(job);
-                }
-                Search::Stopped => {
-                    sleep.end_search(|| registry.has_work_for(self.index));
-                    return None;
-                }
-                Search::Nothing => sleep.end_search_to_sleep(),
+            let found = self.search(spin.spin_rounds(), spin.yield_rounds(), stop);
+            sleep.end_search();
+            match found {
+                Search::Found(job) => return Some(job),
+                Search::Stopped => return None,
+                Search::Nothing => {}
             }
         }
         let parked = sleep.sleep(
