@@ -182,8 +182,7 @@ fn two_workers_capped_to_one_searcher_take_both_jobs() {
         // spin would only show a lost wake-up as loom's branch limit).
         let taken = Arc::new((Mutex::new(0usize), Condvar::new()));
         let worker = |index: usize| {
-            let (sleep, jobs, taken) =
-                (Arc::clone(&sleep), Arc::clone(&jobs), Arc::clone(&taken));
+            let (sleep, jobs, taken) = (Arc::clone(&sleep), Arc::clone(&jobs), Arc::clone(&taken));
             thread::spawn(move || {
                 while !idle_step(&sleep, &jobs, index, 1) {}
                 let (count, all_taken) = &*taken;

@@ -57,14 +57,8 @@ mod tests {
     #[test]
     fn the_default_spins_briefly_with_half_the_workers_searching() {
         let idle = parse(&[]).unwrap();
-        assert_eq!(
-            idle.idle_spin(4, 4),
-            IdleSpin::SHORT.max_searching(Some(2))
-        );
-        assert_eq!(
-            idle.idle_spin(1, 2),
-            IdleSpin::SHORT.max_searching(Some(1))
-        );
+        assert_eq!(idle.idle_spin(4, 4), IdleSpin::SHORT.max_searching(Some(2)));
+        assert_eq!(idle.idle_spin(1, 2), IdleSpin::SHORT.max_searching(Some(1)));
         // More workers than cores: no spin at all.
         assert_eq!(idle.idle_spin(3, 2), IdleSpin::OFF.max_searching(Some(1)));
     }
@@ -72,10 +66,7 @@ mod tests {
     #[test]
     fn the_flags_override_the_default() {
         let idle = parse(&["--idle-spin", "long", "--max-searching", "3"]).unwrap();
-        assert_eq!(
-            idle.idle_spin(8, 2),
-            IdleSpin::LONG.max_searching(Some(3))
-        );
+        assert_eq!(idle.idle_spin(8, 2), IdleSpin::LONG.max_searching(Some(3)));
         let idle = parse(&["--idle-spin", "16+4"]).unwrap();
         assert_eq!(
             idle.idle_spin(2, 2),
