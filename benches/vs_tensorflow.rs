@@ -10,7 +10,8 @@
 //! - `mlp`: one step of a small MLP: `relu(x[64,256] · w1[256,256] + b1) · w2[256,10] + b2`.
 //!
 //! Threads: `--workers N` scheduler workers (the calling thread also runs tasks of its
-//! own step, so up to N + 1 threads run tasks). Run:
+//! own step, so up to N + 1 threads run tasks). `MAGPIE_BENCH_IDLE_SPIN` sets the pool's
+//! idle spin (`long`, the default, `short`, `off` or `S+Y` rounds). Run:
 //! `cargo bench --bench vs_tensorflow -- --workers 2 --reps 50`.
 
 use std::time::Instant;
@@ -124,9 +125,13 @@ fn main() {
     let workers = arg(&args, "--workers", 2);
     let reps = arg(&args, "--reps", 30).max(1);
     let warmup = arg(&args, "--warmup", 5);
+    let idle_spin: magpie::scheduler::IdleSpin = std::env::var("MAGPIE_BENCH_IDLE_SPIN")
+        .map_or(Ok(Default::default()), |s| s.parse())
+        .expect("MAGPIE_BENCH_IDLE_SPIN");
     for w in [chain(), fan_tree(), mlp()] {
         let mut opts = magpie::local_options();
         opts.num_workers = Some(workers);
+        opts.idle_spin = idle_spin;
         let s = Session::new(&w.graph, opts).expect("session");
         let feeds = [(w.feed, w.value.clone())];
         let mut check = 0.0f64;

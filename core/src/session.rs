@@ -28,7 +28,7 @@ use crate::registry::KernelRegistry;
 use crate::resource::ResourceMgr;
 pub use crate::scheduler::CancellationToken;
 pub use crate::scheduler::Policy;
-use crate::scheduler::{RunControl, RunError, ThreadPool};
+use crate::scheduler::{IdleSpin, RunControl, RunError, ThreadPool};
 use crate::step_id::StepId;
 use crate::tensor::{StepMemoryLimit, Tensor};
 
@@ -68,6 +68,10 @@ pub struct SessionOptions {
     pub num_workers: Option<usize>,
     /// A pool to share with other sessions instead of creating one.
     pub pool: Option<ThreadPool>,
+    /// How the idle workers of a new pool (not of `pool`) look for work before they
+    /// park; the default spins long, which suits a session that has its cores to itself
+    /// (see [`IdleSpin`]).
+    pub idle_spin: IdleSpin,
     /// Resource pools and their capacities (`("net", 1)`): an op that names a pool runs
     /// only while it holds one of its slots. Host↔device copies use the implicit pool
     /// `copy:<device name>` (capacity 1 unless declared here).
@@ -164,6 +168,7 @@ impl fmt::Debug for SessionOptions {
             )
             .field("num_workers", &self.num_workers)
             .field("pool", &self.pool)
+            .field("idle_spin", &self.idle_spin)
             .field("resources", &self.resources.is_some())
             .field("kernels", &self.kernels)
             .field("allow_soft_placement", &self.allow_soft_placement)
@@ -184,6 +189,12 @@ impl SessionOptions {
     /// Sets the number of worker threads.
     pub fn num_workers(mut self, n: usize) -> SessionOptions {
         self.num_workers = Some(n);
+        self
+    }
+
+    /// Sets [`idle_spin`](Self::idle_spin).
+    pub fn idle_spin(mut self, spin: IdleSpin) -> SessionOptions {
+        self.idle_spin = spin;
         self
     }
 
@@ -425,7 +436,10 @@ impl Session {
                         "num_workers must be at least 1".into(),
                     ));
                 }
-                ThreadPool::new(n)?
+                ThreadPool::builder()
+                    .num_workers(n)
+                    .idle_spin(options.idle_spin)
+                    .build()?
             }
         };
         let pools = ResourcePools::new(&options.resource_pools)?;

@@ -18,8 +18,9 @@
 //! Environment: `MAGPIE_BENCH_WORKERS` (default 2) sets the worker count of every pool
 //! (Magpie's runs also use the calling thread: 2 workers are 3 threads that run tasks;
 //! rayon's `scope` and tokio's `block_on` likewise involve the caller);
-//! `MAGPIE_BENCH_SIZES` picks sizes (`1k,64k,1m`); `MAGPIE_BENCH_ONLY` picks runners
-//! (`magpie` for every policy, `magpie_fifo`, `rayon_spawn`, `tokio_spawn`, ...).
+//! `MAGPIE_BENCH_IDLE_SPIN` sets the Magpie pool's idle spin (`long`, the default, `short`,
+//! `off` or `S+Y` rounds; see `IdleSpin`); `MAGPIE_BENCH_SIZES` picks sizes (`1k,64k,1m`);
+//! `MAGPIE_BENCH_ONLY` picks runners (`magpie` for every policy, `magpie_fifo`, `rayon_spawn`, `tokio_spawn`, ...).
 //! Criterion's own filter selects shapes: `cargo bench -p magpie-scheduler --bench scheduling -- wavefront`.
 //!
 //! Policies: `magpie_depth_first`, `magpie_fifo`, `magpie_critical_path`, and
@@ -41,7 +42,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use magpie_scheduler::{
-    DagBody, Policy, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology,
+    DagBody, IdleSpin, Policy, RunControl, TaskContext, TaskOutcome, ThreadPool, Topology,
 };
 
 /// The example's shortest-job-first policy, benched as a user's policy.
@@ -290,7 +291,14 @@ fn scheduling(c: &mut Criterion) {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(WORKERS);
-    let pool = ThreadPool::new(workers).unwrap();
+    let idle_spin: IdleSpin = std::env::var("MAGPIE_BENCH_IDLE_SPIN")
+        .map_or(Ok(IdleSpin::default()), |s| s.parse())
+        .expect("MAGPIE_BENCH_IDLE_SPIN");
+    let pool = ThreadPool::builder()
+        .num_workers(workers)
+        .idle_spin(idle_spin)
+        .build()
+        .unwrap();
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()

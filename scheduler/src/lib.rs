@@ -18,8 +18,9 @@
 //! - **Work conservation.** No worker sleeps while a job it could take is queued, under
 //!   every scheduling [`Policy`] (chosen per run in [`RunControl::policy`]; each policy's
 //!   own promise about order is in `policy.rs`).
-//! - **Idle is free.** Idle workers park; a pending future holds no thread, so a pool
-//!   whose only work is waiting uses no CPU.
+//! - **Idle is free.** Idle workers park after a brief search (its length and how many
+//!   workers search at once are the pool's [`IdleSpin`]); a pending future holds no
+//!   thread, so a pool whose only work is waiting uses no CPU.
 //! - **Failures are contained.** An error, a panic (caught), a cancellation or a deadline
 //!   ends the run with [`RunError`]; workers keep serving other runs.
 //! - **Independence.** Runs from many threads at once share the workers but nothing else;
@@ -44,7 +45,8 @@
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
 //! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
-//! - `sleep.rs`: the parking protocol (no lost wake-ups).
+//! - `sleep.rs`: the parking protocol (no lost wake-ups) and the cap on searching workers;
+//!   `idle_spin.rs`: [`IdleSpin`], how long idle workers search and how many at once.
 //! - `latch.rs`: what `execute` blocks on.
 //! - `async_task.rs`: driving futures without holding a worker.
 //! - `cancel.rs`: cancellation tokens and run controls.
@@ -76,6 +78,7 @@ mod critical_path;
 mod error;
 mod fifo;
 mod helper;
+mod idle_spin;
 mod job;
 mod latch;
 #[cfg(all(test, magpie_loom))]
@@ -102,6 +105,7 @@ pub use body::{DagBody, TaskContext, TaskOutcome};
 pub use cancel::{CancellationToken, Cancelled, Forwarding, RunControl};
 pub use chrome_trace::{ChromeTraceObserver, Span};
 pub use error::{RunError, SchedulerError};
+pub use idle_spin::{IdleSpin, ParseIdleSpinError};
 pub use observer::{Observer, TaskEvent};
 pub use parallel::{current_parallelism, parallel_for};
 pub use policy::{CustomPolicy, Policy};

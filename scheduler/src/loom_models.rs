@@ -11,7 +11,10 @@
 //!
 //! - the parking protocol of [`sleep`](super::sleep): a job pushed while a worker goes to
 //!   sleep is never missed (a lost wake-up shows up as a deadlock, which loom reports),
-//!   also when the job is for one steal group's members only (`notify_one_of`);
+//!   also when the job is for one steal group's members only (`notify_one_of`), and with
+//!   a cap on searching workers (a worker that may not search sleeps at once; two
+//!   workers capped to one searcher take both of two jobs, each holding its job until
+//!   the other has one);
 //! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
 //!   exactly one makes the task ready, and the task sees both predecessors' writes;
 //! - run completion: the outstanding counter reaches zero exactly once, and the thread
@@ -25,7 +28,7 @@
 //!   the run is done.
 
 use loom::cell::UnsafeCell;
-use loom::sync::Arc;
+use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 use super::async_state::{AfterPending, AsyncState};
@@ -129,6 +132,77 @@ fn two_sleepers_and_two_jobs_both_get_run() {
             w.join().unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// One step of worker `index`'s loop: look for a job (`find_work`), then idle as
+/// `worker::idle` does: search (one steal attempt here) if fewer than `cap` workers
+/// search, else — or when the search found nothing — sleep. True if it took a job.
+fn idle_step(sleep: &Sleep, jobs: &Jobs, index: usize, cap: usize) -> bool {
+    if jobs.take() {
+        return true;
+    }
+    if sleep.start_search(cap) {
+        let took = jobs.take();
+        sleep.end_search();
+        if took {
+            return true;
+        }
+    }
+    sleep.sleep(index, || jobs.has_work(), None);
+    false
+}
+
+#[test]
+fn a_job_pushed_while_the_only_searcher_gives_up_is_not_missed() {
+    loom::model(|| {
+        let sleep = Arc::new(Sleep::new(1));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let pusher = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                jobs.push();
+                sleep.notify_one();
+            })
+        };
+        while !idle_step(&sleep, &jobs, 0, 1) {}
+        pusher.join().unwrap();
+    });
+}
+
+#[test]
+fn two_workers_capped_to_one_searcher_take_both_jobs() {
+    loom::model(|| {
+        // Two workers, at most one searching; each takes one job and then holds on to it
+        // until both jobs were taken (a long task). If the second job waited for a worker
+        // that nobody woke, the model deadlocks, which loom reports.
+        let sleep = Arc::new(Sleep::new(2));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        // How many jobs were taken, and where a worker holding one blocks (not spins: a
+        // spin would only show a lost wake-up as loom's branch limit).
+        let taken = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let worker = |index: usize| {
+            let (sleep, jobs, taken) = (Arc::clone(&sleep), Arc::clone(&jobs), Arc::clone(&taken));
+            thread::spawn(move || {
+                while !idle_step(&sleep, &jobs, index, 1) {}
+                let (count, all_taken) = &*taken;
+                let mut count = count.lock().unwrap();
+                *count += 1;
+                all_taken.notify_all();
+                while *count < 2 {
+                    count = all_taken.wait(count).unwrap();
+                }
+            })
+        };
+        let workers = [worker(0), worker(1)];
+        for _ in 0..2 {
+            jobs.push();
+            sleep.notify_one();
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(!jobs.has_work());
     });
 }
 

@@ -27,6 +27,7 @@ use super::body::DagBody;
 use super::cancel::RunControl;
 use super::error::{RunError, SchedulerError};
 use super::helper;
+use super::idle_spin::IdleSpin;
 use super::job::Job;
 use super::latch::Latch;
 use super::policy::Policy;
@@ -97,6 +98,7 @@ pub struct ThreadPoolBuilder {
     steal_groups: Option<Vec<Vec<usize>>>,
     steal_group_nodes: Option<Vec<usize>>,
     helper_slots: Option<usize>,
+    idle_spin: IdleSpin,
 }
 
 impl ThreadPoolBuilder {
@@ -149,6 +151,17 @@ impl ThreadPoolBuilder {
     /// callers only wait. Defaults to 2. With 0, a run's tasks run on the workers only.
     pub fn helper_slots(mut self, n: usize) -> Self {
         self.helper_slots = Some(n);
+        self
+    }
+
+    /// How idle workers look for work before they park, and how many may look at once
+    /// (see [`IdleSpin`]); defaults to [`IdleSpin::LONG`] with no cap. A pool that shares
+    /// its cores with other busy threads wastes less of them with
+    /// [`IdleSpin::SHORT`] or [`IdleSpin::OFF`] and a small cap; a pool that has its cores
+    /// to itself starts jobs sooner with the default. No setting affects what runs or in
+    /// which order dependencies are honoured.
+    pub fn idle_spin(mut self, spin: IdleSpin) -> Self {
+        self.idle_spin = spin;
         self
     }
 
@@ -211,6 +224,7 @@ impl ThreadPoolBuilder {
             group_nodes,
             self.on_worker_start,
             self.helper_slots.unwrap_or(DEFAULT_HELPER_SLOTS),
+            self.idle_spin,
         ));
         let mut inner = PoolInner {
             registry,
@@ -269,6 +283,11 @@ impl ThreadPool {
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.inner.registry.num_workers()
+    }
+
+    /// How the pool's idle workers look for work ([`ThreadPoolBuilder::idle_spin`]).
+    pub fn idle_spin(&self) -> IdleSpin {
+        self.inner.registry.idle_spin()
     }
 
     /// The steal group of NUMA node `node`, when the builder named the groups' nodes

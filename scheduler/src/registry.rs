@@ -20,6 +20,7 @@ use super::sync::plain::Mutex;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::affinity::{StartHook, StealCounters, StealOrder, StealStats};
+use super::idle_spin::IdleSpin;
 use super::job::Job;
 use super::latch::SpinPolicy;
 use super::sleep::Sleep;
@@ -51,17 +52,23 @@ pub(crate) struct Registry {
     steal_counters: StealCounters,
     /// Run by each worker thread when it starts.
     on_start: Option<StartHook>,
+    /// How idle workers search before they park.
+    idle_spin: IdleSpin,
+    /// At most this many workers search at once (`idle_spin`'s cap, else every worker).
+    searching_cap: usize,
 }
 
 impl Registry {
     /// The registry of a pool whose workers own deques with `stealers` (tried in
-    /// `steal_order`), with `helper_slots` deques for helping callers.
+    /// `steal_order`), with `helper_slots` deques for helping callers and idle workers
+    /// that search as `idle_spin` says.
     pub(crate) fn new(
         stealers: Vec<Stealer<Job>>,
         steal_order: StealOrder,
         group_nodes: Option<Vec<usize>>,
         on_start: Option<StartHook>,
         helper_slots: usize,
+        idle_spin: IdleSpin,
     ) -> Registry {
         let n = stealers.len();
         let helpers: Vec<Worker<Job>> = (0..helper_slots).map(|_| Worker::new_lifo()).collect();
@@ -84,6 +91,8 @@ impl Registry {
             steal_order: steal_order.with_helpers(helper_slots),
             steal_counters: StealCounters::new(n),
             on_start,
+            idle_spin,
+            searching_cap: idle_spin.searching_cap().unwrap_or(n),
         }
     }
 
@@ -143,6 +152,16 @@ impl Registry {
 
     pub(crate) fn sleep(&self) -> &Sleep {
         &self.sleep
+    }
+
+    /// How idle workers search before they park.
+    pub(crate) fn idle_spin(&self) -> IdleSpin {
+        self.idle_spin
+    }
+
+    /// How many workers may search at once.
+    pub(crate) fn searching_cap(&self) -> usize {
+        self.searching_cap
     }
 
     pub(crate) fn spin_policy(&self) -> &SpinPolicy {

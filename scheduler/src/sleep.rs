@@ -6,16 +6,20 @@
 //!   a queue: whenever a queue goes from empty to non-empty, at least one sleeping worker
 //!   (if any) is woken, and a worker re-checks every queue after announcing that it is
 //!   going to sleep.
-//! - **Idle means asleep.** A worker without work spins only briefly (see
-//!   [`worker`](super::worker)), then blocks on its own condition variable; a pool whose
-//!   only activity is a pending future uses no CPU.
+//! - **Idle means asleep.** A worker without work searches only briefly (see
+//!   [`worker`](super::worker) and [`IdleSpin`](super::IdleSpin)), then blocks on its own
+//!   condition variable; a pool whose only activity is a pending future uses no CPU.
 //!
 //! # Protocol
 //!
 //! State: `sleepers` (a counter) and `idle` (the list of indices of announced sleepers,
 //! under a mutex; `sleepers == idle.len()` whenever the mutex is free), plus one
 //! [`Parker`] per worker: a mutex-protected, *sticky* `notified` flag and a condition
-//! variable.
+//! variable. Beside them, `searching` counts the idle workers that look for work before
+//! they park, so that at most the pool's cap of them spin at once
+//! ([`start_search`](Sleep::start_search)); it is a heuristic, not part of the wake-up
+//! protocol below (a worker that may not search goes to sleep at once, through the same
+//! protocol).
 //!
 //! Going to sleep (worker `i`):
 //! 1. lock `idle`, push `i`, increment `sleepers` (`SeqCst`), unlock;
@@ -49,11 +53,17 @@
 //! latch, a deadline) withdraws itself in step 5, so `sleepers` never counts an awake
 //! worker for long.
 //!
+//! tokio goes further: while a worker searches, a push wakes nobody, and the last searcher
+//! to find work wakes the next. A version of that here failed a loom model (a searcher
+//! took one job, the second job's sleeper stayed asleep:
+//! `loom_models::two_workers_capped_to_one_searcher_take_both_jobs` with the skip in
+//! place), so pushes still wake a sleeper whenever there is one.
+//!
 //! # Behaviour at the time of writing
 //!
 //! The woken sleeper is the most recently announced one (a stack), which keeps the set of
 //! busy workers small and their caches warm. Parkers are `parking_lot` mutex + condvar
-//! pairs (futexes on Linux).
+//! pairs (futexes on Linux). Announcing and withdrawing take the `idle` mutex.
 
 use std::time::Instant;
 
@@ -64,6 +74,8 @@ use super::sync::{fence, AtomicUsize, Condvar, Mutex, Ordering};
 /// The parking lot of one pool.
 #[derive(Debug)]
 pub(crate) struct Sleep {
+    /// Idle workers looking for work before they park (bounds the spinning only).
+    searching: CachePadded<AtomicUsize>,
     sleepers: CachePadded<AtomicUsize>,
     idle: Mutex<Vec<usize>>,
     parkers: Box<[CachePadded<Parker>]>,
@@ -102,6 +114,7 @@ impl Parker {
 impl Sleep {
     pub(crate) fn new(num_workers: usize) -> Sleep {
         Sleep {
+            searching: CachePadded::new(AtomicUsize::new(0)),
             sleepers: CachePadded::new(AtomicUsize::new(0)),
             idle: Mutex::new(Vec::with_capacity(num_workers)),
             parkers: (0..num_workers).map(|_| CachePadded::default()).collect(),
@@ -115,6 +128,25 @@ impl Sleep {
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_one();
         }
+    }
+
+    /// Makes the caller a searcher unless `cap` workers already search; true if it is one
+    /// now (it must then call [`end_search`](Self::end_search)). `Relaxed`: the count only
+    /// bounds how many workers spin, and a worker that loses a race for the last place
+    /// sleeps through the protocol like any other.
+    #[inline]
+    pub(crate) fn start_search(&self, cap: usize) -> bool {
+        self.searching
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Ends a search started by [`start_search`](Self::start_search).
+    #[inline]
+    pub(crate) fn end_search(&self) {
+        self.searching.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Called after a job became visible in a queue that only `members` may take from:

@@ -43,8 +43,10 @@
 //!   search starts with the injector, and a task runs at most [`INLINE_LIMIT`] successors
 //!   in place before it goes back through the search, so new runs and woken futures wait
 //!   for at most a bounded number of jobs of a busy worker.
-//! - A worker that finds nothing spins [`SPIN_ROUNDS`] rounds (each a steal attempt and a
-//!   short `spin_loop` pause), then [`YIELD_ROUNDS`] rounds with `yield_now`, then parks.
+//! - A worker that finds nothing searches — if fewer than the pool's cap of workers search
+//!   at the time — for the rounds the pool's [`IdleSpin`](super::IdleSpin) says (by
+//!   default 64 rounds of a steal attempt and a short `spin_loop` pause, then 16 with
+//!   `yield_now`), then parks.
 //! - A finishing task keeps one ready successor and runs it in place (no queue round
 //!   trip); the others are pushed to the own deque. A root range (`Job::Roots`) is split
 //!   in half whenever the own deque is empty, so idle workers always find half of what
@@ -69,10 +71,6 @@ pub(crate) const INJECTOR_INTERVAL: u32 = 61;
 /// A task runs at most this many ready successors in place, one after the other, before it
 /// pushes the next one to the deque (bounds how long the injector can go unchecked).
 pub(crate) const INLINE_LIMIT: u32 = 256;
-/// Idle rounds spent spinning (a steal attempt plus a short pause) before yielding.
-pub(crate) const SPIN_ROUNDS: u32 = 64;
-/// Idle rounds spent yielding the CPU (a steal attempt plus `yield_now`) before parking.
-pub(crate) const YIELD_ROUNDS: u32 = 16;
 
 thread_local! {
     /// The worker context of the current thread, if it is a worker.
@@ -441,18 +439,47 @@ impl WorkerCtx {
         }
     }
 
-    /// Looks for work for a while, then parks until woken, `stop` holds, or `deadline`.
-    /// Returns a job if one was found on the way.
+    /// Looks for work for a while (if the pool's [`IdleSpin`](super::IdleSpin) lets it
+    /// search now), then parks until woken, `stop` holds, or `deadline`. Returns a job if
+    /// one was found on the way. A worker that may not search (the cap is reached) goes
+    /// to sleep at once.
     fn idle(&self, stop: &dyn Fn() -> bool, deadline: Option<Instant>) -> Option<Job> {
         self.flush_debt();
-        for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
+        let registry = &self.registry;
+        let sleep = registry.sleep();
+        let spin = registry.idle_spin();
+        if spin.searches() && sleep.start_search(registry.searching_cap()) {
+            let found = self.search(spin.spin_rounds(), spin.yield_rounds(), stop);
+            sleep.end_search();
+            match found {
+                Search::Found(job) => return Some(job),
+                Search::Stopped => return None,
+                Search::Nothing => {}
+            }
+        }
+        let parked = sleep.sleep(
+            self.index,
+            || registry.has_work_for(self.index) || stop(),
+            deadline,
+        );
+        if parked && registry.has_work_for(self.index) {
+            // Pass the baton: there may be more work than this worker can take.
+            sleep.notify_one();
+        }
+        None
+    }
+
+    /// `spin` rounds of a steal attempt and a short pause, then `yields` rounds of a steal
+    /// attempt and `yield_now`, until a job turns up or `stop` holds.
+    fn search(&self, spin: u32, yields: u32, stop: &dyn Fn() -> bool) -> Search {
+        for round in 0..spin.saturating_add(yields) {
             if let Some(job) = self.steal() {
-                return Some(job);
+                return Search::Found(job);
             }
             if stop() {
-                return None;
+                return Search::Stopped;
             }
-            if round < SPIN_ROUNDS {
+            if round < spin {
                 for _ in 0..(4 << round.min(4)) {
                     std::hint::spin_loop();
                 }
@@ -460,17 +487,7 @@ impl WorkerCtx {
                 std::thread::yield_now();
             }
         }
-        let registry = &self.registry;
-        let parked = registry.sleep().sleep(
-            self.index,
-            || registry.has_work_for(self.index) || stop(),
-            deadline,
-        );
-        if parked && registry.has_work_for(self.index) {
-            // Pass the baton: there may be more work than this worker can take.
-            registry.sleep().notify_one();
-        }
-        None
+        Search::Nothing
     }
 
     /// Runs jobs until `latch` is done, cancelling the run (`fail`) on a cancellation
@@ -530,6 +547,16 @@ impl WorkerCtx {
             }
         }
     }
+}
+
+/// How an idle worker's search ended.
+enum Search {
+    /// It stole this job.
+    Found(Job),
+    /// The caller's stop condition held.
+    Stopped,
+    /// Its rounds ran out.
+    Nothing,
 }
 
 /// The index of the current thread in its pool, if it is a worker (tests only).
@@ -674,6 +701,7 @@ mod tests {
             None,
             None,
             2,
+            crate::IdleSpin::default(),
         ));
         let mut locals = locals.into_iter();
         let thief = WorkerCtx::new(Arc::clone(&registry), 0, locals.next().unwrap());

@@ -4,6 +4,7 @@ mod demo;
 mod device_args;
 mod devices;
 mod gpu_probe;
+mod idle_args;
 mod logging;
 mod server;
 
@@ -88,6 +89,8 @@ enum Command {
         drain_ms: u64,
         #[command(flatten)]
         devices: DeviceArgs,
+        #[command(flatten)]
+        idle: idle_args::IdleArgs,
         /// Deadline in milliseconds of a step whose client sets none.
         #[arg(long)]
         step_timeout_ms: Option<u64>,
@@ -213,6 +216,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             task,
             drain_ms,
             devices,
+            idle,
             step_timeout_ms,
             tls_cert,
             tls_key,
@@ -229,6 +233,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             task,
             drain: Duration::from_millis(drain_ms),
             devices,
+            idle,
             step_timeout: step_timeout_ms.map(Duration::from_millis),
             security: server::SecurityArgs {
                 tls_cert,

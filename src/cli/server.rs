@@ -6,7 +6,8 @@
 //! The task serves its machine's devices (`machine_server_options`): the GPUs, the first
 //! the default device, unless `--no-gpus` (GPUs emulated on the CPU, such as lavapipe,
 //! only with `--emulated-gpus`), then a CPU device per NUMA node with a worker
-//! per PU (`--workers` sets the count); `--visible-devices` filters both kinds.
+//! per PU (`--workers` sets the count); `--visible-devices` filters both kinds. Idle
+//! scheduler workers spin briefly (`--idle-spin`, `--max-searching`; see `idle_args`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub(crate) struct ServeArgs {
     pub(crate) task: Option<u32>,
     pub(crate) drain: Duration,
     pub(crate) devices: super::DeviceArgs,
+    pub(crate) idle: super::idle_args::IdleArgs,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) security: SecurityArgs,
     pub(crate) bind: Option<String>,
@@ -147,6 +149,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%task, "no real GPU: Vulkan not loaded");
         devices.gpus = false;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    devices.cpu.idle_spin = args
+        .idle
+        .idle_spin(devices.cpu.num_workers.unwrap_or(cores), cores);
     let mut options = machine_server_options(&task, &devices)
         .with_context(|| format!("setting up the devices of {task}"))?;
     if let Some(t) = args.step_timeout {
@@ -202,7 +208,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
         "devices of {task} (the first is the default): {}",
         names.join(", ")
     ));
-    tracing::info!(%task, target = %server.target(), %security, devices = %names.join(", "), "server started");
+    tracing::info!(%task, target = %server.target(), %security, devices = %names.join(", "), idle_spin = %devices.cpu.idle_spin, "server started");
     let signal: anyhow::Result<&str> = rt.block_on(async {
         tokio::select! {
             _ = int.recv() => Ok("SIGINT"),

@@ -36,7 +36,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use magpie_core::device::Device;
-use magpie_core::scheduler::{SchedulerError, ThreadPool};
+use magpie_core::scheduler::{IdleSpin, SchedulerError, ThreadPool};
 use magpie_core::session::SessionOptions;
 
 use crate::device::CpuDevice;
@@ -73,6 +73,9 @@ pub struct CpuOptions {
     pub num_workers: Option<usize>,
     /// Do not pin workers (no warning).
     pub unpinned: bool,
+    /// How the pool's idle workers look for work before they park (default
+    /// [`IdleSpin::LONG`]; `magpie server` picks a short spin, see its `--idle-spin`).
+    pub idle_spin: IdleSpin,
 }
 
 impl CpuOptions {
@@ -382,6 +385,7 @@ impl CpuRuntime {
             .steal_group_nodes(plan.group_nodes())
             .on_worker_start(Arc::new(hook))
             .helper_slots(0)
+            .idle_spin(options.idle_spin)
             .build()?;
         // Wait (bounded) until every worker ran its hook, so the pinning figures are final.
         let mut started = lock(&status.started);

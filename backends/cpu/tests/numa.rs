@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use magpie_core::device::Device;
-use magpie_core::scheduler::{TaskGraph, ThreadPool};
+use magpie_core::scheduler::{IdleSpin, TaskGraph, ThreadPool};
 use magpie_cpu::{
     current_worker_node, CpuLayout, CpuOptions, CpuRuntime, CpuSetupError, MachineTopology,
     PinningPlan, WorkerPin,
@@ -208,4 +208,18 @@ fn this_machine_runs_whatever_binding_allows() {
     let mut g = TaskGraph::new();
     g.add(|| {});
     rt.pool().run(&g).unwrap();
+}
+
+#[test]
+fn the_pool_idles_as_the_options_say() {
+    let default = CpuRuntime::build_on(two_nodes(), None, &CpuOptions::default()).unwrap();
+    assert_eq!(default.pool().idle_spin(), IdleSpin::LONG);
+    let spin = IdleSpin::OFF.max_searching(Some(1));
+    let options = CpuOptions {
+        idle_spin: spin,
+        ..CpuOptions::default()
+    };
+    let rt = CpuRuntime::build_on(two_nodes(), None, &options).unwrap();
+    assert_eq!(rt.pool().idle_spin(), spin);
+    assert_eq!(rt.session_options().pool.unwrap().idle_spin(), spin);
 }

@@ -25,7 +25,7 @@ use crate::cluster::ClusterSpec;
 use crate::device::Device;
 use crate::graph::DeviceSpec;
 use crate::registry::KernelRegistry;
-use crate::scheduler::ThreadPool;
+use crate::scheduler::{IdleSpin, ThreadPool};
 use crate::transport::{TaskName, Transport};
 
 /// How a task's server is set up.
@@ -42,6 +42,10 @@ pub struct ServerOptions {
     pub num_workers: Option<usize>,
     /// A pool to share (several in-process tasks may share one).
     pub pool: Option<ThreadPool>,
+    /// How the idle workers of a new pool (not of `pool`) look for work before they
+    /// park (default [`IdleSpin::LONG`]; a server that shares few cores with its network
+    /// threads wants a short spin, see `magpie server --idle-spin`).
+    pub idle_spin: IdleSpin,
     /// Resource pools of the task's sessions (`("net", 1)` throttles its `_Send`s).
     pub resource_pools: Vec<(String, usize)>,
     /// Deadline of a step when the client sets none (default 10 s): a step waiting on a
@@ -73,6 +77,7 @@ impl Default for ServerOptions {
             visible_devices: None,
             num_workers: None,
             pool: None,
+            idle_spin: IdleSpin::default(),
             resource_pools: Vec::new(),
             step_timeout: Duration::from_secs(10),
             peer_wait: super::DEFAULT_PEER_WAIT,
@@ -96,6 +101,7 @@ impl fmt::Debug for ServerOptions {
             )
             .field("visible_devices", &self.visible_devices)
             .field("num_workers", &self.num_workers)
+            .field("idle_spin", &self.idle_spin)
             .field("resource_pools", &self.resource_pools)
             .field("step_timeout", &self.step_timeout)
             .field("peer_wait", &self.peer_wait)

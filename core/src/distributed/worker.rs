@@ -296,7 +296,10 @@ impl Worker {
         let devices = options.visible(&task).map_err(invalid)?;
         let pool = match &options.pool {
             Some(p) => p.clone(),
-            None => ThreadPool::new(options.num_workers.unwrap_or(2).max(1))
+            None => ThreadPool::builder()
+                .num_workers(options.num_workers.unwrap_or(2).max(1))
+                .idle_spin(options.idle_spin)
+                .build()
                 .map_err(|e| invalid(e.to_string()))?,
         };
         let resources = Arc::new(ResourceMgr::new());

@@ -1,0 +1,82 @@
+//! `magpie server`'s flags for its scheduler's idle workers, and the server's default:
+//! a short spin with at most half the workers searching, and no spin at all when the
+//! workers outnumber the cores (a server's pool shares its cores with its network
+//! threads and often with other tasks; spinning idle workers take the CPU the request
+//! handlers need).
+
+use clap::Args;
+use magpie::scheduler::IdleSpin;
+
+/// How the task's idle scheduler workers look for work.
+#[derive(Debug, Default, Args)]
+pub(crate) struct IdleArgs {
+    /// How long an idle scheduler worker looks for work before it sleeps: `short` (8
+    /// spin then 2 yield rounds), `long` (64+16, a local session's default: for a server
+    /// alone on its cores), `off`, or SPIN+YIELD rounds (e.g. `16+4`). Default: `short`,
+    /// or `off` when --workers exceeds the available cores.
+    #[arg(long, value_name = "SPIN")]
+    pub(crate) idle_spin: Option<IdleSpin>,
+    /// At most this many idle workers look for work at once; the others sleep right away
+    /// (default: half the workers, at least 1).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_searching: Option<usize>,
+}
+
+impl IdleArgs {
+    /// The idle spin of a pool of `workers` threads on a machine with `cores` available
+    /// cores, as the flags ask.
+    pub(crate) fn idle_spin(&self, workers: usize, cores: usize) -> IdleSpin {
+        let spin = self.idle_spin.unwrap_or(if workers > cores {
+            IdleSpin::OFF
+        } else {
+            IdleSpin::SHORT
+        });
+        let cap = self.max_searching.unwrap_or((workers / 2).max(1));
+        spin.max_searching(Some(cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use magpie::scheduler::IdleSpin;
+
+    use super::IdleArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        idle: IdleArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<IdleArgs, clap::Error> {
+        let argv = std::iter::once("magpie").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.idle)
+    }
+
+    #[test]
+    fn the_default_spins_briefly_with_half_the_workers_searching() {
+        let idle = parse(&[]).unwrap();
+        assert_eq!(idle.idle_spin(4, 4), IdleSpin::SHORT.max_searching(Some(2)));
+        assert_eq!(idle.idle_spin(1, 2), IdleSpin::SHORT.max_searching(Some(1)));
+        // More workers than cores: no spin at all.
+        assert_eq!(idle.idle_spin(3, 2), IdleSpin::OFF.max_searching(Some(1)));
+    }
+
+    #[test]
+    fn the_flags_override_the_default() {
+        let idle = parse(&["--idle-spin", "long", "--max-searching", "3"]).unwrap();
+        assert_eq!(idle.idle_spin(8, 2), IdleSpin::LONG.max_searching(Some(3)));
+        let idle = parse(&["--idle-spin", "16+4"]).unwrap();
+        assert_eq!(
+            idle.idle_spin(2, 2),
+            IdleSpin::rounds(16, 4).max_searching(Some(1))
+        );
+    }
+
+    #[test]
+    fn a_bad_spin_is_refused_naming_it() {
+        let e = parse(&["--idle-spin", "fast"]).unwrap_err().to_string();
+        assert!(e.contains("--idle-spin") && e.contains("fast"), "{e}");
+    }
+}
