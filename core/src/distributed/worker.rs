@@ -29,6 +29,7 @@ use super::outbox::{Outbox, OutboxGuard};
 use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
 use super::server::ServerOptions;
 use crate::device::Device;
+use crate::exec::NodeStats;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
 use crate::limits::Limit;
 use crate::registry::KernelRegistry;
@@ -640,7 +641,7 @@ impl Worker {
         // The step's start on this task's clock: node times are relative to it.
         let start_unix_micros = unix_micros_now();
         if let Err(e) = futures::executor::block_on(self.receive_early(step_id, &mut admitted)) {
-            return self.step_result(step_id, Err(e), false, start_unix_micros);
+            return self.step_result(step_id, Err(e), None, start_unix_micros);
         }
         let result = admitted.part.session.run_with_options(
             &admitted.options,
@@ -649,7 +650,8 @@ impl Worker {
             &admitted.part.targets,
         );
         let result = futures::executor::block_on(self.await_sends(step_id, result, &admitted));
-        self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
+        let trace = admitted.options.trace.then(|| admitted.early.take());
+        self.step_result(step_id, result, trace, start_unix_micros)
     }
 
     /// [`Worker::run_partition_cancellable`] without blocking: the partition's step runs
@@ -671,7 +673,7 @@ impl Worker {
         let _forwarding = cancel.as_ref().map(|c| c.forward_to(&admitted.token));
         let start_unix_micros = unix_micros_now();
         if let Err(e) = self.receive_early(step_id, &mut admitted).await {
-            return self.step_result(step_id, Err(e), false, start_unix_micros);
+            return self.step_result(step_id, Err(e), None, start_unix_micros);
         }
         let result = admitted
             .part
@@ -684,7 +686,8 @@ impl Worker {
             )
             .await;
         let result = self.await_sends(step_id, result, &admitted).await;
-        self.step_result(step_id, result, admitted.options.trace, start_unix_micros)
+        let trace = admitted.options.trace.then(|| admitted.early.take());
+        self.step_result(step_id, result, trace, start_unix_micros)
     }
 
     /// Awaits the tensors of the partition's early receives (see [`Partition`]) and adds
@@ -711,7 +714,7 @@ impl Worker {
             });
             async move {
                 wait.await
-                    .map(|t| (r.output, t))
+                    .map(|t| (r, t, started.elapsed()))
                     .map_err(|e| super::kernels::recv_session_error(&r.node, &r.device, e))
             }
         }));
@@ -722,8 +725,30 @@ impl Worker {
                 Err(SessionError::DeadlineExceeded(timeout))
             }
         }?;
-        admitted.feeds.extend(got);
-        admitted.options.timeout = Some(timeout.saturating_sub(started.elapsed()));
+        let waited = started.elapsed();
+        if admitted.options.trace {
+            // The receives as the timeline shows them: from the wait's start to each
+            // tensor's arrival, before the partition's own nodes (shifted by `waited`).
+            admitted.early = EarlyTrace {
+                waited,
+                recvs: got
+                    .iter()
+                    .map(|(r, t, arrived)| NodeStats {
+                        node: r.node.clone(),
+                        op: RECV_OP.into(),
+                        device: r.device.clone(),
+                        worker: 0,
+                        start: Duration::ZERO,
+                        end: *arrived,
+                        output_bytes: t.size_in_bytes(),
+                    })
+                    .collect(),
+            };
+        }
+        admitted
+            .feeds
+            .extend(got.into_iter().map(|(r, t, _)| (r.output, t)));
+        admitted.options.timeout = Some(timeout.saturating_sub(waited));
         Ok(())
     }
 
@@ -832,25 +857,35 @@ impl Worker {
             token,
             _running: running,
             _step: step,
+            early: EarlyTrace::default(),
         })
     }
 
     /// A partition step's result as the worker reports it. With `trace`, the output
-    /// carries the partition's timeline, its node times relative to `start_unix_micros`
+    /// carries the partition's timeline (its early receives included), its node times
+    /// relative to `start_unix_micros`
     /// (the step's start on this task's clock).
     fn step_result(
         &self,
         step_id: StepId,
         result: Result<crate::session::RunOutput, SessionError>,
-        trace: bool,
+        trace: Option<EarlyTrace>,
         start_unix_micros: u64,
     ) -> Result<PartitionOutput, WorkerError> {
         match result {
             Ok(out) => Ok(PartitionOutput {
                 tensors: out.tensors,
-                timeline: trace.then_some(TaskTimeline {
-                    start_unix_micros,
-                    nodes: out.metadata.nodes,
+                timeline: trace.map(|early| {
+                    let mut nodes = out.metadata.nodes;
+                    for n in &mut nodes {
+                        n.start += early.waited;
+                        n.end += early.waited;
+                    }
+                    nodes.extend(early.recvs);
+                    TaskTimeline {
+                        start_unix_micros,
+                        nodes,
+                    }
                 }),
             }),
             // Aborted while running or while waiting for its devices: the same abort.
@@ -986,6 +1021,23 @@ struct Admitted<'a> {
     _step: ActiveStep<'a>,
     /// Drops whatever answers of the step's sends were not awaited.
     _sends: OutboxGuard<'a>,
+    /// A traced step's early receives, for its timeline.
+    early: EarlyTrace,
+}
+
+/// What a traced step's timeline shows of its early receives (see
+/// [`Worker::receive_early`]): how long the partition waited for them before its own
+/// nodes started, and one record per receive.
+#[derive(Default)]
+struct EarlyTrace {
+    waited: Duration,
+    recvs: Vec<NodeStats>,
+}
+
+impl EarlyTrace {
+    fn take(&mut self) -> EarlyTrace {
+        std::mem::take(self)
+    }
 }
 
 /// A partition step in [`Worker`]'s running list, removed (and `drain` woken when it was
