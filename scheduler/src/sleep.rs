@@ -136,11 +136,22 @@ impl Sleep {
     /// sleeps through the protocol like any other.
     #[inline]
     pub(crate) fn start_search(&self, cap: usize) -> bool {
-        self.searching
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .is_ok()
+        // A compare-exchange loop (`fetch_update` is deprecated on nightly).
+        let mut n = self.searching.load(Ordering::Relaxed);
+        loop {
+            if n >= cap {
+                return false;
+            }
+            match self.searching.compare_exchange_weak(
+                n,
+                n + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
     }
 
     /// Ends a search started by [`start_search`](Self::start_search).
