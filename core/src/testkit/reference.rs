@@ -676,13 +676,17 @@ fn matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Resul
         let mut out = MemoryLimit::host()
             .with_capacity(out_shape.num_elements())
             .map_err(|e| e.to_string())?;
-        for i in 0..m {
-            for j in 0..n {
-                let mut acc = T::ZERO;
-                for p in 0..k {
-                    acc = acc.plus(av[at(i, p)].times(bv[bt(p, j)]));
+        // An empty product has nothing to compute, however long its other side: without
+        // this, `[2^62, 0] x [0, 0]` would loop 2^62 times over nothing.
+        if n > 0 {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = T::ZERO;
+                    for p in 0..k {
+                        acc = acc.plus(av[at(i, p)].times(bv[bt(p, j)]));
+                    }
+                    out.push(acc);
                 }
-                out.push(acc);
             }
         }
         tensor(vec![m, n], out)
@@ -1151,6 +1155,17 @@ mod tests {
         // (b^T)^T... b^T [2,3] × a^T [3,2] = (a b)^T
         let ba = t(&[2, 2], vec![58.0f32, 139.0, 64.0, 154.0]);
         assert_eq!(eval1(&g, g.matmul_t(b, a, true, true)?)?, ba);
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_matmul_with_a_huge_side_is_computed_at_once() -> TestResult {
+        // [2^62, 0] x [0, 0]: no element, so no loop over the 2^62 rows.
+        let g = Graph::new();
+        let a = g.constant(t(&[1 << 62, 0], Vec::<f32>::new()))?;
+        let b = g.constant(t(&[0, 0], Vec::<f32>::new()))?;
+        let out = eval1(&g, g.matmul(a, b)?)?;
+        assert_eq!(out.shape().dims(), &[1usize << 62, 0]);
         Ok(())
     }
 
