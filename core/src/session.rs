@@ -684,7 +684,8 @@ impl Session {
         ));
         let control = RunControl {
             policy: self.policy.scheduler_policy(),
-            deadline: options.timeout.map(|t| started + t),
+            // A timeout past what an `Instant` can hold (`Duration::MAX`) is no deadline.
+            deadline: options.timeout.and_then(|t| started.checked_add(t)),
             cancel: options.cancel.clone(),
             ..RunControl::default()
         };

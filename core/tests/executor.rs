@@ -322,6 +322,20 @@ fn cancelled_after_ms(ms: u64) -> (RunOptions, std::thread::JoinHandle<()>) {
 }
 
 #[test]
+fn a_timeout_no_instant_can_hold_is_no_deadline() {
+    setup();
+    let g = Graph::new();
+    let y = g.constant(-2.0f32).unwrap();
+    let s = session(&g, 1);
+    let forever = RunOptions {
+        timeout: Some(Duration::MAX),
+        ..RunOptions::default()
+    };
+    let out = s.run_with_options(&forever, &[], &[y], &[]).unwrap();
+    assert_eq!(f32::try_from(&out.tensors[0]).unwrap(), -2.0);
+}
+
+#[test]
 fn control_dependencies_order_x_and_y_after_a_and_b() {
     setup();
     let g = Graph::new();

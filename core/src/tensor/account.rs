@@ -46,7 +46,8 @@
 //! briefly: a concurrent request near the limit may be refused because of it, and a scrape
 //! may see it. Requests beyond the limit on their own are refused before they reach the
 //! account ([`MemoryLimit`](super::MemoryLimit)), so the transient excess is at most the
-//! limit per concurrent request and the counter cannot wrap.
+//! limit per concurrent request. A request whose sum would pass `u64::MAX` is refused
+//! whatever the limit, so a charge that succeeds never leaves the counter wrapped.
 //!
 //! # Cost
 //!
@@ -125,11 +126,14 @@ impl MemoryAccount {
     /// before (nothing added). The caller gives them back (a [`Charge`] does).
     pub(crate) fn try_add(&self, bytes: u64, limit: u64) -> Result<(), u64> {
         let before = self.in_use.fetch_add(bytes, Ordering::Relaxed);
-        if before.saturating_add(bytes) > limit {
-            self.in_use.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(before);
+        // A sum past `u64::MAX` is refused too, whatever the limit (even `u64::MAX`).
+        match before.checked_add(bytes) {
+            Some(after) if after <= limit => Ok(()),
+            _ => {
+                self.in_use.fetch_sub(bytes, Ordering::Relaxed);
+                Err(before)
+            }
         }
-        Ok(())
     }
 
     /// Adds `bytes` unconditionally. The caller gives them back (a [`Charge`] does).
@@ -219,6 +223,22 @@ mod tests {
         assert_eq!(weak.upgrade().map(|a| a.in_use()), Some(50));
         drop(b);
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_request_that_would_wrap_the_counter_is_refused_even_without_a_limit() {
+        let account = Arc::new(MemoryAccount::new());
+        let held = MemoryAccount::try_charge(&account, 10, u64::MAX).unwrap();
+        // 10 + (u64::MAX - 5) wraps to 4: refused, and the counter is back at 10.
+        assert_eq!(
+            MemoryAccount::try_charge(&account, u64::MAX - 5, u64::MAX).unwrap_err(),
+            10
+        );
+        assert_eq!(account.in_use(), 10);
+        let rest = MemoryAccount::try_charge(&account, u64::MAX - 10, u64::MAX).unwrap();
+        assert_eq!(account.in_use(), u64::MAX);
+        drop((held, rest));
+        assert_eq!(account.in_use(), 0);
     }
 
     #[test]

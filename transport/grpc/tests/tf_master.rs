@@ -274,6 +274,98 @@ fn errors_come_in_the_body_with_tensorflows_codes_when_asked() {
     c.stop();
 }
 
+/// A float tensor of `n` elements given by one repeated value: a few bytes on the wire,
+/// `4 n` once decoded.
+fn repeated(n: i64) -> proto::TensorProto {
+    proto::TensorProto {
+        dtype: proto::DataType::DtFloat as i32,
+        tensor_shape: Some(proto::TensorShapeProto {
+            dim: vec![proto::tensor_shape_proto::Dim {
+                size: n,
+                name: String::new(),
+            }],
+            unknown_rank: false,
+        }),
+        float_val: vec![1.0],
+        ..Default::default()
+    }
+}
+
+/// A `Const` of `value`.
+fn constant(name: &str, value: proto::TensorProto) -> proto::NodeDef {
+    use proto::attr_value::Value;
+    let mut n = node(name, "Const", &[], "");
+    n.attr.insert(
+        "dtype".into(),
+        proto::AttrValue {
+            value: Some(Value::Type(proto::DataType::DtFloat as i32)),
+        },
+    );
+    n.attr.insert(
+        "value".into(),
+        proto::AttrValue {
+            value: Some(Value::Tensor(value)),
+        },
+    );
+    n
+}
+
+#[test]
+fn repeated_values_decode_to_at_most_the_message_limit_per_request() {
+    // 4 MiB per tensor once decoded, from messages of a few bytes; 6 MiB per request.
+    let mut c = cluster(GrpcOptions {
+        max_message_bytes: 6 << 20,
+        ..GrpcOptions::default()
+    });
+    let four_mib = 1 << 20;
+    let e =
+        c.rt.block_on(c.client.create_session(proto::CreateSessionRequest {
+            graph_def: graph(vec![
+                constant("c0", repeated(four_mib)),
+                constant("c1", repeated(four_mib)),
+            ]),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    for w in [
+        "node \"c1\" attribute \"value\"",
+        "--max-message-bytes",
+        "6291456",
+    ] {
+        assert!(e.message().contains(w), "{w:?} not in {}", e.message());
+    }
+
+    // One such constant fits; two such feeds in one step do not.
+    let h = c.open(vec![
+        constant("c0", repeated(four_mib)),
+        node("three", "TestThree", &[], ""),
+    ]);
+    let mut req = fed_request(&h, &["three:0"], "c0:0", repeated(four_mib));
+    req.feed.push(proto::NamedTensorProto {
+        name: "three:0".into(),
+        tensor: Some(repeated(four_mib)),
+    });
+    let r = c.step(req);
+    assert_eq!(
+        r.status_code,
+        Code::ResourceExhausted as i32,
+        "{}",
+        r.status_error_message
+    );
+    for w in ["feed \"three:0\"", "--max-message-bytes"] {
+        assert!(
+            r.status_error_message.contains(w),
+            "{w:?} not in {}",
+            r.status_error_message
+        );
+    }
+    // The server serves on.
+    let r = c.fetch(&h, &["three:0"]);
+    assert_eq!(r.status_code, 0, "{}", r.status_error_message);
+    c.stop();
+}
+
 #[test]
 fn callables_run_with_positional_feeds_until_released() {
     let mut c = cluster(GrpcOptions::default());

@@ -5,15 +5,18 @@
 //!
 //! Everything read is validated: a message that does not describe a tensor or graph
 //! Magpie can hold gives a [`TfWireError`] naming the node, attribute, feed or fetch, and
-//! never a panic. A tensor's size is checked against the server's tensor limit before
-//! anything is allocated.
+//! never a panic. A tensor's size is checked against the server's limits
+//! ([`DecodeLimits`]) before anything is allocated.
 //!
 //! # Tensors
 //! A `TensorProto` holds its elements either in `tensor_content` (little-endian, packed)
 //! or in the typed field of its dtype (`float_val`, `double_val`, `int_val`,
 //! `int64_val`, `bool_val`), where fewer values than elements mean the last one repeats
-//! (and none at all means zeros), as TensorFlow reads them. Magpie answers with
-//! `tensor_content`. Dtypes Magpie lacks (strings, resources, 8- and 16-bit types, ...)
+//! (and none at all means zeros), as TensorFlow reads them. So a message of a few bytes
+//! can describe gigabytes: each tensor is held to the server's tensor limit, and the
+//! tensors one request decodes (a graph's constants, a step's feeds) to its message limit
+//! together ([`DecodeLimits`]), as if they had come in `tensor_content`. Magpie answers
+//! with `tensor_content`. Dtypes Magpie lacks (strings, resources, 8- and 16-bit types, ...)
 //! are refused naming the dtype.
 //!
 //! # Attributes
@@ -71,6 +74,19 @@ pub enum TfWireError {
         /// The limit.
         max: u64,
     },
+    /// The tensors of one request decode to more than the server's message limit (their
+    /// typed values repeat to fill shapes far larger than the message).
+    #[error("{what}: {bytes} bytes after {decoded} bytes of the request's other tensors exceed the server's limit of {max} bytes of tensors per request (--max-message-bytes)")]
+    RequestTooLarge {
+        /// The tensor that passed the limit.
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// Bytes the request's tensors before it decoded to.
+        decoded: u64,
+        /// The limit.
+        max: u64,
+    },
     /// An attribute Magpie cannot read.
     #[error("node {node:?}: attribute {attr:?}: {detail}")]
     Attr {
@@ -98,7 +114,9 @@ impl TfWireError {
         use magpie_core::Code;
         match self {
             TfWireError::DType { .. } | TfWireError::Functions { .. } => Code::Unimplemented,
-            TfWireError::TooLarge { .. } => Code::ResourceExhausted,
+            TfWireError::TooLarge { .. } | TfWireError::RequestTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             TfWireError::Attr { detail, .. } if detail.starts_with("unsupported") => {
                 Code::Unimplemented
             }
@@ -142,6 +160,78 @@ pub fn dtype_to_tf(d: DType) -> proto::DataType {
     }
 }
 
+/// The bounds on the tensors one request decodes (see the [module docs](self)): each at
+/// most `max_tensor_bytes` (`--max-tensor-bytes`), all together at most
+/// `max_request_bytes` (the server's message limit, `--max-message-bytes`), however few
+/// bytes their typed values take in the message.
+///
+/// ```
+/// use magpie_grpc::tf::conv::{tensor_from_tf, DecodeLimits};
+/// use magpie_grpc::tf::proto;
+/// // One value claiming 1,000 elements: 4,000 bytes once decoded.
+/// let ones = proto::TensorProto {
+///     dtype: proto::DataType::DtFloat as i32,
+///     tensor_shape: Some(proto::TensorShapeProto {
+///         dim: vec![proto::tensor_shape_proto::Dim { size: 1000, name: String::new() }],
+///         unknown_rank: false,
+///     }),
+///     float_val: vec![1.0],
+///     ..Default::default()
+/// };
+/// let mut limits = DecodeLimits::new(1 << 20, 6000);
+/// assert!(tensor_from_tf(&ones, "feed \"a:0\"", &mut limits).is_ok());
+/// assert_eq!(limits.decoded(), 4000);
+/// let e = tensor_from_tf(&ones, "feed \"b:0\"", &mut limits).unwrap_err();
+/// assert!(e.to_string().contains("--max-message-bytes"), "{e}");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The most bytes one tensor may take.
+    pub max_tensor_bytes: u64,
+    /// The most bytes the request's tensors may take together.
+    pub max_request_bytes: u64,
+    decoded: u64,
+}
+
+impl DecodeLimits {
+    /// Nothing decoded yet, under these limits.
+    pub fn new(max_tensor_bytes: u64, max_request_bytes: u64) -> DecodeLimits {
+        DecodeLimits {
+            max_tensor_bytes,
+            max_request_bytes,
+            decoded: 0,
+        }
+    }
+
+    /// Bytes the request's tensors took so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoded
+    }
+
+    /// Counts a tensor of `bytes` named `what`, refusing it past either limit.
+    fn take(&mut self, bytes: u64, what: &str) -> Result<(), TfWireError> {
+        if bytes > self.max_tensor_bytes {
+            return Err(TfWireError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                max: self.max_tensor_bytes,
+            });
+        }
+        match self.decoded.checked_add(bytes) {
+            Some(total) if total <= self.max_request_bytes => {
+                self.decoded = total;
+                Ok(())
+            }
+            _ => Err(TfWireError::RequestTooLarge {
+                what: what.to_string(),
+                bytes,
+                decoded: self.decoded,
+                max: self.max_request_bytes,
+            }),
+        }
+    }
+}
+
 /// The dims of a tensor's shape: all known and non-negative.
 fn tensor_dims(p: &proto::TensorProto, what: &str) -> Result<Vec<u64>, TfWireError> {
     let bad = |detail: String| TfWireError::Tensor {
@@ -164,19 +254,26 @@ fn tensor_dims(p: &proto::TensorProto, what: &str) -> Result<Vec<u64>, TfWireErr
         .collect()
 }
 
-/// Decodes a tensor (`what` names it in errors: `feed "x:0"`, `node "c" attribute
-/// "value"`), refusing one of more than `max_bytes`.
+/// Decodes a tensor of a request (`what` names it in errors: `feed "x:0"`, `node "c"
+/// attribute "value"`), counting it against the request's `limits` before anything is
+/// allocated.
+///
+/// # Errors
+/// [`TfWireError::TooLarge`] past `limits.max_tensor_bytes`,
+/// [`TfWireError::RequestTooLarge`] when the request's tensors would pass
+/// `limits.max_request_bytes`; others for a tensor that does not describe its elements.
 pub fn tensor_from_tf(
     p: &proto::TensorProto,
     what: &str,
-    max_bytes: u64,
+    limits: &mut DecodeLimits,
 ) -> Result<Tensor, TfWireError> {
     let dtype = dtype_from_tf(p.dtype, what)?;
     let dims = tensor_dims(p, what)?;
+    let max_tensor_bytes = limits.max_tensor_bytes;
     let too_large = |bytes: u64| TfWireError::TooLarge {
         what: what.to_string(),
         bytes,
-        max: max_bytes,
+        max: max_tensor_bytes,
     };
     let n = dims
         .iter()
@@ -185,9 +282,7 @@ pub fn tensor_from_tf(
     let bytes = n
         .checked_mul(dtype.size_of() as u64)
         .ok_or_else(|| too_large(u64::MAX))?;
-    if bytes > max_bytes {
-        return Err(too_large(bytes));
-    }
+    limits.take(bytes, what)?;
     let bad = |detail: String| TfWireError::Tensor {
         what: what.to_string(),
         detail,
@@ -284,7 +379,7 @@ fn attr_from_tf(
     node: &str,
     name: &str,
     v: &proto::AttrValue,
-    max_bytes: u64,
+    limits: &mut DecodeLimits,
 ) -> Result<Option<AttrValue>, TfWireError> {
     use proto::attr_value::Value;
     let unsupported = |what: &str| TfWireError::Attr {
@@ -310,7 +405,7 @@ fn attr_from_tf(
             Some(dims) => AttrValue::Ints(dims),
             None => return Ok(None),
         },
-        Value::Tensor(t) => AttrValue::Tensor(tensor_from_tf(t, &what(), max_bytes)?),
+        Value::Tensor(t) => AttrValue::Tensor(tensor_from_tf(t, &what(), limits)?),
         Value::List(l) => {
             if !l.f.is_empty() {
                 return Err(unsupported("a list of floats"));
@@ -347,13 +442,16 @@ fn attr_from_tf(
 
 /// A TensorFlow graph as core's [`GraphDef`] (before translation: TensorFlow's op names
 /// and attributes), with private attributes but `_class` dropped and attributes sorted
-/// by name (protobuf maps have no order). Tensors in attributes are checked against
-/// `max_tensor_bytes`.
+/// by name (protobuf maps have no order). Tensors in attributes count against `limits`
+/// (the request's: one graph, or one extension).
 ///
 /// # Errors
 /// [`TfWireError`] naming the node and attribute that cannot be read, or
 /// [`TfWireError::Functions`] for a graph with a function library.
-pub fn graph_from_tf(g: &proto::GraphDef, max_tensor_bytes: u64) -> Result<GraphDef, TfWireError> {
+pub fn graph_from_tf(
+    g: &proto::GraphDef,
+    limits: &mut DecodeLimits,
+) -> Result<GraphDef, TfWireError> {
     if !g.library.is_empty() {
         return Err(TfWireError::Functions {
             bytes: g.library.len(),
@@ -368,7 +466,7 @@ pub fn graph_from_tf(g: &proto::GraphDef, max_tensor_bytes: u64) -> Result<Graph
                 if name.starts_with('_') && name != CLASS_ATTR {
                     continue;
                 }
-                if let Some(a) = attr_from_tf(&n.name, name, v, max_tensor_bytes)? {
+                if let Some(a) = attr_from_tf(&n.name, name, v, limits)? {
                     attrs.push((name.clone(), a));
                 }
             }
@@ -390,7 +488,10 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    const MAX: u64 = 1 << 30;
+    /// A request's limits of 1 GiB each: `&mut max()` in place of a request's.
+    fn max() -> DecodeLimits {
+        DecodeLimits::new(1 << 30, 1 << 30)
+    }
 
     fn shape(dims: &[i64]) -> Option<proto::TensorShapeProto> {
         Some(proto::TensorShapeProto {
@@ -413,7 +514,7 @@ mod tests {
             float_val: vec![7.0],
             ..Default::default()
         };
-        let t = tensor_from_tf(&p, "c", MAX).unwrap();
+        let t = tensor_from_tf(&p, "c", &mut max()).unwrap();
         assert_eq!(t.to_vec::<f32>().unwrap(), vec![7.0; 5]);
 
         let p = proto::TensorProto {
@@ -422,7 +523,7 @@ mod tests {
             int64_val: vec![1, 2],
             ..Default::default()
         };
-        let t = tensor_from_tf(&p, "c", MAX).unwrap();
+        let t = tensor_from_tf(&p, "c", &mut max()).unwrap();
         assert_eq!(t.dims(), &[2, 2]);
         assert_eq!(t.to_vec::<i64>().unwrap(), vec![1, 2, 2, 2]);
 
@@ -433,7 +534,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            tensor_from_tf(&p, "c", MAX)
+            tensor_from_tf(&p, "c", &mut max())
                 .unwrap()
                 .to_vec::<bool>()
                 .unwrap(),
@@ -444,7 +545,7 @@ mod tests {
             int_val: vec![9],
             ..Default::default()
         };
-        let t = tensor_from_tf(&p, "c", MAX).unwrap();
+        let t = tensor_from_tf(&p, "c", &mut max()).unwrap();
         assert!(t.dims().is_empty());
         assert_eq!(t.scalar_value::<i32>().unwrap(), 9);
 
@@ -453,7 +554,7 @@ mod tests {
         assert_eq!(p.dtype, proto::DataType::DtDouble as i32);
         assert_eq!(p.tensor_content.len(), 48);
         assert_eq!(&p.tensor_content[..8], &1.5f64.to_le_bytes());
-        let back = tensor_from_tf(&p, "round trip", MAX).unwrap();
+        let back = tensor_from_tf(&p, "round trip", &mut max()).unwrap();
         assert_eq!(back.dims(), &[2, 3]);
         assert_eq!(back.to_vec::<f64>().unwrap(), t.to_vec::<f64>().unwrap());
     }
@@ -466,7 +567,7 @@ mod tests {
             float_val: vec![1.0, 2.0, 3.0],
             ..Default::default()
         };
-        let e = tensor_from_tf(&too_many, "feed \"x:0\"", MAX).unwrap_err();
+        let e = tensor_from_tf(&too_many, "feed \"x:0\"", &mut max()).unwrap_err();
         assert!(e.to_string().contains("feed \"x:0\""), "{e}");
         assert_eq!(e.code(), magpie_core::Code::InvalidArgument);
 
@@ -477,7 +578,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            tensor_from_tf(&short, "x", MAX).unwrap_err().code(),
+            tensor_from_tf(&short, "x", &mut max()).unwrap_err().code(),
             magpie_core::Code::InvalidArgument
         );
 
@@ -487,7 +588,7 @@ mod tests {
             string_val: vec![Bytes::from_static(b"hi")],
             ..Default::default()
         };
-        let e = tensor_from_tf(&strings, "feed \"s:0\"", MAX).unwrap_err();
+        let e = tensor_from_tf(&strings, "feed \"s:0\"", &mut max()).unwrap_err();
         assert!(
             e.to_string().contains("DT_STRING") && e.to_string().contains("s:0"),
             "{e}"
@@ -501,7 +602,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            tensor_from_tf(&huge, "x", MAX).unwrap_err().code(),
+            tensor_from_tf(&huge, "x", &mut max()).unwrap_err().code(),
             magpie_core::Code::ResourceExhausted
         );
         let overflow = proto::TensorProto {
@@ -509,13 +610,71 @@ mod tests {
             tensor_shape: shape(&[i64::MAX, i64::MAX]),
             ..Default::default()
         };
-        assert!(tensor_from_tf(&overflow, "x", MAX).is_err());
+        assert!(tensor_from_tf(&overflow, "x", &mut max()).is_err());
         let negative = proto::TensorProto {
             dtype: proto::DataType::DtFloat as i32,
             tensor_shape: shape(&[-1]),
             ..Default::default()
         };
-        assert!(tensor_from_tf(&negative, "x", MAX).is_err());
+        assert!(tensor_from_tf(&negative, "x", &mut max()).is_err());
+    }
+
+    #[test]
+    fn a_requests_repeated_values_are_held_to_its_message_limit() {
+        // A few bytes each, 4 MiB each once decoded: the third passes 10 MiB of the
+        // request's, though each is within the tensor limit.
+        let four_mib = proto::TensorProto {
+            dtype: proto::DataType::DtFloat as i32,
+            tensor_shape: shape(&[1 << 20]),
+            float_val: vec![1.0],
+            ..Default::default()
+        };
+        let mut limits = DecodeLimits::new(1 << 30, 10 << 20);
+        for name in ["a", "b"] {
+            tensor_from_tf(&four_mib, name, &mut limits).unwrap();
+        }
+        assert_eq!(limits.decoded(), 8 << 20);
+        let e = tensor_from_tf(&four_mib, "feed \"c:0\"", &mut limits).unwrap_err();
+        assert_eq!(e.code(), magpie_core::Code::ResourceExhausted);
+        for w in [
+            "feed \"c:0\"",
+            "4194304 bytes",
+            "8388608 bytes",
+            "10485760",
+            "--max-message-bytes",
+        ] {
+            assert!(e.to_string().contains(w), "{w:?} not in {e}");
+        }
+        // Nothing was counted for the refused one.
+        assert_eq!(limits.decoded(), 8 << 20);
+
+        // A graph of constants is one request: its `value`s count together.
+        let mut node = proto::NodeDef {
+            name: "big".into(),
+            op: "Const".into(),
+            ..Default::default()
+        };
+        node.attr.insert(
+            "value".into(),
+            attr(proto::attr_value::Value::Tensor(four_mib)),
+        );
+        let nodes = (0..3)
+            .map(|k| proto::NodeDef {
+                name: format!("big{k}"),
+                ..node.clone()
+            })
+            .collect();
+        let g = proto::GraphDef {
+            node: nodes,
+            ..Default::default()
+        };
+        let e = graph_from_tf(&g, &mut DecodeLimits::new(1 << 30, 10 << 20)).unwrap_err();
+        assert_eq!(e.code(), magpie_core::Code::ResourceExhausted);
+        assert!(
+            e.to_string().contains("node \"big2\" attribute \"value\""),
+            "{e}"
+        );
+        assert!(graph_from_tf(&g, &mut DecodeLimits::new(1 << 30, 12 << 20)).is_ok());
     }
 
     fn attr(v: proto::attr_value::Value) -> proto::AttrValue {
@@ -575,7 +734,7 @@ mod tests {
             node: vec![node, unknown],
             ..Default::default()
         };
-        let def = graph_from_tf(&g, MAX).unwrap();
+        let def = graph_from_tf(&g, &mut max()).unwrap();
         let x = &def.nodes[0];
         assert_eq!(x.inputs, vec!["^a".to_string()]);
         assert_eq!(x.device, "/job:ps/task:0");
@@ -608,7 +767,7 @@ mod tests {
             node: vec![n],
             ..Default::default()
         };
-        let e = graph_from_tf(&g, MAX).unwrap_err();
+        let e = graph_from_tf(&g, &mut max()).unwrap_err();
         assert_eq!(e.code(), magpie_core::Code::Unimplemented);
         let text = e.to_string();
         assert!(
@@ -629,7 +788,7 @@ mod tests {
             node: vec![n],
             ..Default::default()
         };
-        let text = graph_from_tf(&g, MAX).unwrap_err().to_string();
+        let text = graph_from_tf(&g, &mut max()).unwrap_err().to_string();
         assert!(
             text.contains("DT_STRING") && text.contains("\"s\""),
             "{text}"
@@ -640,7 +799,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            graph_from_tf(&with_functions, MAX).unwrap_err().code(),
+            graph_from_tf(&with_functions, &mut max())
+                .unwrap_err()
+                .code(),
             magpie_core::Code::Unimplemented
         );
     }
@@ -687,10 +848,10 @@ mod tests {
                 (0..next() % 64).map(|_| next() as u8).collect()
             };
             if let Ok(g) = proto::GraphDef::decode(bytes.as_slice()) {
-                let _ = graph_from_tf(&g, 1 << 20);
+                let _ = graph_from_tf(&g, &mut DecodeLimits::new(1 << 20, 1 << 20));
             }
             if let Ok(t) = proto::TensorProto::decode(bytes.as_slice()) {
-                let _ = tensor_from_tf(&t, "fuzz", 1 << 20);
+                let _ = tensor_from_tf(&t, "fuzz", &mut DecodeLimits::new(1 << 20, 1 << 20));
             }
         }
     }

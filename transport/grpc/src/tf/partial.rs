@@ -33,8 +33,10 @@
 //! A session holds at most [`MAX_PARTIAL_RUNS`] partial runs; one idle for
 //! [`PARTIAL_RUN_IDLE`] expires (its handle is gone), and all go with the session
 //! (`CloseSession`, idle timeout). Fed tensors are within the master's
-//! `max_tensor_bytes` each. What partial runs keep between calls — the tensors fed so far
-//! and the outputs later calls need — is charged to one account per master
+//! `max_tensor_bytes` each, and one call's within its `max_message_bytes` together however
+//! few bytes their typed values take ([`DecodeLimits`](super::conv::DecodeLimits)). What
+//! partial runs keep between calls — the tensors fed so far and the outputs later calls
+//! need — is charged to one account per master
 //! ([`KeptBytes`]) under `--partial-run-bytes`, all sessions together, and given back when
 //! the partial run ends (finished, failed, expired, or closed with its session): a call
 //! whose new feeds would pass it is refused before it runs, leaving the run as it was; a

@@ -36,7 +36,7 @@ use crate::service::{admit_session, blocking, check_nodes, node_id, output, OffR
 use crate::sessions::SessionTable;
 use crate::status::{code_to_grpc, status};
 use crate::tf::cluster::{device_attributes, reset_cluster};
-use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, TfWireError};
+use crate::tf::conv::{graph_from_tf, tensor_from_tf, tensor_to_tf, DecodeLimits, TfWireError};
 use crate::tf::partial::{no_such_run, Call, KeptBytes, PartialRun};
 use crate::tf::proto;
 use crate::tf::recent::{RecentRequestIds, DEFAULT_CAPACITY};
@@ -161,6 +161,15 @@ impl TfMasterService {
         )
     }
 
+    /// The bounds on the tensors one request decodes: the server's tensor and message
+    /// limits.
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits::new(
+            self.options.max_tensor_bytes,
+            u64::try_from(self.options.max_message_bytes).unwrap_or(u64::MAX),
+        )
+    }
+
     fn session(&self, handle: &str) -> Result<(Arc<MasterSession>, Arc<TfSession>), Status> {
         self.sessions
             .get_tf(handle)
@@ -170,8 +179,7 @@ impl TfMasterService {
     /// Translates `wire` (nodes to add) and adds it to `session`'s graph, all or
     /// nothing.
     fn extend_graph(&self, session: &MasterSession, wire: &proto::GraphDef) -> Result<(), Status> {
-        let def =
-            graph_from_tf(wire, self.options.max_tensor_bytes).map_err(|e| wire_status(&e))?;
+        let def = graph_from_tf(wire, &mut self.decode_limits()).map_err(|e| wire_status(&e))?;
         session
             .graph()
             .extend_tensorflow(&def)
@@ -207,7 +215,7 @@ impl TfMasterService {
             &feeds,
             &fetches,
             &targets,
-            self.options.max_tensor_bytes,
+            self.decode_limits(),
         )
         .map_err(step_error)?;
         drop(feeds);
@@ -235,7 +243,7 @@ impl TfMasterService {
             return Err(step_error(no_such_run()));
         };
         let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
-        let max_bytes = self.options.max_tensor_bytes;
+        let mut limits = self.decode_limits();
         let planned = r
             .feed
             .into_iter()
@@ -243,7 +251,7 @@ impl TfMasterService {
                 let t = tensor_from_tf(
                     &f.tensor.unwrap_or_default(),
                     &format!("feed {:?}", f.name),
-                    max_bytes,
+                    &mut limits,
                 )
                 .map_err(|e| wire_status(&e))?;
                 Ok((f.name, t))
@@ -775,7 +783,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
     }
 }
 
-/// A TensorFlow step's feeds (converted, at most `max_tensor_bytes` each), fetches and
+/// A TensorFlow step's feeds (converted under the request's `limits`), fetches and
 /// targets, resolved in `graph`.
 #[allow(clippy::type_complexity)]
 fn step_io(
@@ -783,12 +791,12 @@ fn step_io(
     feeds: &[(String, proto::TensorProto)],
     fetches: &[String],
     targets: &[String],
-    max_tensor_bytes: u64,
+    mut limits: DecodeLimits,
 ) -> Result<(Vec<(Output, Tensor)>, Vec<Output>, Vec<NodeId>), Status> {
     let mut fed: Vec<(Output, Tensor)> = Vec::with_capacity(feeds.len());
     for (name, t) in feeds {
         let out = output(graph, name, "feed")?;
-        let t = tensor_from_tf(t, &format!("feed {name:?}"), max_tensor_bytes)
+        let t = tensor_from_tf(t, &format!("feed {name:?}"), &mut limits)
             .map_err(|e| wire_status(&e))?;
         fed.push((out, t));
     }
