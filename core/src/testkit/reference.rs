@@ -731,9 +731,18 @@ fn reduce(x: &Tensor, axis: Option<i64>, keep_dims: bool, mean: bool) -> Result<
         .filter(|(_, &r)| r)
         .map(|(&d, _)| d)
         .product();
+    // The output's elements: an empty input may still reduce to a huge output (summing
+    // the zero-length axis of [2^62, 0] gives 2^62 zeros), refused as the device refuses
+    // it, not allocated blindly.
+    let outputs = kept
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("the output of shape {kept:?} has too many elements"))?;
     numeric!(x.dtype(), T => {
         let xs = elements::<T>(x)?;
-        let mut acc = vec![T::ZERO; kept.iter().product()];
+        let mut acc = MemoryLimit::host()
+            .filled(outputs, T::ZERO)
+            .map_err(|e| e.to_string())?;
         for (flat, &e) in xs.iter().enumerate() {
             let index: Vec<usize> = unravel(flat, dims)
                 .iter()
@@ -1166,6 +1175,54 @@ mod tests {
         let b = g.constant(t(&[0, 0], Vec::<f32>::new()))?;
         let out = eval1(&g, g.matmul(a, b)?)?;
         assert_eq!(out.shape().dims(), &[1usize << 62, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn ops_on_an_empty_tensor_with_a_huge_dimension_do_no_work() -> TestResult {
+        // [2^62, 0] has no element: every op answers at once, never looping over the 2^62
+        // (a reduction whose output really has 2^62 elements is refused, not attempted).
+        const HUGE: usize = 1 << 62;
+        let g = Graph::new();
+        let x = g.constant(t(&[HUGE, 0], Vec::<f32>::new()))?;
+        let empty = |dims: &[usize]| t(dims, Vec::<f32>::new());
+        let row = g.constant(t(&[1], vec![3.0f32]))?;
+        let none = g.constant(empty(&[1, 0]))?;
+        let cases = [
+            (g.add(x, row)?, empty(&[HUGE, 0])),
+            (g.mul(row, x)?, empty(&[HUGE, 0])),
+            (g.sub(x, none)?, empty(&[HUGE, 0])),
+            (g.neg(x)?, empty(&[HUGE, 0])),
+            (g.square(x)?, empty(&[HUGE, 0])),
+            (g.identity(x)?, empty(&[HUGE, 0])),
+            (g.sum(x, Some(0), false)?, empty(&[0])),
+            (g.sum(x, Some(0), true)?, empty(&[1, 0])),
+            (g.sum(x, None, false)?, Tensor::scalar(0.0f32)),
+            (g.mean(x, Some(0), false)?, empty(&[0])),
+            (g.reshape(x, &[0, -1])?, empty(&[0, HUGE])),
+            (g.reshape(x, &[-1])?, empty(&[0])),
+            (g.fill(&[HUGE, 0], g.constant(1.0f32)?)?, empty(&[HUGE, 0])),
+            (
+                g.op("ZerosLike").input(x).build_output()?,
+                empty(&[HUGE, 0]),
+            ),
+        ];
+        for (out, want) in cases {
+            assert_eq!(eval1(&g, out)?, want, "{}", describe(&g.nodes(), out));
+        }
+        let cast = eval1(&g, g.cast(x, DType::I64)?)?;
+        assert_eq!((cast.dtype(), cast.dims()), (DType::I64, &[HUGE, 0][..]));
+        let mean = eval1(&g, g.mean(x, None, false)?)?;
+        assert!(mean.scalar_value::<f32>()?.is_nan());
+        // Summing the empty axis leaves 2^62 zeros: refused, naming the node.
+        for out in [g.sum(x, Some(1), false)?, g.mean(x, Some(-1), true)?] {
+            match eval1(&g, out) {
+                Err(ReferenceError::Op { node, .. }) => {
+                    assert_eq!(node, g.name_of(out.node));
+                }
+                other => panic!("expected an op error, got {other:?}"),
+            }
+        }
         Ok(())
     }
 
