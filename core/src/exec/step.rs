@@ -264,25 +264,36 @@ impl StepState {
     }
 }
 
+/// The name, op and device of plan node `task`, as its errors name them.
+#[cold]
+fn node_identity(plan: &ExecPlan, task: usize) -> (String, String, String) {
+    let node = &plan.nodes[task].node;
+    (
+        node.name.clone(),
+        node.op.to_string(),
+        plan.device_name(task),
+    )
+}
+
 /// A kernel's outputs that do not match its node's (count or dtypes).
 #[cold]
 fn bad_output(plan: &ExecPlan, task: usize, detail: String) -> SessionError {
-    let node = &plan.nodes[task].node;
+    let (node, op, device) = node_identity(plan, task);
     SessionError::BadKernelOutput {
-        node: node.name.clone(),
-        op: node.op.to_string(),
-        device: plan.device_name(task),
+        node,
+        op,
+        device,
         detail,
     }
 }
 
 #[cold]
 fn kernel_error(plan: &ExecPlan, task: usize, source: KernelError) -> SessionError {
-    let node = &plan.nodes[task].node;
+    let (node, op, device) = node_identity(plan, task);
     SessionError::Kernel {
-        node: node.name.clone(),
-        op: node.op.to_string(),
-        device: plan.device_name(task),
+        node,
+        op,
+        device,
         source: Box::new(source),
     }
 }
