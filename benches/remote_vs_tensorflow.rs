@@ -13,23 +13,19 @@
 //!
 //! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{arg, time_steps};
 
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
 use magpie::grpc::GrpcServer;
 use magpie::transport::TaskName;
 use magpie::{Graph, Output};
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Times `reps` steps fetching `y` on `target` and prints the workload's line.
-fn time_steps(
+fn measure(
     name: &str,
     tasks: usize,
     target: &str,
@@ -39,27 +35,15 @@ fn time_steps(
     warmup: usize,
 ) {
     let s = magpie::grpc::connect(target, g).expect("connect");
-    for _ in 0..warmup {
-        s.run(&[], &[y], &[]).expect("step");
-    }
     let mut check = 0.0f64;
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            let out = s.run(&[], &[y], &[]).expect("step");
-            let secs = t.elapsed().as_secs_f64();
-            check = f64::from(out[0].scalar_value::<f32>().expect("f32 scalar"));
-            secs
-        })
-        .collect();
+    let times = time_steps(warmup, reps, || {
+        let out = s.run(&[], &[y], &[]).expect("step");
+        check = f64::from(out[0].scalar_value::<f32>().expect("f32 scalar"));
+    });
     drop(s);
-    times.sort_by(f64::total_cmp);
     println!(
         "{{\"side\":\"magpie\",\"workload\":\"{name}\",\"tasks\":{tasks},\"client\":\"rust\",\
-         \"median_s\":{:e},\"min_s\":{:e},\"max_s\":{:e},\"check\":{check}}}",
-        times[times.len() / 2],
-        times[0],
-        times[times.len() - 1],
+         {times},\"check\":{check}}}"
     );
 }
 
@@ -74,7 +58,7 @@ fn remote_trivial(reps: usize, warmup: usize) {
         GrpcServer::start(&single, "worker", 0, &task_server_options(&task)).expect("server");
     let g = Graph::new();
     let y = g.neg(g.constant(1.0f32).expect("const")).expect("neg");
-    time_steps("remote_trivial", 1, &server.target(), &g, y, reps, warmup);
+    measure("remote_trivial", 1, &server.target(), &g, y, reps, warmup);
     server.stop(Duration::from_secs(1));
 }
 
@@ -89,7 +73,7 @@ fn three_tasks(reps: usize, warmup: usize) {
     let w1 = g.with_device("/job:worker/task:1").expect("scope");
     let y = w1.add(x, w).expect("add");
     let target = cluster.target("worker", 0).expect("target");
-    time_steps("three_tasks", 3, &target, &g, y, reps, warmup);
+    measure("three_tasks", 3, &target, &g, y, reps, warmup);
     cluster.stop(Duration::from_secs(1));
 }
 

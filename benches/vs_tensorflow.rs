@@ -14,8 +14,9 @@
 //! idle spin (`long`, the default, `short`, `off` or `S+Y` rounds). Run:
 //! `cargo bench --bench vs_tensorflow -- --workers 2 --reps 50`.
 
-use std::time::Instant;
+mod common;
 
+use common::{arg, time_steps};
 use magpie::{DType, Graph, Output, Session, Tensor};
 
 const N: usize = 10_000;
@@ -112,14 +113,6 @@ fn mlp() -> Workload {
     }
 }
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let workers = arg(&args, "--workers", 2);
@@ -135,33 +128,21 @@ fn main() {
         let s = Session::new(&w.graph, opts).expect("session");
         let feeds = [(w.feed, w.value.clone())];
         let mut check = 0.0f64;
-        for _ in 0..warmup {
-            s.run(&feeds, &[w.fetch], &[]).expect("step");
-        }
-        let mut times: Vec<f64> = (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                let out = s.run(&feeds, &[w.fetch], &[]).expect("step");
-                let secs = t.elapsed().as_secs_f64();
-                check = out[0]
-                    .to_vec::<f32>()
-                    .expect("f32")
-                    .iter()
-                    .map(|v| *v as f64)
-                    .sum();
-                secs
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
+        let times = time_steps(warmup, reps, || {
+            let out = s.run(&feeds, &[w.fetch], &[]).expect("step");
+            check = out[0]
+                .to_vec::<f32>()
+                .expect("f32")
+                .iter()
+                .map(|v| *v as f64)
+                .sum();
+        });
         println!(
-            "{{\"side\":\"magpie\",\"workload\":\"{}\",\"ops\":{},\"threads\":{},\
-             \"median_s\":{:e},\"min_s\":{:e},\"max_s\":{:e},\"check\":{}}}",
+            "{{\"side\":\"magpie\",\"workload\":\"{}\",\"ops\":{},\"threads\":{},{times},\
+             \"check\":{}}}",
             w.name,
             w.ops,
             workers + 1,
-            times[times.len() / 2],
-            times[0],
-            times[times.len() - 1],
             check
         );
     }
