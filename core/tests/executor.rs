@@ -630,35 +630,119 @@ fn eight_threads_times_a_thousand_runs_on_one_session() {
     }
 }
 
-#[cfg(unix)]
-fn process_cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass and reads nothing else.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+/// What `/proc` says of thread `tid` of this process: its state letter (`R` running or
+/// runnable, `S` asleep, ...), and its context switches so far (voluntary and not).
+#[cfg(target_os = "linux")]
+fn thread_activity(tid: i32) -> (char, u64) {
+    let dir = format!("/proc/self/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap();
+    // `pid (comm) state ...`: the name may hold spaces and parentheses.
+    let state = stat[stat.rfind(')').unwrap() + 1..]
+        .trim_start()
+        .chars()
+        .next()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap();
+    let switches = status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .map(|l| {
+            l.rsplit(char::is_whitespace)
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    (state, switches)
 }
 
-#[cfg(unix)]
+/// The ids of this process's threads named `name` (`/proc/self/task/*/comm`).
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
 #[test]
 fn a_slow_async_op_leaves_the_cpu_idle() {
+    // While a step waits on an async op, the pool's workers and the stepping thread go to
+    // sleep and stay asleep: every one of them is seen in state `S` with no context
+    // switch between many samples in a row. A worker that kept spinning (or woke up
+    // periodically) would be seen running or switching, however loaded the machine: no
+    // CPU time is measured, so other tests' threads do not count.
     setup();
     let g = Graph::new();
-    let slow = g.op("Sleep").attr("ms", 400i64).build_output().unwrap();
-    let s = session(&g, 2);
-    s.run(&[], &[g.constant(0.0f32).unwrap()], &[]).unwrap(); // warm up the workers
-    let before = process_cpu_time();
-    s.run(&[], &[slow], &[]).unwrap();
-    let used = process_cpu_time() - before;
-    // Other tests run in parallel threads of this process; allow for them generously,
-    // but spinning workers would burn ~800 ms here.
-    assert!(
-        used < Duration::from_millis(300),
-        "used {used:?} of CPU during a 400 ms sleep"
-    );
+    let gated = g
+        .with_name("idle_cpu_gate")
+        .op("Gate")
+        .build_output()
+        .unwrap();
+    let warm = g.constant(0.0f32).unwrap();
+    let pool = magpie_core::scheduler::ThreadPool::builder()
+        .num_workers(2)
+        .thread_name("idle-probe")
+        .build()
+        .unwrap();
+    let dev: Arc<dyn Device> = Arc::new(TestDevice(DeviceName::local("TEST", 0)));
+    let mut options = SessionOptions::with_devices(vec![dev]);
+    options.pool = Some(pool);
+    let s = Arc::new(Session::new(&g, options).unwrap());
+    s.run(&[], &[warm], &[]).unwrap(); // the workers have run something
+    let gate = Gate::of("idle_cpu_gate");
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let stepper = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions; it reads the calling thread's id.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            s.run(&[], &[gated], &[])
+        })
+    };
+    assert!(gate.wait(|s| s.started), "the gated op never started");
+    let mut watched = threads_named("idle-probe-0");
+    watched.extend(threads_named("idle-probe-1"));
+    assert_eq!(watched.len(), 2, "the pool's workers: {watched:?}");
+    watched.push(tid_rx.recv().unwrap());
+
+    // Sample every 5 ms until 20 samples in a row find every thread asleep and none of
+    // them switched since the previous sample (within the gate's hang guard: a worker
+    // that never sleeps fails here).
+    const QUIET_SAMPLES: usize = 20;
+    let sample = || {
+        watched
+            .iter()
+            .map(|&t| thread_activity(t))
+            .collect::<Vec<_>>()
+    };
+    let until = Instant::now() + GATE_HANG_GUARD;
+    let mut previous = sample();
+    let mut quiet = 0;
+    while quiet < QUIET_SAMPLES {
+        assert!(
+            Instant::now() < until,
+            "the threads never stayed asleep while the op was pending: {previous:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let now = sample();
+        let asleep = now.iter().all(|(state, _)| *state == 'S');
+        quiet = if asleep && now == previous {
+            quiet + 1
+        } else {
+            0
+        };
+        previous = now;
+    }
+    gate.open();
+    let out = stepper.join().unwrap().unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 1.0);
 }
 
 #[test]
