@@ -1,7 +1,8 @@
 //! Limits and hung peers against real `magpie server` processes.
 //!
-//! - A worker frozen with SIGSTOP fails the step with `DEADLINE_EXCEEDED` naming it,
-//!   reported by the master's step deadline (not the client's backstop); with short
+//! - A worker frozen with SIGSTOP (every thread of it stopped before the step starts)
+//!   fails the step with `DEADLINE_EXCEEDED` naming it, reported by the master's step
+//!   deadline (not the client's backstop); with short
 //!   keep-alive settings the master finds the frozen peer itself, long before the step's
 //!   deadline, and fails the step naming it.
 //! - The session, graph, extension, message, streamed-tensor, tensor-stream idle,
@@ -264,7 +265,7 @@ fn a_frozen_worker_fails_the_step_with_deadline_exceeded_naming_it() {
     let session = magpie::grpc::connect(&w0.target(), &g).unwrap();
     assert_eq!(scalar(&session.run(&[], &[z], &[]).unwrap()[0]), -4.0);
 
-    w1.signal(libc::SIGSTOP);
+    w1.freeze();
     let deadline = Duration::from_secs(2);
     let e = session
         .run_named(&[], &["z:0"], &[], Some(deadline))
@@ -703,7 +704,7 @@ fn with_short_keep_alives_a_frozen_worker_is_found_before_the_step_deadline() {
 
     // Frozen mid-cluster, the worker answers nothing, pings included. The step's deadline
     // is five minutes: only keep-alive can end the step before it.
-    w1.signal(libc::SIGSTOP);
+    w1.freeze();
     let deadline = Duration::from_secs(300);
     let e = session
         .run_named(&[], &["z:0"], &[], Some(deadline))

@@ -121,6 +121,34 @@ impl ServerProcess {
         assert_eq!(r, 0, "kill({pid}, {signal}) failed");
     }
 
+    /// Freezes it (SIGSTOP) and returns once every one of its threads has stopped, within
+    /// 30 s. `kill` returns before that: the stop reaches the other threads from the one
+    /// that takes the signal, and on a loaded machine that one may wait for a CPU while
+    /// the others still answer requests. `waitpid(WUNTRACED)` reports the process stopped
+    /// only when the whole group has.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut status = 0;
+            // SAFETY: `pid` is our own child, not yet reaped; `status` is a valid place for
+            // the result. WUNTRACED reports a stop (as well as an exit), WNOHANG returns 0
+            // while neither happened.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
+            if r == pid {
+                assert!(
+                    libc::WIFSTOPPED(status),
+                    "magpie server {pid} ended instead of stopping (status {status:#x})"
+                );
+                return;
+            }
+            assert_eq!(r, 0, "waitpid({pid}) failed");
+            assert!(Instant::now() < until, "magpie server {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Whether it still runs.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
