@@ -705,6 +705,23 @@ mod tests {
     }
 
     #[test]
+    fn a_charge_that_would_wrap_the_account_is_refused_under_the_largest_limit() {
+        // `--partial-run-bytes 18446744073709551615`: a sum past u64::MAX is still refused.
+        let kept = KeptBytes::new(u64::MAX);
+        let held = kept.charge(10, "a feed").unwrap();
+        let e = kept.charge(u64::MAX - 5, "outputs").unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(
+            e.message().contains("--partial-run-bytes"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(kept.in_use(), 10);
+        drop(held);
+        assert_eq!(kept.in_use(), 0);
+    }
+
+    #[test]
     fn runs_are_bounded_and_expire() {
         let (_, outs) = graph();
         let runs = PartialRuns::default();
