@@ -444,6 +444,8 @@ fn a_tensor_stream_idle_past_its_timeout_is_resource_exhausted_naming_the_flag()
     let (spec, server) = one_server("stream", &["--tensor-stream-idle-timeout-ms", "200"]);
     let e = runtime().block_on(async {
         let mut client = raw_client(&spec, 0).await;
+        // The task takes tensors only for sessions with a partition on it.
+        register_receiver(&mut client, "stalling").await;
         // The first of two chunks of an 8-byte tensor, then nothing: the stream stays
         // open and stalls.
         let first = proto::SendTensorChunk {

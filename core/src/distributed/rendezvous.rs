@@ -47,7 +47,9 @@
 //! Besides the bounds on unclaimed steps, every delivery is refused with
 //! [`RendezvousError::Limit`] (`ResourceExhausted`) if it would make one step hold more
 //! than [`RendezvousLimits::step_bytes`] or the task more than
-//! [`RendezvousLimits::task_bytes`] of tensors not yet received.
+//! [`RendezvousLimits::task_bytes`] of tensors not yet received. [`Rendezvous::admits`]
+//! makes every check of a delivery that needs only the tensor's size, so that a transport
+//! can refuse a tensor before it allocates it; it reserves nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -71,6 +73,13 @@ pub const ENDED_STEPS_KEPT: usize = 4096;
 /// Bytes an entry is counted for beyond its tensor's data and its edge name: the map
 /// slot, the key and the tensor's header (an estimate, so that empty tensors count too).
 pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// The bytes an entry of `data_bytes` of tensor data for `edge` is counted for.
+fn entry_bytes(data_bytes: usize, edge: &str) -> usize {
+    data_bytes
+        .saturating_add(edge.len())
+        .saturating_add(ENTRY_OVERHEAD_BYTES)
+}
 
 /// Bounds on the tensors a task keeps for steps it has not started (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +203,16 @@ enum Ended {
     /// Its unclaimed tensors passed this bound ([`Limit::RendezvousUnclaimedBytes`] or
     /// [`Limit::RendezvousUnclaimedTtl`]).
     Expired(Limit),
+}
+
+/// What a delivery for a key meets, once `Rendezvous::admit` let it in.
+enum Admission {
+    /// The step ended here: the tensor is dropped.
+    Ended,
+    /// A receiver waits for the key: the tensor goes to it, uncounted.
+    Waiting,
+    /// Nothing yet: the tensor is kept, counted against the limits.
+    New,
 }
 
 #[derive(Default)]
@@ -494,38 +513,107 @@ impl Rendezvous {
         key: RendezvousKey,
         tensor: Tensor,
     ) -> Result<(), RendezvousError> {
+        let step = key.step_id;
+        let k = (key.step_id, key.edge);
+        let bytes = entry_bytes(tensor.size_in_bytes(), &k.1);
         let mut g = self.inner.lock();
         let now = Instant::now();
         g.expire_old(now, self.limits.unclaimed_ttl);
-        if g.ended.contains_key(&key.step_id) {
-            return Ok(()); // a late delivery for a finished step: dropped
+        match self.admit(&mut g, session, &k, bytes)? {
+            Admission::Ended => return Ok(()), // a late delivery for a finished step: dropped
+            Admission::Waiting => {
+                if let Some(Entry::Waiting(tx)) = g.entries.remove(&k) {
+                    let _ = tx.send(tensor); // a receiver that gave up drops it
+                }
+                return Ok(());
+            }
+            Admission::New => {}
         }
-        let step = key.step_id;
+        if !g.active.contains_key(&step) {
+            if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
+                return Err(self.refuse_unclaimed(&mut g, step, &k.1, bytes));
+            }
+            let unclaimed = g.unclaimed.entry(step).or_insert_with(|| Unclaimed {
+                since: now,
+                bytes: 0,
+                session: Arc::from(session),
+            });
+            let first = unclaimed.bytes == 0 && unclaimed.since == now;
+            unclaimed.bytes += bytes;
+            g.unclaimed_bytes += bytes;
+            if first {
+                g.unclaimed_order.push_back((step, now));
+            }
+        }
+        g.bytes += bytes;
+        *g.step_bytes.entry(step).or_insert(0) += bytes;
+        g.entries.insert(k, Entry::Ready(tensor, bytes));
+        Ok(())
+    }
+
+    /// Whether a tensor of `data_bytes` bytes for `edge` of `step_id`, delivered for
+    /// `session`, would be let in now: the checks of [`Rendezvous::deliver`] that need
+    /// only its size, made before the tensor exists (a transport calls it with the size a
+    /// stream announces, before it allocates the destination). Nothing is reserved:
+    /// `deliver` checks again. A step ended here passes (its tensor will be dropped).
+    ///
+    /// # Errors
+    ///
+    /// As [`Rendezvous::deliver`]: [`RendezvousError::WrongSession`],
+    /// [`RendezvousError::Duplicate`], [`RendezvousError::Limit`] for
+    /// [`RendezvousLimits::step_bytes`] or [`RendezvousLimits::task_bytes`], and
+    /// [`RendezvousError::Expired`] (the step is then dropped here, as `deliver` would)
+    /// for a tensor of a step not started here that alone exceeds
+    /// [`RendezvousLimits::unclaimed_bytes`].
+    pub fn admits(
+        &self,
+        session: &str,
+        step_id: StepId,
+        edge: &str,
+        data_bytes: usize,
+    ) -> Result<(), RendezvousError> {
+        let k = (step_id, edge.to_string());
+        let bytes = entry_bytes(data_bytes, edge);
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        if let Admission::New = self.admit(&mut g, session, &k, bytes)? {
+            if !g.active.contains_key(&step_id) && bytes > self.limits.unclaimed_bytes {
+                return Err(self.refuse_unclaimed(&mut g, step_id, edge, bytes));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of a delivery of an entry of `bytes` for key `k` that the tensor
+    /// itself is not needed for: the step's session, a duplicate, and the limits on
+    /// pending bytes per step and per task.
+    fn admit(
+        &self,
+        g: &mut Inner,
+        session: &str,
+        k: &(StepId, String),
+        bytes: usize,
+    ) -> Result<Admission, RendezvousError> {
+        let step = k.0;
+        if g.ended.contains_key(&step) {
+            return Ok(Admission::Ended);
+        }
         if g.owner(step).is_some_and(|o| &**o != session) {
             return Err(RendezvousError::WrongSession {
                 step_id: step,
                 session: session.to_string(),
             });
         }
-        let k = (key.step_id, key.edge);
-        match g.entries.remove(&k) {
-            Some(Entry::Waiting(tx)) => {
-                let _ = tx.send(tensor); // a receiver that gave up drops it
-                return Ok(());
-            }
-            Some(ready @ Entry::Ready(..)) => {
-                g.entries.insert(k.clone(), ready);
+        match g.entries.get(k) {
+            Some(Entry::Waiting(_)) => return Ok(Admission::Waiting),
+            Some(Entry::Ready(..)) => {
                 return Err(RendezvousError::Duplicate {
                     what: "send",
                     key: format!("step {} edge {}", k.0, k.1),
-                });
+                })
             }
             None => {}
         }
-        let bytes = tensor
-            .size_in_bytes()
-            .saturating_add(k.1.len())
-            .saturating_add(ENTRY_OVERHEAD_BYTES);
         let held = g.step_bytes.get(&step).copied().unwrap_or(0);
         if held.saturating_add(bytes) > self.limits.step_bytes {
             return Err(LimitExceeded::new(
@@ -551,35 +639,28 @@ impl Rendezvous {
             )
             .into());
         }
-        if !g.active.contains_key(&step) {
-            if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
-                g.expire(step, Limit::RendezvousUnclaimedBytes);
-                return Err(RendezvousError::Expired {
-                    step_id: step,
-                    detail: LimitExceeded::new(
-                        Limit::RendezvousUnclaimedBytes,
-                        self.limits.unclaimed_bytes,
-                        format!("a tensor of {bytes} bytes came for edge {:?}", k.1),
-                    )
-                    .to_string(),
-                });
-            }
-            let unclaimed = g.unclaimed.entry(step).or_insert_with(|| Unclaimed {
-                since: now,
-                bytes: 0,
-                session: Arc::from(session),
-            });
-            let first = unclaimed.bytes == 0 && unclaimed.since == now;
-            unclaimed.bytes += bytes;
-            g.unclaimed_bytes += bytes;
-            if first {
-                g.unclaimed_order.push_back((step, now));
-            }
+        Ok(Admission::New)
+    }
+
+    /// Drops `step` (not started here) under [`RendezvousLimits::unclaimed_bytes`], as no
+    /// room was found for an entry of `bytes` for `edge`; the error that says so.
+    fn refuse_unclaimed(
+        &self,
+        g: &mut Inner,
+        step: StepId,
+        edge: &str,
+        bytes: usize,
+    ) -> RendezvousError {
+        g.expire(step, Limit::RendezvousUnclaimedBytes);
+        RendezvousError::Expired {
+            step_id: step,
+            detail: LimitExceeded::new(
+                Limit::RendezvousUnclaimedBytes,
+                self.limits.unclaimed_bytes,
+                format!("a tensor of {bytes} bytes came for edge {edge:?}"),
+            )
+            .to_string(),
         }
-        g.bytes += bytes;
-        *g.step_bytes.entry(step).or_insert(0) += bytes;
-        g.entries.insert(k, Entry::Ready(tensor, bytes));
-        Ok(())
     }
 
     /// Waits for the tensor of `key`. The future holds no thread while it waits.
@@ -861,6 +942,67 @@ mod tests {
             .unwrap();
         let _step = r.begin_step(StepId::from(41u64), "victim").unwrap();
         assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn admits_refuses_by_announced_size_what_deliver_would_and_keeps_nothing() {
+        let limits = RendezvousLimits {
+            unclaimed_ttl: Duration::from_secs(3600),
+            unclaimed_bytes: 2000,
+            step_bytes: 3000,
+            task_bytes: 4000,
+        };
+        let r = Rendezvous::with_limits(limits);
+        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
+                                                                        // A step not started: an announced tensor that alone passes the bound on unclaimed
+                                                                        // bytes is refused, and the step dropped here, as its delivery would be.
+        let e = r.admits("s", StepId::from(60u64), "e", 2500).unwrap_err();
+        assert!(
+            matches!(e, RendezvousError::Expired { step_id, .. } if step_id == StepId::from(60u64)),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("--rendezvous-unclaimed-bytes"),
+            "{e}"
+        );
+        assert!(matches!(
+            r.begin_step(StepId::from(60u64), "s"),
+            Err(RendezvousError::Expired { .. })
+        ));
+        // One that fits is admitted, and nothing is kept or reserved for it.
+        r.admits("s", StepId::from(61u64), "e", 1024).unwrap();
+        assert_eq!((r.pending(), r.pending_bytes()), (0, 0));
+        // A step bound to a session refuses another's, before any tensor exists.
+        r.deliver("s", key(61, "a"), t()).unwrap();
+        let e = r
+            .admits("intruder", StepId::from(61u64), "b", 4)
+            .unwrap_err();
+        assert!(matches!(e, RendezvousError::WrongSession { .. }), "{e}");
+        assert_eq!(e.code(), Code::PermissionDenied);
+        // A second tensor for a key already delivered.
+        let e = r.admits("s", StepId::from(61u64), "a", 4).unwrap_err();
+        assert!(matches!(e, RendezvousError::Duplicate { .. }), "{e}");
+        // The per-step and per-task limits, counted as deliver counts (data, edge name,
+        // overhead): step 62 runs and holds 1,153 bytes, the task 2,306.
+        let _running = r.begin_step(StepId::from(62u64), "s").unwrap();
+        r.deliver("s", key(62, "a"), t()).unwrap();
+        let e = r.admits("s", StepId::from(62u64), "b", 2000).unwrap_err();
+        assert!(e.to_string().contains("--rendezvous-step-bytes"), "{e}");
+        r.admits("s", StepId::from(62u64), "b", 512).unwrap();
+        let e = r.admits("s", StepId::from(63u64), "a", 2000).unwrap_err();
+        assert!(e.to_string().contains("--rendezvous-task-bytes"), "{e}");
+        // A waiting receiver takes any size (its tensor is never kept), and a step that
+        // ended drops what comes: both pass.
+        let waiting = r.recv(key(62, "w"));
+        r.admits("s", StepId::from(62u64), "w", 1 << 40).unwrap();
+        drop(waiting);
+        r.end_step(StepId::from(64u64));
+        r.admits("s", StepId::from(64u64), "e", 1 << 40).unwrap();
+        // An announced size past the address space counts as the largest.
+        let e = r
+            .admits("s", StepId::from(62u64), "c", usize::MAX)
+            .unwrap_err();
+        assert!(e.to_string().contains("--rendezvous-step-bytes"), "{e}");
     }
 
     #[test]

@@ -912,6 +912,29 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether a tensor of `data_bytes` bytes for `key`, delivered for `session`, would
+    /// be taken now ([`Rendezvous::admits`]): a transport asks before it allocates the
+    /// tensor it is about to receive, so that a stream for a session or step it would
+    /// refuse holds no memory. [`Worker::deliver`] checks everything again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::deliver`].
+    pub fn admits(
+        &self,
+        session: &str,
+        key: &RendezvousKey,
+        data_bytes: usize,
+    ) -> Result<(), WorkerError> {
+        self.check_session(session)?;
+        self.rendezvous
+            .admits(session, key.step_id, &key.edge, data_bytes)
+            .map_err(|source| WorkerError::Rendezvous {
+                task: self.task.to_string(),
+                source,
+            })
+    }
+
     /// Delivers a tensor pushed by another task's `_Send` for a step of `session`.
     ///
     /// # Errors

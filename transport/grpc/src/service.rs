@@ -285,6 +285,21 @@ impl proto::worker_service_server::WorkerService for WorkerService {
                 format!("a tensor of {total} bytes for edge {:?}", first.edge),
             ));
         }
+        let key = RendezvousKey {
+            step_id,
+            edge: first.edge.clone(),
+        };
+        // Before anything is allocated: a tensor the worker would refuse (a session with
+        // no partition here, another session's step, a rendezvous limit it passes) is
+        // refused now, so that such a stream holds no memory while it runs.
+        self.server
+            .worker()
+            .admits(
+                &first.session,
+                &key,
+                usize::try_from(total).unwrap_or(usize::MAX),
+            )
+            .map_err(worker_to_status)?;
         let idle = self.options.tensor_stream_idle_timeout;
         // The destination is allocated once, from the announced dtype, dims and length;
         // every chunk is copied straight into place.
@@ -316,14 +331,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         self.metrics.received(&first.source, total);
         self.server
             .worker()
-            .deliver(
-                &first.session,
-                RendezvousKey {
-                    step_id,
-                    edge: first.edge,
-                },
-                tensor,
-            )
+            .deliver(&first.session, key, tensor)
             .map_err(worker_to_status)?;
         Ok(Response::new(proto::SendTensorResponse {}))
     }
