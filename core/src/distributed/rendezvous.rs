@@ -312,14 +312,24 @@ impl Inner {
         }
     }
 
+    /// Whether `bytes` more unclaimed bytes stay within `limit`. The sum is checked: under
+    /// a limit near `usize::MAX` (the flag takes any u64) it could wrap, and a sum past
+    /// the address space passes every limit.
+    fn unclaimed_fit(&self, bytes: usize, limit: usize) -> bool {
+        self.unclaimed_bytes
+            .checked_add(bytes)
+            .is_some_and(|sum| sum <= limit)
+    }
+
     /// Makes room for `bytes` more unclaimed bytes, expiring the oldest unclaimed steps
-    /// other than `keep`; false if `bytes` alone exceeds `limit`.
+    /// other than `keep`; false if `bytes` alone exceeds `limit`, or if `keep`'s own bytes
+    /// and `bytes` do.
     fn make_room(&mut self, bytes: usize, limit: usize, keep: StepId) -> bool {
         if bytes > limit {
             return false;
         }
         let mut skipped = VecDeque::new();
-        while self.unclaimed_bytes + bytes > limit {
+        while !self.unclaimed_fit(bytes, limit) {
             let Some((step, since)) = self.unclaimed_order.pop_front() else {
                 break;
             };
@@ -336,7 +346,7 @@ impl Inner {
         while let Some(k) = skipped.pop_back() {
             self.unclaimed_order.push_front(k);
         }
-        self.unclaimed_bytes + bytes <= limit
+        self.unclaimed_fit(bytes, limit)
     }
 }
 
@@ -1003,6 +1013,50 @@ mod tests {
             .admits("s", StepId::from(62u64), "c", usize::MAX)
             .unwrap_err();
         assert!(e.to_string().contains("--rendezvous-step-bytes"), "{e}");
+    }
+
+    #[test]
+    fn make_room_near_usize_max_neither_wraps_nor_panics() {
+        // No tensor is this large, so the state is made by hand: an unclaimed step of
+        // `usize::MAX - 10` bytes under a limit of `usize::MAX` (the flag's largest value),
+        // and room asked for 100 bytes more, whose sum wraps.
+        let since = Instant::now();
+        let big = StepId::from(70u64);
+        let other = StepId::from(71u64);
+        let held = usize::MAX - 10;
+        let with_big_step = || {
+            let mut g = Inner::default();
+            g.unclaimed.insert(
+                big,
+                Unclaimed {
+                    since,
+                    bytes: held,
+                    session: Arc::from("s"),
+                },
+            );
+            g.unclaimed_bytes = held;
+            g.unclaimed_order.push_back((big, since));
+            g
+        };
+        // Kept (it is the step asking): no room, and nothing dropped.
+        let mut g = with_big_step();
+        assert!(!g.make_room(100, usize::MAX, big));
+        assert_eq!(g.unclaimed_bytes, held);
+        assert!(g.unclaimed.contains_key(&big));
+        assert_eq!(g.unclaimed_order.len(), 1, "the kept step stays in line");
+        assert!(!g.ended.contains_key(&big));
+        // For another step: the big one is dropped (expired), which makes room.
+        let mut g = with_big_step();
+        assert!(g.make_room(100, usize::MAX, other));
+        assert_eq!(g.unclaimed_bytes, 0);
+        assert!(matches!(
+            g.ended.get(&big),
+            Some(Ended::Expired(Limit::RendezvousUnclaimedBytes))
+        ));
+        // At exactly the limit it fits, and one byte more does not.
+        let mut g = with_big_step();
+        assert!(g.make_room(10, usize::MAX, big));
+        assert!(!g.make_room(11, usize::MAX, big));
     }
 
     #[test]
