@@ -23,9 +23,10 @@
 //! 2. The handle's `Drop` sets the registry's `terminate` flag (`SeqCst`), then wakes
 //!    every sleeper ([`Registry::terminate`](super::registry::Registry)).
 //! 3. A worker checks `terminate` whenever it finds no work: before parking and, after
-//!    announcing itself as a sleeper, in the parking re-check. The flag is stored before the
-//!    waker locks the idle list, and the sleeper announces itself under that lock before it
-//!    re-checks, so a worker either sees the flag or is on the list that gets woken.
+//!    announcing itself as a sleeper, in the parking re-check. The flag is stored before
+//!    `wake_all`'s `SeqCst` fence, and the sleeper announces itself before its own fence
+//!    and re-check (Dekker's pattern, see [`sleep`](super::sleep)), so a worker either
+//!    sees the flag or is announced when `wake_all` looks, and is woken.
 //! 4. A worker that sees `terminate` with no work left leaves its loop and drops its
 //!    registry reference and its deque.
 //! 5. `Drop` joins every worker thread. If the last handle is dropped *on* a worker (a
