@@ -21,7 +21,6 @@
 //!
 //! It prints wall-clock ns per iteration, which mean something only on a quiet machine.
 
-use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,7 +79,7 @@ fn main() {
         }
         let start = Instant::now();
         for _ in 0..iters {
-            black_box(once());
+            once();
         }
         let ns = start.elapsed().as_nanos() as f64 / f64::from(iters);
         println!("{name}: {ns:.0} ns/iter ({iters} iters, {workers} workers, idle spin {spin})");

@@ -47,7 +47,7 @@
 //! 5. end the sleep: swap the state to `AWAKE` (clearing `NOTIFIED`); if the old phase was
 //!    not `AWAKE` (nobody claimed this sleep: re-check, deadline, `unpark`), decrement
 //!    `sleepers`; then `fence(SeqCst)`.
-
+//!
 //! Pushing a job (to the injector always, to a worker's deque when it was empty,
 //! [`notify_one`](Sleep::notify_one)):
 //! 1. push the job;
