@@ -281,11 +281,10 @@ impl Sleep {
     /// (and so woke the worker).
     fn claim(&self, index: usize) -> bool {
         let bed = &self.beds[index];
-        let mut state = bed.state.load(Ordering::Relaxed);
+        // No load first: the compare-exchange reads the current state either way, and a
+        // pusher that finds sleepers most often finds one `BLOCKED`.
+        let mut state = BLOCKED;
         loop {
-            if state & NOTIFIED != 0 || state & PHASE == AWAKE {
-                return false;
-            }
             // `AcqRel`: `Release` publishes the pushed job to the worker's step-5 swap;
             // `Acquire` orders our decrement after the worker's increment.
             match bed.state.compare_exchange(
@@ -301,6 +300,7 @@ impl Sleep {
                     }
                     return true;
                 }
+                Err(now) if now & NOTIFIED != 0 || now & PHASE == AWAKE => return false,
                 Err(now) => state = now,
             }
         }
