@@ -29,7 +29,8 @@
 //!
 //! and `NOTIFIED`, set by whoever wakes the worker and cleared only by the worker when its
 //! sleep ends. Beside the beds, `sleepers` counts the workers whose phase is `SLEEPY` or
-//! `BLOCKED` (a filter: pushers look at the beds only when it is non-zero), and
+//! `BLOCKED` (up to the moment between a change of phase and the matching change of the
+//! count; a filter: pushers look at the beds only when it is non-zero), and
 //! `searching` counts the idle workers that look for work before they park, so that at
 //! most the pool's cap of them spin at once ([`start_search`](Sleep::start_search)); it is
 //! a heuristic, not part of the protocol.
@@ -118,7 +119,8 @@
 //!
 //! Pushers claim the lowest-indexed sleeper, which keeps the set of busy workers small and
 //! their caches warm. A claim of a worker still re-checking (`SLEEPY`) costs one
-//! compare-exchange and no system call: that worker simply does not block. Beds are
+//! compare-exchange and no system call: that worker simply does not block. A claim's first
+//! compare-exchange guesses `BLOCKED` instead of loading the state first. Beds are
 //! `parking_lot` mutex + condvar pairs (futexes on Linux). Unlike rayon-core's sleep
 //! module, there is no jobs-event counter: each bed's compare-exchanged state tells a
 //! sleeper that a waker came, and tells a waker which sleeper to signal.
