@@ -45,7 +45,8 @@
 //! - `job.rs`: what the deques hold, and the lifetime protocol behind their raw pointers.
 //! - `helper.rs`: an outside caller of `execute` runs its own run's work before it blocks.
 //! - `worker.rs`: the worker loop, stealing, nested waits, the shutdown protocol.
-//! - `sleep.rs`: the parking protocol (no lost wake-ups) and the cap on searching workers;
+//! - `sleep.rs`: the parking protocol (no lost wake-ups, no lock shared by the workers) and
+//!   the cap on searching workers;
 //!   `idle_spin.rs`: [`IdleSpin`], how long idle workers search and how many at once.
 //! - `latch.rs`: what `execute` blocks on.
 //! - `async_task.rs`: driving futures without holding a worker.

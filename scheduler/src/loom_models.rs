@@ -14,7 +14,9 @@
 //!   also when the job is for one steal group's members only (`notify_one_of`), and with
 //!   a cap on searching workers (a worker that may not search sleeps at once; two
 //!   workers capped to one searcher take both of two jobs, each holding its job until
-//!   the other has one);
+//!   the other has one), when a wake by index (a nested run's latch) races a push, when
+//!   a push must pass over a sleeper already woken by index, and at shutdown; and the
+//!   count of announced sleepers returns to zero every time;
 //! - the pending counters of [`run`](super::run): of two predecessors finishing at once,
 //!   exactly one makes the task ready, and the task sees both predecessors' writes;
 //! - run completion: the outstanding counter reaches zero exactly once, and the thread
@@ -74,6 +76,7 @@ fn a_job_pushed_while_a_worker_goes_to_sleep_is_not_missed() {
             sleep.sleep(0, || jobs.has_work(), None);
         }
         pusher.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
     });
 }
 
@@ -94,6 +97,7 @@ fn a_group_job_pushed_while_a_member_goes_to_sleep_is_not_missed() {
             sleep.sleep(0, || jobs.has_work(), None);
         }
         pusher.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
     });
 }
 
@@ -132,6 +136,7 @@ fn two_sleepers_and_two_jobs_both_get_run() {
             w.join().unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 2);
+        assert_eq!(sleep.sleepers(), 0);
     });
 }
 
@@ -167,6 +172,7 @@ fn a_job_pushed_while_the_only_searcher_gives_up_is_not_missed() {
         };
         while !idle_step(&sleep, &jobs, 0, 1) {}
         pusher.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
     });
 }
 
@@ -203,6 +209,106 @@ fn two_workers_capped_to_one_searcher_take_both_jobs() {
             w.join().unwrap();
         }
         assert!(!jobs.has_work());
+        assert_eq!(sleep.sleepers(), 0);
+    });
+}
+
+#[test]
+fn a_wake_by_index_racing_a_push_loses_neither() {
+    loom::model(|| {
+        // Worker 0 waits in a nested run: it takes jobs, and returns once its run's latch
+        // is set (`unpark` by index) and it took the job (a push claiming a sleeper). The
+        // two wakers race each other and the worker's sleeps; if either wake-up were
+        // lost, or the claim and the unpark both ended the same sleep's count, the model
+        // deadlocks or the count is off.
+        let sleep = Arc::new(Sleep::new(1));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let latch = Arc::new(AtomicBool::new(false));
+        let pusher = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                jobs.push();
+                sleep.notify_one();
+            })
+        };
+        let setter = {
+            let (sleep, latch) = (Arc::clone(&sleep), Arc::clone(&latch));
+            thread::spawn(move || {
+                latch.store(true, Ordering::Release);
+                sleep.unpark(0);
+            })
+        };
+        let mut took = false;
+        loop {
+            took |= jobs.take();
+            if took && latch.load(Ordering::Acquire) {
+                break;
+            }
+            sleep.sleep(
+                0,
+                || jobs.has_work() || (took && latch.load(Ordering::Acquire)),
+                None,
+            );
+        }
+        pusher.join().unwrap();
+        setter.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
+    });
+}
+
+#[test]
+fn a_push_claims_the_sleeper_that_can_take_its_job() {
+    loom::model(|| {
+        // Two sleepers; worker 1 is also woken by index (its latch), and only worker 0
+        // waits for the job. The push must not spend its wake-up on worker 1, nor the
+        // unpark and the claim count worker 1's sleep twice.
+        let sleep = Arc::new(Sleep::new(2));
+        let jobs = Arc::new(Jobs(AtomicUsize::new(0)));
+        let latch = Arc::new(AtomicBool::new(false));
+        let nested = {
+            let (sleep, latch) = (Arc::clone(&sleep), Arc::clone(&latch));
+            thread::spawn(move || {
+                while !latch.load(Ordering::Acquire) {
+                    sleep.sleep(1, || latch.load(Ordering::Acquire), None);
+                }
+            })
+        };
+        let worker = {
+            let (sleep, jobs) = (Arc::clone(&sleep), Arc::clone(&jobs));
+            thread::spawn(move || {
+                while !jobs.take() {
+                    sleep.sleep(0, || jobs.has_work(), None);
+                }
+            })
+        };
+        latch.store(true, Ordering::Release);
+        sleep.unpark(1);
+        jobs.push();
+        sleep.notify_one();
+        nested.join().unwrap();
+        worker.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
+    });
+}
+
+#[test]
+fn shutdown_racing_a_worker_going_to_sleep_wakes_it() {
+    loom::model(|| {
+        let sleep = Arc::new(Sleep::new(1));
+        let terminate = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (sleep, terminate) = (Arc::clone(&sleep), Arc::clone(&terminate));
+            thread::spawn(move || {
+                while !terminate.load(Ordering::SeqCst) {
+                    sleep.sleep(0, || terminate.load(Ordering::SeqCst), None);
+                }
+            })
+        };
+        // `Registry::terminate`.
+        terminate.store(true, Ordering::SeqCst);
+        sleep.wake_all();
+        worker.join().unwrap();
+        assert_eq!(sleep.sleepers(), 0);
     });
 }
 

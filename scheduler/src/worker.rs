@@ -23,9 +23,10 @@
 //! 2. The handle's `Drop` sets the registry's `terminate` flag (`SeqCst`), then wakes
 //!    every sleeper ([`Registry::terminate`](super::registry::Registry)).
 //! 3. A worker checks `terminate` whenever it finds no work: before parking and, after
-//!    announcing itself as a sleeper, in the parking re-check. The flag is stored before the
-//!    waker locks the idle list, and the sleeper announces itself under that lock before it
-//!    re-checks, so a worker either sees the flag or is on the list that gets woken.
+//!    announcing itself as a sleeper, in the parking re-check. The flag is stored before
+//!    `wake_all`'s `SeqCst` fence, and the sleeper announces itself before its own fence
+//!    and re-check (Dekker's pattern, see [`sleep`](super::sleep)), so a worker either
+//!    sees the flag or is announced when `wake_all` looks, and is woken.
 //! 4. A worker that sees `terminate` with no work left leaves its loop and drops its
 //!    registry reference and its deque.
 //! 5. `Drop` joins every worker thread. If the last handle is dropped *on* a worker (a
@@ -441,8 +442,8 @@ impl WorkerCtx {
 
     /// Looks for work for a while (if the pool's [`IdleSpin`](super::IdleSpin) lets it
     /// search now), then parks until woken, `stop` holds, or `deadline`. Returns a job if
-    /// one was found on the way. A worker that may not search (the cap is reached) goes
-    /// to sleep at once.
+    /// one was found on the way or right after waking. A worker that may not search (the
+    /// cap is reached) goes to sleep at once.
     fn idle(&self, stop: &dyn Fn() -> bool, deadline: Option<Instant>) -> Option<Job> {
         self.flush_debt();
         let registry = &self.registry;
@@ -462,11 +463,18 @@ impl WorkerCtx {
             || registry.has_work_for(self.index) || stop(),
             deadline,
         );
-        if parked && registry.has_work_for(self.index) {
-            // Pass the baton: there may be more work than this worker can take.
+        if !parked || stop() {
+            return None;
+        }
+        // Woken: take a job at once, and pass the baton if more is left than this worker
+        // took (pushes onto a non-empty deque wake nobody, so a burst of jobs spreads
+        // through woken workers waking the next). Checking before the take would wake a
+        // second worker for the one job this worker is about to run.
+        let job = self.find_work();
+        if job.is_some() && registry.has_work_for(self.index) {
             sleep.notify_one();
         }
-        None
+        job
     }
 
     /// `spin` rounds of a steal attempt and a short pause, then `yields` rounds of a steal
