@@ -200,6 +200,17 @@ pub(crate) const INLINE_PROBE_MAX_MICROS: u32 = 20 * INLINE_MAX_MICROS;
 /// probes an inline step.
 pub(crate) const INLINE_PROBE_EVERY: u32 = 16;
 
+/// Whether an eligible plan's next async step runs inline, given its latest step's time
+/// (`recent`, µs) and its count of pool steps since the last probe (advanced here): see
+/// [`ExecPlan::runs_inline`].
+fn inline_next(recent: u32, pool_steps: &AtomicU32) -> bool {
+    if recent <= INLINE_MAX_MICROS {
+        return true;
+    }
+    recent <= INLINE_PROBE_MAX_MICROS
+        && pool_steps.fetch_add(1, Ordering::Relaxed) % INLINE_PROBE_EVERY == INLINE_PROBE_EVERY - 1
+}
+
 /// A spawned step's run ([`ThreadPool::spawn_run`](crate::scheduler::ThreadPool::spawn_run))
 /// keeps its plan alive, and with it the plan's topology.
 impl AsRef<Topology> for ExecPlan {
@@ -438,16 +449,8 @@ impl ExecPlan {
     /// a step whose inputs grew may hold the awaiting thread once, for the length of
     /// that one step.
     pub(crate) fn runs_inline(&self) -> bool {
-        if !self.inline_eligible {
-            return false;
-        }
-        let recent = self.recent_micros.load(Ordering::Relaxed);
-        if recent <= INLINE_MAX_MICROS {
-            return true;
-        }
-        recent <= INLINE_PROBE_MAX_MICROS
-            && self.pool_steps.fetch_add(1, Ordering::Relaxed) % INLINE_PROBE_EVERY
-                == INLINE_PROBE_EVERY - 1
+        self.inline_eligible
+            && inline_next(self.recent_micros.load(Ordering::Relaxed), &self.pool_steps)
     }
 
     /// Records how long an async step of this plan ran (failed ones too).
@@ -730,5 +733,30 @@ fn defer_memory_heavy(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_steps_run_inline_and_slow_pool_steps_probe_one_in_sixteen() {
+        let count = AtomicU32::new(0);
+        // Short (or not yet measured) steps: always inline, the counter untouched.
+        assert!((0..100).all(|_| inline_next(0, &count)));
+        assert!((0..100).all(|_| inline_next(INLINE_MAX_MICROS, &count)));
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        // Pool steps a little too long (maybe only their hand-offs): one in 16 probes.
+        let probes = (0..160)
+            .filter(|_| inline_next(INLINE_MAX_MICROS + 1, &count))
+            .count();
+        assert_eq!(probes, 10);
+        let probes = (0..160)
+            .filter(|_| inline_next(INLINE_PROBE_MAX_MICROS, &count))
+            .count();
+        assert_eq!(probes, 10);
+        // Long steps never hold the awaiting thread.
+        assert!(!(0..160).any(|_| inline_next(INLINE_PROBE_MAX_MICROS + 1, &count)));
     }
 }
