@@ -627,7 +627,7 @@ impl Session {
                     state: Arc::clone(&step.state),
                 };
                 let began = Instant::now();
-                let result = pool.execute(&step.plan.topology, &body, &step.control);
+                let result = pool.execute_on_caller(&step.plan.topology, &body, &step.control);
                 drop(body);
                 step.plan.note_step_time(began.elapsed());
                 result

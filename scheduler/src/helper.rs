@@ -13,8 +13,10 @@
 //!   and no cache handed over; a fan-out is shared with the workers, which steal from the
 //!   helper's deque.
 //! - **Work conservation.** The helper's deque is a deque of the pool like any worker's:
-//!   workers steal from it, a push onto it while it is empty wakes a sleeper, and the
-//!   parking protocol's re-check sees it. A root range or pick count is split whenever the
+//!   workers steal from it, a push onto it while it is empty wakes a sleeper (unless the
+//!   helper is quiet: [`ThreadPool::execute_on_caller`](super::ThreadPool::execute_on_caller),
+//!   whose caller runs everything it pushed itself), and the parking protocol's re-check
+//!   sees it. A root range or pick count is split whenever the
 //!   helper's deque is empty, so idle workers find half of what remains.
 //! - **Everything else as for workers.** Tasks run through the same code as on a worker:
 //!   panics are caught, the lifetime protocol of [`job`](super::job) holds (the helper
@@ -52,21 +54,28 @@ pub(crate) struct Helper {
 /// jobs it left in its own deque, until that is empty or `deadline` passes. Returns the
 /// borrowed deque, which may still hold jobs of the run for the workers to steal, or
 /// gives `first` back if no helper deque was free (the caller then injects it).
+///
+/// A `quiet` helper wakes no sleeping worker for the jobs it pushes (it runs them all
+/// itself unless an awake worker steals one first): for a run too short to be worth a
+/// wake-up ([`ThreadPool::execute_on_caller`](super::ThreadPool::execute_on_caller)).
 pub(crate) fn help(
     registry: &Arc<Registry>,
     first: Job,
     deadline: Option<Instant>,
+    quiet: bool,
 ) -> Result<Helper, Job> {
     let Some(local) = registry.claim_helper() else {
         return Err(first);
     };
     let ctx = WorkerCtx::new(Arc::clone(registry), registry.num_workers(), local);
+    ctx.set_quiet(quiet);
     let intra = super::parallel::enter(&ctx);
     ctx.execute(first);
     while let Some(job) = ctx.pop_local() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             // Leave the rest to the workers (a job pushed without a wake-up may be
             // there: wake one), and let the caller fail the run.
+            ctx.set_quiet(false);
             ctx.push(job);
             registry.sleep().notify_one();
             break;

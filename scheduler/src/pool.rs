@@ -335,6 +335,41 @@ impl ThreadPool {
         body: &B,
         control: &RunControl,
     ) -> Result<(), RunError<B::Error>> {
+        self.execute_with(topology, body, control, false)
+    }
+
+    /// [`execute`](Self::execute) for a run too short to be worth waking a worker: an
+    /// outside caller runs the run's tasks itself and wakes no sleeping worker for the
+    /// tasks it queues (a worker that is awake anyway may still steal one). A waiting
+    /// caller is never left with work nobody runs: the caller runs its own queue until
+    /// it is empty, and once the deadline passes it wakes a worker for what is left, as
+    /// `execute` does. If no helper slot is free, or the caller is a worker of this
+    /// pool, this is `execute`.
+    ///
+    /// Meant for runs of a few microseconds whose parallelism is not worth a wake-up
+    /// (each costs 5–20 µs on a small machine, and the woken worker then spins): e.g.
+    /// magpie-core's short async steps on the thread that awaits them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`execute`](Self::execute).
+    pub fn execute_on_caller<B: DagBody>(
+        &self,
+        topology: &Topology,
+        body: &B,
+        control: &RunControl,
+    ) -> Result<(), RunError<B::Error>> {
+        self.execute_with(topology, body, control, true)
+    }
+
+    /// `execute`, the caller helping as a quiet helper (see `helper`) when `quiet`.
+    fn execute_with<B: DagBody>(
+        &self,
+        topology: &Topology,
+        body: &B,
+        control: &RunControl,
+        quiet: bool,
+    ) -> Result<(), RunError<B::Error>> {
         if control.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
             return Err(RunError::Cancelled);
         }
@@ -396,7 +431,7 @@ impl ThreadPool {
                     w.wait_nested(&latch, control.deadline, &fail);
                 }
                 None => {
-                    let helper = match helper::help(registry, roots, control.deadline) {
+                    let helper = match helper::help(registry, roots, control.deadline, quiet) {
                         Ok(helper) => Some(helper),
                         Err(roots) => {
                             registry.inject(roots);

@@ -93,6 +93,10 @@ pub(crate) struct WorkerCtx {
     tick: Cell<u32>,
     /// The steal group (`u32::MAX` for a helping caller, which has none).
     group: u32,
+    /// A helping caller that wakes nobody: its pushes leave sleepers asleep (it runs
+    /// its own deque until empty, see [`helper`](super::helper)); awake workers may
+    /// still steal from it. Always false for a worker.
+    quiet: Cell<bool>,
 }
 
 impl WorkerCtx {
@@ -113,7 +117,15 @@ impl WorkerCtx {
             debt: Cell::new(0),
             rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
             tick: Cell::new(0),
+            quiet: Cell::new(false),
         }
+    }
+
+    /// Makes this helping caller's pushes wake nobody (see `quiet`). Only for a helper:
+    /// a worker's pushes must wake sleepers, or a job could wait with workers asleep.
+    pub(crate) fn set_quiet(&self, quiet: bool) {
+        debug_assert!(!self.is_worker() || !quiet);
+        self.quiet.set(quiet);
     }
 
     /// Gives the own deque back; the debt must have been flushed.
@@ -164,12 +176,13 @@ impl WorkerCtx {
         f(ctx.filter(|w| Arc::ptr_eq(&w.registry, registry)))
     }
 
-    /// Pushes a job to the own deque; wakes a sleeper if the deque was empty.
+    /// Pushes a job to the own deque; wakes a sleeper if the deque was empty (unless this
+    /// is a quiet helper).
     #[inline]
     pub(crate) fn push(&self, job: Job) {
         let was_empty = self.local.is_empty();
         self.local.push(job);
-        if was_empty {
+        if was_empty && !self.quiet.get() {
             self.registry.sleep().notify_one();
         }
     }

@@ -65,6 +65,42 @@ fn benchmark_shapes_run_each_task_once_in_order() {
 }
 
 #[test]
+fn execute_on_caller_runs_each_task_once_in_order() {
+    // The caller wakes no worker for what it queues: every task must still run, once and
+    // in order, whether the caller runs it or an awake worker steals it.
+    let pool = ThreadPool::new(2).unwrap();
+    let mut rng = Rng::new(11);
+    let mut shapes = vec![chain(1000), binary_tree(1023), wavefront(16), fan(1000)];
+    for round in 0..300 {
+        let n = 1 + rng.below(60) as usize;
+        shapes.push(random_dag(&mut rng, n, [0.0, 0.1, 0.5][round % 3]));
+    }
+    for (topology, preds) in &shapes {
+        let body = CheckingBody::new(preds);
+        pool.execute_on_caller(topology, &body, &RunControl::default())
+            .unwrap();
+        body.assert_all_once();
+    }
+    // From several threads at once (more callers than helper slots: the others hand
+    // their runs to the workers, as `execute` does).
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                let mut rng = Rng::new(100 + t);
+                for _ in 0..200 {
+                    let (topology, preds) = random_dag(&mut rng, 30, 0.1);
+                    let body = CheckingBody::new(&preds);
+                    pool.execute_on_caller(&topology, &body, &RunControl::default())
+                        .unwrap();
+                    body.assert_all_once();
+                }
+            });
+        }
+    });
+}
+
+#[test]
 fn long_chain_on_four_workers() {
     let pool = ThreadPool::new(4).unwrap();
     let (topology, preds) = chain(100_000);

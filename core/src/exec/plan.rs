@@ -179,12 +179,37 @@ pub(crate) struct ExecPlan {
     /// excluded), saturated (0 before the first): read with [`ExecPlan::runs_inline`]. Relaxed: a hint, any
     /// recent value will do.
     recent_micros: AtomicU32,
+    /// Async steps of this plan handed to the pool since the last probe, for
+    /// [`ExecPlan::runs_inline`]'s probes. Relaxed: a hint.
+    pool_steps: AtomicU32,
 }
 
 /// The longest step, in µs, that runs on the awaiting thread: below this a hand-off to a
 /// pool worker and back (two thread wake-ups, 5–20 µs each on a small machine) costs as
 /// much as the step itself, while holding an executor thread this long is harmless.
 pub(crate) const INLINE_MAX_MICROS: u32 = 50;
+
+/// A plan whose pool steps take at most this long, in µs, still runs one step in
+/// [`INLINE_PROBE_EVERY`] inline: a pool step's time includes its hand-offs, which on a
+/// busy machine alone pass [`INLINE_MAX_MICROS`], so only a step run inline tells whether
+/// the step itself is short. Longer steps never probe (holding the awaiting thread
+/// that long once in a while is not worth it).
+pub(crate) const INLINE_PROBE_MAX_MICROS: u32 = 20 * INLINE_MAX_MICROS;
+
+/// How often (every how many pool steps) a plan within [`INLINE_PROBE_MAX_MICROS`]
+/// probes an inline step.
+pub(crate) const INLINE_PROBE_EVERY: u32 = 16;
+
+/// Whether an eligible plan's next async step runs inline, given its latest step's time
+/// (`recent`, µs) and its count of pool steps since the last probe (advanced here): see
+/// [`ExecPlan::runs_inline`].
+fn inline_next(recent: u32, pool_steps: &AtomicU32) -> bool {
+    if recent <= INLINE_MAX_MICROS {
+        return true;
+    }
+    recent <= INLINE_PROBE_MAX_MICROS
+        && pool_steps.fetch_add(1, Ordering::Relaxed) % INLINE_PROBE_EVERY == INLINE_PROBE_EVERY - 1
+}
 
 /// A spawned step's run ([`ThreadPool::spawn_run`](crate::scheduler::ThreadPool::spawn_run))
 /// keeps its plan alive, and with it the plan's topology.
@@ -390,6 +415,7 @@ impl ExecPlan {
         Ok(ExecPlan {
             inline_eligible,
             recent_micros: AtomicU32::new(0),
+            pool_steps: AtomicU32::new(0),
             used_devices,
             nodes,
             topology,
@@ -415,12 +441,16 @@ impl ExecPlan {
     /// of being handed to the pool: the plan is eligible and its latest step took at
     /// most [`INLINE_MAX_MICROS`]. An eligible plan's first step runs inline; the step
     /// after one that took longer goes to the pool, and so do the following ones until
-    /// a step is short again (a pool step's time includes its hand-offs, so a plan
-    /// returns to inline only when its steps are clearly short). The measure follows
-    /// the data: a step whose inputs grew may hold the awaiting thread once, for the
-    /// length of that one step.
+    /// a step is short again. A pool step's time includes its hand-offs (two thread
+    /// wake-ups, which a busy machine stretches past the limit by themselves), so a
+    /// plan whose pool steps took at most [`INLINE_PROBE_MAX_MICROS`] runs every
+    /// [`INLINE_PROBE_EVERY`]th step inline as a probe: that step's time is the step's
+    /// own, and a short one brings the plan back inline. The measure follows the data:
+    /// a step whose inputs grew may hold the awaiting thread once, for the length of
+    /// that one step.
     pub(crate) fn runs_inline(&self) -> bool {
-        self.inline_eligible && self.recent_micros.load(Ordering::Relaxed) <= INLINE_MAX_MICROS
+        self.inline_eligible
+            && inline_next(self.recent_micros.load(Ordering::Relaxed), &self.pool_steps)
     }
 
     /// Records how long an async step of this plan ran (failed ones too).
@@ -703,5 +733,30 @@ fn defer_memory_heavy(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_steps_run_inline_and_slow_pool_steps_probe_one_in_sixteen() {
+        let count = AtomicU32::new(0);
+        // Short (or not yet measured) steps: always inline, the counter untouched.
+        assert!((0..100).all(|_| inline_next(0, &count)));
+        assert!((0..100).all(|_| inline_next(INLINE_MAX_MICROS, &count)));
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        // Pool steps a little too long (maybe only their hand-offs): one in 16 probes.
+        let probes = (0..160)
+            .filter(|_| inline_next(INLINE_MAX_MICROS + 1, &count))
+            .count();
+        assert_eq!(probes, 10);
+        let probes = (0..160)
+            .filter(|_| inline_next(INLINE_PROBE_MAX_MICROS, &count))
+            .count();
+        assert_eq!(probes, 10);
+        // Long steps never hold the awaiting thread.
+        assert!(!(0..160).any(|_| inline_next(INLINE_PROBE_MAX_MICROS + 1, &count)));
     }
 }

@@ -209,34 +209,10 @@ impl GrpcTransport {
         let inner = Arc::clone(&self.inner);
         let task = task.clone();
         let task2 = task.clone();
-        let join = self.inner.handle.spawn(async move {
-            let client = inner.client(&task)?;
-            match tokio::time::timeout(deadline, call(client)).await {
-                Ok(Ok(v)) => {
-                    inner.answered(&task);
-                    Ok(v)
-                }
-                Ok(Err(status)) => {
-                    let max = inner.options.max_message_bytes;
-                    let status = crate::message_limit::map_message_limit(status, max);
-                    let e = status_to_transport(&task, &status, &cx);
-                    if matches!(e, TransportError::Unreachable { .. }) {
-                        inner.forget(&task, &e);
-                    } else {
-                        inner.answered(&task);
-                    }
-                    Err(e)
-                }
-                Err(_) => {
-                    let e = TransportError::NoAnswer {
-                        task: task.to_string(),
-                        waited: deadline,
-                    };
-                    inner.forget(&task, &e);
-                    Err(e)
-                }
-            }
-        });
+        let join = self
+            .inner
+            .handle
+            .spawn(attempt(inner, task, deadline, cx, call));
         async move {
             join.await.unwrap_or_else(|e| {
                 Err(TransportError::Unreachable {
@@ -246,6 +222,78 @@ impl GrpcTransport {
             })
         }
         .boxed()
+    }
+
+    /// [`call`](Self::call) for a request whose future its caller polls at once (a
+    /// step's `RunPartition`, which the master awaits beside the others): polled on a
+    /// thread of the transport's runtime, the request runs in the caller's task, with no
+    /// task spawned for it and no wake-up of the caller when it ends; polled anywhere
+    /// else, it is spawned on the runtime as `call` does. Nothing is sent before the
+    /// first poll; dropping the future drops the request (tonic resets its stream).
+    fn call_in_caller<T, F, Fut>(
+        &self,
+        task: &TaskName,
+        deadline: Duration,
+        cx: CallContext,
+        call: F,
+    ) -> BoxFuture<'static, Result<T, TransportError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let this = self.clone();
+        let task = task.clone();
+        async move {
+            let here = Handle::try_current().is_ok_and(|h| h.id() == this.inner.handle.id());
+            if here {
+                attempt(Arc::clone(&this.inner), task, deadline, cx, call).await
+            } else {
+                this.call(&task, deadline, cx, call).await
+            }
+        }
+        .boxed()
+    }
+}
+
+/// One request to `task` under `deadline`, on the transport's runtime: the client's
+/// channel is made or reused, and a failure that means the peer is gone drops it.
+async fn attempt<T, F, Fut>(
+    inner: Arc<Inner>,
+    task: TaskName,
+    deadline: Duration,
+    cx: CallContext,
+    call: F,
+) -> Result<T, TransportError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let client = inner.client(&task)?;
+    match tokio::time::timeout(deadline, call(client)).await {
+        Ok(Ok(v)) => {
+            inner.answered(&task);
+            Ok(v)
+        }
+        Ok(Err(status)) => {
+            let max = inner.options.max_message_bytes;
+            let status = crate::message_limit::map_message_limit(status, max);
+            let e = status_to_transport(&task, &status, &cx);
+            if matches!(e, TransportError::Unreachable { .. }) {
+                inner.forget(&task, &e);
+            } else {
+                inner.answered(&task);
+            }
+            Err(e)
+        }
+        Err(_) => {
+            let e = TransportError::NoAnswer {
+                task: task.to_string(),
+                waited: deadline,
+            };
+            inner.forget(&task, &e);
+            Err(e)
+        }
     }
 }
 
@@ -480,7 +528,7 @@ impl Transport for GrpcTransport {
             .timeout
             .saturating_add(self.inner.options.step_grace);
         let t = task.clone();
-        self.call(task, deadline, cx, move |mut c| async move {
+        self.call_in_caller(task, deadline, cx, move |mut c| async move {
             let r = c.run_partition(req).await?.into_inner();
             let tensors = r
                 .fetches
