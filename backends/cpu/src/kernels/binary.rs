@@ -150,14 +150,13 @@ struct BinaryKernel<T, O> {
 impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
-        let op = &ctx.node().op;
-        let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
-        // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
-        if let ([x], [y]) = (lhs, rhs) {
+        // Scalars (the common case in control-heavy graphs): no shape work beyond a
+        // compare, and the operands' checks below only when this path does not apply.
+        if let (Ok(&[x]), Ok(&[y])) = (a.as_slice::<T>(), b.as_slice::<T>()) {
             // Two scalars (rank 0) match without comparing shapes.
             if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
-                O::check_rhs(rhs)?;
-                let value = O::apply(*x, *y);
+                O::check_rhs(&[y])?;
+                let value = O::apply(x, y);
                 // An input this context holds the only reference to becomes the output,
                 // written in place: no allocation (a chain of scalar ops then reuses one
                 // buffer all along).
@@ -180,6 +179,9 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                 return Ok(());
             }
         }
+        let (a, b) = (ctx.input(0), ctx.input(1));
+        let op = &ctx.node().op;
+        let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
         let out = if a.shape() == b.shape() {
             a.shape().clone()
         } else {
