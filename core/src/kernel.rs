@@ -214,6 +214,16 @@ impl<'a> KernelContext<'a> {
         &mut self.outputs
     }
 
+    /// Whether the context holds nothing to free: no input or output and no spilled list
+    /// (`node` and `resources` are borrows, `step_id` is `Copy`). The executor then skips
+    /// its drop (it keeps the context in a `ManuallyDrop`), which would check every inline
+    /// place again: about 45 instructions per node (BENCHMARKS.md, "Per-op cost of the
+    /// local chain").
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.inputs.is_spent() && self.outputs.is_spent()
+    }
+
     /// This context with access to the resource manager of the session (or cluster
     /// task) running the step, where stateful kernels keep variables.
     pub fn with_resources(mut self, resources: &'a Arc<ResourceMgr>) -> Self {
@@ -295,7 +305,7 @@ impl<'a> KernelContext<'a> {
 
     /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
     /// the only reference can reuse its buffer for an output. A lent input is cloned.
-    #[inline]
+    #[inline(always)]
     pub fn take_input(&mut self, i: usize) -> Tensor {
         match std::mem::replace(self.inputs.get_mut(i), Input::Taken) {
             Input::Owned(t) => t,

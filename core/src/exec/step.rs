@@ -11,6 +11,7 @@
 //! a future: it waits for its slots (in pool order) and its memory without holding a
 //! worker, then runs its kernel.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,9 @@ use super::plan::{ExecPlan, PlanNode};
 use super::resources::acquire;
 use super::short_list::ShortList;
 use super::slot::{Loan, Slot};
-use crate::kernel::{AsyncKernelContext, BoxedKernel, Input, KernelContext, KernelError, OutputList};
+use crate::kernel::{
+    AsyncKernelContext, BoxedKernel, Input, Kernel, KernelContext, KernelError, OutputList,
+};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::step_id::StepId;
@@ -454,11 +457,41 @@ fn run_sync(
     let start = state.clock();
     let mut releases = Releases::new();
     let mut loans = Loans::new();
-    let mut ctx = KernelContext::for_step(&pn.node, state.step_id, &state.resources);
-    let computed = match lend_inputs(plan, state, task, &mut ctx, &mut releases, &mut loans) {
+    // Not dropped where nothing is left to drop: its drop glue would check every inline
+    // place of a context that `finish` and `store` emptied (about 45 instructions per
+    // node), and moving it into a consuming method would copy it.
+    let mut ctx = ManuallyDrop::new(KernelContext::for_step(
+        &pn.node,
+        state.step_id,
+        &state.resources,
+    ));
+    let result = call_and_store(plan, state, task, &**k, &mut ctx, &mut releases, &mut loans);
+    if !ctx.is_spent() {
+        // Outputs of a call that failed, or a list that spilled: dropped as usual.
+        drop(ManuallyDrop::into_inner(ctx));
+    }
+    let bytes = result?;
+    state.record(plan, task, worker, start, bytes);
+    state.finished(plan, task as u32);
+    Ok(())
+}
+
+/// [`run_sync`] from lending the inputs to storing the outputs: returns the bytes stored
+/// (as [`StepState::store`]).
+#[inline(always)]
+fn call_and_store<'s>(
+    plan: &ExecPlan,
+    state: &'s StepState,
+    task: usize,
+    k: &dyn Kernel,
+    ctx: &mut KernelContext<'s>,
+    releases: &mut Releases,
+    loans: &mut Loans,
+) -> Result<usize, SessionError> {
+    let computed = match lend_inputs(plan, state, task, ctx, releases, loans) {
         Ok(()) => match &state.step_memory {
-            None => k.compute(&mut ctx),
-            Some(m) => m.scope(|| k.compute(&mut ctx)),
+            None => k.compute(ctx),
+            Some(m) => m.scope(|| k.compute(ctx)),
         }
         .map_err(|e| kernel_error(plan, task, e)),
         Err(e) => Err(e),
@@ -476,10 +509,7 @@ fn run_sync(
         }
     }
     computed?;
-    let bytes = state.store(plan, task, outputs, &mut releases)?;
-    state.record(plan, task, worker, start, bytes);
-    state.finished(plan, task as u32);
-    Ok(())
+    state.store(plan, task, outputs, releases)
 }
 
 /// Starts an asynchronous kernel; the future stores its outputs.

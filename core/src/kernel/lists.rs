@@ -77,6 +77,12 @@ impl<'a> InputList<'a> {
         }
     }
 
+    /// Whether the list holds no input and no allocation (nothing to drop).
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.len == 0 && self.rest.capacity() == 0
+    }
+
     /// Drops every input (ending the borrows of lent ones).
     #[inline]
     pub(crate) fn clear(&mut self) {
@@ -125,10 +131,11 @@ impl OutputList {
     /// Appends an output.
     #[inline(always)]
     pub(crate) fn push(&mut self, t: Tensor) {
-        if self.first.is_none() {
-            self.first = Some(t);
-        } else {
-            self.rest.push(t);
+        // `replace` rather than an assignment: the old value, nearly always `None`, is
+        // matched instead of dropped through the tensor's drop glue.
+        if let Some(first) = self.first.replace(t) {
+            let t = std::mem::replace(&mut self.first, Some(first));
+            self.rest.extend(t);
         }
     }
 
@@ -136,6 +143,12 @@ impl OutputList {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Whether the list holds no output and no allocation (nothing to drop).
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.first.is_none() && self.rest.capacity() == 0
     }
 
     /// The only output, when there is exactly one.

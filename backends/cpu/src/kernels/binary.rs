@@ -152,7 +152,8 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         let (a, b) = (ctx.input(0), ctx.input(1));
         // Scalars (the common case in control-heavy graphs): no shape work beyond a
         // compare, and the operands' checks below only when this path does not apply.
-        if let (Ok(&[x]), Ok(&[y])) = (a.as_slice::<T>(), b.as_slice::<T>()) {
+        // (`slice` is `None` for another dtype or a device's buffer.)
+        if let (Some(&[x]), Some(&[y])) = (T::slice(a.storage()), T::slice(b.storage())) {
             // Two scalars (rank 0) match without comparing shapes.
             if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
                 O::check_rhs(&[y])?;
