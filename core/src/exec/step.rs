@@ -146,7 +146,7 @@ impl StepState {
     /// Stores a task's outputs in their slots (draining `outputs`), checked against the
     /// plan's count and dtypes, and settles its memory: returns the bytes stored when the
     /// step is traced or tracks memory (0 otherwise: nobody reads them).
-    #[inline]
+    #[inline(always)]
     fn store(
         &self,
         plan: &ExecPlan,
