@@ -26,8 +26,8 @@ use crate::resource::ResourceMgr;
 use crate::step_id::StepId;
 use crate::tensor::{DType, Tensor};
 
-pub(crate) use lists::OutputList;
 use lists::InputList;
+pub(crate) use lists::OutputList;
 
 /// Why a kernel failed. The session adds the node, op and device.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -216,9 +216,8 @@ impl<'a> KernelContext<'a> {
 
     /// Whether the context holds nothing to free: no input or output and no spilled list
     /// (`node` and `resources` are borrows, `step_id` is `Copy`). The executor then skips
-    /// its drop (it keeps the context in a `ManuallyDrop`), which would check every inline
-    /// place again: about 45 instructions per node (BENCHMARKS.md, "Per-op cost of the
-    /// local chain").
+    /// its drop (it keeps the context in a `ManuallyDrop`), whose glue would check every
+    /// inline place again, once per node of every step.
     #[inline]
     pub(crate) fn is_spent(&self) -> bool {
         self.inputs.is_spent() && self.outputs.is_spent()

@@ -2,9 +2,8 @@
 //! borrowed, the memory it releases), inline up to `N`, then in a `Vec`.
 //!
 //! A `SmallVec` would do, but it asks "spilled?" on every push and iteration and drops
-//! out of line; a task of the executor makes two of these per node, and the dispatch of
-//! a chain of scalar adds counted the difference (BENCHMARKS.md, "Per-op cost of the
-//! local chain").
+//! out of line, and the executor makes two of these per node (BENCHMARKS.md, "Per-op
+//! cost of the local chain").
 
 /// Up to `N` values inline, the rest in a `Vec` (unallocated until then).
 pub(crate) struct ShortList<T: Copy + Default, const N: usize> {

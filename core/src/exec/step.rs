@@ -160,7 +160,10 @@ impl StepState {
             (Some(t), [want]) => t.dtype() == *want,
             _ => {
                 outputs.len() == expected.len()
-                    && outputs.iter().zip(expected).all(|(t, want)| t.dtype() == *want)
+                    && outputs
+                        .iter()
+                        .zip(expected)
+                        .all(|(t, want)| t.dtype() == *want)
             }
         };
         if !fits {
@@ -292,17 +295,16 @@ impl StepState {
 #[inline(never)]
 fn bad_outputs(plan: &ExecPlan, task: usize, outputs: &OutputList) -> SessionError {
     let expected = plan.nodes[task].output_dtypes.as_slice();
-    let detail = match outputs
+    let wrong_dtype = outputs
         .iter()
         .zip(expected)
         .enumerate()
-        .find(|(_, (t, want))| t.dtype() != **want)
-    {
-        _ if outputs.len() != expected.len() => {
-            format!("{} outputs, expected {}", outputs.len(), expected.len())
+        .find(|(_, (t, want))| t.dtype() != **want);
+    let detail = match wrong_dtype {
+        Some((i, (t, want))) if outputs.len() == expected.len() => {
+            format!("output {i} of dtype {}, expected {want}", t.dtype())
         }
-        Some((i, (t, want))) => format!("output {i} of dtype {}, expected {want}", t.dtype()),
-        None => "outputs match".to_string(),
+        _ => format!("{} outputs, expected {}", outputs.len(), expected.len()),
     };
     let node = &plan.nodes[task].node;
     SessionError::BadKernelOutput {
@@ -457,9 +459,9 @@ fn run_sync(
     let start = state.clock();
     let mut releases = Releases::new();
     let mut loans = Loans::new();
-    // Not dropped where nothing is left to drop: its drop glue would check every inline
-    // place of a context that `finish` and `store` emptied (about 45 instructions per
-    // node), and moving it into a consuming method would copy it.
+    // Not dropped when nothing is left in it: its drop glue would check every inline
+    // place of a context that `finish` and `store` emptied, and moving it into a
+    // consuming method would copy it (`KernelContext::is_spent`).
     let mut ctx = ManuallyDrop::new(KernelContext::for_step(
         &pn.node,
         state.step_id,

@@ -2,11 +2,10 @@
 //! two inputs and the first output live inline, the rest in a `Vec` that stays
 //! unallocated for the ops that have no more (nearly all).
 //!
-//! They replace `SmallVec`s on the executor's per-node path: a `SmallVec` asks "spilled?"
-//! on every push, index, clear and drop, and its drop is an out-of-line call; here the
-//! inline part is a plain array (or `Option`) whose index is checked against the length,
-//! and dropping an empty `Vec` is one compare. A chain of scalar adds ran about 80
-//! instructions per node fewer (BENCHMARKS.md, "Per-op cost of the local chain").
+//! They sit on the executor's per-node path, where a `SmallVec` would ask "spilled?" on
+//! every push, index, clear and drop, and drop out of line: here the inline part is a
+//! plain array (or `Option`) whose index is checked against the length, and dropping an
+//! empty `Vec` is one compare (BENCHMARKS.md, "Per-op cost of the local chain").
 
 use super::Input;
 use crate::tensor::Tensor;
@@ -165,7 +164,8 @@ impl OutputList {
         self.first.iter().chain(&self.rest)
     }
 
-    /// Output 0, moved out, and the others, to be drained in order.
+    /// Output 0, moved out, and the others, to be drained in order: the executor's last
+    /// use of the list (an output pushed before `rest` is drained would come first).
     #[inline]
     pub(crate) fn take(&mut self) -> (Option<Tensor>, &mut Vec<Tensor>) {
         (self.first.take(), &mut self.rest)
@@ -214,7 +214,10 @@ mod tests {
             list.push(Input::Owned(Tensor::scalar(v)));
         }
         assert_eq!(list.len(), 5);
-        assert_eq!((0..5).map(|i| value(list.get(i))).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            (0..5).map(|i| value(list.get(i))).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         *list.get_mut(3) = Input::Taken;
         assert_eq!(value(list.get(3)), -1);
         list.clear();

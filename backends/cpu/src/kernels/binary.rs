@@ -154,8 +154,11 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
         // compare, and the operands' checks below only when this path does not apply.
         // (`slice` is `None` for another dtype or a device's buffer.)
         if let (Some(&[x]), Some(&[y])) = (T::slice(a.storage()), T::slice(b.storage())) {
-            // Two scalars (rank 0) match without comparing shapes.
-            if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
+            // Two scalars (rank 0) match without comparing shapes; equal shapes must hold
+            // one element, as `operand` checks on the general path.
+            if (a.dims().is_empty() && b.dims().is_empty())
+                || (a.shape() == b.shape() && a.shape().num_elements() == 1)
+            {
                 O::check_rhs(&[y])?;
                 let value = O::apply(x, y);
                 // An input this context holds the only reference to becomes the output,
