@@ -133,7 +133,7 @@ impl OutputList {
         // `replace` rather than an assignment: the old value, nearly always `None`, is
         // matched instead of dropped through the tensor's drop glue.
         if let Some(first) = self.first.replace(t) {
-            let t = std::mem::replace(&mut self.first, Some(first));
+            let t = self.first.replace(first);
             self.rest.extend(t);
         }
     }
@@ -242,7 +242,7 @@ mod tests {
         assert!(list.single().is_some());
         let mut list = OutputList::new();
         for v in 0..3 {
-            list.push(Tensor::scalar(v as i32));
+            list.push(Tensor::scalar(v));
         }
         assert_eq!(list.len(), 3);
         let seen: Vec<i32> = list.iter().map(|t| t.to_vec::<i32>().unwrap()[0]).collect();
