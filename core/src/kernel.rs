@@ -12,6 +12,7 @@
 //! (futures, a one-shot channel, a runtime-free timer).
 
 pub mod async_support;
+mod lists;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ use crate::graph::{Attrs, Node};
 use crate::resource::ResourceMgr;
 use crate::step_id::StepId;
 use crate::tensor::{DType, Tensor};
+
+use lists::InputList;
+pub(crate) use lists::OutputList;
 
 /// Why a kernel failed. The session adds the node, op and device.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -139,8 +143,8 @@ pub type Outputs = SmallVec<[Tensor; 1]>;
 /// its outputs.
 pub struct KernelContext<'a> {
     node: &'a Node,
-    inputs: SmallVec<[Input<'a>; 2]>,
-    outputs: Outputs,
+    inputs: InputList<'a>,
+    outputs: OutputList,
     step_id: StepId,
     resources: Option<&'a Arc<ResourceMgr>>,
 }
@@ -159,11 +163,7 @@ impl<'a> KernelContext<'a> {
     /// A context over `inputs` for `node`. The executor makes these; the testkit and a
     /// backend's unit tests may too.
     pub fn new(node: &'a Node, inputs: SmallVec<[Tensor; 2]>, step_id: impl Into<StepId>) -> Self {
-        KernelContext::with_inputs(
-            node,
-            inputs.into_iter().map(Input::Owned).collect(),
-            step_id,
-        )
+        KernelContext::with_inputs(node, inputs.into_iter().map(Input::Owned), step_id)
     }
 
     /// A context over inputs of which some are borrowed: the executor lends a kernel the
@@ -171,13 +171,13 @@ impl<'a> KernelContext<'a> {
     /// cost two atomic reference-count updates per input and call).
     pub(crate) fn with_inputs(
         node: &'a Node,
-        inputs: SmallVec<[Input<'a>; 2]>,
+        inputs: impl IntoIterator<Item = Input<'a>>,
         step_id: impl Into<StepId>,
     ) -> Self {
         KernelContext {
             node,
-            inputs,
-            outputs: Outputs::new(),
+            inputs: inputs.into_iter().collect(),
+            outputs: OutputList::new(),
             step_id: step_id.into(),
             resources: None,
         }
@@ -193,8 +193,8 @@ impl<'a> KernelContext<'a> {
     ) -> Self {
         KernelContext {
             node,
-            inputs: SmallVec::new(),
-            outputs: Outputs::new(),
+            inputs: InputList::new(),
+            outputs: OutputList::new(),
             step_id,
             resources: Some(resources),
         }
@@ -209,9 +209,18 @@ impl<'a> KernelContext<'a> {
     /// Drops the inputs, ending every borrow of a lent one, and gives the outputs pushed
     /// so far: what the executor does after the kernel's call, before it ends the loans.
     #[inline]
-    pub(crate) fn finish(&mut self) -> &mut Outputs {
+    pub(crate) fn finish(&mut self) -> &mut OutputList {
         self.inputs.clear();
         &mut self.outputs
+    }
+
+    /// Whether the context holds nothing to free: no input or output and no spilled list
+    /// (`node` and `resources` are borrows, `step_id` is `Copy`). The executor then skips
+    /// its drop (it keeps the context in a `ManuallyDrop`), whose glue would check every
+    /// inline place again, once per node of every step.
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.inputs.is_spent() && self.outputs.is_spent()
     }
 
     /// This context with access to the resource manager of the session (or cluster
@@ -256,7 +265,7 @@ impl<'a> KernelContext<'a> {
     /// definition validated.
     #[inline]
     pub fn input(&self, i: usize) -> &Tensor {
-        match &self.inputs[i] {
+        match self.inputs.get(i) {
             Input::Owned(t) => t,
             Input::Borrowed(t) => t,
             Input::Taken => taken(),
@@ -268,7 +277,7 @@ impl<'a> KernelContext<'a> {
     /// executor lent (other nodes still use the tensor) is cloned into the context first;
     /// [`input_mut_if_owned`](Self::input_mut_if_owned) does not clone.
     pub fn input_mut(&mut self, i: usize) -> &mut Tensor {
-        let input = &mut self.inputs[i];
+        let input = self.inputs.get_mut(i);
         match input {
             Input::Owned(_) => {}
             Input::Borrowed(t) => *input = Input::Owned(Tensor::clone(t)),
@@ -287,7 +296,7 @@ impl<'a> KernelContext<'a> {
     /// a lent input is never the only reference.
     #[inline]
     pub fn input_mut_if_owned(&mut self, i: usize) -> Option<&mut Tensor> {
-        match &mut self.inputs[i] {
+        match self.inputs.get_mut(i) {
             Input::Owned(t) => Some(t),
             _ => None,
         }
@@ -295,9 +304,9 @@ impl<'a> KernelContext<'a> {
 
     /// Takes input `i` out of the context (leaving an empty tensor), so a kernel that holds
     /// the only reference can reuse its buffer for an output. A lent input is cloned.
-    #[inline]
+    #[inline(always)]
     pub fn take_input(&mut self, i: usize) -> Tensor {
-        match std::mem::replace(&mut self.inputs[i], Input::Taken) {
+        match std::mem::replace(self.inputs.get_mut(i), Input::Taken) {
             Input::Owned(t) => t,
             Input::Borrowed(t) => t.clone(),
             Input::Taken => taken().clone(),
@@ -312,7 +321,7 @@ impl<'a> KernelContext<'a> {
 
     /// The outputs pushed so far (the executor takes them after `compute`).
     pub fn into_outputs(self) -> Outputs {
-        self.outputs
+        self.outputs.into_iter().collect()
     }
 }
 

@@ -158,7 +158,7 @@ fn setup() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let f32_out = |_: &[DType], _: &magpie_core::graph::Attrs| Ok(vec![DType::F32]);
-        for op in ["Count", "Record", "Boom", "Where", "Owns"] {
+        for op in ["Count", "Record", "Boom", "Where", "Owns", "Liar"] {
             register_op(OpDef::new(op, Arity::AtLeast(0), f32_out)).unwrap();
         }
         register_op(OpDef::new("Sleep", Arity::AtLeast(0), f32_out)).unwrap();
@@ -230,6 +230,24 @@ fn setup() {
                 // 1 when the context holds input 0 itself, 0 when the executor lent it.
                 let owned = ctx.input_mut_if_owned(0).is_some();
                 ctx.push_output(Tensor::scalar(if owned { 1.0f32 } else { 0.0 }));
+                Ok(())
+            }))
+        })
+        .unwrap();
+        register_kernel("Liar", "TEST", |_| {
+            Ok(sync(|ctx| {
+                // Fed 0: the right output. 1: an i32 instead of an f32. 2: two outputs.
+                // 3: none.
+                let mode = f32_sum(ctx) as i32;
+                match mode {
+                    0 => ctx.push_output(Tensor::scalar(0.0f32)),
+                    1 => ctx.push_output(Tensor::scalar(1i32)),
+                    2 => {
+                        ctx.push_output(Tensor::scalar(0.0f32));
+                        ctx.push_output(Tensor::scalar(0.0f32));
+                    }
+                    _ => {}
+                }
                 Ok(())
             }))
         })
@@ -523,6 +541,40 @@ fn the_graph_may_grow_after_the_session_was_created() {
         f32::try_from(&s.run(&[], &[b], &[]).unwrap()[0]).unwrap(),
         3.0
     );
+}
+
+#[test]
+fn outputs_that_do_not_match_the_node_fail_the_step_naming_what_was_wrong() {
+    let g = Graph::new();
+    let x = placeholder(&g);
+    let liar = g
+        .with_name("liar")
+        .op("Liar")
+        .input(x)
+        .build_output()
+        .unwrap();
+    let s = session(&g, 2);
+    for (mode, want) in [
+        (
+            1.0f32,
+            "kernel returned output 0 of dtype i32, expected f32",
+        ),
+        (2.0, "kernel returned 2 outputs, expected 1"),
+        (3.0, "kernel returned 0 outputs, expected 1"),
+    ] {
+        let err = s
+            .run(&[(x, Tensor::scalar(mode))], &[liar], &[])
+            .unwrap_err();
+        assert!(
+            matches!(&err, SessionError::BadKernelOutput { node, op, .. }
+                if node == "liar" && op == "Liar"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    // The session keeps serving, and a right output goes through.
+    let out = s.run(&[(x, Tensor::scalar(0.0f32))], &[liar], &[]).unwrap();
+    assert_eq!(f32::try_from(&out[0]).unwrap(), 0.0);
 }
 
 #[test]

@@ -252,8 +252,27 @@ impl RunHeader {
     /// all newly ready ones but one to the worker's deque and returns that one, whose unit
     /// then belongs to the caller. A FIFO or critical-path run pushes them all to its
     /// queue instead, and returns the queue's head ([`policy`](super::policy)).
-    #[inline]
+    ///
+    /// The common case of a depth-first run, one successor, is inlined into the task loop;
+    /// the rest is [`release_general`](Self::release_general).
+    #[inline(always)]
     pub(crate) fn release(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
+        if self.queue.is_none() {
+            if let &[s] = self.topology().successors(task) {
+                if self.make_ready(s) {
+                    // The finished task's unit passes to its successor.
+                    return Some(s);
+                }
+                w.add_debt(run, 1);
+                return None;
+            }
+        }
+        self.release_general(run, task, w)
+    }
+
+    /// [`release`](Self::release) for any run and any number of successors.
+    #[inline(never)]
+    fn release_general(&self, run: NonNull<RunHeader>, task: u32, w: &WorkerCtx) -> Option<u32> {
         if let Some(queue) = &self.queue {
             return self.release_queued(queue, run, task, w);
         }

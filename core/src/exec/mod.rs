@@ -12,6 +12,7 @@ pub(crate) mod plan;
 pub(crate) mod plan_cache;
 pub(crate) mod prune;
 pub(crate) mod resources;
+mod short_list;
 pub(crate) mod slot;
 pub(crate) mod step;
 mod timeline;

@@ -11,6 +11,7 @@
 //! a future: it waits for its slots (in pool order) and its memory without holding a
 //! worker, then runs its kernel.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +23,13 @@ use smallvec::SmallVec;
 
 use super::error::SessionError;
 use super::memory::{DeviceMemoryStats, MemoryTracker};
-use super::plan::ExecPlan;
+use super::plan::{ExecPlan, PlanNode};
 use super::resources::acquire;
+use super::short_list::ShortList;
 use super::slot::{Loan, Slot};
-use crate::kernel::{AsyncKernelContext, BoxedKernel, Input, KernelContext, KernelError, Outputs};
+use crate::kernel::{
+    AsyncKernelContext, BoxedKernel, Input, Kernel, KernelContext, KernelError, OutputList,
+};
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
 use crate::step_id::StepId;
@@ -53,7 +57,7 @@ pub struct NodeStats {
 }
 
 /// Tensors whose memory a task releases once its kernel has finished: (device, bytes).
-type Releases = SmallVec<[(usize, u64); 2]>;
+type Releases = ShortList<(usize, u64), 2>;
 
 /// The mutable state of one step.
 pub(crate) struct StepState {
@@ -142,38 +146,38 @@ impl StepState {
     /// Stores a task's outputs in their slots (draining `outputs`), checked against the
     /// plan's count and dtypes, and settles its memory: returns the bytes stored when the
     /// step is traced or tracks memory (0 otherwise: nobody reads them).
-    #[inline]
+    #[inline(always)]
     fn store(
         &self,
         plan: &ExecPlan,
         task: usize,
-        outputs: &mut Outputs,
+        outputs: &mut OutputList,
         releases: &mut Releases,
     ) -> Result<usize, SessionError> {
         let pn = &plan.nodes[task];
         let expected = pn.output_dtypes.as_slice();
-        if outputs.len() != expected.len() {
-            let detail = format!("{} outputs, expected {}", outputs.len(), expected.len());
-            return Err(bad_output(plan, task, detail));
-        }
-        for (i, (t, want)) in outputs.as_slice().iter().zip(expected).enumerate() {
-            if t.dtype() != *want {
-                let detail = format!("output {i} of dtype {}, expected {want}", t.dtype());
-                return Err(bad_output(plan, task, detail));
+        let fits = match (outputs.single(), expected) {
+            (Some(t), [want]) => t.dtype() == *want,
+            _ => {
+                outputs.len() == expected.len()
+                    && outputs
+                        .iter()
+                        .zip(expected)
+                        .all(|(t, want)| t.dtype() == *want)
             }
+        };
+        if !fits {
+            return Err(bad_outputs(plan, task, outputs));
         }
         let measure = self.trace.is_some() || self.memory.is_some();
-        let mut bytes = 0;
-        let mut stored = 0u64;
-        // Popped from the last: each pop moves one tensor out, nothing else.
-        while let Some(t) = outputs.pop() {
-            let i = outputs.len();
-            let size = if measure { t.size_in_bytes() } else { 0 };
-            bytes += size;
-            // SAFETY: this task is the slot's producer, and its consumers start only after
-            // it finishes.
-            if unsafe { self.slots[pn.first_output_slot as usize + i].put(t) } {
-                stored += size as u64;
+        let (mut bytes, mut stored) = (0, 0);
+        let (first, rest) = outputs.take();
+        if let Some(t) = first {
+            self.put_output(pn, 0, t, measure, &mut bytes, &mut stored);
+            if !rest.is_empty() {
+                for (i, t) in std::mem::take(rest).into_iter().enumerate() {
+                    self.put_output(pn, i + 1, t, measure, &mut bytes, &mut stored);
+                }
             }
         }
         if let Some(m) = &self.memory {
@@ -184,11 +188,33 @@ impl StepState {
             } else {
                 m.release(pn.device(), reserved - stored);
             }
-            for (d, b) in releases.drain(..) {
+            for (d, b) in releases.iter() {
                 m.release(d, b);
             }
+            releases.clear();
         }
         Ok(bytes)
+    }
+
+    /// Stores output `i` of `pn` in its slot, adding its size to `bytes` (when
+    /// `measure`) and to `stored` (when the slot kept it).
+    #[inline(always)]
+    fn put_output(
+        &self,
+        pn: &PlanNode,
+        i: usize,
+        t: Tensor,
+        measure: bool,
+        bytes: &mut usize,
+        stored: &mut u64,
+    ) {
+        let size = if measure { t.size_in_bytes() } else { 0 };
+        *bytes += size;
+        // SAFETY: this task is the slot's producer, and its consumers start only after it
+        // finishes.
+        if unsafe { self.slots[pn.first_output_slot as usize + i].put(t) } {
+            *stored += size as u64;
+        }
     }
 
     /// The time a node starts, when the step is traced (reading the clock costs ~20 ns
@@ -277,7 +303,20 @@ fn node_identity(plan: &ExecPlan, task: usize) -> (String, String, String) {
 
 /// A kernel's outputs that do not match its node's (count or dtypes).
 #[cold]
-fn bad_output(plan: &ExecPlan, task: usize, detail: String) -> SessionError {
+#[inline(never)]
+fn bad_outputs(plan: &ExecPlan, task: usize, outputs: &OutputList) -> SessionError {
+    let expected = plan.nodes[task].output_dtypes.as_slice();
+    let wrong_dtype = outputs
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .find(|(_, (t, want))| t.dtype() != **want);
+    let detail = match wrong_dtype {
+        Some((i, (t, want))) if outputs.len() == expected.len() => {
+            format!("output {i} of dtype {}, expected {want}", t.dtype())
+        }
+        _ => format!("{} outputs, expected {}", outputs.len(), expected.len()),
+    };
     let (node, op, device) = node_identity(plan, task);
     SessionError::BadKernelOutput {
         node,
@@ -352,7 +391,7 @@ fn note_numa(plan: &ExecPlan, state: &StepState, task: usize, slot: u32, t: &Ten
 }
 
 /// Slots whose loans a synchronous kernel's call holds (see [`Slot::lend`]).
-type Loans = SmallVec<[u32; 2]>;
+type Loans = ShortList<u32, 2>;
 
 /// Lends a synchronous task's inputs to its context: the last use of a slot takes its
 /// tensor, the others borrow it for the call (ended by `run_sync` after the call), so
@@ -431,18 +470,48 @@ fn run_sync(
     let start = state.clock();
     let mut releases = Releases::new();
     let mut loans = Loans::new();
-    let mut ctx = KernelContext::for_step(&pn.node, state.step_id, &state.resources);
-    let computed = match lend_inputs(plan, state, task, &mut ctx, &mut releases, &mut loans) {
+    // Not dropped when nothing is left in it: its drop glue would check every inline
+    // place of a context that `finish` and `store` emptied, and moving it into a
+    // consuming method would copy it (`KernelContext::is_spent`).
+    let mut ctx = ManuallyDrop::new(KernelContext::for_step(
+        &pn.node,
+        state.step_id,
+        &state.resources,
+    ));
+    let result = call_and_store(plan, state, task, &**k, &mut ctx, &mut releases, &mut loans);
+    if !ctx.is_spent() {
+        // Outputs of a call that failed, or a list that spilled: dropped as usual.
+        drop(ManuallyDrop::into_inner(ctx));
+    }
+    let bytes = result?;
+    state.record(plan, task, worker, start, bytes);
+    state.finished(plan, task as u32);
+    Ok(())
+}
+
+/// [`run_sync`] from lending the inputs to storing the outputs: returns the bytes stored
+/// (as [`StepState::store`]).
+#[inline(always)]
+fn call_and_store<'s>(
+    plan: &ExecPlan,
+    state: &'s StepState,
+    task: usize,
+    k: &dyn Kernel,
+    ctx: &mut KernelContext<'s>,
+    releases: &mut Releases,
+    loans: &mut Loans,
+) -> Result<usize, SessionError> {
+    let computed = match lend_inputs(plan, state, task, ctx, releases, loans) {
         Ok(()) => match &state.step_memory {
-            None => k.compute(&mut ctx),
-            Some(m) => m.scope(|| k.compute(&mut ctx)),
+            None => k.compute(ctx),
+            Some(m) => m.scope(|| k.compute(ctx)),
         }
         .map_err(|e| kernel_error(plan, task, e)),
         Err(e) => Err(e),
     };
     // The context drops its inputs, and with them every borrow of a slot: end the loans.
     let outputs = ctx.finish();
-    for s in loans {
+    for s in loans.iter() {
         // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
         if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
             if state.memory.is_some() {
@@ -453,10 +522,7 @@ fn run_sync(
         }
     }
     computed?;
-    let bytes = state.store(plan, task, outputs, &mut releases)?;
-    state.record(plan, task, worker, start, bytes);
-    state.finished(plan, task as u32);
-    Ok(())
+    state.store(plan, task, outputs, releases)
 }
 
 /// Starts an asynchronous kernel; the future stores its outputs.
@@ -482,7 +548,10 @@ fn run_async(
     let (plan, state) = (Arc::clone(plan), Arc::clone(state));
     Ok(fut
         .map(move |res| {
-            let mut outputs = res.map_err(|e| kernel_error(&plan, task, e))?;
+            let mut outputs: OutputList = res
+                .map_err(|e| kernel_error(&plan, task, e))?
+                .into_iter()
+                .collect();
             let mut releases = releases;
             let bytes = state.store(&plan, task, &mut outputs, &mut releases)?;
             state.record(&plan, task, worker, start, bytes);

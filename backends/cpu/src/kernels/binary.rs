@@ -150,14 +150,17 @@ struct BinaryKernel<T, O> {
 impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
         let (a, b) = (ctx.input(0), ctx.input(1));
-        let op = &ctx.node().op;
-        let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
-        // Scalars (the common case in control-heavy graphs): no shape work beyond a compare.
-        if let ([x], [y]) = (lhs, rhs) {
-            // Two scalars (rank 0) match without comparing shapes.
-            if (a.dims().is_empty() && b.dims().is_empty()) || a.shape() == b.shape() {
-                O::check_rhs(rhs)?;
-                let value = O::apply(*x, *y);
+        // Scalars (the common case in control-heavy graphs): no shape work beyond a
+        // compare, and the operands' checks below only when this path does not apply.
+        // (`slice` is `None` for another dtype or a device's buffer.)
+        if let (Some(&[x]), Some(&[y])) = (T::slice(a.storage()), T::slice(b.storage())) {
+            // Two scalars (rank 0) match without comparing shapes; equal shapes must hold
+            // one element, as `operand` checks on the general path.
+            if (a.dims().is_empty() && b.dims().is_empty())
+                || (a.shape() == b.shape() && a.shape().num_elements() == 1)
+            {
+                O::check_rhs(&[y])?;
+                let value = O::apply(x, y);
                 // An input this context holds the only reference to becomes the output,
                 // written in place: no allocation (a chain of scalar ops then reuses one
                 // buffer all along).
@@ -180,6 +183,9 @@ impl<T: Arith, O: BinaryOp<T>> Kernel for BinaryKernel<T, O> {
                 return Ok(());
             }
         }
+        let (a, b) = (ctx.input(0), ctx.input(1));
+        let op = &ctx.node().op;
+        let (lhs, rhs) = (operand::<T>(op, 0, a)?, operand::<T>(op, 1, b)?);
         let out = if a.shape() == b.shape() {
             a.shape().clone()
         } else {
