@@ -145,7 +145,10 @@ fn nested(w: &WorkerCtx, pieces: usize, f: &(dyn Fn(usize) + Sync)) {
         // A helping caller (the thread that called `execute`, one more than the pool's
         // workers) leaves the pieces to the workers, which steal them from its deque, and
         // blocks: running pieces too would put one thread more than the pool's size on
-        // the cores for the whole op.
+        // the cores for the whole op. A quiet caller (`execute_on_caller`) pushed the
+        // pieces without waking anyone: it stops being quiet and wakes a worker, or the
+        // pieces would wait in its deque with every worker asleep.
+        w.stop_being_quiet();
         w.flush_debt();
         latch.wait(None, registry.spin_policy());
     }
@@ -206,6 +209,54 @@ mod tests {
         let order = crate::sync::plain::Mutex::new(Vec::new());
         parallel_for(5, &|i| order.lock().push(i));
         assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_quiet_callers_pieces_are_run_by_workers_it_wakes() {
+        // `execute_on_caller` pushes without waking anyone; a task of its run that calls
+        // `parallel_for` leaves the pieces to the workers and blocks, so it must wake
+        // them (this hung with both workers asleep). The run is on another thread so a
+        // regression fails here instead of hanging the test binary.
+        let pool = Arc::new(
+            ThreadPool::builder()
+                .num_workers(2)
+                .idle_spin(crate::IdleSpin::OFF)
+                .build()
+                .unwrap(),
+        );
+        struct Wide;
+        impl DagBody for Wide {
+            type Error = Infallible;
+            fn run(
+                &self,
+                _: u32,
+                _: &TaskContext<'_>,
+            ) -> Result<TaskOutcome<Infallible>, Infallible> {
+                let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+                parallel_for(64, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                Ok(TaskOutcome::Done)
+            }
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let runner = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let topology = Topology::builder(1).build().unwrap();
+            for _ in 0..5 {
+                // Give the workers time to fall asleep (idle spin is off), so the pieces'
+                // push finds them asleep.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                runner
+                    .execute_on_caller(&topology, &Wide, &RunControl::default())
+                    .unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the quiet caller's parallel_for pieces were never run");
     }
 
     #[test]

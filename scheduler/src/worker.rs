@@ -187,6 +187,16 @@ impl WorkerCtx {
         }
     }
 
+    /// Ends this helping caller's quiet mode and wakes a sleeper if it was quiet: for a
+    /// caller about to block while jobs it pushed without a wake-up (its own run's, or a
+    /// `parallel_for`'s pieces it leaves to the workers) sit in its deque, which only the
+    /// workers can now run.
+    pub(crate) fn stop_being_quiet(&self) {
+        if self.quiet.replace(false) {
+            self.registry.sleep().notify_one();
+        }
+    }
+
     /// Makes `run` the run that `debt` is counted for, flushing the debt of another.
     #[inline]
     fn switch_run(&self, run: NonNull<RunHeader>) {
