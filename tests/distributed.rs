@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use magpie::cluster::{default_cluster, task_server_options, InProcessCluster};
-use magpie::distributed::ops::{RECV_BEFORE_STEP_ATTR, RECV_OP};
+use magpie::distributed::ops::{RECV_AFTER_FIRST_STAGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP};
 use magpie::distributed::partition::partition;
 use magpie::distributed::MasterError;
 use magpie::graph::AttrValue;
@@ -131,8 +131,10 @@ fn send_recv_pairs_only_across_tasks_and_control_carriers() {
     assert_eq!(scalar(&s.run(&[], &[f], &[]).unwrap()[0]), 0.0);
 }
 
-/// Whether every `_Recv` of `task`'s partition is marked to be awaited before its step.
-fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: &str) -> bool {
+/// How `task`'s partition receives: `Some(0)` when every `_Recv` is awaited before its
+/// step, `Some(n)` when `n` of them are awaited after its first stage (the rest before
+/// the step), `None` when it receives during its step.
+fn receive_stages(p: &magpie::distributed::partition::Partitioning, task: &str) -> Option<usize> {
     let (job, index) = task.split_once(':').unwrap();
     let part = &p.partitions[&TaskName::new(job, index.parse().unwrap())];
     let recvs: Vec<_> = part
@@ -142,17 +144,34 @@ fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: 
         .filter(|n| n.op == RECV_OP)
         .collect();
     assert!(!recvs.is_empty(), "{task} receives nothing");
-    let marked = |n: &&magpie::graph::NodeDef| {
+    let marked = |n: &magpie::graph::NodeDef, attr: &str| {
         n.attrs
             .iter()
-            .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
+            .any(|(k, v)| k == attr && *v == AttrValue::Bool(true))
     };
-    let all = recvs.iter().all(marked);
+    let before = recvs
+        .iter()
+        .filter(|n| marked(n, RECV_BEFORE_STEP_ATTR))
+        .count();
+    let after = recvs
+        .iter()
+        .filter(|n| marked(n, RECV_AFTER_FIRST_STAGE_ATTR))
+        .count();
     assert!(
-        all || !recvs.iter().any(marked),
-        "all receives or none: {recvs:?}"
+        before + after == recvs.len() || before + after == 0,
+        "every receive marked, or none: {recvs:?}"
     );
-    all
+    (before + after > 0).then_some(after)
+}
+
+/// Partition steps run in two stages so far on `job:index`.
+fn staged_steps(c: &InProcessCluster, job: &str, index: u32) -> u64 {
+    c.server(job, index)
+        .unwrap()
+        .core()
+        .worker()
+        .stats()
+        .staged_steps
 }
 
 #[test]
@@ -170,37 +189,145 @@ fn receives_are_awaited_before_the_step_unless_a_path_returns_to_their_task() {
     let devices = s.devices().to_vec();
     let master = TaskName::new("worker", 0);
     let p = partition(&g, &[], &[y], &[], &devices, &master).unwrap();
-    assert!(receives_before_step(&p, "worker:0"));
-    assert!(receives_before_step(&p, "worker:1"));
+    assert_eq!(receive_stages(&p, "worker:0"), Some(0));
+    assert_eq!(receive_stages(&p, "worker:1"), Some(0));
     for _ in 0..3 {
         assert_eq!(scalar(&s.run(&[], &[y], &[]).unwrap()[0]), 12.0);
     }
 
-    // ps -> worker 0 -> ps: what ps receives depends on what it sends, so ps receives
-    // during its step; worker 0 still receives first. A control edge back to ps too.
+    // ps -> worker 0 -> ps: what ps receives depends on what it sends, so ps runs in two
+    // stages; both its receives wait for the first: `b` returns, and the control edge
+    // from worker 0's `marker` (which depends on nothing of ps) is consumed only by the
+    // second stage. Worker 0 still receives first.
     let a = ps.constant(1.0f32).unwrap();
     let b = w0.neg(a).unwrap();
     let marker = w0.no_op().unwrap();
     let back = ps.with_control_dependencies([marker]).add(b, a).unwrap();
     let p = partition(&g, &[], &[back], &[], &devices, &master).unwrap();
-    assert!(!receives_before_step(&p, "ps:0"));
-    assert!(receives_before_step(&p, "worker:0"));
+    assert_eq!(receive_stages(&p, "ps:0"), Some(2));
+    assert_eq!(receive_stages(&p, "worker:0"), Some(0));
+    let before = staged_steps(&c, "ps", 0);
     for _ in 0..3 {
         assert_eq!(scalar(&s.run(&[], &[back], &[]).unwrap()[0]), 0.0);
     }
+    assert_eq!(staged_steps(&c, "ps", 0), before + 3);
 
     // A feed on ps that worker 1 consumes and returns to ps: a cycle through the feed's
-    // placeholder, so ps receives during its step.
+    // placeholder, so ps runs in two stages.
     let fed = ps.placeholder(DType::F32, None).unwrap();
     let twice = w1.add(fed, fed).unwrap();
     let sum = ps.add(twice, fed).unwrap();
     let p = partition(&g, &[fed], &[sum], &[], &devices, &master).unwrap();
-    assert!(!receives_before_step(&p, "ps:0"));
-    assert!(receives_before_step(&p, "worker:1"));
+    assert_eq!(receive_stages(&p, "ps:0"), Some(1));
+    assert_eq!(receive_stages(&p, "worker:1"), Some(0));
     let out = s
         .run(&[(fed, Tensor::scalar(1.5f32))], &[sum], &[])
         .unwrap();
     assert_eq!(scalar(&out[0]), 4.5);
+}
+
+/// A parameter server's step: it sends a variable's value, receives the value computed
+/// from it on a worker and updates the variable with it, and the worker waits for the
+/// update by a control edge. Both tasks are on a cycle; each runs in two stages, with the
+/// same values as the unstaged step, every step.
+#[test]
+fn a_task_on_a_cycle_runs_in_two_stages_with_the_same_values() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let v = ps.variable("staged_v", DType::F32).unwrap();
+    let init = v.assign(&g, g.constant(1.0f32).unwrap()).unwrap();
+    let read = v.read(&g).unwrap();
+    // The worker doubles it; the ps adds the double back, after a ps-local mark.
+    let double = w1.with_name("double").add(read, read).unwrap();
+    let mark = ps.with_name("mark").no_op().unwrap();
+    let update = v
+        .assign_add(&g.with_control_dependencies([mark]), double)
+        .unwrap();
+    // Worker 1 fetches something that waits for the update: a cycle through worker 1.
+    let done = w1
+        .with_control_dependencies([update.node])
+        .with_name("done")
+        .identity(double)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[], &[done, read], &[], &devices, &master).unwrap();
+    assert_eq!(
+        receive_stages(&p, "ps:0"),
+        Some(1),
+        "the double returns to ps"
+    );
+    assert_eq!(
+        receive_stages(&p, "worker:1"),
+        Some(1),
+        "the update's carrier returns to worker 1; the read does not"
+    );
+    s.run(&[], &[init], &[]).unwrap();
+    let (ps_before, w1_before) = (staged_steps(&c, "ps", 0), staged_steps(&c, "worker", 1));
+    // v: 1 -> 3 -> 9 -> 27; each step fetches 2v and v as read before the update.
+    let mut expect = 1.0f32;
+    for _ in 0..3 {
+        let out = s.run(&[], &[done, read], &[]).unwrap();
+        assert_eq!((scalar(&out[0]), scalar(&out[1])), (2.0 * expect, expect));
+        expect *= 3.0;
+    }
+    assert_eq!(staged_steps(&c, "ps", 0), ps_before + 3);
+    assert_eq!(staged_steps(&c, "worker", 1), w1_before + 3);
+}
+
+/// A path that comes back into a task twice (ps -> worker 1 -> ps -> worker 1 -> ps):
+/// the task is not staged and receives during its step, with the right values.
+#[test]
+fn a_task_a_path_returns_into_twice_receives_during_its_step() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let x = ps.placeholder(DType::F32, None).unwrap();
+    let a = w1.add(x, x).unwrap(); // 2x
+    let b = ps.add(a, x).unwrap(); // 3x
+    let c1 = w1.mul(b, b).unwrap(); // 9x²
+    let d = ps.add(c1, x).unwrap(); // 9x² + x
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[x], &[d], &[], &devices, &master).unwrap();
+    assert_eq!(receive_stages(&p, "ps:0"), None);
+    assert_eq!(
+        receive_stages(&p, "worker:1"),
+        Some(1),
+        "worker 1 is entered again once: two stages"
+    );
+    let before = staged_steps(&c, "ps", 0);
+    let out = s.run(&[(x, Tensor::scalar(2.0f32))], &[d], &[]).unwrap();
+    assert_eq!(scalar(&out[0]), 38.0);
+    assert_eq!(staged_steps(&c, "ps", 0), before);
+}
+
+/// Two tasks that exchange independent tensors each way: no path returns into either,
+/// but a task that awaited its receives before its step would wait for the other's step
+/// to start, and the other for its own. Both receive during their steps.
+#[test]
+fn tasks_that_exchange_tensors_both_ways_do_not_wait_for_each_other_to_start() {
+    let c = cluster();
+    let g = Graph::new();
+    let w0 = g.with_device("/job:worker/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let x = w0.constant(1.0f32).unwrap();
+    let y = w1.constant(2.0f32).unwrap();
+    let on_w1 = w1.add(x, y).unwrap();
+    let on_w0 = w0.mul(y, x).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[], &[on_w1, on_w0], &[], &devices, &master).unwrap();
+    assert_eq!(receive_stages(&p, "worker:0"), None);
+    assert_eq!(receive_stages(&p, "worker:1"), None);
+    let out = s.run(&[], &[on_w1, on_w0], &[]).unwrap();
+    assert_eq!((scalar(&out[0]), scalar(&out[1])), (3.0, 2.0));
 }
 
 #[test]

@@ -30,6 +30,7 @@ pub mod partition;
 pub mod placement;
 mod rendezvous;
 mod server;
+mod stages;
 mod timeline;
 pub mod training;
 mod update_rules;
