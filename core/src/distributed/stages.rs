@@ -213,7 +213,6 @@ mod tests {
                 node("done", &["^apply"]),
                 node("other", &["read"]),
             ],
-            ..GraphDef::default()
         };
         let late = HashSet::from(["grad".to_string()]);
         let s = split(&mut def, &late);

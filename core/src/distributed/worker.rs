@@ -458,8 +458,7 @@ impl Worker {
                 shared.feeds,
                 shared.fetches,
                 shared.targets,
-                Vec::new(),
-                None,
+                (Vec::new(), None),
             );
         }
         let mut def = request.graph;
@@ -601,13 +600,13 @@ impl Worker {
             feeds,
             fetches,
             targets,
-            early_recvs,
-            staged,
+            (early_recvs, staged),
         )
     }
 
     /// Makes the local session of a partition over `graph` and registers it for
-    /// `session`; returns its handle.
+    /// `session`, with the receives its steps await before they start and its stages
+    /// (`stages.rs`), if any; returns its handle.
     fn add_partition(
         &self,
         graph: &Graph,
@@ -615,8 +614,7 @@ impl Worker {
         feeds: Vec<Output>,
         fetches: Vec<Output>,
         targets: Vec<NodeId>,
-        early_recvs: Vec<EarlyRecv>,
-        staged: Option<Staged>,
+        (early_recvs, staged): (Vec<EarlyRecv>, Option<Staged>),
     ) -> Result<PartitionHandle, WorkerError> {
         let task = self.task.to_string();
         let options = SessionOptions {
