@@ -276,6 +276,38 @@ fn a_task_on_a_cycle_runs_in_two_stages_with_the_same_values() {
     }
     assert_eq!(staged_steps(&c, "ps", 0), ps_before + 3);
     assert_eq!(staged_steps(&c, "worker", 1), w1_before + 3);
+
+    // A traced staged step: every node once, on its device, both stages and the
+    // receives between them; on ps the second stage's receive arrived before the
+    // update it feeds started.
+    let options = magpie::RunOptions {
+        trace: true,
+        ..Default::default()
+    };
+    let out = s
+        .run_with_options(&options, &[], &[done, read], &[])
+        .unwrap();
+    assert_eq!(scalar(&out.tensors[1]), expect);
+    let timeline = out.timeline.expect("a traced step has a timeline");
+    for p in out.placement.iter() {
+        let ran: Vec<_> = timeline
+            .events()
+            .filter(|(_, n, _, _)| n.node == p.name())
+            .collect();
+        assert_eq!(ran.len(), 1, "{}: {ran:?}", p.name());
+        assert_eq!(ran[0].1.device, *p.device);
+    }
+    let on_ps = |pred: &dyn Fn(&magpie::NodeStats) -> bool| {
+        timeline
+            .events()
+            .filter(|(t, n, _, _)| t.to_string() == "/job:ps/task:0" && pred(n))
+            .map(|(_, _, start, end)| (start, end))
+            .collect::<Vec<_>>()
+    };
+    let recvs = on_ps(&|n| n.op == RECV_OP);
+    let update = on_ps(&|n| n.op == "AssignAddVariableOp");
+    assert_eq!((recvs.len(), update.len()), (1, 1), "{recvs:?} {update:?}");
+    assert!(recvs[0].1 <= update[0].0, "{recvs:?} {update:?}");
 }
 
 /// A path that comes back into a task twice (ps -> worker 1 -> ps -> worker 1 -> ps):
