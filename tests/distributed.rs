@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use magpie::cluster::{default_cluster, task_server_options, InProcessCluster};
-use magpie::distributed::ops::{RECV_BEFORE_STEP_ATTR, RECV_OP};
+use magpie::distributed::ops::{RECV_AFTER_FIRST_STAGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP};
 use magpie::distributed::partition::partition;
 use magpie::distributed::MasterError;
 use magpie::graph::AttrValue;
@@ -131,8 +131,10 @@ fn send_recv_pairs_only_across_tasks_and_control_carriers() {
     assert_eq!(scalar(&s.run(&[], &[f], &[]).unwrap()[0]), 0.0);
 }
 
-/// Whether every `_Recv` of `task`'s partition is marked to be awaited before its step.
-fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: &str) -> bool {
+/// How `task`'s partition receives: `Some(0)` when every `_Recv` is awaited before its
+/// step, `Some(n)` when `n` of them are awaited after its first stage (the rest before
+/// the step), `None` when it receives during its step.
+fn receive_stages(p: &magpie::distributed::partition::Partitioning, task: &str) -> Option<usize> {
     let (job, index) = task.split_once(':').unwrap();
     let part = &p.partitions[&TaskName::new(job, index.parse().unwrap())];
     let recvs: Vec<_> = part
@@ -142,17 +144,34 @@ fn receives_before_step(p: &magpie::distributed::partition::Partitioning, task: 
         .filter(|n| n.op == RECV_OP)
         .collect();
     assert!(!recvs.is_empty(), "{task} receives nothing");
-    let marked = |n: &&magpie::graph::NodeDef| {
+    let marked = |n: &magpie::graph::NodeDef, attr: &str| {
         n.attrs
             .iter()
-            .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
+            .any(|(k, v)| k == attr && *v == AttrValue::Bool(true))
     };
-    let all = recvs.iter().all(marked);
+    let before = recvs
+        .iter()
+        .filter(|n| marked(n, RECV_BEFORE_STEP_ATTR))
+        .count();
+    let after = recvs
+        .iter()
+        .filter(|n| marked(n, RECV_AFTER_FIRST_STAGE_ATTR))
+        .count();
     assert!(
-        all || !recvs.iter().any(marked),
-        "all receives or none: {recvs:?}"
+        before + after == recvs.len() || before + after == 0,
+        "every receive marked, or none: {recvs:?}"
     );
-    all
+    (before + after > 0).then_some(after)
+}
+
+/// Partition steps run in two stages so far on `job:index`.
+fn staged_steps(c: &InProcessCluster, job: &str, index: u32) -> u64 {
+    c.server(job, index)
+        .unwrap()
+        .core()
+        .worker()
+        .stats()
+        .staged_steps
 }
 
 #[test]
@@ -170,37 +189,177 @@ fn receives_are_awaited_before_the_step_unless_a_path_returns_to_their_task() {
     let devices = s.devices().to_vec();
     let master = TaskName::new("worker", 0);
     let p = partition(&g, &[], &[y], &[], &devices, &master).unwrap();
-    assert!(receives_before_step(&p, "worker:0"));
-    assert!(receives_before_step(&p, "worker:1"));
+    assert_eq!(receive_stages(&p, "worker:0"), Some(0));
+    assert_eq!(receive_stages(&p, "worker:1"), Some(0));
     for _ in 0..3 {
         assert_eq!(scalar(&s.run(&[], &[y], &[]).unwrap()[0]), 12.0);
     }
 
-    // ps -> worker 0 -> ps: what ps receives depends on what it sends, so ps receives
-    // during its step; worker 0 still receives first. A control edge back to ps too.
+    // ps -> worker 0 -> ps: what ps receives depends on what it sends, so ps runs in two
+    // stages; both its receives wait for the first: `b` returns, and the control edge
+    // from worker 0's `marker` (which depends on nothing of ps) is consumed only by the
+    // second stage. Worker 0 still receives first.
     let a = ps.constant(1.0f32).unwrap();
     let b = w0.neg(a).unwrap();
     let marker = w0.no_op().unwrap();
     let back = ps.with_control_dependencies([marker]).add(b, a).unwrap();
     let p = partition(&g, &[], &[back], &[], &devices, &master).unwrap();
-    assert!(!receives_before_step(&p, "ps:0"));
-    assert!(receives_before_step(&p, "worker:0"));
+    assert_eq!(receive_stages(&p, "ps:0"), Some(2));
+    assert_eq!(receive_stages(&p, "worker:0"), Some(0));
+    let before = staged_steps(&c, "ps", 0);
     for _ in 0..3 {
         assert_eq!(scalar(&s.run(&[], &[back], &[]).unwrap()[0]), 0.0);
     }
+    assert_eq!(staged_steps(&c, "ps", 0), before + 3);
 
     // A feed on ps that worker 1 consumes and returns to ps: a cycle through the feed's
-    // placeholder, so ps receives during its step.
+    // placeholder, so ps runs in two stages.
     let fed = ps.placeholder(DType::F32, None).unwrap();
     let twice = w1.add(fed, fed).unwrap();
     let sum = ps.add(twice, fed).unwrap();
     let p = partition(&g, &[fed], &[sum], &[], &devices, &master).unwrap();
-    assert!(!receives_before_step(&p, "ps:0"));
-    assert!(receives_before_step(&p, "worker:1"));
+    assert_eq!(receive_stages(&p, "ps:0"), Some(1));
+    assert_eq!(receive_stages(&p, "worker:1"), Some(0));
     let out = s
         .run(&[(fed, Tensor::scalar(1.5f32))], &[sum], &[])
         .unwrap();
     assert_eq!(scalar(&out[0]), 4.5);
+}
+
+/// A parameter server's step: it sends a variable's value, receives the value computed
+/// from it on a worker and updates the variable with it, and the worker waits for the
+/// update by a control edge. Both tasks are on a cycle; each runs in two stages, with the
+/// same values as the unstaged step, every step.
+#[test]
+fn a_task_on_a_cycle_runs_in_two_stages_with_the_same_values() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let v = ps.variable("staged_v", DType::F32).unwrap();
+    let init = v.assign(&g, g.constant(1.0f32).unwrap()).unwrap();
+    let read = v.read(&g).unwrap();
+    // The worker doubles it; the ps adds the double back, after a ps-local mark.
+    let double = w1.with_name("double").add(read, read).unwrap();
+    let mark = ps.with_name("mark").no_op().unwrap();
+    let update = v
+        .assign_add(&g.with_control_dependencies([mark]), double)
+        .unwrap();
+    // Worker 1 fetches something that waits for the update: a cycle through worker 1.
+    let done = w1
+        .with_control_dependencies([update.node])
+        .with_name("done")
+        .identity(double)
+        .unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[], &[done, read], &[], &devices, &master).unwrap();
+    assert_eq!(
+        receive_stages(&p, "ps:0"),
+        Some(1),
+        "the double returns to ps"
+    );
+    assert_eq!(
+        receive_stages(&p, "worker:1"),
+        Some(1),
+        "the update's carrier returns to worker 1; the read does not"
+    );
+    s.run(&[], &[init], &[]).unwrap();
+    let (ps_before, w1_before) = (staged_steps(&c, "ps", 0), staged_steps(&c, "worker", 1));
+    // v: 1 -> 3 -> 9 -> 27; each step fetches 2v and v as read before the update.
+    let mut expect = 1.0f32;
+    for _ in 0..3 {
+        let out = s.run(&[], &[done, read], &[]).unwrap();
+        assert_eq!((scalar(&out[0]), scalar(&out[1])), (2.0 * expect, expect));
+        expect *= 3.0;
+    }
+    assert_eq!(staged_steps(&c, "ps", 0), ps_before + 3);
+    assert_eq!(staged_steps(&c, "worker", 1), w1_before + 3);
+
+    // A traced staged step: every node once, on its device, both stages and the
+    // receives between them; on ps the second stage's receive arrived before the
+    // update it feeds started.
+    let options = magpie::RunOptions {
+        trace: true,
+        ..Default::default()
+    };
+    let out = s
+        .run_with_options(&options, &[], &[done, read], &[])
+        .unwrap();
+    assert_eq!(scalar(&out.tensors[1]), expect);
+    let timeline = out.timeline.expect("a traced step has a timeline");
+    for p in out.placement.iter() {
+        let ran: Vec<_> = timeline
+            .events()
+            .filter(|(_, n, _, _)| n.node == p.name())
+            .collect();
+        assert_eq!(ran.len(), 1, "{}: {ran:?}", p.name());
+        assert_eq!(ran[0].1.device, *p.device);
+    }
+    let on_ps = |pred: &dyn Fn(&magpie::NodeStats) -> bool| {
+        timeline
+            .events()
+            .filter(|(t, n, _, _)| t.to_string() == "/job:ps/task:0" && pred(n))
+            .map(|(_, _, start, end)| (start, end))
+            .collect::<Vec<_>>()
+    };
+    let recvs = on_ps(&|n| n.op == RECV_OP);
+    let update = on_ps(&|n| n.op == "AssignAddVariableOp");
+    assert_eq!((recvs.len(), update.len()), (1, 1), "{recvs:?} {update:?}");
+    assert!(recvs[0].1 <= update[0].0, "{recvs:?} {update:?}");
+}
+
+/// A path that comes back into a task twice (ps -> worker 1 -> ps -> worker 1 -> ps):
+/// the task is not staged and receives during its step, with the right values.
+#[test]
+fn a_task_a_path_returns_into_twice_receives_during_its_step() {
+    let c = cluster();
+    let g = Graph::new();
+    let ps = g.with_device("/job:ps/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let x = ps.placeholder(DType::F32, None).unwrap();
+    let a = w1.add(x, x).unwrap(); // 2x
+    let b = ps.add(a, x).unwrap(); // 3x
+    let c1 = w1.mul(b, b).unwrap(); // 9x²
+    let d = ps.add(c1, x).unwrap(); // 9x² + x
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[x], &[d], &[], &devices, &master).unwrap();
+    assert_eq!(receive_stages(&p, "ps:0"), None);
+    assert_eq!(
+        receive_stages(&p, "worker:1"),
+        Some(1),
+        "worker 1 is entered again once: two stages"
+    );
+    let before = staged_steps(&c, "ps", 0);
+    let out = s.run(&[(x, Tensor::scalar(2.0f32))], &[d], &[]).unwrap();
+    assert_eq!(scalar(&out[0]), 38.0);
+    assert_eq!(staged_steps(&c, "ps", 0), before);
+}
+
+/// Two tasks that exchange independent tensors each way: no path returns into either,
+/// but a task that awaited its receives before its step would wait for the other's step
+/// to start, and the other for its own. Both receive during their steps.
+#[test]
+fn tasks_that_exchange_tensors_both_ways_do_not_wait_for_each_other_to_start() {
+    let c = cluster();
+    let g = Graph::new();
+    let w0 = g.with_device("/job:worker/task:0").unwrap();
+    let w1 = g.with_device("/job:worker/task:1").unwrap();
+    let x = w0.constant(1.0f32).unwrap();
+    let y = w1.constant(2.0f32).unwrap();
+    let on_w1 = w1.add(x, y).unwrap();
+    let on_w0 = w0.mul(y, x).unwrap();
+    let s = c.session("worker", 0, &g).unwrap();
+    let devices = s.devices().to_vec();
+    let master = TaskName::new("worker", 0);
+    let p = partition(&g, &[], &[on_w1, on_w0], &[], &devices, &master).unwrap();
+    assert_eq!(receive_stages(&p, "worker:0"), None);
+    assert_eq!(receive_stages(&p, "worker:1"), None);
+    let out = s.run(&[], &[on_w1, on_w0], &[]).unwrap();
+    assert_eq!((scalar(&out[0]), scalar(&out[1])), (3.0, 2.0));
 }
 
 #[test]
@@ -477,4 +636,72 @@ fn failed_steps_leave_no_rendezvous_entries_on_any_task() {
             "/job:{job}/task:{index}"
         );
     }
+}
+
+/// Random graphs of additions and subtractions of small integers over three tasks (and
+/// control edges between them): every step gives the values computed here, within a
+/// deadline that a deadlock between awaited receives would pass; some steps are staged.
+#[test]
+fn random_graphs_over_three_tasks_give_their_values_without_waiting_on_each_other() {
+    let c = cluster();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let tasks = ["/job:ps/task:0", "/job:worker/task:0", "/job:worker/task:1"];
+    let staged_before: u64 = [("ps", 0), ("worker", 0), ("worker", 1)]
+        .iter()
+        .map(|(j, i)| staged_steps(&c, j, *i))
+        .sum();
+    for graph in 0..40 {
+        let g = Graph::new();
+        let mut outs = Vec::new();
+        let mut values: Vec<f32> = Vec::new();
+        for k in 0..14 {
+            let scope = g.with_device(tasks[next(3)]).unwrap();
+            let (out, v) = if k < 3 || next(4) == 0 {
+                let v = (next(7) as f32) - 3.0;
+                (scope.constant(v).unwrap(), v)
+            } else {
+                let (a, b) = (next(outs.len()), next(outs.len()));
+                let scope = if next(3) == 0 {
+                    // A control edge from another earlier node, maybe on another task.
+                    let dep: magpie::graph::Output = outs[next(outs.len())];
+                    scope.with_control_dependencies([dep.node])
+                } else {
+                    scope
+                };
+                if next(2) == 0 {
+                    (scope.add(outs[a], outs[b]).unwrap(), values[a] + values[b])
+                } else {
+                    (scope.sub(outs[a], outs[b]).unwrap(), values[a] - values[b])
+                }
+            };
+            outs.push(out);
+            values.push(v);
+        }
+        let picks: Vec<usize> = (0..3).map(|_| 3 + next(outs.len() - 3)).collect();
+        let fetches: Vec<magpie::graph::Output> = picks.iter().map(|&k| outs[k]).collect();
+        let s = c.session("worker", next(2) as u32, &g).unwrap();
+        let options = magpie::RunOptions {
+            timeout: Some(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let out = s
+                .run_with_options(&options, &[], &fetches, &[])
+                .unwrap_or_else(|e| panic!("graph {graph}: {e}"));
+            let got: Vec<f32> = out.tensors.iter().map(scalar).collect();
+            let want: Vec<f32> = picks.iter().map(|&k| values[k]).collect();
+            assert_eq!(got, want, "graph {graph}");
+        }
+    }
+    let staged_after: u64 = [("ps", 0), ("worker", 0), ("worker", 1)]
+        .iter()
+        .map(|(j, i)| staged_steps(&c, j, *i))
+        .sum();
+    assert!(staged_after > staged_before, "no step was staged");
 }

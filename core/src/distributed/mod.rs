@@ -11,7 +11,8 @@
 //! receiving task's [`Rendezvous`], where `_Recv` (an async kernel) waits without
 //! holding a thread — or, where the master found that no received tensor depends on the
 //! partition's own work (`early_recv.rs`), the worker awaits them all before the step
-//! and feeds them; over a transport that sends eagerly, `_Send` completes at once and the
+//! and feeds them — or, for a task a path comes back into once, runs the partition in two
+//! stages with the returning receives awaited between them (`stages.rs`); over a transport that sends eagerly, `_Send` completes at once and the
 //! worker awaits the answers at the end of the step (`outbox.rs`). Variables live in the task's resource manager; [`ops`] and
 //! [`training`] define the ops that read and update them (the optimizers' updates by
 //! TensorFlow's formulas, `update_rules.rs`). [`TaskServer`] bundles a task's master and worker with the
@@ -30,6 +31,7 @@ pub mod partition;
 pub mod placement;
 mod rendezvous;
 mod server;
+mod stages;
 mod timeline;
 pub mod training;
 mod update_rules;

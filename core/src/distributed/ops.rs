@@ -37,11 +37,17 @@ pub const SESSION_ATTR: &str = "_magpie_session";
 /// transport sends eagerly: the kernel completes once the transfer started, and the
 /// worker awaits the answer at the end of the step (see `outbox.rs`).
 pub const EAGER_SEND_ATTR: &str = "_magpie_eager_send";
-/// Attribute of `_Recv` that the master sets on every receive of a partition when no
-/// receive there depends, through other tasks, on anything the partition computes: the
-/// worker may then await all of them before the step starts and run the step with their
-/// tensors as feeds (on the polling thread when it is short).
+/// Attribute of `_Recv` that the master sets on a receive whose tensor depends, through
+/// other tasks, on nothing the partition computes, when every receive of the partition
+/// carries it or [`RECV_AFTER_FIRST_STAGE_ATTR`]: the worker awaits it before the step
+/// starts and runs the step with its tensor as a feed (on the polling thread when it is
+/// short).
 pub const RECV_BEFORE_STEP_ATTR: &str = "_magpie_recv_before_step";
+/// Attribute of `_Recv` that the master sets on a receive whose tensor depends on what
+/// the partition's first stage computes (a path leaves the task and comes back once):
+/// the worker runs the nodes no such receive reaches first, then awaits these receives,
+/// then runs the rest (`early_recv.rs`, `stages.rs`).
+pub const RECV_AFTER_FIRST_STAGE_ATTR: &str = "_magpie_recv_after_first_stage";
 /// Attribute naming the node whose device a node must share (set by the variable
 /// helpers; honoured by the master's placement).
 pub const COLOCATE_ATTR: &str = "_colocate_with";

@@ -26,9 +26,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::early_recv::early_recv_tasks;
+use super::early_recv::recv_stages;
 use super::error::MasterError;
-use super::ops::{DST_TASK_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP};
+use super::ops::{
+    DST_TASK_ATTR, EDGE_ATTR, RECV_AFTER_FIRST_STAGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP,
+};
 use super::placement::place_nodes;
 use crate::exec::prune::{prune, Pruned};
 use crate::graph::{AttrValue, Graph, GraphDef, Node, NodeDef, NodeId, Output};
@@ -305,6 +307,7 @@ fn split(
         parts: BTreeMap::new(),
         memo: HashMap::new(),
         next_edge: 0,
+        recv_sources: HashMap::new(),
     };
     // Feeds become placeholders on their producer's task.
     for (k, f) in feeds.iter().enumerate() {
@@ -347,7 +350,7 @@ fn split(
         for inp in &n.inputs {
             let (src, name) = loc(*inp);
             let dtype = all[inp.node.index()].output_dtypes[inp.index as usize];
-            inputs.push(b.route(src, &name, dtype, d));
+            inputs.push(b.route((inp.node.index(), i), src, &name, dtype, d));
         }
         for c in &n.control_inputs {
             if !needed[c.index()] {
@@ -355,7 +358,7 @@ fn split(
             }
             let src = dev(c.index());
             let cname = format!("^{}", all[c.index()].name);
-            let routed = b.route(src, &cname, DType::Bool, d);
+            let routed = b.route((c.index(), i), src, &cname, DType::Bool, d);
             inputs.push(if routed.starts_with('^') {
                 routed
             } else {
@@ -389,16 +392,26 @@ fn split(
         .iter()
         .map(|d| d.map(|d| task_of(&devices[d])))
         .collect();
-    let early = early_recv_tasks(all, needed, &tasks);
+    let stages = recv_stages(all, needed, &tasks);
+    let recv_sources = std::mem::take(&mut b.recv_sources);
     let partitions = b
         .parts
         .into_iter()
         .map(|(task, mut p)| {
             p.targets.dedup();
-            if p.recvs > 0 && early.contains(&task) {
+            let (before, staged) = (stages.all_before_step(&task), stages.staged(&task));
+            if p.recvs > 0 && (before || staged) {
                 for n in p.graph.nodes.iter_mut().filter(|n| n.op == RECV_OP) {
-                    n.attrs
-                        .push((RECV_BEFORE_STEP_ATTR.into(), AttrValue::Bool(true)));
+                    let late = staged
+                        && recv_sources.get(&n.name).is_some_and(|(src, consumers)| {
+                            stages.after_first_stage(*src, consumers, &task)
+                        });
+                    let attr = if late {
+                        RECV_AFTER_FIRST_STAGE_ATTR
+                    } else {
+                        RECV_BEFORE_STEP_ATTR
+                    };
+                    n.attrs.push((attr.into(), AttrValue::Bool(true)));
                 }
             }
             (task, p)
@@ -418,6 +431,9 @@ struct Builder<'a> {
     /// the `_Recv` output there.
     memo: HashMap<(String, TaskName), String>,
     next_edge: usize,
+    /// Each inserted `_Recv` (by name) → the index of the node whose output (or
+    /// control) it receives, and of the nodes that consume it.
+    recv_sources: HashMap<String, (usize, Vec<usize>)>,
 }
 
 impl Builder<'_> {
@@ -438,20 +454,31 @@ impl Builder<'_> {
             .to_string()
     }
 
-    /// The name the consumer on `dst` uses for `name` (an output `node:i`, or `^node`)
-    /// produced on `src`, inserting a Send/Recv pair when the tasks differ.
-    fn route(&mut self, src: usize, name: &str, dtype: DType, dst: usize) -> String {
+    /// The name the consumer on `dst` uses for `name` (an output `node:i`, or `^node`, of
+    /// node `edge.0`) produced on `src`, inserting a Send/Recv pair when the tasks differ;
+    /// `edge.1` is the consuming node.
+    fn route(
+        &mut self,
+        edge: (usize, usize),
+        src: usize,
+        name: &str,
+        dtype: DType,
+        dst: usize,
+    ) -> String {
         let (src_task, dst_task) = (task_of(&self.devices[src]), task_of(&self.devices[dst]));
         if src_task == dst_task {
             return name.to_string();
         }
         let key = (name.to_string(), dst_task.clone());
         if let Some(r) = self.memo.get(&key) {
+            if let Some((_, consumers)) = self.recv_sources.get_mut(r.trim_end_matches(":0")) {
+                consumers.push(edge.1);
+            }
             return r.clone();
         }
         let e = self.next_edge;
         self.next_edge += 1;
-        let edge = format!("{e}:{name}->{dst_task}");
+        let edge_name = format!("{e}:{name}->{dst_task}");
         let send_name = format!("{PREFIX}/send/{e}");
         let recv_name = format!("{PREFIX}/recv/{e}");
         let send_device = self.transfer_device(src);
@@ -463,7 +490,7 @@ impl Builder<'_> {
             inputs: vec![name.to_string()],
             device: send_device,
             attrs: vec![
-                (EDGE_ATTR.into(), AttrValue::Str(edge.clone())),
+                (EDGE_ATTR.into(), AttrValue::Str(edge_name.clone())),
                 (DST_TASK_ATTR.into(), AttrValue::Str(dst_task.to_string())),
             ],
         });
@@ -476,11 +503,13 @@ impl Builder<'_> {
             inputs: vec![],
             device: recv_device,
             attrs: vec![
-                (EDGE_ATTR.into(), AttrValue::Str(edge)),
+                (EDGE_ATTR.into(), AttrValue::Str(edge_name)),
                 ("dtype".into(), AttrValue::DType(dtype)),
             ],
         });
         recv.recvs += 1;
+        self.recv_sources
+            .insert(recv_name.clone(), (edge.0, vec![edge.1]));
         let out = format!("{recv_name}:0");
         self.memo.insert(key, out.clone());
         out

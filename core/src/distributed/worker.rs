@@ -23,11 +23,13 @@ use super::error::WorkerError;
 use super::kernels::late_send_error;
 use super::kernels::{register_kernels, register_kernels_into, TaskTransport};
 use super::ops::{
-    EAGER_SEND_ATTR, EDGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP, SEND_OP, SESSION_ATTR,
+    EAGER_SEND_ATTR, EDGE_ATTR, RECV_AFTER_FIRST_STAGE_ATTR, RECV_BEFORE_STEP_ATTR, RECV_OP,
+    SEND_OP, SESSION_ATTR,
 };
 use super::outbox::{Outbox, OutboxGuard};
 use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
 use super::server::ServerOptions;
+use super::stages::{split, Source, Stages};
 use crate::device::Device;
 use crate::exec::NodeStats;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
@@ -53,6 +55,15 @@ struct Partition {
     /// the step starts ([`RECV_BEFORE_STEP_ATTR`]): each became a placeholder that the
     /// worker feeds with the received tensor.
     early_recvs: Vec<EarlyRecv>,
+    /// The partition's two stages, when the master marked some receives to be awaited
+    /// after the first (`stages.rs`).
+    staged: Option<Staged>,
+}
+
+/// A partition run in two stages: how, and the receives awaited between them.
+struct Staged {
+    stages: Stages,
+    recvs: Vec<EarlyRecv>,
 }
 
 /// A `_Recv` of a partition awaited before its step starts.
@@ -99,6 +110,9 @@ pub struct WorkerStats {
     /// The part of `pending_rendezvous_bytes` delivered for steps that have not started
     /// on this task (bounded by [`ServerOptions::rendezvous_limits`]).
     pub unclaimed_rendezvous_bytes: usize,
+    /// Partition steps run in two stages (a task on a cycle through other tasks: see
+    /// [`RECV_AFTER_FIRST_STAGE_ATTR`]), successful or not.
+    pub staged_steps: u64,
 }
 
 /// The worker service of one task.
@@ -242,6 +256,7 @@ pub struct Worker {
     partitions: Mutex<Partitions>,
     registrations: AtomicU64,
     steps_run: AtomicU64,
+    staged_steps: AtomicU64,
     stopping: AtomicBool,
     /// Running partition steps.
     running: Mutex<Vec<Running>>,
@@ -326,6 +341,7 @@ impl Worker {
             partitions: Mutex::new(Partitions::default()),
             registrations: AtomicU64::new(0),
             steps_run: AtomicU64::new(0),
+            staged_steps: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             running: Mutex::new(Vec::new()),
             next_run: AtomicU64::new(0),
@@ -381,6 +397,7 @@ impl Worker {
             pending_rendezvous: self.rendezvous.pending(),
             pending_rendezvous_bytes: self.rendezvous.pending_bytes(),
             unclaimed_rendezvous_bytes: self.rendezvous.unclaimed_bytes(),
+            staged_steps: self.staged_steps.load(Ordering::Relaxed),
         }
     }
 
@@ -441,7 +458,7 @@ impl Worker {
                 shared.feeds,
                 shared.fetches,
                 shared.targets,
-                Vec::new(),
+                (Vec::new(), None),
             );
         }
         let mut def = request.graph;
@@ -464,16 +481,31 @@ impl Worker {
                     .push((EAGER_SEND_ATTR.into(), AttrValue::Bool(true)));
             }
         }
-        // Receives the master marked safe to await before the step starts (all of them,
-        // or none is) become placeholders the worker feeds (see `receive_early`).
-        let recvs = def.nodes.iter().filter(|n| n.op == RECV_OP).count();
-        let early = recvs > 0
-            && def.nodes.iter().filter(|n| n.op == RECV_OP).all(|n| {
-                n.attrs
-                    .iter()
-                    .any(|(k, v)| k == RECV_BEFORE_STEP_ATTR && *v == AttrValue::Bool(true))
+        // Receives the master marked safe to await before the step starts, or after the
+        // partition's first stage (when every receive is marked one way or the other)
+        // become placeholders the worker feeds (see `receive_early` and `stages.rs`).
+        let marked = |n: &crate::graph::NodeDef, attr: &str| {
+            n.attrs
+                .iter()
+                .any(|(k, v)| k == attr && *v == AttrValue::Bool(true))
+        };
+        let recvs: Vec<&crate::graph::NodeDef> =
+            def.nodes.iter().filter(|n| n.op == RECV_OP).collect();
+        let early = !recvs.is_empty()
+            && recvs.iter().all(|n| {
+                marked(n, RECV_BEFORE_STEP_ATTR) || marked(n, RECV_AFTER_FIRST_STAGE_ATTR)
             });
+        let late: std::collections::HashSet<String> = if early {
+            recvs
+                .iter()
+                .filter(|n| marked(n, RECV_AFTER_FIRST_STAGE_ATTR))
+                .map(|n| n.name.clone())
+                .collect()
+        } else {
+            Default::default()
+        };
         let mut early_recvs = Vec::new();
+        let mut late_recvs = Vec::new();
         if early {
             for n in def.nodes.iter_mut().filter(|n| n.op == RECV_OP) {
                 let attr = |name: &str| n.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -489,11 +521,17 @@ impl Worker {
                     }));
                 };
                 let (edge, dtype) = (edge.clone(), dtype.clone());
-                early_recvs.push((edge, n.name.clone(), n.device.clone()));
+                let list = if late.contains(&n.name) {
+                    &mut late_recvs
+                } else {
+                    &mut early_recvs
+                };
+                list.push((edge, n.name.clone(), n.device.clone()));
                 n.op = "Placeholder".into();
                 n.attrs = vec![("dtype".into(), dtype)];
             }
         }
+        let stage_split = (!late.is_empty()).then(|| split(&mut def, &late));
         let graph = Graph::import(&def).map_err(bad)?;
         let output = |s: &str, role: &str| -> Result<Output, WorkerError> {
             let (name, idx) = s.rsplit_once(':').unwrap_or((s, "0"));
@@ -520,29 +558,55 @@ impl Worker {
             .iter()
             .map(|s| output(&format!("{s}:0"), "target").map(|o| o.node))
             .collect::<Result<Vec<_>, _>>()?;
-        let early_recvs = early_recvs
-            .into_iter()
-            .map(|(edge, node, device)| {
-                Ok(EarlyRecv {
-                    edge,
-                    output: output(&format!("{node}:0"), "feed")?,
-                    node,
-                    device,
+        let as_recvs = |list: Vec<(String, String, String)>| {
+            list.into_iter()
+                .map(|(edge, node, device)| {
+                    Ok(EarlyRecv {
+                        edge,
+                        output: output(&format!("{node}:0"), "feed")?,
+                        node,
+                        device,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, WorkerError>>()?;
+                .collect::<Result<Vec<_>, WorkerError>>()
+        };
+        let early_recvs = as_recvs(early_recvs)?;
+        let staged = match stage_split {
+            Some(stage_split) => {
+                let step_feeds: Vec<Output> = feeds
+                    .iter()
+                    .copied()
+                    .chain(early_recvs.iter().map(|r| r.output))
+                    .collect();
+                let nodes = graph.nodes();
+                let stages = Stages::resolve(
+                    &stage_split,
+                    &step_feeds,
+                    &fetches,
+                    &targets,
+                    |id| nodes[id.index()].name.clone(),
+                    |name| output(name, "feed"),
+                )?;
+                Some(Staged {
+                    stages,
+                    recvs: as_recvs(late_recvs)?,
+                })
+            }
+            None => None,
+        };
         self.add_partition(
             &graph,
             request.session,
             feeds,
             fetches,
             targets,
-            early_recvs,
+            (early_recvs, staged),
         )
     }
 
     /// Makes the local session of a partition over `graph` and registers it for
-    /// `session`; returns its handle.
+    /// `session`, with the receives its steps await before they start and its stages
+    /// (`stages.rs`), if any; returns its handle.
     fn add_partition(
         &self,
         graph: &Graph,
@@ -550,7 +614,7 @@ impl Worker {
         feeds: Vec<Output>,
         fetches: Vec<Output>,
         targets: Vec<NodeId>,
-        early_recvs: Vec<EarlyRecv>,
+        (early_recvs, staged): (Vec<EarlyRecv>, Option<Staged>),
     ) -> Result<PartitionHandle, WorkerError> {
         let task = self.task.to_string();
         let options = SessionOptions {
@@ -586,6 +650,7 @@ impl Worker {
                 fetches,
                 targets,
                 early_recvs,
+                staged,
             }),
         );
         drop(partitions);
@@ -643,12 +708,16 @@ impl Worker {
         if let Err(e) = futures::executor::block_on(self.receive_early(step_id, &mut admitted)) {
             return self.step_result(step_id, Err(e), None, start_unix_micros);
         }
-        let result = admitted.part.session.run_with_options(
-            &admitted.options,
-            &admitted.feeds,
-            &admitted.part.fetches,
-            &admitted.part.targets,
-        );
+        let result = if admitted.part.staged.is_some() {
+            futures::executor::block_on(self.run_staged(step_id, &mut admitted))
+        } else {
+            admitted.part.session.run_with_options(
+                &admitted.options,
+                &admitted.feeds,
+                &admitted.part.fetches,
+                &admitted.part.targets,
+            )
+        };
         let result = futures::executor::block_on(self.await_sends(step_id, result, &admitted));
         let trace = admitted.options.trace.then(|| admitted.early.take());
         self.step_result(step_id, result, trace, start_unix_micros)
@@ -675,16 +744,20 @@ impl Worker {
         if let Err(e) = self.receive_early(step_id, &mut admitted).await {
             return self.step_result(step_id, Err(e), None, start_unix_micros);
         }
-        let result = admitted
-            .part
-            .session
-            .run_async_with_options(
-                &admitted.options,
-                &admitted.feeds,
-                &admitted.part.fetches,
-                &admitted.part.targets,
-            )
-            .await;
+        let result = if admitted.part.staged.is_some() {
+            self.run_staged(step_id, &mut admitted).await
+        } else {
+            admitted
+                .part
+                .session
+                .run_async_with_options(
+                    &admitted.options,
+                    &admitted.feeds,
+                    &admitted.part.fetches,
+                    &admitted.part.targets,
+                )
+                .await
+        };
         let result = self.await_sends(step_id, result, &admitted).await;
         let trace = admitted.options.trace.then(|| admitted.early.take());
         self.step_result(step_id, result, trace, start_unix_micros)
@@ -706,8 +779,32 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
+        let (got, waited) = self
+            .receive(step_id, &part.early_recvs, admitted, started)
+            .await?;
+        if admitted.options.trace {
+            admitted.early.waited = waited;
+        }
+        admitted
+            .feeds
+            .extend(got.into_iter().map(|(r, t)| (r.output, t)));
+        Ok(())
+    }
+
+    /// Awaits the tensors of `recvs` for the step; the step's deadline shrinks by the
+    /// time this took, which it returns. A traced step records each receive in its
+    /// timeline, from the wait's start to the tensor's arrival, on the clock of
+    /// `step_start`. The wait ends as [`Worker::receive_early`]'s does.
+    async fn receive<'r>(
+        &self,
+        step_id: StepId,
+        recvs: &'r [EarlyRecv],
+        admitted: &mut Admitted<'_>,
+        step_start: Instant,
+    ) -> Result<(Vec<(&'r EarlyRecv, Tensor)>, Duration), SessionError> {
+        let started = Instant::now();
         let timeout = admitted.options.timeout.unwrap_or(Duration::MAX);
-        let recvs = futures::future::try_join_all(part.early_recvs.iter().map(|r| {
+        let waits = futures::future::try_join_all(recvs.iter().map(|r| {
             let wait = self.rendezvous.recv(RendezvousKey {
                 step_id,
                 edge: r.edge.clone(),
@@ -720,36 +817,109 @@ impl Worker {
         }));
         let got = futures::select_biased! {
             () = admitted.token.cancelled().boxed().fuse() => Err(SessionError::Cancelled),
-            r = recvs.boxed().fuse() => r,
+            r = waits.boxed().fuse() => r,
             () = crate::kernel::async_support::sleep(timeout).boxed().fuse() => {
                 Err(SessionError::DeadlineExceeded(timeout))
             }
         }?;
         let waited = started.elapsed();
         if admitted.options.trace {
-            // The receives as the timeline shows them: from the wait's start to each
-            // tensor's arrival, before the partition's own nodes (shifted by `waited`).
-            admitted.early = EarlyTrace {
-                waited,
-                recvs: got
-                    .iter()
-                    .map(|(r, t, arrived)| NodeStats {
-                        node: r.node.clone(),
-                        op: RECV_OP.into(),
-                        device: r.device.clone(),
-                        worker: 0,
-                        start: Duration::ZERO,
-                        end: *arrived,
-                        output_bytes: t.size_in_bytes(),
-                    })
-                    .collect(),
-            };
+            let offset = started.saturating_duration_since(step_start);
+            admitted
+                .early
+                .recvs
+                .extend(got.iter().map(|(r, t, arrived)| NodeStats {
+                    node: r.node.clone(),
+                    op: RECV_OP.into(),
+                    device: r.device.clone(),
+                    worker: 0,
+                    start: offset,
+                    end: offset + *arrived,
+                    output_bytes: t.size_in_bytes(),
+                }));
         }
-        admitted
-            .feeds
-            .extend(got.into_iter().map(|(r, t, _)| (r.output, t)));
         admitted.options.timeout = Some(timeout.saturating_sub(waited));
-        Ok(())
+        Ok((got.into_iter().map(|(r, t, _)| (r, t)).collect(), waited))
+    }
+
+    /// Runs a staged partition's step (`stages.rs`): the first stage, then — once the
+    /// receives that depend on it came — the second, fed with the first stage's tensors;
+    /// the partition's fetches in their order. A traced step's timeline has both stages'
+    /// nodes, each on the clock of the step's start after its early receives.
+    async fn run_staged(
+        &self,
+        step_id: StepId,
+        admitted: &mut Admitted<'_>,
+    ) -> Result<crate::session::RunOutput, SessionError> {
+        let part = Arc::clone(&admitted.part);
+        let Some(staged) = part.staged.as_ref() else {
+            return Err(SessionError::InvalidOptions(
+                "a partition of one stage run as two".into(),
+            ));
+        };
+        self.staged_steps.fetch_add(1, Ordering::Relaxed);
+        let st = &staged.stages;
+        let start = Instant::now();
+        let first = part
+            .session
+            .run_async_with_options(
+                &admitted.options,
+                &admitted.feeds,
+                &st.first_fetches,
+                &st.first_targets,
+            )
+            .await?;
+        let ran = start.elapsed();
+        admitted.options.timeout = admitted.options.timeout.map(|t| t.saturating_sub(ran));
+        // The timeline's clock starts before the early receives.
+        let step_start = start.checked_sub(admitted.early.waited).unwrap_or(start);
+        let (got, _) = self
+            .receive(step_id, &staged.recvs, admitted, step_start)
+            .await?;
+        let mut feeds: Vec<(Output, Tensor)> = st
+            .second_feeds
+            .iter()
+            .map(|(o, source)| {
+                let t = match *source {
+                    Source::Feed(k) => admitted.feeds[k].1.clone(),
+                    Source::First(k) => first.tensors[k].clone(),
+                };
+                (*o, t)
+            })
+            .collect();
+        feeds.extend(got.into_iter().map(|(r, t)| (r.output, t)));
+        let second_start = start.elapsed();
+        let second = part
+            .session
+            .run_async_with_options(
+                &admitted.options,
+                &feeds,
+                &st.second_fetches,
+                &st.second_targets,
+            )
+            .await?;
+        let tensors = st
+            .fetch_order
+            .iter()
+            .map(|&(in_second, k)| {
+                if in_second {
+                    second.tensors[k].clone()
+                } else {
+                    first.tensors[k].clone()
+                }
+            })
+            .collect();
+        let mut metadata = first.metadata;
+        metadata
+            .nodes
+            .extend(second.metadata.nodes.iter().cloned().map(|mut n| {
+                n.start += second_start;
+                n.end += second_start;
+                n
+            }));
+        metadata.wall_time = start.elapsed();
+        metadata.copies += second.metadata.copies;
+        Ok(crate::session::RunOutput { tensors, metadata })
     }
 
     /// `result`, once the answers to the sends the step's `_Send` kernels started

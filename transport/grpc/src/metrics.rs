@@ -13,6 +13,7 @@
 //! | `magpie_steps_total` | counter | `outcome`: `ok` or the gRPC code (`invalid_argument`, …) |
 //! | `magpie_step_duration_seconds` | histogram | — |
 //! | `magpie_partition_steps_total` | counter | — |
+//! | `magpie_staged_partition_steps_total` | counter | — |
 //! | `magpie_sessions_open` | gauge | — |
 //! | `magpie_rendezvous_entries` | gauge | — |
 //! | `magpie_rendezvous_bytes` | gauge | — |
@@ -199,6 +200,12 @@ impl Metrics {
             "magpie_partition_steps",
             "Partition steps this task's worker ran (for any master), successful or not",
             counter(stats.steps),
+        );
+        registry.register(
+            "magpie_staged_partition_steps",
+            "Partition steps this task's worker ran in two stages (a task on a cycle through \
+             other tasks)",
+            counter(stats.staged_steps),
         );
         registry.register(
             "magpie_sessions_open",
