@@ -32,7 +32,6 @@
 //! steps with a limit.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
 use super::account::{Charge, MemoryAccount};
 use crate::limits::Limit;
@@ -89,7 +88,7 @@ impl StepMemoryLimit {
 /// ```
 #[derive(Debug)]
 pub struct StepMemory {
-    account: Arc<MemoryAccount>,
+    account: MemoryAccount,
     limit: StepMemoryLimit,
 }
 
@@ -111,7 +110,7 @@ impl StepMemory {
     /// A step's account holding nothing, under `limit`.
     pub fn new(limit: StepMemoryLimit) -> StepMemory {
         StepMemory {
-            account: Arc::new(MemoryAccount::new()),
+            account: MemoryAccount::new(),
             limit,
         }
     }
@@ -150,7 +149,7 @@ impl StepMemory {
     /// (`device`'s charge is then given back).
     #[inline]
     pub(crate) fn try_charge(&self, device: Option<Charge>, bytes: u64) -> Result<Charge, u64> {
-        self.account.try_add(bytes, self.limit.bytes)?;
+        self.account.take(bytes, self.limit.bytes)?;
         Ok(self.attach(device, bytes))
     }
 
@@ -160,7 +159,7 @@ impl StepMemory {
     pub(crate) fn charge_current_unchecked(device: Option<Charge>, bytes: u64) -> Option<Charge> {
         Self::with_current(|step| match step {
             Some(step) => {
-                step.account.add(bytes);
+                step.account.take_unchecked(bytes);
                 Some(step.attach(device, bytes))
             }
             None => device,
@@ -169,10 +168,9 @@ impl StepMemory {
 
     /// `device`'s charge (or a charge of its own) carrying `bytes` already added here.
     fn attach(&self, device: Option<Charge>, bytes: u64) -> Charge {
-        let account = Arc::clone(&self.account);
         match device {
-            Some(c) => c.with_step(account),
-            None => Charge::added(account, bytes),
+            Some(c) => c.with_step(&self.account),
+            None => Charge::added(&self.account, bytes),
         }
     }
 
@@ -193,6 +191,8 @@ impl StepMemory {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::tensor::{DType, MemoryLimit};
 
