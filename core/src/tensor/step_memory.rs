@@ -26,9 +26,11 @@
 //!
 //! # Cost
 //!
-//! One thread-local read per reservation when no step is current; with one, a relaxed
-//! add on the step's counter (and one on its account's reference count), released with
-//! the buffer. The executor's part is two thread-local writes per kernel call, only for
+//! One thread-local read per reservation when no step is current; with one, a charge to
+//! the step's account from the calling thread's credit (no shared write; see
+//! [`account`](super::account)'s "Credit"), released with the buffer. A worker's first
+//! allocation in a step claims a slot of the step's account (a lock, once per step and
+//! thread). The executor's part is two thread-local writes per kernel call, only for
 //! steps with a limit.
 
 use std::cell::Cell;
