@@ -99,9 +99,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-
-use parking_lot::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::credit;
 
@@ -133,11 +131,18 @@ pub(crate) struct Slot {
 }
 
 // A panic leaves the state consistent: every update is one atomic operation, and the
-// lock (which does not poison) guards only the list of slots.
+// lock guards only the list of slots (nothing panics while it is held; a poisoned lock
+// is taken anyway).
 impl std::panic::RefUnwindSafe for Inner {}
 impl std::panic::UnwindSafe for Inner {}
 
 impl Inner {
+    /// The list of slots, locked. (A std mutex rather than parking_lot's: Miri models
+    /// its futex calls.)
+    fn slots(&self) -> MutexGuard<'_, Vec<NonNull<Slot>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Adds `bytes` when the bytes then held (charges and credit) are at most `limit`;
     /// else the bytes held before. The caller holds a reference or bytes of the state.
     pub(crate) fn try_add(&self, bytes: u64, limit: u64) -> Result<(), u64> {
@@ -193,7 +198,7 @@ impl Inner {
     /// or a new one); `None` when 2^15 entries already hold the state (the caller then
     /// charges the counter directly). The caller holds a reference or bytes.
     pub(crate) fn claim(&self) -> Option<NonNull<Slot>> {
-        let mut slots = self.slots.lock();
+        let mut slots = self.slots();
         let mut current = self.units.load(Ordering::Relaxed);
         loop {
             if current >= u64::MAX / 2 {
@@ -240,7 +245,7 @@ impl Inner {
         let credit = {
             // SAFETY: the entry's reference keeps the state, hence the slot, alive.
             let inner = unsafe { this.as_ref() };
-            let _list = inner.slots.lock();
+            let _list = inner.slots();
             // SAFETY: as above.
             let slot = unsafe { slot.as_ref() };
             let credit = slot.credit.swap(0, Ordering::Relaxed);
@@ -253,7 +258,7 @@ impl Inner {
 
     /// The bytes of the charges alive: those counted, less the threads' credit.
     fn in_use(&self) -> u64 {
-        let slots = self.slots.lock();
+        let slots = self.slots();
         let credit: u64 = slots
             .iter()
             // SAFETY: slots in the list live as long as the state.
@@ -269,7 +274,8 @@ impl Drop for Inner {
         if let Some(freed) = &self.freed {
             freed.fetch_add(1, Ordering::Relaxed);
         }
-        for slot in self.slots.get_mut().drain(..) {
+        let slots = self.slots.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for slot in slots.drain(..) {
             // SAFETY: every slot came from `Box::leak` in `claim` and is freed only here,
             // once: the counter is zero, so no cache entry holds it.
             drop(unsafe { Box::from_raw(slot.as_ptr()) });
@@ -584,33 +590,34 @@ mod tests {
         let slack = (THREADS - 1) * 2 * chunk_for(limit);
         assert!(slack > 0);
         let account = Arc::new(MemoryAccount::new());
-        let refusals: Vec<u64> = std::thread::scope(|s| {
+        let refused: Vec<bool> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..THREADS)
                 .map(|t| {
                     let account = &account;
                     s.spawn(move || {
+                        // Charge until the first refusal, then hold on: the others only
+                        // add meanwhile, so the bytes in use reported can only be above
+                        // those at the refusal.
                         let mut held = Vec::new();
-                        let mut refusals = 0;
                         for i in 0..steps {
                             let bytes = 64 + (t * 7 + i) % 512;
                             match MemoryAccount::try_charge(account, bytes, limit) {
                                 Ok(c) => held.push(c),
                                 Err(in_use) => {
-                                    refusals += 1;
                                     assert!(in_use + bytes + slack > limit, "{in_use} + {bytes}");
-                                    // Give some back, as a step's end would.
-                                    held.truncate(held.len() / 2);
+                                    return (true, held);
                                 }
                             }
                             assert!(account.in_use() <= limit);
                         }
-                        refusals
+                        (false, held)
                     })
                 })
                 .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
+            let done: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            done.into_iter().map(|(refused, _held)| refused).collect()
         });
-        assert!(refusals.iter().all(|&r| r > 0), "{refusals:?}");
+        assert!(refused.iter().all(|&r| r), "{refused:?}");
         assert_eq!(account.in_use(), 0);
     }
 
