@@ -242,18 +242,21 @@ impl Inner {
     /// which holds a reference to the state and gives it up: the caller must not use
     /// `this` or `slot` after the call.
     pub(crate) unsafe fn unclaim(this: NonNull<Inner>, slot: NonNull<Slot>) {
-        let credit = {
+        {
             // SAFETY: the entry's reference keeps the state, hence the slot, alive.
             let inner = unsafe { this.as_ref() };
+            // Under the lock, so that `in_use` sees the credit either in the slot or gone
+            // from the counter, never both.
             let _list = inner.slots();
             // SAFETY: as above.
             let slot = unsafe { slot.as_ref() };
             let credit = slot.credit.swap(0, Ordering::Relaxed);
             slot.claimed.store(false, Ordering::Relaxed);
-            credit
-        };
-        // SAFETY: the entry held one reference and `credit` bytes, given up here.
-        unsafe { Inner::release(this, REF + credit) };
+            // The entry's reference stays until below: this cannot free the state.
+            inner.give_back_some(credit);
+        }
+        // SAFETY: the entry held one reference, given up here.
+        unsafe { Inner::release(this, REF) };
     }
 
     /// The bytes of the charges alive: those counted, less the threads' credit.
