@@ -19,7 +19,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::account::{Charge, MemoryAccount};
+use super::account::{Charge, MemoryAccount, MAX_BYTES};
 use super::dtype::DType;
 use super::shape::byte_size;
 use super::step_memory::StepMemory;
@@ -263,7 +263,11 @@ impl MemoryLimit {
                     self.error(dtype, elements, AllocFailure::InUse { in_use, limit })
                 })?,
             ),
-            (Some(account), None) => Some(MemoryAccount::charge(account, bytes as u64)),
+            // An account counts at most 2^48 - 1 bytes: no allocation can be larger.
+            (Some(account), None) => Some(
+                MemoryAccount::try_charge(account, bytes as u64, MAX_BYTES)
+                    .map_err(|_| self.error(dtype, elements, AllocFailure::TooLarge))?,
+            ),
         };
         if !StepMemory::is_current() {
             return Ok(device);

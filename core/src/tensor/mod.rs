@@ -20,6 +20,7 @@
 pub mod account;
 mod alloc;
 pub mod broadcast;
+mod credit;
 mod display;
 mod dtype;
 mod origin;

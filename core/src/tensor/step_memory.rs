@@ -26,13 +26,14 @@
 //!
 //! # Cost
 //!
-//! One thread-local read per reservation when no step is current; with one, a relaxed
-//! add on the step's counter (and one on its account's reference count), released with
-//! the buffer. The executor's part is two thread-local writes per kernel call, only for
+//! One thread-local read per reservation when no step is current; with one, a charge to
+//! the step's account from the calling thread's credit (no shared write; see
+//! [`account`](super::account)'s "Credit"), released with the buffer. A worker's first
+//! allocation in a step claims a slot of the step's account (a lock, once per step and
+//! thread). The executor's part is two thread-local writes per kernel call, only for
 //! steps with a limit.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
 use super::account::{Charge, MemoryAccount};
 use crate::limits::Limit;
@@ -89,7 +90,7 @@ impl StepMemoryLimit {
 /// ```
 #[derive(Debug)]
 pub struct StepMemory {
-    account: Arc<MemoryAccount>,
+    account: MemoryAccount,
     limit: StepMemoryLimit,
 }
 
@@ -111,7 +112,7 @@ impl StepMemory {
     /// A step's account holding nothing, under `limit`.
     pub fn new(limit: StepMemoryLimit) -> StepMemory {
         StepMemory {
-            account: Arc::new(MemoryAccount::new()),
+            account: MemoryAccount::new(),
             limit,
         }
     }
@@ -150,7 +151,7 @@ impl StepMemory {
     /// (`device`'s charge is then given back).
     #[inline]
     pub(crate) fn try_charge(&self, device: Option<Charge>, bytes: u64) -> Result<Charge, u64> {
-        self.account.try_add(bytes, self.limit.bytes)?;
+        self.account.take(bytes, self.limit.bytes)?;
         Ok(self.attach(device, bytes))
     }
 
@@ -160,7 +161,7 @@ impl StepMemory {
     pub(crate) fn charge_current_unchecked(device: Option<Charge>, bytes: u64) -> Option<Charge> {
         Self::with_current(|step| match step {
             Some(step) => {
-                step.account.add(bytes);
+                step.account.take_unchecked(bytes);
                 Some(step.attach(device, bytes))
             }
             None => device,
@@ -169,10 +170,9 @@ impl StepMemory {
 
     /// `device`'s charge (or a charge of its own) carrying `bytes` already added here.
     fn attach(&self, device: Option<Charge>, bytes: u64) -> Charge {
-        let account = Arc::clone(&self.account);
         match device {
-            Some(c) => c.with_step(account),
-            None => Charge::added(account, bytes),
+            Some(c) => c.with_step(&self.account),
+            None => Charge::added(&self.account, bytes),
         }
     }
 
@@ -193,6 +193,8 @@ impl StepMemory {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::tensor::{DType, MemoryLimit};
 
