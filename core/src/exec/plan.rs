@@ -176,8 +176,8 @@ pub(crate) struct ExecPlan {
     inline_eligible: bool,
     /// How long the latest async step of this plan ran, in µs from its start on the
     /// polling thread or its hand-off to the pool until its run ended (plan lookup
-    /// excluded), saturated (0 before the first): read with [`ExecPlan::runs_inline`]. Relaxed: a hint, any
-    /// recent value will do.
+    /// excluded), saturated ([`UNMEASURED`] before the first): read with
+    /// [`ExecPlan::runs_inline`]. Relaxed: a hint, any recent value will do.
     recent_micros: AtomicU32,
     /// Async steps of this plan handed to the pool since the last probe, for
     /// [`ExecPlan::runs_inline`]'s probes. Relaxed: a hint.
@@ -195,6 +195,13 @@ pub(crate) const INLINE_MAX_MICROS: u32 = 50;
 /// the step itself is short. Longer steps never probe (holding the awaiting thread
 /// that long once in a while is not worth it).
 pub(crate) const INLINE_PROBE_MAX_MICROS: u32 = 20 * INLINE_MAX_MICROS;
+
+/// A plan's step time before its first step: as a step too long to probe, so the first
+/// step goes to the pool. Nothing bounds an unmeasured step (a graph of thousands of
+/// MatMuls is eligible), and on the awaiting thread it would hold that thread, e.g. a
+/// server's only async runtime thread, with every other request, abort and keep-alive
+/// ping, for the whole step.
+pub(crate) const UNMEASURED: u32 = u32::MAX;
 
 /// How often (every how many pool steps) a plan within [`INLINE_PROBE_MAX_MICROS`]
 /// probes an inline step.
@@ -414,7 +421,7 @@ impl ExecPlan {
                 .all(|&d| matches!(devices[d].memory_space(), MemorySpace::Host));
         Ok(ExecPlan {
             inline_eligible,
-            recent_micros: AtomicU32::new(0),
+            recent_micros: AtomicU32::new(UNMEASURED),
             pool_steps: AtomicU32::new(0),
             used_devices,
             nodes,
@@ -439,8 +446,8 @@ impl ExecPlan {
     /// Whether the next step of this plan should run on the thread that awaits it (an
     /// async step, [`Session::run_async`](crate::session::Session::run_async)) instead
     /// of being handed to the pool: the plan is eligible and its latest step took at
-    /// most [`INLINE_MAX_MICROS`]. An eligible plan's first step runs inline; the step
-    /// after one that took longer goes to the pool, and so do the following ones until
+    /// most [`INLINE_MAX_MICROS`]. An eligible plan's first step goes to the pool
+    /// ([`UNMEASURED`]); the step after one that took longer goes to the pool too, and so do the following ones until
     /// a step is short again. A pool step's time includes its hand-offs (two thread
     /// wake-ups, which a busy machine stretches past the limit by themselves), so a
     /// plan whose pool steps took at most [`INLINE_PROBE_MAX_MICROS`] runs every
@@ -743,7 +750,10 @@ mod tests {
     #[test]
     fn short_steps_run_inline_and_slow_pool_steps_probe_one_in_sixteen() {
         let count = AtomicU32::new(0);
-        // Short (or not yet measured) steps: always inline, the counter untouched.
+        // A plan not yet measured: to the pool, no probe.
+        assert!(!(0..100).any(|_| inline_next(UNMEASURED, &count)));
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        // Short steps: always inline, the counter untouched.
         assert!((0..100).all(|_| inline_next(0, &count)));
         assert!((0..100).all(|_| inline_next(INLINE_MAX_MICROS, &count)));
         assert_eq!(count.load(Ordering::Relaxed), 0);
