@@ -34,7 +34,7 @@
 //! Every worker thread allocates and frees scalars all the time, so an account updated
 //! with one atomic read-modify-write per charge and per release is one cache line that
 //! every worker writes. Instead each thread keeps *credit* on the few accounts it uses
-//! lately (the [`credit`](super::credit) cache): bytes taken from the account's shared
+//! lately (the `credit` cache): bytes taken from the account's shared
 //! counter in chunks, which its charges consume and its releases refill with plain
 //! thread-owned loads and stores. The shared counter is touched only when a thread's
 //! credit runs out or grows past twice a chunk.
@@ -51,20 +51,20 @@
 //!   unconditional charges are not refused;
 //! - **a request may be refused early** by at most the credit the *other* threads hold
 //!   on the account: at most `2 × chunk` each, where `chunk` =
-//!   `min(`[`CHUNK_MAX`]`, limit / 4096)` (8 KiB under a limit of 32 MiB or more; 0 —
+//!   `min(CHUNK_MAX, limit / 4096)` (8 KiB under a limit of 32 MiB or more; 0 —
 //!   exact — under one of 4 KiB or less). A thread that is refused has already used its
 //!   own credit towards the request, and the refusal reports the bytes in use (without
 //!   anyone's credit).
 //!
 //! Credit stays with a thread until it charges an account it holds no credit on and its
-//! cache of [`WAYS`](super::credit::WAYS) accounts is full, or the thread exits.
+//! cache of `WAYS` accounts is full, or the thread exits.
 //!
 //! # Lifetime
 //!
 //! A charge may outlive its device (a fetched tensor dropped after the session), so the
 //! account's state lives in a separately allocated `Inner` that the account's last
 //! [`Charge`] frees. Its counter counts *units*: the low 48 bits are bytes (of charges and
-//! of credit), and each of the bits above counts one reference, [`REF`]: one for the
+//! of credit), and each of the bits above counts one reference, `REF`: one for the
 //! [`MemoryAccount`] while it lives, one per thread cache entry that holds the account.
 //! Each charge's bytes keep the state alive as a reference count would; the state is
 //! freed by whoever brings the counter to zero. No charge or cache entry holds an `Arc`, so
@@ -91,7 +91,7 @@
 //!
 //! # Cost
 //!
-//! A charge from credit: a thread-local lookup among [`WAYS`](super::credit::WAYS)
+//! A charge from credit: a thread-local lookup among `WAYS`
 //! entries, a load and a store of the thread's own slot. A release on a thread that holds
 //! credit on the account: the same. No lock and no shared write on either path; a refill
 //! or a return of a chunk is one compare-exchange (or subtraction) on the shared counter.
