@@ -963,9 +963,10 @@ mod tests {
             task_bytes: 4000,
         };
         let r = Rendezvous::with_limits(limits);
-        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap(); // 1 KiB of data
-                                                                        // A step not started: an announced tensor that alone passes the bound on unclaimed
-                                                                        // bytes is refused, and the step dropped here, as its delivery would be.
+        // 1 KiB of data.
+        let t = || Tensor::from_vec([256], vec![0.0f32; 256]).unwrap();
+        // A step not started: an announced tensor that alone passes the bound on unclaimed
+        // bytes is refused, and the step dropped here, as its delivery would be.
         let e = r.admits("s", StepId::from(60u64), "e", 2500).unwrap_err();
         assert!(
             matches!(e, RendezvousError::Expired { step_id, .. } if step_id == StepId::from(60u64)),
