@@ -72,6 +72,10 @@ pub(crate) struct StepState {
     step_memory: Option<Arc<StepMemory>>,
     /// Input bytes kernels read from tensors produced on a device of another NUMA node.
     remote_numa_bytes: AtomicU64,
+    /// Whether the step is plain: not traced, no memory tracked or limited, and its plan
+    /// on one NUMA node. Its synchronous nodes then run without asking, per node, about
+    /// what the step does not do ([`run_sync`]'s `PLAIN`).
+    plain: bool,
 }
 
 impl StepState {
@@ -103,6 +107,7 @@ impl StepState {
             step_id,
             resources,
             started: Instant::now(),
+            plain: !trace && !needs_memory && step_memory.is_none() && !plan.spans_numa_nodes,
             trace: trace.then(|| Mutex::new(Vec::with_capacity(plan.nodes.len()))),
             memory: needs_memory.then(|| MemoryTracker::new(plan)),
             step_memory: step_memory.map(|limit| Arc::new(StepMemory::new(limit))),
@@ -145,9 +150,10 @@ impl StepState {
 
     /// Stores a task's outputs in their slots (draining `outputs`), checked against the
     /// plan's count and dtypes, and settles its memory: returns the bytes stored when the
-    /// step is traced or tracks memory (0 otherwise: nobody reads them).
+    /// step is traced or tracks memory (0 otherwise: nobody reads them). `PLAIN`: the
+    /// step is plain (`StepState::plain`), so nothing is measured or settled.
     #[inline(always)]
-    fn store(
+    fn store<const PLAIN: bool>(
         &self,
         plan: &ExecPlan,
         task: usize,
@@ -169,7 +175,7 @@ impl StepState {
         if !fits {
             return Err(bad_outputs(plan, task, outputs));
         }
-        let measure = self.trace.is_some() || self.memory.is_some();
+        let measure = !PLAIN && (self.trace.is_some() || self.memory.is_some());
         let (mut bytes, mut stored) = (0, 0);
         let (first, rest) = outputs.take();
         if let Some(t) = first {
@@ -180,7 +186,7 @@ impl StepState {
                 }
             }
         }
-        if let Some(m) = &self.memory {
+        if let (false, Some(m)) = (PLAIN, &self.memory) {
             // A reservation becomes the actual bytes in one step, never counted twice.
             let reserved = pn.reserve_bytes().unwrap_or(0);
             if stored >= reserved {
@@ -398,7 +404,7 @@ type Loans = ShortList<u32, 2>;
 /// that a tensor read by many nodes is not cloned — and its reference count not touched —
 /// once per use.
 #[inline(always)]
-fn lend_inputs<'s>(
+fn lend_inputs<'s, const PLAIN: bool>(
     plan: &ExecPlan,
     state: &'s StepState,
     task: usize,
@@ -416,25 +422,25 @@ fn lend_inputs<'s>(
         // its inputs and with them the borrows.
         match unsafe { state.slots[s as usize].lend() } {
             Loan::Taken(Some(t)) => {
-                if state.memory.is_some() {
+                if !PLAIN && state.memory.is_some() {
                     if let Some(d) = plan.slot_device(s) {
                         releases.push((d, t.size_in_bytes() as u64));
                     }
                 }
-                if plan.spans_numa_nodes {
+                if !PLAIN && plan.spans_numa_nodes {
                     note_numa(plan, state, task, s, &t);
                 }
                 ctx.push_input(Input::Owned(t));
             }
             Loan::Counted(t) => {
                 loans.push(s);
-                if plan.spans_numa_nodes {
+                if !PLAIN && plan.spans_numa_nodes {
                     note_numa(plan, state, task, s, t);
                 }
                 ctx.push_input(Input::Borrowed(t));
             }
             Loan::Pinned(t) => {
-                if plan.spans_numa_nodes {
+                if !PLAIN && plan.spans_numa_nodes {
                     note_numa(plan, state, task, s, t);
                 }
                 ctx.push_input(Input::Borrowed(t));
@@ -457,7 +463,10 @@ fn lend_inputs<'s>(
 /// Runs a synchronous kernel to completion and stores its outputs. The context is built
 /// once, in place, and the outputs are stored from it by reference: nothing the size of
 /// a context moves on this path, which runs once per node of every step.
-fn run_sync(
+///
+/// `PLAIN`: the step is plain ([`StepState`]'s `plain`): the per-node questions about
+/// tracing, memory and NUMA nodes are answered once, at compile time.
+fn run_sync<const PLAIN: bool>(
     plan: &ExecPlan,
     state: &StepState,
     task: usize,
@@ -467,7 +476,7 @@ fn run_sync(
     let BoxedKernel::Sync(k) = &pn.kernel else {
         unreachable!("run_sync is called for synchronous kernels only")
     };
-    let start = state.clock();
+    let start = if PLAIN { None } else { state.clock() };
     let mut releases = Releases::new();
     let mut loans = Loans::new();
     // Not dropped when nothing is left in it: its drop glue would check every inline
@@ -478,21 +487,24 @@ fn run_sync(
         state.step_id,
         &state.resources,
     ));
-    let result = call_and_store(plan, state, task, &**k, &mut ctx, &mut releases, &mut loans);
+    let result =
+        call_and_store::<PLAIN>(plan, state, task, &**k, &mut ctx, &mut releases, &mut loans);
     if !ctx.is_spent() {
         // Outputs of a call that failed, or a list that spilled: dropped as usual.
         drop(ManuallyDrop::into_inner(ctx));
     }
     let bytes = result?;
-    state.record(plan, task, worker, start, bytes);
-    state.finished(plan, task as u32);
+    if !PLAIN {
+        state.record(plan, task, worker, start, bytes);
+        state.finished(plan, task as u32);
+    }
     Ok(())
 }
 
 /// [`run_sync`] from lending the inputs to storing the outputs: returns the bytes stored
 /// (as [`StepState::store`]).
 #[inline(always)]
-fn call_and_store<'s>(
+fn call_and_store<'s, const PLAIN: bool>(
     plan: &ExecPlan,
     state: &'s StepState,
     task: usize,
@@ -501,10 +513,10 @@ fn call_and_store<'s>(
     releases: &mut Releases,
     loans: &mut Loans,
 ) -> Result<usize, SessionError> {
-    let computed = match lend_inputs(plan, state, task, ctx, releases, loans) {
-        Ok(()) => match &state.step_memory {
-            None => k.compute(ctx),
-            Some(m) => m.scope(|| k.compute(ctx)),
+    let computed = match lend_inputs::<PLAIN>(plan, state, task, ctx, releases, loans) {
+        Ok(()) => match (PLAIN, &state.step_memory) {
+            (false, Some(m)) => m.scope(|| k.compute(ctx)),
+            _ => k.compute(ctx),
         }
         .map_err(|e| kernel_error(plan, task, e)),
         Err(e) => Err(e),
@@ -514,7 +526,7 @@ fn call_and_store<'s>(
     for s in loans.iter() {
         // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
         if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
-            if state.memory.is_some() {
+            if !PLAIN && state.memory.is_some() {
                 if let Some(d) = plan.slot_device(s) {
                     releases.push((d, t.size_in_bytes() as u64));
                 }
@@ -522,7 +534,7 @@ fn call_and_store<'s>(
         }
     }
     computed?;
-    state.store(plan, task, outputs, releases)
+    state.store::<PLAIN>(plan, task, outputs, releases)
 }
 
 /// Starts an asynchronous kernel; the future stores its outputs.
@@ -553,7 +565,7 @@ fn run_async(
                 .into_iter()
                 .collect();
             let mut releases = releases;
-            let bytes = state.store(&plan, task, &mut outputs, &mut releases)?;
+            let bytes = state.store::<false>(&plan, task, &mut outputs, &mut releases)?;
             state.record(&plan, task, worker, start, bytes);
             state.finished(&plan, task as u32);
             Ok(())
@@ -582,7 +594,7 @@ async fn run_gated(
         m.reserve(&plan, task as u32, pn.device(), bytes).await?;
     }
     match &pn.kernel {
-        BoxedKernel::Sync(_) => run_sync(&plan, &state, task, worker),
+        BoxedKernel::Sync(_) => run_sync::<false>(&plan, &state, task, worker),
         BoxedKernel::Async(_) => run_async(&plan, &state, task, worker)?.await,
     }
 }
@@ -611,7 +623,11 @@ impl DagBody for StepBody {
         }
         match &pn.kernel {
             BoxedKernel::Sync(_) => {
-                run_sync(&self.plan, &self.state, t, cx.worker_index())?;
+                if self.state.plain {
+                    run_sync::<true>(&self.plan, &self.state, t, cx.worker_index())?;
+                } else {
+                    run_sync::<false>(&self.plan, &self.state, t, cx.worker_index())?;
+                }
                 Ok(TaskOutcome::Done)
             }
             BoxedKernel::Async(_) => Ok(TaskOutcome::Pending(run_async(
