@@ -97,6 +97,24 @@ impl Slot {
         true
     }
 
+    /// Moves the tensor out of `src` into the slot (as [`put`](Self::put), without
+    /// moving it through the caller's frame); leaves `src` empty either way, dropping the
+    /// tensor when no use is to come.
+    ///
+    /// # Safety
+    ///
+    /// As for [`put`](Self::put).
+    #[inline(always)]
+    pub(crate) unsafe fn put_from(&self, src: &mut Option<Tensor>) -> bool {
+        if self.uses.load(Ordering::Relaxed) == 0 {
+            *src = None;
+            return false;
+        }
+        // SAFETY: per the contract, nobody else touches `value` now.
+        unsafe { *self.value.get() = src.take() };
+        true
+    }
+
     /// One use: a clone of the tensor, or the tensor itself for the last use (then
     /// `true`). `None` when the slot is empty (its producer never stored a tensor).
     ///

@@ -177,12 +177,13 @@ impl StepState {
         }
         let measure = !PLAIN && (self.trace.is_some() || self.memory.is_some());
         let (mut bytes, mut stored) = (0, 0);
-        let (first, rest) = outputs.take();
-        if let Some(t) = first {
-            self.put_output(pn, 0, t, measure, &mut bytes, &mut stored);
+        let (first, rest) = outputs.parts();
+        if first.is_some() {
+            self.put_output(pn, 0, first, measure, &mut bytes, &mut stored);
             if !rest.is_empty() {
                 for (i, t) in std::mem::take(rest).into_iter().enumerate() {
-                    self.put_output(pn, i + 1, t, measure, &mut bytes, &mut stored);
+                    let mut t = Some(t);
+                    self.put_output(pn, i + 1, &mut t, measure, &mut bytes, &mut stored);
                 }
             }
         }
@@ -202,23 +203,26 @@ impl StepState {
         Ok(bytes)
     }
 
-    /// Stores output `i` of `pn` in its slot, adding its size to `bytes` (when
+    /// Moves output `i` of `pn` from `t` into its slot, adding its size to `bytes` (when
     /// `measure`) and to `stored` (when the slot kept it).
     #[inline(always)]
     fn put_output(
         &self,
         pn: &PlanNode,
         i: usize,
-        t: Tensor,
+        t: &mut Option<Tensor>,
         measure: bool,
         bytes: &mut usize,
         stored: &mut u64,
     ) {
-        let size = if measure { t.size_in_bytes() } else { 0 };
+        let size = match (measure, &*t) {
+            (true, Some(t)) => t.size_in_bytes(),
+            _ => 0,
+        };
         *bytes += size;
         // SAFETY: this task is the slot's producer, and its consumers start only after it
         // finishes.
-        if unsafe { self.slots[pn.first_output_slot as usize + i].put(t) } {
+        if unsafe { self.slots[pn.first_output_slot as usize + i].put_from(t) } {
             *stored += size as u64;
         }
     }

@@ -37,10 +37,12 @@ impl<'a> InputList<'a> {
     }
 
     /// Appends an input.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, input: Input<'a>) {
         match self.first.get_mut(self.len) {
-            Some(slot) => *slot = input,
+            // Past `len` an inline place is `Taken`: forgetting it drops nothing, and
+            // spares the executor's per-node path the drop glue's check.
+            Some(slot) => std::mem::forget(std::mem::replace(slot, input)),
             None => self.rest.push(input),
         }
         self.len += 1;
@@ -83,9 +85,15 @@ impl<'a> InputList<'a> {
     }
 
     /// Drops every input (ending the borrows of lent ones).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn clear(&mut self) {
-        self.first = [Input::Taken, Input::Taken];
+        // Only an owned tensor has anything to drop: matched here, inline, rather than
+        // through the array's drop glue, out of line.
+        for input in &mut self.first {
+            if let Input::Owned(t) = std::mem::replace(input, Input::Taken) {
+                drop(t);
+            }
+        }
         self.rest.clear();
         self.len = 0;
     }
@@ -164,11 +172,12 @@ impl OutputList {
         self.first.iter().chain(&self.rest)
     }
 
-    /// Output 0, moved out, and the others, to be drained in order: the executor's last
-    /// use of the list (an output pushed before `rest` is drained would come first).
+    /// Output 0 in its place (for the executor to move it straight into its slot) and
+    /// the others, to be drained in order: the executor's last use of the list (an
+    /// output pushed before both are emptied would come out of order).
     #[inline]
-    pub(crate) fn take(&mut self) -> (Option<Tensor>, &mut Vec<Tensor>) {
-        (self.first.take(), &mut self.rest)
+    pub(crate) fn parts(&mut self) -> (&mut Option<Tensor>, &mut Vec<Tensor>) {
+        (&mut self.first, &mut self.rest)
     }
 }
 
@@ -247,8 +256,8 @@ mod tests {
         assert_eq!(list.len(), 3);
         let seen: Vec<i32> = list.iter().map(|t| t.to_vec::<i32>().unwrap()[0]).collect();
         assert_eq!(seen, [0, 1, 2]);
-        let (first, rest) = list.take();
-        assert_eq!(first.unwrap().to_vec::<i32>().unwrap(), [0]);
+        let (first, rest) = list.parts();
+        assert_eq!(first.take().unwrap().to_vec::<i32>().unwrap(), [0]);
         assert_eq!(rest.drain(..).count(), 2);
         assert_eq!(list.len(), 0);
         let again: OutputList = [Tensor::scalar(5i32)].into_iter().collect();
