@@ -27,7 +27,7 @@ use crate::step_id::StepId;
 use crate::tensor::{DType, Tensor};
 
 use lists::InputList;
-pub(crate) use lists::OutputList;
+pub(crate) use lists::{Lent, OutputList};
 
 /// Why a kernel failed. The session adds the node, op and device.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -201,9 +201,9 @@ impl<'a> KernelContext<'a> {
     }
 
     /// Appends the next input (the executor's, see [`for_step`](Self::for_step)).
-    #[inline]
-    pub(crate) fn push_input(&mut self, input: Input<'a>) {
-        self.inputs.push(input);
+    #[inline(always)]
+    pub(crate) fn push_input(&mut self, input: Lent<'a>) {
+        self.inputs.push_lent(input);
     }
 
     /// Drops the inputs, ending every borrow of a lent one, and gives the outputs pushed
@@ -267,6 +267,7 @@ impl<'a> KernelContext<'a> {
     pub fn input(&self, i: usize) -> &Tensor {
         match self.inputs.get(i) {
             Input::Owned(t) => t,
+            Input::Slot(place) => place.as_ref().unwrap_or_else(|| taken()),
             Input::Borrowed(t) => t,
             Input::Taken => taken(),
         }
@@ -279,12 +280,13 @@ impl<'a> KernelContext<'a> {
     pub fn input_mut(&mut self, i: usize) -> &mut Tensor {
         let input = self.inputs.get_mut(i);
         match input {
-            Input::Owned(_) => {}
+            Input::Owned(_) | Input::Slot(_) => {}
             Input::Borrowed(t) => *input = Input::Owned(Tensor::clone(t)),
             Input::Taken => *input = Input::Owned(taken().clone()),
         }
         match input {
             Input::Owned(t) => t,
+            Input::Slot(place) => place.get_or_insert_with(|| taken().clone()),
             _ => unreachable!("made owned above"),
         }
     }
@@ -298,6 +300,7 @@ impl<'a> KernelContext<'a> {
     pub fn input_mut_if_owned(&mut self, i: usize) -> Option<&mut Tensor> {
         match self.inputs.get_mut(i) {
             Input::Owned(t) => Some(t),
+            Input::Slot(place) => place.as_mut(),
             _ => None,
         }
     }
@@ -308,6 +311,7 @@ impl<'a> KernelContext<'a> {
     pub fn take_input(&mut self, i: usize) -> Tensor {
         match std::mem::replace(self.inputs.get_mut(i), Input::Taken) {
             Input::Owned(t) => t,
+            Input::Slot(place) => place.take().unwrap_or_else(|| taken().clone()),
             Input::Borrowed(t) => t.clone(),
             Input::Taken => taken().clone(),
         }
@@ -331,6 +335,11 @@ impl<'a> KernelContext<'a> {
 pub(crate) enum Input<'a> {
     /// The context holds this reference to the tensor.
     Owned(Tensor),
+    /// The last use of a step's slot, lent in place: the tensor is the context's to
+    /// read, write or take, without moving it in and out of the context; `None` only
+    /// once taken. The context empties the place when it drops its inputs
+    /// ([`finish`](KernelContext::finish)).
+    Slot(&'a mut Option<Tensor>),
     /// The executor lends the tensor for the call.
     Borrowed(&'a Tensor),
     /// Taken by [`KernelContext::take_input`].

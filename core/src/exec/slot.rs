@@ -26,7 +26,10 @@
 //!   that is not the last borrows the tensor for the kernel's call and decrements the
 //!   count only after the call ([`Slot::end_loan`]); the decrement that brings the count
 //!   to 0 drops the slot's reference. The argument above holds with "after its clone"
-//!   read as "after its call": the taker is ordered after every loan ended.
+//!   read as "after its call": the taker is ordered after every loan ended. The last use
+//!   does not move the tensor out: it gets the slot's place itself ([`Loan::Last`]), to
+//!   read the tensor, write it or take it during the call, and empties the place once the
+//!   call is over; nothing else touches the place from the last use to the step's end.
 //! - **Pinned slots** ([`PINNED`] as the count: a feed, whose caller holds the tensor
 //!   anyway, or a constant, whose kernel does) are never counted: every use borrows (or,
 //!   for an asynchronous kernel or a fetch, clones), nobody takes, and the step's end
@@ -50,8 +53,9 @@ pub(crate) const PINNED: u32 = u32::MAX;
 
 /// A use of a slot by a synchronous kernel ([`Slot::lend`]).
 pub(crate) enum Loan<'a> {
-    /// The last use: the tensor, taken out of the slot (`None` if it was empty).
-    Taken(Option<Tensor>),
+    /// The last use: the slot's place, the caller's alone from now on (`None` in it if
+    /// the slot was empty). The caller empties it after the kernel's call.
+    Last(&'a mut Option<Tensor>),
     /// A counted use that is not the last: end it with [`Slot::end_loan`] after the call.
     Counted(&'a Tensor),
     /// A use of a pinned slot: nothing to end.
@@ -59,6 +63,8 @@ pub(crate) enum Loan<'a> {
     /// A counted use that is not the last, of a slot its producer left empty; end it
     /// like `Counted`.
     Empty,
+    /// A use of a pinned slot its producer left empty: nothing to end.
+    PinnedEmpty,
 }
 
 /// One tensor of a step and its remaining uses (see the module docs).
@@ -154,22 +160,26 @@ impl Slot {
     ///
     /// As for [`take_use`](Self::take_use); besides, the caller ends a `Counted` or
     /// `Empty` loan with [`end_loan`](Self::end_loan) once it no longer uses the borrow,
-    /// and does not use the borrow afterwards.
+    /// and does not use the borrow afterwards; it empties the place of a `Last` loan
+    /// before the step ends, and no other call on this slot overlaps its use of that
+    /// place (none can, once the uses counted are respected: it is the last).
     #[inline(always)]
     pub(crate) unsafe fn lend(&self) -> Loan<'_> {
         let uses = self.uses.load(Ordering::Acquire);
         if uses <= 1 {
             // The last use: every other one has ended.
             self.uses.store(0, Ordering::Relaxed);
-            // SAFETY: no other use is running or will run (module docs).
-            return Loan::Taken(unsafe { (*self.value.get()).take() });
+            // SAFETY: no other use is running or will run (module docs), and the
+            // producer's write happened before: the place is this use's alone until the
+            // step ends, when the pool takes the slots back through `&mut`.
+            return Loan::Last(unsafe { &mut *self.value.get() });
         }
         // SAFETY: while uses remain (or the slot is pinned), nobody writes or takes the
         // value (module docs); a loan keeps its use counted until `end_loan`.
         let value = unsafe { &*self.value.get() };
         match (value, uses == PINNED) {
             (Some(t), true) => Loan::Pinned(t),
-            (None, true) => Loan::Taken(None),
+            (None, true) => Loan::PinnedEmpty,
             (Some(t), false) => Loan::Counted(t),
             (None, false) => Loan::Empty,
         }
@@ -320,10 +330,10 @@ mod tests {
             // SAFETY: the loan above is no longer used.
             assert!(unsafe { slot.end_loan() }.is_none());
         }
-        // SAFETY: the last counted use.
+        // SAFETY: the last counted use; its place is emptied at once.
         match unsafe { slot.lend() } {
-            Loan::Taken(Some(got)) => assert!(got.shares_buffer_with(&t)),
-            _ => panic!("the last use takes"),
+            Loan::Last(place) => assert!(place.take().unwrap().shares_buffer_with(&t)),
+            _ => panic!("the last use gets the place"),
         }
         // Two loans taken at once: the one ended last drops the slot's reference.
         let slot = Slot::new(2);
@@ -360,7 +370,7 @@ mod tests {
         let empty = Slot::new(PINNED);
         // SAFETY: a pinned slot its producer left empty: no loan to end.
         let loan = unsafe { empty.lend() };
-        assert!(matches!(loan, Loan::Taken(None)));
+        assert!(matches!(loan, Loan::PinnedEmpty));
     }
 
     #[test]
@@ -379,7 +389,7 @@ mod tests {
                     // SAFETY: the spawn orders the write before this use; `USES` counted;
                     // a counted loan is ended once its borrow is read.
                     let owned = match unsafe { slot.lend() } {
-                        Loan::Taken(got) => got,
+                        Loan::Last(place) => place.take(),
                         Loan::Counted(b) => {
                             assert_eq!(b.to_vec::<i32>().unwrap(), [1, 2, 3]);
                             // SAFETY: the borrow is not used after this.

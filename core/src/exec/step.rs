@@ -28,7 +28,7 @@ use super::resources::acquire;
 use super::short_list::ShortList;
 use super::slot::{Loan, Slot};
 use crate::kernel::{
-    AsyncKernelContext, BoxedKernel, Input, Kernel, KernelContext, KernelError, OutputList,
+    AsyncKernelContext, BoxedKernel, Kernel, KernelContext, KernelError, Lent, OutputList,
 };
 use crate::resource::ResourceMgr;
 use crate::scheduler::{DagBody, TaskContext, TaskOutcome};
@@ -425,31 +425,35 @@ fn lend_inputs<'s, const PLAIN: bool>(
         // ends every counted loan after the kernel's call, once the context has dropped
         // its inputs and with them the borrows.
         match unsafe { state.slots[s as usize].lend() } {
-            Loan::Taken(Some(t)) => {
-                if !PLAIN && state.memory.is_some() {
-                    if let Some(d) = plan.slot_device(s) {
-                        releases.push((d, t.size_in_bytes() as u64));
+            // The last use: the kernel gets the slot's place, and the context empties it
+            // when it drops its inputs (`finish`).
+            Loan::Last(place @ Some(_)) => {
+                if let Some(t) = place.as_ref() {
+                    if !PLAIN && state.memory.is_some() {
+                        if let Some(d) = plan.slot_device(s) {
+                            releases.push((d, t.size_in_bytes() as u64));
+                        }
+                    }
+                    if !PLAIN && plan.spans_numa_nodes {
+                        note_numa(plan, state, task, s, t);
                     }
                 }
-                if !PLAIN && plan.spans_numa_nodes {
-                    note_numa(plan, state, task, s, &t);
-                }
-                ctx.push_input(Input::Owned(t));
+                ctx.push_input(Lent::Slot(place));
             }
             Loan::Counted(t) => {
                 loans.push(s);
                 if !PLAIN && plan.spans_numa_nodes {
                     note_numa(plan, state, task, s, t);
                 }
-                ctx.push_input(Input::Borrowed(t));
+                ctx.push_input(Lent::Borrowed(t));
             }
             Loan::Pinned(t) => {
                 if !PLAIN && plan.spans_numa_nodes {
                     note_numa(plan, state, task, s, t);
                 }
-                ctx.push_input(Input::Borrowed(t));
+                ctx.push_input(Lent::Borrowed(t));
             }
-            empty @ (Loan::Taken(None) | Loan::Empty) => {
+            empty @ (Loan::Last(None) | Loan::PinnedEmpty | Loan::Empty) => {
                 if matches!(empty, Loan::Empty) {
                     loans.push(s);
                 }

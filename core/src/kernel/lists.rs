@@ -10,6 +10,14 @@
 use super::Input;
 use crate::tensor::Tensor;
 
+/// An input the executor lends a kernel's call ([`InputList::push_lent`]).
+pub(crate) enum Lent<'a> {
+    /// [`Input::Slot`].
+    Slot(&'a mut Option<Tensor>),
+    /// [`Input::Borrowed`].
+    Borrowed(&'a Tensor),
+}
+
 /// Inputs of a kernel's call: `len` of them, the first two in `first`.
 pub(crate) struct InputList<'a> {
     len: usize,
@@ -34,6 +42,23 @@ impl<'a> InputList<'a> {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Appends an input the executor lends: built in its place here from the two words
+    /// of `lent`, rather than built whole (the size of a tensor) on the caller's stack
+    /// and copied in.
+    #[inline(always)]
+    pub(crate) fn push_lent(&mut self, lent: Lent<'a>) {
+        let input = |lent| match lent {
+            Lent::Slot(place) => Input::Slot(place),
+            Lent::Borrowed(t) => Input::Borrowed(t),
+        };
+        match self.first.get_mut(self.len) {
+            // As in `push`.
+            Some(slot) => std::mem::forget(std::mem::replace(slot, input(lent))),
+            None => self.rest.push(input(lent)),
+        }
+        self.len += 1;
     }
 
     /// Appends an input.
@@ -87,14 +112,14 @@ impl<'a> InputList<'a> {
     /// Drops every input (ending the borrows of lent ones).
     #[inline(always)]
     pub(crate) fn clear(&mut self) {
-        // Only an owned tensor has anything to drop: matched here, inline, rather than
-        // through the array's drop glue, out of line.
+        // Only an owned tensor, or one in a slot's place, has anything to drop: matched
+        // here, inline, rather than through the array's drop glue, out of line.
         for input in &mut self.first {
-            if let Input::Owned(t) = std::mem::replace(input, Input::Taken) {
-                drop(t);
-            }
+            empty(std::mem::replace(input, Input::Taken));
         }
-        self.rest.clear();
+        if !self.rest.is_empty() {
+            self.rest.drain(..).for_each(empty);
+        }
         self.len = 0;
     }
 }
@@ -106,6 +131,16 @@ impl<'a> FromIterator<Input<'a>> for InputList<'a> {
             list.push(input);
         }
         list
+    }
+}
+
+/// Drops an input: an owned tensor, or the tensor in a slot's place (emptying it).
+#[inline(always)]
+fn empty(input: Input<'_>) {
+    match input {
+        Input::Owned(t) => drop(t),
+        Input::Slot(place) => drop(place.take()),
+        Input::Borrowed(_) | Input::Taken => {}
     }
 }
 
@@ -138,11 +173,12 @@ impl OutputList {
     /// Appends an output.
     #[inline(always)]
     pub(crate) fn push(&mut self, t: Tensor) {
-        // `replace` rather than an assignment: the old value, nearly always `None`, is
-        // matched instead of dropped through the tensor's drop glue.
-        if let Some(first) = self.first.replace(t) {
-            let t = self.first.replace(first);
-            self.rest.extend(t);
+        // Asked first, so that the tensor is written once, in its place (the assignment's
+        // drop of the old value is known to be of `None`: nothing).
+        if self.first.is_none() {
+            self.first = Some(t);
+        } else {
+            self.rest.push(t);
         }
     }
 
@@ -208,6 +244,7 @@ mod tests {
     fn value(input: &Input<'_>) -> i32 {
         match input {
             Input::Owned(t) => t.to_vec::<i32>().unwrap()[0],
+            Input::Slot(place) => place.as_ref().unwrap().to_vec::<i32>().unwrap()[0],
             Input::Borrowed(t) => t.to_vec::<i32>().unwrap()[0],
             Input::Taken => -1,
         }
