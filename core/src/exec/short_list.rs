@@ -33,6 +33,12 @@ impl<T: Copy + Default, const N: usize> ShortList<T, N> {
         self.len += 1;
     }
 
+    /// Whether the list holds no value.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The values, in order.
     #[inline]
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
@@ -58,7 +64,9 @@ mod tests {
     fn values_come_back_in_order_inline_and_spilled() {
         let mut l = ShortList::<u32, 2>::new();
         assert_eq!(l.iter().count(), 0);
+        assert!(l.is_empty());
         l.push(7);
+        assert!(!l.is_empty());
         assert_eq!(l.iter().collect::<Vec<_>>(), [7]);
         for v in 8..12 {
             l.push(v);

@@ -117,7 +117,13 @@ impl Slot {
             return false;
         }
         // SAFETY: per the contract, nobody else touches `value` now.
-        unsafe { *self.value.get() = src.take() };
+        let old = unsafe { std::mem::replace(&mut *self.value.get(), src.take()) };
+        // A fresh step's slots are empty: nothing to drop, and no call to the drop glue.
+        if old.is_some() {
+            drop(old);
+        } else {
+            std::mem::forget(old);
+        }
         true
     }
 

@@ -531,12 +531,16 @@ fn call_and_store<'s, const PLAIN: bool>(
     };
     // The context drops its inputs, and with them every borrow of a slot: end the loans.
     let outputs = ctx.finish();
-    for s in loans.iter() {
-        // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
-        if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
-            if !PLAIN && state.memory.is_some() {
-                if let Some(d) = plan.slot_device(s) {
-                    releases.push((d, t.size_in_bytes() as u64));
+    // Asked first: most nodes hold no counted loan, and an empty list's iterator still
+    // costs its set-up.
+    if !loans.is_empty() {
+        for s in loans.iter() {
+            // SAFETY: `lend_inputs` took a counted loan of `s`, no longer used.
+            if let Some(t) = unsafe { state.slots[s as usize].end_loan() } {
+                if !PLAIN && state.memory.is_some() {
+                    if let Some(d) = plan.slot_device(s) {
+                        releases.push((d, t.size_in_bytes() as u64));
+                    }
                 }
             }
         }
