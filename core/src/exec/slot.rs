@@ -116,13 +116,21 @@ impl Slot {
             *src = None;
             return false;
         }
+        let dst = self.value.get();
         // SAFETY: per the contract, nobody else touches `value` now.
-        let old = unsafe { std::mem::replace(&mut *self.value.get(), src.take()) };
-        // A fresh step's slots are empty: nothing to drop, and no call to the drop glue.
-        if old.is_some() {
-            drop(old);
+        if unsafe { (*dst).is_none() } {
+            // A fresh step's slot: nothing to drop. The tensor's bytes move once, from
+            // `src` to `dst`, with no stop on the stack and no call to the drop glue.
+            // SAFETY: `dst` is valid and holds `None` (no destructor skipped); `src` is
+            // the caller's `&mut`, so it is not `dst`; after the copy `src` is
+            // overwritten (without a drop) with `None`, so the tensor has one owner.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src as *const Option<Tensor>, dst, 1);
+                std::ptr::write(src, None);
+            }
         } else {
-            std::mem::forget(old);
+            // SAFETY: as above; the old value is dropped.
+            unsafe { *dst = src.take() };
         }
         true
     }
@@ -276,6 +284,35 @@ mod tests {
         // The slot gave its reference away: `t` is the only one left.
         let mut t = t;
         assert!(t.as_mut_slice::<f32>().is_some());
+    }
+
+    #[test]
+    fn put_from_moves_the_tensor_in_once_and_leaves_its_source_empty() {
+        let t = Tensor::from_vec([2], vec![1.0f32, 2.0]).unwrap();
+        let slot = Slot::new(1);
+        let mut src = Some(t.clone());
+        // SAFETY: this thread is the producer and no use has started.
+        assert!(unsafe { slot.put_from(&mut src) });
+        assert!(src.is_none());
+        // A second write (not the protocol's, but defined): the old tensor is dropped.
+        let mut again = Some(Tensor::scalar(3i32));
+        // SAFETY: as above.
+        assert!(unsafe { slot.put_from(&mut again) });
+        assert!(again.is_none());
+        // SAFETY: the writes happened before, on this thread; one use counted.
+        let (got, last) = unsafe { slot.take_use() };
+        assert_eq!((got.unwrap().to_vec::<i32>().unwrap(), last), (vec![3], true));
+        // Only `t` is left of the first tensor: the slot dropped its copy.
+        let mut t = t;
+        assert!(t.as_mut_slice::<f32>().is_some());
+        // No use to come: the slot keeps nothing and the source is emptied (dropped).
+        let unused = Slot::new(0);
+        let mut src = Some(Tensor::scalar(1i32));
+        // SAFETY: as above.
+        assert!(!unsafe { unused.put_from(&mut src) });
+        assert!(src.is_none());
+        // SAFETY: nothing was kept; a use (the protocol counts none, but it is defined).
+        assert!(unsafe { unused.take_use() }.0.is_none());
     }
 
     #[test]
