@@ -301,7 +301,10 @@ mod tests {
         assert!(again.is_none());
         // SAFETY: the writes happened before, on this thread; one use counted.
         let (got, last) = unsafe { slot.take_use() };
-        assert_eq!((got.unwrap().to_vec::<i32>().unwrap(), last), (vec![3], true));
+        assert_eq!(
+            (got.unwrap().to_vec::<i32>().unwrap(), last),
+            (vec![3], true)
+        );
         // Only `t` is left of the first tensor: the slot dropped its copy.
         let mut t = t;
         assert!(t.as_mut_slice::<f32>().is_some());
