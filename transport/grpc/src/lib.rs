@@ -25,6 +25,7 @@
 //!   handles of 128 random bits (`SECURITY.md` at the repository root).
 
 mod auth;
+mod batch;
 mod client;
 mod codec;
 pub mod conv;
@@ -49,6 +50,7 @@ pub use client::{
     connect, connect_session, connect_with, Placement, RemoteRunOutput, RemoteSession,
 };
 pub use error::{GrpcError, WireError};
+pub use metrics::TensorTraffic;
 pub use options::GrpcOptions;
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};

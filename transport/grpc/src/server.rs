@@ -54,6 +54,7 @@ use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
 use crate::tf::proto::master_service_server::MasterServiceServer as TfMasterServiceServer;
 use crate::tf::TfMasterService;
+use crate::metrics::TensorTraffic;
 use crate::tls::error_chain;
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 
@@ -288,6 +289,13 @@ impl GrpcServer {
     /// The task's services.
     pub fn core(&self) -> &Arc<TaskServer> {
         &self.core
+    }
+
+    /// Requests that carried tensors into this task so far, and the tensors they
+    /// carried (also `magpie_tensor_requests_received_total` and
+    /// `magpie_tensors_received_total` at `/metrics`).
+    pub fn tensor_traffic(&self) -> TensorTraffic {
+        self.master.metrics().tensor_traffic()
     }
 
     /// The task.
