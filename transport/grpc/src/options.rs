@@ -34,8 +34,9 @@ pub struct GrpcOptions {
     /// How long a keepalive ping may go unanswered (default 10 s).
     pub keepalive_timeout: Duration,
     /// Largest message encoded or decoded, in bytes (default 256 MiB; flag
-    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request; tensors
-    /// between workers are streamed in chunks instead.
+    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request, and the
+    /// small tensors of one `SendTensors` request; larger tensors between workers are
+    /// streamed in chunks instead.
     pub max_message_bytes: usize,
     /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
     /// moved 64 MiB faster than 1 or 4 MiB ones).

@@ -1,10 +1,12 @@
 //! [`GrpcTransport`]: core's `Transport` over gRPC. One long-lived HTTP/2 channel per
 //! task, connected lazily on first use and reused across steps (dropped and rebuilt
 //! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
-//! HTTP/2 keepalive; every request under a deadline. Tensors between workers are
-//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the tensor's own buffer
-//! (no copy before prost encodes each chunk); the receiving task writes each chunk
-//! straight into a destination sized from the first chunk's header
+//! HTTP/2 keepalive; every request under a deadline. A tensor of at most
+//! [`GrpcOptions::inline_tensor_bytes`] travels whole, and the small tensors ready for
+//! the same peer share one `SendTensors` request (`batch.rs` gives the protocol). Larger
+//! tensors are streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the
+//! tensor's own buffer (no copy before prost encodes each chunk); the receiving task
+//! writes each chunk straight into a destination sized from the first chunk's header
 //! ([`TensorAssembler`](crate::conv::TensorAssembler)).
 //!
 //! With [`GrpcOptions::tls`] set, every channel is TLS (the server verified against the
