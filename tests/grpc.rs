@@ -77,7 +77,10 @@ fn small_tensors_to_each_worker(
     let g = Graph::new();
     let ps = on(&g, "/job:ps/task:0");
     let params: Vec<_> = (1..=4)
-        .map(|i| ps.constant(Tensor::from_vec([3], vec![i as f32, 0.5, -1.0]).unwrap()).unwrap())
+        .map(|i| {
+            ps.constant(Tensor::from_vec([3], vec![i as f32, 0.5, -1.0]).unwrap())
+                .unwrap()
+        })
         .collect();
     let w0 = on(&g, "/job:worker/task:0");
     let w1 = on(&g, "/job:worker/task:1");
@@ -90,7 +93,10 @@ fn small_tensors_to_each_worker(
     let mut values = Vec::new();
     for _ in 0..steps {
         let out = s.run(&[], &[a, b, ab], &[]).unwrap();
-        values = out.iter().map(|t| t.as_slice::<f32>().unwrap().to_vec()).collect();
+        values = out
+            .iter()
+            .map(|t| t.as_slice::<f32>().unwrap().to_vec())
+            .collect();
     }
     drop(s);
     let traffic = [("ps", 0), ("worker", 0), ("worker", 1)]

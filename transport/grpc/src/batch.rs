@@ -152,7 +152,10 @@ mod tests {
         assert!(out.file(&w1, a));
         assert_eq!(out.take(&w1).len(), 1);
         let (b, _rb) = queued("b", 4);
-        assert!(out.file(&w1, b), "the taken flush no longer covers a new tensor");
+        assert!(
+            out.file(&w1, b),
+            "the taken flush no longer covers a new tensor"
+        );
         let (c, _rc) = queued("c", 4);
         assert!(!out.file(&w1, c));
         assert_eq!(edges(&out.take(&w1)), ["b", "c"]);

@@ -44,7 +44,8 @@ pub struct GrpcOptions {
     /// Largest tensor content, in bytes, sent whole in a `SendTensors` request (default
     /// 64 KiB): the small tensors a task has ready for the same peer go in one request
     /// instead of a `SendTensor` stream each, and a worker refuses a larger one there.
-    /// 0 streams every tensor.
+    /// 0 streams every tensor. The tasks of a cluster share it: a task refuses a tensor
+    /// sent whole above its own limit.
     pub inline_tensor_bytes: usize,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
     /// `--max-tensor-bytes`).

@@ -48,13 +48,13 @@ use tonic_health::ServingStatus;
 use crate::auth::Guard;
 use crate::error::GrpcError;
 use crate::message_limit::MessageLimit;
+use crate::metrics::TensorTraffic;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::service::{MasterService, WorkerService};
 use crate::tf::proto::master_service_server::MasterServiceServer as TfMasterServiceServer;
 use crate::tf::TfMasterService;
-use crate::metrics::TensorTraffic;
 use crate::tls::error_chain;
 use crate::transport::{GrpcTransport, OwnedRuntime, WINDOW};
 

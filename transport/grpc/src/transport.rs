@@ -349,7 +349,10 @@ async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
         Ok(r) => {
             let e = TransportError::Remote {
                 task: task.to_string(),
-                detail: format!("SendTensors answered {} results for {n} tensors", r.results.len()),
+                detail: format!(
+                    "SendTensors answered {} results for {n} tensors",
+                    r.results.len()
+                ),
                 code: magpie_core::Code::Internal,
             };
             for (tx, _) in answers {
@@ -693,7 +696,10 @@ impl Transport for GrpcTransport {
         drop(tensor);
         let total = wire.content.len();
         let inline = self.inner.options.inline_tensor_bytes;
-        if total <= inline && total <= batch_bytes(self.inner.options.max_message_bytes) {
+        if inline > 0
+            && total <= inline
+            && total <= batch_bytes(self.inner.options.max_message_bytes)
+        {
             return self.send_inline(task, session, key, wire);
         }
         let chunk = self.inner.options.chunk_bytes.max(1);

@@ -237,10 +237,7 @@ fn small_tensors_filed_before_the_flush_runs_leave_in_one_request() {
         .iter()
         .map(|t| t.as_slice::<f32>().unwrap().to_vec())
         .collect();
-    assert_eq!(
-        values,
-        [[0.0, 0.5], [10.0, 0.5], [20.0, 0.5], [30.0, 0.5]]
-    );
+    assert_eq!(values, [[0.0, 0.5], [10.0, 0.5], [20.0, 0.5], [30.0, 0.5]]);
     drop(transport);
     rt.shutdown_timeout(Duration::from_secs(1));
     server.stop(Duration::ZERO);
@@ -277,6 +274,9 @@ fn a_peer_that_is_gone_fails_every_tensor_of_the_request_naming_it() {
             "{e:?}"
         );
         assert_eq!(e.task(), "/job:w/task:0");
-        assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded));
+        assert!(matches!(
+            e.code(),
+            Code::Unavailable | Code::DeadlineExceeded
+        ));
     }
 }
