@@ -285,8 +285,12 @@ impl GrpcTransport {
             answer,
         };
         if self.inner.outgoing.file(task, queued) {
-            let flush = flush(Arc::clone(&self.inner), task.clone());
-            drop(self.inner.handle.spawn(flush));
+            let flush = Flush {
+                inner: Arc::clone(&self.inner),
+                task: task.clone(),
+                taken: false,
+            };
+            drop(self.inner.handle.spawn(flush.run()));
         }
         let task = task.to_string();
         async move {
@@ -301,17 +305,44 @@ impl GrpcTransport {
     }
 }
 
-/// Sends every tensor queued for `task` now, in `SendTensors` requests of at most
-/// [`batch_bytes`] of content, and answers each.
-async fn flush(inner: Arc<Inner>, task: TaskName) {
-    let queued = inner.outgoing.take(&task);
+/// The flush of one peer's queued tensors. Dropped before it ran (a runtime that shuts
+/// down drops its tasks unpolled), it still takes the queue, so every tensor filed is
+/// answered (the request was dropped) and the next one schedules a flush again.
+struct Flush {
+    inner: Arc<Inner>,
+    task: TaskName,
+    /// The queue was taken: the flush answers its tensors.
+    taken: bool,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        if !self.taken {
+            drop(self.inner.outgoing.take(&self.task));
+        }
+    }
+}
+
+impl Flush {
+    /// Sends every tensor queued for the peer now, in `SendTensors` requests of at most
+    /// [`batch_bytes`] of content, and answers each.
+    async fn run(mut self) {
+        let queued = self.inner.outgoing.take(&self.task);
+        self.taken = true;
+        flush(&self.inner, &self.task, queued).await;
+    }
+}
+
+/// Sends `queued` to `task` in `SendTensors` requests of at most [`batch_bytes`] of
+/// content, and answers each tensor.
+async fn flush(inner: &Arc<Inner>, task: &TaskName, queued: Vec<Queued>) {
     let mut batches = split(queued, batch_bytes(inner.options.max_message_bytes));
     if batches.len() == 1 {
         if let Some(batch) = batches.pop() {
-            send_batch(&inner, &task, batch).await;
+            send_batch(inner, task, batch).await;
         }
     } else {
-        let all = batches.into_iter().map(|b| send_batch(&inner, &task, b));
+        let all = batches.into_iter().map(|b| send_batch(inner, task, b));
         futures::future::join_all(all).await;
     }
 }

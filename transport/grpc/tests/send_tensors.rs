@@ -280,3 +280,29 @@ fn a_peer_that_is_gone_fails_every_tensor_of_the_request_naming_it() {
         ));
     }
 }
+
+#[test]
+fn a_send_whose_runtime_stopped_is_answered_not_left_waiting() {
+    let spec = one_task();
+    let task = TaskName::new("w", 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let transport = GrpcTransport::with_runtime(spec, GrpcOptions::default(), rt.handle().clone());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    // The flush spawned on the stopped runtime is dropped unpolled; each send still gets
+    // its answer, and the second finds no flush left scheduled by the first.
+    for i in 0..2 {
+        let key = RendezvousKey {
+            step_id: StepId::random().unwrap(),
+            edge: format!("e{i}"),
+        };
+        let e =
+            futures::executor::block_on(transport.send(&task, "s", key, Tensor::scalar(1.0f32)))
+                .unwrap_err();
+        assert!(matches!(e, TransportError::Unreachable { .. }), "{e:?}");
+        assert_eq!(e.task(), "/job:w/task:0");
+    }
+}
