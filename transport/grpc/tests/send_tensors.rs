@@ -98,8 +98,8 @@ fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
             .handle;
 
         let step = StepId::from_bytes(&[7u8; 16]).unwrap();
-        let x = Tensor::from_vec(&[3], vec![1.5f32, -2.0, 3.25]).unwrap();
-        let big = Tensor::from_vec(&[32], vec![0.0f32; 32]).unwrap(); // 128 bytes > 64
+        let x = Tensor::from_vec([3], vec![1.5f32, -2.0, 3.25]).unwrap();
+        let big = Tensor::from_vec([32], vec![0.0f32; 32]).unwrap(); // 128 bytes > 64
         let mut bad_len = tensor_to_wire(&x).unwrap();
         bad_len.dims = vec![4];
         let request = proto::SendTensorsRequest {
@@ -203,7 +203,7 @@ fn small_tensors_filed_before_the_flush_runs_leave_in_one_request() {
                 step_id: step,
                 edge: format!("e{i}"),
             };
-            let t = Tensor::from_vec(&[2], vec![i as f32 * 10.0, 0.5]).unwrap();
+            let t = Tensor::from_vec([2], vec![i as f32 * 10.0, 0.5]).unwrap();
             transport.send(&task, "s", key, t)
         })
         .collect();
