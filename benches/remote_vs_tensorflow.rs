@@ -11,7 +11,9 @@
 //! - `three_tasks`: ps + 2 workers; `w = 2.0` on ps, `x = w * 5.0` on worker 0,
 //!   `y = x + w` on worker 1, y (12.0) fetched: three tensors cross tasks.
 //!
-//! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
+//! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`;
+//! `--inline-tensor-bytes 0` streams every tensor between tasks with its own
+//! `SendTensor` (the protocol before small tensors were batched in `SendTensors`).
 
 mod common;
 
@@ -62,9 +64,13 @@ fn remote_trivial(reps: usize, warmup: usize) {
     server.stop(Duration::from_secs(1));
 }
 
-fn three_tasks(reps: usize, warmup: usize) {
+fn three_tasks(reps: usize, warmup: usize, inline_tensor_bytes: usize) {
     let spec = loopback_cluster().expect("ports");
-    let cluster = GrpcCluster::start(&spec).expect("cluster");
+    let grpc = magpie::grpc::GrpcOptions {
+        inline_tensor_bytes,
+        ..Default::default()
+    };
+    let cluster = GrpcCluster::start_with(&spec, grpc).expect("cluster");
     let g = Graph::new();
     let ps = g.with_device("/job:ps/task:0").expect("scope");
     let w = ps.constant(2.0f32).expect("const");
@@ -81,6 +87,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps = arg(&args, "--reps", 300).max(1);
     let warmup = arg(&args, "--warmup", 30);
+    let inline = arg(&args, "--inline-tensor-bytes", 64 << 10);
     let only = args
         .iter()
         .position(|a| a == "--workloads")
@@ -90,7 +97,7 @@ fn main() {
     for w in only.split(',') {
         match w {
             "remote_trivial" => remote_trivial(reps, warmup),
-            "three_tasks" => three_tasks(reps, warmup),
+            "three_tasks" => three_tasks(reps, warmup, inline),
             other => panic!("unknown workload {other:?}"),
         }
     }

@@ -65,6 +65,81 @@ fn the_seeds_cluster_runs_a_graph_spread_over_three_tasks() {
     c.stop(Duration::from_secs(2));
 }
 
+/// Runs `steps` steps of a graph in which the ps sends four small tensors to each worker
+/// (and worker 0 one to worker 1) on a cluster with `grpc`; returns the fetched values and
+/// what each server received (requests, tensors), ps then workers.
+fn small_tensors_to_each_worker(
+    grpc: GrpcOptions,
+    steps: usize,
+) -> (Vec<Vec<f32>>, Vec<magpie::grpc::TensorTraffic>) {
+    let spec = loopback_cluster().unwrap();
+    let c = GrpcCluster::start_with(&spec, grpc).unwrap();
+    let g = Graph::new();
+    let ps = on(&g, "/job:ps/task:0");
+    let params: Vec<_> = (1..=4)
+        .map(|i| {
+            ps.constant(Tensor::from_vec([3], vec![i as f32, 0.5, -1.0]).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let w0 = on(&g, "/job:worker/task:0");
+    let w1 = on(&g, "/job:worker/task:1");
+    let mut a = w0.mul(params[0], params[1]).unwrap();
+    a = w0.add(a, w0.mul(params[2], params[3]).unwrap()).unwrap();
+    let mut b = w1.add(params[0], params[1]).unwrap();
+    b = w1.sub(b, w1.add(params[2], params[3]).unwrap()).unwrap();
+    let ab = w1.add(a, b).unwrap();
+    let s = magpie::grpc::connect(&c.target("worker", 0).unwrap(), &g).unwrap();
+    let mut values = Vec::new();
+    for _ in 0..steps {
+        let out = s.run(&[], &[a, b, ab], &[]).unwrap();
+        values = out
+            .iter()
+            .map(|t| t.as_slice::<f32>().unwrap().to_vec())
+            .collect();
+    }
+    drop(s);
+    let traffic = [("ps", 0), ("worker", 0), ("worker", 1)]
+        .iter()
+        .map(|(j, i)| c.server(j, *i).unwrap().tensor_traffic())
+        .collect();
+    c.stop(Duration::from_secs(2));
+    (values, traffic)
+}
+
+#[test]
+fn small_tensors_for_one_peer_share_requests_and_arrive_unchanged() {
+    const STEPS: usize = 20;
+    let streamed = GrpcOptions {
+        inline_tensor_bytes: 0,
+        ..GrpcOptions::default()
+    };
+    let (v_streamed, t_streamed) = small_tensors_to_each_worker(streamed, STEPS);
+    let (v_inline, t_inline) = small_tensors_to_each_worker(GrpcOptions::default(), STEPS);
+    // a = p1*p2 + p3*p4, b = (p1+p2) - (p3+p4), with p_i = [i, 0.5, -1].
+    let a = vec![14.0, 0.5, 2.0];
+    let b = vec![-4.0, 0.0, 0.0];
+    let ab = vec![10.0, 0.5, 2.0];
+    assert_eq!(v_streamed, [a.clone(), b.clone(), ab.clone()]);
+    assert_eq!(v_inline, [a, b, ab]);
+    // Worker 0 is the master: the ps's tensors for it come over the wire, its own
+    // tensor for worker 1 too; the ps receives none.
+    let n = STEPS as u64;
+    let tensors: Vec<u64> = t_streamed.iter().map(|t| t.tensors).collect();
+    assert_eq!(tensors, [0, 4 * n, 5 * n]);
+    // Streamed: one request per tensor.
+    for t in &t_streamed {
+        assert_eq!(t.requests, t.tensors, "{t_streamed:?}");
+    }
+    // Batched: the same tensors, in at most as many requests (those ready together for
+    // one peer share one; transport/grpc/tests/send_tensors.rs shows it exactly).
+    for (t, s) in t_inline.iter().zip(&t_streamed) {
+        assert_eq!(t.tensors, s.tensors, "{t_inline:?}");
+        assert!(t.requests <= t.tensors, "{t_inline:?}");
+        assert!(t.tensors == 0 || t.requests >= n, "{t_inline:?}");
+    }
+}
+
 #[test]
 fn a_remote_session_runs_unpinned_ops_on_the_masters_device_with_feeds() {
     let spec = loopback_cluster().unwrap();

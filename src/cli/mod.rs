@@ -154,6 +154,11 @@ pub(crate) struct LimitArgs {
     /// Largest tensor another task may stream to this one, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
     pub(crate) max_tensor_bytes: u64,
+    /// Largest tensor, in bytes, sent whole to (and taken whole from) another task: the
+    /// small tensors ready for the same task leave in one request; larger ones are
+    /// streamed in chunks. 0 streams every tensor.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
+    pub(crate) inline_tensor_bytes: usize,
     /// Milliseconds a streamed tensor may wait for its next chunk.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub(crate) tensor_stream_idle_timeout_ms: u64,

@@ -7,7 +7,8 @@
 //!
 //! - [`GrpcTransport`]: core's [`Transport`](magpie_core::transport::Transport) over
 //!   long-lived HTTP/2 channels (one per task, reused across steps), `TCP_NODELAY`,
-//!   deadlines on every request, tensors streamed in chunks;
+//!   deadlines on every request, small tensors for one peer batched in one request,
+//!   larger ones streamed in chunks;
 //! - [`WorkerService`], [`MasterService`]: the tonic services over a task's
 //!   [`TaskServer`](magpie_core::distributed::TaskServer);
 //! - [`GrpcServer`]: start a task on its address, [`stop`](GrpcServer::stop) it (refuse
@@ -25,6 +26,7 @@
 //!   handles of 128 random bits (`SECURITY.md` at the repository root).
 
 mod auth;
+mod batch;
 mod client;
 mod codec;
 pub mod conv;
@@ -49,6 +51,7 @@ pub use client::{
     connect, connect_session, connect_with, Placement, RemoteRunOutput, RemoteSession,
 };
 pub use error::{GrpcError, WireError};
+pub use metrics::TensorTraffic;
 pub use options::GrpcOptions;
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};

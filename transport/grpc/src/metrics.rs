@@ -20,6 +20,8 @@
 //! | `magpie_rendezvous_unclaimed_bytes` | gauge | — |
 //! | `magpie_peer_sent_bytes_total` | counter | `peer` |
 //! | `magpie_peer_received_bytes_total` | counter | `peer` (`unknown` when unnamed) |
+//! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams and `SendTensors` requests) |
+//! | `magpie_tensors_received_total` | counter | — (tensors those requests carried) |
 //! | `magpie_scheduler_workers` | gauge | — |
 //! | `magpie_scheduler_queued_jobs` | gauge | — |
 //! | `magpie_scheduler_steals_total` | counter | `group`: `local` or `remote` |
@@ -67,6 +69,17 @@ const CODE_NAMES: [&str; 17] = [
     "unauthenticated",
 ];
 
+/// Requests that carried tensors into a task and the tensors they carried
+/// ([`GrpcServer::tensor_traffic`](crate::GrpcServer::tensor_traffic)): small tensors a
+/// peer had ready together arrive in one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TensorTraffic {
+    /// `SendTensor` streams and `SendTensors` requests received.
+    pub requests: u64,
+    /// Tensors they carried, whether taken or refused.
+    pub tensors: u64,
+}
+
 /// Bytes sent to and received from one peer task.
 #[derive(Debug)]
 struct Peer {
@@ -96,6 +109,10 @@ pub(crate) struct Metrics {
     latency_sum_micros: AtomicU64,
     /// The cluster's tasks, sorted by name, then `unknown`.
     peers: Box<[Peer]>,
+    /// `SendTensor` streams and `SendTensors` requests received.
+    tensor_requests: AtomicU64,
+    /// Tensors they carried (taken or refused).
+    tensors: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -127,6 +144,8 @@ impl Metrics {
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_micros: AtomicU64::new(0),
             peers: peers.into_boxed_slice(),
+            tensor_requests: AtomicU64::new(0),
+            tensors: AtomicU64::new(0),
         }
     }
 
@@ -163,6 +182,20 @@ impl Metrics {
     /// a task of the cluster).
     pub(crate) fn received(&self, task: &str, bytes: u64) {
         self.peer(task).received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts one request that carried `tensors` tensors into this task.
+    pub(crate) fn tensor_request(&self, tensors: u64) {
+        self.tensor_requests.fetch_add(1, Ordering::Relaxed);
+        self.tensors.fetch_add(tensors, Ordering::Relaxed);
+    }
+
+    /// Requests that carried tensors into this task, and the tensors they carried.
+    pub(crate) fn tensor_traffic(&self) -> TensorTraffic {
+        TensorTraffic {
+            requests: self.tensor_requests.load(Ordering::Relaxed),
+            tensors: self.tensors.load(Ordering::Relaxed),
+        }
     }
 
     /// The Prometheus text exposition of these counters and of `server`'s gauges, with
@@ -251,6 +284,19 @@ impl Metrics {
             "magpie_peer_received_bytes",
             "Bytes of tensor content this task received from each peer task",
             received,
+        );
+
+        let traffic = self.tensor_traffic();
+        registry.register(
+            "magpie_tensor_requests_received",
+            "Requests that carried tensors into this task (SendTensor streams, SendTensors \
+             requests of several small tensors)",
+            counter(traffic.requests),
+        );
+        registry.register(
+            "magpie_tensors_received",
+            "Tensors the SendTensor and SendTensors requests carried into this task",
+            counter(traffic.tensors),
         );
 
         let pool = worker.pool();

@@ -34,12 +34,19 @@ pub struct GrpcOptions {
     /// How long a keepalive ping may go unanswered (default 10 s).
     pub keepalive_timeout: Duration,
     /// Largest message encoded or decoded, in bytes (default 256 MiB; flag
-    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request; tensors
-    /// between workers are streamed in chunks instead.
+    /// `--max-message-bytes`): bounds graphs, feeds and fetches of one request, and the
+    /// small tensors of one `SendTensors` request; larger tensors between workers are
+    /// streamed in chunks instead.
     pub max_message_bytes: usize,
     /// Size of one chunk of a streamed tensor (default 2 MiB: on loopback, 2 MiB chunks
     /// moved 64 MiB faster than 1 or 4 MiB ones).
     pub chunk_bytes: usize,
+    /// Largest tensor content, in bytes, sent whole in a `SendTensors` request (default
+    /// 64 KiB): the small tensors a task has ready for the same peer go in one request
+    /// instead of a `SendTensor` stream each, and a worker refuses a larger one there.
+    /// 0 streams every tensor. The tasks of a cluster share it: a task refuses a tensor
+    /// sent whole above its own limit.
+    pub inline_tensor_bytes: usize,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
     /// `--max-tensor-bytes`).
     pub max_tensor_bytes: u64,
@@ -108,6 +115,7 @@ impl Default for GrpcOptions {
             keepalive_timeout: Duration::from_secs(10),
             max_message_bytes: 256 << 20,
             chunk_bytes: 2 << 20,
+            inline_tensor_bytes: INLINE_TENSOR_BYTES,
             max_tensor_bytes: 4 << 30,
             tensor_stream_idle_timeout: Duration::from_secs(30),
             max_sessions: 256,
@@ -124,6 +132,9 @@ impl Default for GrpcOptions {
         }
     }
 }
+
+/// The default [`GrpcOptions::inline_tensor_bytes`]: 64 KiB.
+pub(crate) const INLINE_TENSOR_BYTES: usize = 64 << 10;
 
 /// Half the available cores, in `1..=4`.
 fn default_runtime_threads() -> usize {

@@ -48,6 +48,7 @@ use tonic_health::ServingStatus;
 use crate::auth::Guard;
 use crate::error::GrpcError;
 use crate::message_limit::MessageLimit;
+use crate::metrics::TensorTraffic;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
@@ -288,6 +289,13 @@ impl GrpcServer {
     /// The task's services.
     pub fn core(&self) -> &Arc<TaskServer> {
         &self.core
+    }
+
+    /// Requests that carried tensors into this task so far, and the tensors they
+    /// carried (also `magpie_tensor_requests_received_total` and
+    /// `magpie_tensors_received_total` at `/metrics`).
+    pub fn tensor_traffic(&self) -> TensorTraffic {
+        self.master.metrics().tensor_traffic()
     }
 
     /// The task.

@@ -147,6 +147,55 @@ impl WorkerService {
         }
     }
 
+    /// Delivers one tensor of a `SendTensors` request, after the checks `SendTensor`
+    /// makes on its header: the tensor limit, the inline limit (a larger tensor must be
+    /// streamed, so that it is admitted before its destination is allocated), and the
+    /// worker's admission (the session's partition here, the step's session, the
+    /// rendezvous limits) before the content is copied into a tensor.
+    fn take_inline(&self, source: &str, t: proto::InlineTensor) -> Result<(), Status> {
+        let step_id = step_id_from_wire(&t.step_id, "SendTensors")?;
+        let Some(wire) = t.tensor else {
+            return Err(status(
+                Code::InvalidArgument,
+                format!("SendTensors: no tensor for edge {:?}", t.edge),
+            ));
+        };
+        let bytes = wire.content.len();
+        if bytes as u64 > self.options.max_tensor_bytes {
+            return Err(limit_status(
+                Limit::TensorBytes,
+                self.options.max_tensor_bytes,
+                format!("a tensor of {bytes} bytes for edge {:?}", t.edge),
+            ));
+        }
+        let inline = self.options.inline_tensor_bytes;
+        if bytes > inline {
+            return Err(status(
+                Code::InvalidArgument,
+                format!(
+                    "SendTensors: the tensor for edge {:?} has {bytes} bytes; this task takes \
+                     tensors of at most {inline} bytes whole (larger ones are streamed with \
+                     SendTensor)",
+                    t.edge
+                ),
+            ));
+        }
+        let key = RendezvousKey {
+            step_id,
+            edge: t.edge,
+        };
+        let worker = self.server.worker();
+        worker
+            .admits(&t.session, &key, bytes)
+            .map_err(worker_to_status)?;
+        let tensor = tensor_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
+        drop(wire);
+        self.metrics.received(source, bytes as u64);
+        worker
+            .deliver(&t.session, key, tensor)
+            .map_err(worker_to_status)
+    }
+
     fn check_task(&self, task: &str) -> Result<(), Status> {
         let me = self.server.task().to_string();
         if task != me {
@@ -329,11 +378,35 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         }
         let tensor = tensor.finish().map_err(|e| wire_to_status(&e))?;
         self.metrics.received(&first.source, total);
+        self.metrics.tensor_request(1);
         self.server
             .worker()
             .deliver(&first.session, key, tensor)
             .map_err(worker_to_status)?;
         Ok(Response::new(proto::SendTensorResponse {}))
+    }
+
+    async fn send_tensors(
+        &self,
+        request: Request<proto::SendTensorsRequest>,
+    ) -> Result<Response<proto::SendTensorsResponse>, Status> {
+        let r = request.into_inner();
+        self.check_task(&r.task)?;
+        self.metrics.tensor_request(r.tensors.len() as u64);
+        // Each tensor is taken or refused on its own: one refused (another session's
+        // step, a limit) does not fail the others, which may be other steps'.
+        let results = r
+            .tensors
+            .into_iter()
+            .map(|t| match self.take_inline(&r.source, t) {
+                Ok(()) => proto::SendResult::default(),
+                Err(s) => proto::SendResult {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                },
+            })
+            .collect();
+        Ok(Response::new(proto::SendTensorsResponse { results }))
     }
 
     async fn abort_step(

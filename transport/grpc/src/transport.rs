@@ -1,10 +1,12 @@
 //! [`GrpcTransport`]: core's `Transport` over gRPC. One long-lived HTTP/2 channel per
 //! task, connected lazily on first use and reused across steps (dropped and rebuilt
 //! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
-//! HTTP/2 keepalive; every request under a deadline. Tensors between workers are
-//! streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the tensor's own buffer
-//! (no copy before prost encodes each chunk); the receiving task writes each chunk
-//! straight into a destination sized from the first chunk's header
+//! HTTP/2 keepalive; every request under a deadline. A tensor of at most
+//! [`GrpcOptions::inline_tensor_bytes`] travels whole, and the small tensors ready for
+//! the same peer share one `SendTensors` request (`batch.rs` gives the protocol). Larger
+//! tensors are streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the
+//! tensor's own buffer (no copy before prost encodes each chunk); the receiving task
+//! writes each chunk straight into a destination sized from the first chunk's header
 //! ([`TensorAssembler`](crate::conv::TensorAssembler)).
 //!
 //! With [`GrpcOptions::tls`] set, every channel is TLS (the server verified against the
@@ -36,6 +38,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::auth::Credentials;
+use crate::batch::{batch_bytes, split, Outgoing, Queued};
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
 use crate::metrics::Metrics;
@@ -99,6 +102,8 @@ struct Inner {
     local: OnceLock<(TaskName, Weak<TaskServer>)>,
     /// The hosting server's counters (bytes sent per peer), when it keeps them.
     metrics: OnceLock<Arc<Metrics>>,
+    /// Small tensors waiting for their peer's next `SendTensors` request.
+    outgoing: Outgoing,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -146,6 +151,7 @@ impl GrpcTransport {
                 reached: Mutex::new(HashSet::new()),
                 local: OnceLock::new(),
                 metrics: OnceLock::new(),
+                outgoing: Outgoing::default(),
             }),
         }
     }
@@ -253,6 +259,157 @@ impl GrpcTransport {
             }
         }
         .boxed()
+    }
+}
+
+impl GrpcTransport {
+    /// Files a small tensor for `task`'s next `SendTensors` request (`batch.rs`), and
+    /// spawns that request's flush when none is scheduled. The tensor is on its way
+    /// when this returns; the future yields its own answer.
+    fn send_inline(
+        &self,
+        task: &TaskName,
+        session: &str,
+        key: RendezvousKey,
+        wire: proto::TensorProto,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let (answer, rx) = futures::channel::oneshot::channel();
+        let queued = Queued {
+            bytes: wire.content.len(),
+            tensor: proto::InlineTensor {
+                step_id: step_id_to_wire(key.step_id),
+                session: session.to_string(),
+                edge: key.edge,
+                tensor: Some(wire),
+            },
+            answer,
+        };
+        if self.inner.outgoing.file(task, queued) {
+            let flush = Flush {
+                inner: Arc::clone(&self.inner),
+                task: task.clone(),
+                taken: false,
+            };
+            drop(self.inner.handle.spawn(flush.run()));
+        }
+        let task = task.to_string();
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(TransportError::Unreachable {
+                    task,
+                    detail: "the request was dropped (the transport's runtime stopped)".into(),
+                })
+            })
+        }
+        .boxed()
+    }
+}
+
+/// The flush of one peer's queued tensors. Dropped before it ran (a runtime that shuts
+/// down drops its tasks unpolled), it still takes the queue, so every tensor filed is
+/// answered (the request was dropped) and the next one schedules a flush again.
+struct Flush {
+    inner: Arc<Inner>,
+    task: TaskName,
+    /// The queue was taken: the flush answers its tensors.
+    taken: bool,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        if !self.taken {
+            drop(self.inner.outgoing.take(&self.task));
+        }
+    }
+}
+
+impl Flush {
+    /// Sends every tensor queued for the peer now, in `SendTensors` requests of at most
+    /// [`batch_bytes`] of content, and answers each.
+    async fn run(mut self) {
+        let queued = self.inner.outgoing.take(&self.task);
+        self.taken = true;
+        flush(&self.inner, &self.task, queued).await;
+    }
+}
+
+/// Sends `queued` to `task` in `SendTensors` requests of at most [`batch_bytes`] of
+/// content, and answers each tensor.
+async fn flush(inner: &Arc<Inner>, task: &TaskName, queued: Vec<Queued>) {
+    let mut batches = split(queued, batch_bytes(inner.options.max_message_bytes));
+    if batches.len() == 1 {
+        if let Some(batch) = batches.pop() {
+            send_batch(inner, task, batch).await;
+        }
+    } else {
+        let all = batches.into_iter().map(|b| send_batch(inner, task, b));
+        futures::future::join_all(all).await;
+    }
+}
+
+/// One `SendTensors` request with `batch`'s tensors: each tensor is answered with its
+/// own result, or with the request's error when the request failed as a whole.
+async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
+    let n = batch.len();
+    let mut tensors = Vec::with_capacity(n);
+    let mut answers = Vec::with_capacity(n);
+    for q in batch {
+        tensors.push(q.tensor);
+        answers.push((q.answer, q.bytes));
+    }
+    let request = proto::SendTensorsRequest {
+        task: task.to_string(),
+        source: inner
+            .local
+            .get()
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default(),
+        tensors,
+    };
+    let deadline = inner.options.request_timeout;
+    let answer = attempt(
+        Arc::clone(inner),
+        task.clone(),
+        deadline,
+        CallContext::default(),
+        move |mut c| async move { Ok(c.send_tensors(request).await?.into_inner()) },
+    )
+    .await;
+    let results = match answer {
+        Ok(r) if r.results.len() == n => r.results,
+        Ok(r) => {
+            let e = TransportError::Remote {
+                task: task.to_string(),
+                detail: format!(
+                    "SendTensors answered {} results for {n} tensors",
+                    r.results.len()
+                ),
+                code: magpie_core::Code::Internal,
+            };
+            for (tx, _) in answers {
+                let _ = tx.send(Err(e.clone()));
+            }
+            return;
+        }
+        Err(e) => {
+            for (tx, _) in answers {
+                let _ = tx.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let peer = task.to_string();
+    for ((tx, bytes), r) in answers.into_iter().zip(results) {
+        let out = if r.code == 0 {
+            if let Some(m) = inner.metrics.get() {
+                m.sent(&peer, bytes as u64);
+            }
+            Ok(())
+        } else {
+            let status = Status::new(tonic::Code::from_i32(r.code), r.message);
+            Err(status_to_transport(task, &status, &CallContext::default()))
+        };
+        let _ = tx.send(out);
     }
 }
 
@@ -568,8 +725,15 @@ impl Transport for GrpcTransport {
             Err(e) => return ready(Err(bad_request(task, e.to_string()))),
         };
         drop(tensor);
-        let chunk = self.inner.options.chunk_bytes.max(1);
         let total = wire.content.len();
+        let inline = self.inner.options.inline_tensor_bytes;
+        if inline > 0
+            && total <= inline
+            && total <= batch_bytes(self.inner.options.max_message_bytes)
+        {
+            return self.send_inline(task, session, key, wire);
+        }
+        let chunk = self.inner.options.chunk_bytes.max(1);
         let source = self
             .inner
             .local
