@@ -1,0 +1,35 @@
+#!/bin/bash
+# The device script of BENCHMARKS.md's "Vulkan on a real GPU": run on a lent GPU machine
+# from the repository root, with `.gl/` holding the Vulkan loader's .deb files and
+# `.gpu/` holding `vulkan-bench` (the `vulkan` bench binary, built here with
+# `cargo bench --bench vulkan --no-run` and stripped), `vulkan-tests` (optional: the
+# magpie-vulkan test binary) and this directory's `torch_figures.py`. Writes everything
+# under $OUT (or ./gpu-out) and prints a summary last.
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
+    export VK_DRIVER_FILES=$icd
+fi
+echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset}; icds: $(ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | tr '\n' ' ')"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$OUT/nvidia-smi.txt"
+uptime | tee -a "$OUT/nvidia-smi.txt"
+
+export RUST_LOG=${RUST_LOG:-magpie_vulkan=debug}
+timeout 150 .gpu/vulkan-bench --figures > "$OUT/vulkan.jsonl" 2> "$OUT/vulkan.stderr"
+echo "vulkan-bench exit $?"
+if [ -x .gpu/vulkan-tests ]; then
+    timeout 60 .gpu/vulkan-tests --test-threads 2 > "$OUT/vulkan-tests.txt" 2>&1
+    echo "vulkan-tests exit $?; $(grep -E '^test result' "$OUT/vulkan-tests.txt")"
+fi
+PYTHONUNBUFFERED=1 timeout 90 python3 .gpu/torch_figures.py > "$OUT/torch.jsonl" 2> "$OUT/torch.stderr"
+echo "torch exit $?"
+tail -5 "$OUT/vulkan.stderr"
+tail -3 "$OUT/torch.stderr"
+echo "=== vulkan"
+cat "$OUT/vulkan.jsonl"
+echo "=== torch"
+cat "$OUT/torch.jsonl"
