@@ -1,15 +1,20 @@
 #!/bin/bash
 # The device script of BENCHMARKS.md's "Vulkan on a real GPU": run on a lent GPU machine
 # from the repository root, with `.gl/` holding the Vulkan loader's .deb files and
-# `.gpu/` holding `vulkan-bench` (the `vulkan` bench binary, built here with
-# `cargo bench --bench vulkan --no-run` and stripped), `vulkan-tests` (optional: the
-# magpie-vulkan test binary) and this directory's `torch_figures.py`. Writes everything
+# `.gpu/` holding `lib/` (libhwloc.so.15 and libudev.so.1, for a machine without them),
+# `vulkan-bench` (the `vulkan` bench binary, built here with
+# `cargo bench --bench vulkan --no-run` and stripped), `vulkan-unit` and `vulkan-it` (optional: magpie-vulkan's
+# unit-test and `tests/vulkan` binaries, from `cargo test -p magpie-vulkan --release --no-run`) and this directory's `torch_figures.py`. Writes everything
 # under $OUT (or ./gpu-out) and prints a summary last.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
+# The bench links hwloc (the CPU backend's topology): carried in .gpu/lib where absent.
+if ! ldconfig -p | grep -q 'libhwloc.so.15'; then
+    export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
     export VK_DRIVER_FILES=$icd
@@ -21,10 +26,13 @@ uptime | tee -a "$OUT/nvidia-smi.txt"
 export RUST_LOG=${RUST_LOG:-magpie_vulkan=debug}
 timeout 150 .gpu/vulkan-bench --figures > "$OUT/vulkan.jsonl" 2> "$OUT/vulkan.stderr"
 echo "vulkan-bench exit $?"
-if [ -x .gpu/vulkan-tests ]; then
-    timeout 60 .gpu/vulkan-tests --test-threads 2 > "$OUT/vulkan-tests.txt" 2>&1
-    echo "vulkan-tests exit $?; $(grep -E '^test result' "$OUT/vulkan-tests.txt")"
-fi
+for t in vulkan-unit vulkan-it; do
+    if [ -x .gpu/$t ]; then
+        timeout 60 .gpu/$t --test-threads 4 > "$OUT/$t.txt" 2>&1
+        echo "$t exit $?; $(grep -E '^test result' "$OUT/$t.txt")"
+        grep -E 'FAILED|panicked' "$OUT/$t.txt" | head -20
+    fi
+done
 PYTHONUNBUFFERED=1 timeout 90 python3 .gpu/torch_figures.py > "$OUT/torch.jsonl" 2> "$OUT/torch.stderr"
 echo "torch exit $?"
 tail -5 "$OUT/vulkan.stderr"

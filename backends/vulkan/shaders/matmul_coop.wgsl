@@ -9,9 +9,10 @@
 // subgroup s computes the 64 x 32 block at rows 64 (s / 4), columns 32 (s % 4) of the
 // tile as 4 x 2 accumulators of 16 x 16. K is walked 32 at a time: the group loads a
 // 128 x 32 slab of op(A) and a 32 x 128 slab of op(B) from global memory (scalars, zero
-// past the edges, each invocation 16 of each, neighbouring invocations reading
-// neighbouring floats of the contiguous dimension), rounds them to f16 into workgroup
-// memory, and each subgroup multiplies its part. Rows of the slabs are padded (40 and 136
+// past the edges, each invocation 16 of each into registers, neighbouring invocations
+// reading neighbouring floats of the contiguous dimension), rounds them to f16 into
+// workgroup memory, and each subgroup multiplies its part while the group's loads of the
+// next slab are in flight. Rows of the slabs are padded (40 and 136
 // halves: 80 and 272 bytes, multiples of 16 as cooperative loads want).
 //
 // C leaves through workgroup memory: each subgroup stores one accumulator at a time into
@@ -45,21 +46,94 @@ var<workgroup> sa: array<f16, 5120>;
 var<workgroup> sb: array<f16, 4352>;
 var<workgroup> sc: array<f32, 2048>;
 
+// The dimensions and flags, and this invocation's place, for `fetch` and `stash`.
+var<private> m_total: u32;
+var<private> n_total: u32;
+var<private> k_total: u32;
+var<private> ta: bool;
+var<private> tb: bool;
+var<private> row0: u32;
+var<private> col0: u32;
+var<private> tid: u32;
+// This invocation's 16 elements of the next slab of op(A) and of op(B).
+var<private> ra: array<f32, 16>;
+var<private> rb: array<f32, 16>;
+
+// Where the r-th element of this invocation's share of a slab goes: (m, k) of op(A),
+// (k, n) of op(B); neighbouring invocations take neighbouring floats of the dimension
+// that is contiguous in global memory.
+fn a_place(r: u32) -> vec2<u32> {
+    let idx = r * 256u + tid;
+    if ta {
+        return vec2<u32>(idx % 128u, idx / 128u);
+    }
+    return vec2<u32>(idx / 32u, idx % 32u);
+}
+
+fn b_place(r: u32) -> vec2<u32> {
+    let idx = r * 256u + tid;
+    if tb {
+        return vec2<u32>(idx % 32u, idx / 32u);
+    }
+    return vec2<u32>(idx / 128u, idx % 128u);
+}
+
+// Loads this invocation's share of the slab at k0 into `ra` and `rb` (zero past the edges).
+fn fetch(k0: u32) {
+    for (var r = 0u; r < 16u; r++) {
+        let pa = a_place(r);
+        let gm = row0 + pa.x;
+        let gk = k0 + pa.y;
+        var va = 0.0;
+        if gm < m_total && gk < k_total {
+            if ta {
+                va = a[gk * m_total + gm];
+            } else {
+                va = a[gm * k_total + gk];
+            }
+        }
+        ra[r] = va;
+        let pb = b_place(r);
+        let gkb = k0 + pb.x;
+        let gn = col0 + pb.y;
+        var vb = 0.0;
+        if gkb < k_total && gn < n_total {
+            if tb {
+                vb = b[gn * k_total + gkb];
+            } else {
+                vb = b[gkb * n_total + gn];
+            }
+        }
+        rb[r] = vb;
+    }
+}
+
+// Stores `ra` and `rb`, rounded to f16, into the slabs in workgroup memory.
+fn stash() {
+    for (var r = 0u; r < 16u; r++) {
+        let pa = a_place(r);
+        sa[pa.x * AS + pa.y] = f16(ra[r]);
+        let pb = b_place(r);
+        sb[pb.x * BS + pb.y] = f16(rb[r]);
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
+    @builtin(local_invocation_index) local_index: u32,
     @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_size) sg_size: u32,
 ) {
-    let m_total = p.misc.x;
-    let n_total = p.misc.y;
-    let k_total = p.misc.z;
-    let ta = (p.misc.w & 1u) != 0u;
-    let tb = (p.misc.w & 2u) != 0u;
-    let row0 = group.y * 128u;
-    let col0 = group.x * 128u;
+    m_total = p.misc.x;
+    n_total = p.misc.y;
+    k_total = p.misc.z;
+    ta = (p.misc.w & 1u) != 0u;
+    tb = (p.misc.w & 2u) != 0u;
+    row0 = group.y * 128u;
+    col0 = group.x * 128u;
+    tid = local_index;
     let wm = (sg / 4u) * 64u;
     let wn = (sg % 4u) * 32u;
     let scratch = sg * 256u;
@@ -77,55 +151,16 @@ fn main(
     var c30 = c00;
     var c31 = c00;
 
+    fetch(0u);
     for (var k0 = 0u; k0 < k_total; k0 += 32u) {
+        // The previous slab's products are done with workgroup memory.
         workgroupBarrier();
-        for (var r = 0u; r < 16u; r++) {
-            let idx = r * 256u + tid;
-            // op(A)[m][k], m < 128, k < 32.
-            var m: u32;
-            var k: u32;
-            if ta {
-                k = idx / 128u;
-                m = idx % 128u;
-            } else {
-                m = idx / 32u;
-                k = idx % 32u;
-            }
-            let gm = row0 + m;
-            let gk = k0 + k;
-            var va = 0.0;
-            if gm < m_total && gk < k_total {
-                if ta {
-                    va = a[gk * m_total + gm];
-                } else {
-                    va = a[gm * k_total + gk];
-                }
-            }
-            sa[m * AS + k] = f16(va);
-
-            // op(B)[k][n], k < 32, n < 128.
-            var kb: u32;
-            var n: u32;
-            if tb {
-                n = idx / 32u;
-                kb = idx % 32u;
-            } else {
-                kb = idx / 128u;
-                n = idx % 128u;
-            }
-            let gkb = k0 + kb;
-            let gn = col0 + n;
-            var vb = 0.0;
-            if gkb < k_total && gn < n_total {
-                if tb {
-                    vb = b[gn * k_total + gkb];
-                } else {
-                    vb = b[gkb * n_total + gn];
-                }
-            }
-            sb[kb * BS + n] = f16(vb);
+        stash();
+        workgroupBarrier();
+        // The next slab's loads are in flight while this one is multiplied.
+        if k0 + 32u < k_total {
+            fetch(k0 + 32u);
         }
-        workgroupBarrier();
 
         for (var kk = 0u; kk < 32u; kk += 16u) {
             let b0 = coopLoadT<coop_mat16x16<f16, B>>(&sb[kk * BS + wn], BS);
