@@ -22,8 +22,13 @@ float unary_op(uint op, float v) {
     } else if (op == 3u) {
         return exp(v);
     } else if (op == 4u) {
-        // TensorFlow's Relu: NaN (which compares false) and -0.0 pass through.
-        return v < 0.0 ? 0.0 : v;
+        // TensorFlow's Relu: NaN (which compares false) and -0.0 pass through. Decided on
+        // the bits: NVIDIA's compiler turned `v < 0.0 ? 0.0 : v` into a max, which gives 0
+        // for NaN (Vulkan's default float controls allow it; seen on an H200).
+        uint bits = floatBitsToUint(v);
+        uint magnitude = bits & 0x7fffffffu;
+        bool negative = (bits & 0x80000000u) != 0u && magnitude != 0u && magnitude <= 0x7f800000u;
+        return negative ? 0.0 : v;
     } else if (op == 5u) {
         // GLSL leaves log of 0 and of negatives undefined: IEEE's values, explicitly.
         if (v < 0.0) {
