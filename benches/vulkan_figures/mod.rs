@@ -148,13 +148,19 @@ fn relative_error(a: &[f32], b: &[f32], out: &[f32], n: usize) -> f64 {
 /// Checks an n x n x n MatMul at `precision`; returns whether it passed.
 fn check(gpu: &Arc<VulkanDevice>, n: usize, precision: MatMulPrecision) -> bool {
     gpu.set_matmul_precision(precision);
-    let salt = if precision == MatMulPrecision::F16 { 1u64 << 32 } else { 0 };
+    let salt = if precision == MatMulPrecision::F16 {
+        1u64 << 32
+    } else {
+        0
+    };
     let mut rng = Rng(0x1234_5678 ^ n as u64 ^ salt);
     let (at, bt) = (rng.matrix(n, n), rng.matrix(n, n));
     let g = Graph::new();
     let xa = g.placeholder(DType::F32, None).unwrap();
     let xb = g.placeholder(DType::F32, None).unwrap();
-    let prod = g.device(&gpu.name().to_string(), |g| g.matmul(xa, xb)).unwrap();
+    let prod = g
+        .device(&gpu.name().to_string(), |g| g.matmul(xa, xb))
+        .unwrap();
     let s = session(&g, gpu);
     let before = f16_count(gpu);
     let out = s
@@ -249,7 +255,10 @@ fn time_add(gpu: &Arc<VulkanDevice>, n: usize, chain: usize) {
     let out = session(&g, gpu).run(&[], &[sum], &[]).expect("add step");
     let got = out[0].as_slice::<f32>().unwrap();
     let wrong = (0..n).filter(|&i| got[i] != a[i] + b[i]).count();
-    println!("{{\"kind\":\"check\",\"op\":\"add\",\"n\":{n},\"wrong\":{wrong},\"pass\":{}}}", wrong == 0);
+    println!(
+        "{{\"kind\":\"check\",\"op\":\"add\",\"n\":{n},\"wrong\":{wrong},\"pass\":{}}}",
+        wrong == 0
+    );
 }
 
 /// 100 dependent elementwise ops on a resident 1024-float tensor (Neg, Add(y, y)).
@@ -258,7 +267,8 @@ fn time_chain(gpu: &Arc<VulkanDevice>) {
     let g = Graph::new();
     let y: Output = g
         .device(&spec, |g| {
-            let mut y = g.constant(Tensor::from_vec([1024], vec![1.0f32; 1024]).expect("count matches"))?;
+            let mut y =
+                g.constant(Tensor::from_vec([1024], vec![1.0f32; 1024]).expect("count matches"))?;
             for i in 0..100 {
                 y = if i % 2 == 0 { g.neg(y)? } else { g.add(y, y)? };
             }
@@ -272,7 +282,9 @@ fn time_chain(gpu: &Arc<VulkanDevice>) {
     let submissions = gpu.submissions() - before;
     let t = time_steps(&s, &[y.node], 3, Duration::from_secs(2));
     // (-1 * 2)^50 ... the value: 50 negations and 50 doublings of 1.
-    let v = s.run(&[], &[y], &[]).expect("fetch")[0].as_slice::<f32>().unwrap()[0];
+    let v = s.run(&[], &[y], &[]).expect("fetch")[0]
+        .as_slice::<f32>()
+        .unwrap()[0];
     println!(
         "{{\"kind\":\"chain\",\"ops\":100,\"submissions_per_step\":{submissions},\"step_s\":{t:e},\"us_per_op\":{:.3},\"value\":{v:e},\"pass\":{}}}",
         t / 100.0 * 1e6,
@@ -287,7 +299,10 @@ pub(crate) fn run() {
     let gpus = match magpie::vulkan::discover() {
         Ok(d) => d,
         Err(e) => {
-            println!("{{\"kind\":\"device\",\"error\":{}}}", json_str(&e.to_string()));
+            println!(
+                "{{\"kind\":\"device\",\"error\":{}}}",
+                json_str(&e.to_string())
+            );
             return;
         }
     };

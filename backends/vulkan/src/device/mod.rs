@@ -519,8 +519,8 @@ impl VulkanDevice {
 
     /// Whether a MatMul launched now runs on the f16 matrix units, counting it if so.
     pub(crate) fn take_f16_matmul(&self) -> bool {
-        let f16 = self.matmul_precision() == MatMulPrecision::F16
-            && self.f16_matrix_units().is_ok();
+        let f16 =
+            self.matmul_precision() == MatMulPrecision::F16 && self.f16_matrix_units().is_ok();
         if f16 {
             self.shared
                 .f16_matmuls

@@ -101,7 +101,10 @@ impl Pipelines {
 
     /// `Ok` where `matmul_coop.wgsl` runs on this device, else why not.
     pub(super) fn f16_matmul(&self) -> Result<(), &str> {
-        self.matmul_coop.as_ref().map(|_| ()).map_err(String::as_str)
+        self.matmul_coop
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 }
 

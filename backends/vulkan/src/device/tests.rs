@@ -406,7 +406,16 @@ fn lcg(n: usize, seed: u64) -> Vec<f32> {
 
 /// ‖got − op(a) op(b)‖ / ‖op(a) op(b)‖, the product in f64.
 #[allow(clippy::too_many_arguments)]
-fn matmul_error(a: &[f32], b: &[f32], got: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> f64 {
+fn matmul_error(
+    a: &[f32],
+    b: &[f32],
+    got: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> f64 {
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for i in 0..m {
         for j in 0..n {
@@ -446,7 +455,9 @@ fn f16_matmul_runs_on_the_matrix_units_or_falls_back_to_f32() {
     assert_eq!(dev.matmul_precision(), MatMulPrecision::F16);
     let units = dev.f16_matrix_units().map_err(str::to_string);
     if dev.is_emulated() {
-        let why = units.as_ref().expect_err("an emulated GPU has no matrix units");
+        let why = units
+            .as_ref()
+            .expect_err("an emulated GPU has no matrix units");
         assert!(!why.is_empty());
     }
     let gpu: Arc<dyn Device> = Arc::new(dev.clone());
@@ -481,14 +492,24 @@ fn f16_matmul_runs_on_the_matrix_units_or_falls_back_to_f32() {
     let bound = if units.is_ok() { 5e-3 } else { 1e-5 };
     let before = f16_dispatches(&dev);
     let mut products = 0;
-    for (m, k, n) in [(1, 1, 1), (7, 5, 3), (129, 129, 129), (129, 1000, 7), (7, 129, 1000)] {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 5, 3),
+        (129, 129, 129),
+        (129, 1000, 7),
+        (7, 129, 1000),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             run(m, k, n, ta, tb, bound);
             products += 1;
         }
     }
     let on_units = f16_dispatches(&dev) - before;
-    assert_eq!(on_units, if units.is_ok() { products } else { 0 }, "{units:?}");
+    assert_eq!(
+        on_units,
+        if units.is_ok() { products } else { 0 },
+        "{units:?}"
+    );
 
     dev.set_matmul_precision(MatMulPrecision::F32);
     let before = f16_dispatches(&dev);
