@@ -18,7 +18,10 @@
 //! shaders compiled to SPIR-V at build time (`shaders/`, `build.rs`), enqueued on the
 //! device's command stream: consecutive GPU nodes share one command buffer and one
 //! queue submission, and the scheduler's workers never wait on the GPU (only a copy to
-//! the host waits, off the workers).
+//! the host waits, off the workers). MatMul multiplies in f32 unless a device's
+//! [`MatMulPrecision`] is set to F16 ([`VulkanDevice::set_matmul_precision`]): then,
+//! where the device has `VK_KHR_cooperative_matrix`, operands are rounded to f16 and
+//! multiplied on its matrix units with f32 accumulators (tensors stay f32).
 //!
 //! Layout (as in every backend): `device/` wraps vulkano, `conv.rs` converts its types,
 //! `kernels/` holds one file per op family and names no vulkano type.

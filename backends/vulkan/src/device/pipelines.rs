@@ -110,9 +110,9 @@ impl Pipelines {
 
 fn build(device: &Arc<Device>, name: &str, words: &[u32]) -> Result<Arc<ComputePipeline>, String> {
     let err = |e: &dyn std::fmt::Display| format!("shader {name}: {e}");
-    // SAFETY: the words are SPIR-V that naga generated from `shaders/{name}.comp` and
-    // validated in build.rs
-    // (`shaders/{name}.wgsl` for `matmul_coop`).
+    // SAFETY: the words are SPIR-V that naga generated from `shaders/{name}.comp` (or
+    // `.wgsl`) and validated in build.rs; a shader that needs extensions or features
+    // (`matmul_coop`) is built only on a device opened with them.
     let module = unsafe { ShaderModule::new(device.clone(), ShaderModuleCreateInfo::new(words)) }
         .map_err(|e| err(&e))?;
     let entry = module
