@@ -22,7 +22,7 @@ use vulkano::VulkanObject;
 
 /// Whether the f16 cooperative-matrix MatMul can run on `physical`: `Ok` with what to
 /// enable, or `Err` with the first missing piece (for the log and
-/// [`VulkanDevice::matrix_units`](super::VulkanDevice::matrix_units)).
+/// [`VulkanDevice::f16_matrix_units`](super::VulkanDevice::f16_matrix_units)).
 pub(super) fn f16_support(
     physical: &Arc<PhysicalDevice>,
 ) -> Result<(DeviceExtensions, DeviceFeatures), String> {
