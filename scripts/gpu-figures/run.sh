@@ -4,7 +4,9 @@
 # `.gpu/` holding `lib/` (libhwloc.so.15 and libudev.so.1, for a machine without them),
 # `vulkan-bench` (the `vulkan` bench binary, built here with
 # `cargo bench --bench vulkan --no-run` and stripped), `vulkan-unit` and `vulkan-it` (optional: magpie-vulkan's
-# unit-test and `tests/vulkan` binaries, from `cargo test -p magpie-vulkan --release --no-run`) and this directory's `torch_figures.py`. Writes everything
+# unit-test and `tests/vulkan` binaries, from `cargo test -p magpie-vulkan --release --no-run`),
+# `vulkan-tf-ops` (optional: the workspace's `tests/vulkan_tf_ops.rs`, every GPU kernel against
+# the CPU's, NaN rules included, from `cargo test --release --test vulkan_tf_ops --no-run`) and this directory's `torch_figures.py`. Writes everything
 # under $OUT (or ./gpu-out) and prints a summary last.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -26,10 +28,11 @@ uptime | tee -a "$OUT/nvidia-smi.txt"
 export RUST_LOG=${RUST_LOG:-magpie_vulkan=debug}
 timeout 150 .gpu/vulkan-bench --figures > "$OUT/vulkan.jsonl" 2> "$OUT/vulkan.stderr"
 echo "vulkan-bench exit $?"
-for t in vulkan-unit vulkan-it; do
+for t in vulkan-unit vulkan-it vulkan-tf-ops; do
     if [ -x .gpu/$t ]; then
-        timeout 60 .gpu/$t --test-threads 4 > "$OUT/$t.txt" 2>&1
-        echo "$t exit $?; $(grep -E '^test result' "$OUT/$t.txt")"
+        # --show-output: a test that found no GPU says SKIPPED (and passes); counted here.
+        timeout 60 .gpu/$t --test-threads 4 --show-output > "$OUT/$t.txt" 2>&1
+        echo "$t exit $?; $(grep -E '^test result' "$OUT/$t.txt"); SKIPPED lines: $(grep -c SKIPPED "$OUT/$t.txt")"
         grep -E 'FAILED|panicked' "$OUT/$t.txt" | head -20
     fi
 done
