@@ -19,10 +19,19 @@
 //! minutes per sample on lavapipe) and `MAGPIE_VK_BENCH_ADD` (default 16777216).
 //! Run: `cargo bench --bench vulkan`. Without a Vulkan device the bench prints why and
 //! measures nothing.
+//!
+//! `--figures` (or `MAGPIE_VK_FIGURES=1`) runs the short mode instead, for a lent GPU
+//! machine: MatMul checked against an f64 reference in f32 and at the f16 matrix-unit
+//! precision, then timed, add and the chain timed, one JSON object per line
+//! (`benches/vulkan_figures/mod.rs`). Build it with `cargo bench --bench vulkan
+//! --no-run` and run the binary it names with `--figures`.
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+#[path = "vulkan_figures/mod.rs"]
+mod figures;
+
+use criterion::{criterion_group, Criterion, Throughput};
 use magpie::{DType, Device, Graph, RunOptions, Session, SessionOptions, Tensor};
 
 fn sizes(var: &str, default: &str) -> Vec<usize> {
@@ -154,4 +163,14 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(vulkan, benches);
-criterion_main!(vulkan);
+
+fn main() {
+    let figures = std::env::args().any(|a| a == "--figures")
+        || std::env::var_os("MAGPIE_VK_FIGURES").is_some_and(|v| v == "1");
+    if figures {
+        figures::run();
+        return;
+    }
+    vulkan();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,5 +1,5 @@
-//! Compiles the GLSL compute shaders in `shaders/` to SPIR-V with naga (pure Rust, no
-//! shaderc), and writes `shaders.rs` into `OUT_DIR`: one `&[u32]` constant of SPIR-V
+//! Compiles the GLSL compute shaders in `shaders/` (and the one WGSL shader) to SPIR-V
+//! with naga (pure Rust, no shaderc), and writes `shaders.rs` into `OUT_DIR`: one `&[u32]` constant of SPIR-V
 //! words per shader, named after its file in upper case (`matmul.comp` → `MATMUL`).
 //! A line `#include "file.glsl"` in a shader is replaced by that file of `shaders/` (naga's
 //! GLSL front end has no preprocessor includes): the elementwise shaders share their ops
@@ -16,6 +16,16 @@ const SHADERS: [&str; 10] = [
     "binary", "binary4", "unary", "unary4", "fill", "reduce", "matmul", "softmax", "strided",
     "rows",
 ];
+
+/// Shaders written in WGSL (`shaders/{name}.wgsl`), with the capabilities they need:
+/// naga's WGSL front end is the one with cooperative matrices.
+const WGSL_SHADERS: [(&str, Capabilities); 1] = [(
+    "matmul_coop",
+    Capabilities::IMMEDIATES
+        .union(Capabilities::COOPERATIVE_MATRIX)
+        .union(Capabilities::SHADER_FLOAT16)
+        .union(Capabilities::SUBGROUP),
+)];
 
 /// `source` with every `#include "name"` line replaced by `shaders/name` (one level).
 fn expand_includes(dir: &Path, source: &str) -> String {
@@ -72,6 +82,29 @@ fn compile(name: &str, source: &str) -> Result<Vec<u32>, String> {
         .map_err(|e| format!("{name}.comp: SPIR-V output failed: {e}"))
 }
 
+/// SPIR-V 1.3 (cooperative matrices and the subgroup built-ins need it) of a WGSL shader.
+fn compile_wgsl(name: &str, source: &str, caps: Capabilities) -> Result<Vec<u32>, String> {
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| format!("{name}.wgsl: parse error: {}", e.emit_to_string(source)))?;
+    let info = Validator::new(ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| format!("{name}.wgsl: invalid: {}", e.emit_to_string(source)))?;
+    let options = spv::Options {
+        lang_version: (1, 3),
+        bounds_check_policies: naga::proc::BoundsCheckPolicies::default(),
+        zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
+        force_loop_bounding: false,
+        use_storage_input_output_16: false,
+        ..spv::Options::default()
+    };
+    let pipeline = spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: "main".into(),
+    };
+    spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .map_err(|e| format!("{name}.wgsl: SPIR-V output failed: {e}"))
+}
+
 /// naga's GLSL front end turns `barrier()` into a barrier with every flag, whose
 /// subgroup flag makes the SPIR-V writer emit a *subgroup*-scope execution barrier. A
 /// GLSL compute `barrier()` synchronises the workgroup and its shared memory: rewrite it
@@ -112,6 +145,18 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let source = expand_includes(dir, &source);
         let words = compile(name, &source).unwrap_or_else(|e| panic!("{e}"));
+        let _ = writeln!(
+            out,
+            "pub(crate) const {}: &[u32] = &{words:?};",
+            name.to_uppercase()
+        );
+    }
+    for (name, caps) in WGSL_SHADERS {
+        let path = dir.join(format!("{name}.wgsl"));
+        println!("cargo:rerun-if-changed={}", path.display());
+        let source = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let words = compile_wgsl(name, &source, caps).unwrap_or_else(|e| panic!("{e}"));
         let _ = writeln!(
             out,
             "pub(crate) const {}: &[u32] = &{words:?};",

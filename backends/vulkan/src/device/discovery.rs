@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use magpie_core::graph::DeviceName;
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::device::physical::PhysicalDevice;
-use vulkano::device::{DeviceCreateInfo, DeviceFeatures, QueueCreateInfo, QueueFlags};
+use vulkano::device::{
+    DeviceCreateInfo, DeviceExtensions, DeviceFeatures, QueueCreateInfo, QueueFlags,
+};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 use vulkano::memory::MemoryHeapFlags;
@@ -188,6 +190,12 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
         ));
     }
     let timeline_semaphore = true;
+    // The f16 MatMul on the matrix units, where the device has what it needs.
+    let f16 = super::matrix_units::f16_support(&physical);
+    let (extensions, features) = match &f16 {
+        Ok((e, f)) => (*e, *f),
+        Err(_) => (DeviceExtensions::empty(), DeviceFeatures::empty()),
+    };
     let (device, mut queues) = vulkano::device::Device::new(
         physical,
         DeviceCreateInfo {
@@ -195,16 +203,20 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
                 queue_family_index: family,
                 ..Default::default()
             }],
+            enabled_extensions: extensions,
             enabled_features: DeviceFeatures {
                 timeline_semaphore,
-                ..DeviceFeatures::empty()
+                ..features
             },
             ..Default::default()
         },
     )
     .map_err(|e| format!("cannot create the device: {e}"))?;
     let queue = queues.next().ok_or("the device returned no queue")?;
-    let pipelines = Pipelines::new(&device)?;
+    let pipelines = Pipelines::new(&device, f16.map(|_| ()))?;
+    if let Err(why) = pipelines.f16_matmul() {
+        tracing::debug!(device = %description, reason = %why, "no f16 cooperative-matrix MatMul");
+    }
     let name = DeviceName::local(DEVICE_TYPE, index);
     let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
     let health = Arc::new(Health::new());
@@ -232,6 +244,8 @@ fn open(physical: Arc<PhysicalDevice>, family: u32, index: u32) -> Result<Vulkan
             emulated,
             memory_limit: std::sync::atomic::AtomicU64::new(limits.heap_bytes),
             memory_limit_setting: parking_lot::Mutex::new(None),
+            matmul_precision: std::sync::atomic::AtomicU8::new(0),
+            f16_matmuls: std::sync::atomic::AtomicU64::new(0),
             limits,
             tensors: Pool::new(Kind::Device, memory.clone()),
             uploads: Pool::new(Kind::Upload, memory.clone()),

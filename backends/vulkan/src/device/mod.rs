@@ -17,6 +17,7 @@ mod buffer;
 mod completion;
 mod discovery;
 mod health;
+mod matrix_units;
 mod pipelines;
 mod pool;
 mod stream;
@@ -57,6 +58,21 @@ pub struct MemoryStats {
 }
 pub(crate) use pipelines::{Params, Shader};
 
+/// How a device multiplies f32 matrices ([`VulkanDevice::set_matmul_precision`]), in the
+/// spirit of PyTorch's `torch.set_float32_matmul_precision`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MatMulPrecision {
+    /// f32 products and sums (the default).
+    #[default]
+    F32,
+    /// Operands rounded to f16 (11-bit significand, finite up to 65504: larger values
+    /// become infinite) and multiplied on the matrix units (`VK_KHR_cooperative_matrix`),
+    /// products summed in f32, results f32. Only where
+    /// [`VulkanDevice::f16_matrix_units`] is `Ok`; elsewhere MatMul stays F32.
+    F16,
+}
+
 /// Facts about a device that kernels check shapes against.
 #[derive(Clone, Debug)]
 pub(crate) struct Limits {
@@ -94,6 +110,10 @@ struct Shared {
     /// The server limit that set `memory_limit`, named with its flag by a refusal
     /// ([`VulkanDevice::set_memory_limit_setting`]); read only when one is refused.
     memory_limit_setting: parking_lot::Mutex<Option<Limit>>,
+    /// [`MatMulPrecision`] as its `u8` (0: F32, 1: F16); read by every MatMul launch.
+    matmul_precision: std::sync::atomic::AtomicU8,
+    /// MatMuls dispatched on the f16 cooperative-matrix shader.
+    f16_matmuls: std::sync::atomic::AtomicU64,
     /// Device-local tensor buffers.
     tensors: Arc<pool::Pool>,
     /// Staging buffers for uploads.
@@ -161,7 +181,15 @@ impl Device for VulkanDevice {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("submissions", self.shared.stream.submissions())]
+        vec![
+            ("submissions", self.shared.stream.submissions()),
+            (
+                "matmul_f16_dispatches",
+                self.shared
+                    .f16_matmuls
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ]
     }
 
     fn memory_space(&self) -> MemorySpace {
@@ -454,6 +482,53 @@ impl VulkanDevice {
         self.shared.stream.set_linger(linger);
     }
 
+    /// Sets how this device's MatMul kernels multiply f32 matrices from now on (kernels
+    /// read it at every launch). [`MatMulPrecision::F16`] takes effect only where
+    /// [`f16_matrix_units`](Self::f16_matrix_units) is `Ok`; elsewhere MatMul runs in
+    /// f32, as if it had not been set. Shared by every handle of the device. The
+    /// `matmul_f16_dispatches` counter of [`Device::counters`] counts the MatMuls that
+    /// ran on the matrix units.
+    pub fn set_matmul_precision(&self, precision: MatMulPrecision) {
+        let v = match precision {
+            MatMulPrecision::F32 => 0,
+            MatMulPrecision::F16 => 1,
+        };
+        self.shared
+            .matmul_precision
+            .store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The precision set with [`set_matmul_precision`](Self::set_matmul_precision).
+    pub fn matmul_precision(&self) -> MatMulPrecision {
+        match self
+            .shared
+            .matmul_precision
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => MatMulPrecision::F32,
+            _ => MatMulPrecision::F16,
+        }
+    }
+
+    /// `Ok` where this device can multiply f16 matrices on its matrix units
+    /// (`VK_KHR_cooperative_matrix`: 16 x 16 x 16 f16 operands, f32 accumulators), else
+    /// why not (Mesa's lavapipe: "no VK_KHR_cooperative_matrix").
+    pub fn f16_matrix_units(&self) -> Result<(), &str> {
+        self.shared.pipelines.f16_matmul()
+    }
+
+    /// Whether a MatMul launched now runs on the f16 matrix units, counting it if so.
+    pub(crate) fn take_f16_matmul(&self) -> bool {
+        let f16 =
+            self.matmul_precision() == MatMulPrecision::F16 && self.f16_matrix_units().is_ok();
+        if f16 {
+            self.shared
+                .f16_matmuls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        f16
+    }
+
     /// Command batches this device has submitted to its queue since it was opened (shared
     /// by every handle of the device; also reported as the `submissions` counter of
     /// [`Device::counters`]).
@@ -497,7 +572,19 @@ impl Recorder<'_> {
         groups: [u32; 3],
     ) -> Result<(), KernelError> {
         let fail = self.failer();
-        let pipeline = self.device.shared.pipelines.get(shader).clone();
+        let pipeline = self
+            .device
+            .shared
+            .pipelines
+            .get(shader)
+            .map_err(|why| {
+                // Kernels ask for an optional pipeline only once the device said it has it.
+                KernelError::Internal(format!(
+                    "{}: {shader:?} cannot run on {}: {why}",
+                    self.op, self.device.name
+                ))
+            })?
+            .clone();
         let set_layout = pipeline.layout().set_layouts()[0].clone();
         let writes = buffers
             .iter()

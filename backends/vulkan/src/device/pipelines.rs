@@ -36,6 +36,9 @@ pub(crate) enum Shader {
     Strided,
     /// Row copies between `[outer, len, inner]` views: GatherV2, ConcatV2 (`rows.comp`).
     Rows,
+    /// f32 matrix product multiplied as f16 on cooperative matrices, accumulated in f32
+    /// (`matmul_coop.wgsl`); only where [`Pipelines::f16_matmul`] is `Ok`.
+    MatMulCoop,
 }
 
 /// The parameters every shader reads from its push constants.
@@ -53,11 +56,18 @@ pub(super) struct Pipelines {
     softmax: Arc<ComputePipeline>,
     strided: Arc<ComputePipeline>,
     rows: Arc<ComputePipeline>,
+    /// `matmul_coop.wgsl`, or why the device cannot run it.
+    matmul_coop: Result<Arc<ComputePipeline>, String>,
 }
 
 impl Pipelines {
-    pub(super) fn new(device: &Arc<Device>) -> Result<Pipelines, String> {
+    /// Builds every pipeline of `device`; `f16` says whether the device was opened with
+    /// what `matmul_coop.wgsl` needs (or why not). A cooperative-matrix pipeline the
+    /// driver refuses leaves the device without it, not unusable.
+    pub(super) fn new(device: &Arc<Device>, f16: Result<(), String>) -> Result<Pipelines, String> {
+        let matmul_coop = f16.and_then(|()| build(device, "matmul_coop", shaders::MATMUL_COOP));
         Ok(Pipelines {
+            matmul_coop,
             binary: build(device, "binary", shaders::BINARY)?,
             binary4: build(device, "binary4", shaders::BINARY4)?,
             unary: build(device, "unary", shaders::UNARY)?,
@@ -71,8 +81,10 @@ impl Pipelines {
         })
     }
 
-    pub(super) fn get(&self, shader: Shader) -> &Arc<ComputePipeline> {
-        match shader {
+    /// The pipeline of `shader`; `Err` with the reason only for [`Shader::MatMulCoop`] on
+    /// a device without it.
+    pub(super) fn get(&self, shader: Shader) -> Result<&Arc<ComputePipeline>, &str> {
+        Ok(match shader {
             Shader::Binary => &self.binary,
             Shader::Binary4 => &self.binary4,
             Shader::Unary => &self.unary,
@@ -83,14 +95,24 @@ impl Pipelines {
             Shader::Softmax => &self.softmax,
             Shader::Strided => &self.strided,
             Shader::Rows => &self.rows,
-        }
+            Shader::MatMulCoop => self.matmul_coop.as_ref().map_err(String::as_str)?,
+        })
+    }
+
+    /// `Ok` where `matmul_coop.wgsl` runs on this device, else why not.
+    pub(super) fn f16_matmul(&self) -> Result<(), &str> {
+        self.matmul_coop
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 }
 
 fn build(device: &Arc<Device>, name: &str, words: &[u32]) -> Result<Arc<ComputePipeline>, String> {
     let err = |e: &dyn std::fmt::Display| format!("shader {name}: {e}");
-    // SAFETY: the words are SPIR-V that naga generated from `shaders/{name}.comp` and
-    // validated in build.rs.
+    // SAFETY: the words are SPIR-V that naga generated from `shaders/{name}.comp` (or
+    // `.wgsl`) and validated in build.rs; a shader that needs extensions or features
+    // (`matmul_coop`) is built only on a device opened with them.
     let module = unsafe { ShaderModule::new(device.clone(), ShaderModuleCreateInfo::new(words)) }
         .map_err(|e| err(&e))?;
     let entry = module

@@ -390,3 +390,129 @@ fn a_step_with_only_gpu_targets_finishes_its_work_before_returning() {
     let timeline = dev.shared.stream.completed_value();
     assert_eq!(timeline, 1, "the GPU has run the step's batch");
 }
+
+/// `n` values in [-1, 1) from a seeded LCG.
+fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// ‖got − op(a) op(b)‖ / ‖op(a) op(b)‖, the product in f64.
+#[allow(clippy::too_many_arguments)]
+fn matmul_error(
+    a: &[f32],
+    b: &[f32],
+    got: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for i in 0..m {
+        for j in 0..n {
+            let r: f64 = (0..k)
+                .map(|p| {
+                    let x = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let y = if tb { b[j * k + p] } else { b[p * n + j] };
+                    f64::from(x) * f64::from(y)
+                })
+                .sum();
+            let d = f64::from(got[i * n + j]) - r;
+            num += d * d;
+            den += r * r;
+        }
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+fn f16_dispatches(dev: &VulkanDevice) -> u64 {
+    dev.counters()
+        .iter()
+        .find(|(name, _)| *name == "matmul_f16_dispatches")
+        .map(|(_, v)| *v)
+        .expect("the device reports the counter")
+}
+
+/// With `MatMulPrecision::F16`, MatMul runs on the matrix units where the device has
+/// them (every product counted, within f16 operand rounding of the f64 product), and
+/// falls back to the f32 shader where it has not (lavapipe: none counted, f32 accuracy),
+/// at awkward sizes and every transpose; back at F32 it is the f32 shader again.
+#[test]
+fn f16_matmul_runs_on_the_matrix_units_or_falls_back_to_f32() {
+    use super::MatMulPrecision;
+    let Some(dev) = fresh_device() else { return };
+    assert_eq!(dev.matmul_precision(), MatMulPrecision::F32);
+    dev.set_matmul_precision(MatMulPrecision::F16);
+    assert_eq!(dev.matmul_precision(), MatMulPrecision::F16);
+    let units = dev.f16_matrix_units().map_err(str::to_string);
+    if dev.is_emulated() {
+        let why = units
+            .as_ref()
+            .expect_err("an emulated GPU has no matrix units");
+        assert!(!why.is_empty());
+    }
+    let gpu: Arc<dyn Device> = Arc::new(dev.clone());
+    let run = |m: usize, k: usize, n: usize, ta: bool, tb: bool, bound: f64| {
+        let a = lcg(m * k, (m * 31 + k) as u64);
+        let b = lcg(k * n, (n * 17 + k) as u64);
+        let sa = if ta { [k, m] } else { [m, k] };
+        let sb = if tb { [n, k] } else { [k, n] };
+        let g = Graph::new();
+        let xa = g.placeholder(DType::F32, None).unwrap();
+        let xb = g.placeholder(DType::F32, None).unwrap();
+        let y = g
+            .device("/device:GPU:0", |g| g.matmul_t(xa, xb, ta, tb))
+            .unwrap();
+        let s = Session::new(
+            &g,
+            SessionOptions::with_devices(vec![gpu.clone()]).num_workers(2),
+        )
+        .unwrap();
+        let feeds = [
+            (xa, Tensor::from_vec(sa, a.clone()).unwrap()),
+            (xb, Tensor::from_vec(sb, b.clone()).unwrap()),
+        ];
+        let out = s.run(&feeds, &[y], &[]).unwrap();
+        assert_eq!(out[0].shape().dims(), &[m, n]);
+        let err = matmul_error(&a, &b, out[0].as_slice::<f32>().unwrap(), m, k, n, ta, tb);
+        assert!(
+            err <= bound,
+            "[{m}, {k}] x [{k}, {n}] ta={ta} tb={tb}: relative error {err:e} > {bound:e}"
+        );
+    };
+    let bound = if units.is_ok() { 5e-3 } else { 1e-5 };
+    let before = f16_dispatches(&dev);
+    let mut products = 0;
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 5, 3),
+        (129, 129, 129),
+        (129, 1000, 7),
+        (7, 129, 1000),
+    ] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            run(m, k, n, ta, tb, bound);
+            products += 1;
+        }
+    }
+    let on_units = f16_dispatches(&dev) - before;
+    assert_eq!(
+        on_units,
+        if units.is_ok() { products } else { 0 },
+        "{units:?}"
+    );
+
+    dev.set_matmul_precision(MatMulPrecision::F32);
+    let before = f16_dispatches(&dev);
+    run(129, 129, 129, false, false, 1e-5);
+    assert_eq!(f16_dispatches(&dev), before, "F32 again: the f32 shader");
+}

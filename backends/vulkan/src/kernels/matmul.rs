@@ -3,10 +3,12 @@
 //! outputs per invocation, vec4 loads and stores where the contiguous dimension is a
 //! multiple of 4).
 //!
-//! No f16/bf16 path: the kernels are f32 only. A cooperative-matrix
-//! (`VK_KHR_cooperative_matrix`) f16 kernel would need the extension, which Mesa's
-//! lavapipe (the only Vulkan device these kernels have run on) does not offer, so it
-//! could not have been tested; f16 tensors are declined with `Unimplemented`.
+//! Where the device's MatMul precision is [`MatMulPrecision::F16`](crate::MatMulPrecision)
+//! and it has the matrix units for it (`VK_KHR_cooperative_matrix`), the same f32 tensors
+//! go through `matmul_coop.wgsl` instead: operands rounded to f16, products summed in
+//! f32 (128 x 128 tiles, 16 x 16 x 16 cooperative matrices). Elsewhere (Mesa's lavapipe
+//! has no cooperative matrices) the f32 shader runs. Tensors stay f32 either way: the
+//! graph has no f16 or bf16 dtype.
 
 use std::sync::Arc;
 
@@ -66,6 +68,15 @@ impl Launch for MatMul {
                 )));
             }
             let (ta, tb) = (self.transpose_a, self.transpose_b);
+            if self.dev.take_f16_matmul() {
+                let flags = u32::from(ta) | (u32::from(tb) << 1);
+                let p = params(&[m as u32, n as u32, count32("MatMul", k)?, flags]);
+                let grid = [groups[1] as u32, groups[0] as u32, 1];
+                self.dev.enqueue("MatMul", |r| {
+                    r.dispatch(Shader::MatMulCoop, &[ga, gb, &out], p, grid)
+                })?;
+                return Ok(Launched::Ready(tensor(shape, out)?));
+            }
             // vec4 global access needs the contiguous dimension to be a multiple of 4
             // (so every row starts on a vec4) and buffers of whole vec4s.
             let whole = |g: &crate::device::GpuBuffer| g.capacity_elements() % 4 == 0;

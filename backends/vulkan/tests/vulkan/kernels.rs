@@ -183,3 +183,90 @@ fn relu_passes_nan_and_negative_zero_through_as_tensorflow_does() {
     assert_eq!(&got[1..], &[0.0, 0.0, 2.5, 0.0]);
     assert!(got[1].is_sign_negative(), "{got:?}");
 }
+
+#[test]
+fn maximum_and_minimum_propagate_nan_as_tensorflow_does() {
+    let Some(gpu) = gpu() else { return };
+    // NaN on either side, signed zeros both ways round, infinities; 4 x 3 elements so
+    // the vec4 shader runs them too.
+    let x = magpie_core::Tensor::from(vec![
+        f32::NAN,
+        1.0,
+        f32::NAN,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        -2.0,
+        3.0,
+        f32::NEG_INFINITY,
+        5.0,
+        -1.0,
+        f32::NAN,
+    ]);
+    let y = magpie_core::Tensor::from(vec![
+        1.0,
+        f32::NAN,
+        f32::NAN,
+        0.0,
+        -0.0,
+        2.0,
+        -3.0,
+        4.0,
+        1.0,
+        f32::NAN,
+        f32::NEG_INFINITY,
+        -1.0,
+    ]);
+    // (The reference interpreter has no Maximum: the values are the CPU kernel's rule.)
+    for op in ["Maximum", "Minimum"] {
+        let g = magpie_core::Graph::new();
+        let a = g.placeholder(magpie_core::DType::F32, None).unwrap();
+        let b = g.placeholder(magpie_core::DType::F32, None).unwrap();
+        let out = g
+            .device(&gpu.name().to_string(), |g| {
+                g.op(op).input(a).input(b).build_output()
+            })
+            .unwrap();
+        let got = super::common::gpu_session(&g, &gpu)
+            .run(&[(a, x.clone()), (b, y.clone())], &[out], &[])
+            .unwrap()
+            .remove(0)
+            .to_vec::<f32>()
+            .unwrap();
+        // TensorFlow 2.21 (`tf.maximum`, `tf.minimum`): NaN where either input is NaN;
+        // for equal zeros the second input (the CPU's `a > b ? a : b`).
+        let max = op == "Maximum";
+        for i in [0, 1, 2, 9, 11] {
+            assert!(got[i].is_nan(), "{op} element {i}: {got:?}");
+        }
+        let want: [(usize, f32); 7] = if max {
+            [
+                (3, 0.0),
+                (4, -0.0),
+                (5, f32::INFINITY),
+                (6, -2.0),
+                (7, 4.0),
+                (8, 1.0),
+                (10, -1.0),
+            ]
+        } else {
+            [
+                (3, 0.0),
+                (4, -0.0),
+                (5, 2.0),
+                (6, -3.0),
+                (7, 3.0),
+                (8, f32::NEG_INFINITY),
+                (10, f32::NEG_INFINITY),
+            ]
+        };
+        for (i, w) in want {
+            assert_eq!(got[i], w, "{op} element {i}: {got:?}");
+            assert_eq!(
+                got[i].is_sign_negative(),
+                w.is_sign_negative(),
+                "{op} element {i}: {got:?}"
+            );
+        }
+    }
+}
