@@ -377,16 +377,22 @@ impl CpuRuntime {
                 status.all_started.notify_all();
             }
         };
-        // No helper slots: every task runs on a pinned worker of the plan, never on the
-        // (unpinned) thread that called `execute`, so first touch stays on the right node.
-        let pool = ThreadPool::builder()
+        let mut builder = ThreadPool::builder()
             .num_workers(num_workers)
             .steal_groups(plan.steal_groups())
             .steal_group_nodes(plan.group_nodes())
             .on_worker_start(Arc::new(hook))
-            .helper_slots(0)
-            .idle_spin(options.idle_spin)
-            .build()?;
+            .idle_spin(options.idle_spin);
+        if nodes.len() > 1 {
+            // No helper slots: every task runs on a worker of its node's group, never on
+            // the (unpinned) thread that called `execute`, so first touch stays on the
+            // right node. With one node there is no wrong node, and the caller keeps its
+            // helper slots: a short step runs on the thread that asked for it
+            // (`ThreadPool::execute_on_caller`) instead of waking a worker and waiting
+            // for it.
+            builder = builder.helper_slots(0);
+        }
+        let pool = builder.build()?;
         // Wait (bounded) until every worker ran its hook, so the pinning figures are final.
         let mut started = lock(&status.started);
         while *started < num_workers {

@@ -200,12 +200,16 @@ impl TfMasterService {
     /// come back in order. The step is core's async step, awaited on the runtime (no
     /// thread per step): a client that goes away mid-step makes tonic drop this handler,
     /// and with it the step's future, which aborts the step on every task.
+    ///
+    /// Feeds, fetches and targets are borrowed from the request (or the callable): the
+    /// names are resolved and the tensors decoded before the step starts, and nothing of
+    /// them is copied.
     async fn run(
         &self,
         session: Arc<MasterSession>,
-        feeds: Vec<(String, proto::TensorProto)>,
-        fetches: Vec<String>,
-        targets: Vec<String>,
+        feeds: Vec<(&str, &proto::TensorProto)>,
+        fetches: &[String],
+        targets: &[String],
         timeout: Option<Duration>,
     ) -> Result<Vec<Tensor>, StepError> {
         let held = OffRuntime::new(session);
@@ -213,8 +217,8 @@ impl TfMasterService {
         let (fed, fetches, targets) = step_io(
             session.graph(),
             &feeds,
-            &fetches,
-            &targets,
+            fetches,
+            targets,
             self.decode_limits(),
         )
         .map_err(step_error)?;
@@ -234,9 +238,10 @@ impl TfMasterService {
     /// the call, put back unless the call failed or completed it.
     async fn partial_run(
         &self,
+        handle: &str,
         r: proto::RunStepRequest,
     ) -> Result<proto::RunStepResponse, StepError> {
-        let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
+        let (session, tf) = self.session(handle).map_err(step_error)?;
         let handle = r.partial_run_handle;
         let Some(mut run) = tf.partial_runs.take(&handle) else {
             release(session).await;
@@ -373,27 +378,30 @@ impl TfMasterService {
         stepped
     }
 
-    /// `RunStep` without its accounting.
+    /// `RunStep` of the session `handle` (the request's, taken out of it) without its
+    /// accounting.
     async fn run_step_inner(
         &self,
+        handle: &str,
         r: proto::RunStepRequest,
     ) -> Result<proto::RunStepResponse, StepError> {
         self.track(r.request_id, "RunStep").map_err(step_error)?;
         if !r.partial_run_handle.is_empty() {
-            return self.partial_run(r).await;
+            return self.partial_run(handle, r).await;
         }
-        let (session, tf) = self.session(&r.session_handle).map_err(step_error)?;
+        let (session, tf) = self.session(handle).map_err(step_error)?;
         let timeout = Self::step_timeout(&tf, r.options.as_ref().map_or(0, |o| o.timeout_in_ms));
+        // A feed without a tensor is decoded as an empty `TensorProto`.
+        let empty = proto::TensorProto::default();
         let feeds = r
             .feed
-            .into_iter()
-            .map(|f| (f.name, f.tensor.unwrap_or_default()))
+            .iter()
+            .map(|f| (f.name.as_str(), f.tensor.as_ref().unwrap_or(&empty)))
             .collect();
-        let names = r.fetch;
         let tensors = self
-            .run(session, feeds, names.clone(), r.target, timeout)
+            .run(session, feeds, &r.fetch, &r.target, timeout)
             .await?;
-        step_response(names, &tensors)
+        step_response(r.fetch, &tensors)
     }
 }
 
@@ -558,12 +566,11 @@ impl proto::master_service_server::MasterService for TfMasterService {
         request: Request<proto::RunStepRequest>,
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let started = Instant::now();
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let in_body = r.store_errors_in_response_body;
-        let session_handle = handle_prefix(&r.session_handle);
-        let result = self.run_step_inner(r).await;
+        let handle = std::mem::take(&mut r.session_handle);
+        let result = self.run_step_inner(&handle, r).await;
         let took = started.elapsed();
-        let task = self.server.task();
         match result {
             Ok(resp) => {
                 self.metrics.step(Code::Ok, took);
@@ -571,8 +578,8 @@ impl proto::master_service_server::MasterService for TfMasterService {
             }
             Err((code, message)) => {
                 tracing::warn!(
-                    %task,
-                    %session_handle,
+                    task = %self.server.task(),
+                    session_handle = %handle_prefix(&handle),
                     ?code,
                     error = message,
                     ?took,
@@ -737,13 +744,18 @@ impl proto::master_service_server::MasterService for TfMasterService {
                 return Err(e);
             }
         };
-        let feeds = callable.feeds.iter().cloned().zip(r.feed).collect();
+        let feeds = callable
+            .feeds
+            .iter()
+            .map(String::as_str)
+            .zip(&r.feed)
+            .collect();
         let result = self
             .run(
                 session,
                 feeds,
-                callable.fetches.clone(),
-                callable.targets.clone(),
+                &callable.fetches,
+                &callable.targets,
                 callable.timeout,
             )
             .await;
@@ -788,7 +800,7 @@ impl proto::master_service_server::MasterService for TfMasterService {
 #[allow(clippy::type_complexity)]
 fn step_io(
     graph: &Graph,
-    feeds: &[(String, proto::TensorProto)],
+    feeds: &[(&str, &proto::TensorProto)],
     fetches: &[String],
     targets: &[String],
     mut limits: DecodeLimits,
