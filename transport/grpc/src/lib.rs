@@ -43,13 +43,14 @@ pub mod tf;
 mod tls;
 mod transport;
 mod trim;
+mod warm;
 
 pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 pub use client::{
     connect, connect_session, connect_with, Placement, RemoteRunOutput, RemoteSession,
 };
 pub use error::{GrpcError, WireError};
-pub use options::GrpcOptions;
+pub use options::{GrpcOptions, DEFAULT_WARM_WINDOW};
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
 pub use tf::TfMasterService;
@@ -57,6 +58,7 @@ pub use tls::TlsOptions;
 /// The tonic version the services and clients are built with.
 pub use tonic;
 pub use transport::GrpcTransport;
+pub use warm::{WarmCpus, WarmStats, SPINNER_THREAD_PREFIX};
 
 /// The generated messages and services of package `magpie.v1`.
 #[allow(
