@@ -11,6 +11,9 @@
 //! - `three_tasks`: ps + 2 workers; `w = 2.0` on ps, `x = w * 5.0` on worker 0,
 //!   `y = x + w` on worker 1, y (12.0) fetched: three tensors cross tasks.
 //!
+//! `--warm-window-us N` sets the servers' and the client's `GrpcOptions::warm_window`
+//! (default: `GrpcOptions`'s; 0 turns it off), for an A/B of the same binary.
+//!
 //! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
 
 mod common;
@@ -20,7 +23,7 @@ use std::time::Duration;
 use common::{arg, time_steps};
 
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
-use magpie::grpc::GrpcServer;
+use magpie::grpc::{GrpcOptions, GrpcServer};
 use magpie::transport::TaskName;
 use magpie::{Graph, Output};
 
@@ -33,8 +36,9 @@ fn measure(
     y: Output,
     reps: usize,
     warmup: usize,
+    grpc: &GrpcOptions,
 ) {
-    let s = magpie::grpc::connect(target, g).expect("connect");
+    let s = magpie::grpc::connect_with(target, g, grpc.clone()).expect("connect");
     let mut check = 0.0f64;
     let times = time_steps(warmup, reps, || {
         let out = s.run(&[], &[y], &[]).expect("step");
@@ -47,24 +51,39 @@ fn measure(
     );
 }
 
-fn remote_trivial(reps: usize, warmup: usize) {
+fn remote_trivial(reps: usize, warmup: usize, grpc: &GrpcOptions) {
     let spec = loopback_cluster().expect("ports");
     let task = TaskName::new("worker", 0);
     let single = magpie::cluster::Spec::builder()
         .job("worker", [spec.address(&task).expect("address")])
         .build()
         .expect("spec");
-    let server =
-        GrpcServer::start(&single, "worker", 0, &task_server_options(&task)).expect("server");
+    let server = GrpcServer::start_with(
+        &single,
+        "worker",
+        0,
+        &task_server_options(&task),
+        grpc.clone(),
+    )
+    .expect("server");
     let g = Graph::new();
     let y = g.neg(g.constant(1.0f32).expect("const")).expect("neg");
-    measure("remote_trivial", 1, &server.target(), &g, y, reps, warmup);
+    measure(
+        "remote_trivial",
+        1,
+        &server.target(),
+        &g,
+        y,
+        reps,
+        warmup,
+        grpc,
+    );
     server.stop(Duration::from_secs(1));
 }
 
-fn three_tasks(reps: usize, warmup: usize) {
+fn three_tasks(reps: usize, warmup: usize, grpc: &GrpcOptions) {
     let spec = loopback_cluster().expect("ports");
-    let cluster = GrpcCluster::start(&spec).expect("cluster");
+    let cluster = GrpcCluster::start_with(&spec, grpc.clone()).expect("cluster");
     let g = Graph::new();
     let ps = g.with_device("/job:ps/task:0").expect("scope");
     let w = ps.constant(2.0f32).expect("const");
@@ -73,7 +92,7 @@ fn three_tasks(reps: usize, warmup: usize) {
     let w1 = g.with_device("/job:worker/task:1").expect("scope");
     let y = w1.add(x, w).expect("add");
     let target = cluster.target("worker", 0).expect("target");
-    measure("three_tasks", 3, &target, &g, y, reps, warmup);
+    measure("three_tasks", 3, &target, &g, y, reps, warmup, grpc);
     cluster.stop(Duration::from_secs(1));
 }
 
@@ -81,6 +100,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps = arg(&args, "--reps", 300).max(1);
     let warmup = arg(&args, "--warmup", 30);
+    let mut grpc = GrpcOptions::default();
+    if let Some(us) = args
+        .iter()
+        .position(|a| a == "--warm-window-us")
+        .and_then(|i| args.get(i + 1))
+    {
+        let us: u64 = us.parse().expect("--warm-window-us takes microseconds");
+        grpc.warm_window = Some(Duration::from_micros(us));
+    }
     let only = args
         .iter()
         .position(|a| a == "--workloads")
@@ -89,8 +117,8 @@ fn main() {
         .unwrap_or_else(|| "remote_trivial,three_tasks".into());
     for w in only.split(',') {
         match w {
-            "remote_trivial" => remote_trivial(reps, warmup),
-            "three_tasks" => three_tasks(reps, warmup),
+            "remote_trivial" => remote_trivial(reps, warmup, &grpc),
+            "three_tasks" => three_tasks(reps, warmup, &grpc),
             other => panic!("unknown workload {other:?}"),
         }
     }
