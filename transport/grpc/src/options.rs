@@ -101,7 +101,8 @@ pub struct GrpcOptions {
     /// whenever nothing else wants the CPU, so the next request or response of a burst of
     /// steps wakes a running CPU instead of a halted one (on a VM, 20–40 µs less per
     /// hop). Cost: up to the window of CPU time per CPU after each request, none while
-    /// idle; see [`WarmCpus`](crate::WarmCpus).
+    /// idle; see [`WarmCpus`](crate::WarmCpus). Turn it off in a container with a CPU
+    /// quota, where spinning counts against the quota.
     pub warm_window: Option<Duration>,
 }
 

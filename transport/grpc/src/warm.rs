@@ -29,6 +29,8 @@
 //! - They cost CPU time the machine would otherwise spend halted: at most the window per
 //!   CPU after each touch, and all of it during a burst of steps closer together than the
 //!   window. On a CPU with hyperthreads, a spinning sibling also slows its twin a little.
+//!   In a container with a CPU quota (cgroup `cpu.max`), spinning counts against the
+//!   quota like any other CPU time: turn the window off there.
 //! - Spinners are shared by every handle of the process (servers and clients), started by
 //!   the first and stopped (and joined) when the last is dropped.
 //! - Linux only; elsewhere [`WarmCpus::start`] starts no thread and a touch does nothing.
