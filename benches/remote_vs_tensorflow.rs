@@ -27,18 +27,18 @@ use magpie::grpc::{GrpcOptions, GrpcServer};
 use magpie::transport::TaskName;
 use magpie::{Graph, Output};
 
-/// Times `reps` steps fetching `y` on `target` and prints the workload's line.
-fn measure(
-    name: &str,
-    tasks: usize,
-    target: &str,
-    g: &Graph,
-    y: Output,
+/// What every workload runs with: timed and untimed steps, the servers' and client's
+/// gRPC options.
+struct Settings {
     reps: usize,
     warmup: usize,
-    grpc: &GrpcOptions,
-) {
-    let s = magpie::grpc::connect_with(target, g, grpc.clone()).expect("connect");
+    grpc: GrpcOptions,
+}
+
+/// Times `reps` steps fetching `y` on `target` and prints the workload's line.
+fn measure(name: &str, tasks: usize, target: &str, g: &Graph, y: Output, run: &Settings) {
+    let Settings { reps, warmup, .. } = *run;
+    let s = magpie::grpc::connect_with(target, g, run.grpc.clone()).expect("connect");
     let mut check = 0.0f64;
     let times = time_steps(warmup, reps, || {
         let out = s.run(&[], &[y], &[]).expect("step");
@@ -51,7 +51,7 @@ fn measure(
     );
 }
 
-fn remote_trivial(reps: usize, warmup: usize, grpc: &GrpcOptions) {
+fn remote_trivial(run: &Settings) {
     let spec = loopback_cluster().expect("ports");
     let task = TaskName::new("worker", 0);
     let single = magpie::cluster::Spec::builder()
@@ -63,27 +63,18 @@ fn remote_trivial(reps: usize, warmup: usize, grpc: &GrpcOptions) {
         "worker",
         0,
         &task_server_options(&task),
-        grpc.clone(),
+        run.grpc.clone(),
     )
     .expect("server");
     let g = Graph::new();
     let y = g.neg(g.constant(1.0f32).expect("const")).expect("neg");
-    measure(
-        "remote_trivial",
-        1,
-        &server.target(),
-        &g,
-        y,
-        reps,
-        warmup,
-        grpc,
-    );
+    measure("remote_trivial", 1, &server.target(), &g, y, run);
     server.stop(Duration::from_secs(1));
 }
 
-fn three_tasks(reps: usize, warmup: usize, grpc: &GrpcOptions) {
+fn three_tasks(run: &Settings) {
     let spec = loopback_cluster().expect("ports");
-    let cluster = GrpcCluster::start_with(&spec, grpc.clone()).expect("cluster");
+    let cluster = GrpcCluster::start_with(&spec, run.grpc.clone()).expect("cluster");
     let g = Graph::new();
     let ps = g.with_device("/job:ps/task:0").expect("scope");
     let w = ps.constant(2.0f32).expect("const");
@@ -92,7 +83,7 @@ fn three_tasks(reps: usize, warmup: usize, grpc: &GrpcOptions) {
     let w1 = g.with_device("/job:worker/task:1").expect("scope");
     let y = w1.add(x, w).expect("add");
     let target = cluster.target("worker", 0).expect("target");
-    measure("three_tasks", 3, &target, &g, y, reps, warmup, grpc);
+    measure("three_tasks", 3, &target, &g, y, run);
     cluster.stop(Duration::from_secs(1));
 }
 
@@ -109,6 +100,7 @@ fn main() {
         let us: u64 = us.parse().expect("--warm-window-us takes microseconds");
         grpc.warm_window = Some(Duration::from_micros(us));
     }
+    let run = Settings { reps, warmup, grpc };
     let only = args
         .iter()
         .position(|a| a == "--workloads")
@@ -117,8 +109,8 @@ fn main() {
         .unwrap_or_else(|| "remote_trivial,three_tasks".into());
     for w in only.split(',') {
         match w {
-            "remote_trivial" => remote_trivial(reps, warmup, &grpc),
-            "three_tasks" => three_tasks(reps, warmup, &grpc),
+            "remote_trivial" => remote_trivial(&run),
+            "three_tasks" => three_tasks(&run),
             other => panic!("unknown workload {other:?}"),
         }
     }
