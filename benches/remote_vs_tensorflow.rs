@@ -11,9 +11,12 @@
 //! - `three_tasks`: ps + 2 workers; `w = 2.0` on ps, `x = w * 5.0` on worker 0,
 //!   `y = x + w` on worker 1, y (12.0) fetched: three tensors cross tasks.
 //!
-//! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`;
+//! `--warm-window-us N` sets the servers' and the client's `GrpcOptions::warm_window`
+//! (default: `GrpcOptions`'s; 0 turns it off), for an A/B of the same binary;
 //! `--inline-tensor-bytes 0` streams every tensor between tasks with its own
 //! `SendTensor` (the protocol before small tensors were batched in `SendTensors`).
+//!
+//! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
 
 mod common;
 
@@ -22,21 +25,22 @@ use std::time::Duration;
 use common::{arg, time_steps};
 
 use magpie::cluster::{loopback_cluster, task_server_options, GrpcCluster};
-use magpie::grpc::GrpcServer;
+use magpie::grpc::{GrpcOptions, GrpcServer};
 use magpie::transport::TaskName;
 use magpie::{Graph, Output};
 
-/// Times `reps` steps fetching `y` on `target` and prints the workload's line.
-fn measure(
-    name: &str,
-    tasks: usize,
-    target: &str,
-    g: &Graph,
-    y: Output,
+/// What every workload runs with: timed and untimed steps, the servers' and client's
+/// gRPC options.
+struct Settings {
     reps: usize,
     warmup: usize,
-) {
-    let s = magpie::grpc::connect(target, g).expect("connect");
+    grpc: GrpcOptions,
+}
+
+/// Times `reps` steps fetching `y` on `target` and prints the workload's line.
+fn measure(name: &str, tasks: usize, target: &str, g: &Graph, y: Output, run: &Settings) {
+    let Settings { reps, warmup, .. } = *run;
+    let s = magpie::grpc::connect_with(target, g, run.grpc.clone()).expect("connect");
     let mut check = 0.0f64;
     let times = time_steps(warmup, reps, || {
         let out = s.run(&[], &[y], &[]).expect("step");
@@ -49,28 +53,30 @@ fn measure(
     );
 }
 
-fn remote_trivial(reps: usize, warmup: usize) {
+fn remote_trivial(run: &Settings) {
     let spec = loopback_cluster().expect("ports");
     let task = TaskName::new("worker", 0);
     let single = magpie::cluster::Spec::builder()
         .job("worker", [spec.address(&task).expect("address")])
         .build()
         .expect("spec");
-    let server =
-        GrpcServer::start(&single, "worker", 0, &task_server_options(&task)).expect("server");
+    let server = GrpcServer::start_with(
+        &single,
+        "worker",
+        0,
+        &task_server_options(&task),
+        run.grpc.clone(),
+    )
+    .expect("server");
     let g = Graph::new();
     let y = g.neg(g.constant(1.0f32).expect("const")).expect("neg");
-    measure("remote_trivial", 1, &server.target(), &g, y, reps, warmup);
+    measure("remote_trivial", 1, &server.target(), &g, y, run);
     server.stop(Duration::from_secs(1));
 }
 
-fn three_tasks(reps: usize, warmup: usize, inline_tensor_bytes: usize) {
+fn three_tasks(run: &Settings) {
     let spec = loopback_cluster().expect("ports");
-    let grpc = magpie::grpc::GrpcOptions {
-        inline_tensor_bytes,
-        ..Default::default()
-    };
-    let cluster = GrpcCluster::start_with(&spec, grpc).expect("cluster");
+    let cluster = GrpcCluster::start_with(&spec, run.grpc.clone()).expect("cluster");
     let g = Graph::new();
     let ps = g.with_device("/job:ps/task:0").expect("scope");
     let w = ps.constant(2.0f32).expect("const");
@@ -79,7 +85,7 @@ fn three_tasks(reps: usize, warmup: usize, inline_tensor_bytes: usize) {
     let w1 = g.with_device("/job:worker/task:1").expect("scope");
     let y = w1.add(x, w).expect("add");
     let target = cluster.target("worker", 0).expect("target");
-    measure("three_tasks", 3, &target, &g, y, reps, warmup);
+    measure("three_tasks", 3, &target, &g, y, run);
     cluster.stop(Duration::from_secs(1));
 }
 
@@ -87,7 +93,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps = arg(&args, "--reps", 300).max(1);
     let warmup = arg(&args, "--warmup", 30);
-    let inline = arg(&args, "--inline-tensor-bytes", 64 << 10);
+    let mut grpc = GrpcOptions {
+        inline_tensor_bytes: arg(&args, "--inline-tensor-bytes", 64 << 10),
+        ..GrpcOptions::default()
+    };
+    if let Some(us) = args
+        .iter()
+        .position(|a| a == "--warm-window-us")
+        .and_then(|i| args.get(i + 1))
+    {
+        let us: u64 = us.parse().expect("--warm-window-us takes microseconds");
+        grpc.warm_window = Some(Duration::from_micros(us));
+    }
+    let run = Settings { reps, warmup, grpc };
     let only = args
         .iter()
         .position(|a| a == "--workloads")
@@ -96,8 +114,8 @@ fn main() {
         .unwrap_or_else(|| "remote_trivial,three_tasks".into());
     for w in only.split(',') {
         match w {
-            "remote_trivial" => remote_trivial(reps, warmup),
-            "three_tasks" => three_tasks(reps, warmup, inline),
+            "remote_trivial" => remote_trivial(&run),
+            "three_tasks" => three_tasks(&run),
             other => panic!("unknown workload {other:?}"),
         }
     }

@@ -2,9 +2,13 @@
 //! a short spin with at most half the workers searching, and no spin at all when the
 //! workers outnumber the cores (a server's pool shares its cores with its network
 //! threads and often with other tasks; spinning idle workers take the CPU the request
-//! handlers need).
+//! handlers need). Also the warm window of the process's CPUs after the server's runtime
+//! goes idle (`--warm-window-us`, see `magpie::grpc::WarmCpus`).
+
+use std::time::Duration;
 
 use clap::Args;
+use magpie::grpc::DEFAULT_WARM_WINDOW;
 use magpie::scheduler::IdleSpin;
 
 /// How the task's idle scheduler workers look for work.
@@ -20,6 +24,13 @@ pub(crate) struct IdleArgs {
     /// (default: half the workers, at least 1).
     #[arg(long, value_name = "N")]
     pub(crate) max_searching: Option<usize>,
+    /// Microseconds the machine's CPUs are kept from halting after the server's network
+    /// runtime goes idle, by one lowest-priority (SCHED_IDLE) spinner thread per CPU, so
+    /// the next request of a burst of steps wakes a running CPU (on a VM, tens of
+    /// microseconds less per hop). Costs up to this much CPU time per CPU after each
+    /// request, none while idle; 0 turns it off. Default: 200.
+    #[arg(long, value_name = "US")]
+    pub(crate) warm_window_us: Option<u64>,
 }
 
 impl IdleArgs {
@@ -33,6 +44,15 @@ impl IdleArgs {
         });
         let cap = self.max_searching.unwrap_or((workers / 2).max(1));
         spin.max_searching(Some(cap))
+    }
+
+    /// The server's `GrpcOptions::warm_window`, as the flag asks (`None`: off).
+    pub(crate) fn warm_window(&self) -> Option<Duration> {
+        match self.warm_window_us {
+            None => Some(DEFAULT_WARM_WINDOW),
+            Some(0) => None,
+            Some(us) => Some(Duration::from_micros(us)),
+        }
     }
 }
 
@@ -71,6 +91,23 @@ mod tests {
         assert_eq!(
             idle.idle_spin(2, 2),
             IdleSpin::rounds(16, 4).max_searching(Some(1))
+        );
+    }
+
+    #[test]
+    fn the_warm_window_defaults_to_the_transports_and_zero_turns_it_off() {
+        assert_eq!(
+            parse(&[]).unwrap().warm_window(),
+            Some(magpie::grpc::DEFAULT_WARM_WINDOW)
+        );
+        let idle = parse(&["--warm-window-us", "500"]).unwrap();
+        assert_eq!(
+            idle.warm_window(),
+            Some(std::time::Duration::from_micros(500))
+        );
+        assert_eq!(
+            parse(&["--warm-window-us", "0"]).unwrap().warm_window(),
+            None
         );
     }
 

@@ -177,6 +177,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     l.apply(&mut grpc)?;
     grpc.bind.clone_from(&args.bind);
     grpc.metrics_addr.clone_from(&args.metrics_addr);
+    grpc.warm_window = args.idle.warm_window();
     let security = SecurityArgs::describe(&grpc);
     // The signal handlers are installed before the server starts and says so: a SIGTERM
     // sent as soon as "serving" is printed stops it cleanly rather than killing it.

@@ -24,7 +24,7 @@ use crate::auth::Credentials;
 
 use crate::conv::{cluster_timeline_from_wire, graph_to_wire, tensor_from_wire, tensor_to_wire};
 use crate::error::GrpcError;
-use crate::options::GrpcOptions;
+use crate::options::{warm_on_park, GrpcOptions};
 use crate::proto;
 use crate::proto::master_service_client::MasterServiceClient;
 use crate::transport::endpoint;
@@ -166,13 +166,15 @@ pub fn connect_session(
             "expected grpc://<host:port> or grpcs://<host:port>".into()
         ));
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| GrpcError::Io {
-            what: "starting the client's runtime".into(),
-            detail: e.to_string(),
-        })?;
+    // The thread of each blocking call drives this runtime; it touches the warm window
+    // when it waits for the response, so the response wakes a running CPU.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    warm_on_park(&mut builder, options.warm_window);
+    let runtime = builder.build().map_err(|e| GrpcError::Io {
+        what: "starting the client's runtime".into(),
+        detail: e.to_string(),
+    })?;
     let ep = endpoint(address, &options, tls).map_err(bad)?;
     let client = master_client(&runtime, &ep, &options);
     let def = graph.to_graph_def();

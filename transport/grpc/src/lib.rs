@@ -45,6 +45,7 @@ pub mod tf;
 mod tls;
 mod transport;
 mod trim;
+mod warm;
 
 pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 pub use client::{
@@ -52,7 +53,7 @@ pub use client::{
 };
 pub use error::{GrpcError, WireError};
 pub use metrics::TensorTraffic;
-pub use options::GrpcOptions;
+pub use options::{GrpcOptions, DEFAULT_WARM_WINDOW};
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
 pub use tf::TfMasterService;
@@ -60,6 +61,7 @@ pub use tls::TlsOptions;
 /// The tonic version the services and clients are built with.
 pub use tonic;
 pub use transport::GrpcTransport;
+pub use warm::{WarmCpus, WarmStats, SPINNER_THREAD_PREFIX};
 
 /// The generated messages and services of package `magpie.v1`.
 #[allow(

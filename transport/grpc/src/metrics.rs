@@ -27,6 +27,9 @@
 //! | `magpie_scheduler_steals_total` | counter | `group`: `local` or `remote` |
 //! | `magpie_device_memory_limit_bytes` | gauge | `device` |
 //! | `magpie_device_memory_in_use_bytes` | gauge | `device` (devices that count it: CPU and Vulkan GPU devices, through `Device::memory_in_use`) |
+//! | `magpie_warm_spinners` | gauge | — (the process's, see [`WarmCpus`](crate::WarmCpus); 0 when off) |
+//! | `magpie_warm_wakes_total` | counter | — (times a spinner woke to spin, process-wide) |
+//! | `magpie_warm_spin_seconds_total` | counter | — (CPU time spent spinning, process-wide) |
 //!
 //! Every metric also carries the label `task`.
 
@@ -42,6 +45,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tonic::Code;
+
+use crate::warm::WarmCpus;
 
 /// Upper bounds (seconds) of the step-latency histogram's buckets (`+Inf` implied).
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -347,6 +352,26 @@ impl Metrics {
             "magpie_device_memory_in_use_bytes",
             "Bytes of memory each device's tensors hold now (devices that count it)",
             in_use,
+        );
+
+        let warm = WarmCpus::running_stats().unwrap_or_default();
+        registry.register(
+            "magpie_warm_spinners",
+            "CPU-warming spinner threads of the process (GrpcOptions::warm_window; 0: off)",
+            gauge(warm.spinners as u64),
+        );
+        registry.register(
+            "magpie_warm_wakes",
+            "Times a CPU-warming spinner of the process woke from its sleep to spin",
+            counter(warm.wakes),
+        );
+        let spun = Counter::<f64, AtomicU64>::default();
+        spun.inc_by(warm.spun.as_secs_f64());
+        registry.register(
+            "magpie_warm_spin_seconds",
+            "CPU time the process's CPU-warming spinners spent spinning (SCHED_IDLE: only \
+             time no other thread wanted)",
+            spun,
         );
 
         let mut text = String::new();

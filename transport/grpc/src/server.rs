@@ -144,12 +144,14 @@ impl GrpcServer {
                  can run graphs here (see SECURITY.md)"
             );
         }
-        let rt = OwnedRuntime::new(runtime(grpc.runtime_threads, "magpie-grpc-server").map_err(
-            |e| GrpcError::Io {
-                what: format!("starting the runtime of task {task}"),
-                detail: e.to_string(),
-            },
-        )?);
+        let rt = OwnedRuntime::new(
+            runtime(grpc.runtime_threads, "magpie-grpc-server", grpc.warm_window).map_err(|e| {
+                GrpcError::Io {
+                    what: format!("starting the runtime of task {task}"),
+                    detail: e.to_string(),
+                }
+            })?,
+        );
         let handle = rt.handle();
         let transport = Arc::new(GrpcTransport::with_runtime(
             cluster.clone(),

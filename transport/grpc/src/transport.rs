@@ -125,7 +125,11 @@ impl fmt::Debug for GrpcTransport {
 impl GrpcTransport {
     /// A transport with its own runtime ([`GrpcOptions::runtime_threads`] threads).
     pub fn new(cluster: ClusterSpec, options: GrpcOptions) -> std::io::Result<GrpcTransport> {
-        let rt = OwnedRuntime::new(runtime(options.runtime_threads, "magpie-grpc-client")?);
+        let rt = OwnedRuntime::new(runtime(
+            options.runtime_threads,
+            "magpie-grpc-client",
+            options.warm_window,
+        )?);
         let handle = rt.handle();
         Ok(GrpcTransport::build(cluster, options, handle, Some(rt)))
     }

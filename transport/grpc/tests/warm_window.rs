@@ -1,0 +1,179 @@
+//! The warm window (`GrpcOptions::warm_window`, `WarmCpus`) on real servers and clients
+//! (127.0.0.1, free ports): off starts no spinner thread; on, a server's requests (or a
+//! client's waits) wake the spinners, which sleep again once the process is idle and stay
+//! asleep (no periodic wake), and stop with the last server or client that uses them.
+//! States and counts from `/proc` and `WarmCpus`, no timings.
+//!
+//! The spinners are per process, so the tests of this file take turns (`SERIAL`).
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{free_port, register_test_ops};
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::graph::Graph;
+use magpie_core::testkit::host_task_options;
+use magpie_grpc::{GrpcOptions, GrpcServer, RemoteSession, WarmCpus, SPINNER_THREAD_PREFIX};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Options with `warm` as the warm window and no periodic keepalive within a test.
+fn options(warm: Option<Duration>) -> GrpcOptions {
+    GrpcOptions {
+        warm_window: warm,
+        keepalive_interval: Duration::from_secs(3600),
+        session_idle_timeout: None,
+        ..GrpcOptions::default()
+    }
+}
+
+/// A one-task server and a session on it running `y = TestPass(TestFour)` (TestFour: `[1, 2, 3, 4]`).
+fn server_and_session(server: GrpcOptions, client: GrpcOptions) -> (GrpcServer, RemoteSession) {
+    register_test_ops();
+    let spec = ClusterSpec::builder()
+        .job("warm", [format!("127.0.0.1:{}", free_port())])
+        .build()
+        .unwrap();
+    let s = GrpcServer::start_with(&spec, "warm", 0, &host_task_options("warm"), server).unwrap();
+    let g = Graph::new();
+    let x = g.with_name("x").op("TestFour").build_output().unwrap();
+    g.with_name("y")
+        .op("TestPass")
+        .input(x)
+        .build_output()
+        .unwrap();
+    let session = magpie_grpc::connect_with(&s.target(), &g, client).unwrap();
+    (s, session)
+}
+
+fn steps(session: &RemoteSession, n: usize) {
+    for _ in 0..n {
+        let out = session.run_named(&[], &["y:0"], &[], None).unwrap();
+        assert_eq!(
+            out.tensors[0].as_slice::<f32>().unwrap(),
+            &[1.0, 2.0, 3.0, 4.0]
+        );
+    }
+}
+
+/// The ids of this process's spinner threads.
+fn spinner_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            comm.starts_with(SPINNER_THREAD_PREFIX)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Thread `tid`'s state letter and its context switches so far.
+fn thread_activity(tid: &str) -> (char, u64) {
+    let dir = format!("/proc/self/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap();
+    let state = stat[stat.rfind(')').unwrap() + 1..]
+        .trim_start()
+        .chars()
+        .next()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap();
+    let switches = status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.rsplit(char::is_whitespace).next()?.parse::<u64>().ok())
+        .sum();
+    (state, switches)
+}
+
+/// Polls `cond` every millisecond for up to 30 s (a hang guard, not a timing claim).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < end, "hang guard: never {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn off_starts_no_spinner_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (server, session) = server_and_session(options(None), options(None));
+    steps(&session, 20);
+    assert!(WarmCpus::running_stats().is_none());
+    assert_eq!(spinner_threads(), Vec::<String>::new());
+    drop(session);
+    server.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let (server, session) =
+        server_and_session(options(Some(Duration::from_millis(1))), options(None));
+    let started = WarmCpus::running_stats().expect("the server's spinners");
+    assert!(started.spinners >= 1 && started.spinners <= cpus.max(1) * 4);
+    assert_eq!(spinner_threads().len(), started.spinners);
+    steps(&session, 20);
+    // The server's runtime went idle after the requests: its touches woke the spinners.
+    eventually("woken by the requests", || {
+        WarmCpus::running_stats().unwrap().wakes > started.wakes
+    });
+    // Idle: past the window every spinner sleeps...
+    eventually("all asleep", || {
+        let s = WarmCpus::running_stats().unwrap();
+        s.asleep == s.spinners && s.spinning == 0
+    });
+    // ...and stays asleep: many samples in a row see each spinner thread in state `S`
+    // with no context switch and no new wake (a periodic wake would be caught).
+    let tids = spinner_threads();
+    eventually("every spinner thread in state S", || {
+        tids.iter().all(|t| thread_activity(t).0 == 'S')
+    });
+    let quiet = WarmCpus::running_stats().unwrap();
+    let first: Vec<(char, u64)> = tids.iter().map(|t| thread_activity(t)).collect();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(2));
+        let now: Vec<(char, u64)> = tids.iter().map(|t| thread_activity(t)).collect();
+        assert!(now.iter().all(|(state, _)| *state == 'S'), "{now:?}");
+        assert_eq!(now, first, "a spinner woke while the server was idle");
+    }
+    let later = WarmCpus::running_stats().unwrap();
+    assert_eq!(later.wakes, quiet.wakes);
+    assert_eq!(later.spun, quiet.spun);
+    // The next burst wakes them again.
+    steps(&session, 5);
+    eventually("woken by the next burst", || {
+        WarmCpus::running_stats().unwrap().wakes > later.wakes
+    });
+    drop(session);
+    server.stop(Duration::from_secs(1));
+    drop(server);
+    // The runtime's hook held the last handle: the spinners are gone with it.
+    eventually("spinners gone", || {
+        WarmCpus::running_stats().is_none() && spinner_threads().is_empty()
+    });
+}
+
+#[test]
+fn a_client_warms_while_it_waits_for_its_responses() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (server, session) =
+        server_and_session(options(None), options(Some(Duration::from_millis(1))));
+    let started = WarmCpus::running_stats().expect("the client's spinners");
+    steps(&session, 20);
+    eventually("woken by the client's waits", || {
+        WarmCpus::running_stats().unwrap().wakes > started.wakes
+    });
+    drop(session);
+    eventually("spinners gone with the session", || {
+        WarmCpus::running_stats().is_none() && spinner_threads().is_empty()
+    });
+    server.stop(Duration::from_secs(1));
+}
