@@ -1,9 +1,16 @@
 //! `vulkan --figures`: the bench's short mode for a lent GPU machine. Checks every timed
 //! MatMul against an f64 reference first, then times each case with a host clock around
-//! whole steps (median of several, after warm-up steps), and prints one JSON object per
-//! line on stdout: `device`, `check` (relative error ‖out − ref‖ / ‖ref‖ and whether
-//! it passed), `time` (median seconds per step, and the rate), `chain` (submissions and
-//! µs per op). A case whose check failed is not timed.
+//! whole steps, and prints one JSON object per line on stdout: `device`, `check`
+//! (relative error ‖out − ref‖ / ‖ref‖ and whether it passed), `time` (seconds per step
+//! and the rate, median and best), `chain` (submissions and µs per op, median and best).
+//! A case whose check failed is not timed.
+//!
+//! Every timed case first runs its own step over and over for at least
+//! `MAGPIE_VK_FIGURES_WARM_S` seconds (default 1, at least 3 steps): a GPU that idles
+//! at a low clock (an H200 sits at 345 MHz) needs that long under load to reach its
+//! working clock, and a case timed from a cold start reads low. Then at least 7 steps
+//! are timed (more while under the case's budget, at most 50); `step_s` is their median,
+//! `best_step_s` the fastest, `reps` how many.
 //!
 //! Operands are seeded pseudo-random numbers in [-1, 1), never zeros or constants.
 //! Sizes: `MAGPIE_VK_FIGURES_CHECK` (default `1,7,129,1000,4096`; above 1024 the
@@ -67,21 +74,62 @@ fn session(g: &Graph, gpu: &Arc<VulkanDevice>) -> Session {
     Session::new(g, opts).expect("session")
 }
 
-/// Median seconds of one step running `targets`, after `warm` steps; at least 5 timed
-/// steps, more while under `budget`, at most 50.
-fn time_steps(s: &Session, targets: &[magpie::NodeId], warm: usize, budget: Duration) -> f64 {
-    for _ in 0..warm {
+/// Seconds of the warm-up before each timed case (`MAGPIE_VK_FIGURES_WARM_S`).
+fn warm_up() -> Duration {
+    let secs = std::env::var("MAGPIE_VK_FIGURES_WARM_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(1.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// The timed steps of one case.
+struct Timing {
+    /// Median seconds per step.
+    median: f64,
+    /// The fastest step's seconds.
+    best: f64,
+    /// How many steps were timed.
+    reps: usize,
+    /// How many warm-up steps ran before them.
+    warm_steps: usize,
+}
+
+impl Timing {
+    /// The JSON fields every timed case prints.
+    fn json(&self) -> String {
+        format!(
+            "\"step_s\":{:e},\"best_step_s\":{:e},\"reps\":{},\"warm_steps\":{}",
+            self.median, self.best, self.reps, self.warm_steps
+        )
+    }
+}
+
+/// Runs the step of `targets` for at least [`warm_up`] (and at least 3 times), then times
+/// it: at least 7 steps, more while under `budget`, at most 50.
+fn time_steps(s: &Session, targets: &[magpie::NodeId], budget: Duration) -> Timing {
+    let warm = warm_up();
+    let start = Instant::now();
+    let mut warm_steps = 0;
+    while warm_steps < 3 || start.elapsed() < warm {
         s.run(&[], &[], targets).expect("warm-up step");
+        warm_steps += 1;
     }
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < 5 || (start.elapsed() < budget && times.len() < 50) {
+    while times.len() < 7 || (start.elapsed() < budget && times.len() < 50) {
         let t = Instant::now();
         s.run(&[], &[], targets).expect("timed step");
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Timing {
+        median: times[times.len() / 2],
+        best: times[0],
+        reps: times.len(),
+        warm_steps,
+    }
 }
 
 fn precision_name(p: MatMulPrecision) -> &'static str {
@@ -206,12 +254,15 @@ fn time_matmul(gpu: &Arc<VulkanDevice>, n: usize, precision: MatMulPrecision) {
         .unwrap();
     let s = session(&g, gpu);
     let before = f16_count(gpu);
-    let t = time_steps(&s, &[prod.node], 3, Duration::from_secs(3));
+    let t = time_steps(&s, &[prod.node], Duration::from_secs(3));
     let f16 = f16_count(gpu) > before;
-    let tflops = 2.0 * (n as f64).powi(3) / t / 1e12;
+    let flop = 2.0 * (n as f64).powi(3);
     println!(
-        "{{\"kind\":\"time\",\"op\":\"matmul\",\"precision\":\"{}\",\"on_matrix_units\":{f16},\"n\":{n},\"step_s\":{t:e},\"tflops\":{tflops:.2}}}",
-        precision_name(precision)
+        "{{\"kind\":\"time\",\"op\":\"matmul\",\"precision\":\"{}\",\"on_matrix_units\":{f16},\"n\":{n},{},\"tflops\":{:.2},\"best_tflops\":{:.2}}}",
+        precision_name(precision),
+        t.json(),
+        flop / t.median / 1e12,
+        flop / t.best / 1e12
     );
 }
 
@@ -234,11 +285,14 @@ fn time_add(gpu: &Arc<VulkanDevice>, n: usize, chain: usize) {
             })
             .unwrap();
         let s = session(&g, gpu);
-        let t = time_steps(&s, &[y.node], 3, Duration::from_secs(2));
-        let per_add = t / steps as f64;
-        let tbs = 12.0 * n as f64 / per_add / 1e12;
+        let t = time_steps(&s, &[y.node], Duration::from_secs(2));
+        let (per_add, best_per_add) = (t.median / steps as f64, t.best / steps as f64);
+        let bytes = 12.0 * n as f64;
         println!(
-            "{{\"kind\":\"time\",\"op\":\"add\",\"n\":{n},\"adds_per_step\":{steps},\"step_s\":{t:e},\"per_add_s\":{per_add:e},\"tb_per_s\":{tbs:.3}}}"
+            "{{\"kind\":\"time\",\"op\":\"add\",\"n\":{n},\"adds_per_step\":{steps},{},\"per_add_s\":{per_add:e},\"tb_per_s\":{:.3},\"best_tb_per_s\":{:.3}}}",
+            t.json(),
+            bytes / per_add / 1e12,
+            bytes / best_per_add / 1e12
         );
     }
     // The value of one add, checked: a + b element by element.
@@ -280,14 +334,16 @@ fn time_chain(gpu: &Arc<VulkanDevice>) {
     let before = gpu.submissions();
     s.run(&[], &[], &[y.node]).expect("counted step");
     let submissions = gpu.submissions() - before;
-    let t = time_steps(&s, &[y.node], 3, Duration::from_secs(2));
+    let t = time_steps(&s, &[y.node], Duration::from_secs(2));
     // (-1 * 2)^50 ... the value: 50 negations and 50 doublings of 1.
     let v = s.run(&[], &[y], &[]).expect("fetch")[0]
         .as_slice::<f32>()
         .unwrap()[0];
     println!(
-        "{{\"kind\":\"chain\",\"ops\":100,\"submissions_per_step\":{submissions},\"step_s\":{t:e},\"us_per_op\":{:.3},\"value\":{v:e},\"pass\":{}}}",
-        t / 100.0 * 1e6,
+        "{{\"kind\":\"chain\",\"ops\":100,\"submissions_per_step\":{submissions},{},\"us_per_op\":{:.3},\"best_us_per_op\":{:.3},\"value\":{v:e},\"pass\":{}}}",
+        t.json(),
+        t.median / 100.0 * 1e6,
+        t.best / 100.0 * 1e6,
         v == 2f32.powi(50)
     );
 }

@@ -26,8 +26,16 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 uptime | tee -a "$OUT/nvidia-smi.txt"
 
 export RUST_LOG=${RUST_LOG:-magpie_vulkan=debug}
+# The SM clock and power once a second while the figures run (appended to nvidia-smi.txt:
+# at most 8 files come back), to show the warm-up brought the clocks up.
+echo "# during the figures: time, clocks.sm, power.draw" >> "$OUT/nvidia-smi.txt"
+nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw --format=csv,noheader -l 1 >> "$OUT/nvidia-smi.txt" 2>&1 &
+smi=$!
 timeout 150 .gpu/vulkan-bench --figures > "$OUT/vulkan.jsonl" 2> "$OUT/vulkan.stderr"
 echo "vulkan-bench exit $?"
+kill "$smi" 2>/dev/null
+wait "$smi" 2>/dev/null
+grep -E '^[0-9]{4}/' "$OUT/nvidia-smi.txt" | awk -F', ' '{print $2}' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';'; echo " (SM clock samples during the figures)"
 for t in vulkan-unit vulkan-it vulkan-tf-ops; do
     if [ -x .gpu/$t ]; then
         # --show-output: a test that found no GPU says SKIPPED (and passes); counted here.
