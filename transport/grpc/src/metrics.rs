@@ -27,7 +27,8 @@
 //! | `magpie_scheduler_steals_total` | counter | `group`: `local` or `remote` |
 //! | `magpie_device_memory_limit_bytes` | gauge | `device` |
 //! | `magpie_device_memory_in_use_bytes` | gauge | `device` (devices that count it: CPU and Vulkan GPU devices, through `Device::memory_in_use`) |
-//! | `magpie_warm_spinners` | gauge | — (the process's, see [`WarmCpus`](crate::WarmCpus); 0 when off) |
+//! | `magpie_warm_spinners` | gauge | — (the process's that run, see [`WarmCpus`](crate::WarmCpus); 0 when off) |
+//! | `magpie_warm_spinners_failed` | gauge | — (the process's that ended at start: `SCHED_IDLE` or pinning refused) |
 //! | `magpie_warm_wakes_total` | counter | — (times a spinner woke to spin, process-wide) |
 //! | `magpie_warm_spin_seconds_total` | counter | — (CPU time spent spinning, process-wide) |
 //!
@@ -357,8 +358,15 @@ impl Metrics {
         let warm = WarmCpus::running_stats().unwrap_or_default();
         registry.register(
             "magpie_warm_spinners",
-            "CPU-warming spinner threads of the process (GrpcOptions::warm_window; 0: off)",
+            "CPU-warming spinner threads of the process that run (GrpcOptions::warm_window; \
+             0: off)",
             gauge(warm.spinners as u64),
+        );
+        registry.register(
+            "magpie_warm_spinners_failed",
+            "CPU-warming spinner threads of the process that ended at start because the \
+             host refused to pin them or make them SCHED_IDLE",
+            gauge(warm.failed as u64),
         );
         registry.register(
             "magpie_warm_wakes",

@@ -109,7 +109,8 @@ pub struct GrpcOptions {
     /// steps wakes a running CPU instead of a halted one (on a VM, 20–40 µs less per
     /// hop). Cost: up to the window of CPU time per CPU after each request, none while
     /// idle; see [`WarmCpus`](crate::WarmCpus). Turn it off in a container with a CPU
-    /// quota, where spinning counts against the quota.
+    /// quota, where spinning counts against the quota. The spinners are one per CPU of the
+    /// process's affinity mask (why, in `WarmCpus`'s docs): bound them with that mask.
     pub warm_window: Option<Duration>,
 }
 

@@ -25,7 +25,13 @@
 //!   spinner sleeps; nothing wakes a sleeping spinner but a touch or the end of the last
 //!   [`WarmCpus`] handle (no timer, no periodic wake).
 //! - The spinners take no CPU time that another thread wants (`SCHED_IDLE`); a spinner
-//!   that cannot be made `SCHED_IDLE` ends instead of spinning at normal priority.
+//!   that cannot be pinned to its CPU or made `SCHED_IDLE` ends instead of spinning at
+//!   normal priority. [`WarmStats::spinners`] (and the `magpie_warm_spinners` metric)
+//!   counts only the spinners that run; the ones that ended so are
+//!   [`WarmStats::failed`], with one warning for all of them. [`WarmCpus::start`] returns
+//!   once every spinner has said which it is (or after [`STARTUP_WAIT`]), so the counts
+//!   are exact from then on. A process whose host refuses `SCHED_IDLE` everywhere has no
+//!   spinner, and a touch does nothing.
 //! - They cost CPU time the machine would otherwise spend halted: at most the window per
 //!   CPU after each touch, and all of it during a burst of steps closer together than the
 //!   window. On a CPU with hyperthreads, a spinning sibling also slows its twin a little.
@@ -34,6 +40,18 @@
 //! - Spinners are shared by every handle of the process (servers and clients), started by
 //!   the first and stopped (and joined) when the last is dropped.
 //! - Linux only; elsewhere [`WarmCpus::start`] starts no thread and a touch does nothing.
+//!
+//! # How many spinners
+//!
+//! One per CPU the process may run on, not one per runtime thread: the kernel picks the
+//! CPU a woken thread runs on among the idle ones, and a CPU that runs only a
+//! `SCHED_IDLE` thread counts as idle there, so a wake-up may land on any allowed CPU;
+//! warming only some of them would leave the others halted for the wakes that land on
+//! them. On a large host that is many threads, but a sleeping spinner costs only its
+//! thread (a kernel task and the few stack pages it touched; it is started with a
+//! [`SPINNER_STACK_BYTES`] stack) and no CPU time. What grows with the CPUs is the
+//! spinning after each touch (the window on every CPU nothing else wants): restrict the
+//! process's CPU affinity (`taskset`, a cpuset) to bound both, or turn the window off.
 //!
 //! # Protocol and memory ordering
 //!
@@ -57,6 +75,14 @@ use parking_lot::{Condvar, Mutex};
 /// Name prefix of the spinner threads (`magpie-warm-<cpu>`).
 pub const SPINNER_THREAD_PREFIX: &str = "magpie-warm-";
 
+/// Stack size of a spinner thread: its loop needs little, and a warning at start.
+pub(crate) const SPINNER_STACK_BYTES: usize = 64 << 10;
+
+/// How long [`WarmCpus::start`] waits for the spinners it started to say whether they
+/// run (each pins itself and changes its scheduling class, a few system calls): a
+/// deadline for a stalled thread, not a cost paid in the normal case.
+pub(crate) const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
 /// State shared by the spinners and the handles.
 struct Shared {
     epoch: Instant,
@@ -66,6 +92,10 @@ struct Shared {
     asleep: AtomicUsize,
     /// Spinners spinning now.
     spinning: AtomicUsize,
+    /// Spinners that were pinned and made `SCHED_IDLE`, and have not ended.
+    running: AtomicUsize,
+    /// Spinners that ended at start: pinning or `SCHED_IDLE` was refused.
+    failed: AtomicUsize,
     stop: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
@@ -116,7 +146,10 @@ impl std::fmt::Debug for WarmCpus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WarmCpus")
             .field("window_ns", &self.window_ns)
-            .field("spinners", &self.spinners.threads.len())
+            .field(
+                "spinners",
+                &self.spinners.shared.running.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -124,8 +157,12 @@ impl std::fmt::Debug for WarmCpus {
 /// What the spinners of the process have done so far ([`WarmCpus::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WarmStats {
-    /// Spinner threads (one per CPU the process may run on; 0 off Linux).
+    /// Spinner threads that run (one per CPU the process may run on, less those of
+    /// [`failed`](Self::failed); 0 off Linux).
     pub spinners: usize,
+    /// Spinner threads that ended at start because their CPU pinning or `SCHED_IDLE` was
+    /// refused (see the module docs); they are not in [`spinners`](Self::spinners).
+    pub failed: usize,
     /// Spinners spinning now.
     pub spinning: usize,
     /// Spinners asleep (or about to sleep) now.
@@ -165,7 +202,7 @@ impl WarmCpus {
     /// most of the window (a clock read and a load); wakes sleeping spinners otherwise.
     pub fn touch(&self) {
         let s = &self.spinners.shared;
-        if self.spinners.threads.is_empty() {
+        if s.running.load(Ordering::Relaxed) == 0 {
             return;
         }
         let until = s.now_ns().saturating_add(self.window_ns);
@@ -189,7 +226,8 @@ impl WarmCpus {
     pub fn stats(&self) -> WarmStats {
         let s = &self.spinners.shared;
         WarmStats {
-            spinners: self.spinners.threads.len(),
+            spinners: s.running.load(Ordering::SeqCst),
+            failed: s.failed.load(Ordering::SeqCst),
             spinning: s.spinning.load(Ordering::SeqCst),
             asleep: s.asleep.load(Ordering::SeqCst),
             wakes: s.wakes.load(Ordering::Relaxed),
@@ -213,35 +251,85 @@ impl WarmCpus {
 /// One spinner per CPU the process may run on (none off Linux, or when a thread cannot
 /// be started: warming is an optimisation, never a failure).
 fn spawn_spinners() -> Spinners {
+    spawn_spinners_with(sys::allowed_cpus(), sys::become_idle_spinner)
+}
+
+/// One spinner per CPU of `cpus`, each first calling `setup` with its CPU (pin it, make
+/// it `SCHED_IDLE`) and ending at once if that fails. Returns once every spinner started
+/// has reported (or after [`STARTUP_WAIT`]), with the ended ones joined and counted in
+/// `failed`. `setup` is a parameter so that tests can make it fail.
+fn spawn_spinners_with(cpus: Vec<usize>, setup: fn(usize) -> std::io::Result<()>) -> Spinners {
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         until: AtomicU64::new(0),
         asleep: AtomicUsize::new(0),
         spinning: AtomicUsize::new(0),
+        running: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         lock: Mutex::new(()),
         wake: Condvar::new(),
         wakes: AtomicU64::new(0),
         spun_ns: AtomicU64::new(0),
     });
+    let (report, reports) = std::sync::mpsc::channel::<(usize, Option<std::io::Error>)>();
     let mut threads = Vec::new();
-    for cpu in sys::allowed_cpus() {
+    for cpu in cpus {
         let s = Arc::clone(&shared);
+        let report = report.clone();
         let started = std::thread::Builder::new()
             .name(format!("{SPINNER_THREAD_PREFIX}{cpu}"))
+            .stack_size(SPINNER_STACK_BYTES)
             .spawn(move || {
-                if let Err(e) = sys::become_idle_spinner(cpu) {
-                    tracing::warn!(cpu, error = %e, "CPU warming spinner not started");
+                if let Err(e) = setup(cpu) {
+                    s.failed.fetch_add(1, Ordering::SeqCst);
+                    let _ = report.send((cpu, Some(e)));
                     return;
                 }
+                s.running.fetch_add(1, Ordering::SeqCst);
+                let _ = report.send((cpu, None));
+                drop(report);
                 spin(&s);
+                s.running.fetch_sub(1, Ordering::SeqCst);
             });
         match started {
-            Ok(t) => threads.push(t),
+            Ok(t) => threads.push((cpu, t)),
             Err(e) => tracing::warn!(cpu, error = %e, "CPU warming spinner not started"),
         }
     }
-    Spinners { shared, threads }
+    drop(report);
+    // Wait for every spinner's report, so that the counts are exact when `start` returns.
+    let deadline = Instant::now() + STARTUP_WAIT;
+    let mut refused: Vec<(usize, std::io::Error)> = Vec::new();
+    for _ in 0..threads.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match reports.recv_timeout(left) {
+            Ok((_, None)) => {}
+            Ok((cpu, Some(e))) => refused.push((cpu, e)),
+            Err(_) => break,
+        }
+    }
+    if let Some((cpu, e)) = refused.first() {
+        tracing::warn!(
+            refused = refused.len(),
+            of = threads.len(),
+            cpu,
+            error = %e,
+            "CPU warming: spinners could not be pinned and made SCHED_IDLE, and ended \
+             (the warm window covers only the CPUs of the others)"
+        );
+    }
+    // Join the spinners that ended (they returned right after their report).
+    let (ended, threads): (Vec<_>, Vec<_>) = threads
+        .into_iter()
+        .partition(|(cpu, _)| refused.iter().any(|(c, _)| c == cpu));
+    for (_, t) in ended {
+        let _ = t.join();
+    }
+    Spinners {
+        shared,
+        threads: threads.into_iter().map(|(_, t)| t).collect(),
+    }
 }
 
 /// A spinner's life: spin while the deadline is ahead, sleep until a touch otherwise,
@@ -329,6 +417,10 @@ mod sys {
 mod tests {
     use super::*;
 
+    /// The spinners' threads are per process (named by [`SPINNER_THREAD_PREFIX`]), so the
+    /// tests of this module take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     /// Polls `cond` every millisecond for up to 30 s (a hang guard, not a timing claim).
     fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         let end = Instant::now() + Duration::from_secs(30);
@@ -338,30 +430,37 @@ mod tests {
         }
     }
 
-    // One test: the spinners are per process, and the tests of this binary share it.
     #[test]
     fn spinners_spin_after_a_touch_sleep_after_the_window_and_end_with_the_last_handle() {
+        let _serial = SERIAL.lock();
         assert!(WarmCpus::start(Duration::ZERO).is_none());
         let cpus = sys::allowed_cpus().len();
         assert!(cpus >= 1);
         let a = WarmCpus::start(Duration::from_millis(2)).unwrap();
         let b = WarmCpus::start(Duration::from_millis(1)).unwrap();
-        assert_eq!(a.stats().spinners, cpus);
-        assert_eq!(b.stats().spinners, cpus, "one set of spinners per process");
-        // Untouched, every spinner goes to sleep.
-        eventually("all asleep", || a.stats().asleep == cpus);
-        let before = a.stats();
-        assert_eq!(before.spinning, 0);
-        a.touch();
-        // The touch woke every spinner and each spun (the window has passed by the time
-        // they are all asleep again).
-        eventually("woken and asleep again", || {
-            let s = a.stats();
-            s.wakes >= before.wakes + cpus as u64 && s.asleep == cpus
-        });
-        let after = a.stats();
-        assert!(after.spun > before.spun, "{before:?} {after:?}");
-        assert_eq!(after.spinning, 0);
+        let started = a.stats();
+        assert_eq!(started.spinners + started.failed, cpus, "{started:?}");
+        assert_eq!(b.stats().spinners, started.spinners, "one set per process");
+        assert_eq!(spinner_threads(), started.spinners, "the failed ones ended");
+        // A host that refuses SCHED_IDLE (or the pinning) has no spinner to watch: the
+        // failure path is `refused_spinners_end_and_are_not_counted`.
+        let n = started.spinners;
+        if n > 0 {
+            // Untouched, every spinner goes to sleep.
+            eventually("all asleep", || a.stats().asleep == n);
+            let before = a.stats();
+            assert_eq!(before.spinning, 0);
+            a.touch();
+            // The touch woke every spinner and each spun (the window has passed by the
+            // time they are all asleep again).
+            eventually("woken and asleep again", || {
+                let s = a.stats();
+                s.wakes >= before.wakes + n as u64 && s.asleep == n
+            });
+            let after = a.stats();
+            assert!(after.spun > before.spun, "{before:?} {after:?}");
+            assert_eq!(after.spinning, 0);
+        }
         drop(a);
         assert!(WarmCpus::running_stats().is_some(), "b still holds them");
         drop(b);
@@ -370,6 +469,53 @@ mod tests {
             spinner_threads() == 0,
             "the last handle's drop joined every spinner"
         );
+    }
+
+    /// Pins and makes `SCHED_IDLE` on even CPUs; refuses odd ones as a host would.
+    fn refuse_odd_cpus(cpu: usize) -> std::io::Result<()> {
+        if cpu % 2 == 1 {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+        sys::become_idle_spinner(cpu)
+    }
+
+    fn refuse_all(_cpu: usize) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+
+    #[test]
+    fn refused_spinners_end_and_are_not_counted() {
+        let _serial = SERIAL.lock();
+        let cpus = sys::allowed_cpus();
+        // Every spinner refused: none runs, none is counted, a touch does nothing.
+        let none = WarmCpus {
+            spinners: Arc::new(spawn_spinners_with(cpus.clone(), refuse_all)),
+            window_ns: 1_000_000,
+        };
+        let s = none.stats();
+        assert_eq!((s.spinners, s.failed), (0, cpus.len()), "{s:?}");
+        assert!(none.spinners.threads.is_empty(), "the ended ones were joined");
+        assert_eq!(spinner_threads(), 0);
+        none.touch();
+        assert_eq!(none.spinners.shared.until.load(Ordering::SeqCst), 0);
+        drop(none);
+        // Some refused: only the others are counted, and they spin after a touch.
+        let odd = cpus.iter().filter(|c| *c % 2 == 1).count();
+        let some = WarmCpus {
+            spinners: Arc::new(spawn_spinners_with(cpus.clone(), refuse_odd_cpus)),
+            window_ns: 1_000_000,
+        };
+        let s = some.stats();
+        assert_eq!((s.spinners, s.failed), (cpus.len() - odd, odd), "{s:?}");
+        assert_eq!(some.spinners.threads.len(), s.spinners);
+        assert_eq!(spinner_threads(), s.spinners);
+        if s.spinners > 0 {
+            eventually("all asleep", || some.stats().asleep == s.spinners);
+            some.touch();
+            eventually("woken", || some.stats().wakes >= s.spinners as u64);
+        }
+        drop(some);
+        assert_eq!(spinner_threads(), 0, "joined on drop");
     }
 
     fn spinner_threads() -> usize {
