@@ -682,49 +682,10 @@ fn eight_threads_times_a_thousand_runs_on_one_session() {
     }
 }
 
-/// What `/proc` says of thread `tid` of this process: its state letter (`R` running or
-/// runnable, `S` asleep, ...), and its context switches so far (voluntary and not).
-#[cfg(target_os = "linux")]
-fn thread_activity(tid: i32) -> (char, u64) {
-    let dir = format!("/proc/self/task/{tid}");
-    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap();
-    // `pid (comm) state ...`: the name may hold spaces and parentheses.
-    let state = stat[stat.rfind(')').unwrap() + 1..]
-        .trim_start()
-        .chars()
-        .next()
-        .unwrap();
-    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap();
-    let switches = status
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .map(|l| {
-            l.rsplit(char::is_whitespace)
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum();
-    (state, switches)
-}
-
-/// The ids of this process's threads named `name` (`/proc/self/task/*/comm`).
-#[cfg(target_os = "linux")]
-fn threads_named(name: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-            (comm.trim_end() == name).then(|| e.file_name().to_str()?.parse().ok())?
-        })
-        .collect()
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn a_slow_async_op_leaves_the_cpu_idle() {
+    use magpie_scheduler::test_support::{eventually_ok, thread_activity, threads_where};
     // While a step waits on an async op, the pool's workers and the stepping thread go to
     // sleep and stay asleep: every one of them is seen in state `S` with no context
     // switch between many samples in a row. A worker that kept spinning (or woke up
@@ -761,16 +722,14 @@ fn a_slow_async_op_leaves_the_cpu_idle() {
     assert!(gate.wait(|s| s.started), "the gated op never started");
     // A new thread names itself once it runs, so under load a worker may still carry
     // its parent's name for a while: look until both are found (within the hang guard).
-    let until = Instant::now() + GATE_HANG_GUARD;
-    let mut watched = loop {
-        let mut found = threads_named("idle-probe-0");
-        found.extend(threads_named("idle-probe-1"));
-        if found.len() == 2 {
-            break found;
+    let mut watched = Vec::new();
+    eventually_ok(GATE_HANG_GUARD, || {
+        watched = threads_where(|n| n == "idle-probe-0" || n == "idle-probe-1");
+        match watched.len() {
+            2 => Ok(()),
+            _ => Err(format!("the pool's workers: {watched:?}")),
         }
-        assert!(Instant::now() < until, "the pool's workers: {found:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    });
     watched.push(tid_rx.recv().unwrap());
 
     // Sample every 5 ms until 20 samples in a row find every thread asleep and none of
@@ -780,17 +739,12 @@ fn a_slow_async_op_leaves_the_cpu_idle() {
     let sample = || {
         watched
             .iter()
-            .map(|&t| thread_activity(t))
+            .map(|&t| thread_activity(t).expect("a watched thread ended"))
             .collect::<Vec<_>>()
     };
-    let until = Instant::now() + GATE_HANG_GUARD;
     let mut previous = sample();
     let mut quiet = 0;
-    while quiet < QUIET_SAMPLES {
-        assert!(
-            Instant::now() < until,
-            "the threads never stayed asleep while the op was pending: {previous:?}"
-        );
+    eventually_ok(GATE_HANG_GUARD, || {
         std::thread::sleep(Duration::from_millis(5));
         let now = sample();
         let asleep = now.iter().all(|(state, _)| *state == 'S');
@@ -800,7 +754,13 @@ fn a_slow_async_op_leaves_the_cpu_idle() {
             0
         };
         previous = now;
-    }
+        match quiet >= QUIET_SAMPLES {
+            true => Ok(()),
+            false => Err(format!(
+                "the threads never stayed asleep while the op was pending: {previous:?}"
+            )),
+        }
+    });
     gate.open();
     let out = stepper.join().unwrap().unwrap();
     assert_eq!(f32::try_from(&out[0]).unwrap(), 1.0);

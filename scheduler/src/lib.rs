@@ -95,6 +95,8 @@ mod sleep;
 mod spawn;
 mod sync;
 mod task_graph;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 #[cfg(test)]
 mod test_alloc;
 mod timer;

@@ -416,19 +416,11 @@ mod sys {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use magpie_scheduler::test_support::{eventually, threads_where};
 
     /// The spinners' threads are per process (named by [`SPINNER_THREAD_PREFIX`]), so the
     /// tests of this module take turns.
     static SERIAL: Mutex<()> = Mutex::new(());
-
-    /// Polls `cond` every millisecond for up to 30 s (a hang guard, not a timing claim).
-    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while !cond() {
-            assert!(Instant::now() < end, "hang guard: never {what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     #[test]
     fn spinners_spin_after_a_touch_sleep_after_the_window_and_end_with_the_last_handle() {
@@ -519,10 +511,6 @@ mod tests {
     }
 
     fn spinner_threads() -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-            .filter(|c| c.starts_with(SPINNER_THREAD_PREFIX))
-            .count()
+        threads_where(|name| name.starts_with(SPINNER_THREAD_PREFIX)).len()
     }
 }

@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::{Graph, Output};
 use magpie_core::tensor::Tensor;
 use magpie_core::testkit::host_task_options;
+use magpie_scheduler::test_support::eventually_ok;
 use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
 use magpie_grpc::{proto, GrpcServer};
@@ -44,18 +45,6 @@ fn op(g: &Graph, name: &str, op: &str, inputs: &[Output]) -> Output {
         .unwrap()
 }
 
-/// Waits until `check` passes; panics with its last complaint after `deadline` (a
-/// liveness bound far above the expected time, not a timing measurement).
-fn eventually(deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let until = Instant::now() + deadline;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= until => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
 
 /// Steps, partition steps and rendezvous entries still held by the two servers.
 fn leftovers(m: &GrpcServer, w: &GrpcServer) -> (usize, usize, usize, usize) {
@@ -114,7 +103,7 @@ fn a_client_that_goes_away_mid_step_leaves_no_step_behind() {
             tokio::spawn(async move { c.run_step(req).await });
             handle
         });
-        eventually(Duration::from_secs(30), || {
+        eventually_ok(Duration::from_secs(30), || {
             let (master, parts, _, _) = leftovers(&m, &w);
             match master == 1 && parts == partitions {
                 true => Ok(()),
@@ -125,7 +114,7 @@ fn a_client_that_goes_away_mid_step_leaves_no_step_behind() {
         });
         // The client goes away: its runtime, connection and pending request are dropped.
         rt.shutdown_background();
-        eventually(Duration::from_secs(30), || match leftovers(&m, &w) {
+        eventually_ok(Duration::from_secs(30), || match leftovers(&m, &w) {
             (0, 0, 0, 0) => Ok(()),
             left => Err(format!(
                 "{fetch}: steps left behind (master steps, partition steps, rendezvous \
@@ -340,7 +329,7 @@ fn a_session_whose_client_vanished_is_closed_once_idle_and_a_used_one_is_kept() 
         }))
     };
     // The kept session is used more often than the timeout; the other one expires.
-    eventually(Duration::from_secs(10), || {
+    eventually_ok(Duration::from_secs(10), || {
         step(&kept).map_err(|e| format!("the session in use was closed: {e}"))?;
         std::thread::sleep(Duration::from_millis(50));
         match m.num_remote_sessions() {
@@ -375,7 +364,7 @@ fn an_async_step_runs_and_dropping_it_leaves_no_step_behind() {
         let mut step = Box::pin(s.run_async(&[], &fetches, &[]));
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        eventually(Duration::from_secs(30), || {
+        eventually_ok(Duration::from_secs(30), || {
             assert!(
                 std::future::Future::poll(step.as_mut(), &mut cx).is_pending(),
                 "a hanging step ended"
@@ -390,7 +379,7 @@ fn an_async_step_runs_and_dropping_it_leaves_no_step_behind() {
         // The client drops the step: its request is reset, and the master aborts the
         // step on every task.
         drop(step);
-        eventually(Duration::from_secs(30), || match leftovers(&m, &w) {
+        eventually_ok(Duration::from_secs(30), || match leftovers(&m, &w) {
             (0, 0, 0, 0) => Ok(()),
             left => Err(format!("steps left behind after the drop: {left:?}")),
         });

@@ -255,11 +255,9 @@ fn health_says_serving_then_not_serving_while_a_stop_drains() {
     let step = std::thread::spawn(move || {
         let _ = s.run_named(&[], &["hang:0"], &[], Some(Duration::from_secs(120)));
     });
-    let until = Instant::now() + Duration::from_secs(30);
-    while m.core().master().running_steps() == 0 {
-        assert!(Instant::now() < until, "the step never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    magpie_scheduler::test_support::eventually("the step started", || {
+        m.core().master().running_steps() > 0
+    });
     let stopper = {
         let m = std::sync::Arc::clone(&m);
         std::thread::spawn(move || m.stop(Duration::from_secs(10)))

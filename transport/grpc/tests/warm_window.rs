@@ -11,12 +11,13 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::Graph;
 use magpie_core::testkit::host_task_options;
+use magpie_scheduler::test_support::{eventually, thread_activity, threads_where};
 use magpie_grpc::{
     GrpcOptions, GrpcServer, RemoteSession, WarmCpus, WarmStats, SPINNER_THREAD_PREFIX,
 };
@@ -63,43 +64,13 @@ fn steps(session: &RemoteSession, n: usize) {
 }
 
 /// The ids of this process's spinner threads.
-fn spinner_threads() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-            comm.starts_with(SPINNER_THREAD_PREFIX)
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-        .collect()
+fn spinner_threads() -> Vec<i32> {
+    threads_where(|name| name.starts_with(SPINNER_THREAD_PREFIX))
 }
 
 /// Thread `tid`'s state letter and its context switches so far.
-fn thread_activity(tid: &str) -> (char, u64) {
-    let dir = format!("/proc/self/task/{tid}");
-    let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap();
-    let state = stat[stat.rfind(')').unwrap() + 1..]
-        .trim_start()
-        .chars()
-        .next()
-        .unwrap();
-    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap();
-    let switches = status
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| l.rsplit(char::is_whitespace).next()?.parse::<u64>().ok())
-        .sum();
-    (state, switches)
-}
-
-/// Polls `cond` every millisecond for up to 30 s (a hang guard, not a timing claim).
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < end, "hang guard: never {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+fn activity(tid: i32) -> (char, u64) {
+    thread_activity(tid).expect("a spinner ended while its handle lives")
 }
 
 /// Whether this host refused every spinner (no `SCHED_IDLE` or no pinning for this
@@ -110,7 +81,7 @@ fn refused_everywhere(stats: &WarmStats) -> bool {
         return false;
     }
     assert!(stats.failed >= 1, "{stats:?}");
-    assert_eq!(spinner_threads(), Vec::<String>::new(), "the refused ones ended");
+    assert_eq!(spinner_threads(), Vec::<i32>::new(), "the refused ones ended");
     eprintln!("this host refuses SCHED_IDLE spinners: {stats:?}");
     true
 }
@@ -130,7 +101,7 @@ fn off_starts_no_spinner_thread() {
     let (server, session) = server_and_session(options(None), options(None));
     steps(&session, 20);
     assert!(WarmCpus::running_stats().is_none());
-    assert_eq!(spinner_threads(), Vec::<String>::new());
+    assert_eq!(spinner_threads(), Vec::<i32>::new());
     drop(session);
     server.stop(Duration::from_secs(1));
 }
@@ -165,13 +136,13 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
     // with no context switch and no new wake (a periodic wake would be caught).
     let tids = spinner_threads();
     eventually("every spinner thread in state S", || {
-        tids.iter().all(|t| thread_activity(t).0 == 'S')
+        tids.iter().all(|&t| activity(t).0 == 'S')
     });
     let quiet = WarmCpus::running_stats().unwrap();
-    let first: Vec<(char, u64)> = tids.iter().map(|t| thread_activity(t)).collect();
+    let first: Vec<(char, u64)> = tids.iter().map(|&t| activity(t)).collect();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(2));
-        let now: Vec<(char, u64)> = tids.iter().map(|t| thread_activity(t)).collect();
+        let now: Vec<(char, u64)> = tids.iter().map(|&t| activity(t)).collect();
         assert!(now.iter().all(|(state, _)| *state == 'S'), "{now:?}");
         assert_eq!(now, first, "a spinner woke while the server was idle");
     }

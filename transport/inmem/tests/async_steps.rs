@@ -4,7 +4,7 @@
 
 use std::sync::Once;
 use std::task::Context;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use magpie_core::cluster::ClusterSpec;
@@ -15,6 +15,7 @@ use magpie_core::kernel::{
 use magpie_core::registry::register_kernel;
 use magpie_core::tensor::{DType, Tensor};
 use magpie_core::testkit::host_task_options;
+use magpie_scheduler::test_support::{eventually_ok, HANG_GUARD};
 use magpie_inmem::{InMemNetwork, InMemServer};
 
 /// An output that never comes: the step waits until it is aborted.
@@ -71,17 +72,6 @@ fn op(g: &Graph, device: &str, name: &str, op: &str, inputs: &[Output]) -> Outpu
         .unwrap()
 }
 
-/// Waits until `check` passes (a liveness bound, not a timing measurement).
-fn eventually(mut check: impl FnMut() -> Result<(), String>) {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= until => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
 
 #[test]
 fn async_master_steps_run_and_a_dropped_one_is_aborted_everywhere() {
@@ -118,7 +108,7 @@ fn async_master_steps_run_and_a_dropped_one_is_aborted_everywhere() {
         let mut step = Box::pin(s.run_async(&[], &fetches, &[]));
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        eventually(|| {
+        eventually_ok(HANG_GUARD, || {
             assert!(
                 std::future::Future::poll(step.as_mut(), &mut cx).is_pending(),
                 "a hanging step ended"
@@ -131,7 +121,7 @@ fn async_master_steps_run_and_a_dropped_one_is_aborted_everywhere() {
             }
         });
         drop(step);
-        eventually(|| match leftovers() {
+        eventually_ok(HANG_GUARD, || match leftovers() {
             (0, 0, 0) => Ok(()),
             left => Err(format!("steps left behind after the drop: {left:?}")),
         });
