@@ -21,9 +21,11 @@ pub enum Limit {
     MessageBytes,
     /// Bytes of one tensor streamed between tasks.
     TensorBytes,
-    /// Bytes of tensors delivered and not yet received, for one step on one task.
+    /// Bytes of tensors delivered (or still arriving) and not yet received, for one step on
+    /// one task.
     RendezvousStepBytes,
-    /// Bytes of tensors delivered and not yet received on one task, all steps together.
+    /// Bytes of tensors delivered (or still arriving) and not yet received on one task, all
+    /// steps together.
     RendezvousTaskBytes,
     /// Bytes of tensors kept for steps that have not started on one task.
     RendezvousUnclaimedBytes,

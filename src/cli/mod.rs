@@ -169,10 +169,12 @@ pub(crate) struct LimitArgs {
     /// Seconds after which a remote session no request used is closed (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub(crate) session_idle_timeout: u64,
-    /// Bytes of tensors delivered and not yet received that one step may hold here.
+    /// Bytes of tensors delivered (or still arriving) and not yet received that one step may
+    /// hold here.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
     pub(crate) rendezvous_step_bytes: usize,
-    /// Bytes of tensors delivered and not yet received that this task holds in all.
+    /// Bytes of tensors delivered (or still arriving) and not yet received that this task
+    /// holds in all: bounds every incoming stream at once.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 30)]
     pub(crate) rendezvous_task_bytes: usize,
     /// Bytes of tensors kept for steps that have not started here (oldest dropped first).

@@ -44,7 +44,7 @@ pub use master::{
 pub use ops::VariableRef;
 pub use partition::PlacedNode;
 pub use rendezvous::{
-    ActiveStep, Rendezvous, RendezvousError, RendezvousLimits, ENDED_STEPS_KEPT,
+    ActiveStep, Rendezvous, RendezvousError, RendezvousLimits, Reservation, ENDED_STEPS_KEPT,
     ENTRY_OVERHEAD_BYTES,
 };
 pub use server::{ServerOptions, TaskServer};

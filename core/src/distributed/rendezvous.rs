@@ -50,6 +50,21 @@
 //! [`RendezvousLimits::task_bytes`] of tensors not yet received. [`Rendezvous::admits`]
 //! makes every check of a delivery that needs only the tensor's size, so that a transport
 //! can refuse a tensor before it allocates it; it reserves nothing.
+//!
+//! # Tensors still arriving
+//! A transport that receives a tensor over time (a stream of chunks into a destination it
+//! allocates first) takes a [`Reservation`] before it allocates ([`Rendezvous::reserve`]):
+//! the same checks, and the announced bytes are then counted against the step's and the
+//! task's limits as if the tensor had been delivered, until the reservation is delivered
+//! with its tensor ([`Rendezvous::deliver_reserved`], which moves the count onto the entry
+//! atomically) or dropped (the stream failed or was reset). So the limits bound the bytes
+//! of every incoming tensor not yet taken by a step — delivered or still arriving, for a
+//! started step, one not started, one with a receiver waiting, or one ended here (whose
+//! tensor is dropped when it comes) — and any number of concurrent streams together hold
+//! at most [`RendezvousLimits::task_bytes`]. A second reservation for a key that has one
+//! is [`RendezvousError::Duplicate`]. Ending a step drops its delivered entries but not
+//! its reservations: their bytes stay counted (against the task and the step) until the
+//! streams end, since their destinations are still held.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -90,11 +105,12 @@ pub struct RendezvousLimits {
     /// How many bytes of such tensors the task keeps, over all such steps (default
     /// 256 MiB). A single tensor larger than this for such a step is refused.
     pub unclaimed_bytes: usize,
-    /// How many bytes of tensors delivered and not yet received one step may hold on
-    /// this task, started or not (default 4 GiB).
+    /// How many bytes of tensors delivered (or still arriving: [`Reservation`]) and not
+    /// yet received one step may hold on this task, started or not (default 4 GiB).
     pub step_bytes: usize,
-    /// How many bytes of tensors delivered and not yet received the task holds, over
-    /// all steps (default 8 GiB).
+    /// How many bytes of tensors delivered (or still arriving) and not yet received the
+    /// task holds, over all steps (default 8 GiB): the bound on every incoming stream at
+    /// once.
     pub task_bytes: usize,
 }
 
@@ -218,9 +234,13 @@ enum Admission {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<(StepId, String), Entry>,
-    /// Bytes of all ready entries.
+    /// Bytes of all ready entries and reservations.
     bytes: usize,
-    /// Bytes of ready entries per step (steps with none are absent).
+    /// Keys with a reservation (a tensor still arriving), and its bytes.
+    incoming: HashMap<(StepId, String), usize>,
+    /// Bytes of all reservations (the part of `bytes` still arriving).
+    incoming_bytes: usize,
+    /// Bytes of ready entries and reservations per step (steps with none are absent).
     step_bytes: HashMap<StepId, usize>,
     /// Started, not ended steps.
     active: HashMap<StepId, Active>,
@@ -243,7 +263,15 @@ impl Inner {
         }
     }
 
-    /// Accounts `bytes` fewer ready bytes of `step`.
+    /// Gives back the bytes of the reservation of `k`, if it still has one.
+    fn release_reservation(&mut self, k: &(StepId, String)) {
+        if let Some(bytes) = self.incoming.remove(k) {
+            self.incoming_bytes -= bytes;
+            self.release_bytes(k.0, bytes);
+        }
+    }
+
+    /// Accounts `bytes` fewer ready or reserved bytes of `step`.
     fn release_bytes(&mut self, step: StepId, bytes: usize) {
         self.bytes -= bytes;
         if let Some(b) = self.step_bytes.get_mut(&step) {
@@ -254,7 +282,8 @@ impl Inner {
         }
     }
 
-    /// Removes every entry of `step`; waiting receivers fail (their senders drop).
+    /// Removes every entry of `step`; waiting receivers fail (their senders drop). Its
+    /// reservations stay counted until they are dropped.
     fn remove_entries(&mut self, step: StepId) {
         let mut freed = 0;
         self.entries.retain(|(s, _), e| {
@@ -266,8 +295,7 @@ impl Inner {
             }
             false
         });
-        self.bytes -= freed;
-        self.step_bytes.remove(&step);
+        self.release_bytes(step, freed);
         if let Some(u) = self.unclaimed.remove(&step) {
             self.unclaimed_bytes -= u.bytes;
         }
@@ -347,6 +375,45 @@ impl Inner {
             self.unclaimed_order.push_front(k);
         }
         self.unclaimed_fit(bytes, limit)
+    }
+}
+
+/// Bytes admitted for a tensor still arriving ([`Rendezvous::reserve`]): counted against
+/// the rendezvous's limits until delivered with its tensor
+/// ([`Rendezvous::deliver_reserved`]) or dropped.
+#[must_use = "dropping a reservation gives its bytes back at once"]
+pub struct Reservation {
+    rendezvous: Arc<Rendezvous>,
+    session: Arc<str>,
+    /// `None` once delivered.
+    key: Option<(StepId, String)>,
+}
+
+impl Reservation {
+    /// The rendezvous the reservation was taken on.
+    pub fn rendezvous(&self) -> &Arc<Rendezvous> {
+        &self.rendezvous
+    }
+
+    /// The session the tensor is delivered for.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.rendezvous.inner.lock().release_reservation(&k);
+        }
     }
 }
 
@@ -523,13 +590,33 @@ impl Rendezvous {
         key: RendezvousKey,
         tensor: Tensor,
     ) -> Result<(), RendezvousError> {
+        let mut g = self.inner.lock();
+        self.deliver_locked(&mut g, session, key, tensor)
+    }
+
+    /// [`Rendezvous::deliver`] under the lock.
+    fn deliver_locked(
+        &self,
+        g: &mut Inner,
+        session: &str,
+        key: RendezvousKey,
+        tensor: Tensor,
+    ) -> Result<(), RendezvousError> {
         let step = key.step_id;
         let k = (key.step_id, key.edge);
         let bytes = entry_bytes(tensor.size_in_bytes(), &k.1);
-        let mut g = self.inner.lock();
         let now = Instant::now();
         g.expire_old(now, self.limits.unclaimed_ttl);
-        match self.admit(&mut g, session, &k, bytes)? {
+        if g.incoming.contains_key(&k) {
+            return Err(RendezvousError::Duplicate {
+                what: "send",
+                key: format!(
+                    "step {} edge {} (a tensor for it is still arriving)",
+                    k.0, k.1
+                ),
+            });
+        }
+        match self.admit(g, session, &k, bytes)? {
             Admission::Ended => return Ok(()), // a late delivery for a finished step: dropped
             Admission::Waiting => {
                 if let Some(Entry::Waiting(tx)) = g.entries.remove(&k) {
@@ -541,7 +628,7 @@ impl Rendezvous {
         }
         if !g.active.contains_key(&step) {
             if !g.make_room(bytes, self.limits.unclaimed_bytes, step) {
-                return Err(self.refuse_unclaimed(&mut g, step, &k.1, bytes));
+                return Err(self.refuse_unclaimed(g, step, &k.1, bytes));
             }
             let unclaimed = g.unclaimed.entry(step).or_insert_with(|| Unclaimed {
                 since: now,
@@ -624,6 +711,19 @@ impl Rendezvous {
             }
             None => {}
         }
+        self.check_limits(g, k, bytes)?;
+        Ok(Admission::New)
+    }
+
+    /// [`RendezvousLimits::step_bytes`] and [`RendezvousLimits::task_bytes`] for `bytes`
+    /// more for key `k`.
+    fn check_limits(
+        &self,
+        g: &Inner,
+        k: &(StepId, String),
+        bytes: usize,
+    ) -> Result<(), RendezvousError> {
+        let step = k.0;
         let held = g.step_bytes.get(&step).copied().unwrap_or(0);
         if held.saturating_add(bytes) > self.limits.step_bytes {
             return Err(LimitExceeded::new(
@@ -637,19 +737,119 @@ impl Rendezvous {
             )
             .into());
         }
+        self.check_task_bytes(g, k, bytes)
+    }
+
+    /// [`RendezvousLimits::task_bytes`] for `bytes` more for key `k`.
+    fn check_task_bytes(
+        &self,
+        g: &Inner,
+        k: &(StepId, String),
+        bytes: usize,
+    ) -> Result<(), RendezvousError> {
         if g.bytes.saturating_add(bytes) > self.limits.task_bytes {
             return Err(LimitExceeded::new(
                 Limit::RendezvousTaskBytes,
                 self.limits.task_bytes,
                 format!(
-                    "the task already holds {} bytes of tensors not yet received and a \
-                     tensor of {bytes} bytes came for step {step}",
-                    g.bytes
+                    "the task already holds {} bytes of tensors not yet received ({} of them \
+                     still arriving) and a tensor of {bytes} bytes came for step {} edge {:?}",
+                    g.bytes, g.incoming_bytes, k.0, k.1
                 ),
             )
             .into());
         }
-        Ok(Admission::New)
+        Ok(())
+    }
+
+    /// Admits a tensor of `data_bytes` bytes for `edge` of `step_id`, delivered for
+    /// `session`, that is still to arrive: the checks of [`Rendezvous::admits`], then its
+    /// bytes are counted against [`RendezvousLimits::step_bytes`] and
+    /// [`RendezvousLimits::task_bytes`] until the returned reservation is delivered
+    /// ([`Rendezvous::deliver_reserved`]) or dropped. A transport takes one before it
+    /// allocates a tensor it receives over time (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// As [`Rendezvous::admits`], and [`RendezvousError::Duplicate`] when the key has a
+    /// reservation already. The limits apply to every such tensor, even one for a step
+    /// ended here or for a receiver already waiting.
+    pub fn reserve(
+        self: &Arc<Self>,
+        session: &str,
+        step_id: StepId,
+        edge: &str,
+        data_bytes: usize,
+    ) -> Result<Reservation, RendezvousError> {
+        let k = (step_id, edge.to_string());
+        let bytes = entry_bytes(data_bytes, edge);
+        let mut g = self.inner.lock();
+        g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
+        if g.incoming.contains_key(&k) {
+            return Err(RendezvousError::Duplicate {
+                what: "send",
+                key: format!("step {step_id} edge {edge} (a tensor for it is still arriving)"),
+            });
+        }
+        match self.admit(&mut g, session, &k, bytes)? {
+            Admission::New => {
+                if !g.active.contains_key(&step_id) && bytes > self.limits.unclaimed_bytes {
+                    return Err(self.refuse_unclaimed(&mut g, step_id, edge, bytes));
+                }
+            }
+            // Not checked by `admit`, but the destination is held all the same.
+            Admission::Ended | Admission::Waiting => self.check_limits(&g, &k, bytes)?,
+        }
+        g.bytes += bytes;
+        g.incoming_bytes += bytes;
+        *g.step_bytes.entry(step_id).or_insert(0) += bytes;
+        g.incoming.insert(k.clone(), bytes);
+        Ok(Reservation {
+            rendezvous: Arc::clone(self),
+            session: Arc::from(session),
+            key: Some(k),
+        })
+    }
+
+    /// Delivers the tensor a reservation was taken for, on the rendezvous it was taken
+    /// on: the reservation's bytes are released and the tensor delivered as by
+    /// [`Rendezvous::deliver`], under one lock, so no other tensor can take the room in
+    /// between.
+    ///
+    /// # Errors
+    ///
+    /// As [`Rendezvous::deliver`].
+    pub fn deliver_reserved(
+        &self,
+        mut reservation: Reservation,
+        tensor: Tensor,
+    ) -> Result<(), RendezvousError> {
+        debug_assert!(
+            std::ptr::eq(&*reservation.rendezvous, self),
+            "a reservation is delivered on the rendezvous it was taken on"
+        );
+        let Some(k) = reservation.key.take() else {
+            return Ok(());
+        };
+        let rendezvous = Arc::clone(&reservation.rendezvous);
+        let mut g = rendezvous.inner.lock();
+        g.release_reservation(&k);
+        let session = Arc::clone(&reservation.session);
+        rendezvous.deliver_locked(
+            &mut g,
+            &session,
+            RendezvousKey {
+                step_id: k.0,
+                edge: k.1,
+            },
+            tensor,
+        )
+    }
+
+    /// Bytes reserved for tensors still arriving ([`Rendezvous::reserve`]), a part of
+    /// [`pending_bytes`](Self::pending_bytes).
+    pub fn incoming_bytes(&self) -> usize {
+        self.inner.lock().incoming_bytes
     }
 
     /// Drops `step` (not started here) under [`RendezvousLimits::unclaimed_bytes`], as no
@@ -771,9 +971,10 @@ impl Rendezvous {
         g.entries.len()
     }
 
-    /// Bytes of the ready entries (tensors delivered, not yet received), as counted
-    /// against the limits (data, edge name and [`ENTRY_OVERHEAD_BYTES`] per entry).
-    /// Unclaimed steps past their age limit are dropped first.
+    /// Bytes of the ready entries (tensors delivered, not yet received) and of the
+    /// reservations (tensors still arriving), as counted against the limits (data, edge
+    /// name and [`ENTRY_OVERHEAD_BYTES`] per entry). Unclaimed steps past their age limit
+    /// are dropped first.
     pub fn pending_bytes(&self) -> usize {
         let mut g = self.inner.lock();
         g.expire_old(Instant::now(), self.limits.unclaimed_ttl);
@@ -1082,5 +1283,73 @@ mod tests {
         // Receiving frees the step's share.
         assert!(block_on(r.recv(key(50, "0"))).is_ok());
         r.deliver("s", key(50, "2"), t()).unwrap();
+    }
+
+    #[test]
+    fn reservations_bound_tensors_still_arriving_and_are_released_when_taken_or_dropped() {
+        // Each reservation of 1,000 data bytes on edge "eN" counts 1,130 bytes.
+        let limits = RendezvousLimits {
+            unclaimed_ttl: Duration::from_secs(3600),
+            unclaimed_bytes: 10_000,
+            step_bytes: 10_000,
+            task_bytes: 3_500,
+        };
+        let r = Arc::new(Rendezvous::with_limits(limits));
+        let one = entry_bytes(1000, "e0");
+        let t = || Tensor::from_vec([250], vec![0.0f32; 250]).unwrap();
+        let step = StepId::from(70u64);
+        // Many tensors at once for steps not started: past the task bound the next is
+        // refused, naming the flag, the step and the edge, though nothing was delivered.
+        let mut held: Vec<Reservation> = (0..3)
+            .map(|i| r.reserve("s", StepId::from(70 + i), "e0", 1000).unwrap())
+            .collect();
+        assert_eq!((r.pending_bytes(), r.incoming_bytes()), (3 * one, 3 * one));
+        assert_eq!(r.pending(), 0, "a reservation is no entry");
+        let e = r.reserve("s", StepId::from(73u64), "e0", 1000).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        let msg = e.to_string();
+        for w in ["--rendezvous-task-bytes", "still arriving", "\"e0\""] {
+            assert!(msg.contains(w), "{w:?} not in {msg}");
+        }
+        // A second tensor for a key with one still arriving is a duplicate.
+        let e = r.reserve("s", step, "e0", 10).unwrap_err();
+        assert!(matches!(e, RendezvousError::Duplicate { .. }), "{e}");
+        let e = r.deliver("s", key(70, "e0"), t()).unwrap_err();
+        assert!(matches!(e, RendezvousError::Duplicate { .. }), "{e}");
+        // A stream that fails drops its reservation: the room is back.
+        drop(held.pop());
+        assert_eq!(r.incoming_bytes(), 2 * one);
+        held.push(r.reserve("s", StepId::from(73u64), "e0", 1000).unwrap());
+        // Delivered with its reservation, a tensor keeps the same bytes (now an entry)...
+        let first = held.remove(0);
+        r.deliver_reserved(first, t()).unwrap();
+        assert_eq!((r.pending_bytes(), r.incoming_bytes()), (3 * one, 2 * one));
+        assert_eq!(r.unclaimed_bytes(), one);
+        // ...and the step that takes it frees them.
+        let running = r.begin_step(step, "s").unwrap();
+        block_on(r.recv(key(70, "e0"))).unwrap();
+        assert_eq!(r.pending_bytes(), 2 * one);
+        // A receiver waiting: the reservation counts until its tensor goes straight to it.
+        let waiting = r.recv(key(70, "w"));
+        let w = r.reserve("s", step, "w", 1000).unwrap();
+        assert_eq!(r.incoming_bytes(), 2 * one + entry_bytes(1000, "w"));
+        r.deliver_reserved(w, t()).unwrap();
+        block_on(waiting).unwrap();
+        assert_eq!(r.pending_bytes(), 2 * one);
+        // Aborting a step with a tensor still arriving: the bytes stay counted while the
+        // stream holds its destination, and go when it ends (its late tensor is dropped).
+        let late = r.reserve("s", step, "late", 1000).unwrap();
+        r.abort("s", step).unwrap();
+        drop(running);
+        assert_eq!(r.incoming_bytes(), 2 * one + entry_bytes(1000, "late"));
+        r.deliver_reserved(late, t()).unwrap();
+        assert_eq!(r.pending_bytes(), 2 * one);
+        // Ending the steps of the other reservations does not release them either; their
+        // streams' ends do, and then every byte is back.
+        r.end_step(StepId::from(71u64));
+        assert_eq!(r.incoming_bytes(), 2 * one);
+        drop(held);
+        assert_eq!((r.pending_bytes(), r.incoming_bytes()), (0, 0));
+        assert_eq!(r.unclaimed_bytes(), 0);
     }
 }

@@ -27,7 +27,7 @@ use super::ops::{
     SEND_OP, SESSION_ATTR,
 };
 use super::outbox::{Outbox, OutboxGuard};
-use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError};
+use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError, Reservation};
 use super::server::ServerOptions;
 use super::stages::{split, Source, Stages};
 use crate::device::Device;
@@ -105,8 +105,11 @@ pub struct WorkerStats {
     pub running_steps: usize,
     /// Rendezvous entries (tensors delivered and receivers waiting) not yet matched.
     pub pending_rendezvous: usize,
-    /// Bytes of the tensors delivered to the rendezvous and not yet received.
+    /// Bytes of the tensors delivered to the rendezvous and not yet received, and of
+    /// those still arriving ([`Worker::reserve`]).
     pub pending_rendezvous_bytes: usize,
+    /// The part of `pending_rendezvous_bytes` reserved for tensors still arriving.
+    pub incoming_rendezvous_bytes: usize,
     /// The part of `pending_rendezvous_bytes` delivered for steps that have not started
     /// on this task (bounded by [`ServerOptions::rendezvous_limits`]).
     pub unclaimed_rendezvous_bytes: usize,
@@ -396,6 +399,7 @@ impl Worker {
             running_steps: self.running.lock().len(),
             pending_rendezvous: self.rendezvous.pending(),
             pending_rendezvous_bytes: self.rendezvous.pending_bytes(),
+            incoming_rendezvous_bytes: self.rendezvous.incoming_bytes(),
             unclaimed_rendezvous_bytes: self.rendezvous.unclaimed_bytes(),
             staged_steps: self.staged_steps.load(Ordering::Relaxed),
         }
@@ -1082,23 +1086,48 @@ impl Worker {
         Ok(())
     }
 
-    /// Whether a tensor of `data_bytes` bytes for `key`, delivered for `session`, would
-    /// be taken now ([`Rendezvous::admits`]): a transport asks before it allocates the
+    /// Admits a tensor of `data_bytes` bytes for `key`, delivered for `session`, that is
+    /// still to arrive ([`Rendezvous::reserve`]): a transport asks before it allocates the
     /// tensor it is about to receive, so that a stream for a session or step it would
-    /// refuse holds no memory. [`Worker::deliver`] checks everything again.
+    /// refuse holds no memory, and the bytes of every stream it takes count against the
+    /// rendezvous's limits until the tensor is delivered with the reservation
+    /// ([`Worker::deliver_reserved`]) or the reservation is dropped. Any number of
+    /// concurrent streams together therefore hold at most
+    /// [`RendezvousLimits::task_bytes`](super::RendezvousLimits::task_bytes).
     ///
     /// # Errors
     ///
-    /// As [`Worker::deliver`].
-    pub fn admits(
+    /// As [`Worker::deliver`], and [`WorkerError::Rendezvous`] (`Internal`, a duplicate)
+    /// for a key with a tensor still arriving.
+    pub fn reserve(
         &self,
         session: &str,
         key: &RendezvousKey,
         data_bytes: usize,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Reservation, WorkerError> {
         self.check_session(session)?;
         self.rendezvous
-            .admits(session, key.step_id, &key.edge, data_bytes)
+            .reserve(session, key.step_id, &key.edge, data_bytes)
+            .map_err(|source| WorkerError::Rendezvous {
+                task: self.task.to_string(),
+                source,
+            })
+    }
+
+    /// Delivers the tensor `reservation` ([`Worker::reserve`]) was taken for; the
+    /// reservation's bytes become the delivered tensor's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::deliver`].
+    pub fn deliver_reserved(
+        &self,
+        reservation: Reservation,
+        tensor: Tensor,
+    ) -> Result<(), WorkerError> {
+        self.check_session(reservation.session())?;
+        self.rendezvous
+            .deliver_reserved(reservation, tensor)
             .map_err(|source| WorkerError::Rendezvous {
                 task: self.task.to_string(),
                 source,

@@ -18,6 +18,8 @@
 //! | `magpie_rendezvous_entries` | gauge | — |
 //! | `magpie_rendezvous_bytes` | gauge | — |
 //! | `magpie_rendezvous_unclaimed_bytes` | gauge | — |
+//! | `magpie_rendezvous_incoming_bytes` | gauge | — (the part of `magpie_rendezvous_bytes` reserved for `SendTensor` streams still arriving) |
+//! | `magpie_tensors_refused_total` | counter | `code`: the gRPC code a tensor sent to this task was refused with (`resource_exhausted` past a rendezvous limit, …) |
 //! | `magpie_peer_sent_bytes_total` | counter | `peer` |
 //! | `magpie_peer_received_bytes_total` | counter | `peer` (`unknown` when unnamed) |
 //! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams and `SendTensors` requests) |
@@ -119,6 +121,8 @@ pub(crate) struct Metrics {
     tensor_requests: AtomicU64,
     /// Tensors they carried (taken or refused).
     tensors: AtomicU64,
+    /// Tensors refused, by the code they were refused with.
+    refused: [AtomicU64; 17],
 }
 
 impl fmt::Debug for Metrics {
@@ -152,7 +156,16 @@ impl Metrics {
             peers: peers.into_boxed_slice(),
             tensor_requests: AtomicU64::new(0),
             tensors: AtomicU64::new(0),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// Counts a tensor sent to this task and refused with `code`.
+    pub(crate) fn tensor_refused(&self, code: Code) {
+        let i = usize::try_from(code as i32)
+            .unwrap_or(2)
+            .min(CODE_NAMES.len() - 1);
+        self.refused[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a step of the master service that ended with `code` after `took`.
@@ -257,8 +270,28 @@ impl Metrics {
             gauge(stats.pending_rendezvous as u64),
         );
         registry.register(
+            "magpie_rendezvous_incoming_bytes",
+            "Bytes reserved in the rendezvous for tensors still arriving (a part of \
+             magpie_rendezvous_bytes)",
+            gauge(stats.incoming_rendezvous_bytes as u64),
+        );
+        let refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for (name, n) in CODE_NAMES.iter().zip(&self.refused) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 || *name == "resource_exhausted" {
+                refused.get_or_create(&[("code", *name)]).inc_by(n);
+            }
+        }
+        registry.register(
+            "magpie_tensors_refused",
+            "Tensors sent to this task that it refused, by gRPC code (resource_exhausted: \
+             past a rendezvous limit)",
+            refused,
+        );
+        registry.register(
             "magpie_rendezvous_bytes",
-            "Bytes of tensors delivered to the rendezvous and not received yet",
+            "Bytes of tensors delivered to the rendezvous and not received yet, and of \
+             tensors still arriving",
             gauge(stats.pending_rendezvous_bytes as u64),
         );
         registry.register(

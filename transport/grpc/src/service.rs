@@ -185,15 +185,28 @@ impl WorkerService {
             edge: t.edge,
         };
         let worker = self.server.worker();
-        worker
-            .admits(&t.session, &key, bytes)
-            .map_err(worker_to_status)?;
+        let reservation = worker
+            .reserve(&t.session, &key, bytes)
+            .map_err(|e| self.refused(source, e))?;
         let tensor = tensor_from_wire(&wire).map_err(|e| wire_to_status(&e))?;
         drop(wire);
         self.metrics.received(source, bytes as u64);
         worker
-            .deliver(&t.session, key, tensor)
-            .map_err(worker_to_status)
+            .deliver_reserved(reservation, tensor)
+            .map_err(|e| self.refused(source, e))
+    }
+
+    /// A tensor from `source` the worker refused, as a status that names the peer (the
+    /// worker's error names the step, the edge and the limit), counted in the metrics.
+    fn refused(&self, source: &str, e: magpie_core::distributed::WorkerError) -> Status {
+        let s = worker_to_status(e);
+        self.metrics.tensor_refused(s.code());
+        let peer = if source.is_empty() {
+            "an unnamed peer"
+        } else {
+            source
+        };
+        status(s.code(), format!("a tensor from {peer}: {}", s.message()))
     }
 
     fn check_task(&self, task: &str) -> Result<(), Status> {
@@ -340,15 +353,19 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         };
         // Before anything is allocated: a tensor the worker would refuse (a session with
         // no partition here, another session's step, a rendezvous limit it passes) is
-        // refused now, so that such a stream holds no memory while it runs.
-        self.server
+        // refused now, so that such a stream holds no memory while it runs. One it takes
+        // is counted against the rendezvous limits from now until it is delivered or the
+        // stream ends (the reservation drops with this handler), so that all the streams
+        // in progress together hold at most `--rendezvous-task-bytes`.
+        let reservation = self
+            .server
             .worker()
-            .admits(
+            .reserve(
                 &first.session,
                 &key,
                 usize::try_from(total).unwrap_or(usize::MAX),
             )
-            .map_err(worker_to_status)?;
+            .map_err(|e| self.refused(&first.source, e))?;
         let idle = self.options.tensor_stream_idle_timeout;
         // The destination is allocated once, from the announced dtype, dims and length;
         // every chunk is copied straight into place.
@@ -381,8 +398,8 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         self.metrics.tensor_request(1);
         self.server
             .worker()
-            .deliver(&first.session, key, tensor)
-            .map_err(worker_to_status)?;
+            .deliver_reserved(reservation, tensor)
+            .map_err(|e| self.refused(&first.source, e))?;
         Ok(Response::new(proto::SendTensorResponse {}))
     }
 
