@@ -95,10 +95,10 @@ mod sleep;
 mod spawn;
 mod sync;
 mod task_graph;
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;
 #[cfg(test)]
 mod test_alloc;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod timer;
 mod topology;
 mod worker;

@@ -486,7 +486,10 @@ mod tests {
         };
         let s = none.stats();
         assert_eq!((s.spinners, s.failed), (0, cpus.len()), "{s:?}");
-        assert!(none.spinners.threads.is_empty(), "the ended ones were joined");
+        assert!(
+            none.spinners.threads.is_empty(),
+            "the ended ones were joined"
+        );
         assert_eq!(spinner_threads(), 0);
         none.touch();
         assert_eq!(none.spinners.shared.until.load(Ordering::SeqCst), 0);

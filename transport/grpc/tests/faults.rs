@@ -11,10 +11,10 @@ use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::{Graph, Output};
 use magpie_core::tensor::Tensor;
 use magpie_core::testkit::host_task_options;
-use magpie_scheduler::test_support::eventually_ok;
 use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
 use magpie_grpc::{proto, GrpcServer};
+use magpie_scheduler::test_support::eventually_ok;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::Bytes;
@@ -44,7 +44,6 @@ fn op(g: &Graph, name: &str, op: &str, inputs: &[Output]) -> Output {
         .build_output()
         .unwrap()
 }
-
 
 /// Steps, partition steps and rendezvous entries still held by the two servers.
 fn leftovers(m: &GrpcServer, w: &GrpcServer) -> (usize, usize, usize, usize) {

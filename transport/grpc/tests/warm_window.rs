@@ -17,10 +17,10 @@ use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::Graph;
 use magpie_core::testkit::host_task_options;
-use magpie_scheduler::test_support::{eventually, thread_activity, threads_where};
 use magpie_grpc::{
     GrpcOptions, GrpcServer, RemoteSession, WarmCpus, WarmStats, SPINNER_THREAD_PREFIX,
 };
+use magpie_scheduler::test_support::{eventually, thread_activity, threads_where};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -81,7 +81,11 @@ fn refused_everywhere(stats: &WarmStats) -> bool {
         return false;
     }
     assert!(stats.failed >= 1, "{stats:?}");
-    assert_eq!(spinner_threads(), Vec::<i32>::new(), "the refused ones ended");
+    assert_eq!(
+        spinner_threads(),
+        Vec::<i32>::new(),
+        "the refused ones ended"
+    );
     eprintln!("this host refuses SCHED_IDLE spinners: {stats:?}");
     true
 }

@@ -15,8 +15,8 @@ use magpie_core::kernel::{
 use magpie_core::registry::register_kernel;
 use magpie_core::tensor::{DType, Tensor};
 use magpie_core::testkit::host_task_options;
-use magpie_scheduler::test_support::{eventually_ok, HANG_GUARD};
 use magpie_inmem::{InMemNetwork, InMemServer};
+use magpie_scheduler::test_support::{eventually_ok, HANG_GUARD};
 
 /// An output that never comes: the step waits until it is aborted.
 struct Hang;
@@ -71,7 +71,6 @@ fn op(g: &Graph, device: &str, name: &str, op: &str, inputs: &[Output]) -> Outpu
         .build_output()
         .unwrap()
 }
-
 
 #[test]
 fn async_master_steps_run_and_a_dropped_one_is_aborted_everywhere() {
