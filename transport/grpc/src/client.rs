@@ -28,6 +28,7 @@ use crate::options::{warm_on_park, GrpcOptions};
 use crate::proto;
 use crate::proto::master_service_client::MasterServiceClient;
 use crate::transport::endpoint;
+use crate::warm::{WarmCpus, WarmLenders, WarmLent};
 
 type Client = MasterServiceClient<InterceptedService<Channel, Credentials>>;
 
@@ -82,6 +83,9 @@ pub struct RemoteSession {
     endpoint: Endpoint,
     /// The client of the async calls, on the shared [`async_runtime`]; made on first use.
     async_client: OnceLock<Client>,
+    /// This session's warm window, lent to the shared [`async_runtime`] from its first
+    /// async call until the session drops (`None` inside: no window).
+    async_warm: OnceLock<Option<WarmLent>>,
     options: GrpcOptions,
     /// The client's own runtime, driven by the thread of each blocking call; taken only
     /// by `drop`.
@@ -203,6 +207,7 @@ pub fn connect_session(
         client,
         endpoint: ep,
         async_client: OnceLock::new(),
+        async_warm: OnceLock::new(),
         options,
         runtime: Some(runtime),
     })
@@ -221,10 +226,15 @@ fn master_client(runtime: &Runtime, ep: &Endpoint, options: &GrpcOptions) -> Cli
         .max_encoding_message_size(max)
 }
 
+/// The warm windows of the sessions that use [`async_runtime`], which touches the
+/// longest of them each time its thread parks (waits for responses).
+static ASYNC_WARM: WarmLenders = WarmLenders::new();
+
 /// The runtime of every remote session's async calls: one worker thread, started by the
 /// first async call of the process. A session's own runtime runs only while a blocking
 /// call drives it, so the futures of `run_async` (which any executor may poll) need one
-/// that runs by itself.
+/// that runs by itself. It keeps the CPUs warm as a session's own runtime does, with the
+/// windows its sessions lend it ([`ASYNC_WARM`]), while any does.
 fn async_runtime() -> Result<&'static Runtime, String> {
     static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
     RUNTIME
@@ -233,6 +243,7 @@ fn async_runtime() -> Result<&'static Runtime, String> {
                 .worker_threads(1)
                 .thread_name("magpie-grpc-client")
                 .enable_all()
+                .on_thread_park(|| ASYNC_WARM.touch())
                 .build()
                 .map_err(|e| e.to_string())
         })
@@ -409,6 +420,10 @@ impl RemoteSession {
                 detail: e,
             })
             .map(|rt| {
+                self.async_warm.get_or_init(|| {
+                    let warm = self.options.warm_window.and_then(WarmCpus::start)?;
+                    Some(ASYNC_WARM.lend(warm))
+                });
                 let client = self
                     .async_client
                     .get_or_init(|| master_client(rt, &self.endpoint, &self.options))
@@ -770,12 +785,16 @@ impl Drop for RemoteSession {
             return;
         }
         let runtime = RuntimeOffAsync(Some(runtime));
+        // The lent window goes with the runtime: the last handle joins the spinners, which
+        // is no work for an async context either.
+        let warm = self.async_warm.take();
         let spawned = std::thread::Builder::new()
             .name("magpie-grpc-close".into())
             .spawn(move || {
                 if let (Some(close), Some(rt)) = (close, &runtime.0) {
                     close(rt);
                 }
+                drop(warm);
             });
         if let Err(e) = spawned {
             // The runtime was shut down in the background here; the session is left to

@@ -248,6 +248,66 @@ impl WarmCpus {
     }
 }
 
+/// Handles lent to a runtime shared by owners that come and go (the client's runtime of
+/// async calls, which lives as long as the process): its park hook touches the lent
+/// handle with the longest window while any is lent, and holds none itself, so the
+/// spinners still stop with their last owner. A touch that finds the list being changed
+/// (an owner lending or taking back) is skipped rather than waited for: the hook never
+/// blocks its runtime's thread.
+#[derive(Debug)]
+pub(crate) struct WarmLenders {
+    /// The lent handles by lender id, longest window first.
+    lent: Mutex<Vec<(u64, WarmCpus)>>,
+    next_id: AtomicU64,
+}
+
+impl WarmLenders {
+    /// No handle lent.
+    pub(crate) const fn new() -> WarmLenders {
+        WarmLenders {
+            lent: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Lends `warm` until the returned guard drops.
+    pub(crate) fn lend(&'static self, warm: WarmCpus) -> WarmLent {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut lent = self.lent.lock();
+        let at = lent.partition_point(|(_, w)| w.window_ns >= warm.window_ns);
+        lent.insert(at, (id, warm));
+        WarmLent { lenders: self, id }
+    }
+
+    /// Touches the lent handle with the longest window, if any (see the type's docs).
+    pub(crate) fn touch(&self) {
+        if let Some(lent) = self.lent.try_lock() {
+            if let Some((_, warm)) = lent.first() {
+                warm.touch();
+            }
+        }
+    }
+}
+
+/// A handle lent to [`WarmLenders`]; taken back when dropped.
+#[derive(Debug)]
+pub(crate) struct WarmLent {
+    lenders: &'static WarmLenders,
+    id: u64,
+}
+
+impl Drop for WarmLent {
+    fn drop(&mut self) {
+        let taken = {
+            let mut lent = self.lenders.lent.lock();
+            let at = lent.iter().position(|(id, _)| *id == self.id);
+            at.map(|at| lent.remove(at))
+        };
+        // Dropped outside the lock: the last handle joins the spinners.
+        drop(taken);
+    }
+}
+
 /// One spinner per CPU the process may run on (none off Linux, or when a thread cannot
 /// be started: warming is an optimisation, never a failure).
 fn spawn_spinners() -> Spinners {
@@ -511,6 +571,40 @@ mod tests {
         }
         drop(some);
         assert_eq!(spinner_threads(), 0, "joined on drop");
+    }
+
+    #[test]
+    fn lent_handles_warm_a_shared_runtime_and_keep_nothing_alive() {
+        let _serial = SERIAL.lock();
+        static LENDERS: WarmLenders = WarmLenders::new();
+        LENDERS.touch(); // nothing lent: nothing happens
+        assert!(WarmCpus::running_stats().is_none());
+        let short = LENDERS.lend(WarmCpus::start(Duration::from_millis(1)).unwrap());
+        let long = LENDERS.lend(WarmCpus::start(Duration::from_millis(3)).unwrap());
+        {
+            let lent = LENDERS.lent.lock();
+            let windows: Vec<u64> = lent.iter().map(|(_, w)| w.window_ns).collect();
+            assert_eq!(windows, [3_000_000, 1_000_000], "longest first");
+        }
+        let n = WarmCpus::running_stats().unwrap().spinners;
+        if n > 0 {
+            eventually("all asleep", || {
+                WarmCpus::running_stats().unwrap().asleep == n
+            });
+            let before = WarmCpus::running_stats().unwrap();
+            LENDERS.touch();
+            eventually("woken by the lent handle", || {
+                WarmCpus::running_stats().unwrap().wakes > before.wakes
+            });
+        }
+        drop(long);
+        drop(short);
+        assert!(LENDERS.lent.lock().is_empty());
+        assert!(
+            WarmCpus::running_stats().is_none(),
+            "the lenders held no handle of their own"
+        );
+        assert_eq!(spinner_threads(), 0);
     }
 
     fn spinner_threads() -> usize {

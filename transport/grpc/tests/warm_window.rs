@@ -1,6 +1,6 @@
 //! The warm window (`GrpcOptions::warm_window`, `WarmCpus`) on real servers and clients
 //! (127.0.0.1, free ports): off starts no spinner thread; on, a server's requests (or a
-//! client's waits) wake the spinners, which sleep again once the process is idle and stay
+//! client's waits, blocking or async) wake the spinners, which sleep again once the process is idle and stay
 //! asleep (no periodic wake), and stop with the last server or client that uses them.
 //! States and counts from `/proc` and `WarmCpus`, no timings.
 //!
@@ -183,6 +183,39 @@ fn a_client_warms_while_it_waits_for_its_responses() {
     eventually("woken by the client's waits", || {
         WarmCpus::running_stats().unwrap().wakes > started.wakes
     });
+    drop(session);
+    eventually("spinners gone with the session", || {
+        WarmCpus::running_stats().is_none() && spinner_threads().is_empty()
+    });
+    server.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn a_client_warms_while_its_async_calls_wait() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (server, session) =
+        server_and_session(options(None), options(Some(Duration::from_millis(1))));
+    let started = WarmCpus::running_stats().expect("the client's spinners");
+    if refused_everywhere(&started) {
+        drop(session);
+        server.stop(Duration::from_secs(1));
+        return;
+    }
+    // Only the shared runtime of async calls runs now (the session's own runtime runs
+    // only under blocking calls, and the server keeps no window): its parks must touch.
+    let started = all_asleep();
+    for _ in 0..20 {
+        let out =
+            futures::executor::block_on(session.run_named_async(&[], &["y:0"], &[], None)).unwrap();
+        assert_eq!(
+            out.tensors[0].as_slice::<f32>().unwrap(),
+            &[1.0, 2.0, 3.0, 4.0]
+        );
+    }
+    eventually("woken by the async calls' waits", || {
+        WarmCpus::running_stats().unwrap().wakes > started.wakes
+    });
+    // The shared runtime outlives the session but holds no window of its own.
     drop(session);
     eventually("spinners gone with the session", || {
         WarmCpus::running_stats().is_none() && spinner_threads().is_empty()
