@@ -45,7 +45,8 @@
 //!
 //! One per CPU the process may run on, not one per runtime thread: the kernel picks the
 //! CPU a woken thread runs on among the idle ones, and a CPU that runs only a
-//! `SCHED_IDLE` thread counts as idle there, so a wake-up may land on any allowed CPU;
+//! `SCHED_IDLE` thread counts as idle there (Linux 5.4 and later: `select_idle_sibling`
+//! and its helpers take `sched_idle_cpu` as idle), so a wake-up may land on any allowed CPU;
 //! warming only some of them would leave the others halted for the wakes that land on
 //! them. On a large host that is many threads, but a sleeping spinner costs only its
 //! thread (a kernel task and the few stack pages it touched; it is started with a
