@@ -29,6 +29,7 @@ mod auth;
 mod batch;
 mod client;
 mod codec;
+mod coalesce;
 pub mod conv;
 mod error;
 mod handle;
