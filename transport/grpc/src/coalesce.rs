@@ -308,7 +308,11 @@ mod tests {
         poll_write(&mut c, b"small");
         let big = vec![7u8; COALESCE_BYTES + 1];
         assert_eq!(poll_write(&mut c, &big), big.len());
-        assert_eq!(c.io.writes.len(), 2, "the buffer first, then the large write");
+        assert_eq!(
+            c.io.writes.len(),
+            2,
+            "the buffer first, then the large write"
+        );
         assert_eq!(c.io.writes[0], b"small".to_vec());
         assert_eq!(c.io.writes[1], big);
         // Nothing left buffered: the flush does not yield.

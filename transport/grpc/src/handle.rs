@@ -41,7 +41,11 @@ pub(crate) struct HandlePrefix<'a>(&'a str);
 
 impl std::fmt::Display for HandlePrefix<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let end = self.0.char_indices().nth(8).map_or(self.0.len(), |(i, _)| i);
+        let end = self
+            .0
+            .char_indices()
+            .nth(8)
+            .map_or(self.0.len(), |(i, _)| i);
         f.write_str(&self.0[..end])?;
         f.write_str("…")
     }
@@ -65,7 +69,10 @@ mod tests {
         assert_eq!(p.chars().count(), 9);
         assert!(h.contains(p.trim_end_matches('…')));
         assert_eq!(handle_prefix("é").to_string(), "é…");
-        assert_eq!(handle_prefix("x/remote/0123456789ab").to_string(), "01234567…");
+        assert_eq!(
+            handle_prefix("x/remote/0123456789ab").to_string(),
+            "01234567…"
+        );
         assert_eq!(format!("{:?}", handle_prefix("ab")), "\"ab…\"");
     }
 

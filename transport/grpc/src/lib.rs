@@ -28,8 +28,8 @@
 mod auth;
 mod batch;
 mod client;
-mod codec;
 mod coalesce;
+mod codec;
 pub mod conv;
 mod error;
 mod handle;
