@@ -29,24 +29,27 @@ pub(crate) fn session_handle(task: &TaskName) -> Result<String, Status> {
 
 /// What logs show of `handle`: its first 8 random hex digits (32 of the 128 bits), never
 /// the whole capability. Works on any string a client sends. Formatted only when shown
-/// (a step's disabled debug events cost no allocation).
+/// (a step's disabled debug events cost no allocation and no search).
 pub(crate) fn handle_prefix(handle: &str) -> HandlePrefix<'_> {
-    HandlePrefix(handle.rsplit_once("/remote/").map_or(handle, |(_, r)| r))
+    HandlePrefix(handle)
 }
 
 /// A handle as logs show it ([`handle_prefix`]): `Display` writes its first 8 characters
 /// and `…`; `Debug` writes the same, quoted.
 #[derive(Clone, Copy)]
-pub(crate) struct HandlePrefix<'a>(&'a str);
+pub(crate) struct HandlePrefix<'a>(
+    /// The whole handle: the prefix is found when formatted.
+    &'a str,
+);
 
 impl std::fmt::Display for HandlePrefix<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let end = self
-            .0
+        let random = self.0.rsplit_once("/remote/").map_or(self.0, |(_, r)| r);
+        let end = random
             .char_indices()
             .nth(8)
-            .map_or(self.0.len(), |(i, _)| i);
-        f.write_str(&self.0[..end])?;
+            .map_or(random.len(), |(i, _)| i);
+        f.write_str(&random[..end])?;
         f.write_str("…")
     }
 }
