@@ -1,13 +1,14 @@
 //! [`CoalescingConnector`]: the TCP connections of Magpie's Rust client
-//! ([`connect`](crate::connect)), whose writes of one scheduler turn leave in one system
-//! call.
+//! ([`connect`](crate::connect)) and of the tasks' transport
+//! ([`GrpcTransport`](crate::GrpcTransport)), whose writes of one scheduler turn leave in
+//! one system call.
 //!
 //! # Why
 //!
 //! hyper writes a request's HEADERS frame as soon as h2 opens the stream, and its body's
 //! DATA frames only once h2 has given the stream send capacity, which h2 does while it
 //! writes the HEADERS frame: hyper's body pipe is woken then, after the connection's flush.
-//! So every unary call (a `RunStep`) left in two writes to the socket, each a full trip
+//! So every unary call (a `RunStep`, a `RunPartition`) left in two writes to the socket, each a full trip
 //! through the kernel's TCP stack (on loopback the receiver's side too, in the sender's
 //! system call), where one would do.
 //!
