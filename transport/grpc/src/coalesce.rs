@@ -43,7 +43,8 @@ use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
 
 /// The most bytes [`Coalescing`] buffers: a step's request and small tensors fit; a
-/// larger write goes straight to the socket.
+/// larger write goes straight to the socket. A connection's buffer keeps up to this much
+/// memory between writes.
 pub(crate) const COALESCE_BYTES: usize = 64 << 10;
 
 /// A connection whose writes are buffered until a flush, and whose first flush of each
