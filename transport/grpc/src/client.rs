@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::auth::Credentials;
+use crate::coalesce::CoalescingConnector;
 
 use crate::conv::{cluster_timeline_from_wire, graph_to_wire, tensor_from_wire, tensor_to_wire};
 use crate::error::GrpcError;
@@ -42,7 +43,28 @@ struct StepRequest {
     deadline: Duration,
     /// The placement of the signature, when an earlier step brought it.
     known: Option<Placement>,
-    signature: Signature,
+    /// The signature, kept (only when its placement is not `known`) to record the
+    /// placement this step's answer brings.
+    signature: Option<Signature>,
+}
+
+/// A step's feeds, fetches and targets by name, owned: what [`RemoteSession`]'s
+/// requests are built from without copying the names again.
+struct Named<'t> {
+    feeds: Vec<(String, &'t Tensor)>,
+    fetches: Vec<String>,
+    targets: Vec<String>,
+}
+
+impl<'t> Named<'t> {
+    /// Owned copies of borrowed names.
+    fn of(feeds: &'t [(&str, Tensor)], fetches: &[&str], targets: &[&str]) -> Named<'t> {
+        Named {
+            feeds: feeds.iter().map(|(n, t)| (n.to_string(), t)).collect(),
+            fetches: fetches.iter().map(|s| s.to_string()).collect(),
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
 }
 
 /// Where each node of a step ran: `(node, device)`.
@@ -215,9 +237,11 @@ pub fn connect_session(
 
 /// A master client over a lazily connected channel on `runtime`.
 fn master_client(runtime: &Runtime, ep: &Endpoint, options: &GrpcOptions) -> Client {
+    // The connector whose writes of one scheduler turn leave in one system call: a
+    // step's request in one write instead of two (`coalesce.rs`).
     let channel = {
         let _guard = runtime.enter();
-        ep.connect_lazy()
+        ep.connect_with_connector_lazy(CoalescingConnector::new(true))
     };
     let max = options.max_message_bytes;
     let credentials = Credentials::new(options.auth_token.clone());
@@ -333,6 +357,12 @@ impl RemoteSession {
     /// context); async callers use [`extend_async`](Self::extend_async).
     pub fn extend(&self) -> Result<(), GrpcError> {
         self.check_open()?;
+        // The common case (nothing new, no extension under way) takes no blocking lock.
+        if let Ok(sent) = self.sent.try_lock() {
+            if self.graph.len() <= *sent {
+                return Ok(());
+            }
+        }
         let mut sent = self.sent.blocking_lock();
         let Some((req, n)) = self.extension(*sent)? else {
             return Ok(());
@@ -491,9 +521,8 @@ impl RemoteSession {
     ) -> Result<Vec<Tensor>, GrpcError> {
         self.check_open()?;
         self.extend()?;
-        let (feeds, fetches, targets) = self.names(feeds, fetches, targets)?;
-        let (feeds, fetches, targets) = (named(&feeds), strs(&fetches), strs(&targets));
-        Ok(self.run_named(&feeds, &fetches, &targets, None)?.tensors)
+        let named = self.names(feeds, fetches, targets)?;
+        Ok(self.run_blocking(&RunOptions::default(), named)?.tensors)
     }
 
     /// [`RemoteSession::run`] without blocking: any executor may poll the future, which
@@ -512,25 +541,23 @@ impl RemoteSession {
     ) -> Result<Vec<Tensor>, GrpcError> {
         self.check_open()?;
         self.extend_async().await?;
-        let (feeds, fetches, targets) = self.names(feeds, fetches, targets)?;
-        let (feeds, fetches, targets) = (named(&feeds), strs(&fetches), strs(&targets));
+        let named = self.names(feeds, fetches, targets)?;
         Ok(self
-            .run_named_async(&feeds, &fetches, &targets, None)
+            .run_async_named(&RunOptions::default(), named)
             .await?
             .tensors)
     }
 
     /// The names of a step's feeds, fetches and targets.
-    #[allow(clippy::type_complexity)]
-    fn names(
+    fn names<'t>(
         &self,
-        feeds: &[(Output, Tensor)],
+        feeds: &'t [(Output, Tensor)],
         fetches: &[Output],
         targets: &[NodeId],
-    ) -> Result<(Vec<(String, Tensor)>, Vec<String>, Vec<String>), GrpcError> {
+    ) -> Result<Named<'t>, GrpcError> {
         let feeds = feeds
             .iter()
-            .map(|(o, t)| Ok((self.output_name(*o, "feed")?, t.clone())))
+            .map(|(o, t)| Ok((self.output_name(*o, "feed")?, t)))
             .collect::<Result<Vec<_>, GrpcError>>()?;
         let fetches = fetches
             .iter()
@@ -540,7 +567,11 @@ impl RemoteSession {
             .iter()
             .map(|n| self.name(*n, "target"))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((feeds, fetches, targets))
+        Ok(Named {
+            feeds,
+            fetches,
+            targets,
+        })
     }
 
     /// Runs one step with feeds, fetches (`"node:0"`) and targets (`"node"`) by name,
@@ -572,7 +603,16 @@ impl RemoteSession {
         targets: &[&str],
     ) -> Result<RemoteRunOutput, GrpcError> {
         self.check_open()?;
-        let step = self.step_request(options, feeds, fetches, targets)?;
+        self.run_blocking(options, Named::of(feeds, fetches, targets))
+    }
+
+    /// Runs one step of `named` under `options`, blocking.
+    fn run_blocking(
+        &self,
+        options: &RunOptions,
+        named: Named<'_>,
+    ) -> Result<RemoteRunOutput, GrpcError> {
+        let step = self.step_request(options, named)?;
         let mut c = self.client.clone();
         let max = self.options.max_message_bytes;
         let req = step.request;
@@ -600,7 +640,17 @@ impl RemoteSession {
             timeout,
             ..RunOptions::default()
         };
-        let step = self.step_request(&options, feeds, fetches, targets)?;
+        self.run_async_named(&options, Named::of(feeds, fetches, targets))
+            .await
+    }
+
+    /// Runs one step of `named` under `options` (its timeout) without blocking.
+    async fn run_async_named(
+        &self,
+        options: &RunOptions,
+        named: Named<'_>,
+    ) -> Result<RemoteRunOutput, GrpcError> {
+        let step = self.step_request(options, named)?;
         let req = step.request;
         let r = self
             .call_async(
@@ -608,7 +658,7 @@ impl RemoteSession {
                 move |mut c| async move { c.run_step(req).await },
             )
             .await?;
-        self.step_output(r, step.known, step.signature, false)
+        self.step_output(r, step.known, step.signature, options.trace)
     }
 
     /// A step's request, the client's backstop deadline for its answer, and what the
@@ -616,31 +666,36 @@ impl RemoteSession {
     fn step_request(
         &self,
         options: &RunOptions,
-        feeds: &[(&str, Tensor)],
-        fetches: &[&str],
-        targets: &[&str],
+        named: Named<'_>,
     ) -> Result<StepRequest, GrpcError> {
         let timeout = options.timeout;
-        let feeds = feeds
-            .iter()
-            .map(|(n, t)| {
+        let feeds = named
+            .feeds
+            .into_iter()
+            .map(|(name, t)| {
                 Ok(proto::NamedTensor {
-                    name: n.to_string(),
+                    name,
                     tensor: Some(tensor_to_wire(t)?),
                 })
             })
             .collect::<Result<Vec<_>, GrpcError>>()?;
         let signature: Signature = (
             feeds.iter().map(|f| f.name.clone()).collect(),
-            fetches.iter().map(|s| s.to_string()).collect(),
-            targets.iter().map(|s| s.to_string()).collect(),
+            named.fetches,
+            named.targets,
         );
         let known = self.placements.lock().get(&signature).cloned();
+        // A known signature is not needed after this lookup: its names move into the
+        // request. An unknown one is kept to record the placement the answer brings.
+        let (fetches, targets, signature) = match known {
+            Some(_) => (signature.1, signature.2, None),
+            None => (signature.1.clone(), signature.2.clone(), Some(signature)),
+        };
         let req = proto::RunStepRequest {
             session_handle: self.handle.clone(),
             feeds,
-            fetches: signature.1.clone(),
-            targets: signature.2.clone(),
+            fetches,
+            targets,
             timeout_ms: timeout.map_or(0, |t| {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
@@ -669,7 +724,7 @@ impl RemoteSession {
         &self,
         r: proto::RunStepResponse,
         known: Option<Placement>,
-        signature: Signature,
+        signature: Option<Signature>,
         trace: bool,
     ) -> Result<RemoteRunOutput, GrpcError> {
         Ok(RemoteRunOutput {
@@ -697,7 +752,9 @@ impl RemoteSession {
                             })
                             .collect(),
                     );
-                    self.placements.lock().insert(signature, Arc::clone(&p));
+                    if let Some(signature) = signature {
+                        self.placements.lock().insert(signature, Arc::clone(&p));
+                    }
                     p
                 }
             },
@@ -802,16 +859,6 @@ impl Drop for RemoteSession {
             tracing::warn!(error = %e, "could not close a remote session on drop");
         }
     }
-}
-
-/// Borrows each name as a `&str`.
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// Borrows each feed's name as a `&str`.
-fn named(v: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
-    v.iter().map(|(n, t)| (n.as_str(), t.clone())).collect()
 }
 
 /// A task on a runtime, aborted when its handle is dropped before it ended.

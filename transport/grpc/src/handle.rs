@@ -28,11 +28,36 @@ pub(crate) fn session_handle(task: &TaskName) -> Result<String, Status> {
 }
 
 /// What logs show of `handle`: its first 8 random hex digits (32 of the 128 bits), never
-/// the whole capability. Works on any string a client sends.
-pub(crate) fn handle_prefix(handle: &str) -> String {
-    let random = handle.rsplit_once("/remote/").map_or(handle, |(_, r)| r);
-    let short: String = random.chars().take(8).collect();
-    format!("{short}…")
+/// the whole capability. Works on any string a client sends. Formatted only when shown
+/// (a step's disabled debug events cost no allocation and no search).
+pub(crate) fn handle_prefix(handle: &str) -> HandlePrefix<'_> {
+    HandlePrefix(handle)
+}
+
+/// A handle as logs show it ([`handle_prefix`]): `Display` writes its first 8 characters
+/// and `…`; `Debug` writes the same, quoted.
+#[derive(Clone, Copy)]
+pub(crate) struct HandlePrefix<'a>(
+    /// The whole handle: the prefix is found when formatted.
+    &'a str,
+);
+
+impl std::fmt::Display for HandlePrefix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let random = self.0.rsplit_once("/remote/").map_or(self.0, |(_, r)| r);
+        let end = random
+            .char_indices()
+            .nth(8)
+            .map_or(random.len(), |(i, _)| i);
+        f.write_str(&random[..end])?;
+        f.write_str("…")
+    }
+}
+
+impl std::fmt::Debug for HandlePrefix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_string(), f)
+    }
 }
 
 #[cfg(test)]
@@ -43,10 +68,15 @@ mod tests {
     fn logged_prefixes_hide_most_of_the_handle() {
         let task = TaskName::new("worker", 0);
         let h = session_handle(&task).unwrap();
-        let p = handle_prefix(&h);
+        let p = handle_prefix(&h).to_string();
         assert_eq!(p.chars().count(), 9);
         assert!(h.contains(p.trim_end_matches('…')));
-        assert_eq!(handle_prefix("é"), "é…");
+        assert_eq!(handle_prefix("é").to_string(), "é…");
+        assert_eq!(
+            handle_prefix("x/remote/0123456789ab").to_string(),
+            "01234567…"
+        );
+        assert_eq!(format!("{:?}", handle_prefix("ab")), "\"ab…\"");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 mod auth;
 mod batch;
 mod client;
+mod coalesce;
 mod codec;
 pub mod conv;
 mod error;

@@ -571,9 +571,8 @@ impl MasterService {
     /// `RunStep` without its accounting (see the trait method).
     async fn run_step_inner(
         &self,
-        request: Request<proto::RunStepRequest>,
+        r: &proto::RunStepRequest,
     ) -> Result<Response<proto::RunStepResponse>, Status> {
-        let r = request.into_inner();
         let omit_placement = r.omit_placement;
         let held = OffRuntime::new(self.session(&r.session_handle)?);
         let session = held.get();
@@ -855,9 +854,10 @@ impl proto::master_service_server::MasterService for MasterService {
     ) -> Result<Response<proto::RunStepResponse>, Status> {
         let started = Instant::now();
         let task = self.server.task();
-        let session_handle = handle_prefix(&request.get_ref().session_handle);
+        let r = request.into_inner();
+        let session_handle = handle_prefix(&r.session_handle);
         tracing::debug!(%task, %session_handle, "step starting");
-        let result = self.run_step_inner(request).await;
+        let result = self.run_step_inner(&r).await;
         let took = started.elapsed();
         match &result {
             Ok(r) => {
