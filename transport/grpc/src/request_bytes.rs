@@ -12,7 +12,8 @@
 //! left tonic's buffer — or until the body is dropped (the call ended, failed or was
 //! reset). A message whose reservation would pass the budget fails its call with
 //! `RESOURCE_EXHAUSTED` naming the flag before tonic sees its prefix, so tonic never
-//! allocates for it.
+//! allocates for it. A message longer than the services' message-size limit reserves
+//! nothing: tonic refuses it from its prefix, allocating nothing, naming that limit.
 //!
 //! # Protocol and ordering
 //! The budget is one atomic counter ([`Metrics::incoming_bytes`]): a reservation is a
@@ -51,17 +52,30 @@ const PREFIX: usize = 5;
 #[derive(Debug)]
 pub(crate) struct Budget {
     max: u64,
+    /// Every served service's message-size limit: tonic refuses a longer message from
+    /// its prefix, before setting anything aside, so it reserves nothing here (and the
+    /// refusal names `--max-message-bytes`).
+    max_message: u64,
     metrics: Arc<Metrics>,
 }
 
 impl Budget {
-    /// A budget of `max` bytes, counted in `metrics`.
-    pub(crate) fn new(max: u64, metrics: Arc<Metrics>) -> Arc<Budget> {
-        Arc::new(Budget { max, metrics })
+    /// A budget of `max` bytes for messages of at most `max_message` bytes, counted in
+    /// `metrics`.
+    pub(crate) fn new(max: u64, max_message: u64, metrics: Arc<Metrics>) -> Arc<Budget> {
+        Arc::new(Budget {
+            max,
+            max_message,
+            metrics,
+        })
     }
 
-    /// Reserves `bytes`, or says why not (the call's status).
-    fn reserve(&self, bytes: u64) -> Result<(), Status> {
+    /// Reserves `bytes` for a message of that length (nothing for one tonic refuses),
+    /// or says why not (the call's status). Returns what was reserved.
+    fn reserve(&self, bytes: u64) -> Result<u64, Status> {
+        if bytes > self.max_message {
+            return Ok(0);
+        }
         let used = &self.metrics.incoming_bytes;
         let mut now = used.load(Ordering::Relaxed);
         loop {
@@ -84,7 +98,7 @@ impl Budget {
                 ));
             }
             match used.compare_exchange_weak(now, after, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(bytes),
                 Err(seen) => now = seen,
             }
         }
@@ -187,8 +201,7 @@ impl BudgetedBody {
                     if *have == PREFIX {
                         let len =
                             u64::from(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
-                        self.budget.reserve(len)?;
-                        self.held = len;
+                        self.held = self.budget.reserve(len)?;
                         self.framing = Framing::Message { left: len };
                         self.finish_if_read();
                     }
@@ -272,7 +285,7 @@ mod tests {
 
     #[test]
     fn messages_reserve_their_announced_length_until_read_and_released() {
-        let budget = Budget::new(100, metrics());
+        let budget = Budget::new(100, 1000, metrics());
         let used = || budget.metrics.incoming_bytes.load(Ordering::Relaxed);
         let mut a = body(&budget);
         // A prefix split across frames reserves once it is whole.
@@ -305,6 +318,12 @@ mod tests {
         a.account(&frame).unwrap();
         assert_eq!((a.held, a.done), (0, 60));
         assert_eq!(used(), 100);
+        // A message past the message-size limit reserves nothing: tonic refuses it
+        // from its prefix, naming that limit.
+        let mut c = body(&budget);
+        c.account(&prefix(1001)).unwrap();
+        assert_eq!((c.held, used()), (0, 100));
+        drop(c);
         drop(a);
         assert_eq!(used(), 40);
         drop(b);

@@ -205,7 +205,11 @@ impl GrpcServer {
         let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let max = grpc.max_message_bytes;
         // Every service's request messages share one budget.
-        let budget = Budget::new(grpc.incoming_request_bytes, Arc::clone(&metrics));
+        let budget = Budget::new(
+            grpc.incoming_request_bytes,
+            u64::try_from(max).unwrap_or(u64::MAX),
+            Arc::clone(&metrics),
+        );
         let connection_metrics = Arc::clone(&metrics);
         // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
         let worker_svc = MessageLimit::new(
@@ -254,7 +258,8 @@ impl GrpcServer {
             });
         }
         let (health, health_svc) = tonic_health::server::health_reporter();
-        let health_svc = RequestBytes::new(health_svc, budget);
+        // Every service takes messages of at most `max`: the budget counts each of them.
+        let health_svc = RequestBytes::new(health_svc.max_decoding_message_size(max), budget);
         futures::executor::block_on(async {
             health
                 .set_serving::<WorkerServiceServer<WorkerService>>()
