@@ -6,11 +6,15 @@
 //! a served service and its requests' bodies in a [`BudgetedBody`], which reads the gRPC
 //! framing of the bytes it passes on: before it passes on a frame in which a message's
 //! prefix completes, it reserves that message's announced length against the budget
-//! shared by every connection and call of the server; the reservation lasts until the
-//! message has been handed over whole and tonic polls the body again — tonic decodes
-//! every complete message it holds before it polls its body, so by then the message has
-//! left tonic's buffer — or until the body is dropped (the call ended, failed or was
-//! reset). A message whose reservation would pass the budget fails its call with
+//! shared by every connection and call of the server. A message not yet whole keeps its
+//! reservation until it is, or until the body is dropped (the call ended, failed or was
+//! reset). A message received whole keeps it — as the measure of what its decoded form
+//! holds — until the handler has answered (a unary call: its request is held for the
+//! whole call) or the call's next message is whole (a stream: tonic decodes messages in
+//! order and polls the body only when it holds no whole message, so by then the message
+//! before has been decoded and handed to the handler, whose own limits count what it keeps
+//! of it: a tensor stream's chunks are copied into a tensor the rendezvous counts). A
+//! message whose reservation would pass the budget fails its call with
 //! `RESOURCE_EXHAUSTED` naming the flag before tonic sees its prefix, so tonic never
 //! allocates for it. A message longer than the services' message-size limit reserves
 //! nothing: tonic refuses it from its prefix, allocating nothing, naming that limit.
@@ -23,15 +27,15 @@
 //! atomic sees the latest value in its modification order.
 //!
 //! # What it bounds
-//! The bytes of request messages buffered for decoding (received, not yet decoded), on
-//! all connections together, by the budget. Bytes the HTTP/2 layer holds before they
+//! The bytes of request messages buffered for decoding, and of unary requests decoded and
+//! held by their handlers, on all connections together, by the budget. Bytes the HTTP/2 layer holds before they
 //! reach a body are bounded per connection by its flow-control window (see `SECURITY.md`
 //! for the arithmetic); a decoded message belongs to its handler (a streamed tensor's
 //! chunks are counted by the rendezvous' limits).
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -39,7 +43,7 @@ use bytes::{Buf, Bytes};
 use magpie_core::limits::{Limit, LimitExceeded};
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
-use tonic::codegen::Service;
+use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
@@ -136,19 +140,56 @@ impl<S: NamedService> NamedService for RequestBytes<S> {
 impl<S, B> Service<Request<Body>> for RequestBytes<S>
 where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = S::Future;
+    type Future = BoxFuture<Response<B>, Infallible>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let budget = Arc::clone(&self.budget);
-        self.inner
-            .call(request.map(|body| Body::new(BudgetedBody::new(body, budget))))
+        let call = Arc::new(Call {
+            budget: Arc::clone(&self.budget),
+            last: AtomicU64::new(0),
+        });
+        let body_call = Arc::clone(&call);
+        let response = self
+            .inner
+            .call(request.map(|body| Body::new(BudgetedBody::new(body, body_call))));
+        Box::pin(async move {
+            let response = response.await;
+            // The handler has answered: it no longer holds the last message.
+            drop(call);
+            response
+        })
+    }
+}
+
+/// One call's hold on the budget for the last message it received whole: shared by its
+/// body and its response future, released when both are gone (the handler has answered
+/// and the body is dropped) or when the call's next message completes.
+#[derive(Debug)]
+struct Call {
+    budget: Arc<Budget>,
+    last: AtomicU64,
+}
+
+impl Call {
+    /// `bytes`, reserved for a message just received whole, become the call's last
+    /// message; the one before is released (its handler has taken it in: tonic decodes
+    /// messages in order, and a streaming handler reads them one by one).
+    fn received(&self, bytes: u64) {
+        self.budget
+            .release(self.last.swap(bytes, Ordering::Relaxed));
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.budget.release(*self.last.get_mut());
     }
 }
 
@@ -165,26 +206,23 @@ enum Framing {
 #[derive(Debug)]
 pub(crate) struct BudgetedBody {
     inner: Body,
-    budget: Arc<Budget>,
+    call: Arc<Call>,
     framing: Framing,
-    /// Reserved for the message being read, if any.
+    /// Reserved for the message being read, if any: released on drop, or handed to the
+    /// call when the message is whole.
     held: u64,
-    /// Reserved for messages passed on whole: released at the next poll (tonic has
-    /// decoded them by then) or on drop.
-    done: u64,
 }
 
 impl BudgetedBody {
-    fn new(inner: Body, budget: Arc<Budget>) -> Self {
+    fn new(inner: Body, call: Arc<Call>) -> Self {
         BudgetedBody {
             inner,
-            budget,
+            call,
             framing: Framing::Prefix {
                 bytes: [0; PREFIX],
                 have: 0,
             },
             held: 0,
-            done: 0,
         }
     }
 
@@ -201,7 +239,7 @@ impl BudgetedBody {
                     if *have == PREFIX {
                         let len =
                             u64::from(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
-                        self.held = self.budget.reserve(len)?;
+                        self.held = self.call.budget.reserve(len)?;
                         self.framing = Framing::Message { left: len };
                         self.finish_if_read();
                     }
@@ -218,10 +256,10 @@ impl BudgetedBody {
         Ok(())
     }
 
-    /// A message read whole moves from `held` to `done`, and the next prefix begins.
+    /// A message read whole becomes the call's last message, and the next prefix begins.
     fn finish_if_read(&mut self) {
         if let Framing::Message { left: 0 } = self.framing {
-            self.done += std::mem::take(&mut self.held);
+            self.call.received(std::mem::take(&mut self.held));
             self.framing = Framing::Prefix {
                 bytes: [0; PREFIX],
                 have: 0,
@@ -232,7 +270,8 @@ impl BudgetedBody {
 
 impl Drop for BudgetedBody {
     fn drop(&mut self) {
-        self.budget.release(self.held + self.done);
+        // The call's last message stays reserved until its handler has answered.
+        self.call.budget.release(self.held);
     }
 }
 
@@ -245,8 +284,6 @@ impl http_body::Body for BudgetedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        // Polled again: tonic has decoded every message it was given whole.
-        this.budget.release(std::mem::take(&mut this.done));
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
@@ -275,8 +312,15 @@ mod tests {
         p
     }
 
-    fn body(budget: &Arc<Budget>) -> BudgetedBody {
-        BudgetedBody::new(Body::empty(), Arc::clone(budget))
+    fn call(budget: &Arc<Budget>) -> Arc<Call> {
+        Arc::new(Call {
+            budget: Arc::clone(budget),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    fn body(call: &Arc<Call>) -> BudgetedBody {
+        BudgetedBody::new(Body::empty(), Arc::clone(call))
     }
 
     fn metrics() -> Arc<Metrics> {
@@ -284,19 +328,20 @@ mod tests {
     }
 
     #[test]
-    fn messages_reserve_their_announced_length_until_read_and_released() {
+    fn messages_reserve_their_announced_length_until_read_and_answered() {
         let budget = Budget::new(100, 1000, metrics());
         let used = || budget.metrics.incoming_bytes.load(Ordering::Relaxed);
-        let mut a = body(&budget);
+        let (call_a, call_b) = (call(&budget), call(&budget));
+        let mut a = body(&call_a);
         // A prefix split across frames reserves once it is whole.
         a.account(&prefix(60)[..3]).unwrap();
         assert_eq!(used(), 0);
         a.account(&prefix(60)[3..]).unwrap();
         assert_eq!(used(), 60);
         a.account(&[7; 59]).unwrap();
-        assert_eq!((a.held, a.done), (60, 0));
+        assert_eq!(a.held, 60);
         // A second call cannot take more than the 40 bytes left.
-        let mut b = body(&budget);
+        let mut b = body(&call_b);
         let refused = b.account(&prefix(41)).unwrap_err();
         assert_eq!(refused.code(), Code::ResourceExhausted);
         assert!(
@@ -307,26 +352,32 @@ mod tests {
         assert_eq!(budget.metrics.incoming_refused.load(Ordering::Relaxed), 1);
         drop(b);
         assert_eq!(used(), 60);
-        let mut b = body(&budget);
+        let mut b = body(&call_b);
         b.account(&prefix(40)).unwrap();
         assert_eq!(used(), 100);
         // The last byte of a's message, then a whole empty message and the next prefix
-        // in one frame.
+        // in one frame: the empty message releases the 60 (decoded by then), and
+        // becomes the last message itself.
         let mut frame = vec![7];
         frame.extend(prefix(0));
         frame.extend(prefix(0));
         a.account(&frame).unwrap();
-        assert_eq!((a.held, a.done), (0, 60));
-        assert_eq!(used(), 100);
+        assert_eq!((a.held, call_a.last.load(Ordering::Relaxed)), (0, 0));
+        assert_eq!(used(), 40);
         // A message past the message-size limit reserves nothing: tonic refuses it
         // from its prefix, naming that limit.
-        let mut c = body(&budget);
+        let mut c = body(&call(&budget));
         c.account(&prefix(1001)).unwrap();
-        assert_eq!((c.held, used()), (0, 100));
+        assert_eq!((c.held, used()), (0, 40));
         drop(c);
-        drop(a);
-        assert_eq!(used(), 40);
+        // A unary request: b's message, read whole, stays reserved after its body is
+        // dropped, until the call (its handler) is done too.
+        b.account(&[1; 40]).unwrap();
         drop(b);
+        assert_eq!(used(), 40);
+        drop(call_b);
+        assert_eq!(used(), 0);
+        drop((a, call_a));
         assert_eq!(used(), 0);
     }
 }

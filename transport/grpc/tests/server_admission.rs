@@ -221,6 +221,8 @@ fn request_messages_being_received_share_incoming_request_bytes() {
     // Now the big one is decoded and answered: tonic-health does not know the service.
     let answered = rt.block_on(check(&ch, big())).unwrap_err();
     assert_eq!(answered.code(), Code::NotFound, "{answered:?}");
+    // Answered: its request holds nothing any more.
+    assert_eq!(metric(&s, "magpie_incoming_request_bytes"), 0);
     assert_eq!(metric(&s, "magpie_incoming_requests_refused_total"), 1);
     s.stop(Duration::from_secs(1));
 }
