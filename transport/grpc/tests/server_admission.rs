@@ -3,7 +3,7 @@
 //! served, and a closed one makes room), and request messages up to
 //! `--incoming-request-bytes` together (a message announced past what is left fails its
 //! call with `RESOURCE_EXHAUSTED` naming the flag; the room comes back when the call
-//! holding it goes).
+//! holding it goes; a unary request stays counted while its handler runs).
 
 mod common;
 mod pki;
@@ -15,8 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{free_port, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
+use magpie_core::graph::Graph;
+use magpie_core::tensor::Tensor;
 use magpie_core::testkit::host_task_options;
-use magpie_grpc::{GrpcOptions, GrpcServer, TlsOptions};
+use magpie_grpc::conv::{graph_to_wire, tensor_to_wire};
+use magpie_grpc::proto::master_service_client::MasterServiceClient;
+use magpie_grpc::{proto, GrpcOptions, GrpcServer, TlsOptions};
 use magpie_scheduler::test_support::eventually_ok;
 use pki::Ca;
 use tonic::codegen::{http, Service};
@@ -224,5 +228,80 @@ fn request_messages_being_received_share_incoming_request_bytes() {
     // Answered: its request holds nothing any more.
     assert_eq!(metric(&s, "magpie_incoming_request_bytes"), 0);
     assert_eq!(metric(&s, "magpie_incoming_requests_refused_total"), 1);
+    s.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn a_unary_request_stays_counted_while_its_handler_runs() {
+    let s = server(GrpcOptions {
+        incoming_request_bytes: 1 << 20,
+        max_message_bytes: 1 << 20,
+        ..GrpcOptions::default()
+    });
+    let g = Graph::new();
+    let on = g.with_device("/job:s/task:0").unwrap();
+    let x = on.with_name("x").op("TestFour").build_output().unwrap();
+    on.with_name("y")
+        .op("TestPass")
+        .inputs([x])
+        .build_output()
+        .unwrap();
+    on.with_name("hang").op("TestHang").build_output().unwrap();
+    let def = graph_to_wire(&g.to_graph_def()).unwrap();
+    // A step fed 800,000 bytes that never ends: its request is held by the handler.
+    let client = runtime();
+    client.block_on(async {
+        let mut c = MasterServiceClient::connect(format!("http://{}", s.local_addr()))
+            .await
+            .unwrap();
+        let handle = c
+            .create_session(proto::CreateSessionRequest {
+                graph: Some(def),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session_handle;
+        let feed = Tensor::from_slice(&vec![1.0f32; 200_000]);
+        let request = proto::RunStepRequest {
+            session_handle: handle,
+            feeds: vec![proto::NamedTensor {
+                name: "x:0".into(),
+                tensor: Some(tensor_to_wire(&feed).unwrap()),
+            }],
+            fetches: vec!["y:0".into(), "hang:0".into()],
+            timeout_ms: 600_000,
+            ..Default::default()
+        };
+        tokio::spawn(async move { c.run_step(request).await });
+    });
+    eventually_ok(Duration::from_secs(30), || {
+        match s.core().master().running_steps() {
+            1 => Ok(()),
+            n => Err(format!("{n} steps running, not 1")),
+        }
+    });
+    // Decoded and running, the request still holds its (more than 800,000) bytes.
+    let held = metric(&s, "magpie_incoming_request_bytes");
+    assert!((800_000..900_000).contains(&held), "{held} bytes reserved");
+    let rt = runtime();
+    let ch = rt.block_on(connect(&s, None)).unwrap();
+    let refused = rt.block_on(check(&ch, "x".repeat(300_000))).unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--incoming-request-bytes"),
+        "{refused:?}"
+    );
+    // The client goes away: the step is cancelled, the call ends, its bytes come back.
+    client.shutdown_background();
+    eventually_ok(Duration::from_secs(30), || {
+        match metric(&s, "magpie_incoming_request_bytes") {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes still reserved")),
+        }
+    });
+    let answered = rt.block_on(check(&ch, "x".repeat(300_000))).unwrap_err();
+    assert_eq!(answered.code(), Code::NotFound, "{answered:?}");
     s.stop(Duration::from_secs(1));
 }
