@@ -172,8 +172,9 @@ pub(crate) struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub(crate) max_connections: usize,
     /// Bytes of request messages this task receives at once, all connections and calls
-    /// together (each message counts the length it announces until it is decoded); a
-    /// message past it fails its call. At least --max-message-bytes.
+    /// together (each message counts the length it announces until its call is answered,
+    /// or a stream's next message has come); a message past it fails its call. At least
+    /// --max-message-bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub(crate) incoming_request_bytes: u64,
     /// Seconds after which a remote session no request used is closed (0: never).

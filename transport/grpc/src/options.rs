@@ -80,8 +80,9 @@ pub struct GrpcOptions {
     pub max_connections: usize,
     /// Bytes of request messages a server receives at once, all its connections and
     /// calls together (default 1 GiB; flag `--incoming-request-bytes`): a message
-    /// reserves the length its prefix announces before the server buffers it, and
-    /// releases it once decoded. A message that would pass it fails its call with
+    /// reserves the length its prefix announces before the server buffers it, and keeps
+    /// it until its handler has answered (a message of a stream: until the stream's next
+    /// message has come whole). A message that would pass it fails its call with
     /// `RESOURCE_EXHAUSTED` naming the flag. At least `max_message_bytes`, or messages
     /// of that size are always refused. See `SECURITY.md` for the memory bound it gives.
     pub incoming_request_bytes: u64,
