@@ -76,6 +76,40 @@ where
     })
 }
 
+/// Logs a warning when `max` connections would not fit the process's soft limit of open
+/// file descriptors (`ulimit -n`), or when `budget` bytes of requests received at once
+/// could never hold a message of `max_message` bytes: the server still starts, but past
+/// the descriptor limit accepts fail instead of being refused cleanly, and such messages
+/// are always refused.
+pub(crate) fn warn_if_unusable(max: usize, budget: u64, max_message: usize, task: &str) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, properly aligned
+    // local, and reads nothing else.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if read && limit.rlim_cur != libc::RLIM_INFINITY && (max as u64) >= limit.rlim_cur {
+        tracing::warn!(
+            %task,
+            max_connections = max,
+            open_files_limit = limit.rlim_cur,
+            "--max-connections is not below the open-file limit (ulimit -n): connections \
+             past that limit fail at accept instead of being refused; raise the limit or \
+             lower --max-connections"
+        );
+    }
+    if budget < max_message as u64 {
+        tracing::warn!(
+            %task,
+            incoming_request_bytes = budget,
+            max_message_bytes = max_message,
+            "--incoming-request-bytes is below --max-message-bytes: messages larger than \
+             it are always refused"
+        );
+    }
+}
+
 /// Closes `io`, accepted past the bound of `max` connections: counts it, and logs the
 /// first refusal and every one whose count is a power of two (a flood of them does not
 /// flood the log).

@@ -77,6 +77,8 @@ pub struct GrpcOptions {
     /// (default 1024; flag `--max-connections`). A connection past it is closed as it is
     /// accepted, before a byte of it is read, logged and counted in
     /// `magpie_connections_refused_total`; the client sees `UNAVAILABLE` and may retry.
+    /// Keep it below the process's open-file limit (the server warns otherwise); 0
+    /// refuses every connection.
     pub max_connections: usize,
     /// Bytes of request messages a server receives at once, all its connections and
     /// calls together (default 1 GiB; flag `--incoming-request-bytes`): a message

@@ -53,7 +53,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
-use crate::connections::limit_connections;
+use crate::connections::{limit_connections, warn_if_unusable};
 use crate::error::GrpcError;
 use crate::message_limit::MessageLimit;
 use crate::metrics::TensorTraffic;
@@ -211,6 +211,12 @@ impl GrpcServer {
             Arc::clone(&metrics),
         );
         let connection_metrics = Arc::clone(&metrics);
+        warn_if_unusable(
+            grpc.max_connections,
+            grpc.incoming_request_bytes,
+            max,
+            &task.to_string(),
+        );
         // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
         let worker_svc = MessageLimit::new(
             InterceptedService::new(
