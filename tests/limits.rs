@@ -10,7 +10,9 @@
 //!   `RESOURCE_EXHAUSTED` naming the flag; tensors for a session with no partition on the task, or for another session's
 //!   step, are refused; `--session-idle-timeout` closes an idle session;
 //!   `--max-streams-per-connection` is the HTTP/2 setting the server advertises, and
-//!   calls past it on one connection wait, then run.
+//!   calls past it on one connection wait, then run; a connection past
+//!   `--max-connections` is closed unserved, and `--incoming-request-bytes` below
+//!   `--max-message-bytes` is refused at start.
 //!
 //! Servers bind free 127.0.0.1 ports and are stopped at the end; a frozen one is continued
 //! and killed when its `ServerProcess` drops, even when a test fails. Cluster files and
@@ -836,4 +838,65 @@ fn a_tensor_past_gpu_memory_limit_is_resource_exhausted_naming_the_flag() {
     }
     drop(session);
     server.stop();
+}
+
+#[test]
+fn connections_past_max_connections_are_closed_at_accept_and_the_flags_are_checked() {
+    let (spec, server) = one_server("connections", &["--max-connections", "1"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let list = |mut c: WorkerServiceClient<Channel>| async move {
+            c.list_devices(proto::ListDevicesRequest { task: TASK0.into() })
+                .await
+                .map(|r| r.into_inner().devices.len())
+        };
+        let held = raw_client(&spec, 0).await;
+        assert!(list(held.clone()).await.unwrap() >= 1);
+        // The second connection is closed as it is accepted: its call is not served
+        // (UNAVAILABLE, UNKNOWN or CANCELLED, by when tonic sees the close).
+        let second =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", address(&spec, 0)))
+                .unwrap()
+                .connect()
+                .await;
+        if let Ok(channel) = second {
+            let refused = list(WorkerServiceClient::new(channel)).await.unwrap_err();
+            assert!(
+                matches!(
+                    refused.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ),
+                "{refused:?}"
+            );
+        }
+        // The held one is still served.
+        assert!(list(held).await.unwrap() >= 1);
+    });
+    server.stop();
+
+    // A budget of request bytes below the message limit would refuse such messages.
+    let spec = workers(1);
+    let dir = Scratch::new("incoming-bytes");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_magpie"))
+        .arg("server")
+        .args(server_args(
+            &dir,
+            &spec,
+            "incoming-bytes",
+            0,
+            &[
+                "--incoming-request-bytes",
+                "1000",
+                "--max-message-bytes",
+                "2000",
+            ],
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--incoming-request-bytes") && stderr.contains("--max-message-bytes"),
+        "{stderr}"
+    );
 }

@@ -47,6 +47,9 @@ pub enum Limit {
     /// Bytes of tensors the partial runs of one master keep between their calls, all
     /// sessions together.
     PartialRunBytes,
+    /// Bytes of the request messages a server is receiving at once, all connections and
+    /// calls together (announced by each message's length prefix, held until decoded).
+    IncomingRequestBytes,
 }
 
 impl Limit {
@@ -67,6 +70,7 @@ impl Limit {
             Limit::GpuMemory => "bytes the live tensors of a GPU device hold",
             Limit::StepMemory => "bytes one step's tensors hold on a task",
             Limit::PartialRunBytes => "bytes partial runs keep between calls",
+            Limit::IncomingRequestBytes => "bytes of request messages received at once",
         }
     }
 
@@ -87,6 +91,7 @@ impl Limit {
             Limit::GpuMemory => "--gpu-memory-limit",
             Limit::StepMemory => "--step-memory-limit",
             Limit::PartialRunBytes => "--partial-run-bytes",
+            Limit::IncomingRequestBytes => "--incoming-request-bytes",
         }
     }
 }

@@ -166,6 +166,17 @@ pub(crate) struct LimitArgs {
     /// wait for one to end (none fails).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub(crate) max_streams_per_connection: u32,
+    /// Connections this task's server holds open at once (TLS handshakes included); one
+    /// past it is closed as it is accepted, logged and counted in
+    /// magpie_connections_refused_total.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) max_connections: usize,
+    /// Bytes of request messages this task receives at once, all connections and calls
+    /// together (each message counts the length it announces until its call is answered,
+    /// or a stream's next message has come); a message past it fails its call. At least
+    /// --max-message-bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub(crate) incoming_request_bytes: u64,
     /// Seconds after which a remote session no request used is closed (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub(crate) session_idle_timeout: u64,

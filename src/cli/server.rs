@@ -248,6 +248,7 @@ impl super::LimitArgs {
             (self.keepalive_timeout_ms, "--keepalive-timeout-ms"),
             (self.step_memory_limit.unwrap_or(1), "--step-memory-limit"),
             (self.partial_run_bytes, "--partial-run-bytes"),
+            (self.max_connections as u64, "--max-connections"),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
@@ -266,6 +267,16 @@ impl super::LimitArgs {
         grpc.keepalive_interval = Duration::from_millis(self.keepalive_interval_ms);
         grpc.keepalive_timeout = Duration::from_millis(self.keepalive_timeout_ms);
         grpc.max_partial_run_bytes = self.partial_run_bytes;
+        if self.incoming_request_bytes < self.max_message_bytes as u64 {
+            bail!(
+                "--incoming-request-bytes ({}) must be at least --max-message-bytes ({}), \
+                 or messages that size are always refused",
+                self.incoming_request_bytes,
+                self.max_message_bytes
+            );
+        }
+        grpc.max_connections = self.max_connections;
+        grpc.incoming_request_bytes = self.incoming_request_bytes;
         Ok(())
     }
 }

@@ -24,6 +24,10 @@
 //! | `magpie_peer_received_bytes_total` | counter | `peer` (`unknown` when unnamed) |
 //! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams and `SendTensors` requests) |
 //! | `magpie_tensors_received_total` | counter | — (tensors those requests carried) |
+//! | `magpie_connections_open` | gauge | — (connections the server holds, TLS handshakes included; at most `--max-connections`) |
+//! | `magpie_connections_refused_total` | counter | — (connections closed at accept, past `--max-connections`) |
+//! | `magpie_incoming_request_bytes` | gauge | — (bytes request messages being received reserve; at most `--incoming-request-bytes`) |
+//! | `magpie_incoming_requests_refused_total` | counter | — (calls failed with `RESOURCE_EXHAUSTED` past `--incoming-request-bytes`) |
 //! | `magpie_scheduler_workers` | gauge | — |
 //! | `magpie_scheduler_queued_jobs` | gauge | — |
 //! | `magpie_scheduler_steals_total` | counter | `group`: `local` or `remote` |
@@ -123,6 +127,15 @@ pub(crate) struct Metrics {
     tensors: AtomicU64,
     /// Tensors refused, by the code they were refused with.
     refused: [AtomicU64; 17],
+    /// Connections held open (`connections.rs` counts them).
+    pub(crate) connections_open: AtomicU64,
+    /// Connections closed at accept, past the bound.
+    pub(crate) connections_refused: AtomicU64,
+    /// Bytes reserved by request messages being received: the budget's own counter
+    /// (`request_bytes.rs` reserves and releases through it).
+    pub(crate) incoming_bytes: AtomicU64,
+    /// Calls refused past the incoming-bytes budget.
+    pub(crate) incoming_refused: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -157,6 +170,29 @@ impl Metrics {
             tensor_requests: AtomicU64::new(0),
             tensors: AtomicU64::new(0),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            incoming_bytes: AtomicU64::new(0),
+            incoming_refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Counters of a task named `test` with no peers, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Metrics {
+        Metrics {
+            task: "test".into(),
+            steps: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_micros: AtomicU64::new(0),
+            peers: vec![Peer::new("unknown".into())].into_boxed_slice(),
+            tensor_requests: AtomicU64::new(0),
+            tensors: AtomicU64::new(0),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            incoming_bytes: AtomicU64::new(0),
+            incoming_refused: AtomicU64::new(0),
         }
     }
 
@@ -244,6 +280,29 @@ impl Metrics {
             "magpie_step_duration_seconds",
             "Latency of the steps run through this task's master service",
             self.latency_snapshot(),
+        );
+
+        registry.register(
+            "magpie_connections_open",
+            "Connections this task's server holds open, TLS handshakes in progress included",
+            gauge(self.connections_open.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "magpie_connections_refused",
+            "Connections this task's server closed as it accepted them, past --max-connections",
+            counter(self.connections_refused.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "magpie_incoming_request_bytes",
+            "Bytes the request messages this task's server is receiving reserve (their \
+             announced lengths), at most --incoming-request-bytes",
+            gauge(self.incoming_bytes.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "magpie_incoming_requests_refused",
+            "Calls this task's server failed with RESOURCE_EXHAUSTED because their message \
+             would pass --incoming-request-bytes",
+            counter(self.incoming_refused.load(Ordering::Relaxed)),
         );
 
         let worker = server.worker();

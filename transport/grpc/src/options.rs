@@ -73,6 +73,21 @@ pub struct GrpcOptions {
     /// past it waits for a stream to end (default 256; flag
     /// `--max-streams-per-connection`).
     pub max_concurrent_streams: u32,
+    /// Connections a server holds open at once, TLS handshakes in progress included
+    /// (default 1024; flag `--max-connections`). A connection past it is closed as it is
+    /// accepted, before a byte of it is read, logged and counted in
+    /// `magpie_connections_refused_total`; the client sees `UNAVAILABLE` and may retry.
+    /// Keep it below the process's open-file limit (the server warns otherwise); 0
+    /// refuses every connection.
+    pub max_connections: usize,
+    /// Bytes of request messages a server receives at once, all its connections and
+    /// calls together (default 1 GiB; flag `--incoming-request-bytes`): a message
+    /// reserves the length its prefix announces before the server buffers it, and keeps
+    /// it until its handler has answered (a message of a stream: until the stream's next
+    /// message has come whole). A message that would pass it fails its call with
+    /// `RESOURCE_EXHAUSTED` naming the flag. At least `max_message_bytes`, or messages
+    /// of that size are always refused. See `SECURITY.md` for the memory bound it gives.
+    pub incoming_request_bytes: u64,
     /// Threads of the runtime a server or a standalone transport starts (default: half
     /// the machine's cores, at least 1 and at most 4). The runtime only moves bytes and
     /// hands requests to the blocking pool and the scheduler; on a machine with few cores,
@@ -134,6 +149,8 @@ impl Default for GrpcOptions {
             max_extension_nodes: 1_000_000,
             max_partial_run_bytes: 1 << 30,
             max_concurrent_streams: 256,
+            max_connections: 1024,
+            incoming_request_bytes: 1 << 30,
             runtime_threads: default_runtime_threads(),
             session_idle_timeout: Some(Duration::from_secs(3600)),
             tls: None,

@@ -23,6 +23,13 @@
 //! on that address (`metrics.rs` lists the metrics, `metrics_http.rs` the endpoint's
 //! limits).
 //!
+//! # Limits
+//! At most [`GrpcOptions::max_connections`] connections are open at once
+//! (`connections.rs`: the one past it is closed as it is accepted, TLS or not), and the
+//! request messages being received on all of them reserve at most
+//! [`GrpcOptions::incoming_request_bytes`] together (`request_bytes.rs`); `SECURITY.md`
+//! adds up what that bounds.
+//!
 //! # Security
 //! With an identity in [`GrpcOptions::tls`] the server serves TLS only (mutual with a
 //! client CA: worker-service calls then need a certificate the CA signed); with
@@ -46,12 +53,14 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
+use crate::connections::{limit_connections, warn_if_unusable};
 use crate::error::GrpcError;
 use crate::message_limit::MessageLimit;
 use crate::metrics::TensorTraffic;
 use crate::options::{runtime, GrpcOptions};
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
+use crate::request_bytes::{Budget, RequestBytes};
 use crate::service::{MasterService, WorkerService};
 use crate::tf::proto::master_service_server::MasterServiceServer as TfMasterServiceServer;
 use crate::tf::TfMasterService;
@@ -195,6 +204,19 @@ impl GrpcServer {
         };
         let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let max = grpc.max_message_bytes;
+        // Every service's request messages share one budget.
+        let budget = Budget::new(
+            grpc.incoming_request_bytes,
+            u64::try_from(max).unwrap_or(u64::MAX),
+            Arc::clone(&metrics),
+        );
+        let connection_metrics = Arc::clone(&metrics);
+        warn_if_unusable(
+            grpc.max_connections,
+            grpc.incoming_request_bytes,
+            max,
+            &task.to_string(),
+        );
         // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
         let worker_svc = MessageLimit::new(
             InterceptedService::new(
@@ -209,6 +231,7 @@ impl GrpcServer {
             ),
             max,
         );
+        let worker_svc = RequestBytes::new(worker_svc, Arc::clone(&budget));
         let master_svc = MessageLimit::new(
             InterceptedService::new(
                 MasterServiceServer::new(master.clone())
@@ -218,11 +241,15 @@ impl GrpcServer {
             ),
             max,
         );
-        let tf_svc = InterceptedService::new(
-            TfMasterServiceServer::new(master.tensorflow())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            Guard::new("tensorflow.MasterService", grpc.auth_token.clone(), false),
+        let master_svc = RequestBytes::new(master_svc, Arc::clone(&budget));
+        let tf_svc = RequestBytes::new(
+            InterceptedService::new(
+                TfMasterServiceServer::new(master.tensorflow())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                Guard::new("tensorflow.MasterService", grpc.auth_token.clone(), false),
+            ),
+            Arc::clone(&budget),
         );
         if let Some(idle) = grpc.session_idle_timeout {
             // Ends with the runtime, when the server stops.
@@ -237,6 +264,8 @@ impl GrpcServer {
             });
         }
         let (health, health_svc) = tonic_health::server::health_reporter();
+        // Every service takes messages of at most `max`: the budget counts each of them.
+        let health_svc = RequestBytes::new(health_svc.max_decoding_message_size(max), budget);
         futures::executor::block_on(async {
             health
                 .set_serving::<WorkerServiceServer<WorkerService>>()
@@ -249,7 +278,12 @@ impl GrpcServer {
                 .await;
         });
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = limit_connections(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            grpc.max_connections,
+            connection_metrics,
+            task.to_string(),
+        );
         let router = builder
             .initial_stream_window_size(Some(WINDOW))
             .initial_connection_window_size(Some(2 * WINDOW))
