@@ -79,10 +79,12 @@ const CODE_NAMES: [&str; 17] = [
 /// peer had ready together arrive in one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TensorTraffic {
-    /// `SendTensor` streams and `SendTensors` requests received.
+    /// `SendTensor` streams, `SendTensors` requests and `TensorStream` batches received.
     pub requests: u64,
     /// Tensors they carried, whether taken or refused.
     pub tensors: u64,
+    /// Of `requests`, the batches that came on a `TensorStream`.
+    pub streamed: u64,
 }
 
 /// Bytes sent to and received from one peer task.
@@ -118,6 +120,8 @@ pub(crate) struct Metrics {
     tensor_requests: AtomicU64,
     /// Tensors they carried (taken or refused).
     tensors: AtomicU64,
+    /// Of `tensor_requests`, batches on a `TensorStream`.
+    streamed: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -151,6 +155,7 @@ impl Metrics {
             peers: peers.into_boxed_slice(),
             tensor_requests: AtomicU64::new(0),
             tensors: AtomicU64::new(0),
+            streamed: AtomicU64::new(0),
         }
     }
 
@@ -195,11 +200,18 @@ impl Metrics {
         self.tensors.fetch_add(tensors, Ordering::Relaxed);
     }
 
+    /// Counts one batch of `tensors` tensors that came on a `TensorStream`.
+    pub(crate) fn streamed_batch(&self, tensors: u64) {
+        self.tensor_request(tensors);
+        self.streamed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests that carried tensors into this task, and the tensors they carried.
     pub(crate) fn tensor_traffic(&self) -> TensorTraffic {
         TensorTraffic {
             requests: self.tensor_requests.load(Ordering::Relaxed),
             tensors: self.tensors.load(Ordering::Relaxed),
+            streamed: self.streamed.load(Ordering::Relaxed),
         }
     }
 

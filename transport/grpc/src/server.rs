@@ -74,6 +74,8 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     tls: bool,
     master: MasterService,
+    /// Its `TensorStream`s end when the server stops.
+    worker: WorkerService,
     health: HealthReporter,
     metrics_addr: Option<SocketAddr>,
     running: Mutex<Option<Running>>,
@@ -196,13 +198,10 @@ impl GrpcServer {
         let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let max = grpc.max_message_bytes;
         // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
+        let worker = WorkerService::with_metrics(Arc::clone(&core), grpc.clone(), metrics);
         let worker_svc = MessageLimit::new(
             InterceptedService::new(
-                WorkerServiceServer::new(WorkerService::with_metrics(
-                    Arc::clone(&core),
-                    grpc.clone(),
-                    metrics,
-                ))
+                WorkerServiceServer::new(worker.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
                 Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
@@ -277,6 +276,7 @@ impl GrpcServer {
             local_addr,
             tls: serves_tls,
             master,
+            worker,
             health,
             metrics_addr,
             running: Mutex::new(Some(Running {
@@ -363,6 +363,8 @@ impl GrpcServer {
             if let Some(m) = r.metrics {
                 m.abort();
             }
+            // Peers' tensor streams end now instead of holding the graceful shutdown.
+            self.worker.end_streams();
             let _ = r.shutdown.send(());
             let handle = r.runtime.handle();
             let serve = r.serve;
