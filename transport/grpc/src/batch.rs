@@ -11,7 +11,7 @@
 //!    flag under the same lock, so a tensor filed at the same moment either joins this
 //!    flush or schedules the next one: none is left behind with no flush coming.
 //! 4. It sends the tensors in batches of at most [`batch_bytes`] of content
-//!    ([`split`]), each on the peer's tensor stream (`stream.rs`) or in a `SendTensors`
+//!    ([`split`]), each on the peer's tensor stream (`batch_stream.rs`) or in a `SendTensors`
 //!    request, and each tensor is answered with its own result, or every tensor of a
 //!    batch with the batch's error (a peer that died, a deadline) ([`answer_batch`]).
 //!

@@ -27,6 +27,7 @@
 
 mod auth;
 mod batch;
+mod batch_stream;
 mod client;
 mod codec;
 pub mod conv;
@@ -41,7 +42,6 @@ mod server;
 mod service;
 mod sessions;
 mod status;
-mod stream;
 pub mod tf;
 mod tls;
 mod transport;

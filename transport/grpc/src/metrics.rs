@@ -20,7 +20,7 @@
 //! | `magpie_rendezvous_unclaimed_bytes` | gauge | — |
 //! | `magpie_peer_sent_bytes_total` | counter | `peer` |
 //! | `magpie_peer_received_bytes_total` | counter | `peer` (`unknown` when unnamed) |
-//! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams and `SendTensors` requests) |
+//! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams, `SendTensors` requests, `SendTensorsStream` batches) |
 //! | `magpie_tensors_received_total` | counter | — (tensors those requests carried) |
 //! | `magpie_scheduler_workers` | gauge | — |
 //! | `magpie_scheduler_queued_jobs` | gauge | — |
@@ -79,11 +79,11 @@ const CODE_NAMES: [&str; 17] = [
 /// peer had ready together arrive in one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TensorTraffic {
-    /// `SendTensor` streams, `SendTensors` requests and `TensorStream` batches received.
+    /// `SendTensor` streams, `SendTensors` requests and `SendTensorsStream` batches received.
     pub requests: u64,
     /// Tensors they carried, whether taken or refused.
     pub tensors: u64,
-    /// Of `requests`, the batches that came on a `TensorStream`.
+    /// Of `requests`, the batches that came on a `SendTensorsStream`.
     pub streamed: u64,
 }
 
@@ -120,7 +120,7 @@ pub(crate) struct Metrics {
     tensor_requests: AtomicU64,
     /// Tensors they carried (taken or refused).
     tensors: AtomicU64,
-    /// Of `tensor_requests`, batches on a `TensorStream`.
+    /// Of `tensor_requests`, batches on a `SendTensorsStream`.
     streamed: AtomicU64,
 }
 
@@ -200,7 +200,7 @@ impl Metrics {
         self.tensors.fetch_add(tensors, Ordering::Relaxed);
     }
 
-    /// Counts one batch of `tensors` tensors that came on a `TensorStream`.
+    /// Counts one batch of `tensors` tensors that came on a `SendTensorsStream`.
     pub(crate) fn streamed_batch(&self, tensors: u64) {
         self.tensor_request(tensors);
         self.streamed.fetch_add(1, Ordering::Relaxed);

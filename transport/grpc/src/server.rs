@@ -74,7 +74,7 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     tls: bool,
     master: MasterService,
-    /// Its `TensorStream`s end when the server stops.
+    /// Its `SendTensorsStream`s end when the server stops.
     worker: WorkerService,
     health: HealthReporter,
     metrics_addr: Option<SocketAddr>,
@@ -202,8 +202,8 @@ impl GrpcServer {
         let worker_svc = MessageLimit::new(
             InterceptedService::new(
                 WorkerServiceServer::new(worker.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
                 Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
             ),
             max,

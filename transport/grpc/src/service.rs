@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{BoxStream, StreamExt};
 use magpie_core::distributed::{MasterSession, MasterSessionOptions, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::limits::{Limit, LimitExceeded};
@@ -24,7 +25,6 @@ use magpie_core::transport::{
     DeviceInfo, PartitionHandle, RegisterPartition, RendezvousKey, RunPartition,
 };
 use magpie_core::StepId;
-use futures::stream::{BoxStream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conv::{
@@ -126,7 +126,7 @@ pub struct WorkerService {
     server: Arc<TaskServer>,
     options: GrpcOptions,
     metrics: Arc<Metrics>,
-    /// Set when the server stops: every `TensorStream` it serves ends.
+    /// Set when the server stops: every `SendTensorsStream` it serves ends.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -137,7 +137,7 @@ impl WorkerService {
         WorkerService::with_metrics(server, options, metrics)
     }
 
-    /// Ends every `TensorStream` this service serves now and every one opened later
+    /// Ends every `SendTensorsStream` this service serves now and every one opened later
     /// (a server that stops: its peers' streams do not hold its shutdown).
     pub(crate) fn end_streams(&self) {
         self.stopping.send_replace(true);
@@ -172,7 +172,7 @@ impl WorkerService {
             .collect()
     }
 
-    /// One batch of a `TensorStream`: its answer, or the status that ends the stream (a
+    /// One batch of a `SendTensorsStream`: its answer, or the status that ends the stream (a
     /// batch for another task).
     fn stream_batch(
         &self,
@@ -434,18 +434,21 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         self.check_task(&r.task)?;
         self.metrics.tensor_request(r.tensors.len() as u64);
         let results = self.take_batch(r);
-        Ok(Response::new(proto::SendTensorsResponse { results, batch: 0 }))
+        Ok(Response::new(proto::SendTensorsResponse {
+            results,
+            batch: 0,
+        }))
     }
 
-    type TensorStreamStream = BoxStream<'static, Result<proto::SendTensorsResponse, Status>>;
+    type SendTensorsStreamStream = BoxStream<'static, Result<proto::SendTensorsResponse, Status>>;
 
     /// Answers each batch as it comes, in order, on the handler's own task (no task per
     /// batch); ends with the first batch for another task or undecodable message (its
     /// status), when the peer ends its side, or when this server stops.
-    async fn tensor_stream(
+    async fn send_tensors_stream(
         &self,
         request: Request<Streaming<proto::SendTensorsRequest>>,
-    ) -> Result<Response<Self::TensorStreamStream>, Status> {
+    ) -> Result<Response<Self::SendTensorsStreamStream>, Status> {
         let this = self.clone();
         let mut stopping = self.stopping.subscribe();
         let answers = request

@@ -4,8 +4,8 @@
 //! HTTP/2 keepalive; every request under a deadline. A tensor of at most
 //! [`GrpcOptions::inline_tensor_bytes`] travels whole, and the small tensors ready for
 //! the same peer leave together in one batch (`batch.rs` gives the protocol), on a
-//! long-lived `TensorStream` to the peer (`stream.rs`; a `SendTensors` request each with
-//! [`GrpcOptions::tensor_stream`] off or a peer that lacks the stream). Larger
+//! long-lived `SendTensorsStream` to the peer (`batch_stream.rs`; a `SendTensors` request each with
+//! [`GrpcOptions::send_tensors_stream`] off or a peer that lacks the stream). Larger
 //! tensors are streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the
 //! tensor's own buffer (no copy before prost encodes each chunk); the receiving task
 //! writes each chunk straight into a destination sized from the first chunk's header
@@ -41,7 +41,7 @@ use tonic::Status;
 
 use crate::auth::Credentials;
 use crate::batch::{answer_batch, batch_bytes, split, Answer, Outgoing, Queued};
-use crate::stream::TensorStreams;
+use crate::batch_stream::BatchStreams;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
 use crate::metrics::Metrics;
@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     /// Small tensors waiting for their peer's next batch.
     outgoing: Outgoing,
     /// The open tensor streams, by peer.
-    streams: TensorStreams,
+    streams: BatchStreams,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -162,7 +162,7 @@ impl GrpcTransport {
                 local: OnceLock::new(),
                 metrics: OnceLock::new(),
                 outgoing: Outgoing::default(),
-                streams: TensorStreams::default(),
+                streams: BatchStreams::default(),
             }),
         }
     }
@@ -382,7 +382,7 @@ async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
         tensors,
         batch: 0,
     };
-    let (request, answers) = if inner.options.tensor_stream && !inner.streams.is_unary(task) {
+    let (request, answers) = if inner.options.send_tensors_stream && !inner.streams.is_unary(task) {
         match inner.streams.send(inner, task, request, answers) {
             Ok(()) => return,
             Err(back) => back,
@@ -477,7 +477,7 @@ impl Inner {
     }
 
     /// The open tensor streams.
-    pub(crate) fn streams(&self) -> &TensorStreams {
+    pub(crate) fn streams(&self) -> &BatchStreams {
         &self.streams
     }
 

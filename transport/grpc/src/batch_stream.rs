@@ -1,10 +1,10 @@
-//! [`TensorStreams`]: the small tensors' batches of a transport on one long-lived
-//! `TensorStream` per peer task, instead of a `SendTensors` request each. A batch on an
+//! [`BatchStreams`]: the small tensors' batches of a transport on one long-lived
+//! `SendTensorsStream` per peer task, instead of a `SendTensors` request each. A batch on an
 //! open stream is one HTTP/2 DATA frame each way (the batch, its answer): no headers,
 //! trailers, new stream or handler task per batch.
 //!
 //! # Protocol
-//! 1. The first batch for a peer opens its stream: a bidirectional `TensorStream` call on
+//! 1. The first batch for a peer opens its stream: a bidirectional `SendTensorsStream` call on
 //!    the peer's cached channel (the same TLS and cluster-token interceptor as every other
 //!    request), whose request body is an unbounded queue that the stream's reader task
 //!    hands to tonic. Batches are numbered from 1 on each stream.
@@ -21,7 +21,7 @@
 //!    pending batch fails with that error, which names the peer; the peer's channel is
 //!    dropped as after a failed unary request; the stream leaves the table. The next batch
 //!    opens a new stream (on a new channel): a restarted peer is reached again.
-//! 5. A peer that does not serve `TensorStream` (`UNIMPLEMENTED` when the stream opens)
+//! 5. A peer that does not serve `SendTensorsStream` (`UNIMPLEMENTED` when the stream opens)
 //!    gets the batches filed so far, and every later one, in `SendTensors` requests: until
 //!    the stream is open, each pending batch keeps a copy of its request for that.
 //!
@@ -30,12 +30,12 @@
 //! closes its stream on the way: no batch is left without an answer.
 //!
 //! Tensors larger than [`GrpcOptions::inline_tensor_bytes`] still travel in `SendTensor`
-//! streams of chunks, and with [`GrpcOptions::tensor_stream`] off every batch travels in
+//! streams of chunks, and with [`GrpcOptions::send_tensors_stream`] off every batch travels in
 //! a `SendTensors` request.
 //!
 //! [`GrpcOptions::request_timeout`]: crate::GrpcOptions::request_timeout
 //! [`GrpcOptions::inline_tensor_bytes`]: crate::GrpcOptions::inline_tensor_bytes
-//! [`GrpcOptions::tensor_stream`]: crate::GrpcOptions::tensor_stream
+//! [`GrpcOptions::send_tensors_stream`]: crate::GrpcOptions::send_tensors_stream
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
@@ -52,9 +52,9 @@ use crate::transport::{send_unary, Inner};
 
 /// The open tensor streams of a transport, by peer.
 #[derive(Debug, Default)]
-pub(crate) struct TensorStreams {
+pub(crate) struct BatchStreams {
     peers: Mutex<HashMap<TaskName, Arc<PeerStream>>>,
-    /// Peers that answered `UNIMPLEMENTED` to `TensorStream`: batches go in `SendTensors`.
+    /// Peers that answered `UNIMPLEMENTED` to `SendTensorsStream`: batches go in `SendTensors`.
     unary: Mutex<HashSet<TaskName>>,
 }
 
@@ -88,13 +88,13 @@ struct PeerStream {
 
 /// Why a stream closed.
 enum Closed {
-    /// The peer does not serve `TensorStream`.
+    /// The peer does not serve `SendTensorsStream`.
     Unimplemented,
     /// Every pending batch fails with this.
     Failed(TransportError),
 }
 
-impl TensorStreams {
+impl BatchStreams {
     /// Whether `task` takes batches only by `SendTensors`.
     pub(crate) fn is_unary(&self, task: &TaskName) -> bool {
         self.unary.lock().contains(task)
@@ -114,6 +114,10 @@ impl TensorStreams {
         // A stream found closed is replaced once: it closed between its last batch and
         // this one (its peer restarted, say).
         for _ in 0..2 {
+            // Checked again after a closed stream: the peer may have just refused it.
+            if self.is_unary(task) {
+                break;
+            }
             let stream = self.stream(inner, task);
             match stream.push(request, answers, deadline) {
                 Ok(()) => return Ok(()),
@@ -253,7 +257,7 @@ impl PeerStream {
 fn protocol(task: &TaskName, detail: &str) -> TransportError {
     TransportError::Remote {
         task: task.to_string(),
-        detail: format!("TensorStream: the peer {detail}"),
+        detail: format!("SendTensorsStream: the peer {detail}"),
         code: magpie_core::Code::Internal,
     }
 }
@@ -269,16 +273,20 @@ struct ReaderGuard {
 
 impl Drop for ReaderGuard {
     fn drop(&mut self) {
-        let pending = self.stream.close();
         let inner = self.inner.upgrade();
+        if let (Some(Closed::Unimplemented), Some(inner)) = (&self.closed, &inner) {
+            // Before the stream closes: a batch that finds it closed sees this and goes
+            // in a `SendTensors` request instead of opening another stream.
+            inner.streams().unary.lock().insert(self.task.clone());
+        }
+        let pending = self.stream.close();
         if let Some(inner) = &inner {
             inner.streams().remove(&self.task, &self.stream);
         }
         let task = self.task.to_string();
         match (self.closed.take(), inner) {
             (Some(Closed::Unimplemented), Some(inner)) => {
-                inner.streams().unary.lock().insert(self.task.clone());
-                tracing::info!(peer = %self.task, "peer has no TensorStream: batches go in SendTensors");
+                tracing::info!(peer = %self.task, "peer has no SendTensorsStream: batches go in SendTensors");
                 for p in pending {
                     match p.resend {
                         Some(request) => {
@@ -310,7 +318,7 @@ impl Drop for ReaderGuard {
 fn unimplemented(task: &str) -> TransportError {
     TransportError::Remote {
         task: task.to_string(),
-        detail: "the peer does not serve TensorStream".into(),
+        detail: "the peer does not serve SendTensorsStream".into(),
         code: magpie_core::Code::Unimplemented,
     }
 }
@@ -344,7 +352,8 @@ async fn run(
     };
     let mut client = client;
     let body = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-    let mut responses = match tokio::time::timeout(timeout, client.tensor_stream(body)).await {
+    let mut responses = match tokio::time::timeout(timeout, client.send_tensors_stream(body)).await
+    {
         Err(_) => {
             return Closed::Failed(TransportError::NoAnswer {
                 task: task.to_string(),

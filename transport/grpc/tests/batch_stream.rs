@@ -1,4 +1,4 @@
-//! Small tensors between tasks travel in batches on one long-lived `TensorStream` per
+//! Small tensors between tasks travel in batches on one long-lived `SendTensorsStream` per
 //! peer: each batch is answered in order with its number, each tensor admitted or refused
 //! on its own with an error naming what was wrong (the checks of `SendTensors`), a batch
 //! for another task ends the stream with a status naming it, a transport's sends use the
@@ -90,7 +90,12 @@ fn send_all(
                 step_id: step,
                 edge: (*e).into(),
             };
-            transport.send(task, "s", key, Tensor::from_vec([2], vec![i as f32, 0.5]).unwrap())
+            transport.send(
+                task,
+                "s",
+                key,
+                Tensor::from_vec([2], vec![i as f32, 0.5]).unwrap(),
+            )
         })
         .collect();
     sends.into_iter().map(block).collect()
@@ -161,7 +166,7 @@ fn batches_on_a_stream_are_answered_in_order_and_each_tensor_is_admitted_on_its_
         let big = Tensor::from_vec([32], vec![0.0f32; 32]).unwrap(); // 128 bytes > 64
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut answers = c
-            .tensor_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .send_tensors_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
             .unwrap()
             .into_inner();
@@ -276,7 +281,7 @@ fn with_the_stream_off_batches_go_in_send_tensors_requests() {
     let task = TaskName::new("w", 0);
     let server = GrpcServer::start(&spec, "w", 0, &host_task_options("w")).unwrap();
     let options = GrpcOptions {
-        tensor_stream: false,
+        send_tensors_stream: false,
         ..GrpcOptions::default()
     };
     let transport = GrpcTransport::new(spec, options).unwrap();
@@ -360,4 +365,109 @@ fn a_peer_that_never_answers_fails_the_streamed_sends_within_the_request_deadlin
     }
     drop(transport);
     held.join().unwrap();
+}
+
+/// The worker service of a peer built before `SendTensorsStream`: that call is
+/// `UNIMPLEMENTED` (counted), every other is served.
+#[derive(Clone)]
+struct NoStream<S> {
+    inner: S,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for NoStream<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for NoStream<S>
+where
+    S: tonic::codegen::Service<
+        tonic::codegen::http::Request<tonic::body::Body>,
+        Response = tonic::codegen::http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+    >,
+    S::Future: Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path().ends_with("/SendTensorsStream") {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = tonic::Status::unimplemented("no SendTensorsStream here").into_http();
+            return Box::pin(async move { Ok(response) });
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[test]
+fn a_peer_without_the_stream_gets_the_batches_in_send_tensors_requests() {
+    register_test_ops();
+    let spec = one_task();
+    let task = TaskName::new("w", 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer_transport = std::sync::Arc::new(GrpcTransport::with_runtime(
+        spec.clone(),
+        GrpcOptions::default(),
+        rt.handle().clone(),
+    ));
+    let core = std::sync::Arc::new(
+        magpie_core::distributed::TaskServer::new(
+            spec.clone(),
+            task.clone(),
+            &host_task_options("w"),
+            peer_transport,
+        )
+        .unwrap(),
+    );
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = NoStream {
+        inner: proto::worker_service_server::WorkerServiceServer::new(
+            magpie_grpc::WorkerService::new(std::sync::Arc::clone(&core), GrpcOptions::default()),
+        ),
+        refused: std::sync::Arc::clone(&refused),
+    };
+    let addr: std::net::SocketAddr = spec.address(&task).unwrap().parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_shutdown(addr, async move {
+                let _ = stopped.await;
+            }),
+    );
+    let transport = GrpcTransport::new(spec, GrpcOptions::default()).unwrap();
+    let handle = block(transport.register_partition(&task, receivers(&["a", "b"]))).unwrap();
+    for _ in 0..2 {
+        let step = StepId::random().unwrap();
+        let sent = send_all(&transport, &task, step, &["a", "b"]);
+        assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+        assert_eq!(
+            received(&transport, &task, handle.clone(), step),
+            [[0.0, 0.5], [1.0, 0.5]]
+        );
+    }
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the stream was tried once; later batches went straight to SendTensors"
+    );
+    drop(transport);
+    let _ = stop.send(());
+    rt.block_on(serving).unwrap().unwrap();
+    core.stop(Duration::ZERO);
 }
