@@ -442,13 +442,18 @@ fn a_peer_without_the_stream_gets_the_batches_in_send_tensors_requests() {
         refused: std::sync::Arc::clone(&refused),
     };
     let addr: std::net::SocketAddr = spec.address(&task).unwrap().parse().unwrap();
+    // Bound before the first request: the transport finds it listening.
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = rt.spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_shutdown(addr, async move {
-                let _ = stopped.await;
-            }),
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = stopped.await;
+                },
+            ),
     );
     let transport = GrpcTransport::new(spec, GrpcOptions::default()).unwrap();
     let handle = block(transport.register_partition(&task, receivers(&["a", "b"]))).unwrap();
