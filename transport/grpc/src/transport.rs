@@ -382,7 +382,7 @@ async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
         tensors,
         batch: 0,
     };
-    let (request, answers) = if inner.options.send_tensors_stream && !inner.streams.is_unary(task) {
+    let (request, answers) = if inner.options.send_tensors_stream {
         match inner.streams.send(inner, task, request, answers) {
             Ok(()) => return,
             Err(back) => back,

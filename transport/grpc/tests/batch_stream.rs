@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::{free_port, register_test_ops};
@@ -341,7 +343,7 @@ fn a_peer_that_never_answers_fails_the_streamed_sends_within_the_request_deadlin
         if let Ok((c, _)) = listener.accept() {
             conns.push(c);
         }
-        std::thread::sleep(Duration::from_secs(4));
+        std::thread::sleep(Duration::from_secs(2));
         drop(conns);
     });
     let spec = ClusterSpec::builder()
@@ -367,12 +369,13 @@ fn a_peer_that_never_answers_fails_the_streamed_sends_within_the_request_deadlin
     held.join().unwrap();
 }
 
-/// The worker service of a peer built before `SendTensorsStream`: that call is
-/// `UNIMPLEMENTED` (counted), every other is served.
+/// A worker service that, with `refuse`, acts as a peer built before
+/// `SendTensorsStream`: that call is `UNIMPLEMENTED` (counted), every other is served.
 #[derive(Clone)]
 struct NoStream<S> {
     inner: S,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refuse: bool,
+    refused: Arc<AtomicUsize>,
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for NoStream<S> {
@@ -400,13 +403,96 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path().ends_with("/SendTensorsStream") {
-            self.refused
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refuse && req.uri().path().ends_with("/SendTensorsStream") {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             let response = tonic::Status::unimplemented("no SendTensorsStream here").into_http();
             return Box::pin(async move { Ok(response) });
         }
         Box::pin(self.inner.call(req))
+    }
+}
+
+/// A task served on a runtime of one thread that the test holds (to freeze the peer),
+/// its worker service optionally without `SendTensorsStream`.
+struct Peer {
+    rt: tokio::runtime::Runtime,
+    core: Arc<magpie_core::distributed::TaskServer>,
+    refused: Arc<AtomicUsize>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Peer {
+    fn start(spec: &ClusterSpec, refuse_stream: bool) -> Peer {
+        let task = TaskName::new("w", 0);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let transport = Arc::new(GrpcTransport::with_runtime(
+            spec.clone(),
+            GrpcOptions::default(),
+            rt.handle().clone(),
+        ));
+        let core = Arc::new(
+            magpie_core::distributed::TaskServer::new(
+                spec.clone(),
+                task.clone(),
+                &host_task_options("w"),
+                transport,
+            )
+            .unwrap(),
+        );
+        let refused = Arc::new(AtomicUsize::new(0));
+        let service = NoStream {
+            inner: proto::worker_service_server::WorkerServiceServer::new(
+                magpie_grpc::WorkerService::new(Arc::clone(&core), GrpcOptions::default()),
+            ),
+            refuse: refuse_stream,
+            refused: Arc::clone(&refused),
+        };
+        let addr: std::net::SocketAddr = spec.address(&task).unwrap().parse().unwrap();
+        // Bound before the first request: the transport finds it listening.
+        let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        Peer {
+            rt,
+            core,
+            refused,
+            stop,
+            serving,
+        }
+    }
+
+    /// Blocks the runtime's only thread until the returned sender sends (or drops).
+    fn freeze(&self) -> mpsc::Sender<()> {
+        let (thaw, frozen) = mpsc::channel::<()>();
+        let (busy, is_busy) = mpsc::channel::<()>();
+        self.rt.spawn(async move {
+            busy.send(()).unwrap();
+            let _ = frozen.recv();
+        });
+        is_busy.recv().unwrap();
+        thaw
+    }
+
+    fn stop(self) {
+        // Open streams end with the connections when the runtime shuts down.
+        let _ = self.stop.send(());
+        drop(self.serving);
+        self.rt.shutdown_timeout(Duration::from_secs(2));
+        self.core.stop(Duration::ZERO);
     }
 }
 
@@ -415,46 +501,7 @@ fn a_peer_without_the_stream_gets_the_batches_in_send_tensors_requests() {
     register_test_ops();
     let spec = one_task();
     let task = TaskName::new("w", 0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let peer_transport = std::sync::Arc::new(GrpcTransport::with_runtime(
-        spec.clone(),
-        GrpcOptions::default(),
-        rt.handle().clone(),
-    ));
-    let core = std::sync::Arc::new(
-        magpie_core::distributed::TaskServer::new(
-            spec.clone(),
-            task.clone(),
-            &host_task_options("w"),
-            peer_transport,
-        )
-        .unwrap(),
-    );
-    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let service = NoStream {
-        inner: proto::worker_service_server::WorkerServiceServer::new(
-            magpie_grpc::WorkerService::new(std::sync::Arc::clone(&core), GrpcOptions::default()),
-        ),
-        refused: std::sync::Arc::clone(&refused),
-    };
-    let addr: std::net::SocketAddr = spec.address(&task).unwrap().parse().unwrap();
-    // Bound before the first request: the transport finds it listening.
-    let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async move {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    let peer = Peer::start(&spec, true);
     let transport = GrpcTransport::new(spec, GrpcOptions::default()).unwrap();
     let handle = block(transport.register_partition(&task, receivers(&["a", "b"]))).unwrap();
     for _ in 0..2 {
@@ -467,12 +514,49 @@ fn a_peer_without_the_stream_gets_the_batches_in_send_tensors_requests() {
         );
     }
     assert_eq!(
-        refused.load(std::sync::atomic::Ordering::SeqCst),
+        peer.refused.load(Ordering::SeqCst),
         1,
         "the stream was tried once; later batches went straight to SendTensors"
     );
     drop(transport);
-    let _ = stop.send(());
-    rt.block_on(serving).unwrap().unwrap();
-    core.stop(Duration::ZERO);
+    peer.stop();
+}
+
+#[test]
+fn a_peer_frozen_after_the_stream_opened_fails_the_batch_at_its_deadline_then_is_reached_again() {
+    register_test_ops();
+    let spec = one_task();
+    let task = TaskName::new("w", 0);
+    let peer = Peer::start(&spec, false);
+    let options = GrpcOptions {
+        request_timeout: Duration::from_secs(1),
+        ..GrpcOptions::default()
+    };
+    let transport = GrpcTransport::new(spec, options).unwrap();
+    let handle = block(transport.register_partition(&task, receivers(&["a"]))).unwrap();
+    let step = StepId::random().unwrap();
+    assert!(send_all(&transport, &task, step, &["a"])[0].is_ok());
+    assert_eq!(
+        received(&transport, &task, handle.clone(), step),
+        [[0.0, 0.5]]
+    );
+
+    // The stream is open; the peer stops answering.
+    let thaw = peer.freeze();
+    let e = send_all(&transport, &task, StepId::random().unwrap(), &["a"])
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, TransportError::NoAnswer { .. }), "{e:?}");
+    assert_eq!(e.task(), TASK);
+    drop(thaw);
+
+    // Thawed, it is reached on a new stream.
+    let step = StepId::random().unwrap();
+    let sent = send_all(&transport, &task, step, &["a"]);
+    assert!(sent[0].is_ok(), "{sent:?}");
+    assert_eq!(received(&transport, &task, handle, step), [[0.0, 0.5]]);
+    assert_eq!(peer.refused.load(Ordering::SeqCst), 0);
+    drop(transport);
+    peer.stop();
 }
