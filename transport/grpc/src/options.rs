@@ -52,7 +52,7 @@ pub struct GrpcOptions {
     /// `SendTensorsStream` to it (default `true`): one HTTP/2 message each way per batch on a
     /// stream opened once, instead of a `SendTensors` request with its headers, trailers
     /// and handler task each. A peer that does not serve the stream gets `SendTensors`
-    /// requests; `false` sends every batch so.
+    /// requests; `false` sends every batch so (flag `--no-send-tensors-stream`).
     pub send_tensors_stream: bool,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
     /// `--max-tensor-bytes`).
