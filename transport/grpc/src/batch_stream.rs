@@ -286,7 +286,10 @@ impl Drop for ReaderGuard {
         let task = self.task.to_string();
         match (self.closed.take(), inner) {
             (Some(Closed::Unimplemented), Some(inner)) => {
-                tracing::info!(peer = %self.task, "peer has no SendTensorsStream: batches go in SendTensors");
+                tracing::info!(
+                    peer = %self.task,
+                    "peer has no SendTensorsStream: batches go in SendTensors"
+                );
                 for p in pending {
                     match p.resend {
                         Some(request) => {

@@ -4,8 +4,9 @@
 //! HTTP/2 keepalive; every request under a deadline. A tensor of at most
 //! [`GrpcOptions::inline_tensor_bytes`] travels whole, and the small tensors ready for
 //! the same peer leave together in one batch (`batch.rs` gives the protocol), on a
-//! long-lived `SendTensorsStream` to the peer (`batch_stream.rs`; a `SendTensors` request each with
-//! [`GrpcOptions::send_tensors_stream`] off or a peer that lacks the stream). Larger
+//! long-lived `SendTensorsStream` to the peer (`batch_stream.rs`; in a `SendTensors`
+//! request each with [`GrpcOptions::send_tensors_stream`] off or a peer that lacks the
+//! stream). Larger
 //! tensors are streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the
 //! tensor's own buffer (no copy before prost encodes each chunk); the receiving task
 //! writes each chunk straight into a destination sized from the first chunk's header
