@@ -14,7 +14,9 @@
 //! `--warm-window-us N` sets the servers' and the client's `GrpcOptions::warm_window`
 //! (default: `GrpcOptions`'s; 0 turns it off), for an A/B of the same binary;
 //! `--inline-tensor-bytes 0` streams every tensor between tasks with its own
-//! `SendTensor` (the protocol before small tensors were batched in `SendTensors`).
+//! `SendTensor` (the protocol before small tensors were batched in `SendTensors`);
+//! `--send-tensors-stream 0` sends each batch of small tensors in its own `SendTensors`
+//! request instead of on the long-lived `SendTensorsStream` to its peer.
 //!
 //! Run: `cargo bench --bench remote_vs_tensorflow -- --reps 300`.
 
@@ -95,6 +97,7 @@ fn main() {
     let warmup = arg(&args, "--warmup", 30);
     let mut grpc = GrpcOptions {
         inline_tensor_bytes: arg(&args, "--inline-tensor-bytes", 64 << 10),
+        send_tensors_stream: arg(&args, "--send-tensors-stream", 1usize) != 0,
         ..GrpcOptions::default()
     };
     if let Some(us) = args

@@ -159,6 +159,10 @@ pub(crate) struct LimitArgs {
     /// streamed in chunks. 0 streams every tensor.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
     pub(crate) inline_tensor_bytes: usize,
+    /// Send each batch of small tensors for another task in its own `SendTensors`
+    /// request instead of on one long-lived `SendTensorsStream` to that task.
+    #[arg(long)]
+    pub(crate) no_send_tensors_stream: bool,
     /// Milliseconds a streamed tensor may wait for its next chunk.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub(crate) tensor_stream_idle_timeout_ms: u64,

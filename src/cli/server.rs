@@ -260,6 +260,7 @@ impl super::LimitArgs {
         grpc.max_message_bytes = self.max_message_bytes;
         grpc.max_tensor_bytes = self.max_tensor_bytes;
         grpc.inline_tensor_bytes = self.inline_tensor_bytes;
+        grpc.send_tensors_stream = !self.no_send_tensors_stream;
         grpc.tensor_stream_idle_timeout = Duration::from_millis(self.tensor_stream_idle_timeout_ms);
         grpc.max_concurrent_streams = self.max_streams_per_connection;
         grpc.session_idle_timeout =

@@ -10,9 +10,10 @@
 //! 3. The flush takes the peer's whole queue at once ([`Outgoing::take`]) and clears the
 //!    flag under the same lock, so a tensor filed at the same moment either joins this
 //!    flush or schedules the next one: none is left behind with no flush coming.
-//! 4. It sends the tensors in requests of at most [`batch_bytes`] of content
-//!    ([`split`]) and answers each tensor with its own result, or every tensor of a
-//!    request with the request's error (a peer that died, a deadline).
+//! 4. It sends the tensors in batches of at most [`batch_bytes`] of content
+//!    ([`split`]), each on the peer's tensor stream (`batch_stream.rs`) or in a `SendTensors`
+//!    request, and each tensor is answered with its own result, or every tensor of a
+//!    batch with the batch's error (a peer that died, a deadline) ([`answer_batch`]).
 //!
 //! No tensor waits on a timer: a batch is whatever was filed before the runtime got to
 //! the flush (the `_Send`s a step runs together, typically), and a tensor filed alone
@@ -23,8 +24,11 @@ use std::collections::HashMap;
 use futures::channel::oneshot;
 use magpie_core::transport::{TaskName, TransportError};
 use parking_lot::Mutex;
+use tonic::Status;
 
+use crate::metrics::Metrics;
 use crate::proto;
+use crate::status::{status_to_transport, CallContext};
 
 /// One tensor waiting for its peer's next `SendTensors` request.
 #[derive(Debug)]
@@ -35,6 +39,59 @@ pub(crate) struct Queued {
     pub(crate) bytes: usize,
     /// Where its answer goes (the future `send` returned awaits it).
     pub(crate) answer: oneshot::Sender<Result<(), TransportError>>,
+}
+
+/// Where the answer of one tensor of a batch goes, and its content's bytes (counted as
+/// sent when it is taken).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) tx: oneshot::Sender<Result<(), TransportError>>,
+    pub(crate) bytes: usize,
+}
+
+/// Answers each tensor of a batch sent to `task`: with its own result from `results`
+/// (one per tensor, in order), or every tensor with the batch's error. A count of
+/// results other than the tensors' fails them all.
+pub(crate) fn answer_batch(
+    task: &TaskName,
+    answers: Vec<Answer>,
+    results: Result<Vec<proto::SendResult>, TransportError>,
+    metrics: Option<&Metrics>,
+) {
+    let n = answers.len();
+    let results = match results {
+        Ok(r) if r.len() == n => r,
+        Ok(r) => {
+            let e = TransportError::Remote {
+                task: task.to_string(),
+                detail: format!("SendTensors answered {} results for {n} tensors", r.len()),
+                code: magpie_core::Code::Internal,
+            };
+            for a in answers {
+                let _ = a.tx.send(Err(e.clone()));
+            }
+            return;
+        }
+        Err(e) => {
+            for a in answers {
+                let _ = a.tx.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let peer = task.to_string();
+    for (a, r) in answers.into_iter().zip(results) {
+        let out = if r.code == 0 {
+            if let Some(m) = metrics {
+                m.sent(&peer, a.bytes as u64);
+            }
+            Ok(())
+        } else {
+            let status = Status::new(tonic::Code::from_i32(r.code), r.message);
+            Err(status_to_transport(task, &status, &CallContext::default()))
+        };
+        let _ = a.tx.send(out);
+    }
 }
 
 /// One peer's queue.

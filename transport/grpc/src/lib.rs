@@ -7,8 +7,8 @@
 //!
 //! - [`GrpcTransport`]: core's [`Transport`](magpie_core::transport::Transport) over
 //!   long-lived HTTP/2 channels (one per task, reused across steps), `TCP_NODELAY`,
-//!   deadlines on every request, small tensors for one peer batched in one request,
-//!   larger ones streamed in chunks;
+//!   deadlines on every request, small tensors for one peer batched and sent on one
+//!   long-lived stream to it, larger ones streamed in chunks;
 //! - [`WorkerService`], [`MasterService`]: the tonic services over a task's
 //!   [`TaskServer`](magpie_core::distributed::TaskServer);
 //! - [`GrpcServer`]: start a task on its address, [`stop`](GrpcServer::stop) it (refuse
@@ -27,6 +27,7 @@
 
 mod auth;
 mod batch;
+mod batch_stream;
 mod client;
 mod coalesce;
 mod codec;

@@ -22,7 +22,7 @@
 //! | `magpie_tensors_refused_total` | counter | `code`: the gRPC code a tensor sent to this task was refused with (`resource_exhausted` past a rendezvous limit, …) |
 //! | `magpie_peer_sent_bytes_total` | counter | `peer` |
 //! | `magpie_peer_received_bytes_total` | counter | `peer` (`unknown` when unnamed) |
-//! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams and `SendTensors` requests) |
+//! | `magpie_tensor_requests_received_total` | counter | — (`SendTensor` streams, `SendTensors` requests, `SendTensorsStream` batches) |
 //! | `magpie_tensors_received_total` | counter | — (tensors those requests carried) |
 //! | `magpie_connections_open` | gauge | — (connections the server holds, TLS handshakes included; at most `--max-connections`) |
 //! | `magpie_connections_refused_total` | counter | — (connections closed at accept, past `--max-connections`) |
@@ -86,10 +86,12 @@ const CODE_NAMES: [&str; 17] = [
 /// peer had ready together arrive in one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TensorTraffic {
-    /// `SendTensor` streams and `SendTensors` requests received.
+    /// `SendTensor` streams, `SendTensors` requests and `SendTensorsStream` batches received.
     pub requests: u64,
     /// Tensors they carried, whether taken or refused.
     pub tensors: u64,
+    /// Of `requests`, the batches that came on a `SendTensorsStream`.
+    pub streamed: u64,
 }
 
 /// Bytes sent to and received from one peer task.
@@ -136,6 +138,8 @@ pub(crate) struct Metrics {
     pub(crate) incoming_bytes: AtomicU64,
     /// Calls refused past the incoming-bytes budget.
     pub(crate) incoming_refused: AtomicU64,
+    /// Of `tensor_requests`, batches on a `SendTensorsStream`.
+    streamed: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -174,6 +178,7 @@ impl Metrics {
             connections_refused: AtomicU64::new(0),
             incoming_bytes: AtomicU64::new(0),
             incoming_refused: AtomicU64::new(0),
+            streamed: AtomicU64::new(0),
         }
     }
 
@@ -193,6 +198,7 @@ impl Metrics {
             connections_refused: AtomicU64::new(0),
             incoming_bytes: AtomicU64::new(0),
             incoming_refused: AtomicU64::new(0),
+            streamed: AtomicU64::new(0),
         }
     }
 
@@ -245,11 +251,18 @@ impl Metrics {
         self.tensors.fetch_add(tensors, Ordering::Relaxed);
     }
 
+    /// Counts one batch of `tensors` tensors that came on a `SendTensorsStream`.
+    pub(crate) fn streamed_batch(&self, tensors: u64) {
+        self.tensor_request(tensors);
+        self.streamed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests that carried tensors into this task, and the tensors they carried.
     pub(crate) fn tensor_traffic(&self) -> TensorTraffic {
         TensorTraffic {
             requests: self.tensor_requests.load(Ordering::Relaxed),
             tensors: self.tensors.load(Ordering::Relaxed),
+            streamed: self.streamed.load(Ordering::Relaxed),
         }
     }
 

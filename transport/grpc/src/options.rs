@@ -48,6 +48,12 @@ pub struct GrpcOptions {
     /// 0 streams every tensor. The tasks of a cluster share it: a task refuses a tensor
     /// sent whole above its own limit.
     pub inline_tensor_bytes: usize,
+    /// Whether the batches of small tensors for a peer travel on one long-lived
+    /// `SendTensorsStream` to it (default `true`): one HTTP/2 message each way per batch on a
+    /// stream opened once, instead of a `SendTensors` request with its headers, trailers
+    /// and handler task each. A peer that does not serve the stream gets `SendTensors`
+    /// requests; `false` sends every batch so (flag `--no-send-tensors-stream`).
+    pub send_tensors_stream: bool,
     /// Largest tensor a worker accepts through `SendTensor` (default 4 GiB; flag
     /// `--max-tensor-bytes`).
     pub max_tensor_bytes: u64,
@@ -142,6 +148,7 @@ impl Default for GrpcOptions {
             max_message_bytes: 256 << 20,
             chunk_bytes: 2 << 20,
             inline_tensor_bytes: INLINE_TENSOR_BYTES,
+            send_tensors_stream: true,
             max_tensor_bytes: 4 << 30,
             tensor_stream_idle_timeout: Duration::from_secs(30),
             max_sessions: 256,

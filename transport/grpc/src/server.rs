@@ -83,6 +83,8 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     tls: bool,
     master: MasterService,
+    /// Its `SendTensorsStream`s end when the server stops.
+    worker: WorkerService,
     health: HealthReporter,
     metrics_addr: Option<SocketAddr>,
     running: Mutex<Option<Running>>,
@@ -218,15 +220,12 @@ impl GrpcServer {
             &task.to_string(),
         );
         // tonic's own size refusals become RESOURCE_EXHAUSTED naming the flag.
+        let worker = WorkerService::with_metrics(Arc::clone(&core), grpc.clone(), metrics);
         let worker_svc = MessageLimit::new(
             InterceptedService::new(
-                WorkerServiceServer::new(WorkerService::with_metrics(
-                    Arc::clone(&core),
-                    grpc.clone(),
-                    metrics,
-                ))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+                WorkerServiceServer::new(worker.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
                 Guard::new("WorkerService", grpc.auth_token.clone(), mutual),
             ),
             max,
@@ -311,6 +310,7 @@ impl GrpcServer {
             local_addr,
             tls: serves_tls,
             master,
+            worker,
             health,
             metrics_addr,
             running: Mutex::new(Some(Running {
@@ -397,6 +397,8 @@ impl GrpcServer {
             if let Some(m) = r.metrics {
                 m.abort();
             }
+            // Peers' tensor streams end now instead of holding the graceful shutdown.
+            self.worker.end_streams();
             let _ = r.shutdown.send(());
             let handle = r.runtime.handle();
             let serve = r.serve;

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{BoxStream, StreamExt};
 use magpie_core::distributed::{MasterSession, MasterSessionOptions, TaskServer};
 use magpie_core::graph::{Graph, GraphDef, NodeId, Output};
 use magpie_core::limits::{Limit, LimitExceeded};
@@ -125,6 +126,8 @@ pub struct WorkerService {
     server: Arc<TaskServer>,
     options: GrpcOptions,
     metrics: Arc<Metrics>,
+    /// Set when the server stops: every `SendTensorsStream` it serves ends.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl WorkerService {
@@ -132,6 +135,12 @@ impl WorkerService {
     pub fn new(server: Arc<TaskServer>, options: GrpcOptions) -> WorkerService {
         let metrics = Arc::new(Metrics::new(&server));
         WorkerService::with_metrics(server, options, metrics)
+    }
+
+    /// Ends every `SendTensorsStream` this service serves now and every one opened later
+    /// (a server that stops: its peers' streams do not hold its shutdown).
+    pub(crate) fn end_streams(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// The worker service of `server`, counting into `metrics` (the server's).
@@ -144,7 +153,38 @@ impl WorkerService {
             server,
             options,
             metrics,
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Takes or refuses each tensor of a batch on its own (one refused, say another
+    /// session's step or a limit, does not fail the others, which may be other steps').
+    fn take_batch(&self, r: proto::SendTensorsRequest) -> Vec<proto::SendResult> {
+        r.tensors
+            .into_iter()
+            .map(|t| match self.take_inline(&r.source, t) {
+                Ok(()) => proto::SendResult::default(),
+                Err(s) => proto::SendResult {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                },
+            })
+            .collect()
+    }
+
+    /// One batch of a `SendTensorsStream`: its answer, or the status that ends the stream (a
+    /// batch for another task).
+    fn stream_batch(
+        &self,
+        r: proto::SendTensorsRequest,
+    ) -> Result<proto::SendTensorsResponse, Status> {
+        self.check_task(&r.task)?;
+        self.metrics.streamed_batch(r.tensors.len() as u64);
+        let batch = r.batch;
+        Ok(proto::SendTensorsResponse {
+            results: self.take_batch(r),
+            batch,
+        })
     }
 
     /// Delivers one tensor of a `SendTensors` request, after the checks `SendTensor`
@@ -410,20 +450,38 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         let r = request.into_inner();
         self.check_task(&r.task)?;
         self.metrics.tensor_request(r.tensors.len() as u64);
-        // Each tensor is taken or refused on its own: one refused (another session's
-        // step, a limit) does not fail the others, which may be other steps'.
-        let results = r
-            .tensors
-            .into_iter()
-            .map(|t| match self.take_inline(&r.source, t) {
-                Ok(()) => proto::SendResult::default(),
-                Err(s) => proto::SendResult {
-                    code: s.code() as i32,
-                    message: s.message().to_string(),
-                },
-            })
-            .collect();
-        Ok(Response::new(proto::SendTensorsResponse { results }))
+        let results = self.take_batch(r);
+        Ok(Response::new(proto::SendTensorsResponse {
+            results,
+            batch: 0,
+        }))
+    }
+
+    type SendTensorsStreamStream = BoxStream<'static, Result<proto::SendTensorsResponse, Status>>;
+
+    /// Answers each batch as it comes, in order, on the handler's own task (no task per
+    /// batch); ends with the first batch for another task or undecodable message (its
+    /// status), when the peer ends its side, or when this server stops.
+    async fn send_tensors_stream(
+        &self,
+        request: Request<Streaming<proto::SendTensorsRequest>>,
+    ) -> Result<Response<Self::SendTensorsStreamStream>, Status> {
+        let this = self.clone();
+        let mut stopping = self.stopping.subscribe();
+        let answers = request
+            .into_inner()
+            .map(move |m| m.and_then(|r| this.stream_batch(r)))
+            // Nothing after an error: its status is the stream's last word.
+            .scan(false, |failed, m| {
+                let go = !*failed;
+                *failed |= m.is_err();
+                futures::future::ready(go.then_some(m))
+            });
+        let stopped = async move {
+            // A dropped sender (the service is gone) ends the stream too.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        Ok(Response::new(answers.take_until(stopped).boxed()))
     }
 
     async fn abort_step(

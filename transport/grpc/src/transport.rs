@@ -3,7 +3,10 @@
 //! after a connection failure, so a restarted task is reached again); `TCP_NODELAY` on;
 //! HTTP/2 keepalive; every request under a deadline. A tensor of at most
 //! [`GrpcOptions::inline_tensor_bytes`] travels whole, and the small tensors ready for
-//! the same peer share one `SendTensors` request (`batch.rs` gives the protocol). Larger
+//! the same peer leave together in one batch (`batch.rs` gives the protocol), on a
+//! long-lived `SendTensorsStream` to the peer (`batch_stream.rs`; in a `SendTensors`
+//! request each with [`GrpcOptions::send_tensors_stream`] off or a peer that lacks the
+//! stream). Larger
 //! tensors are streamed in chunks of [`GrpcOptions::chunk_bytes`] that slice the
 //! tensor's own buffer (no copy before prost encodes each chunk); the receiving task
 //! writes each chunk straight into a destination sized from the first chunk's header
@@ -38,7 +41,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::auth::Credentials;
-use crate::batch::{batch_bytes, split, Outgoing, Queued};
+use crate::batch::{answer_batch, batch_bytes, split, Answer, Outgoing, Queued};
+use crate::batch_stream::BatchStreams;
 use crate::coalesce::CoalescingConnector;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
@@ -90,7 +94,8 @@ impl Drop for OwnedRuntime {
     }
 }
 
-struct Inner {
+/// What the handles of one transport share.
+pub(crate) struct Inner {
     cluster: ClusterSpec,
     options: GrpcOptions,
     handle: Handle,
@@ -103,8 +108,10 @@ struct Inner {
     local: OnceLock<(TaskName, Weak<TaskServer>)>,
     /// The hosting server's counters (bytes sent per peer), when it keeps them.
     metrics: OnceLock<Arc<Metrics>>,
-    /// Small tensors waiting for their peer's next `SendTensors` request.
+    /// Small tensors waiting for their peer's next batch.
     outgoing: Outgoing,
+    /// The open tensor streams, by peer.
+    streams: BatchStreams,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -157,6 +164,7 @@ impl GrpcTransport {
                 local: OnceLock::new(),
                 metrics: OnceLock::new(),
                 outgoing: Outgoing::default(),
+                streams: BatchStreams::default(),
             }),
         }
     }
@@ -352,15 +360,19 @@ async fn flush(inner: &Arc<Inner>, task: &TaskName, queued: Vec<Queued>) {
     }
 }
 
-/// One `SendTensors` request with `batch`'s tensors: each tensor is answered with its
-/// own result, or with the request's error when the request failed as a whole.
+/// One batch of `batch`'s tensors to `task`: on the peer's tensor stream, or in a
+/// `SendTensors` request (the option off, a peer without the stream); each tensor is
+/// answered with its own result, or with the batch's error when it failed as a whole.
 async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
     let n = batch.len();
     let mut tensors = Vec::with_capacity(n);
     let mut answers = Vec::with_capacity(n);
     for q in batch {
         tensors.push(q.tensor);
-        answers.push((q.answer, q.bytes));
+        answers.push(Answer {
+            tx: q.answer,
+            bytes: q.bytes,
+        });
     }
     let request = proto::SendTensorsRequest {
         task: task.to_string(),
@@ -370,7 +382,28 @@ async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
             .map(|(t, _)| t.to_string())
             .unwrap_or_default(),
         tensors,
+        batch: 0,
     };
+    let (request, answers) = if inner.options.send_tensors_stream {
+        match inner.streams.send(inner, task, request, answers) {
+            Ok(()) => return,
+            Err(back) => back,
+        }
+    } else {
+        (request, answers)
+    };
+    send_unary(inner, task, request, answers).await;
+}
+
+/// `request` to `task` in a `SendTensors` request, its tensors answered from the
+/// response.
+pub(crate) async fn send_unary(
+    inner: &Arc<Inner>,
+    task: &TaskName,
+    mut request: proto::SendTensorsRequest,
+    answers: Vec<Answer>,
+) {
+    request.batch = 0;
     let deadline = inner.options.request_timeout;
     let answer = attempt(
         Arc::clone(inner),
@@ -380,42 +413,12 @@ async fn send_batch(inner: &Arc<Inner>, task: &TaskName, batch: Vec<Queued>) {
         move |mut c| async move { Ok(c.send_tensors(request).await?.into_inner()) },
     )
     .await;
-    let results = match answer {
-        Ok(r) if r.results.len() == n => r.results,
-        Ok(r) => {
-            let e = TransportError::Remote {
-                task: task.to_string(),
-                detail: format!(
-                    "SendTensors answered {} results for {n} tensors",
-                    r.results.len()
-                ),
-                code: magpie_core::Code::Internal,
-            };
-            for (tx, _) in answers {
-                let _ = tx.send(Err(e.clone()));
-            }
-            return;
-        }
-        Err(e) => {
-            for (tx, _) in answers {
-                let _ = tx.send(Err(e.clone()));
-            }
-            return;
-        }
-    };
-    let peer = task.to_string();
-    for ((tx, bytes), r) in answers.into_iter().zip(results) {
-        let out = if r.code == 0 {
-            if let Some(m) = inner.metrics.get() {
-                m.sent(&peer, bytes as u64);
-            }
-            Ok(())
-        } else {
-            let status = Status::new(tonic::Code::from_i32(r.code), r.message);
-            Err(status_to_transport(task, &status, &CallContext::default()))
-        };
-        let _ = tx.send(out);
-    }
+    answer_batch(
+        task,
+        answers,
+        answer.map(|r| r.results),
+        inner.metrics.get().map(|m| &**m),
+    );
 }
 
 /// One request to `task` under `deadline`, on the transport's runtime: the client's
@@ -460,9 +463,29 @@ where
 }
 
 impl Inner {
+    /// The options.
+    pub(crate) fn options(&self) -> &GrpcOptions {
+        &self.options
+    }
+
+    /// The runtime requests run on.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The hosting server's counters, when it keeps them.
+    pub(crate) fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.metrics.get().cloned()
+    }
+
+    /// The open tensor streams.
+    pub(crate) fn streams(&self) -> &BatchStreams {
+        &self.streams
+    }
+
     /// The client of `task`, on its cached channel (created lazily; must run on the
     /// runtime).
-    fn client(&self, task: &TaskName) -> Result<Client, TransportError> {
+    pub(crate) fn client(&self, task: &TaskName) -> Result<Client, TransportError> {
         let channel = {
             let mut channels = self.channels.lock();
             match channels.get(task) {
@@ -499,7 +522,7 @@ impl Inner {
 
     /// Drops `task`'s channel after a failure: the next request connects afresh. Logs
     /// "peer lost" when `task` had answered on it.
-    fn forget(&self, task: &TaskName, why: &TransportError) {
+    pub(crate) fn forget(&self, task: &TaskName, why: &TransportError) {
         self.channels.lock().remove(task);
         if self.reached.lock().remove(task) {
             tracing::warn!(task = %self.me(), peer = %task, error = %why, "peer lost");
@@ -508,7 +531,7 @@ impl Inner {
 
     /// Notes that `task` answered; its first answer since its channel was made logs
     /// "peer connected".
-    fn answered(&self, task: &TaskName) {
+    pub(crate) fn answered(&self, task: &TaskName) {
         let mut reached = self.reached.lock();
         if !reached.contains(task) {
             reached.insert(task.clone());

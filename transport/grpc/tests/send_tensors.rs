@@ -115,6 +115,7 @@ fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
                     ..inline(step, "mine", "bad", None)
                 },
             ],
+            batch: 0,
         };
         let results = c.send_tensors(request).await.unwrap().into_inner().results;
         let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
@@ -136,7 +137,8 @@ fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
             server.tensor_traffic(),
             TensorTraffic {
                 requests: 1,
-                tensors: 5
+                tensors: 5,
+                streamed: 0,
             }
         );
 
@@ -215,9 +217,10 @@ fn small_tensors_filed_before_the_flush_runs_leave_in_one_request() {
         server.tensor_traffic(),
         TensorTraffic {
             requests: 1,
-            tensors: 4
+            tensors: 4,
+            streamed: 1,
         },
-        "four small tensors for one task filed together travel in one request"
+        "four small tensors for one task filed together travel in one batch, on the stream"
     );
 
     let out = futures::executor::block_on(transport.run_partition(
