@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::device::Device;
-use crate::exec::plan::{ExecPlan, PlanContext};
+use crate::exec::plan::{ExecPlan, PlanContext, INLINE_MAX_MICROS};
 use crate::exec::plan_cache::PlanCache;
 use crate::exec::resources::ResourcePools;
 use crate::exec::step::{StepBody, StepState};
@@ -116,6 +116,13 @@ pub struct SessionOptions {
     /// # assert!(options.step_memory_limit.is_some());
     /// ```
     pub step_memory_limit: Option<StepMemoryLimit>,
+    /// How long a step of synchronous host kernels may take and still run on the thread
+    /// that awaits it ([`Session::run_async`]) rather than on a pool worker, judged by the
+    /// plan's latest step (default `None`: 50 µs). Longer holds the awaiting thread — an
+    /// async runtime's, often — for that long; shorter pays a hand-off to a worker and
+    /// back (two wake-ups) per step. A cluster task's partition sessions use a longer
+    /// limit (see [`Worker`](crate::distributed::Worker)).
+    pub inline_step_limit: Option<Duration>,
 }
 
 /// How a session orders ready nodes. Whatever the policy, a step computes the same
@@ -173,6 +180,7 @@ impl fmt::Debug for SessionOptions {
             .field("kernels", &self.kernels)
             .field("allow_soft_placement", &self.allow_soft_placement)
             .field("step_memory_limit", &self.step_memory_limit)
+            .field("inline_step_limit", &self.inline_step_limit)
             .finish()
     }
 }
@@ -384,6 +392,8 @@ pub struct Session {
     budgets: Vec<Option<u64>>,
     /// [`SessionOptions::step_memory_limit`].
     step_memory_limit: Option<StepMemoryLimit>,
+    /// [`SessionOptions::inline_step_limit`], in µs.
+    inline_max_micros: u32,
     policy: SchedulingPolicy,
     pool: ThreadPool,
     /// The steal group of each device's NUMA node in `pool`, when the pool has several.
@@ -461,6 +471,9 @@ impl Session {
             pools,
             budgets,
             step_memory_limit: options.step_memory_limit,
+            inline_max_micros: options.inline_step_limit.map_or(INLINE_MAX_MICROS, |d| {
+                u32::try_from(d.as_micros()).unwrap_or(u32::MAX - 1)
+            }),
             policy: options.policy,
             devices: options.devices,
             kernels: options.kernels.unwrap_or_else(KernelRegistry::global),
@@ -719,6 +732,7 @@ impl Session {
             memory_aware: self.policy == SchedulingPolicy::MemoryAware,
             critical_path: self.policy == SchedulingPolicy::CriticalPath,
             device_groups: &self.device_groups,
+            inline_max_micros: self.inline_max_micros,
         };
         let plan = Arc::new(ExecPlan::build(&self.graph, &cx, &fed, fetches, targets)?);
         self.plans

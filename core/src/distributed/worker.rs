@@ -118,6 +118,19 @@ pub struct WorkerStats {
     pub staged_steps: u64,
 }
 
+/// How long a partition step of synchronous host kernels (one whose receives are awaited
+/// before it starts, or a stage of a staged partition: `early_recv.rs`) may take and
+/// still run on the thread that took its request or its last tensor
+/// ([`SessionOptions::inline_step_limit`]), rather than the session default of 50 µs.
+/// Such a step sits on its cluster step's critical path between two hops: on the pool it
+/// costs a hand-off to a worker and back, its nodes spread over the workers that wake,
+/// and its `_Send`s, filed from a pool thread while the runtime is free, leave in several
+/// requests instead of one per peer (the receiver then wakes once for each). A training
+/// step's forward or backward partition of a small model takes 30–60 µs, which a busy
+/// machine stretches past 50 µs. The price: a gRPC server's runtime thread (one on a
+/// 2-core machine) serves nothing else for up to this long.
+const PARTITION_INLINE_STEP_LIMIT: Duration = Duration::from_micros(250);
+
 /// The worker service of one task.
 ///
 /// A worker serves what masters ask of its task; here one is driven by hand, as a
@@ -628,6 +641,7 @@ impl Worker {
             resources: Some(Arc::clone(&self.resources)),
             kernels: Some(self.kernels.clone()),
             step_memory_limit: self.step_memory_limit,
+            inline_step_limit: Some(PARTITION_INLINE_STEP_LIMIT),
             ..SessionOptions::default()
         };
         let local = Session::new(graph, options).map_err(|source| WorkerError::Step {

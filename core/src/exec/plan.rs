@@ -131,6 +131,10 @@ pub(crate) struct PlanContext<'a> {
     /// The pool's steal group each device's tasks are bound to (the group of the device's
     /// NUMA node), by device index; `None`: any worker.
     pub(crate) device_groups: &'a [Option<u32>],
+    /// The longest step, in µs, that runs on the awaiting thread
+    /// ([`SessionOptions::inline_step_limit`](crate::session::SessionOptions::inline_step_limit);
+    /// [`INLINE_MAX_MICROS`] by default).
+    pub(crate) inline_max_micros: u32,
 }
 
 /// A pruned, placed graph ready to run many times.
@@ -182,15 +186,19 @@ pub(crate) struct ExecPlan {
     /// Async steps of this plan handed to the pool since the last probe, for
     /// [`ExecPlan::runs_inline`]'s probes. Relaxed: a hint.
     pool_steps: AtomicU32,
+    /// The longest step, in µs, that runs inline ([`PlanContext::inline_max_micros`]).
+    inline_max_micros: u32,
 }
 
-/// The longest step, in µs, that runs on the awaiting thread: below this a hand-off to a
-/// pool worker and back (two thread wake-ups, 5–20 µs each on a small machine) costs as
-/// much as the step itself, while holding an executor thread this long is harmless.
+/// The longest step, in µs, that runs on the awaiting thread unless the session says
+/// otherwise: below this a hand-off to a pool worker and back (two thread wake-ups, 5–20
+/// µs each on a small machine) costs as much as the step itself, while holding an
+/// executor thread this long is harmless.
 pub(crate) const INLINE_MAX_MICROS: u32 = 50;
 
-/// A plan whose pool steps take at most this long, in µs, still runs one step in
-/// [`INLINE_PROBE_EVERY`] inline: a pool step's time includes its hand-offs, which on a
+/// A plan whose pool steps take at most this long, in µs (or its inline limit, if
+/// longer), still runs one step in [`INLINE_PROBE_EVERY`] inline: a pool step's time
+/// includes its hand-offs, which on a
 /// busy machine alone pass [`INLINE_MAX_MICROS`], so only a step run inline tells whether
 /// the step itself is short. Longer steps never probe (holding the awaiting thread
 /// that long once in a while is not worth it).
@@ -208,13 +216,13 @@ pub(crate) const UNMEASURED: u32 = u32::MAX;
 pub(crate) const INLINE_PROBE_EVERY: u32 = 16;
 
 /// Whether an eligible plan's next async step runs inline, given its latest step's time
-/// (`recent`, µs) and its count of pool steps since the last probe (advanced here): see
-/// [`ExecPlan::runs_inline`].
-fn inline_next(recent: u32, pool_steps: &AtomicU32) -> bool {
-    if recent <= INLINE_MAX_MICROS {
+/// (`recent`, µs), its inline limit (`limit`, µs) and its count of pool steps since the
+/// last probe (advanced here): see [`ExecPlan::runs_inline`].
+fn inline_next(recent: u32, limit: u32, pool_steps: &AtomicU32) -> bool {
+    if recent <= limit {
         return true;
     }
-    recent <= INLINE_PROBE_MAX_MICROS
+    recent <= INLINE_PROBE_MAX_MICROS.max(limit)
         && pool_steps.fetch_add(1, Ordering::Relaxed) % INLINE_PROBE_EVERY == INLINE_PROBE_EVERY - 1
 }
 
@@ -423,6 +431,7 @@ impl ExecPlan {
             inline_eligible,
             recent_micros: AtomicU32::new(UNMEASURED),
             pool_steps: AtomicU32::new(0),
+            inline_max_micros: cx.inline_max_micros,
             used_devices,
             nodes,
             topology,
@@ -446,9 +455,10 @@ impl ExecPlan {
     /// Whether the next step of this plan should run on the thread that awaits it (an
     /// async step, [`Session::run_async`](crate::session::Session::run_async)) instead
     /// of being handed to the pool: the plan is eligible and its latest step took at
-    /// most [`INLINE_MAX_MICROS`]. An eligible plan's first step goes to the pool
-    /// ([`UNMEASURED`]); the step after one that took longer goes to the pool too, and so do the following ones until
-    /// a step is short again. A pool step's time includes its hand-offs (two thread
+    /// most its session's inline limit ([`INLINE_MAX_MICROS`] by default). An eligible
+    /// plan's first step goes to the pool ([`UNMEASURED`]); the step after one that took
+    /// longer goes to the pool too, and so do the following ones until a step is short
+    /// again. A pool step's time includes its hand-offs (two thread
     /// wake-ups, which a busy machine stretches past the limit by themselves), so a
     /// plan whose pool steps took at most [`INLINE_PROBE_MAX_MICROS`] runs every
     /// [`INLINE_PROBE_EVERY`]th step inline as a probe: that step's time is the step's
@@ -457,7 +467,11 @@ impl ExecPlan {
     /// that one step.
     pub(crate) fn runs_inline(&self) -> bool {
         self.inline_eligible
-            && inline_next(self.recent_micros.load(Ordering::Relaxed), &self.pool_steps)
+            && inline_next(
+                self.recent_micros.load(Ordering::Relaxed),
+                self.inline_max_micros,
+                &self.pool_steps,
+            )
     }
 
     /// Records how long an async step of this plan ran (failed ones too).
@@ -751,22 +765,47 @@ mod tests {
     fn short_steps_run_inline_and_slow_pool_steps_probe_one_in_sixteen() {
         let count = AtomicU32::new(0);
         // A plan not yet measured: to the pool, no probe.
-        assert!(!(0..100).any(|_| inline_next(UNMEASURED, &count)));
+        assert!(!(0..100).any(|_| inline_next(UNMEASURED, INLINE_MAX_MICROS, &count)));
         assert_eq!(count.load(Ordering::Relaxed), 0);
         // Short steps: always inline, the counter untouched.
-        assert!((0..100).all(|_| inline_next(0, &count)));
-        assert!((0..100).all(|_| inline_next(INLINE_MAX_MICROS, &count)));
+        assert!((0..100).all(|_| inline_next(0, INLINE_MAX_MICROS, &count)));
+        assert!((0..100).all(|_| inline_next(INLINE_MAX_MICROS, INLINE_MAX_MICROS, &count)));
         assert_eq!(count.load(Ordering::Relaxed), 0);
         // Pool steps a little too long (maybe only their hand-offs): one in 16 probes.
         let probes = (0..160)
-            .filter(|_| inline_next(INLINE_MAX_MICROS + 1, &count))
+            .filter(|_| inline_next(INLINE_MAX_MICROS + 1, INLINE_MAX_MICROS, &count))
             .count();
         assert_eq!(probes, 10);
         let probes = (0..160)
-            .filter(|_| inline_next(INLINE_PROBE_MAX_MICROS, &count))
+            .filter(|_| inline_next(INLINE_PROBE_MAX_MICROS, INLINE_MAX_MICROS, &count))
             .count();
         assert_eq!(probes, 10);
         // Long steps never hold the awaiting thread.
-        assert!(!(0..160).any(|_| inline_next(INLINE_PROBE_MAX_MICROS + 1, &count)));
+        assert!(!(0..160).any(|_| inline_next(
+            INLINE_PROBE_MAX_MICROS + 1,
+            INLINE_MAX_MICROS,
+            &count
+        )));
+    }
+
+    #[test]
+    fn a_session_s_inline_limit_moves_both_bounds() {
+        let count = AtomicU32::new(0);
+        let limit = 250;
+        // Up to the session's limit: inline, no probe counted.
+        assert!((0..100).all(|_| inline_next(limit, limit, &count)));
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        // Longer: to the pool, probing one in 16 as with the default limit.
+        let probes = (0..160)
+            .filter(|_| inline_next(limit + 1, limit, &count))
+            .count();
+        assert_eq!(probes, 10);
+        // A limit past the probe bound: steps up to it run inline, longer ones never
+        // probe.
+        let big = 2 * INLINE_PROBE_MAX_MICROS;
+        assert!(inline_next(big, big, &count));
+        assert!(!(0..160).any(|_| inline_next(big + 1, big, &count)));
+        // Unmeasured plans still go to the pool.
+        assert!(!(0..100).any(|_| inline_next(UNMEASURED, limit, &count)));
     }
 }
