@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     connect_worker, fetched, first_fetch_over_wire, inline, one_task, receivers,
-    register_over_wire, register_test_ops, TASK,
+    register_over_wire, register_test_ops, start_one_task, TASK,
 };
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::tensor::Tensor;
@@ -56,13 +56,11 @@ fn send_all(
 
 #[test]
 fn batches_on_a_stream_are_answered_in_order_and_each_tensor_is_admitted_on_its_own() {
-    register_test_ops();
-    let spec = one_task();
     let options = GrpcOptions {
         inline_tensor_bytes: 64,
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
+    let server = start_one_task(options);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,13 +13,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{
-    connect_worker, one_task, receivers, register_over_wire, register_test_ops, runtime, TASK,
-};
+use common::{connect_worker, receivers, register_over_wire, runtime, start_one_task, TASK};
 use futures::StreamExt;
-use magpie_core::testkit::host_task_options;
 use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
-use magpie_grpc::{proto, GrpcOptions, GrpcServer};
+use magpie_grpc::{proto, GrpcOptions};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -114,14 +111,12 @@ fn assert_status(s: &Status, code: Code, words: &[&str]) {
 
 #[test]
 fn a_tensor_the_worker_would_refuse_is_refused_before_its_destination_is_allocated() {
-    register_test_ops();
-    let spec = one_task();
     let options = GrpcOptions {
         max_tensor_bytes: 1 << 30,
         tensor_stream_idle_timeout: Duration::from_secs(600),
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
+    let server = start_one_task(options);
     let rt = runtime();
     rt.block_on(async {
         let mut c = connect_worker(server.local_addr()).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{
     connect_worker, fetched, first_fetch_over_wire, inline, one_task, receivers,
-    register_over_wire, register_test_ops, TASK,
+    register_over_wire, register_test_ops, start_one_task, TASK,
 };
 use magpie_core::tensor::Tensor;
 use magpie_core::testkit::host_task_options;
@@ -23,13 +23,11 @@ use magpie_grpc::{proto, GrpcOptions, GrpcServer, GrpcTransport, TensorTraffic};
 
 #[test]
 fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
-    register_test_ops();
-    let spec = one_task();
     let options = GrpcOptions {
         inline_tensor_bytes: 64,
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
+    let server = start_one_task(options);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,6 +9,8 @@
 use std::sync::Once;
 
 mod worker;
+// Not every test binary uses the worker-service helpers.
+#[allow(unused_imports)]
 pub use worker::*;
 
 use futures::future::BoxFuture;

@@ -8,16 +8,17 @@ use std::time::Duration;
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
 use magpie_core::tensor::{DType, Tensor};
+use magpie_core::testkit::host_task_options;
 use magpie_core::transport::{
     PartitionHandle, RegisterPartition, RunPartition, TaskName, Transport,
 };
 use magpie_core::StepId;
 use magpie_grpc::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire};
 use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
-use magpie_grpc::{proto, GrpcTransport};
+use magpie_grpc::{proto, GrpcOptions, GrpcServer, GrpcTransport};
 use tonic::transport::{Channel, Endpoint};
 
-use super::free_port;
+use super::{free_port, register_test_ops};
 
 /// The task of `one_task`'s cluster.
 pub const TASK: &str = "/job:w/task:0";
@@ -30,6 +31,14 @@ pub fn one_task() -> ClusterSpec {
         .job("w", [format!("127.0.0.1:{}", free_port())])
         .build()
         .unwrap()
+}
+
+/// A server for the task of a new `one_task` cluster with `options` (and the host's task
+/// options), the test ops registered first.
+pub fn start_one_task(options: GrpcOptions) -> GrpcServer {
+    register_test_ops();
+    let spec = one_task();
+    GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap()
 }
 
 /// A partition under session `s` of `edges.len()` f32 receives on `DEVICE` (node `r{i}`
