@@ -123,7 +123,8 @@ fn batches_on_a_stream_are_answered_in_order_and_each_tensor_is_admitted_on_its_
         );
 
         // The tensor taken is the one the partition's receive gets.
-        let got = first_fetch_over_wire(&mut c, handle, "mine", step).await;
+        let got =
+            first_fetch_over_wire(&mut c, handle, "mine", step, Duration::from_secs(10)).await;
         assert_eq!(got, [1.5, -2.0, 3.25]);
 
         // A batch for another task ends the stream with a status naming it.

@@ -13,12 +13,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    connect_worker, one_task, receivers, register_over_wire, register_test_ops, runtime, TASK,
+    connect_worker, first_fetch_over_wire, one_task, receivers, register_over_wire,
+    register_test_ops, runtime, TASK,
 };
 use futures::StreamExt;
 use magpie_core::distributed::{RendezvousLimits, ENTRY_OVERHEAD_BYTES};
 use magpie_core::testkit::host_task_options;
-use magpie_grpc::conv::tensor_from_wire;
+use magpie_core::StepId;
 use magpie_grpc::{proto, GrpcOptions, GrpcServer};
 use magpie_scheduler::test_support::eventually;
 use tonic::Code;
@@ -151,20 +152,10 @@ fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
         assert_eq!(stats.incoming_rendezvous_bytes, 2 * held);
 
         // A step that takes it frees it.
-        let out = c
-            .run_partition(proto::RunPartitionRequest {
-                task: TASK.into(),
-                handle: handle.clone(),
-                session: "s".into(),
-                step_id: vec![4u8; 16].into(),
-                timeout_ms: 60_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let fetched = tensor_from_wire(&out.fetches[0]).unwrap();
-        assert_eq!(fetched.num_elements(), SMALL_FLOATS as usize);
+        let step = StepId::from_bytes(&[4u8; 16]).unwrap();
+        let fetched =
+            first_fetch_over_wire(&mut c, handle.clone(), "s", step, Duration::from_secs(60)).await;
+        assert_eq!(fetched.len(), SMALL_FLOATS as usize);
         assert_eq!(worker().pending_rendezvous_bytes, 2 * held);
 
         // So does aborting the step a delivered tensor waits for.

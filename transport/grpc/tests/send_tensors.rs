@@ -82,7 +82,8 @@ fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
         );
 
         // The tensor taken is the one the partition's receive gets.
-        let got = first_fetch_over_wire(&mut c, handle, "mine", step).await;
+        let got =
+            first_fetch_over_wire(&mut c, handle, "mine", step, Duration::from_secs(10)).await;
         assert_eq!(got, [1.5, -2.0, 3.25]);
     });
     drop(rt);

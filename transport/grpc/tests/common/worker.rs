@@ -107,13 +107,14 @@ pub async fn register_over_wire(
     .handle
 }
 
-/// Runs partition `handle` of `session` on `TASK` for `step` through `RunPartition` (10 s
-/// timeout) and returns the values of its first fetch, an f32 tensor.
+/// Runs partition `handle` of `session` on `TASK` for `step` through `RunPartition`
+/// (with `timeout`) and returns the values of its first fetch, an f32 tensor.
 pub async fn first_fetch_over_wire(
     c: &mut WorkerServiceClient<Channel>,
     handle: String,
     session: &str,
     step: StepId,
+    timeout: Duration,
 ) -> Vec<f32> {
     let out = c
         .run_partition(proto::RunPartitionRequest {
@@ -121,7 +122,7 @@ pub async fn first_fetch_over_wire(
             handle,
             step_id: step.to_bytes().to_vec().into(),
             session: session.into(),
-            timeout_ms: 10_000,
+            timeout_ms: timeout.as_millis().try_into().unwrap(),
             ..Default::default()
         })
         .await
