@@ -165,8 +165,13 @@ impl Metrics {
         names.dedup();
         let mut peers: Vec<Peer> = names.into_iter().map(Peer::new).collect();
         peers.push(Peer::new("unknown".into()));
+        Metrics::with_peers(server.task().to_string(), peers)
+    }
+
+    /// Zeroed counters of `task`, one slot per peer of `peers`.
+    fn with_peers(task: String, peers: Vec<Peer>) -> Metrics {
         Metrics {
-            task: server.task().to_string(),
+            task,
             steps: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_micros: AtomicU64::new(0),
@@ -185,21 +190,7 @@ impl Metrics {
     /// Counters of a task named `test` with no peers, for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Metrics {
-        Metrics {
-            task: "test".into(),
-            steps: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency_sum_micros: AtomicU64::new(0),
-            peers: vec![Peer::new("unknown".into())].into_boxed_slice(),
-            tensor_requests: AtomicU64::new(0),
-            tensors: AtomicU64::new(0),
-            refused: std::array::from_fn(|_| AtomicU64::new(0)),
-            connections_open: AtomicU64::new(0),
-            connections_refused: AtomicU64::new(0),
-            incoming_bytes: AtomicU64::new(0),
-            incoming_refused: AtomicU64::new(0),
-            streamed: AtomicU64::new(0),
-        }
+        Metrics::with_peers("test".into(), vec![Peer::new("unknown".into())])
     }
 
     /// Counts a tensor sent to this task and refused with `code`.
@@ -277,13 +268,7 @@ impl Metrics {
             .into_iter(),
         );
 
-        let steps = Family::<[(&'static str, &'static str); 1], Counter>::default();
-        for (name, n) in CODE_NAMES.iter().zip(&self.steps) {
-            let n = n.load(Ordering::Relaxed);
-            if n > 0 || *name == "ok" {
-                steps.get_or_create(&[("outcome", *name)]).inc_by(n);
-            }
-        }
+        let steps = by_code(&self.steps, "outcome", "ok");
         registry.register(
             "magpie_steps",
             "Steps run through this task's master service, by outcome (ok or the gRPC code)",
@@ -347,13 +332,7 @@ impl Metrics {
              magpie_rendezvous_bytes)",
             gauge(stats.incoming_rendezvous_bytes as u64),
         );
-        let refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
-        for (name, n) in CODE_NAMES.iter().zip(&self.refused) {
-            let n = n.load(Ordering::Relaxed);
-            if n > 0 || *name == "resource_exhausted" {
-                refused.get_or_create(&[("code", *name)]).inc_by(n);
-            }
-        }
+        let refused = by_code(&self.refused, "code", "resource_exhausted");
         registry.register(
             "magpie_tensors_refused",
             "Tensors sent to this task that it refused, by gRPC code (resource_exhausted: \
@@ -515,6 +494,24 @@ impl Metrics {
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A counter family of `counts` (one per gRPC code, in `CODE_NAMES` order) labelled
+/// `label` with the code's name: the codes counted at least once, and `always` even at
+/// zero (so the series exists before its first count).
+fn by_code(
+    counts: &[AtomicU64; 17],
+    label: &'static str,
+    always: &'static str,
+) -> Family<[(&'static str, &'static str); 1], Counter> {
+    let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (name, n) in CODE_NAMES.iter().zip(counts) {
+        let n = n.load(Ordering::Relaxed);
+        if n > 0 || *name == always {
+            family.get_or_create(&[(label, *name)]).inc_by(n);
+        }
+    }
+    family
 }
 
 fn counter(v: u64) -> Counter {

@@ -13,65 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{free_port, register_test_ops};
-use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
-use magpie_core::tensor::{DType, Tensor};
-use magpie_core::testkit::host_task_options;
-use magpie_core::transport::{
-    PartitionHandle, RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport,
-    TransportError,
+use common::{
+    connect_worker, fetched, first_fetch_over_wire, inline, one_task, receivers,
+    register_over_wire, register_test_ops, start_one_task, TASK,
 };
+use magpie_core::cluster::ClusterSpec;
+use magpie_core::tensor::Tensor;
+use magpie_core::testkit::host_task_options;
+use magpie_core::transport::{RendezvousKey, TaskName, Transport, TransportError};
 use magpie_core::{Code, StepId};
-use magpie_grpc::conv::tensor_to_wire;
-use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
 use magpie_grpc::{proto, GrpcOptions, GrpcServer, GrpcTransport, TensorTraffic};
-use tonic::transport::Endpoint;
-
-const TASK: &str = "/job:w/task:0";
-const DEVICE: &str = "/job:w/replica:0/task:0/device:CPU:0";
-
-/// A partition of `edges.len()` f32 receives, fetching each in order.
-fn receivers(edges: &[&str]) -> RegisterPartition {
-    let nodes = edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| NodeDef {
-            name: format!("r{i}"),
-            op: "_Recv".into(),
-            inputs: vec![],
-            device: DEVICE.into(),
-            attrs: vec![
-                ("edge".into(), AttrValue::Str((*e).into())),
-                ("dtype".into(), AttrValue::DType(DType::F32)),
-            ],
-        })
-        .collect();
-    RegisterPartition {
-        session: "s".into(),
-        graph: GraphDef { nodes },
-        feeds: vec![],
-        fetches: (0..edges.len()).map(|i| format!("r{i}:0")).collect(),
-        targets: vec![],
-        shared: None,
-    }
-}
-
-fn one_task() -> ClusterSpec {
-    ClusterSpec::builder()
-        .job("w", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap()
-}
-
-fn inline(step: StepId, session: &str, edge: &str, t: Option<&Tensor>) -> proto::InlineTensor {
-    proto::InlineTensor {
-        step_id: step.to_bytes().to_vec().into(),
-        session: session.into(),
-        edge: edge.into(),
-        tensor: t.map(|t| tensor_to_wire(t).unwrap()),
-    }
-}
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     futures::executor::block_on(f)
@@ -103,65 +54,20 @@ fn send_all(
     sends.into_iter().map(block).collect()
 }
 
-/// Runs the partition `handle` for `step` and returns its fetches' values.
-fn received(
-    transport: &GrpcTransport,
-    task: &TaskName,
-    handle: PartitionHandle,
-    step: StepId,
-) -> Vec<Vec<f32>> {
-    let out = block(transport.run_partition(
-        task,
-        RunPartition {
-            handle,
-            session: "s".into(),
-            step_id: step,
-            feeds: vec![],
-            timeout: Duration::from_secs(10),
-            trace: false,
-        },
-    ))
-    .unwrap();
-    out.tensors
-        .iter()
-        .map(|t| t.as_slice::<f32>().unwrap().to_vec())
-        .collect()
-}
-
 #[test]
 fn batches_on_a_stream_are_answered_in_order_and_each_tensor_is_admitted_on_its_own() {
-    register_test_ops();
-    let spec = one_task();
     let options = GrpcOptions {
         inline_tensor_bytes: 64,
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
+    let server = start_one_task(options);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = WorkerServiceClient::new(channel);
-        let mut register = receivers(&["x"]);
-        register.session = "mine".into();
-        let handle = c
-            .register_partition(proto::RegisterPartitionRequest {
-                task: TASK.into(),
-                session: "mine".into(),
-                graph: Some(magpie_grpc::conv::graph_to_wire(&register.graph).unwrap()),
-                fetches: register.fetches,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .handle;
+        let mut c = connect_worker(server.local_addr()).await;
+        let handle = register_over_wire(&mut c, "mine", &receivers(&["x"])).await;
 
         let step = StepId::from_bytes(&[9u8; 16]).unwrap();
         let x = Tensor::from_vec([3], vec![1.5f32, -2.0, 3.25]).unwrap();
@@ -217,20 +123,9 @@ fn batches_on_a_stream_are_answered_in_order_and_each_tensor_is_admitted_on_its_
         );
 
         // The tensor taken is the one the partition's receive gets.
-        let out = c
-            .run_partition(proto::RunPartitionRequest {
-                task: TASK.into(),
-                handle,
-                step_id: step.to_bytes().to_vec().into(),
-                session: "mine".into(),
-                timeout_ms: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let got = magpie_grpc::conv::tensor_from_wire(&out.fetches[0]).unwrap();
-        assert_eq!(got.as_slice::<f32>().unwrap(), [1.5, -2.0, 3.25]);
+        let got =
+            first_fetch_over_wire(&mut c, handle, "mine", step, Duration::from_secs(10)).await;
+        assert_eq!(got, [1.5, -2.0, 3.25]);
 
         // A batch for another task ends the stream with a status naming it.
         tx.send(proto::SendTensorsRequest {
@@ -261,7 +156,7 @@ fn a_transport_streams_small_tensors_and_reopens_the_stream_after_the_peer_resta
             let step = StepId::random().unwrap();
             let sent = send_all(&transport, &task, step, &["a", "b"]);
             assert!(sent.iter().all(Result::is_ok), "round {round}: {sent:?}");
-            let values = received(&transport, &task, handle.clone(), step);
+            let values = fetched(&transport, &task, handle.clone(), step);
             assert_eq!(values, [[0.0, 0.5], [1.0, 0.5]], "round {round}");
         }
         let traffic = server.tensor_traffic();
@@ -292,7 +187,7 @@ fn with_the_stream_off_batches_go_in_send_tensors_requests() {
     let sent = send_all(&transport, &task, step, &["a", "b"]);
     assert!(sent.iter().all(Result::is_ok), "{sent:?}");
     assert_eq!(
-        received(&transport, &task, handle, step),
+        fetched(&transport, &task, handle, step),
         [[0.0, 0.5], [1.0, 0.5]]
     );
     let traffic = server.tensor_traffic();
@@ -316,7 +211,7 @@ fn a_peer_that_is_gone_fails_the_streamed_sends_naming_it() {
     let handle = block(transport.register_partition(&task, receivers(&["a"]))).unwrap();
     let step = StepId::random().unwrap();
     assert!(send_all(&transport, &task, step, &["a"])[0].is_ok());
-    assert_eq!(received(&transport, &task, handle, step), [[0.0, 0.5]]);
+    assert_eq!(fetched(&transport, &task, handle, step), [[0.0, 0.5]]);
     server.stop(Duration::ZERO);
     // The stream the stop ended is replaced; the peer is gone, so each send fails.
     for _ in 0..2 {
@@ -509,7 +404,7 @@ fn a_peer_without_the_stream_gets_the_batches_in_send_tensors_requests() {
         let sent = send_all(&transport, &task, step, &["a", "b"]);
         assert!(sent.iter().all(Result::is_ok), "{sent:?}");
         assert_eq!(
-            received(&transport, &task, handle.clone(), step),
+            fetched(&transport, &task, handle.clone(), step),
             [[0.0, 0.5], [1.0, 0.5]]
         );
     }
@@ -537,7 +432,7 @@ fn a_peer_frozen_after_the_stream_opened_fails_the_batch_at_its_deadline_then_is
     let step = StepId::random().unwrap();
     assert!(send_all(&transport, &task, step, &["a"])[0].is_ok());
     assert_eq!(
-        received(&transport, &task, handle.clone(), step),
+        fetched(&transport, &task, handle.clone(), step),
         [[0.0, 0.5]]
     );
 
@@ -555,7 +450,7 @@ fn a_peer_frozen_after_the_stream_opened_fails_the_batch_at_its_deadline_then_is
     let step = StepId::random().unwrap();
     let sent = send_all(&transport, &task, step, &["a"]);
     assert!(sent[0].is_ok(), "{sent:?}");
-    assert_eq!(received(&transport, &task, handle, step), [[0.0, 0.5]]);
+    assert_eq!(fetched(&transport, &task, handle, step), [[0.0, 0.5]]);
     assert_eq!(peer.refused.load(Ordering::SeqCst), 0);
     drop(transport);
     peer.stop();

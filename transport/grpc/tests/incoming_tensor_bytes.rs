@@ -12,21 +12,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
+use common::{
+    connect_worker, first_fetch_over_wire, one_task, receivers, register_over_wire,
+    register_test_ops, runtime, TASK,
+};
 use futures::StreamExt;
-use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::{RendezvousLimits, ENTRY_OVERHEAD_BYTES};
-use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
-use magpie_core::tensor::DType;
 use magpie_core::testkit::host_task_options;
-use magpie_grpc::conv::{graph_to_wire, tensor_from_wire};
-use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
+use magpie_core::StepId;
 use magpie_grpc::{proto, GrpcOptions, GrpcServer};
 use magpie_scheduler::test_support::eventually;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-const TASK: &str = "/job:w/task:0";
 /// The peer the streams say they come from.
 const PEER: &str = "/job:peer/task:7";
 /// Floats of a held stream's tensor: 12 MiB.
@@ -65,32 +62,6 @@ fn stalled(step: u8) -> impl futures::Stream<Item = proto::SendTensorChunk> + Se
         .chain(futures::stream::pending())
 }
 
-/// Registers, under session `s`, a partition that receives an f32 tensor on edge `x` and
-/// fetches it; its handle.
-async fn register_receiver(c: &mut WorkerServiceClient<Channel>) -> String {
-    let recv = NodeDef {
-        name: "r".into(),
-        op: "_Recv".into(),
-        inputs: vec![],
-        device: "/job:w/replica:0/task:0/device:CPU:0".into(),
-        attrs: vec![
-            ("edge".into(), AttrValue::Str("x".into())),
-            ("dtype".into(), AttrValue::DType(DType::F32)),
-        ],
-    };
-    c.register_partition(proto::RegisterPartitionRequest {
-        task: TASK.into(),
-        session: "s".into(),
-        graph: Some(graph_to_wire(&GraphDef { nodes: vec![recv] }).unwrap()),
-        fetches: vec!["r:0".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .handle
-}
-
 /// The value of metric `name` in `text`, on the line that carries `label` (if any).
 fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
     text.lines()
@@ -101,10 +72,7 @@ fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
 #[test]
 fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
     register_test_ops();
-    let spec = ClusterSpec::builder()
-        .job("w", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap();
+    let spec = one_task();
     let mut task = host_task_options("w");
     task.rendezvous_limits = RendezvousLimits {
         task_bytes: TASK_BYTES,
@@ -118,19 +86,10 @@ fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
     let worker = || server.core().worker().stats();
     let held = counted(HELD_FLOATS, "big");
     let small = counted(SMALL_FLOATS, "x");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = WorkerServiceClient::new(channel);
-        let handle = register_receiver(&mut c).await;
+        let mut c = connect_worker(server.local_addr()).await;
+        let handle = register_over_wire(&mut c, "s", &receivers(&["x"])).await;
 
         // Three streams at once, each admitted and held open: their bytes are reserved,
         // though no tensor was delivered.
@@ -193,20 +152,10 @@ fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
         assert_eq!(stats.incoming_rendezvous_bytes, 2 * held);
 
         // A step that takes it frees it.
-        let out = c
-            .run_partition(proto::RunPartitionRequest {
-                task: TASK.into(),
-                handle: handle.clone(),
-                session: "s".into(),
-                step_id: vec![4u8; 16].into(),
-                timeout_ms: 60_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let fetched = tensor_from_wire(&out.fetches[0]).unwrap();
-        assert_eq!(fetched.num_elements(), SMALL_FLOATS as usize);
+        let step = StepId::from_bytes(&[4u8; 16]).unwrap();
+        let fetched =
+            first_fetch_over_wire(&mut c, handle.clone(), "s", step, Duration::from_secs(60)).await;
+        assert_eq!(fetched.len(), SMALL_FLOATS as usize);
         assert_eq!(worker().pending_rendezvous_bytes, 2 * held);
 
         // So does aborting the step a delivered tensor waits for.

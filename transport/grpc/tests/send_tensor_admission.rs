@@ -13,16 +13,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
+use common::{connect_worker, receivers, register_over_wire, runtime, start_one_task, TASK};
 use futures::StreamExt;
-use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
-use magpie_core::tensor::DType;
-use magpie_core::testkit::host_task_options;
-use magpie_grpc::conv::graph_to_wire;
 use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
-use magpie_grpc::{proto, GrpcOptions, GrpcServer};
-use tonic::transport::{Channel, Endpoint};
+use magpie_grpc::{proto, GrpcOptions};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// The largest single allocation (or reallocation) made so far, by any thread.
@@ -60,7 +55,6 @@ unsafe impl GlobalAlloc for Recording {
 #[global_allocator]
 static GLOBAL: Recording = Recording;
 
-const TASK: &str = "/job:w/task:0";
 /// Floats in the tensors the streams announce: 128 MiB, under `--max-tensor-bytes` and
 /// the default bound on a step not started (256 MiB), far above anything else the test
 /// allocates.
@@ -115,62 +109,25 @@ fn assert_status(s: &Status, code: Code, words: &[&str]) {
     }
 }
 
-/// Registers, under `session`, a partition that receives an f32 tensor on edge `x`.
-async fn register_receiver(c: &mut WorkerServiceClient<Channel>, session: &str) {
-    let recv = NodeDef {
-        name: "r".into(),
-        op: "_Recv".into(),
-        inputs: vec![],
-        device: "/job:w/replica:0/task:0/device:CPU:0".into(),
-        attrs: vec![
-            ("edge".into(), AttrValue::Str("x".into())),
-            ("dtype".into(), AttrValue::DType(DType::F32)),
-        ],
-    };
-    c.register_partition(proto::RegisterPartitionRequest {
-        task: TASK.into(),
-        session: session.into(),
-        graph: Some(graph_to_wire(&GraphDef { nodes: vec![recv] }).unwrap()),
-        fetches: vec!["r:0".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 #[test]
 fn a_tensor_the_worker_would_refuse_is_refused_before_its_destination_is_allocated() {
-    register_test_ops();
-    let spec = ClusterSpec::builder()
-        .job("w", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap();
     let options = GrpcOptions {
         max_tensor_bytes: 1 << 30,
         tensor_stream_idle_timeout: Duration::from_secs(600),
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server = start_one_task(options);
+    let rt = runtime();
     rt.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = WorkerServiceClient::new(channel);
+        let mut c = connect_worker(server.local_addr()).await;
 
         // A session with no partition on the task.
         let s = refused(&mut c, "nobody", 1, FLOATS).await;
         assert_status(&s, Code::NotFound, &["nobody"]);
 
         // A step bound to another session: "mine" delivered a tensor for step 1 first.
-        register_receiver(&mut c, "mine").await;
-        register_receiver(&mut c, "other").await;
+        register_over_wire(&mut c, "mine", &receivers(&["x"])).await;
+        register_over_wire(&mut c, "other", &receivers(&["x"])).await;
         let small = proto::SendTensorChunk {
             task: TASK.into(),
             step_id: vec![1u8; 16].into(),

@@ -10,92 +10,31 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
-use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{AttrValue, GraphDef, NodeDef};
-use magpie_core::tensor::{DType, Tensor};
-use magpie_core::testkit::host_task_options;
-use magpie_core::transport::{
-    RegisterPartition, RendezvousKey, RunPartition, TaskName, Transport, TransportError,
+use common::{
+    connect_worker, fetched, first_fetch_over_wire, inline, one_task, receivers,
+    register_over_wire, register_test_ops, start_one_task, TASK,
 };
+use magpie_core::tensor::Tensor;
+use magpie_core::testkit::host_task_options;
+use magpie_core::transport::{RendezvousKey, TaskName, Transport, TransportError};
 use magpie_core::{Code, StepId};
-use magpie_grpc::conv::{graph_to_wire, tensor_to_wire};
-use magpie_grpc::proto::worker_service_client::WorkerServiceClient;
+use magpie_grpc::conv::tensor_to_wire;
 use magpie_grpc::{proto, GrpcOptions, GrpcServer, GrpcTransport, TensorTraffic};
-use tonic::transport::Endpoint;
-
-const TASK: &str = "/job:w/task:0";
-const DEVICE: &str = "/job:w/replica:0/task:0/device:CPU:0";
-
-/// A partition of `edges.len()` f32 receives, fetching each in order.
-fn receivers(edges: &[&str]) -> (GraphDef, Vec<String>) {
-    let nodes = edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| NodeDef {
-            name: format!("r{i}"),
-            op: "_Recv".into(),
-            inputs: vec![],
-            device: DEVICE.into(),
-            attrs: vec![
-                ("edge".into(), AttrValue::Str((*e).into())),
-                ("dtype".into(), AttrValue::DType(DType::F32)),
-            ],
-        })
-        .collect();
-    let fetches = (0..edges.len()).map(|i| format!("r{i}:0")).collect();
-    (GraphDef { nodes }, fetches)
-}
-
-fn one_task() -> ClusterSpec {
-    ClusterSpec::builder()
-        .job("w", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap()
-}
-
-fn inline(step: StepId, session: &str, edge: &str, t: Option<&Tensor>) -> proto::InlineTensor {
-    proto::InlineTensor {
-        step_id: step.to_bytes().to_vec().into(),
-        session: session.into(),
-        edge: edge.into(),
-        tensor: t.map(|t| tensor_to_wire(t).unwrap()),
-    }
-}
 
 #[test]
 fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
-    register_test_ops();
-    let spec = one_task();
     let options = GrpcOptions {
         inline_tensor_bytes: 64,
         ..GrpcOptions::default()
     };
-    let server = GrpcServer::start_with(&spec, "w", 0, &host_task_options("w"), options).unwrap();
+    let server = start_one_task(options);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = WorkerServiceClient::new(channel);
-        let (graph, fetches) = receivers(&["x"]);
-        let handle = c
-            .register_partition(proto::RegisterPartitionRequest {
-                task: TASK.into(),
-                session: "mine".into(),
-                graph: Some(graph_to_wire(&graph).unwrap()),
-                fetches,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .handle;
+        let mut c = connect_worker(server.local_addr()).await;
+        let handle = register_over_wire(&mut c, "mine", &receivers(&["x"])).await;
 
         let step = StepId::from_bytes(&[7u8; 16]).unwrap();
         let x = Tensor::from_vec([3], vec![1.5f32, -2.0, 3.25]).unwrap();
@@ -143,20 +82,9 @@ fn each_tensor_of_a_request_is_admitted_on_its_own_and_delivered_unchanged() {
         );
 
         // The tensor taken is the one the partition's receive gets.
-        let out = c
-            .run_partition(proto::RunPartitionRequest {
-                task: TASK.into(),
-                handle,
-                step_id: step.to_bytes().to_vec().into(),
-                session: "mine".into(),
-                timeout_ms: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let got = magpie_grpc::conv::tensor_from_wire(&out.fetches[0]).unwrap();
-        assert_eq!(got.as_slice::<f32>().unwrap(), [1.5, -2.0, 3.25]);
+        let got =
+            first_fetch_over_wire(&mut c, handle, "mine", step, Duration::from_secs(10)).await;
+        assert_eq!(got, [1.5, -2.0, 3.25]);
     });
     drop(rt);
     server.stop(Duration::ZERO);
@@ -176,18 +104,9 @@ fn small_tensors_filed_before_the_flush_runs_leave_in_one_request() {
         .build()
         .unwrap();
     let transport = GrpcTransport::with_runtime(spec, GrpcOptions::default(), rt.handle().clone());
-    let (graph, fetches) = receivers(&["e0", "e1", "e2", "e3"]);
-    let handle = futures::executor::block_on(transport.register_partition(
-        &task,
-        RegisterPartition {
-            session: "s".into(),
-            graph,
-            feeds: vec![],
-            fetches,
-            targets: vec![],
-            shared: None,
-        },
-    ))
+    let handle = futures::executor::block_on(
+        transport.register_partition(&task, receivers(&["e0", "e1", "e2", "e3"])),
+    )
     .unwrap();
 
     let step = StepId::random().unwrap();
@@ -223,23 +142,7 @@ fn small_tensors_filed_before_the_flush_runs_leave_in_one_request() {
         "four small tensors for one task filed together travel in one batch, on the stream"
     );
 
-    let out = futures::executor::block_on(transport.run_partition(
-        &task,
-        RunPartition {
-            handle,
-            session: "s".into(),
-            step_id: step,
-            feeds: vec![],
-            timeout: Duration::from_secs(10),
-            trace: false,
-        },
-    ))
-    .unwrap();
-    let values: Vec<Vec<f32>> = out
-        .tensors
-        .iter()
-        .map(|t| t.as_slice::<f32>().unwrap().to_vec())
-        .collect();
+    let values = fetched(&transport, &task, handle, step);
     assert_eq!(values, [[0.0, 0.5], [10.0, 0.5], [20.0, 0.5], [30.0, 0.5]]);
     drop(transport);
     rt.shutdown_timeout(Duration::from_secs(1));

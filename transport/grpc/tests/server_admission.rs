@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{free_port, register_test_ops};
+use common::{free_port, register_test_ops, runtime};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::graph::Graph;
 use magpie_core::tensor::Tensor;
@@ -37,14 +37,6 @@ fn server(options: GrpcOptions) -> GrpcServer {
         .build()
         .unwrap();
     GrpcServer::start_with(&spec, "s", 0, &host_task_options("s"), options).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The value of `metric` (unlabelled but for `task`) in `server`'s metrics.

@@ -1,11 +1,17 @@
 //! Test ops and helpers shared by the gRPC integration tests: `TestHang` (an output that
 //! never comes, so a step waits until it is aborted, cancelled or past its deadline),
 //! `TestThree` (the scalar 3.0), `TestFour` (a 4-element f32 vector, 16 bytes),
-//! `TestPass` (its input, unchanged), and free loopback ports.
+//! `TestPass` (its input, unchanged), free loopback ports, and (in `worker`) the setup of
+//! tests that talk to one task's worker service.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Once;
+
+mod worker;
+// Not every test binary uses the worker-service helpers.
+#[allow(unused_imports)]
+pub use worker::*;
 
 use futures::future::BoxFuture;
 use magpie_core::graph::{register_op, Arity, OpDef};
