@@ -481,6 +481,25 @@ pub trait Transport: Send + Sync + fmt::Debug {
         step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
+    /// [`abort_step`](Self::abort_step), telling the task why: a step that fails there
+    /// because of it reports `reason` (a sending task whose send failed after its
+    /// partition replied names itself, the edge and the error). The default ignores
+    /// `reason`, as a peer that does not know it does.
+    ///
+    /// # Errors
+    ///
+    /// As [`abort_step`](Self::abort_step).
+    fn abort_step_with_reason(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        reason: &str,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let _ = reason;
+        self.abort_step(task, session, step_id)
+    }
+
     /// Drops every partition `session` registered on `task`.
     ///
     /// # Errors

@@ -34,6 +34,7 @@ mod server;
 mod stages;
 mod timeline;
 pub mod training;
+mod unacked;
 mod update_rules;
 mod worker;
 

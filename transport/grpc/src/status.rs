@@ -122,10 +122,24 @@ pub(crate) fn status_to_transport(task: &TaskName, s: &Status, cx: &CallContext)
             task: task_s,
             handle: cx.handle.clone().unwrap_or_default(),
         },
-        Code::Aborted if cx.step_id.is_some() => TransportError::Cancelled {
-            task: task_s,
-            step_id: cx.step_id.unwrap_or_default(),
-        },
+        // A plain abort's status carries exactly the text of `Cancelled`; any other
+        // ABORTED status of a step (one aborted by a peer that said why:
+        // `WorkerError::AbortedBy`) keeps its message, which names the cause.
+        Code::Aborted if cx.step_id.is_some() => {
+            let cancelled = TransportError::Cancelled {
+                task: task_s,
+                step_id: cx.step_id.unwrap_or_default(),
+            };
+            if s.message() == cancelled.to_string() {
+                cancelled
+            } else {
+                TransportError::Remote {
+                    task: task.to_string(),
+                    detail: s.message().to_string(),
+                    code: code_from_grpc(Code::Aborted),
+                }
+            }
+        }
         Code::DeadlineExceeded => TransportError::DeadlineExceeded { task: task_s },
         // Connection failures surface as UNAVAILABLE, UNKNOWN or CANCELLED from tonic.
         Code::Unavailable | Code::Unknown | Code::Cancelled => TransportError::Unreachable {

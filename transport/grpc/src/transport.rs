@@ -184,6 +184,34 @@ impl GrpcTransport {
         let _ = self.inner.metrics.set(metrics);
     }
 
+    /// Aborts `step_id` of `session` on `task`, with `reason` when given
+    /// ([`Transport::abort_step_with_reason`]).
+    fn abort(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        reason: Option<&str>,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .abort_step_with_reason(session, step_id, reason)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
+        let req = proto::AbortStepRequest {
+            task: task.to_string(),
+            step_id: step_id_to_wire(step_id),
+            session: session.to_string(),
+            reason: reason.unwrap_or_default().to_string(),
+        };
+        self.request(task, move |mut c| async move {
+            c.abort_step(req).await?;
+            Ok(())
+        })
+    }
+
     fn local(&self, task: &TaskName) -> Option<Arc<TaskServer>> {
         match self.inner.local.get() {
             Some((t, s)) if t == task => s.upgrade(),
@@ -815,22 +843,17 @@ impl Transport for GrpcTransport {
         session: &str,
         step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        if let Some(s) = self.local(task) {
-            return ready(
-                s.worker()
-                    .abort_step(session, step_id)
-                    .map_err(|e| e.into_transport()),
-            );
-        }
-        let req = proto::AbortStepRequest {
-            task: task.to_string(),
-            step_id: step_id_to_wire(step_id),
-            session: session.to_string(),
-        };
-        self.request(task, move |mut c| async move {
-            c.abort_step(req).await?;
-            Ok(())
-        })
+        self.abort(task, session, step_id, None)
+    }
+
+    fn abort_step_with_reason(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        reason: &str,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        self.abort(task, session, step_id, Some(reason))
     }
 
     fn release_session(
