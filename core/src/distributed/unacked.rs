@@ -251,3 +251,258 @@ pub(crate) fn truncate(s: &mut String, max: usize) {
         s.truncate(end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::channel::oneshot;
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use parking_lot::Mutex;
+
+    use crate::device::Device;
+    use crate::distributed::ops::{DST_TASK_ATTR, EDGE_ATTR, SEND_OP};
+    use crate::distributed::ServerOptions;
+    use crate::distributed::{Worker, WorkerError};
+    use crate::graph::DeviceName;
+    use crate::graph::{AttrValue, GraphDef, NodeDef};
+    use crate::kernel::{BoxedKernel, Kernel, KernelContext, KernelError, KernelInit};
+    use crate::registry::{KernelKey, KernelRegistry};
+    use crate::step_id::StepId;
+    use crate::tensor::{DType, Tensor};
+    use crate::transport::{
+        DeviceInfo, PartitionHandle, PartitionOutput, RegisterPartition, RendezvousKey,
+        RunPartition, TaskName, Transport, TransportError,
+    };
+
+    type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
+
+    /// Sends eagerly; each send's answer comes when the test says; aborts are recorded.
+    #[derive(Default)]
+    struct Held {
+        answers: Mutex<Vec<oneshot::Sender<Result<(), TransportError>>>>,
+        aborts: Mutex<Vec<(TaskName, String, StepId, Option<String>)>>,
+    }
+
+    impl std::fmt::Debug for Held {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Held")
+        }
+    }
+
+    fn unused<T: Send + 'static>() -> Answer<T> {
+        async {
+            Err(TransportError::Cancelled {
+                task: String::new(),
+                step_id: StepId::from(0),
+            })
+        }
+        .boxed()
+    }
+
+    impl Transport for Held {
+        fn list_devices(&self, _: &TaskName) -> Answer<Vec<DeviceInfo>> {
+            unused()
+        }
+        fn register_partition(
+            &self,
+            _: &TaskName,
+            _: RegisterPartition,
+        ) -> Answer<PartitionHandle> {
+            unused()
+        }
+        fn sends_eagerly(&self) -> bool {
+            true
+        }
+        fn run_partition(&self, _: &TaskName, _: RunPartition) -> Answer<PartitionOutput> {
+            unused()
+        }
+        fn send(&self, _: &TaskName, _: &str, _: RendezvousKey, _: Tensor) -> Answer<()> {
+            let (tx, rx) = oneshot::channel();
+            self.answers.lock().push(tx);
+            async move { rx.await.unwrap_or(Ok(())) }.boxed()
+        }
+        fn abort_step(&self, task: &TaskName, session: &str, step: StepId) -> Answer<()> {
+            self.aborts
+                .lock()
+                .push((task.clone(), session.into(), step, None));
+            async { Ok(()) }.boxed()
+        }
+        fn abort_step_with_reason(
+            &self,
+            task: &TaskName,
+            session: &str,
+            step: StepId,
+            reason: &str,
+        ) -> Answer<()> {
+            self.aborts
+                .lock()
+                .push((task.clone(), session.into(), step, Some(reason.into())));
+            async { Ok(()) }.boxed()
+        }
+        fn release_session(&self, _: &TaskName, _: &str) -> Answer<()> {
+            unused()
+        }
+    }
+
+    #[derive(Debug)]
+    struct Host(DeviceName);
+    impl Device for Host {
+        fn name(&self) -> &DeviceName {
+            &self.0
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    struct Unfed;
+    impl Kernel for Unfed {
+        fn compute(&self, _: &mut KernelContext<'_>) -> Result<(), KernelError> {
+            Err(KernelError::InvalidArgument(
+                "a placeholder must be fed".into(),
+            ))
+        }
+    }
+
+    /// A worker of `/job:local/task:0` over `transport`, with a partition that sends
+    /// its feed to `/job:peer/task:0` on edge `x->peer`.
+    fn sender(transport: Arc<Held>) -> (Worker, PartitionHandle) {
+        let kernels = KernelRegistry::new();
+        kernels
+            .register(
+                KernelKey::new("Placeholder", "CPU"),
+                |_: &KernelInit<'_>| Ok(BoxedKernel::Sync(Box::new(Unfed))),
+            )
+            .unwrap();
+        let cpu = DeviceName::parse("/job:local/replica:0/task:0/device:CPU:0").unwrap();
+        let options = ServerOptions::with_devices(vec![Arc::new(Host(cpu))]).kernels(kernels);
+        let worker = Worker::new(TaskName::new("local", 0), &options, transport).unwrap();
+        let device = "/job:local/replica:0/task:0/device:CPU:0".to_string();
+        let graph = GraphDef {
+            nodes: vec![
+                NodeDef {
+                    name: "x".into(),
+                    op: "Placeholder".into(),
+                    inputs: vec![],
+                    device: device.clone(),
+                    attrs: vec![("dtype".into(), AttrValue::DType(DType::F32))],
+                },
+                NodeDef {
+                    name: "send".into(),
+                    op: SEND_OP.into(),
+                    inputs: vec!["x".into()],
+                    device,
+                    attrs: vec![
+                        (EDGE_ATTR.into(), AttrValue::Str("x->peer".into())),
+                        (
+                            DST_TASK_ATTR.into(),
+                            AttrValue::Str("/job:peer/task:0".into()),
+                        ),
+                    ],
+                },
+            ],
+        };
+        let handle = worker
+            .register_partition(RegisterPartition {
+                session: "s".into(),
+                graph,
+                feeds: vec!["x:0".into()],
+                fetches: vec![],
+                targets: vec!["send".into()],
+                shared: None,
+            })
+            .unwrap();
+        (worker, handle)
+    }
+
+    fn step(handle: &PartitionHandle, id: u64) -> RunPartition {
+        RunPartition {
+            handle: handle.clone(),
+            session: "s".into(),
+            step_id: StepId::from(id),
+            feeds: vec![Tensor::scalar(1.0f32)],
+            timeout: Duration::from_secs(600),
+            trace: false,
+        }
+    }
+
+    #[test]
+    fn a_step_replies_before_its_send_is_answered_and_a_failed_send_aborts_the_receiver() {
+        let transport = Arc::new(Held::default());
+        let (worker, handle) = sender(Arc::clone(&transport));
+
+        // The send is not answered, yet the step replied: its answer is awaited here.
+        worker.run_partition(step(&handle, 1)).unwrap();
+        assert_eq!(worker.stats().unacked_steps, 1);
+        assert_eq!(transport.answers.lock().len(), 1);
+        // Acknowledged: nothing is awaited any more, and nothing was aborted.
+        let ack = transport.answers.lock().pop().unwrap();
+        ack.send(Ok(())).unwrap();
+        assert!(worker
+            .unacked
+            .wait_idle(std::time::Instant::now() + Duration::from_secs(60)));
+        assert!(transport.aborts.lock().is_empty());
+
+        // Refused after the step replied: the step is aborted on the receiver, through
+        // the step's session, with a reason naming this task, the edge and the error.
+        worker.run_partition(step(&handle, 2)).unwrap();
+        let refused = transport.answers.lock().pop().unwrap();
+        refused
+            .send(Err(TransportError::LimitExceeded {
+                task: "/job:peer/task:0".into(),
+                detail: "too many bytes".into(),
+            }))
+            .unwrap();
+        assert!(worker
+            .unacked
+            .wait_idle(std::time::Instant::now() + Duration::from_secs(60)));
+        let aborts = transport.aborts.lock().clone();
+        assert_eq!(aborts.len(), 1, "{aborts:?}");
+        let (to, session, step_id, reason) = &aborts[0];
+        assert_eq!(to, &TaskName::new("peer", 0));
+        assert_eq!(session, "s");
+        assert_eq!(*step_id, StepId::from(2));
+        let reason = reason.as_deref().unwrap();
+        assert!(
+            reason.contains("task /job:local/task:0 could not send edge \"x->peer\""),
+            "{reason}"
+        );
+        assert!(reason.contains("too many bytes"), "{reason}");
+
+        // Stopping with a send unanswered drops it: drain returns and nothing is left.
+        worker.run_partition(step(&handle, 3)).unwrap();
+        assert_eq!(worker.stats().unacked_steps, 1);
+        worker.begin_stop();
+        worker.drain(std::time::Instant::now(), Duration::from_secs(60));
+        assert_eq!(worker.stats().unacked_steps, 0);
+        assert_eq!(transport.aborts.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_reasoned_abort_fails_the_receivers_step_with_the_reason_before_or_while_it_runs() {
+        let transport = Arc::new(Held::default());
+        let (worker, handle) = sender(Arc::clone(&transport));
+        // Before the step starts here: the step, when it comes, fails with the reason.
+        worker
+            .abort_step_with_reason("s", StepId::from(7), Some("task A could not send edge e"))
+            .unwrap();
+        let e = worker.run_partition(step(&handle, 7)).unwrap_err();
+        match &e {
+            WorkerError::AbortedBy { reason, .. } => {
+                assert_eq!(reason, "task A could not send edge e");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(e.to_string().contains("could not send edge e"), "{e}");
+        // A caller outside the session aborts nothing, reason or not.
+        let rogue = worker.abort_step_with_reason("other", StepId::from(8), Some("rogue"));
+        assert!(
+            matches!(rogue, Err(WorkerError::UnknownSession { .. })),
+            "{rogue:?}"
+        );
+        worker.run_partition(step(&handle, 8)).unwrap();
+    }
+}

@@ -277,7 +277,7 @@ pub struct Worker {
     /// Answers to the sends of running steps (`outbox.rs`), when `_Send` runs eagerly.
     outbox: Arc<Outbox>,
     /// The sends of steps that replied before their answers came (`unacked.rs`).
-    unacked: Unacked,
+    pub(super) unacked: Unacked,
     /// Whether the transport sends eagerly: `_Send` then completes at once and the step
     /// awaits its answer at the end ([`Transport::sends_eagerly`]).
     eager_sends: bool,
