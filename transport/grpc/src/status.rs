@@ -210,6 +210,34 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_abort_stays_cancelled_and_a_reasoned_one_keeps_its_reason() {
+        let task = TaskName::new("w", 0);
+        let step_id = magpie_core::StepId::from(9);
+        let cx = CallContext {
+            handle: None,
+            step_id: Some(step_id),
+        };
+        let plain = TransportError::Cancelled {
+            task: task.to_string(),
+            step_id,
+        };
+        let back = status_to_transport(&task, &transport_to_status(&plain), &cx);
+        assert_eq!(back, plain);
+
+        let reasoned = magpie_core::distributed::WorkerError::AbortedBy {
+            task: task.to_string(),
+            step_id,
+            reason: "task /job:m/task:0 could not send edge \"e\"".into(),
+        };
+        let s = worker_to_status(reasoned);
+        assert_eq!(s.code(), Code::Aborted);
+        let back = status_to_transport(&task, &s, &cx);
+        assert!(matches!(back, TransportError::Remote { .. }), "{back:?}");
+        assert_eq!(back.code(), magpie_core::Code::Aborted);
+        assert!(back.to_string().contains("could not send edge"), "{back}");
+    }
+
+    #[test]
     fn every_code_round_trips_through_grpc() {
         use magpie_core::Code as C;
         for c in [
