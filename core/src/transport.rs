@@ -414,9 +414,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Whether [`send`](Self::send) starts its transfer when called — the tensor goes on
     /// its way whether or not the returned future is ever polled, and the future only
     /// yields the answer (default: no). A worker over such a transport runs `_Send` as a
-    /// synchronous kernel that completes at once and awaits the answers at the end of the
-    /// step, before it reports the step done (a failed send still fails the step, naming
-    /// its node); no thread is woken for an answer while the step runs.
+    /// synchronous kernel that completes at once; it reports the step done without
+    /// waiting for the answers, which it awaits in the background: a send that fails
+    /// aborts the step on its receiver with [`abort_step_with_reason`], naming the
+    /// sending task, the edge and the error (with many steps' answers outstanding, a
+    /// step awaits its own before it reports done, a failed send failing it, naming its
+    /// node). No thread is woken for an answer while the step runs.
+    ///
+    /// [`abort_step_with_reason`]: Self::abort_step_with_reason
     fn sends_eagerly(&self) -> bool {
         false
     }

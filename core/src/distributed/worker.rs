@@ -279,7 +279,7 @@ pub struct Worker {
     /// The sends of steps that replied before their answers came (`unacked.rs`).
     pub(super) unacked: Unacked,
     /// Whether the transport sends eagerly: `_Send` then completes at once and the step
-    /// awaits its answer at the end ([`Transport::sends_eagerly`]).
+    /// hands its answer to `unacked` at the end ([`Transport::sends_eagerly`]).
     eager_sends: bool,
     partitions: Mutex<Partitions>,
     registrations: AtomicU64,
