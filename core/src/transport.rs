@@ -487,9 +487,10 @@ pub trait Transport: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'static, Result<(), TransportError>>;
 
     /// [`abort_step`](Self::abort_step), telling the task why: a step that fails there
-    /// because of it reports `reason` (a sending task whose send failed after its
-    /// partition replied names itself, the edge and the error). The default ignores
-    /// `reason`, as a peer that does not know it does.
+    /// because of it reports `reason`, with the cause's `code` (a sending task whose send
+    /// failed after its partition replied names itself, the edge and the error, and
+    /// gives the error's code). The default ignores both, as a peer that does not know
+    /// them does.
     ///
     /// # Errors
     ///
@@ -499,9 +500,10 @@ pub trait Transport: Send + Sync + fmt::Debug {
         task: &TaskName,
         session: &str,
         step_id: StepId,
+        code: crate::Code,
         reason: &str,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        let _ = reason;
+        let _ = (code, reason);
         self.abort_step(task, session, step_id)
     }
 

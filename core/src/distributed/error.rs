@@ -61,6 +61,9 @@ pub enum WorkerError {
         task: String,
         /// The step.
         step_id: StepId,
+        /// The cause's code (`Aborted` for one that would read as this task's own state
+        /// on the wire: see [`Worker::abort_step_with_reason`](super::Worker::abort_step_with_reason)).
+        code: Code,
         /// Why, as the aborting task put it.
         reason: String,
     },
@@ -121,7 +124,8 @@ impl WorkerError {
             WorkerError::UnknownPartition { .. } => Code::NotFound,
             WorkerError::BadPartition { source, .. } => source.code(),
             WorkerError::Step { source, .. } => source.code(),
-            WorkerError::Aborted { .. } | WorkerError::AbortedBy { .. } => Code::Aborted,
+            WorkerError::Aborted { .. } => Code::Aborted,
+            WorkerError::AbortedBy { code, .. } => *code,
             WorkerError::InvalidOptions { .. } => Code::InvalidArgument,
             WorkerError::UnknownSession { .. } => Code::NotFound,
             WorkerError::WrongSession { .. } => Code::PermissionDenied,

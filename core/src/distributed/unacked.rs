@@ -233,7 +233,7 @@ async fn await_answers(
         );
         truncate(&mut reason, MAX_REASON_BYTES);
         if let Err(abort) = transport
-            .abort_step_with_reason(&dst, &session, step, &reason)
+            .abort_step_with_reason(&dst, &session, step, e.code(), &reason)
             .await
         {
             tracing::warn!(task = %task, to = %dst, step = %step, error = %abort, "could not abort the step on the task a send failed to");
@@ -335,8 +335,10 @@ mod tests {
             task: &TaskName,
             session: &str,
             step: StepId,
+            code: crate::Code,
             reason: &str,
         ) -> Answer<()> {
+            assert_eq!(code, crate::Code::ResourceExhausted);
             self.aborts
                 .lock()
                 .push((task.clone(), session.into(), step, Some(reason.into())));
@@ -487,18 +489,30 @@ mod tests {
         let (worker, handle) = sender(Arc::clone(&transport));
         // Before the step starts here: the step, when it comes, fails with the reason.
         worker
-            .abort_step_with_reason("s", StepId::from(7), Some("task A could not send edge e"))
+            .abort_step_with_reason(
+                "s",
+                StepId::from(7),
+                Some((
+                    crate::Code::ResourceExhausted,
+                    "task A could not send edge e",
+                )),
+            )
             .unwrap();
         let e = worker.run_partition(step(&handle, 7)).unwrap_err();
         match &e {
-            WorkerError::AbortedBy { reason, .. } => {
+            WorkerError::AbortedBy { reason, code, .. } => {
                 assert_eq!(reason, "task A could not send edge e");
+                assert_eq!(*code, crate::Code::ResourceExhausted);
             }
             other => panic!("{other}"),
         }
         assert!(e.to_string().contains("could not send edge e"), "{e}");
         // A caller outside the session aborts nothing, reason or not.
-        let rogue = worker.abort_step_with_reason("other", StepId::from(8), Some("rogue"));
+        let rogue = worker.abort_step_with_reason(
+            "other",
+            StepId::from(8),
+            Some((crate::Code::ResourceExhausted, "rogue")),
+        );
         assert!(
             matches!(rogue, Err(WorkerError::UnknownSession { .. })),
             "{rogue:?}"

@@ -32,6 +32,7 @@ use super::server::ServerOptions;
 use super::stages::{split, Source, Stages};
 use super::unacked::{truncate, Unacked, MAX_REASON_BYTES};
 use crate::device::Device;
+use crate::error::Code;
 use crate::exec::NodeStats;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
 use crate::limits::Limit;
@@ -92,7 +93,7 @@ struct Running {
     session: Arc<str>,
     token: CancellationToken,
     /// Why another task aborted the step ([`Worker::abort_step_with_reason`]).
-    reason: Arc<OnceLock<String>>,
+    reason: Arc<OnceLock<(Code, String)>>,
 }
 
 /// Counters a worker keeps (for tests and diagnostics).
@@ -290,7 +291,7 @@ pub struct Worker {
     running: Mutex<Vec<Running>>,
     /// The reasons of the last [`ABORT_REASONS_KEPT`] aborts with one that came before
     /// their step started here: the step, when it comes, fails with its reason.
-    abort_reasons: Mutex<std::collections::VecDeque<(StepId, Arc<str>, String)>>,
+    abort_reasons: Mutex<std::collections::VecDeque<(StepId, Arc<str>, Code, String)>>,
     next_run: AtomicU64,
     idle: Condvar,
 }
@@ -743,7 +744,7 @@ impl Worker {
         // The step's start on this task's clock: node times are relative to it.
         let start_unix_micros = unix_micros_now();
         if let Err(e) = futures::executor::block_on(self.receive_early(step_id, &mut admitted)) {
-            let reason = admitted.abort_reason.get().map(String::as_str);
+            let reason = admitted.abort_reason.get();
             return self.step_result(step_id, Err(e), None, start_unix_micros, reason);
         }
         let result = if admitted.part.staged.is_some() {
@@ -758,7 +759,7 @@ impl Worker {
         };
         let result = futures::executor::block_on(self.await_sends(step_id, result, &admitted));
         let trace = admitted.options.trace.then(|| admitted.early.take());
-        let reason = admitted.abort_reason.get().map(String::as_str);
+        let reason = admitted.abort_reason.get();
         self.step_result(step_id, result, trace, start_unix_micros, reason)
     }
 
@@ -781,7 +782,7 @@ impl Worker {
         let _forwarding = cancel.as_ref().map(|c| c.forward_to(&admitted.token));
         let start_unix_micros = unix_micros_now();
         if let Err(e) = self.receive_early(step_id, &mut admitted).await {
-            let reason = admitted.abort_reason.get().map(String::as_str);
+            let reason = admitted.abort_reason.get();
             return self.step_result(step_id, Err(e), None, start_unix_micros, reason);
         }
         let result = if admitted.part.staged.is_some() {
@@ -800,7 +801,7 @@ impl Worker {
         };
         let result = self.await_sends(step_id, result, &admitted).await;
         let trace = admitted.options.trace.then(|| admitted.early.take());
-        let reason = admitted.abort_reason.get().map(String::as_str);
+        let reason = admitted.abort_reason.get();
         self.step_result(step_id, result, trace, start_unix_micros, reason)
     }
 
@@ -1033,12 +1034,13 @@ impl Worker {
                         .abort_reasons
                         .lock()
                         .iter()
-                        .find(|(s, session, _)| *s == step_id && **session == *part.session_handle)
-                        .map(|(_, _, reason)| reason.clone());
+                        .find(|(s, session, ..)| *s == step_id && **session == *part.session_handle)
+                        .map(|(_, _, code, reason)| (*code, reason.clone()));
                     match reason {
-                        Some(reason) => WorkerError::AbortedBy {
+                        Some((code, reason)) => WorkerError::AbortedBy {
                             task: self.task.to_string(),
                             step_id,
+                            code,
                             reason,
                         },
                         None => WorkerError::Aborted {
@@ -1108,7 +1110,7 @@ impl Worker {
         result: Result<crate::session::RunOutput, SessionError>,
         trace: Option<EarlyTrace>,
         start_unix_micros: u64,
-        abort_reason: Option<&str>,
+        abort_reason: Option<&(Code, String)>,
     ) -> Result<PartitionOutput, WorkerError> {
         match result {
             Ok(out) => Ok(PartitionOutput {
@@ -1128,11 +1130,12 @@ impl Worker {
             }),
             // Aborted while running or while waiting for its devices: the same abort.
             Err(SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. }) => {
-                if let Some(reason) = abort_reason {
+                if let Some((code, reason)) = abort_reason {
                     return Err(WorkerError::AbortedBy {
                         task: self.task.to_string(),
                         step_id,
-                        reason: reason.to_string(),
+                        code: *code,
+                        reason: reason.clone(),
                     });
                 }
                 Err(WorkerError::Aborted {
@@ -1240,10 +1243,13 @@ impl Worker {
         self.abort_step_with_reason(session, step_id, None)
     }
 
-    /// [`Worker::abort_step`], saying why: a partition of the step running here fails
-    /// with [`WorkerError::AbortedBy`] carrying `reason` (cut to 2 KiB) rather than
-    /// [`WorkerError::Aborted`]. Another task of the session sends one when a send of
-    /// the step to this task failed after its own partition replied (`unacked.rs`).
+    /// [`Worker::abort_step`], saying why: a partition of the step running here, or
+    /// starting after the abort, fails with [`WorkerError::AbortedBy`] carrying the
+    /// reason's text (cut to 2 KiB) and code rather than [`WorkerError::Aborted`].
+    /// Another task of the session sends one when a send of the step to this task failed
+    /// after its own partition replied (`unacked.rs`). A code that the wire reads as the
+    /// state of this task itself (`Cancelled`, `Unavailable`, `DeadlineExceeded`,
+    /// `NotFound`, `Unauthenticated`) becomes `Aborted`: the cause is elsewhere.
     ///
     /// # Errors
     ///
@@ -1253,17 +1259,25 @@ impl Worker {
         &self,
         session: &str,
         step_id: StepId,
-        reason: Option<&str>,
+        reason: Option<(Code, &str)>,
     ) -> Result<(), WorkerError> {
         self.check_session(session)?;
         // The partitions first, so that they end as aborted (not as failed receives).
         // A partition of the session running the step binds it to the session here, so
         // the rendezvous below refuses nothing these partitions run. The reason is set
         // before the token is cancelled, so the step sees it when it ends.
-        let reason = reason.map(|r| {
+        let reason = reason.map(|(code, r)| {
             let mut r = r.to_string();
             truncate(&mut r, MAX_REASON_BYTES);
-            r
+            let code = match code {
+                Code::Cancelled
+                | Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::NotFound
+                | Code::Unauthenticated => Code::Aborted,
+                code => code,
+            };
+            (code, r)
         });
         let mut found = false;
         for r in self.running.lock().iter() {
@@ -1282,7 +1296,8 @@ impl Worker {
             if kept.len() == ABORT_REASONS_KEPT {
                 kept.pop_front();
             }
-            kept.push_back((step_id, Arc::from(session), reason));
+            let (code, reason) = reason;
+            kept.push_back((step_id, Arc::from(session), code, reason));
         }
         self.rendezvous
             .abort(session, step_id)
@@ -1363,7 +1378,7 @@ struct Admitted<'a> {
     /// Cancelled by [`Worker::abort_step`] and `drain`; the step's run watches it.
     token: CancellationToken,
     /// Set by [`Worker::abort_step_with_reason`] before it cancels `token`.
-    abort_reason: Arc<OnceLock<String>>,
+    abort_reason: Arc<OnceLock<(Code, String)>>,
     _running: RunningGuard<'a>,
     _step: ActiveStep<'a>,
     /// Drops whatever answers of the step's sends were not awaited.
@@ -1400,7 +1415,7 @@ impl<'a> RunningGuard<'a> {
         step_id: StepId,
         session: Arc<str>,
         token: CancellationToken,
-        reason: Arc<OnceLock<String>>,
+        reason: Arc<OnceLock<(Code, String)>>,
     ) -> RunningGuard<'a> {
         let run_id = worker.next_run.fetch_add(1, Ordering::Relaxed);
         worker.running.lock().push(Running {

@@ -227,6 +227,7 @@ mod tests {
         let reasoned = magpie_core::distributed::WorkerError::AbortedBy {
             task: task.to_string(),
             step_id,
+            code: magpie_core::Code::Aborted,
             reason: "task /job:m/task:0 could not send edge \"e\"".into(),
         };
         let s = worker_to_status(reasoned);

@@ -191,7 +191,7 @@ impl GrpcTransport {
         task: &TaskName,
         session: &str,
         step_id: StepId,
-        reason: Option<&str>,
+        reason: Option<(magpie_core::Code, &str)>,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         if let Some(s) = self.local(task) {
             return ready(
@@ -204,7 +204,8 @@ impl GrpcTransport {
             task: task.to_string(),
             step_id: step_id_to_wire(step_id),
             session: session.to_string(),
-            reason: reason.unwrap_or_default().to_string(),
+            reason: reason.map(|(_, r)| r.to_string()).unwrap_or_default(),
+            reason_code: reason.map_or(0, |(code, _)| crate::status::code_to_grpc(code) as i32),
         };
         self.request(task, move |mut c| async move {
             c.abort_step(req).await?;
@@ -851,9 +852,10 @@ impl Transport for GrpcTransport {
         task: &TaskName,
         session: &str,
         step_id: StepId,
+        code: magpie_core::Code,
         reason: &str,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        self.abort(task, session, step_id, Some(reason))
+        self.abort(task, session, step_id, Some((code, reason)))
     }
 
     fn release_session(

@@ -219,6 +219,7 @@ fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
             step_id: vec![5u8; 16].into(),
             session: "s".into(),
             reason: String::new(),
+            reason_code: 0,
         })
         .await
         .unwrap();

@@ -168,6 +168,7 @@ async fn worker_calls(
                 step_id: vec![5u8; 16].into(),
                 session: "anyone".into(),
                 reason: "a rogue reason".into(),
+                reason_code: 0,
             },
             token,
         ))

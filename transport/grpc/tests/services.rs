@@ -114,6 +114,7 @@ fn the_worker_service_validates_requests() {
             step_id: vec![1u8; 8].into(),
             session: "any".into(),
             reason: String::new(),
+            reason_code: 0,
         })))
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

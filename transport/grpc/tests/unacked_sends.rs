@@ -94,6 +94,8 @@ fn a_send_refused_after_its_partition_replied_fails_the_step_naming_sender_and_e
         // A send the receiver refuses: the step fails, with the receiver's error naming
         // the sending task, the edge and the refusal.
         let e = c.run_step(step("big_there:0")).await.unwrap_err();
+        // With the refusal's code, as when the sender's own step failed.
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{}", e.message());
         let message = e.message();
         assert!(
             message.contains("task /job:m/replica:0/task:0 could not send edge")
