@@ -507,6 +507,19 @@ pub trait Transport: Send + Sync + fmt::Debug {
         self.abort_step(task, session, step_id)
     }
 
+    /// Runs `task` to its end on the transport's own executor, if it has one (default:
+    /// gives it back). A worker awaits the answers of sends that outlive their step this
+    /// way (`unacked.rs`), so they are polled where the answers complete, with no thread
+    /// woken for them; over a transport without an executor it polls them on a thread
+    /// of its own.
+    ///
+    /// # Errors
+    ///
+    /// `task`, when the transport does not run it.
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
+        Err(task)
+    }
+
     /// Drops every partition `session` registered on `task`.
     ///
     /// # Errors

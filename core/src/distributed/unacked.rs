@@ -22,14 +22,16 @@
 //! At most [`MAX_UNACKED_STEPS`] steps' sends are awaited here at once; past that
 //! [`Unacked::detach`] gives the sends back and the step awaits them before it replies,
 //! as before. Each answer comes within the transport's request deadline, and so does
-//! each abort. The futures run on one thread per worker (`magpie-unacked`, started with
-//! the first detached step), which polls them as their answers wake it and holds no
-//! other work. [`Unacked::wait_idle`] lets a draining worker wait for them;
+//! each abort. The futures run on the transport's executor ([`Transport::spawn`]: the
+//! gRPC transport's runtime, where the answers complete, so no thread is woken for
+//! them), or else on one thread per worker (`magpie-unacked`, started with the first
+//! detached step), which polls them as their answers wake it and holds no other work. [`Unacked::wait_idle`] lets a draining worker wait for them;
 //! [`Unacked::cancel`] drops whatever is still awaited (the worker does so on drain's
 //! deadline and when dropped, then joins the thread).
 //!
 //! [`WorkerError::AbortedBy`]: super::error::WorkerError::AbortedBy
 //! [`Transport::abort_step_with_reason`]: crate::transport::Transport::abort_step_with_reason
+//! [`Transport::spawn`]: crate::transport::Transport::spawn
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -85,6 +87,8 @@ pub(crate) struct Unacked {
     transport: Arc<dyn Transport>,
     in_flight: Arc<InFlight>,
     driver: Mutex<Option<Driver>>,
+    /// Whether the transport runs the futures ([`Transport::spawn`]); else `driver` does.
+    spawns: std::sync::OnceLock<bool>,
     cancel: CancellationToken,
 }
 
@@ -104,6 +108,7 @@ impl Unacked {
             transport,
             in_flight: Arc::default(),
             driver: Mutex::new(None),
+            spawns: std::sync::OnceLock::new(),
             cancel: CancellationToken::new(),
         }
     }
@@ -124,23 +129,13 @@ impl Unacked {
         if self.cancel.is_cancelled() {
             return Err(sends);
         }
-        let mut driver = self.driver.lock();
-        if driver.is_none() {
-            let (tx, rx) = mpsc::unbounded::<BoxFuture<'static, ()>>();
-            let thread = std::thread::Builder::new()
-                .name("magpie-unacked".into())
-                .spawn(move || futures::executor::block_on(rx.for_each_concurrent(None, |f| f)));
-            match thread {
-                Ok(thread) => *driver = Some(Driver { tx, thread }),
-                Err(e) => {
-                    tracing::warn!(task = %self.task, error = %e, "cannot start the thread that awaits sends; steps await their own");
-                    return Err(sends);
-                }
-            }
-        }
-        let Some(d) = driver.as_ref() else {
+        // Whether the transport runs futures; probed once, with one that does nothing.
+        let spawns = *self
+            .spawns
+            .get_or_init(|| self.transport.spawn(async {}.boxed()).is_ok());
+        if !spawns && !self.start_driver() {
             return Err(sends);
-        };
+        }
         {
             let mut steps = self.in_flight.steps.lock();
             if *steps >= MAX_UNACKED_STEPS {
@@ -159,10 +154,44 @@ impl Unacked {
             }
         }
         .boxed();
+        let fut = match spawns {
+            true => match self.transport.spawn(fut) {
+                Ok(()) => return Ok(()),
+                Err(fut) => fut,
+            },
+            false => fut,
+        };
         // The thread takes futures until `shutdown` drops the sender; a future that
         // cannot be sent is dropped here, its guard with it.
-        let _ = d.tx.unbounded_send(fut);
+        if !self.start_driver() {
+            tracing::error!(task = %self.task, step = %step, "the answers to a replied step's sends are dropped: no thread to await them");
+        }
+        if let Some(d) = self.driver.lock().as_ref() {
+            let _ = d.tx.unbounded_send(fut);
+        }
         Ok(())
+    }
+
+    /// Starts the thread that polls detached futures unless it runs; whether it runs.
+    fn start_driver(&self) -> bool {
+        let mut driver = self.driver.lock();
+        if driver.is_some() {
+            return true;
+        }
+        let (tx, rx) = mpsc::unbounded::<BoxFuture<'static, ()>>();
+        let thread = std::thread::Builder::new()
+            .name("magpie-unacked".into())
+            .spawn(move || futures::executor::block_on(rx.for_each_concurrent(None, |f| f)));
+        match thread {
+            Ok(thread) => {
+                *driver = Some(Driver { tx, thread });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.task, error = %e, "cannot start the thread that awaits sends; steps await their own");
+                false
+            }
+        }
     }
 
     /// Waits until no step's sends are awaited, or `until`; returns whether none are.

@@ -847,6 +847,12 @@ impl Transport for GrpcTransport {
         self.abort(task, session, step_id, None)
     }
 
+    /// Spawned on the transport's runtime (dropped there if it is shutting down).
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
+        drop(self.inner.handle.spawn(task));
+        Ok(())
+    }
+
     fn abort_step_with_reason(
         &self,
         task: &TaskName,
