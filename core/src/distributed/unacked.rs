@@ -308,11 +308,14 @@ mod tests {
 
     type Answer<T> = BoxFuture<'static, Result<T, TransportError>>;
 
+    /// An abort the transport was asked for: task, session, step, reason.
+    type Abort = (TaskName, String, StepId, Option<String>);
+
     /// Sends eagerly; each send's answer comes when the test says; aborts are recorded.
     #[derive(Default)]
     struct Held {
         answers: Mutex<Vec<oneshot::Sender<Result<(), TransportError>>>>,
-        aborts: Mutex<Vec<(TaskName, String, StepId, Option<String>)>>,
+        aborts: Mutex<Vec<Abort>>,
     }
 
     impl std::fmt::Debug for Held {

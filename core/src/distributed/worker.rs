@@ -142,6 +142,10 @@ const PARTITION_INLINE_STEP_LIMIT: Duration = Duration::from_micros(250);
 /// ([`Worker::abort_step_with_reason`]); each is at most 2 KiB.
 const ABORT_REASONS_KEPT: usize = 64;
 
+/// The reason of an abort that came before its step started: the step, its session,
+/// the cause's code and the reason's text.
+type KeptReason = (StepId, Arc<str>, Code, String);
+
 /// The worker service of one task.
 ///
 /// A worker serves what masters ask of its task; here one is driven by hand, as a
@@ -291,7 +295,7 @@ pub struct Worker {
     running: Mutex<Vec<Running>>,
     /// The reasons of the last [`ABORT_REASONS_KEPT`] aborts with one that came before
     /// their step started here: the step, when it comes, fails with its reason.
-    abort_reasons: Mutex<std::collections::VecDeque<(StepId, Arc<str>, Code, String)>>,
+    abort_reasons: Mutex<std::collections::VecDeque<KeptReason>>,
     next_run: AtomicU64,
     idle: Condvar,
 }
