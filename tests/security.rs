@@ -156,6 +156,8 @@ fn a_tls_cluster_of_server_processes_with_a_token_serves_only_clients_with_the_t
             task: "/job:worker/task:0".into(),
             step_id: vec![0u8; 16].into(),
             session: String::new(),
+            reason: String::new(),
+            reason_code: 0,
         });
         req.metadata_mut()
             .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());

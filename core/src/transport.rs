@@ -414,9 +414,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Whether [`send`](Self::send) starts its transfer when called — the tensor goes on
     /// its way whether or not the returned future is ever polled, and the future only
     /// yields the answer (default: no). A worker over such a transport runs `_Send` as a
-    /// synchronous kernel that completes at once and awaits the answers at the end of the
-    /// step, before it reports the step done (a failed send still fails the step, naming
-    /// its node); no thread is woken for an answer while the step runs.
+    /// synchronous kernel that completes at once; it reports the step done without
+    /// waiting for the answers, which it awaits in the background: a send that fails
+    /// aborts the step on its receiver with [`abort_step_with_reason`], naming the
+    /// sending task, the edge and the error (with many steps' answers outstanding, a
+    /// step awaits its own before it reports done, a failed send failing it, naming its
+    /// node). No thread is woken for an answer while the step runs.
+    ///
+    /// [`abort_step_with_reason`]: Self::abort_step_with_reason
     fn sends_eagerly(&self) -> bool {
         false
     }
@@ -480,6 +485,40 @@ pub trait Transport: Send + Sync + fmt::Debug {
         session: &str,
         step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>>;
+
+    /// [`abort_step`](Self::abort_step), telling the task why: a step that fails there
+    /// because of it reports `reason`, with the cause's `code` (a sending task whose send
+    /// failed after its partition replied names itself, the edge and the error, and
+    /// gives the error's code). The default ignores both, as a peer that does not know
+    /// them does.
+    ///
+    /// # Errors
+    ///
+    /// As [`abort_step`](Self::abort_step).
+    fn abort_step_with_reason(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        code: crate::Code,
+        reason: &str,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let _ = (code, reason);
+        self.abort_step(task, session, step_id)
+    }
+
+    /// Runs `task` to its end on the transport's own executor, if it has one (default:
+    /// gives it back). A worker awaits the answers of sends that outlive their step this
+    /// way (`unacked.rs`), so they are polled where the answers complete, with no thread
+    /// woken for them; over a transport without an executor it polls them on a thread
+    /// of its own.
+    ///
+    /// # Errors
+    ///
+    /// `task`, when the transport does not run it.
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
+        Err(task)
+    }
 
     /// Drops every partition `session` registered on `task`.
     ///

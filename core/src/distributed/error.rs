@@ -53,6 +53,20 @@ pub enum WorkerError {
         /// The step.
         step_id: StepId,
     },
+    /// The step was aborted on this task by another task of its session, which said why
+    /// (a send of the step to this task failed after the sender's partition replied).
+    #[error("step {step_id} was aborted on task {task}: {reason}")]
+    AbortedBy {
+        /// The task.
+        task: String,
+        /// The step.
+        step_id: StepId,
+        /// The cause's code (`Aborted` for one that would read as this task's own state
+        /// on the wire: see [`Worker::abort_step_with_reason`](super::Worker::abort_step_with_reason)).
+        code: Code,
+        /// Why, as the aborting task put it.
+        reason: String,
+    },
     /// No partition of this master session is registered on the task (never, released,
     /// or the task restarted): tensors and aborts for it are refused.
     #[error("task {task} has no partition of session {session:?}")]
@@ -111,6 +125,7 @@ impl WorkerError {
             WorkerError::BadPartition { source, .. } => source.code(),
             WorkerError::Step { source, .. } => source.code(),
             WorkerError::Aborted { .. } => Code::Aborted,
+            WorkerError::AbortedBy { code, .. } => *code,
             WorkerError::InvalidOptions { .. } => Code::InvalidArgument,
             WorkerError::UnknownSession { .. } => Code::NotFound,
             WorkerError::WrongSession { .. } => Code::PermissionDenied,
@@ -155,6 +170,7 @@ impl WorkerError {
                     | WorkerError::UnknownSession { task, .. }
                     | WorkerError::WrongSession { task, .. }
                     | WorkerError::Rendezvous { task, .. }
+                    | WorkerError::AbortedBy { task, .. }
                     | WorkerError::Internal { task, .. } => task.clone(),
                     _ => String::new(),
                 };

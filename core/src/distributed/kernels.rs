@@ -233,6 +233,9 @@ impl Kernel for EagerSendKernel {
                     PendingSend {
                         node: ctx.node().name.clone(),
                         device: self.device.clone(),
+                        dst: self.send.dst.clone(),
+                        session: self.send.session.clone(),
+                        edge: self.send.edge.clone(),
                         answer,
                     },
                 );

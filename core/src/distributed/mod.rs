@@ -13,7 +13,7 @@
 //! partition's own work (`early_recv.rs`), the worker awaits them all before the step
 //! and feeds them — or, for a task a path comes back into once, runs the partition in two
 //! stages with the returning receives awaited between them (`stages.rs`); over a transport that sends eagerly, `_Send` completes at once and the
-//! worker awaits the answers at the end of the step (`outbox.rs`). Variables live in the task's resource manager; [`ops`] and
+//! worker reports the step done without awaiting the answers (`outbox.rs`, `unacked.rs`: a failed send aborts the step on its receiver, saying why). Variables live in the task's resource manager; [`ops`] and
 //! [`training`] define the ops that read and update them (the optimizers' updates by
 //! TensorFlow's formulas, `update_rules.rs`). [`TaskServer`] bundles a task's master and worker with the
 //! start/stop/join lifecycle; transports host it on their wire.
@@ -34,6 +34,7 @@ mod server;
 mod stages;
 mod timeline;
 pub mod training;
+mod unacked;
 mod update_rules;
 mod worker;
 

@@ -35,7 +35,7 @@ pub const DST_TASK_ATTR: &str = "dst_task";
 pub const SESSION_ATTR: &str = "_magpie_session";
 /// Attribute of `_Send` that the worker sets when it registers a partition and its
 /// transport sends eagerly: the kernel completes once the transfer started, and the
-/// worker awaits the answer at the end of the step (see `outbox.rs`).
+/// worker takes the answer at the end of the step (see `outbox.rs` and `unacked.rs`).
 pub const EAGER_SEND_ATTR: &str = "_magpie_eager_send";
 /// Attribute of `_Recv` that the master sets on a receive whose tensor depends, through
 /// other tasks, on nothing the partition computes, when every receive of the partition

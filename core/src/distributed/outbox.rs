@@ -5,9 +5,10 @@
 //! synchronous kernel: it starts the transfer, completes at once, and files the answer's
 //! future here under its step when the answer is not there yet. The worker takes the
 //! step's answers after the step's nodes ran and awaits them before it reports the step
-//! done, so a send that fails still fails its step, naming the `_Send` node, and a step
-//! succeeds only once every receiver took its tensors — as when `_Send` awaited its own
-//! answer, but without waking a pool thread for each answer.
+//! done — or, usually, hands them to [`Unacked`](super::unacked::Unacked) and reports
+//! the step done at once: a send that fails then aborts the step on its receiver, which
+//! reports the failure naming the sending task and edge. Either way no pool thread is
+//! woken for an answer.
 //!
 //! A step's entries are removed when the worker takes them, or by its [`OutboxGuard`]
 //! when the step ends any other way (an error, an abort, the step's future dropped), so
@@ -29,6 +30,12 @@ pub(crate) struct PendingSend {
     pub(crate) node: String,
     /// Its device's name.
     pub(crate) device: String,
+    /// The receiving task.
+    pub(crate) dst: crate::transport::TaskName,
+    /// The master session the step belongs to.
+    pub(crate) session: String,
+    /// The rendezvous edge.
+    pub(crate) edge: String,
     /// Resolves when the receiving task answered.
     pub(crate) answer: BoxFuture<'static, Result<(), TransportError>>,
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -30,7 +30,9 @@ use super::outbox::{Outbox, OutboxGuard};
 use super::rendezvous::{ActiveStep, Rendezvous, RendezvousError, Reservation};
 use super::server::ServerOptions;
 use super::stages::{split, Source, Stages};
+use super::unacked::{truncate, Unacked, MAX_REASON_BYTES};
 use crate::device::Device;
+use crate::error::Code;
 use crate::exec::NodeStats;
 use crate::graph::{AttrValue, Graph, NodeId, Output, POOLS_ATTR};
 use crate::limits::Limit;
@@ -90,6 +92,8 @@ struct Running {
     step_id: StepId,
     session: Arc<str>,
     token: CancellationToken,
+    /// Why another task aborted the step ([`Worker::abort_step_with_reason`]).
+    reason: Arc<OnceLock<(Code, String)>>,
 }
 
 /// Counters a worker keeps (for tests and diagnostics).
@@ -116,6 +120,9 @@ pub struct WorkerStats {
     /// Partition steps run in two stages (a task on a cycle through other tasks: see
     /// [`RECV_AFTER_FIRST_STAGE_ATTR`]), successful or not.
     pub staged_steps: u64,
+    /// Partition steps that replied while the answers to some of their sends are still
+    /// awaited (`unacked.rs`).
+    pub unacked_steps: usize,
 }
 
 /// How long a partition step of synchronous host kernels (one whose receives are awaited
@@ -130,6 +137,14 @@ pub struct WorkerStats {
 /// machine stretches past 50 µs. The price: a gRPC server's runtime thread (one on a
 /// 2-core machine) serves nothing else for up to this long.
 const PARTITION_INLINE_STEP_LIMIT: Duration = Duration::from_micros(250);
+
+/// How many reasons of aborts that came before their step started a worker keeps
+/// ([`Worker::abort_step_with_reason`]); each is at most 2 KiB.
+const ABORT_REASONS_KEPT: usize = 64;
+
+/// The reason of an abort that came before its step started: the step, its session,
+/// the cause's code and the reason's text.
+type KeptReason = (StepId, Arc<str>, Code, String);
 
 /// The worker service of one task.
 ///
@@ -266,8 +281,10 @@ pub struct Worker {
     rendezvous: Arc<Rendezvous>,
     /// Answers to the sends of running steps (`outbox.rs`), when `_Send` runs eagerly.
     outbox: Arc<Outbox>,
+    /// The sends of steps that replied before their answers came (`unacked.rs`).
+    pub(super) unacked: Unacked,
     /// Whether the transport sends eagerly: `_Send` then completes at once and the step
-    /// awaits its answer at the end ([`Transport::sends_eagerly`]).
+    /// hands its answer to `unacked` at the end ([`Transport::sends_eagerly`]).
     eager_sends: bool,
     partitions: Mutex<Partitions>,
     registrations: AtomicU64,
@@ -276,6 +293,9 @@ pub struct Worker {
     stopping: AtomicBool,
     /// Running partition steps.
     running: Mutex<Vec<Running>>,
+    /// The reasons of the last [`ABORT_REASONS_KEPT`] aborts with one that came before
+    /// their step started here: the step, when it comes, fails with its reason.
+    abort_reasons: Mutex<std::collections::VecDeque<KeptReason>>,
     next_run: AtomicU64,
     idle: Condvar,
 }
@@ -338,6 +358,7 @@ impl Worker {
         let rendezvous = Arc::new(Rendezvous::with_limits(options.rendezvous_limits));
         resources.set_service(Arc::clone(&rendezvous));
         let eager_sends = transport.sends_eagerly();
+        let unacked = Unacked::new(task.clone(), Arc::clone(&transport));
         resources.set_service(Arc::new(TaskTransport(transport)));
         let outbox = Arc::new(Outbox::default());
         resources.set_service(Arc::clone(&outbox));
@@ -353,6 +374,7 @@ impl Worker {
             resources,
             rendezvous,
             outbox,
+            unacked,
             eager_sends,
             partitions: Mutex::new(Partitions::default()),
             registrations: AtomicU64::new(0),
@@ -360,6 +382,7 @@ impl Worker {
             staged_steps: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             running: Mutex::new(Vec::new()),
+            abort_reasons: Mutex::default(),
             next_run: AtomicU64::new(0),
             idle: Condvar::new(),
         })
@@ -415,6 +438,7 @@ impl Worker {
             incoming_rendezvous_bytes: self.rendezvous.incoming_bytes(),
             unclaimed_rendezvous_bytes: self.rendezvous.unclaimed_bytes(),
             staged_steps: self.staged_steps.load(Ordering::Relaxed),
+            unacked_steps: self.unacked.in_flight(),
         }
     }
 
@@ -724,7 +748,8 @@ impl Worker {
         // The step's start on this task's clock: node times are relative to it.
         let start_unix_micros = unix_micros_now();
         if let Err(e) = futures::executor::block_on(self.receive_early(step_id, &mut admitted)) {
-            return self.step_result(step_id, Err(e), None, start_unix_micros);
+            let reason = admitted.abort_reason.get();
+            return self.step_result(step_id, Err(e), None, start_unix_micros, reason);
         }
         let result = if admitted.part.staged.is_some() {
             futures::executor::block_on(self.run_staged(step_id, &mut admitted))
@@ -738,7 +763,8 @@ impl Worker {
         };
         let result = futures::executor::block_on(self.await_sends(step_id, result, &admitted));
         let trace = admitted.options.trace.then(|| admitted.early.take());
-        self.step_result(step_id, result, trace, start_unix_micros)
+        let reason = admitted.abort_reason.get();
+        self.step_result(step_id, result, trace, start_unix_micros, reason)
     }
 
     /// [`Worker::run_partition_cancellable`] without blocking: the partition's step runs
@@ -760,7 +786,8 @@ impl Worker {
         let _forwarding = cancel.as_ref().map(|c| c.forward_to(&admitted.token));
         let start_unix_micros = unix_micros_now();
         if let Err(e) = self.receive_early(step_id, &mut admitted).await {
-            return self.step_result(step_id, Err(e), None, start_unix_micros);
+            let reason = admitted.abort_reason.get();
+            return self.step_result(step_id, Err(e), None, start_unix_micros, reason);
         }
         let result = if admitted.part.staged.is_some() {
             self.run_staged(step_id, &mut admitted).await
@@ -778,7 +805,8 @@ impl Worker {
         };
         let result = self.await_sends(step_id, result, &admitted).await;
         let trace = admitted.options.trace.then(|| admitted.early.take());
-        self.step_result(step_id, result, trace, start_unix_micros)
+        let reason = admitted.abort_reason.get();
+        self.step_result(step_id, result, trace, start_unix_micros, reason)
     }
 
     /// Awaits the tensors of the partition's early receives (see [`Partition`]) and adds
@@ -940,10 +968,12 @@ impl Worker {
         Ok(crate::session::RunOutput { tensors, metadata })
     }
 
-    /// `result`, once the answers to the sends the step's `_Send` kernels started
-    /// (`outbox.rs`) came: the first failed send fails the step, naming its node. A step
-    /// that failed already, or is aborted meanwhile, does not wait for them. Each answer
-    /// comes within the transport's request deadline.
+    /// `result`, with the answers to the sends the step's `_Send` kernels started
+    /// (`outbox.rs`) handed to the worker's [`Unacked`] to await after the step replied;
+    /// when it takes no more (it is full or cancelled), once those answers came: the
+    /// first failed send then fails the step, naming its node. A step that failed
+    /// already, or is aborted meanwhile, does not wait for them. Each answer comes within
+    /// the transport's request deadline.
     async fn await_sends(
         &self,
         step_id: StepId,
@@ -955,6 +985,12 @@ impl Worker {
         if sends.is_empty() {
             return Ok(out);
         }
+        // Usually the step replies now and its answers are awaited in the background:
+        // a failed send aborts the step on its receiver, naming this task and the edge.
+        let sends = match self.unacked.detach(step_id, sends) {
+            Ok(()) => return Ok(out),
+            Err(sends) => sends,
+        };
         let answers = futures::future::join_all(sends.into_iter().map(|s| async move {
             s.answer
                 .await
@@ -997,10 +1033,26 @@ impl Worker {
             .rendezvous
             .begin_step(request.step_id, &part.session_handle)
             .map_err(|e| match e {
-                RendezvousError::AlreadyEnded { step_id } => WorkerError::Aborted {
-                    task: self.task.to_string(),
-                    step_id,
-                },
+                RendezvousError::AlreadyEnded { step_id } => {
+                    let reason = self
+                        .abort_reasons
+                        .lock()
+                        .iter()
+                        .find(|(s, session, ..)| *s == step_id && **session == *part.session_handle)
+                        .map(|(_, _, code, reason)| (*code, reason.clone()));
+                    match reason {
+                        Some((code, reason)) => WorkerError::AbortedBy {
+                            task: self.task.to_string(),
+                            step_id,
+                            code,
+                            reason,
+                        },
+                        None => WorkerError::Aborted {
+                            task: self.task.to_string(),
+                            step_id,
+                        },
+                    }
+                }
                 source => WorkerError::Rendezvous {
                     task: self.task.to_string(),
                     source,
@@ -1019,11 +1071,13 @@ impl Worker {
             });
         }
         let token = CancellationToken::new();
+        let abort_reason = Arc::new(OnceLock::new());
         let running = RunningGuard::new(
             self,
             request.step_id,
             Arc::clone(&part.session_handle),
             token.clone(),
+            Arc::clone(&abort_reason),
         );
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let feeds: Vec<(Output, Tensor)> = part.feeds.iter().copied().zip(request.feeds).collect();
@@ -1043,6 +1097,7 @@ impl Worker {
             feeds,
             options,
             token,
+            abort_reason,
             _running: running,
             _step: step,
             early: EarlyTrace::default(),
@@ -1059,6 +1114,7 @@ impl Worker {
         result: Result<crate::session::RunOutput, SessionError>,
         trace: Option<EarlyTrace>,
         start_unix_micros: u64,
+        abort_reason: Option<&(Code, String)>,
     ) -> Result<PartitionOutput, WorkerError> {
         match result {
             Ok(out) => Ok(PartitionOutput {
@@ -1078,6 +1134,14 @@ impl Worker {
             }),
             // Aborted while running or while waiting for its devices: the same abort.
             Err(SessionError::Cancelled | SessionError::DeviceSyncCancelled { .. }) => {
+                if let Some((code, reason)) = abort_reason {
+                    return Err(WorkerError::AbortedBy {
+                        task: self.task.to_string(),
+                        step_id,
+                        code: *code,
+                        reason: reason.clone(),
+                    });
+                }
                 Err(WorkerError::Aborted {
                     task: self.task.to_string(),
                     step_id,
@@ -1180,14 +1244,64 @@ impl Worker {
     /// [`WorkerError::Rendezvous`] (and nothing happens) when the step belongs to another
     /// session here.
     pub fn abort_step(&self, session: &str, step_id: StepId) -> Result<(), WorkerError> {
+        self.abort_step_with_reason(session, step_id, None)
+    }
+
+    /// [`Worker::abort_step`], saying why: a partition of the step running here, or
+    /// starting after the abort, fails with [`WorkerError::AbortedBy`] carrying the
+    /// reason's text (cut to 2 KiB) and code rather than [`WorkerError::Aborted`].
+    /// Another task of the session sends one when a send of the step to this task failed
+    /// after its own partition replied (`unacked.rs`). A code that the wire reads as the
+    /// state of this task itself (`Cancelled`, `Unavailable`, `DeadlineExceeded`,
+    /// `NotFound`, `Unauthenticated`) becomes `Aborted`: the cause is elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::abort_step`]: the session check is the same, so a caller outside
+    /// the session aborts nothing.
+    pub fn abort_step_with_reason(
+        &self,
+        session: &str,
+        step_id: StepId,
+        reason: Option<(Code, &str)>,
+    ) -> Result<(), WorkerError> {
         self.check_session(session)?;
         // The partitions first, so that they end as aborted (not as failed receives).
         // A partition of the session running the step binds it to the session here, so
-        // the rendezvous below refuses nothing these partitions run.
+        // the rendezvous below refuses nothing these partitions run. The reason is set
+        // before the token is cancelled, so the step sees it when it ends.
+        let reason = reason.map(|(code, r)| {
+            let mut r = r.to_string();
+            truncate(&mut r, MAX_REASON_BYTES);
+            let code = match code {
+                Code::Cancelled
+                | Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::NotFound
+                | Code::Unauthenticated => Code::Aborted,
+                code => code,
+            };
+            (code, r)
+        });
+        let mut found = false;
         for r in self.running.lock().iter() {
             if r.step_id == step_id && *r.session == *session {
+                if let Some(reason) = &reason {
+                    let _ = r.reason.set(reason.clone());
+                }
                 r.token.cancel();
+                found = true;
             }
+        }
+        if let (false, Some(reason)) = (found, reason) {
+            // The step has not started here (or ended): kept for a partition of it that
+            // starts later, which the rendezvous refuses as aborted.
+            let mut kept = self.abort_reasons.lock();
+            if kept.len() == ABORT_REASONS_KEPT {
+                kept.pop_front();
+            }
+            let (code, reason) = reason;
+            kept.push_back((step_id, Arc::from(session), code, reason));
         }
         self.rendezvous
             .abort(session, step_id)
@@ -1241,7 +1355,21 @@ impl Worker {
                 break;
             }
         }
+        drop(running);
+        // The sends of steps that replied: awaited until the deadline, then dropped.
+        if !self.unacked.wait_idle(deadline.max(Instant::now())) {
+            self.unacked.cancel();
+            self.unacked.wait_idle(until.max(Instant::now()));
+        }
         cancelled
+    }
+}
+
+impl Drop for Worker {
+    /// Drops the sends still awaited after their steps replied and joins the thread
+    /// that awaited them (`unacked.rs`).
+    fn drop(&mut self) {
+        self.unacked.shutdown();
     }
 }
 
@@ -1253,6 +1381,8 @@ struct Admitted<'a> {
     options: RunOptions,
     /// Cancelled by [`Worker::abort_step`] and `drain`; the step's run watches it.
     token: CancellationToken,
+    /// Set by [`Worker::abort_step_with_reason`] before it cancels `token`.
+    abort_reason: Arc<OnceLock<(Code, String)>>,
     _running: RunningGuard<'a>,
     _step: ActiveStep<'a>,
     /// Drops whatever answers of the step's sends were not awaited.
@@ -1289,6 +1419,7 @@ impl<'a> RunningGuard<'a> {
         step_id: StepId,
         session: Arc<str>,
         token: CancellationToken,
+        reason: Arc<OnceLock<(Code, String)>>,
     ) -> RunningGuard<'a> {
         let run_id = worker.next_run.fetch_add(1, Ordering::Relaxed);
         worker.running.lock().push(Running {
@@ -1296,6 +1427,7 @@ impl<'a> RunningGuard<'a> {
             step_id,
             session,
             token,
+            reason,
         });
         RunningGuard { worker, run_id }
     }

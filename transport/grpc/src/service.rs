@@ -493,7 +493,14 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         let step_id = step_id_from_wire(&r.step_id, "AbortStep")?;
         self.server
             .worker()
-            .abort_step(&r.session, step_id)
+            .abort_step_with_reason(
+                &r.session,
+                step_id,
+                (!r.reason.is_empty()).then(|| {
+                    let code = crate::status::code_from_grpc(tonic::Code::from_i32(r.reason_code));
+                    (code, r.reason.as_str())
+                }),
+            )
             .map_err(worker_to_status)?;
         Ok(Response::new(proto::AbortStepResponse {}))
     }

@@ -122,10 +122,24 @@ pub(crate) fn status_to_transport(task: &TaskName, s: &Status, cx: &CallContext)
             task: task_s,
             handle: cx.handle.clone().unwrap_or_default(),
         },
-        Code::Aborted if cx.step_id.is_some() => TransportError::Cancelled {
-            task: task_s,
-            step_id: cx.step_id.unwrap_or_default(),
-        },
+        // A plain abort's status carries exactly the text of `Cancelled`; any other
+        // ABORTED status of a step (one aborted by a peer that said why:
+        // `WorkerError::AbortedBy`) keeps its message, which names the cause.
+        Code::Aborted if cx.step_id.is_some() => {
+            let cancelled = TransportError::Cancelled {
+                task: task_s,
+                step_id: cx.step_id.unwrap_or_default(),
+            };
+            if s.message() == cancelled.to_string() {
+                cancelled
+            } else {
+                TransportError::Remote {
+                    task: task.to_string(),
+                    detail: s.message().to_string(),
+                    code: code_from_grpc(Code::Aborted),
+                }
+            }
+        }
         Code::DeadlineExceeded => TransportError::DeadlineExceeded { task: task_s },
         // Connection failures surface as UNAVAILABLE, UNKNOWN or CANCELLED from tonic.
         Code::Unavailable | Code::Unknown | Code::Cancelled => TransportError::Unreachable {
@@ -193,6 +207,35 @@ mod tests {
         assert_eq!(s.code(), Code::Unavailable);
         let back = status_to_transport(&task, &s, &CallContext::default());
         assert_eq!(back.code(), magpie_core::Code::Unavailable, "{back}");
+    }
+
+    #[test]
+    fn a_plain_abort_stays_cancelled_and_a_reasoned_one_keeps_its_reason() {
+        let task = TaskName::new("w", 0);
+        let step_id = magpie_core::StepId::from(9);
+        let cx = CallContext {
+            handle: None,
+            step_id: Some(step_id),
+        };
+        let plain = TransportError::Cancelled {
+            task: task.to_string(),
+            step_id,
+        };
+        let back = status_to_transport(&task, &transport_to_status(&plain), &cx);
+        assert_eq!(back, plain);
+
+        let reasoned = magpie_core::distributed::WorkerError::AbortedBy {
+            task: task.to_string(),
+            step_id,
+            code: magpie_core::Code::Aborted,
+            reason: "task /job:m/task:0 could not send edge \"e\"".into(),
+        };
+        let s = worker_to_status(reasoned);
+        assert_eq!(s.code(), Code::Aborted);
+        let back = status_to_transport(&task, &s, &cx);
+        assert!(matches!(back, TransportError::Remote { .. }), "{back:?}");
+        assert_eq!(back.code(), magpie_core::Code::Aborted);
+        assert!(back.to_string().contains("could not send edge"), "{back}");
     }
 
     #[test]

@@ -184,6 +184,35 @@ impl GrpcTransport {
         let _ = self.inner.metrics.set(metrics);
     }
 
+    /// Aborts `step_id` of `session` on `task`, with `reason` when given
+    /// ([`Transport::abort_step_with_reason`]).
+    fn abort(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        reason: Option<(magpie_core::Code, &str)>,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        if let Some(s) = self.local(task) {
+            return ready(
+                s.worker()
+                    .abort_step_with_reason(session, step_id, reason)
+                    .map_err(|e| e.into_transport()),
+            );
+        }
+        let req = proto::AbortStepRequest {
+            task: task.to_string(),
+            step_id: step_id_to_wire(step_id),
+            session: session.to_string(),
+            reason: reason.map(|(_, r)| r.to_string()).unwrap_or_default(),
+            reason_code: reason.map_or(0, |(code, _)| crate::status::code_to_grpc(code) as i32),
+        };
+        self.request(task, move |mut c| async move {
+            c.abort_step(req).await?;
+            Ok(())
+        })
+    }
+
     fn local(&self, task: &TaskName) -> Option<Arc<TaskServer>> {
         match self.inner.local.get() {
             Some((t, s)) if t == task => s.upgrade(),
@@ -815,22 +844,24 @@ impl Transport for GrpcTransport {
         session: &str,
         step_id: StepId,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
-        if let Some(s) = self.local(task) {
-            return ready(
-                s.worker()
-                    .abort_step(session, step_id)
-                    .map_err(|e| e.into_transport()),
-            );
-        }
-        let req = proto::AbortStepRequest {
-            task: task.to_string(),
-            step_id: step_id_to_wire(step_id),
-            session: session.to_string(),
-        };
-        self.request(task, move |mut c| async move {
-            c.abort_step(req).await?;
-            Ok(())
-        })
+        self.abort(task, session, step_id, None)
+    }
+
+    /// Spawned on the transport's runtime (dropped there if it is shutting down).
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
+        drop(self.inner.handle.spawn(task));
+        Ok(())
+    }
+
+    fn abort_step_with_reason(
+        &self,
+        task: &TaskName,
+        session: &str,
+        step_id: StepId,
+        code: magpie_core::Code,
+        reason: &str,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        self.abort(task, session, step_id, Some((code, reason)))
     }
 
     fn release_session(

@@ -167,6 +167,8 @@ fn concurrent_streams_are_bounded_together_and_their_room_comes_back() {
             task: TASK.into(),
             step_id: vec![5u8; 16].into(),
             session: "s".into(),
+            reason: String::new(),
+            reason_code: 0,
         })
         .await
         .unwrap();

@@ -167,6 +167,8 @@ async fn worker_calls(
                 task: t.clone(),
                 step_id: vec![5u8; 16].into(),
                 session: "anyone".into(),
+                reason: "a rogue reason".into(),
+                reason_code: 0,
             },
             token,
         ))

@@ -113,6 +113,8 @@ fn the_worker_service_validates_requests() {
             task: "/job:w/task:0".into(),
             step_id: vec![1u8; 8].into(),
             session: "any".into(),
+            reason: String::new(),
+            reason_code: 0,
         })))
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
