@@ -90,6 +90,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc, which Miri's isolation does not allow")]
     fn a_sleeping_thread_is_seen_asleep_by_name_and_gone_once_it_ends() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::Builder::new()
