@@ -9,24 +9,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{free_port, register_test_ops};
+use common::{free_port, op, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::{Graph, Output};
+use magpie_core::graph::Graph;
 use magpie_core::testkit::host_task_options;
 use magpie_grpc::{GrpcOptions, GrpcServer};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-fn op(g: &Graph, device: &str, name: &str, op: &str, inputs: &[Output]) -> Output {
-    g.with_device(device)
-        .unwrap()
-        .with_name(name)
-        .op(op)
-        .inputs(inputs.iter().copied())
-        .build_output()
-        .unwrap()
-}
 
 /// One HTTP/1.1 request; returns the status code and the body.
 fn http(addr: SocketAddr, request: &str) -> (u16, String) {

@@ -7,24 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
+use common::{free_port, op, register_test_ops};
 use magpie_core::cluster::ClusterSpec;
 use magpie_core::distributed::RendezvousLimits;
-use magpie_core::graph::{Graph, Output};
+use magpie_core::graph::Graph;
 use magpie_core::testkit::host_task_options;
 use magpie_grpc::conv::graph_to_wire;
 use magpie_grpc::proto::master_service_client::MasterServiceClient;
 use magpie_grpc::{proto, GrpcServer};
-
-fn op(g: &Graph, device: &str, name: &str, op: &str, inputs: &[Output]) -> Output {
-    g.with_device(device)
-        .unwrap()
-        .with_name(name)
-        .op(op)
-        .inputs(inputs.iter().copied())
-        .build_output()
-        .unwrap()
-}
 
 #[test]
 fn a_send_refused_after_its_partition_replied_fails_the_step_naming_sender_and_edge() {

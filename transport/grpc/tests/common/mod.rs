@@ -97,3 +97,20 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The output of a node named `name` running `op` on `device`, with `inputs`.
+pub fn op(
+    g: &magpie_core::graph::Graph,
+    device: &str,
+    name: &str,
+    op: &str,
+    inputs: &[magpie_core::graph::Output],
+) -> magpie_core::graph::Output {
+    g.with_device(device)
+        .unwrap()
+        .with_name(name)
+        .op(op)
+        .inputs(inputs.iter().copied())
+        .build_output()
+        .unwrap()
+}
