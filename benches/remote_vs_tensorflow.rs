@@ -13,6 +13,8 @@
 //!
 //! `--warm-window-us N` sets the servers' and the client's `GrpcOptions::warm_window`
 //! (default: `GrpcOptions`'s; 0 turns it off), for an A/B of the same binary;
+//! `--busy-poll-us N` sets their `GrpcOptions::busy_poll` (0 turns it off; each line
+//! reports the process's busy-poll counts so far);
 //! `--inline-tensor-bytes 0` streams every tensor between tasks with its own
 //! `SendTensor` (the protocol before small tensors were batched in `SendTensors`);
 //! `--send-tensors-stream 0` sends each batch of small tensors in its own `SendTensors`
@@ -49,9 +51,12 @@ fn measure(name: &str, tasks: usize, target: &str, g: &Graph, y: Output, run: &S
         check = f64::from(out[0].scalar_value::<f32>().expect("f32 scalar"));
     });
     drop(s);
+    // The process's busy polling over the workload (`GrpcOptions::busy_poll`).
+    let busy = magpie::grpc::BusyPollStats::now();
     println!(
         "{{\"side\":\"magpie\",\"workload\":\"{name}\",\"tasks\":{tasks},\"client\":\"rust\",\
-         {times},\"check\":{check}}}"
+         {times},\"check\":{check},\"busy_poll\":{{\"spins\":{},\"caught\":{},\"preempted\":{}}}}}",
+        busy.spins, busy.caught, busy.preempted
     );
 }
 
@@ -107,6 +112,14 @@ fn main() {
     {
         let us: u64 = us.parse().expect("--warm-window-us takes microseconds");
         grpc.warm_window = Some(Duration::from_micros(us));
+    }
+    if let Some(us) = args
+        .iter()
+        .position(|a| a == "--busy-poll-us")
+        .and_then(|i| args.get(i + 1))
+    {
+        let us: u64 = us.parse().expect("--busy-poll-us takes microseconds");
+        grpc.busy_poll = (us > 0).then(|| Duration::from_micros(us));
     }
     let run = Settings { reps, warmup, grpc };
     let only = args

@@ -3,12 +3,14 @@
 //! workers outnumber the cores (a server's pool shares its cores with its network
 //! threads and often with other tasks; spinning idle workers take the CPU the request
 //! handlers need). Also the warm window of the process's CPUs after the server's runtime
-//! goes idle (`--warm-window-us`, see `magpie::grpc::WarmCpus`).
+//! goes idle (`--warm-window-us`, see `magpie::grpc::WarmCpus`), and how long the
+//! server's network runtime polls its sockets without sleeping after it answers
+//! (`--busy-poll-us`, see `GrpcOptions::busy_poll`).
 
 use std::time::Duration;
 
 use clap::Args;
-use magpie::grpc::DEFAULT_WARM_WINDOW;
+use magpie::grpc::{DEFAULT_BUSY_POLL, DEFAULT_WARM_WINDOW};
 use magpie::scheduler::IdleSpin;
 
 /// How the task's idle scheduler workers look for work.
@@ -31,6 +33,14 @@ pub(crate) struct IdleArgs {
     /// request, none while idle; 0 turns it off. Default: 200.
     #[arg(long, value_name = "US")]
     pub(crate) warm_window_us: Option<u64>,
+    /// Microseconds the server's network runtime polls its sockets without sleeping
+    /// after it writes an answer or a request, so the next message of a burst of steps
+    /// is read by a running thread instead of one the kernel must wake (on a VM, 10–15
+    /// microseconds less per hop). It spins only while messages come within this window
+    /// on average and no other thread wants the CPU; 0 turns it off (do so under a CPU
+    /// quota). Default: 100.
+    #[arg(long, value_name = "US")]
+    pub(crate) busy_poll_us: Option<u64>,
 }
 
 impl IdleArgs {
@@ -44,6 +54,15 @@ impl IdleArgs {
         });
         let cap = self.max_searching.unwrap_or((workers / 2).max(1));
         spin.max_searching(Some(cap))
+    }
+
+    /// The server's `GrpcOptions::busy_poll`, as the flag asks (`None`: off).
+    pub(crate) fn busy_poll(&self) -> Option<Duration> {
+        match self.busy_poll_us {
+            None => Some(DEFAULT_BUSY_POLL),
+            Some(0) => None,
+            Some(us) => Some(Duration::from_micros(us)),
+        }
     }
 
     /// The server's `GrpcOptions::warm_window`, as the flag asks (`None`: off).
@@ -92,6 +111,19 @@ mod tests {
             idle.idle_spin(2, 2),
             IdleSpin::rounds(16, 4).max_searching(Some(1))
         );
+    }
+
+    #[test]
+    fn busy_polling_defaults_to_the_transports_and_zero_turns_it_off() {
+        assert_eq!(
+            parse(&[]).unwrap().busy_poll(),
+            Some(magpie::grpc::DEFAULT_BUSY_POLL)
+        );
+        assert_eq!(
+            parse(&["--busy-poll-us", "40"]).unwrap().busy_poll(),
+            Some(std::time::Duration::from_micros(40))
+        );
+        assert_eq!(parse(&["--busy-poll-us", "0"]).unwrap().busy_poll(), None);
     }
 
     #[test]

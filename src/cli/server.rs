@@ -178,6 +178,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<()> {
     grpc.bind.clone_from(&args.bind);
     grpc.metrics_addr.clone_from(&args.metrics_addr);
     grpc.warm_window = args.idle.warm_window();
+    grpc.busy_poll = args.idle.busy_poll();
     let security = SecurityArgs::describe(&grpc);
     // The signal handlers are installed before the server starts and says so: a SIGTERM
     // sent as soon as "serving" is printed stops it cleanly rather than killing it.

@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::auth::Credentials;
+use crate::busy_poll::BusyPoll;
 use crate::coalesce::CoalescingConnector;
 
 use crate::conv::{cluster_timeline_from_wire, graph_to_wire, tensor_from_wire, tensor_to_wire};
@@ -112,6 +113,9 @@ pub struct RemoteSession {
     /// The client's own runtime, driven by the thread of each blocking call; taken only
     /// by `drop`.
     runtime: Option<Runtime>,
+    /// The busy polling of the blocking steps, which spin inside the call
+    /// ([`BusyPoll::spin_first`]).
+    busy: Arc<BusyPoll>,
 }
 
 impl fmt::Debug for RemoteSession {
@@ -202,7 +206,7 @@ pub fn connect_session(
         detail: e.to_string(),
     })?;
     let ep = endpoint(address, &options, tls).map_err(bad)?;
-    let client = master_client(&runtime, &ep, &options);
+    let client = master_client(&runtime, &ep, &options, None);
     let def = graph.to_graph_def();
     let n = def.nodes.len();
     let req = proto::CreateSessionRequest {
@@ -230,18 +234,30 @@ pub fn connect_session(
         endpoint: ep,
         async_client: OnceLock::new(),
         async_warm: OnceLock::new(),
+        busy: BusyPoll::new(options.busy_poll, 1),
         options,
         runtime: Some(runtime),
     })
 }
 
-/// A master client over a lazily connected channel on `runtime`.
-fn master_client(runtime: &Runtime, ep: &Endpoint, options: &GrpcOptions) -> Client {
+/// A master client over a lazily connected channel on `runtime`, whose connection reports
+/// to `busy` when given (a runtime that runs by itself; a blocking call's own runtime
+/// spins inside the call instead).
+fn master_client(
+    runtime: &Runtime,
+    ep: &Endpoint,
+    options: &GrpcOptions,
+    busy: Option<Arc<BusyPoll>>,
+) -> Client {
     // The connector whose writes of one scheduler turn leave in one system call: a
     // step's request in one write instead of two (`coalesce.rs`).
+    let mut connector = CoalescingConnector::new(true);
+    if let Some(busy) = busy {
+        connector = connector.busy_poll(busy);
+    }
     let channel = {
         let _guard = runtime.enter();
-        ep.connect_with_connector_lazy(CoalescingConnector::new(true))
+        ep.connect_with_connector_lazy(connector)
     };
     let max = options.max_message_bytes;
     let credentials = Credentials::new(options.auth_token.clone());
@@ -456,7 +472,11 @@ impl RemoteSession {
                 });
                 let client = self
                     .async_client
-                    .get_or_init(|| master_client(rt, &self.endpoint, &self.options))
+                    .get_or_init(|| {
+                        // The async runtime has one worker thread.
+                        let busy = BusyPoll::new(self.options.busy_poll, 1);
+                        master_client(rt, &self.endpoint, &self.options, Some(busy))
+                    })
                     .clone();
                 AbortOnDrop(
                     rt.spawn(async move { tokio::time::timeout(deadline, call(client)).await }),
@@ -616,8 +636,9 @@ impl RemoteSession {
         let mut c = self.client.clone();
         let max = self.options.max_message_bytes;
         let req = step.request;
+        let busy = &self.busy;
         let r = block(self.rt(), &self.target, max, step.deadline, async move {
-            c.run_step(req).await
+            busy.spin_first(c.run_step(req)).await
         })?;
         self.step_output(r, step.known, step.signature, options.trace)
     }

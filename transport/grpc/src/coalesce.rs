@@ -27,7 +27,8 @@
 //!   once every byte written before it was written to the socket (and the socket flushed).
 //! - A flush is put off by one turn of its task's scheduler, never by a timer, and only
 //!   when something is buffered; a shutdown writes the buffer out without yielding.
-//! - Reads pass through untouched. TLS, when the endpoint has it, runs above this layer
+//! - Reads pass through untouched (reported, with the writes to the socket, to the
+//!   runtime's [`BusyPoll`] when the connector has one). TLS, when the endpoint has it, runs above this layer
 //!   (tonic wraps the connection this connector returns), so records are coalesced the
 //!   same way.
 
@@ -37,10 +38,14 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
+
+use crate::busy_poll::BusyPoll;
 
 /// The most bytes [`Coalescing`] buffers: a step's request and small tensors fit; a
 /// larger write goes straight to the socket. A connection's buffer keeps up to this much
@@ -57,16 +62,32 @@ pub(crate) struct Coalescing<T> {
     written: usize,
     /// The flush of the bytes in `buf` has yielded once already.
     yielded: bool,
+    /// The runtime's busy polling, told of reads and of writes to the socket.
+    busy: Option<Arc<BusyPoll>>,
 }
 
 impl<T> Coalescing<T> {
     /// `io`, with an empty buffer.
+    #[cfg(test)]
     pub(crate) fn new(io: T) -> Coalescing<T> {
+        Coalescing::with_busy_poll(io, None)
+    }
+
+    /// [`Coalescing::new`], reporting reads and writes to `busy`.
+    pub(crate) fn with_busy_poll(io: T, busy: Option<Arc<BusyPoll>>) -> Coalescing<T> {
         Coalescing {
             io,
             buf: Vec::new(),
             written: 0,
             yielded: false,
+            busy,
+        }
+    }
+
+    /// Tells the busy polling that bytes left for the socket.
+    fn wrote(&self) {
+        if let Some(b) = &self.busy {
+            b.wrote();
         }
     }
 
@@ -86,6 +107,9 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
             }
             self.written += n;
         }
+        if !self.buf.is_empty() {
+            self.wrote();
+        }
         self.buf.clear();
         self.written = 0;
         self.yielded = false;
@@ -99,7 +123,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let (Some(b), Poll::Ready(Ok(()))) = (&self.busy, &read) {
+            if buf.filled().len() > before {
+                b.read();
+            }
+        }
+        read
     }
 }
 
@@ -113,7 +144,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         if this.buf.len() + data.len() > COALESCE_BYTES {
             ready!(this.poll_drain(cx))?;
             if data.len() > COALESCE_BYTES {
-                return Pin::new(&mut this.io).poll_write(cx, data);
+                let n = ready!(Pin::new(&mut this.io).poll_write(cx, data))?;
+                this.wrote();
+                return Poll::Ready(Ok(n));
             }
         }
         this.buf.extend_from_slice(data);
@@ -130,7 +163,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         if this.buf.len() + total > COALESCE_BYTES {
             ready!(this.poll_drain(cx))?;
             if total > COALESCE_BYTES {
-                return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+                let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+                this.wrote();
+                return Poll::Ready(Ok(n));
             }
         }
         for b in bufs {
@@ -171,12 +206,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
 #[derive(Clone, Debug)]
 pub(crate) struct CoalescingConnector {
     nodelay: bool,
+    /// The busy polling of the runtime the connections run on, if it has one.
+    busy: Option<Arc<BusyPoll>>,
 }
 
 impl CoalescingConnector {
     /// A connector setting `TCP_NODELAY` to `nodelay` on its connections.
     pub(crate) fn new(nodelay: bool) -> CoalescingConnector {
-        CoalescingConnector { nodelay }
+        CoalescingConnector {
+            nodelay,
+            busy: None,
+        }
+    }
+
+    /// Its connections report their reads and writes to `busy`, the busy polling of the
+    /// runtime they run on.
+    pub(crate) fn busy_poll(mut self, busy: Arc<BusyPoll>) -> CoalescingConnector {
+        self.busy = Some(busy);
+        self
     }
 }
 
@@ -191,6 +238,7 @@ impl Service<Uri> for CoalescingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let nodelay = self.nodelay;
+        let busy = self.busy.clone();
         Box::pin(async move {
             let (host, port) = host_port(&uri)?;
             let mut last = None;
@@ -198,7 +246,7 @@ impl Service<Uri> for CoalescingConnector {
                 match TcpStream::connect(addr).await {
                     Ok(s) => {
                         s.set_nodelay(nodelay)?;
-                        return Ok(TokioIo::new(Coalescing::new(s)));
+                        return Ok(TokioIo::new(Coalescing::with_busy_poll(s, busy)));
                     }
                     Err(e) => last = Some(io::Error::new(e.kind(), format!("{addr}: {e}"))),
                 }

@@ -28,6 +28,7 @@
 mod auth;
 mod batch;
 mod batch_stream;
+mod busy_poll;
 mod client;
 mod coalesce;
 mod codec;
@@ -40,6 +41,7 @@ mod message_limit;
 mod metrics;
 mod metrics_http;
 mod options;
+mod polled;
 mod request_bytes;
 mod server;
 mod service;
@@ -52,12 +54,13 @@ mod trim;
 mod warm;
 
 pub use auth::{AuthToken, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
+pub use busy_poll::BusyPollStats;
 pub use client::{
     connect, connect_session, connect_with, Placement, RemoteRunOutput, RemoteSession,
 };
 pub use error::{GrpcError, WireError};
 pub use metrics::TensorTraffic;
-pub use options::{GrpcOptions, DEFAULT_WARM_WINDOW};
+pub use options::{GrpcOptions, DEFAULT_BUSY_POLL, DEFAULT_WARM_WINDOW};
 pub use server::GrpcServer;
 pub use service::{MasterService, WorkerService};
 pub use tf::TfMasterService;

@@ -37,6 +37,10 @@
 //! | `magpie_warm_spinners_failed` | gauge | — (the process's that ended at start: `SCHED_IDLE` or pinning refused) |
 //! | `magpie_warm_wakes_total` | counter | — (times a spinner woke to spin, process-wide) |
 //! | `magpie_warm_spin_seconds_total` | counter | — (CPU time spent spinning, process-wide) |
+//! | `magpie_busy_poll_spins_total` | counter | — (spins started, process-wide; see `GrpcOptions::busy_poll`) |
+//! | `magpie_busy_poll_caught_total` | counter | — (spins the awaited message ended) |
+//! | `magpie_busy_poll_preempted_total` | counter | — (spins ended because another thread wanted the CPU) |
+//! | `magpie_busy_poll_spinning` | gauge | — (spinner tasks and spinning calls now) |
 //!
 //! Every metric also carries the label `task`.
 
@@ -53,6 +57,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tonic::Code;
 
+use crate::busy_poll::BusyPollStats;
 use crate::warm::WarmCpus;
 
 /// Upper bounds (seconds) of the step-latency histogram's buckets (`+Inf` implied).
@@ -464,6 +469,30 @@ impl Metrics {
             "CPU time the process's CPU-warming spinners spent spinning (SCHED_IDLE: only \
              time no other thread wanted)",
             spun,
+        );
+
+        let busy = BusyPollStats::now();
+        registry.register(
+            "magpie_busy_poll_spins",
+            "Spins of the process's busy polling (GrpcOptions::busy_poll): times a runtime \
+             polled its sockets without sleeping after a write",
+            counter(busy.spins),
+        );
+        registry.register(
+            "magpie_busy_poll_caught",
+            "Spins of the process's busy polling that the awaited message ended",
+            counter(busy.caught),
+        );
+        registry.register(
+            "magpie_busy_poll_preempted",
+            "Spins of the process's busy polling that ended because another thread wanted \
+             the CPU (spinning then backs off)",
+            counter(busy.preempted),
+        );
+        registry.register(
+            "magpie_busy_poll_spinning",
+            "Spinner tasks and spinning calls of the process's busy polling now",
+            gauge(busy.spinning as u64),
         );
 
         let mut text = String::new();

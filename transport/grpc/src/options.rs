@@ -133,6 +133,15 @@ pub struct GrpcOptions {
     /// quota, where spinning counts against the quota. The spinners are one per CPU of the
     /// process's affinity mask (why, in `WarmCpus`'s docs): bound them with that mask.
     pub warm_window: Option<Duration>,
+    /// How long a runtime of this server or client polls its sockets without sleeping
+    /// after it writes a request or a response (default 100 µs; `None` or zero: never;
+    /// flag `--busy-poll-us`), so the answer is read by a running thread instead of one
+    /// the kernel must wake (on a VM, 10–15 µs less per hop). It spins only while the
+    /// answers it waits for come within the window on average, at most one spinner per
+    /// CPU in the process, and at normal priority: up to the window of CPU time per
+    /// runtime thread after each such write. Turn it off in a container with a CPU quota
+    /// or on a host whose CPUs all have other work. See the `busy_poll` module's docs.
+    pub busy_poll: Option<Duration>,
 }
 
 impl Default for GrpcOptions {
@@ -165,6 +174,7 @@ impl Default for GrpcOptions {
             bind: None,
             metrics_addr: None,
             warm_window: Some(DEFAULT_WARM_WINDOW),
+            busy_poll: Some(DEFAULT_BUSY_POLL),
         }
     }
 }
@@ -175,6 +185,10 @@ pub(crate) const INLINE_TENSOR_BYTES: usize = 64 << 10;
 /// [`GrpcOptions::warm_window`]'s default: covers the gap between the steps of a
 /// client's loop and the hops of one step, short enough that a lone step costs little.
 pub const DEFAULT_WARM_WINDOW: Duration = Duration::from_micros(200);
+
+/// [`GrpcOptions::busy_poll`]'s default: longer than a hop of a small step on loopback
+/// (10–40 µs), short enough that a spin that catches nothing costs little.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 
 /// Half the available cores, in `1..=4`.
 fn default_runtime_threads() -> usize {

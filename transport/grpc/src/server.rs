@@ -53,11 +53,13 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::auth::Guard;
+use crate::busy_poll::{BusyPoll, BusyPollStats};
 use crate::connections::{limit_connections, warn_if_unusable};
 use crate::error::GrpcError;
 use crate::message_limit::MessageLimit;
 use crate::metrics::TensorTraffic;
 use crate::options::{runtime, GrpcOptions};
+use crate::polled::Polled;
 use crate::proto::master_service_server::MasterServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
 use crate::request_bytes::{Budget, RequestBytes};
@@ -87,6 +89,8 @@ pub struct GrpcServer {
     worker: WorkerService,
     health: HealthReporter,
     metrics_addr: Option<SocketAddr>,
+    /// The busy polling of the server's runtime.
+    busy: Arc<BusyPoll>,
     running: Mutex<Option<Running>>,
 }
 
@@ -230,7 +234,12 @@ impl GrpcServer {
             ),
             max,
         );
-        let worker_svc = RequestBytes::new(worker_svc, Arc::clone(&budget));
+        // Calls tell the runtime's busy polling when to spin for the next request.
+        let busy = Arc::clone(transport.busy_poll());
+        let worker_svc = Polled::new(
+            RequestBytes::new(worker_svc, Arc::clone(&budget)),
+            Arc::clone(&busy),
+        );
         let master_svc = MessageLimit::new(
             InterceptedService::new(
                 MasterServiceServer::new(master.clone())
@@ -240,15 +249,21 @@ impl GrpcServer {
             ),
             max,
         );
-        let master_svc = RequestBytes::new(master_svc, Arc::clone(&budget));
-        let tf_svc = RequestBytes::new(
-            InterceptedService::new(
-                TfMasterServiceServer::new(master.tensorflow())
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-                Guard::new("tensorflow.MasterService", grpc.auth_token.clone(), false),
+        let master_svc = Polled::new(
+            RequestBytes::new(master_svc, Arc::clone(&budget)),
+            Arc::clone(&busy),
+        );
+        let tf_svc = Polled::new(
+            RequestBytes::new(
+                InterceptedService::new(
+                    TfMasterServiceServer::new(master.tensorflow())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                    Guard::new("tensorflow.MasterService", grpc.auth_token.clone(), false),
+                ),
+                Arc::clone(&budget),
             ),
-            Arc::clone(&budget),
+            Arc::clone(&busy),
         );
         if let Some(idle) = grpc.session_idle_timeout {
             // Ends with the runtime, when the server stops.
@@ -313,6 +328,7 @@ impl GrpcServer {
             worker,
             health,
             metrics_addr,
+            busy,
             running: Mutex::new(Some(Running {
                 shutdown,
                 serve,
@@ -332,6 +348,14 @@ impl GrpcServer {
     /// `magpie_tensors_received_total` at `/metrics`).
     pub fn tensor_traffic(&self) -> TensorTraffic {
         self.master.metrics().tensor_traffic()
+    }
+
+    /// What the busy polling of the server's runtime did so far
+    /// ([`GrpcOptions::busy_poll`]): its spins after answers and after requests to its
+    /// peers. The process's totals are [`BusyPollStats::now`] and the
+    /// `magpie_busy_poll_*` metrics.
+    pub fn busy_poll_stats(&self) -> BusyPollStats {
+        self.busy.stats()
     }
 
     /// The task.

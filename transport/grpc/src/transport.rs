@@ -43,6 +43,7 @@ use tonic::Status;
 use crate::auth::Credentials;
 use crate::batch::{answer_batch, batch_bytes, split, Answer, Outgoing, Queued};
 use crate::batch_stream::BatchStreams;
+use crate::busy_poll::BusyPoll;
 use crate::coalesce::CoalescingConnector;
 
 use crate::conv::{graph_to_wire, tensor_from_wire, tensor_to_wire, timeline_from_wire};
@@ -112,6 +113,9 @@ pub(crate) struct Inner {
     outgoing: Outgoing,
     /// The open tensor streams, by peer.
     streams: BatchStreams,
+    /// The busy polling of `handle`'s runtime, which the channels to peers report to (a
+    /// hosting server's accepted connections too).
+    busy: Arc<BusyPoll>,
 }
 
 /// Core's [`Transport`] over gRPC, reaching the tasks of one cluster at their addresses.
@@ -153,6 +157,7 @@ impl GrpcTransport {
         handle: Handle,
         owned: Option<OwnedRuntime>,
     ) -> GrpcTransport {
+        let busy = BusyPoll::new(options.busy_poll, handle.metrics().num_workers());
         GrpcTransport {
             inner: Arc::new(Inner {
                 cluster,
@@ -165,8 +170,15 @@ impl GrpcTransport {
                 metrics: OnceLock::new(),
                 outgoing: Outgoing::default(),
                 streams: BatchStreams::default(),
+                busy,
             }),
         }
+    }
+
+    /// The busy polling of the transport's runtime (`busy_poll.rs`): a server hosting
+    /// the transport has its accepted connections report to it too.
+    pub(crate) fn busy_poll(&self) -> &Arc<BusyPoll> {
+        &self.inner.busy
     }
 
     /// Serves requests for `server`'s own task by direct calls into it (as the in-memory
@@ -546,7 +558,9 @@ impl Inner {
         // request's HEADERS and DATA frames in one write instead of two.
         Ok(endpoint(address, &self.options, self.options.tls.as_ref())
             .map_err(|e| unreachable(format!("bad address {address:?}: {e}")))?
-            .connect_with_connector_lazy(CoalescingConnector::new(true)))
+            .connect_with_connector_lazy(
+                CoalescingConnector::new(true).busy_poll(Arc::clone(&self.busy)),
+            ))
     }
 
     /// Drops `task`'s channel after a failure: the next request connects afresh. Logs

@@ -184,6 +184,14 @@ fn metrics_count_steps_sessions_and_peer_bytes_and_only_get_metrics_is_served() 
         sample(&text, "magpie_warm_spin_seconds_total", &[]).is_some(),
         "{text}"
     );
+    for busy in [
+        "magpie_busy_poll_spins_total",
+        "magpie_busy_poll_caught_total",
+        "magpie_busy_poll_preempted_total",
+        "magpie_busy_poll_spinning",
+    ] {
+        assert!(sample(&text, busy, &[]).is_some(), "{busy} missing: {text}");
+    }
     // The worker counts what it sent (its exposition without an HTTP endpoint).
     let sent = w.metrics_text();
     assert_eq!(
