@@ -37,6 +37,7 @@
 //! | `magpie_warm_spinners_failed` | gauge | — (the process's that ended at start: `SCHED_IDLE` or pinning refused) |
 //! | `magpie_warm_wakes_total` | counter | — (times a spinner woke to spin, process-wide) |
 //! | `magpie_warm_spin_seconds_total` | counter | — (CPU time spent spinning, process-wide) |
+//! | `magpie_warm_spinners_elsewhere` | gauge | — (the process's that ended at start: another process's spinner holds their CPU) |
 //! | `magpie_busy_poll_spins_total` | counter | — (spins started, process-wide; see `GrpcOptions::busy_poll`) |
 //! | `magpie_busy_poll_caught_total` | counter | — (spins the awaited message ended) |
 //! | `magpie_busy_poll_preempted_total` | counter | — (spins ended because another thread wanted the CPU) |
@@ -469,6 +470,13 @@ impl Metrics {
             "CPU time the process's CPU-warming spinners spent spinning (SCHED_IDLE: only \
              time no other thread wanted)",
             spun,
+        );
+
+        registry.register(
+            "magpie_warm_spinners_elsewhere",
+            "CPU-warming spinner threads of the process that ended at start because another \
+             process's spinner holds their CPU (one spinner per CPU on the machine)",
+            gauge(warm.elsewhere as u64),
         );
 
         let busy = BusyPollStats::now();

@@ -73,20 +73,22 @@ fn activity(tid: i32) -> (char, u64) {
     thread_activity(tid).expect("a spinner ended while its handle lives")
 }
 
-/// Whether this host refused every spinner (no `SCHED_IDLE` or no pinning for this
-/// process): then nothing spins, nothing is counted as spinning, and the tests below have
-/// nothing to watch (`warm.rs`'s unit tests cover that path through a seam).
+/// Whether this process runs no spinner: the host refused every one (no `SCHED_IDLE` or
+/// no pinning for this process), or another process of the machine holds every CPU (a
+/// server or bench running beside the tests). Then nothing spins, nothing is counted as
+/// spinning, and the tests below have nothing to watch (`warm.rs`'s unit tests cover both
+/// paths).
 fn refused_everywhere(stats: &WarmStats) -> bool {
     if stats.spinners > 0 {
         return false;
     }
-    assert!(stats.failed >= 1, "{stats:?}");
+    assert!(stats.failed + stats.elsewhere >= 1, "{stats:?}");
     assert_eq!(
         spinner_threads(),
         Vec::<i32>::new(),
         "the refused ones ended"
     );
-    eprintln!("this host refuses SCHED_IDLE spinners: {stats:?}");
+    eprintln!("no spinner runs in this process: {stats:?}");
     true
 }
 
@@ -117,8 +119,9 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
     let (server, session) =
         server_and_session(options(Some(Duration::from_millis(1))), options(None));
     let started = WarmCpus::running_stats().expect("the server's spinners");
-    assert!(started.spinners + started.failed >= 1);
-    assert!(started.spinners + started.failed <= cpus.max(1) * 4);
+    let ran_or_ended = started.spinners + started.failed + started.elsewhere;
+    assert!(ran_or_ended >= 1);
+    assert!(ran_or_ended <= cpus.max(1) * 4);
     assert_eq!(spinner_threads().len(), started.spinners);
     if refused_everywhere(&started) {
         drop(session);
