@@ -416,7 +416,8 @@ impl BusyPoll {
         if !self.pays(now) {
             return;
         }
-        self.until.fetch_max(now + self.window, Ordering::Relaxed);
+        self.until
+            .fetch_max(now.saturating_add(self.window), Ordering::Relaxed);
         if self.spinning.load(Ordering::Relaxed) >= self.workers {
             return;
         }
@@ -478,7 +479,7 @@ impl BusyPoll {
         };
         if slot.is_some() {
             count(&self.counts.spins, &PROCESS.spins);
-            let until = start + self.window;
+            let until = start.saturating_add(self.window);
             let mut preemption = Preemption::start();
             loop {
                 let polled = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;

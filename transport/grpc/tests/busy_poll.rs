@@ -1,7 +1,7 @@
 //! Busy polling (`GrpcOptions::busy_poll`) on a real server and client (127.0.0.1, free
-//! ports): off, nothing spins; on, the server spins after its answers and the client's
-//! next request ends the spin, and the client spins for its answers; steps farther apart
-//! than the window stop the server's spinning. Counts from the server's and the
+//! ports): off, nothing spins; on, the server spins after its answers and the client for
+//! them, each spin ended by the message it waits for (or by a preemption, on a loaded
+//! machine); steps farther apart than the window stop the server's spinning. Counts from the server's and the
 //! process's [`BusyPollStats`], no timings: the window is long enough that a debug build
 //! on a loaded machine answers within it.
 //!
@@ -13,10 +13,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
-use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::Graph;
-use magpie_core::testkit::host_task_options;
+use common::{pass_four_session, pass_four_steps};
 use magpie_grpc::{BusyPollStats, GrpcOptions, GrpcServer, RemoteSession};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -33,36 +30,15 @@ fn options(busy: Option<Duration>) -> GrpcOptions {
     }
 }
 
-/// A one-task server and a session on it running `y = TestPass(TestFour)`.
+/// A one-task server and a session on it (`common::pass_four_session`), both with
+/// `busy` as their busy-poll window.
 fn server_and_session(busy: Option<Duration>) -> (GrpcServer, RemoteSession) {
-    register_test_ops();
-    let spec = ClusterSpec::builder()
-        .job("busy", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap();
-    let s = GrpcServer::start_with(&spec, "busy", 0, &host_task_options("busy"), options(busy))
-        .unwrap();
-    let g = Graph::new();
-    let x = g.with_name("x").op("TestFour").build_output().unwrap();
-    g.with_name("y")
-        .op("TestPass")
-        .input(x)
-        .build_output()
-        .unwrap();
-    let session = magpie_grpc::connect_with(&s.target(), &g, options(busy)).unwrap();
-    (s, session)
+    pass_four_session(options(busy), options(busy))
 }
 
-/// `n` steps, `pause` apart, each checked.
+/// `n` checked steps, `pause` apart.
 fn steps(session: &RemoteSession, n: usize, pause: Duration) {
-    for _ in 0..n {
-        let out = session.run_named(&[], &["y:0"], &[], None).unwrap();
-        assert_eq!(
-            out.tensors[0].as_slice::<f32>().unwrap(),
-            &[1.0, 2.0, 3.0, 4.0]
-        );
-        std::thread::sleep(pause);
-    }
+    pass_four_steps(session, n, pause);
 }
 
 #[test]
@@ -81,23 +57,26 @@ fn off_nothing_spins() {
 fn on_the_server_spins_after_answers_and_the_client_for_them() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = BusyPollStats::now();
-    // A window no step of a debug build comes near: every spin that is not preempted
-    // catches its message.
+    // A window no step of a debug build comes near: a spin ends when its message comes,
+    // or earlier when another thread wants its CPU (a loaded machine; spinning then
+    // backs off), never by running out its window.
     let (server, session) = server_and_session(Some(Duration::from_millis(200)));
     steps(&session, 50, Duration::ZERO);
     let at_server = server.busy_poll_stats();
     assert!(at_server.spins >= 1, "{at_server:?}");
     assert!(
-        at_server.caught >= 1,
-        "no request ended a spin of the server: {at_server:?}"
+        at_server.caught + at_server.preempted >= 1,
+        "no request (nor preemption) ended a spin of the server: {at_server:?}"
     );
     let process = BusyPollStats::now();
     let client_spins = process.spins - before.spins - at_server.spins;
-    let client_caught = process.caught - before.caught - at_server.caught;
+    let client_ended = (process.caught + process.preempted)
+        - (before.caught + before.preempted)
+        - (at_server.caught + at_server.preempted);
     assert!(client_spins >= 1, "the client never spun: {process:?}");
     assert!(
-        client_caught >= 1,
-        "no answer ended a spin of the client: {process:?}"
+        client_ended >= 1,
+        "no answer (nor preemption) ended a spin of the client: {process:?}"
     );
     drop(session);
     server.stop(Duration::from_secs(1));

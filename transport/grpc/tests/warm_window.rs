@@ -13,13 +13,8 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{free_port, register_test_ops};
-use magpie_core::cluster::ClusterSpec;
-use magpie_core::graph::Graph;
-use magpie_core::testkit::host_task_options;
-use magpie_grpc::{
-    GrpcOptions, GrpcServer, RemoteSession, WarmCpus, WarmStats, SPINNER_THREAD_PREFIX,
-};
+use common::{pass_four_session, pass_four_steps};
+use magpie_grpc::{GrpcOptions, WarmCpus, WarmStats, SPINNER_THREAD_PREFIX};
 use magpie_scheduler::test_support::{eventually, thread_activity, threads_where};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,35 +26,6 @@ fn options(warm: Option<Duration>) -> GrpcOptions {
         keepalive_interval: Duration::from_secs(3600),
         session_idle_timeout: None,
         ..GrpcOptions::default()
-    }
-}
-
-/// A one-task server and a session on it running `y = TestPass(TestFour)` (TestFour: `[1, 2, 3, 4]`).
-fn server_and_session(server: GrpcOptions, client: GrpcOptions) -> (GrpcServer, RemoteSession) {
-    register_test_ops();
-    let spec = ClusterSpec::builder()
-        .job("warm", [format!("127.0.0.1:{}", free_port())])
-        .build()
-        .unwrap();
-    let s = GrpcServer::start_with(&spec, "warm", 0, &host_task_options("warm"), server).unwrap();
-    let g = Graph::new();
-    let x = g.with_name("x").op("TestFour").build_output().unwrap();
-    g.with_name("y")
-        .op("TestPass")
-        .input(x)
-        .build_output()
-        .unwrap();
-    let session = magpie_grpc::connect_with(&s.target(), &g, client).unwrap();
-    (s, session)
-}
-
-fn steps(session: &RemoteSession, n: usize) {
-    for _ in 0..n {
-        let out = session.run_named(&[], &["y:0"], &[], None).unwrap();
-        assert_eq!(
-            out.tensors[0].as_slice::<f32>().unwrap(),
-            &[1.0, 2.0, 3.0, 4.0]
-        );
     }
 }
 
@@ -104,8 +70,8 @@ fn all_asleep() -> WarmStats {
 #[test]
 fn off_starts_no_spinner_thread() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (server, session) = server_and_session(options(None), options(None));
-    steps(&session, 20);
+    let (server, session) = pass_four_session(options(None), options(None));
+    pass_four_steps(&session, 20, Duration::ZERO);
     assert!(WarmCpus::running_stats().is_none());
     assert_eq!(spinner_threads(), Vec::<i32>::new());
     drop(session);
@@ -117,7 +83,7 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cpus = std::thread::available_parallelism().unwrap().get();
     let (server, session) =
-        server_and_session(options(Some(Duration::from_millis(1))), options(None));
+        pass_four_session(options(Some(Duration::from_millis(1))), options(None));
     let started = WarmCpus::running_stats().expect("the server's spinners");
     let ran_or_ended = started.spinners + started.failed + started.elsewhere;
     assert!(ran_or_ended >= 1);
@@ -132,7 +98,7 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
     // must wake them: spinners still spinning from an earlier touch would only have
     // their deadline moved.
     let started = all_asleep();
-    steps(&session, 20);
+    pass_four_steps(&session, 20, Duration::ZERO);
     // The server's runtime went idle after the requests: its touches woke the spinners.
     eventually("woken by the requests", || {
         WarmCpus::running_stats().unwrap().wakes > started.wakes
@@ -157,7 +123,7 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
     assert_eq!(later.wakes, quiet.wakes);
     assert_eq!(later.spun, quiet.spun);
     // The next burst wakes them again.
-    steps(&session, 5);
+    pass_four_steps(&session, 5, Duration::ZERO);
     eventually("woken by the next burst", || {
         WarmCpus::running_stats().unwrap().wakes > later.wakes
     });
@@ -174,7 +140,7 @@ fn a_server_warms_after_requests_then_its_spinners_sleep_and_stop_with_it() {
 fn a_client_warms_while_it_waits_for_its_responses() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (server, session) =
-        server_and_session(options(None), options(Some(Duration::from_millis(1))));
+        pass_four_session(options(None), options(Some(Duration::from_millis(1))));
     let started = WarmCpus::running_stats().expect("the client's spinners");
     if refused_everywhere(&started) {
         drop(session);
@@ -182,7 +148,7 @@ fn a_client_warms_while_it_waits_for_its_responses() {
         return;
     }
     let started = all_asleep();
-    steps(&session, 20);
+    pass_four_steps(&session, 20, Duration::ZERO);
     eventually("woken by the client's waits", || {
         WarmCpus::running_stats().unwrap().wakes > started.wakes
     });
@@ -197,7 +163,7 @@ fn a_client_warms_while_it_waits_for_its_responses() {
 fn a_client_warms_while_its_async_calls_wait() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (server, session) =
-        server_and_session(options(None), options(Some(Duration::from_millis(1))));
+        pass_four_session(options(None), options(Some(Duration::from_millis(1))));
     let started = WarmCpus::running_stats().expect("the client's spinners");
     if refused_everywhere(&started) {
         drop(session);

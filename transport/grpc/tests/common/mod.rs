@@ -1,15 +1,19 @@
 //! Test ops and helpers shared by the gRPC integration tests: `TestHang` (an output that
 //! never comes, so a step waits until it is aborted, cancelled or past its deadline),
 //! `TestThree` (the scalar 3.0), `TestFour` (a 4-element f32 vector, 16 bytes),
-//! `TestPass` (its input, unchanged), free loopback ports, and (in `worker`) the setup of
-//! tests that talk to one task's worker service.
+//! `TestPass` (its input, unchanged), free loopback ports, (in `worker`) the setup of
+//! tests that talk to one task's worker service, and (in `session`) a one-task server
+//! with a remote session of plain steps.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Once;
 
+mod session;
 mod worker;
-// Not every test binary uses the worker-service helpers.
+// Not every test binary uses these helpers.
+#[allow(unused_imports)]
+pub use session::*;
 #[allow(unused_imports)]
 pub use worker::*;
 
