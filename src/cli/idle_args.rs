@@ -30,7 +30,7 @@ pub(crate) struct IdleArgs {
     /// runtime goes idle, by one lowest-priority (SCHED_IDLE) spinner thread per CPU, so
     /// the next request of a burst of steps wakes a running CPU (on a VM, tens of
     /// microseconds less per hop). Costs up to this much CPU time per CPU after each
-    /// request, none while idle; 0 turns it off. Default: 200.
+    /// request, none while idle; 0 turns it off. Default: 1000.
     #[arg(long, value_name = "US")]
     pub(crate) warm_window_us: Option<u64>,
     /// Microseconds the server's network runtime polls its sockets without sleeping

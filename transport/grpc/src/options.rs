@@ -124,7 +124,7 @@ pub struct GrpcOptions {
     /// metrics name tasks and devices, no session or tensor. Flag `--metrics-addr`.
     pub metrics_addr: Option<String>,
     /// How long after a runtime of this server or client goes idle the process's CPUs
-    /// are kept from halting (default 200 µs; `None` or zero: never; flag
+    /// are kept from halting (default 1 ms; `None` or zero: never; flag
     /// `--warm-window-us`). While it lasts, one `SCHED_IDLE` spinner thread per CPU runs
     /// whenever nothing else wants the CPU, so the next request or response of a burst of
     /// steps wakes a running CPU instead of a halted one (on a VM, 20–40 µs less per
@@ -183,8 +183,10 @@ impl Default for GrpcOptions {
 pub(crate) const INLINE_TENSOR_BYTES: usize = 64 << 10;
 
 /// [`GrpcOptions::warm_window`]'s default: covers the gap between the steps of a
-/// client's loop and the hops of one step, short enough that a lone step costs little.
-pub const DEFAULT_WARM_WINDOW: Duration = Duration::from_micros(200);
+/// client's loop (a TensorFlow Python client's trivial steps come 150–250 µs apart: a
+/// 200 µs window let the CPUs halt between about half of them) and the hops of one step,
+/// short enough that a lone step costs little (a millisecond of otherwise idle CPU time).
+pub const DEFAULT_WARM_WINDOW: Duration = Duration::from_micros(1000);
 
 /// [`GrpcOptions::busy_poll`]'s default: longer than a hop of a small step on loopback
 /// (10–40 µs), short enough that a spin that catches nothing costs little.

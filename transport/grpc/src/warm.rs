@@ -15,15 +15,19 @@
 //! One spinner thread per CPU the process may run on, each pinned to its CPU and of
 //! scheduling class `SCHED_IDLE`: it runs only when nothing else wants that CPU, and any
 //! woken thread preempts it at once. A runtime that goes idle calls [`WarmCpus::touch`]
-//! (from tokio's `on_thread_park` hook), which moves the shared deadline to now + the
-//! window; the spinners spin (with the CPU's spin-loop hint) until the deadline passes,
-//! then sleep on a condition variable until the next touch.
+//! (from tokio's `on_thread_park` hook), which moves the deadline to now + the window;
+//! the spinners spin (with the CPU's spin-loop hint) until the deadline passes, then sleep
+//! on a futex until the next touch. The deadline and the futex are the machine's
+//! (`board.rs`): every process's touches warm the CPUs, whichever process runs their
+//! spinners (see below).
 //!
 //! # What it promises
 //!
 //! - An idle process spins for at most the window after its last touch, then every
-//!   spinner sleeps; nothing wakes a sleeping spinner but a touch or the end of the last
-//!   [`WarmCpus`] handle (no timer, no periodic wake).
+//!   spinner sleeps; nothing wakes a sleeping spinner but a touch (of any process of the
+//!   machine) or the end of the last [`WarmCpus`] handle of a process (no timer, no
+//!   periodic wake). No deadline further than one second ahead is honoured (windows are
+//!   clamped to it).
 //! - The spinners take no CPU time that another thread wants (`SCHED_IDLE`); a spinner
 //!   that cannot be pinned to its CPU or made `SCHED_IDLE` ends instead of spinning at
 //!   normal priority. [`WarmStats::spinners`] (and the `magpie_warm_spinners` metric)
@@ -44,13 +48,14 @@
 //!   abstract Unix socket `magpie-warm-cpu-<cpu>` (the kernel frees the name when the
 //!   spinner's socket closes: when the spinners stop, or the process dies however it
 //!   dies). A spinner whose CPU another process's spinner holds ends at start
-//!   ([`WarmStats::elsewhere`], `magpie_warm_spinners_elsewhere`), and the touches of a
-//!   process left with no spinner do nothing. Several servers on one machine (a cluster
-//!   on one host, as the TensorFlow-client bench runs it) would otherwise each run a
-//!   spinner per CPU: measured on a 2-vCPU VM with three server processes, their
-//!   training step took 830–890 µs so, 580–620 µs with no spinner at all, and 495–550
-//!   µs with one process's spinners. Where the socket cannot be made (a sandbox that
-//!   forbids it), a spinner runs unclaimed, as before.
+//!   ([`WarmStats::elsewhere`], `magpie_warm_spinners_elsewhere`); the process's touches
+//!   still warm that CPU, through the machine's deadline that the owner's spinner follows.
+//!   Several servers on one machine (a cluster on one host, as the TensorFlow-client bench
+//!   runs it) would otherwise each run a spinner per CPU: measured on a 2-vCPU VM with
+//!   three server processes, their training step took 830–890 µs so, 580–620 µs with no
+//!   spinner at all, and 495–550 µs with one process's spinners. Where the claim socket
+//!   cannot be made (a sandbox that forbids it) a spinner runs unclaimed, and where the
+//!   board cannot be mapped the process follows a deadline of its own, as before.
 //! - Linux only; elsewhere [`WarmCpus::start`] starts no thread and a touch does nothing.
 //!
 //! # How many spinners
@@ -68,22 +73,29 @@
 //!
 //! # Protocol and memory ordering
 //!
-//! `until` is the deadline (nanoseconds since the process's epoch), only ever raised
-//! (`fetch_max`). `asleep` counts spinners about to wait or waiting. A spinner that finds
-//! the deadline passed takes the mutex, increments `asleep`, reads `until` again and waits
-//! only if it still passed; a toucher raises `until`, then reads `asleep` and, if non-zero,
-//! notifies under the mutex. Both pairs are `SeqCst`, so in their single total order either
-//! the spinner's increment comes first (the toucher sees it and notifies; the spinner holds
-//! the mutex from the increment until it waits, so the notification cannot come between)
-//! or the toucher's raise does (the spinner's second read sees the new deadline and does
-//! not wait): no touch is lost. `stop` is set and notified the same way.
+//! On the board (`board.rs`): `until` is the deadline (`CLOCK_MONOTONIC` nanoseconds),
+//! raised by touches (`fetch_update` to the larger, or over a deadline past the horizon);
+//! `asleep` counts spinners about to wait or waiting; `seq` is the futex word. A spinner
+//! that finds the deadline passed increments `asleep`, reads `seq`, reads `until` (and
+//! its process's `stop`) again, and waits on `seq` only if the deadline still passed; a
+//! toucher raises `until`, then reads `asleep` and, if non-zero, increments `seq` and
+//! wakes every waiter. All are `SeqCst`, so in their single total order either the
+//! spinner's read of `until` comes after the raise (it does not wait), or its increment
+//! of `asleep` and its read of `seq` come before the toucher's read of `asleep` and
+//! increment of `seq` (the toucher wakes, and the futex wait returns at once on a `seq`
+//! that moved or is woken): no touch is lost. `stop` is set, then `seq` incremented and
+//! every waiter woken, the same way.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+
+use board::{BoardMap, MAX_HORIZON};
+
+mod board;
 
 /// Name prefix of the spinner threads (`magpie-warm-<cpu>`).
 pub const SPINNER_THREAD_PREFIX: &str = "magpie-warm-";
@@ -96,12 +108,11 @@ pub(crate) const SPINNER_STACK_BYTES: usize = 64 << 10;
 /// deadline for a stalled thread, not a cost paid in the normal case.
 pub(crate) const STARTUP_WAIT: Duration = Duration::from_secs(5);
 
-/// State shared by the spinners and the handles.
+/// State shared by the process's spinners and handles.
 struct Shared {
-    epoch: Instant,
-    /// Spin until this many nanoseconds after `epoch`.
-    until: AtomicU64,
-    /// Spinners about to wait or waiting on `wake`.
+    /// The deadline and the futex (the machine's, or the process's own).
+    board: BoardMap,
+    /// The process's spinners about to wait or waiting.
     asleep: AtomicUsize,
     /// Spinners spinning now.
     spinning: AtomicUsize,
@@ -110,9 +121,7 @@ struct Shared {
     /// Spinners that ended at start: pinning or `SCHED_IDLE` was refused.
     failed: AtomicUsize,
     stop: AtomicBool,
-    lock: Mutex<()>,
-    wake: Condvar,
-    /// Times a spinner woke from its sleep to spin.
+    /// Times a spinner woke from its sleep.
     wakes: AtomicU64,
     /// Nanoseconds spent spinning, all spinners together.
     spun_ns: AtomicU64,
@@ -121,9 +130,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// Wakes every spinner that sleeps on the board (every process's).
+    fn wake(&self) {
+        let b = self.board.board();
+        b.seq.fetch_add(1, Ordering::SeqCst);
+        board::wake_all(&b.seq);
     }
+}
+
+/// [`MAX_HORIZON`] in nanoseconds.
+const MAX_HORIZON_NS: u64 = MAX_HORIZON.as_nanos() as u64;
+
+/// Whether `until` asks for spinning at `now`: ahead, and not past the horizon.
+fn ahead(now: u64, until: u64) -> bool {
+    now < until && until - now <= MAX_HORIZON_NS
 }
 
 /// The spinners of the process; stopped and joined when the last handle drops.
@@ -135,10 +155,7 @@ struct Spinners {
 impl Drop for Spinners {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _guard = self.shared.lock.lock();
-            self.shared.wake.notify_all();
-        }
+        self.shared.wake();
         for t in self.threads.drain(..) {
             // A spinner that panicked has nothing left to stop.
             let _ = t.join();
@@ -192,8 +209,9 @@ pub struct WarmStats {
 }
 
 impl WarmCpus {
-    /// A handle with `window`, starting the process's spinners unless another handle has;
-    /// `None` for a zero window (nothing to keep warm).
+    /// A handle with `window` (at most one second: longer is clamped), starting the
+    /// process's spinners unless another handle has; `None` for a zero window (nothing to
+    /// keep warm).
     pub fn start(window: Duration) -> Option<WarmCpus> {
         if window.is_zero() {
             return None;
@@ -206,7 +224,7 @@ impl WarmCpus {
         });
         Some(WarmCpus {
             spinners,
-            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            window_ns: u64::try_from(window.min(MAX_HORIZON).as_nanos()).unwrap_or(MAX_HORIZON_NS),
         })
     }
 
@@ -220,23 +238,28 @@ impl WarmCpus {
     /// most of the window (a clock read and a load); wakes sleeping spinners otherwise.
     pub fn touch(&self) {
         let s = &self.spinners.shared;
-        if s.running.load(Ordering::Relaxed) == 0 {
+        // No spinner here nor in another process for this one's CPUs: nothing to warm.
+        if s.running.load(Ordering::Relaxed) == 0 && s.elsewhere.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let until = s.now_ns().saturating_add(self.window_ns);
-        // Within an eighth of the window of the deadline already set: leave the shared
-        // line alone (the spinners read it all the time).
-        if until
-            <= s.until
-                .load(Ordering::Relaxed)
-                .saturating_add(self.window_ns / 8)
-        {
+        let b = s.board.board();
+        let now = board::now_ns();
+        let until = now.saturating_add(self.window_ns);
+        let current = b.until.load(Ordering::Relaxed);
+        // Within an eighth of the window of a deadline already set: leave the shared line
+        // alone (the spinners read it all the time).
+        if ahead(now, current) && until <= current.saturating_add(self.window_ns / 8) {
             return;
         }
-        s.until.fetch_max(until, Ordering::SeqCst);
-        if s.asleep.load(Ordering::SeqCst) > 0 {
-            let _guard = s.lock.lock();
-            s.wake.notify_all();
+        // Raise the deadline, or replace one past the horizon (stale or hostile).
+        let raised = b
+            .until
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c < until || c.saturating_sub(now) > MAX_HORIZON_NS).then_some(until)
+            })
+            .is_ok();
+        if raised && b.asleep.load(Ordering::SeqCst) > 0 {
+            s.wake();
         }
     }
 
@@ -339,15 +362,12 @@ fn spawn_spinners() -> Spinners {
 /// `failed`. `setup` is a parameter so that tests can make it fail.
 fn spawn_spinners_with(cpus: Vec<usize>, setup: fn(usize) -> std::io::Result<()>) -> Spinners {
     let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        until: AtomicU64::new(0),
+        board: BoardMap::open(),
         asleep: AtomicUsize::new(0),
         spinning: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
-        lock: Mutex::new(()),
-        wake: Condvar::new(),
         wakes: AtomicU64::new(0),
         spun_ns: AtomicU64::new(0),
         elsewhere: AtomicUsize::new(0),
@@ -436,33 +456,37 @@ enum Started {
     Elsewhere,
 }
 
-/// A spinner's life: spin while the deadline is ahead, sleep until a touch otherwise,
-/// end on `stop`.
+/// A spinner's life: spin while the board's deadline is ahead, sleep until a touch
+/// otherwise, end on `stop` (the protocol is in the module docs).
 fn spin(s: &Shared) {
+    let b = s.board.board();
     loop {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
-        let start = s.now_ns();
-        if start < s.until.load(Ordering::Acquire) {
+        let start = board::now_ns();
+        if ahead(start, b.until.load(Ordering::Acquire)) {
             s.spinning.fetch_add(1, Ordering::SeqCst);
             let mut now = start;
-            while now < s.until.load(Ordering::Acquire) && !s.stop.load(Ordering::Relaxed) {
+            while ahead(now, b.until.load(Ordering::Acquire)) && !s.stop.load(Ordering::Relaxed) {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
-                now = s.now_ns();
+                now = board::now_ns();
             }
             s.spinning.fetch_sub(1, Ordering::SeqCst);
             s.spun_ns.fetch_add(now - start, Ordering::Relaxed);
             continue;
         }
-        let mut guard = s.lock.lock();
         s.asleep.fetch_add(1, Ordering::SeqCst);
-        if !s.stop.load(Ordering::SeqCst) && s.now_ns() >= s.until.load(Ordering::SeqCst) {
-            s.wake.wait(&mut guard);
+        b.asleep.fetch_add(1, Ordering::SeqCst);
+        let seq = b.seq.load(Ordering::SeqCst);
+        let until = b.until.load(Ordering::SeqCst);
+        if !s.stop.load(Ordering::SeqCst) && !ahead(board::now_ns(), until) {
+            board::wait(&b.seq, seq);
             s.wakes.fetch_add(1, Ordering::Relaxed);
         }
+        b.asleep.fetch_sub(1, Ordering::SeqCst);
         s.asleep.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -687,8 +711,24 @@ mod tests {
             "the ended ones were joined"
         );
         assert_eq!(spinner_threads(), 0);
+        let before = none
+            .spinners
+            .shared
+            .board
+            .board()
+            .until
+            .load(Ordering::SeqCst);
         none.touch();
-        assert_eq!(none.spinners.shared.until.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            none.spinners
+                .shared
+                .board
+                .board()
+                .until
+                .load(Ordering::SeqCst),
+            before,
+            "a process with no spinner anywhere leaves the deadline alone"
+        );
         drop(none);
         // Some refused: only the others are counted, and they spin after a touch.
         let odd = cpus.iter().filter(|c| *c % 2 == 1).count();
@@ -783,5 +823,40 @@ mod tests {
                 "the spinners freed their claims"
             );
         }
+    }
+
+    #[test]
+    fn another_process_touch_wakes_this_process_spinners() {
+        let _serial = SERIAL.lock();
+        let warm = WarmCpus::start(Duration::from_millis(1)).unwrap();
+        let n = warm.stats().spinners;
+        if n == 0 || !warm.spinners.shared.board.is_shared() {
+            // No spinner here, or no machine board to share: nothing to watch.
+            return;
+        }
+        eventually("all asleep", || warm.stats().asleep == n);
+        let before = warm.stats();
+        // Another process's touch, through a mapping of its own of the machine's board.
+        let other = BoardMap::open();
+        assert!(other.is_shared());
+        let b = other.board();
+        b.until
+            .fetch_max(board::now_ns() + 2_000_000, Ordering::SeqCst);
+        if b.asleep.load(Ordering::SeqCst) > 0 {
+            b.seq.fetch_add(1, Ordering::SeqCst);
+            board::wake_all(&b.seq);
+        }
+        eventually("woken by the other mapping's touch", || {
+            warm.stats().wakes >= before.wakes + n as u64
+        });
+        eventually("asleep again past its deadline", || {
+            warm.stats().asleep == n
+        });
+        // A deadline past the horizon (stale, or written by anyone) is not honoured, and
+        // the next touch replaces it.
+        b.until.store(u64::MAX, Ordering::SeqCst);
+        warm.touch();
+        assert!(b.until.load(Ordering::SeqCst) < u64::MAX);
+        eventually("asleep again", || warm.stats().asleep == n);
     }
 }
