@@ -18,8 +18,8 @@
 //! (from tokio's `on_thread_park` hook), which moves the deadline to now + the window;
 //! the spinners spin (with the CPU's spin-loop hint) until the deadline passes, then sleep
 //! on a futex until the next touch. The deadline and the futex are the machine's
-//! (`board.rs`): every process's touches warm the CPUs, whichever process runs their
-//! spinners (see below).
+//! (`board.rs`, one per user): every process's touches warm the CPUs, whichever of the
+//! user's processes runs their spinners (see below).
 //!
 //! # What it promises
 //!
@@ -43,13 +43,15 @@
 //!   quota like any other CPU time: turn the window off there.
 //! - Spinners are shared by every handle of the process (servers and clients), started by
 //!   the first and stopped (and joined) when the last is dropped.
-//! - At most one process of the machine (more exactly, of the network namespace) runs a
-//!   spinner on each CPU: a spinner claims its CPU for its whole life by binding the
-//!   abstract Unix socket `magpie-warm-cpu-<cpu>` (the kernel frees the name when the
-//!   spinner's socket closes: when the spinners stop, or the process dies however it
-//!   dies). A spinner whose CPU another process's spinner holds ends at start
+//! - At most one process of a user of the machine (more exactly, of the network
+//!   namespace) runs a spinner on each CPU: a spinner claims its CPU for its whole life by
+//!   binding the abstract Unix socket `magpie-warm-cpu-<uid>-<cpu>` (the kernel frees the
+//!   name when the spinner's socket closes: when the spinners stop, or the process dies
+//!   however it dies). A spinner whose CPU another process's spinner holds ends at start
 //!   ([`WarmStats::elsewhere`], `magpie_warm_spinners_elsewhere`); the process's touches
-//!   still warm that CPU, through the machine's deadline that the owner's spinner follows.
+//!   still warm that CPU, through the user's deadline that the owner's spinner follows.
+//!   The names are not secret: another user who binds them only leaves this user's
+//!   processes without spinners (no warming), nothing worse.
 //!   Several servers on one machine (a cluster on one host, as the TensorFlow-client bench
 //!   runs it) would otherwise each run a spinner per CPU: measured on a 2-vCPU VM with
 //!   three server processes, their training step took 830–890 µs so, 580–620 µs with no
@@ -496,7 +498,7 @@ mod sys {
     use std::os::fd::{FromRawFd, OwnedFd};
 
     /// The machine-wide claim on one CPU that a spinner holds for its life: the
-    /// abstract Unix socket name `magpie-warm-cpu-<cpu>`, bound by one socket at a time
+    /// abstract Unix socket name `magpie-warm-cpu-<uid>-<cpu>`, bound by one socket at a time
     /// in the network namespace (see the module docs).
     pub(super) struct CpuClaim {
         addr: libc::sockaddr_un,
@@ -509,7 +511,9 @@ mod sys {
             // SAFETY: `sockaddr_un` is plain data for which all zeroes is valid.
             let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
             addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            let name = format!("magpie-warm-cpu-{cpu}");
+            // SAFETY: geteuid(2) takes nothing and cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            let name = format!("magpie-warm-cpu-{uid}-{cpu}");
             // `sun_path[0]` stays 0: an abstract name, no file. The name is far shorter
             // than `sun_path` (108 bytes).
             for (slot, byte) in addr.sun_path[1..].iter_mut().zip(name.bytes()) {

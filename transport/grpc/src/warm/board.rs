@@ -1,27 +1,33 @@
-//! The deadline board the warm window's spinners follow: one per machine, so that the
-//! spinners one process runs (each CPU's spinner belongs to the first process that
-//! claimed it) keep the CPUs warm for the touches of every process.
+//! The deadline board the warm window's spinners follow: one per user of the machine, so
+//! that the spinners one process runs (each CPU's spinner belongs to the first of the
+//! user's processes that claimed it) keep the CPUs warm for the touches of every process
+//! of that user.
 //!
 //! The board is three atomics at the start of a shared memory file,
-//! [`BOARD_PATH`] (created zero-filled, mode 0666, by the first process that needs it;
-//! a new layout gets a new name): `until`, the deadline in `CLOCK_MONOTONIC`
-//! nanoseconds, which every process reads the same; `asleep`, the spinners about to wait
-//! or waiting; and `seq`, the futex word they wait on. Waits and wakes are shared futex
-//! operations (not `FUTEX_PRIVATE_FLAG`), which work across the processes that map the
-//! file. Where the file cannot be opened or mapped (no `/dev/shm`, another user's file),
-//! the process gets a board of its own and warms only for its own touches, as before.
+//! `/dev/shm/magpie-warm-board-v1-<uid>` ([`board_path`]; created zero-filled, mode 0600,
+//! by the user's first process that needs it; a new layout gets a new name): `until`,
+//! the deadline in `CLOCK_MONOTONIC` nanoseconds, which every process reads the same;
+//! `asleep`, the spinners about to wait or waiting; and `seq`, the futex word they wait
+//! on. Waits and wakes are shared futex operations (not `FUTEX_PRIVATE_FLAG`), which work
+//! across the processes that map the file. Where the file cannot be opened or mapped (no
+//! `/dev/shm`), or is not a regular file owned by the user, the process gets a board of
+//! its own and warms only for its own touches, as before.
 //!
-//! Any process of the machine can write the board. The worst it can do is make the
-//! spinners spin (at `SCHED_IDLE`: CPU time nothing else wanted) or leave `asleep` high
-//! (each touch then makes one wake system call); a spinner never honours a deadline
-//! further than [`MAX_HORIZON`] ahead, and a touch replaces such a deadline, so a stale
-//! or hostile far deadline neither spins the machine for long nor blocks later touches.
+//! Only the user's own processes can write the board (the file is the user's, mode 0600:
+//! another user cannot truncate it under a mapping, which would fault every reader). A
+//! process of the user can make the spinners spin (at `SCHED_IDLE`: CPU time nothing else
+//! wanted) or leave `asleep` high (each touch then makes one wake system call, as after a
+//! process killed while its spinner slept); a spinner never honours a deadline further
+//! than [`MAX_HORIZON`] ahead, and a touch replaces such a deadline, so a stale far
+//! deadline neither spins the machine for long nor blocks later touches.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
-/// Where the machine's board lives (a tmpfs file).
-pub(crate) const BOARD_PATH: &str = "/dev/shm/magpie-warm-board-v1";
+/// Where the user's board lives (a tmpfs file named by the effective user id).
+pub(crate) fn board_path() -> String {
+    format!("/dev/shm/magpie-warm-board-v1-{}", sys::user_id())
+}
 
 /// The furthest a deadline may lie ahead and be honoured (see the module docs); windows
 /// are clamped to it.
@@ -57,7 +63,7 @@ unsafe impl Sync for BoardMap {}
 impl BoardMap {
     /// The machine's board, or a board of the process's own where it cannot be mapped.
     pub(crate) fn open() -> BoardMap {
-        sys::map(BOARD_PATH).unwrap_or_else(|| BoardMap::Private(Box::default()))
+        sys::map(&board_path()).unwrap_or_else(|| BoardMap::Private(Box::default()))
     }
 
     /// The board.
@@ -121,16 +127,13 @@ mod sys {
             libc::open(
                 c.as_ptr(),
                 libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                0o666 as libc::c_uint,
+                0o600 as libc::c_uint,
             )
         };
         if fd < 0 {
             return None;
         }
         let mapped = (|| {
-            // Every process's umask left aside: any user's processes may share it.
-            // SAFETY: fchmod(2) on the descriptor just opened.
-            unsafe { libc::fchmod(fd, 0o666) };
             let mut st: libc::stat = unsafe {
                 // SAFETY: `stat` is plain data for which all zeroes is valid.
                 std::mem::zeroed()
@@ -139,8 +142,16 @@ mod sys {
             if unsafe { libc::fstat(fd, &mut st) } != 0 {
                 return None;
             }
-            if (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+            // Only a regular file of this user's: no other user may write (or truncate)
+            // what this process maps.
+            if (st.st_mode & libc::S_IFMT) != libc::S_IFREG || st.st_uid != user_id() {
                 return None;
+            }
+            if st.st_mode & 0o077 != 0 {
+                // SAFETY: fchmod(2) on the descriptor just opened, of a file this user owns.
+                if unsafe { libc::fchmod(fd, 0o600) } != 0 {
+                    return None;
+                }
             }
             // Growing a new file is idempotent between racing creators; a file already
             // this long keeps its contents.
@@ -173,6 +184,12 @@ mod sys {
         // SAFETY: closes the descriptor opened above; the mapping stays valid.
         unsafe { libc::close(fd) };
         mapped
+    }
+
+    /// The effective user id.
+    pub(super) fn user_id() -> libc::uid_t {
+        // SAFETY: geteuid(2) takes nothing and cannot fail.
+        unsafe { libc::geteuid() }
     }
 
     /// Unmaps a board that `map` mapped.
@@ -225,6 +242,10 @@ mod sys {
         None
     }
 
+    pub(super) fn user_id() -> u32 {
+        0
+    }
+
     pub(super) fn unmap(_at: *mut Board, _len: usize) {}
 
     pub(super) fn monotonic_ns() -> u64 {
@@ -239,4 +260,76 @@ mod sys {
     }
 
     pub(super) fn futex_wake_all(_word: &AtomicU32) {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    /// A board file of this test's own under /dev/shm, removed on drop.
+    struct Scratch(String);
+
+    impl Scratch {
+        fn new(tag: &str) -> Option<Scratch> {
+            if !std::path::Path::new("/dev/shm").is_dir() {
+                return None;
+            }
+            let path = format!("/dev/shm/magpie-board-test-{}-{tag}", std::process::id());
+            let _ = std::fs::remove_file(&path);
+            Some(Scratch(path))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn two_mappings_of_one_board_share_its_atomics_and_the_file_is_the_users_alone() {
+        let Some(file) = Scratch::new("shared") else {
+            return;
+        };
+        let a = sys::map(&file.0).expect("a new board maps");
+        let b = sys::map(&file.0).expect("the same board maps again");
+        a.board().until.store(42, Ordering::SeqCst);
+        assert_eq!(b.board().until.load(Ordering::SeqCst), 42);
+        let meta = std::fs::metadata(&file.0).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.uid(), sys::user_id());
+        // A board left with loose permissions (an older version's) is tightened.
+        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o666)).unwrap();
+        drop(sys::map(&file.0).expect("maps"));
+        let mode = std::fs::metadata(&file.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_board_another_user_owns_or_a_link_is_not_mapped() {
+        let Some(file) = Scratch::new("other") else {
+            return;
+        };
+        std::fs::write(&file.0, [0u8; 4096]).unwrap();
+        let c = std::ffi::CString::new(file.0.clone()).unwrap();
+        // SAFETY: chown(2) with a NUL-terminated path; only root may give a file away.
+        let given = unsafe { libc::chown(c.as_ptr(), 65534, 65534) } == 0;
+        if given {
+            assert!(
+                sys::map(&file.0).is_none(),
+                "another user's board is not ours"
+            );
+        }
+        let Some(link) = Scratch::new("link") else {
+            return;
+        };
+        std::os::unix::fs::symlink(&file.0, &link.0).unwrap();
+        assert!(
+            sys::map(&link.0).is_none(),
+            "a symbolic link is not followed"
+        );
+    }
 }
