@@ -515,6 +515,14 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_micros(100);
 
+    /// A runtime of the test's own thread, with timers.
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A poller with a pool of its own, so tests that spin at once do not share slots.
     fn poller(window: Duration, workers: usize) -> Arc<BusyPoll> {
         let slots = Box::leak(Box::new(Slots {
@@ -550,10 +558,7 @@ mod tests {
 
     #[test]
     fn a_spin_ends_with_its_window_and_gives_its_slots_back() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let p = poller(Duration::from_millis(2), 1);
         rt.block_on(async {
             p.wrote();
@@ -573,10 +578,7 @@ mod tests {
 
     #[test]
     fn a_read_ends_the_spin_and_is_counted_as_caught() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let p = poller(Duration::from_secs(60), 1);
         rt.block_on(async {
             p.wrote();
@@ -598,10 +600,7 @@ mod tests {
 
     #[test]
     fn a_blocking_call_spins_only_while_it_pays() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let p = poller(WINDOW, 1);
         let slow = || tokio::time::sleep(Duration::from_millis(5));
         rt.block_on(async {
@@ -619,10 +618,7 @@ mod tests {
 
     #[test]
     fn a_dropped_runtime_gives_its_spinners_back() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let p = poller(Duration::from_secs(60), 2);
         rt.block_on(async { p.wrote() });
         assert_eq!(p.spinning.load(Ordering::Relaxed), 2);
