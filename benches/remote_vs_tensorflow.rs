@@ -113,14 +113,11 @@ fn main() {
         let us: u64 = us.parse().expect("--warm-window-us takes microseconds");
         grpc.warm_window = Some(Duration::from_micros(us));
     }
-    if let Some(us) = args
-        .iter()
-        .position(|a| a == "--busy-poll-us")
-        .and_then(|i| args.get(i + 1))
-    {
-        let us: u64 = us.parse().expect("--busy-poll-us takes microseconds");
-        grpc.busy_poll = (us > 0).then(|| Duration::from_micros(us));
-    }
+    let default_busy_us = GrpcOptions::default()
+        .busy_poll
+        .map_or(0, |d| d.as_micros() as usize);
+    let busy_us = arg(&args, "--busy-poll-us", default_busy_us);
+    grpc.busy_poll = (busy_us > 0).then(|| Duration::from_micros(busy_us as u64));
     let run = Settings { reps, warmup, grpc };
     let only = args
         .iter()

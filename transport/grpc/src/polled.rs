@@ -10,12 +10,14 @@
 //! first are not seen here: the runtime's outgoing connections report their own bytes.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
-use tonic::codegen::{BoxFuture, Service};
+use tonic::codegen::Service;
 use tonic::server::NamedService;
 
 use crate::busy_poll::BusyPoll;
@@ -41,11 +43,12 @@ impl<S: NamedService> NamedService for Polled<S> {
 impl<S, B> Service<Request<Body>> for Polled<S>
 where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
+    // The services it wraps answer with boxed futures: no second allocation per call.
+    S::Future: Unpin,
 {
     type Response = Response<B>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<B>, Infallible>;
+    type Future = Answered<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -53,14 +56,28 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         self.busy.read();
-        let response = self.inner.call(request);
-        let busy = Arc::clone(&self.busy);
-        Box::pin(async move {
-            let response = response.await;
-            // hyper writes the answer once this future is ready, in the same turn of the
-            // connection's task: the spin covers the write and the wait that follows.
-            busy.wrote();
-            response
-        })
+        Answered {
+            inner: self.inner.call(request),
+            busy: Arc::clone(&self.busy),
+        }
+    }
+}
+
+/// A call's answer that tells the [`BusyPoll`] when it is ready.
+#[derive(Debug)]
+pub(crate) struct Answered<F> {
+    inner: F,
+    busy: Arc<BusyPoll>,
+}
+
+impl<F: Future + Unpin> Future for Answered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let answer = ready!(Pin::new(&mut self.inner).poll(cx));
+        // hyper writes the answer once this future is ready, in the same turn of the
+        // connection's task: the spin covers the write and the wait that follows.
+        self.busy.wrote();
+        Poll::Ready(answer)
     }
 }
